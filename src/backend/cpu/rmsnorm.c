@@ -1,0 +1,50 @@
+/* RMSNorm forward/backward (CPU). Column sums for dw use per-thread partials reduced in thread order,
+ * so results are deterministic for a fixed thread count. */
+#include "ops/ops.h"
+#include "common.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * D;
+        float *yr = y + (size_t)r * D;
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float s = 1.0f / sqrtf((float)(ss / D) + eps);
+        if (rstd) rstd[r] = s;
+        for (int i = 0; i < D; i++) yr[i] = xr[i] * s * w[i];
+    }
+}
+
+void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                 int rows, int D, int acc) {
+    int nt = omp_get_max_threads();
+    float *partial = xcalloc((size_t)nt * D, sizeof(float));
+#pragma omp parallel
+    {
+        float *dwp = partial + (size_t)omp_get_thread_num() * D;
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * D, *dyr = dy + (size_t)r * D;
+            float *dxr = dx + (size_t)r * D;
+            float s = rstd[r];
+            double dot = 0;
+            for (int i = 0; i < D; i++) {
+                dot += (double)dyr[i] * w[i] * xr[i];
+                dwp[i] += dyr[i] * xr[i] * s;
+            }
+            float c = (float)(dot / D) * s * s * s;
+            if (acc)
+                for (int i = 0; i < D; i++) dxr[i] += dyr[i] * w[i] * s - xr[i] * c;
+            else
+                for (int i = 0; i < D; i++) dxr[i] = dyr[i] * w[i] * s - xr[i] * c;
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < D; i++) dw[i] += partial[(size_t)t * D + i];
+    free(partial);
+}

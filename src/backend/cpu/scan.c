@@ -1,0 +1,195 @@
+/* Mamba-1 selective scan on the CPU. Time runs in order; 16 channels at a time share one vector, so
+ * the exp, the state update and the output are all 16-wide, and threads split over batch x channel
+ * blocks. The forward keeps the state in registers/L1 and never stores it per step; the backward
+ * recomputes it chunk by chunk (boundary states first, then each chunk's steps in reverse). */
+#include "ops/ops.h"
+#include "backend/cpu/vec.h"
+#include "common.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define SCAN_CHUNK 64 /* backward recompute granularity: 2 x 64 x N vectors per thread */
+#define SCAN_MAX_N 256
+
+/* Loads nw (<= 16) consecutive floats; the missing lanes are 0 so a partial last block is harmless. */
+static inline vf load_lanes(const float *p, int nw) {
+    if (nw == VW) return vf_load(p);
+    float tmp[VW] = {0};
+    memcpy(tmp, p, sizeof(float) * nw);
+    return vf_load(tmp);
+}
+
+static inline void store_lanes(float *p, vf v, int nw) {
+    if (nw == VW) { vf_store(p, v); return; }
+    float tmp[VW];
+    vf_store(tmp, v);
+    memcpy(p, tmp, sizeof(float) * nw);
+}
+
+static inline void add_lanes(float *p, vf v, int nw) {
+    for (int i = 0; i < nw; i++) p[i] += v[i];
+}
+
+void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
+    const int nblk = (E + VW - 1) / VW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int e0 = blk * VW, nw = imin(VW, E - e0);
+            vf a[SCAN_MAX_N], hs[SCAN_MAX_N];
+            for (int n = 0; n < N; n++) {
+                a[n] = load_lanes(At + (size_t)n * E + e0, nw);
+                hs[n] = vf_set1(0.0f);
+            }
+            if (h)
+                for (int n = 0; n < N; n++)
+                    for (int i = 0; i < nw; i++) hs[n][i] = h[((size_t)b * E + e0 + i) * N + n];
+            const vf dv = load_lanes(Dv + e0, nw);
+            for (int t = 0; t < T; t++) {
+                const size_t row = (size_t)b * T + t;
+                const vf dtv = load_lanes(dt + row * E + e0, nw), xv = load_lanes(x + row * E + e0, nw);
+                const vf dtx = dtv * xv;
+                const float *Bt = Bm + row * ldbc, *Ct = Cm + row * ldbc;
+                vf acc = vf_set1(0.0f);
+                for (int n = 0; n < N; n++) {
+                    hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
+                    acc += hs[n] * Ct[n];
+                }
+                store_lanes(y + row * E + e0, acc + dv * xv, nw);
+            }
+            if (h)
+                for (int n = 0; n < N; n++)
+                    for (int i = 0; i < nw; i++) h[((size_t)b * E + e0 + i) * N + n] = hs[n][i];
+        }
+}
+
+void scan_fwd_ref(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+                  const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    float *hs = xmalloc(sizeof(float) * N);
+    for (int b = 0; b < B; b++)
+        for (int e = 0; e < E; e++) {
+            for (int n = 0; n < N; n++) hs[n] = h ? h[((size_t)b * E + e) * N + n] : 0.0f;
+            for (int t = 0; t < T; t++) {
+                const size_t row = (size_t)b * T + t;
+                float d = dt[row * E + e], xv = x[row * E + e], acc = 0;
+                for (int n = 0; n < N; n++) {
+                    hs[n] = expf(d * At[(size_t)n * E + e]) * hs[n] + d * xv * Bm[row * ldbc + n];
+                    acc += hs[n] * Cm[row * ldbc + n];
+                }
+                y[row * E + e] = acc + Dv[e] * xv;
+            }
+            if (h)
+                for (int n = 0; n < N; n++) h[((size_t)b * E + e) * N + n] = hs[n];
+        }
+    free(hs);
+}
+
+/* Backward of one (sequence, 16-channel block). Writes this block's share of dB/dC into part
+ * [T, 2N] (B terms then C terms); the caller sums the blocks in a fixed order. */
+static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, vf *hb, vf *hloc, vf *daloc,
+                           const float *dy, const float *x, const float *dt, const vf *a, const float *Bm,
+                           const float *Cm, int ldbc, vf dv, int b, int T, int E, int N, int e0, int nw) {
+    const int nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
+    /* pass 1: the state at the start of every chunk */
+    vf hs[SCAN_MAX_N], dh[SCAN_MAX_N];
+    for (int n = 0; n < N; n++) hs[n] = vf_set1(0.0f);
+    for (int c = 0; c < nchunk; c++) {
+        memcpy(hb + (size_t)c * N, hs, sizeof(vf) * N);
+        if (c == nchunk - 1) break;
+        for (int t = c * SCAN_CHUNK; t < (c + 1) * SCAN_CHUNK; t++) {
+            const size_t row = (size_t)b * T + t;
+            const vf dtv = load_lanes(dt + row * E + e0, nw), dtx = dtv * load_lanes(x + row * E + e0, nw);
+            const float *Bt = Bm + row * ldbc;
+            for (int n = 0; n < N; n++) hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
+        }
+    }
+    /* pass 2: chunks in reverse; recompute the chunk's states and decays, then step back through it */
+    for (int n = 0; n < N; n++) dh[n] = vf_set1(0.0f);
+    for (int c = nchunk - 1; c >= 0; c--) {
+        const int t0 = c * SCAN_CHUNK, t1 = imin(T, t0 + SCAN_CHUNK);
+        memcpy(hs, hb + (size_t)c * N, sizeof(vf) * N);
+        for (int t = t0; t < t1; t++) {
+            const size_t row = (size_t)b * T + t;
+            const vf dtv = load_lanes(dt + row * E + e0, nw), dtx = dtv * load_lanes(x + row * E + e0, nw);
+            const float *Bt = Bm + row * ldbc;
+            vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
+            for (int n = 0; n < N; n++) {
+                dl[n] = vf_exp(dtv * a[n]);
+                hs[n] = dl[n] * hs[n] + dtx * Bt[n];
+                hl[n] = hs[n];
+            }
+        }
+        for (int t = t1 - 1; t >= t0; t--) {
+            const size_t row = (size_t)b * T + t;
+            const vf dyv = load_lanes(dy + row * E + e0, nw), xv = load_lanes(x + row * E + e0, nw),
+                     dtv = load_lanes(dt + row * E + e0, nw);
+            const float *Bt = Bm + row * ldbc, *Ct = Cm + row * ldbc;
+            const vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
+            const vf *hprev = t > t0 ? hl - N : hb + (size_t)c * N;
+            float *pB = part + (size_t)t * 2 * N, *pC = pB + N;
+            vf dxv = dv * dyv, ddtv = vf_set1(0.0f);
+            *dD += xv * dyv;
+            for (int n = 0; n < N; n++) {
+                pC[n] = vf_sum(dyv * hl[n]);
+                vf g = dh[n] + dyv * Ct[n];          /* dL/dh_t */
+                vf gd = g * hprev[n] * dl[n];         /* dL/d(dt*A) */
+                ddtv += gd * a[n] + g * xv * Bt[n];
+                dA[n] += gd * dtv;
+                dxv += g * dtv * Bt[n];
+                pB[n] = vf_sum(g * dtv * xv);
+                dh[n] = g * dl[n];                    /* dL/dh_{t-1} through the decay */
+            }
+            store_lanes(dx + row * E + e0, dxv, nw);
+            store_lanes(ddt + row * E + e0, ddtv, nw);
+        }
+    }
+}
+
+void scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
+              const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
+              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
+    const int nblk = (E + VW - 1) / VW, nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
+    float *part = xmalloc(sizeof(float) * (size_t)nblk * T * 2 * N); /* [nblk, T, 2N] for one sequence */
+#pragma omp parallel
+    {
+        vf *hb = xmalloc(sizeof(vf) * (size_t)nchunk * N);
+        vf *hloc = xmalloc(sizeof(vf) * (size_t)SCAN_CHUNK * N), *daloc = xmalloc(sizeof(vf) * (size_t)SCAN_CHUNK * N);
+        for (int b = 0; b < B; b++) {
+#pragma omp for schedule(static)
+            for (int blk = 0; blk < nblk; blk++) {
+                const int e0 = blk * VW, nw = imin(VW, E - e0);
+                vf a[SCAN_MAX_N], dA[SCAN_MAX_N], dD = vf_set1(0.0f);
+                for (int n = 0; n < N; n++) {
+                    a[n] = load_lanes(At + (size_t)n * E + e0, nw);
+                    dA[n] = vf_set1(0.0f);
+                }
+                scan_bwd_block(dx, ddt, part + (size_t)blk * T * 2 * N, dA, &dD, hb, hloc, daloc, dy, x, dt, a,
+                               Bm, Cm, ldbc, load_lanes(Dv + e0, nw), b, T, E, N, e0, nw);
+                for (int n = 0; n < N; n++) add_lanes(dAt + (size_t)n * E + e0, dA[n], nw);
+                add_lanes(dDv + e0, dD, nw);
+            }
+            /* implicit barrier: every block's partial is in; sum them in block order (deterministic) */
+#pragma omp for schedule(static)
+            for (int t = 0; t < T; t++) {
+                float *db = dBm + ((size_t)b * T + t) * lddbc, *dc = dCm + ((size_t)b * T + t) * lddbc;
+                for (int n = 0; n < N; n++) db[n] = dc[n] = 0.0f;
+                for (int blk = 0; blk < nblk; blk++) {
+                    const float *p = part + ((size_t)blk * T + t) * 2 * N;
+                    for (int n = 0; n < N; n++) {
+                        db[n] += p[n];
+                        dc[n] += p[N + n];
+                    }
+                }
+            }
+        }
+        free(hb);
+        free(hloc);
+        free(daloc);
+    }
+    free(part);
+}

@@ -1,0 +1,33 @@
+/* Softmax cross-entropy fused with its gradient (CPU). */
+#include "ops/ops.h"
+
+#include <math.h>
+
+void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
+                  int V, float scale) {
+    double total = 0;
+    int n = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total, n)
+    for (int r = 0; r < rows; r++) {
+        const float *l = logits + (size_t)r * V;
+        float *d = dlogits ? dlogits + (size_t)r * V : 0;
+        if (targets[r] < 0) {
+            if (d)
+                for (int v = 0; v < V; v++) d[v] = 0;
+            continue;
+        }
+        float mx = l[0];
+        for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+        double z = 0;
+        for (int v = 0; v < V; v++) z += exp((double)(l[v] - mx));
+        double lse = mx + log(z);
+        total += lse - l[targets[r]];
+        n++;
+        if (d) {
+            for (int v = 0; v < V; v++) d[v] = (float)exp(l[v] - lse) * scale;
+            d[targets[r]] -= scale;
+        }
+    }
+    *sum = total;
+    *count = n;
+}

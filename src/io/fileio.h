@@ -1,0 +1,14 @@
+/* Whole-file reads and crash-safe writes. */
+#ifndef SSM_FILEIO_H
+#define SSM_FILEIO_H
+
+#include <stddef.h>
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer. -1 with ssm_error() naming the file. */
+int file_read_all(const char *path, char **data, size_t *len);
+/* Writes path.tmp, fsyncs it, renames it over path: readers see the old file or the new, never a part. */
+int file_write_atomic(const char *path, const void *data, size_t len);
+/* The same for data in n pieces written back to back, so large files (checkpoints) need no joined copy. */
+int file_write_atomic_parts(const char *path, const void *const *parts, const size_t *lens, int n);
+
+#endif

@@ -1,0 +1,193 @@
+/* The Mamba-1 mixer (state-spaces/mamba `Mamba`, HF `MambaMixer`): forward, backward, decode step
+ * and state size in one place. Shapes: rows = B*T, D = d_model, E = d_inner, N = d_state,
+ * R = dt_rank, K = d_conv. */
+#include "mixers/mixer.h"
+#include "ops/ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    float *in_proj;  /* [2E, D]   in_proj.weight */
+    float *conv_w;   /* [E, 1, K] conv1d.weight */
+    float *conv_b;   /* [E]       conv1d.bias */
+    float *x_proj;   /* [R+2N, E] x_proj.weight */
+    float *dt_w;     /* [E, R]    dt_proj.weight */
+    float *dt_b;     /* [E]       dt_proj.bias */
+    float *A_log;    /* [E, N]    A_log */
+    float *D;        /* [E]       D */
+    float *out_proj; /* [D, E]    out_proj.weight */
+} mamba1_views;
+
+typedef struct {
+    int D, E, N, R, K, P; /* P = R + 2N, the x_proj width */
+} mamba1_dims;
+
+static mamba1_dims dims_of(const ssm_config *c) {
+    mamba1_dims d = {c->d_model, c->expand * c->d_model, c->d_state, c->dt_rank, c->d_conv, 0};
+    d.P = d.R + 2 * d.N;
+    return d;
+}
+
+static mamba1_views views_of(const float *base, const param_info *pi) {
+    float *b = (float *)base;
+    return (mamba1_views){b + pi[0].offset, b + pi[1].offset, b + pi[2].offset, b + pi[3].offset, b + pi[4].offset,
+                          b + pi[5].offset, b + pi[6].offset, b + pi[7].offset, b + pi[8].offset};
+}
+
+static void mamba1_declare(param_layout *L, const ssm_config *c, int layer) {
+    mamba1_dims d = dims_of(c);
+    char name[96];
+#define ADD(suffix, decay, ...)                                                                    \
+    do {                                                                                           \
+        int shape[] = {__VA_ARGS__};                                                               \
+        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, suffix);                 \
+        params_add(L, name, decay, (int)(sizeof shape / sizeof shape[0]), shape);                  \
+    } while (0)
+    ADD("in_proj.weight", 1, 2 * d.E, d.D);
+    ADD("conv1d.weight", 1, d.E, 1, d.K);
+    ADD("conv1d.bias", 0, d.E);
+    ADD("x_proj.weight", 1, d.P, d.E);
+    ADD("dt_proj.weight", 1, d.E, d.R);
+    ADD("dt_proj.bias", 0, d.E);
+    ADD("A_log", 0, d.E, d.N);
+    ADD("D", 0, d.E);
+    ADD("out_proj.weight", 1, d.D, d.E);
+#undef ADD
+}
+
+static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
+    for (size_t i = 0; i < n; i++) p[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+}
+
+/* state-spaces/mamba's initialization: nn.Linear/Conv1d defaults (uniform +-1/sqrt(fan_in)),
+ * dt_proj weight +-R^-0.5, dt_proj bias = softplus^-1(dt) with dt log-uniform in [1e-3, 0.1] floored
+ * at 1e-4, S4D-real A_log = log(1..N), D = 1, out_proj scaled by 1/sqrt(n_layer). */
+static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
+    mamba1_dims d = dims_of(ctx->cfg);
+    mamba1_views v = views_of(w, ctx->pi);
+    fill_uniform(v.in_proj, (size_t)2 * d.E * d.D, 1.0f / sqrtf((float)d.D), rng);
+    fill_uniform(v.conv_w, (size_t)d.E * d.K, 1.0f / sqrtf((float)d.K), rng);
+    fill_uniform(v.conv_b, (size_t)d.E, 1.0f / sqrtf((float)d.K), rng);
+    fill_uniform(v.x_proj, (size_t)d.P * d.E, 1.0f / sqrtf((float)d.E), rng);
+    fill_uniform(v.dt_w, (size_t)d.E * d.R, 1.0f / sqrtf((float)d.R), rng);
+    const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
+    for (int e = 0; e < d.E; e++) {
+        double dt = exp(rng_uniform(rng) * (log(dt_max) - log(dt_min)) + log(dt_min));
+        if (dt < dt_floor) dt = dt_floor;
+        v.dt_b[e] = (float)(dt + log(-expm1(-dt)));
+        v.D[e] = 1.0f;
+        for (int n = 0; n < d.N; n++) v.A_log[(size_t)e * d.N + n] = logf((float)(n + 1));
+    }
+    fill_uniform(v.out_proj, (size_t)d.D * d.E, 1.0f / sqrtf((float)d.E) / sqrtf((float)ctx->cfg->n_layer), rng);
+}
+
+/* Activation arena of one layer, in order. */
+typedef struct {
+    float *xz;  /* [rows, 2E] in_proj output: x | z */
+    float *xc;  /* [rows, E]  conv output before SiLU */
+    float *xs;  /* [rows, E]  SiLU(conv): the scan input */
+    float *dbc; /* [rows, P]  x_proj output: dt_low | B | C */
+    float *dt;  /* [rows, E]  softplus(dt_proj(dt_low) + bias) */
+    float *y;   /* [rows, E]  scan output (with the D skip), before gating */
+    float *g;   /* [rows, E]  y * silu(z) */
+    float *At;  /* [N, E]     A = -exp(A_log), transposed */
+} mamba1_act;
+
+static mamba1_act act_of(const float *base, mamba1_dims d, size_t rows) {
+    float *p = (float *)base;
+    mamba1_act a;
+    a.xz = p, p += rows * 2 * d.E;
+    a.xc = p, p += rows * d.E;
+    a.xs = p, p += rows * d.E;
+    a.dbc = p, p += rows * d.P;
+    a.dt = p, p += rows * d.E;
+    a.y = p, p += rows * d.E;
+    a.g = p, p += rows * d.E;
+    a.At = p;
+    return a;
+}
+
+static size_t mamba1_act_floats(const ssm_config *c, int B, int T) {
+    mamba1_dims d = dims_of(c);
+    size_t rows = (size_t)B * T;
+    return rows * (7 * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+}
+
+static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
+    mamba1_dims d = dims_of(c);
+    size_t rows = (size_t)B * T;
+    return rows * (5 * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+}
+
+/* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
+static size_t mamba1_state_floats(const ssm_config *c) {
+    mamba1_dims d = dims_of(c);
+    return (size_t)d.E * (d.K - 1) + (size_t)d.E * d.N;
+}
+
+static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const float *u, int B, int T,
+                           float *state) {
+    mamba1_dims d = dims_of(ctx->cfg);
+    mamba1_views v = views_of(ctx->w, ctx->pi);
+    const int rows = B * T;
+    mamba1_act a = act_of(act, d, rows);
+    float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
+
+    matmul_xwT(a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D, 0.0f);    /* xz = in_proj(u) */
+    conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    if (conv_state) conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
+    matmul_xwT(a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E, 0.0f);          /* dt_low, B, C = x_proj(x) */
+    matmul_xwT(a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R, 0.0f);            /* dt = dt_proj(dt_low) */
+    softplus_bias_fwd(a.dt, v.dt_b, rows, d.E);                                  /* dt = softplus(dt + bias) */
+    for (int e = 0; e < d.E; e++)                                                /* A = -exp(A_log) */
+        for (int n = 0; n < d.N; n++) a.At[(size_t)n * d.E + e] = -expf(v.A_log[(size_t)e * d.N + n]);
+    scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
+    gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
+    matmul_xwT(out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E, 0.0f);           /* out_proj */
+}
+
+static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scratch, float *du, const float *dout,
+                            const float *u, int B, int T) {
+    mamba1_dims d = dims_of(ctx->cfg);
+    mamba1_views v = views_of(ctx->w, ctx->pi), g = views_of(ctx->dw, ctx->pi);
+    const int rows = B * T;
+    mamba1_act a = act_of(act, d, rows);
+    float *dxz = scratch;                       /* [rows, 2E] */
+    float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gate out), then d(scan out) */
+    float *dxs = dy + (size_t)rows * d.E;       /* [rows, E] */
+    float *ddt = dxs + (size_t)rows * d.E;      /* [rows, E] */
+    float *ddbc = ddt + (size_t)rows * d.E;     /* [rows, P] */
+    float *dAt = ddbc + (size_t)rows * d.P;     /* [N, E] */
+
+    matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
+    matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
+    gate_bwd(dy, dxz + d.E, 2 * d.E, dy, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
+    memset(dAt, 0, sizeof(float) * d.N * d.E);
+    scan_bwd(dxs, ddt, ddbc + d.R, ddbc + d.R + d.N, d.P, dAt, g.D, dy, a.xs, a.dt, a.At, a.dbc + d.R,
+             a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
+    for (int e = 0; e < d.E; e++) /* dA/dA_log = -exp(A_log) = A */
+        for (int n = 0; n < d.N; n++)
+            g.A_log[(size_t)e * d.N + n] += dAt[(size_t)n * d.E + e] * a.At[(size_t)n * d.E + e];
+    softplus_bias_bwd(ddt, g.dt_b, a.dt, rows, d.E);
+    matmul_dw_acc(g.dt_w, ddt, d.E, a.dbc, d.P, rows, d.E, d.R);
+    matmul_dyw(ddbc, d.P, ddt, d.E, v.dt_w, rows, d.E, d.R, 0.0f);
+    matmul_dw_acc(g.x_proj, ddbc, d.P, a.xs, d.E, rows, d.P, d.E);
+    matmul_dyw(dxs, d.E, ddbc, d.P, v.x_proj, rows, d.P, d.E, 1.0f);
+    conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xc, a.xz, 2 * d.E, v.conv_w, B, T, d.E, d.K);
+    matmul_dw_acc(g.in_proj, dxz, 2 * d.E, u, d.D, rows, 2 * d.E, d.D);
+    matmul_dyw(du, d.D, dxz, 2 * d.E, v.in_proj, rows, 2 * d.E, d.D, 0.0f);
+}
+
+const mixer_kind mixer_mamba1 = {
+    .name = "mamba1",
+    .code = 'm',
+    .declare = mamba1_declare,
+    .init = mamba1_init,
+    .act_floats = mamba1_act_floats,
+    .scratch_floats = mamba1_scratch_floats,
+    .state_floats = mamba1_state_floats,
+    .forward = mamba1_forward,
+    .backward = mamba1_backward,
+};

@@ -1,0 +1,42 @@
+/* The mixer interface: one implementation per kind of sequence mixer (Mamba-1 now; Mamba-2,
+ * attention, MLP later). The model driver owns memory; a mixer declares its parameters and says how
+ * much activation, scratch and state memory it needs, then computes into what it is handed. */
+#ifndef SSM_MIXER_H
+#define SSM_MIXER_H
+
+#include "common.h"
+#include "params.h"
+#include "ssm.h"
+
+typedef struct {
+    const ssm_config *cfg;
+    const float *w;        /* the model's flat parameter buffer */
+    float *dw;             /* the flat gradient buffer (backward only) */
+    const param_info *pi;  /* this mixer's tensors, in the order it declared them */
+} mixer_ctx;
+
+typedef struct mixer_kind {
+    const char *name;
+    char code; /* its letter in ssm_config.layer_pattern */
+    /* Adds the mixer's tensors under "backbone.layers.<layer>.mixer." and initializes nothing. */
+    void (*declare)(param_layout *L, const ssm_config *cfg, int layer);
+    /* Reference initialization of this mixer's tensors in the flat buffer w. */
+    void (*init)(const mixer_ctx *ctx, float *w, rng_t *rng);
+    size_t (*act_floats)(const ssm_config *cfg, int B, int T);     /* saved for backward */
+    size_t (*scratch_floats)(const ssm_config *cfg, int B, int T); /* backward workspace */
+    size_t (*state_floats)(const ssm_config *cfg);                 /* per sequence */
+    /* out [B*T, d_model] = mixer(u [B*T, d_model]); act receives what backward needs. state is the
+     * layer's state for B sequences (mixer-defined layout), carried in and out, or NULL: start from
+     * zero (training). With T = 1 and a state this is the recurrent decode step. */
+    void (*forward)(const mixer_ctx *ctx, float *act, float *out, const float *u, int B, int T, float *state);
+    /* du [B*T, d_model] = grad wrt u (written); parameter grads accumulate into ctx->dw. */
+    void (*backward)(const mixer_ctx *ctx, const float *act, float *scratch, float *du, const float *dout,
+                     const float *u, int B, int T);
+} mixer_kind;
+
+extern const mixer_kind mixer_mamba1;
+
+/* The mixer for a layer-pattern letter, or NULL. */
+const mixer_kind *mixer_by_code(char code);
+
+#endif

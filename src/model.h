@@ -1,0 +1,66 @@
+/* The model: config, layer stack, parameter layout, and the forward/backward driver over mixers.
+ * Internal; include/ssm.h is the public face. */
+#ifndef SSM_MODEL_H
+#define SSM_MODEL_H
+
+#include "mixers/mixer.h"
+#include "params.h"
+#include "ssm.h"
+
+typedef struct {
+    const mixer_kind *kind;
+    int norm;   /* layout index of backbone.layers.<i>.norm.weight */
+    int mixer;  /* layout index of the mixer's first tensor */
+} model_layer;
+
+/* Everything one training step keeps between forward and backward, sized for B x T. */
+typedef struct {
+    int B, T;
+    int *tokens, *targets; /* [B*T] */
+    float *resid;   /* [L, B*T, D] residual stream entering each layer */
+    float *normed;  /* [L, B*T, D] rmsnorm(resid) = the mixer input */
+    float *rstd;    /* [L, B*T] */
+    float *mix_act; /* per-layer mixer activations, at mix_off[l] */
+    size_t *mix_off;
+    float *final_x; /* [B*T, D] residual after the last layer */
+    float *final_n; /* [B*T, D] after norm_f */
+    float *final_rstd; /* [B*T] */
+    float *logits;  /* [B*T, V]; backward turns it into dlogits */
+    float *dx, *du; /* [B*T, D] backward residual gradient and mixer-input gradient */
+    float *scratch; /* mixer backward workspace, max over layers */
+} model_acts;
+
+struct ssm_model {
+    ssm_config cfg;
+    param_layout layout;
+    float *w;            /* [layout.total] parameters */
+    float *dw;           /* [layout.total] gradients (training only) */
+    model_layer *layers; /* [n_layer] */
+    int emb, norm_f;     /* layout indices */
+    model_acts acts;
+};
+
+struct ssm_state {
+    const ssm_model *model;
+    int n_seq;
+    float *data;       /* every layer's state for n_seq sequences, layer by layer */
+    size_t *layer_off; /* [n_layer] */
+    size_t total;      /* floats */
+    /* workspace for ssm_forward/ssm_step, grown on demand */
+    float *work;
+    size_t work_cap;
+};
+
+/* Builds layout and layers for a resolved config with zeroed parameters. */
+ssm_model *model_alloc(const ssm_config *cfg);
+/* A mixer context for layer l (dw may be NULL). */
+mixer_ctx model_mixer_ctx(const ssm_model *m, int l);
+
+/* Training: forward over tokens/targets [B*T] (targets < 0 ignored), returns the mean loss in nats
+ * and keeps activations; backward accumulates loss_scale * d(mean loss) into m->dw (allocated on
+ * first use); loss_scale = 1/k averages k accumulated micro-batches. */
+double model_train_forward(ssm_model *m, const int *tokens, const int *targets, int B, int T);
+void model_train_backward(ssm_model *m, float loss_scale);
+void model_zero_grad(ssm_model *m);
+
+#endif

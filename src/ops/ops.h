@@ -1,0 +1,74 @@
+/* The numeric building blocks shared by mixers and the model driver. Each op has a forward and a
+ * backward; backwards write input gradients (`=`) unless named `_acc`, and always accumulate
+ * parameter gradients (`+=`), so a caller zeroes the gradient buffer once per step.
+ * Shapes: rows = B*T positions; all matrices row-major; `ld*` is a row stride in floats.
+ * The CPU implementations live in src/backend/cpu/ under the same names. */
+#ifndef SSM_OPS_H
+#define SSM_OPS_H
+
+#include <stddef.h>
+
+/* ---- matmul (BLAS) ------------------------------------------------------------------------- */
+/* y[M,N] (ldy) = beta*y + x[M,K] (ldx) @ w[N,K]^T : a linear layer with PyTorch's weight layout. */
+void matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
+/* dx[M,K] (lddx) = beta*dx + dy[M,N] (lddy) @ w[N,K] : the input gradient of that layer. */
+void matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
+/* dw[N,K] += dy[M,N]^T (lddy) @ x[M,K] (ldx) : its weight gradient. */
+void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+
+/* ---- embedding ------------------------------------------------------------------------------ */
+void embedding_fwd(float *out, const int *tokens, const float *table, int rows, int D); /* out [rows, D] */
+void embedding_bwd(float *dtable, const float *dout, const int *tokens, int rows, int D);
+
+/* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ----------------------------------------------- */
+void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
+/* dx (+)= grad through the norm: accumulate into dx when acc != 0; dw += per-column sums. */
+void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                 int rows, int D, int acc);
+
+/* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
+/* x [B, T, C] (ldx), w [C, K], bias [C]: pre [B, T, C] = conv(x) + bias, out = silu(pre); both dense.
+ * init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL for zeros. */
+void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+                     const float *bias, int B, int T, int C, int K);
+/* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] +=. `pre` from the forward;
+ * the forward started from zeros (training). */
+void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
+                     const float *x, int ldx, const float *w, int B, int T, int C, int K);
+/* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
+void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
+
+/* ---- selective scan (Mamba-1: one decay per channel and state) --------------------------------- */
+/* h_t = exp(dt_t * A) * h_{t-1} + dt_t * x_t * B_t ;  y_t = h_t . C_t + D * x_t
+ * x, dt, y: [B, T, E] dense; At: [N, E] (A transposed, state-major so channels are contiguous);
+ * Bm, Cm: [B, T, N] with row stride ldbc; Dv: [E]. h: [B, E, N] initial state, updated to the final
+ * state; NULL means start from zero and discard. The per-step state is never stored. */
+void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+/* Backward from dy, starting from a zero initial state (training); recomputes states in chunks.
+ * Writes dx, ddt [B,T,E], dBm, dCm ([B,T,N], stride lddbc); accumulates dAt [N,E] and dDv [E]. */
+void scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
+              const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
+              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+/* The plain sequential definition, for tests: one channel at a time, scalar exp. */
+void scan_fwd_ref(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+                  const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+
+/* ---- elementwise -------------------------------------------------------------------------------- */
+/* dt = softplus(pre + bias) (torch's threshold 20), in place over [rows, E]. */
+void softplus_bias_fwd(float *dt, const float *bias, int rows, int E);
+/* d(pre) = ddt * sigmoid(pre) = ddt * (1 - exp(-dt)), written over ddt; dbias += column sums. */
+void softplus_bias_bwd(float *ddt, float *dbias, const float *dt, int rows, int E);
+/* out = y * silu(z); y, z rows of E with strides ldy, ldz. */
+void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E);
+/* dy = dout * silu(z), dz = dout * y * silu'(z). */
+void gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
+              int rows, int E);
+
+/* ---- loss ----------------------------------------------------------------------------------------- */
+/* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale.
+ * targets < 0 are ignored (not counted). Returns the summed (not mean) loss in *sum, count in *n. */
+void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
+                  int V, float scale);
+
+#endif

@@ -1,0 +1,249 @@
+/* Finite-difference gradient checks: every op on its own, then the whole model. Each check compares
+ * the analytic directional derivative <grad, v> with (L(w + eps v) - L(w - eps v)) / (2 eps) for
+ * random directions v, where L = sum(out * R) for a fixed random R (or the model's loss). float32
+ * central differences with eps = 1e-3 resolve about 3 digits, hence the 1e-2 relative tolerance;
+ * the PyTorch comparison (tests/torch_ref.py) checks the same gradients to 1e-4. */
+#include "model.h"
+#include "ops/ops.h"
+#include "test.h"
+
+#include <string.h>
+
+#define TOL 1e-2
+#define EPS 1e-3f
+
+static rng_t rng = {42};
+
+static float *randn(size_t n, float scale) {
+    float *p = xmalloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) p[i] = scale * rng_normal(&rng);
+    return p;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* A differentiable function of `n_in` float arrays, reduced to a scalar by the caller's R. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Checks d loss / d x against grad along a random direction, scaled to the tensor's RMS so the step
+ * is relatively small for tiny tensors (the 0.02-scale embedding) and large enough for big ones. */
+static void check_dir(const char *what, float *x, size_t n, const float *grad, loss_fn f, void *ctx) {
+    float scale = (float)sqrt(dot(x, x, n) / n);
+    float *v = randn(n, scale > 1e-2f ? scale : 1e-2f), *saved = xmalloc(sizeof(float) * n);
+    memcpy(saved, x, sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = saved[i] + EPS * v[i];
+    double lp = f(ctx);
+    for (size_t i = 0; i < n; i++) x[i] = saved[i] - EPS * v[i];
+    double lm = f(ctx);
+    memcpy(x, saved, sizeof(float) * n);
+    double fd = (lp - lm) / (2.0 * EPS), an = dot(grad, v, n);
+    double rel = fabs(fd - an) / fmax(fabs(an), 1e-3);
+    EXPECT(rel < TOL, "%s: analytic %.6g vs finite difference %.6g (rel %.2e)", what, an, fd, rel);
+    free(v);
+    free(saved);
+}
+
+/* ---- scan ---------------------------------------------------------------------------------------- */
+enum { SB = 2, ST = 70, SE = 19, SN = 5 }; /* T > one 64-step chunk, E not a multiple of 16 */
+static struct {
+    float *x, *dt, *At, *bc, *Dv, *R, *y;
+} sc;
+
+static double scan_loss(void *unused) {
+    scan_fwd(sc.y, NULL, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB, ST, SE, SN);
+    return dot(sc.y, sc.R, (size_t)SB * ST * SE);
+}
+
+static void test_scan(void) {
+    TEST_BEGIN("scan_bwd matches finite differences (x, dt, A, B, C, D)");
+    size_t nx = (size_t)SB * ST * SE;
+    sc.x = randn(nx, 1), sc.dt = randn(nx, 1), sc.At = randn((size_t)SN * SE, 1), sc.bc = randn((size_t)SB * ST * 2 * SN, 1);
+    sc.Dv = randn(SE, 1), sc.R = randn(nx, 1), sc.y = xmalloc(sizeof(float) * nx);
+    for (size_t i = 0; i < nx; i++) sc.dt[i] = 0.05f + 0.5f * fabsf(sc.dt[i]);
+    for (int i = 0; i < SN * SE; i++) sc.At[i] = -0.1f - fabsf(sc.At[i]);
+    float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx);
+    float *dbc = xcalloc((size_t)SB * ST * 2 * SN, sizeof(float)), *dAt = xcalloc((size_t)SN * SE, sizeof(float));
+    float *dD = xcalloc(SE, sizeof(float));
+    scan_bwd(dx, ddt, dbc, dbc + SN, 2 * SN, dAt, dD, sc.R, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB,
+             ST, SE, SN);
+    check_dir("x", sc.x, nx, dx, scan_loss, NULL);
+    check_dir("dt", sc.dt, nx, ddt, scan_loss, NULL);
+    check_dir("A", sc.At, (size_t)SN * SE, dAt, scan_loss, NULL);
+    check_dir("B and C", sc.bc, (size_t)SB * ST * 2 * SN, dbc, scan_loss, NULL);
+    check_dir("D", sc.Dv, SE, dD, scan_loss, NULL);
+    TEST_END();
+
+    TEST_BEGIN("scan_fwd equals the sequential recurrence, with state carried across calls");
+    float *yref = xmalloc(sizeof(float) * nx), *h = xcalloc((size_t)SB * SE * SN, sizeof(float));
+    float *href = xcalloc((size_t)SB * SE * SN, sizeof(float)), *ysplit = xmalloc(sizeof(float) * nx);
+    scan_fwd_ref(yref, href, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB, ST, SE, SN);
+    scan_fwd(sc.y, NULL, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB, ST, SE, SN);
+    EXPECT(test_rel_err(sc.y, yref, nx) < 1e-6, "whole sequence: rel err %.2e", test_rel_err(sc.y, yref, nx));
+    /* one time step at a time, batch by batch, carrying h: the decode path */
+    for (int b = 0; b < SB; b++)
+        for (int t = 0; t < ST; t++) {
+            size_t row = (size_t)b * ST + t;
+            scan_fwd(ysplit + row * SE, h + (size_t)b * SE * SN, sc.x + row * SE, sc.dt + row * SE, sc.At,
+                     sc.bc + row * 2 * SN, sc.bc + row * 2 * SN + SN, 2 * SN, sc.Dv, 1, 1, SE, SN);
+        }
+    EXPECT(test_rel_err(ysplit, yref, nx) < 1e-6, "stepwise: rel err %.2e", test_rel_err(ysplit, yref, nx));
+    EXPECT(test_rel_err(h, href, (size_t)SB * SE * SN) < 1e-6, "final state: rel err %.2e",
+           test_rel_err(h, href, (size_t)SB * SE * SN));
+    TEST_END();
+}
+
+/* ---- conv1d + silu -------------------------------------------------------------------------------- */
+enum { CB = 2, CT = 9, CC = 5, CK = 4, CLD = 7 };
+static struct {
+    float *x, *w, *b, *R, *pre, *out;
+} cv;
+
+static double conv_loss(void *unused) {
+    conv1d_silu_fwd(cv.pre, cv.out, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    return dot(cv.out, cv.R, (size_t)CB * CT * CC);
+}
+
+static void test_conv(void) {
+    TEST_BEGIN("conv1d_silu_bwd matches finite differences (x, weight, bias)");
+    size_t n = (size_t)CB * CT * CC;
+    cv.x = randn((size_t)CB * CT * CLD, 1), cv.w = randn(CC * CK, 0.5f), cv.b = randn(CC, 0.5f), cv.R = randn(n, 1);
+    cv.pre = xmalloc(sizeof(float) * n), cv.out = xmalloc(sizeof(float) * n);
+    float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
+    float *db = xcalloc(CC, sizeof(float));
+    conv_loss(NULL);
+    conv1d_silu_bwd(dx, CLD, dw, db, cv.R, cv.pre, cv.x, CLD, cv.w, CB, CT, CC, CK);
+    check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
+    check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
+    check_dir("bias", cv.b, CC, db, conv_loss, NULL);
+    TEST_END();
+
+    TEST_BEGIN("conv1d with a carried state equals the whole sequence");
+    float *st = xcalloc((size_t)CB * CC * (CK - 1), sizeof(float));
+    float *pre1 = xmalloc(sizeof(float) * n), *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
+    conv1d_silu_fwd(pre1, out1, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    for (int b = 0; b < CB; b++)
+        for (int t = 0; t < CT; t += 2) { /* pieces of 2 steps (and a last one of 1) */
+            int len = imin(2, CT - t);
+            const float *xs = cv.x + ((size_t)b * CT + t) * CLD;
+            float pre[2 * CC];
+            conv1d_silu_fwd(pre, piece + ((size_t)b * CT + t) * CC, xs, CLD, st + (size_t)b * CC * (CK - 1), cv.w,
+                            cv.b, 1, len, CC, CK);
+            conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
+        }
+    EXPECT(test_rel_err(piece, out1, n) == 0, "rel err %.2e", test_rel_err(piece, out1, n));
+    TEST_END();
+}
+
+/* ---- rmsnorm, softplus, gate, cross-entropy ------------------------------------------------------- */
+enum { RR = 6, RD = 11 };
+static struct {
+    float *x, *w, *R, *y, *rstd;
+} rn;
+
+static double rms_loss(void *u) {
+    rmsnorm_fwd(rn.y, rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
+    return dot(rn.y, rn.R, RR * RD);
+}
+
+static struct {
+    float *pre, *bias, *dt, *R, *y, *z, *g;
+} ew;
+
+static double softplus_loss(void *u) {
+    memcpy(ew.dt, ew.pre, sizeof(float) * RR * RD);
+    softplus_bias_fwd(ew.dt, ew.bias, RR, RD);
+    return dot(ew.dt, ew.R, RR * RD);
+}
+
+static double gate_loss(void *u) {
+    gate_fwd(ew.g, ew.y, ew.z, RD, RR, RD);
+    return dot(ew.g, ew.R, RR * RD);
+}
+
+static struct {
+    float *logits;
+    int targets[RR];
+} xe;
+
+static double xent_loss(void *u) {
+    double s;
+    int n;
+    xent_fwd_bwd(&s, &n, NULL, xe.logits, xe.targets, RR, RD, 0);
+    return s / n;
+}
+
+static void test_small_ops(void) {
+    TEST_BEGIN("rmsnorm_bwd matches finite differences (x, weight)");
+    rn.x = randn(RR * RD, 1), rn.w = randn(RD, 1), rn.R = randn(RR * RD, 1);
+    rn.y = xmalloc(sizeof(float) * RR * RD), rn.rstd = xmalloc(sizeof(float) * RR);
+    float *dx = xcalloc(RR * RD, sizeof(float)), *dw = xcalloc(RD, sizeof(float));
+    rms_loss(NULL);
+    rmsnorm_bwd(dx, dw, rn.R, rn.x, rn.w, rn.rstd, RR, RD, 0);
+    check_dir("x", rn.x, RR * RD, dx, rms_loss, NULL);
+    check_dir("weight", rn.w, RD, dw, rms_loss, NULL);
+    TEST_END();
+
+    TEST_BEGIN("softplus_bias_bwd and gate_bwd match finite differences");
+    ew.pre = randn(RR * RD, 3), ew.bias = randn(RD, 1), ew.R = randn(RR * RD, 1), ew.dt = xmalloc(sizeof(float) * RR * RD);
+    ew.y = randn(RR * RD, 1), ew.z = randn(RR * RD, 2), ew.g = xmalloc(sizeof(float) * RR * RD);
+    float *dpre = xmalloc(sizeof(float) * RR * RD), *db = xcalloc(RD, sizeof(float));
+    softplus_loss(NULL);
+    memcpy(dpre, ew.R, sizeof(float) * RR * RD);
+    softplus_bias_bwd(dpre, db, ew.dt, RR, RD);
+    check_dir("softplus input", ew.pre, RR * RD, dpre, softplus_loss, NULL);
+    check_dir("softplus bias", ew.bias, RD, db, softplus_loss, NULL);
+    float *dy = xmalloc(sizeof(float) * RR * RD), *dz = xmalloc(sizeof(float) * RR * RD);
+    gate_bwd(dy, dz, RD, ew.R, ew.y, ew.z, RD, RR, RD);
+    check_dir("gate y", ew.y, RR * RD, dy, gate_loss, NULL);
+    check_dir("gate z", ew.z, RR * RD, dz, gate_loss, NULL);
+    TEST_END();
+
+    TEST_BEGIN("cross-entropy gradient matches finite differences");
+    xe.logits = randn(RR * RD, 2);
+    for (int r = 0; r < RR; r++) xe.targets[r] = (r * 5) % RD;
+    float *dl = xmalloc(sizeof(float) * RR * RD);
+    double s;
+    int n;
+    xent_fwd_bwd(&s, &n, dl, xe.logits, xe.targets, RR, RD, 1.0f / RR);
+    check_dir("logits", xe.logits, RR * RD, dl, xent_loss, NULL);
+    TEST_END();
+}
+
+/* ---- whole model ----------------------------------------------------------------------------------- */
+static struct {
+    ssm_model *m;
+    int tokens[2 * 33], targets[2 * 33];
+} md;
+
+static double model_loss(void *u) { return model_train_forward(md.m, md.tokens, md.targets, 2, 33); }
+
+static void test_model(void) {
+    TEST_BEGIN("whole-model gradient of every parameter tensor matches finite differences");
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = 12, c.n_layer = 2, c.d_state = 4, c.vocab_size = 20;
+    md.m = ssm_model_new(&c, 7);
+    for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
+    for (int i = 0; i < 2 * 33; i++) md.tokens[i] = (int)(rng_next(&rng) % 20), md.targets[i] = (int)(rng_next(&rng) % 20);
+    model_zero_grad(md.m);
+    model_loss(NULL);
+    model_train_backward(md.m, 1.0f);
+    for (int i = 0; i < md.m->layout.n; i++) {
+        const param_info *p = &md.m->layout.items[i];
+        check_dir(p->name, md.m->w + p->offset, p->numel, md.m->dw + p->offset, model_loss, NULL);
+    }
+    ssm_model_free(md.m);
+    TEST_END();
+}
+
+int main(void) {
+    test_scan();
+    test_conv();
+    test_small_ops();
+    test_model();
+    return test_failures ? 1 : 0;
+}
