@@ -4,7 +4,7 @@
 #   make data     download tinyshakespeare and enwik8 into data/ (checksummed)
 CC      ?= cc
 OPT     ?= -O3 -march=native
-CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Iinclude -Isrc -MMD -MP
+CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers -Iinclude -Isrc -MMD -MP
 # Prefer the OpenMP build of OpenBLAS so BLAS threads and our OpenMP threads share one pool.
 BLASDIR := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp))
 ifneq ($(BLASDIR),)
@@ -34,7 +34,10 @@ build/ssm: build/tools/ssm.o build/libssm.a
 build/test_%: build/tests/test_%.o build/libssm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-tests: $(TESTS) build/ssm
+build/torch_dump: build/tests/torch_dump.o build/libssm.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+tests: $(TESTS) build/ssm build/torch_dump
 
 test: tests
 	tests/run_tests.sh

@@ -29,43 +29,58 @@ void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const floa
         }
 }
 
+#define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
+
 void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
                      const float *x, int ldx, const float *w, int B, int T, int C, int K) {
-    /* dpre = dout * silu'(pre); dx[t] = sum_k w[k] dpre[t + K-1-k]; dw, dbias are channel sums,
-     * so channels are split across threads and time runs inside (no reduction races). */
+    /* dpre = dout * silu'(pre); dx[t] = sum_k w[k] dpre[t + K-1-k]; dw, dbias are sums over b and t.
+     * Threads own channel blocks, so those sums need no reduction; time runs inside each block. */
+    const int nblk = (C + CONV_BLOCK - 1) / CONV_BLOCK;
 #pragma omp parallel
     {
-        float *dpre = xmalloc(sizeof(float) * (size_t)T);
+        float *dp = xmalloc(sizeof(float) * (size_t)T * CONV_BLOCK);
+        float *dwl = xmalloc(sizeof(float) * (size_t)K * CONV_BLOCK), dbl[CONV_BLOCK];
 #pragma omp for schedule(static)
-        for (int c = 0; c < C; c++) {
+        for (int blk = 0; blk < nblk; blk++) {
+            const int c0 = blk * CONV_BLOCK, cn = imin(CONV_BLOCK, C - c0);
+            memset(dwl, 0, sizeof(float) * (size_t)K * CONV_BLOCK);
+            memset(dbl, 0, sizeof dbl);
             for (int b = 0; b < B; b++) {
                 const size_t base = (size_t)b * T;
                 for (int t = 0; t < T; t++) {
-                    float p = pre[(base + t) * C + c], s = sigmoidf(p);
-                    dpre[t] = dout[(base + t) * C + c] * s * (1.0f + p * (1.0f - s));
-                }
-                float db = 0;
-                for (int t = 0; t < T; t++) db += dpre[t];
-                dbias[c] += db;
-                for (int k = 0; k < K; k++) {
-                    float acc = 0;
-                    for (int t = 0; t < T; t++) {
-                        int ts = t - (K - 1) + k;
-                        if (ts >= 0) acc += dpre[t] * x[(base + ts) * ldx + c];
+                    const float *pr = pre + (base + t) * C + c0, *go = dout + (base + t) * C + c0;
+                    float *d = dp + (size_t)t * CONV_BLOCK;
+                    for (int c = 0; c < cn; c++) {
+                        float s = sigmoidf(pr[c]);
+                        d[c] = go[c] * s * (1.0f + pr[c] * (1.0f - s));
+                        dbl[c] += d[c];
                     }
-                    dw[(size_t)c * K + k] += acc;
+                    for (int k = 0; k < K; k++) {
+                        int ts = t - (K - 1) + k;
+                        if (ts < 0) continue;
+                        const float *xr = x + (base + ts) * ldx + c0;
+                        float *dwk = dwl + (size_t)k * CONV_BLOCK;
+                        for (int c = 0; c < cn; c++) dwk[c] += d[c] * xr[c];
+                    }
                 }
                 for (int t = 0; t < T; t++) {
-                    float acc = 0;
+                    float *o = dx + (base + t) * lddx + c0;
+                    for (int c = 0; c < cn; c++) o[c] = 0.0f;
                     for (int k = 0; k < K; k++) {
                         int to = t + (K - 1) - k;
-                        if (to < T) acc += w[(size_t)c * K + k] * dpre[to];
+                        if (to >= T) continue;
+                        const float *d = dp + (size_t)to * CONV_BLOCK;
+                        for (int c = 0; c < cn; c++) o[c] += w[(size_t)(c0 + c) * K + k] * d[c];
                     }
-                    dx[(base + t) * lddx + c] = acc;
                 }
             }
+            for (int c = 0; c < cn; c++) {
+                dbias[c0 + c] += dbl[c];
+                for (int k = 0; k < K; k++) dw[(size_t)(c0 + c) * K + k] += dwl[(size_t)k * CONV_BLOCK + c];
+            }
         }
-        free(dpre);
+        free(dp);
+        free(dwl);
     }
 }
 

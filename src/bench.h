@@ -1,0 +1,14 @@
+/* Throughput measurements behind `ssm bench`: training bytes/s, decode bytes/s, memory bandwidth. */
+#ifndef SSM_BENCH_H
+#define SSM_BENCH_H
+
+#include "ssm.h"
+
+/* Median seconds per training step (forward + backward + AdamW) over `steps` after 2 warmup steps. */
+double bench_train_step(const ssm_config *cfg, int B, int T, int steps);
+/* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */
+double bench_decode_step(const ssm_model *m, int n_seq, int steps);
+/* STREAM-style copy bandwidth in bytes/s (bytes read + bytes written), all threads, best of 5. */
+double bench_copy_bandwidth(void);
+
+#endif

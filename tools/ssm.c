@@ -1,0 +1,423 @@
+/* The ssm command: argument parsing and progress output only; the work is in the library. */
+#include "bench.h"
+#include "common.h"
+#include "io/data.h"
+#include "io/fileio.h"
+#include "model.h"
+#include "sample.h"
+#include "ssm.h"
+#include "train.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- a small table-driven option parser --------------------------------------------------------- */
+
+typedef enum { OPT_INT, OPT_LONG, OPT_FLOAT, OPT_DOUBLE, OPT_STR, OPT_FLAG, OPT_U64 } opt_type;
+
+typedef struct {
+    const char *name; /* "--steps" */
+    const char *alias; /* "-n" or NULL */
+    opt_type type;
+    void *dst;
+    const char *help;
+    int seen;
+} option;
+
+static const char *prog_cmd;
+
+static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static int die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ssm%s%s: ", prog_cmd ? " " : "", prog_cmd ? prog_cmd : "");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void print_help(const char *usage, const char *about, option *opts, int n) {
+    printf("usage: ssm %s\n\n%s\n\noptions:\n", usage, about);
+    for (int i = 0; i < n; i++) {
+        char left[64];
+        const char *arg = opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_STR ? " TEXT" : " N";
+        snprintf(left, sizeof left, "%s%s%s%s", opts[i].alias ? opts[i].alias : "", opts[i].alias ? ", " : "",
+                 opts[i].name, arg);
+        char def[64] = "";
+        switch (opts[i].type) {
+        case OPT_INT: snprintf(def, sizeof def, " (default %d)", *(int *)opts[i].dst); break;
+        case OPT_LONG: snprintf(def, sizeof def, " (default %ld)", *(long *)opts[i].dst); break;
+        case OPT_U64: snprintf(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)opts[i].dst); break;
+        case OPT_FLOAT: snprintf(def, sizeof def, " (default %g)", *(float *)opts[i].dst); break;
+        case OPT_DOUBLE: snprintf(def, sizeof def, " (default %g)", *(double *)opts[i].dst); break;
+        case OPT_STR:
+            if (*(const char **)opts[i].dst) snprintf(def, sizeof def, " (default %s)", *(const char **)opts[i].dst);
+            break;
+        case OPT_FLAG: break;
+        }
+        printf("  %-24s %s%s\n", left, opts[i].help, def);
+    }
+    printf("  %-24s %s\n", "-h, --help", "show this help");
+}
+
+static void parse_number(const option *o, const char *v) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case OPT_INT:
+    case OPT_LONG: {
+        long x = strtol(v, &end, 10);
+        if (*v == 0 || *end || errno || (o->type == OPT_INT && (x > 2147483647L || x < -2147483647L)))
+            die("%s expects an integer, got '%s'", o->name, v);
+        if (o->type == OPT_INT) *(int *)o->dst = (int)x;
+        else *(long *)o->dst = x;
+        break;
+    }
+    case OPT_U64: {
+        unsigned long long x = strtoull(v, &end, 10);
+        if (*v == 0 || *end || errno) die("%s expects a non-negative integer, got '%s'", o->name, v);
+        *(uint64_t *)o->dst = x;
+        break;
+    }
+    case OPT_FLOAT:
+    case OPT_DOUBLE: {
+        double x = strtod(v, &end);
+        if (*v == 0 || *end || errno || !isfinite(x)) die("%s expects a number, got '%s'", o->name, v);
+        if (o->type == OPT_FLOAT) *(float *)o->dst = (float)x;
+        else *(double *)o->dst = x;
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Parses argv; prints help and exits 0 on -h/--help; exits 1 with one line on anything unknown. */
+static void parse_args(int argc, char **argv, const char *usage, const char *about, option *opts, int n) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            print_help(usage, about, opts, n);
+            exit(0);
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq && a[0] == '-' && a[1] == '-' ? (size_t)(eq - a) : strlen(a);
+        option *o = NULL;
+        for (int k = 0; k < n; k++)
+            if ((strlen(opts[k].name) == len && !strncmp(opts[k].name, a, len)) || (opts[k].alias && !strcmp(opts[k].alias, a)))
+                o = &opts[k];
+        if (!o) die("unknown %s '%s' (see ssm %s --help)", a[0] == '-' ? "option" : "argument", a, prog_cmd);
+        o->seen = 1;
+        if (o->type == OPT_FLAG) {
+            if (eq && a[1] == '-') die("%s takes no value", o->name);
+            *(int *)o->dst = 1;
+            continue;
+        }
+        const char *v = eq && a[1] == '-' ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!v) die("%s needs a value (see ssm %s --help)", o->name, prog_cmd);
+        if (o->type == OPT_STR) *(const char **)o->dst = v;
+        else parse_number(o, v);
+    }
+}
+
+static size_t opt_size(opt_type t) {
+    switch (t) {
+    case OPT_INT: case OPT_FLAG: return sizeof(int);
+    case OPT_LONG: return sizeof(long);
+    case OPT_FLOAT: return sizeof(float);
+    case OPT_DOUBLE: return sizeof(double);
+    case OPT_U64: return sizeof(uint64_t);
+    case OPT_STR: return sizeof(const char *);
+    }
+    return 0;
+}
+
+static int opt_seen(option *opts, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(opts[i].name, name)) return opts[i].seen;
+    return 0;
+}
+
+#define NOPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* The default data file: $SSM_DATA_DIR/tinyshakespeare.txt, else data/tinyshakespeare.txt. */
+static const char *default_data(void) {
+    static char buf[4096];
+    const char *dir = getenv("SSM_DATA_DIR");
+    snprintf(buf, sizeof buf, "%s/tinyshakespeare.txt", dir && *dir ? dir : "data");
+    return buf;
+}
+
+static ssm_model *load_or_die(const char *dir) {
+    if (!dir) die("--model DIR is required");
+    ssm_model *m = ssm_model_load(dir);
+    if (!m) die("%s", ssm_last_error());
+    return m;
+}
+
+static void emit_byte(int tok, void *ctx) {
+    (void)ctx;
+    putchar(tok & 0xFF);
+    fflush(stdout);
+}
+
+static void print_sample(const ssm_model *m, const char *prompt, int n, const sample_options *so) {
+    int len = (int)strlen(prompt);
+    int *ids = xmalloc(sizeof(int) * (len ? len : 1));
+    for (int i = 0; i < len; i++) ids[i] = (unsigned char)prompt[i];
+    if (!len) ids[0] = '\n', len = 1; /* an empty prompt starts from a newline */
+    fputs(prompt, stdout);
+    generate(m, ids, len, n, so, emit_byte, NULL);
+    putchar('\n');
+    free(ids);
+}
+
+/* ---- commands -------------------------------------------------------------------------------------- */
+
+static int cmd_train(int argc, char **argv) {
+    train_options t;
+    train_options_default(&t);
+    t.data_path = default_data();
+    ssm_config c;
+    ssm_config_default(&c);
+    const char *pattern = c.layer_pattern, *prompt = "ROMEO:\n";
+    int sample_n = 300, threads = 0;
+    option o[] = {
+        {"--data", NULL, OPT_STR, &t.data_path, "training text (any bytes); the last --val-fraction is held out"},
+        {"--out", NULL, OPT_STR, &t.out_dir, "run directory: metrics.jsonl and checkpoint/"},
+        {"--resume", NULL, OPT_FLAG, &t.resume, "continue the run in --out exactly where its checkpoint stopped"},
+        {"--d-model", NULL, OPT_INT, &c.d_model, "model width"},
+        {"--n-layer", NULL, OPT_INT, &c.n_layer, "number of layers"},
+        {"--d-state", NULL, OPT_INT, &c.d_state, "SSM state size N per channel"},
+        {"--d-conv", NULL, OPT_INT, &c.d_conv, "short convolution width"},
+        {"--expand", NULL, OPT_INT, &c.expand, "d_inner = expand * d_model"},
+        {"--dt-rank", NULL, OPT_INT, &c.dt_rank, "rank of the dt projection (0: ceil(d_model/16))"},
+        {"--layers", NULL, OPT_STR, &pattern, "layer pattern, one letter per layer kind (m = Mamba-1)"},
+        {"--batch", NULL, OPT_INT, &t.batch, "sequences per micro-batch"},
+        {"--seq-len", NULL, OPT_INT, &t.seq_len, "bytes per training sequence"},
+        {"--grad-accum", NULL, OPT_INT, &t.grad_accum, "micro-batches per optimizer step"},
+        {"--steps", NULL, OPT_INT, &t.optim.steps, "optimizer steps"},
+        {"--lr", NULL, OPT_FLOAT, &t.optim.lr, "peak learning rate"},
+        {"--min-lr", NULL, OPT_FLOAT, &t.optim.min_lr, "final learning rate of the cosine schedule"},
+        {"--warmup", NULL, OPT_INT, &t.optim.warmup, "linear warmup steps"},
+        {"--weight-decay", NULL, OPT_FLOAT, &t.optim.weight_decay, "AdamW decoupled weight decay (matrices only)"},
+        {"--clip", NULL, OPT_FLOAT, &t.optim.clip, "gradient-norm clipping (0: off)"},
+        {"--eval-every", NULL, OPT_INT, &t.eval_every, "steps between validation + checkpoint"},
+        {"--eval-bytes", NULL, OPT_LONG, &t.eval_bytes, "validation bytes per pass (0: all)"},
+        {"--val-fraction", NULL, OPT_DOUBLE, &t.val_fraction, "held-out tail of the data"},
+        {"--seed", NULL, OPT_U64, &t.seed, "initialization and data-order seed"},
+        {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
+        {"--sample", NULL, OPT_INT, &sample_n, "bytes to sample from the trained model (0: none)"},
+        {"--prompt", NULL, OPT_STR, &prompt, "prompt for that sample"},
+        {"--quiet", NULL, OPT_FLAG, &t.quiet, "no progress output"},
+    };
+    const char *about = "Trains a byte-level model. With no options: a ~1M-parameter Mamba on tinyshakespeare\n"
+                        "(`make data` downloads it), then prints a sample. Progress goes to stderr, per-step\n"
+                        "metrics to OUT/metrics.jsonl, and the model (HF MambaForCausalLM form) to OUT/checkpoint.";
+    parse_args(argc, argv, "train [options]", about, o, NOPTS(o));
+    if (threads > 0) omp_set_num_threads(threads);
+    if (t.resume) { /* the run's own options, overridden by whatever this command line gives again */
+        static char data_buf[4096], ckpt[4096];
+        train_options saved = t;
+        snprintf(ckpt, sizeof ckpt, "%s/checkpoint", t.out_dir);
+        if (ckpt_load_options(ckpt, &saved, data_buf, sizeof data_buf)) die("%s", ssm_last_error());
+        for (int i = 0; i < NOPTS(o); i++) {
+            size_t off = (size_t)((char *)o[i].dst - (char *)&t);
+            if (o[i].seen && (char *)o[i].dst >= (char *)&t && off < sizeof t)
+                memcpy((char *)&saved + off, o[i].dst, opt_size(o[i].type));
+        }
+        t = saved;
+    }
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
+    if (strlen(pattern) >= sizeof c.layer_pattern) die("--layers: pattern too long");
+    if (train_run(&t, &c)) die("%s", ssm_last_error());
+    if (sample_n > 0) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/checkpoint", t.out_dir);
+        ssm_model *m = load_or_die(dir);
+        sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
+        fprintf(stderr, "sample (temperature 0.8, top-p 0.95):\n");
+        print_sample(m, prompt, sample_n, &so);
+        ssm_model_free(m);
+    }
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *data = NULL;
+    int chunk = 1024, threads = 0, quiet = 0;
+    option o[] = {
+        {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
+        {"--data", NULL, OPT_STR, &data, "file to score, read as one byte stream"},
+        {"--chunk", NULL, OPT_INT, &chunk, "bytes per forward pass (the state carries across chunks)"},
+        {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
+        {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
+    };
+    parse_args(argc, argv, "eval --model DIR --data FILE",
+               "Scores a file as one stream: every layer's state carries across chunks, so the model sees its\n"
+               "whole past. Prints the mean loss over all predicted bytes.",
+               o, NOPTS(o));
+    if (!data) die("--data FILE is required");
+    if (chunk < 1) die("--chunk must be positive");
+    if (threads > 0) omp_set_num_threads(threads);
+    ssm_model *m = load_or_die(model);
+    char *bytes;
+    size_t len;
+    if (file_read_all(data, &bytes, &len)) die("%s", ssm_last_error());
+    if (len < 2) die("%s: needs at least 2 bytes to score", data);
+    double loss = eval_stream(m, (const uint8_t *)bytes, len, chunk, !quiet && isatty(2));
+    printf("loss %.6f nats/byte, %.6f bits/byte\n", loss, loss / M_LN2);
+    free(bytes);
+    ssm_model_free(m);
+    return 0;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *prompt = "";
+    int n = 256, threads = 0;
+    sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
+    int seed_given;
+    option o[] = {
+        {"--model", NULL, OPT_STR, &model, "model directory or run directory"},
+        {"--prompt", NULL, OPT_STR, &prompt, "text to continue"},
+        {"--n", "-n", OPT_INT, &n, "bytes to generate"},
+        {"--temperature", NULL, OPT_FLOAT, &so.temperature, "sampling temperature (0: greedy)"},
+        {"--top-k", NULL, OPT_INT, &so.top_k, "sample among the k most likely (0: off)"},
+        {"--top-p", NULL, OPT_FLOAT, &so.top_p, "nucleus sampling mass (1: off)"},
+        {"--seed", NULL, OPT_U64, &so.seed, "sampling seed (default: from the clock)"},
+        {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
+    };
+    parse_args(argc, argv, "generate --model DIR --prompt TEXT -n N",
+               "Continues the prompt: the prompt runs through the sequence scan, then each new byte is one\n"
+               "constant-time recurrent step. Bytes stream to stdout as they are made.",
+               o, NOPTS(o));
+    seed_given = opt_seen(o, NOPTS(o), "--seed");
+    if (!seed_given) so.seed = (uint64_t)(omp_get_wtime() * 1e6) ^ (uint64_t)getpid();
+    if (n < 0) die("-n must be non-negative");
+    if (so.temperature < 0 || so.top_k < 0 || !(so.top_p > 0 && so.top_p <= 1))
+        die("need --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
+    if (threads > 0) omp_set_num_threads(threads);
+    ssm_model *m = load_or_die(model);
+    print_sample(m, prompt, n, &so);
+    ssm_model_free(m);
+    return 0;
+}
+
+static void print_info(const ssm_model *m) {
+    const ssm_config *c = ssm_model_config(m);
+    printf("model: %d layers, pattern \"%s\", vocab %d, d_model %d, d_inner %d, d_state %d, d_conv %d, dt_rank %d\n",
+           c->n_layer, c->layer_pattern, c->vocab_size, c->d_model, c->expand * c->d_model, c->d_state, c->d_conv,
+           c->dt_rank);
+    printf("parameters: %zu (%.2f MB as float32)\n", ssm_model_n_params(m), ssm_model_n_params(m) * 4 / 1e6);
+    printf("inference state per sequence (constant in the sequence length):\n");
+    for (int l = 0; l < c->n_layer; l++)
+        printf("  layer %2d  %-7s %8zu bytes\n", l, m->layers[l].kind->name, ssm_model_state_bytes(m, l));
+    printf("  total            %8zu bytes (%.1f KiB)\n", ssm_model_state_bytes(m, -1), ssm_model_state_bytes(m, -1) / 1024.0);
+}
+
+static int config_by_name(const char *name, ssm_config *c) {
+    ssm_config_default(c);
+    if (!strcmp(name, "default")) return 0;
+    if (!strcmp(name, "d256x4")) return c->d_model = 256, c->n_layer = 4, 0;
+    if (!strcmp(name, "d768x24")) return c->d_model = 768, c->n_layer = 24, 0;
+    return -1;
+}
+
+static int cmd_info(int argc, char **argv) {
+    const char *model = NULL, *config = NULL;
+    option o[] = {
+        {"--model", NULL, OPT_STR, &model, "model directory or run directory"},
+        {"--config", NULL, OPT_STR, &config, "or a named shape: default, d256x4, d768x24"},
+    };
+    parse_args(argc, argv, "info --model DIR | --config NAME",
+               "Prints a model's shape, parameter count and inference state size per layer.", o, NOPTS(o));
+    ssm_model *m;
+    if (config) {
+        ssm_config c;
+        if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24)", config);
+        m = ssm_model_new(&c, 1);
+    } else {
+        m = load_or_die(model);
+    }
+    print_info(m);
+    ssm_model_free(m);
+    return 0;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    const char *config = "d256x4", *what = "all";
+    int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0;
+    option o[] = {
+        {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24"},
+        {"--what", NULL, OPT_STR, &what, "train, decode or all"},
+        {"--batch", NULL, OPT_INT, &batch, "training batch"},
+        {"--seq-len", NULL, OPT_INT, &seq_len, "training sequence length"},
+        {"--steps", NULL, OPT_INT, &steps, "timed training steps (median reported)"},
+        {"--decode-steps", NULL, OPT_INT, &decode_steps, "timed decode steps"},
+        {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
+        {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
+    };
+    parse_args(argc, argv, "bench [--config NAME] [--what train|decode|all]",
+               "Measures training and decode throughput for a named model shape and prints a table.", o, NOPTS(o));
+    ssm_config c;
+    if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24)", config);
+    if (threads > 0) omp_set_num_threads(threads);
+    if (steps < 1 || decode_steps < 1 || batch < 1 || seq_len < 1 || decode_batch < 1) die("counts must be positive");
+    int do_train = !strcmp(what, "all") || !strcmp(what, "train"), do_dec = !strcmp(what, "all") || !strcmp(what, "decode");
+    if (!do_train && !do_dec) die("--what must be train, decode or all");
+    ssm_model *m = ssm_model_new(&c, 1);
+    printf("config %s: d_model %d, %d layers, %.2fM parameters, %d threads\n", config, c.d_model, c.n_layer,
+           ssm_model_n_params(m) / 1e6, omp_get_max_threads());
+    printf("%-28s %12s %14s\n", "measurement", "ms/step", "bytes/s");
+    if (do_train) {
+        double s = bench_train_step(&c, batch, seq_len, steps);
+        char label[64];
+        snprintf(label, sizeof label, "train %dx%d", batch, seq_len);
+        printf("%-28s %12.2f %14.0f\n", label, s * 1e3, batch * seq_len / s);
+    }
+    if (do_dec) {
+        double bw = bench_copy_bandwidth();
+        double weight_bytes = ssm_model_n_params(m) * 4.0;
+        double s1 = bench_decode_step(m, 1, decode_steps);
+        double sb = bench_decode_step(m, decode_batch, decode_steps);
+        char label[64];
+        printf("%-28s %12.3f %14.1f\n", "decode batch 1", s1 * 1e3, 1 / s1);
+        snprintf(label, sizeof label, "decode batch %d", decode_batch);
+        printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
+        printf("copy bandwidth %.2f GB/s (read + write); weights %.1f MB read per step\n", bw / 1e9, weight_bytes / 1e6);
+        printf("batch-1 bandwidth bound %.1f bytes/s; achieved %.0f%% of it\n", bw / weight_bytes,
+               100.0 * (1 / s1) / (bw / weight_bytes));
+    }
+    ssm_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+        const char *help;
+    } cmds[] = {
+        {"train", cmd_train, "train a model on a byte file (defaults: tinyshakespeare, ~1M parameters)"},
+        {"eval", cmd_eval, "bits per byte of a model on a file, read as one stream"},
+        {"generate", cmd_generate, "continue a prompt, streaming bytes to stdout"},
+        {"info", cmd_info, "model shape, parameter count, inference state size"},
+        {"bench", cmd_bench, "training and decode throughput"},
+    };
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        printf("usage: ssm COMMAND [options]   (ssm COMMAND --help for its options)\n\ncommands:\n");
+        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) printf("  %-10s %s\n", cmds[i].name, cmds[i].help);
+        return argc < 2 ? 1 : 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) {
+            prog_cmd = cmds[i].name;
+            return cmds[i].fn(argc - 2, argv + 2);
+        }
+    fprintf(stderr, "ssm: unknown command '%s' (try ssm --help)\n", argv[1]);
+    return 1;
+}
