@@ -231,10 +231,10 @@ int train_run(const train_options *t, const ssm_config *cfg) {
         prog.step = step + 1;
         prog.data_rng = data_rng.state;
         prog.tokens_seen += (double)B * T * t->grad_accum;
-        fprintf(metrics, "{\"step\": %ld, \"loss\": %.6f, \"bpb\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
+        fprintf(metrics, "{\"step\": %ld, \"loss\": %.8f, \"bpb\": %.8f, \"lr\": %.6g, \"grad_norm\": %.6g, "
                 "\"step_ms\": %.2f, \"bytes_per_s\": %.1f}\n", prog.step, loss, loss / M_LN2, lr, gnorm,
                 (now - ts) * 1e3, bps);
-        const int last = prog.step == t->optim.steps;
+        const int last = prog.step == t->optim.steps || (t->stop_after > 0 && prog.step - first == t->stop_after);
         if (prog.step % t->eval_every == 0 || last) {
             double vl = eval_validation(m, &d, t);
             val_bpb = vl / M_LN2;
@@ -254,6 +254,7 @@ int train_run(const train_options *t, const ssm_config *cfg) {
                         eta, tty && !last ? "" : "\n");
             last_print = now;
         }
+        if (last) break;
     }
     fclose(metrics);
     if (!t->quiet)

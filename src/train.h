@@ -37,6 +37,7 @@ typedef struct {
     long eval_bytes;       /* validation bytes per pass (0: the whole split) */
     uint64_t seed;
     int resume;
+    int stop_after;        /* >0: stop (with a checkpoint) after this many steps of this invocation */
     int quiet;             /* no progress line */
     optim_config optim;
 } train_options;

@@ -190,6 +190,7 @@ static int cmd_train(int argc, char **argv) {
         {"--data", NULL, OPT_STR, &t.data_path, "training text (any bytes); the last --val-fraction is held out"},
         {"--out", NULL, OPT_STR, &t.out_dir, "run directory: metrics.jsonl and checkpoint/"},
         {"--resume", NULL, OPT_FLAG, &t.resume, "continue the run in --out exactly where its checkpoint stopped"},
+        {"--stop-after", NULL, OPT_INT, &t.stop_after, "stop after this many steps, with a checkpoint (0: run to --steps)"},
         {"--d-model", NULL, OPT_INT, &c.d_model, "model width"},
         {"--n-layer", NULL, OPT_INT, &c.n_layer, "number of layers"},
         {"--d-state", NULL, OPT_INT, &c.d_state, "SSM state size N per channel"},
