@@ -329,12 +329,17 @@ int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const
     return remove_tree(old);
 }
 
+/* The checkpoint to resume: DIR, or DIR.old when a crash came between the two renames of a save. */
+static const char *ckpt_dir_resolve(const char *dir, char *old) {
+    char p[PATH_CAP];
+    snprintf(old, PATH_CAP, "%s.old", dir);
+    path_join(p, dir, "train_state.json");
+    return !file_exists(p) && file_exists(old) ? old : dir;
+}
+
 int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progress *pr) {
     char old[PATH_CAP], p[PATH_CAP];
-    const char *dir = dir_in;
-    snprintf(old, sizeof old, "%s.old", dir_in);
-    path_join(p, dir_in, "train_state.json");
-    if (!file_exists(p) && file_exists(old)) dir = old; /* a crash mid-swap */
+    const char *dir = ckpt_dir_resolve(dir_in, old);
     path_join(p, dir, "train_state.json");
     if (!file_exists(p)) return ssm_error("%s: no checkpoint to resume (train_state.json missing)", dir_in);
     json_value *st = json_parse_file(p);
@@ -376,9 +381,11 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
     return 0;
 }
 
-int ckpt_load_options(const char *dir, train_options *t, char *data_buf, size_t data_cap) {
-    char p[PATH_CAP];
+int ckpt_load_options(const char *dir_in, train_options *t, char *data_buf, size_t data_cap) {
+    char old[PATH_CAP], p[PATH_CAP];
+    const char *dir = ckpt_dir_resolve(dir_in, old);
     path_join(p, dir, "train_state.json");
+    if (!file_exists(p)) return ssm_error("%s: no checkpoint to resume (train_state.json missing)", dir);
     json_value *st = json_parse_file(p);
     if (!st) return -1;
     long long v;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The command line on good and bad input: every user error is one line on stderr and a non-zero exit,
+# and nothing half-written is left behind. Prints "ok - ..." / "FAIL - ..." lines.
+set -u
+SSM=${SSM:-build/ssm}
+dir=$(mktemp -d /tmp/ssm_cli.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fails=0
+
+ok() { echo "ok - $1"; }
+fail() { echo "FAIL - $1"; fails=$((fails + 1)); }
+
+# expect_error NAME SUBSTRING CMD...: non-zero exit, exactly one stderr line containing SUBSTRING
+expect_error() {
+    local name=$1 want=$2
+    shift 2
+    "$@" >"$dir/out" 2>"$dir/err"
+    local rc=$? lines
+    lines=$(wc -l <"$dir/err")
+    if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -qF -- "$want" "$dir/err"; then
+        ok "$name"
+    else
+        fail "$name (exit $rc, $lines stderr lines, wanted '$want'): $(head -c 300 "$dir/err")"
+    fi
+}
+
+# a tiny data set and a tiny trained model
+python3 -c "
+import random; random.seed(1)
+words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns']
+print(' '.join(random.choice(words) for _ in range(3000)))" >"$dir/text.txt"
+tiny=(--d-model 16 --n-layer 2 --d-state 4 --batch 2 --seq-len 32 --steps 4 --warmup 1 --eval-every 2 --sample 0 --quiet)
+if "$SSM" train --data "$dir/text.txt" --out "$dir/run" "${tiny[@]}" 2>"$dir/err"; then
+    ok "train a tiny model"
+else
+    fail "train a tiny model: $(cat "$dir/err")"
+fi
+model="$dir/run/checkpoint"
+
+# --- data files ---
+: >"$dir/empty.txt"
+printf 'abc' >"$dir/short.txt"
+expect_error "missing data file" "nope.txt" "$SSM" train --data "$dir/nope.txt" --out "$dir/r1" "${tiny[@]}"
+expect_error "empty data file" "empty" "$SSM" train --data "$dir/empty.txt" --out "$dir/r2" "${tiny[@]}"
+expect_error "too-short data file" "too short" "$SSM" train --data "$dir/short.txt" --out "$dir/r3" "${tiny[@]}"
+if [ ! -e "$dir/r1/checkpoint" ] && [ ! -e "$dir/r2/checkpoint" ] && [ ! -e "$dir/r3/checkpoint" ]; then
+    ok "failed runs leave no checkpoint"
+else
+    fail "failed runs leave no checkpoint"
+fi
+expect_error "eval of a missing file" "nope.txt" "$SSM" eval --model "$model" --data "$dir/nope.txt"
+expect_error "resume without a checkpoint" "no checkpoint" "$SSM" train --resume --out "$dir/none" "${tiny[@]}"
+
+# a failed resume leaves the existing checkpoint byte for byte as it was
+cp -r "$model" "$dir/before"
+expect_error "resume onto a too-short file" "too short" "$SSM" train --resume --out "$dir/run" --data "$dir/short.txt"
+if diff -r "$dir/before" "$model" >/dev/null; then ok "failed resume leaves the checkpoint intact"; else fail "failed resume leaves the checkpoint intact"; fi
+
+# --- flags ---
+expect_error "unknown train flag" "unknown option '--bogus'" "$SSM" train --bogus
+expect_error "unknown generate flag" "unknown option '--foo'" "$SSM" generate --model "$model" --foo 1
+expect_error "unknown command" "unknown command" "$SSM" frobnicate
+expect_error "bad number" "expects an integer" "$SSM" train --steps ten
+expect_error "missing value" "needs a value" "$SSM" generate --model
+expect_error "missing --model" "--model DIR is required" "$SSM" generate --prompt hi
+for c in train eval generate info bench; do
+    if "$SSM" $c --help | grep -q "usage: ssm $c"; then ok "ssm $c --help"; else fail "ssm $c --help"; fi
+done
+
+# --- model directories ---
+bad() { rm -rf "$dir/bad"; cp -r "$model" "$dir/bad"; }
+st="$dir/bad/model.safetensors"
+bad; head -c 1000 "$model/model.safetensors" >"$st"
+expect_error "truncated safetensors" "model.safetensors" "$SSM" generate --model "$dir/bad" -n 4
+bad; printf 'xxxxxxxx' | dd of="$st" bs=1 seek=8 conv=notrunc status=none
+expect_error "corrupt safetensors header" "model.safetensors" "$SSM" generate --model "$dir/bad" -n 4
+bad; printf '\xff\xff\xff\xff\xff\xff\x00\x00' | dd of="$st" bs=1 seek=0 conv=notrunc status=none
+expect_error "header length past the end" "model.safetensors" "$SSM" eval --model "$dir/bad" --data "$dir/text.txt"
+bad; sed -i 's/"state_size": 4/"state_size": 8/' "$dir/bad/config.json"
+expect_error "config that does not match the tensors" "shape" "$SSM" generate --model "$dir/bad" -n 4
+bad; sed -i 's/"num_hidden_layers": 2/"num_hidden_layers": 1/' "$dir/bad/config.json"
+expect_error "config with fewer layers than the tensors" "unexpected tensor" "$SSM" generate --model "$dir/bad" -n 4
+bad; printf '{"hidden_size": 16,' >"$dir/bad/config.json"
+expect_error "invalid config JSON" "config.json" "$SSM" info --model "$dir/bad"
+bad; rm "$dir/bad/config.json"
+expect_error "missing config.json" "config.json" "$SSM" info --model "$dir/bad"
+bad; size=$(stat -c %s "$st"); printf '\x00\x00\xc0\x7f' | dd of="$st" bs=1 seek=$((size - 4)) conv=notrunc status=none
+expect_error "NaN weights" "non-finite" "$SSM" generate --model "$dir/bad" -n 4
+expect_error "missing model directory" "no such model directory" "$SSM" info --model "$dir/nowhere"
+
+# --- the happy paths ---
+if "$SSM" eval --model "$dir/run" --data "$dir/text.txt" | grep -Eq '^loss [0-9.]+ nats/byte, [0-9.]+ bits/byte$'; then
+    ok "eval prints nats and bits per byte"
+else
+    fail "eval prints nats and bits per byte"
+fi
+a=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --temperature 0)
+b=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --temperature 0)
+if [ "$a" = "$b" ] && [ ${#a} -ge 40 ]; then ok "greedy generation is deterministic"; else fail "greedy generation is deterministic"; fi
+a=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 3 --top-k 5)
+b=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 3 --top-k 5)
+if [ "$a" = "$b" ]; then ok "seeded sampling is reproducible"; else fail "seeded sampling is reproducible"; fi
+if "$SSM" info --model "$dir/run" | grep -q "inference state per sequence"; then ok "info"; else fail "info"; fi
+
+exit $((fails > 0))
