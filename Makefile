@@ -2,6 +2,7 @@
 #   make          build build/ssm and build/libssm.a
 #   make test     build and run every test (tests/run_tests.sh)
 #   make data     download tinyshakespeare and enwik8 into data/ (checksummed)
+#   make train    build, fetch tinyshakespeare, train the default model and sample from it
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers -Iinclude -Isrc -MMD -MP
@@ -45,8 +46,15 @@ test: tests
 data:
 	scripts/get_data.sh data
 
+data/tinyshakespeare.txt:
+	scripts/get_data.sh data tinyshakespeare.txt
+
+# the main job: build, fetch tinyshakespeare, train the default model and print a sample
+train: build/ssm data/tinyshakespeare.txt
+	build/ssm train
+
 clean:
 	rm -rf build
 
-.PHONY: all tests test data clean
+.PHONY: all tests test data train clean
 -include $(OBJ:.o=.d) $(TESTS:build/%=build/tests/%.d) build/tools/ssm.d

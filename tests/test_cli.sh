@@ -102,4 +102,17 @@ b=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 3 --top-k 5)
 if [ "$a" = "$b" ]; then ok "seeded sampling is reproducible"; else fail "seeded sampling is reproducible"; fi
 if "$SSM" info --model "$dir/run" | grep -q "inference state per sequence"; then ok "info"; else fail "info"; fi
 
+# the default data path comes from SSM_DATA_DIR (tests/run_tests.sh sets it; CI has ../shared/data)
+if [ -f "${SSM_DATA_DIR:-data}/tinyshakespeare.txt" ]; then
+    if "$SSM" train --out "$dir/shakespeare" --d-model 16 --n-layer 1 --batch 2 --seq-len 32 --steps 2 \
+        --eval-every 2 --eval-bytes 4096 --sample 20 --prompt "ROMEO:" >"$dir/out" 2>"$dir/err" &&
+        grep -q "^ROMEO:" "$dir/out"; then
+        ok "train on \$SSM_DATA_DIR/tinyshakespeare.txt by default, then sample"
+    else
+        fail "train on \$SSM_DATA_DIR/tinyshakespeare.txt by default: $(tail -2 "$dir/err")"
+    fi
+else
+    echo "skip - no tinyshakespeare.txt in ${SSM_DATA_DIR:-data} (make data downloads it)"
+fi
+
 exit $((fails > 0))

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test (make test calls this after building) and ends with "N passed, N failed".
+#   SSM_DATA_DIR   where tinyshakespeare.txt is (default: data/, else ../shared/data/)
+set -u
+cd "$(dirname "$0")/.."
+if [ -z "${SSM_DATA_DIR:-}" ]; then
+    if [ -f data/tinyshakespeare.txt ]; then export SSM_DATA_DIR=data; else export SSM_DATA_DIR=../shared/data; fi
+fi
+log=$(mktemp /tmp/ssm_tests.XXXXXX)
+trap 'rm -f "$log" /tmp/ssm_torch_dump.$$.safetensors' EXIT
+
+run() { # run NAME CMD...: stream its output, keep it for the tally
+    echo "== $1"
+    shift
+    "$@" 2>&1 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ] && ! grep -q "^FAIL - " "$log"; then echo "FAIL - $* exited with $rc" | tee -a "$log"; fi
+}
+
+for t in build/test_*; do run "$t" "$t"; done
+run tests/test_cli.sh tests/test_cli.sh
+
+echo "== PyTorch oracle (tests/torch_ref.py)"
+dump=/tmp/ssm_torch_dump.$$.safetensors
+if ! build/torch_dump "$dump" >/dev/null; then
+    echo "FAIL - torch_dump could not write $dump" | tee -a "$log"
+elif out=$(/usr/bin/python3 tests/torch_ref.py "$dump" 2>&1); then
+    echo "$out" | sed 's/^/  /'
+    echo "ok - PyTorch oracle: logits, loss, every gradient within 1e-4; 10 AdamW steps match" | tee -a "$log"
+else
+    echo "$out" | sed 's/^/  /'
+    echo "FAIL - PyTorch oracle (is python3-torch installed? .ci/run installs it)" | tee -a "$log"
+fi
+
+passed=$(grep -c "^ok - " "$log")
+failed=$(grep -c "^FAIL - " "$log")
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
