@@ -1,12 +1,10 @@
 /* Causal depthwise conv1d + SiLU (CPU): the Mamba "short convolution" before the scan. */
 #include "ops/ops.h"
+#include "backend/cpu/vec.h"
 #include "common.h"
 
-#include <math.h>
 #include <omp.h>
 #include <string.h>
-
-static inline float sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
                      const float *bias, int B, int T, int C, int K) {
@@ -25,7 +23,11 @@ void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const floa
                     for (int c = 0; c < C; c++) pr[c] += w[(size_t)c * K + k] * st[(size_t)c * (K - 1)];
                 }
             }
-            for (int c = 0; c < C; c++) o[c] = pr[c] * sigmoidf(pr[c]);
+            for (int c = 0; c < C; c += VW) {
+                const int nw = imin(VW, C - c);
+                vf p = vf_load_n(pr + c, nw);
+                vf_store_n(o + c, p * vf_sigmoid(p), nw);
+            }
         }
 }
 
@@ -50,10 +52,12 @@ void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *
                 for (int t = 0; t < T; t++) {
                     const float *pr = pre + (base + t) * C + c0, *go = dout + (base + t) * C + c0;
                     float *d = dp + (size_t)t * CONV_BLOCK;
-                    for (int c = 0; c < cn; c++) {
-                        float s = sigmoidf(pr[c]);
-                        d[c] = go[c] * s * (1.0f + pr[c] * (1.0f - s));
-                        dbl[c] += d[c];
+                    for (int c = 0; c < cn; c += VW) {
+                        const int nw = imin(VW, cn - c);
+                        vf p = vf_load_n(pr + c, nw), s = vf_sigmoid(p);
+                        vf dv = vf_load_n(go + c, nw) * s * (1.0f + p * (1.0f - s));
+                        vf_store_n(d + c, dv, nw);
+                        vf_store_n(dbl + c, vf_load_n(dbl + c, nw) + dv, nw);
                     }
                     for (int k = 0; k < K; k++) {
                         int ts = t - (K - 1) + k;

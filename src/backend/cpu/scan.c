@@ -13,21 +13,6 @@
 #define SCAN_CHUNK 64 /* backward recompute granularity: 2 x 64 x N vectors per thread */
 #define SCAN_MAX_N 256
 
-/* Loads nw (<= 16) consecutive floats; the missing lanes are 0 so a partial last block is harmless. */
-static inline vf load_lanes(const float *p, int nw) {
-    if (nw == VW) return vf_load(p);
-    float tmp[VW] = {0};
-    memcpy(tmp, p, sizeof(float) * nw);
-    return vf_load(tmp);
-}
-
-static inline void store_lanes(float *p, vf v, int nw) {
-    if (nw == VW) { vf_store(p, v); return; }
-    float tmp[VW];
-    vf_store(tmp, v);
-    memcpy(p, tmp, sizeof(float) * nw);
-}
-
 static inline void add_lanes(float *p, vf v, int nw) {
     for (int i = 0; i < nw; i++) p[i] += v[i];
 }
@@ -42,16 +27,16 @@ void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *
             const int e0 = blk * VW, nw = imin(VW, E - e0);
             vf a[SCAN_MAX_N], hs[SCAN_MAX_N];
             for (int n = 0; n < N; n++) {
-                a[n] = load_lanes(At + (size_t)n * E + e0, nw);
+                a[n] = vf_load_n(At + (size_t)n * E + e0, nw);
                 hs[n] = vf_set1(0.0f);
             }
             if (h)
                 for (int n = 0; n < N; n++)
                     for (int i = 0; i < nw; i++) hs[n][i] = h[((size_t)b * E + e0 + i) * N + n];
-            const vf dv = load_lanes(Dv + e0, nw);
+            const vf dv = vf_load_n(Dv + e0, nw);
             for (int t = 0; t < T; t++) {
                 const size_t row = (size_t)b * T + t;
-                const vf dtv = load_lanes(dt + row * E + e0, nw), xv = load_lanes(x + row * E + e0, nw);
+                const vf dtv = vf_load_n(dt + row * E + e0, nw), xv = vf_load_n(x + row * E + e0, nw);
                 const vf dtx = dtv * xv;
                 const float *Bt = Bm + row * ldbc, *Ct = Cm + row * ldbc;
                 vf acc = vf_set1(0.0f);
@@ -59,7 +44,7 @@ void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *
                     hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
                     acc += hs[n] * Ct[n];
                 }
-                store_lanes(y + row * E + e0, acc + dv * xv, nw);
+                vf_store_n(y + row * E + e0, acc + dv * xv, nw);
             }
             if (h)
                 for (int n = 0; n < N; n++)
@@ -102,7 +87,7 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
         if (c == nchunk - 1) break;
         for (int t = c * SCAN_CHUNK; t < (c + 1) * SCAN_CHUNK; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = load_lanes(dt + row * E + e0, nw), dtx = dtv * load_lanes(x + row * E + e0, nw);
+            const vf dtv = vf_load_n(dt + row * E + e0, nw), dtx = dtv * vf_load_n(x + row * E + e0, nw);
             const float *Bt = Bm + row * ldbc;
             for (int n = 0; n < N; n++) hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
         }
@@ -114,7 +99,7 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
         memcpy(hs, hb + (size_t)c * N, sizeof(vf) * N);
         for (int t = t0; t < t1; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = load_lanes(dt + row * E + e0, nw), dtx = dtv * load_lanes(x + row * E + e0, nw);
+            const vf dtv = vf_load_n(dt + row * E + e0, nw), dtx = dtv * vf_load_n(x + row * E + e0, nw);
             const float *Bt = Bm + row * ldbc;
             vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             for (int n = 0; n < N; n++) {
@@ -125,8 +110,8 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
         }
         for (int t = t1 - 1; t >= t0; t--) {
             const size_t row = (size_t)b * T + t;
-            const vf dyv = load_lanes(dy + row * E + e0, nw), xv = load_lanes(x + row * E + e0, nw),
-                     dtv = load_lanes(dt + row * E + e0, nw);
+            const vf dyv = vf_load_n(dy + row * E + e0, nw), xv = vf_load_n(x + row * E + e0, nw),
+                     dtv = vf_load_n(dt + row * E + e0, nw);
             const float *Bt = Bm + row * ldbc, *Ct = Cm + row * ldbc;
             const vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             const vf *hprev = t > t0 ? hl - N : hb + (size_t)c * N;
@@ -143,8 +128,8 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
                 pB[n] = vf_sum(g * dtv * xv);
                 dh[n] = g * dl[n];                    /* dL/dh_{t-1} through the decay */
             }
-            store_lanes(dx + row * E + e0, dxv, nw);
-            store_lanes(ddt + row * E + e0, ddtv, nw);
+            vf_store_n(dx + row * E + e0, dxv, nw);
+            vf_store_n(ddt + row * E + e0, ddtv, nw);
         }
     }
 }
@@ -165,11 +150,11 @@ void scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *d
                 const int e0 = blk * VW, nw = imin(VW, E - e0);
                 vf a[SCAN_MAX_N], dA[SCAN_MAX_N], dD = vf_set1(0.0f);
                 for (int n = 0; n < N; n++) {
-                    a[n] = load_lanes(At + (size_t)n * E + e0, nw);
+                    a[n] = vf_load_n(At + (size_t)n * E + e0, nw);
                     dA[n] = vf_set1(0.0f);
                 }
                 scan_bwd_block(dx, ddt, part + (size_t)blk * T * 2 * N, dA, &dD, hb, hloc, daloc, dy, x, dt, a,
-                               Bm, Cm, ldbc, load_lanes(Dv + e0, nw), b, T, E, N, e0, nw);
+                               Bm, Cm, ldbc, vf_load_n(Dv + e0, nw), b, T, E, N, e0, nw);
                 for (int n = 0; n < N; n++) add_lanes(dAt + (size_t)n * E + e0, dA[n], nw);
                 add_lanes(dDv + e0, dD, nw);
             }
