@@ -48,7 +48,7 @@ static void check_dir(const char *what, float *x, size_t n, const float *grad, l
 }
 
 /* ---- scan ---------------------------------------------------------------------------------------- */
-enum { SB = 2, ST = 70, SE = 19, SN = 5 }; /* T > one 64-step chunk, E not a multiple of 16 */
+enum { SB = 2, ST = 70, SE = 19, SN = 19 }; /* T > one 64-step chunk; E and N not multiples of 16 */
 static struct {
     float *x, *dt, *At, *bc, *Dv, *R, *y;
 } sc;

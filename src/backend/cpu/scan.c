@@ -80,7 +80,7 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
                            const float *Cm, int ldbc, vf dv, int b, int T, int E, int N, int e0, int nw) {
     const int nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
     /* pass 1: the state at the start of every chunk */
-    vf hs[SCAN_MAX_N], dh[SCAN_MAX_N];
+    vf hs[SCAN_MAX_N], dh[SCAN_MAX_N], qB[SCAN_MAX_N], qC[SCAN_MAX_N];
     for (int n = 0; n < N; n++) hs[n] = vf_set1(0.0f);
     for (int c = 0; c < nchunk; c++) {
         memcpy(hb + (size_t)c * N, hs, sizeof(vf) * N);
@@ -116,18 +116,21 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
             const vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             const vf *hprev = t > t0 ? hl - N : hb + (size_t)c * N;
             float *pB = part + (size_t)t * 2 * N, *pC = pB + N;
+            const vf dtx = dtv * xv;
             vf dxv = dv * dyv, ddtv = vf_set1(0.0f);
             *dD += xv * dyv;
             for (int n = 0; n < N; n++) {
-                pC[n] = vf_sum(dyv * hl[n]);
+                qC[n] = dyv * hl[n];                  /* lanes summed below: dC */
                 vf g = dh[n] + dyv * Ct[n];          /* dL/dh_t */
                 vf gd = g * hprev[n] * dl[n];         /* dL/d(dt*A) */
                 ddtv += gd * a[n] + g * xv * Bt[n];
                 dA[n] += gd * dtv;
                 dxv += g * dtv * Bt[n];
-                pB[n] = vf_sum(g * dtv * xv);
+                qB[n] = g * dtx;                      /* lanes summed below: dB */
                 dh[n] = g * dl[n];                    /* dL/dh_{t-1} through the decay */
             }
+            vf_sum_many(qB, pB, N);
+            vf_sum_many(qC, pC, N);
             vf_store_n(dx + row * E + e0, dxv, nw);
             vf_store_n(ddt + row * E + e0, ddtv, nw);
         }
