@@ -9,15 +9,21 @@
 
 #include "common.h"
 
-int file_read_all(const char *path, char **data, size_t *len) {
+int file_open_stat(const char *path, struct stat *st) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ssm_error("%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, st) != 0) {
         int err = errno;
         close(fd);
         return ssm_error("%s: cannot stat: %s", path, strerror(err));
     }
+    return fd;
+}
+
+int file_read_all(const char *path, char **data, size_t *len) {
+    struct stat st;
+    int fd = file_open_stat(path, &st);
+    if (fd < 0) return -1;
     if (S_ISDIR(st.st_mode)) {
         close(fd);
         return ssm_error("%s: is a directory, expected a file", path);

@@ -3,6 +3,10 @@
 #define SSM_FILEIO_H
 
 #include <stddef.h>
+#include <sys/stat.h>
+
+/* Opens path read-only and stats it: the descriptor, or -1 with ssm_error() naming the file. */
+int file_open_stat(const char *path, struct stat *st);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. -1 with ssm_error() naming the file. */
 int file_read_all(const char *path, char **data, size_t *len);

@@ -208,14 +208,9 @@ static int st_parse_header(st_file *f, const json_value *root, const unsigned ch
 
 static int st_open_mapped(st_file *f) {
     const char *path = f->path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ssm_error("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        close(fd);
-        return ssm_error("%s: cannot stat: %s", path, strerror(err));
-    }
+    int fd = file_open_stat(path, &st);
+    if (fd < 0) return -1;
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return ssm_error("%s: not a regular file", path);
