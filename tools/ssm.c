@@ -397,7 +397,30 @@ static int cmd_bench(int argc, char **argv) {
     return 0;
 }
 
+/* OpenBLAS up to 0.3.21 (Debian 12) does not recognise AMD Zen 4 and runs its AVX2 kernels there;
+ * its AVX-512 ("SKYLAKEX") kernels make our training step ~17% faster on such a machine. The core type
+ * is chosen once, when the library loads, which then publishes its pick in OPENBLAS_CORETYPE ("Haswell"
+ * or "Zen" for an AVX2 fallback). So on an AVX-512 CPU that got a fallback we ask for SkylakeX and
+ * re-execute ourselves, once (SSM_BLAS_REEXEC guards the loop). A user's own choice is kept: OpenBLAS
+ * spells its picks in mixed case, users write them in capitals. If the exec fails we just go on. */
+static void prefer_avx512_blas(char **argv) {
+#if defined(__x86_64__)
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    if (getenv("SSM_BLAS_REEXEC") || !core || (strcmp(core, "Haswell") && strcmp(core, "Zen"))) return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+        return;
+    setenv("SSM_BLAS_REEXEC", "1", 1);
+    setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1);
+    execv("/proc/self/exe", argv);
+#else
+    (void)argv;
+#endif
+}
+
 int main(int argc, char **argv) {
+    prefer_avx512_blas(argv);
     static const struct {
         const char *name;
         int (*fn)(int, char **);
