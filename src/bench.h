@@ -8,7 +8,9 @@
 double bench_train_step(const ssm_config *cfg, int B, int T, int steps);
 /* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */
 double bench_decode_step(const ssm_model *m, int n_seq, int steps);
-/* STREAM-style copy bandwidth in bytes/s (bytes read + bytes written), all threads, best of 5. */
-double bench_copy_bandwidth(void);
+/* Memory bandwidth over 256 MiB buffers, all threads, best of 5, in bytes/s: *copy = bytes copied per
+ * second by memcpy (STREAM's "Copy" figure counts twice that: read + write); *read = bytes read per
+ * second by a vectorized sum, the operation batch-1 decode is bound by. */
+void bench_memory_bandwidth(double *copy, double *read);
 
 #endif

@@ -381,7 +381,8 @@ static int cmd_bench(int argc, char **argv) {
         printf("%-28s %12.2f %14.0f\n", label, s * 1e3, batch * seq_len / s);
     }
     if (do_dec) {
-        double bw = bench_copy_bandwidth();
+        double copy_bw, read_bw;
+        bench_memory_bandwidth(&copy_bw, &read_bw);
         double weight_bytes = ssm_model_n_params(m) * 4.0;
         double s1 = bench_decode_step(m, 1, decode_steps);
         double sb = bench_decode_step(m, decode_batch, decode_steps);
@@ -389,9 +390,11 @@ static int cmd_bench(int argc, char **argv) {
         printf("%-28s %12.3f %14.1f\n", "decode batch 1", s1 * 1e3, 1 / s1);
         snprintf(label, sizeof label, "decode batch %d", decode_batch);
         printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
-        printf("copy bandwidth %.2f GB/s (read + write); weights %.1f MB read per step\n", bw / 1e9, weight_bytes / 1e6);
-        printf("batch-1 bandwidth bound %.1f bytes/s; achieved %.0f%% of it\n", bw / weight_bytes,
-               100.0 * (1 / s1) / (bw / weight_bytes));
+        printf("memory: copy %.1f GB/s (bytes copied per second; STREAM's read+write count: %.1f), read %.1f GB/s\n",
+               copy_bw / 1e9, 2 * copy_bw / 1e9, read_bw / 1e9);
+        printf("batch-1 decode reads %.1f MB of weights per byte: %.1f GB/s = %.0f%% of copy, %.0f%% of read bandwidth\n",
+               weight_bytes / 1e6, weight_bytes / s1 / 1e9, 100 * weight_bytes / s1 / copy_bw,
+               100 * weight_bytes / s1 / read_bw);
     }
     ssm_model_free(m);
     return 0;
