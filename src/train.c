@@ -248,10 +248,12 @@ int train_run(const train_options *t, const ssm_config *cfg) {
         if (!t->quiet && (now - last_print > 0.5 || last || !tty)) {
             char eta[32];
             format_eta(eta, sizeof eta, (t->optim.steps - prog.step) * elapsed / (prog.step - first));
+            char val[32] = "-";
+            if (!isnan(val_bpb)) snprintf(val, sizeof val, "%.3f", val_bpb);
             if (tty || last || prog.step % 50 == 0 || prog.step % t->eval_every == 0)
-                fprintf(stderr, "%sstep %ld/%d | loss %.4f (%.3f bpb) | val %.3f bpb | %.1f KB/s | ETA %s%s",
-                        tty ? "\r\033[K" : "", prog.step, t->optim.steps, loss, loss / M_LN2, val_bpb, bps / 1e3,
-                        eta, tty && !last ? "" : "\n");
+                fprintf(stderr, "%sstep %ld/%d | loss %.4f (%.3f bpb) | val %s bpb | %.1f KB/s | ETA %s%s",
+                        tty ? "\r\033[K" : "", prog.step, t->optim.steps, loss, loss / M_LN2, val, bps / 1e3, eta,
+                        tty && !last ? "" : "\n");
             last_print = now;
         }
         if (last) break;
