@@ -57,4 +57,5 @@ clean:
 	rm -rf build
 
 .PHONY: all tests test data train clean
+.SECONDARY:
 -include $(OBJ:.o=.d) $(TESTS:build/%=build/tests/%.d) build/tools/ssm.d
