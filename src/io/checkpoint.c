@@ -45,7 +45,17 @@ static int config_write(const char *path, const ssm_config *c) {
     jw_key(&w, "intermediate_size"), jw_int(&w, c->expand * c->d_model);
     jw_key(&w, "conv_kernel"), jw_int(&w, c->d_conv);
     jw_key(&w, "time_step_rank"), jw_int(&w, c->dt_rank);
-    jw_key(&w, "layer_norm_epsilon"), jw_number(&w, c->norm_eps);
+    char eps[32]; /* the float's shortest decimal (1e-05), not its double expansion (9.99999974e-06) */
+    snprintf(eps, sizeof eps, "%.9g", c->norm_eps);
+    for (int digits = 1; digits <= 9; digits++) {
+        char trial[32];
+        snprintf(trial, sizeof trial, "%.*g", digits, c->norm_eps);
+        if ((float)strtod(trial, NULL) == c->norm_eps) {
+            snprintf(eps, sizeof eps, "%s", trial);
+            break;
+        }
+    }
+    jw_key(&w, "layer_norm_epsilon"), jw_raw(&w, eps);
     jw_key(&w, "use_bias"), jw_raw(&w, "false");
     jw_key(&w, "use_conv_bias"), jw_raw(&w, "true");
     jw_key(&w, "tie_word_embeddings"), jw_raw(&w, "true");
