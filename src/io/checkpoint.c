@@ -30,6 +30,18 @@ static int file_exists(const char *p) {
 
 /* ---- config.json -------------------------------------------------------------------------------- */
 
+/* A float field of config.json: the shortest decimal that reads back as the same float, always with
+ * a '.' or an exponent, since transformers' strict config classes reject 1 where they expect 1.0. */
+static void jw_float(json_writer *w, float x) {
+    char buf[40];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
+    if (!strpbrk(buf, ".e")) strcat(buf, ".0");
+    jw_raw(w, buf);
+}
+
 static int config_write(const char *path, const ssm_config *c) {
     json_writer w;
     jw_init(&w);
@@ -45,29 +57,19 @@ static int config_write(const char *path, const ssm_config *c) {
     jw_key(&w, "intermediate_size"), jw_int(&w, c->expand * c->d_model);
     jw_key(&w, "conv_kernel"), jw_int(&w, c->d_conv);
     jw_key(&w, "time_step_rank"), jw_int(&w, c->dt_rank);
-    char eps[32]; /* the float's shortest decimal (1e-05), not its double expansion (9.99999974e-06) */
-    snprintf(eps, sizeof eps, "%.9g", c->norm_eps);
-    for (int digits = 1; digits <= 9; digits++) {
-        char trial[32];
-        snprintf(trial, sizeof trial, "%.*g", digits, c->norm_eps);
-        if ((float)strtod(trial, NULL) == c->norm_eps) {
-            snprintf(eps, sizeof eps, "%s", trial);
-            break;
-        }
-    }
-    jw_key(&w, "layer_norm_epsilon"), jw_raw(&w, eps);
+    jw_key(&w, "layer_norm_epsilon"), jw_float(&w, c->norm_eps);
     jw_key(&w, "use_bias"), jw_raw(&w, "false");
     jw_key(&w, "use_conv_bias"), jw_raw(&w, "true");
     jw_key(&w, "tie_word_embeddings"), jw_raw(&w, "true");
     jw_key(&w, "residual_in_fp32"), jw_raw(&w, "true");
     jw_key(&w, "hidden_act"), jw_string(&w, "silu");
     jw_key(&w, "time_step_init_scheme"), jw_string(&w, "random");
-    jw_key(&w, "time_step_min"), jw_number(&w, 0.001);
-    jw_key(&w, "time_step_max"), jw_number(&w, 0.1);
-    jw_key(&w, "time_step_floor"), jw_number(&w, 1e-4);
-    jw_key(&w, "time_step_scale"), jw_number(&w, 1.0);
+    jw_key(&w, "time_step_min"), jw_float(&w, 0.001);
+    jw_key(&w, "time_step_max"), jw_float(&w, 0.1);
+    jw_key(&w, "time_step_floor"), jw_float(&w, 1e-4);
+    jw_key(&w, "time_step_scale"), jw_float(&w, 1.0);
     jw_key(&w, "rescale_prenorm_residual"), jw_raw(&w, "true");
-    jw_key(&w, "initializer_range"), jw_number(&w, 0.02);
+    jw_key(&w, "initializer_range"), jw_float(&w, 0.02);
     jw_key(&w, "bos_token_id"), jw_int(&w, 0);
     jw_key(&w, "eos_token_id"), jw_int(&w, 0);
     jw_key(&w, "pad_token_id"), jw_int(&w, 0);
