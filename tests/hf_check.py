@@ -16,6 +16,15 @@ from transformers import MambaForCausalLM
 def main():
     model_dir, text_file, prompt, n, want_bpb, want_file = sys.argv[1:7]
     model = MambaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    from safetensors.torch import load_file
+    saved = load_file(f"{model_dir}/model.safetensors")
+    state = model.state_dict()
+    for name, t in saved.items():
+        if name not in state:
+            print(f"not in the transformers model: {name}")
+        elif not torch.equal(state[name].float(), t.float()):
+            print(f"loaded differently: {name}: max diff {(state[name].float() - t.float()).abs().max():.3g}")
+    print("lm_head tied:", model.lm_head.weight.data_ptr() == model.backbone.embeddings.weight.data_ptr())
     data = open(text_file, "rb").read()
     ids = torch.tensor([list(data)], dtype=torch.long)
     with torch.no_grad():

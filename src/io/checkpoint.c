@@ -68,7 +68,9 @@ static int config_write(const char *path, const ssm_config *c) {
     jw_key(&w, "time_step_max"), jw_float(&w, 0.1);
     jw_key(&w, "time_step_floor"), jw_float(&w, 1e-4);
     jw_key(&w, "time_step_scale"), jw_float(&w, 1.0);
-    jw_key(&w, "rescale_prenorm_residual"), jw_raw(&w, "true");
+    /* false, although our init does rescale out_proj: transformers 5 re-applies that init to the
+     * loaded out_proj weights when this is true, silently replacing them */
+    jw_key(&w, "rescale_prenorm_residual"), jw_raw(&w, "false");
     jw_key(&w, "initializer_range"), jw_float(&w, 0.02);
     jw_key(&w, "bos_token_id"), jw_int(&w, 0);
     jw_key(&w, "eos_token_id"), jw_int(&w, 0);
