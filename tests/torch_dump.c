@@ -9,6 +9,19 @@
 
 enum { B = 2, T = 37, STEPS = 10 };
 
+/* Appends one tensor per parameter, named prefix + HF name, viewing `base` (a flat buffer). */
+static int add_params(st_tensor *out, int n, const param_layout *L, const char *prefix, const float *base) {
+    for (int i = 0; i < L->n; i++, n++) {
+        const param_info *p = &L->items[i];
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        out[n] = (st_tensor){.name = xstrdup(name), .dtype = ST_F32, .ndim = p->ndim, .nbytes = p->numel * 4,
+                             .data = base + p->offset};
+        for (int d = 0; d < p->ndim; d++) out[n].shape[d] = p->shape[d];
+    }
+    return n;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s OUT.safetensors\n", argv[0]);
@@ -47,12 +60,7 @@ int main(int argc, char **argv) {
     } while (0)
     float *params0 = xmalloc(sizeof(float) * L->total);
     memcpy(params0, m->w, sizeof(float) * L->total);
-    for (int i = 0; i < L->n; i++) {
-        const param_info *p = &L->items[i];
-        ADD(p->name, ST_F32, params0 + p->offset, p->numel * 4, 0);
-        out[n - 1].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) out[n - 1].shape[d] = p->shape[d];
-    }
+    n = add_params(out, n, L, "", params0);
     ADD("input.tokens", ST_I32, tokens, sizeof tokens, B, T + 1);
 
     model_zero_grad(m);
@@ -64,14 +72,7 @@ int main(int argc, char **argv) {
     memcpy(grads, m->dw, sizeof(float) * L->total);
     ADD("out.logits", ST_F32, logits, sizeof(float) * B * T * 256, B, T, 256);
     ADD("out.loss", ST_F32, &loss, 4, 1);
-    for (int i = 0; i < L->n; i++) {
-        const param_info *p = &L->items[i];
-        char nm[128];
-        snprintf(nm, sizeof nm, "grad.%s", p->name);
-        ADD(nm, ST_F32, grads + p->offset, p->numel * 4, 0);
-        out[n - 1].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) out[n - 1].shape[d] = p->shape[d];
-    }
+    n = add_params(out, n, L, "grad.", grads);
 
     optim_config oc = {.lr = 3e-3f, .min_lr = 3e-4f, .warmup = 3, .steps = STEPS, .weight_decay = 0.1f,
                        .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .clip = 1.0f};
@@ -86,14 +87,7 @@ int main(int argc, char **argv) {
         adamw_step(m, &opt, &oc, lr_at(&oc, s));
     }
     ADD("adam.losses", ST_F32, losses, sizeof losses, STEPS);
-    for (int i = 0; i < L->n; i++) {
-        const param_info *p = &L->items[i];
-        char nm[128];
-        snprintf(nm, sizeof nm, "final.%s", p->name);
-        ADD(nm, ST_F32, m->w + p->offset, p->numel * 4, 0);
-        out[n - 1].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) out[n - 1].shape[d] = p->shape[d];
-    }
+    n = add_params(out, n, L, "final.", m->w);
 #undef ADD
     const char *keys[] = {"d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "vocab_size", "norm_eps",
                           "batch", "seq_len", "lr", "min_lr", "warmup", "total_steps", "weight_decay", "beta1",
