@@ -18,6 +18,9 @@ void ssm_config_default(ssm_config *c) {
     c->expand = 2;
     c->dt_rank = 0;
     c->norm_eps = 1e-5f;
+    c->use_bias = 0;
+    c->use_conv_bias = 1;
+    c->tie_embeddings = 1;
     strcpy(c->layer_pattern, "m");
 }
 
@@ -66,6 +69,11 @@ ssm_model *model_alloc(const ssm_config *cfg) {
     }
     m->norm_f = L->n;
     params_add(L, "backbone.norm_f.weight", 0, 1, (int[]){c.d_model});
+    m->head = m->emb;
+    if (!c.tie_embeddings) {
+        m->head = L->n;
+        params_add(L, "lm_head.weight", 1, 2, (int[]){c.vocab_size, c.d_model});
+    }
     m->w = xcalloc(L->total, sizeof(float));
     return m;
 }
@@ -76,6 +84,10 @@ ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed) {
     rng_t rng = {seed};
     const param_info *emb = &m->layout.items[m->emb];
     for (size_t i = 0; i < emb->numel; i++) m->w[emb->offset + i] = 0.02f * rng_normal(&rng);
+    if (m->head != m->emb) {
+        const param_info *h = &m->layout.items[m->head];
+        for (size_t i = 0; i < h->numel; i++) m->w[h->offset + i] = 0.02f * rng_normal(&rng);
+    }
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const param_info *nw = &m->layout.items[m->layers[l].norm];
         for (size_t i = 0; i < nw->numel; i++) m->w[nw->offset + i] = 1.0f;
@@ -184,7 +196,7 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     }
     rmsnorm_fwd(a->final_n, a->final_rstd, x, w + m->layout.items[m->norm_f].offset, (int)rows, (int)D,
                 c->norm_eps);
-    matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->emb].offset, (int)rows,
+    matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
                c->vocab_size, (int)D, 0.0f);
     double sum;
     int count;
@@ -212,8 +224,8 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     /* the loss is a mean over counted positions; logits become dlogits in place */
     xent_fwd_bwd(&sum, &count, a->logits, a->logits, a->targets, rows, V, count ? loss_scale / count : 0.0f);
     float *dlogits = a->logits;
-    matmul_dw_acc(dw + P[m->emb].offset, dlogits, V, a->final_n, D, rows, V, D); /* tied head */
-    matmul_dyw(a->du, D, dlogits, V, w + P[m->emb].offset, rows, V, D, 0.0f);
+    matmul_dw_acc(dw + P[m->head].offset, dlogits, V, a->final_n, D, rows, V, D); /* the embedding when tied */
+    matmul_dyw(a->du, D, dlogits, V, w + P[m->head].offset, rows, V, D, 0.0f);
     rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
@@ -282,10 +294,10 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
         for (int b = 0; b < B; b++)
             memmove(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         rmsnorm_fwd(u, rstd, x, m->w + P[m->norm_f].offset, B, D, c->norm_eps);
-        matmul_xwT(logits, V, u, D, m->w + P[m->emb].offset, B, V, D, 0.0f);
+        matmul_xwT(logits, V, u, D, m->w + P[m->head].offset, B, V, D, 0.0f);
     } else {
         rmsnorm_fwd(u, rstd, x, m->w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
-        matmul_xwT(logits, V, u, D, m->w + P[m->emb].offset, (int)rows, V, D, 0.0f);
+        matmul_xwT(logits, V, u, D, m->w + P[m->head].offset, (int)rows, V, D, 0.0f);
     }
 }
 

@@ -37,6 +37,7 @@ struct ssm_model {
     float *dw;           /* [layout.total] gradients (training only) */
     model_layer *layers; /* [n_layer] */
     int emb, norm_f;     /* layout indices */
+    int head;            /* layout index of the LM head: emb when tied, else lm_head.weight */
     model_acts acts;
 };
 

@@ -221,11 +221,15 @@ static struct {
 
 static double model_loss(void *u) { return model_train_forward(md.m, md.tokens, md.targets, 2, 33); }
 
-static void test_model(void) {
-    TEST_BEGIN("whole-model gradient of every parameter tensor matches finite differences");
+static void test_model(int use_bias, int use_conv_bias, int tie) {
+    char name[160];
+    snprintf(name, sizeof name, "whole-model gradient of every parameter tensor matches finite differences "
+             "(use_bias %d, use_conv_bias %d, tied head %d)", use_bias, use_conv_bias, tie);
+    TEST_BEGIN(name);
     ssm_config c;
     ssm_config_default(&c);
     c.d_model = 12, c.n_layer = 2, c.d_state = 4, c.vocab_size = 20;
+    c.use_bias = use_bias, c.use_conv_bias = use_conv_bias, c.tie_embeddings = tie;
     md.m = ssm_model_new(&c, 7);
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
     for (int i = 0; i < 2 * 33; i++) md.tokens[i] = (int)(rng_next(&rng) % 20), md.targets[i] = (int)(rng_next(&rng) % 20);
@@ -244,6 +248,7 @@ int main(void) {
     test_scan();
     test_conv();
     test_small_ops();
-    test_model();
+    test_model(0, 1, 1);
+    test_model(1, 0, 0);
     return test_failures ? 1 : 0;
 }

@@ -27,7 +27,7 @@ static const char *tpath(const char *name) {
     return b;
 }
 
-static int file_exists(const char *path) { return access(path, F_OK) == 0; }
+static int test_file_exists(const char *path) { return access(path, F_OK) == 0; }
 
 static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
@@ -351,7 +351,7 @@ static void test_st_round_trip(void) {
     const char *mk[] = {"format", "note"}, *mv[] = {"pt", "quote \" newline\n \xc3\xa9"};
     const char *path = tpath("round.safetensors");
     EXPECT(st_write(path, t, n, mk, mv, 2) == 0, "st_write: %s", ssm_last_error());
-    EXPECT(!file_exists(tpath("round.safetensors.tmp")), "temporary file left behind");
+    EXPECT(!test_file_exists(tpath("round.safetensors.tmp")), "temporary file left behind");
     st_file f;
     EXPECT(st_open(&f, path) == 0, "st_open: %s", ssm_last_error());
     EXPECT(f.n == n && f.n_meta == 2, "counts %d %d", f.n, f.n_meta);
@@ -600,7 +600,7 @@ static void test_atomic_write(void) {
     float small[4] = {1, 2, 3, 4};
     st_tensor t = {.name = "w", .dtype = ST_F32, .ndim = 1, .shape = {4}, .nbytes = sizeof small, .data = small};
     EXPECT(st_write(path, &t, 1, NULL, NULL, 0) == 0, "first write: %s", ssm_last_error());
-    EXPECT(!file_exists(tmp), "no .tmp after success");
+    EXPECT(!test_file_exists(tmp), "no .tmp after success");
 
     /* A write that fails part-way (file size limit hit after 4 KiB of a 256 KiB file) must leave the old
      * file intact and readable, and remove its temporary file. */
@@ -619,7 +619,7 @@ static void test_atomic_write(void) {
     setrlimit(RLIMIT_FSIZE, &old);
     signal(SIGXFSZ, old_handler);
     EXPECT(rc == -1 && starts_with(msg, path) && strstr(msg, "write failed"), "partial write: rc %d, %s", rc, msg);
-    EXPECT(!file_exists(tmp), ".tmp left after a failed write");
+    EXPECT(!test_file_exists(tmp), ".tmp left after a failed write");
     st_file f;
     EXPECT(st_open(&f, path) == 0 && f.n == 1 && f.tensors[0].nbytes == sizeof small &&
                memcmp(f.tensors[0].data, small, sizeof small) == 0,
@@ -640,7 +640,7 @@ static void test_atomic_write(void) {
     const char *mk[] = {"k", "k"}, *mv[] = {"1", "2"};
     EXPECT(st_write(fresh, &t, 1, mk, mv, 2) == -1 && error_has("duplicate metadata key 'k'"), "dup meta: %s",
            ssm_last_error());
-    EXPECT(!file_exists(fresh) && !file_exists(tpath("fresh.safetensors.tmp")),
+    EXPECT(!test_file_exists(fresh) && !test_file_exists(tpath("fresh.safetensors.tmp")),
            "destination created by a failed write");
 
     const char *nodir = tpath("no/such/dir/x.safetensors");

@@ -1,268 +1,19 @@
-/* Model directories and training checkpoints (see train.h).
- * A model directory is HF MambaForCausalLM's: config.json + model.safetensors (float32, HF names), so
- * transformers loads it as is. A training checkpoint adds optimizer.safetensors (AdamW moments, flat)
- * and train_state.json (step, data RNG, options). ckpt_save writes a whole new directory DIR.tmp and
- * swaps it in with renames, so a crash leaves the previous checkpoint (at DIR or DIR.old) intact. */
+/* Training checkpoints (see train.h): the model directory (src/io/model_dir.c) plus
+ * optimizer.safetensors (AdamW moments, flat) and train_state.json (step, data RNG, options). ckpt_save
+ * writes a whole new directory DIR.tmp and swaps it in with renames, so a crash leaves the previous
+ * checkpoint (at DIR or DIR.old) intact. */
 #include "common.h"
 #include "io/fileio.h"
 #include "io/json.h"
+#include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "model.h"
 #include "train.h"
 
 #include <errno.h>
-#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define PATH_CAP 4096
-
-static void path_join(char *out, const char *dir, const char *name) {
-    int n = snprintf(out, PATH_CAP, "%s/%s", dir, name);
-    CHECK(n >= 0 && n < PATH_CAP, "path too long: %s/%s", dir, name);
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-/* ---- config.json -------------------------------------------------------------------------------- */
-
-/* A float field of config.json: the shortest decimal that reads back as the same float, always with
- * a '.' or an exponent, since transformers' strict config classes reject 1 where they expect 1.0. */
-static void jw_float(json_writer *w, float x) {
-    char buf[40];
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, x);
-        if ((float)strtod(buf, NULL) == x) break;
-    }
-    if (!strpbrk(buf, ".e")) strcat(buf, ".0");
-    jw_raw(w, buf);
-}
-
-static int config_write(const char *path, const ssm_config *c) {
-    json_writer w;
-    jw_init(&w);
-    jw_begin_object(&w);
-    jw_key(&w, "architectures"), jw_raw(&w, "[\"MambaForCausalLM\"]");
-    jw_key(&w, "model_type"), jw_string(&w, "mamba");
-    jw_key(&w, "vocab_size"), jw_int(&w, c->vocab_size);
-    jw_key(&w, "pad_vocab_size_multiple"), jw_int(&w, 1);
-    jw_key(&w, "hidden_size"), jw_int(&w, c->d_model);
-    jw_key(&w, "num_hidden_layers"), jw_int(&w, c->n_layer);
-    jw_key(&w, "state_size"), jw_int(&w, c->d_state);
-    jw_key(&w, "expand"), jw_int(&w, c->expand);
-    jw_key(&w, "intermediate_size"), jw_int(&w, c->expand * c->d_model);
-    jw_key(&w, "conv_kernel"), jw_int(&w, c->d_conv);
-    jw_key(&w, "time_step_rank"), jw_int(&w, c->dt_rank);
-    jw_key(&w, "layer_norm_epsilon"), jw_float(&w, c->norm_eps);
-    jw_key(&w, "use_bias"), jw_raw(&w, "false");
-    jw_key(&w, "use_conv_bias"), jw_raw(&w, "true");
-    jw_key(&w, "tie_word_embeddings"), jw_raw(&w, "true");
-    jw_key(&w, "residual_in_fp32"), jw_raw(&w, "true");
-    jw_key(&w, "hidden_act"), jw_string(&w, "silu");
-    jw_key(&w, "time_step_init_scheme"), jw_string(&w, "random");
-    jw_key(&w, "time_step_min"), jw_float(&w, 0.001);
-    jw_key(&w, "time_step_max"), jw_float(&w, 0.1);
-    jw_key(&w, "time_step_floor"), jw_float(&w, 1e-4);
-    jw_key(&w, "time_step_scale"), jw_float(&w, 1.0);
-    /* false, although our init does rescale out_proj: transformers 5 re-applies that init to the
-     * loaded out_proj weights when this is true, silently replacing them */
-    jw_key(&w, "rescale_prenorm_residual"), jw_raw(&w, "false");
-    jw_key(&w, "initializer_range"), jw_float(&w, 0.02);
-    jw_key(&w, "bos_token_id"), jw_int(&w, 0);
-    jw_key(&w, "eos_token_id"), jw_int(&w, 0);
-    jw_key(&w, "pad_token_id"), jw_int(&w, 0);
-    jw_key(&w, "use_cache"), jw_raw(&w, "true");
-    jw_key(&w, "ssm_layer_pattern"), jw_string(&w, c->layer_pattern);
-    jw_end_object(&w);
-    jw_raw(&w, "\n");
-    int rc = file_write_atomic(path, w.data, w.len);
-    jw_free(&w);
-    return rc;
-}
-
-static int config_read(const char *path, ssm_config *c) {
-    json_value *root = json_parse_file(path);
-    if (!root) return -1;
-    int rc = -1;
-    if (root->type != JSON_OBJECT) {
-        ssm_error("%s: expected a JSON object", path);
-        goto out;
-    }
-    memset(c, 0, sizeof *c);
-    const char *type = NULL;
-    if (json_get_string(root, "model_type", &type) < 0) goto named;
-    if (type && strcmp(type, "mamba") != 0) {
-        ssm_error("%s: model_type \"%s\" is not supported (expected \"mamba\")", path, type);
-        goto out;
-    }
-    struct {
-        const char *key;
-        int *field;
-        int required;
-    } ints[] = {{"vocab_size", &c->vocab_size, 1}, {"hidden_size", &c->d_model, 1},
-                {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->d_state, 1},
-                {"expand", &c->expand, 1},         {"conv_kernel", &c->d_conv, 1},
-                {"time_step_rank", &c->dt_rank, 0}};
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        long long v;
-        int r = json_get_int(root, ints[i].key, &v);
-        if (r < 0) goto named;
-        if (r == 1 && ints[i].required) {
-            ssm_error("%s: missing \"%s\"", path, ints[i].key);
-            goto out;
-        }
-        if (r == 0) {
-            if (v < 0 || v > 1 << 24) {
-                ssm_error("%s: \"%s\" = %lld is out of range", path, ints[i].key, v);
-                goto out;
-            }
-            *ints[i].field = (int)v;
-        }
-    }
-    double eps = 1e-5;
-    if (json_get_double(root, "layer_norm_epsilon", &eps) < 0) goto named;
-    c->norm_eps = (float)eps;
-    long long inter;
-    if (json_get_int(root, "intermediate_size", &inter) == 0 && inter != (long long)c->expand * c->d_model) {
-        ssm_error("%s: intermediate_size %lld is not expand * hidden_size = %d", path, inter, c->expand * c->d_model);
-        goto out;
-    }
-    const char *pattern = "m";
-    if (json_get_string(root, "ssm_layer_pattern", &pattern) < 0) goto named;
-    if (strlen(pattern) >= sizeof c->layer_pattern) {
-        ssm_error("%s: ssm_layer_pattern is too long", path);
-        goto out;
-    }
-    strcpy(c->layer_pattern, pattern);
-    if (ssm_config_resolve(c)) goto named;
-    rc = 0;
-    goto out;
-named: /* a getter or the resolver left a message without the file name: prefix it */
-    {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", ssm_last_error());
-        ssm_error("%s: %s", path, msg);
-    }
-out:
-    json_free(root);
-    return rc;
-}
-
-/* ---- model.safetensors ---------------------------------------------------------------------------- */
-
-static int weights_write(const char *path, const param_layout *L, const float *base, const char *key,
-                         const char *value) {
-    st_tensor *t = xcalloc(L->n, sizeof *t);
-    for (int i = 0; i < L->n; i++) {
-        const param_info *p = &L->items[i];
-        t[i].name = (char *)p->name;
-        t[i].dtype = ST_F32;
-        t[i].ndim = p->ndim;
-        for (int d = 0; d < p->ndim; d++) t[i].shape[d] = p->shape[d];
-        t[i].nbytes = p->numel * sizeof(float);
-        t[i].data = base + p->offset;
-    }
-    const char *keys[] = {"format", key}, *values[] = {"pt", value};
-    int rc = st_write(path, t, L->n, keys, values, key ? 2 : 1);
-    free(t);
-    return rc;
-}
-
-static const char *shape_str(char *buf, size_t cap, const int64_t *shape, int ndim) {
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < cap) snprintf(buf + n, cap - n, "]");
-    return buf;
-}
-
-/* Fills m->w from a safetensors file: every tensor of the layout present with its exact shape, no
- * tensor left over, all values finite. */
-static int weights_read(const char *path, ssm_model *m) {
-    st_file f;
-    if (st_open(&f, path)) return -1;
-    int rc = -1;
-    const param_layout *L = &m->layout;
-    for (int i = 0; i < L->n; i++) {
-        const param_info *p = &L->items[i];
-        const st_tensor *t = st_find(&f, p->name);
-        if (!t) {
-            ssm_error("%s: missing tensor '%s' (does config.json match these weights?)", path, p->name);
-            goto out;
-        }
-        int64_t want[PARAM_MAX_DIMS];
-        int same = t->ndim == p->ndim;
-        for (int d = 0; d < p->ndim; d++) {
-            want[d] = p->shape[d];
-            if (same && t->shape[d] != p->shape[d]) same = 0;
-        }
-        if (!same) {
-            char a[96], b[96];
-            ssm_error("%s: tensor '%s' has shape %s but config.json implies %s", path, p->name,
-                      shape_str(a, sizeof a, t->shape, t->ndim), shape_str(b, sizeof b, want, p->ndim));
-            goto out;
-        }
-        if (st_read_f32(&f, t, m->w + p->offset, p->numel)) goto out;
-        for (size_t k = 0; k < p->numel; k++)
-            if (!isfinite(m->w[p->offset + k])) {
-                ssm_error("%s: tensor '%s' holds a non-finite value (%g) at index %zu", path, p->name,
-                          m->w[p->offset + k], k);
-                goto out;
-            }
-    }
-    for (int i = 0; i < f.n; i++)
-        if (!params_find(L, f.tensors[i].name)) {
-            ssm_error("%s: unexpected tensor '%s' for this config.json", path, f.tensors[i].name);
-            goto out;
-        }
-    rc = 0;
-out:
-    st_close(&f);
-    return rc;
-}
-
-int ssm_model_save(const ssm_model *m, const char *dir) {
-    char p[PATH_CAP];
-    if (mkdir(dir, 0777) && errno != EEXIST) return ssm_error("%s: cannot create directory: %s", dir, strerror(errno));
-    path_join(p, dir, "model.safetensors");
-    if (weights_write(p, &m->layout, m->w, NULL, NULL)) return -1;
-    path_join(p, dir, "config.json");
-    return config_write(p, &m->cfg);
-}
-
-/* A run directory (with checkpoint/) is accepted wherever a model directory is. */
-static const char *model_dir_resolve(const char *dir, char *buf) {
-    char p[PATH_CAP];
-    path_join(p, dir, "config.json");
-    if (file_exists(p)) return dir;
-    path_join(buf, dir, "checkpoint");
-    path_join(p, buf, "config.json");
-    return file_exists(p) ? buf : dir;
-}
-
-ssm_model *ssm_model_load(const char *dir_in) {
-    char buf[PATH_CAP], p[PATH_CAP];
-    const char *dir = model_dir_resolve(dir_in, buf);
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        ssm_error("%s: no such model directory", dir);
-        return NULL;
-    }
-    ssm_config c;
-    path_join(p, dir, "config.json");
-    if (config_read(p, &c)) return NULL;
-    ssm_model *m = model_alloc(&c);
-    if (!m) return NULL;
-    path_join(p, dir, "model.safetensors");
-    if (weights_read(p, m)) {
-        ssm_model_free(m);
-        return NULL;
-    }
-    return m;
-}
 
 /* ---- training checkpoints --------------------------------------------------------------------------- */
 
@@ -321,9 +72,9 @@ int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const
     if (remove_tree(tmp)) return -1;
     if (mkdir(tmp, 0777)) return ssm_error("%s: cannot create directory: %s", tmp, strerror(errno));
     path_join(p, tmp, "model.safetensors");
-    if (weights_write(p, &m->layout, m->w, "step", step)) return -1;
+    if (model_weights_write(p, m, "step", step)) return -1;
     path_join(p, tmp, "config.json");
-    if (config_write(p, &m->cfg)) return -1;
+    if (model_config_write(p, &m->cfg)) return -1;
     st_tensor moments[2] = {{.name = "exp_avg", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)m->layout.total},
                              .nbytes = m->layout.total * sizeof(float), .data = opt->m},
                             {.name = "exp_avg_sq", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)m->layout.total},

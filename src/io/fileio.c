@@ -3,11 +3,22 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
+
+void path_join(char *out, const char *dir, const char *name) {
+    int n = snprintf(out, PATH_CAP, "%s/%s", dir, name);
+    CHECK(n >= 0 && n < PATH_CAP, "path too long: %s/%s", dir, name);
+}
+
+int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
 
 int file_open_stat(const char *path, struct stat *st) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

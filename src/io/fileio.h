@@ -5,6 +5,12 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
+#define PATH_CAP 4096
+
+/* out = dir/name (PATH_CAP bytes); a path that does not fit is an internal error. */
+void path_join(char *out, const char *dir, const char *name);
+int file_exists(const char *path);
+
 /* Opens path read-only and stats it: the descriptor, or -1 with ssm_error() naming the file. */
 int file_open_stat(const char *path, struct stat *st);
 

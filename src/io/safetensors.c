@@ -77,7 +77,7 @@ static int st_json_uint(const json_value *v, uint64_t *out) {
 }
 
 void st_close(st_file *f) {
-    if (f->map) munmap(f->map, f->map_len);
+    if (f->mapped) munmap(f->map, f->map_len);
     for (int i = 0; i < f->n; i++) free(f->tensors[i].name);
     for (int i = 0; i < f->n_meta; i++) {
         free(f->meta_keys[i]);
@@ -206,39 +206,48 @@ static int st_parse_header(st_file *f, const json_value *root, const unsigned ch
     return rc;
 }
 
-static int st_open_mapped(st_file *f) {
-    const char *path = f->path;
+/* Maps path read-only into *map / *len. An empty file is not mapped (mmap rejects length 0): *map
+ * stays NULL and st_open_buffer reports it like any other too-short file. */
+static int st_map_file(const char *path, void **map, size_t *len) {
     struct stat st;
+    *map = NULL;
+    *len = 0;
     int fd = file_open_stat(path, &st);
     if (fd < 0) return -1;
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return ssm_error("%s: not a regular file", path);
     }
-    if (st.st_size < 8) {
+    if (st.st_size == 0) {
         close(fd);
-        return ssm_error("%s: %s (%lld bytes); a safetensors file starts with an 8-byte header length", path,
-                         st.st_size == 0 ? "file is empty" : "file too short", (long long)st.st_size);
+        return 0;
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
     close(fd); /* the mapping keeps the file alive */
-    if (map == MAP_FAILED) return ssm_error("%s: mmap failed: %s", path, strerror(err));
-    f->map = map;
-    f->map_len = (size_t)st.st_size;
+    if (p == MAP_FAILED) return ssm_error("%s: mmap failed: %s", path, strerror(err));
+    *map = p;
+    *len = (size_t)st.st_size;
     return 0;
 }
 
-int st_open(st_file *f, const char *path) {
+int st_open_buffer(st_file *f, const void *data, size_t len, const char *name) {
     memset(f, 0, sizeof *f);
-    f->path = xstrdup(path);
-    if (st_open_mapped(f)) goto fail;
-    const unsigned char *bytes = f->map;
+    f->path = xstrdup(name);
+    f->map = (void *)data; /* never written through: tensors hand out const pointers */
+    f->map_len = len;
+    const char *path = f->path;
+    if (len < 8) {
+        ssm_error("%s: %s (%zu bytes); a safetensors file starts with an 8-byte header length", path,
+                  len == 0 ? "file is empty" : "file too short", len);
+        goto fail;
+    }
+    const unsigned char *bytes = data;
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; i--) header_len = header_len << 8 | bytes[i];
-    if (header_len > f->map_len - 8) {
+    if (header_len > len - 8) {
         ssm_error("%s: header length %llu runs past the end of the file (%zu bytes; truncated or not safetensors?)",
-                  path, (unsigned long long)header_len, f->map_len);
+                  path, (unsigned long long)header_len, len);
         goto fail;
     }
     if (header_len > ST_MAX_HEADER) {
@@ -252,12 +261,27 @@ int st_open(st_file *f, const char *path) {
     json_value *root = json_parse_prefixed((const char *)bytes + 8, (size_t)header_len, prefix);
     free(prefix);
     if (!root) goto fail;
-    int rc = st_parse_header(f, root, bytes + 8 + header_len, f->map_len - 8 - (size_t)header_len);
+    int rc = st_parse_header(f, root, bytes + 8 + header_len, len - 8 - (size_t)header_len);
     json_free(root);
     if (rc == 0) return 0;
 fail:
+    f->map = NULL; /* the caller's buffer: st_close must not unmap it */
     st_close(f);
     return -1;
+}
+
+int st_open(st_file *f, const char *path) {
+    void *map;
+    size_t len;
+    memset(f, 0, sizeof *f);
+    if (st_map_file(path, &map, &len)) return -1;
+    static const unsigned char empty[1];
+    if (st_open_buffer(f, map ? map : empty, len, path)) {
+        if (map) munmap(map, len);
+        return -1;
+    }
+    f->mapped = map != NULL;
+    return 0;
 }
 
 const st_tensor *st_find(const st_file *f, const char *name) {

@@ -22,8 +22,9 @@ typedef struct {
 
 typedef struct {
     char *path;
-    void *map;           /* whole file, mmap'd read-only */
+    void *map;           /* whole file: mmap'd read-only (st_open) or the caller's buffer (st_open_buffer) */
     size_t map_len;
+    int mapped;          /* 1 when st_close must munmap `map` */
     st_tensor *tensors;  /* [n], in header order */
     int n;
     char **meta_keys, **meta_values; /* __metadata__ string pairs, [n_meta] */
@@ -37,6 +38,9 @@ const char *st_dtype_name(st_dtype t); /* "F32", "BF16", ... */
  * dtype size == data_offsets span, offsets in range and not overlapping, data buffer fully covered.
  * Returns 0, or -1 with a one-line ssm_error() naming the file and the problem. */
 int st_open(st_file *f, const char *path);
+/* The same validation for a file already in memory (data[0..len), e.g. a fuzzer's input); `name` stands
+ * in for the path in messages. Tensors point into `data`, which must outlive f; st_close leaves it alone. */
+int st_open_buffer(st_file *f, const void *data, size_t len, const char *name);
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta(const st_file *f, const char *key); /* NULL when absent */

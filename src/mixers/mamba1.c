@@ -10,14 +10,16 @@
 
 typedef struct {
     float *in_proj;  /* [2E, D]   in_proj.weight */
+    float *in_b;     /* [2E]      in_proj.bias (use_bias) or NULL */
     float *conv_w;   /* [E, 1, K] conv1d.weight */
-    float *conv_b;   /* [E]       conv1d.bias */
+    float *conv_b;   /* [E]       conv1d.bias (use_conv_bias) or NULL */
     float *x_proj;   /* [R+2N, E] x_proj.weight */
     float *dt_w;     /* [E, R]    dt_proj.weight */
     float *dt_b;     /* [E]       dt_proj.bias */
     float *A_log;    /* [E, N]    A_log */
     float *D;        /* [E]       D */
     float *out_proj; /* [D, E]    out_proj.weight */
+    float *out_b;    /* [D]       out_proj.bias (use_bias) or NULL */
 } mamba1_views;
 
 typedef struct {
@@ -30,10 +32,23 @@ static mamba1_dims dims_of(const ssm_config *c) {
     return d;
 }
 
-static mamba1_views views_of(const float *base, const param_info *pi) {
+/* The tensors in declaration order (mamba1_declare); optional ones only when the config has them. */
+static mamba1_views views_of(const ssm_config *c, const float *base, const param_info *pi) {
     float *b = (float *)base;
-    return (mamba1_views){b + pi[0].offset, b + pi[1].offset, b + pi[2].offset, b + pi[3].offset, b + pi[4].offset,
-                          b + pi[5].offset, b + pi[6].offset, b + pi[7].offset, b + pi[8].offset};
+    mamba1_views v;
+    int k = 0;
+    v.in_proj = b + pi[k++].offset;
+    v.in_b = c->use_bias ? b + pi[k++].offset : NULL;
+    v.conv_w = b + pi[k++].offset;
+    v.conv_b = c->use_conv_bias ? b + pi[k++].offset : NULL;
+    v.x_proj = b + pi[k++].offset;
+    v.dt_w = b + pi[k++].offset;
+    v.dt_b = b + pi[k++].offset;
+    v.A_log = b + pi[k++].offset;
+    v.D = b + pi[k++].offset;
+    v.out_proj = b + pi[k++].offset;
+    v.out_b = c->use_bias ? b + pi[k++].offset : NULL;
+    return v;
 }
 
 static void mamba1_declare(param_layout *L, const ssm_config *c, int layer) {
@@ -46,14 +61,16 @@ static void mamba1_declare(param_layout *L, const ssm_config *c, int layer) {
         params_add(L, name, decay, (int)(sizeof shape / sizeof shape[0]), shape);                  \
     } while (0)
     ADD("in_proj.weight", 1, 2 * d.E, d.D);
+    if (c->use_bias) ADD("in_proj.bias", 0, 2 * d.E);
     ADD("conv1d.weight", 1, d.E, 1, d.K);
-    ADD("conv1d.bias", 0, d.E);
+    if (c->use_conv_bias) ADD("conv1d.bias", 0, d.E);
     ADD("x_proj.weight", 1, d.P, d.E);
     ADD("dt_proj.weight", 1, d.E, d.R);
     ADD("dt_proj.bias", 0, d.E);
     ADD("A_log", 0, d.E, d.N);
     ADD("D", 0, d.E);
     ADD("out_proj.weight", 1, d.D, d.E);
+    if (c->use_bias) ADD("out_proj.bias", 0, d.D);
 #undef ADD
 }
 
@@ -66,10 +83,10 @@ static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
  * at 1e-4, S4D-real A_log = log(1..N), D = 1, out_proj scaled by 1/sqrt(n_layer). */
 static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     mamba1_dims d = dims_of(ctx->cfg);
-    mamba1_views v = views_of(w, ctx->pi);
+    mamba1_views v = views_of(ctx->cfg, w, ctx->pi); /* linear biases stay zero, as in the reference */
     fill_uniform(v.in_proj, (size_t)2 * d.E * d.D, 1.0f / sqrtf((float)d.D), rng);
     fill_uniform(v.conv_w, (size_t)d.E * d.K, 1.0f / sqrtf((float)d.K), rng);
-    fill_uniform(v.conv_b, (size_t)d.E, 1.0f / sqrtf((float)d.K), rng);
+    if (v.conv_b) fill_uniform(v.conv_b, (size_t)d.E, 1.0f / sqrtf((float)d.K), rng);
     fill_uniform(v.x_proj, (size_t)d.P * d.E, 1.0f / sqrtf((float)d.E), rng);
     fill_uniform(v.dt_w, (size_t)d.E * d.R, 1.0f / sqrtf((float)d.R), rng);
     const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
@@ -130,12 +147,13 @@ static size_t mamba1_state_floats(const ssm_config *c) {
 static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const float *u, int B, int T,
                            float *state) {
     mamba1_dims d = dims_of(ctx->cfg);
-    mamba1_views v = views_of(ctx->w, ctx->pi);
+    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
     const int rows = B * T;
     mamba1_act a = act_of(act, d, rows);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
     matmul_xwT(a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D, 0.0f);    /* xz = in_proj(u) */
+    if (v.in_b) bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
     conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (conv_state) conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     matmul_xwT(a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E, 0.0f);          /* dt_low, B, C = x_proj(x) */
@@ -146,12 +164,13 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const f
     scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
     gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
     matmul_xwT(out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E, 0.0f);           /* out_proj */
+    if (v.out_b) bias_add(out, d.D, v.out_b, rows, d.D);
 }
 
 static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scratch, float *du, const float *dout,
                             const float *u, int B, int T) {
     mamba1_dims d = dims_of(ctx->cfg);
-    mamba1_views v = views_of(ctx->w, ctx->pi), g = views_of(ctx->dw, ctx->pi);
+    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), g = views_of(ctx->cfg, ctx->dw, ctx->pi);
     const int rows = B * T;
     mamba1_act a = act_of(act, d, rows);
     float *dxz = scratch;                       /* [rows, 2E] */
@@ -162,6 +181,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scrat
     float *dAt = ddbc + (size_t)rows * d.P;     /* [N, E] */
 
     matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
+    if (g.out_b) bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     gate_bwd(dy, dxz + d.E, 2 * d.E, dy, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
     memset(dAt, 0, sizeof(float) * d.N * d.E);
@@ -177,6 +197,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scrat
     matmul_dyw(dxs, d.E, ddbc, d.P, v.x_proj, rows, d.P, d.E, 1.0f);
     conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xc, a.xz, 2 * d.E, v.conv_w, B, T, d.E, d.K);
     matmul_dw_acc(g.in_proj, dxz, 2 * d.E, u, d.D, rows, 2 * d.E, d.D);
+    if (g.in_b) bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
     matmul_dyw(du, d.D, dxz, 2 * d.E, v.in_proj, rows, 2 * d.E, d.D, 0.0f);
 }
 

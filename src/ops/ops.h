@@ -16,6 +16,10 @@ void matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, 
 /* dw[N,K] += dy[M,N]^T (lddy) @ x[M,K] (ldx) : its weight gradient. */
 void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
 
+/* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
+void bias_add(float *y, int ldy, const float *bias, int rows, int N);
+void bias_grad_acc(float *db, const float *dy, int lddy, int rows, int N);
+
 /* ---- embedding ------------------------------------------------------------------------------ */
 void embedding_fwd(float *out, const int *tokens, const float *table, int rows, int D); /* out [rows, D] */
 void embedding_bwd(float *dtable, const float *dout, const int *tokens, int rows, int D);
@@ -27,11 +31,11 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
                  int rows, int D, int acc);
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
-/* x [B, T, C] (ldx), w [C, K], bias [C]: pre [B, T, C] = conv(x) + bias, out = silu(pre); both dense.
+/* x [B, T, C] (ldx), w [C, K], bias [C] or NULL: pre [B, T, C] = conv(x) + bias, out = silu(pre).
  * init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL for zeros. */
 void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
                      const float *bias, int B, int T, int C, int K);
-/* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] +=. `pre` from the forward;
+/* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] += (NULL: no bias). `pre` from the forward;
  * the forward started from zeros (training). */
 void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
                      const float *x, int ldx, const float *w, int B, int T, int C, int K);

@@ -12,7 +12,7 @@ void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const floa
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *pr = pre + ((size_t)b * T + t) * C, *o = out + ((size_t)b * T + t) * C;
-            for (int c = 0; c < C; c++) pr[c] = bias[c];
+            for (int c = 0; c < C; c++) pr[c] = bias ? bias[c] : 0.0f;
             for (int k = 0; k < K; k++) {
                 int ts = t - (K - 1) + k;
                 if (ts >= 0) {
@@ -79,7 +79,7 @@ void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *
                 }
             }
             for (int c = 0; c < cn; c++) {
-                dbias[c0 + c] += dbl[c];
+                if (dbias) dbias[c0 + c] += dbl[c];
                 for (int k = 0; k < K; k++) dw[(size_t)(c0 + c) * K + k] += dwl[(size_t)k * CONV_BLOCK + c];
             }
         }

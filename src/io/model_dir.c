@@ -1,0 +1,357 @@
+/* Model directories (see model_dir.h): ssm_model_load / ssm_model_save and their config and weights. */
+#include "io/model_dir.h"
+#include "common.h"
+#include "io/fileio.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- config.json ----------------------------------------------------------------------------------- */
+
+/* A float field: the shortest decimal that reads back as the same float, always with a '.' or an
+ * exponent, since transformers' strict config classes reject 1 where they expect 1.0. */
+static void jw_float(json_writer *w, float x) {
+    char buf[40];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
+    if (!strpbrk(buf, ".e")) strcat(buf, ".0");
+    jw_raw(w, buf);
+}
+
+int model_config_write(const char *path, const ssm_config *c) {
+    json_writer w;
+    jw_init(&w);
+    jw_begin_object(&w);
+    jw_key(&w, "architectures"), jw_raw(&w, "[\"MambaForCausalLM\"]");
+    jw_key(&w, "model_type"), jw_string(&w, "mamba");
+    jw_key(&w, "vocab_size"), jw_int(&w, c->vocab_size);
+    jw_key(&w, "pad_vocab_size_multiple"), jw_int(&w, 1);
+    jw_key(&w, "hidden_size"), jw_int(&w, c->d_model);
+    jw_key(&w, "num_hidden_layers"), jw_int(&w, c->n_layer);
+    jw_key(&w, "state_size"), jw_int(&w, c->d_state);
+    jw_key(&w, "expand"), jw_int(&w, c->expand);
+    jw_key(&w, "intermediate_size"), jw_int(&w, c->expand * c->d_model);
+    jw_key(&w, "conv_kernel"), jw_int(&w, c->d_conv);
+    jw_key(&w, "time_step_rank"), jw_int(&w, c->dt_rank);
+    jw_key(&w, "layer_norm_epsilon"), jw_float(&w, c->norm_eps);
+    jw_key(&w, "use_bias"), jw_raw(&w, c->use_bias ? "true" : "false");
+    jw_key(&w, "use_conv_bias"), jw_raw(&w, c->use_conv_bias ? "true" : "false");
+    jw_key(&w, "tie_word_embeddings"), jw_raw(&w, c->tie_embeddings ? "true" : "false");
+    jw_key(&w, "residual_in_fp32"), jw_raw(&w, "true");
+    jw_key(&w, "hidden_act"), jw_string(&w, "silu");
+    jw_key(&w, "time_step_init_scheme"), jw_string(&w, "random");
+    jw_key(&w, "time_step_min"), jw_float(&w, 0.001f);
+    jw_key(&w, "time_step_max"), jw_float(&w, 0.1f);
+    jw_key(&w, "time_step_floor"), jw_float(&w, 1e-4f);
+    jw_key(&w, "time_step_scale"), jw_float(&w, 1.0f);
+    /* false, although our init does rescale out_proj: transformers 5 re-applies that init to the
+     * loaded out_proj weights when this is true, silently replacing them */
+    jw_key(&w, "rescale_prenorm_residual"), jw_raw(&w, "false");
+    jw_key(&w, "initializer_range"), jw_float(&w, 0.02f);
+    jw_key(&w, "bos_token_id"), jw_int(&w, 0);
+    jw_key(&w, "eos_token_id"), jw_int(&w, 0);
+    jw_key(&w, "pad_token_id"), jw_int(&w, 0);
+    jw_key(&w, "use_cache"), jw_raw(&w, "true");
+    jw_key(&w, "ssm_layer_pattern"), jw_string(&w, c->layer_pattern);
+    jw_end_object(&w);
+    jw_raw(&w, "\n");
+    int rc = file_write_atomic(path, w.data, w.len);
+    jw_free(&w);
+    return rc;
+}
+
+typedef struct {
+    const char *key;
+    int *field;
+    int required;
+} int_field;
+
+/* Reads integer (or boolean, for flags) fields; absent optional ones keep their defaults. */
+static int read_ints(const json_value *obj, const int_field *f, int n, int as_bool) {
+    for (int i = 0; i < n; i++) {
+        long long v;
+        int b, r = as_bool ? json_get_bool(obj, f[i].key, &b) : json_get_int(obj, f[i].key, &v);
+        if (r < 0) return -1;
+        if (r == 1 && f[i].required) return ssm_error("missing \"%s\"", f[i].key);
+        if (r == 1) continue;
+        if (as_bool) v = b;
+        if (v < 0 || v > 1 << 24) return ssm_error("\"%s\" = %lld is out of range", f[i].key, v);
+        *f[i].field = (int)v;
+    }
+    return 0;
+}
+
+/* time_step_rank / dt_rank: an integer, or "auto" for ceil(d_model / 16). */
+static int read_dt_rank(const json_value *obj, const char *key, int *out) {
+    const json_value *v = json_get(obj, key);
+    if (!v) return 0;
+    if (v->type == JSON_STRING && strcmp(v->string, "auto") == 0) return *out = 0, 0;
+    long long r;
+    if (json_get_int(obj, key, &r) < 0 || r < 1) return ssm_error("\"%s\" must be a positive integer or \"auto\"", key);
+    *out = (int)r;
+    return 0;
+}
+
+/* HF MambaConfig (transformers): hidden_size, num_hidden_layers, state_size, ... */
+static int config_from_hf(const json_value *root, ssm_config *c) {
+    const char *type = NULL;
+    if (json_get_string(root, "model_type", &type) < 0) return -1;
+    if (type && strcmp(type, "mamba") != 0)
+        return ssm_error("model_type \"%s\" is not supported (expected \"mamba\")", type);
+    const int_field ints[] = {{"vocab_size", &c->vocab_size, 1},  {"hidden_size", &c->d_model, 1},
+                              {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->d_state, 0},
+                              {"expand", &c->expand, 0},            {"conv_kernel", &c->d_conv, 0}};
+    const int_field flags[] = {{"use_bias", &c->use_bias, 0},
+                               {"use_conv_bias", &c->use_conv_bias, 0},
+                               {"tie_word_embeddings", &c->tie_embeddings, 0}};
+    if (read_ints(root, ints, 6, 0) || read_ints(root, flags, 3, 1)) return -1;
+    if (read_dt_rank(root, "time_step_rank", &c->dt_rank)) return -1;
+    double eps = c->norm_eps;
+    if (json_get_double(root, "layer_norm_epsilon", &eps) < 0) return -1;
+    c->norm_eps = (float)eps;
+    long long inter;
+    if (json_get_int(root, "intermediate_size", &inter) == 0 && inter != (long long)c->expand * c->d_model)
+        return ssm_error("intermediate_size %lld is not expand * hidden_size = %d", inter, c->expand * c->d_model);
+    const char *act = NULL;
+    if (json_get_string(root, "hidden_act", &act) < 0) return -1;
+    if (act && strcmp(act, "silu") != 0) return ssm_error("hidden_act \"%s\" is not supported (only silu)", act);
+    const char *pattern = NULL;
+    if (json_get_string(root, "ssm_layer_pattern", &pattern) < 0) return -1;
+    if (pattern) {
+        if (strlen(pattern) >= sizeof c->layer_pattern) return ssm_error("ssm_layer_pattern is too long");
+        strcpy(c->layer_pattern, pattern);
+    }
+    return 0;
+}
+
+/* The original state-spaces/mamba MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}, with the
+ * vocabulary padded up to pad_vocab_size_multiple as MambaLMHeadModel does. */
+static int config_from_state_spaces(const json_value *root, ssm_config *c) {
+    int pad = 8, rms = 1;
+    const int_field ints[] = {{"d_model", &c->d_model, 1}, {"n_layer", &c->n_layer, 1}, {"vocab_size", &c->vocab_size, 1},
+                              {"pad_vocab_size_multiple", &pad, 0}};
+    const int_field flags[] = {{"tie_embeddings", &c->tie_embeddings, 0}, {"rms_norm", &rms, 0}};
+    if (read_ints(root, ints, 4, 0) || read_ints(root, flags, 2, 1)) return -1;
+    if (!rms) return ssm_error("rms_norm false (LayerNorm) is not supported");
+    if (pad > 1 && c->vocab_size % pad) c->vocab_size += pad - c->vocab_size % pad;
+    const json_value *ssm = json_get(root, "ssm_cfg");
+    if (ssm && ssm->type != JSON_OBJECT) return ssm_error("ssm_cfg must be an object");
+    if (ssm) {
+        const char *layer = NULL;
+        if (json_get_string(ssm, "layer", &layer) < 0) return -1;
+        if (layer && strcmp(layer, "Mamba1") != 0) return ssm_error("ssm_cfg.layer \"%s\" is not supported (Mamba1)", layer);
+        const int_field sints[] = {{"d_state", &c->d_state, 0}, {"d_conv", &c->d_conv, 0}, {"expand", &c->expand, 0}};
+        const int_field sflags[] = {{"bias", &c->use_bias, 0}, {"conv_bias", &c->use_conv_bias, 0}};
+        if (read_ints(ssm, sints, 3, 0) || read_ints(ssm, sflags, 2, 1) || read_dt_rank(ssm, "dt_rank", &c->dt_rank))
+            return -1;
+    }
+    return 0;
+}
+
+int model_config_read(const char *path, ssm_config *c) {
+    json_value *root = json_parse_file(path);
+    if (!root) return -1;
+    ssm_config_default(c); /* HF MambaConfig's defaults for absent optional fields */
+    c->dt_rank = 0;
+    int rc;
+    if (root->type != JSON_OBJECT) rc = ssm_error("expected a JSON object");
+    else if (json_get(root, "d_model") && !json_get(root, "hidden_size")) rc = config_from_state_spaces(root, c);
+    else rc = config_from_hf(root, c);
+    if (rc == 0) rc = ssm_config_resolve(c);
+    json_free(root);
+    if (rc) { /* the readers leave messages without the file name */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ssm_last_error());
+        if (strncmp(msg, path, strlen(path)) != 0) ssm_error("%s: %s", path, msg);
+    }
+    return rc;
+}
+
+/* ---- weights ------------------------------------------------------------------------------------------ */
+
+int model_weights_write(const char *path, const ssm_model *m, const char *meta_key, const char *meta_value) {
+    const param_layout *L = &m->layout;
+    st_tensor *t = xcalloc(L->n, sizeof *t);
+    for (int i = 0; i < L->n; i++) {
+        const param_info *p = &L->items[i];
+        t[i].name = (char *)p->name;
+        t[i].dtype = ST_F32;
+        t[i].ndim = p->ndim;
+        for (int d = 0; d < p->ndim; d++) t[i].shape[d] = p->shape[d];
+        t[i].nbytes = p->numel * sizeof(float);
+        t[i].data = m->w + p->offset;
+    }
+    const char *keys[] = {"format", meta_key}, *values[] = {"pt", meta_value};
+    int rc = st_write(path, t, L->n, keys, values, meta_key ? 2 : 1);
+    free(t);
+    return rc;
+}
+
+/* Where the weights are: one file or the shards of an index, each memory-mapped. */
+typedef struct {
+    st_file *files;
+    int n;
+} weight_files;
+
+static void weight_files_close(weight_files *w) {
+    for (int i = 0; i < w->n; i++) st_close(&w->files[i]);
+    free(w->files);
+    memset(w, 0, sizeof *w);
+}
+
+static int weight_files_open(weight_files *w, const char *dir) {
+    char p[PATH_CAP];
+    memset(w, 0, sizeof *w);
+    path_join(p, dir, "model.safetensors");
+    if (file_exists(p)) {
+        w->files = xcalloc(1, sizeof(st_file));
+        if (st_open(&w->files[0], p)) return weight_files_close(w), -1;
+        w->n = 1;
+        return 0;
+    }
+    path_join(p, dir, "model.safetensors.index.json");
+    if (!file_exists(p)) return ssm_error("%s: no model.safetensors or model.safetensors.index.json", dir);
+    json_value *index = json_parse_file(p);
+    if (!index) return -1;
+    const json_value *map = json_get(index, "weight_map");
+    if (!map || map->type != JSON_OBJECT || map->count == 0) {
+        json_free(index);
+        return ssm_error("%s: missing or empty \"weight_map\"", p);
+    }
+    /* open each distinct shard once, in order of first mention */
+    w->files = xcalloc(map->count, sizeof(st_file));
+    for (size_t i = 0; i < map->count; i++) {
+        const json_value *f = &map->items[i];
+        if (f->type != JSON_STRING || strchr(f->string, '/') || !f->string[0]) {
+            ssm_error("%s: weight_map[\"%s\"] must name a shard file in the same directory", p, map->keys[i]);
+            goto fail;
+        }
+        char shard[PATH_CAP];
+        path_join(shard, dir, f->string);
+        int seen = 0;
+        for (int k = 0; k < w->n && !seen; k++) seen = strcmp(w->files[k].path, shard) == 0;
+        if (seen) continue;
+        if (st_open(&w->files[w->n], shard)) goto fail;
+        w->n++;
+    }
+    /* every tensor the index names must be in the shard it names */
+    for (size_t i = 0; i < map->count; i++) {
+        char shard[PATH_CAP];
+        path_join(shard, dir, map->items[i].string);
+        for (int k = 0; k < w->n; k++)
+            if (strcmp(w->files[k].path, shard) == 0 && !st_find(&w->files[k], map->keys[i])) {
+                ssm_error("%s: tensor '%s' is not in %s as the index says", p, map->keys[i], shard);
+                goto fail;
+            }
+    }
+    json_free(index);
+    return 0;
+fail:
+    json_free(index);
+    weight_files_close(w);
+    return -1;
+}
+
+/* A tensor by name across the files; the original state-spaces naming is accepted as an alias. */
+static const st_tensor *weight_find(const weight_files *w, const char *name, const st_file **in) {
+    const char *alias = strcmp(name, "backbone.embeddings.weight") == 0 ? "backbone.embedding.weight" : NULL;
+    for (int k = 0; k < w->n; k++) {
+        const st_tensor *t = st_find(&w->files[k], name);
+        if (!t && alias) t = st_find(&w->files[k], alias);
+        if (t) return *in = &w->files[k], t;
+    }
+    return NULL;
+}
+
+static const char *shape_str(char *buf, size_t cap, const int64_t *shape, int ndim) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* Fills m->w: every tensor of the layout present with its exact shape, converted from F32/F16/BF16, all
+ * values finite, and no tensor left over (a tied model may carry a redundant lm_head.weight). */
+static int weights_read(const weight_files *w, ssm_model *m) {
+    const param_layout *L = &m->layout;
+    for (int i = 0; i < L->n; i++) {
+        const param_info *p = &L->items[i];
+        const st_file *f = NULL;
+        const st_tensor *t = weight_find(w, p->name, &f);
+        if (!t)
+            return ssm_error("%s: missing tensor '%s' (does config.json match these weights?)", w->files[0].path, p->name);
+        int64_t want[PARAM_MAX_DIMS];
+        int same = t->ndim == p->ndim;
+        for (int d = 0; d < p->ndim; d++) {
+            want[d] = p->shape[d];
+            if (same && t->shape[d] != p->shape[d]) same = 0;
+        }
+        if (!same) {
+            char a[96], b[96];
+            return ssm_error("%s: tensor '%s' has shape %s but config.json implies %s", f->path, t->name,
+                             shape_str(a, sizeof a, t->shape, t->ndim), shape_str(b, sizeof b, want, p->ndim));
+        }
+        if (st_read_f32(f, t, m->w + p->offset, p->numel)) return -1;
+        for (size_t k = 0; k < p->numel; k++)
+            if (!isfinite(m->w[p->offset + k]))
+                return ssm_error("%s: tensor '%s' holds a non-finite value (%g) at index %zu", f->path, t->name,
+                                 m->w[p->offset + k], k);
+    }
+    for (int k = 0; k < w->n; k++)
+        for (int i = 0; i < w->files[k].n; i++) {
+            const char *name = w->files[k].tensors[i].name;
+            int known = params_find(L, name) || strcmp(name, "backbone.embedding.weight") == 0 ||
+                        (m->cfg.tie_embeddings && strcmp(name, "lm_head.weight") == 0);
+            if (!known) return ssm_error("%s: unexpected tensor '%s' for this config.json", w->files[k].path, name);
+        }
+    return 0;
+}
+
+int ssm_model_save(const ssm_model *m, const char *dir) {
+    char p[PATH_CAP];
+    if (mkdir(dir, 0777) && errno != EEXIST) return ssm_error("%s: cannot create directory: %s", dir, strerror(errno));
+    path_join(p, dir, "model.safetensors");
+    if (model_weights_write(p, m, NULL, NULL)) return -1;
+    path_join(p, dir, "config.json");
+    return model_config_write(p, &m->cfg);
+}
+
+/* A run directory (with checkpoint/) is accepted wherever a model directory is. */
+static const char *model_dir_resolve(const char *dir, char *buf) {
+    char p[PATH_CAP];
+    path_join(p, dir, "config.json");
+    if (file_exists(p)) return dir;
+    path_join(buf, dir, "checkpoint");
+    path_join(p, buf, "config.json");
+    return file_exists(p) ? buf : dir;
+}
+
+ssm_model *ssm_model_load(const char *dir_in) {
+    char buf[PATH_CAP], p[PATH_CAP];
+    const char *dir = model_dir_resolve(dir_in, buf);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        ssm_error("%s: no such model directory", dir);
+        return NULL;
+    }
+    ssm_config c;
+    path_join(p, dir, "config.json");
+    if (model_config_read(p, &c)) return NULL;
+    ssm_model *m = model_alloc(&c);
+    if (!m) return NULL;
+    weight_files w;
+    if (weight_files_open(&w, dir) || weights_read(&w, m)) {
+        if (w.n) weight_files_close(&w);
+        ssm_model_free(m);
+        return NULL;
+    }
+    weight_files_close(&w);
+    return m;
+}
