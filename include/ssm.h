@@ -21,6 +21,9 @@ typedef struct {
     int expand;            /* d_inner = expand * d_model */
     int dt_rank;           /* time_step_rank; 0 means ceil(d_model / 16) */
     float norm_eps;        /* layer_norm_epsilon */
+    int use_bias;          /* in_proj / out_proj biases (HF use_bias; default 0) */
+    int use_conv_bias;     /* conv1d bias (HF use_conv_bias; default 1) */
+    int tie_embeddings;    /* LM head shares the embedding (HF tie_word_embeddings; default 1) */
     char layer_pattern[32];/* one letter per layer kind, repeated over the stack: "m" = Mamba-1 */
 } ssm_config;
 
