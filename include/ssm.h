@@ -43,6 +43,11 @@ int ssm_model_save(const ssm_model *m, const char *dir);         /* atomic; HF M
 void ssm_model_free(ssm_model *m);
 const ssm_config *ssm_model_config(const ssm_model *m);
 size_t ssm_model_n_params(const ssm_model *m);
+/* Keeps a bf16 copy of the weight matrices and uses it for decode steps and small batches (up to 16
+ * rows): half the bytes read per token. Results then differ from float32 by bf16 rounding of the
+ * weights (exact when the checkpoint was bf16). Training and long prefills stay float32. */
+void ssm_model_use_bf16(ssm_model *m);
+
 /* Bytes of autoregressive state one sequence carries in `layer` (or all layers when layer < 0). */
 size_t ssm_model_state_bytes(const ssm_model *m, int layer);
 

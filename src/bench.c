@@ -103,3 +103,14 @@ void bench_memory_bandwidth(double *copy, double *read) {
     *copy = n * sizeof(float) / best_copy;
     *read = n * sizeof(float) / best_read;
 }
+
+double bench_decode_weight_bytes(const ssm_model *m) {
+    double bytes = 0;
+    for (int i = 0; i < m->layout.n; i++) {
+        const param_info *p = &m->layout.items[i];
+        int matrix = p->ndim == 2 && !strstr(p->name, "A_log"); /* read through mixer_linear */
+        if (i == m->emb && m->head != m->emb) bytes += p->shape[1] * 4.0; /* one row */
+        else bytes += p->numel * (matrix && m->w16 ? 2.0 : 4.0);
+    }
+    return bytes;
+}

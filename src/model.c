@@ -45,7 +45,7 @@ int ssm_config_resolve(ssm_config *c) {
 }
 
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l) {
-    return (mixer_ctx){&m->cfg, m->w, m->dw, &m->layout.items[m->layers[l].mixer]};
+    return (mixer_ctx){&m->cfg, m->w, m->dw, m->w16, &m->layout.items[m->layers[l].mixer]};
 }
 
 ssm_model *model_alloc(const ssm_config *cfg) {
@@ -123,11 +123,17 @@ void ssm_model_free(ssm_model *m) {
     params_free(&m->layout);
     free(m->w);
     free(m->dw);
+    free(m->w16);
     free(m->layers);
     free(m);
 }
 
 const ssm_config *ssm_model_config(const ssm_model *m) { return &m->cfg; }
+
+void ssm_model_use_bf16(ssm_model *m) {
+    if (!m->w16) m->w16 = xmalloc(sizeof(uint16_t) * m->layout.total);
+    bf16_from_f32(m->w16, m->w, m->layout.total);
+}
 
 size_t ssm_model_n_params(const ssm_model *m) {
     size_t n = 0;
@@ -294,7 +300,8 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
         for (int b = 0; b < B; b++)
             memmove(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         rmsnorm_fwd(u, rstd, x, m->w + P[m->norm_f].offset, B, D, c->norm_eps);
-        matmul_xwT(logits, V, u, D, m->w + P[m->head].offset, B, V, D, 0.0f);
+        mixer_ctx head = {&m->cfg, m->w, NULL, m->w16, NULL};
+        mixer_linear(&head, logits, V, u, D, m->w + P[m->head].offset, B, V, D);
     } else {
         rmsnorm_fwd(u, rstd, x, m->w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
         matmul_xwT(logits, V, u, D, m->w + P[m->head].offset, (int)rows, V, D, 0.0f);

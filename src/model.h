@@ -35,6 +35,7 @@ struct ssm_model {
     param_layout layout;
     float *w;            /* [layout.total] parameters */
     float *dw;           /* [layout.total] gradients (training only) */
+    uint16_t *w16;       /* [layout.total] bf16 copy for decode (ssm_model_use_bf16), or NULL */
     model_layer *layers; /* [n_layer] */
     int emb, norm_f;     /* layout indices */
     int head;            /* layout index of the LM head: emb when tied, else lm_head.weight */

@@ -84,31 +84,29 @@ void train_options_default(train_options *t) {
     optim_config_default(&t->optim);
 }
 
-double eval_stream(const ssm_model *m, const uint8_t *bytes, size_t len, int chunk, int show_progress) {
-    if (len < 2) return NAN;
+double eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
+    if (n < 2) return 0;
     ssm_state *s = ssm_state_new(m, 1);
     const int V = m->cfg.vocab_size;
-    int *tok = xmalloc(sizeof(int) * chunk), *tgt = xmalloc(sizeof(int) * chunk);
     float *logits = xmalloc(sizeof(float) * (size_t)chunk * V);
     double total = 0;
     long count = 0;
-    for (size_t pos = 0; pos + 1 < len; pos += chunk) {
-        int T = (int)(len - 1 - pos < (size_t)chunk ? len - 1 - pos : (size_t)chunk);
-        for (int t = 0; t < T; t++) tok[t] = bytes[pos + t], tgt[t] = bytes[pos + t + 1];
-        ssm_forward(m, s, tok, T, logits, 0);
+    for (size_t pos = 0; pos + 1 < n; pos += chunk) {
+        int T = (int)(n - 1 - pos < (size_t)chunk ? n - 1 - pos : (size_t)chunk);
+        ssm_forward(m, s, ids + pos, T, logits, 0);
         double sum;
-        int n;
-        xent_fwd_bwd(&sum, &n, NULL, logits, tgt, T, V, 0.0f);
-        total += sum, count += n;
+        int c;
+        xent_fwd_bwd(&sum, &c, NULL, logits, ids + pos + 1, T, V, 0.0f);
+        total += sum, count += c;
         if (show_progress && (pos / chunk) % 64 == 0) {
-            fprintf(stderr, "\reval %5.1f%% | %.4f bits/byte so far", 100.0 * pos / len, total / count / M_LN2);
+            fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / count);
             fflush(stderr);
         }
     }
     if (show_progress) fprintf(stderr, "\r\033[K");
-    free(tok), free(tgt), free(logits);
+    free(logits);
     ssm_state_free(s);
-    return total / count;
+    return total;
 }
 
 /* Validation during training: the held-out tail split into `streams` contiguous pieces, each read

@@ -47,9 +47,9 @@ void train_options_default(train_options *t);
  * `cfg` is the model shape for a new run (ignored on resume). */
 int train_run(const train_options *t, const ssm_config *cfg);
 
-/* Mean loss (nats/byte) of the model on bytes[0..len) read as one stream: chunks of `chunk` bytes,
- * the state carried across chunks, every byte after the first predicted. */
-double eval_stream(const ssm_model *m, const uint8_t *bytes, size_t len, int chunk, int show_progress);
+/* Summed loss (nats) of the model on ids[0..n) read as one stream: chunks of `chunk` tokens, the
+ * state carried across chunks, every token after the first predicted (n - 1 of them). */
+double eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress);
 
 /* Checkpoints (src/io/checkpoint.c). The model directory holds config.json + model.safetensors (HF
  * MambaForCausalLM form); a training checkpoint adds optimizer.safetensors and train_state.json. The

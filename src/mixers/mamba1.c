@@ -152,18 +152,17 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const f
     mamba1_act a = act_of(act, d, rows);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
-    matmul_xwT(a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D, 0.0f);    /* xz = in_proj(u) */
+    mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);    /* xz = in_proj(u) */
     if (v.in_b) bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
     conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (conv_state) conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
-    matmul_xwT(a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E, 0.0f);          /* dt_low, B, C = x_proj(x) */
-    matmul_xwT(a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R, 0.0f);            /* dt = dt_proj(dt_low) */
+    mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
+    mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);            /* dt = dt_proj(dt_low) */
     softplus_bias_fwd(a.dt, v.dt_b, rows, d.E);                                  /* dt = softplus(dt + bias) */
-    for (int e = 0; e < d.E; e++)                                                /* A = -exp(A_log) */
-        for (int n = 0; n < d.N; n++) a.At[(size_t)n * d.E + e] = -expf(v.A_log[(size_t)e * d.N + n]);
+    neg_exp_transpose(a.At, v.A_log, d.E, d.N);                                 /* A = -exp(A_log) */
     scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
     gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
-    matmul_xwT(out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E, 0.0f);           /* out_proj */
+    mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);           /* out_proj */
     if (v.out_b) bias_add(out, d.D, v.out_b, rows, d.D);
 }
 

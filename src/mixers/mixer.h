@@ -12,6 +12,7 @@ typedef struct {
     const ssm_config *cfg;
     const float *w;        /* the model's flat parameter buffer */
     float *dw;             /* the flat gradient buffer (backward only) */
+    const uint16_t *w16;   /* bf16 copy of w for small-batch decode, or NULL */
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
 } mixer_ctx;
 
@@ -35,6 +36,10 @@ typedef struct mixer_kind {
 } mixer_kind;
 
 extern const mixer_kind mixer_mamba1;
+
+/* y[M,N] = x[M,K] @ W^T for the weight W at w (inside ctx->w): float32 SGEMM, or the bf16 copy when
+ * there is one and M is a decode-sized batch. */
+void mixer_linear(const mixer_ctx *ctx, float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K);
 
 /* The mixer for a layer-pattern letter, or NULL. */
 const mixer_kind *mixer_by_code(char code);

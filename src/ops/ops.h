@@ -7,6 +7,7 @@
 #define SSM_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- matmul (BLAS) ------------------------------------------------------------------------- */
 /* y[M,N] (ldy) = beta*y + x[M,K] (ldx) @ w[N,K]^T : a linear layer with PyTorch's weight layout. */
@@ -15,6 +16,12 @@ void matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int 
 void matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
 /* dw[N,K] += dy[M,N]^T (lddy) @ x[M,K] (ldx) : its weight gradient. */
 void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+
+/* The same layer with bf16 weights w16[N,K] (the upper halves of float32s), float32 x and y: for
+ * decode, where reading the weights is the cost. */
+void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
+/* Round-to-nearest-even float32 -> bf16. */
+void bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 
 /* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
 void bias_add(float *y, int ldy, const float *bias, int rows, int N);
@@ -68,6 +75,9 @@ void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int
 /* dy = dout * silu(z), dz = dout * y * silu'(z). */
 void gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
               int rows, int E);
+
+/* At[N, E] = -exp(A_log[E, N])^T: Mamba-1's continuous decay, state-major as scan_fwd wants it. */
+void neg_exp_transpose(float *At, const float *A_log, int E, int N);
 
 /* ---- loss ----------------------------------------------------------------------------------------- */
 /* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale.

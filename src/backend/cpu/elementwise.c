@@ -61,3 +61,13 @@ void gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y,
             vf_store_n(dz + (size_t)r * lddz + e, g * yv * s * (1.0f + zv * (1.0f - s)), nw);
         }
 }
+
+void neg_exp_transpose(float *At, const float *A_log, int E, int N) {
+#pragma omp parallel for schedule(static) if (E * N > 32768)
+    for (int e = 0; e < E; e++)
+        for (int n = 0; n < N; n += VW) {
+            const int nw = imin(VW, N - n);
+            vf a = -vf_exp(vf_load_n(A_log + (size_t)e * N + n, nw));
+            for (int i = 0; i < nw; i++) At[(size_t)(n + i) * E + e] = a[i];
+        }
+}

@@ -1,7 +1,10 @@
 /* Linear layers on the CPU: GEMMs through OpenBLAS (ops.h's matmul_*) and their bias add/gradient. */
 #include "ops/ops.h"
+#include "backend/cpu/vec.h"
+#include "common.h"
 
 #include <cblas.h>
+#include <string.h>
 
 void matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
     if (M == 1) { /* decode of one sequence: a matrix-vector product, bound by reading w once */
@@ -31,4 +34,83 @@ void bias_grad_acc(float *db, const float *dy, int lddy, int rows, int N) {
     for (int j0 = 0; j0 < N; j0 += 64)
         for (int r = 0; r < rows; r++)
             for (int j = j0; j < N && j < j0 + 64; j++) db[j] += dy[(size_t)r * lddy + j];
+}
+
+typedef uint16_t vh __attribute__((vector_size(VW * 2), aligned(2)));
+typedef uint32_t vu __attribute__((vector_size(VW * 4), aligned(4)));
+
+/* 16 bf16 values widened to float32: a bf16 is the upper half of the float32 with the same value. */
+static inline vf bf16_load16(const uint16_t *p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    return (vf)(__builtin_convertvector(h, vu) << 16);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+#define BF16_MAX_M 16 /* rows of x handled per pass over w: decode batches up to 16 read w once */
+
+/* y[n] for one x row (batch-1 decode): 4 weight rows at a time, so each x vector loaded from L1 feeds
+ * 4 independent FMA chains while the weights stream in. */
+static void gemv_bf16(float *y, const float *x, const uint16_t *w16, int N, int K, float beta) {
+    const int K16 = K / VW * VW;
+#pragma omp parallel for schedule(static)
+    for (int n0 = 0; n0 < N; n0 += 4) {
+        const int nn = imin(4, N - n0);
+        vf acc[4] = {vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f)};
+        const uint16_t *wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = w16 + (size_t)(n0 + (j < nn ? j : 0)) * K;
+        for (int k = 0; k < K16; k += VW) {
+            const vf xv = vf_load(x + k);
+            acc[0] += bf16_load16(wr[0] + k) * xv;
+            acc[1] += bf16_load16(wr[1] + k) * xv;
+            acc[2] += bf16_load16(wr[2] + k) * xv;
+            acc[3] += bf16_load16(wr[3] + k) * xv;
+        }
+        for (int j = 0; j < nn; j++) {
+            float sum = vf_sum(acc[j]);
+            for (int k = K16; k < K; k++) sum += bf16_to_f32(wr[j][k]) * x[k];
+            y[n0 + j] = beta == 0.0f ? sum : beta * y[n0 + j] + sum;
+        }
+    }
+}
+
+void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta) {
+    if (M == 1) {
+        gemv_bf16(y, x, w16, N, K, beta);
+        return;
+    }
+    for (int m0 = 0; m0 < M; m0 += BF16_MAX_M) {
+        const int mn = imin(BF16_MAX_M, M - m0), K16 = K / VW * VW;
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const uint16_t *wr = w16 + (size_t)n * K;
+            vf acc[BF16_MAX_M];
+            for (int m = 0; m < mn; m++) acc[m] = vf_set1(0.0f);
+            for (int k = 0; k < K16; k += VW) {
+                const vf wv = bf16_load16(wr + k);
+                for (int m = 0; m < mn; m++) acc[m] += wv * vf_load(x + (size_t)(m0 + m) * ldx + k);
+            }
+            for (int m = 0; m < mn; m++) {
+                float sum = vf_sum(acc[m]);
+                for (int k = K16; k < K; k++) sum += bf16_to_f32(wr[k]) * x[(size_t)(m0 + m) * ldx + k];
+                float *out = y + (size_t)(m0 + m) * ldy + n;
+                *out = beta == 0.0f ? sum : beta * *out + sum;
+            }
+        }
+    }
+}
+
+void bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        if ((u & 0x7fffffff) > 0x7f800000) dst[i] = (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+        else dst[i] = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+    }
 }
