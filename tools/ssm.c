@@ -3,6 +3,7 @@
 #include "common.h"
 #include "io/data.h"
 #include "io/fileio.h"
+#include "io/tokenizer.h"
 #include "model.h"
 #include "sample.h"
 #include "ssm.h"
@@ -159,19 +160,56 @@ static ssm_model *load_or_die(const char *dir) {
     return m;
 }
 
-static void emit_byte(int tok, void *ctx) {
-    (void)ctx;
-    putchar(tok & 0xFF);
+/* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
+static tokenizer *tokenizer_for(const char *dir, const char *path) {
+    char p[PATH_CAP];
+    if (!path && dir) {
+        path_join(p, dir, "tokenizer.json");
+        if (file_exists(p)) path = p;
+    }
+    if (!path) return NULL;
+    tokenizer *t = tokenizer_load(path);
+    if (!t) die("%s", ssm_last_error());
+    return t;
+}
+
+/* text -> ids: the tokenizer's, or one id per byte. Every id must be inside the model's vocabulary. */
+static int *encode_or_die(const ssm_model *m, const tokenizer *tok, const char *text, size_t len, size_t *n) {
+    int *ids;
+    if (tok) {
+        if (tokenizer_encode(tok, text, len, &ids, n)) die("%s", ssm_last_error());
+    } else {
+        ids = xmalloc(sizeof(int) * (len ? len : 1));
+        for (size_t i = 0; i < len; i++) ids[i] = (unsigned char)text[i];
+        *n = len;
+    }
+    const int V = ssm_model_config(m)->vocab_size;
+    for (size_t i = 0; i < *n; i++)
+        if (ids[i] >= V) die("token id %d is outside the model's vocabulary of %d (wrong tokenizer?)", ids[i], V);
+    return ids;
+}
+
+static void emit_token(int tok, void *ctx) {
+    const tokenizer *t = ctx;
+    if (t) {
+        size_t len;
+        const char *b = tokenizer_token_bytes(t, tok, &len);
+        if (b) fwrite(b, 1, len, stdout); /* ids past the tokenizer (vocabulary padding) print nothing */
+    } else {
+        putchar(tok & 0xFF);
+    }
     fflush(stdout);
 }
 
-static void print_sample(const ssm_model *m, const char *prompt, int n, const sample_options *so) {
-    int len = (int)strlen(prompt);
-    int *ids = xmalloc(sizeof(int) * (len ? len : 1));
-    for (int i = 0; i < len; i++) ids[i] = (unsigned char)prompt[i];
-    if (!len) ids[0] = '\n', len = 1; /* an empty prompt starts from a newline */
+static void print_sample(const ssm_model *m, const tokenizer *tok, const char *prompt, int n, const sample_options *so) {
+    size_t len;
+    int *ids = encode_or_die(m, tok, prompt, strlen(prompt), &len);
+    if (!len) { /* an empty prompt starts from a newline (bytes) or the end-of-text token */
+        int start = tok ? tokenizer_token_id(tok, "<|endoftext|>") : '\n';
+        ids[0] = start < 0 ? 0 : start, len = 1;
+    }
     fputs(prompt, stdout);
-    generate(m, ids, len, n, so, emit_byte, NULL);
+    generate(m, ids, (int)len, n, so, emit_token, (void *)tok);
     putchar('\n');
     free(ids);
 }
@@ -242,50 +280,60 @@ static int cmd_train(int argc, char **argv) {
         ssm_model *m = load_or_die(dir);
         sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
         fprintf(stderr, "sample (temperature 0.8, top-p 0.95):\n");
-        print_sample(m, prompt, sample_n, &so);
+        print_sample(m, NULL, prompt, sample_n, &so);
         ssm_model_free(m);
     }
     return 0;
 }
 
 static int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL;
+    const char *model = NULL, *data = NULL, *tok_path = NULL;
     int chunk = 1024, threads = 0, quiet = 0;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
-        {"--data", NULL, OPT_STR, &data, "file to score, read as one byte stream"},
-        {"--chunk", NULL, OPT_INT, &chunk, "bytes per forward pass (the state carries across chunks)"},
+        {"--data", NULL, OPT_STR, &data, "file to score, read as one stream"},
+        {"--tokenizer", NULL, OPT_STR, &tok_path, "tokenizer.json (default: the model directory's, else bytes)"},
+        {"--chunk", NULL, OPT_INT, &chunk, "tokens per forward pass (the state carries across chunks)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
     };
     parse_args(argc, argv, "eval --model DIR --data FILE",
                "Scores a file as one stream: every layer's state carries across chunks, so the model sees its\n"
-               "whole past. Prints the mean loss over all predicted bytes.",
+               "whole past. Prints the mean loss over all predicted bytes (or tokens, and bits per byte).",
                o, NOPTS(o));
     if (!data) die("--data FILE is required");
     if (chunk < 1) die("--chunk must be positive");
     if (threads > 0) omp_set_num_threads(threads);
     ssm_model *m = load_or_die(model);
+    tokenizer *tok = tokenizer_for(model, tok_path);
     char *bytes;
-    size_t len;
+    size_t len, n;
     if (file_read_all(data, &bytes, &len)) die("%s", ssm_last_error());
-    if (len < 2) die("%s: needs at least 2 bytes to score", data);
-    double loss = eval_stream(m, (const uint8_t *)bytes, len, chunk, !quiet && isatty(2));
-    printf("loss %.6f nats/byte, %.6f bits/byte\n", loss, loss / M_LN2);
+    int *ids = encode_or_die(m, tok, bytes, len, &n);
+    if (n < 2) die("%s: needs at least 2 %s to score", data, tok ? "tokens" : "bytes");
+    double total = eval_stream(m, ids, n, chunk, !quiet && isatty(2));
+    if (tok)
+        printf("loss %.6f nats/token, %.6f bits/byte (%zu tokens, %zu bytes)\n", total / (n - 1), total / M_LN2 / len,
+               n, len);
+    else
+        printf("loss %.6f nats/byte, %.6f bits/byte\n", total / (n - 1), total / (n - 1) / M_LN2);
+    free(ids);
     free(bytes);
+    tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
 }
 
 static int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = "";
+    const char *model = NULL, *prompt = "", *tok_path = NULL;
     int n = 256, threads = 0;
     sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
     int seed_given;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory or run directory"},
         {"--prompt", NULL, OPT_STR, &prompt, "text to continue"},
-        {"--n", "-n", OPT_INT, &n, "bytes to generate"},
+        {"--n", "-n", OPT_INT, &n, "bytes (or tokens, with a tokenizer) to generate"},
+        {"--tokenizer", NULL, OPT_STR, &tok_path, "tokenizer.json (default: the model directory's, else bytes)"},
         {"--temperature", NULL, OPT_FLOAT, &so.temperature, "sampling temperature (0: greedy)"},
         {"--top-k", NULL, OPT_INT, &so.top_k, "sample among the k most likely (0: off)"},
         {"--top-p", NULL, OPT_FLOAT, &so.top_p, "nucleus sampling mass (1: off)"},
@@ -303,7 +351,9 @@ static int cmd_generate(int argc, char **argv) {
         die("need --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
     if (threads > 0) omp_set_num_threads(threads);
     ssm_model *m = load_or_die(model);
-    print_sample(m, prompt, n, &so);
+    tokenizer *tok = tokenizer_for(model, tok_path);
+    print_sample(m, tok, prompt, n, &so);
+    tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
 }
@@ -325,6 +375,8 @@ static int config_by_name(const char *name, ssm_config *c) {
     if (!strcmp(name, "default")) return 0;
     if (!strcmp(name, "d256x4")) return c->d_model = 256, c->n_layer = 4, 0;
     if (!strcmp(name, "d768x24")) return c->d_model = 768, c->n_layer = 24, 0;
+    /* the shape of state-spaces/mamba-130m-hf: GPT-NeoX vocabulary padded to 50280, tied head */
+    if (!strcmp(name, "hf130m")) return c->d_model = 768, c->n_layer = 24, c->vocab_size = 50280, 0;
     return -1;
 }
 
@@ -332,14 +384,14 @@ static int cmd_info(int argc, char **argv) {
     const char *model = NULL, *config = NULL;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory or run directory"},
-        {"--config", NULL, OPT_STR, &config, "or a named shape: default, d256x4, d768x24"},
+        {"--config", NULL, OPT_STR, &config, "or a named shape: default, d256x4, d768x24, hf130m"},
     };
     parse_args(argc, argv, "info --model DIR | --config NAME",
                "Prints a model's shape, parameter count and inference state size per layer.", o, NOPTS(o));
     ssm_model *m;
     if (config) {
         ssm_config c;
-        if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24)", config);
+        if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24, hf130m)", config);
         m = ssm_model_new(&c, 1);
     } else {
         m = load_or_die(model);
@@ -350,30 +402,46 @@ static int cmd_info(int argc, char **argv) {
 }
 
 static int cmd_bench(int argc, char **argv) {
-    const char *config = "d256x4", *what = "all";
-    int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0;
+    const char *config = "d256x4", *what = "all", *model_dir = NULL;
+    int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0;
     option o[] = {
-        {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24"},
+        {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24, hf130m"},
+        {"--model", NULL, OPT_STR, &model_dir, "or a model directory (decode only; its load time is reported)"},
         {"--what", NULL, OPT_STR, &what, "train, decode or all"},
         {"--batch", NULL, OPT_INT, &batch, "training batch"},
         {"--seq-len", NULL, OPT_INT, &seq_len, "training sequence length"},
         {"--steps", NULL, OPT_INT, &steps, "timed training steps (median reported)"},
         {"--decode-steps", NULL, OPT_INT, &decode_steps, "timed decode steps"},
         {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
+        {"--bf16", NULL, OPT_FLAG, &bf16, "decode with bf16 weights (ssm_model_use_bf16)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
     };
-    parse_args(argc, argv, "bench [--config NAME] [--what train|decode|all]",
-               "Measures training and decode throughput for a named model shape and prints a table.", o, NOPTS(o));
+    parse_args(argc, argv, "bench [--config NAME | --model DIR] [--what train|decode|all]",
+               "Measures training and decode throughput for a named model shape or a model directory.", o, NOPTS(o));
     ssm_config c;
-    if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24)", config);
+    if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24, hf130m)", config);
     if (threads > 0) omp_set_num_threads(threads);
     if (steps < 1 || decode_steps < 1 || batch < 1 || seq_len < 1 || decode_batch < 1) die("counts must be positive");
     int do_train = !strcmp(what, "all") || !strcmp(what, "train"), do_dec = !strcmp(what, "all") || !strcmp(what, "decode");
     if (!do_train && !do_dec) die("--what must be train, decode or all");
-    ssm_model *m = ssm_model_new(&c, 1);
-    printf("config %s: d_model %d, %d layers, %.2fM parameters, %d threads\n", config, c.d_model, c.n_layer,
-           ssm_model_n_params(m) / 1e6, omp_get_max_threads());
-    printf("%-28s %12s %14s\n", "measurement", "ms/step", "bytes/s");
+    if (model_dir) do_train = 0;
+    ssm_model *m;
+    double load_s = -1;
+    if (model_dir) {
+        double t0 = omp_get_wtime();
+        m = load_or_die(model_dir);
+        load_s = omp_get_wtime() - t0;
+        c = *ssm_model_config(m);
+    } else {
+        m = ssm_model_new(&c, 1);
+    }
+    if (bf16) ssm_model_use_bf16(m);
+    const char *unit = c.vocab_size == 256 ? "bytes/s" : "tokens/s";
+    printf("%s %s: d_model %d, %d layers, vocab %d, %.2fM parameters, %d threads%s\n", model_dir ? "model" : "config",
+           model_dir ? model_dir : config, c.d_model, c.n_layer, c.vocab_size, ssm_model_n_params(m) / 1e6,
+           omp_get_max_threads(), bf16 ? ", bf16 decode weights" : "");
+    if (load_s >= 0) printf("load: %.3f s (config.json, memory-mapped safetensors, conversion to float32)\n", load_s);
+    printf("%-28s %12s %14s\n", "measurement", "ms/step", unit);
     if (do_train) {
         double s = bench_train_step(&c, batch, seq_len, steps);
         char label[64];
@@ -383,7 +451,7 @@ static int cmd_bench(int argc, char **argv) {
     if (do_dec) {
         double copy_bw, read_bw;
         bench_memory_bandwidth(&copy_bw, &read_bw);
-        double weight_bytes = ssm_model_n_params(m) * 4.0;
+        double weight_bytes = bench_decode_weight_bytes(m);
         double s1 = bench_decode_step(m, 1, decode_steps);
         double sb = bench_decode_step(m, decode_batch, decode_steps);
         char label[64];
@@ -392,9 +460,9 @@ static int cmd_bench(int argc, char **argv) {
         printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
         printf("memory: copy %.1f GB/s (bytes copied per second; STREAM's read+write count: %.1f), read %.1f GB/s\n",
                copy_bw / 1e9, 2 * copy_bw / 1e9, read_bw / 1e9);
-        printf("batch-1 decode reads %.1f MB of weights per byte: %.1f GB/s = %.0f%% of copy, %.0f%% of read bandwidth\n",
-               weight_bytes / 1e6, weight_bytes / s1 / 1e9, 100 * weight_bytes / s1 / copy_bw,
-               100 * weight_bytes / s1 / read_bw);
+        printf("batch-1 decode reads %.1f MB of weights per step: %.1f GB/s = %.0f%% of copy, %.0f%% of read bandwidth"
+               " (bound %.1f %s)\n", weight_bytes / 1e6, weight_bytes / s1 / 1e9, 100 * weight_bytes / s1 / copy_bw,
+               100 * weight_bytes / s1 / read_bw, read_bw / weight_bytes, unit);
     }
     ssm_model_free(m);
     return 0;
