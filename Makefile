@@ -3,9 +3,11 @@
 #   make test     build and run every test (tests/run_tests.sh)
 #   make data     download tinyshakespeare and enwik8 into data/ (checksummed)
 #   make train    build, fetch tinyshakespeare, train the default model and sample from it
+#   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang;
+#                 tests/fuzz/run.sh SECONDS runs them)
 CC      ?= cc
 OPT     ?= -O3 -march=native
-CFLAGS  += $(OPT) -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers -Iinclude -Isrc -MMD -MP
+CFLAGS  += $(OPT) -ffp-contract=fast -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers -Iinclude -Isrc -MMD -MP
 # Prefer the OpenMP build of OpenBLAS so BLAS threads and our OpenMP threads share one pool.
 BLASDIR := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp))
 ifneq ($(BLASDIR),)
@@ -53,9 +55,31 @@ data/tinyshakespeare.txt:
 train: build/ssm data/tinyshakespeare.txt
 	build/ssm train
 
+# Fuzzing: the harnesses link only src/common.c and src/io/*.c, built with sanitizers into an archive so
+# that a harness pulls in just the io files it calls (checkpoint.c, which needs the model, stays out).
+# -fno-sanitize-recover turns every UBSan report into a crash the fuzzer records.
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Iinclude -Isrc \
+                -fno-sanitize-recover=undefined -fno-omit-frame-pointer -MMD -MP
+FUZZ_LIB_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,src/common.c $(wildcard src/io/*.c))
+FUZZ_BIN     := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+fuzz: $(FUZZ_BIN)
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+build/fuzz/libssm_io.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libssm_io.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $< build/fuzz/libssm_io.a -lm -o $@
+
 clean:
 	rm -rf build
 
-.PHONY: all tests test data train clean
+.PHONY: all tests test data train fuzz clean
 .SECONDARY:
--include $(OBJ:.o=.d) $(TESTS:build/%=build/tests/%.d) build/tools/ssm.d
+-include $(OBJ:.o=.d) $(wildcard build/tests/*.d) build/tools/ssm.d $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)

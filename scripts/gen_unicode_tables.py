@@ -85,6 +85,9 @@ def main():
     out.append("")
     out.append("const char unicode_tables_version[] = \"%s\";" % unicodedata.unidata_version)
     out.append("")
+    out.append("/* The same flags for ASCII, the common case, without a search. */")
+    emit_table(out, "const unsigned char uni_ascii_class[128]", ["%d," % char_flags(c) for c in range(128)], 32)
+    out.append("")
     out.append("/* UNI_LETTER | UNI_NUMBER | UNI_SPACE | UNI_WORD ranges, sorted, disjoint. */")
     emit_table(out, "const uni_range uni_class_ranges[%d]" % len(flag_ranges),
                ["{0x%X,0x%X,%d}," % r for r in flag_ranges], 6)

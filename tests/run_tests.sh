@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test (make test calls this after building) and ends with "N passed, N failed".
-#   SSM_DATA_DIR   where tinyshakespeare.txt is (default: data/, else ../shared/data/)
+#   SSM_DATA_DIR      where tinyshakespeare.txt is (default: data/, else ../shared/data/)
+#   SSM_FUZZ_SECONDS  seconds per libFuzzer harness (default 20; 0 skips fuzzing)
 set -u
 cd "$(dirname "$0")/.."
 if [ -z "${SSM_DATA_DIR:-}" ]; then
@@ -31,6 +32,8 @@ else
     echo "$out" | sed 's/^/  /'
     echo "FAIL - PyTorch oracle (is python3-torch installed? .ci/run installs it)" | tee -a "$log"
 fi
+
+run "tests/fuzz/run.sh ${SSM_FUZZ_SECONDS:-20} (libFuzzer)" tests/fuzz/run.sh "${SSM_FUZZ_SECONDS:-20}"
 
 passed=$(grep -c "^ok - " "$log")
 failed=$(grep -c "^FAIL - " "$log")

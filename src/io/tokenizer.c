@@ -114,15 +114,7 @@ static uint32_t range_lookup(const uni_range *r, int count, uint32_t cp) {
 }
 
 static unsigned uni_class(uint32_t cp) {
-    static unsigned char ascii[128];
-    static int ascii_ready;
-    if (cp < 128) {
-        if (!ascii_ready) { /* benign race: every thread writes the same values */
-            for (uint32_t c = 0; c < 128; c++) ascii[c] = (unsigned char)range_lookup(uni_class_ranges, uni_class_count, c);
-            ascii_ready = 1;
-        }
-        return ascii[cp];
-    }
+    if (cp < 128) return uni_ascii_class[cp];
     if (cp >= INVALID_BYTE_CP) return 0;
     return range_lookup(uni_class_ranges, uni_class_count, cp);
 }
@@ -233,28 +225,47 @@ static void nfc(const unsigned char *s, size_t n, bytevec *out, cpvec *work) {
     }
     uint32_t *c = work->cp;
     size_t m = work->n;
-    /* Canonical ordering: a stable insertion sort of each run of non-starters by combining class. */
-    for (size_t k = 1; k < m; k++) {
-        unsigned cc = uni_ccc(c[k]);
-        if (cc == 0) continue;
-        uint32_t x = c[k];
-        size_t j = k;
-        while (j > 0 && uni_ccc(c[j - 1]) > cc) {
-            c[j] = c[j - 1];
-            j--;
+    /* Each entry carries its combining class in bits 24..31 (code points need 21 bits). */
+    for (size_t k = 0; k < m; k++) c[k] |= uni_ccc(c[k]) << 24;
+    /* Canonical ordering: a stable sort of each run of non-starters by class; a counting sort for
+     * long runs, so a text of nothing but marks stays linear. */
+    for (size_t k = 0; k < m;) {
+        if (!(c[k] >> 24)) {
+            k++;
+            continue;
         }
-        c[j] = x;
+        size_t end = k;
+        while (end < m && (c[end] >> 24)) end++;
+        size_t run = end - k;
+        if (run <= 16) {
+            for (size_t a = k + 1; a < end; a++) {
+                uint32_t x = c[a];
+                size_t b = a;
+                while (b > k && (c[b - 1] >> 24) > (x >> 24)) c[b] = c[b - 1], b--;
+                c[b] = x;
+            }
+        } else {
+            size_t count[257] = {0};
+            uint32_t *sorted = xmalloc(run * sizeof *sorted);
+            for (size_t a = k; a < end; a++) count[(c[a] >> 24) + 1]++;
+            for (int cc = 1; cc < 257; cc++) count[cc] += count[cc - 1];
+            for (size_t a = k; a < end; a++) sorted[count[c[a] >> 24]++] = c[a];
+            memcpy(c + k, sorted, run * sizeof *sorted);
+            free(sorted);
+        }
+        k = end;
     }
-    /* Canonical composition. */
+    /* Canonical composition: a character joins the last starter unless something in between has a
+     * class of 0 or at least its own. */
     if (m > 0) {
         size_t starter = 0, w = 1;
-        unsigned last = uni_ccc(c[0]) ? 256 : 0;
+        unsigned last = (c[0] >> 24) ? 256 : 0;
         for (size_t k = 1; k < m; k++) {
             uint32_t ch = c[k];
-            unsigned cc = uni_ccc(ch);
-            uint32_t comp = compose(c[starter], ch);
+            unsigned cc = ch >> 24;
+            uint32_t comp = compose(c[starter] & 0x1fffff, ch & 0x1fffff);
             if (comp && (last < cc || last == 0)) {
-                c[starter] = comp;
+                c[starter] = comp | uni_ccc(comp) << 24;
                 continue;
             }
             if (cc == 0) starter = w;
@@ -264,7 +275,7 @@ static void nfc(const unsigned char *s, size_t n, bytevec *out, cpvec *work) {
         m = w;
     }
     bytes_reserve(out, 4 * m);
-    for (size_t k = 0; k < m; k++) out->len += utf8_put(c[k], out->data + out->len);
+    for (size_t k = 0; k < m; k++) out->len += utf8_put(c[k] & 0x1fffff, out->data + out->len);
 }
 
 /* ---------------------------------------------------------------- GPT-2 pre-tokenizer regex */
@@ -463,21 +474,21 @@ struct tokenizer {
     trie raw_trie, norm_trie; /* patterns of normalized=false / normalized=true added tokens */
 };
 
-/* GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others for U+0100 onwards. */
-static uint32_t byte_char[256];
-static int char_byte[324]; /* inverse, -1 where no byte maps */
+/* GPT-2's bytes_to_unicode: the printable bytes 0x21-0x7E, 0xA1-0xAC, 0xAE-0xFF stand for themselves;
+ * the other 68 (0x00-0x20, 0x7F-0xA0, 0xAD), in order, for U+0100..U+0143. */
+static uint32_t byte_char(unsigned b) {
+    if (b <= 0x20) return 256 + b;
+    if (b >= 0x7f && b <= 0xa0) return 256 + 33 + (b - 0x7f);
+    if (b == 0xad) return 256 + 67;
+    return b;
+}
 
-static void byte_tables_init(void) {
-    static int ready;
-    if (ready) return;
-    uint32_t next = 256;
-    for (int i = 0; i < 324; i++) char_byte[i] = -1;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-        byte_char[b] = printable ? (uint32_t)b : next++;
-        char_byte[byte_char[b]] = b;
-    }
-    ready = 1;
+/* The inverse: the byte a character stands for, or -1. */
+static int char_byte(uint32_t cp) {
+    if (cp < 256) return byte_char(cp) == cp ? (int)cp : -1;
+    if (cp < 256 + 33) return (int)(cp - 256);
+    if (cp < 256 + 67) return (int)(cp - 256 - 33 + 0x7f);
+    return cp == 256 + 67 ? 0xad : -1;
 }
 
 /* The ByteLevel decoder on one token: each character back to its byte; a token with any character
@@ -488,12 +499,12 @@ static unsigned char *byte_level_decode(const char *s, size_t n, size_t *out_len
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         i += utf8_next((const unsigned char *)s, n, i, &cp);
-        if (cp >= 324 || char_byte[cp] < 0) {
+        if (char_byte(cp) < 0) {
             memcpy(out, s, n);
             m = n;
             break;
         }
-        out[m++] = (unsigned char)char_byte[cp];
+        out[m++] = (unsigned char)char_byte(cp);
     }
     out[m] = 0;
     *out_len = m;
@@ -592,8 +603,8 @@ static int opt_bool(const tokenizer *t, const json_value *obj, const char *where
 
 /* A non-negative integer id that fits an int. */
 static int parse_id(const tokenizer *t, const json_value *v, const char *what, const char *token, int *out) {
-    if (!v || v->type != JSON_NUMBER || v->number != (double)(long long)v->number || v->number < 0 ||
-        v->number > 0x7ffffffe)
+    if (!v || v->type != JSON_NUMBER || !(v->number >= 0 && v->number <= 0x7ffffffe) ||
+        v->number != (double)(int)v->number)
         return ssm_error("%s: %s '%s' has id %s, expected an integer in [0, 2^31 - 2]", t->name, what, token,
                          v && v->type == JSON_NUMBER ? "out of range" : "that is not a number");
     *out = (int)v->number;
@@ -724,7 +735,7 @@ static int load_model(tokenizer *t, const json_value *model) {
     }
     for (int b = 0; b < 256; b++) {
         unsigned char buf[4];
-        size_t n = utf8_put(byte_char[b], buf);
+        size_t n = utf8_put(byte_char((unsigned)b), buf);
         t->byte_id[b] = strmap_get(&t->vocab, (const char *)buf, n);
     }
 
@@ -872,7 +883,6 @@ static void build_tables(tokenizer *t) {
 }
 
 tokenizer *tokenizer_load_buffer(const char *text, size_t len, const char *name) {
-    byte_tables_init();
     size_t nlen = strlen(name);
     char *prefix = xmalloc(nlen + 3);
     memcpy(prefix, name, nlen);
@@ -1051,7 +1061,7 @@ static void bpe_word(const tokenizer *t, encoder *e, const unsigned char *w, siz
     if (t->ignore_merges) {
         e->mapped.len = 0;
         bytes_reserve(&e->mapped, 2 * n);
-        for (size_t i = 0; i < n; i++) e->mapped.len += utf8_put(byte_char[w[i]], e->mapped.data + e->mapped.len);
+        for (size_t i = 0; i < n; i++) e->mapped.len += utf8_put(byte_char(w[i]), e->mapped.data + e->mapped.len);
         int id = strmap_get(&t->vocab, (const char *)e->mapped.data, e->mapped.len);
         if (id >= 0) {
             emit(e, id);

@@ -3,6 +3,14 @@
 
 const char unicode_tables_version[] = "14.0.0";
 
+/* The same flags for ASCII, the common case, without a search. */
+const unsigned char uni_ascii_class[128] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 0, 0, 0, 0, 0, 0,
+    0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 8,
+    0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0,
+};
+
 /* UNI_LETTER | UNI_NUMBER | UNI_SPACE | UNI_WORD ranges, sorted, disjoint. */
 const uni_range uni_class_ranges[1113] = {
     {0x9,0xD,4}, {0x20,0x20,4}, {0x30,0x39,10}, {0x41,0x5A,9}, {0x5F,0x5F,8}, {0x61,0x7A,9},

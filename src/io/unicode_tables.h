@@ -16,6 +16,7 @@ typedef struct {
 } uni_triple;
 
 extern const char unicode_tables_version[];
+extern const unsigned char uni_ascii_class[128]; /* UNI_* flags of U+0000..U+007F */
 extern const uni_range uni_class_ranges[]; /* value: UNI_* flags; white space is Unicode White_Space */
 extern const int uni_class_count;
 extern const uni_range uni_ccc_ranges[];   /* value: canonical combining class (nonzero only) */
