@@ -88,6 +88,34 @@ bad; size=$(stat -c %s "$st"); printf '\x00\x00\xc0\x7f' | dd of="$st" bs=1 seek
 expect_error "NaN weights" "non-finite" "$SSM" generate --model "$dir/bad" -n 4
 expect_error "missing model directory" "no such model directory" "$SSM" info --model "$dir/nowhere"
 
+# --- Hugging Face model directories (tests/fixtures/hf) ---
+hf=tests/fixtures/hf/models
+if out=$("$SSM" generate --model "$hf/tied_f32" --prompt "the state" -n 12 --temperature 0 2>"$dir/err") &&
+    [ "${out#the state}" != "$out" ]; then
+    ok "generate with the tokenizer.json beside the model"
+else
+    fail "generate with the tokenizer.json beside the model: $(cat "$dir/err")"
+fi
+if "$SSM" eval --model "$hf/tied_f32" --data "$dir/text.txt" --quiet | grep -Eq '^loss [0-9.]+ nats/token, [0-9.]+ bits/byte \([0-9]+ tokens, [0-9]+ bytes\)$'; then
+    ok "eval with a tokenizer reports nats/token and bits/byte"
+else
+    fail "eval with a tokenizer reports nats/token and bits/byte"
+fi
+rm -rf "$dir/shards" && cp -r "$hf/sharded_bias" "$dir/shards" && rm "$dir/shards/model-00002-of-00003.safetensors"
+expect_error "index naming a missing shard" "model-00002-of-00003.safetensors" "$SSM" info --model "$dir/shards"
+rm -rf "$dir/shards" && cp -r "$hf/sharded_bias" "$dir/shards" && printf '{"weight_map": ' >"$dir/shards/model.safetensors.index.json"
+expect_error "invalid index JSON" "model.safetensors.index.json" "$SSM" info --model "$dir/shards"
+rm -rf "$dir/tok" && cp -r "$hf/tied_f32" "$dir/tok"
+python3 - "$dir/tok/tokenizer.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["model"]["merges"].append("zzzz qqqq" if isinstance(t["model"]["merges"][0], str) else ["zzzz", "qqqq"])
+json.dump(t, open(sys.argv[1], "w"))
+PY
+expect_error "tokenizer with a merge naming an unknown token" "tokenizer.json" "$SSM" generate --model "$dir/tok" --prompt hi -n 2
+expect_error "a prompt the model's vocabulary cannot hold" "outside the model's vocabulary" \
+    "$SSM" generate --model "$dir/run" --tokenizer "$hf/tied_f32/tokenizer.json" --prompt "the state" -n 2
+
 # --- the happy paths ---
 if "$SSM" eval --model "$dir/run" --data "$dir/text.txt" | grep -Eq '^loss [0-9.]+ nats/byte, [0-9.]+ bits/byte$'; then
     ok "eval prints nats and bits per byte"

@@ -397,6 +397,10 @@ static int cmd_info(int argc, char **argv) {
         m = load_or_die(model);
     }
     print_info(m);
+    tokenizer *tok = model ? tokenizer_for(model, NULL) : NULL;
+    if (tok) printf("tokenizer: %s/tokenizer.json, %d tokens\n", model, tokenizer_vocab_size(tok));
+    else printf("tokenizer: none (raw bytes)\n");
+    tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
 }
@@ -434,6 +438,18 @@ static int cmd_bench(int argc, char **argv) {
         c = *ssm_model_config(m);
     } else {
         m = ssm_model_new(&c, 1);
+        if (do_dec) { /* time the real loading path: save this model, load it back */
+            char tmp[] = "/tmp/ssm_bench_XXXXXX", p[PATH_CAP];
+            if (!mkdtemp(tmp) || ssm_model_save(m, tmp)) die("cannot save a model to /tmp for the load timing");
+            double t0 = omp_get_wtime();
+            ssm_model *back = load_or_die(tmp);
+            load_s = omp_get_wtime() - t0;
+            ssm_model_free(m);
+            m = back;
+            path_join(p, tmp, "model.safetensors"), unlink(p);
+            path_join(p, tmp, "config.json"), unlink(p);
+            rmdir(tmp);
+        }
     }
     if (bf16) ssm_model_use_bf16(m);
     const char *unit = c.vocab_size == 256 ? "bytes/s" : "tokens/s";
