@@ -62,6 +62,83 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
 /* One recurrent step: one token per sequence -> logits [n_seq, vocab]. O(1) in the sequence length. */
 void ssm_step(const ssm_model *m, ssm_state *s, const int *tokens, float *logits);
 
+/* ---- training ---------------------------------------------------------------------------------------- */
+typedef struct { /* AdamW and its schedule */
+    float lr, min_lr;       /* peak and final learning rate (cosine from lr to min_lr after warmup) */
+    int warmup, steps;      /* warmup steps; total optimizer steps */
+    float weight_decay, beta1, beta2, eps, clip;
+} ssm_optim_config;
+void ssm_optim_config_default(ssm_optim_config *o);
+
+typedef struct {
+    const char *data_path;
+    const char *out_dir;   /* run directory: metrics.jsonl and checkpoint/ */
+    int batch, seq_len, grad_accum;
+    double val_fraction;
+    int eval_every;        /* steps between validation passes (and checkpoints) */
+    long eval_bytes;       /* validation bytes per pass (0: the whole split) */
+    uint64_t seed;
+    int resume;
+    int stop_after;        /* >0: stop (with a checkpoint) after this many steps of this invocation */
+    int quiet;             /* no progress line */
+    ssm_optim_config optim;
+} ssm_train_options;
+void ssm_train_options_default(ssm_train_options *t);
+/* Trains per the options (creating, or with resume continuing, the model in out_dir); progress on
+ * stderr unless quiet. Returns 0, or -1 with ssm_last_error(). `cfg` is the shape of a new model. */
+int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
+
+/* Summed loss (nats) of the model on ids[0..n) read as one stream: chunks of `chunk` tokens, the
+ * state carried across chunks, every token after the first predicted (n - 1 of them). */
+double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress);
+
+/* ---- generation ---------------------------------------------------------------------------------------- */
+typedef struct {
+    float temperature; /* 0: greedy (argmax) */
+    int top_k;         /* 0: off */
+    float top_p;       /* 1: off */
+    uint64_t seed;
+} ssm_sample_options;
+/* Feeds the prompt (at least one token) through the scan, then makes n tokens one recurrent step each,
+ * calling emit for every token as it is made. Returns 0. */
+int ssm_generate(const ssm_model *m, const int *prompt, int prompt_len, int n, const ssm_sample_options *o,
+                 void (*emit)(int token, void *ctx), void *ctx);
+
+/* ---- tokenizers ----------------------------------------------------------------------------------------
+ * Byte models need none (ids are bytes 0..255). Hugging Face models come with a byte-level BPE
+ * tokenizer.json (GPT-2 / GPT-NeoX family), read here to give exactly the ids tokenizers gives. */
+typedef struct ssm_tokenizer ssm_tokenizer;
+
+/* Loads and validates a tokenizer.json. NULL with a one-line ssm_error() naming the file and what is
+ * wrong (invalid JSON, not a BPE model, a merge naming an unknown token, an unsupported normalizer,
+ * pre-tokenizer or decoder, duplicate ids, ...). Supported: model BPE (no dropout, byte_fallback,
+ * subword prefix or suffix; unk_token, fuse_unk and ignore_merges honoured), normalizer null / NFC /
+ * Sequence of NFC, pre_tokenizer ByteLevel or a Sequence of Split(GPT-2 regex, Isolated) steps ending
+ * in ByteLevel, decoder ByteLevel or null; post_processor, truncation and padding are ignored. */
+ssm_tokenizer *ssm_tokenizer_load(const char *path);
+void ssm_tokenizer_free(ssm_tokenizer *t);
+
+/* One more than the largest id of the vocabulary and the added tokens. */
+int ssm_tokenizer_vocab_size(const ssm_tokenizer *t);
+
+/* Encodes text[0..len) exactly as tokenizers' Tokenizer.encode(text, add_special_tokens=False) does
+ * for valid UTF-8. Bytes that are not part of well-formed UTF-8 are kept, each as a one-byte character
+ * of no Unicode class (not a letter, number or space), so they still reach the model as their raw
+ * bytes and round-trip. *ids is malloc'd ([*n]). Returns 0 (allocation failure exits). */
+int ssm_tokenizer_encode(const ssm_tokenizer *t, const char *text, size_t len, int **ids, size_t *n);
+
+/* The bytes a token stands for after the ByteLevel decoder (may be part of a UTF-8 sequence). Added
+ * tokens decode from their content through the same decoder, as tokenizers does: ASCII contents
+ * without spaces give themselves. NULL for an id outside the vocabulary. */
+const char *ssm_tokenizer_token_bytes(const ssm_tokenizer *t, int id, size_t *len);
+
+/* Decodes ids to bytes (the concatenation of ssm_tokenizer_token_bytes; special tokens included), malloc'd,
+ * NUL-terminated. Returns 0, or -1 with ssm_error() for an id outside the vocabulary. */
+int ssm_tokenizer_decode(const ssm_tokenizer *t, const int *ids, size_t n, char **out, size_t *len);
+
+/* The id of a token given by its content (vocabulary or added token), or -1. */
+int ssm_tokenizer_token_id(const ssm_tokenizer *t, const char *content);
+
 #ifdef __cplusplus
 }
 #endif

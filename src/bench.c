@@ -22,8 +22,8 @@ double bench_train_step(const ssm_config *cfg, int B, int T, int steps) {
     if (!m) return -1;
     adamw_state opt;
     adamw_init(&opt, m);
-    optim_config oc;
-    optim_config_default(&oc);
+    ssm_optim_config oc;
+    ssm_optim_config_default(&oc);
     int *tok = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
     rng_t rng = {5};
     for (int i = 0; i < B * T; i++) tok[i] = (int)(rng_next(&rng) % cfg->vocab_size), tgt[i] = (int)(rng_next(&rng) % cfg->vocab_size);

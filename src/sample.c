@@ -15,7 +15,7 @@ static int by_prob_desc(const void *a, const void *b) {
     return ((const prob_id *)a)->id - ((const prob_id *)b)->id; /* stable for ties: deterministic */
 }
 
-int sample_token(float *logits, int V, const sample_options *o, rng_t *rng) {
+int sample_token(float *logits, int V, const ssm_sample_options *o, rng_t *rng) {
     int best = 0;
     for (int v = 1; v < V; v++)
         if (logits[v] > logits[best]) best = v;
@@ -55,7 +55,7 @@ int sample_token(float *logits, int V, const sample_options *o, rng_t *rng) {
     return tok;
 }
 
-int generate(const ssm_model *m, const int *prompt, int prompt_len, int n, const sample_options *o,
+int ssm_generate(const ssm_model *m, const int *prompt, int prompt_len, int n, const ssm_sample_options *o,
              void (*emit)(int token, void *ctx), void *ctx) {
     const int V = ssm_model_config(m)->vocab_size;
     ssm_state *s = ssm_state_new(m, 1);

@@ -12,12 +12,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void optim_config_default(optim_config *o) {
-    *o = (optim_config){.lr = 2e-3f, .min_lr = 2e-4f, .warmup = 100, .steps = 2000, .weight_decay = 0.1f,
+void ssm_optim_config_default(ssm_optim_config *o) {
+    *o = (ssm_optim_config){.lr = 2e-3f, .min_lr = 2e-4f, .warmup = 100, .steps = 2000, .weight_decay = 0.1f,
                         .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .clip = 1.0f};
 }
 
-float lr_at(const optim_config *o, long s) {
+float lr_at(const ssm_optim_config *o, long s) {
     if (s < o->warmup) return o->lr * (float)(s + 1) / (float)o->warmup;
     long span = o->steps - o->warmup > 1 ? o->steps - o->warmup : 1;
     double progress = (double)(s - o->warmup) / (double)span;
@@ -52,7 +52,7 @@ void adamw_free(adamw_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-void adamw_step(ssm_model *m, adamw_state *s, const optim_config *o, float lr) {
+void adamw_step(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr) {
     s->step++;
     const float bc1 = 1.0f - powf(o->beta1, (float)s->step), bc2_sqrt = sqrtf(1.0f - powf(o->beta2, (float)s->step));
     const float step_size = lr / bc1;
@@ -70,7 +70,7 @@ void adamw_step(ssm_model *m, adamw_state *s, const optim_config *o, float lr) {
     }
 }
 
-void train_options_default(train_options *t) {
+void ssm_train_options_default(ssm_train_options *t) {
     memset(t, 0, sizeof *t);
     t->data_path = "data/tinyshakespeare.txt";
     t->out_dir = "runs/shakespeare";
@@ -81,10 +81,10 @@ void train_options_default(train_options *t) {
     t->eval_every = 200;
     t->eval_bytes = 0;
     t->seed = 1337;
-    optim_config_default(&t->optim);
+    ssm_optim_config_default(&t->optim);
 }
 
-double eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
+double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
     if (n < 2) return 0;
     ssm_state *s = ssm_state_new(m, 1);
     const int V = m->cfg.vocab_size;
@@ -112,7 +112,7 @@ double eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int 
 /* Validation during training: the held-out tail split into `streams` contiguous pieces, each read
  * as a stream with its state carried (so the model is scored with its natural long context), in
  * one batched pass. Returns nats/byte. */
-static double eval_validation(const ssm_model *m, const dataset *d, const train_options *t) {
+static double eval_validation(const ssm_model *m, const dataset *d, const ssm_train_options *t) {
     size_t len = d->len - d->train_len;
     if (t->eval_bytes > 0 && (size_t)t->eval_bytes < len) len = (size_t)t->eval_bytes;
     const int streams = imax(1, imin(t->batch, (int)(len / (size_t)(t->seq_len + 1))));
@@ -165,7 +165,7 @@ static void format_eta(char *buf, size_t n, double seconds) {
     else snprintf(buf, n, "%ld:%02ld", s / 60, s % 60);
 }
 
-int train_run(const train_options *t, const ssm_config *cfg) {
+int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     if (t->batch < 1 || t->seq_len < 1 || t->grad_accum < 1 || t->optim.steps < 1)
         return ssm_error("batch, seq-len, grad-accum and steps must be positive");
     if (!(t->val_fraction >= 0 && t->val_fraction < 1)) return ssm_error("--val-fraction must be in [0, 1)");

@@ -57,8 +57,8 @@ static void check_model(const char *name) {
             free(want), free(got);
             const int np = (int)pr->shape[0], ng = (int)gr->shape[0];
             id_list out = {xmalloc(sizeof(int) * ng), 0, ng};
-            sample_options greedy = {.temperature = 0};
-            generate(m, (const int *)pr->data, np, ng, &greedy, collect, &out);
+            ssm_sample_options greedy = {.temperature = 0};
+            ssm_generate(m, (const int *)pr->data, np, ng, &greedy, collect, &out);
             int first_diff = -1;
             for (int i = 0; i < ng && first_diff < 0; i++)
                 if (out.ids[i] != ((const int *)gr->data)[i]) first_diff = i;
@@ -79,7 +79,7 @@ static void check_tokenizer(const char *name) {
     snprintf(title, sizeof title, "tokenizers fixture %s: identical ids for every string, decode as tokenizers decodes", name);
     TEST_BEGIN(title);
     snprintf(path, sizeof path, FIXTURES "/%s/tokenizer.json", name);
-    tokenizer *t = tokenizer_load(path);
+    ssm_tokenizer *t = ssm_tokenizer_load(path);
     EXPECT(t != NULL, "%s", ssm_last_error());
     st_file f = {0};
     snprintf(path, sizeof path, FIXTURES "/%s/encodings.safetensors", name);
@@ -103,7 +103,7 @@ static void check_tokenizer(const char *name) {
                 size_t ng;
                 const char *s = text + toff[i];
                 size_t len = (size_t)(toff[i + 1] - toff[i]), nw = (size_t)(ioff[i + 1] - ioff[i]);
-                if (tokenizer_encode(t, s, len, &got, &ng)) {
+                if (ssm_tokenizer_encode(t, s, len, &got, &ng)) {
                     bad_ids++;
                     continue;
                 }
@@ -119,7 +119,7 @@ static void check_tokenizer(const char *name) {
                 }
                 char *back = NULL;
                 size_t blen = 0;
-                int decoded = tokenizer_decode(t, ids + ioff[i], nw, &back, &blen) == 0;
+                int decoded = ssm_tokenizer_decode(t, ids + ioff[i], nw, &back, &blen) == 0;
                 const char *want = dtext + doff[i];
                 size_t wlen = (size_t)(doff[i + 1] - doff[i]);
                 if (!decoded || blen != wlen || memcmp(back, want, wlen)) bad_text++;
@@ -132,7 +132,7 @@ static void check_tokenizer(const char *name) {
         }
     }
     if (opened) st_close(&f);
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 

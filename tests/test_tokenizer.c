@@ -122,10 +122,10 @@ static char *write_temp(const char *text) {
     return path;
 }
 
-static tokenizer *load_spec(const spec *sp) {
+static ssm_tokenizer *load_spec(const spec *sp) {
     char *json = spec_json(sp);
     char *path = write_temp(json);
-    tokenizer *t = tokenizer_load(path);
+    ssm_tokenizer *t = ssm_tokenizer_load(path);
     if (!t) printf("  load failed: %s\n", ssm_last_error());
     free(json);
     unlink(path);
@@ -133,10 +133,10 @@ static tokenizer *load_spec(const spec *sp) {
     return t;
 }
 
-static int encode_is(const tokenizer *t, const char *text, size_t len, const int *want, size_t n_want) {
+static int encode_is(const ssm_tokenizer *t, const char *text, size_t len, const int *want, size_t n_want) {
     int *ids;
     size_t n;
-    if (tokenizer_encode(t, text, len, &ids, &n) != 0) return 0;
+    if (ssm_tokenizer_encode(t, text, len, &ids, &n) != 0) return 0;
     int ok = n == n_want && (n == 0 || memcmp(ids, want, n * sizeof(int)) == 0);
     if (!ok) {
         printf("  encode(\"%.*s\") = [", (int)len, text);
@@ -171,11 +171,11 @@ static void check_split(const char *pre, const char *normalizer, const char *tex
     }
     spec sp = {.extra = extra, .n_extra = n_extra, .model_extra = "\"ignore_merges\":true,", .pre = pre,
                .normalizer = normalizer};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (!t) return;
     EXPECT(encode_is(t, text, strlen(text), want, (size_t)n_want), "split of \"%s\"", text);
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
 }
 #define SPLIT(pre, norm, text, ...)                                                                      \
     do {                                                                                                 \
@@ -186,43 +186,43 @@ static void check_split(const char *pre, const char *normalizer, const char *tex
 static void test_byte_round_trip(void) {
     TEST_BEGIN("byte-level mapping: every byte alone, all 256 together, decode back");
     spec sp = {0};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (!t) goto done;
-    EXPECT(tokenizer_vocab_size(t) == 256, "vocab size %d", tokenizer_vocab_size(t));
-    EXPECT(tokenizer_is_lossless(t), "lossless");
+    EXPECT(ssm_tokenizer_vocab_size(t) == 256, "vocab size %d", ssm_tokenizer_vocab_size(t));
+    EXPECT(ssm_tokenizer_is_lossless(t), "lossless");
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         const int want = b;
         EXPECT(encode_is(t, &c, 1, &want, 1), "byte %d", b);
         size_t len;
-        const char *p = tokenizer_token_bytes(t, b, &len);
+        const char *p = ssm_tokenizer_token_bytes(t, b, &len);
         EXPECT(p && len == 1 && (unsigned char)p[0] == b, "token_bytes(%d)", b);
     }
-    EXPECT(tokenizer_token_id(t, "\xc4\xa0") == ' ', "id of 'Ġ' is the space byte");
-    EXPECT(tokenizer_token_id(t, "\xc4\x8a") == '\n', "id of 'Ċ' is the newline byte");
-    EXPECT(tokenizer_token_id(t, "\xc5\x83") == 0xad, "id of U+0143 is byte 0xAD (the last remapped byte)");
-    EXPECT(tokenizer_token_id(t, "A") == 'A' && tokenizer_token_id(t, "\xc3\xbf") == 0xff, "identity bytes");
+    EXPECT(ssm_tokenizer_token_id(t, "\xc4\xa0") == ' ', "id of 'Ġ' is the space byte");
+    EXPECT(ssm_tokenizer_token_id(t, "\xc4\x8a") == '\n', "id of 'Ċ' is the newline byte");
+    EXPECT(ssm_tokenizer_token_id(t, "\xc5\x83") == 0xad, "id of U+0143 is byte 0xAD (the last remapped byte)");
+    EXPECT(ssm_tokenizer_token_id(t, "A") == 'A' && ssm_tokenizer_token_id(t, "\xc3\xbf") == 0xff, "identity bytes");
     char all[256];
     for (int b = 0; b < 256; b++) all[b] = (char)b;
     int *ids;
     size_t n;
-    tokenizer_encode(t, all, 256, &ids, &n);
+    ssm_tokenizer_encode(t, all, 256, &ids, &n);
     char *out;
     size_t len;
-    EXPECT(tokenizer_decode(t, ids, n, &out, &len) == 0 && len == 256 && memcmp(out, all, 256) == 0,
+    EXPECT(ssm_tokenizer_decode(t, ids, n, &out, &len) == 0 && len == 256 && memcmp(out, all, 256) == 0,
            "decode(encode(all bytes))");
     EXPECT(n == 256, "one token per byte without merges (%zu)", n);
     free(out);
     free(ids);
     int bad = 256;
-    EXPECT(tokenizer_decode(t, &bad, 1, &out, &len) == -1 && strstr(ssm_last_error(), "256"), "bad id");
-    EXPECT(tokenizer_token_bytes(t, -1, &len) == NULL && tokenizer_token_bytes(t, 256, &len) == NULL, "range");
-    tokenizer_encode(t, "", 0, &ids, &n);
+    EXPECT(ssm_tokenizer_decode(t, &bad, 1, &out, &len) == -1 && strstr(ssm_last_error(), "256"), "bad id");
+    EXPECT(ssm_tokenizer_token_bytes(t, -1, &len) == NULL && ssm_tokenizer_token_bytes(t, 256, &len) == NULL, "range");
+    ssm_tokenizer_encode(t, "", 0, &ids, &n);
     EXPECT(n == 0, "empty text gives no tokens (%zu)", n);
     free(ids);
 done:
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
@@ -231,7 +231,7 @@ static void test_merge_rank(void) {
     /* ids: ab=256 bc=257 abc=258 aa=259 aaaa=260 */
     const char *extra[] = {"ab", "bc", "abc", "aa", "aaaa"};
     spec sp = {.extra = extra, .n_extra = 5, .merges = "[\"b c\", \"a b\", [\"a\", \"a\"], \"aa aa\"]"};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (!t) goto done;
     /* Greedy left-to-right would take "ab" first; rank order merges "b c" (rank 0) first. */
@@ -244,7 +244,7 @@ static void test_merge_rank(void) {
     ENCODE_IS(t, "aaaaaa", 260, 259);
     ENCODE_IS(t, "ab abc", 256, ' ', 'a', 257); /* " abc": Ġ a bc, and no (a, bc) merge */
 done:
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
@@ -299,15 +299,15 @@ static void test_prefix_space(void) {
     spec sp = {.pre = BL_PREFIX,
                .added = "[{\"id\":256,\"content\":\"<s>\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
                         "\"normalized\":false,\"special\":true}]"};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (t) {
         ENCODE_IS(t, "a<s>b", ' ', 'a', 256, ' ', 'b');
         ENCODE_IS(t, "<s>", 256);
         ENCODE_IS(t, "<s> x", 256, ' ', 'x');
-        EXPECT(!tokenizer_is_lossless(t), "prefix space is not lossless");
+        EXPECT(!ssm_tokenizer_is_lossless(t), "prefix space is not lossless");
     }
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
@@ -323,13 +323,13 @@ static const char *ADDED =
 static void test_added_tokens(void) {
     TEST_BEGIN("added tokens: longest match first, lstrip/rstrip, single_word, normalized");
     spec sp = {.added = ADDED};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (!t) goto done;
-    EXPECT(tokenizer_vocab_size(t) == 262, "vocab size %d", tokenizer_vocab_size(t));
-    EXPECT(tokenizer_token_id(t, "<mask>") == 257 && tokenizer_token_id(t, "A") == 65, "token_id");
+    EXPECT(ssm_tokenizer_vocab_size(t) == 262, "vocab size %d", ssm_tokenizer_vocab_size(t));
+    EXPECT(ssm_tokenizer_token_id(t, "<mask>") == 257 && ssm_tokenizer_token_id(t, "A") == 65, "token_id");
     size_t len;
-    const char *p = tokenizer_token_bytes(t, 256, &len);
+    const char *p = ssm_tokenizer_token_bytes(t, 256, &len);
     EXPECT(p && len == 13 && memcmp(p, "<|endoftext|>", 13) == 0, "added token bytes");
     ENCODE_IS(t, "x<|endoftext|>y", 'x', 256, 'y');
     ENCODE_IS(t, "<|endoftext|><|endoftext|>", 256, 256);
@@ -346,7 +346,7 @@ static void test_added_tokens(void) {
     ENCODE_IS(t, "\xc3\xa9ony", 0xc3, 0xa9, 'o', 'n', 'y'); /* é is a word character */
     ENCODE_IS(t, "BAB", 'B', 65, 'B');
 done:
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
@@ -370,16 +370,16 @@ static void test_nfc(void) {
                         "\"normalized\":true,\"special\":false},"
                         "{\"id\":257,\"content\":\"o\\u0301\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
                         "\"normalized\":false,\"special\":false}]"};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (t) {
         ENCODE_IS(t, "e\xcc\x81t!", 256, '!');
         ENCODE_IS(t, "\xc3\xa9t", 256);
         ENCODE_IS(t, "xo\xcc\x81", 'x', 257);
         ENCODE_IS(t, "\xc3\xb3", 0xc3, 0xb3); /* ó precomposed is not the raw "o\u0301" */
-        EXPECT(!tokenizer_is_lossless(t), "NFC is not lossless");
+        EXPECT(!ssm_tokenizer_is_lossless(t), "NFC is not lossless");
     }
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
@@ -387,10 +387,10 @@ static void test_ignore_merges_and_unk(void) {
     TEST_BEGIN("ignore_merges; unk_token, fuse_unk, and dropped characters");
     const char *extra[] = {"ab", "abc"};
     spec sp = {.extra = extra, .n_extra = 2, .merges = "[\"a b\"]"};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (t) ENCODE_IS(t, "abc", 256, 'c');
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     sp.model_extra = "\"ignore_merges\":true,";
     t = load_spec(&sp);
     EXPECT(t, "load");
@@ -398,7 +398,7 @@ static void test_ignore_merges_and_unk(void) {
         ENCODE_IS(t, "abc", 257);
         ENCODE_IS(t, "abd", 256, 'd');
     }
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
 
     spec u = {.omit = "z", .extra_json = "\"<unk>\":256",
               .model_head = "\"type\":\"BPE\",\"dropout\":null,\"unk_token\":\"<unk>\",\"fuse_unk\":false,"};
@@ -406,19 +406,19 @@ static void test_ignore_merges_and_unk(void) {
     EXPECT(t, "load");
     if (t) {
         ENCODE_IS(t, "azzb", 'a', 256, 256, 'b');
-        EXPECT(!tokenizer_is_lossless(t), "a missing byte is not lossless");
+        EXPECT(!ssm_tokenizer_is_lossless(t), "a missing byte is not lossless");
     }
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     u.model_head = "\"type\":\"BPE\",\"dropout\":null,\"unk_token\":\"<unk>\",\"fuse_unk\":true,";
     t = load_spec(&u);
     EXPECT(t, "load");
     if (t) ENCODE_IS(t, "azzb z", 'a', 256, 'b', ' ', 256);
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     u.model_head = "\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,";
     t = load_spec(&u);
     EXPECT(t, "load");
     if (t) ENCODE_IS(t, "azzb", 'a', 'b');
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
@@ -431,10 +431,10 @@ static void test_random_round_trip(void) {
                          "\"\\u00c3 \\u00a9\", \"in g\"]",
                .added = "[{\"id\":264,\"content\":\"<|endoftext|>\",\"single_word\":false,\"lstrip\":false,"
                         "\"rstrip\":false,\"normalized\":false,\"special\":true}]"};
-    tokenizer *t = load_spec(&sp);
+    ssm_tokenizer *t = load_spec(&sp);
     EXPECT(t, "load");
     if (!t) goto done;
-    EXPECT(tokenizer_is_lossless(t), "lossless");
+    EXPECT(ssm_tokenizer_is_lossless(t), "lossless");
     ENCODE_IS(t, " the thing", 258, 256, 'h', 263);
     ENCODE_IS(t, "caf\xc3\xa9\n\n\n", 'c', 'a', 'f', 262, 260, '\n');
     static const char *const pieces[] = {"a", "e", "t", "h", "i", "n", "g", " ", "  ", "\n", "\t", "'s", "'", "1", "9",
@@ -459,26 +459,26 @@ static void test_random_round_trip(void) {
         size_t n;
         char *out = NULL;
         size_t out_len = 0;
-        tokenizer_encode(t, buf, len, &ids, &n);
-        int ok = tokenizer_decode(t, ids, n, &out, &out_len) == 0 && out_len == len && memcmp(out, buf, len) == 0;
+        ssm_tokenizer_encode(t, buf, len, &ids, &n);
+        int ok = ssm_tokenizer_decode(t, ids, n, &out, &out_len) == 0 && out_len == len && memcmp(out, buf, len) == 0;
         if (!ok) failures++;
         EXPECT(ok, "round trip of a %zu-byte string (iteration %d)", len, iter);
         free(out);
         free(ids);
     }
 done:
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     TEST_END();
 }
 
 /* Loading `json` fails with a message that names the file and contains `want`. */
 static void expect_load_error(const char *json, const char *want) {
     char *path = write_temp(json);
-    tokenizer *t = tokenizer_load(path);
+    ssm_tokenizer *t = ssm_tokenizer_load(path);
     const char *msg = ssm_last_error();
     EXPECT(!t && strstr(msg, path) && strstr(msg, want) && !strchr(msg, '\n'), "want an error with '%s', got %s", want,
            t ? "a tokenizer" : msg);
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     unlink(path);
     free(path);
 }
@@ -545,7 +545,7 @@ static void test_errors(void) {
     expect_spec_error(&a, "added token '<x>' has id 7");
     expect_load_error("{\"decoder\":{\"type\":\"WordPiece\"},\"model\":{\"vocab\":{},\"merges\":[]}}",
                       "unsupported decoder 'WordPiece'");
-    EXPECT(tokenizer_load("/nonexistent/tokenizer.json") == NULL &&
+    EXPECT(ssm_tokenizer_load("/nonexistent/tokenizer.json") == NULL &&
                strstr(ssm_last_error(), "/nonexistent/tokenizer.json"),
            "missing file: %s", ssm_last_error());
     TEST_END();

@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
     ADD("out.loss", ST_F32, &loss, 4, 1);
     n = add_params(out, n, L, "grad.", grads);
 
-    optim_config oc = {.lr = 3e-3f, .min_lr = 3e-4f, .warmup = 3, .steps = STEPS, .weight_decay = 0.1f,
+    ssm_optim_config oc = {.lr = 3e-3f, .min_lr = 3e-4f, .warmup = 3, .steps = STEPS, .weight_decay = 0.1f,
                        .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .clip = 1.0f};
     adamw_state opt;
     adamw_init(&opt, m);

@@ -161,23 +161,23 @@ static ssm_model *load_or_die(const char *dir) {
 }
 
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
-static tokenizer *tokenizer_for(const char *dir, const char *path) {
+static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {
     char p[PATH_CAP];
     if (!path && dir) {
         path_join(p, dir, "tokenizer.json");
         if (file_exists(p)) path = p;
     }
     if (!path) return NULL;
-    tokenizer *t = tokenizer_load(path);
+    ssm_tokenizer *t = ssm_tokenizer_load(path);
     if (!t) die("%s", ssm_last_error());
     return t;
 }
 
 /* text -> ids: the tokenizer's, or one id per byte. Every id must be inside the model's vocabulary. */
-static int *encode_or_die(const ssm_model *m, const tokenizer *tok, const char *text, size_t len, size_t *n) {
+static int *encode_or_die(const ssm_model *m, const ssm_tokenizer *tok, const char *text, size_t len, size_t *n) {
     int *ids;
     if (tok) {
-        if (tokenizer_encode(tok, text, len, &ids, n)) die("%s", ssm_last_error());
+        if (ssm_tokenizer_encode(tok, text, len, &ids, n)) die("%s", ssm_last_error());
     } else {
         ids = xmalloc(sizeof(int) * (len ? len : 1));
         for (size_t i = 0; i < len; i++) ids[i] = (unsigned char)text[i];
@@ -190,10 +190,10 @@ static int *encode_or_die(const ssm_model *m, const tokenizer *tok, const char *
 }
 
 static void emit_token(int tok, void *ctx) {
-    const tokenizer *t = ctx;
+    const ssm_tokenizer *t = ctx;
     if (t) {
         size_t len;
-        const char *b = tokenizer_token_bytes(t, tok, &len);
+        const char *b = ssm_tokenizer_token_bytes(t, tok, &len);
         if (b) fwrite(b, 1, len, stdout); /* ids past the tokenizer (vocabulary padding) print nothing */
     } else {
         putchar(tok & 0xFF);
@@ -201,15 +201,15 @@ static void emit_token(int tok, void *ctx) {
     fflush(stdout);
 }
 
-static void print_sample(const ssm_model *m, const tokenizer *tok, const char *prompt, int n, const sample_options *so) {
+static void print_sample(const ssm_model *m, const ssm_tokenizer *tok, const char *prompt, int n, const ssm_sample_options *so) {
     size_t len;
     int *ids = encode_or_die(m, tok, prompt, strlen(prompt), &len);
     if (!len) { /* an empty prompt starts from a newline (bytes) or the end-of-text token */
-        int start = tok ? tokenizer_token_id(tok, "<|endoftext|>") : '\n';
+        int start = tok ? ssm_tokenizer_token_id(tok, "<|endoftext|>") : '\n';
         ids[0] = start < 0 ? 0 : start, len = 1;
     }
     fputs(prompt, stdout);
-    generate(m, ids, (int)len, n, so, emit_token, (void *)tok);
+    ssm_generate(m, ids, (int)len, n, so, emit_token, (void *)tok);
     putchar('\n');
     free(ids);
 }
@@ -217,8 +217,8 @@ static void print_sample(const ssm_model *m, const tokenizer *tok, const char *p
 /* ---- commands -------------------------------------------------------------------------------------- */
 
 static int cmd_train(int argc, char **argv) {
-    train_options t;
-    train_options_default(&t);
+    ssm_train_options t;
+    ssm_train_options_default(&t);
     t.data_path = default_data();
     ssm_config c;
     ssm_config_default(&c);
@@ -261,7 +261,7 @@ static int cmd_train(int argc, char **argv) {
     if (threads > 0) omp_set_num_threads(threads);
     if (t.resume) { /* the run's own options, overridden by whatever this command line gives again */
         static char data_buf[4096], ckpt[4096];
-        train_options saved = t;
+        ssm_train_options saved = t;
         snprintf(ckpt, sizeof ckpt, "%s/checkpoint", t.out_dir);
         if (ckpt_load_options(ckpt, &saved, data_buf, sizeof data_buf)) die("%s", ssm_last_error());
         for (int i = 0; i < NOPTS(o); i++) {
@@ -273,12 +273,12 @@ static int cmd_train(int argc, char **argv) {
     }
     snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
     if (strlen(pattern) >= sizeof c.layer_pattern) die("--layers: pattern too long");
-    if (train_run(&t, &c)) die("%s", ssm_last_error());
+    if (ssm_train(&t, &c)) die("%s", ssm_last_error());
     if (sample_n > 0) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/checkpoint", t.out_dir);
         ssm_model *m = load_or_die(dir);
-        sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
+        ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
         fprintf(stderr, "sample (temperature 0.8, top-p 0.95):\n");
         print_sample(m, NULL, prompt, sample_n, &so);
         ssm_model_free(m);
@@ -305,13 +305,13 @@ static int cmd_eval(int argc, char **argv) {
     if (chunk < 1) die("--chunk must be positive");
     if (threads > 0) omp_set_num_threads(threads);
     ssm_model *m = load_or_die(model);
-    tokenizer *tok = tokenizer_for(model, tok_path);
+    ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     char *bytes;
     size_t len, n;
     if (file_read_all(data, &bytes, &len)) die("%s", ssm_last_error());
     int *ids = encode_or_die(m, tok, bytes, len, &n);
     if (n < 2) die("%s: needs at least 2 %s to score", data, tok ? "tokens" : "bytes");
-    double total = eval_stream(m, ids, n, chunk, !quiet && isatty(2));
+    double total = ssm_eval_stream(m, ids, n, chunk, !quiet && isatty(2));
     if (tok)
         printf("loss %.6f nats/token, %.6f bits/byte (%zu tokens, %zu bytes)\n", total / (n - 1), total / M_LN2 / len,
                n, len);
@@ -319,7 +319,7 @@ static int cmd_eval(int argc, char **argv) {
         printf("loss %.6f nats/byte, %.6f bits/byte\n", total / (n - 1), total / (n - 1) / M_LN2);
     free(ids);
     free(bytes);
-    tokenizer_free(tok);
+    ssm_tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
 }
@@ -327,7 +327,7 @@ static int cmd_eval(int argc, char **argv) {
 static int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = "", *tok_path = NULL;
     int n = 256, threads = 0;
-    sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
+    ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
     int seed_given;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory or run directory"},
@@ -351,9 +351,9 @@ static int cmd_generate(int argc, char **argv) {
         die("need --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
     if (threads > 0) omp_set_num_threads(threads);
     ssm_model *m = load_or_die(model);
-    tokenizer *tok = tokenizer_for(model, tok_path);
+    ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     print_sample(m, tok, prompt, n, &so);
-    tokenizer_free(tok);
+    ssm_tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
 }
@@ -397,10 +397,10 @@ static int cmd_info(int argc, char **argv) {
         m = load_or_die(model);
     }
     print_info(m);
-    tokenizer *tok = model ? tokenizer_for(model, NULL) : NULL;
-    if (tok) printf("tokenizer: %s/tokenizer.json, %d tokens\n", model, tokenizer_vocab_size(tok));
+    ssm_tokenizer *tok = model ? tokenizer_for(model, NULL) : NULL;
+    if (tok) printf("tokenizer: %s/tokenizer.json, %d tokens\n", model, ssm_tokenizer_vocab_size(tok));
     else printf("tokenizer: none (raw bytes)\n");
-    tokenizer_free(tok);
+    ssm_tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
 }

@@ -30,7 +30,7 @@ static int remove_tree(const char *dir) {
     return 0;
 }
 
-static int state_write(const char *path, const train_progress *pr, const train_options *t) {
+static int state_write(const char *path, const train_progress *pr, const ssm_train_options *t) {
     json_writer w;
     char rng[32];
     snprintf(rng, sizeof rng, "%llu", (unsigned long long)pr->data_rng);
@@ -64,7 +64,7 @@ static int state_write(const char *path, const train_progress *pr, const train_o
 }
 
 int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const train_progress *pr,
-              const train_options *t) {
+              const ssm_train_options *t) {
     char tmp[PATH_CAP], old[PATH_CAP], p[PATH_CAP], step[32];
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     snprintf(old, sizeof old, "%s.old", dir);
@@ -146,7 +146,7 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
     return 0;
 }
 
-int ckpt_load_options(const char *dir_in, train_options *t, char *data_buf, size_t data_cap) {
+int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, size_t data_cap) {
     char old[PATH_CAP], p[PATH_CAP];
     const char *dir = ckpt_dir_resolve(dir_in, old);
     path_join(p, dir, "train_state.json");

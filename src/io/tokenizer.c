@@ -433,7 +433,7 @@ static void u64map_put(u64map *m, uint64_t key, int a, int b) {
     s->key = key, s->a = a, s->b = b;
 }
 
-/* ---------------------------------------------------------------- the tokenizer */
+/* ---------------------------------------------------------------- the ssm_tokenizer */
 
 typedef struct {
     char *content; /* UTF-8 as in tokenizer.json */
@@ -453,7 +453,7 @@ typedef struct {
 
 enum { STEP_SPLIT_GPT2, STEP_BYTE_LEVEL };
 
-struct tokenizer {
+struct ssm_tokenizer {
     char *name;
     int n_ids;               /* one more than the largest id */
     char **vocab_str;        /* [n_ids] model vocabulary strings, NULL where the model has no such id */
@@ -564,7 +564,7 @@ static void trie_free(trie *tr) {
     free(tr->terminal);
 }
 
-void tokenizer_free(tokenizer *t) {
+void ssm_tokenizer_free(ssm_tokenizer *t) {
     if (!t) return;
     for (int i = 0; i < t->n_ids; i++) {
         if (t->vocab_str) free(t->vocab_str[i]);
@@ -593,7 +593,7 @@ static const char *type_of(const json_value *v) {
 }
 
 /* An optional boolean member: 0 and *out (default kept when absent or null), or -1 with an error. */
-static int opt_bool(const tokenizer *t, const json_value *obj, const char *where, const char *key, int *out) {
+static int opt_bool(const ssm_tokenizer *t, const json_value *obj, const char *where, const char *key, int *out) {
     const json_value *v = json_get(obj, key);
     if (!v || v->type == JSON_NULL) return 0;
     if (v->type != JSON_BOOL) return ssm_error("%s: %s.%s must be true or false", t->name, where, key);
@@ -602,7 +602,7 @@ static int opt_bool(const tokenizer *t, const json_value *obj, const char *where
 }
 
 /* A non-negative integer id that fits an int. */
-static int parse_id(const tokenizer *t, const json_value *v, const char *what, const char *token, int *out) {
+static int parse_id(const ssm_tokenizer *t, const json_value *v, const char *what, const char *token, int *out) {
     if (!v || v->type != JSON_NUMBER || !(v->number >= 0 && v->number <= 0x7ffffffe) ||
         v->number != (double)(int)v->number)
         return ssm_error("%s: %s '%s' has id %s, expected an integer in [0, 2^31 - 2]", t->name, what, token,
@@ -611,7 +611,7 @@ static int parse_id(const tokenizer *t, const json_value *v, const char *what, c
     return 0;
 }
 
-static int load_normalizer(tokenizer *t, const json_value *n) {
+static int load_normalizer(ssm_tokenizer *t, const json_value *n) {
     if (!n || n->type == JSON_NULL) return 0;
     const char *type = type_of(n);
     if (type && strcmp(type, "NFC") == 0) {
@@ -630,7 +630,7 @@ static int load_normalizer(tokenizer *t, const json_value *n) {
                      type ? type : "(no type)");
 }
 
-static int load_pre_step(tokenizer *t, const json_value *p, int last) {
+static int load_pre_step(ssm_tokenizer *t, const json_value *p, int last) {
     const char *type = type_of(p);
     if (t->n_steps >= MAX_PRE_STEPS) return ssm_error("%s: too many pre-tokenizer steps", t->name);
     if (type && strcmp(type, "ByteLevel") == 0) {
@@ -665,7 +665,7 @@ static int load_pre_step(tokenizer *t, const json_value *p, int last) {
                      "and ByteLevel)", t->name, type ? type : "(no type)");
 }
 
-static int load_pre_tokenizer(tokenizer *t, const json_value *p) {
+static int load_pre_tokenizer(ssm_tokenizer *t, const json_value *p) {
     if (!p || p->type == JSON_NULL)
         return ssm_error("%s: pre_tokenizer is null; only ByteLevel tokenizers are supported", t->name);
     const char *type = type_of(p);
@@ -690,7 +690,7 @@ static int split_legacy_merge(const json_value *m, size_t *space) {
     return 1;
 }
 
-static int load_model(tokenizer *t, const json_value *model) {
+static int load_model(ssm_tokenizer *t, const json_value *model) {
     if (!model || model->type != JSON_OBJECT) return ssm_error("%s: missing \"model\" object", t->name);
     const char *type = type_of(model);
     if (json_get(model, "type") && (!type || strcmp(type, "BPE") != 0))
@@ -793,7 +793,7 @@ static int load_model(tokenizer *t, const json_value *model) {
     return 0;
 }
 
-static int load_added_tokens(tokenizer *t, const json_value *list) {
+static int load_added_tokens(ssm_tokenizer *t, const json_value *list) {
     if (!list || list->type == JSON_NULL) return 0;
     if (list->type != JSON_ARRAY) return ssm_error("%s: added_tokens must be an array", t->name);
     t->added = xcalloc(list->count ? list->count : 1, sizeof *t->added);
@@ -844,7 +844,7 @@ static int load_added_tokens(tokenizer *t, const json_value *list) {
 }
 
 /* The id table (decoded bytes of every id) and the two added-token tries. */
-static void build_tables(tokenizer *t) {
+static void build_tables(ssm_tokenizer *t) {
     int n = t->n_ids;
     for (int i = 0; i < t->n_added; i++) n = imax(n, t->added[i].id + 1);
     if (n > t->n_ids) {
@@ -882,7 +882,7 @@ static void build_tables(tokenizer *t) {
     free(work.cp);
 }
 
-tokenizer *tokenizer_load_buffer(const char *text, size_t len, const char *name) {
+ssm_tokenizer *ssm_tokenizer_load_buffer(const char *text, size_t len, const char *name) {
     size_t nlen = strlen(name);
     char *prefix = xmalloc(nlen + 3);
     memcpy(prefix, name, nlen);
@@ -890,7 +890,7 @@ tokenizer *tokenizer_load_buffer(const char *text, size_t len, const char *name)
     json_value *root = json_parse_prefixed(text, len, prefix);
     free(prefix);
     if (!root) return NULL;
-    tokenizer *t = xcalloc(1, sizeof *t);
+    ssm_tokenizer *t = xcalloc(1, sizeof *t);
     t->name = xstrdup(name);
     t->unk_id = -1;
     const json_value *decoder = json_get(root, "decoder");
@@ -907,25 +907,25 @@ tokenizer *tokenizer_load_buffer(const char *text, size_t len, const char *name)
     }
     json_free(root);
     if (!ok) {
-        tokenizer_free(t);
+        ssm_tokenizer_free(t);
         return NULL;
     }
     build_tables(t);
     return t;
 }
 
-tokenizer *tokenizer_load(const char *path) {
+ssm_tokenizer *ssm_tokenizer_load(const char *path) {
     char *text;
     size_t len;
     if (file_read_all(path, &text, &len) != 0) return NULL;
-    tokenizer *t = tokenizer_load_buffer(text, len, path);
+    ssm_tokenizer *t = ssm_tokenizer_load_buffer(text, len, path);
     free(text);
     return t;
 }
 
-int tokenizer_vocab_size(const tokenizer *t) { return t->n_ids; }
+int ssm_tokenizer_vocab_size(const ssm_tokenizer *t) { return t->n_ids; }
 
-int tokenizer_is_lossless(const tokenizer *t) {
+int ssm_tokenizer_is_lossless(const ssm_tokenizer *t) {
     if (t->nfc || t->add_prefix_space) return 0;
     for (int b = 0; b < 256; b++)
         if (t->byte_id[b] < 0) return 0;
@@ -937,20 +937,20 @@ int tokenizer_is_lossless(const tokenizer *t) {
     return 1;
 }
 
-const char *tokenizer_token_bytes(const tokenizer *t, int id, size_t *len) {
+const char *ssm_tokenizer_token_bytes(const ssm_tokenizer *t, int id, size_t *len) {
     if (id < 0 || id >= t->n_ids || !t->piece[id]) return NULL;
     if (len) *len = t->piece_len[id];
     return (const char *)t->piece[id];
 }
 
-int tokenizer_token_id(const tokenizer *t, const char *content) {
+int ssm_tokenizer_token_id(const ssm_tokenizer *t, const char *content) {
     size_t n = strlen(content);
     int a = strmap_get(&t->added_map, content, n);
     if (a >= 0) return t->added[a].id;
     return strmap_get(&t->vocab, content, n);
 }
 
-int tokenizer_decode(const tokenizer *t, const int *ids, size_t n, char **out, size_t *len) {
+int ssm_tokenizer_decode(const ssm_tokenizer *t, const int *ids, size_t n, char **out, size_t *len) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_ids || !t->piece[ids[i]])
@@ -1051,13 +1051,13 @@ static merge_entry heap_pop(encoder *e) {
     return top;
 }
 
-static void push_pair(encoder *e, const tokenizer *t, int pos, int left, int right) {
+static void push_pair(encoder *e, const ssm_tokenizer *t, int pos, int left, int right) {
     const u64_slot *m = u64map_get(&t->merges, (uint64_t)left << 32 | (uint32_t)right);
     if (m) heap_push(e, (merge_entry){m->a, pos, m->b});
 }
 
 /* BPE on one pre-token of raw bytes (models/bpe/model.rs merge_word + word.rs merge_all). */
-static void bpe_word(const tokenizer *t, encoder *e, const unsigned char *w, size_t n) {
+static void bpe_word(const ssm_tokenizer *t, encoder *e, const unsigned char *w, size_t n) {
     if (t->ignore_merges) {
         e->mapped.len = 0;
         bytes_reserve(&e->mapped, 2 * n);
@@ -1134,7 +1134,7 @@ static void ranges_push(size_t **r, size_t *n, size_t *cap, size_t start, size_t
 }
 
 /* The pre-tokenizer and the model on one normalized piece s[0..n) (n > 0). */
-static void encode_piece(const tokenizer *t, encoder *e, const unsigned char *s, size_t n) {
+static void encode_piece(const ssm_tokenizer *t, encoder *e, const unsigned char *s, size_t n) {
     e->n_ranges = 0;
     ranges_push(&e->ranges, &e->n_ranges, &e->cap_ranges, 0, n);
     for (int k = 0; k + 1 < t->n_steps; k++) { /* Split(GPT-2 regex, Isolated) steps */
@@ -1204,7 +1204,7 @@ static size_t space_run_back(const unsigned char *s, size_t end) {
 
 /* AddedVocabulary::find_matches: the added tokens of one trie in s[0..n) as segments, with text
  * segments between them. */
-static void find_matches(const tokenizer *t, const trie *tr, const unsigned char *s, size_t n, segvec *out) {
+static void find_matches(const ssm_tokenizer *t, const trie *tr, const unsigned char *s, size_t n, segvec *out) {
     out->n = 0;
     size_t start_offset = 0, from = 0, ms, me;
     int index;
@@ -1253,7 +1253,7 @@ static void encoder_free(encoder *e) {
     free(e->heap);
 }
 
-int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int **ids, size_t *n) {
+int ssm_tokenizer_encode(const ssm_tokenizer *t, const char *text, size_t len, int **ids, size_t *n) {
     encoder e = {0};
     const unsigned char *s = (const unsigned char *)text;
     find_matches(t, &t->raw_trie, s, len, &e.outer);

@@ -13,19 +13,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t json_len = nul ? (size_t)(nul - data) : size;
     const char *text = nul ? (const char *)nul + 1 : "";
     size_t text_len = nul ? size - json_len - 1 : 0;
-    tokenizer *t = tokenizer_load_buffer((const char *)data, json_len, "fuzz.json");
+    ssm_tokenizer *t = ssm_tokenizer_load_buffer((const char *)data, json_len, "fuzz.json");
     if (!t) return 0;
     int *ids;
     size_t n;
-    if (tokenizer_encode(t, text, text_len, &ids, &n) != 0) abort();
+    if (ssm_tokenizer_encode(t, text, text_len, &ids, &n) != 0) abort();
     for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= tokenizer_vocab_size(t) || !tokenizer_token_bytes(t, ids[i], NULL)) abort();
+        if (ids[i] < 0 || ids[i] >= ssm_tokenizer_vocab_size(t) || !ssm_tokenizer_token_bytes(t, ids[i], NULL)) abort();
     char *out;
     size_t out_len;
-    if (tokenizer_decode(t, ids, n, &out, &out_len) != 0) abort();
-    if (tokenizer_is_lossless(t) && (out_len != text_len || memcmp(out, text, text_len) != 0)) abort();
+    if (ssm_tokenizer_decode(t, ids, n, &out, &out_len) != 0) abort();
+    if (ssm_tokenizer_is_lossless(t) && (out_len != text_len || memcmp(out, text, text_len) != 0)) abort();
     free(out);
     free(ids);
-    tokenizer_free(t);
+    ssm_tokenizer_free(t);
     return 0;
 }
