@@ -3,6 +3,7 @@
 #   make test     build and run every test (tests/run_tests.sh)
 #   make data     download tinyshakespeare and enwik8 into data/ (checksummed)
 #   make train    build, fetch tinyshakespeare, train the default model and sample from it
+#   make cuda     build the CUDA kernels (src/backend/cuda, when nvcc is found) and their GPU tests
 #   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang;
 #                 tests/fuzz/run.sh SECONDS runs them)
 CC      ?= cc
@@ -40,7 +41,39 @@ build/test_%: build/tests/test_%.o build/libssm.a
 build/torch_dump: build/tests/torch_dump.o build/libssm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-tests: $(TESTS) build/ssm build/torch_dump
+# ---- CUDA backend (in progress, issue 3): built when nvcc is found; a CPU-only build needs no CUDA.
+# Kernels live in src/backend/cuda/*.cu beside their CPU twins; tests/gpu/test_*.c compare each with
+# the CPU op and print "skip - ..." where there is no GPU. Hopper first (sm_90), Ampere compatible.
+NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS := -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_80,code=sm_80 \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -Iinclude -Isrc -MMD -MP
+CU_OBJ    := $(patsubst %.cu,build/%.o,$(wildcard src/backend/cuda/*.cu))
+GPU_TESTS := $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c))
+ifneq ($(NVCC),)
+build/src/backend/cuda/%.o: src/backend/cuda/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+build/libssm_cuda.a: $(CU_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+build/gpu/test_%: build/tests/gpu/test_%.o build/libssm_cuda.a build/libssm.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+
+build/tests/gpu/%.o: tests/gpu/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -c $< -o $@
+
+cuda: $(GPU_TESTS)
+else
+cuda:
+	@echo "no nvcc found: the CUDA backend is not built (CPU-only build)"
+endif
+
+tests: $(TESTS) build/ssm build/torch_dump $(if $(NVCC),$(GPU_TESTS))
 
 test: tests
 	tests/run_tests.sh
@@ -82,4 +115,4 @@ clean:
 
 .PHONY: all tests test data train fuzz clean
 .SECONDARY:
--include $(OBJ:.o=.d) $(wildcard build/tests/*.d) build/tools/ssm.d $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+-include $(OBJ:.o=.d) $(wildcard build/tests/*.d build/tests/gpu/*.d) $(CU_OBJ:.o=.d) build/tools/ssm.d $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)

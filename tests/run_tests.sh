@@ -19,6 +19,7 @@ run() { # run NAME CMD...: stream its output, keep it for the tally
 }
 
 for t in build/test_*; do run "$t" "$t"; done
+for t in build/gpu/test_*; do [ -x "$t" ] && run "$t" "$t"; done # print "skip - ..." without a GPU
 run tests/test_cli.sh tests/test_cli.sh
 
 echo "== PyTorch oracle (tests/torch_ref.py)"

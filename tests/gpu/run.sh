@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every GPU test in one go, for the GPU machine (the device tool: one call builds and runs them all).
+# Ends with "N passed, N failed". Without a GPU each test prints "skip - ..." instead.
+set -u
+cd "$(dirname "$0")/../.."
+make -s -j"$(nproc)" cuda >/dev/null || { echo "FAIL - make cuda"; exit 1; }
+log=$(mktemp)
+for t in build/gpu/test_*; do
+    echo "== $t"
+    "$t" 2>&1 | tee -a "$log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -ne 0 ] && ! grep -q "^FAIL" "$log" && echo "FAIL - $t exited with $rc" | tee -a "$log"
+done
+echo "$(grep -c '^ok - ' "$log") passed, $(grep -c '^FAIL - ' "$log") failed"
+! grep -q '^FAIL - ' "$log"

@@ -1,0 +1,93 @@
+/* The CUDA selective scan against the CPU one (src/backend/cpu/scan.c, itself tested against the
+ * sequential recurrence and finite differences): forward with a carried state, backward, for state
+ * sizes on every template path, lengths that end mid-chunk and channel counts that end mid-block;
+ * and bitwise determinism (two runs, memcmp). Prints "skip - ..." without a GPU. */
+#include "common.h"
+#include "ops/ops.h"
+#include "ops/ops_cuda.h"
+#include "test.h"
+
+#include <cuda_runtime.h>
+#include <string.h>
+
+static rng_t rng = {2024};
+
+static float *host_randn(size_t n, float scale, float offset) {
+    float *p = xmalloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) p[i] = offset + scale * rng_normal(&rng);
+    return p;
+}
+
+static float *to_dev(const float *h, size_t n) {
+    float *d;
+    if (cudaMalloc((void **)&d, sizeof(float) * (n ? n : 1)) != cudaSuccess) abort();
+    if (n) cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice);
+    return d;
+}
+
+static float *to_host(const float *d, size_t n) {
+    float *h = xmalloc(sizeof(float) * (n ? n : 1));
+    cudaMemcpy(h, d, sizeof(float) * n, cudaMemcpyDeviceToHost);
+    return h;
+}
+
+static void check_case(int B, int T, int E, int N) {
+    char name[160];
+    snprintf(name, sizeof name, "CUDA scan vs CPU: B %d, T %d, E %d, N %d (fwd with state 1e-5, bwd 1e-4; bitwise repeatable)",
+             B, T, E, N);
+    TEST_BEGIN(name);
+    const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N, nh = (size_t)B * E * N, na = (size_t)N * E;
+    float *x = host_randn(nx, 1, 0), *dt = host_randn(nx, 0.3f, 0), *At = host_randn(na, 0.5f, 0),
+          *bc = host_randn(nbc, 1, 0), *Dv = host_randn(E, 1, 0), *dy = host_randn(nx, 1, 0), *h0 = host_randn(nh, 1, 0);
+    for (size_t i = 0; i < nx; i++) dt[i] = 0.01f + fabsf(dt[i]);
+    for (size_t i = 0; i < na; i++) At[i] = -0.05f - fabsf(At[i]);
+    /* CPU reference */
+    float *y = xmalloc(sizeof(float) * nx), *h = xmalloc(sizeof(float) * nh);
+    memcpy(h, h0, sizeof(float) * nh);
+    scan_fwd(y, h, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N);
+    float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx), *dbc = xcalloc(nbc, sizeof(float));
+    float *dA = xcalloc(na, sizeof(float)), *dD = xcalloc(E, sizeof(float));
+    scan_bwd(dx, ddt, dbc, dbc + N, 2 * N, dA, dD, dy, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N);
+    /* GPU */
+    float *gx = to_dev(x, nx), *gdt = to_dev(dt, nx), *gA = to_dev(At, na), *gbc = to_dev(bc, nbc), *gD = to_dev(Dv, E);
+    float *gdy = to_dev(dy, nx), *gy = to_dev(NULL, nx), *gh = to_dev(h0, nh);
+    float *gdx = to_dev(NULL, nx), *gddt = to_dev(NULL, nx), *gdbc = to_dev(NULL, nbc);
+    float *zeros = xcalloc(na + E, sizeof(float)), *gdA = to_dev(zeros, na), *gdD = to_dev(zeros, E);
+    scan_fwd_cuda(gy, gh, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
+    scan_bwd_cuda(gdx, gddt, gdbc, gdbc + N, 2 * N, gdA, gdD, gdy, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
+    cudaError_t err = cudaDeviceSynchronize();
+    EXPECT(err == cudaSuccess, "CUDA error: %s", cudaGetErrorString(err));
+    float *ry = to_host(gy, nx), *rh = to_host(gh, nh), *rdx = to_host(gdx, nx), *rddt = to_host(gddt, nx);
+    float *rdbc = to_host(gdbc, nbc), *rdA = to_host(gdA, na), *rdD = to_host(gdD, E);
+    double e;
+    EXPECT((e = test_rel_err(ry, y, nx)) < 1e-5, "y: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rh, h, nh)) < 1e-5, "final state: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdx, dx, nx)) < 1e-4, "dx: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rddt, ddt, nx)) < 1e-4, "ddt: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdbc, dbc, nbc)) < 1e-4, "dB, dC: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdA, dA, na)) < 1e-4, "dA: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdD, dD, E)) < 1e-4, "dD: rel err %.2e", e);
+    /* determinism: the same inputs again give the same bits */
+    cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice);
+    cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice);
+    scan_bwd_cuda(gdx, gddt, gdbc, gdbc + N, 2 * N, gdA, gdD, gdy, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
+    float *rdx2 = to_host(gdx, nx), *rdbc2 = to_host(gdbc, nbc), *rdA2 = to_host(gdA, na);
+    EXPECT(!memcmp(rdx2, rdx, sizeof(float) * nx) && !memcmp(rdbc2, rdbc, sizeof(float) * nbc) &&
+               !memcmp(rdA2, rdA, sizeof(float) * na),
+           "a second backward differs");
+    TEST_END();
+}
+
+int main(void) {
+    const char *why;
+    if (!cuda_device_available(&why)) {
+        printf("skip - CUDA scan tests: %s\n", why);
+        return 0;
+    }
+    check_case(2, 70, 150, 5);
+    check_case(1, 33, 128, 16);
+    check_case(3, 100, 257, 19);
+    check_case(2, 256, 512, 16);
+    check_case(1, 17, 40, 64);
+    return test_failures ? 1 : 0;
+}
