@@ -21,7 +21,7 @@ static float *host_randn(size_t n, float scale, float offset) {
 static float *to_dev(const float *h, size_t n) {
     float *d;
     if (cudaMalloc((void **)&d, sizeof(float) * (n ? n : 1)) != cudaSuccess) abort();
-    if (n) cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice);
+    if (n && h) cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice);
     return d;
 }
 
@@ -60,6 +60,9 @@ static void check_case(int B, int T, int E, int N) {
     float *ry = to_host(gy, nx), *rh = to_host(gh, nh), *rdx = to_host(gdx, nx), *rddt = to_host(gddt, nx);
     float *rdbc = to_host(gdbc, nbc), *rdA = to_host(gdA, na), *rdD = to_host(gdD, E);
     double e;
+    printf("  rel err: y %.1e, h %.1e, dx %.1e, ddt %.1e, dBC %.1e, dA %.1e, dD %.1e\n", test_rel_err(ry, y, nx),
+           test_rel_err(rh, h, nh), test_rel_err(rdx, dx, nx), test_rel_err(rddt, ddt, nx), test_rel_err(rdbc, dbc, nbc),
+           test_rel_err(rdA, dA, na), test_rel_err(rdD, dD, E));
     EXPECT((e = test_rel_err(ry, y, nx)) < 1e-5, "y: rel err %.2e", e);
     EXPECT((e = test_rel_err(rh, h, nh)) < 1e-5, "final state: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdx, dx, nx)) < 1e-4, "dx: rel err %.2e", e);
