@@ -1,0 +1,79 @@
+/* Deterministic reductions shared by the CUDA kernels: a fixed-order block reduction and column sums
+ * over rows (per-chunk partials, then a second kernel that adds them in chunk order). No atomics, so
+ * every run of the same launch gives the same bits. Templates, hence defined in this header. */
+#ifndef SSM_CUDA_REDUCE_CUH
+#define SSM_CUDA_REDUCE_CUH
+
+#include "backend/cuda/cuda_common.h"
+
+#define RED_THREADS 256 /* blockDim.x of every kernel that calls block_reduce (a power of two) */
+
+/* Tree reduction over the block in a fixed order; every thread gets the result. May be called more
+ * than once per kernel: the trailing barrier guards the buffer's reuse. */
+template <typename T, typename Op>
+__device__ T block_reduce(T v, Op op) {
+    __shared__ T buf[RED_THREADS];
+    const int tid = threadIdx.x;
+    buf[tid] = v;
+    __syncthreads();
+    for (int s = RED_THREADS / 2; s > 0; s >>= 1) {
+        if (tid < s) buf[tid] = op(buf[tid], buf[tid + s]);
+        __syncthreads();
+    }
+    T r = buf[0];
+    __syncthreads();
+    return r;
+}
+
+struct SumOp {
+    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {
+    __device__ float operator()(float a, float b) const { return b > a ? b : a; }
+};
+
+/* Column sums: F is a functor with `__device__ float operator()(int row, int col) const`. */
+template <typename F>
+__global__ void colsum_partial_kernel(float *partial, F f, int rows, int N, int chunk) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    const int r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+    float s = 0.0f;
+    for (int r = r0; r < r1; r++) s += f(r, j);
+    partial[(size_t)blockIdx.y * N + j] = s;
+}
+
+template <typename T>
+__global__ void colsum_finish_kernel(T *dst, const T *partial, int nchunks, int N) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    T s = 0;
+    for (int c = 0; c < nchunks; c++) s += partial[(size_t)c * N + j];
+    dst[j] += s;
+}
+
+/* dst[j] += sum over r < rows of f(r, j), j < N. The chunking depends only on rows, so the order of
+ * the additions, and the result, is fixed. */
+template <typename F>
+static void colsum_acc(float *dst, F f, int rows, int N) {
+    if (rows <= 0 || N <= 0) return;
+    int chunk = 64;
+    if (cdiv(rows, chunk) > 65535) chunk = cdiv(rows, 65535); /* gridDim.y limit */
+    const int nchunks = cdiv(rows, chunk);
+    float *partial;
+    CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)nchunks * N, 0));
+    colsum_partial_kernel<<<dim3(cdiv(N, 256), nchunks), 256>>>(partial, f, rows, N, chunk);
+    CUDA_CHECK_LAUNCH();
+    colsum_finish_kernel<float><<<cdiv(N, 256), 256>>>(dst, partial, nchunks, N);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaFreeAsync(partial, 0));
+}
+
+/* Threads for one-per-element kernels over n elements (a grid-stride loop covers any n). */
+#define ELEM_THREADS 256
+static inline int elem_blocks(size_t n) {
+    size_t b = (n + ELEM_THREADS - 1) / ELEM_THREADS;
+    return b > 65536 * 8 ? 65536 * 8 : (int)b;
+}
+
+#endif

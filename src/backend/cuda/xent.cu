@@ -1,0 +1,71 @@
+/* Softmax cross-entropy fused with its gradient (CUDA): one block per row (max, then the partition sum
+ * in double as on the CPU, each a fixed-order block reduction), per-row losses summed in row-slot order
+ * by a second one-block kernel, and the sum and count copied back to the host. */
+#include "ops/ops_cuda.h"
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/reduce.cuh"
+
+__global__ static void xent_row_kernel(double *loss, int *counted, float *dlogits, const float *logits,
+                                       const int *targets, int V, float scale) {
+    const size_t r = blockIdx.x;
+    const float *l = logits + r * V;
+    float *d = dlogits ? dlogits + r * V : nullptr;
+    const int target = targets[r];
+    if (target < 0) { /* ignored: no loss, no count, zero gradient */
+        if (d)
+            for (int v = threadIdx.x; v < V; v += RED_THREADS) d[v] = 0.0f;
+        if (threadIdx.x == 0) loss[r] = 0.0, counted[r] = 0;
+        return;
+    }
+    float mx = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += RED_THREADS) mx = l[v] > mx ? l[v] : mx;
+    mx = block_reduce(mx, MaxOp());
+    double z = 0;
+    for (int v = threadIdx.x; v < V; v += RED_THREADS) z += exp((double)(l[v] - mx));
+    z = block_reduce(z, SumOp());
+    const double lse = mx + log(z);
+    if (threadIdx.x == 0) loss[r] = lse - l[target], counted[r] = 1;
+    if (d)
+        for (int v = threadIdx.x; v < V; v += RED_THREADS) {
+            const float g = (float)exp(l[v] - lse) * scale;
+            d[v] = v == target ? g - scale : g;
+        }
+}
+
+/* One block: thread i sums rows i, i + RED_THREADS, ... in order, then a fixed tree. */
+__global__ static void xent_total_kernel(double *total, int *count, const double *loss, const int *counted,
+                                         int rows) {
+    double s = 0;
+    int n = 0;
+    for (int r = threadIdx.x; r < rows; r += RED_THREADS) {
+        s += loss[r];
+        n += counted[r];
+    }
+    s = block_reduce(s, SumOp());
+    n = block_reduce(n, SumOp());
+    if (threadIdx.x == 0) {
+        *total = s;
+        *count = n;
+    }
+}
+
+extern "C" void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets,
+                                  int rows, int V, float scale) {
+    *sum = 0;
+    *count = 0;
+    if (rows <= 0) return;
+    double *loss; /* [rows] per-row losses, then the total */
+    int *counted; /* [rows] 1 where the row's target counts, then the count */
+    CUDA_CHECK(cudaMallocAsync((void **)&loss, sizeof(double) * ((size_t)rows + 1), 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&counted, sizeof(int) * ((size_t)rows + 1), 0));
+    double *total = loss + rows;
+    int *n = counted + rows;
+    xent_row_kernel<<<rows, RED_THREADS>>>(loss, counted, dlogits, logits, targets, V, scale);
+    CUDA_CHECK_LAUNCH();
+    xent_total_kernel<<<1, RED_THREADS>>>(total, n, loss, counted, rows);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaMemcpy(sum, total, sizeof(double), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(count, n, sizeof(int), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaFreeAsync(counted, 0));
+    CUDA_CHECK(cudaFreeAsync(loss, 0));
+}

@@ -1,0 +1,376 @@
+/* The CUDA ops of ops_cuda.h against their CPU twins in ops.h: random inputs with odd sizes (rows not a
+ * multiple of any block size, widths not multiples of 16 or 32, row strides wider than the rows), the
+ * largest error relative to the tensor's scale per output, and bitwise determinism (each CUDA op runs
+ * twice on the same inputs and the outputs are memcmp'd). Prints "skip - ..." where there is no GPU. */
+#include "test.h"
+#include "ops/ops.h"
+#include "ops/ops_cuda.h"
+#include "backend/cuda/cuda_common.h"
+
+#include <cuda_runtime.h>
+#include <string.h>
+
+static unsigned long long rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
+}
+static float *rand_vec(size_t n, float scale) {
+    float *v = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
+    return v;
+}
+static float *copy_vec(const float *src, size_t n) {
+    float *v = malloc(sizeof(float) * (n ? n : 1));
+    memcpy(v, src, sizeof(float) * n);
+    return v;
+}
+static void *to_dev(const void *h, size_t bytes) {
+    void *d;
+    CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
+    if (h && bytes) CUDA_CHECK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+static void to_host(void *h, const void *d, size_t bytes) {
+    CUDA_CHECK(cudaDeviceSynchronize()); /* surfaces kernel faults here, not at a later call */
+    CUDA_CHECK(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost));
+}
+#define FB(n) (sizeof(float) * (size_t)(n))
+
+/* Compares the two CUDA runs bitwise and the first with the CPU within tol (relative to the scale). */
+static void check(const char *what, float *const gpu[2], const float *cpu, size_t n, double tol) {
+    double err = test_rel_err(gpu[0], cpu, n);
+    EXPECT(err <= tol, "%s: rel err %.3g > %.1g", what, err, tol);
+    EXPECT(memcmp(gpu[0], gpu[1], FB(n)) == 0, "%s: two CUDA runs differ (not deterministic)", what);
+}
+
+static void test_embedding(void) {
+    const int V = 67, D = 45, rows = 301;
+    int tokens[301];
+    for (int r = 0; r < rows; r++) tokens[r] = r % 5 == 0 ? 3 : (int)((frand() + 1.0f) * 0.5f * V) % V;
+    float *table = rand_vec((size_t)V * D, 1), *dout = rand_vec((size_t)rows * D, 1);
+    float *dtable0 = rand_vec((size_t)V * D, 1);
+
+    TEST_BEGIN("CUDA embedding_fwd matches the CPU exactly, repeatable");
+    float *out = malloc(FB(rows * D)), *g[2];
+    embedding_fwd(out, tokens, table, rows, D);
+    for (int rep = 0; rep < 2; rep++) {
+        int *dtok = to_dev(tokens, sizeof tokens);
+        float *dtab = to_dev(table, FB(V * D)), *dout_d = to_dev(NULL, FB(rows * D));
+        embedding_fwd_cuda(dout_d, dtok, dtab, rows, D);
+        to_host(g[rep] = malloc(FB(rows * D)), dout_d, FB(rows * D));
+        cudaFree(dtok), cudaFree(dtab), cudaFree(dout_d);
+    }
+    check("out", g, out, (size_t)rows * D, 0.0);
+    free(out), free(g[0]), free(g[1]);
+    TEST_END();
+
+    TEST_BEGIN("CUDA embedding_bwd within 1e-6 of the CPU (same order of additions), repeatable");
+    float *dt = copy_vec(dtable0, (size_t)V * D);
+    embedding_bwd(dt, dout, tokens, rows, D);
+    for (int rep = 0; rep < 2; rep++) {
+        int *dtok = to_dev(tokens, sizeof tokens);
+        float *ddt = to_dev(dtable0, FB(V * D)), *ddo = to_dev(dout, FB(rows * D));
+        embedding_bwd_cuda(ddt, ddo, dtok, rows, D);
+        to_host(g[rep] = malloc(FB(V * D)), ddt, FB(V * D));
+        cudaFree(dtok), cudaFree(ddt), cudaFree(ddo);
+    }
+    check("dtable", g, dt, (size_t)V * D, 1e-6);
+    free(dt), free(g[0]), free(g[1]);
+    TEST_END();
+    free(table), free(dout), free(dtable0);
+}
+
+static void test_rmsnorm(void) {
+    const int rows = 203, D = 333;
+    const float eps = 1e-5f;
+    float *x = rand_vec((size_t)rows * D, 2), *w = rand_vec(D, 1), *dy = rand_vec((size_t)rows * D, 1);
+    float *dx0 = rand_vec((size_t)rows * D, 1), *dw0 = rand_vec(D, 1);
+
+    TEST_BEGIN("CUDA rmsnorm_fwd within 1e-5 relative (y, rstd), repeatable");
+    float *y = malloc(FB(rows * D)), *rstd = malloc(FB(rows)), *gy[2], *gr[2];
+    rmsnorm_fwd(y, rstd, x, w, rows, D, eps);
+    for (int rep = 0; rep < 2; rep++) {
+        float *dxx = to_dev(x, FB(rows * D)), *dw_ = to_dev(w, FB(D)), *dy_ = to_dev(NULL, FB(rows * D));
+        float *dr = to_dev(NULL, FB(rows));
+        rmsnorm_fwd_cuda(dy_, dr, dxx, dw_, rows, D, eps);
+        to_host(gy[rep] = malloc(FB(rows * D)), dy_, FB(rows * D));
+        to_host(gr[rep] = malloc(FB(rows)), dr, FB(rows));
+        rmsnorm_fwd_cuda(dy_, NULL, dxx, dw_, rows, D, eps); /* rstd may be NULL */
+        float *again = malloc(FB(rows * D));
+        to_host(again, dy_, FB(rows * D));
+        EXPECT(memcmp(again, gy[rep], FB(rows * D)) == 0, "y differs with rstd == NULL");
+        free(again);
+        cudaFree(dxx), cudaFree(dw_), cudaFree(dy_), cudaFree(dr);
+    }
+    check("y", gy, y, (size_t)rows * D, 1e-5);
+    check("rstd", gr, rstd, rows, 1e-5);
+    free(y), free(gy[0]), free(gy[1]), free(gr[0]), free(gr[1]);
+    TEST_END();
+
+    TEST_BEGIN("CUDA rmsnorm_bwd within 1e-5 relative (dx written and accumulated, dw +=), repeatable");
+    for (int acc = 0; acc < 2; acc++) {
+        float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];
+        rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_dx = to_dev(dx0, FB(rows * D)), *d_dw = to_dev(dw0, FB(D)), *d_dy = to_dev(dy, FB(rows * D));
+            float *d_x = to_dev(x, FB(rows * D)), *d_w = to_dev(w, FB(D)), *d_r = to_dev(rstd, FB(rows));
+            rmsnorm_bwd_cuda(d_dx, d_dw, d_dy, d_x, d_w, d_r, rows, D, acc);
+            to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
+            to_host(gdw[rep] = malloc(FB(D)), d_dw, FB(D));
+            cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_dy), cudaFree(d_x), cudaFree(d_w), cudaFree(d_r);
+        }
+        check(acc ? "dx (acc)" : "dx", gdx, dx, (size_t)rows * D, 1e-5);
+        check(acc ? "dw (acc run)" : "dw", gdw, dw, D, 1e-5);
+        free(dx), free(dw), free(gdx[0]), free(gdx[1]), free(gdw[0]), free(gdw[1]);
+    }
+    TEST_END();
+    free(x), free(w), free(dy), free(dx0), free(dw0), free(rstd);
+}
+
+static void test_conv1d(void) {
+    const int B = 3, T = 37, C = 75, K = 4, ldx = C + 13, lddx = C + 7;
+    const size_t n = (size_t)B * T * C, nx = (size_t)B * T * ldx, ndx = (size_t)B * T * lddx;
+    float *x = rand_vec(nx, 1), *w = rand_vec((size_t)C * K, 1), *bias = rand_vec(C, 1);
+    float *init = rand_vec((size_t)B * C * (K - 1), 1), *dout = rand_vec(n, 1);
+
+    TEST_BEGIN("CUDA conv1d_silu_fwd within 1e-5 relative (pre, out; with/without init and bias), repeatable");
+    for (int variant = 0; variant < 2; variant++) {
+        const float *ini = variant ? init : NULL, *bs = variant ? NULL : bias;
+        float *pre = malloc(FB(n)), *out = malloc(FB(n)), *gp[2], *go[2];
+        conv1d_silu_fwd(pre, out, x, ldx, ini, w, bs, B, T, C, K);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_x = to_dev(x, FB(nx)), *d_w = to_dev(w, FB(C * K));
+            float *d_b = bs ? to_dev(bs, FB(C)) : NULL, *d_i = ini ? to_dev(ini, FB(B * C * (K - 1))) : NULL;
+            float *d_p = to_dev(NULL, FB(n)), *d_o = to_dev(NULL, FB(n));
+            conv1d_silu_fwd_cuda(d_p, d_o, d_x, ldx, d_i, d_w, d_b, B, T, C, K);
+            to_host(gp[rep] = malloc(FB(n)), d_p, FB(n));
+            to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
+            cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_i), cudaFree(d_p), cudaFree(d_o);
+        }
+        check(variant ? "pre (init, no bias)" : "pre (no init, bias)", gp, pre, n, 1e-5);
+        check(variant ? "out (init, no bias)" : "out (no init, bias)", go, out, n, 1e-5);
+        free(pre), free(out), free(gp[0]), free(gp[1]), free(go[0]), free(go[1]);
+    }
+    TEST_END();
+
+    TEST_BEGIN("CUDA conv1d_silu_bwd within 1e-5 relative (dx with stride, dw +=, dbias += or NULL), repeatable");
+    float *pre = malloc(FB(n)), *out = malloc(FB(n));
+    conv1d_silu_fwd(pre, out, x, ldx, NULL, w, bias, B, T, C, K);
+    float *dx0 = rand_vec(ndx, 1), *dw0 = rand_vec((size_t)C * K, 1), *db0 = rand_vec(C, 1);
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        float *dx = copy_vec(dx0, ndx), *dw = copy_vec(dw0, (size_t)C * K), *db = copy_vec(db0, C);
+        float *gdx[2], *gdw[2], *gdb[2];
+        conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, pre, x, ldx, w, B, T, C, K);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_dx = to_dev(dx0, FB(ndx)), *d_dw = to_dev(dw0, FB(C * K)), *d_db = to_dev(db0, FB(C));
+            float *d_do = to_dev(dout, FB(n)), *d_p = to_dev(pre, FB(n)), *d_x = to_dev(x, FB(nx));
+            float *d_w = to_dev(w, FB(C * K));
+            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_p, d_x, ldx, d_w, B, T, C, K);
+            to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
+            to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
+            to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
+            cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db), cudaFree(d_do), cudaFree(d_p), cudaFree(d_x);
+            cudaFree(d_w);
+        }
+        check("dx", gdx, dx, ndx, 1e-5);
+        check("dw", gdw, dw, (size_t)C * K, 1e-5);
+        check(with_bias ? "dbias" : "dbias untouched when NULL", gdb, db, C, 1e-5);
+        free(dx), free(dw), free(db);
+        for (int rep = 0; rep < 2; rep++) free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
+    }
+    free(pre), free(out), free(dx0), free(dw0), free(db0);
+    TEST_END();
+
+    TEST_BEGIN("CUDA conv1d_state_update matches the CPU exactly (T = 37, 2, 1), repeatable");
+    const int Ts[3] = {37, 2, 1};
+    const size_t ns = (size_t)B * C * (K - 1);
+    for (int i = 0; i < 3; i++) {
+        float *st = copy_vec(init, ns), *g[2];
+        conv1d_state_update(st, x, ldx, B, Ts[i], C, K);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_s = to_dev(init, FB(ns)), *d_x = to_dev(x, FB(nx));
+            conv1d_state_update_cuda(d_s, d_x, ldx, B, Ts[i], C, K);
+            to_host(g[rep] = malloc(FB(ns)), d_s, FB(ns));
+            cudaFree(d_s), cudaFree(d_x);
+        }
+        check("state", g, st, ns, 0.0);
+        free(st), free(g[0]), free(g[1]);
+    }
+    TEST_END();
+    free(x), free(w), free(bias), free(init), free(dout);
+}
+
+static void test_softplus(void) {
+    const int rows = 257, E = 83;
+    const size_t n = (size_t)rows * E;
+    float *pre = rand_vec(n, 30), *bias = rand_vec(E, 1); /* both sides of the threshold 20 */
+
+    TEST_BEGIN("CUDA softplus_bias_fwd within 1e-5 relative, repeatable");
+    float *dt = copy_vec(pre, n), *g[2];
+    softplus_bias_fwd(dt, bias, rows, E);
+    for (int rep = 0; rep < 2; rep++) {
+        float *d_dt = to_dev(pre, FB(n)), *d_b = to_dev(bias, FB(E));
+        softplus_bias_fwd_cuda(d_dt, d_b, rows, E);
+        to_host(g[rep] = malloc(FB(n)), d_dt, FB(n));
+        cudaFree(d_dt), cudaFree(d_b);
+    }
+    check("dt", g, dt, n, 1e-5);
+    free(g[0]), free(g[1]);
+    TEST_END();
+
+    TEST_BEGIN("CUDA softplus_bias_bwd within 1e-5 relative (ddt in place, dbias +=), repeatable");
+    float *ddt0 = rand_vec(n, 1), *db0 = rand_vec(E, 1);
+    float *ddt = copy_vec(ddt0, n), *db = copy_vec(db0, E), *gd[2], *gb[2];
+    softplus_bias_bwd(ddt, db, dt, rows, E);
+    for (int rep = 0; rep < 2; rep++) {
+        float *d_ddt = to_dev(ddt0, FB(n)), *d_db = to_dev(db0, FB(E)), *d_dt = to_dev(dt, FB(n));
+        softplus_bias_bwd_cuda(d_ddt, d_db, d_dt, rows, E);
+        to_host(gd[rep] = malloc(FB(n)), d_ddt, FB(n));
+        to_host(gb[rep] = malloc(FB(E)), d_db, FB(E));
+        cudaFree(d_ddt), cudaFree(d_db), cudaFree(d_dt);
+    }
+    check("ddt", gd, ddt, n, 1e-5);
+    check("dbias", gb, db, E, 1e-5);
+    free(ddt0), free(db0), free(ddt), free(db), free(gd[0]), free(gd[1]), free(gb[0]), free(gb[1]);
+    TEST_END();
+    free(pre), free(bias), free(dt);
+}
+
+static void test_gate(void) {
+    const int rows = 131, E = 77, ldz = 2 * E + 5, lddz = 2 * E + 3;
+    const size_t n = (size_t)rows * E, nz = (size_t)rows * ldz, ndz = (size_t)rows * lddz;
+    float *y = rand_vec(n, 2), *z = rand_vec(nz, 4), *dout = rand_vec(n, 1), *dz0 = rand_vec(ndz, 1);
+
+    TEST_BEGIN("CUDA gate_fwd within 1e-5 relative (z strided), repeatable");
+    float *out = malloc(FB(n)), *g[2];
+    gate_fwd(out, y, z, ldz, rows, E);
+    for (int rep = 0; rep < 2; rep++) {
+        float *d_y = to_dev(y, FB(n)), *d_z = to_dev(z, FB(nz)), *d_o = to_dev(NULL, FB(n));
+        gate_fwd_cuda(d_o, d_y, d_z, ldz, rows, E);
+        to_host(g[rep] = malloc(FB(n)), d_o, FB(n));
+        cudaFree(d_y), cudaFree(d_z), cudaFree(d_o);
+    }
+    check("out", g, out, n, 1e-5);
+    free(out), free(g[0]), free(g[1]);
+    TEST_END();
+
+    TEST_BEGIN("CUDA gate_bwd within 1e-5 relative (dz strided; dy separate and aliasing dout), repeatable");
+    for (int alias = 0; alias < 2; alias++) {
+        float *dy = alias ? copy_vec(dout, n) : malloc(FB(n)), *dz = copy_vec(dz0, ndz), *gy[2], *gz[2];
+        gate_bwd(dy, dz, lddz, alias ? dy : dout, y, z, ldz, rows, E);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_do = to_dev(dout, FB(n)), *d_dy = alias ? d_do : to_dev(NULL, FB(n));
+            float *d_dz = to_dev(dz0, FB(ndz)), *d_y = to_dev(y, FB(n)), *d_z = to_dev(z, FB(nz));
+            gate_bwd_cuda(d_dy, d_dz, lddz, d_do, d_y, d_z, ldz, rows, E);
+            to_host(gy[rep] = malloc(FB(n)), d_dy, FB(n));
+            to_host(gz[rep] = malloc(FB(ndz)), d_dz, FB(ndz));
+            if (!alias) cudaFree(d_dy);
+            cudaFree(d_do), cudaFree(d_dz), cudaFree(d_y), cudaFree(d_z);
+        }
+        check(alias ? "dy (aliasing dout)" : "dy", gy, dy, n, 1e-5);
+        check(alias ? "dz (dy aliasing dout)" : "dz", gz, dz, ndz, 1e-5);
+        free(dy), free(dz), free(gy[0]), free(gy[1]), free(gz[0]), free(gz[1]);
+    }
+    TEST_END();
+    free(y), free(z), free(dout), free(dz0);
+}
+
+static void test_bias(void) {
+    const int rows = 517, N = 77, ld = 90;
+    const size_t n = (size_t)rows * ld;
+    float *y0 = rand_vec(n, 1), *bias = rand_vec(N, 1), *db0 = rand_vec(N, 1);
+
+    TEST_BEGIN("CUDA bias_add matches the CPU exactly (strided rows), repeatable");
+    float *y = copy_vec(y0, n), *g[2];
+    bias_add(y, ld, bias, rows, N);
+    for (int rep = 0; rep < 2; rep++) {
+        float *d_y = to_dev(y0, FB(n)), *d_b = to_dev(bias, FB(N));
+        bias_add_cuda(d_y, ld, d_b, rows, N);
+        to_host(g[rep] = malloc(FB(n)), d_y, FB(n));
+        cudaFree(d_y), cudaFree(d_b);
+    }
+    check("y", g, y, n, 0.0);
+    free(y), free(g[0]), free(g[1]);
+    TEST_END();
+
+    TEST_BEGIN("CUDA bias_grad_acc within 1e-5 relative (strided rows, db +=), repeatable");
+    float *db = copy_vec(db0, N);
+    bias_grad_acc(db, y0, ld, rows, N);
+    for (int rep = 0; rep < 2; rep++) {
+        float *d_db = to_dev(db0, FB(N)), *d_dy = to_dev(y0, FB(n));
+        bias_grad_acc_cuda(d_db, d_dy, ld, rows, N);
+        to_host(g[rep] = malloc(FB(N)), d_db, FB(N));
+        cudaFree(d_db), cudaFree(d_dy);
+    }
+    check("db", g, db, N, 1e-5);
+    free(db), free(g[0]), free(g[1]);
+    TEST_END();
+    free(y0), free(bias), free(db0);
+}
+
+static void test_neg_exp_transpose(void) {
+    const int E = 77, N = 13;
+    float *A_log = rand_vec((size_t)E * N, 2), *At = malloc(FB(E * N)), *g[2];
+    TEST_BEGIN("CUDA neg_exp_transpose within 1e-5 relative, repeatable");
+    neg_exp_transpose(At, A_log, E, N);
+    for (int rep = 0; rep < 2; rep++) {
+        float *d_a = to_dev(A_log, FB(E * N)), *d_t = to_dev(NULL, FB(E * N));
+        neg_exp_transpose_cuda(d_t, d_a, E, N);
+        to_host(g[rep] = malloc(FB(E * N)), d_t, FB(E * N));
+        cudaFree(d_a), cudaFree(d_t);
+    }
+    check("At", g, At, (size_t)E * N, 1e-5);
+    free(A_log), free(At), free(g[0]), free(g[1]);
+    TEST_END();
+}
+
+static void test_xent(void) {
+    const int rows = 129, V = 259;
+    const size_t n = (size_t)rows * V;
+    int targets[129], counted = 0;
+    for (int r = 0; r < rows; r++) {
+        targets[r] = r % 7 == 3 ? -1 : (int)((frand() + 1.0f) * 0.5f * V) % V;
+        counted += targets[r] >= 0;
+    }
+    float *logits = rand_vec(n, 5), *g[2];
+    const float scale = 1.0f / counted;
+    TEST_BEGIN("CUDA xent_fwd_bwd: sum within 1e-9 relative, count exact, dlogits within 1e-5 (or NULL), repeatable");
+    double sum, gsum[2];
+    int count, gcount[2];
+    float *dl = malloc(FB(n));
+    xent_fwd_bwd(&sum, &count, dl, logits, targets, rows, V, scale);
+    for (int with_grad = 1; with_grad >= 0; with_grad--)
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_l = to_dev(logits, FB(n)), *d_dl = with_grad ? to_dev(NULL, FB(n)) : NULL;
+            int *d_t = to_dev(targets, sizeof targets);
+            xent_fwd_bwd_cuda(&gsum[rep], &gcount[rep], d_dl, d_l, d_t, rows, V, scale);
+            if (with_grad) to_host(g[rep] = malloc(FB(n)), d_dl, FB(n));
+            cudaFree(d_l), cudaFree(d_dl), cudaFree(d_t);
+            EXPECT(fabs(gsum[rep] - sum) <= 1e-9 * fabs(sum), "sum %.17g vs CPU %.17g (dlogits %s)", gsum[rep], sum,
+                   with_grad ? "on" : "NULL");
+            EXPECT(gcount[rep] == count && count == counted, "count %d vs CPU %d, expected %d", gcount[rep], count,
+                   counted);
+            EXPECT(rep == 0 || memcmp(&gsum[0], &gsum[1], sizeof sum) == 0, "two CUDA sums differ");
+        }
+    check("dlogits", g, dl, n, 1e-5);
+    free(dl), free(g[0]), free(g[1]), free(logits);
+    TEST_END();
+}
+
+int main(void) {
+    const char *why = "";
+    if (!cuda_device_available(&why)) {
+        printf("skip - CUDA ops: %s\n", why);
+        return 0;
+    }
+    test_embedding();
+    test_rmsnorm();
+    test_conv1d();
+    test_softplus();
+    test_gate();
+    test_bias();
+    test_neg_exp_transpose();
+    test_xent();
+    return test_failures;
+}
