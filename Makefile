@@ -61,7 +61,7 @@ build/libssm_cuda.a: $(CU_OBJ)
 
 build/gpu/test_%: build/tests/gpu/test_%.o build/libssm_cuda.a build/libssm.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
 
 build/tests/gpu/%.o: tests/gpu/%.c
 	@mkdir -p $(@D)

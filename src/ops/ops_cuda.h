@@ -13,6 +13,11 @@ extern "C" {
 /* 1 when a CUDA device is usable, else 0 with the reason in *why (a static string). */
 int cuda_device_available(const char **why);
 
+/* See matmul_* in ops.h: cuBLASLt, float32 with FP32 compute (no TF32). */
+void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
+void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
+void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+
 /* See scan_fwd / scan_bwd in ops.h. Deterministic: no atomics; reductions in a fixed order. */
 void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
                    const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
@@ -49,6 +54,28 @@ void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
 void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
                        int V, float scale);
 
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+/* The optimizer over the flat parameter buffer (see grad_clip and adamw_step in train.c). Appended after the
+ * guard above, so it carries its own. */
+#ifndef SSM_OPS_CUDA_OPTIM_H
+#define SSM_OPS_CUDA_OPTIM_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* sqrt of the sum of dw[i]^2 in double, returned to the host (waits for it). Deterministic: a fixed-order
+ * two-pass reduction whose grid depends only on n. */
+double grad_norm_cuda(const float *dw, size_t n);
+/* dw[i] *= coef (the clip: coef = clip / (norm + 1e-6) where that is < 1). */
+void grad_scale_cuda(float *dw, size_t n, float coef);
+/* One AdamW step, train.c's adamw_step per element in one fused kernel: w, m, v [n] updated in place from
+ * g [n]; decay_mask [n] (device bytes, built from the layout's per-tensor decay flags) is nonzero where
+ * weight decay applies. step is the step count after its increment (1 on the first step). */
+void adamw_step_cuda(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
+                     float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 #ifdef __cplusplus
 }
 #endif
