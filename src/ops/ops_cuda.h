@@ -54,18 +54,7 @@ void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
 void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
                        int V, float scale);
 
-#ifdef __cplusplus
-}
-#endif
-#endif
-
-/* The optimizer over the flat parameter buffer (see grad_clip and adamw_step in train.c). Appended after the
- * guard above, so it carries its own. */
-#ifndef SSM_OPS_CUDA_OPTIM_H
-#define SSM_OPS_CUDA_OPTIM_H
-#ifdef __cplusplus
-extern "C" {
-#endif
+/* The optimizer over the flat parameter buffer (see grad_clip and adamw_step in train.c). */
 /* sqrt of the sum of dw[i]^2 in double, returned to the host (waits for it). Deterministic: a fixed-order
  * two-pass reduction whose grid depends only on n. */
 double grad_norm_cuda(const float *dw, size_t n);
@@ -76,6 +65,7 @@ void grad_scale_cuda(float *dw, size_t n, float coef);
  * weight decay applies. step is the step count after its increment (1 on the first step). */
 void adamw_step_cuda(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
                      float lr, float weight_decay, float beta1, float beta2, float eps, long step);
+
 #ifdef __cplusplus
 }
 #endif
