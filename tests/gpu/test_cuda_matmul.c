@@ -5,6 +5,7 @@
 #include "ops/ops.h"
 #include "ops/ops_cuda.h"
 #include "test.h"
+#include "gpu/gpu_test.h"
 
 #include <cuda_runtime.h>
 #include <string.h>
@@ -17,18 +18,7 @@ static float *randn(size_t n) {
     return p;
 }
 
-static float *dev(const float *h, size_t n) {
-    float *d;
-    if (cudaMalloc((void **)&d, sizeof(float) * n) != cudaSuccess) abort();
-    cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice);
-    return d;
-}
 
-static float *host(const float *d, size_t n) {
-    float *h = xmalloc(sizeof(float) * n);
-    cudaMemcpy(h, d, sizeof(float) * n, cudaMemcpyDeviceToHost);
-    return h;
-}
 
 static void check(int M, int N, int K, int pad) {
     char name[128];
@@ -38,8 +28,8 @@ static void check(int M, int N, int K, int pad) {
     const int ldx = K + pad, ldy = N + pad;
     float *x = randn((size_t)M * ldx), *w = randn((size_t)N * K), *y = randn((size_t)M * ldy);
     float *dy = randn((size_t)M * ldy), *dx = randn((size_t)M * ldx), *dw = randn((size_t)N * K);
-    float *gx = dev(x, (size_t)M * ldx), *gw = dev(w, (size_t)N * K), *gy = dev(y, (size_t)M * ldy);
-    float *gdy = dev(dy, (size_t)M * ldy), *gdx = dev(dx, (size_t)M * ldx), *gdw = dev(dw, (size_t)N * K);
+    float *gx = gpu_floats(x, (size_t)M * ldx), *gw = gpu_floats(w, (size_t)N * K), *gy = gpu_floats(y, (size_t)M * ldy);
+    float *gdy = gpu_floats(dy, (size_t)M * ldy), *gdx = gpu_floats(dx, (size_t)M * ldx), *gdw = gpu_floats(dw, (size_t)N * K);
     for (int beta = 0; beta <= 1; beta++) {
         matmul_xwT(y, ldy, x, ldx, w, M, N, K, (float)beta);
         matmul_xwT_cuda(gy, ldy, gx, ldx, gw, M, N, K, (float)beta);
@@ -50,7 +40,7 @@ static void check(int M, int N, int K, int pad) {
     matmul_dw_acc_cuda(gdw, gdy, ldy, gx, ldx, M, N, K);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA: %s", cudaGetErrorString(err));
-    float *ry = host(gy, (size_t)M * ldy), *rdx = host(gdx, (size_t)M * ldx), *rdw = host(gdw, (size_t)N * K);
+    float *ry = host_floats(gy, (size_t)M * ldy), *rdx = host_floats(gdx, (size_t)M * ldx), *rdw = host_floats(gdw, (size_t)N * K);
     double e;
     /* compare only the columns inside each row (the padding is not written by either) */
     for (int r = 0; r < M; r++) memcpy(ry + (size_t)r * ldy + N, y + (size_t)r * ldy + N, sizeof(float) * pad);
@@ -62,9 +52,9 @@ static void check(int M, int N, int K, int pad) {
     EXPECT((e = test_rel_err(rdw, dw, (size_t)N * K)) < 1e-5, "dw: rel err %.2e", e);
     /* determinism: recompute y with beta 0 twice */
     matmul_xwT_cuda(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
-    float *a = host(gy, (size_t)M * ldy);
+    float *a = host_floats(gy, (size_t)M * ldy);
     matmul_xwT_cuda(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
-    float *b = host(gy, (size_t)M * ldy);
+    float *b = host_floats(gy, (size_t)M * ldy);
     EXPECT(!memcmp(a, b, sizeof(float) * M * ldy), "two runs differ");
     TEST_END();
 }

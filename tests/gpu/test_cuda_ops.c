@@ -3,6 +3,7 @@
  * largest error relative to the tensor's scale per output, and bitwise determinism (each CUDA op runs
  * twice on the same inputs and the outputs are memcmp'd). Prints "skip - ..." where there is no GPU. */
 #include "test.h"
+#include "gpu/gpu_test.h"
 #include "ops/ops.h"
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
@@ -25,16 +26,6 @@ static float *copy_vec(const float *src, size_t n) {
     memcpy(v, src, sizeof(float) * n);
     return v;
 }
-static void *to_dev(const void *h, size_t bytes) {
-    void *d;
-    CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
-    if (h && bytes) CUDA_CHECK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
-    return d;
-}
-static void to_host(void *h, const void *d, size_t bytes) {
-    CUDA_CHECK(cudaDeviceSynchronize()); /* surfaces kernel faults here, not at a later call */
-    CUDA_CHECK(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost));
-}
 #define FB(n) (sizeof(float) * (size_t)(n))
 
 /* Compares the two CUDA runs bitwise and the first with the CPU within tol (relative to the scale). */
@@ -55,10 +46,10 @@ static void test_embedding(void) {
     float *out = malloc(FB(rows * D)), *g[2];
     embedding_fwd(out, tokens, table, rows, D);
     for (int rep = 0; rep < 2; rep++) {
-        int *dtok = to_dev(tokens, sizeof tokens);
-        float *dtab = to_dev(table, FB(V * D)), *dout_d = to_dev(NULL, FB(rows * D));
+        int *dtok = gpu_to_dev(tokens, sizeof tokens);
+        float *dtab = gpu_to_dev(table, FB(V * D)), *dout_d = gpu_to_dev(NULL, FB(rows * D));
         embedding_fwd_cuda(dout_d, dtok, dtab, rows, D);
-        to_host(g[rep] = malloc(FB(rows * D)), dout_d, FB(rows * D));
+        gpu_to_host(g[rep] = malloc(FB(rows * D)), dout_d, FB(rows * D));
         cudaFree(dtok), cudaFree(dtab), cudaFree(dout_d);
     }
     check("out", g, out, (size_t)rows * D, 0.0);
@@ -69,10 +60,10 @@ static void test_embedding(void) {
     float *dt = copy_vec(dtable0, (size_t)V * D);
     embedding_bwd(dt, dout, tokens, rows, D);
     for (int rep = 0; rep < 2; rep++) {
-        int *dtok = to_dev(tokens, sizeof tokens);
-        float *ddt = to_dev(dtable0, FB(V * D)), *ddo = to_dev(dout, FB(rows * D));
+        int *dtok = gpu_to_dev(tokens, sizeof tokens);
+        float *ddt = gpu_to_dev(dtable0, FB(V * D)), *ddo = gpu_to_dev(dout, FB(rows * D));
         embedding_bwd_cuda(ddt, ddo, dtok, rows, D);
-        to_host(g[rep] = malloc(FB(V * D)), ddt, FB(V * D));
+        gpu_to_host(g[rep] = malloc(FB(V * D)), ddt, FB(V * D));
         cudaFree(dtok), cudaFree(ddt), cudaFree(ddo);
     }
     check("dtable", g, dt, (size_t)V * D, 1e-6);
@@ -91,14 +82,14 @@ static void test_rmsnorm(void) {
     float *y = malloc(FB(rows * D)), *rstd = malloc(FB(rows)), *gy[2], *gr[2];
     rmsnorm_fwd(y, rstd, x, w, rows, D, eps);
     for (int rep = 0; rep < 2; rep++) {
-        float *dxx = to_dev(x, FB(rows * D)), *dw_ = to_dev(w, FB(D)), *dy_ = to_dev(NULL, FB(rows * D));
-        float *dr = to_dev(NULL, FB(rows));
+        float *dxx = gpu_to_dev(x, FB(rows * D)), *dw_ = gpu_to_dev(w, FB(D)), *dy_ = gpu_to_dev(NULL, FB(rows * D));
+        float *dr = gpu_to_dev(NULL, FB(rows));
         rmsnorm_fwd_cuda(dy_, dr, dxx, dw_, rows, D, eps);
-        to_host(gy[rep] = malloc(FB(rows * D)), dy_, FB(rows * D));
-        to_host(gr[rep] = malloc(FB(rows)), dr, FB(rows));
+        gpu_to_host(gy[rep] = malloc(FB(rows * D)), dy_, FB(rows * D));
+        gpu_to_host(gr[rep] = malloc(FB(rows)), dr, FB(rows));
         rmsnorm_fwd_cuda(dy_, NULL, dxx, dw_, rows, D, eps); /* rstd may be NULL */
         float *again = malloc(FB(rows * D));
-        to_host(again, dy_, FB(rows * D));
+        gpu_to_host(again, dy_, FB(rows * D));
         EXPECT(memcmp(again, gy[rep], FB(rows * D)) == 0, "y differs with rstd == NULL");
         free(again);
         cudaFree(dxx), cudaFree(dw_), cudaFree(dy_), cudaFree(dr);
@@ -113,11 +104,11 @@ static void test_rmsnorm(void) {
         float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];
         rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_dx = to_dev(dx0, FB(rows * D)), *d_dw = to_dev(dw0, FB(D)), *d_dy = to_dev(dy, FB(rows * D));
-            float *d_x = to_dev(x, FB(rows * D)), *d_w = to_dev(w, FB(D)), *d_r = to_dev(rstd, FB(rows));
+            float *d_dx = gpu_to_dev(dx0, FB(rows * D)), *d_dw = gpu_to_dev(dw0, FB(D)), *d_dy = gpu_to_dev(dy, FB(rows * D));
+            float *d_x = gpu_to_dev(x, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D)), *d_r = gpu_to_dev(rstd, FB(rows));
             rmsnorm_bwd_cuda(d_dx, d_dw, d_dy, d_x, d_w, d_r, rows, D, acc);
-            to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
-            to_host(gdw[rep] = malloc(FB(D)), d_dw, FB(D));
+            gpu_to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
+            gpu_to_host(gdw[rep] = malloc(FB(D)), d_dw, FB(D));
             cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_dy), cudaFree(d_x), cudaFree(d_w), cudaFree(d_r);
         }
         check(acc ? "dx (acc)" : "dx", gdx, dx, (size_t)rows * D, 1e-5);
@@ -140,12 +131,12 @@ static void test_conv1d(void) {
         float *pre = malloc(FB(n)), *out = malloc(FB(n)), *gp[2], *go[2];
         conv1d_silu_fwd(pre, out, x, ldx, ini, w, bs, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_x = to_dev(x, FB(nx)), *d_w = to_dev(w, FB(C * K));
-            float *d_b = bs ? to_dev(bs, FB(C)) : NULL, *d_i = ini ? to_dev(ini, FB(B * C * (K - 1))) : NULL;
-            float *d_p = to_dev(NULL, FB(n)), *d_o = to_dev(NULL, FB(n));
+            float *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
+            float *d_b = bs ? gpu_to_dev(bs, FB(C)) : NULL, *d_i = ini ? gpu_to_dev(ini, FB(B * C * (K - 1))) : NULL;
+            float *d_p = gpu_to_dev(NULL, FB(n)), *d_o = gpu_to_dev(NULL, FB(n));
             conv1d_silu_fwd_cuda(d_p, d_o, d_x, ldx, d_i, d_w, d_b, B, T, C, K);
-            to_host(gp[rep] = malloc(FB(n)), d_p, FB(n));
-            to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
+            gpu_to_host(gp[rep] = malloc(FB(n)), d_p, FB(n));
+            gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
             cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_i), cudaFree(d_p), cudaFree(d_o);
         }
         check(variant ? "pre (init, no bias)" : "pre (no init, bias)", gp, pre, n, 1e-5);
@@ -163,13 +154,13 @@ static void test_conv1d(void) {
         float *gdx[2], *gdw[2], *gdb[2];
         conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, pre, x, ldx, w, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_dx = to_dev(dx0, FB(ndx)), *d_dw = to_dev(dw0, FB(C * K)), *d_db = to_dev(db0, FB(C));
-            float *d_do = to_dev(dout, FB(n)), *d_p = to_dev(pre, FB(n)), *d_x = to_dev(x, FB(nx));
-            float *d_w = to_dev(w, FB(C * K));
+            float *d_dx = gpu_to_dev(dx0, FB(ndx)), *d_dw = gpu_to_dev(dw0, FB(C * K)), *d_db = gpu_to_dev(db0, FB(C));
+            float *d_do = gpu_to_dev(dout, FB(n)), *d_p = gpu_to_dev(pre, FB(n)), *d_x = gpu_to_dev(x, FB(nx));
+            float *d_w = gpu_to_dev(w, FB(C * K));
             conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_p, d_x, ldx, d_w, B, T, C, K);
-            to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
-            to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
-            to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
+            gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
+            gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
+            gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
             cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db), cudaFree(d_do), cudaFree(d_p), cudaFree(d_x);
             cudaFree(d_w);
         }
@@ -189,9 +180,9 @@ static void test_conv1d(void) {
         float *st = copy_vec(init, ns), *g[2];
         conv1d_state_update(st, x, ldx, B, Ts[i], C, K);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_s = to_dev(init, FB(ns)), *d_x = to_dev(x, FB(nx));
+            float *d_s = gpu_to_dev(init, FB(ns)), *d_x = gpu_to_dev(x, FB(nx));
             conv1d_state_update_cuda(d_s, d_x, ldx, B, Ts[i], C, K);
-            to_host(g[rep] = malloc(FB(ns)), d_s, FB(ns));
+            gpu_to_host(g[rep] = malloc(FB(ns)), d_s, FB(ns));
             cudaFree(d_s), cudaFree(d_x);
         }
         check("state", g, st, ns, 0.0);
@@ -210,9 +201,9 @@ static void test_softplus(void) {
     float *dt = copy_vec(pre, n), *g[2];
     softplus_bias_fwd(dt, bias, rows, E);
     for (int rep = 0; rep < 2; rep++) {
-        float *d_dt = to_dev(pre, FB(n)), *d_b = to_dev(bias, FB(E));
+        float *d_dt = gpu_to_dev(pre, FB(n)), *d_b = gpu_to_dev(bias, FB(E));
         softplus_bias_fwd_cuda(d_dt, d_b, rows, E);
-        to_host(g[rep] = malloc(FB(n)), d_dt, FB(n));
+        gpu_to_host(g[rep] = malloc(FB(n)), d_dt, FB(n));
         cudaFree(d_dt), cudaFree(d_b);
     }
     check("dt", g, dt, n, 1e-5);
@@ -224,10 +215,10 @@ static void test_softplus(void) {
     float *ddt = copy_vec(ddt0, n), *db = copy_vec(db0, E), *gd[2], *gb[2];
     softplus_bias_bwd(ddt, db, dt, rows, E);
     for (int rep = 0; rep < 2; rep++) {
-        float *d_ddt = to_dev(ddt0, FB(n)), *d_db = to_dev(db0, FB(E)), *d_dt = to_dev(dt, FB(n));
+        float *d_ddt = gpu_to_dev(ddt0, FB(n)), *d_db = gpu_to_dev(db0, FB(E)), *d_dt = gpu_to_dev(dt, FB(n));
         softplus_bias_bwd_cuda(d_ddt, d_db, d_dt, rows, E);
-        to_host(gd[rep] = malloc(FB(n)), d_ddt, FB(n));
-        to_host(gb[rep] = malloc(FB(E)), d_db, FB(E));
+        gpu_to_host(gd[rep] = malloc(FB(n)), d_ddt, FB(n));
+        gpu_to_host(gb[rep] = malloc(FB(E)), d_db, FB(E));
         cudaFree(d_ddt), cudaFree(d_db), cudaFree(d_dt);
     }
     check("ddt", gd, ddt, n, 1e-5);
@@ -246,9 +237,9 @@ static void test_gate(void) {
     float *out = malloc(FB(n)), *g[2];
     gate_fwd(out, y, z, ldz, rows, E);
     for (int rep = 0; rep < 2; rep++) {
-        float *d_y = to_dev(y, FB(n)), *d_z = to_dev(z, FB(nz)), *d_o = to_dev(NULL, FB(n));
+        float *d_y = gpu_to_dev(y, FB(n)), *d_z = gpu_to_dev(z, FB(nz)), *d_o = gpu_to_dev(NULL, FB(n));
         gate_fwd_cuda(d_o, d_y, d_z, ldz, rows, E);
-        to_host(g[rep] = malloc(FB(n)), d_o, FB(n));
+        gpu_to_host(g[rep] = malloc(FB(n)), d_o, FB(n));
         cudaFree(d_y), cudaFree(d_z), cudaFree(d_o);
     }
     check("out", g, out, n, 1e-5);
@@ -260,11 +251,11 @@ static void test_gate(void) {
         float *dy = alias ? copy_vec(dout, n) : malloc(FB(n)), *dz = copy_vec(dz0, ndz), *gy[2], *gz[2];
         gate_bwd(dy, dz, lddz, alias ? dy : dout, y, z, ldz, rows, E);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_do = to_dev(dout, FB(n)), *d_dy = alias ? d_do : to_dev(NULL, FB(n));
-            float *d_dz = to_dev(dz0, FB(ndz)), *d_y = to_dev(y, FB(n)), *d_z = to_dev(z, FB(nz));
+            float *d_do = gpu_to_dev(dout, FB(n)), *d_dy = alias ? d_do : gpu_to_dev(NULL, FB(n));
+            float *d_dz = gpu_to_dev(dz0, FB(ndz)), *d_y = gpu_to_dev(y, FB(n)), *d_z = gpu_to_dev(z, FB(nz));
             gate_bwd_cuda(d_dy, d_dz, lddz, d_do, d_y, d_z, ldz, rows, E);
-            to_host(gy[rep] = malloc(FB(n)), d_dy, FB(n));
-            to_host(gz[rep] = malloc(FB(ndz)), d_dz, FB(ndz));
+            gpu_to_host(gy[rep] = malloc(FB(n)), d_dy, FB(n));
+            gpu_to_host(gz[rep] = malloc(FB(ndz)), d_dz, FB(ndz));
             if (!alias) cudaFree(d_dy);
             cudaFree(d_do), cudaFree(d_dz), cudaFree(d_y), cudaFree(d_z);
         }
@@ -285,9 +276,9 @@ static void test_bias(void) {
     float *y = copy_vec(y0, n), *g[2];
     bias_add(y, ld, bias, rows, N);
     for (int rep = 0; rep < 2; rep++) {
-        float *d_y = to_dev(y0, FB(n)), *d_b = to_dev(bias, FB(N));
+        float *d_y = gpu_to_dev(y0, FB(n)), *d_b = gpu_to_dev(bias, FB(N));
         bias_add_cuda(d_y, ld, d_b, rows, N);
-        to_host(g[rep] = malloc(FB(n)), d_y, FB(n));
+        gpu_to_host(g[rep] = malloc(FB(n)), d_y, FB(n));
         cudaFree(d_y), cudaFree(d_b);
     }
     check("y", g, y, n, 0.0);
@@ -298,9 +289,9 @@ static void test_bias(void) {
     float *db = copy_vec(db0, N);
     bias_grad_acc(db, y0, ld, rows, N);
     for (int rep = 0; rep < 2; rep++) {
-        float *d_db = to_dev(db0, FB(N)), *d_dy = to_dev(y0, FB(n));
+        float *d_db = gpu_to_dev(db0, FB(N)), *d_dy = gpu_to_dev(y0, FB(n));
         bias_grad_acc_cuda(d_db, d_dy, ld, rows, N);
-        to_host(g[rep] = malloc(FB(N)), d_db, FB(N));
+        gpu_to_host(g[rep] = malloc(FB(N)), d_db, FB(N));
         cudaFree(d_db), cudaFree(d_dy);
     }
     check("db", g, db, N, 1e-5);
@@ -315,9 +306,9 @@ static void test_neg_exp_transpose(void) {
     TEST_BEGIN("CUDA neg_exp_transpose within 1e-5 relative, repeatable");
     neg_exp_transpose(At, A_log, E, N);
     for (int rep = 0; rep < 2; rep++) {
-        float *d_a = to_dev(A_log, FB(E * N)), *d_t = to_dev(NULL, FB(E * N));
+        float *d_a = gpu_to_dev(A_log, FB(E * N)), *d_t = gpu_to_dev(NULL, FB(E * N));
         neg_exp_transpose_cuda(d_t, d_a, E, N);
-        to_host(g[rep] = malloc(FB(E * N)), d_t, FB(E * N));
+        gpu_to_host(g[rep] = malloc(FB(E * N)), d_t, FB(E * N));
         cudaFree(d_a), cudaFree(d_t);
     }
     check("At", g, At, (size_t)E * N, 1e-5);
@@ -342,10 +333,10 @@ static void test_xent(void) {
     xent_fwd_bwd(&sum, &count, dl, logits, targets, rows, V, scale);
     for (int with_grad = 1; with_grad >= 0; with_grad--)
         for (int rep = 0; rep < 2; rep++) {
-            float *d_l = to_dev(logits, FB(n)), *d_dl = with_grad ? to_dev(NULL, FB(n)) : NULL;
-            int *d_t = to_dev(targets, sizeof targets);
+            float *d_l = gpu_to_dev(logits, FB(n)), *d_dl = with_grad ? gpu_to_dev(NULL, FB(n)) : NULL;
+            int *d_t = gpu_to_dev(targets, sizeof targets);
             xent_fwd_bwd_cuda(&gsum[rep], &gcount[rep], d_dl, d_l, d_t, rows, V, scale);
-            if (with_grad) to_host(g[rep] = malloc(FB(n)), d_dl, FB(n));
+            if (with_grad) gpu_to_host(g[rep] = malloc(FB(n)), d_dl, FB(n));
             cudaFree(d_l), cudaFree(d_dl), cudaFree(d_t);
             EXPECT(fabs(gsum[rep] - sum) <= 1e-9 * fabs(sum), "sum %.17g vs CPU %.17g (dlogits %s)", gsum[rep], sum,
                    with_grad ? "on" : "NULL");

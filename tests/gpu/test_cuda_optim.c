@@ -3,6 +3,7 @@
  * sum, the scale exact, five AdamW steps (decay mask mixing 0 and 1) within 1e-6 relative to each tensor's
  * scale, and each CUDA result bitwise equal across two runs. Prints "skip - ..." where there is no GPU. */
 #include "test.h"
+#include "gpu/gpu_test.h"
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
 
@@ -19,16 +20,6 @@ static float *rand_vec(size_t n, float scale) {
     for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
     return v;
 }
-static void *to_dev(const void *h, size_t bytes) {
-    void *d;
-    CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
-    if (h && bytes) CUDA_CHECK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
-    return d;
-}
-static void to_host(void *h, const void *d, size_t bytes) {
-    CUDA_CHECK(cudaDeviceSynchronize()); /* surfaces kernel faults here, not at a later call */
-    CUDA_CHECK(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost));
-}
 #define FB(n) (sizeof(float) * (size_t)(n))
 
 static const size_t sizes[] = {1, 4099, 1000003};
@@ -42,7 +33,7 @@ static void test_grad_norm(void) {
         double ss = 0;
         for (size_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
         const double cpu = sqrt(ss);
-        float *d = to_dev(x, FB(n));
+        float *d = gpu_to_dev(x, FB(n));
         const double g0 = grad_norm_cuda(d, n), g1 = grad_norm_cuda(d, n);
         EXPECT(fabs(g0 - cpu) <= 1e-12 * cpu, "n=%zu: norm %.17g vs CPU %.17g (rel %.3g)", n, g0, cpu,
                fabs(g0 - cpu) / cpu);
@@ -60,9 +51,9 @@ static void test_grad_scale(void) {
         const size_t n = sizes[k];
         const float coef = 0.3183099f;
         float *x = rand_vec(n, 2.0f), *g = malloc(FB(n));
-        float *d = to_dev(x, FB(n));
+        float *d = gpu_to_dev(x, FB(n));
         grad_scale_cuda(d, n, coef);
-        to_host(g, d, FB(n));
+        gpu_to_host(g, d, FB(n));
         for (size_t i = 0; i < n; i++) x[i] *= coef;
         EXPECT(memcmp(g, x, FB(n)) == 0, "n=%zu: scaled gradient differs from the CPU (rel err %.3g)", n,
                test_rel_err(g, x, n));
@@ -106,18 +97,18 @@ static void test_adamw(void) {
 
         float *gw[2], *gm[2], *gv[2];
         for (int rep = 0; rep < 2; rep++) {
-            float *d_w = to_dev(w0, FB(n)), *d_m = to_dev(NULL, FB(n)), *d_v = to_dev(NULL, FB(n));
-            float *d_g = to_dev(NULL, FB(n));
-            unsigned char *d_mask = to_dev(mask, n);
+            float *d_w = gpu_to_dev(w0, FB(n)), *d_m = gpu_to_dev(NULL, FB(n)), *d_v = gpu_to_dev(NULL, FB(n));
+            float *d_g = gpu_to_dev(NULL, FB(n));
+            unsigned char *d_mask = gpu_to_dev(mask, n);
             CUDA_CHECK(cudaMemset(d_m, 0, FB(n)));
             CUDA_CHECK(cudaMemset(d_v, 0, FB(n)));
             for (int s = 0; s < STEPS; s++) {
                 CUDA_CHECK(cudaMemcpy(d_g, grads[s], FB(n), cudaMemcpyHostToDevice));
                 adamw_step_cuda(d_w, d_g, d_m, d_v, d_mask, n, 1e-3f * (s + 1), wd, beta1, beta2, eps, s + 1);
             }
-            to_host(gw[rep] = malloc(FB(n)), d_w, FB(n));
-            to_host(gm[rep] = malloc(FB(n)), d_m, FB(n));
-            to_host(gv[rep] = malloc(FB(n)), d_v, FB(n));
+            gpu_to_host(gw[rep] = malloc(FB(n)), d_w, FB(n));
+            gpu_to_host(gm[rep] = malloc(FB(n)), d_m, FB(n));
+            gpu_to_host(gv[rep] = malloc(FB(n)), d_v, FB(n));
             cudaFree(d_w), cudaFree(d_m), cudaFree(d_v), cudaFree(d_g), cudaFree(d_mask);
         }
         const char *names[3] = {"w", "m", "v"};

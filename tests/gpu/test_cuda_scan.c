@@ -6,6 +6,7 @@
 #include "ops/ops.h"
 #include "ops/ops_cuda.h"
 #include "test.h"
+#include "gpu/gpu_test.h"
 
 #include <cuda_runtime.h>
 #include <string.h>
@@ -18,18 +19,7 @@ static float *host_randn(size_t n, float scale, float offset) {
     return p;
 }
 
-static float *to_dev(const float *h, size_t n) {
-    float *d;
-    if (cudaMalloc((void **)&d, sizeof(float) * (n ? n : 1)) != cudaSuccess) abort();
-    if (n && h) cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice);
-    return d;
-}
 
-static float *to_host(const float *d, size_t n) {
-    float *h = xmalloc(sizeof(float) * (n ? n : 1));
-    cudaMemcpy(h, d, sizeof(float) * n, cudaMemcpyDeviceToHost);
-    return h;
-}
 
 static void check_case(int B, int T, int E, int N) {
     char name[160];
@@ -49,16 +39,16 @@ static void check_case(int B, int T, int E, int N) {
     float *dA = xcalloc(na, sizeof(float)), *dD = xcalloc(E, sizeof(float));
     scan_bwd(dx, ddt, dbc, dbc + N, 2 * N, dA, dD, dy, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N);
     /* GPU */
-    float *gx = to_dev(x, nx), *gdt = to_dev(dt, nx), *gA = to_dev(At, na), *gbc = to_dev(bc, nbc), *gD = to_dev(Dv, E);
-    float *gdy = to_dev(dy, nx), *gy = to_dev(NULL, nx), *gh = to_dev(h0, nh);
-    float *gdx = to_dev(NULL, nx), *gddt = to_dev(NULL, nx), *gdbc = to_dev(NULL, nbc);
-    float *zeros = xcalloc(na + E, sizeof(float)), *gdA = to_dev(zeros, na), *gdD = to_dev(zeros, E);
+    float *gx = gpu_floats(x, nx), *gdt = gpu_floats(dt, nx), *gA = gpu_floats(At, na), *gbc = gpu_floats(bc, nbc), *gD = gpu_floats(Dv, E);
+    float *gdy = gpu_floats(dy, nx), *gy = gpu_floats(NULL, nx), *gh = gpu_floats(h0, nh);
+    float *gdx = gpu_floats(NULL, nx), *gddt = gpu_floats(NULL, nx), *gdbc = gpu_floats(NULL, nbc);
+    float *zeros = xcalloc(na + E, sizeof(float)), *gdA = gpu_floats(zeros, na), *gdD = gpu_floats(zeros, E);
     scan_fwd_cuda(gy, gh, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
     scan_bwd_cuda(gdx, gddt, gdbc, gdbc + N, 2 * N, gdA, gdD, gdy, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA error: %s", cudaGetErrorString(err));
-    float *ry = to_host(gy, nx), *rh = to_host(gh, nh), *rdx = to_host(gdx, nx), *rddt = to_host(gddt, nx);
-    float *rdbc = to_host(gdbc, nbc), *rdA = to_host(gdA, na), *rdD = to_host(gdD, E);
+    float *ry = host_floats(gy, nx), *rh = host_floats(gh, nh), *rdx = host_floats(gdx, nx), *rddt = host_floats(gddt, nx);
+    float *rdbc = host_floats(gdbc, nbc), *rdA = host_floats(gdA, na), *rdD = host_floats(gdD, E);
     double e;
     printf("  rel err: y %.1e, h %.1e, dx %.1e, ddt %.1e, dBC %.1e, dA %.1e, dD %.1e\n", test_rel_err(ry, y, nx),
            test_rel_err(rh, h, nh), test_rel_err(rdx, dx, nx), test_rel_err(rddt, ddt, nx), test_rel_err(rdbc, dbc, nbc),
@@ -74,7 +64,7 @@ static void check_case(int B, int T, int E, int N) {
     cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice);
     cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice);
     scan_bwd_cuda(gdx, gddt, gdbc, gdbc + N, 2 * N, gdA, gdD, gdy, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
-    float *rdx2 = to_host(gdx, nx), *rdbc2 = to_host(gdbc, nbc), *rdA2 = to_host(gdA, na);
+    float *rdx2 = host_floats(gdx, nx), *rdbc2 = host_floats(gdbc, nbc), *rdA2 = host_floats(gdA, na);
     EXPECT(!memcmp(rdx2, rdx, sizeof(float) * nx) && !memcmp(rdbc2, rdbc, sizeof(float) * nbc) &&
                !memcmp(rdA2, rdA, sizeof(float) * na),
            "a second backward differs");
