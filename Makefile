@@ -63,11 +63,20 @@ build/gpu/test_%: build/tests/gpu/test_%.o build/libssm_cuda.a build/libssm.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
 
+build/gpu/bench_cuda_%: build/bench/cuda_%_bench.o build/libssm_cuda.a build/libssm.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+
+build/bench/%.o: bench/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -c $< -o $@
+
 build/tests/gpu/%.o: tests/gpu/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -c $< -o $@
 
-cuda: $(GPU_TESTS)
+GPU_BENCH := $(patsubst bench/cuda_%_bench.c,build/gpu/bench_cuda_%,$(wildcard bench/cuda_*_bench.c))
+cuda: $(GPU_TESTS) $(GPU_BENCH)
 else
 cuda:
 	@echo "no nvcc found: the CUDA backend is not built (CPU-only build)"

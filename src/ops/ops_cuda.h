@@ -18,7 +18,7 @@ void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w,
 void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
 void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
 
-/* See scan_fwd / scan_bwd in ops.h. Deterministic: no atomics; reductions in a fixed order. */
+/* See scan_fwd / scan_bwd in ops.h; d_state <= 32. Deterministic: no atomics; reductions in a fixed order. */
 void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
                    const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
 void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,

@@ -81,6 +81,6 @@ int main(void) {
     check_case(1, 33, 128, 16);
     check_case(3, 100, 257, 19);
     check_case(2, 256, 512, 16);
-    check_case(1, 17, 40, 64);
+    check_case(1, 17, 40, 32);
     return test_failures ? 1 : 0;
 }

@@ -1,17 +1,18 @@
 // Mamba-1 selective scan on the GPU (the CUDA twin of src/backend/cpu/scan.c).
-// One thread owns one (sequence, channel): its N-dim state lives in registers and time runs in order
-// inside the thread, so the per-step state is never written to device memory. B_t and C_t, shared by
-// every channel of a sequence, are staged through shared memory a chunk of steps at a time. The
-// backward pass stores only the state at chunk boundaries, recomputes each chunk's states, and walks
-// it in reverse. Sums over channels (dB, dC) and over sequences (dA, dD) go through per-block partials
-// added in a fixed order: no atomics, so results are bitwise reproducible.
-// First version: correct and simple; the fused, tuned form is the next step (issue 3).
+// Threads are laid out as (channel, state): a group of LANES threads (LANES >= N, a power of two <= 32)
+// owns one channel of one sequence, each thread one state dimension n, so the recurrence of every h_n
+// runs in its own registers and only y = sum_n C_n h_n (and, backward, the sums over n for dx and ddt)
+// cross lanes, by warp shuffles. Time runs in order inside the threads; B_t and C_t, shared by all
+// channels, are staged through shared memory a chunk of steps at a time. The per-step state is never
+// written to device memory: the backward pass stores only chunk-boundary states, recomputes each chunk
+// in registers and walks it back. Sums over channels (dB, dC) and sequences (dA, dD) go through
+// per-block partials added in a fixed order: no atomics, bitwise reproducible results.
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
-#define SCAN_THREADS 128 // channels per block: 4 warps
+#define SCAN_THREADS 256 // per block: SCAN_THREADS / LANES channels
 #define FWD_CHUNK 32     // steps of B/C staged in shared memory per pass (forward)
-#define BWD_CHUNK 16     // steps recomputed and walked back per chunk (backward)
+#define BWD_CHUNK 16     // steps recomputed in registers and walked back per chunk (backward)
 
 extern "C" int cuda_device_available(const char **why) {
     int n = 0;
@@ -39,161 +40,134 @@ __device__ static void stage_bc(float *Bs, float *Cs, const float *Bm, const flo
     }
 }
 
-template <int NMAX>
+// Sum over the LANES threads of one channel group (all of them get it), in a fixed butterfly order.
+template <int LANES> __device__ static float lane_sum(float v) {
+#pragma unroll
+    for (int off = LANES / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off, LANES);
+    return v;
+}
+
+template <int LANES>
 __global__ void scan_fwd_kernel(float *y, float *h, const float *x, const float *dt, const float *At,
                                 const float *Bm, const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
-    extern __shared__ float smem[]; // [2][FWD_CHUNK][N]
+    extern __shared__ float smem[]; // Bs, Cs [FWD_CHUNK][N]
     float *Bs = smem, *Cs = smem + FWD_CHUNK * N;
-    const int b = blockIdx.y, e = blockIdx.x * SCAN_THREADS + threadIdx.x;
-    const bool live = e < E;
-    float a[NMAX], hs[NMAX];
-#pragma unroll
-    for (int n = 0; n < NMAX; n++) {
-        a[n] = live && n < N ? At[(size_t)n * E + e] : 0.0f;
-        hs[n] = live && n < N && h ? h[((size_t)b * E + e) * N + n] : 0.0f;
-    }
-    const float d = live ? Dv[e] : 0.0f;
+    constexpr int CH = SCAN_THREADS / LANES;
+    const int b = blockIdx.y, n = threadIdx.x % LANES, e = blockIdx.x * CH + threadIdx.x / LANES;
+    const bool live = e < E, on = live && n < N;
+    const float a = on ? At[(size_t)n * E + e] : 0.0f, d = live ? Dv[e] : 0.0f;
+    float hs = on && h ? h[((size_t)b * E + e) * N + n] : 0.0f;
     for (int t0 = 0; t0 < T; t0 += FWD_CHUNK) {
         const int len = min(FWD_CHUNK, T - t0);
         __syncthreads();
         stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
         __syncthreads();
-        if (!live) continue;
         for (int tt = 0; tt < len; tt++) {
             const size_t row = (size_t)b * T + t0 + tt;
-            const float dtv = dt[row * E + e], xv = x[row * E + e], dtx = dtv * xv;
-            float acc = 0.0f;
-#pragma unroll
-            for (int n = 0; n < NMAX; n++)
-                if (n < N) {
-                    hs[n] = expf(dtv * a[n]) * hs[n] + dtx * Bs[tt * N + n];
-                    acc += hs[n] * Cs[tt * N + n];
-                }
-            y[row * E + e] = acc + d * xv;
+            const float dtv = live ? dt[row * E + e] : 0.0f, xv = live ? x[row * E + e] : 0.0f;
+            float part = 0.0f;
+            if (on) {
+                hs = expf(dtv * a) * hs + dtv * xv * Bs[tt * N + n];
+                part = hs * Cs[tt * N + n];
+            }
+            const float acc = lane_sum<LANES>(part);
+            if (live && n == 0) y[row * E + e] = acc + d * xv;
         }
     }
-    if (live && h)
-#pragma unroll
-        for (int n = 0; n < NMAX; n++)
-            if (n < N) h[((size_t)b * E + e) * N + n] = hs[n];
+    if (on && h) h[((size_t)b * E + e) * N + n] = hs;
 }
 
-// Sum of v over the block's SCAN_THREADS threads, into red[warp] slots; the caller syncs and adds.
-__device__ static void warp_partial(float *red, float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-}
-
-template <int NMAX>
+template <int LANES>
 __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA_part, float *dD_part, float *hb,
                                 const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
                                 const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
-    extern __shared__ float smem[]; // Bs, Cs [BWD_CHUNK][N]; red [2][N][4 warps]
+    extern __shared__ float smem[]; // Bs, Cs [BWD_CHUNK][N]; red [2][warps][N]
+    constexpr int CH = SCAN_THREADS / LANES, WARPS = SCAN_THREADS / 32;
     float *Bs = smem, *Cs = smem + BWD_CHUNK * N, *red = Cs + BWD_CHUNK * N;
-    const int b = blockIdx.y, blk = blockIdx.x, e = blk * SCAN_THREADS + threadIdx.x, nblk = gridDim.x;
-    const int nchunk = (T + BWD_CHUNK - 1) / BWD_CHUNK, warps = SCAN_THREADS / 32, warp = threadIdx.x >> 5;
-    const bool live = e < E;
-    float a[NMAX], hs[NMAX], dh[NMAX], dA[NMAX];
-#pragma unroll
-    for (int n = 0; n < NMAX; n++) {
-        a[n] = live && n < N ? At[(size_t)n * E + e] : 0.0f;
-        hs[n] = dh[n] = dA[n] = 0.0f;
-    }
-    const float d = live ? Dv[e] : 0.0f;
-    float dD = 0.0f;
-    // pass 1: the state at the start of every chunk, to hb[b][c][n][e]
+    const int b = blockIdx.y, blk = blockIdx.x, nblk = gridDim.x, warp = threadIdx.x / 32;
+    const int n = threadIdx.x % LANES, e = blk * CH + threadIdx.x / LANES;
+    const int nchunk = (T + BWD_CHUNK - 1) / BWD_CHUNK;
+    const bool live = e < E, on = live && n < N;
+    const float a = on ? At[(size_t)n * E + e] : 0.0f, d = live ? Dv[e] : 0.0f;
+    float hs = 0.0f, dh = 0.0f, dA = 0.0f, dD = 0.0f;
+    // pass 1: the state at the start of every chunk, to hb[b][c][e][n]
     for (int c = 0; c < nchunk; c++) {
         const int t0 = c * BWD_CHUNK, len = min(BWD_CHUNK, T - t0);
-        if (live)
-#pragma unroll
-            for (int n = 0; n < NMAX; n++)
-                if (n < N) hb[(((size_t)b * nchunk + c) * N + n) * E + e] = hs[n];
+        if (on) hb[(((size_t)b * nchunk + c) * E + e) * N + n] = hs;
         if (c == nchunk - 1) break;
         __syncthreads();
         stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
         __syncthreads();
-        if (!live) continue;
+        if (!on) continue;
         for (int tt = 0; tt < len; tt++) {
             const size_t row = (size_t)b * T + t0 + tt;
-            const float dtv = dt[row * E + e], dtx = dtv * x[row * E + e];
-#pragma unroll
-            for (int n = 0; n < NMAX; n++)
-                if (n < N) hs[n] = expf(dtv * a[n]) * hs[n] + dtx * Bs[tt * N + n];
+            const float dtv = dt[row * E + e];
+            hs = expf(dtv * a) * hs + dtv * x[row * E + e] * Bs[tt * N + n];
         }
     }
-    // pass 2: chunks in reverse; each chunk's states recomputed into hloc, then walked back
-    float hloc[BWD_CHUNK][NMAX];
+    // pass 2: chunks in reverse; each chunk's states recomputed into registers, then walked back
     for (int c = nchunk - 1; c >= 0; c--) {
         const int t0 = c * BWD_CHUNK, len = min(BWD_CHUNK, T - t0);
         __syncthreads();
         stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
         __syncthreads();
-        float hstart[NMAX];
+        const float hstart = on ? hb[(((size_t)b * nchunk + c) * E + e) * N + n] : 0.0f;
+        float hloc[BWD_CHUNK];
+        hs = hstart;
 #pragma unroll
-        for (int n = 0; n < NMAX; n++) {
-            hstart[n] = live && n < N ? hb[(((size_t)b * nchunk + c) * N + n) * E + e] : 0.0f;
-            hs[n] = hstart[n];
-        }
-        if (live)
-            for (int tt = 0; tt < len; tt++) {
+        for (int tt = 0; tt < BWD_CHUNK; tt++)
+            if (tt < len && on) {
                 const size_t row = (size_t)b * T + t0 + tt;
-                const float dtv = dt[row * E + e], dtx = dtv * x[row * E + e];
-#pragma unroll
-                for (int n = 0; n < NMAX; n++)
-                    if (n < N) {
-                        hs[n] = expf(dtv * a[n]) * hs[n] + dtx * Bs[tt * N + n];
-                        hloc[tt][n] = hs[n];
-                    }
+                const float dtv = dt[row * E + e];
+                hs = expf(dtv * a) * hs + dtv * x[row * E + e] * Bs[tt * N + n];
+                hloc[tt] = hs;
             }
-        for (int tt = len - 1; tt >= 0; tt--) {
+#pragma unroll
+        for (int tt = BWD_CHUNK - 1; tt >= 0; tt--) {
+            if (tt >= len) continue; // uniform across the block: len is
             const size_t row = (size_t)b * T + t0 + tt;
             const float dyv = live ? dy[row * E + e] : 0.0f, xv = live ? x[row * E + e] : 0.0f;
-            const float dtv = live ? dt[row * E + e] : 0.0f, dtx = dtv * xv;
-            float dxv = d * dyv, ddtv = 0.0f;
-            dD += xv * dyv;
-            for (int n = 0; n < N; n++) { // runtime n: the reductions below are per n anyway
-                float hn = 0.0f, hp = 0.0f, dhn = 0.0f, an = 0.0f;
-#pragma unroll
-                for (int k = 0; k < NMAX; k++)
-                    if (k == n) {
-                        hn = hloc[tt][k];
-                        hp = tt > 0 ? hloc[tt - 1][k] : hstart[k];
-                        dhn = dh[k];
-                        an = a[k];
-                    }
-                const float da = expf(dtv * an), g = dhn + dyv * Cs[tt * N + n], gd = g * hp * da;
-                ddtv += gd * an + g * xv * Bs[tt * N + n];
-                dxv += g * dtv * Bs[tt * N + n];
-                warp_partial(red + (0 * N + n) * warps, live ? g * dtx : 0.0f);
-                warp_partial(red + (1 * N + n) * warps, live ? dyv * hn : 0.0f);
-#pragma unroll
-                for (int k = 0; k < NMAX; k++)
-                    if (k == n) {
-                        dA[k] += gd * dtv;
-                        dh[k] = g * da;
-                    }
+            const float dtv = live ? dt[row * E + e] : 0.0f;
+            float pdx = 0.0f, pddt = 0.0f, qB = 0.0f, qC = 0.0f;
+            if (on) {
+                const float hp = tt > 0 ? hloc[tt > 0 ? tt - 1 : 0] : hstart, da = expf(dtv * a);
+                const float g = dh + dyv * Cs[tt * N + n], gd = g * hp * da;
+                pddt = gd * a + g * xv * Bs[tt * N + n];
+                pdx = g * dtv * Bs[tt * N + n];
+                qB = g * dtv * xv;
+                qC = dyv * hloc[tt];
+                dA += gd * dtv;
+                dh = g * da;
             }
-            if (live) {
-                dx[row * E + e] = dxv;
-                ddt[row * E + e] = ddtv;
+            const float sdx = lane_sum<LANES>(pdx), sddt = lane_sum<LANES>(pddt);
+            if (live && n == 0) {
+                dx[row * E + e] = sdx + d * dyv;
+                ddt[row * E + e] = sddt;
+                dD += xv * dyv;
+            }
+            // dB, dC: the block's channels summed in a fixed order: lanes of equal n within the warp by
+            // shuffles, then the warps through shared memory
+#pragma unroll
+            for (int off = 16; off >= LANES; off >>= 1) {
+                qB += __shfl_down_sync(0xffffffffu, qB, off);
+                qC += __shfl_down_sync(0xffffffffu, qC, off);
+            }
+            if ((threadIdx.x & 31) < LANES && n < N) {
+                red[(0 * WARPS + warp) * N + n] = qB;
+                red[(1 * WARPS + warp) * N + n] = qC;
             }
             __syncthreads();
-            for (int i = threadIdx.x; i < 2 * N; i += blockDim.x) { // warps summed in order
+            for (int i = threadIdx.x; i < 2 * N; i += blockDim.x) {
+                const int k = i / N, m = i % N;
                 float s = 0.0f;
-                for (int w = 0; w < warps; w++) s += red[i * warps + w];
+                for (int w = 0; w < WARPS; w++) s += red[(k * WARPS + w) * N + m];
                 part_bc[(((size_t)b * nblk + blk) * T + t0 + tt) * 2 * N + i] = s;
             }
             __syncthreads();
         }
-        (void)warp;
     }
-    if (live) {
-#pragma unroll
-        for (int n = 0; n < NMAX; n++)
-            if (n < N) dA_part[((size_t)b * N + n) * E + e] = dA[n];
-        dD_part[(size_t)b * E + e] = dD;
-    }
+    if (on) dA_part[((size_t)b * N + n) * E + e] = dA;
+    if (live && n == 0) dD_part[(size_t)b * E + e] = dD;
 }
 
 // dB, dC [B*T, N] (stride lddbc) = sums of the block partials in block order.
@@ -238,24 +212,25 @@ static float *scratch_get(size_t floats) {
     return scratch;
 }
 
+// LANES: the smallest power of two >= N (at least 4, at most 32: one warp per channel).
 #define DISPATCH_N(N, launch)                                                                      \
     do {                                                                                           \
         if ((N) <= 4) launch(4);                                                                   \
         else if ((N) <= 8) launch(8);                                                              \
         else if ((N) <= 16) launch(16);                                                            \
         else if ((N) <= 32) launch(32);                                                            \
-        else if ((N) <= 64) launch(64);                                                            \
         else {                                                                                     \
-            fprintf(stderr, "ssm: CUDA scan supports d_state <= 64 (got %d)\n", (N));              \
+            fprintf(stderr, "ssm: the CUDA scan supports d_state <= 32 (got %d)\n", (N));          \
             exit(2);                                                                               \
         }                                                                                          \
     } while (0)
 
 extern "C" void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
                               const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    const dim3 grid(cdiv(E, SCAN_THREADS), B);
     const size_t shared = 2 * FWD_CHUNK * N * sizeof(float);
-#define LAUNCH(NM) scan_fwd_kernel<NM><<<grid, SCAN_THREADS, shared>>>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, T, E, N)
+#define LAUNCH(L)                                                                                  \
+    scan_fwd_kernel<L><<<dim3(cdiv(E, SCAN_THREADS / (L)), B), SCAN_THREADS, shared>>>(y, h, x, dt, At, Bm, Cm, ldbc, \
+                                                                                      Dv, T, E, N)
     DISPATCH_N(N, LAUNCH);
 #undef LAUNCH
     CUDA_CHECK_LAUNCH();
@@ -264,16 +239,17 @@ extern "C" void scan_fwd_cuda(float *y, float *h, const float *x, const float *d
 extern "C" void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
                               const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
                               const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    const int nblk = cdiv(E, SCAN_THREADS), nchunk = cdiv(T, BWD_CHUNK);
+    const int lanes = N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
+    const int nblk = cdiv(E, SCAN_THREADS / lanes), nchunk = cdiv(T, BWD_CHUNK);
     const size_t n_bc = (size_t)B * nblk * T * 2 * N, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
                  n_hb = (size_t)B * nchunk * N * E;
     float *part_bc = scratch_get(n_bc + n_a + n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
           *hb = dD_part + n_d;
     const dim3 grid(nblk, B);
     const size_t shared = (2 * BWD_CHUNK * N + 2 * N * (SCAN_THREADS / 32)) * sizeof(float);
-#define LAUNCH(NM)                                                                                 \
-    scan_bwd_kernel<NM><<<grid, SCAN_THREADS, shared>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt, At, Bm, \
-                                                        Cm, ldbc, Dv, T, E, N)
+#define LAUNCH(L)                                                                                  \
+    scan_bwd_kernel<L><<<grid, SCAN_THREADS, shared>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt, At, Bm, Cm, \
+                                                       ldbc, Dv, T, E, N)
     DISPATCH_N(N, LAUNCH);
 #undef LAUNCH
     CUDA_CHECK_LAUNCH();

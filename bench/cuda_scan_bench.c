@@ -1,0 +1,78 @@
+/* The CUDA selective scan's speed at the issue's reference shape (batch 8 x 2048 bytes, d_inner 1536,
+ * d_state 16: one layer of the d_model 768 byte model): milliseconds per forward and backward, and the
+ * bandwidth each achieves on the bytes it must move at least once, against the device's measured
+ * device-to-device copy bandwidth. Run on the GPU machine: build/gpu/bench_cuda_scan [B T E N]. */
+#include "common.h"
+#include "ops/ops_cuda.h"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static float *dev_random(size_t n, float lo, float hi, rng_t *r) {
+    float *h = xmalloc(sizeof(float) * n), *d;
+    for (size_t i = 0; i < n; i++) h[i] = lo + (hi - lo) * rng_uniform(r);
+    if (cudaMalloc((void **)&d, sizeof(float) * n) != cudaSuccess) exit(1);
+    cudaMemcpy(d, h, sizeof(float) * n, cudaMemcpyHostToDevice);
+    free(h);
+    return d;
+}
+
+static int cmp(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median milliseconds of `reps` runs of fn (after 3 warmups), timed with CUDA events. */
+#define TIME_MS(out, reps, call)                                                                   \
+    do {                                                                                           \
+        float t_[64];                                                                              \
+        cudaEvent_t a_, b_;                                                                        \
+        cudaEventCreate(&a_), cudaEventCreate(&b_);                                                \
+        for (int i_ = -3; i_ < (reps); i_++) {                                                     \
+            cudaEventRecord(a_, 0);                                                                \
+            call;                                                                                  \
+            cudaEventRecord(b_, 0);                                                                \
+            cudaEventSynchronize(b_);                                                              \
+            if (i_ >= 0) cudaEventElapsedTime(&t_[i_], a_, b_);                                    \
+        }                                                                                          \
+        qsort(t_, (reps), sizeof(float), cmp);                                                     \
+        out = t_[(reps) / 2];                                                                      \
+    } while (0)
+
+int main(int argc, char **argv) {
+    const char *why;
+    if (!cuda_device_available(&why)) {
+        printf("no GPU: %s\n", why);
+        return 1;
+    }
+    int B = 8, T = 2048, E = 1536, N = 16;
+    if (argc == 5) B = atoi(argv[1]), T = atoi(argv[2]), E = atoi(argv[3]), N = atoi(argv[4]);
+    rng_t r = {1};
+    const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N;
+    float *x = dev_random(nx, -1, 1, &r), *dt = dev_random(nx, 0.001f, 0.1f, &r), *At = dev_random((size_t)N * E, -16, -1, &r);
+    float *bc = dev_random(nbc, -1, 1, &r), *Dv = dev_random(E, 0.5f, 1.5f, &r), *dy = dev_random(nx, -1, 1, &r);
+    float *y, *dx, *ddt, *dbc, *dA, *dD;
+    cudaMalloc((void **)&y, nx * 4), cudaMalloc((void **)&dx, nx * 4), cudaMalloc((void **)&ddt, nx * 4);
+    cudaMalloc((void **)&dbc, nbc * 4), cudaMalloc((void **)&dA, (size_t)N * E * 4), cudaMalloc((void **)&dD, E * 4);
+    float fwd, bwd, copy;
+    TIME_MS(fwd, 21, scan_fwd_cuda(y, NULL, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N));
+    TIME_MS(bwd, 21, scan_bwd_cuda(dx, ddt, dbc, dbc + N, 2 * N, dA, dD, dy, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N));
+    TIME_MS(copy, 21, cudaMemcpy(dx, x, nx * 4, cudaMemcpyDeviceToDevice));
+    cudaError_t err = cudaDeviceSynchronize();
+    if (err != cudaSuccess) {
+        printf("CUDA error: %s\n", cudaGetErrorString(err));
+        return 1;
+    }
+    /* the bytes each pass must move at least once: fwd reads x, dt, B, C and writes y; bwd reads dy, x,
+     * dt, B, C and writes dx, ddt, dB, dC (parameters are negligible) */
+    const double fwd_bytes = 4.0 * (3 * nx + nbc), bwd_bytes = 4.0 * (5 * nx + 2 * nbc), copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    printf("%s: B %d, T %d, E %d, N %d\n", prop.name, B, T, E, N);
+    printf("device copy: %.0f GB/s (read + write, cudaMemcpy device to device, %.1f MB)\n", copy_bw / 1e9, nx * 4 / 1e6);
+    printf("%-10s %10s %12s %10s\n", "pass", "ms", "GB/s", "of copy");
+    printf("%-10s %10.3f %12.0f %9.0f%%\n", "forward", fwd, fwd_bytes / (fwd * 1e-3) / 1e9, 100 * fwd_bytes / (fwd * 1e-3) / copy_bw);
+    printf("%-10s %10.3f %12.0f %9.0f%%\n", "backward", bwd, bwd_bytes / (bwd * 1e-3) / 1e9, 100 * bwd_bytes / (bwd * 1e-3) / copy_bw);
+    return 0;
+}
