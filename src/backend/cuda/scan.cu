@@ -40,6 +40,24 @@ __device__ static void stage_bc(float *Bs, float *Cs, const float *Bm, const flo
     }
 }
 
+// Stages rows [t0, t0 + len) of the block's channels [e0, e0 + CH) of src [B*T, E] into dst[tt * CH + c]
+// with coalesced loads (0 past E), so the steps of a chunk read shared memory instead of waiting on
+// global loads one by one.
+__device__ static void stage_rows(float *dst, const float *src, int b, int T, int t0, int len, int e0, int CH, int E) {
+    for (int i = threadIdx.x; i < len * CH; i += blockDim.x) {
+        const int tt = i / CH, c = i % CH;
+        dst[i] = e0 + c < E ? src[((size_t)b * T + t0 + tt) * E + e0 + c] : 0.0f;
+    }
+}
+
+// Writes dst [B*T, E] rows [t0, t0 + len) of channels [e0, e0 + CH) from src[tt * CH + c], coalesced.
+__device__ static void unstage_rows(float *dst, const float *src, int b, int T, int t0, int len, int e0, int CH, int E) {
+    for (int i = threadIdx.x; i < len * CH; i += blockDim.x) {
+        const int tt = i / CH, c = i % CH;
+        if (e0 + c < E) dst[((size_t)b * T + t0 + tt) * E + e0 + c] = src[i];
+    }
+}
+
 // Sum over the LANES threads of one channel group (all of them get it), in a fixed butterfly order.
 template <int LANES> __device__ static float lane_sum(float v) {
 #pragma unroll
@@ -50,10 +68,11 @@ template <int LANES> __device__ static float lane_sum(float v) {
 template <int LANES>
 __global__ void scan_fwd_kernel(float *y, float *h, const float *x, const float *dt, const float *At,
                                 const float *Bm, const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
-    extern __shared__ float smem[]; // Bs, Cs [FWD_CHUNK][N]
-    float *Bs = smem, *Cs = smem + FWD_CHUNK * N;
     constexpr int CH = SCAN_THREADS / LANES;
-    const int b = blockIdx.y, n = threadIdx.x % LANES, e = blockIdx.x * CH + threadIdx.x / LANES;
+    extern __shared__ float smem[]; // Bs, Cs [FWD_CHUNK][N]; DTs, Xs, Ys [FWD_CHUNK][CH]
+    float *Bs = smem, *Cs = Bs + FWD_CHUNK * N, *DTs = Cs + FWD_CHUNK * N, *Xs = DTs + FWD_CHUNK * CH,
+          *Ys = Xs + FWD_CHUNK * CH;
+    const int b = blockIdx.y, n = threadIdx.x % LANES, cl = threadIdx.x / LANES, e0 = blockIdx.x * CH, e = e0 + cl;
     const bool live = e < E, on = live && n < N;
     const float a = on ? At[(size_t)n * E + e] : 0.0f, d = live ? Dv[e] : 0.0f;
     float hs = on && h ? h[((size_t)b * E + e) * N + n] : 0.0f;
@@ -61,18 +80,21 @@ __global__ void scan_fwd_kernel(float *y, float *h, const float *x, const float 
         const int len = min(FWD_CHUNK, T - t0);
         __syncthreads();
         stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
+        stage_rows(DTs, dt, b, T, t0, len, e0, CH, E);
+        stage_rows(Xs, x, b, T, t0, len, e0, CH, E);
         __syncthreads();
         for (int tt = 0; tt < len; tt++) {
-            const size_t row = (size_t)b * T + t0 + tt;
-            const float dtv = live ? dt[row * E + e] : 0.0f, xv = live ? x[row * E + e] : 0.0f;
+            const float dtv = DTs[tt * CH + cl], xv = Xs[tt * CH + cl];
             float part = 0.0f;
             if (on) {
                 hs = expf(dtv * a) * hs + dtv * xv * Bs[tt * N + n];
                 part = hs * Cs[tt * N + n];
             }
             const float acc = lane_sum<LANES>(part);
-            if (live && n == 0) y[row * E + e] = acc + d * xv;
+            if (n == 0) Ys[tt * CH + cl] = acc + d * xv;
         }
+        __syncthreads();
+        unstage_rows(y, Ys, b, T, t0, len, e0, CH, E);
     }
     if (on && h) h[((size_t)b * E + e) * N + n] = hs;
 }
@@ -81,11 +103,14 @@ template <int LANES>
 __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA_part, float *dD_part, float *hb,
                                 const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
                                 const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
-    extern __shared__ float smem[]; // Bs, Cs [BWD_CHUNK][N]; red [2][warps][N]
     constexpr int CH = SCAN_THREADS / LANES, WARPS = SCAN_THREADS / 32;
-    float *Bs = smem, *Cs = smem + BWD_CHUNK * N, *red = Cs + BWD_CHUNK * N;
+    // Bs, Cs [BWD_CHUNK][N]; red [2][WARPS][N]; DTs, Xs, DYs, DXs, DDTs [BWD_CHUNK][CH]
+    extern __shared__ float smem[];
+    float *Bs = smem, *Cs = Bs + BWD_CHUNK * N, *red = Cs + BWD_CHUNK * N, *DTs = red + 2 * WARPS * N,
+          *Xs = DTs + BWD_CHUNK * CH, *DYs = Xs + BWD_CHUNK * CH, *DXs = DYs + BWD_CHUNK * CH,
+          *DDTs = DXs + BWD_CHUNK * CH;
     const int b = blockIdx.y, blk = blockIdx.x, nblk = gridDim.x, warp = threadIdx.x / 32;
-    const int n = threadIdx.x % LANES, e = blk * CH + threadIdx.x / LANES;
+    const int n = threadIdx.x % LANES, cl = threadIdx.x / LANES, e0 = blk * CH, e = e0 + cl;
     const int nchunk = (T + BWD_CHUNK - 1) / BWD_CHUNK;
     const bool live = e < E, on = live && n < N;
     const float a = on ? At[(size_t)n * E + e] : 0.0f, d = live ? Dv[e] : 0.0f;
@@ -97,12 +122,13 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
         if (c == nchunk - 1) break;
         __syncthreads();
         stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
+        stage_rows(DTs, dt, b, T, t0, len, e0, CH, E);
+        stage_rows(Xs, x, b, T, t0, len, e0, CH, E);
         __syncthreads();
         if (!on) continue;
         for (int tt = 0; tt < len; tt++) {
-            const size_t row = (size_t)b * T + t0 + tt;
-            const float dtv = dt[row * E + e];
-            hs = expf(dtv * a) * hs + dtv * x[row * E + e] * Bs[tt * N + n];
+            const float dtv = DTs[tt * CH + cl];
+            hs = expf(dtv * a) * hs + dtv * Xs[tt * CH + cl] * Bs[tt * N + n];
         }
     }
     // pass 2: chunks in reverse; each chunk's states recomputed into registers, then walked back
@@ -110,6 +136,9 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
         const int t0 = c * BWD_CHUNK, len = min(BWD_CHUNK, T - t0);
         __syncthreads();
         stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
+        stage_rows(DTs, dt, b, T, t0, len, e0, CH, E);
+        stage_rows(Xs, x, b, T, t0, len, e0, CH, E);
+        stage_rows(DYs, dy, b, T, t0, len, e0, CH, E);
         __syncthreads();
         const float hstart = on ? hb[(((size_t)b * nchunk + c) * E + e) * N + n] : 0.0f;
         float hloc[BWD_CHUNK];
@@ -117,17 +146,14 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
 #pragma unroll
         for (int tt = 0; tt < BWD_CHUNK; tt++)
             if (tt < len && on) {
-                const size_t row = (size_t)b * T + t0 + tt;
-                const float dtv = dt[row * E + e];
-                hs = expf(dtv * a) * hs + dtv * x[row * E + e] * Bs[tt * N + n];
+                const float dtv = DTs[tt * CH + cl];
+                hs = expf(dtv * a) * hs + dtv * Xs[tt * CH + cl] * Bs[tt * N + n];
                 hloc[tt] = hs;
             }
 #pragma unroll
         for (int tt = BWD_CHUNK - 1; tt >= 0; tt--) {
             if (tt >= len) continue; // uniform across the block: len is
-            const size_t row = (size_t)b * T + t0 + tt;
-            const float dyv = live ? dy[row * E + e] : 0.0f, xv = live ? x[row * E + e] : 0.0f;
-            const float dtv = live ? dt[row * E + e] : 0.0f;
+            const float dyv = DYs[tt * CH + cl], xv = Xs[tt * CH + cl], dtv = DTs[tt * CH + cl];
             float pdx = 0.0f, pddt = 0.0f, qB = 0.0f, qC = 0.0f;
             if (on) {
                 const float hp = tt > 0 ? hloc[tt > 0 ? tt - 1 : 0] : hstart, da = expf(dtv * a);
@@ -140,9 +166,9 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
                 dh = g * da;
             }
             const float sdx = lane_sum<LANES>(pdx), sddt = lane_sum<LANES>(pddt);
-            if (live && n == 0) {
-                dx[row * E + e] = sdx + d * dyv;
-                ddt[row * E + e] = sddt;
+            if (n == 0) {
+                DXs[tt * CH + cl] = sdx + d * dyv;
+                DDTs[tt * CH + cl] = sddt;
                 dD += xv * dyv;
             }
             // dB, dC: the block's channels summed in a fixed order: lanes of equal n within the warp by
@@ -165,6 +191,8 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
             }
             __syncthreads();
         }
+        unstage_rows(dx, DXs, b, T, t0, len, e0, CH, E);
+        unstage_rows(ddt, DDTs, b, T, t0, len, e0, CH, E);
     }
     if (on) dA_part[((size_t)b * N + n) * E + e] = dA;
     if (live && n == 0) dD_part[(size_t)b * E + e] = dD;
@@ -227,9 +255,9 @@ static float *scratch_get(size_t floats) {
 
 extern "C" void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
                               const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    const size_t shared = 2 * FWD_CHUNK * N * sizeof(float);
 #define LAUNCH(L)                                                                                  \
-    scan_fwd_kernel<L><<<dim3(cdiv(E, SCAN_THREADS / (L)), B), SCAN_THREADS, shared>>>(y, h, x, dt, At, Bm, Cm, ldbc, \
+    scan_fwd_kernel<L><<<dim3(cdiv(E, SCAN_THREADS / (L)), B), SCAN_THREADS,                      \
+                         (2 * FWD_CHUNK * N + 3 * FWD_CHUNK * (SCAN_THREADS / (L))) * sizeof(float)>>>(y, h, x, dt, At, Bm, Cm, ldbc, \
                                                                                       Dv, T, E, N)
     DISPATCH_N(N, LAUNCH);
 #undef LAUNCH
@@ -246,7 +274,8 @@ extern "C" void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int
     float *part_bc = scratch_get(n_bc + n_a + n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
           *hb = dD_part + n_d;
     const dim3 grid(nblk, B);
-    const size_t shared = (2 * BWD_CHUNK * N + 2 * N * (SCAN_THREADS / 32)) * sizeof(float);
+    const size_t shared = (2 * BWD_CHUNK * N + 2 * N * (SCAN_THREADS / 32) + 5 * BWD_CHUNK * (SCAN_THREADS / lanes)) *
+                          sizeof(float);
 #define LAUNCH(L)                                                                                  \
     scan_bwd_kernel<L><<<grid, SCAN_THREADS, shared>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt, At, Bm, Cm, \
                                                        ldbc, Dv, T, E, N)
