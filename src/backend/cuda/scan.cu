@@ -104,9 +104,9 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
                                 const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
                                 const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
     constexpr int CH = SCAN_THREADS / LANES, WARPS = SCAN_THREADS / 32;
-    // Bs, Cs [BWD_CHUNK][N]; red [2][WARPS][N]; DTs, Xs, DYs, DXs, DDTs [BWD_CHUNK][CH]
+    // Bs, Cs [BWD_CHUNK][N]; red [BWD_CHUNK][2][WARPS][N]; DTs, Xs, DYs, DXs, DDTs [BWD_CHUNK][CH]
     extern __shared__ float smem[];
-    float *Bs = smem, *Cs = Bs + BWD_CHUNK * N, *red = Cs + BWD_CHUNK * N, *DTs = red + 2 * WARPS * N,
+    float *Bs = smem, *Cs = Bs + BWD_CHUNK * N, *red = Cs + BWD_CHUNK * N, *DTs = red + BWD_CHUNK * 2 * WARPS * N,
           *Xs = DTs + BWD_CHUNK * CH, *DYs = Xs + BWD_CHUNK * CH, *DXs = DYs + BWD_CHUNK * CH,
           *DDTs = DXs + BWD_CHUNK * CH;
     const int b = blockIdx.y, blk = blockIdx.x, nblk = gridDim.x, warp = threadIdx.x / 32;
@@ -172,24 +172,23 @@ __global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA
                 dD += xv * dyv;
             }
             // dB, dC: the block's channels summed in a fixed order: lanes of equal n within the warp by
-            // shuffles, then the warps through shared memory
+            // shuffles now, the warps through shared memory once the chunk is done
 #pragma unroll
             for (int off = 16; off >= LANES; off >>= 1) {
                 qB += __shfl_down_sync(0xffffffffu, qB, off);
                 qC += __shfl_down_sync(0xffffffffu, qC, off);
             }
             if ((threadIdx.x & 31) < LANES && n < N) {
-                red[(0 * WARPS + warp) * N + n] = qB;
-                red[(1 * WARPS + warp) * N + n] = qC;
+                red[((tt * 2 + 0) * WARPS + warp) * N + n] = qB;
+                red[((tt * 2 + 1) * WARPS + warp) * N + n] = qC;
             }
-            __syncthreads();
-            for (int i = threadIdx.x; i < 2 * N; i += blockDim.x) {
-                const int k = i / N, m = i % N;
-                float s = 0.0f;
-                for (int w = 0; w < WARPS; w++) s += red[(k * WARPS + w) * N + m];
-                part_bc[(((size_t)b * nblk + blk) * T + t0 + tt) * 2 * N + i] = s;
-            }
-            __syncthreads();
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < len * 2 * N; i += blockDim.x) {
+            const int tt = i / (2 * N), k = i % (2 * N), kk = k / N, m = k % N;
+            float s = 0.0f;
+            for (int w = 0; w < WARPS; w++) s += red[((tt * 2 + kk) * WARPS + w) * N + m];
+            part_bc[(((size_t)b * nblk + blk) * T + t0 + tt) * 2 * N + k] = s;
         }
         unstage_rows(dx, DXs, b, T, t0, len, e0, CH, E);
         unstage_rows(ddt, DDTs, b, T, t0, len, e0, CH, E);
@@ -274,8 +273,9 @@ extern "C" void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int
     float *part_bc = scratch_get(n_bc + n_a + n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
           *hb = dD_part + n_d;
     const dim3 grid(nblk, B);
-    const size_t shared = (2 * BWD_CHUNK * N + 2 * N * (SCAN_THREADS / 32) + 5 * BWD_CHUNK * (SCAN_THREADS / lanes)) *
-                          sizeof(float);
+    const size_t shared =
+        (2 * BWD_CHUNK * N + BWD_CHUNK * 2 * N * (SCAN_THREADS / 32) + 5 * BWD_CHUNK * (SCAN_THREADS / lanes)) *
+        sizeof(float);
 #define LAUNCH(L)                                                                                  \
     scan_bwd_kernel<L><<<grid, SCAN_THREADS, shared>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt, At, Bm, Cm, \
                                                        ldbc, Dv, T, E, N)
