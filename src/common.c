@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -28,6 +29,14 @@ void *xcalloc(size_t n, size_t size) {
     void *p = xmalloc(n * size);
     memset(p, 0, n * size);
     return p;
+}
+
+void *xrealloc_array(void *p, size_t n, size_t size) {
+    CHECK(size == 0 || n <= SIZE_MAX / size, "allocation size overflow (%zu x %zu)", n, size);
+    size_t bytes = n * size;
+    void *q = realloc(p, bytes > 0 ? bytes : 1);
+    CHECK(q, "out of memory reallocating %zu bytes", bytes);
+    return q;
 }
 
 char *xstrdup(const char *s) {

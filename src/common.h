@@ -26,6 +26,7 @@ int ssm_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *xmalloc(size_t bytes);          /* exits with file/line on failure */
 void *xcalloc(size_t n, size_t size); /* zeroed */
 char *xstrdup(const char *s);
+void *xrealloc_array(void *p, size_t n, size_t size); /* n * size bytes, overflow-checked; exits on failure */
 
 /* 64-bit counter-based RNG (splitmix64 stream): deterministic across platforms and thread counts. */
 typedef struct {

@@ -34,14 +34,6 @@ static int json_fail(json_parser *p, size_t pos, const char *fmt, ...) {
     return -1;
 }
 
-static void *json_realloc(void *ptr, size_t n, size_t size) {
-    CHECK(size == 0 || n <= SIZE_MAX / size, "JSON allocation overflow (%zu x %zu)", n, size);
-    size_t bytes = n * size;
-    void *q = realloc(ptr, bytes ? bytes : 1);
-    CHECK(q, "out of memory parsing JSON (%zu bytes)", n * size);
-    return q;
-}
-
 /* Describes the byte at pos for messages: "'x'", "byte 0x01" or "end of input". */
 static const char *json_describe(const json_parser *p, size_t pos, char *buf, size_t cap) {
     if (pos >= p->len) return "end of input";
@@ -292,7 +284,7 @@ static int json_parse_array(json_parser *p, json_value *out) {
     for (;;) {
         if (out->count == cap) {
             cap = cap ? cap * 2 : 4;
-            out->items = json_realloc(out->items, cap, sizeof *out->items);
+            out->items = xrealloc_array(out->items, cap, sizeof *out->items);
         }
         /* Counted before it is parsed so json_free sees a partially built element after an error. */
         json_value *item = &out->items[out->count++];
@@ -322,8 +314,8 @@ static int json_parse_object(json_parser *p, json_value *out) {
         if (json_peek(p) != '"') return json_unexpected(p, p->pos, "a string key");
         if (out->count == cap) {
             cap = cap ? cap * 2 : 4;
-            out->items = json_realloc(out->items, cap, sizeof *out->items);
-            out->keys = json_realloc(out->keys, cap, sizeof *out->keys);
+            out->items = xrealloc_array(out->items, cap, sizeof *out->items);
+            out->keys = xrealloc_array(out->keys, cap, sizeof *out->keys);
         }
         size_t key_pos = p->pos, key_len, i = out->count++;
         memset(&out->items[i], 0, sizeof out->items[i]);
@@ -506,7 +498,7 @@ static void jw_append(json_writer *w, const char *s, size_t n) {
     if (w->len + n + 1 > w->cap) {
         size_t cap = w->cap ? w->cap : 256;
         while (w->len + n + 1 > cap) cap *= 2;
-        w->data = json_realloc(w->data, cap, 1);
+        w->data = xrealloc_array(w->data, cap, 1);
         w->cap = cap;
     }
     memcpy(w->data + w->len, s, n);

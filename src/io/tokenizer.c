@@ -25,14 +25,6 @@ static const char GPT2_PATTERN[] =
 #define MAX_PRE_STEPS 8
 #define INVALID_BYTE_CP 0x110000u /* + byte: a byte that is not part of well-formed UTF-8 */
 
-static void *grow(void *p, size_t n, size_t size) {
-    CHECK(size == 0 || n <= SIZE_MAX / size, "tokenizer allocation overflow (%zu x %zu)", n, size);
-    size_t bytes = n * size;
-    void *q = realloc(p, bytes ? bytes : 1);
-    CHECK(q, "out of memory in the tokenizer (%zu bytes)", n * size);
-    return q;
-}
-
 /* ---------------------------------------------------------------- Unicode */
 
 /* Decodes the character at s[i] (i < n): its length, and *cp (INVALID_BYTE_CP + byte for a byte that
@@ -146,7 +138,7 @@ typedef struct {
 static void cp_push(cpvec *v, uint32_t cp) {
     if (v->n == v->cap) {
         v->cap = v->cap ? 2 * v->cap : 64;
-        v->cp = grow(v->cp, v->cap, sizeof *v->cp);
+        v->cp = xrealloc_array(v->cp, v->cap, sizeof *v->cp);
     }
     v->cp[v->n++] = cp;
 }
@@ -196,7 +188,7 @@ static void bytes_reserve(bytevec *b, size_t extra) {
     if (b->len + extra > b->cap) {
         size_t cap = b->cap * 2 > 64 ? b->cap * 2 : 64;
         b->cap = cap > b->len + extra ? cap : b->len + extra;
-        b->data = grow(b->data, b->cap, 1);
+        b->data = xrealloc_array(b->data, b->cap, 1);
     }
 }
 
@@ -527,7 +519,7 @@ static void trie_add(trie *tr, const unsigned char *p, size_t n, int index) {
             node = s->a;
             continue;
         }
-        tr->terminal = grow(tr->terminal, (size_t)tr->n_nodes + 1, sizeof(int));
+        tr->terminal = xrealloc_array(tr->terminal, (size_t)tr->n_nodes + 1, sizeof(int));
         tr->terminal[tr->n_nodes] = -1;
         u64map_put(&tr->edges, key, tr->n_nodes, 0);
         node = tr->n_nodes++;
@@ -848,8 +840,8 @@ static void build_tables(ssm_tokenizer *t) {
     int n = t->n_ids;
     for (int i = 0; i < t->n_added; i++) n = imax(n, t->added[i].id + 1);
     if (n > t->n_ids) {
-        t->vocab_str = grow(t->vocab_str, (size_t)n, sizeof *t->vocab_str);
-        t->vocab_len = grow(t->vocab_len, (size_t)n, sizeof *t->vocab_len);
+        t->vocab_str = xrealloc_array(t->vocab_str, (size_t)n, sizeof *t->vocab_str);
+        t->vocab_len = xrealloc_array(t->vocab_len, (size_t)n, sizeof *t->vocab_len);
         for (int i = t->n_ids; i < n; i++) t->vocab_str[i] = NULL, t->vocab_len[i] = 0;
         t->n_ids = n;
     }
@@ -1004,7 +996,7 @@ typedef struct {
 static void emit(encoder *e, int id) {
     if (e->n == e->cap) {
         e->cap = e->cap ? 2 * e->cap : 256;
-        e->ids = grow(e->ids, e->cap, sizeof *e->ids);
+        e->ids = xrealloc_array(e->ids, e->cap, sizeof *e->ids);
     }
     e->ids[e->n++] = id;
 }
@@ -1012,7 +1004,7 @@ static void emit(encoder *e, int id) {
 static void seg_push(segvec *v, size_t start, size_t end, int id) {
     if (v->n == v->cap) {
         v->cap = v->cap ? 2 * v->cap : 16;
-        v->seg = grow(v->seg, v->cap, sizeof *v->seg);
+        v->seg = xrealloc_array(v->seg, v->cap, sizeof *v->seg);
     }
     v->seg[v->n++] = (segment){start, end, id};
 }
@@ -1024,7 +1016,7 @@ static int merge_less(const merge_entry *a, const merge_entry *b) {
 static void heap_push(encoder *e, merge_entry m) {
     if (e->n_heap == e->cap_heap) {
         e->cap_heap = e->cap_heap ? 2 * e->cap_heap : 64;
-        e->heap = grow(e->heap, e->cap_heap, sizeof *e->heap);
+        e->heap = xrealloc_array(e->heap, e->cap_heap, sizeof *e->heap);
     }
     size_t i = e->n_heap++;
     while (i > 0) {
@@ -1070,10 +1062,10 @@ static void bpe_word(const ssm_tokenizer *t, encoder *e, const unsigned char *w,
     }
     if (n > e->cap_sym) {
         e->cap_sym = n + n / 2;
-        e->sym_c = grow(e->sym_c, e->cap_sym, sizeof(int));
-        e->sym_prev = grow(e->sym_prev, e->cap_sym, sizeof(int));
-        e->sym_next = grow(e->sym_next, e->cap_sym, sizeof(int));
-        e->sym_len = grow(e->sym_len, e->cap_sym, sizeof(int));
+        e->sym_c = xrealloc_array(e->sym_c, e->cap_sym, sizeof(int));
+        e->sym_prev = xrealloc_array(e->sym_prev, e->cap_sym, sizeof(int));
+        e->sym_next = xrealloc_array(e->sym_next, e->cap_sym, sizeof(int));
+        e->sym_len = xrealloc_array(e->sym_len, e->cap_sym, sizeof(int));
     }
     int *c = e->sym_c, *prev = e->sym_prev, *next = e->sym_next, *len = e->sym_len;
     int m = 0, unk_len = 0;
@@ -1127,7 +1119,7 @@ static void bpe_word(const ssm_tokenizer *t, encoder *e, const unsigned char *w,
 static void ranges_push(size_t **r, size_t *n, size_t *cap, size_t start, size_t end) {
     if (*n + 2 > *cap) {
         *cap = *cap ? 2 * *cap : 64;
-        *r = grow(*r, *cap, sizeof **r);
+        *r = xrealloc_array(*r, *cap, sizeof **r);
     }
     (*r)[(*n)++] = start;
     (*r)[(*n)++] = end;
