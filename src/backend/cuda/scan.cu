@@ -10,9 +10,15 @@
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
+#ifndef SCAN_THREADS
 #define SCAN_THREADS 256 // per block: SCAN_THREADS / LANES channels
-#define FWD_CHUNK 32     // steps of B/C staged in shared memory per pass (forward)
-#define BWD_CHUNK 16     // steps recomputed in registers and walked back per chunk (backward)
+#endif
+#ifndef FWD_CHUNK
+#define FWD_CHUNK 32 // steps of B/C staged in shared memory per pass (forward)
+#endif
+#ifndef BWD_CHUNK
+#define BWD_CHUNK 16 // steps recomputed in registers and walked back per chunk (backward)
+#endif
 
 extern "C" int cuda_device_available(const char **why) {
     int n = 0;
