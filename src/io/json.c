@@ -417,16 +417,21 @@ json_value *json_parse_prefixed(const char *text, size_t len, const char *prefix
 
 json_value *json_parse(const char *text, size_t len) { return json_parse_prefixed(text, len, ""); }
 
+json_value *json_parse_named(const char *text, size_t len, const char *name) {
+    size_t n = strlen(name);
+    char *prefix = xmalloc(n + 3);
+    memcpy(prefix, name, n);
+    memcpy(prefix + n, ": ", 3);
+    json_value *v = json_parse_prefixed(text, len, prefix);
+    free(prefix);
+    return v;
+}
+
 json_value *json_parse_file(const char *path) {
     char *text;
     size_t len;
     if (file_read_all(path, &text, &len) != 0) return NULL;
-    size_t plen = strlen(path);
-    char *prefix = xmalloc(plen + 3);
-    memcpy(prefix, path, plen);
-    memcpy(prefix + plen, ": ", 3);
-    json_value *v = json_parse_prefixed(text, len, prefix);
-    free(prefix);
+    json_value *v = json_parse_named(text, len, path);
     free(text);
     return v;
 }

@@ -23,6 +23,8 @@ typedef struct json_value {
 json_value *json_parse(const char *text, size_t len);
 /* The same, with `prefix` put verbatim before the message (e.g. "model.safetensors: invalid JSON header: "). */
 json_value *json_parse_prefixed(const char *text, size_t len, const char *prefix);
+/* The same with errors starting "<name>: " (a file name, or what stands for one). */
+json_value *json_parse_named(const char *text, size_t len, const char *name);
 /* Reads and parses a whole file; errors name the file. */
 json_value *json_parse_file(const char *path);
 void json_free(json_value *v);

@@ -875,12 +875,7 @@ static void build_tables(ssm_tokenizer *t) {
 }
 
 ssm_tokenizer *ssm_tokenizer_load_buffer(const char *text, size_t len, const char *name) {
-    size_t nlen = strlen(name);
-    char *prefix = xmalloc(nlen + 3);
-    memcpy(prefix, name, nlen);
-    memcpy(prefix + nlen, ": ", 3);
-    json_value *root = json_parse_prefixed(text, len, prefix);
-    free(prefix);
+    json_value *root = json_parse_named(text, len, name);
     if (!root) return NULL;
     ssm_tokenizer *t = xcalloc(1, sizeof *t);
     t->name = xstrdup(name);
