@@ -205,9 +205,8 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
                c->vocab_size, (int)D, 0.0f);
     double sum;
-    int count;
-    xent_fwd_bwd(&sum, &count, NULL, a->logits, targets, (int)rows, c->vocab_size, 0.0f);
-    return count ? sum / count : 0.0;
+    xent_fwd_bwd(&sum, &a->n_targets, NULL, a->logits, targets, (int)rows, c->vocab_size, 0.0f);
+    return a->n_targets ? sum / a->n_targets : 0.0;
 }
 
 void model_zero_grad(ssm_model *m) {
@@ -226,9 +225,9 @@ void model_train_backward(ssm_model *m, float loss_scale) {
 
     double sum;
     int count;
-    xent_fwd_bwd(&sum, &count, NULL, a->logits, a->targets, rows, V, 0.0f);
-    /* the loss is a mean over counted positions; logits become dlogits in place */
-    xent_fwd_bwd(&sum, &count, a->logits, a->logits, a->targets, rows, V, count ? loss_scale / count : 0.0f);
+    /* the loss is a mean over the forward's counted positions; logits become dlogits in place */
+    xent_fwd_bwd(&sum, &count, a->logits, a->logits, a->targets, rows, V,
+                 a->n_targets ? loss_scale / a->n_targets : 0.0f);
     float *dlogits = a->logits;
     matmul_dw_acc(dw + P[m->head].offset, dlogits, V, a->final_n, D, rows, V, D); /* the embedding when tied */
     matmul_dyw(a->du, D, dlogits, V, w + P[m->head].offset, rows, V, D, 0.0f);

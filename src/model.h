@@ -17,6 +17,7 @@ typedef struct {
 typedef struct {
     int B, T;
     int *tokens, *targets; /* [B*T] */
+    int n_targets;         /* targets >= 0 in the last forward: the loss is their mean */
     float *resid;   /* [L, B*T, D] residual stream entering each layer */
     float *normed;  /* [L, B*T, D] rmsnorm(resid) = the mixer input */
     float *rstd;    /* [L, B*T] */
