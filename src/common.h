@@ -36,6 +36,9 @@ uint64_t rng_next(rng_t *r);
 float rng_uniform(rng_t *r);              /* [0, 1) */
 float rng_normal(rng_t *r);               /* N(0, 1), Box-Muller */
 
+/* The largest vocabulary a model (and so a tokenizer) may have: ids are below this. */
+#define SSM_MAX_VOCAB (1 << 20)
+
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int imin(int a, int b) { return a < b ? a : b; }
 

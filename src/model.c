@@ -30,7 +30,7 @@ int ssm_config_resolve(ssm_config *c) {
 #define RANGE(field, lo, hi)                                                                       \
     if (c->field < (lo) || c->field > (hi))                                                        \
         return ssm_error("config: " #field " = %d is out of range [%d, %d]", c->field, lo, hi);
-    RANGE(vocab_size, 2, 1 << 20);
+    RANGE(vocab_size, 2, SSM_MAX_VOCAB);
     RANGE(d_model, 1, 1 << 16);
     RANGE(n_layer, 1, 4096);
     RANGE(d_state, 1, 256);

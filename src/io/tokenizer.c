@@ -595,10 +595,12 @@ static int opt_bool(const ssm_tokenizer *t, const json_value *obj, const char *w
 
 /* A non-negative integer id that fits an int. */
 static int parse_id(const ssm_tokenizer *t, const json_value *v, const char *what, const char *token, int *out) {
-    if (!v || v->type != JSON_NUMBER || !(v->number >= 0 && v->number <= 0x7ffffffe) ||
+    /* Ids index tables of (largest id + 1) entries; no model has more than SSM_MAX_VOCAB tokens, so a
+     * larger id is an error rather than a huge allocation. */
+    if (!v || v->type != JSON_NUMBER || !(v->number >= 0 && v->number < SSM_MAX_VOCAB) ||
         v->number != (double)(int)v->number)
-        return ssm_error("%s: %s '%s' has id %s, expected an integer in [0, 2^31 - 2]", t->name, what, token,
-                         v && v->type == JSON_NUMBER ? "out of range" : "that is not a number");
+        return ssm_error("%s: %s '%s' has id %s, expected an integer in [0, %d)", t->name, what, token,
+                         v && v->type == JSON_NUMBER ? "out of range" : "that is not a number", SSM_MAX_VOCAB);
     *out = (int)v->number;
     return 0;
 }
