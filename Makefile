@@ -44,8 +44,14 @@ build/torch_dump: build/tests/torch_dump.o build/libssm.a
 # ---- CUDA backend (in progress, issue 3): built when nvcc is found; a CPU-only build needs no CUDA.
 # Kernels live in src/backend/cuda/*.cu beside their CPU twins; tests/gpu/test_*.c compare each with
 # the CPU op and print "skip - ..." where there is no GPU. Hopper first (sm_90), Ampere compatible.
-NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
-CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+# nvcc may be a wrapper script elsewhere on PATH (e.g. /usr/local/bin/nvcc), so CUDA_HOME is the first
+# candidate that really has the headers: nvcc's own prefix, /usr/local/cuda, or /usr (Debian's toolkit).
+NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+CUDA_HOME ?= $(firstword $(foreach d,$(patsubst %/bin/nvcc,%,$(NVCC)) /usr/local/cuda /usr,\
+                $(if $(wildcard $(d)/include/cuda_runtime.h),$(d))))
+ifeq ($(CUDA_HOME),)
+NVCC      :=
+endif
 NVCCFLAGS := -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_80,code=sm_80 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -Iinclude -Isrc -MMD -MP $(NVCC_EXTRA)
 CU_OBJ    := $(patsubst %.cu,build/%.o,$(wildcard src/backend/cuda/*.cu))
