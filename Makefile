@@ -18,14 +18,40 @@ BLAS    := -lopenblas
 endif
 LDLIBS  += $(BLAS) -lm -fopenmp
 
+# ---- CUDA backend: built into libssm.a when nvcc is found (CUDA=0 forces a CPU-only build, which needs no
+# CUDA). nvcc may be a wrapper script elsewhere on PATH (e.g. /usr/local/bin/nvcc), so CUDA_HOME is the first
+# candidate that really has the headers: nvcc's own prefix, /usr/local/cuda, or /usr (Debian's toolkit).
+# Kernels live in src/backend/cuda/*.cu beside their CPU twins; tests/gpu/test_*.c compare each with the CPU
+# op and print "skip - ..." where there is no GPU. Hopper first (sm_90), Ampere compatible (sm_80).
+CUDA      ?= 1
+ifneq ($(CUDA),0)
+NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
+CUDA_HOME ?= $(firstword $(foreach d,$(patsubst %/bin/nvcc,%,$(NVCC)) /usr/local/cuda /usr,\
+                $(if $(wildcard $(d)/include/cuda_runtime.h),$(d))))
+endif
+ifeq ($(CUDA_HOME),)
+NVCC      :=
+endif
+
 SRC     := $(wildcard src/*.c src/*/*.c src/*/*/*.c)
+ifeq ($(NVCC),)
+SRC     := $(filter-out src/backend/cuda/%,$(SRC))
+endif
 OBJ     := $(SRC:%.c=build/%.o)
 TESTS   := $(patsubst tests/%.c,build/%,$(wildcard tests/test_*.c))
+CU_OBJ  := $(if $(NVCC),$(patsubst %.cu,build/%.o,$(wildcard src/backend/cuda/*.cu)))
+ifneq ($(NVCC),)
+CFLAGS  += -DSSM_CUDA
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+endif
 
 all: build/ssm
 
-build/libssm.a: $(OBJ)
+# rebuilt whole: the CPU and CUDA backends have members of the same name (conv1d.o ...), which `ar r` on an
+# existing archive would replace by name
+build/libssm.a: $(OBJ) $(CU_OBJ)
 	@mkdir -p $(@D)
+	@rm -f $@
 	$(AR) rcs $@ $^
 
 build/%.o: %.c
@@ -41,37 +67,22 @@ build/test_%: build/tests/test_%.o build/libssm.a
 build/torch_dump: build/tests/torch_dump.o build/libssm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-# ---- CUDA backend (in progress, issue 3): built when nvcc is found; a CPU-only build needs no CUDA.
-# Kernels live in src/backend/cuda/*.cu beside their CPU twins; tests/gpu/test_*.c compare each with
-# the CPU op and print "skip - ..." where there is no GPU. Hopper first (sm_90), Ampere compatible.
-# nvcc may be a wrapper script elsewhere on PATH (e.g. /usr/local/bin/nvcc), so CUDA_HOME is the first
-# candidate that really has the headers: nvcc's own prefix, /usr/local/cuda, or /usr (Debian's toolkit).
-NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
-CUDA_HOME ?= $(firstword $(foreach d,$(patsubst %/bin/nvcc,%,$(NVCC)) /usr/local/cuda /usr,\
-                $(if $(wildcard $(d)/include/cuda_runtime.h),$(d))))
-ifeq ($(CUDA_HOME),)
-NVCC      :=
-endif
 NVCCFLAGS := -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_80,code=sm_80 \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -Iinclude -Isrc -MMD -MP $(NVCC_EXTRA)
-CU_OBJ    := $(patsubst %.cu,build/%.o,$(wildcard src/backend/cuda/*.cu))
 GPU_TESTS := $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c))
+GPU_BENCH := $(patsubst bench/cuda_%_bench.c,build/gpu/bench_cuda_%,$(wildcard bench/cuda_*_bench.c))
 ifneq ($(NVCC),)
 build/src/backend/cuda/%.o: src/backend/cuda/%.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-build/libssm_cuda.a: $(CU_OBJ)
-	@rm -f $@
-	$(AR) rcs $@ $^
-
-build/gpu/test_%: build/tests/gpu/test_%.o build/libssm_cuda.a build/libssm.a
+build/gpu/test_%: build/tests/gpu/test_%.o build/libssm.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-build/gpu/bench_cuda_%: build/bench/cuda_%_bench.o build/libssm_cuda.a build/libssm.a
+build/gpu/bench_cuda_%: build/bench/cuda_%_bench.o build/libssm.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 build/bench/%.o: bench/%.c
 	@mkdir -p $(@D)
@@ -81,8 +92,7 @@ build/tests/gpu/%.o: tests/gpu/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -c $< -o $@
 
-GPU_BENCH := $(patsubst bench/cuda_%_bench.c,build/gpu/bench_cuda_%,$(wildcard bench/cuda_*_bench.c))
-cuda: $(GPU_TESTS) $(GPU_BENCH)
+cuda: $(GPU_TESTS) $(GPU_BENCH) build/ssm
 else
 cuda:
 	@echo "no nvcc found: the CUDA backend is not built (CPU-only build)"

@@ -47,6 +47,12 @@ size_t ssm_model_n_params(const ssm_model *m);
  * rows): half the bytes read per token. Results then differ from float32 by bf16 rounding of the
  * weights (exact when the checkpoint was bf16). Training and long prefills stay float32. */
 void ssm_model_use_bf16(ssm_model *m);
+/* Moves the model's computation to a device, "cpu" or "cuda" (GPU 0): its parameters, gradients and
+ * activations then live there, and states made afterwards too (make states after choosing the device).
+ * Inputs and logits stay host arrays; saving copies the parameters back. Returns 0, or -1 with a one-line
+ * reason and fix in ssm_last_error() (no GPU, an unsupported GPU, a build without CUDA). */
+int ssm_model_set_device(ssm_model *m, const char *device);
+const char *ssm_model_device(const ssm_model *m); /* "cpu" or "cuda" */
 
 /* Bytes of autoregressive state one sequence carries in `layer` (or all layers when layer < 0). */
 size_t ssm_model_state_bytes(const ssm_model *m, int layer);
@@ -81,6 +87,7 @@ typedef struct {
     int resume;
     int stop_after;        /* >0: stop (with a checkpoint) after this many steps of this invocation */
     int quiet;             /* no progress line */
+    const char *device;    /* "cpu" (default) or "cuda" */
     ssm_optim_config optim;
 } ssm_train_options;
 void ssm_train_options_default(ssm_train_options *t);

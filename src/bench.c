@@ -17,9 +17,13 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-double bench_train_step(const ssm_config *cfg, int B, int T, int steps) {
+double bench_train_step(const ssm_config *cfg, const char *device, int B, int T, int steps, size_t *mem_in_use) {
     ssm_model *m = ssm_model_new(cfg, 1);
     if (!m) return -1;
+    if (ssm_model_set_device(m, device)) {
+        ssm_model_free(m);
+        return -1;
+    }
     adamw_state opt;
     adamw_init(&opt, m);
     ssm_optim_config oc;
@@ -34,10 +38,12 @@ double bench_train_step(const ssm_config *cfg, int B, int T, int steps) {
         model_train_forward(m, tok, tgt, B, T);
         model_train_backward(m, 1.0f);
         grad_clip(m, oc.clip);
-        adamw_step(m, &opt, &oc, 1e-4f);
+        adamw_update(m, &opt, &oc, 1e-4f);
+        m->be->sync();
         if (s >= 0) times[s] = omp_get_wtime() - t0;
     }
     double med = median(times, steps);
+    *mem_in_use = m->be->mem_in_use();
     free(times), free(tok), free(tgt);
     adamw_free(&opt);
     ssm_model_free(m);
@@ -53,7 +59,7 @@ double bench_decode_step(const ssm_model *m, int n_seq, int steps) {
     for (int i = 0; i < n_seq; i++) tok[i] = 'a' + i % 26;
     for (int st = -3; st < steps; st++) {
         double t0 = omp_get_wtime();
-        ssm_step(m, s, tok, logits);
+        ssm_step(m, s, tok, logits); /* waits for the logits */
         if (st >= 0) times[st] = omp_get_wtime() - t0;
         for (int i = 0; i < n_seq; i++) tok[i] = (tok[i] + 1) % V;
     }

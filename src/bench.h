@@ -4,8 +4,10 @@
 
 #include "ssm.h"
 
-/* Median seconds per training step (forward + backward + AdamW) over `steps` after 2 warmup steps. */
-double bench_train_step(const ssm_config *cfg, int B, int T, int steps);
+/* Median seconds per training step (forward + backward + AdamW) over `steps` after 2 warmup steps, on
+ * `device` ("cpu", "cuda"); -1 with ssm_last_error() when the model cannot be made there. *mem_in_use: device
+ * memory in use after the steps (0 on the CPU). */
+double bench_train_step(const ssm_config *cfg, const char *device, int B, int T, int steps, size_t *mem_in_use);
 /* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */
 double bench_decode_step(const ssm_model *m, int n_seq, int steps);
 /* Memory bandwidth over 256 MiB buffers, all threads, best of 5, in bytes/s: *copy = bytes copied per

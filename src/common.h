@@ -7,6 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend's .cu files use ssm_error */
+#endif
+
 /* Internal invariant or resource failure (out of memory, I/O on a file we just made): report file and
  * line, then exit. Errors a user can cause go through ssm_error() and a -1/NULL return instead. */
 #define CHECK(cond, ...)                                                                                \
@@ -41,5 +45,9 @@ float rng_normal(rng_t *r);               /* N(0, 1), Box-Muller */
 
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int imin(int a, int b) { return a < b ? a : b; }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

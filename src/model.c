@@ -45,7 +45,8 @@ int ssm_config_resolve(ssm_config *c) {
 }
 
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l) {
-    return (mixer_ctx){&m->cfg, m->w, m->dw, m->w16, &m->layout.items[m->layers[l].mixer]};
+    return (mixer_ctx){&m->cfg, m->be, m->wb, m->dw, backend_is_host(m->be) ? m->w16 : NULL,
+                       &m->layout.items[m->layers[l].mixer]};
 }
 
 ssm_model *model_alloc(const ssm_config *cfg) {
@@ -75,6 +76,8 @@ ssm_model *model_alloc(const ssm_config *cfg) {
         params_add(L, "lm_head.weight", 1, 2, (int[]){c.vocab_size, c.d_model});
     }
     m->w = xcalloc(L->total, sizeof(float));
+    m->be = &backend_cpu;
+    m->wb = m->w;
     return m;
 }
 
@@ -91,7 +94,7 @@ ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed) {
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const param_info *nw = &m->layout.items[m->layers[l].norm];
         for (size_t i = 0; i < nw->numel; i++) m->w[nw->offset + i] = 1.0f;
-        mixer_ctx ctx = model_mixer_ctx(m, l);
+        mixer_ctx ctx = model_mixer_ctx(m, l); /* a new model is on the CPU: init writes host memory */
         m->layers[l].kind->init(&ctx, m->w, &rng);
     }
     const param_info *nf = &m->layout.items[m->norm_f];
@@ -99,39 +102,65 @@ ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed) {
     return m;
 }
 
-static void acts_free(model_acts *a) {
-    free(a->tokens);
-    free(a->targets);
-    free(a->resid);
-    free(a->normed);
-    free(a->rstd);
-    free(a->mix_act);
+static void acts_free(const backend *be, model_acts *a) {
+    void *bufs[] = {a->tokens, a->targets, a->resid, a->normed, a->rstd, a->mix_act, a->final_x,
+                    a->final_n, a->final_rstd, a->logits, a->dx, a->du, a->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->release(bufs[i]);
     free(a->mix_off);
-    free(a->final_x);
-    free(a->final_n);
-    free(a->final_rstd);
-    free(a->logits);
-    free(a->dx);
-    free(a->du);
-    free(a->scratch);
     memset(a, 0, sizeof *a);
+}
+
+/* Frees what lives on the backend (gradients, activations, the device parameters) and puts the model
+ * back on the CPU with its host parameters up to date. */
+static void model_release_backend(ssm_model *m) {
+    model_sync_host(m);
+    acts_free(m->be, &m->acts);
+    m->be->release(m->dw);
+    m->dw = NULL;
+    if (m->wb != m->w) m->be->release(m->wb);
+    m->be = &backend_cpu;
+    m->wb = m->w;
 }
 
 void ssm_model_free(ssm_model *m) {
     if (!m) return;
-    acts_free(&m->acts);
+    m->host_stale = 0; /* nothing to save */
+    model_release_backend(m);
     params_free(&m->layout);
     free(m->w);
-    free(m->dw);
     free(m->w16);
     free(m->layers);
     free(m);
 }
 
+void model_sync_host(const ssm_model *m) {
+    if (!m->host_stale || m->wb == m->w) return;
+    m->be->download(m->w, m->wb, sizeof(float) * m->layout.total);
+    ((ssm_model *)m)->host_stale = 0; /* the mirror is a cache: refreshing it does not change the model */
+}
+
+int ssm_model_set_device(ssm_model *m, const char *device) {
+    const backend *be = backend_by_name(device);
+    if (!be) return -1;
+    if (be == m->be) return 0;
+    if (!backend_is_host(be) && m->cfg.d_state > 32)
+        return ssm_error("d_state %d: the CUDA scan supports d_state <= 32; use --device cpu", m->cfg.d_state);
+    model_release_backend(m);
+    if (!backend_is_host(be)) {
+        m->be = be;
+        m->wb = be->alloc(sizeof(float) * m->layout.total);
+        be->upload(m->wb, m->w, sizeof(float) * m->layout.total);
+    }
+    return 0;
+}
+
+const char *ssm_model_device(const ssm_model *m) { return m->be->name; }
+
 const ssm_config *ssm_model_config(const ssm_model *m) { return &m->cfg; }
 
 void ssm_model_use_bf16(ssm_model *m) {
     if (!m->w16) m->w16 = xmalloc(sizeof(uint16_t) * m->layout.total);
+    model_sync_host(m);
     bf16_from_f32(m->w16, m->w, m->layout.total);
 }
 
@@ -153,16 +182,17 @@ size_t ssm_model_state_bytes(const ssm_model *m, int layer) {
 static void acts_ensure(ssm_model *m, int B, int T) {
     model_acts *a = &m->acts;
     if (a->B == B && a->T == T) return;
-    acts_free(a);
+    const backend *be = m->be;
+    acts_free(be, a);
     const ssm_config *c = &m->cfg;
     const size_t rows = (size_t)B * T, D = c->d_model, L = c->n_layer;
     a->B = B, a->T = T;
-    a->tokens = xmalloc(sizeof(int) * rows);
-    a->targets = xmalloc(sizeof(int) * rows);
-    a->resid = xmalloc(sizeof(float) * L * rows * D);
-    a->normed = xmalloc(sizeof(float) * L * rows * D);
-    a->rstd = xmalloc(sizeof(float) * L * rows);
-    a->mix_off = xmalloc(sizeof(size_t) * L);
+    a->tokens = be->alloc(sizeof(int) * rows);
+    a->targets = be->alloc(sizeof(int) * rows);
+    a->resid = be->alloc(sizeof(float) * L * rows * D);
+    a->normed = be->alloc(sizeof(float) * L * rows * D);
+    a->rstd = be->alloc(sizeof(float) * L * rows);
+    a->mix_off = xmalloc(sizeof(size_t) * L); /* host */
     size_t total = 0, scratch = 0;
     for (int l = 0; l < c->n_layer; l++) {
         a->mix_off[l] = total;
@@ -170,14 +200,14 @@ static void acts_ensure(ssm_model *m, int B, int T) {
         size_t s = m->layers[l].kind->scratch_floats(c, B, T);
         if (s > scratch) scratch = s;
     }
-    a->mix_act = xmalloc(sizeof(float) * total);
-    a->scratch = xmalloc(sizeof(float) * scratch);
-    a->final_x = xmalloc(sizeof(float) * rows * D);
-    a->final_n = xmalloc(sizeof(float) * rows * D);
-    a->final_rstd = xmalloc(sizeof(float) * rows);
-    a->logits = xmalloc(sizeof(float) * rows * c->vocab_size);
-    a->dx = xmalloc(sizeof(float) * rows * D);
-    a->du = xmalloc(sizeof(float) * rows * D);
+    a->mix_act = be->alloc(sizeof(float) * total);
+    a->scratch = be->alloc(sizeof(float) * scratch);
+    a->final_x = be->alloc(sizeof(float) * rows * D);
+    a->final_n = be->alloc(sizeof(float) * rows * D);
+    a->final_rstd = be->alloc(sizeof(float) * rows);
+    a->logits = be->alloc(sizeof(float) * rows * c->vocab_size);
+    a->dx = be->alloc(sizeof(float) * rows * D);
+    a->du = be->alloc(sizeof(float) * rows * D);
 }
 
 double model_train_forward(ssm_model *m, const int *tokens, const int *targets, int B, int T) {
@@ -185,33 +215,34 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     model_acts *a = &m->acts;
     const ssm_config *c = &m->cfg;
     const size_t rows = (size_t)B * T, D = c->d_model;
-    const float *w = m->w;
-    memcpy(a->tokens, tokens, sizeof(int) * rows);
-    memcpy(a->targets, targets, sizeof(int) * rows);
+    const float *w = m->wb;
+    const backend *be = m->be;
+    be->upload(a->tokens, tokens, sizeof(int) * rows);
+    be->upload(a->targets, targets, sizeof(int) * rows);
 
     float *x = a->final_x; /* the running residual stream; each layer's input is saved in resid */
-    embedding_fwd(x, tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
+    be->embedding_fwd(x, a->tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
     for (int l = 0; l < c->n_layer; l++) {
         float *resid = a->resid + l * rows * D, *normed = a->normed + l * rows * D;
-        memcpy(resid, x, sizeof(float) * rows * D);
-        rmsnorm_fwd(normed, a->rstd + l * rows, resid, w + m->layout.items[m->layers[l].norm].offset, (int)rows,
+        be->copy(resid, x, sizeof(float) * rows * D);
+        be->rmsnorm_fwd(normed, a->rstd + l * rows, resid, w + m->layout.items[m->layers[l].norm].offset, (int)rows,
                     (int)D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->du, normed, B, T, NULL);
-        for (size_t i = 0; i < rows * D; i++) x[i] += a->du[i];
+        be->add(x, a->du, rows * D);
     }
-    rmsnorm_fwd(a->final_n, a->final_rstd, x, w + m->layout.items[m->norm_f].offset, (int)rows, (int)D,
+    be->rmsnorm_fwd(a->final_n, a->final_rstd, x, w + m->layout.items[m->norm_f].offset, (int)rows, (int)D,
                 c->norm_eps);
-    matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
+    be->matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
                c->vocab_size, (int)D, 0.0f);
     double sum;
-    xent_fwd_bwd(&sum, &a->n_targets, NULL, a->logits, targets, (int)rows, c->vocab_size, 0.0f);
+    be->xent_fwd_bwd(&sum, &a->n_targets, NULL, a->logits, a->targets, (int)rows, c->vocab_size, 0.0f);
     return a->n_targets ? sum / a->n_targets : 0.0;
 }
 
 void model_zero_grad(ssm_model *m) {
-    if (!m->dw) m->dw = xmalloc(sizeof(float) * m->layout.total);
-    memset(m->dw, 0, sizeof(float) * m->layout.total);
+    if (!m->dw) m->dw = m->be->alloc(sizeof(float) * m->layout.total);
+    else m->be->zero(m->dw, sizeof(float) * m->layout.total);
 }
 
 void model_train_backward(ssm_model *m, float loss_scale) {
@@ -220,26 +251,27 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     const ssm_config *c = &m->cfg;
     const int B = a->B, T = a->T, rows = B * T, D = c->d_model, V = c->vocab_size;
     const param_info *P = m->layout.items;
-    const float *w = m->w;
+    const float *w = m->wb;
+    const backend *be = m->be;
     float *dw = m->dw;
 
     double sum;
     int count;
     /* the loss is a mean over the forward's counted positions; logits become dlogits in place */
-    xent_fwd_bwd(&sum, &count, a->logits, a->logits, a->targets, rows, V,
+    be->xent_fwd_bwd(&sum, &count, a->logits, a->logits, a->targets, rows, V,
                  a->n_targets ? loss_scale / a->n_targets : 0.0f);
     float *dlogits = a->logits;
-    matmul_dw_acc(dw + P[m->head].offset, dlogits, V, a->final_n, D, rows, V, D); /* the embedding when tied */
-    matmul_dyw(a->du, D, dlogits, V, w + P[m->head].offset, rows, V, D, 0.0f);
-    rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
+    be->matmul_dw_acc(dw + P[m->head].offset, dlogits, V, a->final_n, D, rows, V, D); /* the embedding when tied */
+    be->matmul_dyw(a->du, D, dlogits, V, w + P[m->head].offset, rows, V, D, 0.0f);
+    be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
         const float *normed = a->normed + (size_t)l * rows * D;
         m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->scratch, a->du, a->dx, normed, B, T);
-        rmsnorm_bwd(a->dx, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
+        be->rmsnorm_bwd(a->dx, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
                     w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows, rows, D, 1);
     }
-    embedding_bwd(dw + P[m->emb].offset, a->dx, a->tokens, rows, D);
+    be->embedding_bwd(dw + P[m->emb].offset, a->dx, a->tokens, rows, D);
 }
 
 /* ---- inference ---------------------------------------------------------------------------------- */
@@ -247,64 +279,85 @@ void model_train_backward(ssm_model *m, float loss_scale) {
 ssm_state *ssm_state_new(const ssm_model *m, int n_seq) {
     ssm_state *s = xcalloc(1, sizeof *s);
     s->model = m;
+    s->be = m->be;
     s->n_seq = n_seq;
     s->layer_off = xmalloc(sizeof(size_t) * m->cfg.n_layer);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         s->layer_off[l] = s->total;
         s->total += (size_t)n_seq * m->layers[l].kind->state_floats(&m->cfg);
     }
-    s->data = xcalloc(s->total ? s->total : 1, sizeof(float));
+    s->data = s->be->alloc(sizeof(float) * (s->total ? s->total : 1));
     return s;
 }
 
-void ssm_state_reset(ssm_state *s) { memset(s->data, 0, sizeof(float) * s->total); }
+void ssm_state_reset(ssm_state *s) { s->be->zero(s->data, sizeof(float) * s->total); }
 
 void ssm_state_free(ssm_state *s) {
     if (!s) return;
-    free(s->data);
+    s->be->release(s->data);
+    s->be->release(s->work);
+    s->be->release(s->tokens);
     free(s->layer_off);
-    free(s->work);
     free(s);
 }
 
 static float *state_work(ssm_state *s, size_t floats) {
     if (floats > s->work_cap) {
-        free(s->work);
-        s->work = xmalloc(sizeof(float) * floats);
+        s->be->release(s->work);
+        s->work = s->be->alloc(sizeof(float) * floats);
         s->work_cap = floats;
     }
     return s->work;
 }
 
+/* The tokens of a call where the backend reads them: the caller's array on the CPU, else a copy. */
+static const int *state_tokens(ssm_state *s, const int *tokens, size_t n) {
+    if (backend_is_host(s->be)) return tokens;
+    if (n > s->tok_cap) {
+        s->be->release(s->tokens);
+        s->tokens = s->be->alloc(sizeof(int) * n);
+        s->tok_cap = n;
+    }
+    s->be->upload(s->tokens, tokens, sizeof(int) * n);
+    return s->tokens;
+}
+
 void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
     const ssm_config *c = &m->cfg;
+    const backend *be = s->be;
+    CHECK(be == m->be, "ssm_forward: the state was made on %s, the model is now on %s", be->name, m->be->name);
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
-    const size_t rows = (size_t)B * T;
+    const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
     const param_info *P = m->layout.items;
+    const float *w = m->wb;
     size_t act = 0;
     for (int l = 0; l < c->n_layer; l++) {
         size_t f = m->layers[l].kind->act_floats(c, B, T);
         if (f > act) act = f;
     }
-    float *x = state_work(s, 3 * rows * D + act + rows);
+    const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
+    float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
     float *u = x + rows * D, *out = u + rows * D, *mix = out + rows * D, *rstd = mix + act;
-    embedding_fwd(x, tokens, m->w + P[m->emb].offset, (int)rows, D);
+    float *lg = logit_floats ? rstd + rows : logits;
+    const int *tok = state_tokens(s, tokens, rows);
+    be->embedding_fwd(x, tok, w + P[m->emb].offset, (int)rows, D);
     for (int l = 0; l < c->n_layer; l++) {
-        rmsnorm_fwd(u, rstd, x, m->w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
+        be->rmsnorm_fwd(u, rstd, x, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         m->layers[l].kind->forward(&ctx, mix, out, u, B, T, s->data + s->layer_off[l]);
-        for (size_t i = 0; i < rows * D; i++) x[i] += out[i];
+        be->add(x, out, rows * D);
     }
-    if (last_only) { /* keep one row per sequence: the last position */
-        for (int b = 0; b < B; b++)
-            memmove(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
-        rmsnorm_fwd(u, rstd, x, m->w + P[m->norm_f].offset, B, D, c->norm_eps);
-        mixer_ctx head = {&m->cfg, m->w, NULL, m->w16, NULL};
-        mixer_linear(&head, logits, V, u, D, m->w + P[m->head].offset, B, V, D);
+    if (last_only) { /* keep one row per sequence: the last position (rows b*T+T-1 and b are disjoint) */
+        for (int b = 0; b < B && T > 1; b++)
+            be->copy(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
+        be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, B, D, c->norm_eps);
+        mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL};
+        mixer_linear(&head, lg, V, u, D, w + P[m->head].offset, B, V, D);
     } else {
-        rmsnorm_fwd(u, rstd, x, m->w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
-        matmul_xwT(logits, V, u, D, m->w + P[m->head].offset, (int)rows, V, D, 0.0f);
+        be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
+        be->matmul_xwT(lg, V, u, D, w + P[m->head].offset, (int)rows, V, D, 0.0f);
     }
+    if (lg != logits) be->download(logits, lg, sizeof(float) * out_rows * V);
 }
 
 void ssm_step(const ssm_model *m, ssm_state *s, const int *tokens, float *logits) {

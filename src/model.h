@@ -3,6 +3,7 @@
 #ifndef SSM_MODEL_H
 #define SSM_MODEL_H
 
+#include "backend/backend.h"
 #include "mixers/mixer.h"
 #include "params.h"
 #include "ssm.h"
@@ -13,7 +14,7 @@ typedef struct {
     int mixer;  /* layout index of the mixer's first tensor */
 } model_layer;
 
-/* Everything one training step keeps between forward and backward, sized for B x T. */
+/* Everything one training step keeps between forward and backward, sized for B x T; backend memory. */
 typedef struct {
     int B, T;
     int *tokens, *targets; /* [B*T] */
@@ -34,9 +35,13 @@ typedef struct {
 struct ssm_model {
     ssm_config cfg;
     param_layout layout;
-    float *w;            /* [layout.total] parameters */
-    float *dw;           /* [layout.total] gradients (training only) */
-    uint16_t *w16;       /* [layout.total] bf16 copy for decode (ssm_model_use_bf16), or NULL */
+    const backend *be;   /* where the model computes: backend_cpu unless ssm_model_set_device moved it */
+    float *w;            /* [layout.total] parameters in host memory: what load and save read and write; on a
+                          * device, a mirror of wb brought up to date by model_sync_host */
+    float *wb;           /* [layout.total] the parameters the backend computes with: w itself on the CPU */
+    float *dw;           /* [layout.total] gradients, backend memory (training only) */
+    uint16_t *w16;       /* [layout.total] bf16 copy for CPU decode (ssm_model_use_bf16), or NULL */
+    int host_stale;      /* wb changed on the device since w was last refreshed */
     model_layer *layers; /* [n_layer] */
     int emb, norm_f;     /* layout indices */
     int head;            /* layout index of the LM head: emb when tied, else lm_head.weight */
@@ -45,6 +50,7 @@ struct ssm_model {
 
 struct ssm_state {
     const ssm_model *model;
+    const backend *be; /* the model's backend when the state was made: all buffers below live there */
     int n_seq;
     float *data;       /* every layer's state for n_seq sequences, layer by layer */
     size_t *layer_off; /* [n_layer] */
@@ -52,10 +58,14 @@ struct ssm_state {
     /* workspace for ssm_forward/ssm_step, grown on demand */
     float *work;
     size_t work_cap;
+    int *tokens; /* [tok_cap] the tokens of a call, on the backend (unused on the CPU) */
+    size_t tok_cap;
 };
 
 /* Builds layout and layers for a resolved config with zeroed parameters. */
 ssm_model *model_alloc(const ssm_config *cfg);
+/* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
+void model_sync_host(const ssm_model *m);
 /* A mixer context for layer l (dw may be NULL). */
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l);
 

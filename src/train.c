@@ -3,7 +3,7 @@
 #include "train.h"
 #include "common.h"
 #include "io/json.h"
-#include "ops/ops.h"
+#include "ops/ops.h" /* xent_fwd_bwd on host logits */
 
 #include <errno.h>
 #include <math.h>
@@ -26,48 +26,67 @@ float lr_at(const ssm_optim_config *o, long s) {
 }
 
 double grad_clip(ssm_model *m, float clip) {
-    double ss = 0;
     const size_t n = m->layout.total;
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (size_t i = 0; i < n; i++) ss += (double)m->dw[i] * m->dw[i];
-    double norm = sqrt(ss);
+    double norm = m->be->grad_norm(m->dw, n);
     if (clip > 0) {
         float coef = (float)(clip / (norm + 1e-6));
-        if (coef < 1.0f)
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i++) m->dw[i] *= coef;
+        if (coef < 1.0f) m->be->grad_scale(m->dw, n, coef);
     }
     return norm;
 }
 
 void adamw_init(adamw_state *s, const ssm_model *m) {
-    s->m = xcalloc(m->layout.total, sizeof(float));
-    s->v = xcalloc(m->layout.total, sizeof(float));
+    const backend *be = m->be;
+    const size_t n = m->layout.total;
+    s->be = be;
+    s->m = be->alloc(n * sizeof(float));
+    s->v = be->alloc(n * sizeof(float));
+    unsigned char *mask = xmalloc(n);
+    for (int t = 0; t < m->layout.n; t++) {
+        const param_info *p = &m->layout.items[t];
+        memset(mask + p->offset, p->decay ? 1 : 0, p->numel);
+    }
+    s->decay_mask = be->alloc(n);
+    be->upload(s->decay_mask, mask, n);
+    free(mask);
     s->step = 0;
 }
 
 void adamw_free(adamw_state *s) {
-    free(s->m);
-    free(s->v);
+    if (s->be) {
+        s->be->release(s->m);
+        s->be->release(s->v);
+        s->be->release(s->decay_mask);
+    }
     memset(s, 0, sizeof *s);
 }
 
-void adamw_step(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr) {
+void adamw_download(const adamw_state *s, size_t n, float **m, float **v) {
+    *m = xmalloc(n * sizeof(float));
+    *v = xmalloc(n * sizeof(float));
+    s->be->download(*m, s->m, n * sizeof(float));
+    s->be->download(*v, s->v, n * sizeof(float));
+}
+
+void adamw_follow_model(adamw_state *s, const ssm_model *m) {
+    if (s->be == m->be) return;
+    const size_t n = m->layout.total;
+    float *hm, *hv;
+    adamw_download(s, n, &hm, &hv);
+    const long step = s->step;
+    adamw_free(s);
+    adamw_init(s, m);
+    s->be->upload(s->m, hm, n * sizeof(float));
+    s->be->upload(s->v, hv, n * sizeof(float));
+    s->step = step;
+    free(hm), free(hv);
+}
+
+void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr) {
     s->step++;
-    const float bc1 = 1.0f - powf(o->beta1, (float)s->step), bc2_sqrt = sqrtf(1.0f - powf(o->beta2, (float)s->step));
-    const float step_size = lr / bc1;
-    for (int t = 0; t < m->layout.n; t++) {
-        const param_info *p = &m->layout.items[t];
-        const float shrink = 1.0f - lr * (p->decay ? o->weight_decay : 0.0f);
-        float *w = m->w + p->offset, *g = m->dw + p->offset, *mm = s->m + p->offset, *vv = s->v + p->offset;
-#pragma omp parallel for schedule(static) if (p->numel > 65536)
-        for (size_t i = 0; i < p->numel; i++) {
-            w[i] *= shrink;
-            mm[i] += (g[i] - mm[i]) * (1.0f - o->beta1); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
-            vv[i] = vv[i] * o->beta2 + g[i] * g[i] * (1.0f - o->beta2);
-            w[i] -= step_size * mm[i] / (sqrtf(vv[i]) / bc2_sqrt + o->eps);
-        }
-    }
+    m->be->adamw_step(m->wb, m->dw, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay, o->beta1,
+                      o->beta2, o->eps, s->step);
+    if (m->wb != m->w) m->host_stale = 1;
 }
 
 void ssm_train_options_default(ssm_train_options *t) {
@@ -81,6 +100,7 @@ void ssm_train_options_default(ssm_train_options *t) {
     t->eval_every = 200;
     t->eval_bytes = 0;
     t->seed = 1337;
+    t->device = "cpu";
     ssm_optim_config_default(&t->optim);
 }
 
@@ -186,6 +206,8 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         adamw_init(&opt, m);
         prog.data_rng = t->seed ^ 0xDA7A5EEDull;
     }
+    if (ssm_model_set_device(m, t->device ? t->device : "cpu")) goto out;
+    adamw_follow_model(&opt, m);
     FILE *metrics = fopen(metrics_path, t->resume ? "a" : "w");
     if (!metrics) {
         ssm_error("%s: cannot open for writing: %s", metrics_path, strerror(errno));
@@ -223,7 +245,7 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         }
         double gnorm = grad_clip(m, t->optim.clip);
         float lr = lr_at(&t->optim, step);
-        adamw_step(m, &opt, &t->optim, lr);
+        adamw_update(m, &opt, &t->optim, lr);
         const double now = now_seconds(), elapsed = now - t0;
         const double bps = (double)B * T * t->grad_accum * (step + 1 - first) / elapsed;
         prog.step = step + 1;

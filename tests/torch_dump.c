@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
         losses[s] = (float)model_train_forward(m, inp, tgt, B, T);
         model_train_backward(m, 1.0f);
         grad_clip(m, oc.clip);
-        adamw_step(m, &opt, &oc, lr_at(&oc, s));
+        adamw_update(m, &opt, &oc, lr_at(&oc, s));
     }
     ADD("adam.losses", ST_F32, losses, sizeof losses, STEPS);
     n = add_params(out, n, L, "final.", m->w);

@@ -160,6 +160,15 @@ static ssm_model *load_or_die(const char *dir) {
     return m;
 }
 
+/* Loads the model and moves it to --device. */
+static ssm_model *load_on_device_or_die(const char *dir, const char *device) {
+    ssm_model *m = load_or_die(dir);
+    if (ssm_model_set_device(m, device)) die("%s", ssm_last_error());
+    return m;
+}
+
+#define DEVICE_HELP "where to compute: cpu or cuda (GPU 0)"
+
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
 static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {
     char p[PATH_CAP];
@@ -253,6 +262,7 @@ static int cmd_train(int argc, char **argv) {
         {"--sample", NULL, OPT_INT, &sample_n, "bytes to sample from the trained model (0: none)"},
         {"--prompt", NULL, OPT_STR, &prompt, "prompt for that sample"},
         {"--quiet", NULL, OPT_FLAG, &t.quiet, "no progress output"},
+        {"--device", NULL, OPT_STR, &t.device, DEVICE_HELP},
     };
     const char *about = "Trains a byte-level model. With no options: a ~1M-parameter Mamba on tinyshakespeare\n"
                         "(`make data` downloads it), then prints a sample. Progress goes to stderr, per-step\n"
@@ -277,7 +287,7 @@ static int cmd_train(int argc, char **argv) {
     if (sample_n > 0) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/checkpoint", t.out_dir);
-        ssm_model *m = load_or_die(dir);
+        ssm_model *m = load_on_device_or_die(dir, t.device);
         ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
         fprintf(stderr, "sample (temperature 0.8, top-p 0.95):\n");
         print_sample(m, NULL, prompt, sample_n, &so);
@@ -287,7 +297,7 @@ static int cmd_train(int argc, char **argv) {
 }
 
 static int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *tok_path = NULL;
+    const char *model = NULL, *data = NULL, *tok_path = NULL, *device = "cpu";
     int chunk = 1024, threads = 0, quiet = 0;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
@@ -296,6 +306,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--chunk", NULL, OPT_INT, &chunk, "tokens per forward pass (the state carries across chunks)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
+        {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
     };
     parse_args(argc, argv, "eval --model DIR --data FILE",
                "Scores a file as one stream: every layer's state carries across chunks, so the model sees its\n"
@@ -304,7 +315,7 @@ static int cmd_eval(int argc, char **argv) {
     if (!data) die("--data FILE is required");
     if (chunk < 1) die("--chunk must be positive");
     if (threads > 0) omp_set_num_threads(threads);
-    ssm_model *m = load_or_die(model);
+    ssm_model *m = load_on_device_or_die(model, device);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     char *bytes;
     size_t len, n;
@@ -325,7 +336,7 @@ static int cmd_eval(int argc, char **argv) {
 }
 
 static int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = "", *tok_path = NULL;
+    const char *model = NULL, *prompt = "", *tok_path = NULL, *device = "cpu";
     int n = 256, threads = 0;
     ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
     int seed_given;
@@ -339,6 +350,7 @@ static int cmd_generate(int argc, char **argv) {
         {"--top-p", NULL, OPT_FLOAT, &so.top_p, "nucleus sampling mass (1: off)"},
         {"--seed", NULL, OPT_U64, &so.seed, "sampling seed (default: from the clock)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
+        {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
     };
     parse_args(argc, argv, "generate --model DIR --prompt TEXT -n N",
                "Continues the prompt: the prompt runs through the sequence scan, then each new byte is one\n"
@@ -350,7 +362,7 @@ static int cmd_generate(int argc, char **argv) {
     if (so.temperature < 0 || so.top_k < 0 || !(so.top_p > 0 && so.top_p <= 1))
         die("need --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
     if (threads > 0) omp_set_num_threads(threads);
-    ssm_model *m = load_or_die(model);
+    ssm_model *m = load_on_device_or_die(model, device);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     print_sample(m, tok, prompt, n, &so);
     ssm_tokenizer_free(tok);
@@ -406,7 +418,7 @@ static int cmd_info(int argc, char **argv) {
 }
 
 static int cmd_bench(int argc, char **argv) {
-    const char *config = "d256x4", *what = "all", *model_dir = NULL;
+    const char *config = "d256x4", *what = "all", *model_dir = NULL, *device = "cpu";
     int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0;
     option o[] = {
         {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24, hf130m"},
@@ -419,6 +431,7 @@ static int cmd_bench(int argc, char **argv) {
         {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
         {"--bf16", NULL, OPT_FLAG, &bf16, "decode with bf16 weights (ssm_model_use_bf16)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
+        {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
     };
     parse_args(argc, argv, "bench [--config NAME | --model DIR] [--what train|decode|all]",
                "Measures training and decode throughput for a named model shape or a model directory.", o, NOPTS(o));
@@ -452,21 +465,25 @@ static int cmd_bench(int argc, char **argv) {
         }
     }
     if (bf16) ssm_model_use_bf16(m);
+    if (ssm_model_set_device(m, device)) die("%s", ssm_last_error());
+    const int on_cpu = !strcmp(device, "cpu");
     const char *unit = c.vocab_size == 256 ? "bytes/s" : "tokens/s";
-    printf("%s %s: d_model %d, %d layers, vocab %d, %.2fM parameters, %d threads%s\n", model_dir ? "model" : "config",
+    printf("%s %s: d_model %d, %d layers, vocab %d, %.2fM parameters, %s%s\n", model_dir ? "model" : "config",
            model_dir ? model_dir : config, c.d_model, c.n_layer, c.vocab_size, ssm_model_n_params(m) / 1e6,
-           omp_get_max_threads(), bf16 ? ", bf16 decode weights" : "");
+           on_cpu ? "cpu" : device, bf16 ? ", bf16 decode weights" : "");
+    if (on_cpu) printf("threads: %d\n", omp_get_max_threads());
     if (load_s >= 0) printf("load: %.3f s (config.json, memory-mapped safetensors, conversion to float32)\n", load_s);
     printf("%-28s %12s %14s\n", "measurement", "ms/step", unit);
     if (do_train) {
-        double s = bench_train_step(&c, batch, seq_len, steps);
+        size_t mem = 0;
+        double s = bench_train_step(&c, device, batch, seq_len, steps, &mem);
+        if (s < 0) die("%s", ssm_last_error());
         char label[64];
         snprintf(label, sizeof label, "train %dx%d", batch, seq_len);
         printf("%-28s %12.2f %14.0f\n", label, s * 1e3, batch * seq_len / s);
+        if (mem) printf("device memory in use while training: %.2f GiB\n", mem / 1073741824.0);
     }
     if (do_dec) {
-        double copy_bw, read_bw;
-        bench_memory_bandwidth(&copy_bw, &read_bw);
         double weight_bytes = bench_decode_weight_bytes(m);
         double s1 = bench_decode_step(m, 1, decode_steps);
         double sb = bench_decode_step(m, decode_batch, decode_steps);
@@ -474,11 +491,18 @@ static int cmd_bench(int argc, char **argv) {
         printf("%-28s %12.3f %14.1f\n", "decode batch 1", s1 * 1e3, 1 / s1);
         snprintf(label, sizeof label, "decode batch %d", decode_batch);
         printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
-        printf("memory: copy %.1f GB/s (bytes copied per second; STREAM's read+write count: %.1f), read %.1f GB/s\n",
-               copy_bw / 1e9, 2 * copy_bw / 1e9, read_bw / 1e9);
-        printf("batch-1 decode reads %.1f MB of weights per step: %.1f GB/s = %.0f%% of copy, %.0f%% of read bandwidth"
-               " (bound %.1f %s)\n", weight_bytes / 1e6, weight_bytes / s1 / 1e9, 100 * weight_bytes / s1 / copy_bw,
-               100 * weight_bytes / s1 / read_bw, read_bw / weight_bytes, unit);
+        if (on_cpu) {
+            double copy_bw, read_bw;
+            bench_memory_bandwidth(&copy_bw, &read_bw);
+            printf("memory: copy %.1f GB/s (bytes copied per second; STREAM's read+write count: %.1f), read %.1f "
+                   "GB/s\n", copy_bw / 1e9, 2 * copy_bw / 1e9, read_bw / 1e9);
+            printf("batch-1 decode reads %.1f MB of weights per step: %.1f GB/s = %.0f%% of copy, %.0f%% of read "
+                   "bandwidth (bound %.1f %s)\n", weight_bytes / 1e6, weight_bytes / s1 / 1e9,
+                   100 * weight_bytes / s1 / copy_bw, 100 * weight_bytes / s1 / read_bw, read_bw / weight_bytes, unit);
+        } else {
+            printf("batch-1 decode reads %.1f MB of weights per step: %.1f GB/s\n", weight_bytes / 1e6,
+                   weight_bytes / s1 / 1e9);
+        }
     }
     ssm_model_free(m);
     return 0;

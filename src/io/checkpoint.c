@@ -75,15 +75,19 @@ int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const
     if (model_weights_write(p, m, "step", step)) return -1;
     path_join(p, tmp, "config.json");
     if (model_config_write(p, &m->cfg)) return -1;
+    float *hm, *hv; /* the moments in host memory, wherever the optimizer runs */
+    adamw_download(opt, m->layout.total, &hm, &hv);
     st_tensor moments[2] = {{.name = "exp_avg", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)m->layout.total},
-                             .nbytes = m->layout.total * sizeof(float), .data = opt->m},
+                             .nbytes = m->layout.total * sizeof(float), .data = hm},
                             {.name = "exp_avg_sq", .dtype = ST_F32, .ndim = 1, .shape = {(int64_t)m->layout.total},
-                             .nbytes = m->layout.total * sizeof(float), .data = opt->v}};
+                             .nbytes = m->layout.total * sizeof(float), .data = hv}};
     char adam_step[32];
     snprintf(adam_step, sizeof adam_step, "%ld", opt->step);
     const char *keys[] = {"step", "adam_step"}, *values[] = {step, adam_step};
     path_join(p, tmp, "optimizer.safetensors");
-    if (st_write(p, moments, 2, keys, values, 2)) return -1;
+    int st_rc = st_write(p, moments, 2, keys, values, 2);
+    free(hm), free(hv);
+    if (st_rc) return -1;
     path_join(p, tmp, "train_state.json");
     if (state_write(p, pr, t)) return -1;
     /* swap: DIR -> DIR.old, DIR.tmp -> DIR, drop DIR.old. Each rename is atomic; at every instant a

@@ -177,6 +177,7 @@ int model_config_read(const char *path, ssm_config *c) {
 
 int model_weights_write(const char *path, const ssm_model *m, const char *meta_key, const char *meta_value) {
     const param_layout *L = &m->layout;
+    model_sync_host(m);
     st_tensor *t = xcalloc(L->n, sizeof *t);
     for (int i = 0; i < L->n; i++) {
         const param_info *p = &L->items[i];

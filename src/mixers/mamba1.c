@@ -2,11 +2,9 @@
  * and state size in one place. Shapes: rows = B*T, D = d_model, E = d_inner, N = d_state,
  * R = dt_rank, K = d_conv. */
 #include "mixers/mixer.h"
-#include "ops/ops.h"
 
 #include <math.h>
 #include <stdio.h>
-#include <string.h>
 
 typedef struct {
     float *in_proj;  /* [2E, D]   in_proj.weight */
@@ -148,28 +146,30 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const f
                            float *state) {
     mamba1_dims d = dims_of(ctx->cfg);
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
+    const backend *be = ctx->be;
     const int rows = B * T;
     mamba1_act a = act_of(act, d, rows);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
     mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);    /* xz = in_proj(u) */
-    if (v.in_b) bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
-    conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
-    if (conv_state) conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
+    if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
+    be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);            /* dt = dt_proj(dt_low) */
-    softplus_bias_fwd(a.dt, v.dt_b, rows, d.E);                                  /* dt = softplus(dt + bias) */
-    neg_exp_transpose(a.At, v.A_log, d.E, d.N);                                 /* A = -exp(A_log) */
-    scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
-    gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
+    be->softplus_bias_fwd(a.dt, v.dt_b, rows, d.E);                                  /* dt = softplus(dt + bias) */
+    be->neg_exp_transpose(a.At, v.A_log, d.E, d.N);                                 /* A = -exp(A_log) */
+    be->scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
+    be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
     mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);           /* out_proj */
-    if (v.out_b) bias_add(out, d.D, v.out_b, rows, d.D);
+    if (v.out_b) be->bias_add(out, d.D, v.out_b, rows, d.D);
 }
 
 static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scratch, float *du, const float *dout,
                             const float *u, int B, int T) {
     mamba1_dims d = dims_of(ctx->cfg);
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), g = views_of(ctx->cfg, ctx->dw, ctx->pi);
+    const backend *be = ctx->be;
     const int rows = B * T;
     mamba1_act a = act_of(act, d, rows);
     float *dxz = scratch;                       /* [rows, 2E] */
@@ -179,25 +179,23 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scrat
     float *ddbc = ddt + (size_t)rows * d.E;     /* [rows, P] */
     float *dAt = ddbc + (size_t)rows * d.P;     /* [N, E] */
 
-    matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
-    if (g.out_b) bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
-    matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
-    gate_bwd(dy, dxz + d.E, 2 * d.E, dy, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
-    memset(dAt, 0, sizeof(float) * d.N * d.E);
-    scan_bwd(dxs, ddt, ddbc + d.R, ddbc + d.R + d.N, d.P, dAt, g.D, dy, a.xs, a.dt, a.At, a.dbc + d.R,
+    be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
+    if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
+    be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
+    be->gate_bwd(dy, dxz + d.E, 2 * d.E, dy, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
+    be->zero(dAt, sizeof(float) * d.N * d.E);
+    be->scan_bwd(dxs, ddt, ddbc + d.R, ddbc + d.R + d.N, d.P, dAt, g.D, dy, a.xs, a.dt, a.At, a.dbc + d.R,
              a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
-    for (int e = 0; e < d.E; e++) /* dA/dA_log = -exp(A_log) = A */
-        for (int n = 0; n < d.N; n++)
-            g.A_log[(size_t)e * d.N + n] += dAt[(size_t)n * d.E + e] * a.At[(size_t)n * d.E + e];
-    softplus_bias_bwd(ddt, g.dt_b, a.dt, rows, d.E);
-    matmul_dw_acc(g.dt_w, ddt, d.E, a.dbc, d.P, rows, d.E, d.R);
-    matmul_dyw(ddbc, d.P, ddt, d.E, v.dt_w, rows, d.E, d.R, 0.0f);
-    matmul_dw_acc(g.x_proj, ddbc, d.P, a.xs, d.E, rows, d.P, d.E);
-    matmul_dyw(dxs, d.E, ddbc, d.P, v.x_proj, rows, d.P, d.E, 1.0f);
-    conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xc, a.xz, 2 * d.E, v.conv_w, B, T, d.E, d.K);
-    matmul_dw_acc(g.in_proj, dxz, 2 * d.E, u, d.D, rows, 2 * d.E, d.D);
-    if (g.in_b) bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
-    matmul_dyw(du, d.D, dxz, 2 * d.E, v.in_proj, rows, 2 * d.E, d.D, 0.0f);
+    be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
+    be->softplus_bias_bwd(ddt, g.dt_b, a.dt, rows, d.E);
+    be->matmul_dw_acc(g.dt_w, ddt, d.E, a.dbc, d.P, rows, d.E, d.R);
+    be->matmul_dyw(ddbc, d.P, ddt, d.E, v.dt_w, rows, d.E, d.R, 0.0f);
+    be->matmul_dw_acc(g.x_proj, ddbc, d.P, a.xs, d.E, rows, d.P, d.E);
+    be->matmul_dyw(dxs, d.E, ddbc, d.P, v.x_proj, rows, d.P, d.E, 1.0f);
+    be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xc, a.xz, 2 * d.E, v.conv_w, B, T, d.E, d.K);
+    be->matmul_dw_acc(g.in_proj, dxz, 2 * d.E, u, d.D, rows, 2 * d.E, d.D);
+    if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
+    be->matmul_dyw(du, d.D, dxz, 2 * d.E, v.in_proj, rows, 2 * d.E, d.D, 0.0f);
 }
 
 const mixer_kind mixer_mamba1 = {

@@ -13,5 +13,5 @@ const mixer_kind *mixer_by_code(char code) {
 
 void mixer_linear(const mixer_ctx *ctx, float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K) {
     if (ctx->w16 && M <= 16) matmul_xwT_bf16(y, ldy, x, ldx, ctx->w16 + (w - ctx->w), M, N, K, 0.0f);
-    else matmul_xwT(y, ldy, x, ldx, w, M, N, K, 0.0f);
+    else ctx->be->matmul_xwT(y, ldy, x, ldx, w, M, N, K, 0.0f);
 }

@@ -4,15 +4,17 @@
 #ifndef SSM_MIXER_H
 #define SSM_MIXER_H
 
+#include "backend/backend.h"
 #include "common.h"
 #include "params.h"
 #include "ssm.h"
 
 typedef struct {
     const ssm_config *cfg;
-    const float *w;        /* the model's flat parameter buffer */
+    const backend *be;     /* the ops and memory every pointer here belongs to */
+    const float *w;        /* the model's flat parameter buffer (backend memory) */
     float *dw;             /* the flat gradient buffer (backward only) */
-    const uint16_t *w16;   /* bf16 copy of w for small-batch decode, or NULL */
+    const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU, or NULL */
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
 } mixer_ctx;
 

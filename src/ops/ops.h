@@ -79,10 +79,25 @@ void gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y,
 /* At[N, E] = -exp(A_log[E, N])^T: Mamba-1's continuous decay, state-major as scan_fwd wants it. */
 void neg_exp_transpose(float *At, const float *A_log, int E, int N);
 
+/* dA_log[E, N] += dAt[N, E]^T * At[N, E]^T: through A = -exp(A_log), dA/dA_log = A. */
+void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N);
+/* x[n] += y[n]: the residual add. */
+void vec_add(float *x, const float *y, size_t n);
+
 /* ---- loss ----------------------------------------------------------------------------------------- */
 /* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale.
  * targets < 0 are ignored (not counted). Returns the summed (not mean) loss in *sum, count in *n. */
 void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
                   int V, float scale);
+
+/* ---- optimizer over the flat parameter buffer ------------------------------------------------------- */
+/* sqrt of the sum of dw[i]^2, accumulated in double. */
+double grad_norm(const float *dw, size_t n);
+/* dw[i] *= coef. */
+void grad_scale(float *dw, size_t n, float coef);
+/* One AdamW step with torch.optim.AdamW's arithmetic: w, m, v [n] updated in place from g [n]; weight decay
+ * where decay_mask[i] != 0; step counts steps taken including this one (1 on the first). */
+void adamw_step(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n, float lr,
+                float weight_decay, float beta1, float beta2, float eps, long step);
 
 #endif

@@ -13,6 +13,19 @@ extern "C" {
 /* 1 when a CUDA device is usable, else 0 with the reason in *why (a static string). */
 int cuda_device_available(const char **why);
 
+/* Device memory (memory.cu), for backend_cuda: alloc is zeroed and exits with a one-line error naming the fix
+ * when the GPU is out of memory; download waits for the data. */
+void *cuda_alloc(size_t bytes);
+void cuda_release(void *p);
+void cuda_zero(void *p, size_t bytes);
+void cuda_copy(void *dst, const void *src, size_t bytes);
+void cuda_upload(void *dst, const void *host, size_t bytes);
+void cuda_download(void *host, const void *src, size_t bytes);
+void cuda_sync(void);
+size_t cuda_mem_in_use(void); /* total - free device memory */
+/* 0 when GPU 0 is usable (present, compute capability >= 8.0; made current), else -1 with ssm_error(). */
+int cuda_backend_check(void);
+
 /* See matmul_* in ops.h: cuBLASLt, float32 with FP32 compute (no TF32). */
 void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
 void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
@@ -49,6 +62,8 @@ void gate_fwd_cuda(float *out, const float *y, const float *z, int ldz, int rows
 void gate_bwd_cuda(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
                    int rows, int E);
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
+void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N);
+void vec_add_cuda(float *x, const float *y, size_t n);
 
 /* sum and count are HOST pointers (the call waits for the result); dlogits may be NULL. */
 void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,

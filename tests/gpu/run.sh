@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Every GPU test in one go, for the GPU machine (the device tool: one call builds and runs them all).
 # Ends with "N passed, N failed". Without a GPU each test prints "skip - ..." instead.
+#   tests/gpu/run.sh          build (make cuda) and run build/gpu/test_*
+#   tests/gpu/run.sh DIR      run prebuilt DIR/test_* (built elsewhere, e.g. with OPT="-O3 -march=x86-64-v3")
 set -u
 cd "$(dirname "$0")/../.."
-make -s -j"$(nproc)" cuda >/dev/null || { echo "FAIL - make cuda"; exit 1; }
+bin=${1:-build/gpu}
+if [ $# -eq 0 ]; then
+    make -s -j"$(nproc)" cuda >/dev/null || { echo "FAIL - make cuda"; exit 1; }
+fi
 log=$(mktemp)
-for t in build/gpu/test_*; do
+for t in "$bin"/test_*; do
     echo "== $t"
     "$t" 2>&1 | tee -a "$log"
     rc=${PIPESTATUS[0]}

@@ -9,6 +9,11 @@
 #define CUDA_CHECK(call)                                                                            \
     do {                                                                                            \
         cudaError_t err_ = (call);                                                                  \
+        if (err_ == cudaErrorMemoryAllocation) {                                                    \
+            fprintf(stderr, "ssm: out of GPU memory (%s:%d): use a smaller --batch or --seq-len, or "  \
+                            "--device cpu\n", __FILE__, __LINE__);                                     \
+            exit(1);                                                                                \
+        }                                                                                           \
         if (err_ != cudaSuccess) {                                                                  \
             fprintf(stderr, "ssm: CUDA error at %s:%d: %s (%s)\n", __FILE__, __LINE__,              \
                     cudaGetErrorString(err_), #call);                                               \

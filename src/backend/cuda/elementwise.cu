@@ -62,6 +62,14 @@ __global__ static void neg_exp_transpose_kernel(float *At, const float *A_log, i
     }
 }
 
+__global__ static void alog_grad_kernel(float *dA_log, const float *dAt, const float *At, int E, int N) {
+    const size_t n = (size_t)E * N;
+    GRID_STRIDE(i, n) { /* i indexes dA_log [E, N] */
+        const size_t e = i / N, nn = i % N;
+        dA_log[i] += dAt[nn * E + e] * At[nn * E + e];
+    }
+}
+
 extern "C" void softplus_bias_fwd_cuda(float *dt, const float *bias, int rows, int E) {
     const size_t n = (size_t)rows * E;
     if (rows <= 0 || E <= 0) return;
@@ -107,5 +115,12 @@ extern "C" void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int
     const size_t n = (size_t)E * N;
     if (E <= 0 || N <= 0) return;
     neg_exp_transpose_kernel<<<elem_blocks(n), ELEM_THREADS>>>(At, A_log, E, N);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N) {
+    const size_t n = (size_t)E * N;
+    if (E <= 0 || N <= 0) return;
+    alog_grad_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dA_log, dAt, At, E, N);
     CUDA_CHECK_LAUNCH();
 }

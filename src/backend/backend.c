@@ -1,0 +1,71 @@
+/* The CPU backend's table (host memory, src/backend/cpu ops) and the lookup of a backend by name. */
+#include "backend/backend.h"
+#include "common.h"
+#include "ops/ops.h"
+
+#include <string.h>
+
+static void *host_alloc(size_t bytes) { return xcalloc(1, bytes); }
+static void host_release(void *p) { free(p); }
+static void host_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void host_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void host_sync(void) {}
+static size_t host_mem_in_use(void) { return 0; }
+
+const backend backend_cpu = {
+    .name = "cpu",
+    .alloc = host_alloc,
+    .release = host_release,
+    .zero = host_zero,
+    .copy = host_copy,
+    .upload = host_copy,
+    .download = host_copy,
+    .sync = host_sync,
+    .mem_in_use = host_mem_in_use,
+    .add = vec_add,
+    .matmul_xwT = matmul_xwT,
+    .matmul_dyw = matmul_dyw,
+    .matmul_dw_acc = matmul_dw_acc,
+    .bias_add = bias_add,
+    .bias_grad_acc = bias_grad_acc,
+    .embedding_fwd = embedding_fwd,
+    .embedding_bwd = embedding_bwd,
+    .rmsnorm_fwd = rmsnorm_fwd,
+    .rmsnorm_bwd = rmsnorm_bwd,
+    .conv1d_silu_fwd = conv1d_silu_fwd,
+    .conv1d_silu_bwd = conv1d_silu_bwd,
+    .conv1d_state_update = conv1d_state_update,
+    .scan_fwd = scan_fwd,
+    .scan_bwd = scan_bwd,
+    .softplus_bias_fwd = softplus_bias_fwd,
+    .softplus_bias_bwd = softplus_bias_bwd,
+    .gate_fwd = gate_fwd,
+    .gate_bwd = gate_bwd,
+    .neg_exp_transpose = neg_exp_transpose,
+    .alog_grad_acc = alog_grad_acc,
+    .xent_fwd_bwd = xent_fwd_bwd,
+    .grad_norm = grad_norm,
+    .grad_scale = grad_scale,
+    .adamw_step = adamw_step,
+};
+
+#ifdef SSM_CUDA
+extern const backend backend_cuda;
+/* 0 when a usable CUDA device is present, else -1 with the reason (src/backend/cuda/memory.cu). */
+int cuda_backend_check(void);
+#endif
+
+const backend *backend_by_name(const char *name) {
+    if (!strcmp(name, "cpu")) return &backend_cpu;
+    if (!strcmp(name, "cuda")) {
+#ifdef SSM_CUDA
+        return cuda_backend_check() ? NULL : &backend_cuda;
+#else
+        ssm_error("this ssm was built without CUDA (no nvcc at build time): use --device cpu, or install the "
+                  "CUDA toolkit and rebuild");
+        return NULL;
+#endif
+    }
+    ssm_error("unknown device '%s' (expected cpu or cuda)", name);
+    return NULL;
+}

@@ -1,0 +1,72 @@
+/* A backend: where the model's buffers live and the ops that compute on them. The model and the mixers
+ * are written once against this table; backend_cpu points at src/backend/cpu (ops.h), backend_cuda at the
+ * _cuda kernels (ops_cuda.h). Every pointer an op takes is memory of that backend ("device memory");
+ * upload/download cross to and from the host. Each op has the shapes and semantics documented in ops.h. */
+#ifndef SSM_BACKEND_H
+#define SSM_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct backend {
+    const char *name; /* "cpu" or "cuda" */
+
+    /* ---- memory ---- */
+    /* Zeroed device memory; out of memory is a one-line error naming the fix, and exit(1). */
+    void *(*alloc)(size_t bytes);
+    void (*release)(void *p); /* NULL is fine */
+    void (*zero)(void *p, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes); /* device to device, not overlapping */
+    void (*upload)(void *dst, const void *host, size_t bytes);
+    void (*download)(void *host, const void *src, size_t bytes); /* waits for the data */
+    void (*sync)(void); /* waits for all queued work (for timing) */
+    size_t (*mem_in_use)(void); /* device bytes in use by this process and others (0 on the CPU) */
+
+    /* ---- ops (ops.h) ---- */
+    void (*add)(float *x, const float *y, size_t n); /* x += y: the residual add */
+    void (*matmul_xwT)(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
+    void (*matmul_dyw)(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
+                       float beta);
+    void (*matmul_dw_acc)(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+    void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);
+    void (*bias_grad_acc)(float *db, const float *dy, int lddy, int rows, int N);
+    void (*embedding_fwd)(float *out, const int *tokens, const float *table, int rows, int D);
+    void (*embedding_bwd)(float *dtable, const float *dout, const int *tokens, int rows, int D);
+    void (*rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
+    void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                        int rows, int D, int acc);
+    void (*conv1d_silu_fwd)(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+                            const float *bias, int B, int T, int C, int K);
+    void (*conv1d_silu_bwd)(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
+                            const float *x, int ldx, const float *w, int B, int T, int C, int K);
+    void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
+    void (*scan_fwd)(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+                     const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+    void (*scan_bwd)(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
+                     const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
+                     const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+    void (*softplus_bias_fwd)(float *dt, const float *bias, int rows, int E);
+    void (*softplus_bias_bwd)(float *ddt, float *dbias, const float *dt, int rows, int E);
+    void (*gate_fwd)(float *out, const float *y, const float *z, int ldz, int rows, int E);
+    void (*gate_bwd)(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
+                     int rows, int E);
+    void (*neg_exp_transpose)(float *At, const float *A_log, int E, int N);
+    void (*alog_grad_acc)(float *dA_log, const float *dAt, const float *At, int E, int N);
+    /* sum and count are host pointers */
+    void (*xent_fwd_bwd)(double *sum, int *count, float *dlogits, const float *logits, const int *targets,
+                         int rows, int V, float scale);
+    double (*grad_norm)(const float *dw, size_t n);
+    void (*grad_scale)(float *dw, size_t n, float coef);
+    void (*adamw_step)(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
+                       float lr, float weight_decay, float beta1, float beta2, float eps, long step);
+} backend;
+
+extern const backend backend_cpu;
+
+/* The backend called name ("cpu", "cuda"), or NULL with a one-line reason and fix in ssm_last_error():
+ * a build without CUDA, no usable GPU, an unsupported GPU. */
+const backend *backend_by_name(const char *name);
+
+static inline int backend_is_host(const backend *be) { return be == &backend_cpu; }
+
+#endif

@@ -1,0 +1,78 @@
+// Device memory for the CUDA backend (backend_cuda.c): allocation with a clear out-of-memory error, copies
+// on the default stream, the residual add, and the check that a usable GPU is present.
+#include "backend/cuda/cuda_common.h"
+#include "common.h"
+#include "ops/ops_cuda.h"
+
+extern "C" int cuda_backend_check(void) {
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess || n == 0)
+        return ssm_error("no usable CUDA GPU (%s): use --device cpu",
+                         err != cudaSuccess ? cudaGetErrorString(err) : "no device found");
+    cudaDeviceProp p;
+    CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+    if (p.major < 8)
+        return ssm_error("GPU 0 (%s) has compute capability %d.%d; ssm's CUDA kernels need 8.0 or newer (Ampere, "
+                         "Hopper): use --device cpu", p.name, p.major, p.minor);
+    CUDA_CHECK(cudaSetDevice(0));
+    return 0;
+}
+
+extern "C" void *cuda_alloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
+    if (err == cudaErrorMemoryAllocation) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError(); /* clear the sticky-free error so the query works */
+        cudaMemGetInfo(&free_b, &total_b);
+        fprintf(stderr,
+                "ssm: out of GPU memory allocating %.1f MiB (%.2f of %.2f GiB free): use a smaller --batch or "
+                "--seq-len, or --device cpu\n",
+                bytes / 1048576.0, free_b / 1073741824.0, total_b / 1073741824.0);
+        exit(1);
+    }
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, 0));
+    return p;
+}
+
+extern "C" void cuda_release(void *p) {
+    if (p) CUDA_CHECK(cudaFree(p));
+}
+
+extern "C" void cuda_zero(void *p, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, 0));
+}
+
+extern "C" void cuda_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
+}
+
+extern "C" void cuda_upload(void *dst, const void *host, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
+}
+
+extern "C" void cuda_download(void *host, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+extern "C" void cuda_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+extern "C" size_t cuda_mem_in_use(void) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return total_b - free_b;
+}
+
+__global__ static void add_kernel(float *x, const float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
+extern "C" void vec_add_cuda(float *x, const float *y, size_t n) {
+    if (!n) return;
+    size_t blocks = (n + 255) / 256;
+    add_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256>>>(x, y, n);
+    CUDA_CHECK_LAUNCH();
+}

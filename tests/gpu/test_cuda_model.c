@@ -1,0 +1,266 @@
+/* The whole model on the CUDA backend against the same model on the CPU backend (one model definition, two
+ * op tables): training-forward logits and loss, every parameter gradient, ten AdamW training steps; on the
+ * GPU alone: step-by-step decode equals the sequence forward, two runs are bitwise equal, and a run stopped,
+ * saved, reloaded and resumed equals the uninterrupted run bitwise (losses, weights, optimizer state).
+ * Tolerances (float32 both sides, different GEMM and reduction orders): logits and loss within 1e-5 of the
+ * tensor's scale, gradients within 1e-4 of each tensor's scale, ten-step losses within 1e-4 relative.
+ * Prints "skip - ..." where there is no GPU. */
+#include "test.h"
+#include "backend/backend.h"
+#include "common.h"
+#include "io/fileio.h"
+#include "model.h"
+#include "ops/ops_cuda.h"
+#include "train.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static ssm_config small_config(int use_bias, int tie) {
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = 48, c.n_layer = 3, c.d_state = 16, c.use_bias = use_bias, c.tie_embeddings = tie;
+    return c;
+}
+
+static void random_batch(int *tok, int *tgt, int n, int V, uint64_t seed) {
+    rng_t r = {seed};
+    for (int i = 0; i < n; i++) {
+        tok[i] = (int)(rng_next(&r) % V);
+        tgt[i] = i % 11 == 5 ? -1 : (int)(rng_next(&r) % V); /* some ignored targets */
+    }
+}
+
+static float *download_floats(const ssm_model *m, const float *p, size_t n) {
+    float *h = xmalloc(sizeof(float) * n);
+    m->be->download(h, p, sizeof(float) * n);
+    return h;
+}
+
+static void test_forward_backward(int use_bias, int tie) {
+    char name[160];
+    snprintf(name, sizeof name, "CUDA model = CPU model: logits, loss and every gradient (bias %d, tied %d)", use_bias,
+             tie);
+    TEST_BEGIN(name);
+    ssm_config c = small_config(use_bias, tie);
+    ssm_model *cpu = ssm_model_new(&c, 7), *gpu = ssm_model_new(&c, 7);
+    EXPECT(ssm_model_set_device(gpu, "cuda") == 0, "set_device: %s", ssm_last_error());
+    const int B = 3, T = 37, V = c.vocab_size, rows = B * T;
+    int *tok = xmalloc(sizeof(int) * rows), *tgt = xmalloc(sizeof(int) * rows);
+    random_batch(tok, tgt, rows, V, 11);
+    double lc = model_train_forward(cpu, tok, tgt, B, T), lg = model_train_forward(gpu, tok, tgt, B, T);
+    EXPECT(fabs(lc - lg) <= 1e-5 * fabs(lc), "loss %.9g (CUDA) vs %.9g (CPU)", lg, lc);
+    float *logits = download_floats(gpu, gpu->acts.logits, (size_t)rows * V);
+    double e = test_rel_err(logits, cpu->acts.logits, (size_t)rows * V);
+    EXPECT(e <= 1e-5, "logits differ by %.3g of their scale", e);
+    printf("  # loss %.9g vs %.9g; logits rel err %.3g\n", lg, lc, e);
+    free(logits);
+    model_zero_grad(cpu), model_zero_grad(gpu);
+    model_train_backward(cpu, 1.0f), model_train_backward(gpu, 1.0f);
+    float *dw = download_floats(gpu, gpu->dw, cpu->layout.total);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < cpu->layout.n; i++) {
+        const param_info *p = &cpu->layout.items[i];
+        double ei = test_rel_err(dw + p->offset, cpu->dw + p->offset, p->numel);
+        EXPECT(ei <= 1e-4, "gradient of %s differs by %.3g of its scale", p->name, ei);
+        if (ei > worst) worst = ei, worst_name = p->name;
+    }
+    printf("  # worst gradient rel err %.3g (%s)\n", worst, worst_name);
+    free(dw), free(tok), free(tgt);
+    ssm_model_free(cpu), ssm_model_free(gpu);
+    TEST_END();
+}
+
+/* Ten AdamW steps (clipping on) on fresh batches; returns the losses in out[10]. */
+static void train_steps(ssm_model *m, double *out, int n) {
+    const int B = 4, T = 32, rows = B * T;
+    ssm_optim_config oc;
+    ssm_optim_config_default(&oc);
+    oc.warmup = 2, oc.steps = n, oc.lr = 3e-3f;
+    adamw_state opt;
+    adamw_init(&opt, m);
+    int *tok = xmalloc(sizeof(int) * rows), *tgt = xmalloc(sizeof(int) * rows);
+    for (int s = 0; s < n; s++) {
+        random_batch(tok, tgt, rows, m->cfg.vocab_size, 100 + s);
+        for (int i = 0; i < rows; i++) tgt[i] = tok[i] % 7 + 'a'; /* something learnable */
+        model_zero_grad(m);
+        out[s] = model_train_forward(m, tok, tgt, B, T);
+        model_train_backward(m, 1.0f);
+        grad_clip(m, oc.clip);
+        adamw_update(m, &opt, &oc, lr_at(&oc, s));
+    }
+    free(tok), free(tgt);
+    adamw_free(&opt);
+}
+
+static void test_training_steps(void) {
+    TEST_BEGIN("ten CUDA training steps give the CPU's losses (1e-4) and are bitwise repeatable");
+    ssm_config c = small_config(0, 1);
+    ssm_model *cpu = ssm_model_new(&c, 3), *g1 = ssm_model_new(&c, 3), *g2 = ssm_model_new(&c, 3);
+    EXPECT(!ssm_model_set_device(g1, "cuda") && !ssm_model_set_device(g2, "cuda"), "set_device: %s",
+           ssm_last_error());
+    double lc[10], l1[10], l2[10];
+    train_steps(cpu, lc, 10), train_steps(g1, l1, 10), train_steps(g2, l2, 10);
+    double worst = 0;
+    for (int s = 0; s < 10; s++) {
+        double e = fabs(l1[s] - lc[s]) / fabs(lc[s]);
+        EXPECT(e <= 1e-4, "step %d: loss %.9g (CUDA) vs %.9g (CPU)", s + 1, l1[s], lc[s]);
+        EXPECT(!memcmp(&l1[s], &l2[s], sizeof l1[s]), "step %d: two CUDA runs differ (%.17g, %.17g)", s + 1, l1[s],
+               l2[s]);
+        if (e > worst) worst = e;
+    }
+    EXPECT(lc[9] < lc[0], "the loss did not fall (%.4f -> %.4f)", lc[0], lc[9]);
+    model_sync_host(g1), model_sync_host(g2);
+    EXPECT(!memcmp(g1->w, g2->w, sizeof(float) * g1->layout.total), "two CUDA runs end with different weights");
+    printf("  # losses %.5f -> %.5f; worst step rel err %.3g\n", l1[0], l1[9], worst);
+    ssm_model_free(cpu), ssm_model_free(g1), ssm_model_free(g2);
+    TEST_END();
+}
+
+static void test_step_equals_forward(void) {
+    TEST_BEGIN("CUDA decode step by step equals the sequence forward (1e-5), and the CPU's logits");
+    ssm_config c = small_config(1, 0);
+    ssm_model *cpu = ssm_model_new(&c, 5), *m = ssm_model_new(&c, 5);
+    EXPECT(ssm_model_set_device(m, "cuda") == 0, "set_device: %s", ssm_last_error());
+    const int B = 2, T = 29, V = c.vocab_size;
+    int *tok = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
+    random_batch(tok, tgt, B * T, V, 9);
+    float *seq = xmalloc(sizeof(float) * B * T * V), *ref = xmalloc(sizeof(float) * B * T * V);
+    float *step = xmalloc(sizeof(float) * B * V);
+    ssm_state *s = ssm_state_new(m, B), *sc = ssm_state_new(cpu, B);
+    ssm_forward(m, s, tok, T, seq, 0);
+    ssm_forward(cpu, sc, tok, T, ref, 0);
+    double e_cpu = test_rel_err(seq, ref, (size_t)B * T * V);
+    EXPECT(e_cpu <= 1e-5, "sequence logits differ from the CPU's by %.3g", e_cpu);
+    ssm_state_reset(s);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        int cur[2] = {tok[t], tok[T + t]};
+        ssm_step(m, s, cur, step);
+        for (int b = 0; b < B; b++) {
+            double e = test_rel_err(step + (size_t)b * V, seq + ((size_t)b * T + t) * V, V);
+            if (e > worst) worst = e;
+        }
+    }
+    EXPECT(worst <= 1e-5, "step logits differ from the sequence forward by %.3g", worst);
+    /* prefill with last_only, then continue: the state carried across calls */
+    ssm_state_reset(s);
+    float *last = xmalloc(sizeof(float) * B * V);
+    int *half = xmalloc(sizeof(int) * B * 20);
+    for (int b = 0; b < B; b++) memcpy(half + b * 20, tok + b * T, sizeof(int) * 20);
+    ssm_forward(m, s, half, 20, last, 1);
+    double e_last = 0;
+    for (int b = 0; b < B; b++) {
+        double e = test_rel_err(last + (size_t)b * V, seq + ((size_t)b * T + 19) * V, V);
+        if (e > e_last) e_last = e;
+    }
+    EXPECT(e_last <= 1e-5, "last_only prefill differs by %.3g", e_last);
+    printf("  # vs CPU %.3g; step vs sequence %.3g; prefill %.3g\n", e_cpu, worst, e_last);
+    ssm_state_free(s), ssm_state_free(sc);
+    free(tok), free(tgt), free(seq), free(ref), free(step), free(last), free(half);
+    ssm_model_free(cpu), ssm_model_free(m);
+    TEST_END();
+}
+
+static int files_equal(const char *a, const char *b) {
+    char *x, *y;
+    size_t lx, ly;
+    if (file_read_all(a, &x, &lx)) return 0;
+    if (file_read_all(b, &y, &ly)) return free(x), 0;
+    int eq = lx == ly && !memcmp(x, y, lx);
+    free(x), free(y);
+    return eq;
+}
+
+static void test_resume_bitwise(const char *dir) {
+    TEST_BEGIN("CUDA training: stop, save, reload, resume == uninterrupted (bitwise), and a CPU reload agrees");
+    char data[512], a[512], b[512];
+    snprintf(data, sizeof data, "%s/pattern.txt", dir);
+    FILE *f = fopen(data, "w");
+    for (int i = 0; i < 4000; i++) fputs(i % 3 ? "abcabd " : "the cat sat. ", f);
+    fclose(f);
+    snprintf(a, sizeof a, "%s/run_a", dir);
+    snprintf(b, sizeof b, "%s/run_b", dir);
+    ssm_train_options t;
+    ssm_train_options_default(&t);
+    t.data_path = data, t.batch = 4, t.seq_len = 40, t.quiet = 1, t.eval_every = 5, t.eval_bytes = 3000;
+    t.optim.steps = 14, t.optim.warmup = 3, t.device = "cuda";
+    ssm_config c = small_config(0, 1);
+    c.n_layer = 2;
+    t.out_dir = a;
+    EXPECT(ssm_train(&t, &c) == 0, "uninterrupted: %s", ssm_last_error());
+    t.out_dir = b, t.stop_after = 6;
+    EXPECT(ssm_train(&t, &c) == 0, "first part: %s", ssm_last_error());
+    t.stop_after = 0, t.resume = 1;
+    EXPECT(ssm_train(&t, &c) == 0, "resumed: %s", ssm_last_error());
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/checkpoint/model.safetensors", a);
+    snprintf(pb, sizeof pb, "%s/checkpoint/model.safetensors", b);
+    EXPECT(files_equal(pa, pb), "final weights differ");
+    snprintf(pa, sizeof pa, "%s/checkpoint/optimizer.safetensors", a);
+    snprintf(pb, sizeof pb, "%s/checkpoint/optimizer.safetensors", b);
+    EXPECT(files_equal(pa, pb), "final optimizer state differs");
+    char *ta, *tb;
+    size_t la, lb;
+    snprintf(pa, sizeof pa, "%s/metrics.jsonl", a);
+    snprintf(pb, sizeof pb, "%s/metrics.jsonl", b);
+    if (file_read_all(pa, &ta, &la) == 0 && file_read_all(pb, &tb, &lb) == 0) {
+        int steps = 0;
+        for (char *x = strstr(ta, "\"loss\": "), *y = strstr(tb, "\"loss\": "); x;
+             x = strstr(x + 1, "\"loss\": "), y = y ? strstr(y + 1, "\"loss\": ") : NULL, steps++) {
+            EXPECT(y && strncmp(x, y, 20) == 0, "loss at step %d differs: %.20s vs %.20s", steps + 1, x, y ? y : "-");
+            if (!y) break;
+        }
+        EXPECT(steps == 14, "expected 14 logged steps, found %d", steps);
+        free(ta), free(tb);
+    }
+    /* the GPU-trained checkpoint on the CPU: the same validation loss as on the GPU */
+    snprintf(pa, sizeof pa, "%s/checkpoint", a);
+    ssm_model *m = ssm_model_load(pa);
+    EXPECT(m, "reload: %s", ssm_last_error());
+    if (m) {
+        int ids[300];
+        for (int i = 0; i < 300; i++) ids[i] = "the cat sat. abcabd "[i % 20];
+        double on_cpu = ssm_eval_stream(m, ids, 300, 64, 0);
+        EXPECT(ssm_model_set_device(m, "cuda") == 0, "set_device: %s", ssm_last_error());
+        double on_gpu = ssm_eval_stream(m, ids, 300, 64, 0);
+        EXPECT(fabs(on_cpu - on_gpu) <= 1e-5 * fabs(on_cpu), "eval %.9g (CUDA) vs %.9g (CPU)", on_gpu, on_cpu);
+        ssm_model_free(m);
+    }
+    TEST_END();
+}
+
+static void test_errors(void) {
+    TEST_BEGIN("unsupported shapes and unknown devices are one-line errors");
+    ssm_config c = small_config(0, 1);
+    c.d_state = 64;
+    ssm_model *m = ssm_model_new(&c, 1);
+    EXPECT(ssm_model_set_device(m, "cuda") == -1 && strstr(ssm_last_error(), "--device cpu"),
+           "d_state 64 on cuda: %s", ssm_last_error());
+    EXPECT(!strcmp(ssm_model_device(m), "cpu"), "the model left the CPU: %s", ssm_model_device(m));
+    EXPECT(ssm_model_set_device(m, "tpu") == -1 && strstr(ssm_last_error(), "unknown device"), "tpu: %s",
+           ssm_last_error());
+    ssm_model_free(m);
+    TEST_END();
+}
+
+int main(void) {
+    const char *why = "";
+    if (!cuda_device_available(&why)) {
+        printf("skip - CUDA whole model: %s\n", why);
+        return 0;
+    }
+    char dir[] = "/tmp/ssm_test_cuda_model_XXXXXX";
+    CHECK(mkdtemp(dir), "mkdtemp");
+    test_forward_backward(0, 1);
+    test_forward_backward(1, 0);
+    test_training_steps();
+    test_step_equals_forward();
+    test_resume_bitwise(dir);
+    test_errors();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+    return test_failures ? 1 : 0;
+}
