@@ -43,9 +43,10 @@ int ssm_model_save(const ssm_model *m, const char *dir);         /* atomic; HF M
 void ssm_model_free(ssm_model *m);
 const ssm_config *ssm_model_config(const ssm_model *m);
 size_t ssm_model_n_params(const ssm_model *m);
-/* Keeps a bf16 copy of the weight matrices and uses it for decode steps and small batches (up to 16
- * rows): half the bytes read per token. Results then differ from float32 by bf16 rounding of the
- * weights (exact when the checkpoint was bf16). Training and long prefills stay float32. */
+/* bf16 where it pays, with float32 master weights. On the CPU: a bf16 copy of the weight matrices for
+ * decode steps and small batches (up to 16 rows), half the bytes read per token; training and long
+ * prefills stay float32. On CUDA: mixed precision, every GEMM on bf16 tensor cores with float32
+ * accumulation (training included). Results differ from float32 by bf16 rounding (about 1e-2 relative). */
 void ssm_model_use_bf16(ssm_model *m);
 /* Moves the model's computation to a device, "cpu" or "cuda" (GPU 0): its parameters, gradients and
  * activations then live there, and states made afterwards too (make states after choosing the device).
@@ -88,6 +89,7 @@ typedef struct {
     int stop_after;        /* >0: stop (with a checkpoint) after this many steps of this invocation */
     int quiet;             /* no progress line */
     const char *device;    /* "cpu" (default) or "cuda" */
+    int bf16;              /* mixed precision (bf16 GEMMs, float32 master weights); needs device "cuda" */
     ssm_optim_config optim;
 } ssm_train_options;
 void ssm_train_options_default(ssm_train_options *t);

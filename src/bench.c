@@ -1,5 +1,6 @@
 /* Throughput measurements (see bench.h). Medians of repeated runs; nothing here is a test. */
 #include "bench.h"
+#include "backend/profile.h"
 #include "common.h"
 #include "model.h"
 #include "train.h"
@@ -17,9 +18,11 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-double bench_train_step(const ssm_config *cfg, const char *device, int B, int T, int steps, size_t *mem_in_use) {
+double bench_train_step(const ssm_config *cfg, const char *device, int bf16, int B, int T, int steps,
+                        size_t *mem_in_use, int profile) {
     ssm_model *m = ssm_model_new(cfg, 1);
     if (!m) return -1;
+    if (bf16 && strcmp(device, "cpu")) ssm_model_use_bf16(m);
     if (ssm_model_set_device(m, device)) {
         ssm_model_free(m);
         return -1;
@@ -44,6 +47,19 @@ double bench_train_step(const ssm_config *cfg, const char *device, int B, int T,
     }
     double med = median(times, steps);
     *mem_in_use = m->be->mem_in_use();
+    if (profile) {
+        const backend *plain = m->be;
+        m->be = profile_wrap(plain);
+        for (int s = 0; s < steps; s++) {
+            model_zero_grad(m);
+            model_train_forward(m, tok, tgt, B, T);
+            model_train_backward(m, 1.0f);
+            grad_clip(m, oc.clip);
+            adamw_update(m, &opt, &oc, 1e-4f);
+        }
+        m->be = plain;
+        profile_print(steps);
+    }
     free(times), free(tok), free(tgt);
     adamw_free(&opt);
     ssm_model_free(m);

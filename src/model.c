@@ -142,10 +142,15 @@ void model_sync_host(const ssm_model *m) {
 int ssm_model_set_device(ssm_model *m, const char *device) {
     const backend *be = backend_by_name(device);
     if (!be) return -1;
-    if (be == m->be) return 0;
+    if (m->bf16) be = be->bf16;
+    if (backend_same_memory(be, m->be)) {
+        m->be = be;
+        return 0;
+    }
     if (!backend_is_host(be) && m->cfg.d_state > 32)
         return ssm_error("d_state %d: the CUDA scan supports d_state <= 32; use --device cpu", m->cfg.d_state);
     model_release_backend(m);
+    if (m->bf16 && backend_is_host(be)) ssm_model_use_bf16(m); /* the CPU's form of bf16: decode weights */
     if (!backend_is_host(be)) {
         m->be = be;
         m->wb = be->alloc(sizeof(float) * m->layout.total);
@@ -159,8 +164,10 @@ const char *ssm_model_device(const ssm_model *m) { return m->be->name; }
 const ssm_config *ssm_model_config(const ssm_model *m) { return &m->cfg; }
 
 void ssm_model_use_bf16(ssm_model *m) {
+    m->bf16 = 1;
+    m->be = m->be->bf16;
+    if (!backend_is_host(m->be)) return;
     if (!m->w16) m->w16 = xmalloc(sizeof(uint16_t) * m->layout.total);
-    model_sync_host(m);
     bf16_from_f32(m->w16, m->w, m->layout.total);
 }
 
@@ -324,8 +331,9 @@ static const int *state_tokens(ssm_state *s, const int *tokens, size_t n) {
 
 void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
     const ssm_config *c = &m->cfg;
-    const backend *be = s->be;
-    CHECK(be == m->be, "ssm_forward: the state was made on %s, the model is now on %s", be->name, m->be->name);
+    const backend *be = m->be;
+    CHECK(backend_same_memory(s->be, be), "ssm_forward: the state was made on %s, the model is now on %s",
+          s->be->name, be->name);
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
     const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
     const param_info *P = m->layout.items;

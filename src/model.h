@@ -42,6 +42,7 @@ struct ssm_model {
     float *dw;           /* [layout.total] gradients, backend memory (training only) */
     uint16_t *w16;       /* [layout.total] bf16 copy for CPU decode (ssm_model_use_bf16), or NULL */
     int host_stale;      /* wb changed on the device since w was last refreshed */
+    int bf16;            /* ssm_model_use_bf16 was called: bf16 decode weights (CPU), bf16 GEMMs (CUDA) */
     model_layer *layers; /* [n_layer] */
     int emb, norm_f;     /* layout indices */
     int head;            /* layout index of the LM head: emb when tied, else lm_head.weight */

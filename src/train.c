@@ -206,6 +206,13 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         adamw_init(&opt, m);
         prog.data_rng = t->seed ^ 0xDA7A5EEDull;
     }
+    if (t->bf16) {
+        if (!t->device || !strcmp(t->device, "cpu")) {
+            ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
+            goto out;
+        }
+        ssm_model_use_bf16(m);
+    }
     if (ssm_model_set_device(m, t->device ? t->device : "cpu")) goto out;
     adamw_follow_model(&opt, m);
     FILE *metrics = fopen(metrics_path, t->resume ? "a" : "w");

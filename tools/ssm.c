@@ -160,14 +160,16 @@ static ssm_model *load_or_die(const char *dir) {
     return m;
 }
 
-/* Loads the model and moves it to --device. */
-static ssm_model *load_on_device_or_die(const char *dir, const char *device) {
+/* Loads the model and moves it to --device, in bf16 (--bf16) where asked. */
+static ssm_model *load_on_device_or_die(const char *dir, const char *device, int bf16) {
     ssm_model *m = load_or_die(dir);
+    if (bf16) ssm_model_use_bf16(m);
     if (ssm_model_set_device(m, device)) die("%s", ssm_last_error());
     return m;
 }
 
 #define DEVICE_HELP "where to compute: cpu or cuda (GPU 0)"
+#define BF16_HELP "bf16: weights for decode on cpu, tensor-core GEMMs on cuda (about 1e-2 from float32)"
 
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
 static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {
@@ -263,6 +265,7 @@ static int cmd_train(int argc, char **argv) {
         {"--prompt", NULL, OPT_STR, &prompt, "prompt for that sample"},
         {"--quiet", NULL, OPT_FLAG, &t.quiet, "no progress output"},
         {"--device", NULL, OPT_STR, &t.device, DEVICE_HELP},
+        {"--bf16", NULL, OPT_FLAG, &t.bf16, "mixed precision on cuda: bf16 tensor-core GEMMs, float32 master weights"},
     };
     const char *about = "Trains a byte-level model. With no options: a ~1M-parameter Mamba on tinyshakespeare\n"
                         "(`make data` downloads it), then prints a sample. Progress goes to stderr, per-step\n"
@@ -287,7 +290,7 @@ static int cmd_train(int argc, char **argv) {
     if (sample_n > 0) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/checkpoint", t.out_dir);
-        ssm_model *m = load_on_device_or_die(dir, t.device);
+        ssm_model *m = load_on_device_or_die(dir, t.device, t.bf16);
         ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
         fprintf(stderr, "sample (temperature 0.8, top-p 0.95):\n");
         print_sample(m, NULL, prompt, sample_n, &so);
@@ -298,7 +301,7 @@ static int cmd_train(int argc, char **argv) {
 
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tok_path = NULL, *device = "cpu";
-    int chunk = 1024, threads = 0, quiet = 0;
+    int chunk = 1024, threads = 0, quiet = 0, bf16 = 0;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
         {"--data", NULL, OPT_STR, &data, "file to score, read as one stream"},
@@ -307,6 +310,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
+        {"--bf16", NULL, OPT_FLAG, &bf16, BF16_HELP},
     };
     parse_args(argc, argv, "eval --model DIR --data FILE",
                "Scores a file as one stream: every layer's state carries across chunks, so the model sees its\n"
@@ -315,7 +319,7 @@ static int cmd_eval(int argc, char **argv) {
     if (!data) die("--data FILE is required");
     if (chunk < 1) die("--chunk must be positive");
     if (threads > 0) omp_set_num_threads(threads);
-    ssm_model *m = load_on_device_or_die(model, device);
+    ssm_model *m = load_on_device_or_die(model, device, bf16);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     char *bytes;
     size_t len, n;
@@ -337,7 +341,7 @@ static int cmd_eval(int argc, char **argv) {
 
 static int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = "", *tok_path = NULL, *device = "cpu";
-    int n = 256, threads = 0;
+    int n = 256, threads = 0, bf16 = 0;
     ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
     int seed_given;
     option o[] = {
@@ -351,6 +355,7 @@ static int cmd_generate(int argc, char **argv) {
         {"--seed", NULL, OPT_U64, &so.seed, "sampling seed (default: from the clock)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
+        {"--bf16", NULL, OPT_FLAG, &bf16, BF16_HELP},
     };
     parse_args(argc, argv, "generate --model DIR --prompt TEXT -n N",
                "Continues the prompt: the prompt runs through the sequence scan, then each new byte is one\n"
@@ -362,7 +367,7 @@ static int cmd_generate(int argc, char **argv) {
     if (so.temperature < 0 || so.top_k < 0 || !(so.top_p > 0 && so.top_p <= 1))
         die("need --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
     if (threads > 0) omp_set_num_threads(threads);
-    ssm_model *m = load_on_device_or_die(model, device);
+    ssm_model *m = load_on_device_or_die(model, device, bf16);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     print_sample(m, tok, prompt, n, &so);
     ssm_tokenizer_free(tok);
@@ -419,7 +424,7 @@ static int cmd_info(int argc, char **argv) {
 
 static int cmd_bench(int argc, char **argv) {
     const char *config = "d256x4", *what = "all", *model_dir = NULL, *device = "cpu";
-    int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0;
+    int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0, profile = 0;
     option o[] = {
         {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24, hf130m"},
         {"--model", NULL, OPT_STR, &model_dir, "or a model directory (decode only; its load time is reported)"},
@@ -429,7 +434,8 @@ static int cmd_bench(int argc, char **argv) {
         {"--steps", NULL, OPT_INT, &steps, "timed training steps (median reported)"},
         {"--decode-steps", NULL, OPT_INT, &decode_steps, "timed decode steps"},
         {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
-        {"--bf16", NULL, OPT_FLAG, &bf16, "decode with bf16 weights (ssm_model_use_bf16)"},
+        {"--bf16", NULL, OPT_FLAG, &bf16, "bf16: decode weights on cpu; mixed precision (bf16 GEMMs) on cuda"},
+        {"--profile", NULL, OPT_FLAG, &profile, "then time each op of the training step (synchronizing after each)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
     };
@@ -476,7 +482,7 @@ static int cmd_bench(int argc, char **argv) {
     printf("%-28s %12s %14s\n", "measurement", "ms/step", unit);
     if (do_train) {
         size_t mem = 0;
-        double s = bench_train_step(&c, device, batch, seq_len, steps, &mem);
+        double s = bench_train_step(&c, device, bf16, batch, seq_len, steps, &mem, profile);
         if (s < 0) die("%s", ssm_last_error());
         char label[64];
         snprintf(label, sizeof label, "train %dx%d", batch, seq_len);

@@ -14,6 +14,9 @@ static size_t host_mem_in_use(void) { return 0; }
 
 const backend backend_cpu = {
     .name = "cpu",
+    .precision = "fp32",
+    .fp32 = &backend_cpu,
+    .bf16 = &backend_cpu, /* the CPU's bf16 is decode weights (ssm_model_use_bf16), not a table */
     .alloc = host_alloc,
     .release = host_release,
     .zero = host_zero,

@@ -9,7 +9,11 @@
 #include <stdint.h>
 
 typedef struct backend {
-    const char *name; /* "cpu" or "cuda" */
+    const char *name;      /* "cpu" or "cuda" */
+    const char *precision; /* "fp32", or "bf16": GEMMs on bf16 tensor cores with float32 accumulation */
+    /* The same backend in float32 and in mixed precision (itself where there is no such variant). Both
+     * share one memory: a model switches between them without moving its buffers. */
+    const struct backend *fp32, *bf16;
 
     /* ---- memory ---- */
     /* Zeroed device memory; out of memory is a one-line error naming the fix, and exit(1). */
@@ -68,5 +72,7 @@ extern const backend backend_cpu;
 const backend *backend_by_name(const char *name);
 
 static inline int backend_is_host(const backend *be) { return be == &backend_cpu; }
+/* Whether buffers of a are buffers of b (the fp32 and bf16 tables of one device share memory). */
+static inline int backend_same_memory(const backend *a, const backend *b) { return a->alloc == b->alloc; }
 
 #endif

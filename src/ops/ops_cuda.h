@@ -30,6 +30,12 @@ int cuda_backend_check(void);
 void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
 void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
 void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+/* Mixed precision: the same GEMMs with the inputs rounded to bf16 for the tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF),
+ * float32 accumulation and output. Within 1e-2 of the float32 result relative to its scale. */
+void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
+void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
+                          float beta);
+void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
 
 /* See scan_fwd / scan_bwd in ops.h; d_state <= 32. Deterministic: no atomics; reductions in a fixed order. */
 void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,

@@ -1,6 +1,7 @@
 /* The cuBLASLt GEMMs against OpenBLAS (src/backend/cpu/matmul.c): the three linear-layer products,
  * with odd shapes, row strides wider than the rows, beta 0 and 1; within 1e-5 relative (float32,
- * FP32 compute) and bitwise repeatable. Prints "skip - ..." without a GPU. */
+ * FP32 compute) or 1e-2 (the _bf16 variants: bf16 tensor-core inputs, FP32 accumulation), and bitwise
+ * repeatable. Prints "skip - ..." without a GPU. */
 #include "common.h"
 #include "ops/ops.h"
 #include "ops/ops_cuda.h"
@@ -20,24 +21,40 @@ static float *randn(size_t n) {
 
 
 
-static void check(int M, int N, int K, int pad) {
-    char name[128];
-    snprintf(name, sizeof name, "cuBLASLt matmul_xwT / dyw / dw_acc vs OpenBLAS: M %d, N %d, K %d, strides +%d", M, N,
-             K, pad);
+/* A device copy of host[0..n) starting `off` floats into its allocation (leaked: the test is short). */
+static float *gpu_at(const float *host, size_t n, int off) {
+    float *d = gpu_floats(NULL, n + off);
+    CUDA_CHECK(cudaMemcpy(d + off, host, sizeof(float) * n, cudaMemcpyHostToDevice));
+    return d + off;
+}
+
+typedef void (*xwT_fn)(float *, int, const float *, int, const float *, int, int, int, float);
+typedef void (*dw_fn)(float *, const float *, int, const float *, int, int, int, int);
+
+/* off: every device operand starts `off` floats into its allocation (slices are not 256-byte aligned). */
+static void check(int M, int N, int K, int pad, int bf16, int off) {
+    char name[160];
+    snprintf(name, sizeof name,
+             "cuBLASLt matmul_xwT / dyw / dw_acc%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, offset %d",
+             bf16 ? " (bf16)" : "", M, N, K, pad, off);
     TEST_BEGIN(name);
+    const xwT_fn xwT = bf16 ? matmul_xwT_cuda_bf16 : matmul_xwT_cuda, dyw = bf16 ? matmul_dyw_cuda_bf16 : matmul_dyw_cuda;
+    const dw_fn dw_acc = bf16 ? matmul_dw_acc_cuda_bf16 : matmul_dw_acc_cuda;
+    const double tol = bf16 ? 1e-2 : 1e-5;
     const int ldx = K + pad, ldy = N + pad;
     float *x = randn((size_t)M * ldx), *w = randn((size_t)N * K), *y = randn((size_t)M * ldy);
     float *dy = randn((size_t)M * ldy), *dx = randn((size_t)M * ldx), *dw = randn((size_t)N * K);
-    float *gx = gpu_floats(x, (size_t)M * ldx), *gw = gpu_floats(w, (size_t)N * K), *gy = gpu_floats(y, (size_t)M * ldy);
-    float *gdy = gpu_floats(dy, (size_t)M * ldy), *gdx = gpu_floats(dx, (size_t)M * ldx), *gdw = gpu_floats(dw, (size_t)N * K);
+    float *gx = gpu_at(x, (size_t)M * ldx, off), *gw = gpu_at(w, (size_t)N * K, off), *gy = gpu_at(y, (size_t)M * ldy, off);
+    float *gdy = gpu_at(dy, (size_t)M * ldy, off), *gdx = gpu_at(dx, (size_t)M * ldx, off);
+    float *gdw = gpu_at(dw, (size_t)N * K, off);
     for (int beta = 0; beta <= 1; beta++) {
         matmul_xwT(y, ldy, x, ldx, w, M, N, K, (float)beta);
-        matmul_xwT_cuda(gy, ldy, gx, ldx, gw, M, N, K, (float)beta);
+        xwT(gy, ldy, gx, ldx, gw, M, N, K, (float)beta);
         matmul_dyw(dx, ldx, dy, ldy, w, M, N, K, (float)beta);
-        matmul_dyw_cuda(gdx, ldx, gdy, ldy, gw, M, N, K, (float)beta);
+        dyw(gdx, ldx, gdy, ldy, gw, M, N, K, (float)beta);
     }
     matmul_dw_acc(dw, dy, ldy, x, ldx, M, N, K);
-    matmul_dw_acc_cuda(gdw, gdy, ldy, gx, ldx, M, N, K);
+    dw_acc(gdw, gdy, ldy, gx, ldx, M, N, K);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA: %s", cudaGetErrorString(err));
     float *ry = host_floats(gy, (size_t)M * ldy), *rdx = host_floats(gdx, (size_t)M * ldx), *rdw = host_floats(gdw, (size_t)N * K);
@@ -47,13 +64,13 @@ static void check(int M, int N, int K, int pad) {
     for (int r = 0; r < M; r++) memcpy(rdx + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
     printf("  rel err: y %.1e, dx %.1e, dw %.1e\n", test_rel_err(ry, y, (size_t)M * ldy),
            test_rel_err(rdx, dx, (size_t)M * ldx), test_rel_err(rdw, dw, (size_t)N * K));
-    EXPECT((e = test_rel_err(ry, y, (size_t)M * ldy)) < 1e-5, "y: rel err %.2e", e);
-    EXPECT((e = test_rel_err(rdx, dx, (size_t)M * ldx)) < 1e-5, "dx: rel err %.2e", e);
-    EXPECT((e = test_rel_err(rdw, dw, (size_t)N * K)) < 1e-5, "dw: rel err %.2e", e);
+    EXPECT((e = test_rel_err(ry, y, (size_t)M * ldy)) < tol, "y: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdx, dx, (size_t)M * ldx)) < tol, "dx: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdw, dw, (size_t)N * K)) < tol, "dw: rel err %.2e", e);
     /* determinism: recompute y with beta 0 twice */
-    matmul_xwT_cuda(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
+    xwT(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
     float *a = host_floats(gy, (size_t)M * ldy);
-    matmul_xwT_cuda(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
+    xwT(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
     float *b = host_floats(gy, (size_t)M * ldy);
     EXPECT(!memcmp(a, b, sizeof(float) * M * ldy), "two runs differ");
     TEST_END();
@@ -65,9 +82,13 @@ int main(void) {
         printf("skip - CUDA matmul tests: %s\n", why);
         return 0;
     }
-    check(37, 53, 29, 3);
-    check(256, 512, 128, 0);
-    check(2048, 1024, 256, 0);
-    check(1, 3072, 768, 0);
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        check(37, 53, 29, 3, bf16, 0);
+        check(256, 512, 128, 0, bf16, 0);
+        check(256, 512, 128, 0, bf16, 1);
+        check(200, 96, 48, 8, bf16, 2);
+        check(2048, 1024, 256, 0, bf16, 0);
+        check(1, 3072, 768, 0, bf16, 0);
+    }
     return test_failures ? 1 : 0;
 }

@@ -37,22 +37,27 @@ static float *download_floats(const ssm_model *m, const float *p, size_t n) {
     return h;
 }
 
-static void test_forward_backward(int use_bias, int tie) {
+/* bf16: mixed precision on the GPU against the float32 CPU, with bf16's tolerances (loss 1e-2 relative,
+ * logits 2e-2 and gradients 5e-2 of their scale: bf16 keeps 8 bits of mantissa). */
+static void test_forward_backward(int use_bias, int tie, int bf16) {
     char name[160];
-    snprintf(name, sizeof name, "CUDA model = CPU model: logits, loss and every gradient (bias %d, tied %d)", use_bias,
-             tie);
+    snprintf(name, sizeof name, "CUDA%s model = CPU model: logits, loss and every gradient (bias %d, tied %d)",
+             bf16 ? " bf16" : "", use_bias, tie);
     TEST_BEGIN(name);
+    const double tol_loss = bf16 ? 1e-2 : 1e-5, tol_logits = bf16 ? 2e-2 : 1e-5, tol_grad = bf16 ? 5e-2 : 1e-4;
     ssm_config c = small_config(use_bias, tie);
     ssm_model *cpu = ssm_model_new(&c, 7), *gpu = ssm_model_new(&c, 7);
+    if (bf16) ssm_model_use_bf16(gpu);
     EXPECT(ssm_model_set_device(gpu, "cuda") == 0, "set_device: %s", ssm_last_error());
+    EXPECT(!strcmp(gpu->be->precision, bf16 ? "bf16" : "fp32"), "precision %s", gpu->be->precision);
     const int B = 3, T = 37, V = c.vocab_size, rows = B * T;
     int *tok = xmalloc(sizeof(int) * rows), *tgt = xmalloc(sizeof(int) * rows);
     random_batch(tok, tgt, rows, V, 11);
     double lc = model_train_forward(cpu, tok, tgt, B, T), lg = model_train_forward(gpu, tok, tgt, B, T);
-    EXPECT(fabs(lc - lg) <= 1e-5 * fabs(lc), "loss %.9g (CUDA) vs %.9g (CPU)", lg, lc);
+    EXPECT(fabs(lc - lg) <= tol_loss * fabs(lc), "loss %.9g (CUDA) vs %.9g (CPU)", lg, lc);
     float *logits = download_floats(gpu, gpu->acts.logits, (size_t)rows * V);
     double e = test_rel_err(logits, cpu->acts.logits, (size_t)rows * V);
-    EXPECT(e <= 1e-5, "logits differ by %.3g of their scale", e);
+    EXPECT(e <= tol_logits, "logits differ by %.3g of their scale", e);
     printf("  # loss %.9g vs %.9g; logits rel err %.3g\n", lg, lc, e);
     free(logits);
     model_zero_grad(cpu), model_zero_grad(gpu);
@@ -63,7 +68,7 @@ static void test_forward_backward(int use_bias, int tie) {
     for (int i = 0; i < cpu->layout.n; i++) {
         const param_info *p = &cpu->layout.items[i];
         double ei = test_rel_err(dw + p->offset, cpu->dw + p->offset, p->numel);
-        EXPECT(ei <= 1e-4, "gradient of %s differs by %.3g of its scale", p->name, ei);
+        EXPECT(ei <= tol_grad, "gradient of %s differs by %.3g of its scale", p->name, ei);
         if (ei > worst) worst = ei, worst_name = p->name;
     }
     printf("  # worst gradient rel err %.3g (%s)\n", worst, worst_name);
@@ -113,6 +118,27 @@ static void test_training_steps(void) {
     EXPECT(lc[9] < lc[0], "the loss did not fall (%.4f -> %.4f)", lc[0], lc[9]);
     model_sync_host(g1), model_sync_host(g2);
     EXPECT(!memcmp(g1->w, g2->w, sizeof(float) * g1->layout.total), "two CUDA runs end with different weights");
+    printf("  # losses %.5f -> %.5f; worst step rel err %.3g\n", l1[0], l1[9], worst);
+    ssm_model_free(cpu), ssm_model_free(g1), ssm_model_free(g2);
+    TEST_END();
+}
+
+static void test_training_steps_bf16(void) {
+    TEST_BEGIN("ten CUDA bf16 training steps follow the CPU's float32 losses (2e-2), bitwise repeatable");
+    ssm_config c = small_config(0, 1);
+    ssm_model *cpu = ssm_model_new(&c, 3), *g1 = ssm_model_new(&c, 3), *g2 = ssm_model_new(&c, 3);
+    ssm_model_use_bf16(g1), ssm_model_use_bf16(g2);
+    EXPECT(!ssm_model_set_device(g1, "cuda") && !ssm_model_set_device(g2, "cuda"), "set_device: %s",
+           ssm_last_error());
+    double lc[10], l1[10], l2[10];
+    train_steps(cpu, lc, 10), train_steps(g1, l1, 10), train_steps(g2, l2, 10);
+    double worst = 0;
+    for (int s = 0; s < 10; s++) {
+        double e = fabs(l1[s] - lc[s]) / fabs(lc[s]);
+        EXPECT(e <= 2e-2, "step %d: loss %.9g (CUDA bf16) vs %.9g (CPU)", s + 1, l1[s], lc[s]);
+        EXPECT(!memcmp(&l1[s], &l2[s], sizeof l1[s]), "step %d: two runs differ", s + 1);
+        if (e > worst) worst = e;
+    }
     printf("  # losses %.5f -> %.5f; worst step rel err %.3g\n", l1[0], l1[9], worst);
     ssm_model_free(cpu), ssm_model_free(g1), ssm_model_free(g2);
     TEST_END();
@@ -253,9 +279,12 @@ int main(void) {
     }
     char dir[] = "/tmp/ssm_test_cuda_model_XXXXXX";
     CHECK(mkdtemp(dir), "mkdtemp");
-    test_forward_backward(0, 1);
-    test_forward_backward(1, 0);
+    test_forward_backward(0, 1, 0);
+    test_forward_backward(1, 0, 0);
+    test_forward_backward(0, 1, 1);
+    test_forward_backward(1, 0, 1);
     test_training_steps();
+    test_training_steps_bf16();
     test_step_equals_forward();
     test_resume_bitwise(dir);
     test_errors();

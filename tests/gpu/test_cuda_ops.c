@@ -119,13 +119,17 @@ static void test_rmsnorm(void) {
     free(x), free(w), free(dy), free(dx0), free(dw0), free(rstd);
 }
 
-static void test_conv1d(void) {
-    const int B = 3, T = 37, C = 75, K = 4, ldx = C + 13, lddx = C + 7;
+/* K <= 4 takes the fused backward (chunks of 64 steps: T = 150 crosses two chunk edges), K = 5 the general one. */
+static void test_conv1d(int B, int T, int C, int K) {
+    const int ldx = C + 13, lddx = C + 7;
+    char name[200];
     const size_t n = (size_t)B * T * C, nx = (size_t)B * T * ldx, ndx = (size_t)B * T * lddx;
     float *x = rand_vec(nx, 1), *w = rand_vec((size_t)C * K, 1), *bias = rand_vec(C, 1);
     float *init = rand_vec((size_t)B * C * (K - 1), 1), *dout = rand_vec(n, 1);
 
-    TEST_BEGIN("CUDA conv1d_silu_fwd within 1e-5 relative (pre, out; with/without init and bias), repeatable");
+    snprintf(name, sizeof name, "CUDA conv1d_silu_fwd within 1e-5 relative (pre, out; with/without init and bias), "
+             "repeatable: B %d, T %d, C %d, K %d", B, T, C, K);
+    TEST_BEGIN(name);
     for (int variant = 0; variant < 2; variant++) {
         const float *ini = variant ? init : NULL, *bs = variant ? NULL : bias;
         float *pre = malloc(FB(n)), *out = malloc(FB(n)), *gp[2], *go[2];
@@ -145,7 +149,9 @@ static void test_conv1d(void) {
     }
     TEST_END();
 
-    TEST_BEGIN("CUDA conv1d_silu_bwd within 1e-5 relative (dx with stride, dw +=, dbias += or NULL), repeatable");
+    snprintf(name, sizeof name, "CUDA conv1d_silu_bwd within 1e-5 relative (dx with stride, dw +=, dbias += or NULL), "
+             "repeatable: B %d, T %d, C %d, K %d", B, T, C, K);
+    TEST_BEGIN(name);
     float *pre = malloc(FB(n)), *out = malloc(FB(n));
     conv1d_silu_fwd(pre, out, x, ldx, NULL, w, bias, B, T, C, K);
     float *dx0 = rand_vec(ndx, 1), *dw0 = rand_vec((size_t)C * K, 1), *db0 = rand_vec(C, 1);
@@ -173,8 +179,9 @@ static void test_conv1d(void) {
     free(pre), free(out), free(dx0), free(dw0), free(db0);
     TEST_END();
 
-    TEST_BEGIN("CUDA conv1d_state_update matches the CPU exactly (T = 37, 2, 1), repeatable");
-    const int Ts[3] = {37, 2, 1};
+    snprintf(name, sizeof name, "CUDA conv1d_state_update matches the CPU exactly (T = %d, 2, 1), repeatable: K %d", T, K);
+    TEST_BEGIN(name);
+    const int Ts[3] = {T, 2, 1};
     const size_t ns = (size_t)B * C * (K - 1);
     for (int i = 0; i < 3; i++) {
         float *st = copy_vec(init, ns), *g[2];
@@ -357,7 +364,10 @@ int main(void) {
     }
     test_embedding();
     test_rmsnorm();
-    test_conv1d();
+    test_conv1d(3, 37, 75, 4);
+    test_conv1d(2, 150, 75, 4);
+    test_conv1d(2, 130, 40, 3);
+    test_conv1d(2, 70, 40, 5);
     test_softplus();
     test_gate();
     test_bias();

@@ -1,41 +1,53 @@
-/* The CUDA backend's table: device memory (memory.cu) and the _cuda kernels of ops_cuda.h. Built only
- * when nvcc is found (the Makefile defines SSM_CUDA and links the CUDA runtime and cuBLASLt). */
+/* The CUDA backend's tables (float32, and bf16 mixed precision): device memory (memory.cu) and the _cuda
+ * kernels of ops_cuda.h. Built only when nvcc is found (the Makefile then defines SSM_CUDA and links the
+ * CUDA runtime and cuBLASLt). */
 #include "backend/backend.h"
 #include "ops/ops_cuda.h"
 
-const backend backend_cuda = {
-    .name = "cuda",
-    .alloc = cuda_alloc,
-    .release = cuda_release,
-    .zero = cuda_zero,
-    .copy = cuda_copy,
-    .upload = cuda_upload,
-    .download = cuda_download,
-    .sync = cuda_sync,
-    .mem_in_use = cuda_mem_in_use,
-    .add = vec_add_cuda,
-    .matmul_xwT = matmul_xwT_cuda,
-    .matmul_dyw = matmul_dyw_cuda,
-    .matmul_dw_acc = matmul_dw_acc_cuda,
-    .bias_add = bias_add_cuda,
-    .bias_grad_acc = bias_grad_acc_cuda,
-    .embedding_fwd = embedding_fwd_cuda,
-    .embedding_bwd = embedding_bwd_cuda,
-    .rmsnorm_fwd = rmsnorm_fwd_cuda,
-    .rmsnorm_bwd = rmsnorm_bwd_cuda,
-    .conv1d_silu_fwd = conv1d_silu_fwd_cuda,
-    .conv1d_silu_bwd = conv1d_silu_bwd_cuda,
-    .conv1d_state_update = conv1d_state_update_cuda,
-    .scan_fwd = scan_fwd_cuda,
-    .scan_bwd = scan_bwd_cuda,
-    .softplus_bias_fwd = softplus_bias_fwd_cuda,
-    .softplus_bias_bwd = softplus_bias_bwd_cuda,
-    .gate_fwd = gate_fwd_cuda,
-    .gate_bwd = gate_bwd_cuda,
-    .neg_exp_transpose = neg_exp_transpose_cuda,
-    .alog_grad_acc = alog_grad_acc_cuda,
-    .xent_fwd_bwd = xent_fwd_bwd_cuda,
-    .grad_norm = grad_norm_cuda,
-    .grad_scale = grad_scale_cuda,
-    .adamw_step = adamw_step_cuda,
-};
+extern const backend backend_cuda, backend_cuda_bf16;
+
+/* One table; MM picks the GEMMs: matmul_*_cuda (float32) or matmul_*_cuda_bf16 (mixed precision). */
+#define CUDA_BACKEND(MM, PRECISION)                                                                \
+    {                                                                                              \
+        .name = "cuda",                                                                            \
+        .precision = PRECISION,                                                                    \
+        .fp32 = &backend_cuda,                                                                     \
+        .bf16 = &backend_cuda_bf16,                                                                \
+        .alloc = cuda_alloc,                                                                       \
+        .release = cuda_release,                                                                   \
+        .zero = cuda_zero,                                                                         \
+        .copy = cuda_copy,                                                                         \
+        .upload = cuda_upload,                                                                     \
+        .download = cuda_download,                                                                 \
+        .sync = cuda_sync,                                                                         \
+        .mem_in_use = cuda_mem_in_use,                                                             \
+        .add = vec_add_cuda,                                                                       \
+        .matmul_xwT = matmul_xwT_##MM,                                                             \
+        .matmul_dyw = matmul_dyw_##MM,                                                             \
+        .matmul_dw_acc = matmul_dw_acc_##MM,                                                       \
+        .bias_add = bias_add_cuda,                                                                 \
+        .bias_grad_acc = bias_grad_acc_cuda,                                                       \
+        .embedding_fwd = embedding_fwd_cuda,                                                       \
+        .embedding_bwd = embedding_bwd_cuda,                                                       \
+        .rmsnorm_fwd = rmsnorm_fwd_cuda,                                                           \
+        .rmsnorm_bwd = rmsnorm_bwd_cuda,                                                           \
+        .conv1d_silu_fwd = conv1d_silu_fwd_cuda,                                                   \
+        .conv1d_silu_bwd = conv1d_silu_bwd_cuda,                                                   \
+        .conv1d_state_update = conv1d_state_update_cuda,                                           \
+        .scan_fwd = scan_fwd_cuda,                                                                 \
+        .scan_bwd = scan_bwd_cuda,                                                                 \
+        .softplus_bias_fwd = softplus_bias_fwd_cuda,                                               \
+        .softplus_bias_bwd = softplus_bias_bwd_cuda,                                               \
+        .gate_fwd = gate_fwd_cuda,                                                                 \
+        .gate_bwd = gate_bwd_cuda,                                                                 \
+        .neg_exp_transpose = neg_exp_transpose_cuda,                                               \
+        .alog_grad_acc = alog_grad_acc_cuda,                                                       \
+        .xent_fwd_bwd = xent_fwd_bwd_cuda,                                                         \
+        .grad_norm = grad_norm_cuda,                                                               \
+        .grad_scale = grad_scale_cuda,                                                             \
+        .adamw_step = adamw_step_cuda,                                                             \
+    }
+
+const backend backend_cuda = CUDA_BACKEND(cuda, "fp32");
+/* Mixed precision: bf16 tensor-core GEMMs with float32 accumulation; everything else as backend_cuda. */
+const backend backend_cuda_bf16 = CUDA_BACKEND(cuda_bf16, "bf16");

@@ -1,5 +1,6 @@
-/* Causal depthwise conv1d + SiLU (CUDA): one thread per (b, t, c) output, the K taps summed in the CPU's
- * order; the weight and bias gradients are column sums over b*T rows through colsum_acc. */
+/* Causal depthwise conv1d + SiLU (CUDA): the forward is one thread per (b, t, c) output, the K taps summed
+ * in the CPU's order. The backward is one fused pass for K <= 4 (dx, and dw/dbias as per-chunk partials added
+ * in a fixed order), else three passes with the weight and bias gradients as column sums (colsum_acc). */
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
@@ -86,11 +87,88 @@ extern "C" void conv1d_silu_fwd_cuda(float *pre, float *out, const float *x, int
     CUDA_CHECK_LAUNCH();
 }
 
+/* The whole backward in one pass for a compile-time kernel width K: a thread owns channel c of one chunk of
+ * CONV_CHUNK steps of sequence b, walks it once (plus K-1 steps of lookahead for dx), keeps the last K
+ * inputs and the last K values of dpre = dout * silu'(pre) in registers, writes dx, and leaves its dw and
+ * dbias sums as per-chunk partials [chunk, C*K] and [chunk, C] that a second kernel adds in chunk order. */
+#define CONV_CHUNK 64
+template <int K>
+__global__ static void conv1d_bwd_fused_kernel(float *dx, int lddx, float *part_w, float *part_b, const float *dout,
+                                               const float *pre, const float *x, int ldx, const float *w, int T,
+                                               int C, int nch) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
+    const size_t row0 = (size_t)b * T;
+    float wk[K], accw[K], xwin[K], dp[K], accb = 0.0f;
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        wk[k] = w[(size_t)c * K + k];
+        accw[k] = 0.0f, dp[k] = 0.0f;
+        const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
+        xwin[k] = ts >= 0 ? x[(row0 + ts) * ldx + c] : 0.0f;
+    }
+    for (int tp = t0; tp < t1 + K - 1; tp++) {
+        float d = 0.0f;
+        if (tp < T) {
+            const float p = pre[(row0 + tp) * C + c], sg = sigmoidf_(p);
+            d = dout[(row0 + tp) * C + c] * sg * (1.0f + p * (1.0f - sg));
+        }
+        if (tp < t1) { /* dw, dbias: this chunk's own steps */
+#pragma unroll
+            for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
+            xwin[K - 1] = x[(row0 + tp) * ldx + c];
+#pragma unroll
+            for (int k = 0; k < K; k++) accw[k] += d * xwin[k];
+            accb += d;
+        }
+#pragma unroll
+        for (int k = 0; k < K - 1; k++) dp[k] = dp[k + 1];
+        dp[K - 1] = d; /* dp[j] = dpre[tp - (K-1) + j] */
+        const int t = tp - (K - 1);
+        if (t >= t0) { /* dx[t] = sum_k w[k] dpre[t + K-1-k] */
+            float acc = 0.0f;
+#pragma unroll
+            for (int k = 0; k < K; k++) acc += wk[k] * dp[K - 1 - k];
+            dx[(row0 + t) * lddx + c] = acc;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < K; k++) part_w[(size_t)q * C * K + (size_t)c * K + k] = accw[k];
+    if (part_b) part_b[(size_t)q * C + c] = accb;
+}
+
+template <int K>
+static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
+                             const float *x, int ldx, const float *w, int B, int T, int C) {
+    const int nch = cdiv(T, CONV_CHUNK), nq = B * nch;
+    float *part_w, *part_b = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
+    if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
+    conv1d_bwd_fused_kernel<K><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, pre, x, ldx, w, T, C,
+                                                                nch);
+    CUDA_CHECK_LAUNCH();
+    colsum_finish_kernel<float><<<cdiv(C * K, 256), 256>>>(dw, part_w, nq, C * K);
+    CUDA_CHECK_LAUNCH();
+    if (dbias) {
+        colsum_finish_kernel<float><<<cdiv(C, 256), 256>>>(dbias, part_b, nq, C);
+        CUDA_CHECK_LAUNCH();
+        CUDA_CHECK(cudaFreeAsync(part_b, 0));
+    }
+    CUDA_CHECK(cudaFreeAsync(part_w, 0));
+}
+
 extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout,
                                      const float *pre, const float *x, int ldx, const float *w, int B, int T,
                                      int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
+    switch (K) { /* the common widths in one fused pass; others through the general three-pass path below */
+    case 2: return conv1d_bwd_fused<2>(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C);
+    case 3: return conv1d_bwd_fused<3>(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C);
+    case 4: return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C);
+    default: break;
+    }
     float *dpre;
     CUDA_CHECK(cudaMallocAsync((void **)&dpre, sizeof(float) * n, 0));
     conv1d_dpre_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, pre, n);

@@ -1,11 +1,14 @@
 // Linear-layer GEMMs on the GPU through cuBLASLt (the CUDA twins of src/backend/cpu/matmul.c). Our
 // matrices are row-major; cuBLASLt's are column-major, so each product is computed transposed:
 // a row-major [R, C] matrix with row stride ld is the column-major [C, R] matrix with the same ld.
-// float32 in, float32 out, FP32 compute (no TF32), one algorithm from the heuristic per call shape.
+// float32 in, float32 out; FP32 compute (no TF32), or bf16 tensor-core inputs with FP32 accumulation (the _bf16
+// variants); one algorithm from the heuristic per call shape, cached with its descriptors.
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
 #include <cublasLt.h>
+#include <stdint.h>
+#include <string.h>
 
 #define LT_CHECK(call)                                                                             \
     do {                                                                                           \
@@ -26,53 +29,123 @@ static void lt_init(void) {
     CUDA_CHECK(cudaMalloc(&lt_workspace, lt_workspace_bytes));
 }
 
-// D = C = alpha * op(A) op(B) + beta * C, all column-major float32: op(A) is m x k, op(B) k x n.
-static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float *A, int lda, const float *B, int ldb,
-                    float *C, int ldc, float beta) {
-    lt_init();
+// One GEMM shape with its descriptors and the heuristic's algorithm, made once and reused: a training step
+// calls a dozen shapes hundreds of times.
+typedef struct {
+    bool trans_a, trans_b;
+    int m, n, k, lda, ldb, ldc;
+    unsigned align_a, align_b, align_c; // byte alignment of the pointers (up to 256): the algorithm must allow it
+    cublasComputeType_t compute;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
-    LT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+#define LT_MAX_PLANS 128
+static lt_plan lt_plans[LT_MAX_PLANS];
+static int lt_n_plans;
+
+// The largest power of two (up to 256) dividing the address: cuBLASLt assumes 256-byte aligned pointers
+// unless told otherwise, and our operands are often slices (a column block of a wider row, one tensor of
+// the flat parameter buffer).
+static unsigned ptr_align(const void *p) {
+    unsigned a = 256;
+    while (a > 4 && (uintptr_t)p % a) a >>= 1;
+    return a;
+}
+
+static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldc,
+                                  unsigned align_a, unsigned align_b, unsigned align_c, cublasComputeType_t compute) {
+    for (int i = 0; i < lt_n_plans; i++) {
+        const lt_plan *p = &lt_plans[i];
+        if (p->trans_a == trans_a && p->trans_b == trans_b && p->m == m && p->n == n && p->k == k &&
+            p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->align_a == align_a && p->align_b == align_b &&
+            p->align_c == align_c && p->compute == compute)
+            return p;
+    }
+    lt_plan tmp, *p = lt_n_plans < LT_MAX_PLANS ? &lt_plans[lt_n_plans++] : &tmp;
+    if (p == &tmp) { // full: recycle the oldest slot
+        p = &lt_plans[0];
+        cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb), cublasLtMatrixLayoutDestroy(p->lc);
+        cublasLtMatmulDescDestroy(p->op);
+    }
+    memset(p, 0, sizeof *p);
+    p->trans_a = trans_a, p->trans_b = trans_b, p->m = m, p->n = n, p->k = k;
+    p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->compute = compute;
+    p->align_a = align_a, p->align_b = align_b, p->align_c = align_c;
+    LT_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
     cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, trans_a ? k : m, trans_a ? m : k, lda));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, trans_b ? n : k, trans_b ? k : n, ldb));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, trans_a ? k : m, trans_a ? m : k, lda));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, trans_b ? n : k, trans_b ? k : n, ldb));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc));
     cublasLtMatmulPreference_t pref;
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lt_workspace_bytes,
                                                   sizeof lt_workspace_bytes));
+    const uint32_t aa = align_a, ab = align_b, ac = align_c;
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa));
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab));
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac));
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac));
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
-    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle, op, la, lb, lc, lc, pref, 1, &heur, &found));
+    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &heur, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
     if (!found) {
         fprintf(stderr, "ssm: cuBLASLt has no algorithm for a %d x %d x %d GEMM\n", m, n, k);
         exit(2);
     }
-    const float alpha = 1.0f;
-    LT_CHECK(cublasLtMatmul(lt_handle, op, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &heur.algo, lt_workspace,
-                            lt_workspace_bytes, 0));
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatmulDescDestroy(op);
+    p->algo = heur.algo;
+    return p;
 }
+
+// D = C = alpha * op(A) op(B) + beta * C, all column-major float32: op(A) is m x k, op(B) k x n. `compute` is
+// CUBLAS_COMPUTE_32F (float32 throughout) or CUBLAS_COMPUTE_32F_FAST_16BF (the inputs rounded to bf16 for the
+// tensor cores, products accumulated in float32: mixed precision).
+static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, float beta, cublasComputeType_t compute) {
+    lt_init();
+    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
+                                   compute);
+    const float alpha = 1.0f;
+    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                            lt_workspace, lt_workspace_bytes, 0));
+}
+
+#define F32 CUBLAS_COMPUTE_32F
+#define BF16 CUBLAS_COMPUTE_32F_FAST_16BF
 
 // y[M,N] = beta y + x[M,K] w[N,K]^T  <=>  y^T (N x M) = w (op T of stored K x N) * x^T (K x M)
 extern "C" void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
                                 float beta) {
-    lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta);
+    lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, F32);
 }
 
 // dx[M,K] = beta dx + dy[M,N] w[N,K]  <=>  dx^T (K x M) = w^T (stored K x N) * dy^T (stored N x M)
 extern "C" void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                                 float beta) {
-    lt_gemm(false, false, K, M, N, w, K, dy, lddy, dx, lddx, beta);
+    lt_gemm(false, false, K, M, N, w, K, dy, lddy, dx, lddx, beta, F32);
 }
 
 // dw[N,K] += dy[M,N]^T x[M,K]  <=>  dw^T (K x N) += x^T (stored K x M) * dy (op T of stored N x M)
 extern "C" void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
-    lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f);
+    lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f, F32);
+}
+
+// The same three with bf16 tensor-core inputs and float32 accumulation and output (backend_cuda_bf16).
+extern "C" void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
+                                     float beta) {
+    lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
+}
+
+extern "C" void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N,
+                                     int K, float beta) {
+    lt_gemm(false, false, K, M, N, w, K, dy, lddy, dx, lddx, beta, BF16);
+}
+
+extern "C" void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N,
+                                        int K) {
+    lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f, BF16);
 }

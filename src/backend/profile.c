@@ -1,0 +1,215 @@
+/* The profiling backend (see profile.h): one wrapper per op, each timing the op between two device
+ * synchronizations. */
+#include "backend/profile.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+static const backend *inner;
+static backend wrapped;
+
+enum { P_MAX = 32 };
+static struct {
+    const char *name, *category;
+    long calls;
+    double seconds;
+} totals[P_MAX];
+
+static double prof_begin(void) {
+    inner->sync();
+    return omp_get_wtime();
+}
+
+static void prof_end(int slot, const char *name, const char *category, double t0) {
+    inner->sync();
+    totals[slot].name = name, totals[slot].category = category;
+    totals[slot].calls++;
+    totals[slot].seconds += omp_get_wtime() - t0;
+}
+static void p_add(float *x, const float *y, size_t n) {
+    double t0 = prof_begin();
+    inner->add(x, y, n);
+    prof_end(0, "add", "other", t0);
+}
+static void p_matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
+    double t0 = prof_begin();
+    inner->matmul_xwT(y, ldy, x, ldx, w, M, N, K, beta);
+    prof_end(1, "matmul_xwT", "gemm", t0);
+}
+static void p_matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
+                         float beta) {
+    double t0 = prof_begin();
+    inner->matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
+    prof_end(2, "matmul_dyw", "gemm", t0);
+}
+static void p_matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
+    double t0 = prof_begin();
+    inner->matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
+    prof_end(3, "matmul_dw_acc", "gemm", t0);
+}
+static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
+    double t0 = prof_begin();
+    inner->bias_add(y, ldy, bias, rows, N);
+    prof_end(4, "bias_add", "other", t0);
+}
+static void p_bias_grad_acc(float *db, const float *dy, int lddy, int rows, int N) {
+    double t0 = prof_begin();
+    inner->bias_grad_acc(db, dy, lddy, rows, N);
+    prof_end(5, "bias_grad_acc", "other", t0);
+}
+static void p_embedding_fwd(float *out, const int *tokens, const float *table, int rows, int D) {
+    double t0 = prof_begin();
+    inner->embedding_fwd(out, tokens, table, rows, D);
+    prof_end(6, "embedding_fwd", "other", t0);
+}
+static void p_embedding_bwd(float *dtable, const float *dout, const int *tokens, int rows, int D) {
+    double t0 = prof_begin();
+    inner->embedding_bwd(dtable, dout, tokens, rows, D);
+    prof_end(7, "embedding_bwd", "other", t0);
+}
+static void p_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+    double t0 = prof_begin();
+    inner->rmsnorm_fwd(y, rstd, x, w, rows, D, eps);
+    prof_end(8, "rmsnorm_fwd", "other", t0);
+}
+static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                          int rows, int D, int acc) {
+    double t0 = prof_begin();
+    inner->rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
+    prof_end(9, "rmsnorm_bwd", "other", t0);
+}
+static void p_conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+                              const float *bias, int B, int T, int C, int K) {
+    double t0 = prof_begin();
+    inner->conv1d_silu_fwd(pre, out, x, ldx, init, w, bias, B, T, C, K);
+    prof_end(10, "conv1d_silu_fwd", "other", t0);
+}
+static void p_conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
+                              const float *x, int ldx, const float *w, int B, int T, int C, int K) {
+    double t0 = prof_begin();
+    inner->conv1d_silu_bwd(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C, K);
+    prof_end(11, "conv1d_silu_bwd", "other", t0);
+}
+static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
+    double t0 = prof_begin();
+    inner->conv1d_state_update(state, x, ldx, B, T, C, K);
+    prof_end(12, "conv1d_state_update", "other", t0);
+}
+static void p_scan_fwd(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+                       const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    double t0 = prof_begin();
+    inner->scan_fwd(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
+    prof_end(13, "scan_fwd", "scan", t0);
+}
+static void p_scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
+                       const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
+                       const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    double t0 = prof_begin();
+    inner->scan_bwd(dx, ddt, dBm, dCm, lddbc, dAt, dDv, dy, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
+    prof_end(14, "scan_bwd", "scan", t0);
+}
+static void p_softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
+    double t0 = prof_begin();
+    inner->softplus_bias_fwd(dt, bias, rows, E);
+    prof_end(15, "softplus_bias_fwd", "other", t0);
+}
+static void p_softplus_bias_bwd(float *ddt, float *dbias, const float *dt, int rows, int E) {
+    double t0 = prof_begin();
+    inner->softplus_bias_bwd(ddt, dbias, dt, rows, E);
+    prof_end(16, "softplus_bias_bwd", "other", t0);
+}
+static void p_gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E) {
+    double t0 = prof_begin();
+    inner->gate_fwd(out, y, z, ldz, rows, E);
+    prof_end(17, "gate_fwd", "other", t0);
+}
+static void p_gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
+                       int rows, int E) {
+    double t0 = prof_begin();
+    inner->gate_bwd(dy, dz, lddz, dout, y, z, ldz, rows, E);
+    prof_end(18, "gate_bwd", "other", t0);
+}
+static void p_neg_exp_transpose(float *At, const float *A_log, int E, int N) {
+    double t0 = prof_begin();
+    inner->neg_exp_transpose(At, A_log, E, N);
+    prof_end(19, "neg_exp_transpose", "other", t0);
+}
+static void p_alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N) {
+    double t0 = prof_begin();
+    inner->alog_grad_acc(dA_log, dAt, At, E, N);
+    prof_end(20, "alog_grad_acc", "other", t0);
+}
+static void p_xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
+                           int V, float scale) {
+    double t0 = prof_begin();
+    inner->xent_fwd_bwd(sum, count, dlogits, logits, targets, rows, V, scale);
+    prof_end(21, "xent_fwd_bwd", "other", t0);
+}
+static double p_grad_norm(const float *dw, size_t n) {
+    double t0 = prof_begin();
+    double r = inner->grad_norm(dw, n);
+    prof_end(22, "grad_norm", "optim", t0);
+    return r;
+}
+static void p_grad_scale(float *dw, size_t n, float coef) {
+    double t0 = prof_begin();
+    inner->grad_scale(dw, n, coef);
+    prof_end(23, "grad_scale", "optim", t0);
+}
+static void p_adamw_step(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
+                         float lr, float weight_decay, float beta1, float beta2, float eps, long step) {
+    double t0 = prof_begin();
+    inner->adamw_step(w, g, m, v, decay_mask, n, lr, weight_decay, beta1, beta2, eps, step);
+    prof_end(24, "adamw_step", "optim", t0);
+}
+const backend *profile_wrap(const backend *in) {
+    inner = in;
+    wrapped = *in; /* memory functions and names pass through */
+    wrapped.fp32 = wrapped.bf16 = &wrapped;
+    memset(totals, 0, sizeof totals);
+    wrapped.add = p_add;
+    wrapped.matmul_xwT = p_matmul_xwT;
+    wrapped.matmul_dyw = p_matmul_dyw;
+    wrapped.matmul_dw_acc = p_matmul_dw_acc;
+    wrapped.bias_add = p_bias_add;
+    wrapped.bias_grad_acc = p_bias_grad_acc;
+    wrapped.embedding_fwd = p_embedding_fwd;
+    wrapped.embedding_bwd = p_embedding_bwd;
+    wrapped.rmsnorm_fwd = p_rmsnorm_fwd;
+    wrapped.rmsnorm_bwd = p_rmsnorm_bwd;
+    wrapped.conv1d_silu_fwd = p_conv1d_silu_fwd;
+    wrapped.conv1d_silu_bwd = p_conv1d_silu_bwd;
+    wrapped.conv1d_state_update = p_conv1d_state_update;
+    wrapped.scan_fwd = p_scan_fwd;
+    wrapped.scan_bwd = p_scan_bwd;
+    wrapped.softplus_bias_fwd = p_softplus_bias_fwd;
+    wrapped.softplus_bias_bwd = p_softplus_bias_bwd;
+    wrapped.gate_fwd = p_gate_fwd;
+    wrapped.gate_bwd = p_gate_bwd;
+    wrapped.neg_exp_transpose = p_neg_exp_transpose;
+    wrapped.alog_grad_acc = p_alog_grad_acc;
+    wrapped.xent_fwd_bwd = p_xent_fwd_bwd;
+    wrapped.grad_norm = p_grad_norm;
+    wrapped.grad_scale = p_grad_scale;
+    wrapped.adamw_step = p_adamw_step;
+    return &wrapped;
+}
+
+void profile_print(int steps) {
+    static const char *const order[] = {"gemm", "scan", "other", "optim"};
+    double all = 0, by_cat[4] = {0};
+    for (int i = 0; i < P_MAX; i++)
+        all += totals[i].seconds;
+    printf("%-22s %8s %12s %7s\n", "op (per step)", "calls", "ms", "share");
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < P_MAX; i++) {
+            if (!totals[i].calls || strcmp(totals[i].category, order[c])) continue;
+            by_cat[c] += totals[i].seconds;
+            printf("%-22s %8.1f %12.3f %6.1f%%\n", totals[i].name, (double)totals[i].calls / steps,
+                   totals[i].seconds * 1e3 / steps, 100 * totals[i].seconds / all);
+        }
+    printf("by kind: ");
+    for (int c = 0; c < 4; c++)
+        printf("%s %.2f ms (%.1f%%)%s", order[c], by_cat[c] * 1e3 / steps, 100 * by_cat[c] / all, c < 3 ? ", " : "\n");
+}
