@@ -103,7 +103,7 @@ ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed) {
 }
 
 static void acts_free(const backend *be, model_acts *a) {
-    void *bufs[] = {a->tokens, a->targets, a->resid, a->normed, a->rstd, a->mix_act, a->final_x,
+    void *bufs[] = {a->tokens, a->targets, a->resid, a->normed, a->rstd, a->mix_act, a->mix_temp, a->final_x,
                     a->final_n, a->final_rstd, a->logits, a->dx, a->du, a->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->release(bufs[i]);
     free(a->mix_off);
@@ -197,17 +197,19 @@ static void acts_ensure(ssm_model *m, int B, int T) {
     a->tokens = be->alloc(sizeof(int) * rows);
     a->targets = be->alloc(sizeof(int) * rows);
     a->resid = be->alloc(sizeof(float) * L * rows * D);
-    a->normed = be->alloc(sizeof(float) * L * rows * D);
+    a->normed = be->alloc(sizeof(float) * rows * D);
     a->rstd = be->alloc(sizeof(float) * L * rows);
     a->mix_off = xmalloc(sizeof(size_t) * L); /* host */
-    size_t total = 0, scratch = 0;
+    size_t total = 0, scratch = 0, temp = 0;
     for (int l = 0; l < c->n_layer; l++) {
+        const mixer_kind *k = m->layers[l].kind;
         a->mix_off[l] = total;
-        total += (m->layers[l].kind->act_floats(c, B, T) + 15) & ~(size_t)15;
-        size_t s = m->layers[l].kind->scratch_floats(c, B, T);
-        if (s > scratch) scratch = s;
+        total += (k->act_floats(c, B, T) + 15) & ~(size_t)15;
+        scratch = k->scratch_floats(c, B, T) > scratch ? k->scratch_floats(c, B, T) : scratch;
+        temp = k->temp_floats(c, B, T) > temp ? k->temp_floats(c, B, T) : temp;
     }
     a->mix_act = be->alloc(sizeof(float) * total);
+    a->mix_temp = be->alloc(sizeof(float) * temp);
     a->scratch = be->alloc(sizeof(float) * scratch);
     a->final_x = be->alloc(sizeof(float) * rows * D);
     a->final_n = be->alloc(sizeof(float) * rows * D);
@@ -230,12 +232,12 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     float *x = a->final_x; /* the running residual stream; each layer's input is saved in resid */
     be->embedding_fwd(x, a->tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
     for (int l = 0; l < c->n_layer; l++) {
-        float *resid = a->resid + l * rows * D, *normed = a->normed + l * rows * D;
+        float *resid = a->resid + l * rows * D, *normed = a->normed;
         be->copy(resid, x, sizeof(float) * rows * D);
         be->rmsnorm_fwd(normed, a->rstd + l * rows, resid, w + m->layout.items[m->layers[l].norm].offset, (int)rows,
                     (int)D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->du, normed, B, T, NULL);
+        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->du, normed, B, T, NULL);
         be->add(x, a->du, rows * D);
     }
     be->rmsnorm_fwd(a->final_n, a->final_rstd, x, w + m->layout.items[m->norm_f].offset, (int)rows, (int)D,
@@ -273,8 +275,10 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        const float *normed = a->normed + (size_t)l * rows * D;
-        m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->scratch, a->du, a->dx, normed, B, T);
+        const float *resid = a->resid + (size_t)l * rows * D, *norm_w = w + P[m->layers[l].norm].offset;
+        be->rmsnorm_fwd(a->normed, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* recompute */
+        m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, a->du, a->dx,
+                                    a->normed, B, T);
         be->rmsnorm_bwd(a->dx, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
                     w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows, rows, D, 1);
     }
@@ -338,9 +342,10 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
     const param_info *P = m->layout.items;
     const float *w = m->wb;
-    size_t act = 0;
+    size_t act = 0; /* a layer's saved activations and temps, reused by every layer */
     for (int l = 0; l < c->n_layer; l++) {
-        size_t f = m->layers[l].kind->act_floats(c, B, T);
+        const mixer_kind *k = m->layers[l].kind;
+        size_t f = ((k->act_floats(c, B, T) + 15) & ~(size_t)15) + k->temp_floats(c, B, T);
         if (f > act) act = f;
     }
     const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
@@ -352,7 +357,9 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     for (int l = 0; l < c->n_layer; l++) {
         be->rmsnorm_fwd(u, rstd, x, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        m->layers[l].kind->forward(&ctx, mix, out, u, B, T, s->data + s->layer_off[l]);
+        const mixer_kind *k = m->layers[l].kind;
+        k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T) + 15) & ~(size_t)15), out, u, B, T,
+                   s->data + s->layer_off[l]);
         be->add(x, out, rows * D);
     }
     if (last_only) { /* keep one row per sequence: the last position (rows b*T+T-1 and b are disjoint) */

@@ -20,10 +20,12 @@ typedef struct {
     int *tokens, *targets; /* [B*T] */
     int n_targets;         /* targets >= 0 in the last forward: the loss is their mean */
     float *resid;   /* [L, B*T, D] residual stream entering each layer */
-    float *normed;  /* [L, B*T, D] rmsnorm(resid) = the mixer input */
+    float *normed;  /* [B*T, D] rmsnorm(resid) = the mixer input, of one layer at a time (the backward
+                     * recomputes it from resid) */
     float *rstd;    /* [L, B*T] */
-    float *mix_act; /* per-layer mixer activations, at mix_off[l] */
+    float *mix_act; /* per-layer mixer activations saved for the backward, at mix_off[l] */
     size_t *mix_off;
+    float *mix_temp; /* the mixers' shared temps (mixer_kind.temp_floats), max over layers */
     float *final_x; /* [B*T, D] residual after the last layer */
     float *final_n; /* [B*T, D] after norm_f */
     float *final_rstd; /* [B*T] */

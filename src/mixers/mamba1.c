@@ -98,36 +98,43 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     fill_uniform(v.out_proj, (size_t)d.D * d.E, 1.0f / sqrtf((float)d.E) / sqrtf((float)ctx->cfg->n_layer), rng);
 }
 
-/* Activation arena of one layer, in order. */
+/* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output, the
+ * scan output and A. The rest of the intermediates live in a temp area shared by all layers and are
+ * recomputed by the backward from these (the conv, dt, the gate: cheap elementwise work and one small GEMM). */
 typedef struct {
-    float *xz;  /* [rows, 2E] in_proj output: x | z */
-    float *xc;  /* [rows, E]  conv output before SiLU */
-    float *xs;  /* [rows, E]  SiLU(conv): the scan input */
-    float *dbc; /* [rows, P]  x_proj output: dt_low | B | C */
-    float *dt;  /* [rows, E]  softplus(dt_proj(dt_low) + bias) */
-    float *y;   /* [rows, E]  scan output (with the D skip), before gating */
-    float *g;   /* [rows, E]  y * silu(z) */
-    float *At;  /* [N, E]     A = -exp(A_log), transposed */
+    float *xz;  /* [rows, 2E] saved: in_proj output x | z */
+    float *dbc; /* [rows, P]  saved: x_proj output dt_low | B | C */
+    float *y;   /* [rows, E]  saved: scan output (with the D skip), before gating */
+    float *At;  /* [N, E]     saved: A = -exp(A_log), transposed */
+    float *xc;  /* [rows, E]  temp: conv output before SiLU */
+    float *xs;  /* [rows, E]  temp: SiLU(conv), the scan input */
+    float *dt;  /* [rows, E]  temp: softplus(dt_proj(dt_low) + bias) */
+    float *g;   /* [rows, E]  temp: y * silu(z) */
 } mamba1_act;
 
-static mamba1_act act_of(const float *base, mamba1_dims d, size_t rows) {
-    float *p = (float *)base;
+static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows) {
+    float *p = (float *)saved, *q = (float *)temp;
     mamba1_act a;
     a.xz = p, p += rows * 2 * d.E;
-    a.xc = p, p += rows * d.E;
-    a.xs = p, p += rows * d.E;
     a.dbc = p, p += rows * d.P;
-    a.dt = p, p += rows * d.E;
     a.y = p, p += rows * d.E;
-    a.g = p, p += rows * d.E;
     a.At = p;
+    a.xc = q, q += rows * d.E;
+    a.xs = q, q += rows * d.E;
+    a.dt = q, q += rows * d.E;
+    a.g = q;
     return a;
 }
 
 static size_t mamba1_act_floats(const ssm_config *c, int B, int T) {
     mamba1_dims d = dims_of(c);
     size_t rows = (size_t)B * T;
-    return rows * (7 * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+    return rows * (3 * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+}
+
+static size_t mamba1_temp_floats(const ssm_config *c, int B, int T) {
+    mamba1_dims d = dims_of(c);
+    return (size_t)B * T * 4 * d.E;
 }
 
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
@@ -142,13 +149,20 @@ static size_t mamba1_state_floats(const ssm_config *c) {
     return (size_t)d.E * (d.K - 1) + (size_t)d.E * d.N;
 }
 
-static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const float *u, int B, int T,
+/* The intermediates of the forward after the x_proj GEMM that the backward rebuilds: dt from dt_low. */
+static void mamba1_dt(const mixer_ctx *ctx, const mamba1_act *a, mamba1_dims d, int rows) {
+    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
+    mixer_linear(ctx, a->dt, d.E, a->dbc, d.P, v.dt_w, rows, d.E, d.R);         /* dt = dt_proj(dt_low) */
+    ctx->be->softplus_bias_fwd(a->dt, v.dt_b, rows, d.E);                      /* dt = softplus(dt + bias) */
+}
+
+static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
                            float *state) {
     mamba1_dims d = dims_of(ctx->cfg);
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    mamba1_act a = act_of(act, d, rows);
+    mamba1_act a = act_of(act, temp, d, rows);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
     mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);    /* xz = in_proj(u) */
@@ -156,8 +170,7 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const f
     be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
-    mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);            /* dt = dt_proj(dt_low) */
-    be->softplus_bias_fwd(a.dt, v.dt_b, rows, d.E);                                  /* dt = softplus(dt + bias) */
+    mamba1_dt(ctx, &a, d, rows);
     be->neg_exp_transpose(a.At, v.A_log, d.E, d.N);                                 /* A = -exp(A_log) */
     be->scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
     be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
@@ -165,13 +178,17 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *out, const f
     if (v.out_b) be->bias_add(out, d.D, v.out_b, rows, d.D);
 }
 
-static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *scratch, float *du, const float *dout,
-                            const float *u, int B, int T) {
+static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, float *du,
+                            const float *dout, const float *u, int B, int T) {
     mamba1_dims d = dims_of(ctx->cfg);
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), g = views_of(ctx->cfg, ctx->dw, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    mamba1_act a = act_of(act, d, rows);
+    mamba1_act a = act_of(act, temp, d, rows);
+    /* recompute the temps: conv + SiLU, dt, the gate (as the forward, from the saved xz, dbc, y) */
+    be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    mamba1_dt(ctx, &a, d, rows);
+    be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gate out), then d(scan out) */
     float *dxs = dy + (size_t)rows * d.E;       /* [rows, E] */
@@ -204,6 +221,7 @@ const mixer_kind mixer_mamba1 = {
     .declare = mamba1_declare,
     .init = mamba1_init,
     .act_floats = mamba1_act_floats,
+    .temp_floats = mamba1_temp_floats,
     .scratch_floats = mamba1_scratch_floats,
     .state_floats = mamba1_state_floats,
     .forward = mamba1_forward,

@@ -25,16 +25,21 @@ typedef struct mixer_kind {
     void (*declare)(param_layout *L, const ssm_config *cfg, int layer);
     /* Reference initialization of this mixer's tensors in the flat buffer w. */
     void (*init)(const mixer_ctx *ctx, float *w, rng_t *rng);
-    size_t (*act_floats)(const ssm_config *cfg, int B, int T);     /* saved for backward */
+    size_t (*act_floats)(const ssm_config *cfg, int B, int T);     /* saved for backward, per layer */
+    size_t (*temp_floats)(const ssm_config *cfg, int B, int T);    /* forward intermediates the backward
+                                                                    * recomputes: shared by all layers */
     size_t (*scratch_floats)(const ssm_config *cfg, int B, int T); /* backward workspace */
     size_t (*state_floats)(const ssm_config *cfg);                 /* per sequence */
-    /* out [B*T, d_model] = mixer(u [B*T, d_model]); act receives what backward needs. state is the
-     * layer's state for B sequences (mixer-defined layout), carried in and out, or NULL: start from
-     * zero (training). With T = 1 and a state this is the recurrent decode step. */
-    void (*forward)(const mixer_ctx *ctx, float *act, float *out, const float *u, int B, int T, float *state);
-    /* du [B*T, d_model] = grad wrt u (written); parameter grads accumulate into ctx->dw. */
-    void (*backward)(const mixer_ctx *ctx, const float *act, float *scratch, float *du, const float *dout,
-                     const float *u, int B, int T);
+    /* out [B*T, d_model] = mixer(u [B*T, d_model]); act receives what backward needs, temp the rest of
+     * the intermediates (overwritten by the next layer). state is the layer's state for B sequences
+     * (mixer-defined layout), carried in and out, or NULL: start from zero (training). With T = 1 and a
+     * state this is the recurrent decode step. */
+    void (*forward)(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
+                    float *state);
+    /* du [B*T, d_model] = grad wrt u (written); parameter grads accumulate into ctx->dw. Recomputes the
+     * forward's temp from act first (activation recomputation: memory for a little compute). */
+    void (*backward)(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, float *du,
+                     const float *dout, const float *u, int B, int T);
 } mixer_kind;
 
 extern const mixer_kind mixer_mamba1;
