@@ -67,8 +67,11 @@ build/test_%: build/tests/test_%.o build/libssm.a
 build/torch_dump: build/tests/torch_dump.o build/libssm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# --default-stream per-thread: our work goes on the per-thread default stream, which (unlike the legacy one)
+# a CUDA graph can capture (decode steps are replayed as graphs).
 NVCCFLAGS := -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_80,code=sm_80 \
-             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -Iinclude -Isrc -MMD -MP $(NVCC_EXTRA)
+             --default-stream per-thread -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -Iinclude -Isrc -MMD -MP \
+             $(NVCC_EXTRA)
 GPU_TESTS := $(patsubst tests/gpu/%.c,build/gpu/%,$(wildcard tests/gpu/test_*.c))
 GPU_BENCH := $(patsubst bench/cuda_%_bench.c,build/gpu/bench_cuda_%,$(wildcard bench/cuda_*_bench.c))
 ifneq ($(NVCC),)

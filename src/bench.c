@@ -132,7 +132,7 @@ double bench_decode_weight_bytes(const ssm_model *m) {
         const param_info *p = &m->layout.items[i];
         int matrix = p->ndim == 2 && !strstr(p->name, "A_log"); /* read through mixer_linear */
         if (i == m->emb && m->head != m->emb) bytes += p->shape[1] * 4.0; /* one row */
-        else bytes += p->numel * (matrix && m->w16 ? 2.0 : 4.0);
+        else bytes += p->numel * (matrix && m->w16 && backend_is_host(m->be) ? 2.0 : 4.0);
     }
     return bytes;
 }

@@ -18,7 +18,7 @@ double bench_decode_step(const ssm_model *m, int n_seq, int steps);
 void bench_memory_bandwidth(double *copy, double *read);
 
 /* Bytes of weights one batch-1 decode step reads: every matrix (bf16 ones at 2 bytes when the model
- * keeps a bf16 copy), the small per-channel tensors, and only one row of an untied embedding. */
+ * keeps a bf16 copy on the CPU; CUDA's bf16 GEMMs read the float32 weights), the small per-channel tensors, and only one row of an untied embedding. */
 double bench_decode_weight_bytes(const ssm_model *m);
 
 #endif

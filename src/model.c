@@ -287,6 +287,11 @@ void model_train_backward(ssm_model *m, float loss_scale) {
 
 /* ---- inference ---------------------------------------------------------------------------------- */
 
+static void state_drop_graph(ssm_state *s) {
+    if (s->graph) s->graph_be->graph_free(s->graph);
+    s->graph = NULL;
+}
+
 ssm_state *ssm_state_new(const ssm_model *m, int n_seq) {
     ssm_state *s = xcalloc(1, sizeof *s);
     s->model = m;
@@ -305,6 +310,7 @@ void ssm_state_reset(ssm_state *s) { s->be->zero(s->data, sizeof(float) * s->tot
 
 void ssm_state_free(ssm_state *s) {
     if (!s) return;
+    state_drop_graph(s);
     s->be->release(s->data);
     s->be->release(s->work);
     s->be->release(s->tokens);
@@ -333,26 +339,16 @@ static const int *state_tokens(ssm_state *s, const int *tokens, size_t n) {
     return s->tokens;
 }
 
-void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
+/* The forward's device work: tokens [B*T] already on the backend, logits into lg (backend memory). */
+static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, int T, float *lg, int last_only,
+                            float *x, size_t act) {
     const ssm_config *c = &m->cfg;
     const backend *be = m->be;
-    CHECK(backend_same_memory(s->be, be), "ssm_forward: the state was made on %s, the model is now on %s",
-          s->be->name, be->name);
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
-    const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
+    const size_t rows = (size_t)B * T;
     const param_info *P = m->layout.items;
     const float *w = m->wb;
-    size_t act = 0; /* a layer's saved activations and temps, reused by every layer */
-    for (int l = 0; l < c->n_layer; l++) {
-        const mixer_kind *k = m->layers[l].kind;
-        size_t f = ((k->act_floats(c, B, T) + 15) & ~(size_t)15) + k->temp_floats(c, B, T);
-        if (f > act) act = f;
-    }
-    const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
-    float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
     float *u = x + rows * D, *out = u + rows * D, *mix = out + rows * D, *rstd = mix + act;
-    float *lg = logit_floats ? rstd + rows : logits;
-    const int *tok = state_tokens(s, tokens, rows);
     be->embedding_fwd(x, tok, w + P[m->emb].offset, (int)rows, D);
     for (int l = 0; l < c->n_layer; l++) {
         be->rmsnorm_fwd(u, rstd, x, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
@@ -371,6 +367,41 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     } else {
         be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
         be->matmul_xwT(lg, V, u, D, w + P[m->head].offset, (int)rows, V, D, 0.0f);
+    }
+}
+
+void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
+    const ssm_config *c = &m->cfg;
+    const backend *be = m->be;
+    CHECK(backend_same_memory(s->be, be), "ssm_forward: the state was made on %s, the model is now on %s",
+          s->be->name, be->name);
+    const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
+    const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
+    size_t act = 0; /* a layer's saved activations and temps, reused by every layer */
+    for (int l = 0; l < c->n_layer; l++) {
+        const mixer_kind *k = m->layers[l].kind;
+        size_t f = ((k->act_floats(c, B, T) + 15) & ~(size_t)15) + k->temp_floats(c, B, T);
+        if (f > act) act = f;
+    }
+    const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
+    float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
+    float *lg = logit_floats ? x + 3 * rows * D + act + rows : logits;
+    const int *tok = state_tokens(s, tokens, rows);
+    /* A decode step is ~10 small kernels per layer: replaying them as one graph removes the launch gaps.
+     * The graph holds the buffers' addresses, so it is rebuilt when any of them (or the flags) change. */
+    if (T == 1 && be->graph_begin) {
+        if (!s->graph || s->graph_work != x || s->graph_tokens != tok || s->graph_be != be ||
+            s->graph_last_only != last_only) {
+            state_drop_graph(s);
+            be->graph_begin();
+            forward_compute(m, s, tok, T, lg, last_only, x, act);
+            s->graph = be->graph_end();
+            s->graph_work = x, s->graph_tokens = tok, s->graph_be = be, s->graph_last_only = last_only;
+        }
+        if (s->graph) be->graph_launch(s->graph);
+        else forward_compute(m, s, tok, T, lg, last_only, x, act); /* the capture failed: run directly */
+    } else {
+        forward_compute(m, s, tok, T, lg, last_only, x, act);
     }
     if (lg != logits) be->download(logits, lg, sizeof(float) * out_rows * V);
 }

@@ -63,6 +63,12 @@ struct ssm_state {
     size_t work_cap;
     int *tokens; /* [tok_cap] the tokens of a call, on the backend (unused on the CPU) */
     size_t tok_cap;
+    /* the decode step (T = 1) as a graph where the backend has them, valid for these buffers and flags */
+    void *graph;
+    const float *graph_work;
+    const int *graph_tokens;
+    const backend *graph_be;
+    int graph_last_only;
 };
 
 /* Builds layout and layers for a resolved config with zeroed parameters. */

@@ -25,6 +25,7 @@ const backend backend_cpu = {
     .download = host_copy,
     .sync = host_sync,
     .mem_in_use = host_mem_in_use,
+    .graph_begin = NULL, /* no graphs: ops run as they are called */
     .add = vec_add,
     .matmul_xwT = matmul_xwT,
     .matmul_dyw = matmul_dyw,

@@ -23,6 +23,11 @@ void cuda_upload(void *dst, const void *host, size_t bytes);
 void cuda_download(void *host, const void *src, size_t bytes);
 void cuda_sync(void);
 size_t cuda_mem_in_use(void); /* total - free device memory */
+/* CUDA graphs of the work queued on this thread's default stream (see backend.h). */
+void cuda_graph_begin(void);
+void *cuda_graph_end(void);
+void cuda_graph_launch(void *graph);
+void cuda_graph_free(void *graph);
 /* 0 when GPU 0 is usable (present, compute capability >= 8.0; made current), else -1 with ssm_error(). */
 int cuda_backend_check(void);
 

@@ -21,6 +21,10 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .download = cuda_download,                                                                 \
         .sync = cuda_sync,                                                                         \
         .mem_in_use = cuda_mem_in_use,                                                             \
+        .graph_begin = cuda_graph_begin,                                                           \
+        .graph_end = cuda_graph_end,                                                               \
+        .graph_launch = cuda_graph_launch,                                                         \
+        .graph_free = cuda_graph_free,                                                             \
         .add = vec_add_cuda,                                                                       \
         .matmul_xwT = matmul_xwT_##MM,                                                             \
         .matmul_dyw = matmul_dyw_##MM,                                                             \

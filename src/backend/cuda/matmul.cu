@@ -111,7 +111,7 @@ static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float
                                    compute);
     const float alpha = 1.0f;
     LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
-                            lt_workspace, lt_workspace_bytes, 0));
+                            lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
 }
 
 #define F32 CUBLAS_COMPUTE_32F

@@ -65,6 +65,32 @@ extern "C" size_t cuda_mem_in_use(void) {
     return total_b - free_b;
 }
 
+extern "C" void cuda_graph_begin(void) {
+    /* relaxed: a first GEMM may allocate cuBLASLt's workspace inside the capture */
+    CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeRelaxed));
+}
+
+extern "C" void *cuda_graph_end(void) {
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t err = cudaStreamEndCapture(cudaStreamPerThread, &graph);
+    if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (err != cudaSuccess) {
+        cudaGetLastError(); /* clear it: the caller runs the ops without a graph */
+        return NULL;
+    }
+    return exec;
+}
+
+extern "C" void cuda_graph_launch(void *graph) {
+    CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)graph, cudaStreamPerThread));
+}
+
+extern "C" void cuda_graph_free(void *graph) {
+    if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
+}
+
 __global__ static void add_kernel(float *x, const float *y, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] += y[i];
