@@ -188,9 +188,10 @@ size_t ssm_model_state_bytes(const ssm_model *m, int layer) {
 
 static void acts_ensure(ssm_model *m, int B, int T) {
     model_acts *a = &m->acts;
-    if (a->B == B && a->T == T) return;
     const backend *be = m->be;
+    if (a->B == B && a->T == T && a->lean == be->lean_acts) return;
     acts_free(be, a);
+    a->lean = be->lean_acts;
     const ssm_config *c = &m->cfg;
     const size_t rows = (size_t)B * T, D = c->d_model, L = c->n_layer;
     a->B = B, a->T = T;
@@ -204,9 +205,9 @@ static void acts_ensure(ssm_model *m, int B, int T) {
     for (int l = 0; l < c->n_layer; l++) {
         const mixer_kind *k = m->layers[l].kind;
         a->mix_off[l] = total;
-        total += (k->act_floats(c, B, T) + 15) & ~(size_t)15;
+        total += (k->act_floats(c, B, T, a->lean) + 15) & ~(size_t)15;
         scratch = k->scratch_floats(c, B, T) > scratch ? k->scratch_floats(c, B, T) : scratch;
-        temp = k->temp_floats(c, B, T) > temp ? k->temp_floats(c, B, T) : temp;
+        temp = k->temp_floats(c, B, T, a->lean) > temp ? k->temp_floats(c, B, T, a->lean) : temp;
     }
     a->mix_act = be->alloc(sizeof(float) * total);
     a->mix_temp = be->alloc(sizeof(float) * temp);
@@ -354,7 +355,7 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
         be->rmsnorm_fwd(u, rstd, x, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         const mixer_kind *k = m->layers[l].kind;
-        k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T) + 15) & ~(size_t)15), out, u, B, T,
+        k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T, be->lean_acts) + 15) & ~(size_t)15), out, u, B, T,
                    s->data + s->layer_off[l]);
         be->add(x, out, rows * D);
     }
@@ -380,7 +381,8 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     size_t act = 0; /* a layer's saved activations and temps, reused by every layer */
     for (int l = 0; l < c->n_layer; l++) {
         const mixer_kind *k = m->layers[l].kind;
-        size_t f = ((k->act_floats(c, B, T) + 15) & ~(size_t)15) + k->temp_floats(c, B, T);
+        size_t f = ((k->act_floats(c, B, T, be->lean_acts) + 15) & ~(size_t)15) +
+                   k->temp_floats(c, B, T, be->lean_acts);
         if (f > act) act = f;
     }
     const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */

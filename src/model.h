@@ -17,6 +17,7 @@ typedef struct {
 /* Everything one training step keeps between forward and backward, sized for B x T; backend memory. */
 typedef struct {
     int B, T;
+    int lean;              /* sized for a backend with lean_acts */
     int *tokens, *targets; /* [B*T] */
     int n_targets;         /* targets >= 0 in the last forward: the loss is their mean */
     float *resid;   /* [L, B*T, D] residual stream entering each layer */

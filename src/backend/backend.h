@@ -14,6 +14,9 @@ typedef struct backend {
     /* The same backend in float32 and in mixed precision (itself where there is no such variant). Both
      * share one memory: a model switches between them without moving its buffers. */
     const struct backend *fp32, *bf16;
+    /* Training keeps the largest activations in bf16 and recomputes more in the backward (mixed precision
+     * on a GPU: memory is what limits the batch). */
+    int lean_acts;
 
     /* ---- memory ---- */
     /* Zeroed device memory; out of memory is a one-line error naming the fix, and exit(1). */
@@ -35,6 +38,8 @@ typedef struct backend {
 
     /* ---- ops (ops.h) ---- */
     void (*add)(float *x, const float *y, size_t n); /* x += y: the residual add */
+    void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
+    void (*from_bf16)(float *dst, const uint16_t *src, size_t n);
     void (*matmul_xwT)(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
     void (*matmul_dyw)(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                        float beta);

@@ -163,6 +163,18 @@ static void p_adamw_step(float *w, const float *g, float *m, float *v, const uns
     inner->adamw_step(w, g, m, v, decay_mask, n, lr, weight_decay, beta1, beta2, eps, step);
     prof_end(24, "adamw_step", "optim", t0);
 }
+static void p_to_bf16(uint16_t *dst, const float *src, size_t n) {
+    double t0 = prof_begin();
+    inner->to_bf16(dst, src, n);
+    prof_end(25, "to_bf16", "other", t0);
+}
+
+static void p_from_bf16(float *dst, const uint16_t *src, size_t n) {
+    double t0 = prof_begin();
+    inner->from_bf16(dst, src, n);
+    prof_end(26, "from_bf16", "other", t0);
+}
+
 const backend *profile_wrap(const backend *in) {
     inner = in;
     wrapped = *in; /* memory functions and names pass through */
@@ -193,6 +205,8 @@ const backend *profile_wrap(const backend *in) {
     wrapped.grad_norm = p_grad_norm;
     wrapped.grad_scale = p_grad_scale;
     wrapped.adamw_step = p_adamw_step;
+    wrapped.to_bf16 = p_to_bf16;
+    wrapped.from_bf16 = p_from_bf16;
     return &wrapped;
 }
 

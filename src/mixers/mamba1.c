@@ -100,24 +100,33 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
 
 /* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output, the
  * scan output and A. The rest of the intermediates live in a temp area shared by all layers and are
- * recomputed by the backward from these (the conv, dt, the gate: cheap elementwise work and one small GEMM). */
+ * recomputed by the backward from these (the conv, dt, the gate: cheap elementwise work and one small GEMM).
+ * Lean (backend lean_acts, bf16 training on a GPU): only xz, rounded to bf16, the x_proj output and A are
+ * kept; xz is restored to float32 in temp and the scan output is recomputed too (the scan forward again). */
 typedef struct {
-    float *xz;  /* [rows, 2E] saved: in_proj output x | z */
-    float *dbc; /* [rows, P]  saved: x_proj output dt_low | B | C */
-    float *y;   /* [rows, E]  saved: scan output (with the D skip), before gating */
-    float *At;  /* [N, E]     saved: A = -exp(A_log), transposed */
-    float *xc;  /* [rows, E]  temp: conv output before SiLU */
-    float *xs;  /* [rows, E]  temp: SiLU(conv), the scan input */
-    float *dt;  /* [rows, E]  temp: softplus(dt_proj(dt_low) + bias) */
-    float *g;   /* [rows, E]  temp: y * silu(z) */
+    float *xz;    /* [rows, 2E] saved (temp when lean): in_proj output x | z */
+    uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 */
+    float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
+    float *y;     /* [rows, E]  saved (temp when lean): scan output (with the D skip), before gating */
+    float *At;    /* [N, E]     saved: A = -exp(A_log), transposed */
+    float *xc;    /* [rows, E]  temp: conv output before SiLU */
+    float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
+    float *dt;    /* [rows, E]  temp: softplus(dt_proj(dt_low) + bias) */
+    float *g;     /* [rows, E]  temp: y * silu(z) */
 } mamba1_act;
 
-static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows) {
+static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows, int lean) {
     float *p = (float *)saved, *q = (float *)temp;
-    mamba1_act a;
-    a.xz = p, p += rows * 2 * d.E;
+    mamba1_act a = {0};
+    if (lean) {
+        a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
+        a.xz = q, q += rows * 2 * d.E;
+        a.y = q, q += rows * d.E;
+    } else {
+        a.xz = p, p += rows * 2 * d.E;
+        a.y = p, p += rows * d.E;
+    }
     a.dbc = p, p += rows * d.P;
-    a.y = p, p += rows * d.E;
     a.At = p;
     a.xc = q, q += rows * d.E;
     a.xs = q, q += rows * d.E;
@@ -126,15 +135,15 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     return a;
 }
 
-static size_t mamba1_act_floats(const ssm_config *c, int B, int T) {
+static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int lean) {
     mamba1_dims d = dims_of(c);
     size_t rows = (size_t)B * T;
-    return rows * (3 * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+    return rows * ((lean ? 1 : 3) * (size_t)d.E + d.P) + (size_t)d.N * d.E;
 }
 
-static size_t mamba1_temp_floats(const ssm_config *c, int B, int T) {
+static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int lean) {
     mamba1_dims d = dims_of(c);
-    return (size_t)B * T * 4 * d.E;
+    return (size_t)B * T * (lean ? 7 : 4) * d.E;
 }
 
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
@@ -162,11 +171,12 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    mamba1_act a = act_of(act, temp, d, rows);
+    mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
     mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);    /* xz = in_proj(u) */
     if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
+    if (a.xz16 && !state) be->to_bf16(a.xz16, a.xz, (size_t)rows * 2 * d.E); /* training: keep it in bf16 */
     be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
@@ -184,10 +194,14 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), g = views_of(ctx->cfg, ctx->dw, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    mamba1_act a = act_of(act, temp, d, rows);
-    /* recompute the temps: conv + SiLU, dt, the gate (as the forward, from the saved xz, dbc, y) */
+    mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
+    /* recompute the temps: conv + SiLU, dt, the gate (as the forward, from the saved xz, dbc, y); lean:
+     * xz from its bf16 copy and y by running the scan forward again */
+    if (a.xz16) be->from_bf16(a.xz, a.xz16, (size_t)rows * 2 * d.E);
     be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     mamba1_dt(ctx, &a, d, rows);
+    if (a.xz16)
+        be->scan_fwd(a.y, NULL, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
     be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gate out), then d(scan out) */

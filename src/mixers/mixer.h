@@ -25,9 +25,10 @@ typedef struct mixer_kind {
     void (*declare)(param_layout *L, const ssm_config *cfg, int layer);
     /* Reference initialization of this mixer's tensors in the flat buffer w. */
     void (*init)(const mixer_ctx *ctx, float *w, rng_t *rng);
-    size_t (*act_floats)(const ssm_config *cfg, int B, int T);     /* saved for backward, per layer */
-    size_t (*temp_floats)(const ssm_config *cfg, int B, int T);    /* forward intermediates the backward
-                                                                    * recomputes: shared by all layers */
+    /* lean: the backend's lean_acts (the backward recomputes more and part of act is stored as bf16) */
+    size_t (*act_floats)(const ssm_config *cfg, int B, int T, int lean); /* saved for backward, per layer */
+    size_t (*temp_floats)(const ssm_config *cfg, int B, int T, int lean); /* forward intermediates the
+                                                                           * backward recomputes: shared */
     size_t (*scratch_floats)(const ssm_config *cfg, int B, int T); /* backward workspace */
     size_t (*state_floats)(const ssm_config *cfg);                 /* per sequence */
     /* out [B*T, d_model] = mixer(u [B*T, d_model]); act receives what backward needs, temp the rest of

@@ -20,8 +20,9 @@ void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx
 /* The same layer with bf16 weights w16[N,K] (the upper halves of float32s), float32 x and y: for
  * decode, where reading the weights is the cost. */
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
-/* Round-to-nearest-even float32 -> bf16. */
+/* Round-to-nearest-even float32 -> bf16, and back (exact). */
 void bf16_from_f32(uint16_t *dst, const float *src, size_t n);
+void f32_from_bf16(float *dst, const uint16_t *src, size_t n);
 
 /* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
 void bias_add(float *y, int ldy, const float *bias, int rows, int N);

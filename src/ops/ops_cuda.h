@@ -5,6 +5,7 @@
 #define SSM_OPS_CUDA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -75,6 +76,9 @@ void gate_bwd_cuda(float *dy, float *dz, int lddz, const float *dout, const floa
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
 void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N);
 void vec_add_cuda(float *x, const float *y, size_t n);
+/* Round-to-nearest-even float32 -> bf16 and back (bf16_from_f32 / f32_from_bf16 in ops.h). */
+void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n);
+void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n);
 
 /* sum and count are HOST pointers (the call waits for the result); dlogits may be NULL. */
 void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,

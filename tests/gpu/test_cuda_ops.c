@@ -323,6 +323,30 @@ static void test_neg_exp_transpose(void) {
     TEST_END();
 }
 
+static void test_bf16_convert(void) {
+    TEST_BEGIN("CUDA bf16_from_f32 / f32_from_bf16 equal the CPU's bitwise (ties, NaN, infinities)");
+    const size_t n = 10007;
+    float *x = rand_vec(n, 1000);
+    x[0] = NAN, x[1] = INFINITY, x[2] = -INFINITY, x[3] = 0.0f, x[4] = -0.0f;
+    x[5] = 1.00390625f; /* exactly halfway between two bf16 values: rounds to even */
+    x[6] = 3.4e38f;     /* rounds up to infinity */
+    uint16_t *h = malloc(sizeof(uint16_t) * n), *g = malloc(sizeof(uint16_t) * n);
+    float *back = malloc(FB(n)), *gback = malloc(FB(n));
+    bf16_from_f32(h, x, n);
+    f32_from_bf16(back, h, n);
+    float *d_x = gpu_to_dev(x, FB(n)), *d_b = gpu_to_dev(NULL, FB(n));
+    uint16_t *d_h = gpu_to_dev(NULL, sizeof(uint16_t) * n);
+    bf16_from_f32_cuda(d_h, d_x, n);
+    f32_from_bf16_cuda(d_b, d_h, n);
+    gpu_to_host(g, d_h, sizeof(uint16_t) * n);
+    gpu_to_host(gback, d_b, FB(n));
+    EXPECT(!memcmp(g, h, sizeof(uint16_t) * n), "bf16 bits differ from the CPU's");
+    EXPECT(!memcmp(gback, back, FB(n)), "float32 from bf16 differs from the CPU's");
+    cudaFree(d_x), cudaFree(d_b), cudaFree(d_h);
+    free(x), free(h), free(g), free(back), free(gback);
+    TEST_END();
+}
+
 static void test_xent(void) {
     const int rows = 129, V = 259;
     const size_t n = (size_t)rows * V;
@@ -373,5 +397,6 @@ int main(void) {
     test_bias();
     test_neg_exp_transpose();
     test_xent();
+    test_bf16_convert();
     return test_failures;
 }

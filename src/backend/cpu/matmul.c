@@ -114,6 +114,13 @@ void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t 
     }
 }
 
+void f32_from_bf16(float *dst, const uint16_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, sizeof u);
+    }
+}
+
 void bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t u;

@@ -7,10 +7,11 @@
 extern const backend backend_cuda, backend_cuda_bf16;
 
 /* One table; MM picks the GEMMs: matmul_*_cuda (float32) or matmul_*_cuda_bf16 (mixed precision). */
-#define CUDA_BACKEND(MM, PRECISION)                                                                \
+#define CUDA_BACKEND(MM, PRECISION, LEAN)                                                          \
     {                                                                                              \
         .name = "cuda",                                                                            \
         .precision = PRECISION,                                                                    \
+        .lean_acts = LEAN,                                                                         \
         .fp32 = &backend_cuda,                                                                     \
         .bf16 = &backend_cuda_bf16,                                                                \
         .alloc = cuda_alloc,                                                                       \
@@ -26,6 +27,8 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .graph_launch = cuda_graph_launch,                                                         \
         .graph_free = cuda_graph_free,                                                             \
         .add = vec_add_cuda,                                                                       \
+        .to_bf16 = bf16_from_f32_cuda,                                                             \
+        .from_bf16 = f32_from_bf16_cuda,                                                           \
         .matmul_xwT = matmul_xwT_##MM,                                                             \
         .matmul_dyw = matmul_dyw_##MM,                                                             \
         .matmul_dw_acc = matmul_dw_acc_##MM,                                                       \
@@ -52,6 +55,7 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .adamw_step = adamw_step_cuda,                                                             \
     }
 
-const backend backend_cuda = CUDA_BACKEND(cuda, "fp32");
-/* Mixed precision: bf16 tensor-core GEMMs with float32 accumulation; everything else as backend_cuda. */
-const backend backend_cuda_bf16 = CUDA_BACKEND(cuda_bf16, "bf16");
+const backend backend_cuda = CUDA_BACKEND(cuda, "fp32", 0);
+/* Mixed precision: bf16 tensor-core GEMMs with float32 accumulation, lean (bf16) saved activations; everything
+ * else as backend_cuda. */
+const backend backend_cuda_bf16 = CUDA_BACKEND(cuda_bf16, "bf16", 1);

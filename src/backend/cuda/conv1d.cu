@@ -7,6 +7,8 @@
 
 __device__ static inline float sigmoidf_(float p) { return 1.0f / (1.0f + expf(-p)); }
 
+#define CONV_CHUNK 64 /* steps per thread in the sliding-window kernels */
+
 __global__ static void conv1d_silu_fwd_kernel(float *pre, float *out, const float *x, int ldx, const float *init,
                                               const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
@@ -79,10 +81,58 @@ __global__ static void conv1d_state_update_kernel(float *state, const float *x, 
     }
 }
 
+/* The forward for a compile-time K: a thread owns channel c over a chunk of CONV_CHUNK steps of sequence b
+ * and slides a window of the last K inputs along it, so each input is read once (plus K-1 at the chunk's
+ * start), coalesced across the channels of a warp. The same sum, in the same order, as the kernel above. */
+template <int K>
+__global__ static void conv1d_silu_fwd_window_kernel(float *pre, float *out, const float *x, int ldx,
+                                                     const float *init, const float *w, const float *bias, int T,
+                                                     int C, int nch) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
+    const size_t row0 = (size_t)b * T;
+    float wk[K], xwin[K];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        wk[k] = w[(size_t)c * K + k];
+        const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
+        if (ts >= 0) xwin[k] = x[(row0 + ts) * ldx + c];
+        else if (init && ts >= -(K - 1)) xwin[k] = init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
+        else xwin[k] = 0.0f;
+    }
+    const float b0 = bias ? bias[c] : 0.0f;
+    for (int t = t0; t < t1; t++) {
+#pragma unroll
+        for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
+        xwin[K - 1] = x[(row0 + t) * ldx + c];
+        float acc = b0;
+#pragma unroll
+        for (int k = 0; k < K; k++) acc += wk[k] * xwin[k];
+        pre[(row0 + t) * C + c] = acc;
+        out[(row0 + t) * C + c] = acc * sigmoidf_(acc);
+    }
+}
+
+template <int K>
+static void conv1d_fwd_window(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+                              const float *bias, int B, int T, int C) {
+    const int nch = cdiv(T, CONV_CHUNK);
+    conv1d_silu_fwd_window_kernel<K><<<dim3(cdiv(C, 128), B * nch), 128>>>(pre, out, x, ldx, init, w, bias, T, C,
+                                                                           nch);
+    CUDA_CHECK_LAUNCH();
+}
+
 extern "C" void conv1d_silu_fwd_cuda(float *pre, float *out, const float *x, int ldx, const float *init,
                                      const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
+    if (T > 1) switch (K) { /* long sequences: the sliding window; decode steps (T = 1): one thread per output */
+        case 2: return conv1d_fwd_window<2>(pre, out, x, ldx, init, w, bias, B, T, C);
+        case 3: return conv1d_fwd_window<3>(pre, out, x, ldx, init, w, bias, B, T, C);
+        case 4: return conv1d_fwd_window<4>(pre, out, x, ldx, init, w, bias, B, T, C);
+        default: break;
+        }
     conv1d_silu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(pre, out, x, ldx, init, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
 }
@@ -91,7 +141,6 @@ extern "C" void conv1d_silu_fwd_cuda(float *pre, float *out, const float *x, int
  * CONV_CHUNK steps of sequence b, walks it once (plus K-1 steps of lookahead for dx), keeps the last K
  * inputs and the last K values of dpre = dout * silu'(pre) in registers, writes dx, and leaves its dw and
  * dbias sums as per-chunk partials [chunk, C*K] and [chunk, C] that a second kernel adds in chunk order. */
-#define CONV_CHUNK 64
 template <int K>
 __global__ static void conv1d_bwd_fused_kernel(float *dx, int lddx, float *part_w, float *part_b, const float *dout,
                                                const float *pre, const float *x, int ldx, const float *w, int T,

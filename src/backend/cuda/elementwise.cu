@@ -77,12 +77,41 @@ extern "C" void softplus_bias_fwd_cuda(float *dt, const float *bias, int rows, i
     CUDA_CHECK_LAUNCH();
 }
 
+/* The backward and its bias column sums in one pass: each thread walks a chunk of rows of one column,
+ * rewriting ddt and summing it (colsum_acc's chunks and order, so the same bits as the two-pass form). */
+__global__ static void softplus_bias_bwd_partial_kernel(float *ddt, float *partial, const float *dt, int rows, int E,
+                                                        int chunk) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= E) return;
+    const int r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+    float s = 0.0f;
+    for (int r = r0; r < r1; r++) {
+        const size_t i = (size_t)r * E + j;
+        const float v = ddt[i] * -expm1f(-dt[i]);
+        ddt[i] = v;
+        s += v;
+    }
+    partial[(size_t)blockIdx.y * E + j] = s;
+}
+
 extern "C" void softplus_bias_bwd_cuda(float *ddt, float *dbias, const float *dt, int rows, int E) {
     const size_t n = (size_t)rows * E;
     if (rows <= 0 || E <= 0) return;
-    softplus_bias_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(ddt, dt, n);
+    if (!dbias) {
+        softplus_bias_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(ddt, dt, n);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+    int chunk = COLSUM_CHUNK;
+    if (cdiv(rows, chunk) > 65535) chunk = cdiv(rows, 65535); /* gridDim.y limit */
+    const int nchunks = cdiv(rows, chunk);
+    float *partial;
+    CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)nchunks * E, 0));
+    softplus_bias_bwd_partial_kernel<<<dim3(cdiv(E, 256), nchunks), 256>>>(ddt, partial, dt, rows, E, chunk);
     CUDA_CHECK_LAUNCH();
-    colsum_acc(dbias, StridedCol{ddt, E}, rows, E);
+    colsum_finish_kernel<float><<<cdiv(E, 256), 256>>>(dbias, partial, nchunks, E);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaFreeAsync(partial, 0));
 }
 
 extern "C" void gate_fwd_cuda(float *out, const float *y, const float *z, int ldz, int rows, int E) {
@@ -122,5 +151,29 @@ extern "C" void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float 
     const size_t n = (size_t)E * N;
     if (E <= 0 || N <= 0) return;
     alog_grad_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dA_log, dAt, At, E, N);
+    CUDA_CHECK_LAUNCH();
+}
+
+__global__ static void bf16_from_f32_kernel(uint16_t *dst, const float *src, size_t n) {
+    GRID_STRIDE(i, n) {
+        const uint32_t u = __float_as_uint(src[i]);
+        dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40) /* NaN stays NaN */
+                                                : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+__global__ static void f32_from_bf16_kernel(float *dst, const uint16_t *src, size_t n) {
+    GRID_STRIDE(i, n) dst[i] = __uint_as_float((uint32_t)src[i] << 16);
+}
+
+extern "C" void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n) {
+    if (!n) return;
+    bf16_from_f32_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dst, src, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n) {
+    if (!n) return;
+    f32_from_bf16_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dst, src, n);
     CUDA_CHECK_LAUNCH();
 }

@@ -32,6 +32,8 @@ struct MaxOp {
     __device__ float operator()(float a, float b) const { return b > a ? b : a; }
 };
 
+#define COLSUM_CHUNK 64 /* rows per partial sum */
+
 /* Column sums: F is a functor with `__device__ float operator()(int row, int col) const`. */
 template <typename F>
 __global__ void colsum_partial_kernel(float *partial, F f, int rows, int N, int chunk) {
@@ -57,7 +59,7 @@ __global__ void colsum_finish_kernel(T *dst, const T *partial, int nchunks, int 
 template <typename F>
 static void colsum_acc(float *dst, F f, int rows, int N) {
     if (rows <= 0 || N <= 0) return;
-    int chunk = 64;
+    int chunk = COLSUM_CHUNK;
     if (cdiv(rows, chunk) > 65535) chunk = cdiv(rows, 65535); /* gridDim.y limit */
     const int nchunks = cdiv(rows, chunk);
     float *partial;

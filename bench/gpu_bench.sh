@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU measurements of docs/performance.md, for one NVIDIA GPU (run on the GPU machine):
+#   1. the selective scan alone at one layer of the reference shape (B 8, T 2048, d_inner 1536, N 16),
+#      against the device's copy bandwidth (build/gpu/bench_cuda_scan);
+#   2. a training step of the issue's reference configuration: byte vocabulary, d_model 768, 24 Mamba-1
+#      layers (90.7M parameters), batch 8 x 2048, in float32 and in bf16 mixed precision, with the time
+#      per op (--profile: GEMMs vs the rest) and the device memory in use;
+#   3. decode of the same model at batch 1 and 64 (a CUDA graph per step), float32 and bf16 GEMMs.
+# Usage: bench/gpu_bench.sh [BIN_DIR]   BIN_DIR holds prebuilt ssm and bench_cuda_scan (default: build
+# them here with make cuda). About a minute on an H100.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-}
+if [ -z "$bin" ]; then
+    make -s -j"$(nproc)" cuda
+    ssm=build/ssm scan=build/gpu/bench_cuda_scan
+else
+    ssm=$bin/ssm scan=$bin/bench_cuda_scan
+fi
+echo "# $(date -u +%F) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+echo "## scan, one layer"
+"$scan"
+for precision in "" --bf16; do
+    echo "## training step ${precision:-(float32)}"
+    "$ssm" bench --config d768x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 5 --profile $precision
+    echo "## decode ${precision:-(float32)}"
+    "$ssm" bench --config d768x24 --device cuda --what decode --decode-batch 64 --decode-steps 100 $precision
+done
