@@ -487,7 +487,9 @@ static int cmd_bench(int argc, char **argv) {
         char label[64];
         snprintf(label, sizeof label, "train %dx%d", batch, seq_len);
         printf("%-28s %12.2f %14.0f\n", label, s * 1e3, batch * seq_len / s);
-        if (mem) printf("device memory in use while training: %.2f GiB\n", mem / 1073741824.0);
+        if (mem)
+            printf("device memory: %.2f GiB at peak (ssm's buffers + the stream-ordered pool; the CUDA context and "
+                   "cuBLASLt's workspace not counted)\n", mem / 1073741824.0);
     }
     if (do_dec) {
         double weight_bytes = bench_decode_weight_bytes(m);

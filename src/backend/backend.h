@@ -27,7 +27,7 @@ typedef struct backend {
     void (*upload)(void *dst, const void *host, size_t bytes);
     void (*download)(void *host, const void *src, size_t bytes); /* waits for the data */
     void (*sync)(void); /* waits for all queued work (for timing) */
-    size_t (*mem_in_use)(void); /* device bytes in use by this process and others (0 on the CPU) */
+    size_t (*mem_in_use)(void); /* peak device bytes this process allocated (0 on the CPU) */
     /* Graphs (NULL where the backend has none): the ops queued between graph_begin and graph_end are
      * recorded, not run, into a graph that graph_launch replays on the same buffers. graph_end returns
      * NULL when the capture failed (the ops then did not run). */

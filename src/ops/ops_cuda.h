@@ -23,7 +23,7 @@ void cuda_copy(void *dst, const void *src, size_t bytes);
 void cuda_upload(void *dst, const void *host, size_t bytes);
 void cuda_download(void *host, const void *src, size_t bytes);
 void cuda_sync(void);
-size_t cuda_mem_in_use(void); /* total - free device memory */
+size_t cuda_mem_in_use(void); /* peak bytes from cuda_alloc + the stream-ordered pool's high-water mark */
 /* CUDA graphs of the work queued on this thread's default stream (see backend.h). */
 void cuda_graph_begin(void);
 void *cuda_graph_end(void);

@@ -1,7 +1,8 @@
 /* The CUDA selective scan against the CPU one (src/backend/cpu/scan.c, itself tested against the
  * sequential recurrence and finite differences): forward with a carried state, backward, for state
- * sizes on every template path, lengths that end mid-chunk and channel counts that end mid-block;
- * and bitwise determinism (two runs, memcmp). Prints "skip - ..." without a GPU. */
+ * sizes odd and even up to 32, lengths shorter than one chunk, ending mid-chunk and spanning many
+ * chunks, and channel counts that end mid-block; and bitwise determinism of both passes (two runs,
+ * memcmp). Prints "skip - ..." without a GPU. */
 #include "common.h"
 #include "ops/ops.h"
 #include "ops/ops_cuda.h"
@@ -43,6 +44,11 @@ static void check_case(int B, int T, int E, int N) {
     float *gdy = gpu_floats(dy, nx), *gy = gpu_floats(NULL, nx), *gh = gpu_floats(h0, nh);
     float *gdx = gpu_floats(NULL, nx), *gddt = gpu_floats(NULL, nx), *gdbc = gpu_floats(NULL, nbc);
     float *zeros = xcalloc(na + E, sizeof(float)), *gdA = gpu_floats(zeros, na), *gdD = gpu_floats(zeros, E);
+    /* outputs poisoned with NaN, so an element the kernels miss fails the comparison */
+    CUDA_CHECK(cudaMemset(gy, 0xff, sizeof(float) * nx));
+    CUDA_CHECK(cudaMemset(gdx, 0xff, sizeof(float) * nx));
+    CUDA_CHECK(cudaMemset(gddt, 0xff, sizeof(float) * nx));
+    CUDA_CHECK(cudaMemset(gdbc, 0xff, sizeof(float) * nbc));
     scan_fwd_cuda(gy, gh, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
     scan_bwd_cuda(gdx, gddt, gdbc, gdbc + N, 2 * N, gdA, gdD, gdy, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
     cudaError_t err = cudaDeviceSynchronize();
@@ -61,12 +67,18 @@ static void check_case(int B, int T, int E, int N) {
     EXPECT((e = test_rel_err(rdA, dA, na)) < 1e-5, "dA: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdD, dD, E)) < 1e-5, "dD: rel err %.2e", e);
     /* determinism: the same inputs again give the same bits */
+    CUDA_CHECK(cudaMemcpy(gh, h0, sizeof(float) * nh, cudaMemcpyHostToDevice));
+    scan_fwd_cuda(gy, gh, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
+    float *ry2 = host_floats(gy, nx), *rh2 = host_floats(gh, nh);
+    EXPECT(!memcmp(ry2, ry, sizeof(float) * nx) && !memcmp(rh2, rh, sizeof(float) * nh), "a second forward differs");
     cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice);
     cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice);
     scan_bwd_cuda(gdx, gddt, gdbc, gdbc + N, 2 * N, gdA, gdD, gdy, gx, gdt, gA, gbc, gbc + N, 2 * N, gD, B, T, E, N);
-    float *rdx2 = host_floats(gdx, nx), *rdbc2 = host_floats(gdbc, nbc), *rdA2 = host_floats(gdA, na);
-    EXPECT(!memcmp(rdx2, rdx, sizeof(float) * nx) && !memcmp(rdbc2, rdbc, sizeof(float) * nbc) &&
-               !memcmp(rdA2, rdA, sizeof(float) * na),
+    float *rdx2 = host_floats(gdx, nx), *rddt2 = host_floats(gddt, nx), *rdbc2 = host_floats(gdbc, nbc),
+          *rdA2 = host_floats(gdA, na), *rdD2 = host_floats(gdD, E);
+    EXPECT(!memcmp(rdx2, rdx, sizeof(float) * nx) && !memcmp(rddt2, rddt, sizeof(float) * nx) &&
+               !memcmp(rdbc2, rdbc, sizeof(float) * nbc) && !memcmp(rdA2, rdA, sizeof(float) * na) &&
+               !memcmp(rdD2, rdD, sizeof(float) * E),
            "a second backward differs");
     TEST_END();
 }
@@ -82,5 +94,7 @@ int main(void) {
     check_case(3, 100, 257, 19);
     check_case(2, 256, 512, 16);
     check_case(1, 17, 40, 32);
+    check_case(2, 1000, 96, 16);
+    check_case(1, 600, 33, 8);
     return test_failures ? 1 : 0;
 }

@@ -7,6 +7,7 @@
 #include "ops/ops_cuda.h"
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -36,6 +37,7 @@ typedef struct {
     int m, n, k, lda, ldb, ldc;
     unsigned align_a, align_b, align_c; // byte alignment of the pointers (up to 256): the algorithm must allow it
     cublasComputeType_t compute;
+    cudaDataType_t ab_type; // CUDA_R_32F, or CUDA_R_16BF (converted copies of the operands)
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -55,12 +57,13 @@ static unsigned ptr_align(const void *p) {
 }
 
 static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldc,
-                                  unsigned align_a, unsigned align_b, unsigned align_c, cublasComputeType_t compute) {
+                                  unsigned align_a, unsigned align_b, unsigned align_c, cublasComputeType_t compute,
+                                  cudaDataType_t ab_type) {
     for (int i = 0; i < lt_n_plans; i++) {
         const lt_plan *p = &lt_plans[i];
         if (p->trans_a == trans_a && p->trans_b == trans_b && p->m == m && p->n == n && p->k == k &&
             p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->align_a == align_a && p->align_b == align_b &&
-            p->align_c == align_c && p->compute == compute)
+            p->align_c == align_c && p->compute == compute && p->ab_type == ab_type)
             return p;
     }
     lt_plan tmp, *p = lt_n_plans < LT_MAX_PLANS ? &lt_plans[lt_n_plans++] : &tmp;
@@ -71,14 +74,14 @@ static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int 
     }
     memset(p, 0, sizeof *p);
     p->trans_a = trans_a, p->trans_b = trans_b, p->m = m, p->n = n, p->k = k;
-    p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->compute = compute;
+    p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->compute = compute, p->ab_type = ab_type;
     p->align_a = align_a, p->align_b = align_b, p->align_c = align_c;
     LT_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
     cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, trans_a ? k : m, trans_a ? m : k, lda));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, trans_b ? n : k, trans_b ? k : n, ldb));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->la, ab_type, trans_a ? k : m, trans_a ? m : k, lda));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lb, ab_type, trans_b ? n : k, trans_b ? k : n, ldb));
     LT_CHECK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc));
     cublasLtMatmulPreference_t pref;
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -101,15 +104,58 @@ static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int 
     return p;
 }
 
+// Mixed precision comes in two forms, chosen by SSM_BF16_GEMM: "convert" (default) rounds both operands into
+// dense bf16 copies with one elementwise kernel each and runs a native bf16 x bf16 GEMM (float32 accumulation
+// and output); "fast" hands the float32 operands to cuBLASLt's CUBLAS_COMPUTE_32F_FAST_16BF. Same rounding.
+static int bf16_convert(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("SSM_BF16_GEMM");
+        mode = !(e && !strcmp(e, "fast"));
+    }
+    return mode;
+}
+
+// dst [rows, cols] dense = bf16(src [rows, cols] with row stride ld), round to nearest even: a block per row
+// (no index division: this is a pure bandwidth kernel).
+__global__ static void to_bf16_dense_kernel(__nv_bfloat16 *dst, const float *src, int cols, int ld) {
+    const float *s = src + (size_t)blockIdx.x * ld;
+    __nv_bfloat16 *d = dst + (size_t)blockIdx.x * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = __float2bfloat16_rn(s[c]);
+}
+
+static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int cols, int ld) {
+    if (rows <= 0 || cols <= 0) return;
+    to_bf16_dense_kernel<<<rows, cols >= 512 ? 256 : 128>>>(dst, src, cols, ld);
+    CUDA_CHECK_LAUNCH();
+}
+
 // D = C = alpha * op(A) op(B) + beta * C, all column-major float32: op(A) is m x k, op(B) k x n. `compute` is
 // CUBLAS_COMPUTE_32F (float32 throughout) or CUBLAS_COMPUTE_32F_FAST_16BF (the inputs rounded to bf16 for the
 // tensor cores, products accumulated in float32: mixed precision).
 static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, float beta, cublasComputeType_t compute) {
     lt_init();
-    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
-                                   compute);
     const float alpha = 1.0f;
+    // bf16 copies of both operands, then bf16 x bf16; not for skinny products (decode), where reading the
+    // float32 weights once beats converting them
+    if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && bf16_convert() && m >= 64 && n >= 64 && k >= 64) {
+        const int ra = trans_a ? k : m, ca = trans_a ? m : k, rb = trans_b ? n : k, cb = trans_b ? k : n;
+        __nv_bfloat16 *a16, *b16;
+        CUDA_CHECK(cudaMallocAsync((void **)&a16, sizeof(__nv_bfloat16) * (size_t)ra * ca, cudaStreamPerThread));
+        CUDA_CHECK(cudaMallocAsync((void **)&b16, sizeof(__nv_bfloat16) * (size_t)rb * cb, cudaStreamPerThread));
+        to_bf16_dense(a16, A, ca, ra, lda);
+        to_bf16_dense(b16, B, cb, rb, ldb);
+        const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, ra, rb, ldc, 256, 256, ptr_align(C),
+                                       CUBLAS_COMPUTE_32F, CUDA_R_16BF);
+        LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, a16, p->la, b16, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                                lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
+        CUDA_CHECK(cudaFreeAsync(a16, cudaStreamPerThread));
+        CUDA_CHECK(cudaFreeAsync(b16, cudaStreamPerThread));
+        return;
+    }
+    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
+                                   compute, CUDA_R_32F);
     LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
                             lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
 }

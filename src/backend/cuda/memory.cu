@@ -19,6 +19,31 @@ extern "C" int cuda_backend_check(void) {
     return 0;
 }
 
+/* Bytes handed out by cuda_alloc (live and peak): with the stream-ordered pool's high-water mark this is the
+ * memory the model uses, comparable to torch.cuda.max_memory_allocated. */
+static size_t alloc_live, alloc_peak;
+static struct {
+    void *p;
+    size_t bytes;
+} alloc_table[1024]; /* the live allocations (a model has a few dozen); beyond the table, sizes go uncounted */
+static int alloc_n;
+
+static void alloc_note(void *p, size_t bytes) {
+    if (alloc_n == (int)(sizeof alloc_table / sizeof alloc_table[0])) return;
+    alloc_table[alloc_n].p = p, alloc_table[alloc_n].bytes = bytes, alloc_n++;
+    alloc_live += bytes;
+    if (alloc_live > alloc_peak) alloc_peak = alloc_live;
+}
+
+static void alloc_forget(void *p) {
+    for (int i = 0; i < alloc_n; i++)
+        if (alloc_table[i].p == p) {
+            alloc_live -= alloc_table[i].bytes;
+            alloc_table[i] = alloc_table[--alloc_n];
+            return;
+        }
+}
+
 extern "C" void *cuda_alloc(size_t bytes) {
     void *p = NULL;
     cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
@@ -34,11 +59,14 @@ extern "C" void *cuda_alloc(size_t bytes) {
     }
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, 0));
+    alloc_note(p, bytes);
     return p;
 }
 
 extern "C" void cuda_release(void *p) {
-    if (p) CUDA_CHECK(cudaFree(p));
+    if (!p) return;
+    alloc_forget(p);
+    CUDA_CHECK(cudaFree(p));
 }
 
 extern "C" void cuda_zero(void *p, size_t bytes) {
@@ -60,9 +88,11 @@ extern "C" void cuda_download(void *host, const void *src, size_t bytes) {
 extern "C" void cuda_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 extern "C" size_t cuda_mem_in_use(void) {
-    size_t free_b = 0, total_b = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    return total_b - free_b;
+    cudaMemPool_t pool;
+    unsigned long long pool_high = 0; /* cuuint64_t */
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &pool_high));
+    return alloc_peak + (size_t)pool_high;
 }
 
 extern "C" void cuda_graph_begin(void) {

@@ -1,24 +1,32 @@
-// Mamba-1 selective scan on the GPU (the CUDA twin of src/backend/cpu/scan.c).
-// Threads are laid out as (channel, state): a group of LANES threads (LANES >= N, a power of two <= 32)
-// owns one channel of one sequence, each thread one state dimension n, so the recurrence of every h_n
-// runs in its own registers and only y = sum_n C_n h_n (and, backward, the sums over n for dx and ddt)
-// cross lanes, by warp shuffles. Time runs in order inside the threads; B_t and C_t, shared by all
-// channels, are staged through shared memory a chunk of steps at a time. The per-step state is never
-// written to device memory: the backward pass stores only chunk-boundary states, recomputes each chunk
-// in registers and walks it back. Sums over channels (dB, dC) and sequences (dA, dD) go through
-// per-block partials added in a fixed order: no atomics, bitwise reproducible results.
+// Mamba-1 selective scan on the GPU (the CUDA twin of src/backend/cpu/scan.c), parallel in time.
+//
+// Layout: x, dt, y are [B, T, E] with channels contiguous. A block owns (sequence b, 32 channels) and
+// walks the sequence in chunks of CH = W * ITEMS steps: lane l of every warp is channel e0 + l, warp w
+// the run of ITEMS consecutive steps [w * ITEMS, (w + 1) * ITEMS) of the chunk. Each chunk's x, dt (dy)
+// rows and B, C values are copied into shared memory with cp.async (coalesced, 16-byte where aligned)
+// while the previous chunk computes (double buffering); B and C, shared by all channels, are laid out
+// [n][t] so a warp reads its steps' values of one state as 16-byte broadcasts.
+//
+// For each state dimension n (NG at a time: independent dependency chains, fewer barriers) the
+// recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A_n), b_t = dt_t x_t B_tn) is an affine map per
+// step: each thread folds its ITEMS steps into one map (A = prod a_t, computed as exp(A_n sum dt), and
+// the state reached from zero), composes the maps of the warps before it (in warp order, through shared
+// memory: one barrier per state group) onto the chunk's incoming state, and replays its steps with
+// y_t += C_tn h_t. Each a_t is computed once (exp2 on the special-function unit); the carry between
+// chunks stays in shared memory. The per-step state is never written to device memory.
+//
+// The backward runs the adjoint the same way in reverse: with c_t = C_t dy_t and u_t = a_t dh_t,
+// u_t = a_t (u_{t+1} + c_t) is again affine, folded per thread alongside the forward map (one barrier
+// for both), and dh_t = u_{t+1} + c_t. It first walks the chunks forward to store the chunk-start
+// states (hb [B, nchunk, NP, E]), then walks them backward recomputing each chunk's states.
+// dB, dC are sums over channels: each warp sums its 32 lanes through shared memory in a fixed order,
+// one value per (block, n, step) goes to a partial buffer, and a second kernel adds the blocks in block
+// order. dA, dD are summed per thread over steps, then over warps and sequences in order. No atomics:
+// every result is bitwise reproducible.
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
-#ifndef SCAN_THREADS
-#define SCAN_THREADS 256 // per block: SCAN_THREADS / LANES channels
-#endif
-#ifndef FWD_CHUNK
-#define FWD_CHUNK 32 // steps of B/C staged in shared memory per pass (forward)
-#endif
-#ifndef BWD_CHUNK
-#define BWD_CHUNK 16 // steps recomputed in registers and walked back per chunk (backward)
-#endif
+#define SCAN_LOG2E 1.4426950408889634f
 
 extern "C" int cuda_device_available(const char **why) {
     int n = 0;
@@ -35,185 +43,471 @@ extern "C" int cuda_device_available(const char **why) {
     return 1;
 }
 
-// Stages B and C of steps [t0, t0 + len) of sequence b into shared memory: Bs[tt * N + n], Cs likewise.
-__device__ static void stage_bc(float *Bs, float *Cs, const float *Bm, const float *Cm, int ldbc, int b, int T,
-                                int t0, int len, int N) {
-    for (int i = threadIdx.x; i < len * N; i += blockDim.x) {
-        const int tt = i / N, n = i % N;
-        const size_t row = (size_t)b * T + t0 + tt;
-        Bs[i] = Bm[row * ldbc + n];
-        Cs[i] = Cm[row * ldbc + n];
-    }
+// 2^v on the special-function unit (relative error ~2^-22; flushes results below 2^-126 to zero).
+__device__ __forceinline__ static float ex2(float v) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
 }
 
-// Stages rows [t0, t0 + len) of the block's channels [e0, e0 + CH) of src [B*T, E] into dst[tt * CH + c]
-// with coalesced loads (0 past E), so the steps of a chunk read shared memory instead of waiting on
-// global loads one by one.
-__device__ static void stage_rows(float *dst, const float *src, int b, int T, int t0, int len, int e0, int CH, int E) {
-    for (int i = threadIdx.x; i < len * CH; i += blockDim.x) {
-        const int tt = i / CH, c = i % CH;
-        dst[i] = e0 + c < E ? src[((size_t)b * T + t0 + tt) * E + e0 + c] : 0.0f;
-    }
+// ---- asynchronous staging (cp.async): chunk k+1 is copied into shared memory while chunk k computes --
+__device__ __forceinline__ static void cp_async4(float *dst, const float *src, int bytes) { // bytes 0 or 4
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
 }
-
-// Writes dst [B*T, E] rows [t0, t0 + len) of channels [e0, e0 + CH) from src[tt * CH + c], coalesced.
-__device__ static void unstage_rows(float *dst, const float *src, int b, int T, int t0, int len, int e0, int CH, int E) {
-    for (int i = threadIdx.x; i < len * CH; i += blockDim.x) {
-        const int tt = i / CH, c = i % CH;
-        if (e0 + c < E) dst[((size_t)b * T + t0 + tt) * E + e0 + c] = src[i];
-    }
+__device__ __forceinline__ static void cp_async16(float *dst, const float *src, int bytes) { // zero-fills past bytes
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
 }
+__device__ __forceinline__ static void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most one committed group (the chunk being prefetched) is still in flight.
+__device__ __forceinline__ static void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
-// Sum over the LANES threads of one channel group (all of them get it), in a fixed butterfly order.
-template <int LANES> __device__ static float lane_sum(float v) {
+// Queues the copy of rows [t0, t0 + CH) of channels [e0, e0 + 32) of src [B*T, E] (row0 = b * T) into
+// dst [CH][32], zeros past T or E: 16-byte copies (8 threads a row) when rows are 16-byte aligned, else
+// 4-byte ones (a warp a row). Fixed trip counts: each thread always takes the same columns.
+template <int W, int ITEMS>
+__device__ __forceinline__ static void stage_rows_async(float *dst, const float *src, size_t row0, int t0, int T,
+                                                        int E, int e0) {
+    if ((E & 3) == 0 && ((size_t)src & 15) == 0) {
+        const int j = (threadIdx.x & 7) * 4, nv = min(4, max(0, E - e0 - j));
 #pragma unroll
-    for (int off = LANES / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off, LANES);
-    return v;
-}
-
-template <int LANES>
-__global__ void scan_fwd_kernel(float *y, float *h, const float *x, const float *dt, const float *At,
-                                const float *Bm, const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
-    constexpr int CH = SCAN_THREADS / LANES;
-    extern __shared__ float smem[]; // Bs, Cs [FWD_CHUNK][N]; DTs, Xs, Ys [FWD_CHUNK][CH]
-    float *Bs = smem, *Cs = Bs + FWD_CHUNK * N, *DTs = Cs + FWD_CHUNK * N, *Xs = DTs + FWD_CHUNK * CH,
-          *Ys = Xs + FWD_CHUNK * CH;
-    const int b = blockIdx.y, n = threadIdx.x % LANES, cl = threadIdx.x / LANES, e0 = blockIdx.x * CH, e = e0 + cl;
-    const bool live = e < E, on = live && n < N;
-    const float a = on ? At[(size_t)n * E + e] : 0.0f, d = live ? Dv[e] : 0.0f;
-    float hs = on && h ? h[((size_t)b * E + e) * N + n] : 0.0f;
-    for (int t0 = 0; t0 < T; t0 += FWD_CHUNK) {
-        const int len = min(FWD_CHUNK, T - t0);
-        __syncthreads();
-        stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
-        stage_rows(DTs, dt, b, T, t0, len, e0, CH, E);
-        stage_rows(Xs, x, b, T, t0, len, e0, CH, E);
-        __syncthreads();
-        for (int tt = 0; tt < len; tt++) {
-            const float dtv = DTs[tt * CH + cl], xv = Xs[tt * CH + cl];
-            float part = 0.0f;
-            if (on) {
-                hs = expf(dtv * a) * hs + dtv * xv * Bs[tt * N + n];
-                part = hs * Cs[tt * N + n];
-            }
-            const float acc = lane_sum<LANES>(part);
-            if (n == 0) Ys[tt * CH + cl] = acc + d * xv;
+        for (int s = 0; s < ITEMS / 4; s++) {
+            const int tt = (threadIdx.x >> 3) + s * 4 * W, t = t0 + tt, bytes = t < T ? nv * 4 : 0;
+            cp_async16(dst + tt * 32 + j, bytes ? src + (row0 + t) * E + e0 + j : src, bytes);
         }
-        __syncthreads();
-        unstage_rows(y, Ys, b, T, t0, len, e0, CH, E);
-    }
-    if (on && h) h[((size_t)b * E + e) * N + n] = hs;
-}
-
-template <int LANES>
-__global__ void scan_bwd_kernel(float *dx, float *ddt, float *part_bc, float *dA_part, float *dD_part, float *hb,
-                                const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-                                const float *Cm, int ldbc, const float *Dv, int T, int E, int N) {
-    constexpr int CH = SCAN_THREADS / LANES, WARPS = SCAN_THREADS / 32;
-    // Bs, Cs [BWD_CHUNK][N]; red [BWD_CHUNK][2][WARPS][N]; DTs, Xs, DYs, DXs, DDTs [BWD_CHUNK][CH]
-    extern __shared__ float smem[];
-    float *Bs = smem, *Cs = Bs + BWD_CHUNK * N, *red = Cs + BWD_CHUNK * N, *DTs = red + BWD_CHUNK * 2 * WARPS * N,
-          *Xs = DTs + BWD_CHUNK * CH, *DYs = Xs + BWD_CHUNK * CH, *DXs = DYs + BWD_CHUNK * CH,
-          *DDTs = DXs + BWD_CHUNK * CH;
-    const int b = blockIdx.y, blk = blockIdx.x, nblk = gridDim.x, warp = threadIdx.x / 32;
-    const int n = threadIdx.x % LANES, cl = threadIdx.x / LANES, e0 = blk * CH, e = e0 + cl;
-    const int nchunk = (T + BWD_CHUNK - 1) / BWD_CHUNK;
-    const bool live = e < E, on = live && n < N;
-    const float a = on ? At[(size_t)n * E + e] : 0.0f, d = live ? Dv[e] : 0.0f;
-    float hs = 0.0f, dh = 0.0f, dA = 0.0f, dD = 0.0f;
-    // pass 1: the state at the start of every chunk, to hb[b][c][e][n]
-    for (int c = 0; c < nchunk; c++) {
-        const int t0 = c * BWD_CHUNK, len = min(BWD_CHUNK, T - t0);
-        if (on) hb[(((size_t)b * nchunk + c) * E + e) * N + n] = hs;
-        if (c == nchunk - 1) break;
-        __syncthreads();
-        stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
-        stage_rows(DTs, dt, b, T, t0, len, e0, CH, E);
-        stage_rows(Xs, x, b, T, t0, len, e0, CH, E);
-        __syncthreads();
-        if (!on) continue;
-        for (int tt = 0; tt < len; tt++) {
-            const float dtv = DTs[tt * CH + cl];
-            hs = expf(dtv * a) * hs + dtv * Xs[tt * CH + cl] * Bs[tt * N + n];
+    } else {
+        const int j = threadIdx.x & 31;
+        const bool col = e0 + j < E;
+#pragma unroll
+        for (int s = 0; s < ITEMS; s++) {
+            const int tt = (threadIdx.x >> 5) + s * W, t = t0 + tt;
+            const bool ok = col && t < T;
+            cp_async4(dst + tt * 32 + j, ok ? src + (row0 + t) * E + e0 + j : src, ok ? 4 : 0);
         }
     }
-    // pass 2: chunks in reverse; each chunk's states recomputed into registers, then walked back
-    for (int c = nchunk - 1; c >= 0; c--) {
-        const int t0 = c * BWD_CHUNK, len = min(BWD_CHUNK, T - t0);
-        __syncthreads();
-        stage_bc(Bs, Cs, Bm, Cm, ldbc, b, T, t0, len, N);
-        stage_rows(DTs, dt, b, T, t0, len, e0, CH, E);
-        stage_rows(Xs, x, b, T, t0, len, e0, CH, E);
-        stage_rows(DYs, dy, b, T, t0, len, e0, CH, E);
-        __syncthreads();
-        const float hstart = on ? hb[(((size_t)b * nchunk + c) * E + e) * N + n] : 0.0f;
-        float hloc[BWD_CHUNK];
-        hs = hstart;
-#pragma unroll
-        for (int tt = 0; tt < BWD_CHUNK; tt++)
-            if (tt < len && on) {
-                const float dtv = DTs[tt * CH + cl];
-                hs = expf(dtv * a) * hs + dtv * Xs[tt * CH + cl] * Bs[tt * N + n];
-                hloc[tt] = hs;
-            }
-#pragma unroll
-        for (int tt = BWD_CHUNK - 1; tt >= 0; tt--) {
-            if (tt >= len) continue; // uniform across the block: len is
-            const float dyv = DYs[tt * CH + cl], xv = Xs[tt * CH + cl], dtv = DTs[tt * CH + cl];
-            float pdx = 0.0f, pddt = 0.0f, qB = 0.0f, qC = 0.0f;
-            if (on) {
-                const float hp = tt > 0 ? hloc[tt > 0 ? tt - 1 : 0] : hstart, da = expf(dtv * a);
-                const float g = dh + dyv * Cs[tt * N + n], gd = g * hp * da;
-                pddt = gd * a + g * xv * Bs[tt * N + n];
-                pdx = g * dtv * Bs[tt * N + n];
-                qB = g * dtv * xv;
-                qC = dyv * hloc[tt];
-                dA += gd * dtv;
-                dh = g * da;
-            }
-            const float sdx = lane_sum<LANES>(pdx), sddt = lane_sum<LANES>(pddt);
-            if (n == 0) {
-                DXs[tt * CH + cl] = sdx + d * dyv;
-                DDTs[tt * CH + cl] = sddt;
-                dD += xv * dyv;
-            }
-            // dB, dC: the block's channels summed in a fixed order: lanes of equal n within the warp by
-            // shuffles now, the warps through shared memory once the chunk is done
-#pragma unroll
-            for (int off = 16; off >= LANES; off >>= 1) {
-                qB += __shfl_down_sync(0xffffffffu, qB, off);
-                qC += __shfl_down_sync(0xffffffffu, qC, off);
-            }
-            if ((threadIdx.x & 31) < LANES && n < N) {
-                red[((tt * 2 + 0) * WARPS + warp) * N + n] = qB;
-                red[((tt * 2 + 1) * WARPS + warp) * N + n] = qC;
-            }
-        }
-        __syncthreads();
-        for (int i = threadIdx.x; i < len * 2 * N; i += blockDim.x) {
-            const int tt = i / (2 * N), k = i % (2 * N), kk = k / N, m = k % N;
-            float s = 0.0f;
-            for (int w = 0; w < WARPS; w++) s += red[((tt * 2 + kk) * WARPS + w) * N + m];
-            part_bc[(((size_t)b * nblk + blk) * T + t0 + tt) * 2 * N + k] = s;
-        }
-        unstage_rows(dx, DXs, b, T, t0, len, e0, CH, E);
-        unstage_rows(ddt, DDTs, b, T, t0, len, e0, CH, E);
-    }
-    if (on) dA_part[((size_t)b * N + n) * E + e] = dA;
-    if (live && n == 0) dD_part[(size_t)b * E + e] = dD;
 }
 
-// dB, dC [B*T, N] (stride lddbc) = sums of the block partials in block order.
+// Where a thread starts in, and how it steps through, the [CH][NP] elements of a B/C chunk (element
+// i = tt * NP + n, threads striding by blockDim.x), so staging needs no division per element.
+struct BcWalk {
+    int tt0, n0, dq, dr; // threadIdx.x = tt0 * NP + n0; blockDim.x = dq * NP + dr
+};
+__device__ __forceinline__ static BcWalk bc_walk(int NP) {
+    return BcWalk{(int)threadIdx.x / NP, (int)threadIdx.x % NP, (int)blockDim.x / NP, (int)blockDim.x % NP};
+}
+
+// Queues the copy of B (and C when Cs) of steps [t0, t0 + CH) as Bs[n * (CH + 4) + tt] (rows padded
+// by 4 floats so the transposing writes spread over the banks), zeros past T and for the padding
+// states n >= N. Consecutive threads take consecutive n of a step: coalesced reads.
+__device__ static void stage_bc_async(float *Bs, float *Cs, const float *Bm, const float *Cm, int ldbc, size_t row0,
+                                      int t0, int T, int CH, int N, int NP, BcWalk wk) {
+    int tt = wk.tt0, n = wk.n0;
+    for (int i = threadIdx.x; i < NP * CH; i += blockDim.x) {
+        const int t = t0 + tt, at_s = n * (CH + 4) + tt;
+        const bool ok = n < N && t < T;
+        const size_t at = (row0 + t) * ldbc + n;
+        cp_async4(Bs + at_s, ok ? Bm + at : Bm, ok ? 4 : 0);
+        if (Cs) cp_async4(Cs + at_s, ok ? Cm + at : Cm, ok ? 4 : 0);
+        tt += wk.dq, n += wk.dr;
+        if (n >= NP) n -= NP, tt++;
+    }
+}
+
+// v[i] = s[(first + i) * 32 + lane]: a thread's steps of one staged [CH][32] array.
+template <int ITEMS>
+__device__ __forceinline__ static void lds_steps(float (&v)[ITEMS], const float *s, int first, int lane) {
+#pragma unroll
+    for (int i = 0; i < ITEMS; i++) v[i] = s[(first + i) * 32 + lane];
+}
+// v[i] = p[i] with 16-byte loads (p 16-byte aligned; a broadcast: every lane of the warp reads the same p).
+template <int ITEMS> __device__ __forceinline__ static void lds_vec(float (&v)[ITEMS], const float *p) {
+    static_assert(ITEMS % 4 == 0, "ITEMS must be a multiple of 4");
+#pragma unroll
+    for (int q = 0; q < ITEMS / 4; q++) {
+        const float4 t = reinterpret_cast<const float4 *>(p)[q];
+        v[4 * q] = t.x, v[4 * q + 1] = t.y, v[4 * q + 2] = t.z, v[4 * q + 3] = t.w;
+    }
+}
+
+// ---- forward ---------------------------------------------------------------------------------------
+// Shared memory (floats): X, DT [2][CH][32] and BS, CS [2][NP][CH + 4] (double-buffered by chunk parity);
+// a2s [NP][32] (A * log2 e); carry [2][NP][32] (the state at a chunk's start, by chunk parity); agg
+// [2][NG][2][W][32] (each warp's (A, H) maps, by state-group parity so one barrier per group suffices).
+static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
+    const size_t CH = (size_t)W * ITEMS;
+    return 4 * CH * 32 + 4 * NP * (CH + 4) + (size_t)3 * NP * 32 + (size_t)2 * NG * 2 * W * 32;
+}
+
+template <int W, int ITEMS, int NG>
+__global__ void __launch_bounds__(W * 32)
+    scan_fwd_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ x,
+                    const float *__restrict__ dt, const float *__restrict__ At, const float *__restrict__ Bm,
+                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, int T, int E, int N) {
+    constexpr int CH = W * ITEMS, CHP = CH + 4;
+    const int NP = (N + NG - 1) / NG * NG;
+    extern __shared__ float4 smem4[];
+    float *X = (float *)smem4, *DT = X + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
+          *a2s = CS + 2 * NP * CHP, *carry = a2s + NP * 32, *agg = carry + 2 * NP * 32;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
+    const bool live = e < E;
+    const size_t row0 = (size_t)b * T;
+    const int nchunk = (T + CH - 1) / CH;
+    const BcWalk wk = bc_walk(NP);
+    auto stage = [&](int k, int p) {
+        stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DT + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
+    };
+    stage(0, 0);
+    cp_async_commit();
+    for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+        const int n = i >> 5, l = i & 31;
+        const bool ok = n < N && e0 + l < E;
+        a2s[i] = ok ? At[(size_t)n * E + e0 + l] * SCAN_LOG2E : 0.0f;
+        carry[i] = ok && h ? h[((size_t)b * E + e0 + l) * N + n] : 0.0f;
+    }
+    const float d = live ? Dv[e] : 0.0f;
+    for (int k = 0; k < nchunk; k++) {
+        const int p = k & 1, tw = k * CH + w * ITEMS; // tw: this thread's first step
+        if (k + 1 < nchunk) stage(k + 1, p ^ 1);
+        cp_async_commit();
+        cp_async_wait_prev();
+        __syncthreads(); // chunk k is in shared memory
+        const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP;
+        float dtv[ITEMS], dtx[ITEMS], yv[ITEMS];
+        lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
+        float sdt = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) {
+            dtx[i] *= dtv[i];
+            sdt += dtv[i];
+            yv[i] = 0.0f;
+        }
+        const float *cin = carry + p * NP * 32;
+        float *cout = carry + (p ^ 1) * NP * 32;
+        for (int n0 = 0; n0 < NP; n0 += NG) {
+            float *ag = agg + ((n0 / NG) & 1) * NG * 2 * W * 32; // [NG][2][W][32]
+            float da[NG][ITEMS], bb[NG][ITEMS], hf[NG]; // a_t and b_t of the group's states
+#pragma unroll
+            for (int g = 0; g < NG; g++) {
+                const int n = n0 + g;
+                const float a2 = a2s[n * 32 + lane];
+                float Bv[ITEMS];
+                lds_vec<ITEMS>(Bv, Bs + n * CHP + w * ITEMS);
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) {
+                    da[g][i] = ex2(dtv[i] * a2);
+                    bb[g][i] = dtx[i] * Bv[i];
+                    s = da[g][i] * s + bb[g][i];
+                }
+                hf[g] = s;
+                ag[((g * 2 + 0) * W + w) * 32 + lane] = ex2(a2 * sdt);
+                ag[((g * 2 + 1) * W + w) * 32 + lane] = s;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int g = 0; g < NG; g++) {
+                const int n = n0 + g;
+                float hc = cin[n * 32 + lane], pa[W], ph[W];
+#pragma unroll
+                for (int v = 0; v < W - 1; v++) // all loads first (independent), then the chain
+                    pa[v] = ag[((g * 2 + 0) * W + v) * 32 + lane], ph[v] = ag[((g * 2 + 1) * W + v) * 32 + lane];
+#pragma unroll
+                for (int v = 0; v < W - 1; v++)
+                    if (v < w) hc = pa[v] * hc + ph[v];
+                if (w == W - 1) cout[n * 32 + lane] = ag[((g * 2 + 0) * W + w) * 32 + lane] * hc + hf[g];
+                float Cv[ITEMS];
+                lds_vec<ITEMS>(Cv, Cs + n * CHP + w * ITEMS);
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) {
+                    hc = da[g][i] * hc + bb[g][i];
+                    yv[i] += Cv[i] * hc;
+                }
+            }
+        }
+        if (live)
+#pragma unroll
+            for (int i = 0; i < ITEMS; i++)
+                if (tw + i < T) y[(row0 + tw + i) * E + e] = yv[i] + d * X[p * CH * 32 + (w * ITEMS + i) * 32 + lane];
+        __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
+    }
+    if (h)
+        for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+            const int n = i >> 5, l = i & 31;
+            if (n < N && e0 + l < E) h[((size_t)b * E + e0 + l) * N + n] = carry[(nchunk & 1) * NP * 32 + i];
+        }
+}
+
+// ---- backward --------------------------------------------------------------------------------------
+#define RED_STRIDE 36 // a row of 32 lane values + 4 floats of padding: 16-byte reads without bank conflicts
+
+// Shared memory (floats): X, DT, DY [2][CH][32], BS, CS [2][NP][CH + 4] and HB2 [2][NP][32] (the chunk's
+// start states; all by chunk parity); a2s, As [NP][32]; cfw [NP][32] (the forward carry of pass 1, last
+// warp only); crv [2][NP][32] (u at a chunk's start, by chunk parity); agg [2][NG][3][W][32] ((A, H, Q)
+// maps by state-group parity); red [W][2*ITEMS][RED_STRIDE] (dB, dC lane values of each warp's steps);
+// dAs [NP][W][32]; dDs [W][32].
+static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
+    const size_t CH = (size_t)W * ITEMS;
+    return 6 * CH * 32 + 4 * NP * (CH + 4) + (size_t)7 * NP * 32 + (size_t)2 * NG * 3 * W * 32 +
+           (size_t)W * 2 * ITEMS * RED_STRIDE + (size_t)NP * W * 32 + (size_t)W * 32;
+}
+
+template <int W, int ITEMS, int NG>
+__global__ void __launch_bounds__(W * 32)
+    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ part_bc,
+                    float *__restrict__ dA_part, float *__restrict__ dD_part, float *__restrict__ hb,
+                    const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
+                    const float *__restrict__ At, const float *__restrict__ Bm, const float *__restrict__ Cm,
+                    int ldbc, const float *__restrict__ Dv, int T, int E, int N) {
+    constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
+    const int NP = (N + NG - 1) / NG * NG;
+    extern __shared__ float4 smem4[];
+    float *X = (float *)smem4, *DT = X + 2 * CH * 32, *DY = DT + 2 * CH * 32, *BS = DY + 2 * CH * 32,
+          *CS = BS + 2 * NP * CHP, *a2s = CS + 2 * NP * CHP, *As = a2s + NP * 32, *cfw = As + NP * 32,
+          *crv = cfw + NP * 32, *agg = crv + 2 * NP * 32, *red = agg + 2 * NG * 3 * W * 32,
+          *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *HB2 = dDs + W * 32;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
+    const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
+    const bool live = e < E;
+    const size_t row0 = (size_t)b * T;
+    const BcWalk wk = bc_walk(NP);
+    auto stage1 = [&](int k, int p) { // pass 1 needs x, dt, B
+        stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DT + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_bc_async(BS + p * NP * CHP, nullptr, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
+    };
+    auto stage2 = [&](int k, int p) { // pass 2: x, dt, dy, B, C
+        stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DT + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DY + p * CH * 32, dy, row0, k * CH, T, E, e0);
+        stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
+        // the chunk's start states hb[b][k][:][e0 .. e0 + 32) (zero for chunk 0)
+        for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+            const int n = i >> 5, l = i & 31;
+            const bool ok = k > 0 && e0 + l < E;
+            cp_async4(HB2 + p * NP * 32 + i, ok ? hb + (((size_t)b * nchunk + k) * NP + n) * E + e0 + l : hb, ok ? 4 : 0);
+        }
+    };
+    if (nchunk > 1) stage1(0, 0);
+    cp_async_commit();
+    for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+        const int n = i >> 5, l = i & 31;
+        const float a = n < N && e0 + l < E ? At[(size_t)n * E + e0 + l] : 0.0f;
+        As[i] = a;
+        a2s[i] = a * SCAN_LOG2E;
+        cfw[i] = crv[i] = crv[NP * 32 + i] = 0.0f;
+    }
+    for (int i = threadIdx.x; i < NP * W * 32; i += blockDim.x) dAs[i] = 0.0f;
+    const float d = live ? Dv[e] : 0.0f;
+    // hb[b][k][n][e]: the state at the start of chunk k (k >= 1)
+#define HB(k, n) hb[(((size_t)b * nchunk + (k)) * NP + (n)) * E + e]
+
+    // pass 1: chunks 0 .. nchunk-2 forward; the last warp carries the state and stores each chunk's end
+    for (int k = 0; k + 1 < nchunk; k++) {
+        const int p = k & 1;
+        if (k + 2 < nchunk) stage1(k + 1, p ^ 1);
+        cp_async_commit();
+        cp_async_wait_prev();
+        __syncthreads();
+        const float *Bs = BS + p * NP * CHP;
+        float xv[ITEMS], dtv[ITEMS];
+        lds_steps<ITEMS>(xv, X + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
+        float sdt = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) {
+            sdt += dtv[i];
+            xv[i] *= dtv[i];
+        }
+        for (int n0 = 0; n0 < NP; n0 += NG) {
+            float *ag = agg + ((n0 / NG) & 1) * NG * 3 * W * 32; // [NG][3][W][32]
+#pragma unroll
+            for (int g = 0; g < NG; g++) {
+                const int n = n0 + g;
+                const float a2 = a2s[n * 32 + lane];
+                float Bv[ITEMS];
+                lds_vec<ITEMS>(Bv, Bs + n * CHP + w * ITEMS);
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) s = ex2(dtv[i] * a2) * s + xv[i] * Bv[i];
+                ag[((g * 3 + 0) * W + w) * 32 + lane] = ex2(a2 * sdt);
+                ag[((g * 3 + 1) * W + w) * 32 + lane] = s;
+            }
+            __syncthreads();
+            if (w == W - 1)
+#pragma unroll
+                for (int g = 0; g < NG; g++) {
+                    const int n = n0 + g;
+                    float hc = cfw[n * 32 + lane];
+#pragma unroll
+                    for (int v = 0; v < W; v++)
+                        hc = ag[((g * 3 + 0) * W + v) * 32 + lane] * hc + ag[((g * 3 + 1) * W + v) * 32 + lane];
+                    cfw[n * 32 + lane] = hc;
+                    if (live) HB(k + 1, n) = hc;
+                }
+        }
+        __syncthreads(); // everyone is done with buffer p
+    }
+
+    // pass 2: chunks in reverse (the j-th one processed is chunk nchunk-1-j, in buffer j & 1)
+    float dD = 0.0f;
+    stage2(nchunk - 1, 0);
+    cp_async_commit();
+    for (int j = 0; j < nchunk; j++) {
+        const int k = nchunk - 1 - j, p = j & 1, tw = k * CH + w * ITEMS;
+        if (k > 0) stage2(k - 1, p ^ 1);
+        cp_async_commit();
+        cp_async_wait_prev();
+        __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
+        const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
+        float xv[ITEMS], dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS];
+        lds_steps<ITEMS>(xv, X + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dyv, DY + p * CH * 32, w * ITEMS, lane);
+        float sdt = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) {
+            sdt += dtv[i];
+            dD += xv[i] * dyv[i];
+            dtx[i] = dtv[i] * xv[i];
+            gB[i] = aw[i] = 0.0f;
+        }
+        const float *uin = crv + ((k + 1) & 1) * NP * 32;
+        float *uout = crv + (k & 1) * NP * 32;
+        float *rw = red + w * R * RED_STRIDE;
+        for (int n0 = 0; n0 < NP; n0 += NG) {
+            float *ag = agg + ((n0 / NG) & 1) * NG * 3 * W * 32; // [NG][3][W][32]
+            float da[NG][ITEMS], bb[NG][ITEMS]; // a_t and b_t of the group's states
+#pragma unroll
+            for (int g = 0; g < NG; g++) {
+                const int n = n0 + g;
+                const float a2 = a2s[n * 32 + lane];
+                float Bv[ITEMS], Cv[ITEMS];
+                lds_vec<ITEMS>(Bv, Bs + n * CHP + w * ITEMS);
+                lds_vec<ITEMS>(Cv, Cs + n * CHP + w * ITEMS);
+                float s = 0.0f, q = 0.0f;
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) {
+                    da[g][i] = ex2(dtv[i] * a2);
+                    bb[g][i] = dtx[i] * Bv[i];
+                    s = da[g][i] * s + bb[g][i];
+                }
+#pragma unroll
+                for (int i = ITEMS - 1; i >= 0; i--) q = da[g][i] * (q + Cv[i] * dyv[i]);
+                ag[((g * 3 + 0) * W + w) * 32 + lane] = ex2(a2 * sdt);
+                ag[((g * 3 + 1) * W + w) * 32 + lane] = s;
+                ag[((g * 3 + 2) * W + w) * 32 + lane] = q;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int g = 0; g < NG; g++) {
+                const int n = n0 + g;
+                float Bv[ITEMS], Cv[ITEMS];
+                lds_vec<ITEMS>(Bv, Bs + n * CHP + w * ITEMS);
+                lds_vec<ITEMS>(Cv, Cs + n * CHP + w * ITEMS);
+                const float a = As[n * 32 + lane];
+                // incoming forward state: the chunk's start state through the warps before this one
+                float hc = HBs[n * 32 + lane], pa[W], ph[W], pq[W];
+#pragma unroll
+                for (int v = 0; v < W; v++) // all loads first (independent), then the chains
+                    pa[v] = ag[((g * 3 + 0) * W + v) * 32 + lane], ph[v] = ag[((g * 3 + 1) * W + v) * 32 + lane],
+                    pq[v] = ag[((g * 3 + 2) * W + v) * 32 + lane];
+#pragma unroll
+                for (int v = 0; v < W - 1; v++)
+                    if (v < w) hc = pa[v] * hc + ph[v];
+                // incoming adjoint u: from the next chunk through the warps after this one
+                float u = uin[n * 32 + lane];
+#pragma unroll
+                for (int v = W - 1; v > 0; v--)
+                    if (v > w) u = pa[v] * u + pq[v];
+                if (w == 0) uout[n * 32 + lane] = pa[0] * u + pq[0];
+                float hs[ITEMS];
+                const float h0 = hc;
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) {
+                    hc = da[g][i] * hc + bb[g][i];
+                    hs[i] = hc;
+                }
+                float dAacc = 0.0f;
+#pragma unroll
+                for (int i = ITEMS - 1; i >= 0; i--) {
+                    const float gh = u + Cv[i] * dyv[i]; // dh_t
+                    u = da[g][i] * gh;
+                    const float wv = u * (i > 0 ? hs[i > 0 ? i - 1 : 0] : h0); // dh_t a_t h_{t-1}
+                    aw[i] += a * wv;
+                    dAacc += dtv[i] * wv;
+                    gB[i] += gh * Bv[i];
+                    rw[i * RED_STRIDE + lane] = gh * dtx[i];              // dB_t, this channel
+                    rw[(ITEMS + i) * RED_STRIDE + lane] = dyv[i] * hs[i]; // dC_t, this channel
+                }
+                dAs[(n * W + w) * 32 + lane] += dAacc;
+                __syncwarp();
+                // row r (dB or dC of one step) summed over the warp's 32 channels in a fixed order: LPR
+                // lanes share a row, each sums PER float4s of it (four running sums, one per component),
+                // then a butterfly over the LPR lanes (a + b == b + a exactly, so all agree)
+                static_assert(32 % R == 0, "2 * ITEMS must divide 32");
+                constexpr int LPR = 32 / R, PER = 8 / LPR;
+                {
+                    const int r = lane / LPR, part = lane % LPR;
+                    const float4 *row = reinterpret_cast<const float4 *>(rw + r * RED_STRIDE) + part * PER;
+                    float4 s4 = row[0];
+#pragma unroll
+                    for (int c = 1; c < PER; c++) {
+                        const float4 v4 = row[c];
+                        s4.x += v4.x, s4.y += v4.y, s4.z += v4.z, s4.w += v4.w;
+                    }
+                    float s = (s4.x + s4.y) + (s4.z + s4.w);
+#pragma unroll
+                    for (int off = 1; off < LPR; off <<= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+                    const int q = r / ITEMS, t = tw + r % ITEMS;
+                    if (part == 0 && t < T) part_bc[((((size_t)b * nblk + blockIdx.x) * NP + n) * 2 + q) * T + t] = s;
+                }
+                __syncwarp();
+            }
+        }
+        if (live)
+#pragma unroll
+            for (int i = 0; i < ITEMS; i++)
+                if (tw + i < T) {
+                    const size_t at = (row0 + tw + i) * E + e;
+                    dx[at] = dtv[i] * gB[i] + d * dyv[i];
+                    ddt[at] = xv[i] * gB[i] + aw[i];
+                }
+        __syncthreads(); // everyone is done with buffer p
+    }
+#undef HB
+    dDs[w * 32 + lane] = dD;
+    __syncthreads();
+    for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+        const int n = i >> 5, l = i & 31;
+        if (n >= N || e0 + l >= E) continue;
+        float s = 0.0f;
+        for (int v = 0; v < W; v++) s += dAs[(n * W + v) * 32 + l];
+        dA_part[((size_t)b * N + n) * E + e0 + l] = s;
+    }
+    if (threadIdx.x < 32 && e0 + (int)threadIdx.x < E) {
+        float s = 0.0f;
+        for (int v = 0; v < W; v++) s += dDs[v * 32 + threadIdx.x];
+        dD_part[(size_t)b * E + e0 + threadIdx.x] = s;
+    }
+}
+
+// dB, dC [B*T, N] (stride lddbc) = the block partials part_bc [B][nblk][NP][2][T] summed in block order.
 __global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, int lddbc, const float *part_bc, int nblk, int T, int N,
-                                   int B) {
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over B * T * 2N
-    if (i >= (size_t)B * T * 2 * N) return;
-    const int k = (int)(i % (2 * N));
-    const size_t bt = i / (2 * N), b = bt / T, t = bt % T;
+                                   int NP, int B) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over B * N * 2 * T, t fastest
+    if (i >= (size_t)B * N * 2 * T) return;
+    const int t = (int)(i % T);
+    size_t r = i / T;
+    const int q = (int)(r % 2);
+    r /= 2;
+    const int n = (int)(r % N), b = (int)(r / N);
     float s = 0.0f;
-    for (int blk = 0; blk < nblk; blk++) s += part_bc[((b * nblk + blk) * T + t) * 2 * N + k];
-    if (k < N) dBm[bt * lddbc + k] = s;
-    else dCm[bt * lddbc + k - N] = s;
+    for (int blk = 0; blk < nblk; blk++) s += part_bc[((((size_t)b * nblk + blk) * NP + n) * 2 + q) * T + t];
+    (q ? dCm : dBm)[((size_t)b * T + t) * lddbc + n] = s;
 }
 
 // dAt [N, E] += sum over b of dA_part[b]; dDv [E] += sum over b of dD_part[b]; in b order.
@@ -245,52 +539,77 @@ static float *scratch_get(size_t floats) {
     return scratch;
 }
 
-// LANES: the smallest power of two >= N (at least 4, at most 32: one warp per channel).
-#define DISPATCH_N(N, launch)                                                                      \
-    do {                                                                                           \
-        if ((N) <= 4) launch(4);                                                                   \
-        else if ((N) <= 8) launch(8);                                                              \
-        else if ((N) <= 16) launch(16);                                                            \
-        else if ((N) <= 32) launch(32);                                                            \
-        else {                                                                                     \
-            fprintf(stderr, "ssm: the CUDA scan supports d_state <= 32 (got %d)\n", (N));          \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
+// Raises a kernel's dynamic shared-memory limit when it needs more than the default 48 KB and more than
+// the limit already set (*set, per kernel).
+static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
+    if (bytes > 48 * 1024 && bytes > *set) {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        *set = bytes;
+    }
+}
+
+// Kernel shapes <W warps (runs of steps), ITEMS steps per thread, NG states per barrier>, measured best
+// at the reference shape on an H100 (docs/cuda.md): blocks of 128 threads whose registers and shared
+// memory let 3 share a multiprocessor, so the whole grid (B x E/32 blocks) is resident at once.
+#ifndef SCAN_FWD_CFG
+#define SCAN_FWD_CFG 4, 16, 1
+#endif
+#ifndef SCAN_BWD_CFG
+#define SCAN_BWD_CFG 4, 8, 2
+#endif
+
+template <int W, int ITEMS, int NG>
+static void scan_fwd_launch(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
+                            const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    const int NP = (N + NG - 1) / NG * NG;
+    const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
+    static size_t smem_set;
+    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG>, smem, &smem_set);
+    scan_fwd_kernel<W, ITEMS, NG><<<dim3(cdiv(E, 32), B), W * 32, smem>>>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, T, E, N);
+    CUDA_CHECK_LAUNCH();
+}
+
+template <int W, int ITEMS, int NG>
+static void scan_bwd_launch(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
+                            const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
+                            const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+    const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
+    const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
+                 n_hb = (size_t)B * nchunk * NP * E;
+    float *part_bc = scratch_get(n_bc + n_a + n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
+          *hb = dD_part + n_d;
+    const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
+    static size_t smem_set;
+    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG>, smem, &smem_set);
+    scan_bwd_kernel<W, ITEMS, NG><<<dim3(nblk, B), W * 32, smem>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt,
+                                                                   At, Bm, Cm, ldbc, Dv, T, E, N);
+    CUDA_CHECK_LAUNCH();
+    const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
+    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(dBm, dCm, lddbc, part_bc, nblk, T, N, NP, B);
+    CUDA_CHECK_LAUNCH();
+    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(dAt, dDv, dA_part, dD_part, B, N, E);
+    CUDA_CHECK_LAUNCH();
+}
+
+static void check_state_size(int N) {
+    if (N > 32) {
+        fprintf(stderr, "ssm: the CUDA scan supports d_state <= 32 (got %d)\n", N);
+        exit(2);
+    }
+}
+
 
 extern "C" void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
                               const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-#define LAUNCH(L)                                                                                  \
-    scan_fwd_kernel<L><<<dim3(cdiv(E, SCAN_THREADS / (L)), B), SCAN_THREADS,                      \
-                         (2 * FWD_CHUNK * N + 3 * FWD_CHUNK * (SCAN_THREADS / (L))) * sizeof(float)>>>(y, h, x, dt, At, Bm, Cm, ldbc, \
-                                                                                      Dv, T, E, N)
-    DISPATCH_N(N, LAUNCH);
-#undef LAUNCH
-    CUDA_CHECK_LAUNCH();
+    check_state_size(N);
+    if (B <= 0 || T <= 0 || E <= 0) return; // nothing to scan: the state stays as it is
+    scan_fwd_launch<SCAN_FWD_CFG>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
 }
 
 extern "C" void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
                               const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
                               const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    const int lanes = N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
-    const int nblk = cdiv(E, SCAN_THREADS / lanes), nchunk = cdiv(T, BWD_CHUNK);
-    const size_t n_bc = (size_t)B * nblk * T * 2 * N, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
-                 n_hb = (size_t)B * nchunk * N * E;
-    float *part_bc = scratch_get(n_bc + n_a + n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
-          *hb = dD_part + n_d;
-    const dim3 grid(nblk, B);
-    const size_t shared =
-        (2 * BWD_CHUNK * N + BWD_CHUNK * 2 * N * (SCAN_THREADS / 32) + 5 * BWD_CHUNK * (SCAN_THREADS / lanes)) *
-        sizeof(float);
-#define LAUNCH(L)                                                                                  \
-    scan_bwd_kernel<L><<<grid, SCAN_THREADS, shared>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt, At, Bm, Cm, \
-                                                       ldbc, Dv, T, E, N)
-    DISPATCH_N(N, LAUNCH);
-#undef LAUNCH
-    CUDA_CHECK_LAUNCH();
-    const size_t nbc = (size_t)B * T * 2 * N, nad = (size_t)N * E + E;
-    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(dBm, dCm, lddbc, part_bc, nblk, T, N, B);
-    CUDA_CHECK_LAUNCH();
-    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(dAt, dDv, dA_part, dD_part, B, N, E);
-    CUDA_CHECK_LAUNCH();
+    check_state_size(N);
+    if (B <= 0 || T <= 0 || E <= 0) return; // no steps: no gradients to write or add
+    scan_bwd_launch<SCAN_BWD_CFG>(dx, ddt, dBm, dCm, lddbc, dAt, dDv, dy, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
 }
