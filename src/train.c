@@ -189,6 +189,11 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     if (t->batch < 1 || t->seq_len < 1 || t->grad_accum < 1 || t->optim.steps < 1)
         return ssm_error("batch, seq-len, grad-accum and steps must be positive");
     if (!(t->val_fraction >= 0 && t->val_fraction < 1)) return ssm_error("--val-fraction must be in [0, 1)");
+    /* the device and precision are checked before anything is created on disk */
+    const char *device = t->device ? t->device : "cpu";
+    if (!backend_by_name(device)) return -1;
+    if (t->bf16 && !strcmp(device, "cpu"))
+        return ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
     dataset d;
     if (data_open(&d, t->data_path, t->val_fraction, t->seq_len)) return -1;
     char ckpt_dir[4096], metrics_path[4096];
@@ -206,14 +211,8 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         adamw_init(&opt, m);
         prog.data_rng = t->seed ^ 0xDA7A5EEDull;
     }
-    if (t->bf16) {
-        if (!t->device || !strcmp(t->device, "cpu")) {
-            ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
-            goto out;
-        }
-        ssm_model_use_bf16(m);
-    }
-    if (ssm_model_set_device(m, t->device ? t->device : "cpu")) goto out;
+    if (t->bf16) ssm_model_use_bf16(m);
+    if (ssm_model_set_device(m, device)) goto out;
     adamw_follow_model(&opt, m);
     FILE *metrics = fopen(metrics_path, t->resume ? "a" : "w");
     if (!metrics) {
