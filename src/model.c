@@ -391,7 +391,10 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     const int *tok = state_tokens(s, tokens, rows);
     /* A decode step is ~10 small kernels per layer: replaying them as one graph removes the launch gaps.
      * The graph holds the buffers' addresses, so it is rebuilt when any of them (or the flags) change. */
-    if (T == 1 && be->graph_begin) {
+    if (T == 1 && be->graph_begin && !s->graph_warm) {
+        forward_compute(m, s, tok, T, lg, last_only, x, act); /* the first step runs as it is, then graphs */
+        s->graph_warm = 1;
+    } else if (T == 1 && be->graph_begin) {
         if (!s->graph || s->graph_work != x || s->graph_tokens != tok || s->graph_be != be ||
             s->graph_last_only != last_only) {
             state_drop_graph(s);

@@ -70,6 +70,8 @@ struct ssm_state {
     const int *graph_tokens;
     const backend *graph_be;
     int graph_last_only;
+    int graph_warm; /* a T = 1 forward already ran outside a capture (one-time set-up done: cuBLASLt
+                     * workspace and plans, kernel attributes) */
 };
 
 /* Builds layout and layers for a resolved config with zeroed parameters. */
