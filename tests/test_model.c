@@ -4,6 +4,7 @@
 #include "model.h"
 #include "ops/ops.h"
 #include "test.h"
+#include "run_compare.h"
 #include "train.h"
 
 #include <string.h>
@@ -161,15 +162,6 @@ static void test_training_learns(const char *dir) {
     TEST_END();
 }
 
-static int files_equal(const char *a, const char *b) {
-    char *x, *y;
-    size_t nx, ny;
-    if (file_read_all(a, &x, &nx) || file_read_all(b, &y, &ny)) return 0;
-    int eq = nx == ny && memcmp(x, y, nx) == 0;
-    free(x), free(y);
-    return eq;
-}
-
 static void test_checkpoints(const char *dir) {
     TEST_BEGIN("model save -> load is bitwise");
     ssm_model *m = random_model(20, 2, 5);
@@ -208,28 +200,7 @@ static void test_checkpoints(const char *dir) {
     EXPECT(ssm_train(&t, &c) == 0, "first part: %s", ssm_last_error());
     t.stop_after = 0, t.resume = 1;
     EXPECT(ssm_train(&t, &c) == 0, "resumed: %s", ssm_last_error());
-    char pa[600], pb[600];
-    snprintf(pa, sizeof pa, "%s/checkpoint/model.safetensors", a);
-    snprintf(pb, sizeof pb, "%s/checkpoint/model.safetensors", b);
-    EXPECT(files_equal(pa, pb), "final weights differ");
-    snprintf(pa, sizeof pa, "%s/checkpoint/optimizer.safetensors", a);
-    snprintf(pb, sizeof pb, "%s/checkpoint/optimizer.safetensors", b);
-    EXPECT(files_equal(pa, pb), "final optimizer state differs");
-    /* the per-step losses: every "loss" of run a appears in the same order in run b */
-    char *ta, *tb;
-    size_t la, lb;
-    snprintf(pa, sizeof pa, "%s/metrics.jsonl", a);
-    snprintf(pb, sizeof pb, "%s/metrics.jsonl", b);
-    if (file_read_all(pa, &ta, &la) == 0 && file_read_all(pb, &tb, &lb) == 0) {
-        int steps = 0;
-        for (char *x = strstr(ta, "\"loss\": "), *y = strstr(tb, "\"loss\": "); x;
-             x = strstr(x + 1, "\"loss\": "), y = y ? strstr(y + 1, "\"loss\": ") : NULL, steps++) {
-            EXPECT(y && strncmp(x, y, 20) == 0, "loss at step %d differs: %.20s vs %.20s", steps + 1, x, y ? y : "(none)");
-            if (!y) break;
-        }
-        EXPECT(steps == 16, "expected 16 logged steps, found %d", steps);
-        free(ta), free(tb);
-    }
+    test_expect_same_run(a, b, 16);
     TEST_END();
 }
 
