@@ -531,9 +531,9 @@ static float *scratch;
 static size_t scratch_cap;
 
 static float *scratch_get(size_t floats) {
-    if (floats > scratch_cap) {
-        if (scratch) CUDA_CHECK(cudaFree(scratch));
-        CUDA_CHECK(cudaMalloc(&scratch, floats * sizeof(float)));
+    if (floats > scratch_cap) { /* through cuda_alloc: a clear out-of-memory error, counted in the peak */
+        cuda_release(scratch);
+        scratch = (float *)cuda_alloc(floats * sizeof(float));
         scratch_cap = floats;
     }
     return scratch;
