@@ -197,11 +197,9 @@ static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const
     conv1d_bwd_fused_kernel<K><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, pre, x, ldx, w, T, C,
                                                                 nch);
     CUDA_CHECK_LAUNCH();
-    colsum_finish_kernel<float><<<cdiv(C * K, 256), 256>>>(dw, part_w, nq, C * K);
-    CUDA_CHECK_LAUNCH();
+    colsum_finish(dw, part_w, nq, C * K);
     if (dbias) {
-        colsum_finish_kernel<float><<<cdiv(C, 256), 256>>>(dbias, part_b, nq, C);
-        CUDA_CHECK_LAUNCH();
+        colsum_finish(dbias, part_b, nq, C);
         CUDA_CHECK(cudaFreeAsync(part_b, 0));
     }
     CUDA_CHECK(cudaFreeAsync(part_w, 0));

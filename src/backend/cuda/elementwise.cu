@@ -109,8 +109,7 @@ extern "C" void softplus_bias_bwd_cuda(float *ddt, float *dbias, const float *dt
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)nchunks * E, 0));
     softplus_bias_bwd_partial_kernel<<<dim3(cdiv(E, 256), nchunks), 256>>>(ddt, partial, dt, rows, E, chunk);
     CUDA_CHECK_LAUNCH();
-    colsum_finish_kernel<float><<<cdiv(E, 256), 256>>>(dbias, partial, nchunks, E);
-    CUDA_CHECK_LAUNCH();
+    colsum_finish(dbias, partial, nchunks, E);
     CUDA_CHECK(cudaFreeAsync(partial, 0));
 }
 

@@ -45,13 +45,30 @@ __global__ void colsum_partial_kernel(float *partial, F f, int rows, int N, int 
     partial[(size_t)blockIdx.y * N + j] = s;
 }
 
+/* dst[j] += sum over c of partial[c, j]. A block owns 32 columns; its 8 warps each sum every 8th chunk
+ * (warp g: chunks g, g+8, ...: independent loads in flight, coalesced across the lanes), then warp 0 adds
+ * the 8 sums in warp order. Fixed order throughout: the same bits every run. */
+#define COLSUM_GROUPS 8
 template <typename T>
 __global__ void colsum_finish_kernel(T *dst, const T *partial, int nchunks, int N) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= N) return;
+    __shared__ T sums[COLSUM_GROUPS][32];
+    const int lane = threadIdx.x % 32, g = threadIdx.x / 32, j = blockIdx.x * 32 + lane;
     T s = 0;
-    for (int c = 0; c < nchunks; c++) s += partial[(size_t)c * N + j];
-    dst[j] += s;
+    if (j < N)
+        for (int c = g; c < nchunks; c += COLSUM_GROUPS) s += partial[(size_t)c * N + j];
+    sums[g][lane] = s;
+    __syncthreads();
+    if (g == 0 && j < N) {
+        T t = sums[0][lane];
+        for (int k = 1; k < COLSUM_GROUPS; k++) t += sums[k][lane];
+        dst[j] += t;
+    }
+}
+
+template <typename T>
+static void colsum_finish(T *dst, const T *partial, int nchunks, int N) {
+    colsum_finish_kernel<T><<<cdiv(N, 32), 32 * COLSUM_GROUPS>>>(dst, partial, nchunks, N);
+    CUDA_CHECK_LAUNCH();
 }
 
 /* dst[j] += sum over r < rows of f(r, j), j < N. The chunking depends only on rows, so the order of
@@ -66,8 +83,7 @@ static void colsum_acc(float *dst, F f, int rows, int N) {
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)nchunks * N, 0));
     colsum_partial_kernel<<<dim3(cdiv(N, 256), nchunks), 256>>>(partial, f, rows, N, chunk);
     CUDA_CHECK_LAUNCH();
-    colsum_finish_kernel<float><<<cdiv(N, 256), 256>>>(dst, partial, nchunks, N);
-    CUDA_CHECK_LAUNCH();
+    colsum_finish(dst, partial, nchunks, N);
     CUDA_CHECK(cudaFreeAsync(partial, 0));
 }
 
