@@ -85,9 +85,10 @@ __global__ static void conv1d_state_update_kernel(float *state, const float *x, 
  * and slides a window of the last K inputs along it, so each input is read once (plus K-1 at the chunk's
  * start), coalesced across the channels of a warp. The same sum, in the same order, as the kernel above. */
 template <int K>
-__global__ static void conv1d_silu_fwd_window_kernel(float *pre, float *out, const float *x, int ldx,
-                                                     const float *init, const float *w, const float *bias, int T,
-                                                     int C, int nch) {
+__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ pre, float *__restrict__ out,
+                                                     const float *__restrict__ x, int ldx,
+                                                     const float *__restrict__ init, const float *__restrict__ w,
+                                                     const float *__restrict__ bias, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
@@ -142,9 +143,10 @@ extern "C" void conv1d_silu_fwd_cuda(float *pre, float *out, const float *x, int
  * inputs and the last K values of dpre = dout * silu'(pre) in registers, writes dx, and leaves its dw and
  * dbias sums as per-chunk partials [chunk, C*K] and [chunk, C] that a second kernel adds in chunk order. */
 template <int K>
-__global__ static void conv1d_bwd_fused_kernel(float *dx, int lddx, float *part_w, float *part_b, const float *dout,
-                                               const float *pre, const float *x, int ldx, const float *w, int T,
-                                               int C, int nch) {
+__global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx, float *__restrict__ part_w,
+                                               float *__restrict__ part_b, const float *__restrict__ dout,
+                                               const float *__restrict__ pre, const float *__restrict__ x, int ldx,
+                                               const float *__restrict__ w, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);

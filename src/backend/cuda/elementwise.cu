@@ -79,8 +79,8 @@ extern "C" void softplus_bias_fwd_cuda(float *dt, const float *bias, int rows, i
 
 /* The backward and its bias column sums in one pass: each thread walks a chunk of rows of one column,
  * rewriting ddt and summing it (colsum_acc's chunks and order, so the same bits as the two-pass form). */
-__global__ static void softplus_bias_bwd_partial_kernel(float *ddt, float *partial, const float *dt, int rows, int E,
-                                                        int chunk) {
+__global__ static void softplus_bias_bwd_partial_kernel(float *__restrict__ ddt, float *__restrict__ partial,
+                                                        const float *__restrict__ dt, int rows, int E, int chunk) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= E) return;
     const int r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
