@@ -46,7 +46,7 @@ int ssm_config_resolve(ssm_config *c) {
 
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l) {
     return (mixer_ctx){&m->cfg, m->be, m->wb, m->dw, backend_is_host(m->be) ? m->w16 : NULL,
-                       &m->layout.items[m->layers[l].mixer]};
+                       &m->layout.items[m->layers[l].mixer], NULL};
 }
 
 ssm_model *model_alloc(const ssm_config *cfg) {
@@ -150,6 +150,7 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
     if (!backend_is_host(be) && m->cfg.d_state > 32)
         return ssm_error("d_state %d: the CUDA scan supports d_state <= 32; use --device cpu", m->cfg.d_state);
     model_release_backend(m);
+    m->w_version++; /* the weights now live elsewhere: states made before must not be reused, but be safe */
     if (m->bf16 && backend_is_host(be)) ssm_model_use_bf16(m); /* the CPU's form of bf16: decode weights */
     if (!backend_is_host(be)) {
         m->be = be;
@@ -304,7 +305,24 @@ ssm_state *ssm_state_new(const ssm_model *m, int n_seq) {
         s->total += (size_t)n_seq * m->layers[l].kind->state_floats(&m->cfg);
     }
     s->data = s->be->alloc(sizeof(float) * (s->total ? s->total : 1));
+    s->canon_off = xmalloc(sizeof(size_t) * m->cfg.n_layer);
+    size_t canon = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        s->canon_off[l] = canon;
+        canon += (m->layers[l].kind->canon_floats(&m->cfg) + 15) & ~(size_t)15;
+    }
+    s->canon = s->be->alloc(sizeof(float) * (canon ? canon : 1));
     return s;
+}
+
+/* Brings the state's canonical tensors up to date with the model's weights (once per weights version). */
+static void state_canonicalize(const ssm_model *m, ssm_state *s) {
+    if (s->canon_valid && s->canon_version == m->w_version) return;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        mixer_ctx ctx = model_mixer_ctx(m, l);
+        m->layers[l].kind->canonicalize(&ctx, s->canon + s->canon_off[l]);
+    }
+    s->canon_valid = 1, s->canon_version = m->w_version;
 }
 
 void ssm_state_reset(ssm_state *s) { s->be->zero(s->data, sizeof(float) * s->total); }
@@ -313,6 +331,8 @@ void ssm_state_free(ssm_state *s) {
     if (!s) return;
     state_drop_graph(s);
     s->be->release(s->data);
+    s->be->release(s->canon);
+    free(s->canon_off);
     s->be->release(s->work);
     s->be->release(s->tokens);
     free(s->layer_off);
@@ -354,6 +374,7 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
     for (int l = 0; l < c->n_layer; l++) {
         be->rmsnorm_fwd(u, rstd, x, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
+        ctx.canon = s->canon + s->canon_off[l];
         const mixer_kind *k = m->layers[l].kind;
         k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T, be->lean_acts) + 15) & ~(size_t)15), out, u, B, T,
                    s->data + s->layer_off[l]);
@@ -363,7 +384,7 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
         for (int b = 0; b < B && T > 1; b++)
             be->copy(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, B, D, c->norm_eps);
-        mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL};
+        mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL};
         mixer_linear(&head, lg, V, u, D, w + P[m->head].offset, B, V, D);
     } else {
         be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
@@ -389,6 +410,7 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
     float *lg = logit_floats ? x + 3 * rows * D + act + rows : logits;
     const int *tok = state_tokens(s, tokens, rows);
+    state_canonicalize(m, s);
     /* A decode step is ~10 small kernels per layer: replaying them as one graph removes the launch gaps.
      * The graph holds the buffers' addresses, so it is rebuilt when any of them (or the flags) change. */
     if (T == 1 && be->graph_begin && !s->graph_warm) {

@@ -46,6 +46,8 @@ struct ssm_model {
     uint16_t *w16;       /* [layout.total] bf16 copy for CPU decode (ssm_model_use_bf16), or NULL */
     int host_stale;      /* wb changed on the device since w was last refreshed */
     int bf16;            /* ssm_model_use_bf16 was called: bf16 decode weights (CPU), bf16 GEMMs (CUDA) */
+    uint64_t w_version;  /* bumped whenever wb changes through the library (optimizer steps, device moves):
+                          * states recompute their cached canonical tensors when it moves */
     model_layer *layers; /* [n_layer] */
     int emb, norm_f;     /* layout indices */
     int head;            /* layout index of the LM head: emb when tied, else lm_head.weight */
@@ -62,6 +64,10 @@ struct ssm_state {
     /* workspace for ssm_forward/ssm_step, grown on demand */
     float *work;
     size_t work_cap;
+    float *canon;          /* every layer's canonical tensors (mixer_kind.canonicalize), at canon_off[l] */
+    size_t *canon_off;     /* [n_layer] */
+    int canon_valid;       /* canon was computed from weights of version canon_version */
+    uint64_t canon_version;
     int *tokens; /* [tok_cap] the tokens of a call, on the backend (unused on the CPU) */
     size_t tok_cap;
     /* the decode step (T = 1) as a graph where the backend has them, valid for these buffers and flags */

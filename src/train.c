@@ -87,6 +87,7 @@ void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float
     m->be->adamw_step(m->wb, m->dw, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay, o->beta1,
                       o->beta2, o->eps, s->step);
     if (m->wb != m->w) m->host_stale = 1;
+    m->w_version++;
 }
 
 void ssm_train_options_default(ssm_train_options *t) {

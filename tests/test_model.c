@@ -64,6 +64,38 @@ static void test_step_equals_forward(void) {
 }
 
 /* Logits of step-by-step decoding of ns sequences of T tokens: out [ns, T, 256]. */
+/* A state caches A = -exp(A_log) per layer (mixer canonicalize); an optimizer step must invalidate it: after
+ * one, an old state's next forward equals a fresh state's (bitwise: same ops, same order). */
+static void test_state_sees_weight_updates(void) {
+    TEST_BEGIN("a state's cached A follows optimizer steps (old state == fresh state after an update)");
+    ssm_model *m = random_model(16, 2, 21);
+    const int T = 9, V = m->cfg.vocab_size;
+    int tok[9] = {1, 5, 9, 2, 6, 5, 3, 5, 8}, tgt[9] = {5, 9, 2, 6, 5, 3, 5, 8, 9};
+    float *a = xmalloc(sizeof(float) * T * V), *b = xmalloc(sizeof(float) * T * V);
+    ssm_state *old = ssm_state_new(m, 1);
+    ssm_forward(m, old, tok, T, a, 0); /* caches A */
+    ssm_state_reset(old);
+    adamw_state opt;
+    adamw_init(&opt, m);
+    ssm_optim_config oc;
+    ssm_optim_config_default(&oc);
+    oc.weight_decay = 0.0f, oc.lr = 0.05f;
+    model_zero_grad(m);
+    model_train_forward(m, tok, tgt, 1, T);
+    model_train_backward(m, 1.0f);
+    adamw_update(m, &opt, &oc, oc.lr); /* moves A_log among everything else */
+    ssm_state *fresh = ssm_state_new(m, 1);
+    ssm_forward(m, old, tok, T, a, 0);
+    ssm_forward(m, fresh, tok, T, b, 0);
+    EXPECT(!memcmp(a, b, sizeof(float) * T * V), "the old state used stale A (max diff %.3g)",
+           test_rel_err(a, b, (size_t)T * V));
+    adamw_free(&opt);
+    ssm_state_free(old), ssm_state_free(fresh);
+    free(a), free(b);
+    ssm_model_free(m);
+    TEST_END();
+}
+
 static void decode_all(ssm_model *m, const int *tok, int ns, int T, float *out) {
     ssm_state *s = ssm_state_new(m, ns);
     for (int t = 0; t < T; t++) {
@@ -208,6 +240,7 @@ int main(void) {
     char dir[] = "/tmp/ssm_test_model_XXXXXX";
     CHECK(mkdtemp(dir), "mkdtemp");
     test_step_equals_forward();
+    test_state_sees_weight_updates();
     test_bf16_decode();
     test_training_learns(dir);
     test_checkpoints(dir);

@@ -108,7 +108,7 @@ typedef struct {
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
     float *y;     /* [rows, E]  saved (temp when lean): scan output (with the D skip), before gating */
-    float *At;    /* [N, E]     saved: A = -exp(A_log), transposed */
+    float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
     float *xc;    /* [rows, E]  temp: conv output before SiLU */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
     float *dt;    /* [rows, E]  temp: softplus(dt_proj(dt_low) + bias) */
@@ -181,8 +181,9 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
     mamba1_dt(ctx, &a, d, rows);
-    be->neg_exp_transpose(a.At, v.A_log, d.E, d.N);                                 /* A = -exp(A_log) */
-    be->scan_fwd(a.y, scan_state, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
+    const float *At = ctx->canon;
+    if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
+    be->scan_fwd(a.y, scan_state, a.xs, a.dt, At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
     be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
     mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);           /* out_proj */
     if (v.out_b) be->bias_add(out, d.D, v.out_b, rows, d.D);
@@ -229,6 +230,18 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->matmul_dyw(du, d.D, dxz, 2 * d.E, v.in_proj, rows, 2 * d.E, d.D, 0.0f);
 }
 
+static size_t mamba1_canon_floats(const ssm_config *c) {
+    mamba1_dims d = dims_of(c);
+    return (size_t)d.N * d.E;
+}
+
+/* canon = At [N, E] = -exp(A_log)^T, the scan's decay rates */
+static void mamba1_canonicalize(const mixer_ctx *ctx, float *canon) {
+    mamba1_dims d = dims_of(ctx->cfg);
+    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
+    ctx->be->neg_exp_transpose(canon, v.A_log, d.E, d.N);
+}
+
 const mixer_kind mixer_mamba1 = {
     .name = "mamba1",
     .code = 'm',
@@ -238,6 +251,8 @@ const mixer_kind mixer_mamba1 = {
     .temp_floats = mamba1_temp_floats,
     .scratch_floats = mamba1_scratch_floats,
     .state_floats = mamba1_state_floats,
+    .canon_floats = mamba1_canon_floats,
+    .canonicalize = mamba1_canonicalize,
     .forward = mamba1_forward,
     .backward = mamba1_backward,
 };

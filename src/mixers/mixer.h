@@ -16,6 +16,7 @@ typedef struct {
     float *dw;             /* the flat gradient buffer (backward only) */
     const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU, or NULL */
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
+    const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
 } mixer_ctx;
 
 typedef struct mixer_kind {
@@ -31,6 +32,10 @@ typedef struct mixer_kind {
                                                                            * backward recomputes: shared */
     size_t (*scratch_floats)(const ssm_config *cfg, int B, int T); /* backward workspace */
     size_t (*state_floats)(const ssm_config *cfg);                 /* per sequence */
+    /* Tensors derived from the parameters alone (Mamba-1: A = -exp(A_log)), computed once per weights for
+     * inference (kept by the state) instead of at every step. */
+    size_t (*canon_floats)(const ssm_config *cfg);
+    void (*canonicalize)(const mixer_ctx *ctx, float *canon);
     /* out [B*T, d_model] = mixer(u [B*T, d_model]); act receives what backward needs, temp the rest of
      * the intermediates (overwritten by the next layer). state is the layer's state for B sequences
      * (mixer-defined layout), carried in and out, or NULL: start from zero (training). With T = 1 and a
