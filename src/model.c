@@ -231,19 +231,18 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     be->upload(a->tokens, tokens, sizeof(int) * rows);
     be->upload(a->targets, targets, sizeof(int) * rows);
 
-    float *x = a->final_x; /* the running residual stream; each layer's input is saved in resid */
-    be->embedding_fwd(x, a->tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
+    /* the residual stream entering layer l is resid[l] = resid[l-1] + mixer output of layer l-1 (du), each
+     * add fused with the next norm; the last add gives final_x */
+    be->embedding_fwd(a->resid, a->tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
     for (int l = 0; l < c->n_layer; l++) {
-        float *resid = a->resid + l * rows * D, *normed = a->normed;
-        be->copy(resid, x, sizeof(float) * rows * D);
-        be->rmsnorm_fwd(normed, a->rstd + l * rows, resid, w + m->layout.items[m->layers[l].norm].offset, (int)rows,
-                    (int)D, c->norm_eps);
+        float *resid = a->resid + l * rows * D;
+        be->add_rmsnorm_fwd(resid, a->normed, a->rstd + l * rows, l ? resid - rows * D : resid, l ? a->du : NULL,
+                            w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->du, normed, B, T, NULL);
-        be->add(x, a->du, rows * D);
+        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->du, a->normed, B, T, NULL);
     }
-    be->rmsnorm_fwd(a->final_n, a->final_rstd, x, w + m->layout.items[m->norm_f].offset, (int)rows, (int)D,
-                c->norm_eps);
+    be->add_rmsnorm_fwd(a->final_x, a->final_n, a->final_rstd, a->resid + (c->n_layer - 1) * rows * D, a->du,
+                        w + m->layout.items[m->norm_f].offset, (int)rows, (int)D, c->norm_eps);
     be->matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
                c->vocab_size, (int)D, 0.0f);
     double sum;
@@ -371,23 +370,24 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
     const float *w = m->wb;
     float *u = x + rows * D, *out = u + rows * D, *mix = out + rows * D, *rstd = mix + act;
     be->embedding_fwd(x, tok, w + P[m->emb].offset, (int)rows, D);
-    for (int l = 0; l < c->n_layer; l++) {
-        be->rmsnorm_fwd(u, rstd, x, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
+    for (int l = 0; l < c->n_layer; l++) { /* x += the previous layer's output, fused with this layer's norm */
+        be->add_rmsnorm_fwd(x, u, rstd, x, l ? out : NULL, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
         const mixer_kind *k = m->layers[l].kind;
         k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T, be->lean_acts) + 15) & ~(size_t)15), out, u, B, T,
                    s->data + s->layer_off[l]);
-        be->add(x, out, rows * D);
     }
     if (last_only) { /* keep one row per sequence: the last position (rows b*T+T-1 and b are disjoint) */
-        for (int b = 0; b < B && T > 1; b++)
+        for (int b = 0; b < B && T > 1; b++) {
             be->copy(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
-        be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, B, D, c->norm_eps);
+            be->copy(out + (size_t)b * D, out + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
+        }
+        be->add_rmsnorm_fwd(x, u, rstd, x, out, w + P[m->norm_f].offset, B, D, c->norm_eps);
         mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL};
         mixer_linear(&head, lg, V, u, D, w + P[m->head].offset, B, V, D);
     } else {
-        be->rmsnorm_fwd(u, rstd, x, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
+        be->add_rmsnorm_fwd(x, u, rstd, x, out, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
         be->matmul_xwT(lg, V, u, D, w + P[m->head].offset, (int)rows, V, D, 0.0f);
     }
 }

@@ -37,7 +37,6 @@ typedef struct backend {
     void (*graph_free)(void *graph);
 
     /* ---- ops (ops.h) ---- */
-    void (*add)(float *x, const float *y, size_t n); /* x += y: the residual add */
     void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
     void (*from_bf16)(float *dst, const uint16_t *src, size_t n);
     void (*matmul_xwT)(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
@@ -49,6 +48,8 @@ typedef struct backend {
     void (*embedding_fwd)(float *out, const int *tokens, const float *table, int rows, int D);
     void (*embedding_bwd)(float *dtable, const float *dout, const int *tokens, int rows, int D);
     void (*rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
+    void (*add_rmsnorm_fwd)(float *x_out, float *y, float *rstd, const float *x, const float *delta,
+                            const float *w, int rows, int D, float eps);
     void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int rows, int D, int acc);
     void (*conv1d_silu_fwd)(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,

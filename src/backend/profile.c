@@ -27,11 +27,6 @@ static void prof_end(int slot, const char *name, const char *category, double t0
     totals[slot].calls++;
     totals[slot].seconds += omp_get_wtime() - t0;
 }
-static void p_add(float *x, const float *y, size_t n) {
-    double t0 = prof_begin();
-    inner->add(x, y, n);
-    prof_end(0, "add", "other", t0);
-}
 static void p_matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
     double t0 = prof_begin();
     inner->matmul_xwT(y, ldy, x, ldx, w, M, N, K, beta);
@@ -175,12 +170,18 @@ static void p_from_bf16(float *dst, const uint16_t *src, size_t n) {
     prof_end(26, "from_bf16", "other", t0);
 }
 
+static void p_add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta,
+                              const float *w, int rows, int D, float eps) {
+    double t0 = prof_begin();
+    inner->add_rmsnorm_fwd(x_out, y, rstd, x, delta, w, rows, D, eps);
+    prof_end(27, "add_rmsnorm_fwd", "other", t0);
+}
+
 const backend *profile_wrap(const backend *in) {
     inner = in;
     wrapped = *in; /* memory functions and names pass through */
     wrapped.fp32 = wrapped.bf16 = &wrapped;
     memset(totals, 0, sizeof totals);
-    wrapped.add = p_add;
     wrapped.matmul_xwT = p_matmul_xwT;
     wrapped.matmul_dyw = p_matmul_dyw;
     wrapped.matmul_dw_acc = p_matmul_dw_acc;
@@ -205,6 +206,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.grad_norm = p_grad_norm;
     wrapped.grad_scale = p_grad_scale;
     wrapped.adamw_step = p_adamw_step;
+    wrapped.add_rmsnorm_fwd = p_add_rmsnorm_fwd;
     wrapped.to_bf16 = p_to_bf16;
     wrapped.from_bf16 = p_from_bf16;
     return &wrapped;

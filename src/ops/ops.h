@@ -34,6 +34,10 @@ void embedding_bwd(float *dtable, const float *dout, const int *tokens, int rows
 
 /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ----------------------------------------------- */
 void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
+/* The residual add fused with the next norm: x_out = x + delta (delta NULL: x_out = x), then y, rstd =
+ * rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place). Bitwise the same as the add then the norm. */
+void add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta, const float *w,
+                     int rows, int D, float eps);
 /* dx (+)= grad through the norm: accumulate into dx when acc != 0; dw += per-column sums. */
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                  int rows, int D, int acc);
@@ -82,8 +86,6 @@ void neg_exp_transpose(float *At, const float *A_log, int E, int N);
 
 /* dA_log[E, N] += dAt[N, E]^T * At[N, E]^T: through A = -exp(A_log), dA/dA_log = A. */
 void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N);
-/* x[n] += y[n]: the residual add. */
-void vec_add(float *x, const float *y, size_t n);
 
 /* ---- loss ----------------------------------------------------------------------------------------- */
 /* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale.

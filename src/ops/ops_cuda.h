@@ -59,6 +59,8 @@ void embedding_fwd_cuda(float *out, const int *tokens, const float *table, int r
 void embedding_bwd_cuda(float *dtable, const float *dout, const int *tokens, int rows, int D);
 
 void rmsnorm_fwd_cuda(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
+void add_rmsnorm_fwd_cuda(float *x_out, float *y, float *rstd, const float *x, const float *delta, const float *w,
+                          int rows, int D, float eps);
 void rmsnorm_bwd_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                       int rows, int D, int acc);
 
@@ -75,7 +77,6 @@ void gate_bwd_cuda(float *dy, float *dz, int lddz, const float *dout, const floa
                    int rows, int E);
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
 void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N);
-void vec_add_cuda(float *x, const float *y, size_t n);
 /* Round-to-nearest-even float32 -> bf16 and back (bf16_from_f32 / f32_from_bf16 in ops.h). */
 void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n);
 void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n);

@@ -99,6 +99,32 @@ static void test_rmsnorm(void) {
     free(y), free(gy[0]), free(gy[1]), free(gr[0]), free(gr[1]);
     TEST_END();
 
+    TEST_BEGIN("CUDA add_rmsnorm_fwd within 1e-5 relative (x_out exact; in place, separate, no delta), repeatable");
+    float *delta = rand_vec((size_t)rows * D, 1);
+    for (int variant = 0; variant < 3; variant++) { /* 0: separate x_out, 1: in place, 2: no delta */
+        const float *dl = variant == 2 ? NULL : delta;
+        float *xo = malloc(FB(rows * D)), *yy = malloc(FB(rows * D)), *rr = malloc(FB(rows)), *gx[2], *gyy[2], *grr[2];
+        add_rmsnorm_fwd(xo, yy, rr, x, dl, w, rows, D, eps);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_x = gpu_to_dev(x, FB(rows * D)), *d_d = gpu_to_dev(delta, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D));
+            float *d_o = variant == 1 ? d_x : gpu_to_dev(NULL, FB(rows * D)), *d_y = gpu_to_dev(NULL, FB(rows * D));
+            float *d_r = gpu_to_dev(NULL, FB(rows));
+            add_rmsnorm_fwd_cuda(d_o, d_y, d_r, d_x, dl ? d_d : NULL, d_w, rows, D, eps);
+            gpu_to_host(gx[rep] = malloc(FB(rows * D)), d_o, FB(rows * D));
+            gpu_to_host(gyy[rep] = malloc(FB(rows * D)), d_y, FB(rows * D));
+            gpu_to_host(grr[rep] = malloc(FB(rows)), d_r, FB(rows));
+            if (d_o != d_x) cudaFree(d_o);
+            cudaFree(d_x), cudaFree(d_d), cudaFree(d_w), cudaFree(d_y), cudaFree(d_r);
+        }
+        check("x_out", gx, xo, (size_t)rows * D, 0.0); /* a float add: exact */
+        check("y", gyy, yy, (size_t)rows * D, 1e-5);
+        check("rstd", grr, rr, rows, 1e-5);
+        free(xo), free(yy), free(rr);
+        for (int rep = 0; rep < 2; rep++) free(gx[rep]), free(gyy[rep]), free(grr[rep]);
+    }
+    free(delta);
+    TEST_END();
+
     TEST_BEGIN("CUDA rmsnorm_bwd within 1e-5 relative (dx written and accumulated, dw +=), repeatable");
     for (int acc = 0; acc < 2; acc++) {
         float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];

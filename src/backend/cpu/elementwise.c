@@ -76,8 +76,3 @@ void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int 
     for (int e = 0; e < E; e++)
         for (int n = 0; n < N; n++) dA_log[(size_t)e * N + n] += dAt[(size_t)n * E + e] * At[(size_t)n * E + e];
 }
-
-void vec_add(float *x, const float *y, size_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-}

@@ -20,6 +20,24 @@ void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows
     }
 }
 
+void add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta, const float *w,
+                     int rows, int D, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * D, *dr = delta ? delta + (size_t)r * D : NULL;
+        float *xo = x_out + (size_t)r * D, *yr = y + (size_t)r * D;
+        double ss = 0;
+        for (int i = 0; i < D; i++) {
+            const float v = dr ? xr[i] + dr[i] : xr[i];
+            xo[i] = v;
+            ss += (double)v * v;
+        }
+        float s = 1.0f / sqrtf((float)(ss / D) + eps);
+        if (rstd) rstd[r] = s;
+        for (int i = 0; i < D; i++) yr[i] = xo[i] * s * w[i];
+    }
+}
+
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                  int rows, int D, int acc) {
     int nt = omp_get_max_threads();

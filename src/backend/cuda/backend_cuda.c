@@ -26,7 +26,6 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .graph_end = cuda_graph_end,                                                               \
         .graph_launch = cuda_graph_launch,                                                         \
         .graph_free = cuda_graph_free,                                                             \
-        .add = vec_add_cuda,                                                                       \
         .to_bf16 = bf16_from_f32_cuda,                                                             \
         .from_bf16 = f32_from_bf16_cuda,                                                           \
         .matmul_xwT = matmul_xwT_##MM,                                                             \
@@ -37,6 +36,7 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .embedding_fwd = embedding_fwd_cuda,                                                       \
         .embedding_bwd = embedding_bwd_cuda,                                                       \
         .rmsnorm_fwd = rmsnorm_fwd_cuda,                                                           \
+        .add_rmsnorm_fwd = add_rmsnorm_fwd_cuda,                                                   \
         .rmsnorm_bwd = rmsnorm_bwd_cuda,                                                           \
         .conv1d_silu_fwd = conv1d_silu_fwd_cuda,                                                   \
         .conv1d_silu_bwd = conv1d_silu_bwd_cuda,                                                   \

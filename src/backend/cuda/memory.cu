@@ -1,5 +1,5 @@
-// Device memory for the CUDA backend (backend_cuda.c): allocation with a clear out-of-memory error, copies
-// on the default stream, the residual add, and the check that a usable GPU is present.
+// Device memory for the CUDA backend (backend_cuda.c): allocation with a clear out-of-memory error and peak
+// accounting, copies on the per-thread default stream, graphs, and the check that a usable GPU is present.
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
@@ -119,16 +119,4 @@ extern "C" void cuda_graph_launch(void *graph) {
 
 extern "C" void cuda_graph_free(void *graph) {
     if (graph) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)graph));
-}
-
-__global__ static void add_kernel(float *x, const float *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        x[i] += y[i];
-}
-
-extern "C" void vec_add_cuda(float *x, const float *y, size_t n) {
-    if (!n) return;
-    size_t blocks = (n + 255) / 256;
-    add_kernel<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256>>>(x, y, n);
-    CUDA_CHECK_LAUNCH();
 }

@@ -16,6 +16,25 @@ __global__ static void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x,
     for (int i = threadIdx.x; i < D; i += RED_THREADS) yr[i] = xr[i] * s * w[i];
 }
 
+/* x_out = x + delta, then the norm of x_out (one block per row; x_out may be x: each element is read and
+ * written by the same thread). */
+__global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, float *rstd, const float *x, const float *delta,
+                                              const float *w, int D, float eps) {
+    const size_t r = blockIdx.x;
+    const float *xr = x + r * D, *dr = delta ? delta + r * D : NULL;
+    float *xo = x_out + r * D, *yr = y + r * D;
+    double ss = 0;
+    for (int i = threadIdx.x; i < D; i += RED_THREADS) {
+        const float v = dr ? xr[i] + dr[i] : xr[i];
+        xo[i] = v;
+        ss += (double)v * v;
+    }
+    ss = block_reduce(ss, SumOp());
+    const float s = 1.0f / sqrtf((float)(ss / D) + eps);
+    if (rstd && threadIdx.x == 0) rstd[r] = s;
+    for (int i = threadIdx.x; i < D; i += RED_THREADS) yr[i] = xo[i] * s * w[i];
+}
+
 __global__ static void rmsnorm_bwd_dx_kernel(float *dx, const float *dy, const float *x, const float *w,
                                              const float *rstd, int D, int acc) {
     const size_t r = blockIdx.x;
@@ -44,6 +63,13 @@ struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd */
 extern "C" void rmsnorm_fwd_cuda(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
     if (rows <= 0 || D <= 0) return;
     rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(y, rstd, x, w, D, eps);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void add_rmsnorm_fwd_cuda(float *x_out, float *y, float *rstd, const float *x, const float *delta,
+                                     const float *w, int rows, int D, float eps) {
+    if (rows <= 0 || D <= 0) return;
+    add_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(x_out, y, rstd, x, delta, w, D, eps);
     CUDA_CHECK_LAUNCH();
 }
 
