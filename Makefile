@@ -32,6 +32,14 @@ endif
 ifeq ($(CUDA_HOME),)
 NVCC      :=
 endif
+# CUDA 12 or newer (graph instantiation, cp.async, the bf16 types we use); an older toolkit builds CPU-only.
+ifneq ($(NVCC),)
+NVCC_MAJOR := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+ifeq ($(shell [ "0$(NVCC_MAJOR)" -ge 12 ] && echo ok),)
+$(warning nvcc $(NVCC) is CUDA $(NVCC_MAJOR); the CUDA backend needs 12 or newer: building CPU-only)
+NVCC      :=
+endif
+endif
 
 SRC     := $(wildcard src/*.c src/*/*.c src/*/*/*.c)
 ifeq ($(NVCC),)

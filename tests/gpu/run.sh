@@ -16,5 +16,9 @@ for t in "$bin"/test_*; do
     rc=${PIPESTATUS[0]}
     [ "$rc" -ne 0 ] && ! grep -q "^FAIL" "$log" && echo "FAIL - $t exited with $rc" | tee -a "$log"
 done
+# the command line on this machine: --device cuda errors, out of GPU memory as one line
+ssm=$([ $# -eq 0 ] && echo build/ssm || echo "$bin/ssm")
+echo "== tests/test_cli.sh ($ssm)"
+SSM=$ssm tests/test_cli.sh 2>&1 | tee -a "$log"
 echo "$(grep -c '^ok - ' "$log") passed, $(grep -c '^FAIL - ' "$log") failed"
 ! grep -q '^FAIL - ' "$log"

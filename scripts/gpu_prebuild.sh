@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the GPU test and bench binaries for another machine (the device tool's GPU host), with portable CPU
+# flags, in a scratch copy of the working tree, and puts them in .devbuild/ (ignored by git) to carry there:
+#   scripts/gpu_prebuild.sh        then, on the GPU machine (one call):
+#   tests/gpu/run.sh .devbuild && bench/gpu_bench.sh .devbuild
+# The CUDA runtime and cuBLASLt are linked dynamically from /usr/local/cuda/lib64, as on that machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d /tmp/ssm_gpu_prebuild.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+git ls-files -co --exclude-standard | grep -v '^tests/fixtures/' | tar cf - -T - | tar xf - -C "$work"
+make -C "$work" -s -j"$(nproc)" OPT="-O3 -march=x86-64-v3" cuda tests
+rm -rf .devbuild && mkdir -p .devbuild
+cp "$work"/build/ssm "$work"/build/gpu/* .devbuild/
+ls .devbuild
