@@ -96,5 +96,7 @@ int main(void) {
     check_case(1, 17, 40, 32);
     check_case(2, 1000, 96, 16);
     check_case(1, 600, 33, 8);
+    check_case(3, 1, 150, 16); /* a decode step: the forward's one-step kernel */
+    check_case(1, 1, 1536, 32);
     return test_failures ? 1 : 0;
 }

@@ -599,10 +599,35 @@ static void check_state_size(int N) {
 }
 
 
+// One step (T = 1, a decode step): a thread per (sequence, channel) walks its N states. The chunked kernel
+// would stage and compose a whole chunk of padding for the one real step.
+__global__ static void scan_step_kernel(float *y, float *h, const float *x, const float *dt, const float *At,
+                                        const float *Bm, const float *Cm, int ldbc, const float *Dv, int B, int E,
+                                        int N) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x; // x, dt, y [B, 1, E] and h [B, E, N] are indexed by i
+    if (i >= B * E) return;
+    const int b = i / E, e = i % E;
+    const float xv = x[i], dv = dt[i], dtx = dv * xv;
+    const float *Bb = Bm + (size_t)b * ldbc, *Cb = Cm + (size_t)b * ldbc;
+    float *hi = h ? h + (size_t)i * N : NULL;
+    float acc = 0.0f;
+    for (int n = 0; n < N; n++) {
+        const float hn = (hi ? hi[n] * expf(dv * At[(size_t)n * E + e]) : 0.0f) + dtx * Bb[n];
+        if (hi) hi[n] = hn;
+        acc += Cb[n] * hn;
+    }
+    y[i] = acc + Dv[e] * xv;
+}
+
 extern "C" void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
                               const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
     check_state_size(N);
     if (B <= 0 || T <= 0 || E <= 0) return; // nothing to scan: the state stays as it is
+    if (T == 1) {
+        scan_step_kernel<<<cdiv(B * E, 128), 128>>>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, E, N);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     scan_fwd_launch<SCAN_FWD_CFG>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
 }
 
