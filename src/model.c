@@ -334,6 +334,7 @@ void ssm_state_free(ssm_state *s) {
     free(s->canon_off);
     s->be->release(s->work);
     s->be->release(s->tokens);
+    s->be->release(s->targets);
     free(s->layer_off);
     free(s);
 }
@@ -347,16 +348,20 @@ static float *state_work(ssm_state *s, size_t floats) {
     return s->work;
 }
 
-/* The tokens of a call where the backend reads them: the caller's array on the CPU, else a copy. */
-static const int *state_tokens(ssm_state *s, const int *tokens, size_t n) {
-    if (backend_is_host(s->be)) return tokens;
-    if (n > s->tok_cap) {
-        s->be->release(s->tokens);
-        s->tokens = s->be->alloc(sizeof(int) * n);
-        s->tok_cap = n;
+/* Token ids of a call where the backend reads them: the caller's array on the CPU, else a copy in *buf. */
+static const int *state_ints(ssm_state *s, int **buf, size_t *cap, const int *ids, size_t n) {
+    if (backend_is_host(s->be)) return ids;
+    if (n > *cap) {
+        s->be->release(*buf);
+        *buf = s->be->alloc(sizeof(int) * n);
+        *cap = n;
     }
-    s->be->upload(s->tokens, tokens, sizeof(int) * n);
-    return s->tokens;
+    s->be->upload(*buf, ids, sizeof(int) * n);
+    return *buf;
+}
+
+static const int *state_tokens(ssm_state *s, const int *tokens, size_t n) {
+    return state_ints(s, &s->tokens, &s->tok_cap, tokens, n);
 }
 
 /* The forward's device work: tokens [B*T] already on the backend, logits into lg (backend memory). */
@@ -392,6 +397,36 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
     }
 }
 
+/* Floats of one layer's saved activations and temps for a B x T forward (reused by every layer). */
+static size_t forward_act_floats(const ssm_model *m, int B, int T) {
+    const ssm_config *c = &m->cfg;
+    const int lean = m->be->lean_acts;
+    size_t act = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const mixer_kind *k = m->layers[l].kind;
+        size_t f = ((k->act_floats(c, B, T, lean) + 15) & ~(size_t)15) + k->temp_floats(c, B, T, lean);
+        if (f > act) act = f;
+    }
+    return act;
+}
+
+double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
+                          int *count) {
+    const backend *be = m->be;
+    CHECK(backend_same_memory(s->be, be), "model_forward_loss: the state was made on %s, the model is now on %s",
+          s->be->name, be->name);
+    const int B = s->n_seq, D = m->cfg.d_model, V = m->cfg.vocab_size;
+    const size_t rows = (size_t)B * T, act = forward_act_floats(m, B, T);
+    float *x = state_work(s, 3 * rows * D + act + rows + rows * V);
+    float *lg = x + 3 * rows * D + act + rows;
+    const int *tok = state_tokens(s, tokens, rows), *tgt = state_ints(s, &s->targets, &s->tgt_cap, targets, rows);
+    state_canonicalize(m, s);
+    forward_compute(m, s, tok, T, lg, 0, x, act);
+    double sum;
+    be->xent_fwd_bwd(&sum, count, NULL, lg, tgt, (int)rows, V, 0.0f);
+    return sum;
+}
+
 void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
     const ssm_config *c = &m->cfg;
     const backend *be = m->be;
@@ -399,13 +434,7 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
           s->be->name, be->name);
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
     const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
-    size_t act = 0; /* a layer's saved activations and temps, reused by every layer */
-    for (int l = 0; l < c->n_layer; l++) {
-        const mixer_kind *k = m->layers[l].kind;
-        size_t f = ((k->act_floats(c, B, T, be->lean_acts) + 15) & ~(size_t)15) +
-                   k->temp_floats(c, B, T, be->lean_acts);
-        if (f > act) act = f;
-    }
+    const size_t act = forward_act_floats(m, B, T);
     const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
     float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
     float *lg = logit_floats ? x + 3 * rows * D + act + rows : logits;

@@ -70,6 +70,8 @@ struct ssm_state {
     uint64_t canon_version;
     int *tokens; /* [tok_cap] the tokens of a call, on the backend (unused on the CPU) */
     size_t tok_cap;
+    int *targets; /* [tgt_cap] the targets of a model_forward_loss call, likewise */
+    size_t tgt_cap;
     /* the decode step (T = 1) as a graph where the backend has them, valid for these buffers and flags */
     void *graph;
     const float *graph_work;
@@ -82,6 +84,11 @@ struct ssm_state {
 
 /* Builds layout and layers for a resolved config with zeroed parameters. */
 ssm_model *model_alloc(const ssm_config *cfg);
+/* The forward of ssm_forward (all T positions, state carried) scored on the backend: returns the summed
+ * cross-entropy (nats) of targets [n_seq*T] (targets < 0 ignored; *count gets how many were scored). The
+ * logits never leave the device. */
+double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
+                          int *count);
 /* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
 void model_sync_host(const ssm_model *m);
 /* A mixer context for layer l (dw may be NULL). */

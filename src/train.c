@@ -3,7 +3,6 @@
 #include "train.h"
 #include "common.h"
 #include "io/json.h"
-#include "ops/ops.h" /* xent_fwd_bwd on host logits */
 
 #include <errno.h>
 #include <math.h>
@@ -108,24 +107,18 @@ void ssm_train_options_default(ssm_train_options *t) {
 double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
     if (n < 2) return 0;
     ssm_state *s = ssm_state_new(m, 1);
-    const int V = m->cfg.vocab_size;
-    float *logits = xmalloc(sizeof(float) * (size_t)chunk * V);
     double total = 0;
     long count = 0;
     for (size_t pos = 0; pos + 1 < n; pos += chunk) {
-        int T = (int)(n - 1 - pos < (size_t)chunk ? n - 1 - pos : (size_t)chunk);
-        ssm_forward(m, s, ids + pos, T, logits, 0);
-        double sum;
-        int c;
-        xent_fwd_bwd(&sum, &c, NULL, logits, ids + pos + 1, T, V, 0.0f);
-        total += sum, count += c;
+        int T = (int)(n - 1 - pos < (size_t)chunk ? n - 1 - pos : (size_t)chunk), c;
+        total += model_forward_loss(m, s, ids + pos, ids + pos + 1, T, &c); /* scored where the model runs */
+        count += c;
         if (show_progress && (pos / chunk) % 64 == 0) {
             fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / count);
             fflush(stderr);
         }
     }
     if (show_progress) fprintf(stderr, "\r\033[K");
-    free(logits);
     ssm_state_free(s);
     return total;
 }
@@ -138,15 +131,14 @@ static double eval_validation(const ssm_model *m, const dataset *d, const ssm_tr
     if (t->eval_bytes > 0 && (size_t)t->eval_bytes < len) len = (size_t)t->eval_bytes;
     const int streams = imax(1, imin(t->batch, (int)(len / (size_t)(t->seq_len + 1))));
     const size_t seg = len / streams; /* each stream predicts seg - 1 bytes */
-    const int V = m->cfg.vocab_size, T = t->seq_len;
+    const int T = t->seq_len;
     ssm_state *s = ssm_state_new(m, streams);
     int *tok = xmalloc(sizeof(int) * streams * T), *tgt = xmalloc(sizeof(int) * streams * T);
-    float *logits = xmalloc(sizeof(float) * (size_t)streams * T * V);
     const uint8_t *base = d->bytes + d->train_len;
     double total = 0;
     long count = 0;
     for (size_t pos = 0; pos + 1 < seg; pos += T) {
-        int n = (int)(seg - 1 - pos < (size_t)T ? seg - 1 - pos : (size_t)T);
+        int n = (int)(seg - 1 - pos < (size_t)T ? seg - 1 - pos : (size_t)T), c;
         /* a short last chunk is padded with ignored targets so every stream keeps shape [streams, T] */
         for (int b = 0; b < streams; b++)
             for (int i = 0; i < T; i++) {
@@ -154,13 +146,10 @@ static double eval_validation(const ssm_model *m, const dataset *d, const ssm_tr
                 tok[b * T + i] = i < n ? base[at] : 0;
                 tgt[b * T + i] = i < n ? base[at + 1] : -1;
             }
-        ssm_forward(m, s, tok, T, logits, 0);
-        double sum;
-        int c;
-        xent_fwd_bwd(&sum, &c, NULL, logits, tgt, streams * T, V, 0.0f);
-        total += sum, count += c;
+        total += model_forward_loss(m, s, tok, tgt, T, &c);
+        count += c;
     }
-    free(tok), free(tgt), free(logits);
+    free(tok), free(tgt);
     ssm_state_free(s);
     return total / count;
 }
