@@ -96,6 +96,36 @@ static void test_state_sees_weight_updates(void) {
     TEST_END();
 }
 
+/* The lean-activation path (bf16 saved xz, scan output recomputed in the backward: CUDA's mixed precision)
+ * run on the CPU through a copy of the CPU table with lean_acts set, so CI exercises its logic: the loss is
+ * the same (the forward does not change) and every gradient is within bf16's rounding of the plain path. */
+static void test_lean_activations(void) {
+    TEST_BEGIN("lean activations (bf16 xz, recomputed scan) give the same loss and gradients within 1e-2");
+    backend lean = backend_cpu;
+    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    ssm_model *a = random_model(24, 2, 31), *b = random_model(24, 2, 31);
+    b->be = &lean;
+    const int B = 2, T = 23, n = B * T;
+    int tok[46], tgt[46];
+    for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
+    double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
+    EXPECT(la == lb, "loss %.9g (lean) vs %.9g", lb, la);
+    model_zero_grad(a), model_zero_grad(b);
+    model_train_backward(a, 1.0f), model_train_backward(b, 1.0f);
+    double worst = 0;
+    for (int i = 0; i < a->layout.n; i++) {
+        const param_info *p = &a->layout.items[i];
+        double e = test_rel_err(b->dw + p->offset, a->dw + p->offset, p->numel);
+        EXPECT(e <= 1e-2, "gradient of %s differs by %.3g of its scale", p->name, e);
+        if (e > worst) worst = e;
+    }
+    EXPECT(worst > 0, "lean gradients are bitwise the plain ones: the lean path did not run");
+    printf("  # worst gradient difference %.3g of scale\n", worst);
+    b->be = &backend_cpu;
+    ssm_model_free(a), ssm_model_free(b);
+    TEST_END();
+}
+
 static void decode_all(ssm_model *m, const int *tok, int ns, int T, float *out) {
     ssm_state *s = ssm_state_new(m, ns);
     for (int t = 0; t < T; t++) {
@@ -241,6 +271,7 @@ int main(void) {
     CHECK(mkdtemp(dir), "mkdtemp");
     test_step_equals_forward();
     test_state_sees_weight_updates();
+    test_lean_activations();
     test_bf16_decode();
     test_training_learns(dir);
     test_checkpoints(dir);
