@@ -212,11 +212,12 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     const ssm_config *c = &m->cfg;
     if (!t->quiet)
         fprintf(stderr,
-                "model: %d x %s, d_model %d, d_state %d: %.2fM parameters, %.1f KiB inference state\n"
+                "model: %d x %s, d_model %d, d_state %d: %.2fM parameters, %.1f KiB inference state; on %s (%s)\n"
                 "data: %s: %zu bytes (%zu train, %zu validation)%s\n",
                 c->n_layer, c->layer_pattern, c->d_model, c->d_state, ssm_model_n_params(m) / 1e6,
-                ssm_model_state_bytes(m, -1) / 1024.0, t->data_path, d.len, d.train_len, d.len - d.train_len,
-                t->resume ? "; resuming" : "");
+                ssm_model_state_bytes(m, -1) / 1024.0, m->be->name,
+                strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision", t->data_path, d.len,
+                d.train_len, d.len - d.train_len, t->resume ? "; resuming" : "");
     const int B = t->batch, T = t->seq_len;
     int *tok = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
     rng_t data_rng = {prog.data_rng};

@@ -417,6 +417,9 @@ static int cmd_info(int argc, char **argv) {
     ssm_tokenizer *tok = model ? tokenizer_for(model, NULL) : NULL;
     if (tok) printf("tokenizer: %s/tokenizer.json, %d tokens\n", model, ssm_tokenizer_vocab_size(tok));
     else printf("tokenizer: none (raw bytes)\n");
+    /* where it can run: --device cuda works when this says so */
+    if (backend_by_name("cuda")) printf("devices: cpu, cuda\n");
+    else printf("devices: cpu (cuda: %s)\n", ssm_last_error());
     ssm_tokenizer_free(tok);
     ssm_model_free(m);
     return 0;
