@@ -7,7 +7,7 @@
 /* Median seconds per training step (forward + backward + AdamW) over `steps` after 2 warmup steps, on
  * `device` ("cpu", "cuda"), in mixed precision when bf16 (CUDA); -1 with ssm_last_error() when the model
  * cannot be made there. *mem_in_use: peak device memory allocated (0 on the CPU). profile: then `steps`
- * more steps through the profiling backend, printing where the time goes (backend/profile.h). */
+ * more steps through the profiling backend, whose totals profile_print shows (backend/profile.h). */
 double bench_train_step(const ssm_config *cfg, const char *device, int bf16, int B, int T, int steps,
                         size_t *mem_in_use, int profile);
 /* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */

@@ -1,4 +1,5 @@
 /* The ssm command: argument parsing and progress output only; the work is in the library. */
+#include "backend/profile.h"
 #include "bench.h"
 #include "common.h"
 #include "io/data.h"
@@ -490,6 +491,7 @@ static int cmd_bench(int argc, char **argv) {
         char label[64];
         snprintf(label, sizeof label, "train %dx%d", batch, seq_len);
         printf("%-28s %12.2f %14.0f\n", label, s * 1e3, batch * seq_len / s);
+        if (profile) profile_print(steps);
         if (mem)
             printf("device memory: %.2f GiB at peak (ssm's buffers + the stream-ordered pool; the CUDA context and "
                    "cuBLASLt's workspace not counted)\n", mem / 1073741824.0);
