@@ -50,16 +50,27 @@ static void print_help(const char *usage, const char *about, option *opts, int n
         const char *arg = opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_STR ? " TEXT" : " N";
         snprintf(left, sizeof left, "%s%s%s%s", opts[i].alias ? opts[i].alias : "", opts[i].alias ? ", " : "",
                  opts[i].name, arg);
-        char def[64] = "";
+        char def[320] = "";
         switch (opts[i].type) {
         case OPT_INT: snprintf(def, sizeof def, " (default %d)", *(int *)opts[i].dst); break;
         case OPT_LONG: snprintf(def, sizeof def, " (default %ld)", *(long *)opts[i].dst); break;
         case OPT_U64: snprintf(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)opts[i].dst); break;
         case OPT_FLOAT: snprintf(def, sizeof def, " (default %g)", *(float *)opts[i].dst); break;
         case OPT_DOUBLE: snprintf(def, sizeof def, " (default %g)", *(double *)opts[i].dst); break;
-        case OPT_STR:
-            if (*(const char **)opts[i].dst) snprintf(def, sizeof def, " (default %s)", *(const char **)opts[i].dst);
+        case OPT_STR: { /* control characters shown as C escapes, so a default like "ROMEO:\n" stays on its line */
+            const char *v = *(const char **)opts[i].dst;
+            if (!v) break;
+            char shown[256];
+            size_t k = 0;
+            for (; *v && k + 3 < sizeof shown; v++) {
+                if (*v == '\n') shown[k++] = '\\', shown[k++] = 'n';
+                else if (*v == '\t') shown[k++] = '\\', shown[k++] = 't';
+                else shown[k++] = *v;
+            }
+            shown[k] = 0;
+            snprintf(def, sizeof def, " (default %s)", shown);
             break;
+        }
         case OPT_FLAG: break;
         }
         printf("  %-24s %s%s\n", left, opts[i].help, def);
