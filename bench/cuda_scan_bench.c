@@ -50,23 +50,30 @@ int main(int argc, char **argv) {
     if (argc == 5) B = atoi(argv[1]), T = atoi(argv[2]), E = atoi(argv[3]), N = atoi(argv[4]);
     rng_t r = {1};
     const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N;
-    float *x = dev_random(nx, -1, 1, &r), *dt = dev_random(nx, 0.001f, 0.1f, &r), *At = dev_random((size_t)N * E, -16, -1, &r);
+    /* the model's case: dt before softplus(dt + bias) in 0.001 .. 0.1, the gate z the second half of xz [B*T, 2E] */
+    float *x = dev_random(nx, -1, 1, &r), *dt = dev_random(nx, -7, -2.3f, &r), *bias = dev_random(E, 0, 0, &r),
+          *At = dev_random((size_t)N * E, -16, -1, &r), *xz = dev_random(2 * nx, -2, 2, &r);
     float *bc = dev_random(nbc, -1, 1, &r), *Dv = dev_random(E, 0.5f, 1.5f, &r), *dy = dev_random(nx, -1, 1, &r);
-    float *y, *dx, *ddt, *dbc, *dA, *dD;
+    float *y, *dx, *ddt, *dbc, *dA, *dD, *db, *dxz;
     cudaMalloc((void **)&y, nx * 4), cudaMalloc((void **)&dx, nx * 4), cudaMalloc((void **)&ddt, nx * 4);
     cudaMalloc((void **)&dbc, nbc * 4), cudaMalloc((void **)&dA, (size_t)N * E * 4), cudaMalloc((void **)&dD, E * 4);
+    cudaMalloc((void **)&db, E * 4), cudaMalloc((void **)&dxz, 2 * nx * 4);
+    const scan_args s = {.x = x, .dt = dt, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N, .Dv = Dv,
+                         .z = xz + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N};
+    const scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA, .dDv = dD,
+                          .ddt_bias = db, .dz = dxz + E, .lddz = 2 * E, .out = y};
     float fwd, bwd, copy;
-    TIME_MS(fwd, 21, scan_fwd_cuda(y, NULL, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N));
-    TIME_MS(bwd, 21, scan_bwd_cuda(dx, ddt, dbc, dbc + N, 2 * N, dA, dD, dy, x, dt, At, bc, bc + N, 2 * N, Dv, B, T, E, N));
+    TIME_MS(fwd, 21, scan_fwd_cuda(&s, y, NULL));
+    TIME_MS(bwd, 21, scan_bwd_cuda(&s, &g, dy));
     TIME_MS(copy, 21, cudaMemcpy(dx, x, nx * 4, cudaMemcpyDeviceToDevice));
     cudaError_t err = cudaDeviceSynchronize();
     if (err != cudaSuccess) {
         printf("CUDA error: %s\n", cudaGetErrorString(err));
         return 1;
     }
-    /* the bytes each pass must move at least once: fwd reads x, dt, B, C and writes y; bwd reads dy, x,
-     * dt, B, C and writes dx, ddt, dB, dC (parameters are negligible) */
-    const double fwd_bytes = 4.0 * (3 * nx + nbc), bwd_bytes = 4.0 * (5 * nx + 2 * nbc), copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
+    /* the bytes each pass must move at least once: fwd reads x, dt, z, B, C and writes out; bwd reads dout, x,
+     * dt, z, B, C and writes dx, ddt, dz, out, dB, dC (parameters are negligible) */
+    const double fwd_bytes = 4.0 * (4 * nx + nbc), bwd_bytes = 4.0 * (8 * nx + 2 * nbc), copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("%s: B %d, T %d, E %d, N %d\n", prop.name, B, T, E, N);

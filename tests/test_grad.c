@@ -48,52 +48,83 @@ static void check_dir(const char *what, float *x, size_t n, const float *grad, l
 }
 
 /* ---- scan ---------------------------------------------------------------------------------------- */
-enum { SB = 2, ST = 70, SE = 19, SN = 19 }; /* T > one 64-step chunk; E and N not multiples of 16 */
+enum { SB = 2, ST = 70, SE = 19, SN = 19, SLDZ = 23 }; /* T > one 64-step chunk; E, N not multiples of 16 */
 static struct {
-    float *x, *dt, *At, *bc, *Dv, *R, *y;
+    float *x, *dt, *bias, *At, *bc, *Dv, *z, *R, *y;
+    scan_args s;
 } sc;
 
 static double scan_loss(void *unused) {
-    scan_fwd(sc.y, NULL, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB, ST, SE, SN);
+    scan_fwd(&sc.s, sc.y, NULL);
     return dot(sc.y, sc.R, (size_t)SB * ST * SE);
 }
 
-static void test_scan(void) {
-    TEST_BEGIN("scan_bwd matches finite differences (x, dt, A, B, C, D)");
-    size_t nx = (size_t)SB * ST * SE;
-    sc.x = randn(nx, 1), sc.dt = randn(nx, 1), sc.At = randn((size_t)SN * SE, 1), sc.bc = randn((size_t)SB * ST * 2 * SN, 1);
-    sc.Dv = randn(SE, 1), sc.R = randn(nx, 1), sc.y = xmalloc(sizeof(float) * nx);
-    for (size_t i = 0; i < nx; i++) sc.dt[i] = 0.05f + 0.5f * fabsf(sc.dt[i]);
+/* The step of one (sequence, time) row of sc.s as a batch of one: the decode path. */
+static scan_args scan_row(const scan_args *s, size_t row) {
+    scan_args r = *s;
+    r.x += row * SE, r.dt += row * SE, r.Bm += row * 2 * SN, r.Cm += row * 2 * SN;
+    if (r.z) r.z += row * SLDZ;
+    r.B = r.T = 1;
+    return r;
+}
+
+static void test_scan_case(int gated) {
+    TEST_BEGIN(gated ? "gated scan_bwd matches finite differences (x, dt, dt bias, A, B, C, D, z)"
+                     : "scan_bwd matches finite differences (x, dt, dt bias, A, B, C, D)");
+    size_t nx = (size_t)SB * ST * SE, nz = (size_t)SB * ST * SLDZ;
+    sc.x = randn(nx, 1), sc.dt = randn(nx, 1), sc.bias = randn(SE, 0.5f), sc.At = randn((size_t)SN * SE, 1);
+    sc.bc = randn((size_t)SB * ST * 2 * SN, 1), sc.Dv = randn(SE, 1), sc.z = randn(nz, 1.5f);
+    sc.R = randn(nx, 1), sc.y = xmalloc(sizeof(float) * nx);
+    for (int i = 0; i < SE; i++) sc.bias[i] -= 1.0f; /* steps softplus(dt + bias) mostly in 0.1 .. 1.5 */
     for (int i = 0; i < SN * SE; i++) sc.At[i] = -0.1f - fabsf(sc.At[i]);
-    float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx);
+    sc.s = (scan_args){.x = sc.x, .dt = sc.dt, .dt_bias = sc.bias, .At = sc.At, .Bm = sc.bc, .Cm = sc.bc + SN,
+                       .ldbc = 2 * SN, .Dv = sc.Dv, .z = gated ? sc.z : NULL, .ldz = SLDZ, .B = SB, .T = ST,
+                       .E = SE, .N = SN};
+    float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx), *out = xmalloc(sizeof(float) * nx);
     float *dbc = xcalloc((size_t)SB * ST * 2 * SN, sizeof(float)), *dAt = xcalloc((size_t)SN * SE, sizeof(float));
-    float *dD = xcalloc(SE, sizeof(float));
-    scan_bwd(dx, ddt, dbc, dbc + SN, 2 * SN, dAt, dD, sc.R, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB,
-             ST, SE, SN);
+    float *dD = xcalloc(SE, sizeof(float)), *dbias = xcalloc(SE, sizeof(float)), *dz = xcalloc(nz, sizeof(float));
+    scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + SN, .lddbc = 2 * SN, .dAt = dAt, .dDv = dD,
+                    .ddt_bias = dbias, .dz = dz, .lddz = SLDZ, .out = gated ? out : NULL};
+    scan_bwd(&sc.s, &g, sc.R);
     check_dir("x", sc.x, nx, dx, scan_loss, NULL);
     check_dir("dt", sc.dt, nx, ddt, scan_loss, NULL);
+    check_dir("dt bias", sc.bias, SE, dbias, scan_loss, NULL);
     check_dir("A", sc.At, (size_t)SN * SE, dAt, scan_loss, NULL);
     check_dir("B and C", sc.bc, (size_t)SB * ST * 2 * SN, dbc, scan_loss, NULL);
     check_dir("D", sc.Dv, SE, dD, scan_loss, NULL);
+    if (gated) {
+        check_dir("z", sc.z, nz, dz, scan_loss, NULL);
+        scan_loss(NULL);
+        EXPECT(test_rel_err(out, sc.y, nx) < 1e-6, "recomputed output: rel err %.2e", test_rel_err(out, sc.y, nx));
+    }
     TEST_END();
 
-    TEST_BEGIN("scan_fwd equals the sequential recurrence, with state carried across calls");
+    TEST_BEGIN(gated ? "gated scan_fwd equals the sequential definition, with state carried across calls"
+                     : "scan_fwd equals the sequential definition, with state carried across calls");
     float *yref = xmalloc(sizeof(float) * nx), *h = xcalloc((size_t)SB * SE * SN, sizeof(float));
     float *href = xcalloc((size_t)SB * SE * SN, sizeof(float)), *ysplit = xmalloc(sizeof(float) * nx);
-    scan_fwd_ref(yref, href, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB, ST, SE, SN);
-    scan_fwd(sc.y, NULL, sc.x, sc.dt, sc.At, sc.bc, sc.bc + SN, 2 * SN, sc.Dv, SB, ST, SE, SN);
+    scan_fwd_ref(&sc.s, yref, href);
+    scan_fwd(&sc.s, sc.y, NULL);
     EXPECT(test_rel_err(sc.y, yref, nx) < 1e-6, "whole sequence: rel err %.2e", test_rel_err(sc.y, yref, nx));
     /* one time step at a time, batch by batch, carrying h: the decode path */
     for (int b = 0; b < SB; b++)
         for (int t = 0; t < ST; t++) {
             size_t row = (size_t)b * ST + t;
-            scan_fwd(ysplit + row * SE, h + (size_t)b * SE * SN, sc.x + row * SE, sc.dt + row * SE, sc.At,
-                     sc.bc + row * 2 * SN, sc.bc + row * 2 * SN + SN, 2 * SN, sc.Dv, 1, 1, SE, SN);
+            scan_args r = scan_row(&sc.s, row);
+            scan_fwd(&r, ysplit + row * SE, h + (size_t)b * SE * SN);
         }
     EXPECT(test_rel_err(ysplit, yref, nx) < 1e-6, "stepwise: rel err %.2e", test_rel_err(ysplit, yref, nx));
     EXPECT(test_rel_err(h, href, (size_t)SB * SE * SN) < 1e-6, "final state: rel err %.2e",
            test_rel_err(h, href, (size_t)SB * SE * SN));
     TEST_END();
+    free(sc.x), free(sc.dt), free(sc.bias), free(sc.At), free(sc.bc), free(sc.Dv), free(sc.z), free(sc.R);
+    free(sc.y), free(dx), free(ddt), free(out), free(dbc), free(dAt), free(dD), free(dbias), free(dz), free(yref);
+    free(h), free(href), free(ysplit);
+}
+
+static void test_scan(void) {
+    test_scan_case(0);
+    test_scan_case(1);
 }
 
 /* ---- conv1d + silu -------------------------------------------------------------------------------- */
@@ -150,21 +181,6 @@ static double rms_loss(void *u) {
 }
 
 static struct {
-    float *pre, *bias, *dt, *R, *y, *z, *g;
-} ew;
-
-static double softplus_loss(void *u) {
-    memcpy(ew.dt, ew.pre, sizeof(float) * RR * RD);
-    softplus_bias_fwd(ew.dt, ew.bias, RR, RD);
-    return dot(ew.dt, ew.R, RR * RD);
-}
-
-static double gate_loss(void *u) {
-    gate_fwd(ew.g, ew.y, ew.z, RD, RR, RD);
-    return dot(ew.g, ew.R, RR * RD);
-}
-
-static struct {
     float *logits;
     int targets[RR];
 } xe;
@@ -185,21 +201,6 @@ static void test_small_ops(void) {
     rmsnorm_bwd(dx, dw, rn.R, rn.x, rn.w, rn.rstd, RR, RD, 0);
     check_dir("x", rn.x, RR * RD, dx, rms_loss, NULL);
     check_dir("weight", rn.w, RD, dw, rms_loss, NULL);
-    TEST_END();
-
-    TEST_BEGIN("softplus_bias_bwd and gate_bwd match finite differences");
-    ew.pre = randn(RR * RD, 3), ew.bias = randn(RD, 1), ew.R = randn(RR * RD, 1), ew.dt = xmalloc(sizeof(float) * RR * RD);
-    ew.y = randn(RR * RD, 1), ew.z = randn(RR * RD, 2), ew.g = xmalloc(sizeof(float) * RR * RD);
-    float *dpre = xmalloc(sizeof(float) * RR * RD), *db = xcalloc(RD, sizeof(float));
-    softplus_loss(NULL);
-    memcpy(dpre, ew.R, sizeof(float) * RR * RD);
-    softplus_bias_bwd(dpre, db, ew.dt, RR, RD);
-    check_dir("softplus input", ew.pre, RR * RD, dpre, softplus_loss, NULL);
-    check_dir("softplus bias", ew.bias, RD, db, softplus_loss, NULL);
-    float *dy = xmalloc(sizeof(float) * RR * RD), *dz = xmalloc(sizeof(float) * RR * RD);
-    gate_bwd(dy, dz, RD, ew.R, ew.y, ew.z, RD, RR, RD);
-    check_dir("gate y", ew.y, RR * RD, dy, gate_loss, NULL);
-    check_dir("gate z", ew.z, RR * RD, dz, gate_loss, NULL);
     TEST_END();
 
     TEST_BEGIN("cross-entropy gradient matches finite differences");

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops/ops.h" /* scan_args, scan_grads */
+
 typedef struct backend {
     const char *name;      /* "cpu" or "cuda" */
     const char *precision; /* "fp32", or "bf16": GEMMs on bf16 tensor cores with float32 accumulation */
@@ -57,16 +59,8 @@ typedef struct backend {
     void (*conv1d_silu_bwd)(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
                             const float *x, int ldx, const float *w, int B, int T, int C, int K);
     void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
-    void (*scan_fwd)(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                     const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
-    void (*scan_bwd)(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-                     const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-                     const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
-    void (*softplus_bias_fwd)(float *dt, const float *bias, int rows, int E);
-    void (*softplus_bias_bwd)(float *ddt, float *dbias, const float *dt, int rows, int E);
-    void (*gate_fwd)(float *out, const float *y, const float *z, int ldz, int rows, int E);
-    void (*gate_bwd)(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
-                     int rows, int E);
+    void (*scan_fwd)(const scan_args *s, float *out, float *h);
+    void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);
     void (*neg_exp_transpose)(float *At, const float *A_log, int E, int N);
     void (*alog_grad_acc)(float *dA_log, const float *dAt, const float *At, int E, int N);
     /* sum and count are host pointers */

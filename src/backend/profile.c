@@ -91,39 +91,15 @@ static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, 
     inner->conv1d_state_update(state, x, ldx, B, T, C, K);
     prof_end(12, "conv1d_state_update", "other", t0);
 }
-static void p_scan_fwd(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                       const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+static void p_scan_fwd(const scan_args *s, float *out, float *h) {
     double t0 = prof_begin();
-    inner->scan_fwd(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
+    inner->scan_fwd(s, out, h);
     prof_end(13, "scan_fwd", "scan", t0);
 }
-static void p_scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-                       const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-                       const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+static void p_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
     double t0 = prof_begin();
-    inner->scan_bwd(dx, ddt, dBm, dCm, lddbc, dAt, dDv, dy, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
+    inner->scan_bwd(s, g, dout);
     prof_end(14, "scan_bwd", "scan", t0);
-}
-static void p_softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
-    double t0 = prof_begin();
-    inner->softplus_bias_fwd(dt, bias, rows, E);
-    prof_end(15, "softplus_bias_fwd", "other", t0);
-}
-static void p_softplus_bias_bwd(float *ddt, float *dbias, const float *dt, int rows, int E) {
-    double t0 = prof_begin();
-    inner->softplus_bias_bwd(ddt, dbias, dt, rows, E);
-    prof_end(16, "softplus_bias_bwd", "other", t0);
-}
-static void p_gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E) {
-    double t0 = prof_begin();
-    inner->gate_fwd(out, y, z, ldz, rows, E);
-    prof_end(17, "gate_fwd", "other", t0);
-}
-static void p_gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
-                       int rows, int E) {
-    double t0 = prof_begin();
-    inner->gate_bwd(dy, dz, lddz, dout, y, z, ldz, rows, E);
-    prof_end(18, "gate_bwd", "other", t0);
 }
 static void p_neg_exp_transpose(float *At, const float *A_log, int E, int N) {
     double t0 = prof_begin();
@@ -196,10 +172,6 @@ const backend *profile_wrap(const backend *in) {
     wrapped.conv1d_state_update = p_conv1d_state_update;
     wrapped.scan_fwd = p_scan_fwd;
     wrapped.scan_bwd = p_scan_bwd;
-    wrapped.softplus_bias_fwd = p_softplus_bias_fwd;
-    wrapped.softplus_bias_bwd = p_softplus_bias_bwd;
-    wrapped.gate_fwd = p_gate_fwd;
-    wrapped.gate_bwd = p_gate_bwd;
     wrapped.neg_exp_transpose = p_neg_exp_transpose;
     wrapped.alog_grad_acc = p_alog_grad_acc;
     wrapped.xent_fwd_bwd = p_xent_fwd_bwd;

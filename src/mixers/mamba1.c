@@ -98,21 +98,20 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     fill_uniform(v.out_proj, (size_t)d.D * d.E, 1.0f / sqrtf((float)d.E) / sqrtf((float)ctx->cfg->n_layer), rng);
 }
 
-/* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output, the
- * scan output and A. The rest of the intermediates live in a temp area shared by all layers and are
- * recomputed by the backward from these (the conv, dt, the gate: cheap elementwise work and one small GEMM).
- * Lean (backend lean_acts, bf16 training on a GPU): only xz, rounded to bf16, the x_proj output and A are
- * kept; xz is restored to float32 in temp and the scan output is recomputed too (the scan forward again). */
+/* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output and
+ * A. The rest of the intermediates live in a temp area shared by all layers and are recomputed by the
+ * backward from these (the conv and dt: cheap elementwise work and one small GEMM; the scan's backward
+ * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): xz is kept rounded
+ * to bf16 and restored to float32 in temp. */
 typedef struct {
     float *xz;    /* [rows, 2E] saved (temp when lean): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
-    float *y;     /* [rows, E]  saved (temp when lean): scan output (with the D skip), before gating */
     float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
     float *xc;    /* [rows, E]  temp: conv output before SiLU */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
-    float *dt;    /* [rows, E]  temp: softplus(dt_proj(dt_low) + bias) */
-    float *g;     /* [rows, E]  temp: y * silu(z) */
+    float *dt;    /* [rows, E]  temp: dt_proj(dt_low), before the bias and softplus (the scan applies them) */
+    float *g;     /* [rows, E]  temp: the scan's gated output y * silu(z) */
 } mamba1_act;
 
 static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows, int lean) {
@@ -121,10 +120,8 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     if (lean) {
         a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
         a.xz = q, q += rows * 2 * d.E;
-        a.y = q, q += rows * d.E;
     } else {
         a.xz = p, p += rows * 2 * d.E;
-        a.y = p, p += rows * d.E;
     }
     a.dbc = p, p += rows * d.P;
     a.At = p;
@@ -138,12 +135,12 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
 static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int lean) {
     mamba1_dims d = dims_of(c);
     size_t rows = (size_t)B * T;
-    return rows * ((lean ? 1 : 3) * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+    return rows * ((lean ? 1 : 2) * (size_t)d.E + d.P) + (size_t)d.N * d.E;
 }
 
 static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int lean) {
     mamba1_dims d = dims_of(c);
-    return (size_t)B * T * (lean ? 7 : 4) * d.E;
+    return (size_t)B * T * (lean ? 6 : 4) * d.E;
 }
 
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
@@ -158,11 +155,13 @@ static size_t mamba1_state_floats(const ssm_config *c) {
     return (size_t)d.E * (d.K - 1) + (size_t)d.E * d.N;
 }
 
-/* The intermediates of the forward after the x_proj GEMM that the backward rebuilds: dt from dt_low. */
-static void mamba1_dt(const mixer_ctx *ctx, const mamba1_act *a, mamba1_dims d, int rows) {
-    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
-    mixer_linear(ctx, a->dt, d.E, a->dbc, d.P, v.dt_w, rows, d.E, d.R);         /* dt = dt_proj(dt_low) */
-    ctx->be->softplus_bias_fwd(a->dt, v.dt_b, rows, d.E);                      /* dt = softplus(dt + bias) */
+/* The scan's operands in a layer's activations: x the SiLU(conv) output, dt the dt_proj output (the scan adds
+ * the bias and applies the softplus), B and C from the x_proj output, the gate z the second half of xz. */
+static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
+                              int T) {
+    return (scan_args){.x = a->xs, .dt = a->dt, .dt_bias = v->dt_b, .At = At, .Bm = a->dbc + d.R,
+                       .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = a->xz + d.E, .ldz = 2 * d.E,
+                       .B = B, .T = T, .E = d.E, .N = d.N};
 }
 
 static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
@@ -180,11 +179,11 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
-    mamba1_dt(ctx, &a, d, rows);
+    mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);             /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
-    be->scan_fwd(a.y, scan_state, a.xs, a.dt, At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
-    be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);                          /* y * silu(z) */
+    const scan_args s = scan_args_of(&a, &v, At, d, B, T);
+    be->scan_fwd(&s, a.g, scan_state);                                               /* g = scan(..) * silu(z) */
     mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);           /* out_proj */
     if (v.out_b) be->bias_add(out, d.D, v.out_b, rows, d.D);
 }
@@ -196,30 +195,27 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const backend *be = ctx->be;
     const int rows = B * T;
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
-    /* recompute the temps: conv + SiLU, dt, the gate (as the forward, from the saved xz, dbc, y); lean:
-     * xz from its bf16 copy and y by running the scan forward again */
+    /* recompute the temps as the forward did, from the saved xz (lean: its bf16 copy) and dbc: conv + SiLU and
+     * dt; the scan's backward recomputes its gated output g */
     if (a.xz16) be->from_bf16(a.xz, a.xz16, (size_t)rows * 2 * d.E);
     be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
-    mamba1_dt(ctx, &a, d, rows);
-    if (a.xz16)
-        be->scan_fwd(a.y, NULL, a.xs, a.dt, a.At, a.dbc + d.R, a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
-    be->gate_fwd(a.g, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
+    mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     float *dxz = scratch;                       /* [rows, 2E] */
-    float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gate out), then d(scan out) */
+    float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
     float *dxs = dy + (size_t)rows * d.E;       /* [rows, E] */
     float *ddt = dxs + (size_t)rows * d.E;      /* [rows, E] */
     float *ddbc = ddt + (size_t)rows * d.E;     /* [rows, P] */
     float *dAt = ddbc + (size_t)rows * d.P;     /* [N, E] */
 
-    be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
-    if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
-    be->gate_bwd(dy, dxz + d.E, 2 * d.E, dy, a.y, a.xz + d.E, 2 * d.E, rows, d.E);
+    if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->zero(dAt, sizeof(float) * d.N * d.E);
-    be->scan_bwd(dxs, ddt, ddbc + d.R, ddbc + d.R + d.N, d.P, dAt, g.D, dy, a.xs, a.dt, a.At, a.dbc + d.R,
-             a.dbc + d.R + d.N, d.P, v.D, B, T, d.E, d.N);
+    const scan_args s = scan_args_of(&a, &v, a.At, d, B, T);
+    const scan_grads sg = {.dx = dxs, .ddt = ddt, .dBm = ddbc + d.R, .dCm = ddbc + d.R + d.N, .lddbc = d.P,
+                           .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz + d.E, .lddz = 2 * d.E, .out = a.g};
+    be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
+    be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
-    be->softplus_bias_bwd(ddt, g.dt_b, a.dt, rows, d.E);
     be->matmul_dw_acc(g.dt_w, ddt, d.E, a.dbc, d.P, rows, d.E, d.R);
     be->matmul_dyw(ddbc, d.P, ddt, d.E, v.dt_w, rows, d.E, d.R, 0.0f);
     be->matmul_dw_acc(g.x_proj, ddbc, d.P, a.xs, d.E, rows, d.P, d.E);

@@ -55,31 +55,51 @@ void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *
 void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
 /* ---- selective scan (Mamba-1: one decay per channel and state) --------------------------------- */
-/* h_t = exp(dt_t * A) * h_{t-1} + dt_t * x_t * B_t ;  y_t = h_t . C_t + D * x_t
- * x, dt, y: [B, T, E] dense; At: [N, E] (A transposed, state-major so channels are contiguous);
- * Bm, Cm: [B, T, N] with row stride ldbc; Dv: [E]. h: [B, E, N] initial state, updated to the final
- * state; NULL means start from zero and discard. The per-step state is never stored. */
-void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
-/* Backward from dy, starting from a zero initial state (training); recomputes states in chunks.
- * Writes dx, ddt [B,T,E], dBm, dCm ([B,T,N], stride lddbc); accumulates dAt [N,E] and dDv [E]. */
-void scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-              const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
-/* The plain sequential definition, for tests: one channel at a time, scalar exp. */
-void scan_fwd_ref(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                  const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+/* The scan fused with what surrounds it in a Mamba-1 layer (the dt softplus before, the SiLU gate after):
+ *   dt_t = softplus(dtp_t + dt_bias)          (torch's threshold 20)
+ *   h_t  = exp(dt_t * A) * h_{t-1} + dt_t * x_t * B_t ;  y_t = h_t . C_t + D * x_t
+ *   out_t = y_t * silu(z_t)                   (out_t = y_t when z is NULL)
+ * The per-step state is never stored; the backward recomputes it (and y) in chunks. */
+typedef struct {
+    const float *x;       /* [B, T, E] dense: the scan input (SiLU of the conv) */
+    const float *dt;      /* [B, T, E] dense: dt_proj's output, before the bias and softplus */
+    const float *dt_bias; /* [E] */
+    const float *At;      /* [N, E]: A transposed (state-major, so channels are contiguous) */
+    const float *Bm, *Cm; /* [B, T, N] with row stride ldbc */
+    int ldbc;
+    const float *Dv; /* [E] */
+    const float *z;  /* [B, T, E] with row stride ldz, or NULL: no gate */
+    int ldz;
+    int B, T, E, N;
+} scan_args;
+
+/* What the backward writes (=) and accumulates (+=). */
+typedef struct {
+    float *dx, *ddt;      /* [B, T, E] dense =: ddt is the gradient of `dt` (dt_proj's output) */
+    float *dBm, *dCm;     /* [B, T, N] stride lddbc = */
+    int lddbc;
+    float *dAt;           /* [N, E] += */
+    float *dDv, *ddt_bias; /* [E] += */
+    float *dz;            /* [B, T, E] stride lddz =, when z */
+    int lddz;
+    float *out;           /* [B, T, E] dense, or NULL: the forward's output, recomputed (=) */
+} scan_grads;
+
+/* out [B, T, E] dense. h: [B, E, N] initial state, updated to the final state; NULL means start from zero
+ * and discard. */
+void scan_fwd(const scan_args *s, float *out, float *h);
+/* Backward from dout (d out, [B, T, E] dense), starting from a zero initial state (training). */
+void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout);
+/* The plain sequential definition, for tests: softplus_bias_fwd, then one channel at a time with scalar exp,
+ * then gate_fwd. */
+void scan_fwd_ref(const scan_args *s, float *out, float *h);
 
 /* ---- elementwise -------------------------------------------------------------------------------- */
-/* dt = softplus(pre + bias) (torch's threshold 20), in place over [rows, E]. */
+/* The two ops the scan fuses, on their own for its sequential definition (scan_fwd_ref):
+ * dt = softplus(pre + bias) (torch's threshold 20), in place over [rows, E]. */
 void softplus_bias_fwd(float *dt, const float *bias, int rows, int E);
-/* d(pre) = ddt * sigmoid(pre) = ddt * (1 - exp(-dt)), written over ddt; dbias += column sums. */
-void softplus_bias_bwd(float *ddt, float *dbias, const float *dt, int rows, int E);
-/* out = y * silu(z); y, z rows of E with strides ldy, ldz. */
+/* out = y * silu(z); y dense rows of E (out may be y), z rows with stride ldz. */
 void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E);
-/* dy = dout * silu(z), dz = dout * y * silu'(z). */
-void gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
-              int rows, int E);
 
 /* At[N, E] = -exp(A_log[E, N])^T: Mamba-1's continuous decay, state-major as scan_fwd wants it. */
 void neg_exp_transpose(float *At, const float *A_log, int E, int N);

@@ -11,6 +11,8 @@
 extern "C" {
 #endif
 
+#include "ops/ops.h" /* scan_args, scan_grads */
+
 /* 1 when a CUDA device is usable, else 0 with the reason in *why (a static string). */
 int cuda_device_available(const char **why);
 
@@ -44,11 +46,8 @@ void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const 
 void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
 
 /* See scan_fwd / scan_bwd in ops.h; d_state <= 32. Deterministic: no atomics; reductions in a fixed order. */
-void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                   const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
-void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-                   const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-                   const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N);
+void scan_fwd_cuda(const scan_args *s, float *out, float *h);
+void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout);
 
 /* See ops.h for each op's shapes and semantics. All deterministic: no float atomics; column sums are
  * per-chunk partials added in chunk order. Temporaries come from cudaMallocAsync on the default stream. */
@@ -70,11 +69,6 @@ void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const fl
                           const float *x, int ldx, const float *w, int B, int T, int C, int K);
 void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
-void softplus_bias_fwd_cuda(float *dt, const float *bias, int rows, int E);
-void softplus_bias_bwd_cuda(float *ddt, float *dbias, const float *dt, int rows, int E);
-void gate_fwd_cuda(float *out, const float *y, const float *z, int ldz, int rows, int E);
-void gate_bwd_cuda(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
-                   int rows, int E);
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
 void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N);
 /* Round-to-nearest-even float32 -> bf16 and back (bf16_from_f32 / f32_from_bf16 in ops.h). */

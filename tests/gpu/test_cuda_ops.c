@@ -225,81 +225,6 @@ static void test_conv1d(int B, int T, int C, int K) {
     free(x), free(w), free(bias), free(init), free(dout);
 }
 
-static void test_softplus(void) {
-    const int rows = 257, E = 83;
-    const size_t n = (size_t)rows * E;
-    float *pre = rand_vec(n, 30), *bias = rand_vec(E, 1); /* both sides of the threshold 20 */
-
-    TEST_BEGIN("CUDA softplus_bias_fwd within 1e-5 relative, repeatable");
-    float *dt = copy_vec(pre, n), *g[2];
-    softplus_bias_fwd(dt, bias, rows, E);
-    for (int rep = 0; rep < 2; rep++) {
-        float *d_dt = gpu_to_dev(pre, FB(n)), *d_b = gpu_to_dev(bias, FB(E));
-        softplus_bias_fwd_cuda(d_dt, d_b, rows, E);
-        gpu_to_host(g[rep] = malloc(FB(n)), d_dt, FB(n));
-        cudaFree(d_dt), cudaFree(d_b);
-    }
-    check("dt", g, dt, n, 1e-5);
-    free(g[0]), free(g[1]);
-    TEST_END();
-
-    TEST_BEGIN("CUDA softplus_bias_bwd within 1e-5 relative (ddt in place, dbias +=), repeatable");
-    float *ddt0 = rand_vec(n, 1), *db0 = rand_vec(E, 1);
-    float *ddt = copy_vec(ddt0, n), *db = copy_vec(db0, E), *gd[2], *gb[2];
-    softplus_bias_bwd(ddt, db, dt, rows, E);
-    for (int rep = 0; rep < 2; rep++) {
-        float *d_ddt = gpu_to_dev(ddt0, FB(n)), *d_db = gpu_to_dev(db0, FB(E)), *d_dt = gpu_to_dev(dt, FB(n));
-        softplus_bias_bwd_cuda(d_ddt, d_db, d_dt, rows, E);
-        gpu_to_host(gd[rep] = malloc(FB(n)), d_ddt, FB(n));
-        gpu_to_host(gb[rep] = malloc(FB(E)), d_db, FB(E));
-        cudaFree(d_ddt), cudaFree(d_db), cudaFree(d_dt);
-    }
-    check("ddt", gd, ddt, n, 1e-5);
-    check("dbias", gb, db, E, 1e-5);
-    free(ddt0), free(db0), free(ddt), free(db), free(gd[0]), free(gd[1]), free(gb[0]), free(gb[1]);
-    TEST_END();
-    free(pre), free(bias), free(dt);
-}
-
-static void test_gate(void) {
-    const int rows = 131, E = 77, ldz = 2 * E + 5, lddz = 2 * E + 3;
-    const size_t n = (size_t)rows * E, nz = (size_t)rows * ldz, ndz = (size_t)rows * lddz;
-    float *y = rand_vec(n, 2), *z = rand_vec(nz, 4), *dout = rand_vec(n, 1), *dz0 = rand_vec(ndz, 1);
-
-    TEST_BEGIN("CUDA gate_fwd within 1e-5 relative (z strided), repeatable");
-    float *out = malloc(FB(n)), *g[2];
-    gate_fwd(out, y, z, ldz, rows, E);
-    for (int rep = 0; rep < 2; rep++) {
-        float *d_y = gpu_to_dev(y, FB(n)), *d_z = gpu_to_dev(z, FB(nz)), *d_o = gpu_to_dev(NULL, FB(n));
-        gate_fwd_cuda(d_o, d_y, d_z, ldz, rows, E);
-        gpu_to_host(g[rep] = malloc(FB(n)), d_o, FB(n));
-        cudaFree(d_y), cudaFree(d_z), cudaFree(d_o);
-    }
-    check("out", g, out, n, 1e-5);
-    free(out), free(g[0]), free(g[1]);
-    TEST_END();
-
-    TEST_BEGIN("CUDA gate_bwd within 1e-5 relative (dz strided; dy separate and aliasing dout), repeatable");
-    for (int alias = 0; alias < 2; alias++) {
-        float *dy = alias ? copy_vec(dout, n) : malloc(FB(n)), *dz = copy_vec(dz0, ndz), *gy[2], *gz[2];
-        gate_bwd(dy, dz, lddz, alias ? dy : dout, y, z, ldz, rows, E);
-        for (int rep = 0; rep < 2; rep++) {
-            float *d_do = gpu_to_dev(dout, FB(n)), *d_dy = alias ? d_do : gpu_to_dev(NULL, FB(n));
-            float *d_dz = gpu_to_dev(dz0, FB(ndz)), *d_y = gpu_to_dev(y, FB(n)), *d_z = gpu_to_dev(z, FB(nz));
-            gate_bwd_cuda(d_dy, d_dz, lddz, d_do, d_y, d_z, ldz, rows, E);
-            gpu_to_host(gy[rep] = malloc(FB(n)), d_dy, FB(n));
-            gpu_to_host(gz[rep] = malloc(FB(ndz)), d_dz, FB(ndz));
-            if (!alias) cudaFree(d_dy);
-            cudaFree(d_do), cudaFree(d_dz), cudaFree(d_y), cudaFree(d_z);
-        }
-        check(alias ? "dy (aliasing dout)" : "dy", gy, dy, n, 1e-5);
-        check(alias ? "dz (dy aliasing dout)" : "dz", gz, dz, ndz, 1e-5);
-        free(dy), free(dz), free(gy[0]), free(gy[1]), free(gz[0]), free(gz[1]);
-    }
-    TEST_END();
-    free(y), free(z), free(dout), free(dz0);
-}
-
 static void test_bias(void) {
     const int rows = 517, N = 77, ld = 90;
     const size_t n = (size_t)rows * ld;
@@ -418,8 +343,6 @@ int main(void) {
     test_conv1d(2, 150, 75, 4);
     test_conv1d(2, 130, 40, 3);
     test_conv1d(2, 70, 40, 5);
-    test_softplus();
-    test_gate();
     test_bias();
     test_neg_exp_transpose();
     test_xent();

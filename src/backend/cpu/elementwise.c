@@ -1,4 +1,5 @@
-/* Fused elementwise ops of the Mamba-1 mixer (CPU): dt softplus with bias, and the SiLU output gate.
+/* Elementwise ops of the Mamba-1 mixer (CPU): dt softplus with bias and the SiLU output gate (the scan's
+ * reference; the scan itself fuses both), and A = -exp(A_log) with its gradient.
  * Rows are processed 16 channels at a time with the vectorized exp/log of vec.h. */
 #include "ops/ops.h"
 #include "backend/cpu/vec.h"
@@ -16,28 +17,6 @@ void softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
         }
 }
 
-void softplus_bias_bwd(float *ddt, float *dbias, const float *dt, int rows, int E) {
-    int nt = omp_get_max_threads();
-    float *partial = xcalloc((size_t)nt * E, sizeof(float));
-#pragma omp parallel
-    {
-        float *part = partial + (size_t)omp_get_thread_num() * E;
-#pragma omp for schedule(static)
-        for (int r = 0; r < rows; r++)
-            for (int e = 0; e < E; e += VW) {
-                const int nw = imin(VW, E - e);
-                const size_t i = (size_t)r * E + e;
-                /* sigmoid(pre) = 1 - exp(-softplus(pre)) = -expm1(-dt): needs no saved `pre` */
-                vf g = vf_load_n(ddt + i, nw) * -vf_expm1(-vf_load_n(dt + i, nw));
-                vf_store_n(ddt + i, g, nw);
-                vf_store_n(part + e, vf_load_n(part + e, nw) + g, nw);
-            }
-    }
-    for (int t = 0; t < nt; t++)
-        for (int e = 0; e < E; e++) dbias[e] += partial[(size_t)t * E + e];
-    free(partial);
-}
-
 void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
@@ -45,20 +24,6 @@ void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int
             const int nw = imin(VW, E - e);
             vf zv = vf_load_n(z + (size_t)r * ldz + e, nw);
             vf_store_n(out + (size_t)r * E + e, vf_load_n(y + (size_t)r * E + e, nw) * zv * vf_sigmoid(zv), nw);
-        }
-}
-
-void gate_bwd(float *dy, float *dz, int lddz, const float *dout, const float *y, const float *z, int ldz,
-              int rows, int E) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        for (int e = 0; e < E; e += VW) {
-            const int nw = imin(VW, E - e);
-            const size_t i = (size_t)r * E + e;
-            vf zv = vf_load_n(z + (size_t)r * ldz + e, nw), s = vf_sigmoid(zv), g = vf_load_n(dout + i, nw);
-            vf yv = vf_load_n(y + i, nw); /* read before dy is written: dy may alias dout */
-            vf_store_n(dy + i, g * zv * s, nw);
-            vf_store_n(dz + (size_t)r * lddz + e, g * yv * s * (1.0f + zv * (1.0f - s)), nw);
         }
 }
 

@@ -1,6 +1,6 @@
-/* Mamba-1 selective scan on the CPU. Time runs in order; 16 channels at a time share one vector, so
- * the exp, the state update and the output are all 16-wide, and threads split over batch x channel
- * blocks. The forward keeps the state in registers/L1 and never stores it per step; the backward
+/* Mamba-1 selective scan on the CPU, fused with the dt softplus before it and the SiLU gate after it (see
+ * scan_args in ops.h). Time runs in order; 16 channels at a time share one vector, so the exp, the state
+ * update and the output are all 16-wide, and threads split over batch x channel blocks. The forward keeps the state in registers/L1 and never stores it per step; the backward
  * recomputes it chunk by chunk (boundary states first, then each chunk's steps in reverse). */
 #include "ops/ops.h"
 #include "backend/cpu/vec.h"
@@ -17,8 +17,13 @@ static inline void add_lanes(float *p, vf v, int nw) {
     for (int i = 0; i < nw; i++) p[i] += v[i];
 }
 
-void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+/* The step of (row, channels e0..e0+nw): softplus(dt + bias). */
+static inline vf step_dt(const scan_args *s, size_t row, int e0, int nw, vf bias) {
+    return vf_softplus(vf_load_n(s->dt + row * s->E + e0, nw) + bias);
+}
+
+void scan_fwd(const scan_args *s, float *out, float *h) {
+    const int B = s->B, T = s->T, E = s->E, N = s->N;
     CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
     const int nblk = (E + VW - 1) / VW;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -27,24 +32,29 @@ void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *
             const int e0 = blk * VW, nw = imin(VW, E - e0);
             vf a[SCAN_MAX_N], hs[SCAN_MAX_N];
             for (int n = 0; n < N; n++) {
-                a[n] = vf_load_n(At + (size_t)n * E + e0, nw);
+                a[n] = vf_load_n(s->At + (size_t)n * E + e0, nw);
                 hs[n] = vf_set1(0.0f);
             }
             if (h)
                 for (int n = 0; n < N; n++)
                     for (int i = 0; i < nw; i++) hs[n][i] = h[((size_t)b * E + e0 + i) * N + n];
-            const vf dv = vf_load_n(Dv + e0, nw);
+            const vf dv = vf_load_n(s->Dv + e0, nw), bias = vf_load_n(s->dt_bias + e0, nw);
             for (int t = 0; t < T; t++) {
                 const size_t row = (size_t)b * T + t;
-                const vf dtv = vf_load_n(dt + row * E + e0, nw), xv = vf_load_n(x + row * E + e0, nw);
+                const vf dtv = step_dt(s, row, e0, nw, bias), xv = vf_load_n(s->x + row * E + e0, nw);
                 const vf dtx = dtv * xv;
-                const float *Bt = Bm + row * ldbc, *Ct = Cm + row * ldbc;
+                const float *Bt = s->Bm + row * s->ldbc, *Ct = s->Cm + row * s->ldbc;
                 vf acc = vf_set1(0.0f);
                 for (int n = 0; n < N; n++) {
                     hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
                     acc += hs[n] * Ct[n];
                 }
-                vf_store_n(y + row * E + e0, acc + dv * xv, nw);
+                vf y = acc + dv * xv;
+                if (s->z) {
+                    const vf zv = vf_load_n(s->z + row * s->ldz + e0, nw);
+                    y = y * zv * vf_sigmoid(zv);
+                }
+                vf_store_n(out + row * E + e0, y, nw);
             }
             if (h)
                 for (int n = 0; n < N; n++)
@@ -52,32 +62,38 @@ void scan_fwd(float *y, float *h, const float *x, const float *dt, const float *
         }
 }
 
-void scan_fwd_ref(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                  const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    float *hs = xmalloc(sizeof(float) * N);
+void scan_fwd_ref(const scan_args *s, float *out, float *h) {
+    const int B = s->B, T = s->T, E = s->E, N = s->N;
+    const size_t rows = (size_t)B * T;
+    float *hs = xmalloc(sizeof(float) * N), *dt = xmalloc(sizeof(float) * rows * E);
+    memcpy(dt, s->dt, sizeof(float) * rows * E);
+    softplus_bias_fwd(dt, s->dt_bias, (int)rows, E);
     for (int b = 0; b < B; b++)
         for (int e = 0; e < E; e++) {
             for (int n = 0; n < N; n++) hs[n] = h ? h[((size_t)b * E + e) * N + n] : 0.0f;
             for (int t = 0; t < T; t++) {
                 const size_t row = (size_t)b * T + t;
-                float d = dt[row * E + e], xv = x[row * E + e], acc = 0;
+                float d = dt[row * E + e], xv = s->x[row * E + e], acc = 0;
                 for (int n = 0; n < N; n++) {
-                    hs[n] = expf(d * At[(size_t)n * E + e]) * hs[n] + d * xv * Bm[row * ldbc + n];
-                    acc += hs[n] * Cm[row * ldbc + n];
+                    hs[n] = expf(d * s->At[(size_t)n * E + e]) * hs[n] + d * xv * s->Bm[row * s->ldbc + n];
+                    acc += hs[n] * s->Cm[row * s->ldbc + n];
                 }
-                y[row * E + e] = acc + Dv[e] * xv;
+                out[row * E + e] = acc + s->Dv[e] * xv;
             }
             if (h)
                 for (int n = 0; n < N; n++) h[((size_t)b * E + e) * N + n] = hs[n];
         }
+    if (s->z) gate_fwd(out, out, s->z, s->ldz, (int)rows, E);
     free(hs);
+    free(dt);
 }
 
 /* Backward of one (sequence, 16-channel block). Writes this block's share of dB/dC into part
  * [T, 2N] (B terms then C terms); the caller sums the blocks in a fixed order. */
-static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, vf *hb, vf *hloc, vf *daloc,
-                           const float *dy, const float *x, const float *dt, const vf *a, const float *Bm,
-                           const float *Cm, int ldbc, vf dv, int b, int T, int E, int N, int e0, int nw) {
+static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float *dout, float *part, vf *dA, vf *dD,
+                           vf *dbias, vf *hb, vf *hloc, vf *daloc, const vf *a, vf dv, vf bias, int b, int e0,
+                           int nw) {
+    const int T = s->T, E = s->E, N = s->N, ldbc = s->ldbc;
     const int nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
     /* pass 1: the state at the start of every chunk */
     vf hs[SCAN_MAX_N], dh[SCAN_MAX_N], qB[SCAN_MAX_N], qC[SCAN_MAX_N];
@@ -87,8 +103,8 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
         if (c == nchunk - 1) break;
         for (int t = c * SCAN_CHUNK; t < (c + 1) * SCAN_CHUNK; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = vf_load_n(dt + row * E + e0, nw), dtx = dtv * vf_load_n(x + row * E + e0, nw);
-            const float *Bt = Bm + row * ldbc;
+            const vf dtv = step_dt(s, row, e0, nw, bias), dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
+            const float *Bt = s->Bm + row * ldbc;
             for (int n = 0; n < N; n++) hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
         }
     }
@@ -99,8 +115,8 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
         memcpy(hs, hb + (size_t)c * N, sizeof(vf) * N);
         for (int t = t0; t < t1; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = vf_load_n(dt + row * E + e0, nw), dtx = dtv * vf_load_n(x + row * E + e0, nw);
-            const float *Bt = Bm + row * ldbc;
+            const vf dtv = step_dt(s, row, e0, nw, bias), dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
+            const float *Bt = s->Bm + row * ldbc;
             vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             for (int n = 0; n < N; n++) {
                 dl[n] = vf_exp(dtv * a[n]);
@@ -109,12 +125,21 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
             }
         }
         for (int t = t1 - 1; t >= t0; t--) {
-            const size_t row = (size_t)b * T + t;
-            const vf dyv = vf_load_n(dy + row * E + e0, nw), xv = vf_load_n(x + row * E + e0, nw),
-                     dtv = vf_load_n(dt + row * E + e0, nw);
-            const float *Bt = Bm + row * ldbc, *Ct = Cm + row * ldbc;
+            const size_t row = (size_t)b * T + t, at = row * E + e0;
+            const vf xv = vf_load_n(s->x + at, nw), dtv = step_dt(s, row, e0, nw, bias);
+            const float *Bt = s->Bm + row * ldbc, *Ct = s->Cm + row * ldbc;
             const vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             const vf *hprev = t > t0 ? hl - N : hb + (size_t)c * N;
+            vf dyv = vf_load_n(dout + at, nw);
+            if (s->z) { /* through the gate: y recomputed from this step's states */
+                const vf zv = vf_load_n(s->z + row * s->ldz + e0, nw), sg = vf_sigmoid(zv), g = dyv;
+                vf y = vf_set1(0.0f);
+                for (int n = 0; n < N; n++) y += hl[n] * Ct[n];
+                y = y + dv * xv;
+                dyv = g * zv * sg;
+                vf_store_n(gr->dz + row * gr->lddz + e0, g * y * sg * (1.0f + zv * (1.0f - sg)), nw);
+                if (gr->out) vf_store_n(gr->out + at, y * zv * sg, nw);
+            }
             float *pB = part + (size_t)t * 2 * N, *pC = pB + N;
             const vf dtx = dtv * xv;
             vf dxv = dv * dyv, ddtv = vf_set1(0.0f);
@@ -131,15 +156,17 @@ static void scan_bwd_block(float *dx, float *ddt, float *part, vf *dA, vf *dD, v
             }
             vf_sum_many(qB, pB, N);
             vf_sum_many(qC, pC, N);
-            vf_store_n(dx + row * E + e0, dxv, nw);
-            vf_store_n(ddt + row * E + e0, ddtv, nw);
+            /* through the softplus: sigmoid(pre) = 1 - exp(-softplus(pre)) = -expm1(-dt) */
+            ddtv = ddtv * -vf_expm1(-dtv);
+            *dbias += ddtv;
+            vf_store_n(gr->dx + at, dxv, nw);
+            vf_store_n(gr->ddt + at, ddtv, nw);
         }
     }
 }
 
-void scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-              const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
+    const int B = s->B, T = s->T, E = s->E, N = s->N;
     CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
     const int nblk = (E + VW - 1) / VW, nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
     float *part = xmalloc(sizeof(float) * (size_t)nblk * T * 2 * N); /* [nblk, T, 2N] for one sequence */
@@ -151,20 +178,21 @@ void scan_bwd(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *d
 #pragma omp for schedule(static)
             for (int blk = 0; blk < nblk; blk++) {
                 const int e0 = blk * VW, nw = imin(VW, E - e0);
-                vf a[SCAN_MAX_N], dA[SCAN_MAX_N], dD = vf_set1(0.0f);
+                vf a[SCAN_MAX_N], dA[SCAN_MAX_N], dD = vf_set1(0.0f), dbias = vf_set1(0.0f);
                 for (int n = 0; n < N; n++) {
-                    a[n] = vf_load_n(At + (size_t)n * E + e0, nw);
+                    a[n] = vf_load_n(s->At + (size_t)n * E + e0, nw);
                     dA[n] = vf_set1(0.0f);
                 }
-                scan_bwd_block(dx, ddt, part + (size_t)blk * T * 2 * N, dA, &dD, hb, hloc, daloc, dy, x, dt, a,
-                               Bm, Cm, ldbc, vf_load_n(Dv + e0, nw), b, T, E, N, e0, nw);
-                for (int n = 0; n < N; n++) add_lanes(dAt + (size_t)n * E + e0, dA[n], nw);
-                add_lanes(dDv + e0, dD, nw);
+                scan_bwd_block(s, g, dout, part + (size_t)blk * T * 2 * N, dA, &dD, &dbias, hb, hloc, daloc, a,
+                               vf_load_n(s->Dv + e0, nw), vf_load_n(s->dt_bias + e0, nw), b, e0, nw);
+                for (int n = 0; n < N; n++) add_lanes(g->dAt + (size_t)n * E + e0, dA[n], nw);
+                add_lanes(g->dDv + e0, dD, nw);
+                add_lanes(g->ddt_bias + e0, dbias, nw);
             }
             /* implicit barrier: every block's partial is in; sum them in block order (deterministic) */
 #pragma omp for schedule(static)
             for (int t = 0; t < T; t++) {
-                float *db = dBm + ((size_t)b * T + t) * lddbc, *dc = dCm + ((size_t)b * T + t) * lddbc;
+                float *db = g->dBm + ((size_t)b * T + t) * g->lddbc, *dc = g->dCm + ((size_t)b * T + t) * g->lddbc;
                 for (int n = 0; n < N; n++) db[n] = dc[n] = 0.0f;
                 for (int blk = 0; blk < nblk; blk++) {
                     const float *p = part + ((size_t)blk * T + t) * 2 * N;

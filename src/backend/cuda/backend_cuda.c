@@ -43,10 +43,6 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .conv1d_state_update = conv1d_state_update_cuda,                                           \
         .scan_fwd = scan_fwd_cuda,                                                                 \
         .scan_bwd = scan_bwd_cuda,                                                                 \
-        .softplus_bias_fwd = softplus_bias_fwd_cuda,                                               \
-        .softplus_bias_bwd = softplus_bias_bwd_cuda,                                               \
-        .gate_fwd = gate_fwd_cuda,                                                                 \
-        .gate_bwd = gate_bwd_cuda,                                                                 \
         .neg_exp_transpose = neg_exp_transpose_cuda,                                               \
         .alog_grad_acc = alog_grad_acc_cuda,                                                       \
         .xent_fwd_bwd = xent_fwd_bwd_cuda,                                                         \

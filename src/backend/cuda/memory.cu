@@ -16,6 +16,12 @@ extern "C" int cuda_backend_check(void) {
         return ssm_error("GPU 0 (%s) has compute capability %d.%d; ssm's CUDA kernels need 8.0 or newer (Ampere, "
                          "Hopper): use --device cpu", p.name, p.major, p.minor);
     CUDA_CHECK(cudaSetDevice(0));
+    /* the stream-ordered pool (cudaMallocAsync scratch) keeps what it has instead of returning it to the driver at
+     * every synchronization: re-mapping it at the next allocation costs more than the kernels that use it */
+    cudaMemPool_t pool;
+    unsigned long long keep = ~0ull;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     return 0;
 }
 

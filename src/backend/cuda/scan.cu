@@ -1,4 +1,7 @@
-// Mamba-1 selective scan on the GPU (the CUDA twin of src/backend/cpu/scan.c), parallel in time.
+// Mamba-1 selective scan on the GPU (the CUDA twin of src/backend/cpu/scan.c), parallel in time, fused with the
+// dt softplus before it and the SiLU gate after it (scan_args in ops.h): each thread turns its staged dt into
+// softplus(dt + bias) and multiplies its outputs by silu(z); the backward recomputes y (it replays the
+// states anyway) for the gate's gradient and the gated output, and takes dt's gradient through the softplus.
 //
 // Layout: x, dt, y are [B, T, E] with channels contiguous. A block owns (sequence b, 32 channels) and
 // walks the sequence in chunks of CH = W * ITEMS steps: lane l of every warp is channel e0 + l, warp w
@@ -42,6 +45,10 @@ extern "C" int cuda_device_available(const char **why) {
     *why = "";
     return 1;
 }
+
+// torch's softplus (threshold 20) and the logistic function, with accurate libm calls (within 1e-5 of the CPU)
+__device__ __forceinline__ static float softplus_(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+__device__ __forceinline__ static float sigmoid_(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 // 2^v on the special-function unit (relative error ~2^-22; flushes results below 2^-126 to zero).
 __device__ __forceinline__ static float ex2(float v) {
@@ -142,8 +149,9 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 template <int W, int ITEMS, int NG>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ x,
-                    const float *__restrict__ dt, const float *__restrict__ At, const float *__restrict__ Bm,
-                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, int T, int E, int N) {
+                    const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
+                    const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
+                    const float *__restrict__ Dv, const float *__restrict__ z, int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
@@ -167,11 +175,15 @@ __global__ void __launch_bounds__(W * 32)
         a2s[i] = ok ? At[(size_t)n * E + e0 + l] * SCAN_LOG2E : 0.0f;
         carry[i] = ok && h ? h[((size_t)b * E + e0 + l) * N + n] : 0.0f;
     }
-    const float d = live ? Dv[e] : 0.0f;
+    const float d = live ? Dv[e] : 0.0f, bias = live ? dt_bias[e] : 0.0f;
     for (int k = 0; k < nchunk; k++) {
         const int p = k & 1, tw = k * CH + w * ITEMS; // tw: this thread's first step
         if (k + 1 < nchunk) stage(k + 1, p ^ 1);
         cp_async_commit();
+        float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
+        if (z)
+#pragma unroll
+            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? z[(row0 + tw + i) * ldz + e] : 0.0f;
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP;
@@ -181,6 +193,7 @@ __global__ void __launch_bounds__(W * 32)
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
+            dtv[i] = tw + i < T ? softplus_(dtv[i] + bias) : 0.0f; // steps past T leave the state as it is
             dtx[i] *= dtv[i];
             sdt += dtv[i];
             yv[i] = 0.0f;
@@ -231,7 +244,11 @@ __global__ void __launch_bounds__(W * 32)
         if (live)
 #pragma unroll
             for (int i = 0; i < ITEMS; i++)
-                if (tw + i < T) y[(row0 + tw + i) * E + e] = yv[i] + d * X[p * CH * 32 + (w * ITEMS + i) * 32 + lane];
+                if (tw + i < T) {
+                    float yo = yv[i] + d * X[p * CH * 32 + (w * ITEMS + i) * 32 + lane];
+                    if (z) yo = yo * zv[i] * sigmoid_(zv[i]);
+                    y[(row0 + tw + i) * E + e] = yo;
+                }
         __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
     }
     if (h)
@@ -248,27 +265,29 @@ __global__ void __launch_bounds__(W * 32)
 // start states; all by chunk parity); a2s, As [NP][32]; cfw [NP][32] (the forward carry of pass 1, last
 // warp only); crv [2][NP][32] (u at a chunk's start, by chunk parity); agg [2][NG][3][W][32] ((A, H, Q)
 // maps by state-group parity); red [W][2*ITEMS][RED_STRIDE] (dB, dC lane values of each warp's steps);
-// dAs [NP][W][32]; dDs [W][32].
+// dAs [NP][W][32]; dDs, dbs [W][32] (dD and d(dt bias) per warp).
 static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
     const size_t CH = (size_t)W * ITEMS;
     return 6 * CH * 32 + 4 * NP * (CH + 4) + (size_t)7 * NP * 32 + (size_t)2 * NG * 3 * W * 32 +
-           (size_t)W * 2 * ITEMS * RED_STRIDE + (size_t)NP * W * 32 + (size_t)W * 32;
+           (size_t)W * 2 * ITEMS * RED_STRIDE + (size_t)NP * W * 32 + (size_t)2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG>
-__global__ void __launch_bounds__(W * 32)
-    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ part_bc,
-                    float *__restrict__ dA_part, float *__restrict__ dD_part, float *__restrict__ hb,
+template <int W, int ITEMS, int NG> // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
+__global__ void __launch_bounds__(W * 32, 3)
+    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz, int lddz,
+                    float *__restrict__ out, float *__restrict__ part_bc, float *__restrict__ dA_part,
+                    float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
                     const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
-                    const float *__restrict__ At, const float *__restrict__ Bm, const float *__restrict__ Cm,
-                    int ldbc, const float *__restrict__ Dv, int T, int E, int N) {
+                    const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
+                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
+                    const float *__restrict__ z, int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
     float *X = (float *)smem4, *DT = X + 2 * CH * 32, *DY = DT + 2 * CH * 32, *BS = DY + 2 * CH * 32,
           *CS = BS + 2 * NP * CHP, *a2s = CS + 2 * NP * CHP, *As = a2s + NP * 32, *cfw = As + NP * 32,
           *crv = cfw + NP * 32, *agg = crv + 2 * NP * 32, *red = agg + 2 * NG * 3 * W * 32,
-          *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *HB2 = dDs + W * 32;
+          *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
     const bool live = e < E;
@@ -301,7 +320,7 @@ __global__ void __launch_bounds__(W * 32)
         cfw[i] = crv[i] = crv[NP * 32 + i] = 0.0f;
     }
     for (int i = threadIdx.x; i < NP * W * 32; i += blockDim.x) dAs[i] = 0.0f;
-    const float d = live ? Dv[e] : 0.0f;
+    const float d = live ? Dv[e] : 0.0f, bias = live ? dt_bias[e] : 0.0f;
     // hb[b][k][n][e]: the state at the start of chunk k (k >= 1)
 #define HB(k, n) hb[(((size_t)b * nchunk + (k)) * NP + (n)) * E + e]
 
@@ -319,6 +338,7 @@ __global__ void __launch_bounds__(W * 32)
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
+            dtv[i] = softplus_(dtv[i] + bias); // pass 1 covers whole chunks only: no steps past T
             sdt += dtv[i];
             xv[i] *= dtv[i];
         }
@@ -353,23 +373,33 @@ __global__ void __launch_bounds__(W * 32)
     }
 
     // pass 2: chunks in reverse (the j-th one processed is chunk nchunk-1-j, in buffer j & 1)
-    float dD = 0.0f;
+    float dD = 0.0f, dbias = 0.0f;
     stage2(nchunk - 1, 0);
     cp_async_commit();
     for (int j = 0; j < nchunk; j++) {
         const int k = nchunk - 1 - j, p = j & 1, tw = k * CH + w * ITEMS;
         if (k > 0) stage2(k - 1, p ^ 1);
         cp_async_commit();
+        float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
+        if (z)
+#pragma unroll
+            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? z[(row0 + tw + i) * ldz + e] : 0.0f;
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
-        float xv[ITEMS], dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS];
+        float xv[ITEMS], dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], gout[ITEMS], yr[ITEMS];
         lds_steps<ITEMS>(xv, X + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dyv, DY + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
+            dtv[i] = tw + i < T ? softplus_(dtv[i] + bias) : 0.0f;
+            if (z) { // dy = d(out) silu(z); the gate's own gradient needs y, recomputed below
+                gout[i] = dyv[i];
+                dyv[i] = dyv[i] * zv[i] * sigmoid_(zv[i]);
+            }
+            yr[i] = 0.0f;
             sdt += dtv[i];
             dD += xv[i] * dyv[i];
             dtx[i] = dtv[i] * xv[i];
@@ -440,6 +470,7 @@ __global__ void __launch_bounds__(W * 32)
                     aw[i] += a * wv;
                     dAacc += dtv[i] * wv;
                     gB[i] += gh * Bv[i];
+                    if (z) yr[i] += Cv[i] * hs[i];
                     rw[i * RED_STRIDE + lane] = gh * dtx[i];              // dB_t, this channel
                     rw[(ITEMS + i) * RED_STRIDE + lane] = dyv[i] * hs[i]; // dC_t, this channel
                 }
@@ -472,14 +503,23 @@ __global__ void __launch_bounds__(W * 32)
 #pragma unroll
             for (int i = 0; i < ITEMS; i++)
                 if (tw + i < T) {
-                    const size_t at = (row0 + tw + i) * E + e;
+                    const size_t row = row0 + tw + i, at = row * E + e;
                     dx[at] = dtv[i] * gB[i] + d * dyv[i];
-                    ddt[at] = xv[i] * gB[i] + aw[i];
+                    // through the softplus: sigmoid(pre) = 1 - exp(-softplus(pre)) = -expm1(-dt)
+                    const float g = (xv[i] * gB[i] + aw[i]) * -expm1f(-dtv[i]);
+                    ddt[at] = g;
+                    dbias += g;
+                    if (z) {
+                        const float y = yr[i] + d * xv[i], s = sigmoid_(zv[i]);
+                        dz[row * lddz + e] = gout[i] * y * s * (1.0f + zv[i] * (1.0f - s));
+                        if (out) out[at] = y * zv[i] * s;
+                    }
                 }
         __syncthreads(); // everyone is done with buffer p
     }
 #undef HB
     dDs[w * 32 + lane] = dD;
+    dbs[w * 32 + lane] = dbias;
     __syncthreads();
     for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
         const int n = i >> 5, l = i & 31;
@@ -489,9 +529,10 @@ __global__ void __launch_bounds__(W * 32)
         dA_part[((size_t)b * N + n) * E + e0 + l] = s;
     }
     if (threadIdx.x < 32 && e0 + (int)threadIdx.x < E) {
-        float s = 0.0f;
-        for (int v = 0; v < W; v++) s += dDs[v * 32 + threadIdx.x];
+        float s = 0.0f, sb = 0.0f;
+        for (int v = 0; v < W; v++) s += dDs[v * 32 + threadIdx.x], sb += dbs[v * 32 + threadIdx.x];
         dD_part[(size_t)b * E + e0 + threadIdx.x] = s;
+        db_part[(size_t)b * E + e0 + threadIdx.x] = sb;
     }
 }
 
@@ -510,9 +551,9 @@ __global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, int lddbc, const floa
     (q ? dCm : dBm)[((size_t)b * T + t) * lddbc + n] = s;
 }
 
-// dAt [N, E] += sum over b of dA_part[b]; dDv [E] += sum over b of dD_part[b]; in b order.
-__global__ void scan_bwd_reduce_ad(float *dAt, float *dDv, const float *dA_part, const float *dD_part, int B, int N,
-                                   int E) {
+// dAt [N, E] += sum over b of dA_part[b]; dDv, dbias [E] += sums over b of dD_part[b], db_part[b]; in b order.
+__global__ void scan_bwd_reduce_ad(float *dAt, float *dDv, float *dbias, const float *dA_part, const float *dD_part,
+                                   const float *db_part, int B, int N, int E) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over N * E + E
     if (i < (size_t)N * E) {
         float s = 0.0f;
@@ -520,9 +561,10 @@ __global__ void scan_bwd_reduce_ad(float *dAt, float *dDv, const float *dA_part,
         dAt[i] += s;
     } else if (i < (size_t)N * E + E) {
         const size_t e = i - (size_t)N * E;
-        float s = 0.0f;
-        for (int b = 0; b < B; b++) s += dD_part[(size_t)b * E + e];
+        float s = 0.0f, sb = 0.0f;
+        for (int b = 0; b < B; b++) s += dD_part[(size_t)b * E + e], sb += db_part[(size_t)b * E + e];
         dDv[e] += s;
+        dbias[e] += sb;
     }
 }
 
@@ -558,36 +600,36 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 #define SCAN_BWD_CFG 4, 8, 2
 #endif
 
-template <int W, int ITEMS, int NG>
-static void scan_fwd_launch(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                            const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    const int NP = (N + NG - 1) / NG * NG;
+template <int W, int ITEMS, int NG> static void scan_fwd_launch(const scan_args *s, float *y, float *h) {
+    const int NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG><<<dim3(cdiv(E, 32), B), W * 32, smem>>>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, T, E, N);
+    scan_fwd_kernel<W, ITEMS, NG><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
+        y, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
 template <int W, int ITEMS, int NG>
-static void scan_bwd_launch(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-                            const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-                            const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
+static void scan_bwd_launch(const scan_args *s, const scan_grads *g, const float *dy) {
+    const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
                  n_hb = (size_t)B * nchunk * NP * E;
-    float *part_bc = scratch_get(n_bc + n_a + n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
-          *hb = dD_part + n_d;
+    float *part_bc = scratch_get(n_bc + n_a + 2 * n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
+          *db_part = dD_part + n_d, *hb = db_part + n_d;
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG>, smem, &smem_set);
-    scan_bwd_kernel<W, ITEMS, NG><<<dim3(nblk, B), W * 32, smem>>>(dx, ddt, part_bc, dA_part, dD_part, hb, dy, x, dt,
-                                                                   At, Bm, Cm, ldbc, Dv, T, E, N);
+    scan_bwd_kernel<W, ITEMS, NG><<<dim3(nblk, B), W * 32, smem>>>(
+        g->dx, g->ddt, g->dz, g->lddz, g->out, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
+        s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
-    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(dBm, dCm, lddbc, part_bc, nblk, T, N, NP, B);
+    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
     CUDA_CHECK_LAUNCH();
-    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(dAt, dDv, dA_part, dD_part, B, N, E);
+    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dDv, g->ddt_bias, dA_part, dD_part, db_part,
+                                                               B, N, E);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -601,13 +643,13 @@ static void check_state_size(int N) {
 
 // One step (T = 1, a decode step): a thread per (sequence, channel) walks its N states. The chunked kernel
 // would stage and compose a whole chunk of padding for the one real step.
-__global__ static void scan_step_kernel(float *y, float *h, const float *x, const float *dt, const float *At,
-                                        const float *Bm, const float *Cm, int ldbc, const float *Dv, int B, int E,
-                                        int N) {
+__global__ static void scan_step_kernel(float *y, float *h, const float *x, const float *dt, const float *dt_bias,
+                                        const float *At, const float *Bm, const float *Cm, int ldbc, const float *Dv,
+                                        const float *z, int ldz, int B, int E, int N) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x; // x, dt, y [B, 1, E] and h [B, E, N] are indexed by i
     if (i >= B * E) return;
     const int b = i / E, e = i % E;
-    const float xv = x[i], dv = dt[i], dtx = dv * xv;
+    const float xv = x[i], dv = softplus_(dt[i] + dt_bias[e]), dtx = dv * xv;
     const float *Bb = Bm + (size_t)b * ldbc, *Cb = Cm + (size_t)b * ldbc;
     float *hi = h ? h + (size_t)i * N : NULL;
     float acc = 0.0f;
@@ -616,25 +658,28 @@ __global__ static void scan_step_kernel(float *y, float *h, const float *x, cons
         if (hi) hi[n] = hn;
         acc += Cb[n] * hn;
     }
-    y[i] = acc + Dv[e] * xv;
+    float yo = acc + Dv[e] * xv;
+    if (z) {
+        const float zv = z[(size_t)b * ldz + e];
+        yo = yo * zv * sigmoid_(zv);
+    }
+    y[i] = yo;
 }
 
-extern "C" void scan_fwd_cuda(float *y, float *h, const float *x, const float *dt, const float *At, const float *Bm,
-                              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    check_state_size(N);
-    if (B <= 0 || T <= 0 || E <= 0) return; // nothing to scan: the state stays as it is
-    if (T == 1) {
-        scan_step_kernel<<<cdiv(B * E, 128), 128>>>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, E, N);
+extern "C" void scan_fwd_cuda(const scan_args *s, float *out, float *h) {
+    check_state_size(s->N);
+    if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // nothing to scan: the state stays as it is
+    if (s->T == 1) {
+        scan_step_kernel<<<cdiv(s->B * s->E, 128), 128>>>(out, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm,
+                                                          s->ldbc, s->Dv, s->z, s->ldz, s->B, s->E, s->N);
         CUDA_CHECK_LAUNCH();
         return;
     }
-    scan_fwd_launch<SCAN_FWD_CFG>(y, h, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
+    scan_fwd_launch<SCAN_FWD_CFG>(s, out, h);
 }
 
-extern "C" void scan_bwd_cuda(float *dx, float *ddt, float *dBm, float *dCm, int lddbc, float *dAt, float *dDv,
-                              const float *dy, const float *x, const float *dt, const float *At, const float *Bm,
-                              const float *Cm, int ldbc, const float *Dv, int B, int T, int E, int N) {
-    check_state_size(N);
-    if (B <= 0 || T <= 0 || E <= 0) return; // no steps: no gradients to write or add
-    scan_bwd_launch<SCAN_BWD_CFG>(dx, ddt, dBm, dCm, lddbc, dAt, dDv, dy, x, dt, At, Bm, Cm, ldbc, Dv, B, T, E, N);
+extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
+    check_state_size(s->N);
+    if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // no steps: no gradients to write or add
+    scan_bwd_launch<SCAN_BWD_CFG>(s, g, dout);
 }
