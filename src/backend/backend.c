@@ -31,6 +31,7 @@ const backend backend_cpu = {
     .matmul_xwT = matmul_xwT,
     .matmul_dyw = matmul_dyw,
     .matmul_dw_acc = matmul_dw_acc,
+    .matmul_bwd = matmul_bwd,
     .bias_add = bias_add,
     .bias_grad_acc = bias_grad_acc,
     .embedding_fwd = embedding_fwd,

@@ -45,6 +45,8 @@ typedef struct backend {
     void (*matmul_dyw)(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                        float beta);
     void (*matmul_dw_acc)(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+    void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
+                       int ldx, const float *w, int M, int N, int K);
     void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);
     void (*bias_grad_acc)(float *db, const float *dy, int lddy, int rows, int N);
     void (*embedding_fwd)(float *out, const int *tokens, const float *table, int rows, int D);

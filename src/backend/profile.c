@@ -43,6 +43,12 @@ static void p_matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x
     inner->matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
     prof_end(3, "matmul_dw_acc", "gemm", t0);
 }
+static void p_matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
+                         int ldx, const float *w, int M, int N, int K) {
+    double t0 = prof_begin();
+    inner->matmul_bwd(dx, lddx, beta, dw, dy, lddy, x, ldx, w, M, N, K);
+    prof_end(15, "matmul_bwd", "gemm", t0);
+}
 static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
     double t0 = prof_begin();
     inner->bias_add(y, ldy, bias, rows, N);
@@ -161,6 +167,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.matmul_xwT = p_matmul_xwT;
     wrapped.matmul_dyw = p_matmul_dyw;
     wrapped.matmul_dw_acc = p_matmul_dw_acc;
+    wrapped.matmul_bwd = p_matmul_bwd;
     wrapped.bias_add = p_bias_add;
     wrapped.bias_grad_acc = p_bias_grad_acc;
     wrapped.embedding_fwd = p_embedding_fwd;

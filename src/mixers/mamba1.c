@@ -216,14 +216,11 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
     be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
-    be->matmul_dw_acc(g.dt_w, ddt, d.E, a.dbc, d.P, rows, d.E, d.R);
-    be->matmul_dyw(ddbc, d.P, ddt, d.E, v.dt_w, rows, d.E, d.R, 0.0f);
-    be->matmul_dw_acc(g.x_proj, ddbc, d.P, a.xs, d.E, rows, d.P, d.E);
-    be->matmul_dyw(dxs, d.E, ddbc, d.P, v.x_proj, rows, d.P, d.E, 1.0f);
+    be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
+    be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xc, a.xz, 2 * d.E, v.conv_w, B, T, d.E, d.K);
-    be->matmul_dw_acc(g.in_proj, dxz, 2 * d.E, u, d.D, rows, 2 * d.E, d.D);
     if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
-    be->matmul_dyw(du, d.D, dxz, 2 * d.E, v.in_proj, rows, 2 * d.E, d.D, 0.0f);
+    be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }
 
 static size_t mamba1_canon_floats(const ssm_config *c) {

@@ -16,6 +16,10 @@ void matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int 
 void matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
 /* dw[N,K] += dy[M,N]^T (lddy) @ x[M,K] (ldx) : its weight gradient. */
 void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+/* Both gradients of one layer from the same dy: matmul_dyw (dx, beta) then matmul_dw_acc (dw). One op so that a
+ * backend can share its work on dy (the CUDA bf16 one rounds dy to bf16 once). */
+void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
+                const float *w, int M, int N, int K);
 
 /* The same layer with bf16 weights w16[N,K] (the upper halves of float32s), float32 x and y: for
  * decode, where reading the weights is the cost. */

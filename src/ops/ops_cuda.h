@@ -44,6 +44,11 @@ void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const floa
 void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                           float beta);
 void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+/* matmul_bwd: float32, and bf16 with dy rounded once for both products */
+void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
+                     const float *w, int M, int N, int K);
+void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
+                          int ldx, const float *w, int M, int N, int K);
 
 /* See scan_fwd / scan_bwd in ops.h; d_state <= 32. Deterministic: no atomics; reductions in a fixed order. */
 void scan_fwd_cuda(const scan_args *s, float *out, float *h);

@@ -30,12 +30,14 @@ static float *gpu_at(const float *host, size_t n, int off) {
 
 typedef void (*xwT_fn)(float *, int, const float *, int, const float *, int, int, int, float);
 typedef void (*dw_fn)(float *, const float *, int, const float *, int, int, int, int);
+typedef void (*bwd_fn)(float *, int, float, float *, const float *, int, const float *, int, const float *, int, int,
+                       int);
 
 /* off: every device operand starts `off` floats into its allocation (slices are not 256-byte aligned). */
 static void check(int M, int N, int K, int pad, int bf16, int off) {
     char name[160];
     snprintf(name, sizeof name,
-             "cuBLASLt matmul_xwT / dyw / dw_acc%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, offset %d",
+             "cuBLASLt matmul_xwT / dyw / dw_acc / bwd%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, offset %d",
              bf16 ? " (bf16)" : "", M, N, K, pad, off);
     TEST_BEGIN(name);
     const xwT_fn xwT = bf16 ? matmul_xwT_cuda_bf16 : matmul_xwT_cuda, dyw = bf16 ? matmul_dyw_cuda_bf16 : matmul_dyw_cuda;
@@ -67,6 +69,16 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     EXPECT((e = test_rel_err(ry, y, (size_t)M * ldy)) < tol, "y: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdx, dx, (size_t)M * ldx)) < tol, "dx: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw, dw, (size_t)N * K)) < tol, "dw: rel err %.2e", e);
+    /* matmul_bwd: both gradients from one dy (bf16: one rounded copy of it), dx accumulated (beta 1) */
+    const bwd_fn bwd = bf16 ? matmul_bwd_cuda_bf16 : matmul_bwd_cuda;
+    matmul_bwd(dx, ldx, 1.0f, dw, dy, ldy, x, ldx, w, M, N, K);
+    bwd(gdx, ldx, 1.0f, gdw, gdy, ldy, gx, ldx, gw, M, N, K);
+    float *rdx2 = host_floats(gdx, (size_t)M * ldx), *rdw2 = host_floats(gdw, (size_t)N * K);
+    for (int r = 0; r < M; r++) memcpy(rdx2 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
+    printf("  matmul_bwd rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx2, dx, (size_t)M * ldx),
+           test_rel_err(rdw2, dw, (size_t)N * K));
+    EXPECT((e = test_rel_err(rdx2, dx, (size_t)M * ldx)) < tol, "matmul_bwd dx: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdw2, dw, (size_t)N * K)) < tol, "matmul_bwd dw: rel err %.2e", e);
     /* determinism: recompute y with beta 0 twice */
     xwT(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
     float *a = host_floats(gy, (size_t)M * ldy);

@@ -23,6 +23,12 @@ void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, lddy, x, ldx, 1.0f, dw, K);
 }
 
+void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
+                const float *w, int M, int N, int K) {
+    matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
+    matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
+}
+
 void bias_add(float *y, int ldy, const float *bias, int rows, int N) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)

@@ -31,6 +31,7 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .matmul_xwT = matmul_xwT_##MM,                                                             \
         .matmul_dyw = matmul_dyw_##MM,                                                             \
         .matmul_dw_acc = matmul_dw_acc_##MM,                                                       \
+        .matmul_bwd = matmul_bwd_##MM,                                                             \
         .bias_add = bias_add_cuda,                                                                 \
         .bias_grad_acc = bias_grad_acc_cuda,                                                       \
         .embedding_fwd = embedding_fwd_cuda,                                                       \

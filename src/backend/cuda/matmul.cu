@@ -130,6 +130,31 @@ static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int co
     CUDA_CHECK_LAUNCH();
 }
 
+// A dense bf16 copy of a column-major float32 matrix (rows x cols, leading dimension ld) from the stream-ordered
+// pool (256-byte aligned); bf16_free gives it back.
+static __nv_bfloat16 *bf16_copy(const float *src, int rows, int cols, int ld) {
+    __nv_bfloat16 *p;
+    CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(__nv_bfloat16) * (size_t)rows * cols, cudaStreamPerThread));
+    to_bf16_dense(p, src, cols, rows, ld);
+    return p;
+}
+static void bf16_free(__nv_bfloat16 *p) { CUDA_CHECK(cudaFreeAsync(p, cudaStreamPerThread)); }
+
+// C = alpha * op(A) op(B) + beta * C with dense bf16 copies A16, B16 (leading dimensions their row counts) and
+// float32 accumulation and output.
+static void lt_gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16 *A16,
+                         const __nv_bfloat16 *B16, float *C, int ldc, float beta) {
+    const float alpha = 1.0f;
+    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, trans_a ? k : m, trans_b ? n : k, ldc, 256, 256,
+                                   ptr_align(C), CUBLAS_COMPUTE_32F, CUDA_R_16BF);
+    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A16, p->la, B16, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                            lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
+}
+
+// Whether a mixed-precision product runs on bf16 copies of its operands: not for skinny products (decode),
+// where reading the float32 weights once beats converting them.
+static bool bf16_copies(int m, int n, int k) { return bf16_convert() && m >= 64 && n >= 64 && k >= 64; }
+
 // D = C = alpha * op(A) op(B) + beta * C, all column-major float32: op(A) is m x k, op(B) k x n. `compute` is
 // CUBLAS_COMPUTE_32F (float32 throughout) or CUBLAS_COMPUTE_32F_FAST_16BF (the inputs rounded to bf16 for the
 // tensor cores, products accumulated in float32: mixed precision).
@@ -137,21 +162,11 @@ static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float
                     float *C, int ldc, float beta, cublasComputeType_t compute) {
     lt_init();
     const float alpha = 1.0f;
-    // bf16 copies of both operands, then bf16 x bf16; not for skinny products (decode), where reading the
-    // float32 weights once beats converting them
-    if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && bf16_convert() && m >= 64 && n >= 64 && k >= 64) {
-        const int ra = trans_a ? k : m, ca = trans_a ? m : k, rb = trans_b ? n : k, cb = trans_b ? k : n;
-        __nv_bfloat16 *a16, *b16;
-        CUDA_CHECK(cudaMallocAsync((void **)&a16, sizeof(__nv_bfloat16) * (size_t)ra * ca, cudaStreamPerThread));
-        CUDA_CHECK(cudaMallocAsync((void **)&b16, sizeof(__nv_bfloat16) * (size_t)rb * cb, cudaStreamPerThread));
-        to_bf16_dense(a16, A, ca, ra, lda);
-        to_bf16_dense(b16, B, cb, rb, ldb);
-        const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, ra, rb, ldc, 256, 256, ptr_align(C),
-                                       CUBLAS_COMPUTE_32F, CUDA_R_16BF);
-        LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, a16, p->la, b16, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
-                                lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
-        CUDA_CHECK(cudaFreeAsync(a16, cudaStreamPerThread));
-        CUDA_CHECK(cudaFreeAsync(b16, cudaStreamPerThread));
+    if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && bf16_copies(m, n, k)) {
+        __nv_bfloat16 *a16 = bf16_copy(A, trans_a ? k : m, trans_a ? m : k, lda),
+                      *b16 = bf16_copy(B, trans_b ? n : k, trans_b ? k : n, ldb);
+        lt_gemm_bf16(trans_a, trans_b, m, n, k, a16, b16, C, ldc, beta);
+        bf16_free(a16), bf16_free(b16);
         return;
     }
     const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
@@ -180,7 +195,13 @@ extern "C" void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const f
     lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f, F32);
 }
 
-// The same three with bf16 tensor-core inputs and float32 accumulation and output (backend_cuda_bf16).
+extern "C" void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
+                                int ldx, const float *w, int M, int N, int K) {
+    matmul_dyw_cuda(dx, lddx, dy, lddy, w, M, N, K, beta);
+    matmul_dw_acc_cuda(dw, dy, lddy, x, ldx, M, N, K);
+}
+
+// The same with bf16 tensor-core inputs and float32 accumulation and output (backend_cuda_bf16).
 extern "C" void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
                                      float beta) {
     lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
@@ -194,4 +215,20 @@ extern "C" void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int l
 extern "C" void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N,
                                         int K) {
     lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f, BF16);
+}
+
+// Both gradients from one bf16 copy of dy (the pair of products above in their column-major form: dx^T = w^T dy^T
+// and dw^T += x^T dy); skinny products take the two calls.
+extern "C" void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy,
+                                     const float *x, int ldx, const float *w, int M, int N, int K) {
+    if (!bf16_copies(K, M, N)) {
+        matmul_dyw_cuda_bf16(dx, lddx, dy, lddy, w, M, N, K, beta);
+        matmul_dw_acc_cuda_bf16(dw, dy, lddy, x, ldx, M, N, K);
+        return;
+    }
+    lt_init();
+    __nv_bfloat16 *dy16 = bf16_copy(dy, N, M, lddy), *w16 = bf16_copy(w, K, N, K), *x16 = bf16_copy(x, K, M, ldx);
+    lt_gemm_bf16(false, false, K, M, N, w16, dy16, dx, lddx, beta); // dx^T (K x M) = w^T (K x N) dy^T (N x M)
+    lt_gemm_bf16(false, true, K, N, M, x16, dy16, dw, K, 1.0f);    // dw^T (K x N) += x^T (K x M) (dy^T)^T
+    bf16_free(dy16), bf16_free(w16), bf16_free(x16);
 }
