@@ -61,9 +61,9 @@ int main(int argc, char **argv) {
     const scan_args s = {.x = x, .dt = dt, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N, .Dv = Dv,
                          .z = xz + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N};
     const scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA, .dDv = dD,
-                          .ddt_bias = db, .dz = dxz + E, .lddz = 2 * E, .out = y};
+                          .ddt_bias = db, .dz = dxz + E, .lddz = 2 * E, .out16 = (uint16_t *)y};
     float fwd, bwd, copy;
-    TIME_MS(fwd, 21, scan_fwd_cuda(&s, y, NULL));
+    TIME_MS(fwd, 21, scan_fwd_cuda(&s, NULL, (uint16_t *)y, NULL));
     TIME_MS(bwd, 21, scan_bwd_cuda(&s, &g, dy));
     TIME_MS(copy, 21, cudaMemcpy(dx, x, nx * 4, cudaMemcpyDeviceToDevice));
     cudaError_t err = cudaDeviceSynchronize();
@@ -71,9 +71,10 @@ int main(int argc, char **argv) {
         printf("CUDA error: %s\n", cudaGetErrorString(err));
         return 1;
     }
-    /* the bytes each pass must move at least once: fwd reads x, dt, z, B, C and writes out; bwd reads dout, x,
-     * dt, z, B, C and writes dx, ddt, dz, out, dB, dC (parameters are negligible) */
-    const double fwd_bytes = 4.0 * (4 * nx + nbc), bwd_bytes = 4.0 * (8 * nx + 2 * nbc), copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
+    /* the bytes each pass must move at least once: fwd reads x, dt, z, B, C and writes out (bf16, as in lean
+     * training); bwd reads dout, x, dt, z, B, C and writes dx, ddt, dz, out (bf16), dB, dC (parameters are
+     * negligible) */
+    const double fwd_bytes = 4.0 * (4 * nx + nbc) + 2.0 * nx, bwd_bytes = 4.0 * (7 * nx + 2 * nbc) + 2.0 * nx, copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("%s: B %d, T %d, E %d, N %d\n", prop.name, B, T, E, N);

@@ -55,7 +55,7 @@ static struct {
 } sc;
 
 static double scan_loss(void *unused) {
-    scan_fwd(&sc.s, sc.y, NULL);
+    scan_fwd(&sc.s, sc.y, NULL, NULL);
     return dot(sc.y, sc.R, (size_t)SB * ST * SE);
 }
 
@@ -96,6 +96,17 @@ static void test_scan_case(int gated) {
         check_dir("z", sc.z, nz, dz, scan_loss, NULL);
         scan_loss(NULL);
         EXPECT(test_rel_err(out, sc.y, nx) < 1e-6, "recomputed output: rel err %.2e", test_rel_err(out, sc.y, nx));
+        /* the bf16 outputs are the float32 ones rounded, bitwise */
+        uint16_t *want = xmalloc(sizeof(uint16_t) * nx), *o16 = xmalloc(sizeof(uint16_t) * nx);
+        bf16_from_f32(want, sc.y, nx);
+        scan_fwd(&sc.s, NULL, o16, NULL);
+        EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "forward bf16 output differs from the rounded float32 one");
+        bf16_from_f32(want, out, nx);
+        g.out = NULL, g.out16 = o16;
+        memset(dbias, 0, sizeof(float) * SE), memset(dD, 0, sizeof(float) * SE), memset(dAt, 0, sizeof(float) * SN * SE);
+        scan_bwd(&sc.s, &g, sc.R);
+        EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "backward bf16 output differs from the rounded float32 one");
+        free(want), free(o16);
     }
     TEST_END();
 
@@ -104,14 +115,14 @@ static void test_scan_case(int gated) {
     float *yref = xmalloc(sizeof(float) * nx), *h = xcalloc((size_t)SB * SE * SN, sizeof(float));
     float *href = xcalloc((size_t)SB * SE * SN, sizeof(float)), *ysplit = xmalloc(sizeof(float) * nx);
     scan_fwd_ref(&sc.s, yref, href);
-    scan_fwd(&sc.s, sc.y, NULL);
+    scan_fwd(&sc.s, sc.y, NULL, NULL);
     EXPECT(test_rel_err(sc.y, yref, nx) < 1e-6, "whole sequence: rel err %.2e", test_rel_err(sc.y, yref, nx));
     /* one time step at a time, batch by batch, carrying h: the decode path */
     for (int b = 0; b < SB; b++)
         for (int t = 0; t < ST; t++) {
             size_t row = (size_t)b * ST + t;
             scan_args r = scan_row(&sc.s, row);
-            scan_fwd(&r, ysplit + row * SE, h + (size_t)b * SE * SN);
+            scan_fwd(&r, ysplit + row * SE, NULL, h + (size_t)b * SE * SN);
         }
     EXPECT(test_rel_err(ysplit, yref, nx) < 1e-6, "stepwise: rel err %.2e", test_rel_err(ysplit, yref, nx));
     EXPECT(test_rel_err(h, href, (size_t)SB * SE * SN) < 1e-6, "final state: rel err %.2e",
@@ -130,11 +141,11 @@ static void test_scan(void) {
 /* ---- conv1d + silu -------------------------------------------------------------------------------- */
 enum { CB = 2, CT = 9, CC = 5, CK = 4, CLD = 7 };
 static struct {
-    float *x, *w, *b, *R, *pre, *out;
+    float *x, *w, *b, *R, *out;
 } cv;
 
 static double conv_loss(void *unused) {
-    conv1d_silu_fwd(cv.pre, cv.out, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(cv.out, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     return dot(cv.out, cv.R, (size_t)CB * CT * CC);
 }
 
@@ -142,11 +153,11 @@ static void test_conv(void) {
     TEST_BEGIN("conv1d_silu_bwd matches finite differences (x, weight, bias)");
     size_t n = (size_t)CB * CT * CC;
     cv.x = randn((size_t)CB * CT * CLD, 1), cv.w = randn(CC * CK, 0.5f), cv.b = randn(CC, 0.5f), cv.R = randn(n, 1);
-    cv.pre = xmalloc(sizeof(float) * n), cv.out = xmalloc(sizeof(float) * n);
+    cv.out = xmalloc(sizeof(float) * n);
     float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
     float *db = xcalloc(CC, sizeof(float));
     conv_loss(NULL);
-    conv1d_silu_bwd(dx, CLD, dw, db, cv.R, cv.pre, cv.x, CLD, cv.w, CB, CT, CC, CK);
+    conv1d_silu_bwd(dx, CLD, dw, db, cv.R, cv.x, CLD, cv.w, cv.b, CB, CT, CC, CK);
     check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
     check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
     check_dir("bias", cv.b, CC, db, conv_loss, NULL);
@@ -154,15 +165,14 @@ static void test_conv(void) {
 
     TEST_BEGIN("conv1d with a carried state equals the whole sequence");
     float *st = xcalloc((size_t)CB * CC * (CK - 1), sizeof(float));
-    float *pre1 = xmalloc(sizeof(float) * n), *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
-    conv1d_silu_fwd(pre1, out1, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    float *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
+    conv1d_silu_fwd(out1, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     for (int b = 0; b < CB; b++)
         for (int t = 0; t < CT; t += 2) { /* pieces of 2 steps (and a last one of 1) */
             int len = imin(2, CT - t);
             const float *xs = cv.x + ((size_t)b * CT + t) * CLD;
-            float pre[2 * CC];
-            conv1d_silu_fwd(pre, piece + ((size_t)b * CT + t) * CC, xs, CLD, st + (size_t)b * CC * (CK - 1), cv.w,
-                            cv.b, 1, len, CC, CK);
+            conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, xs, CLD, st + (size_t)b * CC * (CK - 1), cv.w, cv.b, 1,
+                            len, CC, CK);
             conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
         }
     EXPECT(test_rel_err(piece, out1, n) == 0, "rel err %.2e", test_rel_err(piece, out1, n));

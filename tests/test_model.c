@@ -100,7 +100,8 @@ static void test_state_sees_weight_updates(void) {
  * run on the CPU through a copy of the CPU table with lean_acts set, so CI exercises its logic: the loss is
  * the same (the forward does not change) and every gradient is within bf16's rounding of the plain path. */
 static void test_lean_activations(void) {
-    TEST_BEGIN("lean activations (bf16 xz, recomputed scan) give the same loss and gradients within 1e-2");
+    TEST_BEGIN("lean activations (xz kept in bf16, out_proj input in bf16) give the loss within 1e-4 and the "
+               "gradients within 1e-2");
     backend lean = backend_cpu;
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
     ssm_model *a = random_model(24, 2, 31), *b = random_model(24, 2, 31);
@@ -109,7 +110,8 @@ static void test_lean_activations(void) {
     int tok[46], tgt[46];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
     double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
-    EXPECT(la == lb, "loss %.9g (lean) vs %.9g", lb, la);
+    /* the forward differs only by out_proj's input rounded to bf16 (as a bf16 GEMM rounds it anyway) */
+    EXPECT(fabs(la - lb) <= 1e-4 * fabs(la) && la != lb, "loss %.9g (lean) vs %.9g", lb, la);
     model_zero_grad(a), model_zero_grad(b);
     model_train_backward(a, 1.0f), model_train_backward(b, 1.0f);
     double worst = 0;

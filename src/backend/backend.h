@@ -45,6 +45,10 @@ typedef struct backend {
     void (*matmul_dyw)(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                        float beta);
     void (*matmul_dw_acc)(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+    void (*matmul_xwT_x16)(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
+                           float beta);
+    void (*matmul_dw_acc_x16)(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
+                              int K);
     void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
                        int ldx, const float *w, int M, int N, int K);
     void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);
@@ -56,12 +60,12 @@ typedef struct backend {
                             const float *w, int rows, int D, float eps);
     void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int rows, int D, int acc);
-    void (*conv1d_silu_fwd)(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+    void (*conv1d_silu_fwd)(float *out, const float *x, int ldx, const float *init, const float *w,
                             const float *bias, int B, int T, int C, int K);
-    void (*conv1d_silu_bwd)(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
-                            const float *x, int ldx, const float *w, int B, int T, int C, int K);
+    void (*conv1d_silu_bwd)(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+                            const float *w, const float *bias, int B, int T, int C, int K);
     void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
-    void (*scan_fwd)(const scan_args *s, float *out, float *h);
+    void (*scan_fwd)(const scan_args *s, float *out, uint16_t *out16, float *h);
     void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);
     void (*neg_exp_transpose)(float *At, const float *A_log, int E, int N);
     void (*alog_grad_acc)(float *dA_log, const float *dAt, const float *At, int E, int N);

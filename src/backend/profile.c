@@ -49,6 +49,18 @@ static void p_matmul_bwd(float *dx, int lddx, float beta, float *dw, const float
     inner->matmul_bwd(dx, lddx, beta, dw, dy, lddy, x, ldx, w, M, N, K);
     prof_end(15, "matmul_bwd", "gemm", t0);
 }
+static void p_matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
+                             float beta) {
+    double t0 = prof_begin();
+    inner->matmul_xwT_x16(y, ldy, x16, ldx, w, M, N, K, beta);
+    prof_end(16, "matmul_xwT_x16", "gemm", t0);
+}
+static void p_matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
+                                int K) {
+    double t0 = prof_begin();
+    inner->matmul_dw_acc_x16(dw, dy, lddy, x16, ldx, M, N, K);
+    prof_end(17, "matmul_dw_acc_x16", "gemm", t0);
+}
 static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
     double t0 = prof_begin();
     inner->bias_add(y, ldy, bias, rows, N);
@@ -80,16 +92,16 @@ static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
     inner->rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
     prof_end(9, "rmsnorm_bwd", "other", t0);
 }
-static void p_conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+static void p_conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, const float *w,
                               const float *bias, int B, int T, int C, int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_fwd(pre, out, x, ldx, init, w, bias, B, T, C, K);
+    inner->conv1d_silu_fwd(out, x, ldx, init, w, bias, B, T, C, K);
     prof_end(10, "conv1d_silu_fwd", "other", t0);
 }
-static void p_conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
-                              const float *x, int ldx, const float *w, int B, int T, int C, int K) {
+static void p_conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                              int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_bwd(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C, K);
+    inner->conv1d_silu_bwd(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
     prof_end(11, "conv1d_silu_bwd", "other", t0);
 }
 static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
@@ -97,9 +109,9 @@ static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, 
     inner->conv1d_state_update(state, x, ldx, B, T, C, K);
     prof_end(12, "conv1d_state_update", "other", t0);
 }
-static void p_scan_fwd(const scan_args *s, float *out, float *h) {
+static void p_scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
     double t0 = prof_begin();
-    inner->scan_fwd(s, out, h);
+    inner->scan_fwd(s, out, out16, h);
     prof_end(13, "scan_fwd", "scan", t0);
 }
 static void p_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
@@ -168,6 +180,8 @@ const backend *profile_wrap(const backend *in) {
     wrapped.matmul_dyw = p_matmul_dyw;
     wrapped.matmul_dw_acc = p_matmul_dw_acc;
     wrapped.matmul_bwd = p_matmul_bwd;
+    wrapped.matmul_xwT_x16 = p_matmul_xwT_x16;
+    wrapped.matmul_dw_acc_x16 = p_matmul_dw_acc_x16;
     wrapped.bias_add = p_bias_add;
     wrapped.bias_grad_acc = p_bias_grad_acc;
     wrapped.embedding_fwd = p_embedding_fwd;

@@ -102,16 +102,16 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
  * A. The rest of the intermediates live in a temp area shared by all layers and are recomputed by the
  * backward from these (the conv and dt: cheap elementwise work and one small GEMM; the scan's backward
  * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): xz is kept rounded
- * to bf16 and restored to float32 in temp. */
+ * to bf16 and restored to float32 in temp, and the scan writes out_proj's input g in bf16, as its GEMMs read it. */
 typedef struct {
     float *xz;    /* [rows, 2E] saved (temp when lean): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
     float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
-    float *xc;    /* [rows, E]  temp: conv output before SiLU */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
     float *dt;    /* [rows, E]  temp: dt_proj(dt_low), before the bias and softplus (the scan applies them) */
-    float *g;     /* [rows, E]  temp: the scan's gated output y * silu(z) */
+    float *g;     /* [rows, E]  temp: the scan's gated output y * silu(z), the out_proj input */
+    uint16_t *g16; /* [rows, E]  temp (in g's space) in lean training: g rounded to bf16, as out_proj's GEMMs take it */
 } mamba1_act;
 
 static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows, int lean) {
@@ -125,10 +125,10 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     }
     a.dbc = p, p += rows * d.P;
     a.At = p;
-    a.xc = q, q += rows * d.E;
     a.xs = q, q += rows * d.E;
     a.dt = q, q += rows * d.E;
     a.g = q;
+    if (lean) a.g16 = (uint16_t *)q;
     return a;
 }
 
@@ -140,7 +140,7 @@ static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int lean) {
 
 static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int lean) {
     mamba1_dims d = dims_of(c);
-    return (size_t)B * T * (lean ? 6 : 4) * d.E;
+    return (size_t)B * T * (lean ? 5 : 3) * d.E;
 }
 
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
@@ -176,15 +176,20 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);    /* xz = in_proj(u) */
     if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
     if (a.xz16 && !state) be->to_bf16(a.xz16, a.xz, (size_t)rows * 2 * d.E); /* training: keep it in bf16 */
-    be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_fwd(a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);             /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
     const scan_args s = scan_args_of(&a, &v, At, d, B, T);
-    be->scan_fwd(&s, a.g, scan_state);                                               /* g = scan(..) * silu(z) */
-    mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);           /* out_proj */
+    if (a.g16 && !state) { /* lean training: g straight to bf16 */
+        be->scan_fwd(&s, NULL, a.g16, NULL);                                         /* g = scan(..) * silu(z) */
+        be->matmul_xwT_x16(out, d.D, a.g16, d.E, v.out_proj, rows, d.D, d.E, 0.0f); /* out_proj */
+    } else {
+        be->scan_fwd(&s, a.g, NULL, scan_state);
+        mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);
+    }
     if (v.out_b) be->bias_add(out, d.D, v.out_b, rows, d.D);
 }
 
@@ -198,7 +203,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     /* recompute the temps as the forward did, from the saved xz (lean: its bf16 copy) and dbc: conv + SiLU and
      * dt; the scan's backward recomputes its gated output g */
     if (a.xz16) be->from_bf16(a.xz, a.xz16, (size_t)rows * 2 * d.E);
-    be->conv1d_silu_fwd(a.xc, a.xs, a.xz, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_fwd(a.xs, a.xz, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
@@ -212,13 +217,15 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->zero(dAt, sizeof(float) * d.N * d.E);
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T);
     const scan_grads sg = {.dx = dxs, .ddt = ddt, .dBm = ddbc + d.R, .dCm = ddbc + d.R + d.N, .lddbc = d.P,
-                           .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz + d.E, .lddz = 2 * d.E, .out = a.g};
+                           .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz + d.E, .lddz = 2 * d.E,
+                           .out = a.g16 ? NULL : a.g, .out16 = a.g16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
-    be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
+    if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
+    else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xc, a.xz, 2 * d.E, v.conv_w, B, T, d.E, d.K);
+    be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz, 2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
     be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }

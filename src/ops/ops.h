@@ -24,6 +24,10 @@ void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int
 /* The same layer with bf16 weights w16[N,K] (the upper halves of float32s), float32 x and y: for
  * decode, where reading the weights is the cost. */
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
+/* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16
+ * training path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
+void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta);
+void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K);
 /* Round-to-nearest-even float32 -> bf16, and back (exact). */
 void bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 void f32_from_bf16(float *dst, const uint16_t *src, size_t n);
@@ -47,14 +51,15 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
                  int rows, int D, int acc);
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
-/* x [B, T, C] (ldx), w [C, K], bias [C] or NULL: pre [B, T, C] = conv(x) + bias, out = silu(pre).
- * init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL for zeros. */
-void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
-                     const float *bias, int B, int T, int C, int K);
-/* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] += (NULL: no bias). `pre` from the forward;
- * the forward started from zeros (training). */
-void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
-                     const float *x, int ldx, const float *w, int B, int T, int C, int K);
+/* x [B, T, C] (ldx), w [C, K], bias [C] or NULL: out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias
+ * first, then the taps oldest first). init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL
+ * for zeros. */
+void conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, const float *w, const float *bias,
+                     int B, int T, int C, int K);
+/* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed
+ * from x as the forward did (which started from zeros: training). */
+void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+                     const float *w, const float *bias, int B, int T, int C, int K);
 /* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
 void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
@@ -87,11 +92,12 @@ typedef struct {
     float *dz;            /* [B, T, E] stride lddz =, when z */
     int lddz;
     float *out;           /* [B, T, E] dense, or NULL: the forward's output, recomputed (=) */
+    uint16_t *out16;      /* the same rounded to bf16, or NULL (at most one of out, out16) */
 } scan_grads;
 
-/* out [B, T, E] dense. h: [B, E, N] initial state, updated to the final state; NULL means start from zero
- * and discard. */
-void scan_fwd(const scan_args *s, float *out, float *h);
+/* out [B, T, E] dense, or out16 the same rounded to bf16 (exactly one of the two). h: [B, E, N] initial state,
+ * updated to the final state; NULL means start from zero and discard. */
+void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h);
 /* Backward from dout (d out, [B, T, E] dense), starting from a zero initial state (training). */
 void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout);
 /* The plain sequential definition, for tests: softplus_bias_fwd, then one channel at a time with scalar exp,

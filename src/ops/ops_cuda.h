@@ -44,6 +44,14 @@ void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const floa
 void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                           float beta);
 void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
+/* matmul_xwT_x16 / matmul_dw_acc_x16: float32 (x widened first), and bf16 (x16 read as it is) */
+void matmul_xwT_x16_cuda(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
+                         float beta);
+void matmul_dw_acc_x16_cuda(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K);
+void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
+                              float beta);
+void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
+                                 int K);
 /* matmul_bwd: float32, and bf16 with dy rounded once for both products */
 void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                      const float *w, int M, int N, int K);
@@ -51,7 +59,7 @@ void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw, const floa
                           int ldx, const float *w, int M, int N, int K);
 
 /* See scan_fwd / scan_bwd in ops.h; d_state <= 32. Deterministic: no atomics; reductions in a fixed order. */
-void scan_fwd_cuda(const scan_args *s, float *out, float *h);
+void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, float *h);
 void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout);
 
 /* See ops.h for each op's shapes and semantics. All deterministic: no float atomics; column sums are
@@ -68,10 +76,10 @@ void add_rmsnorm_fwd_cuda(float *x_out, float *y, float *rstd, const float *x, c
 void rmsnorm_bwd_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                       int rows, int D, int acc);
 
-void conv1d_silu_fwd_cuda(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
-                          const float *bias, int B, int T, int C, int K);
-void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
-                          const float *x, int ldx, const float *w, int B, int T, int C, int K);
+void conv1d_silu_fwd_cuda(float *out, const float *x, int ldx, const float *init, const float *w, const float *bias,
+                          int B, int T, int C, int K);
+void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+                          const float *w, const float *bias, int B, int T, int C, int K);
 void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);

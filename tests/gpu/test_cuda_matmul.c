@@ -30,6 +30,8 @@ static float *gpu_at(const float *host, size_t n, int off) {
 
 typedef void (*xwT_fn)(float *, int, const float *, int, const float *, int, int, int, float);
 typedef void (*dw_fn)(float *, const float *, int, const float *, int, int, int, int);
+typedef void (*xwT16_fn)(float *, int, const uint16_t *, int, const float *, int, int, int, float);
+typedef void (*dw16_fn)(float *, const float *, int, const uint16_t *, int, int, int, int);
 typedef void (*bwd_fn)(float *, int, float, float *, const float *, int, const float *, int, const float *, int, int,
                        int);
 
@@ -37,7 +39,7 @@ typedef void (*bwd_fn)(float *, int, float, float *, const float *, int, const f
 static void check(int M, int N, int K, int pad, int bf16, int off) {
     char name[160];
     snprintf(name, sizeof name,
-             "cuBLASLt matmul_xwT / dyw / dw_acc / bwd%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, offset %d",
+             "cuBLASLt matmul_xwT / dyw / dw_acc / bwd / x16 variants%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, offset %d",
              bf16 ? " (bf16)" : "", M, N, K, pad, off);
     TEST_BEGIN(name);
     const xwT_fn xwT = bf16 ? matmul_xwT_cuda_bf16 : matmul_xwT_cuda, dyw = bf16 ? matmul_dyw_cuda_bf16 : matmul_dyw_cuda;
@@ -79,6 +81,23 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
            test_rel_err(rdw2, dw, (size_t)N * K));
     EXPECT((e = test_rel_err(rdx2, dx, (size_t)M * ldx)) < tol, "matmul_bwd dx: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw2, dw, (size_t)N * K)) < tol, "matmul_bwd dw: rel err %.2e", e);
+    /* x in bf16 (x16): against the CPU's x16 variants (x widened, then OpenBLAS) */
+    const xwT16_fn xwT16 = bf16 ? matmul_xwT_x16_cuda_bf16 : matmul_xwT_x16_cuda;
+    const dw16_fn dw16 = bf16 ? matmul_dw_acc_x16_cuda_bf16 : matmul_dw_acc_x16_cuda;
+    uint16_t *x16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldx), *gx16;
+    bf16_from_f32(x16, x, (size_t)M * ldx);
+    CUDA_CHECK(cudaMalloc((void **)&gx16, sizeof(uint16_t) * ((size_t)M * ldx + off)));
+    gx16 += off;
+    CUDA_CHECK(cudaMemcpy(gx16, x16, sizeof(uint16_t) * (size_t)M * ldx, cudaMemcpyHostToDevice));
+    matmul_xwT_x16(y, ldy, x16, ldx, w, M, N, K, 1.0f);
+    xwT16(gy, ldy, gx16, ldx, gw, M, N, K, 1.0f);
+    matmul_dw_acc_x16(dw, dy, ldy, x16, ldx, M, N, K);
+    dw16(gdw, gdy, ldy, gx16, ldx, M, N, K);
+    float *ry3 = host_floats(gy, (size_t)M * ldy), *rdw3 = host_floats(gdw, (size_t)N * K);
+    for (int r = 0; r < M; r++) memcpy(ry3 + (size_t)r * ldy + N, y + (size_t)r * ldy + N, sizeof(float) * pad);
+    printf("  x16 rel err: y %.1e, dw %.1e\n", test_rel_err(ry3, y, (size_t)M * ldy), test_rel_err(rdw3, dw, (size_t)N * K));
+    EXPECT((e = test_rel_err(ry3, y, (size_t)M * ldy)) < tol, "matmul_xwT_x16 y: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdw3, dw, (size_t)N * K)) < tol, "matmul_dw_acc_x16 dw: rel err %.2e", e);
     /* determinism: recompute y with beta 0 twice */
     xwT(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);
     float *a = host_floats(gy, (size_t)M * ldy);

@@ -153,47 +153,45 @@ static void test_conv1d(int B, int T, int C, int K) {
     float *x = rand_vec(nx, 1), *w = rand_vec((size_t)C * K, 1), *bias = rand_vec(C, 1);
     float *init = rand_vec((size_t)B * C * (K - 1), 1), *dout = rand_vec(n, 1);
 
-    snprintf(name, sizeof name, "CUDA conv1d_silu_fwd within 1e-5 relative (pre, out; with/without init and bias), "
+    snprintf(name, sizeof name, "CUDA conv1d_silu_fwd within 1e-5 relative (with/without init and bias), "
              "repeatable: B %d, T %d, C %d, K %d", B, T, C, K);
     TEST_BEGIN(name);
     for (int variant = 0; variant < 2; variant++) {
         const float *ini = variant ? init : NULL, *bs = variant ? NULL : bias;
-        float *pre = malloc(FB(n)), *out = malloc(FB(n)), *gp[2], *go[2];
-        conv1d_silu_fwd(pre, out, x, ldx, ini, w, bs, B, T, C, K);
+        float *out = malloc(FB(n)), *go[2];
+        conv1d_silu_fwd(out, x, ldx, ini, w, bs, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = bs ? gpu_to_dev(bs, FB(C)) : NULL, *d_i = ini ? gpu_to_dev(ini, FB(B * C * (K - 1))) : NULL;
-            float *d_p = gpu_to_dev(NULL, FB(n)), *d_o = gpu_to_dev(NULL, FB(n));
-            conv1d_silu_fwd_cuda(d_p, d_o, d_x, ldx, d_i, d_w, d_b, B, T, C, K);
-            gpu_to_host(gp[rep] = malloc(FB(n)), d_p, FB(n));
+            float *d_o = gpu_to_dev(NULL, FB(n));
+            conv1d_silu_fwd_cuda(d_o, d_x, ldx, d_i, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
-            cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_i), cudaFree(d_p), cudaFree(d_o);
+            cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_i), cudaFree(d_o);
         }
-        check(variant ? "pre (init, no bias)" : "pre (no init, bias)", gp, pre, n, 1e-5);
         check(variant ? "out (init, no bias)" : "out (no init, bias)", go, out, n, 1e-5);
-        free(pre), free(out), free(gp[0]), free(gp[1]), free(go[0]), free(go[1]);
+        free(out), free(go[0]), free(go[1]);
     }
     TEST_END();
 
-    snprintf(name, sizeof name, "CUDA conv1d_silu_bwd within 1e-5 relative (dx with stride, dw +=, dbias += or NULL), "
+    snprintf(name, sizeof name, "CUDA conv1d_silu_bwd within 1e-5 relative (dx with stride, dw +=, with bias and "
+             "dbias += or neither), "
              "repeatable: B %d, T %d, C %d, K %d", B, T, C, K);
     TEST_BEGIN(name);
-    float *pre = malloc(FB(n)), *out = malloc(FB(n));
-    conv1d_silu_fwd(pre, out, x, ldx, NULL, w, bias, B, T, C, K);
     float *dx0 = rand_vec(ndx, 1), *dw0 = rand_vec((size_t)C * K, 1), *db0 = rand_vec(C, 1);
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         float *dx = copy_vec(dx0, ndx), *dw = copy_vec(dw0, (size_t)C * K), *db = copy_vec(db0, C);
         float *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, pre, x, ldx, w, B, T, C, K);
+        conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, x, ldx, w, with_bias ? bias : NULL, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(ndx)), *d_dw = gpu_to_dev(dw0, FB(C * K)), *d_db = gpu_to_dev(db0, FB(C));
-            float *d_do = gpu_to_dev(dout, FB(n)), *d_p = gpu_to_dev(pre, FB(n)), *d_x = gpu_to_dev(x, FB(nx));
-            float *d_w = gpu_to_dev(w, FB(C * K));
-            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_p, d_x, ldx, d_w, B, T, C, K);
+            float *d_do = gpu_to_dev(dout, FB(n)), *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
+            float *d_b = gpu_to_dev(bias, FB(C));
+            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_x, ldx, d_w, with_bias ? d_b : NULL,
+                                 B, T, C, K);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
             gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
-            cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db), cudaFree(d_do), cudaFree(d_p), cudaFree(d_x);
+            cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db), cudaFree(d_do), cudaFree(d_b), cudaFree(d_x);
             cudaFree(d_w);
         }
         check("dx", gdx, dx, ndx, 1e-5);
@@ -202,7 +200,7 @@ static void test_conv1d(int B, int T, int C, int K) {
         free(dx), free(dw), free(db);
         for (int rep = 0; rep < 2; rep++) free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
     }
-    free(pre), free(out), free(dx0), free(dw0), free(db0);
+    free(dx0), free(dw0), free(db0);
     TEST_END();
 
     snprintf(name, sizeof name, "CUDA conv1d_state_update matches the CPU exactly (T = %d, 2, 1), repeatable: K %d", T, K);

@@ -43,7 +43,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
     /* CPU reference */
     float *y = xmalloc(sizeof(float) * nx), *h = xmalloc(sizeof(float) * nh);
     memcpy(h, h0, sizeof(float) * nh);
-    scan_fwd(&s, y, h);
+    scan_fwd(&s, y, NULL, h);
     float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx), *dbc = xcalloc(nbc, sizeof(float));
     float *dA = xcalloc(na, sizeof(float)), *dD = xcalloc(E, sizeof(float)), *db = xcalloc(E, sizeof(float));
     float *dz = xcalloc(nz, sizeof(float)), *out = xcalloc(nx, sizeof(float));
@@ -67,7 +67,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
     CUDA_CHECK(cudaMemset(gddt, 0xff, sizeof(float) * nx));
     CUDA_CHECK(cudaMemset(gdbc, 0xff, sizeof(float) * nbc));
     if (gated) CUDA_CHECK(cudaMemset(gout, 0xff, sizeof(float) * nx));
-    scan_fwd_cuda(&gs, gy, gh);
+    scan_fwd_cuda(&gs, gy, NULL, gh);
     scan_bwd_cuda(&gs, &gg, gdy);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA error: %s", cudaGetErrorString(err));
@@ -94,7 +94,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
     }
     /* determinism: the same inputs again give the same bits */
     CUDA_CHECK(cudaMemcpy(gh, h0, sizeof(float) * nh, cudaMemcpyHostToDevice));
-    scan_fwd_cuda(&gs, gy, gh);
+    scan_fwd_cuda(&gs, gy, NULL, gh);
     float *ry2 = host_floats(gy, nx), *rh2 = host_floats(gh, nh);
     EXPECT(!memcmp(ry2, ry, sizeof(float) * nx) && !memcmp(rh2, rh, sizeof(float) * nh), "a second forward differs");
     cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice);
@@ -109,6 +109,23 @@ static void check_case(int B, int T, int E, int N, int gated) {
                !memcmp(rdD2, rdD, sizeof(float) * E) && !memcmp(rdb2, rdb, sizeof(float) * E) &&
                !memcmp(rdz2, rdz, sizeof(float) * nz),
            "a second backward differs");
+    if (gated) { /* bf16 outputs (the lean path): the float32 ones of the same kernels, rounded */
+        uint16_t *g16, *want = xmalloc(sizeof(uint16_t) * nx), *got = xmalloc(sizeof(uint16_t) * nx);
+        CUDA_CHECK(cudaMalloc((void **)&g16, sizeof(uint16_t) * nx));
+        CUDA_CHECK(cudaMemcpy(gh, h0, sizeof(float) * nh, cudaMemcpyHostToDevice)); /* as for ry */
+        scan_fwd_cuda(&gs, NULL, g16, gh);
+        CUDA_CHECK(cudaMemcpy(got, g16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
+        bf16_from_f32(want, ry, nx);
+        EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "forward: the bf16 output is not the float32 one rounded");
+        scan_grads g16s = gg;
+        g16s.out = NULL, g16s.out16 = g16;
+        CUDA_CHECK(cudaMemset(g16, 0xff, sizeof(uint16_t) * nx));
+        scan_bwd_cuda(&gs, &g16s, gdy);
+        CUDA_CHECK(cudaMemcpy(got, g16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
+        bf16_from_f32(want, rout, nx);
+        EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "backward: the bf16 output is not the float32 one rounded");
+        cudaFree(g16), free(want), free(got);
+    }
     TEST_END();
 }
 

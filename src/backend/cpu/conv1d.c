@@ -6,26 +6,32 @@
 #include <omp.h>
 #include <string.h>
 
-void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
-                     const float *bias, int B, int T, int C, int K) {
+/* pr[0..C) = the pre-activation of step t of sequence b: bias, then the taps oldest first. */
+static void conv_pre_row(float *pr, const float *x, int ldx, const float *init, const float *w, const float *bias,
+                         int b, int t, int T, int C, int K) {
+    for (int c = 0; c < C; c++) pr[c] = bias ? bias[c] : 0.0f;
+    for (int k = 0; k < K; k++) {
+        int ts = t - (K - 1) + k;
+        if (ts >= 0) {
+            const float *xr = x + ((size_t)b * T + ts) * ldx;
+            for (int c = 0; c < C; c++) pr[c] += w[(size_t)c * K + k] * xr[c];
+        } else if (init) { /* before the sequence: the carried inputs, oldest first */
+            const float *st = init + (size_t)b * C * (K - 1) + (K - 1 + ts);
+            for (int c = 0; c < C; c++) pr[c] += w[(size_t)c * K + k] * st[(size_t)c * (K - 1)];
+        }
+    }
+}
+
+void conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, const float *w, const float *bias,
+                     int B, int T, int C, int K) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            float *pr = pre + ((size_t)b * T + t) * C, *o = out + ((size_t)b * T + t) * C;
-            for (int c = 0; c < C; c++) pr[c] = bias ? bias[c] : 0.0f;
-            for (int k = 0; k < K; k++) {
-                int ts = t - (K - 1) + k;
-                if (ts >= 0) {
-                    const float *xr = x + ((size_t)b * T + ts) * ldx;
-                    for (int c = 0; c < C; c++) pr[c] += w[(size_t)c * K + k] * xr[c];
-                } else if (init) { /* before the sequence: the carried inputs, oldest first */
-                    const float *st = init + (size_t)b * C * (K - 1) + (K - 1 + ts);
-                    for (int c = 0; c < C; c++) pr[c] += w[(size_t)c * K + k] * st[(size_t)c * (K - 1)];
-                }
-            }
+            float *o = out + ((size_t)b * T + t) * C;
+            conv_pre_row(o, x, ldx, init, w, bias, b, t, T, C, K); /* pre, then silu(pre) in place */
             for (int c = 0; c < C; c += VW) {
                 const int nw = imin(VW, C - c);
-                vf p = vf_load_n(pr + c, nw);
+                vf p = vf_load_n(o + c, nw);
                 vf_store_n(o + c, p * vf_sigmoid(p), nw);
             }
         }
@@ -33,14 +39,14 @@ void conv1d_silu_fwd(float *pre, float *out, const float *x, int ldx, const floa
 
 #define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
 
-void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
-                     const float *x, int ldx, const float *w, int B, int T, int C, int K) {
+void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+                     const float *w, const float *bias, int B, int T, int C, int K) {
     /* dpre = dout * silu'(pre); dx[t] = sum_k w[k] dpre[t + K-1-k]; dw, dbias are sums over b and t.
      * Threads own channel blocks, so those sums need no reduction; time runs inside each block. */
     const int nblk = (C + CONV_BLOCK - 1) / CONV_BLOCK;
 #pragma omp parallel
     {
-        float *dp = xmalloc(sizeof(float) * (size_t)T * CONV_BLOCK);
+        float *dp = xmalloc(sizeof(float) * (size_t)T * CONV_BLOCK), pr[CONV_BLOCK];
         float *dwl = xmalloc(sizeof(float) * (size_t)K * CONV_BLOCK), dbl[CONV_BLOCK];
 #pragma omp for schedule(static)
         for (int blk = 0; blk < nblk; blk++) {
@@ -50,8 +56,9 @@ void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *
             for (int b = 0; b < B; b++) {
                 const size_t base = (size_t)b * T;
                 for (int t = 0; t < T; t++) {
-                    const float *pr = pre + (base + t) * C + c0, *go = dout + (base + t) * C + c0;
+                    const float *go = dout + (base + t) * C + c0;
                     float *d = dp + (size_t)t * CONV_BLOCK;
+                    conv_pre_row(pr, x + c0, ldx, NULL, w + (size_t)c0 * K, bias ? bias + c0 : NULL, b, t, T, cn, K);
                     for (int c = 0; c < cn; c += VW) {
                         const int nw = imin(VW, cn - c);
                         vf p = vf_load_n(pr + c, nw), s = vf_sigmoid(p);

@@ -23,6 +23,26 @@ void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, lddy, x, ldx, 1.0f, dw, K);
 }
 
+/* x16 [M, K] (ldx) -> a dense float32 copy (the caller frees it) */
+static float *x16_widen(const uint16_t *x16, int ldx, int M, int K) {
+    float *x = xmalloc(sizeof(float) * (size_t)M * K);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < M; r++) f32_from_bf16(x + (size_t)r * K, x16 + (size_t)r * ldx, (size_t)K);
+    return x;
+}
+
+void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta) {
+    float *x = x16_widen(x16, ldx, M, K);
+    matmul_xwT(y, ldy, x, K, w, M, N, K, beta);
+    free(x);
+}
+
+void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K) {
+    float *x = x16_widen(x16, ldx, M, K);
+    matmul_dw_acc(dw, dy, lddy, x, K, M, N, K);
+    free(x);
+}
+
 void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                 const float *w, int M, int N, int K) {
     matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);

@@ -22,7 +22,18 @@ static inline vf step_dt(const scan_args *s, size_t row, int e0, int nw, vf bias
     return vf_softplus(vf_load_n(s->dt + row * s->E + e0, nw) + bias);
 }
 
-void scan_fwd(const scan_args *s, float *out, float *h) {
+/* out (float32) or out16 (bf16) at [at, at + nw) = v */
+static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int nw) {
+    if (out16) {
+        float tmp[VW];
+        vf_store_n(tmp, v, nw);
+        bf16_from_f32(out16 + at, tmp, (size_t)nw);
+    } else {
+        vf_store_n(out + at, v, nw);
+    }
+}
+
+void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
     const int nblk = (E + VW - 1) / VW;
@@ -54,7 +65,7 @@ void scan_fwd(const scan_args *s, float *out, float *h) {
                     const vf zv = vf_load_n(s->z + row * s->ldz + e0, nw);
                     y = y * zv * vf_sigmoid(zv);
                 }
-                vf_store_n(out + row * E + e0, y, nw);
+                store_out(out, out16, row * E + e0, y, nw);
             }
             if (h)
                 for (int n = 0; n < N; n++)
@@ -138,7 +149,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
                 y = y + dv * xv;
                 dyv = g * zv * sg;
                 vf_store_n(gr->dz + row * gr->lddz + e0, g * y * sg * (1.0f + zv * (1.0f - sg)), nw);
-                if (gr->out) vf_store_n(gr->out + at, y * zv * sg, nw);
+                if (gr->out || gr->out16) store_out(gr->out, gr->out16, at, y * zv * sg, nw);
             }
             float *pB = part + (size_t)t * 2 * N, *pC = pB + N;
             const vf dtx = dtv * xv;

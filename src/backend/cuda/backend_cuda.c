@@ -32,6 +32,8 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .matmul_dyw = matmul_dyw_##MM,                                                             \
         .matmul_dw_acc = matmul_dw_acc_##MM,                                                       \
         .matmul_bwd = matmul_bwd_##MM,                                                             \
+        .matmul_xwT_x16 = matmul_xwT_x16_##MM,                                                     \
+        .matmul_dw_acc_x16 = matmul_dw_acc_x16_##MM,                                               \
         .bias_add = bias_add_cuda,                                                                 \
         .bias_grad_acc = bias_grad_acc_cuda,                                                       \
         .embedding_fwd = embedding_fwd_cuda,                                                       \

@@ -1,6 +1,7 @@
 /* Causal depthwise conv1d + SiLU (CUDA): the forward is one thread per (b, t, c) output, the K taps summed
- * in the CPU's order. The backward is one fused pass for K <= 4 (dx, and dw/dbias as per-chunk partials added
- * in a fixed order), else three passes with the weight and bias gradients as column sums (colsum_acc). */
+ * in the CPU's order. The backward recomputes the pre-activation from x (nothing but the output is stored) in
+ * one fused pass for K <= 4 (dx, and dw/dbias as per-chunk partials added in a fixed order), else three
+ * passes with the weight and bias gradients as column sums (colsum_acc). */
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
@@ -9,30 +10,38 @@ __device__ static inline float sigmoidf_(float p) { return 1.0f / (1.0f + expf(-
 
 #define CONV_CHUNK 64 /* steps per thread in the sliding-window kernels */
 
-__global__ static void conv1d_silu_fwd_kernel(float *pre, float *out, const float *x, int ldx, const float *init,
-                                              const float *w, const float *bias, int B, int T, int C, int K) {
+/* The pre-activation of output i = (b, t, c): the bias, then the taps oldest first (the CPU's order). */
+__device__ static float conv_pre(const float *x, int ldx, const float *init, const float *w, const float *bias,
+                                 size_t i, int T, int C, int K) {
+    const int c = (int)(i % C);
+    const size_t bt = i / C;
+    const int t = (int)(bt % T), b = (int)(bt / T);
+    float acc = bias ? bias[c] : 0.0f;
+    for (int k = 0; k < K; k++) {
+        const int ts = t - (K - 1) + k;
+        if (ts >= 0)
+            acc += w[(size_t)c * K + k] * x[((size_t)b * T + ts) * ldx + c];
+        else if (init) /* before the sequence: the carried inputs, oldest first */
+            acc += w[(size_t)c * K + k] * init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
+    }
+    return acc;
+}
+
+__global__ static void conv1d_silu_fwd_kernel(float *out, const float *x, int ldx, const float *init, const float *w,
+                                              const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const int c = (int)(i % C);
-        const size_t bt = i / C;
-        const int t = (int)(bt % T), b = (int)(bt / T);
-        float acc = bias ? bias[c] : 0.0f;
-        for (int k = 0; k < K; k++) {
-            const int ts = t - (K - 1) + k;
-            if (ts >= 0)
-                acc += w[(size_t)c * K + k] * x[((size_t)b * T + ts) * ldx + c];
-            else if (init) /* before the sequence: the carried inputs, oldest first */
-                acc += w[(size_t)c * K + k] * init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
-        }
-        pre[i] = acc;
+        const float acc = conv_pre(x, ldx, init, w, bias, i, T, C, K);
         out[i] = acc * sigmoidf_(acc);
     }
 }
 
-/* dpre = dout * silu'(pre), kept for the dx, dw and dbias passes. */
-__global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const float *pre, size_t n) {
+/* dpre = dout * silu'(pre), pre recomputed, kept for the dx, dw and dbias passes. */
+__global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const float *x, int ldx, const float *w,
+                                          const float *bias, int B, int T, int C, int K) {
+    const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float p = pre[i], s = sigmoidf_(p);
+        const float p = conv_pre(x, ldx, NULL, w, bias, i, T, C, K), s = sigmoidf_(p);
         dpre[i] = dout[i] * s * (1.0f + p * (1.0f - s));
     }
 }
@@ -85,8 +94,7 @@ __global__ static void conv1d_state_update_kernel(float *state, const float *x, 
  * and slides a window of the last K inputs along it, so each input is read once (plus K-1 at the chunk's
  * start), coalesced across the channels of a warp. The same sum, in the same order, as the kernel above. */
 template <int K>
-__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ pre, float *__restrict__ out,
-                                                     const float *__restrict__ x, int ldx,
+__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, const float *__restrict__ x, int ldx,
                                                      const float *__restrict__ init, const float *__restrict__ w,
                                                      const float *__restrict__ bias, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -110,48 +118,48 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ pre, fl
         float acc = b0;
 #pragma unroll
         for (int k = 0; k < K; k++) acc += wk[k] * xwin[k];
-        pre[(row0 + t) * C + c] = acc;
         out[(row0 + t) * C + c] = acc * sigmoidf_(acc);
     }
 }
 
 template <int K>
-static void conv1d_fwd_window(float *pre, float *out, const float *x, int ldx, const float *init, const float *w,
+static void conv1d_fwd_window(float *out, const float *x, int ldx, const float *init, const float *w,
                               const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK);
-    conv1d_silu_fwd_window_kernel<K><<<dim3(cdiv(C, 128), B * nch), 128>>>(pre, out, x, ldx, init, w, bias, T, C,
-                                                                           nch);
+    conv1d_silu_fwd_window_kernel<K><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, x, ldx, init, w, bias, T, C, nch);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void conv1d_silu_fwd_cuda(float *pre, float *out, const float *x, int ldx, const float *init,
-                                     const float *w, const float *bias, int B, int T, int C, int K) {
+extern "C" void conv1d_silu_fwd_cuda(float *out, const float *x, int ldx, const float *init, const float *w,
+                                     const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
     if (T > 1) switch (K) { /* long sequences: the sliding window; decode steps (T = 1): one thread per output */
-        case 2: return conv1d_fwd_window<2>(pre, out, x, ldx, init, w, bias, B, T, C);
-        case 3: return conv1d_fwd_window<3>(pre, out, x, ldx, init, w, bias, B, T, C);
-        case 4: return conv1d_fwd_window<4>(pre, out, x, ldx, init, w, bias, B, T, C);
+        case 2: return conv1d_fwd_window<2>(out, x, ldx, init, w, bias, B, T, C);
+        case 3: return conv1d_fwd_window<3>(out, x, ldx, init, w, bias, B, T, C);
+        case 4: return conv1d_fwd_window<4>(out, x, ldx, init, w, bias, B, T, C);
         default: break;
         }
-    conv1d_silu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(pre, out, x, ldx, init, w, bias, B, T, C, K);
+    conv1d_silu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(out, x, ldx, init, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
 }
 
 /* The whole backward in one pass for a compile-time kernel width K: a thread owns channel c of one chunk of
  * CONV_CHUNK steps of sequence b, walks it once (plus K-1 steps of lookahead for dx), keeps the last K
- * inputs and the last K values of dpre = dout * silu'(pre) in registers, writes dx, and leaves its dw and
- * dbias sums as per-chunk partials [chunk, C*K] and [chunk, C] that a second kernel adds in chunk order. */
+ * inputs (pre is their weighted sum, as in the forward) and the last K values of dpre = dout * silu'(pre) in
+ * registers, writes dx, and leaves its dw and dbias sums as per-chunk partials [chunk, C*K] and [chunk, C]
+ * that a second kernel adds in chunk order. */
 template <int K>
 __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx, float *__restrict__ part_w,
                                                float *__restrict__ part_b, const float *__restrict__ dout,
-                                               const float *__restrict__ pre, const float *__restrict__ x, int ldx,
-                                               const float *__restrict__ w, int T, int C, int nch) {
+                                               const float *__restrict__ x, int ldx, const float *__restrict__ w,
+                                               const float *__restrict__ bias, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
     const size_t row0 = (size_t)b * T;
     float wk[K], accw[K], xwin[K], dp[K], accb = 0.0f;
+    const float b0 = bias ? bias[c] : 0.0f;
 #pragma unroll
     for (int k = 0; k < K; k++) {
         wk[k] = w[(size_t)c * K + k];
@@ -162,13 +170,16 @@ __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx,
     for (int tp = t0; tp < t1 + K - 1; tp++) {
         float d = 0.0f;
         if (tp < T) {
-            const float p = pre[(row0 + tp) * C + c], sg = sigmoidf_(p);
-            d = dout[(row0 + tp) * C + c] * sg * (1.0f + p * (1.0f - sg));
-        }
-        if (tp < t1) { /* dw, dbias: this chunk's own steps */
 #pragma unroll
             for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
             xwin[K - 1] = x[(row0 + tp) * ldx + c];
+            float p = b0;
+#pragma unroll
+            for (int k = 0; k < K; k++) p += wk[k] * xwin[k];
+            const float sg = sigmoidf_(p);
+            d = dout[(row0 + tp) * C + c] * sg * (1.0f + p * (1.0f - sg));
+        }
+        if (tp < t1) { /* dw, dbias: this chunk's own steps */
 #pragma unroll
             for (int k = 0; k < K; k++) accw[k] += d * xwin[k];
             accb += d;
@@ -190,13 +201,13 @@ __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx,
 }
 
 template <int K>
-static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *pre,
-                             const float *x, int ldx, const float *w, int B, int T, int C) {
+static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+                             const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK), nq = B * nch;
     float *part_w, *part_b = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
     if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
-    conv1d_bwd_fused_kernel<K><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, pre, x, ldx, w, T, C,
+    conv1d_bwd_fused_kernel<K><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C,
                                                                 nch);
     CUDA_CHECK_LAUNCH();
     colsum_finish(dw, part_w, nq, C * K);
@@ -207,20 +218,19 @@ static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const
     CUDA_CHECK(cudaFreeAsync(part_w, 0));
 }
 
-extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout,
-                                     const float *pre, const float *x, int ldx, const float *w, int B, int T,
-                                     int C, int K) {
+extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                                     int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
     switch (K) { /* the common widths in one fused pass; others through the general three-pass path below */
-    case 2: return conv1d_bwd_fused<2>(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C);
-    case 3: return conv1d_bwd_fused<3>(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C);
-    case 4: return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, pre, x, ldx, w, B, T, C);
+    case 2: return conv1d_bwd_fused<2>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C);
+    case 3: return conv1d_bwd_fused<3>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C);
+    case 4: return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C);
     default: break;
     }
     float *dpre;
     CUDA_CHECK(cudaMallocAsync((void **)&dpre, sizeof(float) * n, 0));
-    conv1d_dpre_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, pre, n);
+    conv1d_dpre_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, x, ldx, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
     conv1d_dx_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dx, lddx, dpre, w, B, T, C, K);
     CUDA_CHECK_LAUNCH();

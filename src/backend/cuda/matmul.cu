@@ -140,12 +140,13 @@ static __nv_bfloat16 *bf16_copy(const float *src, int rows, int cols, int ld) {
 }
 static void bf16_free(__nv_bfloat16 *p) { CUDA_CHECK(cudaFreeAsync(p, cudaStreamPerThread)); }
 
-// C = alpha * op(A) op(B) + beta * C with dense bf16 copies A16, B16 (leading dimensions their row counts) and
-// float32 accumulation and output.
-static void lt_gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16 *A16,
-                         const __nv_bfloat16 *B16, float *C, int ldc, float beta) {
+// C = alpha * op(A) op(B) + beta * C with bf16 A16, B16 (column-major, leading dimensions lda, ldb) and float32
+// accumulation and output.
+static void lt_gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, const __nv_bfloat16 *A16, int lda,
+                         const __nv_bfloat16 *B16, int ldb, float *C, int ldc, float beta) {
+    lt_init();
     const float alpha = 1.0f;
-    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, trans_a ? k : m, trans_b ? n : k, ldc, 256, 256,
+    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A16), ptr_align(B16),
                                    ptr_align(C), CUBLAS_COMPUTE_32F, CUDA_R_16BF);
     LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A16, p->la, B16, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
                             lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
@@ -165,7 +166,7 @@ static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float
     if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && bf16_copies(m, n, k)) {
         __nv_bfloat16 *a16 = bf16_copy(A, trans_a ? k : m, trans_a ? m : k, lda),
                       *b16 = bf16_copy(B, trans_b ? n : k, trans_b ? k : n, ldb);
-        lt_gemm_bf16(trans_a, trans_b, m, n, k, a16, b16, C, ldc, beta);
+        lt_gemm_bf16(trans_a, trans_b, m, n, k, a16, trans_a ? k : m, b16, trans_b ? n : k, C, ldc, beta);
         bf16_free(a16), bf16_free(b16);
         return;
     }
@@ -228,7 +229,70 @@ extern "C" void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw,
     }
     lt_init();
     __nv_bfloat16 *dy16 = bf16_copy(dy, N, M, lddy), *w16 = bf16_copy(w, K, N, K), *x16 = bf16_copy(x, K, M, ldx);
-    lt_gemm_bf16(false, false, K, M, N, w16, dy16, dx, lddx, beta); // dx^T (K x M) = w^T (K x N) dy^T (N x M)
-    lt_gemm_bf16(false, true, K, N, M, x16, dy16, dw, K, 1.0f);    // dw^T (K x N) += x^T (K x M) (dy^T)^T
+    lt_gemm_bf16(false, false, K, M, N, w16, K, dy16, N, dx, lddx, beta); // dx^T (K x M) = w^T (K x N) dy^T (N x M)
+    lt_gemm_bf16(false, true, K, N, M, x16, K, dy16, N, dw, K, 1.0f);    // dw^T (K x N) += x^T (K x M) (dy^T)^T
     bf16_free(dy16), bf16_free(w16), bf16_free(x16);
+}
+
+// ---- a bf16 activation operand x16 [M, K] (row stride ldx): the column-major K x M matrix with leading dimension ldx
+
+// float32: x widened into a dense copy, then the float32 product
+__global__ static void from_bf16_dense_kernel(float *dst, const __nv_bfloat16 *src, int cols, int ld) {
+    const __nv_bfloat16 *s = src + (size_t)blockIdx.x * ld;
+    float *d = dst + (size_t)blockIdx.x * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = __bfloat162float(s[c]);
+}
+
+static float *widen(const uint16_t *x16, int ldx, int M, int K) {
+    float *x;
+    CUDA_CHECK(cudaMallocAsync((void **)&x, sizeof(float) * (size_t)M * K, cudaStreamPerThread));
+    if (M > 0 && K > 0) {
+        from_bf16_dense_kernel<<<M, K >= 512 ? 256 : 128>>>(x, (const __nv_bfloat16 *)x16, K, ldx);
+        CUDA_CHECK_LAUNCH();
+    }
+    return x;
+}
+
+extern "C" void matmul_xwT_x16_cuda(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
+                                    float beta) {
+    float *x = widen(x16, ldx, M, K);
+    matmul_xwT_cuda(y, ldy, x, K, w, M, N, K, beta);
+    CUDA_CHECK(cudaFreeAsync(x, cudaStreamPerThread));
+}
+
+extern "C" void matmul_dw_acc_x16_cuda(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
+                                       int K) {
+    float *x = widen(x16, ldx, M, K);
+    matmul_dw_acc_cuda(dw, dy, lddy, x, K, M, N, K);
+    CUDA_CHECK(cudaFreeAsync(x, cudaStreamPerThread));
+}
+
+// bf16: x16 read as it is (tensor-core kernels want 16-byte aligned rows: a dense copy where they are not, never
+// in the model), the other operand rounded into a bf16 copy
+static const __nv_bfloat16 *aligned_x16(const uint16_t *x16, int *ldx, int M, int K, __nv_bfloat16 **copy) {
+    *copy = NULL;
+    if ((uintptr_t)x16 % 16 == 0 && *ldx % 8 == 0) return (const __nv_bfloat16 *)x16;
+    CUDA_CHECK(cudaMallocAsync((void **)copy, sizeof(__nv_bfloat16) * (size_t)M * K, cudaStreamPerThread));
+    CUDA_CHECK(cudaMemcpy2DAsync(*copy, sizeof(uint16_t) * K, x16, sizeof(uint16_t) * *ldx, sizeof(uint16_t) * K, M,
+                                 cudaMemcpyDeviceToDevice, cudaStreamPerThread));
+    *ldx = K;
+    return *copy;
+}
+
+extern "C" void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N,
+                                         int K, float beta) {
+    __nv_bfloat16 *xc, *w16 = bf16_copy(w, K, N, K); // y^T (N x M) = w (op T of stored K x N) * x^T (K x M)
+    const __nv_bfloat16 *x = aligned_x16(x16, &ldx, M, K, &xc);
+    lt_gemm_bf16(true, false, N, M, K, w16, K, x, ldx, y, ldy, beta);
+    bf16_free(w16);
+    if (xc) bf16_free(xc);
+}
+
+extern "C" void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M,
+                                            int N, int K) {
+    __nv_bfloat16 *xc, *dy16 = bf16_copy(dy, N, M, lddy); // dw^T (K x N) += x^T (K x M) * dy (op T of stored N x M)
+    const __nv_bfloat16 *x = aligned_x16(x16, &ldx, M, K, &xc);
+    lt_gemm_bf16(false, true, K, N, M, x, ldx, dy16, N, dw, K, 1.0f);
+    bf16_free(dy16);
+    if (xc) bf16_free(xc);
 }

@@ -29,6 +29,8 @@
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
+#include <cuda_bf16.h>
+
 #define SCAN_LOG2E 1.4426950408889634f
 
 extern "C" int cuda_device_available(const char **why) {
@@ -150,7 +152,8 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 
 template <int W, int ITEMS, int NG>
 __global__ void __launch_bounds__(W * 32)
-    scan_fwd_kernel(float *__restrict__ y, float *__restrict__ h, const float *__restrict__ x,
+    scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
+                    const float *__restrict__ x,
                     const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
                     const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
                     const float *__restrict__ Dv, const float *__restrict__ z, int ldz, int T, int E, int N) {
@@ -249,7 +252,8 @@ __global__ void __launch_bounds__(W * 32)
                 if (tw + i < T) {
                     float yo = yv[i] + d * X[p * CH * 32 + (w * ITEMS + i) * 32 + lane];
                     if (z) yo = yo * zv[i] * sigmoid_(zv[i]);
-                    y[(row0 + tw + i) * E + e] = yo;
+                    if (y16) y16[(row0 + tw + i) * E + e] = __float2bfloat16_rn(yo);
+                    else y[(row0 + tw + i) * E + e] = yo;
                 }
         __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
     }
@@ -277,7 +281,7 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 template <int W, int ITEMS, int NG> // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
 __global__ void __launch_bounds__(W * 32, 3)
     scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz, int lddz,
-                    float *__restrict__ out, float *__restrict__ part_bc, float *__restrict__ dA_part,
+                    float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
                     const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
@@ -515,7 +519,8 @@ __global__ void __launch_bounds__(W * 32, 3)
                     if (z) {
                         const float y = yr[i] + d * xv[i], s = sigmoid_(zv[i]);
                         dz[row * lddz + e] = gout[i] * y * s * (1.0f + zv[i] * (1.0f - s));
-                        if (out) out[at] = y * zv[i] * s;
+                        if (out16) out16[at] = __float2bfloat16_rn(y * zv[i] * s);
+                        else if (out) out[at] = y * zv[i] * s;
                     }
                 }
         __syncthreads(); // everyone is done with buffer p
@@ -603,13 +608,14 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 #define SCAN_BWD_CFG 4, 8, 2
 #endif
 
-template <int W, int ITEMS, int NG> static void scan_fwd_launch(const scan_args *s, float *y, float *h) {
+template <int W, int ITEMS, int NG>
+static void scan_fwd_launch(const scan_args *s, float *y, __nv_bfloat16 *y16, float *h) {
     const int NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG>, smem, &smem_set);
     scan_fwd_kernel<W, ITEMS, NG><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, s->T, s->E, s->N);
+        y, y16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -625,7 +631,7 @@ static void scan_bwd_launch(const scan_args *s, const scan_grads *g, const float
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, g->ddt, g->dz, g->lddz, g->out, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
+        g->dx, g->ddt, g->dz, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
         s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
@@ -646,7 +652,7 @@ static void check_state_size(int N) {
 
 // One step (T = 1, a decode step): a thread per (sequence, channel) walks its N states. The chunked kernel
 // would stage and compose a whole chunk of padding for the one real step.
-__global__ static void scan_step_kernel(float *y, float *h, const float *x, const float *dt, const float *dt_bias,
+__global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x, const float *dt, const float *dt_bias,
                                         const float *At, const float *Bm, const float *Cm, int ldbc, const float *Dv,
                                         const float *z, int ldz, int B, int E, int N) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x; // x, dt, y [B, 1, E] and h [B, E, N] are indexed by i
@@ -666,19 +672,21 @@ __global__ static void scan_step_kernel(float *y, float *h, const float *x, cons
         const float zv = z[(size_t)b * ldz + e];
         yo = yo * zv * sigmoid_(zv);
     }
-    y[i] = yo;
+    if (y16) y16[i] = __float2bfloat16_rn(yo);
+    else y[i] = yo;
 }
 
-extern "C" void scan_fwd_cuda(const scan_args *s, float *out, float *h) {
+extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, float *h) {
+    __nv_bfloat16 *o16 = (__nv_bfloat16 *)out16;
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // nothing to scan: the state stays as it is
     if (s->T == 1) {
-        scan_step_kernel<<<cdiv(s->B * s->E, 128), 128>>>(out, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm,
+        scan_step_kernel<<<cdiv(s->B * s->E, 128), 128>>>(out, o16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm,
                                                           s->ldbc, s->Dv, s->z, s->ldz, s->B, s->E, s->N);
         CUDA_CHECK_LAUNCH();
         return;
     }
-    scan_fwd_launch<SCAN_FWD_CFG>(s, out, h);
+    scan_fwd_launch<SCAN_FWD_CFG>(s, out, o16, h);
 }
 
 extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
