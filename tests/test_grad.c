@@ -107,6 +107,17 @@ static void test_scan_case(int gated) {
         scan_bwd(&sc.s, &g, sc.R);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "backward bf16 output differs from the rounded float32 one");
         free(want), free(o16);
+        /* a bf16 gate (the lean path's xz) gives what the gate widened to float32 gives, bitwise */
+        uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz);
+        float *zw = xmalloc(sizeof(float) * nz), *y16z = xmalloc(sizeof(float) * nx), *ywz = xmalloc(sizeof(float) * nx);
+        bf16_from_f32(z16, sc.z, nz);
+        f32_from_bf16(zw, z16, nz);
+        scan_args s16 = sc.s, sw = sc.s;
+        s16.z = NULL, s16.z16 = z16, sw.z = zw;
+        scan_fwd(&s16, y16z, NULL, NULL);
+        scan_fwd(&sw, ywz, NULL, NULL);
+        EXPECT(!memcmp(y16z, ywz, sizeof(float) * nx), "bf16 gate: forward differs");
+        free(z16), free(zw), free(y16z), free(ywz);
     }
     TEST_END();
 
@@ -145,7 +156,7 @@ static struct {
 } cv;
 
 static double conv_loss(void *unused) {
-    conv1d_silu_fwd(cv.out, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(cv.out, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     return dot(cv.out, cv.R, (size_t)CB * CT * CC);
 }
 
@@ -157,7 +168,7 @@ static void test_conv(void) {
     float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
     float *db = xcalloc(CC, sizeof(float));
     conv_loss(NULL);
-    conv1d_silu_bwd(dx, CLD, dw, db, cv.R, cv.x, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dx, CLD, dw, db, cv.R, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
     check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
     check_dir("bias", cv.b, CC, db, conv_loss, NULL);
@@ -166,16 +177,36 @@ static void test_conv(void) {
     TEST_BEGIN("conv1d with a carried state equals the whole sequence");
     float *st = xcalloc((size_t)CB * CC * (CK - 1), sizeof(float));
     float *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
-    conv1d_silu_fwd(out1, cv.x, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(out1, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     for (int b = 0; b < CB; b++)
         for (int t = 0; t < CT; t += 2) { /* pieces of 2 steps (and a last one of 1) */
             int len = imin(2, CT - t);
             const float *xs = cv.x + ((size_t)b * CT + t) * CLD;
-            conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, xs, CLD, st + (size_t)b * CC * (CK - 1), cv.w, cv.b, 1,
-                            len, CC, CK);
+            conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, xs, NULL, CLD, st + (size_t)b * CC * (CK - 1), cv.w,
+                            cv.b, 1, len, CC, CK);
             conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
         }
     EXPECT(test_rel_err(piece, out1, n) == 0, "rel err %.2e", test_rel_err(piece, out1, n));
+    TEST_END();
+
+    TEST_BEGIN("conv1d with a bf16 input equals it on the input widened to float32 (forward and backward, bitwise)");
+    const size_t nxx = (size_t)CB * CT * CLD;
+    uint16_t *x16 = xmalloc(sizeof(uint16_t) * nxx);
+    float *xw = xmalloc(sizeof(float) * nxx), *o16 = xmalloc(sizeof(float) * n), *ow = xmalloc(sizeof(float) * n);
+    bf16_from_f32(x16, cv.x, nxx);
+    f32_from_bf16(xw, x16, nxx);
+    conv1d_silu_fwd(o16, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(ow, xw, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    EXPECT(!memcmp(o16, ow, sizeof(float) * n), "forward differs");
+    float *dx16 = xcalloc(nxx, sizeof(float)), *dxw = xcalloc(nxx, sizeof(float));
+    float *dw16 = xcalloc(CC * CK, sizeof(float)), *dww = xcalloc(CC * CK, sizeof(float));
+    float *db16 = xcalloc(CC, sizeof(float)), *dbw = xcalloc(CC, sizeof(float));
+    conv1d_silu_bwd(dx16, CLD, dw16, db16, cv.R, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dxw, CLD, dww, dbw, cv.R, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    EXPECT(!memcmp(dx16, dxw, sizeof(float) * nxx) && !memcmp(dw16, dww, sizeof(float) * CC * CK) &&
+               !memcmp(db16, dbw, sizeof(float) * CC),
+           "backward differs");
+    free(x16), free(xw), free(o16), free(ow), free(dx16), free(dxw), free(dw16), free(dww), free(db16), free(dbw);
     TEST_END();
 }
 

@@ -39,8 +39,6 @@ typedef struct backend {
     void (*graph_free)(void *graph);
 
     /* ---- ops (ops.h) ---- */
-    void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
-    void (*from_bf16)(float *dst, const uint16_t *src, size_t n);
     void (*matmul_xwT)(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
     void (*matmul_dyw)(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                        float beta);
@@ -49,6 +47,8 @@ typedef struct backend {
                            float beta);
     void (*matmul_dw_acc_x16)(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                               int K);
+    void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
+                           int M, int N, int K);
     void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
                        int ldx, const float *w, int M, int N, int K);
     void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);
@@ -60,10 +60,11 @@ typedef struct backend {
                             const float *w, int rows, int D, float eps);
     void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int rows, int D, int acc);
-    void (*conv1d_silu_fwd)(float *out, const float *x, int ldx, const float *init, const float *w,
-                            const float *bias, int B, int T, int C, int K);
-    void (*conv1d_silu_bwd)(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+    void (*conv1d_silu_fwd)(float *out, const float *x, const uint16_t *x16, int ldx, const float *init,
                             const float *w, const float *bias, int B, int T, int C, int K);
+    void (*conv1d_silu_bwd)(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                            const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C,
+                            int K);
     void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
     void (*scan_fwd)(const scan_args *s, float *out, uint16_t *out16, float *h);
     void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);

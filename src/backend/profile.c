@@ -61,6 +61,12 @@ static void p_matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint
     inner->matmul_dw_acc_x16(dw, dy, lddy, x16, ldx, M, N, K);
     prof_end(17, "matmul_dw_acc_x16", "gemm", t0);
 }
+static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
+                             int M, int N, int K) {
+    double t0 = prof_begin();
+    inner->matmul_xwT_y16(y16, ldy, x, ldx, w, bias, M, N, K);
+    prof_end(18, "matmul_xwT_y16", "gemm", t0);
+}
 static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
     double t0 = prof_begin();
     inner->bias_add(y, ldy, bias, rows, N);
@@ -92,16 +98,17 @@ static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
     inner->rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
     prof_end(9, "rmsnorm_bwd", "other", t0);
 }
-static void p_conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, const float *w,
-                              const float *bias, int B, int T, int C, int K) {
+static void p_conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init,
+                              const float *w, const float *bias, int B, int T, int C, int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_fwd(out, x, ldx, init, w, bias, B, T, C, K);
+    inner->conv1d_silu_fwd(out, x, x16, ldx, init, w, bias, B, T, C, K);
     prof_end(10, "conv1d_silu_fwd", "other", t0);
 }
 static void p_conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
-                              int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
+                              const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C,
+                              int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_bwd(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
+    inner->conv1d_silu_bwd(dx, lddx, dw, dbias, dout, x, x16, ldx, w, bias, B, T, C, K);
     prof_end(11, "conv1d_silu_bwd", "other", t0);
 }
 static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
@@ -152,17 +159,6 @@ static void p_adamw_step(float *w, const float *g, float *m, float *v, const uns
     inner->adamw_step(w, g, m, v, decay_mask, n, lr, weight_decay, beta1, beta2, eps, step);
     prof_end(24, "adamw_step", "optim", t0);
 }
-static void p_to_bf16(uint16_t *dst, const float *src, size_t n) {
-    double t0 = prof_begin();
-    inner->to_bf16(dst, src, n);
-    prof_end(25, "to_bf16", "other", t0);
-}
-
-static void p_from_bf16(float *dst, const uint16_t *src, size_t n) {
-    double t0 = prof_begin();
-    inner->from_bf16(dst, src, n);
-    prof_end(26, "from_bf16", "other", t0);
-}
 
 static void p_add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta,
                               const float *w, int rows, int D, float eps) {
@@ -180,6 +176,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.matmul_dyw = p_matmul_dyw;
     wrapped.matmul_dw_acc = p_matmul_dw_acc;
     wrapped.matmul_bwd = p_matmul_bwd;
+    wrapped.matmul_xwT_y16 = p_matmul_xwT_y16;
     wrapped.matmul_xwT_x16 = p_matmul_xwT_x16;
     wrapped.matmul_dw_acc_x16 = p_matmul_dw_acc_x16;
     wrapped.bias_add = p_bias_add;
@@ -200,8 +197,6 @@ const backend *profile_wrap(const backend *in) {
     wrapped.grad_scale = p_grad_scale;
     wrapped.adamw_step = p_adamw_step;
     wrapped.add_rmsnorm_fwd = p_add_rmsnorm_fwd;
-    wrapped.to_bf16 = p_to_bf16;
-    wrapped.from_bf16 = p_from_bf16;
     return &wrapped;
 }
 

@@ -101,11 +101,12 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
 /* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output and
  * A. The rest of the intermediates live in a temp area shared by all layers and are recomputed by the
  * backward from these (the conv and dt: cheap elementwise work and one small GEMM; the scan's backward
- * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): xz is kept rounded
- * to bf16 and restored to float32 in temp, and the scan writes out_proj's input g in bf16, as its GEMMs read it. */
+ * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): in_proj writes xz in
+ * bf16 (as torch's autocast does), which the conv and the scan's gate read as it is, and the scan writes
+ * out_proj's input g in bf16, as its GEMMs read it. */
 typedef struct {
-    float *xz;    /* [rows, 2E] saved (temp when lean): in_proj output x | z */
-    uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 */
+    float *xz;    /* [rows, 2E] saved (temp when lean, for decode): in_proj output x | z */
+    uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 (training) */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
     float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
@@ -158,10 +159,10 @@ static size_t mamba1_state_floats(const ssm_config *c) {
 /* The scan's operands in a layer's activations: x the SiLU(conv) output, dt the dt_proj output (the scan adds
  * the bias and applies the softplus), B and C from the x_proj output, the gate z the second half of xz. */
 static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
-                              int T) {
+                              int T, int xz16) {
     return (scan_args){.x = a->xs, .dt = a->dt, .dt_bias = v->dt_b, .At = At, .Bm = a->dbc + d.R,
-                       .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = a->xz + d.E, .ldz = 2 * d.E,
-                       .B = B, .T = T, .E = d.E, .N = d.N};
+                       .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
+                       .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N};
 }
 
 static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
@@ -173,17 +174,22 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
-    mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);    /* xz = in_proj(u) */
-    if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
-    if (a.xz16 && !state) be->to_bf16(a.xz16, a.xz, (size_t)rows * 2 * d.E); /* training: keep it in bf16 */
-    be->conv1d_silu_fwd(a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
-    if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
+    const int lean = a.xz16 && !state; /* lean training: xz and g in bf16 */
+    if (lean) {
+        be->matmul_xwT_y16(a.xz16, 2 * d.E, u, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D); /* xz = in_proj(u) */
+        be->conv1d_silu_fwd(a.xs, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    } else {
+        mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
+        if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
+        be->conv1d_silu_fwd(a.xs, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+        if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
+    }
     mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);             /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
-    const scan_args s = scan_args_of(&a, &v, At, d, B, T);
-    if (a.g16 && !state) { /* lean training: g straight to bf16 */
+    const scan_args s = scan_args_of(&a, &v, At, d, B, T, lean);
+    if (lean) {
         be->scan_fwd(&s, NULL, a.g16, NULL);                                         /* g = scan(..) * silu(z) */
         be->matmul_xwT_x16(out, d.D, a.g16, d.E, v.out_proj, rows, d.D, d.E, 0.0f); /* out_proj */
     } else {
@@ -200,10 +206,9 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const backend *be = ctx->be;
     const int rows = B * T;
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
-    /* recompute the temps as the forward did, from the saved xz (lean: its bf16 copy) and dbc: conv + SiLU and
-     * dt; the scan's backward recomputes its gated output g */
-    if (a.xz16) be->from_bf16(a.xz, a.xz16, (size_t)rows * 2 * d.E);
-    be->conv1d_silu_fwd(a.xs, a.xz, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    /* recompute the temps as the forward did, from the saved xz (lean: in bf16) and dbc: conv + SiLU and dt; the
+     * scan's backward recomputes its gated output g */
+    be->conv1d_silu_fwd(a.xs, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
@@ -215,7 +220,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->zero(dAt, sizeof(float) * d.N * d.E);
-    const scan_args s = scan_args_of(&a, &v, a.At, d, B, T);
+    const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
     const scan_grads sg = {.dx = dxs, .ddt = ddt, .dBm = ddbc + d.R, .dCm = ddbc + d.R + d.N, .lddbc = d.P,
                            .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz + d.E, .lddz = 2 * d.E,
                            .out = a.g16 ? NULL : a.g, .out16 = a.g16};
@@ -225,7 +230,8 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz, 2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, v.conv_w, v.conv_b,
+                        B, T, d.E, d.K);
     if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
     be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }

@@ -28,6 +28,9 @@ void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t 
  * training path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
 void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta);
 void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K);
+/* y16[M,N] (ldy) = bf16(x[M,K] @ w[N,K]^T + bias) (bias [N] or NULL): a layer whose output is kept in bf16. */
+void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M, int N,
+                    int K);
 /* Round-to-nearest-even float32 -> bf16, and back (exact). */
 void bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 void f32_from_bf16(float *dst, const uint16_t *src, size_t n);
@@ -51,15 +54,15 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
                  int rows, int D, int acc);
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
-/* x [B, T, C] (ldx), w [C, K], bias [C] or NULL: out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias
- * first, then the taps oldest first). init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL
- * for zeros. */
-void conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, const float *w, const float *bias,
-                     int B, int T, int C, int K);
+/* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:
+ * out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias first, then the taps oldest first).
+ * init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL for zeros. */
+void conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
+                     const float *bias, int B, int T, int C, int K);
 /* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed
- * from x as the forward did (which started from zeros: training). */
-void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
-                     const float *w, const float *bias, int B, int T, int C, int K);
+ * from x (or x16) as the forward did (which started from zeros: training). */
+void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                     const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K);
 /* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
 void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
@@ -78,6 +81,7 @@ typedef struct {
     int ldbc;
     const float *Dv; /* [E] */
     const float *z;  /* [B, T, E] with row stride ldz, or NULL: no gate */
+    const uint16_t *z16; /* or the gate in bf16 (at most one of z, z16) */
     int ldz;
     int B, T, E, N;
 } scan_args;

@@ -52,6 +52,11 @@ void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, c
                               float beta);
 void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                                  int K);
+/* matmul_xwT_y16: the product (float32, or bf16 inputs) rounded into a bf16 output */
+void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M,
+                         int N, int K);
+void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M,
+                              int N, int K);
 /* matmul_bwd: float32, and bf16 with dy rounded once for both products */
 void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                      const float *w, int M, int N, int K);
@@ -76,10 +81,10 @@ void add_rmsnorm_fwd_cuda(float *x_out, float *y, float *rstd, const float *x, c
 void rmsnorm_bwd_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                       int rows, int D, int acc);
 
-void conv1d_silu_fwd_cuda(float *out, const float *x, int ldx, const float *init, const float *w, const float *bias,
-                          int B, int T, int C, int K);
-void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
-                          const float *w, const float *bias, int B, int T, int C, int K);
+void conv1d_silu_fwd_cuda(float *out, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
+                          const float *bias, int B, int T, int C, int K);
+void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                          const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K);
 void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);

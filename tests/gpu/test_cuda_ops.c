@@ -159,12 +159,12 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int variant = 0; variant < 2; variant++) {
         const float *ini = variant ? init : NULL, *bs = variant ? NULL : bias;
         float *out = malloc(FB(n)), *go[2];
-        conv1d_silu_fwd(out, x, ldx, ini, w, bs, B, T, C, K);
+        conv1d_silu_fwd(out, x, NULL, ldx, ini, w, bs, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = bs ? gpu_to_dev(bs, FB(C)) : NULL, *d_i = ini ? gpu_to_dev(ini, FB(B * C * (K - 1))) : NULL;
             float *d_o = gpu_to_dev(NULL, FB(n));
-            conv1d_silu_fwd_cuda(d_o, d_x, ldx, d_i, d_w, d_b, B, T, C, K);
+            conv1d_silu_fwd_cuda(d_o, d_x, NULL, ldx, d_i, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
             cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_i), cudaFree(d_o);
         }
@@ -181,13 +181,13 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         float *dx = copy_vec(dx0, ndx), *dw = copy_vec(dw0, (size_t)C * K), *db = copy_vec(db0, C);
         float *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, x, ldx, w, with_bias ? bias : NULL, B, T, C, K);
+        conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, x, NULL, ldx, w, with_bias ? bias : NULL, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(ndx)), *d_dw = gpu_to_dev(dw0, FB(C * K)), *d_db = gpu_to_dev(db0, FB(C));
             float *d_do = gpu_to_dev(dout, FB(n)), *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = gpu_to_dev(bias, FB(C));
-            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_x, ldx, d_w, with_bias ? d_b : NULL,
-                                 B, T, C, K);
+            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_x, NULL, ldx, d_w,
+                                 with_bias ? d_b : NULL, B, T, C, K);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
             gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
@@ -201,6 +201,43 @@ static void test_conv1d(int B, int T, int C, int K) {
         for (int rep = 0; rep < 2; rep++) free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
     }
     free(dx0), free(dw0), free(db0);
+    TEST_END();
+
+    snprintf(name, sizeof name, "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided) within 1e-5 relative: B %d, T %d, "
+             "C %d, K %d", B, T, C, K);
+    TEST_BEGIN(name);
+    {
+        uint16_t *x16 = malloc(sizeof(uint16_t) * nx), *d_x16;
+        bf16_from_f32(x16, x, nx);
+        CUDA_CHECK(cudaMalloc((void **)&d_x16, sizeof(uint16_t) * nx));
+        CUDA_CHECK(cudaMemcpy(d_x16, x16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
+        float *out = malloc(FB(n)), *dx = calloc(ndx, sizeof(float)), *dw = calloc((size_t)C * K, sizeof(float));
+        float *db = calloc(C, sizeof(float)), *go[2], *gdx[2], *gdw[2], *gdb[2];
+        conv1d_silu_fwd(out, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dx, lddx, dw, db, dout, NULL, x16, ldx, w, bias, B, T, C, K);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_o = gpu_to_dev(NULL, FB(n)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
+            float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)), *d_db = gpu_to_dev(NULL, FB(C));
+            float *d_do = gpu_to_dev(dout, FB(n));
+            CUDA_CHECK(cudaMemset(d_dx, 0, FB(ndx)));
+            CUDA_CHECK(cudaMemset(d_dw, 0, FB(C * K)));
+            CUDA_CHECK(cudaMemset(d_db, 0, FB(C)));
+            conv1d_silu_fwd_cuda(d_o, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
+            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+            gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
+            gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
+            gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
+            gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
+            cudaFree(d_o), cudaFree(d_w), cudaFree(d_b), cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db), cudaFree(d_do);
+        }
+        check("out", go, out, n, 1e-5);
+        check("dx", gdx, dx, ndx, 1e-5);
+        check("dw", gdw, dw, (size_t)C * K, 1e-5);
+        check("dbias", gdb, db, C, 1e-5);
+        for (int rep = 0; rep < 2; rep++) free(go[rep]), free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
+        free(x16), free(out), free(dx), free(dw), free(db);
+        cudaFree(d_x16);
+    }
     TEST_END();
 
     snprintf(name, sizeof name, "CUDA conv1d_state_update matches the CPU exactly (T = %d, 2, 1), repeatable: K %d", T, K);

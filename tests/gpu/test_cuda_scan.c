@@ -125,6 +125,26 @@ static void check_case(int B, int T, int E, int N, int gated) {
         bf16_from_f32(want, rout, nx);
         EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "backward: the bf16 output is not the float32 one rounded");
         cudaFree(g16), free(want), free(got);
+        /* the gate in bf16 (the lean path's xz): GPU vs CPU, forward output and the backward's dx, dz */
+        uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz), *gz16;
+        bf16_from_f32(z16, z, nz);
+        CUDA_CHECK(cudaMalloc((void **)&gz16, sizeof(uint16_t) * nz));
+        CUDA_CHECK(cudaMemcpy(gz16, z16, sizeof(uint16_t) * nz, cudaMemcpyHostToDevice));
+        scan_args s16 = s, gs16 = gs;
+        s16.z = NULL, s16.z16 = z16, gs16.z = NULL, gs16.z16 = gz16;
+        scan_fwd(&s16, y, NULL, NULL);
+        scan_fwd_cuda(&gs16, gy, NULL, NULL);
+        memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
+        scan_bwd(&s16, &g, dy);
+        CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+        scan_bwd_cuda(&gs16, &gg, gdy);
+        float *zy = host_floats(gy, nx), *zdx = host_floats(gdx, nx), *zdz = host_floats(gdz, nz);
+        EXPECT((e = test_rel_err(zy, y, nx)) < 1e-5, "bf16 gate: y rel err %.2e", e);
+        EXPECT((e = test_rel_err(zdx, dx, nx)) < 1e-5, "bf16 gate: dx rel err %.2e", e);
+        EXPECT((e = test_rel_err(zdz, dz, nz)) < 1e-5, "bf16 gate: dz rel err %.2e", e);
+        cudaFree(gz16), free(z16);
     }
     TEST_END();
 }

@@ -22,8 +22,23 @@ static void conv_pre_row(float *pr, const float *x, int ldx, const float *init, 
     }
 }
 
-void conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, const float *w, const float *bias,
-                     int B, int T, int C, int K) {
+/* x16 [rows, C] (ldx) -> a dense float32 copy [rows, C] (the caller frees it): the bf16-input forms widen their
+ * input first (the CPU runs them only to test the lean path) */
+static float *widen_rows(const uint16_t *x16, int ldx, size_t rows, int C) {
+    float *x = xmalloc(sizeof(float) * rows * C);
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) f32_from_bf16(x + r * C, x16 + r * ldx, (size_t)C);
+    return x;
+}
+
+void conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
+                     const float *bias, int B, int T, int C, int K) {
+    if (x16) {
+        float *xw = widen_rows(x16, ldx, (size_t)B * T, C);
+        conv1d_silu_fwd(out, xw, NULL, C, init, w, bias, B, T, C, K);
+        free(xw);
+        return;
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -39,8 +54,14 @@ void conv1d_silu_fwd(float *out, const float *x, int ldx, const float *init, con
 
 #define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
 
-void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
-                     const float *w, const float *bias, int B, int T, int C, int K) {
+void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                     const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
+    if (x16) {
+        float *xw = widen_rows(x16, ldx, (size_t)B * T, C);
+        conv1d_silu_bwd(dx, lddx, dw, dbias, dout, xw, NULL, C, w, bias, B, T, C, K);
+        free(xw);
+        return;
+    }
     /* dpre = dout * silu'(pre); dx[t] = sum_k w[k] dpre[t + K-1-k]; dw, dbias are sums over b and t.
      * Threads own channel blocks, so those sums need no reduction; time runs inside each block. */
     const int nblk = (C + CONV_BLOCK - 1) / CONV_BLOCK;

@@ -43,6 +43,16 @@ void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16
     free(x);
 }
 
+void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M, int N,
+                    int K) {
+    float *y = xmalloc(sizeof(float) * (size_t)M * N);
+    matmul_xwT(y, N, x, ldx, w, M, N, K, 0.0f);
+    if (bias) bias_add(y, N, bias, M, N);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < M; r++) bf16_from_f32(y16 + (size_t)r * ldy, y + (size_t)r * N, (size_t)N);
+    free(y);
+}
+
 void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                 const float *w, int M, int N, int K) {
     matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);

@@ -33,7 +33,27 @@ static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int n
     }
 }
 
+/* A bf16 gate widened (the CPU runs that form only to test the lean path): *w is s with z float32, *zw the copy
+ * to free (NULL when s->z16 is NULL). */
+static const scan_args *widen_gate(const scan_args *s, scan_args *w, float **zw) {
+    *zw = NULL;
+    if (!s->z16) return s;
+    const size_t rows = (size_t)s->B * s->T;
+    *zw = xmalloc(sizeof(float) * rows * s->E);
+    for (size_t r = 0; r < rows; r++) f32_from_bf16(*zw + r * s->E, s->z16 + r * s->ldz, (size_t)s->E);
+    *w = *s;
+    w->z = *zw, w->z16 = NULL, w->ldz = s->E;
+    return w;
+}
+
 void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
+    if (s->z16) {
+        scan_args w;
+        float *zw;
+        scan_fwd(widen_gate(s, &w, &zw), out, out16, h);
+        free(zw);
+        return;
+    }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
     const int nblk = (E + VW - 1) / VW;
@@ -74,6 +94,13 @@ void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
 }
 
 void scan_fwd_ref(const scan_args *s, float *out, float *h) {
+    if (s->z16) {
+        scan_args w;
+        float *zw;
+        scan_fwd_ref(widen_gate(s, &w, &zw), out, h);
+        free(zw);
+        return;
+    }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const size_t rows = (size_t)B * T;
     float *hs = xmalloc(sizeof(float) * N), *dt = xmalloc(sizeof(float) * rows * E);
@@ -177,6 +204,13 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
 }
 
 void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
+    if (s->z16) {
+        scan_args w;
+        float *zw;
+        scan_bwd(widen_gate(s, &w, &zw), g, dout);
+        free(zw);
+        return;
+    }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     CHECK(N <= SCAN_MAX_N, "d_state %d exceeds %d", N, SCAN_MAX_N);
     const int nblk = (E + VW - 1) / VW, nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;

@@ -26,12 +26,11 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .graph_end = cuda_graph_end,                                                               \
         .graph_launch = cuda_graph_launch,                                                         \
         .graph_free = cuda_graph_free,                                                             \
-        .to_bf16 = bf16_from_f32_cuda,                                                             \
-        .from_bf16 = f32_from_bf16_cuda,                                                           \
         .matmul_xwT = matmul_xwT_##MM,                                                             \
         .matmul_dyw = matmul_dyw_##MM,                                                             \
         .matmul_dw_acc = matmul_dw_acc_##MM,                                                       \
         .matmul_bwd = matmul_bwd_##MM,                                                             \
+        .matmul_xwT_y16 = matmul_xwT_y16_##MM,                                                     \
         .matmul_xwT_x16 = matmul_xwT_x16_##MM,                                                     \
         .matmul_dw_acc_x16 = matmul_dw_acc_x16_##MM,                                               \
         .bias_add = bias_add_cuda,                                                                 \

@@ -6,12 +6,19 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
 
+#include <cuda_bf16.h>
+
+/* The input x is float32 or bf16 (TX): every kernel reads it through ld(). */
+__device__ __forceinline__ static float ld(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ static float ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+
 __device__ static inline float sigmoidf_(float p) { return 1.0f / (1.0f + expf(-p)); }
 
 #define CONV_CHUNK 64 /* steps per thread in the sliding-window kernels */
 
 /* The pre-activation of output i = (b, t, c): the bias, then the taps oldest first (the CPU's order). */
-__device__ static float conv_pre(const float *x, int ldx, const float *init, const float *w, const float *bias,
+template <typename TX>
+__device__ static float conv_pre(const TX *x, int ldx, const float *init, const float *w, const float *bias,
                                  size_t i, int T, int C, int K) {
     const int c = (int)(i % C);
     const size_t bt = i / C;
@@ -20,14 +27,15 @@ __device__ static float conv_pre(const float *x, int ldx, const float *init, con
     for (int k = 0; k < K; k++) {
         const int ts = t - (K - 1) + k;
         if (ts >= 0)
-            acc += w[(size_t)c * K + k] * x[((size_t)b * T + ts) * ldx + c];
+            acc += w[(size_t)c * K + k] * ld(x, ((size_t)b * T + ts) * ldx + c);
         else if (init) /* before the sequence: the carried inputs, oldest first */
             acc += w[(size_t)c * K + k] * init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
     }
     return acc;
 }
 
-__global__ static void conv1d_silu_fwd_kernel(float *out, const float *x, int ldx, const float *init, const float *w,
+template <typename TX>
+__global__ static void conv1d_silu_fwd_kernel(float *out, const TX *x, int ldx, const float *init, const float *w,
                                               const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -37,11 +45,12 @@ __global__ static void conv1d_silu_fwd_kernel(float *out, const float *x, int ld
 }
 
 /* dpre = dout * silu'(pre), pre recomputed, kept for the dx, dw and dbias passes. */
-__global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const float *x, int ldx, const float *w,
+template <typename TX>
+__global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const TX *x, int ldx, const float *w,
                                           const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float p = conv_pre(x, ldx, NULL, w, bias, i, T, C, K), s = sigmoidf_(p);
+        const float p = conv_pre(x, ldx, (const float *)NULL, w, bias, i, T, C, K), s = sigmoidf_(p);
         dpre[i] = dout[i] * s * (1.0f + p * (1.0f - s));
     }
 }
@@ -63,13 +72,14 @@ __global__ static void conv1d_dx_kernel(float *dx, int lddx, const float *dpre, 
     }
 }
 
-struct ConvDw { /* dw[c, k] = sum over (b, t) of dpre[b, t, c] * x[b, t - (K-1) + k, c] */
-    const float *dpre, *x;
+template <typename TX> struct ConvDw { /* dw[c, k] = sum over (b, t) of dpre[b, t, c] * x[b, t - (K-1) + k, c] */
+    const float *dpre;
+    const TX *x;
     int ldx, T, C, K;
     __device__ float operator()(int r, int j) const {
         const int c = j / K, k = j % K, t = r % T, ts = t - (K - 1) + k;
         if (ts < 0) return 0.0f;
-        return dpre[(size_t)r * C + c] * x[(size_t)(r - (K - 1) + k) * ldx + c];
+        return dpre[(size_t)r * C + c] * ld(x, (size_t)(r - (K - 1) + k) * ldx + c);
     }
 };
 
@@ -93,8 +103,8 @@ __global__ static void conv1d_state_update_kernel(float *state, const float *x, 
 /* The forward for a compile-time K: a thread owns channel c over a chunk of CONV_CHUNK steps of sequence b
  * and slides a window of the last K inputs along it, so each input is read once (plus K-1 at the chunk's
  * start), coalesced across the channels of a warp. The same sum, in the same order, as the kernel above. */
-template <int K>
-__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, const float *__restrict__ x, int ldx,
+template <int K, typename TX>
+__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, const TX *__restrict__ x, int ldx,
                                                      const float *__restrict__ init, const float *__restrict__ w,
                                                      const float *__restrict__ bias, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -106,7 +116,7 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, co
     for (int k = 0; k < K; k++) {
         wk[k] = w[(size_t)c * K + k];
         const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
-        if (ts >= 0) xwin[k] = x[(row0 + ts) * ldx + c];
+        if (ts >= 0) xwin[k] = ld(x, (row0 + ts) * ldx + c);
         else if (init && ts >= -(K - 1)) xwin[k] = init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
         else xwin[k] = 0.0f;
     }
@@ -114,7 +124,7 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, co
     for (int t = t0; t < t1; t++) {
 #pragma unroll
         for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
-        xwin[K - 1] = x[(row0 + t) * ldx + c];
+        xwin[K - 1] = ld(x, (row0 + t) * ldx + c);
         float acc = b0;
 #pragma unroll
         for (int k = 0; k < K; k++) acc += wk[k] * xwin[k];
@@ -122,16 +132,17 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, co
     }
 }
 
-template <int K>
-static void conv1d_fwd_window(float *out, const float *x, int ldx, const float *init, const float *w,
-                              const float *bias, int B, int T, int C) {
+template <int K, typename TX>
+static void conv1d_fwd_window(float *out, const TX *x, int ldx, const float *init, const float *w, const float *bias,
+                              int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK);
-    conv1d_silu_fwd_window_kernel<K><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, x, ldx, init, w, bias, T, C, nch);
+    conv1d_silu_fwd_window_kernel<K, TX><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, x, ldx, init, w, bias, T, C, nch);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void conv1d_silu_fwd_cuda(float *out, const float *x, int ldx, const float *init, const float *w,
-                                     const float *bias, int B, int T, int C, int K) {
+template <typename TX>
+static void conv1d_silu_fwd_any(float *out, const TX *x, int ldx, const float *init, const float *w, const float *bias,
+                                int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
     if (T > 1) switch (K) { /* long sequences: the sliding window; decode steps (T = 1): one thread per output */
@@ -144,15 +155,21 @@ extern "C" void conv1d_silu_fwd_cuda(float *out, const float *x, int ldx, const 
     CUDA_CHECK_LAUNCH();
 }
 
+extern "C" void conv1d_silu_fwd_cuda(float *out, const float *x, const uint16_t *x16, int ldx, const float *init,
+                                     const float *w, const float *bias, int B, int T, int C, int K) {
+    if (x16) conv1d_silu_fwd_any(out, (const __nv_bfloat16 *)x16, ldx, init, w, bias, B, T, C, K);
+    else conv1d_silu_fwd_any(out, x, ldx, init, w, bias, B, T, C, K);
+}
+
 /* The whole backward in one pass for a compile-time kernel width K: a thread owns channel c of one chunk of
  * CONV_CHUNK steps of sequence b, walks it once (plus K-1 steps of lookahead for dx), keeps the last K
  * inputs (pre is their weighted sum, as in the forward) and the last K values of dpre = dout * silu'(pre) in
  * registers, writes dx, and leaves its dw and dbias sums as per-chunk partials [chunk, C*K] and [chunk, C]
  * that a second kernel adds in chunk order. */
-template <int K>
+template <int K, typename TX>
 __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx, float *__restrict__ part_w,
                                                float *__restrict__ part_b, const float *__restrict__ dout,
-                                               const float *__restrict__ x, int ldx, const float *__restrict__ w,
+                                               const TX *__restrict__ x, int ldx, const float *__restrict__ w,
                                                const float *__restrict__ bias, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
@@ -165,14 +182,14 @@ __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx,
         wk[k] = w[(size_t)c * K + k];
         accw[k] = 0.0f, dp[k] = 0.0f;
         const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
-        xwin[k] = ts >= 0 ? x[(row0 + ts) * ldx + c] : 0.0f;
+        xwin[k] = ts >= 0 ? ld(x, (row0 + ts) * ldx + c) : 0.0f;
     }
     for (int tp = t0; tp < t1 + K - 1; tp++) {
         float d = 0.0f;
         if (tp < T) {
 #pragma unroll
             for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
-            xwin[K - 1] = x[(row0 + tp) * ldx + c];
+            xwin[K - 1] = ld(x, (row0 + tp) * ldx + c);
             float p = b0;
 #pragma unroll
             for (int k = 0; k < K; k++) p += wk[k] * xwin[k];
@@ -200,14 +217,14 @@ __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx,
     if (part_b) part_b[(size_t)q * C + c] = accb;
 }
 
-template <int K>
-static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x, int ldx,
+template <int K, typename TX>
+static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
                              const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK), nq = B * nch;
     float *part_w, *part_b = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
     if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
-    conv1d_bwd_fused_kernel<K><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C,
+    conv1d_bwd_fused_kernel<K, TX><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C,
                                                                 nch);
     CUDA_CHECK_LAUNCH();
     colsum_finish(dw, part_w, nq, C * K);
@@ -218,8 +235,9 @@ static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const
     CUDA_CHECK(cudaFreeAsync(part_w, 0));
 }
 
-extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
-                                     int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
+template <typename TX>
+static void conv1d_silu_bwd_any(float *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
+                                const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
     switch (K) { /* the common widths in one fused pass; others through the general three-pass path below */
@@ -234,9 +252,16 @@ extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbia
     CUDA_CHECK_LAUNCH();
     conv1d_dx_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dx, lddx, dpre, w, B, T, C, K);
     CUDA_CHECK_LAUNCH();
-    colsum_acc(dw, ConvDw{dpre, x, ldx, T, C, K}, B * T, C * K);
+    colsum_acc(dw, ConvDw<TX>{dpre, x, ldx, T, C, K}, B * T, C * K);
     if (dbias) colsum_acc(dbias, ConvDbias{dpre, C}, B * T, C);
     CUDA_CHECK(cudaFreeAsync(dpre, 0));
+}
+
+extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+                                     const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T,
+                                     int C, int K) {
+    if (x16) conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, (const __nv_bfloat16 *)x16, ldx, w, bias, B, T, C, K);
+    else conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
 }
 
 extern "C" void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K) {

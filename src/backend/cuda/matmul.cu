@@ -38,6 +38,7 @@ typedef struct {
     unsigned align_a, align_b, align_c; // byte alignment of the pointers (up to 256): the algorithm must allow it
     cublasComputeType_t compute;
     cudaDataType_t ab_type; // CUDA_R_32F, or CUDA_R_16BF (converted copies of the operands)
+    cudaDataType_t c_type;  // the output's: CUDA_R_32F, or CUDA_R_16BF (matmul_xwT_y16)
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -58,12 +59,12 @@ static unsigned ptr_align(const void *p) {
 
 static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldc,
                                   unsigned align_a, unsigned align_b, unsigned align_c, cublasComputeType_t compute,
-                                  cudaDataType_t ab_type) {
+                                  cudaDataType_t ab_type, cudaDataType_t c_type) {
     for (int i = 0; i < lt_n_plans; i++) {
         const lt_plan *p = &lt_plans[i];
         if (p->trans_a == trans_a && p->trans_b == trans_b && p->m == m && p->n == n && p->k == k &&
             p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->align_a == align_a && p->align_b == align_b &&
-            p->align_c == align_c && p->compute == compute && p->ab_type == ab_type)
+            p->align_c == align_c && p->compute == compute && p->ab_type == ab_type && p->c_type == c_type)
             return p;
     }
     lt_plan tmp, *p = lt_n_plans < LT_MAX_PLANS ? &lt_plans[lt_n_plans++] : &tmp;
@@ -74,7 +75,7 @@ static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int 
     }
     memset(p, 0, sizeof *p);
     p->trans_a = trans_a, p->trans_b = trans_b, p->m = m, p->n = n, p->k = k;
-    p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->compute = compute, p->ab_type = ab_type;
+    p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->compute = compute, p->ab_type = ab_type, p->c_type = c_type;
     p->align_a = align_a, p->align_b = align_b, p->align_c = align_c;
     LT_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
     cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -82,7 +83,7 @@ static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int 
     LT_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     LT_CHECK(cublasLtMatrixLayoutCreate(&p->la, ab_type, trans_a ? k : m, trans_a ? m : k, lda));
     LT_CHECK(cublasLtMatrixLayoutCreate(&p->lb, ab_type, trans_b ? n : k, trans_b ? k : n, ldb));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&p->lc, c_type, m, n, ldc));
     cublasLtMatmulPreference_t pref;
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lt_workspace_bytes,
@@ -147,7 +148,7 @@ static void lt_gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, const 
     lt_init();
     const float alpha = 1.0f;
     const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A16), ptr_align(B16),
-                                   ptr_align(C), CUBLAS_COMPUTE_32F, CUDA_R_16BF);
+                                   ptr_align(C), CUBLAS_COMPUTE_32F, CUDA_R_16BF, CUDA_R_32F);
     LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A16, p->la, B16, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
                             lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
 }
@@ -171,7 +172,7 @@ static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float
         return;
     }
     const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
-                                   compute, CUDA_R_32F);
+                                   compute, CUDA_R_32F, CUDA_R_32F);
     LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
                             lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
 }
@@ -295,4 +296,49 @@ extern "C" void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy
     lt_gemm_bf16(false, true, K, N, M, x, ldx, dy16, N, dw, K, 1.0f);
     bf16_free(dy16);
     if (xc) bf16_free(xc);
+}
+
+// ---- a bf16 output: y16 = bf16(x w^T + bias)
+
+// y16 [rows, N] (ldy) = bf16(y [rows, N] dense + bias): a block per row
+__global__ static void round_rows_kernel(__nv_bfloat16 *y16, int ldy, const float *y, const float *bias, int N) {
+    const float *s = y + (size_t)blockIdx.x * N;
+    __nv_bfloat16 *d = y16 + (size_t)blockIdx.x * ldy;
+    for (int c = threadIdx.x; c < N; c += blockDim.x) d[c] = __float2bfloat16_rn(bias ? s[c] + bias[c] : s[c]);
+}
+
+// The product in float32 (through the table's GEMM), then the bias and the rounding in one pass.
+static void y16_through_f32(void (*xwT)(float *, int, const float *, int, const float *, int, int, int, float),
+                            uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M,
+                            int N, int K) {
+    float *y;
+    CUDA_CHECK(cudaMallocAsync((void **)&y, sizeof(float) * (size_t)M * N, cudaStreamPerThread));
+    xwT(y, N, x, ldx, w, M, N, K, 0.0f);
+    if (M > 0 && N > 0) {
+        round_rows_kernel<<<M, N >= 512 ? 256 : 128>>>((__nv_bfloat16 *)y16, ldy, y, bias, N);
+        CUDA_CHECK_LAUNCH();
+    }
+    CUDA_CHECK(cudaFreeAsync(y, cudaStreamPerThread));
+}
+
+extern "C" void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
+                                    int M, int N, int K) {
+    y16_through_f32(matmul_xwT_cuda, y16, ldy, x, ldx, w, bias, M, N, K);
+}
+
+// bf16: cuBLASLt writes the bf16 output itself (no bias; with a bias, or a skinny product, through float32)
+extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w,
+                                         const float *bias, int M, int N, int K) {
+    if (bias || !bf16_copies(N, M, K) || (uintptr_t)y16 % 16 || ldy % 8) {
+        y16_through_f32(matmul_xwT_cuda_bf16, y16, ldy, x, ldx, w, bias, M, N, K);
+        return;
+    }
+    lt_init();
+    __nv_bfloat16 *w16 = bf16_copy(w, K, N, K), *x16 = bf16_copy(x, K, M, ldx);
+    const float alpha = 1.0f, beta = 0.0f; // y^T (N x M) = w (op T of stored K x N) * x^T (K x M)
+    const lt_plan *p = lt_plan_get(true, false, N, M, K, K, K, ldy, 256, 256, ptr_align(y16), CUBLAS_COMPUTE_32F,
+                                   CUDA_R_16BF, CUDA_R_16BF);
+    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, w16, p->la, x16, p->lb, &beta, y16, p->lc, y16, p->lc, &p->algo,
+                            lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
+    bf16_free(w16), bf16_free(x16);
 }

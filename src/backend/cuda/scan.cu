@@ -54,6 +54,11 @@ extern "C" int cuda_device_available(const char **why) {
 __device__ __forceinline__ static float softplus_(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 __device__ __forceinline__ static float sigmoid_(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
 
+// The gate z_i, stored in float32 or bf16 (the lean path's xz).
+__device__ __forceinline__ static float gate_at(const float *z, const __nv_bfloat16 *z16, size_t i) {
+    return z16 ? __bfloat162float(z16[i]) : z[i];
+}
+
 // 2^v on the special-function unit (relative error ~2^-22; flushes results below 2^-126 to zero).
 __device__ __forceinline__ static float ex2(float v) {
     float r;
@@ -156,14 +161,15 @@ __global__ void __launch_bounds__(W * 32)
                     const float *__restrict__ x,
                     const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
                     const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
-                    const float *__restrict__ Dv, const float *__restrict__ z, int ldz, int T, int E, int N) {
+                    const float *__restrict__ Dv, const float *__restrict__ z, const __nv_bfloat16 *__restrict__ z16, int ldz, int T,
+                    int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
     float *X = (float *)smem4, *DT = X + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
           *a2s = CS + 2 * NP * CHP, *carry = a2s + NP * 32, *agg = carry + 2 * NP * 32;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
-    const bool live = e < E;
+    const bool live = e < E, gate = z || z16;
     const size_t row0 = (size_t)b * T;
     const int nchunk = (T + CH - 1) / CH;
     const BcWalk wk = bc_walk(NP);
@@ -186,9 +192,9 @@ __global__ void __launch_bounds__(W * 32)
         if (k + 1 < nchunk) stage(k + 1, p ^ 1);
         cp_async_commit();
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
-        if (z)
+        if (gate)
 #pragma unroll
-            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? z[(row0 + tw + i) * ldz + e] : 0.0f;
+            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_at(z, z16, (row0 + tw + i) * ldz + e) : 0.0f;
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP;
@@ -251,7 +257,7 @@ __global__ void __launch_bounds__(W * 32)
             for (int i = 0; i < ITEMS; i++)
                 if (tw + i < T) {
                     float yo = yv[i] + d * X[p * CH * 32 + (w * ITEMS + i) * 32 + lane];
-                    if (z) yo = yo * zv[i] * sigmoid_(zv[i]);
+                    if (gate) yo = yo * zv[i] * sigmoid_(zv[i]);
                     if (y16) y16[(row0 + tw + i) * E + e] = __float2bfloat16_rn(yo);
                     else y[(row0 + tw + i) * E + e] = yo;
                 }
@@ -286,7 +292,8 @@ __global__ void __launch_bounds__(W * 32, 3)
                     const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
                     const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
-                    const float *__restrict__ z, int ldz, int T, int E, int N) {
+                    const float *__restrict__ z, const __nv_bfloat16 *__restrict__ z16, int ldz, int T,
+                    int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
@@ -296,7 +303,7 @@ __global__ void __launch_bounds__(W * 32, 3)
           *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
-    const bool live = e < E;
+    const bool live = e < E, gate = z || z16;
     const size_t row0 = (size_t)b * T;
     const BcWalk wk = bc_walk(NP);
     auto stage1 = [&](int k, int p) { // pass 1 needs x, dt, B
@@ -387,9 +394,9 @@ __global__ void __launch_bounds__(W * 32, 3)
         if (k > 0) stage2(k - 1, p ^ 1);
         cp_async_commit();
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
-        if (z)
+        if (gate)
 #pragma unroll
-            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? z[(row0 + tw + i) * ldz + e] : 0.0f;
+            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_at(z, z16, (row0 + tw + i) * ldz + e) : 0.0f;
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
@@ -401,7 +408,7 @@ __global__ void __launch_bounds__(W * 32, 3)
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
             dtv[i] = tw + i < T ? softplus_(dtv[i] + bias) : 0.0f;
-            if (z) { // dy = d(out) silu(z); the gate's own gradient needs y, recomputed below
+            if (gate) { // dy = d(out) silu(z); the gate's own gradient needs y, recomputed below
                 gout[i] = dyv[i];
                 dyv[i] = dyv[i] * zv[i] * sigmoid_(zv[i]);
             }
@@ -476,7 +483,7 @@ __global__ void __launch_bounds__(W * 32, 3)
                     aw[i] += a * wv;
                     dAacc += dtv[i] * wv;
                     gB[i] += gh * Bv[i];
-                    if (z) yr[i] += Cv[i] * hs[i];
+                    if (gate) yr[i] += Cv[i] * hs[i];
                     rw[i * RED_STRIDE + lane] = gh * dtx[i];              // dB_t, this channel
                     rw[(ITEMS + i) * RED_STRIDE + lane] = dyv[i] * hs[i]; // dC_t, this channel
                 }
@@ -516,7 +523,7 @@ __global__ void __launch_bounds__(W * 32, 3)
                     const float g = (xv[i] * gB[i] + aw[i]) * sigmoid_(pre);
                     ddt[at] = g;
                     dbias += g;
-                    if (z) {
+                    if (gate) {
                         const float y = yr[i] + d * xv[i], s = sigmoid_(zv[i]);
                         dz[row * lddz + e] = gout[i] * y * s * (1.0f + zv[i] * (1.0f - s));
                         if (out16) out16[at] = __float2bfloat16_rn(y * zv[i] * s);
@@ -615,7 +622,7 @@ static void scan_fwd_launch(const scan_args *s, float *y, __nv_bfloat16 *y16, fl
     static size_t smem_set;
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG>, smem, &smem_set);
     scan_fwd_kernel<W, ITEMS, NG><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, y16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, s->T, s->E, s->N);
+        y, y16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -632,7 +639,7 @@ static void scan_bwd_launch(const scan_args *s, const scan_grads *g, const float
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG><<<dim3(nblk, B), W * 32, smem>>>(
         g->dx, g->ddt, g->dz, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
-        s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, s->ldz, T, E, N);
+        s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
@@ -654,7 +661,7 @@ static void check_state_size(int N) {
 // would stage and compose a whole chunk of padding for the one real step.
 __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x, const float *dt, const float *dt_bias,
                                         const float *At, const float *Bm, const float *Cm, int ldbc, const float *Dv,
-                                        const float *z, int ldz, int B, int E, int N) {
+                                        const float *z, const __nv_bfloat16 *z16, int ldz, int B, int E, int N) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x; // x, dt, y [B, 1, E] and h [B, E, N] are indexed by i
     if (i >= B * E) return;
     const int b = i / E, e = i % E;
@@ -668,8 +675,8 @@ __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, 
         acc += Cb[n] * hn;
     }
     float yo = acc + Dv[e] * xv;
-    if (z) {
-        const float zv = z[(size_t)b * ldz + e];
+    if (z || z16) {
+        const float zv = gate_at(z, z16, (size_t)b * ldz + e);
         yo = yo * zv * sigmoid_(zv);
     }
     if (y16) y16[i] = __float2bfloat16_rn(yo);
@@ -682,7 +689,7 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // nothing to scan: the state stays as it is
     if (s->T == 1) {
         scan_step_kernel<<<cdiv(s->B * s->E, 128), 128>>>(out, o16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm,
-                                                          s->ldbc, s->Dv, s->z, s->ldz, s->B, s->E, s->N);
+                                                          s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N);
         CUDA_CHECK_LAUNCH();
         return;
     }
