@@ -54,10 +54,9 @@ extern "C" int cuda_device_available(const char **why) {
 __device__ __forceinline__ static float softplus_(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
 __device__ __forceinline__ static float sigmoid_(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
 
-// The gate z_i, stored in float32 or bf16 (the lean path's xz).
-__device__ __forceinline__ static float gate_at(const float *z, const __nv_bfloat16 *z16, size_t i) {
-    return z16 ? __bfloat162float(z16[i]) : z[i];
-}
+// The gate z is float32 or bf16 (the lean path's xz): the kernels take its type TZ and read it through gate_ld().
+__device__ __forceinline__ static float gate_ld(const float *z, size_t i) { return z[i]; }
+__device__ __forceinline__ static float gate_ld(const __nv_bfloat16 *z, size_t i) { return __bfloat162float(z[i]); }
 
 // 2^v on the special-function unit (relative error ~2^-22; flushes results below 2^-126 to zero).
 __device__ __forceinline__ static float ex2(float v) {
@@ -155,13 +154,13 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
     return 4 * CH * 32 + 4 * NP * (CH + 4) + (size_t)3 * NP * 32 + (size_t)2 * NG * 2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG>
+template <int W, int ITEMS, int NG, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
                     const float *__restrict__ x,
                     const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
                     const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
-                    const float *__restrict__ Dv, const float *__restrict__ z, const __nv_bfloat16 *__restrict__ z16, int ldz, int T,
+                    const float *__restrict__ Dv, const TZ *__restrict__ z, int ldz, int T,
                     int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     const int NP = (N + NG - 1) / NG * NG;
@@ -169,7 +168,7 @@ __global__ void __launch_bounds__(W * 32)
     float *X = (float *)smem4, *DT = X + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
           *a2s = CS + 2 * NP * CHP, *carry = a2s + NP * 32, *agg = carry + 2 * NP * 32;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
-    const bool live = e < E, gate = z || z16;
+    const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
     const int nchunk = (T + CH - 1) / CH;
     const BcWalk wk = bc_walk(NP);
@@ -194,7 +193,7 @@ __global__ void __launch_bounds__(W * 32)
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
         if (gate)
 #pragma unroll
-            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_at(z, z16, (row0 + tw + i) * ldz + e) : 0.0f;
+            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_ld(z, (row0 + tw + i) * ldz + e) : 0.0f;
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP;
@@ -284,15 +283,18 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
            (size_t)W * 2 * ITEMS * RED_STRIDE + (size_t)NP * W * 32 + (size_t)2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG> // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
-__global__ void __launch_bounds__(W * 32, 3)
+#ifndef SCAN_BWD_MIN_BLOCKS // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
+#define SCAN_BWD_MIN_BLOCKS 3
+#endif
+template <int W, int ITEMS, int NG, typename TZ>
+__global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz, int lddz,
                     float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
                     const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
                     const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
-                    const float *__restrict__ z, const __nv_bfloat16 *__restrict__ z16, int ldz, int T,
+                    const TZ *__restrict__ z, int ldz, int T,
                     int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
     const int NP = (N + NG - 1) / NG * NG;
@@ -303,7 +305,7 @@ __global__ void __launch_bounds__(W * 32, 3)
           *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
-    const bool live = e < E, gate = z || z16;
+    const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
     const BcWalk wk = bc_walk(NP);
     auto stage1 = [&](int k, int p) { // pass 1 needs x, dt, B
@@ -396,7 +398,7 @@ __global__ void __launch_bounds__(W * 32, 3)
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
         if (gate)
 #pragma unroll
-            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_at(z, z16, (row0 + tw + i) * ldz + e) : 0.0f;
+            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_ld(z, (row0 + tw + i) * ldz + e) : 0.0f;
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
@@ -615,19 +617,19 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 #define SCAN_BWD_CFG 4, 8, 2
 #endif
 
-template <int W, int ITEMS, int NG>
-static void scan_fwd_launch(const scan_args *s, float *y, __nv_bfloat16 *y16, float *h) {
+template <int W, int ITEMS, int NG, typename TZ>
+static void scan_fwd_launch(const scan_args *s, const TZ *z, float *y, __nv_bfloat16 *y16, float *h) {
     const int NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, y16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->T, s->E, s->N);
+    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TZ>, smem, &smem_set);
+    scan_fwd_kernel<W, ITEMS, NG, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
+        y, y16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
-template <int W, int ITEMS, int NG>
-static void scan_bwd_launch(const scan_args *s, const scan_grads *g, const float *dy) {
+template <int W, int ITEMS, int NG, typename TZ>
+static void scan_bwd_launch(const scan_args *s, const TZ *z, const scan_grads *g, const float *dy) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
@@ -636,10 +638,10 @@ static void scan_bwd_launch(const scan_args *s, const scan_grads *g, const float
           *db_part = dD_part + n_d, *hb = db_part + n_d;
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG>, smem, &smem_set);
-    scan_bwd_kernel<W, ITEMS, NG><<<dim3(nblk, B), W * 32, smem>>>(
+    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TZ>, smem, &smem_set);
+    scan_bwd_kernel<W, ITEMS, NG, TZ><<<dim3(nblk, B), W * 32, smem>>>(
         g->dx, g->ddt, g->dz, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
-        s->At, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, T, E, N);
+        s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
@@ -661,7 +663,7 @@ static void check_state_size(int N) {
 // would stage and compose a whole chunk of padding for the one real step.
 __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x, const float *dt, const float *dt_bias,
                                         const float *At, const float *Bm, const float *Cm, int ldbc, const float *Dv,
-                                        const float *z, const __nv_bfloat16 *z16, int ldz, int B, int E, int N) {
+                                        const float *z, const __nv_bfloat16 *z16, int ldg, int B, int E, int N) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x; // x, dt, y [B, 1, E] and h [B, E, N] are indexed by i
     if (i >= B * E) return;
     const int b = i / E, e = i % E;
@@ -676,7 +678,7 @@ __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, 
     }
     float yo = acc + Dv[e] * xv;
     if (z || z16) {
-        const float zv = gate_at(z, z16, (size_t)b * ldz + e);
+        const float zv = z16 ? gate_ld(z16, (size_t)b * ldg + e) : gate_ld(z, (size_t)b * ldg + e);
         yo = yo * zv * sigmoid_(zv);
     }
     if (y16) y16[i] = __float2bfloat16_rn(yo);
@@ -693,11 +695,13 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
         CUDA_CHECK_LAUNCH();
         return;
     }
-    scan_fwd_launch<SCAN_FWD_CFG>(s, out, o16, h);
+    if (s->z16) scan_fwd_launch<SCAN_FWD_CFG>(s, (const __nv_bfloat16 *)s->z16, out, o16, h);
+    else scan_fwd_launch<SCAN_FWD_CFG>(s, s->z, out, o16, h);
 }
 
 extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // no steps: no gradients to write or add
-    scan_bwd_launch<SCAN_BWD_CFG>(s, g, dout);
+    if (s->z16) scan_bwd_launch<SCAN_BWD_CFG>(s, (const __nv_bfloat16 *)s->z16, g, dout);
+    else scan_bwd_launch<SCAN_BWD_CFG>(s, s->z, g, dout);
 }
