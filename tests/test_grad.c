@@ -102,10 +102,14 @@ static void test_scan_case(int gated) {
         scan_fwd(&sc.s, NULL, o16, NULL);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "forward bf16 output differs from the rounded float32 one");
         bf16_from_f32(want, out, nx);
-        g.out = NULL, g.out16 = o16;
+        uint16_t *dz16 = xcalloc(nz, sizeof(uint16_t)), *wantz = xcalloc(nz, sizeof(uint16_t));
+        for (size_t r = 0; r < (size_t)SB * ST; r++) bf16_from_f32(wantz + r * SLDZ, dz + r * SLDZ, SE);
+        g.out = NULL, g.out16 = o16, g.dz = NULL, g.dz16 = dz16;
         memset(dbias, 0, sizeof(float) * SE), memset(dD, 0, sizeof(float) * SE), memset(dAt, 0, sizeof(float) * SN * SE);
         scan_bwd(&sc.s, &g, sc.R);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "backward bf16 output differs from the rounded float32 one");
+        EXPECT(!memcmp(dz16, wantz, sizeof(uint16_t) * nz), "bf16 dz differs from the rounded float32 one");
+        free(dz16), free(wantz);
         free(want), free(o16);
         /* a bf16 gate (the lean path's xz) gives what the gate widened to float32 gives, bitwise */
         uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz);
@@ -168,7 +172,7 @@ static void test_conv(void) {
     float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
     float *db = xcalloc(CC, sizeof(float));
     conv_loss(NULL);
-    conv1d_silu_bwd(dx, CLD, dw, db, cv.R, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dx, NULL, CLD, dw, db, cv.R, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
     check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
     check_dir("bias", cv.b, CC, db, conv_loss, NULL);
@@ -201,11 +205,17 @@ static void test_conv(void) {
     float *dx16 = xcalloc(nxx, sizeof(float)), *dxw = xcalloc(nxx, sizeof(float));
     float *dw16 = xcalloc(CC * CK, sizeof(float)), *dww = xcalloc(CC * CK, sizeof(float));
     float *db16 = xcalloc(CC, sizeof(float)), *dbw = xcalloc(CC, sizeof(float));
-    conv1d_silu_bwd(dx16, CLD, dw16, db16, cv.R, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
-    conv1d_silu_bwd(dxw, CLD, dww, dbw, cv.R, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dx16, NULL, CLD, dw16, db16, cv.R, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dxw, NULL, CLD, dww, dbw, cv.R, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(dx16, dxw, sizeof(float) * nxx) && !memcmp(dw16, dww, sizeof(float) * CC * CK) &&
                !memcmp(db16, dbw, sizeof(float) * CC),
            "backward differs");
+    /* dx in bf16: the float32 dx rounded */
+    uint16_t *gx16 = xcalloc(nxx, sizeof(uint16_t)), *want = xcalloc(nxx, sizeof(uint16_t));
+    conv1d_silu_bwd(NULL, gx16, CLD, dww, dbw, cv.R, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    for (size_t r = 0; r < (size_t)CB * CT; r++) bf16_from_f32(want + r * CLD, dxw + r * CLD, CC);
+    EXPECT(!memcmp(gx16, want, sizeof(uint16_t) * nxx), "bf16 dx is not the float32 one rounded");
+    free(gx16), free(want);
     free(x16), free(xw), free(o16), free(ow), free(dx16), free(dxw), free(dw16), free(dww), free(db16), free(dbw);
     TEST_END();
 }

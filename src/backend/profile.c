@@ -67,6 +67,12 @@ static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, co
     inner->matmul_xwT_y16(y16, ldy, x, ldx, w, bias, M, N, K);
     prof_end(18, "matmul_xwT_y16", "gemm", t0);
 }
+static void p_matmul_bwd_dy16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy,
+                              const float *x, int ldx, const float *w, int M, int N, int K) {
+    double t0 = prof_begin();
+    inner->matmul_bwd_dy16(dx, lddx, beta, dw, dy16, lddy, x, ldx, w, M, N, K);
+    prof_end(19, "matmul_bwd_dy16", "gemm", t0);
+}
 static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
     double t0 = prof_begin();
     inner->bias_add(y, ldy, bias, rows, N);
@@ -104,11 +110,11 @@ static void p_conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, i
     inner->conv1d_silu_fwd(out, x, x16, ldx, init, w, bias, B, T, C, K);
     prof_end(10, "conv1d_silu_fwd", "other", t0);
 }
-static void p_conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
-                              const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C,
-                              int K) {
+static void p_conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
+                              const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int B,
+                              int T, int C, int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_bwd(dx, lddx, dw, dbias, dout, x, x16, ldx, w, bias, B, T, C, K);
+    inner->conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, x, x16, ldx, w, bias, B, T, C, K);
     prof_end(11, "conv1d_silu_bwd", "other", t0);
 }
 static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
@@ -177,6 +183,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.matmul_dw_acc = p_matmul_dw_acc;
     wrapped.matmul_bwd = p_matmul_bwd;
     wrapped.matmul_xwT_y16 = p_matmul_xwT_y16;
+    wrapped.matmul_bwd_dy16 = p_matmul_bwd_dy16;
     wrapped.matmul_xwT_x16 = p_matmul_xwT_x16;
     wrapped.matmul_dw_acc_x16 = p_matmul_dw_acc_x16;
     wrapped.bias_add = p_bias_add;

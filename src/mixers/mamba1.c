@@ -221,19 +221,27 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->zero(dAt, sizeof(float) * d.N * d.E);
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
+    /* lean: dxz in bf16 (in dxz's space), in_proj's GEMMs read it so; not with an in_proj bias (its gradient
+     * sums dxz in float32) */
+    uint16_t *dxz16 = a.xz16 && !g.in_b ? (uint16_t *)dxz : NULL;
     const scan_grads sg = {.dx = dxs, .ddt = ddt, .dBm = ddbc + d.R, .dCm = ddbc + d.R + d.N, .lddbc = d.P,
-                           .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz + d.E, .lddz = 2 * d.E,
-                           .out = a.g16 ? NULL : a.g, .out16 = a.g16};
+                           .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz16 ? NULL : dxz + d.E,
+                           .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E, .out = a.g16 ? NULL : a.g,
+                           .out16 = a.g16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
     if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    be->conv1d_silu_bwd(dxz, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, v.conv_w, v.conv_b,
-                        B, T, d.E, d.K);
-    if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
-    be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
+    be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16,
+                        2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    if (dxz16) {
+        be->matmul_bwd_dy16(du, d.D, 0.0f, g.in_proj, dxz16, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
+    } else {
+        if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
+        be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
+    }
 }
 
 static size_t mamba1_canon_floats(const ssm_config *c) {

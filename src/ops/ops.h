@@ -24,6 +24,9 @@ void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int
 /* The same layer with bf16 weights w16[N,K] (the upper halves of float32s), float32 x and y: for
  * decode, where reading the weights is the cost. */
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
+/* matmul_bwd with dy in bf16 (dy16, row stride lddy): its producers wrote it rounded. */
+void matmul_bwd_dy16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy, const float *x,
+                     int ldx, const float *w, int M, int N, int K);
 /* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16
  * training path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
 void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta);
@@ -59,9 +62,10 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
  * init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL for zeros. */
 void conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
                      const float *bias, int B, int T, int C, int K);
-/* dout [B,T,C] -> dx [B,T,C] (lddx, written), dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed
- * from x (or x16) as the forward did (which started from zeros: training). */
-void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+/* dout [B,T,C] -> dx [B,T,C] (lddx, written; or dx16 the same rounded to bf16: exactly one of the two),
+ * dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed from x (or x16) as the forward did (which started
+ * from zeros: training). */
+void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout, const float *x,
                      const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K);
 /* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
 void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
@@ -94,6 +98,7 @@ typedef struct {
     float *dAt;           /* [N, E] += */
     float *dDv, *ddt_bias; /* [E] += */
     float *dz;            /* [B, T, E] stride lddz =, when z */
+    uint16_t *dz16;       /* or dz rounded to bf16 (exactly one of dz, dz16 when z) */
     int lddz;
     float *out;           /* [B, T, E] dense, or NULL: the forward's output, recomputed (=) */
     uint16_t *out16;      /* the same rounded to bf16, or NULL (at most one of out, out16) */

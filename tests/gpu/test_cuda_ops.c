@@ -181,12 +181,13 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         float *dx = copy_vec(dx0, ndx), *dw = copy_vec(dw0, (size_t)C * K), *db = copy_vec(db0, C);
         float *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_bwd(dx, lddx, dw, with_bias ? db : NULL, dout, x, NULL, ldx, w, with_bias ? bias : NULL, B, T, C, K);
+        conv1d_silu_bwd(dx, NULL, lddx, dw, with_bias ? db : NULL, dout, x, NULL, ldx, w, with_bias ? bias : NULL, B, T,
+                        C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(ndx)), *d_dw = gpu_to_dev(dw0, FB(C * K)), *d_db = gpu_to_dev(db0, FB(C));
             float *d_do = gpu_to_dev(dout, FB(n)), *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = gpu_to_dev(bias, FB(C));
-            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_x, NULL, ldx, d_w,
+            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_x, NULL, ldx, d_w,
                                  with_bias ? d_b : NULL, B, T, C, K);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
@@ -214,7 +215,7 @@ static void test_conv1d(int B, int T, int C, int K) {
         float *out = malloc(FB(n)), *dx = calloc(ndx, sizeof(float)), *dw = calloc((size_t)C * K, sizeof(float));
         float *db = calloc(C, sizeof(float)), *go[2], *gdx[2], *gdw[2], *gdb[2];
         conv1d_silu_fwd(out, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
-        conv1d_silu_bwd(dx, lddx, dw, db, dout, NULL, x16, ldx, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_o = gpu_to_dev(NULL, FB(n)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
             float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)), *d_db = gpu_to_dev(NULL, FB(C));
@@ -223,11 +224,21 @@ static void test_conv1d(int B, int T, int C, int K) {
             CUDA_CHECK(cudaMemset(d_dw, 0, FB(C * K)));
             CUDA_CHECK(cudaMemset(d_db, 0, FB(C)));
             conv1d_silu_fwd_cuda(d_o, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
-            conv1d_silu_bwd_cuda(d_dx, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
             gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
+            if (rep == 0) { /* dx in bf16: the GPU's float32 dx rounded, bitwise */
+                uint16_t *d_dx16, *got = calloc(ndx, sizeof(uint16_t)), *want = calloc(ndx, sizeof(uint16_t));
+                CUDA_CHECK(cudaMalloc((void **)&d_dx16, sizeof(uint16_t) * ndx));
+                CUDA_CHECK(cudaMemset(d_dx16, 0, sizeof(uint16_t) * ndx));
+                conv1d_silu_bwd_cuda(NULL, d_dx16, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+                CUDA_CHECK(cudaMemcpy(got, d_dx16, sizeof(uint16_t) * ndx, cudaMemcpyDeviceToHost));
+                for (size_t r = 0; r < (size_t)B * T; r++) bf16_from_f32(want + r * lddx, gdx[0] + r * lddx, C);
+                EXPECT(!memcmp(got, want, sizeof(uint16_t) * ndx), "bf16 dx is not the float32 one rounded");
+                cudaFree(d_dx16), free(got), free(want);
+            }
             cudaFree(d_o), cudaFree(d_w), cudaFree(d_b), cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db), cudaFree(d_do);
         }
         check("out", go, out, n, 1e-5);

@@ -118,12 +118,19 @@ static void check_case(int B, int T, int E, int N, int gated) {
         bf16_from_f32(want, ry, nx);
         EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "forward: the bf16 output is not the float32 one rounded");
         scan_grads g16s = gg;
-        g16s.out = NULL, g16s.out16 = g16;
+        uint16_t *gdz16, *wantz = xcalloc(nz, sizeof(uint16_t)), *gotz = xcalloc(nz, sizeof(uint16_t));
+        CUDA_CHECK(cudaMalloc((void **)&gdz16, sizeof(uint16_t) * nz));
+        CUDA_CHECK(cudaMemset(gdz16, 0, sizeof(uint16_t) * nz));
+        for (size_t r = 0; r < (size_t)B * T; r++) bf16_from_f32(wantz + r * ldz, rdz + r * ldz, E);
+        g16s.out = NULL, g16s.out16 = g16, g16s.dz = NULL, g16s.dz16 = gdz16;
         CUDA_CHECK(cudaMemset(g16, 0xff, sizeof(uint16_t) * nx));
         scan_bwd_cuda(&gs, &g16s, gdy);
         CUDA_CHECK(cudaMemcpy(got, g16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
         bf16_from_f32(want, rout, nx);
         EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "backward: the bf16 output is not the float32 one rounded");
+        CUDA_CHECK(cudaMemcpy(gotz, gdz16, sizeof(uint16_t) * nz, cudaMemcpyDeviceToHost));
+        EXPECT(!memcmp(gotz, wantz, sizeof(uint16_t) * nz), "backward: the bf16 dz is not the float32 one rounded");
+        cudaFree(gdz16), free(wantz), free(gotz);
         cudaFree(g16), free(want), free(got);
         /* the gate in bf16 (the lean path's xz): GPU vs CPU, forward output and the backward's dx, dz */
         uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz), *gz16;

@@ -54,12 +54,20 @@ void conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, c
 
 #define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
 
-void conv1d_silu_bwd(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
+void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout, const float *x,
                      const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
     if (x16) {
         float *xw = widen_rows(x16, ldx, (size_t)B * T, C);
-        conv1d_silu_bwd(dx, lddx, dw, dbias, dout, xw, NULL, C, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, xw, NULL, C, w, bias, B, T, C, K);
         free(xw);
+        return;
+    }
+    if (dx16) { /* into float32, then rounded */
+        const size_t rows = (size_t)B * T;
+        float *dxw = xmalloc(sizeof(float) * rows * C);
+        conv1d_silu_bwd(dxw, NULL, C, dw, dbias, dout, x, NULL, ldx, w, bias, B, T, C, K);
+        for (size_t r = 0; r < rows; r++) bf16_from_f32(dx16 + r * lddx, dxw + r * C, (size_t)C);
+        free(dxw);
         return;
     }
     /* dpre = dout * silu'(pre); dx[t] = sum_k w[k] dpre[t + K-1-k]; dw, dbias are sums over b and t.

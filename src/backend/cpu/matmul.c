@@ -43,6 +43,13 @@ void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16
     free(x);
 }
 
+void matmul_bwd_dy16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy, const float *x,
+                     int ldx, const float *w, int M, int N, int K) {
+    float *dy = x16_widen(dy16, lddy, M, N);
+    matmul_bwd(dx, lddx, beta, dw, dy, N, x, ldx, w, M, N, K);
+    free(dy);
+}
+
 void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M, int N,
                     int K) {
     float *y = xmalloc(sizeof(float) * (size_t)M * N);

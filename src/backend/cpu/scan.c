@@ -175,7 +175,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
                 for (int n = 0; n < N; n++) y += hl[n] * Ct[n];
                 y = y + dv * xv;
                 dyv = g * zv * sg;
-                vf_store_n(gr->dz + row * gr->lddz + e0, g * y * sg * (1.0f + zv * (1.0f - sg)), nw);
+                store_out(gr->dz, gr->dz16, row * gr->lddz + e0, g * y * sg * (1.0f + zv * (1.0f - sg)), nw);
                 if (gr->out || gr->out16) store_out(gr->out, gr->out16, at, y * zv * sg, nw);
             }
             float *pB = part + (size_t)t * 2 * N, *pC = pB + N;

@@ -11,6 +11,9 @@
 /* The input x is float32 or bf16 (TX): every kernel reads it through ld(). */
 __device__ __forceinline__ static float ld(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ static float ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+/* ... and the input gradient dx is written float32 or bf16 (TD) through st(). */
+__device__ __forceinline__ static void st(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ static void st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
 __device__ static inline float sigmoidf_(float p) { return 1.0f / (1.0f + expf(-p)); }
 
@@ -56,7 +59,8 @@ __global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const 
 }
 
 /* dx[t] = sum_k w[k] dpre[t + K-1-k] */
-__global__ static void conv1d_dx_kernel(float *dx, int lddx, const float *dpre, const float *w, int B, int T, int C,
+template <typename TD>
+__global__ static void conv1d_dx_kernel(TD *dx, int lddx, const float *dpre, const float *w, int B, int T, int C,
                                         int K) {
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -68,7 +72,7 @@ __global__ static void conv1d_dx_kernel(float *dx, int lddx, const float *dpre, 
             const int to = t + (K - 1) - k;
             if (to < T) acc += w[(size_t)c * K + k] * dpre[((size_t)b * T + to) * C + c];
         }
-        dx[bt * lddx + c] = acc;
+        st(dx, bt * lddx + c, acc);
     }
 }
 
@@ -166,8 +170,8 @@ extern "C" void conv1d_silu_fwd_cuda(float *out, const float *x, const uint16_t 
  * inputs (pre is their weighted sum, as in the forward) and the last K values of dpre = dout * silu'(pre) in
  * registers, writes dx, and leaves its dw and dbias sums as per-chunk partials [chunk, C*K] and [chunk, C]
  * that a second kernel adds in chunk order. */
-template <int K, typename TX>
-__global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx, float *__restrict__ part_w,
+template <int K, typename TX, typename TD>
+__global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, float *__restrict__ part_w,
                                                float *__restrict__ part_b, const float *__restrict__ dout,
                                                const TX *__restrict__ x, int ldx, const float *__restrict__ w,
                                                const float *__restrict__ bias, int T, int C, int nch) {
@@ -209,7 +213,7 @@ __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx,
             float acc = 0.0f;
 #pragma unroll
             for (int k = 0; k < K; k++) acc += wk[k] * dp[K - 1 - k];
-            dx[(row0 + t) * lddx + c] = acc;
+            st(dx, (row0 + t) * lddx + c, acc);
         }
     }
 #pragma unroll
@@ -217,14 +221,14 @@ __global__ static void conv1d_bwd_fused_kernel(float *__restrict__ dx, int lddx,
     if (part_b) part_b[(size_t)q * C + c] = accb;
 }
 
-template <int K, typename TX>
-static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
+template <int K, typename TX, typename TD>
+static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
                              const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK), nq = B * nch;
     float *part_w, *part_b = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
     if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
-    conv1d_bwd_fused_kernel<K, TX><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C,
+    conv1d_bwd_fused_kernel<K, TX, TD><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C,
                                                                 nch);
     CUDA_CHECK_LAUNCH();
     colsum_finish(dw, part_w, nq, C * K);
@@ -235,8 +239,8 @@ static void conv1d_bwd_fused(float *dx, int lddx, float *dw, float *dbias, const
     CUDA_CHECK(cudaFreeAsync(part_w, 0));
 }
 
-template <typename TX>
-static void conv1d_silu_bwd_any(float *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
+template <typename TX, typename TD>
+static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
                                 const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
@@ -257,10 +261,14 @@ static void conv1d_silu_bwd_any(float *dx, int lddx, float *dw, float *dbias, co
     CUDA_CHECK(cudaFreeAsync(dpre, 0));
 }
 
-extern "C" void conv1d_silu_bwd_cuda(float *dx, int lddx, float *dw, float *dbias, const float *dout, const float *x,
-                                     const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T,
-                                     int C, int K) {
-    if (x16) conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, (const __nv_bfloat16 *)x16, ldx, w, bias, B, T, C, K);
+extern "C" void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
+                                     const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias,
+                                     int B, int T, int C, int K) {
+    __nv_bfloat16 *d16 = (__nv_bfloat16 *)dx16;
+    const __nv_bfloat16 *b16 = (const __nv_bfloat16 *)x16;
+    if (x16 && dx16) conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, b16, ldx, w, bias, B, T, C, K);
+    else if (x16) conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, b16, ldx, w, bias, B, T, C, K);
+    else if (dx16) conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
     else conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
 }
 

@@ -288,7 +288,8 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 #endif
 template <int W, int ITEMS, int NG, typename TZ>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
-    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz, int lddz,
+    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz,
+                    __nv_bfloat16 *__restrict__ dz16, int lddz,
                     float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
                     const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
@@ -527,7 +528,9 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                     dbias += g;
                     if (gate) {
                         const float y = yr[i] + d * xv[i], s = sigmoid_(zv[i]);
-                        dz[row * lddz + e] = gout[i] * y * s * (1.0f + zv[i] * (1.0f - s));
+                        const float gz = gout[i] * y * s * (1.0f + zv[i] * (1.0f - s));
+                        if (dz16) dz16[row * lddz + e] = __float2bfloat16_rn(gz);
+                        else dz[row * lddz + e] = gz;
                         if (out16) out16[at] = __float2bfloat16_rn(y * zv[i] * s);
                         else if (out) out[at] = y * zv[i] * s;
                     }
@@ -640,7 +643,7 @@ static void scan_bwd_launch(const scan_args *s, const TZ *z, const scan_grads *g
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TZ>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TZ><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, g->ddt, g->dz, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
+        g->dx, g->ddt, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
         s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
