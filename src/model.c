@@ -272,7 +272,8 @@ void model_train_backward(ssm_model *m, float loss_scale) {
                  a->n_targets ? loss_scale / a->n_targets : 0.0f);
     float *dlogits = a->logits;
     /* the head's gradients (the embedding's, when tied) */
-    be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V, D);
+    be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V,
+                   D);
     be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);

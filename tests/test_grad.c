@@ -160,7 +160,7 @@ static struct {
 } cv;
 
 static double conv_loss(void *unused) {
-    conv1d_silu_fwd(cv.out, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(cv.out, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     return dot(cv.out, cv.R, (size_t)CB * CT * CC);
 }
 
@@ -181,13 +181,13 @@ static void test_conv(void) {
     TEST_BEGIN("conv1d with a carried state equals the whole sequence");
     float *st = xcalloc((size_t)CB * CC * (CK - 1), sizeof(float));
     float *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
-    conv1d_silu_fwd(out1, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(out1, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     for (int b = 0; b < CB; b++)
         for (int t = 0; t < CT; t += 2) { /* pieces of 2 steps (and a last one of 1) */
             int len = imin(2, CT - t);
             const float *xs = cv.x + ((size_t)b * CT + t) * CLD;
-            conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, xs, NULL, CLD, st + (size_t)b * CC * (CK - 1), cv.w,
-                            cv.b, 1, len, CC, CK);
+            conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, NULL, xs, NULL, CLD, st + (size_t)b * CC * (CK - 1),
+                            cv.w, cv.b, 1, len, CC, CK);
             conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
         }
     EXPECT(test_rel_err(piece, out1, n) == 0, "rel err %.2e", test_rel_err(piece, out1, n));
@@ -199,9 +199,14 @@ static void test_conv(void) {
     float *xw = xmalloc(sizeof(float) * nxx), *o16 = xmalloc(sizeof(float) * n), *ow = xmalloc(sizeof(float) * n);
     bf16_from_f32(x16, cv.x, nxx);
     f32_from_bf16(xw, x16, nxx);
-    conv1d_silu_fwd(o16, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
-    conv1d_silu_fwd(ow, xw, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(o16, NULL, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_fwd(ow, NULL, xw, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(o16, ow, sizeof(float) * n), "forward differs");
+    uint16_t *ob16 = xmalloc(sizeof(uint16_t) * n), *obw = xmalloc(sizeof(uint16_t) * n);
+    conv1d_silu_fwd(o16, ob16, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    bf16_from_f32(obw, ow, n);
+    EXPECT(!memcmp(ob16, obw, sizeof(uint16_t) * n), "the bf16 output is not the float32 one rounded");
+    free(ob16), free(obw);
     float *dx16 = xcalloc(nxx, sizeof(float)), *dxw = xcalloc(nxx, sizeof(float));
     float *dw16 = xcalloc(CC * CK, sizeof(float)), *dww = xcalloc(CC * CK, sizeof(float));
     float *db16 = xcalloc(CC, sizeof(float)), *dbw = xcalloc(CC, sizeof(float));

@@ -100,7 +100,7 @@ static void test_state_sees_weight_updates(void) {
  * run on the CPU through a copy of the CPU table with lean_acts set, so CI exercises its logic: the loss is
  * the same (the forward does not change) and every gradient is within bf16's rounding of the plain path. */
 static void test_lean_activations(void) {
-    TEST_BEGIN("lean activations (xz kept in bf16, out_proj input in bf16) give the loss within 1e-4 and the "
+    TEST_BEGIN("lean activations (xz, x_proj and out_proj inputs, dxz in bf16) give the loss within 1e-4 and the "
                "gradients within 1e-2");
     backend lean = backend_cpu;
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;

@@ -47,8 +47,8 @@ typedef struct backend {
                            float beta);
     void (*matmul_dw_acc_x16)(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                               int K);
-    void (*matmul_bwd_dy16)(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy,
-                            const float *x, int ldx, const float *w, int M, int N, int K);
+    void (*matmul_bwd16)(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
+                         const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
     void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
                            int M, int N, int K);
     void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
@@ -62,8 +62,8 @@ typedef struct backend {
                             const float *w, int rows, int D, float eps);
     void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int rows, int D, int acc);
-    void (*conv1d_silu_fwd)(float *out, const float *x, const uint16_t *x16, int ldx, const float *init,
-                            const float *w, const float *bias, int B, int T, int C, int K);
+    void (*conv1d_silu_fwd)(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
+                            const float *init, const float *w, const float *bias, int B, int T, int C, int K);
     void (*conv1d_silu_bwd)(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
                             const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int B,
                             int T, int C, int K);

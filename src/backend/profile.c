@@ -67,11 +67,11 @@ static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, co
     inner->matmul_xwT_y16(y16, ldy, x, ldx, w, bias, M, N, K);
     prof_end(18, "matmul_xwT_y16", "gemm", t0);
 }
-static void p_matmul_bwd_dy16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy,
-                              const float *x, int ldx, const float *w, int M, int N, int K) {
+static void p_matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
+                           const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
     double t0 = prof_begin();
-    inner->matmul_bwd_dy16(dx, lddx, beta, dw, dy16, lddy, x, ldx, w, M, N, K);
-    prof_end(19, "matmul_bwd_dy16", "gemm", t0);
+    inner->matmul_bwd16(dx, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+    prof_end(19, "matmul_bwd16", "gemm", t0);
 }
 static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
     double t0 = prof_begin();
@@ -104,10 +104,10 @@ static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x,
     inner->rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
     prof_end(9, "rmsnorm_bwd", "other", t0);
 }
-static void p_conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init,
-                              const float *w, const float *bias, int B, int T, int C, int K) {
+static void p_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
+                              const float *init, const float *w, const float *bias, int B, int T, int C, int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_fwd(out, x, x16, ldx, init, w, bias, B, T, C, K);
+    inner->conv1d_silu_fwd(out, out16, x, x16, ldx, init, w, bias, B, T, C, K);
     prof_end(10, "conv1d_silu_fwd", "other", t0);
 }
 static void p_conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
@@ -183,7 +183,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.matmul_dw_acc = p_matmul_dw_acc;
     wrapped.matmul_bwd = p_matmul_bwd;
     wrapped.matmul_xwT_y16 = p_matmul_xwT_y16;
-    wrapped.matmul_bwd_dy16 = p_matmul_bwd_dy16;
+    wrapped.matmul_bwd16 = p_matmul_bwd16;
     wrapped.matmul_xwT_x16 = p_matmul_xwT_x16;
     wrapped.matmul_dw_acc_x16 = p_matmul_dw_acc_x16;
     wrapped.bias_add = p_bias_add;

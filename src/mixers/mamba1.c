@@ -110,6 +110,7 @@ typedef struct {
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
     float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
+    uint16_t *xs16; /* [rows, E]  temp in lean training: xs in bf16, as x_proj's GEMMs take it */
     float *dt;    /* [rows, E]  temp: dt_proj(dt_low), before the bias and softplus (the scan applies them) */
     float *g;     /* [rows, E]  temp: the scan's gated output y * silu(z), the out_proj input */
     uint16_t *g16; /* [rows, E]  temp (in g's space) in lean training: g rounded to bf16, as out_proj's GEMMs take it */
@@ -128,8 +129,8 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     a.At = p;
     a.xs = q, q += rows * d.E;
     a.dt = q, q += rows * d.E;
-    a.g = q;
-    if (lean) a.g16 = (uint16_t *)q;
+    a.g = q, q += rows * d.E;
+    if (lean) a.g16 = (uint16_t *)a.g, a.xs16 = (uint16_t *)q;
     return a;
 }
 
@@ -141,7 +142,8 @@ static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int lean) {
 
 static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int lean) {
     mamba1_dims d = dims_of(c);
-    return (size_t)B * T * (lean ? 5 : 3) * d.E;
+    const size_t n = (size_t)B * T * d.E;
+    return lean ? 5 * n + (n + 1) / 2 : 3 * n; /* lean: xz, xs, dt, g and xs16 (bf16) */
 }
 
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
@@ -174,17 +176,18 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
-    const int lean = a.xz16 && !state; /* lean training: xz and g in bf16 */
+    const int lean = a.xz16 && !state; /* lean training: xz, xs (for x_proj) and g in bf16 */
     if (lean) {
         be->matmul_xwT_y16(a.xz16, 2 * d.E, u, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D); /* xz = in_proj(u) */
-        be->conv1d_silu_fwd(a.xs, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+        be->conv1d_silu_fwd(a.xs, a.xs16, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     } else {
         mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
         if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
-        be->conv1d_silu_fwd(a.xs, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+        be->conv1d_silu_fwd(a.xs, NULL, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
         if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     }
-    mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);          /* dt_low, B, C = x_proj(x) */
+    if (lean) be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f); /* dt_low, B, C = x_proj(x) */
+    else mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);             /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
@@ -208,7 +211,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
     /* recompute the temps as the forward did, from the saved xz (lean: in bf16) and dbc: conv + SiLU and dt; the
      * scan's backward recomputes its gated output g */
-    be->conv1d_silu_fwd(a.xs, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_fwd(a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
@@ -233,11 +236,12 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
-    be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
+    if (a.xs16) be->matmul_bwd16(dxs, d.E, 1.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P, d.E);
+    else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16,
                         2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (dxz16) {
-        be->matmul_bwd_dy16(du, d.D, 0.0f, g.in_proj, dxz16, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
+        be->matmul_bwd16(du, d.D, 0.0f, g.in_proj, NULL, dxz16, 2 * d.E, u, NULL, d.D, v.in_proj, rows, 2 * d.E, d.D);
     } else {
         if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
         be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);

@@ -24,9 +24,10 @@ void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int
 /* The same layer with bf16 weights w16[N,K] (the upper halves of float32s), float32 x and y: for
  * decode, where reading the weights is the cost. */
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
-/* matmul_bwd with dy in bf16 (dy16, row stride lddy): its producers wrote it rounded. */
-void matmul_bwd_dy16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy, const float *x,
-                     int ldx, const float *w, int M, int N, int K);
+/* matmul_bwd with dy and x each in float32 or bf16 (exactly one of dy, dy16 and one of x, x16): the lean
+ * path's producers write some of them rounded. */
+void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
+                  const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
 /* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16
  * training path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
 void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta);
@@ -58,10 +59,11 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
 /* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:
- * out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias first, then the taps oldest first).
- * init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL for zeros. */
-void conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
-                     const float *bias, int B, int T, int C, int K);
+ * out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias first, then the taps oldest first), and out16 (if
+ * not NULL) the same rounded to bf16. init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL
+ * for zeros. */
+void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
+                     const float *w, const float *bias, int B, int T, int C, int K);
 /* dout [B,T,C] -> dx [B,T,C] (lddx, written; or dx16 the same rounded to bf16: exactly one of the two),
  * dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed from x (or x16) as the forward did (which started
  * from zeros: training). */

@@ -118,20 +118,22 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     }
     cudaFree(gy16), free(y16), free(ry16), free(bias);
     /* matmul_bwd with dy in bf16 (the rows' padding of dy16 is never read) */
-    void (*bwd16)(float *, int, float, float *, const uint16_t *, int, const float *, int, const float *, int, int,
-                  int) = bf16 ? matmul_bwd_dy16_cuda_bf16 : matmul_bwd_dy16_cuda;
+    void (*bwd16)(float *, int, float, float *, const float *, const uint16_t *, int, const float *, const uint16_t *,
+                  int, const float *, int, int, int) = bf16 ? matmul_bwd16_cuda_bf16 : matmul_bwd16_cuda;
     uint16_t *dy16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy), *gdy16;
     bf16_from_f32(dy16, dy, (size_t)M * ldy);
     CUDA_CHECK(cudaMalloc((void **)&gdy16, sizeof(uint16_t) * ((size_t)M * ldy + off)));
     gdy16 += off;
     CUDA_CHECK(cudaMemcpy(gdy16, dy16, sizeof(uint16_t) * (size_t)M * ldy, cudaMemcpyHostToDevice));
-    matmul_bwd_dy16(dx, ldx, 1.0f, dw, dy16, ldy, x, ldx, w, M, N, K);
-    bwd16(gdx, ldx, 1.0f, gdw, gdy16, ldy, gx, ldx, gw, M, N, K);
+    matmul_bwd16(dx, ldx, 1.0f, dw, NULL, dy16, ldy, x, NULL, ldx, w, M, N, K);
+    bwd16(gdx, ldx, 1.0f, gdw, NULL, gdy16, ldy, gx, NULL, ldx, gw, M, N, K);
+    matmul_bwd16(dx, ldx, 1.0f, dw, dy, NULL, ldy, NULL, x16, ldx, w, M, N, K); /* and x in bf16 */
+    bwd16(gdx, ldx, 1.0f, gdw, gdy, NULL, ldy, NULL, gx16, ldx, gw, M, N, K);
     float *rdx4 = host_floats(gdx, (size_t)M * ldx), *rdw4 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(rdx4 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
-    printf("  dy16 rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx4, dx, (size_t)M * ldx), test_rel_err(rdw4, dw, (size_t)N * K));
-    EXPECT((e = test_rel_err(rdx4, dx, (size_t)M * ldx)) < tol, "matmul_bwd_dy16 dx: rel err %.2e", e);
-    EXPECT((e = test_rel_err(rdw4, dw, (size_t)N * K)) < tol, "matmul_bwd_dy16 dw: rel err %.2e", e);
+    printf("  bwd16 rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx4, dx, (size_t)M * ldx), test_rel_err(rdw4, dw, (size_t)N * K));
+    EXPECT((e = test_rel_err(rdx4, dx, (size_t)M * ldx)) < tol, "matmul_bwd16 dx: rel err %.2e", e);
+    EXPECT((e = test_rel_err(rdw4, dw, (size_t)N * K)) < tol, "matmul_bwd16 dw: rel err %.2e", e);
     free(dy16);
     /* determinism: recompute y with beta 0 twice */
     xwT(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);

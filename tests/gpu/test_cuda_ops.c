@@ -159,12 +159,12 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int variant = 0; variant < 2; variant++) {
         const float *ini = variant ? init : NULL, *bs = variant ? NULL : bias;
         float *out = malloc(FB(n)), *go[2];
-        conv1d_silu_fwd(out, x, NULL, ldx, ini, w, bs, B, T, C, K);
+        conv1d_silu_fwd(out, NULL, x, NULL, ldx, ini, w, bs, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = bs ? gpu_to_dev(bs, FB(C)) : NULL, *d_i = ini ? gpu_to_dev(ini, FB(B * C * (K - 1))) : NULL;
             float *d_o = gpu_to_dev(NULL, FB(n));
-            conv1d_silu_fwd_cuda(d_o, d_x, NULL, ldx, d_i, d_w, d_b, B, T, C, K);
+            conv1d_silu_fwd_cuda(d_o, NULL, d_x, NULL, ldx, d_i, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
             cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_i), cudaFree(d_o);
         }
@@ -214,7 +214,7 @@ static void test_conv1d(int B, int T, int C, int K) {
         CUDA_CHECK(cudaMemcpy(d_x16, x16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
         float *out = malloc(FB(n)), *dx = calloc(ndx, sizeof(float)), *dw = calloc((size_t)C * K, sizeof(float));
         float *db = calloc(C, sizeof(float)), *go[2], *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_fwd(out, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
+        conv1d_silu_fwd(out, NULL, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
         conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_o = gpu_to_dev(NULL, FB(n)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
@@ -223,9 +223,15 @@ static void test_conv1d(int B, int T, int C, int K) {
             CUDA_CHECK(cudaMemset(d_dx, 0, FB(ndx)));
             CUDA_CHECK(cudaMemset(d_dw, 0, FB(C * K)));
             CUDA_CHECK(cudaMemset(d_db, 0, FB(C)));
-            conv1d_silu_fwd_cuda(d_o, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
+            uint16_t *d_o16, *o16 = malloc(sizeof(uint16_t) * n), *ow16 = malloc(sizeof(uint16_t) * n);
+            CUDA_CHECK(cudaMalloc((void **)&d_o16, sizeof(uint16_t) * n));
+            conv1d_silu_fwd_cuda(d_o, d_o16, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
             conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
+            CUDA_CHECK(cudaMemcpy(o16, d_o16, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
+            bf16_from_f32(ow16, go[rep], n);
+            EXPECT(!memcmp(o16, ow16, sizeof(uint16_t) * n), "the bf16 output is not the float32 one rounded");
+            cudaFree(d_o16), free(o16), free(ow16);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
             gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));

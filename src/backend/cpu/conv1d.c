@@ -31,12 +31,17 @@ static float *widen_rows(const uint16_t *x16, int ldx, size_t rows, int C) {
     return x;
 }
 
-void conv1d_silu_fwd(float *out, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
-                     const float *bias, int B, int T, int C, int K) {
+void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
+                     const float *w, const float *bias, int B, int T, int C, int K) {
     if (x16) {
         float *xw = widen_rows(x16, ldx, (size_t)B * T, C);
-        conv1d_silu_fwd(out, xw, NULL, C, init, w, bias, B, T, C, K);
+        conv1d_silu_fwd(out, out16, xw, NULL, C, init, w, bias, B, T, C, K);
         free(xw);
+        return;
+    }
+    if (out16) {
+        conv1d_silu_fwd(out, NULL, x, NULL, ldx, init, w, bias, B, T, C, K);
+        bf16_from_f32(out16, out, (size_t)B * T * C);
         return;
     }
 #pragma omp parallel for collapse(2) schedule(static)

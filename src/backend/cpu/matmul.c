@@ -43,11 +43,12 @@ void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16
     free(x);
 }
 
-void matmul_bwd_dy16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy, const float *x,
-                     int ldx, const float *w, int M, int N, int K) {
-    float *dy = x16_widen(dy16, lddy, M, N);
-    matmul_bwd(dx, lddx, beta, dw, dy, N, x, ldx, w, M, N, K);
-    free(dy);
+void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
+                  const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
+    float *dyw = dy16 ? x16_widen(dy16, lddy, M, N) : NULL, *xw = x16 ? x16_widen(x16, ldx, M, K) : NULL;
+    matmul_bwd(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+    free(dyw);
+    free(xw);
 }
 
 void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M, int N,

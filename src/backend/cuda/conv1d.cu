@@ -38,12 +38,13 @@ __device__ static float conv_pre(const TX *x, int ldx, const float *init, const 
 }
 
 template <typename TX>
-__global__ static void conv1d_silu_fwd_kernel(float *out, const TX *x, int ldx, const float *init, const float *w,
-                                              const float *bias, int B, int T, int C, int K) {
+__global__ static void conv1d_silu_fwd_kernel(float *out, __nv_bfloat16 *out16, const TX *x, int ldx, const float *init,
+                                              const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float acc = conv_pre(x, ldx, init, w, bias, i, T, C, K);
-        out[i] = acc * sigmoidf_(acc);
+        const float acc = conv_pre(x, ldx, init, w, bias, i, T, C, K), o = acc * sigmoidf_(acc);
+        out[i] = o;
+        if (out16) out16[i] = __float2bfloat16_rn(o);
     }
 }
 
@@ -108,7 +109,8 @@ __global__ static void conv1d_state_update_kernel(float *state, const float *x, 
  * and slides a window of the last K inputs along it, so each input is read once (plus K-1 at the chunk's
  * start), coalesced across the channels of a warp. The same sum, in the same order, as the kernel above. */
 template <int K, typename TX>
-__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, const TX *__restrict__ x, int ldx,
+__global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
+                                                     const TX *__restrict__ x, int ldx,
                                                      const float *__restrict__ init, const float *__restrict__ w,
                                                      const float *__restrict__ bias, int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -132,37 +134,41 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, co
         float acc = b0;
 #pragma unroll
         for (int k = 0; k < K; k++) acc += wk[k] * xwin[k];
-        out[(row0 + t) * C + c] = acc * sigmoidf_(acc);
+        const float o = acc * sigmoidf_(acc);
+        out[(row0 + t) * C + c] = o;
+        if (out16) out16[(row0 + t) * C + c] = __float2bfloat16_rn(o);
     }
 }
 
 template <int K, typename TX>
-static void conv1d_fwd_window(float *out, const TX *x, int ldx, const float *init, const float *w, const float *bias,
-                              int B, int T, int C) {
+static void conv1d_fwd_window(float *out, __nv_bfloat16 *out16, const TX *x, int ldx, const float *init,
+                              const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK);
-    conv1d_silu_fwd_window_kernel<K, TX><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, x, ldx, init, w, bias, T, C, nch);
+    conv1d_silu_fwd_window_kernel<K, TX><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, out16, x, ldx, init, w, bias, T, C,
+                                                                               nch);
     CUDA_CHECK_LAUNCH();
 }
 
 template <typename TX>
-static void conv1d_silu_fwd_any(float *out, const TX *x, int ldx, const float *init, const float *w, const float *bias,
-                                int B, int T, int C, int K) {
+static void conv1d_silu_fwd_any(float *out, __nv_bfloat16 *out16, const TX *x, int ldx, const float *init,
+                                const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
     if (T > 1) switch (K) { /* long sequences: the sliding window; decode steps (T = 1): one thread per output */
-        case 2: return conv1d_fwd_window<2>(out, x, ldx, init, w, bias, B, T, C);
-        case 3: return conv1d_fwd_window<3>(out, x, ldx, init, w, bias, B, T, C);
-        case 4: return conv1d_fwd_window<4>(out, x, ldx, init, w, bias, B, T, C);
+        case 2: return conv1d_fwd_window<2>(out, out16, x, ldx, init, w, bias, B, T, C);
+        case 3: return conv1d_fwd_window<3>(out, out16, x, ldx, init, w, bias, B, T, C);
+        case 4: return conv1d_fwd_window<4>(out, out16, x, ldx, init, w, bias, B, T, C);
         default: break;
         }
-    conv1d_silu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(out, x, ldx, init, w, bias, B, T, C, K);
+    conv1d_silu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(out, out16, x, ldx, init, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void conv1d_silu_fwd_cuda(float *out, const float *x, const uint16_t *x16, int ldx, const float *init,
-                                     const float *w, const float *bias, int B, int T, int C, int K) {
-    if (x16) conv1d_silu_fwd_any(out, (const __nv_bfloat16 *)x16, ldx, init, w, bias, B, T, C, K);
-    else conv1d_silu_fwd_any(out, x, ldx, init, w, bias, B, T, C, K);
+extern "C" void conv1d_silu_fwd_cuda(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
+                                     const float *init, const float *w, const float *bias, int B, int T, int C, int K) {
+    __nv_bfloat16 *o16 = (__nv_bfloat16 *)out16;
+    if (x16) conv1d_silu_fwd_any(out, o16, (const __nv_bfloat16 *)x16, ldx, init, w, bias, B, T, C, K);
+    else conv1d_silu_fwd_any(out, o16, x, ldx, init, w, bias, B, T, C, K);
 }
 
 /* The whole backward in one pass for a compile-time kernel width K: a thread owns channel c of one chunk of

@@ -343,21 +343,36 @@ extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x,
     bf16_free(w16), bf16_free(x16);
 }
 
-// ---- dy in bf16 (dy16 [M, N], row stride lddy): both gradients of a layer
+// ---- dy and x each in float32 or bf16: both gradients of a layer
 
-extern "C" void matmul_bwd_dy16_cuda(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy,
-                                     const float *x, int ldx, const float *w, int M, int N, int K) {
-    float *dy = widen(dy16, lddy, M, N);
-    matmul_bwd_cuda(dx, lddx, beta, dw, dy, N, x, ldx, w, M, N, K);
-    CUDA_CHECK(cudaFreeAsync(dy, cudaStreamPerThread));
+extern "C" void matmul_bwd16_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
+                                  int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N,
+                                  int K) {
+    float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 ? widen(x16, ldx, M, K) : NULL;
+    matmul_bwd_cuda(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+    if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
+    if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
 }
 
-extern "C" void matmul_bwd_dy16_cuda_bf16(float *dx, int lddx, float beta, float *dw, const uint16_t *dy16, int lddy,
-                                          const float *x, int ldx, const float *w, int M, int N, int K) {
-    __nv_bfloat16 *dyc, *w16 = bf16_copy(w, K, N, K), *x16 = bf16_copy(x, K, M, ldx);
-    const __nv_bfloat16 *dy = aligned_x16(dy16, &lddy, M, N, &dyc);
-    lt_gemm_bf16(false, false, K, M, N, w16, K, dy, lddy, dx, lddx, beta); // dx^T (K x M) = w^T (K x N) dy^T (N x M)
-    lt_gemm_bf16(false, true, K, N, M, x16, K, dy, lddy, dw, K, 1.0f);    // dw^T (K x N) += x^T (K x M) (dy^T)^T
-    bf16_free(w16), bf16_free(x16);
+extern "C" void matmul_bwd16_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy,
+                                       const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
+                                       const float *w, int M, int N, int K) {
+    if (!bf16_copies(K, M, N)) { // skinny: through the float32-operand path
+        float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 ? widen(x16, ldx, M, K) : NULL;
+        matmul_bwd_cuda_bf16(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+        if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
+        if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
+        return;
+    }
+    __nv_bfloat16 *dyc = NULL, *xc = NULL, *w16 = bf16_copy(w, K, N, K);
+    const __nv_bfloat16 *dyb, *xb;
+    if (dy16) dyb = aligned_x16(dy16, &lddy, M, N, &dyc);
+    else dyb = dyc = bf16_copy(dy, N, M, lddy), lddy = N;
+    if (x16) xb = aligned_x16(x16, &ldx, M, K, &xc);
+    else xb = xc = bf16_copy(x, K, M, ldx), ldx = K;
+    lt_gemm_bf16(false, false, K, M, N, w16, K, dyb, lddy, dx, lddx, beta); // dx^T (K x M) = w^T (K x N) dy^T (N x M)
+    lt_gemm_bf16(false, true, K, N, M, xb, ldx, dyb, lddy, dw, K, 1.0f);    // dw^T (K x N) += x^T (K x M) (dy^T)^T
+    bf16_free(w16);
     if (dyc) bf16_free(dyc);
+    if (xc) bf16_free(xc);
 }
