@@ -160,10 +160,19 @@ static bool bf16_copies(int m, int n, int k) { return bf16_convert() && m >= 64 
 // D = C = alpha * op(A) op(B) + beta * C, all column-major float32: op(A) is m x k, op(B) k x n. `compute` is
 // CUBLAS_COMPUTE_32F (float32 throughout) or CUBLAS_COMPUTE_32F_FAST_16BF (the inputs rounded to bf16 for the
 // tensor cores, products accumulated in float32: mixed precision).
-static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float *A, int lda, const float *B, int ldb,
-                    float *C, int ldc, float beta, cublasComputeType_t compute) {
+// The product on the float32 operands as they are (FAST_16BF rounds them inside the GEMM).
+static void lt_gemm_direct(bool trans_a, bool trans_b, int m, int n, int k, const float *A, int lda, const float *B,
+                           int ldb, float *C, int ldc, float beta, cublasComputeType_t compute) {
     lt_init();
     const float alpha = 1.0f;
+    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
+                                   compute, CUDA_R_32F, CUDA_R_32F);
+    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                            lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
+}
+
+static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, float beta, cublasComputeType_t compute) {
     if (compute == CUBLAS_COMPUTE_32F_FAST_16BF && bf16_copies(m, n, k)) {
         __nv_bfloat16 *a16 = bf16_copy(A, trans_a ? k : m, trans_a ? m : k, lda),
                       *b16 = bf16_copy(B, trans_b ? n : k, trans_b ? k : n, ldb);
@@ -171,10 +180,7 @@ static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float
         bf16_free(a16), bf16_free(b16);
         return;
     }
-    const lt_plan *p = lt_plan_get(trans_a, trans_b, m, n, k, lda, ldb, ldc, ptr_align(A), ptr_align(B), ptr_align(C),
-                                   compute, CUDA_R_32F, CUDA_R_32F);
-    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
-                            lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
+    lt_gemm_direct(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc, beta, compute);
 }
 
 #define F32 CUBLAS_COMPUTE_32F
@@ -204,9 +210,14 @@ extern "C" void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, cons
 }
 
 // The same with bf16 tensor-core inputs and float32 accumulation and output (backend_cuda_bf16).
+// Decode-sized batches (up to a few hundred rows) read the float32 weights once through FAST_16BF: rounding every
+// weight into a copy each step would cost more than the product.
+#define BF16_COPY_MIN_ROWS 256
+
 extern "C" void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
                                      float beta) {
-    lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
+    if (M < BF16_COPY_MIN_ROWS) lt_gemm_direct(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
+    else lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
 }
 
 extern "C" void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N,
