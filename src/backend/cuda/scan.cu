@@ -662,24 +662,31 @@ static void check_state_size(int N) {
 }
 
 
-// One step (T = 1, a decode step): a thread per (sequence, channel) walks its N states. The chunked kernel
-// would stage and compose a whole chunk of padding for the one real step.
-__global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x, const float *dt, const float *dt_bias,
-                                        const float *At, const float *Bm, const float *Cm, int ldbc, const float *Dv,
-                                        const float *z, const __nv_bfloat16 *z16, int ldg, int B, int E, int N) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x; // x, dt, y [B, 1, E] and h [B, E, N] are indexed by i
-    if (i >= B * E) return;
-    const int b = i / E, e = i % E;
-    const float xv = x[i], dv = softplus_(dt[i] + dt_bias[e]), dtx = dv * xv;
-    const float *Bb = Bm + (size_t)b * ldbc, *Cb = Cm + (size_t)b * ldbc;
-    float *hi = h ? h + (size_t)i * N : NULL;
-    float acc = 0.0f;
-    for (int n = 0; n < N; n++) {
-        const float hn = (hi ? hi[n] * expf(dv * At[(size_t)n * E + e]) : 0.0f) + dtx * Bb[n];
-        if (hi) hi[n] = hn;
-        acc += Cb[n] * hn;
+// One step (T = 1, a decode step): a thread per (sequence, channel, state), the NP >= N lanes of a channel
+// consecutive (NP a power of two <= 32, so they share a warp), y summed over them with shuffles. The state h is
+// read and written coalesced; the chunked kernel would stage and compose a whole chunk for the one real step.
+__global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x, const float *dt,
+                                        const float *dt_bias, const float *At, const float *Bm, const float *Cm,
+                                        int ldbc, const float *Dv, const float *z, const __nv_bfloat16 *z16, int ldg,
+                                        int B, int E, int N, int NP) {
+    const size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x, i = t / NP; // i indexes x, dt, y [B, 1, E]
+    const int n = (int)(t % NP);
+    const bool live = i < (size_t)B * E; // every lane stays for the shuffles
+    const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
+    float xv = 0.0f, c = 0.0f;
+    if (live) {
+        xv = x[i];
+        if (n < N) {
+            const float dv = softplus_(dt[i] + dt_bias[e]);
+            float *hp = h ? h + i * N + n : NULL; // h [B, E, N]
+            const float hn = (hp ? *hp * expf(dv * At[(size_t)n * E + e]) : 0.0f) + dv * xv * Bm[(size_t)b * ldbc + n];
+            if (hp) *hp = hn;
+            c = Cm[(size_t)b * ldbc + n] * hn;
+        }
     }
-    float yo = acc + Dv[e] * xv;
+    for (int off = NP / 2; off > 0; off >>= 1) c += __shfl_xor_sync(0xffffffffu, c, off);
+    if (!live || n != 0) return;
+    float yo = c + Dv[e] * xv;
     if (z || z16) {
         const float zv = z16 ? gate_ld(z16, (size_t)b * ldg + e) : gate_ld(z, (size_t)b * ldg + e);
         yo = yo * zv * sigmoid_(zv);
@@ -693,8 +700,13 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // nothing to scan: the state stays as it is
     if (s->T == 1) {
-        scan_step_kernel<<<cdiv(s->B * s->E, 128), 128>>>(out, o16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm,
-                                                          s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N);
+        int NP = 1;
+        while (NP < s->N) NP <<= 1;
+        const size_t threads = (size_t)s->B * s->E * NP;
+        scan_step_kernel<<<(unsigned)((threads + 127) / 128), 128>>>(out, o16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm,
+                                                                     s->Cm, s->ldbc, s->Dv, s->z,
+                                                                     (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E,
+                                                                     s->N, NP);
         CUDA_CHECK_LAUNCH();
         return;
     }
