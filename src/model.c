@@ -234,14 +234,19 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     /* the residual stream entering layer l is resid[l] = resid[l-1] + mixer output of layer l-1 (du), each
      * add fused with the next norm; the last add gives final_x */
     be->embedding_fwd(a->resid, a->tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
+    /* lean (bf16 training): the norm writes the mixer input in bf16, in normed's space */
+    uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL;
+    float *normed = normed16 ? NULL : a->normed;
     for (int l = 0; l < c->n_layer; l++) {
         float *resid = a->resid + l * rows * D;
-        be->add_rmsnorm_fwd(resid, a->normed, a->rstd + l * rows, l ? resid - rows * D : resid, l ? a->du : NULL,
-                            w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D, c->norm_eps);
+        be->add_rmsnorm_fwd(resid, normed, normed16, a->rstd + l * rows, l ? resid - rows * D : resid,
+                            l ? a->du : NULL, w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D,
+                            c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->du, a->normed, B, T, NULL);
+        ctx.u16 = normed16;
+        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->du, normed, B, T, NULL);
     }
-    be->add_rmsnorm_fwd(a->final_x, a->final_n, a->final_rstd, a->resid + (c->n_layer - 1) * rows * D, a->du,
+    be->add_rmsnorm_fwd(a->final_x, a->final_n, NULL, a->final_rstd, a->resid + (c->n_layer - 1) * rows * D, a->du,
                         w + m->layout.items[m->norm_f].offset, (int)rows, (int)D, c->norm_eps);
     be->matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
                c->vocab_size, (int)D, 0.0f);
@@ -275,12 +280,15 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V,
                    D);
     be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
+    uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL; /* as the forward */
+    float *normed = normed16 ? NULL : a->normed;
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
+        ctx.u16 = normed16;
         const float *resid = a->resid + (size_t)l * rows * D, *norm_w = w + P[m->layers[l].norm].offset;
-        be->rmsnorm_fwd(a->normed, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* recompute */
+        be->rmsnorm_fwd(normed, normed16, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* again */
         m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, a->du, a->dx,
-                                    a->normed, B, T);
+                                    normed, B, T);
         be->rmsnorm_bwd(a->dx, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
                     w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows, rows, D, 1);
     }
@@ -377,7 +385,8 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
     float *u = x + rows * D, *out = u + rows * D, *mix = out + rows * D, *rstd = mix + act;
     be->embedding_fwd(x, tok, w + P[m->emb].offset, (int)rows, D);
     for (int l = 0; l < c->n_layer; l++) { /* x += the previous layer's output, fused with this layer's norm */
-        be->add_rmsnorm_fwd(x, u, rstd, x, l ? out : NULL, w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
+        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, l ? out : NULL, w + P[m->layers[l].norm].offset, (int)rows, D,
+                            c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
         const mixer_kind *k = m->layers[l].kind;
@@ -389,11 +398,11 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
             be->copy(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
             be->copy(out + (size_t)b * D, out + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         }
-        be->add_rmsnorm_fwd(x, u, rstd, x, out, w + P[m->norm_f].offset, B, D, c->norm_eps);
+        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, w + P[m->norm_f].offset, B, D, c->norm_eps);
         mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL};
         mixer_linear(&head, lg, V, u, D, w + P[m->head].offset, B, V, D);
     } else {
-        be->add_rmsnorm_fwd(x, u, rstd, x, out, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
+        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
         be->matmul_xwT(lg, V, u, D, w + P[m->head].offset, (int)rows, V, D, 0.0f);
     }
 }

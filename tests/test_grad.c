@@ -232,7 +232,7 @@ static struct {
 } rn;
 
 static double rms_loss(void *u) {
-    rmsnorm_fwd(rn.y, rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
+    rmsnorm_fwd(rn.y, NULL, rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
     return dot(rn.y, rn.R, RR * RD);
 }
 

@@ -97,11 +97,12 @@ static void test_state_sees_weight_updates(void) {
 }
 
 /* The lean-activation path (bf16 saved xz, scan output recomputed in the backward: CUDA's mixed precision)
- * run on the CPU through a copy of the CPU table with lean_acts set, so CI exercises its logic: the loss is
- * the same (the forward does not change) and every gradient is within bf16's rounding of the plain path. */
+ * run on the CPU through a copy of the CPU table with lean_acts set, so CI exercises its logic. Lean mode
+ * keeps the GEMM operands a bf16 GEMM would round anyway (the norm output, xz, xs, g, dxz) in bf16; on the CPU,
+ * whose GEMMs are float32, that rounding is all that differs: the loss within 1e-4, every gradient within 2e-2
+ * of its scale (the GPU's bf16 model test allows the same; measured here 1.1e-2, dt_proj's weight). */
 static void test_lean_activations(void) {
-    TEST_BEGIN("lean activations (xz, x_proj and out_proj inputs, dxz in bf16) give the loss within 1e-4 and the "
-               "gradients within 1e-2");
+    TEST_BEGIN("lean activations (GEMM operands in bf16) give the loss within 1e-4 and the gradients within 2e-2");
     backend lean = backend_cpu;
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
     ssm_model *a = random_model(24, 2, 31), *b = random_model(24, 2, 31);
@@ -110,7 +111,6 @@ static void test_lean_activations(void) {
     int tok[46], tgt[46];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
     double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
-    /* the forward differs only by out_proj's input rounded to bf16 (as a bf16 GEMM rounds it anyway) */
     EXPECT(fabs(la - lb) <= 1e-4 * fabs(la) && la != lb, "loss %.9g (lean) vs %.9g", lb, la);
     model_zero_grad(a), model_zero_grad(b);
     model_train_backward(a, 1.0f), model_train_backward(b, 1.0f);
@@ -118,7 +118,7 @@ static void test_lean_activations(void) {
     for (int i = 0; i < a->layout.n; i++) {
         const param_info *p = &a->layout.items[i];
         double e = test_rel_err(b->dw + p->offset, a->dw + p->offset, p->numel);
-        EXPECT(e <= 1e-2, "gradient of %s differs by %.3g of its scale", p->name, e);
+        EXPECT(e <= 2e-2, "gradient of %s differs by %.3g of its scale", p->name, e);
         if (e > worst) worst = e;
     }
     EXPECT(worst > 0, "lean gradients are bitwise the plain ones: the lean path did not run");

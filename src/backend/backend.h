@@ -49,16 +49,17 @@ typedef struct backend {
                               int K);
     void (*matmul_bwd16)(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
                          const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
-    void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
-                           int M, int N, int K);
+    void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                           const float *bias, int M, int N, int K);
     void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
                        int ldx, const float *w, int M, int N, int K);
     void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);
     void (*bias_grad_acc)(float *db, const float *dy, int lddy, int rows, int N);
     void (*embedding_fwd)(float *out, const int *tokens, const float *table, int rows, int D);
     void (*embedding_bwd)(float *dtable, const float *dout, const int *tokens, int rows, int D);
-    void (*rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
-    void (*add_rmsnorm_fwd)(float *x_out, float *y, float *rstd, const float *x, const float *delta,
+    void (*rmsnorm_fwd)(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
+                        float eps);
+    void (*add_rmsnorm_fwd)(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
                             const float *w, int rows, int D, float eps);
     void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         int rows, int D, int acc);

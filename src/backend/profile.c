@@ -61,10 +61,10 @@ static void p_matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint
     inner->matmul_dw_acc_x16(dw, dy, lddy, x16, ldx, M, N, K);
     prof_end(17, "matmul_dw_acc_x16", "gemm", t0);
 }
-static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
-                             int M, int N, int K) {
+static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                             const float *bias, int M, int N, int K) {
     double t0 = prof_begin();
-    inner->matmul_xwT_y16(y16, ldy, x, ldx, w, bias, M, N, K);
+    inner->matmul_xwT_y16(y16, ldy, x, x16, ldx, w, bias, M, N, K);
     prof_end(18, "matmul_xwT_y16", "gemm", t0);
 }
 static void p_matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
@@ -93,9 +93,10 @@ static void p_embedding_bwd(float *dtable, const float *dout, const int *tokens,
     inner->embedding_bwd(dtable, dout, tokens, rows, D);
     prof_end(7, "embedding_bwd", "other", t0);
 }
-static void p_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+static void p_rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
+                          float eps) {
     double t0 = prof_begin();
-    inner->rmsnorm_fwd(y, rstd, x, w, rows, D, eps);
+    inner->rmsnorm_fwd(y, y16, rstd, x, w, rows, D, eps);
     prof_end(8, "rmsnorm_fwd", "other", t0);
 }
 static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
@@ -166,10 +167,10 @@ static void p_adamw_step(float *w, const float *g, float *m, float *v, const uns
     prof_end(24, "adamw_step", "optim", t0);
 }
 
-static void p_add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta,
+static void p_add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
                               const float *w, int rows, int D, float eps) {
     double t0 = prof_begin();
-    inner->add_rmsnorm_fwd(x_out, y, rstd, x, delta, w, rows, D, eps);
+    inner->add_rmsnorm_fwd(x_out, y, y16, rstd, x, delta, w, rows, D, eps);
     prof_end(27, "add_rmsnorm_fwd", "other", t0);
 }
 

@@ -178,7 +178,7 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
 
     const int lean = a.xz16 && !state; /* lean training: xz, xs (for x_proj) and g in bf16 */
     if (lean) {
-        be->matmul_xwT_y16(a.xz16, 2 * d.E, u, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D); /* xz = in_proj(u) */
+        be->matmul_xwT_y16(a.xz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D); /* xz = in_proj(u) */
         be->conv1d_silu_fwd(a.xs, a.xs16, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     } else {
         mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
@@ -240,12 +240,11 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16,
                         2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
-    if (dxz16) {
-        be->matmul_bwd16(du, d.D, 0.0f, g.in_proj, NULL, dxz16, 2 * d.E, u, NULL, d.D, v.in_proj, rows, 2 * d.E, d.D);
-    } else {
-        if (g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
-        be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
-    }
+    if (!dxz16 && g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
+    if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16 */
+        be->matmul_bwd16(du, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, rows,
+                         2 * d.E, d.D);
+    else be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }
 
 static size_t mamba1_canon_floats(const ssm_config *c) {

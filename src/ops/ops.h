@@ -32,12 +32,16 @@ void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, c
  * training path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
 void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta);
 void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K);
-/* y16[M,N] (ldy) = bf16(x[M,K] @ w[N,K]^T + bias) (bias [N] or NULL): a layer whose output is kept in bf16. */
-void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M, int N,
-                    int K);
+/* y16[M,N] (ldy) = bf16(x[M,K] @ w[N,K]^T + bias) (bias [N] or NULL): a layer whose output is kept in bf16;
+ * x in float32 or x16 in bf16 (exactly one of the two). */
+void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                    const float *bias, int M, int N, int K);
 /* Round-to-nearest-even float32 -> bf16, and back (exact). */
 void bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 void f32_from_bf16(float *dst, const uint16_t *src, size_t n);
+/* A dense float32 copy [rows, cols] of bf16 rows with stride ld (the caller frees it): the CPU's bf16-operand
+ * forms widen their operands first (the CPU runs them only to test the lean path). */
+float *f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols);
 
 /* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
 void bias_add(float *y, int ldy, const float *bias, int rows, int N);
@@ -48,11 +52,12 @@ void embedding_fwd(float *out, const int *tokens, const float *table, int rows, 
 void embedding_bwd(float *dtable, const float *dout, const int *tokens, int rows, int D);
 
 /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ----------------------------------------------- */
-void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
-/* The residual add fused with the next norm: x_out = x + delta (delta NULL: x_out = x), then y, rstd =
- * rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place). Bitwise the same as the add then the norm. */
-void add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta, const float *w,
-                     int rows, int D, float eps);
+/* y in float32 and/or y16 rounded to bf16 (either may be NULL, not both); rstd [rows] or NULL. */
+void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps);
+/* The residual add fused with the next norm: x_out = x + delta (delta NULL: x_out = x), then y (or y16), rstd
+ * = rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place). Bitwise the same as the add then the norm. */
+void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
+                     const float *w, int rows, int D, float eps);
 /* dx (+)= grad through the norm: accumulate into dx when acc != 0; dw += per-column sums. */
 void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                  int rows, int D, int acc);

@@ -53,10 +53,10 @@ void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, c
 void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                                  int K);
 /* matmul_xwT_y16: the product (float32, or bf16 inputs) rounded into a bf16 output */
-void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M,
-                         int N, int K);
-void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M,
-                              int N, int K);
+void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                         const float *bias, int M, int N, int K);
+void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                              const float *bias, int M, int N, int K);
 /* matmul_bwd16: float32 (bf16 operands widened first), and bf16 (bf16 operands read as they are) */
 void matmul_bwd16_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
                        const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
@@ -80,9 +80,10 @@ void bias_grad_acc_cuda(float *db, const float *dy, int lddy, int rows, int N);
 void embedding_fwd_cuda(float *out, const int *tokens, const float *table, int rows, int D);
 void embedding_bwd_cuda(float *dtable, const float *dout, const int *tokens, int rows, int D);
 
-void rmsnorm_fwd_cuda(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps);
-void add_rmsnorm_fwd_cuda(float *x_out, float *y, float *rstd, const float *x, const float *delta, const float *w,
-                          int rows, int D, float eps);
+void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
+                      float eps);
+void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
+                          const float *w, int rows, int D, float eps);
 void rmsnorm_bwd_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                       int rows, int D, int acc);
 

@@ -99,20 +99,23 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     EXPECT((e = test_rel_err(ry3, y, (size_t)M * ldy)) < tol, "matmul_xwT_x16 y: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw3, dw, (size_t)N * K)) < tol, "matmul_dw_acc_x16 dw: rel err %.2e", e);
     /* a bf16 output (with a bias, and without): within one bf16 rounding (4e-3) of the CPU's, plus the bf16 GEMM's */
-    void (*y16f)(uint16_t *, int, const float *, int, const float *, const float *, int, int, int) =
+    void (*y16f)(uint16_t *, int, const float *, const uint16_t *, int, const float *, const float *, int, int, int) =
         bf16 ? matmul_xwT_y16_cuda_bf16 : matmul_xwT_y16_cuda;
     float *bias = randn(N), *gbias = gpu_at(bias, N, 0);
     uint16_t *y16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy), *gy16, *ry16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy);
     CUDA_CHECK(cudaMalloc((void **)&gy16, sizeof(uint16_t) * (size_t)M * ldy));
-    for (int with_bias = 0; with_bias < 2; with_bias++) {
+    for (int variant = 0; variant < 3; variant++) { /* no bias, a bias, x in bf16 */
+        const int with_bias = variant == 1;
         memset(y16, 0, sizeof(uint16_t) * (size_t)M * ldy);
         CUDA_CHECK(cudaMemset(gy16, 0, sizeof(uint16_t) * (size_t)M * ldy));
-        matmul_xwT_y16(y16, ldy, x, ldx, w, with_bias ? bias : NULL, M, N, K);
-        y16f(gy16, ldy, gx, ldx, gw, with_bias ? gbias : NULL, M, N, K);
+        matmul_xwT_y16(y16, ldy, variant == 2 ? NULL : x, variant == 2 ? x16 : NULL, ldx, w, with_bias ? bias : NULL,
+                       M, N, K);
+        y16f(gy16, ldy, variant == 2 ? NULL : gx, variant == 2 ? gx16 : NULL, ldx, gw, with_bias ? gbias : NULL, M, N, K);
         CUDA_CHECK(cudaMemcpy(ry16, gy16, sizeof(uint16_t) * (size_t)M * ldy, cudaMemcpyDeviceToHost));
         float *a16 = xmalloc(sizeof(float) * (size_t)M * ldy), *b16 = xmalloc(sizeof(float) * (size_t)M * ldy);
         f32_from_bf16(a16, ry16, (size_t)M * ldy), f32_from_bf16(b16, y16, (size_t)M * ldy);
-        printf("  y16%s rel err: %.1e\n", with_bias ? " (bias)" : "", test_rel_err(a16, b16, (size_t)M * ldy));
+        printf("  y16%s rel err: %.1e\n", with_bias ? " (bias)" : variant ? " (x16)" : "",
+               test_rel_err(a16, b16, (size_t)M * ldy));
         EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldy)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_xwT_y16: rel err %.2e", e);
         free(a16), free(b16);
     }

@@ -80,17 +80,25 @@ static void test_rmsnorm(void) {
 
     TEST_BEGIN("CUDA rmsnorm_fwd within 1e-5 relative (y, rstd), repeatable");
     float *y = malloc(FB(rows * D)), *rstd = malloc(FB(rows)), *gy[2], *gr[2];
-    rmsnorm_fwd(y, rstd, x, w, rows, D, eps);
+    rmsnorm_fwd(y, NULL, rstd, x, w, rows, D, eps);
     for (int rep = 0; rep < 2; rep++) {
         float *dxx = gpu_to_dev(x, FB(rows * D)), *dw_ = gpu_to_dev(w, FB(D)), *dy_ = gpu_to_dev(NULL, FB(rows * D));
         float *dr = gpu_to_dev(NULL, FB(rows));
-        rmsnorm_fwd_cuda(dy_, dr, dxx, dw_, rows, D, eps);
+        rmsnorm_fwd_cuda(dy_, NULL, dr, dxx, dw_, rows, D, eps);
         gpu_to_host(gy[rep] = malloc(FB(rows * D)), dy_, FB(rows * D));
         gpu_to_host(gr[rep] = malloc(FB(rows)), dr, FB(rows));
-        rmsnorm_fwd_cuda(dy_, NULL, dxx, dw_, rows, D, eps); /* rstd may be NULL */
+        rmsnorm_fwd_cuda(dy_, NULL, NULL, dxx, dw_, rows, D, eps); /* rstd may be NULL */
         float *again = malloc(FB(rows * D));
         gpu_to_host(again, dy_, FB(rows * D));
         EXPECT(memcmp(again, gy[rep], FB(rows * D)) == 0, "y differs with rstd == NULL");
+        /* y16 alone: y rounded to bf16, bitwise */
+        uint16_t *d16, *got = malloc(sizeof(uint16_t) * rows * D), *want = malloc(sizeof(uint16_t) * rows * D);
+        CUDA_CHECK(cudaMalloc((void **)&d16, sizeof(uint16_t) * rows * D));
+        rmsnorm_fwd_cuda(NULL, d16, NULL, dxx, dw_, rows, D, eps);
+        CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
+        bf16_from_f32(want, gy[rep], (size_t)rows * D);
+        EXPECT(!memcmp(got, want, sizeof(uint16_t) * rows * D), "y16 is not y rounded");
+        cudaFree(d16), free(got), free(want);
         free(again);
         cudaFree(dxx), cudaFree(dw_), cudaFree(dy_), cudaFree(dr);
     }
@@ -104,14 +112,20 @@ static void test_rmsnorm(void) {
     for (int variant = 0; variant < 3; variant++) { /* 0: separate x_out, 1: in place, 2: no delta */
         const float *dl = variant == 2 ? NULL : delta;
         float *xo = malloc(FB(rows * D)), *yy = malloc(FB(rows * D)), *rr = malloc(FB(rows)), *gx[2], *gyy[2], *grr[2];
-        add_rmsnorm_fwd(xo, yy, rr, x, dl, w, rows, D, eps);
+        add_rmsnorm_fwd(xo, yy, NULL, rr, x, dl, w, rows, D, eps);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(rows * D)), *d_d = gpu_to_dev(delta, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D));
             float *d_o = variant == 1 ? d_x : gpu_to_dev(NULL, FB(rows * D)), *d_y = gpu_to_dev(NULL, FB(rows * D));
             float *d_r = gpu_to_dev(NULL, FB(rows));
-            add_rmsnorm_fwd_cuda(d_o, d_y, d_r, d_x, dl ? d_d : NULL, d_w, rows, D, eps);
+            uint16_t *d16, *got = malloc(sizeof(uint16_t) * rows * D), *want = malloc(sizeof(uint16_t) * rows * D);
+            CUDA_CHECK(cudaMalloc((void **)&d16, sizeof(uint16_t) * rows * D));
+            add_rmsnorm_fwd_cuda(d_o, d_y, d16, d_r, d_x, dl ? d_d : NULL, d_w, rows, D, eps); /* y and y16 */
             gpu_to_host(gx[rep] = malloc(FB(rows * D)), d_o, FB(rows * D));
             gpu_to_host(gyy[rep] = malloc(FB(rows * D)), d_y, FB(rows * D));
+            CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
+            bf16_from_f32(want, gyy[rep], (size_t)rows * D);
+            EXPECT(!memcmp(got, want, sizeof(uint16_t) * rows * D), "y16 is not y rounded");
+            cudaFree(d16), free(got), free(want);
             gpu_to_host(grr[rep] = malloc(FB(rows)), d_r, FB(rows));
             if (d_o != d_x) cudaFree(d_o);
             cudaFree(d_x), cudaFree(d_d), cudaFree(d_w), cudaFree(d_y), cudaFree(d_r);

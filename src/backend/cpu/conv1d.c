@@ -22,19 +22,11 @@ static void conv_pre_row(float *pr, const float *x, int ldx, const float *init, 
     }
 }
 
-/* x16 [rows, C] (ldx) -> a dense float32 copy [rows, C] (the caller frees it): the bf16-input forms widen their
- * input first (the CPU runs them only to test the lean path) */
-static float *widen_rows(const uint16_t *x16, int ldx, size_t rows, int C) {
-    float *x = xmalloc(sizeof(float) * rows * C);
-#pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) f32_from_bf16(x + r * C, x16 + r * ldx, (size_t)C);
-    return x;
-}
 
 void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
                      const float *w, const float *bias, int B, int T, int C, int K) {
     if (x16) {
-        float *xw = widen_rows(x16, ldx, (size_t)B * T, C);
+        float *xw = f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
         conv1d_silu_fwd(out, out16, xw, NULL, C, init, w, bias, B, T, C, K);
         free(xw);
         return;
@@ -62,7 +54,7 @@ void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t
 void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout, const float *x,
                      const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
     if (x16) {
-        float *xw = widen_rows(x16, ldx, (size_t)B * T, C);
+        float *xw = f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
         conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, xw, NULL, C, w, bias, B, T, C, K);
         free(xw);
         return;

@@ -23,38 +23,32 @@ void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, lddy, x, ldx, 1.0f, dw, K);
 }
 
-/* x16 [M, K] (ldx) -> a dense float32 copy (the caller frees it) */
-static float *x16_widen(const uint16_t *x16, int ldx, int M, int K) {
-    float *x = xmalloc(sizeof(float) * (size_t)M * K);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < M; r++) f32_from_bf16(x + (size_t)r * K, x16 + (size_t)r * ldx, (size_t)K);
-    return x;
-}
-
 void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta) {
-    float *x = x16_widen(x16, ldx, M, K);
+    float *x = f32_from_bf16_rows(x16, ldx, M, K);
     matmul_xwT(y, ldy, x, K, w, M, N, K, beta);
     free(x);
 }
 
 void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K) {
-    float *x = x16_widen(x16, ldx, M, K);
+    float *x = f32_from_bf16_rows(x16, ldx, M, K);
     matmul_dw_acc(dw, dy, lddy, x, K, M, N, K);
     free(x);
 }
 
 void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
                   const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
-    float *dyw = dy16 ? x16_widen(dy16, lddy, M, N) : NULL, *xw = x16 ? x16_widen(x16, ldx, M, K) : NULL;
+    float *dyw = dy16 ? f32_from_bf16_rows(dy16, lddy, M, N) : NULL;
+    float *xw = x16 ? f32_from_bf16_rows(x16, ldx, M, K) : NULL;
     matmul_bwd(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
     free(dyw);
     free(xw);
 }
 
-void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M, int N,
-                    int K) {
-    float *y = xmalloc(sizeof(float) * (size_t)M * N);
-    matmul_xwT(y, N, x, ldx, w, M, N, K, 0.0f);
+void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                    const float *bias, int M, int N, int K) {
+    float *y = xmalloc(sizeof(float) * (size_t)M * N), *xw = x16 ? f32_from_bf16_rows(x16, ldx, M, K) : NULL;
+    matmul_xwT(y, N, xw ? xw : x, xw ? K : ldx, w, M, N, K, 0.0f);
+    free(xw);
     if (bias) bias_add(y, N, bias, M, N);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < M; r++) bf16_from_f32(y16 + (size_t)r * ldy, y + (size_t)r * N, (size_t)N);
@@ -156,6 +150,13 @@ void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t 
             }
         }
     }
+}
+
+float *f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols) {
+    float *x = xmalloc(sizeof(float) * rows * cols);
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) f32_from_bf16(x + r * cols, src + r * ld, (size_t)cols);
+    return x;
 }
 
 void f32_from_bf16(float *dst, const uint16_t *src, size_t n) {

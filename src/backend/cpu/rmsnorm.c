@@ -7,25 +7,33 @@
 #include <omp.h>
 #include <string.h>
 
-void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+/* row r of y and/or y16 = xr * s * w */
+static void norm_store(float *y, uint16_t *y16, size_t r, const float *xr, float s, const float *w, int D) {
+    for (int i = 0; i < D; i++) {
+        const float v = xr[i] * s * w[i];
+        if (y) y[r * D + i] = v;
+        if (y16) bf16_from_f32(y16 + r * D + i, &v, 1);
+    }
+}
+
+void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D;
-        float *yr = y + (size_t)r * D;
         double ss = 0;
         for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
         float s = 1.0f / sqrtf((float)(ss / D) + eps);
         if (rstd) rstd[r] = s;
-        for (int i = 0; i < D; i++) yr[i] = xr[i] * s * w[i];
+        norm_store(y, y16, (size_t)r, xr, s, w, D);
     }
 }
 
-void add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const float *delta, const float *w,
-                     int rows, int D, float eps) {
+void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
+                     const float *w, int rows, int D, float eps) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D, *dr = delta ? delta + (size_t)r * D : NULL;
-        float *xo = x_out + (size_t)r * D, *yr = y + (size_t)r * D;
+        float *xo = x_out + (size_t)r * D;
         double ss = 0;
         for (int i = 0; i < D; i++) {
             const float v = dr ? xr[i] + dr[i] : xr[i];
@@ -34,7 +42,7 @@ void add_rmsnorm_fwd(float *x_out, float *y, float *rstd, const float *x, const 
         }
         float s = 1.0f / sqrtf((float)(ss / D) + eps);
         if (rstd) rstd[r] = s;
-        for (int i = 0; i < D; i++) yr[i] = xo[i] * s * w[i];
+        norm_store(y, y16, (size_t)r, xo, s, w, D);
     }
 }
 

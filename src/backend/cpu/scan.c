@@ -38,9 +38,7 @@ static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int n
 static const scan_args *widen_gate(const scan_args *s, scan_args *w, float **zw) {
     *zw = NULL;
     if (!s->z16) return s;
-    const size_t rows = (size_t)s->B * s->T;
-    *zw = xmalloc(sizeof(float) * rows * s->E);
-    for (size_t r = 0; r < rows; r++) f32_from_bf16(*zw + r * s->E, s->z16 + r * s->ldz, (size_t)s->E);
+    *zw = f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
     *w = *s;
     w->z = *zw, w->z16 = NULL, w->ldz = s->E;
     return w;

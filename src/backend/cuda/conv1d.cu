@@ -19,6 +19,19 @@ __device__ static inline float sigmoidf_(float p) { return 1.0f / (1.0f + expf(-
 
 #define CONV_CHUNK 64 /* steps per thread in the sliding-window kernels */
 
+/* Slides a window of the last K inputs by one step (xnew the newest) and returns the pre-activation: the bias,
+ * then the taps oldest first. The forward and the backward's recompute share it: the same bits by construction. */
+template <int K>
+__device__ __forceinline__ static float window_step(float (&xwin)[K], const float (&wk)[K], float b0, float xnew) {
+#pragma unroll
+    for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
+    xwin[K - 1] = xnew;
+    float acc = b0;
+#pragma unroll
+    for (int k = 0; k < K; k++) acc += wk[k] * xwin[k];
+    return acc;
+}
+
 /* The pre-activation of output i = (b, t, c): the bias, then the taps oldest first (the CPU's order). */
 template <typename TX>
 __device__ static float conv_pre(const TX *x, int ldx, const float *init, const float *w, const float *bias,
@@ -128,13 +141,7 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, __
     }
     const float b0 = bias ? bias[c] : 0.0f;
     for (int t = t0; t < t1; t++) {
-#pragma unroll
-        for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
-        xwin[K - 1] = ld(x, (row0 + t) * ldx + c);
-        float acc = b0;
-#pragma unroll
-        for (int k = 0; k < K; k++) acc += wk[k] * xwin[k];
-        const float o = acc * sigmoidf_(acc);
+        const float acc = window_step<K>(xwin, wk, b0, ld(x, (row0 + t) * ldx + c)), o = acc * sigmoidf_(acc);
         out[(row0 + t) * C + c] = o;
         if (out16) out16[(row0 + t) * C + c] = __float2bfloat16_rn(o);
     }
@@ -197,13 +204,7 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
     for (int tp = t0; tp < t1 + K - 1; tp++) {
         float d = 0.0f;
         if (tp < T) {
-#pragma unroll
-            for (int k = 0; k < K - 1; k++) xwin[k] = xwin[k + 1];
-            xwin[K - 1] = ld(x, (row0 + tp) * ldx + c);
-            float p = b0;
-#pragma unroll
-            for (int k = 0; k < K; k++) p += wk[k] * xwin[k];
-            const float sg = sigmoidf_(p);
+            const float p = window_step<K>(xwin, wk, b0, ld(x, (row0 + tp) * ldx + c)), sg = sigmoidf_(p);
             d = dout[(row0 + tp) * C + c] * sg * (1.0f + p * (1.0f - sg));
         }
         if (tp < t1) { /* dw, dbias: this chunk's own steps */

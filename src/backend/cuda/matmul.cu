@@ -320,11 +320,12 @@ __global__ static void round_rows_kernel(__nv_bfloat16 *y16, int ldy, const floa
 
 // The product in float32 (through the table's GEMM), then the bias and the rounding in one pass.
 static void y16_through_f32(void (*xwT)(float *, int, const float *, int, const float *, int, int, int, float),
-                            uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias, int M,
-                            int N, int K) {
-    float *y;
+                            uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                            const float *bias, int M, int N, int K) {
+    float *y, *xw = x16 ? widen(x16, ldx, M, K) : NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&y, sizeof(float) * (size_t)M * N, cudaStreamPerThread));
-    xwT(y, N, x, ldx, w, M, N, K, 0.0f);
+    xwT(y, N, xw ? xw : x, xw ? K : ldx, w, M, N, K, 0.0f);
+    if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
     if (M > 0 && N > 0) {
         round_rows_kernel<<<M, N >= 512 ? 256 : 128>>>((__nv_bfloat16 *)y16, ldy, y, bias, N);
         CUDA_CHECK_LAUNCH();
@@ -332,26 +333,30 @@ static void y16_through_f32(void (*xwT)(float *, int, const float *, int, const 
     CUDA_CHECK(cudaFreeAsync(y, cudaStreamPerThread));
 }
 
-extern "C" void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, int ldx, const float *w, const float *bias,
-                                    int M, int N, int K) {
-    y16_through_f32(matmul_xwT_cuda, y16, ldy, x, ldx, w, bias, M, N, K);
+extern "C" void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                                    const float *bias, int M, int N, int K) {
+    y16_through_f32(matmul_xwT_cuda, y16, ldy, x, x16, ldx, w, bias, M, N, K);
 }
 
 // bf16: cuBLASLt writes the bf16 output itself (no bias; with a bias, or a skinny product, through float32)
-extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, int ldx, const float *w,
-                                         const float *bias, int M, int N, int K) {
+extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx,
+                                         const float *w, const float *bias, int M, int N, int K) {
     if (bias || !bf16_copies(N, M, K) || (uintptr_t)y16 % 16 || ldy % 8) {
-        y16_through_f32(matmul_xwT_cuda_bf16, y16, ldy, x, ldx, w, bias, M, N, K);
+        y16_through_f32(matmul_xwT_cuda_bf16, y16, ldy, x, x16, ldx, w, bias, M, N, K);
         return;
     }
     lt_init();
-    __nv_bfloat16 *w16 = bf16_copy(w, K, N, K), *x16 = bf16_copy(x, K, M, ldx);
+    __nv_bfloat16 *xc = NULL, *w16 = bf16_copy(w, K, N, K);
+    const __nv_bfloat16 *xb;
+    if (x16) xb = aligned_x16(x16, &ldx, M, K, &xc);
+    else xb = xc = bf16_copy(x, K, M, ldx), ldx = K;
     const float alpha = 1.0f, beta = 0.0f; // y^T (N x M) = w (op T of stored K x N) * x^T (K x M)
-    const lt_plan *p = lt_plan_get(true, false, N, M, K, K, K, ldy, 256, 256, ptr_align(y16), CUBLAS_COMPUTE_32F,
-                                   CUDA_R_16BF, CUDA_R_16BF);
-    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, w16, p->la, x16, p->lb, &beta, y16, p->lc, y16, p->lc, &p->algo,
+    const lt_plan *p = lt_plan_get(true, false, N, M, K, K, ldx, ldy, 256, ptr_align(xb), ptr_align(y16),
+                                   CUBLAS_COMPUTE_32F, CUDA_R_16BF, CUDA_R_16BF);
+    LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, w16, p->la, xb, p->lb, &beta, y16, p->lc, y16, p->lc, &p->algo,
                             lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
-    bf16_free(w16), bf16_free(x16);
+    bf16_free(w16);
+    if (xc) bf16_free(xc);
 }
 
 // ---- dy and x each in float32 or bf16: both gradients of a layer

@@ -4,25 +4,33 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
 
-__global__ static void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w, int D, float eps) {
+#include <cuda_bf16.h>
+
+/* y[i] and/or y16[i] = v */
+__device__ __forceinline__ static void norm_store(float *y, __nv_bfloat16 *y16, size_t i, float v) {
+    if (y) y[i] = v;
+    if (y16) y16[i] = __float2bfloat16_rn(v);
+}
+
+__global__ static void rmsnorm_fwd_kernel(float *y, __nv_bfloat16 *y16, float *rstd, const float *x, const float *w,
+                                          int D, float eps) {
     const size_t r = blockIdx.x;
     const float *xr = x + r * D;
-    float *yr = y + r * D;
     double ss = 0;
     for (int i = threadIdx.x; i < D; i += RED_THREADS) ss += (double)xr[i] * xr[i];
     ss = block_reduce(ss, SumOp());
     const float s = 1.0f / sqrtf((float)(ss / D) + eps);
     if (rstd && threadIdx.x == 0) rstd[r] = s;
-    for (int i = threadIdx.x; i < D; i += RED_THREADS) yr[i] = xr[i] * s * w[i];
+    for (int i = threadIdx.x; i < D; i += RED_THREADS) norm_store(y, y16, r * D + i, xr[i] * s * w[i]);
 }
 
 /* x_out = x + delta, then the norm of x_out (one block per row; x_out may be x: each element is read and
  * written by the same thread). */
-__global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, float *rstd, const float *x, const float *delta,
-                                              const float *w, int D, float eps) {
+__global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, __nv_bfloat16 *y16, float *rstd, const float *x,
+                                              const float *delta, const float *w, int D, float eps) {
     const size_t r = blockIdx.x;
     const float *xr = x + r * D, *dr = delta ? delta + r * D : NULL;
-    float *xo = x_out + r * D, *yr = y + r * D;
+    float *xo = x_out + r * D;
     double ss = 0;
     for (int i = threadIdx.x; i < D; i += RED_THREADS) {
         const float v = dr ? xr[i] + dr[i] : xr[i];
@@ -32,7 +40,7 @@ __global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, float *rst
     ss = block_reduce(ss, SumOp());
     const float s = 1.0f / sqrtf((float)(ss / D) + eps);
     if (rstd && threadIdx.x == 0) rstd[r] = s;
-    for (int i = threadIdx.x; i < D; i += RED_THREADS) yr[i] = xo[i] * s * w[i];
+    for (int i = threadIdx.x; i < D; i += RED_THREADS) norm_store(y, y16, r * D + i, xo[i] * s * w[i]);
 }
 
 __global__ static void rmsnorm_bwd_dx_kernel(float *dx, const float *dy, const float *x, const float *w,
@@ -60,16 +68,17 @@ struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd */
     }
 };
 
-extern "C" void rmsnorm_fwd_cuda(float *y, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+extern "C" void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
+                                 float eps) {
     if (rows <= 0 || D <= 0) return;
-    rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(y, rstd, x, w, D, eps);
+    rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(y, (__nv_bfloat16 *)y16, rstd, x, w, D, eps);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void add_rmsnorm_fwd_cuda(float *x_out, float *y, float *rstd, const float *x, const float *delta,
-                                     const float *w, int rows, int D, float eps) {
+extern "C" void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x,
+                                     const float *delta, const float *w, int rows, int D, float eps) {
     if (rows <= 0 || D <= 0) return;
-    add_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(x_out, y, rstd, x, delta, w, D, eps);
+    add_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(x_out, y, (__nv_bfloat16 *)y16, rstd, x, delta, w, D, eps);
     CUDA_CHECK_LAUNCH();
 }
 
