@@ -77,13 +77,17 @@ int main(int argc, char **argv) {
     }
     /* the bytes each pass must move at least once: fwd reads x, dt, z (bf16), B, C and writes out (bf16); bwd
      * reads dout, x, dt, z (bf16), B, C and writes dx, ddt, dz, out (bf16), dB, dC (parameters are negligible) */
-    const double fwd_bytes = 4.0 * (2 * nx + nbc) + 4.0 * nx, bwd_bytes = 4.0 * (6 * nx + 2 * nbc) + 4.0 * nx, copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
+    const double fwd_bytes = 4.0 * (2 * nx + nbc) + 4.0 * nx, bwd_bytes = 4.0 * (6 * nx + 2 * nbc) + 4.0 * nx,
+                 copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("%s: B %d, T %d, E %d, N %d\n", prop.name, B, T, E, N);
-    printf("device copy: %.0f GB/s (read + write, cudaMemcpy device to device, %.1f MB)\n", copy_bw / 1e9, nx * 4 / 1e6);
+    printf("device copy: %.0f GB/s (read + write, cudaMemcpy device to device, %.1f MB)\n", copy_bw / 1e9,
+           nx * 4 / 1e6);
     printf("%-10s %10s %12s %10s\n", "pass", "ms", "GB/s", "of copy");
-    printf("%-10s %10.3f %12.0f %9.0f%%\n", "forward", fwd, fwd_bytes / (fwd * 1e-3) / 1e9, 100 * fwd_bytes / (fwd * 1e-3) / copy_bw);
-    printf("%-10s %10.3f %12.0f %9.0f%%\n", "backward", bwd, bwd_bytes / (bwd * 1e-3) / 1e9, 100 * bwd_bytes / (bwd * 1e-3) / copy_bw);
+    printf("%-10s %10.3f %12.0f %9.0f%%\n", "forward", fwd, fwd_bytes / (fwd * 1e-3) / 1e9,
+           100 * fwd_bytes / (fwd * 1e-3) / copy_bw);
+    printf("%-10s %10.3f %12.0f %9.0f%%\n", "backward", bwd, bwd_bytes / (bwd * 1e-3) / 1e9,
+           100 * bwd_bytes / (bwd * 1e-3) / copy_bw);
     return 0;
 }

@@ -40,7 +40,8 @@ int ssm_config_resolve(ssm_config *c) {
 #undef RANGE
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return ssm_error("config: norm_eps = %g must be in (0, 1)", c->norm_eps);
     for (const char *p = c->layer_pattern; *p; p++)
-        if (!mixer_by_code(*p)) return ssm_error("config: unknown mixer '%c' in layer pattern \"%s\"", *p, c->layer_pattern);
+        if (!mixer_by_code(*p))
+            return ssm_error("config: unknown mixer '%c' in layer pattern \"%s\"", *p, c->layer_pattern);
     return 0;
 }
 
@@ -279,7 +280,8 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     /* the head's gradients (the embedding's, when tied) */
     be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V,
                    D);
-    be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
+    be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D,
+                    0);
     uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL; /* as the forward */
     float *normed = normed16 ? NULL : a->normed;
     for (int l = c->n_layer - 1; l >= 0; l--) {

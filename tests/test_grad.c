@@ -105,7 +105,6 @@ static void test_scan_case(int gated) {
         uint16_t *dz16 = xcalloc(nz, sizeof(uint16_t)), *wantz = xcalloc(nz, sizeof(uint16_t));
         for (size_t r = 0; r < (size_t)SB * ST; r++) bf16_from_f32(wantz + r * SLDZ, dz + r * SLDZ, SE);
         g.out = NULL, g.out16 = o16, g.dz = NULL, g.dz16 = dz16;
-        memset(dbias, 0, sizeof(float) * SE), memset(dD, 0, sizeof(float) * SE), memset(dAt, 0, sizeof(float) * SN * SE);
         scan_bwd(&sc.s, &g, sc.R);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "backward bf16 output differs from the rounded float32 one");
         EXPECT(!memcmp(dz16, wantz, sizeof(uint16_t) * nz), "bf16 dz differs from the rounded float32 one");
@@ -113,7 +112,8 @@ static void test_scan_case(int gated) {
         free(want), free(o16);
         /* a bf16 gate (the lean path's xz) gives what the gate widened to float32 gives, bitwise */
         uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz);
-        float *zw = xmalloc(sizeof(float) * nz), *y16z = xmalloc(sizeof(float) * nx), *ywz = xmalloc(sizeof(float) * nx);
+        float *zw = xmalloc(sizeof(float) * nz), *y16z = xmalloc(sizeof(float) * nx),
+              *ywz = xmalloc(sizeof(float) * nx);
         bf16_from_f32(z16, sc.z, nz);
         f32_from_bf16(zw, z16, nz);
         scan_args s16 = sc.s, sw = sc.s;
@@ -289,7 +289,8 @@ static void test_model(int use_bias, int use_conv_bias, int tie) {
     c.use_bias = use_bias, c.use_conv_bias = use_conv_bias, c.tie_embeddings = tie;
     md.m = ssm_model_new(&c, 7);
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
-    for (int i = 0; i < 2 * 33; i++) md.tokens[i] = (int)(rng_next(&rng) % 20), md.targets[i] = (int)(rng_next(&rng) % 20);
+    for (int i = 0; i < 2 * 33; i++)
+        md.tokens[i] = (int)(rng_next(&rng) % 20), md.targets[i] = (int)(rng_next(&rng) % 20);
     model_zero_grad(md.m);
     model_loss(NULL);
     model_train_backward(md.m, 1.0f);

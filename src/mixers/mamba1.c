@@ -178,7 +178,8 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
 
     const int lean = a.xz16 && !state; /* lean training: xz, xs (for x_proj) and g in bf16 */
     if (lean) {
-        be->matmul_xwT_y16(a.xz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D); /* xz = in_proj(u) */
+        /* xz = in_proj(u) */
+        be->matmul_xwT_y16(a.xz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D);
         be->conv1d_silu_fwd(a.xs, a.xs16, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     } else {
         mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
@@ -186,7 +187,8 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
         be->conv1d_silu_fwd(a.xs, NULL, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
         if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     }
-    if (lean) be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f); /* dt_low, B, C = x_proj(x) */
+    /* dt_low, B, C = x_proj(x) */
+    if (lean) be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f);
     else mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);             /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
@@ -236,14 +238,15 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
-    if (a.xs16) be->matmul_bwd16(dxs, d.E, 1.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P, d.E);
+    if (a.xs16)
+        be->matmul_bwd16(dxs, d.E, 1.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P, d.E);
     else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16,
                         2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (!dxz16 && g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
     if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16 */
-        be->matmul_bwd16(du, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, rows,
-                         2 * d.E, d.D);
+        be->matmul_bwd16(du, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj,
+                         rows, 2 * d.E, d.D);
     else be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }
 

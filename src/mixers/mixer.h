@@ -53,7 +53,8 @@ extern const mixer_kind mixer_mamba1;
 
 /* y[M,N] = x[M,K] @ W^T for the weight W at w (inside ctx->w): float32 SGEMM, or the bf16 copy when
  * there is one and M is a decode-sized batch. */
-void mixer_linear(const mixer_ctx *ctx, float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K);
+void mixer_linear(const mixer_ctx *ctx, float *y, int ldy, const float *x, int ldx, const float *w, int M, int N,
+                  int K);
 
 /* The mixer for a layer-pattern letter, or NULL. */
 const mixer_kind *mixer_by_code(char code);

@@ -60,8 +60,8 @@ void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, const uint
 /* matmul_bwd16: float32 (bf16 operands widened first), and bf16 (bf16 operands read as they are) */
 void matmul_bwd16_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
                        const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
-void matmul_bwd16_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
-                            int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
+void matmul_bwd16_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
+                            const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
 /* matmul_bwd: float32, and bf16 with dy rounded once for both products */
 void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                      const float *w, int M, int N, int K);

@@ -39,16 +39,19 @@ typedef void (*bwd_fn)(float *, int, float, float *, const float *, int, const f
 static void check(int M, int N, int K, int pad, int bf16, int off) {
     char name[160];
     snprintf(name, sizeof name,
-             "cuBLASLt matmul_xwT / dyw / dw_acc / bwd / x16 variants%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, offset %d",
+             "cuBLASLt matmul_xwT / dyw / dw_acc / bwd / x16 variants%s vs OpenBLAS: M %d, N %d, K %d, strides +%d, "
+             "offset %d",
              bf16 ? " (bf16)" : "", M, N, K, pad, off);
     TEST_BEGIN(name);
-    const xwT_fn xwT = bf16 ? matmul_xwT_cuda_bf16 : matmul_xwT_cuda, dyw = bf16 ? matmul_dyw_cuda_bf16 : matmul_dyw_cuda;
+    const xwT_fn xwT = bf16 ? matmul_xwT_cuda_bf16 : matmul_xwT_cuda,
+                 dyw = bf16 ? matmul_dyw_cuda_bf16 : matmul_dyw_cuda;
     const dw_fn dw_acc = bf16 ? matmul_dw_acc_cuda_bf16 : matmul_dw_acc_cuda;
     const double tol = bf16 ? 1e-2 : 1e-5;
     const int ldx = K + pad, ldy = N + pad;
     float *x = randn((size_t)M * ldx), *w = randn((size_t)N * K), *y = randn((size_t)M * ldy);
     float *dy = randn((size_t)M * ldy), *dx = randn((size_t)M * ldx), *dw = randn((size_t)N * K);
-    float *gx = gpu_at(x, (size_t)M * ldx, off), *gw = gpu_at(w, (size_t)N * K, off), *gy = gpu_at(y, (size_t)M * ldy, off);
+    float *gx = gpu_at(x, (size_t)M * ldx, off), *gw = gpu_at(w, (size_t)N * K, off),
+          *gy = gpu_at(y, (size_t)M * ldy, off);
     float *gdy = gpu_at(dy, (size_t)M * ldy, off), *gdx = gpu_at(dx, (size_t)M * ldx, off);
     float *gdw = gpu_at(dw, (size_t)N * K, off);
     for (int beta = 0; beta <= 1; beta++) {
@@ -61,7 +64,8 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     dw_acc(gdw, gdy, ldy, gx, ldx, M, N, K);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA: %s", cudaGetErrorString(err));
-    float *ry = host_floats(gy, (size_t)M * ldy), *rdx = host_floats(gdx, (size_t)M * ldx), *rdw = host_floats(gdw, (size_t)N * K);
+    float *ry = host_floats(gy, (size_t)M * ldy), *rdx = host_floats(gdx, (size_t)M * ldx),
+          *rdw = host_floats(gdw, (size_t)N * K);
     double e;
     /* compare only the columns inside each row (the padding is not written by either) */
     for (int r = 0; r < M; r++) memcpy(ry + (size_t)r * ldy + N, y + (size_t)r * ldy + N, sizeof(float) * pad);
@@ -95,14 +99,16 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     dw16(gdw, gdy, ldy, gx16, ldx, M, N, K);
     float *ry3 = host_floats(gy, (size_t)M * ldy), *rdw3 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(ry3 + (size_t)r * ldy + N, y + (size_t)r * ldy + N, sizeof(float) * pad);
-    printf("  x16 rel err: y %.1e, dw %.1e\n", test_rel_err(ry3, y, (size_t)M * ldy), test_rel_err(rdw3, dw, (size_t)N * K));
+    printf("  x16 rel err: y %.1e, dw %.1e\n", test_rel_err(ry3, y, (size_t)M * ldy),
+           test_rel_err(rdw3, dw, (size_t)N * K));
     EXPECT((e = test_rel_err(ry3, y, (size_t)M * ldy)) < tol, "matmul_xwT_x16 y: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw3, dw, (size_t)N * K)) < tol, "matmul_dw_acc_x16 dw: rel err %.2e", e);
     /* a bf16 output (with a bias, and without): within one bf16 rounding (4e-3) of the CPU's, plus the bf16 GEMM's */
     void (*y16f)(uint16_t *, int, const float *, const uint16_t *, int, const float *, const float *, int, int, int) =
         bf16 ? matmul_xwT_y16_cuda_bf16 : matmul_xwT_y16_cuda;
     float *bias = randn(N), *gbias = gpu_at(bias, N, 0);
-    uint16_t *y16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy), *gy16, *ry16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy);
+    uint16_t *y16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy), *gy16,
+             *ry16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy);
     CUDA_CHECK(cudaMalloc((void **)&gy16, sizeof(uint16_t) * (size_t)M * ldy));
     for (int variant = 0; variant < 3; variant++) { /* no bias, a bias, x in bf16 */
         const int with_bias = variant == 1;
@@ -110,13 +116,15 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
         CUDA_CHECK(cudaMemset(gy16, 0, sizeof(uint16_t) * (size_t)M * ldy));
         matmul_xwT_y16(y16, ldy, variant == 2 ? NULL : x, variant == 2 ? x16 : NULL, ldx, w, with_bias ? bias : NULL,
                        M, N, K);
-        y16f(gy16, ldy, variant == 2 ? NULL : gx, variant == 2 ? gx16 : NULL, ldx, gw, with_bias ? gbias : NULL, M, N, K);
+        y16f(gy16, ldy, variant == 2 ? NULL : gx, variant == 2 ? gx16 : NULL, ldx, gw, with_bias ? gbias : NULL, M, N,
+             K);
         CUDA_CHECK(cudaMemcpy(ry16, gy16, sizeof(uint16_t) * (size_t)M * ldy, cudaMemcpyDeviceToHost));
         float *a16 = xmalloc(sizeof(float) * (size_t)M * ldy), *b16 = xmalloc(sizeof(float) * (size_t)M * ldy);
         f32_from_bf16(a16, ry16, (size_t)M * ldy), f32_from_bf16(b16, y16, (size_t)M * ldy);
         printf("  y16%s rel err: %.1e\n", with_bias ? " (bias)" : variant ? " (x16)" : "",
                test_rel_err(a16, b16, (size_t)M * ldy));
-        EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldy)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_xwT_y16: rel err %.2e", e);
+        EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldy)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_xwT_y16: rel err %.2e",
+               e);
         free(a16), free(b16);
     }
     cudaFree(gy16), free(y16), free(ry16), free(bias);
@@ -134,7 +142,8 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     bwd16(gdx, ldx, 1.0f, gdw, gdy, NULL, ldy, NULL, gx16, ldx, gw, M, N, K);
     float *rdx4 = host_floats(gdx, (size_t)M * ldx), *rdw4 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(rdx4 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
-    printf("  bwd16 rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx4, dx, (size_t)M * ldx), test_rel_err(rdw4, dw, (size_t)N * K));
+    printf("  bwd16 rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx4, dx, (size_t)M * ldx),
+           test_rel_err(rdw4, dw, (size_t)N * K));
     EXPECT((e = test_rel_err(rdx4, dx, (size_t)M * ldx)) < tol, "matmul_bwd16 dx: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw4, dw, (size_t)N * K)) < tol, "matmul_bwd16 dw: rel err %.2e", e);
     free(dy16);

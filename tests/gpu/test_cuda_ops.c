@@ -114,7 +114,8 @@ static void test_rmsnorm(void) {
         float *xo = malloc(FB(rows * D)), *yy = malloc(FB(rows * D)), *rr = malloc(FB(rows)), *gx[2], *gyy[2], *grr[2];
         add_rmsnorm_fwd(xo, yy, NULL, rr, x, dl, w, rows, D, eps);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_x = gpu_to_dev(x, FB(rows * D)), *d_d = gpu_to_dev(delta, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D));
+            float *d_x = gpu_to_dev(x, FB(rows * D)), *d_d = gpu_to_dev(delta, FB(rows * D)),
+                  *d_w = gpu_to_dev(w, FB(D));
             float *d_o = variant == 1 ? d_x : gpu_to_dev(NULL, FB(rows * D)), *d_y = gpu_to_dev(NULL, FB(rows * D));
             float *d_r = gpu_to_dev(NULL, FB(rows));
             uint16_t *d16, *got = malloc(sizeof(uint16_t) * rows * D), *want = malloc(sizeof(uint16_t) * rows * D);
@@ -144,7 +145,8 @@ static void test_rmsnorm(void) {
         float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];
         rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
         for (int rep = 0; rep < 2; rep++) {
-            float *d_dx = gpu_to_dev(dx0, FB(rows * D)), *d_dw = gpu_to_dev(dw0, FB(D)), *d_dy = gpu_to_dev(dy, FB(rows * D));
+            float *d_dx = gpu_to_dev(dx0, FB(rows * D)), *d_dw = gpu_to_dev(dw0, FB(D)),
+                  *d_dy = gpu_to_dev(dy, FB(rows * D));
             float *d_x = gpu_to_dev(x, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D)), *d_r = gpu_to_dev(rstd, FB(rows));
             rmsnorm_bwd_cuda(d_dx, d_dw, d_dy, d_x, d_w, d_r, rows, D, acc);
             gpu_to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
@@ -218,8 +220,10 @@ static void test_conv1d(int B, int T, int C, int K) {
     free(dx0), free(dw0), free(db0);
     TEST_END();
 
-    snprintf(name, sizeof name, "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided) within 1e-5 relative: B %d, T %d, "
-             "C %d, K %d", B, T, C, K);
+    snprintf(name, sizeof name,
+             "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided) within 1e-5 relative: B %d, T %d, "
+             "C %d, K %d",
+             B, T, C, K);
     TEST_BEGIN(name);
     {
         uint16_t *x16 = malloc(sizeof(uint16_t) * nx), *d_x16;
@@ -232,7 +236,8 @@ static void test_conv1d(int B, int T, int C, int K) {
         conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_o = gpu_to_dev(NULL, FB(n)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
-            float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)), *d_db = gpu_to_dev(NULL, FB(C));
+            float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)),
+                  *d_db = gpu_to_dev(NULL, FB(C));
             float *d_do = gpu_to_dev(dout, FB(n));
             CUDA_CHECK(cudaMemset(d_dx, 0, FB(ndx)));
             CUDA_CHECK(cudaMemset(d_dw, 0, FB(C * K)));
@@ -271,7 +276,8 @@ static void test_conv1d(int B, int T, int C, int K) {
     }
     TEST_END();
 
-    snprintf(name, sizeof name, "CUDA conv1d_state_update matches the CPU exactly (T = %d, 2, 1), repeatable: K %d", T, K);
+    snprintf(name, sizeof name, "CUDA conv1d_state_update matches the CPU exactly (T = %d, 2, 1), repeatable: K %d", T,
+             K);
     TEST_BEGIN(name);
     const int Ts[3] = {T, 2, 1};
     const size_t ns = (size_t)B * C * (K - 1);

@@ -71,13 +71,14 @@ static void check_case(int B, int T, int E, int N, int gated) {
     scan_bwd_cuda(&gs, &gg, gdy);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA error: %s", cudaGetErrorString(err));
-    float *ry = host_floats(gy, nx), *rh = host_floats(gh, nh), *rdx = host_floats(gdx, nx), *rddt = host_floats(gddt, nx);
+    float *ry = host_floats(gy, nx), *rh = host_floats(gh, nh), *rdx = host_floats(gdx, nx),
+          *rddt = host_floats(gddt, nx);
     float *rdbc = host_floats(gdbc, nbc), *rdA = host_floats(gdA, na), *rdD = host_floats(gdD, E),
           *rdb = host_floats(gdb, E), *rdz = host_floats(gdz, nz), *rout = host_floats(gout, nx);
     double e;
-    printf("  rel err: y %.1e, h %.1e, dx %.1e, ddt %.1e, dBC %.1e, dA %.1e, dD %.1e, dbias %.1e", test_rel_err(ry, y, nx),
-           test_rel_err(rh, h, nh), test_rel_err(rdx, dx, nx), test_rel_err(rddt, ddt, nx), test_rel_err(rdbc, dbc, nbc),
-           test_rel_err(rdA, dA, na), test_rel_err(rdD, dD, E), test_rel_err(rdb, db, E));
+    printf("  rel err: y %.1e, h %.1e, dx %.1e, ddt %.1e, dBC %.1e, dA %.1e, dD %.1e, dbias %.1e",
+           test_rel_err(ry, y, nx), test_rel_err(rh, h, nh), test_rel_err(rdx, dx, nx), test_rel_err(rddt, ddt, nx),
+           test_rel_err(rdbc, dbc, nbc), test_rel_err(rdA, dA, na), test_rel_err(rdD, dD, E), test_rel_err(rdb, db, E));
     if (gated) printf(", dz %.1e, out %.1e", test_rel_err(rdz, dz, nz), test_rel_err(rout, out, nx));
     printf("\n");
     EXPECT((e = test_rel_err(ry, y, nx)) < 1e-5, "y: rel err %.2e", e);

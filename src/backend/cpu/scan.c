@@ -1,7 +1,8 @@
 /* Mamba-1 selective scan on the CPU, fused with the dt softplus before it and the SiLU gate after it (see
  * scan_args in ops.h). Time runs in order; 16 channels at a time share one vector, so the exp, the state
- * update and the output are all 16-wide, and threads split over batch x channel blocks. The forward keeps the state in registers/L1 and never stores it per step; the backward
- * recomputes it chunk by chunk (boundary states first, then each chunk's steps in reverse). */
+ * update and the output are all 16-wide, and threads split over batch x channel blocks. The forward keeps
+ * the state in registers/L1 and never stores it per step; the backward recomputes it chunk by chunk
+ * (boundary states first, then each chunk's steps in reverse). */
 #include "ops/ops.h"
 #include "backend/cpu/vec.h"
 #include "common.h"

@@ -235,8 +235,8 @@ static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const fl
     float *part_w, *part_b = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
     if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
-    conv1d_bwd_fused_kernel<K, TX, TD><<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C,
-                                                                nch);
+    conv1d_bwd_fused_kernel<K, TX, TD>
+        <<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C, nch);
     CUDA_CHECK_LAUNCH();
     colsum_finish(dw, part_w, nq, C * K);
     if (dbias) {

@@ -265,8 +265,8 @@ static float *widen(const uint16_t *x16, int ldx, int M, int K) {
     return x;
 }
 
-extern "C" void matmul_xwT_x16_cuda(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
-                                    float beta) {
+extern "C" void matmul_xwT_x16_cuda(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N,
+                                    int K, float beta) {
     float *x = widen(x16, ldx, M, K);
     matmul_xwT_cuda(y, ldy, x, K, w, M, N, K, beta);
     CUDA_CHECK(cudaFreeAsync(x, cudaStreamPerThread));
@@ -333,8 +333,8 @@ static void y16_through_f32(void (*xwT)(float *, int, const float *, int, const 
     CUDA_CHECK(cudaFreeAsync(y, cudaStreamPerThread));
 }
 
-extern "C" void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                                    const float *bias, int M, int N, int K) {
+extern "C" void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx,
+                                    const float *w, const float *bias, int M, int N, int K) {
     y16_through_f32(matmul_xwT_cuda, y16, ldy, x, x16, ldx, w, bias, M, N, K);
 }
 

@@ -289,14 +289,13 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 template <int W, int ITEMS, int NG, typename TZ>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz,
-                    __nv_bfloat16 *__restrict__ dz16, int lddz,
-                    float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
+                    __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
+                    __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
                     const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
-                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
-                    const TZ *__restrict__ z, int ldz, int T,
-                    int E, int N) {
+                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
+                    int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
@@ -323,7 +322,8 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
             const int n = i >> 5, l = i & 31;
             const bool ok = k > 0 && e0 + l < E;
-            cp_async4(HB2 + p * NP * 32 + i, ok ? hb + (((size_t)b * nchunk + k) * NP + n) * E + e0 + l : hb, ok ? 4 : 0);
+            cp_async4(HB2 + p * NP * 32 + i, ok ? hb + (((size_t)b * nchunk + k) * NP + n) * E + e0 + l : hb,
+                      ok ? 4 : 0);
         }
     };
     if (nchunk > 1) stage1(0, 0);
@@ -643,8 +643,8 @@ static void scan_bwd_launch(const scan_args *s, const TZ *z, const scan_grads *g
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TZ>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TZ><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, g->ddt, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias,
-        s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
+        g->dx, g->ddt, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part,
+        dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
