@@ -126,12 +126,14 @@ void scan_fwd_ref(const scan_args *s, float *out, float *h) {
 }
 
 /* Backward of one (sequence, 16-channel block). Writes this block's share of dB/dC into part
- * [T, 2N] (B terms then C terms); the caller sums the blocks in a fixed order. */
+ * [T, 2N] (B terms then C terms); the caller sums the blocks in a fixed order. dts [T]: room for the steps
+ * (the softplus computed once per step, not in each pass). */
 static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float *dout, float *part, vf *dA, vf *dD,
-                           vf *dbias, vf *hb, vf *hloc, vf *daloc, const vf *a, vf dv, vf bias, int b, int e0,
+                           vf *dbias, vf *hb, vf *hloc, vf *daloc, vf *dts, const vf *a, vf dv, vf bias, int b, int e0,
                            int nw) {
     const int T = s->T, E = s->E, N = s->N, ldbc = s->ldbc;
     const int nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
+    for (int t = 0; t < T; t++) dts[t] = step_dt(s, (size_t)b * T + t, e0, nw, bias);
     /* pass 1: the state at the start of every chunk */
     vf hs[SCAN_MAX_N], dh[SCAN_MAX_N], qB[SCAN_MAX_N], qC[SCAN_MAX_N];
     for (int n = 0; n < N; n++) hs[n] = vf_set1(0.0f);
@@ -140,7 +142,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
         if (c == nchunk - 1) break;
         for (int t = c * SCAN_CHUNK; t < (c + 1) * SCAN_CHUNK; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = step_dt(s, row, e0, nw, bias), dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
+            const vf dtv = dts[t], dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
             const float *Bt = s->Bm + row * ldbc;
             for (int n = 0; n < N; n++) hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
         }
@@ -152,7 +154,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
         memcpy(hs, hb + (size_t)c * N, sizeof(vf) * N);
         for (int t = t0; t < t1; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = step_dt(s, row, e0, nw, bias), dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
+            const vf dtv = dts[t], dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
             const float *Bt = s->Bm + row * ldbc;
             vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             for (int n = 0; n < N; n++) {
@@ -163,7 +165,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
         }
         for (int t = t1 - 1; t >= t0; t--) {
             const size_t row = (size_t)b * T + t, at = row * E + e0;
-            const vf xv = vf_load_n(s->x + at, nw), dtv = step_dt(s, row, e0, nw, bias);
+            const vf xv = vf_load_n(s->x + at, nw), dtv = dts[t];
             const float *Bt = s->Bm + row * ldbc, *Ct = s->Cm + row * ldbc;
             const vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             const vf *hprev = t > t0 ? hl - N : hb + (size_t)c * N;
@@ -218,6 +220,7 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
     {
         vf *hb = xmalloc(sizeof(vf) * (size_t)nchunk * N);
         vf *hloc = xmalloc(sizeof(vf) * (size_t)SCAN_CHUNK * N), *daloc = xmalloc(sizeof(vf) * (size_t)SCAN_CHUNK * N);
+        vf *dts = xmalloc(sizeof(vf) * (size_t)(T > 0 ? T : 1));
         for (int b = 0; b < B; b++) {
 #pragma omp for schedule(static)
             for (int blk = 0; blk < nblk; blk++) {
@@ -227,7 +230,7 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
                     a[n] = vf_load_n(s->At + (size_t)n * E + e0, nw);
                     dA[n] = vf_set1(0.0f);
                 }
-                scan_bwd_block(s, g, dout, part + (size_t)blk * T * 2 * N, dA, &dD, &dbias, hb, hloc, daloc, a,
+                scan_bwd_block(s, g, dout, part + (size_t)blk * T * 2 * N, dA, &dD, &dbias, hb, hloc, daloc, dts, a,
                                vf_load_n(s->Dv + e0, nw), vf_load_n(s->dt_bias + e0, nw), b, e0, nw);
                 for (int n = 0; n < N; n++) add_lanes(g->dAt + (size_t)n * E + e0, dA[n], nw);
                 add_lanes(g->dDv + e0, dD, nw);
@@ -250,6 +253,7 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(hb);
         free(hloc);
         free(daloc);
+        free(dts);
     }
     free(part);
 }
