@@ -101,9 +101,11 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
 /* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output and
  * A. The rest of the intermediates live in a temp area shared by all layers and are recomputed by the
  * backward from these (the conv and dt: cheap elementwise work and one small GEMM; the scan's backward
- * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): in_proj writes xz in
- * bf16 (as torch's autocast does), which the conv and the scan's gate read as it is, and the scan writes
- * out_proj's input g in bf16, as its GEMMs read it. */
+ * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): the GEMM operands a
+ * bf16 GEMM rounds anyway are written in bf16 by their producers: in_proj writes xz (as torch's autocast does),
+ * which the conv and the scan's gate read as it is; the conv also writes xs16 for x_proj; the scan writes
+ * out_proj's input g16; the backward writes dxz in bf16 for in_proj; the model hands the input in bf16 too
+ * (ctx->u16). */
 typedef struct {
     float *xz;    /* [rows, 2E] saved (temp when lean, for decode): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 (training) */
