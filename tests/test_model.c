@@ -11,14 +11,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static ssm_model *random_model(int d_model, int n_layer, uint64_t seed) {
+static ssm_model *random_model_bias(int d_model, int n_layer, uint64_t seed, int use_bias) {
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = d_model, c.n_layer = n_layer, c.d_state = 8;
+    c.d_model = d_model, c.n_layer = n_layer, c.d_state = 8, c.use_bias = use_bias;
     ssm_model *m = ssm_model_new(&c, seed);
     rng_t r = {seed + 1};
     for (size_t i = 0; i < m->layout.total; i++) m->w[i] += 0.05f * rng_normal(&r);
     return m;
+}
+
+static ssm_model *random_model(int d_model, int n_layer, uint64_t seed) {
+    return random_model_bias(d_model, n_layer, seed, 0);
 }
 
 static void test_step_equals_forward(void) {
@@ -96,16 +100,20 @@ static void test_state_sees_weight_updates(void) {
     TEST_END();
 }
 
-/* The lean-activation path (bf16 saved xz, scan output recomputed in the backward: CUDA's mixed precision)
- * run on the CPU through a copy of the CPU table with lean_acts set, so CI exercises its logic. Lean mode
- * keeps the GEMM operands a bf16 GEMM would round anyway (the norm output, xz, xs, g, dxz) in bf16; on the CPU,
- * whose GEMMs are float32, that rounding is all that differs: the loss within 1e-4, every gradient within 2e-2
- * of its scale (the GPU's bf16 model test allows the same; measured here 1.1e-2, dt_proj's weight). */
-static void test_lean_activations(void) {
-    TEST_BEGIN("lean activations (GEMM operands in bf16) give the loss within 1e-4 and the gradients within 2e-2");
+/* The lean-activation path (CUDA's mixed precision) run on the CPU through a copy of the CPU table with
+ * lean_acts set, so CI exercises its logic. Lean mode keeps the GEMM operands a bf16 GEMM would round anyway
+ * (the norm output, xz, xs, g, dxz) in bf16; on the CPU, whose GEMMs are float32, that rounding is all that
+ * differs: the loss within 1e-4, every gradient within 2e-2 of its scale (measured 1.1e-2, dt_proj's weight).
+ * With biases (dxz then stays float32 for in_proj's bias gradient) within 5e-2, the GPU's bf16 model test's
+ * bound: dt_proj's weight gradient is the most sensitive to rounding, 0.75e-2 to 3.5e-2 over seeds 31-36
+ * (3.5e-2 with this seed). */
+static void test_lean_activations(int use_bias) {
+    const double tol = use_bias ? 5e-2 : 2e-2;
+    TEST_BEGIN(use_bias ? "lean activations with in_proj/out_proj biases: loss within 1e-4, gradients within 5e-2"
+                        : "lean activations (GEMM operands in bf16): loss within 1e-4, gradients within 2e-2");
     backend lean = backend_cpu;
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
-    ssm_model *a = random_model(24, 2, 31), *b = random_model(24, 2, 31);
+    ssm_model *a = random_model_bias(24, 2, 31, use_bias), *b = random_model_bias(24, 2, 31, use_bias);
     b->be = &lean;
     const int B = 2, T = 23, n = B * T;
     int tok[46], tgt[46];
@@ -118,7 +126,7 @@ static void test_lean_activations(void) {
     for (int i = 0; i < a->layout.n; i++) {
         const param_info *p = &a->layout.items[i];
         double e = test_rel_err(b->dw + p->offset, a->dw + p->offset, p->numel);
-        EXPECT(e <= 2e-2, "gradient of %s differs by %.3g of its scale", p->name, e);
+        EXPECT(e <= tol, "gradient of %s differs by %.3g of its scale", p->name, e);
         if (e > worst) worst = e;
     }
     EXPECT(worst > 0, "lean gradients are bitwise the plain ones: the lean path did not run");
@@ -273,7 +281,8 @@ int main(void) {
     CHECK(mkdtemp(dir), "mkdtemp");
     test_step_equals_forward();
     test_state_sees_weight_updates();
-    test_lean_activations();
+    test_lean_activations(0);
+    test_lean_activations(1);
     test_bf16_decode();
     test_training_learns(dir);
     test_checkpoints(dir);
