@@ -18,6 +18,9 @@ __device__ __forceinline__ static void st(__nv_bfloat16 *p, size_t i, float v) {
 __device__ static inline float sigmoidf_(float p) { return 1.0f / (1.0f + expf(-p)); }
 
 #define CONV_CHUNK 64 /* steps per thread in the sliding-window kernels */
+/* steps whose loads a sliding-window thread issues together (one load at a time per thread leaves the memory
+ * system mostly idle: too few bytes in flight per multiprocessor) */
+#define CONV_UNROLL 8
 
 /* Slides a window of the last K inputs by one step (xnew the newest) and returns the pre-activation: the bias,
  * then the taps oldest first. The forward and the backward's recompute share it: the same bits by construction. */
@@ -140,10 +143,17 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, __
         else xwin[k] = 0.0f;
     }
     const float b0 = bias ? bias[c] : 0.0f;
-    for (int t = t0; t < t1; t++) {
-        const float acc = window_step<K>(xwin, wk, b0, ld(x, (row0 + t) * ldx + c)), o = acc * sigmoidf_(acc);
-        out[(row0 + t) * C + c] = o;
-        if (out16) out16[(row0 + t) * C + c] = __float2bfloat16_rn(o);
+    for (int t = t0; t < t1; t += CONV_UNROLL) {
+        float xn[CONV_UNROLL]; /* the loads of CONV_UNROLL steps first: that many in flight per thread */
+#pragma unroll
+        for (int u = 0; u < CONV_UNROLL; u++) xn[u] = t + u < t1 ? ld(x, (row0 + t + u) * ldx + c) : 0.0f;
+#pragma unroll
+        for (int u = 0; u < CONV_UNROLL; u++) {
+            if (t + u >= t1) break;
+            const float acc = window_step<K>(xwin, wk, b0, xn[u]), o = acc * sigmoidf_(acc);
+            out[(row0 + t + u) * C + c] = o;
+            if (out16) out16[(row0 + t + u) * C + c] = __float2bfloat16_rn(o);
+        }
     }
 }
 
@@ -201,26 +211,39 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
         const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
         xwin[k] = ts >= 0 ? ld(x, (row0 + ts) * ldx + c) : 0.0f;
     }
-    for (int tp = t0; tp < t1 + K - 1; tp++) {
-        float d = 0.0f;
-        if (tp < T) {
-            const float p = window_step<K>(xwin, wk, b0, ld(x, (row0 + tp) * ldx + c)), sg = sigmoidf_(p);
-            d = dout[(row0 + tp) * C + c] * sg * (1.0f + p * (1.0f - sg));
-        }
-        if (tp < t1) { /* dw, dbias: this chunk's own steps */
+    const int tend = min(T, t1 + K - 1); /* the last step read, plus one */
+    for (int tb = t0; tb < t1 + K - 1; tb += CONV_UNROLL) {
+        float xn[CONV_UNROLL], dn[CONV_UNROLL]; /* the loads of CONV_UNROLL steps first, as in the forward */
 #pragma unroll
-            for (int k = 0; k < K; k++) accw[k] += d * xwin[k];
-            accb += d;
+        for (int u = 0; u < CONV_UNROLL; u++) {
+            const bool in = tb + u < tend;
+            xn[u] = in ? ld(x, (row0 + tb + u) * ldx + c) : 0.0f;
+            dn[u] = in ? dout[(row0 + tb + u) * C + c] : 0.0f;
         }
 #pragma unroll
-        for (int k = 0; k < K - 1; k++) dp[k] = dp[k + 1];
-        dp[K - 1] = d; /* dp[j] = dpre[tp - (K-1) + j] */
-        const int t = tp - (K - 1);
-        if (t >= t0) { /* dx[t] = sum_k w[k] dpre[t + K-1-k] */
-            float acc = 0.0f;
+        for (int u = 0; u < CONV_UNROLL; u++) {
+            const int tp = tb + u;
+            if (tp >= t1 + K - 1) break;
+            float d = 0.0f;
+            if (tp < T) {
+                const float p = window_step<K>(xwin, wk, b0, xn[u]), sg = sigmoidf_(p);
+                d = dn[u] * sg * (1.0f + p * (1.0f - sg));
+            }
+            if (tp < t1) { /* dw, dbias: this chunk's own steps */
 #pragma unroll
-            for (int k = 0; k < K; k++) acc += wk[k] * dp[K - 1 - k];
-            st(dx, (row0 + t) * lddx + c, acc);
+                for (int k = 0; k < K; k++) accw[k] += d * xwin[k];
+                accb += d;
+            }
+#pragma unroll
+            for (int k = 0; k < K - 1; k++) dp[k] = dp[k + 1];
+            dp[K - 1] = d; /* dp[j] = dpre[tp - (K-1) + j] */
+            const int t = tp - (K - 1);
+            if (t >= t0) { /* dx[t] = sum_k w[k] dpre[t + K-1-k] */
+                float acc = 0.0f;
+#pragma unroll
+                for (int k = 0; k < K; k++) acc += wk[k] * dp[K - 1 - k];
+                st(dx, (row0 + t) * lddx + c, acc);
+            }
         }
     }
 #pragma unroll

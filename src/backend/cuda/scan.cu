@@ -51,7 +51,11 @@ extern "C" int cuda_device_available(const char **why) {
 // torch's softplus (threshold 20), accurate (log1pf: dt's relative error stays ~1e-7 where dt is small), and
 // the logistic function from the fast exp and division (relative error ~1e-6: the result is never small
 // through cancellation)
-__device__ __forceinline__ static float softplus_(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+// (both sides computed and one selected: no branch)
+__device__ __forceinline__ static float softplus_(float v) {
+    const float s = log1pf(expf(fminf(v, 20.0f)));
+    return v > 20.0f ? v : s;
+}
 __device__ __forceinline__ static float sigmoid_(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
 
 // The gate z is float32 or bf16 (the lean path's xz): the kernels take its type TZ and read it through gate_ld().
@@ -117,6 +121,19 @@ __device__ __forceinline__ static BcWalk bc_walk(int NP) {
 // states n >= N. Consecutive threads take consecutive n of a step: coalesced reads.
 __device__ static void stage_bc_async(float *Bs, float *Cs, const float *Bm, const float *Cm, int ldbc, size_t row0,
                                       int t0, int T, int CH, int N, int NP, BcWalk wk) {
+    if (wk.dr == 0) { // blockDim.x a multiple of NP (the usual case): each thread keeps one n, steps dq apart
+        const int n = wk.n0;
+        const bool nok = n < N;
+        const size_t first = (row0 + t0) * ldbc + n;
+        for (int tt = wk.tt0; tt < CH; tt += wk.dq) {
+            const bool ok = nok && t0 + tt < T;
+            const size_t at = first + (size_t)tt * ldbc;
+            const int at_s = n * (CH + 4) + tt;
+            cp_async4(Bs + at_s, ok ? Bm + at : Bm, ok ? 4 : 0);
+            if (Cs) cp_async4(Cs + at_s, ok ? Cm + at : Cm, ok ? 4 : 0);
+        }
+        return;
+    }
     int tt = wk.tt0, n = wk.n0;
     for (int i = threadIdx.x; i < NP * CH; i += blockDim.x) {
         const int t = t0 + tt, at_s = n * (CH + 4) + tt;
@@ -143,6 +160,19 @@ template <int ITEMS> __device__ __forceinline__ static void lds_vec(float (&v)[I
         const float4 t = reinterpret_cast<const float4 *>(p)[q];
         v[4 * q] = t.x, v[4 * q + 1] = t.y, v[4 * q + 2] = t.z, v[4 * q + 3] = t.w;
     }
+}
+
+// v[i] = z[(row + i) * ldz + e] for the steps i < nvalid (0 for the others; all ITEMS when full).
+template <int ITEMS, typename TZ>
+__device__ __forceinline__ static void load_gate(float (&v)[ITEMS], const TZ *z, int ldz, size_t row, int e, bool full,
+                                                 int nvalid) {
+    const TZ *zp = z + row * ldz + e;
+    if (full)
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) v[i] = gate_ld(zp, (size_t)i * ldz);
+    else
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) v[i] = i < nvalid ? gate_ld(zp, (size_t)i * ldz) : 0.0f;
 }
 
 // ---- forward ---------------------------------------------------------------------------------------
@@ -190,10 +220,9 @@ __global__ void __launch_bounds__(W * 32)
         const int p = k & 1, tw = k * CH + w * ITEMS; // tw: this thread's first step
         if (k + 1 < nchunk) stage(k + 1, p ^ 1);
         cp_async_commit();
+        const bool full = live && tw + ITEMS <= T; // all of this thread's steps exist: no per-step tests
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
-        if (gate)
-#pragma unroll
-            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_ld(z, (row0 + tw + i) * ldz + e) : 0.0f;
+        if (gate) load_gate<ITEMS>(zv, z, ldz, row0 + tw, e, full, live ? T - tw : 0);
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP;
@@ -251,15 +280,23 @@ __global__ void __launch_bounds__(W * 32)
                 }
             }
         }
-        if (live)
+        if (live) {
+            const float *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
+            const size_t at = (row0 + tw) * E + e;
+            auto put = [&](int i) {
+                float yo = yv[i] + d * xs[i * 32];
+                if (gate) yo = yo * zv[i] * sigmoid_(zv[i]);
+                if (y16) y16[at + (size_t)i * E] = __float2bfloat16_rn(yo);
+                else y[at + (size_t)i * E] = yo;
+            };
+            if (full)
 #pragma unroll
-            for (int i = 0; i < ITEMS; i++)
-                if (tw + i < T) {
-                    float yo = yv[i] + d * X[p * CH * 32 + (w * ITEMS + i) * 32 + lane];
-                    if (gate) yo = yo * zv[i] * sigmoid_(zv[i]);
-                    if (y16) y16[(row0 + tw + i) * E + e] = __float2bfloat16_rn(yo);
-                    else y[(row0 + tw + i) * E + e] = yo;
-                }
+                for (int i = 0; i < ITEMS; i++) put(i);
+            else
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++)
+                    if (tw + i < T) put(i);
+        }
         __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
     }
     if (h)
@@ -390,37 +427,46 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
 
     // pass 2: chunks in reverse (the j-th one processed is chunk nchunk-1-j, in buffer j & 1)
     float dD = 0.0f, dbias = 0.0f;
+    // the dB, dC reduction: this lane sums PER float4s of row rr (rr < ITEMS: dB of step rr, else dC of step
+    // rr - ITEMS) of its warp's red area together with the other LPR - 1 lanes of that row; the first of them
+    // stores the sum at pbc0 [+ chunk start][+ n * 2T] (part_bc [B][nblk][NP][2][T])
+    static_assert(32 % R == 0, "2 * ITEMS must divide 32");
+    constexpr int LPR = 32 / R, PER = 8 / LPR;
+    const int rr = lane / LPR, rpart = lane % LPR, ri = rr % ITEMS;
+    const float4 *rrow = reinterpret_cast<const float4 *>(red + (w * R + rr) * RED_STRIDE) + rpart * PER;
+    float *const pbc0 = part_bc + (((size_t)b * nblk + blockIdx.x) * NP * 2 + rr / ITEMS) * (size_t)T + w * ITEMS + ri;
     stage2(nchunk - 1, 0);
     cp_async_commit();
     for (int j = 0; j < nchunk; j++) {
         const int k = nchunk - 1 - j, p = j & 1, tw = k * CH + w * ITEMS;
         if (k > 0) stage2(k - 1, p ^ 1);
         cp_async_commit();
+        const bool full = live && tw + ITEMS <= T; // all of this thread's steps exist: no per-step tests
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
-        if (gate)
-#pragma unroll
-            for (int i = 0; i < ITEMS; i++) zv[i] = live && tw + i < T ? gate_ld(z, (row0 + tw + i) * ldz + e) : 0.0f;
+        if (gate) load_gate<ITEMS>(zv, z, ldz, row0 + tw, e, full, live ? T - tw : 0);
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
-        float xv[ITEMS], dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], gout[ITEMS], yr[ITEMS];
-        lds_steps<ITEMS>(xv, X + p * CH * 32, w * ITEMS, lane);
+        // this thread's steps of the staged x, dt and dout: x and dout are read again at the end (fewer
+        // registers held across the state loop)
+        const float *xs = X + p * CH * 32 + w * ITEMS * 32 + lane, *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
+        float dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], yr[ITEMS];
+        lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dyv, DY + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
             dtv[i] = tw + i < T ? softplus_(dtv[i] + bias) : 0.0f;
-            if (gate) { // dy = d(out) silu(z); the gate's own gradient needs y, recomputed below
-                gout[i] = dyv[i];
-                dyv[i] = dyv[i] * zv[i] * sigmoid_(zv[i]);
-            }
+            if (gate) dyv[i] = dyv[i] * zv[i] * sigmoid_(zv[i]); // dy = d(out) silu(z); y for dz is recomputed below
             yr[i] = 0.0f;
             sdt += dtv[i];
-            dD += xv[i] * dyv[i];
-            dtx[i] = dtv[i] * xv[i];
+            dD += dtx[i] * dyv[i]; // dtx holds x here
+            dtx[i] *= dtv[i];
             gB[i] = aw[i] = 0.0f;
         }
+        float *const pbk = pbc0 + (size_t)k * CH;
+        const bool pst = rpart == 0 && tw + ri < T;
         const float *uin = crv + ((k + 1) & 1) * NP * 32;
         float *uout = crv + (k & 1) * NP * 32;
         float *rw = red + w * R * RED_STRIDE;
@@ -495,46 +541,48 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                 // row r (dB or dC of one step) summed over the warp's 32 channels in a fixed order: LPR
                 // lanes share a row, each sums PER float4s of it (four running sums, one per component),
                 // then a butterfly over the LPR lanes (a + b == b + a exactly, so all agree)
-                static_assert(32 % R == 0, "2 * ITEMS must divide 32");
-                constexpr int LPR = 32 / R, PER = 8 / LPR;
                 {
-                    const int r = lane / LPR, part = lane % LPR;
-                    const float4 *row = reinterpret_cast<const float4 *>(rw + r * RED_STRIDE) + part * PER;
-                    float4 s4 = row[0];
+                    float4 s4 = rrow[0];
 #pragma unroll
                     for (int c = 1; c < PER; c++) {
-                        const float4 v4 = row[c];
+                        const float4 v4 = rrow[c];
                         s4.x += v4.x, s4.y += v4.y, s4.z += v4.z, s4.w += v4.w;
                     }
                     float s = (s4.x + s4.y) + (s4.z + s4.w);
 #pragma unroll
                     for (int off = 1; off < LPR; off <<= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-                    const int q = r / ITEMS, t = tw + r % ITEMS;
-                    if (part == 0 && t < T) part_bc[((((size_t)b * nblk + blockIdx.x) * NP + n) * 2 + q) * T + t] = s;
+                    if (pst) pbk[(size_t)n * 2 * T] = s;
                 }
                 __syncwarp();
             }
         }
-        if (live)
-#pragma unroll
-            for (int i = 0; i < ITEMS; i++)
-                if (tw + i < T) {
-                    const size_t row = row0 + tw + i, at = row * E + e;
-                    dx[at] = dtv[i] * gB[i] + d * dyv[i];
-                    // through the softplus: d softplus(pre) / d pre = sigmoid(pre), pre = dt + bias (staged dt)
-                    const float pre = DT[p * CH * 32 + (w * ITEMS + i) * 32 + lane] + bias;
-                    const float g = (xv[i] * gB[i] + aw[i]) * sigmoid_(pre);
-                    ddt[at] = g;
-                    dbias += g;
-                    if (gate) {
-                        const float y = yr[i] + d * xv[i], s = sigmoid_(zv[i]);
-                        const float gz = gout[i] * y * s * (1.0f + zv[i] * (1.0f - s));
-                        if (dz16) dz16[row * lddz + e] = __float2bfloat16_rn(gz);
-                        else dz[row * lddz + e] = gz;
-                        if (out16) out16[at] = __float2bfloat16_rn(y * zv[i] * s);
-                        else if (out) out[at] = y * zv[i] * s;
-                    }
+        if (live) {
+            const float *dts = DT + p * CH * 32 + w * ITEMS * 32 + lane;
+            const size_t at = (row0 + tw) * E + e, atz = (row0 + tw) * lddz + e;
+            auto put = [&](int i) {
+                const float xv = xs[i * 32];
+                dx[at + (size_t)i * E] = dtv[i] * gB[i] + d * dyv[i];
+                // through the softplus: d softplus(pre) / d pre = sigmoid(pre), pre = dt + bias (staged dt)
+                const float g = (xv * gB[i] + aw[i]) * sigmoid_(dts[i * 32] + bias);
+                ddt[at + (size_t)i * E] = g;
+                dbias += g;
+                if (gate) {
+                    const float y = yr[i] + d * xv, s = sigmoid_(zv[i]);
+                    const float gz = dys[i * 32] * y * s * (1.0f + zv[i] * (1.0f - s));
+                    if (dz16) dz16[atz + (size_t)i * lddz] = __float2bfloat16_rn(gz);
+                    else dz[atz + (size_t)i * lddz] = gz;
+                    if (out16) out16[at + (size_t)i * E] = __float2bfloat16_rn(y * zv[i] * s);
+                    else if (out) out[at + (size_t)i * E] = y * zv[i] * s;
                 }
+            };
+            if (full)
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) put(i);
+            else
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++)
+                    if (tw + i < T) put(i);
+        }
         __syncthreads(); // everyone is done with buffer p
     }
 #undef HB
