@@ -280,18 +280,22 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     /* the head's gradients (the embedding's, when tied) */
     be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V,
                    D);
-    be->rmsnorm_bwd(a->dx, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd, rows, D,
-                    0);
     uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL; /* as the forward */
     float *normed = normed16 ? NULL : a->normed;
+    /* lean: each norm backward also leaves the residual gradient in bf16, the next mixer's dout for its GEMMs, in
+     * the unused second half of normed's space */
+    uint16_t *dx16 = normed16 ? normed16 + (size_t)rows * D : NULL;
+    be->rmsnorm_bwd(a->dx, dx16, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd,
+                    rows, D, 0);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.u16 = normed16;
+        ctx.dout16 = dx16;
         const float *resid = a->resid + (size_t)l * rows * D, *norm_w = w + P[m->layers[l].norm].offset;
         be->rmsnorm_fwd(normed, normed16, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* again */
         m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, a->du, a->dx,
                                     normed, B, T);
-        be->rmsnorm_bwd(a->dx, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
+        be->rmsnorm_bwd(a->dx, l ? dx16 : NULL, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
                     w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows, rows, D, 1);
     }
     be->embedding_bwd(dw + P[m->emb].offset, a->dx, a->tokens, rows, D);

@@ -99,10 +99,10 @@ static void p_rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, 
     inner->rmsnorm_fwd(y, y16, rstd, x, w, rows, D, eps);
     prof_end(8, "rmsnorm_fwd", "other", t0);
 }
-static void p_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
-                          int rows, int D, int acc) {
+static void p_rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
+                          const float *rstd, int rows, int D, int acc) {
     double t0 = prof_begin();
-    inner->rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
+    inner->rmsnorm_bwd(dx, dx16, dw, dy, x, w, rstd, rows, D, acc);
     prof_end(9, "rmsnorm_bwd", "other", t0);
 }
 static void p_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,

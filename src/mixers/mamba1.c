@@ -224,7 +224,10 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     float *ddbc = ddt + (size_t)rows * d.E;     /* [rows, P] */
     float *dAt = ddbc + (size_t)rows * d.P;     /* [N, E] */
 
-    be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
+    /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward */
+    if (ctx->dout16)
+        be->matmul_bwd16(dy, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
+    else be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->zero(dAt, sizeof(float) * d.N * d.E);
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
@@ -236,7 +239,9 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
                            .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E, .out = a.g16 ? NULL : a.g,
                            .out16 = a.g16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
-    if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
+    if (a.g16 && ctx->dout16)
+        be->matmul_bwd16(NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D, d.E);
+    else if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);

@@ -18,6 +18,7 @@ typedef struct {
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
     const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
     const uint16_t *u16;   /* lean training: the mixer's input in bf16 (the u argument is then NULL), or NULL */
+    const uint16_t *dout16; /* lean backward: the gradient of the mixer's output in bf16 as well (dout), or NULL */
 } mixer_ctx;
 
 typedef struct mixer_kind {

@@ -25,7 +25,8 @@ void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int
  * decode, where reading the weights is the cost. */
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
 /* matmul_bwd with dy and x each in float32 or bf16 (exactly one of dy, dy16 and one of x, x16): the lean
- * path's producers write some of them rounded. */
+ * path's producers write some of them rounded. dx NULL: only dw (x unused); dw NULL: only dx (x and w unused
+ * respectively: x may be NULL, and w when dx is). */
 void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
                   const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
 /* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16
@@ -58,9 +59,10 @@ void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const flo
  * = rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place). Bitwise the same as the add then the norm. */
 void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
                      const float *w, int rows, int D, float eps);
-/* dx (+)= grad through the norm: accumulate into dx when acc != 0; dw += per-column sums. */
-void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
-                 int rows, int D, int acc);
+/* dx (+)= grad through the norm: accumulate into dx when acc != 0; dw += per-column sums. dx16, when not NULL,
+ * also receives dx as it ends (after the accumulation) rounded to bf16: the lean path's next GEMM operand. */
+void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
+                 const float *rstd, int rows, int D, int acc);
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
 /* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:

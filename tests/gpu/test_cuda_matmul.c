@@ -140,6 +140,10 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     bwd16(gdx, ldx, 1.0f, gdw, NULL, gdy16, ldy, gx, NULL, ldx, gw, M, N, K);
     matmul_bwd16(dx, ldx, 1.0f, dw, dy, NULL, ldy, NULL, x16, ldx, w, M, N, K); /* and x in bf16 */
     bwd16(gdx, ldx, 1.0f, gdw, gdy, NULL, ldy, NULL, gx16, ldx, gw, M, N, K);
+    matmul_bwd16(dx, ldx, 1.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K); /* one gradient alone: dx */
+    bwd16(gdx, ldx, 1.0f, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
+    matmul_bwd16(NULL, 0, 0.0f, dw, NULL, dy16, ldy, NULL, x16, ldx, NULL, M, N, K); /* dw */
+    bwd16(NULL, 0, 0.0f, gdw, NULL, gdy16, ldy, NULL, gx16, ldx, NULL, M, N, K);
     float *rdx4 = host_floats(gdx, (size_t)M * ldx), *rdw4 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(rdx4 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
     printf("  bwd16 rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx4, dx, (size_t)M * ldx),

@@ -72,8 +72,7 @@ static void test_embedding(void) {
     free(table), free(dout), free(dtable0);
 }
 
-static void test_rmsnorm(void) {
-    const int rows = 203, D = 333;
+static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weight gradient in a second pass */
     const float eps = 1e-5f;
     float *x = rand_vec((size_t)rows * D, 2), *w = rand_vec(D, 1), *dy = rand_vec((size_t)rows * D, 1);
     float *dx0 = rand_vec((size_t)rows * D, 1), *dw0 = rand_vec(D, 1);
@@ -140,16 +139,27 @@ static void test_rmsnorm(void) {
     free(delta);
     TEST_END();
 
-    TEST_BEGIN("CUDA rmsnorm_bwd within 1e-5 relative (dx written and accumulated, dw +=), repeatable");
+    char name[160];
+    snprintf(name, sizeof name, "CUDA rmsnorm_bwd within 1e-5 relative (dx written and accumulated, dw +=; dx16 = "
+             "bf16(dx) exactly), repeatable: rows %d, D %d", rows, D);
+    TEST_BEGIN(name);
     for (int acc = 0; acc < 2; acc++) {
         float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];
-        rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, D, acc);
+        rmsnorm_bwd(dx, NULL, dw, dy, x, w, rstd, rows, D, acc);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(rows * D)), *d_dw = gpu_to_dev(dw0, FB(D)),
                   *d_dy = gpu_to_dev(dy, FB(rows * D));
             float *d_x = gpu_to_dev(x, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D)), *d_r = gpu_to_dev(rstd, FB(rows));
-            rmsnorm_bwd_cuda(d_dx, d_dw, d_dy, d_x, d_w, d_r, rows, D, acc);
+            uint16_t *d16, *got = malloc(sizeof(uint16_t) * rows * D), *want = malloc(sizeof(uint16_t) * rows * D);
+            CUDA_CHECK(cudaMalloc((void **)&d16, sizeof(uint16_t) * rows * D));
+            rmsnorm_bwd_cuda(d_dx, rep ? d16 : NULL, d_dw, d_dy, d_x, d_w, d_r, rows, D, acc); /* dx16 on rep 1 */
             gpu_to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
+            if (rep) {
+                CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
+                bf16_from_f32(want, gdx[rep], (size_t)rows * D);
+                EXPECT(!memcmp(got, want, sizeof(uint16_t) * rows * D), "dx16 is not dx rounded");
+            }
+            cudaFree(d16), free(got), free(want);
             gpu_to_host(gdw[rep] = malloc(FB(D)), d_dw, FB(D));
             cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_dy), cudaFree(d_x), cudaFree(d_w), cudaFree(d_r);
         }
@@ -410,7 +420,8 @@ int main(void) {
         return 0;
     }
     test_embedding();
-    test_rmsnorm();
+    test_rmsnorm(203, 333);
+    test_rmsnorm(5, 12289);
     test_conv1d(3, 37, 75, 4);
     test_conv1d(2, 150, 75, 4);
     test_conv1d(2, 130, 40, 3);

@@ -38,7 +38,7 @@ void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16
 void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
                   const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
     float *dyw = dy16 ? f32_from_bf16_rows(dy16, lddy, M, N) : NULL;
-    float *xw = x16 ? f32_from_bf16_rows(x16, ldx, M, K) : NULL;
+    float *xw = x16 && dw ? f32_from_bf16_rows(x16, ldx, M, K) : NULL;
     matmul_bwd(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
     free(dyw);
     free(xw);
@@ -57,8 +57,8 @@ void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16,
 
 void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                 const float *w, int M, int N, int K) {
-    matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
-    matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
+    if (dx) matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
+    if (dw) matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
 }
 
 void bias_add(float *y, int ldy, const float *bias, int rows, int N) {

@@ -46,8 +46,8 @@ void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const f
     }
 }
 
-void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
-                 int rows, int D, int acc) {
+void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
+                 const float *rstd, int rows, int D, int acc) {
     int nt = omp_get_max_threads();
     float *partial = xcalloc((size_t)nt * D, sizeof(float));
 #pragma omp parallel
@@ -68,6 +68,7 @@ void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const fl
                 for (int i = 0; i < D; i++) dxr[i] += dyr[i] * w[i] * s - xr[i] * c;
             else
                 for (int i = 0; i < D; i++) dxr[i] = dyr[i] * w[i] * s - xr[i] * c;
+            if (dx16) bf16_from_f32(dx16 + (size_t)r * D, dxr, (size_t)D);
         }
     }
     for (int t = 0; t < nt; t++)

@@ -205,8 +205,8 @@ extern "C" void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const f
 
 extern "C" void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
                                 int ldx, const float *w, int M, int N, int K) {
-    matmul_dyw_cuda(dx, lddx, dy, lddy, w, M, N, K, beta);
-    matmul_dw_acc_cuda(dw, dy, lddy, x, ldx, M, N, K);
+    if (dx) matmul_dyw_cuda(dx, lddx, dy, lddy, w, M, N, K, beta);
+    if (dw) matmul_dw_acc_cuda(dw, dy, lddy, x, ldx, M, N, K);
 }
 
 // The same with bf16 tensor-core inputs and float32 accumulation and output (backend_cuda_bf16).
@@ -231,12 +231,12 @@ extern "C" void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, co
 }
 
 // Both gradients from one bf16 copy of dy (the pair of products above in their column-major form: dx^T = w^T dy^T
-// and dw^T += x^T dy); skinny products take the two calls.
+// and dw^T += x^T dy); skinny products, or one gradient alone, take the single calls.
 extern "C" void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy,
                                      const float *x, int ldx, const float *w, int M, int N, int K) {
-    if (!bf16_copies(K, M, N)) {
-        matmul_dyw_cuda_bf16(dx, lddx, dy, lddy, w, M, N, K, beta);
-        matmul_dw_acc_cuda_bf16(dw, dy, lddy, x, ldx, M, N, K);
+    if (!bf16_copies(K, M, N) || !dx || !dw) {
+        if (dx) matmul_dyw_cuda_bf16(dx, lddx, dy, lddy, w, M, N, K, beta);
+        if (dw) matmul_dw_acc_cuda_bf16(dw, dy, lddy, x, ldx, M, N, K);
         return;
     }
     lt_init();
@@ -364,7 +364,7 @@ extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x,
 extern "C" void matmul_bwd16_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
                                   int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N,
                                   int K) {
-    float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 ? widen(x16, ldx, M, K) : NULL;
+    float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 && dw ? widen(x16, ldx, M, K) : NULL;
     matmul_bwd_cuda(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
     if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
     if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
@@ -374,21 +374,21 @@ extern "C" void matmul_bwd16_cuda_bf16(float *dx, int lddx, float beta, float *d
                                        const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
                                        const float *w, int M, int N, int K) {
     if (!bf16_copies(K, M, N)) { // skinny: through the float32-operand path
-        float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 ? widen(x16, ldx, M, K) : NULL;
+        float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 && dw ? widen(x16, ldx, M, K) : NULL;
         matmul_bwd_cuda_bf16(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
         if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
         if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
         return;
     }
-    __nv_bfloat16 *dyc = NULL, *xc = NULL, *w16 = bf16_copy(w, K, N, K);
-    const __nv_bfloat16 *dyb, *xb;
+    __nv_bfloat16 *dyc = NULL, *xc = NULL, *w16 = dx ? bf16_copy(w, K, N, K) : NULL;
+    const __nv_bfloat16 *dyb, *xb = NULL;
     if (dy16) dyb = aligned_x16(dy16, &lddy, M, N, &dyc);
     else dyb = dyc = bf16_copy(dy, N, M, lddy), lddy = N;
-    if (x16) xb = aligned_x16(x16, &ldx, M, K, &xc);
-    else xb = xc = bf16_copy(x, K, M, ldx), ldx = K;
-    lt_gemm_bf16(false, false, K, M, N, w16, K, dyb, lddy, dx, lddx, beta); // dx^T (K x M) = w^T (K x N) dy^T (N x M)
-    lt_gemm_bf16(false, true, K, N, M, xb, ldx, dyb, lddy, dw, K, 1.0f);    // dw^T (K x N) += x^T (K x M) (dy^T)^T
-    bf16_free(w16);
+    if (dw && x16) xb = aligned_x16(x16, &ldx, M, K, &xc); // x only for dw
+    else if (dw) xb = xc = bf16_copy(x, K, M, ldx), ldx = K;
+    if (dx) lt_gemm_bf16(false, false, K, M, N, w16, K, dyb, lddy, dx, lddx, beta); // dx^T = w^T (K x N) dy^T (N x M)
+    if (dw) lt_gemm_bf16(false, true, K, N, M, xb, ldx, dyb, lddy, dw, K, 1.0f);    // dw^T += x^T (K x M) (dy^T)^T
+    if (w16) bf16_free(w16);
     if (dyc) bf16_free(dyc);
     if (xc) bf16_free(xc);
 }

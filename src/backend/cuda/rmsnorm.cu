@@ -1,5 +1,6 @@
-/* RMSNorm forward/backward (CUDA): one block per row with a fixed-order (double) block reduction, as the
- * CPU sums in double; dw's column sums go through colsum_acc (per-chunk partials summed in order). */
+/* RMSNorm forward/backward (CUDA), sums in double as the CPU's, in a fixed order: the forward a block per row (a
+ * block reduction; a warp per row measured slower, and far slower for decode's few rows), the backward a warp per
+ * row (a butterfly of shuffles) with the weight gradient's column sums as per-block partials added in order. */
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
@@ -10,6 +11,12 @@
 __device__ __forceinline__ static void norm_store(float *y, __nv_bfloat16 *y16, size_t i, float v) {
     if (y) y[i] = v;
     if (y16) y16[i] = __float2bfloat16_rn(v);
+}
+
+/* The same bits in every lane: a butterfly (a + b == b + a exactly). */
+__device__ __forceinline__ static double warp_sum(double v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
 }
 
 __global__ static void rmsnorm_fwd_kernel(float *y, __nv_bfloat16 *y16, float *rstd, const float *x, const float *w,
@@ -43,23 +50,51 @@ __global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, __nv_bfloa
     for (int i = threadIdx.x; i < D; i += RED_THREADS) norm_store(y, y16, r * D + i, xo[i] * s * w[i]);
 }
 
-__global__ static void rmsnorm_bwd_dx_kernel(float *dx, const float *dy, const float *x, const float *w,
-                                             const float *rstd, int D, int acc) {
-    const size_t r = blockIdx.x;
-    const float *xr = x + r * D, *dyr = dy + r * D;
-    float *dxr = dx + r * D;
-    const float s = rstd[r];
-    double dot = 0;
-    for (int i = threadIdx.x; i < D; i += RED_THREADS) dot += (double)dyr[i] * w[i] * xr[i];
-    dot = block_reduce(dot, SumOp());
-    const float c = (float)(dot / D) * s * s * s;
-    for (int i = threadIdx.x; i < D; i += RED_THREADS) {
-        const float g = dyr[i] * w[i] * s - xr[i] * c;
-        dxr[i] = acc ? dxr[i] + g : g;
+/* The backward: a warp per row (its dot product summed by shuffles, no block barrier), NORM_BWD_ROWS rows per
+ * block. dx (+)= the gradient, dx16 = bf16(dx) when asked; with part_w, each warp adds dy * x * rstd of its rows
+ * into its own row of shared memory (lane-owned columns) and the block leaves the sum of those rows, in warp
+ * order, in part_w[block, :]: dy and x are read by this pass only. */
+#define NORM_BWD_WARPS 8
+#define NORM_BWD_ROWS 32
+__global__ static void __launch_bounds__(NORM_BWD_WARPS * 32)
+    rmsnorm_bwd_kernel(float *dx, __nv_bfloat16 *dx16, float *part_w, const float *dy, const float *x,
+                       const float *w, const float *rstd, int rows, int D, int acc) {
+    extern __shared__ float dws[]; /* [NORM_BWD_WARPS][D] when part_w */
+    const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+    float *mine = dws + (size_t)wp * D;
+    if (part_w)
+#pragma unroll 4
+    for (int i = lane; i < D; i += 32) mine[i] = 0.0f;
+    const int r1 = min(rows, (int)(blockIdx.x + 1) * NORM_BWD_ROWS);
+    for (int r = blockIdx.x * NORM_BWD_ROWS + wp; r < r1; r += NORM_BWD_WARPS) {
+        const float *xr = x + (size_t)r * D, *dyr = dy + (size_t)r * D;
+        float *dxr = dx + (size_t)r * D;
+        const float s = rstd[r];
+        double dot = 0;
+#pragma unroll 4
+    for (int i = lane; i < D; i += 32) {
+            dot += (double)dyr[i] * w[i] * xr[i];
+            if (part_w) mine[i] += dyr[i] * xr[i] * s;
+        }
+        const float c = (float)(warp_sum(dot) / D) * s * s * s;
+#pragma unroll 4
+    for (int i = lane; i < D; i += 32) {
+            const float g = dyr[i] * w[i] * s - xr[i] * c, v = acc ? dxr[i] + g : g;
+            dxr[i] = v;
+            if (dx16) dx16[(size_t)r * D + i] = __float2bfloat16_rn(v);
+        }
+    }
+    if (part_w) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            float t = dws[i];
+            for (int v = 1; v < NORM_BWD_WARPS; v++) t += dws[(size_t)v * D + i];
+            part_w[(size_t)blockIdx.x * D + i] = t;
+        }
     }
 }
 
-struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd */
+struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd (rows too wide for the fused sums) */
     const float *dy, *x, *rstd;
     int D;
     __device__ float operator()(int r, int i) const {
@@ -82,10 +117,21 @@ extern "C" void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, floa
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void rmsnorm_bwd_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
+extern "C" void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
                                  const float *rstd, int rows, int D, int acc) {
     if (rows <= 0 || D <= 0) return;
-    rmsnorm_bwd_dx_kernel<<<rows, RED_THREADS>>>(dx, dy, x, w, rstd, D, acc);
+    const int nblk = cdiv(rows, NORM_BWD_ROWS);
+    const size_t smem = sizeof(float) * NORM_BWD_WARPS * (size_t)D;
+    const bool fused = smem <= 48 * 1024; /* the weight-gradient sums in shared memory */
+    float *part_w = NULL;
+    if (fused) CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nblk * D, 0));
+    rmsnorm_bwd_kernel<<<nblk, NORM_BWD_WARPS * 32, fused ? smem : 0>>>(dx, (__nv_bfloat16 *)dx16, part_w, dy, x, w, rstd,
+                                                                rows, D, acc);
     CUDA_CHECK_LAUNCH();
-    colsum_acc(dw, RmsnormDw{dy, x, rstd, D}, rows, D);
+    if (fused) {
+        colsum_finish(dw, part_w, nblk, D);
+        CUDA_CHECK(cudaFreeAsync(part_w, 0));
+    } else {
+        colsum_acc(dw, RmsnormDw{dy, x, rstd, D}, rows, D);
+    }
 }
