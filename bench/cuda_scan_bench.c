@@ -50,8 +50,8 @@ int main(int argc, char **argv) {
     if (argc == 5) B = atoi(argv[1]), T = atoi(argv[2]), E = atoi(argv[3]), N = atoi(argv[4]);
     rng_t r = {1};
     const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N;
-    /* the model's case (lean bf16 training): dt before softplus(dt + bias) in 0.001 .. 0.1, the gate z the second
-     * half of xz [B*T, 2E] in bf16, the output in bf16 */
+    /* the model's case (lean bf16 training): x in bf16 (as the conv writes it), dt before softplus(dt + bias) in
+     * 0.001 .. 0.1, the gate z the second half of xz [B*T, 2E] in bf16, the output in bf16 */
     float *x = dev_random(nx, -1, 1, &r), *dt = dev_random(nx, -7, -2.3f, &r), *bias = dev_random(E, 0, 0, &r),
           *At = dev_random((size_t)N * E, -16, -1, &r), *xz = dev_random(2 * nx, -2, 2, &r);
     float *bc = dev_random(nbc, -1, 1, &r), *Dv = dev_random(E, 0.5f, 1.5f, &r), *dy = dev_random(nx, -1, 1, &r);
@@ -59,10 +59,11 @@ int main(int argc, char **argv) {
     cudaMalloc((void **)&y, nx * 4), cudaMalloc((void **)&dx, nx * 4), cudaMalloc((void **)&ddt, nx * 4);
     cudaMalloc((void **)&dbc, nbc * 4), cudaMalloc((void **)&dA, (size_t)N * E * 4), cudaMalloc((void **)&dD, E * 4);
     cudaMalloc((void **)&db, E * 4), cudaMalloc((void **)&dxz, 2 * nx * 4);
-    uint16_t *xz16;
-    cudaMalloc((void **)&xz16, 2 * nx * 2);
+    uint16_t *xz16, *x16;
+    cudaMalloc((void **)&xz16, 2 * nx * 2), cudaMalloc((void **)&x16, nx * 2);
     bf16_from_f32_cuda(xz16, xz, 2 * nx);
-    const scan_args s = {.x = x, .dt = dt, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N, .Dv = Dv,
+    bf16_from_f32_cuda(x16, x, nx);
+    const scan_args s = {.x16 = x16, .dt = dt, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N, .Dv = Dv,
                          .z16 = xz16 + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N};
     const scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA, .dDv = dD,
                           .ddt_bias = db, .dz = dxz + E, .lddz = 2 * E, .out16 = (uint16_t *)y};
@@ -75,9 +76,10 @@ int main(int argc, char **argv) {
         printf("CUDA error: %s\n", cudaGetErrorString(err));
         return 1;
     }
-    /* the bytes each pass must move at least once: fwd reads x, dt, z (bf16), B, C and writes out (bf16); bwd
-     * reads dout, x, dt, z (bf16), B, C and writes dx, ddt, dz, out (bf16), dB, dC (parameters are negligible) */
-    const double fwd_bytes = 4.0 * (2 * nx + nbc) + 4.0 * nx, bwd_bytes = 4.0 * (6 * nx + 2 * nbc) + 4.0 * nx,
+    /* the bytes each pass must move at least once: fwd reads x (bf16), dt, z (bf16), B, C and writes out (bf16);
+     * bwd reads dout, x (bf16), dt, z (bf16), B, C and writes dx, ddt, dz, out (bf16), dB, dC (parameters are
+     * negligible) */
+    const double fwd_bytes = 4.0 * (nx + nbc) + 6.0 * nx, bwd_bytes = 4.0 * (5 * nx + 2 * nbc) + 6.0 * nx,
                  copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);

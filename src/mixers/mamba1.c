@@ -103,7 +103,8 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
  * backward from these (the conv and dt: cheap elementwise work and one small GEMM; the scan's backward
  * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): the GEMM operands a
  * bf16 GEMM rounds anyway are written in bf16 by their producers: in_proj writes xz (as torch's autocast does),
- * which the conv and the scan's gate read as it is; the conv also writes xs16 for x_proj; the scan writes
+ * which the conv and the scan's gate read as it is; the conv writes xs only in bf16 (xs16), which x_proj's GEMMs
+ * and the scan read (torch's autocast hands the scan a bf16 input too); the scan writes
  * out_proj's input g16; the backward writes dxz in bf16 for in_proj; the model hands the input in bf16 too
  * (ctx->u16). */
 typedef struct {
@@ -161,11 +162,12 @@ static size_t mamba1_state_floats(const ssm_config *c) {
 }
 
 /* The scan's operands in a layer's activations: x the SiLU(conv) output, dt the dt_proj output (the scan adds
- * the bias and applies the softplus), B and C from the x_proj output, the gate z the second half of xz. */
+ * the bias and applies the softplus), B and C from the x_proj output, the gate z the second half of xz; lean
+ * (xz16): x and z in bf16 as the conv and in_proj write them. */
 static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
                               int T, int xz16) {
-    return (scan_args){.x = a->xs, .dt = a->dt, .dt_bias = v->dt_b, .At = At, .Bm = a->dbc + d.R,
-                       .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
+    return (scan_args){.x = xz16 ? NULL : a->xs, .x16 = xz16 ? a->xs16 : NULL, .dt = a->dt, .dt_bias = v->dt_b,
+                       .At = At, .Bm = a->dbc + d.R, .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
                        .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N};
 }
 
@@ -182,7 +184,7 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     if (lean) {
         /* xz = in_proj(u) */
         be->matmul_xwT_y16(a.xz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D);
-        be->conv1d_silu_fwd(a.xs, a.xs16, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+        be->conv1d_silu_fwd(NULL, a.xs16, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     } else {
         mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
         if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
@@ -215,7 +217,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
     /* recompute the temps as the forward did, from the saved xz (lean: in bf16) and dbc: conv + SiLU and dt; the
      * scan's backward recomputes its gated output g */
-    be->conv1d_silu_fwd(a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_fwd(a.xs16 ? NULL : a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */

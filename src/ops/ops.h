@@ -67,7 +67,7 @@ void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const fl
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
 /* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:
  * out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias first, then the taps oldest first), and out16 (if
- * not NULL) the same rounded to bf16. init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL
+ * not NULL) the same rounded to bf16 (out may then be NULL). init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL
  * for zeros. */
 void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
                      const float *w, const float *bias, int B, int T, int C, int K);
@@ -87,6 +87,7 @@ void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, in
  * The per-step state is never stored; the backward recomputes it (and y) in chunks. */
 typedef struct {
     const float *x;       /* [B, T, E] dense: the scan input (SiLU of the conv) */
+    const uint16_t *x16;  /* or x in bf16 (exactly one of x, x16): lean training, as the conv writes it */
     const float *dt;      /* [B, T, E] dense: dt_proj's output, before the bias and softplus */
     const float *dt_bias; /* [E] */
     const float *At;      /* [N, E]: A transposed (state-major, so channels are contiguous) */

@@ -260,6 +260,10 @@ static void test_conv1d(int B, int T, int C, int K) {
             CUDA_CHECK(cudaMemcpy(o16, d_o16, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
             bf16_from_f32(ow16, go[rep], n);
             EXPECT(!memcmp(o16, ow16, sizeof(uint16_t) * n), "the bf16 output is not the float32 one rounded");
+            CUDA_CHECK(cudaMemset(d_o16, 0xff, sizeof(uint16_t) * n)); /* out16 alone (out NULL): the same bits */
+            conv1d_silu_fwd_cuda(NULL, d_o16, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
+            CUDA_CHECK(cudaMemcpy(o16, d_o16, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
+            EXPECT(!memcmp(o16, ow16, sizeof(uint16_t) * n), "out16 without out differs");
             cudaFree(d_o16), free(o16), free(ow16);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));

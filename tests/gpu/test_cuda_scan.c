@@ -29,7 +29,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
     char name[200];
     snprintf(name, sizeof name,
              "CUDA scan vs CPU: B %d, T %d, E %d, N %d%s (fwd with state and bwd within 1e-5; bitwise repeatable)", B,
-             T, E, N, gated ? ", gated" : "");
+             T, E, N, gated ? ", gated (also z, then x and z in bf16)" : "");
     TEST_BEGIN(name);
     const int ldz = 2 * E;
     const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N, nh = (size_t)B * E * N, na = (size_t)N * E,
@@ -152,6 +152,33 @@ static void check_case(int B, int T, int E, int N, int gated) {
         EXPECT((e = test_rel_err(zy, y, nx)) < 1e-5, "bf16 gate: y rel err %.2e", e);
         EXPECT((e = test_rel_err(zdx, dx, nx)) < 1e-5, "bf16 gate: dx rel err %.2e", e);
         EXPECT((e = test_rel_err(zdz, dz, nz)) < 1e-5, "bf16 gate: dz rel err %.2e", e);
+        /* and x in bf16 too (the lean path's conv output; staged by 16-byte copies where E % 8 == 0, else plain
+         * loads): against the CPU on the same rounded x, every output */
+        uint16_t *x16 = xmalloc(sizeof(uint16_t) * nx), *gx16;
+        bf16_from_f32(x16, x, nx);
+        CUDA_CHECK(cudaMalloc((void **)&gx16, sizeof(uint16_t) * nx));
+        CUDA_CHECK(cudaMemcpy(gx16, x16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
+        s16.x = NULL, s16.x16 = x16, gs16.x = NULL, gs16.x16 = gx16;
+        scan_fwd(&s16, y, NULL, NULL);
+        scan_fwd_cuda(&gs16, gy, NULL, NULL);
+        memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
+        scan_bwd(&s16, &g, dy);
+        CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+        scan_bwd_cuda(&gs16, &gg, gdy);
+        float *xy = host_floats(gy, nx), *xdx = host_floats(gdx, nx), *xddt = host_floats(gddt, nx),
+              *xdbc = host_floats(gdbc, nbc), *xdA = host_floats(gdA, na), *xdD = host_floats(gdD, E),
+              *xdz = host_floats(gdz, nz);
+        EXPECT((e = test_rel_err(xy, y, nx)) < 1e-5, "bf16 x: y rel err %.2e", e);
+        EXPECT((e = test_rel_err(xdx, dx, nx)) < 1e-5, "bf16 x: dx rel err %.2e", e);
+        EXPECT((e = test_rel_err(xddt, ddt, nx)) < 1e-5, "bf16 x: ddt rel err %.2e", e);
+        EXPECT((e = test_rel_err(xdbc, dbc, nbc)) < 1e-5, "bf16 x: dB, dC rel err %.2e", e);
+        EXPECT((e = test_rel_err(xdA, dA, na)) < 1e-5, "bf16 x: dA rel err %.2e", e);
+        EXPECT((e = test_rel_err(xdD, dD, E)) < 1e-5, "bf16 x: dD rel err %.2e", e);
+        EXPECT((e = test_rel_err(xdz, dz, nz)) < 1e-5, "bf16 x: dz rel err %.2e", e);
+        free(xy), free(xdx), free(xddt), free(xdbc), free(xdA), free(xdD), free(xdz);
+        cudaFree(gx16), free(x16);
         cudaFree(gz16), free(z16);
     }
     TEST_END();

@@ -31,9 +31,11 @@ void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t
         free(xw);
         return;
     }
-    if (out16) {
-        conv1d_silu_fwd(out, NULL, x, NULL, ldx, init, w, bias, B, T, C, K);
-        bf16_from_f32(out16, out, (size_t)B * T * C);
+    if (out16) { /* out may be NULL: out16 alone */
+        float *o = out ? out : xmalloc(sizeof(float) * (size_t)B * T * C);
+        conv1d_silu_fwd(o, NULL, x, NULL, ldx, init, w, bias, B, T, C, K);
+        bf16_from_f32(out16, o, (size_t)B * T * C);
+        if (!out) free(o);
         return;
     }
 #pragma omp parallel for collapse(2) schedule(static)

@@ -34,23 +34,29 @@ static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int n
     }
 }
 
-/* A bf16 gate widened (the CPU runs that form only to test the lean path): *w is s with z float32, *zw the copy
- * to free (NULL when s->z16 is NULL). */
-static const scan_args *widen_gate(const scan_args *s, scan_args *w, float **zw) {
-    *zw = NULL;
-    if (!s->z16) return s;
-    *zw = f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
+/* A bf16 gate and/or input widened (the CPU runs that form only to test the lean path): *w is s with z and x in
+ * float32, zw[0] and zw[1] the copies to free (NULL where s had them in float32). */
+static const scan_args *widen_bf16(const scan_args *s, scan_args *w, float **zw) {
+    zw[0] = zw[1] = NULL;
+    if (!s->z16 && !s->x16) return s;
     *w = *s;
-    w->z = *zw, w->z16 = NULL, w->ldz = s->E;
+    if (s->z16) {
+        zw[0] = f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
+        w->z = zw[0], w->z16 = NULL, w->ldz = s->E;
+    }
+    if (s->x16) {
+        zw[1] = f32_from_bf16_rows(s->x16, s->E, (size_t)s->B * s->T, s->E);
+        w->x = zw[1], w->x16 = NULL;
+    }
     return w;
 }
 
 void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
-    if (s->z16) {
+    if (s->z16 || s->x16) { /* bf16 operands widened first */
         scan_args w;
-        float *zw;
-        scan_fwd(widen_gate(s, &w, &zw), out, out16, h);
-        free(zw);
+        float *zw[2];
+        scan_fwd(widen_bf16(s, &w, zw), out, out16, h);
+        free(zw[0]), free(zw[1]);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
@@ -93,11 +99,11 @@ void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
 }
 
 void scan_fwd_ref(const scan_args *s, float *out, float *h) {
-    if (s->z16) {
+    if (s->z16 || s->x16) { /* bf16 operands widened first */
         scan_args w;
-        float *zw;
-        scan_fwd_ref(widen_gate(s, &w, &zw), out, h);
-        free(zw);
+        float *zw[2];
+        scan_fwd_ref(widen_bf16(s, &w, zw), out, h);
+        free(zw[0]), free(zw[1]);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
@@ -205,11 +211,11 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
 }
 
 void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
-    if (s->z16) {
+    if (s->z16 || s->x16) { /* bf16 operands widened first */
         scan_args w;
-        float *zw;
-        scan_bwd(widen_gate(s, &w, &zw), g, dout);
-        free(zw);
+        float *zw[2];
+        scan_bwd(widen_bf16(s, &w, zw), g, dout);
+        free(zw[0]), free(zw[1]);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;

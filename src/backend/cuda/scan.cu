@@ -118,6 +118,31 @@ __device__ __forceinline__ static void stage_rows_async(float *dst, const float 
     }
 }
 
+// The bf16 twin (x in lean training): rows of 32 channels are 64 bytes, copied 16 bytes at a time (4 threads a
+// row) when rows are 16-byte aligned, else by plain loads and stores (visible after the barrier that follows
+// every staging, like the copies).
+template <int W, int ITEMS>
+__device__ __forceinline__ static void stage_rows_async(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t row0,
+                                                        int t0, int T, int E, int e0) {
+    constexpr int CH = W * ITEMS;
+    if ((E & 7) == 0 && ((size_t)src & 15) == 0) {
+        const int j = (threadIdx.x & 3) * 8, nv = min(8, max(0, E - e0 - j));
+#pragma unroll
+        for (int tt = threadIdx.x >> 2; tt < CH; tt += W * 8) {
+            const int t = t0 + tt, bytes = t < T ? nv * 2 : 0;
+            cp_async16(reinterpret_cast<float *>(dst + tt * 32 + j),
+                       reinterpret_cast<const float *>(bytes ? src + (row0 + t) * E + e0 + j : src), bytes);
+        }
+    } else {
+        const int j = threadIdx.x & 31;
+        const bool col = e0 + j < E;
+        for (int tt = threadIdx.x >> 5; tt < CH; tt += W) {
+            const int t = t0 + tt;
+            dst[tt * 32 + j] = col && t < T ? src[(row0 + t) * E + e0 + j] : __float2bfloat16_rn(0.0f);
+        }
+    }
+}
+
 // Where a thread starts in, and how it steps through, the [CH][NP] elements of a B/C chunk (element
 // i = tt * NP + n, threads striding by blockDim.x), so staging needs no division per element.
 struct BcWalk {
@@ -163,6 +188,14 @@ __device__ __forceinline__ static void lds_steps(float (&v)[ITEMS], const float 
 #pragma unroll
     for (int i = 0; i < ITEMS; i++) v[i] = s[(first + i) * 32 + lane];
 }
+// ... and from a staged bf16 array (x in lean training); sx(p) reads one staged value as float.
+template <int ITEMS>
+__device__ __forceinline__ static void lds_steps(float (&v)[ITEMS], const __nv_bfloat16 *s, int first, int lane) {
+#pragma unroll
+    for (int i = 0; i < ITEMS; i++) v[i] = __bfloat162float(s[(first + i) * 32 + lane]);
+}
+__device__ __forceinline__ static float sx(const float *p) { return *p; }
+__device__ __forceinline__ static float sx(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 // v[i] = p[i] with 16-byte loads (p 16-byte aligned; a broadcast: every lane of the warp reads the same p).
 template <int ITEMS> __device__ __forceinline__ static void lds_vec(float (&v)[ITEMS], const float *p) {
     static_assert(ITEMS % 4 == 0, "ITEMS must be a multiple of 4");
@@ -195,10 +228,10 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
     return 4 * CH * 32 + 4 * NP * (CH + 4) + (size_t)3 * NP * 32 + (size_t)2 * NG * 2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG, typename TZ>
+template <int W, int ITEMS, int NG, typename TX, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
-                    const float *__restrict__ x,
+                    const TX *__restrict__ x,
                     const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
                     const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
                     const float *__restrict__ Dv, const TZ *__restrict__ z, int ldz, int T,
@@ -206,8 +239,9 @@ __global__ void __launch_bounds__(W * 32)
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
-    float *X = (float *)smem4, *DT = X + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
+    float *Xf = (float *)smem4, *DT = Xf + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
           *a2s = CS + 2 * NP * CHP, *carry = a2s + NP * 32, *agg = carry + 2 * NP * 32;
+    TX *X = reinterpret_cast<TX *>(Xf); // [2][CH][32] in X's float space (bf16: its first half)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
@@ -292,10 +326,10 @@ __global__ void __launch_bounds__(W * 32)
             }
         }
         if (live) {
-            const float *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
+            const TX *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
             const size_t at = (row0 + tw) * E + e;
             auto put = [&](int i) {
-                float yo = yv[i] + d * xs[i * 32];
+                float yo = yv[i] + d * sx(xs + i * 32);
                 if (gate) yo = yo * zv[i] * sigmoid_(zv[i]);
                 if (y16) y16[at + (size_t)i * E] = __float2bfloat16_rn(yo);
                 else y[at + (size_t)i * E] = yo;
@@ -334,23 +368,24 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 #ifndef SCAN_BWD_MIN_BLOCKS // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
 #define SCAN_BWD_MIN_BLOCKS 3
 #endif
-template <int W, int ITEMS, int NG, typename TZ>
+template <int W, int ITEMS, int NG, typename TX, typename TZ>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz,
                     __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
                     __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
-                    const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ dt,
+                    const float *__restrict__ dy, const TX *__restrict__ x, const float *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
                     const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
                     int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
-    float *X = (float *)smem4, *DT = X + 2 * CH * 32, *DY = DT + 2 * CH * 32, *BS = DY + 2 * CH * 32,
+    float *Xf = (float *)smem4, *DT = Xf + 2 * CH * 32, *DY = DT + 2 * CH * 32, *BS = DY + 2 * CH * 32,
           *CS = BS + 2 * NP * CHP, *a2s = CS + 2 * NP * CHP, *As = a2s + NP * 32, *cfw = As + NP * 32,
           *crv = cfw + NP * 32, *agg = crv + 2 * NP * 32, *red = agg + 2 * NG * 3 * W * 32,
           *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
+    TX *X = reinterpret_cast<TX *>(Xf); // [2][CH][32] in X's float space (bf16: its first half)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
     const bool live = e < E, gate = z != nullptr;
@@ -462,7 +497,8 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
         // this thread's steps of the staged x, dt and dout: x and dout are read again at the end (fewer
         // registers held across the state loop)
-        const float *xs = X + p * CH * 32 + w * ITEMS * 32 + lane, *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
+        const TX *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
+        const float *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
         float dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], yr[ITEMS];
         lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
@@ -573,7 +609,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
             const float *dts = DT + p * CH * 32 + w * ITEMS * 32 + lane;
             const size_t at = (row0 + tw) * E + e, atz = (row0 + tw) * lddz + e;
             auto put = [&](int i) {
-                const float xv = xs[i * 32];
+                const float xv = sx(xs + i * 32);
                 dx[at + (size_t)i * E] = dtv[i] * gB[i] + d * dyv[i];
                 // through the softplus: d softplus(pre) / d pre = sigmoid(pre), pre = dt + bias (staged dt)
                 const float g = (xv * gB[i] + aw[i]) * sigmoid_(dts[i * 32] + bias);
@@ -681,19 +717,19 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 #define SCAN_BWD_CFG 4, 8, 2
 #endif
 
-template <int W, int ITEMS, int NG, typename TZ>
-static void scan_fwd_launch(const scan_args *s, const TZ *z, float *y, __nv_bfloat16 *y16, float *h) {
+template <int W, int ITEMS, int NG, typename TX, typename TZ>
+static void scan_fwd_launch(const scan_args *s, const TX *x, const TZ *z, float *y, __nv_bfloat16 *y16, float *h) {
     const int NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TZ>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, y16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
+    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TZ>, smem, &smem_set);
+    scan_fwd_kernel<W, ITEMS, NG, TX, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
+        y, y16, h, x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
-template <int W, int ITEMS, int NG, typename TZ>
-static void scan_bwd_launch(const scan_args *s, const TZ *z, const scan_grads *g, const float *dy) {
+template <int W, int ITEMS, int NG, typename TX, typename TZ>
+static void scan_bwd_launch(const scan_args *s, const TX *x, const TZ *z, const scan_grads *g, const float *dy) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
@@ -702,10 +738,10 @@ static void scan_bwd_launch(const scan_args *s, const TZ *z, const scan_grads *g
           *db_part = dD_part + n_d, *hb = db_part + n_d;
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TZ>, smem, &smem_set);
-    scan_bwd_kernel<W, ITEMS, NG, TZ><<<dim3(nblk, B), W * 32, smem>>>(
+    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TZ>, smem, &smem_set);
+    scan_bwd_kernel<W, ITEMS, NG, TX, TZ><<<dim3(nblk, B), W * 32, smem>>>(
         g->dx, g->ddt, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part,
-        dD_part, db_part, hb, dy, s->x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
+        dD_part, db_part, hb, dy, x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
@@ -726,7 +762,8 @@ static void check_state_size(int N) {
 // One step (T = 1, a decode step): a thread per (sequence, channel, state), the NP >= N lanes of a channel
 // consecutive (NP a power of two <= 32, so they share a warp), y summed over them with shuffles. The state h is
 // read and written coalesced; the chunked kernel would stage and compose a whole chunk for the one real step.
-__global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x, const float *dt,
+__global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x,
+                                        const __nv_bfloat16 *x16, const float *dt,
                                         const float *dt_bias, const float *At, const float *Bm, const float *Cm,
                                         int ldbc, const float *Dv, const float *z, const __nv_bfloat16 *z16, int ldg,
                                         int B, int E, int N, int NP) {
@@ -736,7 +773,7 @@ __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, 
     const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
     float xv = 0.0f, c = 0.0f;
     if (live) {
-        xv = x[i];
+        xv = x16 ? __bfloat162float(x16[i]) : x[i];
         if (n < N) {
             const float dv = softplus_(dt[i] + dt_bias[e]);
             float *hp = h ? h + i * N + n : NULL; // h [B, E, N]
@@ -764,20 +801,25 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
         int NP = 1;
         while (NP < s->N) NP <<= 1;
         const size_t threads = (size_t)s->B * s->E * NP;
-        scan_step_kernel<<<(unsigned)((threads + 127) / 128), 128>>>(out, o16, h, s->x, s->dt, s->dt_bias, s->At, s->Bm,
-                                                                     s->Cm, s->ldbc, s->Dv, s->z,
-                                                                     (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E,
-                                                                     s->N, NP);
+        scan_step_kernel<<<(unsigned)((threads + 127) / 128), 128>>>(
+            out, o16, h, s->x, (const __nv_bfloat16 *)s->x16, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv,
+            s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N, NP);
         CUDA_CHECK_LAUNCH();
         return;
     }
-    if (s->z16) scan_fwd_launch<SCAN_FWD_CFG>(s, (const __nv_bfloat16 *)s->z16, out, o16, h);
-    else scan_fwd_launch<SCAN_FWD_CFG>(s, s->z, out, o16, h);
+    const __nv_bfloat16 *x16 = (const __nv_bfloat16 *)s->x16, *z16 = (const __nv_bfloat16 *)s->z16;
+    if (x16 && z16) scan_fwd_launch<SCAN_FWD_CFG>(s, x16, z16, out, o16, h);
+    else if (x16) scan_fwd_launch<SCAN_FWD_CFG>(s, x16, s->z, out, o16, h);
+    else if (z16) scan_fwd_launch<SCAN_FWD_CFG>(s, s->x, z16, out, o16, h);
+    else scan_fwd_launch<SCAN_FWD_CFG>(s, s->x, s->z, out, o16, h);
 }
 
 extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // no steps: no gradients to write or add
-    if (s->z16) scan_bwd_launch<SCAN_BWD_CFG>(s, (const __nv_bfloat16 *)s->z16, g, dout);
-    else scan_bwd_launch<SCAN_BWD_CFG>(s, s->z, g, dout);
+    const __nv_bfloat16 *x16 = (const __nv_bfloat16 *)s->x16, *z16 = (const __nv_bfloat16 *)s->z16;
+    if (x16 && z16) scan_bwd_launch<SCAN_BWD_CFG>(s, x16, z16, g, dout);
+    else if (x16) scan_bwd_launch<SCAN_BWD_CFG>(s, x16, s->z, g, dout);
+    else if (z16) scan_bwd_launch<SCAN_BWD_CFG>(s, s->x, z16, g, dout);
+    else scan_bwd_launch<SCAN_BWD_CFG>(s, s->x, s->z, g, dout);
 }
