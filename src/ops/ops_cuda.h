@@ -26,6 +26,16 @@ void cuda_upload(void *dst, const void *host, size_t bytes);
 void cuda_download(void *host, const void *src, size_t bytes);
 void cuda_sync(void);
 size_t cuda_mem_in_use(void); /* peak bytes from cuda_alloc + the stream-ordered pool's high-water mark */
+/* The bf16 shadow of the parameter buffer (weights16.cu): AdamW writes bf16(w) beside w once a bf16 GEMM has
+ * asked for it (w16_want); w16_for_update gives AdamW the shadow to fill (NULL: not wanted), w16_updated marks it
+ * valid; w16_lookup returns the shadow of p[0..n) while valid, else NULL; w16_owns tells a shadow pointer from a
+ * copy; w16_note_write drops the shadow when [dst, dst + bytes) overlaps the shadowed buffer. */
+void w16_want(void);
+uint16_t *w16_for_update(const float *w, size_t n);
+void w16_updated(void);
+const uint16_t *w16_lookup(const float *p, size_t n);
+int w16_owns(const void *p);
+void w16_note_write(const void *dst, size_t bytes);
 /* CUDA graphs of the work queued on this thread's default stream (see backend.h). */
 void cuda_graph_begin(void);
 void *cuda_graph_end(void);

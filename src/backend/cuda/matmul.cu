@@ -132,14 +132,22 @@ static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int co
 }
 
 // A dense bf16 copy of a column-major float32 matrix (rows x cols, leading dimension ld) from the stream-ordered
-// pool (256-byte aligned); bf16_free gives it back.
+// pool (256-byte aligned); bf16_free gives it back. A dense matrix inside the parameter buffer comes from the
+// weights' bf16 shadow instead while AdamW keeps it current (weights16.cu: the same bits, no pass).
 static __nv_bfloat16 *bf16_copy(const float *src, int rows, int cols, int ld) {
+    w16_want();
+    if (ld == rows) {
+        const uint16_t *s = w16_lookup(src, (size_t)rows * cols);
+        if (s && (uintptr_t)s % 16 == 0) return (__nv_bfloat16 *)s;
+    }
     __nv_bfloat16 *p;
     CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(__nv_bfloat16) * (size_t)rows * cols, cudaStreamPerThread));
     to_bf16_dense(p, src, cols, rows, ld);
     return p;
 }
-static void bf16_free(__nv_bfloat16 *p) { CUDA_CHECK(cudaFreeAsync(p, cudaStreamPerThread)); }
+static void bf16_free(__nv_bfloat16 *p) {
+    if (!w16_owns(p)) CUDA_CHECK(cudaFreeAsync(p, cudaStreamPerThread));
+}
 
 // C = alpha * op(A) op(B) + beta * C with bf16 A16, B16 (column-major, leading dimensions lda, ldb) and float32
 // accumulation and output.

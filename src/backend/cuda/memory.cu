@@ -41,13 +41,16 @@ static void alloc_note(void *p, size_t bytes) {
     if (alloc_live > alloc_peak) alloc_peak = alloc_live;
 }
 
-static void alloc_forget(void *p) {
+/* Forgets p; returns its size (0 when it was not in the table). */
+static size_t alloc_forget(void *p) {
     for (int i = 0; i < alloc_n; i++)
         if (alloc_table[i].p == p) {
-            alloc_live -= alloc_table[i].bytes;
+            const size_t bytes = alloc_table[i].bytes;
+            alloc_live -= bytes;
             alloc_table[i] = alloc_table[--alloc_n];
-            return;
+            return bytes;
         }
+    return 0;
 }
 
 extern "C" void *cuda_alloc(size_t bytes) {
@@ -71,19 +74,24 @@ extern "C" void *cuda_alloc(size_t bytes) {
 
 extern "C" void cuda_release(void *p) {
     if (!p) return;
-    alloc_forget(p);
+    const size_t bytes = alloc_forget(p);
+    w16_note_write(p, bytes ? bytes : ~(size_t)0 >> 1); /* the weights' bf16 shadow (weights16.cu); unknown size: all */
     CUDA_CHECK(cudaFree(p));
 }
 
+/* Writes into device memory tell the weights' bf16 shadow (weights16.cu), which they may make stale. */
 extern "C" void cuda_zero(void *p, size_t bytes) {
+    w16_note_write(p, bytes);
     if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, 0));
 }
 
 extern "C" void cuda_copy(void *dst, const void *src, size_t bytes) {
+    w16_note_write(dst, bytes);
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0));
 }
 
 extern "C" void cuda_upload(void *dst, const void *host, size_t bytes) {
+    w16_note_write(dst, bytes);
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice));
 }
 
