@@ -72,6 +72,21 @@ __device__ __forceinline__ static float softplus_(float v) {
     const float r = fmaxf(v, 0.0f) + 2.0f * s * q;
     return v > 20.0f ? v : r;
 }
+// The same, also giving sigmoid(v) (softplus's derivative) from the same exp: t / (1 + t) below 0, 1 / (1 + t) above.
+__device__ __forceinline__ static float softplus_sig_(float v, float &sig) {
+    const float t = ex2(-fabsf(v) * SCAN_LOG2E), s = __fdividef(t, 2.0f + t), z = s * s;
+    float q = 1.0f / 15;
+    q = fmaf(q, z, 1.0f / 13);
+    q = fmaf(q, z, 1.0f / 11);
+    q = fmaf(q, z, 1.0f / 9);
+    q = fmaf(q, z, 1.0f / 7);
+    q = fmaf(q, z, 1.0f / 5);
+    q = fmaf(q, z, 1.0f / 3);
+    q = fmaf(q, z, 1.0f);
+    sig = __fdividef(v < 0.0f ? t : 1.0f, 1.0f + t);
+    const float r = fmaxf(v, 0.0f) + 2.0f * s * q;
+    return v > 20.0f ? v : r;
+}
 // the logistic function from the fast exp and division (relative error ~1e-6: the result is never small
 // through cancellation)
 __device__ __forceinline__ static float sigmoid_(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
@@ -152,21 +167,25 @@ __device__ __forceinline__ static BcWalk bc_walk(int NP) {
     return BcWalk{(int)threadIdx.x / NP, (int)threadIdx.x % NP, (int)blockDim.x / NP, (int)blockDim.x % NP};
 }
 
+// The steps of a chunk a thread may copy: those before T, none for a padding state.
+__device__ __forceinline__ static int nok_steps(bool state_ok, int left, int CH) {
+    return state_ok ? min(left, CH) : 0;
+}
+
 // Queues the copy of B (and C when Cs) of steps [t0, t0 + CH) as Bs[n * (CH + 4) + tt] (rows padded
 // by 4 floats so the transposing writes spread over the banks), zeros past T and for the padding
 // states n >= N. Consecutive threads take consecutive n of a step: coalesced reads.
 __device__ static void stage_bc_async(float *Bs, float *Cs, const float *Bm, const float *Cm, int ldbc, size_t row0,
                                       int t0, int T, int CH, int N, int NP, BcWalk wk) {
     if (wk.dr == 0) { // blockDim.x a multiple of NP (the usual case): each thread keeps one n, steps dq apart
-        const int n = wk.n0;
-        const bool nok = n < N;
-        const size_t first = (row0 + t0) * ldbc + n;
-        for (int tt = wk.tt0; tt < CH; tt += wk.dq) {
-            const bool ok = nok && t0 + tt < T;
-            const size_t at = first + (size_t)tt * ldbc;
-            const int at_s = n * (CH + 4) + tt;
-            cp_async4(Bs + at_s, ok ? Bm + at : Bm, ok ? 4 : 0);
-            if (Cs) cp_async4(Cs + at_s, ok ? Cm + at : Cm, ok ? 4 : 0);
+        const int n = wk.n0, tlim = nok_steps(n < N, T - t0, CH);
+        const size_t first = (row0 + t0 + wk.tt0) * ldbc + n, step = (size_t)wk.dq * ldbc;
+        const float *bp = Bm + first, *cq = Cm + first; // advanced by pointer steps: no index arithmetic per copy
+        int at_s = n * (CH + 4) + wk.tt0;
+        for (int tt = wk.tt0; tt < CH; tt += wk.dq, at_s += wk.dq, bp += step, cq += step) {
+            const bool ok = tt < tlim;
+            cp_async4(Bs + at_s, ok ? bp : Bm, ok ? 4 : 0);
+            if (Cs) cp_async4(Cs + at_s, ok ? cq : Cm, ok ? 4 : 0);
         }
         return;
     }
@@ -330,7 +349,7 @@ __global__ void __launch_bounds__(W * 32)
             const size_t at = (row0 + tw) * E + e;
             auto put = [&](int i) {
                 float yo = yv[i] + d * sx(xs + i * 32);
-                if (gate) yo = yo * zv[i] * sigmoid_(zv[i]);
+                if (gate) yo = yo * (zv[i] * sigmoid_(zv[i]));
                 if (y16) y16[at + (size_t)i * E] = __float2bfloat16_rn(yo);
                 else y[at + (size_t)i * E] = yo;
             };
@@ -386,6 +405,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
           *crv = cfw + NP * 32, *agg = crv + 2 * NP * 32, *red = agg + 2 * NG * 3 * W * 32,
           *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
     TX *X = reinterpret_cast<TX *>(Xf); // [2][CH][32] in X's float space (bf16: its first half)
+    constexpr bool stash = sizeof(TX) == 2; // x in bf16: X's upper half holds each chunk's silu(z) (pass 2)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
     const bool live = e < E, gate = z != nullptr;
@@ -495,10 +515,13 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
-        // this thread's steps of the staged x, dt and dout: x and dout are read again at the end (fewer
-        // registers held across the state loop)
+        // this thread's steps of the staged x, dt and dout. Read here, then the thread's own slots carry what the
+        // end of the chunk needs (fewer registers held across the state loop): the dt slot sigmoid(dt + bias), the
+        // dout slot d(out) silu'(z) (times y: dz), and with x in bf16 the free upper half of x's area silu(z);
+        // x itself is read again.
         const TX *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
-        const float *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
+        float *dts = DT + p * CH * 32 + w * ITEMS * 32 + lane, *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
+        float *sls = Xf + CH * 32 + w * ITEMS * 32 + lane; // [CH][32] floats: only when x is bf16 (stash)
         float dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], yr[ITEMS];
         lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
@@ -506,8 +529,16 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
-            dtv[i] = tw + i < T ? softplus_(dtv[i] + bias) : 0.0f;
-            if (gate) dyv[i] = dyv[i] * zv[i] * sigmoid_(zv[i]); // dy = d(out) silu(z); y for dz is recomputed below
+            float sg;
+            dtv[i] = softplus_sig_(dtv[i] + bias, sg);
+            if (tw + i >= T) dtv[i] = 0.0f; // steps past T leave the state as it is
+            dts[i * 32] = sg;
+            if (gate) { // dy = d(out) silu(z); y for dz is recomputed below
+                const float sz = sigmoid_(zv[i]), silu = zv[i] * sz;
+                dys[i * 32] = dyv[i] * (sz * (1.0f + zv[i] * (1.0f - sz)));
+                if (stash) sls[i * 32] = silu;
+                dyv[i] *= silu;
+            }
             yr[i] = 0.0f;
             sdt += dtv[i];
             dD += dtx[i] * dyv[i]; // dtx holds x here
@@ -606,22 +637,21 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
             }
         }
         if (live) {
-            const float *dts = DT + p * CH * 32 + w * ITEMS * 32 + lane;
             const size_t at = (row0 + tw) * E + e, atz = (row0 + tw) * lddz + e;
             auto put = [&](int i) {
                 const float xv = sx(xs + i * 32);
                 dx[at + (size_t)i * E] = dtv[i] * gB[i] + d * dyv[i];
-                // through the softplus: d softplus(pre) / d pre = sigmoid(pre), pre = dt + bias (staged dt)
-                const float g = (xv * gB[i] + aw[i]) * sigmoid_(dts[i * 32] + bias);
+                // through the softplus: d softplus(pre) / d pre = sigmoid(pre) (in the dt slot)
+                const float g = (xv * gB[i] + aw[i]) * dts[i * 32];
                 ddt[at + (size_t)i * E] = g;
                 dbias += g;
                 if (gate) {
-                    const float y = yr[i] + d * xv, s = sigmoid_(zv[i]);
-                    const float gz = dys[i * 32] * y * s * (1.0f + zv[i] * (1.0f - s));
+                    const float y = yr[i] + d * xv, gz = dys[i * 32] * y;
+                    const float silu = stash ? sls[i * 32] : zv[i] * sigmoid_(zv[i]);
                     if (dz16) dz16[atz + (size_t)i * lddz] = __float2bfloat16_rn(gz);
                     else dz[atz + (size_t)i * lddz] = gz;
-                    if (out16) out16[at + (size_t)i * E] = __float2bfloat16_rn(y * zv[i] * s);
-                    else if (out) out[at + (size_t)i * E] = y * zv[i] * s;
+                    if (out16) out16[at + (size_t)i * E] = __float2bfloat16_rn(y * silu);
+                    else if (out) out[at + (size_t)i * E] = y * silu;
                 }
             };
             if (full)
