@@ -8,19 +8,19 @@
 
 #define RED_THREADS 256 /* blockDim.x of every kernel that calls block_reduce (a power of two) */
 
-/* Tree reduction over the block in a fixed order; every thread gets the result. May be called more
- * than once per kernel: the trailing barrier guards the buffer's reuse. */
+/* Reduction over the block in a fixed order, every thread getting the result: a butterfly of shuffles within
+ * each warp (the same bits in every lane: a + b == b + a), then the warps' results in warp order (one barrier,
+ * where a shared-memory tree took eight). May be called more than once per kernel: the trailing barrier guards
+ * the buffer's reuse. blockDim.x must be RED_THREADS. */
 template <typename T, typename Op>
 __device__ T block_reduce(T v, Op op) {
-    __shared__ T buf[RED_THREADS];
-    const int tid = threadIdx.x;
-    buf[tid] = v;
+    __shared__ T buf[RED_THREADS / 32];
+    for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+    if ((threadIdx.x & 31) == 0) buf[threadIdx.x >> 5] = v;
     __syncthreads();
-    for (int s = RED_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) buf[tid] = op(buf[tid], buf[tid + s]);
-        __syncthreads();
-    }
     T r = buf[0];
+#pragma unroll
+    for (int i = 1; i < RED_THREADS / 32; i++) r = op(r, buf[i]);
     __syncthreads();
     return r;
 }
