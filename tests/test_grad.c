@@ -172,7 +172,7 @@ static void test_conv(void) {
     float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
     float *db = xcalloc(CC, sizeof(float));
     conv_loss(NULL);
-    conv1d_silu_bwd(dx, NULL, CLD, dw, db, cv.R, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dx, NULL, CLD, dw, db, cv.R, NULL, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
     check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
     check_dir("bias", cv.b, CC, db, conv_loss, NULL);
@@ -210,14 +210,14 @@ static void test_conv(void) {
     float *dx16 = xcalloc(nxx, sizeof(float)), *dxw = xcalloc(nxx, sizeof(float));
     float *dw16 = xcalloc(CC * CK, sizeof(float)), *dww = xcalloc(CC * CK, sizeof(float));
     float *db16 = xcalloc(CC, sizeof(float)), *dbw = xcalloc(CC, sizeof(float));
-    conv1d_silu_bwd(dx16, NULL, CLD, dw16, db16, cv.R, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
-    conv1d_silu_bwd(dxw, NULL, CLD, dww, dbw, cv.R, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dx16, NULL, CLD, dw16, db16, cv.R, NULL, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(dxw, NULL, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(dx16, dxw, sizeof(float) * nxx) && !memcmp(dw16, dww, sizeof(float) * CC * CK) &&
                !memcmp(db16, dbw, sizeof(float) * CC),
            "backward differs");
     /* dx in bf16: the float32 dx rounded */
     uint16_t *gx16 = xcalloc(nxx, sizeof(uint16_t)), *want = xcalloc(nxx, sizeof(uint16_t));
-    conv1d_silu_bwd(NULL, gx16, CLD, dww, dbw, cv.R, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    conv1d_silu_bwd(NULL, gx16, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     for (size_t r = 0; r < (size_t)CB * CT; r++) bf16_from_f32(want + r * CLD, dxw + r * CLD, CC);
     EXPECT(!memcmp(gx16, want, sizeof(uint16_t) * nxx), "bf16 dx is not the float32 one rounded");
     free(gx16), free(want);

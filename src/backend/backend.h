@@ -47,8 +47,9 @@ typedef struct backend {
                            float beta);
     void (*matmul_dw_acc_x16)(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                               int K);
-    void (*matmul_bwd16)(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
-                         const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
+    void (*matmul_bwd16)(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+                         const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                         int M, int N, int K);
     void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
                            const float *bias, int M, int N, int K);
     void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
@@ -66,8 +67,8 @@ typedef struct backend {
     void (*conv1d_silu_fwd)(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
                             const float *init, const float *w, const float *bias, int B, int T, int C, int K);
     void (*conv1d_silu_bwd)(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                            const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int B,
-                            int T, int C, int K);
+                            const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
+                            const float *bias, int B, int T, int C, int K);
     void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
     void (*scan_fwd)(const scan_args *s, float *out, uint16_t *out16, float *h);
     void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);

@@ -67,10 +67,11 @@ static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint1
     inner->matmul_xwT_y16(y16, ldy, x, x16, ldx, w, bias, M, N, K);
     prof_end(18, "matmul_xwT_y16", "gemm", t0);
 }
-static void p_matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
-                           const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
+static void p_matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+                           const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                           int M, int N, int K) {
     double t0 = prof_begin();
-    inner->matmul_bwd16(dx, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+    inner->matmul_bwd16(dx, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
     prof_end(19, "matmul_bwd16", "gemm", t0);
 }
 static void p_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
@@ -112,10 +113,10 @@ static void p_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const
     prof_end(10, "conv1d_silu_fwd", "other", t0);
 }
 static void p_conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                              const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int B,
-                              int T, int C, int K) {
+                              const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
+                              const float *bias, int B, int T, int C, int K) {
     double t0 = prof_begin();
-    inner->conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, x, x16, ldx, w, bias, B, T, C, K);
+    inner->conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, dout16, x, x16, ldx, w, bias, B, T, C, K);
     prof_end(11, "conv1d_silu_bwd", "other", t0);
 }
 static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {

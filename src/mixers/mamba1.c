@@ -167,7 +167,8 @@ static size_t mamba1_state_floats(const ssm_config *c) {
 static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
                               int T, int xz16) {
     return (scan_args){.x = xz16 ? NULL : a->xs, .x16 = xz16 ? a->xs16 : NULL, .dt = a->dt, .dt_bias = v->dt_b,
-                       .At = At, .Bm = a->dbc + d.R, .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
+                       .At = At, .Bm = a->dbc + d.R, .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D,
+                       .z = xz16 ? NULL : a->xz + d.E,
                        .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N};
 }
 
@@ -217,7 +218,8 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
     /* recompute the temps as the forward did, from the saved xz (lean: in bf16) and dbc: conv + SiLU and dt; the
      * scan's backward recomputes its gated output g */
-    be->conv1d_silu_fwd(a.xs16 ? NULL : a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_fwd(a.xs16 ? NULL : a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b,
+                        B, T, d.E, d.K);
     mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
@@ -228,7 +230,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
 
     /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward */
     if (ctx->dout16)
-        be->matmul_bwd16(dy, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
+        be->matmul_bwd16(dy, NULL, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
     else be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->zero(dAt, sizeof(float) * d.N * d.E);
@@ -242,20 +244,25 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
                            .out16 = a.g16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
     if (a.g16 && ctx->dout16)
-        be->matmul_bwd16(NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D, d.E);
+        be->matmul_bwd16(NULL, NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D,
+                         d.E);
     else if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
+    /* lean: x_proj's part of d(xs) written in bf16 into ddt's space (free now); the conv backward adds it to the
+     * scan's part (dxs) as it reads them */
+    uint16_t *dxs16 = a.xs16 ? (uint16_t *)ddt : NULL;
     if (a.xs16)
-        be->matmul_bwd16(dxs, d.E, 1.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P, d.E);
+        be->matmul_bwd16(NULL, dxs16, d.E, 0.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
+                         d.E);
     else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, a.xz16 ? NULL : a.xz, a.xz16,
-                        2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, dxs16, a.xz16 ? NULL : a.xz,
+                        a.xz16, 2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (!dxz16 && g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
     if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16 */
-        be->matmul_bwd16(du, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj,
-                         rows, 2 * d.E, d.D);
+        be->matmul_bwd16(du, NULL, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D,
+                         v.in_proj, rows, 2 * d.E, d.D);
     else be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }
 

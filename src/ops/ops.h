@@ -26,9 +26,10 @@ void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
 /* matmul_bwd with dy and x each in float32 or bf16 (exactly one of dy, dy16 and one of x, x16): the lean
  * path's producers write some of them rounded. dx NULL: only dw (x unused); dw NULL: only dx (x and w unused
- * respectively: x may be NULL, and w when dx is). */
-void matmul_bwd16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
-                  const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
+ * respectively: x may be NULL, and w when dx is). dx16 instead of dx: the input gradient written in bf16 (beta must
+ * be 0; the lean path's x_proj input gradient, which the conv backward adds to the scan's). */
+void matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
+                  int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
 /* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16
  * training path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
 void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta);
@@ -67,15 +68,17 @@ void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const fl
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
 /* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:
  * out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias first, then the taps oldest first), and out16 (if
- * not NULL) the same rounded to bf16 (out may then be NULL). init [B, C, K-1] holds the inputs before t = 0 (oldest first), or NULL
- * for zeros. */
+ * not NULL) the same rounded to bf16 (out may then be NULL). init [B, C, K-1] holds the inputs before t = 0
+ * (oldest first), or NULL for zeros. */
 void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
                      const float *w, const float *bias, int B, int T, int C, int K);
 /* dout [B,T,C] -> dx [B,T,C] (lddx, written; or dx16 the same rounded to bf16: exactly one of the two),
  * dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed from x (or x16) as the forward did (which started
- * from zeros: training). */
-void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout, const float *x,
-                     const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K);
+ * from zeros: training). dout16, when not NULL, is a second gradient term [B,T,C] in bf16 added to dout (the lean
+ * path's x_proj part). */
+void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
+                     const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
+                     const float *bias, int B, int T, int C, int K);
 /* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
 void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
 

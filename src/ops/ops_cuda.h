@@ -68,10 +68,12 @@ void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t 
 void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
                               const float *bias, int M, int N, int K);
 /* matmul_bwd16: float32 (bf16 operands widened first), and bf16 (bf16 operands read as they are) */
-void matmul_bwd16_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
-                       const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
-void matmul_bwd16_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
-                            const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
+void matmul_bwd16_cuda(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+                       const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                       int M, int N, int K);
+void matmul_bwd16_cuda_bf16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+                            const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
+                            const float *w, int M, int N, int K);
 /* matmul_bwd: float32, and bf16 with dy rounded once for both products */
 void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
                      const float *w, int M, int N, int K);
@@ -100,8 +102,8 @@ void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, con
 void conv1d_silu_fwd_cuda(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
                           const float *init, const float *w, const float *bias, int B, int T, int C, int K);
 void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                          const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T,
-                          int C, int K);
+                          const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
+                          const float *bias, int B, int T, int C, int K);
 void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K);
 
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);

@@ -129,27 +129,46 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     }
     cudaFree(gy16), free(y16), free(ry16), free(bias);
     /* matmul_bwd with dy in bf16 (the rows' padding of dy16 is never read) */
-    void (*bwd16)(float *, int, float, float *, const float *, const uint16_t *, int, const float *, const uint16_t *,
-                  int, const float *, int, int, int) = bf16 ? matmul_bwd16_cuda_bf16 : matmul_bwd16_cuda;
+    void (*bwd16)(float *, uint16_t *, int, float, float *, const float *, const uint16_t *, int, const float *,
+                  const uint16_t *, int, const float *, int, int, int) =
+        bf16 ? matmul_bwd16_cuda_bf16 : matmul_bwd16_cuda;
     uint16_t *dy16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy), *gdy16;
     bf16_from_f32(dy16, dy, (size_t)M * ldy);
     CUDA_CHECK(cudaMalloc((void **)&gdy16, sizeof(uint16_t) * ((size_t)M * ldy + off)));
     gdy16 += off;
     CUDA_CHECK(cudaMemcpy(gdy16, dy16, sizeof(uint16_t) * (size_t)M * ldy, cudaMemcpyHostToDevice));
-    matmul_bwd16(dx, ldx, 1.0f, dw, NULL, dy16, ldy, x, NULL, ldx, w, M, N, K);
-    bwd16(gdx, ldx, 1.0f, gdw, NULL, gdy16, ldy, gx, NULL, ldx, gw, M, N, K);
-    matmul_bwd16(dx, ldx, 1.0f, dw, dy, NULL, ldy, NULL, x16, ldx, w, M, N, K); /* and x in bf16 */
-    bwd16(gdx, ldx, 1.0f, gdw, gdy, NULL, ldy, NULL, gx16, ldx, gw, M, N, K);
-    matmul_bwd16(dx, ldx, 1.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K); /* one gradient alone: dx */
-    bwd16(gdx, ldx, 1.0f, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
-    matmul_bwd16(NULL, 0, 0.0f, dw, NULL, dy16, ldy, NULL, x16, ldx, NULL, M, N, K); /* dw */
-    bwd16(NULL, 0, 0.0f, gdw, NULL, gdy16, ldy, NULL, gx16, ldx, NULL, M, N, K);
+    matmul_bwd16(dx, NULL, ldx, 1.0f, dw, NULL, dy16, ldy, x, NULL, ldx, w, M, N, K);
+    bwd16(gdx, NULL, ldx, 1.0f, gdw, NULL, gdy16, ldy, gx, NULL, ldx, gw, M, N, K);
+    matmul_bwd16(dx, NULL, ldx, 1.0f, dw, dy, NULL, ldy, NULL, x16, ldx, w, M, N, K); /* and x in bf16 */
+    bwd16(gdx, NULL, ldx, 1.0f, gdw, gdy, NULL, ldy, NULL, gx16, ldx, gw, M, N, K);
+    matmul_bwd16(dx, NULL, ldx, 1.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K); /* one gradient alone: dx */
+    bwd16(gdx, NULL, ldx, 1.0f, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
+    matmul_bwd16(NULL, NULL, 0, 0.0f, dw, NULL, dy16, ldy, NULL, x16, ldx, NULL, M, N, K); /* dw */
+    bwd16(NULL, NULL, 0, 0.0f, gdw, NULL, gdy16, ldy, NULL, gx16, ldx, NULL, M, N, K);
     float *rdx4 = host_floats(gdx, (size_t)M * ldx), *rdw4 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(rdx4 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
     printf("  bwd16 rel err: dx %.1e, dw %.1e\n", test_rel_err(rdx4, dx, (size_t)M * ldx),
            test_rel_err(rdw4, dw, (size_t)N * K));
     EXPECT((e = test_rel_err(rdx4, dx, (size_t)M * ldx)) < tol, "matmul_bwd16 dx: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw4, dw, (size_t)N * K)) < tol, "matmul_bwd16 dw: rel err %.2e", e);
+    /* dx written in bf16 (dx16), with dy in bf16: within one bf16 rounding of the CPU's, plus the bf16 GEMM's; a
+     * dense aligned output (the bf16 product writes it) and the strided one (through float32) */
+    for (int dense = 0; dense <= 1; dense++) {
+        const int ldo = dense ? K : ldx;
+        uint16_t *dx16 = xcalloc((size_t)M * ldo, sizeof(uint16_t)), *rdx16 = xcalloc((size_t)M * ldo, sizeof(uint16_t)),
+                 *gdx16;
+        CUDA_CHECK(cudaMalloc((void **)&gdx16, sizeof(uint16_t) * (size_t)M * ldo));
+        CUDA_CHECK(cudaMemset(gdx16, 0, sizeof(uint16_t) * (size_t)M * ldo));
+        matmul_bwd16(NULL, dx16, ldo, 0.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K);
+        bwd16(NULL, gdx16, ldo, 0.0f, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
+        CUDA_CHECK(cudaMemcpy(rdx16, gdx16, sizeof(uint16_t) * (size_t)M * ldo, cudaMemcpyDeviceToHost));
+        float *a16 = xmalloc(sizeof(float) * (size_t)M * ldo), *b16 = xmalloc(sizeof(float) * (size_t)M * ldo);
+        f32_from_bf16(a16, rdx16, (size_t)M * ldo), f32_from_bf16(b16, dx16, (size_t)M * ldo);
+        printf("  bwd16 dx16%s rel err: %.1e\n", dense ? " (dense)" : "", test_rel_err(a16, b16, (size_t)M * ldo));
+        EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldo)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_bwd16 dx16: rel err %.2e",
+               e);
+        free(a16), free(b16), cudaFree(gdx16), free(dx16), free(rdx16);
+    }
     free(dy16);
     /* determinism: recompute y with beta 0 twice */
     xwT(gy, ldy, gx, ldx, gw, M, N, K, 0.0f);

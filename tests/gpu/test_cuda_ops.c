@@ -207,13 +207,13 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         float *dx = copy_vec(dx0, ndx), *dw = copy_vec(dw0, (size_t)C * K), *db = copy_vec(db0, C);
         float *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_bwd(dx, NULL, lddx, dw, with_bias ? db : NULL, dout, x, NULL, ldx, w, with_bias ? bias : NULL, B, T,
-                        C, K);
+        conv1d_silu_bwd(dx, NULL, lddx, dw, with_bias ? db : NULL, dout, NULL, x, NULL, ldx, w, with_bias ? bias : NULL,
+                        B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(ndx)), *d_dw = gpu_to_dev(dw0, FB(C * K)), *d_db = gpu_to_dev(db0, FB(C));
             float *d_do = gpu_to_dev(dout, FB(n)), *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = gpu_to_dev(bias, FB(C));
-            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, with_bias ? d_db : NULL, d_do, d_x, NULL, ldx, d_w,
+            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, with_bias ? d_db : NULL, d_do, NULL, d_x, NULL, ldx, d_w,
                                  with_bias ? d_b : NULL, B, T, C, K);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
@@ -231,7 +231,8 @@ static void test_conv1d(int B, int T, int C, int K) {
     TEST_END();
 
     snprintf(name, sizeof name,
-             "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided) within 1e-5 relative: B %d, T %d, "
+             "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided; also a bf16 second dout term) within 1e-5 "
+             "relative: B %d, T %d, "
              "C %d, K %d",
              B, T, C, K);
     TEST_BEGIN(name);
@@ -243,7 +244,7 @@ static void test_conv1d(int B, int T, int C, int K) {
         float *out = malloc(FB(n)), *dx = calloc(ndx, sizeof(float)), *dw = calloc((size_t)C * K, sizeof(float));
         float *db = calloc(C, sizeof(float)), *go[2], *gdx[2], *gdw[2], *gdb[2];
         conv1d_silu_fwd(out, NULL, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
-        conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, x16, ldx, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_o = gpu_to_dev(NULL, FB(n)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
             float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)),
@@ -255,7 +256,7 @@ static void test_conv1d(int B, int T, int C, int K) {
             uint16_t *d_o16, *o16 = malloc(sizeof(uint16_t) * n), *ow16 = malloc(sizeof(uint16_t) * n);
             CUDA_CHECK(cudaMalloc((void **)&d_o16, sizeof(uint16_t) * n));
             conv1d_silu_fwd_cuda(d_o, d_o16, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
-            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, NULL, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
             CUDA_CHECK(cudaMemcpy(o16, d_o16, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
             bf16_from_f32(ow16, go[rep], n);
@@ -272,7 +273,8 @@ static void test_conv1d(int B, int T, int C, int K) {
                 uint16_t *d_dx16, *got = calloc(ndx, sizeof(uint16_t)), *want = calloc(ndx, sizeof(uint16_t));
                 CUDA_CHECK(cudaMalloc((void **)&d_dx16, sizeof(uint16_t) * ndx));
                 CUDA_CHECK(cudaMemset(d_dx16, 0, sizeof(uint16_t) * ndx));
-                conv1d_silu_bwd_cuda(NULL, d_dx16, lddx, d_dw, d_db, d_do, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+                conv1d_silu_bwd_cuda(NULL, d_dx16, lddx, d_dw, d_db, d_do, NULL, NULL, d_x16, ldx, d_w, d_b, B, T, C,
+                                     K);
                 CUDA_CHECK(cudaMemcpy(got, d_dx16, sizeof(uint16_t) * ndx, cudaMemcpyDeviceToHost));
                 for (size_t r = 0; r < (size_t)B * T; r++) bf16_from_f32(want + r * lddx, gdx[0] + r * lddx, C);
                 EXPECT(!memcmp(got, want, sizeof(uint16_t) * ndx), "bf16 dx is not the float32 one rounded");
@@ -285,6 +287,32 @@ static void test_conv1d(int B, int T, int C, int K) {
         check("dw", gdw, dw, (size_t)C * K, 1e-5);
         check("dbias", gdb, db, C, 1e-5);
         for (int rep = 0; rep < 2; rep++) free(go[rep]), free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
+        /* a second gradient term in bf16 (dout16: the lean path's x_proj part), added to dout as it is read */
+        uint16_t *g16 = malloc(sizeof(uint16_t) * n), *d_g16;
+        float *gsrc = rand_vec(n, 3);
+        bf16_from_f32(g16, gsrc, n);
+        CUDA_CHECK(cudaMalloc((void **)&d_g16, sizeof(uint16_t) * n));
+        CUDA_CHECK(cudaMemcpy(d_g16, g16, sizeof(uint16_t) * n, cudaMemcpyHostToDevice));
+        memset(dx, 0, FB(ndx)), memset(dw, 0, FB(C * K)), memset(db, 0, FB(C));
+        conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, g16, NULL, x16, ldx, w, bias, B, T, C, K);
+        for (int rep = 0; rep < 2; rep++) {
+            float *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C)), *d_do = gpu_to_dev(dout, FB(n));
+            float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)),
+                  *d_db = gpu_to_dev(NULL, FB(C));
+            CUDA_CHECK(cudaMemset(d_dx, 0, FB(ndx)));
+            CUDA_CHECK(cudaMemset(d_dw, 0, FB(C * K)));
+            CUDA_CHECK(cudaMemset(d_db, 0, FB(C)));
+            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, d_g16, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+            gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
+            gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
+            gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
+            cudaFree(d_w), cudaFree(d_b), cudaFree(d_do), cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db);
+        }
+        check("dx (dout + dout16)", gdx, dx, ndx, 1e-5);
+        check("dw (dout + dout16)", gdw, dw, (size_t)C * K, 1e-5);
+        check("dbias (dout + dout16)", gdb, db, C, 1e-5);
+        for (int rep = 0; rep < 2; rep++) free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
+        cudaFree(d_g16), free(g16), free(gsrc);
         free(x16), free(out), free(dx), free(dw), free(db);
         cudaFree(d_x16);
     }

@@ -53,18 +53,28 @@ void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t
 
 #define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
 
-void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout, const float *x,
-                     const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
+void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
+                     const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
+                     const float *bias, int B, int T, int C, int K) {
+    if (dout16) { /* the two terms added first (widened: as the GPU adds them) */
+        const size_t n = (size_t)B * T * C;
+        float *sum = f32_from_bf16_rows(dout16, C, (size_t)B * T, C);
+        for (size_t i = 0; i < n; i++)
+            sum[i] = dout[i] + sum[i];
+        conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, sum, NULL, x, x16, ldx, w, bias, B, T, C, K);
+        free(sum);
+        return;
+    }
     if (x16) {
         float *xw = f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
-        conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, xw, NULL, C, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, NULL, xw, NULL, C, w, bias, B, T, C, K);
         free(xw);
         return;
     }
     if (dx16) { /* into float32, then rounded */
         const size_t rows = (size_t)B * T;
         float *dxw = xmalloc(sizeof(float) * rows * C);
-        conv1d_silu_bwd(dxw, NULL, C, dw, dbias, dout, x, NULL, ldx, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dxw, NULL, C, dw, dbias, dout, NULL, x, NULL, ldx, w, bias, B, T, C, K);
         for (size_t r = 0; r < rows; r++) bf16_from_f32(dx16 + r * lddx, dxw + r * C, (size_t)C);
         free(dxw);
         return;

@@ -68,12 +68,13 @@ __global__ static void conv1d_silu_fwd_kernel(float *out, __nv_bfloat16 *out16, 
 
 /* dpre = dout * silu'(pre), pre recomputed, kept for the dx, dw and dbias passes. */
 template <typename TX>
-__global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const TX *x, int ldx, const float *w,
-                                          const float *bias, int B, int T, int C, int K) {
+__global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const __nv_bfloat16 *dout16, const TX *x,
+                                          int ldx, const float *w, const float *bias, int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float p = conv_pre(x, ldx, (const float *)NULL, w, bias, i, T, C, K), s = sigmoidf_(p);
-        dpre[i] = dout[i] * s * (1.0f + p * (1.0f - s));
+        const float g = dout16 ? dout[i] + __bfloat162float(dout16[i]) : dout[i];
+        dpre[i] = g * s * (1.0f + p * (1.0f - s));
     }
 }
 
@@ -193,13 +194,14 @@ extern "C" void conv1d_silu_fwd_cuda(float *out, uint16_t *out16, const float *x
 /* The whole backward in one pass for a compile-time kernel width K: a thread owns channel c of one chunk of
  * CONV_CHUNK steps of sequence b, walks it once (plus K-1 steps of lookahead for dx), keeps the last K
  * inputs (pre is their weighted sum, as in the forward) and the last K values of dpre = dout * silu'(pre) in
- * registers, writes dx, and leaves its dw and dbias sums as per-chunk partials [chunk, C*K] and [chunk, C]
- * that a second kernel adds in chunk order. */
+ * registers (dout16, when given, added to dout as it is read), writes dx, and leaves its dw and dbias sums as per-chunk
+ * partials [chunk, C*K] and [chunk, C] that a second kernel adds in chunk order. */
 template <int K, typename TX, typename TD>
 __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, float *__restrict__ part_w,
                                                float *__restrict__ part_b, const float *__restrict__ dout,
-                                               const TX *__restrict__ x, int ldx, const float *__restrict__ w,
-                                               const float *__restrict__ bias, int T, int C, int nch) {
+                                               const __nv_bfloat16 *__restrict__ dout16, const TX *__restrict__ x,
+                                               int ldx, const float *__restrict__ w, const float *__restrict__ bias,
+                                               int T, int C, int nch) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
@@ -220,7 +222,8 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
         for (int u = 0; u < CONV_UNROLL; u++) {
             const bool in = tb + u < tend;
             xn[u] = in ? ld(x, (row0 + tb + u) * ldx + c) : 0.0f;
-            dn[u] = in ? dout[(row0 + tb + u) * C + c] : 0.0f;
+            const size_t at = (row0 + tb + u) * C + c;
+            dn[u] = !in ? 0.0f : dout16 ? dout[at] + __bfloat162float(dout16[at]) : dout[at];
         }
 #pragma unroll
         for (int u = 0; u < CONV_UNROLL; u++) {
@@ -254,14 +257,14 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
 }
 
 template <int K, typename TX, typename TD>
-static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
-                             const float *w, const float *bias, int B, int T, int C) {
+static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const __nv_bfloat16 *dout16,
+                             const TX *x, int ldx, const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK), nq = B * nch;
     float *part_w, *part_b = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
     if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
     conv1d_bwd_fused_kernel<K, TX, TD>
-        <<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C, nch);
+        <<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, dout16, x, ldx, w, bias, T, C, nch);
     CUDA_CHECK_LAUNCH();
     colsum_finish(dw, part_w, nq, C * K);
     if (dbias) {
@@ -272,19 +275,20 @@ static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const fl
 }
 
 template <typename TX, typename TD>
-static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const TX *x, int ldx,
-                                const float *w, const float *bias, int B, int T, int C, int K) {
+static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const float *dout,
+                                const __nv_bfloat16 *dout16, const TX *x, int ldx, const float *w, const float *bias,
+                                int B, int T, int C, int K) {
     const size_t n = (size_t)B * T * C;
     if (n == 0) return;
     switch (K) { /* the common widths in one fused pass; others through the general three-pass path below */
-    case 2: return conv1d_bwd_fused<2>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C);
-    case 3: return conv1d_bwd_fused<3>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C);
-    case 4: return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C);
+    case 2: return conv1d_bwd_fused<2>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
+    case 3: return conv1d_bwd_fused<3>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
+    case 4: return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
     default: break;
     }
     float *dpre;
     CUDA_CHECK(cudaMallocAsync((void **)&dpre, sizeof(float) * n, 0));
-    conv1d_dpre_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, x, ldx, w, bias, B, T, C, K);
+    conv1d_dpre_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, dout16, x, ldx, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
     conv1d_dx_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dx, lddx, dpre, w, B, T, C, K);
     CUDA_CHECK_LAUNCH();
@@ -294,14 +298,18 @@ static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const
 }
 
 extern "C" void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                                     const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias,
-                                     int B, int T, int C, int K) {
+                                     const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx,
+                                     const float *w, const float *bias, int B, int T, int C, int K) {
     __nv_bfloat16 *d16 = (__nv_bfloat16 *)dx16;
-    const __nv_bfloat16 *b16 = (const __nv_bfloat16 *)x16;
-    if (x16 && dx16) conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, b16, ldx, w, bias, B, T, C, K);
-    else if (x16) conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, b16, ldx, w, bias, B, T, C, K);
-    else if (dx16) conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
-    else conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C, K);
+    const __nv_bfloat16 *b16 = (const __nv_bfloat16 *)x16, *g16 = (const __nv_bfloat16 *)dout16;
+    if (x16 && dx16)
+        conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, g16, b16, ldx, w, bias, B, T, C, K);
+    else if (x16)
+        conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, g16, b16, ldx, w, bias, B, T, C, K);
+    else if (dx16)
+        conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, g16, x, ldx, w, bias, B, T, C, K);
+    else
+        conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, g16, x, ldx, w, bias, B, T, C, K);
 }
 
 extern "C" void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K) {
