@@ -136,7 +136,9 @@ static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int co
 // weights' bf16 shadow instead while AdamW keeps it current (weights16.cu: the same bits, no pass).
 static __nv_bfloat16 *bf16_copy(const float *src, int rows, int cols, int ld) {
     w16_want();
-    if (ld == rows) {
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(cudaStreamPerThread, &capturing));
+    if (ld == rows && capturing == cudaStreamCaptureStatusNone) { // a captured graph outlives the shadow's validity
         const uint16_t *s = w16_lookup(src, (size_t)rows * cols);
         if (s && (uintptr_t)s % 16 == 0) return (__nv_bfloat16 *)s;
     }
