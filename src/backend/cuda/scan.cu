@@ -8,7 +8,9 @@
 // the run of ITEMS consecutive steps [w * ITEMS, (w + 1) * ITEMS) of the chunk. Each chunk's x, dt (dy)
 // rows and B, C values are copied into shared memory with cp.async (coalesced, 16-byte where aligned)
 // while the previous chunk computes (double buffering); B and C, shared by all channels, are laid out
-// [n][t] so a warp reads its steps' values of one state as 16-byte broadcasts.
+// [n][t] so a warp reads its steps' values of one state as 16-byte broadcasts. x and the gate z are float32
+// or bf16 (template types TX, TZ; lean training passes both in bf16): a bf16 x is staged as it is (half the
+// bytes) and widened where it is read.
 //
 // For each state dimension n (NG at a time: independent dependency chains, fewer barriers) the
 // recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A_n), b_t = dt_t x_t B_tn) is an affine map per
