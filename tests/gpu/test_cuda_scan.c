@@ -133,51 +133,39 @@ static void check_case(int B, int T, int E, int N, int gated) {
         EXPECT(!memcmp(gotz, wantz, sizeof(uint16_t) * nz), "backward: the bf16 dz is not the float32 one rounded");
         cudaFree(gdz16), free(wantz), free(gotz);
         cudaFree(g16), free(want), free(got);
-        /* the gate in bf16 (the lean path's xz): GPU vs CPU, forward output and the backward's dx, dz */
-        uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz), *gz16;
-        bf16_from_f32(z16, z, nz);
+        /* the lean path's bf16 operands, GPU vs CPU on the same rounded values, every output: the gate z in bf16
+         * (xz), then x in bf16 too (the conv output; staged by 16-byte copies where E % 8 == 0, else plain loads) */
+        uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz), *gz16, *x16 = xmalloc(sizeof(uint16_t) * nx), *gx16;
+        bf16_from_f32(z16, z, nz), bf16_from_f32(x16, x, nx);
         CUDA_CHECK(cudaMalloc((void **)&gz16, sizeof(uint16_t) * nz));
         CUDA_CHECK(cudaMemcpy(gz16, z16, sizeof(uint16_t) * nz, cudaMemcpyHostToDevice));
-        scan_args s16 = s, gs16 = gs;
-        s16.z = NULL, s16.z16 = z16, gs16.z = NULL, gs16.z16 = gz16;
-        scan_fwd(&s16, y, NULL, NULL);
-        scan_fwd_cuda(&gs16, gy, NULL, NULL);
-        memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
-        scan_bwd(&s16, &g, dy);
-        CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
-        CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
-        CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
-        scan_bwd_cuda(&gs16, &gg, gdy);
-        float *zy = host_floats(gy, nx), *zdx = host_floats(gdx, nx), *zdz = host_floats(gdz, nz);
-        EXPECT((e = test_rel_err(zy, y, nx)) < 1e-5, "bf16 gate: y rel err %.2e", e);
-        EXPECT((e = test_rel_err(zdx, dx, nx)) < 1e-5, "bf16 gate: dx rel err %.2e", e);
-        EXPECT((e = test_rel_err(zdz, dz, nz)) < 1e-5, "bf16 gate: dz rel err %.2e", e);
-        /* and x in bf16 too (the lean path's conv output; staged by 16-byte copies where E % 8 == 0, else plain
-         * loads): against the CPU on the same rounded x, every output */
-        uint16_t *x16 = xmalloc(sizeof(uint16_t) * nx), *gx16;
-        bf16_from_f32(x16, x, nx);
         CUDA_CHECK(cudaMalloc((void **)&gx16, sizeof(uint16_t) * nx));
         CUDA_CHECK(cudaMemcpy(gx16, x16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
-        s16.x = NULL, s16.x16 = x16, gs16.x = NULL, gs16.x16 = gx16;
-        scan_fwd(&s16, y, NULL, NULL);
-        scan_fwd_cuda(&gs16, gy, NULL, NULL);
-        memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
-        scan_bwd(&s16, &g, dy);
-        CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
-        CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
-        CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
-        scan_bwd_cuda(&gs16, &gg, gdy);
-        float *xy = host_floats(gy, nx), *xdx = host_floats(gdx, nx), *xddt = host_floats(gddt, nx),
-              *xdbc = host_floats(gdbc, nbc), *xdA = host_floats(gdA, na), *xdD = host_floats(gdD, E),
-              *xdz = host_floats(gdz, nz);
-        EXPECT((e = test_rel_err(xy, y, nx)) < 1e-5, "bf16 x: y rel err %.2e", e);
-        EXPECT((e = test_rel_err(xdx, dx, nx)) < 1e-5, "bf16 x: dx rel err %.2e", e);
-        EXPECT((e = test_rel_err(xddt, ddt, nx)) < 1e-5, "bf16 x: ddt rel err %.2e", e);
-        EXPECT((e = test_rel_err(xdbc, dbc, nbc)) < 1e-5, "bf16 x: dB, dC rel err %.2e", e);
-        EXPECT((e = test_rel_err(xdA, dA, na)) < 1e-5, "bf16 x: dA rel err %.2e", e);
-        EXPECT((e = test_rel_err(xdD, dD, E)) < 1e-5, "bf16 x: dD rel err %.2e", e);
-        EXPECT((e = test_rel_err(xdz, dz, nz)) < 1e-5, "bf16 x: dz rel err %.2e", e);
-        free(xy), free(xdx), free(xddt), free(xdbc), free(xdA), free(xdD), free(xdz);
+        scan_args s16 = s, gs16 = gs;
+        s16.z = NULL, s16.z16 = z16, gs16.z = NULL, gs16.z16 = gz16;
+        for (int with_x16 = 0; with_x16 <= 1; with_x16++) {
+            const char *what = with_x16 ? "bf16 x and gate" : "bf16 gate";
+            if (with_x16) s16.x = NULL, s16.x16 = x16, gs16.x = NULL, gs16.x16 = gx16;
+            scan_fwd(&s16, y, NULL, NULL);
+            scan_fwd_cuda(&gs16, gy, NULL, NULL);
+            memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
+            scan_bwd(&s16, &g, dy);
+            CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+            scan_bwd_cuda(&gs16, &gg, gdy);
+            float *hy = host_floats(gy, nx), *hdx = host_floats(gdx, nx), *hddt = host_floats(gddt, nx),
+                  *hdbc = host_floats(gdbc, nbc), *hdA = host_floats(gdA, na), *hdD = host_floats(gdD, E),
+                  *hdz = host_floats(gdz, nz);
+            EXPECT((e = test_rel_err(hy, y, nx)) < 1e-5, "%s: y rel err %.2e", what, e);
+            EXPECT((e = test_rel_err(hdx, dx, nx)) < 1e-5, "%s: dx rel err %.2e", what, e);
+            EXPECT((e = test_rel_err(hddt, ddt, nx)) < 1e-5, "%s: ddt rel err %.2e", what, e);
+            EXPECT((e = test_rel_err(hdbc, dbc, nbc)) < 1e-5, "%s: dB, dC rel err %.2e", what, e);
+            EXPECT((e = test_rel_err(hdA, dA, na)) < 1e-5, "%s: dA rel err %.2e", what, e);
+            EXPECT((e = test_rel_err(hdD, dD, E)) < 1e-5, "%s: dD rel err %.2e", what, e);
+            EXPECT((e = test_rel_err(hdz, dz, nz)) < 1e-5, "%s: dz rel err %.2e", what, e);
+            free(hy), free(hdx), free(hddt), free(hdbc), free(hdA), free(hdD), free(hdz);
+        }
         cudaFree(gx16), free(x16);
         cudaFree(gz16), free(z16);
     }

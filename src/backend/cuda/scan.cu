@@ -61,20 +61,7 @@ __device__ __forceinline__ static float ex2(float v) {
 // unit), log1p(t) = 2 atanh(s) with s = t / (2 + t) <= 1/3 by its series (eight terms reach float precision):
 // branch-free and about a third of log1pf(expf(v))'s instructions; relative error within 2e-6 of the exact value
 // (log1pf(expf(v)) in float: 1e-6, both from exp's argument rounding where v is very negative).
-__device__ __forceinline__ static float softplus_(float v) {
-    const float t = ex2(-fabsf(v) * SCAN_LOG2E), s = __fdividef(t, 2.0f + t), z = s * s;
-    float q = 1.0f / 15;
-    q = fmaf(q, z, 1.0f / 13);
-    q = fmaf(q, z, 1.0f / 11);
-    q = fmaf(q, z, 1.0f / 9);
-    q = fmaf(q, z, 1.0f / 7);
-    q = fmaf(q, z, 1.0f / 5);
-    q = fmaf(q, z, 1.0f / 3);
-    q = fmaf(q, z, 1.0f);
-    const float r = fmaxf(v, 0.0f) + 2.0f * s * q;
-    return v > 20.0f ? v : r;
-}
-// The same, also giving sigmoid(v) (softplus's derivative) from the same exp: t / (1 + t) below 0, 1 / (1 + t) above.
+// sig receives sigmoid(v) (softplus's derivative) from the same exp: t / (1 + t) below 0, 1 / (1 + t) above.
 __device__ __forceinline__ static float softplus_sig_(float v, float &sig) {
     const float t = ex2(-fabsf(v) * SCAN_LOG2E), s = __fdividef(t, 2.0f + t), z = s * s;
     float q = 1.0f / 15;
@@ -88,6 +75,10 @@ __device__ __forceinline__ static float softplus_sig_(float v, float &sig) {
     sig = __fdividef(v < 0.0f ? t : 1.0f, 1.0f + t);
     const float r = fmaxf(v, 0.0f) + 2.0f * s * q;
     return v > 20.0f ? v : r;
+}
+__device__ __forceinline__ static float softplus_(float v) { // (the unused sigmoid is compiled away)
+    float sig;
+    return softplus_sig_(v, sig);
 }
 // the logistic function from the fast exp and division (relative error ~1e-6: the result is never small
 // through cancellation)
@@ -240,6 +231,17 @@ __device__ __forceinline__ static void load_gate(float (&v)[ITEMS], const TZ *z,
         for (int i = 0; i < ITEMS; i++) v[i] = i < nvalid ? gate_ld(zp, (size_t)i * ldz) : 0.0f;
 }
 
+// f(i) for this thread's steps i < left (all ITEMS when full: no per-step test).
+template <int ITEMS, typename F> __device__ __forceinline__ static void each_step(bool full, int left, F &f) {
+    if (full)
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) f(i);
+    else
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++)
+            if (i < left) f(i);
+}
+
 // ---- forward ---------------------------------------------------------------------------------------
 // Shared memory (floats): X, DT [2][CH][32] and BS, CS [2][NP][CH + 4] (double-buffered by chunk parity);
 // a2s [NP][32] (A * log2 e); carry [2][NP][32] (the state at a chunk's start, by chunk parity); agg
@@ -355,13 +357,7 @@ __global__ void __launch_bounds__(W * 32)
                 if (y16) y16[at + (size_t)i * E] = __float2bfloat16_rn(yo);
                 else y[at + (size_t)i * E] = yo;
             };
-            if (full)
-#pragma unroll
-                for (int i = 0; i < ITEMS; i++) put(i);
-            else
-#pragma unroll
-                for (int i = 0; i < ITEMS; i++)
-                    if (tw + i < T) put(i);
+            each_step<ITEMS>(full, T - tw, put);
         }
         __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
     }
@@ -656,13 +652,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                     else if (out) out[at + (size_t)i * E] = y * silu;
                 }
             };
-            if (full)
-#pragma unroll
-                for (int i = 0; i < ITEMS; i++) put(i);
-            else
-#pragma unroll
-                for (int i = 0; i < ITEMS; i++)
-                    if (tw + i < T) put(i);
+            each_step<ITEMS>(full, T - tw, put);
         }
         __syncthreads(); // everyone is done with buffer p
     }
