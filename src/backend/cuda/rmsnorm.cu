@@ -19,16 +19,33 @@ __device__ __forceinline__ static double warp_sum(double v) {
     return v;
 }
 
+/* The plain forward (the backward's recompute of each layer's norm): NORM_FWD_SPLIT rows per block of RED_THREADS,
+ * each row's threads summing by a butterfly per warp, then its warps in order (one barrier). Twice the elements
+ * per thread of a block per row and half the blocks: the pass is bound by the latency of each block's
+ * load-reduce-store, not by bandwidth. */
+#define NORM_FWD_SPLIT 2
 __global__ static void rmsnorm_fwd_kernel(float *y, __nv_bfloat16 *y16, float *rstd, const float *x, const float *w,
-                                          int D, float eps) {
-    const size_t r = blockIdx.x;
-    const float *xr = x + r * D;
+                                          int rows, int D, float eps) {
+    constexpr int TPR = RED_THREADS / NORM_FWD_SPLIT, WPR = TPR / 32; // threads and warps per row
+    __shared__ double part[RED_THREADS / 32];
+    const int half = threadIdx.x / TPR, tid = threadIdx.x % TPR;
+    const size_t r = (size_t)blockIdx.x * NORM_FWD_SPLIT + half;
+    const bool ok = r < (size_t)rows;
+    const float *xr = x + (ok ? r : 0) * D;
     double ss = 0;
-    for (int i = threadIdx.x; i < D; i += RED_THREADS) ss += (double)xr[i] * xr[i];
-    ss = block_reduce(ss, SumOp());
-    const float s = 1.0f / sqrtf((float)(ss / D) + eps);
-    if (rstd && threadIdx.x == 0) rstd[r] = s;
-    for (int i = threadIdx.x; i < D; i += RED_THREADS) norm_store(y, y16, r * D + i, xr[i] * s * w[i]);
+    if (ok)
+#pragma unroll 4
+        for (int i = tid; i < D; i += TPR) ss += (double)xr[i] * xr[i];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    double t = part[half * WPR];
+    for (int k = 1; k < WPR; k++) t += part[half * WPR + k];
+    if (!ok) return;
+    const float s = 1.0f / sqrtf((float)(t / D) + eps);
+    if (rstd && tid == 0) rstd[r] = s;
+#pragma unroll 4
+    for (int i = tid; i < D; i += TPR) norm_store(y, y16, r * D + i, xr[i] * s * w[i]);
 }
 
 /* x_out = x + delta, then the norm of x_out (one block per row; x_out may be x: each element is read and
@@ -106,7 +123,8 @@ struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd (rows too wide for 
 extern "C" void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
                                  float eps) {
     if (rows <= 0 || D <= 0) return;
-    rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(y, (__nv_bfloat16 *)y16, rstd, x, w, D, eps);
+    rmsnorm_fwd_kernel<<<cdiv(rows, NORM_FWD_SPLIT), RED_THREADS>>>(y, (__nv_bfloat16 *)y16, rstd, x, w, rows, D,
+                                                                     eps);
     CUDA_CHECK_LAUNCH();
 }
 
