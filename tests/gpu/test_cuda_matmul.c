@@ -190,6 +190,7 @@ int main(void) {
         check(256, 512, 128, 0, bf16, 0);
         check(256, 512, 128, 0, bf16, 1);
         check(200, 96, 48, 8, bf16, 2);
+        check(256, 96, 64, 3, bf16, 1); /* bf16 copies of rows under 128 wide (a thread per element), strided */
         check(2048, 1024, 256, 0, bf16, 0);
         check(1, 3072, 768, 0, bf16, 0);
     }

@@ -125,9 +125,23 @@ __global__ static void to_bf16_dense_kernel(__nv_bfloat16 *dst, const float *src
     for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = __float2bfloat16_rn(s[c]);
 }
 
+// Narrow rows (the x_proj output's gradient: 80 columns) a thread per element over the whole matrix instead: a block
+// per row would leave most of its threads idle and the pass bound by launching blocks.
+__global__ static void to_bf16_narrow_kernel(__nv_bfloat16 *dst, const float *src, int cols, int ld, size_t n) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const size_t r = i / cols, c = i % cols;
+    dst[i] = __float2bfloat16_rn(src[r * ld + c]);
+}
+
 static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int cols, int ld) {
     if (rows <= 0 || cols <= 0) return;
-    to_bf16_dense_kernel<<<rows, cols >= 512 ? 256 : 128>>>(dst, src, cols, ld);
+    if (cols < 128) {
+        const size_t n = (size_t)rows * cols;
+        to_bf16_narrow_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dst, src, cols, ld, n);
+    } else {
+        to_bf16_dense_kernel<<<rows, cols >= 512 ? 256 : 128>>>(dst, src, cols, ld);
+    }
     CUDA_CHECK_LAUNCH();
 }
 
