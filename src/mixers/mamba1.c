@@ -104,9 +104,9 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
  * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): the GEMM operands a
  * bf16 GEMM rounds anyway are written in bf16 by their producers: in_proj writes xz (as torch's autocast does),
  * which the conv and the scan's gate read as it is; the conv writes xs only in bf16 (xs16), which x_proj's GEMMs
- * and the scan read (torch's autocast hands the scan a bf16 input too); the scan writes
- * out_proj's input g16; the backward writes dxz in bf16 for in_proj; the model hands the input in bf16 too
- * (ctx->u16). */
+ * and the scan read (torch's autocast hands the scan a bf16 input too); dt_proj writes dt in bf16 (dt16) and the
+ * scan's backward its gradient (as the reference's bf16 scan does); the scan writes out_proj's input g16; the backward
+ * writes dxz in bf16 for in_proj; the model hands the input in bf16 too (ctx->u16). */
 typedef struct {
     float *xz;    /* [rows, 2E] saved (temp when lean, for decode): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 (training) */
@@ -115,6 +115,7 @@ typedef struct {
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
     uint16_t *xs16; /* [rows, E]  temp in lean training: xs in bf16, as x_proj's GEMMs take it */
     float *dt;    /* [rows, E]  temp: dt_proj(dt_low), before the bias and softplus (the scan applies them) */
+    uint16_t *dt16; /* [rows, E]  temp (in dt's space) in lean training: dt in bf16 */
     float *g;     /* [rows, E]  temp: the scan's gated output y * silu(z), the out_proj input */
     uint16_t *g16; /* [rows, E]  temp (in g's space) in lean training: g rounded to bf16, as out_proj's GEMMs take it */
 } mamba1_act;
@@ -133,7 +134,7 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     a.xs = q, q += rows * d.E;
     a.dt = q, q += rows * d.E;
     a.g = q, q += rows * d.E;
-    if (lean) a.g16 = (uint16_t *)a.g, a.xs16 = (uint16_t *)q;
+    if (lean) a.g16 = (uint16_t *)a.g, a.xs16 = (uint16_t *)q, a.dt16 = (uint16_t *)a.dt;
     return a;
 }
 
@@ -163,13 +164,22 @@ static size_t mamba1_state_floats(const ssm_config *c) {
 
 /* The scan's operands in a layer's activations: x the SiLU(conv) output, dt the dt_proj output (the scan adds
  * the bias and applies the softplus), B and C from the x_proj output, the gate z the second half of xz; lean
- * (xz16): x and z in bf16 as the conv and in_proj write them. */
+ * (xz16): x, dt and z in bf16 as the conv, dt_proj and in_proj write them. */
 static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
                               int T, int xz16) {
-    return (scan_args){.x = xz16 ? NULL : a->xs, .x16 = xz16 ? a->xs16 : NULL, .dt = a->dt, .dt_bias = v->dt_b,
-                       .At = At, .Bm = a->dbc + d.R, .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D,
-                       .z = xz16 ? NULL : a->xz + d.E,
+    return (scan_args){.x = xz16 ? NULL : a->xs, .x16 = xz16 ? a->xs16 : NULL, .dt = xz16 ? NULL : a->dt,
+                       .dt16 = xz16 ? a->dt16 : NULL, .dt_bias = v->dt_b, .At = At, .Bm = a->dbc + d.R,
+                       .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
                        .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N};
+}
+
+/* dt = dt_proj(dt_low) [rows, E], in bf16 (dt16) in lean training */
+static void dt_proj_fwd(const mixer_ctx *ctx, const mamba1_act *a, const mamba1_views *v, mamba1_dims d, int rows,
+                        int lean) {
+    if (lean)
+        ctx->be->matmul_xwT_y16(a->dt16, d.E, a->dbc, NULL, d.P, v->dt_w, NULL, rows, d.E, d.R);
+    else
+        mixer_linear(ctx, a->dt, d.E, a->dbc, d.P, v->dt_w, rows, d.E, d.R);
 }
 
 static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
@@ -195,7 +205,7 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     /* dt_low, B, C = x_proj(x) */
     if (lean) be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f);
     else mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);             /* dt = dt_proj(dt_low) */
+    dt_proj_fwd(ctx, &a, &v, d, rows, lean); /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
     const scan_args s = scan_args_of(&a, &v, At, d, B, T, lean);
@@ -220,7 +230,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
      * scan's backward recomputes its gated output g */
     be->conv1d_silu_fwd(a.xs16 ? NULL : a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b,
                         B, T, d.E, d.K);
-    mixer_linear(ctx, a.dt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
+    dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
     float *dxz = scratch;                       /* [rows, 2E] */
     float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
     float *dxs = dy + (size_t)rows * d.E;       /* [rows, E] */
@@ -238,10 +248,11 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     /* lean: dxz in bf16 (in dxz's space), in_proj's GEMMs read it so; not with an in_proj bias (its gradient
      * sums dxz in float32) */
     uint16_t *dxz16 = a.xz16 && !g.in_b ? (uint16_t *)dxz : NULL;
-    const scan_grads sg = {.dx = dxs, .ddt = ddt, .dBm = ddbc + d.R, .dCm = ddbc + d.R + d.N, .lddbc = d.P,
-                           .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b, .dz = dxz16 ? NULL : dxz + d.E,
-                           .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E, .out = a.g16 ? NULL : a.g,
-                           .out16 = a.g16};
+    uint16_t *ddt16 = a.xz16 ? (uint16_t *)ddt : NULL; /* lean: ddt in bf16, as dt_proj's GEMMs take it */
+    const scan_grads sg = {.dx = dxs, .ddt = ddt16 ? NULL : ddt, .ddt16 = ddt16, .dBm = ddbc + d.R,
+                           .dCm = ddbc + d.R + d.N, .lddbc = d.P, .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b,
+                           .dz = dxz16 ? NULL : dxz + d.E, .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E,
+                           .out = a.g16 ? NULL : a.g, .out16 = a.g16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
     if (a.g16 && ctx->dout16)
         be->matmul_bwd16(NULL, NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D,
@@ -249,7 +260,10 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     else if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
-    be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
+    if (ddt16)
+        be->matmul_bwd16(ddbc, NULL, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, a.dbc, NULL, d.P, v.dt_w, rows, d.E, d.R);
+    else
+        be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     /* lean: x_proj's part of d(xs) written in bf16 into ddt's space (free now); the conv backward adds it to the
      * scan's part (dxs) as it reads them */
     uint16_t *dxs16 = a.xs16 ? (uint16_t *)ddt : NULL;

@@ -92,6 +92,7 @@ typedef struct {
     const float *x;       /* [B, T, E] dense: the scan input (SiLU of the conv) */
     const uint16_t *x16;  /* or x in bf16 (exactly one of x, x16): lean training, as the conv writes it */
     const float *dt;      /* [B, T, E] dense: dt_proj's output, before the bias and softplus */
+    const uint16_t *dt16; /* or dt in bf16 (exactly one of dt, dt16): lean training, as the reference's autocast */
     const float *dt_bias; /* [E] */
     const float *At;      /* [N, E]: A transposed (state-major, so channels are contiguous) */
     const float *Bm, *Cm; /* [B, T, N] with row stride ldbc */
@@ -106,6 +107,7 @@ typedef struct {
 /* What the backward writes (=) and accumulates (+=). */
 typedef struct {
     float *dx, *ddt;      /* [B, T, E] dense =: ddt is the gradient of `dt` (dt_proj's output) */
+    uint16_t *ddt16;      /* or ddt rounded to bf16 (exactly one of ddt, ddt16) */
     float *dBm, *dCm;     /* [B, T, N] stride lddbc = */
     int lddbc;
     float *dAt;           /* [N, E] += */

@@ -34,11 +34,11 @@ static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int n
     }
 }
 
-/* A bf16 gate and/or input widened (the CPU runs that form only to test the lean path): *w is s with z and x in
- * float32, zw[0] and zw[1] the copies to free (NULL where s had them in float32). */
+/* A bf16 gate, input and/or dt widened (the CPU runs that form only to test the lean path): *w is s with z, x and
+ * dt in float32, zw[0..2] the copies to free (NULL where s had them in float32). */
 static const scan_args *widen_bf16(const scan_args *s, scan_args *w, float **zw) {
-    zw[0] = zw[1] = NULL;
-    if (!s->z16 && !s->x16) return s;
+    zw[0] = zw[1] = zw[2] = NULL;
+    if (!s->z16 && !s->x16 && !s->dt16) return s;
     *w = *s;
     if (s->z16) {
         zw[0] = f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
@@ -48,15 +48,19 @@ static const scan_args *widen_bf16(const scan_args *s, scan_args *w, float **zw)
         zw[1] = f32_from_bf16_rows(s->x16, s->E, (size_t)s->B * s->T, s->E);
         w->x = zw[1], w->x16 = NULL;
     }
+    if (s->dt16) {
+        zw[2] = f32_from_bf16_rows(s->dt16, s->E, (size_t)s->B * s->T, s->E);
+        w->dt = zw[2], w->dt16 = NULL;
+    }
     return w;
 }
 
 void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
-    if (s->z16 || s->x16) { /* bf16 operands widened first */
+    if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
-        float *zw[2];
+        float *zw[3];
         scan_fwd(widen_bf16(s, &w, zw), out, out16, h);
-        free(zw[0]), free(zw[1]);
+        free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
@@ -99,11 +103,11 @@ void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
 }
 
 void scan_fwd_ref(const scan_args *s, float *out, float *h) {
-    if (s->z16 || s->x16) { /* bf16 operands widened first */
+    if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
-        float *zw[2];
+        float *zw[3];
         scan_fwd_ref(widen_bf16(s, &w, zw), out, h);
-        free(zw[0]), free(zw[1]);
+        free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
@@ -211,11 +215,20 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
 }
 
 void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
-    if (s->z16 || s->x16) { /* bf16 operands widened first */
+    if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
-        float *zw[2];
+        float *zw[3];
         scan_bwd(widen_bf16(s, &w, zw), g, dout);
-        free(zw[0]), free(zw[1]);
+        free(zw[0]), free(zw[1]), free(zw[2]);
+        return;
+    }
+    if (g->ddt16) { /* ddt in float32 first, then rounded */
+        const size_t n = (size_t)s->B * s->T * s->E;
+        scan_grads g32 = *g;
+        g32.ddt = xmalloc(sizeof(float) * (n ? n : 1)), g32.ddt16 = NULL;
+        scan_bwd(s, &g32, dout);
+        bf16_from_f32(g->ddt16, g32.ddt, n);
+        free(g32.ddt);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;

@@ -178,8 +178,12 @@ static void lt_gemm_bf16(bool trans_a, bool trans_b, int m, int n, int k, const 
 }
 
 // Whether a mixed-precision product runs on bf16 copies of its operands: not for skinny products (decode),
-// where reading the float32 weights once beats converting them.
-static bool bf16_copies(int m, int n, int k) { return bf16_convert() && m >= 64 && n >= 64 && k >= 64; }
+// where reading the float32 weights once beats converting them. Dimensions from 32 that are multiples of 8 (dt_proj's
+// rank, 48 at d_model 768: its products in training) keep the tensor cores' aligned kernels and take copies too.
+static bool bf16_copies(int m, int n, int k) {
+    const int lo = m < n ? (m < k ? m : k) : (n < k ? n : k);
+    return bf16_convert() && (lo >= 64 || (lo >= 32 && m % 8 == 0 && n % 8 == 0 && k % 8 == 0));
+}
 
 // D = C = alpha * op(A) op(B) + beta * C, all column-major float32: op(A) is m x k, op(B) k x n. `compute` is
 // CUBLAS_COMPUTE_32F (float32 throughout) or CUBLAS_COMPUTE_32F_FAST_16BF (the inputs rounded to bf16 for the

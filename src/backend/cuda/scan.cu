@@ -8,9 +8,9 @@
 // the run of ITEMS consecutive steps [w * ITEMS, (w + 1) * ITEMS) of the chunk. Each chunk's x, dt (dy)
 // rows and B, C values are copied into shared memory with cp.async (coalesced, 16-byte where aligned)
 // while the previous chunk computes (double buffering); B and C, shared by all channels, are laid out
-// [n][t] so a warp reads its steps' values of one state as 16-byte broadcasts. x and the gate z are float32
-// or bf16 (template types TX, TZ; lean training passes both in bf16): a bf16 x is staged as it is (half the
-// bytes) and widened where it is read.
+// [n][t] so a warp reads its steps' values of one state as 16-byte broadcasts. x, dt and the gate z are float32
+// or bf16 (template types TX, TD, TZ; lean training passes all three in bf16): bf16 x and dt are staged as they
+// are (half the bytes) and widened where they are read.
 //
 // For each state dimension n (NG at a time: independent dependency chains, fewer barriers) the
 // recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A_n), b_t = dt_t x_t B_tn) is an affine map per
@@ -251,20 +251,19 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
     return 4 * CH * 32 + 4 * NP * (CH + 4) + (size_t)3 * NP * 32 + (size_t)2 * NG * 2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG, typename TX, typename TZ>
+template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
-                    const TX *__restrict__ x,
-                    const float *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
-                    const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
-                    const float *__restrict__ Dv, const TZ *__restrict__ z, int ldz, int T,
-                    int E, int N) {
+                    const TX *__restrict__ x, const TD *__restrict__ dt, const float *__restrict__ dt_bias,
+                    const float *__restrict__ At, const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
+                    const float *__restrict__ Dv, const TZ *__restrict__ z, int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
     float *Xf = (float *)smem4, *DT = Xf + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
           *a2s = CS + 2 * NP * CHP, *carry = a2s + NP * 32, *agg = carry + 2 * NP * 32;
     TX *X = reinterpret_cast<TX *>(Xf); // [2][CH][32] in X's float space (bf16: its first half)
+    TD *DTs = reinterpret_cast<TD *>(DT); // likewise
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
@@ -272,7 +271,7 @@ __global__ void __launch_bounds__(W * 32)
     const BcWalk wk = bc_walk(NP);
     auto stage = [&](int k, int p) {
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
-        stage_rows_async<W, ITEMS>(DT + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
         stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
     };
     stage(0, 0);
@@ -296,7 +295,7 @@ __global__ void __launch_bounds__(W * 32)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP;
         float dtv[ITEMS], dtx[ITEMS], yv[ITEMS];
         lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
-        lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DTs + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
@@ -385,13 +384,13 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 #ifndef SCAN_BWD_MIN_BLOCKS // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
 #define SCAN_BWD_MIN_BLOCKS 3
 #endif
-template <int W, int ITEMS, int NG, typename TX, typename TZ>
+template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
-    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, float *__restrict__ dz,
-                    __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
+    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, __nv_bfloat16 *__restrict__ ddt16,
+                    float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
                     __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
-                    const float *__restrict__ dy, const TX *__restrict__ x, const float *__restrict__ dt,
+                    const float *__restrict__ dy, const TX *__restrict__ x, const TD *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
                     const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
                     int ldz, int T, int E, int N) {
@@ -403,6 +402,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
           *crv = cfw + NP * 32, *agg = crv + 2 * NP * 32, *red = agg + 2 * NG * 3 * W * 32,
           *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
     TX *X = reinterpret_cast<TX *>(Xf); // [2][CH][32] in X's float space (bf16: its first half)
+    TD *DTs = reinterpret_cast<TD *>(DT);   // likewise
     constexpr bool stash = sizeof(TX) == 2; // x in bf16: X's upper half holds each chunk's silu(z) (pass 2)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
@@ -411,12 +411,12 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     const BcWalk wk = bc_walk(NP);
     auto stage1 = [&](int k, int p) { // pass 1 needs x, dt, B
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
-        stage_rows_async<W, ITEMS>(DT + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
         stage_bc_async(BS + p * NP * CHP, nullptr, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
     };
     auto stage2 = [&](int k, int p) { // pass 2: x, dt, dy, B, C
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
-        stage_rows_async<W, ITEMS>(DT + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
         stage_rows_async<W, ITEMS>(DY + p * CH * 32, dy, row0, k * CH, T, E, e0);
         stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
         // the chunk's start states hb[b][k][:][e0 .. e0 + 32) (zero for chunk 0)
@@ -451,7 +451,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         const float *Bs = BS + p * NP * CHP;
         float xv[ITEMS], dtv[ITEMS];
         lds_steps<ITEMS>(xv, X + p * CH * 32, w * ITEMS, lane);
-        lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DTs + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
@@ -516,13 +516,14 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         // this thread's steps of the staged x, dt and dout. Read here, then the thread's own slots carry what the
         // end of the chunk needs (fewer registers held across the state loop): the dt slot sigmoid(dt + bias), the
         // dout slot d(out) silu'(z) (times y: dz), and with x in bf16 the free upper half of x's area silu(z);
-        // x itself is read again.
+        // x itself is read again. (With dt in bf16 its slot is in the free upper half of dt's area.)
         const TX *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
-        float *dts = DT + p * CH * 32 + w * ITEMS * 32 + lane, *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
+        float *dts = DT + (sizeof(TD) == 2 ? CH * 32 : p * CH * 32) + w * ITEMS * 32 + lane,
+              *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
         float *sls = Xf + CH * 32 + w * ITEMS * 32 + lane; // [CH][32] floats: only when x is bf16 (stash)
         float dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], yr[ITEMS];
         lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
-        lds_steps<ITEMS>(dtv, DT + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DTs + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dyv, DY + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
@@ -641,7 +642,10 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                 dx[at + (size_t)i * E] = dtv[i] * gB[i] + d * dyv[i];
                 // through the softplus: d softplus(pre) / d pre = sigmoid(pre) (in the dt slot)
                 const float g = (xv * gB[i] + aw[i]) * dts[i * 32];
-                ddt[at + (size_t)i * E] = g;
+                if (ddt16)
+                    ddt16[at + (size_t)i * E] = __float2bfloat16_rn(g);
+                else
+                    ddt[at + (size_t)i * E] = g;
                 dbias += g;
                 if (gate) {
                     const float y = yr[i] + d * xv, gz = dys[i * 32] * y;
@@ -739,19 +743,21 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 #define SCAN_BWD_CFG 4, 8, 2
 #endif
 
-template <int W, int ITEMS, int NG, typename TX, typename TZ>
-static void scan_fwd_launch(const scan_args *s, const TX *x, const TZ *z, float *y, __nv_bfloat16 *y16, float *h) {
+template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
+static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const TZ *z, float *y, __nv_bfloat16 *y16,
+                            float *h) {
     const int NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TZ>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG, TX, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, y16, h, x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
+    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
+    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
+        y, y16, h, x, dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
-template <int W, int ITEMS, int NG, typename TX, typename TZ>
-static void scan_bwd_launch(const scan_args *s, const TX *x, const TZ *z, const scan_grads *g, const float *dy) {
+template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
+static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const TZ *z, const scan_grads *g,
+                            const float *dy) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
@@ -760,10 +766,11 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TZ *z, const 
           *db_part = dD_part + n_d, *hb = db_part + n_d;
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TZ>, smem, &smem_set);
-    scan_bwd_kernel<W, ITEMS, NG, TX, TZ><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, g->ddt, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part,
-        dD_part, db_part, hb, dy, x, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
+    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
+    scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(nblk, B), W * 32, smem>>>(
+        g->dx, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out,
+        (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, x, dt, s->dt_bias, s->At, s->Bm, s->Cm,
+        s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
@@ -771,6 +778,27 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TZ *z, const 
     scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dDv, g->ddt_bias, dA_part, dD_part, db_part,
                                                                B, N, E);
     CUDA_CHECK_LAUNCH();
+}
+
+// f(x, dt, z) with each operand as the kernels' type for it: float32 or bf16 (x16, dt16, z16), whichever s has (one
+// kernel instantiation per combination).
+template <typename F> static void with_types(const scan_args *s, F f) {
+    auto by_z = [&](auto x, auto dt) {
+        if (s->z16)
+            f(x, dt, (const __nv_bfloat16 *)s->z16);
+        else
+            f(x, dt, s->z);
+    };
+    auto by_dt = [&](auto x) {
+        if (s->dt16)
+            by_z(x, (const __nv_bfloat16 *)s->dt16);
+        else
+            by_z(x, s->dt);
+    };
+    if (s->x16)
+        by_dt((const __nv_bfloat16 *)s->x16);
+    else
+        by_dt(s->x);
 }
 
 static void check_state_size(int N) {
@@ -785,7 +813,7 @@ static void check_state_size(int N) {
 // consecutive (NP a power of two <= 32, so they share a warp), y summed over them with shuffles. The state h is
 // read and written coalesced; the chunked kernel would stage and compose a whole chunk for the one real step.
 __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x,
-                                        const __nv_bfloat16 *x16, const float *dt,
+                                        const __nv_bfloat16 *x16, const float *dt, const __nv_bfloat16 *dt16,
                                         const float *dt_bias, const float *At, const float *Bm, const float *Cm,
                                         int ldbc, const float *Dv, const float *z, const __nv_bfloat16 *z16, int ldg,
                                         int B, int E, int N, int NP) {
@@ -797,7 +825,7 @@ __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, 
     if (live) {
         xv = x16 ? __bfloat162float(x16[i]) : x[i];
         if (n < N) {
-            const float dv = softplus_(dt[i] + dt_bias[e]);
+            const float dv = softplus_((dt16 ? __bfloat162float(dt16[i]) : dt[i]) + dt_bias[e]);
             float *hp = h ? h + i * N + n : NULL; // h [B, E, N]
             const float hn = (hp ? *hp * expf(dv * At[(size_t)n * E + e]) : 0.0f) + dv * xv * Bm[(size_t)b * ldbc + n];
             if (hp) *hp = hn;
@@ -824,24 +852,16 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
         while (NP < s->N) NP <<= 1;
         const size_t threads = (size_t)s->B * s->E * NP;
         scan_step_kernel<<<(unsigned)((threads + 127) / 128), 128>>>(
-            out, o16, h, s->x, (const __nv_bfloat16 *)s->x16, s->dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv,
-            s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N, NP);
+            out, o16, h, s->x, (const __nv_bfloat16 *)s->x16, s->dt, (const __nv_bfloat16 *)s->dt16, s->dt_bias, s->At,
+            s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N, NP);
         CUDA_CHECK_LAUNCH();
         return;
     }
-    const __nv_bfloat16 *x16 = (const __nv_bfloat16 *)s->x16, *z16 = (const __nv_bfloat16 *)s->z16;
-    if (x16 && z16) scan_fwd_launch<SCAN_FWD_CFG>(s, x16, z16, out, o16, h);
-    else if (x16) scan_fwd_launch<SCAN_FWD_CFG>(s, x16, s->z, out, o16, h);
-    else if (z16) scan_fwd_launch<SCAN_FWD_CFG>(s, s->x, z16, out, o16, h);
-    else scan_fwd_launch<SCAN_FWD_CFG>(s, s->x, s->z, out, o16, h);
+    with_types(s, [&](auto x, auto dt, auto z) { scan_fwd_launch<SCAN_FWD_CFG>(s, x, dt, z, out, o16, h); });
 }
 
 extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // no steps: no gradients to write or add
-    const __nv_bfloat16 *x16 = (const __nv_bfloat16 *)s->x16, *z16 = (const __nv_bfloat16 *)s->z16;
-    if (x16 && z16) scan_bwd_launch<SCAN_BWD_CFG>(s, x16, z16, g, dout);
-    else if (x16) scan_bwd_launch<SCAN_BWD_CFG>(s, x16, s->z, g, dout);
-    else if (z16) scan_bwd_launch<SCAN_BWD_CFG>(s, s->x, z16, g, dout);
-    else scan_bwd_launch<SCAN_BWD_CFG>(s, s->x, s->z, g, dout);
+    with_types(s, [&](auto x, auto dt, auto z) { scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, dout); });
 }
