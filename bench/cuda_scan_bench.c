@@ -55,41 +55,52 @@ int main(int argc, char **argv) {
     float *x = dev_random(nx, -1, 1, &r), *dt = dev_random(nx, -7, -2.3f, &r), *bias = dev_random(E, 0, 0, &r),
           *At = dev_random((size_t)N * E, -16, -1, &r), *xz = dev_random(2 * nx, -2, 2, &r);
     float *bc = dev_random(nbc, -1, 1, &r), *Dv = dev_random(E, 0.5f, 1.5f, &r), *dy = dev_random(nx, -1, 1, &r);
-    float *y, *dx, *ddt, *dbc, *dA, *dD, *db, *dxz;
-    cudaMalloc((void **)&y, nx * 4), cudaMalloc((void **)&dx, nx * 4), cudaMalloc((void **)&ddt, nx * 4);
+    float *y, *dx, *dbc, *dA, *dD, *db;
+    cudaMalloc((void **)&y, nx * 4), cudaMalloc((void **)&dx, nx * 4);
     cudaMalloc((void **)&dbc, nbc * 4), cudaMalloc((void **)&dA, (size_t)N * E * 4), cudaMalloc((void **)&dD, E * 4);
-    cudaMalloc((void **)&db, E * 4), cudaMalloc((void **)&dxz, 2 * nx * 4);
-    uint16_t *xz16, *x16;
-    cudaMalloc((void **)&xz16, 2 * nx * 2), cudaMalloc((void **)&x16, nx * 2);
+    cudaMalloc((void **)&db, E * 4);
+    uint16_t *xz16, *x16, *dt16, *dxz16, *ddt16;
+    cudaMalloc((void **)&xz16, 2 * nx * 2), cudaMalloc((void **)&x16, nx * 2), cudaMalloc((void **)&dt16, nx * 2);
+    cudaMalloc((void **)&dxz16, 2 * nx * 2), cudaMalloc((void **)&ddt16, nx * 2);
     bf16_from_f32_cuda(xz16, xz, 2 * nx);
     bf16_from_f32_cuda(x16, x, nx);
-    const scan_args s = {.x16 = x16, .dt = dt, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N, .Dv = Dv,
-                         .z16 = xz16 + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N};
-    const scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA, .dDv = dD,
-                          .ddt_bias = db, .dz = dxz + E, .lddz = 2 * E, .out16 = (uint16_t *)y};
-    float fwd, bwd, copy;
+    bf16_from_f32_cuda(dt16, dt, nx);
+    uint16_t *hk; /* training's state checkpoints, as the lean model passes them */
+    cudaMalloc((void **)&hk, (size_t)B * SCAN_HK_COUNT(T) * N * E * 2);
+    const scan_args s = {.x16 = x16, .dt16 = dt16, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N,
+                         .Dv = Dv, .z16 = xz16 + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N, .hk = hk};
+    const scan_grads g = {.dx = dx, .ddt16 = ddt16, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA,
+                          .dDv = dD, .ddt_bias = db, .dz16 = dxz16 + E, .lddz = 2 * E, .out16 = (uint16_t *)y};
+    scan_args s0 = s; /* the same without the checkpoints: the backward then recomputes every chunk's start state */
+    s0.hk = NULL;
+    float fwd, bwd, fwd0, bwd0, copy;
     TIME_MS(fwd, 21, scan_fwd_cuda(&s, NULL, (uint16_t *)y, NULL));
     TIME_MS(bwd, 21, scan_bwd_cuda(&s, &g, dy));
+    TIME_MS(fwd0, 21, scan_fwd_cuda(&s0, NULL, (uint16_t *)y, NULL));
+    TIME_MS(bwd0, 21, scan_bwd_cuda(&s0, &g, dy));
     TIME_MS(copy, 21, cudaMemcpy(dx, x, nx * 4, cudaMemcpyDeviceToDevice));
     cudaError_t err = cudaDeviceSynchronize();
     if (err != cudaSuccess) {
         printf("CUDA error: %s\n", cudaGetErrorString(err));
         return 1;
     }
-    /* the bytes each pass must move at least once: fwd reads x (bf16), dt, z (bf16), B, C and writes out (bf16);
-     * bwd reads dout, x (bf16), dt, z (bf16), B, C and writes dx, ddt, dz, out (bf16), dB, dC (parameters are
-     * negligible) */
-    const double fwd_bytes = 4.0 * (nx + nbc) + 6.0 * nx, bwd_bytes = 4.0 * (5 * nx + 2 * nbc) + 6.0 * nx,
+    /* the bytes each pass must move at least once, in the lean training form (bf16 x, dt, z in; bf16 out, ddt, dz
+     * out): fwd reads x, dt, z, B, C and writes out; bwd reads dout (float32), x, dt, z, B, C and writes dx
+     * (float32), ddt, dz, out, dB, dC (parameters are negligible) */
+    const double fwd_bytes = 2.0 * 4 * nx + 4.0 * nbc, bwd_bytes = 2.0 * 10 * nx + 4.0 * 2 * nbc,
                  copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("%s: B %d, T %d, E %d, N %d\n", prop.name, B, T, E, N);
     printf("device copy: %.0f GB/s (read + write, cudaMemcpy device to device, %.1f MB)\n", copy_bw / 1e9,
            nx * 4 / 1e6);
-    printf("%-10s %10s %12s %10s\n", "pass", "ms", "GB/s", "of copy");
-    printf("%-10s %10.3f %12.0f %9.0f%%\n", "forward", fwd, fwd_bytes / (fwd * 1e-3) / 1e9,
-           100 * fwd_bytes / (fwd * 1e-3) / copy_bw);
-    printf("%-10s %10.3f %12.0f %9.0f%%\n", "backward", bwd, bwd_bytes / (bwd * 1e-3) / 1e9,
-           100 * bwd_bytes / (bwd * 1e-3) / copy_bw);
+    printf("%-28s %10s %12s %10s\n", "pass", "ms", "GB/s", "of copy");
+    const char *names[4] = {"forward", "backward", "forward, no checkpoints", "backward, no checkpoints"};
+    const float ms[4] = {fwd, bwd, fwd0, bwd0};
+    for (int i = 0; i < 4; i++) {
+        const double bytes = i % 2 ? bwd_bytes : fwd_bytes;
+        printf("%-28s %10.3f %12.0f %9.0f%%\n", names[i], ms[i], bytes / (ms[i] * 1e-3) / 1e9,
+               100 * bytes / (ms[i] * 1e-3) / copy_bw);
+    }
     return 0;
 }

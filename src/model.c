@@ -207,9 +207,10 @@ static void acts_ensure(ssm_model *m, int B, int T) {
     for (int l = 0; l < c->n_layer; l++) {
         const mixer_kind *k = m->layers[l].kind;
         a->mix_off[l] = total;
-        total += (k->act_floats(c, B, T, a->lean) + 15) & ~(size_t)15;
-        scratch = k->scratch_floats(c, B, T) > scratch ? k->scratch_floats(c, B, T) : scratch;
-        temp = k->temp_floats(c, B, T, a->lean) > temp ? k->temp_floats(c, B, T, a->lean) : temp;
+        const int form = a->lean ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN;
+        total += (k->act_floats(c, B, T, form) + 15) & ~(size_t)15;
+        scratch = k->scratch_floats(c, B, T, form) > scratch ? k->scratch_floats(c, B, T, form) : scratch;
+        temp = k->temp_floats(c, B, T, form) > temp ? k->temp_floats(c, B, T, form) : temp;
     }
     a->mix_act = be->alloc(sizeof(float) * total);
     a->mix_temp = be->alloc(sizeof(float) * temp);

@@ -68,6 +68,57 @@ static scan_args scan_row(const scan_args *s, size_t row) {
     return r;
 }
 
+/* Backward of sc.s from sc.R into fresh buffers, concatenated: dx, ddt, dB|dC, dA, dD, d(dt bias), dz. */
+static float *scan_grads_all(const scan_args *s, size_t nx, size_t nz) {
+    const size_t nbc = (size_t)SB * ST * 2 * SN, na = (size_t)SN * SE;
+    float *all = xcalloc(2 * nx + nbc + na + 2 * SE + nz, sizeof(float)), *p = all;
+    scan_grads g = {.dx = p,
+                    .ddt = p + nx,
+                    .dBm = p + 2 * nx,
+                    .dCm = p + 2 * nx + SN,
+                    .lddbc = 2 * SN,
+                    .dAt = p + 2 * nx + nbc,
+                    .dDv = p + 2 * nx + nbc + na,
+                    .ddt_bias = p + 2 * nx + nbc + na + SE,
+                    .dz = p + 2 * nx + nbc + na + 2 * SE,
+                    .lddz = SLDZ};
+    scan_bwd(s, &g, sc.R);
+    return all;
+}
+
+/* Training's state checkpoints (scan_args.hk): the forward stores the states at steps 32 and 64 rounded to bf16, and
+ * the backward that restarts from them stays within bf16 rounding of the plain one. */
+static void test_scan_checkpoints(size_t nx, size_t nz) {
+    TEST_BEGIN("scan checkpoints: the forward stores bf16(states every 32 steps); the backward from them within 1e-2");
+    const size_t nk = (size_t)SB * SCAN_HK_COUNT(ST) * SN * SE,
+                 ng = 2 * nx + (size_t)SB * ST * 2 * SN + (size_t)SN * SE + 2 * SE + nz;
+    uint16_t *hk = xmalloc(sizeof(uint16_t) * nk), *want = xmalloc(sizeof(uint16_t) * nk);
+    scan_args sk = sc.s;
+    sk.hk = hk;
+    scan_fwd(&sk, sc.y, NULL, NULL);
+    float *h = xcalloc((size_t)SE * SN, sizeof(float)), *y = xmalloc(sizeof(float) * ST * SE);
+    const int nj = SCAN_HK_COUNT(ST);
+    for (int b = 0; b < SB; b++)
+        for (int j = 0; j < nj; j++) { /* the first (j + 1) * 32 steps as a sequence of their own: its final state */
+            scan_args r = sc.s;
+            const size_t row = (size_t)b * ST;
+            r.x += row * SE, r.dt += row * SE, r.Bm += row * 2 * SN, r.Cm += row * 2 * SN, r.z += row * SLDZ;
+            r.B = 1, r.T = (j + 1) * SCAN_HK_STEPS;
+            memset(h, 0, sizeof(float) * SE * SN);
+            scan_fwd(&r, y, NULL, h); /* h [E, N] */
+            for (int n = 0; n < SN; n++)
+                for (int e = 0; e < SE; e++)
+                    bf16_from_f32(want + (((size_t)b * nj + j) * SN + n) * SE + e, h + (size_t)e * SN + n, 1);
+        }
+    EXPECT(!memcmp(hk, want, sizeof(uint16_t) * nk), "the checkpoints are not the rounded states");
+    float *plain = scan_grads_all(&sc.s, nx, nz), *from_hk = scan_grads_all(&sk, nx, nz);
+    const double e = test_rel_err(from_hk, plain, ng);
+    EXPECT(e < 1e-2 && e > 0, "gradients from the checkpoints: rel err %.2e (0: not used)", e);
+    printf("  # gradients from the checkpoints: rel err %.1e\n", e);
+    free(hk), free(want), free(h), free(y), free(plain), free(from_hk);
+    TEST_END();
+}
+
 static void test_scan_case(int gated) {
     TEST_BEGIN(gated ? "gated scan_bwd matches finite differences (x, dt, dt bias, A, B, C, D, z)"
                      : "scan_bwd matches finite differences (x, dt, dt bias, A, B, C, D)");
@@ -143,6 +194,7 @@ static void test_scan_case(int gated) {
     EXPECT(test_rel_err(h, href, (size_t)SB * SE * SN) < 1e-6, "final state: rel err %.2e",
            test_rel_err(h, href, (size_t)SB * SE * SN));
     TEST_END();
+    if (gated) test_scan_checkpoints(nx, nz);
     free(sc.x), free(sc.dt), free(sc.bias), free(sc.At), free(sc.bc), free(sc.Dv), free(sc.z), free(sc.R);
     free(sc.y), free(dx), free(ddt), free(out), free(dbc), free(dAt), free(dD), free(dbias), free(dz), free(yref);
     free(h), free(href), free(ysplit);

@@ -115,8 +115,8 @@ static void test_lean_activations(int use_bias) {
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
     ssm_model *a = random_model_bias(24, 2, 31, use_bias), *b = random_model_bias(24, 2, 31, use_bias);
     b->be = &lean;
-    const int B = 2, T = 23, n = B * T;
-    int tok[46], tgt[46];
+    enum { B = 2, T = 150, n = B * T }; /* T crosses two of the scan's state checkpoints (every 64 steps) */
+    int tok[n], tgt[n];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
     double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
     EXPECT(fabs(la - lb) <= 1e-4 * fabs(la) && la != lb, "loss %.9g (lean) vs %.9g", lb, la);

@@ -105,55 +105,90 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
  * bf16 GEMM rounds anyway are written in bf16 by their producers: in_proj writes xz (as torch's autocast does),
  * which the conv and the scan's gate read as it is; the conv writes xs only in bf16 (xs16), which x_proj's GEMMs
  * and the scan read (torch's autocast hands the scan a bf16 input too); dt_proj writes dt in bf16 (dt16) and the
- * scan's backward its gradient (as the reference's bf16 scan does); the scan writes out_proj's input g16; the backward
- * writes dxz in bf16 for in_proj; the model hands the input in bf16 too (ctx->u16). */
+ * scan's backward its gradient (as the reference's bf16 scan does); the scan writes out_proj's input g16 and
+ * checkpoints of its state every SCAN_HK_STEPS steps, from which its backward recomputes the states (half its first
+ * pass on the GPU, the whole of it on the CPU); the backward writes dxz in bf16 for in_proj; the model hands the
+ * input in bf16 too (ctx->u16). */
 typedef struct {
-    float *xz;    /* [rows, 2E] saved (temp when lean, for decode): in_proj output x | z */
+    float *xz;    /* [rows, 2E] saved (temp in a lean backend's inference): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 (training) */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
     float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
+    uint16_t *hk; /* [B, SCAN_HK_COUNT(T), N, E] saved in lean training: the scan's state checkpoints (bf16) */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
-    uint16_t *xs16; /* [rows, E]  temp in lean training: xs in bf16, as x_proj's GEMMs take it */
     float *dt;    /* [rows, E]  temp: dt_proj(dt_low), before the bias and softplus (the scan applies them) */
-    uint16_t *dt16; /* [rows, E]  temp (in dt's space) in lean training: dt in bf16 */
     float *g;     /* [rows, E]  temp: the scan's gated output y * silu(z), the out_proj input */
-    uint16_t *g16; /* [rows, E]  temp (in g's space) in lean training: g rounded to bf16, as out_proj's GEMMs take it */
+    /* lean training's temps instead of xs, dt, g (bf16 alone): */
+    uint16_t *xs16; /* [rows, E]  xs, as x_proj's GEMMs and the scan take it */
+    uint16_t *dt16; /* [rows, E]  dt */
+    uint16_t *g16;  /* [rows, E]  g, as out_proj's GEMMs take it */
 } mamba1_act;
 
-static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows, int lean) {
+/* Floats of a bf16 tensor of n values, rounded up to 16 floats (64-byte alignment for the next one). */
+static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
+
+/* form: a MIXER_ACTS_* value. Lean training's temps are xs16, dt16 and g16 alone (bf16); inference on a lean backend
+ * runs the float32 path with its temps (xz among them). */
+static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows, int form) {
     float *p = (float *)saved, *q = (float *)temp;
     mamba1_act a = {0};
-    if (lean) {
-        a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
-        a.xz = q, q += rows * 2 * d.E;
-    } else {
-        a.xz = p, p += rows * 2 * d.E;
-    }
+    if (form == MIXER_ACTS_PLAIN) a.xz = p, p += rows * 2 * d.E;
+    else a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
     a.dbc = p, p += rows * d.P;
     a.At = p;
+    if (form == MIXER_ACTS_LEAN_TRAIN) {
+        const size_t h = bf16_floats(rows * d.E);
+        a.hk = (uint16_t *)(p + (size_t)d.N * d.E);
+        a.xs16 = (uint16_t *)q, a.dt16 = (uint16_t *)(q + h), a.g16 = (uint16_t *)(q + 2 * h);
+        return a;
+    }
+    if (form == MIXER_ACTS_LEAN) a.xz = q, q += rows * 2 * d.E;
     a.xs = q, q += rows * d.E;
     a.dt = q, q += rows * d.E;
-    a.g = q, q += rows * d.E;
-    if (lean) a.g16 = (uint16_t *)a.g, a.xs16 = (uint16_t *)q, a.dt16 = (uint16_t *)a.dt;
+    a.g = q;
     return a;
 }
 
-static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int lean) {
+static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int form) {
     mamba1_dims d = dims_of(c);
     size_t rows = (size_t)B * T;
-    return rows * ((lean ? 1 : 2) * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+    const size_t hk = form == MIXER_ACTS_LEAN_TRAIN ? bf16_floats((size_t)B * SCAN_HK_COUNT(T) * d.N * d.E) : 0;
+    return rows * ((form != MIXER_ACTS_PLAIN ? 1 : 2) * (size_t)d.E + d.P) + (size_t)d.N * d.E + hk;
 }
 
-static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int lean) {
+static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
     mamba1_dims d = dims_of(c);
     const size_t n = (size_t)B * T * d.E;
-    return lean ? 5 * n + (n + 1) / 2 : 3 * n; /* lean: xz, xs, dt, g and xs16 (bf16) */
+    if (form == MIXER_ACTS_LEAN_TRAIN) return 3 * bf16_floats(n); /* xs16, dt16, g16 */
+    return form == MIXER_ACTS_LEAN ? 5 * n : 3 * n;                /* (lean inference: xz too) xs, dt, g */
 }
 
-static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T) {
-    mamba1_dims d = dims_of(c);
-    size_t rows = (size_t)B * T;
-    return rows * (5 * (size_t)d.E + d.P) + (size_t)d.N * d.E;
+/* The backward's workspace, in order: dxz [rows, 2E], dy (d of the gated scan output), dxs, ddt [rows, E], ddbc
+ * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias) and ddt in bf16 (half the floats). */
+typedef struct {
+    float *dxz, *dy, *dxs, *ddt, *ddbc, *dAt;
+    uint16_t *dxz16, *ddt16;
+} mamba1_scratch;
+
+static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, size_t rows, int form) {
+    mamba1_scratch w = {0};
+    const int lean = form == MIXER_ACTS_LEAN_TRAIN;
+    if (lean && !c->use_bias) w.dxz16 = (uint16_t *)p, p += bf16_floats(rows * 2 * d.E);
+    else w.dxz = p, p += rows * 2 * d.E;
+    w.dy = p, p += rows * d.E;
+    w.dxs = p, p += rows * d.E;
+    if (lean) w.ddt16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
+    else w.ddt = p, p += rows * d.E;
+    w.ddbc = p, p += rows * d.P;
+    w.dAt = p, p += (size_t)d.N * d.E;
+    return w;
+}
+
+static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form) {
+    const mamba1_dims d = dims_of(c);
+    const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
+    return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) + 2 * rows * d.E +
+           (lean ? bf16_floats(rows * d.E) : rows * d.E) + rows * d.P + (size_t)d.N * d.E;
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
@@ -170,7 +205,8 @@ static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const 
     return (scan_args){.x = xz16 ? NULL : a->xs, .x16 = xz16 ? a->xs16 : NULL, .dt = xz16 ? NULL : a->dt,
                        .dt16 = xz16 ? a->dt16 : NULL, .dt_bias = v->dt_b, .At = At, .Bm = a->dbc + d.R,
                        .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
-                       .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N};
+                       .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N,
+                       .hk = xz16 ? a->hk : NULL};
 }
 
 /* dt = dt_proj(dt_low) [rows, E], in bf16 (dt16) in lean training */
@@ -188,7 +224,8 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
+    const int form = !be->lean_acts ? MIXER_ACTS_PLAIN : state ? MIXER_ACTS_LEAN : MIXER_ACTS_LEAN_TRAIN;
+    mamba1_act a = act_of(act, temp, d, rows, form);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
 
     const int lean = a.xz16 && !state; /* lean training: xz, xs (for x_proj) and g in bf16 */
@@ -225,18 +262,15 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), g = views_of(ctx->cfg, ctx->dw, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    mamba1_act a = act_of(act, temp, d, rows, be->lean_acts);
+    mamba1_act a = act_of(act, temp, d, rows, be->lean_acts ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
     /* recompute the temps as the forward did, from the saved xz (lean: in bf16) and dbc: conv + SiLU and dt; the
      * scan's backward recomputes its gated output g */
     be->conv1d_silu_fwd(a.xs16 ? NULL : a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b,
                         B, T, d.E, d.K);
     dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
-    float *dxz = scratch;                       /* [rows, 2E] */
-    float *dy = dxz + (size_t)rows * 2 * d.E;   /* [rows, E]  d(gated scan output) */
-    float *dxs = dy + (size_t)rows * d.E;       /* [rows, E] */
-    float *ddt = dxs + (size_t)rows * d.E;      /* [rows, E] */
-    float *ddbc = ddt + (size_t)rows * d.E;     /* [rows, P] */
-    float *dAt = ddbc + (size_t)rows * d.P;     /* [N, E] */
+    const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, a.xz16 ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
+    float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc, *dAt = w.dAt;
+    uint16_t *dxz16 = w.dxz16, *ddt16 = w.ddt16;
 
     /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward */
     if (ctx->dout16)
@@ -245,10 +279,8 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
     be->zero(dAt, sizeof(float) * d.N * d.E);
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
-    /* lean: dxz in bf16 (in dxz's space), in_proj's GEMMs read it so; not with an in_proj bias (its gradient
-     * sums dxz in float32) */
-    uint16_t *dxz16 = a.xz16 && !g.in_b ? (uint16_t *)dxz : NULL;
-    uint16_t *ddt16 = a.xz16 ? (uint16_t *)ddt : NULL; /* lean: ddt in bf16, as dt_proj's GEMMs take it */
+    /* lean: dxz in bf16, as in_proj's GEMMs read it (not with an in_proj bias: its gradient sums dxz in float32);
+     * ddt in bf16, as dt_proj's GEMMs take it */
     const scan_grads sg = {.dx = dxs, .ddt = ddt16 ? NULL : ddt, .ddt16 = ddt16, .dBm = ddbc + d.R,
                            .dCm = ddbc + d.R + d.N, .lddbc = d.P, .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b,
                            .dz = dxz16 ? NULL : dxz + d.E, .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E,
@@ -264,9 +296,9 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
         be->matmul_bwd16(ddbc, NULL, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, a.dbc, NULL, d.P, v.dt_w, rows, d.E, d.R);
     else
         be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
-    /* lean: x_proj's part of d(xs) written in bf16 into ddt's space (free now); the conv backward adds it to the
+    /* lean: x_proj's part of d(xs) written in bf16 into ddt16's space (free now); the conv backward adds it to the
      * scan's part (dxs) as it reads them */
-    uint16_t *dxs16 = a.xs16 ? (uint16_t *)ddt : NULL;
+    uint16_t *dxs16 = a.xs16 ? ddt16 : NULL;
     if (a.xs16)
         be->matmul_bwd16(NULL, dxs16, d.E, 0.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
                          d.E);

@@ -21,6 +21,10 @@ typedef struct {
     const uint16_t *dout16; /* lean backward: the gradient of the mixer's output in bf16 as well (dout), or NULL */
 } mixer_ctx;
 
+/* The form of a forward's activations (act_floats, temp_floats): float32; a lean backend (the backend's lean_acts,
+ * bf16 training on a GPU) running inference (with a state); a lean backend training. */
+enum { MIXER_ACTS_PLAIN = 0, MIXER_ACTS_LEAN = 1, MIXER_ACTS_LEAN_TRAIN = 2 };
+
 typedef struct mixer_kind {
     const char *name;
     char code; /* its letter in ssm_config.layer_pattern */
@@ -28,11 +32,12 @@ typedef struct mixer_kind {
     void (*declare)(param_layout *L, const ssm_config *cfg, int layer);
     /* Reference initialization of this mixer's tensors in the flat buffer w. */
     void (*init)(const mixer_ctx *ctx, float *w, rng_t *rng);
-    /* lean: the backend's lean_acts (the backward recomputes more and part of act is stored as bf16) */
+    /* lean: a MIXER_ACTS_* form (below): on a lean backend the backward recomputes more, part of act is stored
+     * in bf16, and training's temps are bf16 alone */
     size_t (*act_floats)(const ssm_config *cfg, int B, int T, int lean); /* saved for backward, per layer */
     size_t (*temp_floats)(const ssm_config *cfg, int B, int T, int lean); /* forward intermediates the
                                                                            * backward recomputes: shared */
-    size_t (*scratch_floats)(const ssm_config *cfg, int B, int T); /* backward workspace */
+    size_t (*scratch_floats)(const ssm_config *cfg, int B, int T, int lean); /* backward workspace */
     size_t (*state_floats)(const ssm_config *cfg);                 /* per sequence */
     /* Tensors derived from the parameters alone (Mamba-1: A = -exp(A_log)), computed once per weights for
      * inference (kept by the state) instead of at every step. */

@@ -102,7 +102,15 @@ typedef struct {
     const uint16_t *z16; /* or the gate in bf16 (at most one of z, z16) */
     int ldz;
     int B, T, E, N;
+    /* Training's checkpoints of the state, or NULL: hk [B, SCAN_HK_COUNT(T), N, E] in bf16, entry j the state at step
+     * (j + 1) * SCAN_HK_STEPS (before that step). scan_fwd writes them (with h NULL: training); scan_bwd restarts its
+     * recompute of the states from them instead of from the sequence start (so it matches a forward that wrote
+     * them, up to their rounding). */
+    uint16_t *hk;
 } scan_args;
+
+#define SCAN_HK_STEPS 32
+#define SCAN_HK_COUNT(T) ((T) > 0 ? ((T) - 1) / SCAN_HK_STEPS : 0) /* the checkpoints of T steps */
 
 /* What the backward writes (=) and accumulates (+=). */
 typedef struct {

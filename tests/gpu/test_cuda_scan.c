@@ -110,6 +110,40 @@ static void check_case(int B, int T, int E, int N, int gated) {
                !memcmp(rdD2, rdD, sizeof(float) * E) && !memcmp(rdb2, rdb, sizeof(float) * E) &&
                !memcmp(rdz2, rdz, sizeof(float) * nz),
            "a second backward differs");
+    if (SCAN_HK_COUNT(T) > 0) { /* training's state checkpoints (every 64 steps, bf16): the GPU's are the CPU's (rounded
+                                 * from states 1e-6 apart: within a bf16 step), and from the same ones the backward
+                                 * matches, every output */
+        const size_t nk = (size_t)B * SCAN_HK_COUNT(T) * N * E;
+        uint16_t *hk = xmalloc(sizeof(uint16_t) * nk), *got = xmalloc(sizeof(uint16_t) * nk), *ghk;
+        CUDA_CHECK(cudaMalloc((void **)&ghk, sizeof(uint16_t) * nk));
+        scan_args sk = s, gsk = gs;
+        sk.hk = hk, gsk.hk = ghk;
+        scan_fwd(&sk, y, NULL, NULL);
+        scan_fwd_cuda(&gsk, gy, NULL, NULL);
+        CUDA_CHECK(cudaMemcpy(got, ghk, sizeof(uint16_t) * nk, cudaMemcpyDeviceToHost));
+        float *hw = f32_from_bf16_rows(hk, (int)nk, 1, (int)nk), *gw = f32_from_bf16_rows(got, (int)nk, 1, (int)nk);
+        EXPECT((e = test_rel_err(gw, hw, nk)) < 1e-3, "checkpoints: rel err %.2e", e);
+        CUDA_CHECK(cudaMemcpy(ghk, hk, sizeof(uint16_t) * nk, cudaMemcpyHostToDevice));
+        memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
+        scan_bwd(&sk, &g, dy);
+        CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
+        scan_bwd_cuda(&gsk, &gg, gdy);
+        float *kdx = host_floats(gdx, nx), *kddt = host_floats(gddt, nx), *kdbc = host_floats(gdbc, nbc),
+              *kdA = host_floats(gdA, na), *kdD = host_floats(gdD, E), *kdb = host_floats(gdb, E),
+              *kdz = host_floats(gdz, nz);
+        EXPECT((e = test_rel_err(kdx, dx, nx)) < 1e-5, "from checkpoints: dx rel err %.2e", e);
+        EXPECT((e = test_rel_err(kddt, ddt, nx)) < 1e-5, "from checkpoints: ddt rel err %.2e", e);
+        EXPECT((e = test_rel_err(kdbc, dbc, nbc)) < 1e-5, "from checkpoints: dB, dC rel err %.2e", e);
+        EXPECT((e = test_rel_err(kdA, dA, na)) < 1e-5, "from checkpoints: dA rel err %.2e", e);
+        EXPECT((e = test_rel_err(kdD, dD, E)) < 1e-5, "from checkpoints: dD rel err %.2e", e);
+        EXPECT((e = test_rel_err(kdb, db, E)) < 1e-5, "from checkpoints: d(dt bias) rel err %.2e", e);
+        if (gated) EXPECT((e = test_rel_err(kdz, dz, nz)) < 1e-5, "from checkpoints: dz rel err %.2e", e);
+        free(kdx), free(kddt), free(kdbc), free(kdA), free(kdD), free(kdb), free(kdz);
+        free(hw), free(gw), free(hk), free(got);
+        cudaFree(ghk);
+    }
     if (gated) { /* bf16 outputs (the lean path): the float32 ones of the same kernels, rounded */
         uint16_t *g16, *want = xmalloc(sizeof(uint16_t) * nx), *got = xmalloc(sizeof(uint16_t) * nx);
         CUDA_CHECK(cudaMalloc((void **)&g16, sizeof(uint16_t) * nx));

@@ -11,7 +11,8 @@
 #include <omp.h>
 #include <string.h>
 
-#define SCAN_CHUNK 64 /* backward recompute granularity: 2 x 64 x N vectors per thread */
+/* backward recompute granularity (2 x 32 x N vectors per thread): its chunks start at the forward's checkpoints */
+#define SCAN_CHUNK SCAN_HK_STEPS
 #define SCAN_MAX_N 256
 
 static inline void add_lanes(float *p, vf v, int nw) {
@@ -55,6 +56,24 @@ static const scan_args *widen_bf16(const scan_args *s, scan_args *w, float **zw)
     return w;
 }
 
+/* Checkpoint j of sequence b (channels e0 .. e0 + nw): hk = bf16(hs), or hs = hk widened. */
+static void hk_store(const scan_args *s, const vf *hs, int b, int j, int e0, int nw) {
+    const size_t at = (size_t)b * SCAN_HK_COUNT(s->T) + j;
+    float tmp[VW];
+    for (int n = 0; n < s->N; n++) {
+        vf_store_n(tmp, hs[n], nw);
+        bf16_from_f32(s->hk + (at * s->N + n) * s->E + e0, tmp, (size_t)nw);
+    }
+}
+static void hk_load(const scan_args *s, vf *hs, int b, int j, int e0, int nw) {
+    const size_t at = (size_t)b * SCAN_HK_COUNT(s->T) + j;
+    float tmp[VW];
+    for (int n = 0; n < s->N; n++) {
+        f32_from_bf16(tmp, s->hk + (at * s->N + n) * s->E + e0, (size_t)nw);
+        hs[n] = vf_load_n(tmp, nw);
+    }
+}
+
 void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
@@ -81,6 +100,7 @@ void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
             const vf dv = vf_load_n(s->Dv + e0, nw), bias = vf_load_n(s->dt_bias + e0, nw);
             for (int t = 0; t < T; t++) {
                 const size_t row = (size_t)b * T + t;
+                if (s->hk && t > 0 && t % SCAN_HK_STEPS == 0) hk_store(s, hs, b, t / SCAN_HK_STEPS - 1, e0, nw);
                 const vf dtv = step_dt(s, row, e0, nw, bias), xv = vf_load_n(s->x + row * E + e0, nw);
                 const vf dtx = dtv * xv;
                 const float *Bt = s->Bm + row * s->ldbc, *Ct = s->Cm + row * s->ldbc;
@@ -144,11 +164,17 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
     const int T = s->T, E = s->E, N = s->N, ldbc = s->ldbc;
     const int nchunk = (T + SCAN_CHUNK - 1) / SCAN_CHUNK;
     for (int t = 0; t < T; t++) dts[t] = step_dt(s, (size_t)b * T + t, e0, nw, bias);
-    /* pass 1: the state at the start of every chunk */
+    /* pass 1: the state at the start of every chunk (from the forward's checkpoints when there are: every chunk
+     * starts at one) */
     vf hs[SCAN_MAX_N], dh[SCAN_MAX_N], qB[SCAN_MAX_N], qC[SCAN_MAX_N];
     for (int n = 0; n < N; n++) hs[n] = vf_set1(0.0f);
     for (int c = 0; c < nchunk; c++) {
+        if (s->hk && c > 0) {
+            hk_load(s, hb + (size_t)c * N, b, c - 1, e0, nw);
+            continue;
+        }
         memcpy(hb + (size_t)c * N, hs, sizeof(vf) * N);
+        if (s->hk) continue;
         if (c == nchunk - 1) break;
         for (int t = c * SCAN_CHUNK; t < (c + 1) * SCAN_CHUNK; t++) {
             const size_t row = (size_t)b * T + t;

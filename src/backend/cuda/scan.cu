@@ -126,13 +126,12 @@ __device__ __forceinline__ static void stage_rows_async(float *dst, const float 
     }
 }
 
-// The bf16 twin (x in lean training): rows of 32 channels are 64 bytes, copied 16 bytes at a time (4 threads a
-// row) when rows are 16-byte aligned, else by plain loads and stores (visible after the barrier that follows
-// every staging, like the copies).
+// The bf16 twin (x in lean training; CH rows from t0: a chunk's by default): rows of 32 channels are 64 bytes, copied
+// 16 bytes at a time (4 threads a row) when rows are 16-byte aligned, else by plain loads and stores (visible after the
+// barrier that follows every staging, like the copies).
 template <int W, int ITEMS>
 __device__ __forceinline__ static void stage_rows_async(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t row0,
-                                                        int t0, int T, int E, int e0) {
-    constexpr int CH = W * ITEMS;
+                                                        int t0, int T, int E, int e0, int CH = W * ITEMS) {
     if ((E & 7) == 0 && ((size_t)src & 15) == 0) {
         const int j = (threadIdx.x & 3) * 8, nv = min(8, max(0, E - e0 - j));
 #pragma unroll
@@ -254,10 +253,12 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
-                    const TX *__restrict__ x, const TD *__restrict__ dt, const float *__restrict__ dt_bias,
-                    const float *__restrict__ At, const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc,
-                    const float *__restrict__ Dv, const TZ *__restrict__ z, int ldz, int T, int E, int N) {
+                    __nv_bfloat16 *__restrict__ hk, const TX *__restrict__ x, const TD *__restrict__ dt,
+                    const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
+                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
+                    int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
+    static_assert(SCAN_HK_STEPS % ITEMS == 0, "the checkpoints must fall on the starts of a thread's steps");
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
     float *Xf = (float *)smem4, *DT = Xf + 2 * CH * 32, *BS = DT + 2 * CH * 32, *CS = BS + 2 * NP * CHP,
@@ -306,6 +307,10 @@ __global__ void __launch_bounds__(W * 32)
         }
         const float *cin = carry + p * NP * 32;
         float *cout = carry + (p ^ 1) * NP * 32;
+        // a checkpoint at this thread's first step: the state there, written as the replay starts from it
+        __nv_bfloat16 *hkw = hk && tw > 0 && tw < T && tw % SCAN_HK_STEPS == 0 && live
+                                 ? hk + ((size_t)b * SCAN_HK_COUNT(T) + tw / SCAN_HK_STEPS - 1) * N * E + e
+                                 : nullptr;
         for (int n0 = 0; n0 < NP; n0 += NG) {
             float *ag = agg + ((n0 / NG) & 1) * NG * 2 * W * 32; // [NG][2][W][32]
             float da[NG][ITEMS], bb[NG][ITEMS], hf[NG]; // a_t and b_t of the group's states
@@ -338,6 +343,7 @@ __global__ void __launch_bounds__(W * 32)
                 for (int v = 0; v < W - 1; v++)
                     if (v < w) hc = pa[v] * hc + ph[v];
                 if (w == W - 1) cout[n * 32 + lane] = ag[((g * 2 + 0) * W + w) * 32 + lane] * hc + hf[g];
+                if (hkw && n < N) hkw[(size_t)n * E] = __float2bfloat16_rn(hc);
                 float Cv[ITEMS];
                 lds_vec<ITEMS>(Cv, Cs + n * CHP + w * ITEMS);
 #pragma unroll
@@ -390,11 +396,12 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                     float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
                     __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
-                    const float *__restrict__ dy, const TX *__restrict__ x, const TD *__restrict__ dt,
-                    const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
-                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
-                    int ldz, int T, int E, int N) {
-    constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS;
+                    const __nv_bfloat16 *__restrict__ hk, const float *__restrict__ dy, const TX *__restrict__ x,
+                    const TD *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
+                    const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
+                    const TZ *__restrict__ z, int ldz, int T, int E, int N) {
+    constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS, EVERY = SCAN_HK_STEPS / CH; // chunks per checkpoint
+    static_assert(SCAN_HK_STEPS % CH == 0, "the checkpoints must fall on chunk starts");
     const int NP = (N + NG - 1) / NG * NG;
     extern __shared__ float4 smem4[];
     float *Xf = (float *)smem4, *DT = Xf + 2 * CH * 32, *DY = DT + 2 * CH * 32, *BS = DY + 2 * CH * 32,
@@ -419,7 +426,14 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
         stage_rows_async<W, ITEMS>(DY + p * CH * 32, dy, row0, k * CH, T, E, e0);
         stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
-        // the chunk's start states hb[b][k][:][e0 .. e0 + 32) (zero for chunk 0)
+        // the chunk's start states hb[b][k][:][e0 .. e0 + 32) (zero for chunk 0), or at a checkpoint hk's, staged as
+        // they are (bf16 [NP][32] in the slot's first half)
+        if (hk && k > 0 && k % EVERY == 0) {
+            const size_t at = (size_t)b * SCAN_HK_COUNT(T) + k / EVERY - 1;
+            stage_rows_async<W, ITEMS>(reinterpret_cast<__nv_bfloat16 *>(HB2 + p * NP * 32), hk + at * N * E, 0, 0, N,
+                                       E, e0, NP);
+            return;
+        }
         for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
             const int n = i >> 5, l = i & 31;
             const bool ok = k > 0 && e0 + l < E;
@@ -427,7 +441,15 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                       ok ? 4 : 0);
         }
     };
-    if (nchunk > 1) stage1(0, 0);
+    // pass 1 folds chunk k for its end state unless that end is a checkpoint: the first such chunk from k on
+    // (nchunk - 1 when none is left)
+    auto p1_next = [&](int k) {
+        while (hk && k + 1 < nchunk && (k + 1) % EVERY == 0)
+            k++;
+        return k;
+    };
+    int k1 = p1_next(0);
+    if (k1 + 1 < nchunk) stage1(k1, 0);
     cp_async_commit();
     for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
         const int n = i >> 5, l = i & 31;
@@ -441,13 +463,20 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     // hb[b][k][n][e]: the state at the start of chunk k (k >= 1)
 #define HB(k, n) hb[(((size_t)b * nchunk + (k)) * NP + (n)) * E + e]
 
-    // pass 1: chunks 0 .. nchunk-2 forward; the last warp carries the state and stores each chunk's end
-    for (int k = 0; k + 1 < nchunk; k++) {
-        const int p = k & 1;
-        if (k + 2 < nchunk) stage1(k + 1, p ^ 1);
+    // pass 1: chunks 0 .. nchunk-2 forward; the last warp carries the state and stores each chunk's end. With
+    // checkpoints it restarts from the one at a chunk's start and skips the chunks that end at one.
+    for (int j1 = 0; k1 + 1 < nchunk; j1++) {
+        const int k = k1, p = j1 & 1;
+        k1 = p1_next(k + 1);
+        if (k1 + 1 < nchunk) stage1(k1, p ^ 1);
         cp_async_commit();
         cp_async_wait_prev();
         __syncthreads();
+        if (hk && k > 0 && k % EVERY == 0 && w == W - 1) { // the carry restarts (the last warp's own values)
+            const size_t at = (size_t)b * SCAN_HK_COUNT(T) + k / EVERY - 1;
+            for (int n = 0; n < NP; n++)
+                cfw[n * 32 + lane] = n < N && live ? __bfloat162float(hk[(at * N + n) * E + e]) : 0.0f;
+        }
         const float *Bs = BS + p * NP * CHP;
         float xv[ITEMS], dtv[ITEMS];
         lds_steps<ITEMS>(xv, X + p * CH * 32, w * ITEMS, lane);
@@ -513,6 +542,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         cp_async_wait_prev();
         __syncthreads(); // chunk k is in shared memory (and pass 1's hb stores are visible)
         const float *Bs = BS + p * NP * CHP, *Cs = CS + p * NP * CHP, *HBs = HB2 + p * NP * 32;
+        const bool kchk = hk && k > 0 && k % EVERY == 0; // the start states are a checkpoint's, in bf16
         // this thread's steps of the staged x, dt and dout. Read here, then the thread's own slots carry what the
         // end of the chunk needs (fewer registers held across the state loop): the dt slot sigmoid(dt + bias), the
         // dout slot d(out) silu'(z) (times y: dz), and with x in bf16 the free upper half of x's area silu(z);
@@ -581,7 +611,9 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                 lds_vec<ITEMS>(Cv, Cs + n * CHP + w * ITEMS);
                 const float a = As[n * 32 + lane];
                 // incoming forward state: the chunk's start state through the warps before this one
-                float hc = HBs[n * 32 + lane], pa[W], ph[W], pq[W];
+                float hc = kchk ? __bfloat162float(reinterpret_cast<const __nv_bfloat16 *>(HBs)[n * 32 + lane])
+                                : HBs[n * 32 + lane],
+                      pa[W], ph[W], pq[W];
 #pragma unroll
                 for (int v = 0; v < W; v++) // all loads first (independent), then the chains
                     pa[v] = ag[((g * 3 + 0) * W + v) * 32 + lane], ph[v] = ag[((g * 3 + 1) * W + v) * 32 + lane],
@@ -750,8 +782,9 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, y16, h, x, dt, s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
+    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>
+        <<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At,
+                                                       s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -761,16 +794,16 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
-                 n_hb = (size_t)B * nchunk * NP * E;
+                 n_hb = s->hk && W * ITEMS == SCAN_HK_STEPS ? 0 : (size_t)B * nchunk * NP * E; // (none to recompute)
     float *part_bc = scratch_get(n_bc + n_a + 2 * n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
-          *db_part = dD_part + n_d, *hb = db_part + n_d;
+          *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part; // (a valid address either way)
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(nblk, B), W * 32, smem>>>(
         g->dx, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out,
-        (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, dy, x, dt, s->dt_bias, s->At, s->Bm, s->Cm,
-        s->ldbc, s->Dv, z, s->ldz, T, E, N);
+        (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt,
+        s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
