@@ -43,6 +43,7 @@ struct ssm_model {
                           * device, a mirror of wb brought up to date by model_sync_host */
     float *wb;           /* [layout.total] the parameters the backend computes with: w itself on the CPU */
     float *dw;           /* [layout.total] gradients, backend memory (training only) */
+    float grad_coef;     /* grad_clip's scale for the next adamw_update, or 0: none */
     uint16_t *w16;       /* [layout.total] bf16 copy for CPU decode (ssm_model_use_bf16), or NULL */
     int host_stale;      /* wb changed on the device since w was last refreshed */
     int bf16;            /* ssm_model_use_bf16 was called: bf16 decode weights (CPU), bf16 GEMMs (CUDA) */

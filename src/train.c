@@ -27,9 +27,10 @@ float lr_at(const ssm_optim_config *o, long s) {
 double grad_clip(ssm_model *m, float clip) {
     const size_t n = m->layout.total;
     double norm = m->be->grad_norm(m->dw, n);
+    m->grad_coef = 0.0f;
     if (clip > 0) {
         float coef = (float)(clip / (norm + 1e-6));
-        if (coef < 1.0f) m->be->grad_scale(m->dw, n, coef);
+        if (coef < 1.0f) m->grad_coef = coef; /* the next adamw_update scales as it reads (one pass less) */
     }
     return norm;
 }
@@ -83,8 +84,10 @@ void adamw_follow_model(adamw_state *s, const ssm_model *m) {
 
 void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr) {
     s->step++;
-    m->be->adamw_step(m->wb, m->dw, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay, o->beta1,
-                      o->beta2, o->eps, s->step);
+    const float gscale = m->grad_coef > 0.0f ? m->grad_coef : 1.0f; /* grad_clip's pending scale */
+    m->grad_coef = 0.0f;
+    m->be->adamw_step(m->wb, m->dw, gscale, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay,
+                      o->beta1, o->beta2, o->eps, s->step);
     if (m->wb != m->w) m->host_stale = 1;
     m->w_version++;
 }

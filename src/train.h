@@ -17,7 +17,8 @@ typedef struct {
 /* Learning rate for 0-based step s: linear warmup to lr, then cosine to min_lr at `steps`. */
 float lr_at(const ssm_optim_config *o, long s);
 /* Global L2 norm of the gradient; scales it by clip/(norm+1e-6) when that is < 1 (torch's
- * clip_grad_norm_). clip <= 0 disables clipping. Returns the norm before clipping. */
+ * clip_grad_norm_). clip <= 0 disables clipping. Returns the norm before clipping. The scaling is left to the next
+ * adamw_update, which applies it as it reads the gradient (m->dw itself stays unscaled). */
 double grad_clip(ssm_model *m, float clip);
 /* Zero moments on the model's backend. */
 void adamw_init(adamw_state *s, const ssm_model *m);

@@ -79,8 +79,8 @@ typedef struct backend {
                          int rows, int V, float scale);
     double (*grad_norm)(const float *dw, size_t n);
     void (*grad_scale)(float *dw, size_t n, float coef);
-    void (*adamw_step)(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
-                       float lr, float weight_decay, float beta1, float beta2, float eps, long step);
+    void (*adamw_step)(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
+                       size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 } backend;
 
 extern const backend backend_cpu;

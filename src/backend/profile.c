@@ -161,10 +161,10 @@ static void p_grad_scale(float *dw, size_t n, float coef) {
     inner->grad_scale(dw, n, coef);
     prof_end(23, "grad_scale", "optim", t0);
 }
-static void p_adamw_step(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
-                         float lr, float weight_decay, float beta1, float beta2, float eps, long step) {
+static void p_adamw_step(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
+                         size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step) {
     double t0 = prof_begin();
-    inner->adamw_step(w, g, m, v, decay_mask, n, lr, weight_decay, beta1, beta2, eps, step);
+    inner->adamw_step(w, g, gscale, m, v, decay_mask, n, lr, weight_decay, beta1, beta2, eps, step);
     prof_end(24, "adamw_step", "optim", t0);
 }
 

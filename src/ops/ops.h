@@ -160,9 +160,10 @@ void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, 
 double grad_norm(const float *dw, size_t n);
 /* dw[i] *= coef. */
 void grad_scale(float *dw, size_t n, float coef);
-/* One AdamW step with torch.optim.AdamW's arithmetic: w, m, v [n] updated in place from g [n]; weight decay
- * where decay_mask[i] != 0; step counts steps taken including this one (1 on the first). */
-void adamw_step(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n, float lr,
-                float weight_decay, float beta1, float beta2, float eps, long step);
+/* One AdamW step with torch.optim.AdamW's arithmetic: w, m, v [n] updated in place from the gradient g[i] * gscale
+ * (the clip's scale folded in: exactly grad_scale(g, n, gscale) first; 1 for none); weight decay where
+ * decay_mask[i] != 0; step counts steps taken including this one (1 on the first). */
+void adamw_step(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask, size_t n,
+                float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 
 #endif

@@ -125,8 +125,8 @@ void grad_scale_cuda(float *dw, size_t n, float coef);
 /* One AdamW step, train.c's adamw_step per element in one fused kernel: w, m, v [n] updated in place from
  * g [n]; decay_mask [n] (device bytes, built from the layout's per-tensor decay flags) is nonzero where
  * weight decay applies. step is the step count after its increment (1 on the first step). */
-void adamw_step_cuda(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n,
-                     float lr, float weight_decay, float beta1, float beta2, float eps, long step);
+void adamw_step_cuda(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
+                     size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 
 #ifdef __cplusplus
 }

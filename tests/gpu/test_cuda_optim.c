@@ -78,7 +78,8 @@ static void adamw_cpu(float *w, const float *g, float *m, float *v, const unsign
 }
 
 static void test_adamw(void) {
-    TEST_BEGIN("CUDA adamw_step: 5 steps within 1e-6 relative of the CPU (w, m, v; mixed decay mask), repeatable");
+    TEST_BEGIN("CUDA adamw_step: 5 steps within 1e-6 relative of the CPU (w, m, v; mixed decay mask; one step's "
+               "gradient scaled by the clip's factor, as grad_scale first), repeatable");
     enum { STEPS = 5 };
     const float wd = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
     for (size_t k = 0; k < NSIZES; k++) {
@@ -92,8 +93,13 @@ static void test_adamw(void) {
 
         float *w = malloc(FB(n)), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
         memcpy(w, w0, FB(n));
-        for (int s = 0; s < STEPS; s++)
-            adamw_cpu(w, grads[s], m, v, mask, n, 1e-3f * (s + 1), wd, beta1, beta2, eps, s + 1);
+        const float gscale[STEPS] = {1, 1, 1, 0.37f, 1};
+        for (int s = 0; s < STEPS; s++) {
+            float *gs = malloc(FB(n));
+            for (size_t i = 0; i < n; i++) gs[i] = grads[s][i] * gscale[s]; /* grad_scale's arithmetic */
+            adamw_cpu(w, gs, m, v, mask, n, 1e-3f * (s + 1), wd, beta1, beta2, eps, s + 1);
+            free(gs);
+        }
 
         float *gw[2], *gm[2], *gv[2];
         for (int rep = 0; rep < 2; rep++) {
@@ -104,7 +110,8 @@ static void test_adamw(void) {
             CUDA_CHECK(cudaMemset(d_v, 0, FB(n)));
             for (int s = 0; s < STEPS; s++) {
                 CUDA_CHECK(cudaMemcpy(d_g, grads[s], FB(n), cudaMemcpyHostToDevice));
-                adamw_step_cuda(d_w, d_g, d_m, d_v, d_mask, n, 1e-3f * (s + 1), wd, beta1, beta2, eps, s + 1);
+                adamw_step_cuda(d_w, d_g, gscale[s], d_m, d_v, d_mask, n, 1e-3f * (s + 1), wd, beta1, beta2, eps,
+                                s + 1);
             }
             gpu_to_host(gw[rep] = malloc(FB(n)), d_w, FB(n));
             gpu_to_host(gm[rep] = malloc(FB(n)), d_m, FB(n));
@@ -145,10 +152,10 @@ static void test_weights16(void) {
           *other = cuda_alloc(FB(n));
     unsigned char *d_mask = cuda_alloc(n);
     cuda_upload(d_w, w0, FB(n)), cuda_upload(d_g, g, FB(n)), cuda_upload(d_mask, mask, n);
-    adamw_step_cuda(d_w, d_g, d_m, d_v, d_mask, n, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 1);
+    adamw_step_cuda(d_w, d_g, 1.0f, d_m, d_v, d_mask, n, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 1);
     EXPECT(!w16_lookup(d_w, n), "a shadow before a bf16 GEMM asked for one");
     w16_want();
-    adamw_step_cuda(d_w, d_g, d_m, d_v, d_mask, n, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 2);
+    adamw_step_cuda(d_w, d_g, 1.0f, d_m, d_v, d_mask, n, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 2);
     const uint16_t *s = w16_lookup(d_w + 16, 100);
     EXPECT(s != NULL, "no shadow after a step");
     if (s) {
@@ -167,7 +174,7 @@ static void test_weights16(void) {
         if (k == 2) cuda_zero(d_w + n - 1, FB(1));
         if (k == 3) cuda_release(d_w);
         EXPECT(!w16_lookup(d_w, 1), "write %d into w kept the shadow", k);
-        if (k < 3) adamw_step_cuda(d_w, d_g, d_m, d_v, d_mask, n, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 3 + k);
+        if (k < 3) adamw_step_cuda(d_w, d_g, 1.0f, d_m, d_v, d_mask, n, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 3 + k);
         if (k < 3) EXPECT(w16_lookup(d_w, n) != NULL, "no shadow after step %d", 3 + k);
     }
     cuda_release(d_m), cuda_release(d_v), cuda_release(d_g), cuda_release(other), cuda_release(d_mask);

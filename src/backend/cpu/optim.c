@@ -15,15 +15,16 @@ void grad_scale(float *dw, size_t n, float coef) {
     for (size_t i = 0; i < n; i++) dw[i] *= coef;
 }
 
-void adamw_step(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask, size_t n, float lr,
-                float weight_decay, float beta1, float beta2, float eps, long step) {
+void adamw_step(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask, size_t n,
+                float lr, float weight_decay, float beta1, float beta2, float eps, long step) {
     const float bc1 = 1.0f - powf(beta1, (float)step), bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)step));
     const float step_size = lr / bc1, decayed = 1.0f - lr * weight_decay;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
+        const float gi = g[i] * gscale;
         w[i] *= decay_mask[i] ? decayed : 1.0f;
-        m[i] += (g[i] - m[i]) * (1.0f - beta1); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
-        v[i] = v[i] * beta2 + g[i] * g[i] * (1.0f - beta2);
+        m[i] += (gi - m[i]) * (1.0f - beta1); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
+        v[i] = v[i] * beta2 + gi * gi * (1.0f - beta2);
         w[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
     }
 }

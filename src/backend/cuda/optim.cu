@@ -57,11 +57,11 @@ extern "C" void grad_scale_cuda(float *dw, size_t n, float coef) {
 
 /* shrink_decay = 1 - lr*wd, applied where decay_mask[i] != 0 (elsewhere train.c's shrink is exactly 1). */
 /* w16, when not NULL, receives bf16(w) as well: the weights' shadow for the bf16 GEMMs (weights16.cu). */
-__global__ static void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float *m, float *v,
+__global__ static void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float gscale, float *m, float *v,
                                     const unsigned char *decay_mask, size_t n, float shrink_decay, float step_size,
                                     float beta1, float beta2, float eps, float bc2_sqrt) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float gi = g[i];
+        const float gi = g[i] * gscale;
         float wi = w[i], mi = m[i], vi = v[i];
         if (decay_mask[i]) wi *= shrink_decay;
         mi += (gi - mi) * (1.0f - beta1); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
@@ -72,15 +72,15 @@ __global__ static void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g
     }
 }
 
-extern "C" void adamw_step_cuda(float *w, const float *g, float *m, float *v, const unsigned char *decay_mask,
-                                size_t n, float lr, float weight_decay, float beta1, float beta2, float eps,
-                                long step) {
+extern "C" void adamw_step_cuda(float *w, const float *g, float gscale, float *m, float *v,
+                                const unsigned char *decay_mask, size_t n, float lr, float weight_decay, float beta1,
+                                float beta2, float eps, long step) {
     if (n == 0) return;
     /* The scalars exactly as train.c's adamw_step computes them, in float on the host. */
     const float bc1 = 1.0f - powf(beta1, (float)step), bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)step));
     const float step_size = lr / bc1, shrink_decay = 1.0f - lr * weight_decay;
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)w16_for_update(w, n);
-    adamw_kernel<<<elem_blocks(n), ELEM_THREADS>>>(w, w16, g, m, v, decay_mask, n, shrink_decay, step_size, beta1,
+    adamw_kernel<<<elem_blocks(n), ELEM_THREADS>>>(w, w16, g, gscale, m, v, decay_mask, n, shrink_decay, step_size, beta1,
                                                    beta2, eps, bc2_sqrt);
     CUDA_CHECK_LAUNCH();
     if (w16) w16_updated();
