@@ -239,16 +239,20 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     /* lean (bf16 training): the norm writes the mixer input in bf16, in normed's space */
     uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL;
     float *normed = normed16 ? NULL : a->normed;
+    /* lean: each mixer writes its output in bf16 too (in du's space), as the reference's autocast out_proj does */
+    uint16_t *out16 = a->lean ? (uint16_t *)a->du : NULL;
+    float *out = out16 ? NULL : a->du;
     for (int l = 0; l < c->n_layer; l++) {
         float *resid = a->resid + l * rows * D;
-        be->add_rmsnorm_fwd(resid, normed, normed16, a->rstd + l * rows, l ? resid - rows * D : resid,
-                            l ? a->du : NULL, w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D,
+        be->add_rmsnorm_fwd(resid, normed, normed16, a->rstd + l * rows, l ? resid - rows * D : resid, l ? out : NULL,
+                            l ? out16 : NULL, w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D,
                             c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.u16 = normed16;
-        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->du, normed, B, T, NULL);
+        ctx.out16 = out16;
+        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, out, normed, B, T, NULL);
     }
-    be->add_rmsnorm_fwd(a->final_x, a->final_n, NULL, a->final_rstd, a->resid + (c->n_layer - 1) * rows * D, a->du,
+    be->add_rmsnorm_fwd(a->final_x, a->final_n, NULL, a->final_rstd, a->resid + (c->n_layer - 1) * rows * D, out, out16,
                         w + m->layout.items[m->norm_f].offset, (int)rows, (int)D, c->norm_eps);
     be->matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
                c->vocab_size, (int)D, 0.0f);
@@ -286,18 +290,22 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     /* lean: each norm backward also leaves the residual gradient in bf16, the next mixer's dout for its GEMMs, in
      * the unused second half of normed's space */
     uint16_t *dx16 = normed16 ? normed16 + (size_t)rows * D : NULL;
-    be->rmsnorm_bwd(a->dx, dx16, dw + P[m->norm_f].offset, a->du, a->final_x, w + P[m->norm_f].offset, a->final_rstd,
-                    rows, D, 0);
+    be->rmsnorm_bwd(a->dx, dx16, dw + P[m->norm_f].offset, a->du, NULL, a->final_x, w + P[m->norm_f].offset,
+                    a->final_rstd, rows, D, 0);
+    /* lean: each mixer writes its input gradient in bf16 (in du's space), as its in_proj's GEMM rounds it anyway */
+    uint16_t *du16 = normed16 ? (uint16_t *)a->du : NULL;
+    float *du = du16 ? NULL : a->du;
     for (int l = c->n_layer - 1; l >= 0; l--) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.u16 = normed16;
         ctx.dout16 = dx16;
+        ctx.du16 = du16;
         const float *resid = a->resid + (size_t)l * rows * D, *norm_w = w + P[m->layers[l].norm].offset;
         be->rmsnorm_fwd(normed, normed16, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* again */
-        m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, a->du, a->dx,
-                                    normed, B, T);
-        be->rmsnorm_bwd(a->dx, l ? dx16 : NULL, dw + P[m->layers[l].norm].offset, a->du, a->resid + (size_t)l * rows * D,
-                    w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows, rows, D, 1);
+        m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, du, a->dx, normed, B, T);
+        be->rmsnorm_bwd(a->dx, l ? dx16 : NULL, dw + P[m->layers[l].norm].offset, du, du16,
+                        a->resid + (size_t)l * rows * D, w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows,
+                        rows, D, 1);
     }
     be->embedding_bwd(dw + P[m->emb].offset, a->dx, a->tokens, rows, D);
 }
@@ -392,7 +400,7 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
     float *u = x + rows * D, *out = u + rows * D, *mix = out + rows * D, *rstd = mix + act;
     be->embedding_fwd(x, tok, w + P[m->emb].offset, (int)rows, D);
     for (int l = 0; l < c->n_layer; l++) { /* x += the previous layer's output, fused with this layer's norm */
-        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, l ? out : NULL, w + P[m->layers[l].norm].offset, (int)rows, D,
+        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, l ? out : NULL, NULL, w + P[m->layers[l].norm].offset, (int)rows, D,
                             c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
@@ -405,11 +413,11 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
             be->copy(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
             be->copy(out + (size_t)b * D, out + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         }
-        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, w + P[m->norm_f].offset, B, D, c->norm_eps);
+        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, NULL, w + P[m->norm_f].offset, B, D, c->norm_eps);
         mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL};
         mixer_linear(&head, lg, V, u, D, w + P[m->head].offset, B, V, D);
     } else {
-        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
+        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, NULL, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
         be->matmul_xwT(lg, V, u, D, w + P[m->head].offset, (int)rows, V, D, 0.0f);
     }
 }

@@ -306,7 +306,7 @@ static void test_small_ops(void) {
     rn.y = xmalloc(sizeof(float) * RR * RD), rn.rstd = xmalloc(sizeof(float) * RR);
     float *dx = xcalloc(RR * RD, sizeof(float)), *dw = xcalloc(RD, sizeof(float));
     rms_loss(NULL);
-    rmsnorm_bwd(dx, NULL, dw, rn.R, rn.x, rn.w, rn.rstd, RR, RD, 0);
+    rmsnorm_bwd(dx, NULL, dw, rn.R, NULL, rn.x, rn.w, rn.rstd, RR, RD, 0);
     check_dir("x", rn.x, RR * RD, dx, rms_loss, NULL);
     check_dir("weight", rn.w, RD, dw, rms_loss, NULL);
     TEST_END();

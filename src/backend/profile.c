@@ -100,10 +100,10 @@ static void p_rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, 
     inner->rmsnorm_fwd(y, y16, rstd, x, w, rows, D, eps);
     prof_end(8, "rmsnorm_fwd", "other", t0);
 }
-static void p_rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
-                          const float *rstd, int rows, int D, int acc) {
+static void p_rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
+                          const float *w, const float *rstd, int rows, int D, int acc) {
     double t0 = prof_begin();
-    inner->rmsnorm_bwd(dx, dx16, dw, dy, x, w, rstd, rows, D, acc);
+    inner->rmsnorm_bwd(dx, dx16, dw, dy, dy16, x, w, rstd, rows, D, acc);
     prof_end(9, "rmsnorm_bwd", "other", t0);
 }
 static void p_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
@@ -169,9 +169,9 @@ static void p_adamw_step(float *w, const float *g, float gscale, float *m, float
 }
 
 static void p_add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                              const float *w, int rows, int D, float eps) {
+                              const uint16_t *delta16, const float *w, int rows, int D, float eps) {
     double t0 = prof_begin();
-    inner->add_rmsnorm_fwd(x_out, y, y16, rstd, x, delta, w, rows, D, eps);
+    inner->add_rmsnorm_fwd(x_out, y, y16, rstd, x, delta, delta16, w, rows, D, eps);
     prof_end(27, "add_rmsnorm_fwd", "other", t0);
 }
 

@@ -247,13 +247,15 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
     const scan_args s = scan_args_of(&a, &v, At, d, B, T, lean);
     if (lean) {
-        be->scan_fwd(&s, NULL, a.g16, NULL);                                         /* g = scan(..) * silu(z) */
-        be->matmul_xwT_x16(out, d.D, a.g16, d.E, v.out_proj, rows, d.D, d.E, 0.0f); /* out_proj */
+        be->scan_fwd(&s, NULL, a.g16, NULL); /* g = scan(..) * silu(z) */
+        if (ctx->out16) /* out_proj, bf16 out (with its bias) */
+            be->matmul_xwT_y16(ctx->out16, d.D, NULL, a.g16, d.E, v.out_proj, v.out_b, rows, d.D, d.E);
+        else be->matmul_xwT_x16(out, d.D, a.g16, d.E, v.out_proj, rows, d.D, d.E, 0.0f);
     } else {
         be->scan_fwd(&s, a.g, NULL, scan_state);
         mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);
     }
-    if (v.out_b) be->bias_add(out, d.D, v.out_b, rows, d.D);
+    if (v.out_b && out) be->bias_add(out, d.D, v.out_b, rows, d.D);
 }
 
 static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, float *du,
@@ -306,8 +308,8 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, dxs16, a.xz16 ? NULL : a.xz,
                         a.xz16, 2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (!dxz16 && g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
-    if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16 */
-        be->matmul_bwd16(du, NULL, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D,
+    if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16; du too when asked */
+        be->matmul_bwd16(du, ctx->du16, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D,
                          v.in_proj, rows, 2 * d.E, d.D);
     else be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
 }

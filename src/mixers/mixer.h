@@ -19,6 +19,8 @@ typedef struct {
     const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
     const uint16_t *u16;   /* lean training: the mixer's input in bf16 (the u argument is then NULL), or NULL */
     const uint16_t *dout16; /* lean backward: the gradient of the mixer's output in bf16 as well (dout), or NULL */
+    uint16_t *out16;        /* lean training: the forward writes its output in bf16 here (out is then NULL), or NULL */
+    uint16_t *du16;         /* lean backward: du written in bf16 here (du is then NULL), or NULL */
 } mixer_ctx;
 
 /* The form of a forward's activations (act_floats, temp_floats): float32; a lean backend (the backend's lean_acts,

@@ -56,14 +56,16 @@ void embedding_bwd(float *dtable, const float *dout, const int *tokens, int rows
 /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ----------------------------------------------- */
 /* y in float32 and/or y16 rounded to bf16 (either may be NULL, not both); rstd [rows] or NULL. */
 void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps);
-/* The residual add fused with the next norm: x_out = x + delta (delta NULL: x_out = x), then y (or y16), rstd
- * = rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place). Bitwise the same as the add then the norm. */
+/* The residual add fused with the next norm: x_out = x + delta (delta NULL: x_out = x; delta16: delta in bf16, the
+ * lean path's mixer output), then y (or y16), rstd = rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place).
+ * Bitwise the same as the add then the norm. */
 void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                     const float *w, int rows, int D, float eps);
-/* dx (+)= grad through the norm: accumulate into dx when acc != 0; dw += per-column sums. dx16, when not NULL,
- * also receives dx as it ends (after the accumulation) rounded to bf16: the lean path's next GEMM operand. */
-void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
-                 const float *rstd, int rows, int D, int acc);
+                     const uint16_t *delta16, const float *w, int rows, int D, float eps);
+/* dx (+)= grad through the norm from dy (or dy16 in bf16, the lean path's mixer input gradient: exactly one of the
+ * two): accumulate into dx when acc != 0; dw += per-column sums. dx16, when not NULL, also receives dx as it ends
+ * (after the accumulation) rounded to bf16: the lean path's next GEMM operand. */
+void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
+                 const float *w, const float *rstd, int rows, int D, int acc);
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU ------------------------------ */
 /* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:

@@ -95,9 +95,9 @@ void embedding_bwd_cuda(float *dtable, const float *dout, const int *tokens, int
 void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
                       float eps);
 void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                          const float *w, int rows, int D, float eps);
-void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
-                      const float *rstd, int rows, int D, int acc);
+                          const uint16_t *delta16, const float *w, int rows, int D, float eps);
+void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
+                      const float *w, const float *rstd, int rows, int D, int acc);
 
 void conv1d_silu_fwd_cuda(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
                           const float *init, const float *w, const float *bias, int B, int T, int C, int K);

@@ -106,20 +106,26 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
     free(y), free(gy[0]), free(gy[1]), free(gr[0]), free(gr[1]);
     TEST_END();
 
-    TEST_BEGIN("CUDA add_rmsnorm_fwd within 1e-5 relative (x_out exact; in place, separate, no delta), repeatable");
+    TEST_BEGIN("CUDA add_rmsnorm_fwd within 1e-5 relative (x_out exact; in place, separate, no delta, delta in bf16), "
+               "repeatable");
     float *delta = rand_vec((size_t)rows * D, 1);
-    for (int variant = 0; variant < 3; variant++) { /* 0: separate x_out, 1: in place, 2: no delta */
-        const float *dl = variant == 2 ? NULL : delta;
+    uint16_t *delta16 = malloc(sizeof(uint16_t) * rows * D);
+    bf16_from_f32(delta16, delta, (size_t)rows * D);
+    for (int variant = 0; variant < 4; variant++) { /* 0: separate x_out, 1: in place, 2: no delta, 3: bf16 delta */
+        const float *dl = variant >= 2 ? NULL : delta;
+        const uint16_t *dl16 = variant == 3 ? delta16 : NULL;
         float *xo = malloc(FB(rows * D)), *yy = malloc(FB(rows * D)), *rr = malloc(FB(rows)), *gx[2], *gyy[2], *grr[2];
-        add_rmsnorm_fwd(xo, yy, NULL, rr, x, dl, w, rows, D, eps);
+        add_rmsnorm_fwd(xo, yy, NULL, rr, x, dl, dl16, w, rows, D, eps);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(rows * D)), *d_d = gpu_to_dev(delta, FB(rows * D)),
                   *d_w = gpu_to_dev(w, FB(D));
+            uint16_t *d_d16 = gpu_to_dev(delta16, sizeof(uint16_t) * rows * D);
             float *d_o = variant == 1 ? d_x : gpu_to_dev(NULL, FB(rows * D)), *d_y = gpu_to_dev(NULL, FB(rows * D));
             float *d_r = gpu_to_dev(NULL, FB(rows));
             uint16_t *d16, *got = malloc(sizeof(uint16_t) * rows * D), *want = malloc(sizeof(uint16_t) * rows * D);
             CUDA_CHECK(cudaMalloc((void **)&d16, sizeof(uint16_t) * rows * D));
-            add_rmsnorm_fwd_cuda(d_o, d_y, d16, d_r, d_x, dl ? d_d : NULL, d_w, rows, D, eps); /* y and y16 */
+            add_rmsnorm_fwd_cuda(d_o, d_y, d16, d_r, d_x, dl ? d_d : NULL, dl16 ? d_d16 : NULL, d_w, rows, D,
+                                 eps); /* y and y16 */
             gpu_to_host(gx[rep] = malloc(FB(rows * D)), d_o, FB(rows * D));
             gpu_to_host(gyy[rep] = malloc(FB(rows * D)), d_y, FB(rows * D));
             CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
@@ -128,7 +134,7 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
             cudaFree(d16), free(got), free(want);
             gpu_to_host(grr[rep] = malloc(FB(rows)), d_r, FB(rows));
             if (d_o != d_x) cudaFree(d_o);
-            cudaFree(d_x), cudaFree(d_d), cudaFree(d_w), cudaFree(d_y), cudaFree(d_r);
+            cudaFree(d_x), cudaFree(d_d), cudaFree(d_w), cudaFree(d_y), cudaFree(d_r), cudaFree(d_d16);
         }
         check("x_out", gx, xo, (size_t)rows * D, 0.0); /* a float add: exact */
         check("y", gyy, yy, (size_t)rows * D, 1e-5);
@@ -136,23 +142,30 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
         free(xo), free(yy), free(rr);
         for (int rep = 0; rep < 2; rep++) free(gx[rep]), free(gyy[rep]), free(grr[rep]);
     }
-    free(delta);
+    free(delta), free(delta16);
     TEST_END();
 
     char name[160];
-    snprintf(name, sizeof name, "CUDA rmsnorm_bwd within 1e-5 relative (dx written and accumulated, dw +=; dx16 = "
-             "bf16(dx) exactly), repeatable: rows %d, D %d", rows, D);
+    snprintf(name, sizeof name,
+             "CUDA rmsnorm_bwd within 1e-5 relative (dx written and accumulated, dw +=; dx16 = "
+             "bf16(dx) exactly; dy in bf16), repeatable: rows %d, D %d",
+             rows, D);
     TEST_BEGIN(name);
-    for (int acc = 0; acc < 2; acc++) {
+    uint16_t *dy16 = malloc(sizeof(uint16_t) * rows * D);
+    bf16_from_f32(dy16, dy, (size_t)rows * D);
+    for (int form = 0; form < 3; form++) { /* 0: dx written, 1: accumulated, 2: accumulated from a bf16 dy */
+        const int acc = form > 0;
         float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];
-        rmsnorm_bwd(dx, NULL, dw, dy, x, w, rstd, rows, D, acc);
+        rmsnorm_bwd(dx, NULL, dw, form == 2 ? NULL : dy, form == 2 ? dy16 : NULL, x, w, rstd, rows, D, acc);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(rows * D)), *d_dw = gpu_to_dev(dw0, FB(D)),
                   *d_dy = gpu_to_dev(dy, FB(rows * D));
+            uint16_t *d_dy16 = gpu_to_dev(dy16, sizeof(uint16_t) * rows * D);
             float *d_x = gpu_to_dev(x, FB(rows * D)), *d_w = gpu_to_dev(w, FB(D)), *d_r = gpu_to_dev(rstd, FB(rows));
             uint16_t *d16, *got = malloc(sizeof(uint16_t) * rows * D), *want = malloc(sizeof(uint16_t) * rows * D);
             CUDA_CHECK(cudaMalloc((void **)&d16, sizeof(uint16_t) * rows * D));
-            rmsnorm_bwd_cuda(d_dx, rep ? d16 : NULL, d_dw, d_dy, d_x, d_w, d_r, rows, D, acc); /* dx16 on rep 1 */
+            rmsnorm_bwd_cuda(d_dx, rep ? d16 : NULL, d_dw, form == 2 ? NULL : d_dy, form == 2 ? d_dy16 : NULL, d_x, d_w,
+                             d_r, rows, D, acc); /* dx16 on rep 1 */
             gpu_to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
             if (rep) {
                 CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
@@ -161,12 +174,14 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
             }
             cudaFree(d16), free(got), free(want);
             gpu_to_host(gdw[rep] = malloc(FB(D)), d_dw, FB(D));
-            cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_dy), cudaFree(d_x), cudaFree(d_w), cudaFree(d_r);
+            cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_dy), cudaFree(d_x), cudaFree(d_w), cudaFree(d_r),
+                cudaFree(d_dy16);
         }
         check(acc ? "dx (acc)" : "dx", gdx, dx, (size_t)rows * D, 1e-5);
         check(acc ? "dw (acc run)" : "dw", gdw, dw, D, 1e-5);
         free(dx), free(dw), free(gdx[0]), free(gdx[1]), free(gdw[0]), free(gdw[1]);
     }
+    free(dy16);
     TEST_END();
     free(x), free(w), free(dy), free(dx0), free(dw0), free(rstd);
 }

@@ -29,7 +29,13 @@ void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const flo
 }
 
 void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                     const float *w, int rows, int D, float eps) {
+                     const uint16_t *delta16, const float *w, int rows, int D, float eps) {
+    if (delta16) { /* widened first (the CPU runs this form only to test the lean path) */
+        float *dw = f32_from_bf16_rows(delta16, D, (size_t)rows, D);
+        add_rmsnorm_fwd(x_out, y, y16, rstd, x, dw, NULL, w, rows, D, eps);
+        free(dw);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D, *dr = delta ? delta + (size_t)r * D : NULL;
@@ -46,8 +52,14 @@ void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const f
     }
 }
 
-void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
-                 const float *rstd, int rows, int D, int acc) {
+void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
+                 const float *w, const float *rstd, int rows, int D, int acc) {
+    if (dy16) { /* widened first, as above */
+        float *dyw = f32_from_bf16_rows(dy16, D, (size_t)rows, D);
+        rmsnorm_bwd(dx, dx16, dw, dyw, NULL, x, w, rstd, rows, D, acc);
+        free(dyw);
+        return;
+    }
     int nt = omp_get_max_threads();
     float *partial = xcalloc((size_t)nt * D, sizeof(float));
 #pragma omp parallel

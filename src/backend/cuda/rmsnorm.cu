@@ -13,6 +13,11 @@ __device__ __forceinline__ static void norm_store(float *y, __nv_bfloat16 *y16, 
     if (y16) y16[i] = __float2bfloat16_rn(v);
 }
 
+/* v[i] of a float32 or (when v is NULL) bf16 operand */
+__device__ __forceinline__ static float ld_either(const float *v, const __nv_bfloat16 *v16, size_t i) {
+    return v ? v[i] : __bfloat162float(v16[i]);
+}
+
 /* The same bits in every lane: a butterfly (a + b == b + a exactly). */
 __device__ __forceinline__ static double warp_sum(double v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -51,13 +56,15 @@ __global__ static void rmsnorm_fwd_kernel(float *y, __nv_bfloat16 *y16, float *r
 /* x_out = x + delta, then the norm of x_out (one block per row; x_out may be x: each element is read and
  * written by the same thread). */
 __global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, __nv_bfloat16 *y16, float *rstd, const float *x,
-                                              const float *delta, const float *w, int D, float eps) {
+                                              const float *delta, const __nv_bfloat16 *delta16, const float *w, int D,
+                                              float eps) {
     const size_t r = blockIdx.x;
     const float *xr = x + r * D, *dr = delta ? delta + r * D : NULL;
+    const __nv_bfloat16 *dr16 = delta16 ? delta16 + r * D : NULL;
     float *xo = x_out + r * D;
     double ss = 0;
     for (int i = threadIdx.x; i < D; i += RED_THREADS) {
-        const float v = dr ? xr[i] + dr[i] : xr[i];
+        const float v = dr || dr16 ? xr[i] + ld_either(dr, dr16, i) : xr[i];
         xo[i] = v;
         ss += (double)v * v;
     }
@@ -74,8 +81,8 @@ __global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, __nv_bfloa
 #define NORM_BWD_WARPS 8
 #define NORM_BWD_ROWS 32
 __global__ static void __launch_bounds__(NORM_BWD_WARPS * 32)
-    rmsnorm_bwd_kernel(float *dx, __nv_bfloat16 *dx16, float *part_w, const float *dy, const float *x,
-                       const float *w, const float *rstd, int rows, int D, int acc) {
+    rmsnorm_bwd_kernel(float *dx, __nv_bfloat16 *dx16, float *part_w, const float *dy, const __nv_bfloat16 *dy16,
+                       const float *x, const float *w, const float *rstd, int rows, int D, int acc) {
     extern __shared__ float dws[]; /* [NORM_BWD_WARPS][D] when part_w */
     const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
     float *mine = dws + (size_t)wp * D;
@@ -84,19 +91,21 @@ __global__ static void __launch_bounds__(NORM_BWD_WARPS * 32)
     for (int i = lane; i < D; i += 32) mine[i] = 0.0f;
     const int r1 = min(rows, (int)(blockIdx.x + 1) * NORM_BWD_ROWS);
     for (int r = blockIdx.x * NORM_BWD_ROWS + wp; r < r1; r += NORM_BWD_WARPS) {
-        const float *xr = x + (size_t)r * D, *dyr = dy + (size_t)r * D;
+        const float *xr = x + (size_t)r * D, *dyr = dy ? dy + (size_t)r * D : NULL;
+        const __nv_bfloat16 *dyr16 = dy16 ? dy16 + (size_t)r * D : NULL;
         float *dxr = dx + (size_t)r * D;
         const float s = rstd[r];
         double dot = 0;
 #pragma unroll 4
-    for (int i = lane; i < D; i += 32) {
-            dot += (double)dyr[i] * w[i] * xr[i];
-            if (part_w) mine[i] += dyr[i] * xr[i] * s;
+        for (int i = lane; i < D; i += 32) {
+            const float g = ld_either(dyr, dyr16, i);
+            dot += (double)g * w[i] * xr[i];
+            if (part_w) mine[i] += g * xr[i] * s;
         }
         const float c = (float)(warp_sum(dot) / D) * s * s * s;
 #pragma unroll 4
-    for (int i = lane; i < D; i += 32) {
-            const float g = dyr[i] * w[i] * s - xr[i] * c, v = acc ? dxr[i] + g : g;
+        for (int i = lane; i < D; i += 32) {
+            const float g = ld_either(dyr, dyr16, i) * w[i] * s - xr[i] * c, v = acc ? dxr[i] + g : g;
             dxr[i] = v;
             if (dx16) dx16[(size_t)r * D + i] = __float2bfloat16_rn(v);
         }
@@ -112,11 +121,13 @@ __global__ static void __launch_bounds__(NORM_BWD_WARPS * 32)
 }
 
 struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd (rows too wide for the fused sums) */
-    const float *dy, *x, *rstd;
+    const float *dy;
+    const __nv_bfloat16 *dy16;
+    const float *x, *rstd;
     int D;
     __device__ float operator()(int r, int i) const {
         const size_t k = (size_t)r * D + i;
-        return dy[k] * x[k] * rstd[r];
+        return ld_either(dy, dy16, k) * x[k] * rstd[r];
     }
 };
 
@@ -129,27 +140,29 @@ extern "C" void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const flo
 }
 
 extern "C" void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x,
-                                     const float *delta, const float *w, int rows, int D, float eps) {
+                                     const float *delta, const uint16_t *delta16, const float *w, int rows, int D,
+                                     float eps) {
     if (rows <= 0 || D <= 0) return;
-    add_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(x_out, y, (__nv_bfloat16 *)y16, rstd, x, delta, w, D, eps);
+    add_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(x_out, y, (__nv_bfloat16 *)y16, rstd, x, delta,
+                                                  (const __nv_bfloat16 *)delta16, w, D, eps);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w,
-                                 const float *rstd, int rows, int D, int acc) {
+extern "C" void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16,
+                                 const float *x, const float *w, const float *rstd, int rows, int D, int acc) {
     if (rows <= 0 || D <= 0) return;
     const int nblk = cdiv(rows, NORM_BWD_ROWS);
     const size_t smem = sizeof(float) * NORM_BWD_WARPS * (size_t)D;
     const bool fused = smem <= 48 * 1024; /* the weight-gradient sums in shared memory */
     float *part_w = NULL;
     if (fused) CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nblk * D, 0));
-    rmsnorm_bwd_kernel<<<nblk, NORM_BWD_WARPS * 32, fused ? smem : 0>>>(dx, (__nv_bfloat16 *)dx16, part_w, dy, x, w, rstd,
-                                                                rows, D, acc);
+    rmsnorm_bwd_kernel<<<nblk, NORM_BWD_WARPS * 32, fused ? smem : 0>>>(
+        dx, (__nv_bfloat16 *)dx16, part_w, dy, (const __nv_bfloat16 *)dy16, x, w, rstd, rows, D, acc);
     CUDA_CHECK_LAUNCH();
     if (fused) {
         colsum_finish(dw, part_w, nblk, D);
         CUDA_CHECK(cudaFreeAsync(part_w, 0));
     } else {
-        colsum_acc(dw, RmsnormDw{dy, x, rstd, D}, rows, D);
+        colsum_acc(dw, RmsnormDw{dy, (const __nv_bfloat16 *)dy16, x, rstd, D}, rows, D);
     }
 }
