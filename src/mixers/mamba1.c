@@ -164,10 +164,10 @@ static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
 }
 
 /* The backward's workspace, in order: dxz [rows, 2E], dy (d of the gated scan output), dxs, ddt [rows, E], ddbc
- * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias) and ddt in bf16 (half the floats). */
+ * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias), dy and ddt in bf16 (half the floats). */
 typedef struct {
     float *dxz, *dy, *dxs, *ddt, *ddbc, *dAt;
-    uint16_t *dxz16, *ddt16;
+    uint16_t *dxz16, *dy16, *ddt16;
 } mamba1_scratch;
 
 static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, size_t rows, int form) {
@@ -175,7 +175,8 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
     const int lean = form == MIXER_ACTS_LEAN_TRAIN;
     if (lean && !c->use_bias) w.dxz16 = (uint16_t *)p, p += bf16_floats(rows * 2 * d.E);
     else w.dxz = p, p += rows * 2 * d.E;
-    w.dy = p, p += rows * d.E;
+    if (lean) w.dy16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
+    else w.dy = p, p += rows * d.E;
     w.dxs = p, p += rows * d.E;
     if (lean) w.ddt16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
     else w.ddt = p, p += rows * d.E;
@@ -187,8 +188,8 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form) {
     const mamba1_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
-    return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) + 2 * rows * d.E +
-           (lean ? bf16_floats(rows * d.E) : rows * d.E) + rows * d.P + (size_t)d.N * d.E;
+    return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) + rows * d.E +
+           2 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + rows * d.P + (size_t)d.N * d.E;
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
@@ -272,10 +273,14 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
     const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, a.xz16 ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
     float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc, *dAt = w.dAt;
-    uint16_t *dxz16 = w.dxz16, *ddt16 = w.ddt16;
+    uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *ddt16 = w.ddt16;
 
-    /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward */
-    if (ctx->dout16)
+    /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward; dy
+     * in bf16 for the scan (as the reference's autocast hands it) */
+    if (dy16)
+        be->matmul_bwd16(NULL, dy16, d.E, 0.0f, NULL, ctx->dout16 ? NULL : dout, ctx->dout16, d.D, NULL, NULL, 0,
+                         v.out_proj, rows, d.D, d.E);
+    else if (ctx->dout16)
         be->matmul_bwd16(dy, NULL, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
     else be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
@@ -286,7 +291,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const scan_grads sg = {.dx = dxs, .ddt = ddt16 ? NULL : ddt, .ddt16 = ddt16, .dBm = ddbc + d.R,
                            .dCm = ddbc + d.R + d.N, .lddbc = d.P, .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b,
                            .dz = dxz16 ? NULL : dxz + d.E, .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E,
-                           .out = a.g16 ? NULL : a.g, .out16 = a.g16};
+                           .out = a.g16 ? NULL : a.g, .out16 = a.g16, .dout16 = dy16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
     if (a.g16 && ctx->dout16)
         be->matmul_bwd16(NULL, NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D,

@@ -127,12 +127,13 @@ typedef struct {
     int lddz;
     float *out;           /* [B, T, E] dense, or NULL: the forward's output, recomputed (=) */
     uint16_t *out16;      /* the same rounded to bf16, or NULL (at most one of out, out16) */
+    const uint16_t *dout16; /* an input: d out in bf16 [B, T, E] dense, in place of scan_bwd's dout (then NULL) */
 } scan_grads;
 
 /* out [B, T, E] dense, or out16 the same rounded to bf16 (exactly one of the two). h: [B, E, N] initial state,
  * updated to the final state; NULL means start from zero and discard. */
 void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h);
-/* Backward from dout (d out, [B, T, E] dense), starting from a zero initial state (training). */
+/* Backward from dout (d out, [B, T, E] dense; or g->dout16), starting from a zero initial state (training). */
 void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout);
 /* The plain sequential definition, for tests: softplus_bias_fwd, then one channel at a time with scalar exp,
  * then gate_fwd. */

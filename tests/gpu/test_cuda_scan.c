@@ -29,7 +29,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
     char name[200];
     snprintf(name, sizeof name,
              "CUDA scan vs CPU: B %d, T %d, E %d, N %d%s (fwd with state and bwd within 1e-5; bitwise repeatable)", B,
-             T, E, N, gated ? ", gated (also z, then x and z, then x, dt, z and ddt in bf16)" : "");
+             T, E, N, gated ? ", gated (also z, then x and z, then x, dt, z, dout and ddt in bf16)" : "");
     TEST_BEGIN(name);
     const int ldz = 2 * E;
     const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N, nh = (size_t)B * E * N, na = (size_t)N * E,
@@ -172,7 +172,10 @@ static void check_case(int B, int T, int E, int N, int gated) {
          * then dt in bf16 (dt_proj's output) with ddt written in bf16 */
         uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz), *gz16, *x16 = xmalloc(sizeof(uint16_t) * nx), *gx16;
         uint16_t *dt16 = xmalloc(sizeof(uint16_t) * nx), *gdt16, *ddt16 = xmalloc(sizeof(uint16_t) * nx), *gddt16;
-        bf16_from_f32(z16, z, nz), bf16_from_f32(x16, x, nx), bf16_from_f32(dt16, dt, nx);
+        uint16_t *dy16 = xmalloc(sizeof(uint16_t) * nx), *gdy16;
+        bf16_from_f32(z16, z, nz), bf16_from_f32(x16, x, nx), bf16_from_f32(dt16, dt, nx), bf16_from_f32(dy16, dy, nx);
+        CUDA_CHECK(cudaMalloc((void **)&gdy16, sizeof(uint16_t) * nx));
+        CUDA_CHECK(cudaMemcpy(gdy16, dy16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMalloc((void **)&gdt16, sizeof(uint16_t) * nx));
         CUDA_CHECK(cudaMemcpy(gdt16, dt16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMalloc((void **)&gddt16, sizeof(uint16_t) * nx));
@@ -184,21 +187,22 @@ static void check_case(int B, int T, int E, int N, int gated) {
         s16.z = NULL, s16.z16 = z16, gs16.z = NULL, gs16.z16 = gz16;
         scan_grads g16c = g, gg16 = gg;
         for (int level = 0; level <= 2; level++) {
-            const char *what = level == 2 ? "bf16 x, dt, gate and ddt" : level ? "bf16 x and gate" : "bf16 gate";
+            const char *what = level == 2 ? "bf16 x, dt, gate, dout and ddt" : level ? "bf16 x and gate" : "bf16 gate";
             if (level >= 1) s16.x = NULL, s16.x16 = x16, gs16.x = NULL, gs16.x16 = gx16;
             if (level == 2) {
                 s16.dt = NULL, s16.dt16 = dt16, gs16.dt = NULL, gs16.dt16 = gdt16;
                 g16c.ddt = NULL, g16c.ddt16 = ddt16, gg16.ddt = NULL, gg16.ddt16 = gddt16;
+                g16c.dout16 = dy16, gg16.dout16 = gdy16;
                 CUDA_CHECK(cudaMemset(gddt16, 0xff, sizeof(uint16_t) * nx));
             }
             scan_fwd(&s16, y, NULL, NULL);
             scan_fwd_cuda(&gs16, gy, NULL, NULL);
             memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
-            scan_bwd(&s16, &g16c, dy);
+            scan_bwd(&s16, &g16c, level == 2 ? NULL : dy);
             CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
             CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
             CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
-            scan_bwd_cuda(&gs16, &gg16, gdy);
+            scan_bwd_cuda(&gs16, &gg16, level == 2 ? NULL : gdy);
             if (level == 2) { /* ddt in bf16 both sides, widened: the two float32 values rounded (1e-5 apart, so an
                                * element on a rounding boundary may differ by one bf16 step) */
                 uint16_t *got16 = xmalloc(sizeof(uint16_t) * nx);
@@ -223,7 +227,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
         }
         cudaFree(gx16), free(x16);
         cudaFree(gz16), free(z16);
-        cudaFree(gdt16), free(dt16), cudaFree(gddt16), free(ddt16);
+        cudaFree(gdt16), free(dt16), cudaFree(gddt16), free(ddt16), cudaFree(gdy16), free(dy16);
     }
     TEST_END();
 }

@@ -248,6 +248,14 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
+    if (g->dout16) { /* a bf16 dout widened first */
+        float *dw = f32_from_bf16_rows(g->dout16, s->E, (size_t)s->B * s->T, s->E);
+        scan_grads g32 = *g;
+        g32.dout16 = NULL;
+        scan_bwd(s, &g32, dw);
+        free(dw);
+        return;
+    }
     if (g->ddt16) { /* ddt in float32 first, then rounded */
         const size_t n = (size_t)s->B * s->T * s->E;
         scan_grads g32 = *g;

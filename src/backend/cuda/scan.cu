@@ -387,16 +387,16 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
            (size_t)W * 2 * ITEMS * RED_STRIDE + (size_t)NP * W * 32 + (size_t)2 * W * 32;
 }
 
-#ifndef SCAN_BWD_MIN_BLOCKS // at most 168 registers: 3 blocks per multiprocessor, the whole grid at once
-#define SCAN_BWD_MIN_BLOCKS 3
+#ifndef SCAN_BWD_MIN_BLOCKS // at most 128 registers (no spills with one state per barrier): the whole grid at once
+#define SCAN_BWD_MIN_BLOCKS 4
 #endif
-template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
+template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, __nv_bfloat16 *__restrict__ ddt16,
                     float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
                     __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
-                    const __nv_bfloat16 *__restrict__ hk, const float *__restrict__ dy, const TX *__restrict__ x,
+                    const __nv_bfloat16 *__restrict__ hk, const TY *__restrict__ dy, const TX *__restrict__ x,
                     const TD *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
                     const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
                     const TZ *__restrict__ z, int ldz, int T, int E, int N) {
@@ -410,6 +410,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
           *dAs = red + W * R * RED_STRIDE, *dDs = dAs + NP * W * 32, *dbs = dDs + W * 32, *HB2 = dbs + W * 32;
     TX *X = reinterpret_cast<TX *>(Xf); // [2][CH][32] in X's float space (bf16: its first half)
     TD *DTs = reinterpret_cast<TD *>(DT);   // likewise
+    TY *DYs = reinterpret_cast<TY *>(DY);   // likewise
     constexpr bool stash = sizeof(TX) == 2; // x in bf16: X's upper half holds each chunk's silu(z) (pass 2)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
@@ -424,7 +425,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     auto stage2 = [&](int k, int p) { // pass 2: x, dt, dy, B, C
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
         stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
-        stage_rows_async<W, ITEMS>(DY + p * CH * 32, dy, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DYs + p * CH * 32, dy, row0, k * CH, T, E, e0);
         stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
         // the chunk's start states hb[b][k][:][e0 .. e0 + 32) (zero for chunk 0), or at a checkpoint hk's, staged as
         // they are (bf16 [NP][32] in the slot's first half)
@@ -546,15 +547,15 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         // this thread's steps of the staged x, dt and dout. Read here, then the thread's own slots carry what the
         // end of the chunk needs (fewer registers held across the state loop): the dt slot sigmoid(dt + bias), the
         // dout slot d(out) silu'(z) (times y: dz), and with x in bf16 the free upper half of x's area silu(z);
-        // x itself is read again. (With dt in bf16 its slot is in the free upper half of dt's area.)
+        // x itself is read again. (With dt or dout in bf16 its slot is in the free upper half of its area.)
         const TX *xs = X + p * CH * 32 + w * ITEMS * 32 + lane;
         float *dts = DT + (sizeof(TD) == 2 ? CH * 32 : p * CH * 32) + w * ITEMS * 32 + lane,
-              *dys = DY + p * CH * 32 + w * ITEMS * 32 + lane;
+              *dys = DY + (sizeof(TY) == 2 ? CH * 32 : p * CH * 32) + w * ITEMS * 32 + lane;
         float *sls = Xf + CH * 32 + w * ITEMS * 32 + lane; // [CH][32] floats: only when x is bf16 (stash)
         float dtv[ITEMS], dyv[ITEMS], dtx[ITEMS], gB[ITEMS], aw[ITEMS], yr[ITEMS];
         lds_steps<ITEMS>(dtx, X + p * CH * 32, w * ITEMS, lane);
         lds_steps<ITEMS>(dtv, DTs + p * CH * 32, w * ITEMS, lane);
-        lds_steps<ITEMS>(dyv, DY + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dyv, DYs + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
         for (int i = 0; i < ITEMS; i++) {
@@ -772,7 +773,7 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 #define SCAN_FWD_CFG 4, 16, 1
 #endif
 #ifndef SCAN_BWD_CFG
-#define SCAN_BWD_CFG 4, 8, 2
+#define SCAN_BWD_CFG 4, 8, 1
 #endif
 
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
@@ -788,9 +789,9 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     CUDA_CHECK_LAUNCH();
 }
 
-template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
+template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
 static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const TZ *z, const scan_grads *g,
-                            const float *dy) {
+                            const TY *dy) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
@@ -799,8 +800,8 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
           *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part; // (a valid address either way)
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
-    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
-    scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(nblk, B), W * 32, smem>>>(
+    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>, smem, &smem_set);
+    scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B), W * 32, smem>>>(
         g->dx, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out,
         (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt,
         s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
@@ -896,5 +897,8 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
 extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // no steps: no gradients to write or add
-    with_types(s, [&](auto x, auto dt, auto z) { scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, dout); });
+    with_types(s, [&](auto x, auto dt, auto z) {
+        if (g->dout16) scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, (const __nv_bfloat16 *)g->dout16);
+        else scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, dout);
+    });
 }
