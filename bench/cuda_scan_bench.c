@@ -59,9 +59,9 @@ int main(int argc, char **argv) {
     cudaMalloc((void **)&y, nx * 4), cudaMalloc((void **)&dx, nx * 4);
     cudaMalloc((void **)&dbc, nbc * 4), cudaMalloc((void **)&dA, (size_t)N * E * 4), cudaMalloc((void **)&dD, E * 4);
     cudaMalloc((void **)&db, E * 4);
-    uint16_t *xz16, *x16, *dt16, *dxz16, *ddt16, *dy16;
+    uint16_t *xz16, *x16, *dt16, *dxz16, *ddt16, *dy16, *dx16;
     cudaMalloc((void **)&xz16, 2 * nx * 2), cudaMalloc((void **)&x16, nx * 2), cudaMalloc((void **)&dt16, nx * 2);
-    cudaMalloc((void **)&dy16, nx * 2);
+    cudaMalloc((void **)&dy16, nx * 2), cudaMalloc((void **)&dx16, nx * 2);
     bf16_from_f32_cuda(dy16, dy, nx);
     cudaMalloc((void **)&dxz16, 2 * nx * 2), cudaMalloc((void **)&ddt16, nx * 2);
     bf16_from_f32_cuda(xz16, xz, 2 * nx);
@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
     cudaMalloc((void **)&hk, (size_t)B * SCAN_HK_COUNT(T) * N * E * 2);
     const scan_args s = {.x16 = x16, .dt16 = dt16, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N,
                          .Dv = Dv, .z16 = xz16 + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N, .hk = hk};
-    const scan_grads g = {.dx = dx, .ddt16 = ddt16, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA,
+    const scan_grads g = {.dx16 = dx16, .ddt16 = ddt16, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA,
                           .dDv = dD, .ddt_bias = db, .dz16 = dxz16 + E, .lddz = 2 * E, .out16 = (uint16_t *)y,
                           .dout16 = dy16};
     scan_args s0 = s; /* the same without the checkpoints: the backward then recomputes every chunk's start state */
@@ -87,10 +87,10 @@ int main(int argc, char **argv) {
         printf("CUDA error: %s\n", cudaGetErrorString(err));
         return 1;
     }
-    /* the bytes each pass must move at least once, in the lean training form (bf16 x, dt, z, dout in; bf16 out, ddt,
-     * dz out): fwd reads x, dt, z, B, C and writes out; bwd reads dout, x, dt, z, B, C and writes dx (float32), ddt,
-     * dz, out, dB, dC (parameters are negligible) */
-    const double fwd_bytes = 2.0 * 4 * nx + 4.0 * nbc, bwd_bytes = 2.0 * 9 * nx + 4.0 * 2 * nbc,
+    /* the bytes each pass must move at least once, in the lean training form (bf16 x, dt, z, dout in; bf16 out, dx,
+     * ddt, dz out): fwd reads x, dt, z, B, C and writes out; bwd reads dout, x, dt, z, B, C and writes dx, ddt, dz,
+     * out, dB, dC (parameters are negligible) */
+    const double fwd_bytes = 2.0 * 4 * nx + 4.0 * nbc, bwd_bytes = 2.0 * 8 * nx + 4.0 * 2 * nbc,
                  copy_bw = 2.0 * nx * 4 / (copy * 1e-3);
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);

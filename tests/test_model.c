@@ -101,16 +101,16 @@ static void test_state_sees_weight_updates(void) {
 }
 
 /* The lean-activation path (CUDA's mixed precision) run on the CPU through a copy of the CPU table with
- * lean_acts set, so CI exercises its logic. Lean mode keeps the GEMM operands a bf16 GEMM would round anyway
- * (the norm output, xz, xs, g, dxz) in bf16; on the CPU, whose GEMMs are float32, that rounding is all that
- * differs: the loss within 1e-4, every gradient within 2e-2 of its scale (measured 1.1e-2, dt_proj's weight).
- * With biases (dxz then stays float32 for in_proj's bias gradient) within 5e-2, the GPU's bf16 model test's
- * bound: dt_proj's weight gradient is the most sensitive to rounding, 0.75e-2 to 3.5e-2 over seeds 31-36
- * (3.5e-2 with this seed). */
+ * lean_acts set, so CI exercises its logic. Lean mode keeps in bf16 the tensors the reference's autocast does (the
+ * norm output, xz, xs, dt, g, the mixer output; the gradients dy, dxs, ddt, dxz, du) and the scan's state
+ * checkpoints; on the CPU, whose GEMMs are float32, that rounding is all that differs: the loss within 1e-4, every
+ * gradient within 3e-2 of its scale (measured 2.1e-2, layer 0's A_log: upstream roundings add up; 1.1e-2 while
+ * only the GEMM operands were rounded). With biases (dxz then stays float32 for in_proj's bias gradient) within
+ * 5e-2, the GPU's bf16 model test's bound. */
 static void test_lean_activations(int use_bias) {
-    const double tol = use_bias ? 5e-2 : 2e-2;
+    const double tol = use_bias ? 5e-2 : 3e-2;
     TEST_BEGIN(use_bias ? "lean activations with in_proj/out_proj biases: loss within 1e-4, gradients within 5e-2"
-                        : "lean activations (GEMM operands in bf16): loss within 1e-4, gradients within 2e-2");
+                        : "lean activations (bf16 as the reference's autocast): loss within 1e-4, gradients within 3e-2");
     backend lean = backend_cpu;
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
     ssm_model *a = random_model_bias(24, 2, 31, use_bias), *b = random_model_bias(24, 2, 31, use_bias);

@@ -164,10 +164,11 @@ static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
 }
 
 /* The backward's workspace, in order: dxz [rows, 2E], dy (d of the gated scan output), dxs, ddt [rows, E], ddbc
- * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias), dy and ddt in bf16 (half the floats). */
+ * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias), dy, dxs and ddt in bf16 (half the
+ * floats). */
 typedef struct {
     float *dxz, *dy, *dxs, *ddt, *ddbc, *dAt;
-    uint16_t *dxz16, *dy16, *ddt16;
+    uint16_t *dxz16, *dy16, *dxs16, *ddt16;
 } mamba1_scratch;
 
 static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, size_t rows, int form) {
@@ -177,7 +178,8 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
     else w.dxz = p, p += rows * 2 * d.E;
     if (lean) w.dy16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
     else w.dy = p, p += rows * d.E;
-    w.dxs = p, p += rows * d.E;
+    if (lean) w.dxs16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
+    else w.dxs = p, p += rows * d.E;
     if (lean) w.ddt16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
     else w.ddt = p, p += rows * d.E;
     w.ddbc = p, p += rows * d.P;
@@ -188,8 +190,8 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form) {
     const mamba1_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
-    return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) + rows * d.E +
-           2 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + rows * d.P + (size_t)d.N * d.E;
+    return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
+           3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + rows * d.P + (size_t)d.N * d.E;
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
@@ -273,7 +275,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
     const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, a.xz16 ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
     float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc, *dAt = w.dAt;
-    uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *ddt16 = w.ddt16;
+    uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *dxs16 = w.dxs16, *ddt16 = w.ddt16;
 
     /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward; dy
      * in bf16 for the scan (as the reference's autocast hands it) */
@@ -288,7 +290,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
     /* lean: dxz in bf16, as in_proj's GEMMs read it (not with an in_proj bias: its gradient sums dxz in float32);
      * ddt in bf16, as dt_proj's GEMMs take it */
-    const scan_grads sg = {.dx = dxs, .ddt = ddt16 ? NULL : ddt, .ddt16 = ddt16, .dBm = ddbc + d.R,
+    const scan_grads sg = {.dx = dxs, .dx16 = dxs16, .ddt = ddt16 ? NULL : ddt, .ddt16 = ddt16, .dBm = ddbc + d.R,
                            .dCm = ddbc + d.R + d.N, .lddbc = d.P, .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b,
                            .dz = dxz16 ? NULL : dxz + d.E, .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E,
                            .out = a.g16 ? NULL : a.g, .out16 = a.g16, .dout16 = dy16};
@@ -303,14 +305,12 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
         be->matmul_bwd16(ddbc, NULL, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, a.dbc, NULL, d.P, v.dt_w, rows, d.E, d.R);
     else
         be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
-    /* lean: x_proj's part of d(xs) written in bf16 into ddt16's space (free now); the conv backward adds it to the
-     * scan's part (dxs) as it reads them */
-    uint16_t *dxs16 = a.xs16 ? ddt16 : NULL;
+    /* lean: x_proj's part of d(xs) added to the scan's in bf16 by its GEMM (as the reference's autocast sums them) */
     if (a.xs16)
-        be->matmul_bwd16(NULL, dxs16, d.E, 0.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
+        be->matmul_bwd16(NULL, dxs16, d.E, 1.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
                          d.E);
     else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs, dxs16, a.xz16 ? NULL : a.xz,
+    be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs16 ? NULL : dxs, dxs16, a.xz16 ? NULL : a.xz,
                         a.xz16, 2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
     if (!dxz16 && g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
     if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16; du too when asked */

@@ -26,8 +26,8 @@ void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int
 void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
 /* matmul_bwd with dy and x each in float32 or bf16 (exactly one of dy, dy16 and one of x, x16): the lean
  * path's producers write some of them rounded. dx NULL: only dw (x unused); dw NULL: only dx (x and w unused
- * respectively: x may be NULL, and w when dx is). dx16 instead of dx: the input gradient written in bf16 (beta must
- * be 0; the lean path's x_proj input gradient, which the conv backward adds to the scan's). */
+ * respectively: x may be NULL, and w when dx is). dx16 instead of dx: the input gradient in bf16, dx16 = bf16(beta
+ * dx16 + dy w) (the lean path's x_proj input gradient, added to the scan's). */
 void matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
                   int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K);
 /* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16
@@ -76,8 +76,8 @@ void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t
                      const float *w, const float *bias, int B, int T, int C, int K);
 /* dout [B,T,C] -> dx [B,T,C] (lddx, written; or dx16 the same rounded to bf16: exactly one of the two),
  * dw [C,K] +=, dbias [C] += (NULL: no bias); `pre` recomputed from x (or x16) as the forward did (which started
- * from zeros: training). dout16, when not NULL, is a second gradient term [B,T,C] in bf16 added to dout (the lean
- * path's x_proj part). */
+ * from zeros: training). dout16, when not NULL, is a gradient term [B,T,C] in bf16 added to dout, or the whole of it
+ * with dout NULL (the lean path's). */
 void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
                      const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
                      const float *bias, int B, int T, int C, int K);
@@ -117,6 +117,7 @@ typedef struct {
 /* What the backward writes (=) and accumulates (+=). */
 typedef struct {
     float *dx, *ddt;      /* [B, T, E] dense =: ddt is the gradient of `dt` (dt_proj's output) */
+    uint16_t *dx16;       /* or dx rounded to bf16 (exactly one of dx, dx16) */
     uint16_t *ddt16;      /* or ddt rounded to bf16 (exactly one of ddt, ddt16) */
     float *dBm, *dCm;     /* [B, T, N] stride lddbc = */
     int lddbc;

@@ -152,19 +152,29 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     EXPECT((e = test_rel_err(rdx4, dx, (size_t)M * ldx)) < tol, "matmul_bwd16 dx: rel err %.2e", e);
     EXPECT((e = test_rel_err(rdw4, dw, (size_t)N * K)) < tol, "matmul_bwd16 dw: rel err %.2e", e);
     /* dx written in bf16 (dx16), with dy in bf16: within one bf16 rounding of the CPU's, plus the bf16 GEMM's; a
-     * dense aligned output (the bf16 product writes it) and the strided one (through float32) */
-    for (int dense = 0; dense <= 1; dense++) {
+     * dense aligned output (the bf16 product writes it) and the strided one (through float32); each written, then
+     * added to what dx16 holds (beta 1: the lean path's x_proj part added to the scan's) */
+    for (int form = 0; form < 4; form++) {
+        const int dense = form & 1;
+        const float beta = form >> 1;
         const int ldo = dense ? K : ldx;
         uint16_t *dx16 = xcalloc((size_t)M * ldo, sizeof(uint16_t)), *rdx16 = xcalloc((size_t)M * ldo, sizeof(uint16_t)),
                  *gdx16;
+        if (beta != 0.0f) {
+            float *init = xmalloc(sizeof(float) * (size_t)M * ldo);
+            for (size_t i = 0; i < (size_t)M * ldo; i++) init[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+            bf16_from_f32(dx16, init, (size_t)M * ldo);
+            free(init);
+        }
         CUDA_CHECK(cudaMalloc((void **)&gdx16, sizeof(uint16_t) * (size_t)M * ldo));
-        CUDA_CHECK(cudaMemset(gdx16, 0, sizeof(uint16_t) * (size_t)M * ldo));
-        matmul_bwd16(NULL, dx16, ldo, 0.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K);
-        bwd16(NULL, gdx16, ldo, 0.0f, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
+        CUDA_CHECK(cudaMemcpy(gdx16, dx16, sizeof(uint16_t) * (size_t)M * ldo, cudaMemcpyHostToDevice));
+        matmul_bwd16(NULL, dx16, ldo, beta, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K);
+        bwd16(NULL, gdx16, ldo, beta, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
         CUDA_CHECK(cudaMemcpy(rdx16, gdx16, sizeof(uint16_t) * (size_t)M * ldo, cudaMemcpyDeviceToHost));
         float *a16 = xmalloc(sizeof(float) * (size_t)M * ldo), *b16 = xmalloc(sizeof(float) * (size_t)M * ldo);
         f32_from_bf16(a16, rdx16, (size_t)M * ldo), f32_from_bf16(b16, dx16, (size_t)M * ldo);
-        printf("  bwd16 dx16%s rel err: %.1e\n", dense ? " (dense)" : "", test_rel_err(a16, b16, (size_t)M * ldo));
+        printf("  bwd16 dx16%s%s rel err: %.1e\n", dense ? " (dense)" : "", beta != 0.0f ? " +=" : "",
+               test_rel_err(a16, b16, (size_t)M * ldo));
         EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldo)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_bwd16 dx16: rel err %.2e",
                e);
         free(a16), free(b16), cudaFree(gdx16), free(dx16), free(rdx16);

@@ -246,7 +246,7 @@ static void test_conv1d(int B, int T, int C, int K) {
     TEST_END();
 
     snprintf(name, sizeof name,
-             "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided; also a bf16 second dout term) within 1e-5 "
+             "CUDA conv1d_silu_fwd/bwd with a bf16 input (strided; also a bf16 second dout term, and one alone) within 1e-5 "
              "relative: B %d, T %d, "
              "C %d, K %d",
              B, T, C, K);
@@ -308,8 +308,9 @@ static void test_conv1d(int B, int T, int C, int K) {
         bf16_from_f32(g16, gsrc, n);
         CUDA_CHECK(cudaMalloc((void **)&d_g16, sizeof(uint16_t) * n));
         CUDA_CHECK(cudaMemcpy(d_g16, g16, sizeof(uint16_t) * n, cudaMemcpyHostToDevice));
+        for (int alone = 0; alone <= 1; alone++) { /* then dout16 as the whole gradient (dout NULL) */
         memset(dx, 0, FB(ndx)), memset(dw, 0, FB(C * K)), memset(db, 0, FB(C));
-        conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, g16, NULL, x16, ldx, w, bias, B, T, C, K);
+        conv1d_silu_bwd(dx, NULL, lddx, dw, db, alone ? NULL : dout, g16, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C)), *d_do = gpu_to_dev(dout, FB(n));
             float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)),
@@ -317,16 +318,18 @@ static void test_conv1d(int B, int T, int C, int K) {
             CUDA_CHECK(cudaMemset(d_dx, 0, FB(ndx)));
             CUDA_CHECK(cudaMemset(d_dw, 0, FB(C * K)));
             CUDA_CHECK(cudaMemset(d_db, 0, FB(C)));
-            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, d_g16, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
+            conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, alone ? NULL : d_do, d_g16, NULL, d_x16, ldx, d_w, d_b, B,
+                                 T, C, K);
             gpu_to_host(gdx[rep] = malloc(FB(ndx)), d_dx, FB(ndx));
             gpu_to_host(gdw[rep] = malloc(FB(C * K)), d_dw, FB(C * K));
             gpu_to_host(gdb[rep] = malloc(FB(C)), d_db, FB(C));
             cudaFree(d_w), cudaFree(d_b), cudaFree(d_do), cudaFree(d_dx), cudaFree(d_dw), cudaFree(d_db);
         }
-        check("dx (dout + dout16)", gdx, dx, ndx, 1e-5);
-        check("dw (dout + dout16)", gdw, dw, (size_t)C * K, 1e-5);
-        check("dbias (dout + dout16)", gdb, db, C, 1e-5);
+        check(alone ? "dx (dout16)" : "dx (dout + dout16)", gdx, dx, ndx, 1e-5);
+        check(alone ? "dw (dout16)" : "dw (dout + dout16)", gdw, dw, (size_t)C * K, 1e-5);
+        check(alone ? "dbias (dout16)" : "dbias (dout + dout16)", gdb, db, C, 1e-5);
         for (int rep = 0; rep < 2; rep++) free(gdx[rep]), free(gdw[rep]), free(gdb[rep]);
+        }
         cudaFree(d_g16), free(g16), free(gsrc);
         free(x16), free(out), free(dx), free(dw), free(db);
         cudaFree(d_x16);

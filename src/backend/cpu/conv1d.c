@@ -59,8 +59,8 @@ void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbia
     if (dout16) { /* the two terms added first (widened: as the GPU adds them) */
         const size_t n = (size_t)B * T * C;
         float *sum = f32_from_bf16_rows(dout16, C, (size_t)B * T, C);
-        for (size_t i = 0; i < n; i++)
-            sum[i] = dout[i] + sum[i];
+        if (dout)
+            for (size_t i = 0; i < n; i++) sum[i] = dout[i] + sum[i];
         conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, sum, NULL, x, x16, ldx, w, bias, B, T, C, K);
         free(sum);
         return;

@@ -37,9 +37,9 @@ void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16
 
 void matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
                   int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
-    if (dx16) { /* dx in float32, then rounded (beta 0) */
-        float *t = xmalloc(sizeof(float) * (size_t)M * K);
-        matmul_bwd16(t, NULL, K, 0.0f, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+    if (dx16) { /* dx in float32 (from dx16 widened when beta != 0), then rounded */
+        float *t = beta != 0.0f ? f32_from_bf16_rows(dx16, lddx, (size_t)M, K) : xmalloc(sizeof(float) * (size_t)M * K);
+        matmul_bwd16(t, NULL, K, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < M; r++)
             bf16_from_f32(dx16 + (size_t)r * lddx, t + (size_t)r * K, (size_t)K);

@@ -256,13 +256,14 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(dw);
         return;
     }
-    if (g->ddt16) { /* ddt in float32 first, then rounded */
+    if (g->ddt16 || g->dx16) { /* ddt and dx in float32 first, then rounded */
         const size_t n = (size_t)s->B * s->T * s->E;
         scan_grads g32 = *g;
-        g32.ddt = xmalloc(sizeof(float) * (n ? n : 1)), g32.ddt16 = NULL;
+        if (g->ddt16) g32.ddt = xmalloc(sizeof(float) * (n ? n : 1)), g32.ddt16 = NULL;
+        if (g->dx16) g32.dx = xmalloc(sizeof(float) * (n ? n : 1)), g32.dx16 = NULL;
         scan_bwd(s, &g32, dout);
-        bf16_from_f32(g->ddt16, g32.ddt, n);
-        free(g32.ddt);
+        if (g->ddt16) bf16_from_f32(g->ddt16, g32.ddt, n), free(g32.ddt);
+        if (g->dx16) bf16_from_f32(g->dx16, g32.dx, n), free(g32.dx);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;

@@ -73,7 +73,7 @@ __global__ static void conv1d_dpre_kernel(float *dpre, const float *dout, const 
     const size_t n = (size_t)B * T * C;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float p = conv_pre(x, ldx, (const float *)NULL, w, bias, i, T, C, K), s = sigmoidf_(p);
-        const float g = dout16 ? dout[i] + __bfloat162float(dout16[i]) : dout[i];
+        const float g = !dout16 ? dout[i] : dout ? dout[i] + __bfloat162float(dout16[i]) : __bfloat162float(dout16[i]);
         dpre[i] = g * s * (1.0f + p * (1.0f - s));
     }
 }
@@ -223,7 +223,10 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
             const bool in = tb + u < tend;
             xn[u] = in ? ld(x, (row0 + tb + u) * ldx + c) : 0.0f;
             const size_t at = (row0 + tb + u) * C + c;
-            dn[u] = !in ? 0.0f : dout16 ? dout[at] + __bfloat162float(dout16[at]) : dout[at];
+            dn[u] = !in         ? 0.0f
+                    : !dout16   ? dout[at]
+                    : dout      ? dout[at] + __bfloat162float(dout16[at])
+                                : __bfloat162float(dout16[at]);
         }
 #pragma unroll
         for (int u = 0; u < CONV_UNROLL; u++) {

@@ -392,12 +392,13 @@ extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x,
 // dx16: the input gradient in float32 through dx_via (the table's matmul_bwd16 with dx), then rounded row by row.
 typedef void (*bwd16_fn)(float *, uint16_t *, int, float, float *, const float *, const uint16_t *, int, const float *,
                          const uint16_t *, int, const float *, int, int, int);
-static void dx16_through_f32(bwd16_fn f, uint16_t *dx16, int lddx, float *dw, const float *dy, const uint16_t *dy16,
-                             int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N,
-                             int K) {
-    float *t;
-    CUDA_CHECK(cudaMallocAsync((void **)&t, sizeof(float) * (size_t)M * K, cudaStreamPerThread));
-    f(t, NULL, K, 0.0f, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+static void dx16_through_f32(bwd16_fn f, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+                             const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
+                             const float *w, int M, int N, int K) {
+    float *t; // (dx16 widened when beta != 0)
+    if (beta != 0.0f) t = widen(dx16, lddx, M, K);
+    else CUDA_CHECK(cudaMallocAsync((void **)&t, sizeof(float) * (size_t)M * K, cudaStreamPerThread));
+    f(t, NULL, K, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
     if (M > 0 && K > 0) {
         round_rows_kernel<<<M, K >= 512 ? 256 : 128>>>((__nv_bfloat16 *)dx16, lddx, t, NULL, K);
         CUDA_CHECK_LAUNCH();
@@ -408,7 +409,8 @@ static void dx16_through_f32(bwd16_fn f, uint16_t *dx16, int lddx, float *dw, co
 extern "C" void matmul_bwd16_cuda(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
                                   const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
                                   const float *w, int M, int N, int K) {
-    if (dx16) return dx16_through_f32(matmul_bwd16_cuda, dx16, lddx, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+    if (dx16)
+        return dx16_through_f32(matmul_bwd16_cuda, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
     float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 && dw ? widen(x16, ldx, M, K) : NULL;
     matmul_bwd_cuda(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
     if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
@@ -422,7 +424,8 @@ extern "C" void matmul_bwd16_cuda_bf16(float *dx, uint16_t *dx16, int lddx, floa
     const bool dx16_direct = dx16 && (uintptr_t)dx16 % 16 == 0 && lddx % 8 == 0;
     if (!bf16_copies(K, M, N) || (dx16 && !dx16_direct)) {
         if (dx16)
-            return dx16_through_f32(matmul_bwd16_cuda_bf16, dx16, lddx, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+            return dx16_through_f32(matmul_bwd16_cuda_bf16, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M,
+                                    N, K);
         // skinny: through the float32-operand path
         float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 && dw ? widen(x16, ldx, M, K) : NULL;
         matmul_bwd_cuda_bf16(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
@@ -439,10 +442,10 @@ extern "C" void matmul_bwd16_cuda_bf16(float *dx, uint16_t *dx16, int lddx, floa
     if (dx) lt_gemm_bf16(false, false, K, M, N, w16, K, dyb, lddy, dx, lddx, beta); // dx^T = w^T (K x N) dy^T (N x M)
     if (dx16) { // the same product, bf16 out
         lt_init();
-        const float alpha = 1.0f, zero = 0.0f;
+        const float alpha = 1.0f; // dx16 = bf16(beta dx16 + the product), in float32
         const lt_plan *p = lt_plan_get(false, false, K, M, N, K, lddy, lddx, ptr_align(w16), ptr_align(dyb),
                                        ptr_align(dx16), CUBLAS_COMPUTE_32F, CUDA_R_16BF, CUDA_R_16BF);
-        LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, w16, p->la, dyb, p->lb, &zero, dx16, p->lc, dx16, p->lc,
+        LT_CHECK(cublasLtMatmul(lt_handle, p->op, &alpha, w16, p->la, dyb, p->lb, &beta, dx16, p->lc, dx16, p->lc,
                                 &p->algo, lt_workspace, lt_workspace_bytes, cudaStreamPerThread));
     }
     if (dw) lt_gemm_bf16(false, true, K, N, M, xb, ldx, dyb, lddy, dw, K, 1.0f);    // dw^T += x^T (K x M) (dy^T)^T

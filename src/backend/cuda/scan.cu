@@ -392,7 +392,8 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 #endif
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
-    scan_bwd_kernel(float *__restrict__ dx, float *__restrict__ ddt, __nv_bfloat16 *__restrict__ ddt16,
+    scan_bwd_kernel(float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx16, float *__restrict__ ddt,
+                    __nv_bfloat16 *__restrict__ ddt16,
                     float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
                     __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
                     float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
@@ -672,7 +673,9 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
             const size_t at = (row0 + tw) * E + e, atz = (row0 + tw) * lddz + e;
             auto put = [&](int i) {
                 const float xv = sx(xs + i * 32);
-                dx[at + (size_t)i * E] = dtv[i] * gB[i] + d * dyv[i];
+                const float gx = dtv[i] * gB[i] + d * dyv[i];
+                if (dx16) dx16[at + (size_t)i * E] = __float2bfloat16_rn(gx);
+                else dx[at + (size_t)i * E] = gx;
                 // through the softplus: d softplus(pre) / d pre = sigmoid(pre) (in the dt slot)
                 const float g = (xv * gB[i] + aw[i]) * dts[i * 32];
                 if (ddt16)
@@ -802,7 +805,7 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out,
+        g->dx, (__nv_bfloat16 *)g->dx16, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out,
         (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt,
         s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
