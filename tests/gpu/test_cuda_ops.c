@@ -471,7 +471,9 @@ int main(void) {
     }
     test_embedding();
     test_rmsnorm(203, 333);
+    test_rmsnorm(77, 768); /* column pairs (D even; the backward's: D a multiple of 64) */
     test_rmsnorm(5, 12289);
+    test_rmsnorm(3, 12352); /* column pairs, the weight gradient in a second pass */
     test_conv1d(3, 37, 75, 4);
     test_conv1d(2, 150, 75, 4);
     test_conv1d(2, 130, 40, 3);

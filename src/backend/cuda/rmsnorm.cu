@@ -18,6 +18,12 @@ __device__ __forceinline__ static float ld_either(const float *v, const __nv_bfl
     return v ? v[i] : __bfloat162float(v16[i]);
 }
 
+/* v[2i], v[2i + 1] of a float32 or (when v is NULL) bf16 operand, as one 8- or 4-byte load */
+__device__ __forceinline__ static float2 ld2_either(const float *v, const __nv_bfloat16 *v16, size_t i) {
+    if (v) return reinterpret_cast<const float2 *>(v)[i];
+    return __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(v16)[i]);
+}
+
 /* The same bits in every lane: a butterfly (a + b == b + a exactly). */
 __device__ __forceinline__ static double warp_sum(double v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -63,6 +69,31 @@ __global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, __nv_bfloa
     const __nv_bfloat16 *dr16 = delta16 ? delta16 + r * D : NULL;
     float *xo = x_out + r * D;
     double ss = 0;
+    if ((D & 1) == 0) { /* column pairs: 8-byte (bf16: 4-byte) loads and stores */
+        const int D2 = D / 2;
+        const float2 *x2 = reinterpret_cast<const float2 *>(xr), *w2 = reinterpret_cast<const float2 *>(w);
+        float2 *xo2 = reinterpret_cast<float2 *>(xo);
+        for (int i = threadIdx.x; i < D2; i += RED_THREADS) {
+            float2 v = x2[i];
+            if (dr || dr16) {
+                const float2 d = ld2_either(dr, dr16, i);
+                v.x += d.x, v.y += d.y;
+            }
+            xo2[i] = v;
+            ss += (double)v.x * v.x;
+            ss += (double)v.y * v.y;
+        }
+        ss = block_reduce(ss, SumOp());
+        const float s = 1.0f / sqrtf((float)(ss / D) + eps);
+        if (rstd && threadIdx.x == 0) rstd[r] = s;
+        for (int i = threadIdx.x; i < D2; i += RED_THREADS) {
+            const float2 v = xo2[i], wv = w2[i];
+            const float a = v.x * s * wv.x, b = v.y * s * wv.y;
+            if (y) reinterpret_cast<float2 *>(y + r * D)[i] = make_float2(a, b);
+            if (y16) reinterpret_cast<__nv_bfloat162 *>(y16 + r * D)[i] = __floats2bfloat162_rn(a, b);
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < D; i += RED_THREADS) {
         const float v = dr || dr16 ? xr[i] + ld_either(dr, dr16, i) : xr[i];
         xo[i] = v;
@@ -90,6 +121,40 @@ __global__ static void __launch_bounds__(NORM_BWD_WARPS * 32)
 #pragma unroll 4
     for (int i = lane; i < D; i += 32) mine[i] = 0.0f;
     const int r1 = min(rows, (int)(blockIdx.x + 1) * NORM_BWD_ROWS);
+    if ((D & 63) == 0) { /* rows of whole pairs for every lane: each lane takes column pairs, 8-byte (bf16: 4-byte) loads */
+        const int D2 = D / 2;
+        const float2 *w2 = reinterpret_cast<const float2 *>(w);
+        float2 *mine2 = reinterpret_cast<float2 *>(mine);
+        for (int r = blockIdx.x * NORM_BWD_ROWS + wp; r < r1; r += NORM_BWD_WARPS) {
+            const size_t o = (size_t)r * D;
+            const float2 *x2 = reinterpret_cast<const float2 *>(x + o);
+            const float *dyr = dy ? dy + o : NULL;
+            const __nv_bfloat16 *dyr16 = dy16 ? dy16 + o : NULL;
+            const float s = rstd[r];
+            double dot = 0;
+#pragma unroll 4
+            for (int i = lane; i < D2; i += 32) {
+                const float2 g = ld2_either(dyr, dyr16, i), xv = x2[i], wv = w2[i];
+                dot += (double)g.x * wv.x * xv.x;
+                dot += (double)g.y * wv.y * xv.y;
+                if (part_w) mine2[i].x += g.x * xv.x * s, mine2[i].y += g.y * xv.y * s;
+            }
+            const float c = (float)(warp_sum(dot) / D) * s * s * s;
+            float2 *dx2 = reinterpret_cast<float2 *>(dx + o);
+            __nv_bfloat162 *dx162 = dx16 ? reinterpret_cast<__nv_bfloat162 *>(dx16 + o) : NULL;
+#pragma unroll 4
+            for (int i = lane; i < D2; i += 32) {
+                const float2 g = ld2_either(dyr, dyr16, i), xv = x2[i], wv = w2[i];
+                float2 v = make_float2(g.x * wv.x * s - xv.x * c, g.y * wv.y * s - xv.y * c);
+                if (acc) {
+                    const float2 o2 = dx2[i];
+                    v.x += o2.x, v.y += o2.y;
+                }
+                dx2[i] = v;
+                if (dx162) dx162[i] = __floats2bfloat162_rn(v.x, v.y);
+            }
+        }
+    } else
     for (int r = blockIdx.x * NORM_BWD_ROWS + wp; r < r1; r += NORM_BWD_WARPS) {
         const float *xr = x + (size_t)r * D, *dyr = dy ? dy + (size_t)r * D : NULL;
         const __nv_bfloat16 *dyr16 = dy16 ? dy16 + (size_t)r * D : NULL;
