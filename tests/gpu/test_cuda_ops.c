@@ -188,7 +188,7 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
 
 /* K <= 4 takes the fused backward (chunks of 64 steps: T = 150 crosses two chunk edges), K = 5 the general one. */
 static void test_conv1d(int B, int T, int C, int K) {
-    const int ldx = C + 13, lddx = C + 7;
+    const int ldx = C + 13 + (C % 2 == 0), lddx = C + 7; /* even C: even ldx, the forward's channel-pair path */
     char name[200];
     const size_t n = (size_t)B * T * C, nx = (size_t)B * T * ldx, ndx = (size_t)B * T * lddx;
     float *x = rand_vec(nx, 1), *w = rand_vec((size_t)C * K, 1), *bias = rand_vec(C, 1);

@@ -11,6 +11,11 @@
 /* The input x is float32 or bf16 (TX): every kernel reads it through ld(). */
 __device__ __forceinline__ static float ld(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ static float ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+/* x[i], x[i + 1] (i even, x's rows 2-element aligned) as one 8-byte (bf16: 4-byte) load */
+__device__ __forceinline__ static float2 ld2(const float *p, size_t i) { return *reinterpret_cast<const float2 *>(p + i); }
+__device__ __forceinline__ static float2 ld2(const __nv_bfloat16 *p, size_t i) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p + i));
+}
 /* ... and the input gradient dx is written float32 or bf16 (TD) through st(). */
 __device__ __forceinline__ static void st(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ static void st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
@@ -160,12 +165,60 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, __
     }
 }
 
+/* The same for a pair of channels per thread (C and ldx even): twice the bytes per load and store instruction. */
+template <int K, typename TX>
+__global__ static void conv1d_silu_fwd_window2_kernel(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
+                                                      const TX *__restrict__ x, int ldx,
+                                                      const float *__restrict__ init, const float *__restrict__ w,
+                                                      const float *__restrict__ bias, int T, int C, int nch) {
+    const int c = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (c >= C) return;
+    const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
+    const size_t row0 = (size_t)b * T;
+    float wa[K], wb[K], xa[K], xb[K];
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+        wa[k] = w[(size_t)c * K + k], wb[k] = w[(size_t)(c + 1) * K + k];
+        const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
+        if (ts >= 0) {
+            const float2 v = ld2(x, (row0 + ts) * ldx + c);
+            xa[k] = v.x, xb[k] = v.y;
+        } else if (init && ts >= -(K - 1)) {
+            xa[k] = init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
+            xb[k] = init[((size_t)b * C + c + 1) * (K - 1) + (K - 1 + ts)];
+        } else {
+            xa[k] = xb[k] = 0.0f;
+        }
+    }
+    const float ba = bias ? bias[c] : 0.0f, bb = bias ? bias[c + 1] : 0.0f;
+    for (int t = t0; t < t1; t += CONV_UNROLL) {
+        float2 xn[CONV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < CONV_UNROLL; u++)
+            xn[u] = t + u < t1 ? ld2(x, (row0 + t + u) * ldx + c) : make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int u = 0; u < CONV_UNROLL; u++) {
+            if (t + u >= t1) break;
+            const float pa = window_step<K>(xa, wa, ba, xn[u].x), pb = window_step<K>(xb, wb, bb, xn[u].y);
+            const float oa = pa * sigmoidf_(pa), ob = pb * sigmoidf_(pb);
+            const size_t at = (row0 + t + u) * C + c;
+            if (out) *reinterpret_cast<float2 *>(out + at) = make_float2(oa, ob);
+            if (out16) *reinterpret_cast<__nv_bfloat162 *>(out16 + at) = __floats2bfloat162_rn(oa, ob);
+        }
+    }
+}
+
 template <int K, typename TX>
 static void conv1d_fwd_window(float *out, __nv_bfloat16 *out16, const TX *x, int ldx, const float *init,
                               const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK);
-    conv1d_silu_fwd_window_kernel<K, TX><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, out16, x, ldx, init, w, bias, T, C,
-                                                                               nch);
+    if ((C & 1) == 0 && (ldx & 1) == 0 && (uintptr_t)x % (2 * sizeof(TX)) == 0 && (uintptr_t)out % 8 == 0 &&
+        (uintptr_t)out16 % 4 == 0)
+        conv1d_silu_fwd_window2_kernel<K, TX><<<dim3(cdiv(C / 2, 128), B * nch), 128>>>(out, out16, x, ldx, init, w,
+                                                                                        bias, T, C, nch);
+    else
+        conv1d_silu_fwd_window_kernel<K, TX><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, out16, x, ldx, init, w, bias,
+                                                                                   T, C, nch);
     CUDA_CHECK_LAUNCH();
 }
 
