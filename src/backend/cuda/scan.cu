@@ -23,7 +23,9 @@
 // The backward runs the adjoint the same way in reverse: with c_t = C_t dy_t and u_t = a_t dh_t,
 // u_t = a_t (u_{t+1} + c_t) is again affine, folded per thread alongside the forward map (one barrier
 // for both), and dh_t = u_{t+1} + c_t. It first walks the chunks forward to store the chunk-start
-// states (hb [B, nchunk, NP, E]), then walks them backward recomputing each chunk's states.
+// states (hb [B, nchunk, NP, E]), then walks them backward recomputing each chunk's states. In training the
+// forward checkpoints the state every SCAN_HK_STEPS steps (scan_args.hk, bf16) and the backward starts the
+// chunks that begin at a checkpoint from it: with chunks of SCAN_HK_STEPS, every chunk, and no first pass.
 // dB, dC are sums over channels: each warp sums its 32 lanes through shared memory in a fixed order,
 // one value per (block, n, step) goes to a partial buffer, and a second kernel adds the blocks in block
 // order. dA, dD are summed per thread over steps, then over warps and sequences in order. No atomics:
@@ -771,7 +773,8 @@ static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
 
 // Kernel shapes <W warps (runs of steps), ITEMS steps per thread, NG states per barrier>, measured best
 // at the reference shape on an H100 (docs/cuda.md): blocks of 128 threads whose registers and shared
-// memory let 3 share a multiprocessor, so the whole grid (B x E/32 blocks) is resident at once.
+// memory let 3 (4 for the backward) share a multiprocessor, so the whole grid (B x E/32 blocks) is resident at
+// once.
 #ifndef SCAN_FWD_CFG
 #define SCAN_FWD_CFG 4, 16, 1
 #endif
