@@ -25,6 +25,24 @@ static float *host_randn(size_t n, float scale, float offset) {
 
 /* One case: CPU and GPU from the same random inputs; gated: with a strided gate z (as in a layer's xz) and the
  * recomputed output. */
+/* The backward's outputs: device buffers (downloaded) against the CPU's, each within 1e-5 relative; NULL pairs are
+ * skipped (outputs written in bf16, compared apart). ns: their sizes (dx, ddt, dB|dC, dA, dD, d(dt bias), dz). */
+typedef struct {
+    const float *dx, *ddt, *dbc, *dA, *dD, *db, *dz;
+} bwd_outs;
+static void expect_bwd(const char *what, bwd_outs got_dev, bwd_outs want, const size_t ns[7]) {
+    const char *names[7] = {"dx", "ddt", "dB, dC", "dA", "dD", "d(dt bias)", "dz"};
+    const float *g[7] = {got_dev.dx, got_dev.ddt, got_dev.dbc, got_dev.dA, got_dev.dD, got_dev.db, got_dev.dz},
+                *w[7] = {want.dx, want.ddt, want.dbc, want.dA, want.dD, want.db, want.dz};
+    for (int i = 0; i < 7; i++) {
+        if (!g[i] || !w[i]) continue;
+        float *h = host_floats(g[i], ns[i]);
+        const double e = test_rel_err(h, w[i], ns[i]);
+        EXPECT(e < 1e-5, "%s: %s rel err %.2e", what, names[i], e);
+        free(h);
+    }
+}
+
 static void check_case(int B, int T, int E, int N, int gated) {
     char name[200];
     snprintf(name, sizeof name,
@@ -34,6 +52,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
     const int ldz = 2 * E;
     const size_t nx = (size_t)B * T * E, nbc = (size_t)B * T * 2 * N, nh = (size_t)B * E * N, na = (size_t)N * E,
                  nz = (size_t)B * T * ldz;
+    const size_t ns[7] = {nx, nx, nbc, na, (size_t)E, (size_t)E, nz};
     float *x = host_randn(nx, 1, 0), *dt = host_randn(nx, 1, 0), *bias = host_randn(E, 0.5f, -2.0f),
           *At = host_randn(na, 0.5f, 0), *bc = host_randn(nbc, 1, 0), *Dv = host_randn(E, 1, 0),
           *z = host_randn(nz, 1.5f, 0), *dy = host_randn(nx, 1, 0), *h0 = host_randn(nh, 1, 0);
@@ -130,17 +149,8 @@ static void check_case(int B, int T, int E, int N, int gated) {
         CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
         scan_bwd_cuda(&gsk, &gg, gdy);
-        float *kdx = host_floats(gdx, nx), *kddt = host_floats(gddt, nx), *kdbc = host_floats(gdbc, nbc),
-              *kdA = host_floats(gdA, na), *kdD = host_floats(gdD, E), *kdb = host_floats(gdb, E),
-              *kdz = host_floats(gdz, nz);
-        EXPECT((e = test_rel_err(kdx, dx, nx)) < 1e-5, "from checkpoints: dx rel err %.2e", e);
-        EXPECT((e = test_rel_err(kddt, ddt, nx)) < 1e-5, "from checkpoints: ddt rel err %.2e", e);
-        EXPECT((e = test_rel_err(kdbc, dbc, nbc)) < 1e-5, "from checkpoints: dB, dC rel err %.2e", e);
-        EXPECT((e = test_rel_err(kdA, dA, na)) < 1e-5, "from checkpoints: dA rel err %.2e", e);
-        EXPECT((e = test_rel_err(kdD, dD, E)) < 1e-5, "from checkpoints: dD rel err %.2e", e);
-        EXPECT((e = test_rel_err(kdb, db, E)) < 1e-5, "from checkpoints: d(dt bias) rel err %.2e", e);
-        if (gated) EXPECT((e = test_rel_err(kdz, dz, nz)) < 1e-5, "from checkpoints: dz rel err %.2e", e);
-        free(kdx), free(kddt), free(kdbc), free(kdA), free(kdD), free(kdb), free(kdz);
+        expect_bwd("from checkpoints", (bwd_outs){gdx, gddt, gdbc, gdA, gdD, gdb, gated ? gdz : NULL},
+                   (bwd_outs){dx, ddt, dbc, dA, dD, db, dz}, ns);
         free(hw), free(gw), free(hk), free(got);
         cudaFree(ghk);
     }
@@ -220,17 +230,11 @@ static void check_case(int B, int T, int E, int N, int gated) {
                 EXPECT((e = test_rel_err(got32, want32, nx)) < 1e-3, "%s: dx (bf16) rel err %.2e", what, e);
                 free(got16), free(want32), free(got32);
             }
-            float *hy = host_floats(gy, nx), *hdx = host_floats(gdx, nx), *hddt = host_floats(gddt, nx),
-                  *hdbc = host_floats(gdbc, nbc), *hdA = host_floats(gdA, na), *hdD = host_floats(gdD, E),
-                  *hdz = host_floats(gdz, nz);
+            float *hy = host_floats(gy, nx);
             EXPECT((e = test_rel_err(hy, y, nx)) < 1e-5, "%s: y rel err %.2e", what, e);
-            if (level < 2) EXPECT((e = test_rel_err(hdx, dx, nx)) < 1e-5, "%s: dx rel err %.2e", what, e);
-            if (level < 2) EXPECT((e = test_rel_err(hddt, ddt, nx)) < 1e-5, "%s: ddt rel err %.2e", what, e);
-            EXPECT((e = test_rel_err(hdbc, dbc, nbc)) < 1e-5, "%s: dB, dC rel err %.2e", what, e);
-            EXPECT((e = test_rel_err(hdA, dA, na)) < 1e-5, "%s: dA rel err %.2e", what, e);
-            EXPECT((e = test_rel_err(hdD, dD, E)) < 1e-5, "%s: dD rel err %.2e", what, e);
-            EXPECT((e = test_rel_err(hdz, dz, nz)) < 1e-5, "%s: dz rel err %.2e", what, e);
-            free(hy), free(hdx), free(hddt), free(hdbc), free(hdA), free(hdD), free(hdz);
+            free(hy);
+            expect_bwd(what, (bwd_outs){level < 2 ? gdx : NULL, level < 2 ? gddt : NULL, gdbc, gdA, gdD, NULL, gdz},
+                       (bwd_outs){dx, ddt, dbc, dA, dD, db, dz}, ns);
         }
         cudaFree(gx16), free(x16);
         cudaFree(gz16), free(z16);
