@@ -301,8 +301,9 @@ __global__ void __launch_bounds__(W * 32)
         lds_steps<ITEMS>(dtv, DTs + p * CH * 32, w * ITEMS, lane);
         float sdt = 0.0f;
 #pragma unroll
-        for (int i = 0; i < ITEMS; i++) {
-            dtv[i] = tw + i < T ? softplus_(dtv[i] + bias) : 0.0f; // steps past T leave the state as it is
+        for (int i = 0; i < ITEMS; i++) { // branch-free (a select past T): the steps' softplus interleave
+            const float sp = softplus_(dtv[i] + bias);
+            dtv[i] = tw + i < T ? sp : 0.0f; // steps past T leave the state as it is
             dtx[i] *= dtv[i];
             sdt += dtv[i];
             yv[i] = 0.0f;
