@@ -186,9 +186,11 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
     free(x), free(w), free(dy), free(dx0), free(dw0), free(rstd);
 }
 
-/* K <= 4 takes the fused backward (chunks of 64 steps: T = 150 crosses two chunk edges), K = 5 the general one. */
+/* K <= 4 takes the sliding-window kernels, K = 5 the general ones. K = 4 with C a multiple of 8 (strides too): the
+ * vector kernels (runs of 32 steps: T = 130 and 200 end in a partial run; C = 72 leaves most of a block's channel
+ * groups idle); else one channel per thread (chunks of 64 steps: T = 150 crosses two chunk edges). */
 static void test_conv1d(int B, int T, int C, int K) {
-    const int ldx = C + 13 + (C % 2 == 0), lddx = C + 7; /* even C: even ldx, the forward's channel-pair path */
+    const int ldx = C % 8 ? C + 13 : C + 24, lddx = C % 8 ? C + 7 : C + 8;
     char name[200];
     const size_t n = (size_t)B * T * C, nx = (size_t)B * T * ldx, ndx = (size_t)B * T * lddx;
     float *x = rand_vec(nx, 1), *w = rand_vec((size_t)C * K, 1), *bias = rand_vec(C, 1);
@@ -477,6 +479,8 @@ int main(void) {
     test_conv1d(3, 37, 75, 4);
     test_conv1d(2, 150, 75, 4);
     test_conv1d(2, 130, 40, 3);
+    test_conv1d(2, 130, 40, 4);
+    test_conv1d(3, 200, 72, 4);
     test_conv1d(2, 70, 40, 5);
     test_bias();
     test_neg_exp_transpose();

@@ -1,8 +1,10 @@
-/* Causal depthwise conv1d + SiLU (CUDA): the forward is one thread per (b, t, c) output, the K taps summed
- * in the CPU's order. The backward recomputes the pre-activation from x (nothing but the output is stored) in
- * one fused pass for K <= 4 (dx, and dw/dbias as per-chunk partials added in a fixed order), else three
- * passes with the weight and bias gradients as column sums (colsum_acc). */
+/* Causal depthwise conv1d + SiLU (CUDA), the K taps summed in the CPU's order. The training shapes (K = 4, channels a
+ * multiple of 8) take tiles staged in shared memory; other K <= 4 a thread per channel sliding a window along a chunk
+ * of steps; the rest a thread per output. The backward recomputes the pre-activation from x (nothing but the output
+ * is stored) in the pass that writes dx for K <= 4 (dw/dbias as per-tile or per-chunk partials added in a fixed
+ * order), else in three passes with the weight and bias gradients as column sums (colsum_acc). */
 #include "ops/ops_cuda.h"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
 
@@ -11,11 +13,6 @@
 /* The input x is float32 or bf16 (TX): every kernel reads it through ld(). */
 __device__ __forceinline__ static float ld(const float *p, size_t i) { return p[i]; }
 __device__ __forceinline__ static float ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
-/* x[i], x[i + 1] (i even, x's rows 2-element aligned) as one 8-byte (bf16: 4-byte) load */
-__device__ __forceinline__ static float2 ld2(const float *p, size_t i) { return *reinterpret_cast<const float2 *>(p + i); }
-__device__ __forceinline__ static float2 ld2(const __nv_bfloat16 *p, size_t i) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p + i));
-}
 /* ... and the input gradient dx is written float32 or bf16 (TD) through st(). */
 __device__ __forceinline__ static void st(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ static void st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
@@ -165,60 +162,91 @@ __global__ static void conv1d_silu_fwd_window_kernel(float *__restrict__ out, __
     }
 }
 
-/* The same for a pair of channels per thread (C and ldx even): twice the bytes per load and store instruction. */
-template <int K, typename TX>
-__global__ static void conv1d_silu_fwd_window2_kernel(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16,
-                                                      const TX *__restrict__ x, int ldx,
-                                                      const float *__restrict__ init, const float *__restrict__ w,
-                                                      const float *__restrict__ bias, int T, int C, int nch) {
-    const int c = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
-    if (c >= C) return;
-    const int q = blockIdx.y, b = q / nch, t0 = (q % nch) * CONV_CHUNK, t1 = min(T, t0 + CONV_CHUNK);
-    const size_t row0 = (size_t)b * T;
-    float wa[K], wb[K], xa[K], xb[K];
-#pragma unroll
-    for (int k = 0; k < K; k++) {
-        wa[k] = w[(size_t)c * K + k], wb[k] = w[(size_t)(c + 1) * K + k];
-        const int ts = t0 - 1 - (K - 1) + k; /* the window of step t0 - 1 */
-        if (ts >= 0) {
-            const float2 v = ld2(x, (row0 + ts) * ldx + c);
-            xa[k] = v.x, xb[k] = v.y;
-        } else if (init && ts >= -(K - 1)) {
-            xa[k] = init[((size_t)b * C + c) * (K - 1) + (K - 1 + ts)];
-            xb[k] = init[((size_t)b * C + c + 1) * (K - 1) + (K - 1 + ts)];
-        } else {
-            xa[k] = xb[k] = 0.0f;
-        }
+/* ---- tiles in shared memory (the training shapes: C a multiple of 8, rows 16-byte aligned; K = 4) ---------------
+ * A block of CONV_TILE_THREADS stages its rows of CONV_TILE_C channels with 16-byte cp.async copies, all in flight at
+ * once, then each thread computes a channel pair over a run of steps from shared memory: the addresses are offsets,
+ * and the memory system sees whole rows requested together. */
+#define CONV_TILE_C 64        /* channels per tile */
+#define CONV_TILE_THREADS 256 /* 32 channel pairs x 8 runs */
+#define CONV_TILE_RUNS (CONV_TILE_THREADS / (CONV_TILE_C / 2))
+
+/* a channel pair of a staged row (two elements, 4- or 8-byte aligned) as floats */
+__device__ __forceinline__ static float2 lds2(const float *p) { return *reinterpret_cast<const float2 *>(p); }
+__device__ __forceinline__ static float2 lds2(const __nv_bfloat16 *p) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+}
+__device__ __forceinline__ static void st2(float *p, float a, float b) {
+    *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+__device__ __forceinline__ static void st2(__nv_bfloat16 *p, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
+}
+
+/* Queues the copy of rows [t, t + rows) of channels [c0, c0 + CONV_TILE_C) of src [B*T, ld] (row0 = b * T) into
+ * dst [rows][CONV_TILE_C]; zeros outside [0, T) and past C (C a multiple of 16 / sizeof(T)). */
+template <typename T>
+__device__ __forceinline__ static void tile_stage(T *dst, const T *src, int ld, size_t row0, int t, int rows, int T_,
+                                                  int c0, int C) {
+    constexpr int V = 16 / sizeof(T), CPR = CONV_TILE_C / V; /* elements per copy, copies per row */
+    for (int i = threadIdx.x; i < rows * CPR; i += CONV_TILE_THREADS) {
+        const int r = i / CPR, c = c0 + i % CPR * V, ts = t + r;
+        const bool ok = ts >= 0 && ts < T_ && c < C;
+        cp_async16(dst + r * CONV_TILE_C + i % CPR * V, ok ? src + (row0 + ts) * ld + c : src, ok ? 16 : 0);
     }
-    const float ba = bias ? bias[c] : 0.0f, bb = bias ? bias[c + 1] : 0.0f;
-    for (int t = t0; t < t1; t += CONV_UNROLL) {
-        float2 xn[CONV_UNROLL];
+}
+
+/* The forward without carried inputs (training; zeros before the sequence): a tile is CONV_TILE_FWD_T steps, x staged
+ * from K-1 rows before it. */
+#define CONV_TILE_FWD_T 64
+template <int K, typename TX>
+__global__ static void __launch_bounds__(CONV_TILE_THREADS)
+    conv1d_silu_fwd_tile_kernel(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, const TX *__restrict__ x,
+                                int ldx, const float *__restrict__ w, const float *__restrict__ bias, int T, int C,
+                                int ntile) {
+    constexpr int TT = CONV_TILE_FWD_T, RUN = TT / CONV_TILE_RUNS;
+    __shared__ __align__(16) TX xs[(TT + K - 1) * CONV_TILE_C]; /* [TT + K-1][CONV_TILE_C] */
+    const int c0 = blockIdx.x * CONV_TILE_C, b = blockIdx.y / ntile, t0 = blockIdx.y % ntile * TT;
+    const size_t row0 = (size_t)b * T;
+    tile_stage(xs, x, ldx, row0, t0 - (K - 1), TT + K - 1, T, c0, C);
+    cp_async_commit();
+    const int p = threadIdx.x % (CONV_TILE_C / 2), r = threadIdx.x / (CONV_TILE_C / 2), c = c0 + 2 * p;
+    float wa[K], wb[K];
 #pragma unroll
-        for (int u = 0; u < CONV_UNROLL; u++)
-            xn[u] = t + u < t1 ? ld2(x, (row0 + t + u) * ldx + c) : make_float2(0.0f, 0.0f);
+    for (int k = 0; k < K; k++)
+        wa[k] = c < C ? w[(size_t)c * K + k] : 0.0f, wb[k] = c < C ? w[(size_t)(c + 1) * K + k] : 0.0f;
+    const float ba = bias && c < C ? bias[c] : 0.0f, bb = bias && c < C ? bias[c + 1] : 0.0f;
+    cp_async_wait_all();
+    __syncthreads();
+    if (c >= C) return;
+#pragma unroll 4
+    for (int i = 0; i < RUN; i++) {
+        const int tt = r * RUN + i, t = t0 + tt; /* xs row tt + k holds step t - (K-1) + k */
+        if (t >= T) break;
+        float pa = ba, pb = bb;
 #pragma unroll
-        for (int u = 0; u < CONV_UNROLL; u++) {
-            if (t + u >= t1) break;
-            const float pa = window_step<K>(xa, wa, ba, xn[u].x), pb = window_step<K>(xb, wb, bb, xn[u].y);
-            const float oa = pa * sigmoidf_(pa), ob = pb * sigmoidf_(pb);
-            const size_t at = (row0 + t + u) * C + c;
-            if (out) *reinterpret_cast<float2 *>(out + at) = make_float2(oa, ob);
-            if (out16) *reinterpret_cast<__nv_bfloat162 *>(out16 + at) = __floats2bfloat162_rn(oa, ob);
+        for (int k = 0; k < K; k++) {
+            const float2 v = lds2(xs + (tt + k) * CONV_TILE_C + 2 * p);
+            pa += wa[k] * v.x, pb += wb[k] * v.y;
         }
+        const float oa = pa * sigmoidf_(pa), ob = pb * sigmoidf_(pb);
+        if (out) st2(out + (row0 + t) * C + c, oa, ob);
+        if (out16) st2(out16 + (row0 + t) * C + c, oa, ob);
     }
 }
 
 template <int K, typename TX>
 static void conv1d_fwd_window(float *out, __nv_bfloat16 *out16, const TX *x, int ldx, const float *init,
                               const float *w, const float *bias, int B, int T, int C) {
-    const int nch = cdiv(T, CONV_CHUNK);
-    if ((C & 1) == 0 && (ldx & 1) == 0 && (uintptr_t)x % (2 * sizeof(TX)) == 0 && (uintptr_t)out % 8 == 0 &&
-        (uintptr_t)out16 % 4 == 0)
-        conv1d_silu_fwd_window2_kernel<K, TX><<<dim3(cdiv(C / 2, 128), B * nch), 128>>>(out, out16, x, ldx, init, w,
-                                                                                        bias, T, C, nch);
-    else
+    if (K == 4 && !init && C % 8 == 0 && (ldx * sizeof(TX)) % 16 == 0 && (uintptr_t)x % 16 == 0 &&
+        (uintptr_t)out % 8 == 0 && (uintptr_t)out16 % 4 == 0) { /* the training shapes: tiles (K = 4 compiled) */
+        const int ntile = cdiv(T, CONV_TILE_FWD_T);
+        conv1d_silu_fwd_tile_kernel<4, TX>
+            <<<dim3(cdiv(C, CONV_TILE_C), B * ntile), CONV_TILE_THREADS>>>(out, out16, x, ldx, w, bias, T, C, ntile);
+    } else {
+        const int nch = cdiv(T, CONV_CHUNK);
         conv1d_silu_fwd_window_kernel<K, TX><<<dim3(cdiv(C, 128), B * nch), 128>>>(out, out16, x, ldx, init, w, bias,
                                                                                    T, C, nch);
+    }
     CUDA_CHECK_LAUNCH();
 }
 
@@ -312,6 +340,122 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
     if (part_b) part_b[(size_t)q * C + c] = accb;
 }
 
+/* The backward: a tile is CONV_TILE_BWD_T steps. Staged: x from K-1 rows before the tile to K-1 after it, dout from the
+ * tile's start to K-1 after it (zeros past T, so dpre is 0 there). Pass 1 turns each staged dout row into dpre =
+ * dout * silu'(pre) (pre recomputed from x) in shared memory and sums dw, dbias over the tile's own rows; pass 2 writes
+ * dx[t] = sum_k w[k] dpre[t + K-1-k]. The dw, dbias sums are added over the block's runs in run order and left as one
+ * partial per tile row [gridDim.y, C*K], [gridDim.y, C]. */
+#define CONV_TILE_BWD_T 64
+template <int K, typename TX, typename TG, typename TD>
+__global__ static void __launch_bounds__(CONV_TILE_THREADS)
+    conv1d_bwd_tile_kernel(TD *__restrict__ dx, int lddx, float *__restrict__ part_w, float *__restrict__ part_b,
+                           const TG *__restrict__ dout, const TX *__restrict__ x, int ldx, const float *__restrict__ w,
+                           const float *__restrict__ bias, int T, int C, int ntile) {
+    constexpr int TT = CONV_TILE_BWD_T, NP = CONV_TILE_C / 2, R = CONV_TILE_RUNS, NV = 2 * (K + 1);
+    constexpr int XB = (TT + 2 * (K - 1)) * CONV_TILE_C * sizeof(TX), GB = (TT + K - 1) * CONV_TILE_C * sizeof(TG);
+    static_assert(XB % 16 == 0 && GB % 16 == 0 && sizeof(float) * R * NP * NV <= XB + GB, "tile layout");
+    __shared__ __align__(16) unsigned char sm[XB + GB + (TT + K - 1) * CONV_TILE_C * sizeof(float)];
+    TX *xs = reinterpret_cast<TX *>(sm);                  /* [TT + 2(K-1)][CONV_TILE_C]: step t0 - (K-1) + row */
+    TG *gs = reinterpret_cast<TG *>(sm + XB);             /* [TT + K-1][CONV_TILE_C]: step t0 + row */
+    float *dps = reinterpret_cast<float *>(sm + XB + GB); /* dpre, likewise */
+    float(*red)[NP][NV] = reinterpret_cast<float(*)[NP][NV]>(sm); /* [R][NP][NV] over xs, gs (read by pass 1 only) */
+    const int c0 = blockIdx.x * CONV_TILE_C, b = blockIdx.y / ntile, t0 = blockIdx.y % ntile * TT;
+    const size_t row0 = (size_t)b * T;
+    tile_stage(xs, x, ldx, row0, t0 - (K - 1), TT + 2 * (K - 1), T, c0, C);
+    tile_stage(gs, dout, C, row0, t0, TT + K - 1, T, c0, C);
+    cp_async_commit();
+    const int p = threadIdx.x % NP, r = threadIdx.x / NP, c = c0 + 2 * p;
+    const bool live = c < C;
+    float wa[K], wb[K];
+#pragma unroll
+    for (int k = 0; k < K; k++)
+        wa[k] = live ? w[(size_t)c * K + k] : 0.0f, wb[k] = live ? w[(size_t)(c + 1) * K + k] : 0.0f;
+    const float ba = bias && live ? bias[c] : 0.0f, bb = bias && live ? bias[c + 1] : 0.0f;
+    float aw[K], bw[K], ab = 0.0f, bbs = 0.0f; /* dw, dbias sums of the pair */
+#pragma unroll
+    for (int k = 0; k < K; k++)
+        aw[k] = bw[k] = 0.0f;
+    cp_async_wait_all();
+    __syncthreads();
+    /* pass 1: rows r, r + R, ... of dpre (the tile's TT rows and K-1 of lookahead) */
+    for (int row = r; row < TT + K - 1; row += R) {
+        float pa = ba, pb = bb, xa[K], xb[K];
+#pragma unroll
+        for (int k = 0; k < K; k++) {
+            const float2 v = lds2(xs + (row + k) * CONV_TILE_C + 2 * p);
+            xa[k] = v.x, xb[k] = v.y;
+            pa += wa[k] * v.x, pb += wb[k] * v.y;
+        }
+        const float sa = sigmoidf_(pa), sb = sigmoidf_(pb);
+        const float2 g = lds2(gs + row * CONV_TILE_C + 2 * p);
+        const float da = g.x * sa * (1.0f + pa * (1.0f - sa)), db = g.y * sb * (1.0f + pb * (1.0f - sb));
+        st2(dps + row * CONV_TILE_C + 2 * p, da, db);
+        if (row < TT) { /* the tile's own steps (past T: dpre is 0) */
+#pragma unroll
+            for (int k = 0; k < K; k++)
+                aw[k] += da * xa[k], bw[k] += db * xb[k];
+            ab += da, bbs += db;
+        }
+    }
+    __syncthreads();
+    /* pass 2: dx of rows r, r + R, ... */
+    if (live)
+        for (int row = r; row < TT && t0 + row < T; row += R) {
+            float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+            for (int k = 0; k < K; k++) {
+                const float2 v = lds2(dps + (row + K - 1 - k) * CONV_TILE_C + 2 * p);
+                sa += wa[k] * v.x, sb += wb[k] * v.y;
+            }
+            st2(dx + (row0 + t0 + row) * lddx + c, sa, sb);
+        }
+        /* the pair's sums over the block's runs, in run order */
+#pragma unroll
+    for (int k = 0; k < K; k++)
+        red[r][p][k] = aw[k], red[r][p][K + 1 + k] = bw[k];
+    red[r][p][K] = ab, red[r][p][2 * K + 1] = bbs;
+    __syncthreads();
+    for (int i = threadIdx.x; i < NP * NV; i += CONV_TILE_THREADS) {
+        const int pi = i / NV, q = i % NV, cc = c0 + 2 * pi + q / (K + 1), k = q % (K + 1);
+        float s = 0.0f;
+        for (int rr = 0; rr < R; rr++)
+            s += red[rr][pi][q];
+        if (cc >= C) continue;
+        if (k < K)
+            part_w[(size_t)blockIdx.y * C * K + (size_t)cc * K + k] = s;
+        else if (part_b)
+            part_b[(size_t)blockIdx.y * C + cc] = s;
+    }
+}
+
+/* The tiled backward for the shapes it takes (K = 4, C a multiple of 8, x or dout in bf16 and dout alone, x's rows
+ * 16-byte aligned, dx's pairs aligned); false when they don't fit it. */
+template <int K, typename TX, typename TG, typename TD>
+static bool conv1d_bwd_tile(TD *dx, int lddx, float *dw, float *dbias, const TG *dout, const TX *x, int ldx,
+                            const float *w, const float *bias, int B, int T, int C) {
+    if constexpr (sizeof(TX) + sizeof(TG) > 6) { /* float32 x and dout: over 48 KB of shared memory */
+        return false;
+    } else {
+        if (K != 4 || C % 8 || (ldx * sizeof(TX)) % 16 || (uintptr_t)x % 16 || (uintptr_t)dout % 16 || lddx % 2 ||
+            (uintptr_t)dx % (2 * sizeof(TD)))
+            return false;
+        const int ntile = cdiv(T, CONV_TILE_BWD_T), nq = B * ntile;
+        float *part_w, *part_b = NULL;
+        CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
+        if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
+        conv1d_bwd_tile_kernel<4, TX, TG, TD><<<dim3(cdiv(C, CONV_TILE_C), nq), CONV_TILE_THREADS>>>(
+            dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C, ntile);
+        CUDA_CHECK_LAUNCH();
+        colsum_finish(dw, part_w, nq, C * K);
+        if (dbias) {
+            colsum_finish(dbias, part_b, nq, C);
+            CUDA_CHECK(cudaFreeAsync(part_b, 0));
+        }
+        CUDA_CHECK(cudaFreeAsync(part_w, 0));
+        return true;
+    }
+}
+
 template <int K, typename TX, typename TD>
 static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const __nv_bfloat16 *dout16,
                              const TX *x, int ldx, const float *w, const float *bias, int B, int T, int C) {
@@ -339,7 +483,11 @@ static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const
     switch (K) { /* the common widths in one fused pass; others through the general three-pass path below */
     case 2: return conv1d_bwd_fused<2>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
     case 3: return conv1d_bwd_fused<3>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
-    case 4: return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
+    case 4: /* tiles for the training shapes */
+        if (!dout16 ? conv1d_bwd_tile<4>(dx, lddx, dw, dbias, dout, x, ldx, w, bias, B, T, C)
+                    : !dout && conv1d_bwd_tile<4>(dx, lddx, dw, dbias, dout16, x, ldx, w, bias, B, T, C))
+            return;
+        return conv1d_bwd_fused<4>(dx, lddx, dw, dbias, dout, dout16, x, ldx, w, bias, B, T, C);
     default: break;
     }
     float *dpre;

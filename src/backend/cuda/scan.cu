@@ -30,6 +30,7 @@
 // one value per (block, n, step) goes to a partial buffer, and a second kernel adds the blocks in block
 // order. dA, dD are summed per thread over steps, then over warps and sequences in order. No atomics:
 // every result is bitwise reproducible.
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
@@ -90,18 +91,7 @@ __device__ __forceinline__ static float sigmoid_(float v) { return __fdividef(1.
 __device__ __forceinline__ static float gate_ld(const float *z, size_t i) { return z[i]; }
 __device__ __forceinline__ static float gate_ld(const __nv_bfloat16 *z, size_t i) { return __bfloat162float(z[i]); }
 
-// ---- asynchronous staging (cp.async): chunk k+1 is copied into shared memory while chunk k computes --
-__device__ __forceinline__ static void cp_async4(float *dst, const float *src, int bytes) { // bytes 0 or 4
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ static void cp_async16(float *dst, const float *src, int bytes) { // zero-fills past bytes
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ static void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Waits until at most one committed group (the chunk being prefetched) is still in flight.
-__device__ __forceinline__ static void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
+// ---- asynchronous staging (cp.async, cp_async.cuh): chunk k+1 is copied into shared memory while chunk k computes --
 
 // Queues the copy of rows [t0, t0 + CH) of channels [e0, e0 + 32) of src [B*T, E] (row0 = b * T) into
 // dst [CH][32], zeros past T or E: 16-byte copies (8 threads a row) when rows are 16-byte aligned, else
