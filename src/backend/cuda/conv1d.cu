@@ -197,7 +197,9 @@ __device__ __forceinline__ static void tile_stage(T *dst, const T *src, int ld, 
 
 /* The forward without carried inputs (training; zeros before the sequence): a tile is CONV_TILE_FWD_T steps, x staged
  * from K-1 rows before it. */
-#define CONV_TILE_FWD_T 64
+#ifndef CONV_TILE_FWD_T
+#define CONV_TILE_FWD_T 128 /* (64: 0.2 ms more per training step, H100) */
+#endif
 template <int K, typename TX>
 __global__ static void __launch_bounds__(CONV_TILE_THREADS)
     conv1d_silu_fwd_tile_kernel(float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, const TX *__restrict__ x,
@@ -345,7 +347,9 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
  * dout * silu'(pre) (pre recomputed from x) in shared memory and sums dw, dbias over the tile's own rows; pass 2 writes
  * dx[t] = sum_k w[k] dpre[t + K-1-k]. The dw, dbias sums are added over the block's runs in run order and left as one
  * partial per tile row [gridDim.y, C*K], [gridDim.y, C]. */
+#ifndef CONV_TILE_BWD_T
 #define CONV_TILE_BWD_T 64
+#endif
 template <int K, typename TX, typename TG, typename TD>
 __global__ static void __launch_bounds__(CONV_TILE_THREADS)
     conv1d_bwd_tile_kernel(TD *__restrict__ dx, int lddx, float *__restrict__ part_w, float *__restrict__ part_b,
