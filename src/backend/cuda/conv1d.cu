@@ -342,6 +342,22 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
     if (part_b) part_b[(size_t)q * C + c] = accb;
 }
 
+/* dw += and dbias += (when given) the column sums of the per-row partials [nq, C*K] and [nq, C] that
+ * launch(part_w, part_b) writes (part_b NULL without dbias), added in row order. */
+template <typename F> static void with_partials(float *dw, float *dbias, int nq, int C, int K, F launch) {
+    float *part_w, *part_b = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
+    if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
+    launch(part_w, part_b);
+    CUDA_CHECK_LAUNCH();
+    colsum_finish(dw, part_w, nq, C * K);
+    if (dbias) {
+        colsum_finish(dbias, part_b, nq, C);
+        CUDA_CHECK(cudaFreeAsync(part_b, 0));
+    }
+    CUDA_CHECK(cudaFreeAsync(part_w, 0));
+}
+
 /* The backward: a tile is CONV_TILE_BWD_T steps. Staged: x from K-1 rows before the tile to K-1 after it, dout from the
  * tile's start to K-1 after it (zeros past T, so dpre is 0 there). Pass 1 turns each staged dout row into dpre =
  * dout * silu'(pre) (pre recomputed from x) in shared memory and sums dw, dbias over the tile's own rows; pass 2 writes
@@ -444,18 +460,10 @@ static bool conv1d_bwd_tile(TD *dx, int lddx, float *dw, float *dbias, const TG 
             (uintptr_t)dx % (2 * sizeof(TD)))
             return false;
         const int ntile = cdiv(T, CONV_TILE_BWD_T), nq = B * ntile;
-        float *part_w, *part_b = NULL;
-        CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
-        if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
-        conv1d_bwd_tile_kernel<4, TX, TG, TD><<<dim3(cdiv(C, CONV_TILE_C), nq), CONV_TILE_THREADS>>>(
-            dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C, ntile);
-        CUDA_CHECK_LAUNCH();
-        colsum_finish(dw, part_w, nq, C * K);
-        if (dbias) {
-            colsum_finish(dbias, part_b, nq, C);
-            CUDA_CHECK(cudaFreeAsync(part_b, 0));
-        }
-        CUDA_CHECK(cudaFreeAsync(part_w, 0));
+        with_partials(dw, dbias, nq, C, K, [&](float *part_w, float *part_b) {
+            conv1d_bwd_tile_kernel<4, TX, TG, TD><<<dim3(cdiv(C, CONV_TILE_C), nq), CONV_TILE_THREADS>>>(
+                dx, lddx, part_w, part_b, dout, x, ldx, w, bias, T, C, ntile);
+        });
         return true;
     }
 }
@@ -464,18 +472,10 @@ template <int K, typename TX, typename TD>
 static void conv1d_bwd_fused(TD *dx, int lddx, float *dw, float *dbias, const float *dout, const __nv_bfloat16 *dout16,
                              const TX *x, int ldx, const float *w, const float *bias, int B, int T, int C) {
     const int nch = cdiv(T, CONV_CHUNK), nq = B * nch;
-    float *part_w, *part_b = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
-    if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
-    conv1d_bwd_fused_kernel<K, TX, TD>
-        <<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, dout16, x, ldx, w, bias, T, C, nch);
-    CUDA_CHECK_LAUNCH();
-    colsum_finish(dw, part_w, nq, C * K);
-    if (dbias) {
-        colsum_finish(dbias, part_b, nq, C);
-        CUDA_CHECK(cudaFreeAsync(part_b, 0));
-    }
-    CUDA_CHECK(cudaFreeAsync(part_w, 0));
+    with_partials(dw, dbias, nq, C, K, [&](float *part_w, float *part_b) {
+        conv1d_bwd_fused_kernel<K, TX, TD>
+            <<<dim3(cdiv(C, 128), nq), 128>>>(dx, lddx, part_w, part_b, dout, dout16, x, ldx, w, bias, T, C, nch);
+    });
 }
 
 template <typename TX, typename TD>

@@ -109,8 +109,12 @@ __global__ static void add_rmsnorm_fwd_kernel(float *x_out, float *y, __nv_bfloa
  * block. dx (+)= the gradient, dx16 = bf16(dx) when asked; with part_w, each warp adds dy * x * rstd of its rows
  * into its own row of shared memory (lane-owned columns) and the block leaves the sum of those rows, in warp
  * order, in part_w[block, :]: dy and x are read by this pass only. */
+#ifndef NORM_BWD_WARPS
 #define NORM_BWD_WARPS 8
+#endif
+#ifndef NORM_BWD_ROWS
 #define NORM_BWD_ROWS 32
+#endif
 __global__ static void __launch_bounds__(NORM_BWD_WARPS * 32)
     rmsnorm_bwd_kernel(float *dx, __nv_bfloat16 *dx16, float *part_w, const float *dy, const __nv_bfloat16 *dy16,
                        const float *x, const float *w, const float *rstd, int rows, int D, int acc) {
