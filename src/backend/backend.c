@@ -31,6 +31,7 @@ const backend backend_cpu = {
     .matmul_dw_acc = matmul_dw_acc,
     .matmul_bwd = matmul_bwd,
     .matmul_xwT_y16 = matmul_xwT_y16,
+    .round_bf16_rows = round_bf16_rows,
     .matmul_bwd16 = matmul_bwd16,
     .matmul_xwT_x16 = matmul_xwT_x16,
     .matmul_dw_acc_x16 = matmul_dw_acc_x16,

@@ -52,6 +52,7 @@ typedef struct backend {
                          int M, int N, int K);
     void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
                            const float *bias, int M, int N, int K);
+    void (*round_bf16_rows)(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols);
     void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
                        int ldx, const float *w, int M, int N, int K);
     void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);

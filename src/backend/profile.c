@@ -67,6 +67,11 @@ static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint1
     inner->matmul_xwT_y16(y16, ldy, x, x16, ldx, w, bias, M, N, K);
     prof_end(18, "matmul_xwT_y16", "gemm", t0);
 }
+static void p_round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    double t0 = prof_begin();
+    inner->round_bf16_rows(dst, ldd, src, lds, rows, cols);
+    prof_end(26, "round_bf16_rows", "other", t0);
+}
 static void p_matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
                            const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
                            int M, int N, int K) {
@@ -137,7 +142,7 @@ static void p_scan_bwd(const scan_args *s, const scan_grads *g, const float *dou
 static void p_neg_exp_transpose(float *At, const float *A_log, int E, int N) {
     double t0 = prof_begin();
     inner->neg_exp_transpose(At, A_log, E, N);
-    prof_end(19, "neg_exp_transpose", "other", t0);
+    prof_end(25, "neg_exp_transpose", "other", t0);
 }
 static void p_alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N) {
     double t0 = prof_begin();
@@ -186,6 +191,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.matmul_bwd = p_matmul_bwd;
     wrapped.matmul_xwT_y16 = p_matmul_xwT_y16;
     wrapped.matmul_bwd16 = p_matmul_bwd16;
+    wrapped.round_bf16_rows = p_round_bf16_rows;
     wrapped.matmul_xwT_x16 = p_matmul_xwT_x16;
     wrapped.matmul_dw_acc_x16 = p_matmul_dw_acc_x16;
     wrapped.bias_add = p_bias_add;

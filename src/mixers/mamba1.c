@@ -107,12 +107,14 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
  * and the scan read (torch's autocast hands the scan a bf16 input too); dt_proj writes dt in bf16 (dt16) and the
  * scan's backward its gradient (as the reference's bf16 scan does); the scan writes out_proj's input g16 and
  * checkpoints of its state every SCAN_HK_STEPS steps, from which its backward recomputes the states (half its first
- * pass on the GPU, the whole of it on the CPU); the backward writes dxz in bf16 for in_proj; the model hands the
- * input in bf16 too (ctx->u16). */
+ * pass on the GPU, the whole of it on the CPU); x_proj's dt_low is rounded once (dtl16) for dt_proj's three GEMMs; the
+ * backward writes dxz in bf16 for in_proj and x_proj's output gradient (dt_proj's d(dt_low), the scan's dB and dC) in
+ * bf16 for x_proj; the model hands the input in bf16 too (ctx->u16). */
 typedef struct {
     float *xz;    /* [rows, 2E] saved (temp in a lean backend's inference): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 (training) */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
+    uint16_t *dtl16; /* [rows, R] saved in lean training: dt_low in bf16, rounded once for dt_proj's three GEMMs */
     float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
     uint16_t *hk; /* [B, SCAN_HK_COUNT(T), N, E] saved in lean training: the scan's state checkpoints (bf16) */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
@@ -135,6 +137,7 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     if (form == MIXER_ACTS_PLAIN) a.xz = p, p += rows * 2 * d.E;
     else a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
     a.dbc = p, p += rows * d.P;
+    if (form == MIXER_ACTS_LEAN_TRAIN) a.dtl16 = (uint16_t *)p, p += bf16_floats(rows * d.R);
     a.At = p;
     if (form == MIXER_ACTS_LEAN_TRAIN) {
         const size_t h = bf16_floats(rows * d.E);
@@ -152,8 +155,10 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
 static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int form) {
     mamba1_dims d = dims_of(c);
     size_t rows = (size_t)B * T;
-    const size_t hk = form == MIXER_ACTS_LEAN_TRAIN ? bf16_floats((size_t)B * SCAN_HK_COUNT(T) * d.N * d.E) : 0;
-    return rows * ((form != MIXER_ACTS_PLAIN ? 1 : 2) * (size_t)d.E + d.P) + (size_t)d.N * d.E + hk;
+    const int train = form == MIXER_ACTS_LEAN_TRAIN;
+    const size_t hk = train ? bf16_floats((size_t)B * SCAN_HK_COUNT(T) * d.N * d.E) : 0;
+    const size_t dtl = train ? bf16_floats(rows * d.R) : 0;
+    return rows * ((form != MIXER_ACTS_PLAIN ? 1 : 2) * (size_t)d.E + d.P) + dtl + (size_t)d.N * d.E + hk;
 }
 
 static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
@@ -164,11 +169,11 @@ static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
 }
 
 /* The backward's workspace, in order: dxz [rows, 2E], dy (d of the gated scan output), dxs, ddt [rows, E], ddbc
- * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias), dy, dxs and ddt in bf16 (half the
+ * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias), dy, dxs, ddt and ddbc in bf16 (half the
  * floats). */
 typedef struct {
     float *dxz, *dy, *dxs, *ddt, *ddbc, *dAt;
-    uint16_t *dxz16, *dy16, *dxs16, *ddt16;
+    uint16_t *dxz16, *dy16, *dxs16, *ddt16, *ddbc16;
 } mamba1_scratch;
 
 static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, size_t rows, int form) {
@@ -182,7 +187,10 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
     else w.dxs = p, p += rows * d.E;
     if (lean) w.ddt16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
     else w.ddt = p, p += rows * d.E;
-    w.ddbc = p, p += rows * d.P;
+    if (lean)
+        w.ddbc16 = (uint16_t *)p, p += bf16_floats(rows * d.P);
+    else
+        w.ddbc = p, p += rows * d.P;
     w.dAt = p, p += (size_t)d.N * d.E;
     return w;
 }
@@ -191,7 +199,8 @@ static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form)
     const mamba1_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
     return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
-           3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + rows * d.P + (size_t)d.N * d.E;
+           3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + (lean ? bf16_floats(rows * d.P) : rows * d.P) +
+           (size_t)d.N * d.E;
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
@@ -216,7 +225,7 @@ static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const 
 static void dt_proj_fwd(const mixer_ctx *ctx, const mamba1_act *a, const mamba1_views *v, mamba1_dims d, int rows,
                         int lean) {
     if (lean)
-        ctx->be->matmul_xwT_y16(a->dt16, d.E, a->dbc, NULL, d.P, v->dt_w, NULL, rows, d.E, d.R);
+        ctx->be->matmul_xwT_y16(a->dt16, d.E, NULL, a->dtl16, d.R, v->dt_w, NULL, rows, d.E, d.R);
     else
         mixer_linear(ctx, a->dt, d.E, a->dbc, d.P, v->dt_w, rows, d.E, d.R);
 }
@@ -243,8 +252,11 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
         if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     }
     /* dt_low, B, C = x_proj(x) */
-    if (lean) be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f);
-    else mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
+    if (lean) {
+        be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f);
+        be->round_bf16_rows(a.dtl16, d.R, a.dbc, d.P, rows, d.R);
+    } else
+        mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     dt_proj_fwd(ctx, &a, &v, d, rows, lean); /* dt = dt_proj(dt_low) */
     const float *At = ctx->canon;
     if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
@@ -275,7 +287,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
     const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, a.xz16 ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
     float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc, *dAt = w.dAt;
-    uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *dxs16 = w.dxs16, *ddt16 = w.ddt16;
+    uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *dxs16 = w.dxs16, *ddt16 = w.ddt16, *ddbc16 = w.ddbc16;
 
     /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward; dy
      * in bf16 for the scan (as the reference's autocast hands it) */
@@ -290,10 +302,24 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
     /* lean: dxz in bf16, as in_proj's GEMMs read it (not with an in_proj bias: its gradient sums dxz in float32);
      * ddt in bf16, as dt_proj's GEMMs take it */
-    const scan_grads sg = {.dx = dxs, .dx16 = dxs16, .ddt = ddt16 ? NULL : ddt, .ddt16 = ddt16, .dBm = ddbc + d.R,
-                           .dCm = ddbc + d.R + d.N, .lddbc = d.P, .dAt = dAt, .dDv = g.D, .ddt_bias = g.dt_b,
-                           .dz = dxz16 ? NULL : dxz + d.E, .dz16 = dxz16 ? dxz16 + d.E : NULL, .lddz = 2 * d.E,
-                           .out = a.g16 ? NULL : a.g, .out16 = a.g16, .dout16 = dy16};
+    const scan_grads sg = {.dx = dxs,
+                           .dx16 = dxs16,
+                           .ddt = ddt16 ? NULL : ddt,
+                           .ddt16 = ddt16,
+                           .dBm = ddbc16 ? NULL : ddbc + d.R,
+                           .dCm = ddbc16 ? NULL : ddbc + d.R + d.N,
+                           .dBm16 = ddbc16 ? ddbc16 + d.R : NULL,
+                           .dCm16 = ddbc16 ? ddbc16 + d.R + d.N : NULL,
+                           .lddbc = d.P,
+                           .dAt = dAt,
+                           .dDv = g.D,
+                           .ddt_bias = g.dt_b,
+                           .dz = dxz16 ? NULL : dxz + d.E,
+                           .dz16 = dxz16 ? dxz16 + d.E : NULL,
+                           .lddz = 2 * d.E,
+                           .out = a.g16 ? NULL : a.g,
+                           .out16 = a.g16,
+                           .dout16 = dy16};
     be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
     if (a.g16 && ctx->dout16)
         be->matmul_bwd16(NULL, NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D,
@@ -302,12 +328,12 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
     if (ddt16)
-        be->matmul_bwd16(ddbc, NULL, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, a.dbc, NULL, d.P, v.dt_w, rows, d.E, d.R);
+        be->matmul_bwd16(NULL, ddbc16, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, NULL, a.dtl16, d.R, v.dt_w, rows, d.E, d.R);
     else
         be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
     /* lean: x_proj's part of d(xs) added to the scan's in bf16 by its GEMM (as the reference's autocast sums them) */
     if (a.xs16)
-        be->matmul_bwd16(NULL, dxs16, d.E, 1.0f, g.x_proj, ddbc, NULL, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
+        be->matmul_bwd16(NULL, dxs16, d.E, 1.0f, g.x_proj, NULL, ddbc16, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
                          d.E);
     else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs16 ? NULL : dxs, dxs16, a.xz16 ? NULL : a.xz,

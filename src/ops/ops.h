@@ -44,6 +44,9 @@ void f32_from_bf16(float *dst, const uint16_t *src, size_t n);
 /* A dense float32 copy [rows, cols] of bf16 rows with stride ld (the caller frees it): the CPU's bf16-operand
  * forms widen their operands first (the CPU runs them only to test the lean path). */
 float *f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols);
+/* dst[r, :cols] (row stride ldd) = bf16(src[r, :cols]) (row stride lds), round to nearest even: an operand that
+ * several bf16 GEMMs read, rounded once. */
+void round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols);
 
 /* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
 void bias_add(float *y, int ldy, const float *bias, int rows, int N);
@@ -120,6 +123,7 @@ typedef struct {
     uint16_t *dx16;       /* or dx rounded to bf16 (exactly one of dx, dx16) */
     uint16_t *ddt16;      /* or ddt rounded to bf16 (exactly one of ddt, ddt16) */
     float *dBm, *dCm;     /* [B, T, N] stride lddbc = */
+    uint16_t *dBm16, *dCm16; /* or both rounded to bf16, stride lddbc (both in place of dBm and dCm) */
     int lddbc;
     float *dAt;           /* [N, E] += */
     float *dDv, *ddt_bias; /* [E] += */

@@ -62,6 +62,7 @@ void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, c
                               float beta);
 void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                                  int K);
+void round_bf16_rows_cuda(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols);
 /* matmul_xwT_y16: the product (float32, or bf16 inputs) rounded into a bf16 output */
 void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
                          const float *bias, int M, int N, int K);

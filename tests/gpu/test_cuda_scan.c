@@ -236,6 +236,25 @@ static void check_case(int B, int T, int E, int N, int gated) {
             expect_bwd(what, (bwd_outs){level < 2 ? gdx : NULL, level < 2 ? gddt : NULL, gdbc, gdA, gdD, NULL, gdz},
                        (bwd_outs){dx, ddt, dbc, dA, dD, db, dz}, ns);
         }
+        { /* dB and dC in bf16 (lean training's x_proj gradient), GPU and CPU: the float32 sums just checked, rounded */
+            float *fbc = host_floats(gdbc, nbc);
+            uint16_t *gbc16, *want16 = xmalloc(sizeof(uint16_t) * nbc), *got16 = xmalloc(sizeof(uint16_t) * nbc);
+            CUDA_CHECK(cudaMalloc((void **)&gbc16, sizeof(uint16_t) * nbc));
+            CUDA_CHECK(cudaMemset(gbc16, 0xff, sizeof(uint16_t) * nbc));
+            scan_grads gb = gg16, cb = g16c;
+            gb.dBm = gb.dCm = NULL, gb.dBm16 = gbc16, gb.dCm16 = gbc16 + N;
+            scan_bwd_cuda(&gs16, &gb, NULL);
+            CUDA_CHECK(cudaMemcpy(got16, gbc16, sizeof(uint16_t) * nbc, cudaMemcpyDeviceToHost));
+            bf16_from_f32(want16, fbc, nbc);
+            EXPECT(!memcmp(got16, want16, sizeof(uint16_t) * nbc),
+                   "backward: the bf16 dB, dC are not the float32 ones rounded");
+            cb.dBm = cb.dCm = NULL, cb.dBm16 = got16, cb.dCm16 = got16 + N;
+            scan_bwd(&s16, &cb, NULL);
+            bf16_from_f32(want16, dbc, nbc);
+            EXPECT(!memcmp(got16, want16, sizeof(uint16_t) * nbc),
+                   "CPU backward: the bf16 dB, dC are not the float32 ones rounded");
+            cudaFree(gbc16), free(fbc), free(want16), free(got16);
+        }
         cudaFree(gx16), free(x16);
         cudaFree(gz16), free(z16);
         cudaFree(gdt16), free(dt16), cudaFree(gddt16), free(ddt16), cudaFree(gdy16), free(dy16), cudaFree(gdx16),

@@ -168,6 +168,12 @@ float *f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols) {
     return x;
 }
 
+void round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        bf16_from_f32(dst + (size_t)r * ldd, src + (size_t)r * lds, (size_t)cols);
+}
+
 void f32_from_bf16(float *dst, const uint16_t *src, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)src[i] << 16;

@@ -256,6 +256,17 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(dw);
         return;
     }
+    if (g->dBm16) { /* dB and dC in float32 first ([B*T, N] dense), then rounded */
+        const int rows = s->B * s->T;
+        scan_grads g32 = *g;
+        float *bc = xmalloc(sizeof(float) * ((size_t)rows * 2 * s->N + 1));
+        g32.dBm = bc, g32.dCm = bc + s->N, g32.lddbc = 2 * s->N, g32.dBm16 = g32.dCm16 = NULL;
+        scan_bwd(s, &g32, dout);
+        round_bf16_rows(g->dBm16, g->lddbc, g32.dBm, g32.lddbc, rows, s->N);
+        round_bf16_rows(g->dCm16, g->lddbc, g32.dCm, g32.lddbc, rows, s->N);
+        free(bc);
+        return;
+    }
     if (g->ddt16 || g->dx16) { /* ddt and dx in float32 first, then rounded */
         const size_t n = (size_t)s->B * s->T * s->E;
         scan_grads g32 = *g;

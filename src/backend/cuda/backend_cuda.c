@@ -31,6 +31,7 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .matmul_dw_acc = matmul_dw_acc_##MM,                                                       \
         .matmul_bwd = matmul_bwd_##MM,                                                             \
         .matmul_xwT_y16 = matmul_xwT_y16_##MM,                                                     \
+        .round_bf16_rows = round_bf16_rows_cuda,                                                   \
         .matmul_bwd16 = matmul_bwd16_##MM,                                                         \
         .matmul_xwT_x16 = matmul_xwT_x16_##MM,                                                     \
         .matmul_dw_acc_x16 = matmul_dw_acc_x16_##MM,                                               \

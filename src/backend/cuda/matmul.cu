@@ -117,32 +117,40 @@ static int bf16_convert(void) {
     return mode;
 }
 
-// dst [rows, cols] dense = bf16(src [rows, cols] with row stride ld), round to nearest even: a block per row
-// (no index division: this is a pure bandwidth kernel).
-__global__ static void to_bf16_dense_kernel(__nv_bfloat16 *dst, const float *src, int cols, int ld) {
+// dst [rows, cols] (row stride ldd) = bf16(src [rows, cols] with row stride ld), round to nearest even: a block per
+// row (no index division: this is a pure bandwidth kernel).
+__global__ static void to_bf16_dense_kernel(__nv_bfloat16 *dst, const float *src, int cols, int ld, int ldd) {
     const float *s = src + (size_t)blockIdx.x * ld;
-    __nv_bfloat16 *d = dst + (size_t)blockIdx.x * cols;
+    __nv_bfloat16 *d = dst + (size_t)blockIdx.x * ldd;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = __float2bfloat16_rn(s[c]);
 }
 
 // Narrow rows (the x_proj output's gradient: 80 columns) a thread per element over the whole matrix instead: a block
 // per row would leave most of its threads idle and the pass bound by launching blocks.
-__global__ static void to_bf16_narrow_kernel(__nv_bfloat16 *dst, const float *src, int cols, int ld, size_t n) {
+__global__ static void to_bf16_narrow_kernel(__nv_bfloat16 *dst, const float *src, int cols, int ld, int ldd,
+                                             size_t n) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const size_t r = i / cols, c = i % cols;
-    dst[i] = __float2bfloat16_rn(src[r * ld + c]);
+    dst[r * ldd + c] = __float2bfloat16_rn(src[r * ld + c]);
 }
 
-static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int cols, int ld) {
+static void to_bf16_rows(__nv_bfloat16 *dst, int ldd, const float *src, int ld, int rows, int cols) {
     if (rows <= 0 || cols <= 0) return;
     if (cols < 128) {
         const size_t n = (size_t)rows * cols;
-        to_bf16_narrow_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dst, src, cols, ld, n);
+        to_bf16_narrow_kernel<<<(unsigned)((n + 255) / 256), 256>>>(dst, src, cols, ld, ldd, n);
     } else {
-        to_bf16_dense_kernel<<<rows, cols >= 512 ? 256 : 128>>>(dst, src, cols, ld);
+        to_bf16_dense_kernel<<<rows, cols >= 512 ? 256 : 128>>>(dst, src, cols, ld, ldd);
     }
     CUDA_CHECK_LAUNCH();
+}
+static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int cols, int ld) {
+    to_bf16_rows(dst, cols, src, ld, rows, cols);
+}
+
+extern "C" void round_bf16_rows_cuda(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    to_bf16_rows((__nv_bfloat16 *)dst, ldd, src, lds, rows, cols);
 }
 
 // A dense bf16 copy of a column-major float32 matrix (rows x cols, leading dimension ld) from the stream-ordered

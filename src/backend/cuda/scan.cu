@@ -708,9 +708,10 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     }
 }
 
-// dB, dC [B*T, N] (stride lddbc) = the block partials part_bc [B][nblk][NP][2][T] summed in block order.
-__global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, int lddbc, const float *part_bc, int nblk, int T, int N,
-                                   int NP, int B) {
+// dB, dC [B*T, N] (stride lddbc) = the block partials part_bc [B][nblk][NP][2][T] summed in block order; or the
+// sums rounded to bf16 into dB16, dC16 (lean training: x_proj's backward GEMMs read them so).
+__global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, __nv_bfloat16 *dB16, __nv_bfloat16 *dC16, int lddbc,
+                                   const float *part_bc, int nblk, int T, int N, int NP, int B) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over B * N * 2 * T, t fastest
     if (i >= (size_t)B * N * 2 * T) return;
     const int t = (int)(i % T);
@@ -720,7 +721,11 @@ __global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, int lddbc, const floa
     const int n = (int)(r % N), b = (int)(r / N);
     float s = 0.0f;
     for (int blk = 0; blk < nblk; blk++) s += part_bc[((((size_t)b * nblk + blk) * NP + n) * 2 + q) * T + t];
-    (q ? dCm : dBm)[((size_t)b * T + t) * lddbc + n] = s;
+    const size_t at = ((size_t)b * T + t) * lddbc + n;
+    if (dB16)
+        (q ? dC16 : dB16)[at] = __float2bfloat16_rn(s);
+    else
+        (q ? dCm : dBm)[at] = s;
 }
 
 // dAt [N, E] += sum over b of dA_part[b]; dDv, dbias [E] += sums over b of dD_part[b], db_part[b]; in b order.
@@ -804,7 +809,8 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
         s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
-    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(g->dBm, g->dCm, g->lddbc, part_bc, nblk, T, N, NP, B);
+    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(
+        g->dBm, g->dCm, (__nv_bfloat16 *)g->dBm16, (__nv_bfloat16 *)g->dCm16, g->lddbc, part_bc, nblk, T, N, NP, B);
     CUDA_CHECK_LAUNCH();
     scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dDv, g->ddt_bias, dA_part, dD_part, db_part,
                                                                B, N, E);
