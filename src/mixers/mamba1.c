@@ -169,10 +169,10 @@ static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
 }
 
 /* The backward's workspace, in order: dxz [rows, 2E], dy (d of the gated scan output), dxs, ddt [rows, E], ddbc
- * [rows, P], dAt [N, E]; lean training writes dxz (without an in_proj bias), dy, dxs, ddt and ddbc in bf16 (half the
+ * [rows, P]; lean training writes dxz (without an in_proj bias), dy, dxs, ddt and ddbc in bf16 (half the
  * floats). */
 typedef struct {
-    float *dxz, *dy, *dxs, *ddt, *ddbc, *dAt;
+    float *dxz, *dy, *dxs, *ddt, *ddbc;
     uint16_t *dxz16, *dy16, *dxs16, *ddt16, *ddbc16;
 } mamba1_scratch;
 
@@ -191,7 +191,6 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
         w.ddbc16 = (uint16_t *)p, p += bf16_floats(rows * d.P);
     else
         w.ddbc = p, p += rows * d.P;
-    w.dAt = p, p += (size_t)d.N * d.E;
     return w;
 }
 
@@ -199,8 +198,7 @@ static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form)
     const mamba1_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
     return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
-           3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + (lean ? bf16_floats(rows * d.P) : rows * d.P) +
-           (size_t)d.N * d.E;
+           3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + (lean ? bf16_floats(rows * d.P) : rows * d.P);
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
@@ -286,7 +284,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
                         B, T, d.E, d.K);
     dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
     const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, a.xz16 ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
-    float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc, *dAt = w.dAt;
+    float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc;
     uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *dxs16 = w.dxs16, *ddt16 = w.ddt16, *ddbc16 = w.ddbc16;
 
     /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward; dy
@@ -298,7 +296,6 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
         be->matmul_bwd16(dy, NULL, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
     else be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
-    be->zero(dAt, sizeof(float) * d.N * d.E);
     const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
     /* lean: dxz in bf16, as in_proj's GEMMs read it (not with an in_proj bias: its gradient sums dxz in float32);
      * ddt in bf16, as dt_proj's GEMMs take it */
@@ -311,7 +308,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
                            .dBm16 = ddbc16 ? ddbc16 + d.R : NULL,
                            .dCm16 = ddbc16 ? ddbc16 + d.R + d.N : NULL,
                            .lddbc = d.P,
-                           .dAt = dAt,
+                           .dA_log = g.A_log, /* through A = -exp(A_log) */
                            .dDv = g.D,
                            .ddt_bias = g.dt_b,
                            .dz = dxz16 ? NULL : dxz + d.E,
@@ -325,8 +322,8 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
         be->matmul_bwd16(NULL, NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D,
                          d.E);
     else if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
-    else be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
-    be->alog_grad_acc(g.A_log, dAt, a.At, d.E, d.N); /* dA/dA_log = -exp(A_log) = A */
+    else
+        be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
     if (ddt16)
         be->matmul_bwd16(NULL, ddbc16, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, NULL, a.dtl16, d.R, v.dt_w, rows, d.E, d.R);
     else

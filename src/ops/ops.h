@@ -126,6 +126,8 @@ typedef struct {
     uint16_t *dBm16, *dCm16; /* or both rounded to bf16, stride lddbc (both in place of dBm and dCm) */
     int lddbc;
     float *dAt;           /* [N, E] += */
+    float *dA_log;        /* or, in place of dAt: [E, N] += that sum times At, transposed: the gradient of A_log through
+                           * A = -exp(A_log) (alog_grad_acc of the sum alone, fused) */
     float *dDv, *ddt_bias; /* [E] += */
     float *dz;            /* [B, T, E] stride lddz =, when z */
     uint16_t *dz16;       /* or dz rounded to bf16 (exactly one of dz, dz16 when z) */

@@ -154,6 +154,26 @@ static void check_case(int B, int T, int E, int N, int gated) {
         free(hw), free(gw), free(hk), free(got);
         cudaFree(ghk);
     }
+    { /* the A_log gradient fused (dA_log in place of dAt): the dAt sum times A, transposed; and the CPU's */
+        float *gdat = gpu_floats(zeros, na), *gdal = gpu_floats(zeros, na), *cpu = xcalloc(na, sizeof(float));
+        scan_grads ga = gg, ca = g;
+        ga.dAt = gdat;
+        scan_bwd_cuda(&gs, &ga, gdy);
+        ga.dAt = NULL, ga.dA_log = gdal;
+        scan_bwd_cuda(&gs, &ga, gdy);
+        float *sum = host_floats(gdat, na), *got = host_floats(gdal, na), *want = xmalloc(sizeof(float) * na);
+        size_t differ = 0; /* (compared as values: a zero sum may come out as +0 one way and -0 the other) */
+        for (int ee = 0; ee < E; ee++)
+            for (int n = 0; n < N; n++) {
+                want[(size_t)ee * N + n] = sum[(size_t)n * E + ee] * At[(size_t)n * E + ee];
+                differ += got[(size_t)ee * N + n] != want[(size_t)ee * N + n];
+            }
+        EXPECT(differ == 0, "dA_log: %zu values are not the dAt sum times A, transposed", differ);
+        ca.dAt = NULL, ca.dA_log = cpu;
+        scan_bwd(&s, &ca, dy);
+        EXPECT((e = test_rel_err(got, cpu, na)) < 1e-5, "dA_log: rel err %.2e against the CPU", e);
+        cudaFree(gdat), cudaFree(gdal), free(cpu), free(sum), free(got), free(want);
+    }
     if (gated) { /* bf16 outputs (the lean path): the float32 ones of the same kernels, rounded */
         uint16_t *g16, *want = xmalloc(sizeof(uint16_t) * nx), *got = xmalloc(sizeof(uint16_t) * nx);
         CUDA_CHECK(cudaMalloc((void **)&g16, sizeof(uint16_t) * nx));

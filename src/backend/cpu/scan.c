@@ -256,6 +256,15 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(dw);
         return;
     }
+    if (g->dA_log) { /* dAt alone first, then through A = -exp(A_log) */
+        float *dAt = xcalloc((size_t)s->N * s->E + 1, sizeof(float));
+        scan_grads g32 = *g;
+        g32.dAt = dAt, g32.dA_log = NULL;
+        scan_bwd(s, &g32, dout);
+        alog_grad_acc(g->dA_log, dAt, s->At, s->E, s->N);
+        free(dAt);
+        return;
+    }
     if (g->dBm16) { /* dB and dC in float32 first ([B*T, N] dense), then rounded */
         const int rows = s->B * s->T;
         scan_grads g32 = *g;

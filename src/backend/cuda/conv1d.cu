@@ -343,18 +343,15 @@ __global__ static void conv1d_bwd_fused_kernel(TD *__restrict__ dx, int lddx, fl
 }
 
 /* dw += and dbias += (when given) the column sums of the per-row partials [nq, C*K] and [nq, C] that
- * launch(part_w, part_b) writes (part_b NULL without dbias), added in row order. */
+ * launch(part_w, part_b) writes (part_b NULL without dbias), added in row order (one launch for both). */
 template <typename F> static void with_partials(float *dw, float *dbias, int nq, int C, int K, F launch) {
     float *part_w, *part_b = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&part_w, sizeof(float) * (size_t)nq * C * K, 0));
     if (dbias) CUDA_CHECK(cudaMallocAsync((void **)&part_b, sizeof(float) * (size_t)nq * C, 0));
     launch(part_w, part_b);
     CUDA_CHECK_LAUNCH();
-    colsum_finish(dw, part_w, nq, C * K);
-    if (dbias) {
-        colsum_finish(dbias, part_b, nq, C);
-        CUDA_CHECK(cudaFreeAsync(part_b, 0));
-    }
+    colsum_finish2(dw, (const float *)part_w, C * K, dbias, (const float *)part_b, dbias ? C : 0, nq);
+    if (part_b) CUDA_CHECK(cudaFreeAsync(part_b, 0));
     CUDA_CHECK(cudaFreeAsync(part_w, 0));
 }
 

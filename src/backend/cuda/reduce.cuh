@@ -49,10 +49,16 @@ __global__ void colsum_partial_kernel(float *partial, F f, int rows, int N, int 
  * (warp g: chunks g, g+8, ...: independent loads in flight, coalesced across the lanes), then warp 0 adds
  * the 8 sums in warp order. Fixed order throughout: the same bits every run. */
 #define COLSUM_GROUPS 8
+/* Up to two such sums in one launch (dst0 [N0] from part0, then dst1 [N1] from part1: the first cdiv(N0, 32) blocks
+ * take the first): a layer's weight and bias gradients finish together. */
 template <typename T>
-__global__ void colsum_finish_kernel(T *dst, const T *partial, int nchunks, int N) {
+__global__ void colsum_finish_kernel(T *dst0, const T *part0, int N0, T *dst1, const T *part1, int N1, int nchunks) {
     __shared__ T sums[COLSUM_GROUPS][32];
-    const int lane = threadIdx.x % 32, g = threadIdx.x / 32, j = blockIdx.x * 32 + lane;
+    const int blk0 = (N0 + 31) / 32, first = (int)blockIdx.x < blk0;
+    T *dst = first ? dst0 : dst1;
+    const T *partial = first ? part0 : part1;
+    const int N = first ? N0 : N1, lane = threadIdx.x % 32, g = threadIdx.x / 32,
+              j = ((int)blockIdx.x - (first ? 0 : blk0)) * 32 + lane;
     T s = 0;
     if (j < N)
         for (int c = g; c < nchunks; c += COLSUM_GROUPS) s += partial[(size_t)c * N + j];
@@ -66,9 +72,14 @@ __global__ void colsum_finish_kernel(T *dst, const T *partial, int nchunks, int 
 }
 
 template <typename T>
-static void colsum_finish(T *dst, const T *partial, int nchunks, int N) {
-    colsum_finish_kernel<T><<<cdiv(N, 32), 32 * COLSUM_GROUPS>>>(dst, partial, nchunks, N);
+static void colsum_finish2(T *dst0, const T *part0, int N0, T *dst1, const T *part1, int N1, int nchunks) {
+    const int blocks = cdiv(N0, 32) + cdiv(N1, 32);
+    if (blocks == 0) return;
+    colsum_finish_kernel<T><<<blocks, 32 * COLSUM_GROUPS>>>(dst0, part0, N0, dst1, part1, N1, nchunks);
     CUDA_CHECK_LAUNCH();
+}
+template <typename T> static void colsum_finish(T *dst, const T *partial, int nchunks, int N) {
+    colsum_finish2<T>(dst, partial, N, (T *)NULL, (const T *)NULL, 0, nchunks);
 }
 
 /* dst[j] += sum over r < rows of f(r, j), j < N. The chunking depends only on rows, so the order of

@@ -728,14 +728,19 @@ __global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, __nv_bfloat16 *dB16, 
         (q ? dCm : dBm)[at] = s;
 }
 
-// dAt [N, E] += sum over b of dA_part[b]; dDv, dbias [E] += sums over b of dD_part[b], db_part[b]; in b order.
-__global__ void scan_bwd_reduce_ad(float *dAt, float *dDv, float *dbias, const float *dA_part, const float *dD_part,
-                                   const float *db_part, int B, int N, int E) {
+// dAt [N, E] += sum over b of dA_part[b] (or dA_log [E, N] += that sum times At, transposed); dDv, dbias [E] += sums
+// over b of dD_part[b], db_part[b]; in b order.
+__global__ void scan_bwd_reduce_ad(float *dAt, float *dA_log, const float *At, float *dDv, float *dbias,
+                                   const float *dA_part, const float *dD_part, const float *db_part, int B, int N,
+                                   int E) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over N * E + E
     if (i < (size_t)N * E) {
         float s = 0.0f;
         for (int b = 0; b < B; b++) s += dA_part[(size_t)b * N * E + i];
-        dAt[i] += s;
+        if (dA_log)
+            dA_log[(i % E) * N + i / E] += s * At[i];
+        else
+            dAt[i] += s;
     } else if (i < (size_t)N * E + E) {
         const size_t e = i - (size_t)N * E;
         float s = 0.0f, sb = 0.0f;
@@ -812,8 +817,8 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(
         g->dBm, g->dCm, (__nv_bfloat16 *)g->dBm16, (__nv_bfloat16 *)g->dCm16, g->lddbc, part_bc, nblk, T, N, NP, B);
     CUDA_CHECK_LAUNCH();
-    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dDv, g->ddt_bias, dA_part, dD_part, db_part,
-                                                               B, N, E);
+    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dA_log, s->At, g->dDv, g->ddt_bias, dA_part,
+                                                               dD_part, db_part, B, N, E);
     CUDA_CHECK_LAUNCH();
 }
 
