@@ -98,24 +98,23 @@ static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     fill_uniform(v.out_proj, (size_t)d.D * d.E, 1.0f / sqrtf((float)d.E) / sqrtf((float)ctx->cfg->n_layer), rng);
 }
 
-/* What the forward keeps for the backward (per layer, in order): the in_proj output, the x_proj output and
- * A. The rest of the intermediates live in a temp area shared by all layers and are recomputed by the
- * backward from these (the conv and dt: cheap elementwise work and one small GEMM; the scan's backward
- * recomputes its output and the gate). Lean (backend lean_acts, bf16 training on a GPU): the GEMM operands a
- * bf16 GEMM rounds anyway are written in bf16 by their producers: in_proj writes xz (as torch's autocast does),
- * which the conv and the scan's gate read as it is; the conv writes xs only in bf16 (xs16), which x_proj's GEMMs
- * and the scan read (torch's autocast hands the scan a bf16 input too); dt_proj writes dt in bf16 (dt16) and the
- * scan's backward its gradient (as the reference's bf16 scan does); the scan writes out_proj's input g16 and
- * checkpoints of its state every SCAN_HK_STEPS steps, from which its backward recomputes the states (half its first
- * pass on the GPU, the whole of it on the CPU); x_proj's dt_low is rounded once (dtl16) for dt_proj's three GEMMs; the
- * backward writes dxz in bf16 for in_proj and x_proj's output gradient (dt_proj's d(dt_low), the scan's dB and dC) in
- * bf16 for x_proj; the model hands the input in bf16 too (ctx->u16). */
+/* What the forward keeps for the backward (per layer, in order): the in_proj output and the x_proj output (A =
+ * -exp(A_log) is computed by the scan where it reads it; inference reads it from ctx->canon). The rest of the
+ * intermediates live in a temp area shared by all layers and are recomputed by the backward from these (the conv and
+ * dt: cheap elementwise work and one small GEMM; the scan's backward recomputes its output and the gate). Lean (backend
+ * lean_acts, bf16 training on a GPU): the GEMM operands a bf16 GEMM rounds anyway are written in bf16 by their
+ * producers: in_proj writes xz (as torch's autocast does), which the conv and the scan's gate read as it is; the conv
+ * writes xs only in bf16 (xs16), which x_proj's GEMMs and the scan read (torch's autocast hands the scan a bf16 input
+ * too); dt_proj writes dt in bf16 (dt16) and the scan's backward its gradient (as the reference's bf16 scan does); the
+ * scan writes out_proj's input g16 and checkpoints of its state every SCAN_HK_STEPS steps, from which its backward
+ * recomputes the states (half its first pass on the GPU, the whole of it on the CPU); x_proj's dt_low is rounded once
+ * (dtl16) for dt_proj's three GEMMs; the backward writes dxz in bf16 for in_proj and x_proj's output gradient
+ * (dt_proj's d(dt_low), the scan's dB and dC) in bf16 for x_proj; the model hands the input in bf16 too (ctx->u16). */
 typedef struct {
     float *xz;    /* [rows, 2E] saved (temp in a lean backend's inference): in_proj output x | z */
     uint16_t *xz16; /* [rows, 2E] saved when lean: xz in bf16 (training) */
     float *dbc;   /* [rows, P]  saved: x_proj output dt_low | B | C */
     uint16_t *dtl16; /* [rows, R] saved in lean training: dt_low in bf16, rounded once for dt_proj's three GEMMs */
-    float *At;    /* [N, E]     saved: A = -exp(A_log), transposed (in training; inference reads ctx->canon) */
     uint16_t *hk; /* [B, SCAN_HK_COUNT(T), N, E] saved in lean training: the scan's state checkpoints (bf16) */
     float *xs;    /* [rows, E]  temp: SiLU(conv), the scan input */
     float *dt;    /* [rows, E]  temp: dt_proj(dt_low), before the bias and softplus (the scan applies them) */
@@ -137,11 +136,10 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     if (form == MIXER_ACTS_PLAIN) a.xz = p, p += rows * 2 * d.E;
     else a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
     a.dbc = p, p += rows * d.P;
-    if (form == MIXER_ACTS_LEAN_TRAIN) a.dtl16 = (uint16_t *)p, p += bf16_floats(rows * d.R);
-    a.At = p;
     if (form == MIXER_ACTS_LEAN_TRAIN) {
         const size_t h = bf16_floats(rows * d.E);
-        a.hk = (uint16_t *)(p + (size_t)d.N * d.E);
+        a.dtl16 = (uint16_t *)p, p += bf16_floats(rows * d.R);
+        a.hk = (uint16_t *)p;
         a.xs16 = (uint16_t *)q, a.dt16 = (uint16_t *)(q + h), a.g16 = (uint16_t *)(q + 2 * h);
         return a;
     }
@@ -158,7 +156,7 @@ static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int form) {
     const int train = form == MIXER_ACTS_LEAN_TRAIN;
     const size_t hk = train ? bf16_floats((size_t)B * SCAN_HK_COUNT(T) * d.N * d.E) : 0;
     const size_t dtl = train ? bf16_floats(rows * d.R) : 0;
-    return rows * ((form != MIXER_ACTS_PLAIN ? 1 : 2) * (size_t)d.E + d.P) + dtl + (size_t)d.N * d.E + hk;
+    return rows * ((form != MIXER_ACTS_PLAIN ? 1 : 2) * (size_t)d.E + d.P) + dtl + hk;
 }
 
 static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
@@ -212,10 +210,24 @@ static size_t mamba1_state_floats(const ssm_config *c) {
  * (xz16): x, dt and z in bf16 as the conv, dt_proj and in_proj write them. */
 static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
                               int T, int xz16) {
-    return (scan_args){.x = xz16 ? NULL : a->xs, .x16 = xz16 ? a->xs16 : NULL, .dt = xz16 ? NULL : a->dt,
-                       .dt16 = xz16 ? a->dt16 : NULL, .dt_bias = v->dt_b, .At = At, .Bm = a->dbc + d.R,
-                       .Cm = a->dbc + d.R + d.N, .ldbc = d.P, .Dv = v->D, .z = xz16 ? NULL : a->xz + d.E,
-                       .z16 = xz16 ? a->xz16 + d.E : NULL, .ldz = 2 * d.E, .B = B, .T = T, .E = d.E, .N = d.N,
+    return (scan_args){.x = xz16 ? NULL : a->xs,
+                       .x16 = xz16 ? a->xs16 : NULL,
+                       .dt = xz16 ? NULL : a->dt,
+                       .dt16 = xz16 ? a->dt16 : NULL,
+                       .dt_bias = v->dt_b,
+                       .At = At,
+                       .A_log = At ? NULL : v->A_log,
+                       .Bm = a->dbc + d.R,
+                       .Cm = a->dbc + d.R + d.N,
+                       .ldbc = d.P,
+                       .Dv = v->D,
+                       .z = xz16 ? NULL : a->xz + d.E,
+                       .z16 = xz16 ? a->xz16 + d.E : NULL,
+                       .ldz = 2 * d.E,
+                       .B = B,
+                       .T = T,
+                       .E = d.E,
+                       .N = d.N,
                        .hk = xz16 ? a->hk : NULL};
 }
 
@@ -256,9 +268,7 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     } else
         mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
     dt_proj_fwd(ctx, &a, &v, d, rows, lean); /* dt = dt_proj(dt_low) */
-    const float *At = ctx->canon;
-    if (!At) be->neg_exp_transpose(a.At, v.A_log, d.E, d.N), At = a.At;            /* A = -exp(A_log) */
-    const scan_args s = scan_args_of(&a, &v, At, d, B, T, lean);
+    const scan_args s = scan_args_of(&a, &v, ctx->canon, d, B, T, lean); /* (training: A from A_log in the scan) */
     if (lean) {
         be->scan_fwd(&s, NULL, a.g16, NULL); /* g = scan(..) * silu(z) */
         if (ctx->out16) /* out_proj, bf16 out (with its bias) */
@@ -296,7 +306,7 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
         be->matmul_bwd16(dy, NULL, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
     else be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
     if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
-    const scan_args s = scan_args_of(&a, &v, a.At, d, B, T, a.xz16 != NULL);
+    const scan_args s = scan_args_of(&a, &v, NULL, d, B, T, a.xz16 != NULL);
     /* lean: dxz in bf16, as in_proj's GEMMs read it (not with an in_proj bias: its gradient sums dxz in float32);
      * ddt in bf16, as dt_proj's GEMMs take it */
     const scan_grads sg = {.dx = dxs,

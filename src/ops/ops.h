@@ -100,6 +100,8 @@ typedef struct {
     const uint16_t *dt16; /* or dt in bf16 (exactly one of dt, dt16): lean training, as the reference's autocast */
     const float *dt_bias; /* [E] */
     const float *At;      /* [N, E]: A transposed (state-major, so channels are contiguous) */
+    const float *A_log;   /* or [E, N] A_log, A = -exp(A_log) (exactly one of At, A_log): training, whose A changes
+                           * every step, hands the parameter and the scan computes A where it reads it */
     const float *Bm, *Cm; /* [B, T, N] with row stride ldbc */
     int ldbc;
     const float *Dv; /* [E] */

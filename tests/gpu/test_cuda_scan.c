@@ -174,6 +174,28 @@ static void check_case(int B, int T, int E, int N, int gated) {
         EXPECT((e = test_rel_err(got, cpu, na)) < 1e-5, "dA_log: rel err %.2e against the CPU", e);
         cudaFree(gdat), cudaFree(gdal), free(cpu), free(sum), free(got), free(want);
     }
+    { /* A from A_log inside the scan (training): the same bits as from At = neg_exp_transpose(A_log) on the device */
+        float *alog = xmalloc(sizeof(float) * na); /* (from At's values: the shared random stream stays as it was) */
+        for (size_t i = 0; i < na; i++)
+            alog[i] = logf(0.5f + fabsf(At[i]));
+        float *galog = gpu_floats(alog, na), *gAt2 = gpu_floats(NULL, na);
+        neg_exp_transpose_cuda(gAt2, galog, E, N);
+        scan_args s1 = gs, s2 = gs;
+        s1.At = gAt2, s2.At = NULL, s2.A_log = galog;
+        float *r[2][3];
+        for (int v = 0; v < 2; v++) {
+            CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
+            scan_fwd_cuda(v ? &s2 : &s1, gy, NULL, NULL);
+            scan_bwd_cuda(v ? &s2 : &s1, &gg, gdy);
+            r[v][0] = host_floats(gy, nx), r[v][1] = host_floats(gdx, nx), r[v][2] = host_floats(gdA, na);
+        }
+        EXPECT(!memcmp(r[0][0], r[1][0], sizeof(float) * nx) && !memcmp(r[0][1], r[1][1], sizeof(float) * nx) &&
+                   !memcmp(r[0][2], r[1][2], sizeof(float) * na),
+               "the scan from A_log differs from the scan from At");
+        for (int v = 0; v < 2; v++)
+            free(r[v][0]), free(r[v][1]), free(r[v][2]);
+        cudaFree(galog), cudaFree(gAt2), free(alog);
+    }
     if (gated) { /* bf16 outputs (the lean path): the float32 ones of the same kernels, rounded */
         uint16_t *g16, *want = xmalloc(sizeof(uint16_t) * nx), *got = xmalloc(sizeof(uint16_t) * nx);
         CUDA_CHECK(cudaMalloc((void **)&g16, sizeof(uint16_t) * nx));

@@ -74,7 +74,24 @@ static void hk_load(const scan_args *s, vf *hs, int b, int j, int e0, int nw) {
     }
 }
 
+/* s with At in place of A_log (neg_exp_transpose into *At, which the caller frees), or s itself */
+static const scan_args *with_At(const scan_args *s, scan_args *w, float **At) {
+    *At = NULL;
+    if (!s->A_log) return s;
+    *At = xmalloc(sizeof(float) * ((size_t)s->N * s->E + 1));
+    neg_exp_transpose(*At, s->A_log, s->E, s->N);
+    *w = *s, w->At = *At, w->A_log = NULL;
+    return w;
+}
+
 void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
+    if (s->A_log) {
+        scan_args w;
+        float *At;
+        scan_fwd(with_At(s, &w, &At), out, out16, h);
+        free(At);
+        return;
+    }
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
@@ -123,6 +140,13 @@ void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
 }
 
 void scan_fwd_ref(const scan_args *s, float *out, float *h) {
+    if (s->A_log) {
+        scan_args w;
+        float *At;
+        scan_fwd_ref(with_At(s, &w, &At), out, h);
+        free(At);
+        return;
+    }
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
@@ -241,6 +265,13 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
 }
 
 void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
+    if (s->A_log) {
+        scan_args w;
+        float *At;
+        scan_bwd(with_At(s, &w, &At), g, dout);
+        free(At);
+        return;
+    }
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];

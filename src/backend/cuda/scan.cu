@@ -87,6 +87,12 @@ __device__ __forceinline__ static float softplus_(float v) { // (the unused sigm
 // through cancellation)
 __device__ __forceinline__ static float sigmoid_(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
 
+// A [n][e], the decay rate: At's value, or -exp(A_log [e][n]) where the caller hands A_log (training: each layer's A
+// computed where the scan reads it, with the accurate expf of neg_exp_transpose, so the same bits).
+__device__ __forceinline__ static float a_rate(const float *At, const float *A_log, int n, int e, int E, int N) {
+    return At ? At[(size_t)n * E + e] : -expf(A_log[(size_t)e * N + n]);
+}
+
 // The gate z is float32 or bf16 (the lean path's xz): the kernels take its type TZ and read it through gate_ld().
 __device__ __forceinline__ static float gate_ld(const float *z, size_t i) { return z[i]; }
 __device__ __forceinline__ static float gate_ld(const __nv_bfloat16 *z, size_t i) { return __bfloat162float(z[i]); }
@@ -246,9 +252,9 @@ template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
                     __nv_bfloat16 *__restrict__ hk, const TX *__restrict__ x, const TD *__restrict__ dt,
-                    const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ Bm,
-                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
-                    int ldz, int T, int E, int N) {
+                    const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ A_log,
+                    const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
+                    const TZ *__restrict__ z, int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     static_assert(SCAN_HK_STEPS % ITEMS == 0, "the checkpoints must fall on the starts of a thread's steps");
     const int NP = (N + NG - 1) / NG * NG;
@@ -272,7 +278,7 @@ __global__ void __launch_bounds__(W * 32)
     for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
         const int n = i >> 5, l = i & 31;
         const bool ok = n < N && e0 + l < E;
-        a2s[i] = ok ? At[(size_t)n * E + e0 + l] * SCAN_LOG2E : 0.0f;
+        a2s[i] = ok ? a_rate(At, A_log, n, e0 + l, E, N) * SCAN_LOG2E : 0.0f;
         carry[i] = ok && h ? h[((size_t)b * E + e0 + l) * N + n] : 0.0f;
     }
     const float d = live ? Dv[e] : 0.0f, bias = live ? dt_bias[e] : 0.0f;
@@ -386,14 +392,14 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx16, float *__restrict__ ddt,
-                    __nv_bfloat16 *__restrict__ ddt16,
-                    float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16, int lddz, float *__restrict__ out,
-                    __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc, float *__restrict__ dA_part,
-                    float *__restrict__ dD_part, float *__restrict__ db_part, float *__restrict__ hb,
-                    const __nv_bfloat16 *__restrict__ hk, const TY *__restrict__ dy, const TX *__restrict__ x,
-                    const TD *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
-                    const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
-                    const TZ *__restrict__ z, int ldz, int T, int E, int N) {
+                    __nv_bfloat16 *__restrict__ ddt16, float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16,
+                    int lddz, float *__restrict__ out, __nv_bfloat16 *__restrict__ out16, float *__restrict__ part_bc,
+                    float *__restrict__ dA_part, float *__restrict__ dD_part, float *__restrict__ db_part,
+                    float *__restrict__ hb, const __nv_bfloat16 *__restrict__ hk, const TY *__restrict__ dy,
+                    const TX *__restrict__ x, const TD *__restrict__ dt, const float *__restrict__ dt_bias,
+                    const float *__restrict__ At, const float *__restrict__ A_log, const float *__restrict__ Bm,
+                    const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
+                    int ldz, int T, int E, int N) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS, EVERY = SCAN_HK_STEPS / CH; // chunks per checkpoint
     static_assert(SCAN_HK_STEPS % CH == 0, "the checkpoints must fall on chunk starts");
     const int NP = (N + NG - 1) / NG * NG;
@@ -448,7 +454,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     cp_async_commit();
     for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
         const int n = i >> 5, l = i & 31;
-        const float a = n < N && e0 + l < E ? At[(size_t)n * E + e0 + l] : 0.0f;
+        const float a = n < N && e0 + l < E ? a_rate(At, A_log, n, e0 + l, E, N) : 0.0f;
         As[i] = a;
         a2s[i] = a * SCAN_LOG2E;
         cfw[i] = crv[i] = crv[NP * 32 + i] = 0.0f;
@@ -730,15 +736,15 @@ __global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, __nv_bfloat16 *dB16, 
 
 // dAt [N, E] += sum over b of dA_part[b] (or dA_log [E, N] += that sum times At, transposed); dDv, dbias [E] += sums
 // over b of dD_part[b], db_part[b]; in b order.
-__global__ void scan_bwd_reduce_ad(float *dAt, float *dA_log, const float *At, float *dDv, float *dbias,
-                                   const float *dA_part, const float *dD_part, const float *db_part, int B, int N,
-                                   int E) {
+__global__ void scan_bwd_reduce_ad(float *dAt, float *dA_log, const float *At, const float *A_log, float *dDv,
+                                   float *dbias, const float *dA_part, const float *dD_part, const float *db_part,
+                                   int B, int N, int E) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over N * E + E
     if (i < (size_t)N * E) {
         float s = 0.0f;
         for (int b = 0; b < B; b++) s += dA_part[(size_t)b * N * E + i];
         if (dA_log)
-            dA_log[(i % E) * N + i / E] += s * At[i];
+            dA_log[(i % E) * N + i / E] += s * a_rate(At, A_log, (int)(i / E), (int)(i % E), E, N);
         else
             dAt[i] += s;
     } else if (i < (size_t)N * E + E) {
@@ -790,9 +796,9 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
     static size_t smem_set;
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>
-        <<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At,
-                                                       s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, s->T, s->E, s->N);
+    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
+        y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz,
+        s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -809,16 +815,16 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, (__nv_bfloat16 *)g->dx16, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz, g->out,
-        (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt,
-        s->dt_bias, s->At, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
+        g->dx, (__nv_bfloat16 *)g->dx16, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz,
+        g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x,
+        dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(
         g->dBm, g->dCm, (__nv_bfloat16 *)g->dBm16, (__nv_bfloat16 *)g->dCm16, g->lddbc, part_bc, nblk, T, N, NP, B);
     CUDA_CHECK_LAUNCH();
-    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dA_log, s->At, g->dDv, g->ddt_bias, dA_part,
-                                                               dD_part, db_part, B, N, E);
+    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias,
+                                                               dA_part, dD_part, db_part, B, N, E);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -856,9 +862,9 @@ static void check_state_size(int N) {
 // read and written coalesced; the chunked kernel would stage and compose a whole chunk for the one real step.
 __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, const float *x,
                                         const __nv_bfloat16 *x16, const float *dt, const __nv_bfloat16 *dt16,
-                                        const float *dt_bias, const float *At, const float *Bm, const float *Cm,
-                                        int ldbc, const float *Dv, const float *z, const __nv_bfloat16 *z16, int ldg,
-                                        int B, int E, int N, int NP) {
+                                        const float *dt_bias, const float *At, const float *A_log, const float *Bm,
+                                        const float *Cm, int ldbc, const float *Dv, const float *z,
+                                        const __nv_bfloat16 *z16, int ldg, int B, int E, int N, int NP) {
     const size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x, i = t / NP; // i indexes x, dt, y [B, 1, E]
     const int n = (int)(t % NP);
     const bool live = i < (size_t)B * E; // every lane stays for the shuffles
@@ -869,7 +875,8 @@ __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, 
         if (n < N) {
             const float dv = softplus_((dt16 ? __bfloat162float(dt16[i]) : dt[i]) + dt_bias[e]);
             float *hp = h ? h + i * N + n : NULL; // h [B, E, N]
-            const float hn = (hp ? *hp * expf(dv * At[(size_t)n * E + e]) : 0.0f) + dv * xv * Bm[(size_t)b * ldbc + n];
+            const float hn =
+                (hp ? *hp * expf(dv * a_rate(At, A_log, n, e, E, N)) : 0.0f) + dv * xv * Bm[(size_t)b * ldbc + n];
             if (hp) *hp = hn;
             c = Cm[(size_t)b * ldbc + n] * hn;
         }
@@ -895,7 +902,7 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
         const size_t threads = (size_t)s->B * s->E * NP;
         scan_step_kernel<<<(unsigned)((threads + 127) / 128), 128>>>(
             out, o16, h, s->x, (const __nv_bfloat16 *)s->x16, s->dt, (const __nv_bfloat16 *)s->dt16, s->dt_bias, s->At,
-            s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N, NP);
+            s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N, NP);
         CUDA_CHECK_LAUNCH();
         return;
     }
