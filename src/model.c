@@ -276,11 +276,10 @@ void model_train_backward(ssm_model *m, float loss_scale) {
     const backend *be = m->be;
     float *dw = m->dw;
 
-    double sum;
-    int count;
-    /* the loss is a mean over the forward's counted positions; logits become dlogits in place */
-    be->xent_fwd_bwd(&sum, &count, a->logits, a->logits, a->targets, rows, V,
-                 a->n_targets ? loss_scale / a->n_targets : 0.0f);
+    /* the loss is a mean over the forward's counted positions; logits become dlogits in place (the forward has the
+     * loss: no totals here) */
+    be->xent_fwd_bwd(NULL, NULL, a->logits, a->logits, a->targets, rows, V,
+                     a->n_targets ? loss_scale / a->n_targets : 0.0f);
     float *dlogits = a->logits;
     /* the head's gradients (the embedding's, when tied) */
     be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V,

@@ -163,7 +163,8 @@ void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int 
 
 /* ---- loss ----------------------------------------------------------------------------------------- */
 /* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale.
- * targets < 0 are ignored (not counted). Returns the summed (not mean) loss in *sum, count in *n. */
+ * targets < 0 are ignored (not counted). Returns the summed (not mean) loss in *sum, count in *n; both may be NULL
+ * (the gradient alone: on a GPU, no wait for the device). */
 void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
                   int V, float scale);
 

@@ -461,6 +461,14 @@ static void test_xent(void) {
             EXPECT(rep == 0 || memcmp(&gsum[0], &gsum[1], sizeof sum) == 0, "two CUDA sums differ");
         }
     check("dlogits", g, dl, n, 1e-5);
+    { /* the gradient alone (sum and count NULL, as the training backward asks): the same bits */
+        float *d_l = gpu_to_dev(logits, FB(n)), *d_dl = gpu_to_dev(NULL, FB(n)), *alone = malloc(FB(n));
+        int *d_t = gpu_to_dev(targets, sizeof targets);
+        xent_fwd_bwd_cuda(NULL, NULL, d_dl, d_l, d_t, rows, V, scale);
+        gpu_to_host(alone, d_dl, FB(n));
+        EXPECT(!memcmp(alone, g[0], FB(n)), "dlogits without the totals differ");
+        cudaFree(d_l), cudaFree(d_dl), cudaFree(d_t), free(alone);
+    }
     free(dl), free(g[0]), free(g[1]), free(logits);
     TEST_END();
 }

@@ -716,9 +716,10 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
 
 // dB, dC [B*T, N] (stride lddbc) = the block partials part_bc [B][nblk][NP][2][T] summed in block order; or the
 // sums rounded to bf16 into dB16, dC16 (lean training: x_proj's backward GEMMs read them so).
-__global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, __nv_bfloat16 *dB16, __nv_bfloat16 *dC16, int lddbc,
-                                   const float *part_bc, int nblk, int T, int N, int NP, int B) {
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over B * N * 2 * T, t fastest
+__device__ __forceinline__ static void reduce_bc(size_t i, float *dBm, float *dCm, __nv_bfloat16 *dB16,
+                                                 __nv_bfloat16 *dC16, int lddbc, const float *part_bc, int nblk, int T,
+                                                 int N, int NP, int B) {
+    // i over B * N * 2 * T, t fastest
     if (i >= (size_t)B * N * 2 * T) return;
     const int t = (int)(i % T);
     size_t r = i / T;
@@ -736,10 +737,10 @@ __global__ void scan_bwd_reduce_bc(float *dBm, float *dCm, __nv_bfloat16 *dB16, 
 
 // dAt [N, E] += sum over b of dA_part[b] (or dA_log [E, N] += that sum times At, transposed); dDv, dbias [E] += sums
 // over b of dD_part[b], db_part[b]; in b order.
-__global__ void scan_bwd_reduce_ad(float *dAt, float *dA_log, const float *At, const float *A_log, float *dDv,
-                                   float *dbias, const float *dA_part, const float *dD_part, const float *db_part,
-                                   int B, int N, int E) {
-    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; // over N * E + E
+__device__ __forceinline__ static void reduce_ad(size_t i, float *dAt, float *dA_log, const float *At,
+                                                 const float *A_log, float *dDv, float *dbias, const float *dA_part,
+                                                 const float *dD_part, const float *db_part, int B, int N, int E) {
+    // i over N * E + E
     if (i < (size_t)N * E) {
         float s = 0.0f;
         for (int b = 0; b < B; b++) s += dA_part[(size_t)b * N * E + i];
@@ -754,6 +755,19 @@ __global__ void scan_bwd_reduce_ad(float *dAt, float *dA_log, const float *At, c
         dDv[e] += s;
         dbias[e] += sb;
     }
+}
+
+// Both in one launch: the first bc_blocks blocks of 256 threads sum dB, dC, the rest dA (or dA_log), dD, dbias.
+__global__ void scan_bwd_reduce(unsigned bc_blocks, float *dBm, float *dCm, __nv_bfloat16 *dB16, __nv_bfloat16 *dC16,
+                                int lddbc, const float *part_bc, int nblk, int T, float *dAt, float *dA_log,
+                                const float *At, const float *A_log, float *dDv, float *dbias, const float *dA_part,
+                                const float *dD_part, const float *db_part, int B, int N, int NP, int E) {
+    if (blockIdx.x < bc_blocks)
+        reduce_bc((size_t)blockIdx.x * blockDim.x + threadIdx.x, dBm, dCm, dB16, dC16, lddbc, part_bc, nblk, T, N, NP,
+                  B);
+    else
+        reduce_ad((size_t)(blockIdx.x - bc_blocks) * blockDim.x + threadIdx.x, dAt, dA_log, At, A_log, dDv, dbias,
+                  dA_part, dD_part, db_part, B, N, E);
 }
 
 // Grow-only device scratch for the backward's partials (not thread-safe: one model per process for now).
@@ -820,11 +834,10 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
         dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
-    scan_bwd_reduce_bc<<<(unsigned)((nbc + 255) / 256), 256>>>(
-        g->dBm, g->dCm, (__nv_bfloat16 *)g->dBm16, (__nv_bfloat16 *)g->dCm16, g->lddbc, part_bc, nblk, T, N, NP, B);
-    CUDA_CHECK_LAUNCH();
-    scan_bwd_reduce_ad<<<(unsigned)((nad + 255) / 256), 256>>>(g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias,
-                                                               dA_part, dD_part, db_part, B, N, E);
+    const unsigned bc_blocks = (unsigned)((nbc + 255) / 256), ad_blocks = (unsigned)((nad + 255) / 256);
+    scan_bwd_reduce<<<bc_blocks + ad_blocks, 256>>>(
+        bc_blocks, g->dBm, g->dCm, (__nv_bfloat16 *)g->dBm16, (__nv_bfloat16 *)g->dCm16, g->lddbc, part_bc, nblk, T,
+        g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias, dA_part, dD_part, db_part, B, N, NP, E);
     CUDA_CHECK_LAUNCH();
 }
 
