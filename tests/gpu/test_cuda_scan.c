@@ -129,9 +129,9 @@ static void check_case(int B, int T, int E, int N, int gated) {
                !memcmp(rdD2, rdD, sizeof(float) * E) && !memcmp(rdb2, rdb, sizeof(float) * E) &&
                !memcmp(rdz2, rdz, sizeof(float) * nz),
            "a second backward differs");
-    if (SCAN_HK_COUNT(T) > 0) { /* training's state checkpoints (every 64 steps, bf16): the GPU's are the CPU's (rounded
-                                 * from states 1e-6 apart: within a bf16 step), and from the same ones the backward
-                                 * matches, every output */
+    if (SCAN_HK_COUNT(T) > 0) { /* training's state checkpoints (every SCAN_HK_STEPS steps, bf16): the GPU's are the
+                                 * CPU's (rounded from states 1e-6 apart: within a bf16 step), and from the same ones
+                                 * the backward matches, every output */
         const size_t nk = (size_t)B * SCAN_HK_COUNT(T) * N * E;
         uint16_t *hk = xmalloc(sizeof(uint16_t) * nk), *got = xmalloc(sizeof(uint16_t) * nk), *ghk;
         CUDA_CHECK(cudaMalloc((void **)&ghk, sizeof(uint16_t) * nk));
@@ -141,7 +141,14 @@ static void check_case(int B, int T, int E, int N, int gated) {
         scan_fwd_cuda(&gsk, gy, NULL, NULL);
         CUDA_CHECK(cudaMemcpy(got, ghk, sizeof(uint16_t) * nk, cudaMemcpyDeviceToHost));
         float *hw = f32_from_bf16_rows(hk, (int)nk, 1, (int)nk), *gw = f32_from_bf16_rows(got, (int)nk, 1, (int)nk);
-        EXPECT((e = test_rel_err(gw, hw, nk)) < 1e-3, "checkpoints: rel err %.2e", e);
+        float top = 0.0f; /* each within one bf16 step of the CPU's (8 significant bits: 2^-7 of the value), plus
+                           * the float32 states' own difference (1e-5 of the largest) */
+        for (size_t i = 0; i < nk; i++)
+            top = fmaxf(top, fabsf(hw[i]));
+        size_t apart = 0;
+        for (size_t i = 0; i < nk; i++)
+            apart += fabsf(gw[i] - hw[i]) > 0x1p-7f * fabsf(hw[i]) + 1e-5f * top;
+        EXPECT(apart == 0, "checkpoints: %zu of %zu more than one bf16 step from the CPU's", apart, nk);
         CUDA_CHECK(cudaMemcpy(ghk, hk, sizeof(uint16_t) * nk, cudaMemcpyHostToDevice));
         memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
         scan_bwd(&sk, &g, dy);
