@@ -45,6 +45,7 @@ const backend backend_cpu = {
     .conv1d_silu_fwd = conv1d_silu_fwd,
     .conv1d_silu_bwd = conv1d_silu_bwd,
     .conv1d_state_update = conv1d_state_update,
+    .conv1d_silu_step = conv1d_silu_step,
     .scan_fwd = scan_fwd,
     .scan_bwd = scan_bwd,
     .neg_exp_transpose = neg_exp_transpose,

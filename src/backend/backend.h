@@ -71,6 +71,8 @@ typedef struct backend {
                             const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
                             const float *bias, int B, int T, int C, int K);
     void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
+    void (*conv1d_silu_step)(float *out, const float *x, int ldx, float *state, const float *w, const float *bias,
+                             int B, int C, int K);
     void (*scan_fwd)(const scan_args *s, float *out, uint16_t *out16, float *h);
     void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);
     void (*neg_exp_transpose)(float *At, const float *A_log, int E, int N);

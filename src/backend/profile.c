@@ -124,6 +124,12 @@ static void p_conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, fl
     inner->conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, dout16, x, x16, ldx, w, bias, B, T, C, K);
     prof_end(11, "conv1d_silu_bwd", "other", t0);
 }
+static void p_conv1d_silu_step(float *out, const float *x, int ldx, float *state, const float *w, const float *bias,
+                               int B, int C, int K) {
+    double t0 = prof_begin();
+    inner->conv1d_silu_step(out, x, ldx, state, w, bias, B, C, K);
+    prof_end(28, "conv1d_silu_step", "other", t0);
+}
 static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
     double t0 = prof_begin();
     inner->conv1d_state_update(state, x, ldx, B, T, C, K);
@@ -203,6 +209,7 @@ const backend *profile_wrap(const backend *in) {
     wrapped.conv1d_silu_fwd = p_conv1d_silu_fwd;
     wrapped.conv1d_silu_bwd = p_conv1d_silu_bwd;
     wrapped.conv1d_state_update = p_conv1d_state_update;
+    wrapped.conv1d_silu_step = p_conv1d_silu_step;
     wrapped.scan_fwd = p_scan_fwd;
     wrapped.scan_bwd = p_scan_bwd;
     wrapped.neg_exp_transpose = p_neg_exp_transpose;

@@ -258,8 +258,12 @@ static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float 
     } else {
         mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
         if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
-        be->conv1d_silu_fwd(a.xs, NULL, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
-        if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
+        if (conv_state && T == 1) /* a decode step: output and state advance in one pass */
+            be->conv1d_silu_step(a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, d.E, d.K);
+        else {
+            be->conv1d_silu_fwd(a.xs, NULL, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+            if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
+        }
     }
     /* dt_low, B, C = x_proj(x) */
     if (lean) {

@@ -86,6 +86,10 @@ void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbia
                      const float *bias, int B, int T, int C, int K);
 /* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
 void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K);
+/* One decode step (T = 1) in one pass: conv1d_silu_fwd(out, NULL, x, NULL, ldx, state, w, bias, B, 1, C, K), then
+ * conv1d_state_update(state, x, ldx, B, 1, C, K). */
+void conv1d_silu_step(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
+                      int C, int K);
 
 /* ---- selective scan (Mamba-1: one decay per channel and state) --------------------------------- */
 /* The scan fused with what surrounds it in a Mamba-1 layer (the dt softplus before, the SiLU gate after):

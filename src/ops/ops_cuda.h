@@ -106,6 +106,8 @@ void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float *dw, float 
                           const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
                           const float *bias, int B, int T, int C, int K);
 void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K);
+void conv1d_silu_step_cuda(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
+                           int C, int K);
 
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
 void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N);

@@ -356,6 +356,35 @@ static void test_conv1d(int B, int T, int C, int K) {
         free(st), free(g[0]), free(g[1]);
     }
     TEST_END();
+
+    snprintf(name, sizeof name,
+             "CUDA conv1d_silu_step = conv1d_silu_fwd then conv1d_state_update (T = 1) on the GPU "
+             "exactly, the CPU's within 1e-5 (state exactly): B %d, C %d, K %d",
+             B, C, K);
+    TEST_BEGIN(name);
+    {
+        const size_t no = (size_t)B * C, nx1 = (size_t)B * ldx;
+        float *out = malloc(FB(no)), *st = copy_vec(init, ns), *go[2], *gs[2];
+        conv1d_silu_step(out, x, ldx, st, w, bias, B, C, K);
+        for (int two = 0; two < 2; two++) { /* 0: the step op, 1: the two ops it replaces */
+            float *d_x = gpu_to_dev(x, FB(nx1)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
+            float *d_s = gpu_to_dev(init, FB(ns)), *d_o = gpu_to_dev(NULL, FB(no));
+            if (two) {
+                conv1d_silu_fwd_cuda(d_o, NULL, d_x, NULL, ldx, d_s, d_w, d_b, B, 1, C, K);
+                conv1d_state_update_cuda(d_s, d_x, ldx, B, 1, C, K);
+            } else
+                conv1d_silu_step_cuda(d_o, d_x, ldx, d_s, d_w, d_b, B, C, K);
+            gpu_to_host(go[two] = malloc(FB(no)), d_o, FB(no));
+            gpu_to_host(gs[two] = malloc(FB(ns)), d_s, FB(ns));
+            cudaFree(d_x), cudaFree(d_w), cudaFree(d_b), cudaFree(d_s), cudaFree(d_o);
+        }
+        EXPECT(!memcmp(go[0], go[1], FB(no)) && !memcmp(gs[0], gs[1], FB(ns)),
+               "the step op differs from conv1d_silu_fwd + conv1d_state_update");
+        check("step out", go, out, no, 1e-5);
+        check("step state", gs, st, ns, 0.0);
+        free(out), free(st), free(go[0]), free(go[1]), free(gs[0]), free(gs[1]);
+    }
+    TEST_END();
     free(x), free(w), free(bias), free(init), free(dout);
 }
 

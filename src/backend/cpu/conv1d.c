@@ -143,3 +143,9 @@ void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, in
                 st[k] = k + T < S ? st[k + T] : x[((size_t)b * T + (k + T - S)) * ldx + c];
         }
 }
+
+void conv1d_silu_step(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
+                      int C, int K) {
+    conv1d_silu_fwd(out, NULL, x, NULL, ldx, state, w, bias, B, 1, C, K);
+    conv1d_state_update(state, x, ldx, B, 1, C, K);
+}

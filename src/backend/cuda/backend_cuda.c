@@ -45,6 +45,7 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .conv1d_silu_fwd = conv1d_silu_fwd_cuda,                                                   \
         .conv1d_silu_bwd = conv1d_silu_bwd_cuda,                                                   \
         .conv1d_state_update = conv1d_state_update_cuda,                                           \
+        .conv1d_silu_step = conv1d_silu_step_cuda,                                                 \
         .scan_fwd = scan_fwd_cuda,                                                                 \
         .scan_bwd = scan_bwd_cuda,                                                                 \
         .neg_exp_transpose = neg_exp_transpose_cuda,                                               \

@@ -517,6 +517,34 @@ extern "C" void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float 
         conv1d_silu_bwd_any(dx, lddx, dw, dbias, dout, g16, x, ldx, w, bias, B, T, C, K);
 }
 
+// A decode step: a thread per (sequence, channel) computes the output from its state and input, as conv_pre does
+// (bias, then the taps oldest first), then shifts the state by one in place.
+__global__ static void conv1d_silu_step_kernel(float *out, const float *x, int ldx, float *state, const float *w,
+                                               const float *bias, int B, int C, int K) {
+    const size_t n = (size_t)B * C;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int b = (int)(i / C), c = (int)(i % C);
+        float *st = state + i * (K - 1);
+        const float *wc = w + (size_t)c * K, xv = x[(size_t)b * ldx + c];
+        float acc = bias ? bias[c] : 0.0f;
+        for (int k = 0; k < K - 1; k++)
+            acc += wc[k] * st[k];
+        acc += wc[K - 1] * xv;
+        out[i] = acc * sigmoidf_(acc);
+        for (int k = 0; k + 1 < K - 1; k++)
+            st[k] = st[k + 1];
+        if (K > 1) st[K - 2] = xv;
+    }
+}
+
+extern "C" void conv1d_silu_step_cuda(float *out, const float *x, int ldx, float *state, const float *w,
+                                      const float *bias, int B, int C, int K) {
+    const size_t n = (size_t)B * C;
+    if (n == 0) return;
+    conv1d_silu_step_kernel<<<elem_blocks(n), ELEM_THREADS>>>(out, x, ldx, state, w, bias, B, C, K);
+    CUDA_CHECK_LAUNCH();
+}
+
 extern "C" void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K) {
     const size_t n = (size_t)B * C;
     if (n == 0 || K <= 1) return;
