@@ -39,6 +39,7 @@ int ssm_config_resolve(ssm_config *cfg);
 
 ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed); /* reference initialization */
 ssm_model *ssm_model_load(const char *dir);                      /* config.json + model.safetensors */
+int ssm_config_load(const char *dir, ssm_config *cfg);           /* the config.json alone of a model dir */
 int ssm_model_save(const ssm_model *m, const char *dir);         /* atomic; HF MambaForCausalLM form */
 void ssm_model_free(ssm_model *m);
 const ssm_config *ssm_model_config(const ssm_model *m);
@@ -85,7 +86,8 @@ typedef struct {
     int eval_every;        /* steps between validation passes (and checkpoints) */
     long eval_bytes;       /* validation bytes per pass (0: the whole split) */
     uint64_t seed;
-    int resume;
+    int resume;            /* continue the run in out_dir from its checkpoint */
+    int overwrite;         /* a new run may replace an earlier run in out_dir (otherwise that is an error) */
     int stop_after;        /* >0: stop (with a checkpoint) after this many steps of this invocation */
     int quiet;             /* no progress line */
     const char *device;    /* "cpu" (default) or "cuda" */
@@ -94,8 +96,15 @@ typedef struct {
 } ssm_train_options;
 void ssm_train_options_default(ssm_train_options *t);
 /* Trains per the options (creating, or with resume continuing, the model in out_dir); progress on
- * stderr unless quiet. Returns 0, or -1 with ssm_last_error(). `cfg` is the shape of a new model. */
+ * stderr unless quiet. `cfg` is the shape of a new model; with resume it may be NULL, and otherwise must be
+ * the checkpoint's shape. One process at a time trains into out_dir (a lock; others get an error).
+ * Returns 0 when done, 1 when stopped by ssm_train_interrupt (with a checkpoint of the last step), or -1
+ * with ssm_last_error() (a run that diverged leaves its last checkpoint as it was). */
 int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
+/* Asks a running ssm_train to stop at the next step boundary, after saving a checkpoint. Async-signal-safe:
+ * meant for a SIGINT/SIGTERM handler. ssm_train_interrupted() returns the signal given (0: none). */
+void ssm_train_interrupt(int sig);
+int ssm_train_interrupted(void);
 
 /* Summed loss (nats) of the model on ids[0..n) read as one stream: chunks of `chunk` tokens, the
  * state carried across chunks, every token after the first predicted (n - 1 of them). */

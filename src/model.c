@@ -50,7 +50,7 @@ mixer_ctx model_mixer_ctx(const ssm_model *m, int l) {
                        &m->layout.items[m->layers[l].mixer], NULL};
 }
 
-ssm_model *model_alloc(const ssm_config *cfg) {
+ssm_model *model_layout_new(const ssm_config *cfg) {
     ssm_config c = *cfg;
     if (ssm_config_resolve(&c)) return NULL;
     ssm_model *m = xcalloc(1, sizeof *m);
@@ -76,15 +76,27 @@ ssm_model *model_alloc(const ssm_config *cfg) {
         m->head = L->n;
         params_add(L, "lm_head.weight", 1, 2, (int[]){c.vocab_size, c.d_model});
     }
-    m->w = xcalloc(L->total, sizeof(float));
     m->be = &backend_cpu;
-    m->wb = m->w;
     return m;
 }
 
+int model_alloc_weights(ssm_model *m) {
+    const double gb = m->layout.total * sizeof(float) / 1e9;
+    m->w = calloc(m->layout.total, sizeof(float)); /* the size comes from a user's config: not a CHECK */
+    if (!m->w)
+        return ssm_error("cannot allocate %.2f GB for the model's %zu parameters: a smaller model (--d-model, "
+                         "--n-layer) or a machine with more memory", gb, m->layout.total);
+    m->wb = m->w;
+    return 0;
+}
+
 ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed) {
-    ssm_model *m = model_alloc(cfg);
+    ssm_model *m = model_layout_new(cfg);
     if (!m) return NULL;
+    if (model_alloc_weights(m)) {
+        ssm_model_free(m);
+        return NULL;
+    }
     rng_t rng = {seed};
     const param_info *emb = &m->layout.items[m->emb];
     for (size_t i = 0; i < emb->numel; i++) m->w[emb->offset + i] = 0.02f * rng_normal(&rng);

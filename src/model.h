@@ -83,8 +83,11 @@ struct ssm_state {
                      * workspace and plans, kernel attributes) */
 };
 
-/* Builds layout and layers for a resolved config with zeroed parameters. */
-ssm_model *model_alloc(const ssm_config *cfg);
+/* Builds the layout and layers of a config (resolved here); no parameter memory yet. */
+ssm_model *model_layout_new(const ssm_config *cfg);
+/* The host parameters of a model from model_layout_new (zeroed): 0, or -1 with a user-facing error when
+ * they do not fit in memory. Separate so that a loader can check a file's tensors first. */
+int model_alloc_weights(ssm_model *m);
 /* The forward of ssm_forward (all T positions, state carried) scored on the backend: returns the summed
  * cross-entropy (nats) of targets [n_seq*T] (targets < 0 ignored; *count gets how many were scored). The
  * logits never leave the device. */

@@ -2,13 +2,13 @@
  * clipping, gradient accumulation, validation in bits per byte, metrics and atomic checkpoints. */
 #include "train.h"
 #include "common.h"
-#include "io/json.h"
+#include "io/metrics_log.h"
+#include "io/run_dir.h"
 
-#include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 void ssm_optim_config_default(ssm_optim_config *o) {
@@ -157,19 +157,6 @@ static double eval_validation(const ssm_model *m, const dataset *d, const ssm_tr
     return total / count;
 }
 
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return ssm_error("%s: path too long", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) return ssm_error("%s: cannot create directory: %s", buf, strerror(errno));
-            *p = '/';
-        }
-    if (mkdir(buf, 0777) && errno != EEXIST) return ssm_error("%s: cannot create directory: %s", buf, strerror(errno));
-    return 0;
-}
-
 static double now_seconds(void) { return omp_get_wtime(); }
 
 static void format_eta(char *buf, size_t n, double seconds) {
@@ -178,10 +165,156 @@ static void format_eta(char *buf, size_t n, double seconds) {
     else snprintf(buf, n, "%ld:%02ld", s / 60, s % 60);
 }
 
+/* ---- the loop ------------------------------------------------------------------------------------------ */
+
+static volatile sig_atomic_t stop_signal; /* set by ssm_train_interrupt, read at step boundaries */
+
+void ssm_train_interrupt(int sig) { stop_signal = sig > 0 ? sig : SIGINT; }
+
+int ssm_train_interrupted(void) { return stop_signal; }
+
+/* Every option in range, named as the command line names it (the library's callers get the same words). */
+static int train_options_check(const ssm_train_options *t) {
+    const ssm_optim_config *o = &t->optim;
+#define NEED(cond, ...) \
+    if (!(cond)) return ssm_error(__VA_ARGS__)
+    NEED(t->batch >= 1 && t->seq_len >= 1 && t->grad_accum >= 1 && o->steps >= 1,
+         "--batch, --seq-len, --grad-accum and --steps must be at least 1");
+    NEED((long long)t->batch * t->seq_len <= (1LL << 30), "--batch x --seq-len = %lld bytes per micro-batch is too "
+         "many (at most 2^30); use --grad-accum for larger batches", (long long)t->batch * t->seq_len);
+    NEED(o->lr > 0 && isfinite(o->lr), "--lr must be positive (got %g)", o->lr);
+    NEED(o->min_lr >= 0 && o->min_lr <= o->lr, "--min-lr must be in [0, --lr = %g] (got %g)", o->lr, o->min_lr);
+    NEED(o->warmup >= 0, "--warmup must be 0 or more steps (got %d)", o->warmup);
+    NEED(o->weight_decay >= 0 && isfinite(o->weight_decay), "--weight-decay must be 0 or more (got %g)",
+         o->weight_decay);
+    NEED(o->clip >= 0 && isfinite(o->clip), "--clip must be 0 (off) or positive (got %g)", o->clip);
+    NEED(o->beta1 >= 0 && o->beta1 < 1 && o->beta2 >= 0 && o->beta2 < 1 && o->eps > 0,
+         "AdamW needs 0 <= beta1, beta2 < 1 and eps > 0");
+    NEED(t->eval_every >= 1, "--eval-every must be at least 1 step (got %d)", t->eval_every);
+    NEED(t->eval_bytes >= 0, "--eval-bytes must be 0 (all) or positive (got %ld)", t->eval_bytes);
+    NEED(t->val_fraction >= 0 && t->val_fraction < 1, "--val-fraction must be in [0, 1) (got %g)", t->val_fraction);
+    NEED(t->stop_after >= 0, "--stop-after must be 0 (off) or positive (got %d)", t->stop_after);
+#undef NEED
+    return 0;
+}
+
+/* Parameters, gradients and the two AdamW moments, all float32: the least a training run holds in host
+ * memory on the CPU. Refused before allocating when the machine cannot hold it. */
+static int train_memory_check(const ssm_config *cfg, const char *device) {
+    if (strcmp(device, "cpu")) return 0; /* the GPU backend reports its own out-of-memory, in one line */
+    ssm_model *shape = model_layout_new(cfg);
+    if (!shape) return -1;
+    const double need = 4.0 * sizeof(float) * shape->layout.total;
+    ssm_model_free(shape);
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const double have = pages > 0 && page > 0 ? (double)pages * page : 0;
+    if (have > 0 && need > have)
+        return ssm_error("this model needs %.1f GB for its parameters, gradients and AdamW moments, more than the "
+                         "%.1f GB of this machine: use a smaller --d-model or --n-layer", need / 1e9, have / 1e9);
+    return 0;
+}
+
+/* A collapse to a uniform output: every logit equal (loss ln V) and no gradient left to move away from it.
+ * Nothing is NaN, so only this test sees it; training cannot recover from it. */
+static int collapsed(double loss, double gnorm, int vocab) {
+    return gnorm == 0 || (fabs(loss - log((double)vocab)) < 1e-4 && gnorm < 1e-4);
+}
+
+/* The run directory for this invocation: locked, and either resumed (cfg NULL or the checkpoint's shape) or
+ * new (refusing to replace an earlier run unless t->overwrite). Opens the model, optimizer and metrics. */
+typedef struct {
+    run_lock lock;
+    char ckpt_dir[PATH_CAP], best_dir[PATH_CAP], metrics_path[PATH_CAP];
+    ssm_model *m;
+    adamw_state opt;
+    train_progress prog;
+    metrics_log metrics;
+    int new_metrics; /* this invocation created metrics.jsonl */
+} train_run;
+
+static int same_shape(const ssm_config *a, const ssm_config *b) {
+    ssm_config x = *a, y = *b;
+    if (ssm_config_resolve(&x) || ssm_config_resolve(&y)) return 0;
+    return x.d_model == y.d_model && x.n_layer == y.n_layer && x.d_state == y.d_state && x.d_conv == y.d_conv &&
+           x.expand == y.expand && x.dt_rank == y.dt_rank && x.vocab_size == y.vocab_size &&
+           !strcmp(x.layer_pattern, y.layer_pattern);
+}
+
+static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *cfg, const dataset *d) {
+    path_join(r->ckpt_dir, t->out_dir, "checkpoint");
+    path_join(r->best_dir, t->out_dir, "best");
+    path_join(r->metrics_path, t->out_dir, "metrics.jsonl");
+    r->metrics.fd = -1;
+    r->prog.best_val_loss = NAN;
+    if (run_lock_take(&r->lock, t->out_dir)) return -1;
+    if (t->resume) {
+        if (ckpt_load(r->ckpt_dir, &r->m, &r->opt, &r->prog)) return -1;
+        if (r->prog.step >= t->optim.steps)
+            return ssm_error("%s is at step %ld and --steps is %d: raise --steps to train further",
+                             r->ckpt_dir, r->prog.step, t->optim.steps);
+        if (cfg && !same_shape(cfg, &r->m->cfg)) {
+            const ssm_config *c = &r->m->cfg;
+            return ssm_error("%s holds a model of d_model %d, %d layers \"%s\", d_state %d: a resumed run keeps its "
+                             "model's shape; drop the shape options, or start a new run with another --out",
+                             r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->d_state);
+        }
+        if (!t->quiet && r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
+            fprintf(stderr, "note: resuming on %s, not the checkpoint's %s: from here the data differ from an "
+                            "uninterrupted run\n", t->data_path, r->prog.data_path);
+        else if (!t->quiet && r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
+            fprintf(stderr, "note: %s is %zu bytes, %lld when the checkpoint was saved: from here the data differ "
+                            "from an uninterrupted run\n", t->data_path, d->len, r->prog.data_bytes);
+        int dropped = 0;
+        if (metrics_resume(&r->metrics, r->metrics_path, r->prog.step, &dropped)) return -1;
+        if (dropped && !t->quiet)
+            fprintf(stderr, "note: %s: dropped %d line%s written after the checkpoint (step %ld) or torn by the "
+                            "interruption\n", r->metrics_path, dropped, dropped == 1 ? "" : "s", r->prog.step);
+        return 0;
+    }
+    if (run_dir_has_run(t->out_dir)) {
+        if (!t->overwrite)
+            return ssm_error("%s already holds a training run: continue it with --resume, start a new one with "
+                             "another --out, or replace it with --overwrite", t->out_dir);
+        if (run_dir_clear(t->out_dir)) return -1;
+    }
+    if (train_memory_check(cfg, t->device ? t->device : "cpu")) return -1;
+    if (!(r->m = ssm_model_new(cfg, t->seed))) return -1;
+    adamw_init(&r->opt, r->m);
+    r->prog.data_rng = t->seed ^ 0xDA7A5EEDull;
+    if (metrics_create(&r->metrics, r->metrics_path)) return -1;
+    r->new_metrics = 1;
+    return 0;
+}
+
+static void run_close(train_run *r, int failed_at_start) {
+    metrics_close(&r->metrics);
+    if (failed_at_start && r->new_metrics) unlink(r->metrics_path); /* a new run that never took a step */
+    adamw_free(&r->opt);
+    ssm_model_free(r->m);
+    run_lock_release(&r->lock, failed_at_start);
+}
+
+/* Validates, saves the checkpoint and, when the validation loss is the best so far, best/. */
+static int run_checkpoint(train_run *r, const ssm_train_options *t, const dataset *d, double *val_bpb) {
+    char line[256], num[64];
+    if (d->len > d->train_len) { /* --val-fraction 0: nothing held out, nothing to validate */
+        const double vl = eval_validation(r->m, d, t);
+        *val_bpb = vl / M_LN2;
+        snprintf(line, sizeof line, "{\"step\": %ld, \"val_loss\": %s, \"val_bpb\": %s}", r->prog.step,
+                 metrics_number(num, sizeof num, "%.6f", vl), metrics_number(num + 32, 32, "%.6f", vl / M_LN2));
+        if (metrics_write(&r->metrics, line)) return -1;
+        if (isfinite(vl) && !(vl >= r->prog.best_val_loss)) { /* NaN best: the first validation */
+            r->prog.best_val_loss = vl, r->prog.best_step = r->prog.step;
+            if (ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t)) return -1;
+            return ckpt_save_best(r->ckpt_dir, r->best_dir, r->prog.step, vl);
+        }
+    }
+    return ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t);
+}
+
 int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
-    if (t->batch < 1 || t->seq_len < 1 || t->grad_accum < 1 || t->optim.steps < 1)
-        return ssm_error("batch, seq-len, grad-accum and steps must be positive");
-    if (!(t->val_fraction >= 0 && t->val_fraction < 1)) return ssm_error("--val-fraction must be in [0, 1)");
+    if (train_options_check(t)) return -1;
+    if (!t->resume && !cfg) return ssm_error("a new run needs a model config");
     /* the device and precision are checked before anything is created on disk */
     const char *device = t->device ? t->device : "cpu";
     if (!backend_by_name(device)) return -1;
@@ -189,29 +322,14 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         return ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
     dataset d;
     if (data_open(&d, t->data_path, t->val_fraction, t->seq_len)) return -1;
-    char ckpt_dir[4096], metrics_path[4096];
-    snprintf(ckpt_dir, sizeof ckpt_dir, "%s/checkpoint", t->out_dir);
-    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", t->out_dir);
-    ssm_model *m = NULL;
-    adamw_state opt = {0};
-    train_progress prog = {0};
-    int rc = -1;
-    if (t->resume) {
-        if (ckpt_load(ckpt_dir, &m, &opt, &prog)) goto out;
-    } else {
-        if (mkdir_p(t->out_dir)) goto out;
-        if (!(m = ssm_model_new(cfg, t->seed))) goto out;
-        adamw_init(&opt, m);
-        prog.data_rng = t->seed ^ 0xDA7A5EEDull;
-    }
+    train_run r = {0};
+    int rc = -1, started = 0;
+    if (run_open(&r, t, cfg, &d)) goto out;
+    ssm_model *m = r.m;
+    r.prog.data_bytes = (long long)d.len;
     if (t->bf16) ssm_model_use_bf16(m);
     if (ssm_model_set_device(m, device)) goto out;
-    adamw_follow_model(&opt, m);
-    FILE *metrics = fopen(metrics_path, t->resume ? "a" : "w");
-    if (!metrics) {
-        ssm_error("%s: cannot open for writing: %s", metrics_path, strerror(errno));
-        goto out;
-    }
+    adamw_follow_model(&r.opt, m);
     const ssm_config *c = &m->cfg;
     if (!t->quiet)
         fprintf(stderr,
@@ -221,14 +339,17 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
                 ssm_model_state_bytes(m, -1) / 1024.0, m->be->name,
                 strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision", t->data_path, d.len,
                 d.train_len, d.len - d.train_len, t->resume ? "; resuming" : "");
+    started = 1;
     const int B = t->batch, T = t->seq_len;
     int *tok = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
-    rng_t data_rng = {prog.data_rng};
-    const long first = prog.step;
+    rng_t data_rng = {r.prog.data_rng};
+    const long first = r.prog.step;
+    long saved = r.prog.step; /* the step of the checkpoint on disk */
     const double t0 = now_seconds();
     double val_bpb = NAN, last_print = 0;
     const int tty = isatty(2);
-    for (long step = prog.step; step < t->optim.steps; step++) {
+    int warned_collapse = 0;
+    for (long step = r.prog.step; step < t->optim.steps && !stop_signal; step++) {
         const double ts = now_seconds();
         model_zero_grad(m);
         double loss = 0;
@@ -238,57 +359,69 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
             model_train_backward(m, 1.0f / t->grad_accum);
         }
         loss /= t->grad_accum;
-        if (!isfinite(loss)) {
-            ssm_error("training diverged at step %ld (loss %g); lower --lr or raise --warmup", step, loss);
-            fclose(metrics);
-            goto out_buffers;
-        }
-        double gnorm = grad_clip(m, t->optim.clip);
-        float lr = lr_at(&t->optim, step);
-        adamw_update(m, &opt, &t->optim, lr);
+        const double gnorm = grad_clip(m, t->optim.clip);
+        const float lr = lr_at(&t->optim, step);
         const double now = now_seconds(), elapsed = now - t0;
         const double bps = (double)B * T * t->grad_accum * (step + 1 - first) / elapsed;
-        prog.step = step + 1;
-        prog.data_rng = data_rng.state;
-        prog.tokens_seen += (double)B * T * t->grad_accum;
-        fprintf(metrics, "{\"step\": %ld, \"loss\": %.8f, \"bpb\": %.8f, \"lr\": %.6g, \"grad_norm\": %.6g, "
-                "\"step_ms\": %.2f, \"bytes_per_s\": %.1f}\n", prog.step, loss, loss / M_LN2, lr, gnorm,
-                (now - ts) * 1e3, bps);
-        const int last = prog.step == t->optim.steps || (t->stop_after > 0 && prog.step - first == t->stop_after);
-        if (prog.step % t->eval_every == 0 || last) {
-            double vl = eval_validation(m, &d, t);
-            val_bpb = vl / M_LN2;
-            fprintf(metrics, "{\"step\": %ld, \"val_loss\": %.6f, \"val_bpb\": %.6f}\n", prog.step, vl, val_bpb);
-            fflush(metrics);
-            if (ckpt_save(ckpt_dir, m, &opt, &prog, t)) {
-                fclose(metrics);
-                goto out_buffers;
-            }
+        char line[320], n1[32], n2[32], n3[32];
+        snprintf(line, sizeof line, "{\"step\": %ld, \"loss\": %s, \"bpb\": %s, \"lr\": %.6g, \"grad_norm\": %s, "
+                 "\"step_ms\": %.2f, \"bytes_per_s\": %.1f}", step + 1, metrics_number(n1, sizeof n1, "%.8f", loss),
+                 metrics_number(n2, sizeof n2, "%.8f", loss / M_LN2), lr, metrics_number(n3, sizeof n3, "%.6g", gnorm),
+                 (now - ts) * 1e3, bps);
+        if (!isfinite(loss) || !isfinite(gnorm)) { /* logged, but never applied: the checkpoint stays good */
+            metrics_write(&r.metrics, line);
+            ssm_error("training diverged at step %ld (loss %g, gradient norm %g): the checkpoint of step %ld is "
+                      "intact; lower --lr or raise --warmup", step + 1, loss, gnorm, saved);
+            goto out_buffers;
+        }
+        adamw_update(m, &r.opt, &t->optim, lr);
+        r.prog.step = step + 1;
+        r.prog.data_rng = data_rng.state;
+        r.prog.tokens_seen += (double)B * T * t->grad_accum;
+        if (metrics_write(&r.metrics, line)) goto out_buffers;
+        if (!warned_collapse && collapsed(loss, gnorm, c->vocab_size)) {
+            warned_collapse = 1;
+            fprintf(stderr, "%swarning: step %ld: the model's output collapsed to uniform (loss %.4f = ln %d, "
+                    "gradient norm %g) and cannot recover: lower --lr and start again%s%s\n", tty ? "\r\033[K" : "",
+                    r.prog.step, loss, c->vocab_size, gnorm, isfinite(r.prog.best_val_loss) ? "; the best model so "
+                    "far is in " : "", isfinite(r.prog.best_val_loss) ? r.best_dir : "");
+        }
+        const int last = r.prog.step == t->optim.steps || (t->stop_after > 0 && r.prog.step - first == t->stop_after);
+        if (r.prog.step % t->eval_every == 0 || last) {
+            if (run_checkpoint(&r, t, &d, &val_bpb)) goto out_buffers;
+            saved = r.prog.step;
         }
         if (!t->quiet && (now - last_print > 0.5 || last || !tty)) {
             char eta[32];
-            format_eta(eta, sizeof eta, (t->optim.steps - prog.step) * elapsed / (prog.step - first));
+            format_eta(eta, sizeof eta, (t->optim.steps - r.prog.step) * elapsed / (r.prog.step - first));
             char val[32] = "-";
             if (!isnan(val_bpb)) snprintf(val, sizeof val, "%.3f", val_bpb);
-            if (tty || last || prog.step % 50 == 0 || prog.step % t->eval_every == 0)
+            if (tty || last || r.prog.step % 50 == 0 || r.prog.step % t->eval_every == 0)
                 fprintf(stderr, "%sstep %ld/%d | loss %.4f (%.3f bpb) | val %s bpb | %.1f KB/s | ETA %s%s",
-                        tty ? "\r\033[K" : "", prog.step, t->optim.steps, loss, loss / M_LN2, val, bps / 1e3, eta,
+                        tty ? "\r\033[K" : "", r.prog.step, t->optim.steps, loss, loss / M_LN2, val, bps / 1e3, eta,
                         tty && !last ? "" : "\n");
             last_print = now;
         }
         if (last) break;
     }
-    fclose(metrics);
+    if (stop_signal) { /* at a step boundary: save what was trained since the last checkpoint, then stop */
+        if (tty && !t->quiet) fprintf(stderr, "\r\033[K");
+        if (r.prog.step > saved && ckpt_save(r.ckpt_dir, m, &r.opt, &r.prog, t)) goto out_buffers;
+        fprintf(stderr, "interrupted at step %ld: checkpoint saved in %s; continue with --resume\n", r.prog.step,
+                r.ckpt_dir);
+        rc = 1;
+        goto out_buffers;
+    }
     if (!t->quiet)
-        fprintf(stderr, "done: %ld steps in %.1f s, validation %.4f bits/byte; model in %s\n", prog.step - first,
-                now_seconds() - t0, val_bpb, ckpt_dir);
+        fprintf(stderr, "done: %ld steps in %.1f s, validation %.4f bits/byte; model in %s%s%s\n",
+                r.prog.step - first, now_seconds() - t0, val_bpb, r.ckpt_dir,
+                isfinite(r.prog.best_val_loss) ? ", best in " : "", isfinite(r.prog.best_val_loss) ? r.best_dir : "");
     rc = 0;
 out_buffers:
     free(tok);
     free(tgt);
 out:
-    adamw_free(&opt);
-    ssm_model_free(m);
+    run_close(&r, !started);
     data_close(&d);
     return rc;
 }

@@ -5,7 +5,17 @@
 
 #include <string.h>
 
-static void *host_alloc(size_t bytes) { return xcalloc(1, bytes); }
+/* Sizes here follow the user's --batch and --seq-len: running out is their error to fix, not an internal one
+ * (the CUDA backend says the same of GPU memory). */
+static void *host_alloc(size_t bytes) {
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "ssm: out of memory allocating %.1f MiB: use a smaller --batch or --seq-len, or a smaller "
+                "model\n", bytes / 1048576.0);
+        exit(1);
+    }
+    return p;
+}
 static void host_release(void *p) { free(p); }
 static void host_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void host_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }

@@ -10,24 +10,77 @@
 #include "model.h"
 #include "train.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- training checkpoints --------------------------------------------------------------------------- */
 
-static int remove_tree(const char *dir) {
-    static const char *const files[] = {"model.safetensors", "config.json", "optimizer.safetensors", "train_state.json"};
-    char p[PATH_CAP];
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        path_join(p, dir, files[i]);
-        unlink(p);
-        snprintf(p + strlen(p), PATH_CAP - strlen(p), ".tmp");
-        unlink(p);
-    }
-    if (rmdir(dir) && errno != ENOENT) return ssm_error("%s: cannot remove: %s", dir, strerror(errno));
+/* The files a save writes; anything else found in the checkpoint (a user's notes, a tokenizer.json) is
+ * carried into the next one rather than lost. */
+static const char *const ckpt_files[] = {"model.safetensors", "config.json", "optimizer.safetensors",
+                                         "train_state.json", "validation.json"};
+
+static int is_ckpt_file(const char *name) {
+    for (size_t i = 0; i < sizeof ckpt_files / sizeof ckpt_files[0]; i++)
+        if (!strcmp(name, ckpt_files[i])) return 1;
     return 0;
+}
+
+/* dst = a copy of src: a hard link where the filesystem allows (the files of a saved checkpoint are never
+ * written again, only replaced), else a copy of the bytes. */
+static int file_link_or_copy(const char *src, const char *dst) {
+    if (link(src, dst) == 0) return 0;
+    char *data;
+    size_t len;
+    if (file_read_all(src, &data, &len)) return -1;
+    int rc = file_write_atomic(dst, data, len);
+    free(data);
+    return rc;
+}
+
+/* Links into `to` the regular files of `from` that `keep` accepts (by name). */
+static int carry_files(const char *from, const char *to, int (*keep)(const char *name)) {
+    DIR *d = opendir(from);
+    if (!d) return errno == ENOENT ? 0 : ssm_error("%s: cannot read: %s", from, strerror(errno));
+    int rc = 0;
+    for (struct dirent *e; !rc && (e = readdir(d));) {
+        char a[PATH_CAP], b[PATH_CAP];
+        struct stat st;
+        if (!keep(e->d_name) || !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        path_join(a, from, e->d_name);
+        if (lstat(a, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        path_join(b, to, e->d_name);
+        rc = file_link_or_copy(a, b);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int not_ckpt_file(const char *name) { return !is_ckpt_file(name); }
+static int model_file(const char *name) { return !strcmp(name, "model.safetensors") || !strcmp(name, "config.json"); }
+
+/* Replaces the directory `dir` by the complete directory `tmp`: dir -> dir.old, tmp -> dir, then dir.old
+ * removed. Each rename is atomic, so at every instant a complete copy exists at dir or dir.old (readers fall
+ * back to it); tmp's files were fsynced as they were written, tmp itself and the parent are synced here so
+ * that a power loss cannot leave a renamed but empty directory. */
+static int dir_swap_in(const char *tmp, const char *dir) {
+    char old[PATH_CAP], parent[PATH_CAP];
+    snprintf(old, sizeof old, "%s.old", dir);
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = 0;
+    else snprintf(parent, sizeof parent, ".");
+    dir_sync(tmp);
+    /* without dir (a crash came between the renames), dir.old is the only complete copy: kept until the end */
+    if (file_exists(dir) && (dir_remove_tree(old) || rename(dir, old)))
+        return ssm_error("%s: cannot move aside to %s: %s", dir, old, strerror(errno));
+    if (rename(tmp, dir)) return ssm_error("%s: cannot rename to %s: %s", tmp, dir, strerror(errno));
+    dir_sync(parent);
+    return dir_remove_tree(old);
 }
 
 static int state_write(const char *path, const train_progress *pr, const ssm_train_options *t) {
@@ -39,7 +92,10 @@ static int state_write(const char *path, const train_progress *pr, const ssm_tra
     jw_key(&w, "step"), jw_int(&w, pr->step);
     jw_key(&w, "data_rng"), jw_string(&w, rng); /* a string: a JSON number cannot hold 64 bits */
     jw_key(&w, "tokens_seen"), jw_number(&w, pr->tokens_seen);
+    jw_key(&w, "best_step"), jw_int(&w, pr->best_step);
+    jw_key(&w, "best_val_loss"), jw_number(&w, pr->best_val_loss); /* null before the first validation */
     jw_key(&w, "data"), jw_string(&w, t->data_path);
+    jw_key(&w, "data_bytes"), jw_int(&w, (long long)pr->data_bytes);
     jw_key(&w, "batch"), jw_int(&w, t->batch);
     jw_key(&w, "seq_len"), jw_int(&w, t->seq_len);
     jw_key(&w, "grad_accum"), jw_int(&w, t->grad_accum);
@@ -63,14 +119,13 @@ static int state_write(const char *path, const train_progress *pr, const ssm_tra
     return rc;
 }
 
-int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const train_progress *pr,
-              const ssm_train_options *t) {
-    char tmp[PATH_CAP], old[PATH_CAP], p[PATH_CAP], step[32];
-    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
-    snprintf(old, sizeof old, "%s.old", dir);
+static int ckpt_write(const char *tmp, const char *dir, const ssm_model *m, const adamw_state *opt,
+                      const train_progress *pr, const ssm_train_options *t) {
+    char p[PATH_CAP], step[32];
     snprintf(step, sizeof step, "%ld", pr->step);
-    if (remove_tree(tmp)) return -1;
+    if (dir_remove_tree(tmp)) return -1; /* a save that died part-way */
     if (mkdir(tmp, 0777)) return ssm_error("%s: cannot create directory: %s", tmp, strerror(errno));
+    if (carry_files(dir, tmp, not_ckpt_file)) return -1;
     path_join(p, tmp, "model.safetensors");
     if (model_weights_write(p, m, "step", step)) return -1;
     path_join(p, tmp, "config.json");
@@ -89,13 +144,49 @@ int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const
     free(hm), free(hv);
     if (st_rc) return -1;
     path_join(p, tmp, "train_state.json");
-    if (state_write(p, pr, t)) return -1;
-    /* swap: DIR -> DIR.old, DIR.tmp -> DIR, drop DIR.old. Each rename is atomic; at every instant a
-     * complete checkpoint exists at DIR or DIR.old (ckpt_load falls back to it). */
-    if (remove_tree(old)) return -1;
-    if (file_exists(dir) && rename(dir, old)) return ssm_error("%s: cannot rename: %s", dir, strerror(errno));
-    if (rename(tmp, dir)) return ssm_error("%s: cannot rename to %s: %s", tmp, dir, strerror(errno));
-    return remove_tree(old);
+    return state_write(p, pr, t);
+}
+
+int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const train_progress *pr,
+              const ssm_train_options *t) {
+    char tmp[PATH_CAP];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    if (ckpt_write(tmp, dir, m, opt, pr, t) || dir_swap_in(tmp, dir)) {
+        char msg[1024]; /* keep the first error, not the clean-up's */
+        snprintf(msg, sizeof msg, "%s", ssm_last_error());
+        dir_remove_tree(tmp); /* a full disk must not leave a half checkpoint behind */
+        return ssm_error("%s", msg);
+    }
+    return 0;
+}
+
+int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double val_loss) {
+    char tmp[PATH_CAP], p[PATH_CAP];
+    snprintf(tmp, sizeof tmp, "%s.tmp", best_dir);
+    int rc = dir_remove_tree(tmp);
+    if (!rc && mkdir(tmp, 0777)) rc = ssm_error("%s: cannot create directory: %s", tmp, strerror(errno));
+    if (!rc) rc = carry_files(ckpt_dir, tmp, model_file);
+    if (!rc) {
+        json_writer w;
+        jw_init(&w);
+        jw_begin_object(&w);
+        jw_key(&w, "step"), jw_int(&w, step);
+        jw_key(&w, "val_loss"), jw_number(&w, val_loss);
+        jw_key(&w, "val_bpb"), jw_number(&w, val_loss / M_LN2);
+        jw_end_object(&w);
+        jw_raw(&w, "\n");
+        path_join(p, tmp, "validation.json");
+        rc = file_write_atomic(p, w.data, w.len);
+        jw_free(&w);
+    }
+    if (!rc) rc = dir_swap_in(tmp, best_dir);
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ssm_last_error());
+        dir_remove_tree(tmp);
+        return ssm_error("%s", msg);
+    }
+    return 0;
 }
 
 /* The checkpoint to resume: DIR, or DIR.old when a crash came between the two renames of a save. */
@@ -124,6 +215,19 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
     pr->step = step;
     pr->data_rng = strtoull(rng, NULL, 10);
     pr->tokens_seen = seen;
+    /* absent in checkpoints made before they were kept: no best model yet, data size unknown */
+    long long best_step = 0, data_bytes = -1;
+    double best = NAN;
+    const json_value *bv = json_get(st, "best_val_loss");
+    if (bv && bv->type == JSON_NUMBER) best = bv->number;
+    json_get_int(st, "best_step", &best_step);
+    json_get_int(st, "data_bytes", &data_bytes);
+    pr->best_val_loss = best;
+    pr->best_step = best_step;
+    pr->data_bytes = data_bytes;
+    const char *data = "";
+    json_get_string(st, "data", &data);
+    snprintf(pr->data_path, sizeof pr->data_path, "%s", data ? data : "");
     json_free(st);
     ssm_model *m = ssm_model_load(dir);
     if (!m) return -1;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -78,18 +79,52 @@ static int file_write_fully(int fd, const char *p, size_t n) {
     return 0;
 }
 
-/* Best effort: makes the rename itself durable. Some filesystems refuse fsync on directories, and the new
- * file is already complete and in place, so a failure here is not reported. */
-static void file_sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = xstrdup(slash ? path : ".");
-    if (slash) dir[slash == path ? 1 : slash - path] = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/* Some filesystems refuse fsync on directories, and what it protects is already complete and in place,
+ * so a failure here is not reported. */
+void dir_sync(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         (void)fsync(fd);
         close(fd);
     }
+}
+
+/* Makes the rename of path itself durable. */
+static void file_sync_parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = xstrdup(slash ? path : ".");
+    if (slash) dir[slash == path ? 1 : slash - path] = '\0';
+    dir_sync(dir);
     free(dir);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)ftw;
+    int rc = type == FTW_DP ? rmdir(path) : unlink(path);
+    if (rc != 0 && errno != ENOENT) return ssm_error("%s: cannot remove: %s", path, strerror(errno));
+    return 0;
+}
+
+int dir_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : ssm_error("%s: cannot stat: %s", path, strerror(errno));
+    /* depth first (contents before their directory), physical (links are entries, not followed) */
+    return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
+}
+
+int dir_create(const char *path) {
+    char buf[PATH_CAP];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return ssm_error("%s: path too long", path);
+    for (char *p = buf + 1;; p++)
+        if (*p == '/' || !*p) {
+            const char end = *p;
+            *p = 0;
+            struct stat st;
+            if (mkdir(buf, 0777) && errno != EEXIST) return ssm_error("%s: cannot create directory: %s", buf, strerror(errno));
+            if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return ssm_error("%s: exists and is not a directory", buf);
+            if (!end) return 0;
+            *p = '/';
+        }
 }
 
 int file_write_atomic_parts(const char *path, const void *const *parts, const size_t *lens, int n) {

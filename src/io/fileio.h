@@ -21,4 +21,13 @@ int file_write_atomic(const char *path, const void *data, size_t len);
 /* The same for data in n pieces written back to back, so large files (checkpoints) need no joined copy. */
 int file_write_atomic_parts(const char *path, const void *const *parts, const size_t *lens, int n);
 
+/* Removes path and everything under it (symbolic links are removed, never followed); a missing path is
+ * not an error. -1 with ssm_error() naming what could not be removed. */
+int dir_remove_tree(const char *path);
+/* fsync of a directory, so that the renames and creations inside it survive a power loss. Best effort:
+ * some filesystems refuse fsync on directories. */
+void dir_sync(const char *path);
+/* mkdir -p: creates path and its missing parents. -1 with ssm_error() naming the one that failed. */
+int dir_create(const char *path);
+
 #endif

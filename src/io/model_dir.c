@@ -278,9 +278,10 @@ static const char *shape_str(char *buf, size_t cap, const int64_t *shape, int nd
     return buf;
 }
 
-/* Fills m->w: every tensor of the layout present with its exact shape, converted from F32/F16/BF16, all
- * values finite, and no tensor left over (a tied model may carry a redundant lm_head.weight). */
-static int weights_read(const weight_files *w, ssm_model *m) {
+/* Every tensor of the layout present with its exact shape, and no tensor left over (a tied model may carry
+ * a redundant lm_head.weight). Reads only the headers: run before the parameters are allocated, so that a
+ * config.json that does not match its weights is reported as such, whatever size it asks for. */
+static int weights_check(const weight_files *w, const ssm_model *m) {
     const param_layout *L = &m->layout;
     for (int i = 0; i < L->n; i++) {
         const param_info *p = &L->items[i];
@@ -299,11 +300,6 @@ static int weights_read(const weight_files *w, ssm_model *m) {
             return ssm_error("%s: tensor '%s' has shape %s but config.json implies %s", f->path, t->name,
                              shape_str(a, sizeof a, t->shape, t->ndim), shape_str(b, sizeof b, want, p->ndim));
         }
-        if (st_read_f32(f, t, m->w + p->offset, p->numel)) return -1;
-        for (size_t k = 0; k < p->numel; k++)
-            if (!isfinite(m->w[p->offset + k]))
-                return ssm_error("%s: tensor '%s' holds a non-finite value (%g) at index %zu", f->path, t->name,
-                                 m->w[p->offset + k], k);
     }
     for (int k = 0; k < w->n; k++)
         for (int i = 0; i < w->files[k].n; i++) {
@@ -312,6 +308,22 @@ static int weights_read(const weight_files *w, ssm_model *m) {
                         (m->cfg.tie_embeddings && strcmp(name, "lm_head.weight") == 0);
             if (!known) return ssm_error("%s: unexpected tensor '%s' for this config.json", w->files[k].path, name);
         }
+    return 0;
+}
+
+/* Fills m->w from the checked tensors, converted from F32/F16/BF16; every value must be finite. */
+static int weights_read(const weight_files *w, ssm_model *m) {
+    const param_layout *L = &m->layout;
+    for (int i = 0; i < L->n; i++) {
+        const param_info *p = &L->items[i];
+        const st_file *f = NULL;
+        const st_tensor *t = weight_find(w, p->name, &f);
+        if (st_read_f32(f, t, m->w + p->offset, p->numel)) return -1;
+        for (size_t k = 0; k < p->numel; k++)
+            if (!isfinite(m->w[p->offset + k]))
+                return ssm_error("%s: tensor '%s' holds a non-finite value (%g) at index %zu", f->path, t->name,
+                                 m->w[p->offset + k], k);
+    }
     return 0;
 }
 
@@ -324,14 +336,34 @@ int ssm_model_save(const ssm_model *m, const char *dir) {
     return model_config_write(p, &m->cfg);
 }
 
-/* A run directory (with checkpoint/) is accepted wherever a model directory is. */
-static const char *model_dir_resolve(const char *dir, char *buf) {
+/* 1 when dir holds a config.json. */
+static int has_config(const char *dir) {
     char p[PATH_CAP];
     path_join(p, dir, "config.json");
-    if (file_exists(p)) return dir;
-    path_join(buf, dir, "checkpoint");
-    path_join(p, buf, "config.json");
-    return file_exists(p) ? buf : dir;
+    return file_exists(p);
+}
+
+/* A run directory (with checkpoint/) is accepted wherever a model directory is; and where a training run
+ * died between the two renames of a checkpoint save, DIR.old is the complete checkpoint (see ckpt_save). */
+static const char *model_dir_resolve(const char *dir, char *buf) {
+    if (has_config(dir)) return dir;
+    char base[PATH_CAP]; /* without trailing slashes, so that "run/checkpoint/" finds run/checkpoint.old */
+    snprintf(base, sizeof base, "%s", dir);
+    for (size_t n = strlen(base); n > 1 && base[n - 1] == '/';) base[--n] = 0;
+    dir = base;
+    const char *candidates[] = {"%s.old", "%s/checkpoint", "%s/checkpoint.old"};
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        if (snprintf(buf, PATH_CAP, candidates[i], dir) >= PATH_CAP) break;
+        if (has_config(buf)) return buf;
+    }
+    snprintf(buf, PATH_CAP, "%s", dir);
+    return buf;
+}
+
+int ssm_config_load(const char *dir_in, ssm_config *c) {
+    char buf[PATH_CAP], p[PATH_CAP];
+    path_join(p, model_dir_resolve(dir_in, buf), "config.json");
+    return model_config_read(p, c);
 }
 
 ssm_model *ssm_model_load(const char *dir_in) {
@@ -345,10 +377,10 @@ ssm_model *ssm_model_load(const char *dir_in) {
     ssm_config c;
     path_join(p, dir, "config.json");
     if (model_config_read(p, &c)) return NULL;
-    ssm_model *m = model_alloc(&c);
+    ssm_model *m = model_layout_new(&c);
     if (!m) return NULL;
     weight_files w;
-    if (weight_files_open(&w, dir) || weights_read(&w, m)) {
+    if (weight_files_open(&w, dir) || weights_check(&w, m) || model_alloc_weights(m) || weights_read(&w, m)) {
         if (w.n) weight_files_close(&w);
         ssm_model_free(m);
         return NULL;
