@@ -370,8 +370,10 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
                  (now - ts) * 1e3, bps);
         if (!isfinite(loss) || !isfinite(gnorm)) { /* logged, but never applied: the checkpoint stays good */
             metrics_write(&r.metrics, line);
-            ssm_error("training diverged at step %ld (loss %g, gradient norm %g): the checkpoint of step %ld is "
-                      "intact; lower --lr or raise --warmup", step + 1, loss, gnorm, saved);
+            char kept[96] = "no checkpoint was saved yet";
+            if (saved > 0) snprintf(kept, sizeof kept, "the checkpoint of step %ld is intact", saved);
+            ssm_error("training diverged at step %ld (loss %g, gradient norm %g): %s; lower --lr or raise --warmup",
+                      step + 1, loss, gnorm, kept);
             goto out_buffers;
         }
         adamw_update(m, &r.opt, &t->optim, lr);
@@ -382,7 +384,7 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         if (!warned_collapse && collapsed(loss, gnorm, c->vocab_size)) {
             warned_collapse = 1;
             fprintf(stderr, "%swarning: step %ld: the model's output collapsed to uniform (loss %.4f = ln %d, "
-                    "gradient norm %g) and cannot recover: lower --lr and start again%s%s\n", tty ? "\r\033[K" : "",
+                    "gradient norm %g) and is unlikely to recover: lower --lr and start again%s%s\n", tty ? "\r\033[K" : "",
                     r.prog.step, loss, c->vocab_size, gnorm, isfinite(r.prog.best_val_loss) ? "; the best model so "
                     "far is in " : "", isfinite(r.prog.best_val_loss) ? r.best_dir : "");
         }
@@ -406,10 +408,18 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     }
     if (stop_signal) { /* at a step boundary: save what was trained since the last checkpoint, then stop */
         if (tty && !t->quiet) fprintf(stderr, "\r\033[K");
-        if (r.prog.step > saved && ckpt_save(r.ckpt_dir, m, &r.opt, &r.prog, t)) goto out_buffers;
+        rc = 1;
+        if (r.prog.step == 0) { /* before the first step: nothing to keep, as if the run had not started */
+            started = 0;
+            fprintf(stderr, "interrupted before the first step: nothing saved\n");
+            goto out_buffers;
+        }
+        if (r.prog.step > saved && ckpt_save(r.ckpt_dir, m, &r.opt, &r.prog, t)) {
+            rc = -1;
+            goto out_buffers;
+        }
         fprintf(stderr, "interrupted at step %ld: checkpoint saved in %s; continue with --resume\n", r.prog.step,
                 r.ckpt_dir);
-        rc = 1;
         goto out_buffers;
     }
     if (!t->quiet)

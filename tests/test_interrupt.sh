@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Interrupted training resumes exactly: a run is killed N times at random moments (kill -9 or SIGTERM,
+# chosen at random), resumed with --resume after each, and must end with the same final model, bit for bit,
+# and the same per-step losses as one uninterrupted run; metrics.jsonl must be valid JSONL with every step
+# once, and the run directory must hold nothing but its files.
+#   tests/test_interrupt.sh [N]   (default 10; the reliability goal was measured with 50)
+# Prints "ok - ..." / "FAIL - ..." lines.
+set -u
+N=${1:-10}
+SSM=${SSM:-build/ssm}
+dir=$(mktemp -d /tmp/ssm_interrupt.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fails=0
+ok() { echo "ok - $1"; }
+fail() { echo "FAIL - $1"; fails=$((fails + 1)); }
+
+python3 -c "
+import random; random.seed(2)
+words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns', 'of', 'a']
+print(' '.join(random.choice(words) for _ in range(6000)))" >"$dir/text.txt"
+steps=$((300 + 120 * N))
+args=(--data "$dir/text.txt" --d-model 32 --n-layer 2 --d-state 4 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
+    --eval-every 37 --eval-bytes 2000 --sample 0 --quiet --threads 2)
+
+# every line a JSON object; step lines once each, in order; validation lines once per step
+valid_metrics() {
+    python3 - "$1" <<'PY'
+import json, sys
+steps, vals = [], []
+for n, line in enumerate(open(sys.argv[1], encoding="utf-8"), 1):
+    if not line.endswith("\n"):
+        sys.exit(f"line {n} is torn")
+    o = json.loads(line)
+    (vals if "val_loss" in o else steps).append(o["step"])
+if steps != list(range(1, len(steps) + 1)):
+    sys.exit("step lines are not 1, 2, 3, ... once each")
+if len(vals) != len(set(vals)):
+    sys.exit("a validation step appears twice")
+PY
+}
+
+# per-step losses and validation losses, without the timings
+losses() { python3 -c "
+import json, sys
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    print(o['step'], o.get('loss'), o.get('val_loss'))" "$1"; }
+
+if ! "$SSM" train --out "$dir/a" "${args[@]}" 2>"$dir/err"; then
+    fail "the uninterrupted run: $(cat "$dir/err")"
+    exit 1
+fi
+
+RANDOM=7 # the kill schedule is the same every time (the moments within a step are not)
+kills=0 term_ok=0 term_n=0 resume=(--overwrite) # until a checkpoint exists: start again
+while :; do
+    "$SSM" train --out "$dir/b" "${args[@]}" "${resume[@]}" 2>>"$dir/log" &
+    pid=$!
+    if [ "$kills" -lt "$N" ]; then
+        sleep "0.$((RANDOM % 5 + 1))$((RANDOM % 10))"
+        if [ $((RANDOM % 2)) -eq 0 ]; then sig=KILL; else sig=TERM; fi
+        kill -s "$sig" "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null # (no "Killed" notice from the shell)
+    rc=$?
+    [ -d "$dir/b/checkpoint" ] || [ -d "$dir/b/checkpoint.old" ] && resume=(--resume)
+    [ "$rc" -eq 0 ] && break
+    if [ "$kills" -ge "$N" ]; then
+        fail "the last, uninterrupted part exited with $rc: $(tail -2 "$dir/log")"
+        break
+    fi
+    kills=$((kills + 1))
+    if [ "$sig" = TERM ]; then
+        term_n=$((term_n + 1))
+        # SIGTERM: exit 143 after a checkpoint of the last step, with nothing half-done left behind
+        if [ "$rc" -eq 143 ] && valid_metrics "$dir/b/metrics.jsonl" 2>/dev/null &&
+            [ ! -e "$dir/b/checkpoint.tmp" ] && [ ! -e "$dir/b/checkpoint.old" ] && [ ! -e "$dir/b/lock" ]; then
+            term_ok=$((term_ok + 1))
+        else
+            echo "  SIGTERM $term_n: exit $rc; $(ls "$dir/b" | tr '\n' ' ')"
+        fi
+    fi
+done
+echo "  $kills interruptions ($term_n by SIGTERM), then a last part to step $steps"
+if [ "$term_ok" -eq "$term_n" ]; then
+    ok "SIGTERM saves the last step and exits 143 with valid metrics and no leftovers ($term_ok/$term_n)"
+else
+    fail "SIGTERM saves the last step and exits 143 with valid metrics and no leftovers ($term_ok/$term_n)"
+fi
+if err=$(valid_metrics "$dir/b/metrics.jsonl" 2>&1); then
+    ok "after $kills interruptions metrics.jsonl is valid JSONL, every step once"
+else
+    fail "after $kills interruptions metrics.jsonl is valid JSONL, every step once: $err"
+fi
+if cmp -s "$dir/a/checkpoint/model.safetensors" "$dir/b/checkpoint/model.safetensors" &&
+    cmp -s "$dir/a/checkpoint/optimizer.safetensors" "$dir/b/checkpoint/optimizer.safetensors" &&
+    [ "$(losses "$dir/a/metrics.jsonl")" = "$(losses "$dir/b/metrics.jsonl")" ]; then
+    ok "the interrupted run ends bitwise equal to the uninterrupted one (weights, moments, every loss)"
+else
+    fail "the interrupted run ends bitwise equal to the uninterrupted one (weights, moments, every loss)"
+fi
+left=$(ls -A "$dir/b" | tr '\n' ' ')
+if [ "$left" = "best checkpoint metrics.jsonl " ]; then
+    ok "the run directory holds only best/, checkpoint/ and metrics.jsonl"
+else
+    fail "the run directory holds only best/, checkpoint/ and metrics.jsonl: $left"
+fi
+exit $((fails > 0))
