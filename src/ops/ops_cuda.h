@@ -119,15 +119,17 @@ void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n);
 void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
                        int V, float scale);
 
-/* The optimizer over the flat parameter buffer (see grad_clip and adamw_step in train.c). */
+/* The optimizer over the flat parameter buffer; train.c's grad_clip and adamw_update call these through the
+ * backend table. */
 /* sqrt of the sum of dw[i]^2 in double, returned to the host (waits for it). Deterministic: a fixed-order
  * two-pass reduction whose grid depends only on n. */
 double grad_norm_cuda(const float *dw, size_t n);
 /* dw[i] *= coef (the clip: coef = clip / (norm + 1e-6) where that is < 1). */
 void grad_scale_cuda(float *dw, size_t n, float coef);
-/* One AdamW step, train.c's adamw_step per element in one fused kernel: w, m, v [n] updated in place from
- * g [n]; decay_mask [n] (device bytes, built from the layout's per-tensor decay flags) is nonzero where
- * weight decay applies. step is the step count after its increment (1 on the first step). */
+/* One AdamW step, the CPU adamw_step's arithmetic (ops.h) per element in one fused kernel: w, m, v [n] updated
+ * in place from g [n] * gscale (grad_clip's pending scale, 1 for none); decay_mask [n] (device bytes, built
+ * from the layout's per-tensor decay flags) is nonzero where weight decay applies. step is the step count
+ * after its increment (1 on the first step). */
 void adamw_step_cuda(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
                      size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 

@@ -1,7 +1,8 @@
 /* The optimizer's CUDA kernels (grad_norm_cuda, grad_scale_cuda, adamw_step_cuda) against the CPU arithmetic
- * of train.c's grad_clip and adamw_step, on random buffers of odd sizes: the norm within 1e-12 of a double
- * sum, the scale exact, five AdamW steps (decay mask mixing 0 and 1) within 1e-6 relative to each tensor's
- * scale, and each CUDA result bitwise equal across two runs. Prints "skip - ..." where there is no GPU. */
+ * of grad_norm and adamw_step (src/backend/cpu/optim.c), on random buffers of odd sizes: the norm within
+ * 1e-12 of a double sum, the scale exact, five AdamW steps (decay mask mixing 0 and 1) within 1e-6 relative
+ * to each tensor's scale, and each CUDA result bitwise equal across two runs. Prints "skip - ..." where
+ * there is no GPU. */
 #include "test.h"
 #include "gpu/gpu_test.h"
 #include "ops/ops_cuda.h"
@@ -63,7 +64,7 @@ static void test_grad_scale(void) {
     TEST_END();
 }
 
-/* train.c's adamw_step, one flat buffer with a per-element decay flag in place of the per-tensor one. */
+/* cpu/optim.c's adamw_step, one flat buffer with a per-element decay flag in place of the per-tensor one. */
 static void adamw_cpu(float *w, const float *g, float *m, float *v, const unsigned char *mask, size_t n, float lr,
                       float wd, float beta1, float beta2, float eps, long step) {
     const float bc1 = 1.0f - powf(beta1, (float)step), bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)step));

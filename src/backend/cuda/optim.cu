@@ -1,5 +1,5 @@
 /* The optimizer's CUDA kernels over the flat parameter buffer: the global gradient norm (for clipping),
- * the clip's scale, and one fused AdamW step doing train.c's adamw_step arithmetic per element.
+ * the clip's scale, and one fused AdamW step doing the CPU adamw_step's arithmetic (cpu/optim.c) per element.
  * The norm is a fixed-order two-pass reduction in double: the grid depends only on n, each thread sums a
  * fixed grid-stride subset, blocks reduce by block_reduce's fixed tree, and one block adds the per-block
  * partials in the same way. No atomics, so the same buffer always gives the same bits. */
@@ -55,7 +55,7 @@ extern "C" void grad_scale_cuda(float *dw, size_t n, float coef) {
     CUDA_CHECK_LAUNCH();
 }
 
-/* shrink_decay = 1 - lr*wd, applied where decay_mask[i] != 0 (elsewhere train.c's shrink is exactly 1). */
+/* shrink_decay = 1 - lr*wd, applied where decay_mask[i] != 0 (elsewhere the shrink is exactly 1). */
 /* w16, when not NULL, receives bf16(w) as well: the weights' shadow for the bf16 GEMMs (weights16.cu). */
 __global__ static void adamw_kernel(float *w, __nv_bfloat16 *w16, const float *g, float gscale, float *m, float *v,
                                     const unsigned char *decay_mask, size_t n, float shrink_decay, float step_size,
