@@ -59,10 +59,8 @@ const backend backend_cpu = {
     .scan_fwd = scan_fwd,
     .scan_bwd = scan_bwd,
     .neg_exp_transpose = neg_exp_transpose,
-    .alog_grad_acc = alog_grad_acc,
     .xent_fwd_bwd = xent_fwd_bwd,
     .grad_norm = grad_norm,
-    .grad_scale = grad_scale,
     .adamw_step = adamw_step,
 };
 

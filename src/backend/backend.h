@@ -76,12 +76,10 @@ typedef struct backend {
     void (*scan_fwd)(const scan_args *s, float *out, uint16_t *out16, float *h);
     void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);
     void (*neg_exp_transpose)(float *At, const float *A_log, int E, int N);
-    void (*alog_grad_acc)(float *dA_log, const float *dAt, const float *At, int E, int N);
     /* sum and count are host pointers */
     void (*xent_fwd_bwd)(double *sum, int *count, float *dlogits, const float *logits, const int *targets,
                          int rows, int V, float scale);
     double (*grad_norm)(const float *dw, size_t n);
-    void (*grad_scale)(float *dw, size_t n, float coef);
     void (*adamw_step)(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
                        size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 } backend;

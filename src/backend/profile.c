@@ -70,7 +70,7 @@ static void p_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint1
 static void p_round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
     double t0 = prof_begin();
     inner->round_bf16_rows(dst, ldd, src, lds, rows, cols);
-    prof_end(26, "round_bf16_rows", "other", t0);
+    prof_end(24, "round_bf16_rows", "other", t0);
 }
 static void p_matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
                            const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
@@ -128,7 +128,7 @@ static void p_conv1d_silu_step(float *out, const float *x, int ldx, float *state
                                int B, int C, int K) {
     double t0 = prof_begin();
     inner->conv1d_silu_step(out, x, ldx, state, w, bias, B, C, K);
-    prof_end(28, "conv1d_silu_step", "other", t0);
+    prof_end(26, "conv1d_silu_step", "other", t0);
 }
 static void p_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
     double t0 = prof_begin();
@@ -148,42 +148,32 @@ static void p_scan_bwd(const scan_args *s, const scan_grads *g, const float *dou
 static void p_neg_exp_transpose(float *At, const float *A_log, int E, int N) {
     double t0 = prof_begin();
     inner->neg_exp_transpose(At, A_log, E, N);
-    prof_end(25, "neg_exp_transpose", "other", t0);
-}
-static void p_alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N) {
-    double t0 = prof_begin();
-    inner->alog_grad_acc(dA_log, dAt, At, E, N);
-    prof_end(20, "alog_grad_acc", "other", t0);
+    prof_end(23, "neg_exp_transpose", "other", t0);
 }
 static void p_xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
                            int V, float scale) {
     double t0 = prof_begin();
     inner->xent_fwd_bwd(sum, count, dlogits, logits, targets, rows, V, scale);
-    prof_end(21, "xent_fwd_bwd", "other", t0);
+    prof_end(20, "xent_fwd_bwd", "other", t0);
 }
 static double p_grad_norm(const float *dw, size_t n) {
     double t0 = prof_begin();
     double r = inner->grad_norm(dw, n);
-    prof_end(22, "grad_norm", "optim", t0);
+    prof_end(21, "grad_norm", "optim", t0);
     return r;
-}
-static void p_grad_scale(float *dw, size_t n, float coef) {
-    double t0 = prof_begin();
-    inner->grad_scale(dw, n, coef);
-    prof_end(23, "grad_scale", "optim", t0);
 }
 static void p_adamw_step(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
                          size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step) {
     double t0 = prof_begin();
     inner->adamw_step(w, g, gscale, m, v, decay_mask, n, lr, weight_decay, beta1, beta2, eps, step);
-    prof_end(24, "adamw_step", "optim", t0);
+    prof_end(22, "adamw_step", "optim", t0);
 }
 
 static void p_add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
                               const uint16_t *delta16, const float *w, int rows, int D, float eps) {
     double t0 = prof_begin();
     inner->add_rmsnorm_fwd(x_out, y, y16, rstd, x, delta, delta16, w, rows, D, eps);
-    prof_end(27, "add_rmsnorm_fwd", "other", t0);
+    prof_end(25, "add_rmsnorm_fwd", "other", t0);
 }
 
 const backend *profile_wrap(const backend *in) {
@@ -213,10 +203,8 @@ const backend *profile_wrap(const backend *in) {
     wrapped.scan_fwd = p_scan_fwd;
     wrapped.scan_bwd = p_scan_bwd;
     wrapped.neg_exp_transpose = p_neg_exp_transpose;
-    wrapped.alog_grad_acc = p_alog_grad_acc;
     wrapped.xent_fwd_bwd = p_xent_fwd_bwd;
     wrapped.grad_norm = p_grad_norm;
-    wrapped.grad_scale = p_grad_scale;
     wrapped.adamw_step = p_adamw_step;
     wrapped.add_rmsnorm_fwd = p_add_rmsnorm_fwd;
     return &wrapped;

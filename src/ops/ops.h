@@ -133,7 +133,7 @@ typedef struct {
     int lddbc;
     float *dAt;           /* [N, E] += */
     float *dA_log;        /* or, in place of dAt: [E, N] += that sum times At, transposed: the gradient of A_log through
-                           * A = -exp(A_log) (alog_grad_acc of the sum alone, fused) */
+                           * A = -exp(A_log), fused (no separate pass over the sum) */
     float *dDv, *ddt_bias; /* [E] += */
     float *dz;            /* [B, T, E] stride lddz =, when z */
     uint16_t *dz16;       /* or dz rounded to bf16 (exactly one of dz, dz16 when z) */
@@ -162,9 +162,6 @@ void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int
 /* At[N, E] = -exp(A_log[E, N])^T: Mamba-1's continuous decay, state-major as scan_fwd wants it. */
 void neg_exp_transpose(float *At, const float *A_log, int E, int N);
 
-/* dA_log[E, N] += dAt[N, E]^T * At[N, E]^T: through A = -exp(A_log), dA/dA_log = A. */
-void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N);
-
 /* ---- loss ----------------------------------------------------------------------------------------- */
 /* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale.
  * targets < 0 are ignored (not counted). Returns the summed (not mean) loss in *sum, count in *n; both may be NULL
@@ -175,10 +172,8 @@ void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, 
 /* ---- optimizer over the flat parameter buffer ------------------------------------------------------- */
 /* sqrt of the sum of dw[i]^2, accumulated in double. */
 double grad_norm(const float *dw, size_t n);
-/* dw[i] *= coef. */
-void grad_scale(float *dw, size_t n, float coef);
 /* One AdamW step with torch.optim.AdamW's arithmetic: w, m, v [n] updated in place from the gradient g[i] * gscale
- * (the clip's scale folded in: exactly grad_scale(g, n, gscale) first; 1 for none); weight decay where
+ * (the clip's scale folded in: the float product g[i] * gscale; 1 for none); weight decay where
  * decay_mask[i] != 0; step counts steps taken including this one (1 on the first). */
 void adamw_step(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask, size_t n,
                 float lr, float weight_decay, float beta1, float beta2, float eps, long step);

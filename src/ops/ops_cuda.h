@@ -110,7 +110,6 @@ void conv1d_silu_step_cuda(float *out, const float *x, int ldx, float *state, co
                            int C, int K);
 
 void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
-void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N);
 /* Round-to-nearest-even float32 -> bf16 and back (bf16_from_f32 / f32_from_bf16 in ops.h). */
 void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n);
 void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n);
@@ -124,8 +123,6 @@ void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *log
 /* sqrt of the sum of dw[i]^2 in double, returned to the host (waits for it). Deterministic: a fixed-order
  * two-pass reduction whose grid depends only on n. */
 double grad_norm_cuda(const float *dw, size_t n);
-/* dw[i] *= coef (the clip: coef = clip / (norm + 1e-6) where that is < 1). */
-void grad_scale_cuda(float *dw, size_t n, float coef);
 /* One AdamW step, the CPU adamw_step's arithmetic (ops.h) per element in one fused kernel: w, m, v [n] updated
  * in place from g [n] * gscale (grad_clip's pending scale, 1 for none); decay_mask [n] (device bytes, built
  * from the layout's per-tensor decay flags) is nonzero where weight decay applies. step is the step count

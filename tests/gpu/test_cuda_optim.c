@@ -1,8 +1,7 @@
-/* The optimizer's CUDA kernels (grad_norm_cuda, grad_scale_cuda, adamw_step_cuda) against the CPU arithmetic
- * of grad_norm and adamw_step (src/backend/cpu/optim.c), on random buffers of odd sizes: the norm within
- * 1e-12 of a double sum, the scale exact, five AdamW steps (decay mask mixing 0 and 1) within 1e-6 relative
- * to each tensor's scale, and each CUDA result bitwise equal across two runs. Prints "skip - ..." where
- * there is no GPU. */
+/* The optimizer's CUDA kernels (grad_norm_cuda, adamw_step_cuda) against the CPU arithmetic of grad_norm and
+ * adamw_step (src/backend/cpu/optim.c), on random buffers of odd sizes: the norm within 1e-12 of a double
+ * sum, five AdamW steps (decay mask mixing 0 and 1) within 1e-6 relative to each tensor's scale, and each
+ * CUDA result bitwise equal across two runs. Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "gpu/gpu_test.h"
 #include "ops/ops_cuda.h"
@@ -46,24 +45,6 @@ static void test_grad_norm(void) {
     TEST_END();
 }
 
-static void test_grad_scale(void) {
-    TEST_BEGIN("CUDA grad_scale equals the CPU multiply exactly");
-    for (size_t k = 0; k < NSIZES; k++) {
-        const size_t n = sizes[k];
-        const float coef = 0.3183099f;
-        float *x = rand_vec(n, 2.0f), *g = malloc(FB(n));
-        float *d = gpu_to_dev(x, FB(n));
-        grad_scale_cuda(d, n, coef);
-        gpu_to_host(g, d, FB(n));
-        for (size_t i = 0; i < n; i++) x[i] *= coef;
-        EXPECT(memcmp(g, x, FB(n)) == 0, "n=%zu: scaled gradient differs from the CPU (rel err %.3g)", n,
-               test_rel_err(g, x, n));
-        cudaFree(d);
-        free(x), free(g);
-    }
-    TEST_END();
-}
-
 /* cpu/optim.c's adamw_step, one flat buffer with a per-element decay flag in place of the per-tensor one. */
 static void adamw_cpu(float *w, const float *g, float *m, float *v, const unsigned char *mask, size_t n, float lr,
                       float wd, float beta1, float beta2, float eps, long step) {
@@ -80,7 +61,7 @@ static void adamw_cpu(float *w, const float *g, float *m, float *v, const unsign
 
 static void test_adamw(void) {
     TEST_BEGIN("CUDA adamw_step: 5 steps within 1e-6 relative of the CPU (w, m, v; mixed decay mask; one step's "
-               "gradient scaled by the clip's factor, as grad_scale first), repeatable");
+               "gradient scaled by the clip's factor as AdamW reads it), repeatable");
     enum { STEPS = 5 };
     const float wd = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
     for (size_t k = 0; k < NSIZES; k++) {
@@ -97,7 +78,7 @@ static void test_adamw(void) {
         const float gscale[STEPS] = {1, 1, 1, 0.37f, 1};
         for (int s = 0; s < STEPS; s++) {
             float *gs = malloc(FB(n));
-            for (size_t i = 0; i < n; i++) gs[i] = grads[s][i] * gscale[s]; /* grad_scale's arithmetic */
+            for (size_t i = 0; i < n; i++) gs[i] = grads[s][i] * gscale[s]; /* the clip's scale, as AdamW reads g */
             adamw_cpu(w, gs, m, v, mask, n, 1e-3f * (s + 1), wd, beta1, beta2, eps, s + 1);
             free(gs);
         }
@@ -190,7 +171,6 @@ int main(void) {
         return 0;
     }
     test_grad_norm();
-    test_grad_scale();
     test_adamw();
     test_weights16();
     return test_failures;

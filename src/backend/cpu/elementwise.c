@@ -1,5 +1,5 @@
 /* Elementwise ops of the Mamba-1 mixer (CPU): dt softplus with bias and the SiLU output gate (the scan's
- * reference; the scan itself fuses both), and A = -exp(A_log) with its gradient.
+ * reference; the scan itself fuses both), and A = -exp(A_log).
  * Rows are processed 16 channels at a time with the vectorized exp/log of vec.h. */
 #include "ops/ops.h"
 #include "backend/cpu/vec.h"
@@ -35,9 +35,4 @@ void neg_exp_transpose(float *At, const float *A_log, int E, int N) {
             vf a = -vf_exp(vf_load_n(A_log + (size_t)e * N + n, nw));
             for (int i = 0; i < nw; i++) At[(size_t)(n + i) * E + e] = a[i];
         }
-}
-
-void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N) {
-    for (int e = 0; e < E; e++)
-        for (int n = 0; n < N; n++) dA_log[(size_t)e * N + n] += dAt[(size_t)n * E + e] * At[(size_t)n * E + e];
 }

@@ -1,4 +1,5 @@
-/* The optimizer's ops over the flat parameter buffer (CPU): global gradient norm, scaling, AdamW. */
+/* The optimizer's ops over the flat parameter buffer (CPU): global gradient norm and AdamW (the clip's
+ * scale folded into AdamW's read of the gradient). */
 #include "ops/ops.h"
 
 #include <math.h>
@@ -8,11 +9,6 @@ double grad_norm(const float *dw, size_t n) {
 #pragma omp parallel for reduction(+ : ss) schedule(static)
     for (size_t i = 0; i < n; i++) ss += (double)dw[i] * dw[i];
     return sqrt(ss);
-}
-
-void grad_scale(float *dw, size_t n, float coef) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) dw[i] *= coef;
 }
 
 void adamw_step(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask, size_t n,

@@ -74,6 +74,12 @@ static void hk_load(const scan_args *s, vf *hs, int b, int j, int e0, int nw) {
     }
 }
 
+/* dA_log[E, N] += dAt[N, E]^T * At[N, E]^T: the gradient of A_log through A = -exp(A_log) (dA/dA_log = A). */
+static void alog_grad_acc(float *dA_log, const float *dAt, const float *At, int E, int N) {
+    for (int e = 0; e < E; e++)
+        for (int n = 0; n < N; n++) dA_log[(size_t)e * N + n] += dAt[(size_t)n * E + e] * At[(size_t)n * E + e];
+}
+
 /* s with At in place of A_log (neg_exp_transpose into *At, which the caller frees), or s itself */
 static const scan_args *with_At(const scan_args *s, scan_args *w, float **At) {
     *At = NULL;

@@ -49,10 +49,8 @@ extern const backend backend_cuda, backend_cuda_bf16;
         .scan_fwd = scan_fwd_cuda,                                                                 \
         .scan_bwd = scan_bwd_cuda,                                                                 \
         .neg_exp_transpose = neg_exp_transpose_cuda,                                               \
-        .alog_grad_acc = alog_grad_acc_cuda,                                                       \
         .xent_fwd_bwd = xent_fwd_bwd_cuda,                                                         \
         .grad_norm = grad_norm_cuda,                                                               \
-        .grad_scale = grad_scale_cuda,                                                             \
         .adamw_step = adamw_step_cuda,                                                             \
     }
 

@@ -1,4 +1,4 @@
-/* Elementwise ops (CUDA): bias add and its gradient, Mamba-1's A = -exp(A_log) transpose and its gradient,
+/* Elementwise ops (CUDA): bias add and its gradient, Mamba-1's A = -exp(A_log) transposed,
  * bf16 conversion (the dt softplus and the SiLU gate are fused into the scan, scan.cu). One thread per
  * element; column sums go through colsum_acc. Accurate expf, not the fast intrinsic, to stay within 1e-5 of
  * the CPU. */
@@ -28,15 +28,6 @@ __global__ static void neg_exp_transpose_kernel(float *At, const float *A_log, i
     }
 }
 
-__global__ static void alog_grad_kernel(float *dA_log, const float *dAt, const float *At, int E, int N) {
-    const size_t n = (size_t)E * N;
-    GRID_STRIDE(i, n) { /* i indexes dA_log [E, N] */
-        const size_t e = i / N, nn = i % N;
-        dA_log[i] += dAt[nn * E + e] * At[nn * E + e];
-    }
-}
-
-
 extern "C" void bias_add_cuda(float *y, int ldy, const float *bias, int rows, int N) {
     const size_t n = (size_t)rows * N;
     if (rows <= 0 || N <= 0) return;
@@ -52,13 +43,6 @@ extern "C" void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int
     const size_t n = (size_t)E * N;
     if (E <= 0 || N <= 0) return;
     neg_exp_transpose_kernel<<<elem_blocks(n), ELEM_THREADS>>>(At, A_log, E, N);
-    CUDA_CHECK_LAUNCH();
-}
-
-extern "C" void alog_grad_acc_cuda(float *dA_log, const float *dAt, const float *At, int E, int N) {
-    const size_t n = (size_t)E * N;
-    if (E <= 0 || N <= 0) return;
-    alog_grad_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dA_log, dAt, At, E, N);
     CUDA_CHECK_LAUNCH();
 }
 

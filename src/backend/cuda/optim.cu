@@ -1,5 +1,6 @@
-/* The optimizer's CUDA kernels over the flat parameter buffer: the global gradient norm (for clipping),
- * the clip's scale, and one fused AdamW step doing the CPU adamw_step's arithmetic (cpu/optim.c) per element.
+/* The optimizer's CUDA kernels over the flat parameter buffer: the global gradient norm (for clipping)
+ * and one fused AdamW step doing the CPU adamw_step's arithmetic (cpu/optim.c) per element, the clip's
+ * scale applied as it reads the gradient.
  * The norm is a fixed-order two-pass reduction in double: the grid depends only on n, each thread sums a
  * fixed grid-stride subset, blocks reduce by block_reduce's fixed tree, and one block adds the per-block
  * partials in the same way. No atomics, so the same buffer always gives the same bits. */
@@ -42,17 +43,6 @@ extern "C" double grad_norm_cuda(const float *dw, size_t n) {
     CUDA_CHECK(cudaMemcpy(&ss, partial + nparts, sizeof ss, cudaMemcpyDeviceToHost));
     CUDA_CHECK(cudaFreeAsync(partial, 0));
     return sqrt(ss);
-}
-
-__global__ static void grad_scale_kernel(float *dw, size_t n, float coef) {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dw[i] *= coef;
-}
-
-extern "C" void grad_scale_cuda(float *dw, size_t n, float coef) {
-    if (n == 0) return;
-    grad_scale_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dw, n, coef);
-    CUDA_CHECK_LAUNCH();
 }
 
 /* shrink_decay = 1 - lr*wd, applied where decay_mask[i] != 0 (elsewhere the shrink is exactly 1). */
