@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Builds the scan kernels with parts of their work removed, to bound what a cheaper version of each part could
-give (docs/cuda.md, "Next"). The variants compute wrong results: they are for timing only, never for training.
+give (docs/cuda.md, "Limits of this design"). The variants compute wrong results: they are for timing only, never
+for training.
 
     bench/scan_ablation.py OUT      builds OUT/<variant>/bench_cuda_scan for each variant (sm_90 only), then on the
                                     GPU machine: for v in OUT/*/; do echo $v; $v/bench_cuda_scan; done
