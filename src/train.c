@@ -258,15 +258,16 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
                              "model's shape; drop the shape options, or start a new run with another --out",
                              r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->d_state);
         }
-        if (!t->quiet && r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
+        /* notes, not progress: printed even when quiet */
+        if (r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
             fprintf(stderr, "note: resuming on %s, not the checkpoint's %s: from here the data differ from an "
                             "uninterrupted run\n", t->data_path, r->prog.data_path);
-        else if (!t->quiet && r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
+        else if (r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
             fprintf(stderr, "note: %s is %zu bytes, %lld when the checkpoint was saved: from here the data differ "
                             "from an uninterrupted run\n", t->data_path, d->len, r->prog.data_bytes);
         int dropped = 0;
         if (metrics_resume(&r->metrics, r->metrics_path, r->prog.step, &dropped)) return -1;
-        if (dropped && !t->quiet)
+        if (dropped)
             fprintf(stderr, "note: %s: dropped %d line%s written after the checkpoint (step %ld) or torn by the "
                             "interruption\n", r->metrics_path, dropped, dropped == 1 ? "" : "s", r->prog.step);
         return 0;

@@ -1,35 +1,9 @@
 #!/usr/bin/env bash
 # The command line on good and bad input: every user error is one line on stderr and a non-zero exit,
 # and nothing half-written is left behind. Prints "ok - ..." / "FAIL - ..." lines.
-set -u
-SSM=${SSM:-build/ssm}
-dir=$(mktemp -d /tmp/ssm_cli.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
-fails=0
+. "$(dirname "$0")/cli_common.sh"
 
-ok() { echo "ok - $1"; }
-fail() { echo "FAIL - $1"; fails=$((fails + 1)); }
-
-# expect_error NAME SUBSTRING CMD...: non-zero exit, exactly one stderr line containing SUBSTRING
-expect_error() {
-    local name=$1 want=$2
-    shift 2
-    "$@" >"$dir/out" 2>"$dir/err"
-    local rc=$? lines
-    lines=$(wc -l <"$dir/err")
-    if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -qF -- "$want" "$dir/err"; then
-        ok "$name"
-    else
-        fail "$name (exit $rc, $lines stderr lines, wanted '$want'): $(head -c 300 "$dir/err")"
-    fi
-}
-
-# a tiny data set and a tiny trained model
-python3 -c "
-import random; random.seed(1)
-words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns']
-print(' '.join(random.choice(words) for _ in range(3000)))" >"$dir/text.txt"
-tiny=(--d-model 16 --n-layer 2 --d-state 4 --batch 2 --seq-len 32 --steps 4 --warmup 1 --eval-every 2 --sample 0 --quiet)
+# a tiny trained model
 if "$SSM" train --data "$dir/text.txt" --out "$dir/run" "${tiny[@]}" 2>"$dir/err"; then
     ok "train a tiny model"
 else
@@ -63,6 +37,27 @@ expect_error "unknown command" "unknown command" "$SSM" frobnicate
 expect_error "bad number" "expects an integer" "$SSM" train --steps ten
 expect_error "missing value" "needs a value" "$SSM" generate --model
 expect_error "missing --model" "--model DIR is required" "$SSM" generate --prompt hi
+# every option range-checked before anything is created (none of these may crash or leave a run behind)
+t=("$SSM" train --data "$dir/text.txt" --out "$dir/ranges" "${tiny[@]}")
+expect_error "--eval-every 0" "--eval-every must be at least 1" "${t[@]}" --eval-every 0
+expect_error "--eval-every -1" "--eval-every must be at least 1" "${t[@]}" --eval-every -1
+expect_error "--threads 100000" "--threads must be in [0, 1024]" "${t[@]}" --threads 100000
+expect_error "--threads -1 (generate)" "--threads must be in [0, 1024]" "$SSM" generate --model "$model" --threads -1
+expect_error "--lr -1" "--lr must be positive" "${t[@]}" --lr -1
+expect_error "--min-lr above --lr" "--min-lr must be in [0, --lr" "${t[@]}" --lr 1e-3 --min-lr 1e-2
+expect_error "--warmup -5" "--warmup must be 0 or more" "${t[@]}" --warmup -5
+expect_error "--clip -1" "--clip must be 0 (off) or positive" "${t[@]}" --clip -1
+expect_error "--weight-decay -1" "--weight-decay must be 0 or more" "${t[@]}" --weight-decay -1
+expect_error "--eval-bytes -1" "--eval-bytes must be 0 (all) or positive" "${t[@]}" --eval-bytes -1
+expect_error "--stop-after -1" "--stop-after must be 0 (off) or positive" "${t[@]}" --stop-after -1
+expect_error "--val-fraction 1" "--val-fraction must be in [0, 1)" "${t[@]}" --val-fraction 1
+expect_error "--batch 0" "must be at least 1" "${t[@]}" --batch 0
+expect_error "--batch x --seq-len too large" "bytes per micro-batch is too many" "${t[@]}" --batch 1000000 --seq-len 100000
+expect_error "--sample -1" "--sample must be 0 (none) or more" "${t[@]}" --sample -1
+expect_error "--d-model 0" "d_model = 0 is out of range" "${t[@]}" --d-model 0
+expect_error "--resume with --overwrite" "contradict" "${t[@]}" --resume --overwrite
+expect_error "a model larger than the machine" "more than the" "${t[@]}" --d-model 65536 --n-layer 4096
+[ -e "$dir/ranges" ] && fail "a refused option left a run directory" || ok "refused options leave no run directory"
 for c in train eval generate info bench; do
     if "$SSM" $c --help | grep -q "usage: ssm $c"; then ok "ssm $c --help"; else fail "ssm $c --help"; fi
 done
@@ -84,6 +79,8 @@ bad; printf '{"hidden_size": 16,' >"$dir/bad/config.json"
 expect_error "invalid config JSON" "config.json" "$SSM" info --model "$dir/bad"
 bad; rm "$dir/bad/config.json"
 expect_error "missing config.json" "config.json" "$SSM" info --model "$dir/bad"
+bad; sed -i 's/"hidden_size": 16/"hidden_size": 65536/; s/"intermediate_size": 32/"intermediate_size": 131072/; s/"num_hidden_layers": 2/"num_hidden_layers": 4096/' "$dir/bad/config.json"
+expect_error "an enormous config.json is a shape error, before allocating" "config.json implies" "$SSM" info --model "$dir/bad"
 bad; size=$(stat -c %s "$st"); printf '\x00\x00\xc0\x7f' | dd of="$st" bs=1 seek=$((size - 4)) conv=notrunc status=none
 expect_error "NaN weights" "non-finite" "$SSM" generate --model "$dir/bad" -n 4
 expect_error "missing model directory" "no such model directory" "$SSM" info --model "$dir/nowhere"
@@ -129,6 +126,13 @@ a=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 3 --top-k 5)
 b=$("$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 3 --top-k 5)
 if [ "$a" = "$b" ]; then ok "seeded sampling is reproducible"; else fail "seeded sampling is reproducible"; fi
 if "$SSM" info --model "$dir/run" | grep -q "inference state per sequence"; then ok "info"; else fail "info"; fi
+# a byte-level model's output is exactly the prompt and the generated bytes (no newline it did not make)
+"$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 5 >"$dir/gen"
+check "generate writes exactly the prompt + n bytes to a pipe" [ "$(stat -c %s "$dir/gen")" -eq 44 ]
+check "generate's output starts with the prompt" [ "$(head -c 4 "$dir/gen")" = "the " ]
+"$SSM" generate --model "$dir/run" --prompt "the " -n 40 --seed 5 --no-echo >"$dir/gen2"
+check "generate --no-echo writes the generated bytes alone" cmp -s <(tail -c 40 "$dir/gen") "$dir/gen2"
+
 
 # the default data path comes from SSM_DATA_DIR (tests/run_tests.sh sets it; CI has ../shared/data)
 if [ -f "${SSM_DATA_DIR:-data}/tinyshakespeare.txt" ]; then

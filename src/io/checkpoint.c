@@ -189,21 +189,30 @@ int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double
     return 0;
 }
 
-/* The checkpoint to resume: DIR, or DIR.old when a crash came between the two renames of a save. */
-static const char *ckpt_dir_resolve(const char *dir, char *old) {
-    char p[PATH_CAP];
-    snprintf(old, PATH_CAP, "%s.old", dir);
-    path_join(p, dir, "train_state.json");
-    return !file_exists(p) && file_exists(old) ? old : dir;
+/* train_state.json of the checkpoint to resume: DIR's, or DIR.old's when a crash came between the two
+ * renames of a save. `used` (PATH_CAP) gets the directory it came from. Another process may be saving into
+ * DIR now (a reader of a live run's options): a file renamed away between finding and reading it is looked
+ * for again. */
+static json_value *state_read(const char *dir_in, char *used) {
+    char old[PATH_CAP], p[PATH_CAP];
+    for (int attempt = 0;; attempt++) {
+        const char *dir = dir_or_old(dir_in, "train_state.json", old);
+        if (!dir) {
+            ssm_error("%s: no checkpoint to resume (train_state.json missing)", dir_in);
+            return NULL;
+        }
+        snprintf(used, PATH_CAP, "%s", dir);
+        path_join(p, dir, "train_state.json");
+        json_value *st = json_parse_file(p);
+        if (st || file_exists(p) || attempt == 100) return st;
+    }
 }
 
 int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progress *pr) {
-    char old[PATH_CAP], p[PATH_CAP];
-    const char *dir = ckpt_dir_resolve(dir_in, old);
-    path_join(p, dir, "train_state.json");
-    if (!file_exists(p)) return ssm_error("%s: no checkpoint to resume (train_state.json missing)", dir_in);
-    json_value *st = json_parse_file(p);
+    char dir[PATH_CAP], p[PATH_CAP];
+    json_value *st = state_read(dir_in, dir);
     if (!st) return -1;
+    path_join(p, dir, "train_state.json");
     long long step = -1;
     const char *rng = NULL;
     double seen = 0;
@@ -255,11 +264,8 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
 }
 
 int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, size_t data_cap) {
-    char old[PATH_CAP], p[PATH_CAP];
-    const char *dir = ckpt_dir_resolve(dir_in, old);
-    path_join(p, dir, "train_state.json");
-    if (!file_exists(p)) return ssm_error("%s: no checkpoint to resume (train_state.json missing)", dir);
-    json_value *st = json_parse_file(p);
+    char dir[PATH_CAP];
+    json_value *st = state_read(dir_in, dir);
     if (!st) return -1;
     long long v;
     double x;

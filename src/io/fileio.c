@@ -112,6 +112,24 @@ int dir_remove_tree(const char *path) {
     return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
 }
 
+const char *dir_or_old(const char *dir, const char *file, char *buf) {
+    char p[PATH_CAP], tmp[PATH_CAP];
+    snprintf(buf, PATH_CAP, "%s.old", dir);
+    snprintf(tmp, PATH_CAP, "%s.tmp", dir);
+    for (int attempt = 0; attempt < 200; attempt++) { /* at most ~2 s, and only while a swap is under way */
+        path_join(p, dir, file);
+        if (file_exists(p)) return dir;
+        path_join(p, buf, file);
+        if (file_exists(p)) return buf;
+        const int swapping = file_exists(buf) || file_exists(tmp);
+        path_join(p, dir, file); /* a swap may have ended between the two looks */
+        if (file_exists(p)) return dir;
+        if (!swapping) return NULL;
+        usleep(10000);
+    }
+    return NULL;
+}
+
 int dir_create(const char *path) {
     char buf[PATH_CAP];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return ssm_error("%s: path too long", path);

@@ -336,27 +336,18 @@ int ssm_model_save(const ssm_model *m, const char *dir) {
     return model_config_write(p, &m->cfg);
 }
 
-/* 1 when dir holds a config.json. */
-static int has_config(const char *dir) {
-    char p[PATH_CAP];
-    path_join(p, dir, "config.json");
-    return file_exists(p);
-}
-
 /* A run directory (with checkpoint/) is accepted wherever a model directory is; and where a training run
  * died between the two renames of a checkpoint save, DIR.old is the complete checkpoint (see ckpt_save). */
 static const char *model_dir_resolve(const char *dir, char *buf) {
-    if (has_config(dir)) return dir;
     char base[PATH_CAP]; /* without trailing slashes, so that "run/checkpoint/" finds run/checkpoint.old */
     snprintf(base, sizeof base, "%s", dir);
     for (size_t n = strlen(base); n > 1 && base[n - 1] == '/';) base[--n] = 0;
     dir = base;
-    const char *candidates[] = {"%s.old", "%s/checkpoint", "%s/checkpoint.old"};
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
-        if (snprintf(buf, PATH_CAP, candidates[i], dir) >= PATH_CAP) break;
-        if (has_config(buf)) return buf;
-    }
-    snprintf(buf, PATH_CAP, "%s", dir);
+    char ckpt[PATH_CAP], old[PATH_CAP];
+    const char *found = dir_or_old(dir, "config.json", old);
+    if (!found && snprintf(ckpt, sizeof ckpt, "%s/checkpoint", dir) < (int)sizeof ckpt)
+        found = dir_or_old(ckpt, "config.json", old);
+    snprintf(buf, PATH_CAP, "%s", found ? found : dir);
     return buf;
 }
 
@@ -366,9 +357,8 @@ int ssm_config_load(const char *dir_in, ssm_config *c) {
     return model_config_read(p, c);
 }
 
-ssm_model *ssm_model_load(const char *dir_in) {
-    char buf[PATH_CAP], p[PATH_CAP];
-    const char *dir = model_dir_resolve(dir_in, buf);
+static ssm_model *model_load_from(const char *dir) {
+    char p[PATH_CAP];
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         ssm_error("%s: no such model directory", dir);
@@ -387,4 +377,15 @@ ssm_model *ssm_model_load(const char *dir_in) {
     }
     weight_files_close(&w);
     return m;
+}
+
+ssm_model *ssm_model_load(const char *dir_in) {
+    char buf[PATH_CAP], p[PATH_CAP];
+    for (int attempt = 0;; attempt++) {
+        const char *dir = model_dir_resolve(dir_in, buf);
+        ssm_model *m = model_load_from(dir);
+        /* a live run's checkpoint may be renamed away while it is read (see ckpt_save): look again */
+        path_join(p, dir, "config.json");
+        if (m || file_exists(p) || attempt == 100) return m;
+    }
 }
