@@ -6,9 +6,12 @@
 #   make cuda     build the CUDA kernels (src/backend/cuda, when nvcc is found) and their GPU tests
 #   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang;
 #                 tests/fuzz/run.sh SECONDS runs them)
+#   make check-sanitize  build build/asan/ssm (CPU-only, ASan + UBSan) and run tests/test_cli.sh with it
 CC      ?= cc
 OPT     ?= -O3 -march=native
-CFLAGS  += $(OPT) -ffp-contract=fast -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers -Iinclude -Isrc -MMD -MP
+# everything but the optimization level, shared by the normal and the sanitizer build
+BASE_CFLAGS := -ffp-contract=fast -std=c11 -D_GNU_SOURCE -fopenmp -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers -Iinclude -Isrc -MMD -MP
+CFLAGS  += $(OPT) $(BASE_CFLAGS)
 # Prefer the OpenMP build of OpenBLAS so BLAS threads and our OpenMP threads share one pool.
 BLASDIR := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp))
 ifneq ($(BLASDIR),)
@@ -16,7 +19,8 @@ BLAS    := -L$(BLASDIR) -Wl,-rpath,$(BLASDIR) -lopenblas
 else
 BLAS    := -lopenblas
 endif
-LDLIBS  += $(BLAS) -lm -fopenmp
+CPU_LDLIBS := $(BLAS) -lm -fopenmp
+LDLIBS  += $(CPU_LDLIBS)
 
 # ---- CUDA backend: built into libssm.a when nvcc is found (CUDA=0 forces a CPU-only build, which needs no
 # CUDA). nvcc may be a wrapper script elsewhere on PATH (e.g. /usr/local/bin/nvcc), so CUDA_HOME is the first
@@ -41,10 +45,8 @@ NVCC      :=
 endif
 endif
 
-SRC     := $(wildcard src/*.c src/*/*.c src/*/*/*.c)
-ifeq ($(NVCC),)
-SRC     := $(filter-out src/backend/cuda/%,$(SRC))
-endif
+CPU_SRC := $(filter-out src/backend/cuda/%,$(wildcard src/*.c src/*/*.c src/*/*/*.c))
+SRC     := $(if $(NVCC),$(wildcard src/*.c src/*/*.c src/*/*/*.c),$(CPU_SRC))
 OBJ     := $(SRC:%.c=build/%.o)
 TESTS   := $(patsubst tests/%.c,build/%,$(wildcard tests/test_*.c))
 CU_OBJ  := $(if $(NVCC),$(patsubst %.cu,build/%.o,$(wildcard src/backend/cuda/*.cu)))
@@ -146,9 +148,36 @@ build/fuzz/libssm_io.a: $(FUZZ_LIB_OBJ)
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libssm_io.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $< build/fuzz/libssm_io.a -lm -o $@
 
+# The sanitizer build: the CPU library and the CLI (no CUDA: ASan and the CUDA runtime do not mix) with
+# AddressSanitizer and UBSan, OpenMP kept, in build/asan/ so its objects never meet the normal build's.
+# -O1 -g keeps it fast enough for the CLI tests and its reports readable; -fno-sanitize-recover makes
+# every UBSan report fatal. check-sanitize runs tests/test_cli.sh with it (tests/run_tests.sh calls it):
+#   detect_leaks=1        the commands that succeed must free all they allocate (test_cli.sh turns it off
+#                         for the user errors, which exit(1) holding their allocations)
+#   OPENBLAS_NUM_THREADS  one BLAS thread: OpenBLAS is not instrumented, and its own pool adds nothing here
+ASAN_CFLAGS := -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined $(BASE_CFLAGS)
+ASAN_OBJ    := $(CPU_SRC:%.c=build/asan/%.o)
+
+build/asan/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+build/asan/libssm.a: $(ASAN_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+build/asan/ssm: build/asan/tools/ssm.o build/asan/libssm.a
+	$(CC) $(ASAN_CFLAGS) $^ -o $@ $(CPU_LDLIBS)
+
+check-sanitize: build/asan/ssm
+	SSM=build/asan/ssm SSM_CLI_TAG=asan OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1 tests/test_cli.sh
+
 clean:
 	rm -rf build
 
-.PHONY: all tests test data train fuzz clean
+.PHONY: all tests test data train fuzz check-sanitize clean
 .SECONDARY:
 -include $(OBJ:.o=.d) $(wildcard build/tests/*.d build/tests/gpu/*.d) $(CU_OBJ:.o=.d) build/tools/ssm.d $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+-include $(ASAN_OBJ:.o=.d) build/asan/tools/ssm.d
