@@ -111,7 +111,7 @@ cuda:
 	@echo "no nvcc found: the CUDA backend is not built (CPU-only build)"
 endif
 
-tests: $(TESTS) build/ssm build/torch_dump $(if $(NVCC),$(GPU_TESTS))
+tests: $(TESTS) build/ssm build/torch_dump build/asan/ssm $(if $(NVCC),$(GPU_TESTS))
 
 test: tests
 	tests/run_tests.sh
