@@ -4,8 +4,8 @@
 #   make data     download tinyshakespeare and enwik8 into data/ (checksummed)
 #   make train    build, fetch tinyshakespeare, train the default model and sample from it
 #   make cuda     build the CUDA kernels (src/backend/cuda, when nvcc is found) and their GPU tests
-#   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang;
-#                 tests/fuzz/run.sh SECONDS runs them)
+#   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang, and
+#                 libomp-dev for fuzz_checkpoint; tests/fuzz/run.sh SECONDS runs them)
 #   make check-sanitize  build build/asan/ssm (CPU-only, ASan + UBSan) and run tests/test_cli.sh with it
 CC      ?= cc
 OPT     ?= -O3 -march=native
@@ -127,26 +127,41 @@ train: build/ssm data/tinyshakespeare.txt
 	build/ssm train
 
 # Fuzzing: the harnesses link only src/common.c and src/io/*.c, built with sanitizers into an archive so
-# that a harness pulls in just the io files it calls (checkpoint.c, which needs the model, stays out).
+# that a harness pulls in just the io files it calls. fuzz_checkpoint (the checkpoint loader) needs the model
+# too: it links the whole CPU library, built the same way plus OpenMP, which clang takes from LLVM's runtime,
+# libomp (Debian's libomp-dev; clang cannot use gcc's libgomp), and OpenBLAS.
 # -fno-sanitize-recover turns every UBSan report into a crash the fuzzer records.
 FUZZ_CC      ?= clang
-FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Iinclude -Isrc \
+FUZZ_CFLAGS  := -g -O1 -march=native -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
+                -Wno-missing-field-initializers -Iinclude -Isrc \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer -MMD -MP
 FUZZ_LIB_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,src/common.c $(wildcard src/io/*.c))
+FUZZ_CPU_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(CPU_SRC))
 FUZZ_BIN     := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 fuzz: $(FUZZ_BIN)
 
+# the io files do not use OpenMP; the rest of the library (only in libssm_cpu.a) does
+$(filter-out $(FUZZ_LIB_OBJ),$(FUZZ_CPU_OBJ)): FUZZ_OMP := -fopenmp
+
 build/fuzz/obj/%.o: %.c
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_OMP) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
 build/fuzz/libssm_io.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+build/fuzz/libssm_cpu.a: $(FUZZ_CPU_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c build/fuzz/libssm_io.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $< build/fuzz/libssm_io.a -lm -o $@
+
+build/fuzz/fuzz_checkpoint: tests/fuzz/fuzz_checkpoint.c build/fuzz/libssm_cpu.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $< build/fuzz/libssm_cpu.a \
+	    $(CPU_LDLIBS) -o $@
 
 # The sanitizer build: the CPU library and the CLI (no CUDA: ASan and the CUDA runtime do not mix) with
 # AddressSanitizer and UBSan, OpenMP kept, in build/asan/ so its objects never meet the normal build's.
@@ -179,5 +194,5 @@ clean:
 
 .PHONY: all tests test data train fuzz check-sanitize clean
 .SECONDARY:
--include $(OBJ:.o=.d) $(wildcard build/tests/*.d build/tests/gpu/*.d) $(CU_OBJ:.o=.d) build/tools/ssm.d $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+-include $(OBJ:.o=.d) $(wildcard build/tests/*.d build/tests/gpu/*.d) $(CU_OBJ:.o=.d) build/tools/ssm.d $(FUZZ_CPU_OBJ:.o=.d) $(FUZZ_BIN:=.d)
 -include $(ASAN_OBJ:.o=.d) build/asan/tools/ssm.d
