@@ -6,7 +6,7 @@
 #   make cuda     build the CUDA kernels (src/backend/cuda, when nvcc is found) and their GPU tests
 #   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang, and
 #                 libomp-dev for fuzz_checkpoint; tests/fuzz/run.sh SECONDS runs them)
-#   make check-sanitize  build build/asan/ssm (CPU-only, ASan + UBSan) and run tests/test_cli.sh with it
+#   make check-sanitize  build build/asan/ssm (CPU-only, ASan + UBSan) and run tests/test_cli*.sh with it
 CC      ?= cc
 OPT     ?= -O3 -march=native
 # everything but the optimization level, shared by the normal and the sanitizer build
@@ -166,7 +166,7 @@ build/fuzz/fuzz_checkpoint: tests/fuzz/fuzz_checkpoint.c build/fuzz/libssm_cpu.a
 # The sanitizer build: the CPU library and the CLI (no CUDA: ASan and the CUDA runtime do not mix) with
 # AddressSanitizer and UBSan, OpenMP kept, in build/asan/ so its objects never meet the normal build's.
 # -O1 -g keeps it fast enough for the CLI tests and its reports readable; -fno-sanitize-recover makes
-# every UBSan report fatal. check-sanitize runs tests/test_cli.sh with it (tests/run_tests.sh calls it):
+# every UBSan report fatal. check-sanitize runs tests/test_cli*.sh with it (tests/run_tests.sh calls it):
 #   detect_leaks=1        the commands that succeed must free all they allocate (test_cli.sh turns it off
 #                         for the user errors, which exit(1) holding their allocations)
 #   OPENBLAS_NUM_THREADS  one BLAS thread: OpenBLAS is not instrumented, and its own pool adds nothing here
@@ -186,8 +186,9 @@ build/asan/ssm: build/asan/tools/ssm.o build/asan/libssm.a
 	$(CC) $(ASAN_CFLAGS) $^ -o $@ $(CPU_LDLIBS)
 
 check-sanitize: build/asan/ssm
-	SSM=build/asan/ssm SSM_CLI_TAG=asan OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 \
-	    UBSAN_OPTIONS=print_stacktrace=1 tests/test_cli.sh
+	for t in tests/test_cli.sh tests/test_cli_runs.sh; do \
+	    SSM=build/asan/ssm SSM_CLI_TAG=asan OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 \
+	        UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
 
 clean:
 	rm -rf build

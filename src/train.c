@@ -41,7 +41,7 @@ void adamw_init(adamw_state *s, const ssm_model *m) {
     s->be = be;
     s->m = be->alloc(n * sizeof(float));
     s->v = be->alloc(n * sizeof(float));
-    unsigned char *mask = xmalloc(n);
+    unsigned char *mask = xcalloc(n, 1); /* the padding between tensors too: adamw_step reads it */
     for (int t = 0; t < m->layout.n; t++) {
         const param_info *p = &m->layout.items[t];
         memset(mask + p->offset, p->decay ? 1 : 0, p->numel);

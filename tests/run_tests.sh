@@ -21,8 +21,10 @@ run() { # run NAME CMD...: stream its output, keep it for the tally
 for t in build/test_*; do run "$t" "$t"; done
 for t in build/gpu/test_*; do [ -x "$t" ] && run "$t" "$t"; done # print "skip - ..." without a GPU
 run tests/test_cli.sh tests/test_cli.sh
+run tests/test_cli_runs.sh tests/test_cli_runs.sh
+run "tests/test_interrupt.sh 10" tests/test_interrupt.sh 10
 # the same CLI tests on build/asan/ssm (AddressSanitizer + UBSan, leak checks on; see the Makefile)
-run "make check-sanitize (tests/test_cli.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
+run "make check-sanitize (tests/test_cli*.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
 
 echo "== PyTorch oracle (tests/torch_ref.py)"
 dump=/tmp/ssm_torch_dump.$$.safetensors

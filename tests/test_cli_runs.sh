@@ -110,6 +110,7 @@ size=$(($(stat -c %s "$run/checkpoint/model.safetensors") / 1024 + 8)) # room fo
 (
     trap '' XFSZ # a write past the limit fails with EFBIG, as on a full disk, instead of killing the process
     ulimit -f "$size"
+    export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 # a user error: exit(1) holding memory
     train --out "$run" --resume --steps 14 >"$dir/out" 2>"$dir/err"
 )
 rc=$?
@@ -120,5 +121,21 @@ else
     fail "a full disk during a save (exit $rc): $(cat "$dir/err")"
 fi
 check "after a failed save, --resume continues" train --out "$run" --resume --steps 14
+
+# --- a damaged checkpoint is refused in one line, never half-trusted ---
+damage() { # damage NAME SUBSTRING PYTHON: a copy of the run, its checkpoint edited by PYTHON (p: the dir)
+    rm -rf "$dir/dmg" && cp -r "$run" "$dir/dmg"
+    python3 -c "p='$dir/dmg/checkpoint'; $3" || fail "$1: could not damage the checkpoint"
+    expect_error "$1" "$2" "$SSM" train --out "$dir/dmg" --resume --steps 100 --quiet --sample 0
+}
+edit_state='import json; f=p+"/train_state.json"; s=json.load(open(f)); s.update(%s); json.dump(s, open(f, "w"))'
+damage "train_state.json: seq_len past an int" "out of range" "$(printf "$edit_state" '{"seq_len": 4294967304}')"
+damage "train_state.json: lr of 1e300" "out of range" "$(printf "$edit_state" '{"lr": 1e300}')"
+damage "train_state.json: a data_rng that is not a count" "invalid step, data_rng" "$(printf "$edit_state" '{"data_rng": "-1"}')"
+damage "train_state.json: a negative step" "invalid step" "$(printf "$edit_state" '{"step": -3}')"
+damage "optimizer.safetensors: an adam_step that is not a count" "is not a step count" \
+    'f=p+"/optimizer.safetensors"; b=open(f,"rb").read(); i=b.index(b"\"adam_step\": \"")+14; j=b.index(b"\"",i); open(f,"wb").write(b[:i]+b"-"*(j-i)+b[j:])'
+damage "optimizer.safetensors: a NaN moment" "is invalid" \
+    'import struct; f=p+"/optimizer.safetensors"; b=bytearray(open(f,"rb").read()); n=struct.unpack("<Q",b[:8])[0]; b[8+n:12+n]=struct.pack("<f",float("nan")); open(f,"wb").write(b)'
 
 exit $((fails > 0))

@@ -12,6 +12,9 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <stddef.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -102,7 +105,9 @@ static int state_write(const char *path, const train_progress *pr, const ssm_tra
     jw_key(&w, "val_fraction"), jw_number(&w, t->val_fraction);
     jw_key(&w, "eval_every"), jw_int(&w, t->eval_every);
     jw_key(&w, "eval_bytes"), jw_int(&w, t->eval_bytes);
-    jw_key(&w, "seed"), jw_int(&w, (long long)t->seed);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)t->seed);
+    jw_key(&w, "seed"), jw_string(&w, seed); /* a string, as data_rng */
     jw_key(&w, "lr"), jw_number(&w, t->optim.lr);
     jw_key(&w, "min_lr"), jw_number(&w, t->optim.min_lr);
     jw_key(&w, "warmup"), jw_int(&w, t->optim.warmup);
@@ -189,6 +194,16 @@ int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double
     return 0;
 }
 
+/* A decimal count from a string field (64-bit values do not fit a JSON number): all digits, in [0, max]. */
+static int parse_count(const char *text, unsigned long long max, unsigned long long *out) {
+    if (!text || !*text || strspn(text, "0123456789") != strlen(text)) return -1;
+    errno = 0;
+    unsigned long long v = strtoull(text, NULL, 10);
+    if (errno || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
 /* train_state.json of the checkpoint to resume: DIR's, or DIR.old's when a crash came between the two
  * renames of a save. `used` (PATH_CAP) gets the directory it came from. Another process may be saving into
  * DIR now (a reader of a live run's options): a file renamed away between finding and reading it is looked
@@ -216,13 +231,14 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
     long long step = -1;
     const char *rng = NULL;
     double seen = 0;
-    if (json_get_int(st, "step", &step) != 0 || json_get_string(st, "data_rng", &rng) != 0 || step < 0) {
+    unsigned long long data_rng;
+    if (json_get_int(st, "step", &step) != 0 || step < 0 || step > INT_MAX || json_get_string(st, "data_rng", &rng) != 0 ||
+        parse_count(rng, ULLONG_MAX, &data_rng) || json_get_double(st, "tokens_seen", &seen) < 0) {
         json_free(st);
-        return ssm_error("%s: missing or invalid step/data_rng", p);
+        return ssm_error("%s: missing or invalid step, data_rng or tokens_seen", p);
     }
-    json_get_double(st, "tokens_seen", &seen);
     pr->step = step;
-    pr->data_rng = strtoull(rng, NULL, 10);
+    pr->data_rng = data_rng;
     pr->tokens_seen = seen;
     /* absent in checkpoints made before they were kept: no best model yet, data size unknown */
     long long best_step = 0, data_bytes = -1;
@@ -250,9 +266,15 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
     const st_tensor *tm = st_find(&f, "exp_avg"), *tv = st_find(&f, "exp_avg_sq");
     const char *as = st_meta(&f, "adam_step");
     int rc = 0;
+    unsigned long long adam_step = 0;
     if (!tm || !tv || !as) rc = ssm_error("%s: missing exp_avg, exp_avg_sq or adam_step", p);
+    else if (parse_count(as, INT_MAX, &adam_step)) rc = ssm_error("%s: adam_step \"%s\" is not a step count", p, as);
     else if (st_read_f32(&f, tm, opt->m, m->layout.total) || st_read_f32(&f, tv, opt->v, m->layout.total)) rc = -1;
-    if (!rc) opt->step = atol(as);
+    /* the moments are on the CPU here (the model was just loaded there) */
+    for (size_t i = 0; !rc && i < m->layout.total; i++)
+        if (!isfinite(opt->m[i]) || !isfinite(opt->v[i]) || opt->v[i] < 0)
+            rc = ssm_error("%s: moment %zu is invalid (exp_avg %g, exp_avg_sq %g)", p, i, opt->m[i], opt->v[i]);
+    if (!rc) opt->step = (long)adam_step;
     st_close(&f);
     if (rc) {
         adamw_free(opt);
@@ -264,36 +286,67 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
 }
 
 int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, size_t data_cap) {
-    char dir[PATH_CAP];
+    char dir[PATH_CAP], p[PATH_CAP];
     json_value *st = state_read(dir_in, dir);
     if (!st) return -1;
-    long long v;
-    double x;
+    path_join(p, dir, "train_state.json");
     const char *s;
+    int rc = 0;
     if (json_get_string(st, "data", &s) == 0) {
+        if (strlen(s) >= data_cap) rc = ssm_error("%s: \"data\" is a path too long", p);
         snprintf(data_buf, data_cap, "%s", s);
         t->data_path = data_buf;
     }
-#define INT(key, field) if (json_get_int(st, key, &v) == 0) t->field = (int)v
-#define DBL(key, field) if (json_get_double(st, key, &x) == 0) t->field = x
-    INT("batch", batch);
-    INT("seq_len", seq_len);
-    INT("grad_accum", grad_accum);
-    DBL("val_fraction", val_fraction);
-    INT("eval_every", eval_every);
-    if (json_get_int(st, "eval_bytes", &v) == 0) t->eval_bytes = v;
-    if (json_get_int(st, "seed", &v) == 0) t->seed = (uint64_t)v;
-    DBL("lr", optim.lr);
-    DBL("min_lr", optim.min_lr);
-    INT("warmup", optim.warmup);
-    INT("steps", optim.steps);
-    DBL("weight_decay", optim.weight_decay);
-    DBL("beta1", optim.beta1);
-    DBL("beta2", optim.beta2);
-    DBL("eps", optim.eps);
-    DBL("clip", optim.clip);
-#undef INT
-#undef DBL
+    /* absent fields keep the caller's values; present ones must have their type and fit their field (the
+     * ranges that make sense are ssm_train's to check, with the command line's words) */
+    static const struct {
+        const char *key;
+        size_t offset;
+        char kind; /* i: int, l: long, d: double, f: float */
+    } fields[] = {
+#define F(key, field, kind) {key, offsetof(ssm_train_options, field), kind}
+        F("batch", batch, 'i'),          F("seq_len", seq_len, 'i'),      F("grad_accum", grad_accum, 'i'),
+        F("val_fraction", val_fraction, 'd'), F("eval_every", eval_every, 'i'), F("eval_bytes", eval_bytes, 'l'),
+        F("lr", optim.lr, 'f'),          F("min_lr", optim.min_lr, 'f'),  F("warmup", optim.warmup, 'i'),
+        F("steps", optim.steps, 'i'),    F("weight_decay", optim.weight_decay, 'f'),
+        F("beta1", optim.beta1, 'f'),    F("beta2", optim.beta2, 'f'),    F("eps", optim.eps, 'f'),
+        F("clip", optim.clip, 'f'),
+#undef F
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0] && !rc; i++) {
+        char *dst = (char *)t + fields[i].offset;
+        long long v;
+        double x;
+        int got = fields[i].kind == 'i' || fields[i].kind == 'l' ? json_get_int(st, fields[i].key, &v)
+                                                                  : json_get_double(st, fields[i].key, &x);
+        if (got < 0) rc = ssm_error("%s: %s", p, ssm_last_error());
+        if (got != 0) continue;
+        switch (fields[i].kind) {
+        case 'i':
+            if (v < INT_MIN || v > INT_MAX) rc = ssm_error("%s: \"%s\" = %lld is out of range", p, fields[i].key, v);
+            else *(int *)dst = (int)v;
+            break;
+        case 'l': *(long *)dst = (long)v; break;
+        case 'd':
+        case 'f':
+            if (!isfinite(x) || (fields[i].kind == 'f' && fabs(x) > FLT_MAX))
+                rc = ssm_error("%s: \"%s\" = %g is out of range", p, fields[i].key, x);
+            else if (fields[i].kind == 'd') *(double *)dst = x;
+            else *(float *)dst = (float)x;
+            break;
+        }
+    }
+    /* the seed: a decimal string (64 bits), or a number in checkpoints written before */
+    const json_value *seed = json_get(st, "seed");
+    unsigned long long sv;
+    if (!rc && seed && seed->type == JSON_STRING) {
+        if (parse_count(seed->string, ULLONG_MAX, &sv)) rc = ssm_error("%s: \"seed\" is not a 64-bit count", p);
+        else t->seed = sv;
+    } else if (!rc && seed) {
+        long long v;
+        if (json_get_int(st, "seed", &v)) rc = ssm_error("%s: \"seed\" is not an integer", p);
+        else t->seed = (uint64_t)v;
+    }
     json_free(st);
-    return 0;
+    return rc;
 }
