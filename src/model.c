@@ -25,6 +25,8 @@ void ssm_config_default(ssm_config *c) {
 }
 
 int ssm_config_resolve(ssm_config *c) {
+    if (c->d_model < 1 || c->d_model > 1 << 16) /* before it derives dt_rank */
+        return ssm_error("config: d_model = %d is out of range [%d, %d]", c->d_model, 1, 1 << 16);
     if (c->dt_rank == 0) c->dt_rank = (c->d_model + 15) / 16;
     if (!c->layer_pattern[0]) strcpy(c->layer_pattern, "m");
 #define RANGE(field, lo, hi)                                                                       \

@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void ssm_optim_config_default(ssm_optim_config *o) {
@@ -287,12 +288,15 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
     return 0;
 }
 
-static void run_close(train_run *r, int failed_at_start) {
+/* A new run that failed or was stopped before its first step leaves nothing behind: no empty metrics.jsonl,
+ * and no run directory if it made it. */
+static void run_close(train_run *r) {
+    struct stat st;
     metrics_close(&r->metrics);
-    if (failed_at_start && r->new_metrics) unlink(r->metrics_path); /* a new run that never took a step */
+    if (r->new_metrics && stat(r->metrics_path, &st) == 0 && st.st_size == 0) unlink(r->metrics_path);
     adamw_free(&r->opt);
     ssm_model_free(r->m);
-    run_lock_release(&r->lock, failed_at_start);
+    run_lock_release(&r->lock, 1);
 }
 
 /* Validates, saves the checkpoint and, when the validation loss is the best so far, best/. */
@@ -324,7 +328,7 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     dataset d;
     if (data_open(&d, t->data_path, t->val_fraction, t->seq_len)) return -1;
     train_run r = {0};
-    int rc = -1, started = 0;
+    int rc = -1;
     if (run_open(&r, t, cfg, &d)) goto out;
     ssm_model *m = r.m;
     r.prog.data_bytes = (long long)d.len;
@@ -340,9 +344,13 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
                 ssm_model_state_bytes(m, -1) / 1024.0, m->be->name,
                 strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision", t->data_path, d.len,
                 d.train_len, d.len - d.train_len, t->resume ? "; resuming" : "");
-    started = 1;
     const int B = t->batch, T = t->seq_len;
-    int *tok = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
+    int *tok = calloc((size_t)B * T, sizeof(int)), *tgt = calloc((size_t)B * T, sizeof(int));
+    if (!tok || !tgt) {
+        ssm_error("cannot allocate a batch of %d x %d bytes: use a smaller --batch or --seq-len (and --grad-accum "
+                  "for a larger batch)", B, T);
+        goto out_buffers;
+    }
     rng_t data_rng = {r.prog.data_rng};
     const long first = r.prog.step;
     long saved = r.prog.step; /* the step of the checkpoint on disk */
@@ -354,11 +362,12 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         const double ts = now_seconds();
         model_zero_grad(m);
         double loss = 0;
-        for (int a = 0; a < t->grad_accum; a++) {
+        for (int a = 0; a < t->grad_accum && !stop_signal; a++) {
             data_sample_batch(&d, &data_rng, B, T, tok, tgt);
             loss += model_train_forward(m, tok, tgt, B, T);
             model_train_backward(m, 1.0f / t->grad_accum);
         }
+        if (stop_signal) break; /* mid-step (long accumulations): drop the partial step, keep the last whole one */
         loss /= t->grad_accum;
         const double gnorm = grad_clip(m, t->optim.clip);
         const float lr = lr_at(&t->optim, step);
@@ -411,7 +420,6 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         if (tty && !t->quiet) fprintf(stderr, "\r\033[K");
         rc = 1;
         if (r.prog.step == 0) { /* before the first step: nothing to keep, as if the run had not started */
-            started = 0;
             fprintf(stderr, "interrupted before the first step: nothing saved\n");
             goto out_buffers;
         }
@@ -432,7 +440,7 @@ out_buffers:
     free(tok);
     free(tgt);
 out:
-    run_close(&r, !started);
+    run_close(&r);
     data_close(&d);
     return rc;
 }

@@ -343,6 +343,10 @@ static int cmd_train(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     int rc = ssm_train(&t, t.resume && !shape_given ? NULL : &c);
+    sa.sa_handler = SIG_DFL; /* the sample after training stops at once */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     if (rc < 0) die("%s", ssm_last_error());
     if (rc > 0) return 128 + ssm_train_interrupted();
     if (sample_n > 0) {
@@ -508,6 +512,9 @@ static int cmd_bench(int argc, char **argv) {
     if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24, hf130m)", config);
     set_threads(threads);
     if (steps < 1 || decode_steps < 1 || batch < 1 || seq_len < 1 || decode_batch < 1) die("counts must be positive");
+    if (steps > 100000 || decode_steps > 100000) die("--steps and --decode-steps must be at most 100000");
+    if ((long long)batch * seq_len > (1LL << 30) || decode_batch > 65536)
+        die("--batch x --seq-len must be at most 2^30 bytes and --decode-batch at most 65536");
     int do_train = !strcmp(what, "all") || !strcmp(what, "train"), do_dec = !strcmp(what, "all") || !strcmp(what, "decode");
     if (!do_train && !do_dec) die("--what must be train, decode or all");
     if (model_dir) do_train = 0;

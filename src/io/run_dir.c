@@ -71,8 +71,10 @@ void run_lock_release(run_lock *l, int remove_empty_dir) {
 int run_dir_has_run(const char *dir) {
     char p[PATH_CAP];
     for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
+        struct stat st;
         path_join(p, dir, run_files[i]);
-        if (file_exists(p)) return 1;
+        /* an empty metrics.jsonl: a run killed before its first step, which holds nothing to lose */
+        if (stat(p, &st) == 0 && (S_ISDIR(st.st_mode) || st.st_size > 0)) return 1;
     }
     return 0;
 }
