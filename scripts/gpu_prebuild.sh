@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the GPU test and bench binaries for another machine (the device tool's GPU host), with portable CPU
+# Builds the GPU test and bench binaries for another machine (a GPU host without a compiler), with portable CPU
 # flags, in a scratch copy of the working tree, and puts them in .devbuild/ (ignored by git) to carry there:
 #   scripts/gpu_prebuild.sh        then, on the GPU machine (one call):
 #   tests/gpu/run.sh .devbuild && bench/gpu_bench.sh .devbuild

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU test in one go, for the GPU machine (the device tool: one call builds and runs them all).
+# Every GPU test in one go, for a machine with an NVIDIA GPU (one command builds and runs them all).
 # Ends with "N passed, N failed". Without a GPU each test prints "skip - ..." instead.
 #   tests/gpu/run.sh          build (make cuda) and run build/gpu/test_*
 #   tests/gpu/run.sh DIR      run prebuilt DIR/test_* (built elsewhere, e.g. with OPT="-O3 -march=x86-64-v3")
