@@ -4,6 +4,7 @@
 # and the same per-step losses as one uninterrupted run; metrics.jsonl must be valid JSONL with every step
 # once, and the run directory must hold nothing but its files.
 #   tests/test_interrupt.sh [N]   (default 10; the reliability goal was measured with 50)
+#   SSM_DEVICE=cuda               train on the GPU (tests/gpu/run.sh does)
 # Prints "ok - ..." / "FAIL - ..." lines.
 set -u
 N=${1:-10}
@@ -20,7 +21,7 @@ words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns', 'o
 print(' '.join(random.choice(words) for _ in range(6000)))" >"$dir/text.txt"
 steps=$((300 + 120 * N))
 args=(--data "$dir/text.txt" --d-model 32 --n-layer 2 --d-state 4 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
-    --eval-every 37 --eval-bytes 2000 --sample 0 --quiet --threads 2)
+    --eval-every 37 --eval-bytes 2000 --sample 0 --quiet --threads 2 --device "${SSM_DEVICE:-cpu}")
 
 # every line a JSON object; step lines once each, in order; validation lines once per step
 valid_metrics() {

@@ -20,5 +20,7 @@ done
 ssm=$([ $# -eq 0 ] && echo build/ssm || echo "$bin/ssm")
 echo "== tests/test_cli.sh ($ssm)"
 SSM=$ssm tests/test_cli.sh 2>&1 | tee -a "$log"
+echo "== tests/test_interrupt.sh 5 on the GPU"
+SSM=$ssm SSM_DEVICE=cuda tests/test_interrupt.sh 5 2>&1 | tee -a "$log"
 echo "$(grep -c '^ok - ' "$log") passed, $(grep -c '^FAIL - ' "$log") failed"
 ! grep -q '^FAIL - ' "$log"
