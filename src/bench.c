@@ -3,7 +3,7 @@
 #include "backend/profile.h"
 #include "common.h"
 #include "model.h"
-#include "train.h"
+#include "optim.h"
 
 #include <omp.h>
 #include <string.h>

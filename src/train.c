@@ -1,9 +1,12 @@
-/* Training (see train.h): AdamW with torch's arithmetic, warmup + cosine schedule, global-norm
- * clipping, gradient accumulation, validation in bits per byte, metrics and atomic checkpoints. */
-#include "train.h"
+/* Training (ssm_train in include/ssm.h): the loop with gradient accumulation, validation in bits per byte,
+ * metrics, atomic checkpoints and the run directory; the optimizer is src/optim.c. */
 #include "common.h"
+#include "io/checkpoint.h"
+#include "io/data.h"
 #include "io/metrics_log.h"
 #include "io/run_dir.h"
+#include "model.h"
+#include "optim.h"
 
 #include <math.h>
 #include <omp.h>
@@ -11,87 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-void ssm_optim_config_default(ssm_optim_config *o) {
-    *o = (ssm_optim_config){.lr = 2e-3f, .min_lr = 2e-4f, .warmup = 100, .steps = 2000, .weight_decay = 0.1f,
-                        .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .clip = 1.0f};
-}
-
-float lr_at(const ssm_optim_config *o, long s) {
-    if (s < o->warmup) return o->lr * (float)(s + 1) / (float)o->warmup;
-    long span = o->steps - o->warmup > 1 ? o->steps - o->warmup : 1;
-    double progress = (double)(s - o->warmup) / (double)span;
-    if (progress > 1) progress = 1;
-    return (float)(o->min_lr + 0.5 * (o->lr - o->min_lr) * (1.0 + cos(M_PI * progress)));
-}
-
-double grad_clip(ssm_model *m, float clip) {
-    const size_t n = m->layout.total;
-    double norm = m->be->grad_norm(m->dw, n);
-    m->grad_coef = 0.0f;
-    if (clip > 0) {
-        float coef = (float)(clip / (norm + 1e-6));
-        if (coef < 1.0f) m->grad_coef = coef; /* the next adamw_update scales as it reads (one pass less) */
-    }
-    return norm;
-}
-
-void adamw_init(adamw_state *s, const ssm_model *m) {
-    const backend *be = m->be;
-    const size_t n = m->layout.total;
-    s->be = be;
-    s->m = be->alloc(n * sizeof(float));
-    s->v = be->alloc(n * sizeof(float));
-    unsigned char *mask = xcalloc(n, 1); /* the padding between tensors too: adamw_step reads it */
-    for (int t = 0; t < m->layout.n; t++) {
-        const param_info *p = &m->layout.items[t];
-        memset(mask + p->offset, p->decay ? 1 : 0, p->numel);
-    }
-    s->decay_mask = be->alloc(n);
-    be->upload(s->decay_mask, mask, n);
-    free(mask);
-    s->step = 0;
-}
-
-void adamw_free(adamw_state *s) {
-    if (s->be) {
-        s->be->release(s->m);
-        s->be->release(s->v);
-        s->be->release(s->decay_mask);
-    }
-    memset(s, 0, sizeof *s);
-}
-
-void adamw_download(const adamw_state *s, size_t n, float **m, float **v) {
-    *m = xmalloc(n * sizeof(float));
-    *v = xmalloc(n * sizeof(float));
-    s->be->download(*m, s->m, n * sizeof(float));
-    s->be->download(*v, s->v, n * sizeof(float));
-}
-
-void adamw_follow_model(adamw_state *s, const ssm_model *m) {
-    if (s->be == m->be) return;
-    const size_t n = m->layout.total;
-    float *hm, *hv;
-    adamw_download(s, n, &hm, &hv);
-    const long step = s->step;
-    adamw_free(s);
-    adamw_init(s, m);
-    s->be->upload(s->m, hm, n * sizeof(float));
-    s->be->upload(s->v, hv, n * sizeof(float));
-    s->step = step;
-    free(hm), free(hv);
-}
-
-void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr) {
-    s->step++;
-    const float gscale = m->grad_coef > 0.0f ? m->grad_coef : 1.0f; /* grad_clip's pending scale */
-    m->grad_coef = 0.0f;
-    m->be->adamw_step(m->wb, m->dw, gscale, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay,
-                      o->beta1, o->beta2, o->eps, s->step);
-    if (m->wb != m->w) m->host_stale = 1;
-    m->w_version++;
-}
 
 void ssm_train_options_default(ssm_train_options *t) {
     memset(t, 0, sizeof *t);

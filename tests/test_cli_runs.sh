@@ -46,7 +46,7 @@ check "metrics.jsonl after SIGINT is valid JSONL" valid_jsonl "$dir/busy/metrics
 # --- metrics.jsonl: a torn line and entries past the checkpoint are dropped on resume ---
 printf '{"step": 99999, "loss": 1.0}\n{"step": 100000, "lo' >>"$dir/busy/metrics.jsonl"
 if resume "$dir/busy" --steps $((step + 3)) 2>"$dir/err" && valid_jsonl "$dir/busy/metrics.jsonl" &&
-    ! grep -q 99999 "$dir/busy/metrics.jsonl" && grep -q "dropped 2 lines" "$dir/err"; then
+    ! grep -q "\"step\": 99999," "$dir/busy/metrics.jsonl" && grep -q "dropped 2 lines" "$dir/err"; then
     ok "--resume drops a torn last line and entries past the checkpoint"
 else
     fail "--resume drops a torn last line and entries past the checkpoint: $(cat "$dir/err")"

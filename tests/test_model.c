@@ -5,7 +5,7 @@
 #include "ops/ops.h"
 #include "test.h"
 #include "run_compare.h"
-#include "train.h"
+#include "optim.h"
 
 #include <string.h>
 #include <sys/stat.h>

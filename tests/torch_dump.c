@@ -3,7 +3,7 @@
  * AdamW steps on that batch. Usage: build/torch_dump OUT.safetensors */
 #include "io/safetensors.h"
 #include "model.h"
-#include "train.h"
+#include "optim.h"
 
 #include <string.h>
 

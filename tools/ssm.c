@@ -8,7 +8,7 @@
 #include "model.h"
 #include "sample.h"
 #include "ssm.h"
-#include "train.h"
+#include "io/checkpoint.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Training checkpoints (see train.h): the model directory (src/io/model_dir.c) plus
+/* Training checkpoints (see checkpoint.h): the model directory (src/io/model_dir.c) plus
  * optimizer.safetensors (AdamW moments, flat) and train_state.json (step, data RNG, options). ckpt_save
  * writes a whole new directory DIR.tmp and swaps it in with renames, so a crash leaves the previous
  * checkpoint (at DIR or DIR.old) intact. */
@@ -8,7 +8,7 @@
 #include "io/model_dir.h"
 #include "io/safetensors.h"
 #include "model.h"
-#include "train.h"
+#include "io/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>

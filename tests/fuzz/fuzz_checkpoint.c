@@ -17,7 +17,7 @@
 #include "io/fileio.h"
 #include "model.h"
 #include "ssm.h"
-#include "train.h"
+#include "io/checkpoint.h"
 
 static const char *const files[] = {"train_state.json", "optimizer.safetensors", "config.json", "model.safetensors"};
 #define N_FILES ((int)(sizeof files / sizeof files[0]))

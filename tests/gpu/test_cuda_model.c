@@ -12,7 +12,7 @@
 #include "io/fileio.h"
 #include "model.h"
 #include "ops/ops_cuda.h"
-#include "train.h"
+#include "optim.h"
 
 #include <string.h>
 #include <unistd.h>
