@@ -116,15 +116,14 @@ const char *dir_or_old(const char *dir, const char *file, char *buf) {
     char p[PATH_CAP], tmp[PATH_CAP];
     snprintf(buf, PATH_CAP, "%s.old", dir);
     snprintf(tmp, PATH_CAP, "%s.tmp", dir);
-    for (int attempt = 0; attempt < 200; attempt++) { /* at most ~2 s, and only while a swap is under way */
+    /* During a save one of dir and dir.old exists at every instant, but a reader delayed between its looks can
+     * miss both files; only when none of the three directories exists is there nothing to wait for. */
+    for (int attempt = 0; attempt < 200; attempt++) { /* at most ~2 s, and only while a swap may be under way */
         path_join(p, dir, file);
         if (file_exists(p)) return dir;
         path_join(p, buf, file);
         if (file_exists(p)) return buf;
-        const int swapping = file_exists(buf) || file_exists(tmp);
-        path_join(p, dir, file); /* a swap may have ended between the two looks */
-        if (file_exists(p)) return dir;
-        if (!swapping) return NULL;
+        if (!file_exists(dir) && !file_exists(buf) && !file_exists(tmp)) return NULL;
         usleep(10000);
     }
     return NULL;
