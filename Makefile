@@ -64,6 +64,11 @@ build/libssm.a: $(OBJ) $(CU_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
+# The command line is the public API's first client: it sees include/ (ssm.h) and nothing of src/.
+build/tools/%.o: tools/%.c
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -Isrc,$(CFLAGS)) -c $< -o $@
+
 build/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -173,6 +178,10 @@ build/fuzz/fuzz_checkpoint: tests/fuzz/fuzz_checkpoint.c build/fuzz/libssm_cpu.a
 ASAN_CFLAGS := -O1 -g -march=native -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined $(BASE_CFLAGS)
 ASAN_OBJ    := $(CPU_SRC:%.c=build/asan/%.o)
+
+build/asan/tools/%.o: tools/%.c
+	@mkdir -p $(@D)
+	$(CC) $(filter-out -Isrc,$(ASAN_CFLAGS)) -c $< -o $@
 
 build/asan/%.o: %.c
 	@mkdir -p $(@D)

@@ -43,6 +43,7 @@ int ssm_config_load(const char *dir, ssm_config *cfg);           /* the config.j
 int ssm_model_save(const ssm_model *m, const char *dir);         /* atomic; HF MambaForCausalLM form */
 void ssm_model_free(ssm_model *m);
 const ssm_config *ssm_model_config(const ssm_model *m);
+const char *ssm_model_layer_kind(const ssm_model *m, int layer); /* the layer's mixer kind, e.g. "mamba1" */
 size_t ssm_model_n_params(const ssm_model *m);
 /* bf16 where it pays, with float32 master weights. On the CPU: a bf16 copy of the weight matrices for
  * decode steps and small batches (up to 16 rows), half the bytes read per token; training and long
@@ -55,6 +56,8 @@ void ssm_model_use_bf16(ssm_model *m);
  * reason and fix in ssm_last_error() (no GPU, an unsupported GPU, a build without CUDA). */
 int ssm_model_set_device(ssm_model *m, const char *device);
 const char *ssm_model_device(const ssm_model *m); /* "cpu" or "cuda" */
+/* Whether a device ("cpu", "cuda") can be used here: 1, or 0 with the reason and fix in ssm_last_error(). */
+int ssm_device_available(const char *device);
 
 /* Bytes of autoregressive state one sequence carries in `layer` (or all layers when layer < 0). */
 size_t ssm_model_state_bytes(const ssm_model *m, int layer);
@@ -105,6 +108,9 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
  * meant for a SIGINT/SIGTERM handler. ssm_train_interrupted() returns the signal given (0: none). */
 void ssm_train_interrupt(int sig);
 int ssm_train_interrupted(void);
+/* The options the run in out_dir was trained with (its checkpoint's), over those in *t; the data path is
+ * copied into data_buf (data_cap bytes), which t->data_path then points to. -1 with ssm_last_error(). */
+int ssm_train_options_load(const char *out_dir, ssm_train_options *t, char *data_buf, size_t data_cap);
 
 /* Summed loss (nats) of the model on ids[0..n) read as one stream: chunks of `chunk` tokens, the
  * state carried across chunks, every token after the first predicted (n - 1 of them). */
@@ -121,6 +127,26 @@ typedef struct {
  * calling emit for every token as it is made. Returns 0. */
 int ssm_generate(const ssm_model *m, const int *prompt, int prompt_len, int n, const ssm_sample_options *o,
                  void (*emit)(int token, void *ctx), void *ctx);
+
+/* ---- benchmarks (ssm bench) ------------------------------------------------------------------------------ */
+/* Median seconds per training step (forward + backward + AdamW) over `steps` after 2 warmup steps, on
+ * `device` ("cpu", "cuda"), in mixed precision when bf16 (CUDA); -1 with ssm_last_error() when the model
+ * cannot be made there. *mem_in_use: peak device memory allocated (0 on the CPU). profile: then `steps`
+ * more steps through the profiling backend, whose totals ssm_bench_profile_print shows. */
+double ssm_bench_train_step(const ssm_config *cfg, const char *device, int bf16, int B, int T, int steps,
+                        size_t *mem_in_use, int profile);
+/* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */
+double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps);
+/* Memory bandwidth over 256 MiB buffers, all threads, best of 5, in bytes/s: *copy = bytes copied per
+ * second by memcpy (STREAM's "Copy" figure counts twice that: read + write); *read = bytes read per
+ * second by a vectorized sum, the operation batch-1 decode is bound by. */
+void ssm_bench_memory_bandwidth(double *copy, double *read);
+
+/* Bytes of weights one batch-1 decode step reads: every matrix (bf16 ones at 2 bytes when the model
+ * keeps a bf16 copy on the CPU; CUDA's bf16 GEMMs read the float32 weights), the small per-channel tensors, and only one row of an untied embedding. */
+double ssm_bench_decode_weight_bytes(const ssm_model *m);
+/* Each op's calls and milliseconds per step of the profiled steps of ssm_bench_train_step, GEMMs first. */
+void ssm_bench_profile_print(int steps);
 
 /* ---- tokenizers ----------------------------------------------------------------------------------------
  * Byte models need none (ids are bytes 0..255). Hugging Face models come with a byte-level BPE

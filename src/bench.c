@@ -1,5 +1,5 @@
 /* Throughput measurements (see bench.h). Medians of repeated runs; nothing here is a test. */
-#include "bench.h"
+#include "ssm.h"
 #include "backend/profile.h"
 #include "common.h"
 #include "model.h"
@@ -18,7 +18,7 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-double bench_train_step(const ssm_config *cfg, const char *device, int bf16, int B, int T, int steps,
+double ssm_bench_train_step(const ssm_config *cfg, const char *device, int bf16, int B, int T, int steps,
                         size_t *mem_in_use, int profile) {
     ssm_model *m = ssm_model_new(cfg, 1);
     if (!m) return -1;
@@ -65,7 +65,7 @@ double bench_train_step(const ssm_config *cfg, const char *device, int bf16, int
     return med;
 }
 
-double bench_decode_step(const ssm_model *m, int n_seq, int steps) {
+double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps) {
     const int V = ssm_model_config(m)->vocab_size;
     ssm_state *s = ssm_state_new(m, n_seq);
     int *tok = xmalloc(sizeof(int) * n_seq);
@@ -86,7 +86,7 @@ double bench_decode_step(const ssm_model *m, int n_seq, int steps) {
 
 typedef float v16 __attribute__((vector_size(64), aligned(64)));
 
-void bench_memory_bandwidth(double *copy, double *read) {
+void ssm_bench_memory_bandwidth(double *copy, double *read) {
     const size_t n = (size_t)64 << 20; /* floats: 256 MiB per buffer, far beyond any cache */
     float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
 #pragma omp parallel for schedule(static)
@@ -125,7 +125,7 @@ void bench_memory_bandwidth(double *copy, double *read) {
     *read = n * sizeof(float) / best_read;
 }
 
-double bench_decode_weight_bytes(const ssm_model *m) {
+double ssm_bench_decode_weight_bytes(const ssm_model *m) {
     double bytes = 0;
     for (int i = 0; i < m->layout.n; i++) {
         const param_info *p = &m->layout.items[i];
@@ -135,3 +135,5 @@ double bench_decode_weight_bytes(const ssm_model *m) {
     }
     return bytes;
 }
+
+void ssm_bench_profile_print(int steps) { profile_print(steps); }

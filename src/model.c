@@ -177,6 +177,12 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
 
 const char *ssm_model_device(const ssm_model *m) { return m->be->name; }
 
+int ssm_device_available(const char *device) { return backend_by_name(device) != NULL; }
+
+const char *ssm_model_layer_kind(const ssm_model *m, int layer) {
+    return layer >= 0 && layer < m->cfg.n_layer ? m->layers[layer].kind->name : NULL;
+}
+
 const ssm_config *ssm_model_config(const ssm_model *m) { return &m->cfg; }
 
 void ssm_model_use_bf16(ssm_model *m) {

@@ -24,7 +24,7 @@ fi
 "$SSM" train --out "$dir/busy" --data "$dir/text.txt" --d-model 32 --n-layer 2 --d-state 4 --batch 4 --seq-len 64 \
     --steps 20000 --eval-every 50 --sample 0 --quiet 2>/dev/null &
 pid=$!
-for _ in $(seq 50); do [ -e "$dir/busy/checkpoint" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -e "$dir/busy/checkpoint/train_state.json" ] && break; sleep 0.1; done # (a loaded machine)
 resume() { "$SSM" train --out "$1" --resume --sample 0 --quiet "${@:2}"; }
 expect_error "a second run on a busy directory is refused, naming the holder" "in use by another training run (pid $pid" \
     resume "$dir/busy"

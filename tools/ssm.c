@@ -1,22 +1,21 @@
-/* The ssm command: argument parsing and progress output only; the work is in the library. */
-#include "backend/profile.h"
-#include "bench.h"
-#include "common.h"
-#include "io/data.h"
-#include "io/fileio.h"
-#include "io/tokenizer.h"
-#include "model.h"
-#include "sample.h"
+/* The ssm command: argument parsing and progress output only; the work is in the library, reached through
+ * its public API alone (include/ssm.h), as any other program would. */
 #include "ssm.h"
-#include "io/checkpoint.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#define PATH_CAP 4096
 
 /* ---- a small table-driven option parser --------------------------------------------------------- */
 
@@ -42,6 +41,35 @@ static int die(const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     exit(1);
+}
+
+static void *checked_malloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) die("out of memory (%zu bytes)", bytes);
+    return p;
+}
+
+/* A whole file (data to score): its bytes, NUL-terminated. */
+static char *read_file_or_die(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) die("%s: is a directory, expected a file", path);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = checked_malloc(cap);
+    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap) {
+            char *bigger = realloc(buf, cap *= 2);
+            if (!bigger) die("%s: out of memory reading it", path);
+            buf = bigger;
+        }
+    }
+    if (ferror(f)) die("%s: read failed: %s", path, strerror(errno));
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
 }
 
 static void print_help(const char *usage, const char *about, option *opts, int n) {
@@ -188,8 +216,8 @@ static ssm_model *load_on_device_or_die(const char *dir, const char *device, int
 static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {
     char p[PATH_CAP];
     if (!path && dir) {
-        path_join(p, dir, "tokenizer.json");
-        if (file_exists(p)) path = p;
+        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+        if (access(p, R_OK) == 0) path = p;
     }
     if (!path) return NULL;
     ssm_tokenizer *t = ssm_tokenizer_load(path);
@@ -203,7 +231,7 @@ static int *encode_or_die(const ssm_model *m, const ssm_tokenizer *tok, const ch
     if (tok) {
         if (ssm_tokenizer_encode(tok, text, len, &ids, n)) die("%s", ssm_last_error());
     } else {
-        ids = xmalloc(sizeof(int) * (len ? len : 1));
+        ids = checked_malloc(sizeof(int) * (len ? len : 1));
         for (size_t i = 0; i < len; i++) ids[i] = (unsigned char)text[i];
         *n = len;
     }
@@ -306,10 +334,9 @@ static int cmd_train(int argc, char **argv) {
     int shape_given = 0;
     for (size_t i = 0; i < sizeof shape_opts / sizeof shape_opts[0]; i++) shape_given |= opt_seen(o, NOPTS(o), shape_opts[i]);
     if (t.resume) { /* the run's own options, overridden by whatever this command line gives again */
-        static char data_buf[4096], ckpt[4096];
+        static char data_buf[4096];
         ssm_train_options saved = t;
-        snprintf(ckpt, sizeof ckpt, "%s/checkpoint", t.out_dir);
-        if (ckpt_load_options(ckpt, &saved, data_buf, sizeof data_buf)) die("%s", ssm_last_error());
+        if (ssm_train_options_load(t.out_dir, &saved, data_buf, sizeof data_buf)) die("%s", ssm_last_error());
         for (int i = 0; i < NOPTS(o); i++) {
             size_t off = (size_t)((char *)o[i].dst - (char *)&t);
             if (o[i].seen && (char *)o[i].dst >= (char *)&t && off < sizeof t)
@@ -383,9 +410,8 @@ static int cmd_eval(int argc, char **argv) {
     set_threads(threads);
     ssm_model *m = load_on_device_or_die(model, device, bf16);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
-    char *bytes;
     size_t len, n;
-    if (file_read_all(data, &bytes, &len)) die("%s", ssm_last_error());
+    char *bytes = read_file_or_die(data, &len);
     int *ids = encode_or_die(m, tok, bytes, len, &n);
     if (n < 2) die("%s: needs at least 2 %s to score", data, tok ? "tokens" : "bytes");
     double total = ssm_eval_stream(m, ids, n, chunk, !quiet && isatty(2));
@@ -447,7 +473,7 @@ static void print_info(const ssm_model *m) {
     printf("parameters: %zu (%.2f MB as float32)\n", ssm_model_n_params(m), ssm_model_n_params(m) * 4 / 1e6);
     printf("inference state per sequence (constant in the sequence length):\n");
     for (int l = 0; l < c->n_layer; l++)
-        printf("  layer %2d  %-7s %8zu bytes\n", l, m->layers[l].kind->name, ssm_model_state_bytes(m, l));
+        printf("  layer %2d  %-7s %8zu bytes\n", l, ssm_model_layer_kind(m, l), ssm_model_state_bytes(m, l));
     printf("  total            %8zu bytes (%.1f KiB)\n", ssm_model_state_bytes(m, -1), ssm_model_state_bytes(m, -1) / 1024.0);
 }
 
@@ -482,7 +508,7 @@ static int cmd_info(int argc, char **argv) {
     if (tok) printf("tokenizer: %s/tokenizer.json, %d tokens\n", model, ssm_tokenizer_vocab_size(tok));
     else printf("tokenizer: none (raw bytes)\n");
     /* where it can run: --device cuda works when this says so */
-    if (backend_by_name("cuda")) printf("devices: cpu, cuda\n");
+    if (ssm_device_available("cuda")) printf("devices: cpu, cuda\n");
     else printf("devices: cpu (cuda: %s)\n", ssm_last_error());
     ssm_tokenizer_free(tok);
     ssm_model_free(m);
@@ -535,8 +561,8 @@ static int cmd_bench(int argc, char **argv) {
             load_s = omp_get_wtime() - t0;
             ssm_model_free(m);
             m = back;
-            path_join(p, tmp, "model.safetensors"), unlink(p);
-            path_join(p, tmp, "config.json"), unlink(p);
+            snprintf(p, sizeof p, "%s/model.safetensors", tmp), unlink(p);
+            snprintf(p, sizeof p, "%s/config.json", tmp), unlink(p);
             rmdir(tmp);
         }
     }
@@ -552,27 +578,27 @@ static int cmd_bench(int argc, char **argv) {
     printf("%-28s %12s %14s\n", "measurement", "ms/step", unit);
     if (do_train) {
         size_t mem = 0;
-        double s = bench_train_step(&c, device, bf16, batch, seq_len, steps, &mem, profile);
+        double s = ssm_bench_train_step(&c, device, bf16, batch, seq_len, steps, &mem, profile);
         if (s < 0) die("%s", ssm_last_error());
         char label[64];
         snprintf(label, sizeof label, "train %dx%d", batch, seq_len);
         printf("%-28s %12.2f %14.0f\n", label, s * 1e3, batch * seq_len / s);
-        if (profile) profile_print(steps);
+        if (profile) ssm_bench_profile_print(steps);
         if (mem)
             printf("device memory: %.2f GiB at peak (ssm's buffers + the stream-ordered pool; the CUDA context and "
                    "cuBLASLt's workspace not counted)\n", mem / 1073741824.0);
     }
     if (do_dec) {
-        double weight_bytes = bench_decode_weight_bytes(m);
-        double s1 = bench_decode_step(m, 1, decode_steps);
-        double sb = bench_decode_step(m, decode_batch, decode_steps);
+        double weight_bytes = ssm_bench_decode_weight_bytes(m);
+        double s1 = ssm_bench_decode_step(m, 1, decode_steps);
+        double sb = ssm_bench_decode_step(m, decode_batch, decode_steps);
         char label[64];
         printf("%-28s %12.3f %14.1f\n", "decode batch 1", s1 * 1e3, 1 / s1);
         snprintf(label, sizeof label, "decode batch %d", decode_batch);
         printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
         if (on_cpu) {
             double copy_bw, read_bw;
-            bench_memory_bandwidth(&copy_bw, &read_bw);
+            ssm_bench_memory_bandwidth(&copy_bw, &read_bw);
             printf("memory: copy %.1f GB/s (bytes copied per second; STREAM's read+write count: %.1f), read %.1f "
                    "GB/s\n", copy_bw / 1e9, 2 * copy_bw / 1e9, read_bw / 1e9);
             printf("batch-1 decode reads %.1f MB of weights per step: %.1f GB/s = %.0f%% of copy, %.0f%% of read "

@@ -350,3 +350,9 @@ int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, 
     json_free(st);
     return rc;
 }
+
+int ssm_train_options_load(const char *out_dir, ssm_train_options *t, char *data_buf, size_t data_cap) {
+    char dir[PATH_CAP];
+    path_join(dir, out_dir, "checkpoint");
+    return ckpt_load_options(dir, t, data_buf, data_cap);
+}
