@@ -1,4 +1,4 @@
-/* The CPU backend's table (host memory, src/backend/cpu ops) and the lookup of a backend by name. */
+/* The CPU backend's table (host memory, src/backend/cpu ops), the op names, and the lookup of a backend by name. */
 #include "backend/backend.h"
 #include "common.h"
 #include "ops/ops.h"
@@ -36,32 +36,20 @@ const backend backend_cpu = {
     .sync = host_sync,
     .mem_in_use = host_mem_in_use,
     .graph_begin = NULL, /* no graphs: ops run as they are called */
-    .matmul_xwT = matmul_xwT,
-    .matmul_dyw = matmul_dyw,
-    .matmul_dw_acc = matmul_dw_acc,
-    .matmul_bwd = matmul_bwd,
-    .matmul_xwT_y16 = matmul_xwT_y16,
-    .round_bf16_rows = round_bf16_rows,
-    .matmul_bwd16 = matmul_bwd16,
-    .matmul_xwT_x16 = matmul_xwT_x16,
-    .matmul_dw_acc_x16 = matmul_dw_acc_x16,
-    .bias_add = bias_add,
-    .bias_grad_acc = bias_grad_acc,
-    .embedding_fwd = embedding_fwd,
-    .embedding_bwd = embedding_bwd,
-    .rmsnorm_fwd = rmsnorm_fwd,
-    .add_rmsnorm_fwd = add_rmsnorm_fwd,
-    .rmsnorm_bwd = rmsnorm_bwd,
-    .conv1d_silu_fwd = conv1d_silu_fwd,
-    .conv1d_silu_bwd = conv1d_silu_bwd,
-    .conv1d_state_update = conv1d_state_update,
-    .conv1d_silu_step = conv1d_silu_step,
-    .scan_fwd = scan_fwd,
-    .scan_bwd = scan_bwd,
-    .neg_exp_transpose = neg_exp_transpose,
-    .xent_fwd_bwd = xent_fwd_bwd,
-    .grad_norm = grad_norm,
-    .adamw_step = adamw_step,
+#define OP(ret, name, params, args, group) .name = name,
+#include "backend/ops_list.h"
+#undef OP
+};
+
+const char *const backend_op_names[BACKEND_OP_COUNT] = {
+#define OP(ret, name, params, args, group) #name,
+#include "backend/ops_list.h"
+#undef OP
+};
+const char *const backend_op_groups[BACKEND_OP_COUNT] = {
+#define OP(ret, name, params, args, group) #group,
+#include "backend/ops_list.h"
+#undef OP
 };
 
 #ifdef SSM_CUDA

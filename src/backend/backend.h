@@ -1,7 +1,7 @@
 /* A backend: where the model's buffers live and the ops that compute on them. The model and the mixers
- * are written once against this table; backend_cpu points at src/backend/cpu (ops.h), backend_cuda at the
- * _cuda kernels (ops_cuda.h). Every pointer an op takes is memory of that backend ("device memory");
- * upload/download cross to and from the host. Each op has the shapes and semantics documented in ops.h. */
+ * are written once against this table; backend_cpu points at src/backend/cpu, backend_cuda at the _cuda kernels
+ * (ops_cuda.h). Every pointer an op takes is memory of that backend ("device memory"); upload/download cross to
+ * and from the host. The ops are those of ops_list.h, with their shapes and semantics. */
 #ifndef SSM_BACKEND_H
 #define SSM_BACKEND_H
 
@@ -38,51 +38,22 @@ typedef struct backend {
     void (*graph_launch)(void *graph);
     void (*graph_free)(void *graph);
 
-    /* ---- ops (ops.h) ---- */
-    void (*matmul_xwT)(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
-    void (*matmul_dyw)(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
-                       float beta);
-    void (*matmul_dw_acc)(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
-    void (*matmul_xwT_x16)(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
-                           float beta);
-    void (*matmul_dw_acc_x16)(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
-                              int K);
-    void (*matmul_bwd16)(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
-                         const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                         int M, int N, int K);
-    void (*matmul_xwT_y16)(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                           const float *bias, int M, int N, int K);
-    void (*round_bf16_rows)(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols);
-    void (*matmul_bwd)(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
-                       int ldx, const float *w, int M, int N, int K);
-    void (*bias_add)(float *y, int ldy, const float *bias, int rows, int N);
-    void (*bias_grad_acc)(float *db, const float *dy, int lddy, int rows, int N);
-    void (*embedding_fwd)(float *out, const int *tokens, const float *table, int rows, int D);
-    void (*embedding_bwd)(float *dtable, const float *dout, const int *tokens, int rows, int D);
-    void (*rmsnorm_fwd)(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
-                        float eps);
-    void (*add_rmsnorm_fwd)(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                            const uint16_t *delta16, const float *w, int rows, int D, float eps);
-    void (*rmsnorm_bwd)(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
-                        const float *w, const float *rstd, int rows, int D, int acc);
-    void (*conv1d_silu_fwd)(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
-                            const float *init, const float *w, const float *bias, int B, int T, int C, int K);
-    void (*conv1d_silu_bwd)(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                            const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
-                            const float *bias, int B, int T, int C, int K);
-    void (*conv1d_state_update)(float *state, const float *x, int ldx, int B, int T, int C, int K);
-    void (*conv1d_silu_step)(float *out, const float *x, int ldx, float *state, const float *w, const float *bias,
-                             int B, int C, int K);
-    void (*scan_fwd)(const scan_args *s, float *out, uint16_t *out16, float *h);
-    void (*scan_bwd)(const scan_args *s, const scan_grads *g, const float *dout);
-    void (*neg_exp_transpose)(float *At, const float *A_log, int E, int N);
-    /* sum and count are host pointers */
-    void (*xent_fwd_bwd)(double *sum, int *count, float *dlogits, const float *logits, const int *targets,
-                         int rows, int V, float scale);
-    double (*grad_norm)(const float *dw, size_t n);
-    void (*adamw_step)(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
-                       size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step);
+    /* ---- ops: one pointer per op of ops_list.h, with the shapes and semantics documented there ---- */
+#define OP(ret, name, params, args, group) ret(*name) params;
+#include "backend/ops_list.h"
+#undef OP
 } backend;
+
+/* The ops by index (BACKEND_OP_scan_fwd, ...), in the list's order, and their names and profile groups
+ * ("matmul_xwT", "gemm"): for the profiler and the tests, which walk every op. */
+enum {
+#define OP(ret, name, params, args, group) BACKEND_OP_##name,
+#include "backend/ops_list.h"
+#undef OP
+    BACKEND_OP_COUNT
+};
+extern const char *const backend_op_names[BACKEND_OP_COUNT];
+extern const char *const backend_op_groups[BACKEND_OP_COUNT];
 
 extern const backend backend_cpu;
 
