@@ -53,6 +53,14 @@ OP(void, matmul_bwd16,
    (float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
     const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K),
    (dx, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K), gemm)
+/* matmul_xwT with the weights w16[N,K] in bf16 (the upper halves of float32s), float32 x and y: the CPU's decode,
+ * where reading the weights is the cost (w16 is the host's bf16 copy of the parameters, ssm_model_use_bf16). The
+ * CUDA backend has none: its bf16 table's matmul_xwT reads its own bf16 shadow of the weights. */
+OP(void, matmul_xwT_bf16,
+   (float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta),
+   (y, ldy, x, ldx, w16, M, N, K, beta), gemm)
+
+
 /* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
 OP(void, bias_add, (float *y, int ldy, const float *bias, int rows, int N), (y, ldy, bias, rows, N), other)
 OP(void, bias_grad_acc, (float *db, const float *dy, int lddy, int rows, int N), (db, dy, lddy, rows, N), other)

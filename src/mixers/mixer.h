@@ -14,7 +14,7 @@ typedef struct {
     const backend *be;     /* the ops and memory every pointer here belongs to */
     const float *w;        /* the model's flat parameter buffer (backend memory) */
     float *dw;             /* the flat gradient buffer (backward only) */
-    const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU, or NULL */
+    const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU (be->matmul_xwT_bf16), or NULL */
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
     const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
     const uint16_t *u16;   /* lean training: the mixer's input in bf16 (the u argument is then NULL), or NULL */

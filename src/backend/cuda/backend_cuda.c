@@ -20,6 +20,11 @@ extern const backend backend_cuda, backend_cuda_bf16;
 #define CUDA_KERNEL_other(name, MM) name##_cuda
 #define CUDA_KERNEL_optim(name, MM) name##_cuda
 
+/* Ops without a CUDA kernel: NULL in both tables. matmul_xwT_bf16 reads the host's bf16 copy of the weights (the
+ * CPU's decode); the bf16 table's matmul_xwT reads a device shadow of them instead. */
+#define matmul_xwT_bf16_cuda NULL
+#define matmul_xwT_bf16_cuda_bf16 NULL
+
 const backend backend_cuda = {
     CUDA_MEMORY,
     .precision = "fp32",
