@@ -3,7 +3,7 @@
  * (HF MambaForCausalLM with a tied head), for training (forward + backward) and inference (state). */
 #include "model.h"
 #include "common.h"
-#include "ops/ops.h"
+#include "backend/host_bf16.h"
 
 #include <math.h>
 #include <string.h>
@@ -190,7 +190,7 @@ void ssm_model_use_bf16(ssm_model *m) {
     m->be = m->be->bf16;
     if (!backend_is_host(m->be)) return;
     if (!m->w16) m->w16 = xmalloc(sizeof(uint16_t) * m->layout.total);
-    bf16_from_f32(m->w16, m->w, m->layout.total);
+    host_bf16_from_f32(m->w16, m->w, m->layout.total);
 }
 
 size_t ssm_model_n_params(const ssm_model *m) {

@@ -4,7 +4,7 @@
  * central differences with eps = 1e-3 resolve about 3 digits, hence the 1e-2 relative tolerance;
  * the PyTorch comparison (tests/torch_ref.py) checks the same gradients to 1e-4. */
 #include "model.h"
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "test.h"
 
 #include <string.h>
@@ -55,7 +55,7 @@ static struct {
 } sc;
 
 static double scan_loss(void *unused) {
-    scan_fwd(&sc.s, sc.y, NULL, NULL);
+    cpu_scan_fwd(&sc.s, sc.y, NULL, NULL);
     return dot(sc.y, sc.R, (size_t)SB * ST * SE);
 }
 
@@ -82,7 +82,7 @@ static float *scan_grads_all(const scan_args *s, size_t nx, size_t nz) {
                     .ddt_bias = p + 2 * nx + nbc + na + SE,
                     .dz = p + 2 * nx + nbc + na + 2 * SE,
                     .lddz = SLDZ};
-    scan_bwd(s, &g, sc.R);
+    cpu_scan_bwd(s, &g, sc.R);
     return all;
 }
 
@@ -95,7 +95,7 @@ static void test_scan_checkpoints(size_t nx, size_t nz) {
     uint16_t *hk = xmalloc(sizeof(uint16_t) * nk), *want = xmalloc(sizeof(uint16_t) * nk);
     scan_args sk = sc.s;
     sk.hk = hk;
-    scan_fwd(&sk, sc.y, NULL, NULL);
+    cpu_scan_fwd(&sk, sc.y, NULL, NULL);
     float *h = xcalloc((size_t)SE * SN, sizeof(float)), *y = xmalloc(sizeof(float) * ST * SE);
     const int nj = SCAN_HK_COUNT(ST);
     for (int b = 0; b < SB; b++)
@@ -105,10 +105,10 @@ static void test_scan_checkpoints(size_t nx, size_t nz) {
             r.x += row * SE, r.dt += row * SE, r.Bm += row * 2 * SN, r.Cm += row * 2 * SN, r.z += row * SLDZ;
             r.B = 1, r.T = (j + 1) * SCAN_HK_STEPS;
             memset(h, 0, sizeof(float) * SE * SN);
-            scan_fwd(&r, y, NULL, h); /* h [E, N] */
+            cpu_scan_fwd(&r, y, NULL, h); /* h [E, N] */
             for (int n = 0; n < SN; n++)
                 for (int e = 0; e < SE; e++)
-                    bf16_from_f32(want + (((size_t)b * nj + j) * SN + n) * SE + e, h + (size_t)e * SN + n, 1);
+                    host_bf16_from_f32(want + (((size_t)b * nj + j) * SN + n) * SE + e, h + (size_t)e * SN + n, 1);
         }
     EXPECT(!memcmp(hk, want, sizeof(uint16_t) * nk), "the checkpoints are not the rounded states");
     float *plain = scan_grads_all(&sc.s, nx, nz), *from_hk = scan_grads_all(&sk, nx, nz);
@@ -136,7 +136,7 @@ static void test_scan_case(int gated) {
     float *dD = xcalloc(SE, sizeof(float)), *dbias = xcalloc(SE, sizeof(float)), *dz = xcalloc(nz, sizeof(float));
     scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + SN, .lddbc = 2 * SN, .dAt = dAt, .dDv = dD,
                     .ddt_bias = dbias, .dz = dz, .lddz = SLDZ, .out = gated ? out : NULL};
-    scan_bwd(&sc.s, &g, sc.R);
+    cpu_scan_bwd(&sc.s, &g, sc.R);
     check_dir("x", sc.x, nx, dx, scan_loss, NULL);
     check_dir("dt", sc.dt, nx, ddt, scan_loss, NULL);
     check_dir("dt bias", sc.bias, SE, dbias, scan_loss, NULL);
@@ -149,14 +149,15 @@ static void test_scan_case(int gated) {
         EXPECT(test_rel_err(out, sc.y, nx) < 1e-6, "recomputed output: rel err %.2e", test_rel_err(out, sc.y, nx));
         /* the bf16 outputs are the float32 ones rounded, bitwise */
         uint16_t *want = xmalloc(sizeof(uint16_t) * nx), *o16 = xmalloc(sizeof(uint16_t) * nx);
-        bf16_from_f32(want, sc.y, nx);
-        scan_fwd(&sc.s, NULL, o16, NULL);
+        host_bf16_from_f32(want, sc.y, nx);
+        cpu_scan_fwd(&sc.s, NULL, o16, NULL);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "forward bf16 output differs from the rounded float32 one");
-        bf16_from_f32(want, out, nx);
+        host_bf16_from_f32(want, out, nx);
         uint16_t *dz16 = xcalloc(nz, sizeof(uint16_t)), *wantz = xcalloc(nz, sizeof(uint16_t));
-        for (size_t r = 0; r < (size_t)SB * ST; r++) bf16_from_f32(wantz + r * SLDZ, dz + r * SLDZ, SE);
+        for (size_t r = 0; r < (size_t)SB * ST; r++)
+            host_bf16_from_f32(wantz + r * SLDZ, dz + r * SLDZ, SE);
         g.out = NULL, g.out16 = o16, g.dz = NULL, g.dz16 = dz16;
-        scan_bwd(&sc.s, &g, sc.R);
+        cpu_scan_bwd(&sc.s, &g, sc.R);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "backward bf16 output differs from the rounded float32 one");
         EXPECT(!memcmp(dz16, wantz, sizeof(uint16_t) * nz), "bf16 dz differs from the rounded float32 one");
         free(dz16), free(wantz);
@@ -165,12 +166,12 @@ static void test_scan_case(int gated) {
         uint16_t *z16 = xmalloc(sizeof(uint16_t) * nz);
         float *zw = xmalloc(sizeof(float) * nz), *y16z = xmalloc(sizeof(float) * nx),
               *ywz = xmalloc(sizeof(float) * nx);
-        bf16_from_f32(z16, sc.z, nz);
-        f32_from_bf16(zw, z16, nz);
+        host_bf16_from_f32(z16, sc.z, nz);
+        host_f32_from_bf16(zw, z16, nz);
         scan_args s16 = sc.s, sw = sc.s;
         s16.z = NULL, s16.z16 = z16, sw.z = zw;
-        scan_fwd(&s16, y16z, NULL, NULL);
-        scan_fwd(&sw, ywz, NULL, NULL);
+        cpu_scan_fwd(&s16, y16z, NULL, NULL);
+        cpu_scan_fwd(&sw, ywz, NULL, NULL);
         EXPECT(!memcmp(y16z, ywz, sizeof(float) * nx), "bf16 gate: forward differs");
         free(z16), free(zw), free(y16z), free(ywz);
     }
@@ -180,15 +181,15 @@ static void test_scan_case(int gated) {
                      : "scan_fwd equals the sequential definition, with state carried across calls");
     float *yref = xmalloc(sizeof(float) * nx), *h = xcalloc((size_t)SB * SE * SN, sizeof(float));
     float *href = xcalloc((size_t)SB * SE * SN, sizeof(float)), *ysplit = xmalloc(sizeof(float) * nx);
-    scan_fwd_ref(&sc.s, yref, href);
-    scan_fwd(&sc.s, sc.y, NULL, NULL);
+    cpu_scan_fwd_ref(&sc.s, yref, href);
+    cpu_scan_fwd(&sc.s, sc.y, NULL, NULL);
     EXPECT(test_rel_err(sc.y, yref, nx) < 1e-6, "whole sequence: rel err %.2e", test_rel_err(sc.y, yref, nx));
     /* one time step at a time, batch by batch, carrying h: the decode path */
     for (int b = 0; b < SB; b++)
         for (int t = 0; t < ST; t++) {
             size_t row = (size_t)b * ST + t;
             scan_args r = scan_row(&sc.s, row);
-            scan_fwd(&r, ysplit + row * SE, NULL, h + (size_t)b * SE * SN);
+            cpu_scan_fwd(&r, ysplit + row * SE, NULL, h + (size_t)b * SE * SN);
         }
     EXPECT(test_rel_err(ysplit, yref, nx) < 1e-6, "stepwise: rel err %.2e", test_rel_err(ysplit, yref, nx));
     EXPECT(test_rel_err(h, href, (size_t)SB * SE * SN) < 1e-6, "final state: rel err %.2e",
@@ -212,7 +213,7 @@ static struct {
 } cv;
 
 static double conv_loss(void *unused) {
-    conv1d_silu_fwd(cv.out, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(cv.out, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     return dot(cv.out, cv.R, (size_t)CB * CT * CC);
 }
 
@@ -224,7 +225,7 @@ static void test_conv(void) {
     float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
     float *db = xcalloc(CC, sizeof(float));
     conv_loss(NULL);
-    conv1d_silu_bwd(dx, NULL, CLD, dw, db, cv.R, NULL, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_bwd(dx, NULL, CLD, dw, db, cv.R, NULL, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
     check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
     check_dir("bias", cv.b, CC, db, conv_loss, NULL);
@@ -233,14 +234,14 @@ static void test_conv(void) {
     TEST_BEGIN("conv1d with a carried state equals the whole sequence");
     float *st = xcalloc((size_t)CB * CC * (CK - 1), sizeof(float));
     float *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
-    conv1d_silu_fwd(out1, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(out1, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     for (int b = 0; b < CB; b++)
         for (int t = 0; t < CT; t += 2) { /* pieces of 2 steps (and a last one of 1) */
             int len = imin(2, CT - t);
             const float *xs = cv.x + ((size_t)b * CT + t) * CLD;
-            conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, NULL, xs, NULL, CLD, st + (size_t)b * CC * (CK - 1),
-                            cv.w, cv.b, 1, len, CC, CK);
-            conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
+            cpu_conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, NULL, xs, NULL, CLD, st + (size_t)b * CC * (CK - 1),
+                                cv.w, cv.b, 1, len, CC, CK);
+            cpu_conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
         }
     EXPECT(test_rel_err(piece, out1, n) == 0, "rel err %.2e", test_rel_err(piece, out1, n));
     TEST_END();
@@ -249,28 +250,29 @@ static void test_conv(void) {
     const size_t nxx = (size_t)CB * CT * CLD;
     uint16_t *x16 = xmalloc(sizeof(uint16_t) * nxx);
     float *xw = xmalloc(sizeof(float) * nxx), *o16 = xmalloc(sizeof(float) * n), *ow = xmalloc(sizeof(float) * n);
-    bf16_from_f32(x16, cv.x, nxx);
-    f32_from_bf16(xw, x16, nxx);
-    conv1d_silu_fwd(o16, NULL, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
-    conv1d_silu_fwd(ow, NULL, xw, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    host_bf16_from_f32(x16, cv.x, nxx);
+    host_f32_from_bf16(xw, x16, nxx);
+    cpu_conv1d_silu_fwd(o16, NULL, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(ow, NULL, xw, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(o16, ow, sizeof(float) * n), "forward differs");
     uint16_t *ob16 = xmalloc(sizeof(uint16_t) * n), *obw = xmalloc(sizeof(uint16_t) * n);
-    conv1d_silu_fwd(o16, ob16, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
-    bf16_from_f32(obw, ow, n);
+    cpu_conv1d_silu_fwd(o16, ob16, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    host_bf16_from_f32(obw, ow, n);
     EXPECT(!memcmp(ob16, obw, sizeof(uint16_t) * n), "the bf16 output is not the float32 one rounded");
     free(ob16), free(obw);
     float *dx16 = xcalloc(nxx, sizeof(float)), *dxw = xcalloc(nxx, sizeof(float));
     float *dw16 = xcalloc(CC * CK, sizeof(float)), *dww = xcalloc(CC * CK, sizeof(float));
     float *db16 = xcalloc(CC, sizeof(float)), *dbw = xcalloc(CC, sizeof(float));
-    conv1d_silu_bwd(dx16, NULL, CLD, dw16, db16, cv.R, NULL, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
-    conv1d_silu_bwd(dxw, NULL, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_bwd(dx16, NULL, CLD, dw16, db16, cv.R, NULL, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_bwd(dxw, NULL, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(dx16, dxw, sizeof(float) * nxx) && !memcmp(dw16, dww, sizeof(float) * CC * CK) &&
                !memcmp(db16, dbw, sizeof(float) * CC),
            "backward differs");
     /* dx in bf16: the float32 dx rounded */
     uint16_t *gx16 = xcalloc(nxx, sizeof(uint16_t)), *want = xcalloc(nxx, sizeof(uint16_t));
-    conv1d_silu_bwd(NULL, gx16, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
-    for (size_t r = 0; r < (size_t)CB * CT; r++) bf16_from_f32(want + r * CLD, dxw + r * CLD, CC);
+    cpu_conv1d_silu_bwd(NULL, gx16, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    for (size_t r = 0; r < (size_t)CB * CT; r++)
+        host_bf16_from_f32(want + r * CLD, dxw + r * CLD, CC);
     EXPECT(!memcmp(gx16, want, sizeof(uint16_t) * nxx), "bf16 dx is not the float32 one rounded");
     free(gx16), free(want);
     free(x16), free(xw), free(o16), free(ow), free(dx16), free(dxw), free(dw16), free(dww), free(db16), free(dbw);
@@ -284,7 +286,7 @@ static struct {
 } rn;
 
 static double rms_loss(void *u) {
-    rmsnorm_fwd(rn.y, NULL, rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
+    cpu_rmsnorm_fwd(rn.y, NULL, rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
     return dot(rn.y, rn.R, RR * RD);
 }
 
@@ -296,7 +298,7 @@ static struct {
 static double xent_loss(void *u) {
     double s;
     int n;
-    xent_fwd_bwd(&s, &n, NULL, xe.logits, xe.targets, RR, RD, 0);
+    cpu_xent_fwd_bwd(&s, &n, NULL, xe.logits, xe.targets, RR, RD, 0);
     return s / n;
 }
 
@@ -306,7 +308,7 @@ static void test_small_ops(void) {
     rn.y = xmalloc(sizeof(float) * RR * RD), rn.rstd = xmalloc(sizeof(float) * RR);
     float *dx = xcalloc(RR * RD, sizeof(float)), *dw = xcalloc(RD, sizeof(float));
     rms_loss(NULL);
-    rmsnorm_bwd(dx, NULL, dw, rn.R, NULL, rn.x, rn.w, rn.rstd, RR, RD, 0);
+    cpu_rmsnorm_bwd(dx, NULL, dw, rn.R, NULL, rn.x, rn.w, rn.rstd, RR, RD, 0);
     check_dir("x", rn.x, RR * RD, dx, rms_loss, NULL);
     check_dir("weight", rn.w, RD, dw, rms_loss, NULL);
     TEST_END();
@@ -317,7 +319,7 @@ static void test_small_ops(void) {
     float *dl = xmalloc(sizeof(float) * RR * RD);
     double s;
     int n;
-    xent_fwd_bwd(&s, &n, dl, xe.logits, xe.targets, RR, RD, 1.0f / RR);
+    cpu_xent_fwd_bwd(&s, &n, dl, xe.logits, xe.targets, RR, RD, 1.0f / RR);
     check_dir("logits", xe.logits, RR * RD, dl, xent_loss, NULL);
     TEST_END();
 }

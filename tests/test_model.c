@@ -2,7 +2,6 @@
  * synthetic pattern, checkpoints round-trip bitwise, and a resumed run equals an uninterrupted one. */
 #include "io/fileio.h"
 #include "model.h"
-#include "ops/ops.h"
 #include "test.h"
 #include "run_compare.h"
 #include "optim.h"

@@ -1,7 +1,7 @@
 /* The CPU backend's table (host memory, src/backend/cpu ops), the op names, and the lookup of a backend by name. */
 #include "backend/backend.h"
 #include "common.h"
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 
 #include <string.h>
 
@@ -36,7 +36,7 @@ const backend backend_cpu = {
     .sync = host_sync,
     .mem_in_use = host_mem_in_use,
     .graph_begin = NULL, /* no graphs: ops run as they are called */
-#define OP(ret, name, params, args, group) .name = name,
+#define OP(ret, name, params, args, group) .name = cpu_##name,
 #include "backend/ops_list.h"
 #undef OP
 };

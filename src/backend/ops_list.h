@@ -1,8 +1,8 @@
 /* The one list of a backend's compute ops, with each op's shapes and semantics. Everything per op is generated from
- * it: the fields of struct backend and the BACKEND_OP_* indices (backend.h), the CPU table (backend.c), the CUDA
- * tables (cuda/backend_cuda.c, the <name>_cuda kernels of ops_cuda.h), the profiler's wrappers and totals
- * (profile.c) and the op names (backend_op_names). Adding an op is a line here, its CPU kernel, its CUDA
- * kernel, and its cases in the tests.
+ * it: the fields of struct backend and the BACKEND_OP_* indices (backend.h), the CPU table (backend.c, the
+ * cpu_<name> kernels of cpu/cpu_ops.h), the CUDA tables (cuda/backend_cuda.c, the <name>_cuda kernels of
+ * ops_cuda.h), the profiler's wrappers and totals (profile.c) and the op names (backend_op_names). Adding an op is
+ * a line here, its CPU kernel, its CUDA kernel (or a NULL entry in backend_cuda.c), and its cases in the tests.
  *
  * An X-macro list without an include guard: define OP, include this file, undefine OP.
  *   OP(ret, name, (parameters), (arguments), group)
@@ -11,7 +11,7 @@
  * (<name>_cuda, <name>_cuda_bf16: the two CUDA tables differ in them); every other op one kernel for both tables.
  * The order is the profile's: a group's rows print in list order (ops added later come later).
  *
- * Conventions (src/ops/ops.h has the shared argument types): backwards write input gradients (`=`) unless named
+ * Conventions (src/ops/ops.h has the scan's argument types): backwards write input gradients (`=`) unless named
  * `_acc`, and always accumulate parameter gradients (`+=`), so a caller zeroes the gradient buffer once per step.
  * rows = B*T positions; all matrices row-major; `ld*` is a row stride in elements. Every pointer is the backend's
  * memory unless said otherwise. */

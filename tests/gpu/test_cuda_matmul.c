@@ -3,7 +3,7 @@
  * FP32 compute) or 1e-2 (the _bf16 variants: bf16 tensor-core inputs, FP32 accumulation), and bitwise
  * repeatable. Prints "skip - ..." without a GPU. */
 #include "common.h"
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "ops/ops_cuda.h"
 #include "test.h"
 #include "gpu/gpu_test.h"
@@ -55,12 +55,12 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     float *gdy = gpu_at(dy, (size_t)M * ldy, off), *gdx = gpu_at(dx, (size_t)M * ldx, off);
     float *gdw = gpu_at(dw, (size_t)N * K, off);
     for (int beta = 0; beta <= 1; beta++) {
-        matmul_xwT(y, ldy, x, ldx, w, M, N, K, (float)beta);
+        cpu_matmul_xwT(y, ldy, x, ldx, w, M, N, K, (float)beta);
         xwT(gy, ldy, gx, ldx, gw, M, N, K, (float)beta);
-        matmul_dyw(dx, ldx, dy, ldy, w, M, N, K, (float)beta);
+        cpu_matmul_dyw(dx, ldx, dy, ldy, w, M, N, K, (float)beta);
         dyw(gdx, ldx, gdy, ldy, gw, M, N, K, (float)beta);
     }
-    matmul_dw_acc(dw, dy, ldy, x, ldx, M, N, K);
+    cpu_matmul_dw_acc(dw, dy, ldy, x, ldx, M, N, K);
     dw_acc(gdw, gdy, ldy, gx, ldx, M, N, K);
     cudaError_t err = cudaDeviceSynchronize();
     EXPECT(err == cudaSuccess, "CUDA: %s", cudaGetErrorString(err));
@@ -77,7 +77,7 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     EXPECT((e = test_rel_err(rdw, dw, (size_t)N * K)) < tol, "dw: rel err %.2e", e);
     /* matmul_bwd: both gradients from one dy (bf16: one rounded copy of it), dx accumulated (beta 1) */
     const bwd_fn bwd = bf16 ? matmul_bwd_cuda_bf16 : matmul_bwd_cuda;
-    matmul_bwd(dx, ldx, 1.0f, dw, dy, ldy, x, ldx, w, M, N, K);
+    cpu_matmul_bwd(dx, ldx, 1.0f, dw, dy, ldy, x, ldx, w, M, N, K);
     bwd(gdx, ldx, 1.0f, gdw, gdy, ldy, gx, ldx, gw, M, N, K);
     float *rdx2 = host_floats(gdx, (size_t)M * ldx), *rdw2 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(rdx2 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
@@ -89,13 +89,13 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
     const xwT16_fn xwT16 = bf16 ? matmul_xwT_x16_cuda_bf16 : matmul_xwT_x16_cuda;
     const dw16_fn dw16 = bf16 ? matmul_dw_acc_x16_cuda_bf16 : matmul_dw_acc_x16_cuda;
     uint16_t *x16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldx), *gx16;
-    bf16_from_f32(x16, x, (size_t)M * ldx);
+    host_bf16_from_f32(x16, x, (size_t)M * ldx);
     CUDA_CHECK(cudaMalloc((void **)&gx16, sizeof(uint16_t) * ((size_t)M * ldx + off)));
     gx16 += off;
     CUDA_CHECK(cudaMemcpy(gx16, x16, sizeof(uint16_t) * (size_t)M * ldx, cudaMemcpyHostToDevice));
-    matmul_xwT_x16(y, ldy, x16, ldx, w, M, N, K, 1.0f);
+    cpu_matmul_xwT_x16(y, ldy, x16, ldx, w, M, N, K, 1.0f);
     xwT16(gy, ldy, gx16, ldx, gw, M, N, K, 1.0f);
-    matmul_dw_acc_x16(dw, dy, ldy, x16, ldx, M, N, K);
+    cpu_matmul_dw_acc_x16(dw, dy, ldy, x16, ldx, M, N, K);
     dw16(gdw, gdy, ldy, gx16, ldx, M, N, K);
     float *ry3 = host_floats(gy, (size_t)M * ldy), *rdw3 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(ry3 + (size_t)r * ldy + N, y + (size_t)r * ldy + N, sizeof(float) * pad);
@@ -114,13 +114,13 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
         const int with_bias = variant == 1;
         memset(y16, 0, sizeof(uint16_t) * (size_t)M * ldy);
         CUDA_CHECK(cudaMemset(gy16, 0, sizeof(uint16_t) * (size_t)M * ldy));
-        matmul_xwT_y16(y16, ldy, variant == 2 ? NULL : x, variant == 2 ? x16 : NULL, ldx, w, with_bias ? bias : NULL,
-                       M, N, K);
+        cpu_matmul_xwT_y16(y16, ldy, variant == 2 ? NULL : x, variant == 2 ? x16 : NULL, ldx, w,
+                           with_bias ? bias : NULL, M, N, K);
         y16f(gy16, ldy, variant == 2 ? NULL : gx, variant == 2 ? gx16 : NULL, ldx, gw, with_bias ? gbias : NULL, M, N,
              K);
         CUDA_CHECK(cudaMemcpy(ry16, gy16, sizeof(uint16_t) * (size_t)M * ldy, cudaMemcpyDeviceToHost));
         float *a16 = xmalloc(sizeof(float) * (size_t)M * ldy), *b16 = xmalloc(sizeof(float) * (size_t)M * ldy);
-        f32_from_bf16(a16, ry16, (size_t)M * ldy), f32_from_bf16(b16, y16, (size_t)M * ldy);
+        host_f32_from_bf16(a16, ry16, (size_t)M * ldy), host_f32_from_bf16(b16, y16, (size_t)M * ldy);
         printf("  y16%s rel err: %.1e\n", with_bias ? " (bias)" : variant ? " (x16)" : "",
                test_rel_err(a16, b16, (size_t)M * ldy));
         EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldy)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_xwT_y16: rel err %.2e",
@@ -133,17 +133,18 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
                   const uint16_t *, int, const float *, int, int, int) =
         bf16 ? matmul_bwd16_cuda_bf16 : matmul_bwd16_cuda;
     uint16_t *dy16 = xmalloc(sizeof(uint16_t) * (size_t)M * ldy), *gdy16;
-    bf16_from_f32(dy16, dy, (size_t)M * ldy);
+    host_bf16_from_f32(dy16, dy, (size_t)M * ldy);
     CUDA_CHECK(cudaMalloc((void **)&gdy16, sizeof(uint16_t) * ((size_t)M * ldy + off)));
     gdy16 += off;
     CUDA_CHECK(cudaMemcpy(gdy16, dy16, sizeof(uint16_t) * (size_t)M * ldy, cudaMemcpyHostToDevice));
-    matmul_bwd16(dx, NULL, ldx, 1.0f, dw, NULL, dy16, ldy, x, NULL, ldx, w, M, N, K);
+    cpu_matmul_bwd16(dx, NULL, ldx, 1.0f, dw, NULL, dy16, ldy, x, NULL, ldx, w, M, N, K);
     bwd16(gdx, NULL, ldx, 1.0f, gdw, NULL, gdy16, ldy, gx, NULL, ldx, gw, M, N, K);
-    matmul_bwd16(dx, NULL, ldx, 1.0f, dw, dy, NULL, ldy, NULL, x16, ldx, w, M, N, K); /* and x in bf16 */
+    cpu_matmul_bwd16(dx, NULL, ldx, 1.0f, dw, dy, NULL, ldy, NULL, x16, ldx, w, M, N, K); /* and x in bf16 */
     bwd16(gdx, NULL, ldx, 1.0f, gdw, gdy, NULL, ldy, NULL, gx16, ldx, gw, M, N, K);
-    matmul_bwd16(dx, NULL, ldx, 1.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K); /* one gradient alone: dx */
+    cpu_matmul_bwd16(dx, NULL, ldx, 1.0f, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N,
+                     K); /* one gradient alone: dx */
     bwd16(gdx, NULL, ldx, 1.0f, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
-    matmul_bwd16(NULL, NULL, 0, 0.0f, dw, NULL, dy16, ldy, NULL, x16, ldx, NULL, M, N, K); /* dw */
+    cpu_matmul_bwd16(NULL, NULL, 0, 0.0f, dw, NULL, dy16, ldy, NULL, x16, ldx, NULL, M, N, K); /* dw */
     bwd16(NULL, NULL, 0, 0.0f, gdw, NULL, gdy16, ldy, NULL, gx16, ldx, NULL, M, N, K);
     float *rdx4 = host_floats(gdx, (size_t)M * ldx), *rdw4 = host_floats(gdw, (size_t)N * K);
     for (int r = 0; r < M; r++) memcpy(rdx4 + (size_t)r * ldx + K, dx + (size_t)r * ldx + K, sizeof(float) * pad);
@@ -163,16 +164,16 @@ static void check(int M, int N, int K, int pad, int bf16, int off) {
         if (beta != 0.0f) {
             float *init = xmalloc(sizeof(float) * (size_t)M * ldo);
             for (size_t i = 0; i < (size_t)M * ldo; i++) init[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
-            bf16_from_f32(dx16, init, (size_t)M * ldo);
+            host_bf16_from_f32(dx16, init, (size_t)M * ldo);
             free(init);
         }
         CUDA_CHECK(cudaMalloc((void **)&gdx16, sizeof(uint16_t) * (size_t)M * ldo));
         CUDA_CHECK(cudaMemcpy(gdx16, dx16, sizeof(uint16_t) * (size_t)M * ldo, cudaMemcpyHostToDevice));
-        matmul_bwd16(NULL, dx16, ldo, beta, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K);
+        cpu_matmul_bwd16(NULL, dx16, ldo, beta, NULL, NULL, dy16, ldy, NULL, NULL, 0, w, M, N, K);
         bwd16(NULL, gdx16, ldo, beta, NULL, NULL, gdy16, ldy, NULL, NULL, 0, gw, M, N, K);
         CUDA_CHECK(cudaMemcpy(rdx16, gdx16, sizeof(uint16_t) * (size_t)M * ldo, cudaMemcpyDeviceToHost));
         float *a16 = xmalloc(sizeof(float) * (size_t)M * ldo), *b16 = xmalloc(sizeof(float) * (size_t)M * ldo);
-        f32_from_bf16(a16, rdx16, (size_t)M * ldo), f32_from_bf16(b16, dx16, (size_t)M * ldo);
+        host_f32_from_bf16(a16, rdx16, (size_t)M * ldo), host_f32_from_bf16(b16, dx16, (size_t)M * ldo);
         printf("  bwd16 dx16%s%s rel err: %.1e\n", dense ? " (dense)" : "", beta != 0.0f ? " +=" : "",
                test_rel_err(a16, b16, (size_t)M * ldo));
         EXPECT((e = test_rel_err(a16, b16, (size_t)M * ldo)) < (bf16 ? 1.5e-2 : 4e-3), "matmul_bwd16 dx16: rel err %.2e",

@@ -4,7 +4,7 @@
  * twice on the same inputs and the outputs are memcmp'd). Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "gpu/gpu_test.h"
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
 
@@ -44,7 +44,7 @@ static void test_embedding(void) {
 
     TEST_BEGIN("CUDA embedding_fwd matches the CPU exactly, repeatable");
     float *out = malloc(FB(rows * D)), *g[2];
-    embedding_fwd(out, tokens, table, rows, D);
+    cpu_embedding_fwd(out, tokens, table, rows, D);
     for (int rep = 0; rep < 2; rep++) {
         int *dtok = gpu_to_dev(tokens, sizeof tokens);
         float *dtab = gpu_to_dev(table, FB(V * D)), *dout_d = gpu_to_dev(NULL, FB(rows * D));
@@ -58,7 +58,7 @@ static void test_embedding(void) {
 
     TEST_BEGIN("CUDA embedding_bwd within 1e-6 of the CPU (same order of additions), repeatable");
     float *dt = copy_vec(dtable0, (size_t)V * D);
-    embedding_bwd(dt, dout, tokens, rows, D);
+    cpu_embedding_bwd(dt, dout, tokens, rows, D);
     for (int rep = 0; rep < 2; rep++) {
         int *dtok = gpu_to_dev(tokens, sizeof tokens);
         float *ddt = gpu_to_dev(dtable0, FB(V * D)), *ddo = gpu_to_dev(dout, FB(rows * D));
@@ -79,7 +79,7 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
 
     TEST_BEGIN("CUDA rmsnorm_fwd within 1e-5 relative (y, rstd), repeatable");
     float *y = malloc(FB(rows * D)), *rstd = malloc(FB(rows)), *gy[2], *gr[2];
-    rmsnorm_fwd(y, NULL, rstd, x, w, rows, D, eps);
+    cpu_rmsnorm_fwd(y, NULL, rstd, x, w, rows, D, eps);
     for (int rep = 0; rep < 2; rep++) {
         float *dxx = gpu_to_dev(x, FB(rows * D)), *dw_ = gpu_to_dev(w, FB(D)), *dy_ = gpu_to_dev(NULL, FB(rows * D));
         float *dr = gpu_to_dev(NULL, FB(rows));
@@ -95,7 +95,7 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
         CUDA_CHECK(cudaMalloc((void **)&d16, sizeof(uint16_t) * rows * D));
         rmsnorm_fwd_cuda(NULL, d16, NULL, dxx, dw_, rows, D, eps);
         CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
-        bf16_from_f32(want, gy[rep], (size_t)rows * D);
+        host_bf16_from_f32(want, gy[rep], (size_t)rows * D);
         EXPECT(!memcmp(got, want, sizeof(uint16_t) * rows * D), "y16 is not y rounded");
         cudaFree(d16), free(got), free(want);
         free(again);
@@ -110,12 +110,12 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
                "repeatable");
     float *delta = rand_vec((size_t)rows * D, 1);
     uint16_t *delta16 = malloc(sizeof(uint16_t) * rows * D);
-    bf16_from_f32(delta16, delta, (size_t)rows * D);
+    host_bf16_from_f32(delta16, delta, (size_t)rows * D);
     for (int variant = 0; variant < 4; variant++) { /* 0: separate x_out, 1: in place, 2: no delta, 3: bf16 delta */
         const float *dl = variant >= 2 ? NULL : delta;
         const uint16_t *dl16 = variant == 3 ? delta16 : NULL;
         float *xo = malloc(FB(rows * D)), *yy = malloc(FB(rows * D)), *rr = malloc(FB(rows)), *gx[2], *gyy[2], *grr[2];
-        add_rmsnorm_fwd(xo, yy, NULL, rr, x, dl, dl16, w, rows, D, eps);
+        cpu_add_rmsnorm_fwd(xo, yy, NULL, rr, x, dl, dl16, w, rows, D, eps);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(rows * D)), *d_d = gpu_to_dev(delta, FB(rows * D)),
                   *d_w = gpu_to_dev(w, FB(D));
@@ -129,7 +129,7 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
             gpu_to_host(gx[rep] = malloc(FB(rows * D)), d_o, FB(rows * D));
             gpu_to_host(gyy[rep] = malloc(FB(rows * D)), d_y, FB(rows * D));
             CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
-            bf16_from_f32(want, gyy[rep], (size_t)rows * D);
+            host_bf16_from_f32(want, gyy[rep], (size_t)rows * D);
             EXPECT(!memcmp(got, want, sizeof(uint16_t) * rows * D), "y16 is not y rounded");
             cudaFree(d16), free(got), free(want);
             gpu_to_host(grr[rep] = malloc(FB(rows)), d_r, FB(rows));
@@ -152,11 +152,11 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
              rows, D);
     TEST_BEGIN(name);
     uint16_t *dy16 = malloc(sizeof(uint16_t) * rows * D);
-    bf16_from_f32(dy16, dy, (size_t)rows * D);
+    host_bf16_from_f32(dy16, dy, (size_t)rows * D);
     for (int form = 0; form < 3; form++) { /* 0: dx written, 1: accumulated, 2: accumulated from a bf16 dy */
         const int acc = form > 0;
         float *dx = copy_vec(dx0, (size_t)rows * D), *dw = copy_vec(dw0, D), *gdx[2], *gdw[2];
-        rmsnorm_bwd(dx, NULL, dw, form == 2 ? NULL : dy, form == 2 ? dy16 : NULL, x, w, rstd, rows, D, acc);
+        cpu_rmsnorm_bwd(dx, NULL, dw, form == 2 ? NULL : dy, form == 2 ? dy16 : NULL, x, w, rstd, rows, D, acc);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(rows * D)), *d_dw = gpu_to_dev(dw0, FB(D)),
                   *d_dy = gpu_to_dev(dy, FB(rows * D));
@@ -169,7 +169,7 @@ static void test_rmsnorm(int rows, int D) { /* D over 12288: the backward's weig
             gpu_to_host(gdx[rep] = malloc(FB(rows * D)), d_dx, FB(rows * D));
             if (rep) {
                 CUDA_CHECK(cudaMemcpy(got, d16, sizeof(uint16_t) * rows * D, cudaMemcpyDeviceToHost));
-                bf16_from_f32(want, gdx[rep], (size_t)rows * D);
+                host_bf16_from_f32(want, gdx[rep], (size_t)rows * D);
                 EXPECT(!memcmp(got, want, sizeof(uint16_t) * rows * D), "dx16 is not dx rounded");
             }
             cudaFree(d16), free(got), free(want);
@@ -202,7 +202,7 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int variant = 0; variant < 2; variant++) {
         const float *ini = variant ? init : NULL, *bs = variant ? NULL : bias;
         float *out = malloc(FB(n)), *go[2];
-        conv1d_silu_fwd(out, NULL, x, NULL, ldx, ini, w, bs, B, T, C, K);
+        cpu_conv1d_silu_fwd(out, NULL, x, NULL, ldx, ini, w, bs, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
             float *d_b = bs ? gpu_to_dev(bs, FB(C)) : NULL, *d_i = ini ? gpu_to_dev(ini, FB(B * C * (K - 1))) : NULL;
@@ -224,8 +224,8 @@ static void test_conv1d(int B, int T, int C, int K) {
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         float *dx = copy_vec(dx0, ndx), *dw = copy_vec(dw0, (size_t)C * K), *db = copy_vec(db0, C);
         float *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_bwd(dx, NULL, lddx, dw, with_bias ? db : NULL, dout, NULL, x, NULL, ldx, w, with_bias ? bias : NULL,
-                        B, T, C, K);
+        cpu_conv1d_silu_bwd(dx, NULL, lddx, dw, with_bias ? db : NULL, dout, NULL, x, NULL, ldx, w,
+                            with_bias ? bias : NULL, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_dx = gpu_to_dev(dx0, FB(ndx)), *d_dw = gpu_to_dev(dw0, FB(C * K)), *d_db = gpu_to_dev(db0, FB(C));
             float *d_do = gpu_to_dev(dout, FB(n)), *d_x = gpu_to_dev(x, FB(nx)), *d_w = gpu_to_dev(w, FB(C * K));
@@ -255,13 +255,13 @@ static void test_conv1d(int B, int T, int C, int K) {
     TEST_BEGIN(name);
     {
         uint16_t *x16 = malloc(sizeof(uint16_t) * nx), *d_x16;
-        bf16_from_f32(x16, x, nx);
+        host_bf16_from_f32(x16, x, nx);
         CUDA_CHECK(cudaMalloc((void **)&d_x16, sizeof(uint16_t) * nx));
         CUDA_CHECK(cudaMemcpy(d_x16, x16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
         float *out = malloc(FB(n)), *dx = calloc(ndx, sizeof(float)), *dw = calloc((size_t)C * K, sizeof(float));
         float *db = calloc(C, sizeof(float)), *go[2], *gdx[2], *gdw[2], *gdb[2];
-        conv1d_silu_fwd(out, NULL, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
-        conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, NULL, x16, ldx, w, bias, B, T, C, K);
+        cpu_conv1d_silu_fwd(out, NULL, NULL, x16, ldx, NULL, w, bias, B, T, C, K);
+        cpu_conv1d_silu_bwd(dx, NULL, lddx, dw, db, dout, NULL, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_o = gpu_to_dev(NULL, FB(n)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
             float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)),
@@ -276,7 +276,7 @@ static void test_conv1d(int B, int T, int C, int K) {
             conv1d_silu_bwd_cuda(d_dx, NULL, lddx, d_dw, d_db, d_do, NULL, NULL, d_x16, ldx, d_w, d_b, B, T, C, K);
             gpu_to_host(go[rep] = malloc(FB(n)), d_o, FB(n));
             CUDA_CHECK(cudaMemcpy(o16, d_o16, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
-            bf16_from_f32(ow16, go[rep], n);
+            host_bf16_from_f32(ow16, go[rep], n);
             EXPECT(!memcmp(o16, ow16, sizeof(uint16_t) * n), "the bf16 output is not the float32 one rounded");
             CUDA_CHECK(cudaMemset(d_o16, 0xff, sizeof(uint16_t) * n)); /* out16 alone (out NULL): the same bits */
             conv1d_silu_fwd_cuda(NULL, d_o16, NULL, d_x16, ldx, NULL, d_w, d_b, B, T, C, K);
@@ -293,7 +293,8 @@ static void test_conv1d(int B, int T, int C, int K) {
                 conv1d_silu_bwd_cuda(NULL, d_dx16, lddx, d_dw, d_db, d_do, NULL, NULL, d_x16, ldx, d_w, d_b, B, T, C,
                                      K);
                 CUDA_CHECK(cudaMemcpy(got, d_dx16, sizeof(uint16_t) * ndx, cudaMemcpyDeviceToHost));
-                for (size_t r = 0; r < (size_t)B * T; r++) bf16_from_f32(want + r * lddx, gdx[0] + r * lddx, C);
+                for (size_t r = 0; r < (size_t)B * T; r++)
+                    host_bf16_from_f32(want + r * lddx, gdx[0] + r * lddx, C);
                 EXPECT(!memcmp(got, want, sizeof(uint16_t) * ndx), "bf16 dx is not the float32 one rounded");
                 cudaFree(d_dx16), free(got), free(want);
             }
@@ -307,12 +308,12 @@ static void test_conv1d(int B, int T, int C, int K) {
         /* a second gradient term in bf16 (dout16: the lean path's x_proj part), added to dout as it is read */
         uint16_t *g16 = malloc(sizeof(uint16_t) * n), *d_g16;
         float *gsrc = rand_vec(n, 3);
-        bf16_from_f32(g16, gsrc, n);
+        host_bf16_from_f32(g16, gsrc, n);
         CUDA_CHECK(cudaMalloc((void **)&d_g16, sizeof(uint16_t) * n));
         CUDA_CHECK(cudaMemcpy(d_g16, g16, sizeof(uint16_t) * n, cudaMemcpyHostToDevice));
         for (int alone = 0; alone <= 1; alone++) { /* then dout16 as the whole gradient (dout NULL) */
         memset(dx, 0, FB(ndx)), memset(dw, 0, FB(C * K)), memset(db, 0, FB(C));
-        conv1d_silu_bwd(dx, NULL, lddx, dw, db, alone ? NULL : dout, g16, NULL, x16, ldx, w, bias, B, T, C, K);
+        cpu_conv1d_silu_bwd(dx, NULL, lddx, dw, db, alone ? NULL : dout, g16, NULL, x16, ldx, w, bias, B, T, C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C)), *d_do = gpu_to_dev(dout, FB(n));
             float *d_dx = gpu_to_dev(NULL, FB(ndx)), *d_dw = gpu_to_dev(NULL, FB(C * K)),
@@ -345,7 +346,7 @@ static void test_conv1d(int B, int T, int C, int K) {
     const size_t ns = (size_t)B * C * (K - 1);
     for (int i = 0; i < 3; i++) {
         float *st = copy_vec(init, ns), *g[2];
-        conv1d_state_update(st, x, ldx, B, Ts[i], C, K);
+        cpu_conv1d_state_update(st, x, ldx, B, Ts[i], C, K);
         for (int rep = 0; rep < 2; rep++) {
             float *d_s = gpu_to_dev(init, FB(ns)), *d_x = gpu_to_dev(x, FB(nx));
             conv1d_state_update_cuda(d_s, d_x, ldx, B, Ts[i], C, K);
@@ -358,14 +359,14 @@ static void test_conv1d(int B, int T, int C, int K) {
     TEST_END();
 
     snprintf(name, sizeof name,
-             "CUDA conv1d_silu_step = conv1d_silu_fwd then conv1d_state_update (T = 1) on the GPU "
+             "CUDA conv1d_silu_step = conv1d_silu_fwd then cpu_conv1d_state_update (T = 1) on the GPU "
              "exactly, the CPU's within 1e-5 (state exactly): B %d, C %d, K %d",
              B, C, K);
     TEST_BEGIN(name);
     {
         const size_t no = (size_t)B * C, nx1 = (size_t)B * ldx;
         float *out = malloc(FB(no)), *st = copy_vec(init, ns), *go[2], *gs[2];
-        conv1d_silu_step(out, x, ldx, st, w, bias, B, C, K);
+        cpu_conv1d_silu_step(out, x, ldx, st, w, bias, B, C, K);
         for (int two = 0; two < 2; two++) { /* 0: the step op, 1: the two ops it replaces */
             float *d_x = gpu_to_dev(x, FB(nx1)), *d_w = gpu_to_dev(w, FB(C * K)), *d_b = gpu_to_dev(bias, FB(C));
             float *d_s = gpu_to_dev(init, FB(ns)), *d_o = gpu_to_dev(NULL, FB(no));
@@ -395,7 +396,7 @@ static void test_bias(void) {
 
     TEST_BEGIN("CUDA bias_add matches the CPU exactly (strided rows), repeatable");
     float *y = copy_vec(y0, n), *g[2];
-    bias_add(y, ld, bias, rows, N);
+    cpu_bias_add(y, ld, bias, rows, N);
     for (int rep = 0; rep < 2; rep++) {
         float *d_y = gpu_to_dev(y0, FB(n)), *d_b = gpu_to_dev(bias, FB(N));
         bias_add_cuda(d_y, ld, d_b, rows, N);
@@ -408,7 +409,7 @@ static void test_bias(void) {
 
     TEST_BEGIN("CUDA bias_grad_acc within 1e-5 relative (strided rows, db +=), repeatable");
     float *db = copy_vec(db0, N);
-    bias_grad_acc(db, y0, ld, rows, N);
+    cpu_bias_grad_acc(db, y0, ld, rows, N);
     for (int rep = 0; rep < 2; rep++) {
         float *d_db = gpu_to_dev(db0, FB(N)), *d_dy = gpu_to_dev(y0, FB(n));
         bias_grad_acc_cuda(d_db, d_dy, ld, rows, N);
@@ -425,7 +426,7 @@ static void test_neg_exp_transpose(void) {
     const int E = 77, N = 13;
     float *A_log = rand_vec((size_t)E * N, 2), *At = malloc(FB(E * N)), *g[2];
     TEST_BEGIN("CUDA neg_exp_transpose within 1e-5 relative, repeatable");
-    neg_exp_transpose(At, A_log, E, N);
+    cpu_neg_exp_transpose(At, A_log, E, N);
     for (int rep = 0; rep < 2; rep++) {
         float *d_a = gpu_to_dev(A_log, FB(E * N)), *d_t = gpu_to_dev(NULL, FB(E * N));
         neg_exp_transpose_cuda(d_t, d_a, E, N);
@@ -446,8 +447,8 @@ static void test_bf16_convert(void) {
     x[6] = 3.4e38f;     /* rounds up to infinity */
     uint16_t *h = malloc(sizeof(uint16_t) * n), *g = malloc(sizeof(uint16_t) * n);
     float *back = malloc(FB(n)), *gback = malloc(FB(n));
-    bf16_from_f32(h, x, n);
-    f32_from_bf16(back, h, n);
+    host_bf16_from_f32(h, x, n);
+    host_f32_from_bf16(back, h, n);
     float *d_x = gpu_to_dev(x, FB(n)), *d_b = gpu_to_dev(NULL, FB(n));
     uint16_t *d_h = gpu_to_dev(NULL, sizeof(uint16_t) * n);
     bf16_from_f32_cuda(d_h, d_x, n);
@@ -475,7 +476,7 @@ static void test_xent(void) {
     double sum, gsum[2];
     int count, gcount[2];
     float *dl = malloc(FB(n));
-    xent_fwd_bwd(&sum, &count, dl, logits, targets, rows, V, scale);
+    cpu_xent_fwd_bwd(&sum, &count, dl, logits, targets, rows, V, scale);
     for (int with_grad = 1; with_grad >= 0; with_grad--)
         for (int rep = 0; rep < 2; rep++) {
             float *d_l = gpu_to_dev(logits, FB(n)), *d_dl = with_grad ? gpu_to_dev(NULL, FB(n)) : NULL;

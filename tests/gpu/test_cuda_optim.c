@@ -1,9 +1,10 @@
-/* The optimizer's CUDA kernels (grad_norm_cuda, adamw_step_cuda) against the CPU arithmetic of grad_norm and
- * adamw_step (src/backend/cpu/optim.c), on random buffers of odd sizes: the norm within 1e-12 of a double
+/* The optimizer's CUDA kernels (grad_norm_cuda, adamw_step_cuda) against the CPU arithmetic of cpu_grad_norm and
+ * cpu_adamw_step (src/backend/cpu/optim.c), on random buffers of odd sizes: the norm within 1e-12 of a double
  * sum, five AdamW steps (decay mask mixing 0 and 1) within 1e-6 relative to each tensor's scale, and each
  * CUDA result bitwise equal across two runs. Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "gpu/gpu_test.h"
+#include "backend/cpu/cpu_ops.h"
 #include "ops/ops_cuda.h"
 #include "backend/cuda/cuda_common.h"
 
@@ -143,7 +144,7 @@ static void test_weights16(void) {
     if (s) {
         uint16_t got[100], want[n];
         cuda_download(w, d_w, FB(n));
-        bf16_from_f32(want, w, n);
+        host_bf16_from_f32(want, w, n);
         CUDA_CHECK(cudaMemcpy(got, s, sizeof got, cudaMemcpyDeviceToHost));
         EXPECT(!memcmp(got, want + 16, sizeof got), "the shadow is not bf16(w)");
     }

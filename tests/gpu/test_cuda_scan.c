@@ -5,7 +5,7 @@
  * chunks, and channel counts that end mid-block; and bitwise determinism of both passes (two runs,
  * memcmp). Prints "skip - ..." without a GPU. */
 #include "common.h"
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "ops/ops_cuda.h"
 #include "test.h"
 #include "gpu/gpu_test.h"
@@ -62,13 +62,13 @@ static void check_case(int B, int T, int E, int N, int gated) {
     /* CPU reference */
     float *y = xmalloc(sizeof(float) * nx), *h = xmalloc(sizeof(float) * nh);
     memcpy(h, h0, sizeof(float) * nh);
-    scan_fwd(&s, y, NULL, h);
+    cpu_scan_fwd(&s, y, NULL, h);
     float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx), *dbc = xcalloc(nbc, sizeof(float));
     float *dA = xcalloc(na, sizeof(float)), *dD = xcalloc(E, sizeof(float)), *db = xcalloc(E, sizeof(float));
     float *dz = xcalloc(nz, sizeof(float)), *out = xcalloc(nx, sizeof(float));
     const scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA, .dDv = dD,
                           .ddt_bias = db, .dz = dz, .lddz = ldz, .out = out};
-    scan_bwd(&s, &g, dy);
+    cpu_scan_bwd(&s, &g, dy);
     /* GPU: the same operands on the device */
     float *gx = gpu_floats(x, nx), *gdt = gpu_floats(dt, nx), *gbias = gpu_floats(bias, E), *gA = gpu_floats(At, na),
           *gbc = gpu_floats(bc, nbc), *gD = gpu_floats(Dv, E), *gz = gpu_floats(z, nz);
@@ -137,10 +137,11 @@ static void check_case(int B, int T, int E, int N, int gated) {
         CUDA_CHECK(cudaMalloc((void **)&ghk, sizeof(uint16_t) * nk));
         scan_args sk = s, gsk = gs;
         sk.hk = hk, gsk.hk = ghk;
-        scan_fwd(&sk, y, NULL, NULL);
+        cpu_scan_fwd(&sk, y, NULL, NULL);
         scan_fwd_cuda(&gsk, gy, NULL, NULL);
         CUDA_CHECK(cudaMemcpy(got, ghk, sizeof(uint16_t) * nk, cudaMemcpyDeviceToHost));
-        float *hw = f32_from_bf16_rows(hk, (int)nk, 1, (int)nk), *gw = f32_from_bf16_rows(got, (int)nk, 1, (int)nk);
+        float *hw = host_f32_from_bf16_rows(hk, (int)nk, 1, (int)nk),
+              *gw = host_f32_from_bf16_rows(got, (int)nk, 1, (int)nk);
         float top = 0.0f; /* each within one bf16 step of the CPU's (8 significant bits: 2^-7 of the value), plus
                            * the float32 states' own difference (1e-5 of the largest) */
         for (size_t i = 0; i < nk; i++)
@@ -151,7 +152,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
         EXPECT(apart == 0, "checkpoints: %zu of %zu more than one bf16 step from the CPU's", apart, nk);
         CUDA_CHECK(cudaMemcpy(ghk, hk, sizeof(uint16_t) * nk, cudaMemcpyHostToDevice));
         memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
-        scan_bwd(&sk, &g, dy);
+        cpu_scan_bwd(&sk, &g, dy);
         CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
@@ -177,7 +178,7 @@ static void check_case(int B, int T, int E, int N, int gated) {
             }
         EXPECT(differ == 0, "dA_log: %zu values are not the dAt sum times A, transposed", differ);
         ca.dAt = NULL, ca.dA_log = cpu;
-        scan_bwd(&s, &ca, dy);
+        cpu_scan_bwd(&s, &ca, dy);
         EXPECT((e = test_rel_err(got, cpu, na)) < 1e-5, "dA_log: rel err %.2e against the CPU", e);
         cudaFree(gdat), cudaFree(gdal), free(cpu), free(sum), free(got), free(want);
     }
@@ -209,18 +210,19 @@ static void check_case(int B, int T, int E, int N, int gated) {
         CUDA_CHECK(cudaMemcpy(gh, h0, sizeof(float) * nh, cudaMemcpyHostToDevice)); /* as for ry */
         scan_fwd_cuda(&gs, NULL, g16, gh);
         CUDA_CHECK(cudaMemcpy(got, g16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
-        bf16_from_f32(want, ry, nx);
+        host_bf16_from_f32(want, ry, nx);
         EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "forward: the bf16 output is not the float32 one rounded");
         scan_grads g16s = gg;
         uint16_t *gdz16, *wantz = xcalloc(nz, sizeof(uint16_t)), *gotz = xcalloc(nz, sizeof(uint16_t));
         CUDA_CHECK(cudaMalloc((void **)&gdz16, sizeof(uint16_t) * nz));
         CUDA_CHECK(cudaMemset(gdz16, 0, sizeof(uint16_t) * nz));
-        for (size_t r = 0; r < (size_t)B * T; r++) bf16_from_f32(wantz + r * ldz, rdz + r * ldz, E);
+        for (size_t r = 0; r < (size_t)B * T; r++)
+            host_bf16_from_f32(wantz + r * ldz, rdz + r * ldz, E);
         g16s.out = NULL, g16s.out16 = g16, g16s.dz = NULL, g16s.dz16 = gdz16;
         CUDA_CHECK(cudaMemset(g16, 0xff, sizeof(uint16_t) * nx));
         scan_bwd_cuda(&gs, &g16s, gdy);
         CUDA_CHECK(cudaMemcpy(got, g16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
-        bf16_from_f32(want, rout, nx);
+        host_bf16_from_f32(want, rout, nx);
         EXPECT(!memcmp(got, want, sizeof(uint16_t) * nx), "backward: the bf16 output is not the float32 one rounded");
         CUDA_CHECK(cudaMemcpy(gotz, gdz16, sizeof(uint16_t) * nz, cudaMemcpyDeviceToHost));
         EXPECT(!memcmp(gotz, wantz, sizeof(uint16_t) * nz), "backward: the bf16 dz is not the float32 one rounded");
@@ -233,7 +235,8 @@ static void check_case(int B, int T, int E, int N, int gated) {
         uint16_t *dt16 = xmalloc(sizeof(uint16_t) * nx), *gdt16, *ddt16 = xmalloc(sizeof(uint16_t) * nx), *gddt16;
         uint16_t *dy16 = xmalloc(sizeof(uint16_t) * nx), *gdy16, *dx16h = xmalloc(sizeof(uint16_t) * nx), *gdx16;
         CUDA_CHECK(cudaMalloc((void **)&gdx16, sizeof(uint16_t) * nx));
-        bf16_from_f32(z16, z, nz), bf16_from_f32(x16, x, nx), bf16_from_f32(dt16, dt, nx), bf16_from_f32(dy16, dy, nx);
+        host_bf16_from_f32(z16, z, nz), host_bf16_from_f32(x16, x, nx);
+        host_bf16_from_f32(dt16, dt, nx), host_bf16_from_f32(dy16, dy, nx);
         CUDA_CHECK(cudaMalloc((void **)&gdy16, sizeof(uint16_t) * nx));
         CUDA_CHECK(cudaMemcpy(gdy16, dy16, sizeof(uint16_t) * nx, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMalloc((void **)&gdt16, sizeof(uint16_t) * nx));
@@ -256,10 +259,10 @@ static void check_case(int B, int T, int E, int N, int gated) {
                 g16c.dx = NULL, g16c.dx16 = dx16h, gg16.dx = NULL, gg16.dx16 = gdx16;
                 CUDA_CHECK(cudaMemset(gddt16, 0xff, sizeof(uint16_t) * nx));
             }
-            scan_fwd(&s16, y, NULL, NULL);
+            cpu_scan_fwd(&s16, y, NULL, NULL);
             scan_fwd_cuda(&gs16, gy, NULL, NULL);
             memset(dA, 0, sizeof(float) * na), memset(dD, 0, sizeof(float) * E), memset(db, 0, sizeof(float) * E);
-            scan_bwd(&s16, &g16c, level == 2 ? NULL : dy);
+            cpu_scan_bwd(&s16, &g16c, level == 2 ? NULL : dy);
             CUDA_CHECK(cudaMemcpy(gdA, zeros, sizeof(float) * na, cudaMemcpyHostToDevice));
             CUDA_CHECK(cudaMemcpy(gdD, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
             CUDA_CHECK(cudaMemcpy(gdb, zeros, sizeof(float) * E, cudaMemcpyHostToDevice));
@@ -268,14 +271,15 @@ static void check_case(int B, int T, int E, int N, int gated) {
                                * element on a rounding boundary may differ by one bf16 step) */
                 uint16_t *got16 = xmalloc(sizeof(uint16_t) * nx);
                 CUDA_CHECK(cudaMemcpy(got16, gddt16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
-                float *want32 = f32_from_bf16_rows(ddt16, E, (size_t)B * T, E),
-                      *got32 = f32_from_bf16_rows(got16, E, (size_t)B * T, E);
+                float *want32 = host_f32_from_bf16_rows(ddt16, E, (size_t)B * T, E),
+                      *got32 = host_f32_from_bf16_rows(got16, E, (size_t)B * T, E);
                 EXPECT((e = test_rel_err(got32, want32, nx)) < 1e-3, "%s: ddt (bf16) rel err %.2e", what, e);
                 printf("  %s: ddt (bf16) rel err %.1e\n", what, e);
                 free(got16), free(want32), free(got32);
                 got16 = xmalloc(sizeof(uint16_t) * nx); /* dx in bf16 likewise */
                 CUDA_CHECK(cudaMemcpy(got16, gdx16, sizeof(uint16_t) * nx, cudaMemcpyDeviceToHost));
-                want32 = f32_from_bf16_rows(dx16h, E, (size_t)B * T, E), got32 = f32_from_bf16_rows(got16, E, (size_t)B * T, E);
+                want32 = host_f32_from_bf16_rows(dx16h, E, (size_t)B * T, E),
+                got32 = host_f32_from_bf16_rows(got16, E, (size_t)B * T, E);
                 EXPECT((e = test_rel_err(got32, want32, nx)) < 1e-3, "%s: dx (bf16) rel err %.2e", what, e);
                 free(got16), free(want32), free(got32);
             }
@@ -294,12 +298,12 @@ static void check_case(int B, int T, int E, int N, int gated) {
             gb.dBm = gb.dCm = NULL, gb.dBm16 = gbc16, gb.dCm16 = gbc16 + N;
             scan_bwd_cuda(&gs16, &gb, NULL);
             CUDA_CHECK(cudaMemcpy(got16, gbc16, sizeof(uint16_t) * nbc, cudaMemcpyDeviceToHost));
-            bf16_from_f32(want16, fbc, nbc);
+            host_bf16_from_f32(want16, fbc, nbc);
             EXPECT(!memcmp(got16, want16, sizeof(uint16_t) * nbc),
                    "backward: the bf16 dB, dC are not the float32 ones rounded");
             cb.dBm = cb.dCm = NULL, cb.dBm16 = got16, cb.dCm16 = got16 + N;
-            scan_bwd(&s16, &cb, NULL);
-            bf16_from_f32(want16, dbc, nbc);
+            cpu_scan_bwd(&s16, &cb, NULL);
+            host_bf16_from_f32(want16, dbc, nbc);
             EXPECT(!memcmp(got16, want16, sizeof(uint16_t) * nbc),
                    "CPU backward: the bf16 dB, dC are not the float32 ones rounded");
             cudaFree(gbc16), free(fbc), free(want16), free(got16);

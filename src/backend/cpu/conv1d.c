@@ -1,5 +1,5 @@
 /* Causal depthwise conv1d + SiLU (CPU): the Mamba "short convolution" before the scan. */
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vec.h"
 #include "common.h"
 
@@ -22,19 +22,18 @@ static void conv_pre_row(float *pr, const float *x, int ldx, const float *init, 
     }
 }
 
-
-void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
-                     const float *w, const float *bias, int B, int T, int C, int K) {
+void cpu_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
+                         const float *w, const float *bias, int B, int T, int C, int K) {
     if (x16) {
-        float *xw = f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
-        conv1d_silu_fwd(out, out16, xw, NULL, C, init, w, bias, B, T, C, K);
+        float *xw = host_f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
+        cpu_conv1d_silu_fwd(out, out16, xw, NULL, C, init, w, bias, B, T, C, K);
         free(xw);
         return;
     }
     if (out16) { /* out may be NULL: out16 alone */
         float *o = out ? out : xmalloc(sizeof(float) * (size_t)B * T * C);
-        conv1d_silu_fwd(o, NULL, x, NULL, ldx, init, w, bias, B, T, C, K);
-        bf16_from_f32(out16, o, (size_t)B * T * C);
+        cpu_conv1d_silu_fwd(o, NULL, x, NULL, ldx, init, w, bias, B, T, C, K);
+        host_bf16_from_f32(out16, o, (size_t)B * T * C);
         if (!out) free(o);
         return;
     }
@@ -53,29 +52,30 @@ void conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t
 
 #define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
 
-void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                     const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
-                     const float *bias, int B, int T, int C, int K) {
+void cpu_conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
+                         const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
+                         const float *bias, int B, int T, int C, int K) {
     if (dout16) { /* the two terms added first (widened: as the GPU adds them) */
         const size_t n = (size_t)B * T * C;
-        float *sum = f32_from_bf16_rows(dout16, C, (size_t)B * T, C);
+        float *sum = host_f32_from_bf16_rows(dout16, C, (size_t)B * T, C);
         if (dout)
             for (size_t i = 0; i < n; i++) sum[i] = dout[i] + sum[i];
-        conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, sum, NULL, x, x16, ldx, w, bias, B, T, C, K);
+        cpu_conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, sum, NULL, x, x16, ldx, w, bias, B, T, C, K);
         free(sum);
         return;
     }
     if (x16) {
-        float *xw = f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
-        conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, NULL, xw, NULL, C, w, bias, B, T, C, K);
+        float *xw = host_f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
+        cpu_conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, NULL, xw, NULL, C, w, bias, B, T, C, K);
         free(xw);
         return;
     }
     if (dx16) { /* into float32, then rounded */
         const size_t rows = (size_t)B * T;
         float *dxw = xmalloc(sizeof(float) * rows * C);
-        conv1d_silu_bwd(dxw, NULL, C, dw, dbias, dout, NULL, x, NULL, ldx, w, bias, B, T, C, K);
-        for (size_t r = 0; r < rows; r++) bf16_from_f32(dx16 + r * lddx, dxw + r * C, (size_t)C);
+        cpu_conv1d_silu_bwd(dxw, NULL, C, dw, dbias, dout, NULL, x, NULL, ldx, w, bias, B, T, C, K);
+        for (size_t r = 0; r < rows; r++)
+            host_bf16_from_f32(dx16 + r * lddx, dxw + r * C, (size_t)C);
         free(dxw);
         return;
     }
@@ -133,7 +133,7 @@ void conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbia
     }
 }
 
-void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
+void cpu_conv1d_state_update(float *state, const float *x, int ldx, int B, int T, int C, int K) {
     const int S = K - 1;
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++) {
@@ -144,8 +144,8 @@ void conv1d_state_update(float *state, const float *x, int ldx, int B, int T, in
         }
 }
 
-void conv1d_silu_step(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
-                      int C, int K) {
-    conv1d_silu_fwd(out, NULL, x, NULL, ldx, state, w, bias, B, 1, C, K);
-    conv1d_state_update(state, x, ldx, B, 1, C, K);
+void cpu_conv1d_silu_step(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
+                          int C, int K) {
+    cpu_conv1d_silu_fwd(out, NULL, x, NULL, ldx, state, w, bias, B, 1, C, K);
+    cpu_conv1d_state_update(state, x, ldx, B, 1, C, K);
 }

@@ -1,13 +1,13 @@
 /* Elementwise ops of the Mamba-1 mixer (CPU): dt softplus with bias and the SiLU output gate (the scan's
  * reference; the scan itself fuses both), and A = -exp(A_log).
  * Rows are processed 16 channels at a time with the vectorized exp/log of vec.h. */
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vec.h"
 #include "common.h"
 
 #include <omp.h>
 
-void softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
+void cpu_softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
         for (int e = 0; e < E; e += VW) {
@@ -17,7 +17,7 @@ void softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
         }
 }
 
-void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E) {
+void cpu_gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
         for (int e = 0; e < E; e += VW) {
@@ -27,7 +27,7 @@ void gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int
         }
 }
 
-void neg_exp_transpose(float *At, const float *A_log, int E, int N) {
+void cpu_neg_exp_transpose(float *At, const float *A_log, int E, int N) {
 #pragma omp parallel for schedule(static) if (E * N > 32768)
     for (int e = 0; e < E; e++)
         for (int n = 0; n < N; n += VW) {

@@ -1,5 +1,5 @@
-/* Linear layers on the CPU: GEMMs through OpenBLAS (ops.h's matmul_*) and their bias add/gradient. */
-#include "ops/ops.h"
+/* Linear layers on the CPU: GEMMs through OpenBLAS (the matmul_* ops of ops_list.h) and their bias add/gradient. */
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vec.h"
 #include "common.h"
 
@@ -7,7 +7,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-void matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
+void cpu_matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
     if (M == 1) { /* decode of one sequence: a matrix-vector product, bound by reading w once */
         cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, beta, y, 1);
         return;
@@ -15,68 +15,71 @@ void matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, w, K, beta, y, ldy);
 }
 
-void matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta) {
+void cpu_matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, lddy, w, K, beta, dx, lddx);
 }
 
-void matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
+void cpu_matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, lddy, x, ldx, 1.0f, dw, K);
 }
 
-void matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta) {
-    float *x = f32_from_bf16_rows(x16, ldx, M, K);
-    matmul_xwT(y, ldy, x, K, w, M, N, K, beta);
+void cpu_matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
+                        float beta) {
+    float *x = host_f32_from_bf16_rows(x16, ldx, M, K);
+    cpu_matmul_xwT(y, ldy, x, K, w, M, N, K, beta);
     free(x);
 }
 
-void matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K) {
-    float *x = f32_from_bf16_rows(x16, ldx, M, K);
-    matmul_dw_acc(dw, dy, lddy, x, K, M, N, K);
+void cpu_matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K) {
+    float *x = host_f32_from_bf16_rows(x16, ldx, M, K);
+    cpu_matmul_dw_acc(dw, dy, lddy, x, K, M, N, K);
     free(x);
 }
 
-void matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
-                  int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
+void cpu_matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
+                      int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
     if (dx16) { /* dx in float32 (from dx16 widened when beta != 0), then rounded */
-        float *t = beta != 0.0f ? f32_from_bf16_rows(dx16, lddx, (size_t)M, K) : xmalloc(sizeof(float) * (size_t)M * K);
-        matmul_bwd16(t, NULL, K, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+        float *t =
+            beta != 0.0f ? host_f32_from_bf16_rows(dx16, lddx, (size_t)M, K) : xmalloc(sizeof(float) * (size_t)M * K);
+        cpu_matmul_bwd16(t, NULL, K, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < M; r++)
-            bf16_from_f32(dx16 + (size_t)r * lddx, t + (size_t)r * K, (size_t)K);
+            host_bf16_from_f32(dx16 + (size_t)r * lddx, t + (size_t)r * K, (size_t)K);
         free(t);
         return;
     }
-    float *dyw = dy16 ? f32_from_bf16_rows(dy16, lddy, M, N) : NULL;
-    float *xw = x16 && dw ? f32_from_bf16_rows(x16, ldx, M, K) : NULL;
-    matmul_bwd(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+    float *dyw = dy16 ? host_f32_from_bf16_rows(dy16, lddy, M, N) : NULL;
+    float *xw = x16 && dw ? host_f32_from_bf16_rows(x16, ldx, M, K) : NULL;
+    cpu_matmul_bwd(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
     free(dyw);
     free(xw);
 }
 
-void matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                    const float *bias, int M, int N, int K) {
-    float *y = xmalloc(sizeof(float) * (size_t)M * N), *xw = x16 ? f32_from_bf16_rows(x16, ldx, M, K) : NULL;
-    matmul_xwT(y, N, xw ? xw : x, xw ? K : ldx, w, M, N, K, 0.0f);
+void cpu_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
+                        const float *bias, int M, int N, int K) {
+    float *y = xmalloc(sizeof(float) * (size_t)M * N), *xw = x16 ? host_f32_from_bf16_rows(x16, ldx, M, K) : NULL;
+    cpu_matmul_xwT(y, N, xw ? xw : x, xw ? K : ldx, w, M, N, K, 0.0f);
     free(xw);
-    if (bias) bias_add(y, N, bias, M, N);
+    if (bias) cpu_bias_add(y, N, bias, M, N);
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < M; r++) bf16_from_f32(y16 + (size_t)r * ldy, y + (size_t)r * N, (size_t)N);
+    for (int r = 0; r < M; r++)
+        host_bf16_from_f32(y16 + (size_t)r * ldy, y + (size_t)r * N, (size_t)N);
     free(y);
 }
 
-void matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
-                const float *w, int M, int N, int K) {
-    if (dx) matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
-    if (dw) matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
+void cpu_matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
+                    const float *w, int M, int N, int K) {
+    if (dx) cpu_matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
+    if (dw) cpu_matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
 }
 
-void bias_add(float *y, int ldy, const float *bias, int rows, int N) {
+void cpu_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < N; j++) y[(size_t)r * ldy + j] += bias[j];
 }
 
-void bias_grad_acc(float *db, const float *dy, int lddy, int rows, int N) {
+void cpu_bias_grad_acc(float *db, const float *dy, int lddy, int rows, int N) {
     /* columns split across threads, rows in order inside: deterministic, no reduction */
 #pragma omp parallel for schedule(static)
     for (int j0 = 0; j0 < N; j0 += 64)
@@ -135,7 +138,8 @@ static void gemv_bf16(float *y, const float *x, const uint16_t *w16, int N, int 
     }
 }
 
-void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta) {
+void cpu_matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K,
+                         float beta) {
     if (M == 1) {
         gemv_bf16(y, x, w16, N, K, beta);
         return;
@@ -161,27 +165,28 @@ void matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t 
     }
 }
 
-float *f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols) {
+float *host_f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols) {
     float *x = xmalloc(sizeof(float) * rows * cols);
 #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) f32_from_bf16(x + r * cols, src + r * ld, (size_t)cols);
+    for (size_t r = 0; r < rows; r++)
+        host_f32_from_bf16(x + r * cols, src + r * ld, (size_t)cols);
     return x;
 }
 
-void round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
+void cpu_round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
-        bf16_from_f32(dst + (size_t)r * ldd, src + (size_t)r * lds, (size_t)cols);
+        host_bf16_from_f32(dst + (size_t)r * ldd, src + (size_t)r * lds, (size_t)cols);
 }
 
-void f32_from_bf16(float *dst, const uint16_t *src, size_t n) {
+void host_f32_from_bf16(float *dst, const uint16_t *src, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)src[i] << 16;
         memcpy(&dst[i], &u, sizeof u);
     }
 }
 
-void bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
+void host_bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &src[i], sizeof u);

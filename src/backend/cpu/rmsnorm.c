@@ -1,6 +1,6 @@
 /* RMSNorm forward/backward (CPU). Column sums for dw use per-thread partials reduced in thread order,
  * so results are deterministic for a fixed thread count. */
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "common.h"
 
 #include <math.h>
@@ -12,11 +12,11 @@ static void norm_store(float *y, uint16_t *y16, size_t r, const float *xr, float
     for (int i = 0; i < D; i++) {
         const float v = xr[i] * s * w[i];
         if (y) y[r * D + i] = v;
-        if (y16) bf16_from_f32(y16 + r * D + i, &v, 1);
+        if (y16) host_bf16_from_f32(y16 + r * D + i, &v, 1);
     }
 }
 
-void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+void cpu_rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D;
@@ -28,11 +28,11 @@ void rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const flo
     }
 }
 
-void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                     const uint16_t *delta16, const float *w, int rows, int D, float eps) {
+void cpu_add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
+                         const uint16_t *delta16, const float *w, int rows, int D, float eps) {
     if (delta16) { /* widened first (the CPU runs this form only to test the lean path) */
-        float *dw = f32_from_bf16_rows(delta16, D, (size_t)rows, D);
-        add_rmsnorm_fwd(x_out, y, y16, rstd, x, dw, NULL, w, rows, D, eps);
+        float *dw = host_f32_from_bf16_rows(delta16, D, (size_t)rows, D);
+        cpu_add_rmsnorm_fwd(x_out, y, y16, rstd, x, dw, NULL, w, rows, D, eps);
         free(dw);
         return;
     }
@@ -52,11 +52,11 @@ void add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const f
     }
 }
 
-void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
-                 const float *w, const float *rstd, int rows, int D, int acc) {
+void cpu_rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
+                     const float *w, const float *rstd, int rows, int D, int acc) {
     if (dy16) { /* widened first, as above */
-        float *dyw = f32_from_bf16_rows(dy16, D, (size_t)rows, D);
-        rmsnorm_bwd(dx, dx16, dw, dyw, NULL, x, w, rstd, rows, D, acc);
+        float *dyw = host_f32_from_bf16_rows(dy16, D, (size_t)rows, D);
+        cpu_rmsnorm_bwd(dx, dx16, dw, dyw, NULL, x, w, rstd, rows, D, acc);
         free(dyw);
         return;
     }
@@ -80,7 +80,7 @@ void rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const ui
                 for (int i = 0; i < D; i++) dxr[i] += dyr[i] * w[i] * s - xr[i] * c;
             else
                 for (int i = 0; i < D; i++) dxr[i] = dyr[i] * w[i] * s - xr[i] * c;
-            if (dx16) bf16_from_f32(dx16 + (size_t)r * D, dxr, (size_t)D);
+            if (dx16) host_bf16_from_f32(dx16 + (size_t)r * D, dxr, (size_t)D);
         }
     }
     for (int t = 0; t < nt; t++)

@@ -3,7 +3,7 @@
  * update and the output are all 16-wide, and threads split over batch x channel blocks. The forward keeps
  * the state in registers/L1 and never stores it per step; the backward recomputes it chunk by chunk
  * (boundary states first, then each chunk's steps in reverse). */
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vec.h"
 #include "common.h"
 
@@ -29,7 +29,7 @@ static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int n
     if (out16) {
         float tmp[VW];
         vf_store_n(tmp, v, nw);
-        bf16_from_f32(out16 + at, tmp, (size_t)nw);
+        host_bf16_from_f32(out16 + at, tmp, (size_t)nw);
     } else {
         vf_store_n(out + at, v, nw);
     }
@@ -42,15 +42,15 @@ static const scan_args *widen_bf16(const scan_args *s, scan_args *w, float **zw)
     if (!s->z16 && !s->x16 && !s->dt16) return s;
     *w = *s;
     if (s->z16) {
-        zw[0] = f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
+        zw[0] = host_f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
         w->z = zw[0], w->z16 = NULL, w->ldz = s->E;
     }
     if (s->x16) {
-        zw[1] = f32_from_bf16_rows(s->x16, s->E, (size_t)s->B * s->T, s->E);
+        zw[1] = host_f32_from_bf16_rows(s->x16, s->E, (size_t)s->B * s->T, s->E);
         w->x = zw[1], w->x16 = NULL;
     }
     if (s->dt16) {
-        zw[2] = f32_from_bf16_rows(s->dt16, s->E, (size_t)s->B * s->T, s->E);
+        zw[2] = host_f32_from_bf16_rows(s->dt16, s->E, (size_t)s->B * s->T, s->E);
         w->dt = zw[2], w->dt16 = NULL;
     }
     return w;
@@ -62,14 +62,14 @@ static void hk_store(const scan_args *s, const vf *hs, int b, int j, int e0, int
     float tmp[VW];
     for (int n = 0; n < s->N; n++) {
         vf_store_n(tmp, hs[n], nw);
-        bf16_from_f32(s->hk + (at * s->N + n) * s->E + e0, tmp, (size_t)nw);
+        host_bf16_from_f32(s->hk + (at * s->N + n) * s->E + e0, tmp, (size_t)nw);
     }
 }
 static void hk_load(const scan_args *s, vf *hs, int b, int j, int e0, int nw) {
     const size_t at = (size_t)b * SCAN_HK_COUNT(s->T) + j;
     float tmp[VW];
     for (int n = 0; n < s->N; n++) {
-        f32_from_bf16(tmp, s->hk + (at * s->N + n) * s->E + e0, (size_t)nw);
+        host_f32_from_bf16(tmp, s->hk + (at * s->N + n) * s->E + e0, (size_t)nw);
         hs[n] = vf_load_n(tmp, nw);
     }
 }
@@ -85,23 +85,23 @@ static const scan_args *with_At(const scan_args *s, scan_args *w, float **At) {
     *At = NULL;
     if (!s->A_log) return s;
     *At = xmalloc(sizeof(float) * ((size_t)s->N * s->E + 1));
-    neg_exp_transpose(*At, s->A_log, s->E, s->N);
+    cpu_neg_exp_transpose(*At, s->A_log, s->E, s->N);
     *w = *s, w->At = *At, w->A_log = NULL;
     return w;
 }
 
-void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
+void cpu_scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
     if (s->A_log) {
         scan_args w;
         float *At;
-        scan_fwd(with_At(s, &w, &At), out, out16, h);
+        cpu_scan_fwd(with_At(s, &w, &At), out, out16, h);
         free(At);
         return;
     }
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
-        scan_fwd(widen_bf16(s, &w, zw), out, out16, h);
+        cpu_scan_fwd(widen_bf16(s, &w, zw), out, out16, h);
         free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
@@ -145,18 +145,18 @@ void scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
         }
 }
 
-void scan_fwd_ref(const scan_args *s, float *out, float *h) {
+void cpu_scan_fwd_ref(const scan_args *s, float *out, float *h) {
     if (s->A_log) {
         scan_args w;
         float *At;
-        scan_fwd_ref(with_At(s, &w, &At), out, h);
+        cpu_scan_fwd_ref(with_At(s, &w, &At), out, h);
         free(At);
         return;
     }
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
-        scan_fwd_ref(widen_bf16(s, &w, zw), out, h);
+        cpu_scan_fwd_ref(widen_bf16(s, &w, zw), out, h);
         free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
@@ -164,7 +164,7 @@ void scan_fwd_ref(const scan_args *s, float *out, float *h) {
     const size_t rows = (size_t)B * T;
     float *hs = xmalloc(sizeof(float) * N), *dt = xmalloc(sizeof(float) * rows * E);
     memcpy(dt, s->dt, sizeof(float) * rows * E);
-    softplus_bias_fwd(dt, s->dt_bias, (int)rows, E);
+    cpu_softplus_bias_fwd(dt, s->dt_bias, (int)rows, E);
     for (int b = 0; b < B; b++)
         for (int e = 0; e < E; e++) {
             for (int n = 0; n < N; n++) hs[n] = h ? h[((size_t)b * E + e) * N + n] : 0.0f;
@@ -180,7 +180,7 @@ void scan_fwd_ref(const scan_args *s, float *out, float *h) {
             if (h)
                 for (int n = 0; n < N; n++) h[((size_t)b * E + e) * N + n] = hs[n];
         }
-    if (s->z) gate_fwd(out, out, s->z, s->ldz, (int)rows, E);
+    if (s->z) cpu_gate_fwd(out, out, s->z, s->ldz, (int)rows, E);
     free(hs);
     free(dt);
 }
@@ -270,26 +270,26 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
     }
 }
 
-void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
+void cpu_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
     if (s->A_log) {
         scan_args w;
         float *At;
-        scan_bwd(with_At(s, &w, &At), g, dout);
+        cpu_scan_bwd(with_At(s, &w, &At), g, dout);
         free(At);
         return;
     }
     if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
-        scan_bwd(widen_bf16(s, &w, zw), g, dout);
+        cpu_scan_bwd(widen_bf16(s, &w, zw), g, dout);
         free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
     if (g->dout16) { /* a bf16 dout widened first */
-        float *dw = f32_from_bf16_rows(g->dout16, s->E, (size_t)s->B * s->T, s->E);
+        float *dw = host_f32_from_bf16_rows(g->dout16, s->E, (size_t)s->B * s->T, s->E);
         scan_grads g32 = *g;
         g32.dout16 = NULL;
-        scan_bwd(s, &g32, dw);
+        cpu_scan_bwd(s, &g32, dw);
         free(dw);
         return;
     }
@@ -297,7 +297,7 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         float *dAt = xcalloc((size_t)s->N * s->E + 1, sizeof(float));
         scan_grads g32 = *g;
         g32.dAt = dAt, g32.dA_log = NULL;
-        scan_bwd(s, &g32, dout);
+        cpu_scan_bwd(s, &g32, dout);
         alog_grad_acc(g->dA_log, dAt, s->At, s->E, s->N);
         free(dAt);
         return;
@@ -307,9 +307,9 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         scan_grads g32 = *g;
         float *bc = xmalloc(sizeof(float) * ((size_t)rows * 2 * s->N + 1));
         g32.dBm = bc, g32.dCm = bc + s->N, g32.lddbc = 2 * s->N, g32.dBm16 = g32.dCm16 = NULL;
-        scan_bwd(s, &g32, dout);
-        round_bf16_rows(g->dBm16, g->lddbc, g32.dBm, g32.lddbc, rows, s->N);
-        round_bf16_rows(g->dCm16, g->lddbc, g32.dCm, g32.lddbc, rows, s->N);
+        cpu_scan_bwd(s, &g32, dout);
+        cpu_round_bf16_rows(g->dBm16, g->lddbc, g32.dBm, g32.lddbc, rows, s->N);
+        cpu_round_bf16_rows(g->dCm16, g->lddbc, g32.dCm, g32.lddbc, rows, s->N);
         free(bc);
         return;
     }
@@ -318,9 +318,9 @@ void scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         scan_grads g32 = *g;
         if (g->ddt16) g32.ddt = xmalloc(sizeof(float) * (n ? n : 1)), g32.ddt16 = NULL;
         if (g->dx16) g32.dx = xmalloc(sizeof(float) * (n ? n : 1)), g32.dx16 = NULL;
-        scan_bwd(s, &g32, dout);
-        if (g->ddt16) bf16_from_f32(g->ddt16, g32.ddt, n), free(g32.ddt);
-        if (g->dx16) bf16_from_f32(g->dx16, g32.dx, n), free(g32.dx);
+        cpu_scan_bwd(s, &g32, dout);
+        if (g->ddt16) host_bf16_from_f32(g->ddt16, g32.ddt, n), free(g32.ddt);
+        if (g->dx16) host_bf16_from_f32(g->dx16, g32.dx, n), free(g32.dx);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;

@@ -1,10 +1,10 @@
 /* Softmax cross-entropy fused with its gradient (CPU). */
-#include "ops/ops.h"
+#include "backend/cpu/cpu_ops.h"
 
 #include <math.h>
 
-void xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
-                  int V, float scale) {
+void cpu_xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows, int V,
+                      float scale) {
     double total = 0;
     int n = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total, n)

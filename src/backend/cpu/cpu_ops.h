@@ -1,0 +1,26 @@
+/* The CPU kernels (the .c files of src/backend/cpu): backend_cpu's ops and the tests' reference. Only src/backend
+ * and the tests include this: the model and the mixers reach a kernel through their backend (be->scan_fwd), so a
+ * call that forgets `be->` does not compile, where it used to run CPU code on GPU memory. Each op of ops_list.h is
+ * cpu_<name> here, with the shapes and semantics documented there. */
+#ifndef SSM_CPU_OPS_H
+#define SSM_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/host_bf16.h"
+#include "ops/ops.h" /* scan_args, scan_grads */
+
+#define OP(ret, name, params, args, group) ret cpu_##name params;
+#include "backend/ops_list.h"
+#undef OP
+
+/* The scan's plain sequential definition, for tests: cpu_softplus_bias_fwd, then one channel at a time with scalar
+ * exp, then cpu_gate_fwd. */
+void cpu_scan_fwd_ref(const scan_args *s, float *out, float *h);
+/* The two ops the scan fuses, on their own for that definition: dt = softplus(pre + bias) (torch's threshold 20), in
+ * place over [rows, E]; out = y * silu(z), y dense rows of E (out may be y), z rows with stride ldz. */
+void cpu_softplus_bias_fwd(float *dt, const float *bias, int rows, int E);
+void cpu_gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E);
+
+#endif
