@@ -1,6 +1,6 @@
-/* The CUDA versions of ops.h's ops (the .cu files in src/backend/cuda): the same names with a _cuda suffix, the
- * same shapes and semantics, every pointer a device pointer, work queued on the default stream.
- * Each is tested against its CPU twin by tests/gpu/test_*.c. */
+/* The CUDA kernels of the ops (the .cu files in src/backend/cuda): each op of backend/ops_list.h as <name>_cuda,
+ * with the same shapes and semantics, work queued on the default stream; and the device memory, graphs and weight
+ * shadow of backend_cuda. Each kernel is tested against its CPU twin (cpu_<name>) by tests/gpu/test_*.c. */
 #ifndef SSM_OPS_CUDA_H
 #define SSM_OPS_CUDA_H
 
@@ -44,91 +44,30 @@ void cuda_graph_free(void *graph);
 /* 0 when GPU 0 is usable (present, compute capability >= 8.0; made current), else -1 with ssm_error(). */
 int cuda_backend_check(void);
 
-/* See matmul_* in ops.h: cuBLASLt, float32 with FP32 compute (no TF32). */
-void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
-void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta);
-void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
-/* Mixed precision: the same GEMMs with the inputs rounded to bf16 for the tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF),
- * float32 accumulation and output. Within 1e-2 of the float32 result relative to its scale. */
-void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta);
-void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
-                          float beta);
-void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K);
-/* matmul_xwT_x16 / matmul_dw_acc_x16: float32 (x widened first), and bf16 (x16 read as it is) */
-void matmul_xwT_x16_cuda(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
-                         float beta);
-void matmul_dw_acc_x16_cuda(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K);
-void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
-                              float beta);
-void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
-                                 int K);
-void round_bf16_rows_cuda(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols);
-/* matmul_xwT_y16: the product (float32, or bf16 inputs) rounded into a bf16 output */
-void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                         const float *bias, int M, int N, int K);
-void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                              const float *bias, int M, int N, int K);
-/* matmul_bwd16: float32 (bf16 operands widened first), and bf16 (bf16 operands read as they are) */
-void matmul_bwd16_cuda(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
-                       const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                       int M, int N, int K);
-void matmul_bwd16_cuda_bf16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
-                            const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
-                            const float *w, int M, int N, int K);
-/* matmul_bwd: float32, and bf16 with dy rounded once for both products */
-void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
-                     const float *w, int M, int N, int K);
-void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
-                          int ldx, const float *w, int M, int N, int K);
+/* The ops' kernels, declared from the list (backend/ops_list.h: each op's shapes and semantics): <name>_cuda for
+ * every op, and for a gemm also <name>_cuda_bf16, the mixed-precision table's. An op that backend_cuda.c maps to NULL
+ * (no CUDA kernel) is declared here but defined nowhere. What is particular to the CUDA kernels:
+ * - every pointer is device memory except xent_fwd_bwd's sum and count (host: the call waits for them) and
+ *   grad_norm's result (returned to the host: it waits); adamw_step's decay_mask is device bytes;
+ * - GEMMs are cuBLASLt: float32 with FP32 compute (no TF32); the _cuda_bf16 ones round their inputs to bf16 for the
+ *   tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF) with float32 accumulation and output, within 1e-2 of the float32
+ *   result relative to its scale. A bf16 operand (x16, dy16) is widened first by the float32 kernels and read as it
+ *   is by the bf16 ones; the bf16 matmul_bwd rounds dy once for both products;
+ * - deterministic: no float atomics; column sums and norms are per-block partials added in a fixed order (the
+ *   grid depends only on the sizes), so two runs give the same bits;
+ * - the scan supports d_state (N) <= 32;
+ * - temporaries come from cudaMallocAsync on the default stream. */
+#define CUDA_KERNELS_gemm(ret, name, params) ret name##_cuda params; ret name##_cuda_bf16 params;
+#define CUDA_KERNELS_scan(ret, name, params) ret name##_cuda params;
+#define CUDA_KERNELS_other(ret, name, params) ret name##_cuda params;
+#define CUDA_KERNELS_optim(ret, name, params) ret name##_cuda params;
+#define OP(ret, name, params, args, group) CUDA_KERNELS_##group(ret, name, params)
+#include "backend/ops_list.h"
+#undef OP
 
-/* See scan_fwd / scan_bwd in ops.h; d_state <= 32. Deterministic: no atomics; reductions in a fixed order. */
-void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, float *h);
-void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout);
-
-/* See ops.h for each op's shapes and semantics. All deterministic: no float atomics; column sums are
- * per-chunk partials added in chunk order. Temporaries come from cudaMallocAsync on the default stream. */
-void bias_add_cuda(float *y, int ldy, const float *bias, int rows, int N);
-void bias_grad_acc_cuda(float *db, const float *dy, int lddy, int rows, int N);
-
-void embedding_fwd_cuda(float *out, const int *tokens, const float *table, int rows, int D);
-void embedding_bwd_cuda(float *dtable, const float *dout, const int *tokens, int rows, int D);
-
-void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
-                      float eps);
-void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                          const uint16_t *delta16, const float *w, int rows, int D, float eps);
-void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
-                      const float *w, const float *rstd, int rows, int D, int acc);
-
-void conv1d_silu_fwd_cuda(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
-                          const float *init, const float *w, const float *bias, int B, int T, int C, int K);
-void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                          const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
-                          const float *bias, int B, int T, int C, int K);
-void conv1d_state_update_cuda(float *state, const float *x, int ldx, int B, int T, int C, int K);
-void conv1d_silu_step_cuda(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
-                           int C, int K);
-
-void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int N);
-/* Round-to-nearest-even float32 -> bf16 and back (bf16_from_f32 / f32_from_bf16 in ops.h). */
+/* Round-to-nearest-even float32 -> bf16 and back, on device arrays (tests and benchmarks). */
 void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n);
 void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n);
-
-/* sum and count are HOST pointers (the call waits for the result); dlogits may be NULL. */
-void xent_fwd_bwd_cuda(double *sum, int *count, float *dlogits, const float *logits, const int *targets, int rows,
-                       int V, float scale);
-
-/* The optimizer over the flat parameter buffer; train.c's grad_clip and adamw_update call these through the
- * backend table. */
-/* sqrt of the sum of dw[i]^2 in double, returned to the host (waits for it). Deterministic: a fixed-order
- * two-pass reduction whose grid depends only on n. */
-double grad_norm_cuda(const float *dw, size_t n);
-/* One AdamW step, the CPU adamw_step's arithmetic (ops.h) per element in one fused kernel: w, m, v [n] updated
- * in place from g [n] * gscale (grad_clip's pending scale, 1 for none); decay_mask [n] (device bytes, built
- * from the layout's per-tensor decay flags) is nonzero where weight decay applies. step is the step count
- * after its increment (1 on the first step). */
-void adamw_step_cuda(float *w, const float *g, float gscale, float *m, float *v, const unsigned char *decay_mask,
-                     size_t n, float lr, float weight_decay, float beta1, float beta2, float eps, long step);
 
 #ifdef __cplusplus
 }
