@@ -162,8 +162,8 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
         m->be = be;
         return 0;
     }
-    if (!backend_is_host(be) && m->cfg.d_state > 32)
-        return ssm_error("d_state %d: the CUDA scan supports d_state <= 32; use --device cpu", m->cfg.d_state);
+    for (int l = 0; l < m->cfg.n_layer; l++) /* the backend's limits, asked by each mixer for its sizes */
+        if (m->layers[l].kind->check && m->layers[l].kind->check(&m->cfg, be)) return -1;
     model_release_backend(m);
     m->w_version++; /* the weights now live elsewhere: states made before must not be reused, but be safe */
     if (m->bf16 && backend_is_host(be)) ssm_model_use_bf16(m); /* the CPU's form of bf16: decode weights */

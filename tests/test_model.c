@@ -180,6 +180,35 @@ static void test_bf16_decode(void) {
     TEST_END();
 }
 
+/* A backend's limits reach the user through the mixer that sets the sizes: a table that refuses scans over 4 states,
+ * and one without a kernel. */
+static int refuse_big_scans(int op, const void *args) {
+    const scan_args *s = args;
+    if ((op == BACKEND_OP_scan_fwd || op == BACKEND_OP_scan_bwd) && s->N > 4)
+        return ssm_error("d_state %d: this scan supports d_state <= 4", s->N);
+    return 0;
+}
+
+static void test_limits(void) {
+    TEST_BEGIN("a backend's limits: check_op answers through the mixer; a missing kernel is refused by name");
+    backend limited = backend_cpu;
+    limited.check_op = refuse_big_scans;
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_state = 8;
+    EXPECT(mixer_mamba1.check(&c, &backend_cpu) == 0, "the CPU refused d_state 8: %s", ssm_last_error());
+    EXPECT(mixer_mamba1.check(&c, &limited) == -1 &&
+               !strcmp(ssm_last_error(), "d_state 8: this scan supports d_state <= 4"),
+           "d_state 8: %s", ssm_last_error());
+    c.d_state = 4;
+    EXPECT(mixer_mamba1.check(&c, &limited) == 0, "d_state 4 refused: %s", ssm_last_error());
+    limited.conv1d_silu_step = NULL;
+    EXPECT(backend_check_op(&limited, BACKEND_OP_conv1d_silu_step, NULL) == -1 &&
+               strstr(ssm_last_error(), "no conv1d_silu_step kernel"),
+           "a missing kernel: %s", ssm_last_error());
+    TEST_END();
+}
+
 /* A byte stream where each byte is a function of the two before it: learnable exactly. */
 static void write_pattern(const char *path, size_t n) {
     char *buf = xmalloc(n);
@@ -283,6 +312,7 @@ int main(void) {
     test_lean_activations(0);
     test_lean_activations(1);
     test_bf16_decode();
+    test_limits();
     test_training_learns(dir);
     test_checkpoints(dir);
     char cmd[600];

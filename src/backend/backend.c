@@ -52,6 +52,23 @@ const char *const backend_op_groups[BACKEND_OP_COUNT] = {
 #undef OP
 };
 
+int backend_has_op(const backend *be, int op) {
+    switch (op) {
+#define OP(ret, name, params, args, group)                                                                            \
+    case BACKEND_OP_##name: return be->name != NULL;
+#include "backend/ops_list.h"
+#undef OP
+    }
+    return 0;
+}
+
+int backend_check_op(const backend *be, int op, const void *args) {
+    if (!backend_has_op(be, op))
+        return ssm_error("the %s backend has no %s kernel; use --device cpu", be->name,
+                         op >= 0 && op < BACKEND_OP_COUNT ? backend_op_names[op] : "such");
+    return be->check_op ? be->check_op(op, args) : 0;
+}
+
 #ifdef SSM_CUDA
 extern const backend backend_cuda;
 /* 0 when a usable CUDA device is present, else -1 with the reason (src/backend/cuda/memory.cu). */

@@ -38,7 +38,15 @@ typedef struct backend {
     void (*graph_launch)(void *graph);
     void (*graph_free)(void *graph);
 
-    /* ---- ops: one pointer per op of ops_list.h, with the shapes and semantics documented there ---- */
+    /* Limits: 0 when this backend runs op (a BACKEND_OP_* index) on arguments of these sizes, else -1 with ssm_error()
+     * saying why in one line for the user (the limit, the value, the fix). args: the op's argument struct where it has
+     * one (scan_fwd, scan_bwd: a scan_args, whose sizes are read and pointers not; sizes not known yet, such as the
+     * batch before a model runs, are 0), else NULL. NULL: no limits. Each backend answers for its own kernels, beside
+     * them; callers ask through backend_check_op. */
+    int (*check_op)(int op, const void *args);
+
+    /* ---- ops: one pointer per op of ops_list.h, with the shapes and semantics documented there; NULL where the
+     * backend has no kernel for it ---- */
 #define OP(ret, name, params, args, group) ret(*name) params;
 #include "backend/ops_list.h"
 #undef OP
@@ -56,6 +64,11 @@ extern const char *const backend_op_names[BACKEND_OP_COUNT];
 extern const char *const backend_op_groups[BACKEND_OP_COUNT];
 
 extern const backend backend_cpu;
+
+/* Whether be's table has a kernel for op. */
+int backend_has_op(const backend *be, int op);
+/* 0 when be runs op on arguments of these sizes (see check_op), else -1 with ssm_error(): no kernel, or a limit. */
+int backend_check_op(const backend *be, int op, const void *args);
 
 /* The backend called name ("cpu", "cuda"), or NULL with a one-line reason and fix in ssm_last_error():
  * a build without CUDA, no usable GPU, an unsupported GPU. */

@@ -2,7 +2,8 @@
  * it: the fields of struct backend and the BACKEND_OP_* indices (backend.h), the CPU table (backend.c, the
  * cpu_<name> kernels of cpu/cpu_ops.h), the CUDA tables (cuda/backend_cuda.c, the <name>_cuda kernels of
  * ops_cuda.h), the profiler's wrappers and totals (profile.c) and the op names (backend_op_names). Adding an op is
- * a line here, its CPU kernel, its CUDA kernel (or a NULL entry in backend_cuda.c), and its cases in the tests.
+ * a line here, its CPU kernel, its CUDA kernel (or a NULL entry in backend_cuda.c, which backend_check_op then
+ * refuses; a kernel's size limits are its backend's check_op answer), and its cases in the tests.
  *
  * An X-macro list without an include guard: define OP, include this file, undefine OP.
  *   OP(ret, name, (parameters), (arguments), group)

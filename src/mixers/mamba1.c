@@ -368,6 +368,15 @@ static void mamba1_canonicalize(const mixer_ctx *ctx, float *canon) {
     ctx->be->neg_exp_transpose(canon, v.A_log, d.E, d.N);
 }
 
+/* The scan's sizes come from the config (E = d_inner channels, N = d_state); the batch and length are not known yet. */
+static int mamba1_check(const ssm_config *cfg, const backend *be) {
+    const mamba1_dims d = dims_of(cfg);
+    const scan_args shape = {.E = d.E, .N = d.N};
+    if (backend_check_op(be, BACKEND_OP_scan_fwd, &shape) || backend_check_op(be, BACKEND_OP_scan_bwd, &shape))
+        return -1;
+    return 0;
+}
+
 const mixer_kind mixer_mamba1 = {
     .name = "mamba1",
     .code = 'm',
@@ -381,4 +390,5 @@ const mixer_kind mixer_mamba1 = {
     .canonicalize = mamba1_canonicalize,
     .forward = mamba1_forward,
     .backward = mamba1_backward,
+    .check = mamba1_check,
 };

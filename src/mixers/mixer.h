@@ -55,6 +55,9 @@ typedef struct mixer_kind {
      * forward's temp from act first (activation recomputation: memory for a little compute). */
     void (*backward)(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, float *du,
                      const float *dout, const float *u, int B, int T);
+    /* 0 when be can run this mixer with cfg, else -1 with ssm_error(): asks be (backend_check_op) about the ops whose
+     * sizes cfg sets, before a model moves to be. */
+    int (*check)(const ssm_config *cfg, const backend *be);
 } mixer_kind;
 
 extern const mixer_kind mixer_mamba1;

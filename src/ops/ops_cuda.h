@@ -55,7 +55,6 @@ int cuda_backend_check(void);
  *   is by the bf16 ones; the bf16 matmul_bwd rounds dy once for both products;
  * - deterministic: no float atomics; column sums and norms are per-block partials added in a fixed order (the
  *   grid depends only on the sizes), so two runs give the same bits;
- * - the scan supports d_state (N) <= 32;
  * - temporaries come from cudaMallocAsync on the default stream. */
 #define CUDA_KERNELS_gemm(ret, name, params) ret name##_cuda params; ret name##_cuda_bf16 params;
 #define CUDA_KERNELS_scan(ret, name, params) ret name##_cuda params;
@@ -64,6 +63,9 @@ int cuda_backend_check(void);
 #define OP(ret, name, params, args, group) CUDA_KERNELS_##group(ret, name, params)
 #include "backend/ops_list.h"
 #undef OP
+
+/* The kernels' limits, each beside its kernel (backend_cuda's check_op asks them): 0, or -1 with ssm_error(). */
+int scan_check_cuda(const scan_args *s); /* scan.cu: d_state (N) <= 32 */
 
 /* Round-to-nearest-even float32 -> bf16 and back, on device arrays (tests and benchmarks). */
 void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n);

@@ -219,7 +219,8 @@ static void test_errors(void) {
     ssm_config c = small_config(0, 1);
     c.d_state = 64;
     ssm_model *m = ssm_model_new(&c, 1);
-    EXPECT(ssm_model_set_device(m, "cuda") == -1 && strstr(ssm_last_error(), "--device cpu"),
+    EXPECT(ssm_model_set_device(m, "cuda") == -1 &&
+               !strcmp(ssm_last_error(), "d_state 64: the CUDA scan supports d_state <= 32; use --device cpu"),
            "d_state 64 on cuda: %s", ssm_last_error());
     EXPECT(!strcmp(ssm_model_device(m), "cpu"), "the model left the CPU: %s", ssm_model_device(m));
     EXPECT(ssm_model_set_device(m, "tpu") == -1 && strstr(ssm_last_error(), "unknown device"), "tpu: %s",
@@ -228,7 +229,36 @@ static void test_errors(void) {
     TEST_END();
 }
 
+/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables but matmul_xwT_bf16 (the CPU's
+ * decode weights), which backend_check_op refuses by name; the scan's limit is asked through the mixer as
+ * ssm_model_set_device asks it, and answers in the user's words. */
+static void test_tables(void) {
+    extern const backend backend_cuda, backend_cuda_bf16;
+    TEST_BEGIN("CUDA tables: every op but matmul_xwT_bf16 has a kernel; the scan's limit is the backend's answer");
+    const backend *tables[2] = {&backend_cuda, &backend_cuda_bf16};
+    for (int k = 0; k < 2; k++)
+        for (int op = 0; op < BACKEND_OP_COUNT; op++) {
+            const int lacks = op == BACKEND_OP_matmul_xwT_bf16;
+            EXPECT(backend_has_op(tables[k], op) == !lacks, "%s %s: has_op %d", tables[k]->precision,
+                   backend_op_names[op], backend_has_op(tables[k], op));
+            if (lacks)
+                EXPECT(backend_check_op(tables[k], op, NULL) == -1 && strstr(ssm_last_error(), backend_op_names[op]),
+                       "%s: %s", backend_op_names[op], ssm_last_error());
+        }
+    ssm_config c = small_config(0, 1);
+    for (int k = 0; k < 2; k++) {
+        c.d_state = 32;
+        EXPECT(mixer_mamba1.check(&c, tables[k]) == 0, "d_state 32 refused: %s", ssm_last_error());
+        c.d_state = 33;
+        EXPECT(mixer_mamba1.check(&c, tables[k]) == -1 &&
+                   !strcmp(ssm_last_error(), "d_state 33: the CUDA scan supports d_state <= 32; use --device cpu"),
+               "d_state 33: %s", ssm_last_error());
+    }
+    TEST_END();
+}
+
 int main(void) {
+    test_tables();
     const char *why = "";
     if (!cuda_device_available(&why)) {
         printf("skip - CUDA whole model: %s\n", why);

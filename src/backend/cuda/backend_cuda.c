@@ -6,12 +6,21 @@
 
 extern const backend backend_cuda, backend_cuda_bf16;
 
-/* What the two tables share: the device memory, graphs, and each other. */
-#define CUDA_MEMORY                                                                                                   \
+/* The kernels' limits (each kernel's check, beside it in its .cu file): the scan's state size. */
+static int cuda_check_op(int op, const void *args) {
+    switch (op) {
+    case BACKEND_OP_scan_fwd:
+    case BACKEND_OP_scan_bwd: return scan_check_cuda(args);
+    default: return 0;
+    }
+}
+
+/* What the two tables share: the device memory, graphs, limits, and each other. */
+#define CUDA_COMMON                                                                                                   \
     .name = "cuda", .fp32 = &backend_cuda, .bf16 = &backend_cuda_bf16, .alloc = cuda_alloc, .release = cuda_release, \
     .zero = cuda_zero, .copy = cuda_copy, .upload = cuda_upload, .download = cuda_download, .sync = cuda_sync,       \
     .mem_in_use = cuda_mem_in_use, .graph_begin = cuda_graph_begin, .graph_end = cuda_graph_end,                     \
-    .graph_launch = cuda_graph_launch, .graph_free = cuda_graph_free
+    .graph_launch = cuda_graph_launch, .graph_free = cuda_graph_free, .check_op = cuda_check_op
 
 /* An op's kernel in the table whose GEMMs are MM: a GEMM has a float32 and a bf16 tensor-core kernel,
  * matmul_*_cuda and matmul_*_cuda_bf16; every other op one kernel for both tables, <name>_cuda (ops_list.h). */
@@ -20,13 +29,13 @@ extern const backend backend_cuda, backend_cuda_bf16;
 #define CUDA_KERNEL_other(name, MM) name##_cuda
 #define CUDA_KERNEL_optim(name, MM) name##_cuda
 
-/* Ops without a CUDA kernel: NULL in both tables. matmul_xwT_bf16 reads the host's bf16 copy of the weights (the
- * CPU's decode); the bf16 table's matmul_xwT reads a device shadow of them instead. */
+/* Ops without a CUDA kernel: NULL in both tables (backend_check_op refuses them). matmul_xwT_bf16 reads the host's
+ * bf16 copy of the weights (the CPU's decode); the bf16 table's matmul_xwT reads a device shadow of them instead. */
 #define matmul_xwT_bf16_cuda NULL
 #define matmul_xwT_bf16_cuda_bf16 NULL
 
 const backend backend_cuda = {
-    CUDA_MEMORY,
+    CUDA_COMMON,
     .precision = "fp32",
 #define OP(ret, name, params, args, group) .name = CUDA_KERNEL_##group(name, cuda),
 #include "backend/ops_list.h"
@@ -36,7 +45,7 @@ const backend backend_cuda = {
 /* Mixed precision: bf16 tensor-core GEMMs with float32 accumulation, lean (bf16) saved activations; everything
  * else as backend_cuda. */
 const backend backend_cuda_bf16 = {
-    CUDA_MEMORY,
+    CUDA_COMMON,
     .precision = "bf16",
     .lean_acts = 1,
 #define OP(ret, name, params, args, group) .name = CUDA_KERNEL_##group(name, cuda_bf16),

@@ -32,6 +32,7 @@
 // every result is bitwise reproducible.
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
+#include "common.h"
 #include "ops/ops_cuda.h"
 
 #include <cuda_bf16.h>
@@ -862,9 +863,20 @@ template <typename F> static void with_types(const scan_args *s, F f) {
         by_dt(s->x);
 }
 
+// The scan's limit on the state size N (d_state): the decode step sums a channel's states across the lanes of one
+// warp (NP <= 32 below). scan_check_cuda is the backend's answer (check_op), asked before a model moves to the GPU;
+// the kernels refuse the rest.
+#define SCAN_MAX_N 32
+
+extern "C" int scan_check_cuda(const scan_args *s) {
+    if (s->N > SCAN_MAX_N)
+        return ssm_error("d_state %d: the CUDA scan supports d_state <= %d; use --device cpu", s->N, SCAN_MAX_N);
+    return 0;
+}
+
 static void check_state_size(int N) {
-    if (N > 32) {
-        fprintf(stderr, "ssm: the CUDA scan supports d_state <= 32 (got %d)\n", N);
+    if (N > SCAN_MAX_N) {
+        fprintf(stderr, "ssm: the CUDA scan supports d_state <= %d (got %d)\n", SCAN_MAX_N, N);
         exit(2);
     }
 }
