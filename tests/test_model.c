@@ -1,5 +1,6 @@
 /* Model-level behaviour: the sequence forward equals step-by-step decoding, training learns a
  * synthetic pattern, checkpoints round-trip bitwise, and a resumed run equals an uninterrupted one. */
+#include "backend/profile.h"
 #include "io/fileio.h"
 #include "model.h"
 #include "test.h"
@@ -180,6 +181,45 @@ static void test_bf16_decode(void) {
     TEST_END();
 }
 
+/* The op list: every op named once and in the CPU table; the profiler wraps every op, and training and decoding
+ * (plain and lean) through it give the same bits as without it. (Not the bf16 decode weights: the model keeps them
+ * for backend_cpu itself, which a wrapped table is not.) */
+static void test_op_list(void) {
+    TEST_BEGIN("op list: every op named and on the CPU; the profiling backend computes the same bits");
+    for (int op = 0; op < BACKEND_OP_COUNT; op++) {
+        EXPECT(backend_has_op(&backend_cpu, op), "%s missing", backend_op_names[op]);
+        EXPECT(backend_check_op(&backend_cpu, op, NULL) == 0, "%s: %s", backend_op_names[op], ssm_last_error());
+        for (int other = 0; other < op; other++)
+            EXPECT(strcmp(backend_op_names[op], backend_op_names[other]), "%s twice", backend_op_names[op]);
+    }
+    backend lean = backend_cpu;
+    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    const backend *plain[2] = {&backend_cpu, &lean};
+    enum { B = 2, T = 40, n = B * T };
+    int tok[n], tgt[n];
+    for (int i = 0; i < n; i++)
+        tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
+    for (int k = 0; k < 2; k++) {
+        const backend *prof = profile_wrap(plain[k]);
+        for (int op = 0; op < BACKEND_OP_COUNT; op++)
+            EXPECT(backend_has_op(prof, op), "profiled %s missing", backend_op_names[op]);
+        ssm_model *a = random_model(24, 2, 41), *b = random_model(24, 2, 41);
+        a->be = plain[k], b->be = prof;
+        double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
+        model_zero_grad(a), model_zero_grad(b);
+        model_train_backward(a, 1.0f), model_train_backward(b, 1.0f);
+        EXPECT(la == lb, "lean %d: loss %.9g (profiled) vs %.9g", k, lb, la);
+        EXPECT(!memcmp(a->dw, b->dw, sizeof(float) * a->layout.total), "lean %d: the profiled gradients differ", k);
+        float *ra = xmalloc(sizeof(float) * n * 256), *rb = xmalloc(sizeof(float) * n * 256);
+        decode_all(a, tok, B, T, ra), decode_all(b, tok, B, T, rb);
+        EXPECT(!memcmp(ra, rb, sizeof(float) * n * 256), "lean %d: the profiled decode differs", k);
+        free(ra), free(rb);
+        a->be = b->be = &backend_cpu;
+        ssm_model_free(a), ssm_model_free(b);
+    }
+    TEST_END();
+}
+
 /* A backend's limits reach the user through the mixer that sets the sizes: a table that refuses scans over 4 states,
  * and one without a kernel. */
 static int refuse_big_scans(int op, const void *args) {
@@ -312,6 +352,7 @@ int main(void) {
     test_lean_activations(0);
     test_lean_activations(1);
     test_bf16_decode();
+    test_op_list();
     test_limits();
     test_training_learns(dir);
     test_checkpoints(dir);
