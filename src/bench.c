@@ -1,4 +1,4 @@
-/* Throughput measurements (see bench.h). Medians of repeated runs; nothing here is a test. */
+/* Throughput measurements (ssm_bench_* in include/ssm.h). Medians of repeated runs; nothing here is a test. */
 #include "ssm.h"
 #include "backend/profile.h"
 #include "common.h"
