@@ -11,20 +11,26 @@
 extern "C" {
 #endif
 
-/* The shape of a model. Field names follow HF MambaConfig where one exists. */
+/* The shape of a Mamba-1 layer ('m' in the layer pattern). Field names follow HF MambaConfig. */
 typedef struct {
-    int vocab_size;        /* 256 for byte models */
-    int d_model;           /* hidden_size */
-    int n_layer;           /* num_hidden_layers */
     int d_state;           /* state_size (N) */
     int d_conv;            /* conv_kernel */
     int expand;            /* d_inner = expand * d_model */
     int dt_rank;           /* time_step_rank; 0 means ceil(d_model / 16) */
-    float norm_eps;        /* layer_norm_epsilon */
     int use_bias;          /* in_proj / out_proj biases (HF use_bias; default 0) */
     int use_conv_bias;     /* conv1d bias (HF use_conv_bias; default 1) */
+} ssm_mamba1_config;
+
+/* The shape of a model: what every layer shares, the layer pattern, and each layer kind's own shape (a
+ * kind's sub-config is read only by that kind). Field names follow HF configs where one exists. */
+typedef struct {
+    int vocab_size;        /* 256 for byte models */
+    int d_model;           /* hidden_size */
+    int n_layer;           /* num_hidden_layers */
+    float norm_eps;        /* layer_norm_epsilon */
     int tie_embeddings;    /* LM head shares the embedding (HF tie_word_embeddings; default 1) */
     char layer_pattern[32];/* one letter per layer kind, repeated over the stack: "m" = Mamba-1 */
+    ssm_mamba1_config mamba1;
 } ssm_config;
 
 typedef struct ssm_model ssm_model;

@@ -13,13 +13,13 @@ void ssm_config_default(ssm_config *c) {
     c->vocab_size = 256;
     c->d_model = 128;
     c->n_layer = 8;
-    c->d_state = 16;
-    c->d_conv = 4;
-    c->expand = 2;
-    c->dt_rank = 0;
+    c->mamba1.d_state = 16;
+    c->mamba1.d_conv = 4;
+    c->mamba1.expand = 2;
+    c->mamba1.dt_rank = 0;
     c->norm_eps = 1e-5f;
-    c->use_bias = 0;
-    c->use_conv_bias = 1;
+    c->mamba1.use_bias = 0;
+    c->mamba1.use_conv_bias = 1;
     c->tie_embeddings = 1;
     strcpy(c->layer_pattern, "m");
 }
@@ -27,7 +27,7 @@ void ssm_config_default(ssm_config *c) {
 int ssm_config_resolve(ssm_config *c) {
     if (c->d_model < 1 || c->d_model > 1 << 16) /* before it derives dt_rank */
         return ssm_error("config: d_model = %d is out of range [%d, %d]", c->d_model, 1, 1 << 16);
-    if (c->dt_rank == 0) c->dt_rank = (c->d_model + 15) / 16;
+    if (c->mamba1.dt_rank == 0) c->mamba1.dt_rank = (c->d_model + 15) / 16;
     if (!c->layer_pattern[0]) strcpy(c->layer_pattern, "m");
 #define RANGE(field, lo, hi)                                                                       \
     if (c->field < (lo) || c->field > (hi))                                                        \
@@ -35,10 +35,10 @@ int ssm_config_resolve(ssm_config *c) {
     RANGE(vocab_size, 2, SSM_MAX_VOCAB);
     RANGE(d_model, 1, 1 << 16);
     RANGE(n_layer, 1, 4096);
-    RANGE(d_state, 1, 256);
-    RANGE(d_conv, 1, 64);
-    RANGE(expand, 1, 64);
-    RANGE(dt_rank, 1, 1 << 16);
+    RANGE(mamba1.d_state, 1, 256);
+    RANGE(mamba1.d_conv, 1, 64);
+    RANGE(mamba1.expand, 1, 64);
+    RANGE(mamba1.dt_rank, 1, 1 << 16);
 #undef RANGE
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return ssm_error("config: norm_eps = %g must be in (0, 1)", c->norm_eps);
     for (const char *p = c->layer_pattern; *p; p++)

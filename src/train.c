@@ -158,8 +158,8 @@ typedef struct {
 static int same_shape(const ssm_config *a, const ssm_config *b) {
     ssm_config x = *a, y = *b;
     if (ssm_config_resolve(&x) || ssm_config_resolve(&y)) return 0;
-    return x.d_model == y.d_model && x.n_layer == y.n_layer && x.d_state == y.d_state && x.d_conv == y.d_conv &&
-           x.expand == y.expand && x.dt_rank == y.dt_rank && x.vocab_size == y.vocab_size &&
+    return x.d_model == y.d_model && x.n_layer == y.n_layer && x.mamba1.d_state == y.mamba1.d_state && x.mamba1.d_conv == y.mamba1.d_conv &&
+           x.mamba1.expand == y.mamba1.expand && x.mamba1.dt_rank == y.mamba1.dt_rank && x.vocab_size == y.vocab_size &&
            !strcmp(x.layer_pattern, y.layer_pattern);
 }
 
@@ -179,7 +179,7 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
             const ssm_config *c = &r->m->cfg;
             return ssm_error("%s holds a model of d_model %d, %d layers \"%s\", d_state %d: a resumed run keeps its "
                              "model's shape; drop the shape options, or start a new run with another --out",
-                             r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->d_state);
+                             r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->mamba1.d_state);
         }
         /* notes, not progress: printed even when quiet */
         if (r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
@@ -262,7 +262,7 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         fprintf(stderr,
                 "model: %d x %s, d_model %d, d_state %d: %.2fM parameters, %.1f KiB inference state; on %s (%s)\n"
                 "data: %s: %zu bytes (%zu train, %zu validation)%s\n",
-                c->n_layer, c->layer_pattern, c->d_model, c->d_state, ssm_model_n_params(m) / 1e6,
+                c->n_layer, c->layer_pattern, c->d_model, c->mamba1.d_state, ssm_model_n_params(m) / 1e6,
                 ssm_model_state_bytes(m, -1) / 1024.0, m->be->name,
                 strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision", t->data_path, d.len,
                 d.train_len, d.len - d.train_len, t->resume ? "; resuming" : "");

@@ -34,7 +34,7 @@ int main(void) {
 
     ssm_config cfg;
     ssm_config_default(&cfg);
-    cfg.d_model = 16, cfg.n_layer = 1, cfg.d_state = 4;
+    cfg.d_model = 16, cfg.n_layer = 1, cfg.mamba1.d_state = 4;
     ssm_train_options t;
     ssm_train_options_default(&t);
     t.data_path = data, t.out_dir = out, t.batch = 4, t.seq_len = 32, t.quiet = 1, t.eval_every = 40;

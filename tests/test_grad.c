@@ -339,8 +339,8 @@ static void test_model(int use_bias, int use_conv_bias, int tie) {
     TEST_BEGIN(name);
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = 12, c.n_layer = 2, c.d_state = 4, c.vocab_size = 20;
-    c.use_bias = use_bias, c.use_conv_bias = use_conv_bias, c.tie_embeddings = tie;
+    c.d_model = 12, c.n_layer = 2, c.mamba1.d_state = 4, c.vocab_size = 20;
+    c.mamba1.use_bias = use_bias, c.mamba1.use_conv_bias = use_conv_bias, c.tie_embeddings = tie;
     md.m = ssm_model_new(&c, 7);
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
     for (int i = 0; i < 2 * 33; i++)

@@ -14,7 +14,7 @@
 static ssm_model *random_model_bias(int d_model, int n_layer, uint64_t seed, int use_bias) {
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = d_model, c.n_layer = n_layer, c.d_state = 8, c.use_bias = use_bias;
+    c.d_model = d_model, c.n_layer = n_layer, c.mamba1.d_state = 8, c.mamba1.use_bias = use_bias;
     ssm_model *m = ssm_model_new(&c, seed);
     rng_t r = {seed + 1};
     for (size_t i = 0; i < m->layout.total; i++) m->w[i] += 0.05f * rng_normal(&r);
@@ -235,12 +235,12 @@ static void test_limits(void) {
     limited.check_op = refuse_big_scans;
     ssm_config c;
     ssm_config_default(&c);
-    c.d_state = 8;
+    c.mamba1.d_state = 8;
     EXPECT(mixer_mamba1.check(&c, &backend_cpu) == 0, "the CPU refused d_state 8: %s", ssm_last_error());
     EXPECT(mixer_mamba1.check(&c, &limited) == -1 &&
                !strcmp(ssm_last_error(), "d_state 8: this scan supports d_state <= 4"),
            "d_state 8: %s", ssm_last_error());
-    c.d_state = 4;
+    c.mamba1.d_state = 4;
     EXPECT(mixer_mamba1.check(&c, &limited) == 0, "d_state 4 refused: %s", ssm_last_error());
     limited.conv1d_silu_step = NULL;
     EXPECT(backend_check_op(&limited, BACKEND_OP_conv1d_silu_step, NULL) == -1 &&
@@ -287,7 +287,7 @@ static void test_training_learns(const char *dir) {
     t.optim.steps = 150, t.optim.warmup = 10, t.optim.lr = 1e-2f, t.optim.min_lr = 1e-3f;
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = 32, c.n_layer = 2, c.d_state = 8;
+    c.d_model = 32, c.n_layer = 2, c.mamba1.d_state = 8;
     EXPECT(ssm_train(&t, &c) == 0, "ssm_train: %s", ssm_last_error());
     double first = NAN, val = last_metric(metrics, "val_loss");
     char *text;
@@ -333,7 +333,7 @@ static void test_checkpoints(const char *dir) {
     t.optim.steps = 16, t.optim.warmup = 4;
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = 16, c.n_layer = 2, c.d_state = 4;
+    c.d_model = 16, c.n_layer = 2, c.mamba1.d_state = 4;
     t.out_dir = a;
     EXPECT(ssm_train(&t, &c) == 0, "uninterrupted: %s", ssm_last_error());
     t.out_dir = b, t.stop_after = 7; /* stops at 7 with a checkpoint, as a killed job's last save */

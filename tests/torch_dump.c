@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
     ssm_config c;
     ssm_config_default(&c);
     /* d_inner 40: two full 16-channel blocks and a partial one; T = 37 spans no full scan chunk */
-    c.d_model = 20, c.n_layer = 3, c.d_state = 6, c.dt_rank = 3;
+    c.d_model = 20, c.n_layer = 3, c.mamba1.d_state = 6, c.mamba1.dt_rank = 3;
     ssm_model *m = ssm_model_new(&c, 11);
     rng_t rng = {99};
     /* move every tensor off its structured init so nothing is degenerate (A_log distinct, D and biases varied) */
@@ -95,10 +95,10 @@ int main(int argc, char **argv) {
     static char vals[20][32];
     snprintf(vals[0], 32, "%d", c.d_model);
     snprintf(vals[1], 32, "%d", c.n_layer);
-    snprintf(vals[2], 32, "%d", c.d_state);
-    snprintf(vals[3], 32, "%d", m->cfg.d_conv);
-    snprintf(vals[4], 32, "%d", m->cfg.expand);
-    snprintf(vals[5], 32, "%d", m->cfg.dt_rank);
+    snprintf(vals[2], 32, "%d", c.mamba1.d_state);
+    snprintf(vals[3], 32, "%d", m->cfg.mamba1.d_conv);
+    snprintf(vals[4], 32, "%d", m->cfg.mamba1.expand);
+    snprintf(vals[5], 32, "%d", m->cfg.mamba1.dt_rank);
     snprintf(vals[6], 32, "%d", m->cfg.vocab_size);
     snprintf(vals[7], 32, "%.9g", m->cfg.norm_eps);
     snprintf(vals[8], 32, "%d", B);

@@ -294,10 +294,10 @@ static int cmd_train(int argc, char **argv) {
         {"--stop-after", NULL, OPT_INT, &t.stop_after, "stop after this many steps, with a checkpoint (0: run to --steps)"},
         {"--d-model", NULL, OPT_INT, &c.d_model, "model width"},
         {"--n-layer", NULL, OPT_INT, &c.n_layer, "number of layers"},
-        {"--d-state", NULL, OPT_INT, &c.d_state, "SSM state size N per channel"},
-        {"--d-conv", NULL, OPT_INT, &c.d_conv, "short convolution width"},
-        {"--expand", NULL, OPT_INT, &c.expand, "d_inner = expand * d_model"},
-        {"--dt-rank", NULL, OPT_INT, &c.dt_rank, "rank of the dt projection (0: ceil(d_model/16))"},
+        {"--d-state", NULL, OPT_INT, &c.mamba1.d_state, "SSM state size N per channel"},
+        {"--d-conv", NULL, OPT_INT, &c.mamba1.d_conv, "short convolution width"},
+        {"--expand", NULL, OPT_INT, &c.mamba1.expand, "d_inner = expand * d_model"},
+        {"--dt-rank", NULL, OPT_INT, &c.mamba1.dt_rank, "rank of the dt projection (0: ceil(d_model/16))"},
         {"--layers", NULL, OPT_STR, &pattern, "layer pattern, one letter per layer kind (m = Mamba-1)"},
         {"--batch", NULL, OPT_INT, &t.batch, "sequences per micro-batch"},
         {"--seq-len", NULL, OPT_INT, &t.seq_len, "bytes per training sequence"},
@@ -355,10 +355,10 @@ static int cmd_train(int argc, char **argv) {
     if (opt_seen(o, NOPTS(o), opt)) memcpy(&c.field, &given.field, sizeof c.field)
         TAKE("--d-model", d_model);
         TAKE("--n-layer", n_layer);
-        TAKE("--d-state", d_state);
-        TAKE("--d-conv", d_conv);
-        TAKE("--expand", expand);
-        TAKE("--dt-rank", dt_rank);
+        TAKE("--d-state", mamba1.d_state);
+        TAKE("--d-conv", mamba1.d_conv);
+        TAKE("--expand", mamba1.expand);
+        TAKE("--dt-rank", mamba1.dt_rank);
         TAKE("--layers", layer_pattern);
 #undef TAKE
     }
@@ -468,8 +468,8 @@ static int cmd_generate(int argc, char **argv) {
 static void print_info(const ssm_model *m) {
     const ssm_config *c = ssm_model_config(m);
     printf("model: %d layers, pattern \"%s\", vocab %d, d_model %d, d_inner %d, d_state %d, d_conv %d, dt_rank %d\n",
-           c->n_layer, c->layer_pattern, c->vocab_size, c->d_model, c->expand * c->d_model, c->d_state, c->d_conv,
-           c->dt_rank);
+           c->n_layer, c->layer_pattern, c->vocab_size, c->d_model, c->mamba1.expand * c->d_model, c->mamba1.d_state, c->mamba1.d_conv,
+           c->mamba1.dt_rank);
     printf("parameters: %zu (%.2f MB as float32)\n", ssm_model_n_params(m), ssm_model_n_params(m) * 4 / 1e6);
     printf("inference state per sequence (constant in the sequence length):\n");
     for (int l = 0; l < c->n_layer; l++)

@@ -34,14 +34,14 @@ int model_config_write(const char *path, const ssm_config *c) {
     jw_key(&w, "pad_vocab_size_multiple"), jw_int(&w, 1);
     jw_key(&w, "hidden_size"), jw_int(&w, c->d_model);
     jw_key(&w, "num_hidden_layers"), jw_int(&w, c->n_layer);
-    jw_key(&w, "state_size"), jw_int(&w, c->d_state);
-    jw_key(&w, "expand"), jw_int(&w, c->expand);
-    jw_key(&w, "intermediate_size"), jw_int(&w, c->expand * c->d_model);
-    jw_key(&w, "conv_kernel"), jw_int(&w, c->d_conv);
-    jw_key(&w, "time_step_rank"), jw_int(&w, c->dt_rank);
+    jw_key(&w, "state_size"), jw_int(&w, c->mamba1.d_state);
+    jw_key(&w, "expand"), jw_int(&w, c->mamba1.expand);
+    jw_key(&w, "intermediate_size"), jw_int(&w, c->mamba1.expand * c->d_model);
+    jw_key(&w, "conv_kernel"), jw_int(&w, c->mamba1.d_conv);
+    jw_key(&w, "time_step_rank"), jw_int(&w, c->mamba1.dt_rank);
     jw_key(&w, "layer_norm_epsilon"), jw_float(&w, c->norm_eps);
-    jw_key(&w, "use_bias"), jw_raw(&w, c->use_bias ? "true" : "false");
-    jw_key(&w, "use_conv_bias"), jw_raw(&w, c->use_conv_bias ? "true" : "false");
+    jw_key(&w, "use_bias"), jw_raw(&w, c->mamba1.use_bias ? "true" : "false");
+    jw_key(&w, "use_conv_bias"), jw_raw(&w, c->mamba1.use_conv_bias ? "true" : "false");
     jw_key(&w, "tie_word_embeddings"), jw_raw(&w, c->tie_embeddings ? "true" : "false");
     jw_key(&w, "residual_in_fp32"), jw_raw(&w, "true");
     jw_key(&w, "hidden_act"), jw_string(&w, "silu");
@@ -105,19 +105,19 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
     if (type && strcmp(type, "mamba") != 0)
         return ssm_error("model_type \"%s\" is not supported (expected \"mamba\")", type);
     const int_field ints[] = {{"vocab_size", &c->vocab_size, 1},  {"hidden_size", &c->d_model, 1},
-                              {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->d_state, 0},
-                              {"expand", &c->expand, 0},            {"conv_kernel", &c->d_conv, 0}};
-    const int_field flags[] = {{"use_bias", &c->use_bias, 0},
-                               {"use_conv_bias", &c->use_conv_bias, 0},
+                              {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->mamba1.d_state, 0},
+                              {"expand", &c->mamba1.expand, 0},            {"conv_kernel", &c->mamba1.d_conv, 0}};
+    const int_field flags[] = {{"use_bias", &c->mamba1.use_bias, 0},
+                               {"use_conv_bias", &c->mamba1.use_conv_bias, 0},
                                {"tie_word_embeddings", &c->tie_embeddings, 0}};
     if (read_ints(root, ints, 6, 0) || read_ints(root, flags, 3, 1)) return -1;
-    if (read_dt_rank(root, "time_step_rank", &c->dt_rank)) return -1;
+    if (read_dt_rank(root, "time_step_rank", &c->mamba1.dt_rank)) return -1;
     double eps = c->norm_eps;
     if (json_get_double(root, "layer_norm_epsilon", &eps) < 0) return -1;
     c->norm_eps = (float)eps;
     long long inter;
-    if (json_get_int(root, "intermediate_size", &inter) == 0 && inter != (long long)c->expand * c->d_model)
-        return ssm_error("intermediate_size %lld is not expand * hidden_size = %d", inter, c->expand * c->d_model);
+    if (json_get_int(root, "intermediate_size", &inter) == 0 && inter != (long long)c->mamba1.expand * c->d_model)
+        return ssm_error("intermediate_size %lld is not expand * hidden_size = %d", inter, c->mamba1.expand * c->d_model);
     const char *act = NULL;
     if (json_get_string(root, "hidden_act", &act) < 0) return -1;
     if (act && strcmp(act, "silu") != 0) return ssm_error("hidden_act \"%s\" is not supported (only silu)", act);
@@ -146,9 +146,9 @@ static int config_from_state_spaces(const json_value *root, ssm_config *c) {
         const char *layer = NULL;
         if (json_get_string(ssm, "layer", &layer) < 0) return -1;
         if (layer && strcmp(layer, "Mamba1") != 0) return ssm_error("ssm_cfg.layer \"%s\" is not supported (Mamba1)", layer);
-        const int_field sints[] = {{"d_state", &c->d_state, 0}, {"d_conv", &c->d_conv, 0}, {"expand", &c->expand, 0}};
-        const int_field sflags[] = {{"bias", &c->use_bias, 0}, {"conv_bias", &c->use_conv_bias, 0}};
-        if (read_ints(ssm, sints, 3, 0) || read_ints(ssm, sflags, 2, 1) || read_dt_rank(ssm, "dt_rank", &c->dt_rank))
+        const int_field sints[] = {{"d_state", &c->mamba1.d_state, 0}, {"d_conv", &c->mamba1.d_conv, 0}, {"expand", &c->mamba1.expand, 0}};
+        const int_field sflags[] = {{"bias", &c->mamba1.use_bias, 0}, {"conv_bias", &c->mamba1.use_conv_bias, 0}};
+        if (read_ints(ssm, sints, 3, 0) || read_ints(ssm, sflags, 2, 1) || read_dt_rank(ssm, "dt_rank", &c->mamba1.dt_rank))
             return -1;
     }
     return 0;
@@ -158,7 +158,7 @@ int model_config_read(const char *path, ssm_config *c) {
     json_value *root = json_parse_file(path);
     if (!root) return -1;
     ssm_config_default(c); /* HF MambaConfig's defaults for absent optional fields */
-    c->dt_rank = 0;
+    c->mamba1.dt_rank = 0;
     int rc;
     if (root->type != JSON_OBJECT) rc = ssm_error("expected a JSON object");
     else if (json_get(root, "d_model") && !json_get(root, "hidden_size")) rc = config_from_state_spaces(root, c);

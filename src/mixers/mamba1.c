@@ -25,7 +25,7 @@ typedef struct {
 } mamba1_dims;
 
 static mamba1_dims dims_of(const ssm_config *c) {
-    mamba1_dims d = {c->d_model, c->expand * c->d_model, c->d_state, c->dt_rank, c->d_conv, 0};
+    mamba1_dims d = {c->d_model, c->mamba1.expand * c->d_model, c->mamba1.d_state, c->mamba1.dt_rank, c->mamba1.d_conv, 0};
     d.P = d.R + 2 * d.N;
     return d;
 }
@@ -36,16 +36,16 @@ static mamba1_views views_of(const ssm_config *c, const float *base, const param
     mamba1_views v;
     int k = 0;
     v.in_proj = b + pi[k++].offset;
-    v.in_b = c->use_bias ? b + pi[k++].offset : NULL;
+    v.in_b = c->mamba1.use_bias ? b + pi[k++].offset : NULL;
     v.conv_w = b + pi[k++].offset;
-    v.conv_b = c->use_conv_bias ? b + pi[k++].offset : NULL;
+    v.conv_b = c->mamba1.use_conv_bias ? b + pi[k++].offset : NULL;
     v.x_proj = b + pi[k++].offset;
     v.dt_w = b + pi[k++].offset;
     v.dt_b = b + pi[k++].offset;
     v.A_log = b + pi[k++].offset;
     v.D = b + pi[k++].offset;
     v.out_proj = b + pi[k++].offset;
-    v.out_b = c->use_bias ? b + pi[k++].offset : NULL;
+    v.out_b = c->mamba1.use_bias ? b + pi[k++].offset : NULL;
     return v;
 }
 
@@ -59,16 +59,16 @@ static void mamba1_declare(param_layout *L, const ssm_config *c, int layer) {
         params_add(L, name, decay, (int)(sizeof shape / sizeof shape[0]), shape);                  \
     } while (0)
     ADD("in_proj.weight", 1, 2 * d.E, d.D);
-    if (c->use_bias) ADD("in_proj.bias", 0, 2 * d.E);
+    if (c->mamba1.use_bias) ADD("in_proj.bias", 0, 2 * d.E);
     ADD("conv1d.weight", 1, d.E, 1, d.K);
-    if (c->use_conv_bias) ADD("conv1d.bias", 0, d.E);
+    if (c->mamba1.use_conv_bias) ADD("conv1d.bias", 0, d.E);
     ADD("x_proj.weight", 1, d.P, d.E);
     ADD("dt_proj.weight", 1, d.E, d.R);
     ADD("dt_proj.bias", 0, d.E);
     ADD("A_log", 0, d.E, d.N);
     ADD("D", 0, d.E);
     ADD("out_proj.weight", 1, d.D, d.E);
-    if (c->use_bias) ADD("out_proj.bias", 0, d.D);
+    if (c->mamba1.use_bias) ADD("out_proj.bias", 0, d.D);
 #undef ADD
 }
 
@@ -177,7 +177,7 @@ typedef struct {
 static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, size_t rows, int form) {
     mamba1_scratch w = {0};
     const int lean = form == MIXER_ACTS_LEAN_TRAIN;
-    if (lean && !c->use_bias) w.dxz16 = (uint16_t *)p, p += bf16_floats(rows * 2 * d.E);
+    if (lean && !c->mamba1.use_bias) w.dxz16 = (uint16_t *)p, p += bf16_floats(rows * 2 * d.E);
     else w.dxz = p, p += rows * 2 * d.E;
     if (lean) w.dy16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
     else w.dy = p, p += rows * d.E;
@@ -195,7 +195,7 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form) {
     const mamba1_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
-    return (lean && !c->use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
+    return (lean && !c->mamba1.use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
            3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + (lean ? bf16_floats(rows * d.P) : rows * d.P);
 }
 

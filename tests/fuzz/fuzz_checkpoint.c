@@ -47,7 +47,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     /* two layers (so names with a layer index other than 0 appear), every size small */
     ssm_config c;
     ssm_config_default(&c);
-    c.vocab_size = 8, c.d_model = 4, c.n_layer = 2, c.d_state = 2, c.d_conv = 2, c.expand = 2;
+    c.vocab_size = 8, c.d_model = 4, c.n_layer = 2, c.mamba1.d_state = 2, c.mamba1.d_conv = 2, c.mamba1.expand = 2;
     ssm_model *m = ssm_model_new(&c, 1);
     CHECK(m, "tiny model: %s", ssm_last_error());
     adamw_state opt;

@@ -22,7 +22,7 @@
 static ssm_config small_config(int use_bias, int tie) {
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = 64, c.n_layer = 3, c.d_state = 16, c.use_bias = use_bias, c.tie_embeddings = tie;
+    c.d_model = 64, c.n_layer = 3, c.mamba1.d_state = 16, c.mamba1.use_bias = use_bias, c.tie_embeddings = tie;
     return c;
 }
 
@@ -217,7 +217,7 @@ static void test_resume_bitwise(const char *dir) {
 static void test_errors(void) {
     TEST_BEGIN("unsupported shapes and unknown devices are one-line errors");
     ssm_config c = small_config(0, 1);
-    c.d_state = 64;
+    c.mamba1.d_state = 64;
     ssm_model *m = ssm_model_new(&c, 1);
     EXPECT(ssm_model_set_device(m, "cuda") == -1 &&
                !strcmp(ssm_last_error(), "d_state 64: the CUDA scan supports d_state <= 32; use --device cpu"),
@@ -247,9 +247,9 @@ static void test_tables(void) {
         }
     ssm_config c = small_config(0, 1);
     for (int k = 0; k < 2; k++) {
-        c.d_state = 32;
+        c.mamba1.d_state = 32;
         EXPECT(mixer_mamba1.check(&c, tables[k]) == 0, "d_state 32 refused: %s", ssm_last_error());
-        c.d_state = 33;
+        c.mamba1.d_state = 33;
         EXPECT(mixer_mamba1.check(&c, tables[k]) == -1 &&
                    !strcmp(ssm_last_error(), "d_state 33: the CUDA scan supports d_state <= 32; use --device cpu"),
                "d_state 33: %s", ssm_last_error());
