@@ -70,7 +70,12 @@ size_t ssm_model_state_bytes(const ssm_model *m, int layer);
 
 /* Inference. The state starts empty (zeros); feed tokens to advance it. */
 ssm_state *ssm_state_new(const ssm_model *m, int n_seq);
+/* The same for at most max_context positions per sequence: the size of the layers whose state grows with the
+ * context (an attention cache); 0 is ssm_state_new's, enough for the layers whose state is fixed (Mamba). */
+ssm_state *ssm_state_new_ctx(const ssm_model *m, int n_seq, long max_context);
 void ssm_state_reset(ssm_state *s);
+/* Positions consumed since the state was made or reset (every sequence of a state advances together). */
+long ssm_state_position(const ssm_state *s);
 void ssm_state_free(ssm_state *s);
 /* Runs T tokens per sequence ([n_seq, T]) through the sequence (scan) path, carrying the state;
  * logits [n_seq, T, vocab] for every position, or only the last position when last_only != 0

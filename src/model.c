@@ -202,7 +202,7 @@ size_t ssm_model_n_params(const ssm_model *m) {
 size_t ssm_model_state_bytes(const ssm_model *m, int layer) {
     size_t floats = 0;
     for (int l = 0; l < m->cfg.n_layer; l++)
-        if (layer < 0 || layer == l) floats += m->layers[l].kind->state_floats(&m->cfg);
+        if (layer < 0 || layer == l) floats += m->layers[l].kind->state_floats(&m->cfg, 0);
     return floats * sizeof(float);
 }
 
@@ -336,15 +336,18 @@ static void state_drop_graph(ssm_state *s) {
     s->graph = NULL;
 }
 
-ssm_state *ssm_state_new(const ssm_model *m, int n_seq) {
+ssm_state *ssm_state_new(const ssm_model *m, int n_seq) { return ssm_state_new_ctx(m, n_seq, 0); }
+
+ssm_state *ssm_state_new_ctx(const ssm_model *m, int n_seq, long max_context) {
     ssm_state *s = xcalloc(1, sizeof *s);
     s->model = m;
     s->be = m->be;
     s->n_seq = n_seq;
+    s->max_context = max_context > 0 ? max_context : 0;
     s->layer_off = xmalloc(sizeof(size_t) * m->cfg.n_layer);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         s->layer_off[l] = s->total;
-        s->total += (size_t)n_seq * m->layers[l].kind->state_floats(&m->cfg);
+        s->total += (size_t)n_seq * m->layers[l].kind->state_floats(&m->cfg, s->max_context);
     }
     s->data = s->be->alloc(sizeof(float) * (s->total ? s->total : 1));
     s->canon_off = xmalloc(sizeof(size_t) * m->cfg.n_layer);
@@ -367,7 +370,12 @@ static void state_canonicalize(const ssm_model *m, ssm_state *s) {
     s->canon_valid = 1, s->canon_version = m->w_version;
 }
 
-void ssm_state_reset(ssm_state *s) { s->be->zero(s->data, sizeof(float) * s->total); }
+void ssm_state_reset(ssm_state *s) {
+    s->be->zero(s->data, sizeof(float) * s->total);
+    s->pos = 0;
+}
+
+long ssm_state_position(const ssm_state *s) { return s->pos; }
 
 void ssm_state_free(ssm_state *s) {
     if (!s) return;
@@ -466,6 +474,7 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
     const int *tok = state_tokens(s, tokens, rows), *tgt = state_ints(s, &s->targets, &s->tgt_cap, targets, rows);
     state_canonicalize(m, s);
     forward_compute(m, s, tok, T, lg, 0, x, act);
+    s->pos += T;
     double sum;
     be->xent_fwd_bwd(&sum, count, NULL, lg, tgt, (int)rows, V, 0.0f);
     return sum;
@@ -503,6 +512,7 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     } else {
         forward_compute(m, s, tok, T, lg, last_only, x, act);
     }
+    s->pos += T;
     if (lg != logits) be->download(logits, lg, sizeof(float) * out_rows * V);
 }
 

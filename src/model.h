@@ -59,6 +59,8 @@ struct ssm_state {
     const ssm_model *model;
     const backend *be; /* the model's backend when the state was made: all buffers below live there */
     int n_seq;
+    long max_context;  /* positions the state was sized for (0: only fixed-size layer states) */
+    long pos;          /* positions consumed since made or reset (all sequences together) */
     float *data;       /* every layer's state for n_seq sequences, layer by layer */
     size_t *layer_off; /* [n_layer] */
     size_t total;      /* floats */

@@ -26,7 +26,7 @@ static ssm_model *random_model(int d_model, int n_layer, uint64_t seed) {
 }
 
 static void test_step_equals_forward(void) {
-    TEST_BEGIN("sequence forward equals step-by-step decoding (every position, 2 sequences)");
+    TEST_BEGIN("sequence forward equals step-by-step decoding (every position, 2 sequences); positions count");
     enum { NS = 2, T = 150 };
     ssm_model *m = random_model(24, 3, 3);
     static int tok[NS * T];
@@ -35,8 +35,11 @@ static void test_step_equals_forward(void) {
     float *full = xmalloc(sizeof(float) * NS * T * 256), *step = xmalloc(sizeof(float) * NS * T * 256);
     float *piece = xmalloc(sizeof(float) * NS * T * 256);
     ssm_state *s = ssm_state_new(m, NS);
+    EXPECT(ssm_state_position(s) == 0, "a new state is at position %ld", ssm_state_position(s));
     ssm_forward(m, s, tok, T, full, 0);
+    EXPECT(ssm_state_position(s) == T, "after %d positions the state says %ld", T, ssm_state_position(s));
     ssm_state_reset(s);
+    EXPECT(ssm_state_position(s) == 0, "a reset state is at position %ld", ssm_state_position(s));
     for (int t = 0; t < T; t++) {
         int cur[NS];
         float lg[NS * 256];
@@ -61,6 +64,7 @@ static void test_step_equals_forward(void) {
     }
     e = test_rel_err(piece, full, (size_t)NS * T * 256);
     EXPECT(e < 1e-5, "chunked vs whole: rel err %.2e", e);
+    EXPECT(ssm_state_position(s) == T, "after chunks of %d positions the state says %ld", T, ssm_state_position(s));
     ssm_state_free(s);
     free(full), free(step), free(piece);
     ssm_model_free(m);

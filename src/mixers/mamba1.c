@@ -200,7 +200,8 @@ static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form)
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */
-static size_t mamba1_state_floats(const ssm_config *c) {
+static size_t mamba1_state_floats(const ssm_config *c, long max_context) {
+    (void)max_context; /* fixed: the recurrent state does not grow with the context */
     mamba1_dims d = dims_of(c);
     return (size_t)d.E * (d.K - 1) + (size_t)d.E * d.N;
 }

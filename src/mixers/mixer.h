@@ -40,7 +40,9 @@ typedef struct mixer_kind {
     size_t (*temp_floats)(const ssm_config *cfg, int B, int T, int lean); /* forward intermediates the
                                                                            * backward recomputes: shared */
     size_t (*scratch_floats)(const ssm_config *cfg, int B, int T, int lean); /* backward workspace */
-    size_t (*state_floats)(const ssm_config *cfg);                 /* per sequence */
+    /* per sequence, for a state of at most max_context positions (0: the least; a kind whose state does not grow
+     * ignores it). A kind whose step needs its position inside a replayed decode graph keeps it in this memory. */
+    size_t (*state_floats)(const ssm_config *cfg, long max_context);
     /* Tensors derived from the parameters alone (Mamba-1: A = -exp(A_log)), computed once per weights for
      * inference (kept by the state) instead of at every step. */
     size_t (*canon_floats)(const ssm_config *cfg);
