@@ -116,14 +116,15 @@ const char *dir_or_old(const char *dir, const char *file, char *buf) {
     char p[PATH_CAP], tmp[PATH_CAP];
     snprintf(buf, PATH_CAP, "%s.old", dir);
     snprintf(tmp, PATH_CAP, "%s.tmp", dir);
-    /* During a save one of dir and dir.old exists at every instant, but a reader delayed between its looks can
-     * miss both files; only when none of the three directories exists is there nothing to wait for. */
-    for (int attempt = 0; attempt < 200; attempt++) { /* at most ~2 s, and only while a swap may be under way */
+    for (int attempt = 0; attempt < 200; attempt++) { /* at most ~2 s, and only while a swap is under way */
         path_join(p, dir, file);
         if (file_exists(p)) return dir;
         path_join(p, buf, file);
         if (file_exists(p)) return buf;
-        if (!file_exists(dir) && !file_exists(buf) && !file_exists(tmp)) return NULL;
+        if (!file_exists(buf) && !file_exists(tmp)) { /* no swap under way now: one may just have ended */
+            path_join(p, dir, file);
+            return file_exists(p) ? dir : NULL;
+        }
         usleep(10000);
     }
     return NULL;

@@ -29,8 +29,8 @@ int dir_remove_tree(const char *path);
 void dir_sync(const char *path);
 /* Where a directory replaced by dir -> dir.old, dir.tmp -> dir, rm dir.old (checkpoint saves) holds `file`:
  * dir, else dir.old (the complete copy after a crash between the renames); NULL when neither. A swap running
- * now in another process is ridden out: while any of dir, dir.old and dir.tmp exists, both files are
- * looked for again (for up to 2 s). `buf` (PATH_CAP) holds the dir.old path when that is the answer. */
+ * now in another process is ridden out: while dir.old or dir.tmp exists, both files are looked for again
+ * (for up to 2 s). `buf` (PATH_CAP) holds the dir.old path when that is the answer. */
 const char *dir_or_old(const char *dir, const char *file, char *buf);
 /* mkdir -p: creates path and its missing parents. -1 with ssm_error() naming the one that failed. */
 int dir_create(const char *path);

@@ -348,12 +348,13 @@ static const char *model_dir_resolve(const char *dir, char *buf) {
     if (!found && snprintf(ckpt, sizeof ckpt, "%s/checkpoint", dir) < (int)sizeof ckpt)
         found = dir_or_old(ckpt, "config.json", old);
     snprintf(buf, PATH_CAP, "%s", found ? found : dir);
-    return buf;
+    return found ? buf : NULL; /* NULL: no config.json anywhere (buf names dir for the error) */
 }
 
 int ssm_config_load(const char *dir_in, ssm_config *c) {
     char buf[PATH_CAP], p[PATH_CAP];
-    path_join(p, model_dir_resolve(dir_in, buf), "config.json");
+    model_dir_resolve(dir_in, buf);
+    path_join(p, buf, "config.json");
     return model_config_read(p, c);
 }
 
@@ -382,10 +383,10 @@ static ssm_model *model_load_from(const char *dir) {
 ssm_model *ssm_model_load(const char *dir_in) {
     char buf[PATH_CAP], p[PATH_CAP];
     for (int attempt = 0;; attempt++) {
-        const char *dir = model_dir_resolve(dir_in, buf);
-        ssm_model *m = model_load_from(dir);
+        const int found = model_dir_resolve(dir_in, buf) != NULL;
+        ssm_model *m = model_load_from(buf);
         /* a live run's checkpoint may be renamed away while it is read (see ckpt_save): look again */
-        path_join(p, dir, "config.json");
-        if (m || file_exists(p) || attempt == 100) return m;
+        path_join(p, buf, "config.json");
+        if (m || !found || file_exists(p) || attempt == 100) return m;
     }
 }
