@@ -25,15 +25,13 @@ void ssm_config_default(ssm_config *c) {
 }
 
 int ssm_config_resolve(ssm_config *c) {
-    if (c->d_model < 1 || c->d_model > 1 << 16) /* before it derives dt_rank */
-        return ssm_error("config: d_model = %d is out of range [%d, %d]", c->d_model, 1, 1 << 16);
-    if (c->mamba1.dt_rank == 0) c->mamba1.dt_rank = (c->d_model + 15) / 16;
     if (!c->layer_pattern[0]) strcpy(c->layer_pattern, "m");
 #define RANGE(field, lo, hi)                                                                       \
     if (c->field < (lo) || c->field > (hi))                                                        \
         return ssm_error("config: " #field " = %d is out of range [%d, %d]", c->field, lo, hi);
     RANGE(vocab_size, 2, SSM_MAX_VOCAB);
-    RANGE(d_model, 1, 1 << 16);
+    RANGE(d_model, 1, 1 << 16); /* before dt_rank is derived from it (no overflow) */
+    if (c->mamba1.dt_rank == 0) c->mamba1.dt_rank = (c->d_model + 15) / 16;
     RANGE(n_layer, 1, 4096);
     RANGE(mamba1.d_state, 1, 256);
     RANGE(mamba1.d_conv, 1, 64);

@@ -155,12 +155,13 @@ typedef struct {
     int new_metrics; /* this invocation created metrics.jsonl */
 } train_run;
 
+/* The same tensors: the shared shape, the pattern and each kind's sub-config (norm_eps is not a shape). */
 static int same_shape(const ssm_config *a, const ssm_config *b) {
     ssm_config x = *a, y = *b;
     if (ssm_config_resolve(&x) || ssm_config_resolve(&y)) return 0;
-    return x.d_model == y.d_model && x.n_layer == y.n_layer && x.mamba1.d_state == y.mamba1.d_state && x.mamba1.d_conv == y.mamba1.d_conv &&
-           x.mamba1.expand == y.mamba1.expand && x.mamba1.dt_rank == y.mamba1.dt_rank && x.vocab_size == y.vocab_size &&
-           !strcmp(x.layer_pattern, y.layer_pattern);
+    return x.vocab_size == y.vocab_size && x.d_model == y.d_model && x.n_layer == y.n_layer &&
+           x.tie_embeddings == y.tie_embeddings && !strcmp(x.layer_pattern, y.layer_pattern) &&
+           !memcmp(&x.mamba1, &y.mamba1, sizeof x.mamba1);
 }
 
 static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *cfg, const dataset *d) {
@@ -218,7 +219,7 @@ static void run_close(train_run *r) {
     if (r->new_metrics && stat(r->metrics_path, &st) == 0 && st.st_size == 0) unlink(r->metrics_path);
     adamw_free(&r->opt);
     ssm_model_free(r->m);
-    run_lock_release(&r->lock, 1);
+    run_lock_release(&r->lock);
 }
 
 /* Validates, saves the checkpoint and, when the validation loss is the best so far, best/. */

@@ -71,19 +71,31 @@ static int model_file(const char *name) { return !strcmp(name, "model.safetensor
  * back to it); tmp's files were fsynced as they were written, tmp itself and the parent are synced here so
  * that a power loss cannot leave a renamed but empty directory. */
 static int dir_swap_in(const char *tmp, const char *dir) {
-    char old[PATH_CAP], parent[PATH_CAP];
+    char old[PATH_CAP];
     snprintf(old, sizeof old, "%s.old", dir);
-    snprintf(parent, sizeof parent, "%s", dir);
-    char *slash = strrchr(parent, '/');
-    if (slash) *slash = 0;
-    else snprintf(parent, sizeof parent, ".");
     dir_sync(tmp);
     /* without dir (a crash came between the renames), dir.old is the only complete copy: kept until the end */
     if (file_exists(dir) && (dir_remove_tree(old) || rename(dir, old)))
         return ssm_error("%s: cannot move aside to %s: %s", dir, old, strerror(errno));
     if (rename(tmp, dir)) return ssm_error("%s: cannot rename to %s: %s", tmp, dir, strerror(errno));
-    dir_sync(parent);
+    file_sync_parent_dir(dir);
     return dir_remove_tree(old);
+}
+
+/* tmp, empty: what a save that died part-way left there removed. */
+static int dir_fresh(const char *tmp) {
+    if (dir_remove_tree(tmp)) return -1;
+    if (mkdir(tmp, 0777)) return ssm_error("%s: cannot create directory: %s", tmp, strerror(errno));
+    return 0;
+}
+
+/* After a failed save: tmp removed (a full disk must not leave a half copy behind), the first error kept
+ * rather than the clean-up's. Returns -1. */
+static int save_failed(const char *tmp) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", ssm_last_error());
+    dir_remove_tree(tmp);
+    return ssm_error("%s", msg);
 }
 
 static int state_write(const char *path, const train_progress *pr, const ssm_train_options *t) {
@@ -128,9 +140,7 @@ static int ckpt_write(const char *tmp, const char *dir, const ssm_model *m, cons
                       const train_progress *pr, const ssm_train_options *t) {
     char p[PATH_CAP], step[32];
     snprintf(step, sizeof step, "%ld", pr->step);
-    if (dir_remove_tree(tmp)) return -1; /* a save that died part-way */
-    if (mkdir(tmp, 0777)) return ssm_error("%s: cannot create directory: %s", tmp, strerror(errno));
-    if (carry_files(dir, tmp, not_ckpt_file)) return -1;
+    if (dir_fresh(tmp) || carry_files(dir, tmp, not_ckpt_file)) return -1;
     path_join(p, tmp, "model.safetensors");
     if (model_weights_write(p, m, "step", step)) return -1;
     path_join(p, tmp, "config.json");
@@ -156,21 +166,13 @@ int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const
               const ssm_train_options *t) {
     char tmp[PATH_CAP];
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
-    if (ckpt_write(tmp, dir, m, opt, pr, t) || dir_swap_in(tmp, dir)) {
-        char msg[1024]; /* keep the first error, not the clean-up's */
-        snprintf(msg, sizeof msg, "%s", ssm_last_error());
-        dir_remove_tree(tmp); /* a full disk must not leave a half checkpoint behind */
-        return ssm_error("%s", msg);
-    }
-    return 0;
+    return ckpt_write(tmp, dir, m, opt, pr, t) || dir_swap_in(tmp, dir) ? save_failed(tmp) : 0;
 }
 
 int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double val_loss) {
     char tmp[PATH_CAP], p[PATH_CAP];
     snprintf(tmp, sizeof tmp, "%s.tmp", best_dir);
-    int rc = dir_remove_tree(tmp);
-    if (!rc && mkdir(tmp, 0777)) rc = ssm_error("%s: cannot create directory: %s", tmp, strerror(errno));
-    if (!rc) rc = carry_files(ckpt_dir, tmp, model_file);
+    int rc = dir_fresh(tmp) || carry_files(ckpt_dir, tmp, model_file) ? -1 : 0;
     if (!rc) {
         json_writer w;
         jw_init(&w);
@@ -184,14 +186,7 @@ int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double
         rc = file_write_atomic(p, w.data, w.len);
         jw_free(&w);
     }
-    if (!rc) rc = dir_swap_in(tmp, best_dir);
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", ssm_last_error());
-        dir_remove_tree(tmp);
-        return ssm_error("%s", msg);
-    }
-    return 0;
+    return rc || dir_swap_in(tmp, best_dir) ? save_failed(tmp) : 0;
 }
 
 /* A decimal count from a string field (64-bit values do not fit a JSON number): all digits, in [0, max]. */

@@ -68,7 +68,7 @@ int file_read_all(const char *path, char **data, size_t *len) {
     return 0;
 }
 
-static int file_write_fully(int fd, const char *p, size_t n) {
+int file_write_fully(int fd, const char *p, size_t n) {
     while (n > 0) {
         ssize_t put = write(fd, p, n);
         if (put < 0 && errno == EINTR) continue;
@@ -89,8 +89,7 @@ void dir_sync(const char *path) {
     }
 }
 
-/* Makes the rename of path itself durable. */
-static void file_sync_parent_dir(const char *path) {
+void file_sync_parent_dir(const char *path) {
     const char *slash = strrchr(path, '/');
     char *dir = xstrdup(slash ? path : ".");
     if (slash) dir[slash == path ? 1 : slash - path] = '\0';

@@ -57,24 +57,14 @@ int metrics_resume(metrics_log *g, const char *path, long step, int *dropped) {
 }
 
 int metrics_write(metrics_log *g, const char *line) {
-    size_t n = strlen(line);
-    char *buf = xmalloc(n + 1);
+    const size_t n = strlen(line);
+    char *buf = xmalloc(n + 1); /* the line and its newline in one write */
     memcpy(buf, line, n);
     buf[n] = '\n';
-    const char *p = buf;
-    size_t left = n + 1;
-    while (left > 0) {
-        ssize_t put = write(g->fd, p, left);
-        if (put < 0 && errno == EINTR) continue;
-        if (put < 0) {
-            int err = errno;
-            free(buf);
-            return ssm_error("%s: write failed: %s", g->path, strerror(err));
-        }
-        p += put, left -= (size_t)put;
-    }
+    const int rc = file_write_fully(g->fd, buf, n + 1);
+    const int err = errno;
     free(buf);
-    return 0;
+    return rc ? ssm_error("%s: write failed: %s", g->path, strerror(err)) : 0;
 }
 
 void metrics_close(metrics_log *g) {

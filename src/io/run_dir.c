@@ -60,12 +60,12 @@ int run_lock_take(run_lock *l, const char *dir) {
     return ssm_error("%s: cannot lock: the lock file keeps being replaced", l->path);
 }
 
-void run_lock_release(run_lock *l, int remove_empty_dir) {
+void run_lock_release(run_lock *l) {
     if (l->fd < 0) return;
     unlink(l->path); /* while still holding the lock: see run_lock_take */
     close(l->fd);
     l->fd = -1;
-    if (remove_empty_dir && l->created_dir) rmdir(l->dir); /* fails, harmlessly, unless empty */
+    if (l->created_dir) rmdir(l->dir); /* fails, harmlessly, unless empty */
 }
 
 int run_dir_has_run(const char *dir) {

@@ -18,9 +18,9 @@ typedef struct {
 /* Creates RUN (and its parents) if needed and takes its lock without waiting. A lock held by another
  * process is a one-line error naming it (pid and host); the lock dies with its process, kill -9 included. */
 int run_lock_take(run_lock *l, const char *dir);
-/* Drops the lock and its file; with remove_empty_dir, also RUN itself when this run created it and it is
- * still empty (a run that failed before it wrote anything leaves nothing behind). */
-void run_lock_release(run_lock *l, int remove_empty_dir);
+/* Drops the lock and its file, and RUN itself when this run created it and it is still empty (a run that
+ * failed before it wrote anything leaves nothing behind). */
+void run_lock_release(run_lock *l);
 
 /* 1 when RUN holds an earlier run (a checkpoint, a best model or metrics.jsonl), else 0. */
 int run_dir_has_run(const char *dir);
