@@ -6,21 +6,15 @@
 #   tests/test_interrupt.sh [N]   (default 10; the reliability goal was measured with 50)
 #   SSM_DEVICE=cuda               train on the GPU (tests/gpu/run.sh does)
 # Prints "ok - ..." / "FAIL - ..." lines.
-set -u
 N=${1:-10}
-SSM=${SSM:-build/ssm}
-dir=$(mktemp -d /tmp/ssm_interrupt.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
-fails=0
-ok() { echo "ok - $1"; }
-fail() { echo "FAIL - $1"; fails=$((fails + 1)); }
+. "$(dirname "$0")/cli_common.sh"
 
 python3 -c "
 import random; random.seed(2)
 words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns', 'of', 'a']
-print(' '.join(random.choice(words) for _ in range(6000)))" >"$dir/text.txt"
+print(' '.join(random.choice(words) for _ in range(6000)))" >"$dir/words.txt"
 steps=$((300 + 120 * N))
-args=(--data "$dir/text.txt" --d-model 32 --n-layer 2 --d-state 4 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
+args=(--data "$dir/words.txt" --d-model 32 --n-layer 2 --d-state 4 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
     --eval-every 37 --eval-bytes 2000 --sample 0 --quiet --threads 2 --device "${SSM_DEVICE:-cpu}")
 
 # every line a JSON object; step lines once each, in order; validation lines once per step

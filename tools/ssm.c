@@ -3,11 +3,11 @@
 #include "ssm.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +253,15 @@ static void emit_token(int tok, void *ctx) {
     fflush(stdout);
 }
 
+/* The handler of SIGINT, SIGTERM and SIGHUP, reset to the default once it has run. */
+static void on_stop_signals(void (*handler)(int)) {
+    struct sigaction sa = {.sa_handler = handler, .sa_flags = SA_RESETHAND};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 /* OpenMP threads: 0 keeps the default (all cores). */
 static void set_threads(int threads) {
     if (threads < 0 || threads > 1024) die("--threads must be in [0, 1024] (0: all cores), got %d", threads);
@@ -329,10 +338,19 @@ static int cmd_train(int argc, char **argv) {
     if (sample_n < 0) die("--sample must be 0 (none) or more bytes, got %d", sample_n);
     if (t.resume && t.overwrite) die("--resume and --overwrite contradict each other: choose one");
     /* with --resume the model is the checkpoint's: shape options are only accepted if they agree with it */
-    static const char *const shape_opts[] = {"--d-model", "--n-layer", "--d-state", "--d-conv", "--expand",
-                                             "--dt-rank", "--layers"};
+    static const struct {
+        const char *name;
+        size_t offset, size; /* the field of ssm_config it sets */
+    } shape_opts[] = {
+#define SHAPE(name, field) {name, offsetof(ssm_config, field), sizeof(((ssm_config *)0)->field)}
+        SHAPE("--d-model", d_model),         SHAPE("--n-layer", n_layer),    SHAPE("--d-state", mamba1.d_state),
+        SHAPE("--d-conv", mamba1.d_conv),    SHAPE("--expand", mamba1.expand), SHAPE("--dt-rank", mamba1.dt_rank),
+        SHAPE("--layers", layer_pattern),
+#undef SHAPE
+    };
+    const size_t n_shape = sizeof shape_opts / sizeof shape_opts[0];
     int shape_given = 0;
-    for (size_t i = 0; i < sizeof shape_opts / sizeof shape_opts[0]; i++) shape_given |= opt_seen(o, NOPTS(o), shape_opts[i]);
+    for (size_t i = 0; i < n_shape; i++) shape_given |= opt_seen(o, NOPTS(o), shape_opts[i].name);
     if (t.resume) { /* the run's own options, overridden by whatever this command line gives again */
         static char data_buf[4096];
         ssm_train_options saved = t;
@@ -348,32 +366,16 @@ static int cmd_train(int argc, char **argv) {
     snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
     if (t.resume && shape_given) { /* the checkpoint's shape with the options given: ssm_train compares */
         ssm_config given = c;
-        char ckpt[4096];
-        snprintf(ckpt, sizeof ckpt, "%s/checkpoint", t.out_dir);
-        if (ssm_config_load(ckpt, &c)) die("%s", ssm_last_error());
-#define TAKE(opt, field) \
-    if (opt_seen(o, NOPTS(o), opt)) memcpy(&c.field, &given.field, sizeof c.field)
-        TAKE("--d-model", d_model);
-        TAKE("--n-layer", n_layer);
-        TAKE("--d-state", mamba1.d_state);
-        TAKE("--d-conv", mamba1.d_conv);
-        TAKE("--expand", mamba1.expand);
-        TAKE("--dt-rank", mamba1.dt_rank);
-        TAKE("--layers", layer_pattern);
-#undef TAKE
+        if (ssm_config_load(t.out_dir, &c)) die("%s", ssm_last_error());
+        for (size_t i = 0; i < n_shape; i++)
+            if (opt_seen(o, NOPTS(o), shape_opts[i].name))
+                memcpy((char *)&c + shape_opts[i].offset, (char *)&given + shape_opts[i].offset, shape_opts[i].size);
     }
     /* Ctrl-C, kill and a closed terminal: checkpoint at the end of the step, then exit 128 + signal. A second
      * one acts at once (SA_RESETHAND), for a user who does not want to wait for the save. */
-    struct sigaction sa = {.sa_handler = ssm_train_interrupt, .sa_flags = SA_RESETHAND};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    on_stop_signals(ssm_train_interrupt);
     int rc = ssm_train(&t, t.resume && !shape_given ? NULL : &c);
-    sa.sa_handler = SIG_DFL; /* the sample after training stops at once */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    on_stop_signals(SIG_DFL); /* the sample after training stops at once */
     if (rc < 0) die("%s", ssm_last_error());
     if (rc > 0) return 128 + ssm_train_interrupted();
     if (sample_n > 0) {
