@@ -25,8 +25,8 @@ LDLIBS  += $(CPU_LDLIBS)
 # ---- CUDA backend: built into libssm.a when nvcc is found (CUDA=0 forces a CPU-only build, which needs no
 # CUDA). nvcc may be a wrapper script elsewhere on PATH (e.g. /usr/local/bin/nvcc), so CUDA_HOME is the first
 # candidate that really has the headers: nvcc's own prefix, /usr/local/cuda, or /usr (Debian's toolkit).
-# Kernels live in src/backend/cuda/*.cu beside their CPU twins; tests/gpu/test_*.c compare each with the CPU
-# op and print "skip - ..." where there is no GPU. Hopper first (sm_90), Ampere compatible (sm_80).
+# Kernels live in src/backend/cuda/*.cu beside their CPU twins; build/test_ops (tests/test_ops.c) compares each
+# with the CPU op; tests/gpu/test_*.c test the rest on a GPU and print "skip - ..." where there is none. Hopper first (sm_90), Ampere compatible (sm_80).
 CUDA      ?= 1
 ifneq ($(CUDA),0)
 NVCC      ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
@@ -110,7 +110,7 @@ build/tests/gpu/%.o: tests/gpu/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests -I$(CUDA_HOME)/include -c $< -o $@
 
-cuda: $(GPU_TESTS) $(GPU_BENCH) build/ssm
+cuda: $(GPU_TESTS) $(GPU_BENCH) build/ssm build/test_ops
 else
 cuda:
 	@echo "no nvcc found: the CUDA backend is not built (CPU-only build)"

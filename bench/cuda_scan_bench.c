@@ -62,25 +62,28 @@ int main(int argc, char **argv) {
     uint16_t *xz16, *x16, *dt16, *dxz16, *ddt16, *dy16, *dx16;
     cudaMalloc((void **)&xz16, 2 * nx * 2), cudaMalloc((void **)&x16, nx * 2), cudaMalloc((void **)&dt16, nx * 2);
     cudaMalloc((void **)&dy16, nx * 2), cudaMalloc((void **)&dx16, nx * 2);
-    bf16_from_f32_cuda(dy16, dy, nx);
+    const int rows = B * T; /* the bf16 operands rounded as the model's producers write them */
+    convert_rows_cuda(mat_bf16(dy16, E), mat_f32(dy, E), rows, E);
     cudaMalloc((void **)&dxz16, 2 * nx * 2), cudaMalloc((void **)&ddt16, nx * 2);
-    bf16_from_f32_cuda(xz16, xz, 2 * nx);
-    bf16_from_f32_cuda(x16, x, nx);
-    bf16_from_f32_cuda(dt16, dt, nx);
+    convert_rows_cuda(mat_bf16(xz16, 2 * E), mat_f32(xz, 2 * E), rows, 2 * E);
+    convert_rows_cuda(mat_bf16(x16, E), mat_f32(x, E), rows, E);
+    convert_rows_cuda(mat_bf16(dt16, E), mat_f32(dt, E), rows, E);
     uint16_t *hk; /* training's state checkpoints, as the lean model passes them */
     cudaMalloc((void **)&hk, (size_t)B * SCAN_HK_COUNT(T) * N * E * 2);
-    const scan_args s = {.x16 = x16, .dt16 = dt16, .dt_bias = bias, .At = At, .Bm = bc, .Cm = bc + N, .ldbc = 2 * N,
-                         .Dv = Dv, .z16 = xz16 + E, .ldz = 2 * E, .B = B, .T = T, .E = E, .N = N, .hk = hk};
-    const scan_grads g = {.dx16 = dx16, .ddt16 = ddt16, .dBm = dbc, .dCm = dbc + N, .lddbc = 2 * N, .dAt = dA,
-                          .dDv = dD, .ddt_bias = db, .dz16 = dxz16 + E, .lddz = 2 * E, .out16 = (uint16_t *)y,
-                          .dout16 = dy16};
+    const scan_args s = {.x = mat_bf16(x16, E), .dt = mat_bf16(dt16, E), .dt_bias = bias, .At = At, .Bm = bc,
+                         .Cm = bc + N, .ldbc = 2 * N, .Dv = Dv, .z = mat_bf16(xz16 + E, 2 * E), .B = B, .T = T, .E = E,
+                         .N = N, .hk = hk};
+    const scan_grads g = {.dx = mat_bf16(dx16, E), .ddt = mat_bf16(ddt16, E), .dBm = mat_f32(dbc, 2 * N),
+                          .dCm = mat_f32(dbc + N, 2 * N), .dAt = dA, .dDv = dD, .ddt_bias = db,
+                          .dz = mat_bf16(dxz16 + E, 2 * E), .out = mat_bf16((uint16_t *)y, E)};
+    const mat dout = mat_bf16(dy16, E);
     scan_args s0 = s; /* the same without the checkpoints: the backward then recomputes every chunk's start state */
     s0.hk = NULL;
     float fwd, bwd, fwd0, bwd0, copy;
-    TIME_MS(fwd, 21, scan_fwd_cuda(&s, NULL, (uint16_t *)y, NULL));
-    TIME_MS(bwd, 21, scan_bwd_cuda(&s, &g, NULL));
-    TIME_MS(fwd0, 21, scan_fwd_cuda(&s0, NULL, (uint16_t *)y, NULL));
-    TIME_MS(bwd0, 21, scan_bwd_cuda(&s0, &g, NULL));
+    TIME_MS(fwd, 21, scan_fwd_cuda(&s, mat_bf16((uint16_t *)y, E), NULL));
+    TIME_MS(bwd, 21, scan_bwd_cuda(&s, &g, dout));
+    TIME_MS(fwd0, 21, scan_fwd_cuda(&s0, mat_bf16((uint16_t *)y, E), NULL));
+    TIME_MS(bwd0, 21, scan_bwd_cuda(&s0, &g, dout));
     TIME_MS(copy, 21, cudaMemcpy(dx, x, nx * 4, cudaMemcpyDeviceToDevice));
     cudaError_t err = cudaDeviceSynchronize();
     if (err != cudaSuccess) {

@@ -11,5 +11,5 @@ trap 'rm -rf "$work"' EXIT
 git ls-files -co --exclude-standard | grep -v '^tests/fixtures/' | tar cf - -T - | tar xf - -C "$work"
 make -C "$work" -s -j"$(nproc)" OPT="-O3 -march=x86-64-v3" cuda tests
 rm -rf .devbuild && mkdir -p .devbuild
-cp "$work"/build/ssm "$work"/build/gpu/* .devbuild/
+cp "$work"/build/ssm "$work"/build/test_ops "$work"/build/gpu/* .devbuild/
 ls .devbuild

@@ -47,7 +47,7 @@ int ssm_config_resolve(ssm_config *c) {
 
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l) {
     return (mixer_ctx){&m->cfg, m->be, m->wb, m->dw, backend_is_host(m->be) ? m->w16 : NULL,
-                       &m->layout.items[m->layers[l].mixer], NULL};
+                       &m->layout.items[m->layers[l].mixer], NULL, MIXER_ACTS_PLAIN, NULL};
 }
 
 ssm_model *model_layout_new(const ssm_config *cfg) {
@@ -116,7 +116,7 @@ ssm_model *ssm_model_new(const ssm_config *cfg, uint64_t seed) {
 }
 
 static void acts_free(const backend *be, model_acts *a) {
-    void *bufs[] = {a->tokens, a->targets, a->resid, a->normed, a->rstd, a->mix_act, a->mix_temp, a->final_x,
+    void *bufs[] = {a->tokens, a->targets, a->resid, a->normed, a->normed32, a->rstd, a->mix_act, a->mix_temp, a->final_x,
                     a->final_n, a->final_rstd, a->logits, a->dx, a->du, a->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->release(bufs[i]);
     free(a->mix_off);
@@ -225,7 +225,8 @@ static void acts_ensure(ssm_model *m, int B, int T) {
     for (int l = 0; l < c->n_layer; l++) {
         const mixer_kind *k = m->layers[l].kind;
         a->mix_off[l] = total;
-        const int form = a->lean ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN;
+        const int form = mixer_form(k, be, 1);
+        if (a->lean && form == MIXER_ACTS_PLAIN && !a->normed32) a->normed32 = be->alloc(sizeof(float) * rows * D);
         total += (k->act_floats(c, B, T, form) + 15) & ~(size_t)15;
         scratch = k->scratch_floats(c, B, T, form) > scratch ? k->scratch_floats(c, B, T, form) : scratch;
         temp = k->temp_floats(c, B, T, form) > temp ? k->temp_floats(c, B, T, form) : temp;
@@ -241,6 +242,23 @@ static void acts_ensure(ssm_model *m, int B, int T) {
     a->du = be->alloc(sizeof(float) * rows * D);
 }
 
+/* The input of layer l as its mixer takes it: in bf16 (the first half of normed) for a lean layer, else in float32
+ * (normed, or normed32 in a lean model). */
+static mat layer_input(const model_acts *a, int lean_layer, int D) {
+    if (lean_layer) return mat_bf16((uint16_t *)a->normed, D);
+    return mat_f32(a->lean ? a->normed32 : a->normed, D);
+}
+
+/* A layer's mixer output, and its input gradient, in du's space: bf16 for a lean layer (as the reference's autocast
+ * out_proj and in_proj round them), else float32. */
+static mat layer_out(const model_acts *a, int lean_layer, int D) {
+    return lean_layer ? mat_bf16((uint16_t *)a->du, D) : mat_f32(a->du, D);
+}
+
+static int layer_lean(const ssm_model *m, int l) {
+    return mixer_form(m->layers[l].kind, m->be, 1) == MIXER_ACTS_LEAN_TRAIN;
+}
+
 double model_train_forward(ssm_model *m, const int *tokens, const int *targets, int B, int T) {
     acts_ensure(m, B, T);
     model_acts *a = &m->acts;
@@ -254,26 +272,22 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
     /* the residual stream entering layer l is resid[l] = resid[l-1] + mixer output of layer l-1 (du), each
      * add fused with the next norm; the last add gives final_x */
     be->embedding_fwd(a->resid, a->tokens, w + m->layout.items[m->emb].offset, (int)rows, (int)D);
-    /* lean (bf16 training): the norm writes the mixer input in bf16, in normed's space */
-    uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL;
-    float *normed = normed16 ? NULL : a->normed;
-    /* lean: each mixer writes its output in bf16 too (in du's space), as the reference's autocast out_proj does */
-    uint16_t *out16 = a->lean ? (uint16_t *)a->du : NULL;
-    float *out = out16 ? NULL : a->du;
+    mat out = mat_none(); /* the previous layer's output */
     for (int l = 0; l < c->n_layer; l++) {
         float *resid = a->resid + l * rows * D;
-        be->add_rmsnorm_fwd(resid, normed, normed16, a->rstd + l * rows, l ? resid - rows * D : resid, l ? out : NULL,
-                            l ? out16 : NULL, w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D,
-                            c->norm_eps);
+        const int lean = layer_lean(m, l);
+        const mat u = layer_input(a, lean, (int)D);
+        be->add_rmsnorm_fwd(resid, u, a->rstd + l * rows, l ? resid - rows * D : resid, out,
+                            w + m->layout.items[m->layers[l].norm].offset, (int)rows, (int)D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        ctx.u16 = normed16;
-        ctx.out16 = out16;
-        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, out, normed, B, T, NULL);
+        ctx.form = mixer_form(m->layers[l].kind, be, 1);
+        out = layer_out(a, lean, (int)D);
+        m->layers[l].kind->forward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, out, u, B, T, NULL);
     }
-    be->add_rmsnorm_fwd(a->final_x, a->final_n, NULL, a->final_rstd, a->resid + (c->n_layer - 1) * rows * D, out, out16,
-                        w + m->layout.items[m->norm_f].offset, (int)rows, (int)D, c->norm_eps);
-    be->matmul_xwT(a->logits, c->vocab_size, a->final_n, (int)D, w + m->layout.items[m->head].offset, (int)rows,
-               c->vocab_size, (int)D, 0.0f);
+    be->add_rmsnorm_fwd(a->final_x, mat_f32(a->final_n, (int)D), a->final_rstd, a->resid + (c->n_layer - 1) * rows * D,
+                        out, w + m->layout.items[m->norm_f].offset, (int)rows, (int)D, c->norm_eps);
+    be->matmul_xwT(mat_f32(a->logits, c->vocab_size), mat_f32(a->final_n, (int)D),
+                   mat_f32(w + m->layout.items[m->head].offset, (int)D), NULL, (int)rows, c->vocab_size, (int)D, 0.0f);
     double sum;
     be->xent_fwd_bwd(&sum, &a->n_targets, NULL, a->logits, a->targets, (int)rows, c->vocab_size, 0.0f);
     return a->n_targets ? sum / a->n_targets : 0.0;
@@ -300,29 +314,25 @@ void model_train_backward(ssm_model *m, float loss_scale) {
                      a->n_targets ? loss_scale / a->n_targets : 0.0f);
     float *dlogits = a->logits;
     /* the head's gradients (the embedding's, when tied) */
-    be->matmul_bwd(a->du, D, 0.0f, dw + P[m->head].offset, dlogits, V, a->final_n, D, w + P[m->head].offset, rows, V,
-                   D);
-    uint16_t *normed16 = a->lean ? (uint16_t *)a->normed : NULL; /* as the forward */
-    float *normed = normed16 ? NULL : a->normed;
-    /* lean: each norm backward also leaves the residual gradient in bf16, the next mixer's dout for its GEMMs, in
-     * the unused second half of normed's space */
-    uint16_t *dx16 = normed16 ? normed16 + (size_t)rows * D : NULL;
-    be->rmsnorm_bwd(a->dx, dx16, dw + P[m->norm_f].offset, a->du, NULL, a->final_x, w + P[m->norm_f].offset,
-                    a->final_rstd, rows, D, 0);
-    /* lean: each mixer writes its input gradient in bf16 (in du's space), as its in_proj's GEMM rounds it anyway */
-    uint16_t *du16 = normed16 ? (uint16_t *)a->du : NULL;
-    float *du = du16 ? NULL : a->du;
-    for (int l = c->n_layer - 1; l >= 0; l--) {
+    be->matmul_bwd(mat_f32(a->du, D), 0.0f, dw + P[m->head].offset, mat_f32(dlogits, V), mat_f32(a->final_n, D),
+                   w + P[m->head].offset, rows, V, D);
+    /* lean: each norm backward also leaves the residual gradient in bf16, the next lean mixer's dout for its GEMMs,
+     * in the unused second half of normed's space */
+    uint16_t *dx16 = a->lean ? (uint16_t *)a->normed + (size_t)rows * D : NULL;
+    const int last = c->n_layer - 1;
+    be->rmsnorm_bwd(a->dx, layer_lean(m, last) ? dx16 : NULL, dw + P[m->norm_f].offset, mat_f32(a->du, D), a->final_x,
+                    w + P[m->norm_f].offset, a->final_rstd, rows, D, 0);
+    for (int l = last; l >= 0; l--) {
+        const int lean = layer_lean(m, l);
         mixer_ctx ctx = model_mixer_ctx(m, l);
-        ctx.u16 = normed16;
-        ctx.dout16 = dx16;
-        ctx.du16 = du16;
+        ctx.form = mixer_form(m->layers[l].kind, be, 1);
+        ctx.dout16 = lean ? dx16 : NULL;
         const float *resid = a->resid + (size_t)l * rows * D, *norm_w = w + P[m->layers[l].norm].offset;
-        be->rmsnorm_fwd(normed, normed16, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* again */
-        m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, du, a->dx, normed, B, T);
-        be->rmsnorm_bwd(a->dx, l ? dx16 : NULL, dw + P[m->layers[l].norm].offset, du, du16,
-                        a->resid + (size_t)l * rows * D, w + P[m->layers[l].norm].offset, a->rstd + (size_t)l * rows,
-                        rows, D, 1);
+        const mat u = layer_input(a, lean, D), du = layer_out(a, lean, D);
+        be->rmsnorm_fwd(u, a->rstd + (size_t)l * rows, resid, norm_w, rows, D, c->norm_eps); /* again */
+        m->layers[l].kind->backward(&ctx, a->mix_act + a->mix_off[l], a->mix_temp, a->scratch, du, a->dx, u, B, T);
+        be->rmsnorm_bwd(a->dx, l && layer_lean(m, l - 1) ? dx16 : NULL, dw + P[m->layers[l].norm].offset, du, resid,
+                        norm_w, a->rstd + (size_t)l * rows, rows, D, 1);
     }
     be->embedding_bwd(dw + P[m->emb].offset, a->dx, a->tokens, rows, D);
 }
@@ -425,36 +435,38 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
     float *u = x + rows * D, *out = u + rows * D, *mix = out + rows * D, *rstd = mix + act;
     be->embedding_fwd(x, tok, w + P[m->emb].offset, (int)rows, D);
     for (int l = 0; l < c->n_layer; l++) { /* x += the previous layer's output, fused with this layer's norm */
-        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, l ? out : NULL, NULL, w + P[m->layers[l].norm].offset, (int)rows, D,
-                            c->norm_eps);
+        be->add_rmsnorm_fwd(x, mat_f32(u, D), rstd, x, l ? mat_f32(out, D) : mat_none(),
+                            w + P[m->layers[l].norm].offset, (int)rows, D, c->norm_eps);
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
         const mixer_kind *k = m->layers[l].kind;
-        k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T, be->lean_acts) + 15) & ~(size_t)15), out, u, B, T,
-                   s->data + s->layer_off[l]);
+        ctx.form = mixer_form(k, be, 0);
+        k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T, ctx.form) + 15) & ~(size_t)15), mat_f32(out, D),
+                   mat_f32(u, D), B, T, s->data + s->layer_off[l]);
     }
     if (last_only) { /* keep one row per sequence: the last position (rows b*T+T-1 and b are disjoint) */
         for (int b = 0; b < B && T > 1; b++) {
             be->copy(x + (size_t)b * D, x + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
             be->copy(out + (size_t)b * D, out + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         }
-        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, NULL, w + P[m->norm_f].offset, B, D, c->norm_eps);
-        mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL};
-        mixer_linear(&head, lg, V, u, D, w + P[m->head].offset, B, V, D);
+        be->add_rmsnorm_fwd(x, mat_f32(u, D), rstd, x, mat_f32(out, D), w + P[m->norm_f].offset, B, D, c->norm_eps);
+        mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL, MIXER_ACTS_PLAIN, NULL};
+        mixer_linear(&head, mat_f32(lg, V), mat_f32(u, D), w + P[m->head].offset, NULL, B, V, D);
     } else {
-        be->add_rmsnorm_fwd(x, u, NULL, rstd, x, out, NULL, w + P[m->norm_f].offset, (int)rows, D, c->norm_eps);
-        be->matmul_xwT(lg, V, u, D, w + P[m->head].offset, (int)rows, V, D, 0.0f);
+        be->add_rmsnorm_fwd(x, mat_f32(u, D), rstd, x, mat_f32(out, D), w + P[m->norm_f].offset, (int)rows, D,
+                            c->norm_eps);
+        be->matmul_xwT(mat_f32(lg, V), mat_f32(u, D), mat_f32(w + P[m->head].offset, D), NULL, (int)rows, V, D, 0.0f);
     }
 }
 
 /* Floats of one layer's saved activations and temps for a B x T forward (reused by every layer). */
 static size_t forward_act_floats(const ssm_model *m, int B, int T) {
     const ssm_config *c = &m->cfg;
-    const int lean = m->be->lean_acts;
     size_t act = 0;
     for (int l = 0; l < c->n_layer; l++) {
         const mixer_kind *k = m->layers[l].kind;
-        size_t f = ((k->act_floats(c, B, T, lean) + 15) & ~(size_t)15) + k->temp_floats(c, B, T, lean);
+        const int form = mixer_form(k, m->be, 0);
+        size_t f = ((k->act_floats(c, B, T, form) + 15) & ~(size_t)15) + k->temp_floats(c, B, T, form);
         if (f > act) act = f;
     }
     return act;

@@ -22,7 +22,9 @@ typedef struct {
     int n_targets;         /* targets >= 0 in the last forward: the loss is their mean */
     float *resid;   /* [L, B*T, D] residual stream entering each layer */
     float *normed;  /* [B*T, D] rmsnorm(resid) = the mixer input, of one layer at a time (the backward
-                     * recomputes it from resid) */
+                     * recomputes it from resid); lean: the input of a bf16_acts layer in bf16 in its first half, and
+                     * the residual gradient rounded to bf16 (that layer's ctx.dout16) in its second */
+    float *normed32; /* [B*T, D] lean, when a layer's kind takes float32 alone: its input, in float32; else NULL */
     float *rstd;    /* [L, B*T] */
     float *mix_act; /* per-layer mixer activations saved for the backward, at mix_off[l] */
     size_t *mix_off;

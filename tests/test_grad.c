@@ -55,15 +55,15 @@ static struct {
 } sc;
 
 static double scan_loss(void *unused) {
-    cpu_scan_fwd(&sc.s, sc.y, NULL, NULL);
+    cpu_scan_fwd(&sc.s, mat_f32(sc.y, SE), NULL);
     return dot(sc.y, sc.R, (size_t)SB * ST * SE);
 }
 
 /* The step of one (sequence, time) row of sc.s as a batch of one: the decode path. */
 static scan_args scan_row(const scan_args *s, size_t row) {
     scan_args r = *s;
-    r.x += row * SE, r.dt += row * SE, r.Bm += row * 2 * SN, r.Cm += row * 2 * SN;
-    if (r.z) r.z += row * SLDZ;
+    r.x.p = mat_f(r.x) + row * SE, r.dt.p = mat_f(r.dt) + row * SE, r.Bm += row * 2 * SN, r.Cm += row * 2 * SN;
+    if (r.z.p) r.z.p = mat_f(r.z) + row * SLDZ;
     r.B = r.T = 1;
     return r;
 }
@@ -72,17 +72,15 @@ static scan_args scan_row(const scan_args *s, size_t row) {
 static float *scan_grads_all(const scan_args *s, size_t nx, size_t nz) {
     const size_t nbc = (size_t)SB * ST * 2 * SN, na = (size_t)SN * SE;
     float *all = xcalloc(2 * nx + nbc + na + 2 * SE + nz, sizeof(float)), *p = all;
-    scan_grads g = {.dx = p,
-                    .ddt = p + nx,
-                    .dBm = p + 2 * nx,
-                    .dCm = p + 2 * nx + SN,
-                    .lddbc = 2 * SN,
+    scan_grads g = {.dx = mat_f32(p, SE),
+                    .ddt = mat_f32(p + nx, SE),
+                    .dBm = mat_f32(p + 2 * nx, 2 * SN),
+                    .dCm = mat_f32(p + 2 * nx + SN, 2 * SN),
                     .dAt = p + 2 * nx + nbc,
                     .dDv = p + 2 * nx + nbc + na,
                     .ddt_bias = p + 2 * nx + nbc + na + SE,
-                    .dz = p + 2 * nx + nbc + na + 2 * SE,
-                    .lddz = SLDZ};
-    cpu_scan_bwd(s, &g, sc.R);
+                    .dz = mat_f32(p + 2 * nx + nbc + na + 2 * SE, SLDZ)};
+    cpu_scan_bwd(s, &g, mat_f32(sc.R, SE));
     return all;
 }
 
@@ -95,17 +93,18 @@ static void test_scan_checkpoints(size_t nx, size_t nz) {
     uint16_t *hk = xmalloc(sizeof(uint16_t) * nk), *want = xmalloc(sizeof(uint16_t) * nk);
     scan_args sk = sc.s;
     sk.hk = hk;
-    cpu_scan_fwd(&sk, sc.y, NULL, NULL);
+    cpu_scan_fwd(&sk, mat_f32(sc.y, SE), NULL);
     float *h = xcalloc((size_t)SE * SN, sizeof(float)), *y = xmalloc(sizeof(float) * ST * SE);
     const int nj = SCAN_HK_COUNT(ST);
     for (int b = 0; b < SB; b++)
         for (int j = 0; j < nj; j++) { /* the first (j + 1) * 32 steps as a sequence of their own: its final state */
             scan_args r = sc.s;
             const size_t row = (size_t)b * ST;
-            r.x += row * SE, r.dt += row * SE, r.Bm += row * 2 * SN, r.Cm += row * 2 * SN, r.z += row * SLDZ;
+            r.x.p = mat_f(r.x) + row * SE, r.dt.p = mat_f(r.dt) + row * SE, r.Bm += row * 2 * SN;
+            r.Cm += row * 2 * SN, r.z.p = mat_f(r.z) + row * SLDZ;
             r.B = 1, r.T = (j + 1) * SCAN_HK_STEPS;
             memset(h, 0, sizeof(float) * SE * SN);
-            cpu_scan_fwd(&r, y, NULL, h); /* h [E, N] */
+            cpu_scan_fwd(&r, mat_f32(y, SE), h); /* h [E, N] */
             for (int n = 0; n < SN; n++)
                 for (int e = 0; e < SE; e++)
                     host_bf16_from_f32(want + (((size_t)b * nj + j) * SN + n) * SE + e, h + (size_t)e * SN + n, 1);
@@ -128,15 +127,16 @@ static void test_scan_case(int gated) {
     sc.R = randn(nx, 1), sc.y = xmalloc(sizeof(float) * nx);
     for (int i = 0; i < SE; i++) sc.bias[i] -= 1.0f; /* steps softplus(dt + bias) mostly in 0.1 .. 1.5 */
     for (int i = 0; i < SN * SE; i++) sc.At[i] = -0.1f - fabsf(sc.At[i]);
-    sc.s = (scan_args){.x = sc.x, .dt = sc.dt, .dt_bias = sc.bias, .At = sc.At, .Bm = sc.bc, .Cm = sc.bc + SN,
-                       .ldbc = 2 * SN, .Dv = sc.Dv, .z = gated ? sc.z : NULL, .ldz = SLDZ, .B = SB, .T = ST,
-                       .E = SE, .N = SN};
+    sc.s = (scan_args){.x = mat_f32(sc.x, SE), .dt = mat_f32(sc.dt, SE), .dt_bias = sc.bias, .At = sc.At,
+                       .Bm = sc.bc, .Cm = sc.bc + SN, .ldbc = 2 * SN, .Dv = sc.Dv,
+                       .z = gated ? mat_f32(sc.z, SLDZ) : mat_none(), .B = SB, .T = ST, .E = SE, .N = SN};
     float *dx = xmalloc(sizeof(float) * nx), *ddt = xmalloc(sizeof(float) * nx), *out = xmalloc(sizeof(float) * nx);
     float *dbc = xcalloc((size_t)SB * ST * 2 * SN, sizeof(float)), *dAt = xcalloc((size_t)SN * SE, sizeof(float));
     float *dD = xcalloc(SE, sizeof(float)), *dbias = xcalloc(SE, sizeof(float)), *dz = xcalloc(nz, sizeof(float));
-    scan_grads g = {.dx = dx, .ddt = ddt, .dBm = dbc, .dCm = dbc + SN, .lddbc = 2 * SN, .dAt = dAt, .dDv = dD,
-                    .ddt_bias = dbias, .dz = dz, .lddz = SLDZ, .out = gated ? out : NULL};
-    cpu_scan_bwd(&sc.s, &g, sc.R);
+    scan_grads g = {.dx = mat_f32(dx, SE), .ddt = mat_f32(ddt, SE), .dBm = mat_f32(dbc, 2 * SN),
+                    .dCm = mat_f32(dbc + SN, 2 * SN), .dAt = dAt, .dDv = dD, .ddt_bias = dbias,
+                    .dz = mat_f32(dz, SLDZ), .out = gated ? mat_f32(out, SE) : mat_none()};
+    cpu_scan_bwd(&sc.s, &g, mat_f32(sc.R, SE));
     check_dir("x", sc.x, nx, dx, scan_loss, NULL);
     check_dir("dt", sc.dt, nx, ddt, scan_loss, NULL);
     check_dir("dt bias", sc.bias, SE, dbias, scan_loss, NULL);
@@ -150,14 +150,14 @@ static void test_scan_case(int gated) {
         /* the bf16 outputs are the float32 ones rounded, bitwise */
         uint16_t *want = xmalloc(sizeof(uint16_t) * nx), *o16 = xmalloc(sizeof(uint16_t) * nx);
         host_bf16_from_f32(want, sc.y, nx);
-        cpu_scan_fwd(&sc.s, NULL, o16, NULL);
+        cpu_scan_fwd(&sc.s, mat_bf16(o16, SE), NULL);
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "forward bf16 output differs from the rounded float32 one");
         host_bf16_from_f32(want, out, nx);
         uint16_t *dz16 = xcalloc(nz, sizeof(uint16_t)), *wantz = xcalloc(nz, sizeof(uint16_t));
         for (size_t r = 0; r < (size_t)SB * ST; r++)
             host_bf16_from_f32(wantz + r * SLDZ, dz + r * SLDZ, SE);
-        g.out = NULL, g.out16 = o16, g.dz = NULL, g.dz16 = dz16;
-        cpu_scan_bwd(&sc.s, &g, sc.R);
+        g.out = mat_bf16(o16, SE), g.dz = mat_bf16(dz16, SLDZ);
+        cpu_scan_bwd(&sc.s, &g, mat_f32(sc.R, SE));
         EXPECT(!memcmp(o16, want, sizeof(uint16_t) * nx), "backward bf16 output differs from the rounded float32 one");
         EXPECT(!memcmp(dz16, wantz, sizeof(uint16_t) * nz), "bf16 dz differs from the rounded float32 one");
         free(dz16), free(wantz);
@@ -169,9 +169,9 @@ static void test_scan_case(int gated) {
         host_bf16_from_f32(z16, sc.z, nz);
         host_f32_from_bf16(zw, z16, nz);
         scan_args s16 = sc.s, sw = sc.s;
-        s16.z = NULL, s16.z16 = z16, sw.z = zw;
-        cpu_scan_fwd(&s16, y16z, NULL, NULL);
-        cpu_scan_fwd(&sw, ywz, NULL, NULL);
+        s16.z = mat_bf16(z16, SLDZ), sw.z = mat_f32(zw, SLDZ);
+        cpu_scan_fwd(&s16, mat_f32(y16z, SE), NULL);
+        cpu_scan_fwd(&sw, mat_f32(ywz, SE), NULL);
         EXPECT(!memcmp(y16z, ywz, sizeof(float) * nx), "bf16 gate: forward differs");
         free(z16), free(zw), free(y16z), free(ywz);
     }
@@ -182,14 +182,14 @@ static void test_scan_case(int gated) {
     float *yref = xmalloc(sizeof(float) * nx), *h = xcalloc((size_t)SB * SE * SN, sizeof(float));
     float *href = xcalloc((size_t)SB * SE * SN, sizeof(float)), *ysplit = xmalloc(sizeof(float) * nx);
     cpu_scan_fwd_ref(&sc.s, yref, href);
-    cpu_scan_fwd(&sc.s, sc.y, NULL, NULL);
+    cpu_scan_fwd(&sc.s, mat_f32(sc.y, SE), NULL);
     EXPECT(test_rel_err(sc.y, yref, nx) < 1e-6, "whole sequence: rel err %.2e", test_rel_err(sc.y, yref, nx));
     /* one time step at a time, batch by batch, carrying h: the decode path */
     for (int b = 0; b < SB; b++)
         for (int t = 0; t < ST; t++) {
             size_t row = (size_t)b * ST + t;
             scan_args r = scan_row(&sc.s, row);
-            cpu_scan_fwd(&r, ysplit + row * SE, NULL, h + (size_t)b * SE * SN);
+            cpu_scan_fwd(&r, mat_f32(ysplit + row * SE, SE), h + (size_t)b * SE * SN);
         }
     EXPECT(test_rel_err(ysplit, yref, nx) < 1e-6, "stepwise: rel err %.2e", test_rel_err(ysplit, yref, nx));
     EXPECT(test_rel_err(h, href, (size_t)SB * SE * SN) < 1e-6, "final state: rel err %.2e",
@@ -213,7 +213,7 @@ static struct {
 } cv;
 
 static double conv_loss(void *unused) {
-    cpu_conv1d_silu_fwd(cv.out, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(mat_f32(cv.out, CC), mat_f32(cv.x, CLD), NULL, cv.w, cv.b, CB, CT, CC, CK);
     return dot(cv.out, cv.R, (size_t)CB * CT * CC);
 }
 
@@ -225,7 +225,7 @@ static void test_conv(void) {
     float *dx = xcalloc((size_t)CB * CT * CLD, sizeof(float)), *dw = xcalloc(CC * CK, sizeof(float));
     float *db = xcalloc(CC, sizeof(float));
     conv_loss(NULL);
-    cpu_conv1d_silu_bwd(dx, NULL, CLD, dw, db, cv.R, NULL, cv.x, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_bwd(mat_f32(dx, CLD), dw, db, mat_f32(cv.R, CC), mat_f32(cv.x, CLD), cv.w, cv.b, CB, CT, CC, CK);
     check_dir("x", cv.x, (size_t)CB * CT * CLD, dx, conv_loss, NULL);
     check_dir("weight", cv.w, CC * CK, dw, conv_loss, NULL);
     check_dir("bias", cv.b, CC, db, conv_loss, NULL);
@@ -234,13 +234,13 @@ static void test_conv(void) {
     TEST_BEGIN("conv1d with a carried state equals the whole sequence");
     float *st = xcalloc((size_t)CB * CC * (CK - 1), sizeof(float));
     float *out1 = xmalloc(sizeof(float) * n), *piece = xmalloc(sizeof(float) * n);
-    cpu_conv1d_silu_fwd(out1, NULL, cv.x, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(mat_f32(out1, CC), mat_f32(cv.x, CLD), NULL, cv.w, cv.b, CB, CT, CC, CK);
     for (int b = 0; b < CB; b++)
         for (int t = 0; t < CT; t += 2) { /* pieces of 2 steps (and a last one of 1) */
             int len = imin(2, CT - t);
             const float *xs = cv.x + ((size_t)b * CT + t) * CLD;
-            cpu_conv1d_silu_fwd(piece + ((size_t)b * CT + t) * CC, NULL, xs, NULL, CLD, st + (size_t)b * CC * (CK - 1),
-                                cv.w, cv.b, 1, len, CC, CK);
+            cpu_conv1d_silu_fwd(mat_f32(piece + ((size_t)b * CT + t) * CC, CC), mat_f32(xs, CLD),
+                                st + (size_t)b * CC * (CK - 1), cv.w, cv.b, 1, len, CC, CK);
             cpu_conv1d_state_update(st + (size_t)b * CC * (CK - 1), xs, CLD, 1, len, CC, CK);
         }
     EXPECT(test_rel_err(piece, out1, n) == 0, "rel err %.2e", test_rel_err(piece, out1, n));
@@ -252,25 +252,26 @@ static void test_conv(void) {
     float *xw = xmalloc(sizeof(float) * nxx), *o16 = xmalloc(sizeof(float) * n), *ow = xmalloc(sizeof(float) * n);
     host_bf16_from_f32(x16, cv.x, nxx);
     host_f32_from_bf16(xw, x16, nxx);
-    cpu_conv1d_silu_fwd(o16, NULL, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
-    cpu_conv1d_silu_fwd(ow, NULL, xw, NULL, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(mat_f32(o16, CC), mat_bf16(x16, CLD), NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(mat_f32(ow, CC), mat_f32(xw, CLD), NULL, cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(o16, ow, sizeof(float) * n), "forward differs");
     uint16_t *ob16 = xmalloc(sizeof(uint16_t) * n), *obw = xmalloc(sizeof(uint16_t) * n);
-    cpu_conv1d_silu_fwd(o16, ob16, NULL, x16, CLD, NULL, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_fwd(mat_bf16(ob16, CC), mat_bf16(x16, CLD), NULL, cv.w, cv.b, CB, CT, CC, CK);
     host_bf16_from_f32(obw, ow, n);
     EXPECT(!memcmp(ob16, obw, sizeof(uint16_t) * n), "the bf16 output is not the float32 one rounded");
     free(ob16), free(obw);
     float *dx16 = xcalloc(nxx, sizeof(float)), *dxw = xcalloc(nxx, sizeof(float));
     float *dw16 = xcalloc(CC * CK, sizeof(float)), *dww = xcalloc(CC * CK, sizeof(float));
     float *db16 = xcalloc(CC, sizeof(float)), *dbw = xcalloc(CC, sizeof(float));
-    cpu_conv1d_silu_bwd(dx16, NULL, CLD, dw16, db16, cv.R, NULL, NULL, x16, CLD, cv.w, cv.b, CB, CT, CC, CK);
-    cpu_conv1d_silu_bwd(dxw, NULL, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_bwd(mat_f32(dx16, CLD), dw16, db16, mat_f32(cv.R, CC), mat_bf16(x16, CLD), cv.w, cv.b, CB, CT, CC,
+                        CK);
+    cpu_conv1d_silu_bwd(mat_f32(dxw, CLD), dww, dbw, mat_f32(cv.R, CC), mat_f32(xw, CLD), cv.w, cv.b, CB, CT, CC, CK);
     EXPECT(!memcmp(dx16, dxw, sizeof(float) * nxx) && !memcmp(dw16, dww, sizeof(float) * CC * CK) &&
                !memcmp(db16, dbw, sizeof(float) * CC),
            "backward differs");
     /* dx in bf16: the float32 dx rounded */
     uint16_t *gx16 = xcalloc(nxx, sizeof(uint16_t)), *want = xcalloc(nxx, sizeof(uint16_t));
-    cpu_conv1d_silu_bwd(NULL, gx16, CLD, dww, dbw, cv.R, NULL, xw, NULL, CLD, cv.w, cv.b, CB, CT, CC, CK);
+    cpu_conv1d_silu_bwd(mat_bf16(gx16, CLD), dww, dbw, mat_f32(cv.R, CC), mat_f32(xw, CLD), cv.w, cv.b, CB, CT, CC, CK);
     for (size_t r = 0; r < (size_t)CB * CT; r++)
         host_bf16_from_f32(want + r * CLD, dxw + r * CLD, CC);
     EXPECT(!memcmp(gx16, want, sizeof(uint16_t) * nxx), "bf16 dx is not the float32 one rounded");
@@ -286,7 +287,7 @@ static struct {
 } rn;
 
 static double rms_loss(void *u) {
-    cpu_rmsnorm_fwd(rn.y, NULL, rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
+    cpu_rmsnorm_fwd(mat_f32(rn.y, RD), rn.rstd, rn.x, rn.w, RR, RD, 1e-5f);
     return dot(rn.y, rn.R, RR * RD);
 }
 
@@ -308,7 +309,7 @@ static void test_small_ops(void) {
     rn.y = xmalloc(sizeof(float) * RR * RD), rn.rstd = xmalloc(sizeof(float) * RR);
     float *dx = xcalloc(RR * RD, sizeof(float)), *dw = xcalloc(RD, sizeof(float));
     rms_loss(NULL);
-    cpu_rmsnorm_bwd(dx, NULL, dw, rn.R, NULL, rn.x, rn.w, rn.rstd, RR, RD, 0);
+    cpu_rmsnorm_bwd(dx, NULL, dw, mat_f32(rn.R, RD), rn.x, rn.w, rn.rstd, RR, RD, 0);
     check_dir("x", rn.x, RR * RD, dx, rms_loss, NULL);
     check_dir("weight", rn.w, RD, dw, rms_loss, NULL);
     TEST_END();

@@ -111,6 +111,47 @@ static void test_state_sees_weight_updates(void) {
  * gradient within 3e-2 of its scale (measured 2.1e-2, layer 0's A_log: upstream roundings add up; 1.1e-2 while
  * only the GEMM operands were rounded). With biases (dxz then stays float32 for in_proj's bias gradient) within
  * 5e-2, the GPU's bf16 model test's bound. */
+/* A layer kind that takes float32 alone (bf16_acts 0) runs inside a bf16 model: the model converts at its boundary.
+ * Mamba-1 declared float32-only stands in for such a kind. On the CPU, whose GEMMs are float32, a lean model of such
+ * layers alone is bitwise the plain model; mixed with lean Mamba-1 layers it is within the lean path's bounds. */
+static void test_float32_kind_in_bf16_model(void) {
+    TEST_BEGIN("a float32-only layer kind in a bf16 (lean) model: converted at its boundary, bitwise plain alone");
+    static mixer_kind f32_only;
+    f32_only = mixer_mamba1;
+    f32_only.bf16_acts = 0;
+    backend lean = backend_cpu;
+    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    enum { B = 2, T = 70, n = B * T, L = 3 };
+    int tok[n], tgt[n];
+    for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
+    ssm_model *plain = random_model(24, L, 41);
+    const double lp = model_train_forward(plain, tok, tgt, B, T);
+    model_zero_grad(plain);
+    model_train_backward(plain, 1.0f);
+    for (int mixed = 0; mixed < 2; mixed++) {
+        ssm_model *m = random_model(24, L, 41);
+        for (int l = 0; l < L; l++)
+            if (!mixed || l == 1) m->layers[l].kind = &f32_only; /* mixed: lean, float32-only, lean */
+        m->be = &lean;
+        const double lm = model_train_forward(m, tok, tgt, B, T);
+        model_zero_grad(m);
+        model_train_backward(m, 1.0f);
+        const double e = test_rel_err(m->dw, plain->dw, m->layout.total);
+        if (!mixed) {
+            EXPECT(lm == lp, "loss %.9g vs plain %.9g", lm, lp);
+            EXPECT(e == 0, "gradients differ from the plain model's by %.3g", e);
+            EXPECT(m->acts.normed32 != NULL, "no float32 input buffer for the float32-only layers");
+        } else {
+            EXPECT(fabs(lm - lp) <= 1e-4 * fabs(lp) && lm != lp, "mixed: loss %.9g vs plain %.9g", lm, lp);
+            EXPECT(e > 0 && e <= 3e-2, "mixed: gradients differ from the plain ones by %.3g of their scale", e);
+        }
+        m->be = &backend_cpu;
+        ssm_model_free(m);
+    }
+    ssm_model_free(plain);
+    TEST_END();
+}
+
 static void test_lean_activations(int use_bias) {
     const double tol = use_bias ? 5e-2 : 3e-2;
     TEST_BEGIN(use_bias ? "lean activations with in_proj/out_proj biases: loss within 1e-4, gradients within 5e-2"
@@ -355,6 +396,7 @@ int main(void) {
     test_state_sees_weight_updates();
     test_lean_activations(0);
     test_lean_activations(1);
+    test_float32_kind_in_bf16_model();
     test_bf16_decode();
     test_op_list();
     test_limits();

@@ -10,6 +10,8 @@
  * arguments: the parameters' names, in order (the profiler's wrapper passes them on). group: the op's row group in
  * `ssm bench --profile`: gemm, scan, other or optim. A gemm has a float32 and a bf16 tensor-core kernel on CUDA
  * (<name>_cuda, <name>_cuda_bf16: the two CUDA tables differ in them); every other op one kernel for both tables.
+ * Operands of several precisions are `mat`s (ops.h): pointer, dtype and row stride; an entry says which dtypes each
+ * takes (a backend's check_op may refuse a combination it has no kernel for).
  * The order is the profile's: a group's rows print in list order (ops added later come later).
  *
  * Conventions (src/ops/ops.h has the scan's argument types): backwards write input gradients (`=`) unless named
@@ -18,48 +20,18 @@
  * memory unless said otherwise. */
 
 /* ---- matmul ------------------------------------------------------------------------------------------------- */
-/* y[M,N] (ldy) = beta*y + x[M,K] (ldx) @ w[N,K]^T : a linear layer with PyTorch's weight layout. */
-OP(void, matmul_xwT, (float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta),
-   (y, ldy, x, ldx, w, M, N, K, beta), gemm)
-/* dx[M,K] (lddx) = beta*dx + dy[M,N] (lddy) @ w[N,K] : the input gradient of that layer. */
-OP(void, matmul_dyw, (float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta),
-   (dx, lddx, dy, lddy, w, M, N, K, beta), gemm)
-/* dw[N,K] += dy[M,N]^T (lddy) @ x[M,K] (ldx) : its weight gradient. */
-OP(void, matmul_dw_acc, (float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K),
-   (dw, dy, lddy, x, ldx, M, N, K), gemm)
-/* Both gradients of one layer from the same dy: matmul_dyw (dx, beta) then matmul_dw_acc (dw). One op so that a
- * backend can share its work on dy (the CUDA bf16 one rounds dy to bf16 once). */
-OP(void, matmul_bwd,
-   (float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx, const float *w,
-    int M, int N, int K),
-   (dx, lddx, beta, dw, dy, lddy, x, ldx, w, M, N, K), gemm)
-/* matmul_xwT and matmul_dw_acc with the activation operand x in bf16 (x16, row stride ldx): the lean bf16 training
- * path, where x's producer wrote it rounded (as a bf16 GEMM would round it). */
-OP(void, matmul_xwT_x16,
-   (float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K, float beta),
-   (y, ldy, x16, ldx, w, M, N, K, beta), gemm)
-OP(void, matmul_dw_acc_x16, (float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K),
-   (dw, dy, lddy, x16, ldx, M, N, K), gemm)
-/* y16[M,N] (ldy) = bf16(x[M,K] @ w[N,K]^T + bias) (bias [N] or NULL): a layer whose output is kept in bf16; x in
- * float32 or x16 in bf16 (exactly one of the two). */
-OP(void, matmul_xwT_y16,
-   (uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int M,
-    int N, int K),
-   (y16, ldy, x, x16, ldx, w, bias, M, N, K), gemm)
-/* matmul_bwd with dy and x each in float32 or bf16 (exactly one of dy, dy16 and one of x, x16): the lean path's
- * producers write some of them rounded. dx NULL: only dw (x unused); dw NULL: only dx (x and w unused respectively:
- * x may be NULL, and w when dx is). dx16 instead of dx: the input gradient in bf16, dx16 = bf16(beta dx16 + dy w)
- * (the lean path's x_proj input gradient, added to the scan's). */
-OP(void, matmul_bwd16,
-   (float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16, int lddy,
-    const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K),
-   (dx, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K), gemm)
-/* matmul_xwT with the weights w16[N,K] in bf16 (the upper halves of float32s), float32 x and y: the CPU's decode,
- * where reading the weights is the cost (w16 is the host's bf16 copy of the parameters, ssm_model_use_bf16). The
- * CUDA backend has none: its bf16 table's matmul_xwT reads its own bf16 shadow of the weights. */
-OP(void, matmul_xwT_bf16,
-   (float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta),
-   (y, ldy, x, ldx, w16, M, N, K, beta), gemm)
+/* y[M,N] = beta*y + x[M,K] @ w[N,K]^T (+ bias[N] when not NULL): a linear layer with PyTorch's weight layout.
+ * x float32 or bf16; y float32, or bf16 (the result rounded once; beta 0); w dense (ld K) float32, or bf16 on the CPU
+ * (the host's bf16 copy of the parameters, for decode: ssm_model_use_bf16; the CUDA bf16 table reads its own bf16
+ * shadow of the float32 weights instead). */
+OP(void, matmul_xwT, (mat y, mat x, mat w, const float *bias, int M, int N, int K, float beta),
+   (y, x, w, bias, M, N, K, beta), gemm)
+/* Both gradients of that layer from dy[M,N] (float32 or bf16): dx[M,K] = beta*dx + dy @ w, and dw[N,K] += dy^T @ x.
+ * dx float32 or bf16 (bf16: computed in float32 from the widened dx, then rounded), or none: dw alone (w unused);
+ * dw NULL: dx alone (x unused, may be none). One op so that a backend can share its work on dy (the CUDA bf16 one
+ * rounds dy to bf16 once for both products). */
+OP(void, matmul_bwd, (mat dx, float beta, float *dw, mat dy, mat x, const float *w, int M, int N, int K),
+   (dx, beta, dw, dy, x, w, M, N, K), gemm)
 
 
 /* y[rows, N] (ldy) += bias[N] broadcast over rows; db[N] += column sums of dy[rows, N] (lddy). */
@@ -73,45 +45,40 @@ OP(void, embedding_bwd, (float *dtable, const float *dout, const int *tokens, in
    (dtable, dout, tokens, rows, D), other)
 
 /* ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ------------------------------------------------------------- */
-/* y in float32 and/or y16 rounded to bf16 (either may be NULL, not both); rstd [rows] or NULL. */
-OP(void, rmsnorm_fwd,
-   (float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps),
-   (y, y16, rstd, x, w, rows, D, eps), other)
-/* dx (+)= grad through the norm from dy (or dy16 in bf16, the lean path's mixer input gradient: exactly one of the
- * two): accumulate into dx when acc != 0; dw += per-column sums. dx16, when not NULL, also receives dx as it ends
- * (after the accumulation) rounded to bf16: the lean path's next GEMM operand. */
+/* x, y [rows, D] dense; y float32 or bf16 (ld D); rstd [rows] or NULL. */
+OP(void, rmsnorm_fwd, (mat y, float *rstd, const float *x, const float *w, int rows, int D, float eps),
+   (y, rstd, x, w, rows, D, eps), other)
+/* dx (+)= grad through the norm from dy (float32 or bf16, ld D: bf16 is the lean path's mixer input gradient):
+ * accumulate into dx when acc != 0; dw += per-column sums. dx_copy16, when not NULL, also receives dx as it ends
+ * (after the accumulation) rounded to bf16 [rows, D]: the lean path's next GEMM operand. */
 OP(void, rmsnorm_bwd,
-   (float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x, const float *w,
-    const float *rstd, int rows, int D, int acc),
-   (dx, dx16, dw, dy, dy16, x, w, rstd, rows, D, acc), other)
+   (float *dx, uint16_t *dx_copy16, float *dw, mat dy, const float *x, const float *w, const float *rstd, int rows,
+    int D, int acc),
+   (dx, dx_copy16, dw, dy, x, w, rstd, rows, D, acc), other)
 
 /* ---- causal depthwise conv1d (kernel K, left zero padding) + SiLU -------------------------------------------- */
-/* x [B, T, C] (ldx) in float32, or x16 the same in bf16 (exactly one of the two), w [C, K], bias [C] or NULL:
- * out [B, T, C] = silu(pre), pre = conv(x) + bias (the bias first, then the taps oldest first), and out16 (if not
- * NULL) the same rounded to bf16 (out may then be NULL). init [B, C, K-1] holds the inputs before t = 0 (oldest
- * first), or NULL for zeros. */
+/* x [B, T, C] (rows x.ld apart) float32 or bf16, w [C, K], bias [C] or NULL: out [B, T, C] dense (ld C) = silu(pre),
+ * float32 or bf16, pre = conv(x) + bias (the bias first, then the taps oldest first). init [B, C, K-1] holds the
+ * inputs before t = 0 (oldest first), or NULL for zeros. */
 OP(void, conv1d_silu_fwd,
-   (float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init, const float *w,
-    const float *bias, int B, int T, int C, int K),
-   (out, out16, x, x16, ldx, init, w, bias, B, T, C, K), other)
-/* dout [B,T,C] -> dx [B,T,C] (lddx, written; or dx16 the same rounded to bf16: exactly one of the two), dw [C,K] +=,
- * dbias [C] += (NULL: no bias); `pre` recomputed from x (or x16) as the forward did (which started from zeros:
- * training). dout16, when not NULL, is a gradient term [B,T,C] in bf16 added to dout, or the whole of it with dout
- * NULL (the lean path's). */
+   (mat out, mat x, const float *init, const float *w, const float *bias, int B, int T, int C, int K),
+   (out, x, init, w, bias, B, T, C, K), other)
+/* dout [B,T,C] dense (float32 or bf16) -> dx [B,T,C] (rows dx.ld apart, written; float32 or bf16), dw [C,K] +=,
+ * dbias [C] += (NULL: no bias); `pre` recomputed from x (float32 or bf16) as the forward did (which started from
+ * zeros: training). */
 OP(void, conv1d_silu_bwd,
-   (float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout, const uint16_t *dout16,
-    const float *x, const uint16_t *x16, int ldx, const float *w, const float *bias, int B, int T, int C, int K),
-   (dx, dx16, lddx, dw, dbias, dout, dout16, x, x16, ldx, w, bias, B, T, C, K), other)
+   (mat dx, float *dw, float *dbias, mat dout, mat x, const float *w, const float *bias, int B, int T, int C, int K),
+   (dx, dw, dbias, dout, x, w, bias, B, T, C, K), other)
 /* Advances the conv state [B, C, K-1] past the T inputs x [B, T, C] (ldx): it keeps the last K-1. */
 OP(void, conv1d_state_update, (float *state, const float *x, int ldx, int B, int T, int C, int K),
    (state, x, ldx, B, T, C, K), other)
 
 /* ---- selective scan (Mamba-1; scan_args and scan_grads in ops.h) --------------------------------------------- */
-/* out [B, T, E] dense, or out16 the same rounded to bf16 (exactly one of the two). h: [B, E, N] initial state,
- * updated to the final state; NULL means start from zero and discard. */
-OP(void, scan_fwd, (const scan_args *s, float *out, uint16_t *out16, float *h), (s, out, out16, h), scan)
-/* Backward from dout (d out, [B, T, E] dense; or g->dout16), starting from a zero initial state (training). */
-OP(void, scan_bwd, (const scan_args *s, const scan_grads *g, const float *dout), (s, g, dout), scan)
+/* out [B, T, E] dense (ld E), float32 or bf16. h: [B, E, N] initial state, updated to the final state; NULL means
+ * start from zero and discard. */
+OP(void, scan_fwd, (const scan_args *s, mat out, float *h), (s, out, h), scan)
+/* Backward from dout (d out, [B, T, E] dense, float32 or bf16), starting from a zero initial state (training). */
+OP(void, scan_bwd, (const scan_args *s, const scan_grads *g, mat dout), (s, g, dout), scan)
 
 /* ---- loss ------------------------------------------------------------------------------------------------------ */
 /* Mean cross-entropy (nats) over rows; when dlogits != NULL writes (softmax - onehot) * scale. targets < 0 are
@@ -135,18 +102,17 @@ OP(void, adamw_step,
 /* ---- added later (here for the profile's row order) ---------------------------------------------------------- */
 /* At[N, E] = -exp(A_log[E, N])^T: Mamba-1's continuous decay, state-major as scan_fwd wants it. */
 OP(void, neg_exp_transpose, (float *At, const float *A_log, int E, int N), (At, A_log, E, N), other)
-/* dst[r, :cols] (row stride ldd) = bf16(src[r, :cols]) (row stride lds), round to nearest even: an operand that
- * several bf16 GEMMs read, rounded once. */
-OP(void, round_bf16_rows, (uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols),
-   (dst, ldd, src, lds, rows, cols), other)
-/* The residual add fused with the next norm: x_out = x + delta (delta NULL: x_out = x; delta16: delta in bf16, the
- * lean path's mixer output), then y (or y16), rstd = rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place).
+/* dst[r, :cols] = src[r, :cols] in dst's dtype (float32 to bf16 rounds to nearest even, bf16 to float32 is exact;
+ * the same dtype copies; not overlapping unless dst is src): an operand that several bf16 GEMMs read, rounded once,
+ * and the model's conversion at the boundary of a mixer that takes float32 alone inside a bf16 model. */
+OP(void, convert_rows, (mat dst, mat src, int rows, int cols), (dst, src, rows, cols), other)
+/* The residual add fused with the next norm: x_out = x + delta (delta [rows, D] dense, float32 or bf16 (the lean path's
+ * mixer output), or none: x_out = x), then y, rstd = rmsnorm(x_out) as rmsnorm_fwd. x_out may be x (in place).
  * Bitwise the same as the add then the norm. */
 OP(void, add_rmsnorm_fwd,
-   (float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta, const uint16_t *delta16,
-    const float *w, int rows, int D, float eps),
-   (x_out, y, y16, rstd, x, delta, delta16, w, rows, D, eps), other)
-/* One decode step (T = 1) in one pass: conv1d_silu_fwd(out, NULL, x, NULL, ldx, state, w, bias, B, 1, C, K), then
+   (float *x_out, mat y, float *rstd, const float *x, mat delta, const float *w, int rows, int D, float eps),
+   (x_out, y, rstd, x, delta, w, rows, D, eps), other)
+/* One decode step (T = 1) in one pass: conv1d_silu_fwd(out, x, state, w, bias, B, 1, C, K), then
  * conv1d_state_update(state, x, ldx, B, 1, C, K). */
 OP(void, conv1d_silu_step,
    (float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B, int C, int K),

@@ -206,15 +206,20 @@ static size_t mamba1_state_floats(const ssm_config *c, long max_context) {
     return (size_t)d.E * (d.K - 1) + (size_t)d.E * d.N;
 }
 
+/* The operand of an activation that lean training keeps in bf16 (h) and the other forms in float32 (f), from
+ * element off of its row on (the one pointer that is set is offset). */
+static mat act_mat_at(int lean, const float *f, const uint16_t *h, size_t off, int ld) {
+    return lean ? mat_bf16(h + off, ld) : mat_f32(f + off, ld);
+}
+static mat act_mat(int lean, const float *f, const uint16_t *h, int ld) { return act_mat_at(lean, f, h, 0, ld); }
+
 /* The scan's operands in a layer's activations: x the SiLU(conv) output, dt the dt_proj output (the scan adds
  * the bias and applies the softplus), B and C from the x_proj output, the gate z the second half of xz; lean
- * (xz16): x, dt and z in bf16 as the conv, dt_proj and in_proj write them. */
+ * training: x, dt and z in bf16 as the conv, dt_proj and in_proj write them. */
 static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const float *At, mamba1_dims d, int B,
-                              int T, int xz16) {
-    return (scan_args){.x = xz16 ? NULL : a->xs,
-                       .x16 = xz16 ? a->xs16 : NULL,
-                       .dt = xz16 ? NULL : a->dt,
-                       .dt16 = xz16 ? a->dt16 : NULL,
+                              int T, int lean) {
+    return (scan_args){.x = lean ? mat_bf16(a->xs16, d.E) : mat_f32(a->xs, d.E),
+                       .dt = lean ? mat_bf16(a->dt16, d.E) : mat_f32(a->dt, d.E),
                        .dt_bias = v->dt_b,
                        .At = At,
                        .A_log = At ? NULL : v->A_log,
@@ -222,139 +227,98 @@ static scan_args scan_args_of(const mamba1_act *a, const mamba1_views *v, const 
                        .Cm = a->dbc + d.R + d.N,
                        .ldbc = d.P,
                        .Dv = v->D,
-                       .z = xz16 ? NULL : a->xz + d.E,
-                       .z16 = xz16 ? a->xz16 + d.E : NULL,
-                       .ldz = 2 * d.E,
+                       .z = act_mat_at(lean, a->xz, a->xz16, d.E, 2 * d.E),
                        .B = B,
                        .T = T,
                        .E = d.E,
                        .N = d.N,
-                       .hk = xz16 ? a->hk : NULL};
+                       .hk = lean ? a->hk : NULL};
 }
 
-/* dt = dt_proj(dt_low) [rows, E], in bf16 (dt16) in lean training */
+
+/* dt = dt_proj(dt_low) [rows, E], in bf16 (dt16, from dt_low rounded once: dtl16) in lean training */
 static void dt_proj_fwd(const mixer_ctx *ctx, const mamba1_act *a, const mamba1_views *v, mamba1_dims d, int rows,
                         int lean) {
     if (lean)
-        ctx->be->matmul_xwT_y16(a->dt16, d.E, NULL, a->dtl16, d.R, v->dt_w, NULL, rows, d.E, d.R);
+        ctx->be->matmul_xwT(mat_bf16(a->dt16, d.E), mat_bf16(a->dtl16, d.R), mat_f32(v->dt_w, d.R), NULL, rows, d.E,
+                            d.R, 0.0f);
     else
-        mixer_linear(ctx, a->dt, d.E, a->dbc, d.P, v->dt_w, rows, d.E, d.R);
+        mixer_linear(ctx, mat_f32(a->dt, d.E), mat_f32(a->dbc, d.P), v->dt_w, NULL, rows, d.E, d.R);
 }
 
-static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
-                           float *state) {
+static void mamba1_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
     mamba1_dims d = dims_of(ctx->cfg);
     mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    const int form = !be->lean_acts ? MIXER_ACTS_PLAIN : state ? MIXER_ACTS_LEAN : MIXER_ACTS_LEAN_TRAIN;
-    mamba1_act a = act_of(act, temp, d, rows, form);
+    mamba1_act a = act_of(act, temp, d, rows, ctx->form);
     float *conv_state = state, *scan_state = state ? state + (size_t)B * d.E * (d.K - 1) : NULL;
+    const int lean = ctx->form == MIXER_ACTS_LEAN_TRAIN; /* xz, xs (for x_proj), dt and g in bf16; u and out too */
+    const mat xz = act_mat(lean, a.xz, a.xz16, 2 * d.E), xs = act_mat(lean, a.xs, a.xs16, d.E);
+    const mat g = act_mat(lean, a.g, a.g16, d.E);
 
-    const int lean = a.xz16 && !state; /* lean training: xz, xs (for x_proj) and g in bf16 */
-    if (lean) {
-        /* xz = in_proj(u) */
-        be->matmul_xwT_y16(a.xz16, 2 * d.E, u, ctx->u16, d.D, v.in_proj, v.in_b, rows, 2 * d.E, d.D);
-        be->conv1d_silu_fwd(NULL, a.xs16, NULL, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
-    } else {
-        mixer_linear(ctx, a.xz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
-        if (v.in_b) be->bias_add(a.xz, 2 * d.E, v.in_b, rows, 2 * d.E);
-        if (conv_state && T == 1) /* a decode step: output and state advance in one pass */
-            be->conv1d_silu_step(a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, d.E, d.K);
-        else {
-            be->conv1d_silu_fwd(a.xs, NULL, a.xz, NULL, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
-            if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
-        }
+    /* xz = in_proj(u) */
+    mixer_linear(ctx, xz, u, v.in_proj, v.in_b, rows, 2 * d.E, d.D);
+    /* xs = SiLU(conv(x)) */
+    if (conv_state && T == 1) /* a decode step: output and state advance in one pass */
+        be->conv1d_silu_step(a.xs, a.xz, 2 * d.E, conv_state, v.conv_w, v.conv_b, B, d.E, d.K);
+    else {
+        be->conv1d_silu_fwd(xs, xz, conv_state, v.conv_w, v.conv_b, B, T, d.E, d.K);
+        if (conv_state) be->conv1d_state_update(conv_state, a.xz, 2 * d.E, B, T, d.E, d.K);
     }
     /* dt_low, B, C = x_proj(x) */
-    if (lean) {
-        be->matmul_xwT_x16(a.dbc, d.P, a.xs16, d.E, v.x_proj, rows, d.P, d.E, 0.0f);
-        be->round_bf16_rows(a.dtl16, d.R, a.dbc, d.P, rows, d.R);
-    } else
-        mixer_linear(ctx, a.dbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
+    mixer_linear(ctx, mat_f32(a.dbc, d.P), xs, v.x_proj, NULL, rows, d.P, d.E);
+    if (lean) be->convert_rows(mat_bf16(a.dtl16, d.R), mat_f32(a.dbc, d.P), rows, d.R);
     dt_proj_fwd(ctx, &a, &v, d, rows, lean); /* dt = dt_proj(dt_low) */
     const scan_args s = scan_args_of(&a, &v, ctx->canon, d, B, T, lean); /* (training: A from A_log in the scan) */
-    if (lean) {
-        be->scan_fwd(&s, NULL, a.g16, NULL); /* g = scan(..) * silu(z) */
-        if (ctx->out16) /* out_proj, bf16 out (with its bias) */
-            be->matmul_xwT_y16(ctx->out16, d.D, NULL, a.g16, d.E, v.out_proj, v.out_b, rows, d.D, d.E);
-        else be->matmul_xwT_x16(out, d.D, a.g16, d.E, v.out_proj, rows, d.D, d.E, 0.0f);
-    } else {
-        be->scan_fwd(&s, a.g, NULL, scan_state);
-        mixer_linear(ctx, out, d.D, a.g, d.E, v.out_proj, rows, d.D, d.E);
-    }
-    if (v.out_b && out) be->bias_add(out, d.D, v.out_b, rows, d.D);
+    be->scan_fwd(&s, g, scan_state);                                       /* g = scan(..) * silu(z) */
+    mixer_linear(ctx, out, g, v.out_proj, v.out_b, rows, d.D, d.E);      /* out = out_proj(g) */
 }
 
-static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, float *du,
-                            const float *dout, const float *u, int B, int T) {
+static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du,
+                            const float *dout, mat u, int B, int T) {
     mamba1_dims d = dims_of(ctx->cfg);
-    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), g = views_of(ctx->cfg, ctx->dw, ctx->pi);
+    mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi), gr = views_of(ctx->cfg, ctx->dw, ctx->pi);
     const backend *be = ctx->be;
-    const int rows = B * T;
-    mamba1_act a = act_of(act, temp, d, rows, be->lean_acts ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
+    const int rows = B * T, lean = ctx->form == MIXER_ACTS_LEAN_TRAIN;
+    mamba1_act a = act_of(act, temp, d, rows, ctx->form);
+    const mat xz = act_mat(lean, a.xz, a.xz16, 2 * d.E), xs = act_mat(lean, a.xs, a.xs16, d.E);
     /* recompute the temps as the forward did, from the saved xz (lean: in bf16) and dbc: conv + SiLU and dt; the
      * scan's backward recomputes its gated output g */
-    be->conv1d_silu_fwd(a.xs16 ? NULL : a.xs, a.xs16, a.xz16 ? NULL : a.xz, a.xz16, 2 * d.E, NULL, v.conv_w, v.conv_b,
-                        B, T, d.E, d.K);
-    dt_proj_fwd(ctx, &a, &v, d, rows, a.xz16 != NULL);
-    const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, a.xz16 ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_PLAIN);
-    float *dxz = w.dxz, *dy = w.dy, *dxs = w.dxs, *ddt = w.ddt, *ddbc = w.ddbc;
-    uint16_t *dxz16 = w.dxz16, *dy16 = w.dy16, *dxs16 = w.dxs16, *ddt16 = w.ddt16, *ddbc16 = w.ddbc16;
-
-    /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward; dy
-     * in bf16 for the scan (as the reference's autocast hands it) */
-    if (dy16)
-        be->matmul_bwd16(NULL, dy16, d.E, 0.0f, NULL, ctx->dout16 ? NULL : dout, ctx->dout16, d.D, NULL, NULL, 0,
-                         v.out_proj, rows, d.D, d.E);
-    else if (ctx->dout16)
-        be->matmul_bwd16(dy, NULL, d.E, 0.0f, NULL, NULL, ctx->dout16, d.D, NULL, NULL, 0, v.out_proj, rows, d.D, d.E);
-    else be->matmul_dyw(dy, d.E, dout, d.D, v.out_proj, rows, d.D, d.E, 0.0f);
-    if (g.out_b) be->bias_grad_acc(g.out_b, dout, d.D, rows, d.D);
-    const scan_args s = scan_args_of(&a, &v, NULL, d, B, T, a.xz16 != NULL);
+    be->conv1d_silu_fwd(xs, xz, NULL, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    dt_proj_fwd(ctx, &a, &v, d, rows, lean);
+    const mamba1_scratch w = scratch_of(scratch, ctx->cfg, d, rows, ctx->form);
     /* lean: dxz in bf16, as in_proj's GEMMs read it (not with an in_proj bias: its gradient sums dxz in float32);
-     * ddt in bf16, as dt_proj's GEMMs take it */
+     * dy (for the scan, as the reference's autocast hands it), dxs, ddt and d(dt_low | B | C) in bf16, as the GEMMs
+     * that read them take them */
+    const mat dxz = w.dxz16 ? mat_bf16(w.dxz16, 2 * d.E) : mat_f32(w.dxz, 2 * d.E);
+    const mat dy = act_mat(lean, w.dy, w.dy16, d.E), dxs = act_mat(lean, w.dxs, w.dxs16, d.E);
+    const mat ddt = act_mat(lean, w.ddt, w.ddt16, d.E), ddbc = act_mat(lean, w.ddbc, w.ddbc16, d.P);
+    /* lean: dout also in bf16 (ctx->dout16), as out_proj's two GEMMs take it: rounded once, by the norm backward */
+    const mat dout_m = ctx->dout16 ? mat_bf16(ctx->dout16, d.D) : mat_f32(dout, d.D);
+
+    be->matmul_bwd(dy, 0.0f, NULL, dout_m, mat_none(), v.out_proj, rows, d.D, d.E);
+    if (gr.out_b) be->bias_grad_acc(gr.out_b, dout, d.D, rows, d.D);
+    const scan_args s = scan_args_of(&a, &v, NULL, d, B, T, lean);
     const scan_grads sg = {.dx = dxs,
-                           .dx16 = dxs16,
-                           .ddt = ddt16 ? NULL : ddt,
-                           .ddt16 = ddt16,
-                           .dBm = ddbc16 ? NULL : ddbc + d.R,
-                           .dCm = ddbc16 ? NULL : ddbc + d.R + d.N,
-                           .dBm16 = ddbc16 ? ddbc16 + d.R : NULL,
-                           .dCm16 = ddbc16 ? ddbc16 + d.R + d.N : NULL,
-                           .lddbc = d.P,
-                           .dA_log = g.A_log, /* through A = -exp(A_log) */
-                           .dDv = g.D,
-                           .ddt_bias = g.dt_b,
-                           .dz = dxz16 ? NULL : dxz + d.E,
-                           .dz16 = dxz16 ? dxz16 + d.E : NULL,
-                           .lddz = 2 * d.E,
-                           .out = a.g16 ? NULL : a.g,
-                           .out16 = a.g16,
-                           .dout16 = dy16};
-    be->scan_bwd(&s, &sg, dy);                       /* also rebuilds g, the out_proj input */
-    if (a.g16 && ctx->dout16)
-        be->matmul_bwd16(NULL, NULL, 0, 0.0f, g.out_proj, NULL, ctx->dout16, d.D, NULL, a.g16, d.E, NULL, rows, d.D,
-                         d.E);
-    else if (a.g16) be->matmul_dw_acc_x16(g.out_proj, dout, d.D, a.g16, d.E, rows, d.D, d.E);
-    else
-        be->matmul_dw_acc(g.out_proj, dout, d.D, a.g, d.E, rows, d.D, d.E);
-    if (ddt16)
-        be->matmul_bwd16(NULL, ddbc16, d.P, 0.0f, g.dt_w, NULL, ddt16, d.E, NULL, a.dtl16, d.R, v.dt_w, rows, d.E, d.R);
-    else
-        be->matmul_bwd(ddbc, d.P, 0.0f, g.dt_w, ddt, d.E, a.dbc, d.P, v.dt_w, rows, d.E, d.R);
-    /* lean: x_proj's part of d(xs) added to the scan's in bf16 by its GEMM (as the reference's autocast sums them) */
-    if (a.xs16)
-        be->matmul_bwd16(NULL, dxs16, d.E, 1.0f, g.x_proj, NULL, ddbc16, d.P, NULL, a.xs16, d.E, v.x_proj, rows, d.P,
-                         d.E);
-    else be->matmul_bwd(dxs, d.E, 1.0f, g.x_proj, ddbc, d.P, a.xs, d.E, v.x_proj, rows, d.P, d.E);
-    be->conv1d_silu_bwd(dxz16 ? NULL : dxz, dxz16, 2 * d.E, g.conv_w, g.conv_b, dxs16 ? NULL : dxs, dxs16, a.xz16 ? NULL : a.xz,
-                        a.xz16, 2 * d.E, v.conv_w, v.conv_b, B, T, d.E, d.K);
-    if (!dxz16 && g.in_b) be->bias_grad_acc(g.in_b, dxz, 2 * d.E, rows, 2 * d.E);
-    if (dxz16 || ctx->u16) /* lean: dxz and (training) u in bf16; du too when asked */
-        be->matmul_bwd16(du, ctx->du16, d.D, 0.0f, g.in_proj, dxz16 ? NULL : dxz, dxz16, 2 * d.E, u, ctx->u16, d.D,
-                         v.in_proj, rows, 2 * d.E, d.D);
-    else be->matmul_bwd(du, d.D, 0.0f, g.in_proj, dxz, 2 * d.E, u, d.D, v.in_proj, rows, 2 * d.E, d.D);
+                           .ddt = ddt,
+                           .dBm = act_mat_at(lean, w.ddbc, w.ddbc16, d.R, d.P),
+                           .dCm = act_mat_at(lean, w.ddbc, w.ddbc16, d.R + d.N, d.P),
+                           .dA_log = gr.A_log, /* through A = -exp(A_log) */
+                           .dDv = gr.D,
+                           .ddt_bias = gr.dt_b,
+                           .dz = act_mat_at(w.dxz16 != NULL, w.dxz, w.dxz16, d.E, 2 * d.E),
+                           .out = act_mat(lean, a.g, a.g16, d.E)};
+    be->scan_bwd(&s, &sg, dy); /* also rebuilds g, the out_proj input */
+    be->matmul_bwd(mat_none(), 0.0f, gr.out_proj, dout_m, sg.out, NULL, rows, d.D, d.E);
+    /* dt_proj: from dt_low (lean: rounded once, dtl16) */
+    be->matmul_bwd(ddbc, 0.0f, gr.dt_w, ddt, lean ? mat_bf16(a.dtl16, d.R) : mat_f32(a.dbc, d.P), v.dt_w, rows, d.E,
+                   d.R);
+    /* x_proj's part of d(xs) added to the scan's (lean: in bf16 by its GEMM, as the reference's autocast sums them) */
+    be->matmul_bwd(dxs, 1.0f, gr.x_proj, ddbc, xs, v.x_proj, rows, d.P, d.E);
+    be->conv1d_silu_bwd(dxz, gr.conv_w, gr.conv_b, dxs, xz, v.conv_w, v.conv_b, B, T, d.E, d.K);
+    if (gr.in_b) be->bias_grad_acc(gr.in_b, w.dxz, 2 * d.E, rows, 2 * d.E);
+    be->matmul_bwd(du, 0.0f, gr.in_proj, dxz, u, v.in_proj, rows, 2 * d.E, d.D);
 }
 
 static size_t mamba1_canon_floats(const ssm_config *c) {
@@ -381,6 +345,7 @@ static int mamba1_check(const ssm_config *cfg, const backend *be) {
 const mixer_kind mixer_mamba1 = {
     .name = "mamba1",
     .code = 'm',
+    .bf16_acts = 1,
     .declare = mamba1_declare,
     .init = mamba1_init,
     .act_floats = mamba1_act_floats,

@@ -10,7 +10,12 @@ const mixer_kind *mixer_by_code(char code) {
     return NULL;
 }
 
-void mixer_linear(const mixer_ctx *ctx, float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K) {
-    if (ctx->w16 && M <= 16) ctx->be->matmul_xwT_bf16(y, ldy, x, ldx, ctx->w16 + (w - ctx->w), M, N, K, 0.0f);
-    else ctx->be->matmul_xwT(y, ldy, x, ldx, w, M, N, K, 0.0f);
+void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K) {
+    const mat wm = ctx->w16 && M <= 16 ? mat_bf16(ctx->w16 + (w - ctx->w), K) : mat_f32(w, K);
+    ctx->be->matmul_xwT(y, x, wm, bias, M, N, K, 0.0f);
+}
+
+int mixer_form(const mixer_kind *k, const backend *be, int training) {
+    if (!be->lean_acts || !k->bf16_acts) return MIXER_ACTS_PLAIN;
+    return training ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_LEAN;
 }

@@ -9,33 +9,35 @@
 #include "params.h"
 #include "ssm.h"
 
+/* The form of a mixer's activations (act_floats, temp_floats, mixer_ctx.form): float32; inference on a lean backend
+ * (backend lean_acts: bf16 training on a GPU); training on a lean backend, where the largest activations are kept in
+ * bf16. A kind without bf16_acts is always handed MIXER_ACTS_PLAIN. */
+enum { MIXER_ACTS_PLAIN = 0, MIXER_ACTS_LEAN = 1, MIXER_ACTS_LEAN_TRAIN = 2 };
+
 typedef struct {
     const ssm_config *cfg;
     const backend *be;     /* the ops and memory every pointer here belongs to */
     const float *w;        /* the model's flat parameter buffer (backend memory) */
     float *dw;             /* the flat gradient buffer (backward only) */
-    const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU (be->matmul_xwT_bf16), or NULL */
+    const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU (mixer_linear), or NULL */
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
     const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
-    const uint16_t *u16;   /* lean training: the mixer's input in bf16 (the u argument is then NULL), or NULL */
-    const uint16_t *dout16; /* lean backward: the gradient of the mixer's output in bf16 as well (dout), or NULL */
-    uint16_t *out16;        /* lean training: the forward writes its output in bf16 here (out is then NULL), or NULL */
-    uint16_t *du16;         /* lean backward: du written in bf16 here (du is then NULL), or NULL */
+    int form;              /* MIXER_ACTS_*: the layout of act and temp, and the dtypes of u, out and du (below) */
+    const uint16_t *dout16; /* lean backward: dout rounded to bf16 [rows, d_model] as well, or NULL */
 } mixer_ctx;
-
-/* The form of a forward's activations (act_floats, temp_floats): float32; a lean backend (the backend's lean_acts,
- * bf16 training on a GPU) running inference (with a state); a lean backend training. */
-enum { MIXER_ACTS_PLAIN = 0, MIXER_ACTS_LEAN = 1, MIXER_ACTS_LEAN_TRAIN = 2 };
 
 typedef struct mixer_kind {
     const char *name;
     char code; /* its letter in ssm_config.layer_pattern */
+    /* 1: implements the lean forms (MIXER_ACTS_LEAN*), where u, out and du are bf16 in training. 0: float32 alone; the
+     * model converts at its boundary inside a bf16 model (slower, as correct), and its ops still run the backend's
+     * bf16 GEMMs. A new kind starts at 0. */
+    int bf16_acts;
     /* Adds the mixer's tensors under "backbone.layers.<layer>.mixer." and initializes nothing. */
     void (*declare)(param_layout *L, const ssm_config *cfg, int layer);
     /* Reference initialization of this mixer's tensors in the flat buffer w. */
     void (*init)(const mixer_ctx *ctx, float *w, rng_t *rng);
-    /* lean: a MIXER_ACTS_* form (below): on a lean backend the backward recomputes more, part of act is stored
-     * in bf16, and training's temps are bf16 alone */
+    /* form: a MIXER_ACTS_* value (a kind without bf16_acts is asked for MIXER_ACTS_PLAIN alone) */
     size_t (*act_floats)(const ssm_config *cfg, int B, int T, int lean); /* saved for backward, per layer */
     size_t (*temp_floats)(const ssm_config *cfg, int B, int T, int lean); /* forward intermediates the
                                                                            * backward recomputes: shared */
@@ -47,16 +49,16 @@ typedef struct mixer_kind {
      * inference (kept by the state) instead of at every step. */
     size_t (*canon_floats)(const ssm_config *cfg);
     void (*canonicalize)(const mixer_ctx *ctx, float *canon);
-    /* out [B*T, d_model] = mixer(u [B*T, d_model]); act receives what backward needs, temp the rest of
-     * the intermediates (overwritten by the next layer). state is the layer's state for B sequences
-     * (mixer-defined layout), carried in and out, or NULL: start from zero (training). With T = 1 and a
-     * state this is the recurrent decode step. */
-    void (*forward)(const mixer_ctx *ctx, float *act, float *temp, float *out, const float *u, int B, int T,
-                    float *state);
-    /* du [B*T, d_model] = grad wrt u (written); parameter grads accumulate into ctx->dw. Recomputes the
-     * forward's temp from act first (activation recomputation: memory for a little compute). */
-    void (*backward)(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, float *du,
-                     const float *dout, const float *u, int B, int T);
+    /* out [B*T, d_model] = mixer(u [B*T, d_model]), both dense (ld d_model): bf16 in MIXER_ACTS_LEAN_TRAIN, else
+     * float32. act receives what backward needs, temp the rest of the intermediates (overwritten by the next
+     * layer). state is the layer's state for B sequences (mixer-defined layout), carried in and out, or NULL: start
+     * from zero (training). With T = 1 and a state this is the recurrent decode step. */
+    void (*forward)(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state);
+    /* du [B*T, d_model] = grad wrt u (written; bf16 in MIXER_ACTS_LEAN_TRAIN, else float32) from dout (float32, and
+     * ctx->dout16); u as the forward had it; parameter grads accumulate into ctx->dw. Recomputes the forward's temp
+     * from act first (activation recomputation: memory for a little compute). */
+    void (*backward)(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du, const float *dout,
+                     mat u, int B, int T);
     /* 0 when be can run this mixer with cfg, else -1 with ssm_error(): asks be (backend_check_op) about the ops whose
      * sizes cfg sets, before a model moves to be. */
     int (*check)(const ssm_config *cfg, const backend *be);
@@ -64,10 +66,11 @@ typedef struct mixer_kind {
 
 extern const mixer_kind mixer_mamba1;
 
-/* y[M,N] = x[M,K] @ W^T for the weight W at w (inside ctx->w): float32 SGEMM, or the bf16 copy when
- * there is one and M is a decode-sized batch. */
-void mixer_linear(const mixer_ctx *ctx, float *y, int ldy, const float *x, int ldx, const float *w, int M, int N,
-                  int K);
+/* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
+ * float32 weights, or on the CPU's bf16 copy when there is one and M is a decode-sized batch. */
+void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K);
+/* The form a layer of kind k runs in on be: training or inference. */
+int mixer_form(const mixer_kind *k, const backend *be, int training);
 
 /* The mixer for a layer-pattern letter, or NULL. */
 const mixer_kind *mixer_by_code(char code);

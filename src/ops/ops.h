@@ -8,6 +8,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---- operands: precision belongs to the operand ------------------------------------------------- */
+/* A matrix operand in a backend's memory: rows of `ld` elements of type dt starting at p (row-major; the op's shapes
+ * say how many rows and columns it reads). p NULL: no operand (an optional input or output left out). An op takes
+ * each dtype its list entry names, so one op covers float32 and bf16 where there used to be a twin pointer (x16) or
+ * a twin op (matmul_bwd16). A kernel reads p through mat_f or mat_h: the typed pointer of the operand's dtype, NULL
+ * for the other. Written as functions, not compound literals, for the CUDA (C++) sources that include this. */
+typedef enum { MAT_F32 = 0, MAT_BF16 = 1 } mat_dtype;
+typedef struct {
+    void *p;
+    mat_dtype dt;
+    int ld;
+} mat;
+
+static inline mat mat_make(const void *p, mat_dtype dt, int ld) {
+    mat m;
+    m.p = (void *)p, m.dt = dt, m.ld = ld; /* an input operand is not written: the const is the op's promise */
+    return m;
+}
+static inline mat mat_f32(const float *p, int ld) { return mat_make(p, MAT_F32, ld); }
+static inline mat mat_bf16(const uint16_t *p, int ld) { return mat_make(p, MAT_BF16, ld); }
+static inline mat mat_none(void) { return mat_make(NULL, MAT_F32, 0); }
+static inline float *mat_f(mat m) { return m.dt == MAT_F32 ? (float *)m.p : NULL; }
+static inline uint16_t *mat_h(mat m) { return m.dt == MAT_BF16 ? (uint16_t *)m.p : NULL; }
+/* Bytes of one element. */
+static inline size_t mat_elem_bytes(mat_dtype dt) { return dt == MAT_BF16 ? 2 : 4; }
+
 /* ---- selective scan (Mamba-1: one decay per channel and state) --------------------------------- */
 /* The scan fused with what surrounds it in a Mamba-1 layer (the dt softplus before, the SiLU gate after):
  *   dt_t = softplus(dtp_t + dt_bias)          (torch's threshold 20)
@@ -15,10 +41,10 @@
  *   out_t = y_t * silu(z_t)                   (out_t = y_t when z is NULL)
  * The per-step state is never stored; the backward recomputes it (and y) in chunks. */
 typedef struct {
-    const float *x;       /* [B, T, E] dense: the scan input (SiLU of the conv) */
-    const uint16_t *x16;  /* or x in bf16 (exactly one of x, x16): lean training, as the conv writes it */
-    const float *dt;      /* [B, T, E] dense: dt_proj's output, before the bias and softplus */
-    const uint16_t *dt16; /* or dt in bf16 (exactly one of dt, dt16): lean training, as the reference's autocast */
+    mat x;                /* [B, T, E] dense (ld E): the scan input (SiLU of the conv); float32, or bf16 in lean
+                           * training (as the conv writes it) */
+    mat dt;               /* [B, T, E] dense: dt_proj's output, before the bias and softplus; float32 or bf16 (lean
+                           * training, as the reference's autocast) */
     const float *dt_bias; /* [E] */
     const float *At;      /* [N, E]: A transposed (state-major, so channels are contiguous) */
     const float *A_log;   /* or [E, N] A_log, A = -exp(A_log) (exactly one of At, A_log): training, whose A changes
@@ -26,9 +52,7 @@ typedef struct {
     const float *Bm, *Cm; /* [B, T, N] with row stride ldbc */
     int ldbc;
     const float *Dv; /* [E] */
-    const float *z;  /* [B, T, E] with row stride ldz, or NULL: no gate */
-    const uint16_t *z16; /* or the gate in bf16 (at most one of z, z16) */
-    int ldz;
+    mat z;           /* [B, T, E] (row stride z.ld), float32 or bf16, or none (p NULL): no gate */
     int B, T, E, N;
     /* Training's checkpoints of the state, or NULL: hk [B, SCAN_HK_COUNT(T), N, E] in bf16, entry j the state at step
      * (j + 1) * SCAN_HK_STEPS (before that step). scan_fwd writes them (with h NULL: training); scan_bwd restarts its
@@ -40,24 +64,16 @@ typedef struct {
 #define SCAN_HK_STEPS 32
 #define SCAN_HK_COUNT(T) ((T) > 0 ? ((T) - 1) / SCAN_HK_STEPS : 0) /* the checkpoints of T steps */
 
-/* What the backward writes (=) and accumulates (+=). */
+/* What the backward writes (=) and accumulates (+=); each written operand float32 or bf16 (rounded once). */
 typedef struct {
-    float *dx, *ddt;      /* [B, T, E] dense =: ddt is the gradient of `dt` (dt_proj's output) */
-    uint16_t *dx16;       /* or dx rounded to bf16 (exactly one of dx, dx16) */
-    uint16_t *ddt16;      /* or ddt rounded to bf16 (exactly one of ddt, ddt16) */
-    float *dBm, *dCm;     /* [B, T, N] stride lddbc = */
-    uint16_t *dBm16, *dCm16; /* or both rounded to bf16, stride lddbc (both in place of dBm and dCm) */
-    int lddbc;
+    mat dx, ddt;          /* [B, T, E] dense =: ddt is the gradient of `dt` (dt_proj's output) */
+    mat dBm, dCm;         /* [B, T, N] =, row strides their ld (both of one dtype) */
     float *dAt;           /* [N, E] += */
     float *dA_log;        /* or, in place of dAt: [E, N] += that sum times At, transposed: the gradient of A_log through
                            * A = -exp(A_log), fused (no separate pass over the sum) */
     float *dDv, *ddt_bias; /* [E] += */
-    float *dz;            /* [B, T, E] stride lddz =, when z */
-    uint16_t *dz16;       /* or dz rounded to bf16 (exactly one of dz, dz16 when z) */
-    int lddz;
-    float *out;           /* [B, T, E] dense, or NULL: the forward's output, recomputed (=) */
-    uint16_t *out16;      /* the same rounded to bf16, or NULL (at most one of out, out16) */
-    const uint16_t *dout16; /* an input: d out in bf16 [B, T, E] dense, in place of scan_bwd's dout (then NULL) */
+    mat dz;               /* [B, T, E] =, when z */
+    mat out;              /* [B, T, E] dense, or none: the forward's output, recomputed (=) */
 } scan_grads;
 
 #endif

@@ -1,6 +1,6 @@
 /* The CUDA kernels of the ops (the .cu files in src/backend/cuda): each op of backend/ops_list.h as <name>_cuda,
  * with the same shapes and semantics, work queued on the default stream; and the device memory, graphs and weight
- * shadow of backend_cuda. Each kernel is tested against its CPU twin (cpu_<name>) by tests/gpu/test_*.c. */
+ * shadow of backend_cuda. Each kernel is tested against its CPU twin (cpu_<name>) by the op runner, tests/test_ops.c. */
 #ifndef SSM_OPS_CUDA_H
 #define SSM_OPS_CUDA_H
 
@@ -51,7 +51,7 @@ int cuda_backend_check(void);
  *   grad_norm's result (returned to the host: it waits); adamw_step's decay_mask is device bytes;
  * - GEMMs are cuBLASLt: float32 with FP32 compute (no TF32); the _cuda_bf16 ones round their inputs to bf16 for the
  *   tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF) with float32 accumulation and output, within 1e-2 of the float32
- *   result relative to its scale. A bf16 operand (x16, dy16) is widened first by the float32 kernels and read as it
+ *   result relative to its scale. A bf16 operand is widened first by the float32 kernels and read as it
  *   is by the bf16 ones; the bf16 matmul_bwd rounds dy once for both products;
  * - deterministic: no float atomics; column sums and norms are per-block partials added in a fixed order (the
  *   grid depends only on the sizes), so two runs give the same bits;
@@ -66,10 +66,6 @@ int cuda_backend_check(void);
 
 /* The kernels' limits, each beside its kernel (backend_cuda's check_op asks them): 0, or -1 with ssm_error(). */
 int scan_check_cuda(const scan_args *s); /* scan.cu: d_state (N) <= 32 */
-
-/* Round-to-nearest-even float32 -> bf16 and back, on device arrays (tests and benchmarks). */
-void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n);
-void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU test in one go, for a machine with an NVIDIA GPU (one command builds and runs them all).
 # Ends with "N passed, N failed". Without a GPU each test prints "skip - ..." instead.
-#   tests/gpu/run.sh          build (make cuda) and run build/gpu/test_*
+#   tests/gpu/run.sh          build (make cuda) and run build/gpu/test_* and the op runner build/test_ops
 #   tests/gpu/run.sh DIR      run prebuilt DIR/test_* (built elsewhere, e.g. with OPT="-O3 -march=x86-64-v3")
 set -u
 cd "$(dirname "$0")/../.."
@@ -10,7 +10,8 @@ if [ $# -eq 0 ]; then
     make -s -j"$(nproc)" cuda >/dev/null || { echo "FAIL - make cuda"; exit 1; }
 fi
 log=$(mktemp)
-for t in "$bin"/test_*; do
+runner=$([ $# -eq 0 ] && echo build/test_ops)
+for t in "$bin"/test_* $runner; do
     echo "== $t"
     "$t" 2>&1 | tee -a "$log"
     rc=${PIPESTATUS[0]}

@@ -229,22 +229,22 @@ static void test_errors(void) {
     TEST_END();
 }
 
-/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables but matmul_xwT_bf16 (the CPU's
- * decode weights), which backend_check_op refuses by name; the scan's limit is asked through the mixer as
- * ssm_model_set_device asks it, and answers in the user's words. */
+/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables, and an entry left NULL is
+ * refused by backend_check_op by name; the scan's limit is asked through the mixer as ssm_model_set_device asks it,
+ * and answers in the user's words. */
 static void test_tables(void) {
     extern const backend backend_cuda, backend_cuda_bf16;
-    TEST_BEGIN("CUDA tables: every op but matmul_xwT_bf16 has a kernel; the scan's limit is the backend's answer");
+    TEST_BEGIN("CUDA tables: every op has a kernel, a missing one is refused by name; the scan's limit is the "
+               "backend's answer");
     const backend *tables[2] = {&backend_cuda, &backend_cuda_bf16};
     for (int k = 0; k < 2; k++)
-        for (int op = 0; op < BACKEND_OP_COUNT; op++) {
-            const int lacks = op == BACKEND_OP_matmul_xwT_bf16;
-            EXPECT(backend_has_op(tables[k], op) == !lacks, "%s %s: has_op %d", tables[k]->precision,
-                   backend_op_names[op], backend_has_op(tables[k], op));
-            if (lacks)
-                EXPECT(backend_check_op(tables[k], op, NULL) == -1 && strstr(ssm_last_error(), backend_op_names[op]),
-                       "%s: %s", backend_op_names[op], ssm_last_error());
-        }
+        for (int op = 0; op < BACKEND_OP_COUNT; op++)
+            EXPECT(backend_has_op(tables[k], op), "%s %s: no kernel", tables[k]->precision, backend_op_names[op]);
+    backend lacking = backend_cuda;
+    lacking.conv1d_silu_step = NULL;
+    EXPECT(backend_check_op(&lacking, BACKEND_OP_conv1d_silu_step, NULL) == -1 &&
+               strstr(ssm_last_error(), "conv1d_silu_step"),
+           "a NULL entry: %s", ssm_last_error());
     ssm_config c = small_config(0, 1);
     for (int k = 0; k < 2; k++) {
         c.mamba1.d_state = 32;

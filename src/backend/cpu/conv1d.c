@@ -22,21 +22,26 @@ static void conv_pre_row(float *pr, const float *x, int ldx, const float *init, 
     }
 }
 
-void cpu_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx, const float *init,
-                         const float *w, const float *bias, int B, int T, int C, int K) {
-    if (x16) {
-        float *xw = host_f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
-        cpu_conv1d_silu_fwd(out, out16, xw, NULL, C, init, w, bias, B, T, C, K);
+/* bf16 operands are widened first, and a bf16 output rounded from float32 (the CPU runs those forms to test the
+ * lean path) */
+void cpu_conv1d_silu_fwd(mat out_m, mat x_m, const float *init, const float *w, const float *bias, int B, int T, int C,
+                         int K) {
+    if (mat_h(x_m)) {
+        float *xw = host_f32_from_bf16_rows(mat_h(x_m), x_m.ld, (size_t)B * T, C);
+        cpu_conv1d_silu_fwd(out_m, mat_f32(xw, C), init, w, bias, B, T, C, K);
         free(xw);
         return;
     }
-    if (out16) { /* out may be NULL: out16 alone */
-        float *o = out ? out : xmalloc(sizeof(float) * (size_t)B * T * C);
-        cpu_conv1d_silu_fwd(o, NULL, x, NULL, ldx, init, w, bias, B, T, C, K);
-        host_bf16_from_f32(out16, o, (size_t)B * T * C);
-        if (!out) free(o);
+    if (mat_h(out_m)) {
+        float *o = xmalloc(sizeof(float) * ((size_t)B * T * C + 1));
+        cpu_conv1d_silu_fwd(mat_f32(o, C), x_m, init, w, bias, B, T, C, K);
+        host_bf16_from_f32(mat_h(out_m), o, (size_t)B * T * C);
+        free(o);
         return;
     }
+    float *out = mat_f(out_m);
+    const float *x = mat_f(x_m);
+    const int ldx = x_m.ld;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -52,33 +57,28 @@ void cpu_conv1d_silu_fwd(float *out, uint16_t *out16, const float *x, const uint
 
 #define CONV_BLOCK 64 /* channels per task: rows of 256 contiguous bytes, vectorized over channels */
 
-void cpu_conv1d_silu_bwd(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                         const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx, const float *w,
-                         const float *bias, int B, int T, int C, int K) {
-    if (dout16) { /* the two terms added first (widened: as the GPU adds them) */
-        const size_t n = (size_t)B * T * C;
-        float *sum = host_f32_from_bf16_rows(dout16, C, (size_t)B * T, C);
-        if (dout)
-            for (size_t i = 0; i < n; i++) sum[i] = dout[i] + sum[i];
-        cpu_conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, sum, NULL, x, x16, ldx, w, bias, B, T, C, K);
-        free(sum);
-        return;
-    }
-    if (x16) {
-        float *xw = host_f32_from_bf16_rows(x16, ldx, (size_t)B * T, C);
-        cpu_conv1d_silu_bwd(dx, dx16, lddx, dw, dbias, dout, NULL, xw, NULL, C, w, bias, B, T, C, K);
+void cpu_conv1d_silu_bwd(mat dx_m, float *dw, float *dbias, mat dout_m, mat x_m, const float *w, const float *bias,
+                         int B, int T, int C, int K) {
+    const size_t rows = (size_t)B * T;
+    if (mat_h(dout_m) || mat_h(x_m)) { /* widened first */
+        float *dw32 = mat_h(dout_m) ? host_f32_from_bf16_rows(mat_h(dout_m), dout_m.ld, rows, C) : NULL;
+        float *xw = mat_h(x_m) ? host_f32_from_bf16_rows(mat_h(x_m), x_m.ld, rows, C) : NULL;
+        cpu_conv1d_silu_bwd(dx_m, dw, dbias, dw32 ? mat_f32(dw32, C) : dout_m, xw ? mat_f32(xw, C) : x_m, w, bias, B,
+                            T, C, K);
+        free(dw32);
         free(xw);
         return;
     }
-    if (dx16) { /* into float32, then rounded */
-        const size_t rows = (size_t)B * T;
-        float *dxw = xmalloc(sizeof(float) * rows * C);
-        cpu_conv1d_silu_bwd(dxw, NULL, C, dw, dbias, dout, NULL, x, NULL, ldx, w, bias, B, T, C, K);
-        for (size_t r = 0; r < rows; r++)
-            host_bf16_from_f32(dx16 + r * lddx, dxw + r * C, (size_t)C);
+    if (mat_h(dx_m)) { /* into float32, then rounded */
+        float *dxw = xmalloc(sizeof(float) * (rows * C + 1));
+        cpu_conv1d_silu_bwd(mat_f32(dxw, C), dw, dbias, dout_m, x_m, w, bias, B, T, C, K);
+        cpu_convert_rows(dx_m, mat_f32(dxw, C), (int)rows, C);
         free(dxw);
         return;
     }
+    float *dx = mat_f(dx_m);
+    const float *dout = mat_f(dout_m), *x = mat_f(x_m);
+    const int lddx = dx_m.ld, ldx = x_m.ld;
     /* dpre = dout * silu'(pre); dx[t] = sum_k w[k] dpre[t + K-1-k]; dw, dbias are sums over b and t.
      * Threads own channel blocks, so those sums need no reduction; time runs inside each block. */
     const int nblk = (C + CONV_BLOCK - 1) / CONV_BLOCK;
@@ -146,6 +146,6 @@ void cpu_conv1d_state_update(float *state, const float *x, int ldx, int B, int T
 
 void cpu_conv1d_silu_step(float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B,
                           int C, int K) {
-    cpu_conv1d_silu_fwd(out, NULL, x, NULL, ldx, state, w, bias, B, 1, C, K);
+    cpu_conv1d_silu_fwd(mat_f32(out, C), mat_f32(x, ldx), state, w, bias, B, 1, C, K);
     cpu_conv1d_state_update(state, x, ldx, B, 1, C, K);
 }

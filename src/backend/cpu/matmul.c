@@ -7,7 +7,8 @@
 #include <immintrin.h>
 #include <string.h>
 
-void cpu_matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
+/* y = beta*y + x w^T, all float32 */
+static void xwT_f32(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K, float beta) {
     if (M == 1) { /* decode of one sequence: a matrix-vector product, bound by reading w once */
         cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, beta, y, 1);
         return;
@@ -15,62 +16,49 @@ void cpu_matmul_xwT(float *y, int ldy, const float *x, int ldx, const float *w, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, w, K, beta, y, ldy);
 }
 
-void cpu_matmul_dyw(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K, float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, lddy, w, K, beta, dx, lddx);
-}
+static void xwT_w16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
 
-void cpu_matmul_dw_acc(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, lddy, x, ldx, 1.0f, dw, K);
-}
-
-void cpu_matmul_xwT_x16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N, int K,
-                        float beta) {
-    float *x = host_f32_from_bf16_rows(x16, ldx, M, K);
-    cpu_matmul_xwT(y, ldy, x, K, w, M, N, K, beta);
-    free(x);
-}
-
-void cpu_matmul_dw_acc_x16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N, int K) {
-    float *x = host_f32_from_bf16_rows(x16, ldx, M, K);
-    cpu_matmul_dw_acc(dw, dy, lddy, x, K, M, N, K);
-    free(x);
-}
-
-void cpu_matmul_bwd16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy, const uint16_t *dy16,
-                      int lddy, const float *x, const uint16_t *x16, int ldx, const float *w, int M, int N, int K) {
-    if (dx16) { /* dx in float32 (from dx16 widened when beta != 0), then rounded */
-        float *t =
-            beta != 0.0f ? host_f32_from_bf16_rows(dx16, lddx, (size_t)M, K) : xmalloc(sizeof(float) * (size_t)M * K);
-        cpu_matmul_bwd16(t, NULL, K, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+/* The bf16 operands are widened into float32 copies first, and a bf16 result rounded from float32: the CPU runs
+ * these forms to test the lean path (and the decode's bf16 weights, read as they are by xwT_w16). */
+void cpu_matmul_xwT(mat y, mat x, mat w, const float *bias, int M, int N, int K, float beta) {
+    float *xw = mat_h(x) ? host_f32_from_bf16_rows(mat_h(x), x.ld, M, K) : NULL;
+    const float *xf = xw ? xw : mat_f(x);
+    const int ldx = xw ? K : x.ld;
+    if (mat_h(y)) { /* the product in float32, the bias, then the rounding */
+        float *t = xmalloc(sizeof(float) * ((size_t)M * N + 1));
+        cpu_matmul_xwT(mat_f32(t, N), mat_f32(xf, ldx), w, bias, M, N, K, 0.0f);
 #pragma omp parallel for schedule(static)
-        for (int r = 0; r < M; r++)
-            host_bf16_from_f32(dx16 + (size_t)r * lddx, t + (size_t)r * K, (size_t)K);
+        for (int r = 0; r < M; r++) host_bf16_from_f32(mat_h(y) + (size_t)r * y.ld, t + (size_t)r * N, (size_t)N);
+        free(t);
+    } else if (mat_h(w)) {
+        xwT_w16(mat_f(y), y.ld, xf, ldx, mat_h(w), M, N, K, beta);
+    } else {
+        xwT_f32(mat_f(y), y.ld, xf, ldx, mat_f(w), M, N, K, beta);
+    }
+    if (bias && mat_f(y)) cpu_bias_add(mat_f(y), y.ld, bias, M, N);
+    free(xw);
+}
+
+void cpu_matmul_bwd(mat dx, float beta, float *dw, mat dy, mat x, const float *w, int M, int N, int K) {
+    if (mat_h(dx)) { /* dx in float32 (from dx widened when beta != 0), then rounded */
+        float *t = beta != 0.0f ? host_f32_from_bf16_rows(mat_h(dx), dx.ld, (size_t)M, K)
+                                : xmalloc(sizeof(float) * ((size_t)M * K + 1));
+        cpu_matmul_bwd(mat_f32(t, K), beta, dw, dy, x, w, M, N, K);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < M; r++) host_bf16_from_f32(mat_h(dx) + (size_t)r * dx.ld, t + (size_t)r * K, (size_t)K);
         free(t);
         return;
     }
-    float *dyw = dy16 ? host_f32_from_bf16_rows(dy16, lddy, M, N) : NULL;
-    float *xw = x16 && dw ? host_f32_from_bf16_rows(x16, ldx, M, K) : NULL;
-    cpu_matmul_bwd(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+    float *dyw = mat_h(dy) ? host_f32_from_bf16_rows(mat_h(dy), dy.ld, M, N) : NULL;
+    float *xw = mat_h(x) && dw ? host_f32_from_bf16_rows(mat_h(x), x.ld, M, K) : NULL;
+    const float *dyf = dyw ? dyw : mat_f(dy), *xf = xw ? xw : mat_f(x);
+    const int lddy = dyw ? N : dy.ld, ldx = xw ? K : x.ld;
+    if (dx.p) /* dx = beta dx + dy w */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dyf, lddy, w, K, beta, mat_f(dx), dx.ld);
+    if (dw) /* dw += dy^T x */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dyf, lddy, xf, ldx, 1.0f, dw, K);
     free(dyw);
     free(xw);
-}
-
-void cpu_matmul_xwT_y16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx, const float *w,
-                        const float *bias, int M, int N, int K) {
-    float *y = xmalloc(sizeof(float) * (size_t)M * N), *xw = x16 ? host_f32_from_bf16_rows(x16, ldx, M, K) : NULL;
-    cpu_matmul_xwT(y, N, xw ? xw : x, xw ? K : ldx, w, M, N, K, 0.0f);
-    free(xw);
-    if (bias) cpu_bias_add(y, N, bias, M, N);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < M; r++)
-        host_bf16_from_f32(y16 + (size_t)r * ldy, y + (size_t)r * N, (size_t)N);
-    free(y);
-}
-
-void cpu_matmul_bwd(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x, int ldx,
-                    const float *w, int M, int N, int K) {
-    if (dx) cpu_matmul_dyw(dx, lddx, dy, lddy, w, M, N, K, beta);
-    if (dw) cpu_matmul_dw_acc(dw, dy, lddy, x, ldx, M, N, K);
 }
 
 void cpu_bias_add(float *y, int ldy, const float *bias, int rows, int N) {
@@ -138,8 +126,8 @@ static void gemv_bf16(float *y, const float *x, const uint16_t *w16, int N, int 
     }
 }
 
-void cpu_matmul_xwT_bf16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K,
-                         float beta) {
+/* y = beta*y + x w16^T with the weights in bf16, read as they are (the decode's cost is reading them) */
+static void xwT_w16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta) {
     if (M == 1) {
         gemv_bf16(y, x, w16, N, K, beta);
         return;
@@ -173,10 +161,17 @@ float *host_f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int col
     return x;
 }
 
-void cpu_round_bf16_rows(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
+void cpu_convert_rows(mat dst, mat src, int rows, int cols) {
+    const size_t eb = mat_elem_bytes(dst.dt);
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        host_bf16_from_f32(dst + (size_t)r * ldd, src + (size_t)r * lds, (size_t)cols);
+    for (int r = 0; r < rows; r++) {
+        if (mat_h(dst) && mat_f(src))
+            host_bf16_from_f32(mat_h(dst) + (size_t)r * dst.ld, mat_f(src) + (size_t)r * src.ld, (size_t)cols);
+        else if (mat_f(dst) && mat_h(src))
+            host_f32_from_bf16(mat_f(dst) + (size_t)r * dst.ld, mat_h(src) + (size_t)r * src.ld, (size_t)cols);
+        else
+            memmove((char *)dst.p + r * eb * dst.ld, (const char *)src.p + r * eb * src.ld, eb * cols);
+    }
 }
 
 void host_f32_from_bf16(float *dst, const uint16_t *src, size_t n) {

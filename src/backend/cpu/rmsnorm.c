@@ -16,7 +16,9 @@ static void norm_store(float *y, uint16_t *y16, size_t r, const float *xr, float
     }
 }
 
-void cpu_rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+void cpu_rmsnorm_fwd(mat y_m, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+    float *y = mat_f(y_m);
+    uint16_t *y16 = mat_h(y_m);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D;
@@ -28,14 +30,17 @@ void cpu_rmsnorm_fwd(float *y, uint16_t *y16, float *rstd, const float *x, const
     }
 }
 
-void cpu_add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x, const float *delta,
-                         const uint16_t *delta16, const float *w, int rows, int D, float eps) {
-    if (delta16) { /* widened first (the CPU runs this form only to test the lean path) */
-        float *dw = host_f32_from_bf16_rows(delta16, D, (size_t)rows, D);
-        cpu_add_rmsnorm_fwd(x_out, y, y16, rstd, x, dw, NULL, w, rows, D, eps);
+void cpu_add_rmsnorm_fwd(float *x_out, mat y_m, float *rstd, const float *x, mat delta_m, const float *w, int rows,
+                         int D, float eps) {
+    if (mat_h(delta_m)) { /* widened first (the CPU runs this form only to test the lean path) */
+        float *dw = host_f32_from_bf16_rows(mat_h(delta_m), delta_m.ld, (size_t)rows, D);
+        cpu_add_rmsnorm_fwd(x_out, y_m, rstd, x, mat_f32(dw, D), w, rows, D, eps);
         free(dw);
         return;
     }
+    float *y = mat_f(y_m);
+    uint16_t *y16 = mat_h(y_m);
+    const float *delta = mat_f(delta_m);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * D, *dr = delta ? delta + (size_t)r * D : NULL;
@@ -52,14 +57,15 @@ void cpu_add_rmsnorm_fwd(float *x_out, float *y, uint16_t *y16, float *rstd, con
     }
 }
 
-void cpu_rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16, const float *x,
-                     const float *w, const float *rstd, int rows, int D, int acc) {
-    if (dy16) { /* widened first, as above */
-        float *dyw = host_f32_from_bf16_rows(dy16, D, (size_t)rows, D);
-        cpu_rmsnorm_bwd(dx, dx16, dw, dyw, NULL, x, w, rstd, rows, D, acc);
+void cpu_rmsnorm_bwd(float *dx, uint16_t *dx16, float *dw, mat dy_m, const float *x, const float *w, const float *rstd,
+                     int rows, int D, int acc) {
+    if (mat_h(dy_m)) { /* widened first, as above */
+        float *dyw = host_f32_from_bf16_rows(mat_h(dy_m), dy_m.ld, (size_t)rows, D);
+        cpu_rmsnorm_bwd(dx, dx16, dw, mat_f32(dyw, D), x, w, rstd, rows, D, acc);
         free(dyw);
         return;
     }
+    const float *dy = mat_f(dy_m);
     int nt = omp_get_max_threads();
     float *partial = xcalloc((size_t)nt * D, sizeof(float));
 #pragma omp parallel

@@ -21,38 +21,32 @@ static inline void add_lanes(float *p, vf v, int nw) {
 
 /* The step of (row, channels e0..e0+nw): softplus(dt + bias). */
 static inline vf step_dt(const scan_args *s, size_t row, int e0, int nw, vf bias) {
-    return vf_softplus(vf_load_n(s->dt + row * s->E + e0, nw) + bias);
+    return vf_softplus(vf_load_n(mat_f(s->dt) + row * s->E + e0, nw) + bias);
 }
 
-/* out (float32) or out16 (bf16) at [at, at + nw) = v */
-static inline void store_out(float *out, uint16_t *out16, size_t at, vf v, int nw) {
-    if (out16) {
+/* out (float32 or bf16) at [at, at + nw) = v */
+static inline void store_out(mat out, size_t at, vf v, int nw) {
+    if (mat_h(out)) {
         float tmp[VW];
         vf_store_n(tmp, v, nw);
-        host_bf16_from_f32(out16 + at, tmp, (size_t)nw);
+        host_bf16_from_f32(mat_h(out) + at, tmp, (size_t)nw);
     } else {
-        vf_store_n(out + at, v, nw);
+        vf_store_n(mat_f(out) + at, v, nw);
     }
 }
+
+static int scan_has_bf16(const scan_args *s) { return mat_h(s->z) || mat_h(s->x) || mat_h(s->dt); }
 
 /* A bf16 gate, input and/or dt widened (the CPU runs that form only to test the lean path): *w is s with z, x and
  * dt in float32, zw[0..2] the copies to free (NULL where s had them in float32). */
 static const scan_args *widen_bf16(const scan_args *s, scan_args *w, float **zw) {
     zw[0] = zw[1] = zw[2] = NULL;
-    if (!s->z16 && !s->x16 && !s->dt16) return s;
+    if (!scan_has_bf16(s)) return s;
     *w = *s;
-    if (s->z16) {
-        zw[0] = host_f32_from_bf16_rows(s->z16, s->ldz, (size_t)s->B * s->T, s->E);
-        w->z = zw[0], w->z16 = NULL, w->ldz = s->E;
-    }
-    if (s->x16) {
-        zw[1] = host_f32_from_bf16_rows(s->x16, s->E, (size_t)s->B * s->T, s->E);
-        w->x = zw[1], w->x16 = NULL;
-    }
-    if (s->dt16) {
-        zw[2] = host_f32_from_bf16_rows(s->dt16, s->E, (size_t)s->B * s->T, s->E);
-        w->dt = zw[2], w->dt16 = NULL;
-    }
+    const size_t rows = (size_t)s->B * s->T;
+    if (mat_h(s->z)) zw[0] = host_f32_from_bf16_rows(mat_h(s->z), s->z.ld, rows, s->E), w->z = mat_f32(zw[0], s->E);
+    if (mat_h(s->x)) zw[1] = host_f32_from_bf16_rows(mat_h(s->x), s->E, rows, s->E), w->x = mat_f32(zw[1], s->E);
+    if (mat_h(s->dt)) zw[2] = host_f32_from_bf16_rows(mat_h(s->dt), s->E, rows, s->E), w->dt = mat_f32(zw[2], s->E);
     return w;
 }
 
@@ -90,18 +84,18 @@ static const scan_args *with_At(const scan_args *s, scan_args *w, float **At) {
     return w;
 }
 
-void cpu_scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
+void cpu_scan_fwd(const scan_args *s, mat out, float *h) {
     if (s->A_log) {
         scan_args w;
         float *At;
-        cpu_scan_fwd(with_At(s, &w, &At), out, out16, h);
+        cpu_scan_fwd(with_At(s, &w, &At), out, h);
         free(At);
         return;
     }
-    if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
+    if (scan_has_bf16(s)) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
-        cpu_scan_fwd(widen_bf16(s, &w, zw), out, out16, h);
+        cpu_scan_fwd(widen_bf16(s, &w, zw), out, h);
         free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
@@ -124,7 +118,7 @@ void cpu_scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
             for (int t = 0; t < T; t++) {
                 const size_t row = (size_t)b * T + t;
                 if (s->hk && t > 0 && t % SCAN_HK_STEPS == 0) hk_store(s, hs, b, t / SCAN_HK_STEPS - 1, e0, nw);
-                const vf dtv = step_dt(s, row, e0, nw, bias), xv = vf_load_n(s->x + row * E + e0, nw);
+                const vf dtv = step_dt(s, row, e0, nw, bias), xv = vf_load_n(mat_f(s->x) + row * E + e0, nw);
                 const vf dtx = dtv * xv;
                 const float *Bt = s->Bm + row * s->ldbc, *Ct = s->Cm + row * s->ldbc;
                 vf acc = vf_set1(0.0f);
@@ -133,11 +127,11 @@ void cpu_scan_fwd(const scan_args *s, float *out, uint16_t *out16, float *h) {
                     acc += hs[n] * Ct[n];
                 }
                 vf y = acc + dv * xv;
-                if (s->z) {
-                    const vf zv = vf_load_n(s->z + row * s->ldz + e0, nw);
+                if (s->z.p) {
+                    const vf zv = vf_load_n(mat_f(s->z) + row * s->z.ld + e0, nw);
                     y = y * zv * vf_sigmoid(zv);
                 }
-                store_out(out, out16, row * E + e0, y, nw);
+                store_out(out, row * E + e0, y, nw);
             }
             if (h)
                 for (int n = 0; n < N; n++)
@@ -153,7 +147,7 @@ void cpu_scan_fwd_ref(const scan_args *s, float *out, float *h) {
         free(At);
         return;
     }
-    if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
+    if (scan_has_bf16(s)) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
         cpu_scan_fwd_ref(widen_bf16(s, &w, zw), out, h);
@@ -163,14 +157,14 @@ void cpu_scan_fwd_ref(const scan_args *s, float *out, float *h) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const size_t rows = (size_t)B * T;
     float *hs = xmalloc(sizeof(float) * N), *dt = xmalloc(sizeof(float) * rows * E);
-    memcpy(dt, s->dt, sizeof(float) * rows * E);
+    memcpy(dt, mat_f(s->dt), sizeof(float) * rows * E);
     cpu_softplus_bias_fwd(dt, s->dt_bias, (int)rows, E);
     for (int b = 0; b < B; b++)
         for (int e = 0; e < E; e++) {
             for (int n = 0; n < N; n++) hs[n] = h ? h[((size_t)b * E + e) * N + n] : 0.0f;
             for (int t = 0; t < T; t++) {
                 const size_t row = (size_t)b * T + t;
-                float d = dt[row * E + e], xv = s->x[row * E + e], acc = 0;
+                float d = dt[row * E + e], xv = mat_f(s->x)[row * E + e], acc = 0;
                 for (int n = 0; n < N; n++) {
                     hs[n] = expf(d * s->At[(size_t)n * E + e]) * hs[n] + d * xv * s->Bm[row * s->ldbc + n];
                     acc += hs[n] * s->Cm[row * s->ldbc + n];
@@ -180,7 +174,7 @@ void cpu_scan_fwd_ref(const scan_args *s, float *out, float *h) {
             if (h)
                 for (int n = 0; n < N; n++) h[((size_t)b * E + e) * N + n] = hs[n];
         }
-    if (s->z) cpu_gate_fwd(out, out, s->z, s->ldz, (int)rows, E);
+    if (s->z.p) cpu_gate_fwd(out, out, mat_f(s->z), s->z.ld, (int)rows, E);
     free(hs);
     free(dt);
 }
@@ -208,7 +202,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
         if (c == nchunk - 1) break;
         for (int t = c * SCAN_CHUNK; t < (c + 1) * SCAN_CHUNK; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = dts[t], dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
+            const vf dtv = dts[t], dtx = dtv * vf_load_n(mat_f(s->x) + row * E + e0, nw);
             const float *Bt = s->Bm + row * ldbc;
             for (int n = 0; n < N; n++) hs[n] = vf_exp(dtv * a[n]) * hs[n] + dtx * Bt[n];
         }
@@ -220,7 +214,7 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
         memcpy(hs, hb + (size_t)c * N, sizeof(vf) * N);
         for (int t = t0; t < t1; t++) {
             const size_t row = (size_t)b * T + t;
-            const vf dtv = dts[t], dtx = dtv * vf_load_n(s->x + row * E + e0, nw);
+            const vf dtv = dts[t], dtx = dtv * vf_load_n(mat_f(s->x) + row * E + e0, nw);
             const float *Bt = s->Bm + row * ldbc;
             vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             for (int n = 0; n < N; n++) {
@@ -231,19 +225,19 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
         }
         for (int t = t1 - 1; t >= t0; t--) {
             const size_t row = (size_t)b * T + t, at = row * E + e0;
-            const vf xv = vf_load_n(s->x + at, nw), dtv = dts[t];
+            const vf xv = vf_load_n(mat_f(s->x) + at, nw), dtv = dts[t];
             const float *Bt = s->Bm + row * ldbc, *Ct = s->Cm + row * ldbc;
             const vf *hl = hloc + (size_t)(t - t0) * N, *dl = daloc + (size_t)(t - t0) * N;
             const vf *hprev = t > t0 ? hl - N : hb + (size_t)c * N;
             vf dyv = vf_load_n(dout + at, nw);
-            if (s->z) { /* through the gate: y recomputed from this step's states */
-                const vf zv = vf_load_n(s->z + row * s->ldz + e0, nw), sg = vf_sigmoid(zv), g = dyv;
+            if (s->z.p) { /* through the gate: y recomputed from this step's states */
+                const vf zv = vf_load_n(mat_f(s->z) + row * s->z.ld + e0, nw), sg = vf_sigmoid(zv), g = dyv;
                 vf y = vf_set1(0.0f);
                 for (int n = 0; n < N; n++) y += hl[n] * Ct[n];
                 y = y + dv * xv;
                 dyv = g * zv * sg;
-                store_out(gr->dz, gr->dz16, row * gr->lddz + e0, g * y * sg * (1.0f + zv * (1.0f - sg)), nw);
-                if (gr->out || gr->out16) store_out(gr->out, gr->out16, at, y * zv * sg, nw);
+                store_out(gr->dz, row * gr->dz.ld + e0, g * y * sg * (1.0f + zv * (1.0f - sg)), nw);
+                if (gr->out.p) store_out(gr->out, at, y * zv * sg, nw);
             }
             float *pB = part + (size_t)t * 2 * N, *pC = pB + N;
             const vf dtx = dtv * xv;
@@ -264,13 +258,13 @@ static void scan_bwd_block(const scan_args *s, const scan_grads *gr, const float
             /* through the softplus: sigmoid(pre) = 1 - exp(-softplus(pre)) = -expm1(-dt) */
             ddtv = ddtv * -vf_expm1(-dtv);
             *dbias += ddtv;
-            vf_store_n(gr->dx + at, dxv, nw);
-            vf_store_n(gr->ddt + at, ddtv, nw);
+            vf_store_n(mat_f(gr->dx) + at, dxv, nw);
+            vf_store_n(mat_f(gr->ddt) + at, ddtv, nw);
         }
     }
 }
 
-void cpu_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
+void cpu_scan_bwd(const scan_args *s, const scan_grads *g, mat dout) {
     if (s->A_log) {
         scan_args w;
         float *At;
@@ -278,18 +272,16 @@ void cpu_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(At);
         return;
     }
-    if (s->z16 || s->x16 || s->dt16) { /* bf16 operands widened first */
+    if (scan_has_bf16(s)) { /* bf16 operands widened first */
         scan_args w;
         float *zw[3];
         cpu_scan_bwd(widen_bf16(s, &w, zw), g, dout);
         free(zw[0]), free(zw[1]), free(zw[2]);
         return;
     }
-    if (g->dout16) { /* a bf16 dout widened first */
-        float *dw = host_f32_from_bf16_rows(g->dout16, s->E, (size_t)s->B * s->T, s->E);
-        scan_grads g32 = *g;
-        g32.dout16 = NULL;
-        cpu_scan_bwd(s, &g32, dw);
+    if (mat_h(dout)) { /* a bf16 dout widened first */
+        float *dw = host_f32_from_bf16_rows(mat_h(dout), dout.ld, (size_t)s->B * s->T, s->E);
+        cpu_scan_bwd(s, g, mat_f32(dw, s->E));
         free(dw);
         return;
     }
@@ -302,25 +294,27 @@ void cpu_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
         free(dAt);
         return;
     }
-    if (g->dBm16) { /* dB and dC in float32 first ([B*T, N] dense), then rounded */
+    if (mat_h(g->dBm)) { /* dB and dC in float32 first ([B*T, N] dense), then rounded */
         const int rows = s->B * s->T;
         scan_grads g32 = *g;
         float *bc = xmalloc(sizeof(float) * ((size_t)rows * 2 * s->N + 1));
-        g32.dBm = bc, g32.dCm = bc + s->N, g32.lddbc = 2 * s->N, g32.dBm16 = g32.dCm16 = NULL;
+        g32.dBm = mat_f32(bc, 2 * s->N), g32.dCm = mat_f32(bc + s->N, 2 * s->N);
         cpu_scan_bwd(s, &g32, dout);
-        cpu_round_bf16_rows(g->dBm16, g->lddbc, g32.dBm, g32.lddbc, rows, s->N);
-        cpu_round_bf16_rows(g->dCm16, g->lddbc, g32.dCm, g32.lddbc, rows, s->N);
+        cpu_convert_rows(g->dBm, g32.dBm, rows, s->N);
+        cpu_convert_rows(g->dCm, g32.dCm, rows, s->N);
         free(bc);
         return;
     }
-    if (g->ddt16 || g->dx16) { /* ddt and dx in float32 first, then rounded */
-        const size_t n = (size_t)s->B * s->T * s->E;
+    if (mat_h(g->ddt) || mat_h(g->dx) || mat_h(g->dz) || mat_h(g->out)) { /* in float32 first, then rounded */
+        const int rows = s->B * s->T;
         scan_grads g32 = *g;
-        if (g->ddt16) g32.ddt = xmalloc(sizeof(float) * (n ? n : 1)), g32.ddt16 = NULL;
-        if (g->dx16) g32.dx = xmalloc(sizeof(float) * (n ? n : 1)), g32.dx16 = NULL;
+        mat *f32[] = {&g32.ddt, &g32.dx, &g32.dz, &g32.out};
+        const mat *want[] = {&g->ddt, &g->dx, &g->dz, &g->out};
+        for (int i = 0; i < 4; i++)
+            if (mat_h(*want[i])) *f32[i] = mat_f32(xmalloc(sizeof(float) * ((size_t)rows * s->E + 1)), s->E);
         cpu_scan_bwd(s, &g32, dout);
-        if (g->ddt16) host_bf16_from_f32(g->ddt16, g32.ddt, n), free(g32.ddt);
-        if (g->dx16) host_bf16_from_f32(g->dx16, g32.dx, n), free(g32.dx);
+        for (int i = 0; i < 4; i++)
+            if (mat_h(*want[i])) cpu_convert_rows(*want[i], *f32[i], rows, s->E), free(f32[i]->p);
         return;
     }
     const int B = s->B, T = s->T, E = s->E, N = s->N;
@@ -341,7 +335,7 @@ void cpu_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
                     a[n] = vf_load_n(s->At + (size_t)n * E + e0, nw);
                     dA[n] = vf_set1(0.0f);
                 }
-                scan_bwd_block(s, g, dout, part + (size_t)blk * T * 2 * N, dA, &dD, &dbias, hb, hloc, daloc, dts, a,
+                scan_bwd_block(s, g, mat_f(dout), part + (size_t)blk * T * 2 * N, dA, &dD, &dbias, hb, hloc, daloc, dts, a,
                                vf_load_n(s->Dv + e0, nw), vf_load_n(s->dt_bias + e0, nw), b, e0, nw);
                 for (int n = 0; n < N; n++) add_lanes(g->dAt + (size_t)n * E + e0, dA[n], nw);
                 add_lanes(g->dDv + e0, dD, nw);
@@ -350,7 +344,8 @@ void cpu_scan_bwd(const scan_args *s, const scan_grads *g, const float *dout) {
             /* implicit barrier: every block's partial is in; sum them in block order (deterministic) */
 #pragma omp for schedule(static)
             for (int t = 0; t < T; t++) {
-                float *db = g->dBm + ((size_t)b * T + t) * g->lddbc, *dc = g->dCm + ((size_t)b * T + t) * g->lddbc;
+                float *db = mat_f(g->dBm) + ((size_t)b * T + t) * g->dBm.ld,
+                      *dc = mat_f(g->dCm) + ((size_t)b * T + t) * g->dCm.ld;
                 for (int n = 0; n < N; n++) db[n] = dc[n] = 0.0f;
                 for (int blk = 0; blk < nblk; blk++) {
                     const float *p = part + ((size_t)blk * T + t) * 2 * N;

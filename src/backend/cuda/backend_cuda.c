@@ -29,10 +29,8 @@ static int cuda_check_op(int op, const void *args) {
 #define CUDA_KERNEL_other(name, MM) name##_cuda
 #define CUDA_KERNEL_optim(name, MM) name##_cuda
 
-/* Ops without a CUDA kernel: NULL in both tables (backend_check_op refuses them). matmul_xwT_bf16 reads the host's
- * bf16 copy of the weights (the CPU's decode); the bf16 table's matmul_xwT reads a device shadow of them instead. */
-#define matmul_xwT_bf16_cuda NULL
-#define matmul_xwT_bf16_cuda_bf16 NULL
+/* An op without a CUDA kernel would be `#define <name>_cuda NULL` here (both tables' entries NULL, so that
+ * backend_check_op refuses it by name); every op has one today. */
 
 const backend backend_cuda = {
     CUDA_COMMON,

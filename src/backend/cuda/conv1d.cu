@@ -267,11 +267,11 @@ static void conv1d_silu_fwd_any(float *out, __nv_bfloat16 *out16, const TX *x, i
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void conv1d_silu_fwd_cuda(float *out, uint16_t *out16, const float *x, const uint16_t *x16, int ldx,
-                                     const float *init, const float *w, const float *bias, int B, int T, int C, int K) {
-    __nv_bfloat16 *o16 = (__nv_bfloat16 *)out16;
-    if (x16) conv1d_silu_fwd_any(out, o16, (const __nv_bfloat16 *)x16, ldx, init, w, bias, B, T, C, K);
-    else conv1d_silu_fwd_any(out, o16, x, ldx, init, w, bias, B, T, C, K);
+extern "C" void conv1d_silu_fwd_cuda(mat out, mat x, const float *init, const float *w, const float *bias, int B, int T,
+                                     int C, int K) {
+    __nv_bfloat16 *o16 = (__nv_bfloat16 *)mat_h(out);
+    if (mat_h(x)) conv1d_silu_fwd_any(mat_f(out), o16, (const __nv_bfloat16 *)mat_h(x), x.ld, init, w, bias, B, T, C, K);
+    else conv1d_silu_fwd_any(mat_f(out), o16, mat_f(x), x.ld, init, w, bias, B, T, C, K);
 }
 
 /* The whole backward in one pass for a compile-time kernel width K: a thread owns channel c of one chunk of
@@ -502,11 +502,14 @@ static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const
     CUDA_CHECK(cudaFreeAsync(dpre, 0));
 }
 
-extern "C" void conv1d_silu_bwd_cuda(float *dx, uint16_t *dx16, int lddx, float *dw, float *dbias, const float *dout,
-                                     const uint16_t *dout16, const float *x, const uint16_t *x16, int ldx,
-                                     const float *w, const float *bias, int B, int T, int C, int K) {
+extern "C" void conv1d_silu_bwd_cuda(mat dx_m, float *dw, float *dbias, mat dout_m, mat x_m, const float *w,
+                                     const float *bias, int B, int T, int C, int K) {
+    float *dx = mat_f(dx_m);
+    const float *dout = mat_f(dout_m), *x = mat_f(x_m);
+    const uint16_t *dx16 = mat_h(dx_m), *x16 = mat_h(x_m);
+    const int lddx = dx_m.ld, ldx = x_m.ld;
     __nv_bfloat16 *d16 = (__nv_bfloat16 *)dx16;
-    const __nv_bfloat16 *b16 = (const __nv_bfloat16 *)x16, *g16 = (const __nv_bfloat16 *)dout16;
+    const __nv_bfloat16 *b16 = (const __nv_bfloat16 *)x16, *g16 = (const __nv_bfloat16 *)mat_h(dout_m);
     if (x16 && dx16)
         conv1d_silu_bwd_any(d16, lddx, dw, dbias, dout, g16, b16, ldx, w, bias, B, T, C, K);
     else if (x16)

@@ -46,26 +46,4 @@ extern "C" void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int
     CUDA_CHECK_LAUNCH();
 }
 
-__global__ static void bf16_from_f32_kernel(uint16_t *dst, const float *src, size_t n) {
-    GRID_STRIDE(i, n) {
-        const uint32_t u = __float_as_uint(src[i]);
-        dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40) /* NaN stays NaN */
-                                                : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
-}
 
-__global__ static void f32_from_bf16_kernel(float *dst, const uint16_t *src, size_t n) {
-    GRID_STRIDE(i, n) dst[i] = __uint_as_float((uint32_t)src[i] << 16);
-}
-
-extern "C" void bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n) {
-    if (!n) return;
-    bf16_from_f32_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dst, src, n);
-    CUDA_CHECK_LAUNCH();
-}
-
-extern "C" void f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n) {
-    if (!n) return;
-    f32_from_bf16_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dst, src, n);
-    CUDA_CHECK_LAUNCH();
-}

@@ -38,7 +38,7 @@ typedef struct {
     unsigned align_a, align_b, align_c; // byte alignment of the pointers (up to 256): the algorithm must allow it
     cublasComputeType_t compute;
     cudaDataType_t ab_type; // CUDA_R_32F, or CUDA_R_16BF (converted copies of the operands)
-    cudaDataType_t c_type;  // the output's: CUDA_R_32F, or CUDA_R_16BF (matmul_xwT_y16)
+    cudaDataType_t c_type;  // the output's: CUDA_R_32F, or CUDA_R_16BF (a bf16 y)
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -149,8 +149,26 @@ static void to_bf16_dense(__nv_bfloat16 *dst, const float *src, int rows, int co
     to_bf16_rows(dst, cols, src, ld, rows, cols);
 }
 
-extern "C" void round_bf16_rows_cuda(uint16_t *dst, int ldd, const float *src, int lds, int rows, int cols) {
-    to_bf16_rows((__nv_bfloat16 *)dst, ldd, src, lds, rows, cols);
+// dst [rows, cols] (row stride ldd) = float32(src [rows, cols] with row stride ld): a block per row
+__global__ static void from_bf16_rows_kernel(float *dst, const __nv_bfloat16 *src, int cols, int ld, int ldd) {
+    const __nv_bfloat16 *s = src + (size_t)blockIdx.x * ld;
+    float *d = dst + (size_t)blockIdx.x * ldd;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = __bfloat162float(s[c]);
+}
+
+extern "C" void convert_rows_cuda(mat dst, mat src, int rows, int cols) {
+    if (rows <= 0 || cols <= 0) return;
+    if (mat_h(dst) && mat_f(src)) {
+        to_bf16_rows((__nv_bfloat16 *)mat_h(dst), dst.ld, mat_f(src), src.ld, rows, cols);
+    } else if (mat_f(dst) && mat_h(src)) {
+        from_bf16_rows_kernel<<<rows, cols >= 512 ? 256 : 128>>>(mat_f(dst), (const __nv_bfloat16 *)mat_h(src), cols,
+                                                               src.ld, dst.ld);
+        CUDA_CHECK_LAUNCH();
+    } else { // the same dtype: a strided copy
+        const size_t eb = mat_elem_bytes(dst.dt);
+        CUDA_CHECK(cudaMemcpy2DAsync(dst.p, eb * dst.ld, src.p, eb * src.ld, eb * cols, rows, cudaMemcpyDeviceToDevice,
+                                     cudaStreamPerThread));
+    }
 }
 
 // A dense bf16 copy of a column-major float32 matrix (rows x cols, leading dimension ld) from the stream-ordered
@@ -223,26 +241,26 @@ static void lt_gemm(bool trans_a, bool trans_b, int m, int n, int k, const float
 #define BF16 CUBLAS_COMPUTE_32F_FAST_16BF
 
 // y[M,N] = beta y + x[M,K] w[N,K]^T  <=>  y^T (N x M) = w (op T of stored K x N) * x^T (K x M)
-extern "C" void matmul_xwT_cuda(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
+static void xwT_f32(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
                                 float beta) {
     lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, F32);
 }
 
 // dx[M,K] = beta dx + dy[M,N] w[N,K]  <=>  dx^T (K x M) = w^T (stored K x N) * dy^T (stored N x M)
-extern "C" void matmul_dyw_cuda(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
+static void dyw_f32(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N, int K,
                                 float beta) {
     lt_gemm(false, false, K, M, N, w, K, dy, lddy, dx, lddx, beta, F32);
 }
 
 // dw[N,K] += dy[M,N]^T x[M,K]  <=>  dw^T (K x N) += x^T (stored K x M) * dy (op T of stored N x M)
-extern "C" void matmul_dw_acc_cuda(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
+static void dw_acc_f32(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N, int K) {
     lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f, F32);
 }
 
-extern "C" void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
+static void bwd_f32(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy, const float *x,
                                 int ldx, const float *w, int M, int N, int K) {
-    if (dx) matmul_dyw_cuda(dx, lddx, dy, lddy, w, M, N, K, beta);
-    if (dw) matmul_dw_acc_cuda(dw, dy, lddy, x, ldx, M, N, K);
+    if (dx) dyw_f32(dx, lddx, dy, lddy, w, M, N, K, beta);
+    if (dw) dw_acc_f32(dw, dy, lddy, x, ldx, M, N, K);
 }
 
 // The same with bf16 tensor-core inputs and float32 accumulation and output (backend_cuda_bf16).
@@ -250,29 +268,29 @@ extern "C" void matmul_bwd_cuda(float *dx, int lddx, float beta, float *dw, cons
 // weight into a copy each step would cost more than the product.
 #define BF16_COPY_MIN_ROWS 256
 
-extern "C" void matmul_xwT_cuda_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
+static void xwT_bf16(float *y, int ldy, const float *x, int ldx, const float *w, int M, int N, int K,
                                      float beta) {
     if (M < BF16_COPY_MIN_ROWS) lt_gemm_direct(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
     else lt_gemm(true, false, N, M, K, w, K, x, ldx, y, ldy, beta, BF16);
 }
 
-extern "C" void matmul_dyw_cuda_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N,
+static void dyw_bf16(float *dx, int lddx, const float *dy, int lddy, const float *w, int M, int N,
                                      int K, float beta) {
     lt_gemm(false, false, K, M, N, w, K, dy, lddy, dx, lddx, beta, BF16);
 }
 
-extern "C" void matmul_dw_acc_cuda_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N,
+static void dw_acc_bf16(float *dw, const float *dy, int lddy, const float *x, int ldx, int M, int N,
                                         int K) {
     lt_gemm(false, true, K, N, M, x, ldx, dy, lddy, dw, K, 1.0f, BF16);
 }
 
 // Both gradients from one bf16 copy of dy (the pair of products above in their column-major form: dx^T = w^T dy^T
 // and dw^T += x^T dy); skinny products, or one gradient alone, take the single calls.
-extern "C" void matmul_bwd_cuda_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy,
+static void bwd_bf16(float *dx, int lddx, float beta, float *dw, const float *dy, int lddy,
                                      const float *x, int ldx, const float *w, int M, int N, int K) {
     if (!bf16_copies(K, M, N) || !dx || !dw) {
-        if (dx) matmul_dyw_cuda_bf16(dx, lddx, dy, lddy, w, M, N, K, beta);
-        if (dw) matmul_dw_acc_cuda_bf16(dw, dy, lddy, x, ldx, M, N, K);
+        if (dx) dyw_bf16(dx, lddx, dy, lddy, w, M, N, K, beta);
+        if (dw) dw_acc_bf16(dw, dy, lddy, x, ldx, M, N, K);
         return;
     }
     lt_init();
@@ -301,17 +319,17 @@ static float *widen(const uint16_t *x16, int ldx, int M, int K) {
     return x;
 }
 
-extern "C" void matmul_xwT_x16_cuda(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N,
+static void xwT_x16_f32(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N,
                                     int K, float beta) {
     float *x = widen(x16, ldx, M, K);
-    matmul_xwT_cuda(y, ldy, x, K, w, M, N, K, beta);
+    xwT_f32(y, ldy, x, K, w, M, N, K, beta);
     CUDA_CHECK(cudaFreeAsync(x, cudaStreamPerThread));
 }
 
-extern "C" void matmul_dw_acc_x16_cuda(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
+static void dw_acc_x16_f32(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M, int N,
                                        int K) {
     float *x = widen(x16, ldx, M, K);
-    matmul_dw_acc_cuda(dw, dy, lddy, x, K, M, N, K);
+    dw_acc_f32(dw, dy, lddy, x, K, M, N, K);
     CUDA_CHECK(cudaFreeAsync(x, cudaStreamPerThread));
 }
 
@@ -327,7 +345,7 @@ static const __nv_bfloat16 *aligned_x16(const uint16_t *x16, int *ldx, int M, in
     return *copy;
 }
 
-extern "C" void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N,
+static void xwT_x16_bf16(float *y, int ldy, const uint16_t *x16, int ldx, const float *w, int M, int N,
                                          int K, float beta) {
     __nv_bfloat16 *xc, *w16 = bf16_copy(w, K, N, K); // y^T (N x M) = w (op T of stored K x N) * x^T (K x M)
     const __nv_bfloat16 *x = aligned_x16(x16, &ldx, M, K, &xc);
@@ -336,7 +354,7 @@ extern "C" void matmul_xwT_x16_cuda_bf16(float *y, int ldy, const uint16_t *x16,
     if (xc) bf16_free(xc);
 }
 
-extern "C" void matmul_dw_acc_x16_cuda_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M,
+static void dw_acc_x16_bf16(float *dw, const float *dy, int lddy, const uint16_t *x16, int ldx, int M,
                                             int N, int K) {
     __nv_bfloat16 *xc, *dy16 = bf16_copy(dy, N, M, lddy); // dw^T (K x N) += x^T (K x M) * dy (op T of stored N x M)
     const __nv_bfloat16 *x = aligned_x16(x16, &ldx, M, K, &xc);
@@ -369,16 +387,16 @@ static void y16_through_f32(void (*xwT)(float *, int, const float *, int, const 
     CUDA_CHECK(cudaFreeAsync(y, cudaStreamPerThread));
 }
 
-extern "C" void matmul_xwT_y16_cuda(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx,
+static void xwT_y16_f32(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx,
                                     const float *w, const float *bias, int M, int N, int K) {
-    y16_through_f32(matmul_xwT_cuda, y16, ldy, x, x16, ldx, w, bias, M, N, K);
+    y16_through_f32(xwT_f32, y16, ldy, x, x16, ldx, w, bias, M, N, K);
 }
 
 // bf16: cuBLASLt writes the bf16 output itself (no bias; with a bias, or a skinny product, through float32)
-extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx,
+static void xwT_y16_bf16(uint16_t *y16, int ldy, const float *x, const uint16_t *x16, int ldx,
                                          const float *w, const float *bias, int M, int N, int K) {
     if (bias || !bf16_copies(N, M, K) || (uintptr_t)y16 % 16 || ldy % 8) {
-        y16_through_f32(matmul_xwT_cuda_bf16, y16, ldy, x, x16, ldx, w, bias, M, N, K);
+        y16_through_f32(xwT_bf16, y16, ldy, x, x16, ldx, w, bias, M, N, K);
         return;
     }
     lt_init();
@@ -397,7 +415,7 @@ extern "C" void matmul_xwT_y16_cuda_bf16(uint16_t *y16, int ldy, const float *x,
 
 // ---- dy and x each in float32 or bf16: both gradients of a layer
 
-// dx16: the input gradient in float32 through dx_via (the table's matmul_bwd16 with dx), then rounded row by row.
+// dx16: the input gradient in float32 through dx_via (the table's bwd16 path with dx), then rounded row by row.
 typedef void (*bwd16_fn)(float *, uint16_t *, int, float, float *, const float *, const uint16_t *, int, const float *,
                          const uint16_t *, int, const float *, int, int, int);
 static void dx16_through_f32(bwd16_fn f, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
@@ -414,29 +432,29 @@ static void dx16_through_f32(bwd16_fn f, uint16_t *dx16, int lddx, float beta, f
     CUDA_CHECK(cudaFreeAsync(t, cudaStreamPerThread));
 }
 
-extern "C" void matmul_bwd16_cuda(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+static void bwd16_f32(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
                                   const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
                                   const float *w, int M, int N, int K) {
     if (dx16)
-        return dx16_through_f32(matmul_bwd16_cuda, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
+        return dx16_through_f32(bwd16_f32, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M, N, K);
     float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 && dw ? widen(x16, ldx, M, K) : NULL;
-    matmul_bwd_cuda(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+    bwd_f32(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
     if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
     if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
 }
 
-extern "C" void matmul_bwd16_cuda_bf16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
+static void bwd16_bf16(float *dx, uint16_t *dx16, int lddx, float beta, float *dw, const float *dy,
                                        const uint16_t *dy16, int lddy, const float *x, const uint16_t *x16, int ldx,
                                        const float *w, int M, int N, int K) {
     // dx16: the dx product writes bf16 itself where its rows are 16-byte aligned (else through float32)
     const bool dx16_direct = dx16 && (uintptr_t)dx16 % 16 == 0 && lddx % 8 == 0;
     if (!bf16_copies(K, M, N) || (dx16 && !dx16_direct)) {
         if (dx16)
-            return dx16_through_f32(matmul_bwd16_cuda_bf16, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M,
+            return dx16_through_f32(bwd16_bf16, dx16, lddx, beta, dw, dy, dy16, lddy, x, x16, ldx, w, M,
                                     N, K);
         // skinny: through the float32-operand path
         float *dyw = dy16 ? widen(dy16, lddy, M, N) : NULL, *xw = x16 && dw ? widen(x16, ldx, M, K) : NULL;
-        matmul_bwd_cuda_bf16(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
+        bwd_bf16(dx, lddx, beta, dw, dyw ? dyw : dy, dyw ? N : lddy, xw ? xw : x, xw ? K : ldx, w, M, N, K);
         if (dyw) CUDA_CHECK(cudaFreeAsync(dyw, cudaStreamPerThread));
         if (xw) CUDA_CHECK(cudaFreeAsync(xw, cudaStreamPerThread));
         return;
@@ -460,4 +478,58 @@ extern "C" void matmul_bwd16_cuda_bf16(float *dx, uint16_t *dx16, int lddx, floa
     if (w16) bf16_free(w16);
     if (dyc) bf16_free(dyc);
     if (xc) bf16_free(xc);
+}
+
+// ---- the ops: one matmul_xwT and one matmul_bwd per table over every operand form (ops_list.h), each form sent to the
+// kernel path above that it has always taken (so that the numbers stay those of the twin ops these replaced)
+
+typedef struct {
+    void (*xwT)(float *, int, const float *, int, const float *, int, int, int, float);
+    void (*xwT_x16)(float *, int, const uint16_t *, int, const float *, int, int, int, float);
+    void (*xwT_y16)(uint16_t *, int, const float *, const uint16_t *, int, const float *, const float *, int, int, int);
+    void (*bwd)(float *, int, float, float *, const float *, int, const float *, int, const float *, int, int, int);
+    void (*dw_acc_x16)(float *, const float *, int, const uint16_t *, int, int, int, int);
+    bwd16_fn bwd16;
+} gemm_paths;
+
+static const gemm_paths paths_f32 = {xwT_f32, xwT_x16_f32, xwT_y16_f32, bwd_f32, dw_acc_x16_f32, bwd16_f32};
+static const gemm_paths paths_bf16 = {xwT_bf16, xwT_x16_bf16, xwT_y16_bf16, bwd_bf16, dw_acc_x16_bf16, bwd16_bf16};
+
+static void xwT_any(const gemm_paths *P, mat y, mat x, mat w, const float *bias, int M, int N, int K, float beta) {
+    if (w.dt != MAT_F32 || (mat_h(y) && beta != 0.0f)) {
+        fprintf(stderr, "ssm: the CUDA matmul_xwT takes float32 weights and a bf16 output only with beta 0\n");
+        exit(2);
+    }
+    if (mat_h(y)) { // the bias added before the rounding
+        P->xwT_y16(mat_h(y), y.ld, mat_f(x), mat_h(x), x.ld, mat_f(w), bias, M, N, K);
+        return;
+    }
+    if (mat_h(x)) P->xwT_x16(mat_f(y), y.ld, mat_h(x), x.ld, mat_f(w), M, N, K, beta);
+    else P->xwT(mat_f(y), y.ld, mat_f(x), x.ld, mat_f(w), M, N, K, beta);
+    if (bias) bias_add_cuda(mat_f(y), y.ld, bias, M, N);
+}
+
+static void bwd_any(const gemm_paths *P, mat dx, float beta, float *dw, mat dy, mat x, const float *w, int M, int N,
+                    int K) {
+    if (!mat_h(dx) && !mat_h(dy) && !mat_h(x))
+        P->bwd(mat_f(dx), dx.ld, beta, dw, mat_f(dy), dy.ld, mat_f(x), x.ld, w, M, N, K);
+    else if (!dx.p && mat_f(dy) && mat_h(x)) // dw alone from a bf16 activation
+        P->dw_acc_x16(dw, mat_f(dy), dy.ld, mat_h(x), x.ld, M, N, K);
+    else
+        P->bwd16(mat_f(dx), mat_h(dx), dx.ld, beta, dw, mat_f(dy), mat_h(dy), dy.ld, mat_f(x), mat_h(x), x.ld, w, M, N,
+                 K);
+}
+
+extern "C" void matmul_xwT_cuda(mat y, mat x, mat w, const float *bias, int M, int N, int K, float beta) {
+    xwT_any(&paths_f32, y, x, w, bias, M, N, K, beta);
+}
+extern "C" void matmul_xwT_cuda_bf16(mat y, mat x, mat w, const float *bias, int M, int N, int K, float beta) {
+    xwT_any(&paths_bf16, y, x, w, bias, M, N, K, beta);
+}
+extern "C" void matmul_bwd_cuda(mat dx, float beta, float *dw, mat dy, mat x, const float *w, int M, int N, int K) {
+    bwd_any(&paths_f32, dx, beta, dw, dy, x, w, M, N, K);
+}
+extern "C" void matmul_bwd_cuda_bf16(mat dx, float beta, float *dw, mat dy, mat x, const float *w, int M, int N,
+                                     int K) {
+    bwd_any(&paths_bf16, dx, beta, dw, dy, x, w, M, N, K);
 }

@@ -200,25 +200,31 @@ struct RmsnormDw { /* dw[i] = sum over rows of dy * x * rstd (rows too wide for 
     }
 };
 
-extern "C" void rmsnorm_fwd_cuda(float *y, uint16_t *y16, float *rstd, const float *x, const float *w, int rows, int D,
-                                 float eps) {
+extern "C" void rmsnorm_fwd_cuda(mat y_m, float *rstd, const float *x, const float *w, int rows, int D, float eps) {
+    float *y = mat_f(y_m);
+    uint16_t *y16 = mat_h(y_m);
     if (rows <= 0 || D <= 0) return;
     rmsnorm_fwd_kernel<<<cdiv(rows, NORM_FWD_SPLIT), RED_THREADS>>>(y, (__nv_bfloat16 *)y16, rstd, x, w, rows, D,
                                                                      eps);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void add_rmsnorm_fwd_cuda(float *x_out, float *y, uint16_t *y16, float *rstd, const float *x,
-                                     const float *delta, const uint16_t *delta16, const float *w, int rows, int D,
-                                     float eps) {
+extern "C" void add_rmsnorm_fwd_cuda(float *x_out, mat y_m, float *rstd, const float *x, mat delta_m, const float *w,
+                                     int rows, int D, float eps) {
+    float *y = mat_f(y_m);
+    uint16_t *y16 = mat_h(y_m);
+    const float *delta = mat_f(delta_m);
+    const uint16_t *delta16 = mat_h(delta_m);
     if (rows <= 0 || D <= 0) return;
     add_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(x_out, y, (__nv_bfloat16 *)y16, rstd, x, delta,
                                                   (const __nv_bfloat16 *)delta16, w, D, eps);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, const float *dy, const uint16_t *dy16,
-                                 const float *x, const float *w, const float *rstd, int rows, int D, int acc) {
+extern "C" void rmsnorm_bwd_cuda(float *dx, uint16_t *dx16, float *dw, mat dy_m, const float *x, const float *w,
+                                 const float *rstd, int rows, int D, int acc) {
+    const float *dy = mat_f(dy_m);
+    const uint16_t *dy16 = mat_h(dy_m);
     if (rows <= 0 || D <= 0) return;
     const int nblk = cdiv(rows, NORM_BWD_ROWS);
     const size_t smem = sizeof(float) * NORM_BWD_WARPS * (size_t)D;

@@ -812,7 +812,7 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     static size_t smem_set;
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
     scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
-        y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz,
+        y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld,
         s->T, s->E, s->N);
     CUDA_CHECK_LAUNCH();
 }
@@ -830,37 +830,38 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     static size_t smem_set;
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B), W * 32, smem>>>(
-        g->dx, (__nv_bfloat16 *)g->dx16, g->ddt, (__nv_bfloat16 *)g->ddt16, g->dz, (__nv_bfloat16 *)g->dz16, g->lddz,
-        g->out, (__nv_bfloat16 *)g->out16, part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x,
-        dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->ldz, T, E, N);
+        mat_f(g->dx), (__nv_bfloat16 *)mat_h(g->dx), mat_f(g->ddt), (__nv_bfloat16 *)mat_h(g->ddt), mat_f(g->dz),
+        (__nv_bfloat16 *)mat_h(g->dz), g->dz.ld, mat_f(g->out), (__nv_bfloat16 *)mat_h(g->out), part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x,
+        dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld, T, E, N);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     const unsigned bc_blocks = (unsigned)((nbc + 255) / 256), ad_blocks = (unsigned)((nad + 255) / 256);
     scan_bwd_reduce<<<bc_blocks + ad_blocks, 256>>>(
-        bc_blocks, g->dBm, g->dCm, (__nv_bfloat16 *)g->dBm16, (__nv_bfloat16 *)g->dCm16, g->lddbc, part_bc, nblk, T,
+        bc_blocks, mat_f(g->dBm), mat_f(g->dCm), (__nv_bfloat16 *)mat_h(g->dBm), (__nv_bfloat16 *)mat_h(g->dCm),
+        g->dBm.ld, part_bc, nblk, T,
         g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias, dA_part, dD_part, db_part, B, N, NP, E);
     CUDA_CHECK_LAUNCH();
 }
 
-// f(x, dt, z) with each operand as the kernels' type for it: float32 or bf16 (x16, dt16, z16), whichever s has (one
-// kernel instantiation per combination).
+// f(x, dt, z) with each operand as the kernels' type for it: float32 or bf16, each operand's dtype (one kernel
+// instantiation per combination). An absent gate is a float32 NULL.
 template <typename F> static void with_types(const scan_args *s, F f) {
     auto by_z = [&](auto x, auto dt) {
-        if (s->z16)
-            f(x, dt, (const __nv_bfloat16 *)s->z16);
+        if (mat_h(s->z))
+            f(x, dt, (const __nv_bfloat16 *)mat_h(s->z));
         else
-            f(x, dt, s->z);
+            f(x, dt, (const float *)mat_f(s->z));
     };
     auto by_dt = [&](auto x) {
-        if (s->dt16)
-            by_z(x, (const __nv_bfloat16 *)s->dt16);
+        if (mat_h(s->dt))
+            by_z(x, (const __nv_bfloat16 *)mat_h(s->dt));
         else
-            by_z(x, s->dt);
+            by_z(x, (const float *)mat_f(s->dt));
     };
-    if (s->x16)
-        by_dt((const __nv_bfloat16 *)s->x16);
+    if (mat_h(s->x))
+        by_dt((const __nv_bfloat16 *)mat_h(s->x));
     else
-        by_dt(s->x);
+        by_dt((const float *)mat_f(s->x));
 }
 
 // The scan's limit on the state size N (d_state): the decode step sums a channel's states across the lanes of one
@@ -917,8 +918,9 @@ __global__ static void scan_step_kernel(float *y, __nv_bfloat16 *y16, float *h, 
     else y[i] = yo;
 }
 
-extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, float *h) {
-    __nv_bfloat16 *o16 = (__nv_bfloat16 *)out16;
+extern "C" void scan_fwd_cuda(const scan_args *s, mat out_m, float *h) {
+    float *out = mat_f(out_m);
+    __nv_bfloat16 *o16 = (__nv_bfloat16 *)mat_h(out_m);
     check_state_size(s->N);
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // nothing to scan: the state stays as it is
     if (s->T == 1) {
@@ -926,19 +928,24 @@ extern "C" void scan_fwd_cuda(const scan_args *s, float *out, uint16_t *out16, f
         while (NP < s->N) NP <<= 1;
         const size_t threads = (size_t)s->B * s->E * NP;
         scan_step_kernel<<<(unsigned)((threads + 127) / 128), 128>>>(
-            out, o16, h, s->x, (const __nv_bfloat16 *)s->x16, s->dt, (const __nv_bfloat16 *)s->dt16, s->dt_bias, s->At,
-            s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, s->z, (const __nv_bfloat16 *)s->z16, s->ldz, s->B, s->E, s->N, NP);
+            out, o16, h, mat_f(s->x), (const __nv_bfloat16 *)mat_h(s->x), mat_f(s->dt),
+            (const __nv_bfloat16 *)mat_h(s->dt), s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, mat_f(s->z),
+            (const __nv_bfloat16 *)mat_h(s->z), s->z.ld, s->B, s->E, s->N, NP);
         CUDA_CHECK_LAUNCH();
         return;
     }
     with_types(s, [&](auto x, auto dt, auto z) { scan_fwd_launch<SCAN_FWD_CFG>(s, x, dt, z, out, o16, h); });
 }
 
-extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, const float *dout) {
+extern "C" void scan_bwd_cuda(const scan_args *s, const scan_grads *g, mat dout) {
     check_state_size(s->N);
+    if (g->dBm.dt != g->dCm.dt || g->dBm.ld != g->dCm.ld) {
+        fprintf(stderr, "ssm: scan_bwd: dB and dC must share a dtype and a row stride\n");
+        exit(2);
+    }
     if (s->B <= 0 || s->T <= 0 || s->E <= 0) return; // no steps: no gradients to write or add
     with_types(s, [&](auto x, auto dt, auto z) {
-        if (g->dout16) scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, (const __nv_bfloat16 *)g->dout16);
-        else scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, dout);
+        if (mat_h(dout)) scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, (const __nv_bfloat16 *)mat_h(dout));
+        else scan_bwd_launch<SCAN_BWD_CFG>(s, x, dt, z, g, (const float *)mat_f(dout));
     });
 }
