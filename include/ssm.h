@@ -21,6 +21,22 @@ typedef struct {
     int use_conv_bias;     /* conv1d bias (HF use_conv_bias; default 1) */
 } ssm_mamba1_config;
 
+/* The shape of an attention layer ('a' in the layer pattern): causal multi-head self-attention with grouped-query
+ * heads and rotary positions. Field names follow HF LlamaConfig. */
+typedef struct {
+    int n_heads;           /* num_attention_heads; 0 means d_model / head_dim */
+    int n_kv_heads;        /* num_key_value_heads, dividing n_heads (1: multi-query); 0 means n_heads */
+    int head_dim;          /* head_dim; 0 means d_model / n_heads (64 when n_heads is 0 too); even (RoPE) */
+    float rope_theta;      /* rope_theta (default 10000) */
+    int sliding_window;    /* sliding_window: a query sees this many positions, itself included; 0: all */
+    int max_context;       /* max_position_embeddings: the cache a decode state holds by default (4096) */
+} ssm_attention_config;
+
+/* The shape of an MLP layer ('f' in the layer pattern): SwiGLU, down(silu(gate(x)) * up(x)). HF LlamaConfig. */
+typedef struct {
+    int intermediate_size; /* intermediate_size; 0 means 8/3 d_model rounded up to a multiple of 64 */
+} ssm_mlp_config;
+
 /* The shape of a model: what every layer shares, the layer pattern, and each layer kind's own shape (a
  * kind's sub-config is read only by that kind). Field names follow HF configs where one exists. */
 typedef struct {
@@ -29,8 +45,12 @@ typedef struct {
     int n_layer;           /* num_hidden_layers */
     float norm_eps;        /* layer_norm_epsilon */
     int tie_embeddings;    /* LM head shares the embedding (HF tie_word_embeddings; default 1) */
-    char layer_pattern[32];/* one letter per layer kind, repeated over the stack: "m" = Mamba-1 */
+    /* one letter per layer, repeated over the stack: m = Mamba-1, a = attention, f = MLP (feed-forward); "af" is a
+     * Transformer, "mmmaf" three Mamba-1 layers then a Transformer block */
+    char layer_pattern[128];
     ssm_mamba1_config mamba1;
+    ssm_attention_config attention;
+    ssm_mlp_config mlp;
 } ssm_config;
 
 typedef struct ssm_model ssm_model;

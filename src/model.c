@@ -22,6 +22,45 @@ void ssm_config_default(ssm_config *c) {
     c->mamba1.use_conv_bias = 1;
     c->tie_embeddings = 1;
     strcpy(c->layer_pattern, "m");
+    c->attention.rope_theta = 10000.0f;
+    c->attention.max_context = 4096;
+}
+
+/* The attention and MLP sub-configs' derived fields and limits (read only when the pattern has such a layer). */
+static int config_resolve_attention(ssm_config *c) {
+    ssm_attention_config *a = &c->attention;
+    if (a->n_heads < 0 || a->n_kv_heads < 0 || a->head_dim < 0 || a->sliding_window < 0 || a->max_context < 0)
+        return ssm_error("config: attention sizes must not be negative");
+    if (a->n_heads == 0) {
+        if (a->head_dim == 0) a->head_dim = c->d_model < 64 ? c->d_model : 64;
+        if (c->d_model % a->head_dim)
+            return ssm_error("config: head_dim %d does not divide d_model %d; set --n-heads", a->head_dim, c->d_model);
+        a->n_heads = c->d_model / a->head_dim;
+    }
+    if (a->head_dim == 0) {
+        if (c->d_model % a->n_heads)
+            return ssm_error("config: n_heads %d does not divide d_model %d; set --head-dim or another --n-heads",
+                             a->n_heads, c->d_model);
+        a->head_dim = c->d_model / a->n_heads;
+    }
+    if (a->n_kv_heads == 0) a->n_kv_heads = a->n_heads;
+    if (a->n_heads > 4096 || a->head_dim > 4096 || a->n_heads * a->head_dim > 1 << 16)
+        return ssm_error("config: %d heads of %d is too large", a->n_heads, a->head_dim);
+    if (a->n_heads % a->n_kv_heads)
+        return ssm_error("config: n_kv_heads %d does not divide n_heads %d", a->n_kv_heads, a->n_heads);
+    if (a->head_dim % 2) return ssm_error("config: head_dim %d is odd; rotary positions need an even one", a->head_dim);
+    if (!(a->rope_theta > 1.0f && a->rope_theta < 1e12f))
+        return ssm_error("config: rope_theta = %g must be in (1, 1e12)", a->rope_theta);
+    if (a->max_context == 0) a->max_context = 4096;
+    return 0;
+}
+
+static int config_resolve_mlp(ssm_config *c) {
+    ssm_mlp_config *f = &c->mlp;
+    if (f->intermediate_size < 0) return ssm_error("config: intermediate_size must not be negative");
+    if (f->intermediate_size == 0) f->intermediate_size = ((8 * c->d_model / 3) + 63) / 64 * 64;
+    if (f->intermediate_size > 1 << 20) return ssm_error("config: intermediate_size %d is too large", f->intermediate_size);
+    return 0;
 }
 
 int ssm_config_resolve(ssm_config *c) {
@@ -41,7 +80,10 @@ int ssm_config_resolve(ssm_config *c) {
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return ssm_error("config: norm_eps = %g must be in (0, 1)", c->norm_eps);
     for (const char *p = c->layer_pattern; *p; p++)
         if (!mixer_by_code(*p))
-            return ssm_error("config: unknown mixer '%c' in layer pattern \"%s\"", *p, c->layer_pattern);
+            return ssm_error("config: unknown layer '%c' in the layer pattern \"%s\" (%s)", *p, c->layer_pattern,
+                             mixer_codes());
+    if (strchr(c->layer_pattern, 'a') && config_resolve_attention(c)) return -1;
+    if (strchr(c->layer_pattern, 'f') && config_resolve_mlp(c)) return -1;
     return 0;
 }
 

@@ -307,7 +307,18 @@ static int cmd_train(int argc, char **argv) {
         {"--d-conv", NULL, OPT_INT, &c.mamba1.d_conv, "short convolution width"},
         {"--expand", NULL, OPT_INT, &c.mamba1.expand, "d_inner = expand * d_model"},
         {"--dt-rank", NULL, OPT_INT, &c.mamba1.dt_rank, "rank of the dt projection (0: ceil(d_model/16))"},
-        {"--layers", NULL, OPT_STR, &pattern, "layer pattern, one letter per layer kind (m = Mamba-1)"},
+        {"--layers", NULL, OPT_STR, &pattern,
+         "layer pattern, one letter per layer, repeated over --n-layer: m = Mamba-1, a = attention, f = MLP "
+         "(\"af\": a Transformer; \"mmmaf\": 3 Mamba-1 layers per Transformer block)"},
+        {"--n-heads", NULL, OPT_INT, &c.attention.n_heads, "attention heads (0: d_model / head_dim)"},
+        {"--n-kv-heads", NULL, OPT_INT, &c.attention.n_kv_heads,
+         "key/value heads, dividing --n-heads (0: as many; 1: multi-query)"},
+        {"--head-dim", NULL, OPT_INT, &c.attention.head_dim, "attention head width (0: d_model / n_heads, or 64)"},
+        {"--rope-theta", NULL, OPT_FLOAT, &c.attention.rope_theta, "rotary position base"},
+        {"--sliding-window", NULL, OPT_INT, &c.attention.sliding_window,
+         "attention sees this many positions back, itself included (0: all)"},
+        {"--max-context", NULL, OPT_INT, &c.attention.max_context, "the attention cache a decode state holds"},
+        {"--d-ff", NULL, OPT_INT, &c.mlp.intermediate_size, "MLP (SwiGLU) width (0: 8/3 d_model, to 64)"},
         {"--batch", NULL, OPT_INT, &t.batch, "sequences per micro-batch"},
         {"--seq-len", NULL, OPT_INT, &t.seq_len, "bytes per training sequence"},
         {"--grad-accum", NULL, OPT_INT, &t.grad_accum, "micro-batches per optimizer step"},
@@ -345,7 +356,10 @@ static int cmd_train(int argc, char **argv) {
 #define SHAPE(name, field) {name, offsetof(ssm_config, field), sizeof(((ssm_config *)0)->field)}
         SHAPE("--d-model", d_model),         SHAPE("--n-layer", n_layer),    SHAPE("--d-state", mamba1.d_state),
         SHAPE("--d-conv", mamba1.d_conv),    SHAPE("--expand", mamba1.expand), SHAPE("--dt-rank", mamba1.dt_rank),
-        SHAPE("--layers", layer_pattern),
+        SHAPE("--layers", layer_pattern),    SHAPE("--n-heads", attention.n_heads),
+        SHAPE("--n-kv-heads", attention.n_kv_heads), SHAPE("--head-dim", attention.head_dim),
+        SHAPE("--rope-theta", attention.rope_theta), SHAPE("--sliding-window", attention.sliding_window),
+        SHAPE("--d-ff", mlp.intermediate_size),
 #undef SHAPE
     };
     const size_t n_shape = sizeof shape_opts / sizeof shape_opts[0];

@@ -3,11 +3,22 @@
 
 #include <stddef.h>
 
+static const mixer_kind *const mixer_all[] = {&mixer_mamba1};
+#define MIXER_COUNT (sizeof mixer_all / sizeof mixer_all[0])
+
 const mixer_kind *mixer_by_code(char code) {
-    static const mixer_kind *const all[] = {&mixer_mamba1};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]->code == code) return all[i];
+    for (size_t i = 0; i < MIXER_COUNT; i++)
+        if (mixer_all[i]->code == code) return mixer_all[i];
     return NULL;
+}
+
+const char *mixer_codes(void) {
+    static char buf[256];
+    if (buf[0]) return buf;
+    size_t n = 0;
+    for (size_t i = 0; i < MIXER_COUNT; i++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%c = %s", i ? ", " : "", mixer_all[i]->code, mixer_all[i]->name);
+    return buf;
 }
 
 void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K) {

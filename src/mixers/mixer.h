@@ -74,5 +74,7 @@ int mixer_form(const mixer_kind *k, const backend *be, int training);
 
 /* The mixer for a layer-pattern letter, or NULL. */
 const mixer_kind *mixer_by_code(char code);
+/* The letters and their kinds, for messages: "m = mamba1, ..." */
+const char *mixer_codes(void);
 
 #endif
