@@ -85,7 +85,10 @@ const char *ssm_model_device(const ssm_model *m); /* "cpu" or "cuda" */
 /* Whether a device ("cpu", "cuda") can be used here: 1, or 0 with the reason and fix in ssm_last_error(). */
 int ssm_device_available(const char *device);
 
-/* Bytes of autoregressive state one sequence carries in `layer` (or all layers when layer < 0). */
+/* Bytes of autoregressive state one sequence carries in `layer` (or all layers when layer < 0): for a state that
+ * holds `context` positions (a Mamba layer's is fixed; an attention layer's cache grows with it), or the least a
+ * state holds (ssm_model_state_bytes: a Mamba model's whole state; attention's default cache, max_context). */
+size_t ssm_model_state_bytes_at(const ssm_model *m, int layer, long context);
 size_t ssm_model_state_bytes(const ssm_model *m, int layer);
 
 /* Inference. The state starts empty (zeros); feed tokens to advance it. */

@@ -239,12 +239,14 @@ size_t ssm_model_n_params(const ssm_model *m) {
     return n;
 }
 
-size_t ssm_model_state_bytes(const ssm_model *m, int layer) {
+size_t ssm_model_state_bytes_at(const ssm_model *m, int layer, long context) {
     size_t floats = 0;
     for (int l = 0; l < m->cfg.n_layer; l++)
-        if (layer < 0 || layer == l) floats += m->layers[l].kind->state_floats(&m->cfg, 0);
+        if (layer < 0 || layer == l) floats += m->layers[l].kind->state_floats(&m->cfg, context > 0 ? context : 0);
     return floats * sizeof(float);
 }
+
+size_t ssm_model_state_bytes(const ssm_model *m, int layer) { return ssm_model_state_bytes_at(m, layer, 0); }
 
 /* ---- training ----------------------------------------------------------------------------------- */
 
