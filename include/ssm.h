@@ -171,6 +171,9 @@ double ssm_bench_train_step(const ssm_config *cfg, const char *device, int bf16,
                         size_t *mem_in_use, int profile);
 /* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */
 double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps);
+/* The same after a prefill of `context` positions (an attention layer's step reads a cache of that length; a Mamba
+ * layer's does not depend on it); -1 when the state cannot be made. */
+double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps);
 /* Memory bandwidth over 256 MiB buffers, all threads, best of 5, in bytes/s: *copy = bytes copied per
  * second by memcpy (STREAM's "Copy" figure counts twice that: read + write); *read = bytes read per
  * second by a vectorized sum, the operation batch-1 decode is bound by. */

@@ -66,11 +66,25 @@ double ssm_bench_train_step(const ssm_config *cfg, const char *device, int bf16,
 }
 
 double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps) {
+    return ssm_bench_decode_at(m, n_seq, 0, steps);
+}
+
+double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps) {
     const int V = ssm_model_config(m)->vocab_size;
-    ssm_state *s = ssm_state_new(m, n_seq);
+    ssm_state *s = ssm_state_new_ctx(m, n_seq, context + steps + 3);
+    if (!s) return -1;
     int *tok = xmalloc(sizeof(int) * n_seq);
     float *logits = xmalloc(sizeof(float) * n_seq * V);
     double *times = xmalloc(sizeof(double) * steps);
+    enum { CHUNK = 1024 }; /* the prefill in pieces: its activations stay small whatever the context */
+    int *prompt = xmalloc(sizeof(int) * n_seq * CHUNK);
+    for (long done = 0; done < context;) {
+        const int T = context - done < CHUNK ? (int)(context - done) : CHUNK;
+        for (int i = 0; i < n_seq * T; i++) prompt[i] = 'a' + (int)((done + i) % 26);
+        ssm_forward(m, s, prompt, T, logits, 1);
+        done += T;
+    }
+    free(prompt);
     for (int i = 0; i < n_seq; i++) tok[i] = 'a' + i % 26;
     for (int st = -3; st < steps; st++) {
         double t0 = omp_get_wtime();

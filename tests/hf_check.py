@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks that a model directory written by ssm loads in Hugging Face transformers as it is, and that
+"""Checks that a model directory written by ssm (MambaForCausalLM, LlamaForCausalLM or MistralForCausalLM) loads
+in Hugging Face transformers as it is, and that
 transformers computes what ssm computes. Runs where transformers is installed (the GPU machine has it):
 
     python3 tests/hf_check.py MODEL_DIR TEXT_FILE PROMPT N EXPECTED_BPB EXPECTED_CONTINUATION_FILE
@@ -10,12 +11,12 @@ import math
 import sys
 
 import torch
-from transformers import MambaForCausalLM
+from transformers import AutoModelForCausalLM
 
 
 def main():
     model_dir, text_file, prompt, n, want_bpb, want_file = sys.argv[1:7]
-    model = MambaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     from safetensors.torch import load_file
     saved = load_file(f"{model_dir}/model.safetensors")
     state = model.state_dict()
@@ -24,7 +25,7 @@ def main():
             print(f"not in the transformers model: {name}")
         elif not torch.equal(state[name].float(), t.float()):
             print(f"loaded differently: {name}: max diff {(state[name].float() - t.float()).abs().max():.3g}")
-    print("lm_head tied:", model.lm_head.weight.data_ptr() == model.backbone.embeddings.weight.data_ptr())
+    print("lm_head tied:", model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr())
     data = open(text_file, "rb").read()
     ids = torch.tensor([list(data)], dtype=torch.long)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the Hugging Face fixtures ssm's tests check against: two byte-level BPE tokenizers with the
-ids `tokenizers` gives for 10,000 strings, and four small random Mamba checkpoints with the logits and
-greedy continuations transformers computes for them. Runs where torch, transformers, tokenizers and
+ids `tokenizers` gives for 10,000 strings, four small random Mamba checkpoints and three Llama/Mistral ones
+with the logits and greedy continuations transformers computes for them. Runs where torch, transformers, tokenizers and
 safetensors are installed (the GPU machine; everything runs on its CPU, in float32, one thread):
 
     python3 tests/hf_make_fixtures.py OUTDIR        (the tests read tests/fixtures/hf)
@@ -282,16 +282,48 @@ def make_config(**kw):
     return cfg
 
 
+def make_llama_config(**kw):
+    """A LlamaConfig (or MistralConfig, with sliding_window) for ssm's pattern "af": no biases, plain rotary
+    positions, SwiGLU."""
+    from transformers import LlamaConfig, MistralConfig
+
+    args = dict(hidden_act="silu", attention_bias=False, mlp_bias=False, rms_norm_eps=1e-5, rope_theta=10000.0,
+                max_position_embeddings=256, pad_token_id=0, bos_token_id=0, eos_token_id=0, use_cache=True)
+    args.update(kw)
+    mistral = args.get("sliding_window")
+    if not mistral:
+        args.pop("sliding_window", None)
+    cfg = (MistralConfig if mistral else LlamaConfig)(**args)
+    for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "head_dim", "tie_word_embeddings"):
+        if k in args and getattr(cfg, k) != args[k]:
+            die(f"{type(cfg).__name__}({k}={args[k]!r}) gave {k}={getattr(cfg, k)!r}")
+    return cfg
+
+
 def is_tied(model):
-    return model.lm_head.weight.data_ptr() == model.backbone.embeddings.weight.data_ptr()
+    return model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def model_class(cfg):
+    import transformers
+
+    return getattr(transformers, {"mamba": "MambaForCausalLM", "llama": "LlamaForCausalLM",
+                                  "mistral": "MistralForCausalLM"}[cfg.model_type])
+
+
+def describe(cfg):
+    if cfg.model_type == "mamba":
+        return f"state {cfg.state_size}, dt rank {cfg.time_step_rank}"
+    return (f"{cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv heads, intermediate "
+            f"{cfg.intermediate_size}, window {getattr(cfg, 'sliding_window', None)}")
 
 
 def new_model(cfg, seed):
     import torch
-    from transformers import MambaForCausalLM
 
     torch.manual_seed(seed)
-    model = MambaForCausalLM(cfg).float().eval()
+    model = model_class(cfg)(cfg).float().eval()
     # Off the init values (A_log = log(1..N), D = 1, zero biases, unit norms) so a loader that drops or
     # mixes up any of them changes the logits.
     g = torch.Generator().manual_seed(seed + 1)
@@ -305,12 +337,12 @@ def new_model(cfg, seed):
 
 def load_f32(path):
     import torch
-    from transformers import MambaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     try:
-        model = MambaForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except TypeError:  # a transformers that predates `dtype`
-        model = MambaForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
     model = model.eval()
     if any(p.dtype != torch.float32 for p in model.parameters()):
         die(f"{path}: from_pretrained(dtype=float32) left non-float32 parameters")
@@ -429,8 +461,8 @@ def build_model(outdir, name, cfg, seed, dtype="float32", max_shard_size=None, t
     prompt, new, margin = greedy(reloaded, cfg.vocab_size, g)
     write_expected(os.path.join(d, "expected.safetensors"), input_ids, logits, prompt, new, margin,
                    {"model": name, "saved_dtype": dtype})
-    print(f"{name}: vocab {cfg.vocab_size}, hidden {cfg.hidden_size}, layers {cfg.num_hidden_layers}, "
-          f"state {cfg.state_size}, dt rank {cfg.time_step_rank}, tied {is_tied(model)}, {dtype}; "
+    print(f"{name}: {cfg.model_type}, vocab {cfg.vocab_size}, hidden {cfg.hidden_size}, layers "
+          f"{cfg.num_hidden_layers}, {describe(cfg)}, tied {is_tied(model)}, {dtype}; "
           f"reload max diff {err:.2e}, greedy margin {margin:.3g}")
     return d, model
 
@@ -508,6 +540,19 @@ def main():
                         use_bias=True, use_conv_bias=False, time_step_rank=3, tie_word_embeddings=False)
     build_model(outdir, "sharded_bias", cfg_c, seed=3, max_shard_size=["40KB", "30KB", "50KB", "20KB", "60KB"])
     write_original_names(outdir, dir_a, cfg_a)
+    # Transformers in Llama's and Mistral's form (ssm's pattern "af"): grouped-query and multi-query heads, tied
+    # and untied heads, another rope base, a sliding window shorter than the 16 inputs.
+    cfg_d = make_llama_config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+    build_model(outdir, "llama_gqa_tied", cfg_d, seed=4)
+    cfg_e = make_llama_config(vocab_size=300, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=6, num_key_value_heads=1, head_dim=8, rope_theta=500000.0,
+                              rms_norm_eps=1e-6, tie_word_embeddings=False)
+    build_model(outdir, "llama_mqa_untied", cfg_e, seed=5)
+    cfg_f = make_llama_config(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=4, head_dim=8, sliding_window=6,
+                              tie_word_embeddings=True)
+    build_model(outdir, "mistral_window", cfg_f, seed=6)
 
     total = 0
     print("files:")
@@ -518,8 +563,8 @@ def main():
             total += size
             print(f"  {size:9d}  {os.path.relpath(p, outdir)}")
     print(f"total {total} bytes ({total / 1e6:.2f} MB)")
-    if total > 3_500_000:
-        die(f"fixtures take {total} bytes; keep them small (about 2-3 MB)")
+    if total > 4_500_000:
+        die(f"fixtures take {total} bytes; keep them small (about 3-4 MB)")
     print("OK")
 
 

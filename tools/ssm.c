@@ -513,6 +513,14 @@ static const char *human_bytes(char *buf, size_t cap, double b) {
     return buf;
 }
 
+/* 1K, 64K, 1M or the number itself */
+static const char *context_label(char *buf, size_t cap, long n) {
+    if (n % (1L << 20) == 0) snprintf(buf, cap, "%ldM", n >> 20);
+    else if (n % 1024 == 0) snprintf(buf, cap, "%ldK", n >> 10);
+    else snprintf(buf, cap, "%ld", n);
+    return buf;
+}
+
 /* The inference state per sequence by layer kind and in total, at the contexts of ctx[0..n): what a decode state
  * holds (a Mamba layer: fixed; attention: a cache that grows with the context). */
 static void print_state_table(const ssm_model *m, const long *ctx, int n) {
@@ -520,10 +528,7 @@ static void print_state_table(const ssm_model *m, const long *ctx, int n) {
     printf("inference state per sequence, by context length (positions):\n  %-10s %6s", "kind", "layers");
     for (int i = 0; i < n; i++) {
         char h[32];
-        if (ctx[i] % (1L << 20) == 0) snprintf(h, sizeof h, "%ldM", ctx[i] >> 20);
-        else if (ctx[i] % 1024 == 0) snprintf(h, sizeof h, "%ldK", ctx[i] >> 10);
-        else snprintf(h, sizeof h, "%ld", ctx[i]);
-        printf(" %11s", h);
+        printf(" %11s", context_label(h, sizeof h, ctx[i]));
     }
     printf("\n");
     const char *kinds[16];
@@ -612,6 +617,7 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_bench(int argc, char **argv) {
     const char *config = "d256x4", *what = "all", *model_dir = NULL, *device = "cpu";
     int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0, profile = 0;
+    const char *contexts = NULL;
     option o[] = {
         {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24, hf130m"},
         {"--model", NULL, OPT_STR, &model_dir, "or a model directory (decode only; its load time is reported)"},
@@ -621,6 +627,8 @@ static int cmd_bench(int argc, char **argv) {
         {"--steps", NULL, OPT_INT, &steps, "timed training steps (median reported)"},
         {"--decode-steps", NULL, OPT_INT, &decode_steps, "timed decode steps"},
         {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
+        {"--contexts", NULL, OPT_STR, &contexts,
+         "also decode batch 1 after prefills of these lengths, e.g. 1K,8K,64K,1M (the state by context)"},
         {"--bf16", NULL, OPT_FLAG, &bf16, "bf16: decode weights on cpu; mixed precision (bf16 GEMMs) on cuda"},
         {"--profile", NULL, OPT_FLAG, &profile, "then time each op of the training step (synchronizing after each)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
@@ -635,6 +643,17 @@ static int cmd_bench(int argc, char **argv) {
     if (steps > 100000 || decode_steps > 100000) die("--steps and --decode-steps must be at most 100000");
     if ((long long)batch * seq_len > (1LL << 30) || decode_batch > 65536)
         die("--batch x --seq-len must be at most 2^30 bytes and --decode-batch at most 65536");
+    long ctx[16];
+    int n_ctx = 0;
+    for (const char *p = contexts; p && *p && n_ctx < 16;) { /* N, NK or NM, comma-separated */
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (*end == 'K' || *end == 'k') v <<= 10, end++;
+        else if (*end == 'M' || *end == 'm') v <<= 20, end++;
+        if (end == p || v < 1 || v > (1L << 24) || (*end && *end != ',')) die("--contexts: expected lengths like 1K,8K,64K,1M");
+        ctx[n_ctx++] = v;
+        p = *end ? end + 1 : end;
+    }
     int do_train = !strcmp(what, "all") || !strcmp(what, "train"), do_dec = !strcmp(what, "all") || !strcmp(what, "decode");
     if (!do_train && !do_dec) die("--what must be train, decode or all");
     if (model_dir) do_train = 0;
@@ -690,6 +709,14 @@ static int cmd_bench(int argc, char **argv) {
         printf("%-28s %12.3f %14.1f\n", "decode batch 1", s1 * 1e3, 1 / s1);
         snprintf(label, sizeof label, "decode batch %d", decode_batch);
         printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
+        for (int i = 0; i < n_ctx; i++) {
+            const double sc = ssm_bench_decode_at(m, 1, ctx[i], decode_steps);
+            if (sc < 0) die("decode after %ld positions: %s", ctx[i], ssm_last_error());
+            char h[32];
+            snprintf(label, sizeof label, "decode batch 1 at %s", context_label(h, sizeof h, ctx[i]));
+            printf("%-28s %12.3f %14.1f   state %s\n", label, sc * 1e3, 1 / sc,
+                   human_bytes(h, sizeof h, (double)ssm_model_state_bytes_at(m, -1, ctx[i])));
+        }
         if (on_cpu) {
             double copy_bw, read_bw;
             ssm_bench_memory_bandwidth(&copy_bw, &read_bw);

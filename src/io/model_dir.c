@@ -24,41 +24,126 @@ static void jw_float(json_writer *w, float x) {
     jw_raw(w, buf);
 }
 
+/* The file formats a model is written in, by its layer pattern: Mamba-1 alone is HF MambaForCausalLM; attention then
+ * MLP, repeated, is HF LlamaForCausalLM (MistralForCausalLM with a sliding window); any other pattern is our own
+ * hybrid config (model_type "ssm_hybrid": the pattern plus each kind's sub-config) with our tensor names. */
+typedef enum { FORMAT_MAMBA, FORMAT_LLAMA, FORMAT_HYBRID } model_format;
+
+static model_format format_of(const ssm_config *c) {
+    const char *p = c->layer_pattern;
+    if (strspn(p, "m") == strlen(p)) return FORMAT_MAMBA;
+    if (!strcmp(p, "af") && c->n_layer % 2 == 0) return FORMAT_LLAMA;
+    return FORMAT_HYBRID;
+}
+
+static void write_mamba(json_writer *w, const ssm_config *c) {
+    jw_key(w, "architectures"), jw_raw(w, "[\"MambaForCausalLM\"]");
+    jw_key(w, "model_type"), jw_string(w, "mamba");
+    jw_key(w, "vocab_size"), jw_int(w, c->vocab_size);
+    jw_key(w, "pad_vocab_size_multiple"), jw_int(w, 1);
+    jw_key(w, "hidden_size"), jw_int(w, c->d_model);
+    jw_key(w, "num_hidden_layers"), jw_int(w, c->n_layer);
+    jw_key(w, "state_size"), jw_int(w, c->mamba1.d_state);
+    jw_key(w, "expand"), jw_int(w, c->mamba1.expand);
+    jw_key(w, "intermediate_size"), jw_int(w, c->mamba1.expand * c->d_model);
+    jw_key(w, "conv_kernel"), jw_int(w, c->mamba1.d_conv);
+    jw_key(w, "time_step_rank"), jw_int(w, c->mamba1.dt_rank);
+    jw_key(w, "layer_norm_epsilon"), jw_float(w, c->norm_eps);
+    jw_key(w, "use_bias"), jw_raw(w, c->mamba1.use_bias ? "true" : "false");
+    jw_key(w, "use_conv_bias"), jw_raw(w, c->mamba1.use_conv_bias ? "true" : "false");
+    jw_key(w, "tie_word_embeddings"), jw_raw(w, c->tie_embeddings ? "true" : "false");
+    jw_key(w, "residual_in_fp32"), jw_raw(w, "true");
+    jw_key(w, "hidden_act"), jw_string(w, "silu");
+    jw_key(w, "time_step_init_scheme"), jw_string(w, "random");
+    jw_key(w, "time_step_min"), jw_float(w, 0.001f);
+    jw_key(w, "time_step_max"), jw_float(w, 0.1f);
+    jw_key(w, "time_step_floor"), jw_float(w, 1e-4f);
+    jw_key(w, "time_step_scale"), jw_float(w, 1.0f);
+    /* false, although our init does rescale out_proj: transformers 5 re-applies that init to the
+     * loaded out_proj weights when this is true, silently replacing them */
+    jw_key(w, "rescale_prenorm_residual"), jw_raw(w, "false");
+    jw_key(w, "initializer_range"), jw_float(w, 0.02f);
+    jw_key(w, "bos_token_id"), jw_int(w, 0);
+    jw_key(w, "eos_token_id"), jw_int(w, 0);
+    jw_key(w, "pad_token_id"), jw_int(w, 0);
+    jw_key(w, "use_cache"), jw_raw(w, "true");
+    jw_key(w, "ssm_layer_pattern"), jw_string(w, c->layer_pattern);
+}
+
+/* The attention and MLP fields, with HF LlamaConfig's names (both the Llama config and our hybrid's sub-objects). */
+static void write_attention_fields(json_writer *w, const ssm_config *c) {
+    const ssm_attention_config *a = &c->attention;
+    jw_key(w, "num_attention_heads"), jw_int(w, a->n_heads);
+    jw_key(w, "num_key_value_heads"), jw_int(w, a->n_kv_heads);
+    jw_key(w, "head_dim"), jw_int(w, a->head_dim);
+    jw_key(w, "rope_theta"), jw_float(w, a->rope_theta);
+    jw_key(w, "max_position_embeddings"), jw_int(w, a->max_context);
+    jw_key(w, "attention_bias"), jw_raw(w, "false");
+    jw_key(w, "attention_dropout"), jw_float(w, 0.0f);
+    if (a->sliding_window) jw_key(w, "sliding_window"), jw_int(w, a->sliding_window);
+}
+
+static void write_llama(json_writer *w, const ssm_config *c) {
+    const int mistral = c->attention.sliding_window > 0;
+    jw_key(w, "architectures"), jw_raw(w, mistral ? "[\"MistralForCausalLM\"]" : "[\"LlamaForCausalLM\"]");
+    jw_key(w, "model_type"), jw_string(w, mistral ? "mistral" : "llama");
+    jw_key(w, "vocab_size"), jw_int(w, c->vocab_size);
+    jw_key(w, "hidden_size"), jw_int(w, c->d_model);
+    jw_key(w, "intermediate_size"), jw_int(w, c->mlp.intermediate_size);
+    jw_key(w, "num_hidden_layers"), jw_int(w, c->n_layer / 2);
+    write_attention_fields(w, c);
+    jw_key(w, "hidden_act"), jw_string(w, "silu");
+    jw_key(w, "mlp_bias"), jw_raw(w, "false");
+    jw_key(w, "rms_norm_eps"), jw_float(w, c->norm_eps);
+    jw_key(w, "tie_word_embeddings"), jw_raw(w, c->tie_embeddings ? "true" : "false");
+    jw_key(w, "initializer_range"), jw_float(w, 0.02f);
+    jw_key(w, "bos_token_id"), jw_int(w, 0);
+    jw_key(w, "eos_token_id"), jw_int(w, 0);
+    jw_key(w, "use_cache"), jw_raw(w, "true");
+    jw_key(w, "torch_dtype"), jw_string(w, "float32");
+}
+
+static void write_hybrid(json_writer *w, const ssm_config *c) {
+    jw_key(w, "architectures"), jw_raw(w, "[\"SsmHybridForCausalLM\"]");
+    jw_key(w, "model_type"), jw_string(w, "ssm_hybrid");
+    jw_key(w, "vocab_size"), jw_int(w, c->vocab_size);
+    jw_key(w, "hidden_size"), jw_int(w, c->d_model);
+    jw_key(w, "num_hidden_layers"), jw_int(w, c->n_layer);
+    jw_key(w, "ssm_layer_pattern"), jw_string(w, c->layer_pattern);
+    jw_key(w, "rms_norm_eps"), jw_float(w, c->norm_eps);
+    jw_key(w, "tie_word_embeddings"), jw_raw(w, c->tie_embeddings ? "true" : "false");
+    if (strchr(c->layer_pattern, 'm')) {
+        jw_key(w, "mamba1"), jw_begin_object(w);
+        jw_key(w, "state_size"), jw_int(w, c->mamba1.d_state);
+        jw_key(w, "expand"), jw_int(w, c->mamba1.expand);
+        jw_key(w, "conv_kernel"), jw_int(w, c->mamba1.d_conv);
+        jw_key(w, "time_step_rank"), jw_int(w, c->mamba1.dt_rank);
+        jw_key(w, "use_bias"), jw_raw(w, c->mamba1.use_bias ? "true" : "false");
+        jw_key(w, "use_conv_bias"), jw_raw(w, c->mamba1.use_conv_bias ? "true" : "false");
+        jw_end_object(w);
+    }
+    if (strchr(c->layer_pattern, 'a')) {
+        jw_key(w, "attention"), jw_begin_object(w);
+        write_attention_fields(w, c);
+        jw_end_object(w);
+    }
+    if (strchr(c->layer_pattern, 'f')) {
+        jw_key(w, "mlp"), jw_begin_object(w);
+        jw_key(w, "intermediate_size"), jw_int(w, c->mlp.intermediate_size);
+        jw_key(w, "hidden_act"), jw_string(w, "silu");
+        jw_end_object(w);
+    }
+}
+
 int model_config_write(const char *path, const ssm_config *c) {
     json_writer w;
     jw_init(&w);
     jw_begin_object(&w);
-    jw_key(&w, "architectures"), jw_raw(&w, "[\"MambaForCausalLM\"]");
-    jw_key(&w, "model_type"), jw_string(&w, "mamba");
-    jw_key(&w, "vocab_size"), jw_int(&w, c->vocab_size);
-    jw_key(&w, "pad_vocab_size_multiple"), jw_int(&w, 1);
-    jw_key(&w, "hidden_size"), jw_int(&w, c->d_model);
-    jw_key(&w, "num_hidden_layers"), jw_int(&w, c->n_layer);
-    jw_key(&w, "state_size"), jw_int(&w, c->mamba1.d_state);
-    jw_key(&w, "expand"), jw_int(&w, c->mamba1.expand);
-    jw_key(&w, "intermediate_size"), jw_int(&w, c->mamba1.expand * c->d_model);
-    jw_key(&w, "conv_kernel"), jw_int(&w, c->mamba1.d_conv);
-    jw_key(&w, "time_step_rank"), jw_int(&w, c->mamba1.dt_rank);
-    jw_key(&w, "layer_norm_epsilon"), jw_float(&w, c->norm_eps);
-    jw_key(&w, "use_bias"), jw_raw(&w, c->mamba1.use_bias ? "true" : "false");
-    jw_key(&w, "use_conv_bias"), jw_raw(&w, c->mamba1.use_conv_bias ? "true" : "false");
-    jw_key(&w, "tie_word_embeddings"), jw_raw(&w, c->tie_embeddings ? "true" : "false");
-    jw_key(&w, "residual_in_fp32"), jw_raw(&w, "true");
-    jw_key(&w, "hidden_act"), jw_string(&w, "silu");
-    jw_key(&w, "time_step_init_scheme"), jw_string(&w, "random");
-    jw_key(&w, "time_step_min"), jw_float(&w, 0.001f);
-    jw_key(&w, "time_step_max"), jw_float(&w, 0.1f);
-    jw_key(&w, "time_step_floor"), jw_float(&w, 1e-4f);
-    jw_key(&w, "time_step_scale"), jw_float(&w, 1.0f);
-    /* false, although our init does rescale out_proj: transformers 5 re-applies that init to the
-     * loaded out_proj weights when this is true, silently replacing them */
-    jw_key(&w, "rescale_prenorm_residual"), jw_raw(&w, "false");
-    jw_key(&w, "initializer_range"), jw_float(&w, 0.02f);
-    jw_key(&w, "bos_token_id"), jw_int(&w, 0);
-    jw_key(&w, "eos_token_id"), jw_int(&w, 0);
-    jw_key(&w, "pad_token_id"), jw_int(&w, 0);
-    jw_key(&w, "use_cache"), jw_raw(&w, "true");
-    jw_key(&w, "ssm_layer_pattern"), jw_string(&w, c->layer_pattern);
+    switch (format_of(c)) {
+    case FORMAT_MAMBA: write_mamba(&w, c); break;
+    case FORMAT_LLAMA: write_llama(&w, c); break;
+    case FORMAT_HYBRID: write_hybrid(&w, c); break;
+    }
     jw_end_object(&w);
     jw_raw(&w, "\n");
     int rc = file_write_atomic(path, w.data, w.len);
@@ -103,7 +188,7 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
     const char *type = NULL;
     if (json_get_string(root, "model_type", &type) < 0) return -1;
     if (type && strcmp(type, "mamba") != 0)
-        return ssm_error("model_type \"%s\" is not supported (expected \"mamba\")", type);
+        return ssm_error("model_type \"%s\" is not supported (mamba, llama, mistral or ssm_hybrid)", type);
     const int_field ints[] = {{"vocab_size", &c->vocab_size, 1},  {"hidden_size", &c->d_model, 1},
                               {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->mamba1.d_state, 0},
                               {"expand", &c->mamba1.expand, 0},            {"conv_kernel", &c->mamba1.d_conv, 0}};
@@ -154,14 +239,115 @@ static int config_from_state_spaces(const json_value *root, ssm_config *c) {
     return 0;
 }
 
+/* The attention fields (HF LlamaConfig names) of obj into c->attention. A rope_scaling or a rope type other than the
+ * default is refused (our rotary positions are the plain ones); rope_parameters (transformers 5) is read too. */
+static int read_attention_fields(const json_value *obj, ssm_config *c) {
+    ssm_attention_config *a = &c->attention;
+    const int_field ints[] = {{"num_attention_heads", &a->n_heads, 1}, {"num_key_value_heads", &a->n_kv_heads, 0},
+                              {"head_dim", &a->head_dim, 0}, {"max_position_embeddings", &a->max_context, 0}};
+    if (read_ints(obj, ints, 4, 0)) return -1;
+    const json_value *sw = json_get(obj, "sliding_window");
+    if (sw && sw->type != JSON_NULL) {
+        const int_field win[] = {{"sliding_window", &a->sliding_window, 0}};
+        if (read_ints(obj, win, 1, 0)) return -1;
+    }
+    double theta = a->rope_theta;
+    if (json_get_double(obj, "rope_theta", &theta) < 0) return -1;
+    const json_value *rs = json_get(obj, "rope_scaling"), *rp = json_get(obj, "rope_parameters");
+    if (rs && rs->type != JSON_NULL) return ssm_error("rope_scaling is not supported (plain rotary positions only)");
+    if (rp && rp->type == JSON_OBJECT) {
+        const char *type = NULL;
+        if (json_get_string(rp, "rope_type", &type) < 0 || json_get_double(rp, "rope_theta", &theta) < 0) return -1;
+        if (type && strcmp(type, "default") != 0)
+            return ssm_error("rope_type \"%s\" is not supported (plain rotary positions only)", type);
+    }
+    a->rope_theta = (float)theta;
+    int bias = 0;
+    if (json_get_bool(obj, "attention_bias", &bias) < 0) return -1;
+    if (bias) return ssm_error("attention_bias true is not supported");
+    return 0;
+}
+
+static int read_act_silu(const json_value *obj) {
+    const char *act = NULL;
+    if (json_get_string(obj, "hidden_act", &act) < 0) return -1;
+    if (act && strcmp(act, "silu") != 0) return ssm_error("hidden_act \"%s\" is not supported (only silu)", act);
+    return 0;
+}
+
+/* HF LlamaConfig / MistralConfig: a Transformer, our pattern "af" with two of our layers per HF layer. */
+static int config_from_llama(const json_value *root, ssm_config *c) {
+    int layers = 0;
+    const int_field ints[] = {{"vocab_size", &c->vocab_size, 1}, {"hidden_size", &c->d_model, 1},
+                              {"num_hidden_layers", &layers, 1}, {"intermediate_size", &c->mlp.intermediate_size, 1}};
+    const int_field flags[] = {{"tie_word_embeddings", &c->tie_embeddings, 0}};
+    c->tie_embeddings = 0; /* LlamaConfig's default */
+    if (read_ints(root, ints, 4, 0) || read_ints(root, flags, 1, 1) || read_attention_fields(root, c) ||
+        read_act_silu(root))
+        return -1;
+    int mlp_bias = 0;
+    if (json_get_bool(root, "mlp_bias", &mlp_bias) < 0) return -1;
+    if (mlp_bias) return ssm_error("mlp_bias true is not supported");
+    if (layers < 1 || layers > 2048) return ssm_error("num_hidden_layers %d is out of range", layers);
+    double eps = 1e-6; /* LlamaConfig's default */
+    if (json_get_double(root, "rms_norm_eps", &eps) < 0) return -1;
+    c->norm_eps = (float)eps;
+    c->n_layer = 2 * layers;
+    strcpy(c->layer_pattern, "af");
+    return 0;
+}
+
+/* Our hybrid config: the pattern, the shared fields, and each kind's sub-object (the Mamba-1 one with HF
+ * MambaConfig's names, the attention and MLP ones with LlamaConfig's). */
+static int config_from_hybrid(const json_value *root, ssm_config *c) {
+    const int_field ints[] = {{"vocab_size", &c->vocab_size, 1}, {"hidden_size", &c->d_model, 1},
+                              {"num_hidden_layers", &c->n_layer, 1}};
+    const int_field flags[] = {{"tie_word_embeddings", &c->tie_embeddings, 0}};
+    if (read_ints(root, ints, 3, 0) || read_ints(root, flags, 1, 1)) return -1;
+    const char *pattern = NULL;
+    if (json_get_string(root, "ssm_layer_pattern", &pattern) < 0) return -1;
+    if (!pattern) return ssm_error("missing \"ssm_layer_pattern\"");
+    if (strlen(pattern) >= sizeof c->layer_pattern) return ssm_error("ssm_layer_pattern is too long");
+    strcpy(c->layer_pattern, pattern);
+    double eps = c->norm_eps;
+    if (json_get_double(root, "rms_norm_eps", &eps) < 0) return -1;
+    c->norm_eps = (float)eps;
+    const char *kinds[] = {"mamba1", "attention", "mlp"};
+    const char letters[] = {'m', 'a', 'f'};
+    for (int k = 0; k < 3; k++) {
+        const json_value *sub = json_get(root, kinds[k]);
+        if (!strchr(c->layer_pattern, letters[k])) continue;
+        if (!sub || sub->type != JSON_OBJECT)
+            return ssm_error("the pattern \"%s\" has '%c' layers but no \"%s\" object", pattern, letters[k], kinds[k]);
+        if (k == 0) {
+            const int_field m[] = {{"state_size", &c->mamba1.d_state, 0}, {"expand", &c->mamba1.expand, 0},
+                                   {"conv_kernel", &c->mamba1.d_conv, 0}};
+            const int_field mf[] = {{"use_bias", &c->mamba1.use_bias, 0}, {"use_conv_bias", &c->mamba1.use_conv_bias, 0}};
+            if (read_ints(sub, m, 3, 0) || read_ints(sub, mf, 2, 1) ||
+                read_dt_rank(sub, "time_step_rank", &c->mamba1.dt_rank))
+                return -1;
+        } else if (k == 1) {
+            if (read_attention_fields(sub, c)) return -1;
+        } else {
+            const int_field f[] = {{"intermediate_size", &c->mlp.intermediate_size, 1}};
+            if (read_ints(sub, f, 1, 0) || read_act_silu(sub)) return -1;
+        }
+    }
+    return 0;
+}
+
 int model_config_read(const char *path, ssm_config *c) {
     json_value *root = json_parse_file(path);
     if (!root) return -1;
     ssm_config_default(c); /* HF MambaConfig's defaults for absent optional fields */
     c->mamba1.dt_rank = 0;
     int rc;
+    const char *type = NULL;
     if (root->type != JSON_OBJECT) rc = ssm_error("expected a JSON object");
     else if (json_get(root, "d_model") && !json_get(root, "hidden_size")) rc = config_from_state_spaces(root, c);
+    else if (json_get_string(root, "model_type", &type) < 0) rc = -1;
+    else if (type && (!strcmp(type, "llama") || !strcmp(type, "mistral"))) rc = config_from_llama(root, c);
+    else if (type && !strcmp(type, "ssm_hybrid")) rc = config_from_hybrid(root, c);
     else rc = config_from_hf(root, c);
     if (rc == 0) rc = ssm_config_resolve(c);
     json_free(root);
@@ -175,13 +361,36 @@ int model_config_read(const char *path, ssm_config *c) {
 
 /* ---- weights ------------------------------------------------------------------------------------------ */
 
+#define NAME_CAP 160
+
+/* The name a parameter has in the model's file: ours (HF Mamba's backbone.* names, and NemotronH's scheme for the
+ * other kinds: backbone.layers.<l>.mixer.<tensor>), or in a Llama file HF Llama's, two of our layers per HF layer
+ * (attention at 2i: input_layernorm, self_attn; the MLP at 2i + 1: post_attention_layernorm, mlp). */
+static const char *file_name_of(const ssm_config *c, const char *name, char *buf) {
+    if (format_of(c) != FORMAT_LLAMA) return name;
+    if (!strcmp(name, "backbone.embeddings.weight")) return "model.embed_tokens.weight";
+    if (!strcmp(name, "backbone.norm_f.weight")) return "model.norm.weight";
+    int l, n = 0;
+    if (sscanf(name, "backbone.layers.%d.%n", &l, &n) != 1 || n == 0) return name; /* lm_head.weight */
+    const char *rest = name + n;
+    const int attn = l % 2 == 0;
+    if (!strcmp(rest, "norm.weight"))
+        snprintf(buf, NAME_CAP, "model.layers.%d.%s.weight", l / 2, attn ? "input_layernorm" : "post_attention_layernorm");
+    else if (!strncmp(rest, "mixer.", 6))
+        snprintf(buf, NAME_CAP, "model.layers.%d.%s.%s", l / 2, attn ? "self_attn" : "mlp", rest + 6);
+    else
+        return name;
+    return buf;
+}
+
 int model_weights_write(const char *path, const ssm_model *m, const char *meta_key, const char *meta_value) {
     const param_layout *L = &m->layout;
     model_sync_host(m);
     st_tensor *t = xcalloc(L->n, sizeof *t);
+    char(*names)[NAME_CAP] = xcalloc(L->n, NAME_CAP);
     for (int i = 0; i < L->n; i++) {
         const param_info *p = &L->items[i];
-        t[i].name = (char *)p->name;
+        t[i].name = (char *)file_name_of(&m->cfg, p->name, names[i]);
         t[i].dtype = ST_F32;
         t[i].ndim = p->ndim;
         for (int d = 0; d < p->ndim; d++) t[i].shape[d] = p->shape[d];
@@ -191,6 +400,7 @@ int model_weights_write(const char *path, const ssm_model *m, const char *meta_k
     const char *keys[] = {"format", meta_key}, *values[] = {"pt", meta_value};
     int rc = st_write(path, t, L->n, keys, values, meta_key ? 2 : 1);
     free(t);
+    free(names);
     return rc;
 }
 
@@ -283,12 +493,14 @@ static const char *shape_str(char *buf, size_t cap, const int64_t *shape, int nd
  * config.json that does not match its weights is reported as such, whatever size it asks for. */
 static int weights_check(const weight_files *w, const ssm_model *m) {
     const param_layout *L = &m->layout;
+    char buf[NAME_CAP];
     for (int i = 0; i < L->n; i++) {
         const param_info *p = &L->items[i];
         const st_file *f = NULL;
-        const st_tensor *t = weight_find(w, p->name, &f);
+        const char *name = file_name_of(&m->cfg, p->name, buf);
+        const st_tensor *t = weight_find(w, name, &f);
         if (!t)
-            return ssm_error("%s: missing tensor '%s' (does config.json match these weights?)", w->files[0].path, p->name);
+            return ssm_error("%s: missing tensor '%s' (does config.json match these weights?)", w->files[0].path, name);
         int64_t want[PARAM_MAX_DIMS];
         int same = t->ndim == p->ndim;
         for (int d = 0; d < p->ndim; d++) {
@@ -304,8 +516,9 @@ static int weights_check(const weight_files *w, const ssm_model *m) {
     for (int k = 0; k < w->n; k++)
         for (int i = 0; i < w->files[k].n; i++) {
             const char *name = w->files[k].tensors[i].name;
-            int known = params_find(L, name) || strcmp(name, "backbone.embedding.weight") == 0 ||
+            int known = strcmp(name, "backbone.embedding.weight") == 0 ||
                         (m->cfg.tie_embeddings && strcmp(name, "lm_head.weight") == 0);
+            for (int j = 0; j < L->n && !known; j++) known = !strcmp(file_name_of(&m->cfg, L->items[j].name, buf), name);
             if (!known) return ssm_error("%s: unexpected tensor '%s' for this config.json", w->files[k].path, name);
         }
     return 0;
@@ -317,7 +530,8 @@ static int weights_read(const weight_files *w, ssm_model *m) {
     for (int i = 0; i < L->n; i++) {
         const param_info *p = &L->items[i];
         const st_file *f = NULL;
-        const st_tensor *t = weight_find(w, p->name, &f);
+        char buf[NAME_CAP];
+        const st_tensor *t = weight_find(w, file_name_of(&m->cfg, p->name, buf), &f);
         if (st_read_f32(f, t, m->w + p->offset, p->numel)) return -1;
         for (size_t k = 0; k < p->numel; k++)
             if (!isfinite(m->w[p->offset + k]))
