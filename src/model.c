@@ -173,6 +173,8 @@ static void model_release_backend(ssm_model *m) {
     m->be->release(m->dw);
     m->dw = NULL;
     if (m->wb != m->w) m->be->release(m->wb);
+    if (m->ctx) m->be->ctx_free(m->ctx); /* last: the releases above are counted in it */
+    m->ctx = NULL, m->device = 0;
     m->be = &backend_cpu;
     m->wb = m->w;
 }
@@ -188,17 +190,23 @@ void ssm_model_free(ssm_model *m) {
     free(m);
 }
 
+void model_bind(const ssm_model *m) {
+    if (m->be->ctx_bind) m->be->ctx_bind(m->ctx);
+}
+
 void model_sync_host(const ssm_model *m) {
+    model_bind(m);
     if (!m->host_stale || m->wb == m->w) return;
     m->be->download(m->w, m->wb, sizeof(float) * m->layout.total);
     ((ssm_model *)m)->host_stale = 0; /* the mirror is a cache: refreshing it does not change the model */
 }
 
 int ssm_model_set_device(ssm_model *m, const char *device) {
+    const int index = 0; /* GPU 0 */
     const backend *be = backend_by_name(device);
     if (!be) return -1;
     if (m->bf16) be = be->bf16;
-    if (backend_same_memory(be, m->be)) {
+    if (backend_same_memory(be, m->be) && index == m->device) {
         m->be = be;
         return 0;
     }
@@ -208,7 +216,9 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
     m->w_version++; /* the weights now live elsewhere: states made before must not be reused, but be safe */
     if (m->bf16 && backend_is_host(be)) ssm_model_use_bf16(m); /* the CPU's form of bf16: decode weights */
     if (!backend_is_host(be)) {
-        m->be = be;
+        m->be = be, m->device = index;
+        m->ctx = be->ctx_new ? be->ctx_new(index) : NULL;
+        model_bind(m);
         m->wb = be->alloc(sizeof(float) * m->layout.total);
         be->upload(m->wb, m->w, sizeof(float) * m->layout.total);
     }
@@ -304,6 +314,7 @@ static int layer_lean(const ssm_model *m, int l) {
 }
 
 double model_train_forward(ssm_model *m, const int *tokens, const int *targets, int B, int T) {
+    model_bind(m);
     acts_ensure(m, B, T);
     model_acts *a = &m->acts;
     const ssm_config *c = &m->cfg;
@@ -338,11 +349,13 @@ double model_train_forward(ssm_model *m, const int *tokens, const int *targets, 
 }
 
 void model_zero_grad(ssm_model *m) {
+    model_bind(m);
     if (!m->dw) m->dw = m->be->alloc(sizeof(float) * m->layout.total);
     else m->be->zero(m->dw, sizeof(float) * m->layout.total);
 }
 
 void model_train_backward(ssm_model *m, float loss_scale) {
+    model_bind(m);
     if (!m->dw) model_zero_grad(m);
     model_acts *a = &m->acts;
     const ssm_config *c = &m->cfg;
@@ -391,6 +404,7 @@ static void state_drop_graph(ssm_state *s) {
 ssm_state *ssm_state_new(const ssm_model *m, int n_seq) { return ssm_state_new_ctx(m, n_seq, 0); }
 
 ssm_state *ssm_state_new_ctx(const ssm_model *m, int n_seq, long max_context) {
+    model_bind(m);
     ssm_state *s = xcalloc(1, sizeof *s);
     s->model = m;
     s->be = m->be;
@@ -423,6 +437,7 @@ static void state_canonicalize(const ssm_model *m, ssm_state *s) {
 }
 
 void ssm_state_reset(ssm_state *s) {
+    model_bind(s->model);
     s->be->zero(s->data, sizeof(float) * s->total);
     s->pos = 0;
 }
@@ -431,6 +446,7 @@ long ssm_state_position(const ssm_state *s) { return s->pos; }
 
 void ssm_state_free(ssm_state *s) {
     if (!s) return;
+    model_bind(s->model);
     state_drop_graph(s);
     s->be->release(s->data);
     s->be->release(s->canon);
@@ -518,6 +534,7 @@ static size_t forward_act_floats(const ssm_model *m, int B, int T) {
 
 double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
                           int *count) {
+    model_bind(m);
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "model_forward_loss: the state was made on %s, the model is now on %s",
           s->be->name, be->name);
@@ -535,6 +552,7 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
 }
 
 void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
+    model_bind(m);
     const ssm_config *c = &m->cfg;
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "ssm_forward: the state was made on %s, the model is now on %s",

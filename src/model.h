@@ -41,6 +41,8 @@ struct ssm_model {
     ssm_config cfg;
     param_layout layout;
     const backend *be;   /* where the model computes: backend_cpu unless ssm_model_set_device moved it */
+    int device;          /* the device's index on that backend (cuda:N), 0 on the CPU */
+    void *ctx;           /* the backend's device context for this model (be->ctx_new), NULL on the CPU */
     float *w;            /* [layout.total] parameters in host memory: what load and save read and write; on a
                           * device, a mirror of wb brought up to date by model_sync_host */
     float *wb;           /* [layout.total] the parameters the backend computes with: w itself on the CPU */
@@ -97,6 +99,9 @@ int model_alloc_weights(ssm_model *m);
  * logits never leave the device. */
 double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
                           int *count);
+/* Makes m's device context the calling thread's (backend.h's ctx_bind; nothing on the CPU): first in every entry
+ * that queues work on m's memory, so that each model's work uses its own device, handles and scratch. */
+void model_bind(const ssm_model *m);
 /* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
 void model_sync_host(const ssm_model *m);
 /* A mixer context for layer l (dw may be NULL). */

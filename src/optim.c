@@ -20,6 +20,7 @@ float lr_at(const ssm_optim_config *o, long s) {
 }
 
 double grad_clip(ssm_model *m, float clip) {
+    model_bind(m);
     const size_t n = m->layout.total;
     double norm = m->be->grad_norm(m->dw, n);
     m->grad_coef = 0.0f;
@@ -31,9 +32,10 @@ double grad_clip(ssm_model *m, float clip) {
 }
 
 void adamw_init(adamw_state *s, const ssm_model *m) {
+    model_bind(m);
     const backend *be = m->be;
     const size_t n = m->layout.total;
-    s->be = be;
+    s->be = be, s->device = m->device, s->model = m;
     s->m = be->alloc(n * sizeof(float));
     s->v = be->alloc(n * sizeof(float));
     unsigned char *mask = xcalloc(n, 1); /* the padding between tensors too: adamw_step reads it */
@@ -48,6 +50,7 @@ void adamw_init(adamw_state *s, const ssm_model *m) {
 }
 
 void adamw_free(adamw_state *s) {
+    if (s->model) model_bind(s->model);
     if (s->be) {
         s->be->release(s->m);
         s->be->release(s->v);
@@ -64,7 +67,8 @@ void adamw_download(const adamw_state *s, size_t n, float **m, float **v) {
 }
 
 void adamw_follow_model(adamw_state *s, const ssm_model *m) {
-    if (s->be == m->be) return;
+    model_bind(m);
+    if (s->be == m->be && s->device == m->device) return;
     const size_t n = m->layout.total;
     float *hm, *hv;
     adamw_download(s, n, &hm, &hv);
@@ -79,6 +83,7 @@ void adamw_follow_model(adamw_state *s, const ssm_model *m) {
 
 void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr) {
     s->step++;
+    model_bind(m);
     const float gscale = m->grad_coef > 0.0f ? m->grad_coef : 1.0f; /* grad_clip's pending scale */
     m->grad_coef = 0.0f;
     m->be->adamw_step(m->wb, m->dw, gscale, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay,

@@ -7,7 +7,9 @@
 #include "model.h"
 
 typedef struct {
-    const backend *be;          /* the model's backend: m, v and decay_mask live there */
+    const backend *be;          /* the model's backend: m, v and decay_mask live there, */
+    int device;                 /* on this device of it (cuda:N) */
+    const ssm_model *model;     /* in whose device context (adamw_free binds it) */
     float *m, *v;               /* [layout.total] first and second moments */
     unsigned char *decay_mask;  /* [layout.total] 1 where weight decay applies (the layout's decay flags) */
     long step;                  /* optimizer steps taken */
@@ -21,7 +23,7 @@ float lr_at(const ssm_optim_config *o, long s);
 double grad_clip(ssm_model *m, float clip);
 /* Zero moments on the model's backend. */
 void adamw_init(adamw_state *s, const ssm_model *m);
-void adamw_free(adamw_state *s);
+void adamw_free(adamw_state *s); /* before the model is freed */
 /* Moves the moments to the model's backend (after ssm_model_set_device). */
 void adamw_follow_model(adamw_state *s, const ssm_model *m);
 /* Host copies of the moments (for checkpoints); the caller frees them. */

@@ -29,7 +29,7 @@ typedef struct backend {
     void (*upload)(void *dst, const void *host, size_t bytes);
     void (*download)(void *host, const void *src, size_t bytes); /* waits for the data */
     void (*sync)(void); /* waits for all queued work (for timing) */
-    size_t (*mem_in_use)(void); /* peak device bytes this process allocated (0 on the CPU) */
+    size_t (*mem_in_use)(void); /* peak device bytes of the bound context (below; 0 on the CPU) */
     /* Graphs (NULL where the backend has none): the ops queued between graph_begin and graph_end are
      * recorded, not run, into a graph that graph_launch replays on the same buffers. graph_end returns
      * NULL when the capture failed (the ops then did not run). */
@@ -37,6 +37,15 @@ typedef struct backend {
     void *(*graph_end)(void);
     void (*graph_launch)(void *graph);
     void (*graph_free)(void *graph);
+    /* Device contexts (NULL where the backend keeps no state between calls: the CPU). What a device backend keeps
+     * besides the buffers it hands out (library handles and their plans, scratch, the bf16 weight shadow, allocation
+     * accounting) lives in a context, one per model, so that models never share it. ctx_new makes one on device
+     * `device` (an index backend_by_name accepted); ctx_bind makes it the calling thread's context, which the memory
+     * functions, graphs and ops above then use, and its device current; ctx_free releases what it holds (bound or
+     * not). The model binds its context before each call that queues work on its buffers. */
+    void *(*ctx_new)(int device);
+    void (*ctx_free)(void *ctx);
+    void (*ctx_bind)(void *ctx);
 
     /* Limits: 0 when this backend runs op (a BACKEND_OP_* index) on arguments of these sizes, else -1 with ssm_error()
      * saying why in one line for the user (the limit, the value, the fix). args: the op's argument struct where it has

@@ -25,11 +25,11 @@ void cuda_copy(void *dst, const void *src, size_t bytes);
 void cuda_upload(void *dst, const void *host, size_t bytes);
 void cuda_download(void *host, const void *src, size_t bytes);
 void cuda_sync(void);
-size_t cuda_mem_in_use(void); /* peak bytes from cuda_alloc + the stream-ordered pool's high-water mark */
-/* The bf16 shadow of the parameter buffer (weights16.cu): AdamW writes bf16(w) beside w once a bf16 GEMM has
- * asked for it (w16_want); w16_for_update gives AdamW the shadow to fill (NULL: not wanted), w16_updated marks it
- * valid; w16_lookup returns the shadow of p[0..n) while valid, else NULL; w16_owns tells a shadow pointer from a
- * copy; w16_note_write drops the shadow when [dst, dst + bytes) overlaps the shadowed buffer. */
+size_t cuda_mem_in_use(void); /* the bound context's peak bytes from cuda_alloc + its device's pool high-water mark */
+/* The bf16 shadow of the parameter buffer (weights16.cu; the bound context's): AdamW writes bf16(w) beside w once
+ * a bf16 GEMM has asked for it (w16_want); w16_for_update gives AdamW the shadow to fill (NULL: not wanted),
+ * w16_updated marks it valid; w16_lookup returns the shadow of p[0..n) while valid, else NULL; w16_owns tells a
+ * shadow pointer from a copy; w16_note_write drops the shadow when [dst, dst + bytes) overlaps the shadowed buffer. */
 void w16_want(void);
 uint16_t *w16_for_update(const float *w, size_t n);
 void w16_updated(void);
@@ -41,8 +41,14 @@ void cuda_graph_begin(void);
 void *cuda_graph_end(void);
 void cuda_graph_launch(void *graph);
 void cuda_graph_free(void *graph);
-/* 0 when GPU 0 is usable (present, compute capability >= 8.0; made current), else -1 with ssm_error(). */
+/* 0 when GPU 0 is usable (present, compute capability >= 8.0), else -1 with ssm_error(). */
 int cuda_backend_check(void);
+/* Device contexts (context.cu; backend.h's ctx_new, ctx_free, ctx_bind): what the CUDA backend keeps between calls
+ * (cuBLASLt, the weights' bf16 shadow, the scan's scratch, allocation accounting), one per model. Binding one makes
+ * it the calling thread's (and its device current); without one bound, a process default on GPU 0 is used. */
+void *cuda_ctx_new(int device);
+void cuda_ctx_free(void *ctx);
+void cuda_ctx_bind(void *ctx);
 
 /* The ops' kernels, declared from the list (backend/ops_list.h: each op's shapes and semantics): <name>_cuda for
  * every op, and for a gemm also <name>_cuda_bf16, the mixed-precision table's. An op that backend_cuda.c maps to NULL

@@ -15,12 +15,13 @@ static int cuda_check_op(int op, const void *args) {
     }
 }
 
-/* What the two tables share: the device memory, graphs, limits, and each other. */
+/* What the two tables share: the device memory, graphs, limits, device contexts, and each other. */
 #define CUDA_COMMON                                                                                                   \
     .name = "cuda", .fp32 = &backend_cuda, .bf16 = &backend_cuda_bf16, .alloc = cuda_alloc, .release = cuda_release, \
     .zero = cuda_zero, .copy = cuda_copy, .upload = cuda_upload, .download = cuda_download, .sync = cuda_sync,       \
     .mem_in_use = cuda_mem_in_use, .graph_begin = cuda_graph_begin, .graph_end = cuda_graph_end,                     \
-    .graph_launch = cuda_graph_launch, .graph_free = cuda_graph_free, .check_op = cuda_check_op
+    .graph_launch = cuda_graph_launch, .graph_free = cuda_graph_free, .check_op = cuda_check_op,                     \
+    .ctx_new = cuda_ctx_new, .ctx_free = cuda_ctx_free, .ctx_bind = cuda_ctx_bind
 
 /* An op's kernel in the table whose GEMMs are MM: a GEMM has a float32 and a bf16 tensor-core kernel,
  * matmul_*_cuda and matmul_*_cuda_bf16; every other op one kernel for both tables, <name>_cuda (ops_list.h). */

@@ -3,7 +3,9 @@
 // a row-major [R, C] matrix with row stride ld is the column-major [C, R] matrix with the same ld.
 // float32 in, float32 out; FP32 compute (no TF32), or bf16 tensor-core inputs with FP32 accumulation (the _bf16
 // variants); one algorithm from the heuristic per call shape, cached with its descriptors.
+#include "backend/cuda/context.h"
 #include "backend/cuda/cuda_common.h"
+#include "common.h"
 #include "ops/ops_cuda.h"
 
 #include <cublasLt.h>
@@ -20,15 +22,7 @@
         }                                                                                          \
     } while (0)
 
-static cublasLtHandle_t lt_handle;
-static void *lt_workspace;
 static const size_t lt_workspace_bytes = (size_t)32 << 20;
-
-static void lt_init(void) {
-    if (lt_handle) return;
-    LT_CHECK(cublasLtCreate(&lt_handle));
-    CUDA_CHECK(cudaMalloc(&lt_workspace, lt_workspace_bytes));
-}
 
 // One GEMM shape with its descriptors and the heuristic's algorithm, made once and reused: a training step
 // calls a dozen shapes hundreds of times.
@@ -45,8 +39,41 @@ typedef struct {
 } lt_plan;
 
 #define LT_MAX_PLANS 128
-static lt_plan lt_plans[LT_MAX_PLANS];
-static int lt_n_plans;
+
+// cuBLASLt's state, one per device context (context.h): the handle, made on the context's device, its workspace
+// there, and the plans, whose algorithms the heuristic chose for that device.
+struct lt_state {
+    cublasLtHandle_t handle;
+    void *workspace;
+    lt_plan plans[LT_MAX_PLANS];
+    int n_plans;
+};
+
+// The bound context's handle and workspace, as the GEMMs below read them (after lt_init).
+#define lt_handle (cuda_ctx_now()->lt->handle)
+#define lt_workspace (cuda_ctx_now()->lt->workspace)
+
+static void lt_init(void) {
+    cuda_ctx *ctx = cuda_ctx_now();
+    if (ctx->lt) return;
+    lt_state *lt = (lt_state *)xcalloc(1, sizeof *lt);
+    LT_CHECK(cublasLtCreate(&lt->handle));
+    CUDA_CHECK(cudaMalloc(&lt->workspace, lt_workspace_bytes));
+    ctx->lt = lt;
+}
+
+static void lt_plan_destroy(lt_plan *p) {
+    cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb), cublasLtMatrixLayoutDestroy(p->lc);
+    cublasLtMatmulDescDestroy(p->op);
+}
+
+void lt_free(lt_state *lt) {
+    if (!lt) return;
+    for (int i = 0; i < lt->n_plans; i++) lt_plan_destroy(&lt->plans[i]);
+    CUDA_CHECK(cudaFree(lt->workspace));
+    LT_CHECK(cublasLtDestroy(lt->handle));
+    free(lt);
+}
 
 // The largest power of two (up to 256) dividing the address: cuBLASLt assumes 256-byte aligned pointers
 // unless told otherwise, and our operands are often slices (a column block of a wider row, one tensor of
@@ -60,18 +87,19 @@ static unsigned ptr_align(const void *p) {
 static const lt_plan *lt_plan_get(bool trans_a, bool trans_b, int m, int n, int k, int lda, int ldb, int ldc,
                                   unsigned align_a, unsigned align_b, unsigned align_c, cublasComputeType_t compute,
                                   cudaDataType_t ab_type, cudaDataType_t c_type) {
-    for (int i = 0; i < lt_n_plans; i++) {
-        const lt_plan *p = &lt_plans[i];
+    lt_init();
+    lt_state *lt = cuda_ctx_now()->lt;
+    for (int i = 0; i < lt->n_plans; i++) {
+        const lt_plan *p = &lt->plans[i];
         if (p->trans_a == trans_a && p->trans_b == trans_b && p->m == m && p->n == n && p->k == k &&
             p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->align_a == align_a && p->align_b == align_b &&
             p->align_c == align_c && p->compute == compute && p->ab_type == ab_type && p->c_type == c_type)
             return p;
     }
-    lt_plan tmp, *p = lt_n_plans < LT_MAX_PLANS ? &lt_plans[lt_n_plans++] : &tmp;
+    lt_plan tmp, *p = lt->n_plans < LT_MAX_PLANS ? &lt->plans[lt->n_plans++] : &tmp;
     if (p == &tmp) { // full: recycle the oldest slot
-        p = &lt_plans[0];
-        cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb), cublasLtMatrixLayoutDestroy(p->lc);
-        cublasLtMatmulDescDestroy(p->op);
+        p = &lt->plans[0];
+        lt_plan_destroy(p);
     }
     memset(p, 0, sizeof *p);
     p->trans_a = trans_a, p->trans_b = trans_b, p->m = m, p->n = n, p->k = k;

@@ -1,5 +1,7 @@
 // Device memory for the CUDA backend (backend_cuda.c): allocation with a clear out-of-memory error and peak
-// accounting, copies on the per-thread default stream, graphs, and the check that a usable GPU is present.
+// accounting (in the bound device context), copies on the per-thread default stream, graphs, and the check that a
+// usable GPU is present.
+#include "backend/cuda/context.h"
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
@@ -15,45 +17,32 @@ extern "C" int cuda_backend_check(void) {
     if (p.major < 8)
         return ssm_error("GPU 0 (%s) has compute capability %d.%d; ssm's CUDA kernels need 8.0 or newer (Ampere, "
                          "Hopper): use --device cpu", p.name, p.major, p.minor);
-    CUDA_CHECK(cudaSetDevice(0));
-    /* the stream-ordered pool (cudaMallocAsync scratch) keeps what it has instead of returning it to the driver at
-     * every synchronization: re-mapping it at the next allocation costs more than the kernels that use it */
-    cudaMemPool_t pool;
-    unsigned long long keep = ~0ull;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
-    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     return 0;
 }
 
-/* Bytes handed out by cuda_alloc (live and peak): with the stream-ordered pool's high-water mark this is the
- * memory the model uses, comparable to torch.cuda.max_memory_allocated. */
-static size_t alloc_live, alloc_peak;
-static struct {
-    void *p;
-    size_t bytes;
-} alloc_table[1024]; /* the live allocations (a model has a few dozen); beyond the table, sizes go uncounted */
-static int alloc_n;
-
-static void alloc_note(void *p, size_t bytes) {
-    if (alloc_n == (int)(sizeof alloc_table / sizeof alloc_table[0])) return;
-    alloc_table[alloc_n].p = p, alloc_table[alloc_n].bytes = bytes, alloc_n++;
-    alloc_live += bytes;
-    if (alloc_live > alloc_peak) alloc_peak = alloc_live;
+/* Bytes handed out by cuda_alloc, per device context (live and peak): with the stream-ordered pool's high-water mark
+ * this is the memory the model uses, comparable to torch.cuda.max_memory_allocated. */
+static void alloc_note(cuda_ctx *ctx, void *p, size_t bytes) {
+    if (ctx->alloc_n == CUDA_CTX_MAX_ALLOCS) return;
+    ctx->alloc_table[ctx->alloc_n].p = p, ctx->alloc_table[ctx->alloc_n].bytes = bytes, ctx->alloc_n++;
+    ctx->alloc_live += bytes;
+    if (ctx->alloc_live > ctx->alloc_peak) ctx->alloc_peak = ctx->alloc_live;
 }
 
 /* Forgets p; returns its size (0 when it was not in the table). */
-static size_t alloc_forget(void *p) {
-    for (int i = 0; i < alloc_n; i++)
-        if (alloc_table[i].p == p) {
-            const size_t bytes = alloc_table[i].bytes;
-            alloc_live -= bytes;
-            alloc_table[i] = alloc_table[--alloc_n];
+static size_t alloc_forget(cuda_ctx *ctx, void *p) {
+    for (int i = 0; i < ctx->alloc_n; i++)
+        if (ctx->alloc_table[i].p == p) {
+            const size_t bytes = ctx->alloc_table[i].bytes;
+            ctx->alloc_live -= bytes;
+            ctx->alloc_table[i] = ctx->alloc_table[--ctx->alloc_n];
             return bytes;
         }
     return 0;
 }
 
 extern "C" void *cuda_alloc(size_t bytes) {
+    cuda_ctx *ctx = cuda_ctx_now(); /* first: binding makes its device current, where the memory is to be */
     void *p = NULL;
     cudaError_t err = cudaMalloc(&p, bytes ? bytes : 1);
     if (err == cudaErrorMemoryAllocation) {
@@ -68,15 +57,24 @@ extern "C" void *cuda_alloc(size_t bytes) {
     }
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, 0));
-    alloc_note(p, bytes);
+    alloc_note(ctx, p, bytes);
     return p;
 }
 
 extern "C" void cuda_release(void *p) {
     if (!p) return;
-    const size_t bytes = alloc_forget(p);
+    cuda_ctx *ctx = cuda_ctx_now();
+    const size_t bytes = alloc_forget(ctx, p);
     w16_note_write(p, bytes ? bytes : ~(size_t)0 >> 1); /* the weights' bf16 shadow (weights16.cu); unknown size: all */
+    int device = ctx->device;
+    if (!bytes) { /* not made in this context: perhaps on another GPU (left behind by a model that moved since) */
+        cudaPointerAttributes at;
+        CUDA_CHECK(cudaPointerGetAttributes(&at, p));
+        if (at.type == cudaMemoryTypeDevice) device = at.device;
+    }
+    if (device != ctx->device) CUDA_CHECK(cudaSetDevice(device)); /* freed where it lives */
     CUDA_CHECK(cudaFree(p));
+    if (device != ctx->device) CUDA_CHECK(cudaSetDevice(ctx->device));
 }
 
 /* Writes into device memory tell the weights' bf16 shadow (weights16.cu), which they may make stale. */
@@ -99,14 +97,19 @@ extern "C" void cuda_download(void *host, const void *src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpy(host, src, bytes, cudaMemcpyDeviceToHost));
 }
 
-extern "C" void cuda_sync(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+extern "C" void cuda_sync(void) {
+    cuda_ctx_now(); /* (its device current: the one to wait for) */
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
+/* The pool is the device's, shared by the contexts on it: its part of the sum is theirs together. */
 extern "C" size_t cuda_mem_in_use(void) {
+    const cuda_ctx *ctx = cuda_ctx_now();
     cudaMemPool_t pool;
     unsigned long long pool_high = 0; /* cuuint64_t */
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx->device));
     CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &pool_high));
-    return alloc_peak + (size_t)pool_high;
+    return ctx->alloc_peak + (size_t)pool_high;
 }
 
 extern "C" void cuda_graph_begin(void) {

@@ -30,6 +30,7 @@
 // one value per (block, n, step) goes to a partial buffer, and a second kernel adds the blocks in block
 // order. dA, dD are summed per thread over steps, then over warps and sequences in order. No atomics:
 // every result is bitwise reproducible.
+#include "backend/cuda/context.h"
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
@@ -771,26 +772,29 @@ __global__ void scan_bwd_reduce(unsigned bc_blocks, float *dBm, float *dCm, __nv
                   dA_part, dD_part, db_part, B, N, E);
 }
 
-// Grow-only device scratch for the backward's partials (not thread-safe: one model per process for now).
-static float *scratch;
-static size_t scratch_cap;
-
+// Grow-only device scratch for the backward's partials, the bound device context's (context.h): one per model.
 static float *scratch_get(size_t floats) {
-    if (floats > scratch_cap) { /* through cuda_alloc: a clear out-of-memory error, counted in the peak */
-        cuda_release(scratch);
-        scratch = (float *)cuda_alloc(floats * sizeof(float));
-        scratch_cap = floats;
+    cuda_ctx *ctx = cuda_ctx_now();
+    if (floats > ctx->scan_scratch_cap) { /* through cuda_alloc: a clear out-of-memory error, counted in the peak */
+        cuda_release(ctx->scan_scratch);
+        ctx->scan_scratch = (float *)cuda_alloc(floats * sizeof(float));
+        ctx->scan_scratch_cap = floats;
     }
-    return scratch;
+    return ctx->scan_scratch;
 }
 
-// Raises a kernel's dynamic shared-memory limit when it needs more than the default 48 KB and more than
-// the limit already set (*set, per kernel).
-static void smem_limit(const void *kernel, size_t bytes, size_t *set) {
-    if (bytes > 48 * 1024 && bytes > *set) {
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-        *set = bytes;
-    }
+// Raises a kernel's dynamic shared-memory limit when it needs more than the default 48 KB and more than the limit
+// already set. The limit belongs to the kernel on one device (cudaFuncSetAttribute acts on the current one), shared
+// by every context there, so *set (per kernel) remembers it per device: a second model's smaller need must never
+// lower it under the first's. Devices past the table set it at every launch.
+#define SMEM_DEVICES 16
+static void smem_limit(const void *kernel, size_t bytes, size_t (*set)[SMEM_DEVICES]) {
+    if (bytes <= 48 * 1024) return;
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    if (device < SMEM_DEVICES && bytes <= (*set)[device]) return;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (device < SMEM_DEVICES) (*set)[device] = bytes;
 }
 
 // Kernel shapes <W warps (runs of steps), ITEMS steps per thread, NG states per barrier>, measured best
@@ -809,7 +813,7 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
                             float *h) {
     const int NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
-    static size_t smem_set;
+    static size_t smem_set[SMEM_DEVICES];
     smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
     scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
         y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld,
@@ -827,7 +831,7 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     float *part_bc = scratch_get(n_bc + n_a + 2 * n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
           *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part; // (a valid address either way)
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
-    static size_t smem_set;
+    static size_t smem_set[SMEM_DEVICES];
     smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>, smem, &smem_set);
     scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B), W * 32, smem>>>(
         mat_f(g->dx), (__nv_bfloat16 *)mat_h(g->dx), mat_f(g->ddt), (__nv_bfloat16 *)mat_h(g->ddt), mat_f(g->dz),

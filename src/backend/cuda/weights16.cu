@@ -6,46 +6,47 @@
 // It is valid from an AdamW step until anything else writes into (or frees) the shadowed range: memory.cu
 // reports every upload, copy, zeroing and release, and one that touches the range drops the shadow until the
 // next step. It is allocated only once a bf16 GEMM has asked for it (w16_want): float32 training never pays
-// for it. One shadow per process: a second model's optimizer step moves it to that model's buffer.
+// for it. One shadow per device context (context.h), so per model: two models' optimizer steps keep their own.
+#include "backend/cuda/context.h"
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
 #include <stdint.h>
 
-static int wanted;
-static const float *base;     // the shadowed float32 buffer
-static size_t count;          // its length in floats
-static uint16_t *shadow;      // [count] bf16, valid when valid != 0
-static size_t shadow_cap;     // floats the shadow can hold
-static int valid;
-
-extern "C" void w16_want(void) { wanted = 1; }
+extern "C" void w16_want(void) { cuda_ctx_now()->w16.wanted = 1; }
 
 extern "C" uint16_t *w16_for_update(const float *w, size_t n) {
-    if (!wanted || n == 0) return NULL;
-    if (n > shadow_cap) {
-        cuda_release(shadow); // (releases report themselves: harmless here, the shadow is being replaced)
-        shadow = NULL, shadow_cap = 0;
-        shadow = (uint16_t *)cuda_alloc(sizeof(uint16_t) * n);
-        shadow_cap = n;
+    w16_shadow *s = &cuda_ctx_now()->w16;
+    if (!s->wanted || n == 0) return NULL;
+    if (n > s->cap) {
+        cuda_release(s->shadow); // (releases report themselves: harmless here, the shadow is being replaced)
+        s->shadow = NULL, s->cap = 0;
+        s->shadow = (uint16_t *)cuda_alloc(sizeof(uint16_t) * n);
+        s->cap = n;
     }
-    base = w, count = n, valid = 0; // valid again once the update is queued (w16_updated)
-    return shadow;
+    s->base = w, s->count = n, s->valid = 0; // valid again once the update is queued (w16_updated)
+    return s->shadow;
 }
 
-extern "C" void w16_updated(void) { valid = shadow != NULL; }
+extern "C" void w16_updated(void) {
+    w16_shadow *s = &cuda_ctx_now()->w16;
+    s->valid = s->shadow != NULL;
+}
 
 extern "C" const uint16_t *w16_lookup(const float *p, size_t n) {
-    const uintptr_t a = (uintptr_t)p, b = (uintptr_t)base;
-    if (!valid || a < b || (a - b) / sizeof(float) + n > count) return NULL;
-    return shadow + (a - b) / sizeof(float);
+    const w16_shadow *s = &cuda_ctx_now()->w16;
+    const uintptr_t a = (uintptr_t)p, b = (uintptr_t)s->base;
+    if (!s->valid || a < b || (a - b) / sizeof(float) + n > s->count) return NULL;
+    return s->shadow + (a - b) / sizeof(float);
 }
 
 extern "C" int w16_owns(const void *p) {
-    return shadow && (const uint16_t *)p >= shadow && (const uint16_t *)p < shadow + shadow_cap;
+    const w16_shadow *s = &cuda_ctx_now()->w16;
+    return s->shadow && (const uint16_t *)p >= s->shadow && (const uint16_t *)p < s->shadow + s->cap;
 }
 
 extern "C" void w16_note_write(const void *dst, size_t bytes) {
-    const uintptr_t d = (uintptr_t)dst, b = (uintptr_t)base, e = b + count * sizeof(float);
-    if (valid && d < e && (d >= b || bytes > b - d)) valid = 0; // [d, d + bytes) meets [b, e)
+    w16_shadow *s = &cuda_ctx_now()->w16;
+    const uintptr_t d = (uintptr_t)dst, b = (uintptr_t)s->base, e = b + s->count * sizeof(float);
+    if (s->valid && d < e && (d >= b || bytes > b - d)) s->valid = 0; // [d, d + bytes) meets [b, e)
 }

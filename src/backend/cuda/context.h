@@ -1,0 +1,50 @@
+// A CUDA device context: everything the CUDA backend keeps between calls, per model rather than per process, so
+// that two models in one process (or one model per GPU) never share a cuBLASLt plan, a bf16 weight shadow or a
+// scratch buffer. A model owns one (backend.h's ctx_new, ctx_free) and binds it (ctx_bind) before it queues work;
+// the .cu files read the calling thread's bound context through cuda_ctx_now(). Work still goes on the per-thread
+// default stream, which is the bound context's device's once binding has made that device current.
+//
+// Code that owns no context (the kernel tests and benchmarks, which call the _cuda kernels directly) gets a process
+// default on GPU 0, made on first use: as before contexts existed.
+#ifndef SSM_CUDA_CONTEXT_H
+#define SSM_CUDA_CONTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lt_state lt_state; // matmul.cu: the cuBLASLt handle, its workspace, the plan cache
+
+// The bf16 shadow of one float32 parameter buffer (weights16.cu has the whole story).
+typedef struct {
+    int wanted;        // a bf16 GEMM asked for a shadow: AdamW then writes one
+    const float *base; // the shadowed float32 buffer
+    size_t count;      // its length in floats
+    uint16_t *shadow;  // [count] bf16, valid when valid != 0
+    size_t cap;        // floats the shadow can hold
+    int valid;
+} w16_shadow;
+
+// cuda_alloc's live allocations (memory.cu): a model has a few dozen; beyond the table, sizes go uncounted.
+#define CUDA_CTX_MAX_ALLOCS 1024
+
+typedef struct cuda_ctx {
+    int device;          // the GPU's index (cuda:N): binding makes it current
+    lt_state *lt;        // made at the context's first GEMM; NULL before
+    w16_shadow w16;      // of the one parameter buffer this context's AdamW updates
+    float *scan_scratch; // [scan_scratch_cap] the scan backward's grow-only partials (scan.cu)
+    size_t scan_scratch_cap;
+    // bytes handed out by cuda_alloc in this context, live and at peak (mem_in_use)
+    size_t alloc_live, alloc_peak;
+    struct {
+        void *p;
+        size_t bytes;
+    } alloc_table[CUDA_CTX_MAX_ALLOCS];
+    int alloc_n;
+} cuda_ctx;
+
+// The calling thread's bound context; the process default (GPU 0) when none is bound, which it then binds.
+cuda_ctx *cuda_ctx_now(void);
+// Frees what lt holds (matmul.cu): plans, workspace, handle. NULL is fine.
+void lt_free(lt_state *lt);
+
+#endif
