@@ -76,13 +76,16 @@ size_t ssm_model_n_params(const ssm_model *m);
  * prefills stay float32. On CUDA: mixed precision, every GEMM on bf16 tensor cores with float32
  * accumulation (training included). Results differ from float32 by bf16 rounding (about 1e-2 relative). */
 void ssm_model_use_bf16(ssm_model *m);
-/* Moves the model's computation to a device, "cpu" or "cuda" (GPU 0): its parameters, gradients and
- * activations then live there, and states made afterwards too (make states after choosing the device).
- * Inputs and logits stay host arrays; saving copies the parameters back. Returns 0, or -1 with a one-line
- * reason and fix in ssm_last_error() (no GPU, an unsupported GPU, a build without CUDA). */
+/* Moves the model's computation to a device, "cpu", "cuda:N" (GPU N) or "cuda" (GPU 0): its parameters,
+ * gradients and activations then live there, and states made afterwards too (make states after choosing the
+ * device). Each model keeps its own device context (library handles, scratch), so several models, on one GPU or
+ * on several, can be used side by side in one process. Inputs and logits stay host arrays; saving copies the
+ * parameters back. Returns 0, or -1 with a one-line reason and fix in ssm_last_error()
+ * (a malformed device name, no GPU N, an unsupported GPU, a build without CUDA). */
 int ssm_model_set_device(ssm_model *m, const char *device);
-const char *ssm_model_device(const ssm_model *m); /* "cpu" or "cuda" */
-/* Whether a device ("cpu", "cuda") can be used here: 1, or 0 with the reason and fix in ssm_last_error(). */
+const char *ssm_model_device(const ssm_model *m); /* "cpu" or "cuda" (whichever GPU) */
+/* Whether a device ("cpu", "cuda", "cuda:N") can be used here: 1, or 0 with the reason and fix in
+ * ssm_last_error(). */
 int ssm_device_available(const char *device);
 
 /* Bytes of autoregressive state one sequence carries in `layer` (or all layers when layer < 0): for a state that
@@ -99,7 +102,7 @@ ssm_state *ssm_state_new_ctx(const ssm_model *m, int n_seq, long max_context);
 void ssm_state_reset(ssm_state *s);
 /* Positions consumed since the state was made or reset (every sequence of a state advances together). */
 long ssm_state_position(const ssm_state *s);
-void ssm_state_free(ssm_state *s);
+void ssm_state_free(ssm_state *s); /* before its model */
 /* Runs T tokens per sequence ([n_seq, T]) through the sequence (scan) path, carrying the state;
  * logits [n_seq, T, vocab] for every position, or only the last position when last_only != 0
  * (then logits is [n_seq, vocab]). */
@@ -127,8 +130,8 @@ typedef struct {
     int overwrite;         /* a new run may replace an earlier run in out_dir (otherwise that is an error) */
     int stop_after;        /* >0: stop (with a checkpoint) after this many steps of this invocation */
     int quiet;             /* no progress line */
-    const char *device;    /* "cpu" (default) or "cuda" */
-    int bf16;              /* mixed precision (bf16 GEMMs, float32 master weights); needs device "cuda" */
+    const char *device;    /* "cpu" (default), "cuda" or "cuda:N" */
+    int bf16;              /* mixed precision (bf16 GEMMs, float32 master weights); needs a "cuda" device */
     ssm_optim_config optim;
 } ssm_train_options;
 void ssm_train_options_default(ssm_train_options *t);

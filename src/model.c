@@ -202,8 +202,8 @@ void model_sync_host(const ssm_model *m) {
 }
 
 int ssm_model_set_device(ssm_model *m, const char *device) {
-    const int index = 0; /* GPU 0 */
-    const backend *be = backend_by_name(device);
+    int index = 0;
+    const backend *be = backend_by_name(device, &index);
     if (!be) return -1;
     if (m->bf16) be = be->bf16;
     if (backend_same_memory(be, m->be) && index == m->device) {
@@ -227,7 +227,7 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
 
 const char *ssm_model_device(const ssm_model *m) { return m->be->name; }
 
-int ssm_device_available(const char *device) { return backend_by_name(device) != NULL; }
+int ssm_device_available(const char *device) { return backend_by_name(device, NULL) != NULL; }
 
 const char *ssm_model_layer_kind(const ssm_model *m, int layer) {
     return layer >= 0 && layer < m->cfg.n_layer ? m->layers[layer].kind->name : NULL;

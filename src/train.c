@@ -245,7 +245,7 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     if (!t->resume && !cfg) return ssm_error("a new run needs a model config");
     /* the device and precision are checked before anything is created on disk */
     const char *device = t->device ? t->device : "cpu";
-    if (!backend_by_name(device)) return -1;
+    if (!backend_by_name(device, NULL)) return -1;
     if (t->bf16 && !strcmp(device, "cpu"))
         return ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
     dataset d;

@@ -23,7 +23,28 @@ static void count_tokens(int token, void *ctx) {
     (*(int *)ctx)++;
 }
 
+/* Device names: "cuda:N" parses whatever the machine (an index it lacks, or no GPU at all, is another error);
+ * a malformed name is "unknown device", one line, on any machine. */
+static int test_device_names(void) {
+    int bad = 0;
+    const char *malformed[] = {"cuda:x", "cuda:-1", "cuda:", "cuda:1x", "cuda: 1", "cuda0", "cuda:99999999999", "gpu"};
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        const int ok = !ssm_device_available(malformed[i]) && strstr(ssm_last_error(), "unknown device '") &&
+                       strstr(ssm_last_error(), malformed[i]) && !strchr(ssm_last_error(), '\n');
+        if (!ok) printf("  %s: %s\n", malformed[i], ssm_last_error()), bad++;
+    }
+    const char *wellformed[] = {"cuda", "cuda:0", "cuda:7"};
+    for (size_t i = 0; i < sizeof wellformed / sizeof wellformed[0]; i++)
+        if (!ssm_device_available(wellformed[i]) && strstr(ssm_last_error(), "unknown device"))
+            printf("  %s was not parsed: %s\n", wellformed[i], ssm_last_error()), bad++;
+    if (!ssm_device_available("cpu")) printf("  cpu: %s\n", ssm_last_error()), bad++;
+    printf("%s - device names: cuda:N parses on any machine, malformed names are one-line errors\n",
+           bad ? "FAIL" : "ok");
+    return bad;
+}
+
 int main(void) {
+    failures += test_device_names();
     char dir[] = "/tmp/ssm_test_api_XXXXXX", data[600], out[600], cmd[700];
     if (!mkdtemp(dir)) return 1;
     snprintf(data, sizeof data, "%s/abc.txt", dir);

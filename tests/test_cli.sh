@@ -162,6 +162,10 @@ fi
 expect_error "an unknown --device" "unknown device 'tpu'" "$SSM" eval --model "$model" --data "$dir/text.txt" --device tpu
 expect_error "--bf16 training on the CPU" "--bf16 training needs --device cuda" \
     "$SSM" train --data "$dir/text.txt" --out "$dir/bf16run" "${tiny[@]}" --bf16
+# cuda:N: a malformed name is one line before anything else is looked at (this machine's GPUs, the build)
+expect_error "--device cuda:x" "unknown device 'cuda:x'" "$SSM" eval --model "$model" --data "$dir/text.txt" --device cuda:x
+expect_error "--device cuda:-1" "unknown device 'cuda:-1'" "$SSM" generate --model "$model" -n 4 --device cuda:-1
+if "$SSM" generate --help | grep -q "cuda:N"; then ok "--help names cuda:N"; else fail "--help names cuda:N"; fi
 # a GPU for this binary: one is present and the build has CUDA (a CPU-only build, such as make
 # check-sanitize's build/asan/ssm, must answer --device cuda as on a machine without a GPU)
 gpu=0
@@ -169,10 +173,14 @@ if nvidia-smi -L >/dev/null 2>&1 && ! "$SSM" info --config default 2>&1 | grep -
 if [ $gpu -eq 0 ]; then # no GPU here (CI): --device cuda must say so in one line
     expect_error "--device cuda without a GPU (or without CUDA in the build)" "use --device cpu" \
         "$SSM" generate --model "$model" --prompt "the" -n 4 --device cuda
+    expect_error "--device cuda:7 parses, then finds no GPU" "use --device cpu" \
+        "$SSM" generate --model "$model" --prompt "the" -n 4 --device cuda:7
     [ -d "$dir/bf16run" ] && fail "a failed run left a run directory" || true
 fi
 # on a GPU: out of GPU memory is one line naming the fix (tests/gpu/run.sh runs this file there too)
 if [ $gpu -eq 1 ]; then
+    expect_error "--device cuda:99: no such GPU, and how many there are" "this machine has" \
+        "$SSM" generate --model "$model" --prompt "the" -n 4 --device cuda:99
     expect_error "out of GPU memory" "out of GPU memory" \
         "$SSM" train --data "$dir/text.txt" --out "$dir/oom" --d-model 1024 --n-layer 4 --batch 100000 --seq-len 1024 \
         --steps 1 --sample 0 --quiet --device cuda

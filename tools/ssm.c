@@ -209,7 +209,7 @@ static ssm_model *load_on_device_or_die(const char *dir, const char *device, int
     return m;
 }
 
-#define DEVICE_HELP "where to compute: cpu or cuda (GPU 0)"
+#define DEVICE_HELP "where to compute: cpu, cuda:N (GPU N), or cuda (GPU 0)"
 #define BF16_HELP "bf16: weights for decode on cpu, tensor-core GEMMs on cuda (about 1e-2 from float32)"
 
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
@@ -606,9 +606,19 @@ static int cmd_info(int argc, char **argv) {
     ssm_tokenizer *tok = model ? tokenizer_for(model, NULL) : NULL;
     if (tok) printf("tokenizer: %s/tokenizer.json, %d tokens\n", model, ssm_tokenizer_vocab_size(tok));
     else printf("tokenizer: none (raw bytes)\n");
-    /* where it can run: --device cuda works when this says so */
-    if (ssm_device_available("cuda")) printf("devices: cpu, cuda\n");
-    else printf("devices: cpu (cuda: %s)\n", ssm_last_error());
+    /* where it can run: --device cuda:N works for each N listed */
+    if (ssm_device_available("cuda")) {
+        printf("devices: cpu, cuda:0 (cuda)");
+        char name[32];
+        for (int n = 1;; n++) { /* up to the first that is not there (or not usable) */
+            snprintf(name, sizeof name, "cuda:%d", n);
+            if (!ssm_device_available(name)) break;
+            printf(", %s", name);
+        }
+        printf("\n");
+    } else {
+        printf("devices: cpu (cuda: %s)\n", ssm_last_error());
+    }
     ssm_tokenizer_free(tok);
     ssm_model_free(m);
     return 0;

@@ -71,21 +71,35 @@ int backend_check_op(const backend *be, int op, const void *args) {
 
 #ifdef SSM_CUDA
 extern const backend backend_cuda;
-/* 0 when a usable CUDA device is present, else -1 with the reason (src/backend/cuda/memory.cu). */
-int cuda_backend_check(void);
+/* 0 when GPU `device` is present and usable, else -1 with the reason (src/backend/cuda/memory.cu). */
+int cuda_backend_check(int device);
 #endif
 
-const backend *backend_by_name(const char *name) {
-    if (!strcmp(name, "cpu")) return &backend_cpu;
-    if (!strcmp(name, "cuda")) {
-#ifdef SSM_CUDA
-        return cuda_backend_check() ? NULL : &backend_cuda;
-#else
-        ssm_error("this ssm was built without CUDA (no nvcc at build time): use --device cpu, or install the "
-                  "CUDA toolkit and rebuild");
-        return NULL;
-#endif
+/* The GPU index of "cuda" (0) or "cuda:N" (N in decimal digits alone, below 2^20), else -1. */
+static int cuda_index(const char *name) {
+    if (!strcmp(name, "cuda")) return 0;
+    if (strncmp(name, "cuda:", 5) || !name[5]) return -1;
+    int n = 0;
+    for (const char *p = name + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || n >= 1 << 20) return -1;
+        n = n * 10 + (*p - '0');
     }
-    ssm_error("unknown device '%s' (expected cpu or cuda)", name);
+    return n < 1 << 20 ? n : -1;
+}
+
+const backend *backend_by_name(const char *name, int *device) {
+    const int cpu = !strcmp(name, "cpu"), index = cpu ? 0 : cuda_index(name);
+    if (index < 0) { /* the name first: a typo is reported as one on any machine */
+        ssm_error("unknown device '%s' (expected cpu, cuda, or cuda:N for GPU N)", name);
+        return NULL;
+    }
+    if (device) *device = index;
+    if (cpu) return &backend_cpu;
+#ifdef SSM_CUDA
+    return cuda_backend_check(index) ? NULL : &backend_cuda;
+#else
+    ssm_error("this ssm was built without CUDA (no nvcc at build time): use --device cpu, or install the "
+              "CUDA toolkit and rebuild");
     return NULL;
+#endif
 }

@@ -79,9 +79,10 @@ int backend_has_op(const backend *be, int op);
 /* 0 when be runs op on arguments of these sizes (see check_op), else -1 with ssm_error(): no kernel, or a limit. */
 int backend_check_op(const backend *be, int op, const void *args);
 
-/* The backend called name ("cpu", "cuda"), or NULL with a one-line reason and fix in ssm_last_error():
- * a build without CUDA, no usable GPU, an unsupported GPU. */
-const backend *backend_by_name(const char *name);
+/* The backend of a device name ("cpu", "cuda", "cuda:N"; "cuda" is "cuda:0") and, when device is not NULL, the
+ * device's index in *device (0 for the CPU); or NULL with a one-line reason and fix in ssm_last_error(): a malformed
+ * name (checked first, whatever the machine), a build without CUDA, no usable GPU, no GPU N, an unsupported GPU. */
+const backend *backend_by_name(const char *name, int *device);
 
 static inline int backend_is_host(const backend *be) { return be == &backend_cpu; }
 /* Whether buffers of a are buffers of b (the fp32 and bf16 tables of one device share memory). */

@@ -41,8 +41,8 @@ void cuda_graph_begin(void);
 void *cuda_graph_end(void);
 void cuda_graph_launch(void *graph);
 void cuda_graph_free(void *graph);
-/* 0 when GPU 0 is usable (present, compute capability >= 8.0), else -1 with ssm_error(). */
-int cuda_backend_check(void);
+/* 0 when GPU `device` (cuda:device) is usable (present, compute capability >= 8.0), else -1 with ssm_error(). */
+int cuda_backend_check(int device);
 /* Device contexts (context.cu; backend.h's ctx_new, ctx_free, ctx_bind): what the CUDA backend keeps between calls
  * (cuBLASLt, the weights' bf16 shadow, the scan's scratch, allocation accounting), one per model. Binding one makes
  * it the calling thread's (and its device current); without one bound, a process default on GPU 0 is used. */

@@ -1,22 +1,28 @@
 // Device memory for the CUDA backend (backend_cuda.c): allocation with a clear out-of-memory error and peak
 // accounting (in the bound device context), copies on the per-thread default stream, graphs, and the check that a
-// usable GPU is present.
+// GPU is present and usable.
 #include "backend/cuda/context.h"
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
 
-extern "C" int cuda_backend_check(void) {
+extern "C" int cuda_backend_check(int device) {
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
     if (err != cudaSuccess || n == 0)
         return ssm_error("no usable CUDA GPU (%s): use --device cpu",
                          err != cudaSuccess ? cudaGetErrorString(err) : "no device found");
+    if (device < 0 || device >= n) {
+        char have[32] = "cuda:0";
+        if (n > 1) snprintf(have, sizeof have, "cuda:0 to cuda:%d", n - 1);
+        return ssm_error("no GPU cuda:%d: this machine has %d (%s); use one of those, or --device cpu", device, n,
+                         have);
+    }
     cudaDeviceProp p;
-    CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+    CUDA_CHECK(cudaGetDeviceProperties(&p, device));
     if (p.major < 8)
-        return ssm_error("GPU 0 (%s) has compute capability %d.%d; ssm's CUDA kernels need 8.0 or newer (Ampere, "
-                         "Hopper): use --device cpu", p.name, p.major, p.minor);
+        return ssm_error("GPU cuda:%d (%s) has compute capability %d.%d; ssm's CUDA kernels need 8.0 or newer (Ampere, "
+                         "Hopper): use --device cpu", device, p.name, p.major, p.minor);
     return 0;
 }
 
