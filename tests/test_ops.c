@@ -562,7 +562,7 @@ int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     const backend *others[2] = {NULL, NULL};
     if (ssm_device_available("cuda")) {
-        others[0] = backend_by_name("cuda");
+        others[0] = backend_by_name("cuda", NULL); /* on the process default context (GPU 0) */
         others[1] = others[0]->bf16;
     } else {
         printf("# no CUDA device (%s): the CPU's determinism and the op list's coverage alone\n", ssm_last_error());
