@@ -105,10 +105,12 @@ long ssm_state_position(const ssm_state *s);
 void ssm_state_free(ssm_state *s); /* before its model */
 /* Runs T tokens per sequence ([n_seq, T]) through the sequence (scan) path, carrying the state;
  * logits [n_seq, T, vocab] for every position, or only the last position when last_only != 0
- * (then logits is [n_seq, vocab]). */
-void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only);
-/* One recurrent step: one token per sequence -> logits [n_seq, vocab]. O(1) in the sequence length. */
-void ssm_step(const ssm_model *m, ssm_state *s, const int *tokens, float *logits);
+ * (then logits is [n_seq, vocab]). Returns 0, or -1 with ssm_last_error() when the T positions do not fit in a
+ * state whose attention cache holds fewer (ssm_state_new_ctx): checked first, nothing is run. */
+int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only);
+/* One recurrent step: one token per sequence -> logits [n_seq, vocab]. O(1) in the sequence length for Mamba
+ * layers; an attention layer reads its whole cache. 0, or -1 as ssm_forward. */
+int ssm_step(const ssm_model *m, ssm_state *s, const int *tokens, float *logits);
 
 /* ---- training ---------------------------------------------------------------------------------------- */
 typedef struct { /* AdamW and its schedule */

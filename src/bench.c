@@ -71,7 +71,7 @@ double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps) {
 
 double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps) {
     const int V = ssm_model_config(m)->vocab_size;
-    ssm_state *s = ssm_state_new_ctx(m, n_seq, context + steps + 3);
+    ssm_state *s = ssm_state_new_ctx(m, n_seq, model_state_grows(m) ? context + steps + 3 : 0); /* attention */
     if (!s) return -1;
     int *tok = xmalloc(sizeof(int) * n_seq);
     float *logits = xmalloc(sizeof(float) * n_seq * V);
@@ -81,7 +81,11 @@ double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int step
     for (long done = 0; done < context;) {
         const int T = context - done < CHUNK ? (int)(context - done) : CHUNK;
         for (int i = 0; i < n_seq * T; i++) prompt[i] = 'a' + (int)((done + i) % 26);
-        ssm_forward(m, s, prompt, T, logits, 1);
+        if (ssm_forward(m, s, prompt, T, logits, 1)) { /* (the state was sized for it: not expected) */
+            free(prompt), free(tok), free(logits), free(times);
+            ssm_state_free(s);
+            return -1;
+        }
         done += T;
     }
     free(prompt);

@@ -412,8 +412,11 @@ ssm_state *ssm_state_new_ctx(const ssm_model *m, int n_seq, long max_context) {
     s->max_context = max_context > 0 ? max_context : 0;
     s->layer_off = xmalloc(sizeof(size_t) * m->cfg.n_layer);
     for (int l = 0; l < m->cfg.n_layer; l++) {
+        const mixer_kind *k = m->layers[l].kind;
         s->layer_off[l] = s->total;
-        s->total += (size_t)n_seq * m->layers[l].kind->state_floats(&m->cfg, s->max_context);
+        s->total += (size_t)n_seq * k->state_floats(&m->cfg, s->max_context);
+        const long held = k->context ? k->context(&m->cfg, s->max_context) : 0;
+        if (held > 0 && (!s->capacity || held < s->capacity)) s->capacity = held, s->capacity_kind = k->name;
     }
     s->data = s->be->alloc(sizeof(float) * (s->total ? s->total : 1));
     s->canon_off = xmalloc(sizeof(size_t) * m->cfg.n_layer);
@@ -443,6 +446,21 @@ void ssm_state_reset(ssm_state *s) {
 }
 
 long ssm_state_position(const ssm_state *s) { return s->pos; }
+
+int model_state_grows(const ssm_model *m) {
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (m->layers[l].kind->context) return 1;
+    return 0;
+}
+
+/* 0 when T more positions fit in the state, else -1 with ssm_error(): checked before anything runs (a forward
+ * that does not fit writes nothing, and the state stays as it was). */
+static int state_check_room(const ssm_state *s, int T) {
+    if (s->capacity && s->pos + T > s->capacity)
+        return ssm_error("the %s cache holds %ld positions; this input needs %ld: use a larger --max-context",
+                         s->capacity_kind, s->capacity, s->pos + T);
+    return 0;
+}
 
 void ssm_state_free(ssm_state *s) {
     if (!s) return;
@@ -500,6 +518,7 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
         const mixer_kind *k = m->layers[l].kind;
+        ctx.state_ctx = k->context ? k->context(c, s->max_context) : 0;
         ctx.form = mixer_form(k, be, 0);
         k->forward(&ctx, mix, mix + ((k->act_floats(c, B, T, ctx.form) + 15) & ~(size_t)15), mat_f32(out, D),
                    mat_f32(u, D), B, T, s->data + s->layer_off[l]);
@@ -538,6 +557,7 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "model_forward_loss: the state was made on %s, the model is now on %s",
           s->be->name, be->name);
+    if (state_check_room(s, T)) return -1;
     const int B = s->n_seq, D = m->cfg.d_model, V = m->cfg.vocab_size;
     const size_t rows = (size_t)B * T, act = forward_act_floats(m, B, T);
     float *x = state_work(s, 3 * rows * D + act + rows + rows * V);
@@ -551,12 +571,13 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
     return sum;
 }
 
-void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
+int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
     model_bind(m);
     const ssm_config *c = &m->cfg;
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "ssm_forward: the state was made on %s, the model is now on %s",
           s->be->name, be->name);
+    if (state_check_room(s, T)) return -1;
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
     const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
     const size_t act = forward_act_floats(m, B, T);
@@ -586,8 +607,9 @@ void ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, flo
     }
     s->pos += T;
     if (lg != logits) be->download(logits, lg, sizeof(float) * out_rows * V);
+    return 0;
 }
 
-void ssm_step(const ssm_model *m, ssm_state *s, const int *tokens, float *logits) {
-    ssm_forward(m, s, tokens, 1, logits, 1);
+int ssm_step(const ssm_model *m, ssm_state *s, const int *tokens, float *logits) {
+    return ssm_forward(m, s, tokens, 1, logits, 1);
 }

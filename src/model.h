@@ -64,7 +64,10 @@ struct ssm_state {
     const backend *be; /* the model's backend when the state was made: all buffers below live there */
     int n_seq;
     long max_context;  /* positions the state was sized for (0: only fixed-size layer states) */
-    long pos;          /* positions consumed since made or reset (all sequences together) */
+    long pos;          /* positions consumed since made or reset (all sequences together); the host's count, for
+                        * the capacity check: a kind whose step needs its position keeps its own in data */
+    long capacity;     /* positions the state holds (the least of its growing layers'), or 0: any number */
+    const char *capacity_kind; /* the kind of the layer that sets capacity, for the message */
     float *data;       /* every layer's state for n_seq sequences, layer by layer */
     size_t *layer_off; /* [n_layer] */
     size_t total;      /* floats */
@@ -96,12 +99,15 @@ ssm_model *model_layout_new(const ssm_config *cfg);
 int model_alloc_weights(ssm_model *m);
 /* The forward of ssm_forward (all T positions, state carried) scored on the backend: returns the summed
  * cross-entropy (nats) of targets [n_seq*T] (targets < 0 ignored; *count gets how many were scored). The
- * logits never leave the device. */
+ * logits never leave the device. -1 with ssm_error() when the T positions do not fit in the state (nothing run). */
 double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
                           int *count);
 /* Makes m's device context the calling thread's (backend.h's ctx_bind; nothing on the CPU): first in every entry
  * that queues work on m's memory, so that each model's work uses its own device, handles and scratch. */
 void model_bind(const ssm_model *m);
+/* Whether a layer's state grows with the context (mixer_kind.context): then a state holds a bounded number of
+ * positions, and evaluation and generation size their states for what they feed. */
+int model_state_grows(const ssm_model *m);
 /* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
 void model_sync_host(const ssm_model *m);
 /* A mixer context for layer l (dw may be NULL). */

@@ -1,5 +1,6 @@
 /* Generation and sampling (see sample.h). */
 #include "sample.h"
+#include "model.h"
 
 #include <math.h>
 #include <string.h>
@@ -58,7 +59,8 @@ int sample_token(float *logits, int V, const ssm_sample_options *o, rng_t *rng) 
 int ssm_generate(const ssm_model *m, const int *prompt, int prompt_len, int n, const ssm_sample_options *o,
              void (*emit)(int token, void *ctx), void *ctx) {
     const int V = ssm_model_config(m)->vocab_size;
-    ssm_state *s = ssm_state_new(m, 1);
+    /* a growing state (attention's cache) sized for the prompt and what is generated */
+    ssm_state *s = ssm_state_new_ctx(m, 1, model_state_grows(m) ? (long)prompt_len + n : 0);
     float *logits = xmalloc(sizeof(float) * V);
     rng_t rng = {o->seed};
     ssm_forward(m, s, prompt, prompt_len, logits, 1); /* prefill: the parallel scan path */

@@ -32,11 +32,15 @@ void ssm_train_options_default(ssm_train_options *t) {
 
 double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
     if (n < 2) return 0;
-    ssm_state *s = ssm_state_new(m, 1);
+    /* a model whose state grows (attention) scores each chunk on its own, with a cache of one chunk: its context
+     * is the chunk, as in training; a Mamba-only model carries its fixed-size state through the whole stream */
+    const int grows = model_state_grows(m);
+    ssm_state *s = ssm_state_new_ctx(m, 1, grows ? chunk : 0);
     double total = 0;
     long count = 0;
     for (size_t pos = 0; pos + 1 < n; pos += chunk) {
         int T = (int)(n - 1 - pos < (size_t)chunk ? n - 1 - pos : (size_t)chunk), c;
+        if (grows) ssm_state_reset(s);
         total += model_forward_loss(m, s, ids + pos, ids + pos + 1, T, &c); /* scored where the model runs */
         count += c;
         if (show_progress && (pos / chunk) % 64 == 0) {
@@ -58,7 +62,8 @@ static double eval_validation(const ssm_model *m, const dataset *d, const ssm_tr
     const int streams = imax(1, imin(t->batch, (int)(len / (size_t)(t->seq_len + 1))));
     const size_t seg = len / streams; /* each stream predicts seg - 1 bytes */
     const int T = t->seq_len;
-    ssm_state *s = ssm_state_new(m, streams);
+    const int grows = model_state_grows(m); /* attention: each chunk of seq_len on its own, as in training */
+    ssm_state *s = ssm_state_new_ctx(m, streams, grows ? T : 0);
     int *tok = xmalloc(sizeof(int) * streams * T), *tgt = xmalloc(sizeof(int) * streams * T);
     const uint8_t *base = d->bytes + d->train_len;
     double total = 0;
@@ -72,6 +77,7 @@ static double eval_validation(const ssm_model *m, const dataset *d, const ssm_tr
                 tok[b * T + i] = i < n ? base[at] : 0;
                 tgt[b * T + i] = i < n ? base[at + 1] : -1;
             }
+        if (grows) ssm_state_reset(s);
         total += model_forward_loss(m, s, tok, tgt, T, &c);
         count += c;
     }

@@ -325,6 +325,113 @@ static void test_small_ops(void) {
     TEST_END();
 }
 
+
+/* ---- SwiGLU, rotary positions, attention ------------------------------------------------------------ */
+enum { GR = 7, GI = 13, GLD = 2 * GI + 3 };
+static struct {
+    float *gu, *R, *h;
+} sw;
+
+static double swiglu_loss(void *u) {
+    cpu_swiglu_fwd(mat_f32(sw.h, GI), mat_f32(sw.gu, GLD), GR, GI);
+    return dot(sw.h, sw.R, GR * GI);
+}
+
+/* attention over AB sequences of AT positions: AH query heads in groups over AKV key/value heads of AHD, the q | k | v
+ * rows of AW columns (as the mixer has them) */
+enum { AB = 2, AT = 11, AH = 4, AKV = 2, AHD = 6, AW = (AH + 2 * AKV) * AHD + 1 };
+static struct {
+    float *qkv, *R, *o, *lse;
+    int window;
+} at;
+
+static attn_args attn_of(void) {
+    return (attn_args){.q = at.qkv, .ldq = AW, .k = at.qkv + AH * AHD, .v = at.qkv + (AH + AKV) * AHD, .ldkv = AW,
+                       .kv_bstride = (size_t)AT * AW, .lse = at.lse, .B = AB, .T = AT, .H = AH, .KV = AKV, .hd = AHD,
+                       .window = at.window};
+}
+
+static double attn_loss(void *u) {
+    const attn_args a = attn_of();
+    cpu_attn_fwd(&a, at.o, AH * AHD);
+    return dot(at.o, at.R, (size_t)AB * AT * AH * AHD);
+}
+
+/* rope then the loss on the rotated rows (all AW columns: the last one is not a head's and stays) */
+static double rope_loss(void *u) {
+    float *x = xmalloc(sizeof(float) * AB * AT * AW);
+    memcpy(x, at.qkv, sizeof(float) * AB * AT * AW);
+    cpu_rope(x, AW, NULL, AB, AT, AH + AKV, AHD, 100.0f, 0);
+    double l = dot(x, at.R, (size_t)AB * AT * AW);
+    free(x);
+    return l;
+}
+
+static void test_attention_ops(void) {
+    TEST_BEGIN("swiglu_bwd matches finite differences (gate | up)");
+    sw.gu = randn((size_t)GR * GLD, 1.5f), sw.R = randn(GR * GI, 1), sw.h = xmalloc(sizeof(float) * GR * GI);
+    float *dgu = xcalloc((size_t)GR * GLD, sizeof(float));
+    swiglu_loss(NULL);
+    cpu_swiglu_bwd(mat_f32(dgu, GLD), mat_f32(sw.R, GI), mat_f32(sw.gu, GLD), GR, GI);
+    for (int r = 0; r < GR; r++) dgu[r * GLD + 2 * GI] = dgu[r * GLD + 2 * GI + 1] = dgu[r * GLD + 2 * GI + 2] = 0;
+    check_dir("gu", sw.gu, (size_t)GR * GLD, dgu, swiglu_loss, NULL);
+    free(sw.gu), free(sw.R), free(sw.h), free(dgu);
+    TEST_END();
+
+    const size_t nq = (size_t)AB * AT * AW, no = (size_t)AB * AT * AH * AHD;
+    TEST_BEGIN("rope's inverse is its transpose (the backward), and a position offset composes");
+    at.qkv = randn(nq, 1), at.R = randn(nq, 1);
+    float *g = xmalloc(sizeof(float) * nq);
+    memcpy(g, at.R, sizeof(float) * nq);
+    cpu_rope(g, AW, NULL, AB, AT, AH + AKV, AHD, 100.0f, 1);
+    check_dir("x", at.qkv, nq, g, rope_loss, NULL);
+    /* rows at positions pos[b] + t equal those of a longer run at t + pos[b] */
+    const int pos[AB] = {3, 5};
+    float *a = xmalloc(sizeof(float) * AT * AW), *b = xmalloc(sizeof(float) * (AT + 5) * AW);
+    for (int s = 0; s < AB; s++) {
+        memcpy(a, at.qkv, sizeof(float) * AT * AW);
+        for (int t = 0; t < AT + 5; t++) memcpy(b + (size_t)t * AW, at.qkv + (size_t)(t % AT) * AW, sizeof(float) * AW);
+        for (int t = 0; t < AT; t++) memcpy(b + (size_t)(t + pos[s]) * AW, a + (size_t)t * AW, sizeof(float) * AW);
+        cpu_rope(a, AW, pos + s, 1, AT, AH + AKV, AHD, 100.0f, 0);
+        cpu_rope(b, AW, NULL, 1, AT + 5, AH + AKV, AHD, 100.0f, 0);
+        EXPECT(test_rel_err(a, b + (size_t)pos[s] * AW, (size_t)AT * AW) < 1e-6, "offset %d: rel err %.2e", pos[s],
+               test_rel_err(a, b + (size_t)pos[s] * AW, (size_t)AT * AW));
+    }
+    free(a), free(b), free(g), free(at.qkv), free(at.R);
+    TEST_END();
+
+    for (int window = 0; window <= 4; window += 4) {
+        char name[128];
+        snprintf(name, sizeof name, "attn_bwd matches finite differences (q, k, v; %d query heads on %d kv heads%s)",
+                 AH, AKV, window ? ", sliding window 4" : "");
+        TEST_BEGIN(name);
+        at.window = window;
+        at.qkv = randn(nq, 1), at.R = randn(no, 1);
+        at.o = xmalloc(sizeof(float) * no), at.lse = xmalloc(sizeof(float) * AB * AH * AT);
+        float *dqkv = xcalloc(nq, sizeof(float));
+        attn_loss(NULL);
+        const attn_args aa = attn_of();
+        cpu_attn_bwd(&aa, at.o, AH * AHD, at.R, AH * AHD, dqkv, dqkv + AH * AHD, dqkv + (AH + AKV) * AHD, AW);
+        check_dir("q | k | v", at.qkv, nq, dqkv, attn_loss, NULL);
+        attn_loss(NULL); /* o again, of the unperturbed inputs */
+        /* the same attention read from a cache holding the keys (nk: the queries are the last AT positions) */
+        const size_t nc = (size_t)AB * (AT + 3) * AKV * AHD;
+        float *kc = xcalloc(nc, sizeof(float)), *vc = xcalloc(nc, sizeof(float));
+        float *oc = xmalloc(sizeof(float) * no);
+        int nk[AB] = {0, 0};
+        cpu_kv_append(kc, vc, nk, aa.k, aa.v, AW, AB, AT, AT + 3, AKV * AHD);
+        EXPECT(nk[0] == AT && nk[1] == AT, "kv_append left positions %d, %d", nk[0], nk[1]);
+        attn_args ac = aa;
+        ac.k = kc, ac.v = vc, ac.ldkv = AKV * AHD, ac.kv_bstride = (size_t)(AT + 3) * AKV * AHD, ac.nk = nk;
+        ac.lse = NULL;
+        cpu_attn_fwd(&ac, oc, AH * AHD);
+        EXPECT(test_rel_err(oc, at.o, no) == 0, "from the cache: rel err %.2e", test_rel_err(oc, at.o, no));
+        free(kc), free(vc), free(oc);
+        free(at.qkv), free(at.R), free(at.o), free(at.lse), free(dqkv);
+        TEST_END();
+    }
+}
+
 /* ---- whole model ----------------------------------------------------------------------------------- */
 static struct {
     ssm_model *m;
@@ -333,16 +440,21 @@ static struct {
 
 static double model_loss(void *u) { return model_train_forward(md.m, md.tokens, md.targets, 2, 33); }
 
-static void test_model(int use_bias, int use_conv_bias, int tie) {
+static void test_model(int use_bias, int use_conv_bias, int tie, const char *pattern) {
     char name[160];
     snprintf(name, sizeof name, "whole-model gradient of every parameter tensor matches finite differences "
-             "(use_bias %d, use_conv_bias %d, tied head %d)", use_bias, use_conv_bias, tie);
+             "(layers \"%s\", use_bias %d, use_conv_bias %d, tied head %d)", pattern, use_bias, use_conv_bias, tie);
     TEST_BEGIN(name);
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = 12, c.n_layer = 2, c.mamba1.d_state = 4, c.vocab_size = 20;
+    c.d_model = 12, c.n_layer = (int)strlen(pattern) > 2 ? (int)strlen(pattern) : 2, c.mamba1.d_state = 4;
+    c.vocab_size = 20;
     c.mamba1.use_bias = use_bias, c.mamba1.use_conv_bias = use_conv_bias, c.tie_embeddings = tie;
+    strcpy(c.layer_pattern, pattern);
+    c.attention.n_heads = 4, c.attention.n_kv_heads = 2, c.attention.head_dim = 4, c.attention.sliding_window = 20;
+    c.mlp.intermediate_size = 20;
     md.m = ssm_model_new(&c, 7);
+    CHECK(md.m, "test_grad: %s", ssm_last_error());
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
     for (int i = 0; i < 2 * 33; i++)
         md.tokens[i] = (int)(rng_next(&rng) % 20), md.targets[i] = (int)(rng_next(&rng) % 20);
@@ -361,7 +473,9 @@ int main(void) {
     test_scan();
     test_conv();
     test_small_ops();
-    test_model(0, 1, 1);
-    test_model(1, 0, 0);
+    test_attention_ops();
+    test_model(0, 1, 1, "m");
+    test_model(1, 0, 0, "m");
+    test_model(0, 1, 1, "maf"); /* a hybrid: GQA attention with a window shorter than the sequence, SwiGLU */
     return test_failures ? 1 : 0;
 }

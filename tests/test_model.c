@@ -152,6 +152,148 @@ static void test_float32_kind_in_bf16_model(void) {
     TEST_END();
 }
 
+/* A model of attention / MLP / Mamba-1 layers: pattern, n_layer, key/value heads (of 4 query heads of 8), window. */
+static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int window, uint64_t seed) {
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = 32, c.n_layer = n_layer, c.mamba1.d_state = 8;
+    strcpy(c.layer_pattern, pattern);
+    c.attention.n_heads = 4, c.attention.head_dim = 8, c.attention.n_kv_heads = n_kv;
+    c.attention.sliding_window = window;
+    c.mlp.intermediate_size = 48;
+    ssm_model *m = ssm_model_new(&c, seed);
+    CHECK(m, "random_hybrid: %s", ssm_last_error());
+    rng_t r = {seed + 1};
+    for (size_t i = 0; i < m->layout.total; i++) m->w[i] += 0.05f * rng_normal(&r);
+    return m;
+}
+
+/* Decode with a KV cache: step by step, and a prefill in pieces, equal the sequence forward (and the training
+ * forward's loss). */
+static void test_attention_decode(const char *pattern, int n_layer, int n_kv, int window) {
+    char name[200];
+    snprintf(name, sizeof name, "layers \"%s\" (%d kv heads of 4, window %d): step by step and prefill in pieces "
+             "equal the sequence forward", pattern, n_kv, window);
+    TEST_BEGIN(name);
+    enum { NS = 2, T = 45, V = 256 };
+    ssm_model *m = random_hybrid(pattern, n_layer, n_kv, window, 5);
+    int tok[NS * T];
+    rng_t r = {9};
+    for (int i = 0; i < NS * T; i++) tok[i] = (int)(rng_next(&r) % V);
+    float *full = xmalloc(sizeof(float) * NS * T * V), *step = xmalloc(sizeof(float) * NS * T * V);
+    float *piece = xmalloc(sizeof(float) * NS * T * V);
+    ssm_state *s = ssm_state_new_ctx(m, NS, T);
+    EXPECT(ssm_forward(m, s, tok, T, full, 0) == 0, "forward: %s", ssm_last_error());
+    ssm_state_reset(s);
+    for (int t = 0; t < T; t++) {
+        int cur[NS];
+        float lg[NS * V];
+        for (int b = 0; b < NS; b++) cur[b] = tok[b * T + t];
+        EXPECT(ssm_step(m, s, cur, lg) == 0, "step %d: %s", t, ssm_last_error());
+        for (int b = 0; b < NS; b++) memcpy(step + ((size_t)b * T + t) * V, lg + b * V, sizeof(float) * V);
+    }
+    double e = test_rel_err(step, full, (size_t)NS * T * V);
+    EXPECT(e < 1e-5, "step vs forward: rel err %.2e", e);
+    ssm_state_reset(s);
+    const int cuts[] = {0, 20, 21, 33, T};
+    for (int k = 0; k + 1 < 5; k++) {
+        const int len = cuts[k + 1] - cuts[k];
+        int ct[NS * T];
+        float *cl = xmalloc(sizeof(float) * NS * len * V);
+        for (int b = 0; b < NS; b++) memcpy(ct + b * len, tok + b * T + cuts[k], sizeof(int) * len);
+        EXPECT(ssm_forward(m, s, ct, len, cl, 0) == 0, "piece %d: %s", k, ssm_last_error());
+        for (int b = 0; b < NS; b++)
+            memcpy(piece + ((size_t)b * T + cuts[k]) * V, cl + (size_t)b * len * V, sizeof(float) * len * V);
+        free(cl);
+    }
+    e = test_rel_err(piece, full, (size_t)NS * T * V);
+    EXPECT(e < 1e-5, "pieces vs whole: rel err %.2e", e);
+    /* the training forward (no state) scores the same logits */
+    int tgt[NS * T];
+    for (int i = 0; i < NS * T; i++) tgt[i] = tok[(i + 1) % (NS * T)];
+    double want = 0;
+    for (int i = 0; i < NS * T; i++) {
+        const float *lg = full + (size_t)i * V;
+        double mx = lg[0], sum = 0;
+        for (int v = 1; v < V; v++) mx = fmax(mx, lg[v]);
+        for (int v = 0; v < V; v++) sum += exp(lg[v] - mx);
+        want += mx + log(sum) - lg[tgt[i]];
+    }
+    want /= NS * T;
+    const double got = model_train_forward(m, tok, tgt, NS, T);
+    EXPECT(fabs(got - want) < 1e-5 * want, "training loss %.9g vs the decode forward's %.9g", got, want);
+    ssm_state_free(s);
+    free(full), free(step), free(piece);
+    ssm_model_free(m);
+    TEST_END();
+}
+
+/* A forward past the cache is refused before anything runs: the state goes on as if it had not been called. */
+static void test_state_capacity(void) {
+    TEST_BEGIN("a forward past the attention cache is a one-line error and changes nothing; reset empties it");
+    enum { V = 256 };
+    ssm_model *m = random_hybrid("maf", 3, 2, 0, 7);
+    ssm_model *mamba = random_model(16, 2, 3);
+    int tok[12];
+    for (int i = 0; i < 12; i++) tok[i] = (i * 31 + 5) % V;
+    float *a = xmalloc(sizeof(float) * 12 * V), *b = xmalloc(sizeof(float) * 12 * V);
+    ssm_state *s = ssm_state_new_ctx(m, 1, 10), *whole = ssm_state_new_ctx(m, 1, 10);
+    EXPECT(ssm_forward(m, s, tok, 8, a, 0) == 0, "8 of 10: %s", ssm_last_error());
+    EXPECT(ssm_forward(m, s, tok + 8, 3, a + 8 * V, 0) == -1 &&
+               !strcmp(ssm_last_error(), "the attention cache holds 10 positions; this input needs 11: use a larger "
+                                         "--max-context"),
+           "11 of 10: %s", ssm_last_error());
+    EXPECT(ssm_state_position(s) == 8, "a refused forward moved the state to %ld", ssm_state_position(s));
+    EXPECT(ssm_forward(m, s, tok + 8, 2, a + 8 * V, 0) == 0, "10 of 10: %s", ssm_last_error());
+    EXPECT(ssm_forward(m, whole, tok, 10, b, 0) == 0, "10 at once: %s", ssm_last_error());
+    EXPECT(test_rel_err(a, b, 10 * V) < 1e-5, "after the refusal: rel err %.2e", test_rel_err(a, b, 10 * V));
+    EXPECT(ssm_step(m, s, tok, a) == -1, "a step past the cache ran");
+    int c;
+    EXPECT(model_forward_loss(m, s, tok, tok, 1, &c) == -1, "model_forward_loss past the cache ran");
+    ssm_state_reset(s);
+    EXPECT(ssm_state_position(s) == 0 && ssm_forward(m, s, tok, 10, a, 0) == 0, "after a reset: %s", ssm_last_error());
+    EXPECT(test_rel_err(a, b, 10 * V) == 0, "after a reset: rel err %.2e", test_rel_err(a, b, 10 * V));
+    ssm_state_free(s), ssm_state_free(whole);
+    /* a Mamba-only state does not grow: any number of positions */
+    s = ssm_state_new_ctx(mamba, 1, 4);
+    EXPECT(ssm_forward(mamba, s, tok, 12, a, 0) == 0 && ssm_forward(mamba, s, tok, 12, a, 0) == 0,
+           "a Mamba-only state refused: %s", ssm_last_error());
+    EXPECT(!model_state_grows(mamba) && model_state_grows(m), "model_state_grows");
+    ssm_state_free(s);
+    free(a), free(b);
+    ssm_model_free(m), ssm_model_free(mamba);
+    TEST_END();
+}
+
+/* A real hybrid (lean Mamba-1, float32-only attention and MLP) on the lean table: within the lean path's bounds of
+ * the plain model (the attention and MLP layers' own arithmetic is float32 in both). */
+static void test_hybrid_in_bf16_model(void) {
+    TEST_BEGIN("a \"maf\" model on the lean (bf16) table: loss within 1e-4, gradients within 3e-2 of the plain one");
+    backend lean = backend_cpu;
+    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    enum { B = 2, T = 70, n = B * T };
+    int tok[n], tgt[n];
+    for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
+    ssm_model *a = random_hybrid("maf", 3, 2, 0, 41), *b = random_hybrid("maf", 3, 2, 0, 41);
+    b->be = &lean;
+    const double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
+    EXPECT(fabs(la - lb) <= 1e-4 * fabs(la) && la != lb, "loss %.9g (lean) vs %.9g", lb, la);
+    model_zero_grad(a), model_zero_grad(b);
+    model_train_backward(a, 1.0f), model_train_backward(b, 1.0f);
+    double worst = 0;
+    for (int i = 0; i < a->layout.n; i++) {
+        const param_info *p = &a->layout.items[i];
+        const double e = test_rel_err(b->dw + p->offset, a->dw + p->offset, p->numel);
+        EXPECT(e <= 3e-2, "gradient of %s differs by %.3g of its scale", p->name, e);
+        if (e > worst) worst = e;
+    }
+    EXPECT(worst > 0 && b->acts.normed32, "the lean path did not run");
+    printf("  # worst gradient difference %.3g of scale\n", worst);
+    b->be = &backend_cpu;
+    ssm_model_free(a), ssm_model_free(b);
+    TEST_END();
+}
+
 static void test_lean_activations(int use_bias) {
     const double tol = use_bias ? 5e-2 : 3e-2;
     TEST_BEGIN(use_bias ? "lean activations with in_proj/out_proj biases: loss within 1e-4, gradients within 5e-2"
@@ -291,6 +433,12 @@ static void test_limits(void) {
     EXPECT(backend_check_op(&limited, BACKEND_OP_conv1d_silu_step, NULL) == -1 &&
                strstr(ssm_last_error(), "no conv1d_silu_step kernel"),
            "a missing kernel: %s", ssm_last_error());
+    /* an attention layer on a backend without its kernels (CUDA today): the first missing one, by name */
+    c.attention.n_heads = 2;
+    limited.attn_fwd = NULL;
+    EXPECT(mixer_attention.check(&c, &backend_cpu) == 0, "the CPU refused attention: %s", ssm_last_error());
+    EXPECT(mixer_attention.check(&c, &limited) == -1 && strstr(ssm_last_error(), "no attn_fwd kernel"),
+           "attention without attn_fwd: %s", ssm_last_error());
     TEST_END();
 }
 
@@ -397,6 +545,11 @@ int main(void) {
     test_lean_activations(0);
     test_lean_activations(1);
     test_float32_kind_in_bf16_model();
+    test_hybrid_in_bf16_model();
+    test_attention_decode("af", 4, 2, 0);  /* a Transformer, grouped-query */
+    test_attention_decode("af", 4, 1, 9);  /* multi-query, a sliding window shorter than the sequence */
+    test_attention_decode("mmaf", 4, 4, 0); /* a hybrid */
+    test_state_capacity();
     test_bf16_decode();
     test_op_list();
     test_limits();

@@ -382,6 +382,72 @@ static void case_convert(op_run *r, const int *p) {
     r->be->convert_rows(dst, src, rows, cols);
 }
 
+/* swiglu_fwd and swiglu_bwd. p: rows, I, pad (extra row stride of every operand) */
+static void case_swiglu(op_run *r, const int *p) {
+    const int rows = p[0], I = p[1], ldgu = 2 * I + p[2], ldh = I + p[2];
+    const float *gu = in_f32(r, (size_t)rows * ldgu, 3), *dh = in_f32(r, (size_t)rows * ldh, 1);
+    r->be->swiglu_fwd(mat_f32(out_f32(r, "h", (size_t)rows * ldh), ldh), mat_f32(gu, ldgu), rows, I);
+    r->be->swiglu_bwd(mat_f32(out_f32(r, "dgu", (size_t)rows * ldgu), ldgu), mat_f32(dh, ldh), mat_f32(gu, ldgu), rows,
+                      I);
+}
+
+/* rope. p: B, T, heads, hd, form (bit 0: positions from pos, bit 1: inverse) */
+static void case_rope(op_run *r, const int *p) {
+    const int B = p[0], T = p[1], H = p[2], hd = p[3], form = p[4], ld = H * hd + 3;
+    if (run_refuses(r, BACKEND_OP_rope, NULL)) return;
+    const int *pos = form & 1 ? in_ints(r, B, 0, 5000) : NULL;
+    r->be->rope(out_f32(r, "x", (size_t)B * T * ld), ld, pos, B, T, H, hd, 10000.0f, form & 2);
+}
+
+/* kv_append. p: B, T, cap, kvd */
+static void case_kv_append(op_run *r, const int *p) {
+    const int B = p[0], T = p[1], cap = p[2], kvd = p[3], ld = 3 * kvd;
+    if (run_refuses(r, BACKEND_OP_kv_append, NULL)) return;
+    const float *kv = in_f32(r, (size_t)B * T * ld, 1);
+    int *pos = in_ints(r, B, 0, cap - T + 1);
+    out_add(r, "pos", pos, B, MAT_F32); /* ints compared as bits */
+    r->be->kv_append(out_f32(r, "k cache", (size_t)B * cap * kvd), out_f32(r, "v cache", (size_t)B * cap * kvd), pos,
+                     kv, kv + kvd, ld, B, T, cap, kvd);
+}
+
+/* The attention's inputs: q | k | v rows (training) or q rows and a cache of cap positions holding nk[b] >= T keys.
+ * p: B, T, H, KV, hd, window, cap (0: no cache) */
+static attn_args attn_inputs(op_run *r, const int *p, int with_lse) {
+    attn_args a = {.B = p[0], .T = p[1], .H = p[2], .KV = p[3], .hd = p[4], .window = p[5]};
+    const int cap = p[6], W = (a.H + 2 * a.KV) * a.hd;
+    float *qkv = in_f32(r, (size_t)a.B * a.T * W, 2);
+    a.q = qkv, a.ldq = W;
+    if (cap) {
+        const size_t n = (size_t)a.B * cap * a.KV * a.hd;
+        a.k = in_f32(r, n, 2), a.v = in_f32(r, n, 1), a.ldkv = a.KV * a.hd, a.kv_bstride = (size_t)cap * a.KV * a.hd;
+        a.nk = in_ints(r, a.B, a.T, cap + 1);
+    } else {
+        a.k = qkv + a.H * a.hd, a.v = qkv + (a.H + a.KV) * a.hd, a.ldkv = W, a.kv_bstride = (size_t)a.T * W;
+    }
+    if (with_lse) a.lse = out_f32(r, "lse", (size_t)a.B * a.H * a.T);
+    return a;
+}
+
+static void case_attn_fwd(op_run *r, const int *p) {
+    if (run_refuses(r, BACKEND_OP_attn_fwd, NULL)) return;
+    const attn_args a = attn_inputs(r, p, !p[6]);
+    const int ldo = a.H * a.hd + 1;
+    r->be->attn_fwd(&a, out_f32(r, "o", (size_t)a.B * a.T * ldo), ldo);
+}
+
+static void case_attn_bwd(op_run *r, const int *p) {
+    if (run_refuses(r, BACKEND_OP_attn_bwd, NULL)) return;
+    attn_args a = attn_inputs(r, p, 0);
+    const size_t rows = (size_t)a.B * a.T;
+    const int ldo = a.H * a.hd, W = (a.H + 2 * a.KV) * a.hd;
+    float *o = run_alloc(r, sizeof(float) * rows * ldo);
+    a.lse = run_alloc(r, sizeof(float) * (size_t)a.B * a.H * a.T);
+    r->be->attn_fwd(&a, o, ldo);
+    const float *dout = in_f32(r, rows * ldo, 1);
+    float *d = out_f32(r, "dq | dk | dv", rows * W);
+    r->be->attn_bwd(&a, o, ldo, dout, ldo, d, d + a.H * a.hd, d + (a.H + a.KV) * a.hd, W);
+}
+
 static void cases_make(void) {
     enum { XB = 1, YB = 2, BIAS = 4, BETA = 8 };
     const int mm[][4] = {{37, 53, 29, 3},  {256, 512, 128, 0},   {200, 96, 48, 8},
@@ -487,6 +553,26 @@ static void cases_make(void) {
     for (int fm = 0; fm < 4; fm++)
         add_case(BACKEND_OP_convert_rows, 0, 0, case_convert, P(37, fm == 1 ? 80 : 300, fm), "convert_rows: %s",
                  (const char *[]){"float32 to bf16", "bf16 to float32", "float32 copy", "bf16 copy"}[fm]);
+    const int sw[][3] = {{37, 75, 3}, {256, 1024, 0}};
+    for (int i = 0; i < 2; i++)
+        add_case(BACKEND_OP_swiglu_fwd, 1e-5, 0, case_swiglu, P(sw[i][0], sw[i][1], sw[i][2]),
+                 "swiglu_fwd, swiglu_bwd rows %d I %d +%d", sw[i][0], sw[i][1], sw[i][2]);
+    for (int fm = 0; fm < 4; fm++)
+        add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(3, 37, 6, 16, fm), "rope B 3 T 37 heads 6 hd 16:%s%s",
+                 fm & 1 ? " pos" : "", fm & 2 ? " inverse" : "");
+    add_case(BACKEND_OP_kv_append, 0, 0, case_kv_append, P(3, 5, 40, 24), "kv_append B 3 T 5 cap 40 kvd 24");
+    add_case(BACKEND_OP_kv_append, 0, 0, case_kv_append, P(2, 1, 9, 128), "kv_append B 2 T 1 cap 9 kvd 128");
+    /* B, T, H, KV, hd, window, cache: multi-head, grouped-query, multi-query; a sliding window; decode from a cache */
+    const int at[][7] = {{2, 37, 4, 4, 16, 0, 0}, {2, 70, 6, 2, 32, 0, 0}, {1, 50, 4, 1, 8, 16, 0},
+                         {3, 1, 4, 2, 16, 0, 64}, {2, 5, 4, 2, 16, 7, 40}};
+    for (int i = 0; i < 5; i++) {
+        const int *q = at[i];
+        add_case(BACKEND_OP_attn_fwd, 1e-5, 0, case_attn_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6]),
+                 "attn_fwd B %d T %d H %d KV %d hd %d window %d cache %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
+        if (!q[6])
+            add_case(BACKEND_OP_attn_bwd, 1e-4, 0, case_attn_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], 0),
+                     "attn_bwd B %d T %d H %d KV %d hd %d window %d", q[0], q[1], q[2], q[3], q[4], q[5]);
+    }
 }
 
 /* ---- the runner ------------------------------------------------------------------------------------------------ */

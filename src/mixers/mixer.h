@@ -24,6 +24,7 @@ typedef struct {
     const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
     int form;              /* MIXER_ACTS_*: the layout of act and temp, and the dtypes of u, out and du (below) */
     const uint16_t *dout16; /* lean backward: dout rounded to bf16 [rows, d_model] as well, or NULL */
+    long state_ctx;        /* forward with a state: the positions it holds (the kind's context(cfg, max_context)) */
 } mixer_ctx;
 
 typedef struct mixer_kind {
@@ -45,6 +46,10 @@ typedef struct mixer_kind {
     /* per sequence, for a state of at most max_context positions (0: the least; a kind whose state does not grow
      * ignores it). A kind whose step needs its position inside a replayed decode graph keeps it in this memory. */
     size_t (*state_floats)(const ssm_config *cfg, long max_context);
+    /* For a kind whose state grows with the context (attention's cache): the positions a state made for max_context
+     * holds (0: the kind's default). The driver refuses a forward past them before it runs, and hands the number to
+     * forward as ctx->state_ctx. NULL: the state does not grow (any number of positions). */
+    long (*context)(const ssm_config *cfg, long max_context);
     /* Tensors derived from the parameters alone (Mamba-1: A = -exp(A_log)), computed once per weights for
      * inference (kept by the state) instead of at every step. */
     size_t (*canon_floats)(const ssm_config *cfg);
@@ -64,7 +69,7 @@ typedef struct mixer_kind {
     int (*check)(const ssm_config *cfg, const backend *be);
 } mixer_kind;
 
-extern const mixer_kind mixer_mamba1;
+extern const mixer_kind mixer_mamba1, mixer_attention, mixer_mlp;
 
 /* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
  * float32 weights, or on the CPU's bf16 copy when there is one and M is a decode-sized batch. */

@@ -76,4 +76,23 @@ typedef struct {
     mat out;              /* [B, T, E] dense, or none: the forward's output, recomputed (=) */
 } scan_grads;
 
+/* ---- attention (attn_fwd, attn_bwd) -------------------------------------------------------------- */
+/* Causal grouped-query attention of B sequences of T queries over their keys, all float32:
+ *   o_i = sum_j softmax_j(q_i . k_j / sqrt(hd)) v_j   over the keys j visible to query i:
+ *   i - window < j <= i (window 0: every j <= i), positions counted from each sequence's start.
+ * Query head h reads key/value head h / (H / KV) (HF's repeat_kv; KV = 1 is multi-query). */
+typedef struct {
+    const float *q;  /* [B*T, ldq]: H heads of hd per row */
+    int ldq;
+    const float *k, *v; /* sequence b's key j at k + b * kv_bstride + j * ldkv (KV heads of hd), v likewise */
+    int ldkv;
+    size_t kv_bstride;
+    /* NULL: the keys are the T positions of the queries themselves (training; kv_bstride T * ldkv). Else nk [B]
+     * (backend memory, a decode state's counter after its append): sequence b has nk[b] keys, and its T queries are
+     * its last T positions, nk[b] - T + t. */
+    const int *nk;
+    float *lse; /* [B, H, T]: written by attn_fwd when not NULL, read by attn_bwd */
+    int B, T, H, KV, hd, window;
+} attn_args;
+
 #endif

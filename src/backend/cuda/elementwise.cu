@@ -47,3 +47,48 @@ extern "C" void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int
 }
 
 
+
+#define F32_ONLY(cond, op)                                                                              \
+    do {                                                                                            \
+        if (!(cond)) {                                                                              \
+            fprintf(stderr, "ssm: %s:%d: %s takes float32 operands only\n", __FILE__, __LINE__, op);   \
+            exit(2);                                                                                \
+        }                                                                                           \
+    } while (0)
+
+/* SwiGLU's gate (float32 operands): h = silu(g) * u and its backward, one thread per element of h. */
+__global__ static void swiglu_fwd_kernel(float *h, int ldh, const float *gu, int ldgu, int rows, int I) {
+    const size_t n = (size_t)rows * I;
+    GRID_STRIDE(i, n) {
+        const size_t r = i / I, c = i % I;
+        const float g = gu[r * ldgu + c], u = gu[r * ldgu + I + c];
+        h[r * ldh + c] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+__global__ static void swiglu_bwd_kernel(float *dgu, int lddgu, const float *dh, int lddh, const float *gu, int ldgu,
+                                         int rows, int I) {
+    const size_t n = (size_t)rows * I;
+    GRID_STRIDE(i, n) {
+        const size_t r = i / I, c = i % I;
+        const float g = gu[r * ldgu + c], u = gu[r * ldgu + I + c], d = dh[r * lddh + c], s = 1.0f / (1.0f + expf(-g));
+        dgu[r * lddgu + c] = d * u * s * (1.0f + g * (1.0f - s));
+        dgu[r * lddgu + I + c] = d * g * s;
+    }
+}
+
+extern "C" void swiglu_fwd_cuda(mat h, mat gu, int rows, int I) {
+    F32_ONLY(mat_f(h) && mat_f(gu), "swiglu_fwd");
+    const size_t n = (size_t)rows * I;
+    if (n == 0) return;
+    swiglu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(h), h.ld, mat_f(gu), gu.ld, rows, I);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void swiglu_bwd_cuda(mat dgu, mat dh, mat gu, int rows, int I) {
+    F32_ONLY(mat_f(dgu) && mat_f(dh) && mat_f(gu), "swiglu_bwd");
+    const size_t n = (size_t)rows * I;
+    if (n == 0) return;
+    swiglu_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(dgu), dgu.ld, mat_f(dh), dh.ld, mat_f(gu), gu.ld, rows, I);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,184 @@
+/* The attention layer ('a'): HF LlamaAttention, causal multi-head self-attention with grouped-query heads
+ * (n_kv_heads dividing n_heads; 1 is multi-query), rotary positions (rotate_half, base rope_theta, positions from 0)
+ * and an optional sliding window, no biases. Forward, backward and decode with a KV cache in one place.
+ * Shapes: rows = B*T, D = d_model, H = n_heads, KV = n_kv_heads, hd = head_dim, W = (H + 2 KV) hd (q | k | v). */
+#include "mixers/mixer.h"
+
+#include <math.h>
+#include <stdio.h>
+
+typedef struct {
+    float *q; /* [H*hd, D]  q_proj.weight */
+    float *k; /* [KV*hd, D] k_proj.weight */
+    float *v; /* [KV*hd, D] v_proj.weight */
+    float *o; /* [D, H*hd]  o_proj.weight */
+} attn_views;
+
+typedef struct {
+    int D, H, KV, hd, W, window;
+    float theta;
+} attn_dims;
+
+static attn_dims dims_of(const ssm_config *c) {
+    const ssm_attention_config *a = &c->attention;
+    return (attn_dims){
+        c->d_model,        a->n_heads,   a->n_kv_heads, a->head_dim, (a->n_heads + 2 * a->n_kv_heads) * a->head_dim,
+        a->sliding_window, a->rope_theta};
+}
+
+static attn_views views_of(const float *base, const param_info *pi) {
+    float *b = (float *)base;
+    return (attn_views){b + pi[0].offset, b + pi[1].offset, b + pi[2].offset, b + pi[3].offset};
+}
+
+static void attention_declare(param_layout *L, const ssm_config *c, int layer) {
+    const attn_dims d = dims_of(c);
+    const char *names[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"};
+    const int shapes[4][2] = {{d.H * d.hd, d.D}, {d.KV * d.hd, d.D}, {d.KV * d.hd, d.D}, {d.D, d.H * d.hd}};
+    for (int i = 0; i < 4; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, names[i]);
+        params_add(L, name, 1, 2, shapes[i]);
+    }
+}
+
+/* nn.Linear's default (uniform +-1/sqrt(fan_in)); o_proj also scaled by 1/sqrt(n_layer), as Mamba-1's out_proj. */
+static void attention_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
+    const attn_dims d = dims_of(ctx->cfg);
+    const attn_views v = views_of(w, ctx->pi);
+    float *const mats[4] = {v.q, v.k, v.v, v.o};
+    const size_t n[4] = {(size_t)d.H * d.hd * d.D, (size_t)d.KV * d.hd * d.D, (size_t)d.KV * d.hd * d.D,
+                         (size_t)d.D * d.H * d.hd};
+    const float bound[4] = {1.0f / sqrtf((float)d.D), 1.0f / sqrtf((float)d.D), 1.0f / sqrtf((float)d.D),
+                            1.0f / sqrtf((float)(d.H * d.hd)) / sqrtf((float)ctx->cfg->n_layer)};
+    for (int m = 0; m < 4; m++)
+        for (size_t i = 0; i < n[m]; i++)
+            mats[m][i] = (2.0f * rng_uniform(rng) - 1.0f) * bound[m];
+}
+
+/* saved: qkv [rows, W] (q and k after the rotation), o [rows, H*hd] (the o_proj input), lse [B, H, T]; no temps;
+ * scratch: dqkv [rows, W], do [rows, H*hd]. float32 alone (bf16_acts 0). */
+static size_t attention_act_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    const attn_dims d = dims_of(c);
+    return (size_t)B * T * ((size_t)d.W + (size_t)d.H * d.hd + d.H);
+}
+static size_t attention_temp_floats(const ssm_config *c, int B, int T, int form) {
+    (void)c, (void)B, (void)T, (void)form;
+    return 0;
+}
+static size_t attention_scratch_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    const attn_dims d = dims_of(c);
+    return (size_t)B * T * ((size_t)d.W + (size_t)d.H * d.hd);
+}
+
+/* Positions a state made for max_context holds (0: the config's max_context). */
+static long attention_context(const ssm_config *c, long max_context) {
+    return max_context > 0 ? max_context : c->attention.max_context;
+}
+
+/* The decode state of B sequences: the position counters pos [B] (int32, each in a slot of 16 floats: the step
+ * reads its position here, not from the host, so that a replayed decode graph finds it), then the key cache
+ * [B, cap, KV*hd] and the value cache [B, cap, KV*hd], keys after the rotation. Per sequence: */
+#define POS_SLOT 16
+static size_t attention_state_floats(const ssm_config *c, long max_context) {
+    const attn_dims d = dims_of(c);
+    return POS_SLOT + 2 * (size_t)attention_context(c, max_context) * d.KV * d.hd;
+}
+static size_t attention_canon_floats(const ssm_config *c) {
+    (void)c;
+    return 0;
+}
+static void attention_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
+
+/* q | k | v of the rows, each head's q and k rotated to positions pos[b] + t (pos NULL: t) */
+static void qkv_forward(const mixer_ctx *ctx, const attn_dims d, float *qkv, mat u, const int *pos, int B, int T) {
+    const attn_views v = views_of(ctx->w, ctx->pi);
+    const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
+    mixer_linear(ctx, mat_f32(qkv, d.W), u, v.q, NULL, rows, qd, d.D);             /* q_proj(x) */
+    mixer_linear(ctx, mat_f32(qkv + qd, d.W), u, v.k, NULL, rows, kvd, d.D);       /* k_proj(x) */
+    mixer_linear(ctx, mat_f32(qkv + qd + kvd, d.W), u, v.v, NULL, rows, kvd, d.D); /* v_proj(x) */
+    /* apply_rotary_pos_emb(q, k, cos, sin): q's H heads and k's KV heads are adjacent, one call */
+    ctx->be->rope(qkv, d.W, pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
+}
+
+static void attention_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T,
+                              float *state) {
+    (void)temp;
+    const attn_dims d = dims_of(ctx->cfg);
+    const attn_views v = views_of(ctx->w, ctx->pi);
+    const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
+    float *qkv = act, *o = act + (size_t)rows * d.W, *lse = o + (size_t)rows * qd;
+    attn_args a = {.q = qkv, .ldq = d.W, .B = B, .T = T, .H = d.H, .KV = d.KV, .hd = d.hd, .window = d.window};
+    if (!state) { /* training (or a stateless forward): the keys are the T positions themselves */
+        qkv_forward(ctx, d, qkv, u, NULL, B, T);
+        a.k = qkv + qd, a.v = qkv + qd + kvd, a.ldkv = d.W, a.kv_bstride = (size_t)T * d.W, a.lse = lse;
+    } else { /* prefill (T > 1) or a decode step: append to the cache, attend over all of it */
+        const long cap = ctx->state_ctx;
+        int *pos = (int *)state;
+        float *kc = state + (size_t)POS_SLOT * B, *vc = kc + (size_t)B * cap * kvd;
+        qkv_forward(ctx, d, qkv, u, pos, B, T);
+        ctx->be->kv_append(kc, vc, pos, qkv + qd, qkv + qd + kvd, d.W, B, T, (int)cap, kvd); /* past_key_value.update */
+        a.k = kc, a.v = vc, a.ldkv = kvd, a.kv_bstride = (size_t)cap * kvd, a.nk = pos;
+    }
+    ctx->be->attn_fwd(&a, o, qd);                                     /* softmax(q k^T / sqrt(hd) + mask) v */
+    mixer_linear(ctx, out, mat_f32(o, qd), v.o, NULL, rows, d.D, qd); /* o_proj(attn_output) */
+}
+
+static void attention_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du,
+                               const float *dout, mat u, int B, int T) {
+    (void)temp;
+    const attn_dims d = dims_of(ctx->cfg);
+    const attn_views v = views_of(ctx->w, ctx->pi), gr = views_of(ctx->dw, ctx->pi);
+    const backend *be = ctx->be;
+    const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
+    const float *qkv = act, *o = act + (size_t)rows * d.W;
+    float *dqkv = scratch, *d_o = scratch + (size_t)rows * d.W;
+    const attn_args a = {.q = qkv,
+                         .ldq = d.W,
+                         .k = qkv + qd,
+                         .v = qkv + qd + kvd,
+                         .ldkv = d.W,
+                         .kv_bstride = (size_t)T * d.W,
+                         .lse = (float *)(o + (size_t)rows * qd),
+                         .B = B,
+                         .T = T,
+                         .H = d.H,
+                         .KV = d.KV,
+                         .hd = d.hd,
+                         .window = d.window};
+    be->matmul_bwd(mat_f32(d_o, qd), 0.0f, gr.o, mat_f32(dout, d.D), mat_f32(o, qd), v.o, rows, d.D, qd);
+    be->attn_bwd(&a, o, qd, d_o, qd, dqkv, dqkv + qd, dqkv + qd + kvd, d.W);
+    be->rope(dqkv, d.W, NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* through the rotation: its transpose */
+    be->matmul_bwd(du, 0.0f, gr.q, mat_f32(dqkv, d.W), u, v.q, rows, qd, d.D);
+    be->matmul_bwd(du, 1.0f, gr.k, mat_f32(dqkv + qd, d.W), u, v.k, rows, kvd, d.D);
+    be->matmul_bwd(du, 1.0f, gr.v, mat_f32(dqkv + qd + kvd, d.W), u, v.v, rows, kvd, d.D);
+}
+
+/* No CUDA kernels for attention's own ops yet: the backend refuses them by name. */
+static int attention_check(const ssm_config *cfg, const backend *be) {
+    (void)cfg;
+    const int ops[] = {BACKEND_OP_rope, BACKEND_OP_kv_append, BACKEND_OP_attn_fwd, BACKEND_OP_attn_bwd};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (backend_check_op(be, ops[i], NULL)) return -1;
+    return 0;
+}
+
+const mixer_kind mixer_attention = {
+    .name = "attention",
+    .code = 'a',
+    .bf16_acts = 0,
+    .declare = attention_declare,
+    .init = attention_init,
+    .act_floats = attention_act_floats,
+    .temp_floats = attention_temp_floats,
+    .scratch_floats = attention_scratch_floats,
+    .state_floats = attention_state_floats,
+    .context = attention_context,
+    .canon_floats = attention_canon_floats,
+    .canonicalize = attention_canonicalize,
+    .forward = attention_forward,
+    .backward = attention_backward,
+    .check = attention_check,
+};

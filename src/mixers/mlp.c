@@ -1,0 +1,107 @@
+/* The MLP layer ('f'): HF LlamaMLP's SwiGLU, down_proj(silu(gate_proj(x)) * up_proj(x)), no biases. Forward,
+ * backward and its (empty) state in one place. Shapes: rows = B*T, D = d_model, I = intermediate_size. */
+#include "mixers/mixer.h"
+
+#include <math.h>
+#include <stdio.h>
+
+typedef struct {
+    float *gate; /* [I, D] gate_proj.weight */
+    float *up;   /* [I, D] up_proj.weight */
+    float *down; /* [D, I] down_proj.weight */
+} mlp_views;
+
+static mlp_views views_of(const float *base, const param_info *pi) {
+    float *b = (float *)base;
+    return (mlp_views){b + pi[0].offset, b + pi[1].offset, b + pi[2].offset};
+}
+
+static void mlp_declare(param_layout *L, const ssm_config *c, int layer) {
+    const int D = c->d_model, I = c->mlp.intermediate_size;
+    const char *names[] = {"gate_proj.weight", "up_proj.weight", "down_proj.weight"};
+    for (int i = 0; i < 3; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, names[i]);
+        params_add(L, name, 1, 2, i < 2 ? (int[]){I, D} : (int[]){D, I});
+    }
+}
+
+/* nn.Linear's default (uniform +-1/sqrt(fan_in)); down_proj also scaled by 1/sqrt(n_layer), as Mamba-1's out_proj
+ * (GPT-2's residual scaling: the layers' outputs add up on the residual stream). */
+static void mlp_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
+    const int D = ctx->cfg->d_model, I = ctx->cfg->mlp.intermediate_size;
+    mlp_views v = views_of(w, ctx->pi);
+    const float bd = 1.0f / sqrtf((float)D), bi = 1.0f / sqrtf((float)I) / sqrtf((float)ctx->cfg->n_layer);
+    for (size_t i = 0; i < (size_t)I * D; i++)
+        v.gate[i] = (2.0f * rng_uniform(rng) - 1.0f) * bd;
+    for (size_t i = 0; i < (size_t)I * D; i++)
+        v.up[i] = (2.0f * rng_uniform(rng) - 1.0f) * bd;
+    for (size_t i = 0; i < (size_t)D * I; i++)
+        v.down[i] = (2.0f * rng_uniform(rng) - 1.0f) * bi;
+}
+
+/* saved: gu [rows, 2I] = gate_proj(x) | up_proj(x); temp: h [rows, I] = silu(g) * u, recomputed by the backward;
+ * scratch: dh [rows, I], dgu [rows, 2I]. float32 alone (bf16_acts 0). */
+static size_t mlp_act_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    return (size_t)B * T * 2 * c->mlp.intermediate_size;
+}
+static size_t mlp_temp_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    return (size_t)B * T * c->mlp.intermediate_size;
+}
+static size_t mlp_scratch_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    return (size_t)B * T * 3 * c->mlp.intermediate_size;
+}
+static size_t mlp_state_floats(const ssm_config *c, long max_context) {
+    (void)c, (void)max_context;
+    return 0; /* position-wise: nothing carries */
+}
+static size_t mlp_canon_floats(const ssm_config *c) {
+    (void)c;
+    return 0;
+}
+static void mlp_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
+
+static void mlp_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
+    (void)state;
+    const int D = ctx->cfg->d_model, I = ctx->cfg->mlp.intermediate_size, rows = B * T;
+    const mlp_views v = views_of(ctx->w, ctx->pi);
+    float *gu = act, *h = temp;
+    mixer_linear(ctx, mat_f32(gu, 2 * I), u, v.gate, NULL, rows, I, D);   /* gate_proj(x) */
+    mixer_linear(ctx, mat_f32(gu + I, 2 * I), u, v.up, NULL, rows, I, D); /* up_proj(x) */
+    ctx->be->swiglu_fwd(mat_f32(h, I), mat_f32(gu, 2 * I), rows, I);      /* act_fn(gate) * up */
+    mixer_linear(ctx, out, mat_f32(h, I), v.down, NULL, rows, D, I);      /* down_proj(...) */
+}
+
+static void mlp_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du, const float *dout,
+                         mat u, int B, int T) {
+    const int D = ctx->cfg->d_model, I = ctx->cfg->mlp.intermediate_size, rows = B * T;
+    const mlp_views v = views_of(ctx->w, ctx->pi), gr = views_of(ctx->dw, ctx->pi);
+    const backend *be = ctx->be;
+    const mat gu = mat_f32(act, 2 * I), h = mat_f32(temp, I);
+    float *dh = scratch, *dgu = scratch + (size_t)rows * I;
+    be->swiglu_fwd(h, gu, rows, I); /* recompute the down_proj input */
+    be->matmul_bwd(mat_f32(dh, I), 0.0f, gr.down, mat_f32(dout, D), h, v.down, rows, D, I);
+    be->swiglu_bwd(mat_f32(dgu, 2 * I), mat_f32(dh, I), gu, rows, I);
+    be->matmul_bwd(du, 0.0f, gr.gate, mat_f32(dgu, 2 * I), u, v.gate, rows, I, D);
+    be->matmul_bwd(du, 1.0f, gr.up, mat_f32(dgu + I, 2 * I), u, v.up, rows, I, D);
+}
+
+const mixer_kind mixer_mlp = {
+    .name = "mlp",
+    .code = 'f',
+    .bf16_acts = 0,
+    .declare = mlp_declare,
+    .init = mlp_init,
+    .act_floats = mlp_act_floats,
+    .temp_floats = mlp_temp_floats,
+    .scratch_floats = mlp_scratch_floats,
+    .state_floats = mlp_state_floats,
+    .canon_floats = mlp_canon_floats,
+    .canonicalize = mlp_canonicalize,
+    .forward = mlp_forward,
+    .backward = mlp_backward,
+    .check = NULL, /* every op has a kernel on every backend */
+};
