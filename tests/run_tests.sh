@@ -26,17 +26,21 @@ run "tests/test_interrupt.sh 10" tests/test_interrupt.sh 10
 # the same CLI tests on build/asan/ssm (AddressSanitizer + UBSan, leak checks on; see the Makefile)
 run "make check-sanitize (tests/test_cli*.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
 
-echo "== PyTorch oracle (tests/torch_ref.py)"
-dump=/tmp/ssm_torch_dump.$$.safetensors
-if ! build/torch_dump "$dump" >/dev/null; then
-    echo "FAIL - torch_dump could not write $dump" | tee -a "$log"
-elif out=$(/usr/bin/python3 tests/torch_ref.py "$dump" 2>&1); then
-    echo "$out" | sed 's/^/  /'
-    echo "ok - PyTorch oracle: logits, loss, every gradient within 1e-4; 10 AdamW steps match" | tee -a "$log"
-else
-    echo "$out" | sed 's/^/  /'
-    echo "FAIL - PyTorch oracle (is python3-torch installed? .ci/run installs it)" | tee -a "$log"
-fi
+# the PyTorch oracle: a Mamba-1 model, and a hybrid of all three layer kinds (Mamba-1, attention, MLP)
+for layers in m maf; do
+    echo "== PyTorch oracle (tests/torch_ref.py), layers $layers"
+    dump=/tmp/ssm_torch_dump.$$.safetensors
+    if ! build/torch_dump "$dump" "$layers" >/dev/null; then
+        echo "FAIL - torch_dump could not write $dump" | tee -a "$log"
+    elif out=$(/usr/bin/python3 tests/torch_ref.py "$dump" 2>&1); then
+        echo "$out" | sed 's/^/  /'
+        echo "ok - PyTorch oracle (layers $layers): logits, loss, every gradient within 1e-4; 10 AdamW steps match" |
+            tee -a "$log"
+    else
+        echo "$out" | sed 's/^/  /'
+        echo "FAIL - PyTorch oracle, layers $layers (is python3-torch installed? .ci/run installs it)" | tee -a "$log"
+    fi
+done
 
 run "tests/fuzz/run.sh ${SSM_FUZZ_SECONDS:-20} (libFuzzer)" tests/fuzz/run.sh "${SSM_FUZZ_SECONDS:-20}"
 

@@ -1,6 +1,9 @@
 /* Writes the dump that tests/torch_ref.py checks against an independent PyTorch model: a small random
  * model, a batch, our logits, loss and every gradient, then the losses and final parameters of ten
- * AdamW steps on that batch. Usage: build/torch_dump OUT.safetensors */
+ * AdamW steps on that batch. Usage: build/torch_dump OUT.safetensors [LAYERS]
+ * LAYERS: the layer pattern (default "m", Mamba-1); with 'a' or 'f' the model has 4 layers (the pattern repeated),
+ * grouped-query attention (4 heads of 6 on 2 key/value heads, d_model 20), a sliding window shorter than the
+ * sequence, rope_theta 500 and a SwiGLU of 28. */
 #include "io/safetensors.h"
 #include "model.h"
 #include "optim.h"
@@ -23,15 +26,25 @@ static int add_params(st_tensor *out, int n, const param_layout *L, const char *
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT.safetensors\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s OUT.safetensors [LAYERS]\n", argv[0]);
         return 2;
     }
     ssm_config c;
     ssm_config_default(&c);
     /* d_inner 40: two full 16-channel blocks and a partial one; T = 37 spans no full scan chunk */
     c.d_model = 20, c.n_layer = 3, c.mamba1.d_state = 6, c.mamba1.dt_rank = 3;
+    if (argc == 3) {
+        snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", argv[2]);
+        if (strpbrk(argv[2], "af")) c.n_layer = 4;
+    }
+    c.attention.n_heads = 4, c.attention.n_kv_heads = 2, c.attention.head_dim = 6, c.attention.rope_theta = 500.0f;
+    c.attention.sliding_window = 16, c.mlp.intermediate_size = 28;
     ssm_model *m = ssm_model_new(&c, 11);
+    if (!m) {
+        fprintf(stderr, "%s\n", ssm_last_error());
+        return 1;
+    }
     rng_t rng = {99};
     /* move every tensor off its structured init so nothing is degenerate (A_log distinct, D and biases varied) */
     for (int i = 0; i < m->layout.n; i++) {
@@ -91,31 +104,40 @@ int main(int argc, char **argv) {
 #undef ADD
     const char *keys[] = {"d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "vocab_size", "norm_eps",
                           "batch", "seq_len", "lr", "min_lr", "warmup", "total_steps", "weight_decay", "beta1",
-                          "beta2", "eps", "clip", "adam_steps"};
-    static char vals[20][32];
-    snprintf(vals[0], 32, "%d", c.d_model);
-    snprintf(vals[1], 32, "%d", c.n_layer);
-    snprintf(vals[2], 32, "%d", c.mamba1.d_state);
-    snprintf(vals[3], 32, "%d", m->cfg.mamba1.d_conv);
-    snprintf(vals[4], 32, "%d", m->cfg.mamba1.expand);
-    snprintf(vals[5], 32, "%d", m->cfg.mamba1.dt_rank);
-    snprintf(vals[6], 32, "%d", m->cfg.vocab_size);
-    snprintf(vals[7], 32, "%.9g", m->cfg.norm_eps);
-    snprintf(vals[8], 32, "%d", B);
-    snprintf(vals[9], 32, "%d", T);
-    snprintf(vals[10], 32, "%.9g", oc.lr);
-    snprintf(vals[11], 32, "%.9g", oc.min_lr);
-    snprintf(vals[12], 32, "%d", oc.warmup);
-    snprintf(vals[13], 32, "%d", oc.steps);
-    snprintf(vals[14], 32, "%.9g", oc.weight_decay);
-    snprintf(vals[15], 32, "%.9g", oc.beta1);
-    snprintf(vals[16], 32, "%.9g", oc.beta2);
-    snprintf(vals[17], 32, "%.9g", oc.eps);
-    snprintf(vals[18], 32, "%.9g", oc.clip);
-    snprintf(vals[19], 32, "%d", STEPS);
-    const char *values[20];
-    for (int i = 0; i < 20; i++) values[i] = vals[i];
-    if (st_write(argv[1], out, n, keys, values, 20)) {
+                          "beta2", "eps", "clip", "adam_steps", "layer_pattern", "n_heads", "n_kv_heads", "head_dim",
+                          "rope_theta", "sliding_window", "intermediate_size"};
+    enum { NKEYS = sizeof keys / sizeof keys[0] };
+    static char vals[NKEYS][140];
+    snprintf(vals[0], sizeof vals[0], "%d", c.d_model);
+    snprintf(vals[1], sizeof vals[0], "%d", c.n_layer);
+    snprintf(vals[2], sizeof vals[0], "%d", c.mamba1.d_state);
+    snprintf(vals[3], sizeof vals[0], "%d", m->cfg.mamba1.d_conv);
+    snprintf(vals[4], sizeof vals[0], "%d", m->cfg.mamba1.expand);
+    snprintf(vals[5], sizeof vals[0], "%d", m->cfg.mamba1.dt_rank);
+    snprintf(vals[6], sizeof vals[0], "%d", m->cfg.vocab_size);
+    snprintf(vals[7], sizeof vals[0], "%.9g", m->cfg.norm_eps);
+    snprintf(vals[8], sizeof vals[0], "%d", B);
+    snprintf(vals[9], sizeof vals[0], "%d", T);
+    snprintf(vals[10], sizeof vals[0], "%.9g", oc.lr);
+    snprintf(vals[11], sizeof vals[0], "%.9g", oc.min_lr);
+    snprintf(vals[12], sizeof vals[0], "%d", oc.warmup);
+    snprintf(vals[13], sizeof vals[0], "%d", oc.steps);
+    snprintf(vals[14], sizeof vals[0], "%.9g", oc.weight_decay);
+    snprintf(vals[15], sizeof vals[0], "%.9g", oc.beta1);
+    snprintf(vals[16], sizeof vals[0], "%.9g", oc.beta2);
+    snprintf(vals[17], sizeof vals[0], "%.9g", oc.eps);
+    snprintf(vals[18], sizeof vals[0], "%.9g", oc.clip);
+    snprintf(vals[19], sizeof vals[0], "%d", STEPS);
+    snprintf(vals[20], sizeof vals[0], "%s", m->cfg.layer_pattern);
+    snprintf(vals[21], sizeof vals[0], "%d", m->cfg.attention.n_heads);
+    snprintf(vals[22], sizeof vals[0], "%d", m->cfg.attention.n_kv_heads);
+    snprintf(vals[23], sizeof vals[0], "%d", m->cfg.attention.head_dim);
+    snprintf(vals[24], sizeof vals[0], "%.9g", m->cfg.attention.rope_theta);
+    snprintf(vals[25], sizeof vals[0], "%d", m->cfg.attention.sliding_window);
+    snprintf(vals[26], sizeof vals[0], "%d", m->cfg.mlp.intermediate_size);
+    const char *values[NKEYS];
+    for (int i = 0; i < NKEYS; i++) values[i] = vals[i];
+    if (st_write(argv[1], out, n, keys, values, NKEYS)) {
         fprintf(stderr, "%s\n", ssm_last_error());
         return 1;
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent PyTorch oracle for the ssm C library (byte-level Mamba-1).
+"""Independent PyTorch oracle for the ssm C library (byte-level Mamba-1, attention, SwiGLU MLP, hybrids).
 
 Usage:
   /usr/bin/python3 tests/torch_ref.py DUMP.safetensors      check a dump written by the C library
@@ -10,7 +10,11 @@ Usage:
 Exit status 0 when every checked tensor is within tolerance, 1 otherwise (2 on usage errors).
 
 Model: HF transformers MambaForCausalLM semantics (slow/reference path), written from scratch in
-plain torch ops; the oracle computes in float64 from the dumped (float32) parameters.
+plain torch ops; the oracle computes in float64 from the dumped (float32) parameters. A dump whose
+metadata has a layer_pattern other than "m" is a stack of those layers (repeated over n_layer):
+m = Mamba-1, a = HF LlamaAttention (rotate_half RoPE, grouped-query heads by repeat_kv, an optional
+sliding window: query i sees keys i - window < j <= i, eager softmax, no biases), f = HF LlamaMLP
+(SwiGLU, no biases), each as x = x + mixer(rmsnorm(x)).
 """
 import argparse
 import math
@@ -62,8 +66,14 @@ TOL_FINAL_NOISY = 2.5
 PARAM_SUFFIXES = ["norm.weight", "mixer.in_proj.weight", "mixer.conv1d.weight",
                   "mixer.conv1d.bias", "mixer.x_proj.weight", "mixer.dt_proj.weight",
                   "mixer.dt_proj.bias", "mixer.A_log", "mixer.D", "mixer.out_proj.weight"]
+ATTN_SUFFIXES = ["norm.weight", "mixer.q_proj.weight", "mixer.k_proj.weight", "mixer.v_proj.weight",
+                 "mixer.o_proj.weight"]
+MLP_SUFFIXES = ["norm.weight", "mixer.gate_proj.weight", "mixer.up_proj.weight", "mixer.down_proj.weight"]
 DECAY_SUFFIXES = ("embeddings.weight", "in_proj.weight", "conv1d.weight", "x_proj.weight",
-                  "dt_proj.weight", "out_proj.weight")
+                  "dt_proj.weight", "out_proj.weight", "q_proj.weight", "k_proj.weight", "v_proj.weight",
+                  "o_proj.weight", "gate_proj.weight", "up_proj.weight", "down_proj.weight")
+# the attention and MLP shape keys (optional: a Mamba-only dump may lack them)
+HYBRID_INT_KEYS = ["n_heads", "n_kv_heads", "head_dim", "sliding_window", "intermediate_size"]
 
 INT_KEYS = ["d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "vocab_size",
             "batch", "seq_len"]
@@ -79,9 +89,16 @@ def param_shapes(cfg):
            "mixer.x_proj.weight": [R + 2 * N, E], "mixer.dt_proj.weight": [E, R],
            "mixer.dt_proj.bias": [E], "mixer.A_log": [E, N], "mixer.D": [E],
            "mixer.out_proj.weight": [D, E]}
+    if "n_heads" in cfg:
+        H, KV, hd, I = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"], cfg["intermediate_size"]
+        per.update({"mixer.q_proj.weight": [H * hd, D], "mixer.k_proj.weight": [KV * hd, D],
+                    "mixer.v_proj.weight": [KV * hd, D], "mixer.o_proj.weight": [D, H * hd],
+                    "mixer.gate_proj.weight": [I, D], "mixer.up_proj.weight": [I, D],
+                    "mixer.down_proj.weight": [D, I]})
+    suffixes = {"m": PARAM_SUFFIXES, "a": ATTN_SUFFIXES, "f": MLP_SUFFIXES}
     out = [("backbone.embeddings.weight", [V, D])]
     for i in range(cfg["n_layer"]):
-        for s in PARAM_SUFFIXES:
+        for s in suffixes[layer_kind(cfg, i)]:
             out.append((f"backbone.layers.{i}.{s}", per[s]))
     out.append(("backbone.norm_f.weight", [D]))
     return out
@@ -124,6 +141,48 @@ def mixer(h, p, pre, cfg):
     return y @ p[pre + "mixer.out_proj.weight"].t()
 
 
+def layer_kind(cfg, i):
+    pat = cfg.get("layer_pattern", "m")
+    return pat[i % len(pat)]
+
+
+def rotary(x, theta):
+    """HF apply_rotary_pos_emb on x [B, T, heads, hd], positions 0..T-1 (rotate_half form)."""
+    T, hd = x.shape[1], x.shape[3]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]   # [T, hd/2]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    cos, sin = emb.cos().to(x.dtype)[None, :, None, :], emb.sin().to(x.dtype)[None, :, None, :]
+    x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def attention(h, p, pre, cfg):
+    """HF LlamaAttention (eager), causal, grouped-query, optional sliding window. h: [B, T, D]."""
+    Bsz, T, _ = h.shape
+    H, KV, hd, win = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"], cfg["sliding_window"]
+    q = (h @ p[pre + "mixer.q_proj.weight"].t()).view(Bsz, T, H, hd)
+    k = (h @ p[pre + "mixer.k_proj.weight"].t()).view(Bsz, T, KV, hd)
+    v = (h @ p[pre + "mixer.v_proj.weight"].t()).view(Bsz, T, KV, hd)
+    q, k = rotary(q, cfg["rope_theta"]), rotary(k, cfg["rope_theta"])
+    k = k.repeat_interleave(H // KV, dim=2)                               # repeat_kv
+    v = v.repeat_interleave(H // KV, dim=2)
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(hd)
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    visible = (j <= i) & ((j > i - win) if win > 0 else True)
+    scores = scores.masked_fill(~visible, float("-inf"))
+    o = torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, dim=-1), v).reshape(Bsz, T, H * hd)
+    return o @ p[pre + "mixer.o_proj.weight"].t()
+
+
+def mlp(h, p, pre):
+    """HF LlamaMLP: down_proj(silu(gate_proj(x)) * up_proj(x))."""
+    g = h @ p[pre + "mixer.gate_proj.weight"].t()
+    u = h @ p[pre + "mixer.up_proj.weight"].t()
+    return (F.silu(g) * u) @ p[pre + "mixer.down_proj.weight"].t()
+
+
 def forward(p, tokens, cfg):
     """p: dict name -> tensor, tokens: long [B, T+1]. Returns (logits [B,T,V], mean loss)."""
     inp, tgt = tokens[:, :-1], tokens[:, 1:]
@@ -132,7 +191,10 @@ def forward(p, tokens, cfg):
     eps = cfg["norm_eps"]
     for i in range(cfg["n_layer"]):
         pre = f"backbone.layers.{i}."
-        x = x + mixer(rmsnorm(x, p[pre + "norm.weight"], eps), p, pre, cfg)
+        hn = rmsnorm(x, p[pre + "norm.weight"], eps)
+        kind = layer_kind(cfg, i)
+        x = x + (mixer(hn, p, pre, cfg) if kind == "m" else attention(hn, p, pre, cfg) if kind == "a"
+                 else mlp(hn, p, pre))
     x = rmsnorm(x, p["backbone.norm_f.weight"], eps)
     logits = x @ emb.t()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
@@ -207,6 +269,14 @@ def parse_cfg(meta):
             raise KeyError(f"__metadata__ lacks '{k}'")
         cfg[k] = _int(meta[k])
     cfg["norm_eps"] = float(meta.get("norm_eps", "1e-5"))
+    cfg["layer_pattern"] = meta.get("layer_pattern", "m")
+    if any(c not in "maf" for c in cfg["layer_pattern"]) or not cfg["layer_pattern"]:
+        raise ValueError(f"unknown layer_pattern {cfg['layer_pattern']!r}")
+    if all(k in meta for k in HYBRID_INT_KEYS):
+        cfg.update({k: _int(meta[k]) for k in HYBRID_INT_KEYS})
+        cfg["rope_theta"] = float(meta.get("rope_theta", "10000"))
+    elif set(cfg["layer_pattern"]) - {"m"}:
+        raise KeyError(f"__metadata__ lacks one of {HYBRID_INT_KEYS}")
     opt = None
     if all(k in meta for k in OPT_INT_KEYS + OPT_FLOAT_KEYS):
         opt = {k: _int(meta[k]) for k in OPT_INT_KEYS}
@@ -392,7 +462,7 @@ def check(path):
                                       band[name].numpy(), opt["adam_steps"])
     print(f"{'OK' if rep.ok else 'FAIL'}: {rep.n} tensors checked ({os.path.basename(path)}; "
           f"d_model {cfg['d_model']}, n_layer {cfg['n_layer']}, batch {cfg['batch']}, "
-          f"seq_len {cfg['seq_len']}{', adam_steps %d' % opt['adam_steps'] if has_adam and opt else ''})")
+          f"seq_len {cfg['seq_len']}, layers {cfg['layer_pattern']!r}{', adam_steps %d' % opt['adam_steps'] if has_adam and opt else ''})")
     return 0 if rep.ok else 1
 
 
