@@ -179,6 +179,18 @@ if "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 
 else
     fail "eval a Transformer: $(cat "$dir/out" "$dir/err")"
 fi
+# the formats: a hybrid in our config, a Transformer as HF Llama; each with its shape, used by generate and info
+check "a hybrid saves our ssm_hybrid config with its attention shape" \
+    sh -c "grep -q '\"model_type\": \"ssm_hybrid\"' '$dir/arun/checkpoint/config.json' &&
+           grep -q '\"num_key_value_heads\": 2' '$dir/arun/checkpoint/config.json'"
+check "a Transformer saves as LlamaForCausalLM" grep -q '"LlamaForCausalLM"' "$dir/trun/checkpoint/config.json"
+out=$("$SSM" generate --model "$dir/arun/checkpoint" --prompt "ab" -n 20 --seed 3 2>"$dir/err")
+[ $? -eq 0 ] && [ "${#out}" -ge 20 ] && grep -q "attention .*growing" "$dir/err" &&
+    ok "generate from the hybrid, reporting its growing attention state" ||
+    fail "generate from the hybrid: ${#out} bytes: $(cat "$dir/err")"
+"$SSM" info --model "$dir/arun" >"$dir/info"
+check "info: an attention state grows with the context" \
+    awk '/^  attention/ { found = 1; if ($3 " " $4 == $5 " " $6) exit 1 } END { exit !found }' "$dir/info"
 ta=("$SSM" train --data "$dir/text.txt" --out "$dir/aerr" "${tiny[@]}" --layers af)
 expect_error "--n-kv-heads not dividing --n-heads" "n_kv_heads 3 does not divide n_heads 4" "${ta[@]}" --n-heads 4 \
     --n-kv-heads 3

@@ -562,9 +562,9 @@ static void print_info(const ssm_model *m, long context) {
         printf("  mamba1: d_inner %d, d_state %d, d_conv %d, dt_rank %d\n", c->mamba1.expand * c->d_model,
                c->mamba1.d_state, c->mamba1.d_conv, c->mamba1.dt_rank);
     if (strchr(c->layer_pattern, 'a'))
-        printf("  attention: %d heads of %d, %d key/value heads, rope_theta %g, sliding window %d, max context %d\n",
-               c->attention.n_heads, c->attention.head_dim, c->attention.n_kv_heads, c->attention.rope_theta,
-               c->attention.sliding_window, c->attention.max_context);
+        printf("  attention: %d query heads, %d key/value heads, head dim %d, rope_theta %g, sliding window %d, "
+               "max context %d\n", c->attention.n_heads, c->attention.n_kv_heads, c->attention.head_dim,
+               c->attention.rope_theta, c->attention.sliding_window, c->attention.max_context);
     if (strchr(c->layer_pattern, 'f')) printf("  mlp: SwiGLU, intermediate size %d\n", c->mlp.intermediate_size);
     printf("parameters: %zu (%.2f MB as float32)\n", ssm_model_n_params(m), ssm_model_n_params(m) * 4 / 1e6);
     const long ctx[] = {1L << 10, 1L << 13, 1L << 16, 1L << 20, context};

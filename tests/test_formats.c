@@ -1,0 +1,146 @@
+/* Model directories in each format a layer pattern is written in (src/io/model_dir.c): Mamba-1 alone as HF
+ * MambaForCausalLM, "af" as LlamaForCausalLM (MistralForCausalLM with a sliding window) under HF Llama's tensor
+ * names, any other pattern as our ssm_hybrid config. Each saves and loads back to the same config, the same bits and
+ * the same logits; the configs others write load; what we cannot represent is a one-line error. */
+#include "io/fileio.h"
+#include "io/model_dir.h"
+#include "io/safetensors.h"
+#include "model.h"
+#include "test.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/ssm_test_formats_XXXXXX";
+
+static ssm_config small(const char *pattern, int n_layer) {
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = 32, c.n_layer = n_layer, c.mamba1.d_state = 4;
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
+    c.attention.n_heads = 4, c.attention.n_kv_heads = 2, c.attention.max_context = 64;
+    c.mlp.intermediate_size = 48;
+    return c;
+}
+
+static int file_has(const char *path, const char *needle) {
+    size_t n;
+    char *text = NULL;
+    int found = file_read_all(path, &text, &n) == 0 && text && strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}
+
+/* save, check the format's marks, load back: the same config, bits and logits */
+static void round_trip(const char *what, ssm_config c, const char *architecture, const char *tensor) {
+    char title[192], sub[PATH_CAP], p[PATH_CAP];
+    snprintf(title, sizeof title, "format %s: saves as %s, loads back to the same config, weights and logits", what,
+             architecture);
+    TEST_BEGIN(title);
+    snprintf(sub, sizeof sub, "%s/%s", dir, what);
+    ssm_model *m = ssm_model_new(&c, 7);
+    EXPECT(m != NULL, "new: %s", ssm_last_error());
+    if (!m) {
+        TEST_END();
+        return;
+    }
+    EXPECT(ssm_model_save(m, sub) == 0, "save: %s", ssm_last_error());
+    path_join(p, sub, "config.json");
+    EXPECT(file_has(p, architecture), "config.json does not name %s", architecture);
+    path_join(p, sub, "model.safetensors");
+    st_file f = {0};
+    if (st_open(&f, p) == 0) {
+        EXPECT(st_find(&f, tensor) != NULL, "no tensor '%s' in model.safetensors", tensor);
+        st_close(&f);
+    }
+    ssm_model *b = ssm_model_load(sub);
+    EXPECT(b != NULL, "load: %s", ssm_last_error());
+    if (b) {
+        const ssm_config *x = ssm_model_config(m), *y = ssm_model_config(b);
+        EXPECT(!strcmp(x->layer_pattern, y->layer_pattern) && x->n_layer == y->n_layer && x->d_model == y->d_model &&
+                   x->tie_embeddings == y->tie_embeddings && x->norm_eps == y->norm_eps,
+               "shared fields differ: pattern \"%s\" vs \"%s\", %d vs %d layers", x->layer_pattern, y->layer_pattern,
+               x->n_layer, y->n_layer);
+        if (strchr(x->layer_pattern, 'a'))
+            EXPECT(!memcmp(&x->attention, &y->attention, sizeof x->attention), "attention config differs");
+        if (strchr(x->layer_pattern, 'f')) EXPECT(x->mlp.intermediate_size == y->mlp.intermediate_size, "mlp differs");
+        if (strchr(x->layer_pattern, 'm')) EXPECT(!memcmp(&x->mamba1, &y->mamba1, sizeof x->mamba1), "mamba1 differs");
+        EXPECT(m->layout.total == b->layout.total && !memcmp(m->w, b->w, sizeof(float) * m->layout.total),
+               "weights differ after the round trip");
+        int tok[12];
+        for (int i = 0; i < 12; i++) tok[i] = (i * 37 + 5) % 256;
+        float *la = xmalloc(sizeof(float) * 12 * 256), *lb = xmalloc(sizeof(float) * 12 * 256);
+        ssm_state *sa = ssm_state_new(m, 1), *sb = ssm_state_new(b, 1);
+        ssm_forward(m, sa, tok, 12, la, 0);
+        ssm_forward(b, sb, tok, 12, lb, 0);
+        EXPECT(!memcmp(la, lb, sizeof(float) * 12 * 256), "logits differ after the round trip");
+        ssm_state_free(sa), ssm_state_free(sb);
+        free(la), free(lb);
+        ssm_model_free(b);
+    }
+    ssm_model_free(m);
+    TEST_END();
+}
+
+/* a config.json written by hand (as other tools write them) is read, or refused with `want` in the message */
+static void config_case(const char *what, const char *json, const char *want) {
+    char title[192], p[PATH_CAP];
+    snprintf(title, sizeof title, "config.json: %s", what);
+    TEST_BEGIN(title);
+    snprintf(p, sizeof p, "%s/config_case.json", dir);
+    file_write_atomic(p, json, strlen(json));
+    ssm_config c;
+    const int rc = model_config_read(p, &c);
+    if (want) EXPECT(rc == -1 && strstr(ssm_last_error(), want), "expected an error with '%s', got rc %d: %s", want, rc,
+                     rc ? ssm_last_error() : "");
+    else EXPECT(rc == 0, "read: %s", ssm_last_error());
+    TEST_END();
+}
+
+static const char *llama_heads_json(int heads, int kv_heads, const char *extra) {
+    static char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"vocab_size\": 256, "
+             "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_hidden_layers\": 2, \"num_attention_heads\": %d, "
+             "\"num_key_value_heads\": %d, \"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\"%s}",
+             heads, kv_heads, extra);
+    return buf;
+}
+static const char *llama_json(const char *extra) { return llama_heads_json(4, 2, extra); }
+
+int main(void) {
+    CHECK(mkdtemp(dir), "mkdtemp");
+    round_trip("mamba", small("m", 2), "MambaForCausalLM", "backbone.layers.1.mixer.in_proj.weight");
+    ssm_config llama = small("af", 4);
+    llama.tie_embeddings = 0;
+    round_trip("llama", llama, "LlamaForCausalLM", "model.layers.1.self_attn.k_proj.weight");
+    ssm_config mistral = small("af", 2);
+    mistral.attention.sliding_window = 5;
+    round_trip("mistral", mistral, "MistralForCausalLM", "model.layers.0.mlp.gate_proj.weight");
+    round_trip("hybrid", small("mmaf", 4), "SsmHybridForCausalLM", "backbone.layers.2.mixer.q_proj.weight");
+    round_trip("odd transformer", small("af", 3), "SsmHybridForCausalLM", "backbone.layers.2.mixer.q_proj.weight");
+
+    config_case("a LlamaConfig written by transformers reads", llama_json(""), NULL);
+    config_case("a transformers 5 rope_parameters reads", llama_json(", \"rope_parameters\": {\"rope_type\": "
+                                                                     "\"default\", \"rope_theta\": 500000.0}"),
+                NULL);
+    config_case("Mistral's null sliding_window reads", llama_json(", \"sliding_window\": null"), NULL);
+    config_case("rope_scaling is refused", llama_json(", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2}"),
+                "rope_scaling is not supported");
+    config_case("attention biases are refused", llama_json(", \"attention_bias\": true"), "attention_bias");
+    config_case("heads not dividing d_model", llama_heads_json(5, 5, ""),
+                "does not divide");
+    config_case("kv heads not dividing heads", llama_heads_json(4, 3, ""), "n_kv_heads 3 does not divide");
+    config_case("mlp biases are refused", llama_json(", \"mlp_bias\": true"), "mlp_bias");
+    config_case("a hybrid without its attention object",
+                "{\"model_type\": \"ssm_hybrid\", \"vocab_size\": 256, \"hidden_size\": 32, \"num_hidden_layers\": 2, "
+                "\"ssm_layer_pattern\": \"ma\", \"mamba1\": {\"state_size\": 4}}",
+                "no \"attention\" object");
+    config_case("an unknown model_type", "{\"model_type\": \"gpt2\", \"vocab_size\": 256, \"hidden_size\": 32, "
+                                         "\"num_hidden_layers\": 2}",
+                "model_type \"gpt2\" is not supported");
+    char cmd[PATH_CAP + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+    return test_failures ? 1 : 0;
+}
