@@ -570,6 +570,9 @@ static void print_info(const ssm_model *m, long context) {
     const long ctx[] = {1L << 10, 1L << 13, 1L << 16, 1L << 20, context};
     print_state_table(m, ctx, context > 0 ? 5 : 4);
 }
+/* The named shapes of --config (info, bench): Mamba-1 ones, the Transformer baseline and a hybrid. */
+#define CONFIG_NAMES "default, d256x4, d768x24, hf130m, t768x12 (Transformer), h768x24 (hybrid mmmaf)"
+
 static int config_by_name(const char *name, ssm_config *c) {
     ssm_config_default(c);
     if (!strcmp(name, "default")) return 0;
@@ -577,6 +580,14 @@ static int config_by_name(const char *name, ssm_config *c) {
     if (!strcmp(name, "d768x24")) return c->d_model = 768, c->n_layer = 24, 0;
     /* the shape of state-spaces/mamba-130m-hf: GPT-NeoX vocabulary padded to 50280, tied head */
     if (!strcmp(name, "hf130m")) return c->d_model = 768, c->n_layer = 24, c->vocab_size = 50280, 0;
+    /* the byte-level Transformer baseline (~85M parameters): 12 blocks of attention (12 heads of 64) and a SwiGLU
+     * MLP of 2048, tied embedding */
+    if (!strcmp(name, "t768x12")) {
+        c->d_model = 768, c->n_layer = 24, c->attention.n_heads = 12, c->mlp.intermediate_size = 2048;
+        return strcpy(c->layer_pattern, "af"), 0;
+    }
+    /* a hybrid of the same width: 3 Mamba-1 layers per Transformer block, 24 layers */
+    if (!strcmp(name, "h768x24")) return c->d_model = 768, c->n_layer = 24, strcpy(c->layer_pattern, "mmmaf"), 0;
     return -1;
 }
 
@@ -585,7 +596,7 @@ static int cmd_info(int argc, char **argv) {
     long context = 0;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory or run directory"},
-        {"--config", NULL, OPT_STR, &config, "or a named shape: default, d256x4, d768x24, hf130m"},
+        {"--config", NULL, OPT_STR, &config, "or a named shape: " CONFIG_NAMES},
         {"--context", NULL, OPT_LONG, &context, "also the state at this many positions (beside 1K, 8K, 64K, 1M)"},
     };
     parse_args(argc, argv, "info --model DIR | --config NAME",
@@ -597,7 +608,7 @@ static int cmd_info(int argc, char **argv) {
     ssm_model *m;
     if (config) {
         ssm_config c;
-        if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24, hf130m)", config);
+        if (config_by_name(config, &c)) die("unknown --config '%s' (%s)", config, CONFIG_NAMES);
         m = ssm_model_new(&c, 1);
     } else {
         m = load_or_die(model);
@@ -629,7 +640,7 @@ static int cmd_bench(int argc, char **argv) {
     int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0, profile = 0;
     const char *contexts = NULL;
     option o[] = {
-        {"--config", NULL, OPT_STR, &config, "model shape: default, d256x4, d768x24, hf130m"},
+        {"--config", NULL, OPT_STR, &config, "model shape: " CONFIG_NAMES},
         {"--model", NULL, OPT_STR, &model_dir, "or a model directory (decode only; its load time is reported)"},
         {"--what", NULL, OPT_STR, &what, "train, decode or all"},
         {"--batch", NULL, OPT_INT, &batch, "training batch"},
@@ -647,7 +658,7 @@ static int cmd_bench(int argc, char **argv) {
     parse_args(argc, argv, "bench [--config NAME | --model DIR] [--what train|decode|all]",
                "Measures training and decode throughput for a named model shape or a model directory.", o, NOPTS(o));
     ssm_config c;
-    if (config_by_name(config, &c)) die("unknown --config '%s' (default, d256x4, d768x24, hf130m)", config);
+    if (config_by_name(config, &c)) die("unknown --config '%s' (%s)", config, CONFIG_NAMES);
     set_threads(threads);
     if (steps < 1 || decode_steps < 1 || batch < 1 || seq_len < 1 || decode_batch < 1) die("counts must be positive");
     if (steps > 100000 || decode_steps > 100000) die("--steps and --decode-steps must be at most 100000");
