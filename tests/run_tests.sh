@@ -23,6 +23,7 @@ for t in build/gpu/test_*; do [ -x "$t" ] && run "$t" "$t"; done # print "skip -
 run tests/test_cli.sh tests/test_cli.sh
 run tests/test_cli_runs.sh tests/test_cli_runs.sh
 run "tests/test_interrupt.sh 10" tests/test_interrupt.sh 10
+run "tests/test_interrupt.sh 3 (hybrid maf)" env SSM_LAYERS=maf tests/test_interrupt.sh 3
 # the same CLI tests on build/asan/ssm (AddressSanitizer + UBSan, leak checks on; see the Makefile)
 run "make check-sanitize (tests/test_cli*.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
 

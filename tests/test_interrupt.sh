@@ -5,6 +5,7 @@
 # once, and the run directory must hold nothing but its files.
 #   tests/test_interrupt.sh [N]   (default 10; the reliability goal was measured with 50)
 #   SSM_DEVICE=cuda               train on the GPU (tests/gpu/run.sh does)
+#   SSM_LAYERS=maf                another layer pattern (default m: Mamba-1; run_tests.sh also runs a hybrid)
 # Prints "ok - ..." / "FAIL - ..." lines.
 N=${1:-10}
 . "$(dirname "$0")/cli_common.sh"
@@ -14,7 +15,10 @@ import random; random.seed(2)
 words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns', 'of', 'a']
 print(' '.join(random.choice(words) for _ in range(6000)))" >"$dir/words.txt"
 steps=$((300 + 120 * N))
-args=(--data "$dir/words.txt" --d-model 32 --n-layer 2 --d-state 4 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
+layers=${SSM_LAYERS:-m}
+tag="${tag}layers $layers: "
+args=(--data "$dir/words.txt" --d-model 32 --n-layer $((${#layers} > 1 ? ${#layers} : 2)) --layers "$layers" --d-state 4 --n-heads 4
+    --n-kv-heads 2 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
     --eval-every 37 --eval-bytes 2000 --sample 0 --quiet --threads 2 --device "${SSM_DEVICE:-cpu}")
 
 # every line a JSON object; step lines once each, in order; validation lines once per step
