@@ -5,7 +5,10 @@
 #   2. a training step of the reference configuration: byte vocabulary, d_model 768, 24 Mamba-1
 #      layers (90.7M parameters), batch 8 x 2048, in float32 and in bf16 mixed precision, with the time
 #      per op (--profile: GEMMs vs the rest) and the device memory in use;
-#   3. decode of the same model at batch 1 and 64 (a CUDA graph per step), float32 and bf16 GEMMs.
+#   3. decode of the same model at batch 1 and 64 (a CUDA graph per step), float32 and bf16 GEMMs;
+#   4. the byte-level Transformer baseline (--config t768x12, 85.2M parameters) in bf16 at 8 x 2048, 2 x 8192 and
+#      1 x 16384, beside the same model in PyTorch (bench/torch_transformer_bench.py: SDPA, autocast, fused AdamW,
+#      eager and torch.compile), and its batch-1 decode at 1K and 8K positions of context.
 # Usage: bench/gpu_bench.sh [BIN_DIR]   BIN_DIR holds prebuilt ssm and bench_cuda_scan (default: build
 # them here with make cuda). About a minute on an H100.
 set -euo pipefail
@@ -26,3 +29,12 @@ for precision in "" --bf16; do
     echo "## decode ${precision:-(float32)}"
     "$ssm" bench --config d768x24 --device cuda --what decode --decode-batch 64 --decode-steps 100 $precision
 done
+echo "## Transformer baseline (t768x12), bf16"
+for shape in 8x2048 2x8192 1x16384; do
+    "$ssm" bench --config t768x12 --device cuda --what train --batch "${shape%x*}" --seq-len "${shape#*x}" --steps 5 \
+        --bf16 || echo "(ssm: t768x12 at $shape did not run)"
+done
+"$ssm" bench --config t768x12 --device cuda --what decode --decode-steps 50 --contexts 1K,8K --bf16 ||
+    echo "(ssm: t768x12 decode did not run)"
+python3 bench/torch_transformer_bench.py --device cuda --shapes 8x2048,2x8192,1x16384 --modes eager,compiled ||
+    echo "(PyTorch: the Transformer bench did not run)"
