@@ -76,6 +76,10 @@ size_t ssm_model_n_params(const ssm_model *m);
  * prefills stay float32. On CUDA: mixed precision, every GEMM on bf16 tensor cores with float32
  * accumulation (training included). Results differ from float32 by bf16 rounding (about 1e-2 relative). */
 void ssm_model_use_bf16(ssm_model *m);
+/* On the CPU: an int8 copy of the weight matrices with one float32 scale per row (max |row| / 127), read in place of
+ * the float32 ones by decode steps and small batches, a quarter of the bytes per token; training and long prefills
+ * stay float32. The cost in quality is measured by `ssm eval --int8` (docs/performance.md). -1 on another device. */
+int ssm_model_use_int8(ssm_model *m);
 /* Moves the model's computation to a device, "cpu", "cuda:N" (GPU N) or "cuda" (GPU 0): its parameters,
  * gradients and activations then live there, and states made afterwards too (make states after choosing the
  * device). Each model keeps its own device context (library handles, scratch), so several models, on one GPU or

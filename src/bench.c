@@ -148,8 +148,10 @@ double ssm_bench_decode_weight_bytes(const ssm_model *m) {
     for (int i = 0; i < m->layout.n; i++) {
         const param_info *p = &m->layout.items[i];
         int matrix = p->ndim == 2 && !strstr(p->name, "A_log"); /* read through mixer_linear */
+        const decode_weights *q = model_decode_weights(m);
+        const double per = matrix && q ? mat_elem_bytes(q->dt) + (q->dt == MAT_I8 ? 4.0 / p->shape[1] : 0) : 4.0;
         if (i == m->emb && m->head != m->emb) bytes += p->shape[1] * 4.0; /* one row */
-        else bytes += p->numel * (matrix && m->w16 && backend_is_host(m->be) ? 2.0 : 4.0);
+        else bytes += p->numel * per;
     }
     return bytes;
 }

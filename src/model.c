@@ -8,6 +8,9 @@
 #include <math.h>
 #include <string.h>
 
+static void decode_weights_make(ssm_model *m, mat_dtype dt);
+static void decode_weights_free(decode_weights *q);
+
 void ssm_config_default(ssm_config *c) {
     memset(c, 0, sizeof *c);
     c->vocab_size = 256;
@@ -88,7 +91,7 @@ int ssm_config_resolve(ssm_config *c) {
 }
 
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l) {
-    return (mixer_ctx){&m->cfg, m->be, m->wb, m->dw, backend_is_host(m->be) ? m->w16 : NULL,
+    return (mixer_ctx){&m->cfg, m->be, m->wb, m->dw, model_decode_weights(m),
                        &m->layout.items[m->layers[l].mixer], NULL, MIXER_ACTS_PLAIN, NULL};
 }
 
@@ -185,7 +188,7 @@ void ssm_model_free(ssm_model *m) {
     model_release_backend(m);
     params_free(&m->layout);
     free(m->w);
-    free(m->w16);
+    decode_weights_free(&m->dec);
     free(m->layers);
     free(m);
 }
@@ -210,11 +213,14 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
         m->be = be;
         return 0;
     }
+    if (m->int8 && !backend_is_host(be))
+        return ssm_error("int8 decode weights run on the CPU only (for now): drop --int8, or use --device cpu");
     for (int l = 0; l < m->cfg.n_layer; l++) /* the backend's limits, asked by each mixer for its sizes */
         if (m->layers[l].kind->check && m->layers[l].kind->check(&m->cfg, be)) return -1;
     model_release_backend(m);
     m->w_version++; /* the weights now live elsewhere: states made before must not be reused, but be safe */
-    if (m->bf16 && backend_is_host(be)) ssm_model_use_bf16(m); /* the CPU's form of bf16: decode weights */
+    if (backend_is_host(be) && (m->bf16 || m->int8)) /* the CPU's forms: decode weights from the current ones */
+        decode_weights_make(m, m->int8 ? MAT_I8 : MAT_BF16);
     if (!backend_is_host(be)) {
         m->be = be, m->device = index;
         m->ctx = be->ctx_new ? be->ctx_new(index) : NULL;
@@ -235,12 +241,55 @@ const char *ssm_model_layer_kind(const ssm_model *m, int layer) {
 
 const ssm_config *ssm_model_config(const ssm_model *m) { return &m->cfg; }
 
+static void decode_weights_free(decode_weights *q) {
+    free(q->data), free(q->scale), free(q->row_at);
+    memset(q, 0, sizeof *q);
+}
+
+const decode_weights *model_decode_weights(const ssm_model *m) {
+    return backend_is_host(m->be) && m->dec.dt != MAT_F32 ? &m->dec : NULL;
+}
+
+/* The decode copy of the host parameters in dt: bf16 of the whole buffer, or int8 of every 2-D parameter with a
+ * scale per row. */
+static void decode_weights_make(ssm_model *m, mat_dtype dt) {
+    decode_weights *q = &m->dec;
+    decode_weights_free(q);
+    const param_layout *L = &m->layout;
+    q->dt = dt, q->layout = L;
+    if (dt == MAT_BF16) {
+        q->data = xmalloc(sizeof(uint16_t) * L->total);
+        host_bf16_from_f32(q->data, m->w, L->total);
+        return;
+    }
+    q->data = xcalloc(L->total, 1);
+    q->row_at = xmalloc(sizeof(size_t) * L->n);
+    size_t rows = 0;
+    for (int i = 0; i < L->n; i++) q->row_at[i] = rows, rows += L->items[i].ndim == 2 ? (size_t)L->items[i].shape[0] : 0;
+    q->scale = xmalloc(sizeof(float) * (rows + 1));
+    for (int i = 0; i < L->n; i++) {
+        const param_info *p = &L->items[i];
+        if (p->ndim == 2)
+            host_i8_from_f32_rows((int8_t *)q->data + p->offset, q->scale + q->row_at[i], m->w + p->offset,
+                                  (size_t)p->shape[0], p->shape[1]);
+    }
+}
+
 void ssm_model_use_bf16(ssm_model *m) {
     m->bf16 = 1;
     m->be = m->be->bf16;
     if (!backend_is_host(m->be)) return;
-    if (!m->w16) m->w16 = xmalloc(sizeof(uint16_t) * m->layout.total);
-    host_bf16_from_f32(m->w16, m->w, m->layout.total);
+    model_sync_host(m);
+    decode_weights_make(m, MAT_BF16);
+}
+
+int ssm_model_use_int8(ssm_model *m) {
+    if (!backend_is_host(m->be))
+        return ssm_error("int8 decode weights run on the CPU only (for now): use --device cpu, or --bf16 on %s",
+                         m->be->name);
+    m->int8 = 1;
+    decode_weights_make(m, MAT_I8);
+    return 0;
 }
 
 size_t ssm_model_n_params(const ssm_model *m) {
@@ -529,7 +578,7 @@ static void forward_compute(const ssm_model *m, ssm_state *s, const int *tok, in
             be->copy(out + (size_t)b * D, out + ((size_t)b * T + T - 1) * D, sizeof(float) * D);
         }
         be->add_rmsnorm_fwd(x, mat_f32(u, D), rstd, x, mat_f32(out, D), w + P[m->norm_f].offset, B, D, c->norm_eps);
-        mixer_ctx head = {&m->cfg, be, w, NULL, backend_is_host(be) ? m->w16 : NULL, NULL, NULL, MIXER_ACTS_PLAIN, NULL};
+        mixer_ctx head = {&m->cfg, be, w, NULL, model_decode_weights(m), NULL, NULL, MIXER_ACTS_PLAIN, NULL};
         mixer_linear(&head, mat_f32(lg, V), mat_f32(u, D), w + P[m->head].offset, NULL, B, V, D);
     } else {
         be->add_rmsnorm_fwd(x, mat_f32(u, D), rstd, x, mat_f32(out, D), w + P[m->norm_f].offset, (int)rows, D,

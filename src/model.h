@@ -48,9 +48,10 @@ struct ssm_model {
     float *wb;           /* [layout.total] the parameters the backend computes with: w itself on the CPU */
     float *dw;           /* [layout.total] gradients, backend memory (training only) */
     float grad_coef;     /* grad_clip's scale for the next adamw_update, or 0: none */
-    uint16_t *w16;       /* [layout.total] bf16 copy for CPU decode (ssm_model_use_bf16), or NULL */
+    decode_weights dec;  /* the CPU's bf16 or int8 decode copy (dec.dt MAT_F32: none) */
     int host_stale;      /* wb changed on the device since w was last refreshed */
     int bf16;            /* ssm_model_use_bf16 was called: bf16 decode weights (CPU), bf16 GEMMs (CUDA) */
+    int int8;            /* ssm_model_use_int8 was called: int8 decode weights (CPU) */
     uint64_t w_version;  /* bumped whenever wb changes through the library (optimizer steps, device moves):
                           * states recompute their cached canonical tensors when it moves */
     model_layer *layers; /* [n_layer] */
@@ -110,6 +111,8 @@ void model_bind(const ssm_model *m);
 int model_state_grows(const ssm_model *m);
 /* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
 void model_sync_host(const ssm_model *m);
+/* The CPU's decode copy of the weights when the model computes on the CPU and has one, else NULL. */
+const decode_weights *model_decode_weights(const ssm_model *m);
 /* A mixer context for layer l (dw may be NULL). */
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l);
 

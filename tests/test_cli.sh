@@ -202,6 +202,20 @@ expect_error "an unknown layer letter" "unknown layer 'x'" "${ta[@]}" --layers a
 expect_error "--device cuda with an attention layer" "use --device cpu" \
     "$SSM" generate --model "$dir/trun/checkpoint" --prompt "the" -n 4 --device cuda
 
+# --- int8 decode weights (CPU) ---
+a=$("$SSM" generate --model "$model" --prompt "the " -n 30 --temperature 0 2>/dev/null)
+b=$("$SSM" generate --model "$model" --prompt "the " -n 30 --temperature 0 --int8 2>/dev/null)
+[ ${#b} -eq ${#a} ] && ok "generate --int8 (greedy, the same length)" || fail "generate --int8: '$b'"
+if "$SSM" eval --model "$model" --data "$dir/text.txt" --int8 --quiet >"$dir/out" && grep -q "bits/byte" "$dir/out"; then
+    ok "eval --int8"
+else
+    fail "eval --int8: $(cat "$dir/out")"
+fi
+expect_error "--int8 with --bf16" "choose one" "$SSM" generate --model "$model" -n 4 --int8 --bf16
+expect_error "--int8 on cuda" "--int8 decode weights run on the CPU only" \
+    "$SSM" generate --model "$model" -n 4 --int8 --device cuda
+expect_error "bench --int8 asks for --what decode" "add --what decode" "$SSM" bench --int8
+
 # --- devices ---
 expect_error "an unknown --device" "unknown device 'tpu'" "$SSM" eval --model "$model" --data "$dir/text.txt" --device tpu
 expect_error "--bf16 training on the CPU" "--bf16 training needs --device cuda" \

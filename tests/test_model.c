@@ -352,16 +352,58 @@ static void test_bf16_decode(void) {
             double e = test_rel_err(got, ref, (size_t)ns * T * 256);
             EXPECT(e < 3e-2, "d_model %d batch %d: bf16 rounding error %.2e", widths[k], ns, e);
             /* round the float32 weights to bf16 values: now both paths compute with the same numbers */
+            const uint16_t *w16 = m->dec.data;
             for (size_t i = 0; i < m->layout.total; i++) {
-                uint32_t u = (uint32_t)m->w16[i] << 16;
+                uint32_t u = (uint32_t)w16[i] << 16;
                 memcpy(&m->w[i], &u, sizeof u);
             }
-            free(m->w16), m->w16 = NULL;
+            m->bf16 = 0, m->dec.dt = MAT_F32; /* float32 again (the copy stays allocated until the next use) */
             decode_all(m, tok, ns, T, ref);
             ssm_model_use_bf16(m);
             decode_all(m, tok, ns, T, got);
             e = test_rel_err(got, ref, (size_t)ns * T * 256);
             EXPECT(e < 1e-5, "d_model %d batch %d: bf16-valued weights: rel err %.2e", widths[k], ns, e);
+            free(ref), free(got);
+            ssm_model_free(m);
+        }
+    TEST_END();
+}
+
+/* int8 decode weights (a scale per row): close to float32, and the same as float32 on the dequantized weights up to
+ * the order of the rounding (scale * sum(q x) against sum((scale q) x)). */
+static void test_int8_decode(void) {
+    TEST_BEGIN("int8 decode: close to float32, equal to it on the dequantized weights (batch 1 and 3)");
+    enum { T = 40 };
+    const int widths[2] = {32, 24};
+    for (int k = 0; k < 2; k++)
+        for (int ns = 1; ns <= 3; ns += 2) {
+            ssm_model *m = random_model(widths[k], 2, 19 + k);
+            int tok[3 * T];
+            for (int i = 0; i < ns * T; i++) tok[i] = (i * 41 + 3) % 256;
+            float *ref = xmalloc(sizeof(float) * ns * T * 256), *got = xmalloc(sizeof(float) * ns * T * 256);
+            decode_all(m, tok, ns, T, ref);
+            EXPECT(ssm_model_use_int8(m) == 0, "use_int8: %s", ssm_last_error());
+            decode_all(m, tok, ns, T, got);
+            double e = test_rel_err(got, ref, (size_t)ns * T * 256);
+            EXPECT(e < 5e-2 && e > 0, "d_model %d batch %d: int8 error %.2e (0: the int8 path did not run)", widths[k],
+                   ns, e);
+            /* the float32 weights replaced by the dequantized int8 ones: the same numbers in both paths */
+            const decode_weights *q = &m->dec;
+            for (int i = 0; i < m->layout.n; i++) {
+                const param_info *p = &m->layout.items[i];
+                if (p->ndim != 2) continue;
+                for (int r = 0; r < p->shape[0]; r++)
+                    for (int c = 0; c < p->shape[1]; c++) {
+                        const size_t at = p->offset + (size_t)r * p->shape[1] + c;
+                        m->w[at] = q->scale[q->row_at[i] + r] * (float)((const int8_t *)q->data)[at];
+                    }
+            }
+            m->int8 = 0, m->dec.dt = MAT_F32;
+            decode_all(m, tok, ns, T, ref);
+            EXPECT(ssm_model_use_int8(m) == 0, "use_int8: %s", ssm_last_error());
+            decode_all(m, tok, ns, T, got);
+            e = test_rel_err(got, ref, (size_t)ns * T * 256);
+            EXPECT(e < 1e-4, "d_model %d batch %d: dequantized weights: rel err %.2e", widths[k], ns, e);
             free(ref), free(got);
             ssm_model_free(m);
         }
@@ -551,6 +593,7 @@ int main(void) {
     test_attention_decode("mmaf", 4, 4, 0); /* a hybrid */
     test_state_capacity();
     test_bf16_decode();
+    test_int8_decode();
     test_op_list();
     test_limits();
     test_training_learns(dir);

@@ -153,9 +153,27 @@ static void add_case(int op, double tol, double tol_bf16, void (*fn)(op_run *, c
 }
 #define P(...) (const int[]){__VA_ARGS__}, (int)(sizeof((const int[]){__VA_ARGS__}) / sizeof(int))
 
-/* matmul_xwT. p: M, N, K, pad (extra row stride), form (bit 0: x bf16, bit 1: y bf16, bit 2: bias, bit 3: beta 1) */
+/* matmul_xwT. p: M, N, K, pad (extra row stride), form (bit 0: x bf16, bit 1: y bf16, bit 2: bias, bit 3: beta 1,
+ * bit 4: w bf16, bit 5: w int8 with row scales: the CPU's decode weights, which other backends refuse) */
 static void case_xwT(op_run *r, const int *p) {
     const int M = p[0], N = p[1], K = p[2], pad = p[3], form = p[4], ldx = K + pad, ldy = N + pad;
+    if (form & 48) {
+        mat w = mat_none();
+        if (form & 16) w = mat_bf16(in_bf16(r, (size_t)N * K, 1), K);
+        else {
+            int8_t *q = run_alloc(r, (size_t)N * K);
+            int8_t *h = xmalloc((size_t)N * K + 1);
+            for (size_t i = 0; i < (size_t)N * K; i++) h[i] = (int8_t)((int)(rng_next(&r->rng) % 255) - 127);
+            r->be->upload(q, h, (size_t)N * K);
+            free(h);
+            w = mat_i8(q, K, in_range(r, N, 0.001f, 0.01f));
+        }
+        if (run_refuses(r, BACKEND_OP_matmul_xwT, &w)) return;
+        const float *x = in_f32(r, (size_t)M * ldx, 1);
+        r->be->matmul_xwT(mat_f32(out_f32(r, "y", (size_t)M * ldy), ldy), mat_f32(x, ldx), w, NULL, M, N, K,
+                          form & 8 ? 1.0f : 0.0f);
+        return;
+    }
     const mat x =
         form & 1 ? mat_bf16(in_bf16(r, (size_t)M * ldx, 1), ldx) : mat_f32(in_f32(r, (size_t)M * ldx, 1), ldx);
     const float *w = in_f32(r, (size_t)N * K, 1), *bias = form & 4 ? in_f32(r, N, 1) : NULL;
@@ -454,13 +472,13 @@ static void cases_make(void) {
                          {256, 96, 64, 3}, {2048, 1024, 256, 0}, {1, 3072, 768, 0}};
     for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++) {
         const int M = mm[i][0], N = mm[i][1], K = mm[i][2], pad = mm[i][3];
-        const int xwT_forms[] = {0, BETA, BIAS, XB, YB, YB | BIAS, XB | YB, XB | YB | BIAS};
+        const int xwT_forms[] = {0, BETA, BIAS, XB, YB, YB | BIAS, XB | YB, XB | YB | BIAS, 16, 32, 32 | BETA};
         for (size_t f = 0; f < sizeof xwT_forms / sizeof xwT_forms[0]; f++) {
             const int fm = xwT_forms[f];
             add_case(BACKEND_OP_matmul_xwT, fm & YB ? 1e-2 : 1e-5, fm & YB ? 1.5e-2 : 1e-2, case_xwT,
-                     P(M, N, K, pad, fm), "matmul_xwT M %d N %d K %d +%d:%s%s%s%s", M, N, K, pad,
+                     P(M, N, K, pad, fm), "matmul_xwT M %d N %d K %d +%d:%s%s%s%s%s", M, N, K, pad,
                      fm & XB ? " x bf16" : "", fm & YB ? " y bf16" : "", fm & BIAS ? " bias" : "",
-                     fm & BETA ? " beta 1" : "");
+                     fm & BETA ? " beta 1" : "", fm & 16 ? " w bf16" : fm & 32 ? " w int8" : "");
         }
         /* bwd: bit 0 dy bf16, 1 x bf16, 2 dx bf16, 3 beta 1, 4 no dx, 5 no dw */
         const int bwd_forms[] = {0, 8, 16, 32, 1, 2, 3, 2 | 16, 4 | 1 | 32, 4 | 8 | 1 | 2, 4 | 32};

@@ -201,16 +201,20 @@ static ssm_model *load_or_die(const char *dir) {
     return m;
 }
 
-/* Loads the model and moves it to --device, in bf16 (--bf16) where asked. */
-static ssm_model *load_on_device_or_die(const char *dir, const char *device, int bf16) {
+/* Loads the model and moves it to --device, in bf16 (--bf16) or with int8 decode weights (--int8) where asked. */
+static ssm_model *load_on_device_or_die(const char *dir, const char *device, int bf16, int int8) {
     ssm_model *m = load_or_die(dir);
+    if (bf16 && int8) die("--bf16 and --int8 are two forms of the decode weights: choose one");
     if (bf16) ssm_model_use_bf16(m);
+    if (int8 && strcmp(device, "cpu")) die("--int8 decode weights run on the CPU only (for now): use --device cpu");
+    if (int8 && ssm_model_use_int8(m)) die("%s", ssm_last_error());
     if (ssm_model_set_device(m, device)) die("%s", ssm_last_error());
     return m;
 }
 
 #define DEVICE_HELP "where to compute: cpu, cuda:N (GPU N), or cuda (GPU 0)"
 #define BF16_HELP "bf16: weights for decode on cpu, tensor-core GEMMs on cuda (about 1e-2 from float32)"
+#define INT8_HELP "int8 weights with a scale per row for decode on cpu: a quarter of float32's bytes per step"
 
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
 static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {
@@ -399,7 +403,7 @@ static int cmd_train(int argc, char **argv) {
     if (sample_n > 0) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/checkpoint", t.out_dir);
-        ssm_model *m = load_on_device_or_die(dir, t.device, t.bf16);
+        ssm_model *m = load_on_device_or_die(dir, t.device, t.bf16, 0);
         ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = t.seed};
         fprintf(stderr, "sample (temperature 0.8, top-p 0.95):\n");
         print_sample(m, NULL, prompt, sample_n, &so, 1);
@@ -410,7 +414,7 @@ static int cmd_train(int argc, char **argv) {
 
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tok_path = NULL, *device = "cpu";
-    int chunk = 1024, threads = 0, quiet = 0, bf16 = 0;
+    int chunk = 1024, threads = 0, quiet = 0, bf16 = 0, int8 = 0;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
         {"--data", NULL, OPT_STR, &data, "file to score, read as one stream"},
@@ -420,6 +424,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
         {"--bf16", NULL, OPT_FLAG, &bf16, BF16_HELP},
+        {"--int8", NULL, OPT_FLAG, &int8, INT8_HELP " (scored 16 bytes at a time, as decode reads them)"},
     };
     parse_args(argc, argv, "eval --model DIR --data FILE",
                "Scores a file as one stream: every layer's state carries across chunks, so the model sees its\n"
@@ -428,7 +433,9 @@ static int cmd_eval(int argc, char **argv) {
     if (!data) die("--data FILE is required");
     if (chunk < 1) die("--chunk must be positive");
     set_threads(threads);
-    ssm_model *m = load_on_device_or_die(model, device, bf16);
+    /* the CPU's decode weights serve decode-sized batches: chunks of at most 16 tokens are scored with them */
+    if ((int8 || (bf16 && !strcmp(device, "cpu"))) && chunk > 16) chunk = 16;
+    ssm_model *m = load_on_device_or_die(model, device, bf16, int8);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     size_t len, n;
     char *bytes = read_file_or_die(data, &len);
@@ -449,7 +456,7 @@ static int cmd_eval(int argc, char **argv) {
 
 static int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = "", *tok_path = NULL, *device = "cpu";
-    int n = 256, threads = 0, bf16 = 0, no_echo = 0;
+    int n = 256, threads = 0, bf16 = 0, int8 = 0, no_echo = 0;
     ssm_sample_options so = {.temperature = 0.8f, .top_k = 0, .top_p = 0.95f, .seed = 0};
     int seed_given;
     option o[] = {
@@ -465,6 +472,7 @@ static int cmd_generate(int argc, char **argv) {
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
         {"--bf16", NULL, OPT_FLAG, &bf16, BF16_HELP},
+        {"--int8", NULL, OPT_FLAG, &int8, INT8_HELP},
     };
     parse_args(argc, argv, "generate --model DIR --prompt TEXT -n N",
                "Continues the prompt: the prompt runs through the sequence scan, then each new byte is one\n"
@@ -477,7 +485,7 @@ static int cmd_generate(int argc, char **argv) {
     if (so.temperature < 0 || so.top_k < 0 || !(so.top_p > 0 && so.top_p <= 1))
         die("need --temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
     set_threads(threads);
-    ssm_model *m = load_on_device_or_die(model, device, bf16);
+    ssm_model *m = load_on_device_or_die(model, device, bf16, int8);
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     const long positions = print_sample(m, tok, prompt, n, &so, !no_echo);
     /* the state it ended with, per layer kind (stderr: stdout is the text alone) */
@@ -638,6 +646,7 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_bench(int argc, char **argv) {
     const char *config = "d256x4", *what = "all", *model_dir = NULL, *device = "cpu";
     int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0, profile = 0;
+    int int8 = 0;
     const char *contexts = NULL;
     option o[] = {
         {"--config", NULL, OPT_STR, &config, "model shape: " CONFIG_NAMES},
@@ -651,6 +660,7 @@ static int cmd_bench(int argc, char **argv) {
         {"--contexts", NULL, OPT_STR, &contexts,
          "also decode batch 1 after prefills of these lengths, e.g. 1K,8K,64K,1M (the state by context)"},
         {"--bf16", NULL, OPT_FLAG, &bf16, "bf16: decode weights on cpu; mixed precision (bf16 GEMMs) on cuda"},
+        {"--int8", NULL, OPT_FLAG, &int8, INT8_HELP " (decode only)"},
         {"--profile", NULL, OPT_FLAG, &profile, "then time each op of the training step (synchronizing after each)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
@@ -700,13 +710,16 @@ static int cmd_bench(int argc, char **argv) {
             rmdir(tmp);
         }
     }
+    if (bf16 && int8) die("--bf16 and --int8 are two forms of the decode weights: choose one");
+    if (int8 && do_train) die("--int8 is for decode (training stays float32): add --what decode");
     if (bf16) ssm_model_use_bf16(m);
+    if (int8 && ssm_model_use_int8(m)) die("%s", ssm_last_error());
     if (ssm_model_set_device(m, device)) die("%s", ssm_last_error());
     const int on_cpu = !strcmp(device, "cpu");
     const char *unit = c.vocab_size == 256 ? "bytes/s" : "tokens/s";
     printf("%s %s: d_model %d, %d layers, vocab %d, %.2fM parameters, %s%s\n", model_dir ? "model" : "config",
            model_dir ? model_dir : config, c.d_model, c.n_layer, c.vocab_size, ssm_model_n_params(m) / 1e6,
-           on_cpu ? "cpu" : device, bf16 ? ", bf16 decode weights" : "");
+           on_cpu ? "cpu" : device, bf16 ? ", bf16 decode weights" : int8 ? ", int8 decode weights" : "");
     if (on_cpu) printf("threads: %d\n", omp_get_max_threads());
     if (load_s >= 0) printf("load: %.3f s (config.json, memory-mapped safetensors, conversion to float32)\n", load_s);
     printf("%-28s %12s %14s\n", "measurement", "ms/step", unit);

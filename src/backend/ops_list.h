@@ -21,9 +21,9 @@
 
 /* ---- matmul ------------------------------------------------------------------------------------------------- */
 /* y[M,N] = beta*y + x[M,K] @ w[N,K]^T (+ bias[N] when not NULL): a linear layer with PyTorch's weight layout.
- * x float32 or bf16; y float32, or bf16 (the result rounded once; beta 0); w dense (ld K) float32, or bf16 on the CPU
- * (the host's bf16 copy of the parameters, for decode: ssm_model_use_bf16; the CUDA bf16 table reads its own bf16
- * shadow of the float32 weights instead). */
+ * x float32 or bf16; y float32, or bf16 (the result rounded once; beta 0); w dense (ld K) float32, or on the CPU bf16
+ * or int8 with per-row scales (the host's decode copies of the parameters: ssm_model_use_bf16, ssm_model_use_int8;
+ * the CUDA bf16 table reads its own bf16 shadow of the float32 weights instead, and check_op refuses other w). */
 OP(void, matmul_xwT, (mat y, mat x, mat w, const float *bias, int M, int N, int K, float beta),
    (y, x, w, bias, M, N, K, beta), gemm)
 /* Both gradients of that layer from dy[M,N] (float32 or bf16): dx[M,K] = beta*dx + dy @ w, and dw[N,K] += dy^T @ x.

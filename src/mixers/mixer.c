@@ -21,8 +21,26 @@ const char *mixer_codes(void) {
     return buf;
 }
 
+/* The decode copy of the weight matrix at offset off [N, K], or float32's when there is none for it (an int8 copy
+ * holds whole 2-D parameters: a slice of one, or a tensor of another shape, stays float32). */
+static mat decode_weight(const decode_weights *q, const float *w, size_t off, int N, int K) {
+    if (q->dt == MAT_BF16) return mat_bf16((const uint16_t *)q->data + off, K);
+    const param_layout *L = q->layout;
+    int lo = 0, hi = L->n - 1; /* the item at this offset: offsets grow in declaration order */
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (L->items[mid].offset <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    const param_info *p = &L->items[lo];
+    if (q->dt == MAT_I8 && p->offset == off && p->ndim == 2 && p->shape[1] == K && p->shape[0] >= N)
+        return mat_i8((const int8_t *)q->data + off, K, q->scale + q->row_at[lo]);
+    return mat_f32(w, K);
+}
+
 void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K) {
-    const mat wm = ctx->w16 && M <= 16 ? mat_bf16(ctx->w16 + (w - ctx->w), K) : mat_f32(w, K);
+    const decode_weights *q = ctx->dec;
+    const mat wm = q && q->dt != MAT_F32 && M <= 16 ? decode_weight(q, w, (size_t)(w - ctx->w), N, K) : mat_f32(w, K);
     ctx->be->matmul_xwT(y, x, wm, bias, M, N, K, 0.0f);
 }
 

@@ -14,12 +14,22 @@
  * bf16. A kind without bf16_acts is always handed MIXER_ACTS_PLAIN. */
 enum { MIXER_ACTS_PLAIN = 0, MIXER_ACTS_LEAN = 1, MIXER_ACTS_LEAN_TRAIN = 2 };
 
+/* The CPU's decode copy of the parameters (ssm_model_use_bf16, ssm_model_use_int8): what matmul_xwT reads in place of
+ * the float32 matrices for decode-sized batches, where reading the weights is the cost. */
+typedef struct {
+    mat_dtype dt;               /* MAT_BF16 or MAT_I8; MAT_F32: none */
+    void *data;                 /* [layout.total] elements of dt at the parameters' offsets (MAT_I8: 2-D ones only) */
+    float *scale;               /* MAT_I8: one per row of every 2-D parameter, from row_at[i] for layout item i */
+    size_t *row_at;             /* [layout.n] (MAT_I8) */
+    const param_layout *layout; /* the model's */
+} decode_weights;
+
 typedef struct {
     const ssm_config *cfg;
     const backend *be;     /* the ops and memory every pointer here belongs to */
     const float *w;        /* the model's flat parameter buffer (backend memory) */
     float *dw;             /* the flat gradient buffer (backward only) */
-    const uint16_t *w16;   /* bf16 copy of w for small-batch decode on the CPU (mixer_linear), or NULL */
+    const decode_weights *dec; /* the CPU's bf16 or int8 copy of w for decode-sized batches (mixer_linear), or NULL */
     const param_info *pi;  /* this mixer's tensors, in the order it declared them */
     const float *canon;    /* inference: the mixer's canonical tensors (canonicalize), or NULL: derive them */
     int form;              /* MIXER_ACTS_*: the layout of act and temp, and the dtypes of u, out and du (below) */
@@ -72,7 +82,7 @@ typedef struct mixer_kind {
 extern const mixer_kind mixer_mamba1, mixer_attention, mixer_mlp;
 
 /* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
- * float32 weights, or on the CPU's bf16 copy when there is one and M is a decode-sized batch. */
+ * float32 weights, or on the CPU's bf16 or int8 copy (ctx->dec) when there is one and M is a decode-sized batch. */
 void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K);
 /* The form a layer of kind k runs in on be: training or inference. */
 int mixer_form(const mixer_kind *k, const backend *be, int training);

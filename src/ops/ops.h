@@ -14,25 +14,35 @@
  * each dtype its list entry names, so one op covers float32 and bf16 where there used to be a twin pointer (x16) or
  * a twin op (matmul_bwd16). A kernel reads p through mat_f or mat_h: the typed pointer of the operand's dtype, NULL
  * for the other. Written as functions, not compound literals, for the CUDA (C++) sources that include this. */
-typedef enum { MAT_F32 = 0, MAT_BF16 = 1 } mat_dtype;
+/* MAT_I8: int8 weights with one float32 scale per row (row r's values are scale[r] * p[r, :]), the CPU's decode
+ * weights (ssm_model_use_int8); only matmul_xwT's w takes it. */
+typedef enum { MAT_F32 = 0, MAT_BF16 = 1, MAT_I8 = 2 } mat_dtype;
 typedef struct {
     void *p;
     mat_dtype dt;
     int ld;
+    const float *scale; /* MAT_I8: [rows] */
 } mat;
 
 static inline mat mat_make(const void *p, mat_dtype dt, int ld) {
     mat m;
     m.p = (void *)p, m.dt = dt, m.ld = ld; /* an input operand is not written: the const is the op's promise */
+    m.scale = NULL;
     return m;
 }
 static inline mat mat_f32(const float *p, int ld) { return mat_make(p, MAT_F32, ld); }
 static inline mat mat_bf16(const uint16_t *p, int ld) { return mat_make(p, MAT_BF16, ld); }
+static inline mat mat_i8(const int8_t *p, int ld, const float *scale) {
+    mat m = mat_make(p, MAT_I8, ld);
+    m.scale = scale;
+    return m;
+}
 static inline mat mat_none(void) { return mat_make(NULL, MAT_F32, 0); }
 static inline float *mat_f(mat m) { return m.dt == MAT_F32 ? (float *)m.p : NULL; }
 static inline uint16_t *mat_h(mat m) { return m.dt == MAT_BF16 ? (uint16_t *)m.p : NULL; }
+static inline int8_t *mat_q(mat m) { return m.dt == MAT_I8 ? (int8_t *)m.p : NULL; }
 /* Bytes of one element. */
-static inline size_t mat_elem_bytes(mat_dtype dt) { return dt == MAT_BF16 ? 2 : 4; }
+static inline size_t mat_elem_bytes(mat_dtype dt) { return dt == MAT_BF16 ? 2 : dt == MAT_I8 ? 1 : 4; }
 
 /* ---- selective scan (Mamba-1: one decay per channel and state) --------------------------------- */
 /* The scan fused with what surrounds it in a Mamba-1 layer (the dt softplus before, the SiLU gate after):

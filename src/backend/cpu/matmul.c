@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* y = beta*y + x w^T, all float32 */
@@ -16,7 +17,10 @@ static void xwT_f32(float *y, int ldy, const float *x, int ldx, const float *w, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, ldx, w, K, beta, y, ldy);
 }
 
-static void xwT_w16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta);
+static void xwT_bf16w(float *y, int ldy, const float *x, int ldx, const uint16_t *w, const float *scale, int M, int N,
+                      int K, float beta);
+static void xwT_w8(float *y, int ldy, const float *x, int ldx, const int8_t *w, const float *scale, int M, int N, int K,
+                   float beta);
 
 /* The bf16 operands are widened into float32 copies first, and a bf16 result rounded from float32: the CPU runs
  * these forms to test the lean path (and the decode's bf16 weights, read as they are by xwT_w16). */
@@ -31,7 +35,9 @@ void cpu_matmul_xwT(mat y, mat x, mat w, const float *bias, int M, int N, int K,
         for (int r = 0; r < M; r++) host_bf16_from_f32(mat_h(y) + (size_t)r * y.ld, t + (size_t)r * N, (size_t)N);
         free(t);
     } else if (mat_h(w)) {
-        xwT_w16(mat_f(y), y.ld, xf, ldx, mat_h(w), M, N, K, beta);
+        xwT_bf16w(mat_f(y), y.ld, xf, ldx, mat_h(w), NULL, M, N, K, beta);
+    } else if (mat_q(w)) {
+        xwT_w8(mat_f(y), y.ld, xf, ldx, mat_q(w), w.scale, M, N, K, beta);
     } else {
         xwT_f32(mat_f(y), y.ld, xf, ldx, mat_f(w), M, N, K, beta);
     }
@@ -99,59 +105,66 @@ static inline float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-#define BF16_MAX_M 16 /* rows of x handled per pass over w: decode batches up to 16 read w once */
+#define LOWP_MAX_M 16 /* rows of x handled per pass over w: decode batches up to 16 read w once */
 
-/* y[n] for one x row (batch-1 decode): 4 weight rows at a time, so each x vector loaded from L1 feeds
- * 4 independent FMA chains while the weights stream in. */
-static void gemv_bf16(float *y, const float *x, const uint16_t *w16, int N, int K, float beta) {
-    const int K16 = K / VW * VW;
-#pragma omp parallel for schedule(static)
-    for (int n0 = 0; n0 < N; n0 += 4) {
-        const int nn = imin(4, N - n0);
-        vf acc[4] = {vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f)};
-        const uint16_t *wr[4];
-        for (int j = 0; j < 4; j++) wr[j] = w16 + (size_t)(n0 + (j < nn ? j : 0)) * K;
-        for (int k = 0; k < K16; k += VW) {
-            const vf xv = vf_load(x + k);
-            acc[0] += bf16_load16(wr[0] + k) * xv;
-            acc[1] += bf16_load16(wr[1] + k) * xv;
-            acc[2] += bf16_load16(wr[2] + k) * xv;
-            acc[3] += bf16_load16(wr[3] + k) * xv;
-        }
-        for (int j = 0; j < nn; j++) {
-            float sum = vf_sum(acc[j]);
-            for (int k = K16; k < K; k++) sum += bf16_to_f32(wr[j][k]) * x[k];
-            y[n0 + j] = beta == 0.0f ? sum : beta * y[n0 + j] + sum;
-        }
+/* The decode GEMMs on low-precision weights w [N, K] of element type T (bf16, or int8 with a float32 scale per row;
+ * scale NULL: none), widened 16 at a time by LOAD16 and one at a time by TO_F32, accumulated in float32:
+ *   GEMV(y, x, w, scale, N, K, beta): one x row (batch-1 decode), 4 weight rows at a time, so each x vector loaded
+ *     from L1 feeds 4 independent FMA chains while the weights stream in;
+ *   XWT(y, ldy, x, ldx, w, scale, M, N, K, beta): up to LOWP_MAX_M x rows per pass over w. */
+#define DEFINE_LOWP_GEMM(GEMV, XWT, T, LOAD16, TO_F32)                                                               \
+    static void GEMV(float *y, const float *x, const T *w, const float *scale, int N, int K, float beta) {          \
+        const int K16 = K / VW * VW;                                                                               \
+        _Pragma("omp parallel for schedule(static)") for (int n0 = 0; n0 < N; n0 += 4) {                          \
+            const int nn = imin(4, N - n0);                                                                        \
+            vf acc[4] = {vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f)};                              \
+            const T *wr[4];                                                                                        \
+            for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(n0 + (j < nn ? j : 0)) * K;                           \
+            for (int k = 0; k < K16; k += VW) {                                                                    \
+                const vf xv = vf_load(x + k);                                                                      \
+                acc[0] += LOAD16(wr[0] + k) * xv;                                                                  \
+                acc[1] += LOAD16(wr[1] + k) * xv;                                                                  \
+                acc[2] += LOAD16(wr[2] + k) * xv;                                                                  \
+                acc[3] += LOAD16(wr[3] + k) * xv;                                                                  \
+            }                                                                                                      \
+            for (int j = 0; j < nn; j++) {                                                                         \
+                float sum = vf_sum(acc[j]);                                                                        \
+                for (int k = K16; k < K; k++) sum += TO_F32(wr[j][k]) * x[k];                                      \
+                if (scale) sum *= scale[n0 + j];                                                                   \
+                y[n0 + j] = beta == 0.0f ? sum : beta * y[n0 + j] + sum;                                           \
+            }                                                                                                      \
+        }                                                                                                          \
+    }                                                                                                              \
+    static void XWT(float *y, int ldy, const float *x, int ldx, const T *w, const float *scale, int M, int N, int K, \
+                    float beta) {                                                                                  \
+        if (M == 1) {                                                                                              \
+            GEMV(y, x, w, scale, N, K, beta);                                                                      \
+            return;                                                                                                \
+        }                                                                                                          \
+        for (int m0 = 0; m0 < M; m0 += LOWP_MAX_M) {                                                               \
+            const int mn = imin(LOWP_MAX_M, M - m0), K16 = K / VW * VW;                                            \
+            _Pragma("omp parallel for schedule(static)") for (int n = 0; n < N; n++) {                            \
+                const T *wr = w + (size_t)n * K;                                                                   \
+                vf acc[LOWP_MAX_M];                                                                                \
+                for (int m = 0; m < mn; m++) acc[m] = vf_set1(0.0f);                                               \
+                for (int k = 0; k < K16; k += VW) {                                                                \
+                    const vf wv = LOAD16(wr + k);                                                                  \
+                    for (int m = 0; m < mn; m++) acc[m] += wv * vf_load(x + (size_t)(m0 + m) * ldx + k);           \
+                }                                                                                                  \
+                for (int m = 0; m < mn; m++) {                                                                     \
+                    float sum = vf_sum(acc[m]);                                                                    \
+                    for (int k = K16; k < K; k++) sum += TO_F32(wr[k]) * x[(size_t)(m0 + m) * ldx + k];            \
+                    if (scale) sum *= scale[n];                                                                    \
+                    float *out = y + (size_t)(m0 + m) * ldy + n;                                                   \
+                    *out = beta == 0.0f ? sum : beta * *out + sum;                                                 \
+                }                                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
     }
-}
 
-/* y = beta*y + x w16^T with the weights in bf16, read as they are (the decode's cost is reading them) */
-static void xwT_w16(float *y, int ldy, const float *x, int ldx, const uint16_t *w16, int M, int N, int K, float beta) {
-    if (M == 1) {
-        gemv_bf16(y, x, w16, N, K, beta);
-        return;
-    }
-    for (int m0 = 0; m0 < M; m0 += BF16_MAX_M) {
-        const int mn = imin(BF16_MAX_M, M - m0), K16 = K / VW * VW;
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const uint16_t *wr = w16 + (size_t)n * K;
-            vf acc[BF16_MAX_M];
-            for (int m = 0; m < mn; m++) acc[m] = vf_set1(0.0f);
-            for (int k = 0; k < K16; k += VW) {
-                const vf wv = bf16_load16(wr + k);
-                for (int m = 0; m < mn; m++) acc[m] += wv * vf_load(x + (size_t)(m0 + m) * ldx + k);
-            }
-            for (int m = 0; m < mn; m++) {
-                float sum = vf_sum(acc[m]);
-                for (int k = K16; k < K; k++) sum += bf16_to_f32(wr[k]) * x[(size_t)(m0 + m) * ldx + k];
-                float *out = y + (size_t)(m0 + m) * ldy + n;
-                *out = beta == 0.0f ? sum : beta * *out + sum;
-            }
-        }
-    }
-}
+static inline float i8_to_f32(int8_t q) { return (float)q; }
+
+DEFINE_LOWP_GEMM(gemv_bf16, xwT_bf16w, uint16_t, bf16_load16, bf16_to_f32)
 
 float *host_f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols) {
     float *x = xmalloc(sizeof(float) * rows * cols);
@@ -187,5 +200,35 @@ void host_bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
         memcpy(&u, &src[i], sizeof u);
         if ((u & 0x7fffffff) > 0x7f800000) dst[i] = (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
         else dst[i] = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+    }
+}
+
+/* ---- int8 weights with per-row scales (ssm_model_use_int8): a quarter of float32's bytes to read per step ---- */
+
+typedef int8_t vq __attribute__((vector_size(VW), aligned(1)));
+typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(4)));
+
+/* 16 int8 values widened to float32 (exactly) */
+static inline vf i8_load16(const int8_t *p) {
+#if defined(__AVX512F__) && VW == 16 /* vpmovsxbd + vcvtdq2ps */
+    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+#else
+    vq q;
+    memcpy(&q, p, sizeof q);
+    return __builtin_convertvector(__builtin_convertvector(q, vi), vf);
+#endif
+}
+
+DEFINE_LOWP_GEMM(gemv_i8, xwT_w8, int8_t, i8_load16, i8_to_f32)
+
+void host_i8_from_f32_rows(int8_t *dst, float *scale, const float *src, size_t rows, int cols) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        const float *s = src + r * cols;
+        float amax = 0.0f;
+        for (int c = 0; c < cols; c++) amax = fmaxf(amax, fabsf(s[c]));
+        const float sc = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / sc;
+        scale[r] = sc;
+        for (int c = 0; c < cols; c++) dst[r * cols + c] = (int8_t)lrintf(fminf(127.0f, fmaxf(-127.0f, s[c] * inv)));
     }
 }

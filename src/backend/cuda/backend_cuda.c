@@ -3,6 +3,7 @@
  * CUDA runtime and cuBLASLt). */
 #include "backend/backend.h"
 #include "ops/ops_cuda.h"
+#include "common.h"
 
 extern const backend backend_cuda, backend_cuda_bf16;
 
@@ -11,6 +12,10 @@ static int cuda_check_op(int op, const void *args) {
     switch (op) {
     case BACKEND_OP_scan_fwd:
     case BACKEND_OP_scan_bwd: return scan_check_cuda(args);
+    case BACKEND_OP_matmul_xwT: /* args: the weight operand, when the caller asks about its dtype */
+        if (args && ((const mat *)args)->dt != MAT_F32)
+            return ssm_error("the CUDA matmul_xwT reads float32 weights (bf16 and int8 decode copies are the CPU's)");
+        return 0;
     default: return 0;
     }
 }
