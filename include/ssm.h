@@ -32,6 +32,20 @@ typedef struct {
     int max_context;       /* max_position_embeddings: the cache a decode state holds by default (4096) */
 } ssm_attention_config;
 
+/* The shape of a Mamba-2 (SSD) layer ('M' in the layer pattern). Field names follow HF Mamba2Config; d_inner =
+ * expand * d_model = n_heads * head_dim, B and C shared by the heads of a group. */
+typedef struct {
+    int d_state;           /* state_size (N; default 128) */
+    int d_conv;            /* conv_kernel (default 4) */
+    int expand;            /* d_inner = expand * d_model (default 2) */
+    int head_dim;          /* head_dim (P; default 64), dividing d_inner */
+    int n_groups;          /* n_groups (G; default 1), dividing the heads d_inner / head_dim */
+    int chunk_size;        /* chunk_size of the chunked SSD algorithm (default 256): a power of two */
+    float dt_min, dt_max;  /* time_step_limit: dt clamped to [dt_min, dt_max] (default (0, inf): no clamp) */
+    int use_bias;          /* in_proj / out_proj biases (HF use_bias; default 0) */
+    int use_conv_bias;     /* conv1d bias (HF use_conv_bias; default 1) */
+} ssm_mamba2_config;
+
 /* The shape of an MLP layer ('f' in the layer pattern): SwiGLU, down(silu(gate(x)) * up(x)). HF LlamaConfig. */
 typedef struct {
     int intermediate_size; /* intermediate_size; 0 means 8/3 d_model rounded up to a multiple of 64 */
@@ -45,10 +59,11 @@ typedef struct {
     int n_layer;           /* num_hidden_layers */
     float norm_eps;        /* layer_norm_epsilon */
     int tie_embeddings;    /* LM head shares the embedding (HF tie_word_embeddings; default 1) */
-    /* one letter per layer, repeated over the stack: m = Mamba-1, a = attention, f = MLP (feed-forward); "af" is a
+    /* one letter per layer, repeated over the stack: m = Mamba-1, M = Mamba-2, a = attention, f = MLP (feed-forward); "af" is a
      * Transformer, "mmmaf" three Mamba-1 layers then a Transformer block */
     char layer_pattern[128];
     ssm_mamba1_config mamba1;
+    ssm_mamba2_config mamba2;
     ssm_attention_config attention;
     ssm_mlp_config mlp;
 } ssm_config;

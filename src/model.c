@@ -27,6 +27,9 @@ void ssm_config_default(ssm_config *c) {
     strcpy(c->layer_pattern, "m");
     c->attention.rope_theta = 10000.0f;
     c->attention.max_context = 4096;
+    c->mamba2 = (ssm_mamba2_config){.d_state = 128, .d_conv = 4, .expand = 2, .head_dim = 64, .n_groups = 1,
+                                    .chunk_size = 256, .dt_min = 0.0f, .dt_max = INFINITY, .use_bias = 0,
+                                    .use_conv_bias = 1};
 }
 
 /* The attention and MLP sub-configs' derived fields and limits (read only when the pattern has such a layer). */
@@ -55,6 +58,27 @@ static int config_resolve_attention(ssm_config *c) {
     if (!(a->rope_theta > 1.0f && a->rope_theta < 1e12f))
         return ssm_error("config: rope_theta = %g must be in (1, 1e12)", a->rope_theta);
     if (a->max_context == 0) a->max_context = 4096;
+    return 0;
+}
+
+/* The Mamba-2 sub-config's limits (read only when the pattern has an 'M' layer). */
+static int config_resolve_mamba2(ssm_config *c) {
+    ssm_mamba2_config *m = &c->mamba2;
+    if (m->d_state < 1 || m->d_state > 1024) return ssm_error("config: mamba2 d_state = %d is out of range [1, 1024]", m->d_state);
+    if (m->d_conv < 1 || m->d_conv > 64) return ssm_error("config: mamba2 d_conv = %d is out of range [1, 64]", m->d_conv);
+    if (m->expand < 1 || m->expand > 64) return ssm_error("config: mamba2 expand = %d is out of range [1, 64]", m->expand);
+    const int d_inner = m->expand * c->d_model;
+    if (m->head_dim < 1 || d_inner % m->head_dim)
+        return ssm_error("config: mamba2 head_dim %d does not divide d_inner %d (expand * d_model); set --m2-head-dim",
+                         m->head_dim, d_inner);
+    const int heads = d_inner / m->head_dim;
+    if (m->n_groups < 1 || heads % m->n_groups)
+        return ssm_error("config: mamba2 n_groups %d does not divide the %d heads; set --m2-groups", m->n_groups, heads);
+    if (m->chunk_size < 1 || (m->chunk_size & (m->chunk_size - 1)) || m->chunk_size > 4096)
+        return ssm_error("config: mamba2 chunk_size %d is not a power of two in [1, 4096]; set --chunk-size",
+                         m->chunk_size);
+    if (!(m->dt_min >= 0.0f && m->dt_max > m->dt_min))
+        return ssm_error("config: mamba2 time_step_limit (%g, %g) is not 0 <= min < max", m->dt_min, m->dt_max);
     return 0;
 }
 
@@ -87,6 +111,7 @@ int ssm_config_resolve(ssm_config *c) {
                              mixer_codes());
     if (strchr(c->layer_pattern, 'a') && config_resolve_attention(c)) return -1;
     if (strchr(c->layer_pattern, 'f') && config_resolve_mlp(c)) return -1;
+    if (strchr(c->layer_pattern, 'M') && config_resolve_mamba2(c)) return -1;
     return 0;
 }
 

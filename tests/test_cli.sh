@@ -202,6 +202,37 @@ expect_error "an unknown layer letter" "unknown layer 'x'" "${ta[@]}" --layers a
 expect_error "--device cuda with an attention layer" "use --device cpu" \
     "$SSM" generate --model "$dir/trun/checkpoint" --prompt "the" -n 4 --device cuda
 
+# --- Mamba-2 layers ('M') ---
+m2=(--layers M --m2-d-state 8 --m2-head-dim 8 --m2-groups 2 --chunk-size 16)
+if "$SSM" train --data "$dir/text.txt" --out "$dir/m2run" "${tiny[@]}" "${m2[@]}" 2>"$dir/err"; then
+    ok "train a Mamba-2 model (--layers M, 4 heads in 2 groups, chunks of 16)"
+else
+    fail "train a Mamba-2 model: $(cat "$dir/err")"
+fi
+check "a Mamba-2 model saves as Mamba2ForCausalLM, time_step_limit as transformers writes it" \
+    sh -c "grep -q '\"Mamba2ForCausalLM\"' '$dir/m2run/checkpoint/config.json' &&
+           grep -q '\"time_step_limit\": \[0.0, Infinity\]' '$dir/m2run/checkpoint/config.json'"
+out=$("$SSM" generate --model "$dir/m2run/checkpoint" --prompt "ab" -n 40 --seed 3 2>"$dir/err")
+[ $? -eq 0 ] && [ "${#out}" -ge 40 ] && ok "generate from a Mamba-2 model (prompt + 40 bytes)" ||
+    fail "generate from a Mamba-2 model: ${#out} bytes: $(cat "$dir/err")"
+if "$SSM" eval --model "$dir/m2run/checkpoint" --data "$dir/text.txt" --chunk 20 >"$dir/out" 2>"$dir/err" &&
+    grep -q "bits/byte" "$dir/out"; then
+    ok "eval a Mamba-2 model (the state carried across chunks)"
+else
+    fail "eval a Mamba-2 model: $(cat "$dir/out" "$dir/err")"
+fi
+"$SSM" info --model "$dir/m2run" >"$dir/info"
+check "info: the Mamba-2 shape and its fixed state" grep -q "mamba2: d_inner 32, 4 heads of 8, 2 groups" "$dir/info"
+check "info --config m2x24: mamba2-130m's shape, 90.6M parameters" \
+    sh -c "'$SSM' info --config m2x24 | grep -q 'parameters: 90565056'"
+tm=("$SSM" train --data "$dir/text.txt" --out "$dir/m2err" "${tiny[@]}" --layers mM)
+expect_error "--m2-head-dim not dividing d_inner" "head_dim 5 does not divide d_inner 32" "${tm[@]}" --m2-head-dim 5
+tm+=(--m2-head-dim 16)
+expect_error "--m2-groups not dividing the heads" "n_groups 3 does not divide the 2 heads" "${tm[@]}" --m2-groups 3
+expect_error "--chunk-size not a power of two" "chunk_size 24 is not a power of two" "${tm[@]}" --chunk-size 24
+expect_error "--chunk-size 0" "chunk_size 0 is not a power of two" "${tm[@]}" --chunk-size 0
+[ -e "$dir/m2err" ] && fail "a refused Mamba-2 config left a run directory" || ok "refused Mamba-2 configs leave no run"
+
 # --- int8 decode weights (CPU) ---
 a=$("$SSM" generate --model "$model" --prompt "the " -n 30 --temperature 0 2>/dev/null)
 b=$("$SSM" generate --model "$model" --prompt "the " -n 30 --temperature 0 --int8 2>/dev/null)

@@ -20,6 +20,7 @@ static ssm_config small(const char *pattern, int n_layer) {
     snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
     c.attention.n_heads = 4, c.attention.n_kv_heads = 2, c.attention.max_context = 64;
     c.mlp.intermediate_size = 48;
+    c.mamba2.d_state = 8, c.mamba2.head_dim = 16, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 4;
     return c;
 }
 
@@ -65,6 +66,7 @@ static void round_trip(const char *what, ssm_config c, const char *architecture,
             EXPECT(!memcmp(&x->attention, &y->attention, sizeof x->attention), "attention config differs");
         if (strchr(x->layer_pattern, 'f')) EXPECT(x->mlp.intermediate_size == y->mlp.intermediate_size, "mlp differs");
         if (strchr(x->layer_pattern, 'm')) EXPECT(!memcmp(&x->mamba1, &y->mamba1, sizeof x->mamba1), "mamba1 differs");
+        if (strchr(x->layer_pattern, 'M')) EXPECT(!memcmp(&x->mamba2, &y->mamba2, sizeof x->mamba2), "mamba2 differs");
         EXPECT(m->layout.total == b->layout.total && !memcmp(m->w, b->w, sizeof(float) * m->layout.total),
                "weights differ after the round trip");
         int tok[12];
@@ -118,6 +120,12 @@ int main(void) {
     mistral.attention.sliding_window = 5;
     round_trip("mistral", mistral, "MistralForCausalLM", "model.layers.0.mlp.gate_proj.weight");
     round_trip("hybrid", small("mmaf", 4), "SsmHybridForCausalLM", "backbone.layers.2.mixer.q_proj.weight");
+    round_trip("mamba2", small("M", 2), "Mamba2ForCausalLM", "backbone.layers.1.mixer.dt_bias");
+    ssm_config m2 = small("M", 2);
+    m2.tie_embeddings = 0, m2.mamba2.use_bias = 1, m2.mamba2.use_conv_bias = 0, m2.mamba2.dt_min = 0.01f;
+    m2.mamba2.dt_max = 0.5f;
+    round_trip("mamba2 untied, biases, a dt limit", m2, "Mamba2ForCausalLM", "lm_head.weight");
+    round_trip("hybrid with mamba2", small("Mmaf", 4), "SsmHybridForCausalLM", "backbone.layers.0.mixer.norm.weight");
     round_trip("odd transformer", small("af", 3), "SsmHybridForCausalLM", "backbone.layers.2.mixer.q_proj.weight");
 
     config_case("a LlamaConfig written by transformers reads", llama_json(""), NULL);
@@ -139,6 +147,24 @@ int main(void) {
     config_case("an unknown model_type", "{\"model_type\": \"gpt2\", \"vocab_size\": 256, \"hidden_size\": 32, "
                                          "\"num_hidden_layers\": 2}",
                 "model_type \"gpt2\" is not supported");
+    /* a Mamba2Config as transformers writes it (time_step_limit's bare Infinity) */
+    const char *m2_json = "{\"architectures\": [\"Mamba2ForCausalLM\"], \"model_type\": \"mamba2\", \"vocab_size\": 256, "
+                     "\"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_heads\": 4, \"head_dim\": 16, "
+                     "\"n_groups\": 1, \"state_size\": 16, \"expand\": 2, \"conv_kernel\": 4, \"chunk_size\": 256, "
+                     "\"time_step_limit\": [0.0, Infinity], \"layer_norm_epsilon\": 1e-05, \"rms_norm\": true, "
+                     "\"norm_before_gate\": false, \"tie_word_embeddings\": true, \"hidden_act\": \"silu\"%s}";
+    char json[1024];
+    snprintf(json, sizeof json, m2_json, "");
+    config_case("a Mamba2Config written by transformers reads (time_step_limit [0.0, Infinity])", json, NULL);
+    snprintf(json, sizeof json, m2_json, ", \"time_step_max\": Infinity");
+    config_case("a bare Infinity outside time_step_limit is refused", json, "unexpected 'I'");
+    snprintf(json, sizeof json, m2_json, ", \"norm_before_gate\": true");
+    char *nb = strstr(json, "\"norm_before_gate\": false, ");
+    memmove(nb, nb + strlen("\"norm_before_gate\": false, "), strlen(nb + strlen("\"norm_before_gate\": false, ")) + 1);
+    config_case("norm_before_gate true is refused", json, "norm_before_gate true is not supported");
+    snprintf(json, sizeof json, m2_json, "");
+    memcpy(strstr(json, "\"num_heads\": 4"), "\"num_heads\": 5", strlen("\"num_heads\": 5"));
+    config_case("num_heads disagreeing with head_dim is refused", json, "num_heads 5 * head_dim 16");
     char cmd[PATH_CAP + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

@@ -432,6 +432,112 @@ static void test_attention_ops(void) {
     }
 }
 
+/* ---- Mamba-2: the SSD and the gated RMSNorm ------------------------------------------------------------------ */
+/* DB sequences of DT positions (not a multiple of the chunk), DH heads of DP in DG groups of DN states */
+enum { DB = 2, DT = 29, DH = 4, DP = 3, DN = 5, DG = 2, DLD = DH * DP + 2 * DG * DN + 1, DLDT = DH + 2 };
+static struct {
+    float *xbc, *dt, *bias, *A_log, *Dv, *R, *y;
+    ssd_args s;
+} sd;
+
+static double ssd_loss(void *u) {
+    cpu_ssd_fwd(&sd.s, sd.y, NULL);
+    return dot(sd.y, sd.R, (size_t)DB * DT * DH * DP);
+}
+
+static void test_ssd(void) {
+    const size_t rows = (size_t)DB * DT, ny = rows * DH * DP;
+    for (int lim = 0; lim <= 1; lim++) {
+        TEST_BEGIN(lim ? "ssd_bwd matches finite differences, with a dt limit (x, B, C, dt, dt_bias, A_log, D)"
+                       : "ssd_bwd matches finite differences (x, B, C, dt, dt_bias, A_log, D; groups, chunk 8)");
+        sd.xbc = randn(rows * DLD, 1), sd.dt = randn(rows * DLDT, 1), sd.bias = randn(DH, 0.5f);
+        sd.A_log = randn(DH, 0.5f), sd.Dv = randn(DH, 1), sd.R = randn(ny, 1), sd.y = xmalloc(sizeof(float) * ny);
+        sd.s = (ssd_args){.x = sd.xbc, .Bm = sd.xbc + DH * DP, .Cm = sd.xbc + DH * DP + DG * DN, .ldx = DLD,
+                          .dt = sd.dt, .lddt = DLDT, .dt_bias = sd.bias, .A_log = sd.A_log, .Dv = sd.Dv,
+                          .dt_min = lim ? 0.3f : 0.0f, .dt_max = lim ? 1.5f : INFINITY, .B = DB, .T = DT, .H = DH,
+                          .P = DP, .N = DN, .G = DG, .chunk = 8};
+        float *dxbc = xcalloc(rows * DLD, sizeof(float)), *ddt = xcalloc(rows * DLDT, sizeof(float));
+        float *dA = xcalloc(DH, sizeof(float)), *dbias = xcalloc(DH, sizeof(float)), *dD = xcalloc(DH, sizeof(float));
+        const ssd_grads g = {.dx = dxbc, .dBm = dxbc + DH * DP, .dCm = dxbc + DH * DP + DG * DN, .ldd = DLD,
+                             .ddt = ddt, .ldddt = DLDT, .dA_log = dA, .ddt_bias = dbias, .dDv = dD};
+        cpu_ssd_bwd(&sd.s, &g, sd.R);
+        for (size_t r = 0; r < rows; r++) { /* the padding columns carry no gradient */
+            dxbc[r * DLD + DLD - 1] = 0;
+            for (int c = DH; c < DLDT; c++) ddt[r * DLDT + c] = 0;
+        }
+        check_dir("x | B | C", sd.xbc, rows * DLD, dxbc, ssd_loss, NULL);
+        check_dir("dt", sd.dt, rows * DLDT, ddt, ssd_loss, NULL);
+        check_dir("dt_bias", sd.bias, DH, dbias, ssd_loss, NULL);
+        check_dir("A_log", sd.A_log, DH, dA, ssd_loss, NULL);
+        check_dir("D", sd.Dv, DH, dD, ssd_loss, NULL);
+        free(dxbc), free(ddt), free(dA), free(dbias), free(dD);
+        TEST_END();
+        if (lim) break;
+
+        TEST_BEGIN("ssd_fwd (chunked) equals the sequential recurrence: chunks 1..64, lengths not their multiples, "
+                   "a carried state, and the decode step");
+        float *yref = xmalloc(sizeof(float) * ny), *href = xcalloc((size_t)DB * DH * DP * DN, sizeof(float));
+        float *h = xmalloc(sizeof(float) * DB * DH * DP * DN);
+        const size_t nh = (size_t)DB * DH * DP * DN;
+        for (size_t i = 0; i < nh; i++) href[i] = 0.3f * rng_normal(&rng);
+        memcpy(h, href, sizeof(float) * nh);
+        float *hstart = xmalloc(sizeof(float) * nh);
+        memcpy(hstart, href, sizeof(float) * nh);
+        cpu_ssd_fwd_ref(&sd.s, yref, href);
+        for (int chunk = 1; chunk <= 64; chunk *= 2) {
+            sd.s.chunk = chunk;
+            memcpy(h, hstart, sizeof(float) * nh);
+            cpu_ssd_fwd(&sd.s, sd.y, h);
+            EXPECT(test_rel_err(sd.y, yref, ny) < 1e-5, "chunk %d: y rel err %.2e", chunk, test_rel_err(sd.y, yref, ny));
+            EXPECT(test_rel_err(h, href, nh) < 1e-5, "chunk %d: state rel err %.2e", chunk, test_rel_err(h, href, nh));
+        }
+        /* the same sequence one position at a time through ssd_step (each sequence's row at b*T + t) */
+        memcpy(h, hstart, sizeof(float) * nh);
+        float *ystep = xmalloc(sizeof(float) * ny), *row = xmalloc(sizeof(float) * DB * DLD);
+        float *dtrow = xmalloc(sizeof(float) * DB * DLDT), *yrow = xmalloc(sizeof(float) * DB * DH * DP);
+        for (int t = 0; t < DT; t++) {
+            for (int b = 0; b < DB; b++) {
+                memcpy(row + (size_t)b * DLD, sd.xbc + ((size_t)b * DT + t) * DLD, sizeof(float) * DLD);
+                memcpy(dtrow + (size_t)b * DLDT, sd.dt + ((size_t)b * DT + t) * DLDT, sizeof(float) * DLDT);
+            }
+            ssd_args one = sd.s;
+            one.x = row, one.Bm = row + DH * DP, one.Cm = row + DH * DP + DG * DN, one.dt = dtrow, one.T = 1;
+            cpu_ssd_step(&one, yrow, h);
+            for (int b = 0; b < DB; b++)
+                memcpy(ystep + ((size_t)b * DT + t) * DH * DP, yrow + (size_t)b * DH * DP, sizeof(float) * DH * DP);
+        }
+        EXPECT(test_rel_err(ystep, yref, ny) < 1e-5, "steps: y rel err %.2e", test_rel_err(ystep, yref, ny));
+        EXPECT(test_rel_err(h, href, nh) < 1e-5, "steps: state rel err %.2e", test_rel_err(h, href, nh));
+        free(yref), free(href), free(h), free(hstart), free(ystep), free(row), free(dtrow), free(yrow);
+        free(sd.xbc), free(sd.dt), free(sd.bias), free(sd.A_log), free(sd.Dv), free(sd.R), free(sd.y);
+        TEST_END();
+    }
+}
+
+enum { NR = 5, ND = 12, NG = 3, NLDZ = 15 };
+static struct {
+    float *y, *z, *w, *R, *out;
+} gn;
+
+static double gated_norm_loss(void *u) {
+    cpu_gated_rmsnorm_fwd(gn.out, gn.y, gn.z, NLDZ, gn.w, NR, ND, NG, 1e-5f);
+    return dot(gn.out, gn.R, NR * ND);
+}
+
+static void test_gated_norm(void) {
+    TEST_BEGIN("gated_rmsnorm_bwd matches finite differences (y, z, weight; 3 groups)");
+    gn.y = randn(NR * ND, 1), gn.z = randn(NR * NLDZ, 1.5f), gn.w = randn(ND, 1), gn.R = randn(NR * ND, 1);
+    gn.out = xmalloc(sizeof(float) * NR * ND);
+    float *dy = xcalloc(NR * ND, sizeof(float)), *dz = xcalloc(NR * NLDZ, sizeof(float)), *dw = xcalloc(ND, sizeof(float));
+    cpu_gated_rmsnorm_bwd(dy, dz, NLDZ, dw, gn.R, gn.y, gn.z, NLDZ, gn.w, NR, ND, NG, 1e-5f);
+    for (int r = 0; r < NR; r++) dz[r * NLDZ + 12] = dz[r * NLDZ + 13] = dz[r * NLDZ + 14] = 0;
+    check_dir("y", gn.y, NR * ND, dy, gated_norm_loss, NULL);
+    check_dir("z", gn.z, NR * NLDZ, dz, gated_norm_loss, NULL);
+    check_dir("weight", gn.w, ND, dw, gated_norm_loss, NULL);
+    free(gn.y), free(gn.z), free(gn.w), free(gn.R), free(gn.out), free(dy), free(dz), free(dw);
+    TEST_END();
+}
+
 /* ---- whole model ----------------------------------------------------------------------------------- */
 static struct {
     ssm_model *m;
@@ -453,6 +559,8 @@ static void test_model(int use_bias, int use_conv_bias, int tie, const char *pat
     strcpy(c.layer_pattern, pattern);
     c.attention.n_heads = 4, c.attention.n_kv_heads = 2, c.attention.head_dim = 4, c.attention.sliding_window = 20;
     c.mlp.intermediate_size = 20;
+    c.mamba2.d_state = 5, c.mamba2.head_dim = 6, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 8; /* 4 heads */
+    c.mamba2.use_bias = use_bias, c.mamba2.use_conv_bias = use_conv_bias;
     md.m = ssm_model_new(&c, 7);
     CHECK(md.m, "test_grad: %s", ssm_last_error());
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
@@ -477,5 +585,10 @@ int main(void) {
     test_model(0, 1, 1, "m");
     test_model(1, 0, 0, "m");
     test_model(0, 1, 1, "maf"); /* a hybrid: GQA attention with a window shorter than the sequence, SwiGLU */
+    test_ssd();
+    test_gated_norm();
+    test_model(0, 1, 1, "M"); /* Mamba-2: 4 heads in 2 groups, chunks of 8 over 33 positions */
+    test_model(1, 0, 0, "M");
+    test_model(0, 1, 1, "Maf");
     return test_failures ? 1 : 0;
 }

@@ -161,6 +161,8 @@ static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int 
     c.attention.n_heads = 4, c.attention.head_dim = 8, c.attention.n_kv_heads = n_kv;
     c.attention.sliding_window = window;
     c.mlp.intermediate_size = 48;
+    /* Mamba-2: 4 heads of 16 in 2 groups, chunks of 16 (the sequences and pieces below cross and split them) */
+    c.mamba2.d_state = 16, c.mamba2.head_dim = 16, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 16;
     ssm_model *m = ssm_model_new(&c, seed);
     CHECK(m, "random_hybrid: %s", ssm_last_error());
     rng_t r = {seed + 1};
@@ -481,6 +483,30 @@ static void test_limits(void) {
     EXPECT(mixer_attention.check(&c, &backend_cpu) == 0, "the CPU refused attention: %s", ssm_last_error());
     EXPECT(mixer_attention.check(&c, &limited) == -1 && strstr(ssm_last_error(), "no attn_fwd kernel"),
            "attention without attn_fwd: %s", ssm_last_error());
+    /* Mamba-2 likewise (no SSD kernels on CUDA yet) */
+    limited.ssd_fwd = NULL;
+    EXPECT(mixer_mamba2.check(&c, &backend_cpu) == 0, "the CPU refused Mamba-2: %s", ssm_last_error());
+    EXPECT(mixer_mamba2.check(&c, &limited) == -1 && strstr(ssm_last_error(), "no ssd_fwd kernel"),
+           "Mamba-2 without ssd_fwd: %s", ssm_last_error());
+    TEST_END();
+
+    TEST_BEGIN("Mamba-2's config: one-line errors for head_dim, n_groups and chunk_size");
+    const struct {
+        int head_dim, groups, chunk;
+        const char *want;
+    } bad[] = {{48, 1, 256, "head_dim 48 does not divide d_inner 256"},
+               {64, 3, 256, "n_groups 3 does not divide the 4 heads"},
+               {64, 1, 0, "chunk_size 0 is not a power of two"},
+               {64, 1, 48, "chunk_size 48 is not a power of two"}};
+    for (int i = 0; i < 4; i++) {
+        ssm_config_default(&c);
+        strcpy(c.layer_pattern, "mM");
+        c.mamba2.head_dim = bad[i].head_dim, c.mamba2.n_groups = bad[i].groups, c.mamba2.chunk_size = bad[i].chunk;
+        EXPECT(ssm_config_resolve(&c) == -1 && strstr(ssm_last_error(), bad[i].want) && !strchr(ssm_last_error(), '\n'),
+               "case %d: %s", i, ssm_last_error());
+        strcpy(c.layer_pattern, "m"); /* read only when the pattern has an 'M' */
+        EXPECT(ssm_config_resolve(&c) == 0, "case %d without 'M': %s", i, ssm_last_error());
+    }
     TEST_END();
 }
 
@@ -591,6 +617,8 @@ int main(void) {
     test_attention_decode("af", 4, 2, 0);  /* a Transformer, grouped-query */
     test_attention_decode("af", 4, 1, 9);  /* multi-query, a sliding window shorter than the sequence */
     test_attention_decode("mmaf", 4, 4, 0); /* a hybrid */
+    test_attention_decode("M", 2, 4, 0);    /* Mamba-2 */
+    test_attention_decode("Mmaf", 4, 2, 0); /* Mamba-2 in a hybrid */
     test_state_capacity();
     test_bf16_decode();
     test_int8_decode();

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "ssm.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -466,6 +467,67 @@ static void case_attn_bwd(op_run *r, const int *p) {
     r->be->attn_bwd(&a, o, ldo, dout, ldo, d, d + a.H * a.hd, d + (a.H + a.KV) * a.hd, W);
 }
 
+/* The SSD's inputs, x | B | C in one row of ldx (padded by 3), dt raw in rows of H + 1. p: B, T, H, P, N, G, chunk */
+static ssd_args ssd_inputs(op_run *r, const int *p) {
+    ssd_args s = {.B = p[0], .T = p[1], .H = p[2], .P = p[3], .N = p[4], .G = p[5], .chunk = p[6]};
+    const size_t rows = (size_t)s.B * s.T;
+    s.ldx = s.H * s.P + 2 * s.G * s.N + 3, s.lddt = s.H + 1;
+    const float *xbc = in_f32(r, rows * s.ldx, 1);
+    s.x = xbc, s.Bm = xbc + s.H * s.P, s.Cm = xbc + s.H * s.P + s.G * s.N;
+    s.dt = in_range(r, rows * s.lddt, -4.0f, 1.0f);
+    s.dt_bias = in_range(r, s.H, -1.0f, 0.0f), s.A_log = in_range(r, s.H, 0.0f, 2.7f), s.Dv = in_f32(r, s.H, 1);
+    s.dt_min = 0.0f, s.dt_max = INFINITY;
+    return s;
+}
+
+/* ssd_fwd. p: B, T, H, P, N, G, chunk, form (bit 0: a carried state, bit 1: a dt limit) */
+static void case_ssd_fwd(op_run *r, const int *p) {
+    if (run_refuses(r, BACKEND_OP_ssd_fwd, NULL)) return;
+    ssd_args s = ssd_inputs(r, p);
+    if (p[7] & 2) s.dt_min = 0.05f, s.dt_max = 0.5f;
+    const size_t rows = (size_t)s.B * s.T;
+    float *state = p[7] & 1 ? out_f32(r, "state", (size_t)s.B * s.H * s.P * s.N) : NULL;
+    r->be->ssd_fwd(&s, out_f32(r, "y", rows * s.H * s.P), state);
+}
+
+/* ssd_bwd. p: as ssd_fwd's */
+static void case_ssd_bwd(op_run *r, const int *p) {
+    if (run_refuses(r, BACKEND_OP_ssd_bwd, NULL)) return;
+    ssd_args s = ssd_inputs(r, p);
+    if (p[7] & 2) s.dt_min = 0.05f, s.dt_max = 0.5f;
+    const size_t rows = (size_t)s.B * s.T;
+    const float *dy = in_f32(r, rows * s.H * s.P, 1);
+    float *dxbc = out_f32(r, "dx | dB | dC", rows * s.ldx);
+    const ssd_grads g = {.dx = dxbc,
+                         .dBm = dxbc + s.H * s.P,
+                         .dCm = dxbc + s.H * s.P + s.G * s.N,
+                         .ldd = s.ldx,
+                         .ddt = out_f32(r, "ddt", rows * s.lddt),
+                         .ldddt = s.lddt,
+                         .dA_log = out_f32(r, "dA_log", s.H),
+                         .ddt_bias = out_f32(r, "ddt_bias", s.H),
+                         .dDv = out_f32(r, "dD", s.H)};
+    r->be->ssd_bwd(&s, &g, dy);
+}
+
+/* ssd_step. p: B, 1, H, P, N, G */
+static void case_ssd_step(op_run *r, const int *p) {
+    if (run_refuses(r, BACKEND_OP_ssd_step, NULL)) return;
+    const ssd_args s = ssd_inputs(r, p);
+    r->be->ssd_step(&s, out_f32(r, "y", (size_t)s.B * s.H * s.P), out_f32(r, "state", (size_t)s.B * s.H * s.P * s.N));
+}
+
+/* gated_rmsnorm_fwd and gated_rmsnorm_bwd. p: rows, D, G (z rows padded by 5) */
+static void case_gated_norm(op_run *r, const int *p) {
+    if (run_refuses(r, BACKEND_OP_gated_rmsnorm_fwd, NULL)) return;
+    const int rows = p[0], D = p[1], G = p[2], ldz = D + 5;
+    const float *y = in_f32(r, (size_t)rows * D, 2), *z = in_f32(r, (size_t)rows * ldz, 3);
+    const float *w = in_f32(r, D, 1), *dout = in_f32(r, (size_t)rows * D, 1);
+    r->be->gated_rmsnorm_fwd(out_f32(r, "out", (size_t)rows * D), y, z, ldz, w, rows, D, G, 1e-5f);
+    r->be->gated_rmsnorm_bwd(out_f32(r, "dy", (size_t)rows * D), out_f32(r, "dz", (size_t)rows * ldz), ldz,
+                             out_f32(r, "dw", D), dout, y, z, ldz, w, rows, D, G, 1e-5f);
+}
+
 static void cases_make(void) {
     enum { XB = 1, YB = 2, BIAS = 4, BETA = 8 };
     const int mm[][4] = {{37, 53, 29, 3},  {256, 512, 128, 0},   {200, 96, 48, 8},
@@ -591,6 +653,25 @@ static void cases_make(void) {
             add_case(BACKEND_OP_attn_bwd, 1e-4, 0, case_attn_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], 0),
                      "attn_bwd B %d T %d H %d KV %d hd %d window %d", q[0], q[1], q[2], q[3], q[4], q[5]);
     }
+    /* Mamba-2's SSD: B, T, H, P, N, G, chunk; lengths not multiples of the chunk, groups, one chunk, a chunk of 1 */
+    const int sd[][7] = {{2, 37, 4, 8, 16, 1, 16}, {1, 100, 6, 16, 8, 3, 32}, {3, 20, 2, 4, 32, 2, 64},
+                         {1, 65, 2, 64, 128, 1, 8}, {2, 9, 3, 5, 7, 1, 1}};
+    for (int i = 0; i < 5; i++) {
+        const int *q = sd[i];
+        for (int fm = 0; fm < 4; fm++)
+            add_case(BACKEND_OP_ssd_fwd, 1e-5, 0, case_ssd_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm),
+                     "ssd_fwd B %d T %d H %d P %d N %d G %d chunk %d:%s%s", q[0], q[1], q[2], q[3], q[4], q[5], q[6],
+                     fm & 1 ? " state" : "", fm & 2 ? " dt limit" : "");
+        for (int fm = 0; fm < 4; fm += 2)
+            add_case(BACKEND_OP_ssd_bwd, 1e-4, 0, case_ssd_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm),
+                     "ssd_bwd B %d T %d H %d P %d N %d G %d chunk %d:%s", q[0], q[1], q[2], q[3], q[4], q[5], q[6],
+                     fm & 2 ? " dt limit" : "");
+    }
+    add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(3, 1, 4, 8, 16, 2, 1), "ssd_step B 3 H 4 P 8 N 16 G 2");
+    add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(1, 1, 24, 64, 128, 1, 1), "ssd_step B 1 H 24 P 64 N 128");
+    add_case(BACKEND_OP_gated_rmsnorm_fwd, 1e-5, 0, case_gated_norm, P(37, 96, 1), "gated_rmsnorm_fwd, _bwd rows 37 D 96");
+    add_case(BACKEND_OP_gated_rmsnorm_bwd, 1e-5, 0, case_gated_norm, P(20, 120, 4),
+             "gated_rmsnorm_fwd, _bwd rows 20 D 120 G 4");
 }
 
 /* ---- the runner ------------------------------------------------------------------------------------------------ */

@@ -316,7 +316,8 @@ static int cmd_train(int argc, char **argv) {
         {"--expand", NULL, OPT_INT, &c.mamba1.expand, "d_inner = expand * d_model"},
         {"--dt-rank", NULL, OPT_INT, &c.mamba1.dt_rank, "rank of the dt projection (0: ceil(d_model/16))"},
         {"--layers", NULL, OPT_STR, &pattern,
-         "layer pattern, one letter per layer, repeated over --n-layer: m = Mamba-1, a = attention, f = MLP "
+         "layer pattern, one letter per layer, repeated over --n-layer: m = Mamba-1, M = Mamba-2, a = attention, "
+         "f = MLP "
          "(\"af\": a Transformer; \"mmmaf\": 3 Mamba-1 layers per Transformer block)"},
         {"--n-heads", NULL, OPT_INT, &c.attention.n_heads, "attention heads (0: d_model / head_dim)"},
         {"--n-kv-heads", NULL, OPT_INT, &c.attention.n_kv_heads,
@@ -327,6 +328,11 @@ static int cmd_train(int argc, char **argv) {
          "attention sees this many positions back, itself included (0: all)"},
         {"--max-context", NULL, OPT_INT, &c.attention.max_context, "the attention cache a decode state holds"},
         {"--d-ff", NULL, OPT_INT, &c.mlp.intermediate_size, "MLP (SwiGLU) width (0: 8/3 d_model, to 64)"},
+        {"--m2-d-state", NULL, OPT_INT, &c.mamba2.d_state, "Mamba-2 state size N per head dimension"},
+        {"--m2-head-dim", NULL, OPT_INT, &c.mamba2.head_dim, "Mamba-2 head width P, dividing expand * d_model"},
+        {"--m2-groups", NULL, OPT_INT, &c.mamba2.n_groups, "Mamba-2 groups of heads sharing B and C"},
+        {"--m2-expand", NULL, OPT_INT, &c.mamba2.expand, "Mamba-2 d_inner = expand * d_model"},
+        {"--chunk-size", NULL, OPT_INT, &c.mamba2.chunk_size, "Mamba-2 SSD chunk length (a power of two)"},
         {"--batch", NULL, OPT_INT, &t.batch, "sequences per micro-batch"},
         {"--seq-len", NULL, OPT_INT, &t.seq_len, "bytes per training sequence"},
         {"--grad-accum", NULL, OPT_INT, &t.grad_accum, "micro-batches per optimizer step"},
@@ -367,7 +373,9 @@ static int cmd_train(int argc, char **argv) {
         SHAPE("--layers", layer_pattern),    SHAPE("--n-heads", attention.n_heads),
         SHAPE("--n-kv-heads", attention.n_kv_heads), SHAPE("--head-dim", attention.head_dim),
         SHAPE("--rope-theta", attention.rope_theta), SHAPE("--sliding-window", attention.sliding_window),
-        SHAPE("--d-ff", mlp.intermediate_size),
+        SHAPE("--d-ff", mlp.intermediate_size),      SHAPE("--m2-d-state", mamba2.d_state),
+        SHAPE("--m2-head-dim", mamba2.head_dim),     SHAPE("--m2-groups", mamba2.n_groups),
+        SHAPE("--m2-expand", mamba2.expand),         SHAPE("--chunk-size", mamba2.chunk_size),
 #undef SHAPE
     };
     const size_t n_shape = sizeof shape_opts / sizeof shape_opts[0];
@@ -569,6 +577,10 @@ static void print_info(const ssm_model *m, long context) {
     if (strchr(c->layer_pattern, 'm'))
         printf("  mamba1: d_inner %d, d_state %d, d_conv %d, dt_rank %d\n", c->mamba1.expand * c->d_model,
                c->mamba1.d_state, c->mamba1.d_conv, c->mamba1.dt_rank);
+    if (strchr(c->layer_pattern, 'M'))
+        printf("  mamba2: d_inner %d, %d heads of %d, %d groups, d_state %d, d_conv %d, chunk %d\n",
+               c->mamba2.expand * c->d_model, c->mamba2.expand * c->d_model / c->mamba2.head_dim, c->mamba2.head_dim,
+               c->mamba2.n_groups, c->mamba2.d_state, c->mamba2.d_conv, c->mamba2.chunk_size);
     if (strchr(c->layer_pattern, 'a'))
         printf("  attention: %d query heads, %d key/value heads, head dim %d, rope_theta %g, sliding window %d, "
                "max context %d\n", c->attention.n_heads, c->attention.n_kv_heads, c->attention.head_dim,
@@ -579,7 +591,8 @@ static void print_info(const ssm_model *m, long context) {
     print_state_table(m, ctx, context > 0 ? 5 : 4);
 }
 /* The named shapes of --config (info, bench): Mamba-1 ones, the Transformer baseline and a hybrid. */
-#define CONFIG_NAMES "default, d256x4, d768x24, hf130m, t768x12 (Transformer), h768x24 (hybrid mmmaf)"
+#define CONFIG_NAMES                                                                                                   \
+    "default, d256x4, d768x24, hf130m, t768x12 (Transformer), h768x24 (hybrid mmmaf), m2x24 (Mamba-2)"
 
 static int config_by_name(const char *name, ssm_config *c) {
     ssm_config_default(c);
@@ -596,6 +609,8 @@ static int config_by_name(const char *name, ssm_config *c) {
     }
     /* a hybrid of the same width: 3 Mamba-1 layers per Transformer block, 24 layers */
     if (!strcmp(name, "h768x24")) return c->d_model = 768, c->n_layer = 24, strcpy(c->layer_pattern, "mmmaf"), 0;
+    /* state-spaces/mamba2-130m's shape with the byte vocabulary: 24 Mamba-2 layers, 24 heads of 64, d_state 128 */
+    if (!strcmp(name, "m2x24")) return c->d_model = 768, c->n_layer = 24, strcpy(c->layer_pattern, "M"), 0;
     return -1;
 }
 

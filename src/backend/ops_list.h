@@ -145,3 +145,23 @@ OP(void, attn_fwd, (const attn_args *a, float *o, int ldo), (a, o, ldo), other)
 OP(void, attn_bwd,
    (const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq, float *dk, float *dv, int ldd),
    (a, o, ldo, dout, lddo, dq, dk, dv, ldd), other)
+
+/* ---- Mamba-2 (SSD; ssd_args and ssd_grads in ops.h): float32 operands ---------------------------------------- */
+/* y [B*T, H*P] dense = the SSD of s (D x included). state [B, H, P, N]: the initial state, updated to the final one;
+ * NULL: zeros, discarded (training). The chunked algorithm: chunks of s->chunk positions, within a chunk the
+ * quadratic (attention-like) form as GEMMs, between chunks a scan of the chunk states. */
+OP(void, ssd_fwd, (const ssd_args *s, float *y, float *state), (s, y, state), scan)
+/* Its backward from dy [B*T, H*P] dense, from a zero initial state (training): ssd_grads. */
+OP(void, ssd_bwd, (const ssd_args *s, const ssd_grads *g, const float *dy), (s, g, dy), scan)
+/* One decode step (s->T = 1) of B sequences: the recurrence itself, state [B, H, P, N] advanced in place. */
+OP(void, ssd_step, (const ssd_args *s, float *y, float *state), (s, y, state), other)
+/* The gated RMSNorm of Mamba-2 (norm_before_gate false): v = y * silu(z), out = v / sqrt(mean_group(v^2) + eps) * w,
+ * the mean over each of the G groups of D / G columns. y, out [rows, D] dense; z rows of ldz; w [D]. */
+OP(void, gated_rmsnorm_fwd,
+   (float *out, const float *y, const float *z, int ldz, const float *w, int rows, int D, int G, float eps),
+   (out, y, z, ldz, w, rows, D, G, eps), other)
+/* Its backward from dout [rows, D]: dy [rows, D] dense and dz (rows of lddz) written, dw [D] +=. */
+OP(void, gated_rmsnorm_bwd,
+   (float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y, const float *z, int ldz,
+    const float *w, int rows, int D, int G, float eps),
+   (dy, dz, lddz, dw, dout, y, z, ldz, w, rows, D, G, eps), other)

@@ -19,6 +19,8 @@ typedef struct {
     int failed;
     size_t error_pos; /* byte offset the message refers to */
     char error[200];
+    const char *inf_key; /* or NULL: the one member whose value may hold Python's bare Infinity (json_parse_file_inf) */
+    int in_inf_key;      /* parsing inside that member's value */
 } json_parser;
 
 /* Keeps the first failure only: later ones are consequences of it. */
@@ -330,7 +332,10 @@ static int json_parse_object(json_parser *p, json_value *out) {
         if (json_peek(p) != ':') return json_unexpected(p, p->pos, "':'");
         p->pos++;
         json_skip_ws(p);
+        const int outer = p->in_inf_key;
+        p->in_inf_key = p->inf_key && strcmp(out->keys[i], p->inf_key) == 0;
         if (json_parse_value(p, &out->items[i])) return -1;
+        p->in_inf_key = outer;
         int more = json_after_element(p, '}');
         if (more <= 0) return more;
     }
@@ -357,6 +362,17 @@ static int json_parse_value(json_parser *p, json_value *out) {
         out->boolean = c == 't';
         return json_parse_literal(p, c == 't' ? "true" : "false");
     case 'n': out->type = JSON_NULL; return json_parse_literal(p, "null");
+    case 'I':
+    case '-':
+        /* Python's json writes an infinite float as a bare Infinity (transformers' time_step_limit): accepted there
+         * alone */
+        if (p->in_inf_key && (c == 'I' || (p->pos + 1 < p->len && p->text[p->pos + 1] == 'I'))) {
+            out->type = JSON_NUMBER;
+            out->number = c == '-' ? -INFINITY : INFINITY;
+            if (c == '-') p->pos++;
+            return json_parse_literal(p, "Infinity");
+        }
+        /* fall through */
     default:
         if (c == '-' || (c >= '0' && c <= '9')) {
             out->type = JSON_NUMBER;
@@ -397,8 +413,8 @@ void json_free(json_value *v) {
     free(v);
 }
 
-json_value *json_parse_prefixed(const char *text, size_t len, const char *prefix) {
-    json_parser p = {.text = text, .len = len};
+static json_value *json_parse_with(const char *text, size_t len, const char *prefix, const char *inf_key) {
+    json_parser p = {.text = text, .len = len, .inf_key = inf_key};
     json_value *v = xcalloc(1, sizeof *v);
     if (json_parse_value(&p, v) == 0) {
         json_skip_ws(&p);
@@ -415,6 +431,10 @@ json_value *json_parse_prefixed(const char *text, size_t len, const char *prefix
     return NULL;
 }
 
+json_value *json_parse_prefixed(const char *text, size_t len, const char *prefix) {
+    return json_parse_with(text, len, prefix, NULL);
+}
+
 json_value *json_parse(const char *text, size_t len) { return json_parse_prefixed(text, len, ""); }
 
 json_value *json_parse_named(const char *text, size_t len, const char *name) {
@@ -427,14 +447,20 @@ json_value *json_parse_named(const char *text, size_t len, const char *name) {
     return v;
 }
 
-json_value *json_parse_file(const char *path) {
+json_value *json_parse_file_inf(const char *path, const char *inf_key) {
     char *text;
     size_t len;
     if (file_read_all(path, &text, &len) != 0) return NULL;
-    json_value *v = json_parse_named(text, len, path);
-    free(text);
+    const size_t n = strlen(path);
+    char *prefix = xmalloc(n + 3);
+    memcpy(prefix, path, n);
+    memcpy(prefix + n, ": ", 3);
+    json_value *v = json_parse_with(text, len, prefix, inf_key);
+    free(prefix), free(text);
     return v;
 }
+
+json_value *json_parse_file(const char *path) { return json_parse_file_inf(path, NULL); }
 
 const json_value *json_get(const json_value *obj, const char *key) {
     if (!obj || obj->type != JSON_OBJECT) return NULL;

@@ -27,6 +27,10 @@ json_value *json_parse_prefixed(const char *text, size_t len, const char *prefix
 json_value *json_parse_named(const char *text, size_t len, const char *name);
 /* Reads and parses a whole file; errors name the file. */
 json_value *json_parse_file(const char *path);
+/* The same, where the value of a member named inf_key (at any depth, arrays in it included) may also be Python's bare
+ * Infinity or -Infinity, a number +-inf: transformers writes Mamba2Config's time_step_limit (0.0, inf) so. Anywhere
+ * else they stay errors. */
+json_value *json_parse_file_inf(const char *path, const char *inf_key);
 void json_free(json_value *v);
 
 /* Object member lookup (NULL when absent or v is not an object). */

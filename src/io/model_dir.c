@@ -27,11 +27,12 @@ static void jw_float(json_writer *w, float x) {
 /* The file formats a model is written in, by its layer pattern: Mamba-1 alone is HF MambaForCausalLM; attention then
  * MLP, repeated, is HF LlamaForCausalLM (MistralForCausalLM with a sliding window); any other pattern is our own
  * hybrid config (model_type "ssm_hybrid": the pattern plus each kind's sub-config) with our tensor names. */
-typedef enum { FORMAT_MAMBA, FORMAT_LLAMA, FORMAT_HYBRID } model_format;
+typedef enum { FORMAT_MAMBA, FORMAT_MAMBA2, FORMAT_LLAMA, FORMAT_HYBRID } model_format;
 
 static model_format format_of(const ssm_config *c) {
     const char *p = c->layer_pattern;
     if (strspn(p, "m") == strlen(p)) return FORMAT_MAMBA;
+    if (strspn(p, "M") == strlen(p)) return FORMAT_MAMBA2;
     if (!strcmp(p, "af") && c->n_layer % 2 == 0) return FORMAT_LLAMA;
     return FORMAT_HYBRID;
 }
@@ -68,6 +69,51 @@ static void write_mamba(json_writer *w, const ssm_config *c) {
     jw_key(w, "pad_token_id"), jw_int(w, 0);
     jw_key(w, "use_cache"), jw_raw(w, "true");
     jw_key(w, "ssm_layer_pattern"), jw_string(w, c->layer_pattern);
+}
+
+/* The Mamba-2 fields, with HF Mamba2Config's names (both the Mamba2 config and our hybrid's sub-object). An infinite
+ * limit is written as Python's json writes it, a bare Infinity (which our reader accepts there alone). */
+static void write_mamba2_fields(json_writer *w, const ssm_config *c) {
+    const ssm_mamba2_config *m = &c->mamba2;
+    jw_key(w, "num_heads"), jw_int(w, m->expand * c->d_model / m->head_dim);
+    jw_key(w, "head_dim"), jw_int(w, m->head_dim);
+    jw_key(w, "n_groups"), jw_int(w, m->n_groups);
+    jw_key(w, "state_size"), jw_int(w, m->d_state);
+    jw_key(w, "expand"), jw_int(w, m->expand);
+    jw_key(w, "conv_kernel"), jw_int(w, m->d_conv);
+    jw_key(w, "chunk_size"), jw_int(w, m->chunk_size);
+    jw_key(w, "time_step_limit"), jw_raw(w, "["), jw_float(w, m->dt_min), jw_raw(w, ", ");
+    if (isinf(m->dt_max)) jw_raw(w, "Infinity");
+    else jw_float(w, m->dt_max);
+    jw_raw(w, "]");
+    jw_key(w, "use_bias"), jw_raw(w, m->use_bias ? "true" : "false");
+    jw_key(w, "use_conv_bias"), jw_raw(w, m->use_conv_bias ? "true" : "false");
+    jw_key(w, "rms_norm"), jw_raw(w, "true");
+    jw_key(w, "norm_before_gate"), jw_raw(w, "false");
+}
+
+/* HF Mamba2ForCausalLM: a model of Mamba-2 layers alone. */
+static void write_mamba2(json_writer *w, const ssm_config *c) {
+    jw_key(w, "architectures"), jw_raw(w, "[\"Mamba2ForCausalLM\"]");
+    jw_key(w, "model_type"), jw_string(w, "mamba2");
+    jw_key(w, "vocab_size"), jw_int(w, c->vocab_size);
+    jw_key(w, "hidden_size"), jw_int(w, c->d_model);
+    jw_key(w, "num_hidden_layers"), jw_int(w, c->n_layer);
+    write_mamba2_fields(w, c);
+    jw_key(w, "layer_norm_epsilon"), jw_float(w, c->norm_eps);
+    jw_key(w, "tie_word_embeddings"), jw_raw(w, c->tie_embeddings ? "true" : "false");
+    jw_key(w, "residual_in_fp32"), jw_raw(w, "true");
+    jw_key(w, "hidden_act"), jw_string(w, "silu");
+    jw_key(w, "time_step_min"), jw_float(w, 0.001f);
+    jw_key(w, "time_step_max"), jw_float(w, 0.1f);
+    jw_key(w, "time_step_floor"), jw_float(w, 1e-4f);
+    jw_key(w, "rescale_prenorm_residual"), jw_raw(w, "false"); /* as for Mamba-1: transformers would re-init out_proj */
+    jw_key(w, "initializer_range"), jw_float(w, 0.1f);
+    jw_key(w, "bos_token_id"), jw_int(w, 0);
+    jw_key(w, "eos_token_id"), jw_int(w, 0);
+    jw_key(w, "pad_token_id"), jw_int(w, 0);
+    jw_key(w, "use_cache"), jw_raw(w, "true");
+    jw_key(w, "torch_dtype"), jw_string(w, "float32");
 }
 
 /* The attention and MLP fields, with HF LlamaConfig's names (both the Llama config and our hybrid's sub-objects). */
@@ -122,6 +168,11 @@ static void write_hybrid(json_writer *w, const ssm_config *c) {
         jw_key(w, "use_conv_bias"), jw_raw(w, c->mamba1.use_conv_bias ? "true" : "false");
         jw_end_object(w);
     }
+    if (strchr(c->layer_pattern, 'M')) {
+        jw_key(w, "mamba2"), jw_begin_object(w);
+        write_mamba2_fields(w, c);
+        jw_end_object(w);
+    }
     if (strchr(c->layer_pattern, 'a')) {
         jw_key(w, "attention"), jw_begin_object(w);
         write_attention_fields(w, c);
@@ -141,6 +192,7 @@ int model_config_write(const char *path, const ssm_config *c) {
     jw_begin_object(&w);
     switch (format_of(c)) {
     case FORMAT_MAMBA: write_mamba(&w, c); break;
+    case FORMAT_MAMBA2: write_mamba2(&w, c); break;
     case FORMAT_LLAMA: write_llama(&w, c); break;
     case FORMAT_HYBRID: write_hybrid(&w, c); break;
     }
@@ -188,7 +240,7 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
     const char *type = NULL;
     if (json_get_string(root, "model_type", &type) < 0) return -1;
     if (type && strcmp(type, "mamba") != 0)
-        return ssm_error("model_type \"%s\" is not supported (mamba, llama, mistral or ssm_hybrid)", type);
+        return ssm_error("model_type \"%s\" is not supported (mamba, mamba2, llama, mistral or ssm_hybrid)", type);
     const int_field ints[] = {{"vocab_size", &c->vocab_size, 1},  {"hidden_size", &c->d_model, 1},
                               {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->mamba1.d_state, 0},
                               {"expand", &c->mamba1.expand, 0},            {"conv_kernel", &c->mamba1.d_conv, 0}};
@@ -297,6 +349,47 @@ static int config_from_llama(const json_value *root, ssm_config *c) {
     return 0;
 }
 
+/* The Mamba-2 fields of obj (HF Mamba2Config's names) into c->mamba2; num_heads, when given, must agree. */
+static int read_mamba2_fields(const json_value *obj, ssm_config *c) {
+    ssm_mamba2_config *m = &c->mamba2;
+    const int_field ints[] = {{"state_size", &m->d_state, 0}, {"expand", &m->expand, 0},
+                              {"conv_kernel", &m->d_conv, 0}, {"head_dim", &m->head_dim, 0},
+                              {"n_groups", &m->n_groups, 0},  {"chunk_size", &m->chunk_size, 0}};
+    const int_field flags[] = {{"use_bias", &m->use_bias, 0}, {"use_conv_bias", &m->use_conv_bias, 0}};
+    if (read_ints(obj, ints, 6, 0) || read_ints(obj, flags, 2, 1)) return -1;
+    long long heads;
+    const int r = json_get_int(obj, "num_heads", &heads);
+    if (r < 0) return -1;
+    if (r == 0 && m->head_dim > 0 && heads * m->head_dim != (long long)m->expand * c->d_model)
+        return ssm_error("num_heads %lld * head_dim %d is not expand * hidden_size = %d", heads, m->head_dim,
+                         m->expand * c->d_model);
+    int before = 0;
+    if (json_get_bool(obj, "norm_before_gate", &before) < 0) return -1;
+    if (before) return ssm_error("norm_before_gate true is not supported");
+    const json_value *lim = json_get(obj, "time_step_limit");
+    if (lim) {
+        if (lim->type != JSON_ARRAY || lim->count != 2 || lim->items[0].type != JSON_NUMBER ||
+            lim->items[1].type != JSON_NUMBER)
+            return ssm_error("\"time_step_limit\" must be a list of two numbers");
+        m->dt_min = (float)lim->items[0].number, m->dt_max = (float)lim->items[1].number;
+    }
+    return 0;
+}
+
+/* HF Mamba2Config: a model of Mamba-2 layers alone. */
+static int config_from_mamba2(const json_value *root, ssm_config *c) {
+    const int_field ints[] = {{"vocab_size", &c->vocab_size, 1}, {"hidden_size", &c->d_model, 1},
+                              {"num_hidden_layers", &c->n_layer, 1}};
+    const int_field flags[] = {{"tie_word_embeddings", &c->tie_embeddings, 0}};
+    c->tie_embeddings = 0; /* Mamba2Config's default */
+    if (read_ints(root, ints, 3, 0) || read_ints(root, flags, 1, 1)) return -1;
+    double eps = c->norm_eps;
+    if (json_get_double(root, "layer_norm_epsilon", &eps) < 0) return -1;
+    c->norm_eps = (float)eps;
+    strcpy(c->layer_pattern, "M");
+    return read_mamba2_fields(root, c) || read_act_silu(root) ? -1 : 0;
+}
+
 /* Our hybrid config: the pattern, the shared fields, and each kind's sub-object (the Mamba-1 one with HF
  * MambaConfig's names, the attention and MLP ones with LlamaConfig's). */
 static int config_from_hybrid(const json_value *root, ssm_config *c) {
@@ -312,9 +405,9 @@ static int config_from_hybrid(const json_value *root, ssm_config *c) {
     double eps = c->norm_eps;
     if (json_get_double(root, "rms_norm_eps", &eps) < 0) return -1;
     c->norm_eps = (float)eps;
-    const char *kinds[] = {"mamba1", "attention", "mlp"};
-    const char letters[] = {'m', 'a', 'f'};
-    for (int k = 0; k < 3; k++) {
+    const char *kinds[] = {"mamba1", "attention", "mlp", "mamba2"};
+    const char letters[] = {'m', 'a', 'f', 'M'};
+    for (int k = 0; k < 4; k++) {
         const json_value *sub = json_get(root, kinds[k]);
         if (!strchr(c->layer_pattern, letters[k])) continue;
         if (!sub || sub->type != JSON_OBJECT)
@@ -328,6 +421,8 @@ static int config_from_hybrid(const json_value *root, ssm_config *c) {
                 return -1;
         } else if (k == 1) {
             if (read_attention_fields(sub, c)) return -1;
+        } else if (k == 3) {
+            if (read_mamba2_fields(sub, c)) return -1;
         } else {
             const int_field f[] = {{"intermediate_size", &c->mlp.intermediate_size, 1}};
             if (read_ints(sub, f, 1, 0) || read_act_silu(sub)) return -1;
@@ -337,7 +432,7 @@ static int config_from_hybrid(const json_value *root, ssm_config *c) {
 }
 
 int model_config_read(const char *path, ssm_config *c) {
-    json_value *root = json_parse_file(path);
+    json_value *root = json_parse_file_inf(path, "time_step_limit");
     if (!root) return -1;
     ssm_config_default(c); /* HF MambaConfig's defaults for absent optional fields */
     c->mamba1.dt_rank = 0;
@@ -348,6 +443,7 @@ int model_config_read(const char *path, ssm_config *c) {
     else if (json_get_string(root, "model_type", &type) < 0) rc = -1;
     else if (type && (!strcmp(type, "llama") || !strcmp(type, "mistral"))) rc = config_from_llama(root, c);
     else if (type && !strcmp(type, "ssm_hybrid")) rc = config_from_hybrid(root, c);
+    else if (type && !strcmp(type, "mamba2")) rc = config_from_mamba2(root, c);
     else rc = config_from_hf(root, c);
     if (rc == 0) rc = ssm_config_resolve(c);
     json_free(root);

@@ -3,7 +3,7 @@
 
 #include <stddef.h>
 
-static const mixer_kind *const mixer_all[] = {&mixer_mamba1, &mixer_attention, &mixer_mlp};
+static const mixer_kind *const mixer_all[] = {&mixer_mamba1, &mixer_mamba2, &mixer_attention, &mixer_mlp};
 #define MIXER_COUNT (sizeof mixer_all / sizeof mixer_all[0])
 
 const mixer_kind *mixer_by_code(char code) {

@@ -79,7 +79,7 @@ typedef struct mixer_kind {
     int (*check)(const ssm_config *cfg, const backend *be);
 } mixer_kind;
 
-extern const mixer_kind mixer_mamba1, mixer_attention, mixer_mlp;
+extern const mixer_kind mixer_mamba1, mixer_mamba2, mixer_attention, mixer_mlp;
 
 /* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
  * float32 weights, or on the CPU's bf16 or int8 copy (ctx->dec) when there is one and M is a decode-sized batch. */

@@ -105,4 +105,31 @@ typedef struct {
     int B, T, H, KV, hd, window;
 } attn_args;
 
+/* ---- Mamba-2's state space dual (ssd_fwd, ssd_bwd, ssd_step) -------------------------------------------------- */
+/* Per sequence b and head h (of group g = h / (H / G)), a state S [P, N] from S_0 (the op's state, or zeros):
+ *   dt_t = min(max(softplus(dt_raw_t + dt_bias[h]), dt_min), dt_max)     (torch's softplus threshold 20)
+ *   S_t  = exp(dt_t A_h) S_{t-1} + dt_t x_t B_t^T,   A_h = -exp(A_log[h])
+ *   y_t  = S_t C_t + D[h] x_t
+ * x_t [P] is head h's slice of a row, B_t and C_t [N] group g's: the layouts of mamba_ssm's x (h p) and B, C (g n). */
+typedef struct {
+    const float *x;                    /* [B*T, ldx]: head h's P values from column h*P */
+    const float *Bm, *Cm;              /* [B*T, ldx]: group g's N values from column g*N (same row stride as x) */
+    int ldx;
+    const float *dt;                   /* [B*T, lddt]: column h the raw dt, before the bias and the softplus */
+    int lddt;
+    const float *dt_bias, *A_log, *Dv; /* [H] each */
+    float dt_min, dt_max;              /* time_step_limit (0, INFINITY: none) */
+    int B, T, H, P, N, G;
+    int chunk;                         /* the chunked algorithm's chunk length (a power of two) */
+} ssd_args;
+
+/* What ssd_bwd writes (=) and accumulates (+=). */
+typedef struct {
+    float *dx, *dBm, *dCm;                /* = in the layouts of x, Bm and Cm, row stride ldd */
+    int ldd;
+    float *ddt;                           /* = [B*T, ldddt]: the gradient of the raw dt */
+    int ldddt;
+    float *dA_log, *ddt_bias, *dDv;       /* [H] += */
+} ssd_grads;
+
 #endif

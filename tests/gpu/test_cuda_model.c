@@ -229,15 +229,18 @@ static void test_errors(void) {
     TEST_END();
 }
 
-/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables but attention's (none yet), and
+/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables but attention's and Mamba-2's
+ * (none yet), and
  * an entry left NULL is refused by backend_check_op by name (an attention layer's check names the first); the scan's
  * limit is asked through the mixer as ssm_model_set_device asks it, and answers in the user's words. */
 static void test_tables(void) {
     extern const backend backend_cuda, backend_cuda_bf16;
-    TEST_BEGIN("CUDA tables: every op but attention's has a kernel, a missing one is refused by name; the scan's "
-               "limit is the backend's answer");
+    TEST_BEGIN("CUDA tables: every op but attention's and Mamba-2's has a kernel, a missing one is refused by name; "
+               "the scan's limit is the backend's answer");
     const backend *tables[2] = {&backend_cuda, &backend_cuda_bf16};
-    const int no_kernel[] = {BACKEND_OP_rope, BACKEND_OP_kv_append, BACKEND_OP_attn_fwd, BACKEND_OP_attn_bwd};
+    const int no_kernel[] = {BACKEND_OP_rope,    BACKEND_OP_kv_append, BACKEND_OP_attn_fwd,
+                             BACKEND_OP_attn_bwd, BACKEND_OP_ssd_fwd,  BACKEND_OP_ssd_bwd,
+                             BACKEND_OP_ssd_step, BACKEND_OP_gated_rmsnorm_fwd, BACKEND_OP_gated_rmsnorm_bwd};
     for (int k = 0; k < 2; k++)
         for (int op = 0; op < BACKEND_OP_COUNT; op++) {
             int expected_missing = 0;

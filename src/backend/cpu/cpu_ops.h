@@ -23,4 +23,8 @@ void cpu_scan_fwd_ref(const scan_args *s, float *out, float *h);
 void cpu_softplus_bias_fwd(float *dt, const float *bias, int rows, int E);
 void cpu_gate_fwd(float *out, const float *y, const float *z, int ldz, int rows, int E);
 
+/* Mamba-2's SSD as its plain sequential recurrence (ssd_args in ops.h), for tests: what ssd_fwd's chunked algorithm
+ * must equal. */
+void cpu_ssd_fwd_ref(const ssd_args *s, float *y, float *state);
+
 #endif

@@ -1,0 +1,236 @@
+/* Mamba-2's state space dual on the CPU (ssd_args in ops.h): the chunked forward, the backward, the decode step, the
+ * sequential definition the tests hold them to, and the gated RMSNorm that follows the SSD in a Mamba-2 layer.
+ *
+ * The backward walks the recurrence in reverse, one (sequence, group) per thread and the group's heads in order (so
+ * the group's dB and dC sum in a fixed order: deterministic). It recomputes the states instead of storing them: a
+ * first pass keeps the state at the start of every block of SSD_BWD_BLOCK steps, then each block is rebuilt forward
+ * into a small buffer and walked backward. */
+#include "backend/cpu/cpu_ops.h"
+#include "common.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#define SSD_BWD_BLOCK 64
+
+/* dt = clamp(softplus(raw + bias)) of (row, head h); *dsp (when not NULL) = d dt / d raw: the softplus's slope
+ * (sigmoid, 1 above torch's threshold 20), 0 where the limit clamps. */
+static inline float ssd_dt(const ssd_args *s, size_t row, int h, float *dsp) {
+    const float pre = s->dt[row * s->lddt + h] + s->dt_bias[h];
+    float dt = pre > 20.0f ? pre : log1pf(expf(pre)), d = pre > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-pre));
+    if (dt < s->dt_min) dt = s->dt_min, d = 0.0f;
+    else if (dt > s->dt_max) dt = s->dt_max, d = 0.0f;
+    if (dsp) *dsp = d;
+    return dt;
+}
+
+/* The recurrence, one step at a time (the definition): per (sequence, head), S [P, N]. */
+void cpu_ssd_fwd_ref(const ssd_args *s, float *y, float *state) {
+    const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G;
+    const size_t PN = (size_t)P * N;
+#pragma omp parallel
+    {
+        float *own = state ? NULL : xmalloc(PN * sizeof(float));
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < s->B * H; bh++) {
+            const int b = bh / H, h = bh % H, g = h / hpg;
+            float *S = state ? state + (size_t)bh * PN : own;
+            if (!state) memset(S, 0, PN * sizeof(float));
+            const float A = -expf(s->A_log[h]), Dh = s->Dv[h];
+            for (int t = 0; t < T; t++) {
+                const size_t row = (size_t)b * T + t;
+                const float dt = ssd_dt(s, row, h, NULL), e = expf(dt * A);
+                const float *x = s->x + row * s->ldx + (size_t)h * P;
+                const float *Bv = s->Bm + row * s->ldx + (size_t)g * N, *Cv = s->Cm + row * s->ldx + (size_t)g * N;
+                float *yr = y + row * H * P + (size_t)h * P;
+                for (int p = 0; p < P; p++) {
+                    float *Sp = S + (size_t)p * N, acc = 0.0f;
+                    const float xp = dt * x[p];
+                    for (int n = 0; n < N; n++) {
+                        Sp[n] = e * Sp[n] + xp * Bv[n];
+                        acc += Sp[n] * Cv[n];
+                    }
+                    yr[p] = acc + Dh * x[p];
+                }
+            }
+        }
+        free(own);
+    }
+}
+
+void cpu_ssd_step(const ssd_args *s, float *y, float *state) {
+    CHECK(s->T == 1, "ssd_step takes one position (T = %d)", s->T);
+    cpu_ssd_fwd_ref(s, y, state);
+}
+
+/* ---- the chunked forward ------------------------------------------------------------------------------------- */
+void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) { cpu_ssd_fwd_ref(s, y, state); }
+
+/* ---- the backward ------------------------------------------------------------------------------------------ */
+/* Reverse recurrence with ds = dL/dS_t carried back:
+ *   ds += dy_t C_t^T;  dC_t += S_t^T dy_t;  dx_t = dt ds B_t + D dy_t;  dB_t += dt ds^T x_t;
+ *   d dt = x_t^T ds B_t + <ds, S_{t-1}> e A;  dA += <ds, S_{t-1}> e dt;  ds *= e   (e = exp(dt A)). */
+void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
+    const int H = s->H, P = s->P, N = s->N, T = s->T, G = s->G, hpg = H / G, K = SSD_BWD_BLOCK;
+    const size_t PN = (size_t)P * N;
+    const int nblk = (T + K - 1) / K;
+    double *head_sums = xcalloc((size_t)s->B * H * 3, sizeof(double)); /* per (b, h): dA_log, dD, ddt_bias */
+#pragma omp parallel
+    {
+        float *ck = xmalloc((size_t)nblk * PN * sizeof(float));     /* the state entering each block */
+        float *buf = xmalloc((size_t)(K + 1) * PN * sizeof(float)); /* a block's states: buf[j] before its step j */
+        float *ds = xmalloc(PN * sizeof(float)), *dsB = xmalloc((size_t)P * sizeof(float));
+#pragma omp for schedule(static)
+        for (int bg = 0; bg < s->B * G; bg++) {
+            const int b = bg / G, g = bg % G;
+            for (int t = 0; t < T; t++) {
+                const size_t row = (size_t)b * T + t;
+                memset(gr->dBm + row * gr->ldd + (size_t)g * N, 0, (size_t)N * sizeof(float));
+                memset(gr->dCm + row * gr->ldd + (size_t)g * N, 0, (size_t)N * sizeof(float));
+            }
+            for (int h = g * hpg; h < (g + 1) * hpg; h++) {
+                const float A = -expf(s->A_log[h]), Dh = s->Dv[h];
+                double dA = 0, dD = 0, dbias = 0;
+                /* pass 1: the states entering each block */
+                float *S = buf;
+                memset(S, 0, PN * sizeof(float));
+                for (int t = 0; t < T; t++) {
+                    if (t % K == 0) memcpy(ck + (size_t)(t / K) * PN, S, PN * sizeof(float));
+                    const size_t row = (size_t)b * T + t;
+                    const float dt = ssd_dt(s, row, h, NULL), e = expf(dt * A);
+                    const float *x = s->x + row * s->ldx + (size_t)h * P, *Bv = s->Bm + row * s->ldx + (size_t)g * N;
+                    for (int p = 0; p < P; p++)
+                        for (int n = 0; n < N; n++) S[(size_t)p * N + n] = e * S[(size_t)p * N + n] + dt * x[p] * Bv[n];
+                }
+                memset(ds, 0, PN * sizeof(float));
+                for (int k = nblk - 1; k >= 0; k--) {
+                    const int t0 = k * K, t1 = t0 + K < T ? t0 + K : T;
+                    memcpy(buf, ck + (size_t)k * PN, PN * sizeof(float));
+                    for (int t = t0; t < t1; t++) { /* rebuild the block: buf[j + 1] = S_{t0 + j} */
+                        const size_t row = (size_t)b * T + t;
+                        const float dt = ssd_dt(s, row, h, NULL), e = expf(dt * A);
+                        const float *x = s->x + row * s->ldx + (size_t)h * P;
+                        const float *Bv = s->Bm + row * s->ldx + (size_t)g * N;
+                        const float *Sp = buf + (size_t)(t - t0) * PN;
+                        float *Sn = buf + (size_t)(t - t0 + 1) * PN;
+                        for (int p = 0; p < P; p++)
+                            for (int n = 0; n < N; n++)
+                                Sn[(size_t)p * N + n] = e * Sp[(size_t)p * N + n] + dt * x[p] * Bv[n];
+                    }
+                    for (int t = t1 - 1; t >= t0; t--) {
+                        const size_t row = (size_t)b * T + t;
+                        float dsp;
+                        const float dt = ssd_dt(s, row, h, &dsp), e = expf(dt * A);
+                        const float *x = s->x + row * s->ldx + (size_t)h * P;
+                        const float *Bv = s->Bm + row * s->ldx + (size_t)g * N;
+                        const float *Cv = s->Cm + row * s->ldx + (size_t)g * N;
+                        const float *dyr = dy + row * H * P + (size_t)h * P;
+                        const float *Sc = buf + (size_t)(t - t0 + 1) * PN, *Sprev = Sc - PN;
+                        float *dxr = gr->dx + row * gr->ldd + (size_t)h * P;
+                        float *dBr = gr->dBm + row * gr->ldd + (size_t)g * N, *dCr = gr->dCm + row * gr->ldd + (size_t)g * N;
+                        double ddt = 0, de = 0;
+                        for (int p = 0; p < P; p++) {
+                            float *dsp_ = ds + (size_t)p * N;
+                            const float *Sp = Sc + (size_t)p * N, *Pp = Sprev + (size_t)p * N;
+                            float acc = 0.0f, dep = 0.0f;
+                            for (int n = 0; n < N; n++) {
+                                dsp_[n] += dyr[p] * Cv[n];
+                                dCr[n] += Sp[n] * dyr[p];
+                                acc += dsp_[n] * Bv[n];
+                                dep += dsp_[n] * Pp[n];
+                            }
+                            dsB[p] = acc;
+                            dxr[p] = dt * acc + Dh * dyr[p];
+                            ddt += (double)x[p] * acc;
+                            de += dep;
+                            dD += (double)dyr[p] * x[p];
+                        }
+                        for (int p = 0; p < P; p++) {
+                            const float *dsp_ = ds + (size_t)p * N;
+                            const float xp = dt * x[p];
+                            for (int n = 0; n < N; n++) dBr[n] += xp * dsp_[n];
+                        }
+                        ddt += de * e * A;
+                        dA += de * e * dt;
+                        const float draw = (float)ddt * dsp;
+                        gr->ddt[row * gr->ldddt + h] = draw;
+                        dbias += draw;
+                        for (size_t i = 0; i < PN; i++) ds[i] *= e;
+                    }
+                }
+                double *hs = head_sums + ((size_t)b * H + h) * 3;
+                hs[0] = dA * A; /* A = -exp(A_log): dA/dA_log = A */
+                hs[1] = dD, hs[2] = dbias;
+            }
+        }
+        free(ck), free(buf), free(ds), free(dsB);
+    }
+    for (int h = 0; h < H; h++) { /* the sequences' sums, in order (deterministic) */
+        double a = 0, d = 0, bias = 0;
+        for (int b = 0; b < s->B; b++) {
+            const double *hs = head_sums + ((size_t)b * H + h) * 3;
+            a += hs[0], d += hs[1], bias += hs[2];
+        }
+        gr->dA_log[h] += (float)a, gr->dDv[h] += (float)d, gr->ddt_bias[h] += (float)bias;
+    }
+    free(head_sums);
+}
+
+/* ---- the gated RMSNorm --------------------------------------------------------------------------------------- */
+static inline float silu_of(float z) { return z / (1.0f + expf(-z)); }
+
+void cpu_gated_rmsnorm_fwd(float *out, const float *y, const float *z, int ldz, const float *w, int rows, int D, int G,
+                           float eps) {
+    const int gs = D / G;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *yr = y + (size_t)r * D, *zr = z + (size_t)r * ldz;
+        float *o = out + (size_t)r * D;
+        for (int g = 0; g < G; g++) {
+            double ss = 0;
+            for (int i = g * gs; i < (g + 1) * gs; i++) {
+                const float v = yr[i] * silu_of(zr[i]);
+                o[i] = v;
+                ss += (double)v * v;
+            }
+            const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
+            for (int i = g * gs; i < (g + 1) * gs; i++) o[i] = o[i] * rs * w[i];
+        }
+    }
+}
+
+void cpu_gated_rmsnorm_bwd(float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y, const float *z,
+                           int ldz, const float *w, int rows, int D, int G, float eps) {
+    const int gs = D / G, nt = omp_get_max_threads();
+    float *partial = xcalloc((size_t)nt * D, sizeof(float));
+#pragma omp parallel
+    {
+        float *dwp = partial + (size_t)omp_get_thread_num() * D;
+#pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const float *yr = y + (size_t)r * D, *zr = z + (size_t)r * ldz, *dor = dout + (size_t)r * D;
+            float *dyr = dy + (size_t)r * D, *dzr = dz + (size_t)r * lddz;
+            for (int g = 0; g < G; g++) {
+                double ss = 0, dot = 0;
+                for (int i = g * gs; i < (g + 1) * gs; i++) {
+                    const float v = yr[i] * silu_of(zr[i]);
+                    ss += (double)v * v;
+                    dot += (double)dor[i] * w[i] * v;
+                }
+                const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
+                for (int i = g * gs; i < (g + 1) * gs; i++) {
+                    const float sg = 1.0f / (1.0f + expf(-zr[i])), sz = zr[i] * sg, v = yr[i] * sz;
+                    const float dv = dor[i] * w[i] * rs - v * c;
+                    dwp[i] += dor[i] * v * rs;
+                    dyr[i] = dv * sz;
+                    dzr[i] = dv * yr[i] * sg * (1.0f + zr[i] * (1.0f - sg));
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < D; i++) dw[i] += partial[(size_t)t * D + i];
+    free(partial);
+}

@@ -1,0 +1,250 @@
+/* The Mamba-2 mixer ('M'; state-spaces/mamba `Mamba2`, HF `Mamba2Mixer`): in_proj, the causal conv + SiLU over
+ * x | B | C, the SSD (ssd_fwd: the chunked state space dual), the gated RMSNorm and out_proj. Forward, backward,
+ * decode step and state size in one place. Shapes: rows = B*T, D = d_model, Di = d_inner = H*P, N = d_state,
+ * G = n_groups, K = d_conv, Cd = conv_dim = Di + 2GN, Din = in_proj's width 2Di + 2GN + H ([z, x, B, C, dt]). */
+#include "mixers/mixer.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define GATED_NORM_EPS 1e-5f /* mamba2.py: RMSNormGated(..., eps=1e-5), fixed */
+
+typedef struct {
+    float *in_proj;  /* [Din, D]    in_proj.weight */
+    float *in_b;     /* [Din]       in_proj.bias (use_bias) or NULL */
+    float *conv_w;   /* [Cd, 1, K]  conv1d.weight */
+    float *conv_b;   /* [Cd]        conv1d.bias (use_conv_bias) or NULL */
+    float *dt_bias;  /* [H]         dt_bias */
+    float *A_log;    /* [H]         A_log */
+    float *D;        /* [H]         D */
+    float *norm;     /* [Di]        norm.weight */
+    float *out_proj; /* [D, Di]     out_proj.weight */
+    float *out_b;    /* [D]         out_proj.bias (use_bias) or NULL */
+} mamba2_views;
+
+typedef struct {
+    int D, Di, N, K, H, P, G, GN, Cd, Din;
+} mamba2_dims;
+
+static mamba2_dims dims_of(const ssm_config *c) {
+    const ssm_mamba2_config *m = &c->mamba2;
+    mamba2_dims d = {c->d_model, m->expand * c->d_model, m->d_state, m->d_conv, 0, m->head_dim, m->n_groups, 0, 0, 0};
+    d.H = d.Di / d.P;
+    d.GN = d.G * d.N;
+    d.Cd = d.Di + 2 * d.GN;
+    d.Din = 2 * d.Di + 2 * d.GN + d.H;
+    return d;
+}
+
+/* The tensors in declaration order (mamba2_declare); optional ones only when the config has them. */
+static mamba2_views views_of(const ssm_config *c, const float *base, const param_info *pi) {
+    float *b = (float *)base;
+    mamba2_views v;
+    int k = 0;
+    v.in_proj = b + pi[k++].offset;
+    v.in_b = c->mamba2.use_bias ? b + pi[k++].offset : NULL;
+    v.conv_w = b + pi[k++].offset;
+    v.conv_b = c->mamba2.use_conv_bias ? b + pi[k++].offset : NULL;
+    v.dt_bias = b + pi[k++].offset;
+    v.A_log = b + pi[k++].offset;
+    v.D = b + pi[k++].offset;
+    v.norm = b + pi[k++].offset;
+    v.out_proj = b + pi[k++].offset;
+    v.out_b = c->mamba2.use_bias ? b + pi[k++].offset : NULL;
+    return v;
+}
+
+static void mamba2_declare(param_layout *L, const ssm_config *c, int layer) {
+    const mamba2_dims d = dims_of(c);
+    char name[96];
+#define ADD(suffix, decay, ...)                                                                    \
+    do {                                                                                           \
+        int shape[] = {__VA_ARGS__};                                                               \
+        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, suffix);                 \
+        params_add(L, name, decay, (int)(sizeof shape / sizeof shape[0]), shape);                  \
+    } while (0)
+    ADD("in_proj.weight", 1, d.Din, d.D);
+    if (c->mamba2.use_bias) ADD("in_proj.bias", 0, d.Din);
+    ADD("conv1d.weight", 1, d.Cd, 1, d.K);
+    if (c->mamba2.use_conv_bias) ADD("conv1d.bias", 0, d.Cd);
+    ADD("dt_bias", 0, d.H); /* mamba_ssm: _no_weight_decay on dt_bias, A_log and D */
+    ADD("A_log", 0, d.H);
+    ADD("D", 0, d.H);
+    ADD("norm.weight", 0, d.Di);
+    ADD("out_proj.weight", 1, d.D, d.Di);
+    if (c->mamba2.use_bias) ADD("out_proj.bias", 0, d.D);
+#undef ADD
+}
+
+static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
+    for (size_t i = 0; i < n; i++) p[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+}
+
+/* mamba_ssm's initialization (mamba2.py, mixer_seq_simple._init_weights): nn.Linear/Conv1d defaults (uniform
+ * +-1/sqrt(fan_in)), dt_bias = softplus^-1(dt) with dt log-uniform in [1e-3, 0.1] floored at 1e-4, A ~ U[1, 16] per
+ * head stored as A_log, D = 1, the norm's weight 1, out_proj scaled by 1/sqrt(n_layer); biases zero. */
+static void mamba2_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
+    const mamba2_dims d = dims_of(ctx->cfg);
+    const mamba2_views v = views_of(ctx->cfg, w, ctx->pi);
+    fill_uniform(v.in_proj, (size_t)d.Din * d.D, 1.0f / sqrtf((float)d.D), rng);
+    fill_uniform(v.conv_w, (size_t)d.Cd * d.K, 1.0f / sqrtf((float)d.K), rng);
+    if (v.conv_b) fill_uniform(v.conv_b, (size_t)d.Cd, 1.0f / sqrtf((float)d.K), rng);
+    const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
+    for (int h = 0; h < d.H; h++) {
+        double dt = exp(rng_uniform(rng) * (log(dt_max) - log(dt_min)) + log(dt_min));
+        if (dt < dt_floor) dt = dt_floor;
+        v.dt_bias[h] = (float)(dt + log(-expm1(-dt)));
+        v.A_log[h] = logf(1.0f + 15.0f * rng_uniform(rng)); /* A_init_range (1, 16) */
+        v.D[h] = 1.0f;
+    }
+    for (int i = 0; i < d.Di; i++) v.norm[i] = 1.0f;
+    fill_uniform(v.out_proj, (size_t)d.D * d.Di, 1.0f / sqrtf((float)d.Di) / sqrtf((float)ctx->cfg->n_layer), rng);
+}
+
+/* saved: zxbcdt [rows, Din] (in_proj's output), y [rows, Di] (the SSD's output, D x included); temp: xbc [rows, Cd]
+ * (SiLU(conv)), g [rows, Di] (the gated norm's output, out_proj's input), both recomputed by the backward; scratch:
+ * dzxbcdt [rows, Din], dxbc [rows, Cd], dy, dg [rows, Di]. float32 alone (bf16_acts 0). */
+static size_t mamba2_act_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    const mamba2_dims d = dims_of(c);
+    return (size_t)B * T * ((size_t)d.Din + d.Di);
+}
+static size_t mamba2_temp_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    const mamba2_dims d = dims_of(c);
+    return (size_t)B * T * ((size_t)d.Cd + d.Di);
+}
+static size_t mamba2_scratch_floats(const ssm_config *c, int B, int T, int form) {
+    (void)form;
+    const mamba2_dims d = dims_of(c);
+    return (size_t)B * T * ((size_t)d.Din + d.Cd + 2 * (size_t)d.Di);
+}
+
+/* Per sequence: the conv state [Cd, K-1] (the last K-1 raw x | B | C inputs), then the SSM state [H, P, N]; for B
+ * sequences all conv states first, then all SSM states. Fixed, whatever the context. */
+static size_t mamba2_state_floats(const ssm_config *c, long max_context) {
+    (void)max_context;
+    const mamba2_dims d = dims_of(c);
+    return (size_t)d.Cd * (d.K - 1) + (size_t)d.H * d.P * d.N;
+}
+static size_t mamba2_canon_floats(const ssm_config *c) {
+    (void)c;
+    return 0; /* A = -exp(A_log) is one value per head: the SSD computes it where it reads it */
+}
+static void mamba2_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
+
+/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's. */
+static ssd_args ssd_args_of(const ssm_config *c, const mamba2_views *v, const float *zx, const float *xbc, int B,
+                            int T) {
+    const mamba2_dims d = dims_of(c);
+    return (ssd_args){.x = xbc,
+                      .Bm = xbc + d.Di,
+                      .Cm = xbc + d.Di + d.GN,
+                      .ldx = d.Cd,
+                      .dt = zx + d.Di + d.Cd,
+                      .lddt = d.Din,
+                      .dt_bias = v->dt_bias,
+                      .A_log = v->A_log,
+                      .Dv = v->D,
+                      .dt_min = c->mamba2.dt_min,
+                      .dt_max = c->mamba2.dt_max,
+                      .B = B,
+                      .T = T,
+                      .H = d.H,
+                      .P = d.P,
+                      .N = d.N,
+                      .G = d.G,
+                      .chunk = c->mamba2.chunk_size};
+}
+
+static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
+    const mamba2_dims d = dims_of(ctx->cfg);
+    const mamba2_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
+    const backend *be = ctx->be;
+    const int rows = B * T;
+    float *zx = act, *y = act + (size_t)rows * d.Din, *xbc = temp, *g = temp + (size_t)rows * d.Cd;
+    float *conv_state = state, *ssd_state = state ? state + (size_t)B * d.Cd * (d.K - 1) : NULL;
+
+    /* zxbcdt = self.in_proj(u) */
+    mixer_linear(ctx, mat_f32(zx, d.Din), u, v.in_proj, v.in_b, rows, d.Din, d.D);
+    /* xBC = self.act(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2)[:, :seqlen]) */
+    if (conv_state && T == 1)
+        be->conv1d_silu_step(xbc, zx + d.Di, d.Din, conv_state, v.conv_w, v.conv_b, B, d.Cd, d.K);
+    else {
+        be->conv1d_silu_fwd(mat_f32(xbc, d.Cd), mat_f32(zx + d.Di, d.Din), conv_state, v.conv_w, v.conv_b, B, T, d.Cd,
+                            d.K);
+        if (conv_state) be->conv1d_state_update(conv_state, zx + d.Di, d.Din, B, T, d.Cd, d.K);
+    }
+    /* y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True,
+     * dt_limit=self.dt_limit) (decode: selective_state_update) */
+    const ssd_args s = ssd_args_of(ctx->cfg, &v, zx, xbc, B, T);
+    if (ssd_state && T == 1) be->ssd_step(&s, y, ssd_state);
+    else be->ssd_fwd(&s, y, ssd_state);
+    /* y = self.norm(y, z): RMSNormGated(y * silu(z)), per group of Di / G */
+    be->gated_rmsnorm_fwd(g, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
+    /* out = self.out_proj(y) */
+    mixer_linear(ctx, out, mat_f32(g, d.Di), v.out_proj, v.out_b, rows, d.D, d.Di);
+}
+
+static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du,
+                            const float *dout, mat u, int B, int T) {
+    const mamba2_dims d = dims_of(ctx->cfg);
+    const mamba2_views v = views_of(ctx->cfg, ctx->w, ctx->pi), gr = views_of(ctx->cfg, ctx->dw, ctx->pi);
+    const backend *be = ctx->be;
+    const int rows = B * T;
+    const float *zx = act, *y = act + (size_t)rows * d.Din;
+    float *xbc = temp, *g = temp + (size_t)rows * d.Cd;
+    float *dzx = scratch, *dxbc = dzx + (size_t)rows * d.Din, *dy = dxbc + (size_t)rows * d.Cd;
+    float *dg = dy + (size_t)rows * d.Di;
+    /* recompute the conv's output and the norm's, from the saved in_proj output and SSD output */
+    be->conv1d_silu_fwd(mat_f32(xbc, d.Cd), mat_f32(zx + d.Di, d.Din), NULL, v.conv_w, v.conv_b, B, T, d.Cd, d.K);
+    be->gated_rmsnorm_fwd(g, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
+
+    be->matmul_bwd(mat_f32(dg, d.Di), 0.0f, gr.out_proj, mat_f32(dout, d.D), mat_f32(g, d.Di), v.out_proj, rows, d.D,
+                   d.Di);
+    if (gr.out_b) be->bias_grad_acc(gr.out_b, dout, d.D, rows, d.D);
+    /* the norm writes dy and dz (z: in_proj's first Di columns) */
+    be->gated_rmsnorm_bwd(dy, dzx, d.Din, gr.norm, dg, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
+    const ssd_args s = ssd_args_of(ctx->cfg, &v, zx, xbc, B, T);
+    const ssd_grads sg = {.dx = dxbc,
+                          .dBm = dxbc + d.Di,
+                          .dCm = dxbc + d.Di + d.GN,
+                          .ldd = d.Cd,
+                          .ddt = dzx + d.Di + d.Cd,
+                          .ldddt = d.Din,
+                          .dA_log = gr.A_log,
+                          .ddt_bias = gr.dt_bias,
+                          .dDv = gr.D};
+    be->ssd_bwd(&s, &sg, dy);
+    be->conv1d_silu_bwd(mat_f32(dzx + d.Di, d.Din), gr.conv_w, gr.conv_b, mat_f32(dxbc, d.Cd),
+                        mat_f32(zx + d.Di, d.Din), v.conv_w, v.conv_b, B, T, d.Cd, d.K);
+    if (gr.in_b) be->bias_grad_acc(gr.in_b, dzx, d.Din, rows, d.Din);
+    be->matmul_bwd(du, 0.0f, gr.in_proj, mat_f32(dzx, d.Din), u, v.in_proj, rows, d.Din, d.D);
+}
+
+/* No CUDA kernels for the SSD and the gated norm yet: the backend refuses them by name. */
+static int mamba2_check(const ssm_config *cfg, const backend *be) {
+    (void)cfg;
+    const int ops[] = {BACKEND_OP_ssd_fwd, BACKEND_OP_ssd_bwd, BACKEND_OP_ssd_step, BACKEND_OP_gated_rmsnorm_fwd,
+                       BACKEND_OP_gated_rmsnorm_bwd};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (backend_check_op(be, ops[i], NULL)) return -1;
+    return 0;
+}
+
+const mixer_kind mixer_mamba2 = {
+    .name = "mamba2",
+    .code = 'M',
+    .bf16_acts = 0,
+    .declare = mamba2_declare,
+    .init = mamba2_init,
+    .act_floats = mamba2_act_floats,
+    .temp_floats = mamba2_temp_floats,
+    .scratch_floats = mamba2_scratch_floats,
+    .state_floats = mamba2_state_floats,
+    .canon_floats = mamba2_canon_floats,
+    .canonicalize = mamba2_canonicalize,
+    .forward = mamba2_forward,
+    .backward = mamba2_backward,
+    .check = mamba2_check,
+};
