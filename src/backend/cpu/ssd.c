@@ -66,7 +66,72 @@ void cpu_ssd_step(const ssd_args *s, float *y, float *state) {
 }
 
 /* ---- the chunked forward ------------------------------------------------------------------------------------- */
-void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) { cpu_ssd_fwd_ref(s, y, state); }
+/* The state space dual (mamba_ssm's ssd_minimal / _mamba_chunk_scan_combined_fwd), per (sequence, head), chunk by
+ * chunk of Q = s->chunk positions with a = the inclusive cumsum of dt A within the chunk:
+ *   intra-chunk:  Y = (C B^T o exp(a_i - a_j) dt_j, causal) X           (Q x N)(N x Q) then (Q x Q)(Q x P): GEMMs
+ *   from state:   Y += exp(a_i) C S^T                                    (Q x N)(N x P): a GEMM
+ *   state:        S = exp(a_last) S + (exp(a_last - a_j) dt_j X_j)^T B   (P x Q)(Q x N): a GEMM
+ *   plus D x. The state passes from chunk to chunk as it goes (the inter-chunk scan). One thread per (sequence, head),
+ *   so C B^T is formed once per head, not once per group (H/G times the work where G < H; a per-group pass would share
+ *   it). exp(a_i - a_j) <= 1 for j <= i (a decreases), so no term overflows. */
+void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
+    const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G, HP = H * P;
+    const int Q = s->chunk < T ? s->chunk : T;
+    const size_t PN = (size_t)P * N;
+#pragma omp parallel
+    {
+        float *own = state ? NULL : xmalloc(PN * sizeof(float));
+        float *CB = xmalloc((size_t)Q * Q * sizeof(float)), *CS = xmalloc((size_t)Q * P * sizeof(float));
+        float *Xw = xmalloc((size_t)Q * P * sizeof(float));
+        float *a = xmalloc((size_t)Q * sizeof(float)), *dts = xmalloc((size_t)Q * sizeof(float));
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < s->B * H; bh++) {
+            const int b = bh / H, h = bh % H, g = h / hpg;
+            float *S = state ? state + (size_t)bh * PN : own;
+            if (!state) memset(S, 0, PN * sizeof(float));
+            const float A = -expf(s->A_log[h]), Dh = s->Dv[h];
+            for (int t0 = 0; t0 < T; t0 += Q) {
+                const int L = t0 + Q <= T ? Q : T - t0;
+                const size_t row0 = (size_t)b * T + t0;
+                const float *X = s->x + row0 * s->ldx + (size_t)h * P;
+                const float *Bc = s->Bm + row0 * s->ldx + (size_t)g * N, *Cc = s->Cm + row0 * s->ldx + (size_t)g * N;
+                float *Y = y + row0 * HP + (size_t)h * P;
+                float acc = 0.0f;
+                for (int j = 0; j < L; j++) {
+                    dts[j] = ssd_dt(s, row0 + j, h, NULL);
+                    acc += dts[j] * A;
+                    a[j] = acc;
+                }
+                /* CB = C B^T, then the causal decay and dt_j: the chunk's "attention" matrix */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, N, 1.0f, Cc, s->ldx, Bc, s->ldx, 0.0f, CB, L);
+                for (int i = 0; i < L; i++) {
+                    float *r = CB + (size_t)i * L;
+                    for (int j = 0; j <= i; j++) r[j] *= expf(a[i] - a[j]) * dts[j];
+                    for (int j = i + 1; j < L; j++) r[j] = 0.0f;
+                }
+                /* Y = CB X (intra-chunk); CS = C S^T (the state entering the chunk) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, P, L, 1.0f, CB, L, X, s->ldx, 0.0f, Y, HP);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, P, N, 1.0f, Cc, s->ldx, S, N, 0.0f, CS, P);
+                const float last = a[L - 1];
+                for (int i = 0; i < L; i++) {
+                    const float ea = expf(a[i]), w = expf(last - a[i]) * dts[i];
+                    const float *xi = X + (size_t)i * s->ldx;
+                    float *yi = Y + (size_t)i * HP, *xw = Xw + (size_t)i * P;
+                    const float *cs = CS + (size_t)i * P;
+                    for (int p = 0; p < P; p++) {
+                        yi[p] += ea * cs[p] + Dh * xi[p];
+                        xw[p] = w * xi[p];
+                    }
+                }
+                /* S = exp(a_last) S + Xw^T B */
+                const float el = expf(last);
+                for (size_t i = 0; i < PN; i++) S[i] *= el;
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, N, L, 1.0f, Xw, P, Bc, s->ldx, 1.0f, S, N);
+            }
+        }
+        free(own), free(CB), free(CS), free(Xw), free(a), free(dts);
+    }
+}
 
 /* ---- the backward ------------------------------------------------------------------------------------------ */
 /* Reverse recurrence with ds = dL/dS_t carried back:
