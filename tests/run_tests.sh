@@ -28,7 +28,7 @@ run "tests/test_interrupt.sh 3 (hybrid maf)" env SSM_LAYERS=maf tests/test_inter
 run "make check-sanitize (tests/test_cli*.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
 
 # the PyTorch oracle: a Mamba-1 model, and a hybrid of all three layer kinds (Mamba-1, attention, MLP)
-for layers in m maf; do
+for layers in m maf Mmaf; do
     echo "== PyTorch oracle (tests/torch_ref.py), layers $layers"
     dump=/tmp/ssm_torch_dump.$$.safetensors
     if ! build/torch_dump "$dump" "$layers" >/dev/null; then

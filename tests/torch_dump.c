@@ -3,7 +3,8 @@
  * AdamW steps on that batch. Usage: build/torch_dump OUT.safetensors [LAYERS]
  * LAYERS: the layer pattern (default "m", Mamba-1); with 'a' or 'f' the model has 4 layers (the pattern repeated),
  * grouped-query attention (4 heads of 6 on 2 key/value heads, d_model 20), a sliding window shorter than the
- * sequence, rope_theta 500 and a SwiGLU of 28. */
+ * sequence, rope_theta 500 and a SwiGLU of 28; with 'M' too, Mamba-2 layers of 4 heads of 10 in 2 groups, d_state 6,
+ * chunks of 8 (the oracle recomputes them as the plain recurrence). */
 #include "io/safetensors.h"
 #include "model.h"
 #include "optim.h"
@@ -36,10 +37,12 @@ int main(int argc, char **argv) {
     c.d_model = 20, c.n_layer = 3, c.mamba1.d_state = 6, c.mamba1.dt_rank = 3;
     if (argc == 3) {
         snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", argv[2]);
-        if (strpbrk(argv[2], "af")) c.n_layer = 4;
+        if (strpbrk(argv[2], "afM")) c.n_layer = 4;
     }
     c.attention.n_heads = 4, c.attention.n_kv_heads = 2, c.attention.head_dim = 6, c.attention.rope_theta = 500.0f;
     c.attention.sliding_window = 16, c.mlp.intermediate_size = 28;
+    /* Mamba-2: d_inner 40 in 4 heads of 10, 2 groups of d_state 6; chunks of 8 (T = 37 is not a multiple) */
+    c.mamba2.d_state = 6, c.mamba2.head_dim = 10, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 8;
     ssm_model *m = ssm_model_new(&c, 11);
     if (!m) {
         fprintf(stderr, "%s\n", ssm_last_error());
@@ -105,7 +108,8 @@ int main(int argc, char **argv) {
     const char *keys[] = {"d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "vocab_size", "norm_eps",
                           "batch", "seq_len", "lr", "min_lr", "warmup", "total_steps", "weight_decay", "beta1",
                           "beta2", "eps", "clip", "adam_steps", "layer_pattern", "n_heads", "n_kv_heads", "head_dim",
-                          "rope_theta", "sliding_window", "intermediate_size"};
+                          "rope_theta", "sliding_window", "intermediate_size", "m2_d_state", "m2_d_conv",
+                          "m2_expand", "m2_head_dim", "m2_groups"};
     enum { NKEYS = sizeof keys / sizeof keys[0] };
     static char vals[NKEYS][140];
     snprintf(vals[0], sizeof vals[0], "%d", c.d_model);
@@ -135,6 +139,11 @@ int main(int argc, char **argv) {
     snprintf(vals[24], sizeof vals[0], "%.9g", m->cfg.attention.rope_theta);
     snprintf(vals[25], sizeof vals[0], "%d", m->cfg.attention.sliding_window);
     snprintf(vals[26], sizeof vals[0], "%d", m->cfg.mlp.intermediate_size);
+    snprintf(vals[27], sizeof vals[0], "%d", m->cfg.mamba2.d_state);
+    snprintf(vals[28], sizeof vals[0], "%d", m->cfg.mamba2.d_conv);
+    snprintf(vals[29], sizeof vals[0], "%d", m->cfg.mamba2.expand);
+    snprintf(vals[30], sizeof vals[0], "%d", m->cfg.mamba2.head_dim);
+    snprintf(vals[31], sizeof vals[0], "%d", m->cfg.mamba2.n_groups);
     const char *values[NKEYS];
     for (int i = 0; i < NKEYS; i++) values[i] = vals[i];
     if (st_write(argv[1], out, n, keys, values, NKEYS)) {

@@ -14,7 +14,8 @@ plain torch ops; the oracle computes in float64 from the dumped (float32) parame
 metadata has a layer_pattern other than "m" is a stack of those layers (repeated over n_layer):
 m = Mamba-1, a = HF LlamaAttention (rotate_half RoPE, grouped-query heads by repeat_kv, an optional
 sliding window: query i sees keys i - window < j <= i, eager softmax, no biases), f = HF LlamaMLP
-(SwiGLU, no biases), each as x = x + mixer(rmsnorm(x)).
+(SwiGLU, no biases), M = Mamba-2 (mamba_ssm Mamba2: the SSD as its plain recurrence, no chunks, and the
+gated RMSNorm per group), each as x = x + mixer(rmsnorm(x)).
 """
 import argparse
 import math
@@ -69,9 +70,13 @@ PARAM_SUFFIXES = ["norm.weight", "mixer.in_proj.weight", "mixer.conv1d.weight",
 ATTN_SUFFIXES = ["norm.weight", "mixer.q_proj.weight", "mixer.k_proj.weight", "mixer.v_proj.weight",
                  "mixer.o_proj.weight"]
 MLP_SUFFIXES = ["norm.weight", "mixer.gate_proj.weight", "mixer.up_proj.weight", "mixer.down_proj.weight"]
+MAMBA2_SUFFIXES = ["norm.weight", "mixer.in_proj.weight", "mixer.conv1d.weight", "mixer.conv1d.bias", "mixer.dt_bias",
+                   "mixer.A_log", "mixer.D", "mixer.norm.weight", "mixer.out_proj.weight"]
 DECAY_SUFFIXES = ("embeddings.weight", "in_proj.weight", "conv1d.weight", "x_proj.weight",
                   "dt_proj.weight", "out_proj.weight", "q_proj.weight", "k_proj.weight", "v_proj.weight",
                   "o_proj.weight", "gate_proj.weight", "up_proj.weight", "down_proj.weight")
+# the Mamba-2 shape keys (required when the pattern has an 'M')
+MAMBA2_INT_KEYS = ["m2_d_state", "m2_d_conv", "m2_expand", "m2_head_dim", "m2_groups"]
 # the attention and MLP shape keys (optional: a Mamba-only dump may lack them)
 HYBRID_INT_KEYS = ["n_heads", "n_kv_heads", "head_dim", "sliding_window", "intermediate_size"]
 
@@ -95,11 +100,19 @@ def param_shapes(cfg):
                     "mixer.v_proj.weight": [KV * hd, D], "mixer.o_proj.weight": [D, H * hd],
                     "mixer.gate_proj.weight": [I, D], "mixer.up_proj.weight": [I, D],
                     "mixer.down_proj.weight": [D, I]})
-    suffixes = {"m": PARAM_SUFFIXES, "a": ATTN_SUFFIXES, "f": MLP_SUFFIXES}
+    if "m2_d_state" in cfg:
+        Di, N2, G, P2, K2 = (cfg["m2_expand"] * D, cfg["m2_d_state"], cfg["m2_groups"], cfg["m2_head_dim"],
+                             cfg["m2_d_conv"])
+        H2, Cd = Di // P2, Di + 2 * G * N2
+        per.update({"mixer.in_proj.weight" + "@M": [2 * Di + 2 * G * N2 + H2, D], "mixer.conv1d.weight@M": [Cd, 1, K2],
+                    "mixer.conv1d.bias@M": [Cd], "mixer.dt_bias": [H2], "mixer.A_log@M": [H2], "mixer.D@M": [H2],
+                    "mixer.norm.weight": [Di], "mixer.out_proj.weight@M": [D, Di], "norm.weight@M": [D]})
+    suffixes = {"m": PARAM_SUFFIXES, "a": ATTN_SUFFIXES, "f": MLP_SUFFIXES, "M": MAMBA2_SUFFIXES}
     out = [("backbone.embeddings.weight", [V, D])]
     for i in range(cfg["n_layer"]):
-        for s in suffixes[layer_kind(cfg, i)]:
-            out.append((f"backbone.layers.{i}.{s}", per[s]))
+        kind = layer_kind(cfg, i)
+        for s in suffixes[kind]:
+            out.append((f"backbone.layers.{i}.{s}", per.get(s + "@M", per[s]) if kind == "M" else per[s]))
     out.append(("backbone.norm_f.weight", [D]))
     return out
 
@@ -139,6 +152,38 @@ def mixer(h, p, pre, cfg):
     y = torch.stack(ys, dim=1)                                       # [B, T, E]
     y = y * F.silu(z)
     return y @ p[pre + "mixer.out_proj.weight"].t()
+
+
+def mamba2(h, p, pre, cfg):
+    """mamba_ssm Mamba2 / HF Mamba2Mixer by its definition: the SSD as the plain recurrence, one step at a time (no
+    chunks), h: [B, T, D] (already normalised). Returns [B, T, D]."""
+    Bsz, T, D = h.shape
+    Di, N, G, P, K = (cfg["m2_expand"] * D, cfg["m2_d_state"], cfg["m2_groups"], cfg["m2_head_dim"], cfg["m2_d_conv"])
+    H, GN = Di // P, G * N
+    Cd = Di + 2 * GN
+    zxbcdt = h @ p[pre + "mixer.in_proj.weight"].t()                 # [B, T, 2Di + 2GN + H]: z, x, B, C, dt
+    z, xBC, dt = zxbcdt[..., :Di], zxbcdt[..., Di:Di + Cd], zxbcdt[..., Di + Cd:]
+    w = p[pre + "mixer.conv1d.weight"][:, 0, :]                     # [Cd, K]
+    xpad = torch.cat([xBC.new_zeros(Bsz, K - 1, Cd), xBC], dim=1)
+    conv = p[pre + "mixer.conv1d.bias"].expand(Bsz, T, Cd)
+    for k in range(K):
+        conv = conv + xpad[:, k:k + T, :] * w[:, k]
+    xBC = F.silu(conv)
+    x = xBC[..., :Di].reshape(Bsz, T, H, P)
+    Bm = xBC[..., Di:Di + GN].reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2)        # [B, T, H, N]
+    Cm = xBC[..., Di + GN:].reshape(Bsz, T, G, N).repeat_interleave(H // G, dim=2)
+    dt = F.softplus(dt + p[pre + "mixer.dt_bias"])                   # [B, T, H] (the dump's limit is (0, inf))
+    A = -torch.exp(p[pre + "mixer.A_log"])                           # [H]
+    Dv = p[pre + "mixer.D"]
+    S = x.new_zeros(Bsz, H, P, N)
+    ys = []
+    for t in range(T):
+        S = torch.exp(dt[:, t] * A)[:, :, None, None] * S + (dt[:, t, :, None] * x[:, t])[..., None] * Bm[:, t, :, None, :]
+        ys.append((S * Cm[:, t, :, None, :]).sum(-1) + Dv[:, None] * x[:, t])   # [B, H, P]
+    y = torch.stack(ys, dim=1).reshape(Bsz, T, Di)
+    v = (y * F.silu(z)).reshape(Bsz, T, G, Di // G)                  # RMSNormGated, norm_before_gate False, per group
+    v = (v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5)).reshape(Bsz, T, Di) * p[pre + "mixer.norm.weight"]
+    return v @ p[pre + "mixer.out_proj.weight"].t()
 
 
 def layer_kind(cfg, i):
@@ -194,7 +239,7 @@ def forward(p, tokens, cfg):
         hn = rmsnorm(x, p[pre + "norm.weight"], eps)
         kind = layer_kind(cfg, i)
         x = x + (mixer(hn, p, pre, cfg) if kind == "m" else attention(hn, p, pre, cfg) if kind == "a"
-                 else mlp(hn, p, pre))
+                 else mamba2(hn, p, pre, cfg) if kind == "M" else mlp(hn, p, pre))
     x = rmsnorm(x, p["backbone.norm_f.weight"], eps)
     logits = x @ emb.t()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
@@ -270,13 +315,17 @@ def parse_cfg(meta):
         cfg[k] = _int(meta[k])
     cfg["norm_eps"] = float(meta.get("norm_eps", "1e-5"))
     cfg["layer_pattern"] = meta.get("layer_pattern", "m")
-    if any(c not in "maf" for c in cfg["layer_pattern"]) or not cfg["layer_pattern"]:
+    if any(c not in "mafM" for c in cfg["layer_pattern"]) or not cfg["layer_pattern"]:
         raise ValueError(f"unknown layer_pattern {cfg['layer_pattern']!r}")
     if all(k in meta for k in HYBRID_INT_KEYS):
         cfg.update({k: _int(meta[k]) for k in HYBRID_INT_KEYS})
         cfg["rope_theta"] = float(meta.get("rope_theta", "10000"))
-    elif set(cfg["layer_pattern"]) - {"m"}:
+    elif set(cfg["layer_pattern"]) - {"m", "M"}:
         raise KeyError(f"__metadata__ lacks one of {HYBRID_INT_KEYS}")
+    if "M" in cfg["layer_pattern"]:
+        if not all(k in meta for k in MAMBA2_INT_KEYS):
+            raise KeyError(f"__metadata__ lacks one of {MAMBA2_INT_KEYS}")
+        cfg.update({k: _int(meta[k]) for k in MAMBA2_INT_KEYS})
     opt = None
     if all(k in meta for k in OPT_INT_KEYS + OPT_FLOAT_KEYS):
         opt = {k: _int(meta[k]) for k in OPT_INT_KEYS}
