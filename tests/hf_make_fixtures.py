@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the Hugging Face fixtures ssm's tests check against: two byte-level BPE tokenizers with the
-ids `tokenizers` gives for 10,000 strings, four small random Mamba checkpoints and three Llama/Mistral ones
+ids `tokenizers` gives for 10,000 strings, four small random Mamba checkpoints, a Mamba-2 one and three Llama/Mistral ones
 with the logits and greedy continuations transformers computes for them. Runs where torch, transformers, tokenizers and
 safetensors are installed (the GPU machine; everything runs on its CPU, in float32, one thread):
 
@@ -301,6 +301,24 @@ def make_llama_config(**kw):
     return cfg
 
 
+def make_mamba2_config(**kw):
+    """A Mamba2Config for ssm's 'M' layers. n_groups stays 1: transformers' gated norm is not grouped (its torch path
+    normalizes over all of d_inner; mamba_ssm per group), so a fixture with n_groups > 1 would record that."""
+    from transformers import Mamba2Config
+
+    args = dict(expand=2, conv_kernel=4, n_groups=1, use_bias=False, use_conv_bias=True, rms_norm=True,
+                norm_before_gate=False, residual_in_fp32=True, layer_norm_epsilon=1e-5, time_step_limit=(0.0, float("inf")),
+                rescale_prenorm_residual=False, pad_token_id=0, bos_token_id=0, eos_token_id=0, use_cache=True)
+    args.update(kw)
+    args.setdefault("num_heads", args["expand"] * args["hidden_size"] // args["head_dim"])
+    cfg = Mamba2Config(**args)
+    for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "head_dim", "state_size", "n_groups",
+              "chunk_size", "tie_word_embeddings"):
+        if k in args and getattr(cfg, k) != args[k]:
+            die(f"Mamba2Config({k}={args[k]!r}) gave {k}={getattr(cfg, k)!r}")
+    return cfg
+
+
 def is_tied(model):
     return model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
@@ -308,13 +326,15 @@ def is_tied(model):
 def model_class(cfg):
     import transformers
 
-    return getattr(transformers, {"mamba": "MambaForCausalLM", "llama": "LlamaForCausalLM",
-                                  "mistral": "MistralForCausalLM"}[cfg.model_type])
+    return getattr(transformers, {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM",
+                                  "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[cfg.model_type])
 
 
 def describe(cfg):
     if cfg.model_type == "mamba":
         return f"state {cfg.state_size}, dt rank {cfg.time_step_rank}"
+    if cfg.model_type == "mamba2":
+        return f"{cfg.num_heads} heads of {cfg.head_dim}, state {cfg.state_size}, chunk {cfg.chunk_size}"
     return (f"{cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv heads, intermediate "
             f"{cfg.intermediate_size}, window {getattr(cfg, 'sliding_window', None)}")
 
@@ -553,6 +573,10 @@ def main():
                               num_attention_heads=4, num_key_value_heads=4, head_dim=8, sliding_window=6,
                               tie_word_embeddings=True)
     build_model(outdir, "mistral_window", cfg_f, seed=6)
+    # Mamba-2 (ssm's 'M' layers): chunks of 8 over the 16 inputs, so transformers' chunked path crosses a chunk.
+    cfg_g = make_mamba2_config(vocab_size=256, hidden_size=32, num_hidden_layers=2, head_dim=16, state_size=16,
+                               chunk_size=8, tie_word_embeddings=True)
+    build_model(outdir, "mamba2_tied", cfg_g, seed=7)
 
     total = 0
     print("files:")
