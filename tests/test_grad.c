@@ -509,6 +509,33 @@ static void test_ssd(void) {
         EXPECT(test_rel_err(ystep, yref, ny) < 1e-5, "steps: y rel err %.2e", test_rel_err(ystep, yref, ny));
         EXPECT(test_rel_err(h, href, nh) < 1e-5, "steps: state rel err %.2e", test_rel_err(h, href, nh));
         free(yref), free(href), free(h), free(hstart), free(ystep), free(row), free(dtrow), free(yrow);
+        TEST_END();
+
+        TEST_BEGIN("ssd_bwd (chunked) equals the sequential reverse recurrence: chunks 1..64, lengths not their "
+                   "multiples, groups, a dt limit");
+        const size_t nx = rows * DLD, nt = rows * DLDT;
+        float *gx[2], *gt[2], *gh[2]; /* [0] the reference, [1] the chunked; gh: dA_log | dt_bias | D */
+        for (int k = 0; k < 2; k++)
+            gx[k] = xmalloc(sizeof(float) * nx), gt[k] = xmalloc(sizeof(float) * nt), gh[k] = xmalloc(sizeof(float) * 3 * DH);
+        for (int l = 0; l <= 1; l++) {
+            sd.s.dt_min = l ? 0.3f : 0.0f, sd.s.dt_max = l ? 1.5f : INFINITY;
+            for (int chunk = 1; chunk <= 64; chunk *= 2) {
+                sd.s.chunk = chunk;
+                for (int k = 0; k < 2; k++) {
+                    memset(gx[k], 0, sizeof(float) * nx), memset(gt[k], 0, sizeof(float) * nt);
+                    for (int i = 0; i < 3 * DH; i++) gh[k][i] = 0.25f; /* the += ones accumulate */
+                    const ssd_grads gk = {.dx = gx[k], .dBm = gx[k] + DH * DP, .dCm = gx[k] + DH * DP + DG * DN,
+                                         .ldd = DLD, .ddt = gt[k], .ldddt = DLDT, .dA_log = gh[k],
+                                         .ddt_bias = gh[k] + DH, .dDv = gh[k] + 2 * DH};
+                    (k ? cpu_ssd_bwd : cpu_ssd_bwd_ref)(&sd.s, &gk, sd.R);
+                }
+                const double ex = test_rel_err(gx[1], gx[0], nx), et = test_rel_err(gt[1], gt[0], nt);
+                const double eh = test_rel_err(gh[1], gh[0], 3 * DH);
+                EXPECT(ex < 1e-5 && et < 1e-5 && eh < 1e-5, "chunk %d%s: rel err x|B|C %.2e, dt %.2e, A_log|bias|D %.2e",
+                       chunk, l ? " dt limit" : "", ex, et, eh);
+            }
+        }
+        for (int k = 0; k < 2; k++) free(gx[k]), free(gt[k]), free(gh[k]);
         free(sd.xbc), free(sd.dt), free(sd.bias), free(sd.A_log), free(sd.Dv), free(sd.R), free(sd.y);
         TEST_END();
     }

@@ -1,10 +1,10 @@
 /* Mamba-2's state space dual on the CPU (ssd_args in ops.h): the chunked forward, the backward, the decode step, the
  * sequential definition the tests hold them to, and the gated RMSNorm that follows the SSD in a Mamba-2 layer.
  *
- * The backward walks the recurrence in reverse, one (sequence, group) per thread and the group's heads in order (so
- * the group's dB and dC sum in a fixed order: deterministic). It recomputes the states instead of storing them: a
- * first pass keeps the state at the start of every block of SSD_BWD_BLOCK steps, then each block is rebuilt forward
- * into a small buffer and walked backward. */
+ * The backward (cpu_ssd_bwd) is the chunked forward transposed: GEMMs per (sequence, head) and chunk, the chunk states
+ * recomputed by the forward's state passing and their gradients passed back chunk to chunk. cpu_ssd_bwd_ref, the
+ * tests' reference, walks the recurrence in reverse, one (sequence, group) per thread, recomputing the states from
+ * checkpoints every SSD_BWD_BLOCK steps. Both sum across threads in a fixed order: deterministic. */
 #include "backend/cpu/cpu_ops.h"
 #include "common.h"
 
@@ -14,6 +14,10 @@
 #include <string.h>
 
 #define SSD_BWD_BLOCK 64
+/* The chunked backward's chunk: s->chunk, at most this. Its result does not depend on the chunk (up to rounding); at
+ * mamba2-130m's shape (T 1024, 2 threads, bench/cpu_ssd_bench.c) it measured 34 / 33 / 36 / 48 / 69 ms at chunks 16 /
+ * 32 / 64 / 128 / 256 (the default chunk_size): the L x L products grow with the chunk, the P x N state work shrinks. */
+#define SSD_BWD_CHUNK 64
 
 /* dt = clamp(softplus(raw + bias)) of (row, head h); *dsp (when not NULL) = d dt / d raw: the softplus's slope
  * (sigmoid, 1 above torch's threshold 20), 0 where the limit clamps. */
@@ -137,7 +141,7 @@ void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
 /* Reverse recurrence with ds = dL/dS_t carried back:
  *   ds += dy_t C_t^T;  dC_t += S_t^T dy_t;  dx_t = dt ds B_t + D dy_t;  dB_t += dt ds^T x_t;
  *   d dt = x_t^T ds B_t + <ds, S_{t-1}> e A;  dA += <ds, S_{t-1}> e dt;  ds *= e   (e = exp(dt A)). */
-void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
+void cpu_ssd_bwd_ref(const ssd_args *s, const ssd_grads *gr, const float *dy) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, G = s->G, hpg = H / G, K = SSD_BWD_BLOCK;
     const size_t PN = (size_t)P * N;
     const int nblk = (T + K - 1) / K;
@@ -241,6 +245,157 @@ void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
         gr->dA_log[h] += (float)a, gr->dDv[h] += (float)d, gr->ddt_bias[h] += (float)bias;
     }
     free(head_sums);
+}
+
+/* ---- the chunked backward ------------------------------------------------------------------------------------ */
+/* The transpose of cpu_ssd_fwd, per (sequence, head) and chunk (a, dts, w_j = exp(a_last - a_j) dt_j, M = C B^T o
+ * exp(a_i - a_j) dt_j causal, S the state entering the chunk, dS the gradient of the state leaving it):
+ *   dM = dY X^T (masked);  dX = M^T dY + diag(w) B dS^T + D dY;  dCB = dM o exp(a_i - a_j) dt_j
+ *   dC = dCB B + diag(exp(a)) dY S;  dB = dCB^T C + diag(w) X dS                              all GEMMs
+ *   da_i from dM o M (rows +, columns -), the state term exp(a_i) and the chunk's state update; d dts from M, w and
+ *   the cumsum (d dts_k += A sum_{i >= k} da_i);  dS entering = exp(a_last) dS + (diag(exp(a)) dY)^T C.
+ * The states entering the chunks come from a first pass of the forward's state passing; dS passes backwards chunk
+ * to chunk. One thread per head of a sequence; each head's dB and dC go to its own partial, summed over the group's
+ * heads in order afterwards (deterministic, whatever the thread count). */
+void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
+    const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G, HP = H * P, ld = s->ldx;
+    const int Qc = s->chunk < SSD_BWD_CHUNK ? s->chunk : SSD_BWD_CHUNK, Q = Qc < T ? Qc : T, nch = (T + Q - 1) / Q;
+    const size_t PN = (size_t)P * N, TN = (size_t)T * N;
+    double *head_sums = xcalloc((size_t)s->B * H * 3, sizeof(double)); /* per (b, h): dA_log, dD, ddt_bias */
+    float *dBp = xmalloc((size_t)H * TN * sizeof(float)), *dCp = xmalloc((size_t)H * TN * sizeof(float)); /* [H,T,N] */
+    for (int b = 0; b < s->B; b++) {
+#pragma omp parallel
+        {
+            float *ck = xmalloc((size_t)nch * PN * sizeof(float)), *dS = xmalloc(PN * sizeof(float));
+            float *CB = xmalloc((size_t)Q * Q * sizeof(float)), *dM = xmalloc((size_t)Q * Q * sizeof(float));
+            float *Tn = xmalloc((size_t)Q * N * sizeof(float)), *U = xmalloc((size_t)Q * P * sizeof(float));
+            float *Xw = xmalloc((size_t)Q * P * sizeof(float)), *eY = xmalloc((size_t)Q * P * sizeof(float));
+            float *a = xmalloc((size_t)Q * 6 * sizeof(float));
+            float *dts = a + Q, *dsp = a + 2 * Q, *ea = a + 3 * Q, *da = a + 4 * Q, *dd = a + 5 * Q;
+#pragma omp for schedule(static)
+            for (int h = 0; h < H; h++) {
+                const int g = h / hpg;
+                const float A = -expf(s->A_log[h]), Dh = s->Dv[h];
+                double dA = 0, dD = 0, dbias = 0;
+                float *dBh = dBp + (size_t)h * TN, *dCh = dCp + (size_t)h * TN;
+                /* the forward's state passing: ck[c] = the state entering chunk c */
+                memset(ck, 0, PN * sizeof(float));
+                for (int c = 0; c + 1 < nch; c++) {
+                    const size_t row0 = (size_t)b * T + (size_t)c * Q;
+                    const float *X = s->x + row0 * ld + (size_t)h * P, *Bc = s->Bm + row0 * ld + (size_t)g * N;
+                    float acc = 0.0f;
+                    for (int j = 0; j < Q; j++) dts[j] = ssd_dt(s, row0 + j, h, NULL), acc += dts[j] * A, a[j] = acc;
+                    for (int j = 0; j < Q; j++) {
+                        const float wj = expf(acc - a[j]) * dts[j];
+                        for (int p = 0; p < P; p++) Xw[(size_t)j * P + p] = wj * X[(size_t)j * ld + p];
+                    }
+                    float *Sn = ck + (size_t)(c + 1) * PN;
+                    const float el = expf(acc), *Sc = Sn - PN;
+                    for (size_t i = 0; i < PN; i++) Sn[i] = el * Sc[i];
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, N, Q, 1.0f, Xw, P, Bc, ld, 1.0f, Sn, N);
+                }
+                memset(dS, 0, PN * sizeof(float));
+                for (int c = nch - 1; c >= 0; c--) {
+                    const int t0 = c * Q, L = t0 + Q <= T ? Q : T - t0;
+                    const size_t row0 = (size_t)b * T + t0;
+                    const float *X = s->x + row0 * ld + (size_t)h * P, *dY = dy + row0 * HP + (size_t)h * P;
+                    const float *Bc = s->Bm + row0 * ld + (size_t)g * N, *Cc = s->Cm + row0 * ld + (size_t)g * N;
+                    const float *S = ck + (size_t)c * PN;
+                    float *dX = gr->dx + row0 * gr->ldd + (size_t)h * P;
+                    float *dBc = dBh + (size_t)t0 * N, *dCc = dCh + (size_t)t0 * N;
+                    float acc = 0.0f;
+                    for (int j = 0; j < L; j++) {
+                        dts[j] = ssd_dt(s, row0 + j, h, &dsp[j]), acc += dts[j] * A, a[j] = acc;
+                        ea[j] = expf(a[j]), da[j] = 0.0f, dd[j] = 0.0f;
+                    }
+                    const float last = a[L - 1], el = expf(last);
+                    /* the intra-chunk part: CB -> M, dM -> dCB */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, N, 1.0f, Cc, ld, Bc, ld, 0.0f, CB, L);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, P, 1.0f, dY, HP, X, ld, 0.0f, dM, L);
+                    for (int i = 0; i < L; i++) {
+                        float *cb = CB + (size_t)i * L, *dm = dM + (size_t)i * L, dai = 0.0f;
+                        for (int j = 0; j <= i; j++) {
+                            const float lw = expf(a[i] - a[j]), k = cb[j] * lw, m = k * dts[j], gm = dm[j] * m;
+                            dd[j] += dm[j] * k;
+                            dai += gm, da[j] -= gm;
+                            cb[j] = m, dm[j] *= lw * dts[j];
+                        }
+                        da[i] += dai;
+                        for (int j = i + 1; j < L; j++) cb[j] = 0.0f, dm[j] = 0.0f;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, P, L, 1.0f, CB, L, dY, HP, 0.0f, dX, gr->ldd);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, N, L, 1.0f, dM, L, Bc, ld, 0.0f, dCc, N);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, N, L, 1.0f, dM, L, Cc, ld, 0.0f, dBc, N);
+                    /* from the state entering the chunk: dC += diag(ea) dY S, da_i += ea_i C_i . (dY S)_i */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, N, P, 1.0f, dY, HP, S, N, 0.0f, Tn, N);
+                    for (int i = 0; i < L; i++) {
+                        const float *tn = Tn + (size_t)i * N, *ci = Cc + (size_t)i * ld;
+                        float *dc = dCc + (size_t)i * N, dot = 0.0f;
+                        for (int n = 0; n < N; n++) dot += ci[n] * tn[n], dc[n] += ea[i] * tn[n];
+                        da[i] += ea[i] * dot;
+                    }
+                    /* to the state leaving the chunk: U = B dS^T; dX += diag(w) U; dB += diag(w) X dS */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, P, N, 1.0f, Bc, ld, dS, N, 0.0f, U, P);
+                    double dlast = 0;
+                    for (int j = 0; j < L; j++) {
+                        const float e = expf(last - a[j]), wj = e * dts[j], *u = U + (size_t)j * P;
+                        const float *xj = X + (size_t)j * ld, *dyj = dY + (size_t)j * HP;
+                        float *dxj = dX + (size_t)j * gr->ldd, *xw = Xw + (size_t)j * P, *ey = eY + (size_t)j * P;
+                        float r = 0.0f;
+                        for (int p = 0; p < P; p++) {
+                            r += xj[p] * u[p];
+                            dxj[p] += wj * u[p] + Dh * dyj[p];
+                            xw[p] = wj * xj[p], ey[p] = ea[j] * dyj[p];
+                            dD += (double)dyj[p] * xj[p];
+                        }
+                        dd[j] += e * r, da[j] -= wj * r, dlast += wj * r;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, N, P, 1.0f, Xw, P, dS, N, 1.0f, dBc, N);
+                    double sds = 0;
+                    for (size_t i = 0; i < PN; i++) sds += (double)dS[i] * S[i];
+                    da[L - 1] += (float)(dlast + el * sds);
+                    /* dS entering the chunk = el dS + (diag(ea) dY)^T C */
+                    for (size_t i = 0; i < PN; i++) dS[i] *= el;
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P, N, L, 1.0f, eY, P, Cc, ld, 1.0f, dS, N);
+                    /* through the cumsum a = cumsum(dts A), the clamp and the softplus */
+                    float rc = 0.0f;
+                    for (int k = L - 1; k >= 0; k--) {
+                        rc += da[k];
+                        const float draw = (dd[k] + A * rc) * dsp[k];
+                        dA += (double)dts[k] * rc;
+                        gr->ddt[(row0 + k) * gr->ldddt + h] = draw;
+                        dbias += draw;
+                    }
+                }
+                double *hs = head_sums + ((size_t)b * H + h) * 3;
+                hs[0] = dA * A, hs[1] = dD, hs[2] = dbias;
+            }
+            /* the group's heads' dB and dC, summed in head order */
+#pragma omp for schedule(static)
+            for (int t = 0; t < T; t++) {
+                const size_t row = (size_t)b * T + t;
+                for (int gg = 0; gg < s->G; gg++) {
+                    float *dBr = gr->dBm + row * gr->ldd + (size_t)gg * N, *dCr = gr->dCm + row * gr->ldd + (size_t)gg * N;
+                    memcpy(dBr, dBp + (size_t)gg * hpg * TN + (size_t)t * N, (size_t)N * sizeof(float));
+                    memcpy(dCr, dCp + (size_t)gg * hpg * TN + (size_t)t * N, (size_t)N * sizeof(float));
+                    for (int h = gg * hpg + 1; h < (gg + 1) * hpg; h++) {
+                        const float *pb = dBp + (size_t)h * TN + (size_t)t * N, *pc = dCp + (size_t)h * TN + (size_t)t * N;
+                        for (int n = 0; n < N; n++) dBr[n] += pb[n], dCr[n] += pc[n];
+                    }
+                }
+            }
+            free(ck), free(dS), free(CB), free(dM), free(Tn), free(U), free(Xw), free(eY), free(a);
+        }
+    }
+    for (int h = 0; h < H; h++) { /* the sequences' sums, in order (deterministic) */
+        double sa = 0, sd = 0, sb = 0;
+        for (int b = 0; b < s->B; b++) {
+            const double *hs = head_sums + ((size_t)b * H + h) * 3;
+            sa += hs[0], sd += hs[1], sb += hs[2];
+        }
+        gr->dA_log[h] += (float)sa, gr->dDv[h] += (float)sd, gr->ddt_bias[h] += (float)sb;
+    }
+    free(head_sums), free(dBp), free(dCp);
 }
 
 /* ---- the gated RMSNorm --------------------------------------------------------------------------------------- */
