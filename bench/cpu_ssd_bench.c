@@ -1,5 +1,6 @@
 /* The CPU SSD's forward and backward at one layer of mamba2-130m's shape (H 24, P 64, N 128, G 1), B 1, T 1024:
- * the sequential definitions against the chunked ops, chunks 16..256 (the backward caps its chunk at 64).
+ * the sequential definitions against the chunked ops, chunks 16..256 (both cap their chunk at 64: above that a row
+ * repeats the 64 one).
  *   make build/bench_cpu_ssd && OMP_NUM_THREADS=2 build/bench_cpu_ssd   (make tests builds it too) */
 #include "backend/cpu/cpu_ops.h"
 #include "common.h"

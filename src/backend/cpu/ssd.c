@@ -14,10 +14,11 @@
 #include <string.h>
 
 #define SSD_BWD_BLOCK 64
-/* The chunked backward's chunk: s->chunk, at most this. Its result does not depend on the chunk (up to rounding); at
- * mamba2-130m's shape (T 1024, 2 threads, bench/cpu_ssd_bench.c) it measured 34 / 33 / 36 / 48 / 69 ms at chunks 16 /
- * 32 / 64 / 128 / 256 (the default chunk_size): the L x L products grow with the chunk, the P x N state work shrinks. */
-#define SSD_BWD_CHUNK 64
+/* The CPU's chunk: s->chunk (the model's chunk_size), at most this, in the forward and the backward. The result does
+ * not depend on the chunk (up to rounding); at mamba2-130m's shape (T 1024, 2 threads, bench/cpu_ssd_bench.c) the
+ * forward measured 6.3 / 8.2 / 10.0 / 14.9 / 25.4 ms and the backward 34 / 33 / 36 / 48 / 69 ms at chunks 16 / 32 /
+ * 64 / 128 / 256 (the default chunk_size): the L x L products grow with the chunk, the P x N state work shrinks. */
+#define SSD_CPU_CHUNK 64
 
 /* dt = clamp(softplus(raw + bias)) of (row, head h); *dsp (when not NULL) = d dt / d raw: the softplus's slope
  * (sigmoid, 1 above torch's threshold 20), 0 where the limit clamps. */
@@ -80,7 +81,7 @@ void cpu_ssd_step(const ssd_args *s, float *y, float *state) {
  *   it). exp(a_i - a_j) <= 1 for j <= i (a decreases), so no term overflows. */
 void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G, HP = H * P;
-    const int Q = s->chunk < T ? s->chunk : T;
+    const int Qc = s->chunk < SSD_CPU_CHUNK ? s->chunk : SSD_CPU_CHUNK, Q = Qc < T ? Qc : T;
     const size_t PN = (size_t)P * N;
 #pragma omp parallel
     {
@@ -259,7 +260,7 @@ void cpu_ssd_bwd_ref(const ssd_args *s, const ssd_grads *gr, const float *dy) {
  * heads in order afterwards (deterministic, whatever the thread count). */
 void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G, HP = H * P, ld = s->ldx;
-    const int Qc = s->chunk < SSD_BWD_CHUNK ? s->chunk : SSD_BWD_CHUNK, Q = Qc < T ? Qc : T, nch = (T + Q - 1) / Q;
+    const int Qc = s->chunk < SSD_CPU_CHUNK ? s->chunk : SSD_CPU_CHUNK, Q = Qc < T ? Qc : T, nch = (T + Q - 1) / Q;
     const size_t PN = (size_t)P * N, TN = (size_t)T * N;
     double *head_sums = xcalloc((size_t)s->B * H * 3, sizeof(double)); /* per (b, h): dA_log, dD, ddt_bias */
     float *dBp = xmalloc((size_t)H * TN * sizeof(float)), *dCp = xmalloc((size_t)H * TN * sizeof(float)); /* [H,T,N] */
