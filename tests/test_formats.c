@@ -110,6 +110,39 @@ static const char *llama_heads_json(int heads, int kv_heads, const char *extra) 
 }
 static const char *llama_json(const char *extra) { return llama_heads_json(4, 2, extra); }
 
+/* state-spaces/mamba2-* as mamba_ssm saves them: its config.json (d_model, n_layer, ssm_cfg with layer "Mamba2" and
+ * mamba_ssm's names, a vocabulary padded to pad_vocab_size_multiple) beside the same tensors: the same model. */
+static void state_spaces_mamba2(void) {
+    TEST_BEGIN("format mamba2 from state-spaces (mamba_ssm's config.json): the same model, the vocabulary padded");
+    ssm_config c = small("M", 2);
+    c.mamba2.n_groups = 1, c.mamba2.chunk_size = 256, c.mamba2.d_state = 128, c.mamba2.head_dim = 64;
+    c.d_model = 64, c.vocab_size = 256;
+    ssm_model *m = ssm_model_new(&c, 11);
+    char sub[PATH_CAP], p[PATH_CAP];
+    snprintf(sub, sizeof sub, "%s/state_spaces_m2", dir);
+    EXPECT(ssm_model_save(m, sub) == 0, "save: %s", ssm_last_error());
+    /* mamba2-130m's config.json, at this size: defaults for everything in ssm_cfg but the layer */
+    const char *cfg = "{\"d_model\": 64, \"d_intermediate\": 0, \"n_layer\": 2, \"vocab_size\": 250, "
+                      "\"ssm_cfg\": {\"layer\": \"Mamba2\"}, \"attn_layer_idx\": [], \"attn_cfg\": {}, "
+                      "\"rms_norm\": true, \"residual_in_fp32\": true, \"fused_add_norm\": true, "
+                      "\"pad_vocab_size_multiple\": 16, \"tie_embeddings\": true}\n";
+    path_join(p, sub, "config.json");
+    EXPECT(file_write_atomic(p, cfg, strlen(cfg)) == 0, "write config.json");
+    ssm_model *b = ssm_model_load(sub);
+    EXPECT(b != NULL, "load: %s", ssm_last_error());
+    if (b) {
+        const ssm_config *y = ssm_model_config(b);
+        EXPECT(!strcmp(y->layer_pattern, "M") && y->vocab_size == 256 && y->mamba2.head_dim == 64 &&
+                   y->mamba2.d_state == 128 && y->mamba2.chunk_size == 256,
+               "config: pattern %s, vocab %d, head_dim %d", y->layer_pattern, y->vocab_size, y->mamba2.head_dim);
+        EXPECT(m->layout.total == b->layout.total && !memcmp(m->w, b->w, sizeof(float) * m->layout.total),
+               "weights differ");
+        ssm_model_free(b);
+    }
+    ssm_model_free(m);
+    TEST_END();
+}
+
 int main(void) {
     CHECK(mkdtemp(dir), "mkdtemp");
     round_trip("mamba", small("m", 2), "MambaForCausalLM", "backbone.layers.1.mixer.in_proj.weight");
@@ -126,6 +159,7 @@ int main(void) {
     m2.mamba2.dt_max = 0.5f;
     round_trip("mamba2 untied, biases, a dt limit", m2, "Mamba2ForCausalLM", "lm_head.weight");
     round_trip("hybrid with mamba2", small("Mmaf", 4), "SsmHybridForCausalLM", "backbone.layers.0.mixer.norm.weight");
+    state_spaces_mamba2();
     round_trip("odd transformer", small("af", 3), "SsmHybridForCausalLM", "backbone.layers.2.mixer.q_proj.weight");
 
     config_case("a LlamaConfig written by transformers reads", llama_json(""), NULL);
@@ -165,6 +199,17 @@ int main(void) {
     snprintf(json, sizeof json, m2_json, "");
     memcpy(strstr(json, "\"num_heads\": 4"), "\"num_heads\": 5", strlen("\"num_heads\": 5"));
     config_case("num_heads disagreeing with head_dim is refused", json, "num_heads 5 * head_dim 16");
+    const char *ss = "{\"d_model\": 32, \"n_layer\": 2, \"vocab_size\": 256, \"ssm_cfg\": {\"layer\": \"Mamba2\"%s}%s}";
+    snprintf(json, sizeof json, ss, "", ", \"d_intermediate\": 64");
+    config_case("mamba_ssm's MLP layers (d_intermediate) are refused", json, "d_intermediate 64");
+    snprintf(json, sizeof json, ss, "", ", \"attn_layer_idx\": [1]");
+    config_case("mamba_ssm's attention layers are refused", json, "attn_layer_idx");
+    snprintf(json, sizeof json, ss, ", \"D_has_hdim\": true", "");
+    config_case("a D per channel (D_has_hdim) is refused", json, "D_has_hdim true");
+    snprintf(json, sizeof json, ss, ", \"layer\": \"Mamba3\"", "");
+    char *dup = strstr(json, "\"layer\": \"Mamba2\", ");
+    memmove(dup, dup + strlen("\"layer\": \"Mamba2\", "), strlen(dup + strlen("\"layer\": \"Mamba2\", ")) + 1);
+    config_case("an unknown ssm_cfg.layer is refused", json, "ssm_cfg.layer \"Mamba3\" is not supported");
     char cmd[PATH_CAP + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

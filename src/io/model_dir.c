@@ -269,6 +269,41 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
 
 /* The original state-spaces/mamba MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}, with the
  * vocabulary padded up to pad_vocab_size_multiple as MambaLMHeadModel does. */
+/* mamba_ssm's MambaConfig with ssm_cfg.layer "Mamba2" (state-spaces/mamba2-*): ssm_cfg's names (headdim, ngroups,
+ * bias, conv_bias, dt_limit) and mamba_ssm's defaults (d_state 128, headdim 64, chunk_size 256). Its own MLP
+ * (d_intermediate > 0) and attention layers (attn_layer_idx) are other kinds than ours: refused. */
+static int state_spaces_mamba2(const json_value *root, const json_value *ssm, ssm_config *c) {
+    ssm_mamba2_config *m = &c->mamba2;
+    strcpy(c->layer_pattern, "M");
+    int d_intermediate = 0, has_hdim = 0, rmsnorm = 1, before = 0;
+    const int_field outer[] = {{"d_intermediate", &d_intermediate, 0}};
+    const json_value *attn = json_get(root, "attn_layer_idx");
+    if (read_ints(root, outer, 1, 0)) return -1;
+    if (d_intermediate) return ssm_error("d_intermediate %d: mamba_ssm's MLP layers are not supported", d_intermediate);
+    if (attn && (attn->type != JSON_ARRAY || attn->count))
+        return ssm_error("attn_layer_idx: mamba_ssm's attention layers are not supported (save the model from ssm)");
+    const int_field ints[] = {{"d_state", &m->d_state, 0}, {"d_conv", &m->d_conv, 0}, {"expand", &m->expand, 0},
+                              {"headdim", &m->head_dim, 0}, {"ngroups", &m->n_groups, 0}, {"chunk_size", &m->chunk_size, 0}};
+    const int_field flags[] = {{"bias", &m->use_bias, 0},    {"conv_bias", &m->use_conv_bias, 0},
+                               {"D_has_hdim", &has_hdim, 0}, {"rmsnorm", &rmsnorm, 0},
+                               {"norm_before_gate", &before, 0}};
+    if (read_ints(ssm, ints, 6, 0) || read_ints(ssm, flags, 5, 1)) return -1;
+    if (has_hdim || !rmsnorm || before)
+        return ssm_error("ssm_cfg: %s is not supported", has_hdim ? "D_has_hdim true" : !rmsnorm ? "rmsnorm false"
+                                                                                                 : "norm_before_gate true");
+    const json_value *d_ssm = json_get(ssm, "d_ssm"), *lim = json_get(ssm, "dt_limit");
+    if (d_ssm && d_ssm->type != JSON_NULL &&
+        (d_ssm->type != JSON_NUMBER || d_ssm->number != (double)m->expand * c->d_model))
+        return ssm_error("ssm_cfg.d_ssm other than expand * d_model is not supported");
+    if (lim) {
+        if (lim->type != JSON_ARRAY || lim->count != 2 || lim->items[0].type != JSON_NUMBER ||
+            lim->items[1].type != JSON_NUMBER)
+            return ssm_error("ssm_cfg.dt_limit must be a list of two numbers");
+        m->dt_min = (float)lim->items[0].number, m->dt_max = (float)lim->items[1].number;
+    }
+    return 0;
+}
+
 static int config_from_state_spaces(const json_value *root, ssm_config *c) {
     int pad = 8, rms = 1;
     const int_field ints[] = {{"d_model", &c->d_model, 1}, {"n_layer", &c->n_layer, 1}, {"vocab_size", &c->vocab_size, 1},
@@ -282,7 +317,9 @@ static int config_from_state_spaces(const json_value *root, ssm_config *c) {
     if (ssm) {
         const char *layer = NULL;
         if (json_get_string(ssm, "layer", &layer) < 0) return -1;
-        if (layer && strcmp(layer, "Mamba1") != 0) return ssm_error("ssm_cfg.layer \"%s\" is not supported (Mamba1)", layer);
+        if (layer && !strcmp(layer, "Mamba2")) return state_spaces_mamba2(root, ssm, c);
+        if (layer && strcmp(layer, "Mamba1") != 0)
+            return ssm_error("ssm_cfg.layer \"%s\" is not supported (Mamba1, Mamba2)", layer);
         const int_field sints[] = {{"d_state", &c->mamba1.d_state, 0}, {"d_conv", &c->mamba1.d_conv, 0}, {"expand", &c->mamba1.expand, 0}};
         const int_field sflags[] = {{"bias", &c->mamba1.use_bias, 0}, {"conv_bias", &c->mamba1.use_conv_bias, 0}};
         if (read_ints(ssm, sints, 3, 0) || read_ints(ssm, sflags, 2, 1) || read_dt_rank(ssm, "dt_rank", &c->mamba1.dt_rank))
