@@ -276,6 +276,26 @@ static void set_threads(int threads) {
  * exactly those bytes: a newline is added only for a terminal, to leave the shell's prompt on its own line. */
 static const char *human_bytes(char *buf, size_t cap, double b);
 
+/* The model's layer kinds, each once in order of first appearance (at most cap): their count. */
+static int model_kinds(const ssm_model *m, const char **kinds, int cap) {
+    int n = 0;
+    for (int l = 0; l < ssm_model_config(m)->n_layer; l++) {
+        const char *k = ssm_model_layer_kind(m, l);
+        int seen = 0;
+        for (int j = 0; j < n; j++) seen |= !strcmp(kinds[j], k);
+        if (!seen && n < cap) kinds[n++] = k;
+    }
+    return n;
+}
+
+/* The inference state per sequence of the layers of one kind (NULL: all) holding `context` positions. */
+static size_t kind_state_bytes(const ssm_model *m, const char *kind, long context) {
+    size_t b = 0;
+    for (int l = 0; l < ssm_model_config(m)->n_layer; l++)
+        if (!kind || !strcmp(ssm_model_layer_kind(m, l), kind)) b += ssm_model_state_bytes_at(m, l, context);
+    return b;
+}
+
 /* Returns the positions the state went through: the prompt's tokens and the n generated. */
 static long print_sample(const ssm_model *m, const ssm_tokenizer *tok, const char *prompt, int n,
                          const ssm_sample_options *so, int echo) {
@@ -497,22 +517,15 @@ static int cmd_generate(int argc, char **argv) {
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
     const long positions = print_sample(m, tok, prompt, n, &so, !no_echo);
     /* the state it ended with, per layer kind (stderr: stdout is the text alone) */
-    const ssm_config *c = ssm_model_config(m);
+    const char *kinds[16];
+    const int n_kinds = model_kinds(m, kinds, 16);
     char h[32];
     fprintf(stderr, "ssm: inference state after %ld positions: %s per sequence (", positions,
-            human_bytes(h, sizeof h, (double)ssm_model_state_bytes_at(m, -1, positions)));
-    for (int l = 0, first = 1; l < c->n_layer; l++) {
-        const char *k = ssm_model_layer_kind(m, l);
-        int seen = 0;
-        for (int j = 0; j < l; j++) seen |= !strcmp(ssm_model_layer_kind(m, j), k);
-        if (seen) continue;
-        size_t b = 0;
-        for (int j = l; j < c->n_layer; j++)
-            if (!strcmp(ssm_model_layer_kind(m, j), k)) b += ssm_model_state_bytes_at(m, j, positions);
-        const int grows = ssm_model_state_bytes_at(m, l, 2 * positions + 1) != ssm_model_state_bytes_at(m, l, positions);
-        fprintf(stderr, "%s%s %s%s", first ? "" : ", ", k, human_bytes(h, sizeof h, (double)b),
-                grows ? ", growing with the context" : ", fixed");
-        first = 0;
+            human_bytes(h, sizeof h, (double)kind_state_bytes(m, NULL, positions)));
+    for (int j = 0; j < n_kinds; j++) {
+        const size_t b = kind_state_bytes(m, kinds[j], positions);
+        fprintf(stderr, "%s%s %s%s", j ? ", " : "", kinds[j], human_bytes(h, sizeof h, (double)b),
+                kind_state_bytes(m, kinds[j], 2 * positions + 1) != b ? ", growing with the context" : ", fixed");
     }
     fprintf(stderr, ")\n");
     ssm_tokenizer_free(tok);
@@ -548,23 +561,15 @@ static void print_state_table(const ssm_model *m, const long *ctx, int n) {
     }
     printf("\n");
     const char *kinds[16];
-    int n_kinds = 0;
-    for (int l = 0; l < c->n_layer; l++) { /* each kind once, in order of first appearance */
-        const char *k = ssm_model_layer_kind(m, l);
-        int seen = 0;
-        for (int j = 0; j < n_kinds; j++) seen |= !strcmp(kinds[j], k);
-        if (!seen && n_kinds < 16) kinds[n_kinds++] = k;
-    }
-    for (int j = 0; j <= n_kinds; j++) {
+    const int n_kinds = model_kinds(m, kinds, 16);
+    for (int j = 0; j <= n_kinds; j++) { /* each kind, then the total (kind NULL) */
+        const char *kind = j < n_kinds ? kinds[j] : NULL;
         int layers = 0;
-        for (int l = 0; l < c->n_layer; l++) layers += j == n_kinds || !strcmp(ssm_model_layer_kind(m, l), kinds[j]);
-        printf("  %-10s %6d", j < n_kinds ? kinds[j] : "total", layers);
+        for (int l = 0; l < c->n_layer; l++) layers += !kind || !strcmp(ssm_model_layer_kind(m, l), kind);
+        printf("  %-10s %6d", kind ? kind : "total", layers);
         for (int i = 0; i < n; i++) {
-            size_t b = 0;
-            for (int l = 0; l < c->n_layer; l++)
-                if (j == n_kinds || !strcmp(ssm_model_layer_kind(m, l), kinds[j])) b += ssm_model_state_bytes_at(m, l, ctx[i]);
             char h[32];
-            printf(" %11s", human_bytes(h, sizeof h, (double)b));
+            printf(" %11s", human_bytes(h, sizeof h, (double)kind_state_bytes(m, kind, ctx[i])));
         }
         printf("\n");
     }

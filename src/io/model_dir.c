@@ -269,6 +269,16 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
 
 /* The original state-spaces/mamba MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}, with the
  * vocabulary padded up to pad_vocab_size_multiple as MambaLMHeadModel does. */
+/* A Mamba-2 dt limit (HF time_step_limit, mamba_ssm's dt_limit) into m: absent, or a list of two numbers. */
+static int read_dt_limit(const json_value *lim, const char *what, ssm_mamba2_config *m) {
+    if (!lim) return 0;
+    if (lim->type != JSON_ARRAY || lim->count != 2 || lim->items[0].type != JSON_NUMBER ||
+        lim->items[1].type != JSON_NUMBER)
+        return ssm_error("%s must be a list of two numbers", what);
+    m->dt_min = (float)lim->items[0].number, m->dt_max = (float)lim->items[1].number;
+    return 0;
+}
+
 /* mamba_ssm's MambaConfig with ssm_cfg.layer "Mamba2" (state-spaces/mamba2-*): ssm_cfg's names (headdim, ngroups,
  * bias, conv_bias, dt_limit) and mamba_ssm's defaults (d_state 128, headdim 64, chunk_size 256). Its own MLP
  * (d_intermediate > 0) and attention layers (attn_layer_idx) are other kinds than ours: refused. */
@@ -295,13 +305,7 @@ static int state_spaces_mamba2(const json_value *root, const json_value *ssm, ss
     if (d_ssm && d_ssm->type != JSON_NULL &&
         (d_ssm->type != JSON_NUMBER || d_ssm->number != (double)m->expand * c->d_model))
         return ssm_error("ssm_cfg.d_ssm other than expand * d_model is not supported");
-    if (lim) {
-        if (lim->type != JSON_ARRAY || lim->count != 2 || lim->items[0].type != JSON_NUMBER ||
-            lim->items[1].type != JSON_NUMBER)
-            return ssm_error("ssm_cfg.dt_limit must be a list of two numbers");
-        m->dt_min = (float)lim->items[0].number, m->dt_max = (float)lim->items[1].number;
-    }
-    return 0;
+    return read_dt_limit(lim, "ssm_cfg.dt_limit", m);
 }
 
 static int config_from_state_spaces(const json_value *root, ssm_config *c) {
@@ -403,14 +407,7 @@ static int read_mamba2_fields(const json_value *obj, ssm_config *c) {
     int before = 0;
     if (json_get_bool(obj, "norm_before_gate", &before) < 0) return -1;
     if (before) return ssm_error("norm_before_gate true is not supported");
-    const json_value *lim = json_get(obj, "time_step_limit");
-    if (lim) {
-        if (lim->type != JSON_ARRAY || lim->count != 2 || lim->items[0].type != JSON_NUMBER ||
-            lim->items[1].type != JSON_NUMBER)
-            return ssm_error("\"time_step_limit\" must be a list of two numbers");
-        m->dt_min = (float)lim->items[0].number, m->dt_max = (float)lim->items[1].number;
-    }
-    return 0;
+    return read_dt_limit(json_get(obj, "time_step_limit"), "\"time_step_limit\"", m);
 }
 
 /* HF Mamba2Config: a model of Mamba-2 layers alone. */

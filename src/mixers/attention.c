@@ -35,11 +35,7 @@ static void attention_declare(param_layout *L, const ssm_config *c, int layer) {
     const attn_dims d = dims_of(c);
     const char *names[] = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"};
     const int shapes[4][2] = {{d.H * d.hd, d.D}, {d.KV * d.hd, d.D}, {d.KV * d.hd, d.D}, {d.D, d.H * d.hd}};
-    for (int i = 0; i < 4; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, names[i]);
-        params_add(L, name, 1, 2, shapes[i]);
-    }
+    for (int i = 0; i < 4; i++) mixer_param_add(L, layer, names[i], 1, 2, shapes[i]);
 }
 
 /* nn.Linear's default (uniform +-1/sqrt(fan_in)); o_proj also scaled by 1/sqrt(n_layer), as Mamba-1's out_proj. */
@@ -51,9 +47,7 @@ static void attention_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
                          (size_t)d.D * d.H * d.hd};
     const float bound[4] = {1.0f / sqrtf((float)d.D), 1.0f / sqrtf((float)d.D), 1.0f / sqrtf((float)d.D),
                             1.0f / sqrtf((float)(d.H * d.hd)) / sqrtf((float)ctx->cfg->n_layer)};
-    for (int m = 0; m < 4; m++)
-        for (size_t i = 0; i < n[m]; i++)
-            mats[m][i] = (2.0f * rng_uniform(rng) - 1.0f) * bound[m];
+    for (int m = 0; m < 4; m++) mixer_fill_uniform(mats[m], n[m], bound[m], rng);
 }
 
 /* saved: qkv [rows, W] (q and k after the rotation), o [rows, H*hd] (the o_proj input), lse [B, H, T]; no temps;

@@ -51,29 +51,17 @@ static mamba1_views views_of(const ssm_config *c, const float *base, const param
 
 static void mamba1_declare(param_layout *L, const ssm_config *c, int layer) {
     mamba1_dims d = dims_of(c);
-    char name[96];
-#define ADD(suffix, decay, ...)                                                                    \
-    do {                                                                                           \
-        int shape[] = {__VA_ARGS__};                                                               \
-        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, suffix);                 \
-        params_add(L, name, decay, (int)(sizeof shape / sizeof shape[0]), shape);                  \
-    } while (0)
-    ADD("in_proj.weight", 1, 2 * d.E, d.D);
-    if (c->mamba1.use_bias) ADD("in_proj.bias", 0, 2 * d.E);
-    ADD("conv1d.weight", 1, d.E, 1, d.K);
-    if (c->mamba1.use_conv_bias) ADD("conv1d.bias", 0, d.E);
-    ADD("x_proj.weight", 1, d.P, d.E);
-    ADD("dt_proj.weight", 1, d.E, d.R);
-    ADD("dt_proj.bias", 0, d.E);
-    ADD("A_log", 0, d.E, d.N);
-    ADD("D", 0, d.E);
-    ADD("out_proj.weight", 1, d.D, d.E);
-    if (c->mamba1.use_bias) ADD("out_proj.bias", 0, d.D);
-#undef ADD
-}
-
-static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
-    for (size_t i = 0; i < n; i++) p[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+    MIXER_PARAM(L, layer, "in_proj.weight", 1, 2 * d.E, d.D);
+    if (c->mamba1.use_bias) MIXER_PARAM(L, layer, "in_proj.bias", 0, 2 * d.E);
+    MIXER_PARAM(L, layer, "conv1d.weight", 1, d.E, 1, d.K);
+    if (c->mamba1.use_conv_bias) MIXER_PARAM(L, layer, "conv1d.bias", 0, d.E);
+    MIXER_PARAM(L, layer, "x_proj.weight", 1, d.P, d.E);
+    MIXER_PARAM(L, layer, "dt_proj.weight", 1, d.E, d.R);
+    MIXER_PARAM(L, layer, "dt_proj.bias", 0, d.E);
+    MIXER_PARAM(L, layer, "A_log", 0, d.E, d.N);
+    MIXER_PARAM(L, layer, "D", 0, d.E);
+    MIXER_PARAM(L, layer, "out_proj.weight", 1, d.D, d.E);
+    if (c->mamba1.use_bias) MIXER_PARAM(L, layer, "out_proj.bias", 0, d.D);
 }
 
 /* state-spaces/mamba's initialization: nn.Linear/Conv1d defaults (uniform +-1/sqrt(fan_in)),
@@ -82,20 +70,17 @@ static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
 static void mamba1_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     mamba1_dims d = dims_of(ctx->cfg);
     mamba1_views v = views_of(ctx->cfg, w, ctx->pi); /* linear biases stay zero, as in the reference */
-    fill_uniform(v.in_proj, (size_t)2 * d.E * d.D, 1.0f / sqrtf((float)d.D), rng);
-    fill_uniform(v.conv_w, (size_t)d.E * d.K, 1.0f / sqrtf((float)d.K), rng);
-    if (v.conv_b) fill_uniform(v.conv_b, (size_t)d.E, 1.0f / sqrtf((float)d.K), rng);
-    fill_uniform(v.x_proj, (size_t)d.P * d.E, 1.0f / sqrtf((float)d.E), rng);
-    fill_uniform(v.dt_w, (size_t)d.E * d.R, 1.0f / sqrtf((float)d.R), rng);
-    const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
+    mixer_fill_uniform(v.in_proj, (size_t)2 * d.E * d.D, 1.0f / sqrtf((float)d.D), rng);
+    mixer_fill_uniform(v.conv_w, (size_t)d.E * d.K, 1.0f / sqrtf((float)d.K), rng);
+    if (v.conv_b) mixer_fill_uniform(v.conv_b, (size_t)d.E, 1.0f / sqrtf((float)d.K), rng);
+    mixer_fill_uniform(v.x_proj, (size_t)d.P * d.E, 1.0f / sqrtf((float)d.E), rng);
+    mixer_fill_uniform(v.dt_w, (size_t)d.E * d.R, 1.0f / sqrtf((float)d.R), rng);
     for (int e = 0; e < d.E; e++) {
-        double dt = exp(rng_uniform(rng) * (log(dt_max) - log(dt_min)) + log(dt_min));
-        if (dt < dt_floor) dt = dt_floor;
-        v.dt_b[e] = (float)(dt + log(-expm1(-dt)));
+        v.dt_b[e] = mixer_dt_bias_init(rng);
         v.D[e] = 1.0f;
         for (int n = 0; n < d.N; n++) v.A_log[(size_t)e * d.N + n] = logf((float)(n + 1));
     }
-    fill_uniform(v.out_proj, (size_t)d.D * d.E, 1.0f / sqrtf((float)d.E) / sqrtf((float)ctx->cfg->n_layer), rng);
+    mixer_fill_uniform(v.out_proj, (size_t)d.D * d.E, 1.0f / sqrtf((float)d.E) / sqrtf((float)ctx->cfg->n_layer), rng);
 }
 
 /* What the forward keeps for the backward (per layer, in order): the in_proj output and the x_proj output (A =

@@ -56,28 +56,16 @@ static mamba2_views views_of(const ssm_config *c, const float *base, const param
 
 static void mamba2_declare(param_layout *L, const ssm_config *c, int layer) {
     const mamba2_dims d = dims_of(c);
-    char name[96];
-#define ADD(suffix, decay, ...)                                                                    \
-    do {                                                                                           \
-        int shape[] = {__VA_ARGS__};                                                               \
-        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, suffix);                 \
-        params_add(L, name, decay, (int)(sizeof shape / sizeof shape[0]), shape);                  \
-    } while (0)
-    ADD("in_proj.weight", 1, d.Din, d.D);
-    if (c->mamba2.use_bias) ADD("in_proj.bias", 0, d.Din);
-    ADD("conv1d.weight", 1, d.Cd, 1, d.K);
-    if (c->mamba2.use_conv_bias) ADD("conv1d.bias", 0, d.Cd);
-    ADD("dt_bias", 0, d.H); /* mamba_ssm: _no_weight_decay on dt_bias, A_log and D */
-    ADD("A_log", 0, d.H);
-    ADD("D", 0, d.H);
-    ADD("norm.weight", 0, d.Di);
-    ADD("out_proj.weight", 1, d.D, d.Di);
-    if (c->mamba2.use_bias) ADD("out_proj.bias", 0, d.D);
-#undef ADD
-}
-
-static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
-    for (size_t i = 0; i < n; i++) p[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+    MIXER_PARAM(L, layer, "in_proj.weight", 1, d.Din, d.D);
+    if (c->mamba2.use_bias) MIXER_PARAM(L, layer, "in_proj.bias", 0, d.Din);
+    MIXER_PARAM(L, layer, "conv1d.weight", 1, d.Cd, 1, d.K);
+    if (c->mamba2.use_conv_bias) MIXER_PARAM(L, layer, "conv1d.bias", 0, d.Cd);
+    MIXER_PARAM(L, layer, "dt_bias", 0, d.H); /* mamba_ssm: _no_weight_decay on dt_bias, A_log and D */
+    MIXER_PARAM(L, layer, "A_log", 0, d.H);
+    MIXER_PARAM(L, layer, "D", 0, d.H);
+    MIXER_PARAM(L, layer, "norm.weight", 0, d.Di);
+    MIXER_PARAM(L, layer, "out_proj.weight", 1, d.D, d.Di);
+    if (c->mamba2.use_bias) MIXER_PARAM(L, layer, "out_proj.bias", 0, d.D);
 }
 
 /* mamba_ssm's initialization (mamba2.py, mixer_seq_simple._init_weights): nn.Linear/Conv1d defaults (uniform
@@ -86,19 +74,16 @@ static void fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
 static void mamba2_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     const mamba2_dims d = dims_of(ctx->cfg);
     const mamba2_views v = views_of(ctx->cfg, w, ctx->pi);
-    fill_uniform(v.in_proj, (size_t)d.Din * d.D, 1.0f / sqrtf((float)d.D), rng);
-    fill_uniform(v.conv_w, (size_t)d.Cd * d.K, 1.0f / sqrtf((float)d.K), rng);
-    if (v.conv_b) fill_uniform(v.conv_b, (size_t)d.Cd, 1.0f / sqrtf((float)d.K), rng);
-    const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
+    mixer_fill_uniform(v.in_proj, (size_t)d.Din * d.D, 1.0f / sqrtf((float)d.D), rng);
+    mixer_fill_uniform(v.conv_w, (size_t)d.Cd * d.K, 1.0f / sqrtf((float)d.K), rng);
+    if (v.conv_b) mixer_fill_uniform(v.conv_b, (size_t)d.Cd, 1.0f / sqrtf((float)d.K), rng);
     for (int h = 0; h < d.H; h++) {
-        double dt = exp(rng_uniform(rng) * (log(dt_max) - log(dt_min)) + log(dt_min));
-        if (dt < dt_floor) dt = dt_floor;
-        v.dt_bias[h] = (float)(dt + log(-expm1(-dt)));
+        v.dt_bias[h] = mixer_dt_bias_init(rng);
         v.A_log[h] = logf(1.0f + 15.0f * rng_uniform(rng)); /* A_init_range (1, 16) */
         v.D[h] = 1.0f;
     }
     for (int i = 0; i < d.Di; i++) v.norm[i] = 1.0f;
-    fill_uniform(v.out_proj, (size_t)d.D * d.Di, 1.0f / sqrtf((float)d.Di) / sqrtf((float)ctx->cfg->n_layer), rng);
+    mixer_fill_uniform(v.out_proj, (size_t)d.D * d.Di, 1.0f / sqrtf((float)d.Di) / sqrtf((float)ctx->cfg->n_layer), rng);
 }
 
 /* saved: zxbcdt [rows, Din] (in_proj's output), y [rows, Di] (the SSD's output, D x included); temp: xbc [rows, Cd]

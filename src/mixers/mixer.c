@@ -1,7 +1,9 @@
 /* The registry of mixer kinds, by layer-pattern letter, and what mixers share. */
 #include "mixers/mixer.h"
 
+#include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 
 static const mixer_kind *const mixer_all[] = {&mixer_mamba1, &mixer_mamba2, &mixer_attention, &mixer_mlp};
 #define MIXER_COUNT (sizeof mixer_all / sizeof mixer_all[0])
@@ -47,4 +49,21 @@ void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const floa
 int mixer_form(const mixer_kind *k, const backend *be, int training) {
     if (!be->lean_acts || !k->bf16_acts) return MIXER_ACTS_PLAIN;
     return training ? MIXER_ACTS_LEAN_TRAIN : MIXER_ACTS_LEAN;
+}
+
+void mixer_param_add(param_layout *L, int layer, const char *tensor, int decay, int ndim, const int *shape) {
+    char name[96];
+    snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, tensor);
+    params_add(L, name, decay, ndim, shape);
+}
+
+void mixer_fill_uniform(float *p, size_t n, float bound, rng_t *rng) {
+    for (size_t i = 0; i < n; i++) p[i] = (2.0f * rng_uniform(rng) - 1.0f) * bound;
+}
+
+float mixer_dt_bias_init(rng_t *rng) {
+    const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
+    double dt = exp(rng_uniform(rng) * (log(dt_max) - log(dt_min)) + log(dt_min));
+    if (dt < dt_floor) dt = dt_floor;
+    return (float)(dt + log(-expm1(-dt)));
 }

@@ -87,6 +87,17 @@ void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const floa
 /* The form a layer of kind k runs in on be: training or inference. */
 int mixer_form(const mixer_kind *k, const backend *be, int training);
 
+/* What the kinds share when declaring and initializing their tensors: */
+/* adds the tensor "backbone.layers.<layer>.mixer.<tensor>" of ndim dimensions (shape) to L */
+void mixer_param_add(param_layout *L, int layer, const char *tensor, int decay, int ndim, const int *shape);
+/* the same with the shape written out: MIXER_PARAM(L, layer, "in_proj.weight", 1, rows, cols) */
+#define MIXER_PARAM(L, layer, tensor, decay, ...)                                                                     \
+    mixer_param_add(L, layer, tensor, decay, (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (int[]){__VA_ARGS__})
+/* p[0..n) uniform in (-bound, bound): nn.Linear's and nn.Conv1d's default with bound 1/sqrt(fan_in) */
+void mixer_fill_uniform(float *p, size_t n, float bound, rng_t *rng);
+/* mamba_ssm's dt projection bias: softplus^-1(dt), dt log-uniform in [1e-3, 0.1] and floored at 1e-4 (one draw) */
+float mixer_dt_bias_init(rng_t *rng);
+
 /* The mixer for a layer-pattern letter, or NULL. */
 const mixer_kind *mixer_by_code(char code);
 /* The letters and their kinds, for messages: "m = mamba1, ..." */

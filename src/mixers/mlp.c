@@ -19,11 +19,7 @@ static mlp_views views_of(const float *base, const param_info *pi) {
 static void mlp_declare(param_layout *L, const ssm_config *c, int layer) {
     const int D = c->d_model, I = c->mlp.intermediate_size;
     const char *names[] = {"gate_proj.weight", "up_proj.weight", "down_proj.weight"};
-    for (int i = 0; i < 3; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "backbone.layers.%d.mixer.%s", layer, names[i]);
-        params_add(L, name, 1, 2, i < 2 ? (int[]){I, D} : (int[]){D, I});
-    }
+    for (int i = 0; i < 3; i++) mixer_param_add(L, layer, names[i], 1, 2, i < 2 ? (int[]){I, D} : (int[]){D, I});
 }
 
 /* nn.Linear's default (uniform +-1/sqrt(fan_in)); down_proj also scaled by 1/sqrt(n_layer), as Mamba-1's out_proj
@@ -32,12 +28,9 @@ static void mlp_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     const int D = ctx->cfg->d_model, I = ctx->cfg->mlp.intermediate_size;
     mlp_views v = views_of(w, ctx->pi);
     const float bd = 1.0f / sqrtf((float)D), bi = 1.0f / sqrtf((float)I) / sqrtf((float)ctx->cfg->n_layer);
-    for (size_t i = 0; i < (size_t)I * D; i++)
-        v.gate[i] = (2.0f * rng_uniform(rng) - 1.0f) * bd;
-    for (size_t i = 0; i < (size_t)I * D; i++)
-        v.up[i] = (2.0f * rng_uniform(rng) - 1.0f) * bd;
-    for (size_t i = 0; i < (size_t)D * I; i++)
-        v.down[i] = (2.0f * rng_uniform(rng) - 1.0f) * bi;
+    mixer_fill_uniform(v.gate, (size_t)I * D, bd, rng);
+    mixer_fill_uniform(v.up, (size_t)I * D, bd, rng);
+    mixer_fill_uniform(v.down, (size_t)D * I, bi, rng);
 }
 
 /* saved: gu [rows, 2I] = gate_proj(x) | up_proj(x); temp: h [rows, I] = silu(g) * u, recomputed by the backward;

@@ -142,6 +142,19 @@ void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
 /* Reverse recurrence with ds = dL/dS_t carried back:
  *   ds += dy_t C_t^T;  dC_t += S_t^T dy_t;  dx_t = dt ds B_t + D dy_t;  dB_t += dt ds^T x_t;
  *   d dt = x_t^T ds B_t + <ds, S_{t-1}> e A;  dA += <ds, S_{t-1}> e dt;  ds *= e   (e = exp(dt A)). */
+/* dA_log, dD, d(dt bias) [H] += the per-(sequence, head) sums head_sums [B, H, 3], the sequences in order
+ * (deterministic whatever the threads) */
+static void head_sums_add(const ssd_grads *gr, const double *head_sums, int B, int H) {
+    for (int h = 0; h < H; h++) {
+        double sa = 0, sd = 0, sb = 0;
+        for (int b = 0; b < B; b++) {
+            const double *hs = head_sums + ((size_t)b * H + h) * 3;
+            sa += hs[0], sd += hs[1], sb += hs[2];
+        }
+        gr->dA_log[h] += (float)sa, gr->dDv[h] += (float)sd, gr->ddt_bias[h] += (float)sb;
+    }
+}
+
 void cpu_ssd_bwd_ref(const ssd_args *s, const ssd_grads *gr, const float *dy) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, G = s->G, hpg = H / G, K = SSD_BWD_BLOCK;
     const size_t PN = (size_t)P * N;
@@ -237,14 +250,7 @@ void cpu_ssd_bwd_ref(const ssd_args *s, const ssd_grads *gr, const float *dy) {
         }
         free(ck), free(buf), free(ds), free(dsB);
     }
-    for (int h = 0; h < H; h++) { /* the sequences' sums, in order (deterministic) */
-        double a = 0, d = 0, bias = 0;
-        for (int b = 0; b < s->B; b++) {
-            const double *hs = head_sums + ((size_t)b * H + h) * 3;
-            a += hs[0], d += hs[1], bias += hs[2];
-        }
-        gr->dA_log[h] += (float)a, gr->dDv[h] += (float)d, gr->ddt_bias[h] += (float)bias;
-    }
+    head_sums_add(gr, head_sums, s->B, H);
     free(head_sums);
 }
 
@@ -388,14 +394,7 @@ void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
             free(ck), free(dS), free(CB), free(dM), free(Tn), free(U), free(Xw), free(eY), free(a);
         }
     }
-    for (int h = 0; h < H; h++) { /* the sequences' sums, in order (deterministic) */
-        double sa = 0, sd = 0, sb = 0;
-        for (int b = 0; b < s->B; b++) {
-            const double *hs = head_sums + ((size_t)b * H + h) * 3;
-            sa += hs[0], sd += hs[1], sb += hs[2];
-        }
-        gr->dA_log[h] += (float)sa, gr->dDv[h] += (float)sd, gr->ddt_bias[h] += (float)sb;
-    }
+    head_sums_add(gr, head_sums, s->B, H);
     free(head_sums), free(dBp), free(dCp);
 }
 
