@@ -143,5 +143,9 @@ int main(void) {
     check_model("untied_bf16");
     check_model("sharded_bias");
     check_model("original_names");
+    check_model("mamba2_tied");
+    check_model("llama_gqa_tied");
+    check_model("llama_mqa_untied");
+    check_model("mistral_window");
     return test_failures ? 1 : 0;
 }

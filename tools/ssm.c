@@ -447,7 +447,7 @@ static int cmd_eval(int argc, char **argv) {
         {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
         {"--data", NULL, OPT_STR, &data, "file to score, read as one stream"},
         {"--tokenizer", NULL, OPT_STR, &tok_path, "tokenizer.json (default: the model directory's, else bytes)"},
-        {"--chunk", NULL, OPT_INT, &chunk, "tokens per forward pass (the state carries across chunks)"},
+        {"--chunk", NULL, OPT_INT, &chunk, "tokens per forward pass (a Mamba state carries across chunks; attention sees its chunk)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
@@ -455,8 +455,9 @@ static int cmd_eval(int argc, char **argv) {
         {"--int8", NULL, OPT_FLAG, &int8, INT8_HELP " (scored 16 bytes at a time, as decode reads them)"},
     };
     parse_args(argc, argv, "eval --model DIR --data FILE",
-               "Scores a file as one stream: every layer's state carries across chunks, so the model sees its\n"
-               "whole past. Prints the mean loss over all predicted bytes (or tokens, and bits per byte).",
+               "Scores a file as one stream: a Mamba layer's state carries across chunks, so the model sees its\n"
+               "whole past; a model with attention scores each --chunk on its own (its context is the chunk, as\n"
+               "in training). Prints the mean loss over all predicted bytes (or tokens, and bits per byte).",
                o, NOPTS(o));
     if (!data) die("--data FILE is required");
     if (chunk < 1) die("--chunk must be positive");

@@ -267,15 +267,25 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
     return 0;
 }
 
-/* The original state-spaces/mamba MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}, with the
- * vocabulary padded up to pad_vocab_size_multiple as MambaLMHeadModel does. */
+/* One bound of a dt limit: a JSON number (+-inf from a bare Infinity, see json_parse_file_inf), or the object
+ * {"__float__": "Infinity"} (or "-Infinity") that transformers 5.x writes for a float JSON cannot hold. */
+static int limit_number(const json_value *v, double *out) {
+    if (v->type == JSON_NUMBER) return *out = v->number, 0;
+    const json_value *f = json_get(v, "__float__");
+    if (!f || v->count != 1 || f->type != JSON_STRING) return -1;
+    if (strcmp(f->string, "Infinity") == 0) return *out = INFINITY, 0;
+    if (strcmp(f->string, "-Infinity") == 0) return *out = -INFINITY, 0;
+    return -1;
+}
+
 /* A Mamba-2 dt limit (HF time_step_limit, mamba_ssm's dt_limit) into m: absent, or a list of two numbers. */
 static int read_dt_limit(const json_value *lim, const char *what, ssm_mamba2_config *m) {
     if (!lim) return 0;
-    if (lim->type != JSON_ARRAY || lim->count != 2 || lim->items[0].type != JSON_NUMBER ||
-        lim->items[1].type != JSON_NUMBER)
+    double lo, hi;
+    if (lim->type != JSON_ARRAY || lim->count != 2 || limit_number(&lim->items[0], &lo) ||
+        limit_number(&lim->items[1], &hi))
         return ssm_error("%s must be a list of two numbers", what);
-    m->dt_min = (float)lim->items[0].number, m->dt_max = (float)lim->items[1].number;
+    m->dt_min = (float)lo, m->dt_max = (float)hi;
     return 0;
 }
 
@@ -308,6 +318,8 @@ static int state_spaces_mamba2(const json_value *root, const json_value *ssm, ss
     return read_dt_limit(lim, "ssm_cfg.dt_limit", m);
 }
 
+/* The original state-spaces/mamba MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}, with the
+ * vocabulary padded up to pad_vocab_size_multiple as MambaLMHeadModel does. */
 static int config_from_state_spaces(const json_value *root, ssm_config *c) {
     int pad = 8, rms = 1;
     const int_field ints[] = {{"d_model", &c->d_model, 1}, {"n_layer", &c->n_layer, 1}, {"vocab_size", &c->vocab_size, 1},
