@@ -198,9 +198,6 @@ expect_error "an odd head_dim" "head_dim 3 is odd" "${ta[@]}" --n-heads 4 --head
 expect_error "--n-heads not dividing d_model" "n_heads 5 does not divide d_model 16" "${ta[@]}" --n-heads 5
 expect_error "an unknown layer letter" "unknown layer 'x'" "${ta[@]}" --layers afx
 [ -e "$dir/aerr" ] && fail "a refused attention config left a run directory" || ok "refused attention configs leave no run"
-# no CUDA kernels for attention yet: without a GPU the usual line, with one the missing kernel by name
-expect_error "--device cuda with an attention layer" "use --device cpu" \
-    "$SSM" generate --model "$dir/trun/checkpoint" --prompt "the" -n 4 --device cuda
 
 # --- Mamba-2 layers ('M') ---
 m2=(--layers M --m2-d-state 8 --m2-head-dim 8 --m2-groups 2 --chunk-size 16)
@@ -264,10 +261,16 @@ if [ $gpu -eq 0 ]; then # no GPU here (CI): --device cuda must say so in one lin
         "$SSM" generate --model "$model" --prompt "the" -n 4 --device cuda
     expect_error "--device cuda:7 parses, then finds no GPU" "use --device cpu" \
         "$SSM" generate --model "$model" --prompt "the" -n 4 --device cuda:7
+    expect_error "--device cuda with an attention layer" "use --device cpu" \
+        "$SSM" generate --model "$dir/trun/checkpoint" --prompt "the" -n 4 --device cuda
     [ -d "$dir/bf16run" ] && fail "a failed run left a run directory" || true
 fi
 # on a GPU: out of GPU memory is one line naming the fix (tests/gpu/run.sh runs this file there too)
 if [ $gpu -eq 1 ]; then
+    # attention's CUDA kernels: a Transformer generates on the GPU
+    out=$("$SSM" generate --model "$dir/trun/checkpoint" --prompt "the" -n 20 --seed 3 --device cuda 2>"$dir/err")
+    [ $? -eq 0 ] && [ "${#out}" -ge 20 ] && ok "generate from a Transformer on the GPU" ||
+        fail "generate from a Transformer on the GPU: ${#out} bytes: $(cat "$dir/err")"
     expect_error "--device cuda:99: no such GPU, and how many there are" "this machine has" \
         "$SSM" generate --model "$model" --prompt "the" -n 4 --device cuda:99
     expect_error "out of GPU memory" "out of GPU memory" \

@@ -477,7 +477,7 @@ static void test_limits(void) {
     EXPECT(backend_check_op(&limited, BACKEND_OP_conv1d_silu_step, NULL) == -1 &&
                strstr(ssm_last_error(), "no conv1d_silu_step kernel"),
            "a missing kernel: %s", ssm_last_error());
-    /* an attention layer on a backend without its kernels (CUDA today): the first missing one, by name */
+    /* an attention layer on a backend without one of its kernels: the missing one, by name */
     c.attention.n_heads = 2;
     limited.attn_fwd = NULL;
     EXPECT(mixer_attention.check(&c, &backend_cpu) == 0, "the CPU refused attention: %s", ssm_last_error());

@@ -448,15 +448,15 @@ static attn_args attn_inputs(op_run *r, const int *p, int with_lse) {
 }
 
 static void case_attn_fwd(op_run *r, const int *p) {
-    if (run_refuses(r, BACKEND_OP_attn_fwd, NULL)) return;
     const attn_args a = attn_inputs(r, p, !p[6]);
+    if (run_refuses(r, BACKEND_OP_attn_fwd, &a)) return;
     const int ldo = a.H * a.hd + 1;
     r->be->attn_fwd(&a, out_f32(r, "o", (size_t)a.B * a.T * ldo), ldo);
 }
 
 static void case_attn_bwd(op_run *r, const int *p) {
-    if (run_refuses(r, BACKEND_OP_attn_bwd, NULL)) return;
     attn_args a = attn_inputs(r, p, 0);
+    if (run_refuses(r, BACKEND_OP_attn_bwd, &a)) return;
     const size_t rows = (size_t)a.B * a.T;
     const int ldo = a.H * a.hd, W = (a.H + 2 * a.KV) * a.hd;
     float *o = run_alloc(r, sizeof(float) * rows * ldo);
@@ -642,10 +642,18 @@ static void cases_make(void) {
                  fm & 1 ? " pos" : "", fm & 2 ? " inverse" : "");
     add_case(BACKEND_OP_kv_append, 0, 0, case_kv_append, P(3, 5, 40, 24), "kv_append B 3 T 5 cap 40 kvd 24");
     add_case(BACKEND_OP_kv_append, 0, 0, case_kv_append, P(2, 1, 9, 128), "kv_append B 2 T 1 cap 9 kvd 128");
-    /* B, T, H, KV, hd, window, cache: multi-head, grouped-query, multi-query; a sliding window; decode from a cache */
-    const int at[][7] = {{2, 37, 4, 4, 16, 0, 0}, {2, 70, 6, 2, 32, 0, 0}, {1, 50, 4, 1, 8, 16, 0},
-                         {3, 1, 4, 2, 16, 0, 64}, {2, 5, 4, 2, 16, 7, 40}};
-    for (int i = 0; i < 5; i++) {
+    add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(2, 9, 10, 128, 1), "rope B 2 T 9 heads 10 hd 128: pos");
+    add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(1, 64, 3, 64, 3), "rope B 1 T 64 heads 3 hd 64: pos inverse");
+    /* B, T, H, KV, hd, window, cache: multi-head, grouped-query, multi-query; a sliding window; decode from a cache.
+     * Then the shapes the CUDA kernels treat apart: head_dim 64, 96, 128, 256 (elements per lane 2, 4, 4, 8), T not
+     * a multiple of 64, windows shorter and longer than T, and long caches (nk[b] random per sequence, up to the
+     * capacity), which the CUDA forward splits across warps and merges (a window bounds the split). */
+    const int at[][7] = {{2, 37, 4, 4, 16, 0, 0},     {2, 70, 6, 2, 32, 0, 0},     {1, 50, 4, 1, 8, 16, 0},
+                         {3, 1, 4, 2, 16, 0, 64},     {2, 5, 4, 2, 16, 7, 40},     {2, 130, 4, 2, 64, 0, 0},
+                         {1, 77, 2, 1, 128, 33, 0},   {2, 40, 4, 2, 16, 100, 0},   {1, 20, 2, 1, 256, 0, 0},
+                         {1, 33, 3, 1, 96, 0, 0},     {2, 1, 8, 2, 64, 0, 4096},   {3, 1, 4, 4, 128, 0, 2000},
+                         {2, 4, 4, 2, 64, 0, 1500},   {2, 1, 4, 2, 64, 300, 3000}, {1, 3, 2, 1, 256, 0, 700}};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         const int *q = at[i];
         add_case(BACKEND_OP_attn_fwd, 1e-5, 0, case_attn_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6]),
                  "attn_fwd B %d T %d H %d KV %d hd %d window %d cache %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);

@@ -150,12 +150,16 @@ static void attention_backward(const mixer_ctx *ctx, const float *act, float *te
     be->matmul_bwd(du, 1.0f, gr.v, mat_f32(dqkv + qd + kvd, d.W), u, v.v, rows, kvd, d.D);
 }
 
-/* No CUDA kernels for attention's own ops yet: the backend refuses them by name. */
+/* Can this backend run the config? Every op must have a kernel (a backend without one refuses it by name), and the
+ * attention kernels' size limits (CUDA: head_dim) are the backend's answer about the config's shape. */
 static int attention_check(const ssm_config *cfg, const backend *be) {
-    (void)cfg;
+    const attn_dims d = dims_of(cfg);
+    const attn_args a = {.B = 1, .T = 1, .H = d.H, .KV = d.KV, .hd = d.hd, .window = d.window};
     const int ops[] = {BACKEND_OP_rope, BACKEND_OP_kv_append, BACKEND_OP_attn_fwd, BACKEND_OP_attn_bwd};
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
-        if (backend_check_op(be, ops[i], NULL)) return -1;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        const int sized = ops[i] == BACKEND_OP_attn_fwd || ops[i] == BACKEND_OP_attn_bwd;
+        if (backend_check_op(be, ops[i], sized ? &a : NULL)) return -1;
+    }
     return 0;
 }
 

@@ -72,6 +72,7 @@ void cuda_ctx_bind(void *ctx);
 
 /* The kernels' limits, each beside its kernel (backend_cuda's check_op asks them): 0, or -1 with ssm_error(). */
 int scan_check_cuda(const scan_args *s); /* scan.cu: d_state (N) <= 32 */
+int attn_check_cuda(const attn_args *a); /* attention.cu: head_dim <= 256 (a NULL a: no sizes to check) */
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,8 @@
  * GPU alone: step-by-step decode equals the sequence forward, two runs are bitwise equal, and a run stopped,
  * saved, reloaded and resumed equals the uninterrupted run bitwise (losses, weights, optimizer state).
  * Tolerances (float32 both sides, different GEMM and reduction orders): logits and loss within 1e-5 of the
- * tensor's scale, gradients within 1e-4 of each tensor's scale, ten-step losses within 1e-4 relative.
+ * tensor's scale, gradients within 1e-4 of each tensor's scale, ten-step losses within 1e-4 relative. Models with
+ * attention and MLP layers ("af", "maf"): logits and gradients within 1e-4, decode equal to the forward on CUDA.
  * Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "run_compare.h"
@@ -175,6 +176,78 @@ static void test_step_equals_forward(void) {
     TEST_END();
 }
 
+/* A model of attention / MLP / Mamba-1 layers (4 query heads of 16, n_kv key/value heads, a sliding window or 0). */
+static ssm_config hybrid_config(const char *pattern, int n_layer, int n_kv, int window) {
+    ssm_config c = small_config(0, 1);
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
+    c.n_layer = n_layer;
+    c.attention.n_heads = 4, c.attention.head_dim = 16, c.attention.n_kv_heads = n_kv;
+    c.attention.sliding_window = window;
+    c.mlp.intermediate_size = 96;
+    return c;
+}
+
+/* float32 on both sides: the training forward's loss and logits and every gradient against the CPU (1e-4 of
+ * scale); then on the GPU, decode step by step (through the graph, reading its KV cache) equals the sequence
+ * forward with a state (1e-5). */
+static void test_hybrid(const char *pattern, int n_layer, int n_kv, int window) {
+    char name[200];
+    snprintf(name, sizeof name, "CUDA model \"%s\" (%d layers, %d kv heads of 4, window %d) = CPU model: logits, "
+             "gradients; decode = forward", pattern, n_layer, n_kv, window);
+    TEST_BEGIN(name);
+    ssm_config c = hybrid_config(pattern, n_layer, n_kv, window);
+    ssm_model *cpu = ssm_model_new(&c, 7), *gpu = ssm_model_new(&c, 7);
+    EXPECT(cpu && gpu, "model: %s", ssm_last_error());
+    if (!cpu || !gpu) return;
+    EXPECT(ssm_model_set_device(gpu, "cuda") == 0, "set_device: %s", ssm_last_error());
+    const int B = 3, T = 37, V = c.vocab_size, rows = B * T;
+    int *tok = xmalloc(sizeof(int) * rows), *tgt = xmalloc(sizeof(int) * rows);
+    random_batch(tok, tgt, rows, V, 13);
+    const double lc = model_train_forward(cpu, tok, tgt, B, T), lg = model_train_forward(gpu, tok, tgt, B, T);
+    EXPECT(fabs(lc - lg) <= 1e-5 * fabs(lc), "loss %.9g (CUDA) vs %.9g (CPU)", lg, lc);
+    float *logits = download_floats(gpu, gpu->acts.logits, (size_t)rows * V);
+    const double e = test_rel_err(logits, cpu->acts.logits, (size_t)rows * V);
+    EXPECT(e <= 1e-4, "logits differ by %.3g of their scale", e);
+    free(logits);
+    model_zero_grad(cpu), model_zero_grad(gpu);
+    model_train_backward(cpu, 1.0f), model_train_backward(gpu, 1.0f);
+    float *dw = download_floats(gpu, gpu->dw, cpu->layout.total);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < cpu->layout.n; i++) {
+        const param_info *p = &cpu->layout.items[i];
+        const double ei = test_rel_err(dw + p->offset, cpu->dw + p->offset, p->numel);
+        EXPECT(ei <= 1e-4, "gradient of %s differs by %.3g of its scale", p->name, ei);
+        if (ei > worst) worst = ei, worst_name = p->name;
+    }
+    free(dw);
+    /* decode on the GPU: the sequence forward with a state (a prefill through the cache), then step by step */
+    float *seq = xmalloc(sizeof(float) * rows * V), *step = xmalloc(sizeof(float) * B * V);
+    ssm_state *s = ssm_state_new(gpu, B);
+    EXPECT(s, "state: %s", ssm_last_error());
+    double e_step = 0;
+    if (s) {
+        EXPECT(ssm_forward(gpu, s, tok, T, seq, 0) == 0, "forward: %s", ssm_last_error());
+        ssm_state_reset(s);
+        int cur[3];
+        for (int t = 0; t < T; t++) {
+            for (int b = 0; b < B; b++) cur[b] = tok[b * T + t];
+            EXPECT(ssm_step(gpu, s, cur, step) == 0, "step %d: %s", t, ssm_last_error());
+            for (int b = 0; b < B; b++) {
+                const double es = test_rel_err(step + (size_t)b * V, seq + ((size_t)b * T + t) * V, V);
+                if (es > e_step) e_step = es;
+            }
+        }
+        EXPECT(e_step <= 1e-5, "step logits differ from the sequence forward by %.3g", e_step);
+        ssm_state_free(s);
+    }
+    printf("  # loss %.9g vs %.9g; logits %.3g; worst gradient %.3g (%s); step vs sequence %.3g\n", lg, lc, e, worst,
+           worst_name, e_step);
+    free(seq), free(step), free(tok), free(tgt);
+    ssm_model_free(cpu), ssm_model_free(gpu);
+    TEST_END();
+}
+
 static void test_resume_bitwise(const char *dir) {
     TEST_BEGIN("CUDA training: stop, save, reload, resume == uninterrupted (bitwise), and a CPU reload agrees");
     char data[512], a[512], b[512];
@@ -229,18 +302,16 @@ static void test_errors(void) {
     TEST_END();
 }
 
-/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables but attention's and Mamba-2's
- * (none yet), and
- * an entry left NULL is refused by backend_check_op by name (an attention layer's check names the first); the scan's
- * limit is asked through the mixer as ssm_model_set_device asks it, and answers in the user's words. */
+/* The tables and their answers need no GPU: every op has a kernel in both CUDA tables but Mamba-2's (none yet), an
+ * entry left NULL is refused by backend_check_op by name; the scan's and the attention's limits are asked through the
+ * mixers as ssm_model_set_device asks them, and answer in the user's words. */
 static void test_tables(void) {
     extern const backend backend_cuda, backend_cuda_bf16;
-    TEST_BEGIN("CUDA tables: every op but attention's and Mamba-2's has a kernel, a missing one is refused by name; "
-               "the scan's limit is the backend's answer");
+    TEST_BEGIN("CUDA tables: every op but Mamba-2's has a kernel, a missing one is refused by name; the scan's and "
+               "attention's limits are the backend's answer");
     const backend *tables[2] = {&backend_cuda, &backend_cuda_bf16};
-    const int no_kernel[] = {BACKEND_OP_rope,    BACKEND_OP_kv_append, BACKEND_OP_attn_fwd,
-                             BACKEND_OP_attn_bwd, BACKEND_OP_ssd_fwd,  BACKEND_OP_ssd_bwd,
-                             BACKEND_OP_ssd_step, BACKEND_OP_gated_rmsnorm_fwd, BACKEND_OP_gated_rmsnorm_bwd};
+    const int no_kernel[] = {BACKEND_OP_ssd_fwd, BACKEND_OP_ssd_bwd, BACKEND_OP_ssd_step, BACKEND_OP_gated_rmsnorm_fwd,
+                             BACKEND_OP_gated_rmsnorm_bwd};
     for (int k = 0; k < 2; k++)
         for (int op = 0; op < BACKEND_OP_COUNT; op++) {
             int expected_missing = 0;
@@ -261,10 +332,13 @@ static void test_tables(void) {
         EXPECT(mixer_mamba1.check(&c, tables[k]) == -1 &&
                    !strcmp(ssm_last_error(), "d_state 33: the CUDA scan supports d_state <= 32; use --device cpu"),
                "d_state 33: %s", ssm_last_error());
-        c.attention.n_heads = 2;
+        c.attention.n_heads = 2, c.attention.n_kv_heads = 1, c.attention.head_dim = 256;
+        EXPECT(mixer_attention.check(&c, tables[k]) == 0, "attention, head_dim 256 refused: %s", ssm_last_error());
+        c.attention.head_dim = 258;
         EXPECT(mixer_attention.check(&c, tables[k]) == -1 &&
-                   !strcmp(ssm_last_error(), "the cuda backend has no rope kernel; use --device cpu"),
-               "attention: %s", ssm_last_error());
+                   !strcmp(ssm_last_error(),
+                           "head_dim 258: the CUDA attention supports head_dim <= 256; use --device cpu"),
+               "attention, head_dim 258: %s", ssm_last_error());
     }
     TEST_END();
 }
@@ -285,6 +359,8 @@ int main(void) {
     test_training_steps(0);
     test_training_steps(1);
     test_step_equals_forward();
+    test_hybrid("af", 2, 2, 0);   /* a Transformer, grouped-query */
+    test_hybrid("maf", 3, 1, 9);  /* a hybrid: multi-query, a sliding window shorter than the sequence */
     test_resume_bitwise(dir);
     test_errors();
     char cmd[600];

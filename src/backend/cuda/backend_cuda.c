@@ -7,7 +7,7 @@
 
 extern const backend backend_cuda, backend_cuda_bf16;
 
-/* The kernels' limits (each kernel's check, beside it in its .cu file): the scan's state size. */
+/* The kernels' limits (each kernel's check, beside it in its .cu file): the scan's state size, attention's head size. */
 static int cuda_check_op(int op, const void *args) {
     switch (op) {
     case BACKEND_OP_scan_fwd:
@@ -16,6 +16,8 @@ static int cuda_check_op(int op, const void *args) {
         if (args && ((const mat *)args)->dt != MAT_F32)
             return ssm_error("the CUDA matmul_xwT reads float32 weights (bf16 and int8 decode copies are the CPU's)");
         return 0;
+    case BACKEND_OP_attn_fwd:
+    case BACKEND_OP_attn_bwd: return attn_check_cuda(args);
     default: return 0;
     }
 }
@@ -35,12 +37,8 @@ static int cuda_check_op(int op, const void *args) {
 #define CUDA_KERNEL_other(name, MM) name##_cuda
 #define CUDA_KERNEL_optim(name, MM) name##_cuda
 
-/* The ops without a CUDA kernel yet: NULL in both tables, so that backend_check_op refuses them by name (an
- * attention layer's check asks about them: `--device cuda` with one is a one-line error). */
-#define rope_cuda NULL
-#define kv_append_cuda NULL
-#define attn_fwd_cuda NULL
-#define attn_bwd_cuda NULL
+/* The ops without a CUDA kernel yet: NULL in both tables, so that backend_check_op refuses them by name (a Mamba-2
+ * layer's check asks about them: `--device cuda` with one is a one-line error). */
 #define ssd_fwd_cuda NULL
 #define ssd_bwd_cuda NULL
 #define ssd_step_cuda NULL

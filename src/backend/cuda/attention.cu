@@ -1,0 +1,421 @@
+// Attention's ops on the GPU (the CUDA twins of src/backend/cpu/attention.c; ops_list.h has their semantics, ops.h
+// the attn_args): rotary positions, the KV cache's append, and causal grouped-query softmax attention forward and
+// backward. The simple, clearly correct kernels come first; NOT YET RUN ON A GPU when written (see docs/cuda.md).
+//
+// Layout: a query row holds H heads of hd, a key/value row KV heads of hd (query head h reads kv head h / (H/KV)).
+// Every attention kernel gives a warp one (row, head) vector: lane l holds elements l, l + 32, ... (NPL = hd / 32
+// rounded up to a power of two, at most 8: hd <= ATTN_MAX_HD), so a row's load is coalesced and a dot product is a
+// per-lane partial then a butterfly of shuffles (xor: every lane ends with the same bits, so the branches on a
+// score are uniform across the warp).
+//
+// Forward (attn_fwd_kernel): a warp per (sequence b, head h, query t, split s). It walks its keys in order with an
+// online softmax (running max m, sum l and the weighted sum of values acc, rescaled when the max grows) and
+// never stores a score. With one split it writes o = acc / l and lse = m + log l. A decode step (T = 1 over a long
+// cache) has too few queries to fill the GPU with one warp each, so the keys of each query are cut into `splits`
+// equal runs (splits from the sizes alone: the host never reads the device's key counts nk[b], and a replayed
+// decode graph stays valid as they grow; each warp computes its run from nk[b] on the device); each split leaves
+// (acc, m, l) in a scratch buffer and attn_combine_kernel, a warp per query, merges the splits in split order.
+// SSM_ATTN_SPLITS=n forces n splits (1: the unsplit kernel, the reference the split one is compared with).
+//
+// Backward (training: the keys are the queries' own positions), FlashAttention's recomputation from the saved
+// lse, in two kernels, both without atomics:
+//   attn_bwd_dq_kernel, a warp per (b, h, t): D_t = dO_t . O_t (kept in a scratch buffer for the next kernel),
+//     then over the visible keys j in order: p = exp(q.k_j * scale - lse_t), ds = p (dO_t . v_j - D_t) * scale,
+//     dq += ds k_j.
+//   attn_bwd_dkv_kernel, a warp per (b, kv head, key j): over the query heads of the group in order and, for each,
+//     the queries t that see j in order (t = j .. j + window - 1): p and ds recomputed as above, dv += p dO_t,
+//     dk += ds q_t.
+// Each gradient element is owned by one lane and summed in the CPU's order (the CPU's dq and dk/dv loops run in
+// the same orders); only the dot products' order differs (butterfly against sequential), so results are within
+// float rounding of the CPU's and bitwise repeatable. Scores are recomputed twice (once per kernel): the T x T
+// matrix is never stored.
+//
+// Rotary positions: a thread per (row, frequency i), looping over the heads; the angle is computed as the CPU
+// computes it (below).
+#include "backend/cuda/cuda_common.h"
+#include "common.h"
+#include "ops/ops_cuda.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define ATTN_MAX_HD 256      // 8 elements per lane
+#define ATTN_WARPS 4         // warps per block of every attention kernel
+#define ATTN_TARGET_WARPS 8192 // split a forward whose queries give fewer warps than this (H200: 132 SMs x 64 warps)
+#define ATTN_SPLIT_KEYS 128  // ... into runs of at least this many keys
+
+#define GRID_STRIDE(i, n)                                                                                             \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+static int grid_blocks(size_t n, int threads) {
+    const size_t b = (n + threads - 1) / threads;
+    return (int)(b < 65535 * 16 ? b : 65535 * 16); // the grid-stride loops cover the rest
+}
+
+#define ATTN_REQUIRE(cond, op)                                                                                       \
+    do {                                                                                                              \
+        if (!(cond)) {                                                                                                \
+            fprintf(stderr, "ssm: %s:%d: %s: %s\n", __FILE__, __LINE__, op, #cond);                                  \
+            exit(2);                                                                                                  \
+        }                                                                                                             \
+    } while (0)
+
+// ---- rope ---------------------------------------------------------------------------------------------------------
+// The angle as the CPU computes it: the inverse frequency in double, 1 / pow(theta, 2i / hd), rounded to float, then
+// the float product p * inv_freq, then sincosf at full precision (not the __sinf intrinsic). What may differ by an
+// ulp: CUDA's double pow (2 ulp, against glibc's correctly rounded one) can round to the neighbouring float in a
+// near tie, and CUDA's sincosf is within 2 ulp where glibc's sinf/cosf are within 1; the rotation itself may be
+// contracted into FMAs differently by nvcc and the host compiler.
+__global__ static void rope_kernel(float *x, int ldx, const int *pos, int B, int T, int n_heads, int hd, float theta,
+                                   int inverse) {
+    const int half = hd / 2;
+    const size_t n = (size_t)B * T * half;
+    GRID_STRIDE(idx, n) {
+        const size_t r = idx / half;
+        const int i = (int)(idx % half), b = (int)(r / T), t = (int)(r % T);
+        const float p = (float)(t + (pos ? pos[b] : 0));
+        const float inv = (float)(1.0 / pow((double)theta, 2.0 * i / hd));
+        const float a = p * inv;
+        float s, c;
+        sincosf(a, &s, &c);
+        if (inverse) s = -s;
+        float *row = x + r * ldx;
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = row + (size_t)h * hd;
+            const float x1 = xh[i], x2 = xh[i + half];
+            xh[i] = x1 * c - x2 * s;
+            xh[i + half] = x2 * c + x1 * s;
+        }
+    }
+}
+
+extern "C" void rope_cuda(float *x, int ldx, const int *pos, int B, int T, int n_heads, int hd, float theta,
+                          int inverse) {
+    const size_t n = (size_t)B * T * (hd / 2);
+    if (n == 0 || n_heads <= 0) return;
+    rope_kernel<<<grid_blocks(n, 256), 256>>>(x, ldx, pos, B, T, n_heads, hd, theta, inverse);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ---- kv_append ----------------------------------------------------------------------------------------------------
+// A thread per element of the T new rows, at the position read from pos[b] on the device; then a second kernel
+// advances pos[b] (after every read of it: the launches are ordered on the stream). The caller checked that the rows
+// fit (ops_list.h); a row that would not is not written, so a wrong count cannot write into another sequence.
+__global__ static void kv_append_kernel(float *k_cache, float *v_cache, const int *pos, const float *k, const float *v,
+                                        int ldkv, int B, int T, int cap, int kvd) {
+    const size_t n = (size_t)B * T * kvd;
+    GRID_STRIDE(idx, n) {
+        const size_t row = idx / kvd;
+        const int c = (int)(idx % kvd), b = (int)(row / T), t = (int)(row % T), p = pos[b] + t;
+        if (p < 0 || p >= cap) continue;
+        const size_t at = ((size_t)b * cap + p) * kvd + c;
+        k_cache[at] = k[row * ldkv + c];
+        v_cache[at] = v[row * ldkv + c];
+    }
+}
+
+__global__ static void kv_advance_kernel(int *pos, int B, int T) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < B) pos[b] += T;
+}
+
+extern "C" void kv_append_cuda(float *k_cache, float *v_cache, int *pos, const float *k, const float *v, int ldkv,
+                               int B, int T, int cap, int kvd) {
+    if (B <= 0 || T <= 0) return;
+    const size_t n = (size_t)B * T * kvd;
+    if (n > 0) {
+        kv_append_kernel<<<grid_blocks(n, 256), 256>>>(k_cache, v_cache, pos, k, v, ldkv, B, T, cap, kvd);
+        CUDA_CHECK_LAUNCH();
+    }
+    kv_advance_kernel<<<cdiv(B, 128), 128>>>(pos, B, T);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ---- attention: shared pieces -------------------------------------------------------------------------------------
+extern "C" int attn_check_cuda(const attn_args *a) {
+    if (a && a->hd > ATTN_MAX_HD)
+        return ssm_error("head_dim %d: the CUDA attention supports head_dim <= %d; use --device cpu", a->hd,
+                         ATTN_MAX_HD);
+    return 0;
+}
+
+// Elements per lane: hd / 32 rounded up to a power of two (1, 2, 4, 8), or exit for a head the kernels cannot hold
+// (attn_check_cuda is the user's one-line answer before a model moves; this is the kernels' own guard).
+static int attn_npl(int hd) {
+    if (hd <= 0 || hd > ATTN_MAX_HD) {
+        fprintf(stderr, "ssm: the CUDA attention supports head_dim <= %d (got %d)\n", ATTN_MAX_HD, hd);
+        exit(2);
+    }
+    return hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8;
+}
+
+// The same bits in every lane (a + b == b + a exactly), two sums at once (independent chains).
+__device__ __forceinline__ static float warp_sum(float v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+__device__ __forceinline__ static void warp_sum2(float &a, float &b) {
+    for (int off = 16; off > 0; off >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, off);
+        b += __shfl_xor_sync(0xffffffffu, b, off);
+    }
+}
+
+// r[c] = p[lane + 32c] (0 past hd)
+template <int NPL> __device__ __forceinline__ static void load_vec(float (&r)[NPL], const float *p, int lane, int hd) {
+#pragma unroll
+    for (int c = 0; c < NPL; c++) r[c] = lane + 32 * c < hd ? p[lane + 32 * c] : 0.0f;
+}
+template <int NPL> __device__ __forceinline__ static void store_vec(float *p, const float (&r)[NPL], int lane, int hd) {
+#pragma unroll
+    for (int c = 0; c < NPL; c++)
+        if (lane + 32 * c < hd) p[lane + 32 * c] = r[c];
+}
+// this lane's part of r . p[0..hd)
+template <int NPL> __device__ __forceinline__ static float dot_part(const float (&r)[NPL], const float *p, int lane,
+                                                                    int hd) {
+    float s = 0.0f;
+#pragma unroll
+    for (int c = 0; c < NPL; c++)
+        if (lane + 32 * c < hd) s += r[c] * p[lane + 32 * c];
+    return s;
+}
+
+// The keys query t of sequence b sees, [lo, hi) (the CPU's attn_range; nk read from the device)
+__device__ __forceinline__ static void attn_range(const attn_args &a, int b, int t, int &lo, int &hi) {
+    const int n = a.nk ? a.nk[b] : a.T, i = n - a.T + t; // the query's position
+    hi = i + 1;
+    lo = a.window > 0 && i - a.window + 1 > 0 ? i - a.window + 1 : 0;
+}
+
+// ---- forward ------------------------------------------------------------------------------------------------------
+// A warp per (b, h, t, s), s fastest: neighbouring warps read the same keys. part [B*H*T, splits, hd + 2] when
+// splits > 1: each split's acc[hd], then m and l.
+template <int NPL>
+__global__ static void __launch_bounds__(ATTN_WARPS * 32)
+    attn_fwd_kernel(const attn_args a, float *o, int ldo, float scale, int splits, float *part) {
+    const int lane = threadIdx.x & 31, T = a.T, H = a.H, hd = a.hd;
+    const size_t job = (size_t)blockIdx.x * ATTN_WARPS + threadIdx.x / 32;
+    if (job >= (size_t)a.B * H * T * splits) return; // the whole warp
+    const int s = (int)(job % splits);
+    const size_t qi = job / splits; // (b, h, t)
+    const int t = (int)(qi % T), h = (int)(qi / T % H), b = (int)(qi / ((size_t)T * H)), kh = h / (H / a.KV);
+    int lo, hi;
+    attn_range(a, b, t, lo, hi);
+    const int chunk = hi > lo ? (hi - lo + splits - 1) / splits : 0, j0 = lo + s * chunk,
+              j1 = min(hi, j0 + chunk);
+    const size_t row = (size_t)b * T + t;
+    float q[NPL], acc[NPL];
+    load_vec<NPL>(q, a.q + row * a.ldq + (size_t)h * hd, lane, hd);
+#pragma unroll
+    for (int c = 0; c < NPL; c++) acc[c] = 0.0f;
+    const float *kb = a.k + b * a.kv_bstride + (size_t)kh * hd, *vb = a.v + b * a.kv_bstride + (size_t)kh * hd;
+    float m = -INFINITY, l = 0.0f;
+    for (int j = j0; j < j1; j++) {
+        const float sc = warp_sum(dot_part<NPL>(q, kb + (size_t)j * a.ldkv, lane, hd)) * scale;
+        if (sc > m) { // uniform across the warp: sc has the same bits in every lane
+            const float corr = expf(m - sc); // 0 on the first key (m = -inf)
+            l *= corr;
+#pragma unroll
+            for (int c = 0; c < NPL; c++) acc[c] *= corr;
+            m = sc;
+        }
+        const float p = expf(sc - m);
+        l += p;
+        const float *vj = vb + (size_t)j * a.ldkv;
+#pragma unroll
+        for (int c = 0; c < NPL; c++)
+            if (lane + 32 * c < hd) acc[c] += p * vj[lane + 32 * c];
+    }
+    if (splits == 1) {
+        const float inv = 1.0f / l;
+#pragma unroll
+        for (int c = 0; c < NPL; c++) acc[c] *= inv;
+        store_vec<NPL>(o + row * ldo + (size_t)h * hd, acc, lane, hd);
+        if (a.lse && lane == 0) a.lse[((size_t)b * H + h) * T + t] = m + logf(l);
+        return;
+    }
+    float *pp = part + (qi * splits + s) * (size_t)(hd + 2);
+    store_vec<NPL>(pp, acc, lane, hd);
+    if (lane == 0) pp[hd] = m, pp[hd + 1] = l;
+}
+
+// A warp per (b, h, t): the splits' (acc, m, l) merged in split order. A split without keys has m = -inf, l = 0
+// and adds nothing.
+template <int NPL>
+__global__ static void __launch_bounds__(ATTN_WARPS * 32)
+    attn_combine_kernel(const attn_args a, float *o, int ldo, int splits, const float *part) {
+    const int lane = threadIdx.x & 31, T = a.T, H = a.H, hd = a.hd;
+    const size_t qi = (size_t)blockIdx.x * ATTN_WARPS + threadIdx.x / 32;
+    if (qi >= (size_t)a.B * H * T) return;
+    const int t = (int)(qi % T), h = (int)(qi / T % H), b = (int)(qi / ((size_t)T * H));
+    const float *pq = part + qi * splits * (size_t)(hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < splits; s++) M = fmaxf(M, pq[(size_t)s * (hd + 2) + hd]);
+    float L = 0.0f, acc[NPL];
+#pragma unroll
+    for (int c = 0; c < NPL; c++) acc[c] = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        const float *ps = pq + (size_t)s * (hd + 2), ms = ps[hd];
+        if (ms == -INFINITY) continue;
+        const float w = expf(ms - M);
+        L += ps[hd + 1] * w;
+#pragma unroll
+        for (int c = 0; c < NPL; c++)
+            if (lane + 32 * c < hd) acc[c] += w * ps[lane + 32 * c];
+    }
+    const float inv = 1.0f / L;
+#pragma unroll
+    for (int c = 0; c < NPL; c++) acc[c] *= inv;
+    store_vec<NPL>(o + ((size_t)b * T + t) * ldo + (size_t)h * hd, acc, lane, hd);
+    if (a.lse && lane == 0) a.lse[((size_t)b * H + h) * T + t] = M + logf(L);
+}
+
+// How many runs to cut each query's keys into: from the sizes alone (never nk's values, which live on the device),
+// so that a decode graph captured once stays valid. The most keys a query can see: the window, else the cache's
+// capacity (kv_bstride / ldkv: sequence b's keys lie in [b * kv_bstride, (b + 1) * kv_bstride)), else T. Any count
+// is correct (each warp splits its own query's keys evenly); this only sets the parallelism.
+static int attn_splits(const attn_args *a) {
+    const char *env = getenv("SSM_ATTN_SPLITS");
+    if (env && *env) {
+        const int n = atoi(env);
+        if (n >= 1) return n < 4096 ? n : 4096;
+    }
+    long keys = a->T;
+    if (a->nk && a->ldkv > 0 && (long)(a->kv_bstride / a->ldkv) > keys) keys = (long)(a->kv_bstride / a->ldkv);
+    if (a->window > 0 && a->window < keys) keys = a->window;
+    const long queries = (long)a->B * a->H * a->T;
+    if (queries >= ATTN_TARGET_WARPS || keys < 2 * ATTN_SPLIT_KEYS) return 1;
+    long n = (ATTN_TARGET_WARPS + queries - 1) / queries;
+    if (n > keys / ATTN_SPLIT_KEYS) n = keys / ATTN_SPLIT_KEYS;
+    return n > 1 ? (int)n : 1;
+}
+
+template <int NPL> static void attn_fwd_launch(const attn_args *a, float *o, int ldo) {
+    const float scale = 1.0f / sqrtf((float)a->hd); // as the CPU's
+    const int splits = attn_splits(a);
+    const size_t queries = (size_t)a->B * a->H * a->T, jobs = queries * splits;
+    float *part = NULL;
+    if (splits > 1)
+        CUDA_CHECK(cudaMallocAsync((void **)&part, sizeof(float) * jobs * (size_t)(a->hd + 2), cudaStreamPerThread));
+    attn_fwd_kernel<NPL><<<(unsigned)((jobs + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(*a, o, ldo, scale,
+                                                                                                 splits, part);
+    CUDA_CHECK_LAUNCH();
+    if (splits > 1) {
+        attn_combine_kernel<NPL>
+            <<<(unsigned)((queries + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(*a, o, ldo, splits, part);
+        CUDA_CHECK_LAUNCH();
+        CUDA_CHECK(cudaFreeAsync(part, cudaStreamPerThread));
+    }
+}
+
+extern "C" void attn_fwd_cuda(const attn_args *a, float *o, int ldo) {
+    if ((size_t)a->B * a->H * a->T == 0) return;
+    ATTN_REQUIRE(a->KV > 0 && a->H % a->KV == 0, "attn_fwd");
+    switch (attn_npl(a->hd)) {
+    case 1: attn_fwd_launch<1>(a, o, ldo); break;
+    case 2: attn_fwd_launch<2>(a, o, ldo); break;
+    case 4: attn_fwd_launch<4>(a, o, ldo); break;
+    default: attn_fwd_launch<8>(a, o, ldo); break;
+    }
+}
+
+// ---- backward -----------------------------------------------------------------------------------------------------
+// dq and D: a warp per (b, h, t).
+template <int NPL>
+__global__ static void __launch_bounds__(ATTN_WARPS * 32)
+    attn_bwd_dq_kernel(const attn_args a, const float *o, int ldo, const float *dout, int lddo, float *dq, int ldd,
+                       float *Dbuf, float scale) {
+    const int lane = threadIdx.x & 31, T = a.T, H = a.H, hd = a.hd;
+    const size_t qi = (size_t)blockIdx.x * ATTN_WARPS + threadIdx.x / 32;
+    if (qi >= (size_t)a.B * H * T) return;
+    const int t = (int)(qi % T), h = (int)(qi / T % H), b = (int)(qi / ((size_t)T * H)), kh = h / (H / a.KV);
+    int lo, hi;
+    attn_range(a, b, t, lo, hi);
+    const size_t row = (size_t)b * T + t;
+    float q[NPL], dO[NPL], g[NPL];
+    load_vec<NPL>(q, a.q + row * a.ldq + (size_t)h * hd, lane, hd);
+    load_vec<NPL>(dO, dout + row * lddo + (size_t)h * hd, lane, hd);
+    const float D = warp_sum(dot_part<NPL>(dO, o + row * ldo + (size_t)h * hd, lane, hd));
+    const float lse = a.lse[((size_t)b * H + h) * T + t];
+    if (lane == 0) Dbuf[qi] = D;
+#pragma unroll
+    for (int c = 0; c < NPL; c++) g[c] = 0.0f;
+    const float *kb = a.k + b * a.kv_bstride + (size_t)kh * hd, *vb = a.v + b * a.kv_bstride + (size_t)kh * hd;
+    for (int j = lo; j < hi; j++) {
+        const float *kj = kb + (size_t)j * a.ldkv, *vj = vb + (size_t)j * a.ldkv;
+        float sc = dot_part<NPL>(q, kj, lane, hd), dp = dot_part<NPL>(dO, vj, lane, hd);
+        warp_sum2(sc, dp);
+        const float p = expf(sc * scale - lse), ds = p * (dp - D) * scale;
+#pragma unroll
+        for (int c = 0; c < NPL; c++)
+            if (lane + 32 * c < hd) g[c] += ds * kj[lane + 32 * c];
+    }
+    store_vec<NPL>(dq + row * ldd + (size_t)h * hd, g, lane, hd);
+}
+
+// dk and dv: a warp per (b, kv head, key j), over the group's query heads in order and the queries that see j in
+// order. Training: query t's position is t, so j is visible to t in [j, j + window) (all t >= j without a window).
+template <int NPL>
+__global__ static void __launch_bounds__(ATTN_WARPS * 32)
+    attn_bwd_dkv_kernel(const attn_args a, const float *dout, int lddo, float *dk, float *dv, int ldd,
+                        const float *Dbuf, float scale) {
+    const int lane = threadIdx.x & 31, T = a.T, H = a.H, KV = a.KV, hd = a.hd, group = H / KV;
+    const size_t ki = (size_t)blockIdx.x * ATTN_WARPS + threadIdx.x / 32;
+    if (ki >= (size_t)a.B * KV * T) return;
+    const int j = (int)(ki % T), kh = (int)(ki / T % KV), b = (int)(ki / ((size_t)T * KV));
+    const int t_end = a.window > 0 && j + a.window < T ? j + a.window : T;
+    float k[NPL], v[NPL], gk[NPL], gv[NPL];
+    load_vec<NPL>(k, a.k + b * a.kv_bstride + (size_t)j * a.ldkv + (size_t)kh * hd, lane, hd);
+    load_vec<NPL>(v, a.v + b * a.kv_bstride + (size_t)j * a.ldkv + (size_t)kh * hd, lane, hd);
+#pragma unroll
+    for (int c = 0; c < NPL; c++) gk[c] = gv[c] = 0.0f;
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+        const float *lse = a.lse + ((size_t)b * H + h) * T, *Dh = Dbuf + ((size_t)b * H + h) * T;
+        for (int t = j; t < t_end; t++) {
+            const size_t row = (size_t)b * T + t;
+            const float *qt = a.q + row * a.ldq + (size_t)h * hd, *dOt = dout + row * lddo + (size_t)h * hd;
+            float sc = dot_part<NPL>(k, qt, lane, hd), dp = dot_part<NPL>(v, dOt, lane, hd);
+            warp_sum2(sc, dp);
+            const float p = expf(sc * scale - lse[t]), ds = p * (dp - Dh[t]) * scale;
+#pragma unroll
+            for (int c = 0; c < NPL; c++)
+                if (lane + 32 * c < hd) {
+                    gv[c] += p * dOt[lane + 32 * c];
+                    gk[c] += ds * qt[lane + 32 * c];
+                }
+        }
+    }
+    const size_t row = (size_t)b * T + j;
+    store_vec<NPL>(dk + row * ldd + (size_t)kh * hd, gk, lane, hd);
+    store_vec<NPL>(dv + row * ldd + (size_t)kh * hd, gv, lane, hd);
+}
+
+template <int NPL>
+static void attn_bwd_launch(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                            float *dk, float *dv, int ldd) {
+    const float scale = 1.0f / sqrtf((float)a->hd);
+    const size_t queries = (size_t)a->B * a->H * a->T, keys = (size_t)a->B * a->KV * a->T;
+    float *Dbuf;
+    CUDA_CHECK(cudaMallocAsync((void **)&Dbuf, sizeof(float) * queries, cudaStreamPerThread));
+    attn_bwd_dq_kernel<NPL><<<(unsigned)((queries + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
+        *a, o, ldo, dout, lddo, dq, ldd, Dbuf, scale);
+    CUDA_CHECK_LAUNCH();
+    attn_bwd_dkv_kernel<NPL><<<(unsigned)((keys + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
+        *a, dout, lddo, dk, dv, ldd, Dbuf, scale);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaFreeAsync(Dbuf, cudaStreamPerThread));
+}
+
+extern "C" void attn_bwd_cuda(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                              float *dk, float *dv, int ldd) {
+    ATTN_REQUIRE(!a->nk && a->lse, "attn_bwd (training's attention alone, after a forward that kept lse)");
+    if ((size_t)a->B * a->H * a->T == 0) return;
+    ATTN_REQUIRE(a->KV > 0 && a->H % a->KV == 0, "attn_bwd");
+    switch (attn_npl(a->hd)) {
+    case 1: attn_bwd_launch<1>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
+    case 2: attn_bwd_launch<2>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
+    case 4: attn_bwd_launch<4>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
+    default: attn_bwd_launch<8>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
+    }
+}
