@@ -1,6 +1,6 @@
 // Attention's ops on the GPU (the CUDA twins of src/backend/cpu/attention.c; ops_list.h has their semantics, ops.h
 // the attn_args): rotary positions, the KV cache's append, and causal grouped-query softmax attention forward and
-// backward. The simple, clearly correct kernels come first; NOT YET RUN ON A GPU when written (see docs/cuda.md).
+// backward. The simple, clearly correct kernels come first (verified on an H200; slow: see docs/cuda.md).
 //
 // Layout: a query row holds H heads of hd, a key/value row KV heads of hd (query head h reads kv head h / (H/KV)).
 // Every attention kernel gives a warp one (row, head) vector: lane l holds elements l, l + 32, ... (NPL = hd / 32
