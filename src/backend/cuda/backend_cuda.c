@@ -41,11 +41,6 @@ static int cuda_check_op(int op, const void *args) {
 #define kv_append_cuda NULL
 #define attn_fwd_cuda NULL
 #define attn_bwd_cuda NULL
-#define ssd_fwd_cuda NULL
-#define ssd_bwd_cuda NULL
-#define ssd_step_cuda NULL
-#define gated_rmsnorm_fwd_cuda NULL
-#define gated_rmsnorm_bwd_cuda NULL
 
 const backend backend_cuda = {
     CUDA_COMMON,
