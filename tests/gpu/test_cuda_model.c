@@ -218,21 +218,24 @@ static void test_step_equals_forward_of(ssm_config c) {
 }
 static void test_step_equals_forward(void) { test_step_equals_forward_of(small_config(1, 0)); }
 
-static void test_resume_bitwise(const char *dir) {
-    TEST_BEGIN("CUDA training: stop, save, reload, resume == uninterrupted (bitwise), and a CPU reload agrees");
+/* c: a two-layer config (Mamba-1's small one, or Mamba-2's); the runs go into dir/<pattern>_a and _b. */
+static void test_resume_bitwise_of(const char *dir, ssm_config c) {
+    char name[320];
+    snprintf(name, sizeof name,
+             "CUDA training: stop, save, reload, resume == uninterrupted (bitwise), and a CPU reload agrees (%s)",
+             c.layer_pattern);
+    TEST_BEGIN(name);
     char data[512], a[512], b[512];
     snprintf(data, sizeof data, "%s/pattern.txt", dir);
     FILE *f = fopen(data, "w");
     for (int i = 0; i < 4000; i++) fputs(i % 3 ? "abcabd " : "the cat sat. ", f);
     fclose(f);
-    snprintf(a, sizeof a, "%s/run_a", dir);
-    snprintf(b, sizeof b, "%s/run_b", dir);
+    snprintf(a, sizeof a, "%s/%s_a", dir, c.layer_pattern);
+    snprintf(b, sizeof b, "%s/%s_b", dir, c.layer_pattern);
     ssm_train_options t;
     ssm_train_options_default(&t);
     t.data_path = data, t.batch = 4, t.seq_len = 40, t.quiet = 1, t.eval_every = 5, t.eval_bytes = 3000;
     t.optim.steps = 14, t.optim.warmup = 3, t.device = "cuda";
-    ssm_config c = small_config(0, 1);
-    c.n_layer = 2;
     t.out_dir = a;
     EXPECT(ssm_train(&t, &c) == 0, "uninterrupted: %s", ssm_last_error());
     t.out_dir = b, t.stop_after = 6;
@@ -338,7 +341,10 @@ int main(void) {
     }
     test_step_equals_forward_of(mamba2_config("M", 3, 1, 0));
     test_step_equals_forward_of(mamba2_config("Mmaf", 4, 1, 0));
-    test_resume_bitwise(dir);
+    ssm_config m1 = small_config(0, 1);
+    m1.n_layer = 2;
+    test_resume_bitwise_of(dir, m1);
+    test_resume_bitwise_of(dir, mamba2_config("M", 2, 0, 1));
     test_errors();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
