@@ -661,10 +661,13 @@ static void cases_make(void) {
             add_case(BACKEND_OP_attn_bwd, 1e-4, 0, case_attn_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], 0),
                      "attn_bwd B %d T %d H %d KV %d hd %d window %d", q[0], q[1], q[2], q[3], q[4], q[5]);
     }
-    /* Mamba-2's SSD: B, T, H, P, N, G, chunk; lengths not multiples of the chunk, groups, one chunk, a chunk of 1 */
-    const int sd[][7] = {{2, 37, 4, 8, 16, 1, 16}, {1, 100, 6, 16, 8, 3, 32}, {3, 20, 2, 4, 32, 2, 64},
-                         {1, 65, 2, 64, 128, 1, 8}, {2, 9, 3, 5, 7, 1, 1}};
-    for (int i = 0; i < 5; i++) {
+    /* Mamba-2's SSD: B, T, H, P, N, G, chunk; lengths not multiples of the chunk, groups, one chunk, a chunk of 1; a
+     * chunk above the backends' cap of 64 with P and N past one 64-wide tile and 4 heads per group; mamba2-130m's
+     * heads (P 64, N 128) over 5 chunks */
+    const int sd[][7] = {{2, 37, 4, 8, 16, 1, 16},    {1, 100, 6, 16, 8, 3, 32},   {3, 20, 2, 4, 32, 2, 64},
+                         {1, 65, 2, 64, 128, 1, 8},    {2, 9, 3, 5, 7, 1, 1},       {1, 150, 8, 80, 72, 2, 256},
+                         {2, 300, 4, 64, 128, 1, 256}};
+    for (size_t i = 0; i < sizeof sd / sizeof sd[0]; i++) {
         const int *q = sd[i];
         for (int fm = 0; fm < 4; fm++)
             add_case(BACKEND_OP_ssd_fwd, 1e-5, 0, case_ssd_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm),
@@ -677,9 +680,14 @@ static void cases_make(void) {
     }
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(3, 1, 4, 8, 16, 2, 1), "ssd_step B 3 H 4 P 8 N 16 G 2");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(1, 1, 24, 64, 128, 1, 1), "ssd_step B 1 H 24 P 64 N 128");
+    add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(2, 1, 6, 5, 37, 3, 1), "ssd_step B 2 H 6 P 5 N 37 G 3");
     add_case(BACKEND_OP_gated_rmsnorm_fwd, 1e-5, 0, case_gated_norm, P(37, 96, 1), "gated_rmsnorm_fwd, _bwd rows 37 D 96");
     add_case(BACKEND_OP_gated_rmsnorm_bwd, 1e-5, 0, case_gated_norm, P(20, 120, 4),
              "gated_rmsnorm_fwd, _bwd rows 20 D 120 G 4");
+    add_case(BACKEND_OP_gated_rmsnorm_fwd, 1e-5, 0, case_gated_norm, P(300, 1536, 1),
+             "gated_rmsnorm_fwd, _bwd rows 300 D 1536");
+    add_case(BACKEND_OP_gated_rmsnorm_bwd, 1e-5, 0, case_gated_norm, P(33, 1536, 8),
+             "gated_rmsnorm_fwd, _bwd rows 33 D 1536 G 8");
 }
 
 /* ---- the runner ------------------------------------------------------------------------------------------------ */

@@ -207,7 +207,7 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->matmul_bwd(du, 0.0f, gr.in_proj, mat_f32(dzx, d.Din), u, v.in_proj, rows, d.Din, d.D);
 }
 
-/* No CUDA kernels for the SSD and the gated norm yet: the backend refuses them by name. */
+/* The ops a backend may lack (a NULL entry): refused by name, before the model moves. Both backends have them. */
 static int mamba2_check(const ssm_config *cfg, const backend *be) {
     (void)cfg;
     const int ops[] = {BACKEND_OP_ssd_fwd, BACKEND_OP_ssd_bwd, BACKEND_OP_ssd_step, BACKEND_OP_gated_rmsnorm_fwd,

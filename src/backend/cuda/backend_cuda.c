@@ -37,13 +37,6 @@ static int cuda_check_op(int op, const void *args) {
 #define CUDA_KERNEL_other(name, MM) name##_cuda
 #define CUDA_KERNEL_optim(name, MM) name##_cuda
 
-/* The ops without a CUDA kernel yet: NULL in both tables, so that backend_check_op refuses them by name (a Mamba-2
- * layer's check asks about them: `--device cuda` with one is a one-line error). */
-#define ssd_fwd_cuda NULL
-#define ssd_bwd_cuda NULL
-#define ssd_step_cuda NULL
-#define gated_rmsnorm_fwd_cuda NULL
-#define gated_rmsnorm_bwd_cuda NULL
 
 const backend backend_cuda = {
     CUDA_COMMON,

@@ -1,0 +1,732 @@
+// Mamba-2's state space dual on the GPU (the CUDA twin of src/backend/cpu/ssd.c; ssd_args in ops.h): the chunked
+// forward and backward, the decode step, and the gated RMSNorm that follows the SSD in a Mamba-2 layer.
+//
+// The algorithm is the CPU's chunked one (mamba_ssm's ssd_minimal / _mamba_chunk_scan_combined), split into kernels
+// the way mamba_ssm's Triton path splits it, each a grid over (sequence, chunk, head) or (sequence, chunk, group):
+// per chunk of Q = min(s->chunk, SSD_Q) positions, with a = the inclusive cumsum of dt A within the chunk,
+//   dt:        dts, a (and the softplus's slope for the backward)       [B, H, T], a thread per (b, chunk, h)
+//   CB:        C B^T per (b, chunk, group)                              [B, nch, G, Q, Q] (shared by the group's heads)
+//   states:    S_c = sum_j exp(a_last - a_j) dt_j x_j B_j^T per head    [B, nch, H, P, N]
+//   passing:   the states entering each chunk, S_in[c + 1] = exp(a_last) S_in[c] + S_c, in place (a scan over
+//              chunks: a thread per (b, h, state element) walks them in order; the op's state is S_in[0] and
+//              receives the final state)
+//   output:    Y = (CB o exp(a_i - a_j) dt_j, causal) X + exp(a_i) C S_in^T + D x
+// The backward is the CPU's chunked backward (cpu_ssd_bwd) with the same per-chunk formulas: it recomputes the
+// above (no output), then
+//   dstates:   G_c = sum_i exp(a_i) dY_i^T C_i, turned in place by a reverse scan over chunks into dS_c, the
+//              gradient of the state leaving chunk c (dS_c = exp(a_last) dS_{c+1} + G_{c+1}; zero after the last)
+//   dCB:       per (b, chunk, group) the heads' dM = dY X^T in head order: dCB = sum_h dM o exp(a_i - a_j) dt_j
+//              (B and C are the group's, so their gradient needs the sum alone), and per head the rows and
+//              columns of dM o M and dM o CB o exp(..) (the gradients of a and dt through M)
+//   dx:        per (b, chunk, head) dX = M^T dY + diag(w) B dS^T + D dY, with the terms of a's and dt's gradient
+//              that need the whole head (x . (B dS^T) per position, dY . (C S^T), <dS, S>) and D's partial sum
+//   dB, dC:    per (b, chunk, group) dC = dCB B + sum_h diag(exp(a_h)) dY_h S_h, dB = dCB^T C + sum_h diag(w_h)
+//              X_h dS_h, the heads added inside the product in head order
+//   dt:        a reverse cumsum per (b, chunk, head) through a = cumsum(dt A), the clamp and the softplus; then
+//              dA_log, dD, d(dt bias) summed over sequences and chunks in order by a thread per head.
+//
+// Every product is a tile of at most 64 x 64 outputs per block of 256 threads (4 x 4 per thread), its operands
+// staged through shared memory 16 values of the reduction at a time by loaders that apply the masks and decays as
+// they read (gemm_acc). float32 throughout, FFMA: no tensor cores yet (the bf16 table runs the same kernels: a
+// Mamba-2 layer is float32 inside a bf16 model). Every sum has a fixed order (no atomics): two runs give the same
+// bits. exp(a_i - a_j) <= 1 for j <= i and is never formed for j > i, so nothing overflows.
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/reduce.cuh"
+#include "common.h"
+#include "ops/ops_cuda.h"
+
+#define SSD_Q 64        // the GPU's chunk: s->chunk, at most this (the CPU's SSD_CPU_CHUNK: the same chunks)
+#define SSD_TILE 64     // a block's output tile, SSD_TILE x SSD_TILE
+#define SSD_TK 16       // the reduction's values staged per step
+#define SSD_THREADS 256 // = RED_THREADS (block_reduce): 16 x 16 threads of 4 x 4 outputs
+static_assert(SSD_THREADS == RED_THREADS, "the SSD kernels call block_reduce");
+static_assert(SSD_Q <= SSD_TILE, "a chunk's Q x Q products are one tile");
+
+// ---- block products ------------------------------------------------------------------------------------------
+// An operand is a functor f(r, k): r the output row (or column) it feeds, k the reduction index; k_fast says which
+// of the two is contiguous in memory, so the staging reads coalesce. rows bounds r; the product's K bounds k.
+
+// p[r * ldr + k * ldk], times scale_r[r] and scale_k[k] when given (shared-memory vectors: decays, dt)
+template <bool KF> struct View {
+    static constexpr bool k_fast = KF;
+    const float *p;
+    size_t ldr, ldk;
+    int rows;
+    const float *scale_r = nullptr, *scale_k = nullptr;
+    __device__ float operator()(int r, int k) const {
+        float v = p[(size_t)r * ldr + (size_t)k * ldk];
+        if (scale_r) v *= scale_r[r];
+        if (scale_k) v *= scale_k[k];
+        return v;
+    }
+};
+
+// The chunk's masked matrix M[i, j] = CB[i, j] exp(a_i - a_j) dt_j for j <= i, else 0 (CB row-major, row stride
+// ld): as (i, j) = (r, k) (the forward's M X), or transposed, (j, i) = (r, k) (the backward's M^T dY).
+template <bool TR> struct MaskView {
+    static constexpr bool k_fast = !TR;
+    const float *cb;
+    int ld;
+    const float *a, *d; // [Q] shared: the cumsum and dt
+    int rows;
+    __device__ float operator()(int r, int k) const {
+        const int i = TR ? k : r, j = TR ? r : k;
+        return j <= i ? cb[(size_t)i * ld + j] * (expf(a[i] - a[j]) * d[j]) : 0.0f;
+    }
+};
+
+typedef float SsdTile[SSD_TK][SSD_TILE + 4]; // k-major; rows padded to keep 16-byte reads and spread the banks
+struct alignas(16) SsdTiles { // (tile_mma reads float4s: a float array alone is 4-byte aligned in shared memory)
+    SsdTile a, b;
+};
+
+__device__ __forceinline__ static int thr_row() { return (int)threadIdx.x / 16; } // rows thr_row() * 4 + 0..3
+__device__ __forceinline__ static int thr_col() { return (int)threadIdx.x % 16; } // columns thr_col() * 4 + 0..3
+
+// The staging index of this thread's q-th element: (r, kk) in the operand's memory order.
+template <bool KF> __device__ __forceinline__ static void tile_slot(int q, int &r, int &kk) {
+    const int e = (int)threadIdx.x + q * SSD_THREADS;
+    if (KF)
+        r = e / SSD_TK, kk = e % SSD_TK;
+    else
+        r = e % SSD_TILE, kk = e / SSD_TILE;
+}
+
+// dst[kk][r] = f(r, k0 + kk), zero past f.rows or K.
+template <class F> __device__ __forceinline__ static void tile_load(SsdTile &dst, const F &f, int k0, int K) {
+#pragma unroll
+    for (int q = 0; q < SSD_TILE * SSD_TK / SSD_THREADS; q++) {
+        int r, kk;
+        tile_slot<F::k_fast>(q, r, kk);
+        dst[kk][r] = r < f.rows && k0 + kk < K ? f(r, k0 + kk) : 0.0f;
+    }
+}
+
+// acc[r][c] += sum_kk a[kk][row] b[kk][col] over the thread's 4 x 4 outputs, kk in order.
+__device__ __forceinline__ static void tile_mma(float (&acc)[4][4], const SsdTiles &t) {
+#pragma unroll
+    for (int kk = 0; kk < SSD_TK; kk++) {
+        const float4 a = *reinterpret_cast<const float4 *>(&t.a[kk][thr_row() * 4]);
+        const float4 b = *reinterpret_cast<const float4 *>(&t.b[kk][thr_col() * 4]);
+        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+    }
+}
+
+// acc[i][j] += sum_k fa(i, k) fb(j, k), k < K: the block's tile of A B^T. Every thread of the block calls it.
+template <class FA, class FB>
+__device__ static void gemm_acc(float (&acc)[4][4], SsdTiles &t, const FA &fa, const FB &fb, int K) {
+    for (int k0 = 0; k0 < K; k0 += SSD_TK) {
+        tile_load(t.a, fa, k0, K);
+        tile_load(t.b, fb, k0, K);
+        __syncthreads();
+        tile_mma(acc, t);
+        __syncthreads();
+    }
+}
+
+// ---- shapes ----------------------------------------------------------------------------------------------------
+struct SsdShape {
+    int B, T, H, P, N, G, hpg, Q, nch, ldx;
+    __device__ __host__ int len(int c) const { return min(Q, T - c * Q); } // chunk c's positions
+    __device__ __host__ size_t row0(int b, int c) const { return (size_t)b * T + (size_t)c * Q; }
+    __device__ __host__ size_t bht(int b, int h, int c) const { return ((size_t)b * H + h) * T + (size_t)c * Q; }
+};
+
+static SsdShape shape_of(const ssd_args *s) {
+    CHECK(s->chunk >= 1, "ssd: chunk %d", s->chunk);
+    CHECK(s->G >= 1 && s->H % s->G == 0, "ssd: %d groups do not divide %d heads", s->G, s->H);
+    SsdShape d;
+    d.B = s->B, d.T = s->T, d.H = s->H, d.P = s->P, d.N = s->N, d.G = s->G, d.hpg = s->H / s->G;
+    d.Q = s->chunk < SSD_Q ? s->chunk : SSD_Q;
+    d.nch = (s->T + d.Q - 1) / d.Q;
+    d.ldx = s->ldx;
+    return d;
+}
+
+static float *scratch_floats(size_t n) {
+    float *p;
+    CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float) * (n ? n : 1), cudaStreamPerThread));
+    return p;
+}
+static void scratch_free(void *p) { CUDA_CHECK(cudaFreeAsync(p, cudaStreamPerThread)); }
+
+// ---- dt and the cumsum -----------------------------------------------------------------------------------------
+// dt = clamp(softplus(raw + bias)) as the CPU's ssd_dt (torch's threshold 20, the accurate expf and log1pf); *sl =
+// its slope d dt / d raw (0 where the limit clamps).
+__device__ __forceinline__ static float ssd_dt(float pre, float dt_min, float dt_max, float *sl) {
+    float dt = pre > 20.0f ? pre : log1pf(expf(pre)), d = pre > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-pre));
+    if (dt < dt_min)
+        dt = dt_min, d = 0.0f;
+    else if (dt > dt_max)
+        dt = dt_max, d = 0.0f;
+    *sl = d;
+    return dt;
+}
+
+// A thread per (b, chunk, h), h fastest (the dt reads of a row coalesce): dts, acs and (when not NULL) dsp [B, H, T].
+__global__ static void ssd_dt_kernel(float *dts, float *acs, float *dsp, const float *dt, int lddt,
+                                     const float *dt_bias, const float *A_log, float dt_min, float dt_max, SsdShape s) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)s.B * s.nch * s.H) return;
+    const int h = (int)(i % s.H), c = (int)(i / s.H % s.nch), b = (int)(i / s.H / s.nch), L = s.len(c);
+    const float A = -expf(A_log[h]), bias = dt_bias[h];
+    const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
+    float acc = 0.0f;
+    for (int j = 0; j < L; j++) {
+        float sl;
+        const float d = ssd_dt(dt[(row0 + j) * lddt + h] + bias, dt_min, dt_max, &sl);
+        acc += d * A;
+        dts[o + j] = d, acs[o + j] = acc;
+        if (dsp) dsp[o + j] = sl;
+    }
+}
+
+// ---- the forward -----------------------------------------------------------------------------------------------
+// CB [B, nch, G, Q, Q] = C B^T of each (b, chunk, group): a block each (Q <= SSD_TILE: one tile).
+__global__ static void __launch_bounds__(SSD_THREADS)
+    ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, SsdShape s) {
+    __shared__ SsdTiles t;
+    const int bc = blockIdx.x, g = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c);
+    const size_t off = s.row0(b, c) * s.ldx + (size_t)g * s.N;
+    float acc[4][4] = {};
+    gemm_acc(acc, t, View<true>{Cm + off, (size_t)s.ldx, 1, L}, View<true>{Bm + off, (size_t)s.ldx, 1, L}, s.N);
+    float *out = CB + ((size_t)bc * s.G + g) * s.Q * s.Q;
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++) {
+            const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
+            if (i < L && j < L) out[(size_t)i * s.Q + j] = acc[r][cc];
+        }
+}
+
+// out [B, nch, H, P, N]: per (b, chunk, head) sum_j scale_j U_j V_j^T, U_j head h's P values of row j (row stride
+// ldu), V_j group g's N values (row stride ldx); scale_j = exp(a_last - a_j) dt_j (mode 0: the chunk states from x
+// and B) or exp(a_j) (mode 1: the backward's G_c from dY and C). A block per 64 x 64 tile of (p, n).
+__global__ static void __launch_bounds__(SSD_THREADS)
+    ssd_chunk_outer_kernel(float *out, const float *U, int ldu, const float *V, const float *dts, const float *acs,
+                           int mode, SsdShape s) {
+    __shared__ SsdTiles t;
+    __shared__ float sc[SSD_Q];
+    const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c), g = h / s.hpg;
+    const int tiles_n = (s.N + SSD_TILE - 1) / SSD_TILE, p0 = (blockIdx.z / tiles_n) * SSD_TILE,
+              n0 = (blockIdx.z % tiles_n) * SSD_TILE;
+    const size_t o = s.bht(b, h, c), row0 = s.row0(b, c);
+    if ((int)threadIdx.x < L) {
+        const float a = acs[o + threadIdx.x];
+        sc[threadIdx.x] = mode ? expf(a) : expf(acs[o + L - 1] - a) * dts[o + threadIdx.x];
+    }
+    __syncthreads();
+    float acc[4][4] = {};
+    View<false> u{U + row0 * ldu + (size_t)h * s.P + p0, 1, (size_t)ldu, s.P - p0, nullptr, sc};
+    View<false> v{V + row0 * s.ldx + (size_t)g * s.N + n0, 1, (size_t)s.ldx, s.N - n0};
+    gemm_acc(acc, t, u, v, L);
+    float *dst = out + ((size_t)bc * s.H + h) * s.P * s.N;
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++) {
+            const int p = p0 + thr_row() * 4 + r, n = n0 + thr_col() * 4 + cc;
+            if (p < s.P && n < s.N) dst[(size_t)p * s.N + n] = acc[r][cc];
+        }
+}
+
+// The chunks' states st [B, nch, H, P, N] become the states entering each chunk, in place: a thread per (b, h, state
+// element) walks the chunks in order. state [B, H, P, N], when not NULL, is the state entering chunk 0 and receives
+// the one leaving the last.
+__global__ static void ssd_state_pass_kernel(float *st, float *state, const float *acs, SsdShape s) {
+    const size_t PN = (size_t)s.P * s.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= PN) return;
+    const int h = blockIdx.y, b = blockIdx.z;
+    float *init = state ? state + ((size_t)b * s.H + h) * PN + e : NULL;
+    float v = init ? *init : 0.0f;
+    for (int c = 0; c < s.nch; c++) {
+        const size_t i = (((size_t)b * s.nch + c) * s.H + h) * PN + e;
+        const float add = st[i];
+        st[i] = v;
+        v = expf(acs[s.bht(b, h, c) + s.len(c) - 1]) * v + add;
+    }
+    if (init) *init = v;
+}
+
+// The backward's reverse: dst [B, nch, H, P, N] holds G_c (from dY and C) and becomes dS_c, the gradient of the state
+// leaving chunk c (zero for the last: training discards the final state).
+__global__ static void ssd_dstate_pass_kernel(float *dst, const float *acs, SsdShape s) {
+    const size_t PN = (size_t)s.P * s.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= PN) return;
+    const int h = blockIdx.y, b = blockIdx.z;
+    float d = 0.0f;
+    for (int c = s.nch - 1; c >= 0; c--) {
+        const size_t i = (((size_t)b * s.nch + c) * s.H + h) * PN + e;
+        const float gc = dst[i];
+        dst[i] = d;
+        d = expf(acs[s.bht(b, h, c) + s.len(c) - 1]) * d + gc;
+    }
+}
+
+// y [B*T, H*P] per (b, chunk, head) and 64-column tile of P: M X (the chunk itself) + exp(a_i) C S_in^T (the state
+// entering it) + D x.
+__global__ static void __launch_bounds__(SSD_THREADS)
+    ssd_chunk_scan_kernel(float *y, const float *x, const float *Cm, const float *CB, const float *st, const float *dts,
+                          const float *acs, const float *Dv, SsdShape s) {
+    __shared__ SsdTiles t;
+    __shared__ float sa[SSD_Q], sd[SSD_Q];
+    const int bc = blockIdx.x, h = blockIdx.y, p0 = blockIdx.z * SSD_TILE, b = bc / s.nch, c = bc % s.nch;
+    const int L = s.len(c), g = h / s.hpg, HP = s.H * s.P;
+    const size_t o = s.bht(b, h, c), row0 = s.row0(b, c);
+    if ((int)threadIdx.x < L) sa[threadIdx.x] = acs[o + threadIdx.x], sd[threadIdx.x] = dts[o + threadIdx.x];
+    __syncthreads();
+    float acc[4][4] = {}, acc_st[4][4] = {};
+    const float *xh = x + row0 * s.ldx + (size_t)h * s.P + p0;
+    gemm_acc(acc, t, MaskView<false>{CB + ((size_t)bc * s.G + g) * s.Q * s.Q, s.Q, sa, sd, L},
+             View<false>{xh, 1, (size_t)s.ldx, s.P - p0}, L);
+    gemm_acc(acc_st, t, View<true>{Cm + row0 * s.ldx + (size_t)g * s.N, (size_t)s.ldx, 1, L},
+             View<true>{st + (((size_t)bc * s.H + h) * s.P + p0) * s.N, (size_t)s.N, 1, s.P - p0}, s.N);
+    const float D = Dv[h];
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const int i = thr_row() * 4 + r;
+        if (i >= L) continue;
+        const float ea = expf(sa[i]);
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++) {
+            const int p = thr_col() * 4 + cc;
+            if (p0 + p < s.P)
+                y[(row0 + i) * HP + (size_t)h * s.P + p0 + p] =
+                    acc[r][cc] + (ea * acc_st[r][cc] + D * xh[(size_t)i * s.ldx + p]);
+        }
+    }
+}
+
+// ---- the backward ----------------------------------------------------------------------------------------------
+// Per (b, chunk, group): dCB [B, nch, G, Q, Q] = sum over the group's heads of dM o exp(a_i - a_j) dt_j, dM = dY X^T
+// (masked); per head daM = rows - columns of dM o M (a's gradient through M), ddM = columns of dM o CB o exp(..)
+// (dt's), [B, H, T]. Row and column sums through shared memory in a fixed order.
+__global__ static void __launch_bounds__(SSD_THREADS)
+    ssd_dcb_kernel(float *dCB, float *daM, float *ddM, const float *dy, const float *x, const float *CB,
+                   const float *dts, const float *acs, SsdShape s) {
+    __shared__ SsdTiles t;
+    __shared__ float sa[SSD_Q], sd[SSD_Q], rows_gm[SSD_TILE][17], cols_gm[SSD_TILE][17], cols_dd[SSD_TILE][17];
+    const int bc = blockIdx.x, g = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c), HP = s.H * s.P;
+    const size_t row0 = s.row0(b, c);
+    const float *cb = CB + ((size_t)bc * s.G + g) * s.Q * s.Q;
+    float cbv[4][4], dcb[4][4] = {};
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++) {
+            const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
+            cbv[r][cc] = i < L && j <= i ? cb[(size_t)i * s.Q + j] : 0.0f;
+        }
+    for (int h = g * s.hpg; h < (g + 1) * s.hpg; h++) {
+        const size_t o = s.bht(b, h, c);
+        __syncthreads(); // the previous head's reads of sa, sd and the sums
+        if ((int)threadIdx.x < L) sa[threadIdx.x] = acs[o + threadIdx.x], sd[threadIdx.x] = dts[o + threadIdx.x];
+        float dm[4][4] = {};
+        gemm_acc(dm, t, View<true>{dy + row0 * HP + (size_t)h * s.P, (size_t)HP, 1, L},
+                 View<true>{x + row0 * s.ldx + (size_t)h * s.P, (size_t)s.ldx, 1, L}, s.P); // (its barriers publish sa)
+        float rg[4] = {}, cg[4] = {}, cd[4] = {};
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+#pragma unroll
+            for (int cc = 0; cc < 4; cc++) {
+                const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
+                if (i < L && j <= i) {
+                    const float lw = expf(sa[i] - sa[j]), k = cbv[r][cc] * lw, m = k * sd[j], gm = dm[r][cc] * m;
+                    cd[cc] += dm[r][cc] * k;
+                    rg[r] += gm, cg[cc] += gm;
+                    dcb[r][cc] += dm[r][cc] * (lw * sd[j]);
+                }
+            }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            rows_gm[thr_row() * 4 + q][thr_col()] = rg[q];
+            cols_gm[thr_col() * 4 + q][thr_row()] = cg[q];
+            cols_dd[thr_col() * 4 + q][thr_row()] = cd[q];
+        }
+        __syncthreads();
+        if ((int)threadIdx.x < L) {
+            const int i = threadIdx.x;
+            float rs = 0.0f, cs = 0.0f, ds = 0.0f;
+            for (int q = 0; q < 16; q++)
+                rs += rows_gm[i][q], cs += cols_gm[i][q], ds += cols_dd[i][q];
+            daM[o + i] = rs - cs, ddM[o + i] = ds;
+        }
+    }
+    float *out = dCB + ((size_t)bc * s.G + g) * s.Q * s.Q;
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++) {
+            const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
+            if (i < L && j < L) out[(size_t)i * s.Q + j] = dcb[r][cc]; // (0 above the diagonal)
+        }
+}
+
+// This thread's share of sum a o b over the elements it staged into two tiles of one operand form (<dS, S>).
+template <bool KF> __device__ __forceinline__ static float tile_dot_own(const SsdTile &a, const SsdTile &b) {
+    float s = 0.0f;
+#pragma unroll
+    for (int q = 0; q < SSD_TILE * SSD_TK / SSD_THREADS; q++) {
+        int r, kk;
+        tile_slot<KF>(q, r, kk);
+        s += a[kk][r] * b[kk][r];
+    }
+    return s;
+}
+
+// Per (b, chunk, head), all of P in tiles of 64: dX = M^T dY + diag(w) B dS^T + D dY (w_j = exp(a_last - a_j) dt_j;
+// S the state entering the chunk, dS the gradient of the one leaving it), and what a's and dt's gradients need of
+// the whole head: r_j = x_j . (B dS^T)_j, q_i = dY_i . (C S^T)_i, <dS, S>. Writes daX (-w r + exp(a) q, and at the
+// chunk's last position the terms of a_last: sum w r + exp(a_last) <dS, S>), ddX (exp(a_last - a_j) r_j) [B, H, T]
+// and D's partial sum dDp [B, nch, H] (double).
+__global__ static void __launch_bounds__(SSD_THREADS)
+    ssd_dx_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *dy, const float *x,
+                  const float *Bm, const float *Cm, const float *CB, const float *st, const float *dst,
+                  const float *dts, const float *acs, const float *Dv, SsdShape s) {
+    __shared__ SsdTiles t1, t2;
+    __shared__ float sa[SSD_Q], sd[SSD_Q], rows_r[SSD_TILE][17], rows_q[SSD_TILE][17];
+    const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c), g = h / s.hpg;
+    const int HP = s.H * s.P;
+    const size_t o = s.bht(b, h, c), row0 = s.row0(b, c), PN = (size_t)s.P * s.N;
+    if ((int)threadIdx.x < L) sa[threadIdx.x] = acs[o + threadIdx.x], sd[threadIdx.x] = dts[o + threadIdx.x];
+    __syncthreads();
+    const float last = sa[L - 1], D = Dv[h];
+    const float *cb = CB + ((size_t)bc * s.G + g) * s.Q * s.Q, *S = st + ((size_t)bc * s.H + h) * PN,
+                *dS = dst + ((size_t)bc * s.H + h) * PN;
+    const View<true> Bv{Bm + row0 * s.ldx + (size_t)g * s.N, (size_t)s.ldx, 1, L},
+        Cv{Cm + row0 * s.ldx + (size_t)g * s.N, (size_t)s.ldx, 1, L};
+    float r_tot = 0.0f, q_tot = 0.0f, sds = 0.0f, dDs = 0.0f; // r_tot, q_tot: thread i < 64's row i
+    for (int p0 = 0; p0 < s.P; p0 += SSD_TILE) {
+        const float *dyh = dy + row0 * HP + (size_t)h * s.P + p0, *xh = x + row0 * s.ldx + (size_t)h * s.P + p0;
+        float acc1[4][4] = {}, acc2[4][4] = {}, acc3[4][4] = {};
+        gemm_acc(acc1, t1, MaskView<true>{cb, s.Q, sa, sd, L}, View<false>{dyh, 1, (size_t)HP, s.P - p0}, L);
+        // B dS^T and C S^T in one pass over n (and <dS, S> from the staged tiles: each element once)
+        const View<true> dSv{dS + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0},
+            Sv{S + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0};
+        for (int k0 = 0; k0 < s.N; k0 += SSD_TK) {
+            tile_load(t1.a, Bv, k0, s.N), tile_load(t1.b, dSv, k0, s.N);
+            tile_load(t2.a, Cv, k0, s.N), tile_load(t2.b, Sv, k0, s.N);
+            __syncthreads();
+            sds += tile_dot_own<true>(t1.b, t2.b);
+            tile_mma(acc2, t1), tile_mma(acc3, t2);
+            __syncthreads();
+        }
+        float rr[4] = {}, qq[4] = {};
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int j = thr_row() * 4 + r;
+            if (j >= L) continue;
+            const float w = expf(last - sa[j]) * sd[j];
+#pragma unroll
+            for (int cc = 0; cc < 4; cc++) {
+                const int p = thr_col() * 4 + cc;
+                if (p0 + p >= s.P) continue;
+                const float dyv = dyh[(size_t)j * HP + p], xv = xh[(size_t)j * s.ldx + p];
+                dx[(row0 + j) * ldd + (size_t)h * s.P + p0 + p] = acc1[r][cc] + (w * acc2[r][cc] + D * dyv);
+                rr[r] += xv * acc2[r][cc], qq[r] += dyv * acc3[r][cc], dDs += dyv * xv;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            rows_r[thr_row() * 4 + r][thr_col()] = rr[r], rows_q[thr_row() * 4 + r][thr_col()] = qq[r];
+        __syncthreads();
+        if (threadIdx.x < SSD_TILE)
+            for (int q = 0; q < 16; q++)
+                r_tot += rows_r[threadIdx.x][q], q_tot += rows_q[threadIdx.x][q];
+        // (the next writes of rows_r follow the next tile's barriers)
+    }
+    const int j = threadIdx.x;
+    float e = 0.0f, wr = 0.0f;
+    if (j < L) e = expf(last - sa[j]), wr = e * sd[j] * r_tot;
+    const double dlast = block_reduce((double)wr, SumOp()), sds_all = block_reduce((double)sds, SumOp());
+    const double dD_all = block_reduce((double)dDs, SumOp());
+    if (j < L) {
+        float da = -wr + expf(sa[j]) * q_tot;
+        if (j == L - 1) da += (float)(dlast + expf(last) * sds_all);
+        daX[o + j] = da, ddX[o + j] = e * r_tot;
+    }
+    if (j == 0) dDp[(size_t)bc * s.H + h] = dD_all;
+}
+
+// Per (b, chunk, group) and 64-column tile of N: dC = dCB B + sum_h diag(exp(a_h)) dY_h S_h (blockIdx.y 0) or
+// dB = dCB^T C + sum_h diag(w_h) X_h dS_h (1), the heads in order inside one accumulation; rows of ldd.
+__global__ static void __launch_bounds__(SSD_THREADS)
+    ssd_dbc_kernel(float *dBm, float *dCm, int ldd, const float *dy, const float *x, const float *Bm, const float *Cm,
+                   const float *dCB, const float *st, const float *dst, const float *dts, const float *acs,
+                   SsdShape s) {
+    __shared__ SsdTiles t;
+    __shared__ float sc[SSD_Q];
+    const int bg = blockIdx.x, db = blockIdx.y, n0 = blockIdx.z * SSD_TILE, bc = bg / s.G, g = bg % s.G;
+    const int b = bc / s.nch, c = bc % s.nch, L = s.len(c), HP = s.H * s.P;
+    const size_t row0 = s.row0(b, c), PN = (size_t)s.P * s.N;
+    const float *dcb = dCB + (size_t)bg * s.Q * s.Q;
+    const View<false> other{(db ? Cm : Bm) + row0 * s.ldx + (size_t)g * s.N + n0, 1, (size_t)s.ldx, s.N - n0};
+    float acc[4][4] = {};
+    if (db)
+        gemm_acc(acc, t, View<false>{dcb, 1, (size_t)s.Q, L}, other, L); // dCB^T C
+    else
+        gemm_acc(acc, t, View<true>{dcb, (size_t)s.Q, 1, L}, other, L); // dCB B
+    for (int h = g * s.hpg; h < (g + 1) * s.hpg; h++) {
+        const size_t o = s.bht(b, h, c);
+        __syncthreads(); // the previous head's reads of sc
+        if ((int)threadIdx.x < L) {
+            const float a = acs[o + threadIdx.x];
+            sc[threadIdx.x] = db ? expf(acs[o + L - 1] - a) * dts[o + threadIdx.x] : expf(a);
+        }
+        __syncthreads(); // (the loaders read sc as they stage)
+        const float *U = db ? x + row0 * s.ldx + (size_t)h * s.P : dy + row0 * HP + (size_t)h * s.P;
+        const float *Sh = (db ? dst : st) + ((size_t)bc * s.H + h) * PN + n0;
+        gemm_acc(acc, t, View<true>{U, (size_t)(db ? s.ldx : HP), 1, L, sc}, View<false>{Sh, 1, (size_t)s.N, s.N - n0},
+                 s.P);
+    }
+    float *out = (db ? dBm : dCm) + row0 * ldd + (size_t)g * s.N + n0;
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int cc = 0; cc < 4; cc++) {
+            const int i = thr_row() * 4 + r, n = thr_col() * 4 + cc;
+            if (i < L && n0 + n < s.N) out[(size_t)i * ldd + n] = acc[r][cc];
+        }
+}
+
+// A thread per (b, chunk, h): the reverse cumsum of a's gradient through a = cumsum(dt A), then the clamp and the
+// softplus: ddt (rows of ldddt), and the per-chunk sums of dA (sum dt rc) and d(dt bias) in part [B, nch, H, 2].
+__global__ static void ssd_dt_bwd_kernel(float *ddt, int ldddt, double *part, const float *daM, const float *ddM,
+                                         const float *daX, const float *ddX, const float *dts, const float *dsp,
+                                         const float *A_log, SsdShape s) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)s.B * s.nch * s.H) return;
+    const int h = (int)(i % s.H), c = (int)(i / s.H % s.nch), b = (int)(i / s.H / s.nch), L = s.len(c);
+    const float A = -expf(A_log[h]);
+    const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
+    float rc = 0.0f;
+    double dA = 0, dbias = 0;
+    for (int k = L - 1; k >= 0; k--) {
+        rc += daM[o + k] + daX[o + k];
+        const float draw = (ddM[o + k] + ddX[o + k] + A * rc) * dsp[o + k];
+        dA += (double)dts[o + k] * rc;
+        ddt[(row0 + k) * ldddt + h] = draw;
+        dbias += draw;
+    }
+    part[2 * i] = dA, part[2 * i + 1] = dbias;
+}
+
+// A thread per head: dA_log, d(dt bias), dD [H] += the per-(b, chunk) partials in order.
+__global__ static void ssd_head_sums_kernel(float *dA_log, float *ddt_bias, float *dDv, const double *part,
+                                            const double *dDp, const float *A_log, SsdShape s) {
+    const int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h >= s.H) return;
+    double sa = 0, sb = 0, sdd = 0;
+    for (size_t bc = 0; bc < (size_t)s.B * s.nch; bc++) {
+        const size_t i = bc * s.H + h;
+        sa += part[2 * i], sb += part[2 * i + 1], sdd += dDp[i];
+    }
+    dA_log[h] += (float)(sa * -expf(A_log[h])); // A = -exp(A_log): dA/dA_log = A
+    ddt_bias[h] += (float)sb;
+    dDv[h] += (float)sdd;
+}
+
+// ---- the ops ---------------------------------------------------------------------------------------------------
+// What the forward and the backward share: dt and its cumsum, CB, and the states entering each chunk (st; with
+// state: from it, and the final state written back).
+typedef struct {
+    float *dts, *acs, *dsp, *CB, *st;
+} ssd_fwd_bufs;
+
+static ssd_fwd_bufs ssd_recompute(const ssd_args *a, const SsdShape &s, float *state, int for_bwd) {
+    const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N;
+    ssd_fwd_bufs f;
+    f.dts = scratch_floats(bht), f.acs = scratch_floats(bht), f.dsp = for_bwd ? scratch_floats(bht) : NULL;
+    f.CB = scratch_floats((size_t)s.B * s.nch * s.G * s.Q * s.Q);
+    f.st = scratch_floats((size_t)s.B * s.nch * s.H * PN);
+    const size_t n_bch = (size_t)s.B * s.nch * s.H;
+    ssd_dt_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(f.dts, f.acs, f.dsp, a->dt, a->lddt, a->dt_bias, a->A_log,
+                                                            a->dt_min, a->dt_max, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_cb_kernel<<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(f.CB, a->Bm, a->Cm, s);
+    CUDA_CHECK_LAUNCH();
+    const int tiles = cdiv(s.P, SSD_TILE) * cdiv(s.N, SSD_TILE);
+    ssd_chunk_outer_kernel<<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(f.st, a->x, a->ldx, a->Bm, f.dts, f.acs, 0,
+                                                                           s);
+    CUDA_CHECK_LAUNCH();
+    ssd_state_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(f.st, state, f.acs, s);
+    CUDA_CHECK_LAUNCH();
+    return f;
+}
+
+static void ssd_bufs_free(ssd_fwd_bufs *f) {
+    scratch_free(f->dts), scratch_free(f->acs), scratch_free(f->CB), scratch_free(f->st);
+    if (f->dsp) scratch_free(f->dsp);
+}
+
+extern "C" void ssd_fwd_cuda(const ssd_args *a, float *y, float *state) {
+    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // nothing to run: the state stays as it is
+    const SsdShape s = shape_of(a);
+    ssd_fwd_bufs f = ssd_recompute(a, s, state, 0);
+    ssd_chunk_scan_kernel<<<dim3(s.B * s.nch, s.H, cdiv(s.P, SSD_TILE)), SSD_THREADS>>>(y, a->x, a->Cm, f.CB, f.st,
+                                                                                        f.dts, f.acs, a->Dv, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_bufs_free(&f);
+}
+
+extern "C" void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy) {
+    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // no positions: no gradients to write or add
+    const SsdShape s = shape_of(a);
+    ssd_fwd_bufs f = ssd_recompute(a, s, NULL, 1);
+    const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N, n_bch = (size_t)s.B * s.nch * s.H;
+    float *dst = scratch_floats(n_bch * PN), *dCB = scratch_floats((size_t)s.B * s.nch * s.G * s.Q * s.Q);
+    float *da_dd = scratch_floats(4 * bht), *daM = da_dd, *ddM = da_dd + bht, *daX = da_dd + 2 * bht,
+          *ddX = da_dd + 3 * bht;
+    double *part, *dDp;
+    CUDA_CHECK(cudaMallocAsync((void **)&part, sizeof(double) * 3 * n_bch, cudaStreamPerThread));
+    dDp = part + 2 * n_bch;
+    const int tiles = cdiv(s.P, SSD_TILE) * cdiv(s.N, SSD_TILE);
+    // the gradients of the states: G_c from dY and C, then the reverse pass over chunks
+    ssd_chunk_outer_kernel<<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(dst, dy, s.H * s.P, a->Cm, f.dts, f.acs, 1,
+                                                                           s);
+    CUDA_CHECK_LAUNCH();
+    ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_dcb_kernel<<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(dCB, daM, ddM, dy, a->x, f.CB, f.dts, f.acs, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_dx_kernel<<<dim3(s.B * s.nch, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm, f.CB,
+                                                           f.st, dst, f.dts, f.acs, a->Dv, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_dbc_kernel<<<dim3(s.B * s.nch * s.G, 2, cdiv(s.N, SSD_TILE)), SSD_THREADS>>>(
+        gr->dBm, gr->dCm, gr->ldd, dy, a->x, a->Bm, a->Cm, dCB, f.st, dst, f.dts, f.acs, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_dt_bwd_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
+                                                                f.dsp, a->A_log, s);
+    CUDA_CHECK_LAUNCH();
+    ssd_head_sums_kernel<<<cdiv(s.H, 128), 128>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
+    CUDA_CHECK_LAUNCH();
+    scratch_free(dst), scratch_free(dCB), scratch_free(da_dd), scratch_free(part);
+    ssd_bufs_free(&f);
+}
+
+// ---- the decode step -------------------------------------------------------------------------------------------
+// A block per (b, head): warp w takes the state's rows p = w, w + 4, ..., its lanes the columns n (coalesced),
+// y_p summed over them by a butterfly; dt computed by every thread (one value). The recurrence as the CPU's.
+#define SSD_STEP_WARPS 4
+__global__ static void __launch_bounds__(SSD_STEP_WARPS * 32)
+    ssd_step_kernel(float *y, float *state, const float *x, const float *Bm, const float *Cm, int ldx, const float *dt,
+                    int lddt, const float *dt_bias, const float *A_log, const float *Dv, float dt_min, float dt_max,
+                    int H, int P, int N, int hpg) {
+    const int h = blockIdx.x, b = blockIdx.y, g = h / hpg, lane = threadIdx.x % 32, wp = threadIdx.x / 32;
+    float sl;
+    const float d = ssd_dt(dt[(size_t)b * lddt + h] + dt_bias[h], dt_min, dt_max, &sl);
+    const float e = expf(d * -expf(A_log[h])), D = Dv[h];
+    const float *xr = x + (size_t)b * ldx + (size_t)h * P, *Bv = Bm + (size_t)b * ldx + (size_t)g * N,
+                *Cv = Cm + (size_t)b * ldx + (size_t)g * N;
+    float *S = state + ((size_t)b * H + h) * P * N;
+    for (int p = wp; p < P; p += SSD_STEP_WARPS) {
+        const float xp = d * xr[p];
+        float acc = 0.0f;
+        for (int n = lane; n < N; n += 32) {
+            const float v = e * S[(size_t)p * N + n] + xp * Bv[n];
+            S[(size_t)p * N + n] = v;
+            acc += v * Cv[n];
+        }
+        for (int off = 16; off > 0; off >>= 1)
+            acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (lane == 0) y[(size_t)b * H * P + (size_t)h * P + p] = acc + D * xr[p];
+    }
+}
+
+extern "C" void ssd_step_cuda(const ssd_args *a, float *y, float *state) {
+    CHECK(a->T == 1, "ssd_step takes one position (T = %d)", a->T);
+    CHECK(a->G >= 1 && a->H % a->G == 0, "ssd_step: %d groups do not divide %d heads", a->G, a->H);
+    if (a->B <= 0 || a->H <= 0) return;
+    ssd_step_kernel<<<dim3(a->H, a->B), SSD_STEP_WARPS * 32>>>(y, state, a->x, a->Bm, a->Cm, a->ldx, a->dt, a->lddt,
+                                                               a->dt_bias, a->A_log, a->Dv, a->dt_min, a->dt_max, a->H,
+                                                               a->P, a->N, a->H / a->G);
+    CUDA_CHECK_LAUNCH();
+}
+
+// ---- the gated RMSNorm -----------------------------------------------------------------------------------------
+// A block per row, a fixed-order block reduction per group (sums in double, as the CPU's); the weight's gradient as
+// column sums of dout v rstd (colsum_acc: per-chunk partials added in order) from the rstd the backward leaves per
+// (row, group). The arithmetic is the CPU's, expression for expression.
+__device__ __forceinline__ static float silu_of(float z) { return z / (1.0f + expf(-z)); }
+
+__global__ static void __launch_bounds__(RED_THREADS)
+    gated_rmsnorm_fwd_kernel(float *out, const float *y, const float *z, int ldz, const float *w, int D, int G,
+                             float eps) {
+    const size_t r = blockIdx.x;
+    const int gs = D / G;
+    const float *yr = y + r * D, *zr = z + r * ldz;
+    float *o = out + r * D;
+    for (int g = 0; g < G; g++) {
+        double ss = 0;
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
+            const float v = yr[i] * silu_of(zr[i]);
+            o[i] = v;
+            ss += (double)v * v;
+        }
+        ss = block_reduce(ss, SumOp());
+        const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS)
+            o[i] = o[i] * rs * w[i];
+    }
+}
+
+__global__ static void __launch_bounds__(RED_THREADS)
+    gated_rmsnorm_bwd_kernel(float *dy, float *dz, int lddz, float *rstd, const float *dout, const float *y,
+                             const float *z, int ldz, const float *w, int D, int G, float eps) {
+    const size_t r = blockIdx.x;
+    const int gs = D / G;
+    const float *yr = y + r * D, *zr = z + r * ldz, *dor = dout + r * D;
+    float *dyr = dy + r * D, *dzr = dz + r * lddz;
+    for (int g = 0; g < G; g++) {
+        double ss = 0, dot = 0;
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
+            const float v = yr[i] * silu_of(zr[i]);
+            ss += (double)v * v;
+            dot += (double)dor[i] * w[i] * v;
+        }
+        ss = block_reduce(ss, SumOp());
+        dot = block_reduce(dot, SumOp());
+        const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
+        if (threadIdx.x == 0) rstd[r * G + g] = rs;
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
+            const float sg = 1.0f / (1.0f + expf(-zr[i])), sz = zr[i] * sg, v = yr[i] * sz;
+            const float dv = dor[i] * w[i] * rs - v * c;
+            dyr[i] = dv * sz;
+            dzr[i] = dv * yr[i] * sg * (1.0f + zr[i] * (1.0f - sg));
+        }
+    }
+}
+
+struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient per element, v as the backward forms it
+    const float *dout, *y, *z, *rstd;
+    int ldz, D, G, gs;
+    __device__ float operator()(int r, int i) const {
+        const float zi = z[(size_t)r * ldz + i], sg = 1.0f / (1.0f + expf(-zi)), v = y[(size_t)r * D + i] * (zi * sg);
+        return dout[(size_t)r * D + i] * v * rstd[(size_t)r * G + i / gs];
+    }
+};
+
+extern "C" void gated_rmsnorm_fwd_cuda(float *out, const float *y, const float *z, int ldz, const float *w, int rows,
+                                       int D, int G, float eps) {
+    if (rows <= 0 || D <= 0) return;
+    CHECK(G >= 1 && D % G == 0, "gated_rmsnorm: %d groups do not divide %d columns", G, D);
+    gated_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(out, y, z, ldz, w, D, G, eps);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y,
+                                       const float *z, int ldz, const float *w, int rows, int D, int G, float eps) {
+    if (rows <= 0 || D <= 0) return;
+    CHECK(G >= 1 && D % G == 0, "gated_rmsnorm: %d groups do not divide %d columns", G, D);
+    float *rstd = scratch_floats((size_t)rows * G);
+    gated_rmsnorm_bwd_kernel<<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, z, ldz, w, D, G, eps);
+    CUDA_CHECK_LAUNCH();
+    colsum_acc(dw, GatedNormDw{dout, y, z, rstd, ldz, D, G, D / G}, rows, D);
+    scratch_free(rstd);
+}
