@@ -254,7 +254,7 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
     return 4 * CH * 32 + 4 * NP * (CH + 4) + (size_t)3 * NP * 32 + (size_t)2 * NG * 2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
+template <int W, int ITEMS, int NG, bool SEG, typename TX, typename TD, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
                     __nv_bfloat16 *__restrict__ hk, const TX *__restrict__ x, const TD *__restrict__ dt,
@@ -272,9 +272,10 @@ __global__ void __launch_bounds__(W * 32)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
-    // this block's time segment (the whole sequence unless segmented: see "time segments" below): chunks
-    // [kbeg, kend), entered with the state hin[b][segment] (the carry kernel's) or, unsegmented, h's (or zeros)
-    const int nchunk = (T + CH - 1) / CH, kbeg = blockIdx.z * cps, kend = min(nchunk, kbeg + cps);
+    // this block's time segment (SEG: see "time segments" below; else the whole sequence, the kernel compiled as it
+    // was before segments): chunks [kbeg, kend), entered with the state hin[b][segment] (the carry kernel's) or,
+    // unsegmented, h's (or zeros)
+    const int nchunk = (T + CH - 1) / CH, kbeg = SEG ? blockIdx.z * cps : 0, kend = SEG ? min(nchunk, kbeg + cps) : nchunk;
     const BcWalk wk = bc_walk(NP);
     auto stage = [&](int k, int p) {
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
@@ -288,7 +289,7 @@ __global__ void __launch_bounds__(W * 32)
         const bool ok = n < N && e0 + l < E;
         a2s[i] = ok ? a_rate(At, A_log, n, e0 + l, E, N) * SCAN_LOG2E : 0.0f;
         carry[i] = !ok  ? 0.0f
-                   : hin ? hin[(((size_t)b * gridDim.z + blockIdx.z) * NP + n) * E + e0 + l]
+                   : SEG ? hin[(((size_t)b * gridDim.z + blockIdx.z) * NP + n) * E + e0 + l]
                    : h   ? h[((size_t)b * E + e0 + l) * N + n]
                          : 0.0f;
     }
@@ -376,7 +377,7 @@ __global__ void __launch_bounds__(W * 32)
         }
         __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
     }
-    if (h && blockIdx.z == gridDim.z - 1) // the last segment's carry is the final state
+    if (h && (!SEG || blockIdx.z == gridDim.z - 1)) // the last segment's carry is the final state
         for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
             const int n = i >> 5, l = i & 31;
             if (n < N && e0 + l < E) h[((size_t)b * E + e0 + l) * N + n] = carry[((kend - kbeg) & 1) * NP * 32 + i];
@@ -400,7 +401,7 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 #ifndef SCAN_BWD_MIN_BLOCKS // at most 168 registers: 3 blocks per SM (as many as shared memory allows), the whole grid
 #define SCAN_BWD_MIN_BLOCKS 3 // at once
 #endif
-template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
+template <int W, int ITEMS, int NG, bool SEG, typename TX, typename TD, typename TZ, typename TY>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx16, float *__restrict__ ddt,
                     __nv_bfloat16 *__restrict__ ddt16, float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16,
@@ -425,10 +426,11 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     constexpr bool stash = sizeof(TX) == 2; // x in bf16: X's upper half holds each chunk's silu(z) (pass 2)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
-    // this block's time segment (the whole sequence unless segmented): chunks [kbeg, kend), partials row seg of
-    // dA_part, dD_part, db_part; its start state hb[b][kbeg] (no checkpoints) or a checkpoint, the adjoint at its end
-    // uend[seg] (zeros unsegmented)
-    const int kbeg = blockIdx.z * cps, kend = min(nchunk, kbeg + cps), seg = b * gridDim.z + blockIdx.z;
+    // this block's time segment (SEG; else the whole sequence): chunks [kbeg, kend), partials row seg of dA_part,
+    // dD_part, db_part; its start state hb[b][kbeg] (no checkpoints) or a checkpoint, the adjoint at its end uend[seg]
+    // (zeros unsegmented)
+    const int kbeg = SEG ? blockIdx.z * cps : 0, kend = SEG ? min(nchunk, kbeg + cps) : nchunk,
+              seg = SEG ? b * gridDim.z + blockIdx.z : b;
     const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
     const BcWalk wk = bc_walk(NP);
@@ -473,9 +475,9 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         const float a = n < N && col ? a_rate(At, A_log, n, e0 + l, E, N) : 0.0f;
         As[i] = a;
         a2s[i] = a * SCAN_LOG2E;
-        cfw[i] = kbeg > 0 && !hk && col ? hb[(((size_t)b * nchunk + kbeg) * NP + n) * E + e0 + l] : 0.0f;
+        cfw[i] = SEG && kbeg > 0 && !hk && col ? hb[(((size_t)b * nchunk + kbeg) * NP + n) * E + e0 + l] : 0.0f;
         crv[i] = crv[NP * 32 + i] = 0.0f;
-        if (uend) crv[(kend & 1) * NP * 32 + i] = col ? uend[((size_t)seg * NP + n) * E + e0 + l] : 0.0f;
+        if (SEG) crv[(kend & 1) * NP * 32 + i] = col ? uend[((size_t)seg * NP + n) * E + e0 + l] : 0.0f;
     }
     for (int i = threadIdx.x; i < NP * W * 32; i += blockDim.x) dAs[i] = 0.0f;
     const float d = live ? Dv[e] : 0.0f, bias = live ? dt_bias[e] : 0.0f;
@@ -1037,21 +1039,25 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
                             float *h) {
     const int B = s->B, E = s->E, NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
-    static size_t smem_set[SMEM_DEVICES];
+    static size_t smem_set[SMEM_DEVICES], smem_set_seg[SMEM_DEVICES];
     static int slots_set[SMEM_DEVICES];
-    const void *kernel = (const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>;
+    const void *kernel = (const void *)scan_fwd_kernel<W, ITEMS, NG, false, TX, TD, TZ>;
     smem_limit(kernel, smem, &smem_set);
     int cps = 0;
     const int S = scan_segments(grid_slots(kernel, W * 32, smem, &slots_set), B, s->T, E, W * ITEMS, 1, &cps);
-    float *hin = NULL; // [B][S][NP][E]: the state entering each segment
-    if (S > 1) {
-        const size_t nseg = (size_t)B * S * NP * E;
-        float *Hs = scratch_get(3 * nseg), *Ps = Hs + nseg;
-        hin = Ps + nseg;
-        scan_fold_launch<W, ITEMS, false>(s, x, dt, (const float *)nullptr, s->Bm, Hs, Ps, NP, S, cps);
-        scan_carry_launch(s, hin, (size_t)S * NP * E, (size_t)NP * E, Hs, Ps, h, NP, S, 0);
+    if (S == 1) {
+        scan_fwd_kernel<W, ITEMS, NG, false, TX, TD, TZ><<<dim3(cdiv(E, 32), B), W * 32, smem>>>(
+            y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z,
+            s->z.ld, s->T, E, s->N, NULL, cps);
+        CUDA_CHECK_LAUNCH();
+        return;
     }
-    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(E, 32), B, S), W * 32, smem>>>(
+    const size_t nseg = (size_t)B * S * NP * E;
+    float *Hs = scratch_get(3 * nseg), *Ps = Hs + nseg, *hin = Ps + nseg; // hin [B][S][NP][E]: entering each segment
+    scan_fold_launch<W, ITEMS, false>(s, x, dt, (const float *)nullptr, s->Bm, Hs, Ps, NP, S, cps);
+    scan_carry_launch(s, hin, (size_t)S * NP * E, (size_t)NP * E, Hs, Ps, h, NP, S, 0);
+    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, true, TX, TD, TZ>, smem, &smem_set_seg);
+    scan_fwd_kernel<W, ITEMS, NG, true, TX, TD, TZ><<<dim3(cdiv(E, 32), B, S), W * 32, smem>>>(
         y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld,
         s->T, E, s->N, hin, cps);
     CUDA_CHECK_LAUNCH();
@@ -1063,9 +1069,11 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
-    static size_t smem_set[SMEM_DEVICES];
+    static size_t smem_set[SMEM_DEVICES], smem_set_seg[SMEM_DEVICES];
     static int slots_set[SMEM_DEVICES];
-    const void *kernel = (const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>;
+    auto *const whole = scan_bwd_kernel<W, ITEMS, NG, false, TX, TD, TZ, TY>,
+                *const segmented = scan_bwd_kernel<W, ITEMS, NG, true, TX, TD, TZ, TY>;
+    const void *kernel = (const void *)whole;
     smem_limit(kernel, smem, &smem_set);
     int cps = 0; // with checkpoints every segment starts at one
     const int S = scan_segments(grid_slots(kernel, W * 32, smem, &slots_set), B, T, E, W * ITEMS,
@@ -1083,8 +1091,9 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
         }
         scan_fold_launch<W, ITEMS, true>(s, dy, dt, z, s->Cm, Hs, Ps, NP, S, cps);
         scan_carry_launch(s, uend, (size_t)S * NP * E, (size_t)NP * E, Hs, Ps, NULL, NP, S, 1);
+        smem_limit((const void *)segmented, smem, &smem_set_seg);
     }
-    scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B, S), W * 32, smem>>>(
+    (S > 1 ? segmented : whole)<<<dim3(nblk, B, S), W * 32, smem>>>(
         mat_f(g->dx), (__nv_bfloat16 *)mat_h(g->dx), mat_f(g->ddt), (__nv_bfloat16 *)mat_h(g->ddt), mat_f(g->dz),
         (__nv_bfloat16 *)mat_h(g->dz), g->dz.ld, mat_f(g->out), (__nv_bfloat16 *)mat_h(g->out), part_bc, dA_part,
         dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm,
