@@ -6,6 +6,8 @@
 #      layers (90.7M parameters), batch 8 x 2048, in float32 and in bf16 mixed precision, with the time
 #      per op (--profile: GEMMs vs the rest) and the device memory in use;
 #   3. decode of the same model at batch 1 and 64 (a CUDA graph per step), float32 and bf16 GEMMs;
+#   3b. the bf16 training step with the same 16,384 bytes per step as 2 x 8192 and 1 x 16384 (the time per byte should
+#      stay flat: the scan cuts time into segments where the batch is small), and 1 x 65536, 1 x 262144;
 #   4. the byte-level Transformer baseline (--config t768x12, 85.2M parameters) in bf16 at 8 x 2048, 2 x 8192 and
 #      1 x 16384, beside the same model in PyTorch (bench/torch_transformer_bench.py: SDPA, autocast, fused AdamW,
 #      eager and torch.compile), and its batch-1 decode at 1K and 8K positions of context.
@@ -28,6 +30,11 @@ for precision in "" --bf16; do
     "$ssm" bench --config d768x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 5 --profile $precision
     echo "## decode ${precision:-(float32)}"
     "$ssm" bench --config d768x24 --device cuda --what decode --decode-batch 64 --decode-steps 100 $precision
+done
+echo "## training step bf16 across the batch x length split (same bytes per step), and longer sequences"
+for shape in 8x2048 2x8192 1x16384 1x65536 1x262144; do
+    "$ssm" bench --config d768x24 --device cuda --what train --batch "${shape%x*}" --seq-len "${shape#*x}" --steps 5 \
+        --bf16 || echo "(ssm: d768x24 at $shape did not run)"
 done
 echo "## Transformer baseline (t768x12), bf16"
 for shape in 8x2048 2x8192 1x16384; do

@@ -600,10 +600,14 @@ static void cases_make(void) {
     }
     add_case(BACKEND_OP_conv1d_silu_step, 1e-6, 0, case_conv_state, P(64, 1, 1536, 4),
              "conv1d_state_update, conv1d_silu_step B 64 T 1 C 1536 K 4");
-    /* the scan: B, T, E, N; T = 1 is a decode step, T > 64 crosses checkpoints and the backward's chunks */
+    /* the scan: B, T, E, N; T = 1 is a decode step, T > 64 crosses checkpoints and the backward's chunks. The last
+     * three, long sequences of few channels, are the shapes CUDA cuts into time segments (scan.cu): T a multiple of
+     * the chunks and not, channels not a multiple of 32, an odd d_state (the backward's padding state), B > 1.
+     * (SSM_SCAN_SEGMENTS=n forces n segments on every shape.) */
     const int sc[][4] = {{2, 70, 150, 5},   {1, 33, 128, 16}, {3, 100, 257, 19}, {2, 256, 512, 16}, {1, 17, 40, 32},
-                         {2, 1000, 96, 16}, {1, 600, 33, 8},  {3, 1, 150, 16},   {1, 1, 1536, 32},  {1, 40, 64, 64}};
-    for (int i = 0; i < 10; i++) {
+                         {2, 1000, 96, 16}, {1, 600, 33, 8},  {3, 1, 150, 16},   {1, 1, 1536, 32},  {1, 40, 64, 64},
+                         {1, 4096, 64, 16}, {1, 5000, 40, 5}, {2, 3001, 33, 16}};
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) {
         const int B = sc[i][0], T = sc[i][1], E = sc[i][2], N = sc[i][3];
         /* fwd: 0 plain, ungated, A_log, lean (bf16 in and out, checkpoints), a carried state */
         const int fwd_forms[] = {0, 2, 4, 1 | 16 | 8 | 4, 32, 32 | 2};

@@ -30,6 +30,10 @@
 // one value per (block, n, step) goes to a partial buffer, and a second kernel adds the blocks in block
 // order. dA, dD are summed per thread over steps, then over warps and sequences in order. No atomics:
 // every result is bitwise reproducible.
+//
+// Where B x E/32 blocks are too few for the GPU (small batches of long sequences), both kernels also split time into
+// segments run by different blocks, each from its incoming state, found by a cheap fold of every segment and a scan
+// over the segments' maps: a two-level scan ("time segments", below).
 #include "backend/cuda/context.h"
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
@@ -250,13 +254,13 @@ static size_t fwd_smem_floats(int W, int ITEMS, int NG, int NP) {
     return 4 * CH * 32 + 4 * NP * (CH + 4) + (size_t)3 * NP * 32 + (size_t)2 * NG * 2 * W * 32;
 }
 
-template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
+template <int W, int ITEMS, int NG, bool SEG, typename TX, typename TD, typename TZ>
 __global__ void __launch_bounds__(W * 32)
     scan_fwd_kernel(float *__restrict__ y, __nv_bfloat16 *__restrict__ y16, float *__restrict__ h,
                     __nv_bfloat16 *__restrict__ hk, const TX *__restrict__ x, const TD *__restrict__ dt,
                     const float *__restrict__ dt_bias, const float *__restrict__ At, const float *__restrict__ A_log,
                     const float *__restrict__ Bm, const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv,
-                    const TZ *__restrict__ z, int ldz, int T, int E, int N) {
+                    const TZ *__restrict__ z, int ldz, int T, int E, int N, const float *__restrict__ hin, int cps) {
     constexpr int CH = W * ITEMS, CHP = CH + 4;
     static_assert(SCAN_HK_STEPS % ITEMS == 0, "the checkpoints must fall on the starts of a thread's steps");
     const int NP = (N + NG - 1) / NG * NG;
@@ -268,25 +272,31 @@ __global__ void __launch_bounds__(W * 32)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
-    const int nchunk = (T + CH - 1) / CH;
+    // this block's time segment (SEG: see "time segments" below; else the whole sequence, the kernel compiled as it
+    // was before segments): chunks [kbeg, kend), entered with the state hin[b][segment] (the carry kernel's) or,
+    // unsegmented, h's (or zeros)
+    const int nchunk = (T + CH - 1) / CH, kbeg = SEG ? blockIdx.z * cps : 0, kend = SEG ? min(nchunk, kbeg + cps) : nchunk;
     const BcWalk wk = bc_walk(NP);
     auto stage = [&](int k, int p) {
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
         stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
         stage_bc_async(BS + p * NP * CHP, CS + p * NP * CHP, Bm, Cm, ldbc, row0, k * CH, T, CH, N, NP, wk);
     };
-    stage(0, 0);
+    stage(kbeg, 0);
     cp_async_commit();
     for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
         const int n = i >> 5, l = i & 31;
         const bool ok = n < N && e0 + l < E;
         a2s[i] = ok ? a_rate(At, A_log, n, e0 + l, E, N) * SCAN_LOG2E : 0.0f;
-        carry[i] = ok && h ? h[((size_t)b * E + e0 + l) * N + n] : 0.0f;
+        carry[i] = !ok  ? 0.0f
+                   : SEG ? hin[(((size_t)b * gridDim.z + blockIdx.z) * NP + n) * E + e0 + l]
+                   : h   ? h[((size_t)b * E + e0 + l) * N + n]
+                         : 0.0f;
     }
     const float d = live ? Dv[e] : 0.0f, bias = live ? dt_bias[e] : 0.0f;
-    for (int k = 0; k < nchunk; k++) {
-        const int p = k & 1, tw = k * CH + w * ITEMS; // tw: this thread's first step
-        if (k + 1 < nchunk) stage(k + 1, p ^ 1);
+    for (int k = kbeg; k < kend; k++) {
+        const int p = (k - kbeg) & 1, tw = k * CH + w * ITEMS; // tw: this thread's first step
+        if (k + 1 < kend) stage(k + 1, p ^ 1);
         cp_async_commit();
         const bool full = live && tw + ITEMS <= T; // all of this thread's steps exist: no per-step tests
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
@@ -367,10 +377,10 @@ __global__ void __launch_bounds__(W * 32)
         }
         __syncthreads(); // everyone is done with buffer p before chunk k+2 is staged into it
     }
-    if (h)
+    if (h && (!SEG || blockIdx.z == gridDim.z - 1)) // the last segment's carry is the final state
         for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
             const int n = i >> 5, l = i & 31;
-            if (n < N && e0 + l < E) h[((size_t)b * E + e0 + l) * N + n] = carry[(nchunk & 1) * NP * 32 + i];
+            if (n < N && e0 + l < E) h[((size_t)b * E + e0 + l) * N + n] = carry[((kend - kbeg) & 1) * NP * 32 + i];
         }
 }
 
@@ -391,7 +401,7 @@ static size_t bwd_smem_floats(int W, int ITEMS, int NG, int NP) {
 #ifndef SCAN_BWD_MIN_BLOCKS // at most 168 registers: 3 blocks per SM (as many as shared memory allows), the whole grid
 #define SCAN_BWD_MIN_BLOCKS 3 // at once
 #endif
-template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
+template <int W, int ITEMS, int NG, bool SEG, typename TX, typename TD, typename TZ, typename TY>
 __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     scan_bwd_kernel(float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx16, float *__restrict__ ddt,
                     __nv_bfloat16 *__restrict__ ddt16, float *__restrict__ dz, __nv_bfloat16 *__restrict__ dz16,
@@ -401,7 +411,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
                     const TX *__restrict__ x, const TD *__restrict__ dt, const float *__restrict__ dt_bias,
                     const float *__restrict__ At, const float *__restrict__ A_log, const float *__restrict__ Bm,
                     const float *__restrict__ Cm, int ldbc, const float *__restrict__ Dv, const TZ *__restrict__ z,
-                    int ldz, int T, int E, int N) {
+                    int ldz, int T, int E, int N, const float *__restrict__ uend, int cps) {
     constexpr int CH = W * ITEMS, CHP = CH + 4, R = 2 * ITEMS, EVERY = SCAN_HK_STEPS / CH; // chunks per checkpoint
     static_assert(SCAN_HK_STEPS % CH == 0, "the checkpoints must fall on chunk starts");
     const int NP = (N + NG - 1) / NG * NG;
@@ -416,6 +426,11 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     constexpr bool stash = sizeof(TX) == 2; // x in bf16: X's upper half holds each chunk's silu(z) (pass 2)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
     const int nblk = gridDim.x, nchunk = (T + CH - 1) / CH;
+    // this block's time segment (SEG; else the whole sequence): chunks [kbeg, kend), partials row seg of dA_part,
+    // dD_part, db_part; its start state hb[b][kbeg] (no checkpoints) or a checkpoint, the adjoint at its end uend[seg]
+    // (zeros unsegmented)
+    const int kbeg = SEG ? blockIdx.z * cps : 0, kend = SEG ? min(nchunk, kbeg + cps) : nchunk,
+              seg = SEG ? b * gridDim.z + blockIdx.z : b;
     const bool live = e < E, gate = z != nullptr;
     const size_t row0 = (size_t)b * T;
     const BcWalk wk = bc_walk(NP);
@@ -445,33 +460,36 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         }
     };
     // pass 1 folds chunk k for its end state unless that end is a checkpoint: the first such chunk from k on
-    // (nchunk - 1 when none is left)
+    // (kend - 1 when none is left)
     auto p1_next = [&](int k) {
-        while (hk && k + 1 < nchunk && (k + 1) % EVERY == 0)
+        while (hk && k + 1 < kend && (k + 1) % EVERY == 0)
             k++;
         return k;
     };
-    int k1 = p1_next(0);
-    if (k1 + 1 < nchunk) stage1(k1, 0);
+    int k1 = p1_next(kbeg);
+    if (k1 + 1 < kend) stage1(k1, 0);
     cp_async_commit();
     for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
         const int n = i >> 5, l = i & 31;
-        const float a = n < N && e0 + l < E ? a_rate(At, A_log, n, e0 + l, E, N) : 0.0f;
+        const bool col = e0 + l < E;
+        const float a = n < N && col ? a_rate(At, A_log, n, e0 + l, E, N) : 0.0f;
         As[i] = a;
         a2s[i] = a * SCAN_LOG2E;
-        cfw[i] = crv[i] = crv[NP * 32 + i] = 0.0f;
+        cfw[i] = SEG && kbeg > 0 && !hk && col ? hb[(((size_t)b * nchunk + kbeg) * NP + n) * E + e0 + l] : 0.0f;
+        crv[i] = crv[NP * 32 + i] = 0.0f;
+        if (SEG) crv[(kend & 1) * NP * 32 + i] = col ? uend[((size_t)seg * NP + n) * E + e0 + l] : 0.0f;
     }
     for (int i = threadIdx.x; i < NP * W * 32; i += blockDim.x) dAs[i] = 0.0f;
     const float d = live ? Dv[e] : 0.0f, bias = live ? dt_bias[e] : 0.0f;
     // hb[b][k][n][e]: the state at the start of chunk k (k >= 1)
 #define HB(k, n) hb[(((size_t)b * nchunk + (k)) * NP + (n)) * E + e]
 
-    // pass 1: chunks 0 .. nchunk-2 forward; the last warp carries the state and stores each chunk's end. With
+    // pass 1: chunks kbeg .. kend-2 forward; the last warp carries the state and stores each chunk's end. With
     // checkpoints it restarts from the one at a chunk's start and skips the chunks that end at one.
-    for (int j1 = 0; k1 + 1 < nchunk; j1++) {
+    for (int j1 = 0; k1 + 1 < kend; j1++) {
         const int k = k1, p = j1 & 1;
         k1 = p1_next(k + 1);
-        if (k1 + 1 < nchunk) stage1(k1, p ^ 1);
+        if (k1 + 1 < kend) stage1(k1, p ^ 1);
         cp_async_commit();
         cp_async_wait_prev();
         __syncthreads();
@@ -521,7 +539,7 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         __syncthreads(); // everyone is done with buffer p
     }
 
-    // pass 2: chunks in reverse (the j-th one processed is chunk nchunk-1-j, in buffer j & 1)
+    // pass 2: chunks in reverse (the j-th one processed is chunk kend-1-j, in buffer j & 1)
     float dD = 0.0f, dbias = 0.0f;
     // the dB, dC reduction: this lane sums PER float4s of row rr (rr < ITEMS: dB of step rr, else dC of step
     // rr - ITEMS) of its warp's red area together with the other LPR - 1 lanes of that row; the first of them
@@ -533,11 +551,11 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
     const float4 *rrow = reinterpret_cast<const float4 *>(red + (w * R + rr) * RED_STRIDE) + rpart * PER;
     float *const pblk = part_bc + ((size_t)b * nblk + blockIdx.x) * NP * 2 * (size_t)T;
     const int po = rr / ITEMS * T + w * ITEMS + ri;
-    stage2(nchunk - 1, 0);
+    stage2(kend - 1, 0);
     cp_async_commit();
-    for (int j = 0; j < nchunk; j++) {
-        const int k = nchunk - 1 - j, p = j & 1, tw = k * CH + w * ITEMS;
-        if (k > 0) stage2(k - 1, p ^ 1);
+    for (int j = 0; j < kend - kbeg; j++) {
+        const int k = kend - 1 - j, p = j & 1, tw = k * CH + w * ITEMS;
+        if (k > kbeg) stage2(k - 1, p ^ 1);
         cp_async_commit();
         const bool full = live && tw + ITEMS <= T; // all of this thread's steps exist: no per-step tests
         float zv[ITEMS]; // the gate of this thread's steps, loaded while the chunk lands
@@ -706,13 +724,13 @@ __global__ void __launch_bounds__(W * 32, SCAN_BWD_MIN_BLOCKS)
         if (n >= N || e0 + l >= E) continue;
         float s = 0.0f;
         for (int v = 0; v < W; v++) s += dAs[(n * W + v) * 32 + l];
-        dA_part[((size_t)b * N + n) * E + e0 + l] = s;
+        dA_part[((size_t)seg * N + n) * E + e0 + l] = s;
     }
     if (threadIdx.x < 32 && e0 + (int)threadIdx.x < E) {
         float s = 0.0f, sb = 0.0f;
         for (int v = 0; v < W; v++) s += dDs[v * 32 + threadIdx.x], sb += dbs[v * 32 + threadIdx.x];
-        dD_part[(size_t)b * E + e0 + threadIdx.x] = s;
-        db_part[(size_t)b * E + e0 + threadIdx.x] = sb;
+        dD_part[(size_t)seg * E + e0 + threadIdx.x] = s;
+        db_part[(size_t)seg * E + e0 + threadIdx.x] = sb;
     }
 }
 
@@ -737,15 +755,15 @@ __device__ __forceinline__ static void reduce_bc(size_t i, float *dBm, float *dC
         (q ? dCm : dBm)[at] = s;
 }
 
-// dAt [N, E] += sum over b of dA_part[b] (or dA_log [E, N] += that sum times At, transposed); dDv, dbias [E] += sums
-// over b of dD_part[b], db_part[b]; in b order.
+// dAt [N, E] += sum over r of dA_part[r] (or dA_log [E, N] += that sum times At, transposed); dDv, dbias [E] += sums
+// over r of dD_part[r], db_part[r]; in r order. The rows r < R: one per sequence, or per (sequence, time segment).
 __device__ __forceinline__ static void reduce_ad(size_t i, float *dAt, float *dA_log, const float *At,
                                                  const float *A_log, float *dDv, float *dbias, const float *dA_part,
-                                                 const float *dD_part, const float *db_part, int B, int N, int E) {
+                                                 const float *dD_part, const float *db_part, int R, int N, int E) {
     // i over N * E + E
     if (i < (size_t)N * E) {
         float s = 0.0f;
-        for (int b = 0; b < B; b++) s += dA_part[(size_t)b * N * E + i];
+        for (int r = 0; r < R; r++) s += dA_part[(size_t)r * N * E + i];
         if (dA_log)
             dA_log[(i % E) * N + i / E] += s * a_rate(At, A_log, (int)(i / E), (int)(i % E), E, N);
         else
@@ -753,7 +771,7 @@ __device__ __forceinline__ static void reduce_ad(size_t i, float *dAt, float *dA
     } else if (i < (size_t)N * E + E) {
         const size_t e = i - (size_t)N * E;
         float s = 0.0f, sb = 0.0f;
-        for (int b = 0; b < B; b++) s += dD_part[(size_t)b * E + e], sb += db_part[(size_t)b * E + e];
+        for (int r = 0; r < R; r++) s += dD_part[(size_t)r * E + e], sb += db_part[(size_t)r * E + e];
         dDv[e] += s;
         dbias[e] += sb;
     }
@@ -763,13 +781,159 @@ __device__ __forceinline__ static void reduce_ad(size_t i, float *dAt, float *dA
 __global__ void scan_bwd_reduce(unsigned bc_blocks, float *dBm, float *dCm, __nv_bfloat16 *dB16, __nv_bfloat16 *dC16,
                                 int lddbc, const float *part_bc, int nblk, int T, float *dAt, float *dA_log,
                                 const float *At, const float *A_log, float *dDv, float *dbias, const float *dA_part,
-                                const float *dD_part, const float *db_part, int B, int N, int NP, int E) {
+                                const float *dD_part, const float *db_part, int B, int R, int N, int NP, int E) {
     if (blockIdx.x < bc_blocks)
         reduce_bc((size_t)blockIdx.x * blockDim.x + threadIdx.x, dBm, dCm, dB16, dC16, lddbc, part_bc, nblk, T, N, NP,
                   B);
     else
         reduce_ad((size_t)(blockIdx.x - bc_blocks) * blockDim.x + threadIdx.x, dAt, dA_log, At, A_log, dDv, dbias,
-                  dA_part, dD_part, db_part, B, N, E);
+                  dA_part, dD_part, db_part, R, N, E);
+}
+
+// ---- time segments (a two-level scan) --------------------------------------------------------------------------
+// A block walks its sequence serially, so the kernels above have B x E/32 blocks of parallelism: 384 at the
+// reference shape (batch 8, d_inner 1536), which fills an H100's or H200's 132 multiprocessors at 3 blocks each, but
+// 48 at batch 1. Where the grid is too small to fill the multiprocessors once (scan_segments), time is cut into S
+// segments of cps whole chunks, one block per (32 channels, sequence, segment), in three steps:
+//   1. scan_fold_kernel folds each segment, from a zero state, into its affine map h -> P h + H (P the product of
+//      the decays exp(dt A) over the segment, per channel and state; H the state reached from zero): the forward's
+//      over segments 0 .. S-2 (the last one's map is never needed), the adjoint's u -> P u + Q (walking the segment
+//      backward, u_t = a_t (u_{t+1} + C_t dy_t)) over segments 1 .. S-1;
+//   2. scan_carry_kernel composes the maps in segment order (reversed for the adjoint), a thread per (sequence,
+//      state, channel): the state entering each segment (from the op's initial state h, or zeros), or the adjoint
+//      entering each from its end;
+//   3. the kernels above run each segment from its true incoming state: the forward from hin, the backward's pass 1
+//      (without checkpoints) from hb's entry at the segment's start and its pass 2 from uin at the segment's end. A
+//      segment starts at a checkpoint (cps a multiple of the chunks per checkpoint), so with them the backward needs
+//      no forward fold.
+// Recomputing each segment from its incoming state was chosen over patching a zero-state result: the patch needs
+// exp(A cumsum dt) C per step and state, as many special-function ops as the recompute, plus a second pass over y.
+// The fold costs about half a forward (one exp and two multiply-adds per step and state, no output) and a small part
+// of the backward, so segments are used only where the unsegmented grid leaves multiprocessor slots idle; S = 1 runs
+// the kernels above exactly as before (the same bits). Every composition has a fixed order, so results are bitwise
+// repeatable for a given S, which follows from the shape and the device (its multiprocessors, the kernel's
+// occupancy) alone; SSM_SCAN_SEGMENTS=n forces n (1: unsegmented, the reference).
+
+// Shared memory: BS [2][NP][CH + 4] floats (B for the forward, C for the adjoint, by chunk parity); agg [NP][2][W][32]
+// (each warp's map (P, H) of each state); a2s [NP][32]; car, prd [NP][32] (the segment's map so far: H or Q, and P);
+// then V, DT [2][CH][32] of x or dy and dt in their own types (bf16: half the bytes).
+static size_t fold_smem_bytes(int W, int ITEMS, int NP, size_t v_bytes, size_t dt_bytes) {
+    const size_t CH = (size_t)W * ITEMS;
+    return sizeof(float) * (2 * NP * (CH + 4) + (size_t)NP * 2 * W * 32 + (size_t)3 * NP * 32) +
+           2 * CH * 32 * (v_bytes + dt_bytes);
+}
+
+// Segment s = s0 + blockIdx.z of sequence blockIdx.y, channels blockIdx.x * 32 ..: Hs, Ps [B][S][NP][E] at s = its
+// map. Forward (ADJ false): v is x, bc is B. Adjoint: v is dout (times silu(z) when z), bc is C. NP >= N states (the
+// padding ones fold to H = 0, P = 1). Lanes are channels and warps runs of ITEMS steps, as in the kernels above, but
+// nothing is replayed, so each chunk takes two barriers rather than one per state: every thread folds its steps for
+// all the states (independent chains), then warp w composes the warps' maps onto the carry for states w, w + W, ...
+template <int W, int ITEMS, bool ADJ, typename TV, typename TD, typename TZ>
+__global__ void __launch_bounds__(W * 32)
+    scan_fold_kernel(float *__restrict__ Hs, float *__restrict__ Ps, const TV *__restrict__ v,
+                     const TD *__restrict__ dt, const float *__restrict__ dt_bias, const float *__restrict__ At,
+                     const float *__restrict__ A_log, const float *__restrict__ bc, int ldbc, const TZ *__restrict__ z,
+                     int ldz, int T, int E, int N, int NP, int S, int cps, int s0) {
+    constexpr int CH = W * ITEMS, CHP = CH + 4;
+    extern __shared__ float4 smem4[];
+    float *BS = (float *)smem4, *agg = BS + 2 * NP * CHP, *a2s = agg + NP * 2 * W * 32, *car = a2s + NP * 32,
+          *prd = car + NP * 32;
+    TV *V = reinterpret_cast<TV *>(prd + NP * 32); // (16-byte aligned: every size above is a multiple of 4 floats)
+    TD *DTs = reinterpret_cast<TD *>(V + 2 * CH * 32);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane;
+    const int s = s0 + blockIdx.z, nchunk = (T + CH - 1) / CH, kbeg = s * cps, kend = min(nchunk, kbeg + cps);
+    const bool live = e < E, gate = ADJ && z != nullptr;
+    const size_t row0 = (size_t)b * T;
+    const BcWalk wk = bc_walk(NP);
+    auto chunk = [&](int j) { return ADJ ? kend - 1 - j : kbeg + j; }; // the j-th chunk folded
+    auto stage = [&](int k, int p) {
+        stage_rows_async<W, ITEMS>(V + p * CH * 32, v, row0, k * CH, T, E, e0);
+        stage_rows_async<W, ITEMS>(DTs + p * CH * 32, dt, row0, k * CH, T, E, e0);
+        stage_bc_async(BS + p * NP * CHP, nullptr, bc, bc, ldbc, row0, k * CH, T, CH, N, NP, wk);
+    };
+    stage(chunk(0), 0);
+    cp_async_commit();
+    for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+        const int n = i >> 5, l = i & 31;
+        a2s[i] = n < N && e0 + l < E ? a_rate(At, A_log, n, e0 + l, E, N) * SCAN_LOG2E : 0.0f;
+        car[i] = 0.0f, prd[i] = 1.0f;
+    }
+    const float bias = live ? dt_bias[e] : 0.0f;
+    for (int j = 0; j < kend - kbeg; j++) {
+        const int k = chunk(j), p = j & 1, tw = k * CH + w * ITEMS;
+        if (j + 1 < kend - kbeg) stage(chunk(j + 1), p ^ 1);
+        cp_async_commit();
+        float zv[ITEMS];
+        if (gate) load_gate<ITEMS>(zv, z, ldz, row0 + tw, e, live && tw + ITEMS <= T, live ? T - tw : 0);
+        cp_async_wait_prev();
+        __syncthreads(); // chunk k is in shared memory
+        float dtv[ITEMS], vv[ITEMS];
+        lds_steps<ITEMS>(vv, V + p * CH * 32, w * ITEMS, lane);
+        lds_steps<ITEMS>(dtv, DTs + p * CH * 32, w * ITEMS, lane);
+        float sdt = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ITEMS; i++) {
+            const float sp = softplus_(dtv[i] + bias);
+            dtv[i] = tw + i < T ? sp : 0.0f; // steps past T: the identity map
+            sdt += dtv[i];
+            if (!ADJ) vv[i] *= dtv[i];                       // dt x
+            else if (gate) vv[i] *= zv[i] * sigmoid_(zv[i]); // dy = d(out) silu(z)
+        }
+        const float *Bs = BS + p * NP * CHP;
+#pragma unroll 2
+        for (int n = 0; n < NP; n++) {
+            const float a2 = a2s[n * 32 + lane];
+            float Bv[ITEMS];
+            lds_vec<ITEMS>(Bv, Bs + n * CHP + w * ITEMS);
+            float m = 0.0f;
+            if (!ADJ)
+#pragma unroll
+                for (int i = 0; i < ITEMS; i++) m = ex2(dtv[i] * a2) * m + vv[i] * Bv[i];
+            else
+#pragma unroll
+                for (int i = ITEMS - 1; i >= 0; i--) m = ex2(dtv[i] * a2) * (m + Bv[i] * vv[i]);
+            agg[((n * 2 + 0) * W + w) * 32 + lane] = ex2(a2 * sdt);
+            agg[((n * 2 + 1) * W + w) * 32 + lane] = m;
+        }
+        __syncthreads();
+        for (int n = w; n < NP; n += W) {
+            float hc = car[n * 32 + lane], pc = prd[n * 32 + lane];
+#pragma unroll
+            for (int u = 0; u < W; u++) {
+                const int o = ADJ ? W - 1 - u : u; // the warps in the walk's order
+                const float pa = agg[((n * 2 + 0) * W + o) * 32 + lane];
+                hc = pa * hc + agg[((n * 2 + 1) * W + o) * 32 + lane];
+                pc *= pa;
+            }
+            car[n * 32 + lane] = hc, prd[n * 32 + lane] = pc;
+        }
+        __syncthreads(); // everyone is done with buffer p and agg (and the carry is complete)
+    }
+    for (int i = threadIdx.x; i < NP * 32; i += blockDim.x) {
+        const int n = i >> 5, l = i & 31;
+        if (e0 + l >= E) continue;
+        const size_t at = (((size_t)b * S + s) * NP + n) * E + e0 + l;
+        Hs[at] = car[i], Ps[at] = prd[i];
+    }
+}
+
+// The state entering each segment s: out + b * ob + s * os ([NP][E] from there) = h0 [B, E, N] (or zeros) through
+// the maps (Hs, Ps [B][S][NP][E]) of segments 0 .. s-1 in order; reversed (rev), the adjoint entering segment s from
+// its end: zeros through the maps of segments S-1 .. s+1. A thread per (sequence, state, channel).
+__global__ void scan_carry_kernel(float *out, size_t ob, size_t os, const float *Hs, const float *Ps, const float *h0,
+                                  int B, int S, int N, int NP, int E, int rev) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * NP * E) return;
+    const int e = (int)(i % E), n = (int)(i / E % NP), b = (int)(i / ((size_t)NP * E));
+    float hc = h0 && n < N ? h0[((size_t)b * E + e) * N + n] : 0.0f;
+    const float *hp = Hs + ((size_t)b * S * NP + n) * E + e, *pp = Ps + ((size_t)b * S * NP + n) * E + e;
+    float *o = out + b * ob + (size_t)n * E + e;
+    const size_t step = (size_t)NP * E;
+    for (int j = 0; j < S; j++) {
+        const int s = rev ? S - 1 - j : j;
+        o[s * os] = hc;
+        if (j + 1 < S) hc = pp[s * step] * hc + hp[s * step];
+    }
 }
 
 // Grow-only device scratch for the backward's partials, the bound device context's (context.h): one per model.
@@ -797,6 +961,45 @@ static void smem_limit(const void *kernel, size_t bytes, size_t (*set)[SMEM_DEVI
     if (device < SMEM_DEVICES) (*set)[device] = bytes;
 }
 
+#ifndef SCAN_SEG_MIN_STEPS // the shortest segment: below it the fold's and the launches' fixed costs dominate
+#define SCAN_SEG_MIN_STEPS 256
+#endif
+
+// How many blocks of a kernel (threads, smem bytes of shared memory, its limit already raised) the device holds at
+// once, remembered per device in *set (per kernel, like smem_limit's).
+static int grid_slots(const void *kernel, int threads, size_t smem, int (*set)[SMEM_DEVICES]) {
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    if (device < SMEM_DEVICES && (*set)[device]) return (*set)[device];
+    int sms = 0, per = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, threads, smem));
+    const int slots = sms * (per > 0 ? per : 1);
+    if (device < SMEM_DEVICES) (*set)[device] = slots;
+    return slots;
+}
+
+// The time segments for B sequences of T steps and E channels, on a device holding `slots` blocks of the kernel at
+// once: 1 while B x E/32 blocks fill them; else as many as fill them once, each at least SCAN_SEG_MIN_STEPS long
+// (SSM_SCAN_SEGMENTS=n forces n). *cps: the chunks of CH steps per segment, a multiple of `every`; the count
+// returned is the number of segments that makes.
+static int scan_segments(int slots, int B, int T, int E, int CH, int every, int *cps) {
+    const int nchunk = cdiv(T, CH);
+    int S = 1;
+    const char *env = getenv("SSM_SCAN_SEGMENTS");
+    if (env && *env && atoi(env) >= 1) {
+        S = atoi(env);
+    } else {
+        const long blocks = (long)B * cdiv(E, 32);
+        if (blocks < slots) S = (int)(slots / blocks);
+        if (S > T / SCAN_SEG_MIN_STEPS) S = T / SCAN_SEG_MIN_STEPS;
+    }
+    if (S > nchunk) S = nchunk;
+    if (S < 1) S = 1;
+    *cps = cdiv(cdiv(nchunk, S), every) * every;
+    return cdiv(nchunk, *cps);
+}
+
 // Kernel shapes <W warps (runs of steps), ITEMS steps per thread, NG states per barrier>, measured best
 // at the reference shape on an H100 (docs/cuda.md): blocks of 128 threads whose registers and shared
 // memory let 3 share a multiprocessor, so the whole grid (B x E/32 blocks) is resident at once. The backward's two
@@ -808,16 +1011,55 @@ static void smem_limit(const void *kernel, size_t bytes, size_t (*set)[SMEM_DEVI
 #define SCAN_BWD_CFG 4, 8, 2
 #endif
 
+// The folds (scan_fold_kernel) into Hs, Ps [B][S][NP][E] of the S - 1 segments whose maps the carry composes: the
+// forward's 0 .. S-2, the adjoint's 1 .. S-1.
+template <int W, int ITEMS, bool ADJ, typename TV, typename TD, typename TZ>
+static void scan_fold_launch(const scan_args *s, const TV *v, const TD *dt, const TZ *z, const float *bc, float *Hs,
+                             float *Ps, int NP, int S, int cps) {
+    const size_t smem = fold_smem_bytes(W, ITEMS, NP, sizeof(TV), sizeof(TD));
+    const int s0 = ADJ ? 1 : 0;
+    static size_t smem_set[SMEM_DEVICES];
+    smem_limit((const void *)scan_fold_kernel<W, ITEMS, ADJ, TV, TD, TZ>, smem, &smem_set);
+    scan_fold_kernel<W, ITEMS, ADJ, TV, TD, TZ><<<dim3(cdiv(s->E, 32), s->B, S - 1), W * 32, smem>>>(
+        Hs, Ps, v, dt, s->dt_bias, s->At, s->A_log, bc, s->ldbc, z, s->z.ld, s->T, s->E, s->N, NP, S, cps, s0);
+    CUDA_CHECK_LAUNCH();
+}
+
+// scan_carry_kernel over B sequences' NP x E states.
+static void scan_carry_launch(const scan_args *s, float *out, size_t ob, size_t os, const float *Hs, const float *Ps,
+                              const float *h0, int NP, int S, int rev) {
+    const size_t threads = (size_t)s->B * NP * s->E;
+    scan_carry_kernel<<<(unsigned)((threads + 255) / 256), 256>>>(out, ob, os, Hs, Ps, h0, s->B, S, s->N, NP, s->E,
+                                                                    rev);
+    CUDA_CHECK_LAUNCH();
+}
+
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
 static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const TZ *z, float *y, __nv_bfloat16 *y16,
                             float *h) {
-    const int NP = (s->N + NG - 1) / NG * NG;
+    const int B = s->B, E = s->E, NP = (s->N + NG - 1) / NG * NG;
     const size_t smem = fwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
-    static size_t smem_set[SMEM_DEVICES];
-    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ>, smem, &smem_set);
-    scan_fwd_kernel<W, ITEMS, NG, TX, TD, TZ><<<dim3(cdiv(s->E, 32), s->B), W * 32, smem>>>(
+    static size_t smem_set[SMEM_DEVICES], smem_set_seg[SMEM_DEVICES];
+    static int slots_set[SMEM_DEVICES];
+    const void *kernel = (const void *)scan_fwd_kernel<W, ITEMS, NG, false, TX, TD, TZ>;
+    smem_limit(kernel, smem, &smem_set);
+    int cps = 0;
+    const int S = scan_segments(grid_slots(kernel, W * 32, smem, &slots_set), B, s->T, E, W * ITEMS, 1, &cps);
+    if (S == 1) {
+        scan_fwd_kernel<W, ITEMS, NG, false, TX, TD, TZ><<<dim3(cdiv(E, 32), B), W * 32, smem>>>(
+            y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z,
+            s->z.ld, s->T, E, s->N, NULL, cps);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+    const size_t nseg = (size_t)B * S * NP * E;
+    float *Hs = scratch_get(3 * nseg), *Ps = Hs + nseg, *hin = Ps + nseg; // hin [B][S][NP][E]: entering each segment
+    scan_fold_launch<W, ITEMS, false>(s, x, dt, (const float *)nullptr, s->Bm, Hs, Ps, NP, S, cps);
+    scan_carry_launch(s, hin, (size_t)S * NP * E, (size_t)NP * E, Hs, Ps, h, NP, S, 0);
+    smem_limit((const void *)scan_fwd_kernel<W, ITEMS, NG, true, TX, TD, TZ>, smem, &smem_set_seg);
+    scan_fwd_kernel<W, ITEMS, NG, true, TX, TD, TZ><<<dim3(cdiv(E, 32), B, S), W * 32, smem>>>(
         y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld,
-        s->T, s->E, s->N);
+        s->T, E, s->N, hin, cps);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -826,24 +1068,43 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
                             const TY *dy) {
     const int B = s->B, T = s->T, E = s->E, N = s->N;
     const int NP = (N + NG - 1) / NG * NG, nblk = cdiv(E, 32), nchunk = cdiv(T, W * ITEMS);
-    const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * N * E, n_d = (size_t)B * E,
-                 n_hb = s->hk && W * ITEMS == SCAN_HK_STEPS ? 0 : (size_t)B * nchunk * NP * E; // (none to recompute)
-    float *part_bc = scratch_get(n_bc + n_a + 2 * n_d + n_hb), *dA_part = part_bc + n_bc, *dD_part = dA_part + n_a,
-          *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part; // (a valid address either way)
     const size_t smem = bwd_smem_floats(W, ITEMS, NG, NP) * sizeof(float);
-    static size_t smem_set[SMEM_DEVICES];
-    smem_limit((const void *)scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY>, smem, &smem_set);
-    scan_bwd_kernel<W, ITEMS, NG, TX, TD, TZ, TY><<<dim3(nblk, B), W * 32, smem>>>(
+    static size_t smem_set[SMEM_DEVICES], smem_set_seg[SMEM_DEVICES];
+    static int slots_set[SMEM_DEVICES];
+    auto *const whole = scan_bwd_kernel<W, ITEMS, NG, false, TX, TD, TZ, TY>,
+                *const segmented = scan_bwd_kernel<W, ITEMS, NG, true, TX, TD, TZ, TY>;
+    const void *kernel = (const void *)whole;
+    smem_limit(kernel, smem, &smem_set);
+    int cps = 0; // with checkpoints every segment starts at one
+    const int S = scan_segments(grid_slots(kernel, W * 32, smem, &slots_set), B, T, E, W * ITEMS,
+                                s->hk ? SCAN_HK_STEPS / (W * ITEMS) : 1, &cps);
+    const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * S * N * E, n_d = (size_t)B * S * E,
+                 n_hb = s->hk && W * ITEMS == SCAN_HK_STEPS ? 0 : (size_t)B * nchunk * NP * E, // (none to recompute)
+                 nseg = S > 1 ? (size_t)B * S * NP * E : 0;
+    float *part_bc = scratch_get(n_bc + n_a + 2 * n_d + n_hb + 3 * nseg), *dA_part = part_bc + n_bc,
+          *dD_part = dA_part + n_a, *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part, // (a valid
+          *Hs = db_part + n_d + n_hb, *Ps = Hs + nseg, *uend = S > 1 ? Ps + nseg : NULL;           // address either way)
+    if (S > 1) {
+        if (!s->hk) { // the forward state entering each segment, into hb at the segment's first chunk
+            scan_fold_launch<W, ITEMS, false>(s, x, dt, (const float *)nullptr, s->Bm, Hs, Ps, NP, S, cps);
+            scan_carry_launch(s, hb, (size_t)nchunk * NP * E, (size_t)cps * NP * E, Hs, Ps, NULL, NP, S, 0);
+        }
+        scan_fold_launch<W, ITEMS, true>(s, dy, dt, z, s->Cm, Hs, Ps, NP, S, cps);
+        scan_carry_launch(s, uend, (size_t)S * NP * E, (size_t)NP * E, Hs, Ps, NULL, NP, S, 1);
+        smem_limit((const void *)segmented, smem, &smem_set_seg);
+    }
+    (S > 1 ? segmented : whole)<<<dim3(nblk, B, S), W * 32, smem>>>(
         mat_f(g->dx), (__nv_bfloat16 *)mat_h(g->dx), mat_f(g->ddt), (__nv_bfloat16 *)mat_h(g->ddt), mat_f(g->dz),
-        (__nv_bfloat16 *)mat_h(g->dz), g->dz.ld, mat_f(g->out), (__nv_bfloat16 *)mat_h(g->out), part_bc, dA_part, dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x,
-        dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld, T, E, N);
+        (__nv_bfloat16 *)mat_h(g->dz), g->dz.ld, mat_f(g->out), (__nv_bfloat16 *)mat_h(g->out), part_bc, dA_part,
+        dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm,
+        s->ldbc, s->Dv, z, s->z.ld, T, E, N, uend, cps);
     CUDA_CHECK_LAUNCH();
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     const unsigned bc_blocks = (unsigned)((nbc + 255) / 256), ad_blocks = (unsigned)((nad + 255) / 256);
     scan_bwd_reduce<<<bc_blocks + ad_blocks, 256>>>(
         bc_blocks, mat_f(g->dBm), mat_f(g->dCm), (__nv_bfloat16 *)mat_h(g->dBm), (__nv_bfloat16 *)mat_h(g->dCm),
         g->dBm.ld, part_bc, nblk, T,
-        g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias, dA_part, dD_part, db_part, B, N, NP, E);
+        g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias, dA_part, dD_part, db_part, B, B * S, N, NP, E);
     CUDA_CHECK_LAUNCH();
 }
 
