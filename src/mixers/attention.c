@@ -94,7 +94,7 @@ static void qkv_forward(const mixer_ctx *ctx, const attn_dims d, float *qkv, mat
     mixer_linear(ctx, mat_f32(qkv + qd, d.W), u, v.k, NULL, rows, kvd, d.D);       /* k_proj(x) */
     mixer_linear(ctx, mat_f32(qkv + qd + kvd, d.W), u, v.v, NULL, rows, kvd, d.D); /* v_proj(x) */
     /* apply_rotary_pos_emb(q, k, cos, sin): q's H heads and k's KV heads are adjacent, one call */
-    ctx->be->rope(qkv, d.W, pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
+    ctx->be->rope(mat_f32(qkv, d.W), pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
 }
 
 static void attention_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T,
@@ -104,19 +104,19 @@ static void attention_forward(const mixer_ctx *ctx, float *act, float *temp, mat
     const attn_views v = views_of(ctx->w, ctx->pi);
     const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
     float *qkv = act, *o = act + (size_t)rows * d.W, *lse = o + (size_t)rows * qd;
-    attn_args a = {.q = qkv, .ldq = d.W, .B = B, .T = T, .H = d.H, .KV = d.KV, .hd = d.hd, .window = d.window};
+    attn_args a = {.q = mat_f32(qkv, d.W), .B = B, .T = T, .H = d.H, .KV = d.KV, .hd = d.hd, .window = d.window};
     if (!state) { /* training (or a stateless forward): the keys are the T positions themselves */
         qkv_forward(ctx, d, qkv, u, NULL, B, T);
-        a.k = qkv + qd, a.v = qkv + qd + kvd, a.ldkv = d.W, a.kv_bstride = (size_t)T * d.W, a.lse = lse;
+        a.k = mat_f32(qkv + qd, d.W), a.v = mat_f32(qkv + qd + kvd, d.W), a.kv_bstride = (size_t)T * d.W, a.lse = lse;
     } else { /* prefill (T > 1) or a decode step: append to the cache, attend over all of it */
         const long cap = ctx->state_ctx;
         int *pos = (int *)state;
         float *kc = state + (size_t)POS_SLOT * B, *vc = kc + (size_t)B * cap * kvd;
         qkv_forward(ctx, d, qkv, u, pos, B, T);
         ctx->be->kv_append(kc, vc, pos, qkv + qd, qkv + qd + kvd, d.W, B, T, (int)cap, kvd); /* past_key_value.update */
-        a.k = kc, a.v = vc, a.ldkv = kvd, a.kv_bstride = (size_t)cap * kvd, a.nk = pos;
+        a.k = mat_f32(kc, kvd), a.v = mat_f32(vc, kvd), a.kv_bstride = (size_t)cap * kvd, a.nk = pos;
     }
-    ctx->be->attn_fwd(&a, o, qd);                                     /* softmax(q k^T / sqrt(hd) + mask) v */
+    ctx->be->attn_fwd(&a, mat_f32(o, qd));                                   /* softmax(q k^T / sqrt(hd) + mask) v */
     mixer_linear(ctx, out, mat_f32(o, qd), v.o, NULL, rows, d.D, qd); /* o_proj(attn_output) */
 }
 
@@ -129,11 +129,9 @@ static void attention_backward(const mixer_ctx *ctx, const float *act, float *te
     const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
     const float *qkv = act, *o = act + (size_t)rows * d.W;
     float *dqkv = scratch, *d_o = scratch + (size_t)rows * d.W;
-    const attn_args a = {.q = qkv,
-                         .ldq = d.W,
-                         .k = qkv + qd,
-                         .v = qkv + qd + kvd,
-                         .ldkv = d.W,
+    const attn_args a = {.q = mat_f32(qkv, d.W),
+                         .k = mat_f32(qkv + qd, d.W),
+                         .v = mat_f32(qkv + qd + kvd, d.W),
                          .kv_bstride = (size_t)T * d.W,
                          .lse = (float *)(o + (size_t)rows * qd),
                          .B = B,
@@ -143,8 +141,9 @@ static void attention_backward(const mixer_ctx *ctx, const float *act, float *te
                          .hd = d.hd,
                          .window = d.window};
     be->matmul_bwd(mat_f32(d_o, qd), 0.0f, gr.o, mat_f32(dout, d.D), mat_f32(o, qd), v.o, rows, d.D, qd);
-    be->attn_bwd(&a, o, qd, d_o, qd, dqkv, dqkv + qd, dqkv + qd + kvd, d.W);
-    be->rope(dqkv, d.W, NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* through the rotation: its transpose */
+    be->attn_bwd(&a, mat_f32(o, qd), mat_f32(d_o, qd), mat_f32(dqkv, d.W), mat_f32(dqkv + qd, d.W),
+                 mat_f32(dqkv + qd + kvd, d.W));
+    be->rope(mat_f32(dqkv, d.W), NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* through the rotation: its transpose */
     be->matmul_bwd(du, 0.0f, gr.q, mat_f32(dqkv, d.W), u, v.q, rows, qd, d.D);
     be->matmul_bwd(du, 1.0f, gr.k, mat_f32(dqkv + qd, d.W), u, v.k, rows, kvd, d.D);
     be->matmul_bwd(du, 1.0f, gr.v, mat_f32(dqkv + qd + kvd, d.W), u, v.v, rows, kvd, d.D);
