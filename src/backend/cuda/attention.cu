@@ -1,6 +1,8 @@
 // Attention's ops on the GPU (the CUDA twins of src/backend/cpu/attention.c; ops_list.h has their semantics, ops.h
 // the attn_args): rotary positions, the KV cache's append, and causal grouped-query softmax attention forward and
 // backward. The simple, clearly correct kernels come first; NOT YET RUN ON A GPU when written (see docs/cuda.md).
+// They take float32 operands; bf16 ones (lean training) go to the tensor-core kernels of attention_flash_fwd.cu
+// where those apply, else are widened for these (the end of this file).
 //
 // Layout: a query row holds H heads of hd, a key/value row KV heads of hd (query head h reads kv head h / (H/KV)).
 // Every attention kernel gives a warp one (row, head) vector: lane l holds elements l, l + 32, ... (NPL = hd / 32
@@ -32,6 +34,7 @@
 //
 // Rotary positions: a thread per (row, frequency i), looping over the heads; the angle is computed as the CPU
 // computes it (below).
+#include "backend/cuda/attention_flash.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
@@ -39,6 +42,7 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ATTN_MAX_HD 256      // 8 elements per lane
 #define ATTN_WARPS 4         // warps per block of every attention kernel
@@ -432,8 +436,10 @@ static void attn_bwd_f32(const attn_args *a, const float *o, int ldo, const floa
 }
 
 // ---- bf16 operands ------------------------------------------------------------------------------------------------
-// Widened into float32 copies from the stream-ordered pool, the float32 kernels above, the outputs rounded once: as
-// the CPU runs bf16 (the copies cost memory and a pass).
+// The tensor-core forward (attention_flash_fwd.cu) where it applies (training's shapes, head_dim 64 or 128, aligned
+// rows); SSM_ATTN_FLASH=0 turns it off. Elsewhere (a decode step over a cache, another head size, the backward) the
+// operands are widened into float32 copies from the stream-ordered pool, the float32 kernels above run, and the
+// outputs are rounded once: as the CPU runs bf16 (the copies cost memory and a pass).
 
 // All operands of one dtype (ops.h): 1 for bf16, 0 for float32; n mats besides q, k, v
 static int attn_bf16(const char *op, const attn_args *a, const mat *m, int n) {
@@ -445,6 +451,15 @@ static int attn_bf16(const char *op, const attn_args *a, const mat *m, int n) {
         exit(2);
     }
     return dt == MAT_BF16;
+}
+
+static int flash_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SSM_ATTN_FLASH");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
 }
 
 static float *pool_floats(size_t n) {
@@ -485,6 +500,7 @@ extern "C" void attn_fwd_cuda(const attn_args *a, mat o) {
         attn_fwd_f32(a, mat_f(o), o.ld);
         return;
     }
+    if (flash_enabled() && attn_flash_fwd(a, o)) return;
     const attn_args w = widen_args(a);
     const int qd = a->H * a->hd, rows = a->B * a->T;
     float *of = pool_floats((size_t)rows * qd);
