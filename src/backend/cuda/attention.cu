@@ -1,8 +1,8 @@
 // Attention's ops on the GPU (the CUDA twins of src/backend/cpu/attention.c; ops_list.h has their semantics, ops.h
 // the attn_args): rotary positions, the KV cache's append, and causal grouped-query softmax attention forward and
 // backward. The simple, clearly correct kernels come first; NOT YET RUN ON A GPU when written (see docs/cuda.md).
-// They take float32 operands; bf16 ones (lean training) go to the tensor-core kernels of attention_flash_fwd.cu
-// where those apply, else are widened for these (the end of this file).
+// They take float32 operands; bf16 ones (lean training) go to the tensor-core kernels of attention_flash_fwd.cu and
+// attention_flash_bwd.cu where those apply, else are widened for these (the end of this file).
 //
 // Layout: a query row holds H heads of hd, a key/value row KV heads of hd (query head h reads kv head h / (H/KV)).
 // Every attention kernel gives a warp one (row, head) vector: lane l holds elements l, l + 32, ... (NPL = hd / 32
@@ -436,10 +436,10 @@ static void attn_bwd_f32(const attn_args *a, const float *o, int ldo, const floa
 }
 
 // ---- bf16 operands ------------------------------------------------------------------------------------------------
-// The tensor-core forward (attention_flash_fwd.cu) where it applies (training's shapes, head_dim 64 or 128, aligned
-// rows); SSM_ATTN_FLASH=0 turns it off. Elsewhere (a decode step over a cache, another head size, the backward) the
-// operands are widened into float32 copies from the stream-ordered pool, the float32 kernels above run, and the
-// outputs are rounded once: as the CPU runs bf16 (the copies cost memory and a pass).
+// The tensor-core kernels (attention_flash_fwd.cu, attention_flash_bwd.cu) where they apply (training's shapes,
+// head_dim 64 or 128, aligned rows); SSM_ATTN_FLASH=0 turns them off. Elsewhere (a decode step over a cache, another
+// head size) the operands are widened into float32 copies from the stream-ordered pool, the float32 kernels above run,
+// and the outputs are rounded once: as the CPU runs bf16 (rare shapes: the copies cost memory and a pass).
 
 // All operands of one dtype (ops.h): 1 for bf16, 0 for float32; n mats besides q, k, v
 static int attn_bf16(const char *op, const attn_args *a, const mat *m, int n) {
@@ -520,6 +520,7 @@ extern "C" void attn_bwd_cuda(const attn_args *a, mat o, mat dout, mat dq, mat d
         attn_bwd_f32(a, mat_f(o), o.ld, mat_f(dout), dout.ld, mat_f(dq), mat_f(dk), mat_f(dv), dq.ld);
         return;
     }
+    if (flash_enabled() && attn_flash_bwd(a, o, dout, dq, dk, dv)) return;
     const attn_args w = widen_args(a);
     const int qd = a->H * a->hd, kvd = a->KV * a->hd, W = qd + 2 * kvd, rows = a->B * a->T;
     float *of = pool_floats((size_t)rows * qd), *dof = pool_floats((size_t)rows * qd),

@@ -1,5 +1,5 @@
-// The tensor-core pieces shared by the flash attention kernels (attention_flash_fwd.cu), and their entry points for
-// attention.cu, which calls them for bf16 operands.
+// The tensor-core pieces shared by the flash attention kernels (attention_flash_fwd.cu, attention_flash_bwd.cu), and
+// their entry points for attention.cu, which calls them for bf16 operands.
 //
 // Tiles live in shared memory as rows of HD bf16 padded by 8 elements (16 bytes): ldmatrix reads 8 rows of 16 bytes
 // per 8x8 matrix, and with a row stride of HD + 8 elements those 8 rows start in 8 different 16-byte bank groups
@@ -27,9 +27,10 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
-// The flash kernels' entry point: 1 when it ran the op (bf16 operands, a->nk NULL, head_dim 64 or 128, rows
+// The flash kernels' entry points: 1 when they ran the op (bf16 operands, a->nk NULL, head_dim 64 or 128, rows
 // 16-byte aligned), 0 when the shapes are not theirs and nothing was queued (the caller falls back).
 int attn_flash_fwd(const attn_args *a, mat o);
+int attn_flash_bwd(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv);
 
 // log2(e): the kernels keep scores in base 2 (exp2 is the hardware's), scale * log2(e) folded into one multiply
 #define FLASH_LOG2E 1.4426950408889634f
