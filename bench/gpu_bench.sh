@@ -10,17 +10,19 @@
 #      stay flat: the scan cuts time into segments where the batch is small), and 1 x 65536, 1 x 262144;
 #   4. the byte-level Transformer baseline (--config t768x12, 85.2M parameters) in bf16 at 8 x 2048, 2 x 8192 and
 #      1 x 16384, beside the same model in PyTorch (bench/torch_transformer_bench.py: SDPA, autocast, fused AdamW,
-#      eager and torch.compile), and its batch-1 decode at 1K and 8K positions of context.
-# Usage: bench/gpu_bench.sh [BIN_DIR]   BIN_DIR holds prebuilt ssm and bench_cuda_scan (default: build
+#      eager and torch.compile), and its batch-1 decode at 1K and 8K positions of context;
+#   5. its attention alone (12 heads of 64, bf16, the flash kernels) at the same shapes, beside PyTorch's SDPA
+#      (bench/torch_attn_bench.py), in TFLOP/s.
+# Usage: bench/gpu_bench.sh [BIN_DIR]   BIN_DIR holds prebuilt ssm, bench_cuda_scan and bench_cuda_attn (default: build
 # them here with make cuda). About a minute on an H100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-}
 if [ -z "$bin" ]; then
     make -s -j"$(nproc)" cuda
-    ssm=build/ssm scan=build/gpu/bench_cuda_scan
+    ssm=build/ssm scan=build/gpu/bench_cuda_scan attn=build/gpu/bench_cuda_attn
 else
-    ssm=$bin/ssm scan=$bin/bench_cuda_scan
+    ssm=$bin/ssm scan=$bin/bench_cuda_scan attn=$bin/bench_cuda_attn
 fi
 echo "# $(date -u +%F) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 echo "## scan, one layer"
@@ -45,3 +47,8 @@ done
     echo "(ssm: t768x12 decode did not run)"
 python3 bench/torch_transformer_bench.py --device cuda --shapes 8x2048,2x8192,1x16384 --modes eager,compiled ||
     echo "(PyTorch: the Transformer bench did not run)"
+echo "## attention alone (t768x12's: 12 heads of 64, bf16), forward with lse and backward"
+for shape in 8x2048 2x8192 1x16384; do
+    "$attn" "${shape%x*}" "${shape#*x}" 12 12 64 || echo "(bench_cuda_attn at $shape did not run)"
+done
+python3 bench/torch_attn_bench.py --shapes 8x2048,2x8192,1x16384 || echo "(PyTorch: the attention bench did not run)"

@@ -346,14 +346,14 @@ static struct {
 } at;
 
 static attn_args attn_of(void) {
-    return (attn_args){.q = at.qkv, .ldq = AW, .k = at.qkv + AH * AHD, .v = at.qkv + (AH + AKV) * AHD, .ldkv = AW,
-                       .kv_bstride = (size_t)AT * AW, .lse = at.lse, .B = AB, .T = AT, .H = AH, .KV = AKV, .hd = AHD,
-                       .window = at.window};
+    return (attn_args){.q = mat_f32(at.qkv, AW), .k = mat_f32(at.qkv + AH * AHD, AW),
+                       .v = mat_f32(at.qkv + (AH + AKV) * AHD, AW), .kv_bstride = (size_t)AT * AW, .lse = at.lse,
+                       .B = AB, .T = AT, .H = AH, .KV = AKV, .hd = AHD, .window = at.window};
 }
 
 static double attn_loss(void *u) {
     const attn_args a = attn_of();
-    cpu_attn_fwd(&a, at.o, AH * AHD);
+    cpu_attn_fwd(&a, mat_f32(at.o, AH * AHD));
     return dot(at.o, at.R, (size_t)AB * AT * AH * AHD);
 }
 
@@ -361,7 +361,7 @@ static double attn_loss(void *u) {
 static double rope_loss(void *u) {
     float *x = xmalloc(sizeof(float) * AB * AT * AW);
     memcpy(x, at.qkv, sizeof(float) * AB * AT * AW);
-    cpu_rope(x, AW, NULL, AB, AT, AH + AKV, AHD, 100.0f, 0);
+    cpu_rope(mat_f32(x, AW), NULL, AB, AT, AH + AKV, AHD, 100.0f, 0);
     double l = dot(x, at.R, (size_t)AB * AT * AW);
     free(x);
     return l;
@@ -383,7 +383,7 @@ static void test_attention_ops(void) {
     at.qkv = randn(nq, 1), at.R = randn(nq, 1);
     float *g = xmalloc(sizeof(float) * nq);
     memcpy(g, at.R, sizeof(float) * nq);
-    cpu_rope(g, AW, NULL, AB, AT, AH + AKV, AHD, 100.0f, 1);
+    cpu_rope(mat_f32(g, AW), NULL, AB, AT, AH + AKV, AHD, 100.0f, 1);
     check_dir("x", at.qkv, nq, g, rope_loss, NULL);
     /* rows at positions pos[b] + t equal those of a longer run at t + pos[b] */
     const int pos[AB] = {3, 5};
@@ -392,8 +392,8 @@ static void test_attention_ops(void) {
         memcpy(a, at.qkv, sizeof(float) * AT * AW);
         for (int t = 0; t < AT + 5; t++) memcpy(b + (size_t)t * AW, at.qkv + (size_t)(t % AT) * AW, sizeof(float) * AW);
         for (int t = 0; t < AT; t++) memcpy(b + (size_t)(t + pos[s]) * AW, a + (size_t)t * AW, sizeof(float) * AW);
-        cpu_rope(a, AW, pos + s, 1, AT, AH + AKV, AHD, 100.0f, 0);
-        cpu_rope(b, AW, NULL, 1, AT + 5, AH + AKV, AHD, 100.0f, 0);
+        cpu_rope(mat_f32(a, AW), pos + s, 1, AT, AH + AKV, AHD, 100.0f, 0);
+        cpu_rope(mat_f32(b, AW), NULL, 1, AT + 5, AH + AKV, AHD, 100.0f, 0);
         EXPECT(test_rel_err(a, b + (size_t)pos[s] * AW, (size_t)AT * AW) < 1e-6, "offset %d: rel err %.2e", pos[s],
                test_rel_err(a, b + (size_t)pos[s] * AW, (size_t)AT * AW));
     }
@@ -411,7 +411,8 @@ static void test_attention_ops(void) {
         float *dqkv = xcalloc(nq, sizeof(float));
         attn_loss(NULL);
         const attn_args aa = attn_of();
-        cpu_attn_bwd(&aa, at.o, AH * AHD, at.R, AH * AHD, dqkv, dqkv + AH * AHD, dqkv + (AH + AKV) * AHD, AW);
+        cpu_attn_bwd(&aa, mat_f32(at.o, AH * AHD), mat_f32(at.R, AH * AHD), mat_f32(dqkv, AW),
+                     mat_f32(dqkv + AH * AHD, AW), mat_f32(dqkv + (AH + AKV) * AHD, AW));
         check_dir("q | k | v", at.qkv, nq, dqkv, attn_loss, NULL);
         attn_loss(NULL); /* o again, of the unperturbed inputs */
         /* the same attention read from a cache holding the keys (nk: the queries are the last AT positions) */
@@ -419,12 +420,13 @@ static void test_attention_ops(void) {
         float *kc = xcalloc(nc, sizeof(float)), *vc = xcalloc(nc, sizeof(float));
         float *oc = xmalloc(sizeof(float) * no);
         int nk[AB] = {0, 0};
-        cpu_kv_append(kc, vc, nk, aa.k, aa.v, AW, AB, AT, AT + 3, AKV * AHD);
+        cpu_kv_append(kc, vc, nk, mat_f(aa.k), mat_f(aa.v), AW, AB, AT, AT + 3, AKV * AHD);
         EXPECT(nk[0] == AT && nk[1] == AT, "kv_append left positions %d, %d", nk[0], nk[1]);
         attn_args ac = aa;
-        ac.k = kc, ac.v = vc, ac.ldkv = AKV * AHD, ac.kv_bstride = (size_t)(AT + 3) * AKV * AHD, ac.nk = nk;
+        ac.k = mat_f32(kc, AKV * AHD), ac.v = mat_f32(vc, AKV * AHD);
+        ac.kv_bstride = (size_t)(AT + 3) * AKV * AHD, ac.nk = nk;
         ac.lse = NULL;
-        cpu_attn_fwd(&ac, oc, AH * AHD);
+        cpu_attn_fwd(&ac, mat_f32(oc, AH * AHD));
         EXPECT(test_rel_err(oc, at.o, no) == 0, "from the cache: rel err %.2e", test_rel_err(oc, at.o, no));
         free(kc), free(vc), free(oc);
         free(at.qkv), free(at.R), free(at.o), free(at.lse), free(dqkv);

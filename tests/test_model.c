@@ -267,8 +267,8 @@ static void test_state_capacity(void) {
     TEST_END();
 }
 
-/* A real hybrid (lean Mamba-1, float32-only attention and MLP) on the lean table: within the lean path's bounds of
- * the plain model (the attention and MLP layers' own arithmetic is float32 in both). */
+/* A real hybrid (lean Mamba-1 and attention, float32-only MLP) on the lean table: within the lean path's bounds of
+ * the plain model (the CPU's attention on bf16 q | k | v widens them: its arithmetic is float32 in both). */
 static void test_hybrid_in_bf16_model(void) {
     TEST_BEGIN("a \"maf\" model on the lean (bf16) table: loss within 1e-4, gradients within 3e-2 of the plain one");
     backend lean = backend_cpu;

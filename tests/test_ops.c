@@ -410,12 +410,14 @@ static void case_swiglu(op_run *r, const int *p) {
                       I);
 }
 
-/* rope. p: B, T, heads, hd, form (bit 0: positions from pos, bit 1: inverse) */
+/* rope. p: B, T, heads, hd, form (bit 0: positions from pos, bit 1: inverse, bit 2: x in bf16) */
 static void case_rope(op_run *r, const int *p) {
     const int B = p[0], T = p[1], H = p[2], hd = p[3], form = p[4], ld = H * hd + 3;
     if (run_refuses(r, BACKEND_OP_rope, NULL)) return;
     const int *pos = form & 1 ? in_ints(r, B, 0, 5000) : NULL;
-    r->be->rope(out_f32(r, "x", (size_t)B * T * ld), ld, pos, B, T, H, hd, 10000.0f, form & 2);
+    const size_t n = (size_t)B * T * ld;
+    const mat x = form & 4 ? mat_bf16(out_bf16(r, "x", n), ld) : mat_f32(out_f32(r, "x", n), ld);
+    r->be->rope(x, pos, B, T, H, hd, 10000.0f, form & 2);
 }
 
 /* kv_append. p: B, T, cap, kvd */
@@ -430,41 +432,63 @@ static void case_kv_append(op_run *r, const int *p) {
 }
 
 /* The attention's inputs: q | k | v rows (training) or q rows and a cache of cap positions holding nk[b] >= T keys.
- * p: B, T, H, KV, hd, window, cap (0: no cache) */
+ * p: B, T, H, KV, hd, window, cap (0: no cache), form (bit 0: every operand bf16, bit 1: output rows of an odd
+ * stride, which the CUDA flash kernels refuse) */
 static attn_args attn_inputs(op_run *r, const int *p, int with_lse) {
     attn_args a = {.B = p[0], .T = p[1], .H = p[2], .KV = p[3], .hd = p[4], .window = p[5]};
-    const int cap = p[6], W = (a.H + 2 * a.KV) * a.hd;
-    float *qkv = in_f32(r, (size_t)a.B * a.T * W, 2);
-    a.q = qkv, a.ldq = W;
+    const int cap = p[6], W = (a.H + 2 * a.KV) * a.hd, bf16 = p[7] & 1;
+    const size_t nq = (size_t)a.B * a.T * W;
+    a.q = bf16 ? mat_bf16(in_bf16(r, nq, 2), W) : mat_f32(in_f32(r, nq, 2), W);
     if (cap) {
         const size_t n = (size_t)a.B * cap * a.KV * a.hd;
-        a.k = in_f32(r, n, 2), a.v = in_f32(r, n, 1), a.ldkv = a.KV * a.hd, a.kv_bstride = (size_t)cap * a.KV * a.hd;
+        const int kvd = a.KV * a.hd;
+        a.k = bf16 ? mat_bf16(in_bf16(r, n, 2), kvd) : mat_f32(in_f32(r, n, 2), kvd);
+        a.v = bf16 ? mat_bf16(in_bf16(r, n, 1), kvd) : mat_f32(in_f32(r, n, 1), kvd);
+        a.kv_bstride = (size_t)cap * kvd;
         a.nk = in_ints(r, a.B, a.T, cap + 1);
     } else {
-        a.k = qkv + a.H * a.hd, a.v = qkv + (a.H + a.KV) * a.hd, a.ldkv = W, a.kv_bstride = (size_t)a.T * W;
+        const size_t es = mat_elem_bytes(a.q.dt);
+        a.k = a.q, a.k.p = (char *)a.q.p + es * a.H * a.hd;
+        a.v = a.q, a.v.p = (char *)a.q.p + es * (a.H + a.KV) * a.hd;
+        a.kv_bstride = (size_t)a.T * W;
     }
     if (with_lse) a.lse = out_f32(r, "lse", (size_t)a.B * a.H * a.T);
     return a;
 }
 
+/* rows x ld in the inputs' dtype: an output when name is not NULL, else a scratch */
+static mat attn_mat(op_run *r, const attn_args *a, const char *name, size_t rows, int ld) {
+    const int bf16 = a->q.dt == MAT_BF16;
+    if (name) return bf16 ? mat_bf16(out_bf16(r, name, rows * ld), ld) : mat_f32(out_f32(r, name, rows * ld), ld);
+    return mat_make(run_alloc(r, mat_elem_bytes(a->q.dt) * rows * ld), a->q.dt, ld);
+}
+
+/* o's row stride: padded past the heads (by 8 for bf16, which the flash kernels need 16-byte aligned; by 1 for
+ * float32 and for the odd-stride form) */
+static int attn_ldo(const attn_args *a, const int *p) {
+    return a->H * a->hd + (a->q.dt == MAT_BF16 && !(p[7] & 2) ? 8 : 1);
+}
+
 static void case_attn_fwd(op_run *r, const int *p) {
     const attn_args a = attn_inputs(r, p, !p[6]);
     if (run_refuses(r, BACKEND_OP_attn_fwd, &a)) return;
-    const int ldo = a.H * a.hd + 1;
-    r->be->attn_fwd(&a, out_f32(r, "o", (size_t)a.B * a.T * ldo), ldo);
+    r->be->attn_fwd(&a, attn_mat(r, &a, "o", (size_t)a.B * a.T, attn_ldo(&a, p)));
 }
 
 static void case_attn_bwd(op_run *r, const int *p) {
     attn_args a = attn_inputs(r, p, 0);
     if (run_refuses(r, BACKEND_OP_attn_bwd, &a)) return;
     const size_t rows = (size_t)a.B * a.T;
-    const int ldo = a.H * a.hd, W = (a.H + 2 * a.KV) * a.hd;
-    float *o = run_alloc(r, sizeof(float) * rows * ldo);
+    const int qd = a.H * a.hd, W = (a.H + 2 * a.KV) * a.hd, ldo = attn_ldo(&a, p);
+    const mat o = attn_mat(r, &a, NULL, rows, ldo);
     a.lse = run_alloc(r, sizeof(float) * (size_t)a.B * a.H * a.T);
-    r->be->attn_fwd(&a, o, ldo);
-    const float *dout = in_f32(r, rows * ldo, 1);
-    float *d = out_f32(r, "dq | dk | dv", rows * W);
-    r->be->attn_bwd(&a, o, ldo, dout, ldo, d, d + a.H * a.hd, d + (a.H + a.KV) * a.hd, W);
+    r->be->attn_fwd(&a, o);
+    const mat dout =
+        a.q.dt == MAT_BF16 ? mat_bf16(in_bf16(r, rows * ldo, 1), ldo) : mat_f32(in_f32(r, rows * ldo, 1), ldo);
+    const mat d = attn_mat(r, &a, "dq | dk | dv", rows, W);
+    mat dk = d, dv = d;
+    dk.p = (char *)d.p + mat_elem_bytes(d.dt) * qd, dv.p = (char *)d.p + mat_elem_bytes(d.dt) * (qd + a.KV * a.hd);
+    r->be->attn_bwd(&a, o, dout, d, dk, dv);
 }
 
 /* The SSD's inputs, x | B | C in one row of ldx (padded by 3), dt raw in rows of H + 1. p: B, T, H, P, N, G, chunk */
@@ -644,6 +668,10 @@ static void cases_make(void) {
     for (int fm = 0; fm < 4; fm++)
         add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(3, 37, 6, 16, fm), "rope B 3 T 37 heads 6 hd 16:%s%s",
                  fm & 1 ? " pos" : "", fm & 2 ? " inverse" : "");
+    /* bf16 (rotated in float32, rounded once: an ulp of sincosf can move a rounding) */
+    for (int fm = 4; fm < 8; fm += 3)
+        add_case(BACKEND_OP_rope, 1e-2, 0, case_rope, P(2, 45, 6, 64, fm), "rope B 2 T 45 heads 6 hd 64: bf16%s%s",
+                 fm & 1 ? " pos" : "", fm & 2 ? " inverse" : "");
     add_case(BACKEND_OP_kv_append, 0, 0, case_kv_append, P(3, 5, 40, 24), "kv_append B 3 T 5 cap 40 kvd 24");
     add_case(BACKEND_OP_kv_append, 0, 0, case_kv_append, P(2, 1, 9, 128), "kv_append B 2 T 1 cap 9 kvd 128");
     add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(2, 9, 10, 128, 1), "rope B 2 T 9 heads 10 hd 128: pos");
@@ -659,11 +687,31 @@ static void cases_make(void) {
                          {2, 4, 4, 2, 64, 0, 1500},   {2, 1, 4, 2, 64, 300, 3000}, {1, 3, 2, 1, 256, 0, 700}};
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         const int *q = at[i];
-        add_case(BACKEND_OP_attn_fwd, 1e-5, 0, case_attn_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6]),
+        add_case(BACKEND_OP_attn_fwd, 1e-5, 0, case_attn_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 0),
                  "attn_fwd B %d T %d H %d KV %d hd %d window %d cache %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
         if (!q[6])
-            add_case(BACKEND_OP_attn_bwd, 1e-4, 0, case_attn_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], 0),
+            add_case(BACKEND_OP_attn_bwd, 1e-4, 0, case_attn_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], 0, 0),
                      "attn_bwd B %d T %d H %d KV %d hd %d window %d", q[0], q[1], q[2], q[3], q[4], q[5]);
+    }
+    /* bf16 operands (lean training): the CUDA flash kernels for head_dim 64 and 128 with T under one tile, not a
+     * multiple of the tiles, and a multiple; grouped-query and multi-query; windows that skip whole tiles; several
+     * sequences. Then shapes they refuse, which the CUDA backend widens to float32 for its float32 kernels: head_dim
+     * 32, a cache (decode), output rows of an odd stride. Against the CPU on the same bf16 inputs (computed in
+     * float32, rounded once): the GPU rounds P and dS to bf16 for the tensor cores, and an output's rounding can move
+     * by an ulp (2^-8 of the element). */
+    const int ab[][8] = {{2, 37, 4, 4, 64, 0, 0, 1},     {2, 300, 4, 2, 64, 0, 0, 1},    {1, 200, 3, 1, 64, 0, 0, 1},
+                         {2, 300, 2, 1, 64, 40, 0, 1},   {1, 512, 2, 2, 64, 0, 0, 1},    {1, 1000, 2, 1, 64, 300, 0, 1},
+                         {1, 130, 2, 2, 128, 0, 0, 1},   {3, 257, 4, 2, 128, 100, 0, 1}, {2, 70, 6, 2, 32, 0, 0, 1},
+                         {2, 4, 4, 2, 64, 0, 1500, 1},   {2, 150, 4, 2, 64, 0, 0, 3}};
+    for (size_t i = 0; i < sizeof ab / sizeof ab[0]; i++) {
+        const int *q = ab[i];
+        add_case(BACKEND_OP_attn_fwd, 1.5e-2, 0, case_attn_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]),
+                 "attn_fwd bf16 B %d T %d H %d KV %d hd %d window %d cache %d%s", q[0], q[1], q[2], q[3], q[4], q[5],
+                 q[6], q[7] & 2 ? " odd ld" : "");
+        if (!q[6])
+            add_case(BACKEND_OP_attn_bwd, 3e-2, 0, case_attn_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], 0, q[7]),
+                     "attn_bwd bf16 B %d T %d H %d KV %d hd %d window %d%s", q[0], q[1], q[2], q[3], q[4], q[5],
+                     q[7] & 2 ? " odd ld" : "");
     }
     /* Mamba-2's SSD: B, T, H, P, N, G, chunk; lengths not multiples of the chunk, groups, one chunk, a chunk of 1; a
      * chunk above the backends' cap of 64 with P and N past one 64-wide tile and 4 heads per group; mamba2-130m's

@@ -118,33 +118,34 @@ OP(void, conv1d_silu_step,
    (float *out, const float *x, int ldx, float *state, const float *w, const float *bias, int B, int C, int K),
    (out, x, ldx, state, w, bias, B, C, K), other)
 
-/* ---- MLP (SwiGLU) and attention: float32 operands (bf16 ones are refused by the kernels' CHECK) ----------------- */
+/* ---- MLP (SwiGLU) and attention ----------------------------------------------------------------------------- */
 /* h [rows, I] (ld h.ld) = silu(g) * u, where the rows of gu (ld gu.ld) hold g in columns [0, I) and u in [I, 2I):
- * the gated activation of a SwiGLU MLP, down(silu(gate(x)) * up(x)). */
+ * the gated activation of a SwiGLU MLP, down(silu(gate(x)) * up(x)). float32 operands (bf16 ones are refused by the
+ * kernels' CHECK). */
 OP(void, swiglu_fwd, (mat h, mat gu, int rows, int I), (h, gu, rows, I), other)
 /* dgu [rows, 2I] (ld dgu.ld, written) = d(g | u) from dh [rows, I] and the forward's gu. */
 OP(void, swiglu_bwd, (mat dgu, mat dh, mat gu, int rows, int I), (dgu, dh, gu, rows, I), other)
 /* Rotary positions in place, HF Llama's rotate_half form, on the first n_heads heads of hd columns of every row of
- * x [B*T, ldx]: for i < hd/2, with angle a = p * theta^(-2i/hd) (float32 as HF computes it),
+ * x [B*T, x.ld] (float32, or bf16: rotated in float32, rounded once): for i < hd/2, with angle a = p * theta^(-2i/hd)
+ * (float32 as HF computes it),
  *   (x_i, x_{i+hd/2}) <- (x_i cos a - x_{i+hd/2} sin a, x_{i+hd/2} cos a + x_i sin a)
  * where row b*T+t has position p = t + (pos ? pos[b] : 0) (pos [B] int32, backend memory: a decode state's counter).
  * inverse != 0 rotates by -a: the transpose, which is the backward. */
-OP(void, rope, (float *x, int ldx, const int *pos, int B, int T, int n_heads, int hd, float theta, int inverse),
-   (x, ldx, pos, B, T, n_heads, hd, theta, inverse), other)
+OP(void, rope, (mat x, const int *pos, int B, int T, int n_heads, int hd, float theta, int inverse),
+   (x, pos, B, T, n_heads, hd, theta, inverse), other)
 /* A KV cache's append: rows pos[b] .. pos[b]+T-1 of k_cache and v_cache [B, cap, kvd] (sequence b at b*cap*kvd)
  * = the rows of k and v [B*T, ldkv] of sequence b; then pos[b] += T. The caller has checked that they fit
- * (pos[b] + T <= cap). */
+ * (pos[b] + T <= cap). float32. */
 OP(void, kv_append,
    (float *k_cache, float *v_cache, int *pos, const float *k, const float *v, int ldkv, int B, int T, int cap, int kvd),
    (k_cache, v_cache, pos, k, v, ldkv, B, T, cap, kvd), other)
-/* Causal grouped-query softmax attention (attn_args in ops.h): o [B*T, ldo] (H heads of hd) and a->lse [B, H, T]
- * when not NULL (the log-sum-exp of each query's scaled scores, for the backward). */
-OP(void, attn_fwd, (const attn_args *a, float *o, int ldo), (a, o, ldo), other)
-/* Its backward (training: a->nk NULL) from dout [B*T, lddo], the forward's o [B*T, ldo] and a->lse: dq, dk, dv
- * written (=) in the layouts of q, k and v (row stride ldd each; dk, dv [B*T] rows, one per key). */
-OP(void, attn_bwd,
-   (const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq, float *dk, float *dv, int ldd),
-   (a, o, ldo, dout, lddo, dq, dk, dv, ldd), other)
+/* Causal grouped-query softmax attention (attn_args in ops.h; its operands all float32 or all bf16):
+ * o [B*T, o.ld] (H heads of hd) and a->lse [B, H, T] when not NULL (the log-sum-exp of each query's scaled scores,
+ * for the backward). */
+OP(void, attn_fwd, (const attn_args *a, mat o), (a, o), other)
+/* Its backward (training: a->nk NULL) from dout [B*T, dout.ld], the forward's o and a->lse: dq, dk, dv written (=) in
+ * the layouts of q, k and v (each with its own row stride; dk, dv [B*T] rows, one per key). */
+OP(void, attn_bwd, (const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv), (a, o, dout, dq, dk, dv), other)
 
 /* ---- Mamba-2 (SSD; ssd_args and ssd_grads in ops.h): float32 operands ---------------------------------------- */
 /* y [B*T, H*P] dense = the SSD of s (D x included). state [B, H, P, N]: the initial state, updated to the final one;

@@ -50,21 +50,56 @@ static void attention_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     for (int m = 0; m < 4; m++) mixer_fill_uniform(mats[m], n[m], bound[m], rng);
 }
 
-/* saved: qkv [rows, W] (q and k after the rotation), o [rows, H*hd] (the o_proj input), lse [B, H, T]; no temps;
- * scratch: dqkv [rows, W], do [rows, H*hd]. float32 alone (bf16_acts 0). */
+/* Floats of a bf16 tensor of n values, rounded up to 16 floats (64-byte alignment for the next one). */
+static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
+
+/* Float32 (MIXER_ACTS_PLAIN, and inference on a lean backend, MIXER_ACTS_LEAN, which runs the float32 path):
+ *   saved: qkv [rows, W] (q and k after the rotation), o [rows, H*hd] (the o_proj input), lse [B, H, T]; no temps;
+ *   scratch: dqkv [rows, W], do [rows, H*hd].
+ * Lean training (MIXER_ACTS_LEAN_TRAIN: u, out, du in bf16): the same tensors in bf16 but lse (float32), which the
+ * backend's attention takes as bf16 operands (CUDA: the flash kernels), as torch's autocast hands SDPA bf16 q, k, v. */
+typedef struct {
+    mat qkv, o;  /* saved */
+    float *lse;  /* saved */
+    mat dqkv, d_o; /* scratch */
+} attn_bufs;
+
+static attn_bufs bufs_of(const float *act, float *scratch, attn_dims d, size_t rows, int form) {
+    const size_t qd = (size_t)d.H * d.hd;
+    float *a = (float *)act;
+    attn_bufs r = {0};
+    if (form == MIXER_ACTS_LEAN_TRAIN) {
+        r.qkv = mat_bf16((uint16_t *)a, d.W), a += bf16_floats(rows * d.W);
+        r.o = mat_bf16((uint16_t *)a, (int)qd), a += bf16_floats(rows * qd);
+        r.lse = a;
+        if (scratch) {
+            r.dqkv = mat_bf16((uint16_t *)scratch, d.W);
+            r.d_o = mat_bf16((uint16_t *)(scratch + bf16_floats(rows * d.W)), (int)qd);
+        }
+        return r;
+    }
+    r.qkv = mat_f32(a, d.W), a += rows * d.W;
+    r.o = mat_f32(a, (int)qd), a += rows * qd;
+    r.lse = a;
+    if (scratch) r.dqkv = mat_f32(scratch, d.W), r.d_o = mat_f32(scratch + rows * d.W, (int)qd);
+    return r;
+}
+
 static size_t attention_act_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
     const attn_dims d = dims_of(c);
-    return (size_t)B * T * ((size_t)d.W + (size_t)d.H * d.hd + d.H);
+    const size_t rows = (size_t)B * T, qd = (size_t)d.H * d.hd;
+    if (form == MIXER_ACTS_LEAN_TRAIN) return bf16_floats(rows * d.W) + bf16_floats(rows * qd) + rows * d.H;
+    return rows * (d.W + qd + d.H);
 }
 static size_t attention_temp_floats(const ssm_config *c, int B, int T, int form) {
     (void)c, (void)B, (void)T, (void)form;
     return 0;
 }
 static size_t attention_scratch_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
     const attn_dims d = dims_of(c);
-    return (size_t)B * T * ((size_t)d.W + (size_t)d.H * d.hd);
+    const size_t rows = (size_t)B * T, qd = (size_t)d.H * d.hd;
+    if (form == MIXER_ACTS_LEAN_TRAIN) return bf16_floats(rows * d.W) + bf16_floats(rows * qd);
+    return rows * (d.W + qd);
 }
 
 /* Positions a state made for max_context holds (0: the config's max_context). */
@@ -86,15 +121,50 @@ static size_t attention_canon_floats(const ssm_config *c) {
 }
 static void attention_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
-/* q | k | v of the rows, each head's q and k rotated to positions pos[b] + t (pos NULL: t) */
-static void qkv_forward(const mixer_ctx *ctx, const attn_dims d, float *qkv, mat u, const int *pos, int B, int T) {
+/* m's columns from col on */
+static mat mat_cols(mat m, int col) {
+    m.p = (char *)m.p + mat_elem_bytes(m.dt) * col;
+    return m;
+}
+
+/* Whether q_proj, k_proj and v_proj lie back to back in the parameter buffer (they do unless alignment padding
+ * separates them): then they are one weight [W, D], and q | k | v one GEMM (training's; decode keeps one per
+ * projection, as the CPU's decode copies hold whole tensors). */
+static int qkv_stacked(const attn_views v, const attn_dims d) {
+    return v.k == v.q + (size_t)d.H * d.hd * d.D && v.v == v.k + (size_t)d.KV * d.hd * d.D;
+}
+
+/* q | k | v of the rows into qkv [rows, W] (float32 or bf16), each head's q and k rotated to positions pos[b] + t
+ * (pos NULL: t) */
+static void qkv_forward(const mixer_ctx *ctx, const attn_dims d, mat qkv, mat u, const int *pos, int B, int T,
+                        int stack) {
     const attn_views v = views_of(ctx->w, ctx->pi);
     const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
-    mixer_linear(ctx, mat_f32(qkv, d.W), u, v.q, NULL, rows, qd, d.D);             /* q_proj(x) */
-    mixer_linear(ctx, mat_f32(qkv + qd, d.W), u, v.k, NULL, rows, kvd, d.D);       /* k_proj(x) */
-    mixer_linear(ctx, mat_f32(qkv + qd + kvd, d.W), u, v.v, NULL, rows, kvd, d.D); /* v_proj(x) */
+    if (stack && qkv_stacked(v, d)) {
+        mixer_linear(ctx, qkv, u, v.q, NULL, rows, d.W, d.D); /* q_proj(x) | k_proj(x) | v_proj(x) */
+    } else {
+        mixer_linear(ctx, qkv, u, v.q, NULL, rows, qd, d.D);                        /* q_proj(x) */
+        mixer_linear(ctx, mat_cols(qkv, qd), u, v.k, NULL, rows, kvd, d.D);         /* k_proj(x) */
+        mixer_linear(ctx, mat_cols(qkv, qd + kvd), u, v.v, NULL, rows, kvd, d.D);   /* v_proj(x) */
+    }
     /* apply_rotary_pos_emb(q, k, cos, sin): q's H heads and k's KV heads are adjacent, one call */
-    ctx->be->rope(qkv, d.W, pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
+    ctx->be->rope(qkv, pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
+}
+
+/* The attention's arguments over training's keys (the queries' own positions) in qkv */
+static attn_args training_args(const attn_dims d, mat qkv, float *lse, int B, int T) {
+    const int qd = d.H * d.hd, kvd = d.KV * d.hd;
+    return (attn_args){.q = qkv,
+                       .k = mat_cols(qkv, qd),
+                       .v = mat_cols(qkv, qd + kvd),
+                       .kv_bstride = (size_t)T * d.W,
+                       .lse = lse,
+                       .B = B,
+                       .T = T,
+                       .H = d.H,
+                       .KV = d.KV,
+                       .hd = d.hd,
+                       .window = d.window};
 }
 
 static void attention_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T,
@@ -102,22 +172,32 @@ static void attention_forward(const mixer_ctx *ctx, float *act, float *temp, mat
     (void)temp;
     const attn_dims d = dims_of(ctx->cfg);
     const attn_views v = views_of(ctx->w, ctx->pi);
-    const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
-    float *qkv = act, *o = act + (size_t)rows * d.W, *lse = o + (size_t)rows * qd;
-    attn_args a = {.q = qkv, .ldq = d.W, .B = B, .T = T, .H = d.H, .KV = d.KV, .hd = d.hd, .window = d.window};
+    const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd, lean = ctx->form == MIXER_ACTS_LEAN_TRAIN;
+    const attn_bufs f = bufs_of(act, NULL, d, (size_t)rows, ctx->form);
+    attn_args a;
     if (!state) { /* training (or a stateless forward): the keys are the T positions themselves */
-        qkv_forward(ctx, d, qkv, u, NULL, B, T);
-        a.k = qkv + qd, a.v = qkv + qd + kvd, a.ldkv = d.W, a.kv_bstride = (size_t)T * d.W, a.lse = lse;
-    } else { /* prefill (T > 1) or a decode step: append to the cache, attend over all of it */
+        qkv_forward(ctx, d, f.qkv, u, NULL, B, T, lean);
+        a = training_args(d, f.qkv, f.lse, B, T);
+    } else { /* prefill (T > 1) or a decode step, float32: append to the cache, attend over all of it */
         const long cap = ctx->state_ctx;
         int *pos = (int *)state;
-        float *kc = state + (size_t)POS_SLOT * B, *vc = kc + (size_t)B * cap * kvd;
-        qkv_forward(ctx, d, qkv, u, pos, B, T);
+        float *kc = state + (size_t)POS_SLOT * B, *vc = kc + (size_t)B * cap * kvd, *qkv = mat_f(f.qkv);
+        qkv_forward(ctx, d, f.qkv, u, pos, B, T, 0);
         ctx->be->kv_append(kc, vc, pos, qkv + qd, qkv + qd + kvd, d.W, B, T, (int)cap, kvd); /* past_key_value.update */
-        a.k = kc, a.v = vc, a.ldkv = kvd, a.kv_bstride = (size_t)cap * kvd, a.nk = pos;
+        a = (attn_args){.q = f.qkv,
+                        .k = mat_f32(kc, kvd),
+                        .v = mat_f32(vc, kvd),
+                        .kv_bstride = (size_t)cap * kvd,
+                        .nk = pos,
+                        .B = B,
+                        .T = T,
+                        .H = d.H,
+                        .KV = d.KV,
+                        .hd = d.hd,
+                        .window = d.window};
     }
-    ctx->be->attn_fwd(&a, o, qd);                                     /* softmax(q k^T / sqrt(hd) + mask) v */
-    mixer_linear(ctx, out, mat_f32(o, qd), v.o, NULL, rows, d.D, qd); /* o_proj(attn_output) */
+    ctx->be->attn_fwd(&a, f.o);                                /* softmax(q k^T / sqrt(hd) + mask) v */
+    mixer_linear(ctx, out, f.o, v.o, NULL, rows, d.D, qd);     /* o_proj(attn_output) */
 }
 
 static void attention_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du,
@@ -127,27 +207,20 @@ static void attention_backward(const mixer_ctx *ctx, const float *act, float *te
     const attn_views v = views_of(ctx->w, ctx->pi), gr = views_of(ctx->dw, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T, qd = d.H * d.hd, kvd = d.KV * d.hd;
-    const float *qkv = act, *o = act + (size_t)rows * d.W;
-    float *dqkv = scratch, *d_o = scratch + (size_t)rows * d.W;
-    const attn_args a = {.q = qkv,
-                         .ldq = d.W,
-                         .k = qkv + qd,
-                         .v = qkv + qd + kvd,
-                         .ldkv = d.W,
-                         .kv_bstride = (size_t)T * d.W,
-                         .lse = (float *)(o + (size_t)rows * qd),
-                         .B = B,
-                         .T = T,
-                         .H = d.H,
-                         .KV = d.KV,
-                         .hd = d.hd,
-                         .window = d.window};
-    be->matmul_bwd(mat_f32(d_o, qd), 0.0f, gr.o, mat_f32(dout, d.D), mat_f32(o, qd), v.o, rows, d.D, qd);
-    be->attn_bwd(&a, o, qd, d_o, qd, dqkv, dqkv + qd, dqkv + qd + kvd, d.W);
-    be->rope(dqkv, d.W, NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* through the rotation: its transpose */
-    be->matmul_bwd(du, 0.0f, gr.q, mat_f32(dqkv, d.W), u, v.q, rows, qd, d.D);
-    be->matmul_bwd(du, 1.0f, gr.k, mat_f32(dqkv + qd, d.W), u, v.k, rows, kvd, d.D);
-    be->matmul_bwd(du, 1.0f, gr.v, mat_f32(dqkv + qd + kvd, d.W), u, v.v, rows, kvd, d.D);
+    const attn_bufs f = bufs_of(act, scratch, d, (size_t)rows, ctx->form);
+    const attn_args a = training_args(d, f.qkv, f.lse, B, T);
+    /* lean: dout also in bf16 (ctx->dout16), as o_proj's two GEMMs take it: rounded once, by the norm backward */
+    const mat dout_m = ctx->dout16 ? mat_bf16(ctx->dout16, d.D) : mat_f32(dout, d.D);
+    be->matmul_bwd(f.d_o, 0.0f, gr.o, dout_m, f.o, v.o, rows, d.D, qd);
+    be->attn_bwd(&a, f.o, f.d_o, f.dqkv, mat_cols(f.dqkv, qd), mat_cols(f.dqkv, qd + kvd));
+    be->rope(f.dqkv, NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* through the rotation: its transpose */
+    if (ctx->form == MIXER_ACTS_LEAN_TRAIN && qkv_stacked(v, d)) { /* the forward's one GEMM: its two gradients */
+        be->matmul_bwd(du, 0.0f, gr.q, f.dqkv, u, v.q, rows, d.W, d.D);
+        return;
+    }
+    be->matmul_bwd(du, 0.0f, gr.q, f.dqkv, u, v.q, rows, qd, d.D);
+    be->matmul_bwd(du, 1.0f, gr.k, mat_cols(f.dqkv, qd), u, v.k, rows, kvd, d.D);
+    be->matmul_bwd(du, 1.0f, gr.v, mat_cols(f.dqkv, qd + kvd), u, v.v, rows, kvd, d.D);
 }
 
 /* Can this backend run the config? Every op must have a kernel (a backend without one refuses it by name), and the
@@ -166,7 +239,7 @@ static int attention_check(const ssm_config *cfg, const backend *be) {
 const mixer_kind mixer_attention = {
     .name = "attention",
     .code = 'a',
-    .bf16_acts = 0,
+    .bf16_acts = 1,
     .declare = attention_declare,
     .init = attention_init,
     .act_floats = attention_act_floats,

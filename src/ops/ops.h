@@ -87,17 +87,19 @@ typedef struct {
 } scan_grads;
 
 /* ---- attention (attn_fwd, attn_bwd) -------------------------------------------------------------- */
-/* Causal grouped-query attention of B sequences of T queries over their keys, all float32:
+/* Causal grouped-query attention of B sequences of T queries over their keys:
  *   o_i = sum_j softmax_j(q_i . k_j / sqrt(hd)) v_j   over the keys j visible to query i:
  *   i - window < j <= i (window 0: every j <= i), positions counted from each sequence's start.
- * Query head h reads key/value head h / (H / KV) (HF's repeat_kv; KV = 1 is multi-query). */
+ * Query head h reads key/value head h / (H / KV) (HF's repeat_kv; KV = 1 is multi-query).
+ * Operands: q, k, v and the ops' o (attn_bwd: also dout, dq, dk, dv) all float32, or all bf16 (lean training: the
+ * arithmetic in float32 inside, each bf16 output rounded once; a backend's kernels may round intermediates, as the
+ * CUDA flash kernels round the probabilities for the tensor cores); lse is float32 either way. */
 typedef struct {
-    const float *q;  /* [B*T, ldq]: H heads of hd per row */
-    int ldq;
-    const float *k, *v; /* sequence b's key j at k + b * kv_bstride + j * ldkv (KV heads of hd), v likewise */
-    int ldkv;
-    size_t kv_bstride;
-    /* NULL: the keys are the T positions of the queries themselves (training; kv_bstride T * ldkv). Else nk [B]
+    mat q;              /* [B*T, q.ld]: H heads of hd per row */
+    mat k, v;           /* sequence b's key j at element b * kv_bstride + j * k.ld of k (KV heads of hd), v likewise
+                         * (row stride v.ld) */
+    size_t kv_bstride;  /* elements */
+    /* NULL: the keys are the T positions of the queries themselves (training; kv_bstride T * k.ld). Else nk [B]
      * (backend memory, a decode state's counter after its append): sequence b has nk[b] keys, and its T queries are
      * its last T positions, nk[b] - T + t. */
     const int *nk;

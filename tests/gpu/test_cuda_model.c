@@ -291,6 +291,62 @@ static void test_hybrid(const char *pattern, int n_layer, int n_kv, int window) 
     TEST_END();
 }
 
+/* bf16 mixed precision with attention (the lean path: q | k | v, o and their gradients in bf16, the CUDA flash kernels
+ * for head_dim 64) against the float32 CPU model, with bf16's tolerances (loss 1e-2 relative, logits 2e-2 and gradients
+ * 5e-2 of their scale); two GPU runs bitwise equal (logits and every gradient); then on the GPU the model's inference
+ * forward (float32 attention over its cache, in the same bf16 model) within 2e-2 of the training forward's logits. */
+static void test_attention_bf16(const char *pattern, int n_kv, int window) {
+    char name[200];
+    snprintf(name, sizeof name, "CUDA bf16 model \"%s\" (2 heads of 64 on %d kv heads, window %d, T 150) = CPU model "
+             "(bf16 tolerances), bitwise repeatable; prefill = training forward", pattern, n_kv, window);
+    TEST_BEGIN(name);
+    ssm_config c = hybrid_config(pattern, (int)strlen(pattern), n_kv, window);
+    c.attention.n_heads = 2, c.attention.head_dim = 64;
+    ssm_model *cpu = ssm_model_new(&c, 7), *g1 = ssm_model_new(&c, 7), *g2 = ssm_model_new(&c, 7);
+    EXPECT(cpu && g1 && g2, "model: %s", ssm_last_error());
+    if (!cpu || !g1 || !g2) return;
+    ssm_model_use_bf16(g1), ssm_model_use_bf16(g2);
+    EXPECT(!ssm_model_set_device(g1, "cuda") && !ssm_model_set_device(g2, "cuda"), "set_device: %s",
+           ssm_last_error());
+    const int B = 2, T = 150, V = c.vocab_size, rows = B * T;
+    int *tok = xmalloc(sizeof(int) * rows), *tgt = xmalloc(sizeof(int) * rows);
+    random_batch(tok, tgt, rows, V, 17);
+    const double lc = model_train_forward(cpu, tok, tgt, B, T), l1 = model_train_forward(g1, tok, tgt, B, T),
+                 l2 = model_train_forward(g2, tok, tgt, B, T);
+    EXPECT(fabs(lc - l1) <= 1e-2 * fabs(lc), "loss %.9g (CUDA) vs %.9g (CPU)", l1, lc);
+    EXPECT(!memcmp(&l1, &l2, sizeof l1), "two CUDA runs give different losses (%.17g, %.17g)", l1, l2);
+    float *lg1 = download_floats(g1, g1->acts.logits, (size_t)rows * V), *lg2 = download_floats(g2, g2->acts.logits,
+                                                                                              (size_t)rows * V);
+    const double e = test_rel_err(lg1, cpu->acts.logits, (size_t)rows * V);
+    EXPECT(e <= 2e-2, "logits differ by %.3g of their scale", e);
+    EXPECT(!memcmp(lg1, lg2, sizeof(float) * rows * V), "two CUDA runs give different logits");
+    model_zero_grad(cpu), model_zero_grad(g1), model_zero_grad(g2);
+    model_train_backward(cpu, 1.0f), model_train_backward(g1, 1.0f), model_train_backward(g2, 1.0f);
+    float *dw1 = download_floats(g1, g1->dw, cpu->layout.total), *dw2 = download_floats(g2, g2->dw, cpu->layout.total);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < cpu->layout.n; i++) {
+        const param_info *p = &cpu->layout.items[i];
+        const double ei = test_rel_err(dw1 + p->offset, cpu->dw + p->offset, p->numel);
+        EXPECT(ei <= 5e-2, "gradient of %s differs by %.3g of its scale", p->name, ei);
+        if (ei > worst) worst = ei, worst_name = p->name;
+    }
+    EXPECT(!memcmp(dw1, dw2, sizeof(float) * cpu->layout.total), "two CUDA runs give different gradients");
+    /* inference on the same model: a prefill through the cache (float32 attention, lean backend) */
+    float *seq = xmalloc(sizeof(float) * rows * V);
+    ssm_state *s = ssm_state_new(g1, B);
+    double e_pre = 0;
+    EXPECT(s && ssm_forward(g1, s, tok, T, seq, 0) == 0, "forward: %s", ssm_last_error());
+    if (s) e_pre = test_rel_err(seq, lg1, (size_t)rows * V);
+    EXPECT(e_pre <= 2e-2, "the prefill's logits differ from the training forward's by %.3g", e_pre);
+    ssm_state_free(s);
+    printf("  # loss %.9g vs %.9g; logits %.3g; worst gradient %.3g (%s); prefill vs training forward %.3g\n", l1, lc,
+           e, worst, worst_name, e_pre);
+    free(seq), free(lg1), free(lg2), free(dw1), free(dw2), free(tok), free(tgt);
+    ssm_model_free(cpu), ssm_model_free(g1), ssm_model_free(g2);
+    TEST_END();
+}
+
 /* c: a two-layer config (Mamba-1's small one, or Mamba-2's); the runs go into dir/<pattern>_a and _b. */
 static void test_resume_bitwise_of(const char *dir, ssm_config c) {
     char name[320];
@@ -403,6 +459,8 @@ int main(void) {
     test_step_equals_forward();
     test_hybrid("af", 2, 2, 0);   /* a Transformer, grouped-query */
     test_hybrid("maf", 3, 1, 9);  /* a hybrid: multi-query, a sliding window shorter than the sequence */
+    test_attention_bf16("af", 2, 0);   /* a Transformer in bf16: multi-head, the flash kernels */
+    test_attention_bf16("afma", 1, 70); /* multi-query, a window shorter than T, beside a Mamba layer */
     /* Mamba-2, alone and in a hybrid */
     for (int bf16 = 0; bf16 <= 1; bf16++) {
         test_forward_backward_of(mamba2_config("M", 3, 0, 1), bf16);

@@ -1,6 +1,8 @@
 // Attention's ops on the GPU (the CUDA twins of src/backend/cpu/attention.c; ops_list.h has their semantics, ops.h
 // the attn_args): rotary positions, the KV cache's append, and causal grouped-query softmax attention forward and
 // backward. The simple, clearly correct kernels come first (verified on an H200; slow: see docs/cuda.md).
+// They take float32 operands; bf16 ones (lean training) go to the tensor-core kernels of attention_flash_fwd.cu and
+// attention_flash_bwd.cu where those apply, else are widened for these (the end of this file).
 //
 // Layout: a query row holds H heads of hd, a key/value row KV heads of hd (query head h reads kv head h / (H/KV)).
 // Every attention kernel gives a warp one (row, head) vector: lane l holds elements l, l + 32, ... (NPL = hd / 32
@@ -32,12 +34,15 @@
 //
 // Rotary positions: a thread per (row, frequency i), looping over the heads; the angle is computed as the CPU
 // computes it (below).
+#include "backend/cuda/attention_flash.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ATTN_MAX_HD 256      // 8 elements per lane
 #define ATTN_WARPS 4         // warps per block of every attention kernel
@@ -66,7 +71,14 @@ static int grid_blocks(size_t n, int threads) {
 // ulp: CUDA's double pow (2 ulp, against glibc's correctly rounded one) can round to the neighbouring float in a
 // near tie, and CUDA's sincosf is within 2 ulp where glibc's sinf/cosf are within 1; the rotation itself may be
 // contracted into FMAs differently by nvcc and the host compiler.
-__global__ static void rope_kernel(float *x, int ldx, const int *pos, int B, int T, int n_heads, int hd, float theta,
+__device__ __forceinline__ static float widen1(float x) { return x; }
+__device__ __forceinline__ static float widen1(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ static void narrow1(float &d, float x) { d = x; }
+__device__ __forceinline__ static void narrow1(__nv_bfloat16 &d, float x) { d = __float2bfloat16_rn(x); }
+
+// X: float, or __nv_bfloat16 (rotated in float32, rounded once)
+template <typename X>
+__global__ static void rope_kernel(X *x, int ldx, const int *pos, int B, int T, int n_heads, int hd, float theta,
                                    int inverse) {
     const int half = hd / 2;
     const size_t n = (size_t)B * T * half;
@@ -79,21 +91,24 @@ __global__ static void rope_kernel(float *x, int ldx, const int *pos, int B, int
         float s, c;
         sincosf(a, &s, &c);
         if (inverse) s = -s;
-        float *row = x + r * ldx;
+        X *row = x + r * ldx;
         for (int h = 0; h < n_heads; h++) {
-            float *xh = row + (size_t)h * hd;
-            const float x1 = xh[i], x2 = xh[i + half];
-            xh[i] = x1 * c - x2 * s;
-            xh[i + half] = x2 * c + x1 * s;
+            X *xh = row + (size_t)h * hd;
+            const float x1 = widen1(xh[i]), x2 = widen1(xh[i + half]);
+            narrow1(xh[i], x1 * c - x2 * s);
+            narrow1(xh[i + half], x2 * c + x1 * s);
         }
     }
 }
 
-extern "C" void rope_cuda(float *x, int ldx, const int *pos, int B, int T, int n_heads, int hd, float theta,
-                          int inverse) {
+extern "C" void rope_cuda(mat x, const int *pos, int B, int T, int n_heads, int hd, float theta, int inverse) {
     const size_t n = (size_t)B * T * (hd / 2);
     if (n == 0 || n_heads <= 0) return;
-    rope_kernel<<<grid_blocks(n, 256), 256>>>(x, ldx, pos, B, T, n_heads, hd, theta, inverse);
+    if (mat_h(x))
+        rope_kernel<<<grid_blocks(n, 256), 256>>>((__nv_bfloat16 *)mat_h(x), x.ld, pos, B, T, n_heads, hd, theta,
+                                                  inverse);
+    else
+        rope_kernel<<<grid_blocks(n, 256), 256>>>(mat_f(x), x.ld, pos, B, T, n_heads, hd, theta, inverse);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -148,6 +163,9 @@ static int attn_npl(int hd) {
     }
     return hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8;
 }
+
+// A float32 operand's pointer (the kernels below read float32 attn_args alone)
+__device__ __forceinline__ static const float *f32(const mat &m) { return (const float *)m.p; }
 
 // The same bits in every lane (a + b == b + a exactly), two sums at once (independent chains).
 __device__ __forceinline__ static float warp_sum(float v) {
@@ -206,13 +224,14 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
               j1 = min(hi, j0 + chunk);
     const size_t row = (size_t)b * T + t;
     float q[NPL], acc[NPL];
-    load_vec<NPL>(q, a.q + row * a.ldq + (size_t)h * hd, lane, hd);
+    load_vec<NPL>(q, f32(a.q) + row * a.q.ld + (size_t)h * hd, lane, hd);
 #pragma unroll
     for (int c = 0; c < NPL; c++) acc[c] = 0.0f;
-    const float *kb = a.k + b * a.kv_bstride + (size_t)kh * hd, *vb = a.v + b * a.kv_bstride + (size_t)kh * hd;
+    const float *kb = f32(a.k) + b * a.kv_bstride + (size_t)kh * hd,
+                *vb = f32(a.v) + b * a.kv_bstride + (size_t)kh * hd;
     float m = -INFINITY, l = 0.0f;
     for (int j = j0; j < j1; j++) {
-        const float sc = warp_sum(dot_part<NPL>(q, kb + (size_t)j * a.ldkv, lane, hd)) * scale;
+        const float sc = warp_sum(dot_part<NPL>(q, kb + (size_t)j * a.k.ld, lane, hd)) * scale;
         if (sc > m) { // uniform across the warp: sc has the same bits in every lane
             const float corr = expf(m - sc); // 0 on the first key (m = -inf)
             l *= corr;
@@ -222,7 +241,7 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
         }
         const float p = expf(sc - m);
         l += p;
-        const float *vj = vb + (size_t)j * a.ldkv;
+        const float *vj = vb + (size_t)j * a.v.ld;
 #pragma unroll
         for (int c = 0; c < NPL; c++)
             if (lane + 32 * c < hd) acc[c] += p * vj[lane + 32 * c];
@@ -282,7 +301,7 @@ static int attn_splits(const attn_args *a) {
         if (n >= 1) return n < 4096 ? n : 4096;
     }
     long keys = a->T;
-    if (a->nk && a->ldkv > 0 && (long)(a->kv_bstride / a->ldkv) > keys) keys = (long)(a->kv_bstride / a->ldkv);
+    if (a->nk && a->k.ld > 0 && (long)(a->kv_bstride / a->k.ld) > keys) keys = (long)(a->kv_bstride / a->k.ld);
     if (a->window > 0 && a->window < keys) keys = a->window;
     const long queries = (long)a->B * a->H * a->T;
     if (queries >= ATTN_TARGET_WARPS || keys < 2 * ATTN_SPLIT_KEYS) return 1;
@@ -309,9 +328,7 @@ template <int NPL> static void attn_fwd_launch(const attn_args *a, float *o, int
     }
 }
 
-extern "C" void attn_fwd_cuda(const attn_args *a, float *o, int ldo) {
-    if ((size_t)a->B * a->H * a->T == 0) return;
-    ATTN_REQUIRE(a->KV > 0 && a->H % a->KV == 0, "attn_fwd");
+static void attn_fwd_f32(const attn_args *a, float *o, int ldo) {
     switch (attn_npl(a->hd)) {
     case 1: attn_fwd_launch<1>(a, o, ldo); break;
     case 2: attn_fwd_launch<2>(a, o, ldo); break;
@@ -334,16 +351,17 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     attn_range(a, b, t, lo, hi);
     const size_t row = (size_t)b * T + t;
     float q[NPL], dO[NPL], g[NPL];
-    load_vec<NPL>(q, a.q + row * a.ldq + (size_t)h * hd, lane, hd);
+    load_vec<NPL>(q, f32(a.q) + row * a.q.ld + (size_t)h * hd, lane, hd);
     load_vec<NPL>(dO, dout + row * lddo + (size_t)h * hd, lane, hd);
     const float D = warp_sum(dot_part<NPL>(dO, o + row * ldo + (size_t)h * hd, lane, hd));
     const float lse = a.lse[((size_t)b * H + h) * T + t];
     if (lane == 0) Dbuf[qi] = D;
 #pragma unroll
     for (int c = 0; c < NPL; c++) g[c] = 0.0f;
-    const float *kb = a.k + b * a.kv_bstride + (size_t)kh * hd, *vb = a.v + b * a.kv_bstride + (size_t)kh * hd;
+    const float *kb = f32(a.k) + b * a.kv_bstride + (size_t)kh * hd,
+                *vb = f32(a.v) + b * a.kv_bstride + (size_t)kh * hd;
     for (int j = lo; j < hi; j++) {
-        const float *kj = kb + (size_t)j * a.ldkv, *vj = vb + (size_t)j * a.ldkv;
+        const float *kj = kb + (size_t)j * a.k.ld, *vj = vb + (size_t)j * a.v.ld;
         float sc = dot_part<NPL>(q, kj, lane, hd), dp = dot_part<NPL>(dO, vj, lane, hd);
         warp_sum2(sc, dp);
         const float p = expf(sc * scale - lse), ds = p * (dp - D) * scale;
@@ -366,15 +384,15 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     const int j = (int)(ki % T), kh = (int)(ki / T % KV), b = (int)(ki / ((size_t)T * KV));
     const int t_end = a.window > 0 && j + a.window < T ? j + a.window : T;
     float k[NPL], v[NPL], gk[NPL], gv[NPL];
-    load_vec<NPL>(k, a.k + b * a.kv_bstride + (size_t)j * a.ldkv + (size_t)kh * hd, lane, hd);
-    load_vec<NPL>(v, a.v + b * a.kv_bstride + (size_t)j * a.ldkv + (size_t)kh * hd, lane, hd);
+    load_vec<NPL>(k, f32(a.k) + b * a.kv_bstride + (size_t)j * a.k.ld + (size_t)kh * hd, lane, hd);
+    load_vec<NPL>(v, f32(a.v) + b * a.kv_bstride + (size_t)j * a.v.ld + (size_t)kh * hd, lane, hd);
 #pragma unroll
     for (int c = 0; c < NPL; c++) gk[c] = gv[c] = 0.0f;
     for (int h = kh * group; h < (kh + 1) * group; h++) {
         const float *lse = a.lse + ((size_t)b * H + h) * T, *Dh = Dbuf + ((size_t)b * H + h) * T;
         for (int t = j; t < t_end; t++) {
             const size_t row = (size_t)b * T + t;
-            const float *qt = a.q + row * a.ldq + (size_t)h * hd, *dOt = dout + row * lddo + (size_t)h * hd;
+            const float *qt = f32(a.q) + row * a.q.ld + (size_t)h * hd, *dOt = dout + row * lddo + (size_t)h * hd;
             float sc = dot_part<NPL>(k, qt, lane, hd), dp = dot_part<NPL>(v, dOt, lane, hd);
             warp_sum2(sc, dp);
             const float p = expf(sc * scale - lse[t]), ds = p * (dp - Dh[t]) * scale;
@@ -407,15 +425,114 @@ static void attn_bwd_launch(const attn_args *a, const float *o, int ldo, const f
     CUDA_CHECK(cudaFreeAsync(Dbuf, cudaStreamPerThread));
 }
 
-extern "C" void attn_bwd_cuda(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
-                              float *dk, float *dv, int ldd) {
-    ATTN_REQUIRE(!a->nk && a->lse, "attn_bwd (training's attention alone, after a forward that kept lse)");
-    if ((size_t)a->B * a->H * a->T == 0) return;
-    ATTN_REQUIRE(a->KV > 0 && a->H % a->KV == 0, "attn_bwd");
+static void attn_bwd_f32(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                         float *dk, float *dv, int ldd) {
     switch (attn_npl(a->hd)) {
     case 1: attn_bwd_launch<1>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
     case 2: attn_bwd_launch<2>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
     case 4: attn_bwd_launch<4>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
     default: attn_bwd_launch<8>(a, o, ldo, dout, lddo, dq, dk, dv, ldd); break;
     }
+}
+
+// ---- bf16 operands ------------------------------------------------------------------------------------------------
+// The tensor-core kernels (attention_flash_fwd.cu, attention_flash_bwd.cu) where they apply (training's shapes,
+// head_dim 64 or 128, aligned rows); SSM_ATTN_FLASH=0 turns them off. Elsewhere (a decode step over a cache, another
+// head size) the operands are widened into float32 copies from the stream-ordered pool, the float32 kernels above run,
+// and the outputs are rounded once: as the CPU runs bf16 (rare shapes: the copies cost memory and a pass).
+
+// All operands of one dtype (ops.h): 1 for bf16, 0 for float32; n mats besides q, k, v
+static int attn_bf16(const char *op, const attn_args *a, const mat *m, int n) {
+    const mat_dtype dt = a->q.dt;
+    bool same = a->k.dt == dt && a->v.dt == dt && (dt == MAT_F32 || dt == MAT_BF16);
+    for (int i = 0; i < n; i++) same = same && m[i].dt == dt;
+    if (!same) {
+        fprintf(stderr, "ssm: %s: q, k, v and the outputs must all be float32 or all bf16\n", op);
+        exit(2);
+    }
+    return dt == MAT_BF16;
+}
+
+static int flash_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SSM_ATTN_FLASH");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+static float *pool_floats(size_t n) {
+    float *p;
+    CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float) * (n ? n : 1), cudaStreamPerThread));
+    return p;
+}
+
+// The float32 arguments of a bf16 a, in pool memory the caller frees (widen_free): q [B*T, H*hd] dense, k and v
+// [B, n, KV*hd] dense with n the rows a sequence can have (T, or the cache's capacity kv_bstride / k.ld).
+static attn_args widen_args(const attn_args *a) {
+    attn_args w = *a;
+    const int qd = a->H * a->hd, kvd = a->KV * a->hd;
+    const int n = a->nk ? (int)(a->kv_bstride / a->k.ld) : a->T;
+    ATTN_REQUIRE(n >= a->T, "attn (bf16 operands widened)");
+    float *q = pool_floats((size_t)a->B * a->T * qd), *k = pool_floats((size_t)a->B * n * kvd),
+          *v = pool_floats((size_t)a->B * n * kvd);
+    convert_rows_cuda(mat_f32(q, qd), a->q, a->B * a->T, qd);
+    for (int b = 0; b < a->B; b++) { // (one call per sequence: a cache's rows need not be evenly spaced)
+        const size_t at = (size_t)b * a->kv_bstride;
+        convert_rows_cuda(mat_f32(k + (size_t)b * n * kvd, kvd), mat_bf16(mat_h(a->k) + at, a->k.ld), n, kvd);
+        convert_rows_cuda(mat_f32(v + (size_t)b * n * kvd, kvd), mat_bf16(mat_h(a->v) + at, a->v.ld), n, kvd);
+    }
+    w.q = mat_f32(q, qd), w.k = mat_f32(k, kvd), w.v = mat_f32(v, kvd), w.kv_bstride = (size_t)n * kvd;
+    return w;
+}
+
+static void widen_free(const attn_args *w) {
+    CUDA_CHECK(cudaFreeAsync(w->q.p, cudaStreamPerThread));
+    CUDA_CHECK(cudaFreeAsync(w->k.p, cudaStreamPerThread));
+    CUDA_CHECK(cudaFreeAsync(w->v.p, cudaStreamPerThread));
+}
+
+extern "C" void attn_fwd_cuda(const attn_args *a, mat o) {
+    if ((size_t)a->B * a->H * a->T == 0) return;
+    ATTN_REQUIRE(a->KV > 0 && a->H % a->KV == 0, "attn_fwd");
+    if (!attn_bf16("attn_fwd", a, &o, 1)) {
+        attn_fwd_f32(a, mat_f(o), o.ld);
+        return;
+    }
+    if (flash_enabled() && attn_flash_fwd(a, o)) return;
+    const attn_args w = widen_args(a);
+    const int qd = a->H * a->hd, rows = a->B * a->T;
+    float *of = pool_floats((size_t)rows * qd);
+    attn_fwd_f32(&w, of, qd);
+    convert_rows_cuda(o, mat_f32(of, qd), rows, qd);
+    CUDA_CHECK(cudaFreeAsync(of, cudaStreamPerThread));
+    widen_free(&w);
+}
+
+extern "C" void attn_bwd_cuda(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv) {
+    ATTN_REQUIRE(!a->nk && a->lse, "attn_bwd (training's attention alone, after a forward that kept lse)");
+    if ((size_t)a->B * a->H * a->T == 0) return;
+    ATTN_REQUIRE(a->KV > 0 && a->H % a->KV == 0, "attn_bwd");
+    const mat outs[] = {o, dout, dq, dk, dv};
+    if (!attn_bf16("attn_bwd", a, outs, 5)) {
+        ATTN_REQUIRE(dk.ld == dq.ld && dv.ld == dq.ld, "attn_bwd (float32: dq, dk, dv of one row stride)");
+        attn_bwd_f32(a, mat_f(o), o.ld, mat_f(dout), dout.ld, mat_f(dq), mat_f(dk), mat_f(dv), dq.ld);
+        return;
+    }
+    if (flash_enabled() && attn_flash_bwd(a, o, dout, dq, dk, dv)) return;
+    const attn_args w = widen_args(a);
+    const int qd = a->H * a->hd, kvd = a->KV * a->hd, W = qd + 2 * kvd, rows = a->B * a->T;
+    float *of = pool_floats((size_t)rows * qd), *dof = pool_floats((size_t)rows * qd),
+          *d = pool_floats((size_t)rows * W);
+    convert_rows_cuda(mat_f32(of, qd), o, rows, qd);
+    convert_rows_cuda(mat_f32(dof, qd), dout, rows, qd);
+    attn_bwd_f32(&w, of, qd, dof, qd, d, d + qd, d + qd + kvd, W);
+    convert_rows_cuda(dq, mat_f32(d, W), rows, qd);
+    convert_rows_cuda(dk, mat_f32(d + qd, W), rows, kvd);
+    convert_rows_cuda(dv, mat_f32(d + qd + kvd, W), rows, kvd);
+    CUDA_CHECK(cudaFreeAsync(of, cudaStreamPerThread));
+    CUDA_CHECK(cudaFreeAsync(dof, cudaStreamPerThread));
+    CUDA_CHECK(cudaFreeAsync(d, cudaStreamPerThread));
+    widen_free(&w);
 }

@@ -1,0 +1,280 @@
+/* The emulator's scheduler and collective operations (emu.h says what it is for). */
+#include "emu.h"
+
+#include <setjmp.h>
+#include <ucontext.h>
+#include <vector>
+
+alignas(16) unsigned char smem[256 * 1024]; /* the block's shared memory: `extern __shared__ ... smem[]` */
+
+enum { RUNNABLE, AT_BLOCK, AT_WARP, DONE };
+enum { OP_SYNCWARP = 1, OP_SHFL, OP_MMA, OP_LDSM };
+
+struct copy_req {
+    void *dst;
+    const void *src;
+    int bytes, size;
+};
+
+/* A thread: started once through its ucontext, then switched with _setjmp/_longjmp, which save no signal mask (no
+ * system call per switch, as swapcontext makes). */
+struct emu_fiber {
+    ucontext_t ctx;
+    jmp_buf jb;
+    bool started;
+    std::vector<char> stack;
+    unsigned tid;
+    int state, op;
+    uint32_t shfl_v, shfl_r;
+    int shfl_off;
+    float *d;
+    const uint32_t *a;
+    uint32_t b0, b1;
+    uint32_t *r;
+    const void *p;
+    bool trans;
+    std::vector<copy_req> open;
+    std::vector<std::vector<copy_req>> groups;
+};
+
+emu_fiber *emu_cur;
+emu_idx emu_block_idx, emu_grid_dim, emu_block_dim;
+static ucontext_t sched_ctx;
+static jmp_buf sched_jb;
+static emu_body cur_body;
+static void *cur_arg;
+static size_t cur_smem;
+
+static void fail(const char *what) {
+    fprintf(stderr, "emu: block (%u, %u, %u) thread %u: %s\n", emu_block_idx.x, emu_block_idx.y, emu_block_idx.z,
+            emu_cur ? emu_cur->tid : 0u, what);
+    exit(3);
+}
+
+static bool cp_late() {
+    static int late = -1;
+    if (late < 0) late = getenv("EMU_CP_LATE") && atoi(getenv("EMU_CP_LATE")) != 0;
+    return late;
+}
+
+/* EMU_SKEW=seed: warps advance in a random order (run_block) */
+static bool skew() {
+    static int on = -1;
+    if (on < 0) on = getenv("EMU_SKEW") && atoi(getenv("EMU_SKEW")) != 0;
+    return on;
+}
+static uint64_t next_random() {
+    static uint64_t x = 0;
+    if (!x) x = 0x9e3779b97f4a7c15ull ^ (uint64_t)atoll(getenv("EMU_SKEW") ? getenv("EMU_SKEW") : "1");
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return x;
+}
+
+unsigned emu_tid() { return emu_cur->tid; }
+
+static void yield_to_scheduler(int state, int op) {
+    emu_cur->state = state, emu_cur->op = op;
+    if (!_setjmp(emu_cur->jb)) _longjmp(sched_jb, 1);
+}
+
+void __syncthreads() { yield_to_scheduler(AT_BLOCK, 0); }
+void __syncwarp(unsigned) { yield_to_scheduler(AT_WARP, OP_SYNCWARP); }
+
+static uint32_t shfl(uint32_t v, int off) {
+    emu_cur->shfl_v = v, emu_cur->shfl_off = off;
+    yield_to_scheduler(AT_WARP, OP_SHFL);
+    return emu_cur->shfl_r;
+}
+float emu_shfl_xor(float v, int off) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u = shfl(u, off);
+    memcpy(&v, &u, 4);
+    return v;
+}
+int emu_shfl_xor(int v, int off) { return (int)shfl((uint32_t)v, off); }
+
+void emu_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    emu_cur->d = d, emu_cur->a = a, emu_cur->b0 = b0, emu_cur->b1 = b1;
+    yield_to_scheduler(AT_WARP, OP_MMA);
+}
+
+static bool in_smem(const void *p, size_t bytes) {
+    const unsigned char *c = (const unsigned char *)p;
+    return c >= smem && c + bytes <= smem + cur_smem;
+}
+
+void emu_ldsm(uint32_t (&r)[4], const void *p, bool trans) {
+    if (!in_smem(p, 16) || ((uintptr_t)p & 15)) fail("ldmatrix: a row outside the block's shared memory or unaligned");
+    emu_cur->r = r, emu_cur->p = p, emu_cur->trans = trans;
+    yield_to_scheduler(AT_WARP, OP_LDSM);
+}
+
+static void do_copy(const copy_req &c) {
+    memcpy(c.dst, c.src, c.bytes);
+    memset((char *)c.dst + c.bytes, 0, c.size - c.bytes);
+}
+
+void emu_cp_async(void *dst, const void *src, int bytes, int size) {
+    if (!in_smem(dst, size) || ((uintptr_t)dst % size))
+        fail("cp.async: destination outside shared memory or unaligned");
+    if (bytes < 0 || bytes > size || (bytes && ((uintptr_t)src % size))) fail("cp.async: bad size or unaligned source");
+    const copy_req c = {dst, src, bytes, size};
+    if (cp_late()) emu_cur->open.push_back(c);
+    else do_copy(c);
+}
+void emu_cp_commit() {
+    emu_cur->groups.push_back(emu_cur->open);
+    emu_cur->open.clear();
+}
+void emu_cp_wait(int pending) {
+    while ((int)emu_cur->groups.size() > pending) {
+        if (cp_late())
+            for (const copy_req &c : emu_cur->groups.front()) do_copy(c);
+        emu_cur->groups.erase(emu_cur->groups.begin());
+    }
+}
+
+static void fiber_entry() {
+    cur_body(cur_arg);
+    emu_cur->state = DONE;
+    _longjmp(sched_jb, 1);
+}
+
+/* runs fiber e until it waits at a collective operation or ends */
+static void resume(emu_fiber &e) {
+    emu_cur = &e;
+    if (_setjmp(sched_jb)) return;
+    if (!e.started) {
+        e.started = true;
+        swapcontext(&sched_ctx, &e.ctx);
+    }
+    _longjmp(e.jb, 1);
+}
+
+static float bf(uint32_t u16) {
+    const uint32_t u = (u16 & 0xffffu) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* one warp operation, every lane of warp w arrived at it */
+static void warp_op(std::vector<emu_fiber> &f, int w) {
+    emu_fiber *L = &f[32 * w];
+    const int op = L[0].op;
+    for (int l = 0; l < 32; l++)
+        if (L[l].op != op) fail("lanes of a warp at different warp operations");
+    if (op == OP_SHFL) {
+        for (int l = 0; l < 32; l++) L[l].shfl_r = L[(l ^ L[l].shfl_off) & 31].shfl_v;
+    } else if (op == OP_MMA) {
+        float A[16][16], B[16][8], C[16][8];
+        for (int l = 0; l < 32; l++) {
+            const int g = l >> 2, c = l & 3;
+            const uint32_t *a = L[l].a;
+            A[g][2 * c] = bf(a[0]), A[g][2 * c + 1] = bf(a[0] >> 16);
+            A[g + 8][2 * c] = bf(a[1]), A[g + 8][2 * c + 1] = bf(a[1] >> 16);
+            A[g][2 * c + 8] = bf(a[2]), A[g][2 * c + 9] = bf(a[2] >> 16);
+            A[g + 8][2 * c + 8] = bf(a[3]), A[g + 8][2 * c + 9] = bf(a[3] >> 16);
+            B[2 * c][g] = bf(L[l].b0), B[2 * c + 1][g] = bf(L[l].b0 >> 16);
+            B[2 * c + 8][g] = bf(L[l].b1), B[2 * c + 9][g] = bf(L[l].b1 >> 16);
+            C[g][2 * c] = L[l].d[0], C[g][2 * c + 1] = L[l].d[1];
+            C[g + 8][2 * c] = L[l].d[2], C[g + 8][2 * c + 1] = L[l].d[3];
+        }
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                float s = C[i][j];
+                for (int k = 0; k < 16; k++) s += A[i][k] * B[k][j];
+                C[i][j] = s;
+            }
+        for (int l = 0; l < 32; l++) {
+            const int g = l >> 2, c = l & 3;
+            L[l].d[0] = C[g][2 * c], L[l].d[1] = C[g][2 * c + 1];
+            L[l].d[2] = C[g + 8][2 * c], L[l].d[3] = C[g + 8][2 * c + 1];
+        }
+    } else if (op == OP_LDSM) {
+        uint16_t M[4][8][8];
+        for (int m = 0; m < 4; m++)
+            for (int i = 0; i < 8; i++) memcpy(M[m][i], L[8 * m + i].p, 16);
+        for (int l = 0; l < 32; l++) {
+            if (L[l].trans != L[0].trans) fail("ldmatrix: lanes disagree on .trans");
+            const int g = l >> 2, c = l & 3;
+            for (int m = 0; m < 4; m++)
+                L[l].r[m] = L[0].trans ? (uint32_t)M[m][2 * c][g] | (uint32_t)M[m][2 * c + 1][g] << 16
+                                       : (uint32_t)M[m][g][2 * c] | (uint32_t)M[m][g][2 * c + 1] << 16;
+        }
+    }
+    for (int l = 0; l < 32; l++) L[l].state = RUNNABLE;
+}
+
+static void run_block(std::vector<emu_fiber> &f) {
+    const int n = (int)f.size();
+    for (;;) {
+        for (int t = 0; t < n; t++)
+            while (f[t].state == RUNNABLE) resume(f[t]);
+        /* the warps whose lanes all wait at a warp operation: all of them go on, or with EMU_SKEW a random half (at
+         * least one), so that warps drift apart as on the hardware and a missing barrier shows */
+        std::vector<int> ready;
+        for (int w = 0; w < n / 32; w++) {
+            int at_warp = 0;
+            for (int l = 0; l < 32; l++) at_warp += f[32 * w + l].state == AT_WARP;
+            if (at_warp == 32) ready.push_back(w);
+            else if (at_warp) emu_cur = &f[32 * w], fail("a warp operation that not every lane of the warp reached");
+        }
+        if (!ready.empty()) {
+            const size_t first = skew() ? next_random() % ready.size() : 0;
+            for (size_t i = 0; i < ready.size(); i++)
+                if (!skew() || i == first || next_random() % 2) warp_op(f, ready[i]);
+            continue;
+        }
+        int at_block = 0, done = 0;
+        for (int t = 0; t < n; t++) at_block += f[t].state == AT_BLOCK, done += f[t].state == DONE;
+        if (done == n) return;
+        if (done) emu_cur = &f[0], fail("__syncthreads with threads that have exited");
+        for (int t = 0; t < n; t++) f[t].state = RUNNABLE;
+    }
+}
+
+void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
+    if (smem_bytes > sizeof smem || threads % 32 || threads == 0) {
+        fprintf(stderr, "emu: launch of %u threads with %zu bytes of shared memory\n", threads, smem_bytes);
+        exit(3);
+    }
+    cur_body = body, cur_arg = arg, cur_smem = smem_bytes;
+    emu_grid_dim = {grid.x, grid.y, grid.z}, emu_block_dim = {threads, 1, 1};
+    std::vector<emu_fiber> f(threads);
+    for (auto &x : f) x.stack.resize(128 * 1024);
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                emu_block_idx = {x, y, z};
+                memset(smem, 0xff, smem_bytes); /* NaN in bf16 and float32: a read of an unwritten element shows */
+                for (unsigned t = 0; t < threads; t++) {
+                    emu_fiber &e = f[t];
+                    e.tid = t, e.started = false, e.state = RUNNABLE, e.op = 0, e.open.clear(), e.groups.clear();
+                    getcontext(&e.ctx);
+                    e.ctx.uc_stack.ss_sp = e.stack.data(), e.ctx.uc_stack.ss_size = e.stack.size();
+                    e.ctx.uc_link = nullptr;
+                    makecontext(&e.ctx, fiber_entry, 0);
+                }
+                run_block(f);
+            }
+    emu_cur = nullptr;
+}
+
+/* the runtime functions the kernels' hosts call, on host memory */
+extern "C" {
+cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t) {
+    *p = malloc(bytes ? bytes : 1);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeAsync(void *p, cudaStream_t) {
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *device) {
+    *device = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void *, enum cudaFuncAttribute, int) { return cudaSuccess; }
+}
