@@ -31,7 +31,7 @@ typedef struct cuda_ctx {
     int device;          // the GPU's index (cuda:N): binding makes it current
     lt_state *lt;        // made at the context's first GEMM; NULL before
     w16_shadow w16;      // of the one parameter buffer this context's AdamW updates
-    float *scan_scratch; // [scan_scratch_cap] the scan backward's grow-only partials (scan.cu)
+    float *scan_scratch; // [scan_scratch_cap] the scan's grow-only scratch: backward partials, segment maps (scan.cu)
     size_t scan_scratch_cap;
     // bytes handed out by cuda_alloc in this context, live and at peak (mem_in_use)
     size_t alloc_live, alloc_peak;

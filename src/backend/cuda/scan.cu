@@ -275,7 +275,8 @@ __global__ void __launch_bounds__(W * 32)
     // this block's time segment (SEG: see "time segments" below; else the whole sequence, the kernel compiled as it
     // was before segments): chunks [kbeg, kend), entered with the state hin[b][segment] (the carry kernel's) or,
     // unsegmented, h's (or zeros)
-    const int nchunk = (T + CH - 1) / CH, kbeg = SEG ? blockIdx.z * cps : 0, kend = SEG ? min(nchunk, kbeg + cps) : nchunk;
+    const int nchunk = (T + CH - 1) / CH, kbeg = SEG ? blockIdx.z * cps : 0,
+              kend = SEG ? min(nchunk, kbeg + cps) : nchunk;
     const BcWalk wk = bc_walk(NP);
     auto stage = [&](int k, int p) {
         stage_rows_async<W, ITEMS>(X + p * CH * 32, x, row0, k * CH, T, E, e0);
@@ -936,7 +937,8 @@ __global__ void scan_carry_kernel(float *out, size_t ob, size_t os, const float 
     }
 }
 
-// Grow-only device scratch for the backward's partials, the bound device context's (context.h): one per model.
+// Grow-only device scratch for the backward's partials and the time segments' maps, the bound device context's
+// (context.h): one per model. Nothing in it outlives the op that asked for it.
 static float *scratch_get(size_t floats) {
     cuda_ctx *ctx = cuda_ctx_now();
     if (floats > ctx->scan_scratch_cap) { /* through cuda_alloc: a clear out-of-memory error, counted in the peak */
@@ -1081,9 +1083,10 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     const size_t n_bc = (size_t)B * nblk * NP * 2 * T, n_a = (size_t)B * S * N * E, n_d = (size_t)B * S * E,
                  n_hb = s->hk && W * ITEMS == SCAN_HK_STEPS ? 0 : (size_t)B * nchunk * NP * E, // (none to recompute)
                  nseg = S > 1 ? (size_t)B * S * NP * E : 0;
+    // (hb: a valid address either way)
     float *part_bc = scratch_get(n_bc + n_a + 2 * n_d + n_hb + 3 * nseg), *dA_part = part_bc + n_bc,
-          *dD_part = dA_part + n_a, *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part, // (a valid
-          *Hs = db_part + n_d + n_hb, *Ps = Hs + nseg, *uend = S > 1 ? Ps + nseg : NULL;           // address either way)
+          *dD_part = dA_part + n_a, *db_part = dD_part + n_d, *hb = n_hb ? db_part + n_d : db_part,
+          *Hs = db_part + n_d + n_hb, *Ps = Hs + nseg, *uend = S > 1 ? Ps + nseg : NULL;
     if (S > 1) {
         if (!s->hk) { // the forward state entering each segment, into hb at the segment's first chunk
             scan_fold_launch<W, ITEMS, false>(s, x, dt, (const float *)nullptr, s->Bm, Hs, Ps, NP, S, cps);
