@@ -61,6 +61,9 @@ def main(argv=None):
         ctx = Context(n, mod.CLAIM, args)
         t = time.time()
         try:
+            if hasattr(mod, "NEEDS"):
+                ctx.require_options(mod.NEEDS)
+            ctx.check_device()
             mod.run(ctx)
             log(f"[{n}] done in {time.time() - t:.1f} s: {ctx.out if not ctx.dry_run else '(dry run)'}")
         except Skip as e:
@@ -71,6 +74,7 @@ def main(argv=None):
                 ctx.write({}, [], "", [], status="skipped", reason=str(e))
         except Failed as e:
             log(f"[{n}] FAILED: {e}")
+            ctx.write({}, [], "", [], status="failed", reason=str(e))
             rc = 1
     return rc
 

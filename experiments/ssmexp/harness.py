@@ -287,13 +287,25 @@ class Context:
 
     # ---- the ssm commands ----------------------------------------------------------------------------------
     def device_args(self, what):
-        """--device (and --bf16 where it means mixed precision) and --threads, for train, eval or bench."""
+        """--device, --threads, and --bf16 for training (mixed precision) and bench (decode as deployed); eval
+        stays float32 for the final numbers (bf16 GEMMs move the loss by ~1e-2)."""
         out = ["--device", self.device]
-        if self.bf16 and self.device.startswith("cuda") and what in ("train", "eval", "bench"):
+        if self.bf16 and self.device.startswith("cuda") and what in ("train", "bench"):
             out.append("--bf16")
         if self.threads:
             out += ["--threads", str(self.threads)]
         return out
+
+    def check_device(self):
+        """A one-line failure before anything runs when --device names a GPU this build or machine lacks."""
+        if self.dry_run or self.device == "cpu":
+            return
+        r = subprocess.run([self.ssm, "info", "--config", "default"], capture_output=True, text=True)
+        line = next((x for x in r.stdout.splitlines() if x.startswith("devices:")), "devices: ?")
+        want = self.device if ":" in self.device else "cuda:0"
+        if not re.search(re.escape(want) + r"\b", line):
+            raise Failed(f"--device {self.device} is not available ({line}): run on a machine with the GPU, or "
+                         f"pass --device cpu (slow beyond the smoke preset)")
 
     def help_text(self, command):
         if command not in self._help:
