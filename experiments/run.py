@@ -30,6 +30,7 @@ def main(argv=None):
                                  epilog="experiments: " + ", ".join(f"{n} (claim {m.CLAIM_NO})" for n, m in EXPERIMENTS.items()))
     ap.add_argument("name", nargs="?", help="an experiment, or all")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU, seconds (the pipeline, not the claim)")
+    ap.add_argument("--preset", help="a named preset (--list shows each experiment's; default full, or smoke)")
     ap.add_argument("--out", help="output directory (default results/NAME; with all: DIR/NAME)")
     ap.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda, with --smoke cpu)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -46,16 +47,22 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.list or not args.name:
         for n, m in EXPERIMENTS.items():
-            print(f"{n:8} claim {m.CLAIM_NO}: {m.CLAIM}")
+            print(f"{n:8} claim {m.CLAIM_NO}: {m.CLAIM}\n         presets: {', '.join(m.PRESETS)}")
         return 0
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    preset = args.preset or ("smoke" if args.smoke else "full")
     for n in names:
         if n not in EXPERIMENTS:
             ap.error(f"unknown experiment {n!r} ({', '.join(EXPERIMENTS)}, all)")
+        if preset not in EXPERIMENTS[n].PRESETS and args.name != "all":
+            ap.error(f"{n} has no preset {preset!r} ({', '.join(EXPERIMENTS[n].PRESETS)})")
     rc = 0
     base_out = args.out
     for n in names:
         mod = EXPERIMENTS[n]
+        if preset not in mod.PRESETS:
+            log(f"[{n}] has no preset {preset!r}: left out")
+            continue
         if args.name == "all" and base_out:
             args.out = str(Path(base_out) / n)
         ctx = Context(n, mod.CLAIM, args)

@@ -209,15 +209,15 @@ class Context:
 
     def __init__(self, name, claim, args):
         self.name, self.claim, self.args = name, claim, args
-        self.smoke, self.dry_run, self.reuse = args.smoke, args.dry_run, args.reuse
-        self.preset = "smoke" if args.smoke else "full"
+        self.preset = args.preset or ("smoke" if args.smoke else "full")
+        self.smoke, self.dry_run, self.reuse = self.preset == "smoke", args.dry_run, args.reuse
         self.out = Path(args.out or REPO / "results" / name).resolve()
         self.ssm = str(Path(args.ssm).resolve()) if args.ssm else str(REPO / "build" / "ssm")
-        self.device = args.device or ("cpu" if args.smoke else "cuda")
-        self.bf16 = args.bf16 if args.bf16 is not None else (not args.smoke and self.device.startswith("cuda"))
+        self.device = args.device or ("cpu" if self.smoke else "cuda")
+        self.bf16 = args.bf16 if args.bf16 is not None else (not self.smoke and self.device.startswith("cuda"))
         # tiny models gain nothing from threads, and on a loaded machine OpenMP's spinning threads can make a
         # 1-second smoke command take a minute: the smoke preset runs on one thread unless told otherwise
-        self.threads = args.threads or (1 if args.smoke else 0)
+        self.threads = args.threads or (1 if self.smoke else 0)
         self.commands = []
         self.failures = []  # runs that failed: the experiment goes on without them, its status "partial"
         self.t0 = time.time()
