@@ -113,8 +113,11 @@ def run(ctx):
     pub = md_table(["source", "setting", "SSM", "bpb", "Transformer", "bpb"],
                    [[s, st, a, fmt(av), b, bv if isinstance(bv, str) else fmt(bv)]
                     for s, st, a, av, b, bv, _ in published.BYTES])
-    table = (f"Corpus {corpus.describe()}. Training: batch {P['train']['batch']} x {T} bytes, cosine schedule "
-             f"to lr/10 after {P['train']['warmup']} warmup steps, AdamW (weight decay 0.1), clip 1. FLOPs per "
+    lrs = ", ".join(f"{s['label']} {s['lr']:g}" for s in P["sizes"])
+    table = (f"Corpus {corpus.describe()}. Training: batch {P['train']['batch']} x {T} bytes, {P['train']['steps']} "
+             f"steps (the FLOPs-matched run more), learning rate by size ({lrs}; the same for both architectures) "
+             f"with a cosine schedule to lr/10 after {P['train']['warmup']} warmup steps, AdamW (weight decay 0.1), "
+             f"clip 1. FLOPs per "
              f"byte: forward + backward (3x forward) at windows of {T}, counted from the layer shapes "
              f"(experiments/ssmexp/shapes.py). Test bits per byte: the best checkpoint on the test split; Mamba "
              f"reads it as one stream, the Transformer in windows of {T}.\n\n"

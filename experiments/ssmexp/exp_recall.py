@@ -15,7 +15,7 @@ papers' attention baselines use absolute, learned or xPos positions).
 """
 from . import published
 from .harness import fmt, md_table
-from .svgplot import LinePlot, pow2
+from .svgplot import PALETTE, LinePlot, pow2
 
 NAME = "recall"
 CLAIM_NO = 5
@@ -157,11 +157,12 @@ def write_results(ctx, P, rows):
     p = LinePlot(f"Induction heads: trained at {P['induction']['train_seq']}, accuracy by test length",
                  "test sequence length", "accuracy", logx=True, log_base_x=2, xfmt=pow2, note=note,
                  legend="outside")
+    colors = {"Mamba-1": PALETTE[0], "attention": PALETTE[1]}
     for s in ind:
-        p.add(f"ours: {s['arch']}", lens, [s["accuracy_by_length"].get(n) for n in lens])
-    for name, v in published.INDUCTION.items():
+        p.add(f"ours: {s['arch']}", lens, [s["accuracy_by_length"].get(n) for n in lens], color=colors.get(s["arch"]))
+    for i, (name, v) in enumerate(published.INDUCTION.items()):  # Mamba's in our Mamba's colour, MHA-Abs attention's
         ks = sorted(v)
-        p.add(f"published: {name}", ks, [v[k] / 100 for k in ks], dashed=True)
+        p.add(f"published: {name}", ks, [v[k] / 100 for k in ks], dashed=True, color=PALETTE[[0, 1, 4, 5][i % 4]])
     plots.append(p.save(ctx.out / "induction.svg"))
     ind_table = md_table(["induction heads", "parameters"] + [pow2(n) for n in lens],
                          [[s["arch"], f"{s['params']:,}"] + [fmt(s["accuracy_by_length"].get(n)) for n in lens]
