@@ -22,6 +22,7 @@ for t in build/test_*; do run "$t" "$t"; done
 for t in build/gpu/test_*; do [ -x "$t" ] && run "$t" "$t"; done # print "skip - ..." without a GPU
 run tests/test_cli.sh tests/test_cli.sh
 run tests/test_cli_runs.sh tests/test_cli_runs.sh
+run tests/test_experiments.sh tests/test_experiments.sh # experiments/run.py: every smoke preset, the plots, get_data.sh
 run "tests/test_interrupt.sh 10" tests/test_interrupt.sh 10
 run "tests/test_interrupt.sh 3 (hybrid maf)" env SSM_LAYERS=maf tests/test_interrupt.sh 3
 # the same CLI tests on build/asan/ssm (AddressSanitizer + UBSan, leak checks on; see the Makefile)
