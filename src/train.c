@@ -41,7 +41,7 @@ double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, 
     for (size_t pos = 0; pos + 1 < n; pos += chunk) {
         int T = (int)(n - 1 - pos < (size_t)chunk ? n - 1 - pos : (size_t)chunk), c;
         if (grows) ssm_state_reset(s);
-        total += model_forward_loss(m, s, ids + pos, ids + pos + 1, T, &c); /* scored where the model runs */
+        total += model_forward_loss(m, s, ids + pos, ids + pos + 1, T, &c, NULL); /* scored where the model runs */
         count += c;
         if (show_progress && (pos / chunk) % 64 == 0) {
             fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / count);
@@ -78,7 +78,7 @@ static double eval_validation(const ssm_model *m, const dataset *d, const ssm_tr
                 tgt[b * T + i] = i < n ? base[at + 1] : -1;
             }
         if (grows) ssm_state_reset(s);
-        total += model_forward_loss(m, s, tok, tgt, T, &c);
+        total += model_forward_loss(m, s, tok, tgt, T, &c, NULL);
         count += c;
     }
     free(tok), free(tgt);
