@@ -137,13 +137,11 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
                              "model's shape; drop the shape options, or start a new run with another --out",
                              r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->mamba1.d_state);
         }
-        /* notes, not progress: printed even when quiet */
-        if (src->task.kind) /* a task: no file to compare */
-            ;
-        else if (r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
+        /* notes, not progress: printed even when quiet (a task has no file to compare) */
+        if (!src->task.kind && r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
             fprintf(stderr, "note: resuming on %s, not the checkpoint's %s: from here the data differ from an "
                             "uninterrupted run\n", t->data_path, r->prog.data_path);
-        else if (r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
+        else if (!src->task.kind && r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
             fprintf(stderr, "note: %s is %zu bytes, %lld when the checkpoint was saved: from here the data differ "
                             "from an uninterrupted run\n", t->data_path, d->len, r->prog.data_bytes);
         int dropped = 0;
