@@ -85,10 +85,13 @@ int eval_task(const ssm_model *m, const task_spec *t, rng_t *rng, long n_seqs, i
     const int B = (int)(n_seqs < batch ? n_seqs : batch);
     if (B < 1) return 0;
     if (grows && state_fits(m, B, T)) return -1;
-    int *tok = xmalloc(sizeof(int) * B * T), *tgt = xmalloc(sizeof(int) * B * T);
-    int *ctok = xmalloc(sizeof(int) * B * C), *ctgt = xmalloc(sizeof(int) * B * C);
+    /* sizes a user chooses (--batch, seq): a shortage is their error to fix, not an internal one */
+    int *tok = malloc(sizeof(int) * (size_t)B * T), *tgt = malloc(sizeof(int) * (size_t)B * T);
+    int *ctok = malloc(sizeof(int) * (size_t)B * C), *ctgt = malloc(sizeof(int) * (size_t)B * C);
     ssm_state *s = NULL;
     int rc = 0;
+    if (!tok || !tgt || !ctok || !ctgt)
+        rc = ssm_error("cannot allocate %d sequences of %d positions: use a smaller --batch", B, T);
     for (long done = 0; done < n_seqs && !rc; done += B) {
         const int nb = (int)(n_seqs - done < B ? n_seqs - done : B);
         if (!s || s->n_seq != nb) { /* the last group may be smaller */
