@@ -200,7 +200,7 @@ build/asan/ssm: build/asan/tools/ssm.o build/asan/libssm.a
 	$(CC) $(ASAN_CFLAGS) $^ -o $@ $(CPU_LDLIBS)
 
 check-sanitize: build/asan/ssm
-	for t in tests/test_cli.sh tests/test_cli_runs.sh tests/test_cli_hostile.sh; do \
+	for t in tests/test_cli.sh tests/test_cli_runs.sh tests/test_cli_tasks.sh tests/test_cli_hostile.sh; do \
 	    SSM=build/asan/ssm SSM_CLI_TAG=asan OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 \
 	        UBSAN_OPTIONS=print_stacktrace=1 $$t || exit 1; done
 

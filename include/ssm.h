@@ -154,6 +154,15 @@ typedef struct {
     const char *device;    /* "cpu" (default), "cuda" or "cuda:N" */
     int bf16;              /* mixed precision (bf16 GEMMs, float32 master weights); needs a "cuda" device */
     ssm_optim_config optim;
+    /* a synthetic task instead of data_path (docs/tasks.md): "mqar:seq=256,pairs=16", "selcopy:seq=4096,vocab=16,
+     * tokens=16", "induction:seq=256"; sequences drawn from seed, seq_len the task's seq, the loss on answers alone,
+     * validation on val_seqs sequences of the fixed stream SSM_VALIDATION_SEED (val_loss, val_acc). NULL: none */
+    const char *task;
+    int val_seqs;          /* with a task: sequences per validation pass (default 256) */
+    /* filler bytes: a fraction noise_rate in [0, 1) of the stream the model reads is the byte noise_byte, at random
+     * positions (seeded; validation from SSM_VALIDATION_SEED); loss and bits per byte count real bytes alone */
+    double noise_rate;
+    int noise_byte;
 } ssm_train_options;
 void ssm_train_options_default(ssm_train_options *t);
 /* Trains per the options (creating, or with resume continuing, the model in out_dir); progress on
@@ -166,13 +175,45 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
  * meant for a SIGINT/SIGTERM handler. ssm_train_interrupted() returns the signal given (0: none). */
 void ssm_train_interrupt(int sig);
 int ssm_train_interrupted(void);
-/* The options the run in out_dir was trained with (its checkpoint's), over those in *t; the data path is
- * copied into data_buf (data_cap bytes), which t->data_path then points to. -1 with ssm_last_error(). */
-int ssm_train_options_load(const char *out_dir, ssm_train_options *t, char *data_buf, size_t data_cap);
+/* The options the run in out_dir was trained with (its checkpoint's), over those in *t; the strings (the data path,
+ * the task) are copied into buf (cap bytes), which t->data_path and t->task then point into. -1 with
+ * ssm_last_error(). */
+int ssm_train_options_load(const char *out_dir, ssm_train_options *t, char *buf, size_t cap);
 
 /* Summed loss (nats) of the model on ids[0..n) read as one stream: chunks of `chunk` tokens, the
  * state carried across chunks, every token after the first predicted (n - 1 of them). */
 double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress);
+/* The same for a stream whose targets are given: position i reads tokens[i] and predicts targets[i] (< 0: not
+ * scored), n positions. *count (may be NULL) gets the positions scored. ssm_eval_stream(m, ids, n, ...) is
+ * ssm_eval_targets(m, ids, ids + 1, n - 1, ...). */
+double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk,
+                        int show_progress, long *count);
+
+/* ---- synthetic tasks and filler bytes (docs/tasks.md) -------------------------------------------------------- */
+/* The fixed stream that validation draws from (a task's sequences, a file's filler positions), whatever the
+ * training seed; ssm eval's default --seed, so that it scores what validation scored. */
+#define SSM_VALIDATION_SEED 20261204u
+
+/* Checks a task SPEC (ssm_train_options.task): 0, with the task's sequence length in *seq (may be NULL), or -1 with a
+ * one-line ssm_last_error() naming what to change. */
+int ssm_task_check(const char *spec, int *seq);
+typedef struct {
+    double loss;     /* mean cross-entropy (nats) over the answer positions */
+    double accuracy; /* the fraction of answers whose argmax is the answer */
+    long answers;    /* answer positions scored */
+} ssm_task_score;
+/* Scores the model on n_seqs sequences of the task drawn from seed: `batch` sequences at a time, each from an empty
+ * state, fed `chunk` positions at a time with the state carried; a state whose cache grows (attention) is sized for
+ * the whole sequence, so a task may be scored far beyond the length it was trained at. 0, or -1 with
+ * ssm_last_error() (a bad spec, ids outside the model's vocabulary, a cache larger than the machine's memory). */
+int ssm_eval_task(const ssm_model *m, const char *spec, uint64_t seed, long n_seqs, int batch, int chunk,
+                  int show_progress, ssm_task_score *out);
+/* ids[0..n) as a model reads them with filler: each stream position the filler with probability rate (drawn from
+ * seed), the ids in order between. *tokens and *targets (malloc'd, [*len]) are ssm_eval_targets' input: target i
+ * the stream's element i+1 where it is a real id, else -1. 0, or -1 with ssm_last_error() for a rate outside
+ * [0, 1) or a filler that is not a byte. */
+int ssm_noise_stream(const int *ids, size_t n, double rate, int filler, uint64_t seed, int **tokens, int **targets,
+                     size_t *len);
 
 /* ---- generation ---------------------------------------------------------------------------------------- */
 typedef struct {

@@ -626,7 +626,7 @@ static size_t forward_act_floats(const ssm_model *m, int B, int T) {
 }
 
 double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
-                          int *count) {
+                          int *count, int *hits) {
     model_bind(m);
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "model_forward_loss: the state was made on %s, the model is now on %s",
@@ -642,6 +642,7 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
     s->pos += T;
     double sum;
     be->xent_fwd_bwd(&sum, count, NULL, lg, tgt, (int)rows, V, 0.0f);
+    if (hits) be->argmax_hits(hits, lg, tgt, (int)rows, V);
     return sum;
 }
 

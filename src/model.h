@@ -99,10 +99,11 @@ ssm_model *model_layout_new(const ssm_config *cfg);
  * they do not fit in memory. Separate so that a loader can check a file's tensors first. */
 int model_alloc_weights(ssm_model *m);
 /* The forward of ssm_forward (all T positions, state carried) scored on the backend: returns the summed
- * cross-entropy (nats) of targets [n_seq*T] (targets < 0 ignored; *count gets how many were scored). The
- * logits never leave the device. -1 with ssm_error() when the T positions do not fit in the state (nothing run). */
+ * cross-entropy (nats) of targets [n_seq*T] (targets < 0 ignored; *count gets how many were scored) and, when hits is
+ * not NULL, how many of them the argmax predicts (argmax_hits). The logits never leave the device. -1 with
+ * ssm_error() when the T positions do not fit in the state (nothing run). */
 double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
-                          int *count);
+                          int *count, int *hits);
 /* Makes m's device context the calling thread's (backend.h's ctx_bind; nothing on the CPU): first in every entry
  * that queues work on m's memory, so that each model's work uses its own device, handles and scratch. */
 void model_bind(const ssm_model *m);

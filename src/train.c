@@ -1,10 +1,12 @@
-/* Training (ssm_train in include/ssm.h): the loop with gradient accumulation, validation in bits per byte,
- * metrics, atomic checkpoints and the run directory; the optimizer is src/optim.c. */
+/* Training (ssm_train in include/ssm.h): the loop with gradient accumulation, validation (bits per byte, or a task's
+ * loss and accuracy), metrics, atomic checkpoints and the run directory; the optimizer is src/optim.c, the batches
+ * src/io/source.c, the scoring src/eval.c. */
 #include "common.h"
+#include "eval.h"
 #include "io/checkpoint.h"
-#include "io/data.h"
 #include "io/metrics_log.h"
 #include "io/run_dir.h"
+#include "io/source.h"
 #include "model.h"
 #include "optim.h"
 
@@ -27,63 +29,8 @@ void ssm_train_options_default(ssm_train_options *t) {
     t->eval_bytes = 0;
     t->seed = 1337;
     t->device = "cpu";
+    t->val_seqs = 256;
     ssm_optim_config_default(&t->optim);
-}
-
-double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
-    if (n < 2) return 0;
-    /* a model whose state grows (attention) scores each chunk on its own, with a cache of one chunk: its context
-     * is the chunk, as in training; a Mamba-only model carries its fixed-size state through the whole stream */
-    const int grows = model_state_grows(m);
-    ssm_state *s = ssm_state_new_ctx(m, 1, grows ? chunk : 0);
-    double total = 0;
-    long count = 0;
-    for (size_t pos = 0; pos + 1 < n; pos += chunk) {
-        int T = (int)(n - 1 - pos < (size_t)chunk ? n - 1 - pos : (size_t)chunk), c;
-        if (grows) ssm_state_reset(s);
-        total += model_forward_loss(m, s, ids + pos, ids + pos + 1, T, &c); /* scored where the model runs */
-        count += c;
-        if (show_progress && (pos / chunk) % 64 == 0) {
-            fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / count);
-            fflush(stderr);
-        }
-    }
-    if (show_progress) fprintf(stderr, "\r\033[K");
-    ssm_state_free(s);
-    return total;
-}
-
-/* Validation during training: the held-out tail split into `streams` contiguous pieces, each read
- * as a stream with its state carried (so the model is scored with its natural long context), in
- * one batched pass. Returns nats/byte. */
-static double eval_validation(const ssm_model *m, const dataset *d, const ssm_train_options *t) {
-    size_t len = d->len - d->train_len;
-    if (t->eval_bytes > 0 && (size_t)t->eval_bytes < len) len = (size_t)t->eval_bytes;
-    const int streams = imax(1, imin(t->batch, (int)(len / (size_t)(t->seq_len + 1))));
-    const size_t seg = len / streams; /* each stream predicts seg - 1 bytes */
-    const int T = t->seq_len;
-    const int grows = model_state_grows(m); /* attention: each chunk of seq_len on its own, as in training */
-    ssm_state *s = ssm_state_new_ctx(m, streams, grows ? T : 0);
-    int *tok = xmalloc(sizeof(int) * streams * T), *tgt = xmalloc(sizeof(int) * streams * T);
-    const uint8_t *base = d->bytes + d->train_len;
-    double total = 0;
-    long count = 0;
-    for (size_t pos = 0; pos + 1 < seg; pos += T) {
-        int n = (int)(seg - 1 - pos < (size_t)T ? seg - 1 - pos : (size_t)T), c;
-        /* a short last chunk is padded with ignored targets so every stream keeps shape [streams, T] */
-        for (int b = 0; b < streams; b++)
-            for (int i = 0; i < T; i++) {
-                size_t at = (size_t)b * seg + pos + i;
-                tok[b * T + i] = i < n ? base[at] : 0;
-                tgt[b * T + i] = i < n ? base[at + 1] : -1;
-            }
-        if (grows) ssm_state_reset(s);
-        total += model_forward_loss(m, s, tok, tgt, T, &c);
-        count += c;
-    }
-    free(tok), free(tgt);
-    ssm_state_free(s);
-    return total / count;
 }
 
 static double now_seconds(void) { return omp_get_wtime(); }
@@ -123,6 +70,7 @@ static int train_options_check(const ssm_train_options *t) {
     NEED(t->eval_bytes >= 0, "--eval-bytes must be 0 (all) or positive (got %ld)", t->eval_bytes);
     NEED(t->val_fraction >= 0 && t->val_fraction < 1, "--val-fraction must be in [0, 1) (got %g)", t->val_fraction);
     NEED(t->stop_after >= 0, "--stop-after must be 0 (off) or positive (got %d)", t->stop_after);
+    NEED(t->val_seqs >= 1, "--val-seqs must be at least 1 (got %d)", t->val_seqs);
 #undef NEED
     return 0;
 }
@@ -170,7 +118,8 @@ static int same_shape(const ssm_config *a, const ssm_config *b) {
            !memcmp(&x.mamba1, &y.mamba1, sizeof x.mamba1);
 }
 
-static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *cfg, const dataset *d) {
+static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *cfg, const batch_source *src) {
+    const dataset *d = &src->data;
     path_join(r->ckpt_dir, t->out_dir, "checkpoint");
     path_join(r->best_dir, t->out_dir, "best");
     path_join(r->metrics_path, t->out_dir, "metrics.jsonl");
@@ -188,11 +137,11 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
                              "model's shape; drop the shape options, or start a new run with another --out",
                              r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->mamba1.d_state);
         }
-        /* notes, not progress: printed even when quiet */
-        if (r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
+        /* notes, not progress: printed even when quiet (a task has no file to compare) */
+        if (!src->task.kind && r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
             fprintf(stderr, "note: resuming on %s, not the checkpoint's %s: from here the data differ from an "
                             "uninterrupted run\n", t->data_path, r->prog.data_path);
-        else if (r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
+        else if (!src->task.kind && r->prog.data_bytes >= 0 && (size_t)r->prog.data_bytes != d->len)
             fprintf(stderr, "note: %s is %zu bytes, %lld when the checkpoint was saved: from here the data differ "
                             "from an uninterrupted run\n", t->data_path, d->len, r->prog.data_bytes);
         int dropped = 0;
@@ -228,25 +177,65 @@ static void run_close(train_run *r) {
     run_lock_release(&r->lock);
 }
 
+/* The last validation: a file's loss in bits per (real) byte, or a task's loss and accuracy (NaN: none yet). */
+typedef struct {
+    double loss, bpb, acc;
+} validation;
+
+/* A task: val_seqs sequences of the fixed validation stream; a file: its held-out stream (filler inserted). */
+static int validate(const ssm_model *m, const batch_source *src, const ssm_train_options *t, validation *v,
+                    char *line, size_t cap, long step) {
+    char n1[32], n2[32];
+    if (src->task.kind) {
+        rng_t rng = {SSM_VALIDATION_SEED};
+        double sum;
+        long count, hits;
+        if (eval_task(m, &src->task, &rng, t->val_seqs, t->batch, t->seq_len, 0, &sum, &count, &hits)) return -1;
+        v->loss = sum / count, v->acc = (double)hits / count;
+        snprintf(line, cap, "{\"step\": %ld, \"val_loss\": %s, \"val_acc\": %s}", step,
+                 metrics_number(n1, sizeof n1, "%.6f", v->loss), metrics_number(n2, sizeof n2, "%.6f", v->acc));
+        return 0;
+    }
+    v->loss = eval_split_streams(m, src->val_tokens, src->val_targets, src->val_len, t->batch, t->seq_len);
+    v->bpb = v->loss / M_LN2;
+    snprintf(line, cap, "{\"step\": %ld, \"val_loss\": %s, \"val_bpb\": %s}", step,
+             metrics_number(n1, sizeof n1, "%.6f", v->loss), metrics_number(n2, sizeof n2, "%.6f", v->bpb));
+    return 0;
+}
+
+/* The progress line's training loss and last validation: bits per byte, per real byte (filler), or a task's loss
+ * and accuracy ("-" before the first validation). */
+static void progress_losses(char *lossv, size_t lcap, char *valv, size_t vcap, const batch_source *src, double loss,
+                            const validation *v) {
+    const char *unit = src->noise_rate > 0 ? "bits/real byte" : "bpb";
+    if (src->task.kind) snprintf(lossv, lcap, "%.4f", loss);
+    else snprintf(lossv, lcap, "%.4f (%.3f %s)", loss, loss / M_LN2, unit);
+    if (src->task.kind && isnan(v->loss)) snprintf(valv, vcap, "-");
+    else if (src->task.kind) snprintf(valv, vcap, "loss %.4f acc %.3f", v->loss, v->acc);
+    else if (isnan(v->loss)) snprintf(valv, vcap, "- %s", unit);
+    else snprintf(valv, vcap, "%.3f %s", v->bpb, unit);
+}
+
 /* Validates, saves the checkpoint and, when the validation loss is the best so far, best/. */
-static int run_checkpoint(train_run *r, const ssm_train_options *t, const dataset *d, double *val_bpb) {
-    char line[256], num[64];
-    if (d->len > d->train_len) { /* --val-fraction 0: nothing held out, nothing to validate */
-        const double vl = eval_validation(r->m, d, t);
-        *val_bpb = vl / M_LN2;
-        snprintf(line, sizeof line, "{\"step\": %ld, \"val_loss\": %s, \"val_bpb\": %s}", r->prog.step,
-                 metrics_number(num, sizeof num, "%.6f", vl), metrics_number(num + 32, 32, "%.6f", vl / M_LN2));
+static int run_checkpoint(train_run *r, const ssm_train_options *t, const batch_source *src, validation *v) {
+    char line[256];
+    if (src->task.kind || src->val_len > 0) { /* --val-fraction 0: nothing held out, nothing to validate */
+        if (validate(r->m, src, t, v, line, sizeof line, r->prog.step)) return -1;
+        const double vl = v->loss;
         if (metrics_write(&r->metrics, line)) return -1;
         if (isfinite(vl) && !(vl >= r->prog.best_val_loss)) { /* NaN best: the first validation */
             r->prog.best_val_loss = vl, r->prog.best_step = r->prog.step;
             if (ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t)) return -1;
-            return ckpt_save_best(r->ckpt_dir, r->best_dir, r->prog.step, vl);
+            return ckpt_save_best(r->ckpt_dir, r->best_dir, r->prog.step, vl, v->acc);
         }
     }
     return ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t);
 }
 
-int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
+int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
+    ssm_train_options opts = *options; /* with a task, its sequence length and canonical SPEC */
+    const ssm_train_options *t = &opts;
+    if (opts.task && ssm_task_check(opts.task, &opts.seq_len)) return -1;
     if (train_options_check(t)) return -1;
     if (!t->resume && !cfg) return ssm_error("a new run needs a model config");
     /* the device and precision are checked before anything is created on disk */
@@ -254,25 +243,42 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     if (!backend_by_name(device, NULL)) return -1;
     if (t->bf16 && !strcmp(device, "cpu"))
         return ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
-    dataset d;
-    if (data_open(&d, t->data_path, t->val_fraction, t->seq_len)) return -1;
+    batch_source src;
+    if (source_open(&src, t)) {
+        source_close(&src);
+        return -1;
+    }
+    if (src.task.kind) opts.task = src.task_name, opts.data_path = "";
+    const dataset *d = &src.data;
     train_run r = {0};
     int rc = -1;
-    if (run_open(&r, t, cfg, &d)) goto out;
+    if (run_open(&r, t, cfg, &src)) goto out;
     ssm_model *m = r.m;
-    r.prog.data_bytes = (long long)d.len;
+    r.prog.data_bytes = src.task.kind ? -1 : (long long)d->len;
     if (t->bf16) ssm_model_use_bf16(m);
     if (ssm_model_set_device(m, device)) goto out;
     adamw_follow_model(&r.opt, m);
     const ssm_config *c = &m->cfg;
-    if (!t->quiet)
-        fprintf(stderr,
-                "model: %d x %s, d_model %d, d_state %d: %.2fM parameters, %.1f KiB inference state; on %s (%s)\n"
-                "data: %s: %zu bytes (%zu train, %zu validation)%s\n",
-                c->n_layer, c->layer_pattern, c->d_model, c->mamba1.d_state, ssm_model_n_params(m) / 1e6,
+    if (src.task.vocab > c->vocab_size) {
+        ssm_error("the task's ids reach %d, past the model's vocabulary of %d", src.task.vocab - 1, c->vocab_size);
+        goto out;
+    }
+    if (!t->quiet) {
+        fprintf(stderr, "model: %d x %s, d_model %d, d_state %d: %.2fM parameters, %.1f KiB inference state; on %s "
+                "(%s)\n", c->n_layer, c->layer_pattern, c->d_model, c->mamba1.d_state, ssm_model_n_params(m) / 1e6,
                 ssm_model_state_bytes(m, -1) / 1024.0, m->be->name,
-                strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision", t->data_path, d.len,
-                d.train_len, d.len - d.train_len, t->resume ? "; resuming" : "");
+                strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision");
+        if (src.task.kind)
+            fprintf(stderr, "task: %s: %d answers per sequence, the loss on them alone; validation: %d sequences of a "
+                    "fixed stream%s\n", src.task_name, task_answers(&src.task), t->val_seqs,
+                    t->resume ? "; resuming" : "");
+        else
+            fprintf(stderr, "data: %s: %zu bytes (%zu train, %zu validation)%s\n", t->data_path, d->len, d->train_len,
+                    d->len - d->train_len, t->resume ? "; resuming" : "");
+        if (src.noise_rate > 0)
+            fprintf(stderr, "noise: filler byte %d at a fraction %g of the stream; loss and bits per byte count real "
+                    "bytes alone (bits per real byte)\n", src.noise_byte, src.noise_rate);
+    }
     const int B = t->batch, T = t->seq_len;
     int *tok = calloc((size_t)B * T, sizeof(int)), *tgt = calloc((size_t)B * T, sizeof(int));
     if (!tok || !tgt) {
@@ -284,7 +290,8 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
     const long first = r.prog.step;
     long saved = r.prog.step; /* the step of the checkpoint on disk */
     const double t0 = now_seconds();
-    double val_bpb = NAN, last_print = 0;
+    validation val = {NAN, NAN, NAN};
+    double last_print = 0;
     const int tty = isatty(2);
     int warned_collapse = 0;
     for (long step = r.prog.step; step < t->optim.steps && !stop_signal; step++) {
@@ -292,7 +299,7 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         model_zero_grad(m);
         double loss = 0;
         for (int a = 0; a < t->grad_accum && !stop_signal; a++) {
-            data_sample_batch(&d, &data_rng, B, T, tok, tgt);
+            source_sample_batch(&src, &data_rng, B, T, tok, tgt);
             loss += model_train_forward(m, tok, tgt, B, T);
             model_train_backward(m, 1.0f / t->grad_accum);
         }
@@ -329,18 +336,17 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
         }
         const int last = r.prog.step == t->optim.steps || (t->stop_after > 0 && r.prog.step - first == t->stop_after);
         if (r.prog.step % t->eval_every == 0 || last) {
-            if (run_checkpoint(&r, t, &d, &val_bpb)) goto out_buffers;
+            if (run_checkpoint(&r, t, &src, &val)) goto out_buffers;
             saved = r.prog.step;
         }
         if (!t->quiet && (now - last_print > 0.5 || last || !tty)) {
             char eta[32];
             format_eta(eta, sizeof eta, (t->optim.steps - r.prog.step) * elapsed / (r.prog.step - first));
-            char val[32] = "-";
-            if (!isnan(val_bpb)) snprintf(val, sizeof val, "%.3f", val_bpb);
+            char lossv[64], valv[64];
+            progress_losses(lossv, sizeof lossv, valv, sizeof valv, &src, loss, &val);
             if (tty || last || r.prog.step % 50 == 0 || r.prog.step % t->eval_every == 0)
-                fprintf(stderr, "%sstep %ld/%d | loss %.4f (%.3f bpb) | val %s bpb | %.1f KB/s | ETA %s%s",
-                        tty ? "\r\033[K" : "", r.prog.step, t->optim.steps, loss, loss / M_LN2, val, bps / 1e3, eta,
-                        tty && !last ? "" : "\n");
+                fprintf(stderr, "%sstep %ld/%d | loss %s | val %s | %.1f KB/s | ETA %s%s", tty ? "\r\033[K" : "",
+                        r.prog.step, t->optim.steps, lossv, valv, bps / 1e3, eta, tty && !last ? "" : "\n");
             last_print = now;
         }
         if (last) break;
@@ -360,16 +366,20 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg) {
                 r.ckpt_dir);
         goto out_buffers;
     }
-    if (!t->quiet)
-        fprintf(stderr, "done: %ld steps in %.1f s, validation %.4f bits/byte; model in %s%s%s\n",
-                r.prog.step - first, now_seconds() - t0, val_bpb, r.ckpt_dir,
-                isfinite(r.prog.best_val_loss) ? ", best in " : "", isfinite(r.prog.best_val_loss) ? r.best_dir : "");
+    if (!t->quiet) {
+        char valv[96];
+        if (src.task.kind) snprintf(valv, sizeof valv, "loss %.4f, accuracy %.4f", val.loss, val.acc);
+        else snprintf(valv, sizeof valv, "%.4f bits/%sbyte", val.bpb, src.noise_rate > 0 ? "real " : "");
+        fprintf(stderr, "done: %ld steps in %.1f s, validation %s; model in %s%s%s\n", r.prog.step - first,
+                now_seconds() - t0, valv, r.ckpt_dir, isfinite(r.prog.best_val_loss) ? ", best in " : "",
+                isfinite(r.prog.best_val_loss) ? r.best_dir : "");
+    }
     rc = 0;
 out_buffers:
     free(tok);
     free(tgt);
 out:
     run_close(&r);
-    data_close(&d);
+    source_close(&src);
     return rc;
 }

@@ -24,8 +24,12 @@ for t in build/gpu/test_*; do [ -x "$t" ] && run "$t" "$t"; done # print "skip -
 run "tests/emu/run.sh (flash attention, emulated)" tests/emu/run.sh
 run tests/test_cli.sh tests/test_cli.sh
 run tests/test_cli_runs.sh tests/test_cli_runs.sh
+run tests/test_cli_tasks.sh tests/test_cli_tasks.sh
+run tests/test_experiments.sh tests/test_experiments.sh # experiments/run.py: every smoke preset, the plots, get_data.sh
 run "tests/test_interrupt.sh 10" tests/test_interrupt.sh 10
 run "tests/test_interrupt.sh 3 (hybrid maf)" env SSM_LAYERS=maf tests/test_interrupt.sh 3
+run "tests/test_interrupt.sh 2 (a synthetic task)" env SSM_TASK=mqar:seq=64,pairs=8 tests/test_interrupt.sh 2
+run "tests/test_interrupt.sh 2 (filler bytes)" env SSM_NOISE=0.5 tests/test_interrupt.sh 2
 # the same CLI tests on build/asan/ssm (AddressSanitizer + UBSan, leak checks on; see the Makefile)
 run "make check-sanitize (tests/test_cli*.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
 

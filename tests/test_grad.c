@@ -575,10 +575,13 @@ static struct {
 
 static double model_loss(void *u) { return model_train_forward(md.m, md.tokens, md.targets, 2, 33); }
 
-static void test_model(int use_bias, int use_conv_bias, int tie, const char *pattern) {
-    char name[160];
+/* masked: two targets of three -1 (as a task's non-answers, or filler): the gradient of the mean
+ * over the counted ones */
+static void test_model_masked(int use_bias, int use_conv_bias, int tie, const char *pattern, int masked) {
+    char name[200];
     snprintf(name, sizeof name, "whole-model gradient of every parameter tensor matches finite differences "
-             "(layers \"%s\", use_bias %d, use_conv_bias %d, tied head %d)", pattern, use_bias, use_conv_bias, tie);
+             "(layers \"%s\", use_bias %d, use_conv_bias %d, tied head %d%s)", pattern, use_bias, use_conv_bias, tie,
+             masked ? ", 22 of 66 targets counted" : "");
     TEST_BEGIN(name);
     ssm_config c;
     ssm_config_default(&c);
@@ -593,8 +596,10 @@ static void test_model(int use_bias, int use_conv_bias, int tie, const char *pat
     md.m = ssm_model_new(&c, 7);
     CHECK(md.m, "test_grad: %s", ssm_last_error());
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
-    for (int i = 0; i < 2 * 33; i++)
+    for (int i = 0; i < 2 * 33; i++) {
         md.tokens[i] = (int)(rng_next(&rng) % 20), md.targets[i] = (int)(rng_next(&rng) % 20);
+        if (masked && i % 3 != 1) md.targets[i] = -1;
+    }
     model_zero_grad(md.m);
     model_loss(NULL);
     model_train_backward(md.m, 1.0f);
@@ -606,6 +611,10 @@ static void test_model(int use_bias, int use_conv_bias, int tie, const char *pat
     TEST_END();
 }
 
+static void test_model(int use_bias, int use_conv_bias, int tie, const char *pattern) {
+    test_model_masked(use_bias, use_conv_bias, tie, pattern, 0);
+}
+
 int main(void) {
     test_scan();
     test_conv();
@@ -614,6 +623,7 @@ int main(void) {
     test_model(0, 1, 1, "m");
     test_model(1, 0, 0, "m");
     test_model(0, 1, 1, "maf"); /* a hybrid: GQA attention with a window shorter than the sequence, SwiGLU */
+    test_model_masked(0, 1, 1, "ma", 1); /* the loss of a task or of filler: a mean over the counted targets */
     test_ssd();
     test_gated_norm();
     test_model(0, 1, 1, "M"); /* Mamba-2: 4 heads in 2 groups, chunks of 8 over 33 positions */

@@ -6,6 +6,8 @@
 #   tests/test_interrupt.sh [N]   (default 10; the reliability goal was measured with 50)
 #   SSM_DEVICE=cuda               train on the GPU (tests/gpu/run.sh does)
 #   SSM_LAYERS=maf                another layer pattern (default m: Mamba-1; run_tests.sh also runs a hybrid)
+#   SSM_TASK=SPEC                 train on a synthetic task (its seq 64) instead of the text (run_tests.sh: mqar)
+#   SSM_NOISE=R                   the text with filler bytes at rate R (run_tests.sh: 0.5)
 # Prints "ok - ..." / "FAIL - ..." lines.
 N=${1:-10}
 . "$(dirname "$0")/cli_common.sh"
@@ -16,9 +18,11 @@ words = ['the', 'state', 'space', 'model', 'reads', 'bytes', 'and', 'learns', 'o
 print(' '.join(random.choice(words) for _ in range(6000)))" >"$dir/words.txt"
 steps=$((300 + 120 * N))
 layers=${SSM_LAYERS:-m}
-tag="${tag}layers $layers: "
-args=(--data "$dir/words.txt" --d-model 32 --n-layer $((${#layers} > 1 ? ${#layers} : 2)) --layers "$layers" --d-state 4 --n-heads 4
-    --n-kv-heads 2 --batch 4 --seq-len 64 --steps "$steps" --warmup 10
+tag="${tag}layers $layers${SSM_TASK:+, task $SSM_TASK}${SSM_NOISE:+, filler at $SSM_NOISE}: "
+source=(--data "$dir/words.txt" --seq-len 64 ${SSM_NOISE:+--noise-rate "$SSM_NOISE"})
+[ -n "${SSM_TASK:-}" ] && source=(--task "$SSM_TASK" --val-seqs 16)
+args=("${source[@]}" --d-model 32 --n-layer $((${#layers} > 1 ? ${#layers} : 2)) --layers "$layers" --d-state 4 --n-heads 4
+    --n-kv-heads 2 --batch 4 --steps "$steps" --warmup 10
     --eval-every 37 --eval-bytes 2000 --sample 0 --quiet --threads 2 --device "${SSM_DEVICE:-cpu}")
 
 # every line a JSON object; step lines once each, in order; validation lines once per step
@@ -53,9 +57,16 @@ fi
 RANDOM=7 # the kill schedule is the same every time (the moments within a step are not)
 kills=0 term_ok=0 term_n=0 resume=(--overwrite) # until a checkpoint exists: start again
 while :; do
+    logged=$(cat "$dir/b/metrics.jsonl" 2>/dev/null | wc -l)
     "$SSM" train --out "$dir/b" "${args[@]}" "${resume[@]}" 2>>"$dir/log" &
     pid=$!
     if [ "$kills" -lt "$N" ]; then
+        # the random moment comes after this part's first step: on a busy machine starting alone can outlast the
+        # sleep, and a part killed before its first step leaves nothing to resume (nor to test)
+        for _ in $(seq 400); do
+            [ "$(cat "$dir/b/metrics.jsonl" 2>/dev/null | wc -l)" -gt "$logged" ] || ! kill -0 "$pid" 2>/dev/null && break
+            sleep 0.05
+        done
         sleep "0.$((RANDOM % 5 + 1))$((RANDOM % 10))"
         if [ $((RANDOM % 2)) -eq 0 ]; then sig=KILL; else sig=TERM; fi
         kill -s "$sig" "$pid" 2>/dev/null

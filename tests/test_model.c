@@ -251,7 +251,7 @@ static void test_state_capacity(void) {
     EXPECT(test_rel_err(a, b, 10 * V) < 1e-5, "after the refusal: rel err %.2e", test_rel_err(a, b, 10 * V));
     EXPECT(ssm_step(m, s, tok, a) == -1, "a step past the cache ran");
     int c;
-    EXPECT(model_forward_loss(m, s, tok, tok, 1, &c) == -1, "model_forward_loss past the cache ran");
+    EXPECT(model_forward_loss(m, s, tok, tok, 1, &c, NULL) == -1, "model_forward_loss past the cache ran");
     ssm_state_reset(s);
     EXPECT(ssm_state_position(s) == 0 && ssm_forward(m, s, tok, 10, a, 0) == 0, "after a reset: %s", ssm_last_error());
     EXPECT(test_rel_err(a, b, 10 * V) == 0, "after a reset: rel err %.2e", test_rel_err(a, b, 10 * V));

@@ -354,6 +354,21 @@ static void case_xent(op_run *r, const int *p) {
     out_scalar(r, "count", count);
 }
 
+/* argmax_hits. p: rows, V, ties (logits drawn from 3 values: many rows have several maxima, where the first wins) */
+static void case_argmax_hits(op_run *r, const int *p) {
+    const int rows = p[0], V = p[1];
+    float *h = xmalloc(sizeof(float) * rows * V);
+    for (size_t i = 0; i < (size_t)rows * V; i++)
+        h[i] = p[2] ? (float)(rng_next(&r->rng) % 3) : 8.0f * rng_uniform(&r->rng) - 4.0f;
+    float *logits = run_alloc(r, sizeof(float) * rows * V);
+    r->be->upload(logits, h, sizeof(float) * rows * V);
+    free(h);
+    const int *tgt = in_ints(r, rows, -1, p[2] ? 3 : V); /* -1: not an answer; with ties, targets among the first */
+    int hits = -1;
+    r->be->argmax_hits(&hits, logits, tgt, rows, V);
+    out_scalar(r, "hits", hits);
+}
+
 /* grad_norm and adamw_step (5 steps). p: n */
 static void case_optim(op_run *r, const int *p) {
     const size_t n = (size_t)p[0];
@@ -654,6 +669,9 @@ static void cases_make(void) {
     }
     add_case(BACKEND_OP_xent_fwd_bwd, 1e-5, 0, case_xent, P(301, 256, 1), "xent_fwd_bwd rows 301 V 256");
     add_case(BACKEND_OP_xent_fwd_bwd, 1e-5, 0, case_xent, P(64, 50280, 0), "xent_fwd_bwd rows 64 V 50280, loss alone");
+    add_case(BACKEND_OP_argmax_hits, 0, 0, case_argmax_hits, P(301, 256, 0), "argmax_hits rows 301 V 256");
+    add_case(BACKEND_OP_argmax_hits, 0, 0, case_argmax_hits, P(517, 16, 1), "argmax_hits rows 517 V 16, ties");
+    add_case(BACKEND_OP_argmax_hits, 0, 0, case_argmax_hits, P(9, 50280, 0), "argmax_hits rows 9 V 50280");
     add_case(BACKEND_OP_grad_norm, 1e-6, 0, case_optim, P(1), "grad_norm, adamw_step n 1");
     add_case(BACKEND_OP_adamw_step, 1e-6, 0, case_optim, P(1000003), "grad_norm, adamw_step n 1000003");
     add_case(BACKEND_OP_neg_exp_transpose, 1e-6, 0, case_neg_exp_transpose, P(1536, 16),

@@ -213,6 +213,12 @@ static ssm_model *load_on_device_or_die(const char *dir, const char *device, int
 }
 
 #define DEVICE_HELP "where to compute: cpu, cuda:N (GPU N), or cuda (GPU 0)"
+#define TASK_HELP                                                                                                      \
+    "mqar:seq=256,pairs=16, selcopy:seq=4096,vocab=16,tokens=16 or induction:seq=256 (docs/tasks.md); loss and "     \
+    "accuracy on the answers alone"
+#define NOISE_HELP                                                                                                     \
+    "make this fraction (in [0, 1)) of the stream filler bytes at random positions; loss and bits per byte count "   \
+    "real bytes alone (bits per real byte)"
 #define BF16_HELP "bf16: weights for decode on cpu, tensor-core GEMMs on cuda (about 1e-2 from float32)"
 #define INT8_HELP "int8 weights with a scale per row for decode on cpu: a quarter of float32's bytes per step"
 
@@ -325,6 +331,10 @@ static int cmd_train(int argc, char **argv) {
     int sample_n = 300, threads = 0;
     option o[] = {
         {"--data", NULL, OPT_STR, &t.data_path, "training text (any bytes); the last --val-fraction is held out"},
+        {"--task", NULL, OPT_STR, &t.task, "instead of --data, a synthetic task: " TASK_HELP},
+        {"--val-seqs", NULL, OPT_INT, &t.val_seqs, "with --task: validation sequences per pass (a fixed stream)"},
+        {"--noise-rate", NULL, OPT_DOUBLE, &t.noise_rate, NOISE_HELP},
+        {"--noise-byte", NULL, OPT_INT, &t.noise_byte, "the filler byte of --noise-rate"},
         {"--out", NULL, OPT_STR, &t.out_dir, "run directory: metrics.jsonl and checkpoint/"},
         {"--resume", NULL, OPT_FLAG, &t.resume, "continue the run in --out exactly where its checkpoint stopped"},
         {"--overwrite", NULL, OPT_FLAG, &t.overwrite, "replace an earlier run in --out (its checkpoints and metrics)"},
@@ -377,11 +387,16 @@ static int cmd_train(int argc, char **argv) {
                         "(`make data` downloads it), then prints a sample. Progress goes to stderr, per-step\n"
                         "metrics to OUT/metrics.jsonl, the model (HF MambaForCausalLM form) to OUT/checkpoint at\n"
                         "every validation, and the best one by validation loss to OUT/best. Ctrl-C (or SIGTERM)\n"
-                        "saves a checkpoint at the end of the current step and exits; --resume continues.";
+                        "saves a checkpoint at the end of the current step and exits; --resume continues.\n"
+                        "--task trains on a synthetic task drawn from --seed (its seq is the --seq-len; validation\n"
+                        "writes val_loss and val_acc); --noise-rate inserts filler bytes into --data (validation in\n"
+                        "bits per real byte). --resume restores both from the run's checkpoint.";
     parse_args(argc, argv, "train [options]", about, o, NOPTS(o));
     set_threads(threads);
     if (sample_n < 0) die("--sample must be 0 (none) or more bytes, got %d", sample_n);
     if (t.resume && t.overwrite) die("--resume and --overwrite contradict each other: choose one");
+    if (t.task && opt_seen(o, NOPTS(o), "--data"))
+        die("--task draws its own sequences: drop --data (or --task, to train on the file)");
     /* with --resume the model is the checkpoint's: shape options are only accepted if they agree with it */
     static const struct {
         const char *name;
@@ -402,15 +417,23 @@ static int cmd_train(int argc, char **argv) {
     int shape_given = 0;
     for (size_t i = 0; i < n_shape; i++) shape_given |= opt_seen(o, NOPTS(o), shape_opts[i].name);
     if (t.resume) { /* the run's own options, overridden by whatever this command line gives again */
-        static char data_buf[4096];
+        static char strings[8192]; /* the data path and the task of the checkpoint */
         ssm_train_options saved = t;
-        if (ssm_train_options_load(t.out_dir, &saved, data_buf, sizeof data_buf)) die("%s", ssm_last_error());
+        if (ssm_train_options_load(t.out_dir, &saved, strings, sizeof strings)) die("%s", ssm_last_error());
         for (int i = 0; i < NOPTS(o); i++) {
             size_t off = (size_t)((char *)o[i].dst - (char *)&t);
             if (o[i].seen && (char *)o[i].dst >= (char *)&t && off < sizeof t)
                 memcpy((char *)&saved + off, o[i].dst, opt_size(o[i].type));
         }
         t = saved;
+    }
+    if (t.task) { /* the task's seq is the training length: a different --seq-len is a contradiction, not a choice */
+        int seq;
+        if (ssm_task_check(t.task, &seq)) die("%s", ssm_last_error());
+        if (opt_seen(o, NOPTS(o), "--seq-len") && t.seq_len != seq)
+            die("--seq-len %d differs from the task's seq=%d: drop --seq-len (a task's sequences are its seq long)",
+                t.seq_len, seq);
+        if (!opt_seen(o, NOPTS(o), "--sample")) sample_n = 0; /* a text sample means nothing after a task */
     }
     if (strlen(pattern) >= sizeof c.layer_pattern) die("--layers: pattern too long");
     snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
@@ -440,12 +463,33 @@ static int cmd_train(int argc, char **argv) {
     return 0;
 }
 
+/* ssm eval --task: accuracy and loss on the answers of n_seqs sequences drawn from seed. */
+static void eval_task_or_die(const ssm_model *m, const char *task, uint64_t seed, long n_seqs, int batch, int chunk,
+                             int progress) {
+    int seq;
+    if (ssm_task_check(task, &seq)) die("%s", ssm_last_error());
+    ssm_task_score sc;
+    if (ssm_eval_task(m, task, seed, n_seqs, batch, chunk, progress, &sc)) die("%s", ssm_last_error());
+    printf("accuracy %.6f loss %.6f (nats per answer; %ld answers in %ld sequences of %d positions)\n", sc.accuracy,
+           sc.loss, sc.answers, n_seqs, seq);
+}
+
 static int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *tok_path = NULL, *device = "cpu";
-    int chunk = 1024, threads = 0, quiet = 0, bf16 = 0, int8 = 0;
+    const char *model = NULL, *data = NULL, *tok_path = NULL, *device = "cpu", *task = NULL;
+    int chunk = 1024, threads = 0, quiet = 0, bf16 = 0, int8 = 0, batch = 16, noise_byte = 0;
+    long n_seqs = 256;
+    double noise_rate = 0;
+    uint64_t seed = SSM_VALIDATION_SEED;
     option o[] = {
         {"--model", NULL, OPT_STR, &model, "model directory (config.json + model.safetensors) or run directory"},
         {"--data", NULL, OPT_STR, &data, "file to score, read as one stream"},
+        {"--task", NULL, OPT_STR, &task, "or a synthetic task to score: " TASK_HELP},
+        {"--n-seqs", NULL, OPT_LONG, &n_seqs, "with --task: sequences to score"},
+        {"--batch", NULL, OPT_INT, &batch, "with --task: sequences per forward pass"},
+        {"--seed", NULL, OPT_U64, &seed, "the --task sequences' or the --noise-rate filler's seed (default: the "
+                                         "validation stream's)"},
+        {"--noise-rate", NULL, OPT_DOUBLE, &noise_rate, NOISE_HELP},
+        {"--noise-byte", NULL, OPT_INT, &noise_byte, "the filler byte of --noise-rate"},
         {"--tokenizer", NULL, OPT_STR, &tok_path, "tokenizer.json (default: the model directory's, else bytes)"},
         {"--chunk", NULL, OPT_INT, &chunk, "tokens per forward pass (a Mamba state carries across chunks; attention sees its chunk)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
@@ -454,28 +498,58 @@ static int cmd_eval(int argc, char **argv) {
         {"--bf16", NULL, OPT_FLAG, &bf16, BF16_HELP},
         {"--int8", NULL, OPT_FLAG, &int8, INT8_HELP " (scored 16 bytes at a time, as decode reads them)"},
     };
-    parse_args(argc, argv, "eval --model DIR --data FILE",
+    parse_args(argc, argv, "eval --model DIR (--data FILE [--noise-rate R] | --task SPEC)",
                "Scores a file as one stream: a Mamba layer's state carries across chunks, so the model sees its\n"
                "whole past; a model with attention scores each --chunk on its own (its context is the chunk, as\n"
-               "in training). Prints the mean loss over all predicted bytes (or tokens, and bits per byte).",
+               "in training). Prints the mean loss over all predicted bytes (or tokens, and bits per byte); with\n"
+               "--noise-rate, over the real bytes of the stream with filler inserted (bits per real byte).\n"
+               "--task prints \"accuracy X loss Y\" over the answers of --n-seqs sequences, at any seq (an\n"
+               "attention cache is sized for the whole sequence).",
                o, NOPTS(o));
-    if (!data) die("--data FILE is required");
+    if (task && data) die("--data and --task are two things to score: choose one");
+    if (!data && !task) die("--data FILE or --task SPEC is required");
     if (chunk < 1) die("--chunk must be positive");
+    if (task && (n_seqs < 1 || batch < 1)) die("--n-seqs and --batch must be at least 1");
+    if (task && noise_rate != 0) die("--noise-rate inserts filler into a --data file, not into a --task: drop one");
+    if (!(noise_rate >= 0 && noise_rate < 1))
+        die("--noise-rate must be in [0, 1): the fraction of the stream that is filler (got %g)", noise_rate);
+    if (noise_byte < 0 || noise_byte > 255) die("--noise-byte must be a byte, 0 to 255 (got %d)", noise_byte);
     set_threads(threads);
+    if (task && ssm_task_check(task, NULL)) die("%s", ssm_last_error());
     /* the CPU's decode weights serve decode-sized batches: chunks of at most 16 tokens are scored with them */
     if ((int8 || (bf16 && !strcmp(device, "cpu"))) && chunk > 16) chunk = 16;
     ssm_model *m = load_on_device_or_die(model, device, bf16, int8);
+    if (task) {
+        eval_task_or_die(m, task, seed, n_seqs, batch, chunk, !quiet && isatty(2));
+        ssm_model_free(m);
+        return 0;
+    }
     ssm_tokenizer *tok = tokenizer_for(model, tok_path);
+    if (tok && noise_rate > 0)
+        die("--noise-rate inserts filler bytes: it is for byte-level models (this one has a tokenizer)");
     size_t len, n;
     char *bytes = read_file_or_die(data, &len);
     int *ids = encode_or_die(m, tok, bytes, len, &n);
     if (n < 2) die("%s: needs at least 2 %s to score", data, tok ? "tokens" : "bytes");
-    double total = ssm_eval_stream(m, ids, n, chunk, !quiet && isatty(2));
-    if (tok)
-        printf("loss %.6f nats/token, %.6f bits/byte (%zu tokens, %zu bytes)\n", total / (n - 1), total / M_LN2 / len,
-               n, len);
-    else
-        printf("loss %.6f nats/byte, %.6f bits/byte\n", total / (n - 1), total / (n - 1) / M_LN2);
+    if (noise_rate > 0) { /* the filler is placed by --seed; only real bytes are targets */
+        int *stream, *targets;
+        size_t positions;
+        long scored;
+        if (ssm_noise_stream(ids, n, noise_rate, noise_byte, seed, &stream, &targets, &positions))
+            die("%s", ssm_last_error());
+        double total = ssm_eval_targets(m, stream, targets, positions, chunk, !quiet && isatty(2), &scored);
+        printf("loss %.6f nats/real byte, %.6f bits per real byte (%ld real bytes scored; filler byte %d is %zu of the "
+               "%zu stream bytes)\n", total / scored, total / scored / M_LN2, scored, noise_byte, positions - n,
+               positions);
+        free(stream), free(targets);
+    } else {
+        double total = ssm_eval_stream(m, ids, n, chunk, !quiet && isatty(2));
+        if (tok)
+            printf("loss %.6f nats/token, %.6f bits/byte (%zu tokens, %zu bytes)\n", total / (n - 1),
+                   total / M_LN2 / len, n, len);
+        else
+            printf("loss %.6f nats/byte, %.6f bits/byte\n", total / (n - 1), total / (n - 1) / M_LN2);
+    }
     free(ids);
     free(bytes);
     ssm_tokenizer_free(tok);

@@ -166,3 +166,8 @@ OP(void, gated_rmsnorm_bwd,
    (float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y, const float *z, int ldz,
     const float *w, int rows, int D, int G, float eps),
    (dy, dz, lddz, dw, dout, y, z, ldz, w, rows, D, G, eps), other)
+/* How many rows with targets[r] >= 0 the logits [rows, V] predict right: the first index of the row's largest logit
+ * (torch.argmax's pick) is the target. *hits is a HOST pointer (on a GPU the call waits for the count). The accuracy
+ * of a synthetic task (ssm eval --task); a separate op so that xent_fwd_bwd, which every step runs, stays as it is. */
+OP(void, argmax_hits, (int *hits, const float *logits, const int *targets, int rows, int V),
+   (hits, logits, targets, rows, V), other)

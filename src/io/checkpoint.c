@@ -129,6 +129,11 @@ static int state_write(const char *path, const train_progress *pr, const ssm_tra
     jw_key(&w, "beta2"), jw_number(&w, t->optim.beta2);
     jw_key(&w, "eps"), jw_number(&w, t->optim.eps);
     jw_key(&w, "clip"), jw_number(&w, t->optim.clip);
+    /* what the batches are: a resumed run must draw the same ones (absent in older checkpoints: none) */
+    if (t->task) jw_key(&w, "task"), jw_string(&w, t->task);
+    jw_key(&w, "val_seqs"), jw_int(&w, t->val_seqs);
+    jw_key(&w, "noise_rate"), jw_number(&w, t->noise_rate);
+    jw_key(&w, "noise_byte"), jw_int(&w, t->noise_byte);
     jw_end_object(&w);
     jw_raw(&w, "\n");
     int rc = file_write_atomic(path, w.data, w.len);
@@ -169,7 +174,7 @@ int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const
     return ckpt_write(tmp, dir, m, opt, pr, t) || dir_swap_in(tmp, dir) ? save_failed(tmp) : 0;
 }
 
-int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double val_loss) {
+int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double val_loss, double val_acc) {
     char tmp[PATH_CAP], p[PATH_CAP];
     snprintf(tmp, sizeof tmp, "%s.tmp", best_dir);
     int rc = dir_fresh(tmp) || carry_files(ckpt_dir, tmp, model_file) ? -1 : 0;
@@ -180,6 +185,7 @@ int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double
         jw_key(&w, "step"), jw_int(&w, step);
         jw_key(&w, "val_loss"), jw_number(&w, val_loss);
         jw_key(&w, "val_bpb"), jw_number(&w, val_loss / M_LN2);
+        if (!isnan(val_acc)) jw_key(&w, "val_acc"), jw_number(&w, val_acc);
         jw_end_object(&w);
         jw_raw(&w, "\n");
         path_join(p, tmp, "validation.json");
@@ -280,17 +286,26 @@ int ckpt_load(const char *dir_in, ssm_model **out, adamw_state *opt, train_progr
     return 0;
 }
 
-int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, size_t data_cap) {
+int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *buf, size_t cap) {
     char dir[PATH_CAP], p[PATH_CAP];
     json_value *st = state_read(dir_in, dir);
     if (!st) return -1;
     path_join(p, dir, "train_state.json");
-    const char *s;
     int rc = 0;
-    if (json_get_string(st, "data", &s) == 0) {
-        if (strlen(s) >= data_cap) rc = ssm_error("%s: \"data\" is a path too long", p);
-        snprintf(data_buf, data_cap, "%s", s);
-        t->data_path = data_buf;
+    /* the strings, one after another in buf: the data path, then the task */
+    static const char *const strings[] = {"data", "task"};
+    const char **where[] = {&t->data_path, &t->task};
+    size_t used = 0;
+    for (int i = 0; i < 2 && !rc; i++) {
+        const char *s;
+        if (json_get_string(st, strings[i], &s) != 0) continue;
+        if (strlen(s) >= cap - used) {
+            rc = ssm_error("%s: \"%s\" is a string too long", p, strings[i]);
+            break;
+        }
+        memcpy(buf + used, s, strlen(s) + 1);
+        *where[i] = buf + used;
+        used += strlen(s) + 1;
     }
     /* absent fields keep the caller's values; present ones must have their type and fit their field (the
      * ranges that make sense are ssm_train's to check, with the command line's words) */
@@ -305,7 +320,8 @@ int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, 
         F("lr", optim.lr, 'f'),          F("min_lr", optim.min_lr, 'f'),  F("warmup", optim.warmup, 'i'),
         F("steps", optim.steps, 'i'),    F("weight_decay", optim.weight_decay, 'f'),
         F("beta1", optim.beta1, 'f'),    F("beta2", optim.beta2, 'f'),    F("eps", optim.eps, 'f'),
-        F("clip", optim.clip, 'f'),
+        F("clip", optim.clip, 'f'),      F("val_seqs", val_seqs, 'i'),    F("noise_rate", noise_rate, 'd'),
+        F("noise_byte", noise_byte, 'i'),
 #undef F
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0] && !rc; i++) {
@@ -346,8 +362,8 @@ int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *data_buf, 
     return rc;
 }
 
-int ssm_train_options_load(const char *out_dir, ssm_train_options *t, char *data_buf, size_t data_cap) {
+int ssm_train_options_load(const char *out_dir, ssm_train_options *t, char *buf, size_t cap) {
     char dir[PATH_CAP];
     path_join(dir, out_dir, "checkpoint");
-    return ckpt_load_options(dir, t, data_buf, data_cap);
+    return ckpt_load_options(dir, t, buf, cap);
 }

@@ -21,10 +21,12 @@ typedef struct {
 int ckpt_save(const char *dir, const ssm_model *m, const adamw_state *opt, const train_progress *p,
               const ssm_train_options *t);
 /* best_dir = the model of the checkpoint just saved in ckpt_dir (config.json + model.safetensors, linked,
- * not copied) and validation.json (step, val_loss, val_bpb), replaced atomically as checkpoints are. */
-int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double val_loss);
+ * not copied) and validation.json (step, val_loss, val_bpb, and a task's val_acc unless NaN), replaced atomically as
+ * checkpoints are. */
+int ckpt_save_best(const char *ckpt_dir, const char *best_dir, long step, double val_loss, double val_acc);
 int ckpt_load(const char *dir, ssm_model **m, adamw_state *opt, train_progress *p);
-/* The options a checkpoint was trained with (defaults for --resume); data path copied to data_buf. */
-int ckpt_load_options(const char *dir, ssm_train_options *t, char *data_buf, size_t data_cap);
+/* The options a checkpoint was trained with (defaults for --resume); the strings (data path, task) are copied into
+ * buf, one after the other. */
+int ckpt_load_options(const char *dir, ssm_train_options *t, char *buf, size_t cap);
 
 #endif

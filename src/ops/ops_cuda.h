@@ -53,8 +53,8 @@ void cuda_ctx_bind(void *ctx);
 /* The ops' kernels, declared from the list (backend/ops_list.h: each op's shapes and semantics): <name>_cuda for
  * every op, and for a gemm also <name>_cuda_bf16, the mixed-precision table's. An op that backend_cuda.c maps to NULL
  * (no CUDA kernel) is declared here but defined nowhere. What is particular to the CUDA kernels:
- * - every pointer is device memory except xent_fwd_bwd's sum and count (host: the call waits for them) and
- *   grad_norm's result (returned to the host: it waits); adamw_step's decay_mask is device bytes;
+ * - every pointer is device memory except xent_fwd_bwd's sum and count and argmax_hits' count (host: the call waits
+ *   for them) and grad_norm's result (returned to the host: it waits); adamw_step's decay_mask is device bytes;
  * - GEMMs are cuBLASLt: float32 with FP32 compute (no TF32); the _cuda_bf16 ones round their inputs to bf16 for the
  *   tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF) with float32 accumulation and output, within 1e-2 of the float32
  *   result relative to its scale. A bf16 operand is widened first by the float32 kernels and read as it

@@ -1,9 +1,9 @@
 /* The whole model on the CUDA backend against the same model on the CPU backend (one model definition, two
  * op tables): training-forward logits and loss, every parameter gradient, ten AdamW training steps; on the
  * GPU alone: step-by-step decode equals the sequence forward, two runs are bitwise equal, and a run stopped,
- * saved, reloaded and resumed equals the uninterrupted run bitwise (losses, weights, optimizer state).
- * Mamba-1 models, and Mamba-2 ones (pattern M, and the hybrid Mmaf once the CUDA backend has attention's kernels:
- * until then it prints "skip - ..." with the refusal).
+ * saved, reloaded and resumed equals the uninterrupted run bitwise (losses, weights, optimizer state); a synthetic
+ * task's validation (loss and accuracy) equals the CPU's scoring of its checkpoint. Mamba-1, Mamba-2 (M, Mmaf),
+ * attention and MLP models (af, maf; in bf16 af and afma through the flash kernels).
  * Tolerances (float32 both sides, different GEMM and reduction orders): logits and loss within 1e-5 of the
  * tensor's scale, gradients within 1e-4 of each tensor's scale, ten-step losses within 1e-4 relative. Models with
  * attention and MLP layers ("af", "maf"): logits and gradients within 1e-4, decode equal to the forward on CUDA.
@@ -389,6 +389,46 @@ static void test_resume_bitwise_of(const char *dir, ssm_config c) {
     TEST_END();
 }
 
+/* A synthetic task on the GPU (the answers' mask is the loss's ignore index; the accuracy argmax_hits_cuda): the
+ * run's last validation equals the CPU's scoring of its checkpoint at the validation seed, and filler bytes train. */
+static void test_task_and_filler(const char *dir) {
+    TEST_BEGIN("CUDA --task: validation loss and accuracy equal the CPU's scoring of the checkpoint; --noise-rate trains");
+    char out[512], metrics[600];
+    snprintf(out, sizeof out, "%s/task", dir);
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
+    ssm_train_options t;
+    ssm_train_options_default(&t);
+    t.task = "mqar:seq=64,pairs=8,vocab=64", t.out_dir = out, t.batch = 16, t.quiet = 1, t.eval_every = 20;
+    t.val_seqs = 100, t.optim.steps = 20, t.optim.warmup = 3, t.device = "cuda";
+    ssm_config c = small_config(0, 1);
+    EXPECT(ssm_train(&t, &c) == 0, "task run: %s", ssm_last_error());
+    char *text;
+    size_t len;
+    double val_loss = NAN, val_acc = NAN;
+    if (file_read_all(metrics, &text, &len) == 0) {
+        char *p = strstr(text, "\"val_loss\": "), *q = strstr(text, "\"val_acc\": ");
+        if (p && q) val_loss = atof(p + 12), val_acc = atof(q + 11);
+        free(text);
+    }
+    ssm_model *m = ssm_model_load(out);
+    ssm_task_score sc;
+    EXPECT(m && ssm_eval_task(m, t.task, SSM_VALIDATION_SEED, 100, 16, 64, 0, &sc) == 0, "%s", ssm_last_error());
+    EXPECT(fabs(sc.loss - val_loss) <= 1e-5 * val_loss && fabs(sc.accuracy - val_acc) <= 0.02,
+           "CPU loss %.6f accuracy %.4f; the CUDA run's validation %.6f, %.4f", sc.loss, sc.accuracy, val_loss, val_acc);
+    ssm_model_free(m);
+    ssm_train_options_default(&t);
+    char text_path[512];
+    snprintf(text_path, sizeof text_path, "%s/text.txt", dir);
+    char buf[8000];
+    for (int i = 0; i < 8000; i++) buf[i] = "the cat sat on the mat. "[i % 24];
+    CHECK(file_write_atomic(text_path, buf, sizeof buf) == 0, "%s", ssm_last_error());
+    snprintf(out, sizeof out, "%s/noise", dir);
+    t.data_path = text_path, t.out_dir = out, t.noise_rate = 0.5, t.batch = 4, t.seq_len = 64, t.quiet = 1;
+    t.eval_every = 30, t.optim.steps = 30, t.optim.warmup = 3, t.device = "cuda";
+    EXPECT(ssm_train(&t, &c) == 0, "filler run: %s", ssm_last_error());
+    TEST_END();
+}
+
 static void test_errors(void) {
     TEST_BEGIN("unsupported shapes and unknown devices are one-line errors");
     ssm_config c = small_config(0, 1);
@@ -475,6 +515,7 @@ int main(void) {
     m1.n_layer = 2;
     test_resume_bitwise_of(dir, m1);
     test_resume_bitwise_of(dir, mamba2_config("M", 2, 0, 1));
+    test_task_and_filler(dir);
     test_errors();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

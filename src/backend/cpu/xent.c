@@ -1,4 +1,4 @@
-/* Softmax cross-entropy fused with its gradient (CPU). */
+/* Softmax cross-entropy fused with its gradient, and the argmax accuracy of the same logits (CPU). */
 #include "backend/cpu/cpu_ops.h"
 
 #include <math.h>
@@ -30,4 +30,18 @@ void cpu_xent_fwd_bwd(double *sum, int *count, float *dlogits, const float *logi
     }
     if (sum) *sum = total;
     if (count) *count = n;
+}
+
+void cpu_argmax_hits(int *hits, const float *logits, const int *targets, int rows, int V) {
+    int n = 0;
+#pragma omp parallel for schedule(static) reduction(+ : n)
+    for (int r = 0; r < rows; r++) {
+        if (targets[r] < 0) continue;
+        const float *l = logits + (size_t)r * V;
+        int best = 0; /* the first of equal maxima, as torch.argmax: a uniform row predicts id 0, not every id */
+        for (int v = 1; v < V; v++)
+            if (l[v] > l[best]) best = v;
+        n += best == targets[r];
+    }
+    *hits = n;
 }

@@ -1,0 +1,132 @@
+"""Claim 3: state vs cache. A Mamba-1 model's inference state is fixed; an attention layer's key/value cache grows
+with the context. For Mamba-1, a Transformer and two hybrids (attention fractions 1/4 and 1/12) of about the same
+parameter count, at contexts from 1K to 1M bytes: the state as `ssm info --context N` and `ssm bench` report it
+(what the state holds), the process's peak memory (measured: VmHWM on the CPU, nvidia-smi on a GPU) and the
+decode time per byte after a prefill of N bytes (`ssm bench --what decode --contexts N`, batch 1, median step).
+
+Each (model, context) is its own bench process, so its peak memory is its own. A model whose bench fails or runs
+past the time limit at one context is not tried at longer ones (the table says so). The models' weights are
+one training step from their initialization: decode time and memory do not depend on the weights' values.
+"""
+from . import shapes
+from .harness import bench_decode, context_label, fmt, md_table, parse_context
+from .svgplot import PALETTE, LinePlot, pow2
+
+NAME = "state"
+CLAIM_NO = 3
+CLAIM = ("inference memory and decode time per byte as context grows from 1K to 1M bytes: fixed for Mamba, "
+         "growing for attention and hybrids (measured)")
+
+PRESETS = {
+    "smoke": {"d_model": 32, "n_layer": 4, "contexts": ["1K", "4K"], "decode_steps": 5, "timeout": 120},
+    # one H200: the bench of each model at each context, at most 10 minutes each (the attention prefill of 1M
+    # positions is quadratic: expect the Transformer's longest contexts to hit the limit on a CPU)
+    "full": {"d_model": 768, "n_layer": 24, "contexts": ["1K", "4K", "16K", "64K", "256K", "1M"],
+             "decode_steps": 20, "timeout": 600},
+}
+
+
+def models(P):
+    base = {"d_model": P["d_model"]}
+    mamba = dict(base, n_layer=P["n_layer"], layers="m")
+    target = shapes.params(mamba)
+    out = [("Mamba-1", mamba)]
+    out.append(("Transformer", shapes.match_repeats("af", base, target)[1]))
+    for frac in ("1/4", "1/12"):
+        out.append((f"hybrid {frac}", shapes.match_repeats(shapes.fraction_unit(frac), base, target)[1]))
+    return out
+
+
+def run(ctx):
+    P = PRESETS[ctx.preset]
+    contexts = [parse_context(c) for c in P["contexts"]]
+    text = ctx.synthetic_text()
+    rows, per_model = [], []
+    for label, shape in models(P):
+        slug = label.lower().replace(" ", "-").replace("/", "_")
+        rundir = ctx.out / "runs" / slug
+        # a model directory: one training step from the initialization, on the CPU (any kind runs there)
+        ctx.run([ctx.ssm, "train", "--data", ctx.rel(text), "--out", ctx.rel(rundir), *shapes.cli_args(shape),
+                 "--steps", "1", "--batch", "1", "--seq-len", "16", "--warmup", "0", "--val-fraction", "0",
+                 "--sample", "0", "--quiet", "--overwrite", "--device", "cpu"]
+                + (["--threads", str(ctx.threads)] if ctx.threads else []), f"init-{slug}")
+        model = rundir / "checkpoint"
+        entry = {"model": label, "shape": shape, "layers": shapes.describe(shape), "points": []}
+        stopped = None
+        for n in contexts:
+            point = {"context": n}
+            if stopped:
+                point["skipped"] = stopped
+                entry["points"].append(point)
+                continue
+            if not ctx.dry_run:
+                info = ctx.info(model, context=n)
+                entry["params"] = info["params"]
+                point["state_info_bytes"] = info["state"].get("total", {}).get(context_label(n))
+            b = bench_decode(ctx, model, n, P["decode_steps"], f"bench-{slug}-{context_label(n)}", P["timeout"])
+            point.update(b)
+            if "error" in b:
+                stopped = f"not run: {b['error']} at {context_label(n)}"
+            entry["points"].append(point)
+        per_model.append(entry)
+    if ctx.dry_run:
+        return
+
+    headers = ["model", "layers", "parameters", "context", "state (ssm info)", "peak memory (measured)",
+               "decode ms/byte", "decode bytes/s"]
+    mem_key = "gpu_memory_bytes" if ctx.device.startswith("cuda") else "peak_rss_bytes"
+    mem_label = "GPU memory, nvidia-smi" if ctx.device.startswith("cuda") else "peak RSS"
+    trs = []
+    for e in per_model:
+        for p in e["points"]:
+            row = {"model": e["model"], "layers": e["layers"], "params": e.get("params"), **p}
+            rows.append(row)
+            err = p.get("skipped") or p.get("error")
+            trs.append([e["model"], e["layers"], f"{e.get('params', 0):,}", context_label(p["context"]),
+                        _bytes(p.get("state_info_bytes")), _bytes(p.get(mem_key)) if not err else err,
+                        fmt(p.get("ms_per_step"), 3), fmt(p.get("bytes_per_s"), 1)])
+    note = ctx.plot_note()
+    p_mem = LinePlot("Inference memory vs context (solid: the state; dashed: the process, measured)",
+                     "context (bytes)", "bytes", logx=True, logy=True, xfmt=pow2, yfmt=_bytes_tick, log_base_x=2,
+                     log_base_y=2, note=note, legend="outside")
+    p_time = LinePlot("Decode time per byte vs context", "context (bytes)", "ms per byte (batch 1)", logx=True,
+                      logy=True, xfmt=pow2, log_base_x=2, note=note)
+    for i, e in enumerate(per_model):
+        xs, color = [p["context"] for p in e["points"]], PALETTE[i % len(PALETTE)]
+        p_mem.add(f"{e['model']}: state", xs, [p.get("state_info_bytes") for p in e["points"]], color=color)
+        p_mem.add(f"{e['model']}: {mem_label}", xs, [p.get(mem_key) for p in e["points"]], dashed=True,
+                  color=color)
+        p_time.add(e["model"], xs, [p.get("ms_per_step") for p in e["points"]], color=color)
+    plots = [p_mem.save(ctx.out / "memory_vs_context.svg"), p_time.save(ctx.out / "decode_vs_context.svg")]
+    summary = {}
+    for e in per_model:
+        pts = [p for p in e["points"] if p.get("ms_per_step") is not None]
+        if len(pts) >= 2:
+            a, b = pts[0], pts[-1]
+            summary[e["model"]] = {
+                "contexts": [a["context"], b["context"]],
+                "state_growth": (b.get("state_info_bytes") or 0) / (a.get("state_info_bytes") or 1),
+                "decode_time_growth": b["ms_per_step"] / a["ms_per_step"]}
+    lines = [f"- **{m}**: from {context_label(s['contexts'][0])} to {context_label(s['contexts'][1])} the state "
+             f"grows {s['state_growth']:.3g}x and the decode time per byte {s['decode_time_growth']:.3g}x."
+             for m, s in summary.items()]
+    table = (f"Models of about {shapes.human(shapes.params(models(P)[0][1]))} parameters at d_model {P['d_model']} "
+             f"(the hybrids: attention fraction 1/4 and 1/12, experiments/ssmexp/shapes.py); batch-1 decode after a "
+             f"prefill of each context, median of {P['decode_steps']} steps. \"state\" is what ssm info reports "
+             f"the decode state holds; \"peak memory\" is the bench process's own ({mem_label}: weights, state "
+             f"and the prefill's working memory). No published numbers are set beside these: the claim is about "
+             f"the mechanism, measured here.\n\n" + md_table(headers, trs) + "\n" + "\n".join(lines) + "\n")
+    ctx.write({"preset": P}, rows, table, plots, summary=summary)
+
+
+def _bytes(v):
+    if v is None:
+        return "-"
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if v >= div:
+            return f"{v / div:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def _bytes_tick(v):
+    return _bytes(v).replace(".0 ", " ")

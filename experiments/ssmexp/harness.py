@@ -1,0 +1,629 @@
+"""What every experiment shares: running build/ssm (each command recorded exactly, with its time and log),
+training runs and their metrics, `ssm info` / `ssm eval` / `ssm bench` parsed, the corpora and their splits,
+and the three outputs: result.json, table.md and the SVG plots.
+"""
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import shapes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Skip(Exception):
+    """The experiment cannot run with this build (an option it needs is missing): written as status "skipped"."""
+
+
+class Failed(Exception):
+    """A command failed; the message names it and its log."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def git_state():
+    def git(*a):
+        r = subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": bool(status) if status is not None else None}
+
+
+def device_state(device, threads):
+    """The machine in words: the CPU (model, cores, threads used) and, for cuda, the GPU as nvidia-smi names it."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"device": device, "cpu": cpu, "cpu_cores": os.cpu_count(), "threads": threads or "all",
+           "os": platform.platform()}
+    if device.startswith("cuda"):
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        try:
+            r = subprocess.run(["nvidia-smi", "-i", index, "--query-gpu=name,memory.total,driver_version",
+                                "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+            out["gpu"] = r.stdout.strip() or r.stderr.strip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out["gpu"] = f"nvidia-smi: {e}"
+    return out
+
+
+def fmt(v, digits=3):
+    """A number for a table: None and NaN as '-', floats to `digits` decimals."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def md_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_metrics(path):
+    """metrics.jsonl -> (steps, validations): lists of dicts; a torn last line is ignored."""
+    steps, vals = [], []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    o = json.loads(line)
+                except ValueError:
+                    continue
+                (vals if any(k.startswith("val_") for k in o) else steps).append(o)
+    except OSError:
+        pass
+    return steps, vals
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def parse_info(text):
+    """`ssm info` -> {"params": N, "state": {kind: {context_label: bytes}}, "layers": {kind: count}}."""
+    out = {"params": None, "state": {}, "layers": {}}
+    m = re.search(r"^parameters: (\d+)", text, re.M)
+    if m:
+        out["params"] = int(m.group(1))
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("inference state per sequence"):
+            header = lines[i + 1].split()[2:]  # after "kind layers"
+            for row in lines[i + 2:]:
+                if not row.startswith("  "):
+                    break
+                toks = row.split()
+                kind, layers, sizes = toks[0], int(toks[1]), re.findall(r"[0-9.]+ [KMGT]?i?B", row)
+                out["layers"][kind] = layers
+                out["state"][kind] = {h: parse_bytes(s) for h, s in zip(header, sizes)}
+            break
+    return out
+
+
+UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+
+
+def parse_bytes(s):
+    """'152.0 KiB' -> 155648.0 (as ssm prints sizes)."""
+    m = re.match(r"([0-9.]+)\s*([KMGT]?i?B)", s.strip())
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+
+def context_label(n):
+    """As ssm labels contexts: 1K, 64K, 1M, or the number."""
+    if n % (1 << 20) == 0:
+        return f"{n >> 20}M"
+    if n % 1024 == 0:
+        return f"{n >> 10}K"
+    return str(n)
+
+
+def parse_context(s):
+    """'64K' -> 65536, '1M' -> 1048576, '300' -> 300."""
+    s = str(s).strip()
+    mult = {"K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "m": 1 << 20}.get(s[-1:], 1)
+    return int(s[:-1] if mult > 1 else s) * mult
+
+
+def split_sizes(n):
+    """The corpora's split (scripts/get_data.sh, ../shared/data/README.md): train [0, 0.90 n), validation
+    [0.90 n, 0.95 n), test [0.95 n, n), boundaries rounded down."""
+    a, b = n * 90 // 100, n * 95 // 100
+    return a, b - a, n - b
+
+
+def val_fraction_for(trainval_len, val_len):
+    """The --val-fraction at which `ssm train` holds out exactly the last val_len bytes of a trainval_len file
+    (it keeps floor(len * fraction)): halfway between val_len and val_len + 1, far from either."""
+    f = (val_len + 0.5) / trainval_len
+    assert int(trainval_len * f) == val_len
+    return f
+
+
+class Corpus:
+    """A data set split for the experiments: `trainval` (train + validation, for ssm train with `val_fraction`)
+    and `test` (for ssm eval)."""
+
+    def __init__(self, name, trainval, test):
+        self.name, self.trainval, self.test = name, Path(trainval), Path(test)
+        tv, te = self.trainval.stat().st_size, self.test.stat().st_size
+        n = tv + te
+        train, val, test_len = split_sizes(n)
+        if tv != train + val or te != test_len:
+            raise Failed(f"{trainval} ({tv} bytes) and {test} ({te}) are not the 95/5 split of {n} bytes: "
+                         f"rerun scripts/get_data.sh")
+        self.bytes, self.train_bytes, self.val_bytes, self.test_bytes = n, train, val, te
+        self.val_fraction = val_fraction_for(tv, val)
+
+    def describe(self):
+        return (f"{self.name}: {self.bytes:,} bytes; train {self.train_bytes:,}, validation {self.val_bytes:,}, "
+                f"test {self.test_bytes:,}")
+
+
+# the smoke presets' corpus: the first 256 KiB of tinyshakespeare (validation and test 13 KB each: seconds to score)
+SMOKE_CORPUS_BYTES = 1 << 18
+
+CORPORA = {  # name -> (file, what get_data.sh calls it)
+    "linux-docs": ("linux-docs.txt", "linux-docs"),
+    "linux-kmf": ("linux-kmf.c", "linux-kmf"),
+    "enwik8": ("enwik8", "enwik8"),
+}
+
+
+def split_name(name, part):
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{part}.{ext}" if dot else f"{name}.{part}"
+
+
+class Context:
+    """One experiment's run: its options, output directory, the commands it ran and its result files."""
+
+    def __init__(self, name, claim, args):
+        self.name, self.claim, self.args = name, claim, args
+        self.preset = args.preset or ("smoke" if args.smoke else "full")
+        self.smoke, self.dry_run, self.reuse = self.preset == "smoke", args.dry_run, args.reuse
+        self.out = Path(args.out or REPO / "results" / name).resolve()
+        self.ssm = str(Path(args.ssm).resolve()) if args.ssm else str(REPO / "build" / "ssm")
+        self.device = args.device or ("cpu" if self.smoke else "cuda")
+        self.bf16 = args.bf16 if args.bf16 is not None else (not self.smoke and self.device.startswith("cuda"))
+        # tiny models gain nothing from threads, and on a loaded machine OpenMP's spinning threads can make a
+        # 1-second smoke command take a minute: the smoke preset runs on one thread unless told otherwise
+        self.threads = args.threads or (1 if self.smoke else 0)
+        self.commands = []
+        self.failures = []  # runs that failed: the experiment goes on without them, its status "partial"
+        self.t0 = time.time()
+        self._help = {}
+        if not self.dry_run:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    # ---- paths and data ----------------------------------------------------------------------------------
+    def rel(self, p):
+        """A path as written in commands: relative to the repository when inside it."""
+        p = Path(p).resolve()
+        try:
+            return str(p.relative_to(REPO))
+        except ValueError:
+            return str(p)
+
+    def data_dirs(self):
+        dirs = [self.args.data_dir] if self.args.data_dir else []
+        if os.environ.get("SSM_DATA_DIR"):
+            dirs.append(os.environ["SSM_DATA_DIR"])
+        dirs += [str(REPO / "data"), str(REPO.parent / "shared" / "data")]
+        return [Path(d) for d in dirs]
+
+    def corpus(self, name):
+        """A corpus by name: the three of get_data.sh, split by it; or tinyshakespeare (the smoke presets': its
+        first SMOKE_CORPUS_BYTES), split here by the same rule into the output directory."""
+        if name == "tinyshakespeare":
+            for d in self.data_dirs():
+                src = d / "tinyshakespeare.txt"
+                if src.is_file():
+                    data = src.read_bytes()
+                    if self.smoke:
+                        data, name = data[:SMOKE_CORPUS_BYTES], f"tinyshakespeare (its first {SMOKE_CORPUS_BYTES >> 10} KiB)"
+                    cut = len(data) * 95 // 100
+                    tv, te = self.out / "data" / "tinyshakespeare.trainval.txt", self.out / "data" / "tinyshakespeare.test.txt"
+                    if not self.dry_run:
+                        tv.parent.mkdir(parents=True, exist_ok=True)
+                        tv.write_bytes(data[:cut])
+                        te.write_bytes(data[cut:])
+                        return Corpus(name, tv, te)
+                    return _DryCorpus(name, tv, te)
+            raise Failed("tinyshakespeare.txt not found in --data-dir, $SSM_DATA_DIR, data/ or ../shared/data "
+                         "(make data downloads it)")
+        if name not in CORPORA:
+            raise Failed(f"unknown corpus {name!r} ({', '.join(CORPORA)})")
+        fname, getname = CORPORA[name]
+        for d in self.data_dirs():
+            tv, te = d / split_name(fname, "trainval"), d / split_name(fname, "test")
+            if tv.is_file() and te.is_file():
+                return Corpus(name, tv, te)
+        if self.dry_run:
+            return _DryCorpus(name, REPO / "data" / split_name(fname, "trainval"), REPO / "data" / split_name(fname, "test"))
+        raise Failed(f"{split_name(fname, 'trainval')} not found in data/ (or --data-dir, $SSM_DATA_DIR): "
+                     f"scripts/get_data.sh --mirror ../shared/data data {getname}"
+                     f"{'   (enwik8 downloads without --mirror)' if name == 'enwik8' else ''}")
+
+    def synthetic_text(self):
+        """A small text file for runs whose data does not matter (the state experiment's models)."""
+        p = self.out / "data" / "words.txt"
+        if not self.dry_run and not p.exists():
+            import random
+            rng = random.Random(1)
+            words = ["state", "space", "model", "reads", "bytes", "and", "attention", "caches", "them", "the"]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(" ".join(rng.choice(words) for _ in range(20000)) + "\n")
+        return p
+
+    # ---- the ssm commands ----------------------------------------------------------------------------------
+    def device_args(self, what):
+        """--device, --threads, and --bf16 for training (mixed precision) and bench (decode as deployed); eval
+        stays float32 for the final numbers (bf16 GEMMs move the loss by ~1e-2)."""
+        out = ["--device", self.device]
+        if self.bf16 and self.device.startswith("cuda") and what in ("train", "bench"):
+            out.append("--bf16")
+        if self.threads:
+            out += ["--threads", str(self.threads)]
+        return out
+
+    def check_device(self):
+        """A one-line failure before anything runs when --device names a GPU this build or machine lacks."""
+        if self.dry_run or self.device == "cpu":
+            return
+        r = subprocess.run([self.ssm, "info", "--config", "default"], capture_output=True, text=True)
+        line = next((x for x in r.stdout.splitlines() if x.startswith("devices:")), "devices: ?")
+        want = self.device if ":" in self.device else "cuda:0"
+        if not re.search(re.escape(want) + r"\b", line):
+            raise Failed(f"--device {self.device} is not available ({line}): run on a machine with the GPU, or "
+                         f"pass --device cpu (slow beyond the smoke preset)")
+
+    def help_text(self, command):
+        if command not in self._help:
+            r = subprocess.run([self.ssm, command, "--help"], capture_output=True, text=True)
+            self._help[command] = r.stdout + r.stderr
+        return self._help[command]
+
+    def require_options(self, needs):
+        """Skip (status "skipped") unless every (command, option) in needs is in that command's --help."""
+        missing = [f"ssm {c} {o}" for c, o in needs if not re.search(re.escape(o) + r"\b", self.help_text(c))]
+        if missing and self.dry_run:
+            print(f"# this build lacks {', '.join(missing)}: a real run would skip")
+        elif missing:
+            raise Skip(f"needs {', '.join(missing)} (not in this build's --help)")
+
+    def run(self, argv, logname, timeout=None, check=True):
+        """Runs a command from the repository root, its output in logs/logname.log; recorded in commands."""
+        argv = [str(a) for a in argv]
+        shown = [self.rel(argv[0]) if argv[0] == self.ssm else argv[0]] + argv[1:]
+        cmd = shlex.join(shown)
+        if self.dry_run:
+            print(cmd)
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        logdir = self.out / "logs"
+        logdir.mkdir(parents=True, exist_ok=True)
+        logpath = logdir / f"{logname}.log"
+        t = time.time()
+        try:
+            r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, errors="replace")
+            rc, out, err = r.returncode, r.stdout, r.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, out, err = "timeout", _text(e.stdout), _text(e.stderr) + f"\n(timed out after {timeout} s)"
+        wall = time.time() - t
+        logpath.write_text(f"$ {cmd}\n{out}\n--- stderr ---\n{err}", encoding="utf-8")
+        self.commands.append({"cmd": cmd, "cwd": str(REPO), "wall_s": round(wall, 3), "rc": rc,
+                              "log": self.rel(logpath)})
+        if check and rc != 0:
+            last = (err.strip().splitlines() or out.strip().splitlines() or ["(no output)"])[-1]
+            raise Failed(f"{cmd}\n  exited with {rc}: {last}\n  log: {self.rel(logpath)}")
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+    def info(self, model, context=None):
+        argv = [self.ssm, "info", "--model", self.rel(model)] + (["--context", str(context)] if context else [])
+        r = self.run(argv, f"info-{Path(model).parent.name}-{Path(model).name}" + (f"-{context}" if context else ""))
+        return parse_info(r.stdout)
+
+    def train(self, name, corpus, shape, opts, task=None, extra=()):
+        """Trains runs/<name> (a new run; --reuse keeps one that finished with the same command). opts: the
+        training options (batch, seq_len, steps, lr, ...) with Python names. Returns a Run."""
+        rundir = self.out / "runs" / name
+        argv = [self.ssm, "train"]
+        if task:
+            argv += ["--task", task]
+        else:
+            argv += ["--data", self.rel(corpus.trainval), "--val-fraction", repr(corpus.val_fraction)]
+        argv += ["--out", self.rel(rundir)] + shapes.cli_args(shape)
+        for k, v in opts.items():
+            argv += ["--" + k.replace("_", "-"), f"{v:.6g}" if isinstance(v, float) else str(v)]
+        argv += list(extra) + ["--sample", "0", "--quiet"] + self.device_args("train")
+        stamp = rundir / "experiment_command.txt"
+        cmd = shlex.join(str(a) for a in argv)
+        if self.reuse and not self.dry_run and stamp.exists() and stamp.read_text() == cmd and \
+                (rundir / "best" / "config.json").exists():
+            log(f"[{self.name}] {name}: reusing {self.rel(rundir)}")
+            self.commands.append({"cmd": shlex.join([self.rel(self.ssm)] + [str(a) for a in argv[1:]]),
+                                  "reused": True})
+        else:
+            log(f"[{self.name}] train {name}: {shapes.describe(shape)}, d_model {shape['d_model']}, "
+                f"{shapes.human(shapes.params(shape))} parameters")
+            try:
+                self.run(argv + ["--overwrite"], f"train-{name}")
+            except Failed as e:  # the others can still run (a layer kind this device lacks, say)
+                log(f"[{self.name}] {name} FAILED: {e}")
+                self.failures.append({"run": name, "error": _short(e), "detail": str(e)})
+                return Run(self, name, rundir, shape, opts, error=_short(e))
+            if not self.dry_run:
+                stamp.write_text(cmd)
+        return Run(self, name, rundir, shape, opts)
+
+    def eval_run(self, run, data, extra=(), key="bpb", tag=""):
+        """`ssm eval` of a run's best model -> the value of key, or None (a failed run, a dry run)."""
+        if run.error or self.dry_run:
+            return None
+        try:
+            return self.eval(run.best, data, extra, logname=f"eval-{run.name}{tag}").get(key)
+        except Failed as e:
+            log(f"[{self.name}] eval of {run.name} FAILED: {e}")
+            self.failures.append({"run": f"eval of {run.name}", "error": _short(e), "detail": str(e)})
+            return None
+
+    def eval(self, model, corpus_file, extra=(), logname="eval"):
+        """`ssm eval` -> bits per byte (and accuracy, with a task) from its output."""
+        argv = [self.ssm, "eval", "--model", self.rel(model)]
+        if corpus_file is not None:
+            argv += ["--data", self.rel(corpus_file)]
+        argv += list(extra) + ["--quiet"] + self.device_args("eval")
+        r = self.run(argv, logname)
+        return parse_eval(r.stdout + "\n" + r.stderr)
+
+    # ---- results -------------------------------------------------------------------------------------------
+    def plot_note(self):
+        return f"ssm {self.preset} preset, {self.device}{' bf16' if self.bf16 else ''}, {datetime.date.today()}"
+
+    def write(self, setup, rows, table_md, plots, published=(), summary=None, status="ok", reason=None):
+        """result.json (everything, with the exact commands, commit, device, date) and table.md."""
+        if self.dry_run:
+            return
+        if status == "ok" and self.failures:
+            status, reason = "partial", "; ".join(f"{f['run']}: {f['error']}" for f in self.failures)
+        result = {
+            "experiment": self.name, "claim": self.claim, "preset": self.preset, "status": status,
+            "reason": reason, "date": now_utc(), "wall_s": round(time.time() - self.t0, 1),
+            "git": git_state(), "device": device_state(self.device, self.threads), "ssm": self.rel(self.ssm),
+            "driver": shlex.join([self.rel(sys.argv[0])] + sys.argv[1:]), "setup": setup, "rows": rows,
+            "published": list(published), "summary": summary or {}, "plots": [Path(p).name for p in plots],
+            "failures": self.failures, "commands": self.commands,
+        }
+        (self.out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+        g = result["git"]
+        head = [f"# {self.name}: {self.claim}", "",
+                f"Preset `{self.preset}`; {self.device}{' (bf16 mixed precision)' if self.bf16 else ''}; "
+                f"commit {(g['commit'] or '?')[:12]}{' (with local changes)' if g['dirty'] else ''}; "
+                f"{result['date']}; {result['wall_s']} s. Reproduce: `{result['driver']}`; every command it ran, "
+                f"with its time: result.json.", ""]
+        body = table_md if status == "ok" else f"**{status.capitalize()}:** {reason}\n\n{table_md}"
+        figs = "".join(f"\n![{Path(p).stem}]({Path(p).name})\n" for p in plots)
+        (self.out / "table.md").write_text("\n".join(head) + body + figs, encoding="utf-8")
+        log(f"[{self.name}] wrote {self.rel(self.out / 'result.json')}, table.md"
+            + "".join(f", {Path(p).name}" for p in plots))
+
+
+def _short(e):
+    """A Failed's one line: "exited with 1: the error" (its first line is the command)."""
+    lines = str(e).splitlines()
+    return lines[1].strip() if len(lines) > 1 else str(e)
+
+
+class _DryCorpus:
+    """A corpus for --dry-run that need not exist."""
+
+    def __init__(self, name, trainval, test):
+        self.name, self.trainval, self.test = name, Path(trainval), Path(test)
+        self.val_fraction = 1 / 19
+
+    def describe(self):
+        return f"{self.name} (dry run)"
+
+
+def _text(b):
+    if b is None:
+        return ""
+    return b.decode(errors="replace") if isinstance(b, bytes) else b
+
+
+def parse_eval(text):
+    """`ssm eval` output -> {"bpb": bits per (real) byte, "accuracy": ...} (whichever it printed)."""
+    out = {}
+    m = re.search(r"([0-9.]+|nan|inf)\s+bits/(?:real )?byte", text)
+    if m:
+        out["bpb"] = float(m.group(1))
+    m = re.search(r"accuracy\s*:?\s*([0-9.]+)(%?)", text)
+    if m:
+        a = float(m.group(1))
+        out["accuracy"] = a / 100 if m.group(2) == "%" or a > 1 else a
+    return out
+
+
+class Run:
+    """A finished training run: its metrics, parameter count (ssm info), FLOPs and curve."""
+
+    def __init__(self, ctx, name, rundir, shape, opts, error=None):
+        self.ctx, self.name, self.dir, self.shape, self.opts, self.error = ctx, name, rundir, shape, opts, error
+        self.best = rundir / "best"
+        seq = int(opts.get("seq_len", 128))
+        self.bytes_per_step = int(opts.get("batch", 16)) * seq * int(opts.get("grad_accum", 1))
+        self.flops_per_byte = shapes.flops_per_byte(shape, seq)
+        self.params_formula = shapes.params(shape)
+        self.steps, self.vals = read_metrics(rundir / "metrics.jsonl")
+        self.params = self.params_formula
+        self.info = None
+        if not ctx.dry_run and not error:
+            model = self.best if (self.best / "config.json").exists() else rundir / "checkpoint"
+            self.info = ctx.info(model)
+            self.params = self.info["params"]
+
+    def curve(self, key="val_bpb"):
+        """[(training bytes, value)] at each validation."""
+        return [(v["step"] * self.bytes_per_step, v.get(key)) for v in self.vals if key in v]
+
+    def best_val(self, key="val_bpb", lowest=True):
+        xs = [v.get(key) for v in self.vals if isinstance(v.get(key), (int, float))]
+        return (min(xs) if lowest else max(xs)) if xs else None
+
+    def median_step_ms(self):
+        """The median step time, leaving out the first 10% of steps (warm-up, first allocations)."""
+        ms = [s.get("step_ms") for s in self.steps]
+        return median(ms[len(ms) // 10:])
+
+    def total_bytes(self):
+        return (self.steps[-1]["step"] if self.steps else 0) * self.bytes_per_step
+
+    def summary(self):
+        return {"name": self.name, "dir": self.ctx.rel(self.dir), "shape": self.shape, "layers": shapes.describe(self.shape),
+                "params": self.params, "params_formula": self.params_formula,
+                "flops_per_byte": self.flops_per_byte, "bytes_per_step": self.bytes_per_step,
+                "train_bytes": self.total_bytes(), "train_flops": self.total_bytes() * self.flops_per_byte,
+                "median_step_ms": self.median_step_ms(), "best_val_bpb": self.best_val(), "error": self.error}
+
+
+def bench_decode(ctx, model, context, decode_steps, logname, timeout):
+    """`ssm bench --model DIR --what decode --contexts N`, one context per process, measured as it runs: the
+    decode time per step at that context (as bench reports it), the state it reports, and the process's peak
+    memory up to the end of that decode: VmHWM from /proc on the CPU, and on a GPU the device memory of the
+    process as nvidia-smi reports it (sampled every 0.2 s while it runs). The bench's later rows (its memory
+    bandwidth probe on the CPU) are not waited for: the process is stopped and killed once the context's row is
+    out. Returns a dict, or one with "error"."""
+    argv = [ctx.ssm, "bench", "--model", ctx.rel(model), "--what", "decode", "--contexts", str(context),
+            "--decode-steps", str(decode_steps), "--decode-batch", "1"] + ctx.device_args("bench")
+    cmd = shlex.join([ctx.rel(ctx.ssm)] + argv[1:])
+    if ctx.dry_run:
+        print(cmd)
+        return {}
+    import pty
+    import select
+    logdir = ctx.out / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    logpath = logdir / f"{logname}.log"
+    master, slave = pty.openpty()  # a terminal: bench's rows arrive as they are printed
+    errf = open(logpath.with_suffix(".err"), "w")
+    t = time.time()
+    p = subprocess.Popen(argv, cwd=REPO, stdout=slave, stderr=errf, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    on_gpu = ctx.device.startswith("cuda")
+    buf, row, gpu_peak, status = b"", None, 0.0, None
+    last_poll = 0.0
+    while True:
+        if time.time() - t > timeout:
+            status = f"timeout after {timeout} s"
+            break
+        if on_gpu and time.time() - last_poll > 0.2:
+            gpu_peak = max(gpu_peak, gpu_memory_of(p.pid))
+            last_poll = time.time()
+        r, _, _ = select.select([master], [], [], 0.05)
+        if r:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            m = re.search(rb"decode batch 1 at \S+\s+([0-9.]+)\s+([0-9.]+)\s+state ([0-9.]+ [KMGT]?i?B)", buf)
+            if m:
+                row = m
+                break
+        elif p.poll() is not None:
+            # drain what is left
+            try:
+                while True:
+                    chunk = os.read(master, 65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+            except OSError:
+                pass
+            break
+    hwm = None
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, signal.SIGSTOP)  # hold it where it is: the peak so far, nothing of the later rows
+        except ProcessLookupError:
+            pass
+        hwm = vm_hwm(p.pid)
+        if on_gpu:
+            gpu_peak = max(gpu_peak, gpu_memory_of(p.pid))
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    os.close(master)
+    errf.close()
+    wall = time.time() - t
+    text = buf.decode(errors="replace").replace("\r\n", "\n")
+    err = logpath.with_suffix(".err").read_text(errors="replace")
+    logpath.write_text(f"$ {cmd}\n{text}\n--- stderr ---\n{err}", encoding="utf-8")
+    logpath.with_suffix(".err").unlink()
+    rec = {"cmd": cmd, "cwd": str(REPO), "wall_s": round(wall, 3), "rc": 0 if row else (status or p.returncode),
+           "log": ctx.rel(logpath)}
+    ctx.commands.append(rec)
+    if not row:
+        last = (err.strip().splitlines() or text.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": status or last}
+    out = {"ms_per_step": float(row.group(1)), "bytes_per_s": float(row.group(2)),
+           "state_bytes": parse_bytes(row.group(3).decode())}
+    if hwm is not None:
+        out["peak_rss_bytes"] = hwm
+    if on_gpu:
+        out["gpu_memory_bytes"] = gpu_peak or None
+    return out
+
+
+def vm_hwm(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def gpu_memory_of(pid):
+    """The device memory nvidia-smi attributes to this process, in bytes (0 when it cannot say)."""
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    for line in r.stdout.splitlines():
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid) and parts[1].isdigit():
+            return int(parts[1]) * 1024 * 1024
+    return 0

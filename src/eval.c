@@ -1,0 +1,162 @@
+/* Evaluation (see eval.h and ssm_eval_* in include/ssm.h): every scoring path runs model_forward_loss, whose loss
+ * (xent_fwd_bwd) skips targets < 0; that is the whole of a synthetic task's answer mask and of filler bytes. */
+#include "eval.h"
+#include "common.h"
+#include "io/noise.h"
+
+#include <string.h>
+#include <unistd.h>
+
+double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk,
+                        int show_progress, long *count) {
+    if (count) *count = 0;
+    if (n < 1) return 0;
+    /* a model whose state grows (attention) scores each chunk on its own, with a cache of one chunk: its context
+     * is the chunk, as in training; a Mamba-only model carries its fixed-size state through the whole stream */
+    const int grows = model_state_grows(m);
+    ssm_state *s = ssm_state_new_ctx(m, 1, grows ? chunk : 0);
+    double total = 0;
+    long scored = 0;
+    for (size_t pos = 0; pos < n; pos += chunk) {
+        int T = (int)(n - pos < (size_t)chunk ? n - pos : (size_t)chunk), c;
+        if (grows) ssm_state_reset(s);
+        total += model_forward_loss(m, s, tokens + pos, targets + pos, T, &c, NULL); /* scored where the model runs */
+        scored += c;
+        if (show_progress && (pos / chunk) % 64 == 0) {
+            fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / (scored ? scored : 1));
+            fflush(stderr);
+        }
+    }
+    if (show_progress) fprintf(stderr, "\r\033[K");
+    ssm_state_free(s);
+    if (count) *count = scored;
+    return total;
+}
+
+double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {
+    return n < 2 ? 0 : ssm_eval_targets(m, ids, ids + 1, n - 1, chunk, show_progress, NULL);
+}
+
+double eval_split_streams(const ssm_model *m, const int *tokens, const int *targets, size_t len, int max_streams,
+                          int T) {
+    const int streams = imax(1, imin(max_streams, (int)(len / (size_t)(T + 1))));
+    const size_t seg = len / streams; /* each stream predicts seg - 1 positions */
+    const int grows = model_state_grows(m); /* attention: each chunk of T on its own, as in training */
+    ssm_state *s = ssm_state_new_ctx(m, streams, grows ? T : 0);
+    int *tok = xmalloc(sizeof(int) * streams * T), *tgt = xmalloc(sizeof(int) * streams * T);
+    double total = 0;
+    long count = 0;
+    for (size_t pos = 0; pos + 1 < seg; pos += T) {
+        int n = (int)(seg - 1 - pos < (size_t)T ? seg - 1 - pos : (size_t)T), c;
+        /* a short last chunk is padded with ignored targets so every stream keeps shape [streams, T] */
+        for (int b = 0; b < streams; b++)
+            for (int i = 0; i < T; i++) {
+                size_t at = (size_t)b * seg + pos + i;
+                tok[b * T + i] = i < n ? tokens[at] : 0;
+                tgt[b * T + i] = i < n ? targets[at] : -1;
+            }
+        if (grows) ssm_state_reset(s);
+        total += model_forward_loss(m, s, tok, tgt, T, &c, NULL);
+        count += c;
+    }
+    free(tok), free(tgt);
+    ssm_state_free(s);
+    return total / count;
+}
+
+/* 0 when n states of `context` positions fit in the CPU's memory (a GPU's allocator reports its own shortage). */
+static int state_fits(const ssm_model *m, int n, long context) {
+    if (!backend_is_host(m->be)) return 0;
+    const double need = (double)n * ssm_model_state_bytes_at(m, -1, context);
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const double have = pages > 0 && page > 0 ? (double)pages * page : 0;
+    if (have > 0 && need > have / 2)
+        return ssm_error("%d sequences of %ld positions need %.1f GB of attention cache, more than half of this "
+                         "machine's %.1f GB: use a smaller --batch", n, context, need / 1e9, have / 1e9);
+    return 0;
+}
+
+int eval_task(const ssm_model *m, const task_spec *t, rng_t *rng, long n_seqs, int batch, int chunk,
+              int show_progress, double *sum, long *count, long *hits) {
+    *sum = 0, *count = 0, *hits = 0;
+    if (t->vocab > m->cfg.vocab_size)
+        return ssm_error("the task's ids reach %d, past the model's vocabulary of %d", t->vocab - 1, m->cfg.vocab_size);
+    const int T = t->seq, C = chunk < T ? chunk : T, grows = model_state_grows(m);
+    const int B = (int)(n_seqs < batch ? n_seqs : batch);
+    if (B < 1) return 0;
+    if (grows && state_fits(m, B, T)) return -1;
+    /* sizes a user chooses (--batch, seq): a shortage is their error to fix, not an internal one */
+    int *tok = malloc(sizeof(int) * (size_t)B * T), *tgt = malloc(sizeof(int) * (size_t)B * T);
+    int *ctok = malloc(sizeof(int) * (size_t)B * C), *ctgt = malloc(sizeof(int) * (size_t)B * C);
+    ssm_state *s = NULL;
+    int rc = 0;
+    if (!tok || !tgt || !ctok || !ctgt)
+        rc = ssm_error("cannot allocate %d sequences of %d positions: use a smaller --batch", B, T);
+    for (long done = 0; done < n_seqs && !rc; done += B) {
+        const int nb = (int)(n_seqs - done < B ? n_seqs - done : B);
+        if (!s || s->n_seq != nb) { /* the last group may be smaller */
+            ssm_state_free(s);
+            s = ssm_state_new_ctx(m, nb, grows ? T : 0); /* the cache holds the whole sequence */
+        } else {
+            ssm_state_reset(s);
+        }
+        task_sample_batch(t, rng, nb, tok, tgt);
+        for (int pos = 0; pos < T; pos += C) { /* every chunk, answers or not: the state must go through it */
+            const int n = T - pos < C ? T - pos : C;
+            for (int b = 0; b < nb; b++) {
+                memcpy(ctok + (size_t)b * n, tok + (size_t)b * T + pos, sizeof(int) * n);
+                memcpy(ctgt + (size_t)b * n, tgt + (size_t)b * T + pos, sizeof(int) * n);
+            }
+            int c, h;
+            const double l = model_forward_loss(m, s, ctok, ctgt, n, &c, &h);
+            if (l < 0) { /* the state was sized for T: not expected, but reported rather than summed */
+                rc = -1;
+                break;
+            }
+            *sum += l, *count += c, *hits += h;
+        }
+        if (show_progress) {
+            fprintf(stderr, "\reval %ld/%ld sequences | accuracy %.4f so far", done + nb, n_seqs,
+                    (double)*hits / (*count ? *count : 1));
+            fflush(stderr);
+        }
+    }
+    if (show_progress) fprintf(stderr, "\r\033[K");
+    ssm_state_free(s);
+    free(tok), free(tgt), free(ctok), free(ctgt);
+    return rc;
+}
+
+int ssm_task_check(const char *spec, int *seq) {
+    task_spec t;
+    if (!spec || task_parse(&t, spec)) return spec ? -1 : ssm_error("--task needs a SPEC, as mqar:seq=256,pairs=16");
+    if (seq) *seq = t.seq;
+    return 0;
+}
+
+int ssm_eval_task(const ssm_model *m, const char *spec, uint64_t seed, long n_seqs, int batch, int chunk,
+                  int show_progress, ssm_task_score *out) {
+    task_spec t;
+    memset(out, 0, sizeof *out);
+    if (ssm_task_check(spec, NULL) || task_parse(&t, spec)) return -1;
+    if (n_seqs < 1 || batch < 1 || chunk < 1) return ssm_error("--n-seqs, --batch and --chunk must be at least 1");
+    const long group = n_seqs < batch ? n_seqs : batch; /* sequences per forward */
+    if ((long long)group * t.seq > (1LL << 30))
+        return ssm_error("--batch %d x seq %d positions is too many at once (at most 2^30): use a smaller --batch",
+                         batch, t.seq);
+    rng_t rng = {seed};
+    double sum;
+    long hits;
+    if (eval_task(m, &t, &rng, n_seqs, batch, chunk, show_progress, &sum, &out->answers, &hits)) return -1;
+    out->loss = out->answers ? sum / out->answers : 0;
+    out->accuracy = out->answers ? (double)hits / out->answers : 0;
+    return 0;
+}
+
+int ssm_noise_stream(const int *ids, size_t n, double rate, int filler, uint64_t seed, int **tokens, int **targets,
+                     size_t *len) {
+    if (noise_check(rate, filler)) return -1;
+    rng_t rng = {seed};
+    *len = noise_stream(ids, n, rate, filler, &rng, tokens, targets);
+    return 0;
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The experiments' pipeline (experiments/run.py, docs/experiments.md), so that it cannot rot: every
+# experiment's smoke preset (tiny models, seconds, on the CPU) into a scratch directory, its result.json,
+# table.md and SVG plots checked (tests/experiments_check.py); an experiment whose ssm options are not in this
+# build (--task, --noise-rate) must skip, saying so. Then the full presets' commands built (--dry-run), and
+# scripts/get_data.sh on the Linux corpora where $SSM_DATA_DIR holds them (the mirror). Prints ok / FAIL lines.
+#   SSM_DATA_DIR   where tinyshakespeare.txt is (and linux-docs.txt.xz, for the get_data.sh checks)
+set -u
+cd "$(dirname "$0")/.."
+dir=$(mktemp -d /tmp/ssm_experiments.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fails=0
+ok() { echo "ok - $1"; }
+fail() { echo "FAIL - $1"; fails=$((fails + 1)); }
+tally() { "$@" || fails=$((fails + 1)); } # a checker prints its own lines; count its failure once more
+
+tally python3 tests/experiments_check.py --unit
+
+total_start=$(date +%s.%N)
+for e in bytes noise state hybrid recall; do
+    start=$(date +%s.%N)
+    if python3 experiments/run.py "$e" --smoke --out "$dir/$e" 2>"$dir/$e.err"; then
+        secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)")
+        tally python3 tests/experiments_check.py "$dir/$e" "$e" "$secs"
+    else
+        fail "experiments/run.py $e --smoke: $(tail -3 "$dir/$e.err")"
+    fi
+done
+secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$total_start" "$(date +%s.%N)")
+echo "   (all smoke presets: $secs s)"
+
+# the full presets: every command built without running anything (the data need not be here)
+if python3 experiments/run.py all --dry-run >"$dir/dry" 2>"$dir/dry.err" &&
+    [ "$(grep -c '^build/ssm train' "$dir/dry")" -ge 40 ] && grep -q -- '--device cuda --bf16' "$dir/dry" &&
+    grep -q '^build/ssm bench .* --contexts 1048576' "$dir/dry"; then
+    ok "experiments/run.py all --dry-run: the full presets' $(grep -c '^build/ssm' "$dir/dry") commands"
+else
+    fail "experiments/run.py all --dry-run: $(tail -3 "$dir/dry.err")"
+fi
+if python3 experiments/run.py nosuch --smoke 2>"$dir/err"; then
+    fail "an unknown experiment is refused"
+else
+    grep -q "unknown experiment" "$dir/err" && ok "an unknown experiment is refused, naming the known ones" ||
+        fail "an unknown experiment is refused: $(cat "$dir/err")"
+fi
+
+# scripts/get_data.sh: the Linux corpora from a mirror, checksummed, split 95/5 (only where the mirror is)
+mirror=${SSM_DATA_DIR:-data}
+if [ -f "$mirror/linux-docs.txt.xz" ]; then
+    if scripts/get_data.sh --mirror "$mirror" "$dir/data" linux-docs >"$dir/gd" 2>&1 &&
+        [ "$(wc -c <"$dir/data/linux-docs.txt")" -eq 31498880 ] &&
+        [ "$(wc -c <"$dir/data/linux-docs.trainval.txt")" -eq 29923936 ] &&
+        [ "$(wc -c <"$dir/data/linux-docs.test.txt")" -eq 1574944 ] &&
+        cat "$dir/data/linux-docs.trainval.txt" "$dir/data/linux-docs.test.txt" | cmp -s - "$dir/data/linux-docs.txt"; then
+        ok "get_data.sh --mirror: linux-docs checksummed, split into trainval (95%) + test (5%)"
+    else
+        fail "get_data.sh --mirror linux-docs: $(tail -3 "$dir/gd")"
+    fi
+    if scripts/get_data.sh "$dir/data" linux-docs 2>&1 | grep -q "present, checksum ok"; then
+        ok "get_data.sh: a corpus present with the right checksum is kept (no mirror needed)"
+    else
+        fail "get_data.sh: a present corpus is kept"
+    fi
+    mkdir -p "$dir/badmirror"
+    head -c 100000 "$mirror/linux-docs.txt.xz" >"$dir/badmirror/linux-docs.txt.xz"
+    if ! scripts/get_data.sh --mirror "$dir/badmirror" "$dir/bad" linux-docs >/dev/null 2>"$dir/err" &&
+        [ ! -e "$dir/bad/linux-docs.txt" ] && [ ! -e "$dir/bad/linux-docs.txt.part" ]; then
+        ok "get_data.sh: a damaged mirror file is refused, nothing kept ($(tail -1 "$dir/err"))"
+    else
+        fail "get_data.sh: a damaged mirror file is refused"
+    fi
+    if ! scripts/get_data.sh "$dir/nomirror" linux-kmf >/dev/null 2>"$dir/err" && grep -q -- "--mirror" "$dir/err"; then
+        ok "get_data.sh: a Linux corpus without a mirror is a one-line error naming --mirror"
+    else
+        fail "get_data.sh: a Linux corpus without a mirror: $(cat "$dir/err")"
+    fi
+else
+    echo "skip - get_data.sh checks: no $mirror/linux-docs.txt.xz (set SSM_DATA_DIR to the data mirror)"
+fi
+exit $((fails > 0))
