@@ -416,13 +416,18 @@ static void case_convert(op_run *r, const int *p) {
     r->be->convert_rows(dst, src, rows, cols);
 }
 
-/* swiglu_fwd and swiglu_bwd. p: rows, I, pad (extra row stride of every operand) */
+/* swiglu_fwd and swiglu_bwd. p: rows, I, pad (extra row stride of every operand), bf16 (every operand: the lean MLP) */
 static void case_swiglu(op_run *r, const int *p) {
-    const int rows = p[0], I = p[1], ldgu = 2 * I + p[2], ldh = I + p[2];
-    const float *gu = in_f32(r, (size_t)rows * ldgu, 3), *dh = in_f32(r, (size_t)rows * ldh, 1);
-    r->be->swiglu_fwd(mat_f32(out_f32(r, "h", (size_t)rows * ldh), ldh), mat_f32(gu, ldgu), rows, I);
-    r->be->swiglu_bwd(mat_f32(out_f32(r, "dgu", (size_t)rows * ldgu), ldgu), mat_f32(dh, ldh), mat_f32(gu, ldgu), rows,
-                      I);
+    const int rows = p[0], I = p[1], ldgu = 2 * I + p[2], ldh = I + p[2], bf = p[3];
+#define SW_IN(n, scale) (bf ? mat_bf16(in_bf16(r, n, scale), 0) : mat_f32(in_f32(r, n, scale), 0))
+#define SW_OUT(name, n) (bf ? mat_bf16(out_bf16(r, name, n), 0) : mat_f32(out_f32(r, name, n), 0))
+    mat gu = SW_IN((size_t)rows * ldgu, 3), dh = SW_IN((size_t)rows * ldh, 1);
+    mat h = SW_OUT("h", (size_t)rows * ldh), dgu = SW_OUT("dgu", (size_t)rows * ldgu);
+#undef SW_IN
+#undef SW_OUT
+    gu.ld = dgu.ld = ldgu, dh.ld = h.ld = ldh;
+    r->be->swiglu_fwd(h, gu, rows, I);
+    r->be->swiglu_bwd(dgu, dh, gu, rows, I);
 }
 
 /* rope. p: B, T, heads, hd, form (bit 0: positions from pos, bit 1: inverse, bit 2: x in bf16) */
@@ -681,8 +686,12 @@ static void cases_make(void) {
                  (const char *[]){"float32 to bf16", "bf16 to float32", "float32 copy", "bf16 copy"}[fm]);
     const int sw[][3] = {{37, 75, 3}, {256, 1024, 0}};
     for (int i = 0; i < 2; i++)
-        add_case(BACKEND_OP_swiglu_fwd, 1e-5, 0, case_swiglu, P(sw[i][0], sw[i][1], sw[i][2]),
+        add_case(BACKEND_OP_swiglu_fwd, 1e-5, 0, case_swiglu, P(sw[i][0], sw[i][1], sw[i][2], 0),
                  "swiglu_fwd, swiglu_bwd rows %d I %d +%d", sw[i][0], sw[i][1], sw[i][2]);
+    /* bf16 (computed in float32, rounded once: an ulp of expf can move a rounding) */
+    for (int i = 0; i < 2; i++)
+        add_case(BACKEND_OP_swiglu_fwd, 1e-2, 0, case_swiglu, P(sw[i][0], sw[i][1], sw[i][2], 1),
+                 "swiglu_fwd, swiglu_bwd rows %d I %d +%d: bf16", sw[i][0], sw[i][1], sw[i][2]);
     for (int fm = 0; fm < 4; fm++)
         add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(3, 37, 6, 16, fm), "rope B 3 T 37 heads 6 hd 16:%s%s",
                  fm & 1 ? " pos" : "", fm & 2 ? " inverse" : "");

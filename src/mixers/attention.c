@@ -50,8 +50,6 @@ static void attention_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     for (int m = 0; m < 4; m++) mixer_fill_uniform(mats[m], n[m], bound[m], rng);
 }
 
-/* Floats of a bf16 tensor of n values, rounded up to 16 floats (64-byte alignment for the next one). */
-static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
 
 /* Float32 (MIXER_ACTS_PLAIN, and inference on a lean backend, MIXER_ACTS_LEAN, which runs the float32 path):
  *   saved: qkv [rows, W] (q and k after the rotation), o [rows, H*hd] (the o_proj input), lse [B, H, T]; no temps;
@@ -69,12 +67,12 @@ static attn_bufs bufs_of(const float *act, float *scratch, attn_dims d, size_t r
     float *a = (float *)act;
     attn_bufs r = {0};
     if (form == MIXER_ACTS_LEAN_TRAIN) {
-        r.qkv = mat_bf16((uint16_t *)a, d.W), a += bf16_floats(rows * d.W);
-        r.o = mat_bf16((uint16_t *)a, (int)qd), a += bf16_floats(rows * qd);
+        r.qkv = mat_bf16((uint16_t *)a, d.W), a += mixer_bf16_floats(rows * d.W);
+        r.o = mat_bf16((uint16_t *)a, (int)qd), a += mixer_bf16_floats(rows * qd);
         r.lse = a;
         if (scratch) {
             r.dqkv = mat_bf16((uint16_t *)scratch, d.W);
-            r.d_o = mat_bf16((uint16_t *)(scratch + bf16_floats(rows * d.W)), (int)qd);
+            r.d_o = mat_bf16((uint16_t *)(scratch + mixer_bf16_floats(rows * d.W)), (int)qd);
         }
         return r;
     }
@@ -88,7 +86,7 @@ static attn_bufs bufs_of(const float *act, float *scratch, attn_dims d, size_t r
 static size_t attention_act_floats(const ssm_config *c, int B, int T, int form) {
     const attn_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, qd = (size_t)d.H * d.hd;
-    if (form == MIXER_ACTS_LEAN_TRAIN) return bf16_floats(rows * d.W) + bf16_floats(rows * qd) + rows * d.H;
+    if (form == MIXER_ACTS_LEAN_TRAIN) return mixer_bf16_floats(rows * d.W) + mixer_bf16_floats(rows * qd) + rows * d.H;
     return rows * (d.W + qd + d.H);
 }
 static size_t attention_temp_floats(const ssm_config *c, int B, int T, int form) {
@@ -98,7 +96,7 @@ static size_t attention_temp_floats(const ssm_config *c, int B, int T, int form)
 static size_t attention_scratch_floats(const ssm_config *c, int B, int T, int form) {
     const attn_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, qd = (size_t)d.H * d.hd;
-    if (form == MIXER_ACTS_LEAN_TRAIN) return bf16_floats(rows * d.W) + bf16_floats(rows * qd);
+    if (form == MIXER_ACTS_LEAN_TRAIN) return mixer_bf16_floats(rows * d.W) + mixer_bf16_floats(rows * qd);
     return rows * (d.W + qd);
 }
 
@@ -121,11 +119,6 @@ static size_t attention_canon_floats(const ssm_config *c) {
 }
 static void attention_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
-/* m's columns from col on */
-static mat mat_cols(mat m, int col) {
-    m.p = (char *)m.p + mat_elem_bytes(m.dt) * col;
-    return m;
-}
 
 /* Whether q_proj, k_proj and v_proj lie back to back in the parameter buffer (they do unless alignment padding
  * separates them): then they are one weight [W, D], and q | k | v one GEMM (training's; decode keeps one per

@@ -110,9 +110,6 @@ typedef struct {
     uint16_t *g16;  /* [rows, E]  g, as out_proj's GEMMs take it */
 } mamba1_act;
 
-/* Floats of a bf16 tensor of n values, rounded up to 16 floats (64-byte alignment for the next one). */
-static size_t bf16_floats(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
-
 /* form: a MIXER_ACTS_* value. Lean training's temps are xs16, dt16 and g16 alone (bf16); inference on a lean backend
  * runs the float32 path with its temps (xz among them). */
 static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, size_t rows, int form) {
@@ -122,8 +119,8 @@ static mamba1_act act_of(const float *saved, const float *temp, mamba1_dims d, s
     else a.xz16 = (uint16_t *)p, p += rows * d.E; /* 2E bf16 values in E floats */
     a.dbc = p, p += rows * d.P;
     if (form == MIXER_ACTS_LEAN_TRAIN) {
-        const size_t h = bf16_floats(rows * d.E);
-        a.dtl16 = (uint16_t *)p, p += bf16_floats(rows * d.R);
+        const size_t h = mixer_bf16_floats(rows * d.E);
+        a.dtl16 = (uint16_t *)p, p += mixer_bf16_floats(rows * d.R);
         a.hk = (uint16_t *)p;
         a.xs16 = (uint16_t *)q, a.dt16 = (uint16_t *)(q + h), a.g16 = (uint16_t *)(q + 2 * h);
         return a;
@@ -139,15 +136,15 @@ static size_t mamba1_act_floats(const ssm_config *c, int B, int T, int form) {
     mamba1_dims d = dims_of(c);
     size_t rows = (size_t)B * T;
     const int train = form == MIXER_ACTS_LEAN_TRAIN;
-    const size_t hk = train ? bf16_floats((size_t)B * SCAN_HK_COUNT(T) * d.N * d.E) : 0;
-    const size_t dtl = train ? bf16_floats(rows * d.R) : 0;
+    const size_t hk = train ? mixer_bf16_floats((size_t)B * SCAN_HK_COUNT(T) * d.N * d.E) : 0;
+    const size_t dtl = train ? mixer_bf16_floats(rows * d.R) : 0;
     return rows * ((form != MIXER_ACTS_PLAIN ? 1 : 2) * (size_t)d.E + d.P) + dtl + hk;
 }
 
 static size_t mamba1_temp_floats(const ssm_config *c, int B, int T, int form) {
     mamba1_dims d = dims_of(c);
     const size_t n = (size_t)B * T * d.E;
-    if (form == MIXER_ACTS_LEAN_TRAIN) return 3 * bf16_floats(n); /* xs16, dt16, g16 */
+    if (form == MIXER_ACTS_LEAN_TRAIN) return 3 * mixer_bf16_floats(n); /* xs16, dt16, g16 */
     return form == MIXER_ACTS_LEAN ? 5 * n : 3 * n;                /* (lean inference: xz too) xs, dt, g */
 }
 
@@ -162,16 +159,16 @@ typedef struct {
 static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, size_t rows, int form) {
     mamba1_scratch w = {0};
     const int lean = form == MIXER_ACTS_LEAN_TRAIN;
-    if (lean && !c->mamba1.use_bias) w.dxz16 = (uint16_t *)p, p += bf16_floats(rows * 2 * d.E);
+    if (lean && !c->mamba1.use_bias) w.dxz16 = (uint16_t *)p, p += mixer_bf16_floats(rows * 2 * d.E);
     else w.dxz = p, p += rows * 2 * d.E;
-    if (lean) w.dy16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
+    if (lean) w.dy16 = (uint16_t *)p, p += mixer_bf16_floats(rows * d.E);
     else w.dy = p, p += rows * d.E;
-    if (lean) w.dxs16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
+    if (lean) w.dxs16 = (uint16_t *)p, p += mixer_bf16_floats(rows * d.E);
     else w.dxs = p, p += rows * d.E;
-    if (lean) w.ddt16 = (uint16_t *)p, p += bf16_floats(rows * d.E);
+    if (lean) w.ddt16 = (uint16_t *)p, p += mixer_bf16_floats(rows * d.E);
     else w.ddt = p, p += rows * d.E;
     if (lean)
-        w.ddbc16 = (uint16_t *)p, p += bf16_floats(rows * d.P);
+        w.ddbc16 = (uint16_t *)p, p += mixer_bf16_floats(rows * d.P);
     else
         w.ddbc = p, p += rows * d.P;
     return w;
@@ -180,8 +177,8 @@ static mamba1_scratch scratch_of(float *p, const ssm_config *c, mamba1_dims d, s
 static size_t mamba1_scratch_floats(const ssm_config *c, int B, int T, int form) {
     const mamba1_dims d = dims_of(c);
     const size_t rows = (size_t)B * T, lean = form == MIXER_ACTS_LEAN_TRAIN;
-    return (lean && !c->mamba1.use_bias ? bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
-           3 * (lean ? bf16_floats(rows * d.E) : rows * d.E) + (lean ? bf16_floats(rows * d.P) : rows * d.P);
+    return (lean && !c->mamba1.use_bias ? mixer_bf16_floats(rows * 2 * d.E) : rows * 2 * d.E) +
+           3 * (lean ? mixer_bf16_floats(rows * d.E) : rows * d.E) + (lean ? mixer_bf16_floats(rows * d.P) : rows * d.P);
 }
 
 /* conv state [E, K-1] per sequence, then the SSM state [E, N] per sequence (each for all B together). */

@@ -93,6 +93,9 @@ void mixer_param_add(param_layout *L, int layer, const char *tensor, int decay, 
 /* the same with the shape written out: MIXER_PARAM(L, layer, "in_proj.weight", 1, rows, cols) */
 #define MIXER_PARAM(L, layer, tensor, decay, ...)                                                                     \
     mixer_param_add(L, layer, tensor, decay, (int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)), (int[]){__VA_ARGS__})
+/* Floats of a bf16 tensor of n values, rounded up to 16 floats (64-byte alignment for the next one): a lean form's
+ * share of the float-counted act, temp and scratch memory. */
+static inline size_t mixer_bf16_floats(size_t n) { return ((n + 1) / 2 + 15) & ~(size_t)15; }
 /* p[0..n) uniform in (-bound, bound): nn.Linear's and nn.Conv1d's default with bound 1/sqrt(fan_in) */
 void mixer_fill_uniform(float *p, size_t n, float bound, rng_t *rng);
 /* mamba_ssm's dt projection bias: softplus^-1(dt), dt log-uniform in [1e-3, 0.1] and floored at 1e-4 (one draw) */

@@ -33,19 +33,43 @@ static void mlp_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     mixer_fill_uniform(v.down, (size_t)D * I, bi, rng);
 }
 
-/* saved: gu [rows, 2I] = gate_proj(x) | up_proj(x); temp: h [rows, I] = silu(g) * u, recomputed by the backward;
- * scratch: dh [rows, I], dgu [rows, 2I]. float32 alone (bf16_acts 0). */
+/* Float32 (MIXER_ACTS_PLAIN, and inference on a lean backend, MIXER_ACTS_LEAN, which runs the float32 path):
+ *   saved: gu [rows, 2I] = gate_proj(x) | up_proj(x); temp: h [rows, I] = silu(g) * u, recomputed by the backward;
+ *   scratch: dh [rows, I], dgu [rows, 2I].
+ * Lean training (MIXER_ACTS_LEAN_TRAIN: u, out, du in bf16): the same tensors in bf16, as autocast keeps them, and
+ * gate | up one GEMM when the two weights lie back to back. */
+typedef struct {
+    mat gu;       /* saved */
+    mat h;        /* temp */
+    mat dh, dgu;  /* scratch */
+} mlp_bufs;
+
+
+static mlp_bufs bufs_of(const float *act, float *temp, float *scratch, int I, size_t rows, int form) {
+    mlp_bufs r = {0};
+    if (form == MIXER_ACTS_LEAN_TRAIN) {
+        r.gu = mat_bf16((uint16_t *)act, 2 * I), r.h = mat_bf16((uint16_t *)temp, I);
+        if (scratch)
+            r.dh = mat_bf16((uint16_t *)scratch, I),
+            r.dgu = mat_bf16((uint16_t *)(scratch + mixer_bf16_floats(rows * I)), 2 * I);
+        return r;
+    }
+    r.gu = mat_f32(act, 2 * I), r.h = mat_f32(temp, I);
+    if (scratch) r.dh = mat_f32(scratch, I), r.dgu = mat_f32(scratch + rows * I, 2 * I);
+    return r;
+}
+
 static size_t mlp_act_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
-    return (size_t)B * T * 2 * c->mlp.intermediate_size;
+    const size_t n = (size_t)B * T * 2 * c->mlp.intermediate_size;
+    return form == MIXER_ACTS_LEAN_TRAIN ? mixer_bf16_floats(n) : n;
 }
 static size_t mlp_temp_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
-    return (size_t)B * T * c->mlp.intermediate_size;
+    const size_t n = (size_t)B * T * c->mlp.intermediate_size;
+    return form == MIXER_ACTS_LEAN_TRAIN ? mixer_bf16_floats(n) : n;
 }
 static size_t mlp_scratch_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
-    return (size_t)B * T * 3 * c->mlp.intermediate_size;
+    const size_t n = (size_t)B * T * c->mlp.intermediate_size;
+    return form == MIXER_ACTS_LEAN_TRAIN ? mixer_bf16_floats(n) + mixer_bf16_floats(2 * n) : 3 * n;
 }
 static size_t mlp_state_floats(const ssm_config *c, long max_context) {
     (void)c, (void)max_context;
@@ -57,15 +81,24 @@ static size_t mlp_canon_floats(const ssm_config *c) {
 }
 static void mlp_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
+/* Whether gate_proj and up_proj lie back to back in the parameter buffer (they do unless alignment padding separates
+ * them): then they are one weight [2I, D], and gate | up one GEMM (training's; decode keeps one per projection, as the
+ * CPU's decode copies hold whole tensors). */
+static int gate_up_stacked(const mlp_views v, int I, int D) { return v.up == v.gate + (size_t)I * D; }
+
 static void mlp_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
     (void)state;
     const int D = ctx->cfg->d_model, I = ctx->cfg->mlp.intermediate_size, rows = B * T;
     const mlp_views v = views_of(ctx->w, ctx->pi);
-    float *gu = act, *h = temp;
-    mixer_linear(ctx, mat_f32(gu, 2 * I), u, v.gate, NULL, rows, I, D);   /* gate_proj(x) */
-    mixer_linear(ctx, mat_f32(gu + I, 2 * I), u, v.up, NULL, rows, I, D); /* up_proj(x) */
-    ctx->be->swiglu_fwd(mat_f32(h, I), mat_f32(gu, 2 * I), rows, I);      /* act_fn(gate) * up */
-    mixer_linear(ctx, out, mat_f32(h, I), v.down, NULL, rows, D, I);      /* down_proj(...) */
+    const mlp_bufs f = bufs_of(act, temp, NULL, I, (size_t)rows, ctx->form);
+    if (ctx->form == MIXER_ACTS_LEAN_TRAIN && gate_up_stacked(v, I, D)) {
+        mixer_linear(ctx, f.gu, u, v.gate, NULL, rows, 2 * I, D); /* gate_proj(x) | up_proj(x) */
+    } else {
+        mixer_linear(ctx, f.gu, u, v.gate, NULL, rows, I, D);                 /* gate_proj(x) */
+        mixer_linear(ctx, mat_cols(f.gu, I), u, v.up, NULL, rows, I, D);      /* up_proj(x) */
+    }
+    ctx->be->swiglu_fwd(f.h, f.gu, rows, I);                 /* act_fn(gate) * up */
+    mixer_linear(ctx, out, f.h, v.down, NULL, rows, D, I);   /* down_proj(...) */
 }
 
 static void mlp_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du, const float *dout,
@@ -73,19 +106,24 @@ static void mlp_backward(const mixer_ctx *ctx, const float *act, float *temp, fl
     const int D = ctx->cfg->d_model, I = ctx->cfg->mlp.intermediate_size, rows = B * T;
     const mlp_views v = views_of(ctx->w, ctx->pi), gr = views_of(ctx->dw, ctx->pi);
     const backend *be = ctx->be;
-    const mat gu = mat_f32(act, 2 * I), h = mat_f32(temp, I);
-    float *dh = scratch, *dgu = scratch + (size_t)rows * I;
-    be->swiglu_fwd(h, gu, rows, I); /* recompute the down_proj input */
-    be->matmul_bwd(mat_f32(dh, I), 0.0f, gr.down, mat_f32(dout, D), h, v.down, rows, D, I);
-    be->swiglu_bwd(mat_f32(dgu, 2 * I), mat_f32(dh, I), gu, rows, I);
-    be->matmul_bwd(du, 0.0f, gr.gate, mat_f32(dgu, 2 * I), u, v.gate, rows, I, D);
-    be->matmul_bwd(du, 1.0f, gr.up, mat_f32(dgu + I, 2 * I), u, v.up, rows, I, D);
+    const mlp_bufs f = bufs_of(act, temp, scratch, I, (size_t)rows, ctx->form);
+    /* lean: dout also in bf16 (ctx->dout16), as down_proj's two GEMMs take it: rounded once, by the norm backward */
+    const mat dout_m = ctx->dout16 ? mat_bf16(ctx->dout16, D) : mat_f32(dout, D);
+    be->swiglu_fwd(f.h, f.gu, rows, I); /* recompute the down_proj input */
+    be->matmul_bwd(f.dh, 0.0f, gr.down, dout_m, f.h, v.down, rows, D, I);
+    be->swiglu_bwd(f.dgu, f.dh, f.gu, rows, I);
+    if (ctx->form == MIXER_ACTS_LEAN_TRAIN && gate_up_stacked(v, I, D)) { /* the forward's one GEMM: its gradients */
+        be->matmul_bwd(du, 0.0f, gr.gate, f.dgu, u, v.gate, rows, 2 * I, D);
+        return;
+    }
+    be->matmul_bwd(du, 0.0f, gr.gate, f.dgu, u, v.gate, rows, I, D);
+    be->matmul_bwd(du, 1.0f, gr.up, mat_cols(f.dgu, I), u, v.up, rows, I, D);
 }
 
 const mixer_kind mixer_mlp = {
     .name = "mlp",
     .code = 'f',
-    .bf16_acts = 0,
+    .bf16_acts = 1,
     .declare = mlp_declare,
     .init = mlp_init,
     .act_floats = mlp_act_floats,

@@ -43,6 +43,11 @@ static inline uint16_t *mat_h(mat m) { return m.dt == MAT_BF16 ? (uint16_t *)m.p
 static inline int8_t *mat_q(mat m) { return m.dt == MAT_I8 ? (int8_t *)m.p : NULL; }
 /* Bytes of one element. */
 static inline size_t mat_elem_bytes(mat_dtype dt) { return dt == MAT_BF16 ? 2 : dt == MAT_I8 ? 1 : 4; }
+/* m's columns from col on */
+static inline mat mat_cols(mat m, int col) {
+    m.p = (char *)m.p + mat_elem_bytes(m.dt) * col;
+    return m;
+}
 
 /* ---- selective scan (Mamba-1: one decay per channel and state) --------------------------------- */
 /* The scan fused with what surrounds it in a Mamba-1 layer (the dt softplus before, the SiLU gate after):

@@ -179,12 +179,6 @@ static int attn_dtype(const char *op, const attn_args *a, const mat *m, int n) {
 /* A dense float32 copy [rows, cols] of bf16 rows (ld elements apart) */
 static float *widen(const mat m, size_t rows, int cols) { return host_f32_from_bf16_rows(mat_h(m), m.ld, rows, cols); }
 
-/* dst's rows [rows, cols] = bf16(src [rows, cols] dense) */
-static void round_into(mat dst, const float *src, size_t rows, int cols) {
-    for (size_t r = 0; r < rows; r++)
-        host_bf16_from_f32(mat_h(dst) + r * dst.ld, src + r * cols, cols);
-}
-
 /* The float32 arguments of a bf16 a: q [B*T, H*hd], k and v [B, n, KV*hd] dense (n = the most keys a sequence has),
  * the caller frees q, k, v. */
 static attn_args widen_args(const attn_args *a) {
@@ -218,7 +212,7 @@ void cpu_attn_fwd(const attn_args *a, mat o) {
     const int qd = a->H * a->hd;
     float *of = xmalloc(sizeof(float) * (rows * qd + 1));
     attn_fwd_f32(&w, of, qd);
-    round_into(o, of, rows, qd);
+    host_bf16_from_f32_rows(mat_h(o), o.ld, of, rows, qd);
     free(of);
     widen_free(&w);
 }

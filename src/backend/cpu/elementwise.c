@@ -3,9 +3,11 @@
  * Rows are processed 16 channels at a time with the vectorized exp/log of vec.h. */
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vec.h"
+#include "backend/host_bf16.h"
 #include "common.h"
 
 #include <omp.h>
+#include <stdlib.h>
 
 void cpu_softplus_bias_fwd(float *dt, const float *bias, int rows, int E) {
 #pragma omp parallel for schedule(static)
@@ -37,32 +39,57 @@ void cpu_neg_exp_transpose(float *At, const float *A_log, int E, int N) {
         }
 }
 
-/* SwiGLU's gate: h = silu(g) * u, its backward d(g | u). float32 operands only. */
-void cpu_swiglu_fwd(mat h, mat gu, int rows, int I) {
-    CHECK(mat_f(h) && mat_f(gu), "swiglu_fwd: float32 operands only");
-    float *hp = mat_f(h);
-    const float *g = mat_f(gu);
+/* SwiGLU's gate: h = silu(g) * u, its backward d(g | u). Operands all float32, or all bf16 (the lean MLP's, which the
+ * CPU runs only as the tests' reference for the GPU's: widened, computed in float32, rounded once). */
+static void swiglu_fwd_f32(float *hp, int ldh, const float *g, int ldgu, int rows, int I) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * I > 32768)
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < I; i += VW) {
             const int nw = imin(VW, I - i);
-            const vf gv = vf_load_n(g + (size_t)r * gu.ld + i, nw), uv = vf_load_n(g + (size_t)r * gu.ld + I + i, nw);
-            vf_store_n(hp + (size_t)r * h.ld + i, gv * vf_sigmoid(gv) * uv, nw);
+            const vf gv = vf_load_n(g + (size_t)r * ldgu + i, nw), uv = vf_load_n(g + (size_t)r * ldgu + I + i, nw);
+            vf_store_n(hp + (size_t)r * ldh + i, gv * vf_sigmoid(gv) * uv, nw);
         }
 }
 
-void cpu_swiglu_bwd(mat dgu, mat dh, mat gu, int rows, int I) {
-    CHECK(mat_f(dgu) && mat_f(dh) && mat_f(gu), "swiglu_bwd: float32 operands only");
-    float *d = mat_f(dgu);
-    const float *g = mat_f(gu), *dhp = mat_f(dh);
+static void swiglu_bwd_f32(float *d, int ldd, const float *dhp, int lddh, const float *g, int ldgu, int rows, int I) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * I > 32768)
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < I; i += VW) {
             const int nw = imin(VW, I - i);
-            const vf gv = vf_load_n(g + (size_t)r * gu.ld + i, nw), uv = vf_load_n(g + (size_t)r * gu.ld + I + i, nw);
-            const vf dv = vf_load_n(dhp + (size_t)r * dh.ld + i, nw), sg = vf_sigmoid(gv);
+            const vf gv = vf_load_n(g + (size_t)r * ldgu + i, nw), uv = vf_load_n(g + (size_t)r * ldgu + I + i, nw);
+            const vf dv = vf_load_n(dhp + (size_t)r * lddh + i, nw), sg = vf_sigmoid(gv);
             /* d silu(g) / dg = s (1 + g (1 - s)) */
-            vf_store_n(d + (size_t)r * dgu.ld + i, dv * uv * sg * (1.0f + gv * (1.0f - sg)), nw);
-            vf_store_n(d + (size_t)r * dgu.ld + I + i, dv * gv * sg, nw);
+            vf_store_n(d + (size_t)r * ldd + i, dv * uv * sg * (1.0f + gv * (1.0f - sg)), nw);
+            vf_store_n(d + (size_t)r * ldd + I + i, dv * gv * sg, nw);
         }
+}
+
+/* 1 when a, b, c are all bf16, 0 when all float32 */
+static int swiglu_bf16(const char *op, mat a, mat b, mat c) {
+    const int bf = a.dt == MAT_BF16;
+    CHECK(a.dt == b.dt && b.dt == c.dt && (bf || a.dt == MAT_F32), "%s: operands all float32 or all bf16", op);
+    return bf;
+}
+
+void cpu_swiglu_fwd(mat h, mat gu, int rows, int I) {
+    if (!swiglu_bf16("swiglu_fwd", h, gu, gu)) {
+        swiglu_fwd_f32(mat_f(h), h.ld, mat_f(gu), gu.ld, rows, I);
+        return;
+    }
+    float *g = host_f32_from_bf16_rows(mat_h(gu), gu.ld, rows, 2 * I), *hw = xmalloc(sizeof(float) * ((size_t)rows * I + 1));
+    swiglu_fwd_f32(hw, I, g, 2 * I, rows, I);
+    host_bf16_from_f32_rows(mat_h(h), h.ld, hw, rows, I);
+    free(g), free(hw);
+}
+
+void cpu_swiglu_bwd(mat dgu, mat dh, mat gu, int rows, int I) {
+    if (!swiglu_bf16("swiglu_bwd", dgu, dh, gu)) {
+        swiglu_bwd_f32(mat_f(dgu), dgu.ld, mat_f(dh), dh.ld, mat_f(gu), gu.ld, rows, I);
+        return;
+    }
+    float *g = host_f32_from_bf16_rows(mat_h(gu), gu.ld, rows, 2 * I), *d = host_f32_from_bf16_rows(mat_h(dh), dh.ld, rows, I);
+    float *dw = xmalloc(sizeof(float) * ((size_t)rows * 2 * I + 1));
+    swiglu_bwd_f32(dw, 2 * I, d, I, g, 2 * I, rows, I);
+    host_bf16_from_f32_rows(mat_h(dgu), dgu.ld, dw, rows, 2 * I);
+    free(g), free(d), free(dw);
 }

@@ -174,6 +174,12 @@ float *host_f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int col
     return x;
 }
 
+void host_bf16_from_f32_rows(uint16_t *dst, int ld, const float *src, size_t rows, int cols) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++)
+        host_bf16_from_f32(dst + r * ld, src + r * cols, (size_t)cols);
+}
+
 void cpu_convert_rows(mat dst, mat src, int rows, int cols) {
     const size_t eb = mat_elem_bytes(dst.dt);
 #pragma omp parallel for schedule(static)

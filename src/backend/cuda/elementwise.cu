@@ -6,6 +6,10 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
 
+#include <cuda_bf16.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #define GRID_STRIDE(i, n)                                                                           \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
@@ -47,48 +51,66 @@ extern "C" void neg_exp_transpose_cuda(float *At, const float *A_log, int E, int
 }
 
 
+/* SwiGLU's gate: h = silu(g) * u and its backward, one thread per element of h. X: float, or __nv_bfloat16 for
+ * every operand (the lean MLP's: widened, computed in float32, rounded once). */
+__device__ __forceinline__ static float sw_widen(float x) { return x; }
+__device__ __forceinline__ static float sw_widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ static void sw_narrow(float &d, float x) { d = x; }
+__device__ __forceinline__ static void sw_narrow(__nv_bfloat16 &d, float x) { d = __float2bfloat16_rn(x); }
 
-#define F32_ONLY(cond, op)                                                                              \
-    do {                                                                                            \
-        if (!(cond)) {                                                                              \
-            fprintf(stderr, "ssm: %s:%d: %s takes float32 operands only\n", __FILE__, __LINE__, op);   \
-            exit(2);                                                                                \
-        }                                                                                           \
-    } while (0)
-
-/* SwiGLU's gate (float32 operands): h = silu(g) * u and its backward, one thread per element of h. */
-__global__ static void swiglu_fwd_kernel(float *h, int ldh, const float *gu, int ldgu, int rows, int I) {
+template <typename X>
+__global__ static void swiglu_fwd_kernel(X *h, int ldh, const X *gu, int ldgu, int rows, int I) {
     const size_t n = (size_t)rows * I;
     GRID_STRIDE(i, n) {
         const size_t r = i / I, c = i % I;
-        const float g = gu[r * ldgu + c], u = gu[r * ldgu + I + c];
-        h[r * ldh + c] = g / (1.0f + expf(-g)) * u;
+        const float g = sw_widen(gu[r * ldgu + c]), u = sw_widen(gu[r * ldgu + I + c]);
+        sw_narrow(h[r * ldh + c], g / (1.0f + expf(-g)) * u);
     }
 }
 
-__global__ static void swiglu_bwd_kernel(float *dgu, int lddgu, const float *dh, int lddh, const float *gu, int ldgu,
-                                         int rows, int I) {
+template <typename X>
+__global__ static void swiglu_bwd_kernel(X *dgu, int lddgu, const X *dh, int lddh, const X *gu, int ldgu, int rows,
+                                         int I) {
     const size_t n = (size_t)rows * I;
     GRID_STRIDE(i, n) {
         const size_t r = i / I, c = i % I;
-        const float g = gu[r * ldgu + c], u = gu[r * ldgu + I + c], d = dh[r * lddh + c], s = 1.0f / (1.0f + expf(-g));
-        dgu[r * lddgu + c] = d * u * s * (1.0f + g * (1.0f - s));
-        dgu[r * lddgu + I + c] = d * g * s;
+        const float g = sw_widen(gu[r * ldgu + c]), u = sw_widen(gu[r * ldgu + I + c]), d = sw_widen(dh[r * lddh + c]);
+        const float s = 1.0f / (1.0f + expf(-g));
+        sw_narrow(dgu[r * lddgu + c], d * u * s * (1.0f + g * (1.0f - s))); /* d silu(g) / dg = s (1 + g (1 - s)) */
+        sw_narrow(dgu[r * lddgu + I + c], d * g * s);
     }
+}
+
+/* 1 when every mat is bf16, 0 when every one is float32; else the one-line error */
+static int swiglu_bf16(const char *op, mat a, mat b, mat c) {
+    if (a.dt == MAT_BF16 && b.dt == MAT_BF16 && c.dt == MAT_BF16) return 1;
+    if (a.dt == MAT_F32 && b.dt == MAT_F32 && c.dt == MAT_F32) return 0;
+    fprintf(stderr, "ssm: %s takes operands all float32 or all bf16\n", op);
+    exit(2);
 }
 
 extern "C" void swiglu_fwd_cuda(mat h, mat gu, int rows, int I) {
-    F32_ONLY(mat_f(h) && mat_f(gu), "swiglu_fwd");
     const size_t n = (size_t)rows * I;
+    const int bf = swiglu_bf16("swiglu_fwd", h, gu, gu);
     if (n == 0) return;
-    swiglu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(h), h.ld, mat_f(gu), gu.ld, rows, I);
+    if (bf)
+        swiglu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(h), h.ld,
+                                                            (const __nv_bfloat16 *)mat_h(gu), gu.ld, rows, I);
+    else
+        swiglu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(h), h.ld, mat_f(gu), gu.ld, rows, I);
     CUDA_CHECK_LAUNCH();
 }
 
 extern "C" void swiglu_bwd_cuda(mat dgu, mat dh, mat gu, int rows, int I) {
-    F32_ONLY(mat_f(dgu) && mat_f(dh) && mat_f(gu), "swiglu_bwd");
     const size_t n = (size_t)rows * I;
+    const int bf = swiglu_bf16("swiglu_bwd", dgu, dh, gu);
     if (n == 0) return;
-    swiglu_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(dgu), dgu.ld, mat_f(dh), dh.ld, mat_f(gu), gu.ld, rows, I);
+    if (bf)
+        swiglu_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(dgu), dgu.ld,
+                                                            (const __nv_bfloat16 *)mat_h(dh), dh.ld,
+                                                            (const __nv_bfloat16 *)mat_h(gu), gu.ld, rows, I);
+    else
+        swiglu_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(dgu), dgu.ld, mat_f(dh), dh.ld, mat_f(gu), gu.ld,
+                                                            rows, I);
     CUDA_CHECK_LAUNCH();
 }
