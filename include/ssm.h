@@ -26,8 +26,8 @@ typedef struct {
 typedef struct {
     int n_heads;           /* num_attention_heads; 0 means d_model / head_dim */
     int n_kv_heads;        /* num_key_value_heads, dividing n_heads (1: multi-query); 0 means n_heads */
-    int head_dim;          /* head_dim; 0 means d_model / n_heads (64 when n_heads is 0 too); even (RoPE) */
-    float rope_theta;      /* rope_theta (default 10000) */
+    int head_dim;          /* head_dim; 0 means d_model / n_heads (64 when n_heads is 0 too); even (with RoPE) */
+    float rope_theta;      /* rope_theta (default 10000); 0: no rotary positions (NemotronH's attention) */
     int sliding_window;    /* sliding_window: a query sees this many positions, itself included; 0: all */
     int max_context;       /* max_position_embeddings: the cache a decode state holds by default (4096) */
 } ssm_attention_config;
@@ -46,9 +46,14 @@ typedef struct {
     int use_conv_bias;     /* conv1d bias (HF use_conv_bias; default 1) */
 } ssm_mamba2_config;
 
-/* The shape of an MLP layer ('f' in the layer pattern): SwiGLU, down(silu(gate(x)) * up(x)). HF LlamaConfig. */
+/* The MLP's activation (ssm_mlp_config.hidden_act): HF's hidden_act / mlp_hidden_act names "silu" and "relu2". */
+enum { SSM_MLP_SILU = 0, SSM_MLP_RELU2 = 1 };
+
+/* The shape of an MLP layer ('f' in the layer pattern): SwiGLU, down(silu(gate(x)) * up(x)) (HF LlamaMLP), or the
+ * squared ReLU, down(relu(up(x))^2) with no gate_proj (HF NemotronHMLP). */
 typedef struct {
     int intermediate_size; /* intermediate_size; 0 means 8/3 d_model rounded up to a multiple of 64 */
+    int hidden_act;        /* SSM_MLP_SILU (default: SwiGLU) or SSM_MLP_RELU2 */
 } ssm_mlp_config;
 
 /* The shape of a model: what every layer shares, the layer pattern, and each layer kind's own shape (a

@@ -54,9 +54,11 @@ static int config_resolve_attention(ssm_config *c) {
         return ssm_error("config: %d heads of %d is too large", a->n_heads, a->head_dim);
     if (a->n_heads % a->n_kv_heads)
         return ssm_error("config: n_kv_heads %d does not divide n_heads %d", a->n_kv_heads, a->n_heads);
-    if (a->head_dim % 2) return ssm_error("config: head_dim %d is odd; rotary positions need an even one", a->head_dim);
-    if (!(a->rope_theta > 1.0f && a->rope_theta < 1e12f))
-        return ssm_error("config: rope_theta = %g must be in (1, 1e12)", a->rope_theta);
+    /* rope_theta 0: no rotary positions (NemotronH's attention: the Mamba layers carry the order) */
+    if (a->rope_theta != 0.0f && !(a->rope_theta > 1.0f && a->rope_theta < 1e12f))
+        return ssm_error("config: rope_theta = %g must be 0 (no rotary positions) or in (1, 1e12)", a->rope_theta);
+    if (a->rope_theta != 0.0f && a->head_dim % 2)
+        return ssm_error("config: head_dim %d is odd; rotary positions need an even one", a->head_dim);
     if (a->max_context == 0) a->max_context = 4096;
     return 0;
 }
@@ -87,6 +89,9 @@ static int config_resolve_mlp(ssm_config *c) {
     if (f->intermediate_size < 0) return ssm_error("config: intermediate_size must not be negative");
     if (f->intermediate_size == 0) f->intermediate_size = ((8 * c->d_model / 3) + 63) / 64 * 64;
     if (f->intermediate_size > 1 << 20) return ssm_error("config: intermediate_size %d is too large", f->intermediate_size);
+    if (f->hidden_act != SSM_MLP_SILU && f->hidden_act != SSM_MLP_RELU2)
+        return ssm_error("config: mlp hidden_act %d is not silu (%d) or relu2 (%d)", f->hidden_act, SSM_MLP_SILU,
+                         SSM_MLP_RELU2);
     return 0;
 }
 

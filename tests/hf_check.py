@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks that a model directory written by ssm (MambaForCausalLM, LlamaForCausalLM or MistralForCausalLM) loads
+"""Checks that a model directory written by ssm (MambaForCausalLM, Mamba2ForCausalLM, LlamaForCausalLM,
+MistralForCausalLM or NemotronHForCausalLM) loads
 in Hugging Face transformers as it is, and that
 transformers computes what ssm computes. Runs where transformers is installed (the GPU machine has it):
 
@@ -21,6 +22,8 @@ def main():
     saved = load_file(f"{model_dir}/model.safetensors")
     state = model.state_dict()
     for name, t in saved.items():
+        if name not in state and name.startswith("backbone."):  # NemotronH: transformers 5 names them model.*
+            name = "model." + name[len("backbone."):].replace("embedding.weight", "embeddings.weight")
         if name not in state:
             print(f"not in the transformers model: {name}")
         elif not torch.equal(state[name].float(), t.float()):

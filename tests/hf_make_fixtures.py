@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Writes the Hugging Face fixtures ssm's tests check against: two byte-level BPE tokenizers with the
-ids `tokenizers` gives for 10,000 strings, four small random Mamba checkpoints, a Mamba-2 one and three Llama/Mistral ones
+ids `tokenizers` gives for 10,000 strings, four small random Mamba checkpoints, a Mamba-2 one, three Llama/Mistral ones and a NemotronH one
 with the logits and greedy continuations transformers computes for them. Runs where torch, transformers, tokenizers and
 safetensors are installed (the GPU machine; everything runs on its CPU, in float32, one thread):
 
     python3 tests/hf_make_fixtures.py OUTDIR        (the tests read tests/fixtures/hf)
+    python3 tests/hf_make_fixtures.py OUTDIR --only NAME     (one model fixture alone, e.g. nemotron_h)
 
 Everything is seeded, so a rerun with the same library versions rewrites the same files. Each model is
 saved, loaded back with from_pretrained and checked to give the logits recorded for it; any mismatch,
@@ -319,6 +320,31 @@ def make_mamba2_config(**kw):
     return cfg
 
 
+def make_nemotron_h_config(**kw):
+    """A NemotronHConfig for ssm's M / a / f layers in NemotronH's forms (attention without rotary positions, the
+    relu2 MLP). time_step_limit's lower bound is time_step_min: transformers' torch path clamps dt at time_step_min,
+    its kernel path at time_step_limit, and ssm follows the limit, so the two must agree for the fixture to hold
+    whichever path ran. n_groups 2: NemotronH's gated norm is grouped (Zamba2RMSNormGated), as ssm's."""
+    from transformers import NemotronHConfig
+
+    args = dict(mamba_hidden_act="silu", mlp_hidden_act="relu2", use_bias=False, use_conv_bias=True, mlp_bias=False,
+                attention_bias=False, layer_norm_epsilon=1e-5, residual_in_fp32=True, rescale_prenorm_residual=False,
+                time_step_min=1e-3, time_step_limit=(1e-3, float("inf")), use_mamba_kernels=False,
+                max_position_embeddings=256, num_nextn_predict_layers=0, pad_token_id=0, bos_token_id=0,
+                eos_token_id=0, use_cache=True)
+    args.update(kw)
+    args["num_hidden_layers"] = len(args["hybrid_override_pattern"])
+    cfg = NemotronHConfig(**args)
+    for k in ("vocab_size", "hidden_size", "num_hidden_layers", "hybrid_override_pattern", "mamba_num_heads",
+              "mamba_head_dim", "ssm_state_size", "n_groups", "chunk_size", "num_attention_heads", "num_key_value_heads",
+              "head_dim", "intermediate_size", "mlp_hidden_act", "tie_word_embeddings"):
+        if k in args and getattr(cfg, k) != args[k]:
+            die(f"NemotronHConfig({k}={args[k]!r}) gave {k}={getattr(cfg, k)!r}")
+    if tuple(cfg.time_step_limit) != tuple(args["time_step_limit"]) or cfg.time_step_min != args["time_step_min"]:
+        die(f"NemotronHConfig: time_step_limit {cfg.time_step_limit}, time_step_min {cfg.time_step_min}")
+    return cfg
+
+
 def is_tied(model):
     return model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
@@ -327,7 +353,8 @@ def model_class(cfg):
     import transformers
 
     return getattr(transformers, {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM",
-                                  "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}[cfg.model_type])
+                                  "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                                  "nemotron_h": "NemotronHForCausalLM"}[cfg.model_type])
 
 
 def describe(cfg):
@@ -335,6 +362,10 @@ def describe(cfg):
         return f"state {cfg.state_size}, dt rank {cfg.time_step_rank}"
     if cfg.model_type == "mamba2":
         return f"{cfg.num_heads} heads of {cfg.head_dim}, state {cfg.state_size}, chunk {cfg.chunk_size}"
+    if cfg.model_type == "nemotron_h":
+        return (f"pattern {cfg.hybrid_override_pattern}, mamba {cfg.mamba_num_heads} heads of {cfg.mamba_head_dim} in "
+                f"{cfg.n_groups} groups, state {cfg.ssm_state_size}, chunk {cfg.chunk_size}; attention "
+                f"{cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv heads; relu2 MLP {cfg.intermediate_size}")
     return (f"{cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv heads, intermediate "
             f"{cfg.intermediate_size}, window {getattr(cfg, 'sliding_window', None)}")
 
@@ -526,8 +557,25 @@ def write_original_names(outdir, src_dir, cfg):
     print(f"original_names: tied_f32 renamed to the state-spaces layout; logits max diff {err:.2e}")
 
 
+def build_nemotron_h(outdir):
+    """NemotronH (ssm's M / a / f layers in its forms): a Mamba-2 layer, attention, Mamba-2, the relu2 MLP; 4 Mamba
+    heads of 16 in 2 groups, chunks of 8 over the 16 inputs; GQA attention; untied (transformers 5's NemotronH ties
+    nothing)."""
+    cfg = make_nemotron_h_config(vocab_size=256, hidden_size=32, hybrid_override_pattern="M*M-", mamba_num_heads=4,
+                                 mamba_head_dim=16, ssm_state_size=16, n_groups=2, conv_kernel=4, chunk_size=8,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=64,
+                                 tie_word_embeddings=False)
+    build_model(outdir, "nemotron_h", cfg, seed=8)
+
+
+ONLY = {"nemotron_h": build_nemotron_h}
+
+
 def main():
-    if len(sys.argv) != 2:
+    only = None
+    if len(sys.argv) == 4 and sys.argv[2] == "--only" and sys.argv[3] in ONLY:
+        only = sys.argv[3]
+    elif len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     outdir = sys.argv[1]
@@ -542,6 +590,10 @@ def main():
     torch.set_num_threads(1)  # float32 sums in one fixed order: reruns give the same bits
     torch.manual_seed(0)
     os.makedirs(outdir, exist_ok=True)
+    if only:
+        ONLY[only](outdir)
+        print("OK")
+        return
 
     strings = test_strings()
     vocab = write_tokenizer(train_tokenizer(nfc=False), outdir, "tokenizer", strings)
@@ -577,6 +629,7 @@ def main():
     cfg_g = make_mamba2_config(vocab_size=256, hidden_size=32, num_hidden_layers=2, head_dim=16, state_size=16,
                                chunk_size=8, tie_word_embeddings=True)
     build_model(outdir, "mamba2_tied", cfg_g, seed=7)
+    build_nemotron_h(outdir)
 
     total = 0
     print("files:")

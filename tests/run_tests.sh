@@ -33,19 +33,21 @@ run "tests/test_interrupt.sh 2 (filler bytes)" env SSM_NOISE=0.5 tests/test_inte
 # the same CLI tests on build/asan/ssm (AddressSanitizer + UBSan, leak checks on; see the Makefile)
 run "make check-sanitize (tests/test_cli*.sh on build/asan/ssm)" make -s --no-print-directory check-sanitize
 
-# the PyTorch oracle: a Mamba-1 model, and a hybrid of all three layer kinds (Mamba-1, attention, MLP)
-for layers in m maf Mmaf; do
-    echo "== PyTorch oracle (tests/torch_ref.py), layers $layers"
+# the PyTorch oracle: a Mamba-1 model, hybrids of every layer kind, and NemotronH's forms (":nemotron": attention
+# without rotary positions, the relu2 MLP)
+for spec in m maf Mmaf Maf:nemotron; do
+    layers=${spec%%:*} forms=${spec#"$layers"}
+    echo "== PyTorch oracle (tests/torch_ref.py), layers $spec"
     dump=/tmp/ssm_torch_dump.$$.safetensors
-    if ! build/torch_dump "$dump" "$layers" >/dev/null; then
+    if ! build/torch_dump "$dump" "$layers" ${forms:+"${forms#:}"} >/dev/null; then
         echo "FAIL - torch_dump could not write $dump" | tee -a "$log"
     elif out=$(/usr/bin/python3 tests/torch_ref.py "$dump" 2>&1); then
         echo "$out" | sed 's/^/  /'
-        echo "ok - PyTorch oracle (layers $layers): logits, loss, every gradient within 1e-4; 10 AdamW steps match" |
+        echo "ok - PyTorch oracle (layers $spec): logits, loss, every gradient within 1e-4; 10 AdamW steps match" |
             tee -a "$log"
     else
         echo "$out" | sed 's/^/  /'
-        echo "FAIL - PyTorch oracle, layers $layers (is python3-torch installed? .ci/run installs it)" | tee -a "$log"
+        echo "FAIL - PyTorch oracle, layers $spec (is python3-torch installed? .ci/run installs it)" | tee -a "$log"
     fi
 done
 

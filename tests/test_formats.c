@@ -64,7 +64,7 @@ static void round_trip(const char *what, ssm_config c, const char *architecture,
                x->n_layer, y->n_layer);
         if (strchr(x->layer_pattern, 'a'))
             EXPECT(!memcmp(&x->attention, &y->attention, sizeof x->attention), "attention config differs");
-        if (strchr(x->layer_pattern, 'f')) EXPECT(x->mlp.intermediate_size == y->mlp.intermediate_size, "mlp differs");
+        if (strchr(x->layer_pattern, 'f')) EXPECT(!memcmp(&x->mlp, &y->mlp, sizeof x->mlp), "mlp differs");
         if (strchr(x->layer_pattern, 'm')) EXPECT(!memcmp(&x->mamba1, &y->mamba1, sizeof x->mamba1), "mamba1 differs");
         if (strchr(x->layer_pattern, 'M')) EXPECT(!memcmp(&x->mamba2, &y->mamba2, sizeof x->mamba2), "mamba2 differs");
         EXPECT(m->layout.total == b->layout.total && !memcmp(m->w, b->w, sizeof(float) * m->layout.total),
@@ -109,6 +109,84 @@ static const char *llama_heads_json(int heads, int kv_heads, const char *extra) 
     return buf;
 }
 static const char *llama_json(const char *extra) { return llama_heads_json(4, 2, extra); }
+
+/* A NemotronHConfig as transformers writes it, with `extra` members appended */
+static const char *nemotron_json(const char *pattern, const char *extra) {
+    static char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"architectures\": [\"NemotronHForCausalLM\"], \"model_type\": \"nemotron_h\", \"vocab_size\": 256, "
+             "\"hidden_size\": 32, %s, \"mamba_num_heads\": 4, \"mamba_head_dim\": 16, \"ssm_state_size\": 8, "
+             "\"n_groups\": 2, \"conv_kernel\": 4, \"chunk_size\": 64, \"time_step_limit\": [0.0, Infinity], "
+             "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8, \"intermediate_size\": 48, "
+             "\"mlp_hidden_act\": \"relu2\", \"layer_norm_epsilon\": 1e-05, \"tie_word_embeddings\": false%s}",
+             pattern, extra);
+    return buf;
+}
+
+static void nemotron_h_configs(void) {
+    config_case("a NemotronHConfig (hybrid_override_pattern) reads", nemotron_json("\"hybrid_override_pattern\": \"M*M-\"", ""),
+                NULL);
+    config_case("transformers 5's layers_block_type reads",
+                nemotron_json("\"layers_block_type\": [\"mamba\", \"attention\", \"linear_attention\", \"mlp\"]", ""), NULL);
+    config_case("NemotronH's MoE layers are refused", nemotron_json("\"hybrid_override_pattern\": \"ME\"", ""),
+                "MoE layers");
+    char *j = (char *)nemotron_json("\"hybrid_override_pattern\": \"M-\"", "");
+    memcpy(strstr(j, "\"relu2\""), "\"gelu2\"", 7); /* the same length, in place */
+    config_case("an MLP activation other than relu2 is refused", j, "mlp_hidden_act \"gelu2\"");
+    config_case("NemotronH attention biases are refused",
+                nemotron_json("\"hybrid_override_pattern\": \"M*\"", ", \"attention_bias\": true"), "attention_bias");
+    config_case("NemotronH MLP biases are refused", nemotron_json("\"hybrid_override_pattern\": \"M-\"", ", \"mlp_bias\": true"),
+                "mlp_bias");
+    config_case("multi-token prediction layers are refused",
+                nemotron_json("\"hybrid_override_pattern\": \"M-\"", ", \"num_nextn_predict_layers\": 1"),
+                "num_nextn_predict_layers");
+    j = (char *)nemotron_json("\"hybrid_override_pattern\": \"M-\"", "");
+    memcpy(strstr(j, "\"mamba_head_dim\": 16"), "\"mamba_head_dim\": 12", 20);
+    config_case("a Mamba d_inner not a multiple of hidden_size is refused", j, "mamba_num_heads");
+    j = (char *)nemotron_json("\"hybrid_override_pattern\": \"M-\"", "");
+    memcpy(strstr(j, "1e-05"), "1e-06", 5);
+    config_case("a layer_norm_epsilon other than the gated norm's is refused", j, "with Mamba-2 layers is not supported");
+    config_case("num_hidden_layers disagreeing with the pattern is refused",
+                nemotron_json("\"hybrid_override_pattern\": \"M-\"", ", \"num_hidden_layers\": 3"), "num_hidden_layers 3");
+}
+
+/* A NemotronH directory that transformers 5 saved under its own module names (model.*, embedding): the same model. */
+static void nemotron_h_model_names(void) {
+    TEST_BEGIN("format nemotron_h: transformers 5's model.* tensor names load as the same model");
+    ssm_config c = small("Maf", 3);
+    c.attention.rope_theta = 0.0f, c.mlp.hidden_act = SSM_MLP_RELU2, c.tie_embeddings = 0;
+    char sub[PATH_CAP], p[PATH_CAP];
+    snprintf(sub, sizeof sub, "%s/nemotron_model_names", dir);
+    ssm_model *m = ssm_model_new(&c, 3);
+    EXPECT(m && ssm_model_save(m, sub) == 0, "save: %s", ssm_last_error());
+    path_join(p, sub, "model.safetensors");
+    st_file f = {0};
+    if (m && st_open(&f, p) == 0) {
+        st_tensor *t = xcalloc(f.n, sizeof *t);
+        char(*names)[160] = xcalloc(f.n, 160);
+        for (int i = 0; i < f.n; i++) {
+            t[i] = f.tensors[i];
+            const char *nm = f.tensors[i].name;
+            if (!strcmp(nm, "backbone.embeddings.weight")) snprintf(names[i], 160, "model.embedding.weight");
+            else if (!strncmp(nm, "backbone.", 9)) snprintf(names[i], 160, "model.%s", nm + 9);
+            else snprintf(names[i], 160, "%s", nm);
+            t[i].name = names[i];
+        }
+        char renamed[PATH_CAP];
+        path_join(renamed, sub, "renamed.safetensors");
+        const char *keys[] = {"format"}, *values[] = {"pt"};
+        EXPECT(st_write(renamed, t, f.n, keys, values, 1) == 0, "write: %s", ssm_last_error());
+        st_close(&f);
+        free(t), free(names);
+        EXPECT(rename(renamed, p) == 0, "rename");
+        ssm_model *b = ssm_model_load(sub);
+        EXPECT(b != NULL, "load: %s", ssm_last_error());
+        if (b) EXPECT(!memcmp(m->w, b->w, sizeof(float) * m->layout.total), "weights differ");
+        ssm_model_free(b);
+    }
+    ssm_model_free(m);
+    TEST_END();
+}
 
 /* state-spaces/mamba2-* as mamba_ssm saves them: its config.json (d_model, n_layer, ssm_cfg with layer "Mamba2" and
  * mamba_ssm's names, a vocabulary padded to pad_vocab_size_multiple) beside the same tensors: the same model. */
@@ -160,6 +238,18 @@ int main(void) {
     round_trip("mamba2 untied, biases, a dt limit", m2, "Mamba2ForCausalLM", "lm_head.weight");
     round_trip("hybrid with mamba2", small("Mmaf", 4), "SsmHybridForCausalLM", "backbone.layers.0.mixer.norm.weight");
     state_spaces_mamba2();
+    /* NemotronH: Mamba-2, attention without rotary positions, the relu2 MLP; its pattern written out per layer */
+    ssm_config nh = small("Maf", 6);
+    nh.attention.rope_theta = 0.0f, nh.mlp.hidden_act = SSM_MLP_RELU2;
+    round_trip("nemotron_h (tied: lm_head written too)", nh, "\"hybrid_override_pattern\": \"M*-M*-\"", "lm_head.weight");
+    nh.tie_embeddings = 0, nh.mamba2.dt_min = 0.001f, nh.n_layer = 4;
+    round_trip("nemotron_h untied, a dt limit", nh, "NemotronHForCausalLM", "backbone.layers.3.mixer.dt_bias");
+    ssm_config nh_t = small("af", 2);
+    nh_t.attention.rope_theta = 0.0f, nh_t.mlp.hidden_act = SSM_MLP_RELU2;
+    round_trip("a Transformer in NemotronH's forms", nh_t, "NemotronHForCausalLM", "backbone.layers.1.mixer.up_proj.weight");
+    nh.attention.rope_theta = 10000.0f; /* not NemotronH's attention: our own hybrid, its MLP relu2 */
+    round_trip("hybrid with a relu2 MLP", nh, "SsmHybridForCausalLM", "backbone.layers.2.mixer.down_proj.weight");
+    nemotron_h_model_names();
     round_trip("odd transformer", small("af", 3), "SsmHybridForCausalLM", "backbone.layers.2.mixer.q_proj.weight");
 
     config_case("a LlamaConfig written by transformers reads", llama_json(""), NULL);
@@ -210,6 +300,7 @@ int main(void) {
     char *dup = strstr(json, "\"layer\": \"Mamba2\", ");
     memmove(dup, dup + strlen("\"layer\": \"Mamba2\", "), strlen(dup + strlen("\"layer\": \"Mamba2\", ")) + 1);
     config_case("an unknown ssm_cfg.layer is refused", json, "ssm_cfg.layer \"Mamba3\" is not supported");
+    nemotron_h_configs();
     char cmd[PATH_CAP + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

@@ -337,6 +337,12 @@ static double swiglu_loss(void *u) {
     return dot(sw.h, sw.R, GR * GI);
 }
 
+/* relu2 on the first GI columns of gu's rows (ld GLD) */
+static double relu2_loss(void *u) {
+    cpu_relu2_fwd(mat_f32(sw.h, GI), mat_f32(sw.gu, GLD), GR, GI);
+    return dot(sw.h, sw.R, GR * GI);
+}
+
 /* attention over AB sequences of AT positions: AH query heads in groups over AKV key/value heads of AHD, the q | k | v
  * rows of AW columns (as the mixer has them) */
 enum { AB = 2, AT = 11, AH = 4, AKV = 2, AHD = 6, AW = (AH + 2 * AKV) * AHD + 1 };
@@ -377,6 +383,7 @@ static void test_attention_ops(void) {
     check_dir("gu", sw.gu, (size_t)GR * GLD, dgu, swiglu_loss, NULL);
     free(sw.gu), free(sw.R), free(sw.h), free(dgu);
     TEST_END();
+
 
     const size_t nq = (size_t)AB * AT * AW, no = (size_t)AB * AT * AH * AHD;
     TEST_BEGIN("rope's inverse is its transpose (the backward), and a position offset composes");
@@ -577,11 +584,13 @@ static double model_loss(void *u) { return model_train_forward(md.m, md.tokens, 
 
 /* masked: two targets of three -1 (as a task's non-answers, or filler): the gradient of the mean
  * over the counted ones */
+static int md_nemotron; /* NemotronH's layer forms: attention without rotary positions, the relu2 MLP */
+
 static void test_model_masked(int use_bias, int use_conv_bias, int tie, const char *pattern, int masked) {
-    char name[200];
+    char name[240];
     snprintf(name, sizeof name, "whole-model gradient of every parameter tensor matches finite differences "
-             "(layers \"%s\", use_bias %d, use_conv_bias %d, tied head %d%s)", pattern, use_bias, use_conv_bias, tie,
-             masked ? ", 22 of 66 targets counted" : "");
+             "(layers \"%s\", use_bias %d, use_conv_bias %d, tied head %d%s%s)", pattern, use_bias, use_conv_bias, tie,
+             masked ? ", 22 of 66 targets counted" : "", md_nemotron ? ", no rope, relu2 MLP" : "");
     TEST_BEGIN(name);
     ssm_config c;
     ssm_config_default(&c);
@@ -593,6 +602,7 @@ static void test_model_masked(int use_bias, int use_conv_bias, int tie, const ch
     c.mlp.intermediate_size = 20;
     c.mamba2.d_state = 5, c.mamba2.head_dim = 6, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 8; /* 4 heads */
     c.mamba2.use_bias = use_bias, c.mamba2.use_conv_bias = use_conv_bias;
+    if (md_nemotron) c.attention.rope_theta = 0.0f, c.attention.sliding_window = 0, c.mlp.hidden_act = SSM_MLP_RELU2;
     md.m = ssm_model_new(&c, 7);
     CHECK(md.m, "test_grad: %s", ssm_last_error());
     for (size_t i = 0; i < md.m->layout.total; i++) md.m->w[i] += 0.05f * rng_normal(&rng); /* off the init */
@@ -615,6 +625,26 @@ static void test_model(int use_bias, int use_conv_bias, int tie, const char *pat
     test_model_masked(use_bias, use_conv_bias, tie, pattern, 0);
 }
 
+/* Last in main: its draws from the shared generator would move every later test's inputs. */
+static void test_relu2(void) {
+    float *dgu;
+    TEST_BEGIN("relu2_bwd matches finite differences, and in place (du = dh) gives the same");
+    sw.gu = randn((size_t)GR * GLD, 1.5f), sw.R = randn(GR * GI, 1), sw.h = xmalloc(sizeof(float) * GR * GI);
+    for (size_t i = 0; i < (size_t)GR * GLD; i++) /* off the kink at 0, where the finite difference is one-sided */
+        if (fabsf(sw.gu[i]) < 0.05f) sw.gu[i] = 0.3f;
+    dgu = xcalloc((size_t)GR * GLD, sizeof(float));
+    relu2_loss(NULL);
+    cpu_relu2_bwd(mat_f32(dgu, GLD), mat_f32(sw.R, GI), mat_f32(sw.gu, GLD), GR, GI);
+    check_dir("u", sw.gu, (size_t)GR * GLD, dgu, relu2_loss, NULL);
+    float *inplace = xmalloc(sizeof(float) * GR * GI);
+    memcpy(inplace, sw.R, sizeof(float) * GR * GI);
+    cpu_relu2_bwd(mat_f32(inplace, GI), mat_f32(inplace, GI), mat_f32(sw.gu, GLD), GR, GI);
+    for (int r = 0; r < GR; r++)
+        for (int i = 0; i < GI; i++) EXPECT(inplace[r * GI + i] == dgu[r * GLD + i], "in place differs at %d, %d", r, i);
+    free(sw.gu), free(sw.R), free(sw.h), free(dgu), free(inplace);
+    TEST_END();
+}
+
 int main(void) {
     test_scan();
     test_conv();
@@ -629,5 +659,9 @@ int main(void) {
     test_model(0, 1, 1, "M"); /* Mamba-2: 4 heads in 2 groups, chunks of 8 over 33 positions */
     test_model(1, 0, 0, "M");
     test_model(0, 1, 1, "Maf");
+    md_nemotron = 1; /* NemotronH's M, *, - layers */
+    test_model(0, 1, 0, "Maf");
+    md_nemotron = 0;
+    test_relu2();
     return test_failures ? 1 : 0;
 }

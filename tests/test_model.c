@@ -152,6 +152,8 @@ static void test_float32_kind_in_bf16_model(void) {
     TEST_END();
 }
 
+static int hybrid_nemotron; /* random_hybrid's attention without rotary positions and relu2 MLP (NemotronH's) */
+
 /* A model of attention / MLP / Mamba-1 layers: pattern, n_layer, key/value heads (of 4 query heads of 8), window. */
 static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int window, uint64_t seed) {
     ssm_config c;
@@ -163,6 +165,7 @@ static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int 
     c.mlp.intermediate_size = 48;
     /* Mamba-2: 4 heads of 16 in 2 groups, chunks of 16 (the sequences and pieces below cross and split them) */
     c.mamba2.d_state = 16, c.mamba2.head_dim = 16, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 16;
+    if (hybrid_nemotron) c.attention.rope_theta = 0.0f, c.mlp.hidden_act = SSM_MLP_RELU2;
     ssm_model *m = ssm_model_new(&c, seed);
     CHECK(m, "random_hybrid: %s", ssm_last_error());
     rng_t r = {seed + 1};
@@ -174,8 +177,8 @@ static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int 
  * forward's loss). */
 static void test_attention_decode(const char *pattern, int n_layer, int n_kv, int window) {
     char name[200];
-    snprintf(name, sizeof name, "layers \"%s\" (%d kv heads of 4, window %d): step by step and prefill in pieces "
-             "equal the sequence forward", pattern, n_kv, window);
+    snprintf(name, sizeof name, "layers \"%s\" (%d kv heads of 4, window %d%s): step by step and prefill in pieces "
+             "equal the sequence forward", pattern, n_kv, window, hybrid_nemotron ? ", no rope, relu2 MLP" : "");
     TEST_BEGIN(name);
     enum { NS = 2, T = 45, V = 256 };
     ssm_model *m = random_hybrid(pattern, n_layer, n_kv, window, 5);
@@ -620,6 +623,9 @@ int main(void) {
     test_attention_decode("mmaf", 4, 4, 0); /* a hybrid */
     test_attention_decode("M", 2, 4, 0);    /* Mamba-2 */
     test_attention_decode("Mmaf", 4, 2, 0); /* Mamba-2 in a hybrid */
+    hybrid_nemotron = 1;
+    test_attention_decode("Maf", 3, 2, 0); /* NemotronH's layer forms */
+    hybrid_nemotron = 0;
     test_state_capacity();
     test_bf16_decode();
     test_int8_decode();

@@ -430,6 +430,19 @@ static void case_swiglu(op_run *r, const int *p) {
     r->be->swiglu_bwd(dgu, dh, gu, rows, I);
 }
 
+/* relu2_fwd and relu2_bwd. p: rows, I, pad (extra row stride of every operand), bf16 (every operand: the lean MLP),
+ * in place (relu2_bwd's du is its dh, as the MLP calls it) */
+static void case_relu2(op_run *r, const int *p) {
+    const int rows = p[0], I = p[1], ld = I + p[2], bf = p[3], inplace = p[4];
+    const size_t n = (size_t)rows * ld;
+    const mat u = bf ? mat_bf16(in_bf16(r, n, 3), ld) : mat_f32(in_f32(r, n, 3), ld);
+    const mat h = bf ? mat_bf16(out_bf16(r, "h", n), ld) : mat_f32(out_f32(r, "h", n), ld);
+    const mat du = bf ? mat_bf16(out_bf16(r, "du", n), ld) : mat_f32(out_f32(r, "du", n), ld);
+    const mat dh = inplace ? du : bf ? mat_bf16(in_bf16(r, n, 1), ld) : mat_f32(in_f32(r, n, 1), ld);
+    r->be->relu2_fwd(h, u, rows, I);
+    r->be->relu2_bwd(du, dh, u, rows, I);
+}
+
 /* rope. p: B, T, heads, hd, form (bit 0: positions from pos, bit 1: inverse, bit 2: x in bf16) */
 static void case_rope(op_run *r, const int *p) {
     const int B = p[0], T = p[1], H = p[2], hd = p[3], form = p[4], ld = H * hd + 3;
@@ -692,6 +705,11 @@ static void cases_make(void) {
     for (int i = 0; i < 2; i++)
         add_case(BACKEND_OP_swiglu_fwd, 1e-2, 0, case_swiglu, P(sw[i][0], sw[i][1], sw[i][2], 1),
                  "swiglu_fwd, swiglu_bwd rows %d I %d +%d: bf16", sw[i][0], sw[i][1], sw[i][2]);
+    for (int i = 0; i < 2; i++)
+        for (int bf = 0; bf < 2; bf++)
+            add_case(BACKEND_OP_relu2_fwd, bf ? 1e-2 : 1e-5, 0, case_relu2, P(sw[i][0], sw[i][1], sw[i][2], bf, i),
+                     "relu2_fwd, relu2_bwd rows %d I %d +%d%s%s", sw[i][0], sw[i][1], sw[i][2], bf ? ": bf16" : "",
+                     i ? ", in place" : "");
     for (int fm = 0; fm < 4; fm++)
         add_case(BACKEND_OP_rope, 1e-5, 0, case_rope, P(3, 37, 6, 16, fm), "rope B 3 T 37 heads 6 hd 16:%s%s",
                  fm & 1 ? " pos" : "", fm & 2 ? " inverse" : "");

@@ -4,7 +4,8 @@
  * LAYERS: the layer pattern (default "m", Mamba-1); with 'a' or 'f' the model has 4 layers (the pattern repeated),
  * grouped-query attention (4 heads of 6 on 2 key/value heads, d_model 20), a sliding window shorter than the
  * sequence, rope_theta 500 and a SwiGLU of 28; with 'M' too, Mamba-2 layers of 4 heads of 10 in 2 groups, d_state 6,
- * chunks of 8 (the oracle recomputes them as the plain recurrence). */
+ * chunks of 8 (the oracle recomputes them as the plain recurrence). Usage's third argument "nemotron": NemotronH's
+ * layer forms, attention without rotary positions (rope_theta 0) and the relu2 MLP (no gate_proj). */
 #include "io/safetensors.h"
 #include "model.h"
 #include "optim.h"
@@ -27,15 +28,15 @@ static int add_params(st_tensor *out, int n, const param_layout *L, const char *
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2 && argc != 3) {
-        fprintf(stderr, "usage: %s OUT.safetensors [LAYERS]\n", argv[0]);
+    if (argc < 2 || argc > 4 || (argc == 4 && strcmp(argv[3], "nemotron") != 0)) {
+        fprintf(stderr, "usage: %s OUT.safetensors [LAYERS [nemotron]]\n", argv[0]);
         return 2;
     }
     ssm_config c;
     ssm_config_default(&c);
     /* d_inner 40: two full 16-channel blocks and a partial one; T = 37 spans no full scan chunk */
     c.d_model = 20, c.n_layer = 3, c.mamba1.d_state = 6, c.mamba1.dt_rank = 3;
-    if (argc == 3) {
+    if (argc >= 3) {
         snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", argv[2]);
         if (strpbrk(argv[2], "afM")) c.n_layer = 4;
     }
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
     c.attention.sliding_window = 16, c.mlp.intermediate_size = 28;
     /* Mamba-2: d_inner 40 in 4 heads of 10, 2 groups of d_state 6; chunks of 8 (T = 37 is not a multiple) */
     c.mamba2.d_state = 6, c.mamba2.head_dim = 10, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 8;
+    if (argc == 4) c.attention.rope_theta = 0.0f, c.mlp.hidden_act = SSM_MLP_RELU2;
     ssm_model *m = ssm_model_new(&c, 11);
     if (!m) {
         fprintf(stderr, "%s\n", ssm_last_error());
@@ -109,7 +111,7 @@ int main(int argc, char **argv) {
                           "batch", "seq_len", "lr", "min_lr", "warmup", "total_steps", "weight_decay", "beta1",
                           "beta2", "eps", "clip", "adam_steps", "layer_pattern", "n_heads", "n_kv_heads", "head_dim",
                           "rope_theta", "sliding_window", "intermediate_size", "m2_d_state", "m2_d_conv",
-                          "m2_expand", "m2_head_dim", "m2_groups"};
+                          "m2_expand", "m2_head_dim", "m2_groups", "mlp_act"};
     enum { NKEYS = sizeof keys / sizeof keys[0] };
     static char vals[NKEYS][140];
     snprintf(vals[0], sizeof vals[0], "%d", c.d_model);
@@ -144,6 +146,7 @@ int main(int argc, char **argv) {
     snprintf(vals[29], sizeof vals[0], "%d", m->cfg.mamba2.expand);
     snprintf(vals[30], sizeof vals[0], "%d", m->cfg.mamba2.head_dim);
     snprintf(vals[31], sizeof vals[0], "%d", m->cfg.mamba2.n_groups);
+    snprintf(vals[32], sizeof vals[0], "%s", m->cfg.mlp.hidden_act == SSM_MLP_RELU2 ? "relu2" : "silu");
     const char *values[NKEYS];
     for (int i = 0; i < NKEYS; i++) values[i] = vals[i];
     if (st_write(argv[1], out, n, keys, values, NKEYS)) {

@@ -13,8 +13,9 @@ Model: HF transformers MambaForCausalLM semantics (slow/reference path), written
 plain torch ops; the oracle computes in float64 from the dumped (float32) parameters. A dump whose
 metadata has a layer_pattern other than "m" is a stack of those layers (repeated over n_layer):
 m = Mamba-1, a = HF LlamaAttention (rotate_half RoPE, grouped-query heads by repeat_kv, an optional
-sliding window: query i sees keys i - window < j <= i, eager softmax, no biases), f = HF LlamaMLP
-(SwiGLU, no biases), M = Mamba-2 (mamba_ssm Mamba2: the SSD as its plain recurrence, no chunks, and the
+sliding window: query i sees keys i - window < j <= i, eager softmax, no biases; rope_theta 0: no rotation,
+as HF NemotronHAttention), f = HF LlamaMLP (SwiGLU, no biases; mlp_act "relu2": HF NemotronHMLP,
+down_proj(relu(up_proj(x))^2), no gate_proj), M = Mamba-2 (mamba_ssm Mamba2: the SSD as its plain recurrence, no chunks, and the
 gated RMSNorm per group), each as x = x + mixer(rmsnorm(x)).
 """
 import argparse
@@ -70,6 +71,7 @@ PARAM_SUFFIXES = ["norm.weight", "mixer.in_proj.weight", "mixer.conv1d.weight",
 ATTN_SUFFIXES = ["norm.weight", "mixer.q_proj.weight", "mixer.k_proj.weight", "mixer.v_proj.weight",
                  "mixer.o_proj.weight"]
 MLP_SUFFIXES = ["norm.weight", "mixer.gate_proj.weight", "mixer.up_proj.weight", "mixer.down_proj.weight"]
+RELU2_MLP_SUFFIXES = ["norm.weight", "mixer.up_proj.weight", "mixer.down_proj.weight"]
 MAMBA2_SUFFIXES = ["norm.weight", "mixer.in_proj.weight", "mixer.conv1d.weight", "mixer.conv1d.bias", "mixer.dt_bias",
                    "mixer.A_log", "mixer.D", "mixer.norm.weight", "mixer.out_proj.weight"]
 DECAY_SUFFIXES = ("embeddings.weight", "in_proj.weight", "conv1d.weight", "x_proj.weight",
@@ -107,7 +109,8 @@ def param_shapes(cfg):
         per.update({"mixer.in_proj.weight" + "@M": [2 * Di + 2 * G * N2 + H2, D], "mixer.conv1d.weight@M": [Cd, 1, K2],
                     "mixer.conv1d.bias@M": [Cd], "mixer.dt_bias": [H2], "mixer.A_log@M": [H2], "mixer.D@M": [H2],
                     "mixer.norm.weight": [Di], "mixer.out_proj.weight@M": [D, Di], "norm.weight@M": [D]})
-    suffixes = {"m": PARAM_SUFFIXES, "a": ATTN_SUFFIXES, "f": MLP_SUFFIXES, "M": MAMBA2_SUFFIXES}
+    suffixes = {"m": PARAM_SUFFIXES, "a": ATTN_SUFFIXES, "M": MAMBA2_SUFFIXES,
+                "f": RELU2_MLP_SUFFIXES if cfg.get("mlp_act") == "relu2" else MLP_SUFFIXES}
     out = [("backbone.embeddings.weight", [V, D])]
     for i in range(cfg["n_layer"]):
         kind = layer_kind(cfg, i)
@@ -209,7 +212,8 @@ def attention(h, p, pre, cfg):
     q = (h @ p[pre + "mixer.q_proj.weight"].t()).view(Bsz, T, H, hd)
     k = (h @ p[pre + "mixer.k_proj.weight"].t()).view(Bsz, T, KV, hd)
     v = (h @ p[pre + "mixer.v_proj.weight"].t()).view(Bsz, T, KV, hd)
-    q, k = rotary(q, cfg["rope_theta"]), rotary(k, cfg["rope_theta"])
+    if cfg["rope_theta"] != 0:                                            # 0: NemotronHAttention, no rotation
+        q, k = rotary(q, cfg["rope_theta"]), rotary(k, cfg["rope_theta"])
     k = k.repeat_interleave(H // KV, dim=2)                               # repeat_kv
     v = v.repeat_interleave(H // KV, dim=2)
     scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(hd)
@@ -221,8 +225,10 @@ def attention(h, p, pre, cfg):
     return o @ p[pre + "mixer.o_proj.weight"].t()
 
 
-def mlp(h, p, pre):
-    """HF LlamaMLP: down_proj(silu(gate_proj(x)) * up_proj(x))."""
+def mlp(h, p, pre, cfg):
+    """HF LlamaMLP: down_proj(silu(gate_proj(x)) * up_proj(x)); relu2: HF NemotronHMLP, down_proj(relu(up_proj(x))^2)."""
+    if cfg.get("mlp_act") == "relu2":
+        return torch.relu(h @ p[pre + "mixer.up_proj.weight"].t()).pow(2) @ p[pre + "mixer.down_proj.weight"].t()
     g = h @ p[pre + "mixer.gate_proj.weight"].t()
     u = h @ p[pre + "mixer.up_proj.weight"].t()
     return (F.silu(g) * u) @ p[pre + "mixer.down_proj.weight"].t()
@@ -239,7 +245,7 @@ def forward(p, tokens, cfg):
         hn = rmsnorm(x, p[pre + "norm.weight"], eps)
         kind = layer_kind(cfg, i)
         x = x + (mixer(hn, p, pre, cfg) if kind == "m" else attention(hn, p, pre, cfg) if kind == "a"
-                 else mamba2(hn, p, pre, cfg) if kind == "M" else mlp(hn, p, pre))
+                 else mamba2(hn, p, pre, cfg) if kind == "M" else mlp(hn, p, pre, cfg))
     x = rmsnorm(x, p["backbone.norm_f.weight"], eps)
     logits = x @ emb.t()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
@@ -320,6 +326,9 @@ def parse_cfg(meta):
     if all(k in meta for k in HYBRID_INT_KEYS):
         cfg.update({k: _int(meta[k]) for k in HYBRID_INT_KEYS})
         cfg["rope_theta"] = float(meta.get("rope_theta", "10000"))
+        cfg["mlp_act"] = meta.get("mlp_act", "silu")
+        if cfg["mlp_act"] not in ("silu", "relu2"):
+            raise ValueError(f"unknown mlp_act {cfg['mlp_act']!r}")
     elif set(cfg["layer_pattern"]) - {"m", "M"}:
         raise KeyError(f"__metadata__ lacks one of {HYBRID_INT_KEYS}")
     if "M" in cfg["layer_pattern"]:

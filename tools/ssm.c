@@ -327,7 +327,7 @@ static int cmd_train(int argc, char **argv) {
     t.data_path = default_data();
     ssm_config c;
     ssm_config_default(&c);
-    const char *pattern = c.layer_pattern, *prompt = "ROMEO:\n";
+    const char *pattern = c.layer_pattern, *prompt = "ROMEO:\n", *mlp_act = "silu";
     int sample_n = 300, threads = 0;
     option o[] = {
         {"--data", NULL, OPT_STR, &t.data_path, "training text (any bytes); the last --val-fraction is held out"},
@@ -353,11 +353,14 @@ static int cmd_train(int argc, char **argv) {
         {"--n-kv-heads", NULL, OPT_INT, &c.attention.n_kv_heads,
          "key/value heads, dividing --n-heads (0: as many; 1: multi-query)"},
         {"--head-dim", NULL, OPT_INT, &c.attention.head_dim, "attention head width (0: d_model / n_heads, or 64)"},
-        {"--rope-theta", NULL, OPT_FLOAT, &c.attention.rope_theta, "rotary position base"},
+        {"--rope-theta", NULL, OPT_FLOAT, &c.attention.rope_theta,
+         "rotary position base (0: no rotary positions, as NemotronH's attention)"},
         {"--sliding-window", NULL, OPT_INT, &c.attention.sliding_window,
          "attention sees this many positions back, itself included (0: all)"},
         {"--max-context", NULL, OPT_INT, &c.attention.max_context, "the attention cache a decode state holds"},
-        {"--d-ff", NULL, OPT_INT, &c.mlp.intermediate_size, "MLP (SwiGLU) width (0: 8/3 d_model, to 64)"},
+        {"--d-ff", NULL, OPT_INT, &c.mlp.intermediate_size, "MLP width (0: 8/3 d_model, to 64)"},
+        {"--mlp-act", NULL, OPT_STR, &mlp_act,
+         "MLP activation: silu (SwiGLU, down(silu(gate(x)) * up(x))) or relu2 (down(relu(up(x))^2), NemotronH's)"},
         {"--m2-d-state", NULL, OPT_INT, &c.mamba2.d_state, "Mamba-2 state size N per head dimension"},
         {"--m2-head-dim", NULL, OPT_INT, &c.mamba2.head_dim, "Mamba-2 head width P, dividing expand * d_model"},
         {"--m2-groups", NULL, OPT_INT, &c.mamba2.n_groups, "Mamba-2 groups of heads sharing B and C"},
@@ -411,6 +414,7 @@ static int cmd_train(int argc, char **argv) {
         SHAPE("--d-ff", mlp.intermediate_size),      SHAPE("--m2-d-state", mamba2.d_state),
         SHAPE("--m2-head-dim", mamba2.head_dim),     SHAPE("--m2-groups", mamba2.n_groups),
         SHAPE("--m2-expand", mamba2.expand),         SHAPE("--chunk-size", mamba2.chunk_size),
+        SHAPE("--mlp-act", mlp.hidden_act),
 #undef SHAPE
     };
     const size_t n_shape = sizeof shape_opts / sizeof shape_opts[0];
@@ -437,6 +441,9 @@ static int cmd_train(int argc, char **argv) {
     }
     if (strlen(pattern) >= sizeof c.layer_pattern) die("--layers: pattern too long");
     snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
+    if (!strcmp(mlp_act, "silu")) c.mlp.hidden_act = SSM_MLP_SILU;
+    else if (!strcmp(mlp_act, "relu2")) c.mlp.hidden_act = SSM_MLP_RELU2;
+    else die("--mlp-act \"%s\": silu or relu2", mlp_act);
     if (t.resume && shape_given) { /* the checkpoint's shape with the options given: ssm_train compares */
         ssm_config given = c;
         if (ssm_config_load(t.out_dir, &c)) die("%s", ssm_last_error());
@@ -665,7 +672,9 @@ static void print_info(const ssm_model *m, long context) {
         printf("  attention: %d query heads, %d key/value heads, head dim %d, rope_theta %g, sliding window %d, "
                "max context %d\n", c->attention.n_heads, c->attention.n_kv_heads, c->attention.head_dim,
                c->attention.rope_theta, c->attention.sliding_window, c->attention.max_context);
-    if (strchr(c->layer_pattern, 'f')) printf("  mlp: SwiGLU, intermediate size %d\n", c->mlp.intermediate_size);
+    if (strchr(c->layer_pattern, 'f'))
+        printf("  mlp: %s, intermediate size %d\n", c->mlp.hidden_act == SSM_MLP_RELU2 ? "relu2" : "SwiGLU",
+               c->mlp.intermediate_size);
     printf("parameters: %zu (%.2f MB as float32)\n", ssm_model_n_params(m), ssm_model_n_params(m) * 4 / 1e6);
     const long ctx[] = {1L << 10, 1L << 13, 1L << 16, 1L << 20, context};
     print_state_table(m, ctx, context > 0 ? 5 : 4);

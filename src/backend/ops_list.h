@@ -125,6 +125,11 @@ OP(void, conv1d_silu_step,
 OP(void, swiglu_fwd, (mat h, mat gu, int rows, int I), (h, gu, rows, I), other)
 /* dgu [rows, 2I] (ld dgu.ld, written) = d(g | u) from dh [rows, I] and the forward's gu. */
 OP(void, swiglu_bwd, (mat dgu, mat dh, mat gu, int rows, int I), (dgu, dh, gu, rows, I), other)
+/* h [rows, I] (ld h.ld) = relu(u)^2 for u [rows, I] (ld u.ld): the squared-ReLU MLP's activation, down(relu(up(x))^2)
+ * (NemotronH's "relu2"), no gate. Operands all float32 or all bf16 (computed in float32, rounded once). */
+OP(void, relu2_fwd, (mat h, mat u, int rows, int I), (h, u, rows, I), other)
+/* du [rows, I] (written) = dh * 2 relu(u), from dh [rows, I] and the forward's u. du may be dh (in place). */
+OP(void, relu2_bwd, (mat du, mat dh, mat u, int rows, int I), (du, dh, u, rows, I), other)
 /* Rotary positions in place, HF Llama's rotate_half form, on the first n_heads heads of hd columns of every row of
  * x [B*T, x.ld] (float32, or bf16: rotated in float32, rounded once): for i < hd/2, with angle a = p * theta^(-2i/hd)
  * (float32 as HF computes it),

@@ -24,18 +24,37 @@ static void jw_float(json_writer *w, float x) {
     jw_raw(w, buf);
 }
 
-/* The file formats a model is written in, by its layer pattern: Mamba-1 alone is HF MambaForCausalLM; attention then
- * MLP, repeated, is HF LlamaForCausalLM (MistralForCausalLM with a sliding window); any other pattern is our own
- * hybrid config (model_type "ssm_hybrid": the pattern plus each kind's sub-config) with our tensor names. */
-typedef enum { FORMAT_MAMBA, FORMAT_MAMBA2, FORMAT_LLAMA, FORMAT_HYBRID } model_format;
+/* The file formats a model is written in, by its layer pattern: Mamba-1 alone is HF MambaForCausalLM; Mamba-2 alone
+ * HF Mamba2ForCausalLM; attention then SwiGLU MLP, repeated, is HF LlamaForCausalLM (MistralForCausalLM with a sliding
+ * window); Mamba-2, attention and MLP layers in NemotronH's forms (attention without rotary positions, the relu2 MLP)
+ * are HF NemotronHForCausalLM; any other pattern is our own hybrid config (model_type "ssm_hybrid": the pattern plus
+ * each kind's sub-config) with our tensor names. */
+typedef enum { FORMAT_MAMBA, FORMAT_MAMBA2, FORMAT_LLAMA, FORMAT_NEMOTRON_H, FORMAT_HYBRID } model_format;
+
+#define NEMOTRON_NORM_EPS 1e-5f /* our Mamba-2 gated norm's (mamba2.c); NemotronH's is layer_norm_epsilon */
+
+/* Whether NemotronH holds this model exactly: its layers are Mamba-2, attention without rotary positions or window,
+ * and the relu2 MLP; its Mamba-2 gated norm takes layer_norm_epsilon, ours 1e-5. */
+static int nemotron_h_fits(const ssm_config *c) {
+    const char *p = c->layer_pattern;
+    if (strspn(p, "Maf") != strlen(p) || strspn(p, "M") == strlen(p)) return 0;
+    if (strchr(p, 'a') && (c->attention.rope_theta != 0.0f || c->attention.sliding_window)) return 0;
+    if (strchr(p, 'f') && c->mlp.hidden_act != SSM_MLP_RELU2) return 0;
+    if (strchr(p, 'M') && c->norm_eps != NEMOTRON_NORM_EPS) return 0;
+    return 1;
+}
 
 static model_format format_of(const ssm_config *c) {
     const char *p = c->layer_pattern;
     if (strspn(p, "m") == strlen(p)) return FORMAT_MAMBA;
     if (strspn(p, "M") == strlen(p)) return FORMAT_MAMBA2;
-    if (!strcmp(p, "af") && c->n_layer % 2 == 0) return FORMAT_LLAMA;
+    if (!strcmp(p, "af") && c->n_layer % 2 == 0 && c->attention.rope_theta != 0.0f && c->mlp.hidden_act == SSM_MLP_SILU)
+        return FORMAT_LLAMA;
+    if (nemotron_h_fits(c)) return FORMAT_NEMOTRON_H;
     return FORMAT_HYBRID;
 }
+
+static const char *mlp_act_name(int act) { return act == SSM_MLP_RELU2 ? "relu2" : "silu"; }
 
 static void write_mamba(json_writer *w, const ssm_config *c) {
     jw_key(w, "architectures"), jw_raw(w, "[\"MambaForCausalLM\"]");
@@ -71,6 +90,14 @@ static void write_mamba(json_writer *w, const ssm_config *c) {
     jw_key(w, "ssm_layer_pattern"), jw_string(w, c->layer_pattern);
 }
 
+/* A dt limit [lo, hi] as transformers writes it (an infinite bound as a bare Infinity). */
+static void write_dt_limit(json_writer *w, const ssm_mamba2_config *m) {
+    jw_raw(w, "["), jw_float(w, m->dt_min), jw_raw(w, ", ");
+    if (isinf(m->dt_max)) jw_raw(w, "Infinity");
+    else jw_float(w, m->dt_max);
+    jw_raw(w, "]");
+}
+
 /* The Mamba-2 fields, with HF Mamba2Config's names (both the Mamba2 config and our hybrid's sub-object). An infinite
  * limit is written as Python's json writes it, a bare Infinity (which our reader accepts there alone). */
 static void write_mamba2_fields(json_writer *w, const ssm_config *c) {
@@ -82,10 +109,7 @@ static void write_mamba2_fields(json_writer *w, const ssm_config *c) {
     jw_key(w, "expand"), jw_int(w, m->expand);
     jw_key(w, "conv_kernel"), jw_int(w, m->d_conv);
     jw_key(w, "chunk_size"), jw_int(w, m->chunk_size);
-    jw_key(w, "time_step_limit"), jw_raw(w, "["), jw_float(w, m->dt_min), jw_raw(w, ", ");
-    if (isinf(m->dt_max)) jw_raw(w, "Infinity");
-    else jw_float(w, m->dt_max);
-    jw_raw(w, "]");
+    jw_key(w, "time_step_limit"), write_dt_limit(w, m);
     jw_key(w, "use_bias"), jw_raw(w, m->use_bias ? "true" : "false");
     jw_key(w, "use_conv_bias"), jw_raw(w, m->use_conv_bias ? "true" : "false");
     jw_key(w, "rms_norm"), jw_raw(w, "true");
@@ -181,9 +205,76 @@ static void write_hybrid(json_writer *w, const ssm_config *c) {
     if (strchr(c->layer_pattern, 'f')) {
         jw_key(w, "mlp"), jw_begin_object(w);
         jw_key(w, "intermediate_size"), jw_int(w, c->mlp.intermediate_size);
-        jw_key(w, "hidden_act"), jw_string(w, "silu");
+        jw_key(w, "hidden_act"), jw_string(w, mlp_act_name(c->mlp.hidden_act));
         jw_end_object(w);
     }
+}
+
+/* HF NemotronHForCausalLM (nemotron_h_fits): one HF layer per layer of ours, hybrid_override_pattern M = Mamba-2,
+ * '*' = attention, '-' = MLP; the tensor names are ours (the original NemotronH checkpoints' backbone.* names, which
+ * transformers 5 renames to model.* as it loads). */
+static void write_nemotron_h(json_writer *w, const ssm_config *c) {
+    const size_t plen = strlen(c->layer_pattern);
+    char *hf = xmalloc((size_t)c->n_layer + 1);
+    for (int l = 0; l < c->n_layer; l++) {
+        const char k = c->layer_pattern[l % plen];
+        hf[l] = k == 'M' ? 'M' : k == 'a' ? '*' : '-';
+    }
+    hf[c->n_layer] = 0;
+    jw_key(w, "architectures"), jw_raw(w, "[\"NemotronHForCausalLM\"]");
+    jw_key(w, "model_type"), jw_string(w, "nemotron_h");
+    jw_key(w, "vocab_size"), jw_int(w, c->vocab_size);
+    jw_key(w, "hidden_size"), jw_int(w, c->d_model);
+    jw_key(w, "num_hidden_layers"), jw_int(w, c->n_layer);
+    jw_key(w, "hybrid_override_pattern"), jw_string(w, hf);
+    free(hf);
+    jw_key(w, "layer_norm_epsilon"), jw_float(w, c->norm_eps);
+    /* lm_head.weight is always in the file (a copy of the embedding when tied): transformers 5's NemotronH ties
+     * nothing (_tied_weights_keys is empty), earlier ones tie it to the same values */
+    jw_key(w, "tie_word_embeddings"), jw_raw(w, c->tie_embeddings ? "true" : "false");
+    if (strchr(c->layer_pattern, 'M')) {
+        const ssm_mamba2_config *m = &c->mamba2;
+        jw_key(w, "mamba_num_heads"), jw_int(w, m->expand * c->d_model / m->head_dim);
+        jw_key(w, "mamba_head_dim"), jw_int(w, m->head_dim);
+        jw_key(w, "ssm_state_size"), jw_int(w, m->d_state);
+        jw_key(w, "n_groups"), jw_int(w, m->n_groups);
+        jw_key(w, "expand"), jw_int(w, m->expand);
+        jw_key(w, "conv_kernel"), jw_int(w, m->d_conv);
+        jw_key(w, "chunk_size"), jw_int(w, m->chunk_size);
+        jw_key(w, "mamba_hidden_act"), jw_string(w, "silu");
+        jw_key(w, "use_conv_bias"), jw_raw(w, m->use_conv_bias ? "true" : "false");
+        jw_key(w, "use_bias"), jw_raw(w, m->use_bias ? "true" : "false");
+        jw_key(w, "mamba_proj_bias"), jw_raw(w, m->use_bias ? "true" : "false");
+        jw_key(w, "time_step_limit"), write_dt_limit(w, m);
+        /* transformers' torch path (no mamba_ssm kernels) clamps dt at time_step_min, its kernel path at
+         * time_step_limit: the limit's lower bound makes both ours. 0 cannot be written: its init takes the log
+         * (of a loaded dt_bias it discards); dt below 1e-9 moves nothing */
+        jw_key(w, "time_step_min"), jw_float(w, m->dt_min > 0.0f ? m->dt_min : 1e-9f);
+        jw_key(w, "time_step_max"), jw_float(w, 0.1f);
+        jw_key(w, "time_step_floor"), jw_float(w, 1e-4f);
+    }
+    if (strchr(c->layer_pattern, 'a')) {
+        const ssm_attention_config *a = &c->attention;
+        jw_key(w, "num_attention_heads"), jw_int(w, a->n_heads);
+        jw_key(w, "num_key_value_heads"), jw_int(w, a->n_kv_heads);
+        jw_key(w, "head_dim"), jw_int(w, a->head_dim);
+        jw_key(w, "max_position_embeddings"), jw_int(w, a->max_context);
+        jw_key(w, "attention_bias"), jw_raw(w, "false");
+        jw_key(w, "attention_dropout"), jw_float(w, 0.0f);
+    }
+    if (strchr(c->layer_pattern, 'f')) {
+        jw_key(w, "intermediate_size"), jw_int(w, c->mlp.intermediate_size);
+        jw_key(w, "mlp_hidden_act"), jw_string(w, "relu2");
+        jw_key(w, "mlp_bias"), jw_raw(w, "false");
+    }
+    jw_key(w, "residual_in_fp32"), jw_raw(w, "true");
+    jw_key(w, "rescale_prenorm_residual"), jw_raw(w, "false"); /* as for Mamba: transformers would re-init out_proj */
+    jw_key(w, "initializer_range"), jw_float(w, 0.02f);
+    jw_key(w, "bos_token_id"), jw_int(w, 0);
+    jw_key(w, "eos_token_id"), jw_int(w, 0);
+    jw_key(w, "pad_token_id"), jw_int(w, 0);
+    jw_key(w, "use_cache"), jw_raw(w, "true");
+    jw_key(w, "torch_dtype"), jw_string(w, "float32");
 }
 
 int model_config_write(const char *path, const ssm_config *c) {
@@ -194,6 +285,7 @@ int model_config_write(const char *path, const ssm_config *c) {
     case FORMAT_MAMBA: write_mamba(&w, c); break;
     case FORMAT_MAMBA2: write_mamba2(&w, c); break;
     case FORMAT_LLAMA: write_llama(&w, c); break;
+    case FORMAT_NEMOTRON_H: write_nemotron_h(&w, c); break;
     case FORMAT_HYBRID: write_hybrid(&w, c); break;
     }
     jw_end_object(&w);
@@ -240,7 +332,8 @@ static int config_from_hf(const json_value *root, ssm_config *c) {
     const char *type = NULL;
     if (json_get_string(root, "model_type", &type) < 0) return -1;
     if (type && strcmp(type, "mamba") != 0)
-        return ssm_error("model_type \"%s\" is not supported (mamba, mamba2, llama, mistral or ssm_hybrid)", type);
+        return ssm_error("model_type \"%s\" is not supported (mamba, mamba2, llama, mistral, nemotron_h or ssm_hybrid)",
+                         type);
     const int_field ints[] = {{"vocab_size", &c->vocab_size, 1},  {"hidden_size", &c->d_model, 1},
                               {"num_hidden_layers", &c->n_layer, 1}, {"state_size", &c->mamba1.d_state, 0},
                               {"expand", &c->mamba1.expand, 0},            {"conv_kernel", &c->mamba1.d_conv, 0}};
@@ -380,6 +473,16 @@ static int read_act_silu(const json_value *obj) {
     return 0;
 }
 
+/* Our hybrid's MLP activation: "silu" (SwiGLU, the default) or "relu2" */
+static int read_mlp_act(const json_value *obj, ssm_config *c) {
+    const char *act = NULL;
+    if (json_get_string(obj, "hidden_act", &act) < 0) return -1;
+    if (!act || !strcmp(act, "silu")) c->mlp.hidden_act = SSM_MLP_SILU;
+    else if (!strcmp(act, "relu2")) c->mlp.hidden_act = SSM_MLP_RELU2;
+    else return ssm_error("hidden_act \"%s\" is not supported (silu or relu2)", act);
+    return 0;
+}
+
 /* HF LlamaConfig / MistralConfig: a Transformer, our pattern "af" with two of our layers per HF layer. */
 static int config_from_llama(const json_value *root, ssm_config *c) {
     int layers = 0;
@@ -471,8 +574,122 @@ static int config_from_hybrid(const json_value *root, ssm_config *c) {
             if (read_mamba2_fields(sub, c)) return -1;
         } else {
             const int_field f[] = {{"intermediate_size", &c->mlp.intermediate_size, 1}};
-            if (read_ints(sub, f, 1, 0) || read_act_silu(sub)) return -1;
+            if (read_ints(sub, f, 1, 0) || read_mlp_act(sub, c)) return -1;
         }
+    }
+    return 0;
+}
+
+/* A key that must be absent, null or false (NemotronH's options we do not implement) */
+static int refuse_true(const json_value *obj, const char *key) {
+    const json_value *v = json_get(obj, key);
+    int b = 0;
+    if (!v || v->type == JSON_NULL) return 0;
+    if (json_get_bool(obj, key, &b) < 0) return -1;
+    return b ? ssm_error("%s true is not supported", key) : 0;
+}
+
+/* NemotronH's layer list: hybrid_override_pattern ("M*-" letters), or transformers 5's layers_block_type (names,
+ * "linear_attention" / "full_attention" in its latest form) into our pattern, one letter per layer. */
+static int nemotron_h_pattern(const json_value *root, ssm_config *c) {
+    const char *pat = NULL;
+    const json_value *list = json_get(root, "layers_block_type");
+    if (json_get_string(root, "hybrid_override_pattern", &pat) < 0) return -1;
+    const size_t n = pat ? strlen(pat) : list && list->type == JSON_ARRAY ? list->count : 0;
+    if (n == 0) return ssm_error("missing \"hybrid_override_pattern\" (or \"layers_block_type\")");
+    if (n >= sizeof c->layer_pattern) return ssm_error("hybrid_override_pattern: %zu layers is too many", n);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = pat ? NULL : list->items[i].type == JSON_STRING ? list->items[i].string : "";
+        const char k = pat ? pat[i] : !strcmp(name, "mamba") || !strcmp(name, "linear_attention") ? 'M'
+                                      : !strcmp(name, "attention") || !strcmp(name, "full_attention") ? '*'
+                                      : !strcmp(name, "mlp") ? '-' : !strcmp(name, "moe") ? 'E' : '?';
+        if (k == 'E')
+            return ssm_error("%s: MoE layers ('E', \"moe\") are not supported",
+                             pat ? "hybrid_override_pattern" : "layers_block_type");
+        if (k != 'M' && k != '*' && k != '-')
+            return pat ? ssm_error("hybrid_override_pattern: unknown layer '%c' (M, *, -)", k)
+                       : ssm_error("layers_block_type: unknown layer \"%s\"", name);
+        c->layer_pattern[i] = k == 'M' ? 'M' : k == '*' ? 'a' : 'f';
+    }
+    c->layer_pattern[n] = 0;
+    long long layers;
+    const int r = json_get_int(root, "num_hidden_layers", &layers);
+    if (r < 0) return -1;
+    if (r == 0 && layers != (long long)n)
+        return ssm_error("num_hidden_layers %lld differs from the pattern's %zu layers", layers, n);
+    c->n_layer = (int)n;
+    /* the shortest period that repeats to the layers (our pattern repeats over n_layer): "MafMaf" reads as "Maf" */
+    for (size_t p = 1; p <= n; p++) {
+        size_t i = p;
+        while (i < n && c->layer_pattern[i] == c->layer_pattern[i % p]) i++;
+        if (i == n) {
+            c->layer_pattern[p] = 0;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* HF NemotronHConfig (transformers' configuration_nemotron_h.py, its defaults for absent keys): Mamba-2, attention
+ * without rotary positions and the relu2 MLP, each with its own key names; its MoE, multi-token prediction and
+ * biased attention or MLP are refused. d_inner is mamba_num_heads * mamba_head_dim (its `expand` is not read by the
+ * model), which must be a multiple of hidden_size here. */
+static int config_from_nemotron_h(const json_value *root, ssm_config *c) {
+    const int_field ints[] = {{"vocab_size", &c->vocab_size, 1}, {"hidden_size", &c->d_model, 1}};
+    const int_field flags[] = {{"tie_word_embeddings", &c->tie_embeddings, 0}};
+    c->tie_embeddings = 0; /* NemotronHConfig's default */
+    if (read_ints(root, ints, 2, 0) || read_ints(root, flags, 1, 1) || nemotron_h_pattern(root, c)) return -1;
+    double eps = 1e-5;
+    if (json_get_double(root, "layer_norm_epsilon", &eps) < 0) return -1;
+    c->norm_eps = (float)eps;
+    int mtp = 0;
+    const int_field extra[] = {{"num_nextn_predict_layers", &mtp, 0}};
+    if (read_ints(root, extra, 1, 0)) return -1;
+    if (mtp) return ssm_error("num_nextn_predict_layers %d: multi-token prediction layers are not supported", mtp);
+    if (strchr(c->layer_pattern, 'M')) {
+        ssm_mamba2_config *m = &c->mamba2;
+        int heads = 128;
+        *m = (ssm_mamba2_config){.d_state = 128, .d_conv = 4, .expand = 2, .head_dim = 64, .n_groups = 8,
+                                 .chunk_size = 128, .dt_min = 0.0f, .dt_max = INFINITY, .use_bias = 0,
+                                 .use_conv_bias = 1};
+        const int_field mi[] = {{"mamba_num_heads", &heads, 0}, {"mamba_head_dim", &m->head_dim, 0},
+                                {"ssm_state_size", &m->d_state, 0}, {"n_groups", &m->n_groups, 0},
+                                {"conv_kernel", &m->d_conv, 0}, {"chunk_size", &m->chunk_size, 0}};
+        const int_field mf[] = {{"use_bias", &m->use_bias, 0}, {"use_conv_bias", &m->use_conv_bias, 0}};
+        if (read_ints(root, mi, 6, 0) || read_ints(root, mf, 2, 1)) return -1;
+        const long long d_inner = (long long)heads * m->head_dim;
+        if (d_inner == 0 || d_inner % c->d_model)
+            return ssm_error("mamba_num_heads * mamba_head_dim = %lld is not a multiple of hidden_size %d (not "
+                             "supported: our d_inner is expand * hidden_size)", d_inner, c->d_model);
+        m->expand = (int)(d_inner / c->d_model);
+        const char *act = NULL;
+        if (json_get_string(root, "mamba_hidden_act", &act) < 0) return -1;
+        if (act && strcmp(act, "silu") != 0)
+            return ssm_error("mamba_hidden_act \"%s\" is not supported (only silu)", act);
+        if (c->norm_eps != NEMOTRON_NORM_EPS)
+            return ssm_error("layer_norm_epsilon %g with Mamba-2 layers is not supported (their gated norm's is 1e-5)",
+                             eps);
+        if (read_dt_limit(json_get(root, "time_step_limit"), "\"time_step_limit\"", m)) return -1;
+    }
+    if (strchr(c->layer_pattern, 'a')) {
+        ssm_attention_config *a = &c->attention;
+        a->n_heads = 32, a->n_kv_heads = 8, a->head_dim = 128, a->max_context = 4096;
+        const int_field ai[] = {{"num_attention_heads", &a->n_heads, 0}, {"num_key_value_heads", &a->n_kv_heads, 0},
+                                {"head_dim", &a->head_dim, 0}, {"max_position_embeddings", &a->max_context, 0}};
+        if (read_ints(root, ai, 4, 0) || refuse_true(root, "attention_bias")) return -1;
+        const json_value *sw = json_get(root, "sliding_window");
+        if (sw && sw->type != JSON_NULL) return ssm_error("sliding_window is not supported in NemotronH files");
+        a->rope_theta = 0.0f; /* NemotronHAttention: no rotary positions */
+    }
+    if (strchr(c->layer_pattern, 'f')) {
+        c->mlp.intermediate_size = 21504;
+        const int_field fi[] = {{"intermediate_size", &c->mlp.intermediate_size, 0}};
+        if (read_ints(root, fi, 1, 0) || refuse_true(root, "mlp_bias")) return -1;
+        const char *act = NULL;
+        if (json_get_string(root, "mlp_hidden_act", &act) < 0) return -1;
+        if (act && strcmp(act, "relu2") != 0)
+            return ssm_error("mlp_hidden_act \"%s\" is not supported (only relu2)", act);
+        c->mlp.hidden_act = SSM_MLP_RELU2;
     }
     return 0;
 }
@@ -490,6 +707,7 @@ int model_config_read(const char *path, ssm_config *c) {
     else if (type && (!strcmp(type, "llama") || !strcmp(type, "mistral"))) rc = config_from_llama(root, c);
     else if (type && !strcmp(type, "ssm_hybrid")) rc = config_from_hybrid(root, c);
     else if (type && !strcmp(type, "mamba2")) rc = config_from_mamba2(root, c);
+    else if (type && !strcmp(type, "nemotron_h")) rc = config_from_nemotron_h(root, c);
     else rc = config_from_hf(root, c);
     if (rc == 0) rc = ssm_config_resolve(c);
     json_free(root);
@@ -528,8 +746,9 @@ static const char *file_name_of(const ssm_config *c, const char *name, char *buf
 int model_weights_write(const char *path, const ssm_model *m, const char *meta_key, const char *meta_value) {
     const param_layout *L = &m->layout;
     model_sync_host(m);
-    st_tensor *t = xcalloc(L->n, sizeof *t);
+    st_tensor *t = xcalloc(L->n + 1, sizeof *t);
     char(*names)[NAME_CAP] = xcalloc(L->n, NAME_CAP);
+    int n = L->n;
     for (int i = 0; i < L->n; i++) {
         const param_info *p = &L->items[i];
         t[i].name = (char *)file_name_of(&m->cfg, p->name, names[i]);
@@ -539,8 +758,12 @@ int model_weights_write(const char *path, const ssm_model *m, const char *meta_k
         t[i].nbytes = p->numel * sizeof(float);
         t[i].data = m->w + p->offset;
     }
+    if (format_of(&m->cfg) == FORMAT_NEMOTRON_H && m->cfg.tie_embeddings) { /* see write_nemotron_h */
+        t[n] = t[m->emb];
+        t[n++].name = "lm_head.weight";
+    }
     const char *keys[] = {"format", meta_key}, *values[] = {"pt", meta_value};
-    int rc = st_write(path, t, L->n, keys, values, meta_key ? 2 : 1);
+    int rc = st_write(path, t, n, keys, values, meta_key ? 2 : 1);
     free(t);
     free(names);
     return rc;
@@ -611,12 +834,27 @@ fail:
     return -1;
 }
 
-/* A tensor by name across the files; the original state-spaces naming is accepted as an alias. */
-static const st_tensor *weight_find(const weight_files *w, const char *name, const st_file **in) {
+/* The name a NemotronH file may give a tensor of ours instead: transformers 5 names NemotronH's modules model.*
+ * where the original checkpoints (and we) say backbone.* (and renames embedding to embeddings as it loads). */
+static const char *nemotron_h_alias(const char *name, char *buf) {
+    if (strncmp(name, "backbone.", 9) != 0) return NULL;
+    snprintf(buf, NAME_CAP, "model.%s", name + 9);
+    return buf;
+}
+
+/* A tensor by name across the files; the original state-spaces naming is accepted as an alias, and in a NemotronH
+ * file transformers 5's model.* names. */
+static const st_tensor *weight_find(const weight_files *w, const ssm_config *c, const char *name, const st_file **in) {
     const char *alias = strcmp(name, "backbone.embeddings.weight") == 0 ? "backbone.embedding.weight" : NULL;
+    char buf[NAME_CAP];
+    const int nemotron = format_of(c) == FORMAT_NEMOTRON_H;
+    const char *alias2 = nemotron ? nemotron_h_alias(name, buf) : NULL;
+    const char *alias3 = nemotron && alias ? "model.embedding.weight" : NULL;
     for (int k = 0; k < w->n; k++) {
         const st_tensor *t = st_find(&w->files[k], name);
         if (!t && alias) t = st_find(&w->files[k], alias);
+        if (!t && alias2) t = st_find(&w->files[k], alias2);
+        if (!t && alias3) t = st_find(&w->files[k], alias3);
         if (t) return *in = &w->files[k], t;
     }
     return NULL;
@@ -640,7 +878,7 @@ static int weights_check(const weight_files *w, const ssm_model *m) {
         const param_info *p = &L->items[i];
         const st_file *f = NULL;
         const char *name = file_name_of(&m->cfg, p->name, buf);
-        const st_tensor *t = weight_find(w, name, &f);
+        const st_tensor *t = weight_find(w, &m->cfg, name, &f);
         if (!t)
             return ssm_error("%s: missing tensor '%s' (does config.json match these weights?)", w->files[0].path, name);
         int64_t want[PARAM_MAX_DIMS];
@@ -660,7 +898,13 @@ static int weights_check(const weight_files *w, const ssm_model *m) {
             const char *name = w->files[k].tensors[i].name;
             int known = strcmp(name, "backbone.embedding.weight") == 0 ||
                         (m->cfg.tie_embeddings && strcmp(name, "lm_head.weight") == 0);
-            for (int j = 0; j < L->n && !known; j++) known = !strcmp(file_name_of(&m->cfg, L->items[j].name, buf), name);
+            const int nemotron = format_of(&m->cfg) == FORMAT_NEMOTRON_H;
+            if (nemotron && !strcmp(name, "model.embedding.weight")) known = 1;
+            for (int j = 0; j < L->n && !known; j++) {
+                const char *ours = file_name_of(&m->cfg, L->items[j].name, buf), *alias;
+                char abuf[NAME_CAP];
+                known = !strcmp(ours, name) || (nemotron && (alias = nemotron_h_alias(ours, abuf)) && !strcmp(alias, name));
+            }
             if (!known) return ssm_error("%s: unexpected tensor '%s' for this config.json", w->files[k].path, name);
         }
     return 0;
@@ -673,7 +917,7 @@ static int weights_read(const weight_files *w, ssm_model *m) {
         const param_info *p = &L->items[i];
         const st_file *f = NULL;
         char buf[NAME_CAP];
-        const st_tensor *t = weight_find(w, file_name_of(&m->cfg, p->name, buf), &f);
+        const st_tensor *t = weight_find(w, &m->cfg, file_name_of(&m->cfg, p->name, buf), &f);
         if (st_read_f32(f, t, m->w + p->offset, p->numel)) return -1;
         for (size_t k = 0; k < p->numel; k++)
             if (!isfinite(m->w[p->offset + k]))

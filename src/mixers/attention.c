@@ -1,6 +1,6 @@
 /* The attention layer ('a'): HF LlamaAttention, causal multi-head self-attention with grouped-query heads
- * (n_kv_heads dividing n_heads; 1 is multi-query), rotary positions (rotate_half, base rope_theta, positions from 0)
- * and an optional sliding window, no biases. Forward, backward and decode with a KV cache in one place.
+ * (n_kv_heads dividing n_heads; 1 is multi-query), rotary positions (rotate_half, base rope_theta, positions from 0;
+ * none with rope_theta 0, as HF NemotronHAttention) and an optional sliding window, no biases. Forward, backward and decode with a KV cache in one place.
  * Shapes: rows = B*T, D = d_model, H = n_heads, KV = n_kv_heads, hd = head_dim, W = (H + 2 KV) hd (q | k | v). */
 #include "mixers/mixer.h"
 
@@ -140,8 +140,9 @@ static void qkv_forward(const mixer_ctx *ctx, const attn_dims d, mat qkv, mat u,
         mixer_linear(ctx, mat_cols(qkv, qd), u, v.k, NULL, rows, kvd, d.D);         /* k_proj(x) */
         mixer_linear(ctx, mat_cols(qkv, qd + kvd), u, v.v, NULL, rows, kvd, d.D);   /* v_proj(x) */
     }
-    /* apply_rotary_pos_emb(q, k, cos, sin): q's H heads and k's KV heads are adjacent, one call */
-    ctx->be->rope(qkv, pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
+    /* apply_rotary_pos_emb(q, k, cos, sin): q's H heads and k's KV heads are adjacent, one call. Theta 0: none
+     * (NemotronHAttention applies no rotation) */
+    if (d.theta != 0.0f) ctx->be->rope(qkv, pos, B, T, d.H + d.KV, d.hd, d.theta, 0);
 }
 
 /* The attention's arguments over training's keys (the queries' own positions) in qkv */
@@ -206,7 +207,7 @@ static void attention_backward(const mixer_ctx *ctx, const float *act, float *te
     const mat dout_m = ctx->dout16 ? mat_bf16(ctx->dout16, d.D) : mat_f32(dout, d.D);
     be->matmul_bwd(f.d_o, 0.0f, gr.o, dout_m, f.o, v.o, rows, d.D, qd);
     be->attn_bwd(&a, f.o, f.d_o, f.dqkv, mat_cols(f.dqkv, qd), mat_cols(f.dqkv, qd + kvd));
-    be->rope(f.dqkv, NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* through the rotation: its transpose */
+    if (d.theta != 0.0f) be->rope(f.dqkv, NULL, B, T, d.H + d.KV, d.hd, d.theta, 1); /* the rotation's transpose */
     if (ctx->form == MIXER_ACTS_LEAN_TRAIN && qkv_stacked(v, d)) { /* the forward's one GEMM: its two gradients */
         be->matmul_bwd(du, 0.0f, gr.q, f.dqkv, u, v.q, rows, d.W, d.D);
         return;

@@ -31,5 +31,8 @@ check() { # NAME, then ssm train options
 check llama_gqa --layers af --n-heads 4 --n-kv-heads 2 --rope-theta 500000
 check llama_mqa --layers af --n-heads 4 --n-kv-heads 1 --head-dim 32 --d-ff 96
 check mistral_window --layers af --n-heads 2 --sliding-window 16
+# NemotronH: Mamba-2, attention without rotary positions, the relu2 MLP (8 Mamba heads of 16 in 2 groups)
+check nemotron_h --layers MaMf --n-heads 4 --n-kv-heads 2 --rope-theta 0 --mlp-act relu2 --d-ff 128 \
+    --m2-d-state 16 --m2-head-dim 16 --m2-groups 2 --chunk-size 16
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -93,3 +93,45 @@ void cpu_swiglu_bwd(mat dgu, mat dh, mat gu, int rows, int I) {
     host_bf16_from_f32_rows(mat_h(dgu), dgu.ld, dw, rows, 2 * I);
     free(g), free(d), free(dw);
 }
+
+/* The squared ReLU: h = relu(u)^2, its backward du = dh * 2 relu(u). Operands all float32, or all bf16 (widened,
+ * computed in float32, rounded once, as SwiGLU's). Row by row, so that du may be dh. */
+static void relu2_fwd_f32(float *hp, int ldh, const float *u, int ldu, int rows, int I) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * I > 32768)
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < I; i++) {
+            const float v = u[(size_t)r * ldu + i] > 0.0f ? u[(size_t)r * ldu + i] : 0.0f;
+            hp[(size_t)r * ldh + i] = v * v;
+        }
+}
+
+static void relu2_bwd_f32(float *d, int ldd, const float *dhp, int lddh, const float *u, int ldu, int rows, int I) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * I > 32768)
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < I; i++) {
+            const float v = u[(size_t)r * ldu + i] > 0.0f ? u[(size_t)r * ldu + i] : 0.0f;
+            d[(size_t)r * ldd + i] = dhp[(size_t)r * lddh + i] * 2.0f * v;
+        }
+}
+
+void cpu_relu2_fwd(mat h, mat u, int rows, int I) {
+    if (!swiglu_bf16("relu2_fwd", h, u, u)) {
+        relu2_fwd_f32(mat_f(h), h.ld, mat_f(u), u.ld, rows, I);
+        return;
+    }
+    float *uw = host_f32_from_bf16_rows(mat_h(u), u.ld, rows, I), *hw = xmalloc(sizeof(float) * ((size_t)rows * I + 1));
+    relu2_fwd_f32(hw, I, uw, I, rows, I);
+    host_bf16_from_f32_rows(mat_h(h), h.ld, hw, rows, I);
+    free(uw), free(hw);
+}
+
+void cpu_relu2_bwd(mat du, mat dh, mat u, int rows, int I) {
+    if (!swiglu_bf16("relu2_bwd", du, dh, u)) {
+        relu2_bwd_f32(mat_f(du), du.ld, mat_f(dh), dh.ld, mat_f(u), u.ld, rows, I);
+        return;
+    }
+    float *uw = host_f32_from_bf16_rows(mat_h(u), u.ld, rows, I), *d = host_f32_from_bf16_rows(mat_h(dh), dh.ld, rows, I);
+    relu2_bwd_f32(d, I, d, I, uw, I, rows, I);
+    host_bf16_from_f32_rows(mat_h(du), du.ld, d, rows, I);
+    free(uw), free(d);
+}

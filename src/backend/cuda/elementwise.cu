@@ -114,3 +114,51 @@ extern "C" void swiglu_bwd_cuda(mat dgu, mat dh, mat gu, int rows, int I) {
                                                             rows, I);
     CUDA_CHECK_LAUNCH();
 }
+
+/* The squared ReLU: h = relu(u)^2 and its backward du = dh * 2 relu(u), one thread per element (du may be dh: each
+ * thread reads its element before it writes it). X as for SwiGLU: float, or __nv_bfloat16 for every operand. */
+template <typename X>
+__global__ static void relu2_fwd_kernel(X *h, int ldh, const X *u, int ldu, int rows, int I) {
+    const size_t n = (size_t)rows * I;
+    GRID_STRIDE(i, n) {
+        const size_t r = i / I, c = i % I;
+        const float v = fmaxf(sw_widen(u[r * ldu + c]), 0.0f);
+        sw_narrow(h[r * ldh + c], v * v);
+    }
+}
+
+template <typename X>
+__global__ static void relu2_bwd_kernel(X *du, int lddu, const X *dh, int lddh, const X *u, int ldu, int rows, int I) {
+    const size_t n = (size_t)rows * I;
+    GRID_STRIDE(i, n) {
+        const size_t r = i / I, c = i % I;
+        const float v = fmaxf(sw_widen(u[r * ldu + c]), 0.0f), d = sw_widen(dh[r * lddh + c]);
+        sw_narrow(du[r * lddu + c], d * 2.0f * v);
+    }
+}
+
+extern "C" void relu2_fwd_cuda(mat h, mat u, int rows, int I) {
+    const size_t n = (size_t)rows * I;
+    const int bf = swiglu_bf16("relu2_fwd", h, u, u);
+    if (n == 0) return;
+    if (bf)
+        relu2_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(h), h.ld,
+                                                           (const __nv_bfloat16 *)mat_h(u), u.ld, rows, I);
+    else
+        relu2_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(h), h.ld, mat_f(u), u.ld, rows, I);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" void relu2_bwd_cuda(mat du, mat dh, mat u, int rows, int I) {
+    const size_t n = (size_t)rows * I;
+    const int bf = swiglu_bf16("relu2_bwd", du, dh, u);
+    if (n == 0) return;
+    if (bf)
+        relu2_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(du), du.ld,
+                                                           (const __nv_bfloat16 *)mat_h(dh), dh.ld,
+                                                           (const __nv_bfloat16 *)mat_h(u), u.ld, rows, I);
+    else
+        relu2_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(mat_f(du), du.ld, mat_f(dh), dh.ld, mat_f(u), u.ld, rows,
+                                                           I);
+    CUDA_CHECK_LAUNCH();
+}
