@@ -31,6 +31,24 @@ static inline float ssd_dt(const ssd_args *s, size_t row, int h, float *dsp) {
     return dt;
 }
 
+/* C B^T of every chunk, once per group (the heads of a group share B and C, and the product is the largest of the
+ * chunk's GEMMs: L x L x N against L x L x P and L x P x N): cb [B, G, nch, Q, Q], chunk c's L x L product at ld Q.
+ * The forward and the backward read their head's chunk from it. */
+static float *ssd_chunk_cb(const ssd_args *s, int Q, int nch) {
+    const size_t QQ = (size_t)Q * Q;
+    float *cb = xmalloc((size_t)s->B * s->G * nch * QQ * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)s->B * s->G * nch; i++) {
+        const int c = (int)(i % nch), g = (int)(i / nch % s->G), b = (int)(i / nch / s->G);
+        const int t0 = c * Q, L = t0 + Q <= s->T ? Q : s->T - t0;
+        const size_t row0 = (size_t)b * s->T + t0;
+        const float *Bc = s->Bm + row0 * s->ldx + (size_t)g * s->N, *Cc = s->Cm + row0 * s->ldx + (size_t)g * s->N;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, s->N, 1.0f, Cc, s->ldx, Bc, s->ldx, 0.0f, cb + i * QQ,
+                    Q);
+    }
+    return cb;
+}
+
 /* The recurrence, one step at a time (the definition): per (sequence, head), S [P, N]. */
 void cpu_ssd_fwd_ref(const ssd_args *s, float *y, float *state) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G;
@@ -81,8 +99,9 @@ void cpu_ssd_step(const ssd_args *s, float *y, float *state) {
  *   it). exp(a_i - a_j) <= 1 for j <= i (a decreases), so no term overflows. */
 void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G, HP = H * P;
-    const int Qc = s->chunk < SSD_CPU_CHUNK ? s->chunk : SSD_CPU_CHUNK, Q = Qc < T ? Qc : T;
+    const int Qc = s->chunk < SSD_CPU_CHUNK ? s->chunk : SSD_CPU_CHUNK, Q = Qc < T ? Qc : T, nch = (T + Q - 1) / Q;
     const size_t PN = (size_t)P * N;
+    float *cbs = ssd_chunk_cb(s, Q, nch);
 #pragma omp parallel
     {
         float *own = state ? NULL : xmalloc(PN * sizeof(float));
@@ -107,11 +126,12 @@ void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
                     acc += dts[j] * A;
                     a[j] = acc;
                 }
-                /* CB = C B^T, then the causal decay and dt_j: the chunk's "attention" matrix */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, N, 1.0f, Cc, s->ldx, Bc, s->ldx, 0.0f, CB, L);
+                /* CB = C B^T (the group's), then the causal decay and dt_j: the chunk's "attention" matrix */
+                const float *cb = cbs + (((size_t)b * s->G + g) * nch + t0 / Q) * Q * Q;
                 for (int i = 0; i < L; i++) {
                     float *r = CB + (size_t)i * L;
-                    for (int j = 0; j <= i; j++) r[j] *= expf(a[i] - a[j]) * dts[j];
+                    const float *q = cb + (size_t)i * Q;
+                    for (int j = 0; j <= i; j++) r[j] = q[j] * expf(a[i] - a[j]) * dts[j];
                     for (int j = i + 1; j < L; j++) r[j] = 0.0f;
                 }
                 /* Y = CB X (intra-chunk); CS = C S^T (the state entering the chunk) */
@@ -136,6 +156,7 @@ void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
         }
         free(own), free(CB), free(CS), free(Xw), free(a), free(dts);
     }
+    free(cbs);
 }
 
 /* ---- the backward ------------------------------------------------------------------------------------------ */
@@ -270,6 +291,7 @@ void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
     const size_t PN = (size_t)P * N, TN = (size_t)T * N;
     double *head_sums = xcalloc((size_t)s->B * H * 3, sizeof(double)); /* per (b, h): dA_log, dD, ddt_bias */
     float *dBp = xmalloc((size_t)H * TN * sizeof(float)), *dCp = xmalloc((size_t)H * TN * sizeof(float)); /* [H,T,N] */
+    float *cbs = ssd_chunk_cb(s, Q, nch);
     for (int b = 0; b < s->B; b++) {
 #pragma omp parallel
         {
@@ -317,12 +339,13 @@ void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
                     }
                     const float last = a[L - 1], el = expf(last);
                     /* the intra-chunk part: CB -> M, dM -> dCB */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, N, 1.0f, Cc, ld, Bc, ld, 0.0f, CB, L);
+                    const float *cbg = cbs + (((size_t)b * s->G + g) * nch + c) * Q * Q; /* the group's C B^T */
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, P, 1.0f, dY, HP, X, ld, 0.0f, dM, L);
                     for (int i = 0; i < L; i++) {
                         float *cb = CB + (size_t)i * L, *dm = dM + (size_t)i * L, dai = 0.0f;
+                        const float *q = cbg + (size_t)i * Q;
                         for (int j = 0; j <= i; j++) {
-                            const float lw = expf(a[i] - a[j]), k = cb[j] * lw, m = k * dts[j], gm = dm[j] * m;
+                            const float lw = expf(a[i] - a[j]), k = q[j] * lw, m = k * dts[j], gm = dm[j] * m;
                             dd[j] += dm[j] * k;
                             dai += gm, da[j] -= gm;
                             cb[j] = m, dm[j] *= lw * dts[j];
@@ -395,7 +418,7 @@ void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
         }
     }
     head_sums_add(gr, head_sums, s->B, H);
-    free(head_sums), free(dBp), free(dCp);
+    free(head_sums), free(dBp), free(dCp), free(cbs);
 }
 
 /* ---- the gated RMSNorm --------------------------------------------------------------------------------------- */
