@@ -180,7 +180,8 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
  * alone validates, logs and checkpoints. Without MPI in the build, or without mpirun, the world is one rank.
  * ssm_dist_start joins the job (before ssm_train) and checks that every rank runs the same build: 0; -1 with
  * ssm_last_error(); or -2 on the ranks that stay quiet because another one reported the error (so the job prints
- * one message). ssm_train also returns -2 so. After -1 or -2 from either, the job is already left; after success
+ * one message; the command line exits 0 on them, so that the job's status is the reporting rank's, which mpirun
+ * would otherwise cut off at the first non-zero exit, maybe before it printed). ssm_train also returns -2 so. After -1 or -2 from either, the job is already left; after success
  * call ssm_dist_stop before exiting. A process that exits without ssm_dist_stop ends the whole job (MPI_Abort),
  * so that no rank waits forever for one that failed. */
 int ssm_dist_start(void);

@@ -457,7 +457,9 @@ static int cmd_train(int argc, char **argv) {
     int rc = ssm_dist_start();
     if (rc == 0) rc = ssm_train(&t, t.resume && !shape_given ? NULL : &c);
     on_stop_signals(SIG_DFL); /* the sample after training stops at once */
-    if (rc == -2) exit(1); /* another rank said why; the job is already left */
+    /* another rank says why, and its exit status is the job's: mpirun ends the whole job at the first rank that
+     * exits non-zero, which could cut the reporting rank off before it printed */
+    if (rc == -2) exit(0);
     if (rc < 0) die("%s", ssm_last_error());
     const int rank = ssm_dist_rank();
     ssm_dist_stop();
