@@ -221,8 +221,9 @@ static void progress_losses(char *lossv, size_t lcap, char *valv, size_t vcap, c
     else snprintf(valv, vcap, "%.3f %s", v->bpb, unit);
 }
 
-/* Validates, saves the checkpoint and, when the validation loss is the best so far, best/. */
-static int run_checkpoint(train_run *r, const ssm_train_options *t, const batch_source *src, validation *v) {
+/* Validates, saves the checkpoint (the model, opt's moments: all of them) and, when the validation loss is the best so far, best/. */
+static int run_checkpoint(train_run *r, const adamw_state *opt, const ssm_train_options *t, const batch_source *src,
+                          validation *v) {
     char line[256];
     if (src->task.kind || src->val_len > 0) { /* --val-fraction 0: nothing held out, nothing to validate */
         if (validate(r->m, src, t, v, line, sizeof line, r->prog.step)) return -1;
@@ -230,11 +231,11 @@ static int run_checkpoint(train_run *r, const ssm_train_options *t, const batch_
         if (metrics_write(&r->metrics, line)) return -1;
         if (isfinite(vl) && !(vl >= r->prog.best_val_loss)) { /* NaN best: the first validation */
             r->prog.best_val_loss = vl, r->prog.best_step = r->prog.step;
-            if (ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t)) return -1;
+            if (ckpt_save(r->ckpt_dir, r->m, opt, &r->prog, t)) return -1;
             return ckpt_save_best(r->ckpt_dir, r->best_dir, r->prog.step, vl, v->acc);
         }
     }
-    return ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t);
+    return ckpt_save(r->ckpt_dir, r->m, opt, &r->prog, t);
 }
 
 /* Everything a run needs before its first step, on this rank: options checked, data or task open, the run directory
@@ -296,6 +297,8 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
                            "--grad-accum for a larger batch)", BN, T);
     if ((rc = train_dist_fail_together(failed))) goto out;
     rc = -1;
+    train_dist_shard_optimizer(&r.opt);
+    adamw_state full; /* all the moments, gathered from the ranks' shards when a checkpoint needs them */
     const dataset *d = &src.data;
     const ssm_config *c = &m->cfg;
     if (!t->quiet) {
@@ -369,6 +372,7 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
             goto out;
         }
         adamw_update(m, &r.opt, &t->optim, lr);
+        train_dist_gather_weights(m);
         r.prog.step = step + 1;
         r.prog.data_rng = data_rng.state;
         r.prog.tokens_seen += (double)BN * T * t->grad_accum;
@@ -383,7 +387,10 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
         }
         const int last = r.prog.step == t->optim.steps || (t->stop_after > 0 && r.prog.step - first == t->stop_after);
         if (r.prog.step % t->eval_every == 0 || last) {
-            if (lead && run_checkpoint(&r, &job, &src, &val)) goto out;
+            const adamw_state *moments = train_dist_moments(&r.opt, &full);
+            const int bad = lead && run_checkpoint(&r, moments, &job, &src, &val);
+            train_dist_moments_free(moments, &full);
+            if (bad) goto out;
             saved = r.prog.step;
         }
         if (!t->quiet && (now - last_print > 0.5 || last || !tty)) {
@@ -405,9 +412,14 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
             if (lead) fprintf(stderr, "interrupted before the first step: nothing saved\n");
             goto out;
         }
-        if (lead && r.prog.step > saved && ckpt_save(r.ckpt_dir, m, &r.opt, &r.prog, &job)) {
-            rc = -1;
-            goto out;
+        if (r.prog.step > saved) { /* every rank knows: all stopped at this step */
+            const adamw_state *moments = train_dist_moments(&r.opt, &full);
+            const int bad = lead && ckpt_save(r.ckpt_dir, m, moments, &r.prog, &job);
+            train_dist_moments_free(moments, &full);
+            if (bad) {
+                rc = -1;
+                goto out;
+            }
         }
         if (lead)
             fprintf(stderr, "interrupted at step %ld: checkpoint saved in %s; continue with --resume\n", r.prog.step,

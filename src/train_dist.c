@@ -75,3 +75,37 @@ float train_dist_micro_batch(double local_loss, int local, int grad_accum, doubl
 void train_dist_reduce_grads(ssm_model *m) {
     if (dist_size() > 1) dist_allreduce_sum(m->dw, m->layout.total);
 }
+
+void train_dist_shard_optimizer(adamw_state *opt) {
+    if (dist_size() == 1) return;
+    size_t lo, hi;
+    dist_shard(opt->hi - opt->lo, dist_rank(), &lo, &hi);
+    const size_t k = hi - lo;
+    float *m = opt->be->alloc(k * sizeof(float)), *v = opt->be->alloc(k * sizeof(float));
+    memcpy(m, opt->m + lo, k * sizeof(float)); /* host memory: several ranks train on the CPU alone */
+    memcpy(v, opt->v + lo, k * sizeof(float));
+    opt->be->release(opt->m), opt->be->release(opt->v);
+    opt->m = m, opt->v = v, opt->lo = lo, opt->hi = hi;
+}
+
+void train_dist_gather_weights(ssm_model *m) {
+    if (dist_size() > 1) dist_allgather(m->w, m->layout.total);
+}
+
+const adamw_state *train_dist_moments(const adamw_state *opt, adamw_state *full) {
+    const size_t n = opt->model->layout.total;
+    if (opt->lo == 0 && opt->hi == n) return opt;
+    *full = *opt;
+    full->lo = 0, full->hi = n;
+    full->m = dist_rank() == 0 ? xmalloc(n * sizeof(float)) : NULL;
+    full->v = dist_rank() == 0 ? xmalloc(n * sizeof(float)) : NULL;
+    dist_gather(full->m, opt->m, n);
+    dist_gather(full->v, opt->v, n);
+    return dist_rank() == 0 ? full : NULL;
+}
+
+void train_dist_moments_free(const adamw_state *moments, adamw_state *full) {
+    if (moments != full) return;
+    free(full->m), free(full->v);
+    full->m = full->v = NULL;
+}

@@ -1,7 +1,7 @@
 /* The data-parallel side of training (docs/distributed.md): what src/train.c does differently with several ranks
- * (src/dist/). Every rank holds the whole model and optimizer; each computes the gradient of its rows of the
- * global batch, the gradients are summed across ranks, and every rank takes the same AdamW step, so the weights
- * stay identical everywhere. Rank 0 alone validates, logs and checkpoints. With one rank every function here is
+ * (src/dist/). Every rank holds the whole model and a shard of the AdamW moments (ZeRO-1); each computes the
+ * gradient of its rows of the global batch, the gradients are summed across ranks, each rank steps its shard of
+ * the weights and the shards are gathered, so the weights stay identical everywhere. Rank 0 alone validates, logs and checkpoints. With one rank every function here is
  * the identity, and the loop is the single-process one. */
 #ifndef SSM_TRAIN_DIST_H
 #define SSM_TRAIN_DIST_H
@@ -27,5 +27,14 @@ int train_dist_check_same_run(const ssm_train_options *t, const ssm_model *m, co
 float train_dist_micro_batch(double local_loss, int local, int grad_accum, double *global_loss);
 /* The gradient summed across ranks, in place (host memory). */
 void train_dist_reduce_grads(ssm_model *m);
+/* ZeRO-1: keeps only this rank's shard of the AdamW moments (dist_shard), so that each rank holds and updates
+ * 1/ranks of them; adamw_update then steps that shard of the weights, and train_dist_gather_weights sends each
+ * rank's updated shard to all. Host memory. */
+void train_dist_shard_optimizer(adamw_state *opt);
+void train_dist_gather_weights(ssm_model *m);
+/* All the moments, for a checkpoint: opt itself when it holds them all; else, collectively, a copy gathered from
+ * every rank's shard into *full on rank 0 (NULL on the others). Free it with train_dist_moments_free. */
+const adamw_state *train_dist_moments(const adamw_state *opt, adamw_state *full);
+void train_dist_moments_free(const adamw_state *moments, adamw_state *full);
 
 #endif

@@ -67,6 +67,15 @@ else
     fail "2 ranks = 1 process with filler bytes and --grad-accum 2: $(tail -3 "$dir/err")"
 fi
 
+# --- 3 ranks: shards of the flat buffer (ZeRO-1's moments) of uneven length ---
+"$SSM" train "${opts[@]}" --steps 3 --batch 3 --out "$dir/one3" 2>"$dir/err" || fail "1 process, batch 3: $(cat "$dir/err")"
+if mpi 3 "$SSM" train "${opts[@]}" --steps 3 --batch 1 --out "$dir/three" 2>"$dir/err" &&
+    same_losses "$dir/three" "$dir/one3" 2>>"$dir/err"; then
+    ok "3 ranks x batch 1 train as 1 process x batch 3"
+else
+    fail "3 ranks x batch 1 train as 1 process x batch 3: $(tail -3 "$dir/err")"
+fi
+
 # --- bitwise resume on 2 ranks, and a 2-rank checkpoint resumed by 1 process (and the other way round) ---
 if mpi 2 "$SSM" train "${opts[@]}" --steps 4 --batch 2 --stop-after 2 --out "$dir/half" 2>"$dir/err" &&
     cp -r "$dir/half" "$dir/half1" && cp -r "$dir/half" "$dir/half1b" &&
@@ -114,6 +123,25 @@ if [ -x build/asan/ssm ]; then # the sanitizer build has no MPI: N copies must n
     else
         fail "a build without MPI started by mpirun (exit $rc): $(head -c 300 "$dir/err")"
     fi
+fi
+
+# --- SIGTERM to one rank (not rank 0): all stop at the same step, rank 0 saves, --resume ends bitwise equal ---
+long=(--steps 300 --batch 2 --eval-every 1000)
+mpi 2 "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/whole" 2>"$dir/err" || fail "2 ranks, 300 steps: $(cat "$dir/err")"
+mpirun -np 2 --oversubscribe "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/stopped" >/dev/null 2>"$dir/err" &
+job=$!
+for _ in $(seq 300); do [ -s "$dir/stopped/metrics.jsonl" ] && break; sleep 0.05; done
+rank1=$(ps -eo pid=,args= | awk -v d="$dir/stopped" '$0 ~ d && $2 ~ /ssm$/ {print $1}' | sed -n 2p)
+[ -n "$rank1" ] && kill -TERM "$rank1"
+wait "$job"
+rc=$?
+at=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$dir/stopped/checkpoint/train_state.json"      2>/dev/null)
+if [ "$rc" -ne 0 ] && [ -n "$at" ] && [ "$at" -lt 300 ] &&
+    mpi 2 "$SSM" train --out "$dir/stopped" --resume --threads 1 --sample 0 --quiet 2>"$dir/err" &&
+    same_ckpt "$dir/stopped" "$dir/whole"; then
+    ok "SIGTERM to rank 1 stops both ranks at step $at with a checkpoint; --resume ends bitwise equal"
+else
+    fail "SIGTERM to rank 1 (exit $rc, checkpoint at step '$at'): $(tail -3 "$dir/err")"
 fi
 
 # --- a rank killed mid-run: the job ends (non-zero), the others do not wait forever ---

@@ -28,8 +28,14 @@ const char *dist_name(void); /* "single" or "mpi" */
 /* x[0..n) = the sum over ranks of every rank's x[0..n), on every rank (in place). */
 void dist_allreduce_sum(float *x, size_t n);
 void dist_allreduce_sum_f64(double *x, size_t n);
-/* In place: rank r's block x[r*n .. (r+1)*n) is sent to every rank (x holds size*n floats). */
+/* The part [*lo, *hi) of a flat buffer of n floats that `rank` owns (ZeRO-1: its AdamW moments): contiguous
+ * shards in rank order, of multiples of 16 floats but the last (src/dist/dist_shard.c). */
+void dist_shard(size_t n, int rank, size_t *lo, size_t *hi);
+/* In place: every rank's shard of x[0..n) to every rank (after each rank updated its shard). */
 void dist_allgather(float *x, size_t n);
+/* On rank 0, all[0..n) = every rank's shard of a buffer of n floats, from `mine` ([hi - lo], this rank's shard);
+ * `all` is not read on the others (may be NULL). */
+void dist_gather(float *all, const float *mine, size_t n);
 /* bytes of buf from rank 0 to every other rank. */
 void dist_broadcast(void *buf, size_t bytes);
 void dist_barrier(void);

@@ -89,11 +89,35 @@ static void allreduce(void *x, size_t n, MPI_Datatype type, size_t elem) {
 void dist_allreduce_sum(float *x, size_t n) { allreduce(x, n, MPI_FLOAT, sizeof(float)); }
 void dist_allreduce_sum_f64(double *x, size_t n) { allreduce(x, n, MPI_DOUBLE, sizeof(double)); }
 
+/* every rank's shard of a buffer of n floats, as MPI's counts and displacements (ints: n <= INT_MAX) */
+static void shard_counts(size_t n, int *counts, int *displs) {
+    CHECK(n <= INT_MAX, "a flat buffer of %zu floats is more than MPI's int counts can shard", n);
+    for (int r = 0; r < world_size; r++) {
+        size_t lo, hi;
+        dist_shard(n, r, &lo, &hi);
+        counts[r] = (int)(hi - lo), displs[r] = (int)lo;
+    }
+}
+
 void dist_allgather(float *x, size_t n) {
     if (!active()) return;
-    CHECK(n <= INT_MAX, "dist_allgather: %zu floats per rank is more than one MPI call carries", n);
-    CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, (int)n, MPI_FLOAT, MPI_COMM_WORLD) == MPI_SUCCESS,
-          "MPI_Allgather of %zu floats per rank failed", n);
+    int *counts = xmalloc(sizeof(int) * world_size), *displs = xmalloc(sizeof(int) * world_size);
+    shard_counts(n, counts, displs);
+    CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, displs, MPI_FLOAT, MPI_COMM_WORLD) ==
+              MPI_SUCCESS, "MPI_Allgatherv of %zu floats failed", n);
+    free(counts), free(displs);
+}
+
+void dist_gather(float *all, const float *mine, size_t n) {
+    if (!active()) {
+        if (all != mine) memcpy(all, mine, n * sizeof(float));
+        return;
+    }
+    int *counts = xmalloc(sizeof(int) * world_size), *displs = xmalloc(sizeof(int) * world_size);
+    shard_counts(n, counts, displs);
+    CHECK(MPI_Gatherv(mine, counts[world_rank], MPI_FLOAT, all, counts, displs, MPI_FLOAT, 0, MPI_COMM_WORLD) ==
+              MPI_SUCCESS, "MPI_Gatherv of %zu floats failed", n);
+    free(counts), free(displs);
 }
 
 void dist_broadcast(void *buf, size_t bytes) {
