@@ -131,7 +131,10 @@ mpi 2 "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/whole" 2>"$dir/err" || 
 mpirun -np 2 --oversubscribe "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/stopped" >/dev/null 2>"$dir/err" &
 job=$!
 for _ in $(seq 300); do [ -s "$dir/stopped/metrics.jsonl" ] && break; sleep 0.05; done
-rank1=$(ps -eo pid=,args= | awk -v d="$dir/stopped" '$0 ~ d && $2 ~ /ssm$/ {print $1}' | sed -n 2p)
+rank1=
+for p in $(ps -eo pid=,args= | awk -v d="$dir/stopped" '$0 ~ d && $2 ~ /ssm$/ {print $1}'); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && rank1=$p
+done
 [ -n "$rank1" ] && kill -TERM "$rank1"
 wait "$job"
 rc=$?

@@ -33,7 +33,7 @@ static void abort_unless_stopped(void) {
 static uint64_t build_hash(void) {
     uint64_t h = 0xcbf29ce484222325ull;
     FILE *f = fopen("/proc/self/exe", "rb");
-    if (!f) return h ^ (uint64_t)sizeof(long) ^ ((uint64_t)__LINE__ << 32); /* no /proc: nothing to compare */
+    if (!f) return 0; /* no /proc: nothing to compare (ranks without it all answer 0) */
     unsigned char buf[1 << 16];
     for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
         for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
