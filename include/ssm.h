@@ -181,11 +181,11 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
  * ssm_dist_start joins the job (before ssm_train) and checks that every rank runs the same build: 0; -1 with
  * ssm_last_error(); or -2 on the ranks that stay quiet because another one reported the error (so the job prints
  * one message; the command line exits 0 on them, so that the job's status is the reporting rank's, which mpirun
- * would otherwise cut off at the first non-zero exit, maybe before it printed). ssm_train also returns -2 so, and -1 for a failure all ranks agreed on (before the
- * first step, a divergence): after those the job is already left. A failure of one rank alone later (rank 0
- * cannot write a checkpoint) leaves it running: the process then exits without ssm_dist_stop, which ends the
- * whole job (MPI_Abort), so that no rank waits forever for one that failed. After success or an interruption
- * call ssm_dist_stop before exiting. */
+ * would otherwise cut off at the first non-zero exit, maybe before it printed). ssm_train also returns -2 so, and
+ * -1 for a failure all ranks agreed on (before the first step, a divergence): after those the job is already
+ * left. A failure of one rank alone later (rank 0 cannot write a checkpoint) leaves it running: the process then
+ * exits without ssm_dist_stop, which ends the whole job (MPI_Abort), so that no rank waits forever for one that
+ * failed. After success or an interruption call ssm_dist_stop before exiting. */
 int ssm_dist_start(void);
 void ssm_dist_stop(void);
 int ssm_dist_rank(void);

@@ -221,7 +221,8 @@ static void progress_losses(char *lossv, size_t lcap, char *valv, size_t vcap, c
     else snprintf(valv, vcap, "%.3f %s", v->bpb, unit);
 }
 
-/* Validates, saves the checkpoint (the model, opt's moments: all of them) and, when the validation loss is the best so far, best/. */
+/* Validates, saves the checkpoint (the model and opt's moments, all of them) and, when the validation loss is the
+ * best so far, best/. */
 static int run_checkpoint(train_run *r, const adamw_state *opt, const ssm_train_options *t, const batch_source *src,
                           validation *v) {
     char line[256];

@@ -1,8 +1,9 @@
 /* The data-parallel side of training (docs/distributed.md): what src/train.c does differently with several ranks
  * (src/dist/). Every rank holds the whole model and a shard of the AdamW moments (ZeRO-1); each computes the
  * gradient of its rows of the global batch, the gradients are summed across ranks, each rank steps its shard of
- * the weights and the shards are gathered, so the weights stay identical everywhere. Rank 0 alone validates, logs and checkpoints. With one rank every function here is
- * the identity, and the loop is the single-process one. */
+ * the weights and the shards are gathered, so the weights stay identical everywhere. Rank 0 alone validates,
+ * logs and checkpoints. With one rank every function here is the identity, and the loop is the single-process
+ * one. */
 #ifndef SSM_TRAIN_DIST_H
 #define SSM_TRAIN_DIST_H
 
