@@ -6,7 +6,10 @@
 #   make cuda     build the CUDA kernels (src/backend/cuda, when nvcc is found) and their GPU tests
 #   make fuzz     build the libFuzzer harnesses tests/fuzz/fuzz_*.c into build/fuzz/ (needs clang, and
 #                 libomp-dev for fuzz_checkpoint; tests/fuzz/run.sh SECONDS runs them)
+#   make MPI=1    insist on MPI (data-parallel training: mpirun -np N build/ssm train ...); MPI=0 builds without;
+#                 by default it is built where OpenMPI's development files are found
 #   make check-sanitize  build build/asan/ssm (CPU-only, ASan + UBSan) and run tests/test_cli*.sh with it
+.DEFAULT_GOAL := all
 CC      ?= cc
 OPT     ?= -O3 -march=native
 # everything but the optimization level, shared by the normal and the sanitizer build
@@ -21,6 +24,31 @@ BLAS    := -lopenblas
 endif
 CPU_LDLIBS := $(BLAS) -lm -fopenmp
 LDLIBS  += $(CPU_LDLIBS)
+
+# ---- MPI: data-parallel training over processes (src/dist/dist_mpi.c, docs/distributed.md), built where OpenMPI's
+# development files are found (MPI=1 insists, MPI=0 builds without). Only the normal build links it: the sanitizer
+# and fuzz builds keep the one-process src/dist/dist_single.c (what a build without MPI runs).
+MPI       ?= auto
+ifneq ($(MPI),0)
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null)
+ifeq ($(MPI_LIBS),)
+ifeq ($(MPI),1)
+$(error MPI=1 but no MPI found (pkg-config ompi-c, mpicc): apt-get install libopenmpi-dev openmpi-bin)
+endif
+endif
+endif
+ifneq ($(MPI_LIBS),)
+CFLAGS  += -DSSM_MPI $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
+endif
+# the two dist files compile to something else with MPI on or off: rebuilt when that changes
+MPI_STAMP := build/mpi_$(if $(MPI_LIBS),on,off).stamp
+$(MPI_STAMP):
+	@mkdir -p $(@D)
+	@rm -f build/mpi_*.stamp
+	@touch $@
+build/src/dist/dist_mpi.o build/src/dist/dist_single.o: $(MPI_STAMP)
 
 # ---- CUDA backend: built into libssm.a when nvcc is found (CUDA=0 forces a CPU-only build, which needs no
 # CUDA). nvcc may be a wrapper script elsewhere on PATH (e.g. /usr/local/bin/nvcc), so CUDA_HOME is the first

@@ -168,14 +168,33 @@ typedef struct {
      * positions (seeded; validation from SSM_VALIDATION_SEED); loss and bits per byte count real bytes alone */
     double noise_rate;
     int noise_byte;
+    /* batch is the whole job's (all ranks together), as a checkpoint records it, and ssm_train divides it among the
+     * ranks; 0: batch is per rank (the command line's --batch). Set by a resume that takes the checkpoint's batch. */
+    int batch_is_global;
 } ssm_train_options;
 void ssm_train_options_default(ssm_train_options *t);
 /* Trains per the options (creating, or with resume continuing, the model in out_dir); progress on
  * stderr unless quiet. `cfg` is the shape of a new model; with resume it may be NULL, and otherwise must be
  * the checkpoint's shape. One process at a time trains into out_dir (a lock; others get an error).
  * Returns 0 when done, 1 when stopped by ssm_train_interrupt (with a checkpoint of the last step), or -1
- * with ssm_last_error() (a run that diverged leaves its last checkpoint as it was). */
+ * with ssm_last_error() (a run that diverged leaves its last checkpoint as it was), or -2 on a rank that stays quiet
+ * while another reports why the job failed (see ssm_dist_start). */
 int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
+/* Data parallelism over processes (docs/distributed.md): started by `mpirun -np N ssm train ...`, each process (a
+ * rank) trains on its --batch rows of a job batch of N x --batch and the gradients are summed over ranks; rank 0
+ * alone validates, logs and checkpoints. Without MPI in the build, or without mpirun, the world is one rank.
+ * ssm_dist_start joins the job (before ssm_train) and checks that every rank runs the same build: 0; -1 with
+ * ssm_last_error(); or -2 on the ranks that stay quiet because another one reported the error (so the job prints
+ * one message; the command line exits 0 on them, so that the job's status is the reporting rank's, which mpirun
+ * would otherwise cut off at the first non-zero exit, maybe before it printed). ssm_train also returns -2 so, and
+ * -1 for a failure all ranks agreed on (before the first step, a divergence): after those the job is already
+ * left. A failure of one rank alone later (rank 0 cannot write a checkpoint) leaves it running: the process then
+ * exits without ssm_dist_stop, which ends the whole job (MPI_Abort), so that no rank waits forever for one that
+ * failed. After success or an interruption call ssm_dist_stop before exiting. */
+int ssm_dist_start(void);
+void ssm_dist_stop(void);
+int ssm_dist_rank(void);
+int ssm_dist_size(void);
 /* Asks a running ssm_train to stop at the next step boundary, after saving a checkpoint. Async-signal-safe:
  * meant for a SIGINT/SIGTERM handler. ssm_train_interrupted() returns the signal given (0: none). */
 void ssm_train_interrupt(int sig);

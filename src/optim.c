@@ -47,6 +47,7 @@ void adamw_init(adamw_state *s, const ssm_model *m) {
     be->upload(s->decay_mask, mask, n);
     free(mask);
     s->step = 0;
+    s->lo = 0, s->hi = n;
 }
 
 void adamw_free(adamw_state *s) {
@@ -60,6 +61,7 @@ void adamw_free(adamw_state *s) {
 }
 
 void adamw_download(const adamw_state *s, size_t n, float **m, float **v) {
+    CHECK(s->lo == 0 && s->hi == n, "adamw_download of a shard [%zu, %zu) of %zu moments", s->lo, s->hi, n);
     *m = xmalloc(n * sizeof(float));
     *v = xmalloc(n * sizeof(float));
     s->be->download(*m, s->m, n * sizeof(float));
@@ -70,6 +72,7 @@ void adamw_follow_model(adamw_state *s, const ssm_model *m) {
     model_bind(m);
     if (s->be == m->be && s->device == m->device) return;
     const size_t n = m->layout.total;
+    CHECK(s->lo == 0 && s->hi == n, "a shard of the moments cannot move between devices");
     float *hm, *hv;
     adamw_download(s, n, &hm, &hv);
     const long step = s->step;
@@ -86,8 +89,8 @@ void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float
     model_bind(m);
     const float gscale = m->grad_coef > 0.0f ? m->grad_coef : 1.0f; /* grad_clip's pending scale */
     m->grad_coef = 0.0f;
-    m->be->adamw_step(m->wb, m->dw, gscale, s->m, s->v, s->decay_mask, m->layout.total, lr, o->weight_decay,
-                      o->beta1, o->beta2, o->eps, s->step);
+    m->be->adamw_step(m->wb + s->lo, m->dw + s->lo, gscale, s->m, s->v, s->decay_mask + s->lo, s->hi - s->lo, lr,
+                      o->weight_decay, o->beta1, o->beta2, o->eps, s->step);
     if (m->wb != m->w) m->host_stale = 1;
     m->w_version++;
 }

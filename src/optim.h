@@ -10,7 +10,9 @@ typedef struct {
     const backend *be;          /* the model's backend: m, v and decay_mask live there, */
     int device;                 /* on this device of it (cuda:N) */
     const ssm_model *model;     /* in whose device context (adamw_free binds it) */
-    float *m, *v;               /* [layout.total] first and second moments */
+    float *m, *v;               /* [hi - lo] first and second moments of parameters [lo, hi) */
+    size_t lo, hi;              /* the parameters whose moments this process holds and updates: all of them
+                                   (0, layout.total), or one rank's shard (ZeRO-1, src/train_dist.c) */
     unsigned char *decay_mask;  /* [layout.total] 1 where weight decay applies (the layout's decay flags) */
     long step;                  /* optimizer steps taken */
 } adamw_state;
@@ -24,11 +26,12 @@ double grad_clip(ssm_model *m, float clip);
 /* Zero moments on the model's backend. */
 void adamw_init(adamw_state *s, const ssm_model *m);
 void adamw_free(adamw_state *s); /* before the model is freed */
-/* Moves the moments to the model's backend (after ssm_model_set_device). */
+/* Moves the moments to the model's backend (after ssm_model_set_device); all of them (not a shard). */
 void adamw_follow_model(adamw_state *s, const ssm_model *m);
-/* Host copies of the moments (for checkpoints); the caller frees them. */
+/* Host copies of the moments (for checkpoints), all n of them (not a shard); the caller frees them. */
 void adamw_download(const adamw_state *s, size_t n, float **m, float **v);
-/* One AdamW step with torch.optim.AdamW's arithmetic; decay only on tensors marked decay. */
+/* One AdamW step with torch.optim.AdamW's arithmetic; decay only on tensors marked decay. Updates the parameters
+ * [lo, hi) whose moments s holds (a shard: the caller gathers the others' afterwards). */
 void adamw_update(ssm_model *m, adamw_state *s, const ssm_optim_config *o, float lr);
 
 #endif

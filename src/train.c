@@ -9,6 +9,8 @@
 #include "io/source.h"
 #include "model.h"
 #include "optim.h"
+#include "train_dist.h"
+#include "dist/dist.h"
 
 #include <math.h>
 #include <omp.h>
@@ -125,7 +127,8 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
     path_join(r->metrics_path, t->out_dir, "metrics.jsonl");
     r->metrics.fd = -1;
     r->prog.best_val_loss = NAN;
-    if (run_lock_take(&r->lock, t->out_dir)) return -1;
+    const int lead = dist_rank() == 0; /* rank 0 alone writes the run directory; the others read a checkpoint */
+    if (lead && run_lock_take(&r->lock, t->out_dir)) return -1;
     if (t->resume) {
         if (ckpt_load(r->ckpt_dir, &r->m, &r->opt, &r->prog)) return -1;
         if (r->prog.step >= t->optim.steps)
@@ -137,6 +140,7 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
                              "model's shape; drop the shape options, or start a new run with another --out",
                              r->ckpt_dir, c->d_model, c->n_layer, c->layer_pattern, c->mamba1.d_state);
         }
+        if (!lead) return 0;
         /* notes, not progress: printed even when quiet (a task has no file to compare) */
         if (!src->task.kind && r->prog.data_path[0] && strcmp(r->prog.data_path, t->data_path))
             fprintf(stderr, "note: resuming on %s, not the checkpoint's %s: from here the data differ from an "
@@ -151,7 +155,7 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
                             "interruption\n", r->metrics_path, dropped, dropped == 1 ? "" : "s", r->prog.step);
         return 0;
     }
-    if (run_dir_has_run(t->out_dir)) {
+    if (lead && run_dir_has_run(t->out_dir)) {
         if (!t->overwrite)
             return ssm_error("%s already holds a training run: continue it with --resume, start a new one with "
                              "another --out, or replace it with --overwrite", t->out_dir);
@@ -161,6 +165,7 @@ static int run_open(train_run *r, const ssm_train_options *t, const ssm_config *
     if (!(r->m = ssm_model_new(cfg, t->seed))) return -1;
     adamw_init(&r->opt, r->m);
     r->prog.data_rng = t->seed ^ 0xDA7A5EEDull;
+    if (!lead) return 0;
     if (metrics_create(&r->metrics, r->metrics_path)) return -1;
     r->new_metrics = 1;
     return 0;
@@ -216,8 +221,10 @@ static void progress_losses(char *lossv, size_t lcap, char *valv, size_t vcap, c
     else snprintf(valv, vcap, "%.3f %s", v->bpb, unit);
 }
 
-/* Validates, saves the checkpoint and, when the validation loss is the best so far, best/. */
-static int run_checkpoint(train_run *r, const ssm_train_options *t, const batch_source *src, validation *v) {
+/* Validates, saves the checkpoint (the model and opt's moments, all of them) and, when the validation loss is the
+ * best so far, best/. */
+static int run_checkpoint(train_run *r, const adamw_state *opt, const ssm_train_options *t, const batch_source *src,
+                          validation *v) {
     char line[256];
     if (src->task.kind || src->val_len > 0) { /* --val-fraction 0: nothing held out, nothing to validate */
         if (validate(r->m, src, t, v, line, sizeof line, r->prog.step)) return -1;
@@ -225,49 +232,84 @@ static int run_checkpoint(train_run *r, const ssm_train_options *t, const batch_
         if (metrics_write(&r->metrics, line)) return -1;
         if (isfinite(vl) && !(vl >= r->prog.best_val_loss)) { /* NaN best: the first validation */
             r->prog.best_val_loss = vl, r->prog.best_step = r->prog.step;
-            if (ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t)) return -1;
+            if (ckpt_save(r->ckpt_dir, r->m, opt, &r->prog, t)) return -1;
             return ckpt_save_best(r->ckpt_dir, r->best_dir, r->prog.step, vl, v->acc);
         }
     }
-    return ckpt_save(r->ckpt_dir, r->m, &r->opt, &r->prog, t);
+    return ckpt_save(r->ckpt_dir, r->m, opt, &r->prog, t);
 }
 
-int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
-    ssm_train_options opts = *options; /* with a task, its sequence length and canonical SPEC */
-    const ssm_train_options *t = &opts;
-    if (opts.task && ssm_task_check(opts.task, &opts.seq_len)) return -1;
+/* Everything a run needs before its first step, on this rank: options checked, data or task open, the run directory
+ * (rank 0's alone: its lock, metrics and checkpoints) and the model and optimizer, new or resumed. 0 or -1. */
+static int train_prepare(ssm_train_options *opts, const ssm_config *cfg, batch_source *src, train_run *r) {
+    const ssm_train_options *t = opts;
+    if (opts->task && ssm_task_check(opts->task, &opts->seq_len)) return -1;
+    if (opts->batch_is_global && opts->batch >= 1) { /* a checkpoint's batch is the job's, over all ranks */
+        if (opts->batch % dist_size())
+            return ssm_error("the run's batch of %d sequences does not divide among %d ranks: give --batch (per rank)",
+                             opts->batch, dist_size());
+        opts->batch /= dist_size();
+    }
     if (train_options_check(t)) return -1;
+    if ((long long)t->batch * dist_size() * t->seq_len > (1LL << 30))
+        return ssm_error("--batch x ranks x --seq-len is more than 2^30 bytes per micro-batch: use a smaller --batch");
     if (!t->resume && !cfg) return ssm_error("a new run needs a model config");
     /* the device and precision are checked before anything is created on disk */
     const char *device = t->device ? t->device : "cpu";
     if (!backend_by_name(device, NULL)) return -1;
     if (t->bf16 && !strcmp(device, "cpu"))
         return ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
+    if (dist_size() > 1 && strcmp(device, "cpu"))
+        return ssm_error("training on %d ranks runs on the CPU for now (the GPU path through NCCL is not built yet): "
+                         "use --device cpu, or one process", dist_size());
+    if (source_open(src, t)) return -1;
+    if (src->task.kind) opts->task = src->task_name, opts->data_path = "";
+    if (run_open(r, t, cfg, src)) return -1;
+    r->prog.data_bytes = src->task.kind ? -1 : (long long)src->data.len;
+    return 0;
+}
+
+int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
+    ssm_train_options opts = *options; /* with a task, its sequence length and canonical SPEC */
+    const ssm_train_options *t = &opts;
+    const int rank = dist_rank(), ranks = dist_size(), lead = rank == 0;
+    if (!lead) opts.quiet = 1; /* rank 0 speaks for the job */
     batch_source src;
-    if (source_open(&src, t)) {
-        source_close(&src);
-        return -1;
-    }
-    if (src.task.kind) opts.task = src.task_name, opts.data_path = "";
-    const dataset *d = &src.data;
-    train_run r = {0};
-    int rc = -1;
-    if (run_open(&r, t, cfg, &src)) goto out;
+    memset(&src, 0, sizeof src);
+    train_run r = {.lock = {.fd = -1}, .metrics = {.fd = -1}};
+    int *tok = NULL, *tgt = NULL;
+    /* every failure before the first step is agreed on by all ranks: one message, no rank left waiting */
+    int rc = train_dist_fail_together(train_prepare(&opts, cfg, &src, &r) != 0);
+    if (!rc) rc = train_dist_fail_together(train_dist_check_same_run(t, r.m, &src) != 0);
+    if (rc) goto out;
+    train_dist_share_state(r.m, &r.opt, &r.prog);
     ssm_model *m = r.m;
-    r.prog.data_bytes = src.task.kind ? -1 : (long long)d->len;
+    const char *device = t->device ? t->device : "cpu";
     if (t->bf16) ssm_model_use_bf16(m);
-    if (ssm_model_set_device(m, device)) goto out;
-    adamw_follow_model(&r.opt, m);
+    const int B = t->batch, T = t->seq_len, BN = B * ranks; /* this rank's rows; the job's */
+    int failed = ssm_model_set_device(m, device) != 0;
+    if (!failed) adamw_follow_model(&r.opt, m);
+    if (!failed && src.task.vocab > m->cfg.vocab_size)
+        failed = ssm_error("the task's ids reach %d, past the model's vocabulary of %d", src.task.vocab - 1,
+                           m->cfg.vocab_size);
+    /* the job's whole micro-batch, drawn on every rank as one process would draw it; this rank trains on its rows */
+    if (!failed && (!(tok = calloc((size_t)BN * T, sizeof(int))) || !(tgt = calloc((size_t)BN * T, sizeof(int)))))
+        failed = ssm_error("cannot allocate a batch of %d x %d bytes: use a smaller --batch or --seq-len (and "
+                           "--grad-accum for a larger batch)", BN, T);
+    if ((rc = train_dist_fail_together(failed))) goto out;
+    rc = -1;
+    train_dist_shard_optimizer(&r.opt);
+    adamw_state full; /* all the moments, gathered from the ranks' shards when a checkpoint needs them */
+    const dataset *d = &src.data;
     const ssm_config *c = &m->cfg;
-    if (src.task.vocab > c->vocab_size) {
-        ssm_error("the task's ids reach %d, past the model's vocabulary of %d", src.task.vocab - 1, c->vocab_size);
-        goto out;
-    }
     if (!t->quiet) {
         fprintf(stderr, "model: %d x %s, d_model %d, d_state %d: %.2fM parameters, %.1f KiB inference state; on %s "
                 "(%s)\n", c->n_layer, c->layer_pattern, c->d_model, c->mamba1.d_state, ssm_model_n_params(m) / 1e6,
                 ssm_model_state_bytes(m, -1) / 1024.0, m->be->name,
                 strcmp(m->be->precision, "bf16") ? "float32" : "bf16 mixed precision");
+        if (ranks > 1)
+            fprintf(stderr, "data parallel: %d ranks over %s, %d sequences each: a batch of %d\n", ranks, dist_name(),
+                    B, BN);
         if (src.task.kind)
             fprintf(stderr, "task: %s: %d answers per sequence, the loss on them alone; validation: %d sequences of a "
                     "fixed stream%s\n", src.task_name, task_answers(&src.task), t->val_seqs,
@@ -279,13 +321,9 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
             fprintf(stderr, "noise: filler byte %d at a fraction %g of the stream; loss and bits per byte count real "
                     "bytes alone (bits per real byte)\n", src.noise_byte, src.noise_rate);
     }
-    const int B = t->batch, T = t->seq_len;
-    int *tok = calloc((size_t)B * T, sizeof(int)), *tgt = calloc((size_t)B * T, sizeof(int));
-    if (!tok || !tgt) {
-        ssm_error("cannot allocate a batch of %d x %d bytes: use a smaller --batch or --seq-len (and --grad-accum "
-                  "for a larger batch)", B, T);
-        goto out_buffers;
-    }
+    ssm_train_options job = opts; /* the options as one process would have them: the batch of all ranks, which */
+    job.batch = BN;                /* the checkpoint records and validation reads in */
+    const int *my_tok = tok + (size_t)rank * B * T, *my_tgt = tgt + (size_t)rank * B * T;
     rng_t data_rng = {r.prog.data_rng};
     const long first = r.prog.step;
     long saved = r.prog.step; /* the step of the checkpoint on disk */
@@ -294,49 +332,66 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
     double last_print = 0;
     const int tty = isatty(2);
     int warned_collapse = 0;
-    for (long step = r.prog.step; step < t->optim.steps && !stop_signal; step++) {
+    for (long step = r.prog.step; step < t->optim.steps; step++) {
+        /* a signal reaches the ranks at different moments: all stop at the first step boundary any of them saw */
+        if (ranks > 1) {
+            const int sig = dist_max(stop_signal);
+            if (sig) stop_signal = sig;
+        }
+        if (stop_signal) break;
         const double ts = now_seconds();
         model_zero_grad(m);
         double loss = 0;
-        for (int a = 0; a < t->grad_accum && !stop_signal; a++) {
-            source_sample_batch(&src, &data_rng, B, T, tok, tgt);
-            loss += model_train_forward(m, tok, tgt, B, T);
-            model_train_backward(m, 1.0f / t->grad_accum);
+        /* one rank alone may drop a long accumulation part-way; ranks finish the step they all began */
+        for (int a = 0; a < t->grad_accum && (ranks > 1 || !stop_signal); a++) {
+            source_sample_batch(&src, &data_rng, BN, T, tok, tgt);
+            const double mine = model_train_forward(m, my_tok, my_tgt, B, T);
+            double micro;
+            const float scale = train_dist_micro_batch(mine, m->acts.n_targets, t->grad_accum, &micro);
+            loss += micro;
+            model_train_backward(m, scale);
         }
-        if (stop_signal) break; /* mid-step (long accumulations): drop the partial step, keep the last whole one */
+        if (stop_signal && ranks == 1) break; /* mid-step: drop the partial step, keep the last whole one */
         loss /= t->grad_accum;
+        train_dist_reduce_grads(m);
         const double gnorm = grad_clip(m, t->optim.clip);
         const float lr = lr_at(&t->optim, step);
         const double now = now_seconds(), elapsed = now - t0;
-        const double bps = (double)B * T * t->grad_accum * (step + 1 - first) / elapsed;
+        const double bps = (double)BN * T * t->grad_accum * (step + 1 - first) / elapsed;
         char line[320], n1[32], n2[32], n3[32];
         snprintf(line, sizeof line, "{\"step\": %ld, \"loss\": %s, \"bpb\": %s, \"lr\": %.6g, \"grad_norm\": %s, "
                  "\"step_ms\": %.2f, \"bytes_per_s\": %.1f}", step + 1, metrics_number(n1, sizeof n1, "%.8f", loss),
                  metrics_number(n2, sizeof n2, "%.8f", loss / M_LN2), lr, metrics_number(n3, sizeof n3, "%.6g", gnorm),
                  (now - ts) * 1e3, bps);
         if (!isfinite(loss) || !isfinite(gnorm)) { /* logged, but never applied: the checkpoint stays good */
-            metrics_write(&r.metrics, line);
+            if (lead) metrics_write(&r.metrics, line);
             char kept[96] = "no checkpoint was saved yet";
             if (saved > 0) snprintf(kept, sizeof kept, "the checkpoint of step %ld is intact", saved);
             ssm_error("training diverged at step %ld (loss %g, gradient norm %g): %s; lower --lr or raise --warmup",
                       step + 1, loss, gnorm, kept);
-            goto out_buffers;
+            rc = train_dist_fail_together(lead); /* the loss and norm are the job's: every rank sees it */
+            goto out;
         }
         adamw_update(m, &r.opt, &t->optim, lr);
+        train_dist_gather_weights(m);
         r.prog.step = step + 1;
         r.prog.data_rng = data_rng.state;
-        r.prog.tokens_seen += (double)B * T * t->grad_accum;
-        if (metrics_write(&r.metrics, line)) goto out_buffers;
+        r.prog.tokens_seen += (double)BN * T * t->grad_accum;
+        if (lead && metrics_write(&r.metrics, line)) goto out;
         if (!warned_collapse && collapsed(loss, gnorm, c->vocab_size)) {
             warned_collapse = 1;
-            fprintf(stderr, "%swarning: step %ld: the model's output collapsed to uniform (loss %.4f = ln %d, "
-                    "gradient norm %g) and is unlikely to recover: lower --lr and start again%s%s\n", tty ? "\r\033[K" : "",
-                    r.prog.step, loss, c->vocab_size, gnorm, isfinite(r.prog.best_val_loss) ? "; the best model so "
-                    "far is in " : "", isfinite(r.prog.best_val_loss) ? r.best_dir : "");
+            if (lead)
+                fprintf(stderr, "%swarning: step %ld: the model's output collapsed to uniform (loss %.4f = ln %d, "
+                        "gradient norm %g) and is unlikely to recover: lower --lr and start again%s%s\n",
+                        tty ? "\r\033[K" : "", r.prog.step, loss, c->vocab_size, gnorm, isfinite(r.prog.best_val_loss)
+                        ? "; the best model so far is in " : "", isfinite(r.prog.best_val_loss) ? r.best_dir : "");
         }
         const int last = r.prog.step == t->optim.steps || (t->stop_after > 0 && r.prog.step - first == t->stop_after);
         if (r.prog.step % t->eval_every == 0 || last) {
-            if (run_checkpoint(&r, t, &src, &val)) goto out_buffers;
+            const adamw_state *moments = train_dist_moments(&r.opt, &full);
+            const int bad = lead && run_checkpoint(&r, moments, &job, &src, &val);
+            train_dist_moments_free(moments, &full);
+            if (bad) goto out;
             saved = r.prog.step;
         }
         if (!t->quiet && (now - last_print > 0.5 || last || !tty)) {
@@ -355,16 +410,22 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
         if (tty && !t->quiet) fprintf(stderr, "\r\033[K");
         rc = 1;
         if (r.prog.step == 0) { /* before the first step: nothing to keep, as if the run had not started */
-            fprintf(stderr, "interrupted before the first step: nothing saved\n");
-            goto out_buffers;
+            if (lead) fprintf(stderr, "interrupted before the first step: nothing saved\n");
+            goto out;
         }
-        if (r.prog.step > saved && ckpt_save(r.ckpt_dir, m, &r.opt, &r.prog, t)) {
-            rc = -1;
-            goto out_buffers;
+        if (r.prog.step > saved) { /* every rank knows: all stopped at this step */
+            const adamw_state *moments = train_dist_moments(&r.opt, &full);
+            const int bad = lead && ckpt_save(r.ckpt_dir, m, moments, &r.prog, &job);
+            train_dist_moments_free(moments, &full);
+            if (bad) {
+                rc = -1;
+                goto out;
+            }
         }
-        fprintf(stderr, "interrupted at step %ld: checkpoint saved in %s; continue with --resume\n", r.prog.step,
-                r.ckpt_dir);
-        goto out_buffers;
+        if (lead)
+            fprintf(stderr, "interrupted at step %ld: checkpoint saved in %s; continue with --resume\n", r.prog.step,
+                    r.ckpt_dir);
+        goto out;
     }
     if (!t->quiet) {
         char valv[96];
@@ -375,10 +436,9 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
                 isfinite(r.prog.best_val_loss) ? r.best_dir : "");
     }
     rc = 0;
-out_buffers:
+out:
     free(tok);
     free(tgt);
-out:
     run_close(&r);
     source_close(&src);
     return rc;

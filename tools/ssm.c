@@ -393,7 +393,11 @@ static int cmd_train(int argc, char **argv) {
                         "saves a checkpoint at the end of the current step and exits; --resume continues.\n"
                         "--task trains on a synthetic task drawn from --seed (its seq is the --seq-len; validation\n"
                         "writes val_loss and val_acc); --noise-rate inserts filler bytes into --data (validation in\n"
-                        "bits per real byte). --resume restores both from the run's checkpoint.";
+                        "bits per real byte). --resume restores both from the run's checkpoint.\n"
+                        "Several processes: `mpirun -np N ssm train ...` (a build with MPI: make MPI=1) trains one\n"
+                        "model on N ranks, each on --batch sequences of a batch of N x --batch (as one process with\n"
+                        "that batch would); rank 0 writes the run directory, and --resume works with any N\n"
+                        "(docs/distributed.md). CPU only for now: the GPU path (NCCL) is not built yet.";
     parse_args(argc, argv, "train [options]", about, o, NOPTS(o));
     set_threads(threads);
     if (sample_n < 0) die("--sample must be 0 (none) or more bytes, got %d", sample_n);
@@ -430,6 +434,8 @@ static int cmd_train(int argc, char **argv) {
                 memcpy((char *)&saved + off, o[i].dst, opt_size(o[i].type));
         }
         t = saved;
+        /* the checkpoint's batch is the whole job's: divided among however many ranks resume it */
+        t.batch_is_global = !opt_seen(o, NOPTS(o), "--batch");
     }
     if (t.task) { /* the task's seq is the training length: a different --seq-len is a contradiction, not a choice */
         int seq;
@@ -454,11 +460,18 @@ static int cmd_train(int argc, char **argv) {
     /* Ctrl-C, kill and a closed terminal: checkpoint at the end of the step, then exit 128 + signal. A second
      * one acts at once (SA_RESETHAND), for a user who does not want to wait for the save. */
     on_stop_signals(ssm_train_interrupt);
-    int rc = ssm_train(&t, t.resume && !shape_given ? NULL : &c);
+    /* under mpirun: join the job (a rank that exits without ssm_dist_stop, as die does, ends it for all) */
+    int rc = ssm_dist_start();
+    if (rc == 0) rc = ssm_train(&t, t.resume && !shape_given ? NULL : &c);
     on_stop_signals(SIG_DFL); /* the sample after training stops at once */
+    /* another rank says why, and its exit status is the job's: mpirun ends the whole job at the first rank that
+     * exits non-zero, which could cut the reporting rank off before it printed */
+    if (rc == -2) exit(0);
     if (rc < 0) die("%s", ssm_last_error());
+    const int rank = ssm_dist_rank();
+    ssm_dist_stop();
     if (rc > 0) return 128 + ssm_train_interrupted();
-    if (sample_n > 0) {
+    if (sample_n > 0 && rank == 0) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/checkpoint", t.out_dir);
         ssm_model *m = load_on_device_or_die(dir, t.device, t.bf16, 0);
