@@ -2,7 +2,7 @@
 # Trains small Transformers with ssm (on the CPU: seconds), then checks with tests/hf_check.py that Hugging Face
 # transformers loads each saved directory unchanged and computes what ssm computes (bits per byte, greedy
 # continuation). Runs where transformers is installed (the GPU machine); ends with "N passed, N failed".
-#   tests/gpu/hf_roundtrip.sh [SSM] [TEXT]      (defaults: build/ssm, data/tinyshakespeare.txt)
+#   [ONLY=NAME] tests/gpu/hf_roundtrip.sh [SSM] [TEXT]      (defaults: build/ssm, data/tinyshakespeare.txt)
 set -u
 cd "$(dirname "$0")/../.."
 ssm=${1:-build/ssm}
@@ -13,8 +13,9 @@ head -c 400000 "$text" >"$work/train.txt"
 # scored as one chunk (--chunk 4096): ssm eval gives an attention model each chunk as its context, transformers the text
 tail -c 3000 "$text" >"$work/eval.txt"
 pass=0 fail=0
-check() { # NAME, then ssm train options
+check() { # NAME, then ssm train options (ONLY=NAME runs that one alone)
     local name=$1; shift
+    [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ] && return
     local run="$work/$name"
     "$ssm" train --data "$work/train.txt" --out "$run" --quiet --sample 0 --steps 60 --eval-every 60 \
         --batch 8 --seq-len 64 --d-model 64 --n-layer 4 --seed 7 "$@" || { echo "FAIL - $name: ssm train"; fail=$((fail + 1)); return; }
