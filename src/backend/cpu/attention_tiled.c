@@ -13,8 +13,11 @@
  * partial output rescaled when the max grows), O += P V; at the end O / sum, and lse = max + log(sum) per row.
  * Backward: per (sequence, key/value head) job, query blocks in order, key tiles in order inside: P = exp(S - lse)
  * recomputed, dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO o)), dQ += dS K, dK += dS^T Qs (the 1/sqrt(hd) of dQ
- * applied once at the end). A job owns its dK, dV rows and its group's dQ rows, so there are no atomics and no
- * cross-thread sums: the result depends on the shapes alone, not on the thread count.
+ * applied once at the end). A job owns its dK, dV rows and its group's dQ rows, so there are no atomics. Where B * KV
+ * gives fewer than ATTN_BWD_JOBS jobs, each splits its query blocks into parts of equal work whose dK, dV sums are
+ * added in part order afterwards (recomputing P per key block instead, FlashAttention-2's way without atomics, would
+ * cost 7 GEMMs per tile for 5). The split is the shape's, never the thread count's: the result depends on the shapes
+ * alone, the same bits at any thread count (test_grad checks 1, 2 and 3).
  *
  * Memory: per thread a few M x ATTN_BK and M x hd tiles; nothing T x T. The GEMMs run inside OpenMP parallel regions,
  * where the OpenMP build of OpenBLAS (the Makefile links it) runs each one on the calling thread. */
@@ -27,8 +30,12 @@
 #include <omp.h>
 #include <string.h>
 
+#ifndef ATTN_BQ
 #define ATTN_BQ 64  /* query positions per block (times the group's heads: a tile's rows) */
+#endif
+#ifndef ATTN_BK
 #define ATTN_BK 128 /* keys per tile: a multiple of VW (rows of scores are processed VW at a time) */
+#endif
 
 /* The keys query t of sequence b sees: [*lo, *hi) (as attention.c's attn_range) */
 static void key_range(const attn_args *a, int b, int t, int *lo, int *hi) {
@@ -188,9 +195,9 @@ void cpu_attn_fwd_tiled(const attn_args *a, float *o, int ldo) {
     }
 }
 
-/* The backward of one query block: its dQ rows (=), its keys' dK, dV rows (+=). */
+/* The backward of one query block: its dQ rows (=, row stride lddq), its keys' dK, dV rows (+=, row stride ldd). */
 static void bwd_block(const attn_args *a, const qblock *qb, const float *o, int ldo, const float *dout, int lddo,
-                      float *dq, float *dkb, float *dvb, int ldd, attn_tiles *w) {
+                      float *dq, int lddq, float *dkb, float *dvb, int ldd, attn_tiles *w) {
     const int hd = a->hd, group = a->H / a->KV, M = qb->M;
     const float scale = 1.0f / sqrtf((float)hd);
     const float *kb = mat_f(a->k) + qb->b * a->kv_bstride + (size_t)qb->kh * hd,
@@ -229,31 +236,78 @@ static void bwd_block(const attn_args *a, const qblock *qb, const float *o, int 
     }
     for (int r = 0; r < M; r++) {
         const int h = qb->kh * group + r / qb->nq, t = qb->t0 + r % qb->nq;
-        float *dqr = dq + ((size_t)qb->b * a->T + t) * ldd + (size_t)h * hd;
+        float *dqr = dq + ((size_t)qb->b * a->T + t) * lddq + (size_t)h * hd;
         for (int c = 0; c < hd; c++)
             dqr[c] = w->acc[(size_t)r * hd + c] * scale;
     }
 }
 
+/* The fewest jobs the backward makes: where B * KV is smaller, each (sequence, key/value head) splits its query blocks
+ * into parts of about equal work, each part summing its dK, dV into a buffer of its own, and the parts' buffers are
+ * added in order at the end. A count of the shape's alone, so the result does not depend on the thread count. */
+#define ATTN_BWD_JOBS 8
+
+/* bounds[0..parts]: the query blocks [bounds[p], bounds[p + 1]) of part p, of about equal work (the keys they see);
+ * the same for every sequence (training: no cache) */
+static void split_blocks(const attn_args *a, int nqb, int parts, int *bounds) {
+    double total = 0, acc = 0;
+    for (int i = 0; i < nqb; i++) {
+        const qblock qb = qblock_of(a, 0, 0, i * ATTN_BQ);
+        total += (double)qb.nq * (qb.jhi - qb.jlo);
+    }
+    int p = 1;
+    bounds[0] = 0;
+    for (int i = 0; i < nqb; i++) {
+        const qblock qb = qblock_of(a, 0, 0, i * ATTN_BQ);
+        acc += (double)qb.nq * (qb.jhi - qb.jlo);
+        while (p < parts && acc >= total * p / parts)
+            bounds[p++] = i + 1;
+    }
+    while (p <= parts)
+        bounds[p++] = nqb;
+}
+
 void cpu_attn_bwd_tiled(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
                         float *dk, float *dv, int ldd) {
-    const int T = a->T, KV = a->KV, hd = a->hd;
+    const int T = a->T, KV = a->KV, hd = a->hd, nbk = a->B * KV, nqb = (T + ATTN_BQ - 1) / ATTN_BQ;
+    const int parts = imax(1, imin(nqb, (ATTN_BWD_JOBS + nbk - 1) / nbk));
+    int *bounds = xmalloc(sizeof(int) * (parts + 1));
+    split_blocks(a, nqb, parts, bounds);
+    /* parts > 1: [B * KV, parts, 2, T, hd], each part's dK then dV */
+    float *sums = parts > 1 ? xmalloc(sizeof(float) * (size_t)nbk * parts * 2 * T * hd) : NULL;
 #pragma omp parallel
     {
         attn_tiles w = tiles_alloc(a, 1);
 #pragma omp for schedule(dynamic, 1)
-        for (int job = 0; job < a->B * KV; job++) {
-            const int b = job / KV, kh = job % KV;
+        for (int job = 0; job < nbk * parts; job++) {
+            const int b = job / parts / KV, kh = job / parts % KV, p = job % parts;
             float *dkb = dk + (size_t)b * T * ldd + (size_t)kh * hd, *dvb = dv + (size_t)b * T * ldd + (size_t)kh * hd;
+            int ld = ldd;
+            if (sums) dkb = sums + (size_t)job * 2 * T * hd, dvb = dkb + (size_t)T * hd, ld = hd;
             for (int j = 0; j < T; j++) {
-                memset(dkb + (size_t)j * ldd, 0, sizeof(float) * hd);
-                memset(dvb + (size_t)j * ldd, 0, sizeof(float) * hd);
+                memset(dkb + (size_t)j * ld, 0, sizeof(float) * hd);
+                memset(dvb + (size_t)j * ld, 0, sizeof(float) * hd);
             }
-            for (int t0 = 0; t0 < T; t0 += ATTN_BQ) {
-                const qblock qb = qblock_of(a, b, kh, t0);
-                bwd_block(a, &qb, o, ldo, dout, lddo, dq, dkb, dvb, ldd, &w);
+            for (int qi = bounds[p]; qi < bounds[p + 1]; qi++) {
+                const qblock qb = qblock_of(a, b, kh, qi * ATTN_BQ);
+                bwd_block(a, &qb, o, ldo, dout, lddo, dq, ldd, dkb, dvb, ld, &w);
+            }
+        }
+        if (sums) { /* the parts' sums in order */
+#pragma omp for schedule(static)
+            for (long r = 0; r < (long)nbk * T; r++) {
+                const int bk = (int)(r / T), j = (int)(r % T), b = bk / KV, kh = bk % KV;
+                const size_t at = ((size_t)b * T + j) * ldd + (size_t)kh * hd;
+                for (int c = 0; c < hd; c++) {
+                    const float *s0 = sums + (size_t)bk * parts * 2 * T * hd + (size_t)j * hd + c;
+                    float sk = 0.0f, sv = 0.0f;
+                    for (int p = 0; p < parts; p++)
+                        sk += s0[(size_t)p * 2 * T * hd], sv += s0[(size_t)(2 * p + 1) * T * hd];
+                    dk[at + c] = sk, dv[at + c] = sv;
+                }
             }
         }
         tiles_free(&w);
     }
+    free(sums), free(bounds);
 }
