@@ -41,7 +41,8 @@ static void step(void) { cpu_attn_fwd(&D, mat_f32(OD, H * HD)); }
 
 static double rel_err(const float *x, const float *ref, size_t n) {
     double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) num += (x[i] - ref[i]) * (double)(x[i] - ref[i]), den += ref[i] * (double)ref[i];
+    for (size_t i = 0; i < n; i++)
+        num += (x[i] - ref[i]) * (double)(x[i] - ref[i]), den += ref[i] * (double)ref[i];
     return sqrt(num / den);
 }
 
@@ -49,12 +50,22 @@ static void bench(int T, int with_ref) {
     const size_t rows = T, no = rows * H * HD;
     unsigned st = 1;
     float *qkv = xmalloc(sizeof(float) * rows * W), *lse = xmalloc(sizeof(float) * H * T);
-    for (size_t i = 0; i < rows * W; i++) qkv[i] = 2.0f * frand(&st);
+    for (size_t i = 0; i < rows * W; i++)
+        qkv[i] = 2.0f * frand(&st);
     O = xmalloc(sizeof(float) * no), DO = xmalloc(sizeof(float) * no), DQKV = xcalloc(rows * W, sizeof(float));
     OD = xmalloc(sizeof(float) * H * HD);
-    for (size_t i = 0; i < no; i++) DO[i] = frand(&st);
-    A = (attn_args){.q = mat_f32(qkv, W), .k = mat_f32(qkv + H * HD, W), .v = mat_f32(qkv + (H + KV) * HD, W),
-                    .kv_bstride = (size_t)T * W, .lse = lse, .B = 1, .T = T, .H = H, .KV = KV, .hd = HD};
+    for (size_t i = 0; i < no; i++)
+        DO[i] = frand(&st);
+    A = (attn_args){.q = mat_f32(qkv, W),
+                    .k = mat_f32(qkv + H * HD, W),
+                    .v = mat_f32(qkv + (H + KV) * HD, W),
+                    .kv_bstride = (size_t)T * W,
+                    .lse = lse,
+                    .B = 1,
+                    .T = T,
+                    .H = H,
+                    .KV = KV,
+                    .hd = HD};
     const int nk = T;
     D = A, D.T = 1, D.q = mat_f32(qkv + (size_t)(T - 1) * W, W), D.nk = &nk, D.lse = NULL;
     float *o_ref = xmalloc(sizeof(float) * no), *d_ref = xmalloc(sizeof(float) * rows * W), od_ref[H * HD];
@@ -71,8 +82,8 @@ static void bench(int T, int with_ref) {
     printf("T %5d  scalar: fwd %9.1f ms  bwd %9.1f ms  step %6.3f ms\n", T, f_ref, b_ref, s_ref);
     printf("T %5d  tiled:  fwd %9.1f ms  bwd %9.1f ms  step %6.3f ms", T, f, b, s);
     if (with_ref)
-        printf("  (rel err o %.1e, dq|dk|dv %.1e, step %.1e)", rel_err(O, o_ref, no),
-               rel_err(DQKV, d_ref, rows * W), rel_err(OD, od_ref, H * HD));
+        printf("  (rel err o %.1e, dq|dk|dv %.1e, step %.1e)", rel_err(O, o_ref, no), rel_err(DQKV, d_ref, rows * W),
+               rel_err(OD, od_ref, H * HD));
     printf("\n");
     free(qkv), free(lse), free(O), free(DO), free(DQKV), free(OD), free(o_ref), free(d_ref);
 }
@@ -81,11 +92,13 @@ int main(int argc, char **argv) {
     const char *no_ref = getenv("SSM_BENCH_NO_REF");
     const int with_ref = !(no_ref && *no_ref && strcmp(no_ref, "0"));
     printf("threads %d, B 1 H %d KV %d hd %d, causal (fwd, bwd best of 3; step: T 1 from a cache of T keys, best of "
-           "20; scalar: one run)\n", omp_get_max_threads(), H, KV, HD);
+           "20; scalar: one run)\n",
+           omp_get_max_threads(), H, KV, HD);
     if (argc < 2) {
         bench(2048, with_ref), bench(8192, with_ref);
         return 0;
     }
-    for (int i = 1; i < argc; i++) bench(atoi(argv[i]), with_ref);
+    for (int i = 1; i < argc; i++)
+        bench(atoi(argv[i]), with_ref);
     return 0;
 }

@@ -31,7 +31,7 @@
 #include <string.h>
 
 #ifndef ATTN_BQ
-#define ATTN_BQ 64  /* query positions per block (times the group's heads: a tile's rows) */
+#define ATTN_BQ 64 /* query positions per block (times the group's heads: a tile's rows) */
 #endif
 #ifndef ATTN_BK
 #define ATTN_BK 128 /* keys per tile: a multiple of VW (rows of scores are processed VW at a time) */
@@ -69,8 +69,8 @@ static float row_exp(float *s, int w, float sub) {
 
 /* One query block of a job: where its rows come from and which keys they see. */
 typedef struct {
-    int b, kh, t0, nq, M; /* sequence, key/value head, first position, positions, rows (group * nq) */
-    int jlo, jhi;         /* the keys any of its queries sees: [jlo, jhi) */
+    int b, kh, t0, nq, M;  /* sequence, key/value head, first position, positions, rows (group * nq) */
+    int jlo, jhi;          /* the keys any of its queries sees: [jlo, jhi) */
     int lo_last, hi_first; /* keys every query sees: [lo_last, hi_first) (lo and hi grow with t) */
 } qblock;
 
@@ -87,8 +87,8 @@ static void pack_q(const attn_args *a, const qblock *qb, float scale, float *qs)
     const int hd = a->hd, group = a->H / a->KV;
     for (int hh = 0; hh < group; hh++)
         for (int tt = 0; tt < qb->nq; tt++) {
-            const float *q = mat_f(a->q) + ((size_t)qb->b * a->T + qb->t0 + tt) * a->q.ld +
-                             (size_t)(qb->kh * group + hh) * hd;
+            const float *q =
+                mat_f(a->q) + ((size_t)qb->b * a->T + qb->t0 + tt) * a->q.ld + (size_t)(qb->kh * group + hh) * hd;
             float *d = qs + ((size_t)hh * qb->nq + tt) * hd;
             for (int c = 0; c < hd; c++)
                 d[c] = q[c] * scale;
@@ -127,8 +127,10 @@ typedef struct {
 
 static attn_tiles tiles_alloc(const attn_args *a, int backward) {
     const size_t M = (size_t)a->H / a->KV * ATTN_BQ, hd = (size_t)a->hd;
-    attn_tiles w = {.qs = xcalloc(M * hd, sizeof(float)), .s = xcalloc(M * ATTN_BK, sizeof(float)),
-                    .acc = xcalloc(M * hd, sizeof(float)), .m = xcalloc(M, sizeof(float)),
+    attn_tiles w = {.qs = xcalloc(M * hd, sizeof(float)),
+                    .s = xcalloc(M * ATTN_BK, sizeof(float)),
+                    .acc = xcalloc(M * hd, sizeof(float)),
+                    .m = xcalloc(M, sizeof(float)),
                     .l = xcalloc(M, sizeof(float))};
     if (backward)
         w.dout = xcalloc(M * hd, sizeof(float)), w.dp = xcalloc(M * ATTN_BK, sizeof(float)),
@@ -222,7 +224,7 @@ static void bwd_block(const attn_args *a, const qblock *qb, const float *o, int 
                     dvb + (size_t)j0 * ldd, ldd); /* dV += P^T dO */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, hd, 1.0f, w->dout, hd, vb + (size_t)j0 * a->v.ld,
                     a->v.ld, 0.0f, w->dp, ATTN_BK); /* dP = dO V^T */
-        for (int r = 0; r < M; r++) { /* dS = P (dP - D), in place of dP */
+        for (int r = 0; r < M; r++) {               /* dS = P (dP - D), in place of dP */
             const float *pr = w->s + (size_t)r * ATTN_BK;
             float *dr = w->dp + (size_t)r * ATTN_BK;
             const vf di = vf_set1(w->di[r]);
@@ -267,8 +269,8 @@ static void split_blocks(const attn_args *a, int nqb, int parts, int *bounds) {
         bounds[p++] = nqb;
 }
 
-void cpu_attn_bwd_tiled(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
-                        float *dk, float *dv, int ldd) {
+void cpu_attn_bwd_tiled(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq, float *dk,
+                        float *dv, int ldd) {
     const int T = a->T, KV = a->KV, hd = a->hd, nbk = a->B * KV, nqb = (T + ATTN_BQ - 1) / ATTN_BQ;
     const int parts = imax(1, imin(nqb, (ATTN_BWD_JOBS + nbk - 1) / nbk));
     int *bounds = xmalloc(sizeof(int) * (parts + 1));
