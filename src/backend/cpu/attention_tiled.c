@@ -121,7 +121,7 @@ static int tile_scores(const attn_args *a, const qblock *qb, const float *qs, co
 
 /* Per-thread tiles */
 typedef struct {
-    float *qs, *s, *acc, *m, *l; /* [M, hd], [M, ATTN_BK], [M, hd], [M], [M] */
+    float *qs, *s, *acc, *m, *l; /* [M, hd], [M, ATTN_BK], [M, hd], [M], [M]; m: the running max (backward: lse) */
     float *dout, *dp, *di;       /* backward: [M, hd], [M, ATTN_BK], [M] */
 } attn_tiles;
 
