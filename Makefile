@@ -144,7 +144,7 @@ cuda:
 	@echo "no nvcc found: the CUDA backend is not built (CPU-only build)"
 endif
 
-tests: $(TESTS) build/ssm build/torch_dump build/asan/ssm build/bench_cpu_ssd $(if $(NVCC),$(GPU_TESTS))
+tests: $(TESTS) build/ssm build/torch_dump build/asan/ssm build/bench_cpu_ssd build/bench_cpu_attn $(if $(NVCC),$(GPU_TESTS))
 
 # CPU benchmarks of single ops (built with the tests so that they keep compiling; run by hand)
 build/bench_cpu_%: bench/cpu_%_bench.c build/libssm.a

@@ -7,6 +7,7 @@
 #include "backend/cpu/cpu_ops.h"
 #include "test.h"
 
+#include <omp.h>
 #include <string.h>
 
 #define TOL 1e-2
@@ -373,6 +374,40 @@ static double rope_loss(void *u) {
     return l;
 }
 
+/* The tiled attention's promise (attention_tiled.c): the same bits at any thread count. Shapes over several tiles;
+ * B * KV 1 and 2 split the backward's query blocks into parts, 8 does not. */
+static void test_attention_threads(void) {
+    TEST_BEGIN("attn_fwd, attn_bwd: the same bits at 1, 2 and 3 threads (several tiles, a window, parts)");
+    const int shapes[][6] = {{1, 300, 4, 1, 64, 0}, {2, 200, 4, 1, 32, 70}, {2, 150, 8, 4, 16, 0}};
+    for (int i = 0; i < 3; i++) {
+        const int B = shapes[i][0], T = shapes[i][1], H = shapes[i][2], KV = shapes[i][3], hd = shapes[i][4];
+        const int W = (H + 2 * KV) * hd, qd = H * hd;
+        const size_t rows = (size_t)B * T;
+        float *qkv = xmalloc(sizeof(float) * rows * W), *dout = xmalloc(sizeof(float) * rows * qd), *out[3];
+        /* a generator of its own: the tests after this one keep their draws from the shared one */
+        rng_t own = {7};
+        for (size_t j = 0; j < rows * W; j++) qkv[j] = rng_normal(&own);
+        for (size_t j = 0; j < rows * qd; j++) dout[j] = rng_normal(&own);
+        const attn_args a = {.q = mat_f32(qkv, W), .k = mat_f32(qkv + qd, W), .v = mat_f32(qkv + qd + KV * hd, W),
+                             .kv_bstride = (size_t)T * W, .lse = xmalloc(sizeof(float) * B * H * T), .B = B, .T = T,
+                             .H = H, .KV = KV, .hd = hd, .window = shapes[i][5]};
+        const int saved = omp_get_max_threads();
+        for (int n = 1; n <= 3; n++) { /* o | dq | dk | dv */
+            omp_set_num_threads(n);
+            float *r = out[n - 1] = xmalloc(sizeof(float) * rows * (qd + W));
+            cpu_attn_fwd(&a, mat_f32(r, qd));
+            cpu_attn_bwd(&a, mat_f32(r, qd), mat_f32(dout, qd), mat_f32(r + rows * qd, W),
+                         mat_f32(r + rows * qd + qd, W), mat_f32(r + rows * qd + qd + KV * hd, W));
+        }
+        omp_set_num_threads(saved);
+        for (int n = 2; n <= 3; n++)
+            EXPECT(!memcmp(out[0], out[n - 1], sizeof(float) * rows * (qd + W)), "B %d T %d H %d KV %d: %d threads differ",
+                   B, T, H, KV, n);
+        free(qkv), free(dout), free(a.lse), free(out[0]), free(out[1]), free(out[2]);
+    }
+    TEST_END();
+}
+
 static void test_attention_ops(void) {
     TEST_BEGIN("swiglu_bwd matches finite differences (gate | up)");
     sw.gu = randn((size_t)GR * GLD, 1.5f), sw.R = randn(GR * GI, 1), sw.h = xmalloc(sizeof(float) * GR * GI);
@@ -439,6 +474,7 @@ static void test_attention_ops(void) {
         free(at.qkv), free(at.R), free(at.o), free(at.lse), free(dqkv);
         TEST_END();
     }
+    test_attention_threads();
 }
 
 /* ---- Mamba-2: the SSD and the gated RMSNorm ------------------------------------------------------------------ */

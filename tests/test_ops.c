@@ -12,6 +12,7 @@
  *   build/test_ops NAME       the cases whose name contains NAME */
 #include "test.h"
 #include "backend/backend.h"
+#include "backend/cpu/cpu_ops.h"
 #include "backend/host_bf16.h"
 #include "common.h"
 #include "ssm.h"
@@ -729,7 +730,13 @@ static void cases_make(void) {
                          {3, 1, 4, 2, 16, 0, 64},     {2, 5, 4, 2, 16, 7, 40},     {2, 130, 4, 2, 64, 0, 0},
                          {1, 77, 2, 1, 128, 33, 0},   {2, 40, 4, 2, 16, 100, 0},   {1, 20, 2, 1, 256, 0, 0},
                          {1, 33, 3, 1, 96, 0, 0},     {2, 1, 8, 2, 64, 0, 4096},   {3, 1, 4, 4, 128, 0, 2000},
-                         {2, 4, 4, 2, 64, 0, 1500},   {2, 1, 4, 2, 64, 300, 3000}, {1, 3, 2, 1, 256, 0, 700}};
+                         {2, 4, 4, 2, 64, 0, 1500},   {2, 1, 4, 2, 64, 300, 3000}, {1, 3, 2, 1, 256, 0, 700},
+    /* the CPU's tiles (64 queries of every head of a group, 128 keys): several of each, T not their multiple, odd,
+     * one past a tile and exactly one; windows that cross tile edges; groups of 1, 3 and 8 heads; hd 64 and 128;
+     * caches whose queries span several blocks */
+                         {1, 300, 4, 4, 64, 0, 0},    {2, 257, 6, 2, 64, 100, 0},  {1, 129, 2, 2, 128, 0, 0},
+                         {1, 513, 8, 1, 64, 200, 0},  {1, 128, 2, 1, 64, 64, 0},   {2, 191, 4, 2, 128, 129, 0},
+                         {2, 70, 4, 2, 64, 0, 600},   {2, 100, 4, 2, 64, 150, 500}};
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         const int *q = at[i];
         add_case(BACKEND_OP_attn_fwd, 1e-5, 0, case_attn_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 0),
@@ -857,6 +864,9 @@ static void case_check(const op_case *c, const backend *be, const run_result *re
 
 int main(int argc, char **argv) {
     cases_make();
+    /* the CPU with the scalar definitions of the ops that have one (cpu_ops.h): the reference of its fast kernels */
+    backend cpu_def = backend_cpu;
+    cpu_def.attn_fwd = cpu_attn_fwd_ref, cpu_def.attn_bwd = cpu_attn_bwd_ref;
     const char *filter = argc > 1 ? argv[1] : NULL;
     const backend *others[2] = {NULL, NULL};
     if (ssm_device_available("cuda")) {
@@ -881,6 +891,13 @@ int main(int argc, char **argv) {
         if (filter && !strstr(c->name, filter)) continue;
         ran++;
         run_result ref = case_run(c, &backend_cpu);
+        if (c->op == BACKEND_OP_attn_fwd || c->op == BACKEND_OP_attn_bwd) {
+            /* the CPU's tiled attention against its scalar definition: 1e-5 in float32; a bf16 output's rounding may
+             * move by an ulp, the case's tolerance */
+            run_result def = case_run(c, &cpu_def);
+            case_check(c, &backend_cpu, &def, c->tol <= 1e-4 ? 1e-5 : c->tol);
+            result_free(&def);
+        }
         if (!others[0]) {
             case_check(c, &backend_cpu, &ref, 0.0);
         } else {

@@ -1,12 +1,11 @@
 /* Attention's ops on the CPU: rotary positions, the KV cache's append, and causal grouped-query softmax attention
  * forward and backward (ops_list.h has their semantics, ops.h the attn_args).
  *
- * The attention materializes one query's scores at a time (a row of the T x T matrix) in a per-thread buffer:
- * exact softmax with the row's maximum, then the weighted sum of values. The forward keeps each query's
- * log-sum-exp; the backward recomputes the probabilities from it (FlashAttention's recomputation, one query row at
- * a time), so nothing of size T x T is ever stored. Threads split the forward over (sequence, head, query) and the
- * backward over (sequence, key/value head): a key/value head's gradients sum over the query heads of its group and
- * every query, so one thread owns them (deterministic, no atomics).
+ * cpu_attn_fwd and cpu_attn_bwd run the tiled float32 kernels of attention_tiled.c (OpenBLAS GEMMs on tiles, online
+ * softmax). This file keeps the scalar definition they are tested against (cpu_attn_fwd_ref, cpu_attn_bwd_ref): one
+ * query's scores at a time (a row of the T x T matrix) in a per-thread buffer, exact softmax with the row's maximum,
+ * then the weighted sum of values; the backward recomputes the probabilities from each query's log-sum-exp, one query
+ * row at a time, one (sequence, key/value head) per thread (deterministic, no atomics).
  *
  * bf16 operands (the lean path's, which the CPU runs only as the tests' reference for the GPU's): widened into dense
  * float32 copies, the float32 kernels, the outputs rounded once. */
@@ -88,7 +87,7 @@ static int attn_max_keys(const attn_args *a) {
     return n;
 }
 
-static void attn_fwd_f32(const attn_args *a, float *o, int ldo) {
+static void attn_fwd_ref_f32(const attn_args *a, float *o, int ldo) {
     const int B = a->B, T = a->T, H = a->H, hd = a->hd, group = a->H / a->KV, nmax = attn_max_keys(a);
     const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel
@@ -124,8 +123,8 @@ static void attn_fwd_f32(const attn_args *a, float *o, int ldo) {
     }
 }
 
-static void attn_bwd_f32(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
-                         float *dk, float *dv, int ldd) {
+static void attn_bwd_ref_f32(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                             float *dk, float *dv, int ldd) {
     const int B = a->B, T = a->T, H = a->H, KV = a->KV, hd = a->hd, group = H / KV;
     const float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -202,34 +201,38 @@ static attn_args widen_args(const attn_args *a) {
 
 static void widen_free(attn_args *w) { free(mat_f(w->q)), free(mat_f(w->k)), free(mat_f(w->v)); }
 
-void cpu_attn_fwd(const attn_args *a, mat o) {
+typedef void attn_fwd_f32(const attn_args *a, float *o, int ldo);
+typedef void attn_bwd_f32(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                          float *dk, float *dv, int ldd);
+
+static void attn_fwd_any(attn_fwd_f32 *kernel, const attn_args *a, mat o) {
     if (!attn_dtype("attn_fwd", a, &o, 1)) {
-        attn_fwd_f32(a, mat_f(o), o.ld);
+        kernel(a, mat_f(o), o.ld);
         return;
     }
     attn_args w = widen_args(a);
     const size_t rows = (size_t)a->B * a->T;
     const int qd = a->H * a->hd;
     float *of = xmalloc(sizeof(float) * (rows * qd + 1));
-    attn_fwd_f32(&w, of, qd);
+    kernel(&w, of, qd);
     host_bf16_from_f32_rows(mat_h(o), o.ld, of, rows, qd);
     free(of);
     widen_free(&w);
 }
 
-void cpu_attn_bwd(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv) {
+static void attn_bwd_any(attn_bwd_f32 *kernel, const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv) {
     CHECK(!a->nk && a->lse, "attn_bwd: training's attention alone (no cache), after a forward that kept lse");
     const mat outs[] = {o, dout, dq, dk, dv};
     if (!attn_dtype("attn_bwd", a, outs, 5)) {
         CHECK(dk.ld == dq.ld && dv.ld == dq.ld, "attn_bwd: dq, dk, dv of one row stride (float32)");
-        attn_bwd_f32(a, mat_f(o), o.ld, mat_f(dout), dout.ld, mat_f(dq), mat_f(dk), mat_f(dv), dq.ld);
+        kernel(a, mat_f(o), o.ld, mat_f(dout), dout.ld, mat_f(dq), mat_f(dk), mat_f(dv), dq.ld);
         return;
     }
     attn_args w = widen_args(a);
     const size_t rows = (size_t)a->B * a->T;
     const int qd = a->H * a->hd, kvd = a->KV * a->hd, W = qd + 2 * kvd;
     float *of = widen(o, rows, qd), *dof = widen(dout, rows, qd), *d = xmalloc(sizeof(float) * (rows * W + 1));
-    attn_bwd_f32(&w, of, qd, dof, qd, d, d + qd, d + qd + kvd, W);
+    kernel(&w, of, qd, dof, qd, d, d + qd, d + qd + kvd, W);
     for (size_t r = 0; r < rows; r++) {
         host_bf16_from_f32(mat_h(dq) + r * dq.ld, d + r * W, qd);
         host_bf16_from_f32(mat_h(dk) + r * dk.ld, d + r * W + qd, kvd);
@@ -237,4 +240,13 @@ void cpu_attn_bwd(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv) {
     }
     free(of), free(dof), free(d);
     widen_free(&w);
+}
+
+void cpu_attn_fwd(const attn_args *a, mat o) { attn_fwd_any(cpu_attn_fwd_tiled, a, o); }
+void cpu_attn_bwd(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv) {
+    attn_bwd_any(cpu_attn_bwd_tiled, a, o, dout, dq, dk, dv);
+}
+void cpu_attn_fwd_ref(const attn_args *a, mat o) { attn_fwd_any(attn_fwd_ref_f32, a, o); }
+void cpu_attn_bwd_ref(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv) {
+    attn_bwd_any(attn_bwd_ref_f32, a, o, dout, dq, dk, dv);
 }

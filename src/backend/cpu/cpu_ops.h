@@ -30,4 +30,13 @@ void cpu_ssd_fwd_ref(const ssd_args *s, float *y, float *state);
  * equal. */
 void cpu_ssd_bwd_ref(const ssd_args *s, const ssd_grads *gr, const float *dy);
 
+/* Attention's scalar definition, one query row at a time (attention.c), for tests: what attn_fwd and attn_bwd, which
+ * run the tiled kernels below, must equal. Same operands as the ops. */
+void cpu_attn_fwd_ref(const attn_args *a, mat o);
+void cpu_attn_bwd_ref(const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv);
+/* The float32 tiled kernels behind attn_fwd and attn_bwd (attention_tiled.c): o [B*T, ldo]; dq, dk, dv rows of ldd. */
+void cpu_attn_fwd_tiled(const attn_args *a, float *o, int ldo);
+void cpu_attn_bwd_tiled(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                        float *dk, float *dv, int ldd);
+
 #endif
