@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU checks that wait for a device, in one call (a session is lent ~30 device minutes, a call at most 600 s).
+#   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
+#       swiglu-vec decode-gemv nccl, those that exist) into .devbuild/REF, the flash block-shape variants into
+#       .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz (ignored by git; the
+#       device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
+#   scripts/gpu_pending.sh run               on the device: unpacks and runs the checks below, each under its own
+#       timeout (about 8 minutes in all), the logs under $OUT
+# What it checks, per branch (each against main's binary in the same call):
+#   swiglu-vec   test_ops swiglu; the t768x12 bf16 step at 8 x 2048 with --profile (SwiGLU was 5.8 of 40.8 ms)
+#   decode-gemv  test_ops matmul_xwT and test_cuda_model (decode = forward); d768x24 decode at batch 1 and 64
+#   nccl         tests/gpu/test_nccl.sh of that branch (one GPU: the single-rank path)
+#   main         transformers loading our NemotronH (hf_roundtrip ONLY=nemotron_h); the time-segment counts at
+#                1 x 16384 (issue 13); flash block shapes (bench/flash_shapes.sh run); nsys on the m2x24 step
+set -u
+cd "$(dirname "$0")/.."
+mode=${1:-}
+if [ "$mode" = build ]; then
+    shift
+    refs=("$@")
+    [ ${#refs[@]} -gt 0 ] || refs=(main swiglu-vec decode-gemv nccl)
+    rm -rf .devbuild && mkdir -p .devbuild .devpack
+    for ref in "${refs[@]}"; do
+        git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
+        work=$(mktemp -d /tmp/ssm_pending.XXXXXX)
+        git archive "$ref" | tar xf - -C "$work" && rm -rf "$work/tests/fixtures"
+        if make -C "$work" -s -j"$(nproc)" OPT="-O3 -march=x86-64-v3" MPI=0 cuda tests >"$work/make.log" 2>&1; then
+            # what the checks run (main's ssm alone): the pack must stay under the device tool's 64 MiB
+            mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm ".devbuild/$ref/"
+            [ "$ref" = main ] || cp "$work"/build/test_ops "$work"/build/gpu/test_cuda_model ".devbuild/$ref/"
+            [ -d "$work/tests/gpu" ] && cp -r "$work/tests/gpu" ".devbuild/$ref/tests_gpu"
+            echo "built $ref ($(git rev-parse --short "$ref"))"
+        else
+            echo "FAIL $ref: build"; tail -20 "$work/make.log"
+        fi
+        rm -rf "$work"
+    done
+    bench/flash_shapes.sh build .devbuild/shapes | grep -E "^attn_|FAIL"
+    tar cf - .devbuild | xz -T"$(nproc)" -3 >.devpack/pending.tar.xz && rm -rf .devbuild
+    ls -la .devpack/pending.tar.xz
+    exit 0
+fi
+[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run" >&2; exit 2; }
+out=${OUT:-/tmp/pending_out}
+mkdir -p "$out"
+tar xJf .devpack/pending.tar.xz || exit 9
+M=.devbuild/main S=$(date +%s)
+t() { echo "[$(($(date +%s) - S)) s] $*"; }
+has() { [ -x ".devbuild/$1/ssm" ]; }
+bench() { timeout 60 "$1/ssm" bench --device cuda "${@:2}" 2>&1 | grep -E "^(train|decode)|swiglu|by kind|rror"; }
+if has swiglu-vec; then
+    t swiglu-vec
+    timeout 60 .devbuild/swiglu-vec/test_ops swiglu 2>&1 | grep -E "^FAIL|cases"
+    for b in $M .devbuild/swiglu-vec; do echo "$b: $(bench $b --config t768x12 --what train --batch 8 --seq-len 2048 --steps 5 --bf16 --profile | tr '\n' ' ')"; done
+fi
+if has decode-gemv; then
+    t decode-gemv
+    timeout 90 .devbuild/decode-gemv/test_ops matmul_xwT 2>&1 | grep -E "^FAIL|cases"
+    timeout 150 .devbuild/decode-gemv/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -5
+    for b in $M .devbuild/decode-gemv; do for p in "" --bf16; do
+        echo "$b $p: $(bench $b --config d768x24 --what decode --decode-batch 64 --decode-steps 100 $p | tr '\n' ' ')"; done; done
+fi
+if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
+    t nccl
+    (cp .devbuild/nccl/tests_gpu/test_nccl.sh tests/gpu/ 2>/dev/null; SSM=.devbuild/nccl/ssm timeout 120 tests/gpu/test_nccl.sh .devbuild/nccl) 2>&1 | tail -12
+fi
+t nemotron_h; ONLY=nemotron_h timeout 240 tests/gpu/hf_roundtrip.sh $M/ssm >"$out/rt.log" 2>&1
+grep -E "^ok|^FAIL|transformers:|greedy" "$out/rt.log" | tail -4
+t segments
+for n in default 1 2 4 8 16 32 64; do
+    e=()
+    [ $n = default ] || e=(SSM_SCAN_SEGMENTS=$n)
+    echo "segments $n: $(env "${e[@]}" timeout 40 $M/ssm bench --config d768x24 --device cuda --what train --batch 1 --seq-len 16384 --steps 5 --bf16 2>&1 | grep -E '^train|rror')"
+done
+t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
+if command -v nsys >/dev/null; then
+    t nsys; timeout 120 nsys profile -o /tmp/m2 --force-overwrite true --stats=false $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 >/dev/null 2>&1
+    timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/m2.nsys-rep 2>/dev/null | head -25 | cut -c1-200 | tee "$out/m2_kernels.csv"
+fi
+t end
