@@ -62,7 +62,13 @@ if has decode-gemv; then
 fi
 if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
     t nccl
-    (cp .devbuild/nccl/tests_gpu/test_nccl.sh tests/gpu/ 2>/dev/null; SSM=.devbuild/nccl/ssm timeout 120 tests/gpu/test_nccl.sh .devbuild/nccl) 2>&1 | tail -12
+    # libnccl from the toolkit, or else from torch's wheel (nvidia-nccl)
+    if ldd .devbuild/nccl/ssm | grep -q "libnccl.*not found"; then
+        nccl_lib=$(python3 -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null)
+        export LD_LIBRARY_PATH=${nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    fi
+    cp .devbuild/nccl/tests_gpu/test_nccl.sh tests/gpu/
+    SSM=.devbuild/nccl/ssm timeout 150 tests/gpu/test_nccl.sh 2>&1 | tail -12
 fi
 t nemotron_h; ONLY=nemotron_h timeout 240 tests/gpu/hf_roundtrip.sh $M/ssm >"$out/rt.log" 2>&1
 grep -E "^ok|^FAIL|transformers:|greedy" "$out/rt.log" | tail -4
