@@ -9,7 +9,7 @@
 # What it checks, per branch (each against main's binary in the same call):
 #   swiglu-vec   test_ops swiglu; the t768x12 bf16 step at 8 x 2048 with --profile (SwiGLU was 5.8 of 40.8 ms)
 #   decode-gemv  test_ops matmul_xwT and test_cuda_model (decode = forward); d768x24 decode at batch 1 and 64
-#   nccl         tests/gpu/test_nccl.sh of that branch (one GPU: the single-rank path)
+#   nccl         its test_cuda_weights16 (w16_refresh) and tests/gpu/test_nccl.sh (one GPU: --gpus 1 = the plain run)
 #   main         transformers loading our NemotronH (hf_roundtrip ONLY=nemotron_h); the time-segment counts at
 #                1 x 16384 (issue 13); flash block shapes (bench/flash_shapes.sh run); nsys on the m2x24 step
 set -u
@@ -28,6 +28,7 @@ if [ "$mode" = build ]; then
             # what the checks run (main's ssm alone): the pack must stay under the device tool's 64 MiB
             mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm ".devbuild/$ref/"
             [ "$ref" = main ] || cp "$work"/build/test_ops "$work"/build/gpu/test_cuda_model ".devbuild/$ref/"
+            [ "$ref" != nccl ] || cp "$work"/build/gpu/test_cuda_weights16 ".devbuild/$ref/" # its w16_refresh case
             [ -d "$work/tests/gpu" ] && cp -r "$work/tests/gpu" ".devbuild/$ref/tests_gpu"
             echo "built $ref ($(git rev-parse --short "$ref"))"
         else
@@ -67,6 +68,7 @@ if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
         nccl_lib=$(python3 -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null)
         export LD_LIBRARY_PATH=${nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     fi
+    timeout 60 .devbuild/nccl/test_cuda_weights16 2>&1 | grep -E "^FAIL|^ok" | tail -4
     cp .devbuild/nccl/tests_gpu/test_nccl.sh tests/gpu/
     SSM=.devbuild/nccl/ssm timeout 150 tests/gpu/test_nccl.sh 2>&1 | tail -12
 fi
