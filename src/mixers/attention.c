@@ -1,6 +1,7 @@
 /* The attention layer ('a'): HF LlamaAttention, causal multi-head self-attention with grouped-query heads
  * (n_kv_heads dividing n_heads; 1 is multi-query), rotary positions (rotate_half, base rope_theta, positions from 0;
- * none with rope_theta 0, as HF NemotronHAttention) and an optional sliding window, no biases. Forward, backward and decode with a KV cache in one place.
+ * none with rope_theta 0, as HF NemotronHAttention) and an optional sliding window, no biases. Forward, backward and
+ * decode with a KV cache in one place.
  * Shapes: rows = B*T, D = d_model, H = n_heads, KV = n_kv_heads, hd = head_dim, W = (H + 2 KV) hd (q | k | v). */
 #include "mixers/mixer.h"
 
@@ -49,7 +50,6 @@ static void attention_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
                             1.0f / sqrtf((float)(d.H * d.hd)) / sqrtf((float)ctx->cfg->n_layer)};
     for (int m = 0; m < 4; m++) mixer_fill_uniform(mats[m], n[m], bound[m], rng);
 }
-
 
 /* Float32 (MIXER_ACTS_PLAIN, and inference on a lean backend, MIXER_ACTS_LEAN, which runs the float32 path):
  *   saved: qkv [rows, W] (q and k after the rotation), o [rows, H*hd] (the o_proj input), lse [B, H, T]; no temps;
@@ -119,7 +119,6 @@ static size_t attention_canon_floats(const ssm_config *c) {
 }
 static void attention_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
-
 /* Whether q_proj, k_proj and v_proj lie back to back in the parameter buffer (they do unless alignment padding
  * separates them): then they are one weight [W, D], and q | k | v one GEMM (training's; decode keeps one per
  * projection, as the CPU's decode copies hold whole tensors). */
@@ -178,17 +177,8 @@ static void attention_forward(const mixer_ctx *ctx, float *act, float *temp, mat
         float *kc = state + (size_t)POS_SLOT * B, *vc = kc + (size_t)B * cap * kvd, *qkv = mat_f(f.qkv);
         qkv_forward(ctx, d, f.qkv, u, pos, B, T, 0);
         ctx->be->kv_append(kc, vc, pos, qkv + qd, qkv + qd + kvd, d.W, B, T, (int)cap, kvd); /* past_key_value.update */
-        a = (attn_args){.q = f.qkv,
-                        .k = mat_f32(kc, kvd),
-                        .v = mat_f32(vc, kvd),
-                        .kv_bstride = (size_t)cap * kvd,
-                        .nk = pos,
-                        .B = B,
-                        .T = T,
-                        .H = d.H,
-                        .KV = d.KV,
-                        .hd = d.hd,
-                        .window = d.window};
+        a = training_args(d, f.qkv, NULL, B, T); /* the queries as in training, the keys from the cache */
+        a.k = mat_f32(kc, kvd), a.v = mat_f32(vc, kvd), a.kv_bstride = (size_t)cap * kvd, a.nk = pos;
     }
     ctx->be->attn_fwd(&a, f.o);                                /* softmax(q k^T / sqrt(hd) + mask) v */
     mixer_linear(ctx, out, f.o, v.o, NULL, rows, d.D, qd);     /* o_proj(attn_output) */

@@ -53,7 +53,6 @@ typedef struct {
     mat dh, dgu;  /* scratch */
 } mlp_bufs;
 
-
 static mlp_bufs bufs_of(const float *act, float *temp, float *scratch, int I, int GU, size_t rows, int form) {
     mlp_bufs r = {0};
     const int sep = GU != I; /* SwiGLU: dgu apart from dh */

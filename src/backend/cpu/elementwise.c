@@ -64,30 +64,32 @@ static void swiglu_bwd_f32(float *d, int ldd, const float *dhp, int lddh, const 
         }
 }
 
-/* 1 when a, b, c are all bf16, 0 when all float32 */
-static int swiglu_bf16(const char *op, mat a, mat b, mat c) {
+/* 1 when a, b, c are all bf16, 0 when all float32 (SwiGLU's and relu2's operands) */
+static int elem_bf16(const char *op, mat a, mat b, mat c) {
     const int bf = a.dt == MAT_BF16;
     CHECK(a.dt == b.dt && b.dt == c.dt && (bf || a.dt == MAT_F32), "%s: operands all float32 or all bf16", op);
     return bf;
 }
 
 void cpu_swiglu_fwd(mat h, mat gu, int rows, int I) {
-    if (!swiglu_bf16("swiglu_fwd", h, gu, gu)) {
+    if (!elem_bf16("swiglu_fwd", h, gu, gu)) {
         swiglu_fwd_f32(mat_f(h), h.ld, mat_f(gu), gu.ld, rows, I);
         return;
     }
-    float *g = host_f32_from_bf16_rows(mat_h(gu), gu.ld, rows, 2 * I), *hw = xmalloc(sizeof(float) * ((size_t)rows * I + 1));
+    float *g = host_f32_from_bf16_rows(mat_h(gu), gu.ld, rows, 2 * I);
+    float *hw = xmalloc(sizeof(float) * ((size_t)rows * I + 1));
     swiglu_fwd_f32(hw, I, g, 2 * I, rows, I);
     host_bf16_from_f32_rows(mat_h(h), h.ld, hw, rows, I);
     free(g), free(hw);
 }
 
 void cpu_swiglu_bwd(mat dgu, mat dh, mat gu, int rows, int I) {
-    if (!swiglu_bf16("swiglu_bwd", dgu, dh, gu)) {
+    if (!elem_bf16("swiglu_bwd", dgu, dh, gu)) {
         swiglu_bwd_f32(mat_f(dgu), dgu.ld, mat_f(dh), dh.ld, mat_f(gu), gu.ld, rows, I);
         return;
     }
-    float *g = host_f32_from_bf16_rows(mat_h(gu), gu.ld, rows, 2 * I), *d = host_f32_from_bf16_rows(mat_h(dh), dh.ld, rows, I);
+    float *g = host_f32_from_bf16_rows(mat_h(gu), gu.ld, rows, 2 * I);
+    float *d = host_f32_from_bf16_rows(mat_h(dh), dh.ld, rows, I);
     float *dw = xmalloc(sizeof(float) * ((size_t)rows * 2 * I + 1));
     swiglu_bwd_f32(dw, 2 * I, d, I, g, 2 * I, rows, I);
     host_bf16_from_f32_rows(mat_h(dgu), dgu.ld, dw, rows, 2 * I);
@@ -115,7 +117,7 @@ static void relu2_bwd_f32(float *d, int ldd, const float *dhp, int lddh, const f
 }
 
 void cpu_relu2_fwd(mat h, mat u, int rows, int I) {
-    if (!swiglu_bf16("relu2_fwd", h, u, u)) {
+    if (!elem_bf16("relu2_fwd", h, u, u)) {
         relu2_fwd_f32(mat_f(h), h.ld, mat_f(u), u.ld, rows, I);
         return;
     }
@@ -126,11 +128,12 @@ void cpu_relu2_fwd(mat h, mat u, int rows, int I) {
 }
 
 void cpu_relu2_bwd(mat du, mat dh, mat u, int rows, int I) {
-    if (!swiglu_bf16("relu2_bwd", du, dh, u)) {
+    if (!elem_bf16("relu2_bwd", du, dh, u)) {
         relu2_bwd_f32(mat_f(du), du.ld, mat_f(dh), dh.ld, mat_f(u), u.ld, rows, I);
         return;
     }
-    float *uw = host_f32_from_bf16_rows(mat_h(u), u.ld, rows, I), *d = host_f32_from_bf16_rows(mat_h(dh), dh.ld, rows, I);
+    float *uw = host_f32_from_bf16_rows(mat_h(u), u.ld, rows, I);
+    float *d = host_f32_from_bf16_rows(mat_h(dh), dh.ld, rows, I);
     relu2_bwd_f32(d, I, d, I, uw, I, rows, I);
     host_bf16_from_f32_rows(mat_h(du), du.ld, d, rows, I);
     free(uw), free(d);

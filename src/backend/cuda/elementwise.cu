@@ -81,8 +81,8 @@ __global__ static void swiglu_bwd_kernel(X *dgu, int lddgu, const X *dh, int ldd
     }
 }
 
-/* 1 when every mat is bf16, 0 when every one is float32; else the one-line error */
-static int swiglu_bf16(const char *op, mat a, mat b, mat c) {
+/* 1 when every mat is bf16, 0 when every one is float32; else the one-line error (SwiGLU's and relu2's operands) */
+static int elem_bf16(const char *op, mat a, mat b, mat c) {
     if (a.dt == MAT_BF16 && b.dt == MAT_BF16 && c.dt == MAT_BF16) return 1;
     if (a.dt == MAT_F32 && b.dt == MAT_F32 && c.dt == MAT_F32) return 0;
     fprintf(stderr, "ssm: %s takes operands all float32 or all bf16\n", op);
@@ -91,7 +91,7 @@ static int swiglu_bf16(const char *op, mat a, mat b, mat c) {
 
 extern "C" void swiglu_fwd_cuda(mat h, mat gu, int rows, int I) {
     const size_t n = (size_t)rows * I;
-    const int bf = swiglu_bf16("swiglu_fwd", h, gu, gu);
+    const int bf = elem_bf16("swiglu_fwd", h, gu, gu);
     if (n == 0) return;
     if (bf)
         swiglu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(h), h.ld,
@@ -103,7 +103,7 @@ extern "C" void swiglu_fwd_cuda(mat h, mat gu, int rows, int I) {
 
 extern "C" void swiglu_bwd_cuda(mat dgu, mat dh, mat gu, int rows, int I) {
     const size_t n = (size_t)rows * I;
-    const int bf = swiglu_bf16("swiglu_bwd", dgu, dh, gu);
+    const int bf = elem_bf16("swiglu_bwd", dgu, dh, gu);
     if (n == 0) return;
     if (bf)
         swiglu_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(dgu), dgu.ld,
@@ -139,7 +139,7 @@ __global__ static void relu2_bwd_kernel(X *du, int lddu, const X *dh, int lddh, 
 
 extern "C" void relu2_fwd_cuda(mat h, mat u, int rows, int I) {
     const size_t n = (size_t)rows * I;
-    const int bf = swiglu_bf16("relu2_fwd", h, u, u);
+    const int bf = elem_bf16("relu2_fwd", h, u, u);
     if (n == 0) return;
     if (bf)
         relu2_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(h), h.ld,
@@ -151,7 +151,7 @@ extern "C" void relu2_fwd_cuda(mat h, mat u, int rows, int I) {
 
 extern "C" void relu2_bwd_cuda(mat du, mat dh, mat u, int rows, int I) {
     const size_t n = (size_t)rows * I;
-    const int bf = swiglu_bf16("relu2_bwd", du, dh, u);
+    const int bf = elem_bf16("relu2_bwd", du, dh, u);
     if (n == 0) return;
     if (bf)
         relu2_bwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>((__nv_bfloat16 *)mat_h(du), du.ld,
