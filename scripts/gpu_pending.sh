@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks that wait for a device, in one call (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       swiglu-vec decode-gemv nccl, those that exist) into .devbuild/REF, the flash block-shape variants into
+#       decode-fused swiglu-vec decode-gemv nccl, those that exist) into .devbuild/REF, the flash block-shape variants into
 #       .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz (ignored by git; the
 #       device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
-#   scripts/gpu_pending.sh run               on the device: unpacks and runs the checks below, each under its own
-#       timeout (about 8 minutes in all), the logs under $OUT
+#   scripts/gpu_pending.sh run [PART]        on the device: unpacks and runs the checks below, each under its own
+#       timeout, the logs under $OUT. PART: decode (decode-fused, swiglu-vec, decode-gemv: about 8 minutes) or rest
+#       (nccl, main: about 8 minutes); both (the default) exceed one device call
 # What it checks, per branch (each against main's binary in the same call):
+#   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
+#                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8; the L2 prefetch and 2 blocks an
+#                SM at batch 1 (issue 13: 0.593 ms at batch 1, goal 0.15; 1.155 at 64, goal 0.70)
 #   swiglu-vec   test_ops swiglu; the t768x12 bf16 step at 8 x 2048 with --profile (SwiGLU was 5.8 of 40.8 ms)
 #   decode-gemv  test_ops matmul_xwT and test_cuda_model (decode = forward); d768x24 decode at batch 1 and 64
 #   nccl         its test_cuda_weights16 (w16_refresh) and tests/gpu/test_nccl.sh (one GPU: --gpus 1 = the plain run)
@@ -18,7 +22,7 @@ mode=${1:-}
 if [ "$mode" = build ]; then
     shift
     refs=("$@")
-    [ ${#refs[@]} -gt 0 ] || refs=(main swiglu-vec decode-gemv nccl)
+    [ ${#refs[@]} -gt 0 ] || refs=(main decode-fused swiglu-vec decode-gemv nccl)
     rm -rf .devbuild && mkdir -p .devbuild .devpack
     for ref in "${refs[@]}"; do
         git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
@@ -29,6 +33,7 @@ if [ "$mode" = build ]; then
             mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm ".devbuild/$ref/"
             [ "$ref" = main ] || cp "$work"/build/test_ops "$work"/build/gpu/test_cuda_model ".devbuild/$ref/"
             [ "$ref" != nccl ] || cp "$work"/build/gpu/test_cuda_weights16 ".devbuild/$ref/" # its w16_refresh case
+            [ ! -x "$work"/build/gpu/test_cuda_decode_fused ] || cp "$work"/build/gpu/test_cuda_decode_fused ".devbuild/$ref/"
             [ -d "$work/tests/gpu" ] && cp -r "$work/tests/gpu" ".devbuild/$ref/tests_gpu"
             echo "built $ref ($(git rev-parse --short "$ref"))"
         else
@@ -41,7 +46,8 @@ if [ "$mode" = build ]; then
     ls -la .devpack/pending.tar.xz
     exit 0
 fi
-[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run" >&2; exit 2; }
+[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run [decode|rest]" >&2; exit 2; }
+part=${2:-all}
 out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
 tar xJf .devpack/pending.tar.xz || exit 9
@@ -49,18 +55,33 @@ M=.devbuild/main S=$(date +%s)
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 has() { [ -x ".devbuild/$1/ssm" ]; }
 bench() { timeout 60 "$1/ssm" bench --device cuda "${@:2}" 2>&1 | grep -E "^(train|decode)|swiglu|by kind|rror"; }
-if has swiglu-vec; then
+if has decode-fused && [ "$part" != rest ]; then
+    t decode-fused
+    F=.devbuild/decode-fused
+    timeout 150 $F/test_cuda_decode_fused 2>&1 | grep -E "^FAIL|^ok|  #" | tail -40
+    timeout 150 $F/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -4
+    for w in "" --bf16 --int8; do for B in 8 64; do for f in 1 0; do
+        { [ "$w" = --int8 ] && [ $f = 0 ]; } && continue # (int8 on the GPU is the fused step alone)
+        echo "fused=$f decode-batch $B $w: $(SSM_DECODE_FUSED=$f bench $F --config d768x24 --what decode --decode-batch $B --decode-steps 200 $w | tr '\n' ' ')"
+    done; done; done
+    for k in SSM_DECODE_PREFETCH=0 SSM_DECODE_BLOCKS_PER_SM=2; do
+        echo "$k bf16: $(env $k bench $F --config d768x24 --what decode --decode-batch 64 --decode-steps 200 --bf16 | tr '\n' ' ')"
+    done
+    timeout 100 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL" | tail -3
+fi
+if has swiglu-vec && [ "$part" != rest ]; then
     t swiglu-vec
     timeout 60 .devbuild/swiglu-vec/test_ops swiglu 2>&1 | grep -E "^FAIL|cases"
     for b in $M .devbuild/swiglu-vec; do echo "$b: $(bench $b --config t768x12 --what train --batch 8 --seq-len 2048 --steps 5 --bf16 --profile | tr '\n' ' ')"; done
 fi
-if has decode-gemv; then
+if has decode-gemv && [ "$part" != rest ]; then
     t decode-gemv
     timeout 90 .devbuild/decode-gemv/test_ops matmul_xwT 2>&1 | grep -E "^FAIL|cases"
     timeout 150 .devbuild/decode-gemv/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -5
     for b in $M .devbuild/decode-gemv; do for p in "" --bf16; do
         echo "$b $p: $(bench $b --config d768x24 --what decode --decode-batch 64 --decode-steps 100 $p | tr '\n' ' ')"; done; done
 fi
+[ "$part" = decode ] && { t end; exit 0; }
 if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
     t nccl
     # libnccl from the toolkit, or else from torch's wheel (nvidia-nccl)
