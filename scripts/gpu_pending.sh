@@ -9,8 +9,8 @@
 #       (nccl, main: about 8 minutes); both (the default) exceed one device call
 # What it checks, per branch (each against main's binary in the same call):
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
-#                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8; the L2 prefetch and 2 blocks an
-#                SM at batch 1 (issue 13: 0.593 ms at batch 1, goal 0.15; 1.155 at 64, goal 0.70)
+#                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
+#                goal 0.15; 1.155 at 64, goal 0.70); m2x24 at 1 and 8; the L2 prefetch and 2 blocks an SM
 #   swiglu-vec   test_ops swiglu; the t768x12 bf16 step at 8 x 2048 with --profile (SwiGLU was 5.8 of 40.8 ms)
 #   decode-gemv  test_ops matmul_xwT and test_cuda_model (decode = forward); d768x24 decode at batch 1 and 64
 #   nccl         its test_cuda_weights16 (w16_refresh) and tests/gpu/test_nccl.sh (one GPU: --gpus 1 = the plain run)
@@ -64,6 +64,9 @@ if has decode-fused && [ "$part" != rest ]; then
         { [ "$w" = --int8 ] && [ $f = 0 ]; } && continue # (int8 on the GPU is the fused step alone)
         echo "fused=$f decode-batch $B $w: $(SSM_DECODE_FUSED=$f bench $F --config d768x24 --what decode --decode-batch $B --decode-steps 200 $w | tr '\n' ' ')"
     done; done; done
+    for w in "" --bf16; do for f in 1 0; do # Mamba-2 (issue 14: batch 1 within 2x of the bytes-read floor)
+        echo "m2x24 fused=$f decode-batch 8 $w: $(SSM_DECODE_FUSED=$f bench $F --config m2x24 --what decode --decode-batch 8 --decode-steps 200 $w | tr '\n' ' ')"
+    done; done
     for k in SSM_DECODE_PREFETCH=0 SSM_DECODE_BLOCKS_PER_SM=2; do
         echo "$k bf16: $(env $k bench $F --config d768x24 --what decode --decode-batch 64 --decode-steps 200 --bf16 | tr '\n' ' ')"
     done
