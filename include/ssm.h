@@ -263,6 +263,10 @@ double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps);
 /* The same after a prefill of `context` positions (an attention layer's step reads a cache of that length; a Mamba
  * layer's does not depend on it); -1 when the state cannot be made. */
 double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps);
+/* Seconds for a prefill of len positions per sequence into a fresh state of n_seq sequences (ssm_forward with the
+ * state, chunk positions per call; 0: the whole prompt in one call), the median of 3 after a warmup; -1 with
+ * ssm_last_error() when the state cannot be made or the forward fails. */
+double ssm_bench_prefill(const ssm_model *m, int n_seq, long len, int chunk);
 /* Memory bandwidth over 256 MiB buffers, all threads, best of 5, in bytes/s: *copy = bytes copied per
  * second by memcpy (STREAM's "Copy" figure counts twice that: read + write); *read = bytes read per
  * second by a vectorized sum, the operation batch-1 decode is bound by. */

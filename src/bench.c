@@ -102,6 +102,32 @@ double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int step
     return med;
 }
 
+double ssm_bench_prefill(const ssm_model *m, int n_seq, long len, int chunk) {
+    const int V = ssm_model_config(m)->vocab_size;
+    const long T = chunk > 0 && chunk < len ? chunk : len;
+    if (T * n_seq > (1L << 30)) return ssm_error("prefill: %d x %ld positions in one call is too many", n_seq, T);
+    ssm_state *s = ssm_state_new_ctx(m, n_seq, model_state_grows(m) ? len + 1 : 0);
+    if (!s) return -1;
+    int *prompt = xmalloc(sizeof(int) * n_seq * T);
+    float *logits = xmalloc(sizeof(float) * n_seq * V);
+    double times[3];
+    int rc = 0;
+    for (int r = -1; r < 3 && !rc; r++) { /* r = -1: the warmup (one-time set-up: workspaces, plans) */
+        ssm_state_reset(s);
+        const double t0 = omp_get_wtime();
+        for (long done = 0; done < len && !rc; done += T) {
+            const int t = (int)(len - done < T ? len - done : T);
+            for (int b = 0; b < n_seq; b++)
+                for (int i = 0; i < t; i++) prompt[(size_t)b * t + i] = 'a' + (int)((done + i + 7 * b) % 26);
+            rc = ssm_forward(m, s, prompt, t, logits, 1); /* waits for the last logits */
+        }
+        if (r >= 0) times[r] = omp_get_wtime() - t0;
+    }
+    free(prompt), free(logits);
+    ssm_state_free(s);
+    return rc ? -1 : median(times, 3);
+}
+
 typedef float v16 __attribute__((vector_size(64), aligned(64)));
 
 void ssm_bench_memory_bandwidth(double *copy, double *read) {

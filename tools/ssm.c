@@ -763,8 +763,9 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_bench(int argc, char **argv) {
     const char *config = "d256x4", *what = "all", *model_dir = NULL, *device = "cpu";
     int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0, profile = 0;
-    int int8 = 0;
-    const char *contexts = NULL;
+    int int8 = 0, prefill_chunk = 0;
+    long prefill = 0;
+    const char *contexts = NULL, *prefill_s = NULL;
     option o[] = {
         {"--config", NULL, OPT_STR, &config, "model shape: " CONFIG_NAMES},
         {"--model", NULL, OPT_STR, &model_dir, "or a model directory (decode only; its load time is reported)"},
@@ -776,13 +777,17 @@ static int cmd_bench(int argc, char **argv) {
         {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
         {"--contexts", NULL, OPT_STR, &contexts,
          "also decode batch 1 after prefills of these lengths, e.g. 1K,8K,64K,1M (the state by context)"},
+        {"--prefill", NULL, OPT_STR, &prefill_s,
+         "also time a prefill of this many bytes a sequence (e.g. 64K), at batch 1 and --decode-batch: per byte"},
+        {"--prefill-chunk", NULL, OPT_INT, &prefill_chunk,
+         "positions per forward call of that prefill, the state carried (0: the whole prompt in one call)"},
         {"--bf16", NULL, OPT_FLAG, &bf16, "bf16: decode weights on cpu; mixed precision (bf16 GEMMs) on cuda"},
         {"--int8", NULL, OPT_FLAG, &int8, INT8_HELP " (decode only)"},
         {"--profile", NULL, OPT_FLAG, &profile, "then time each op of the training step (synchronizing after each)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
     };
-    parse_args(argc, argv, "bench [--config NAME | --model DIR] [--what train|decode|all]",
+    parse_args(argc, argv, "bench [--config NAME | --model DIR] [--what train|decode|all] [--prefill 64K]",
                "Measures training and decode throughput for a named model shape or a model directory.", o, NOPTS(o));
     ssm_config c;
     if (config_by_name(config, &c)) die("unknown --config '%s' (%s)", config, CONFIG_NAMES);
@@ -802,6 +807,15 @@ static int cmd_bench(int argc, char **argv) {
         ctx[n_ctx++] = v;
         p = *end ? end + 1 : end;
     }
+    if (prefill_s) { /* N, NK or NM */
+        char *end;
+        prefill = strtol(prefill_s, &end, 10);
+        if (*end == 'K' || *end == 'k') prefill <<= 10, end++;
+        else if (*end == 'M' || *end == 'm') prefill <<= 20, end++;
+        if (end == prefill_s || *end || prefill < 1 || prefill > (1L << 24))
+            die("--prefill: expected a length like 64K (at most 16M)");
+    }
+    if (prefill_chunk < 0) die("--prefill-chunk must be 0 (the whole prompt) or positive");
     int do_train = !strcmp(what, "all") || !strcmp(what, "train"), do_dec = !strcmp(what, "all") || !strcmp(what, "decode");
     if (!do_train && !do_dec) die("--what must be train, decode or all");
     if (model_dir) do_train = 0;
@@ -860,6 +874,15 @@ static int cmd_bench(int argc, char **argv) {
         printf("%-28s %12.3f %14.1f\n", "decode batch 1", s1 * 1e3, 1 / s1);
         snprintf(label, sizeof label, "decode batch %d", decode_batch);
         printf("%-28s %12.3f %14.1f\n", label, sb * 1e3, decode_batch / sb);
+        for (int k = 0; prefill && k < 2; k++) { /* batch 1, then the batched row's */
+            const int ns = k ? decode_batch : 1;
+            const double sp = ssm_bench_prefill(m, ns, prefill, prefill_chunk);
+            if (sp < 0) die("prefill of %d x %ld: %s", ns, prefill, ssm_last_error());
+            char h[32];
+            snprintf(label, sizeof label, "prefill %d x %s", ns, context_label(h, sizeof h, prefill));
+            printf("%-28s %12.3f %14.0f   %.3f us/byte\n", label, sp * 1e3, ns * prefill / sp,
+                   sp * 1e6 / ((double)ns * prefill));
+        }
         for (int i = 0; i < n_ctx; i++) {
             const double sc = ssm_bench_decode_at(m, 1, ctx[i], decode_steps);
             if (sc < 0) die("decode after %ld positions: %s", ctx[i], ssm_last_error());
