@@ -42,6 +42,10 @@ def main(argv=None):
                                      "also linux-kmf, enwik8)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep training runs in the output that finished with the same command")
+    ap.add_argument("--runs", help="train only the runs whose names match one of these regular expressions "
+                                   "(comma-separated, e.g. '91M-mamba$,transformer'); with --reuse the others come "
+                                   "from earlier calls or are left for later ones (status partial): an experiment "
+                                   "split over calls of a few minutes (experiments/device_call.sh)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--list", action="store_true", help="list the experiments")
     args = ap.parse_args(argv)

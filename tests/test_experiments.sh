@@ -29,6 +29,26 @@ done
 secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$total_start" "$(date +%s.%N)")
 echo "   (all smoke presets: $secs s)"
 
+# an experiment split over calls (--runs, --reuse): a call trains the Mamba runs; their weights are dropped (as a
+# device call's packed results drop them); the next call trains the rest, reusing the first call's runs and what
+# their evaluations printed (cache.json), and the experiment is whole
+split="$dir/split"
+python3 experiments/run.py bytes --smoke --out "$split" --runs mamba 2>"$dir/split1.err"
+s1=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['status'])" "$split/result.json" 2>/dev/null)
+find "$split" -name '*.safetensors' -delete
+python3 experiments/run.py bytes --smoke --out "$split" --reuse --runs transformer 2>"$dir/split2.err"
+if [ "$s1" = partial ] && python3 - "$split/result.json" <<'PY'; then
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["status"] == "ok", r["status"]
+assert all(row.get("test_bpb") for row in r["rows"]), "a run without its test bits per byte"
+assert any(c.get("cached") and " eval " in f" {c['cmd']} " for c in r["commands"]), "no eval read from the cache"
+PY
+    ok "experiments: bytes split over two calls (--runs, --reuse, the first call's weights gone): status ok"
+else
+    fail "experiments: bytes split over two calls: first status '$s1'; $(tail -2 "$dir/split2.err")"
+fi
+
 # the full presets: every command built without running anything (the data need not be here)
 if python3 experiments/run.py all --dry-run >"$dir/dry" 2>"$dir/dry.err" &&
     [ "$(grep -c '^build/ssm train' "$dir/dry")" -ge 40 ] && grep -q -- '--device cuda --bf16' "$dir/dry" &&

@@ -220,6 +220,14 @@ class Context:
         self.threads = args.threads or (1 if self.smoke else 0)
         self.commands = []
         self.failures = []  # runs that failed: the experiment goes on without them, its status "partial"
+        # --runs: train only the runs whose names match one of these regular expressions (the others reused, or left
+        # for a later call)
+        self.only = [x for x in (getattr(args, "runs", None) or "").split(",") if x]
+        self.deferred = []  # runs --runs left out (not trained, no earlier run to reuse): status "partial"
+        # what commands that read a finished model printed (info, eval, bench), by command, kept in cache.json: with
+        # --reuse a later call (on a machine without the models' weights) reads them there instead of running them
+        self.cache_path = (Path(args.out or REPO / "results" / name).resolve()) / "cache.json"
+        self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
         self.t0 = time.time()
         self._help = {}
         if not self.dry_run:
@@ -321,14 +329,32 @@ class Context:
         elif missing:
             raise Skip(f"needs {', '.join(missing)} (not in this build's --help)")
 
-    def run(self, argv, logname, timeout=None, check=True):
-        """Runs a command from the repository root, its output in logs/logname.log; recorded in commands."""
+    def key(self, argv):
+        """A command as the reuse stamps and cache.json know it: the binary as "ssm" (a build here and one carried
+        to a GPU machine are the same program), every path relative to the repository."""
+        return shlex.join(["ssm" if str(argv[0]) == self.ssm else self.rel(argv[0])] + [str(a) for a in argv[1:]])
+
+    def cached(self, cmd):
+        """What cmd returned in an earlier call (cache.json), with --reuse; else None."""
+        return self.cache.get(cmd) if self.reuse and not self.dry_run else None
+
+    def remember(self, cmd, value):
+        self.cache[cmd] = value
+        self.cache_path.write_text(json.dumps(self.cache, indent=1) + "\n", encoding="utf-8")
+
+    def run(self, argv, logname, timeout=None, check=True, cache=False):
+        """Runs a command from the repository root, its output in logs/logname.log; recorded in commands. cache: a
+        command that reads a finished model (its output kept in cache.json, and with --reuse read from there)."""
         argv = [str(a) for a in argv]
         shown = [self.rel(argv[0]) if argv[0] == self.ssm else argv[0]] + argv[1:]
         cmd = shlex.join(shown)
         if self.dry_run:
             print(cmd)
             return subprocess.CompletedProcess(argv, 0, "", "")
+        hit = self.cached(self.key(argv)) if cache else None
+        if hit is not None:
+            self.commands.append({"cmd": cmd, "cached": True})
+            return subprocess.CompletedProcess(argv, 0, hit["out"], hit["err"])
         logdir = self.out / "logs"
         logdir.mkdir(parents=True, exist_ok=True)
         logpath = logdir / f"{logname}.log"
@@ -345,11 +371,14 @@ class Context:
         if check and rc != 0:
             last = (err.strip().splitlines() or out.strip().splitlines() or ["(no output)"])[-1]
             raise Failed(f"{cmd}\n  exited with {rc}: {last}\n  log: {self.rel(logpath)}")
+        if cache and rc == 0:
+            self.remember(self.key(argv), {"out": out, "err": err})
         return subprocess.CompletedProcess(argv, rc, out, err)
 
     def info(self, model, context=None):
         argv = [self.ssm, "info", "--model", self.rel(model)] + (["--context", str(context)] if context else [])
-        r = self.run(argv, f"info-{Path(model).parent.name}-{Path(model).name}" + (f"-{context}" if context else ""))
+        r = self.run(argv, f"info-{Path(model).parent.name}-{Path(model).name}" + (f"-{context}" if context else ""),
+                     cache=True)
         return parse_info(r.stdout)
 
     def train(self, name, corpus, shape, opts, task=None, extra=()):
@@ -366,12 +395,16 @@ class Context:
             argv += ["--" + k.replace("_", "-"), f"{v:.6g}" if isinstance(v, float) else str(v)]
         argv += list(extra) + ["--sample", "0", "--quiet"] + self.device_args("train")
         stamp = rundir / "experiment_command.txt"
-        cmd = shlex.join(str(a) for a in argv)
+        cmd = self.key(argv)
         if self.reuse and not self.dry_run and stamp.exists() and stamp.read_text() == cmd and \
                 (rundir / "best" / "config.json").exists():
             log(f"[{self.name}] {name}: reusing {self.rel(rundir)}")
             self.commands.append({"cmd": shlex.join([self.rel(self.ssm)] + [str(a) for a in argv[1:]]),
                                   "reused": True})
+        elif self.only and not any(re.search(x, name) for x in self.only):
+            log(f"[{self.name}] {name}: left for another call (--runs)")
+            self.deferred.append(name)
+            return Run(self, name, rundir, shape, opts, error="not run yet (--runs)")
         else:
             log(f"[{self.name}] train {name}: {shapes.describe(shape)}, d_model {shape['d_model']}, "
                 f"{shapes.human(shapes.params(shape))} parameters")
@@ -402,7 +435,7 @@ class Context:
         if corpus_file is not None:
             argv += ["--data", self.rel(corpus_file)]
         argv += list(extra) + ["--quiet"] + self.device_args("eval")
-        r = self.run(argv, logname)
+        r = self.run(argv, logname, cache=True)
         return parse_eval(r.stdout + "\n" + r.stderr)
 
     # ---- results -------------------------------------------------------------------------------------------
@@ -415,13 +448,15 @@ class Context:
             return
         if status == "ok" and self.failures:
             status, reason = "partial", "; ".join(f"{f['run']}: {f['error']}" for f in self.failures)
+        if status == "ok" and self.deferred:
+            status, reason = "partial", "not run yet (--runs): " + ", ".join(self.deferred)
         result = {
             "experiment": self.name, "claim": self.claim, "preset": self.preset, "status": status,
             "reason": reason, "date": now_utc(), "wall_s": round(time.time() - self.t0, 1),
             "git": git_state(), "device": device_state(self.device, self.threads), "ssm": self.rel(self.ssm),
             "driver": shlex.join([self.rel(sys.argv[0])] + sys.argv[1:]), "setup": setup, "rows": rows,
             "published": list(published), "summary": summary or {}, "plots": [Path(p).name for p in plots],
-            "failures": self.failures, "commands": self.commands,
+            "failures": self.failures, "deferred": self.deferred, "commands": self.commands,
         }
         (self.out / "result.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
         g = result["git"]
@@ -528,6 +563,10 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout):
     if ctx.dry_run:
         print(cmd)
         return {}
+    hit = ctx.cached(ctx.key(argv))
+    if hit is not None:
+        ctx.commands.append({"cmd": cmd, "cached": True})
+        return hit
     import pty
     import select
     logdir = ctx.out / "logs"
@@ -602,6 +641,7 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout):
         out["peak_rss_bytes"] = hwm
     if on_gpu:
         out["gpu_memory_bytes"] = gpu_peak or None
+    ctx.remember(ctx.key(argv), out)
     return out
 
 

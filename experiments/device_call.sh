@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One call of an experiment on a GPU machine lent in short calls (a few minutes each, whose outputs come back as a
+# few files): the experiment runs with --reuse in results/NAME (what earlier calls left there, carried back), trains
+# what --runs names within the time it is given, and its results come back packed without the model weights.
+#   here, once:      scripts/gpu_prebuild.sh            (.devbuild/ssm, a CUDA build for that machine)
+#                    mkdir -p data-mirror && cp ../shared/data/linux-docs.txt.xz data-mirror/   (ignored by git)
+#   on the machine:  experiments/device_call.sh NAME [run.py options: --runs mamba ...]
+#                    (carry .devbuild, data-mirror and results/NAME; OUT set by the device tool)
+#   here, after:     tar xJf OUT/NAME.tar.xz            (into results/NAME; then the next call, or the table)
+# The corpora are unpacked from data-mirror/ into data/ (scripts/get_data.sh: checksummed, split). BUDGET (seconds,
+# default 520) stops the experiment before the call's limit: runs it did not reach stay for the next call.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+name=${1:?usage: experiments/device_call.sh NAME [experiments/run.py options]}
+shift
+out=${OUT:-/tmp/device_call_out}
+mkdir -p "$out" data
+for c in linux-docs linux-kmf; do
+    ! ls data-mirror/"$c".*xz >/dev/null 2>&1 || scripts/get_data.sh --mirror data-mirror data "$c" >/dev/null
+done
+ssm=${SSM:-.devbuild/ssm}
+[ -x "$ssm" ] || ssm=build/ssm
+PYTHONUNBUFFERED=1 timeout --signal=INT "${BUDGET:-520}" \
+    experiments/run.py "$name" --reuse --ssm "$ssm" --out "results/$name" "$@"
+rc=$?
+# the results without weights (model and optimizer files): metrics, logs, result.json, table.md, plots, cache.json
+tar cJf "$out/$name.tar.xz" --exclude='*.safetensors' "results/$name"
+ls -la "$out/$name.tar.xz"
+exit $rc
