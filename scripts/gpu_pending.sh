@@ -67,6 +67,10 @@ if has decode-fused && [ "$part" != rest ]; then
     for w in "" --bf16; do for f in 1 0; do # Mamba-2 (issue 14: batch 1 within 2x of the bytes-read floor)
         echo "m2x24 fused=$f decode-batch 8 $w: $(SSM_DECODE_FUSED=$f bench $F --config m2x24 --what decode --decode-batch 8 --decode-steps 200 $w | tr '\n' ' ')"
     done; done
+    # a Transformer's decode at 8K (issue 18: bound by the cache and weight bytes it reads)
+    for w in "" --bf16; do
+        echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
+    done
     # prefill per byte at batch 1 and 8 (issue 13: 64K at batch 1 no slower per byte than at batch 8)
     for w in "" --bf16; do
         echo "prefill 64K $w: $(bench $M --config d768x24 --what decode --decode-steps 5 --decode-batch 8 --prefill 64K $w | grep prefill | tr '\n' ' ')"

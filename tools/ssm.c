@@ -888,8 +888,10 @@ static int cmd_bench(int argc, char **argv) {
             if (sc < 0) die("decode after %ld positions: %s", ctx[i], ssm_last_error());
             char h[32];
             snprintf(label, sizeof label, "decode batch 1 at %s", context_label(h, sizeof h, ctx[i]));
-            printf("%-28s %12.3f %14.1f   state %s\n", label, sc * 1e3, 1 / sc,
-                   human_bytes(h, sizeof h, (double)ssm_model_state_bytes_at(m, -1, ctx[i])));
+            /* a step reads the weights and the whole state (an attention layer's cache at that context) */
+            const double state = (double)ssm_model_state_bytes_at(m, -1, ctx[i]);
+            printf("%-28s %12.3f %14.1f   state %s, reads %.1f MB a step: %.1f GB/s\n", label, sc * 1e3, 1 / sc,
+                   human_bytes(h, sizeof h, state), (weight_bytes + state) / 1e6, (weight_bytes + state) / sc / 1e9);
         }
         if (on_cpu) {
             double copy_bw, read_bw;
