@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks that wait for a device, in one call (a session is lent ~30 device minutes, a call at most 600 s).
+# The GPU checks that wait for a device, in three calls (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
 #       decode-fused swiglu-vec decode-gemv nccl, those that exist) into .devbuild/REF, the flash block-shape variants into
 #       .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz (ignored by git; the
 #       device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
-#   scripts/gpu_pending.sh run [PART]        on the device: unpacks and runs the checks below, each under its own
-#       timeout, the logs under $OUT. PART: decode (decode-fused, swiglu-vec, decode-gemv: about 8 minutes) or rest
-#       (nccl, main: about 8 minutes); both (the default) exceed one device call
+#   scripts/gpu_pending.sh run PART          on the device: unpacks and runs the checks below, each under its own
+#       timeout, everything also in $OUT/PART.log. PART: fused (the decode-fused branch, ~7 minutes), branches
+#       (swiglu-vec, decode-gemv, and main's decode and prefill rows, ~6 minutes), rest (nccl and main, ~8 minutes)
 # What it checks, per branch (each against main's binary in the same call):
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
 #                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
@@ -46,16 +46,18 @@ if [ "$mode" = build ]; then
     ls -la .devpack/pending.tar.xz
     exit 0
 fi
-[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run [decode|rest]" >&2; exit 2; }
-part=${2:-all}
+[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run fused|branches|rest" >&2; exit 2; }
+part=${2:-}
+case "$part" in fused | branches | rest) ;; *) echo "run: PART is fused, branches or rest" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
+exec > >(tee "$out/$part.log") 2>&1
 tar xJf .devpack/pending.tar.xz || exit 9
 M=.devbuild/main S=$(date +%s)
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 has() { [ -x ".devbuild/$1/ssm" ]; }
-bench() { timeout 60 "$1/ssm" bench --device cuda "${@:2}" 2>&1 | grep -E "^(train|decode)|swiglu|by kind|rror"; }
-if has decode-fused && [ "$part" != rest ]; then
+bench() { timeout 60 "$1/ssm" bench --device cuda "${@:2}" 2>&1 | grep -E "^(train|decode|prefill)|swiglu|by kind|rror"; }
+if has decode-fused && [ "$part" = fused ]; then
     t decode-fused
     F=.devbuild/decode-fused
     timeout 150 $F/test_cuda_decode_fused 2>&1 | grep -E "^FAIL|^ok|  #" | tail -40
@@ -67,6 +69,14 @@ if has decode-fused && [ "$part" != rest ]; then
     for w in "" --bf16; do for f in 1 0; do # Mamba-2 (issue 14: batch 1 within 2x of the bytes-read floor)
         echo "m2x24 fused=$f decode-batch 8 $w: $(SSM_DECODE_FUSED=$f bench $F --config m2x24 --what decode --decode-batch 8 --decode-steps 200 $w | tr '\n' ' ')"
     done; done
+    for k in SSM_DECODE_PREFETCH=0 SSM_DECODE_BLOCKS_PER_SM=2; do
+        echo "$k bf16: $(env $k bench $F --config d768x24 --what decode --decode-batch 64 --decode-steps 200 --bf16 | tr '\n' ' ')"
+    done
+    timeout 100 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL" | tail -3
+fi
+[ "$part" = fused ] && { t end; exit 0; }
+if [ "$part" = branches ]; then
+    t main decode rows
     # a Transformer's decode at 8K (issue 18: bound by the cache and weight bytes it reads)
     for w in "" --bf16; do
         echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
@@ -75,24 +85,20 @@ if has decode-fused && [ "$part" != rest ]; then
     for w in "" --bf16; do
         echo "prefill 64K $w: $(bench $M --config d768x24 --what decode --decode-steps 5 --decode-batch 8 --prefill 64K $w | grep prefill | tr '\n' ' ')"
     done
-    for k in SSM_DECODE_PREFETCH=0 SSM_DECODE_BLOCKS_PER_SM=2; do
-        echo "$k bf16: $(env $k bench $F --config d768x24 --what decode --decode-batch 64 --decode-steps 200 --bf16 | tr '\n' ' ')"
-    done
-    timeout 100 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL" | tail -3
 fi
-if has swiglu-vec && [ "$part" != rest ]; then
+if has swiglu-vec && [ "$part" = branches ]; then
     t swiglu-vec
     timeout 60 .devbuild/swiglu-vec/test_ops swiglu 2>&1 | grep -E "^FAIL|cases"
     for b in $M .devbuild/swiglu-vec; do echo "$b: $(bench $b --config t768x12 --what train --batch 8 --seq-len 2048 --steps 5 --bf16 --profile | tr '\n' ' ')"; done
 fi
-if has decode-gemv && [ "$part" != rest ]; then
+if has decode-gemv && [ "$part" = branches ]; then
     t decode-gemv
     timeout 90 .devbuild/decode-gemv/test_ops matmul_xwT 2>&1 | grep -E "^FAIL|cases"
     timeout 150 .devbuild/decode-gemv/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -5
     for b in $M .devbuild/decode-gemv; do for p in "" --bf16; do
         echo "$b $p: $(bench $b --config d768x24 --what decode --decode-batch 64 --decode-steps 100 $p | tr '\n' ' ')"; done; done
 fi
-[ "$part" = decode ] && { t end; exit 0; }
+[ "$part" = branches ] && { t end; exit 0; }
 if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
     t nccl
     # libnccl from the toolkit, or else from torch's wheel (nvidia-nccl)
