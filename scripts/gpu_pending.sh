@@ -119,6 +119,9 @@ for n in default 1 2 4 8 16 32 64; do
     echo "segments $n: $(env "${e[@]}" timeout 40 $M/ssm bench --config d768x24 --device cuda --what train --batch 1 --seq-len 16384 --steps 5 --bf16 2>&1 | grep -E '^train|rror')"
 done
 t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
+t m2x24 profile # issue 14: the SSD kernels' TFLOP/s (the profile's count: ssd_fwd, ssd_bwd)
+timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 --profile 2>&1 |
+    grep -E "^(train|ssd|matmul|by kind|op )"
 if command -v nsys >/dev/null; then
     t nsys; timeout 120 nsys profile -o /tmp/m2 --force-overwrite true --stats=false $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 >/dev/null 2>&1
     timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/m2.nsys-rep 2>/dev/null | head -25 | cut -c1-200 | tee "$out/m2_kernels.csv"

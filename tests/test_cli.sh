@@ -137,6 +137,10 @@ expect_error "info --context -1" "--context must be" "$SSM" info --config d256x4
 check "bench --contexts: a decode row per context" \
     sh -c "grep -q '^decode batch 1 at 1K .*state' '$dir/bench' && grep -q '^decode batch 1 at 1500 ' '$dir/bench'"
 expect_error "bench --contexts with a bad length" "--contexts: expected" "$SSM" bench --what decode --contexts 1K,x
+"$SSM" bench --config d256x4 --what train --batch 2 --seq-len 32 --steps 1 --profile --threads 1 >"$dir/bench_prof"
+check "bench --profile: a row per op, the GEMMs' TFLOP/s, the totals by kind" \
+    sh -c "grep -Eq '^matmul_xwT +[0-9.]+ +[0-9.]+ +[0-9.]+% +[0-9]+\.[0-9]+$' '$dir/bench_prof' &&
+           grep -Eq '^scan_fwd +[0-9.]+ +[0-9.]+ +[0-9.]+% *$' '$dir/bench_prof' && grep -q '^by kind: gemm' '$dir/bench_prof'"
 "$SSM" bench --config d256x4 --what decode --decode-steps 2 --decode-batch 3 --prefill 300 --prefill-chunk 128 \
     --threads 1 >"$dir/bench_prefill"
 check "bench --prefill: rows at batch 1 and the decode batch, per byte" \
