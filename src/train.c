@@ -332,13 +332,18 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
     double last_print = 0;
     const int tty = isatty(2);
     int warned_collapse = 0;
+    int stop = 0; /* the job's decision to stop, which every rank takes at the same step boundary */
     for (long step = r.prog.step; step < t->optim.steps; step++) {
-        /* a signal reaches the ranks at different moments: all stop at the first step boundary any of them saw */
-        if (ranks > 1) {
-            const int sig = dist_max(stop_signal);
-            if (sig) stop_signal = sig;
+        /* a signal reaches the ranks at different moments: all stop at the first step boundary any of them saw. The
+         * decision is the agreed value alone: the handler may set stop_signal on one rank after it has contributed
+         * 0 to the agreement, and that rank acting on it then would leave the others in the next step's collectives
+         * (a hang) */
+        stop = stop_signal;
+        if (ranks > 1) stop = dist_max(stop);
+        if (stop) {
+            stop_signal = stop; /* (every rank reports the interruption) */
+            break;
         }
-        if (stop_signal) break;
         const double ts = now_seconds();
         model_zero_grad(m);
         double loss = 0;
@@ -351,7 +356,10 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
             loss += micro;
             model_train_backward(m, scale);
         }
-        if (stop_signal && ranks == 1) break; /* mid-step: drop the partial step, keep the last whole one */
+        if (stop_signal && ranks == 1) { /* mid-step: drop the partial step, keep the last whole one */
+            stop = stop_signal;
+            break;
+        }
         loss /= t->grad_accum;
         train_dist_reduce_grads(m);
         const double gnorm = grad_clip(m, t->optim.clip);
@@ -406,7 +414,7 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
         }
         if (last) break;
     }
-    if (stop_signal) { /* at a step boundary: save what was trained since the last checkpoint, then stop */
+    if (stop) { /* at a step boundary: save what was trained since the last checkpoint, then stop */
         if (tty && !t->quiet) fprintf(stderr, "\r\033[K");
         rc = 1;
         if (r.prog.step == 0) { /* before the first step: nothing to keep, as if the run had not started */
