@@ -206,6 +206,8 @@ static void model_release_backend(ssm_model *m) {
     m->be->release(m->dw);
     m->dw = NULL;
     if (m->wb != m->w) m->be->release(m->wb);
+    m->be->release(m->wb16);
+    m->wb16 = NULL, m->wb16_valid = 0;
     if (m->ctx) m->be->ctx_free(m->ctx); /* last: the releases above are counted in it */
     m->ctx = NULL, m->device = 0;
     m->be = &backend_cpu;
@@ -509,7 +511,7 @@ ssm_state *ssm_state_new_ctx(const ssm_model *m, int n_seq, long max_context) {
 }
 
 /* Brings the state's canonical tensors up to date with the model's weights (once per weights version). */
-static void state_canonicalize(const ssm_model *m, ssm_state *s) {
+void model_canonicalize(const ssm_model *m, ssm_state *s) {
     if (s->canon_valid && s->canon_version == m->w_version) return;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
@@ -642,7 +644,7 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
     float *x = state_work(s, 3 * rows * D + act + rows + rows * V);
     float *lg = x + 3 * rows * D + act + rows;
     const int *tok = state_tokens(s, tokens, rows), *tgt = state_ints(s, &s->targets, &s->tgt_cap, targets, rows);
-    state_canonicalize(m, s);
+    model_canonicalize(m, s);
     forward_compute(m, s, tok, T, lg, 0, x, act);
     s->pos += T;
     double sum;
@@ -660,12 +662,23 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
     if (state_check_room(s, T)) return -1;
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
     const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
-    const size_t act = forward_act_floats(m, B, T);
     const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
+    if (T == 1 && decode_fused_ready(m)) { /* one kernel for the whole step, where the backend takes it */
+        const size_t fw = decode_fused_work_floats(m, B);
+        float *work = state_work(s, fw + logit_floats), *lg = logit_floats ? work + fw : logits;
+        const int *tok = state_tokens(s, tokens, rows);
+        model_canonicalize(m, s);
+        if (decode_fused_step(m, s, tok, lg, work) == 0) {
+            s->pos += T;
+            if (lg != logits) be->download(logits, lg, sizeof(float) * out_rows * V);
+            return 0;
+        }
+    }
+    const size_t act = forward_act_floats(m, B, T);
     float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
     float *lg = logit_floats ? x + 3 * rows * D + act + rows : logits;
     const int *tok = state_tokens(s, tokens, rows);
-    state_canonicalize(m, s);
+    model_canonicalize(m, s);
     /* A decode step is ~10 small kernels per layer: replaying them as one graph removes the launch gaps.
      * The graph holds the buffers' addresses, so it is rebuilt when any of them (or the flags) change. */
     if (T == 1 && be->graph_begin && !s->graph_warm) {

@@ -52,6 +52,10 @@ struct ssm_model {
     int host_stale;      /* wb changed on the device since w was last refreshed */
     int bf16;            /* ssm_model_use_bf16 was called: bf16 decode weights (CPU), bf16 GEMMs (CUDA) */
     int int8;            /* ssm_model_use_int8 was called: int8 decode weights (CPU) */
+    uint16_t *wb16;      /* [layout.total] a bf16 copy of wb on a device, for the fused decode step (decode_fused.c),
+                          * or NULL; current while wb16_valid and wb16_version == w_version */
+    int wb16_valid;
+    uint64_t wb16_version;
     uint64_t w_version;  /* bumped whenever wb changes through the library (optimizer steps, device moves):
                           * states recompute their cached canonical tensors when it moves */
     model_layer *layers; /* [n_layer] */
@@ -114,6 +118,23 @@ int model_state_grows(const ssm_model *m);
 void model_sync_host(const ssm_model *m);
 /* The CPU's decode copy of the weights when the model computes on the CPU and has one, else NULL. */
 const decode_weights *model_decode_weights(const ssm_model *m);
+/* Brings the state's canonical tensors (mixer_kind.canonicalize) up to date with the model's weights. */
+void model_canonicalize(const ssm_model *m, ssm_state *s);
+
+/* ---- the fused decode step (decode_fused.c) ---- */
+/* Whether m's decode steps may run as the backend's fused kernel: every layer Mamba-1, the backend has
+ * decode_mamba1, and SSM_DECODE_FUSED is not 0 (the backend may still decline the sizes: decode_fused_step). */
+int decode_fused_ready(const ssm_model *m);
+/* Scratch floats a fused step of B sequences needs (work below). */
+size_t decode_fused_work_floats(const ssm_model *m, int B);
+/* The kernel's arguments for one step of s: tokens tok [n_seq] and logits lg [n_seq, V] in the backend's memory,
+ * work of decode_fused_work_floats, the layers into layers [n_layer] (host). The state's canonical tensors must be
+ * current (model_canonicalize). Matrices in bf16 when the model is (m->bf16), else float32. */
+void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work, m1_decode_args *a,
+                       m1_decode_layer *layers);
+/* One fused step: 0 when the backend ran it, -1 when it declined these sizes (nothing ran). */
+int decode_fused_step(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work);
+
 /* A mixer context for layer l (dw may be NULL). */
 mixer_ctx model_mixer_ctx(const ssm_model *m, int l);
 

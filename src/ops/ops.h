@@ -139,4 +139,39 @@ typedef struct {
     float *dA_log, *ddt_bias, *dDv;       /* [H] += */
 } ssd_grads;
 
+/* ---- one decode step of a stack of Mamba-1 layers, fused (backend.h's decode_mamba1) ---------------------------- */
+/* The reference is the op-by-op decode step of model.c: per layer x += out; u = rmsnorm(x) w; xz = in_proj(u);
+ * x_conv = SiLU(conv step); dt_low|B|C = x_proj(x_conv); dt = dt_proj(dt_low); the scan step; out = out_proj(g);
+ * after the last layer the final norm and the head. A backend may run it as one kernel (decode is read-bound: the
+ * op-by-op step spends more time between kernels than in them). Matrices are of m1_decode_args.wdt; every other
+ * tensor float32; all pointers backend memory except layers. */
+typedef struct {
+    const float *norm_w;                            /* [D] the layer's RMSNorm weight */
+    const void *in_proj, *x_proj, *dt_w, *out_proj; /* [2E, D], [R + 2N, E], [E, R], [D, E] */
+    const float *in_b, *conv_b, *out_b;             /* [2E], [E], [D]: each may be NULL */
+    const float *conv_w;                            /* [E, K] */
+    const float *dt_b, *At, *Dv;                    /* [E]; [N, E] = -exp(A_log)^T; [E] */
+    float *conv_state;                              /* [B, E, K-1] carried in and out */
+    float *scan_state;                              /* [B, E, N] carried in and out */
+} m1_decode_layer;
+
+typedef struct {
+    int B, D, E, N, R, K, V, n_layer;
+    float eps;
+    mat_dtype wdt;                 /* MAT_F32 or MAT_BF16: the matrices' (in_proj, x_proj, dt_w, out_proj, head) */
+    const int *tokens;             /* [B] this step's bytes */
+    const float *emb;              /* [V, D] */
+    const float *norm_f;           /* [D] */
+    const void *head;              /* [V, D] of wdt */
+    const m1_decode_layer *layers; /* [n_layer], host memory */
+    float *logits;                 /* [B, V] out */
+    float *work;                   /* [m1_decode_work_floats] scratch */
+} m1_decode_args;
+
+/* Scratch floats of a step: the residual [B, D], the conv output, the gate and the scan output [B, E] each, and
+ * dt_low|B|C [B, R + 2N]. */
+static inline size_t m1_decode_work_floats(int B, int D, int E, int N, int R) {
+    return (size_t)B * ((size_t)D + 3 * (size_t)E + (size_t)R + 2 * (size_t)N);
+}
+
 #endif

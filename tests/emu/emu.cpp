@@ -7,7 +7,7 @@
 
 alignas(16) unsigned char smem[256 * 1024]; /* the block's shared memory: `extern __shared__ ... smem[]` */
 
-enum { RUNNABLE, AT_BLOCK, AT_WARP, DONE };
+enum { RUNNABLE, AT_BLOCK, AT_WARP, AT_GRID, DONE };
 enum { OP_SYNCWARP = 1, OP_SHFL, OP_MMA, OP_LDSM };
 
 struct copy_req {
@@ -93,6 +93,14 @@ float emu_shfl_xor(float v, int off) {
     return v;
 }
 int emu_shfl_xor(int v, int off) { return (int)shfl((uint32_t)v, off); }
+double emu_shfl_xor(double v, int off) { // two 32-bit shuffles, as the hardware does it
+    uint32_t u[2];
+    memcpy(u, &v, 8);
+    u[0] = shfl(u[0], off), u[1] = shfl(u[1], off);
+    memcpy(&v, u, 8);
+    return v;
+}
+void emu_grid_sync() { yield_to_scheduler(AT_GRID, 0); }
 
 void emu_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     emu_cur->d = d, emu_cur->a = a, emu_cur->b0 = b0, emu_cur->b1 = b1;
@@ -227,12 +235,22 @@ static void run_block(std::vector<emu_fiber> &f) {
                 if (!skew() || i == first || next_random() % 2) warp_op(f, ready[i]);
             continue;
         }
-        int at_block = 0, done = 0;
-        for (int t = 0; t < n; t++) at_block += f[t].state == AT_BLOCK, done += f[t].state == DONE;
-        if (done == n) return;
+        int at_block = 0, done = 0, at_grid = 0;
+        for (int t = 0; t < n; t++)
+            at_block += f[t].state == AT_BLOCK, done += f[t].state == DONE, at_grid += f[t].state == AT_GRID;
+        if (done + at_grid == n) return; // finished, or (cooperative launches) every thread at the grid barrier
+        if (at_grid) emu_cur = &f[0], fail("__syncthreads while other threads of the block wait at a grid barrier");
         if (done) emu_cur = &f[0], fail("__syncthreads with threads that have exited");
         for (int t = 0; t < n; t++) f[t].state = RUNNABLE;
     }
+}
+
+static void fiber_init(emu_fiber &e, unsigned t) {
+    e.tid = t, e.started = false, e.state = RUNNABLE, e.op = 0, e.open.clear(), e.groups.clear();
+    getcontext(&e.ctx);
+    e.ctx.uc_stack.ss_sp = e.stack.data(), e.ctx.uc_stack.ss_size = e.stack.size();
+    e.ctx.uc_link = nullptr;
+    makecontext(&e.ctx, fiber_entry, 0);
 }
 
 void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
@@ -249,16 +267,45 @@ void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body,
             for (unsigned x = 0; x < grid.x; x++) {
                 emu_block_idx = {x, y, z};
                 memset(smem, 0xff, smem_bytes); /* NaN in bf16 and float32: a read of an unwritten element shows */
-                for (unsigned t = 0; t < threads; t++) {
-                    emu_fiber &e = f[t];
-                    e.tid = t, e.started = false, e.state = RUNNABLE, e.op = 0, e.open.clear(), e.groups.clear();
-                    getcontext(&e.ctx);
-                    e.ctx.uc_stack.ss_sp = e.stack.data(), e.ctx.uc_stack.ss_size = e.stack.size();
-                    e.ctx.uc_link = nullptr;
-                    makecontext(&e.ctx, fiber_entry, 0);
-                }
+                for (unsigned t = 0; t < threads; t++) fiber_init(f[t], t);
                 run_block(f);
             }
+    emu_cur = nullptr;
+}
+
+void emu_run_grid_coop(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
+    if (smem_bytes > sizeof smem || threads % 32 || threads == 0) {
+        fprintf(stderr, "emu: launch of %u threads with %zu bytes of shared memory\n", threads, smem_bytes);
+        exit(3);
+    }
+    cur_body = body, cur_arg = arg, cur_smem = smem_bytes;
+    emu_grid_dim = {grid.x, grid.y, grid.z}, emu_block_dim = {threads, 1, 1};
+    const unsigned nb = grid.x * grid.y * grid.z;
+    std::vector<std::vector<emu_fiber>> blocks(nb);
+    std::vector<std::vector<unsigned char>> shared(nb, std::vector<unsigned char>(smem_bytes, 0xff));
+    for (auto &blk : blocks) {
+        blk = std::vector<emu_fiber>(threads);
+        for (unsigned t = 0; t < threads; t++) blk[t].stack.resize(128 * 1024), fiber_init(blk[t], t);
+    }
+    std::vector<unsigned> order(nb);
+    for (unsigned i = 0; i < nb; i++) order[i] = i;
+    for (;;) { // a round: each block runs to the next grid barrier (or its end)
+        if (skew())
+            for (unsigned i = nb; i > 1; i--) std::swap(order[i - 1], order[next_random() % i]);
+        for (unsigned i : order) {
+            emu_block_idx = {i % grid.x, i / grid.x % grid.y, i / grid.x / grid.y};
+            memcpy(smem, shared[i].data(), smem_bytes);
+            run_block(blocks[i]);
+            memcpy(shared[i].data(), smem, smem_bytes);
+        }
+        unsigned at_grid = 0, done = 0;
+        for (auto &blk : blocks)
+            for (auto &e : blk) at_grid += e.state == AT_GRID, done += e.state == DONE;
+        if (done == nb * threads) break;
+        if (done) emu_cur = &blocks[0][0], fail("a grid barrier that some threads of the grid never reach");
+        for (auto &blk : blocks)
+            for (auto &e : blk) e.state = RUNNABLE;
+    }
     emu_cur = nullptr;
 }
 
@@ -277,4 +324,18 @@ cudaError_t cudaGetDevice(int *device) {
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *, enum cudaFuncAttribute, int) { return cudaSuccess; }
+/* a small GPU: EMU_SMS multiprocessors (default 3), cooperative launches, 227 KB of shared memory a block */
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int) {
+    switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *v = getenv("EMU_SMS") ? atoi(getenv("EMU_SMS")) : 3; break;
+    case cudaDevAttrCooperativeLaunch: *v = 1; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
+    default: *v = 0;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, const void *, int, size_t) {
+    *n = 1;
+    return cudaSuccess;
+}
 }

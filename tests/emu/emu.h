@@ -57,7 +57,13 @@ void __syncthreads();
 void __syncwarp(unsigned mask = 0xffffffffu);
 float emu_shfl_xor(float v, int off);
 int emu_shfl_xor(int v, int off);
+double emu_shfl_xor(double v, int off);
 template <typename V> V __shfl_xor_sync(unsigned, V v, int off) { return emu_shfl_xor(v, off); }
+inline float __uint_as_float(unsigned u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 // cp.async (shim/backend/cuda/cp_async.cuh)
 void emu_cp_async(void *dst, const void *src, int bytes, int size);
@@ -66,6 +72,9 @@ void emu_cp_wait(int pending);
 // warp matrix ops (shim/backend/cuda/mma.cuh)
 void emu_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 void emu_ldsm(uint32_t (&r)[4], const void *p, bool trans);
+
+// a grid-wide barrier (shim/backend/cuda/grid_sync.cuh), in kernels launched by emu_launch_coop
+void emu_grid_sync();
 
 // launches: blocks in order, each block's threads as fibers
 typedef void (*emu_body)(void *);
@@ -76,6 +85,17 @@ template <typename K, typename... A> void emu_launch(K kernel, dim3 grid, unsign
         std::tuple<A...> a;
     } p{kernel, std::tuple<A...>(args...)};
     emu_run_grid(grid, threads, smem, [](void *v) { std::apply(((pack *)v)->k, ((pack *)v)->a); }, &p);
+}
+
+// a cooperative launch: every block's threads at once, the blocks taking turns between grid barriers (in a random
+// order with EMU_SKEW, so that a read of another block's result before the barrier that publishes it shows)
+void emu_run_grid_coop(dim3 grid, unsigned threads, size_t smem, emu_body body, void *arg);
+template <typename K, typename... A> void emu_launch_coop(K kernel, dim3 grid, unsigned threads, size_t smem, A... args) {
+    struct pack {
+        K k;
+        std::tuple<A...> a;
+    } p{kernel, std::tuple<A...>(args...)};
+    emu_run_grid_coop(grid, threads, smem, [](void *v) { std::apply(((pack *)v)->k, ((pack *)v)->a); }, &p);
 }
 
 #endif

@@ -4,6 +4,8 @@
 #include "common.h"
 #include "ops/ops_cuda.h"
 
+#include <string.h>
+
 // The context the .cu files read: per thread, because the CUDA runtime's current device is per thread too.
 static thread_local cuda_ctx *bound;
 
@@ -40,6 +42,19 @@ cuda_ctx *cuda_ctx_now(void) {
     return bound;
 }
 
+const void *cuda_ctx_table(cuda_ctx *c, const void *host, size_t bytes) {
+    if (c->table && bytes == c->table_bytes && memcmp(host, c->table_host, bytes) == 0) return c->table;
+    if (bytes > c->table_cap) {
+        cuda_release(c->table);
+        free(c->table_host);
+        c->table = cuda_alloc(bytes), c->table_host = xmalloc(bytes), c->table_cap = bytes;
+    }
+    memcpy(c->table_host, host, bytes);
+    c->table_bytes = bytes;
+    CUDA_CHECK(cudaMemcpyAsync(c->table, host, bytes, cudaMemcpyHostToDevice, cudaStreamPerThread));
+    return c->table;
+}
+
 extern "C" void cuda_ctx_free(void *p) {
     cuda_ctx *ctx = (cuda_ctx *)p;
     if (!ctx) return;
@@ -47,6 +62,8 @@ extern "C" void cuda_ctx_free(void *p) {
     cuda_ctx_bind(ctx); // its buffers are released on its device, counted in its own table
     cuda_release(ctx->scan_scratch);
     cuda_release(ctx->w16.shadow);
+    cuda_release(ctx->table);
+    free(ctx->table_host);
     lt_free(ctx->lt);
     // back to what the thread had bound, unless that was this one (the default takes over at the next call)
     cuda_ctx_bind(was == ctx ? NULL : was);

@@ -40,10 +40,20 @@ typedef struct cuda_ctx {
         size_t bytes;
     } alloc_table[CUDA_CTX_MAX_ALLOCS];
     int alloc_n;
+    // a small host table's device copy (cuda_ctx_table): the fused decode's layer pointers
+    void *table, *table_host;
+    size_t table_bytes, table_cap;
+    // the fused decode kernel's grid, for the kernel and shared memory it was sized for (decode_mamba1.cu)
+    const void *dec_kernel;
+    size_t dec_smem;
+    int dec_blocks;
 } cuda_ctx;
 
 // The calling thread's bound context; the process default (GPU 0) when none is bound, which it then binds.
 cuda_ctx *cuda_ctx_now(void);
+// A device copy of bytes of host memory at host, kept in c and uploaded again only when those bytes change: tables of
+// pointers a kernel reads (a decode step's layers), the same from step to step.
+const void *cuda_ctx_table(cuda_ctx *c, const void *host, size_t bytes);
 // Frees what lt holds (matmul.cu): plans, workspace, handle. NULL is fine.
 void lt_free(lt_state *lt);
 

@@ -1,0 +1,276 @@
+// One decode step of a stack of Mamba-1 layers as one persistent kernel (m1_decode_args in ops.h; its reference is
+// model.c's op-by-op step, which the GPU tests compare it with). At batch 1 a step reads every weight once (d768 x
+// 24: 363 MB in float32, 181 MB in bf16, 42 us at the H200's 4.3 TB/s), but op by op it is ~10 kernels a layer whose
+// launches and tails, not the reads, set the time (0.59 ms). Here one cooperative launch walks every layer, and
+// grid_sync() separates the phases that need a whole vector the previous phase wrote:
+//   embed:      x = emb[token]                                                                          | sync
+//   per layer:
+//   A in_proj:  every block normalizes x into shared memory (u = rmsnorm(x) w: D floats a sequence, recomputed
+//               by each block rather than synchronized); a warp per row r of in_proj: v = in_proj[r] . u (+ bias).
+//               A row r < E (the x half) goes straight on through channel r's conv step (its K-1 past inputs in
+//               conv_state) and SiLU into xs; the rest is the gate z                                     | sync
+//   B x_proj:   a block per row p, its warps splitting the E columns (summed in warp order): dbc_p = x_proj[p] . xs
+//               (only R + 2N rows: a warp each would leave the grid idle on one long row)                | sync
+//   C scan:     NP lanes per channel (N rounded up to a power of two): dt = softplus(dt_w[e] . dt_low + dt_b), the
+//               lanes splitting the R products; h_n = exp(dt A_n) h_n + dt x B_n in place; y = sum_n C_n h_n + D x;
+//               g = y silu(z)                                                                            | sync
+//   D out_proj: every block stages g in shared memory; a warp per row r: x_r += out_proj[r] . g (+ bias): the
+//               residual add that op by op the next layer's norm does                                    | sync
+//   head:       every block normalizes x (norm_f); a warp per row v: logits_v = head[v] . u.
+// The B <= 8 sequences share each weight read (a warp keeps NB sums, NB = B rounded up to a power of two). Every sum
+// has a fixed order (the same bits on every run and any grid); rows are dealt to warps or blocks in turn, so the
+// grid's size sets the speed only. The elementwise functions are the accurate ones of the CPU (expf, log1pf), not the
+// scan kernels' fast forms: the results match the op-by-op step to float rounding, not bitwise.
+#include "backend/cuda/context.h"
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/grid_sync.cuh"
+#include "ops/ops_cuda.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEC_THREADS 512
+#define DEC_WARPS (DEC_THREADS / 32)
+#define DEC_MAX_B 8  // sequences a step: the register sums of a warp's row
+#define DEC_MAX_N 32 // d_state: a channel's states share a warp's lanes
+#define DEC_MAX_K 8  // the conv's width
+#define DEC_FULL 0xffffffffu
+
+// A weight as a float: float32, or bf16 (stored as its 16 bits: the upper half of the float's)
+__device__ __forceinline__ static float wload(const float *w, size_t i) { return w[i]; }
+__device__ __forceinline__ static float wload(const uint16_t *w, size_t i) { return __uint_as_float((uint32_t)w[i] << 16); }
+
+// w[0..7] as floats: one 16-byte read of bf16, two of float32 (rows of a multiple of 8 values at offsets that are
+// multiples of 16 values: params.c aligns every tensor so)
+__device__ __forceinline__ static void load8(float (&v)[8], const float *w) {
+    const float4 a = reinterpret_cast<const float4 *>(w)[0], b = reinterpret_cast<const float4 *>(w)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ static void load8(float (&v)[8], const uint16_t *w) {
+    const uint4 q = *reinterpret_cast<const uint4 *>(w);
+    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+}
+
+// acc[b] += w[0..7] . x[b * ldx + 0..7] for b < B (x 16-byte aligned: shared or global memory)
+template <int NB>
+__device__ __forceinline__ static void fma8(float (&acc)[NB], const float (&v)[8], const float *x, int ldx, int B) {
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        if (b >= B) break;
+        const float4 p = *reinterpret_cast<const float4 *>(x + (size_t)b * ldx);
+        const float4 q = *reinterpret_cast<const float4 *>(x + (size_t)b * ldx + 4);
+        float s = acc[b];
+        s = fmaf(v[0], p.x, s), s = fmaf(v[1], p.y, s), s = fmaf(v[2], p.z, s), s = fmaf(v[3], p.w, s);
+        s = fmaf(v[4], q.x, s), s = fmaf(v[5], q.y, s), s = fmaf(v[6], q.z, s), s = fmaf(v[7], q.w, s);
+        acc[b] = s;
+    }
+}
+
+template <int NB> __device__ __forceinline__ static void warp_sum(float (&acc)[NB]) {
+#pragma unroll
+    for (int b = 0; b < NB; b++)
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) acc[b] += __shfl_xor_sync(DEC_FULL, acc[b], off);
+}
+
+// acc[b] = w . x_b (b < B) over K values (a multiple of 8), in every lane: lane l reads the 8-value pieces l, l + 32,
+// ... of the row (coalesced), x_b at x + b * ldx.
+template <int NB, typename W>
+__device__ __forceinline__ static void warp_dot(float (&acc)[NB], const W *w, const float *x, int ldx, int K, int B) {
+#pragma unroll
+    for (int b = 0; b < NB; b++) acc[b] = 0.0f;
+#pragma unroll 4
+    for (int k = (int)(threadIdx.x % 32) * 8; k < K; k += 256) {
+        float v[8];
+        load8(v, w + k);
+        fma8(acc, v, x + k, ldx, B);
+    }
+    warp_sum(acc);
+}
+
+// acc[b] with b a lane's runtime index (registers are not indexed at run time)
+template <int NB> __device__ __forceinline__ static float pick(const float (&acc)[NB], int b) {
+    float v = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NB; i++)
+        if (i == b) v = acc[i];
+    return v;
+}
+
+// u[b * D + d] = x[b, d] / rms(x_b) * w[d] for b < B into shared memory, a warp per sequence (the squares summed in
+// double, as the op-by-op norm sums them); then a block barrier.
+__device__ static void block_rmsnorm(float *u, const float *x, const float *w, int B, int D, float eps) {
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    for (int b = warp; b < B; b += DEC_WARPS) {
+        const float *xb = x + (size_t)b * D;
+        double ss = 0.0;
+        for (int d = lane; d < D; d += 32) ss += (double)xb[d] * xb[d];
+        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(DEC_FULL, ss, off);
+        const float s = 1.0f / sqrtf((float)(ss / D) + eps);
+        for (int d = lane; d < D; d += 32) u[(size_t)b * D + d] = xb[d] * s * w[d];
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ static float sigmoid_ref(float v) { return 1.0f / (1.0f + expf(-v)); }
+__device__ __forceinline__ static float softplus_ref(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+template <int NB, typename W>
+__global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode_args a, const m1_decode_layer *layers) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int B = a.B, D = a.D, E = a.E, N = a.N, R = a.R, K = a.K, P = R + 2 * N;
+    float *sh = reinterpret_cast<float *>(smem);             // [B, max(D, E)]: u, or g
+    float *red = sh + (size_t)DEC_MAX_B * (D > E ? D : E);   // [DEC_WARPS, NB]: x_proj's per-warp sums
+    float *x = a.work, *xs = x + (size_t)B * D, *z = xs + (size_t)B * E, *g = z + (size_t)B * E;
+    float *dbc = g + (size_t)B * E; // [B, P]: dt_low | B | C
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
+    const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
+    int NP = 1;
+    while (NP < N) NP <<= 1;
+
+    for (size_t i = gthread; i < (size_t)B * D; i += nthreads) x[i] = a.emb[(size_t)a.tokens[i / D] * D + i % D];
+    grid_sync();
+    for (int l = 0; l < a.n_layer; l++) {
+        const m1_decode_layer &L = layers[l];
+        // A: u = rmsnorm(x) w; xz = in_proj(u) (+ bias); the x half through the conv step and SiLU
+        block_rmsnorm(sh, x, L.norm_w, B, D, a.eps);
+        for (int r = gwarp; r < 2 * E; r += nwarps) {
+            float acc[NB];
+            warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
+            if (lane < B) {
+                const int b = lane;
+                const float v = pick(acc, b) + (L.in_b ? L.in_b[r] : 0.0f);
+                if (r >= E) {
+                    z[(size_t)b * E + (r - E)] = v;
+                } else { // conv1d_silu_step's order: bias, the K-1 past inputs, this one
+                    float *st = L.conv_state + ((size_t)b * E + r) * (K - 1);
+                    const float *wc = L.conv_w + (size_t)r * K;
+                    float c = L.conv_b ? L.conv_b[r] : 0.0f;
+                    for (int k = 0; k < K - 1; k++) c += wc[k] * st[k];
+                    c += wc[K - 1] * v;
+                    xs[(size_t)b * E + r] = c * sigmoid_ref(c);
+                    for (int k = 0; k + 1 < K - 1; k++) st[k] = st[k + 1];
+                    st[K - 2] = v;
+                }
+            }
+        }
+        grid_sync();
+        // B: dbc = x_proj(xs), a block per row
+        for (int p = (int)blockIdx.x; p < P; p += (int)gridDim.x) {
+            const W *wr = (const W *)L.x_proj + (size_t)p * E;
+            float acc[NB];
+#pragma unroll
+            for (int b = 0; b < NB; b++) acc[b] = 0.0f;
+            for (int k = (int)threadIdx.x * 8; k < E; k += DEC_THREADS * 8) {
+                float v[8];
+                load8(v, wr + k);
+                fma8(acc, v, xs + k, E, B);
+            }
+            warp_sum(acc);
+            if (lane == 0)
+#pragma unroll
+                for (int b = 0; b < NB; b++) red[warp * NB + b] = acc[b];
+            __syncthreads();
+            if ((int)threadIdx.x < B) {
+                float s = 0.0f;
+                for (int w = 0; w < DEC_WARPS; w++) s += red[w * NB + threadIdx.x];
+                dbc[(size_t)threadIdx.x * P + p] = s;
+            }
+            __syncthreads();
+        }
+        grid_sync();
+        // C: dt, the scan step and the gate, NP lanes per (sequence, channel); every lane of a warp takes the same
+        // number of turns (base is warp-aligned) for the shuffles
+        for (size_t base = gthread - lane; base < (size_t)B * E * NP; base += nthreads) {
+            const size_t t = base + lane, i = t / NP; // i = b * E + e
+            const int n = (int)(t % NP);
+            const bool live = i < (size_t)B * E;
+            const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
+            const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
+            float s = 0.0f;
+            if (live)
+                for (int r = n; r < R; r += NP) s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
+            for (int off = NP / 2; off > 0; off >>= 1) s += __shfl_xor_sync(DEC_FULL, s, off);
+            const float dt = softplus_ref(s + (live ? L.dt_b[e] : 0.0f)), xv = live ? xs[i] : 0.0f;
+            float c = 0.0f;
+            if (live && n < N) {
+                float *hp = L.scan_state + i * N + n;
+                const float h = *hp * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
+                *hp = h;
+                c = lo[R + N + n] * h;
+            }
+            for (int off = NP / 2; off > 0; off >>= 1) c += __shfl_xor_sync(DEC_FULL, c, off);
+            if (live && n == 0) {
+                const float zv = z[i];
+                g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
+            }
+        }
+        grid_sync();
+        // D: x += out_proj(g) (+ bias)
+        for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS) sh[i] = g[i];
+        __syncthreads();
+        for (int r = gwarp; r < D; r += nwarps) {
+            float acc[NB];
+            warp_dot<NB>(acc, (const W *)L.out_proj + (size_t)r * E, sh, E, E, B);
+            if (lane < B) x[(size_t)lane * D + r] += pick(acc, lane) + (L.out_b ? L.out_b[r] : 0.0f);
+        }
+        grid_sync();
+    }
+    block_rmsnorm(sh, x, a.norm_f, B, D, a.eps);
+    for (int v = gwarp; v < a.V; v += nwarps) {
+        float acc[NB];
+        warp_dot<NB>(acc, (const W *)a.head + (size_t)v * D, sh, D, D, B);
+        if (lane < B) a.logits[(size_t)lane * a.V + v] = pick(acc, lane);
+    }
+}
+
+// Blocks per SM: 1 unless SSM_DECODE_BLOCKS_PER_SM says more (a tuning knob: more warps keep more reads in flight,
+// a grid barrier waits for more blocks), at most what fits.
+static int blocks_per_sm(int fits) {
+    const char *e = getenv("SSM_DECODE_BLOCKS_PER_SM");
+    int want = e && atoi(e) > 0 ? atoi(e) : 1;
+    return want < fits ? want : fits;
+}
+
+template <int NB, typename W> static void launch(const m1_decode_args *a, const m1_decode_layer *layers, size_t smem) {
+    void (*kernel)(m1_decode_args, const m1_decode_layer *) = m1_decode_kernel<NB, W>;
+    cuda_ctx *c = cuda_ctx_now();
+    if (c->dec_kernel != (const void *)kernel || c->dec_smem != smem) { // the grid, once per kernel and size
+        CUDA_CHECK(cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        int sms, fits;
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fits, (const void *)kernel, DEC_THREADS, smem));
+        c->dec_kernel = (const void *)kernel, c->dec_smem = smem;
+        c->dec_blocks = fits > 0 ? sms * blocks_per_sm(fits) : 0;
+    }
+    if (c->dec_blocks == 0) {
+        fprintf(stderr, "ssm: the fused decode kernel does not fit on the GPU (%zu bytes of shared memory)\n", smem);
+        exit(2);
+    }
+    coop_launch(kernel, (unsigned)c->dec_blocks, DEC_THREADS, smem, *a, layers);
+    CUDA_CHECK_LAUNCH();
+}
+
+extern "C" int decode_mamba1_cuda(const m1_decode_args *a) {
+    if (a->B < 1 || a->B > DEC_MAX_B || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 ||
+        a->D % 8 || a->E % 8 || (a->wdt != MAT_F32 && a->wdt != MAT_BF16))
+        return -1;
+    cuda_ctx *c = cuda_ctx_now();
+    int coop = 0, smem_max = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, c->device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
+    const size_t smem = sizeof(float) * ((size_t)DEC_MAX_B * (a->D > a->E ? a->D : a->E) + DEC_WARPS * DEC_MAX_B);
+    if (!coop || smem > (size_t)smem_max) return -1;
+    const m1_decode_layer *layers =
+        (const m1_decode_layer *)cuda_ctx_table(c, a->layers, sizeof(m1_decode_layer) * a->n_layer);
+    const bool bf = a->wdt == MAT_BF16;
+    if (a->B == 1) bf ? launch<1, uint16_t>(a, layers, smem) : launch<1, float>(a, layers, smem);
+    else if (a->B == 2) bf ? launch<2, uint16_t>(a, layers, smem) : launch<2, float>(a, layers, smem);
+    else if (a->B <= 4) bf ? launch<4, uint16_t>(a, layers, smem) : launch<4, float>(a, layers, smem);
+    else bf ? launch<8, uint16_t>(a, layers, smem) : launch<8, float>(a, layers, smem);
+    return 0;
+}

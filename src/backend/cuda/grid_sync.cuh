@@ -1,0 +1,28 @@
+// Grid-wide barriers for persistent kernels: grid_sync() inside a kernel launched by coop_launch (a cooperative
+// launch, so every block of the grid is resident at once and the barrier cannot deadlock). The barrier also orders
+// memory: what a block wrote before it is visible to every block after it. The CPU emulator (tests/emu) has its own
+// version of this header.
+#ifndef SSM_GRID_SYNC_CUH
+#define SSM_GRID_SYNC_CUH
+
+#include "backend/cuda/cuda_common.h"
+#include <cooperative_groups.h>
+
+__device__ __forceinline__ static void grid_sync() { cooperative_groups::this_grid().sync(); }
+
+// kernel<<<grid, threads, smem>>>(args...) as a cooperative launch on the per-thread stream. The grid must fit on
+// the device at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor times the SMs): the launch fails otherwise.
+// The arguments are converted to the kernel's parameter types first: the launch takes their addresses.
+template <typename... P> static void coop_launch_typed(void (*kernel)(P...), unsigned grid, unsigned threads,
+                                                       size_t smem, P... args) {
+    void *params[] = {(void *)&args...};
+    CUDA_CHECK(cudaLaunchCooperativeKernel((const void *)kernel, dim3(grid), dim3(threads), params, smem,
+                                           cudaStreamPerThread));
+}
+template <typename... P, typename... A>
+static void coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
+    static_assert(sizeof...(P) == sizeof...(A), "coop_launch: one argument per kernel parameter");
+    coop_launch_typed<P...>(kernel, grid, threads, smem, P(args)...);
+}
+
+#endif

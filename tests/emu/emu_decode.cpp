@@ -1,0 +1,92 @@
+/* The fused Mamba-1 decode kernel (src/backend/cuda/decode_mamba1.cu), run by the emulator (emu.h) on the CPU as a
+ * cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on the CPU (ssm_step): the same
+ * model and bytes, several steps (the states carried), logits compared at every step. float32 and bf16 weights (the
+ * CPU's bf16 decode copy on both sides), batches 1 to 5, d_state a power of two or not, with and without biases.
+ * Built and run by tests/emu/run.sh. */
+#include "backend/cuda/context.h" /* (C++ names, as context.cu defines them) */
+extern "C" {
+#include "common.h"
+#include "model.h"
+#include "ops/ops_cuda.h"
+}
+
+#include <vector>
+
+/* what decode_mamba1.cu asks of the CUDA backend's context: here, host memory as it is */
+static cuda_ctx emu_ctx;
+cuda_ctx *cuda_ctx_now(void) { return &emu_ctx; }
+const void *cuda_ctx_table(cuda_ctx *, const void *host, size_t) { return host; }
+
+static int failures;
+
+struct shape {
+    int d_model, n_layer, d_state, dt_rank, B, bias, conv_bias, bf16, steps;
+};
+
+static void run_case(int index, const shape &sh) {
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = sh.d_model, c.n_layer = sh.n_layer, c.mamba1.d_state = sh.d_state, c.mamba1.dt_rank = sh.dt_rank;
+    c.mamba1.use_bias = sh.bias, c.mamba1.use_conv_bias = sh.conv_bias;
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "m");
+    if (ssm_config_resolve(&c)) {
+        fprintf(stderr, "config: %s\n", ssm_last_error());
+        exit(2);
+    }
+    ssm_model *m = ssm_model_new(&c, 1234 + index);
+    if (sh.bias) { /* the reference leaves linear biases at zero: give them values, so that they count */
+        rng_t rng = {99};
+        for (int i = 0; i < m->layout.n; i++)
+            if (strstr(m->layout.items[i].name, "proj.bias"))
+                for (size_t k = 0; k < m->layout.items[i].numel; k++)
+                    m->w[m->layout.items[i].offset + k] = 0.1f * (2.0f * rng_uniform(&rng) - 1.0f);
+    }
+    if (sh.bf16) ssm_model_use_bf16(m);
+    const int B = sh.B, V = c.vocab_size;
+    ssm_state *ref = ssm_state_new(m, B), *fused = ssm_state_new(m, B);
+    std::vector<float> lr((size_t)B * V), lf((size_t)B * V), work(decode_fused_work_floats(m, B));
+    std::vector<m1_decode_layer> layers(c.n_layer);
+    std::vector<int> tok(B);
+    double worst = 0;
+    for (int step = 0; step < sh.steps; step++) {
+        for (int b = 0; b < B; b++) tok[b] = (37 * step + 101 * b + index) % 256;
+        if (ssm_step(m, ref, tok.data(), lr.data())) {
+            fprintf(stderr, "ssm_step: %s\n", ssm_last_error());
+            exit(2);
+        }
+        model_canonicalize(m, fused);
+        m1_decode_args a;
+        decode_fused_args(m, fused, tok.data(), lf.data(), work.data(), &a, layers.data());
+        if (decode_mamba1_cuda(&a) != 0) {
+            printf("not ok - case %d: the kernel declined the sizes\n", index);
+            failures++;
+            return;
+        }
+        double scale = 1e-6, err = 0;
+        for (size_t i = 0; i < lr.size(); i++) scale = fmax(scale, fabs(lr[i]));
+        for (size_t i = 0; i < lr.size(); i++) err = fmax(err, fabs((double)lf[i] - lr[i]) / scale);
+        if (!(err <= 2e-5)) {
+            printf("not ok - case %d step %d: logits differ by %.3g of their scale\n", index, step, err);
+            failures++;
+            return;
+        }
+        worst = fmax(worst, err);
+    }
+    printf("ok - emulated fused decode: d_model %d x %d, d_state %d, dt_rank %d, B %d%s%s%s, %d steps (logits within "
+           "%.2g)\n",
+           sh.d_model, sh.n_layer, sh.d_state, sh.dt_rank, sh.B, sh.bias ? ", biases" : "",
+           sh.conv_bias ? "" : ", no conv bias", sh.bf16 ? ", bf16 weights" : "", sh.steps, worst);
+    ssm_state_free(ref), ssm_state_free(fused);
+    ssm_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    const shape cases[] = {
+        {64, 2, 16, 4, 1, 0, 1, 0, 6},  {64, 3, 16, 4, 3, 0, 1, 1, 5}, {32, 2, 12, 3, 2, 1, 0, 0, 5},
+        {48, 1, 16, 8, 5, 1, 1, 1, 4},  {40, 2, 32, 5, 1, 0, 1, 0, 4},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < n; i++)
+        if (argc < 2 || atoi(argv[1]) == i) run_case(i, cases[i]);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,11 @@
+/* The emulator's stand-in for src/backend/cuda/grid_sync.cuh: the barrier and the cooperative launch of emu.cpp. */
+#ifndef SSM_GRID_SYNC_CUH
+#define SSM_GRID_SYNC_CUH
+#include "backend/cuda/cuda_common.h"
+static inline void grid_sync() { emu_grid_sync(); }
+template <typename... P, typename... A>
+static void coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
+    static_assert(sizeof...(P) == sizeof...(A), "coop_launch: one argument per kernel parameter");
+    emu_launch_coop(kernel, dim3(grid), threads, smem, P(args)...);
+}
+#endif

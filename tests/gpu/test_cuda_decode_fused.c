@@ -1,0 +1,198 @@
+/* The fused Mamba-1 decode step (src/backend/cuda/decode_mamba1.cu: every layer of a step in one cooperative
+ * kernel) against its definition, the op-by-op step: on the GPU (SSM_DECODE_FUSED=0) and on the CPU, after a prefill
+ * by the sequence forward, the states carried for many steps.
+ * - float32 weights (after a prefill): the logits within 1e-5 of their scale of both, at batches 1, 3 and 8; two runs bitwise equal;
+ *   ssm_step takes the fused path (bitwise the kernel called directly), and a batch of 9 (more than the kernel
+ *   takes) falls back to the op-by-op step.
+ * - bf16 weights (ssm_model_use_bf16): within 1e-5 of the CPU's bf16 decode (the same bf16 weights), within 2e-2 of
+ *   the GPU's op-by-op step (which reads float32 weights in decode-sized products); after AdamW steps change the
+ *   weights, the bf16 copy follows them.
+ * - the d_model 768 shape of the benchmark (dt_rank 48, x_proj's 80 rows) in bf16 and float32.
+ * Prints "skip - ..." where there is no GPU. */
+#include "test.h"
+#include "backend/backend.h"
+#include "common.h"
+#include "model.h"
+#include "ops/ops_cuda.h"
+#include "optim.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static ssm_config config_of(int d_model, int n_layer, int d_state, int bias) {
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = d_model, c.n_layer = n_layer, c.mamba1.d_state = d_state, c.mamba1.use_bias = bias;
+    c.tie_embeddings = !bias;
+    return c;
+}
+
+static ssm_model *model_on(const ssm_config *c, uint64_t seed, int bf16, const char *device) {
+    ssm_model *m = ssm_model_new(c, seed);
+    if (bf16) ssm_model_use_bf16(m);
+    CHECK(ssm_model_set_device(m, device) == 0, "set_device %s: %s", device, ssm_last_error());
+    return m;
+}
+
+/* prefill [B, P] tokens through the sequence forward (none when P is 0), then steps ssm_step calls: logits
+ * [steps, B, V] */
+static void decode(ssm_model *m, ssm_state *s, const int *prefill, int P, const int *tok, int steps, float *out,
+                   const char *fused) {
+    const int B = s->n_seq, V = m->cfg.vocab_size;
+    float *last = xmalloc(sizeof(float) * B * V);
+    setenv("SSM_DECODE_FUSED", fused, 1);
+    ssm_state_reset(s);
+    if (P) CHECK(ssm_forward(m, s, prefill, P, last, 1) == 0, "prefill: %s", ssm_last_error());
+    for (int t = 0; t < steps; t++)
+        CHECK(ssm_step(m, s, tok + (size_t)t * B, out + (size_t)t * B * V) == 0, "step: %s", ssm_last_error());
+    unsetenv("SSM_DECODE_FUSED");
+    free(last);
+}
+
+/* the same, calling the kernel directly (decode_fused_step): fails the test if the backend declines */
+static void decode_direct(ssm_model *m, ssm_state *s, const int *prefill, int P, const int *tok, int steps,
+                          float *out) {
+    const backend *be = m->be;
+    const int B = s->n_seq, V = m->cfg.vocab_size;
+    float *last = xmalloc(sizeof(float) * B * V);
+    int *tok_d = be->alloc(sizeof(int) * B);
+    float *lg = be->alloc(sizeof(float) * B * V), *work = be->alloc(sizeof(float) * decode_fused_work_floats(m, B));
+    setenv("SSM_DECODE_FUSED", "0", 1);
+    ssm_state_reset(s);
+    if (P) CHECK(ssm_forward(m, s, prefill, P, last, 1) == 0, "prefill: %s", ssm_last_error());
+    unsetenv("SSM_DECODE_FUSED");
+    model_canonicalize(m, s);
+    for (int t = 0; t < steps; t++) {
+        be->upload(tok_d, tok + (size_t)t * B, sizeof(int) * B);
+        EXPECT(decode_fused_step(m, s, tok_d, lg, work) == 0, "the fused kernel declined B %d", B);
+        be->download(out + (size_t)t * B * V, lg, sizeof(float) * B * V);
+    }
+    be->release(tok_d), be->release(lg), be->release(work);
+    free(last);
+}
+
+static double worst_rel(const float *a, const float *b, int steps, int B, int V) {
+    double w = 0;
+    for (int i = 0; i < steps * B; i++) {
+        const double e = test_rel_err(a + (size_t)i * V, b + (size_t)i * V, V);
+        if (e > w) w = e;
+    }
+    return w;
+}
+
+static void random_tokens(int *t, size_t n, uint64_t seed) {
+    rng_t r = {seed};
+    for (size_t i = 0; i < n; i++) t[i] = (int)(rng_next(&r) % 256);
+}
+
+/* the fused step against the GPU's op-by-op step and the CPU's, for one config and batch */
+static void test_against_op_by_op(ssm_config c, int B, int bf16, int steps) {
+    char name[256];
+    snprintf(name, sizeof name, "fused decode = op by op: d_model %d x %d, d_state %d, B %d, %s weights%s", c.d_model,
+             c.n_layer, c.mamba1.d_state, B, bf16 ? "bf16" : "float32", c.mamba1.use_bias ? ", biases" : "");
+    TEST_BEGIN(name);
+    const int P = bf16 ? 0 : 17, V = c.vocab_size; /* (a bf16 prefill is bf16 GEMMs on the GPU, float32 on the CPU) */
+    ssm_model *g = model_on(&c, 11, bf16, "cuda"), *cpu = model_on(&c, 11, bf16, "cpu");
+    ssm_state *sg = ssm_state_new(g, B), *sc = ssm_state_new(cpu, B);
+    int *pre = xmalloc(sizeof(int) * B * P), *tok = xmalloc(sizeof(int) * B * steps);
+    random_tokens(pre, (size_t)B * P, 3), random_tokens(tok, (size_t)B * steps, 4);
+    const size_t n = (size_t)steps * B * V;
+    float *f1 = xmalloc(sizeof(float) * n), *f2 = xmalloc(sizeof(float) * n), *fd = xmalloc(sizeof(float) * n);
+    float *op = xmalloc(sizeof(float) * n), *ref = xmalloc(sizeof(float) * n);
+    decode(g, sg, pre, P, tok, steps, f1, "1");
+    decode(g, sg, pre, P, tok, steps, f2, "1");
+    decode_direct(g, sg, pre, P, tok, steps, fd);
+    decode(g, sg, pre, P, tok, steps, op, "0");
+    decode(cpu, sc, pre, P, tok, steps, ref, "0");
+    EXPECT(!memcmp(f1, f2, sizeof(float) * n), "two fused runs differ");
+    EXPECT(!memcmp(f1, fd, sizeof(float) * n), "ssm_step did not take the fused kernel (or it is not repeatable)");
+    const double e_cpu = worst_rel(f1, ref, steps, B, V), e_op = worst_rel(f1, op, steps, B, V);
+    EXPECT(e_cpu <= 1e-5, "fused logits differ from the CPU's by %.3g", e_cpu);
+    EXPECT(e_op <= (bf16 ? 2e-2 : 1e-5), "fused logits differ from the GPU's op-by-op step by %.3g", e_op);
+    printf("  # %d steps: vs CPU %.3g, vs GPU op by op %.3g\n", steps, e_cpu, e_op);
+    ssm_state_free(sg), ssm_state_free(sc);
+    ssm_model_free(g), ssm_model_free(cpu);
+    free(pre), free(tok), free(f1), free(f2), free(fd), free(op), free(ref);
+    TEST_END();
+}
+
+/* more sequences than the kernel takes: the op-by-op step, bitwise */
+static void test_fallback(void) {
+    TEST_BEGIN("fused decode: a batch of 9 falls back to the op-by-op step");
+    ssm_config c = config_of(64, 2, 16, 0);
+    const int B = 9, P = 5, steps = 4, V = c.vocab_size;
+    ssm_model *g = model_on(&c, 12, 0, "cuda");
+    ssm_state *s = ssm_state_new(g, B);
+    int *pre = xmalloc(sizeof(int) * B * P), *tok = xmalloc(sizeof(int) * B * steps);
+    random_tokens(pre, (size_t)B * P, 5), random_tokens(tok, (size_t)B * steps, 6);
+    const size_t n = (size_t)steps * B * V;
+    float *a = xmalloc(sizeof(float) * n), *b = xmalloc(sizeof(float) * n);
+    decode(g, s, pre, P, tok, steps, a, "1");
+    decode(g, s, pre, P, tok, steps, b, "0");
+    EXPECT(!memcmp(a, b, sizeof(float) * n), "a batch of 9 did not run op by op");
+    ssm_state_free(s), ssm_model_free(g);
+    free(pre), free(tok), free(a), free(b);
+    TEST_END();
+}
+
+/* AdamW changes the weights: the fused step's bf16 copy follows (the CPU model gets the GPU's new weights) */
+static void test_after_training(void) {
+    TEST_BEGIN("fused decode in bf16 follows the weights after AdamW steps");
+    ssm_config c = config_of(64, 2, 16, 0);
+    const int B = 2, P = 0, steps = 6, V = c.vocab_size, rows = 4 * 32;
+    ssm_model *g = model_on(&c, 13, 1, "cuda");
+    ssm_state *s = ssm_state_new(g, B);
+    int *pre = xmalloc(sizeof(int) * B * P), *tok = xmalloc(sizeof(int) * B * steps);
+    random_tokens(pre, (size_t)B * P, 7), random_tokens(tok, (size_t)B * steps, 8);
+    const size_t n = (size_t)steps * B * V;
+    float *before = xmalloc(sizeof(float) * n), *after = xmalloc(sizeof(float) * n), *ref = xmalloc(sizeof(float) * n);
+    decode(g, s, pre, P, tok, steps, before, "1"); /* makes the bf16 copy */
+    ssm_optim_config oc;
+    ssm_optim_config_default(&oc);
+    oc.warmup = 1, oc.steps = 3, oc.lr = 1e-2f;
+    adamw_state opt;
+    adamw_init(&opt, g);
+    int *bt = xmalloc(sizeof(int) * rows), *tg = xmalloc(sizeof(int) * rows);
+    for (int k = 0; k < 3; k++) {
+        random_tokens(bt, rows, 20 + k);
+        for (int i = 0; i < rows; i++) tg[i] = bt[i] % 7 + 'a';
+        model_zero_grad(g);
+        model_train_forward(g, bt, tg, 4, 32);
+        model_train_backward(g, 1.0f);
+        adamw_update(g, &opt, &oc, lr_at(&oc, k));
+    }
+    adamw_free(&opt);
+    decode(g, s, pre, P, tok, steps, after, "1");
+    model_sync_host(g);
+    ssm_model *cpu = ssm_model_new(&c, 13);
+    memcpy(cpu->w, g->w, sizeof(float) * g->layout.total);
+    ssm_model_use_bf16(cpu); /* its bf16 decode copy, of the trained weights */
+    ssm_state *sc = ssm_state_new(cpu, B);
+    decode(cpu, sc, pre, P, tok, steps, ref, "0");
+    const double e = worst_rel(after, ref, steps, B, V), moved = worst_rel(before, ref, steps, B, V);
+    EXPECT(e <= 1e-5, "after training, fused logits differ from the CPU's by %.3g", e);
+    EXPECT(moved > 1e-3, "training did not change the logits (%.3g): the check cannot fail", moved);
+    printf("  # after 3 AdamW steps: vs CPU %.3g (before them: %.3g)\n", e, moved);
+    ssm_state_free(s), ssm_state_free(sc);
+    ssm_model_free(g), ssm_model_free(cpu);
+    free(pre), free(tok), free(before), free(after), free(ref), free(bt), free(tg);
+    TEST_END();
+}
+
+int main(void) {
+    const char *why = "";
+    if (!cuda_device_available(&why)) {
+        printf("skip - CUDA fused decode: %s\n", why);
+        return 0;
+    }
+    for (int bf16 = 0; bf16 <= 1; bf16++) {
+        test_against_op_by_op(config_of(64, 3, 16, 1), 1, bf16, 24);
+        test_against_op_by_op(config_of(64, 3, 16, 0), 3, bf16, 16);
+        test_against_op_by_op(config_of(64, 2, 12, 1), 8, bf16, 12);
+    }
+    test_against_op_by_op(config_of(768, 2, 16, 0), 1, 1, 8);
+    test_against_op_by_op(config_of(768, 2, 16, 0), 2, 0, 6);
+    test_fallback();
+    test_after_training();
+    return test_failures ? 1 : 0;
+}
