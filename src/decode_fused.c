@@ -22,47 +22,96 @@ size_t decode_fused_work_floats(const ssm_model *m, int B) {
             15) & ~(size_t)15;
 }
 
-/* The bf16 copy of the device parameters that a bf16 model's fused step reads (the CPU has its own, m->dec; the
- * op-by-op CUDA step reads float32 weights in decode-sized products), made on first use and again after the weights
- * change (w_version). */
-static const uint16_t *device_weights16(const ssm_model *m) {
+/* The layout item holding element offset off (offsets grow in declaration order). */
+static int item_at(const param_layout *L, size_t off) {
+    int lo = 0, hi = L->n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (L->items[mid].offset <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Rows of all 2-D parameters: the length of an int8 copy's scales. */
+static size_t scale_rows(const param_layout *L) {
+    size_t rows = 0;
+    for (int i = 0; i < L->n; i++) rows += L->items[i].ndim == 2 ? (size_t)L->items[i].shape[0] : 0;
+    return rows;
+}
+
+/* The copy of the weights a fused step reads its matrices from: on the CPU the host's (m->dec); on a device
+ * m->dec_dev, made on first use and again after the weights change (w_version): bf16 converted there from wb, int8
+ * uploaded from the host's int8 copy. dt MAT_F32: the float32 weights themselves. */
+static const decode_weights *decode_copy(const ssm_model *m) {
+    const mat_dtype dt = m->int8 ? MAT_I8 : m->bf16 ? MAT_BF16 : MAT_F32;
+    if (dt == MAT_F32) return NULL;
+    if (backend_is_host(m->be)) return m->dec.dt == dt ? &m->dec : NULL;
     ssm_model *mm = (ssm_model *)m; /* a cache of m's weights, as model_sync_host's mirror is */
-    if (!mm->wb16) mm->wb16 = m->be->alloc(sizeof(uint16_t) * m->layout.total);
-    if (!mm->wb16_valid || mm->wb16_version != m->w_version) {
-        for (int i = 0; i < m->layout.n; i++) {
-            const param_info *p = &m->layout.items[i];
-            m->be->convert_rows(mat_bf16(mm->wb16 + p->offset, (int)p->numel),
+    decode_weights *q = &mm->dec_dev;
+    const param_layout *L = &m->layout;
+    if (q->dt == dt && mm->dec_dev_version == m->w_version) return q;
+    if (q->dt != dt) {
+        m->be->release(q->data), m->be->release(q->scale);
+        memset(q, 0, sizeof *q);
+        q->data = m->be->alloc(mat_elem_bytes(dt) * L->total);
+        if (dt == MAT_I8) q->scale = m->be->alloc(sizeof(float) * (scale_rows(L) + 1));
+    }
+    if (dt == MAT_BF16) {
+        for (int i = 0; i < L->n; i++) {
+            const param_info *p = &L->items[i];
+            m->be->convert_rows(mat_bf16((uint16_t *)q->data + p->offset, (int)p->numel),
                                 mat_f32(m->wb + p->offset, (int)p->numel), 1, (int)p->numel);
         }
-        mm->wb16_valid = 1, mm->wb16_version = m->w_version;
+    } else { /* int8: quantized on the host (the CPU's int8 copy, the same bits), then uploaded */
+        if (m->dec.dt != MAT_I8 || m->dec_version != m->w_version) {
+            model_sync_host(m);
+            model_make_decode_weights(mm, MAT_I8);
+        }
+        m->be->upload(q->data, m->dec.data, L->total);
+        m->be->upload(q->scale, m->dec.scale, sizeof(float) * (scale_rows(L) + 1));
+        q->row_at = m->dec.row_at;
     }
-    return mm->wb16;
+    q->dt = dt, q->layout = L;
+    mm->dec_dev_version = m->w_version;
+    return q;
+}
+
+/* A float32 matrix of m->wb as the decode copy holds it: the same element offset, and its row scales (int8) */
+static const void *matrix_in(const ssm_model *m, const decode_weights *q, const void *w, const float **scale) {
+    const size_t off = (size_t)((const float *)w - m->wb);
+    *scale = NULL;
+    if (!q) return w;
+    if (q->dt == MAT_BF16) return (const uint16_t *)q->data + off;
+    *scale = q->scale + q->row_at[item_at(&m->layout, off)];
+    return (const int8_t *)q->data + off;
 }
 
 void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work, m1_decode_args *a,
                        m1_decode_layer *layers) {
     const ssm_config *c = &m->cfg;
     const param_info *P = m->layout.items;
-    const uint16_t *w16 = NULL;
-    if (m->bf16) w16 = backend_is_host(m->be) ? (const uint16_t *)m->dec.data : device_weights16(m);
-    if (backend_is_host(m->be) && m->dec.dt != MAT_BF16) w16 = NULL; /* (int8 decode weights: not the kernel's) */
+    const decode_weights *q = decode_copy(m);
     memset(a, 0, sizeof *a);
     a->B = s->n_seq, a->D = c->d_model, a->E = c->mamba1.expand * c->d_model, a->N = c->mamba1.d_state;
     a->R = c->mamba1.dt_rank, a->K = c->mamba1.d_conv, a->V = c->vocab_size, a->n_layer = c->n_layer;
     a->eps = c->norm_eps;
-    a->wdt = w16 ? MAT_BF16 : MAT_F32;
+    a->wdt = q ? q->dt : MAT_F32;
     a->tokens = tok;
     a->emb = m->wb + P[m->emb].offset;
     a->norm_f = m->wb + P[m->norm_f].offset;
-    a->head = w16 ? (const void *)(w16 + P[m->head].offset) : (const void *)(m->wb + P[m->head].offset);
+    a->head = matrix_in(m, q, m->wb + P[m->head].offset, &a->head_s);
     a->layers = layers;
     a->logits = lg;
     a->work = work;
     for (int l = 0; l < c->n_layer; l++) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
-        mamba1_decode_layer(&ctx, w16, s->data + s->layer_off[l], s->n_seq, &layers[l]);
-        layers[l].norm_w = m->wb + P[m->layers[l].norm].offset;
+        m1_decode_layer *L = &layers[l];
+        mamba1_decode_layer(&ctx, s->data + s->layer_off[l], s->n_seq, L);
+        L->in_proj = matrix_in(m, q, L->in_proj, &L->in_s), L->x_proj = matrix_in(m, q, L->x_proj, &L->x_s);
+        L->dt_w = matrix_in(m, q, L->dt_w, &L->dt_s), L->out_proj = matrix_in(m, q, L->out_proj, &L->out_s);
+        L->norm_w = m->wb + P[m->layers[l].norm].offset;
     }
 }
 

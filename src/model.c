@@ -8,7 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-static void decode_weights_make(ssm_model *m, mat_dtype dt);
+
 static void decode_weights_free(decode_weights *q);
 
 void ssm_config_default(ssm_config *c) {
@@ -206,8 +206,9 @@ static void model_release_backend(ssm_model *m) {
     m->be->release(m->dw);
     m->dw = NULL;
     if (m->wb != m->w) m->be->release(m->wb);
-    m->be->release(m->wb16);
-    m->wb16 = NULL, m->wb16_valid = 0;
+    m->be->release(m->dec_dev.data);
+    m->be->release(m->dec_dev.scale);
+    memset(&m->dec_dev, 0, sizeof m->dec_dev);
     if (m->ctx) m->be->ctx_free(m->ctx); /* last: the releases above are counted in it */
     m->ctx = NULL, m->device = 0;
     m->be = &backend_cpu;
@@ -236,6 +237,19 @@ void model_sync_host(const ssm_model *m) {
     ((ssm_model *)m)->host_stale = 0; /* the mirror is a cache: refreshing it does not change the model */
 }
 
+/* int8 decode weights on a device: there only the fused Mamba-1 decode step reads them (decode_fused.c) */
+static int int8_device_check(const ssm_model *m, const backend *be) {
+    if (!be->decode_mamba1)
+        return ssm_error("int8 decode weights: the %s backend has no int8 decode; drop --int8, or use --device cpu",
+                         be->name);
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (m->layers[l].kind != &mixer_mamba1)
+            return ssm_error("int8 decode weights on %s run in the fused Mamba-1 decode step, for models of Mamba-1 "
+                             "layers only (layer %d is %s): drop --int8, or use --device cpu",
+                             be->name, l, m->layers[l].kind->name);
+    return 0;
+}
+
 int ssm_model_set_device(ssm_model *m, const char *device) {
     int index = 0;
     const backend *be = backend_by_name(device, &index);
@@ -245,14 +259,13 @@ int ssm_model_set_device(ssm_model *m, const char *device) {
         m->be = be;
         return 0;
     }
-    if (m->int8 && !backend_is_host(be))
-        return ssm_error("int8 decode weights run on the CPU only (for now): drop --int8, or use --device cpu");
+    if (m->int8 && !backend_is_host(be) && int8_device_check(m, be)) return -1;
     for (int l = 0; l < m->cfg.n_layer; l++) /* the backend's limits, asked by each mixer for its sizes */
         if (m->layers[l].kind->check && m->layers[l].kind->check(&m->cfg, be)) return -1;
     model_release_backend(m);
     m->w_version++; /* the weights now live elsewhere: states made before must not be reused, but be safe */
     if (backend_is_host(be) && (m->bf16 || m->int8)) /* the CPU's forms: decode weights from the current ones */
-        decode_weights_make(m, m->int8 ? MAT_I8 : MAT_BF16);
+        model_make_decode_weights(m, m->int8 ? MAT_I8 : MAT_BF16);
     if (!backend_is_host(be)) {
         m->be = be, m->device = index;
         m->ctx = be->ctx_new ? be->ctx_new(index) : NULL;
@@ -284,9 +297,10 @@ const decode_weights *model_decode_weights(const ssm_model *m) {
 
 /* The decode copy of the host parameters in dt: bf16 of the whole buffer, or int8 of every 2-D parameter with a
  * scale per row. */
-static void decode_weights_make(ssm_model *m, mat_dtype dt) {
+void model_make_decode_weights(ssm_model *m, mat_dtype dt) {
     decode_weights *q = &m->dec;
     decode_weights_free(q);
+    m->dec_version = m->w_version;
     const param_layout *L = &m->layout;
     q->dt = dt, q->layout = L;
     if (dt == MAT_BF16) {
@@ -312,15 +326,14 @@ void ssm_model_use_bf16(ssm_model *m) {
     m->be = m->be->bf16;
     if (!backend_is_host(m->be)) return;
     model_sync_host(m);
-    decode_weights_make(m, MAT_BF16);
+    model_make_decode_weights(m, MAT_BF16);
 }
 
 int ssm_model_use_int8(ssm_model *m) {
-    if (!backend_is_host(m->be))
-        return ssm_error("int8 decode weights run on the CPU only (for now): use --device cpu, or --bf16 on %s",
-                         m->be->name);
+    if (!backend_is_host(m->be) && int8_device_check(m, m->be)) return -1;
     m->int8 = 1;
-    decode_weights_make(m, MAT_I8);
+    model_sync_host(m);
+    model_make_decode_weights(m, MAT_I8);
     return 0;
 }
 
@@ -674,6 +687,10 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
             return 0;
         }
     }
+    if (T == 1 && m->int8 && !backend_is_host(be)) /* the op-by-op step would read float32 weights: say so */
+        return ssm_error("int8 decode on %s runs in the fused Mamba-1 step, which takes 1 to 8 sequences (this state "
+                         "has %d; SSM_DECODE_FUSED=0 also turns it off): decode fewer at a time, or drop --int8",
+                         be->name, B);
     const size_t act = forward_act_floats(m, B, T);
     float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);
     float *lg = logit_floats ? x + 3 * rows * D + act + rows : logits;

@@ -48,14 +48,17 @@ struct ssm_model {
     float *wb;           /* [layout.total] the parameters the backend computes with: w itself on the CPU */
     float *dw;           /* [layout.total] gradients, backend memory (training only) */
     float grad_coef;     /* grad_clip's scale for the next adamw_update, or 0: none */
-    decode_weights dec;  /* the CPU's bf16 or int8 decode copy (dec.dt MAT_F32: none) */
+    decode_weights dec;  /* the CPU's bf16 or int8 decode copy (dec.dt MAT_F32: none), of the weights of version
+                          * dec_version */
+    uint64_t dec_version;
     int host_stale;      /* wb changed on the device since w was last refreshed */
     int bf16;            /* ssm_model_use_bf16 was called: bf16 decode weights (CPU), bf16 GEMMs (CUDA) */
-    int int8;            /* ssm_model_use_int8 was called: int8 decode weights (CPU) */
-    uint16_t *wb16;      /* [layout.total] a bf16 copy of wb on a device, for the fused decode step (decode_fused.c),
-                          * or NULL; current while wb16_valid and wb16_version == w_version */
-    int wb16_valid;
-    uint64_t wb16_version;
+    int int8;            /* ssm_model_use_int8 was called: int8 decode weights (the CPU's GEMMs; on a GPU the fused
+                          * Mamba-1 decode step) */
+    decode_weights dec_dev; /* on a device, the fused decode step's bf16 or int8 copy of wb (decode_fused.c): data
+                          * and scale in device memory, row_at the host's (dec's); dt MAT_F32: none. Current while
+                          * dec_dev_version == w_version */
+    uint64_t dec_dev_version;
     uint64_t w_version;  /* bumped whenever wb changes through the library (optimizer steps, device moves):
                           * states recompute their cached canonical tensors when it moves */
     model_layer *layers; /* [n_layer] */
@@ -116,6 +119,8 @@ void model_bind(const ssm_model *m);
 int model_state_grows(const ssm_model *m);
 /* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
 void model_sync_host(const ssm_model *m);
+/* Makes m->dec, the host's decode copy of m->w in dt (MAT_BF16 or MAT_I8). */
+void model_make_decode_weights(ssm_model *m, mat_dtype dt);
 /* The CPU's decode copy of the weights when the model computes on the CPU and has one, else NULL. */
 const decode_weights *model_decode_weights(const ssm_model *m);
 /* Brings the state's canonical tensors (mixer_kind.canonicalize) up to date with the model's weights. */
@@ -129,7 +134,8 @@ int decode_fused_ready(const ssm_model *m);
 size_t decode_fused_work_floats(const ssm_model *m, int B);
 /* The kernel's arguments for one step of s: tokens tok [n_seq] and logits lg [n_seq, V] in the backend's memory,
  * work of decode_fused_work_floats, the layers into layers [n_layer] (host). The state's canonical tensors must be
- * current (model_canonicalize). Matrices in bf16 when the model is (m->bf16), else float32. */
+ * current (model_canonicalize). Matrices in int8 when the model is (m->int8), bf16 when it is m->bf16, else
+ * float32. */
 void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work, m1_decode_args *a,
                        m1_decode_layer *layers);
 /* One fused step: 0 when the backend ran it, -1 when it declined these sizes (nothing ran). */

@@ -249,8 +249,8 @@ else
     fail "eval --int8: $(cat "$dir/out")"
 fi
 expect_error "--int8 with --bf16" "choose one" "$SSM" generate --model "$model" -n 4 --int8 --bf16
-expect_error "--int8 on cuda" "--int8 decode weights run on the CPU only" \
-    "$SSM" generate --model "$model" -n 4 --int8 --device cuda
+expect_error "eval --int8 on cuda" "eval --int8 scores on the CPU" \
+    "$SSM" eval --model "$model" --data "$dir/text.txt" --int8 --device cuda
 expect_error "bench --int8 asks for --what decode" "add --what decode" "$SSM" bench --int8
 
 # --- devices ---

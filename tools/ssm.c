@@ -206,7 +206,6 @@ static ssm_model *load_on_device_or_die(const char *dir, const char *device, int
     ssm_model *m = load_or_die(dir);
     if (bf16 && int8) die("--bf16 and --int8 are two forms of the decode weights: choose one");
     if (bf16) ssm_model_use_bf16(m);
-    if (int8 && strcmp(device, "cpu")) die("--int8 decode weights run on the CPU only (for now): use --device cpu");
     if (int8 && ssm_model_use_int8(m)) die("%s", ssm_last_error());
     if (ssm_model_set_device(m, device)) die("%s", ssm_last_error());
     return m;
@@ -220,7 +219,9 @@ static ssm_model *load_on_device_or_die(const char *dir, const char *device, int
     "make this fraction (in [0, 1)) of the stream filler bytes at random positions; loss and bits per byte count "   \
     "real bytes alone (bits per real byte)"
 #define BF16_HELP "bf16: weights for decode on cpu, tensor-core GEMMs on cuda (about 1e-2 from float32)"
-#define INT8_HELP "int8 weights with a scale per row for decode on cpu: a quarter of float32's bytes per step"
+#define INT8_HELP                                                                                                     \
+    "int8 weights with a scale per row for decode: a quarter of float32's bytes per step (cpu; cuda: Mamba-1 models, " \
+    "decoding up to 8 sequences)"
 
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
 static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {
@@ -537,6 +538,8 @@ static int cmd_eval(int argc, char **argv) {
     set_threads(threads);
     if (task && ssm_task_check(task, NULL)) die("%s", ssm_last_error());
     /* the CPU's decode weights serve decode-sized batches: chunks of at most 16 tokens are scored with them */
+    if (int8 && strcmp(device, "cpu"))
+        die("eval --int8 scores on the CPU (a GPU reads int8 weights in decode steps alone): add --device cpu");
     if ((int8 || (bf16 && !strcmp(device, "cpu"))) && chunk > 16) chunk = 16;
     ssm_model *m = load_on_device_or_die(model, device, bf16, int8);
     if (task) {

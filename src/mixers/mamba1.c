@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef struct {
     float *in_proj;  /* [2E, D]   in_proj.weight */
@@ -303,17 +304,14 @@ static void mamba1_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->matmul_bwd(du, 0.0f, gr.in_proj, dxz, u, v.in_proj, rows, 2 * d.E, d.D);
 }
 
-/* This layer's part of a fused decode step (m1_decode_args): its tensors in ctx->w, the matrices read from w16 (a bf16
- * copy of the whole parameter buffer at the same offsets) when not NULL, A from ctx->canon, and its state for B
- * sequences (conv state, then scan state, as mamba1_forward lays them out). */
-void mamba1_decode_layer(const mixer_ctx *ctx, const uint16_t *w16, float *state, int B, m1_decode_layer *L) {
+/* This layer's part of a fused decode step (m1_decode_args): its tensors in ctx->w (the matrices float32 too: the
+ * caller points them at its decode copy), A from ctx->canon, and its state for B sequences (conv state, then scan
+ * state, as mamba1_forward lays them out). */
+void mamba1_decode_layer(const mixer_ctx *ctx, float *state, int B, m1_decode_layer *L) {
     const mamba1_dims d = dims_of(ctx->cfg);
     const mamba1_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
-    const float *w = ctx->w;
-#define MAMBA1_MATRIX(p) (w16 ? (const void *)(w16 + ((p) - w)) : (const void *)(p))
-    L->in_proj = MAMBA1_MATRIX(v.in_proj), L->x_proj = MAMBA1_MATRIX(v.x_proj);
-    L->dt_w = MAMBA1_MATRIX(v.dt_w), L->out_proj = MAMBA1_MATRIX(v.out_proj);
-#undef MAMBA1_MATRIX
+    memset(L, 0, sizeof *L);
+    L->in_proj = v.in_proj, L->x_proj = v.x_proj, L->dt_w = v.dt_w, L->out_proj = v.out_proj;
     L->in_b = v.in_b, L->conv_b = v.conv_b, L->out_b = v.out_b;
     L->conv_w = v.conv_w, L->dt_b = v.dt_b, L->At = ctx->canon, L->Dv = v.D;
     L->conv_state = state, L->scan_state = state + (size_t)B * d.E * (d.K - 1);

@@ -143,11 +143,13 @@ typedef struct {
 /* The reference is the op-by-op decode step of model.c: per layer x += out; u = rmsnorm(x) w; xz = in_proj(u);
  * x_conv = SiLU(conv step); dt_low|B|C = x_proj(x_conv); dt = dt_proj(dt_low); the scan step; out = out_proj(g);
  * after the last layer the final norm and the head. A backend may run it as one kernel (decode is read-bound: the
- * op-by-op step spends more time between kernels than in them). Matrices are of m1_decode_args.wdt; every other
- * tensor float32; all pointers backend memory except layers. */
+ * op-by-op step spends more time between kernels than in them). Matrices are of m1_decode_args.wdt (MAT_I8: int8 with
+ * a float32 scale per row, row r's values scale[r] * w[r, :], as matmul_xwT's); every other tensor float32; all
+ * pointers backend memory except layers. */
 typedef struct {
     const float *norm_w;                            /* [D] the layer's RMSNorm weight */
     const void *in_proj, *x_proj, *dt_w, *out_proj; /* [2E, D], [R + 2N, E], [E, R], [D, E] */
+    const float *in_s, *x_s, *dt_s, *out_s;         /* MAT_I8: their row scales [2E], [R + 2N], [E], [D]; else NULL */
     const float *in_b, *conv_b, *out_b;             /* [2E], [E], [D]: each may be NULL */
     const float *conv_w;                            /* [E, K] */
     const float *dt_b, *At, *Dv;                    /* [E]; [N, E] = -exp(A_log)^T; [E] */
@@ -158,14 +160,16 @@ typedef struct {
 typedef struct {
     int B, D, E, N, R, K, V, n_layer;
     float eps;
-    mat_dtype wdt;                 /* MAT_F32 or MAT_BF16: the matrices' (in_proj, x_proj, dt_w, out_proj, head) */
+    mat_dtype wdt;                 /* the matrices' (in_proj, x_proj, dt_w, out_proj, head): F32, BF16 or I8 */
     const int *tokens;             /* [B] this step's bytes */
     const float *emb;              /* [V, D] */
     const float *norm_f;           /* [D] */
     const void *head;              /* [V, D] of wdt */
+    const float *head_s;           /* MAT_I8: its row scales [V]; else NULL */
     const m1_decode_layer *layers; /* [n_layer], host memory */
     float *logits;                 /* [B, V] out */
     float *work;                   /* [m1_decode_work_floats] scratch */
+    int prefetch;                  /* the backend's: ask for each layer's weights a layer ahead (a hint) */
 } m1_decode_args;
 
 /* Scratch floats of a step: the residual [B, D], the conv output, the gate and the scan output [B, E] each, and

@@ -1,8 +1,8 @@
 /* The fused Mamba-1 decode kernel (src/backend/cuda/decode_mamba1.cu), run by the emulator (emu.h) on the CPU as a
  * cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on the CPU (ssm_step): the same
- * model and bytes, several steps (the states carried), logits compared at every step. float32 and bf16 weights (the
- * CPU's bf16 decode copy on both sides), batches 1 to 5, d_state a power of two or not, with and without biases.
- * Built and run by tests/emu/run.sh. */
+ * model and bytes, several steps (the states carried), logits compared at every step. Weights float32, bf16 (the
+ * CPU's bf16 decode copy on both sides) and int8 with row scales (the CPU's int8 copy); batches 1 to 5; d_state a
+ * power of two or not; with and without biases. Built and run by tests/emu/run.sh. */
 #include "backend/cuda/context.h" /* (C++ names, as context.cu defines them) */
 extern "C" {
 #include "common.h"
@@ -20,7 +20,7 @@ const void *cuda_ctx_table(cuda_ctx *, const void *host, size_t) { return host; 
 static int failures;
 
 struct shape {
-    int d_model, n_layer, d_state, dt_rank, B, bias, conv_bias, bf16, steps;
+    int d_model, n_layer, d_state, dt_rank, B, bias, conv_bias, wt /* 0 float32, 1 bf16, 2 int8 */, steps;
 };
 
 static void run_case(int index, const shape &sh) {
@@ -41,7 +41,11 @@ static void run_case(int index, const shape &sh) {
                 for (size_t k = 0; k < m->layout.items[i].numel; k++)
                     m->w[m->layout.items[i].offset + k] = 0.1f * (2.0f * rng_uniform(&rng) - 1.0f);
     }
-    if (sh.bf16) ssm_model_use_bf16(m);
+    if (sh.wt == 1) ssm_model_use_bf16(m);
+    if (sh.wt == 2 && ssm_model_use_int8(m)) {
+        fprintf(stderr, "use_int8: %s\n", ssm_last_error());
+        exit(2);
+    }
     const int B = sh.B, V = c.vocab_size;
     ssm_state *ref = ssm_state_new(m, B), *fused = ssm_state_new(m, B);
     std::vector<float> lr((size_t)B * V), lf((size_t)B * V), work(decode_fused_work_floats(m, B));
@@ -75,15 +79,17 @@ static void run_case(int index, const shape &sh) {
     printf("ok - emulated fused decode: d_model %d x %d, d_state %d, dt_rank %d, B %d%s%s%s, %d steps (logits within "
            "%.2g)\n",
            sh.d_model, sh.n_layer, sh.d_state, sh.dt_rank, sh.B, sh.bias ? ", biases" : "",
-           sh.conv_bias ? "" : ", no conv bias", sh.bf16 ? ", bf16 weights" : "", sh.steps, worst);
+           sh.conv_bias ? "" : ", no conv bias", sh.wt == 1 ? ", bf16 weights" : sh.wt == 2 ? ", int8 weights" : "", sh.steps,
+           worst);
     ssm_state_free(ref), ssm_state_free(fused);
     ssm_model_free(m);
 }
 
 int main(int argc, char **argv) {
     const shape cases[] = {
-        {64, 2, 16, 4, 1, 0, 1, 0, 6},  {64, 3, 16, 4, 3, 0, 1, 1, 5}, {32, 2, 12, 3, 2, 1, 0, 0, 5},
-        {48, 1, 16, 8, 5, 1, 1, 1, 4},  {40, 2, 32, 5, 1, 0, 1, 0, 4},
+        {64, 2, 16, 4, 1, 0, 1, 0, 6}, {64, 3, 16, 4, 3, 0, 1, 1, 5}, {32, 2, 12, 3, 2, 1, 0, 0, 5},
+        {48, 1, 16, 8, 5, 1, 1, 1, 4}, {40, 2, 32, 5, 1, 0, 1, 0, 4}, {64, 2, 16, 4, 2, 1, 1, 2, 5},
+        {32, 1, 8, 2, 1, 0, 1, 2, 4},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++)

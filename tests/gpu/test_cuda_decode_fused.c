@@ -7,7 +7,9 @@
  * - bf16 weights (ssm_model_use_bf16): within 1e-5 of the CPU's bf16 decode (the same bf16 weights), within 2e-2 of
  *   the GPU's op-by-op step (which reads float32 weights in decode-sized products); after AdamW steps change the
  *   weights, the bf16 copy follows them.
- * - the d_model 768 shape of the benchmark (dt_rank 48, x_proj's 80 rows) in bf16 and float32.
+ * - int8 weights with row scales: within 1e-5 of the CPU's int8 decode; a hybrid model with int8 is refused on the
+ *   GPU, and a step of more than 8 sequences is an error (not float32 weights in silence).
+ * - the d_model 768 shape of the benchmark (dt_rank 48, x_proj's 80 rows) in float32, bf16 and int8.
  * Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "backend/backend.h"
@@ -27,9 +29,11 @@ static ssm_config config_of(int d_model, int n_layer, int d_state, int bias) {
     return c;
 }
 
-static ssm_model *model_on(const ssm_config *c, uint64_t seed, int bf16, const char *device) {
+/* wt: 0 float32, 1 bf16, 2 int8 decode weights */
+static ssm_model *model_on(const ssm_config *c, uint64_t seed, int wt, const char *device) {
     ssm_model *m = ssm_model_new(c, seed);
-    if (bf16) ssm_model_use_bf16(m);
+    if (wt == 1) ssm_model_use_bf16(m);
+    if (wt == 2) CHECK(ssm_model_use_int8(m) == 0, "use_int8: %s", ssm_last_error());
     CHECK(ssm_model_set_device(m, device) == 0, "set_device %s: %s", device, ssm_last_error());
     return m;
 }
@@ -86,13 +90,15 @@ static void random_tokens(int *t, size_t n, uint64_t seed) {
 }
 
 /* the fused step against the GPU's op-by-op step and the CPU's, for one config and batch */
-static void test_against_op_by_op(ssm_config c, int B, int bf16, int steps) {
+static void test_against_op_by_op(ssm_config c, int B, int wt, int steps) {
     char name[256];
+    const int bf16 = wt != 0; /* (int8 too: no prefill; the GPU's op-by-op step then reads float32 weights) */
     snprintf(name, sizeof name, "fused decode = op by op: d_model %d x %d, d_state %d, B %d, %s weights%s", c.d_model,
-             c.n_layer, c.mamba1.d_state, B, bf16 ? "bf16" : "float32", c.mamba1.use_bias ? ", biases" : "");
+             c.n_layer, c.mamba1.d_state, B, wt == 2 ? "int8" : wt ? "bf16" : "float32",
+             c.mamba1.use_bias ? ", biases" : "");
     TEST_BEGIN(name);
     const int P = bf16 ? 0 : 17, V = c.vocab_size; /* (a bf16 prefill is bf16 GEMMs on the GPU, float32 on the CPU) */
-    ssm_model *g = model_on(&c, 11, bf16, "cuda"), *cpu = model_on(&c, 11, bf16, "cpu");
+    ssm_model *g = model_on(&c, 11, wt, "cuda"), *cpu = model_on(&c, 11, wt, "cpu");
     ssm_state *sg = ssm_state_new(g, B), *sc = ssm_state_new(cpu, B);
     int *pre = xmalloc(sizeof(int) * B * P), *tok = xmalloc(sizeof(int) * B * steps);
     random_tokens(pre, (size_t)B * P, 3), random_tokens(tok, (size_t)B * steps, 4);
@@ -102,13 +108,20 @@ static void test_against_op_by_op(ssm_config c, int B, int bf16, int steps) {
     decode(g, sg, pre, P, tok, steps, f1, "1");
     decode(g, sg, pre, P, tok, steps, f2, "1");
     decode_direct(g, sg, pre, P, tok, steps, fd);
-    decode(g, sg, pre, P, tok, steps, op, "0");
+    if (wt == 2) { /* int8 on the GPU is the fused step alone: compare with the float32 weights' op-by-op step */
+        g->int8 = 0;
+        decode(g, sg, pre, P, tok, steps, op, "0");
+        g->int8 = 1;
+    } else {
+        decode(g, sg, pre, P, tok, steps, op, "0");
+    }
     decode(cpu, sc, pre, P, tok, steps, ref, "0");
     EXPECT(!memcmp(f1, f2, sizeof(float) * n), "two fused runs differ");
     EXPECT(!memcmp(f1, fd, sizeof(float) * n), "ssm_step did not take the fused kernel (or it is not repeatable)");
     const double e_cpu = worst_rel(f1, ref, steps, B, V), e_op = worst_rel(f1, op, steps, B, V);
     EXPECT(e_cpu <= 1e-5, "fused logits differ from the CPU's by %.3g", e_cpu);
-    EXPECT(e_op <= (bf16 ? 2e-2 : 1e-5), "fused logits differ from the GPU's op-by-op step by %.3g", e_op);
+    EXPECT(e_op <= (wt == 2 ? 5e-2 : bf16 ? 2e-2 : 1e-5), "fused logits differ from the GPU's op-by-op step by %.3g",
+           e_op);
     printf("  # %d steps: vs CPU %.3g, vs GPU op by op %.3g\n", steps, e_cpu, e_op);
     ssm_state_free(sg), ssm_state_free(sc);
     ssm_model_free(g), ssm_model_free(cpu);
@@ -179,6 +192,28 @@ static void test_after_training(void) {
     TEST_END();
 }
 
+/* int8 on the GPU: a model with other layers is refused when it moves there, more than 8 sequences at the step */
+static void test_int8_limits(void) {
+    TEST_BEGIN("int8 decode on the GPU: Mamba-1 models only, at most 8 sequences, one-line errors");
+    ssm_config c = config_of(64, 2, 16, 0);
+    strcpy(c.layer_pattern, "ma");
+    c.attention.n_heads = 4, c.attention.head_dim = 16;
+    ssm_model *h = ssm_model_new(&c, 3);
+    EXPECT(ssm_model_use_int8(h) == 0, "use_int8 on the CPU: %s", ssm_last_error());
+    EXPECT(ssm_model_set_device(h, "cuda") != 0 && strstr(ssm_last_error(), "Mamba-1 layers only"),
+           "a hybrid with int8 moved to the GPU (%s)", ssm_last_error());
+    ssm_model_free(h);
+    ssm_config p = config_of(64, 2, 16, 0);
+    ssm_model *m = model_on(&p, 4, 2, "cuda");
+    ssm_state *s = ssm_state_new(m, 9);
+    int tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    float *lg = xmalloc(sizeof(float) * 9 * p.vocab_size);
+    EXPECT(ssm_step(m, s, tok, lg) != 0 && strstr(ssm_last_error(), "takes 1 to 8 sequences"),
+           "int8 step of 9 sequences: %s", ssm_last_error());
+    ssm_state_free(s), ssm_model_free(m), free(lg);
+    TEST_END();
+}
+
 int main(void) {
     const char *why = "";
     if (!cuda_device_available(&why)) {
@@ -192,7 +227,11 @@ int main(void) {
     }
     test_against_op_by_op(config_of(768, 2, 16, 0), 1, 1, 8);
     test_against_op_by_op(config_of(768, 2, 16, 0), 2, 0, 6);
+    test_against_op_by_op(config_of(64, 3, 16, 1), 1, 2, 12);
+    test_against_op_by_op(config_of(64, 2, 16, 0), 3, 2, 8);
+    test_against_op_by_op(config_of(768, 2, 16, 0), 1, 2, 6);
     test_fallback();
+    test_int8_limits();
     test_after_training();
     return test_failures ? 1 : 0;
 }

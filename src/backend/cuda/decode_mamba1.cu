@@ -17,6 +17,9 @@
 //   D out_proj: every block stages g in shared memory; a warp per row r: x_r += out_proj[r] . g (+ bias): the
 //               residual add that op by op the next layer's norm does                                    | sync
 //   head:       every block normalizes x (norm_f); a warp per row v: logits_v = head[v] . u.
+// Each layer's matrices are asked into L2 (prefetch) as the previous layer starts, so that they stream from memory
+// while the grid waits at barriers and its reads hit L2 (m1_decode_args.prefetch; SSM_DECODE_PREFETCH=0: off).
+// Weights float32, bf16, or int8 with a scale per row (the sums scaled once, as matmul_xwT's int8 form).
 // The B <= 8 sequences share each weight read (a warp keeps NB sums, NB = B rounded up to a power of two). Every sum
 // has a fixed order (the same bits on every run and any grid); rows are dealt to warps or blocks in turn, so the
 // grid's size sets the speed only. The elementwise functions are the accurate ones of the CPU (expf, log1pf), not the
@@ -40,9 +43,35 @@
 // A weight as a float: float32, or bf16 (stored as its 16 bits: the upper half of the float's)
 __device__ __forceinline__ static float wload(const float *w, size_t i) { return w[i]; }
 __device__ __forceinline__ static float wload(const uint16_t *w, size_t i) { return __uint_as_float((uint32_t)w[i] << 16); }
+__device__ __forceinline__ static float wload(const int8_t *w, size_t i) { return (float)w[i]; }
+// a row's scale: int8 weights' (their dot products are scaled once, as matmul_xwT's), 1 for the others
+__device__ __forceinline__ static float row_scale(const float *s, int r) { return s ? s[r] : 1.0f; }
 
-// w[0..7] as floats: one 16-byte read of bf16, two of float32 (rows of a multiple of 8 values at offsets that are
-// multiples of 16 values: params.c aligns every tensor so)
+// Asks for the 128-byte line at p in L2 (a hint: no result, no fault; nothing in the emulator)
+__device__ __forceinline__ static void prefetch_l2(const void *p) {
+#ifdef __CUDA_ARCH__
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
+// The lines of [p, p + bytes) into L2, spread over the grid's threads
+__device__ __forceinline__ static void prefetch_range(const void *p, size_t bytes, size_t gthread, size_t nthreads) {
+    for (size_t o = gthread * 128; o < bytes; o += nthreads * 128) prefetch_l2((const char *)p + o);
+}
+
+// A layer's matrices into L2: a layer ahead of their reads, they stream from memory while the grid waits at barriers
+template <typename W>
+__device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, const m1_decode_args &a, size_t gthread,
+                                                      size_t nthreads) {
+    const size_t D = a.D, E = a.E, P = a.R + 2 * a.N;
+    prefetch_range(L.in_proj, sizeof(W) * 2 * E * D, gthread, nthreads);
+    prefetch_range(L.x_proj, sizeof(W) * P * E, gthread, nthreads);
+    prefetch_range(L.dt_w, sizeof(W) * E * a.R, gthread, nthreads);
+    prefetch_range(L.out_proj, sizeof(W) * D * E, gthread, nthreads);
+}
+
+// w[0..7] as floats: one 8-byte read of int8, 16-byte of bf16, two 16-byte of float32 (rows of a multiple of 8
+// values at offsets that are multiples of 16 values: params.c aligns every tensor so)
 __device__ __forceinline__ static void load8(float (&v)[8], const float *w) {
     const float4 a = reinterpret_cast<const float4 *>(w)[0], b = reinterpret_cast<const float4 *>(w)[1];
     v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
@@ -55,6 +84,12 @@ __device__ __forceinline__ static void load8(float (&v)[8], const uint16_t *w) {
 }
 
 // acc[b] += w[0..7] . x[b * ldx + 0..7] for b < B (x 16-byte aligned: shared or global memory)
+__device__ __forceinline__ static void load8(float (&v)[8], const int8_t *w) {
+    const uint2 q = *reinterpret_cast<const uint2 *>(w);
+#pragma unroll
+    for (int i = 0; i < 4; i++) v[i] = (float)(int8_t)(q.x >> (8 * i)), v[4 + i] = (float)(int8_t)(q.y >> (8 * i));
+}
+
 template <int NB>
 __device__ __forceinline__ static void fma8(float (&acc)[NB], const float (&v)[8], const float *x, int ldx, int B) {
 #pragma unroll
@@ -132,10 +167,13 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
     int NP = 1;
     while (NP < N) NP <<= 1;
 
+    if (a.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
     for (size_t i = gthread; i < (size_t)B * D; i += nthreads) x[i] = a.emb[(size_t)a.tokens[i / D] * D + i % D];
     grid_sync();
     for (int l = 0; l < a.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
+        if (a.prefetch && l + 1 < a.n_layer) prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
+        if (a.prefetch && l + 1 == a.n_layer) prefetch_range(a.head, sizeof(W) * a.V * D, gthread, nthreads);
         // A: u = rmsnorm(x) w; xz = in_proj(u) (+ bias); the x half through the conv step and SiLU
         block_rmsnorm(sh, x, L.norm_w, B, D, a.eps);
         for (int r = gwarp; r < 2 * E; r += nwarps) {
@@ -143,7 +181,7 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
             warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
             if (lane < B) {
                 const int b = lane;
-                const float v = pick(acc, b) + (L.in_b ? L.in_b[r] : 0.0f);
+                const float v = pick(acc, b) * row_scale(L.in_s, r) + (L.in_b ? L.in_b[r] : 0.0f);
                 if (r >= E) {
                     z[(size_t)b * E + (r - E)] = v;
                 } else { // conv1d_silu_step's order: bias, the K-1 past inputs, this one
@@ -178,7 +216,7 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
             if ((int)threadIdx.x < B) {
                 float s = 0.0f;
                 for (int w = 0; w < DEC_WARPS; w++) s += red[w * NB + threadIdx.x];
-                dbc[(size_t)threadIdx.x * P + p] = s;
+                dbc[(size_t)threadIdx.x * P + p] = s * row_scale(L.x_s, p);
             }
             __syncthreads();
         }
@@ -195,7 +233,7 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
             if (live)
                 for (int r = n; r < R; r += NP) s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
             for (int off = NP / 2; off > 0; off >>= 1) s += __shfl_xor_sync(DEC_FULL, s, off);
-            const float dt = softplus_ref(s + (live ? L.dt_b[e] : 0.0f)), xv = live ? xs[i] : 0.0f;
+            const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + L.dt_b[e] : 0.0f), xv = live ? xs[i] : 0.0f;
             float c = 0.0f;
             if (live && n < N) {
                 float *hp = L.scan_state + i * N + n;
@@ -216,7 +254,7 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
         for (int r = gwarp; r < D; r += nwarps) {
             float acc[NB];
             warp_dot<NB>(acc, (const W *)L.out_proj + (size_t)r * E, sh, E, E, B);
-            if (lane < B) x[(size_t)lane * D + r] += pick(acc, lane) + (L.out_b ? L.out_b[r] : 0.0f);
+            if (lane < B) x[(size_t)lane * D + r] += pick(acc, lane) * row_scale(L.out_s, r) + (L.out_b ? L.out_b[r] : 0.0f);
         }
         grid_sync();
     }
@@ -224,7 +262,7 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
     for (int v = gwarp; v < a.V; v += nwarps) {
         float acc[NB];
         warp_dot<NB>(acc, (const W *)a.head + (size_t)v * D, sh, D, D, B);
-        if (lane < B) a.logits[(size_t)lane * a.V + v] = pick(acc, lane);
+        if (lane < B) a.logits[(size_t)lane * a.V + v] = pick(acc, lane) * row_scale(a.head_s, v);
     }
 }
 
@@ -255,9 +293,21 @@ template <int NB, typename W> static void launch(const m1_decode_args *a, const 
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" int decode_mamba1_cuda(const m1_decode_args *a) {
+// the kernel for B sequences: NB = B rounded up to a power of two
+template <typename W> static void launch_b(const m1_decode_args *a, const m1_decode_layer *layers, size_t smem) {
+    if (a->B == 1) launch<1, W>(a, layers, smem);
+    else if (a->B == 2) launch<2, W>(a, layers, smem);
+    else if (a->B <= 4) launch<4, W>(a, layers, smem);
+    else launch<8, W>(a, layers, smem);
+}
+
+extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
+    m1_decode_args a_ = *args;
+    const char *pf = getenv("SSM_DECODE_PREFETCH");
+    a_.prefetch = !(pf && strcmp(pf, "0") == 0);
+    const m1_decode_args *a = &a_;
     if (a->B < 1 || a->B > DEC_MAX_B || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 ||
-        a->D % 8 || a->E % 8 || (a->wdt != MAT_F32 && a->wdt != MAT_BF16))
+        a->D % 8 || a->E % 8)
         return -1;
     cuda_ctx *c = cuda_ctx_now();
     int coop = 0, smem_max = 0;
@@ -267,10 +317,8 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *a) {
     if (!coop || smem > (size_t)smem_max) return -1;
     const m1_decode_layer *layers =
         (const m1_decode_layer *)cuda_ctx_table(c, a->layers, sizeof(m1_decode_layer) * a->n_layer);
-    const bool bf = a->wdt == MAT_BF16;
-    if (a->B == 1) bf ? launch<1, uint16_t>(a, layers, smem) : launch<1, float>(a, layers, smem);
-    else if (a->B == 2) bf ? launch<2, uint16_t>(a, layers, smem) : launch<2, float>(a, layers, smem);
-    else if (a->B <= 4) bf ? launch<4, uint16_t>(a, layers, smem) : launch<4, float>(a, layers, smem);
-    else bf ? launch<8, uint16_t>(a, layers, smem) : launch<8, float>(a, layers, smem);
+    if (a->wdt == MAT_BF16) launch_b<uint16_t>(a, layers, smem);
+    else if (a->wdt == MAT_I8) launch_b<int8_t>(a, layers, smem);
+    else launch_b<float>(a, layers, smem);
     return 0;
 }
