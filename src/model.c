@@ -688,8 +688,9 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
         }
     }
     if (T == 1 && m->int8 && !backend_is_host(be)) /* the op-by-op step would read float32 weights: say so */
-        return ssm_error("int8 decode on %s runs in the fused Mamba-1 step, which takes 1 to 8 sequences (this state "
-                         "has %d; SSM_DECODE_FUSED=0 also turns it off): decode fewer at a time, or drop --int8",
+        return ssm_error("int8 decode on %s runs in the fused Mamba-1 step, which takes 1 to 64 sequences (beyond 8, "
+                         "d_model a multiple of 16; this state has %d; SSM_DECODE_FUSED=0 turns it off): decode fewer "
+                         "at a time, or drop --int8",
                          be->name, B);
     const size_t act = forward_act_floats(m, B, T);
     float *x = state_work(s, 3 * rows * D + act + rows + logit_floats);

@@ -49,8 +49,9 @@ int cuda_backend_check(int device);
 void *cuda_ctx_new(int device);
 void cuda_ctx_free(void *ctx);
 void cuda_ctx_bind(void *ctx);
-/* backend.h's decode_mamba1: one cooperative kernel (decode_mamba1.cu); -1 for sizes it does not take (B > 8,
- * d_state > 32, d_model or d_inner not a multiple of 8, a conv wider than 8) or a GPU without cooperative launches. */
+/* backend.h's decode_mamba1: one cooperative kernel (decode_mamba1.cu); -1 for sizes it does not take (more than 64
+ * sequences; more than 8 with float32 weights, or d_model not a multiple of 16; d_model not a multiple of 8;
+ * d_state > 32; a conv wider than 8) or a GPU without cooperative launches. */
 int decode_mamba1_cuda(const m1_decode_args *a);
 
 /* The ops' kernels, declared from the list (backend/ops_list.h: each op's shapes and semantics): <name>_cuda for

@@ -59,6 +59,11 @@ float emu_shfl_xor(float v, int off);
 int emu_shfl_xor(int v, int off);
 double emu_shfl_xor(double v, int off);
 template <typename V> V __shfl_xor_sync(unsigned, V v, int off) { return emu_shfl_xor(v, off); }
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    memcpy(&u, &f, 4);
+    return u;
+}
 inline float __uint_as_float(unsigned u) {
     float f;
     memcpy(&f, &u, 4);
