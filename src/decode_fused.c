@@ -19,7 +19,8 @@ int decode_fused_ready(const ssm_model *m) {
 size_t decode_fused_work_floats(const ssm_model *m, int B) {
     const ssm_config *c = &m->cfg;
     return (m1_decode_work_floats(B, c->d_model, c->mamba1.expand * c->d_model, c->mamba1.d_state, c->mamba1.dt_rank) +
-            15) & ~(size_t)15;
+            15) &
+           ~(size_t)15;
 }
 
 /* The layout item holding element offset off (offsets grow in declaration order). */
@@ -27,8 +28,10 @@ static int item_at(const param_layout *L, size_t off) {
     int lo = 0, hi = L->n - 1;
     while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
-        if (L->items[mid].offset <= off) lo = mid;
-        else hi = mid - 1;
+        if (L->items[mid].offset <= off)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return lo;
 }
@@ -36,7 +39,8 @@ static int item_at(const param_layout *L, size_t off) {
 /* Rows of all 2-D parameters: the length of an int8 copy's scales. */
 static size_t scale_rows(const param_layout *L) {
     size_t rows = 0;
-    for (int i = 0; i < L->n; i++) rows += L->items[i].ndim == 2 ? (size_t)L->items[i].shape[0] : 0;
+    for (int i = 0; i < L->n; i++)
+        rows += L->items[i].ndim == 2 ? (size_t)L->items[i].shape[0] : 0;
     return rows;
 }
 

@@ -51,14 +51,16 @@ static void run_case(int index, const shape &sh) {
     /* the reference in groups of at most 16 sequences, the most the CPU decodes on its bf16 or int8 copy */
     const int groups = (B + 15) / 16;
     std::vector<ssm_state *> ref(groups);
-    for (int q = 0; q < groups; q++) ref[q] = ssm_state_new(m, (B - 16 * q) < 16 ? B - 16 * q : 16);
+    for (int q = 0; q < groups; q++)
+        ref[q] = ssm_state_new(m, (B - 16 * q) < 16 ? B - 16 * q : 16);
     ssm_state *fused = ssm_state_new(m, B);
     std::vector<float> lr((size_t)B * V), lf((size_t)B * V), work(decode_fused_work_floats(m, B));
     std::vector<m1_decode_layer> layers(c.n_layer);
     std::vector<int> tok(B);
     double worst = 0;
     for (int step = 0; step < sh.steps; step++) {
-        for (int b = 0; b < B; b++) tok[b] = (37 * step + 101 * b + index) % 256;
+        for (int b = 0; b < B; b++)
+            tok[b] = (37 * step + 101 * b + index) % 256;
         for (int q = 0; q < groups; q++)
             if (ssm_step(m, ref[q], tok.data() + 16 * q, lr.data() + (size_t)16 * q * V)) {
                 fprintf(stderr, "ssm_step: %s\n", ssm_last_error());
@@ -73,8 +75,10 @@ static void run_case(int index, const shape &sh) {
             return;
         }
         double scale = 1e-6, err = 0;
-        for (size_t i = 0; i < lr.size(); i++) scale = fmax(scale, fabs(lr[i]));
-        for (size_t i = 0; i < lr.size(); i++) err = fmax(err, fabs((double)lf[i] - lr[i]) / scale);
+        for (size_t i = 0; i < lr.size(); i++)
+            scale = fmax(scale, fabs(lr[i]));
+        for (size_t i = 0; i < lr.size(); i++)
+            err = fmax(err, fabs((double)lf[i] - lr[i]) / scale);
         if (!(err <= (B > 8 ? 8e-3 : 2e-5))) {
             printf("not ok - case %d step %d: logits differ by %.3g of their scale\n", index, step, err);
             failures++;
@@ -85,20 +89,30 @@ static void run_case(int index, const shape &sh) {
     printf("ok - emulated fused decode: d_model %d x %d, d_state %d, dt_rank %d, B %d%s%s%s, %d steps (logits within "
            "%.2g)\n",
            sh.d_model, sh.n_layer, sh.d_state, sh.dt_rank, sh.B, sh.bias ? ", biases" : "",
-           sh.conv_bias ? "" : ", no conv bias", sh.wt == 1 ? ", bf16 weights" : sh.wt == 2 ? ", int8 weights" : "", sh.steps,
-           worst);
-    for (ssm_state *r : ref) ssm_state_free(r);
+           sh.conv_bias ? "" : ", no conv bias",
+           sh.wt == 1   ? ", bf16 weights"
+           : sh.wt == 2 ? ", int8 weights"
+                        : "",
+           sh.steps, worst);
+    for (ssm_state *r : ref)
+        ssm_state_free(r);
     ssm_state_free(fused);
     ssm_model_free(m);
 }
 
 int main(int argc, char **argv) {
     const shape cases[] = {
-        {64, 2, 16, 4, 1, 0, 1, 0, 6}, {64, 3, 16, 4, 3, 0, 1, 1, 5}, {32, 2, 12, 3, 2, 1, 0, 0, 5},
-        {48, 1, 16, 8, 5, 1, 1, 1, 4}, {40, 2, 32, 5, 1, 0, 1, 0, 4}, {64, 2, 16, 4, 2, 1, 1, 2, 5},
+        {64, 2, 16, 4, 1, 0, 1, 0, 6},
+        {64, 3, 16, 4, 3, 0, 1, 1, 5},
+        {32, 2, 12, 3, 2, 1, 0, 0, 5},
+        {48, 1, 16, 8, 5, 1, 1, 1, 4},
+        {40, 2, 32, 5, 1, 0, 1, 0, 4},
+        {64, 2, 16, 4, 2, 1, 1, 2, 5},
         {32, 1, 8, 2, 1, 0, 1, 2, 4},
         /* 9 to 64 sequences: the tensor-core form, activations in bf16 (the CPU's are float32: 8e-3 of the scale) */
-        {64, 2, 16, 4, 12, 1, 1, 1, 4}, {32, 2, 16, 2, 20, 0, 1, 2, 3}, {48, 1, 12, 3, 40, 1, 0, 1, 3},
+        {64, 2, 16, 4, 12, 1, 1, 1, 4},
+        {32, 2, 16, 2, 20, 0, 1, 2, 3},
+        {48, 1, 12, 3, 40, 1, 0, 1, 3},
         {64, 1, 16, 4, 64, 0, 1, 1, 2},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);

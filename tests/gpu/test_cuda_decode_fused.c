@@ -87,7 +87,8 @@ static double worst_rel(const float *a, const float *b, int steps, int B, int V)
 
 static void random_tokens(int *t, size_t n, uint64_t seed) {
     rng_t r = {seed};
-    for (size_t i = 0; i < n; i++) t[i] = (int)(rng_next(&r) % 256);
+    for (size_t i = 0; i < n; i++)
+        t[i] = (int)(rng_next(&r) % 256);
 }
 
 /* the fused step against the GPU's op-by-op step and the CPU's, for one config and batch */
@@ -95,7 +96,10 @@ static void test_against_op_by_op(ssm_config c, int B, int wt, int steps) {
     char name[256];
     const int bf16 = wt != 0; /* (int8 too: no prefill; the GPU's op-by-op step then reads float32 weights) */
     snprintf(name, sizeof name, "fused decode = op by op: d_model %d x %d, d_state %d, B %d, %s weights%s", c.d_model,
-             c.n_layer, c.mamba1.d_state, B, wt == 2 ? "int8" : wt ? "bf16" : "float32",
+             c.n_layer, c.mamba1.d_state, B,
+             wt == 2 ? "int8"
+             : wt    ? "bf16"
+                     : "float32",
              c.mamba1.use_bias ? ", biases" : "");
     TEST_BEGIN(name);
     const int P = bf16 ? 0 : 17, V = c.vocab_size; /* (a bf16 prefill is bf16 GEMMs on the GPU, float32 on the CPU) */
@@ -123,8 +127,10 @@ static void test_against_op_by_op(ssm_config c, int B, int wt, int steps) {
     /* (beyond 8 sequences the tensor-core form rounds activations to bf16; beyond 16 the CPU's step reads float32
      * weights) */
     EXPECT(e_cpu <= (B > 8 ? 2e-2 : 1e-5), "fused logits differ from the CPU's by %.3g", e_cpu);
-    EXPECT(e_op <= (wt == 2 ? 5e-2 : bf16 ? 2e-2 : 1e-5), "fused logits differ from the GPU's op-by-op step by %.3g",
-           e_op);
+    EXPECT(e_op <= (wt == 2 ? 5e-2
+                    : bf16  ? 2e-2
+                            : 1e-5),
+           "fused logits differ from the GPU's op-by-op step by %.3g", e_op);
     printf("  # %d steps: vs CPU %.3g, vs GPU op by op %.3g\n", steps, e_cpu, e_op);
     ssm_state_free(sg), ssm_state_free(sc);
     ssm_model_free(g), ssm_model_free(cpu);
@@ -174,7 +180,8 @@ static void test_after_training(void) {
     int *bt = xmalloc(sizeof(int) * rows), *tg = xmalloc(sizeof(int) * rows);
     for (int k = 0; k < 3; k++) {
         random_tokens(bt, rows, 20 + k);
-        for (int i = 0; i < rows; i++) tg[i] = bt[i] % 7 + 'a';
+        for (int i = 0; i < rows; i++)
+            tg[i] = bt[i] % 7 + 'a';
         model_zero_grad(g);
         model_train_forward(g, bt, tg, 4, 32);
         model_train_backward(g, 1.0f);

@@ -11,9 +11,9 @@
 //               conv_state) and SiLU into xs; the rest is the gate z                                     | sync
 //   B x_proj:   a block per row p, its warps splitting the E columns (summed in warp order): dbc_p = x_proj[p] . xs
 //               (only R + 2N rows: a warp each would leave the grid idle on one long row)                | sync
-//   C scan:     NP lanes per channel (N rounded up to a power of two): dt = softplus(dt_w[e] . dt_low + dt_b), the
-//               lanes splitting the R products; h_n = exp(dt A_n) h_n + dt x B_n in place; y = sum_n C_n h_n + D x;
-//               g = y silu(z)                                                                            | sync
+//   C scan:     NP lanes per channel (N rounded up to a power of two; in the tensor-core form a thread per channel):
+//               dt = softplus(dt_w[e] . dt_low + dt_b); h_n = exp(dt A_n) h_n + dt x B_n in place;
+//               y = sum_n C_n h_n + D x; g = y silu(z)                                                   | sync
 //   D out_proj: every block stages g in shared memory; a warp per row r: x_r += out_proj[r] . g (+ bias): the
 //               residual add that op by op the next layer's norm does                                    | sync
 //   head:       every block normalizes x (norm_f); a warp per row v: logits_v = head[v] . u.
@@ -42,13 +42,15 @@
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_MAX_B 8     // sequences a step in the FFMA form: the register sums of a warp's row
 #define DEC_TC_MAX_B 64 // in the tensor-core form (bf16 and int8 weights): x's stage in shared memory
-#define DEC_MAX_N 32 // d_state: a channel's states share a warp's lanes
-#define DEC_MAX_K 8  // the conv's width
+#define DEC_MAX_N 32    // d_state: a channel's states share a warp's lanes
+#define DEC_MAX_K 8     // the conv's width
 #define DEC_FULL 0xffffffffu
 
 // A weight as a float: float32, or bf16 (stored as its 16 bits: the upper half of the float's)
 __device__ __forceinline__ static float wload(const float *w, size_t i) { return w[i]; }
-__device__ __forceinline__ static float wload(const uint16_t *w, size_t i) { return __uint_as_float((uint32_t)w[i] << 16); }
+__device__ __forceinline__ static float wload(const uint16_t *w, size_t i) {
+    return __uint_as_float((uint32_t)w[i] << 16);
+}
 __device__ __forceinline__ static float wload(const int8_t *w, size_t i) { return (float)w[i]; }
 // a row's scale: int8 weights' (their dot products are scaled once, as matmul_xwT's), 1 for the others
 __device__ __forceinline__ static float row_scale(const float *s, int r) { return s ? s[r] : 1.0f; }
@@ -62,7 +64,8 @@ __device__ __forceinline__ static void prefetch_l2(const void *p) {
 
 // The lines of [p, p + bytes) into L2, spread over the grid's threads
 __device__ __forceinline__ static void prefetch_range(const void *p, size_t bytes, size_t gthread, size_t nthreads) {
-    for (size_t o = gthread * 128; o < bytes; o += nthreads * 128) prefetch_l2((const char *)p + o);
+    for (size_t o = gthread * 128; o < bytes; o += nthreads * 128)
+        prefetch_l2((const char *)p + o);
 }
 
 // A layer's matrices into L2: a layer ahead of their reads, they stream from memory while the grid waits at barriers
@@ -86,16 +89,18 @@ __device__ __forceinline__ static void load8(float (&v)[8], const uint16_t *w) {
     const uint4 q = *reinterpret_cast<const uint4 *>(w);
     const uint32_t u[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-    for (int i = 0; i < 4; i++) v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    for (int i = 0; i < 4; i++)
+        v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
 }
 
-// acc[b] += w[0..7] . x[b * ldx + 0..7] for b < B (x 16-byte aligned: shared or global memory)
 __device__ __forceinline__ static void load8(float (&v)[8], const int8_t *w) {
     const uint2 q = *reinterpret_cast<const uint2 *>(w);
 #pragma unroll
-    for (int i = 0; i < 4; i++) v[i] = (float)(int8_t)(q.x >> (8 * i)), v[4 + i] = (float)(int8_t)(q.y >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        v[i] = (float)(int8_t)(q.x >> (8 * i)), v[4 + i] = (float)(int8_t)(q.y >> (8 * i));
 }
 
+// acc[b] += w[0..7] . x[b * ldx + 0..7] for b < B (x 16-byte aligned: shared or global memory)
 template <int NB>
 __device__ __forceinline__ static void fma8(float (&acc)[NB], const float (&v)[8], const float *x, int ldx, int B) {
 #pragma unroll
@@ -114,7 +119,8 @@ template <int NB> __device__ __forceinline__ static void warp_sum(float (&acc)[N
 #pragma unroll
     for (int b = 0; b < NB; b++)
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) acc[b] += __shfl_xor_sync(DEC_FULL, acc[b], off);
+        for (int off = 16; off > 0; off >>= 1)
+            acc[b] += __shfl_xor_sync(DEC_FULL, acc[b], off);
 }
 
 // acc[b] = w . x_b (b < B) over K values (a multiple of 8), in every lane: lane l reads the 8-value pieces l, l + 32,
@@ -122,7 +128,8 @@ template <int NB> __device__ __forceinline__ static void warp_sum(float (&acc)[N
 template <int NB, typename W>
 __device__ __forceinline__ static void warp_dot(float (&acc)[NB], const W *w, const float *x, int ldx, int K, int B) {
 #pragma unroll
-    for (int b = 0; b < NB; b++) acc[b] = 0.0f;
+    for (int b = 0; b < NB; b++)
+        acc[b] = 0.0f;
 #pragma unroll 4
     for (int k = (int)(threadIdx.x % 32) * 8; k < K; k += 256) {
         float v[8];
@@ -148,10 +155,13 @@ __device__ static void block_rmsnorm(float *u, const float *x, const float *w, i
     for (int b = warp; b < B; b += DEC_WARPS) {
         const float *xb = x + (size_t)b * D;
         double ss = 0.0;
-        for (int d = lane; d < D; d += 32) ss += (double)xb[d] * xb[d];
-        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(DEC_FULL, ss, off);
+        for (int d = lane; d < D; d += 32)
+            ss += (double)xb[d] * xb[d];
+        for (int off = 16; off > 0; off >>= 1)
+            ss += __shfl_xor_sync(DEC_FULL, ss, off);
         const float s = 1.0f / sqrtf((float)(ss / D) + eps);
-        for (int d = lane; d < D; d += 32) u[(size_t)b * D + d] = xb[d] * s * w[d];
+        for (int d = lane; d < D; d += 32)
+            u[(size_t)b * D + d] = xb[d] * s * w[d];
     }
     __syncthreads();
 }
@@ -181,7 +191,8 @@ __device__ __forceinline__ static uint32_t ld_pair(const uint16_t *w, size_t i) 
 }
 __device__ __forceinline__ static uint32_t ld_pair(const int8_t *w, size_t i) { // int8 is exact in bf16
     const uint16_t q = *reinterpret_cast<const uint16_t *>(w + i);
-    return (__float_as_uint((float)(int8_t)(q & 0xff)) >> 16) | (__float_as_uint((float)(int8_t)(q >> 8)) & 0xffff0000u);
+    return (__float_as_uint((float)(int8_t)(q & 0xff)) >> 16) |
+           (__float_as_uint((float)(int8_t)(q >> 8)) & 0xffff0000u);
 }
 
 template <int NB, typename W, class Stage, class Out>
@@ -190,7 +201,7 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
     constexpr int NT = NB / 8; // 8-sequence tiles of the product
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, gq = lane >> 2, cq = lane & 3;
     const int KC = K < TC_KC ? K : TC_KC, ldx = KC + 8, chunks = (K + KC - 1) / KC, tiles = (rows + 15) / 16;
-    uint16_t *xs = reinterpret_cast<uint16_t *>(sm);                   // [NB][ldx]
+    uint16_t *xs = reinterpret_cast<uint16_t *>(sm);                     // [NB][ldx]
     float *red = reinterpret_cast<float *>(sm + tc_stage_bytes(NB, KC)); // [DEC_WARPS][16][NB]
     int staged = -1;
     for (int t = (int)blockIdx.x; t < tiles; t += (int)gridDim.x) {
@@ -199,7 +210,8 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
         const W *w0 = w + (size_t)(r0 + gq) * K + 2 * cq, *w1 = w0 + (size_t)8 * K;
         float acc[NT][4];
 #pragma unroll
-        for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+        for (int j = 0; j < NT; j++)
+            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
         for (int ch = 0; ch < chunks; ch++) {
             const int k0 = ch * KC, kc = K - k0 < KC ? K - k0 : KC;
             if (staged != ch) { // (one chunk: staged once for all of this block's tiles)
@@ -234,7 +246,8 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
             const int r = r0 + o / NB, b = o % NB;
             if (r >= rows || b >= B) continue;
             float v = 0.0f;
-            for (int q = 0; q < DEC_WARPS; q++) v += red[(size_t)q * 16 * NB + o];
+            for (int q = 0; q < DEC_WARPS; q++)
+                v += red[(size_t)q * 16 * NB + o];
             out(r, b, v * row_scale(scale, r));
         }
         __syncthreads(); // (red is rewritten by the next tile)
@@ -246,8 +259,10 @@ __device__ static void block_rstd(float *rs, const float *x, int B, int D, float
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     for (int b = warp; b < B; b += DEC_WARPS) {
         double ss = 0.0;
-        for (int d = lane; d < D; d += 32) ss += (double)x[(size_t)b * D + d] * x[(size_t)b * D + d];
-        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(DEC_FULL, ss, off);
+        for (int d = lane; d < D; d += 32)
+            ss += (double)x[(size_t)b * D + d] * x[(size_t)b * D + d];
+        for (int off = 16; off > 0; off >>= 1)
+            ss += __shfl_xor_sync(DEC_FULL, ss, off);
         if (lane == 0) rs[b] = 1.0f / sqrtf((float)(ss / D) + eps);
     }
     __syncthreads();
@@ -266,15 +281,18 @@ __device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, int
     float *st = L.conv_state + ((size_t)b * E + r) * (K - 1);
     const float *wc = L.conv_w + (size_t)r * K;
     float c = L.conv_b ? L.conv_b[r] : 0.0f;
-    for (int k = 0; k < K - 1; k++) c += wc[k] * st[k];
+    for (int k = 0; k < K - 1; k++)
+        c += wc[k] * st[k];
     c += wc[K - 1] * v;
     xs[(size_t)b * E + r] = c * sigmoid_ref(c);
-    for (int k = 0; k + 1 < K - 1; k++) st[k] = st[k + 1];
+    for (int k = 0; k + 1 < K - 1; k++)
+        st[k] = st[k + 1];
     st[K - 2] = v;
 }
 
 template <int NB, typename W, bool TC>
-__global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode_args a, const m1_decode_layer *layers) {
+__global__ static void __launch_bounds__(DEC_THREADS)
+    m1_decode_kernel(m1_decode_args a, const m1_decode_layer *layers) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int B = a.B, D = a.D, E = a.E, N = a.N, R = a.R, K = a.K, P = R + 2 * N;
     // FFMA form: [DEC_MAX_B, max(D, E)] floats (u, or g), then [DEC_WARPS, NB] (x_proj's per-warp sums); tensor-core
@@ -289,7 +307,8 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
     const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
     int NP = 1;
-    while (NP < N) NP <<= 1;
+    while (NP < N)
+        NP <<= 1;
     // the tensor-core form's stages: rows b >= B zero; u = rmsnorm(x) w from rs, or a float32 activation as it is
     auto stage_norm = [&](const float *nw) {
         return [=](uint16_t *st, int ldx, int k0, int kc) {
@@ -309,7 +328,8 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
     };
 
     if (a.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
-    for (size_t i = gthread; i < (size_t)B * D; i += nthreads) x[i] = a.emb[(size_t)a.tokens[i / D] * D + i % D];
+    for (size_t i = gthread; i < (size_t)B * D; i += nthreads)
+        x[i] = a.emb[(size_t)a.tokens[i / D] * D + i % D];
     grid_sync();
     for (int l = 0; l < a.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
@@ -338,7 +358,8 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
                 const W *wr = (const W *)L.x_proj + (size_t)p * E;
                 float acc[NB];
 #pragma unroll
-                for (int b = 0; b < NB; b++) acc[b] = 0.0f;
+                for (int b = 0; b < NB; b++)
+                    acc[b] = 0.0f;
                 for (int k = (int)threadIdx.x * 8; k < E; k += DEC_THREADS * 8) {
                     float v[8];
                     load8(v, wr + k);
@@ -347,41 +368,70 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
                 warp_sum(acc);
                 if (lane == 0)
 #pragma unroll
-                    for (int b = 0; b < NB; b++) red[warp * NB + b] = acc[b];
+                    for (int b = 0; b < NB; b++)
+                        red[warp * NB + b] = acc[b];
                 __syncthreads();
                 if ((int)threadIdx.x < B) {
                     float s = 0.0f;
-                    for (int w = 0; w < DEC_WARPS; w++) s += red[w * NB + threadIdx.x];
+                    for (int w = 0; w < DEC_WARPS; w++)
+                        s += red[w * NB + threadIdx.x];
                     dbc[(size_t)threadIdx.x * P + p] = s * row_scale(L.x_s, p);
                 }
                 __syncthreads();
             }
         }
         grid_sync();
-        // C: dt, the scan step and the gate, NP lanes per (sequence, channel); every lane of a warp takes the same
-        // number of turns (base is warp-aligned) for the shuffles
-        for (size_t base = gthread - lane; base < (size_t)B * E * NP; base += nthreads) {
-            const size_t t = base + lane, i = t / NP; // i = b * E + e
-            const int n = (int)(t % NP);
-            const bool live = i < (size_t)B * E;
-            const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
-            const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
-            float s = 0.0f;
-            if (live)
-                for (int r = n; r < R; r += NP) s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
-            for (int off = NP / 2; off > 0; off >>= 1) s += __shfl_xor_sync(DEC_FULL, s, off);
-            const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + L.dt_b[e] : 0.0f), xv = live ? xs[i] : 0.0f;
-            float c = 0.0f;
-            if (live && n < N) {
-                float *hp = L.scan_state + i * N + n;
-                const float h = *hp * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
-                *hp = h;
-                c = lo[R + N + n] * h;
-            }
-            for (int off = NP / 2; off > 0; off >>= 1) c += __shfl_xor_sync(DEC_FULL, c, off);
-            if (live && n == 0) {
+        // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
+        // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
+        // (sequence, channel), so that a batch of one still spreads over the grid; every lane of a warp then takes
+        // the same number of turns (base is warp-aligned) for the shuffles
+        if constexpr (TC) {
+            for (size_t i = gthread; i < (size_t)B * E; i += nthreads) {
+                const int b = (int)(i / E), e = (int)(i % E);
+                const float *lo = dbc + (size_t)b * P;
+                float s = 0.0f;
+                for (int r = 0; r < R; r++)
+                    s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
+                const float dt = softplus_ref(s * row_scale(L.dt_s, e) + L.dt_b[e]), xv = xs[i];
+                float *hp = L.scan_state + i * N, c = 0.0f;
+#pragma unroll
+                for (int n = 0; n < DEC_MAX_N; n++)
+                    if (n < N) {
+                        const float h = hp[n] * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
+                        hp[n] = h;
+                        c += lo[R + N + n] * h;
+                    }
                 const float zv = z[i];
                 g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
+            }
+        } else {
+            for (size_t base = gthread - lane; base < (size_t)B * E * NP; base += nthreads) {
+                const size_t t = base + lane, i = t / NP; // i = b * E + e
+                const int n = (int)(t % NP);
+                const bool live = i < (size_t)B * E;
+                const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
+                const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
+                float s = 0.0f;
+                if (live)
+                    for (int r = n; r < R; r += NP)
+                        s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
+                for (int off = NP / 2; off > 0; off >>= 1)
+                    s += __shfl_xor_sync(DEC_FULL, s, off);
+                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + L.dt_b[e] : 0.0f),
+                            xv = live ? xs[i] : 0.0f;
+                float c = 0.0f;
+                if (live && n < N) {
+                    float *hp = L.scan_state + i * N + n;
+                    const float h = *hp * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
+                    *hp = h;
+                    c = lo[R + N + n] * h;
+                }
+                for (int off = NP / 2; off > 0; off >>= 1)
+                    c += __shfl_xor_sync(DEC_FULL, c, off);
+                if (live && n == 0) {
+                    const float zv = z[i];
+                    g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
+                }
             }
         }
         grid_sync();
@@ -390,7 +440,8 @@ __global__ static void __launch_bounds__(DEC_THREADS) m1_decode_kernel(m1_decode
         if constexpr (TC) {
             tc_gemm<NB>((const W *)L.out_proj, L.out_s, D, E, B, smem, stage_act(g, E), out_add);
         } else {
-            for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS) sh[i] = g[i];
+            for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
+                sh[i] = g[i];
             __syncthreads();
             for (int r = gwarp; r < D; r += nwarps) {
                 float acc[NB];
@@ -452,14 +503,21 @@ static size_t smem_bytes(const m1_decode_args *a) {
 // the kernel for B sequences: NB = B rounded up to a power of two (FFMA), or to 16, 32 or 64 (tensor cores: bf16 and
 // int8 weights only, float32 would be rounded)
 template <typename W> static void launch_b(const m1_decode_args *a, const m1_decode_layer *layers, size_t smem) {
-    if (a->B == 1) launch<1, W, false>(a, layers, smem);
-    else if (a->B == 2) launch<2, W, false>(a, layers, smem);
-    else if (a->B <= 4) launch<4, W, false>(a, layers, smem);
-    else if (a->B <= 8) launch<8, W, false>(a, layers, smem);
+    if (a->B == 1)
+        launch<1, W, false>(a, layers, smem);
+    else if (a->B == 2)
+        launch<2, W, false>(a, layers, smem);
+    else if (a->B <= 4)
+        launch<4, W, false>(a, layers, smem);
+    else if (a->B <= 8)
+        launch<8, W, false>(a, layers, smem);
     else if constexpr (!std::is_same<W, float>::value) {
-        if (a->B <= 16) launch<16, W, true>(a, layers, smem);
-        else if (a->B <= 32) launch<32, W, true>(a, layers, smem);
-        else launch<64, W, true>(a, layers, smem);
+        if (a->B <= 16)
+            launch<16, W, true>(a, layers, smem);
+        else if (a->B <= 32)
+            launch<32, W, true>(a, layers, smem);
+        else
+            launch<64, W, true>(a, layers, smem);
     }
 }
 
@@ -479,8 +537,11 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     if (!coop || smem > (size_t)smem_max) return -1;
     const m1_decode_layer *layers =
         (const m1_decode_layer *)cuda_ctx_table(c, a->layers, sizeof(m1_decode_layer) * a->n_layer);
-    if (a->wdt == MAT_BF16) launch_b<uint16_t>(a, layers, smem);
-    else if (a->wdt == MAT_I8) launch_b<int8_t>(a, layers, smem);
-    else launch_b<float>(a, layers, smem);
+    if (a->wdt == MAT_BF16)
+        launch_b<uint16_t>(a, layers, smem);
+    else if (a->wdt == MAT_I8)
+        launch_b<int8_t>(a, layers, smem);
+    else
+        launch_b<float>(a, layers, smem);
     return 0;
 }

@@ -13,8 +13,8 @@ __device__ __forceinline__ static void grid_sync() { cooperative_groups::this_gr
 // kernel<<<grid, threads, smem>>>(args...) as a cooperative launch on the per-thread stream. The grid must fit on
 // the device at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor times the SMs): the launch fails otherwise.
 // The arguments are converted to the kernel's parameter types first: the launch takes their addresses.
-template <typename... P> static void coop_launch_typed(void (*kernel)(P...), unsigned grid, unsigned threads,
-                                                       size_t smem, P... args) {
+template <typename... P>
+static void coop_launch_typed(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, P... args) {
     void *params[] = {(void *)&args...};
     CUDA_CHECK(cudaLaunchCooperativeKernel((const void *)kernel, dim3(grid), dim3(threads), params, smem,
                                            cudaStreamPerThread));
