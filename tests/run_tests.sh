@@ -20,8 +20,8 @@ run() { # run NAME CMD...: stream its output, keep it for the tally
 
 for t in build/test_*; do run "$t" "$t"; done
 for t in build/gpu/test_*; do [ -x "$t" ] && run "$t" "$t"; done # print "skip - ..." without a GPU
-# the CUDA flash attention kernels run on the CPU by an emulator, against the CPU's attention (needs the CUDA headers)
-run "tests/emu/run.sh (flash attention, emulated)" tests/emu/run.sh
+# the CUDA flash attention and fused decode kernels run on the CPU by an emulator, against the CPU (needs the CUDA headers)
+run "tests/emu/run.sh (flash attention, fused decode: emulated)" tests/emu/run.sh
 run tests/test_cli.sh tests/test_cli.sh
 run tests/test_cli_runs.sh tests/test_cli_runs.sh
 run tests/test_cli_tasks.sh tests/test_cli_tasks.sh
