@@ -1,5 +1,6 @@
-/* The fused decode step (backend.h's decode_mamba1): when every layer of a model is Mamba-1 and its backend has the
- * fused kernel, a decode step (T = 1) runs as that one kernel instead of ~10 ops a layer. The op-by-op step
+/* The fused decode step (backend.h's decode_mamba1, decode_mamba2): when every layer of a model is Mamba-1, or every
+ * layer Mamba-2, and its backend has the fused kernel, a decode step (T = 1) runs as that one kernel instead of ~10
+ * ops a layer. The op-by-op step
  * (model.c's forward_compute) stays the definition; the GPU tests and the emulator's compare the two.
  * SSM_DECODE_FUSED=0 turns it off (for those comparisons, and to measure what it buys). */
 #include "model.h"
@@ -7,20 +8,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* DECODE_FUSED_M1 or _M2 when every layer is of that kind, else 0 */
+static int layers_kind(const ssm_model *m) {
+    const mixer_kind *k = m->layers[0].kind;
+    for (int l = 1; l < m->cfg.n_layer; l++)
+        if (m->layers[l].kind != k) return 0;
+    return k == &mixer_mamba1 ? DECODE_FUSED_M1 : k == &mixer_mamba2 ? DECODE_FUSED_M2 : 0;
+}
+
+int decode_fused_kind(const ssm_model *m, const backend *be) {
+    const int k = layers_kind(m);
+    return (k == DECODE_FUSED_M1 && be->decode_mamba1) || (k == DECODE_FUSED_M2 && be->decode_mamba2) ? k : 0;
+}
+
 int decode_fused_ready(const ssm_model *m) {
-    if (!m->be->decode_mamba1) return 0;
     const char *e = getenv("SSM_DECODE_FUSED");
     if (e && strcmp(e, "0") == 0) return 0;
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        if (m->layers[l].kind != &mixer_mamba1) return 0;
-    return 1;
+    return decode_fused_kind(m, m->be);
 }
 
 size_t decode_fused_work_floats(const ssm_model *m, int B) {
     const ssm_config *c = &m->cfg;
-    return (m1_decode_work_floats(B, c->d_model, c->mamba1.expand * c->d_model, c->mamba1.d_state, c->mamba1.dt_rank) +
-            15) &
-           ~(size_t)15;
+    const size_t n =
+        layers_kind(m) == DECODE_FUSED_M2
+            ? m2_decode_work_floats(B, c->d_model, c->mamba2.expand * c->d_model, c->mamba2.d_state,
+                                    c->mamba2.expand * c->d_model / c->mamba2.head_dim, c->mamba2.n_groups)
+            : m1_decode_work_floats(B, c->d_model, c->mamba1.expand * c->d_model, c->mamba1.d_state, c->mamba1.dt_rank);
+    return (n + 15) & ~(size_t)15;
 }
 
 /* The layout item holding element offset off (offsets grow in declaration order). */
@@ -91,23 +105,13 @@ static const void *matrix_in(const ssm_model *m, const decode_weights *q, const 
     return (const int8_t *)q->data + off;
 }
 
-void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work, m1_decode_args *a,
-                       m1_decode_layer *layers) {
+/* Mamba-1's arguments */
+static void args_m1(const ssm_model *m, ssm_state *s, const decode_weights *q, m1_decode_args *a,
+                    m1_decode_layer *layers) {
     const ssm_config *c = &m->cfg;
     const param_info *P = m->layout.items;
-    const decode_weights *q = decode_copy(m);
-    memset(a, 0, sizeof *a);
-    a->B = s->n_seq, a->D = c->d_model, a->E = c->mamba1.expand * c->d_model, a->N = c->mamba1.d_state;
-    a->R = c->mamba1.dt_rank, a->K = c->mamba1.d_conv, a->V = c->vocab_size, a->n_layer = c->n_layer;
-    a->eps = c->norm_eps;
-    a->wdt = q ? q->dt : MAT_F32;
-    a->tokens = tok;
-    a->emb = m->wb + P[m->emb].offset;
-    a->norm_f = m->wb + P[m->norm_f].offset;
-    a->head = matrix_in(m, q, m->wb + P[m->head].offset, &a->head_s);
-    a->layers = layers;
-    a->logits = lg;
-    a->work = work;
+    a->D = c->d_model, a->E = c->mamba1.expand * c->d_model, a->N = c->mamba1.d_state;
+    a->R = c->mamba1.dt_rank, a->K = c->mamba1.d_conv;
     for (int l = 0; l < c->n_layer; l++) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
         ctx.canon = s->canon + s->canon_off[l];
@@ -119,11 +123,62 @@ void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *
     }
 }
 
+/* Mamba-2's */
+static void args_m2(const ssm_model *m, ssm_state *s, const decode_weights *q, m2_decode_args *a,
+                    m2_decode_layer *layers) {
+    const ssm_config *c = &m->cfg;
+    const param_info *P = m->layout.items;
+    a->D = c->d_model, a->Di = c->mamba2.expand * c->d_model, a->N = c->mamba2.d_state, a->P = c->mamba2.head_dim;
+    a->H = a->Di / a->P, a->G = c->mamba2.n_groups, a->K = c->mamba2.d_conv;
+    a->gnorm_eps = MAMBA2_GATED_NORM_EPS, a->dt_min = c->mamba2.dt_min, a->dt_max = c->mamba2.dt_max;
+    for (int l = 0; l < c->n_layer; l++) {
+        mixer_ctx ctx = model_mixer_ctx(m, l);
+        m2_decode_layer *L = &layers[l];
+        mamba2_decode_layer(&ctx, s->data + s->layer_off[l], s->n_seq, L);
+        L->in_proj = matrix_in(m, q, L->in_proj, &L->in_s), L->out_proj = matrix_in(m, q, L->out_proj, &L->out_s);
+        L->norm_w = m->wb + P[m->layers[l].norm].offset;
+    }
+}
+
+/* What both share: the batch, the ends of the step, the weights' form */
+#define ARGS_COMMON(a, q)                                                                                              \
+    do {                                                                                                               \
+        (a)->B = s->n_seq, (a)->V = c->vocab_size, (a)->n_layer = c->n_layer, (a)->eps = c->norm_eps;                  \
+        (a)->wdt = (q) ? (q)->dt : MAT_F32;                                                                            \
+        (a)->tokens = tok, (a)->emb = m->wb + P[m->emb].offset, (a)->norm_f = m->wb + P[m->norm_f].offset;             \
+        (a)->head = matrix_in(m, q, m->wb + P[m->head].offset, &(a)->head_s);                                          \
+        (a)->logits = lg, (a)->work = work;                                                                            \
+    } while (0)
+
+void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work,
+                       decode_fused_call *call) {
+    const ssm_config *c = &m->cfg;
+    const param_info *P = m->layout.items;
+    const decode_weights *q = decode_copy(m);
+    memset(call, 0, sizeof *call);
+    call->kind = layers_kind(m);
+    if (call->kind == DECODE_FUSED_M2) {
+        call->l2 = xcalloc((size_t)c->n_layer, sizeof *call->l2);
+        ARGS_COMMON(&call->m2, q);
+        args_m2(m, s, q, &call->m2, call->l2);
+        call->m2.layers = call->l2;
+    } else {
+        call->l1 = xcalloc((size_t)c->n_layer, sizeof *call->l1);
+        ARGS_COMMON(&call->m1, q);
+        args_m1(m, s, q, &call->m1, call->l1);
+        call->m1.layers = call->l1;
+    }
+}
+
+void decode_fused_call_free(decode_fused_call *call) {
+    free(call->l1), free(call->l2);
+    call->l1 = NULL, call->l2 = NULL;
+}
+
 int decode_fused_step(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work) {
-    m1_decode_args a;
-    m1_decode_layer *layers = xmalloc(sizeof *layers * (size_t)m->cfg.n_layer);
-    decode_fused_args(m, s, tok, lg, work, &a, layers);
-    const int rc = m->be->decode_mamba1(&a);
-    free(layers);
+    decode_fused_call call;
+    decode_fused_args(m, s, tok, lg, work, &call);
+    const int rc = call.kind == DECODE_FUSED_M2 ? m->be->decode_mamba2(&call.m2) : m->be->decode_mamba1(&call.m1);
+    decode_fused_call_free(&call);
     return rc;
 }

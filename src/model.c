@@ -237,17 +237,12 @@ void model_sync_host(const ssm_model *m) {
     ((ssm_model *)m)->host_stale = 0; /* the mirror is a cache: refreshing it does not change the model */
 }
 
-/* int8 decode weights on a device: there only the fused Mamba-1 decode step reads them (decode_fused.c) */
+/* int8 decode weights on a device: there only the fused decode steps read them (decode_fused.c) */
 static int int8_device_check(const ssm_model *m, const backend *be) {
-    if (!be->decode_mamba1)
-        return ssm_error("int8 decode weights: the %s backend has no int8 decode; drop --int8, or use --device cpu",
-                         be->name);
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        if (m->layers[l].kind != &mixer_mamba1)
-            return ssm_error("int8 decode weights on %s run in the fused Mamba-1 decode step, for models of Mamba-1 "
-                             "layers only (layer %d is %s): drop --int8, or use --device cpu",
-                             be->name, l, m->layers[l].kind->name);
-    return 0;
+    if (decode_fused_kind(m, be)) return 0;
+    return ssm_error("int8 decode weights on %s run in the fused decode step, for models whose layers are all Mamba-1 "
+                     "or all Mamba-2: drop --int8, or use --device cpu",
+                     be->name);
 }
 
 int ssm_model_set_device(ssm_model *m, const char *device) {
@@ -688,7 +683,7 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
         }
     }
     if (T == 1 && m->int8 && !backend_is_host(be)) /* the op-by-op step would read float32 weights: say so */
-        return ssm_error("int8 decode on %s runs in the fused Mamba-1 step, which takes 1 to 64 sequences (beyond 8, "
+        return ssm_error("int8 decode on %s runs in the fused decode step, which takes 1 to 64 sequences (beyond 8, "
                          "d_model a multiple of 16; this state has %d; SSM_DECODE_FUSED=0 turns it off): decode fewer "
                          "at a time, or drop --int8",
                          be->name, B);

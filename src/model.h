@@ -127,17 +127,28 @@ const decode_weights *model_decode_weights(const ssm_model *m);
 void model_canonicalize(const ssm_model *m, ssm_state *s);
 
 /* ---- the fused decode step (decode_fused.c) ---- */
-/* Whether m's decode steps may run as the backend's fused kernel: every layer Mamba-1, the backend has
- * decode_mamba1, and SSM_DECODE_FUSED is not 0 (the backend may still decline the sizes: decode_fused_step). */
+/* The fused kernel a model of these layers takes on be: DECODE_FUSED_M1 (every layer Mamba-1, be has
+ * decode_mamba1), DECODE_FUSED_M2 (Mamba-2, decode_mamba2), else 0. decode_fused_ready: the same on m's backend,
+ * unless SSM_DECODE_FUSED is 0 (the backend may still decline the sizes: decode_fused_step). */
+enum { DECODE_FUSED_M1 = 1, DECODE_FUSED_M2 = 2 };
+int decode_fused_kind(const ssm_model *m, const backend *be);
 int decode_fused_ready(const ssm_model *m);
 /* Scratch floats a fused step of B sequences needs (work below). */
 size_t decode_fused_work_floats(const ssm_model *m, int B);
-/* The kernel's arguments for one step of s: tokens tok [n_seq] and logits lg [n_seq, V] in the backend's memory,
- * work of decode_fused_work_floats, the layers into layers [n_layer] (host). The state's canonical tensors must be
- * current (model_canonicalize). Matrices in int8 when the model is (m->int8), bf16 when it is m->bf16, else
- * float32. */
-void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work, m1_decode_args *a,
-                       m1_decode_layer *layers);
+/* A fused step's arguments, for the kind's kernel (m1 or m2, their layers in l1 or l2, host memory). */
+typedef struct {
+    int kind;
+    m1_decode_args m1;
+    m2_decode_args m2;
+    m1_decode_layer *l1;
+    m2_decode_layer *l2;
+} decode_fused_call;
+/* The arguments of one step of s: tokens tok [n_seq] and logits lg [n_seq, V] in the backend's memory, work of
+ * decode_fused_work_floats. The state's canonical tensors must be current (model_canonicalize). Matrices in int8 when
+ * the model is (m->int8), bf16 when it is m->bf16, else float32. decode_fused_call_free releases the layers. */
+void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work,
+                       decode_fused_call *call);
+void decode_fused_call_free(decode_fused_call *call);
 /* One fused step: 0 when the backend ran it, -1 when it declined these sizes (nothing ran). */
 int decode_fused_step(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work);
 

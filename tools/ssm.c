@@ -220,8 +220,8 @@ static ssm_model *load_on_device_or_die(const char *dir, const char *device, int
     "real bytes alone (bits per real byte)"
 #define BF16_HELP "bf16: weights for decode on cpu, tensor-core GEMMs on cuda (about 1e-2 from float32)"
 #define INT8_HELP                                                                                                     \
-    "int8 weights with a scale per row for decode: a quarter of float32's bytes per step (cpu; cuda: Mamba-1 models, " \
-    "decoding up to 64 sequences)"
+    "int8 weights with a scale per row for decode: a quarter of float32's bytes per step (cpu; cuda: Mamba-1 or " \
+    "Mamba-2 models, decoding up to 64 sequences)"
 
 /* The model's tokenizer: --tokenizer FILE, else DIR/tokenizer.json when present, else none (bytes). */
 static ssm_tokenizer *tokenizer_for(const char *dir, const char *path) {

@@ -4,10 +4,12 @@
  * G = n_groups, K = d_conv, Cd = conv_dim = Di + 2GN, Din = in_proj's width 2Di + 2GN + H ([z, x, B, C, dt]). */
 #include "mixers/mixer.h"
 
+#include <string.h>
+
 #include <math.h>
 #include <stdio.h>
 
-#define GATED_NORM_EPS 1e-5f /* mamba2.py: RMSNormGated(..., eps=1e-5), fixed */
+#define GATED_NORM_EPS MAMBA2_GATED_NORM_EPS
 
 typedef struct {
     float *in_proj;  /* [Din, D]    in_proj.weight */
@@ -169,6 +171,19 @@ static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat ou
     be->gated_rmsnorm_fwd(g, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
     /* out = self.out_proj(y) */
     mixer_linear(ctx, out, mat_f32(g, d.Di), v.out_proj, v.out_b, rows, d.D, d.Di);
+}
+
+/* This layer's part of a fused decode step (m2_decode_args): its tensors in ctx->w (the matrices float32 too: the
+ * caller points them at its decode copy) and its state for B sequences (conv state, then SSD state, as
+ * mamba2_forward lays them out). */
+void mamba2_decode_layer(const mixer_ctx *ctx, float *state, int B, m2_decode_layer *L) {
+    const mamba2_dims d = dims_of(ctx->cfg);
+    const mamba2_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
+    memset(L, 0, sizeof *L);
+    L->in_proj = v.in_proj, L->out_proj = v.out_proj, L->in_b = v.in_b, L->out_b = v.out_b;
+    L->conv_w = v.conv_w, L->conv_b = v.conv_b, L->dt_bias = v.dt_bias, L->A_log = v.A_log, L->Dv = v.D;
+    L->gnorm_w = v.norm;
+    L->conv_state = state, L->ssd_state = state + (size_t)B * d.Cd * (d.K - 1);
 }
 
 static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp, float *scratch, mat du,

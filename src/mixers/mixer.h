@@ -83,6 +83,9 @@ extern const mixer_kind mixer_mamba1, mixer_mamba2, mixer_attention, mixer_mlp;
 
 /* A Mamba-1 layer's part of a fused decode step (backend.h's decode_mamba1; mamba1.c). */
 void mamba1_decode_layer(const mixer_ctx *ctx, float *state, int B, m1_decode_layer *L);
+/* A Mamba-2 layer's (backend.h's decode_mamba2; mamba2.c), and the gated norm's eps. */
+void mamba2_decode_layer(const mixer_ctx *ctx, float *state, int B, m2_decode_layer *L);
+#define MAMBA2_GATED_NORM_EPS 1e-5f /* mamba2.py: RMSNormGated(..., eps=1e-5), fixed */
 
 /* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
  * float32 weights, or on the CPU's bf16 or int8 copy (ctx->dec) when there is one and M is a decode-sized batch. */

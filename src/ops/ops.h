@@ -178,4 +178,41 @@ static inline size_t m1_decode_work_floats(int B, int D, int E, int N, int R) {
     return (size_t)B * ((size_t)D + 3 * (size_t)E + (size_t)R + 2 * (size_t)N);
 }
 
+/* ---- one decode step of a stack of Mamba-2 layers, fused (backend.h's decode_mamba2) ---------------------------- */
+/* The reference is the op-by-op step through mamba2_forward: per layer x += out; u = rmsnorm(x) w;
+ * z | xBC | dt = in_proj(u); xBC = SiLU(conv step); per head the SSD step (dt = softplus(dt + dt_bias) clamped to
+ * [dt_min, dt_max], S = exp(dt A) S + dt x B^T, y = S C + D x); g = RMSNorm per group of y silu(z), times its weight
+ * (eps gnorm_eps); out = out_proj(g). Di = d_inner = H P; Cd = Di + 2 G N the conv's channels; Din = 2 Di + 2 G N + H
+ * in_proj's rows. Matrices of m2_decode_args.wdt, as m1_decode_layer's. */
+typedef struct {
+    const float *norm_w;             /* [D] the layer's RMSNorm weight */
+    const void *in_proj, *out_proj;  /* [Din, D], [D, Di] */
+    const float *in_s, *out_s;       /* MAT_I8: their row scales; else NULL */
+    const float *in_b, *out_b;       /* [Din], [D]: each may be NULL */
+    const float *conv_w, *conv_b;    /* [Cd, K]; [Cd] or NULL */
+    const float *dt_bias, *A_log, *Dv; /* [H] each */
+    const float *gnorm_w;            /* [Di] the gated RMSNorm's weight */
+    float *conv_state;               /* [B, Cd, K-1] carried in and out */
+    float *ssd_state;                /* [B, H, P, N] carried in and out */
+} m2_decode_layer;
+
+typedef struct {
+    int B, D, Di, N, H, P, G, K, V, n_layer;
+    float eps, gnorm_eps, dt_min, dt_max;
+    mat_dtype wdt;                 /* the matrices' (in_proj, out_proj, head): F32, BF16 or I8 */
+    const int *tokens;             /* [B] */
+    const float *emb, *norm_f;     /* [V, D], [D] */
+    const void *head;              /* [V, D] of wdt */
+    const float *head_s;           /* MAT_I8: its row scales [V]; else NULL */
+    const m2_decode_layer *layers; /* [n_layer], host memory */
+    float *logits;                 /* [B, V] out */
+    float *work;                   /* [m2_decode_work_floats] scratch */
+    int prefetch;                  /* the backend's: ask for each layer's weights a layer ahead (a hint) */
+} m2_decode_args;
+
+/* Scratch floats of a step: the residual [B, D], z [B, Di], xBC [B, Cd], dt [B, H], the gated output [B, Di]. */
+static inline size_t m2_decode_work_floats(int B, int D, int Di, int N, int H, int G) {
+    return (size_t)B * ((size_t)D + 3 * (size_t)Di + 2 * (size_t)G * N + (size_t)H);
+}
+
 #endif

@@ -53,6 +53,8 @@ void cuda_ctx_bind(void *ctx);
  * sequences; more than 8 with float32 weights, or d_model not a multiple of 16; d_model not a multiple of 8;
  * d_state > 32; a conv wider than 8) or a GPU without cooperative launches. */
 int decode_mamba1_cuda(const m1_decode_args *a);
+/* backend.h's decode_mamba2 (decode_mamba2.cu): the same limits, and at most 8 groups. */
+int decode_mamba2_cuda(const m2_decode_args *a);
 
 /* The ops' kernels, declared from the list (backend/ops_list.h: each op's shapes and semantics): <name>_cuda for
  * every op, and for a gemm also <name>_cuda_bf16, the mixed-precision table's. An op that backend_cuda.c maps to NULL

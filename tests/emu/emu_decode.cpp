@@ -1,9 +1,10 @@
-/* The fused Mamba-1 decode kernel (src/backend/cuda/decode_mamba1.cu), run by the emulator (emu.h) on the CPU as a
- * cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on the CPU (ssm_step): the same
- * model and bytes, several steps (the states carried), logits compared at every step. Weights float32, bf16 (the
- * CPU's bf16 decode copy on both sides) and int8 with row scales (the CPU's int8 copy); batches 1 to 5 (the FFMA
- * form, within 2e-5 of the logits' scale) and 12 to 64 (the tensor-core form, whose bf16 activations put it within
- * 8e-3); d_state a power of two or not; with and without biases. Built and run by tests/emu/run.sh. */
+/* The fused decode kernels (src/backend/cuda/decode_mamba1.cu, decode_mamba2.cu), run by the emulator (emu.h) on
+ * the CPU as a cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on the CPU (ssm_step):
+ * the same model and bytes, several steps (the states carried), logits compared at every step. Mamba-1 and Mamba-2
+ * stacks; weights float32, bf16 (the CPU's bf16 decode copy on both sides) and int8 with row scales (the CPU's int8
+ * copy); batches 1 to 5 (the FFMA form, within 2e-5 of the logits' scale) and 12 to 64 (the tensor-core form, whose
+ * bf16 activations put it within 8e-3); odd sizes, groups, biases or none, a dt limit. Built and run by
+ * tests/emu/run.sh. */
 #include "backend/cuda/context.h" /* (C++ names, as context.cu defines them) */
 extern "C" {
 #include "common.h"
@@ -20,16 +21,26 @@ const void *cuda_ctx_table(cuda_ctx *, const void *host, size_t) { return host; 
 
 static int failures;
 
+/* kind 'm' (Mamba-1: dim = dt_rank) or 'M' (Mamba-2: dim = head_dim, groups; dt_max > 0: a time_step_limit) */
 struct shape {
-    int d_model, n_layer, d_state, dt_rank, B, bias, conv_bias, wt /* 0 float32, 1 bf16, 2 int8 */, steps;
+    char kind;
+    int d_model, n_layer, d_state, dim, B, bias, conv_bias, wt /* 0 float32, 1 bf16, 2 int8 */, steps, groups;
+    float dt_max;
 };
 
 static void run_case(int index, const shape &sh) {
     ssm_config c;
     ssm_config_default(&c);
-    c.d_model = sh.d_model, c.n_layer = sh.n_layer, c.mamba1.d_state = sh.d_state, c.mamba1.dt_rank = sh.dt_rank;
-    c.mamba1.use_bias = sh.bias, c.mamba1.use_conv_bias = sh.conv_bias;
-    snprintf(c.layer_pattern, sizeof c.layer_pattern, "m");
+    c.d_model = sh.d_model, c.n_layer = sh.n_layer;
+    if (sh.kind == 'm') {
+        c.mamba1.d_state = sh.d_state, c.mamba1.dt_rank = sh.dim;
+        c.mamba1.use_bias = sh.bias, c.mamba1.use_conv_bias = sh.conv_bias;
+    } else {
+        c.mamba2.d_state = sh.d_state, c.mamba2.head_dim = sh.dim, c.mamba2.n_groups = sh.groups;
+        c.mamba2.use_bias = sh.bias, c.mamba2.use_conv_bias = sh.conv_bias;
+        if (sh.dt_max > 0) c.mamba2.dt_min = 0.002f, c.mamba2.dt_max = sh.dt_max;
+    }
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%c", sh.kind);
     if (ssm_config_resolve(&c)) {
         fprintf(stderr, "config: %s\n", ssm_last_error());
         exit(2);
@@ -67,9 +78,11 @@ static void run_case(int index, const shape &sh) {
                 exit(2);
             }
         model_canonicalize(m, fused);
-        m1_decode_args a;
-        decode_fused_args(m, fused, tok.data(), lf.data(), work.data(), &a, layers.data());
-        if (decode_mamba1_cuda(&a) != 0) {
+        decode_fused_call call;
+        decode_fused_args(m, fused, tok.data(), lf.data(), work.data(), &call);
+        const int rc = call.kind == DECODE_FUSED_M2 ? decode_mamba2_cuda(&call.m2) : decode_mamba1_cuda(&call.m1);
+        decode_fused_call_free(&call);
+        if (rc != 0) {
             printf("not ok - case %d: the kernel declined the sizes\n", index);
             failures++;
             return;
@@ -78,7 +91,7 @@ static void run_case(int index, const shape &sh) {
         for (size_t i = 0; i < lr.size(); i++)
             scale = fmax(scale, fabs(lr[i]));
         for (size_t i = 0; i < lr.size(); i++)
-            err = fmax(err, fabs((double)lf[i] - lr[i]) / scale);
+            err = std::isfinite(lf[i]) ? fmax(err, fabs((double)lf[i] - lr[i]) / scale) : INFINITY; /* (fmax drops NaN) */
         if (!(err <= (B > 8 ? 8e-3 : 2e-5))) {
             printf("not ok - case %d step %d: logits differ by %.3g of their scale\n", index, step, err);
             failures++;
@@ -86,9 +99,10 @@ static void run_case(int index, const shape &sh) {
         }
         worst = fmax(worst, err);
     }
-    printf("ok - emulated fused decode: d_model %d x %d, d_state %d, dt_rank %d, B %d%s%s%s, %d steps (logits within "
+    printf("ok - emulated fused decode: %s, d_model %d x %d, d_state %d, %s %d, B %d%s%s%s, %d steps (logits within "
            "%.2g)\n",
-           sh.d_model, sh.n_layer, sh.d_state, sh.dt_rank, sh.B, sh.bias ? ", biases" : "",
+           sh.kind == 'm' ? "Mamba-1" : "Mamba-2", sh.d_model, sh.n_layer, sh.d_state,
+           sh.kind == 'm' ? "dt_rank" : "head_dim", sh.dim, sh.B, sh.bias ? ", biases" : "",
            sh.conv_bias ? "" : ", no conv bias",
            sh.wt == 1   ? ", bf16 weights"
            : sh.wt == 2 ? ", int8 weights"
@@ -102,18 +116,24 @@ static void run_case(int index, const shape &sh) {
 
 int main(int argc, char **argv) {
     const shape cases[] = {
-        {64, 2, 16, 4, 1, 0, 1, 0, 6},
-        {64, 3, 16, 4, 3, 0, 1, 1, 5},
-        {32, 2, 12, 3, 2, 1, 0, 0, 5},
-        {48, 1, 16, 8, 5, 1, 1, 1, 4},
-        {40, 2, 32, 5, 1, 0, 1, 0, 4},
-        {64, 2, 16, 4, 2, 1, 1, 2, 5},
-        {32, 1, 8, 2, 1, 0, 1, 2, 4},
+        {'m', 64, 2, 16, 4, 1, 0, 1, 0, 6},
+        {'m', 64, 3, 16, 4, 3, 0, 1, 1, 5},
+        {'m', 32, 2, 12, 3, 2, 1, 0, 0, 5},
+        {'m', 48, 1, 16, 8, 5, 1, 1, 1, 4},
+        {'m', 40, 2, 32, 5, 1, 0, 1, 0, 4},
+        {'m', 64, 2, 16, 4, 2, 1, 1, 2, 5},
+        {'m', 32, 1, 8, 2, 1, 0, 1, 2, 4},
         /* 9 to 64 sequences: the tensor-core form, activations in bf16 (the CPU's are float32: 8e-3 of the scale) */
-        {64, 2, 16, 4, 12, 1, 1, 1, 4},
-        {32, 2, 16, 2, 20, 0, 1, 2, 3},
-        {48, 1, 12, 3, 40, 1, 0, 1, 3},
-        {64, 1, 16, 4, 64, 0, 1, 1, 2},
+        {'m', 64, 2, 16, 4, 12, 1, 1, 1, 4},
+        {'m', 32, 2, 16, 2, 20, 0, 1, 2, 3},
+        {'m', 48, 1, 12, 3, 40, 1, 0, 1, 3},
+        {'m', 64, 1, 16, 4, 64, 0, 1, 1, 2},
+        /* Mamba-2: heads of 16 in 1, 2 or 4 groups, d_state 16 to 64 (more than a warp's lanes), a dt limit */
+        {'M', 64, 2, 32, 16, 1, 0, 1, 0, 5, 2},
+        {'M', 64, 2, 48, 16, 3, 1, 1, 1, 4, 1, 0.05f},
+        {'M', 32, 2, 64, 8, 2, 0, 0, 2, 4, 4},
+        {'M', 64, 1, 16, 32, 20, 1, 1, 1, 3, 2},
+        {'M', 32, 2, 32, 16, 40, 0, 1, 2, 2, 1},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the CUDA flash attention kernels and the fused Mamba-1 decode kernel for the CPU emulator (emu.h) and runs
+# Builds the CUDA flash attention kernels and the fused decode kernels for the CPU emulator (emu.h) and runs
 # them against the CPU's attention (tests/emu/emu_attn.cpp) and the CPU's op-by-op decode step (emu_decode.cpp),
 # twice: cp.async copies done at issue, with warps drifting apart and a cooperative launch's blocks taking turns in
 # a random order (a missing barrier shows), and copies done only at the wait (a missing wait shows). Needs
@@ -16,7 +16,7 @@ out=build/emu
 mkdir -p "$out"
 flags=(-std=c++17 -O2 -g -U_FORTIFY_SOURCE -Wall -Wno-unknown-pragmas -Wno-unused-function -include tests/emu/emu.h
        -Itests/emu/shim -Iinclude -Isrc -I"$cuda_home/include")
-for k in attention_flash_fwd attention_flash_bwd decode_mamba1; do
+for k in attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2; do
     # the launches kernel<<<grid, block, smem>>>(args) as emu_launch(kernel, grid, block, smem, args)
     sed -E 's/^([[:space:]]*)([^[:space:]].*)<<<(.*)>>>\((.*)\);/\1emu_launch(\2, \3, \4);/' \
         src/backend/cuda/$k.cu > "$out/$k.cpp"
@@ -28,7 +28,7 @@ for t in emu_attn emu_decode; do
 done
 libs=(build/libssm.a -fopenmp -lopenblas -lm)
 g++ -o "$out/emu_attn" "$out"/emu.o "$out"/emu_attn.o "$out"/attention_flash_*.o "${libs[@]}"
-g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba1.o "${libs[@]}"
+g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba*.o "${libs[@]}"
 rc=0
 for t in emu_attn emu_decode; do
     EMU_CP_LATE=0 EMU_SKEW=1 "$out/$t" "$@" || rc=1

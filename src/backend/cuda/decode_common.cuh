@@ -22,6 +22,7 @@
 #define DEC_TC_MAX_B 64 // in the tensor-core form (bf16 and int8 weights): x's stage in shared memory
 #define DEC_MAX_N 32    // d_state: a channel's states share a warp's lanes
 #define DEC_MAX_K 8     // the conv's width
+#define DEC_MAX_G 8     // groups of Mamba-2's gated norm: their scales in shared memory
 #define DEC_FULL 0xffffffffu
 
 // A weight as a float: float32, or bf16 (stored as its 16 bits: the upper half of the float's)
@@ -237,8 +238,8 @@ __device__ static void block_rstd(float *rs, const float *x, int B, int D, float
 
 // ---- shared memory ---------------------------------------------------------------------------------------------
 // FFMA form: sh [DEC_MAX_B, wide] floats (a normalized input, or an activation staged), red [DEC_WARPS, NB] (a
-// block-per-row product's per-warp sums). Tensor-core form: tc_gemm's stage and partial tiles, then rs [NB] (the
-// norm's scales). wide: the longest product input (max(d_model, d_inner)).
+// block-per-row product's per-warp sums). Tensor-core form: tc_gemm's stage and partial tiles, then rs [NB,
+// DEC_MAX_G] (the norms' scales: per sequence, or per sequence and group). wide: the longest product input (max(d_model, d_inner)).
 struct DecSmem {
     float *sh, *red, *rs;
 };
@@ -253,7 +254,7 @@ template <int NB> __device__ __forceinline__ static DecSmem dec_smem(unsigned ch
 static inline size_t dec_smem_bytes(int B, int wide) {
     const int nb = B <= 16 ? 16 : B <= 32 ? 32 : 64;
     if (B <= DEC_MAX_B) return sizeof(float) * ((size_t)DEC_MAX_B * wide + DEC_WARPS * DEC_MAX_B);
-    return tc_stage_bytes(nb, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(nb) + sizeof(float) * nb;
+    return tc_stage_bytes(nb, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(nb) + sizeof(float) * nb * DEC_MAX_G;
 }
 
 // tc_gemm's stages (rows b >= B zero): u = x_b rs_b w, the RMSNorm of x with its scales rs; or an activation as it is

@@ -1,0 +1,196 @@
+// One decode step of a stack of Mamba-2 layers as one persistent kernel (m2_decode_args in ops.h; its reference is
+// the op-by-op step through mamba2_forward, which the GPU tests and the emulator compare it with). The design is
+// decode_mamba1.cu's (the shared parts in decode_common.cuh); a Mamba-2 layer needs three grid barriers:
+//   A in_proj:  every block normalizes x (rmsnorm); in_proj's rows: z (Di), xBC (Cd: through its conv step and SiLU
+//               at once, as Mamba-1's x half), dt (H)                                                    | sync
+//   B SSD step: a warp per (sequence, head, state row p), its lanes over the N columns: dt = softplus(dt + dt_bias)
+//               clamped, S_p = exp(dt A) S_p + dt x_p B (in place), y_p = S_p . C + D x_p; v = y silu(z) | sync
+//   C out_proj: every block takes the gated RMSNorm of v (per group of Di / G, its own sums); out_proj's rows
+//               x_r += out_proj[r] . g (+ bias)                                                          | sync
+// then the head. The FFMA form up to DEC_MAX_B sequences, the tensor-core form (bf16 and int8 weights) up to
+// DEC_TC_MAX_B, as for Mamba-1. The SSD step is ssd_step_cuda's arithmetic; the elementwise functions the accurate
+// ones: the results match the op-by-op step to float rounding.
+#include "backend/cuda/decode_common.cuh"
+
+// the SSD step's dt: softplus (torch's threshold 20) clamped to [lo, hi], as ssd_dt
+__device__ __forceinline__ static float ssd_dt_ref(float pre, float lo, float hi) {
+    const float dt = pre > 20.0f ? pre : log1pf(expf(pre));
+    return dt < lo ? lo : dt > hi ? hi : dt;
+}
+
+// rs[b * G + g] = 1 / rms of v_b's group g (gs values) for b < B, a warp per (sequence, group), the squares summed in
+// double as the op-by-op gated norm sums them; then a block barrier
+__device__ static void block_group_rstd(float *rs, const float *v, int B, int Di, int G, float eps) {
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, gs = Di / G;
+    for (int q = warp; q < B * G; q += DEC_WARPS) {
+        const float *vg = v + (size_t)(q / G) * Di + (size_t)(q % G) * gs;
+        double ss = 0.0;
+        for (int i = lane; i < gs; i += 32)
+            ss += (double)vg[i] * vg[i];
+        for (int off = 16; off > 0; off >>= 1)
+            ss += __shfl_xor_sync(DEC_FULL, ss, off);
+        if (lane == 0) rs[q] = 1.0f / sqrtf((float)(ss / gs) + eps);
+    }
+    __syncthreads();
+}
+
+// tc_gemm's stage of the gated norm's output: v rs w (rows b >= B zero)
+template <int NB> struct StageGated {
+    const float *v, *rs, *w;
+    int B, Di, G;
+    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc) const {
+        for (int i = (int)threadIdx.x; i < NB * kc; i += DEC_THREADS) {
+            const int b = i / kc, k = k0 + i % kc;
+            st[(size_t)b * ldx + i % kc] = b < B ? bf16_rn(v[(size_t)b * Di + k] * rs[b * G + k / (Di / G)] * w[k]) : 0;
+        }
+    }
+};
+
+// in_proj's value v (scaled) of row r for sequence b: z, xBC through its conv step (conv1d_silu_step's order) and
+// SiLU, or dt
+__device__ __forceinline__ static void m2_in_proj_out(const m2_decode_layer &L, int Di, int Cd, int H, int K, float *z,
+                                                      float *xbc, float *dtr, int r, int b, float v) {
+    v += L.in_b ? L.in_b[r] : 0.0f;
+    if (r < Di) {
+        z[(size_t)b * Di + r] = v;
+    } else if (r < Di + Cd) {
+        const int ch = r - Di;
+        float *st = L.conv_state + ((size_t)b * Cd + ch) * (K - 1);
+        const float *wc = L.conv_w + (size_t)ch * K;
+        float c = L.conv_b ? L.conv_b[ch] : 0.0f;
+        for (int k = 0; k < K - 1; k++)
+            c += wc[k] * st[k];
+        c += wc[K - 1] * v;
+        xbc[(size_t)b * Cd + ch] = c * sigmoid_ref(c);
+        for (int k = 0; k + 1 < K - 1; k++)
+            st[k] = st[k + 1];
+        st[K - 2] = v;
+    } else {
+        dtr[(size_t)b * H + (r - Di - Cd)] = v;
+    }
+}
+
+template <typename W>
+__device__ __forceinline__ static void m2_prefetch_layer(const m2_decode_layer &L, const m2_decode_args &a,
+                                                         size_t gthread, size_t nthreads) {
+    const size_t Din = 2 * (size_t)a.Di + 2 * (size_t)a.G * a.N + a.H;
+    prefetch_range(L.in_proj, sizeof(W) * Din * a.D, gthread, nthreads);
+    prefetch_range(L.out_proj, sizeof(W) * (size_t)a.D * a.Di, gthread, nthreads);
+}
+
+template <int NB, typename W, bool TC>
+__global__ static void __launch_bounds__(DEC_THREADS)
+    m2_decode_kernel(m2_decode_args a, const m2_decode_layer *layers) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int B = a.B, D = a.D, Di = a.Di, N = a.N, H = a.H, P = a.P, G = a.G, K = a.K;
+    const int GN = G * N, Cd = Di + 2 * GN, Din = 2 * Di + 2 * GN + H, hpg = H / G, gs = Di / G;
+    const DecSmem sm = dec_smem<NB>(smem, D > Di ? D : Di);
+    float *x = a.work, *z = x + (size_t)B * D, *xbc = z + (size_t)B * Di, *dtr = xbc + (size_t)B * Cd;
+    float *v = dtr + (size_t)B * H; // [B, Di] y silu(z)
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
+    const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
+
+    if (a.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    dec_embed(x, a.emb, a.tokens, B, D);
+    grid_sync();
+    for (int l = 0; l < a.n_layer; l++) {
+        const m2_decode_layer &L = layers[l];
+        if (a.prefetch && l + 1 < a.n_layer) m2_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
+        if (a.prefetch && l + 1 == a.n_layer) prefetch_range(a.head, sizeof(W) * a.V * D, gthread, nthreads);
+        // A: u = rmsnorm(x) w; z | xBC | dt = in_proj(u) (+ bias); xBC through the conv step and SiLU
+        auto in_out = [&](int r, int b, float val) { m2_in_proj_out(L, Di, Cd, H, K, z, xbc, dtr, r, b, val); };
+        if constexpr (TC) {
+            block_rstd(sm.rs, x, B, D, a.eps);
+            tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D}, in_out);
+        } else {
+            block_rmsnorm(sm.sh, x, L.norm_w, B, D, a.eps);
+            for (int r = gwarp; r < Din; r += nwarps) {
+                float acc[NB];
+                warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sm.sh, D, D, B);
+                if (lane < B) in_out(r, lane, pick(acc, lane) * row_scale(L.in_s, r));
+            }
+        }
+        grid_sync();
+        // B: the SSD step, a warp per (sequence, head, state row), and the gate
+        for (int row = gwarp; row < B * H * P; row += nwarps) {
+            const int b = row / (H * P), h = row / P % H, p = row % P, g = h / hpg;
+            const float dt = ssd_dt_ref(dtr[(size_t)b * H + h] + L.dt_bias[h], a.dt_min, a.dt_max);
+            const float e = expf(dt * -expf(L.A_log[h])), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
+            const float *Bv = xbc + (size_t)b * Cd + Di + (size_t)g * N, *Cv = Bv + GN;
+            float *S = L.ssd_state + (((size_t)b * H + h) * P + p) * N, acc = 0.0f;
+            for (int n = lane; n < N; n += 32) {
+                const float s = e * S[n] + xp * Bv[n];
+                S[n] = s;
+                acc += s * Cv[n];
+            }
+            for (int off = 16; off > 0; off >>= 1)
+                acc += __shfl_xor_sync(DEC_FULL, acc, off);
+            if (lane == 0) {
+                const size_t i = (size_t)b * Di + (size_t)h * P + p;
+                const float zv = z[i];
+                v[i] = (acc + L.Dv[h] * xr) * (zv / (1.0f + expf(-zv)));
+            }
+        }
+        grid_sync();
+        // C: g = the gated RMSNorm of v (per group, every block its own); x += out_proj(g) (+ bias)
+        auto out_add = [&](int r, int b, float val) { x[(size_t)b * D + r] += val + (L.out_b ? L.out_b[r] : 0.0f); };
+        if constexpr (TC) {
+            block_group_rstd(sm.rs, v, B, Di, G, a.gnorm_eps);
+            tc_gemm<NB>((const W *)L.out_proj, L.out_s, D, Di, B, smem, StageGated<NB>{v, sm.rs, L.gnorm_w, B, Di, G},
+                        out_add);
+        } else {
+            block_group_rstd(sm.red, v, B, Di, G, a.gnorm_eps); // (red: [DEC_MAX_B, DEC_MAX_G] floats here)
+            for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
+                sm.sh[i] = v[i] * sm.red[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
+            __syncthreads();
+            for (int r = gwarp; r < D; r += nwarps) {
+                float acc[NB];
+                warp_dot<NB>(acc, (const W *)L.out_proj + (size_t)r * Di, sm.sh, Di, Di, B);
+                if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(L.out_s, r));
+            }
+        }
+        grid_sync();
+    }
+    dec_head<NB, W, TC>(a.logits, (const W *)a.head, a.head_s, a.norm_f, x, a.V, D, B, a.eps, sm);
+}
+
+template <typename W> static void launch_b(const m2_decode_args *a, const m2_decode_layer *layers, size_t smem) {
+    if (a->B == 1)
+        dec_launch(m2_decode_kernel<1, W, false>, a, layers, smem);
+    else if (a->B == 2)
+        dec_launch(m2_decode_kernel<2, W, false>, a, layers, smem);
+    else if (a->B <= 4)
+        dec_launch(m2_decode_kernel<4, W, false>, a, layers, smem);
+    else if (a->B <= 8)
+        dec_launch(m2_decode_kernel<8, W, false>, a, layers, smem);
+    else if constexpr (!std::is_same<W, float>::value) {
+        if (a->B <= 16)
+            dec_launch(m2_decode_kernel<16, W, true>, a, layers, smem);
+        else if (a->B <= 32)
+            dec_launch(m2_decode_kernel<32, W, true>, a, layers, smem);
+        else
+            dec_launch(m2_decode_kernel<64, W, true>, a, layers, smem);
+    }
+}
+
+extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
+    m2_decode_args a_ = *args;
+    a_.prefetch = dec_prefetch_on();
+    const m2_decode_args *a = &a_;
+    if (a->B < 1 || a->N < 1 || a->K < 2 || a->K > DEC_MAX_K || a->G < 1 || a->G > DEC_MAX_G || a->H % a->G ||
+        a->Di != a->H * a->P || a->D % 8 || a->Di % 8)
+        return -1;
+    if (a->B > DEC_MAX_B && (a->B > DEC_TC_MAX_B || a->wdt == MAT_F32 || a->D % 16 || a->Di % 16)) return -1;
+    const size_t smem = dec_smem_bytes(a->B, a->D > a->Di ? a->D : a->Di);
+    if (dec_fits(smem)) return -1;
+    const m2_decode_layer *layers =
+        (const m2_decode_layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(m2_decode_layer) * a->n_layer);
+    if (a->wdt == MAT_BF16)
+        launch_b<uint16_t>(a, layers, smem);
+    else if (a->wdt == MAT_I8)
+        launch_b<int8_t>(a, layers, smem);
+    else
+        launch_b<float>(a, layers, smem);
+    return 0;
+}
