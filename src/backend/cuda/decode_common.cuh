@@ -116,20 +116,31 @@ template <int NB> __device__ __forceinline__ static float pick(const float (&acc
     return v;
 }
 
-// u[b * D + d] = x[b, d] / rms(x_b) * w[d] for b < B into shared memory, a warp per sequence (the squares summed in
-// double, as the op-by-op norm sums them); then a block barrier.
-__device__ static void block_rmsnorm(float *u, const float *x, const float *w, int B, int D, float eps) {
+// u[b * D + d] = x[b, d] / rms(x_b) * w[d] for b < B into shared memory: every thread copies its elements of x and
+// sums their squares in double (as the op-by-op norm does); the warps' sums meet in part [DEC_WARPS, DEC_MAX_B]
+// (added in warp order); every thread scales its own elements. It is on every layer's critical path: one read of x
+// a thread, not a warp walking a whole row. Block barriers before part is read and at the end.
+__device__ static void block_rmsnorm(float *u, double *part, const float *x, const float *w, int B, int D, float eps) {
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    for (int b = warp; b < B; b += DEC_WARPS) {
-        const float *xb = x + (size_t)b * D;
+    for (int b = 0; b < B; b++) {
         double ss = 0.0;
-        for (int d = lane; d < D; d += 32)
-            ss += (double)xb[d] * xb[d];
+        for (int d = (int)threadIdx.x; d < D; d += DEC_THREADS) {
+            const float v = x[(size_t)b * D + d];
+            u[(size_t)b * D + d] = v;
+            ss += (double)v * v;
+        }
         for (int off = 16; off > 0; off >>= 1)
             ss += __shfl_xor_sync(DEC_FULL, ss, off);
+        if (lane == 0) part[warp * DEC_MAX_B + b] = ss;
+    }
+    __syncthreads();
+    for (int b = 0; b < B; b++) {
+        double ss = 0.0;
+        for (int q = 0; q < DEC_WARPS; q++)
+            ss += part[q * DEC_MAX_B + b];
         const float s = 1.0f / sqrtf((float)(ss / D) + eps);
-        for (int d = lane; d < D; d += 32)
-            u[(size_t)b * D + d] = xb[d] * s * w[d];
+        for (int d = (int)threadIdx.x; d < D; d += DEC_THREADS)
+            u[(size_t)b * D + d] = u[(size_t)b * D + d] * s * w[d];
     }
     __syncthreads();
 }
@@ -237,9 +248,10 @@ __device__ static void block_rstd(float *rs, const float *x, int B, int D, float
 }
 
 // ---- shared memory ---------------------------------------------------------------------------------------------
-// FFMA form: sh [DEC_MAX_B, wide] floats (a normalized input, or an activation staged), red [DEC_WARPS, NB] (a
-// block-per-row product's per-warp sums). Tensor-core form: tc_gemm's stage and partial tiles, then rs [NB,
-// DEC_MAX_G] (the norms' scales: per sequence, or per sequence and group). wide: the longest product input (max(d_model, d_inner)).
+// FFMA form: sh [DEC_MAX_B, wide] floats (a normalized input, or an activation staged), red [DEC_WARPS, DEC_MAX_B]
+// doubles (the norm's partial sums; a block-per-row product's per-warp sums, as floats). Tensor-core form: tc_gemm's
+// stage and partial tiles, then rs [NB, DEC_MAX_G] (the norms' scales: per sequence, or per sequence and group). wide:
+// the longest product input (max(d_model, d_inner)).
 struct DecSmem {
     float *sh, *red, *rs;
 };
@@ -253,7 +265,7 @@ template <int NB> __device__ __forceinline__ static DecSmem dec_smem(unsigned ch
 // its size for B sequences (FFMA up to DEC_MAX_B, tensor cores beyond: NB 16, 32 or 64)
 static inline size_t dec_smem_bytes(int B, int wide) {
     const int nb = B <= 16 ? 16 : B <= 32 ? 32 : 64;
-    if (B <= DEC_MAX_B) return sizeof(float) * ((size_t)DEC_MAX_B * wide + DEC_WARPS * DEC_MAX_B);
+    if (B <= DEC_MAX_B) return sizeof(float) * ((size_t)DEC_MAX_B * wide + 2 * DEC_WARPS * DEC_MAX_B);
     return tc_stage_bytes(nb, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(nb) + sizeof(float) * nb * DEC_MAX_G;
 }
 
@@ -298,7 +310,7 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
         tc_gemm<NB>(head, scale, V, D, B, smem, StageNorm<NB>{x, sm.rs, norm_w, B, D}, logit);
     } else {
         const int lane = (int)threadIdx.x % 32;
-        block_rmsnorm(sm.sh, x, norm_w, B, D, eps);
+        block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, norm_w, B, D, eps);
         for (int v = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); v < V; v += (int)gridDim.x * DEC_WARPS) {
             float acc[NB];
             warp_dot<NB>(acc, head + (size_t)v * D, sm.sh, D, D, B);

@@ -93,7 +93,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
                         [&](int r, int b, float v) { in_proj_out(L, E, K, xs, z, r, b, v); });
         } else {
-            block_rmsnorm(sh, x, L.norm_w, B, D, a.eps);
+            block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, a.eps);
             for (int r = gwarp; r < 2 * E; r += nwarps) {
                 float acc[NB];
                 warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);

@@ -104,7 +104,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             block_rstd(sm.rs, x, B, D, a.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D}, in_out);
         } else {
-            block_rmsnorm(sm.sh, x, L.norm_w, B, D, a.eps);
+            block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, a.eps);
             for (int r = gwarp; r < Din; r += nwarps) {
                 float acc[NB];
                 warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sm.sh, D, D, B);
