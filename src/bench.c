@@ -171,11 +171,14 @@ void ssm_bench_memory_bandwidth(double *copy, double *read) {
 
 double ssm_bench_decode_weight_bytes(const ssm_model *m) {
     double bytes = 0;
+    /* the matrices' form: the CPU's decode copy, or on a device the fused step's copy (decode_fused.c) */
+    const decode_weights *q = model_decode_weights(m);
+    mat_dtype dt = q ? q->dt : MAT_F32;
+    if (!q && !backend_is_host(m->be) && decode_fused_ready(m)) dt = m->int8 ? MAT_I8 : m->bf16 ? MAT_BF16 : MAT_F32;
     for (int i = 0; i < m->layout.n; i++) {
         const param_info *p = &m->layout.items[i];
         int matrix = p->ndim == 2 && !strstr(p->name, "A_log"); /* read through mixer_linear */
-        const decode_weights *q = model_decode_weights(m);
-        const double per = matrix && q ? mat_elem_bytes(q->dt) + (q->dt == MAT_I8 ? 4.0 / p->shape[1] : 0) : 4.0;
+        const double per = matrix ? mat_elem_bytes(dt) + (dt == MAT_I8 ? 4.0 / p->shape[1] : 0) : 4.0;
         if (i == m->emb && m->head != m->emb) bytes += p->shape[1] * 4.0; /* one row */
         else bytes += p->numel * per;
     }
