@@ -34,4 +34,17 @@ for t in emu_attn emu_decode; do
     EMU_CP_LATE=0 EMU_SKEW=1 "$out/$t" "$@" || rc=1
     EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/$t" "$@" || rc=1
 done
+# the decode kernels once more under AddressSanitizer: a read or write outside the weights', states' and scratch
+# buffers (host memory here) shows, which on the GPU only compute-sanitizer would see
+asan=(-fsanitize=address -fno-omit-frame-pointer)
+for k in decode_mamba1 decode_mamba2; do
+    g++ "${flags[@]}" "${asan[@]}" -Isrc/backend/cuda -c "$out/$k.cpp" -o "$out/asan_$k.o"
+done
+g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu.cpp -o "$out/asan_emu.o"
+g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu_decode.cpp -o "$out/asan_emu_decode.o"
+g++ "${asan[@]}" -o "$out/asan_emu_decode" "$out"/asan_emu.o "$out"/asan_emu_decode.o "$out"/asan_decode_mamba*.o \
+    "${libs[@]}"
+# (fibers switch stacks under ASan's feet: no stack checks after return; leaks are the test's business elsewhere)
+ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 EMU_SKEW=3 "$out/asan_emu_decode" "$@" |
+    sed 's/^ok - emulated/ok - AddressSanitizer, emulated/' || rc=1
 exit $rc
