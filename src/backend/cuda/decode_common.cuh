@@ -319,6 +319,27 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
     }
 }
 
+// x [B, D] += w in (+ bias) for the D rows of w [D, K]: FFMA (a warp a row, its input in sm.sh as fill() leaves it,
+// [B, K] floats) or tensor cores (tc_gemm, its input through stage): a layer's out_proj with the residual add
+template <int NB, typename W, bool TC, class Fill, class Stage>
+__device__ static void dec_residual_proj(float *x, const W *w, const float *scale, const float *bias, int D, int K,
+                                         int B, const DecSmem &sm, Fill fill, Stage stage) {
+    auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (bias ? bias[r] : 0.0f); };
+    if constexpr (TC) {
+        extern __shared__ __align__(16) unsigned char smem[];
+        tc_gemm<NB>(w, scale, D, K, B, smem, stage, out_add);
+    } else {
+        const int lane = (int)threadIdx.x % 32;
+        fill(sm.sh);
+        __syncthreads();
+        for (int r = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); r < D; r += (int)gridDim.x * DEC_WARPS) {
+            float acc[NB];
+            warp_dot<NB>(acc, w + (size_t)r * K, sm.sh, K, K, B);
+            if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(scale, r));
+        }
+    }
+}
+
 // Blocks per SM: 1 unless SSM_DECODE_BLOCKS_PER_SM says more (a tuning knob: more warps keep more reads in flight,
 // a grid barrier waits for more blocks), at most what fits.
 static int blocks_per_sm(int fits) {
@@ -346,6 +367,38 @@ static void dec_launch(void (*kernel)(Args, const Layer *), const Args *a, const
     }
     coop_launch(kernel, (unsigned)c->dec_blocks, DEC_THREADS, smem, *a, layers);
     CUDA_CHECK_LAUNCH();
+}
+
+// The launch of kernel family K (K::get<NB, W, TC>(): the kernel for NB sequences, weights W, tensor cores or not)
+// for a->B sequences and weights a->wdt: NB = B rounded up to a power of two (FFMA), or to 16, 32 or 64 (tensor
+// cores: bf16 and int8 weights only, float32 would be rounded; the caller declined those sizes)
+template <class K, typename W, typename Args, typename Layer>
+static void dec_launch_b(const Args *a, const Layer *layers, size_t smem) {
+    if (a->B == 1)
+        dec_launch(K::template get<1, W, false>(), a, layers, smem);
+    else if (a->B == 2)
+        dec_launch(K::template get<2, W, false>(), a, layers, smem);
+    else if (a->B <= 4)
+        dec_launch(K::template get<4, W, false>(), a, layers, smem);
+    else if (a->B <= 8)
+        dec_launch(K::template get<8, W, false>(), a, layers, smem);
+    else if constexpr (!std::is_same<W, float>::value) {
+        if (a->B <= 16)
+            dec_launch(K::template get<16, W, true>(), a, layers, smem);
+        else if (a->B <= 32)
+            dec_launch(K::template get<32, W, true>(), a, layers, smem);
+        else
+            dec_launch(K::template get<64, W, true>(), a, layers, smem);
+    }
+}
+template <class K, typename Args, typename Layer>
+static void dec_launch_w(const Args *a, const Layer *layers, size_t smem) {
+    if (a->wdt == MAT_BF16)
+        dec_launch_b<K, uint16_t>(a, layers, smem);
+    else if (a->wdt == MAT_I8)
+        dec_launch_b<K, int8_t>(a, layers, smem);
+    else
+        dec_launch_b<K, float>(a, layers, smem);
 }
 
 // the SSM_DECODE_PREFETCH switch (a tuning knob: on unless "0")

@@ -188,44 +188,21 @@ __global__ static void __launch_bounds__(DEC_THREADS)
         }
         grid_sync();
         // D: x += out_proj(g) (+ bias)
-        auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (L.out_b ? L.out_b[r] : 0.0f); };
-        if constexpr (TC) {
-            tc_gemm<NB>((const W *)L.out_proj, L.out_s, D, E, B, smem, stage_act(g, E), out_add);
-        } else {
-            for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
-                sh[i] = g[i];
-            __syncthreads();
-            for (int r = gwarp; r < D; r += nwarps) {
-                float acc[NB];
-                warp_dot<NB>(acc, (const W *)L.out_proj + (size_t)r * E, sh, E, E, B);
-                if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(L.out_s, r));
-            }
-        }
+        dec_residual_proj<NB, W, TC>(
+            x, (const W *)L.out_proj, L.out_s, L.out_b, D, E, B, sm,
+            [&](float *st) {
+                for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
+                    st[i] = g[i];
+            },
+            stage_act(g, E));
         grid_sync();
     }
     dec_head<NB, W, TC>(a.logits, (const W *)a.head, a.head_s, a.norm_f, x, a.V, D, B, a.eps, sm);
 }
 
-// the kernel for B sequences: NB = B rounded up to a power of two (FFMA), or to 16, 32 or 64 (tensor cores: bf16 and
-// int8 weights only, float32 would be rounded)
-template <typename W> static void launch_b(const m1_decode_args *a, const m1_decode_layer *layers, size_t smem) {
-    if (a->B == 1)
-        dec_launch(m1_decode_kernel<1, W, false>, a, layers, smem);
-    else if (a->B == 2)
-        dec_launch(m1_decode_kernel<2, W, false>, a, layers, smem);
-    else if (a->B <= 4)
-        dec_launch(m1_decode_kernel<4, W, false>, a, layers, smem);
-    else if (a->B <= 8)
-        dec_launch(m1_decode_kernel<8, W, false>, a, layers, smem);
-    else if constexpr (!std::is_same<W, float>::value) {
-        if (a->B <= 16)
-            dec_launch(m1_decode_kernel<16, W, true>, a, layers, smem);
-        else if (a->B <= 32)
-            dec_launch(m1_decode_kernel<32, W, true>, a, layers, smem);
-        else
-            dec_launch(m1_decode_kernel<64, W, true>, a, layers, smem);
-    }
-}
+struct M1Kernels {
+    template <int NB, typename W, bool TC> static auto get() { return m1_decode_kernel<NB, W, TC>; }
+};
 
 extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     m1_decode_args a_ = *args;
@@ -239,11 +216,6 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     cuda_ctx *c = cuda_ctx_now();
     const m1_decode_layer *layers =
         (const m1_decode_layer *)cuda_ctx_table(c, a->layers, sizeof(m1_decode_layer) * a->n_layer);
-    if (a->wdt == MAT_BF16)
-        launch_b<uint16_t>(a, layers, smem);
-    else if (a->wdt == MAT_I8)
-        launch_b<int8_t>(a, layers, smem);
-    else
-        launch_b<float>(a, layers, smem);
+    dec_launch_w<M1Kernels>(a, layers, smem);
     return 0;
 }

@@ -133,46 +133,24 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             }
         }
         grid_sync();
-        // C: g = the gated RMSNorm of v (per group, every block its own); x += out_proj(g) (+ bias)
-        auto out_add = [&](int r, int b, float val) { x[(size_t)b * D + r] += val + (L.out_b ? L.out_b[r] : 0.0f); };
-        if constexpr (TC) {
-            block_group_rstd(sm.rs, v, B, Di, G, a.gnorm_eps);
-            tc_gemm<NB>((const W *)L.out_proj, L.out_s, D, Di, B, smem, StageGated<NB>{v, sm.rs, L.gnorm_w, B, Di, G},
-                        out_add);
-        } else {
-            block_group_rstd(sm.red, v, B, Di, G, a.gnorm_eps); // (red: [DEC_MAX_B, DEC_MAX_G] floats here)
-            for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
-                sm.sh[i] = v[i] * sm.red[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
-            __syncthreads();
-            for (int r = gwarp; r < D; r += nwarps) {
-                float acc[NB];
-                warp_dot<NB>(acc, (const W *)L.out_proj + (size_t)r * Di, sm.sh, Di, Di, B);
-                if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(L.out_s, r));
-            }
-        }
+        // C: g = the gated RMSNorm of v (per group, every block its own sums); x += out_proj(g) (+ bias)
+        float *grs = TC ? sm.rs : sm.red; // [B, G] the groups' scales (FFMA: in red, DEC_MAX_B x DEC_MAX_G floats)
+        block_group_rstd(grs, v, B, Di, G, a.gnorm_eps);
+        dec_residual_proj<NB, W, TC>(
+            x, (const W *)L.out_proj, L.out_s, L.out_b, D, Di, B, sm,
+            [&](float *st) {
+                for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
+                    st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
+            },
+            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G});
         grid_sync();
     }
     dec_head<NB, W, TC>(a.logits, (const W *)a.head, a.head_s, a.norm_f, x, a.V, D, B, a.eps, sm);
 }
 
-template <typename W> static void launch_b(const m2_decode_args *a, const m2_decode_layer *layers, size_t smem) {
-    if (a->B == 1)
-        dec_launch(m2_decode_kernel<1, W, false>, a, layers, smem);
-    else if (a->B == 2)
-        dec_launch(m2_decode_kernel<2, W, false>, a, layers, smem);
-    else if (a->B <= 4)
-        dec_launch(m2_decode_kernel<4, W, false>, a, layers, smem);
-    else if (a->B <= 8)
-        dec_launch(m2_decode_kernel<8, W, false>, a, layers, smem);
-    else if constexpr (!std::is_same<W, float>::value) {
-        if (a->B <= 16)
-            dec_launch(m2_decode_kernel<16, W, true>, a, layers, smem);
-        else if (a->B <= 32)
-            dec_launch(m2_decode_kernel<32, W, true>, a, layers, smem);
-        else
-            dec_launch(m2_decode_kernel<64, W, true>, a, layers, smem);
-    }
-}
+struct M2Kernels {
+    template <int NB, typename W, bool TC> static auto get() { return m2_decode_kernel<NB, W, TC>; }
+};
 
 extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     m2_decode_args a_ = *args;
@@ -186,11 +164,6 @@ extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     if (dec_fits(smem)) return -1;
     const m2_decode_layer *layers =
         (const m2_decode_layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(m2_decode_layer) * a->n_layer);
-    if (a->wdt == MAT_BF16)
-        launch_b<uint16_t>(a, layers, smem);
-    else if (a->wdt == MAT_I8)
-        launch_b<int8_t>(a, layers, smem);
-    else
-        launch_b<float>(a, layers, smem);
+    dec_launch_w<M2Kernels>(a, layers, smem);
     return 0;
 }
