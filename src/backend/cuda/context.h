@@ -47,6 +47,7 @@ typedef struct cuda_ctx {
     const void *dec_kernel;
     size_t dec_smem;
     int dec_blocks;
+    int dec_refused; // a launch was refused: said once
 } cuda_ctx;
 
 // The calling thread's bound context; the process default (GPU 0) when none is bound, which it then binds.

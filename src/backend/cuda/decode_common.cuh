@@ -349,9 +349,10 @@ static int blocks_per_sm(int fits) {
 }
 
 // kernel<<<the grid, DEC_THREADS, smem>>>(*a, layers) as a cooperative launch: one block an SM (or
-// SSM_DECODE_BLOCKS_PER_SM), sized once per kernel and shared memory size and kept in the context
+// SSM_DECODE_BLOCKS_PER_SM), sized once per kernel and shared memory size and kept in the context. 0 when it was
+// queued; -1 when the device refused it (said once on stderr; the caller then decodes op by op), the error cleared.
 template <typename Args, typename Layer>
-static void dec_launch(void (*kernel)(Args, const Layer *), const Args *a, const Layer *layers, size_t smem) {
+static int dec_launch(void (*kernel)(Args, const Layer *), const Args *a, const Layer *layers, size_t smem) {
     cuda_ctx *c = cuda_ctx_now();
     if (c->dec_kernel != (const void *)kernel || c->dec_smem != smem) { // the grid, once per kernel and size
         CUDA_CHECK(cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -361,44 +362,41 @@ static void dec_launch(void (*kernel)(Args, const Layer *), const Args *a, const
         c->dec_kernel = (const void *)kernel, c->dec_smem = smem;
         c->dec_blocks = fits > 0 ? sms * blocks_per_sm(fits) : 0;
     }
-    if (c->dec_blocks == 0) {
-        fprintf(stderr, "ssm: the fused decode kernel does not fit on the GPU (%zu bytes of shared memory)\n", smem);
-        exit(2);
-    }
-    coop_launch(kernel, (unsigned)c->dec_blocks, DEC_THREADS, smem, *a, layers);
-    CUDA_CHECK_LAUNCH();
+    const cudaError_t err = c->dec_blocks > 0
+                                ? coop_launch(kernel, (unsigned)c->dec_blocks, DEC_THREADS, smem, *a, layers)
+                                : cudaErrorCooperativeLaunchTooLarge;
+    if (err == cudaSuccess) return 0;
+    (void)cudaGetLastError(); // (a launch error is not sticky: clear it for the op-by-op step)
+    if (!c->dec_refused)
+        fprintf(stderr,
+                "ssm: the fused decode kernel was refused (%s, %d blocks, %zu bytes of shared memory): "
+                "decoding op by op\n",
+                cudaGetErrorString(err), c->dec_blocks, smem);
+    c->dec_refused = 1;
+    return -1;
 }
 
 // The launch of kernel family K (K::get<NB, W, TC>(): the kernel for NB sequences, weights W, tensor cores or not)
 // for a->B sequences and weights a->wdt: NB = B rounded up to a power of two (FFMA), or to 16, 32 or 64 (tensor
-// cores: bf16 and int8 weights only, float32 would be rounded; the caller declined those sizes)
+// cores: bf16 and int8 weights only, float32 would be rounded; the caller declined those sizes). dec_launch's result.
 template <class K, typename W, typename Args, typename Layer>
-static void dec_launch_b(const Args *a, const Layer *layers, size_t smem) {
-    if (a->B == 1)
-        dec_launch(K::template get<1, W, false>(), a, layers, smem);
-    else if (a->B == 2)
-        dec_launch(K::template get<2, W, false>(), a, layers, smem);
-    else if (a->B <= 4)
-        dec_launch(K::template get<4, W, false>(), a, layers, smem);
-    else if (a->B <= 8)
-        dec_launch(K::template get<8, W, false>(), a, layers, smem);
-    else if constexpr (!std::is_same<W, float>::value) {
-        if (a->B <= 16)
-            dec_launch(K::template get<16, W, true>(), a, layers, smem);
-        else if (a->B <= 32)
-            dec_launch(K::template get<32, W, true>(), a, layers, smem);
-        else
-            dec_launch(K::template get<64, W, true>(), a, layers, smem);
+static int dec_launch_b(const Args *a, const Layer *layers, size_t smem) {
+    if (a->B == 1) return dec_launch(K::template get<1, W, false>(), a, layers, smem);
+    if (a->B == 2) return dec_launch(K::template get<2, W, false>(), a, layers, smem);
+    if (a->B <= 4) return dec_launch(K::template get<4, W, false>(), a, layers, smem);
+    if (a->B <= 8) return dec_launch(K::template get<8, W, false>(), a, layers, smem);
+    if constexpr (!std::is_same<W, float>::value) {
+        if (a->B <= 16) return dec_launch(K::template get<16, W, true>(), a, layers, smem);
+        if (a->B <= 32) return dec_launch(K::template get<32, W, true>(), a, layers, smem);
+        return dec_launch(K::template get<64, W, true>(), a, layers, smem);
     }
+    return -1;
 }
 template <class K, typename Args, typename Layer>
-static void dec_launch_w(const Args *a, const Layer *layers, size_t smem) {
-    if (a->wdt == MAT_BF16)
-        dec_launch_b<K, uint16_t>(a, layers, smem);
-    else if (a->wdt == MAT_I8)
-        dec_launch_b<K, int8_t>(a, layers, smem);
-    else
-        dec_launch_b<K, float>(a, layers, smem);
+static int dec_launch_w(const Args *a, const Layer *layers, size_t smem) {
+    if (a->wdt == MAT_BF16) return dec_launch_b<K, uint16_t>(a, layers, smem);
+    if (a->wdt == MAT_I8) return dec_launch_b<K, int8_t>(a, layers, smem);
+    return dec_launch_b<K, float>(a, layers, smem);
 }
 
 // the SSM_DECODE_PREFETCH switch (a tuning knob: on unless "0")

@@ -216,6 +216,5 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     cuda_ctx *c = cuda_ctx_now();
     const m1_decode_layer *layers =
         (const m1_decode_layer *)cuda_ctx_table(c, a->layers, sizeof(m1_decode_layer) * a->n_layer);
-    dec_launch_w<M1Kernels>(a, layers, smem);
-    return 0;
+    return dec_launch_w<M1Kernels>(a, layers, smem);
 }

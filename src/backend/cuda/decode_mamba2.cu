@@ -164,6 +164,5 @@ extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     if (dec_fits(smem)) return -1;
     const m2_decode_layer *layers =
         (const m2_decode_layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(m2_decode_layer) * a->n_layer);
-    dec_launch_w<M2Kernels>(a, layers, smem);
-    return 0;
+    return dec_launch_w<M2Kernels>(a, layers, smem);
 }

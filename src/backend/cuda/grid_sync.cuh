@@ -12,17 +12,18 @@ __device__ __forceinline__ static void grid_sync() { cooperative_groups::this_gr
 
 // kernel<<<grid, threads, smem>>>(args...) as a cooperative launch on the per-thread stream. The grid must fit on
 // the device at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor times the SMs): the launch fails otherwise.
-// The arguments are converted to the kernel's parameter types first: the launch takes their addresses.
+// The arguments are converted to the kernel's parameter types first: the launch takes their addresses. Returns the
+// launch's status (the caller decides what a refused launch means).
 template <typename... P>
-static void coop_launch_typed(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, P... args) {
+static cudaError_t coop_launch_typed(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, P... args) {
     void *params[] = {(void *)&args...};
-    CUDA_CHECK(cudaLaunchCooperativeKernel((const void *)kernel, dim3(grid), dim3(threads), params, smem,
-                                           cudaStreamPerThread));
+    return cudaLaunchCooperativeKernel((const void *)kernel, dim3(grid), dim3(threads), params, smem,
+                                       cudaStreamPerThread);
 }
 template <typename... P, typename... A>
-static void coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
+static cudaError_t coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
     static_assert(sizeof...(P) == sizeof...(A), "coop_launch: one argument per kernel parameter");
-    coop_launch_typed<P...>(kernel, grid, threads, smem, P(args)...);
+    return coop_launch_typed<P...>(kernel, grid, threads, smem, P(args)...);
 }
 
 #endif

@@ -4,8 +4,9 @@
 #include "backend/cuda/cuda_common.h"
 static inline void grid_sync() { emu_grid_sync(); }
 template <typename... P, typename... A>
-static void coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
+static cudaError_t coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
     static_assert(sizeof...(P) == sizeof...(A), "coop_launch: one argument per kernel parameter");
     emu_launch_coop(kernel, dim3(grid), threads, smem, P(args)...);
+    return cudaSuccess;
 }
 #endif
