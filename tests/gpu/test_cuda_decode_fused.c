@@ -13,7 +13,7 @@
  * - the d_model 768 shape of the benchmark (dt_rank 48, x_proj's 80 rows) in float32, bf16 and int8.
  * - Mamba-2 stacks (decode_mamba2.cu) the same way: groups, d_state 32 to 128, a dt limit, float32, bf16 and int8,
  *   1 to 64 sequences, the mamba2-130m layer shape.
- * Prints "skip - ..." where there is no GPU. */
+ * DECODE_TEST_QUICK=1: one case of each form (for compute-sanitizer). Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "backend/backend.h"
 #include "common.h"
@@ -243,6 +243,13 @@ int main(void) {
     if (!cuda_device_available(&why)) {
         printf("skip - CUDA fused decode: %s\n", why);
         return 0;
+    }
+    if (getenv("DECODE_TEST_QUICK")) { /* one case of each form, for compute-sanitizer (slow under it) */
+        test_against_op_by_op(config_of(64, 2, 16, 1), 2, 1, 3);
+        test_against_op_by_op(config_of(64, 2, 16, 0), 16, 2, 2);
+        test_against_op_by_op(config_m2(64, 2, 32, 16, 2, 1, 0), 1, 0, 3);
+        test_against_op_by_op(config_m2(64, 2, 32, 16, 2, 0, 0), 24, 1, 2);
+        return test_failures ? 1 : 0;
     }
     for (int bf16 = 0; bf16 <= 1; bf16++) {
         test_against_op_by_op(config_of(64, 3, 16, 1), 1, bf16, 24);
