@@ -640,9 +640,17 @@ static size_t forward_act_floats(const ssm_model *m, int B, int T) {
     return act;
 }
 
+/* The CPU's decode copy follows the weights: remade before an inference call when optimizer steps changed them since
+ * it was made (a cache of m's weights, as model_sync_host's mirror is). */
+static void decode_copy_current(const ssm_model *m) {
+    if (backend_is_host(m->be) && m->dec.dt != MAT_F32 && m->dec_version != m->w_version)
+        model_make_decode_weights((ssm_model *)m, m->dec.dt);
+}
+
 double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, const int *targets, int T,
                           int *count, int *hits) {
     model_bind(m);
+    decode_copy_current(m);
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "model_forward_loss: the state was made on %s, the model is now on %s",
           s->be->name, be->name);
@@ -663,6 +671,7 @@ double model_forward_loss(const ssm_model *m, ssm_state *s, const int *tokens, c
 
 int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, float *logits, int last_only) {
     model_bind(m);
+    decode_copy_current(m);
     const ssm_config *c = &m->cfg;
     const backend *be = m->be;
     CHECK(backend_same_memory(s->be, be), "ssm_forward: the state was made on %s, the model is now on %s",

@@ -375,6 +375,48 @@ static void test_bf16_decode(void) {
     TEST_END();
 }
 
+/* The CPU's bf16 and int8 decode copies follow the weights: after AdamW steps a decode equals, bitwise, the decode
+ * of a model made with the trained weights (before the fix the copy of the initial weights stayed) */
+static void test_decode_copy_follows_training(void) {
+    TEST_BEGIN("bf16 and int8 decode copies follow AdamW steps on the CPU (bitwise a fresh model's decode)");
+    enum { T = 12, B = 2, TT = 16 };
+    for (int form = 1; form <= 2; form++) {
+        ssm_model *m = random_model(32, 2, 31);
+        if (form == 1) ssm_model_use_bf16(m);
+        else EXPECT(ssm_model_use_int8(m) == 0, "use_int8: %s", ssm_last_error());
+        int tok[B * T], bt[B * TT], tg[B * TT];
+        for (int i = 0; i < B * T; i++) tok[i] = (i * 37 + 5) % 256;
+        for (int i = 0; i < B * TT; i++) bt[i] = (i * 11 + 3) % 256, tg[i] = bt[i] % 7 + 'a';
+        float *before = xmalloc(sizeof(float) * B * T * 256), *after = xmalloc(sizeof(float) * B * T * 256);
+        float *fresh = xmalloc(sizeof(float) * B * T * 256);
+        decode_all(m, tok, B, T, before);
+        ssm_optim_config oc;
+        ssm_optim_config_default(&oc);
+        oc.warmup = 1, oc.steps = 2, oc.lr = 1e-2f;
+        adamw_state opt;
+        adamw_init(&opt, m);
+        for (int k = 0; k < 2; k++) {
+            model_zero_grad(m);
+            model_train_forward(m, bt, tg, B, TT);
+            model_train_backward(m, 1.0f);
+            adamw_update(m, &opt, &oc, lr_at(&oc, k));
+        }
+        adamw_free(&opt);
+        decode_all(m, tok, B, T, after);
+        ssm_model *f = random_model(32, 2, 31);
+        memcpy(f->w, m->w, sizeof(float) * m->layout.total);
+        if (form == 1) ssm_model_use_bf16(f);
+        else EXPECT(ssm_model_use_int8(f) == 0, "use_int8: %s", ssm_last_error());
+        decode_all(f, tok, B, T, fresh);
+        EXPECT(!memcmp(after, fresh, sizeof(float) * B * T * 256), "%s: the decode after training reads a stale copy",
+               form == 1 ? "bf16" : "int8");
+        EXPECT(memcmp(before, after, sizeof(float) * B * T * 256), "training changed nothing: the check cannot fail");
+        free(before), free(after), free(fresh);
+        ssm_model_free(m), ssm_model_free(f);
+    }
+    TEST_END();
+}
+
 /* int8 decode weights (a scale per row): close to float32, and the same as float32 on the dequantized weights up to
  * the order of the rounding (scale * sum(q x) against sum((scale q) x)). */
 static void test_int8_decode(void) {
@@ -629,6 +671,7 @@ int main(void) {
     test_state_capacity();
     test_bf16_decode();
     test_int8_decode();
+    test_decode_copy_follows_training();
     test_op_list();
     test_limits();
     test_training_learns(dir);
