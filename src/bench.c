@@ -174,7 +174,7 @@ double ssm_bench_decode_weight_bytes(const ssm_model *m) {
     /* the matrices' form: the CPU's decode copy, or on a device the fused step's copy (decode_fused.c) */
     const decode_weights *q = model_decode_weights(m);
     mat_dtype dt = q ? q->dt : MAT_F32;
-    if (!q && !backend_is_host(m->be) && decode_fused_ready(m)) dt = m->int8 ? MAT_I8 : m->bf16 ? MAT_BF16 : MAT_F32;
+    if (!q && !backend_is_host(m->be) && decode_fused_ready(m, 1)) dt = m->int8 ? MAT_I8 : m->bf16 ? MAT_BF16 : MAT_F32;
     for (int i = 0; i < m->layout.n; i++) {
         const param_info *p = &m->layout.items[i];
         int matrix = p->ndim == 2 && !strstr(p->name, "A_log"); /* read through mixer_linear */

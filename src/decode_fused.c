@@ -21,9 +21,17 @@ int decode_fused_kind(const ssm_model *m, const backend *be) {
     return (k == DECODE_FUSED_M1 && be->decode_mamba1) || (k == DECODE_FUSED_M2 && be->decode_mamba2) ? k : 0;
 }
 
-int decode_fused_ready(const ssm_model *m) {
+/* Measured on an H100 (2026-12-05, d768x24, docs/performance.md): the fused step beats the op-by-op one up to 4
+ * sequences (bf16: 0.47 against 0.63 ms at 1, 0.71 against 0.80 at 4) and loses from 8 (1.09 against 0.82; on tensor
+ * cores at 64, 3.98 against 1.19): the FFMA form's time grows with the batch, and the tensor-core form is not tuned
+ * yet. So by default it runs up to DECODE_FUSED_MAX_B sequences, and for int8 weights (which only it reads on a GPU)
+ * at any batch it takes. SSM_DECODE_FUSED=1 runs it at every batch it takes, 0 never. */
+#define DECODE_FUSED_MAX_B 4
+
+int decode_fused_ready(const ssm_model *m, int B) {
     const char *e = getenv("SSM_DECODE_FUSED");
     if (e && strcmp(e, "0") == 0) return 0;
+    if (!(e && strcmp(e, "1") == 0) && !m->int8 && B > DECODE_FUSED_MAX_B) return 0;
     return decode_fused_kind(m, m->be);
 }
 

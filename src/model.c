@@ -680,7 +680,7 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
     const int B = s->n_seq, D = c->d_model, V = c->vocab_size;
     const size_t rows = (size_t)B * T, out_rows = last_only ? (size_t)B : rows;
     const size_t logit_floats = backend_is_host(be) ? 0 : out_rows * V; /* device logits, then downloaded */
-    if (T == 1 && decode_fused_ready(m)) { /* one kernel for the whole step, where the backend takes it */
+    if (T == 1 && decode_fused_ready(m, B)) { /* one kernel for the whole step, where the backend takes it */
         const size_t fw = decode_fused_work_floats(m, B);
         float *work = state_work(s, fw + logit_floats), *lg = logit_floats ? work + fw : logits;
         const int *tok = state_tokens(s, tokens, rows);

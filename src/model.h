@@ -128,11 +128,12 @@ void model_canonicalize(const ssm_model *m, ssm_state *s);
 
 /* ---- the fused decode step (decode_fused.c) ---- */
 /* The fused kernel a model of these layers takes on be: DECODE_FUSED_M1 (every layer Mamba-1, be has
- * decode_mamba1), DECODE_FUSED_M2 (Mamba-2, decode_mamba2), else 0. decode_fused_ready: the same on m's backend,
+ * decode_mamba1), DECODE_FUSED_M2 (Mamba-2, decode_mamba2), else 0. decode_fused_ready: the same on m's backend for
+ * a step of B sequences where the fused step is the faster (or int8 weights need it; decode_fused.c),
  * unless SSM_DECODE_FUSED is 0 (the backend may still decline the sizes: decode_fused_step). */
 enum { DECODE_FUSED_M1 = 1, DECODE_FUSED_M2 = 2 };
 int decode_fused_kind(const ssm_model *m, const backend *be);
-int decode_fused_ready(const ssm_model *m);
+int decode_fused_ready(const ssm_model *m, int B);
 /* Scratch floats a fused step of B sequences needs (work below). */
 size_t decode_fused_work_floats(const ssm_model *m, int B);
 /* A fused step's arguments, for the kind's kernel (m1 or m2, their layers in l1 or l2, host memory). */
