@@ -70,7 +70,7 @@ if has decode-fused && [ "$part" = fused ]; then
         echo "m2x24 fused=$f decode-batch 8 $w: $(SSM_DECODE_FUSED=$f bench $F --config m2x24 --what decode --decode-batch 8 --decode-steps 200 $w | tr '\n' ' ')"
     done; done
     for k in SSM_DECODE_PREFETCH=0 SSM_DECODE_BLOCKS_PER_SM=2; do
-        echo "$k bf16: $(env $k bench $F --config d768x24 --what decode --decode-batch 64 --decode-steps 200 --bf16 | tr '\n' ' ')"
+        echo "$k bf16: $(export "$k"; bench $F --config d768x24 --what decode --decode-batch 2 --decode-steps 200 --bf16 | tr '\n' ' ')"
     done
     DECODE_TEST_QUICK=1 timeout 120 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL|^ok" | tail -6
 fi
