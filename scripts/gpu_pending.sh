@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks that wait for a device, in three calls (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       decode-fused swiglu-vec decode-gemv nccl, those that exist) into .devbuild/REF, the flash block-shape variants into
+#       swiglu-vec decode-gemv nccl, those that exist; decode-fused, merged, only when named) into .devbuild/REF, the flash block-shape variants into
 #       .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz (ignored by git; the
 #       device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run PART          on the device: unpacks and runs the checks below, each under its own
@@ -22,7 +22,7 @@ mode=${1:-}
 if [ "$mode" = build ]; then
     shift
     refs=("$@")
-    [ ${#refs[@]} -gt 0 ] || refs=(main decode-fused swiglu-vec decode-gemv nccl)
+    [ ${#refs[@]} -gt 0 ] || refs=(main swiglu-vec decode-gemv nccl) # (decode-fused: merged; name it to rerun its part)
     rm -rf .devbuild && mkdir -p .devbuild .devpack
     for ref in "${refs[@]}"; do
         git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
