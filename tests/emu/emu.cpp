@@ -253,13 +253,18 @@ static void fiber_init(emu_fiber &e, unsigned t) {
     makecontext(&e.ctx, fiber_entry, 0);
 }
 
-void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
+/* a launch's checks and the state its threads read (the body, its argument, the grid's and block's sizes) */
+static void launch_begin(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
     if (smem_bytes > sizeof smem || threads % 32 || threads == 0) {
         fprintf(stderr, "emu: launch of %u threads with %zu bytes of shared memory\n", threads, smem_bytes);
         exit(3);
     }
     cur_body = body, cur_arg = arg, cur_smem = smem_bytes;
     emu_grid_dim = {grid.x, grid.y, grid.z}, emu_block_dim = {threads, 1, 1};
+}
+
+void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
+    launch_begin(grid, threads, smem_bytes, body, arg);
     std::vector<emu_fiber> f(threads);
     for (auto &x : f) x.stack.resize(128 * 1024);
     for (unsigned z = 0; z < grid.z; z++)
@@ -274,12 +279,7 @@ void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body,
 }
 
 void emu_run_grid_coop(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
-    if (smem_bytes > sizeof smem || threads % 32 || threads == 0) {
-        fprintf(stderr, "emu: launch of %u threads with %zu bytes of shared memory\n", threads, smem_bytes);
-        exit(3);
-    }
-    cur_body = body, cur_arg = arg, cur_smem = smem_bytes;
-    emu_grid_dim = {grid.x, grid.y, grid.z}, emu_block_dim = {threads, 1, 1};
+    launch_begin(grid, threads, smem_bytes, body, arg);
     const unsigned nb = grid.x * grid.y * grid.z;
     std::vector<std::vector<emu_fiber>> blocks(nb);
     std::vector<std::vector<unsigned char>> shared(nb, std::vector<unsigned char>(smem_bytes, 0xff));

@@ -84,23 +84,25 @@ void emu_grid_sync();
 // launches: blocks in order, each block's threads as fibers
 typedef void (*emu_body)(void *);
 void emu_run_grid(dim3 grid, unsigned threads, size_t smem, emu_body body, void *arg);
-template <typename K, typename... A> void emu_launch(K kernel, dim3 grid, unsigned threads, size_t smem, A... args) {
+// kernel(args...) as the body of every thread of a run by runner (emu_run_grid or emu_run_grid_coop)
+template <typename K, typename... A>
+void emu_launch_by(void (*runner)(dim3, unsigned, size_t, emu_body, void *), K kernel, dim3 grid, unsigned threads,
+                   size_t smem, A... args) {
     struct pack {
         K k;
         std::tuple<A...> a;
     } p{kernel, std::tuple<A...>(args...)};
-    emu_run_grid(grid, threads, smem, [](void *v) { std::apply(((pack *)v)->k, ((pack *)v)->a); }, &p);
+    runner(grid, threads, smem, [](void *v) { std::apply(((pack *)v)->k, ((pack *)v)->a); }, &p);
+}
+template <typename K, typename... A> void emu_launch(K kernel, dim3 grid, unsigned threads, size_t smem, A... args) {
+    emu_launch_by(emu_run_grid, kernel, grid, threads, smem, args...);
 }
 
 // a cooperative launch: every block's threads at once, the blocks taking turns between grid barriers (in a random
 // order with EMU_SKEW, so that a read of another block's result before the barrier that publishes it shows)
 void emu_run_grid_coop(dim3 grid, unsigned threads, size_t smem, emu_body body, void *arg);
 template <typename K, typename... A> void emu_launch_coop(K kernel, dim3 grid, unsigned threads, size_t smem, A... args) {
-    struct pack {
-        K k;
-        std::tuple<A...> a;
-    } p{kernel, std::tuple<A...>(args...)};
-    emu_run_grid_coop(grid, threads, smem, [](void *v) { std::apply(((pack *)v)->k, ((pack *)v)->a); }, &p);
+    emu_launch_by(emu_run_grid_coop, kernel, grid, threads, smem, args...);
 }
 
 #endif

@@ -414,4 +414,15 @@ static inline int dec_fits(size_t smem) {
     return coop && smem <= (size_t)smem_max ? 0 : -1;
 }
 
+// What both entry points do once their kind's limits passed: the tensor-core form's limits (d_model and the inner
+// width multiples of 16, no float32 weights), the shared memory and whether it fits, the layer table's device copy,
+// the launch. -1 where the sizes or the device decline (nothing queued).
+template <class K, typename Layer, typename Args> static int dec_run(const Args *a, int D, int inner) {
+    if (a->B > DEC_MAX_B && (a->B > DEC_TC_MAX_B || a->wdt == MAT_F32 || D % 16 || inner % 16)) return -1;
+    const size_t smem = dec_smem_bytes(a->B, D > inner ? D : inner);
+    if (dec_fits(smem)) return -1;
+    const Layer *layers = (const Layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(Layer) * a->n_layer);
+    return dec_launch_w<K>(a, layers, smem);
+}
+
 #endif

@@ -210,11 +210,5 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     const m1_decode_args *a = &a_;
     if (a->B < 1 || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 || a->D % 8 || a->E % 8)
         return -1;
-    if (a->B > DEC_MAX_B && (a->B > DEC_TC_MAX_B || a->wdt == MAT_F32 || a->D % 16 || a->E % 16)) return -1;
-    const size_t smem = dec_smem_bytes(a->B, a->D > a->E ? a->D : a->E);
-    if (dec_fits(smem)) return -1;
-    cuda_ctx *c = cuda_ctx_now();
-    const m1_decode_layer *layers =
-        (const m1_decode_layer *)cuda_ctx_table(c, a->layers, sizeof(m1_decode_layer) * a->n_layer);
-    return dec_launch_w<M1Kernels>(a, layers, smem);
+    return dec_run<M1Kernels, m1_decode_layer>(a, a->D, a->E);
 }

@@ -159,10 +159,5 @@ extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     if (a->B < 1 || a->N < 1 || a->K < 2 || a->K > DEC_MAX_K || a->G < 1 || a->G > DEC_MAX_G || a->H % a->G ||
         a->Di != a->H * a->P || a->D % 8 || a->Di % 8)
         return -1;
-    if (a->B > DEC_MAX_B && (a->B > DEC_TC_MAX_B || a->wdt == MAT_F32 || a->D % 16 || a->Di % 16)) return -1;
-    const size_t smem = dec_smem_bytes(a->B, a->D > a->Di ? a->D : a->Di);
-    if (dec_fits(smem)) return -1;
-    const m2_decode_layer *layers =
-        (const m2_decode_layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(m2_decode_layer) * a->n_layer);
-    return dec_launch_w<M2Kernels>(a, layers, smem);
+    return dec_run<M2Kernels, m2_decode_layer>(a, a->D, a->Di);
 }
