@@ -12,6 +12,7 @@ models of ~20M and ~90M parameters, about 30 minutes an experiment. --smoke runs
 the CPU: it checks the pipeline, not the claim. Python 3 standard library only; it drives build/ssm.
 """
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,11 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--list", action="store_true", help="list the experiments")
     args = ap.parse_args(argv)
+    for pattern in (args.runs or "").split(","):  # checked before any run starts: one line, not a traceback
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            ap.error(f"--runs: {pattern!r} is not a regular expression ({e})")
     if args.list or not args.name:
         for n, m in EXPERIMENTS.items():
             print(f"{n:8} claim {m.CLAIM_NO}: {m.CLAIM}\n         presets: {', '.join(m.PRESETS)}")

@@ -57,6 +57,13 @@ if python3 experiments/run.py all --dry-run >"$dir/dry" 2>"$dir/dry.err" &&
 else
     fail "experiments/run.py all --dry-run: $(tail -3 "$dir/dry.err")"
 fi
+if python3 experiments/run.py bytes --smoke --out "$dir/badruns" --runs '[' 2>"$dir/err"; then
+    fail "--runs with a bad regular expression is refused"
+else
+    grep -q "is not a regular expression" "$dir/err" && [ ! -e "$dir/badruns" ] &&
+        ok "--runs with a bad regular expression: one line, nothing written" ||
+        fail "--runs with a bad regular expression: $(tail -2 "$dir/err")"
+fi
 if python3 experiments/run.py nosuch --smoke 2>"$dir/err"; then
     fail "an unknown experiment is refused"
 else
