@@ -3,13 +3,16 @@
 # them against the CPU's attention (tests/emu/emu_attn.cpp) and the CPU's op-by-op decode step (emu_decode.cpp),
 # twice: cp.async copies done at issue, with warps drifting apart and a cooperative launch's blocks taking turns in
 # a random order (a missing barrier shows), and copies done only at the wait (a missing wait shows). Needs
-# build/libssm.a (make) and the CUDA headers (CUDA_HOME, default /usr/local/cuda; no GPU). Prints "ok - ..." per case.
+# build/asan/libssm.a (make tests) and the CUDA headers (CUDA_HOME, default /usr/local/cuda; no GPU). Prints
+# "ok - ..." per case. The CPU side comes from the sanitizer build's library because it is CPU-only whatever
+# the machine: build/libssm.a holds the real kernels (same symbols, CUDA runtime) wherever nvcc was found.
 #   tests/emu/run.sh [case index]        (the index picks a case of each program)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
-if [ ! -f "$cuda_home/include/cuda_bf16.h" ] || [ ! -f build/libssm.a ]; then
-    echo "skip - emulated CUDA kernels: needs $cuda_home/include (the CUDA headers) and build/libssm.a"
+lib=build/asan/libssm.a
+if [ ! -f "$cuda_home/include/cuda_bf16.h" ] || [ ! -f $lib ]; then
+    echo "skip - emulated CUDA kernels: needs $cuda_home/include (the CUDA headers) and $lib (make tests)"
     exit 0
 fi
 out=build/emu
@@ -26,9 +29,13 @@ g++ "${flags[@]}" -c tests/emu/emu.cpp -o "$out/emu.o"
 for t in emu_attn emu_decode; do
     g++ "${flags[@]}" -c tests/emu/$t.cpp -o "$out/$t.o"
 done
-libs=(build/libssm.a -fopenmp -lopenblas -lm)
+asan=(-fsanitize=address -fno-omit-frame-pointer)
+# the library is built with ASan and UBSan, so every program links their runtimes
+libs=($lib -fsanitize=address,undefined -fopenmp -lopenblas -lm)
 g++ -o "$out/emu_attn" "$out"/emu.o "$out"/emu_attn.o "$out"/attention_flash_*.o "${libs[@]}"
 g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba*.o "${libs[@]}"
+# (fibers switch stacks under ASan's feet: no stack checks after return; leaks are the test's business elsewhere)
+export ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0
 rc=0
 for t in emu_attn emu_decode; do
     EMU_CP_LATE=0 EMU_SKEW=1 "$out/$t" "$@" || rc=1
@@ -36,7 +43,6 @@ for t in emu_attn emu_decode; do
 done
 # the decode kernels once more under AddressSanitizer: a read or write outside the weights', states' and scratch
 # buffers (host memory here) shows, which on the GPU only compute-sanitizer would see
-asan=(-fsanitize=address -fno-omit-frame-pointer)
 for k in decode_mamba1 decode_mamba2; do
     g++ "${flags[@]}" "${asan[@]}" -Isrc/backend/cuda -c "$out/$k.cpp" -o "$out/asan_$k.o"
 done
@@ -44,7 +50,6 @@ g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu.cpp -o "$out/asan_emu.o"
 g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu_decode.cpp -o "$out/asan_emu_decode.o"
 g++ "${asan[@]}" -o "$out/asan_emu_decode" "$out"/asan_emu.o "$out"/asan_emu_decode.o "$out"/asan_decode_mamba*.o \
     "${libs[@]}"
-# (fibers switch stacks under ASan's feet: no stack checks after return; leaks are the test's business elsewhere)
-ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 EMU_SKEW=3 "$out/asan_emu_decode" "$@" |
+EMU_SKEW=3 "$out/asan_emu_decode" "$@" |
     sed 's/^ok - emulated/ok - AddressSanitizer, emulated/' || rc=1
 exit $rc
