@@ -525,9 +525,11 @@ static void case_attn_bwd(op_run *r, const int *p) {
     r->be->attn_bwd(&a, o, dout, d, dk, dv);
 }
 
-/* The SSD's inputs, x | B | C in one row of ldx (padded by 3), dt raw in rows of H + 1. p: B, T, H, P, N, G, chunk */
+/* The SSD's inputs, x | B | C in one row of ldx (padded by 3), dt raw in rows of H + 1. p: B, T, H, P, N, G, chunk,
+ * form (bit 2: tf32 products allowed, ssd_args.tf32) */
 static ssd_args ssd_inputs(op_run *r, const int *p) {
     ssd_args s = {.B = p[0], .T = p[1], .H = p[2], .P = p[3], .N = p[4], .G = p[5], .chunk = p[6]};
+    s.tf32 = !!(p[7] & 4);
     const size_t rows = (size_t)s.B * s.T;
     s.ldx = s.H * s.P + 2 * s.G * s.N + 3, s.lddt = s.H + 1;
     const float *xbc = in_f32(r, rows * s.ldx, 1);
@@ -538,7 +540,7 @@ static ssd_args ssd_inputs(op_run *r, const int *p) {
     return s;
 }
 
-/* ssd_fwd. p: B, T, H, P, N, G, chunk, form (bit 0: a carried state, bit 1: a dt limit) */
+/* ssd_fwd. p: B, T, H, P, N, G, chunk, form (bit 0: a carried state, bit 1: a dt limit, bit 2: tf32) */
 static void case_ssd_fwd(op_run *r, const int *p) {
     if (run_refuses(r, BACKEND_OP_ssd_fwd, NULL)) return;
     ssd_args s = ssd_inputs(r, p);
@@ -781,6 +783,16 @@ static void cases_make(void) {
             add_case(BACKEND_OP_ssd_bwd, 1e-4, 0, case_ssd_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm),
                      "ssd_bwd B %d T %d H %d P %d N %d G %d chunk %d:%s", q[0], q[1], q[2], q[3], q[4], q[5], q[6],
                      fm & 2 ? " dt limit" : "");
+    }
+    /* the same with tf32 products (mixed precision; the CPU computes in float32 whatever the flag): mamba2-130m's
+     * heads and tiles past 64. Bounds of tf32's rounding (2^-11) times the problem's conditioning: ddt, differences
+     * of row and column sums, moves most (tests/emu/emu_ssd.cpp bounds each output by the conditioning itself) */
+    for (size_t i = sizeof sd / sizeof sd[0] - 2; i < sizeof sd / sizeof sd[0]; i++) {
+        const int *q = sd[i];
+        add_case(BACKEND_OP_ssd_fwd, 3e-3, 0, case_ssd_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 4 | 1),
+                 "ssd_fwd tf32 B %d T %d H %d P %d N %d G %d chunk %d: state", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
+        add_case(BACKEND_OP_ssd_bwd, 5e-2, 0, case_ssd_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 4),
+                 "ssd_bwd tf32 B %d T %d H %d P %d N %d G %d chunk %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
     }
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(3, 1, 4, 8, 16, 2, 1), "ssd_step B 3 H 4 P 8 N 16 G 2");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(1, 1, 24, 64, 128, 1, 1), "ssd_step B 1 H 24 P 64 N 128");

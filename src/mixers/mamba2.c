@@ -120,9 +120,11 @@ static size_t mamba2_canon_floats(const ssm_config *c) {
 }
 static void mamba2_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
-/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's. */
-static ssd_args ssd_args_of(const ssm_config *c, const mamba2_views *v, const float *zx, const float *xbc, int B,
+/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's.
+ * Mixed precision lets the SSD's chunk products run in tf32 (mamba_ssm's kernels take bf16 operands there). */
+static ssd_args ssd_args_of(const mixer_ctx *ctx, const mamba2_views *v, const float *zx, const float *xbc, int B,
                             int T) {
+    const ssm_config *c = ctx->cfg;
     const mamba2_dims d = dims_of(c);
     return (ssd_args){.x = xbc,
                       .Bm = xbc + d.Di,
@@ -141,7 +143,8 @@ static ssd_args ssd_args_of(const ssm_config *c, const mamba2_views *v, const fl
                       .P = d.P,
                       .N = d.N,
                       .G = d.G,
-                      .chunk = c->mamba2.chunk_size};
+                      .chunk = c->mamba2.chunk_size,
+                      .tf32 = !strcmp(ctx->be->precision, "bf16")};
 }
 
 static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
@@ -164,7 +167,7 @@ static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat ou
     }
     /* y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True,
      * dt_limit=self.dt_limit) (decode: selective_state_update) */
-    const ssd_args s = ssd_args_of(ctx->cfg, &v, zx, xbc, B, T);
+    const ssd_args s = ssd_args_of(ctx, &v, zx, xbc, B, T);
     if (ssd_state && T == 1) be->ssd_step(&s, y, ssd_state);
     else be->ssd_fwd(&s, y, ssd_state);
     /* y = self.norm(y, z): RMSNormGated(y * silu(z)), per group of Di / G */
@@ -205,7 +208,7 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
     if (gr.out_b) be->bias_grad_acc(gr.out_b, dout, d.D, rows, d.D);
     /* the norm writes dy and dz (z: in_proj's first Di columns) */
     be->gated_rmsnorm_bwd(dy, dzx, d.Din, gr.norm, dg, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
-    const ssd_args s = ssd_args_of(ctx->cfg, &v, zx, xbc, B, T);
+    const ssd_args s = ssd_args_of(ctx, &v, zx, xbc, B, T);
     const ssd_grads sg = {.dx = dxbc,
                           .dBm = dxbc + d.Di,
                           .dCm = dxbc + d.Di + d.GN,

@@ -128,6 +128,8 @@ typedef struct {
     float dt_min, dt_max;              /* time_step_limit (0, INFINITY: none) */
     int B, T, H, P, N, G;
     int chunk;                         /* the chunked algorithm's chunk length (a power of two) */
+    int tf32;                          /* 1: the chunk products may round their operands to tf32 (CUDA's tensor
+                                        * cores; mixed-precision training sets it); 0: float32 products */
 } ssd_args;
 
 /* What ssd_bwd writes (=) and accumulates (+=). */

@@ -8,7 +8,7 @@
 alignas(16) unsigned char smem[256 * 1024]; /* the block's shared memory: `extern __shared__ ... smem[]` */
 
 enum { RUNNABLE, AT_BLOCK, AT_WARP, AT_GRID, DONE };
-enum { OP_SYNCWARP = 1, OP_SHFL, OP_MMA, OP_LDSM };
+enum { OP_SYNCWARP = 1, OP_SHFL, OP_MMA, OP_MMA_TF32, OP_LDSM };
 
 struct copy_req {
     void *dst;
@@ -107,6 +107,19 @@ void emu_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     yield_to_scheduler(AT_WARP, OP_MMA);
 }
 
+void emu_mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    emu_cur->d = d, emu_cur->a = a, emu_cur->b0 = b0, emu_cur->b1 = b1;
+    yield_to_scheduler(AT_WARP, OP_MMA_TF32);
+}
+
+/* cvt.rna.tf32.f32: the float's 19 high bits, rounded to nearest with ties away from zero (the magnitude's bits) */
+uint32_t emu_tf32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return u; /* inf, NaN: as they are */
+    return (u + 0x1000u) & ~0x1fffu;
+}
+
 static bool in_smem(const void *p, size_t bytes) {
     const unsigned char *c = (const unsigned char *)p;
     return c >= smem && c + bytes <= smem + cur_smem;
@@ -167,6 +180,14 @@ static float bf(uint32_t u16) {
     return f;
 }
 
+/* a tf32 operand register as the float it holds; low bits set mean it was never rounded by tf32() */
+static float tf(uint32_t u) {
+    if (u & 0x1fffu) fail("mma tf32: an operand not rounded to tf32 (tf32() missing)");
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* one warp operation, every lane of warp w arrived at it */
 static void warp_op(std::vector<emu_fiber> &f, int w) {
     emu_fiber *L = &f[32 * w];
@@ -193,6 +214,27 @@ static void warp_op(std::vector<emu_fiber> &f, int w) {
             for (int j = 0; j < 8; j++) {
                 float s = C[i][j];
                 for (int k = 0; k < 16; k++) s += A[i][k] * B[k][j];
+                C[i][j] = s;
+            }
+        for (int l = 0; l < 32; l++) {
+            const int g = l >> 2, c = l & 3;
+            L[l].d[0] = C[g][2 * c], L[l].d[1] = C[g][2 * c + 1];
+            L[l].d[2] = C[g + 8][2 * c], L[l].d[3] = C[g + 8][2 * c + 1];
+        }
+    } else if (op == OP_MMA_TF32) {
+        float A[16][8], B[8][8], C[16][8];
+        for (int l = 0; l < 32; l++) {
+            const int g = l >> 2, c = l & 3;
+            const uint32_t *a = L[l].a;
+            A[g][c] = tf(a[0]), A[g + 8][c] = tf(a[1]), A[g][c + 4] = tf(a[2]), A[g + 8][c + 4] = tf(a[3]);
+            B[c][g] = tf(L[l].b0), B[c + 4][g] = tf(L[l].b1);
+            C[g][2 * c] = L[l].d[0], C[g][2 * c + 1] = L[l].d[1];
+            C[g + 8][2 * c] = L[l].d[2], C[g + 8][2 * c + 1] = L[l].d[3];
+        }
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                float s = C[i][j];
+                for (int k = 0; k < 8; k++) s += A[i][k] * B[k][j];
                 C[i][j] = s;
             }
         for (int l = 0; l < 32; l++) {

@@ -76,6 +76,8 @@ void emu_cp_commit();
 void emu_cp_wait(int pending);
 // warp matrix ops (shim/backend/cuda/mma.cuh)
 void emu_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+void emu_mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+uint32_t emu_tf32(float x);
 void emu_ldsm(uint32_t (&r)[4], const void *p, bool trans);
 
 // a grid-wide barrier (shim/backend/cuda/grid_sync.cuh), in kernels launched by emu_launch_coop

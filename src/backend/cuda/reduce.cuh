@@ -92,7 +92,7 @@ static void colsum_acc(float *dst, F f, int rows, int N) {
     const int nchunks = cdiv(rows, chunk);
     float *partial;
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)nchunks * N, 0));
-    colsum_partial_kernel<<<dim3(cdiv(N, 256), nchunks), 256>>>(partial, f, rows, N, chunk);
+    colsum_partial_kernel<F><<<dim3(cdiv(N, 256), nchunks), 256>>>(partial, f, rows, N, chunk);
     CUDA_CHECK_LAUNCH();
     colsum_finish(dst, partial, nchunks, N);
     CUDA_CHECK(cudaFreeAsync(partial, 0));

@@ -25,13 +25,16 @@
 //   dt:        a reverse cumsum per (b, chunk, head) through a = cumsum(dt A), the clamp and the softplus; then
 //              dA_log, dD, d(dt bias) summed over sequences and chunks in order by a thread per head.
 //
-// Every product is a tile of at most 64 x 64 outputs per block of 256 threads (4 x 4 per thread), its operands
-// staged through shared memory 16 values of the reduction at a time by loaders that apply the masks and decays as
-// they read (gemm_acc). float32 throughout, FFMA: no tensor cores yet (the bf16 table runs the same kernels: a
-// Mamba-2 layer is float32 inside a bf16 model). Every sum has a fixed order (no atomics): two runs give the same
-// bits. exp(a_i - a_j) <= 1 for j <= i and is never formed for j > i, so nothing overflows.
+// Every product is a tile of at most 64 x 64 outputs per block of 256 threads (16 per thread), its operands staged
+// through shared memory 16 values of the reduction at a time by loaders that apply the masks and decays as they read
+// (gemm_acc). float32 throughout; the products in FFMA (a 4 x 4 block per thread), or with ssd_args.tf32 (mixed
+// precision: Mamba-2 in a bf16 model, as mamba_ssm's Triton kernels take bf16 operands) on tensor cores in tf32 with
+// float32 accumulation (m16n8k8: each warp a 16 x 32 strip; AccLayout says which outputs a thread holds). Every sum
+// has a fixed order (no atomics): two runs give the same bits. exp(a_i - a_j) <= 1 for j <= i and is never formed
+// for j > i, so nothing overflows.
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/reduce.cuh"
+#include "backend/cuda/mma.cuh"
 #include "common.h"
 #include "ops/ops_cuda.h"
 
@@ -75,7 +78,9 @@ template <bool TR> struct MaskView {
     }
 };
 
-typedef float SsdTile[SSD_TK][SSD_TILE + 4]; // k-major; rows padded to keep 16-byte reads and spread the banks
+// k-major; rows padded by 8: 16-byte reads stay aligned, and the tensor-core fragments' reads (lanes 4 g + c at
+// [k0 + c][r0 + g]) fall on 32 different banks
+typedef float SsdTile[SSD_TK][SSD_TILE + 8];
 struct alignas(16) SsdTiles { // (tile_mma reads float4s: a float array alone is 4-byte aligned in shared memory)
     SsdTile a, b;
 };
@@ -102,8 +107,46 @@ template <class F> __device__ __forceinline__ static void tile_load(SsdTile &dst
     }
 }
 
-// acc[r][c] += sum_kk a[kk][row] b[kk][col] over the thread's 4 x 4 outputs, kk in order.
-__device__ __forceinline__ static void tile_mma(float (&acc)[4][4], const SsdTiles &t) {
+// Which of the block's 64 x 64 outputs a thread holds in acc[4][4]: NR of the tile's rows by NC of its columns,
+// element (ri, ci) at(acc, ri, ci) in row row(ri) and column col(ci); the threads holding a row (a column) are told
+// apart by row_slot() < ROW_SLOTS (col_slot() < COL_SLOTS), for sums over rows or columns in a fixed order.
+template <bool TC> struct AccLayout;
+template <> struct AccLayout<false> { // FFMA: a 4 x 4 block, threads in 16 x 16
+    static constexpr int NR = 4, NC = 4, ROW_SLOTS = 16, COL_SLOTS = 16;
+    __device__ static int row(int ri) { return thr_row() * 4 + ri; }
+    __device__ static int col(int ci) { return thr_col() * 4 + ci; }
+    __device__ static float &at(float (&acc)[4][4], int ri, int ci) { return acc[ri][ci]; }
+    __device__ static int row_slot() { return thr_col(); }
+    __device__ static int col_slot() { return thr_row(); }
+};
+template <> struct AccLayout<true> { // tf32 m16n8k8: warp w rows 16 (w / 2) + 0..15, columns 32 (w % 2) + 0..31
+    static constexpr int NR = 2, NC = 8, ROW_SLOTS = 8, COL_SLOTS = 32;
+    __device__ static int warp() { return (int)threadIdx.x / 32; }
+    __device__ static int lane() { return (int)threadIdx.x % 32; }
+    // lane 4 g + c: rows g, g + 8; acc[nt] n-tile nt's d0..d3, columns 8 nt + 2 c, + 1
+    __device__ static int row(int ri) { return warp() / 2 * 16 + lane() / 4 + 8 * ri; }
+    __device__ static int col(int ci) { return warp() % 2 * 32 + 8 * (ci >> 1) + 2 * (lane() % 4) + (ci & 1); }
+    __device__ static float &at(float (&acc)[4][4], int ri, int ci) { return acc[ci >> 1][2 * ri + (ci & 1)]; }
+    __device__ static int row_slot() { return warp() % 2 * 4 + lane() % 4; }
+    __device__ static int col_slot() { return warp() / 2 * 8 + lane() / 4; }
+};
+
+// acc += the staged tiles' product: acc[i][j] += sum_kk a[kk][i] b[kk][j] over the thread's outputs, kk in order
+// (FFMA), or as the tensor cores sum (tf32).
+template <bool TC> __device__ __forceinline__ static void tile_mma(float (&acc)[4][4], const SsdTiles &t);
+template <> __device__ __forceinline__ void tile_mma<true>(float (&acc)[4][4], const SsdTiles &t) {
+    const int w = (int)threadIdx.x / 32, g = (int)threadIdx.x % 32 / 4, c = (int)threadIdx.x % 4;
+    const int r0 = w / 2 * 16 + g, c0 = w % 2 * 32 + g;
+#pragma unroll
+    for (int k = 0; k < SSD_TK; k += 8) {
+        const uint32_t a[4] = {tf32(t.a[k + c][r0]), tf32(t.a[k + c][r0 + 8]), tf32(t.a[k + c + 4][r0]),
+                               tf32(t.a[k + c + 4][r0 + 8])};
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+            mma_tf32(acc[nt], a, tf32(t.b[k + c][c0 + 8 * nt]), tf32(t.b[k + c + 4][c0 + 8 * nt]));
+    }
+}
+template <> __device__ __forceinline__ void tile_mma<false>(float (&acc)[4][4], const SsdTiles &t) {
 #pragma unroll
     for (int kk = 0; kk < SSD_TK; kk++) {
         const float4 a = *reinterpret_cast<const float4 *>(&t.a[kk][thr_row() * 4]);
@@ -117,16 +160,26 @@ __device__ __forceinline__ static void tile_mma(float (&acc)[4][4], const SsdTil
     }
 }
 
-// acc[i][j] += sum_k fa(i, k) fb(j, k), k < K: the block's tile of A B^T. Every thread of the block calls it.
-template <class FA, class FB>
+// acc[i][j] += sum_k fa(i, k) fb(j, k), k < K: the block's tile of A B^T (acc in AccLayout<TC>). Every thread of
+// the block calls it.
+template <bool TC, class FA, class FB>
 __device__ static void gemm_acc(float (&acc)[4][4], SsdTiles &t, const FA &fa, const FB &fb, int K) {
     for (int k0 = 0; k0 < K; k0 += SSD_TK) {
         tile_load(t.a, fa, k0, K);
         tile_load(t.b, fb, k0, K);
         __syncthreads();
-        tile_mma(acc, t);
+        tile_mma<TC>(acc, t);
         __syncthreads();
     }
+}
+
+// f(ri, ci, i, j) for each of the thread's outputs: AccLayout<TC>::at(acc, ri, ci), in the tile's row i and column j.
+template <bool TC, class F> __device__ __forceinline__ static void acc_each(F &&f) {
+#pragma unroll
+    for (int ri = 0; ri < AccLayout<TC>::NR; ri++)
+#pragma unroll
+        for (int ci = 0; ci < AccLayout<TC>::NC; ci++)
+            f(ri, ci, AccLayout<TC>::row(ri), AccLayout<TC>::col(ci));
 }
 
 // ---- shapes ----------------------------------------------------------------------------------------------------
@@ -188,26 +241,24 @@ __global__ static void ssd_dt_kernel(float *dts, float *acs, float *dsp, const f
 
 // ---- the forward -----------------------------------------------------------------------------------------------
 // CB [B, nch, G, Q, Q] = C B^T of each (b, chunk, group): a block each (Q <= SSD_TILE: one tile).
+template <bool TC>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, SsdShape s) {
     __shared__ SsdTiles t;
     const int bc = blockIdx.x, g = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c);
     const size_t off = s.row0(b, c) * s.ldx + (size_t)g * s.N;
     float acc[4][4] = {};
-    gemm_acc(acc, t, View<true>{Cm + off, (size_t)s.ldx, 1, L}, View<true>{Bm + off, (size_t)s.ldx, 1, L}, s.N);
+    gemm_acc<TC>(acc, t, View<true>{Cm + off, (size_t)s.ldx, 1, L}, View<true>{Bm + off, (size_t)s.ldx, 1, L}, s.N);
     float *out = CB + ((size_t)bc * s.G + g) * s.Q * s.Q;
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int cc = 0; cc < 4; cc++) {
-            const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
-            if (i < L && j < L) out[(size_t)i * s.Q + j] = acc[r][cc];
-        }
+    acc_each<TC>([&](int ri, int ci, int i, int j) {
+        if (i < L && j < L) out[(size_t)i * s.Q + j] = AccLayout<TC>::at(acc, ri, ci);
+    });
 }
 
 // out [B, nch, H, P, N]: per (b, chunk, head) sum_j scale_j U_j V_j^T, U_j head h's P values of row j (row stride
 // ldu), V_j group g's N values (row stride ldx); scale_j = exp(a_last - a_j) dt_j (mode 0: the chunk states from x
 // and B) or exp(a_j) (mode 1: the backward's G_c from dY and C). A block per 64 x 64 tile of (p, n).
+template <bool TC>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_chunk_outer_kernel(float *out, const float *U, int ldu, const float *V, const float *dts, const float *acs,
                            int mode, SsdShape s) {
@@ -225,15 +276,12 @@ __global__ static void __launch_bounds__(SSD_THREADS)
     float acc[4][4] = {};
     View<false> u{U + row0 * ldu + (size_t)h * s.P + p0, 1, (size_t)ldu, s.P - p0, nullptr, sc};
     View<false> v{V + row0 * s.ldx + (size_t)g * s.N + n0, 1, (size_t)s.ldx, s.N - n0};
-    gemm_acc(acc, t, u, v, L);
+    gemm_acc<TC>(acc, t, u, v, L);
     float *dst = out + ((size_t)bc * s.H + h) * s.P * s.N;
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int cc = 0; cc < 4; cc++) {
-            const int p = p0 + thr_row() * 4 + r, n = n0 + thr_col() * 4 + cc;
-            if (p < s.P && n < s.N) dst[(size_t)p * s.N + n] = acc[r][cc];
-        }
+    acc_each<TC>([&](int ri, int ci, int i, int j) {
+        const int p = p0 + i, n = n0 + j;
+        if (p < s.P && n < s.N) dst[(size_t)p * s.N + n] = AccLayout<TC>::at(acc, ri, ci);
+    });
 }
 
 // The chunks' states st [B, nch, H, P, N] become the states entering each chunk, in place: a thread per (b, h, state
@@ -271,6 +319,7 @@ __global__ static void ssd_dstate_pass_kernel(float *dst, const float *acs, SsdS
 
 // y [B*T, H*P] per (b, chunk, head) and 64-column tile of P: M X (the chunk itself) + exp(a_i) C S_in^T (the state
 // entering it) + D x.
+template <bool TC>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_chunk_scan_kernel(float *y, const float *x, const float *Cm, const float *CB, const float *st, const float *dts,
                           const float *acs, const float *Dv, SsdShape s) {
@@ -283,89 +332,76 @@ __global__ static void __launch_bounds__(SSD_THREADS)
     __syncthreads();
     float acc[4][4] = {}, acc_st[4][4] = {};
     const float *xh = x + row0 * s.ldx + (size_t)h * s.P + p0;
-    gemm_acc(acc, t, MaskView<false>{CB + ((size_t)bc * s.G + g) * s.Q * s.Q, s.Q, sa, sd, L},
-             View<false>{xh, 1, (size_t)s.ldx, s.P - p0}, L);
-    gemm_acc(acc_st, t, View<true>{Cm + row0 * s.ldx + (size_t)g * s.N, (size_t)s.ldx, 1, L},
-             View<true>{st + (((size_t)bc * s.H + h) * s.P + p0) * s.N, (size_t)s.N, 1, s.P - p0}, s.N);
+    gemm_acc<TC>(acc, t, MaskView<false>{CB + ((size_t)bc * s.G + g) * s.Q * s.Q, s.Q, sa, sd, L},
+                 View<false>{xh, 1, (size_t)s.ldx, s.P - p0}, L);
+    gemm_acc<TC>(acc_st, t, View<true>{Cm + row0 * s.ldx + (size_t)g * s.N, (size_t)s.ldx, 1, L},
+                 View<true>{st + (((size_t)bc * s.H + h) * s.P + p0) * s.N, (size_t)s.N, 1, s.P - p0}, s.N);
     const float D = Dv[h];
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-        const int i = thr_row() * 4 + r;
-        if (i >= L) continue;
-        const float ea = expf(sa[i]);
-#pragma unroll
-        for (int cc = 0; cc < 4; cc++) {
-            const int p = thr_col() * 4 + cc;
-            if (p0 + p < s.P)
-                y[(row0 + i) * HP + (size_t)h * s.P + p0 + p] =
-                    acc[r][cc] + (ea * acc_st[r][cc] + D * xh[(size_t)i * s.ldx + p]);
-        }
-    }
+    acc_each<TC>([&](int ri, int ci, int i, int p) {
+        if (i < L && p0 + p < s.P)
+            y[(row0 + i) * HP + (size_t)h * s.P + p0 + p] =
+                AccLayout<TC>::at(acc, ri, ci) +
+                (expf(sa[i]) * AccLayout<TC>::at(acc_st, ri, ci) + D * xh[(size_t)i * s.ldx + p]);
+    });
 }
 
 // ---- the backward ----------------------------------------------------------------------------------------------
 // Per (b, chunk, group): dCB [B, nch, G, Q, Q] = sum over the group's heads of dM o exp(a_i - a_j) dt_j, dM = dY X^T
 // (masked); per head daM = rows - columns of dM o M (a's gradient through M), ddM = columns of dM o CB o exp(..)
 // (dt's), [B, H, T]. Row and column sums through shared memory in a fixed order.
+template <bool TC>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_dcb_kernel(float *dCB, float *daM, float *ddM, const float *dy, const float *x, const float *CB,
                    const float *dts, const float *acs, SsdShape s) {
+    typedef AccLayout<TC> AL;
     __shared__ SsdTiles t;
-    __shared__ float sa[SSD_Q], sd[SSD_Q], rows_gm[SSD_TILE][17], cols_gm[SSD_TILE][17], cols_dd[SSD_TILE][17];
+    __shared__ float sa[SSD_Q], sd[SSD_Q], rows_gm[SSD_TILE][AL::ROW_SLOTS + 1], cols_gm[SSD_TILE][AL::COL_SLOTS + 1],
+        cols_dd[SSD_TILE][AL::COL_SLOTS + 1];
     const int bc = blockIdx.x, g = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c), HP = s.H * s.P;
     const size_t row0 = s.row0(b, c);
     const float *cb = CB + ((size_t)bc * s.G + g) * s.Q * s.Q;
     float cbv[4][4], dcb[4][4] = {};
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int cc = 0; cc < 4; cc++) {
-            const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
-            cbv[r][cc] = i < L && j <= i ? cb[(size_t)i * s.Q + j] : 0.0f;
-        }
+    acc_each<TC>(
+        [&](int ri, int ci, int i, int j) { AL::at(cbv, ri, ci) = i < L && j <= i ? cb[(size_t)i * s.Q + j] : 0.0f; });
     for (int h = g * s.hpg; h < (g + 1) * s.hpg; h++) {
         const size_t o = s.bht(b, h, c);
         __syncthreads(); // the previous head's reads of sa, sd and the sums
         if ((int)threadIdx.x < L) sa[threadIdx.x] = acs[o + threadIdx.x], sd[threadIdx.x] = dts[o + threadIdx.x];
         float dm[4][4] = {};
-        gemm_acc(dm, t, View<true>{dy + row0 * HP + (size_t)h * s.P, (size_t)HP, 1, L},
-                 View<true>{x + row0 * s.ldx + (size_t)h * s.P, (size_t)s.ldx, 1, L}, s.P); // (its barriers publish sa)
-        float rg[4] = {}, cg[4] = {}, cd[4] = {};
-#pragma unroll
-        for (int r = 0; r < 4; r++)
-#pragma unroll
-            for (int cc = 0; cc < 4; cc++) {
-                const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
-                if (i < L && j <= i) {
-                    const float lw = expf(sa[i] - sa[j]), k = cbv[r][cc] * lw, m = k * sd[j], gm = dm[r][cc] * m;
-                    cd[cc] += dm[r][cc] * k;
-                    rg[r] += gm, cg[cc] += gm;
-                    dcb[r][cc] += dm[r][cc] * (lw * sd[j]);
-                }
+        gemm_acc<TC>(dm, t, View<true>{dy + row0 * HP + (size_t)h * s.P, (size_t)HP, 1, L},
+                     View<true>{x + row0 * s.ldx + (size_t)h * s.P, (size_t)s.ldx, 1, L},
+                     s.P); // (its barriers publish sa)
+        float rg[AL::NR] = {}, cg[AL::NC] = {}, cd[AL::NC] = {};
+        acc_each<TC>([&](int ri, int ci, int i, int j) {
+            if (i < L && j <= i) {
+                const float d = AL::at(dm, ri, ci), lw = expf(sa[i] - sa[j]), k = AL::at(cbv, ri, ci) * lw,
+                            m = k * sd[j], gm = d * m;
+                cd[ci] += d * k;
+                rg[ri] += gm, cg[ci] += gm;
+                AL::at(dcb, ri, ci) += d * (lw * sd[j]);
             }
+        });
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            rows_gm[thr_row() * 4 + q][thr_col()] = rg[q];
-            cols_gm[thr_col() * 4 + q][thr_row()] = cg[q];
-            cols_dd[thr_col() * 4 + q][thr_row()] = cd[q];
-        }
+        for (int ri = 0; ri < AL::NR; ri++)
+            rows_gm[AL::row(ri)][AL::row_slot()] = rg[ri];
+#pragma unroll
+        for (int ci = 0; ci < AL::NC; ci++)
+            cols_gm[AL::col(ci)][AL::col_slot()] = cg[ci], cols_dd[AL::col(ci)][AL::col_slot()] = cd[ci];
         __syncthreads();
         if ((int)threadIdx.x < L) {
             const int i = threadIdx.x;
             float rs = 0.0f, cs = 0.0f, ds = 0.0f;
-            for (int q = 0; q < 16; q++)
-                rs += rows_gm[i][q], cs += cols_gm[i][q], ds += cols_dd[i][q];
+            for (int q = 0; q < AL::ROW_SLOTS; q++)
+                rs += rows_gm[i][q];
+            for (int q = 0; q < AL::COL_SLOTS; q++)
+                cs += cols_gm[i][q], ds += cols_dd[i][q];
             daM[o + i] = rs - cs, ddM[o + i] = ds;
         }
     }
     float *out = dCB + ((size_t)bc * s.G + g) * s.Q * s.Q;
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int cc = 0; cc < 4; cc++) {
-            const int i = thr_row() * 4 + r, j = thr_col() * 4 + cc;
-            if (i < L && j < L) out[(size_t)i * s.Q + j] = dcb[r][cc]; // (0 above the diagonal)
-        }
+    acc_each<TC>([&](int ri, int ci, int i, int j) {
+        if (i < L && j < L) out[(size_t)i * s.Q + j] = AL::at(dcb, ri, ci); // (0 above the diagonal)
+    });
 }
 
 // This thread's share of sum a o b over the elements it staged into two tiles of one operand form (<dS, S>).
@@ -385,12 +421,14 @@ template <bool KF> __device__ __forceinline__ static float tile_dot_own(const Ss
 // the whole head: r_j = x_j . (B dS^T)_j, q_i = dY_i . (C S^T)_i, <dS, S>. Writes daX (-w r + exp(a) q, and at the
 // chunk's last position the terms of a_last: sum w r + exp(a_last) <dS, S>), ddX (exp(a_last - a_j) r_j) [B, H, T]
 // and D's partial sum dDp [B, nch, H] (double).
+template <bool TC>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_dx_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *dy, const float *x,
                   const float *Bm, const float *Cm, const float *CB, const float *st, const float *dst,
                   const float *dts, const float *acs, const float *Dv, SsdShape s) {
+    typedef AccLayout<TC> AL;
     __shared__ SsdTiles t1, t2;
-    __shared__ float sa[SSD_Q], sd[SSD_Q], rows_r[SSD_TILE][17], rows_q[SSD_TILE][17];
+    __shared__ float sa[SSD_Q], sd[SSD_Q], rows_r[SSD_TILE][AL::ROW_SLOTS + 1], rows_q[SSD_TILE][AL::ROW_SLOTS + 1];
     const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c), g = h / s.hpg;
     const int HP = s.H * s.P;
     const size_t o = s.bht(b, h, c), row0 = s.row0(b, c), PN = (size_t)s.P * s.N;
@@ -405,7 +443,7 @@ __global__ static void __launch_bounds__(SSD_THREADS)
     for (int p0 = 0; p0 < s.P; p0 += SSD_TILE) {
         const float *dyh = dy + row0 * HP + (size_t)h * s.P + p0, *xh = x + row0 * s.ldx + (size_t)h * s.P + p0;
         float acc1[4][4] = {}, acc2[4][4] = {}, acc3[4][4] = {};
-        gemm_acc(acc1, t1, MaskView<true>{cb, s.Q, sa, sd, L}, View<false>{dyh, 1, (size_t)HP, s.P - p0}, L);
+        gemm_acc<TC>(acc1, t1, MaskView<true>{cb, s.Q, sa, sd, L}, View<false>{dyh, 1, (size_t)HP, s.P - p0}, L);
         // B dS^T and C S^T in one pass over n (and <dS, S> from the staged tiles: each element once)
         const View<true> dSv{dS + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0},
             Sv{S + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0};
@@ -414,30 +452,23 @@ __global__ static void __launch_bounds__(SSD_THREADS)
             tile_load(t2.a, Cv, k0, s.N), tile_load(t2.b, Sv, k0, s.N);
             __syncthreads();
             sds += tile_dot_own<true>(t1.b, t2.b);
-            tile_mma(acc2, t1), tile_mma(acc3, t2);
+            tile_mma<TC>(acc2, t1), tile_mma<TC>(acc3, t2);
             __syncthreads();
         }
-        float rr[4] = {}, qq[4] = {};
+        float rr[AL::NR] = {}, qq[AL::NR] = {};
+        acc_each<TC>([&](int ri, int ci, int j, int p) {
+            if (j >= L || p0 + p >= s.P) return;
+            const float w = expf(last - sa[j]) * sd[j], a2 = AL::at(acc2, ri, ci);
+            const float dyv = dyh[(size_t)j * HP + p], xv = xh[(size_t)j * s.ldx + p];
+            dx[(row0 + j) * ldd + (size_t)h * s.P + p0 + p] = AL::at(acc1, ri, ci) + (w * a2 + D * dyv);
+            rr[ri] += xv * a2, qq[ri] += dyv * AL::at(acc3, ri, ci), dDs += dyv * xv;
+        });
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
-            const int j = thr_row() * 4 + r;
-            if (j >= L) continue;
-            const float w = expf(last - sa[j]) * sd[j];
-#pragma unroll
-            for (int cc = 0; cc < 4; cc++) {
-                const int p = thr_col() * 4 + cc;
-                if (p0 + p >= s.P) continue;
-                const float dyv = dyh[(size_t)j * HP + p], xv = xh[(size_t)j * s.ldx + p];
-                dx[(row0 + j) * ldd + (size_t)h * s.P + p0 + p] = acc1[r][cc] + (w * acc2[r][cc] + D * dyv);
-                rr[r] += xv * acc2[r][cc], qq[r] += dyv * acc3[r][cc], dDs += dyv * xv;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 4; r++)
-            rows_r[thr_row() * 4 + r][thr_col()] = rr[r], rows_q[thr_row() * 4 + r][thr_col()] = qq[r];
+        for (int ri = 0; ri < AL::NR; ri++)
+            rows_r[AL::row(ri)][AL::row_slot()] = rr[ri], rows_q[AL::row(ri)][AL::row_slot()] = qq[ri];
         __syncthreads();
         if (threadIdx.x < SSD_TILE)
-            for (int q = 0; q < 16; q++)
+            for (int q = 0; q < AL::ROW_SLOTS; q++)
                 r_tot += rows_r[threadIdx.x][q], q_tot += rows_q[threadIdx.x][q];
         // (the next writes of rows_r follow the next tile's barriers)
     }
@@ -456,6 +487,7 @@ __global__ static void __launch_bounds__(SSD_THREADS)
 
 // Per (b, chunk, group) and 64-column tile of N: dC = dCB B + sum_h diag(exp(a_h)) dY_h S_h (blockIdx.y 0) or
 // dB = dCB^T C + sum_h diag(w_h) X_h dS_h (1), the heads in order inside one accumulation; rows of ldd.
+template <bool TC>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_dbc_kernel(float *dBm, float *dCm, int ldd, const float *dy, const float *x, const float *Bm, const float *Cm,
                    const float *dCB, const float *st, const float *dst, const float *dts, const float *acs,
@@ -469,9 +501,9 @@ __global__ static void __launch_bounds__(SSD_THREADS)
     const View<false> other{(db ? Cm : Bm) + row0 * s.ldx + (size_t)g * s.N + n0, 1, (size_t)s.ldx, s.N - n0};
     float acc[4][4] = {};
     if (db)
-        gemm_acc(acc, t, View<false>{dcb, 1, (size_t)s.Q, L}, other, L); // dCB^T C
+        gemm_acc<TC>(acc, t, View<false>{dcb, 1, (size_t)s.Q, L}, other, L); // dCB^T C
     else
-        gemm_acc(acc, t, View<true>{dcb, (size_t)s.Q, 1, L}, other, L); // dCB B
+        gemm_acc<TC>(acc, t, View<true>{dcb, (size_t)s.Q, 1, L}, other, L); // dCB B
     for (int h = g * s.hpg; h < (g + 1) * s.hpg; h++) {
         const size_t o = s.bht(b, h, c);
         __syncthreads(); // the previous head's reads of sc
@@ -482,17 +514,13 @@ __global__ static void __launch_bounds__(SSD_THREADS)
         __syncthreads(); // (the loaders read sc as they stage)
         const float *U = db ? x + row0 * s.ldx + (size_t)h * s.P : dy + row0 * HP + (size_t)h * s.P;
         const float *Sh = (db ? dst : st) + ((size_t)bc * s.H + h) * PN + n0;
-        gemm_acc(acc, t, View<true>{U, (size_t)(db ? s.ldx : HP), 1, L, sc}, View<false>{Sh, 1, (size_t)s.N, s.N - n0},
-                 s.P);
+        gemm_acc<TC>(acc, t, View<true>{U, (size_t)(db ? s.ldx : HP), 1, L, sc},
+                     View<false>{Sh, 1, (size_t)s.N, s.N - n0}, s.P);
     }
     float *out = (db ? dBm : dCm) + row0 * ldd + (size_t)g * s.N + n0;
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int cc = 0; cc < 4; cc++) {
-            const int i = thr_row() * 4 + r, n = thr_col() * 4 + cc;
-            if (i < L && n0 + n < s.N) out[(size_t)i * ldd + n] = acc[r][cc];
-        }
+    acc_each<TC>([&](int ri, int ci, int i, int n) {
+        if (i < L && n0 + n < s.N) out[(size_t)i * ldd + n] = AccLayout<TC>::at(acc, ri, ci);
+    });
 }
 
 // A thread per (b, chunk, h): the reverse cumsum of a's gradient through a = cumsum(dt A), then the clamp and the
@@ -539,7 +567,7 @@ typedef struct {
     float *dts, *acs, *dsp, *CB, *st;
 } ssd_fwd_bufs;
 
-static ssd_fwd_bufs ssd_recompute(const ssd_args *a, const SsdShape &s, float *state, int for_bwd) {
+template <bool TC> static ssd_fwd_bufs ssd_recompute(const ssd_args *a, const SsdShape &s, float *state, int for_bwd) {
     const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N;
     ssd_fwd_bufs f;
     f.dts = scratch_floats(bht), f.acs = scratch_floats(bht), f.dsp = for_bwd ? scratch_floats(bht) : NULL;
@@ -549,11 +577,11 @@ static ssd_fwd_bufs ssd_recompute(const ssd_args *a, const SsdShape &s, float *s
     ssd_dt_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(f.dts, f.acs, f.dsp, a->dt, a->lddt, a->dt_bias, a->A_log,
                                                             a->dt_min, a->dt_max, s);
     CUDA_CHECK_LAUNCH();
-    ssd_cb_kernel<<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(f.CB, a->Bm, a->Cm, s);
+    ssd_cb_kernel<TC><<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(f.CB, a->Bm, a->Cm, s);
     CUDA_CHECK_LAUNCH();
     const int tiles = cdiv(s.P, SSD_TILE) * cdiv(s.N, SSD_TILE);
-    ssd_chunk_outer_kernel<<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(f.st, a->x, a->ldx, a->Bm, f.dts, f.acs, 0,
-                                                                           s);
+    ssd_chunk_outer_kernel<TC>
+        <<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(f.st, a->x, a->ldx, a->Bm, f.dts, f.acs, 0, s);
     CUDA_CHECK_LAUNCH();
     ssd_state_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(f.st, state, f.acs, s);
     CUDA_CHECK_LAUNCH();
@@ -565,20 +593,18 @@ static void ssd_bufs_free(ssd_fwd_bufs *f) {
     if (f->dsp) scratch_free(f->dsp);
 }
 
-extern "C" void ssd_fwd_cuda(const ssd_args *a, float *y, float *state) {
-    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // nothing to run: the state stays as it is
+template <bool TC> static void ssd_fwd_run(const ssd_args *a, float *y, float *state) {
     const SsdShape s = shape_of(a);
-    ssd_fwd_bufs f = ssd_recompute(a, s, state, 0);
-    ssd_chunk_scan_kernel<<<dim3(s.B * s.nch, s.H, cdiv(s.P, SSD_TILE)), SSD_THREADS>>>(y, a->x, a->Cm, f.CB, f.st,
-                                                                                        f.dts, f.acs, a->Dv, s);
+    ssd_fwd_bufs f = ssd_recompute<TC>(a, s, state, 0);
+    ssd_chunk_scan_kernel<TC><<<dim3(s.B * s.nch, s.H, cdiv(s.P, SSD_TILE)), SSD_THREADS>>>(y, a->x, a->Cm, f.CB, f.st,
+                                                                                            f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ssd_bufs_free(&f);
 }
 
-extern "C" void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy) {
-    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // no positions: no gradients to write or add
+template <bool TC> static void ssd_bwd_run(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const SsdShape s = shape_of(a);
-    ssd_fwd_bufs f = ssd_recompute(a, s, NULL, 1);
+    ssd_fwd_bufs f = ssd_recompute<TC>(a, s, NULL, 1);
     const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N, n_bch = (size_t)s.B * s.nch * s.H;
     float *dst = scratch_floats(n_bch * PN), *dCB = scratch_floats((size_t)s.B * s.nch * s.G * s.Q * s.Q);
     float *da_dd = scratch_floats(4 * bht), *daM = da_dd, *ddM = da_dd + bht, *daX = da_dd + 2 * bht,
@@ -588,17 +614,17 @@ extern "C" void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float
     dDp = part + 2 * n_bch;
     const int tiles = cdiv(s.P, SSD_TILE) * cdiv(s.N, SSD_TILE);
     // the gradients of the states: G_c from dY and C, then the reverse pass over chunks
-    ssd_chunk_outer_kernel<<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(dst, dy, s.H * s.P, a->Cm, f.dts, f.acs, 1,
-                                                                           s);
+    ssd_chunk_outer_kernel<TC>
+        <<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(dst, dy, s.H * s.P, a->Cm, f.dts, f.acs, 1, s);
     CUDA_CHECK_LAUNCH();
     ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
     CUDA_CHECK_LAUNCH();
-    ssd_dcb_kernel<<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(dCB, daM, ddM, dy, a->x, f.CB, f.dts, f.acs, s);
+    ssd_dcb_kernel<TC><<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(dCB, daM, ddM, dy, a->x, f.CB, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
-    ssd_dx_kernel<<<dim3(s.B * s.nch, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm, f.CB,
-                                                           f.st, dst, f.dts, f.acs, a->Dv, s);
+    ssd_dx_kernel<TC><<<dim3(s.B * s.nch, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm,
+                                                               f.CB, f.st, dst, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
-    ssd_dbc_kernel<<<dim3(s.B * s.nch * s.G, 2, cdiv(s.N, SSD_TILE)), SSD_THREADS>>>(
+    ssd_dbc_kernel<TC><<<dim3(s.B * s.nch * s.G, 2, cdiv(s.N, SSD_TILE)), SSD_THREADS>>>(
         gr->dBm, gr->dCm, gr->ldd, dy, a->x, a->Bm, a->Cm, dCB, f.st, dst, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
     ssd_dt_bwd_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
@@ -608,6 +634,22 @@ extern "C" void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float
     CUDA_CHECK_LAUNCH();
     scratch_free(dst), scratch_free(dCB), scratch_free(da_dd), scratch_free(part);
     ssd_bufs_free(&f);
+}
+
+extern "C" void ssd_fwd_cuda(const ssd_args *a, float *y, float *state) {
+    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // nothing to run: the state stays as it is
+    if (a->tf32)
+        ssd_fwd_run<true>(a, y, state);
+    else
+        ssd_fwd_run<false>(a, y, state);
+}
+
+extern "C" void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy) {
+    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // no positions: no gradients to write or add
+    if (a->tf32)
+        ssd_bwd_run<true>(a, gr, dy);
+    else
+        ssd_bwd_run<false>(a, gr, dy);
 }
 
 // ---- the decode step -------------------------------------------------------------------------------------------

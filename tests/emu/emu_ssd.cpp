@@ -1,0 +1,174 @@
+/* The CUDA Mamba-2 SSD (src/backend/cuda/ssd.cu: the chunked forward and backward), run by the emulator (emu.h) on the
+ * CPU, against the CPU's chunked SSD on the same inputs: y and the carried state, then dx, dB, dC, ddt, dA_log,
+ * d(dt bias), dD; with float32 products (FFMA, within test_ops's tolerances) and with tf32 tensor-core products
+ * (ssd_args.tf32, mixed precision). tf32's bound is relative to the problem's conditioning: some outputs (ddt above
+ * all: differences of row and column sums, then a cumsum) move far more than their inputs, so the CPU's SSD is run
+ * again on x, B, C and dy rounded to tf32, and the kernel's error may be at most TF32_FACTOR times what that rounding
+ * alone changes (or 1e-3 of the output's scale, if more). Inputs sit between NaN guard zones (a read outside shows in
+ * the results), outputs between sentinels (checked after). Built and run by tests/emu/run.sh. */
+extern "C" {
+#include "backend/cpu/cpu_ops.h"
+#include "common.h"
+#include "ops/ops.h"
+void ssd_fwd_cuda(const ssd_args *a, float *y, float *state);
+void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy);
+}
+
+#include <vector>
+
+static int failures;
+
+#define GUARD 1024
+struct buf32 { /* host floats with GUARD guard elements each side */
+    std::vector<float> v;
+    float *p;
+    size_t n;
+    buf32(size_t n_, float fill) : v(n_ + 2 * GUARD, fill), p(v.data() + GUARD), n(n_) {}
+    bool guards_intact(float fill) const {
+        for (size_t i = 0; i < GUARD; i++)
+            if (memcmp(&v[i], &fill, 4) || memcmp(&v[GUARD + n + i], &fill, 4)) return false;
+        return true;
+    }
+};
+static const float SENT = -12345.0f;
+#define TF32_FACTOR 4.0
+
+static void fill(float *p, size_t n, float lo, float hi, rng_t *r) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * rng_uniform(r);
+}
+
+/* the largest difference over the largest |ref| (NaN wins) of n values */
+static double rel_err(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= num)) num = d;
+        den = fmax(den, fabs((double)ref[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
+/* the largest relative errors of g against ref: dx | dB | dC (the written columns, not the rows' padding), ddt,
+ * and the per-head sums dA_log, d(dt bias), dD */
+static void grad_errs(const ssd_args *s, const ssd_grads *g, const ssd_grads *ref, double *ex, double *edt,
+                      double *eh) {
+    const size_t rows = (size_t)s->B * s->T;
+    const int w = s->H * s->P + 2 * s->G * s->N;
+    *ex = 0, *edt = 0, *eh = 0;
+    for (size_t r = 0; r < rows; r++) {
+        *ex = fmax(*ex, rel_err(g->dx + r * g->ldd, ref->dx + r * ref->ldd, w));
+        *edt = fmax(*edt, rel_err(g->ddt + r * g->ldddt, ref->ddt + r * ref->ldddt, s->H));
+    }
+    *eh = fmax(rel_err(g->dA_log, ref->dA_log, s->H),
+               fmax(rel_err(g->ddt_bias, ref->ddt_bias, s->H), rel_err(g->dDv, ref->dDv, s->H)));
+}
+
+static int case_failures;
+#define EXPECT(cond, ...)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            printf("  # " __VA_ARGS__);                                                                                \
+            printf("\n");                                                                                              \
+            case_failures++;                                                                                           \
+        }                                                                                                              \
+    } while (0)
+
+/* q: B, T, H, P, N, G, chunk (as test_ops's SSD cases: x | B | C in rows padded by 3, dt raw in rows of H + 1) */
+static void run_case(const int *q, int tf32, const char *mode) {
+    case_failures = 0;
+    rng_t rng = {0x55d0u + (uint64_t)(q[0] * 7 + q[1] * 131 + q[2] * 3 + q[3] * 17 + q[4] * 5 + q[5] + q[6])};
+    ssd_args s = {};
+    s.B = q[0], s.T = q[1], s.H = q[2], s.P = q[3], s.N = q[4], s.G = q[5], s.chunk = q[6];
+    const size_t rows = (size_t)s.B * s.T, HP = (size_t)s.H * s.P, PN = (size_t)s.P * s.N;
+    s.ldx = s.H * s.P + 2 * s.G * s.N + 3, s.lddt = s.H + 1;
+    buf32 xbc(rows * s.ldx, NAN), dt(rows * s.lddt, NAN), bias(s.H, NAN), alog(s.H, NAN), D(s.H, NAN);
+    buf32 dy(rows * HP, NAN), state0(s.B * s.H * PN, NAN);
+    fill(xbc.p, xbc.n, -1, 1, &rng), fill(dt.p, dt.n, -4, 1, &rng), fill(bias.p, s.H, -1, 0, &rng);
+    fill(alog.p, s.H, 0, 2.7f, &rng), fill(D.p, s.H, -1, 1, &rng), fill(dy.p, dy.n, -1, 1, &rng);
+    fill(state0.p, state0.n, -1, 1, &rng);
+    s.x = xbc.p, s.Bm = xbc.p + HP, s.Cm = xbc.p + HP + (size_t)s.G * s.N;
+    s.dt = dt.p, s.dt_bias = bias.p, s.A_log = alog.p, s.Dv = D.p;
+    s.dt_min = 0.05f, s.dt_max = 0.5f; /* the limit's clamps and their zero slopes too */
+
+    /* the CPU's results on x | B | C and dy rounded to tf32 (tf32 cases): how much the rounding alone moves them */
+    buf32 xbc_r(xbc.n, NAN), dy_r(dy.n, NAN);
+    for (size_t i = 0; i < xbc.n; i++)
+        xbc_r.p[i] = __uint_as_float(emu_tf32(xbc.p[i]));
+    for (size_t i = 0; i < dy.n; i++)
+        dy_r.p[i] = __uint_as_float(emu_tf32(dy.p[i]));
+    ssd_args s_r = s;
+    s_r.x = xbc_r.p, s_r.Bm = xbc_r.p + HP, s_r.Cm = xbc_r.p + HP + (size_t)s.G * s.N;
+
+    /* the forward, from a carried state */
+    buf32 y(rows * HP, SENT), y_ref(rows * HP, SENT), st(state0.n, SENT), st_ref(state0.n, SENT);
+    memcpy(st.p, state0.p, 4 * st.n), memcpy(st_ref.p, state0.p, 4 * st.n);
+    cpu_ssd_fwd(&s, y_ref.p, st_ref.p);
+    ssd_args sg = s;
+    sg.tf32 = tf32;
+    ssd_fwd_cuda(&sg, y.p, st.p);
+    const double ey = rel_err(y.p, y_ref.p, y.n), es = rel_err(st.p, st_ref.p, st.n);
+    double tol_y = 1e-5, tol_s = 1e-5;
+    if (tf32) {
+        buf32 y_r(y.n, SENT), st_r(st.n, SENT);
+        memcpy(st_r.p, state0.p, 4 * st.n);
+        cpu_ssd_fwd(&s_r, y_r.p, st_r.p);
+        tol_y = fmax(1e-3, TF32_FACTOR * rel_err(y_r.p, y_ref.p, y.n));
+        tol_s = fmax(1e-3, TF32_FACTOR * rel_err(st_r.p, st_ref.p, st.n));
+    }
+    EXPECT(ey <= tol_y && es <= tol_s, "y %.3g (tolerance %.2g), state %.3g (%.2g)", ey, tol_y, es, tol_s);
+    EXPECT(y.guards_intact(SENT) && st.guards_intact(SENT), "the forward wrote outside y or the state");
+
+    /* the backward (no carried state: training's) */
+    buf32 dxbc(rows * s.ldx, SENT), dxbc_ref(rows * s.ldx, SENT), ddt(rows * s.lddt, SENT),
+        ddt_ref(rows * s.lddt, SENT), hs(3 * s.H, 0.0f), hs_ref(3 * s.H, 0.0f);
+    ssd_grads g = {dxbc.p,     dxbc.p + HP,   dxbc.p + HP + (size_t)s.G * s.N, s.ldx, ddt.p, s.lddt, hs.p,
+                   hs.p + s.H, hs.p + 2 * s.H};
+    ssd_grads g_ref = {dxbc_ref.p, dxbc_ref.p + HP, dxbc_ref.p + HP + (size_t)s.G * s.N,
+                       s.ldx,      ddt_ref.p,       s.lddt,
+                       hs_ref.p,   hs_ref.p + s.H,  hs_ref.p + 2 * s.H};
+    cpu_ssd_bwd(&s, &g_ref, dy.p);
+    ssd_bwd_cuda(&sg, &g, dy.p);
+    double ex, edt, eh;
+    grad_errs(&s, &g, &g_ref, &ex, &edt, &eh);
+    double tol_x = 1e-4, tol_dt = 1e-4, tol_h = 1e-4;
+    if (tf32) {
+        buf32 dxbc_r(dxbc.n, SENT), ddt_r(ddt.n, SENT), hs_r(3 * s.H, 0.0f);
+        ssd_grads g_r = {dxbc_r.p, dxbc_r.p + HP, dxbc_r.p + HP + (size_t)s.G * s.N,
+                         s.ldx,    ddt_r.p,       s.lddt,
+                         hs_r.p,   hs_r.p + s.H,  hs_r.p + 2 * s.H};
+        cpu_ssd_bwd(&s_r, &g_r, dy_r.p);
+        double rx, rdt, rh;
+        grad_errs(&s, &g_r, &g_ref, &rx, &rdt, &rh);
+        tol_x = fmax(1e-3, TF32_FACTOR * rx), tol_dt = fmax(1e-3, TF32_FACTOR * rdt);
+        tol_h = fmax(1e-3, TF32_FACTOR * rh);
+    }
+    EXPECT(ex <= tol_x && edt <= tol_dt && eh <= tol_h,
+           "dx|dB|dC %.3g (tolerance %.2g), ddt %.3g (%.2g), dA_log|ddt_bias|dD %.3g (%.2g)", ex, tol_x, edt, tol_dt,
+           eh, tol_h);
+    EXPECT(dxbc.guards_intact(SENT) && ddt.guards_intact(SENT), "the backward wrote outside its gradients");
+    printf("%s - emulated SSD %s B %d T %d H %d P %d N %d G %d chunk %d (%s): y, state and every gradient against "
+           "the CPU\n  # rel err y %.3g, state %.3g, dx|dB|dC %.3g, ddt %.3g, head sums %.3g\n",
+           case_failures ? "FAIL" : "ok", tf32 ? "tf32" : "float32", s.B, s.T, s.H, s.P, s.N, s.G, s.chunk, mode, ey,
+           es, ex, edt, eh);
+    failures += case_failures;
+}
+
+int main(int argc, char **argv) {
+    /* some of test_ops's SSD shapes: lengths not multiples of the chunk, groups, P and N past one 64-wide tile, a
+     * chunk above the kernels' 64, and mamba2-130m's heads (P 64, N 128) */
+    const int cases[][7] = {{2, 37, 4, 8, 16, 1, 16},
+                            {1, 100, 6, 16, 8, 3, 32},
+                            {1, 65, 2, 64, 128, 1, 8},
+                            {1, 150, 4, 80, 72, 2, 256},
+                            {2, 9, 3, 5, 7, 1, 1}};
+    const int only = argc > 1 ? atoi(argv[1]) : -1;
+    char mode[64];
+    const char *skew = getenv("EMU_SKEW");
+    snprintf(mode, sizeof mode, "warps %s", skew && atoi(skew) ? "skewed" : "in step");
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++)
+        if (only < 0 || only == i)
+            for (int tf32 = 0; tf32 < 2; tf32++)
+                run_case(cases[i], tf32, mode);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""A CUDA source as the emulator compiles it (tests/emu/run.sh): prints FILE with
+  kernel<<<grid, block[, smem]>>>(args)  as  emu_launch(kernel, grid, block, smem or 0, args)  (over any lines), and
+  __shared__ T a[n];  (static shared memory) as  static T a[n];  one copy that a block's threads share, each block's
+  own since blocks run one after another (dynamic shared memory, `extern __shared__`, is emu.cpp's smem).
+usage: tests/emu/to_cpp.py FILE > OUT"""
+import re
+import sys
+
+
+def split_top(s):
+    """s split at its commas outside parentheses, brackets and braces"""
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return parts
+
+
+def launch(m):
+    kernel, cfg = m.group(1), split_top(m.group(2))
+    if len(cfg) == 2:
+        cfg.append("0")
+    if len(cfg) != 3:
+        sys.exit(f"to_cpp.py: a launch with {len(cfg)} configuration arguments (stream?): {m.group(0)}")
+    return f"emu_launch({kernel}, {', '.join(cfg)}, "
+
+
+src = open(sys.argv[1]).read()
+src = re.sub(r"^(?!.*extern __shared__)(.*)\b__shared__\b", r"\1static", src, flags=re.M)
+src = re.sub(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\(", launch, src, flags=re.S)
+sys.stdout.write(src)
