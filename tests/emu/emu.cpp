@@ -196,45 +196,32 @@ static void warp_op(std::vector<emu_fiber> &f, int w) {
         if (L[l].op != op) fail("lanes of a warp at different warp operations");
     if (op == OP_SHFL) {
         for (int l = 0; l < 32; l++) L[l].shfl_r = L[(l ^ L[l].shfl_off) & 31].shfl_v;
-    } else if (op == OP_MMA) {
+    } else if (op == OP_MMA || op == OP_MMA_TF32) {
+        /* a 16 x K (K 16: bf16 pairs; 8: tf32), b K x 8, c 16 x 8: the PTX manual's fragment layouts */
+        const bool t = op == OP_MMA_TF32;
+        const int K = t ? 8 : 16;
         float A[16][16], B[16][8], C[16][8];
         for (int l = 0; l < 32; l++) {
             const int g = l >> 2, c = l & 3;
             const uint32_t *a = L[l].a;
-            A[g][2 * c] = bf(a[0]), A[g][2 * c + 1] = bf(a[0] >> 16);
-            A[g + 8][2 * c] = bf(a[1]), A[g + 8][2 * c + 1] = bf(a[1] >> 16);
-            A[g][2 * c + 8] = bf(a[2]), A[g][2 * c + 9] = bf(a[2] >> 16);
-            A[g + 8][2 * c + 8] = bf(a[3]), A[g + 8][2 * c + 9] = bf(a[3] >> 16);
-            B[2 * c][g] = bf(L[l].b0), B[2 * c + 1][g] = bf(L[l].b0 >> 16);
-            B[2 * c + 8][g] = bf(L[l].b1), B[2 * c + 9][g] = bf(L[l].b1 >> 16);
-            C[g][2 * c] = L[l].d[0], C[g][2 * c + 1] = L[l].d[1];
-            C[g + 8][2 * c] = L[l].d[2], C[g + 8][2 * c + 1] = L[l].d[3];
-        }
-        for (int i = 0; i < 16; i++)
-            for (int j = 0; j < 8; j++) {
-                float s = C[i][j];
-                for (int k = 0; k < 16; k++) s += A[i][k] * B[k][j];
-                C[i][j] = s;
+            if (t) {
+                A[g][c] = tf(a[0]), A[g + 8][c] = tf(a[1]), A[g][c + 4] = tf(a[2]), A[g + 8][c + 4] = tf(a[3]);
+                B[c][g] = tf(L[l].b0), B[c + 4][g] = tf(L[l].b1);
+            } else {
+                A[g][2 * c] = bf(a[0]), A[g][2 * c + 1] = bf(a[0] >> 16);
+                A[g + 8][2 * c] = bf(a[1]), A[g + 8][2 * c + 1] = bf(a[1] >> 16);
+                A[g][2 * c + 8] = bf(a[2]), A[g][2 * c + 9] = bf(a[2] >> 16);
+                A[g + 8][2 * c + 8] = bf(a[3]), A[g + 8][2 * c + 9] = bf(a[3] >> 16);
+                B[2 * c][g] = bf(L[l].b0), B[2 * c + 1][g] = bf(L[l].b0 >> 16);
+                B[2 * c + 8][g] = bf(L[l].b1), B[2 * c + 9][g] = bf(L[l].b1 >> 16);
             }
-        for (int l = 0; l < 32; l++) {
-            const int g = l >> 2, c = l & 3;
-            L[l].d[0] = C[g][2 * c], L[l].d[1] = C[g][2 * c + 1];
-            L[l].d[2] = C[g + 8][2 * c], L[l].d[3] = C[g + 8][2 * c + 1];
-        }
-    } else if (op == OP_MMA_TF32) {
-        float A[16][8], B[8][8], C[16][8];
-        for (int l = 0; l < 32; l++) {
-            const int g = l >> 2, c = l & 3;
-            const uint32_t *a = L[l].a;
-            A[g][c] = tf(a[0]), A[g + 8][c] = tf(a[1]), A[g][c + 4] = tf(a[2]), A[g + 8][c + 4] = tf(a[3]);
-            B[c][g] = tf(L[l].b0), B[c + 4][g] = tf(L[l].b1);
             C[g][2 * c] = L[l].d[0], C[g][2 * c + 1] = L[l].d[1];
             C[g + 8][2 * c] = L[l].d[2], C[g + 8][2 * c + 1] = L[l].d[3];
         }
         for (int i = 0; i < 16; i++)
             for (int j = 0; j < 8; j++) {
                 float s = C[i][j];
-                for (int k = 0; k < 8; k++) s += A[i][k] * B[k][j];
+                for (int k = 0; k < K; k++) s += A[i][k] * B[k][j];
                 C[i][j] = s;
             }
         for (int l = 0; l < 32; l++) {

@@ -9,34 +9,8 @@ extern "C" {
 #include "common.h"
 }
 
-#include <vector>
+#include "emu_check.h"
 
-static int failures;
-
-/* host buffers with guard zones of GUARD elements each side */
-#define GUARD 4096
-struct buf16 {
-    std::vector<uint16_t> v;
-    uint16_t *p;
-    size_t n;
-    buf16(size_t n_, uint16_t fill) : v(n_ + 2 * GUARD, fill), p(v.data() + GUARD), n(n_) {}
-    bool guards_intact(uint16_t fill) const {
-        for (size_t i = 0; i < GUARD; i++)
-            if (v[i] != fill || v[GUARD + n + i] != fill) return false;
-        return true;
-    }
-};
-struct buf32 {
-    std::vector<float> v;
-    float *p;
-    size_t n;
-    buf32(size_t n_, float fill) : v(n_ + 2 * GUARD, fill), p(v.data() + GUARD), n(n_) {}
-    bool guards_intact(float fill) const {
-        for (size_t i = 0; i < GUARD; i++)
-            if (memcmp(&v[i], &fill, 4) || memcmp(&v[GUARD + n + i], &fill, 4)) return false;
-        return true;
-    }
-};
 static const uint16_t NAN16 = 0x7fc1, SENT16 = 0x1234;
 
 static void fill_random(uint16_t *p, size_t n, float scale, rng_t *r) {
@@ -61,15 +35,6 @@ static double rel_err16(const uint16_t *a, const uint16_t *ref, size_t rows, int
     return den > 0 ? num / den : num;
 }
 
-static int case_failures;
-#define EXPECT(cond, ...)                                                                                             \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            printf("  # " __VA_ARGS__);                                                                               \
-            printf("\n");                                                                                             \
-            case_failures++;                                                                                          \
-        }                                                                                                             \
-    } while (0)
 
 static void run_case(int B, int T, int H, int KV, int hd, int window, const char *mode) {
     case_failures = 0;

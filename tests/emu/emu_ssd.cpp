@@ -14,22 +14,8 @@ void ssd_fwd_cuda(const ssd_args *a, float *y, float *state);
 void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy);
 }
 
-#include <vector>
+#include "emu_check.h"
 
-static int failures;
-
-#define GUARD 1024
-struct buf32 { /* host floats with GUARD guard elements each side */
-    std::vector<float> v;
-    float *p;
-    size_t n;
-    buf32(size_t n_, float fill) : v(n_ + 2 * GUARD, fill), p(v.data() + GUARD), n(n_) {}
-    bool guards_intact(float fill) const {
-        for (size_t i = 0; i < GUARD; i++)
-            if (memcmp(&v[i], &fill, 4) || memcmp(&v[GUARD + n + i], &fill, 4)) return false;
-        return true;
-    }
-};
 static const float SENT = -12345.0f;
 #define TF32_FACTOR 4.0
 
@@ -64,15 +50,6 @@ static void grad_errs(const ssd_args *s, const ssd_grads *g, const ssd_grads *re
                fmax(rel_err(g->ddt_bias, ref->ddt_bias, s->H), rel_err(g->dDv, ref->dDv, s->H)));
 }
 
-static int case_failures;
-#define EXPECT(cond, ...)                                                                                              \
-    do {                                                                                                               \
-        if (!(cond)) {                                                                                                 \
-            printf("  # " __VA_ARGS__);                                                                                \
-            printf("\n");                                                                                              \
-            case_failures++;                                                                                           \
-        }                                                                                                              \
-    } while (0)
 
 /* q: B, T, H, P, N, G, chunk (as test_ops's SSD cases: x | B | C in rows padded by 3, dt raw in rows of H + 1) */
 static void run_case(const int *q, int tf32, const char *mode) {
