@@ -141,8 +141,10 @@ void emu_cp_async(void *dst, const void *src, int bytes, int size) {
         fail("cp.async: destination outside shared memory or unaligned");
     if (bytes < 0 || bytes > size || (bytes && ((uintptr_t)src % size))) fail("cp.async: bad size or unaligned source");
     const copy_req c = {dst, src, bytes, size};
-    if (cp_late()) emu_cur->open.push_back(c);
-    else do_copy(c);
+    if (cp_late())
+        emu_cur->open.push_back(c);
+    else
+        do_copy(c);
 }
 void emu_cp_commit() {
     emu_cur->groups.push_back(emu_cur->open);
@@ -151,7 +153,8 @@ void emu_cp_commit() {
 void emu_cp_wait(int pending) {
     while ((int)emu_cur->groups.size() > pending) {
         if (cp_late())
-            for (const copy_req &c : emu_cur->groups.front()) do_copy(c);
+            for (const copy_req &c : emu_cur->groups.front())
+                do_copy(c);
         emu_cur->groups.erase(emu_cur->groups.begin());
     }
 }
@@ -195,7 +198,8 @@ static void warp_op(std::vector<emu_fiber> &f, int w) {
     for (int l = 0; l < 32; l++)
         if (L[l].op != op) fail("lanes of a warp at different warp operations");
     if (op == OP_SHFL) {
-        for (int l = 0; l < 32; l++) L[l].shfl_r = L[(l ^ L[l].shfl_off) & 31].shfl_v;
+        for (int l = 0; l < 32; l++)
+            L[l].shfl_r = L[(l ^ L[l].shfl_off) & 31].shfl_v;
     } else if (op == OP_MMA || op == OP_MMA_TF32) {
         /* a 16 x K (K 16: bf16 pairs; 8: tf32), b K x 8, c 16 x 8: the PTX manual's fragment layouts */
         const bool t = op == OP_MMA_TF32;
@@ -221,7 +225,8 @@ static void warp_op(std::vector<emu_fiber> &f, int w) {
         for (int i = 0; i < 16; i++)
             for (int j = 0; j < 8; j++) {
                 float s = C[i][j];
-                for (int k = 0; k < K; k++) s += A[i][k] * B[k][j];
+                for (int k = 0; k < K; k++)
+                    s += A[i][k] * B[k][j];
                 C[i][j] = s;
             }
         for (int l = 0; l < 32; l++) {
@@ -232,7 +237,8 @@ static void warp_op(std::vector<emu_fiber> &f, int w) {
     } else if (op == OP_LDSM) {
         uint16_t M[4][8][8];
         for (int m = 0; m < 4; m++)
-            for (int i = 0; i < 8; i++) memcpy(M[m][i], L[8 * m + i].p, 16);
+            for (int i = 0; i < 8; i++)
+                memcpy(M[m][i], L[8 * m + i].p, 16);
         for (int l = 0; l < 32; l++) {
             if (L[l].trans != L[0].trans) fail("ldmatrix: lanes disagree on .trans");
             const int g = l >> 2, c = l & 3;
@@ -241,22 +247,27 @@ static void warp_op(std::vector<emu_fiber> &f, int w) {
                                        : (uint32_t)M[m][g][2 * c] | (uint32_t)M[m][g][2 * c + 1] << 16;
         }
     }
-    for (int l = 0; l < 32; l++) L[l].state = RUNNABLE;
+    for (int l = 0; l < 32; l++)
+        L[l].state = RUNNABLE;
 }
 
 static void run_block(std::vector<emu_fiber> &f) {
     const int n = (int)f.size();
     for (;;) {
         for (int t = 0; t < n; t++)
-            while (f[t].state == RUNNABLE) resume(f[t]);
+            while (f[t].state == RUNNABLE)
+                resume(f[t]);
         /* the warps whose lanes all wait at a warp operation: all of them go on, or with EMU_SKEW a random half (at
          * least one), so that warps drift apart as on the hardware and a missing barrier shows */
         std::vector<int> ready;
         for (int w = 0; w < n / 32; w++) {
             int at_warp = 0;
-            for (int l = 0; l < 32; l++) at_warp += f[32 * w + l].state == AT_WARP;
-            if (at_warp == 32) ready.push_back(w);
-            else if (at_warp) emu_cur = &f[32 * w], fail("a warp operation that not every lane of the warp reached");
+            for (int l = 0; l < 32; l++)
+                at_warp += f[32 * w + l].state == AT_WARP;
+            if (at_warp == 32)
+                ready.push_back(w);
+            else if (at_warp)
+                emu_cur = &f[32 * w], fail("a warp operation that not every lane of the warp reached");
         }
         if (!ready.empty()) {
             const size_t first = skew() ? next_random() % ready.size() : 0;
@@ -270,7 +281,8 @@ static void run_block(std::vector<emu_fiber> &f) {
         if (done + at_grid == n) return; // finished, or (cooperative launches) every thread at the grid barrier
         if (at_grid) emu_cur = &f[0], fail("__syncthreads while other threads of the block wait at a grid barrier");
         if (done) emu_cur = &f[0], fail("__syncthreads with threads that have exited");
-        for (int t = 0; t < n; t++) f[t].state = RUNNABLE;
+        for (int t = 0; t < n; t++)
+            f[t].state = RUNNABLE;
     }
 }
 
@@ -295,13 +307,15 @@ static void launch_begin(dim3 grid, unsigned threads, size_t smem_bytes, emu_bod
 void emu_run_grid(dim3 grid, unsigned threads, size_t smem_bytes, emu_body body, void *arg) {
     launch_begin(grid, threads, smem_bytes, body, arg);
     std::vector<emu_fiber> f(threads);
-    for (auto &x : f) x.stack.resize(128 * 1024);
+    for (auto &x : f)
+        x.stack.resize(128 * 1024);
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 emu_block_idx = {x, y, z};
                 memset(smem, 0xff, smem_bytes); /* NaN in bf16 and float32: a read of an unwritten element shows */
-                for (unsigned t = 0; t < threads; t++) fiber_init(f[t], t);
+                for (unsigned t = 0; t < threads; t++)
+                    fiber_init(f[t], t);
                 run_block(f);
             }
     emu_cur = nullptr;
@@ -314,13 +328,16 @@ void emu_run_grid_coop(dim3 grid, unsigned threads, size_t smem_bytes, emu_body 
     std::vector<std::vector<unsigned char>> shared(nb, std::vector<unsigned char>(smem_bytes, 0xff));
     for (auto &blk : blocks) {
         blk = std::vector<emu_fiber>(threads);
-        for (unsigned t = 0; t < threads; t++) blk[t].stack.resize(128 * 1024), fiber_init(blk[t], t);
+        for (unsigned t = 0; t < threads; t++)
+            blk[t].stack.resize(128 * 1024), fiber_init(blk[t], t);
     }
     std::vector<unsigned> order(nb);
-    for (unsigned i = 0; i < nb; i++) order[i] = i;
+    for (unsigned i = 0; i < nb; i++)
+        order[i] = i;
     for (;;) { // a round: each block runs to the next grid barrier (or its end)
         if (skew())
-            for (unsigned i = nb; i > 1; i--) std::swap(order[i - 1], order[next_random() % i]);
+            for (unsigned i = nb; i > 1; i--)
+                std::swap(order[i - 1], order[next_random() % i]);
         for (unsigned i : order) {
             emu_block_idx = {i % grid.x, i / grid.x % grid.y, i / grid.x / grid.y};
             memcpy(smem, shared[i].data(), smem_bytes);
@@ -329,11 +346,13 @@ void emu_run_grid_coop(dim3 grid, unsigned threads, size_t smem_bytes, emu_body 
         }
         unsigned at_grid = 0, done = 0;
         for (auto &blk : blocks)
-            for (auto &e : blk) at_grid += e.state == AT_GRID, done += e.state == DONE;
+            for (auto &e : blk)
+                at_grid += e.state == AT_GRID, done += e.state == DONE;
         if (done == nb * threads) break;
         if (done) emu_cur = &blocks[0][0], fail("a grid barrier that some threads of the grid never reach");
         for (auto &blk : blocks)
-            for (auto &e : blk) e.state = RUNNABLE;
+            for (auto &e : blk)
+                e.state = RUNNABLE;
     }
     emu_cur = nullptr;
 }

@@ -15,7 +15,8 @@ static const uint16_t NAN16 = 0x7fc1, SENT16 = 0x1234;
 
 static void fill_random(uint16_t *p, size_t n, float scale, rng_t *r) {
     std::vector<float> h(n);
-    for (size_t i = 0; i < n; i++) h[i] = scale * (2.0f * rng_uniform(r) - 1.0f);
+    for (size_t i = 0; i < n; i++)
+        h[i] = scale * (2.0f * rng_uniform(r) - 1.0f);
     host_bf16_from_f32(p, h.data(), n);
 }
 
@@ -34,7 +35,6 @@ static double rel_err16(const uint16_t *a, const uint16_t *ref, size_t rows, int
     }
     return den > 0 ? num / den : num;
 }
-
 
 static void run_case(int B, int T, int H, int KV, int hd, int window, const char *mode) {
     case_failures = 0;
@@ -81,8 +81,8 @@ static void run_case(int B, int T, int H, int KV, int hd, int window, const char
 
 int main(int argc, char **argv) {
     /* B, T, H, KV, hd, window: as tests/test_ops.c's bf16 attention cases */
-    const int cases[][6] = {{2, 37, 4, 4, 64, 0},   {2, 300, 4, 2, 64, 0},  {1, 200, 3, 1, 64, 0},
-                            {2, 300, 2, 1, 64, 40}, {1, 512, 2, 2, 64, 0},  {1, 1000, 2, 1, 64, 300},
+    const int cases[][6] = {{2, 37, 4, 4, 64, 0},   {2, 300, 4, 2, 64, 0},   {1, 200, 3, 1, 64, 0},
+                            {2, 300, 2, 1, 64, 40}, {1, 512, 2, 2, 64, 0},   {1, 1000, 2, 1, 64, 300},
                             {1, 130, 2, 2, 128, 0}, {3, 257, 4, 2, 128, 100}};
     const int only = argc > 1 ? atoi(argv[1]) : -1;
     char mode[96];

@@ -11,13 +11,13 @@
 
 static int failures, case_failures;
 
-#define EXPECT(cond, ...)                                                                                             \
-    do {                                                                                                              \
-        if (!(cond)) {                                                                                                \
-            printf("  # " __VA_ARGS__);                                                                               \
-            printf("\n");                                                                                             \
-            case_failures++;                                                                                          \
-        }                                                                                                             \
+#define EXPECT(cond, ...)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            printf("  # " __VA_ARGS__);                                                                                \
+            printf("\n");                                                                                              \
+            case_failures++;                                                                                           \
+        }                                                                                                              \
     } while (0)
 
 /* n values of T between GUARD guard elements each side, all set to fill; guards_intact: still fill, bit for bit */
