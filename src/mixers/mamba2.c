@@ -4,6 +4,7 @@
  * G = n_groups, K = d_conv, Cd = conv_dim = Di + 2GN, Din = in_proj's width 2Di + 2GN + H ([z, x, B, C, dt]). */
 #include "mixers/mixer.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <math.h>
@@ -120,8 +121,15 @@ static size_t mamba2_canon_floats(const ssm_config *c) {
 }
 static void mamba2_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
-/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's.
- * Mixed precision lets the SSD's chunk products run in tf32 (mamba_ssm's kernels take bf16 operands there). */
+/* Mixed precision may run the SSD's chunk products in tf32 (mamba_ssm's kernels take bf16 operands there), with
+ * SSM_SSD_TF32=1 for now: the CUDA tf32 kernels have passed the CPU emulator (tests/emu/emu_ssd.cpp) but not yet a
+ * GPU, so by default they are off. */
+static int ssd_tf32_on(const backend *be) {
+    const char *e = getenv("SSM_SSD_TF32");
+    return !strcmp(be->precision, "bf16") && e && !strcmp(e, "1");
+}
+
+/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's. */
 static ssd_args ssd_args_of(const mixer_ctx *ctx, const mamba2_views *v, const float *zx, const float *xbc, int B,
                             int T) {
     const ssm_config *c = ctx->cfg;
@@ -144,7 +152,7 @@ static ssd_args ssd_args_of(const mixer_ctx *ctx, const mamba2_views *v, const f
                       .N = d.N,
                       .G = d.G,
                       .chunk = c->mamba2.chunk_size,
-                      .tf32 = !strcmp(ctx->be->precision, "bf16")};
+                      .tf32 = ssd_tf32_on(ctx->be)};
 }
 
 static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
