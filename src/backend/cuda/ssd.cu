@@ -97,13 +97,25 @@ template <bool KF> __device__ __forceinline__ static void tile_slot(int q, int &
         r = e % SSD_TILE, kk = e / SSD_TILE;
 }
 
-// dst[kk][r] = f(r, k0 + kk), zero past f.rows or K.
-template <class F> __device__ __forceinline__ static void tile_load(SsdTile &dst, const F &f, int k0, int K) {
+// Staging a tile (dst[kk][r] = f(r, k0 + kk), zero past f.rows or K) in two halves, so that the next step's reads are
+// in flight while this step's products run: tile_fetch reads this thread's elements into registers, tile_stash
+// stores them.
+#define SSD_PER_THREAD (SSD_TILE * SSD_TK / SSD_THREADS)
+template <class F>
+__device__ __forceinline__ static void tile_fetch(float (&v)[SSD_PER_THREAD], const F &f, int k0, int K) {
 #pragma unroll
-    for (int q = 0; q < SSD_TILE * SSD_TK / SSD_THREADS; q++) {
+    for (int q = 0; q < SSD_PER_THREAD; q++) {
         int r, kk;
         tile_slot<F::k_fast>(q, r, kk);
-        dst[kk][r] = r < f.rows && k0 + kk < K ? f(r, k0 + kk) : 0.0f;
+        v[q] = r < f.rows && k0 + kk < K ? f(r, k0 + kk) : 0.0f;
+    }
+}
+template <bool KF> __device__ __forceinline__ static void tile_stash(SsdTile &dst, const float (&v)[SSD_PER_THREAD]) {
+#pragma unroll
+    for (int q = 0; q < SSD_PER_THREAD; q++) {
+        int r, kk;
+        tile_slot<KF>(q, r, kk);
+        dst[kk][r] = v[q];
     }
 }
 
@@ -164,10 +176,12 @@ template <> __device__ __forceinline__ void tile_mma<false>(float (&acc)[4][4], 
 // the block calls it.
 template <bool TC, class FA, class FB>
 __device__ static void gemm_acc(float (&acc)[4][4], SsdTiles &t, const FA &fa, const FB &fb, int K) {
+    float va[SSD_PER_THREAD], vb[SSD_PER_THREAD];
+    tile_fetch(va, fa, 0, K), tile_fetch(vb, fb, 0, K);
     for (int k0 = 0; k0 < K; k0 += SSD_TK) {
-        tile_load(t.a, fa, k0, K);
-        tile_load(t.b, fb, k0, K);
+        tile_stash<FA::k_fast>(t.a, va), tile_stash<FB::k_fast>(t.b, vb);
         __syncthreads();
+        if (k0 + SSD_TK < K) tile_fetch(va, fa, k0 + SSD_TK, K), tile_fetch(vb, fb, k0 + SSD_TK, K);
         tile_mma<TC>(acc, t);
         __syncthreads();
     }
@@ -447,10 +461,18 @@ __global__ static void __launch_bounds__(SSD_THREADS)
         // B dS^T and C S^T in one pass over n (and <dS, S> from the staged tiles: each element once)
         const View<true> dSv{dS + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0},
             Sv{S + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0};
-        for (int k0 = 0; k0 < s.N; k0 += SSD_TK) {
-            tile_load(t1.a, Bv, k0, s.N), tile_load(t1.b, dSv, k0, s.N);
-            tile_load(t2.a, Cv, k0, s.N), tile_load(t2.b, Sv, k0, s.N);
+        float vb[SSD_PER_THREAD], vds[SSD_PER_THREAD], vc[SSD_PER_THREAD], vs[SSD_PER_THREAD];
+        tile_fetch(vb, Bv, 0, s.N), tile_fetch(vds, dSv, 0, s.N), tile_fetch(vc, Cv, 0, s.N);
+        tile_fetch(vs, Sv, 0, s.N);
+        for (int k0 = 0; k0 < s.N; k0 += SSD_TK) { // (as gemm_acc: the next step's reads in flight)
+            tile_stash<true>(t1.a, vb), tile_stash<true>(t1.b, vds), tile_stash<true>(t2.a, vc);
+            tile_stash<true>(t2.b, vs);
             __syncthreads();
+            if (k0 + SSD_TK < s.N) {
+                const int k1 = k0 + SSD_TK;
+                tile_fetch(vb, Bv, k1, s.N), tile_fetch(vds, dSv, k1, s.N), tile_fetch(vc, Cv, k1, s.N);
+                tile_fetch(vs, Sv, k1, s.N);
+            }
             sds += tile_dot_own<true>(t1.b, t2.b);
             tile_mma<TC>(acc2, t1), tile_mma<TC>(acc3, t2);
             __syncthreads();
