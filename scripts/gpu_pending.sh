@@ -5,9 +5,13 @@
 #       .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz (ignored by git; the
 #       device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run PART          on the device: unpacks and runs the checks below, each under its own
-#       timeout, everything also in $OUT/PART.log. PART: fused (the decode-fused branch, ~7 minutes), branches
-#       (swiglu-vec, decode-gemv, and main's decode and prefill rows, ~6 minutes), rest (nccl and main, ~8 minutes)
+#       timeout, everything also in $OUT/PART.log. PART: ssd (main's tf32 SSD, ~5 minutes: run it first),
+#       fused (the decode-fused branch, ~7 minutes), branches (swiglu-vec, decode-gemv, and main's decode and prefill
+#       rows, ~6 minutes), rest (nccl and main, ~8 minutes)
 # What it checks, per branch (each against main's binary in the same call):
+#   main (ssd)   issue 14: the SSD's tf32 products (SSM_SSD_TF32=1, off by default until this passes): test_ops ssd
+#                (its tf32 cases), test_cuda_model with tf32; the m2x24 bf16 step at 8 x 2048 with float32 and tf32
+#                products (was 336 ms, goal 60), its --profile and nsys kernel table
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
 #                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
 #                goal 0.15; 1.155 at 64, goal 0.70); m2x24 at 1 and 8; the L2 prefetch and 2 blocks an SM
@@ -29,11 +33,12 @@ if [ "$mode" = build ]; then
         work=$(mktemp -d /tmp/ssm_pending.XXXXXX)
         git archive "$ref" | tar xf - -C "$work" && rm -rf "$work/tests/fixtures"
         if make -C "$work" -s -j"$(nproc)" OPT="-O3 -march=x86-64-v3" MPI=0 cuda tests >"$work/make.log" 2>&1; then
-            # what the checks run (main's ssm alone): the pack must stay under the device tool's 64 MiB
-            mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm ".devbuild/$ref/"
-            [ "$ref" = main ] || cp "$work"/build/test_ops "$work"/build/gpu/test_cuda_model ".devbuild/$ref/"
+            # what the checks run, stripped: the pack must stay under the device tool's 64 MiB
+            mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm "$work"/build/test_ops "$work"/build/gpu/test_cuda_model \
+                ".devbuild/$ref/"
             [ "$ref" != nccl ] || cp "$work"/build/gpu/test_cuda_weights16 ".devbuild/$ref/" # its w16_refresh case
             [ ! -x "$work"/build/gpu/test_cuda_decode_fused ] || cp "$work"/build/gpu/test_cuda_decode_fused ".devbuild/$ref/"
+            strip ".devbuild/$ref"/*
             [ -d "$work/tests/gpu" ] && cp -r "$work/tests/gpu" ".devbuild/$ref/tests_gpu"
             echo "built $ref ($(git rev-parse --short "$ref"))"
         else
@@ -46,9 +51,9 @@ if [ "$mode" = build ]; then
     ls -la .devpack/pending.tar.xz
     exit 0
 fi
-[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run fused|branches|rest" >&2; exit 2; }
+[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run ssd|fused|branches|rest" >&2; exit 2; }
 part=${2:-}
-case "$part" in fused | branches | rest) ;; *) echo "run: PART is fused, branches or rest" >&2; exit 2 ;; esac
+case "$part" in ssd | fused | branches | rest) ;; *) echo "run: PART is ssd, fused, branches or rest" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
@@ -57,6 +62,21 @@ M=.devbuild/main S=$(date +%s)
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 has() { [ -x ".devbuild/$1/ssm" ]; }
 bench() { timeout 60 "$1/ssm" bench --device cuda "${@:2}" 2>&1 | grep -E "^(train|decode|prefill)|swiglu|by kind|rror"; }
+if [ "$part" = ssd ]; then
+    t ssd tf32
+    timeout 120 $M/test_ops ssd >"$out/ssd_ops.log" 2>&1; echo "test_ops ssd: exit $?"
+    grep -E "^FAIL|cases" "$out/ssd_ops.log" | tail -8; grep -c "^ok" "$out/ssd_ops.log"
+    SSM_SSD_TF32=1 timeout 150 $M/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -5
+    for f in 0 1; do
+        echo "m2x24 8x2048 bf16 SSM_SSD_TF32=$f: $(SSM_SSD_TF32=$f bench $M --config m2x24 --what train --batch 8 --seq-len 2048 --steps 3 --bf16 | tr '\n' ' ')"
+    done
+    SSM_SSD_TF32=1 timeout 60 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 --profile 2>&1 | tail -40
+    if command -v nsys >/dev/null; then
+        SSM_SSD_TF32=1 timeout 100 nsys profile -o /tmp/m2 --force-overwrite true --stats=false $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 >/dev/null 2>&1
+        timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/m2.nsys-rep 2>/dev/null | head -30 | cut -c1-200 | tee "$out/m2_kernels_tf32.csv"
+    fi
+    t end; exit 0
+fi
 if has decode-fused && [ "$part" = fused ]; then
     t decode-fused
     F=.devbuild/decode-fused
