@@ -42,6 +42,7 @@
 #define SSD_TILE 64     // a block's output tile, SSD_TILE x SSD_TILE
 #define SSD_TK 16       // the reduction's values staged per step
 #define SSD_THREADS 256 // = RED_THREADS (block_reduce): 16 x 16 threads of 4 x 4 outputs
+#define SSD_WALK 8      // the sequential walks (dt's cumsum, the state passes): steps whose reads go out together
 static_assert(SSD_THREADS == RED_THREADS, "the SSD kernels call block_reduce");
 static_assert(SSD_Q <= SSD_TILE, "a chunk's Q x Q products are one tile");
 
@@ -244,12 +245,19 @@ __global__ static void ssd_dt_kernel(float *dts, float *acs, float *dsp, const f
     const float A = -expf(A_log[h]), bias = dt_bias[h];
     const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
     float acc = 0.0f;
-    for (int j = 0; j < L; j++) {
-        float sl;
-        const float d = ssd_dt(dt[(row0 + j) * lddt + h] + bias, dt_min, dt_max, &sl);
-        acc += d * A;
-        dts[o + j] = d, acs[o + j] = acc;
-        if (dsp) dsp[o + j] = sl;
+    for (int j0 = 0; j0 < L; j0 += SSD_WALK) {
+        float raw[SSD_WALK];
+#pragma unroll
+        for (int j = 0; j < SSD_WALK; j++)
+            raw[j] = j0 + j < L ? dt[(row0 + j0 + j) * lddt + h] : 0.0f;
+#pragma unroll
+        for (int j = 0; j < SSD_WALK && j0 + j < L; j++) {
+            float sl;
+            const float d = ssd_dt(raw[j] + bias, dt_min, dt_max, &sl);
+            acc += d * A;
+            dts[o + j0 + j] = d, acs[o + j0 + j] = acc;
+            if (dsp) dsp[o + j0 + j] = sl;
+        }
     }
 }
 
@@ -307,11 +315,19 @@ __global__ static void ssd_state_pass_kernel(float *st, float *state, const floa
     const int h = blockIdx.y, b = blockIdx.z;
     float *init = state ? state + ((size_t)b * s.H + h) * PN + e : NULL;
     float v = init ? *init : 0.0f;
-    for (int c = 0; c < s.nch; c++) {
-        const size_t i = (((size_t)b * s.nch + c) * s.H + h) * PN + e;
-        const float add = st[i];
-        st[i] = v;
-        v = expf(acs[s.bht(b, h, c) + s.len(c) - 1]) * v + add;
+    for (int c0 = 0; c0 < s.nch; c0 += SSD_WALK) {
+        float add[SSD_WALK], dec[SSD_WALK];
+#pragma unroll
+        for (int j = 0; j < SSD_WALK; j++) {
+            const int c = c0 + j < s.nch ? c0 + j : s.nch - 1;
+            add[j] = st[(((size_t)b * s.nch + c) * s.H + h) * PN + e];
+            dec[j] = expf(acs[s.bht(b, h, c) + s.len(c) - 1]);
+        }
+#pragma unroll
+        for (int j = 0; j < SSD_WALK && c0 + j < s.nch; j++) {
+            st[(((size_t)b * s.nch + c0 + j) * s.H + h) * PN + e] = v;
+            v = dec[j] * v + add[j];
+        }
     }
     if (init) *init = v;
 }
@@ -323,11 +339,19 @@ __global__ static void ssd_dstate_pass_kernel(float *dst, const float *acs, SsdS
     if (e >= PN) return;
     const int h = blockIdx.y, b = blockIdx.z;
     float d = 0.0f;
-    for (int c = s.nch - 1; c >= 0; c--) {
-        const size_t i = (((size_t)b * s.nch + c) * s.H + h) * PN + e;
-        const float gc = dst[i];
-        dst[i] = d;
-        d = expf(acs[s.bht(b, h, c) + s.len(c) - 1]) * d + gc;
+    for (int c0 = s.nch - 1; c0 >= 0; c0 -= SSD_WALK) { // chunks c0, c0 - 1, ..., down to 0
+        float gc[SSD_WALK], dec[SSD_WALK];
+#pragma unroll
+        for (int j = 0; j < SSD_WALK; j++) {
+            const int c = c0 - j >= 0 ? c0 - j : 0;
+            gc[j] = dst[(((size_t)b * s.nch + c) * s.H + h) * PN + e];
+            dec[j] = expf(acs[s.bht(b, h, c) + s.len(c) - 1]);
+        }
+#pragma unroll
+        for (int j = 0; j < SSD_WALK && c0 - j >= 0; j++) {
+            dst[(((size_t)b * s.nch + c0 - j) * s.H + h) * PN + e] = d;
+            d = dec[j] * d + gc[j];
+        }
     }
 }
 
@@ -557,12 +581,21 @@ __global__ static void ssd_dt_bwd_kernel(float *ddt, int ldddt, double *part, co
     const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
     float rc = 0.0f;
     double dA = 0, dbias = 0;
-    for (int k = L - 1; k >= 0; k--) {
-        rc += daM[o + k] + daX[o + k];
-        const float draw = (ddM[o + k] + ddX[o + k] + A * rc) * dsp[o + k];
-        dA += (double)dts[o + k] * rc;
-        ddt[(row0 + k) * ldddt + h] = draw;
-        dbias += draw;
+    for (int k0 = L - 1; k0 >= 0; k0 -= SSD_WALK) { // positions k0, k0 - 1, ..., down to 0
+        float da[SSD_WALK], dd[SSD_WALK], sl[SSD_WALK], dtv[SSD_WALK];
+#pragma unroll
+        for (int j = 0; j < SSD_WALK; j++) {
+            const int k = k0 - j >= 0 ? k0 - j : 0;
+            da[j] = daM[o + k] + daX[o + k], dd[j] = ddM[o + k] + ddX[o + k], sl[j] = dsp[o + k], dtv[j] = dts[o + k];
+        }
+#pragma unroll
+        for (int j = 0; j < SSD_WALK && k0 - j >= 0; j++) {
+            rc += da[j];
+            const float draw = (dd[j] + A * rc) * sl[j];
+            dA += (double)dtv[j] * rc;
+            ddt[(row0 + k0 - j) * ldddt + h] = draw;
+            dbias += draw;
+        }
     }
     part[2 * i] = dA, part[2 * i + 1] = dbias;
 }
