@@ -371,6 +371,10 @@ cudaError_t cudaGetDevice(int *device) {
     *device = 0;
     return cudaSuccess;
 }
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
 cudaError_t cudaFuncSetAttribute(const void *, enum cudaFuncAttribute, int) { return cudaSuccess; }
 /* a small GPU: EMU_SMS multiprocessors (default 3), cooperative launches, 227 KB of shared memory a block */
 cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int) {

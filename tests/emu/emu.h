@@ -59,6 +59,8 @@ float emu_shfl_xor(float v, int off);
 int emu_shfl_xor(int v, int off);
 double emu_shfl_xor(double v, int off);
 template <typename V> V __shfl_xor_sync(unsigned, V v, int off) { return emu_shfl_xor(v, off); }
+inline float __expf(float x) { return expf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
 inline unsigned __float_as_uint(float f) {
     unsigned u;
     memcpy(&u, &f, 4);

@@ -2,7 +2,8 @@
 """A CUDA source as the emulator compiles it (tests/emu/run.sh): prints FILE with
   kernel<<<grid, block[, smem]>>>(args)  as  emu_launch(kernel, grid, block, smem or 0, args)  (over any lines), and
   __shared__ T a[n];  (static shared memory) as  static T a[n];  one copy that a block's threads share, each block's
-  own since blocks run one after another (dynamic shared memory, `extern __shared__`, is emu.cpp's smem).
+  own since blocks run one after another (dynamic shared memory, `extern __shared__`, is emu.cpp's smem); and NULL
+  as nullptr (a deduced argument type must stay a null pointer).
 usage: tests/emu/to_cpp.py FILE > OUT"""
 import re
 import sys
@@ -36,5 +37,11 @@ def launch(m):
 
 src = open(sys.argv[1]).read()
 src = re.sub(r"^(?!.*extern __shared__)(.*)\b__shared__\b", r"\1static", src, flags=re.M)
-src = re.sub(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?)\s*<<<(.*?)>>>\(", launch, src, flags=re.S)
+# dynamic shared memory under another name or type (extern __shared__ float4 smem4[]): a pointer to emu.cpp's smem
+src = re.sub(r"extern __shared__\s*(?:__align__\(\d+\)\s*)?([\w:]+)\s+(?!smem\[)(\w+)\[\];",
+             r"extern unsigned char smem[]; \1 *const \2 = reinterpret_cast<\1 *>(smem);", src)
+# the kernel: a name with template arguments, or an expression in parentheses ((S > 1 ? seg : whole))
+src = re.sub(r"([A-Za-z_][\w:]*(?:<[^<>;]*>)?|\([^()]*\))\s*<<<(.*?)>>>\(", launch, src, flags=re.S)
+# NULL as nullptr: emu_launch deduces its arguments' types, and g++'s NULL (a long) converts to no pointer
+src = re.sub(r"\bNULL\b", "nullptr", src)
 sys.stdout.write(src)

@@ -61,9 +61,13 @@ extern "C" int cuda_device_available(const char **why) {
 
 // 2^v on the special-function unit (relative error ~2^-22; flushes results below 2^-126 to zero).
 __device__ __forceinline__ static float ex2(float v) {
+#ifdef __CUDA_ARCH__
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
     return r;
+#else
+    return exp2f(v); // the CPU emulator (tests/emu)
+#endif
 }
 
 // torch's softplus (v itself above 20) as max(v, 0) + log1p(t), t = exp(-|v|) <= 1 (on the special-function
@@ -930,10 +934,20 @@ __global__ void scan_carry_kernel(float *out, size_t ob, size_t os, const float 
     const float *hp = Hs + ((size_t)b * S * NP + n) * E + e, *pp = Ps + ((size_t)b * S * NP + n) * E + e;
     float *o = out + b * ob + (size_t)n * E + e;
     const size_t step = (size_t)NP * E;
-    for (int j = 0; j < S; j++) {
-        const int s = rev ? S - 1 - j : j;
-        o[s * os] = hc;
-        if (j + 1 < S) hc = pp[s * step] * hc + hp[s * step];
+    enum { WALK = 8 }; // segments whose maps are read at once (the stores of o would otherwise order each read)
+    for (int j0 = 0; j0 < S; j0 += WALK) {
+        float p[WALK], q[WALK];
+#pragma unroll
+        for (int k = 0; k < WALK; k++) {
+            const int j = j0 + k < S - 1 ? j0 + k : S - 1, s = rev ? S - 1 - j : j;
+            p[k] = pp[s * step], q[k] = hp[s * step];
+        }
+#pragma unroll
+        for (int k = 0; k < WALK && j0 + k < S; k++) {
+            const int j = j0 + k, s = rev ? S - 1 - j : j;
+            o[s * os] = hc;
+            if (j + 1 < S) hc = p[k] * hc + q[k];
+        }
     }
 }
 
