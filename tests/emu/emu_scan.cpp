@@ -79,42 +79,58 @@ static void run_case(int B, int T, int E, int N, int form, int segments) {
     EXPECT(eo <= 1e-5 && eh <= 1e-5, "out %.3g, h %.3g (tolerance 1e-5)", eo, eh);
     EXPECT(out.guards_intact(SENT) && h.guards_intact(SENT), "the forward wrote outside out or h");
 
-    /* backward */
+    /* backward: each gradient in its own guarded buffer (written ones start as sentinels, sums from 0) */
     const int ldbc = 2 * N + 5;
-    buf32 g1(nx * 2 + rows * ldbc + rows * 2 * E + nx + (size_t)N * E + 2 * E, 0.0f);
-    buf32 g2(g1.n, 0.0f);
-    float *gm[2] = {g1.p, g2.p};
-    scan_grads gr[2];
-    for (int k = 0; k < 2; k++) {
-        float *p = gm[k];
-        for (size_t i = 0; i < g1.n - (size_t)N * E - 2 * E; i++)
-            p[i] = SENT; /* the written ones; the sums from 0 */
-        scan_grads &g = gr[k];
-        g = scan_grads{};
-        g.dx = mat_f32(p, E), g.ddt = mat_f32(p + nx, E);
-        g.dBm = mat_f32(p + 2 * nx, ldbc), g.dCm = mat_f32(p + 2 * nx + N, ldbc);
-        if (!(form & 2)) g.dz = mat_f32(p + 2 * nx + rows * ldbc, 2 * E);
-        if (carry) g.out = mat_f32(p + 2 * nx + rows * ldbc + rows * 2 * E, E);
-        float *sums = p + 2 * nx + rows * ldbc + rows * 2 * E + nx;
+    struct grads {
+        buf32 dx, ddt, dbc, dz, out, dA, dD, dbias;
+        scan_grads g;
+    };
+    grads gr[2] = {{buf32(nx, SENT),
+                    buf32(nx, SENT),
+                    buf32(rows * ldbc, SENT),
+                    buf32(rows * 2 * E, SENT),
+                    buf32(nx, SENT),
+                    buf32((size_t)N * E, 0.0f),
+                    buf32(E, 0.0f),
+                    buf32(E, 0.0f),
+                    {}},
+                   {buf32(nx, SENT),
+                    buf32(nx, SENT),
+                    buf32(rows * ldbc, SENT),
+                    buf32(rows * 2 * E, SENT),
+                    buf32(nx, SENT),
+                    buf32((size_t)N * E, 0.0f),
+                    buf32(E, 0.0f),
+                    buf32(E, 0.0f),
+                    {}}};
+    for (grads &q : gr) {
+        scan_grads &g = q.g;
+        g.dx = mat_f32(q.dx.p, E), g.ddt = mat_f32(q.ddt.p, E);
+        g.dBm = mat_f32(q.dbc.p, ldbc), g.dCm = mat_f32(q.dbc.p + N, ldbc);
+        if (!(form & 2)) g.dz = mat_f32(q.dz.p, 2 * E);
+        if (carry) g.out = mat_f32(q.out.p, E);
         if (form & 4)
-            g.dA_log = sums;
+            g.dA_log = q.dA.p;
         else
-            g.dAt = sums;
-        g.dDv = sums + (size_t)N * E, g.ddt_bias = sums + (size_t)N * E + E;
+            g.dAt = q.dA.p;
+        g.dDv = q.dD.p, g.ddt_bias = q.dbias.p;
     }
-    cpu_scan_bwd(&s, &gr[1], mat_f32(dout.p, E));
-    scan_bwd_cuda(&s, &gr[0], mat_f32(dout.p, E));
-    const double ex = rel_err(g1.p, g2.p, rows, E, E), edt = rel_err(g1.p + nx, g2.p + nx, rows, E, E);
-    const double ebc = rel_err(g1.p + 2 * nx, g2.p + 2 * nx, rows, 2 * N, ldbc);
-    const double ez = form & 2 ? 0 : rel_err(g1.p + 2 * nx + rows * ldbc, g2.p + 2 * nx + rows * ldbc, rows, E, 2 * E);
-    const size_t so = 2 * nx + rows * ldbc + rows * 2 * E;
-    const double eout = carry ? rel_err(g1.p + so, g2.p + so, rows, E, E) : 0;
-    const double eA = rel_err(g1.p + so + nx, g2.p + so + nx, 1, N * E, N * E);
-    const double eDb = rel_err(g1.p + so + nx + (size_t)N * E, g2.p + so + nx + (size_t)N * E, 1, 2 * E, 2 * E);
+    grads &got = gr[0], &ref = gr[1];
+    cpu_scan_bwd(&s, &ref.g, mat_f32(dout.p, E));
+    scan_bwd_cuda(&s, &got.g, mat_f32(dout.p, E));
+    const double ex = rel_err(got.dx.p, ref.dx.p, rows, E, E), edt = rel_err(got.ddt.p, ref.ddt.p, rows, E, E);
+    const double ebc = rel_err(got.dbc.p, ref.dbc.p, rows, 2 * N, ldbc);
+    const double ez = form & 2 ? 0 : rel_err(got.dz.p, ref.dz.p, rows, E, 2 * E);
+    const double eout = carry ? rel_err(got.out.p, ref.out.p, rows, E, E) : 0;
+    const double eA = rel_err(got.dA.p, ref.dA.p, 1, N * E, N * E);
+    const double eDb = fmax(rel_err(got.dD.p, ref.dD.p, 1, E, E), rel_err(got.dbias.p, ref.dbias.p, 1, E, E));
     const double worst = fmax(fmax(fmax(ex, edt), fmax(ebc, ez)), fmax(fmax(eout, eA), eDb));
     EXPECT(worst <= 1e-4, "dx %.3g ddt %.3g dB|dC %.3g dz %.3g out %.3g dA %.3g dD|d(dt bias) %.3g (tolerance 1e-4)",
            ex, edt, ebc, ez, eout, eA, eDb);
-    EXPECT(g1.guards_intact(0.0f), "the backward wrote outside its gradients");
+    EXPECT(got.dx.guards_intact(SENT) && got.ddt.guards_intact(SENT) && got.dbc.guards_intact(SENT) &&
+               got.dz.guards_intact(SENT) && got.out.guards_intact(SENT) && got.dA.guards_intact(0.0f) &&
+               got.dD.guards_intact(0.0f) && got.dbias.guards_intact(0.0f),
+           "the backward wrote outside its gradients");
     printf("%s - emulated scan B %d T %d E %d N %d%s%s%s, segments %s (%s): out, h and every gradient against the "
            "CPU\n  # rel err out %.3g, h %.3g, gradients %.3g\n",
            case_failures ? "FAIL" : "ok", B, T, E, N, form & 2 ? " ungated" : "", form & 4 ? " A_log" : " At",
