@@ -118,7 +118,7 @@ static void args_m1(const ssm_model *m, ssm_state *s, const decode_weights *q, m
                     m1_decode_layer *layers) {
     const ssm_config *c = &m->cfg;
     const param_info *P = m->layout.items;
-    a->D = c->d_model, a->E = c->mamba1.expand * c->d_model, a->N = c->mamba1.d_state;
+    a->E = c->mamba1.expand * c->d_model, a->N = c->mamba1.d_state;
     a->R = c->mamba1.dt_rank, a->K = c->mamba1.d_conv;
     for (int l = 0; l < c->n_layer; l++) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
@@ -136,7 +136,7 @@ static void args_m2(const ssm_model *m, ssm_state *s, const decode_weights *q, m
                     m2_decode_layer *layers) {
     const ssm_config *c = &m->cfg;
     const param_info *P = m->layout.items;
-    a->D = c->d_model, a->Di = c->mamba2.expand * c->d_model, a->N = c->mamba2.d_state, a->P = c->mamba2.head_dim;
+    a->Di = c->mamba2.expand * c->d_model, a->N = c->mamba2.d_state, a->P = c->mamba2.head_dim;
     a->H = a->Di / a->P, a->G = c->mamba2.n_groups, a->K = c->mamba2.d_conv;
     a->gnorm_eps = MAMBA2_GATED_NORM_EPS, a->dt_min = c->mamba2.dt_min, a->dt_max = c->mamba2.dt_max;
     for (int l = 0; l < c->n_layer; l++) {
@@ -148,31 +148,32 @@ static void args_m2(const ssm_model *m, ssm_state *s, const decode_weights *q, m
     }
 }
 
-/* What both share: the batch, the ends of the step, the weights' form */
-#define ARGS_COMMON(a, q)                                                                                              \
-    do {                                                                                                               \
-        (a)->B = s->n_seq, (a)->V = c->vocab_size, (a)->n_layer = c->n_layer, (a)->eps = c->norm_eps;                  \
-        (a)->wdt = (q) ? (q)->dt : MAT_F32;                                                                            \
-        (a)->tokens = tok, (a)->emb = m->wb + P[m->emb].offset, (a)->norm_f = m->wb + P[m->norm_f].offset;             \
-        (a)->head = matrix_in(m, q, m->wb + P[m->head].offset, &(a)->head_s);                                          \
-        (a)->logits = lg, (a)->work = work;                                                                            \
-    } while (0)
+/* What both kinds share: the batch, the ends of the step, the matrices' form */
+static void args_step(const ssm_model *m, const ssm_state *s, const decode_weights *q, const int *tok, float *lg,
+                      float *work, decode_step *st) {
+    const ssm_config *c = &m->cfg;
+    const param_info *P = m->layout.items;
+    st->B = s->n_seq, st->D = c->d_model, st->V = c->vocab_size, st->n_layer = c->n_layer, st->eps = c->norm_eps;
+    st->wdt = q ? q->dt : MAT_F32;
+    st->tokens = tok, st->emb = m->wb + P[m->emb].offset, st->norm_f = m->wb + P[m->norm_f].offset;
+    st->head = matrix_in(m, q, m->wb + P[m->head].offset, &st->head_s);
+    st->logits = lg, st->work = work;
+}
 
 void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work,
                        decode_fused_call *call) {
     const ssm_config *c = &m->cfg;
-    const param_info *P = m->layout.items;
     const decode_weights *q = decode_copy(m);
     memset(call, 0, sizeof *call);
     call->kind = layers_kind(m);
     if (call->kind == DECODE_FUSED_M2) {
         call->l2 = xcalloc((size_t)c->n_layer, sizeof *call->l2);
-        ARGS_COMMON(&call->m2, q);
+        args_step(m, s, q, tok, lg, work, &call->m2.st);
         args_m2(m, s, q, &call->m2, call->l2);
         call->m2.layers = call->l2;
     } else {
         call->l1 = xcalloc((size_t)c->n_layer, sizeof *call->l1);
-        ARGS_COMMON(&call->m1, q);
+        args_step(m, s, q, tok, lg, work, &call->m1.st);
         args_m1(m, s, q, &call->m1, call->l1);
         call->m1.layers = call->l1;
     }

@@ -141,11 +141,25 @@ typedef struct {
     float *dA_log, *ddt_bias, *dDv;       /* [H] += */
 } ssd_grads;
 
+/* ---- what the fused decode steps of both kinds share (m1_decode_args.st, m2_decode_args.st) ------------------- */
+typedef struct {
+    int B, D, V, n_layer;      /* sequences, d_model, vocabulary, layers */
+    float eps;                 /* the residual RMSNorms' */
+    mat_dtype wdt;             /* every matrix's (the layers' and the head): F32, BF16 or I8 */
+    const int *tokens;         /* [B] this step's bytes */
+    const float *emb, *norm_f; /* [V, D], [D] */
+    const void *head;          /* [V, D] of wdt */
+    const float *head_s;       /* MAT_I8: its row scales [V]; else NULL */
+    float *logits;             /* [B, V] out */
+    float *work;               /* scratch: the kind's m1_decode_work_floats or m2_decode_work_floats */
+    int prefetch;              /* the backend's: ask for each layer's weights a layer ahead (a hint) */
+} decode_step;
+
 /* ---- one decode step of a stack of Mamba-1 layers, fused (backend.h's decode_mamba1) ---------------------------- */
 /* The reference is the op-by-op decode step of model.c: per layer x += out; u = rmsnorm(x) w; xz = in_proj(u);
  * x_conv = SiLU(conv step); dt_low|B|C = x_proj(x_conv); dt = dt_proj(dt_low); the scan step; out = out_proj(g);
  * after the last layer the final norm and the head. A backend may run it as one kernel (decode is read-bound: the
- * op-by-op step spends more time between kernels than in them). Matrices are of m1_decode_args.wdt (MAT_I8: int8 with
+ * op-by-op step spends more time between kernels than in them). Matrices are of decode_step.wdt (MAT_I8: int8 with
  * a float32 scale per row, row r's values scale[r] * w[r, :], as matmul_xwT's); every other tensor float32; all
  * pointers backend memory except layers. */
 typedef struct {
@@ -160,18 +174,9 @@ typedef struct {
 } m1_decode_layer;
 
 typedef struct {
-    int B, D, E, N, R, K, V, n_layer;
-    float eps;
-    mat_dtype wdt;                 /* the matrices' (in_proj, x_proj, dt_w, out_proj, head): F32, BF16 or I8 */
-    const int *tokens;             /* [B] this step's bytes */
-    const float *emb;              /* [V, D] */
-    const float *norm_f;           /* [D] */
-    const void *head;              /* [V, D] of wdt */
-    const float *head_s;           /* MAT_I8: its row scales [V]; else NULL */
+    decode_step st;                /* the batch, the step's ends, the matrices' form */
+    int E, N, R, K;                /* d_inner, d_state, dt_rank, d_conv */
     const m1_decode_layer *layers; /* [n_layer], host memory */
-    float *logits;                 /* [B, V] out */
-    float *work;                   /* [m1_decode_work_floats] scratch */
-    int prefetch;                  /* the backend's: ask for each layer's weights a layer ahead (a hint) */
 } m1_decode_args;
 
 /* Scratch floats of a step: the residual [B, D], the conv output, the gate and the scan output [B, E] each, and
@@ -185,7 +190,7 @@ static inline size_t m1_decode_work_floats(int B, int D, int E, int N, int R) {
  * z | xBC | dt = in_proj(u); xBC = SiLU(conv step); per head the SSD step (dt = softplus(dt + dt_bias) clamped to
  * [dt_min, dt_max], S = exp(dt A) S + dt x B^T, y = S C + D x); g = RMSNorm per group of y silu(z), times its weight
  * (eps gnorm_eps); out = out_proj(g). Di = d_inner = H P; Cd = Di + 2 G N the conv's channels; Din = 2 Di + 2 G N + H
- * in_proj's rows. Matrices of m2_decode_args.wdt, as m1_decode_layer's. */
+ * in_proj's rows. Matrices of decode_step.wdt, as m1_decode_layer's. */
 typedef struct {
     const float *norm_w;             /* [D] the layer's RMSNorm weight */
     const void *in_proj, *out_proj;  /* [Din, D], [D, Di] */
@@ -199,17 +204,10 @@ typedef struct {
 } m2_decode_layer;
 
 typedef struct {
-    int B, D, Di, N, H, P, G, K, V, n_layer;
-    float eps, gnorm_eps, dt_min, dt_max;
-    mat_dtype wdt;                 /* the matrices' (in_proj, out_proj, head): F32, BF16 or I8 */
-    const int *tokens;             /* [B] */
-    const float *emb, *norm_f;     /* [V, D], [D] */
-    const void *head;              /* [V, D] of wdt */
-    const float *head_s;           /* MAT_I8: its row scales [V]; else NULL */
+    decode_step st;                /* the batch, the step's ends, the matrices' form */
+    int Di, N, H, P, G, K;
+    float gnorm_eps, dt_min, dt_max;
     const m2_decode_layer *layers; /* [n_layer], host memory */
-    float *logits;                 /* [B, V] out */
-    float *work;                   /* [m2_decode_work_floats] scratch */
-    int prefetch;                  /* the backend's: ask for each layer's weights a layer ahead (a hint) */
 } m2_decode_args;
 
 /* Scratch floats of a step: the residual [B, D], z [B, Di], xBC [B, Cd], dt [B, H], the gated output [B, Di]. */

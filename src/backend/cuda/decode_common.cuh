@@ -377,25 +377,25 @@ static int dec_launch(void (*kernel)(Args, const Layer *), const Args *a, const 
 }
 
 // The launch of kernel family K (K::get<NB, W, TC>(): the kernel for NB sequences, weights W, tensor cores or not)
-// for a->B sequences and weights a->wdt: NB = B rounded up to a power of two (FFMA), or to 16, 32 or 64 (tensor
+// for a->st.B sequences and weights a->st.wdt: NB = B rounded up to a power of two (FFMA), or to 16, 32 or 64 (tensor
 // cores: bf16 and int8 weights only, float32 would be rounded; the caller declined those sizes). dec_launch's result.
 template <class K, typename W, typename Args, typename Layer>
 static int dec_launch_b(const Args *a, const Layer *layers, size_t smem) {
-    if (a->B == 1) return dec_launch(K::template get<1, W, false>(), a, layers, smem);
-    if (a->B == 2) return dec_launch(K::template get<2, W, false>(), a, layers, smem);
-    if (a->B <= 4) return dec_launch(K::template get<4, W, false>(), a, layers, smem);
-    if (a->B <= 8) return dec_launch(K::template get<8, W, false>(), a, layers, smem);
+    if (a->st.B == 1) return dec_launch(K::template get<1, W, false>(), a, layers, smem);
+    if (a->st.B == 2) return dec_launch(K::template get<2, W, false>(), a, layers, smem);
+    if (a->st.B <= 4) return dec_launch(K::template get<4, W, false>(), a, layers, smem);
+    if (a->st.B <= 8) return dec_launch(K::template get<8, W, false>(), a, layers, smem);
     if constexpr (!std::is_same<W, float>::value) {
-        if (a->B <= 16) return dec_launch(K::template get<16, W, true>(), a, layers, smem);
-        if (a->B <= 32) return dec_launch(K::template get<32, W, true>(), a, layers, smem);
+        if (a->st.B <= 16) return dec_launch(K::template get<16, W, true>(), a, layers, smem);
+        if (a->st.B <= 32) return dec_launch(K::template get<32, W, true>(), a, layers, smem);
         return dec_launch(K::template get<64, W, true>(), a, layers, smem);
     }
     return -1;
 }
 template <class K, typename Args, typename Layer>
 static int dec_launch_w(const Args *a, const Layer *layers, size_t smem) {
-    if (a->wdt == MAT_BF16) return dec_launch_b<K, uint16_t>(a, layers, smem);
-    if (a->wdt == MAT_I8) return dec_launch_b<K, int8_t>(a, layers, smem);
+    if (a->st.wdt == MAT_BF16) return dec_launch_b<K, uint16_t>(a, layers, smem);
+    if (a->st.wdt == MAT_I8) return dec_launch_b<K, int8_t>(a, layers, smem);
     return dec_launch_b<K, float>(a, layers, smem);
 }
 
@@ -417,11 +417,12 @@ static inline int dec_fits(size_t smem) {
 // What both entry points do once their kind's limits passed: the tensor-core form's limits (d_model and the inner
 // width multiples of 16, no float32 weights), the shared memory and whether it fits, the layer table's device copy,
 // the launch. -1 where the sizes or the device decline (nothing queued).
-template <class K, typename Layer, typename Args> static int dec_run(const Args *a, int D, int inner) {
-    if (a->B > DEC_MAX_B && (a->B > DEC_TC_MAX_B || a->wdt == MAT_F32 || D % 16 || inner % 16)) return -1;
-    const size_t smem = dec_smem_bytes(a->B, D > inner ? D : inner);
+template <class K, typename Layer, typename Args> static int dec_run(const Args *a, int inner) {
+    const int D = a->st.D;
+    if (a->st.B > DEC_MAX_B && (a->st.B > DEC_TC_MAX_B || a->st.wdt == MAT_F32 || D % 16 || inner % 16)) return -1;
+    const size_t smem = dec_smem_bytes(a->st.B, D > inner ? D : inner);
     if (dec_fits(smem)) return -1;
-    const Layer *layers = (const Layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(Layer) * a->n_layer);
+    const Layer *layers = (const Layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(Layer) * a->st.n_layer);
     return dec_launch_w<K>(a, layers, smem);
 }
 

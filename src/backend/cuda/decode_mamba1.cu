@@ -33,7 +33,7 @@
 template <typename W>
 __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, const m1_decode_args &a, size_t gthread,
                                                       size_t nthreads) {
-    const size_t D = a.D, E = a.E, P = a.R + 2 * a.N;
+    const size_t D = a.st.D, E = a.E, P = a.R + 2 * a.N;
     prefetch_range(L.in_proj, sizeof(W) * 2 * E * D, gthread, nthreads);
     prefetch_range(L.x_proj, sizeof(W) * P * E, gthread, nthreads);
     prefetch_range(L.dt_w, sizeof(W) * E * a.R, gthread, nthreads);
@@ -65,11 +65,12 @@ __device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, int
 template <int NB, typename W, bool TC>
 __global__ static void __launch_bounds__(DEC_THREADS)
     m1_decode_kernel(m1_decode_args a, const m1_decode_layer *layers) {
+    const decode_step st = a.st; // (a copy: the kernel parameter stays in its own space)
     extern __shared__ __align__(16) unsigned char smem[];
-    const int B = a.B, D = a.D, E = a.E, N = a.N, R = a.R, K = a.K, P = R + 2 * N;
+    const int B = st.B, D = st.D, E = a.E, N = a.N, R = a.R, K = a.K, P = R + 2 * N;
     const DecSmem sm = dec_smem<NB>(smem, D > E ? D : E);
     float *sh = sm.sh, *red = sm.red, *rs = sm.rs;
-    float *x = a.work, *xs = x + (size_t)B * D, *z = xs + (size_t)B * E, *g = z + (size_t)B * E;
+    float *x = st.work, *xs = x + (size_t)B * D, *z = xs + (size_t)B * E, *g = z + (size_t)B * E;
     float *dbc = g + (size_t)B * E; // [B, P]: dt_low | B | C
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
@@ -80,20 +81,20 @@ __global__ static void __launch_bounds__(DEC_THREADS)
     auto stage_norm = [&](const float *nw) { return StageNorm<NB>{x, rs, nw, B, D}; };
     auto stage_act = [&](const float *src, int ld) { return StageAct<NB>{src, ld, B}; };
 
-    if (a.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
-    dec_embed(x, a.emb, a.tokens, B, D);
+    if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    dec_embed(x, st.emb, st.tokens, B, D);
     grid_sync();
-    for (int l = 0; l < a.n_layer; l++) {
+    for (int l = 0; l < st.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
-        if (a.prefetch && l + 1 < a.n_layer) prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
-        if (a.prefetch && l + 1 == a.n_layer) prefetch_range(a.head, sizeof(W) * a.V * D, gthread, nthreads);
+        if (st.prefetch && l + 1 < st.n_layer) prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
+        if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
         // A: u = rmsnorm(x) w; xz = in_proj(u) (+ bias); the x half through the conv step and SiLU
         if constexpr (TC) {
-            block_rstd(rs, x, B, D, a.eps);
+            block_rstd(rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
                         [&](int r, int b, float v) { in_proj_out(L, E, K, xs, z, r, b, v); });
         } else {
-            block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, a.eps);
+            block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
             for (int r = gwarp; r < 2 * E; r += nwarps) {
                 float acc[NB];
                 warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
@@ -197,7 +198,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             stage_act(g, E));
         grid_sync();
     }
-    dec_head<NB, W, TC>(a.logits, (const W *)a.head, a.head_s, a.norm_f, x, a.V, D, B, a.eps, sm);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
 }
 
 struct M1Kernels {
@@ -206,9 +207,10 @@ struct M1Kernels {
 
 extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     m1_decode_args a_ = *args;
-    a_.prefetch = dec_prefetch_on();
+    a_.st.prefetch = dec_prefetch_on();
     const m1_decode_args *a = &a_;
-    if (a->B < 1 || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 || a->D % 8 || a->E % 8)
+    if (a->st.B < 1 || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 || a->st.D % 8 ||
+        a->E % 8)
         return -1;
-    return dec_run<M1Kernels, m1_decode_layer>(a, a->D, a->E);
+    return dec_run<M1Kernels, m1_decode_layer>(a, a->E);
 }

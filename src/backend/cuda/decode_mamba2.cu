@@ -74,37 +74,38 @@ template <typename W>
 __device__ __forceinline__ static void m2_prefetch_layer(const m2_decode_layer &L, const m2_decode_args &a,
                                                          size_t gthread, size_t nthreads) {
     const size_t Din = 2 * (size_t)a.Di + 2 * (size_t)a.G * a.N + a.H;
-    prefetch_range(L.in_proj, sizeof(W) * Din * a.D, gthread, nthreads);
-    prefetch_range(L.out_proj, sizeof(W) * (size_t)a.D * a.Di, gthread, nthreads);
+    prefetch_range(L.in_proj, sizeof(W) * Din * a.st.D, gthread, nthreads);
+    prefetch_range(L.out_proj, sizeof(W) * (size_t)a.st.D * a.Di, gthread, nthreads);
 }
 
 template <int NB, typename W, bool TC>
 __global__ static void __launch_bounds__(DEC_THREADS)
     m2_decode_kernel(m2_decode_args a, const m2_decode_layer *layers) {
+    const decode_step st = a.st; // (a copy: the kernel parameter stays in its own space)
     extern __shared__ __align__(16) unsigned char smem[];
-    const int B = a.B, D = a.D, Di = a.Di, N = a.N, H = a.H, P = a.P, G = a.G, K = a.K;
+    const int B = st.B, D = st.D, Di = a.Di, N = a.N, H = a.H, P = a.P, G = a.G, K = a.K;
     const int GN = G * N, Cd = Di + 2 * GN, Din = 2 * Di + 2 * GN + H, hpg = H / G, gs = Di / G;
     const DecSmem sm = dec_smem<NB>(smem, D > Di ? D : Di);
-    float *x = a.work, *z = x + (size_t)B * D, *xbc = z + (size_t)B * Di, *dtr = xbc + (size_t)B * Cd;
+    float *x = st.work, *z = x + (size_t)B * D, *xbc = z + (size_t)B * Di, *dtr = xbc + (size_t)B * Cd;
     float *v = dtr + (size_t)B * H; // [B, Di] y silu(z)
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
 
-    if (a.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
-    dec_embed(x, a.emb, a.tokens, B, D);
+    if (st.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    dec_embed(x, st.emb, st.tokens, B, D);
     grid_sync();
-    for (int l = 0; l < a.n_layer; l++) {
+    for (int l = 0; l < st.n_layer; l++) {
         const m2_decode_layer &L = layers[l];
-        if (a.prefetch && l + 1 < a.n_layer) m2_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
-        if (a.prefetch && l + 1 == a.n_layer) prefetch_range(a.head, sizeof(W) * a.V * D, gthread, nthreads);
+        if (st.prefetch && l + 1 < st.n_layer) m2_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
+        if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
         // A: u = rmsnorm(x) w; z | xBC | dt = in_proj(u) (+ bias); xBC through the conv step and SiLU
         auto in_out = [&](int r, int b, float val) { m2_in_proj_out(L, Di, Cd, H, K, z, xbc, dtr, r, b, val); };
         if constexpr (TC) {
-            block_rstd(sm.rs, x, B, D, a.eps);
+            block_rstd(sm.rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D}, in_out);
         } else {
-            block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, a.eps);
+            block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, st.eps);
             for (int r = gwarp; r < Din; r += nwarps) {
                 float acc[NB];
                 warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sm.sh, D, D, B);
@@ -145,7 +146,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             StageGated<NB>{v, grs, L.gnorm_w, B, Di, G});
         grid_sync();
     }
-    dec_head<NB, W, TC>(a.logits, (const W *)a.head, a.head_s, a.norm_f, x, a.V, D, B, a.eps, sm);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
 }
 
 struct M2Kernels {
@@ -154,10 +155,10 @@ struct M2Kernels {
 
 extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     m2_decode_args a_ = *args;
-    a_.prefetch = dec_prefetch_on();
+    a_.st.prefetch = dec_prefetch_on();
     const m2_decode_args *a = &a_;
-    if (a->B < 1 || a->N < 1 || a->K < 2 || a->K > DEC_MAX_K || a->G < 1 || a->G > DEC_MAX_G || a->H % a->G ||
-        a->Di != a->H * a->P || a->D % 8 || a->Di % 8)
+    if (a->st.B < 1 || a->N < 1 || a->K < 2 || a->K > DEC_MAX_K || a->G < 1 || a->G > DEC_MAX_G || a->H % a->G ||
+        a->Di != a->H * a->P || a->st.D % 8 || a->Di % 8)
         return -1;
-    return dec_run<M2Kernels, m2_decode_layer>(a, a->D, a->Di);
+    return dec_run<M2Kernels, m2_decode_layer>(a, a->Di);
 }
