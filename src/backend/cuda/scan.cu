@@ -37,6 +37,7 @@
 #include "backend/cuda/context.h"
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/ktime.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
 
@@ -1039,6 +1040,7 @@ static void scan_fold_launch(const scan_args *s, const TV *v, const TD *dt, cons
     scan_fold_kernel<W, ITEMS, ADJ, TV, TD, TZ><<<dim3(cdiv(s->E, 32), s->B, S - 1), W * 32, smem>>>(
         Hs, Ps, v, dt, s->dt_bias, s->At, s->A_log, bc, s->ldbc, z, s->z.ld, s->T, s->E, s->N, NP, S, cps, s0);
     CUDA_CHECK_LAUNCH();
+    ktime_mark(ADJ ? "scan fold (adjoint)" : "scan fold");
 }
 
 // scan_carry_kernel over B sequences' NP x E states.
@@ -1048,6 +1050,7 @@ static void scan_carry_launch(const scan_args *s, float *out, size_t ob, size_t 
     scan_carry_kernel<<<(unsigned)((threads + 255) / 256), 256>>>(out, ob, os, Hs, Ps, h0, s->B, S, s->N, NP, s->E,
                                                                     rev);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("scan carry");
 }
 
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ>
@@ -1061,11 +1064,13 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
     smem_limit(kernel, smem, &smem_set);
     int cps = 0;
     const int S = scan_segments(grid_slots(kernel, W * 32, smem, &slots_set), B, s->T, E, W * ITEMS, 1, &cps);
+    ktime_start();
     if (S == 1) {
         scan_fwd_kernel<W, ITEMS, NG, false, TX, TD, TZ><<<dim3(cdiv(E, 32), B), W * 32, smem>>>(
             y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z,
             s->z.ld, s->T, E, s->N, NULL, cps);
         CUDA_CHECK_LAUNCH();
+        ktime_mark("scan fwd");
         return;
     }
     const size_t nseg = (size_t)B * S * NP * E;
@@ -1077,6 +1082,7 @@ static void scan_fwd_launch(const scan_args *s, const TX *x, const TD *dt, const
         y, y16, h, (__nv_bfloat16 *)s->hk, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm, s->ldbc, s->Dv, z, s->z.ld,
         s->T, E, s->N, hin, cps);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("scan fwd (segments)");
 }
 
 template <int W, int ITEMS, int NG, typename TX, typename TD, typename TZ, typename TY>
@@ -1091,6 +1097,7 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
                 *const segmented = scan_bwd_kernel<W, ITEMS, NG, true, TX, TD, TZ, TY>;
     const void *kernel = (const void *)whole;
     smem_limit(kernel, smem, &smem_set);
+    ktime_start();
     int cps = 0; // with checkpoints every segment starts at one
     const int S = scan_segments(grid_slots(kernel, W * 32, smem, &slots_set), B, T, E, W * ITEMS,
                                 s->hk ? SCAN_HK_STEPS / (W * ITEMS) : 1, &cps);
@@ -1116,6 +1123,7 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
         dD_part, db_part, hb, (const __nv_bfloat16 *)s->hk, dy, x, dt, s->dt_bias, s->At, s->A_log, s->Bm, s->Cm,
         s->ldbc, s->Dv, z, s->z.ld, T, E, N, uend, cps);
     CUDA_CHECK_LAUNCH();
+    ktime_mark(S > 1 ? "scan bwd (segments)" : "scan bwd");
     const size_t nbc = (size_t)B * N * 2 * T, nad = (size_t)N * E + E;
     const unsigned bc_blocks = (unsigned)((nbc + 255) / 256), ad_blocks = (unsigned)((nad + 255) / 256);
     scan_bwd_reduce<<<bc_blocks + ad_blocks, 256>>>(
@@ -1123,6 +1131,7 @@ static void scan_bwd_launch(const scan_args *s, const TX *x, const TD *dt, const
         g->dBm.ld, part_bc, nblk, T,
         g->dAt, g->dA_log, s->At, s->A_log, g->dDv, g->ddt_bias, dA_part, dD_part, db_part, B, B * S, N, NP, E);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("scan bwd reduce");
 }
 
 // f(x, dt, z) with each operand as the kernels' type for it: float32 or bf16, each operand's dtype (one kernel

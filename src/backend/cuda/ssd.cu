@@ -33,6 +33,7 @@
 // has a fixed order (no atomics): two runs give the same bits. exp(a_i - a_j) <= 1 for j <= i and is never formed
 // for j > i, so nothing overflows.
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/ktime.h"
 #include "backend/cuda/reduce.cuh"
 #include "backend/cuda/ssd_tiles.cuh"
 #include "common.h"
@@ -475,17 +476,22 @@ template <bool TC> static ssd_fwd_bufs ssd_recompute(const ssd_args *a, const Ss
     f.CB = scratch_floats((size_t)s.B * s.nch * s.G * s.Q * s.Q);
     f.st = scratch_floats((size_t)s.B * s.nch * s.H * PN);
     const size_t n_bch = (size_t)s.B * s.nch * s.H;
+    ktime_start();
     ssd_dt_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(f.dts, f.acs, f.dsp, a->dt, a->lddt, a->dt_bias, a->A_log,
                                                             a->dt_min, a->dt_max, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd dt");
     ssd_cb_kernel<TC><<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(f.CB, a->Bm, a->Cm, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd CB");
     const int tiles = cdiv(s.P, SSD_TILE) * cdiv(s.N, SSD_TILE);
     ssd_chunk_outer_kernel<TC>
         <<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(f.st, a->x, a->ldx, a->Bm, f.dts, f.acs, 0, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd states");
     ssd_state_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(f.st, state, f.acs, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd state pass");
     return f;
 }
 
@@ -500,6 +506,7 @@ template <bool TC> static void ssd_fwd_run(const ssd_args *a, float *y, float *s
     ssd_chunk_scan_kernel<TC><<<dim3(s.B * s.nch, s.H, cdiv(s.P, SSD_TILE)), SSD_THREADS>>>(y, a->x, a->Cm, f.CB, f.st,
                                                                                             f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd output");
     ssd_bufs_free(&f);
 }
 
@@ -518,21 +525,28 @@ template <bool TC> static void ssd_bwd_run(const ssd_args *a, const ssd_grads *g
     ssd_chunk_outer_kernel<TC>
         <<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(dst, dy, s.H * s.P, a->Cm, f.dts, f.acs, 1, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dstates");
     ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dstate pass");
     ssd_dcb_kernel<TC><<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(dCB, daM, ddM, dy, a->x, f.CB, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dCB");
     ssd_dx_kernel<TC><<<dim3(s.B * s.nch, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm,
                                                                f.CB, f.st, dst, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dx");
     ssd_dbc_kernel<TC><<<dim3(s.B * s.nch * s.G, 2, cdiv(s.N, SSD_TILE)), SSD_THREADS>>>(
         gr->dBm, gr->dCm, gr->ldd, dy, a->x, a->Bm, a->Cm, dCB, f.st, dst, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dB dC");
     ssd_dt_bwd_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
                                                                 f.dsp, a->A_log, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dt");
     ssd_head_sums_kernel<<<cdiv(s.H, 128), 128>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
     CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd head sums");
     scratch_free(dst), scratch_free(dCB), scratch_free(da_dd), scratch_free(part);
     ssd_bufs_free(&f);
 }
