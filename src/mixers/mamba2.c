@@ -121,12 +121,12 @@ static size_t mamba2_canon_floats(const ssm_config *c) {
 }
 static void mamba2_canonicalize(const mixer_ctx *ctx, float *canon) { (void)ctx, (void)canon; }
 
-/* Mixed precision may run the SSD's chunk products in tf32 (mamba_ssm's kernels take bf16 operands there), with
- * SSM_SSD_TF32=1 for now: the CUDA tf32 kernels have passed the CPU emulator (tests/emu/emu_ssd.cpp) but not yet a
- * GPU, so by default they are off. */
+/* Mixed precision runs the SSD's chunk products in tf32 on tensor cores (mamba_ssm's kernels take bf16 operands
+ * there; tf32 keeps 10 bits of mantissa to bf16's 7), float32 accumulation; SSM_SSD_TF32=0 keeps them in float32
+ * FFMA (to compare). */
 static int ssd_tf32_on(const backend *be) {
     const char *e = getenv("SSM_SSD_TF32");
-    return !strcmp(be->precision, "bf16") && e && !strcmp(e, "1");
+    return !strcmp(be->precision, "bf16") && !(e && !strcmp(e, "0"));
 }
 
 /* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's. */
