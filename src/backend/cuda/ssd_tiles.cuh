@@ -8,7 +8,9 @@
 #include "backend/cuda/mma.cuh"
 
 #define SSD_TILE 64     // a block's output tile, SSD_TILE x SSD_TILE
-#define SSD_TK 16       // the reduction's values staged per step
+#ifndef SSD_TK
+#define SSD_TK 16 // the reduction's values staged per step (a multiple of 8)
+#endif
 #define SSD_THREADS 256 // 16 x 16 threads of 4 x 4 outputs (FFMA), 8 warps of 16 x 32 (tf32)
 
 // ---- block products ------------------------------------------------------------------------------------------
