@@ -1,32 +1,28 @@
 #!/usr/bin/env bash
-# The GPU checks that wait for a device, in three calls (a session is lent ~30 device minutes, a call at most 600 s).
+# The GPU checks that wait for a device (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       swiglu-vec decode-gemv nccl, those that exist; decode-fused, merged, only when named) into .devbuild/REF, the flash block-shape variants into
-#       .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz (ignored by git; the
-#       device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
+#       nccl, those that exist; decode-fused, merged, only when named) into .devbuild/REF, the flash block-shape
+#       variants into .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz
+#       (ignored by git; the device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run PART          on the device: unpacks and runs the checks below, each under its own
-#       timeout, everything also in $OUT/PART.log. PART: ssd (main's tf32 SSD, ~5 minutes: run it first),
-#       fused (the decode-fused branch, ~7 minutes), branches (swiglu-vec, decode-gemv, and main's decode and prefill
-#       rows, ~6 minutes), rest (nccl and main, ~8 minutes)
+#       timeout, everything also in $OUT/PART.log. PART: fused (the decode-fused branch, ~7 minutes), rest (nccl
+#       and main, ~6 minutes)
 # What it checks, per branch (each against main's binary in the same call):
-#   main (ssd)   issue 14: the SSD's tf32 products (SSM_SSD_TF32=1, off by default until this passes): test_ops ssd
-#                (its tf32 cases), test_cuda_model with tf32; the m2x24 bf16 step at 8 x 2048 with float32 and tf32
-#                products (was 336 ms, goal 60), its --profile and nsys kernel table
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
 #                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
 #                goal 0.15; 1.155 at 64, goal 0.70); m2x24 at 1 and 8; the L2 prefetch and 2 blocks an SM
-#   swiglu-vec   test_ops swiglu; the t768x12 bf16 step at 8 x 2048 with --profile (SwiGLU was 5.8 of 40.8 ms)
-#   decode-gemv  test_ops matmul_xwT and test_cuda_model (decode = forward); d768x24 decode at batch 1 and 64
 #   nccl         its test_cuda_weights16 (w16_refresh) and tests/gpu/test_nccl.sh (one GPU: --gpus 1 = the plain run)
-#   main         transformers loading our NemotronH (hf_roundtrip ONLY=nemotron_h); the time-segment counts at
-#                1 x 16384 (issue 13); flash block shapes (bench/flash_shapes.sh run); nsys on the m2x24 step
+#   main         transformers loading our NemotronH (hf_roundtrip ONLY=nemotron_h); flash block shapes
+#                (bench/flash_shapes.sh run)
+# (Run and gone: the tf32 SSD, swiglu-vec and decode-gemv parts, the segment sweep: docs/performance.md, H100
+# 2026-12-05.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
 if [ "$mode" = build ]; then
     shift
     refs=("$@")
-    [ ${#refs[@]} -gt 0 ] || refs=(main swiglu-vec decode-gemv nccl) # (decode-fused: merged; name it to rerun its part)
+    [ ${#refs[@]} -gt 0 ] || refs=(main nccl) # (decode-fused: merged; name it to rerun its part)
     rm -rf .devbuild && mkdir -p .devbuild .devpack
     for ref in "${refs[@]}"; do
         git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
@@ -51,9 +47,9 @@ if [ "$mode" = build ]; then
     ls -la .devpack/pending.tar.xz
     exit 0
 fi
-[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run ssd|fused|branches|rest" >&2; exit 2; }
+[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run fused|rest" >&2; exit 2; }
 part=${2:-}
-case "$part" in ssd | fused | branches | rest) ;; *) echo "run: PART is ssd, fused, branches or rest" >&2; exit 2 ;; esac
+case "$part" in fused | rest) ;; *) echo "run: PART is fused or rest" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
@@ -62,21 +58,6 @@ M=.devbuild/main S=$(date +%s)
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 has() { [ -x ".devbuild/$1/ssm" ]; }
 bench() { timeout 60 "$1/ssm" bench --device cuda "${@:2}" 2>&1 | grep -E "^(train|decode|prefill)|swiglu|by kind|rror"; }
-if [ "$part" = ssd ]; then
-    t ssd tf32
-    timeout 120 $M/test_ops ssd >"$out/ssd_ops.log" 2>&1; echo "test_ops ssd: exit $?"
-    grep -E "^FAIL|cases" "$out/ssd_ops.log" | tail -8; grep -c "^ok" "$out/ssd_ops.log"
-    SSM_SSD_TF32=1 timeout 150 $M/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -5
-    for f in 0 1; do
-        echo "m2x24 8x2048 bf16 SSM_SSD_TF32=$f: $(SSM_SSD_TF32=$f bench $M --config m2x24 --what train --batch 8 --seq-len 2048 --steps 3 --bf16 | tr '\n' ' ')"
-    done
-    SSM_SSD_TF32=1 timeout 60 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 --profile 2>&1 | tail -40
-    if command -v nsys >/dev/null; then
-        SSM_SSD_TF32=1 timeout 100 nsys profile -o /tmp/m2 --force-overwrite true --stats=false $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 >/dev/null 2>&1
-        timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/m2.nsys-rep 2>/dev/null | head -30 | cut -c1-200 | tee "$out/m2_kernels_tf32.csv"
-    fi
-    t end; exit 0
-fi
 if has decode-fused && [ "$part" = fused ]; then
     t decode-fused
     F=.devbuild/decode-fused
@@ -95,30 +76,6 @@ if has decode-fused && [ "$part" = fused ]; then
     DECODE_TEST_QUICK=1 timeout 120 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL|^ok" | tail -6
 fi
 [ "$part" = fused ] && { t end; exit 0; }
-if [ "$part" = branches ]; then
-    t main decode rows
-    # a Transformer's decode at 8K (issue 18: bound by the cache and weight bytes it reads)
-    for w in "" --bf16; do
-        echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
-    done
-    # prefill per byte at batch 1 and 8 (issue 13: 64K at batch 1 no slower per byte than at batch 8)
-    for w in "" --bf16; do
-        echo "prefill 64K $w: $(bench $M --config d768x24 --what decode --decode-steps 5 --decode-batch 8 --prefill 64K $w | grep prefill | tr '\n' ' ')"
-    done
-fi
-if has swiglu-vec && [ "$part" = branches ]; then
-    t swiglu-vec
-    timeout 60 .devbuild/swiglu-vec/test_ops swiglu 2>&1 | grep -E "^FAIL|cases"
-    for b in $M .devbuild/swiglu-vec; do echo "$b: $(bench $b --config t768x12 --what train --batch 8 --seq-len 2048 --steps 5 --bf16 --profile | tr '\n' ' ')"; done
-fi
-if has decode-gemv && [ "$part" = branches ]; then
-    t decode-gemv
-    timeout 90 .devbuild/decode-gemv/test_ops matmul_xwT 2>&1 | grep -E "^FAIL|cases"
-    timeout 150 .devbuild/decode-gemv/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -5
-    for b in $M .devbuild/decode-gemv; do for p in "" --bf16; do
-        echo "$b $p: $(bench $b --config d768x24 --what decode --decode-batch 64 --decode-steps 100 $p | tr '\n' ' ')"; done; done
-fi
-[ "$part" = branches ] && { t end; exit 0; }
 if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
     t nccl
     # libnccl from the toolkit, or else from torch's wheel (nvidia-nccl)
@@ -132,18 +89,8 @@ if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
 fi
 t nemotron_h; ONLY=nemotron_h timeout 240 tests/gpu/hf_roundtrip.sh $M/ssm >"$out/rt.log" 2>&1
 grep -E "^ok|^FAIL|transformers:|greedy" "$out/rt.log" | tail -4
-t segments
-for n in default 1 2 4 8 16 32 64; do
-    e=()
-    [ $n = default ] || e=(SSM_SCAN_SEGMENTS=$n)
-    echo "segments $n: $(env "${e[@]}" timeout 40 $M/ssm bench --config d768x24 --device cuda --what train --batch 1 --seq-len 16384 --steps 5 --bf16 2>&1 | grep -E '^train|rror')"
-done
 t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
-t m2x24 profile # issue 14: the SSD kernels' TFLOP/s (the profile's count: ssd_fwd, ssd_bwd)
-timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 --profile 2>&1 |
-    grep -E "^(train|ssd|matmul|by kind|op )"
-if command -v nsys >/dev/null; then
-    t nsys; timeout 120 nsys profile -o /tmp/m2 --force-overwrite true --stats=false $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 2 --bf16 >/dev/null 2>&1
-    timeout 60 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/m2.nsys-rep 2>/dev/null | head -25 | cut -c1-200 | tee "$out/m2_kernels.csv"
-fi
+t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h)
+SSM_KERNEL_TIMES=1 timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 \
+    --steps 3 --bf16 2>&1 | grep -E "^(train|ssd)"
 t end
