@@ -299,18 +299,6 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
     });
 }
 
-// This thread's share of sum a o b over the elements it staged into two tiles of one operand form (<dS, S>).
-template <bool KF> __device__ __forceinline__ static float tile_dot_own(const SsdTile &a, const SsdTile &b) {
-    float s = 0.0f;
-#pragma unroll
-    for (int q = 0; q < SSD_TILE * SSD_TK / SSD_THREADS; q++) {
-        int r, kk;
-        tile_slot<KF>(q, r, kk);
-        s += a[kk][r] * b[kk][r];
-    }
-    return s;
-}
-
 // Per (b, chunk, head), all of P in tiles of 64: dX = M^T dY + diag(w) B dS^T + D dY (w_j = exp(a_last - a_j) dt_j;
 // S the state entering the chunk, dS the gradient of the one leaving it), and what a's and dt's gradients need of
 // the whole head: r_j = x_j . (B dS^T)_j, q_i = dY_i . (C S^T)_i, <dS, S>. Writes daX (-w r + exp(a) q, and at the
@@ -322,7 +310,7 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
                   const float *Bm, const float *Cm, const float *CB, const float *st, const float *dst,
                   const float *dts, const float *acs, const float *Dv, SsdShape s) {
     typedef AccLayout<TC> AL;
-    __shared__ SsdTiles t1, t2;
+    __shared__ SsdTiles t1;
     __shared__ float sa[SSD_Q], sd[SSD_Q], rows_r[SSD_TILE][AL::ROW_SLOTS + 1], rows_q[SSD_TILE][AL::ROW_SLOTS + 1];
     const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c), g = h / s.hpg;
     const int HP = s.H * s.P;
@@ -337,35 +325,44 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
     float r_tot = 0.0f, q_tot = 0.0f, sds = 0.0f, dDs = 0.0f; // r_tot, q_tot: thread i < 64's row i
     for (int p0 = 0; p0 < s.P; p0 += SSD_TILE) {
         const float *dyh = dy + row0 * HP + (size_t)h * s.P + p0, *xh = x + row0 * s.ldx + (size_t)h * s.P + p0;
-        float acc1[4][4] = {}, acc2[4][4] = {}, acc3[4][4] = {};
-        gemm_acc<TC>(acc1, t1, MaskView<true>{cb, s.Q, sa, sd, L}, View<false>{dyh, 1, (size_t)HP, s.P - p0}, L);
-        // B dS^T and C S^T in one pass over n (and <dS, S> from the staged tiles: each element once)
         const View<true> dSv{dS + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0},
             Sv{S + (size_t)p0 * s.N, (size_t)s.N, 1, s.P - p0};
-        float vb[SSD_PER_THREAD], vds[SSD_PER_THREAD], vc[SSD_PER_THREAD], vs[SSD_PER_THREAD];
-        tile_fetch(vb, Bv, 0, s.N), tile_fetch(vds, dSv, 0, s.N), tile_fetch(vc, Cv, 0, s.N);
-        tile_fetch(vs, Sv, 0, s.N);
-        for (int k0 = 0; k0 < s.N; k0 += SSD_TK) { // (as gemm_acc: the next step's reads in flight)
-            tile_stash<true>(t1.a, vb), tile_stash<true>(t1.b, vds), tile_stash<true>(t2.a, vc);
-            tile_stash<true>(t2.b, vs);
-            __syncthreads();
-            if (k0 + SSD_TK < s.N) {
-                const int k1 = k0 + SSD_TK;
-                tile_fetch(vb, Bv, k1, s.N), tile_fetch(vds, dSv, k1, s.N), tile_fetch(vc, Cv, k1, s.N);
-                tile_fetch(vs, Sv, k1, s.N);
-            }
-            sds += tile_dot_own<true>(t1.b, t2.b);
-            tile_mma<TC>(acc2, t1), tile_mma<TC>(acc3, t2);
-            __syncthreads();
-        }
+        // the products one after another (dX's two, then C S^T), not side by side: fewer registers live at once
         float rr[AL::NR] = {}, qq[AL::NR] = {};
-        acc_each<TC>([&](int ri, int ci, int j, int p) {
-            if (j >= L || p0 + p >= s.P) return;
-            const float w = expf(last - sa[j]) * sd[j], a2 = AL::at(acc2, ri, ci);
-            const float dyv = dyh[(size_t)j * HP + p], xv = xh[(size_t)j * s.ldx + p];
-            dx[(row0 + j) * ldd + (size_t)h * s.P + p0 + p] = AL::at(acc1, ri, ci) + (w * a2 + D * dyv);
-            rr[ri] += xv * a2, qq[ri] += dyv * AL::at(acc3, ri, ci), dDs += dyv * xv;
-        });
+        {
+            float acc1[4][4] = {}, acc2[4][4] = {};
+            gemm_acc<TC>(acc1, t1, MaskView<true>{cb, s.Q, sa, sd, L}, View<false>{dyh, 1, (size_t)HP, s.P - p0}, L);
+            gemm_acc<TC>(acc2, t1, Bv, dSv, s.N);
+            acc_each<TC>([&](int ri, int ci, int j, int p) {
+                if (j >= L || p0 + p >= s.P) return;
+                const float w = expf(last - sa[j]) * sd[j], a2 = AL::at(acc2, ri, ci);
+                const float dyv = dyh[(size_t)j * HP + p], xv = xh[(size_t)j * s.ldx + p];
+                dx[(row0 + j) * ldd + (size_t)h * s.P + p0 + p] = AL::at(acc1, ri, ci) + (w * a2 + D * dyv);
+                rr[ri] += xv * a2, dDs += dyv * xv;
+            });
+        }
+        {
+            float acc3[4][4] = {};
+            // C S^T, and <dS, S> from the S values this thread stages and the same elements of dS (each element
+            // once: the staging covers every (p, n) of the tile once)
+            float vc[SSD_PER_THREAD], vs[SSD_PER_THREAD];
+            tile_fetch(vc, Cv, 0, s.N), tile_fetch(vs, Sv, 0, s.N);
+            for (int k0 = 0; k0 < s.N; k0 += SSD_TK) { // (as gemm_acc: the next step's reads in flight)
+                tile_stash<true>(t1.a, vc), tile_stash<true>(t1.b, vs);
+                float vds[SSD_PER_THREAD];
+                tile_fetch(vds, dSv, k0, s.N);
+#pragma unroll
+                for (int q = 0; q < SSD_PER_THREAD; q++)
+                    sds += vds[q] * vs[q];
+                __syncthreads();
+                if (k0 + SSD_TK < s.N) tile_fetch(vc, Cv, k0 + SSD_TK, s.N), tile_fetch(vs, Sv, k0 + SSD_TK, s.N);
+                tile_mma<TC>(acc3, t1);
+                __syncthreads();
+            }
+            acc_each<TC>([&](int ri, int ci, int j, int p) {
+                if (j < L && p0 + p < s.P) qq[ri] += dyh[(size_t)j * HP + p] * AL::at(acc3, ri, ci);
+            });
+        }
 #pragma unroll
         for (int ri = 0; ri < AL::NR; ri++)
             rows_r[AL::row(ri)][AL::row_slot()] = rr[ri], rows_q[AL::row(ri)][AL::row_slot()] = qq[ri];
