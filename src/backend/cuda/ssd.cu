@@ -108,20 +108,23 @@ __global__ static void ssd_dt_kernel(float *dts, float *acs, float *dsp, const f
     }
 }
 
-// Occupancy over registers: dCB's 157 registers and dX's 255 allowed one block (8 warps) an SM, and these kernels
-// wait on latency; held to 128 (dX spills some), two blocks run 1.6x faster (dCB) and 1.13x (dX) on an H100.
-// Tuning knobs: -DSSD_HEAVY_BLOCKS=n, -DSSD_LIGHT_BLOCKS=n, -DSSD_TK=n (32 ran slower: more registers).
+// Occupancy over registers: these kernels wait on latency, not arithmetic, and more blocks an SM hide it better
+// than registers do. On an H200 (2026-12-05, m2x24 bf16 8 x 2048, tf32 products), the step ran 185.6 ms with one
+// block an SM guaranteed for the light tile kernels (CB, states, output, dB/dC: 64-97 registers, 2-3 blocks),
+// 161.1 ms at three and 151.8 ms at four (64 registers: dB/dC spills 40 bytes); dCB and dX at two blocks (128
+// registers) ran 1.6x and 1.13x faster than at one (H100). The float32 FFMA forms keep the compiler's choice: not
+// measured at these bounds. Tuning knobs: -DSSD_HEAVY_BLOCKS=n, -DSSD_LIGHT_BLOCKS=n, -DSSD_TK=n (32 ran slower).
 #ifndef SSD_HEAVY_BLOCKS
-#define SSD_HEAVY_BLOCKS 2 // the blocks an SM must hold of the two register-heavy kernels (dCB, dX)
+#define SSD_HEAVY_BLOCKS 2 // tf32: the blocks an SM must hold of the two register-heavy kernels (dCB, dX)
 #endif
 #ifndef SSD_LIGHT_BLOCKS
-#define SSD_LIGHT_BLOCKS 1 // the blocks an SM must hold of the other tile kernels
+#define SSD_LIGHT_BLOCKS 4 // tf32: the blocks an SM must hold of the other tile kernels
 #endif
 
 // ---- the forward -----------------------------------------------------------------------------------------------
 // CB [B, nch, G, Q, Q] = C B^T of each (b, chunk, group): a block each (Q <= SSD_TILE: one tile).
 template <bool TC>
-__global__ static void __launch_bounds__(SSD_THREADS, SSD_LIGHT_BLOCKS)
+__global__ static void __launch_bounds__(SSD_THREADS, TC ? SSD_LIGHT_BLOCKS : 1)
     ssd_cb_kernel(float *CB, const float *Bm, const float *Cm, SsdShape s) {
     __shared__ SsdTiles t;
     const int bc = blockIdx.x, g = blockIdx.y, b = bc / s.nch, c = bc % s.nch, L = s.len(c);
@@ -138,7 +141,7 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_LIGHT_BLOCKS)
 // ldu), V_j group g's N values (row stride ldx); scale_j = exp(a_last - a_j) dt_j (mode 0: the chunk states from x
 // and B) or exp(a_j) (mode 1: the backward's G_c from dY and C). A block per 64 x 64 tile of (p, n).
 template <bool TC>
-__global__ static void __launch_bounds__(SSD_THREADS, SSD_LIGHT_BLOCKS)
+__global__ static void __launch_bounds__(SSD_THREADS, TC ? SSD_LIGHT_BLOCKS : 1)
     ssd_chunk_outer_kernel(float *out, const float *U, int ldu, const float *V, const float *dts, const float *acs,
                            int mode, SsdShape s) {
     __shared__ SsdTiles t;
@@ -215,7 +218,7 @@ __global__ static void ssd_dstate_pass_kernel(float *dst, const float *acs, SsdS
 // y [B*T, H*P] per (b, chunk, head) and 64-column tile of P: M X (the chunk itself) + exp(a_i) C S_in^T (the state
 // entering it) + D x.
 template <bool TC>
-__global__ static void __launch_bounds__(SSD_THREADS, SSD_LIGHT_BLOCKS)
+__global__ static void __launch_bounds__(SSD_THREADS, TC ? SSD_LIGHT_BLOCKS : 1)
     ssd_chunk_scan_kernel(float *y, const float *x, const float *Cm, const float *CB, const float *st, const float *dts,
                           const float *acs, const float *Dv, SsdShape s) {
     __shared__ SsdTiles t;
@@ -245,7 +248,7 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_LIGHT_BLOCKS)
 // (masked); per head daM = rows - columns of dM o M (a's gradient through M), ddM = columns of dM o CB o exp(..)
 // (dt's), [B, H, T]. Row and column sums through shared memory in a fixed order.
 template <bool TC>
-__global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
+__global__ static void __launch_bounds__(SSD_THREADS, TC ? SSD_HEAVY_BLOCKS : 1)
     ssd_dcb_kernel(float *dCB, float *daM, float *ddM, const float *dy, const float *x, const float *CB,
                    const float *dts, const float *acs, SsdShape s) {
     typedef AccLayout<TC> AL;
@@ -305,7 +308,7 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
 // chunk's last position the terms of a_last: sum w r + exp(a_last) <dS, S>), ddX (exp(a_last - a_j) r_j) [B, H, T]
 // and D's partial sum dDp [B, nch, H] (double).
 template <bool TC>
-__global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
+__global__ static void __launch_bounds__(SSD_THREADS, TC ? SSD_HEAVY_BLOCKS : 1)
     ssd_dx_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *dy, const float *x,
                   const float *Bm, const float *Cm, const float *CB, const float *st, const float *dst,
                   const float *dts, const float *acs, const float *Dv, SsdShape s) {
@@ -388,7 +391,7 @@ __global__ static void __launch_bounds__(SSD_THREADS, SSD_HEAVY_BLOCKS)
 // Per (b, chunk, group) and 64-column tile of N: dC = dCB B + sum_h diag(exp(a_h)) dY_h S_h (blockIdx.y 0) or
 // dB = dCB^T C + sum_h diag(w_h) X_h dS_h (1), the heads in order inside one accumulation; rows of ldd.
 template <bool TC>
-__global__ static void __launch_bounds__(SSD_THREADS, SSD_LIGHT_BLOCKS)
+__global__ static void __launch_bounds__(SSD_THREADS, TC ? SSD_LIGHT_BLOCKS : 1)
     ssd_dbc_kernel(float *dBm, float *dCm, int ldd, const float *dy, const float *x, const float *Bm, const float *Cm,
                    const float *dCB, const float *st, const float *dst, const float *dts, const float *acs,
                    SsdShape s) {
