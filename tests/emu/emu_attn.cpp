@@ -1,8 +1,11 @@
 /* The CUDA flash attention kernels (src/backend/cuda/attention_flash_{fwd,bwd}.cu), run by the emulator (emu.h) on
  * the CPU, against the CPU's attention on the same bf16 inputs: o and lse, then dq, dk, dv, within bf16 tolerances;
+ * and the float32 forward of attention.cu over a decode state's cache (T queries after nk[b] keys, the keys cut into
+ * splits, SSM_ATTN_SPLITS), against the CPU's scalar definition;
  * every operand surrounded by guard zones (NaN around inputs, so that a read outside shows in the results; a
  * sentinel around outputs, checked after). Built and run by tests/emu/run.sh. */
 #include "backend/cuda/attention_flash.cuh"
+#include "ops/ops_cuda.h"
 
 extern "C" {
 #include "backend/cpu/cpu_ops.h"
@@ -79,6 +82,65 @@ static void run_case(int B, int T, int H, int KV, int hd, int window, const char
     failures += case_failures;
 }
 
+/* attention.cu's bf16 paths widen through convert_rows_cuda (elementwise.cu, not emulated): never reached here */
+extern "C" void convert_rows_cuda(mat dst, mat src, int rows, int cols) {
+    (void)dst, (void)src, (void)rows, (void)cols;
+    fprintf(stderr, "emu: convert_rows_cuda is not emulated\n");
+    exit(2);
+}
+
+/* The float32 forward over a cache of capacity cap rows a sequence: B sequences with nk[b] keys, T queries each (the
+ * last T positions), the keys cut into `splits` runs */
+static void run_f32_case(int B, int T, int H, int KV, int hd, int cap, int splits) {
+    case_failures = 0;
+    rng_t rng = {0xdec0de00u + (uint64_t)(B * 131 + T * 7 + H * 3 + KV + hd + cap + splits)};
+    const int qd = H * hd, kvd = KV * hd, ldkv = kvd + 4, ldo = qd + 8;
+    buf32 q((size_t)B * T * qd, NAN), k((size_t)B * cap * ldkv, NAN), v((size_t)B * cap * ldkv, NAN);
+    buf32 o((size_t)B * T * ldo, -7.0f), o_ref((size_t)B * T * ldo, -7.0f), lse((size_t)B * T * H, -7.0f),
+        lse_ref((size_t)B * T * H, -7.0f);
+    std::vector<int> nk(B);
+    for (int b = 0; b < B; b++) nk[b] = cap - 3 * b > T ? cap - 3 * b : T; /* different lengths, none past cap */
+    for (size_t i = 0; i < (size_t)B * T * qd; i++) q.p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    for (int b = 0; b < B; b++) /* the rows a sequence holds (the rest stay NaN: a read past nk[b] shows) */
+        for (int j = 0; j < nk[b]; j++)
+            for (int c = 0; c < kvd; c++) {
+                const size_t at = ((size_t)b * cap + j) * ldkv + c;
+                k.p[at] = 2.0f * rng_uniform(&rng) - 1.0f, v.p[at] = 2.0f * rng_uniform(&rng) - 1.0f;
+            }
+    attn_args a = {};
+    a.q = mat_f32(q.p, qd), a.k = mat_f32(k.p, ldkv), a.v = mat_f32(v.p, ldkv);
+    a.kv_bstride = (size_t)cap * ldkv, a.B = B, a.T = T, a.H = H, a.KV = KV, a.hd = hd, a.nk = nk.data();
+    a.lse = lse_ref.p;
+    cpu_attn_fwd_ref(&a, mat_f32(o_ref.p, ldo));
+    char sp[16];
+    snprintf(sp, sizeof sp, "%d", splits);
+    setenv("SSM_ATTN_SPLITS", sp, 1);
+    a.lse = lse.p;
+    attn_fwd_cuda(&a, mat_f32(o.p, ldo));
+    unsetenv("SSM_ATTN_SPLITS");
+    double num = 0, den = 0, el = 0;
+    for (int r = 0; r < B * T; r++)
+        for (int c = 0; c < qd; c++) {
+            const double d = fabs((double)o.p[(size_t)r * ldo + c] - o_ref.p[(size_t)r * ldo + c]);
+            if (!(d <= num)) num = d; /* NaN wins */
+            den = fmax(den, fabs((double)o_ref.p[(size_t)r * ldo + c]));
+        }
+    for (size_t i = 0; i < (size_t)B * T * H; i++) {
+        const double d = fabs((double)lse.p[i] - lse_ref.p[i]);
+        if (!(d <= el)) el = d;
+    }
+    EXPECT(num / den <= 1e-5, "o: rel err %.3g", num / den);
+    EXPECT(el <= 1e-5, "lse: abs err %.3g", el);
+    bool pad_kept = true; /* the columns between rows of o stay as they were */
+    for (int r = 0; r < B * T; r++)
+        for (int c = qd; c < ldo; c++) pad_kept = pad_kept && o.p[(size_t)r * ldo + c] == -7.0f;
+    EXPECT(pad_kept && o.guards_intact(-7.0f) && lse.guards_intact(-7.0f), "the forward wrote outside o or lse");
+    printf("%s - emulated float32 attention over a cache: B %d T %d H %d KV %d hd %d, %d keys, %d splits: o, lse "
+           "against the CPU's definition\n  # rel err o %.3g, lse abs err %.3g\n",
+           case_failures ? "FAIL" : "ok", B, T, H, KV, hd, cap, splits, num / den, el);
+    failures += case_failures;
+}
+
 int main(int argc, char **argv) {
     /* B, T, H, KV, hd, window: as tests/test_ops.c's bf16 attention cases */
     const int cases[][6] = {{2, 37, 4, 4, 64, 0},   {2, 300, 4, 2, 64, 0},   {1, 200, 3, 1, 64, 0},
@@ -92,5 +154,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++)
         if (only < 0 || only == i)
             run_case(cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4], cases[i][5], mode);
+    /* B, T, H, KV, hd, cache rows, splits: decode (T 1) and a prefill's chunk (T 5); key runs not multiples of the
+     * kernel's keys a step; head sizes of each lane width */
+    const int f32_cases[][7] = {{2, 1, 4, 2, 64, 300, 1},  {2, 1, 4, 2, 64, 300, 7},  {1, 1, 2, 1, 128, 77, 3},
+                                {3, 5, 4, 4, 32, 203, 5},  {1, 1, 3, 3, 200, 41, 2},  {2, 1, 2, 1, 16, 129, 16}};
+    for (int i = 0; i < (int)(sizeof f32_cases / sizeof f32_cases[0]); i++)
+        if (only < 0 || only == i) {
+            const int *c = f32_cases[i];
+            run_f32_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
+        }
     return failures ? 1 : 0;
 }

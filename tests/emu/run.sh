@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the CUDA flash attention kernels, the fused decode kernels, the Mamba-2 SSD and the Mamba-1 scan for the CPU
+# Builds the CUDA attention kernels (flash and float32), the fused decode kernels, the Mamba-2 SSD and the Mamba-1 scan for the CPU
 # emulator (emu.h) and runs them against the CPU's attention (tests/emu/emu_attn.cpp), the CPU's op-by-op decode
 # step (emu_decode.cpp), the CPU's chunked SSD (emu_ssd.cpp) and the CPU's scan (emu_scan.cpp),
 # twice: cp.async copies done at issue, with warps drifting apart and a cooperative launch's blocks taking turns in
@@ -24,7 +24,7 @@ flags=(-std=c++17 -O2 -g -U_FORTIFY_SOURCE -Wall -Wno-unknown-pragmas -Wno-unuse
 # reduce.cuh (block_reduce), read through the copy in $out/inc
 mkdir -p "$out/inc/backend/cuda"
 python3 tests/emu/to_cpp.py src/backend/cuda/reduce.cuh > "$out/inc/backend/cuda/reduce.cuh"
-for k in attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 ssd scan; do
+for k in attention attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 ssd scan; do
     python3 tests/emu/to_cpp.py src/backend/cuda/$k.cu > "$out/$k.cpp"
     g++ "${flags[@]}" -Isrc/backend/cuda -c "$out/$k.cpp" -o "$out/$k.o"
 done
@@ -35,7 +35,7 @@ done
 asan=(-fsanitize=address -fno-omit-frame-pointer)
 # the library is built with ASan and UBSan, so every program links their runtimes
 libs=($lib -fsanitize=address,undefined -fopenmp -lopenblas -lm)
-g++ -o "$out/emu_attn" "$out"/emu.o "$out"/emu_attn.o "$out"/attention_flash_*.o "${libs[@]}"
+g++ -o "$out/emu_attn" "$out"/emu.o "$out"/emu_attn.o "$out"/attention.o "$out"/attention_flash_*.o "${libs[@]}"
 g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba*.o "${libs[@]}"
 g++ -o "$out/emu_ssd" "$out"/emu.o "$out"/emu_ssd.o "$out"/ssd.o "${libs[@]}"
 g++ -o "$out/emu_scan" "$out"/emu.o "$out"/emu_scan.o "$out"/scan.o "${libs[@]}"

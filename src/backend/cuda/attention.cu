@@ -10,9 +10,9 @@
 // per-lane partial then a butterfly of shuffles (xor: every lane ends with the same bits, so the branches on a
 // score are uniform across the warp).
 //
-// Forward (attn_fwd_kernel): a warp per (sequence b, head h, query t, split s). It walks its keys in order with an
-// online softmax (running max m, sum l and the weighted sum of values acc, rescaled when the max grows) and
-// never stores a score. With one split it writes o = acc / l and lse = m + log l. A decode step (T = 1 over a long
+// Forward (attn_fwd_kernel): a warp per (sequence b, head h, query t, split s). It walks its keys in order, a few
+// a step (their loads in flight together), with an online softmax (running max m, sum l and the weighted sum of
+// values acc, rescaled when a step's max exceeds m) and never stores a score. With one split it writes o = acc / l and lse = m + log l. A decode step (T = 1 over a long
 // cache) has too few queries to fill the GPU with one warp each, so the keys of each query are cut into `splits`
 // equal runs (splits from the sizes alone: the host never reads the device's key counts nk[b], and a replayed
 // decode graph stays valid as they grow; each warp computes its run from nk[b] on the device); each split leaves
@@ -105,10 +105,10 @@ extern "C" void rope_cuda(mat x, const int *pos, int B, int T, int n_heads, int 
     const size_t n = (size_t)B * T * (hd / 2);
     if (n == 0 || n_heads <= 0) return;
     if (mat_h(x))
-        rope_kernel<<<grid_blocks(n, 256), 256>>>((__nv_bfloat16 *)mat_h(x), x.ld, pos, B, T, n_heads, hd, theta,
-                                                  inverse);
+        rope_kernel<__nv_bfloat16><<<grid_blocks(n, 256), 256>>>((__nv_bfloat16 *)mat_h(x), x.ld, pos, B, T, n_heads,
+                                                                 hd, theta, inverse);
     else
-        rope_kernel<<<grid_blocks(n, 256), 256>>>(mat_f(x), x.ld, pos, B, T, n_heads, hd, theta, inverse);
+        rope_kernel<float><<<grid_blocks(n, 256), 256>>>(mat_f(x), x.ld, pos, B, T, n_heads, hd, theta, inverse);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -172,6 +172,13 @@ __device__ __forceinline__ static float warp_sum(float v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
     return v;
 }
+// N sums at once (independent chains), each with warp_sum's bits
+template <int N> __device__ __forceinline__ static void warp_sum_n(float (&v)[N]) {
+    for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            v[i] += __shfl_xor_sync(0xffffffffu, v[i], off);
+}
 __device__ __forceinline__ static void warp_sum2(float &a, float &b) {
     for (int off = 16; off > 0; off >>= 1) {
         a += __shfl_xor_sync(0xffffffffu, a, off);
@@ -230,21 +237,36 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     const float *kb = f32(a.k) + b * a.kv_bstride + (size_t)kh * hd,
                 *vb = f32(a.v) + b * a.kv_bstride + (size_t)kh * hd;
     float m = -INFINITY, l = 0.0f;
-    for (int j = j0; j < j1; j++) {
-        const float sc = warp_sum(dot_part<NPL>(q, kb + (size_t)j * a.k.ld, lane, hd)) * scale;
-        if (sc > m) { // uniform across the warp: sc has the same bits in every lane
-            const float corr = expf(m - sc); // 0 on the first key (m = -inf)
+    // KB keys a step: their loads and their dot products' shuffles are independent, so a step waits for one memory
+    // latency instead of KB (a decode step's warps walk a cache with nothing else to hide it behind)
+    constexpr int KB = NPL <= 2 ? 8 : 16 / NPL;
+    for (int j = j0; j < j1; j += KB) {
+        float sc[KB];
+#pragma unroll
+        for (int u = 0; u < KB; u++)
+            sc[u] = j + u < j1 ? dot_part<NPL>(q, kb + (size_t)(j + u) * a.k.ld, lane, hd) : 0.0f;
+        warp_sum_n<KB>(sc);
+        float mb = m;
+#pragma unroll
+        for (int u = 0; u < KB; u++)
+            if (j + u < j1) sc[u] *= scale, mb = fmaxf(mb, sc[u]);
+        if (mb > m) { // uniform across the warp: the scores have the same bits in every lane
+            const float corr = expf(m - mb); // 0 on the first keys (m = -inf)
             l *= corr;
 #pragma unroll
             for (int c = 0; c < NPL; c++) acc[c] *= corr;
-            m = sc;
+            m = mb;
         }
-        const float p = expf(sc - m);
-        l += p;
-        const float *vj = vb + (size_t)j * a.v.ld;
 #pragma unroll
-        for (int c = 0; c < NPL; c++)
-            if (lane + 32 * c < hd) acc[c] += p * vj[lane + 32 * c];
+        for (int u = 0; u < KB; u++) {
+            if (j + u >= j1) break;
+            const float p = expf(sc[u] - m);
+            l += p;
+            const float *vj = vb + (size_t)(j + u) * a.v.ld;
+#pragma unroll
+            for (int c = 0; c < NPL; c++)
+                if (lane + 32 * c < hd) acc[c] += p * vj[lane + 32 * c];
+        }
     }
     if (splits == 1) {
         const float inv = 1.0f / l;
