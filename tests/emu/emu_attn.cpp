@@ -99,8 +99,10 @@ static void run_f32_case(int B, int T, int H, int KV, int hd, int cap, int split
     buf32 o((size_t)B * T * ldo, -7.0f), o_ref((size_t)B * T * ldo, -7.0f), lse((size_t)B * T * H, -7.0f),
         lse_ref((size_t)B * T * H, -7.0f);
     std::vector<int> nk(B);
-    for (int b = 0; b < B; b++) nk[b] = cap - 3 * b > T ? cap - 3 * b : T; /* different lengths, none past cap */
-    for (size_t i = 0; i < (size_t)B * T * qd; i++) q.p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    for (int b = 0; b < B; b++)
+        nk[b] = cap - 3 * b > T ? cap - 3 * b : T; /* different lengths, none past cap */
+    for (size_t i = 0; i < (size_t)B * T * qd; i++)
+        q.p[i] = 2.0f * rng_uniform(&rng) - 1.0f;
     for (int b = 0; b < B; b++) /* the rows a sequence holds (the rest stay NaN: a read past nk[b] shows) */
         for (int j = 0; j < nk[b]; j++)
             for (int c = 0; c < kvd; c++) {
@@ -133,7 +135,8 @@ static void run_f32_case(int B, int T, int H, int KV, int hd, int cap, int split
     EXPECT(el <= 1e-5, "lse: abs err %.3g", el);
     bool pad_kept = true; /* the columns between rows of o stay as they were */
     for (int r = 0; r < B * T; r++)
-        for (int c = qd; c < ldo; c++) pad_kept = pad_kept && o.p[(size_t)r * ldo + c] == -7.0f;
+        for (int c = qd; c < ldo; c++)
+            pad_kept = pad_kept && o.p[(size_t)r * ldo + c] == -7.0f;
     EXPECT(pad_kept && o.guards_intact(-7.0f) && lse.guards_intact(-7.0f), "the forward wrote outside o or lse");
     printf("%s - emulated float32 attention over a cache: B %d T %d H %d KV %d hd %d, %d keys, %d splits: o, lse "
            "against the CPU's definition\n  # rel err o %.3g, lse abs err %.3g\n",
@@ -156,8 +159,8 @@ int main(int argc, char **argv) {
             run_case(cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4], cases[i][5], mode);
     /* B, T, H, KV, hd, cache rows, splits: decode (T 1) and a prefill's chunk (T 5); key runs not multiples of the
      * kernel's keys a step; head sizes of each lane width */
-    const int f32_cases[][7] = {{2, 1, 4, 2, 64, 300, 1},  {2, 1, 4, 2, 64, 300, 7},  {1, 1, 2, 1, 128, 77, 3},
-                                {3, 5, 4, 4, 32, 203, 5},  {1, 1, 3, 3, 200, 41, 2},  {2, 1, 2, 1, 16, 129, 16}};
+    const int f32_cases[][7] = {{2, 1, 4, 2, 64, 300, 1}, {2, 1, 4, 2, 64, 300, 7}, {1, 1, 2, 1, 128, 77, 3},
+                                {3, 5, 4, 4, 32, 203, 5}, {1, 1, 3, 3, 200, 41, 2}, {2, 1, 2, 1, 16, 129, 16}};
     for (int i = 0; i < (int)(sizeof f32_cases / sizeof f32_cases[0]); i++)
         if (only < 0 || only == i) {
             const int *c = f32_cases[i];
