@@ -13,7 +13,7 @@
 #                goal 0.15; 1.155 at 64, goal 0.70); m2x24 at 1 and 8; the L2 prefetch and 2 blocks an SM
 #   nccl         its test_cuda_weights16 (w16_refresh) and tests/gpu/test_nccl.sh (one GPU: --gpus 1 = the plain run)
 #   main         transformers loading our NemotronH (hf_roundtrip ONLY=nemotron_h); flash block shapes
-#                (bench/flash_shapes.sh run)
+#                (bench/flash_shapes.sh run); the m2x24 kernel times (tf32, FFMA); t768x12 decode at 8K
 # (Run and gone: the tf32 SSD, swiglu-vec and decode-gemv parts, the segment sweep: docs/performance.md, H100
 # 2026-12-05.)
 set -u
@@ -90,7 +90,14 @@ fi
 t nemotron_h; ONLY=nemotron_h timeout 240 tests/gpu/hf_roundtrip.sh $M/ssm >"$out/rt.log" 2>&1
 grep -E "^ok|^FAIL|transformers:|greedy" "$out/rt.log" | tail -4
 t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
-t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h)
-SSM_KERNEL_TIMES=1 timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 \
-    --steps 3 --bf16 2>&1 | grep -E "^(train|ssd)"
+t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h), tf32 (the default) and FFMA
+for f in 1 0; do
+    echo "SSM_SSD_TF32=$f"
+    SSM_SSD_TF32=$f SSM_KERNEL_TIMES=1 timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 \
+        --seq-len 2048 --steps 3 --bf16 2>&1 | grep -E "^(train|ssd)"
+done
+t t768x12 decode # issue 18: the float32 attention's 8 keys a step (451be73; 2.30 ms a byte before, H100)
+for w in "" --bf16; do
+    echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
+done
 t end
