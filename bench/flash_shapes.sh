@@ -56,8 +56,10 @@ for i in $(seq 0 ${#variants[@]}); do
                 "$cuda/attention_flash_$k.cu" >"build/emu/attention_flash_$k.cpp"
             g++ "${flags[@]}" -I"$cuda" -c "build/emu/attention_flash_$k.cpp" -o "build/emu/attention_flash_$k.o"
         done &&
+        python3 tests/emu/to_cpp.py "$cuda/attention.cu" >build/emu/attention.cpp && # (emu_attn's float32 cases)
+        g++ "${flags[@]}" -I"$cuda" -c build/emu/attention.cpp -o build/emu/attention.o &&
         g++ "${flags[@]}" -c tests/emu/emu.cpp -o build/emu/emu.o && g++ "${flags[@]}" -c tests/emu/emu_attn.cpp -o build/emu/emu_attn.o &&
-        g++ -o build/emu/emu_attn build/emu/emu.o build/emu/emu_attn.o build/emu/attention_flash_*.o build/emu/libssm.a \
+        g++ -o build/emu/emu_attn build/emu/emu.o build/emu/emu_attn.o build/emu/attention.o build/emu/attention_flash_*.o build/emu/libssm.a \
             -fopenmp -lopenblas -lm &&
         for c in 0 1 3 5; do EMU_CP_LATE=0 EMU_SKEW=1 build/emu/emu_attn $c && EMU_CP_LATE=1 EMU_SKEW=2 build/emu/emu_attn $c; done) |
         grep -E "^(ok|FAIL)" | sed "s/^/  /" | cut -c1-110
