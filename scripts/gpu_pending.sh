@@ -6,7 +6,7 @@
 #       (ignored by git; the device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run PART          on the device: unpacks and runs the checks below, each under its own
 #       timeout, everything also in $OUT/PART.log. PART: fused (the decode-fused branch, ~7 minutes), rest (nccl
-#       and main, ~6 minutes)
+#       and main, ~8-10 minutes: give the call 600 s; its slow transformers check runs last)
 # What it checks, per branch (each against main's binary in the same call):
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
 #                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
@@ -76,6 +76,17 @@ if has decode-fused && [ "$part" = fused ]; then
     DECODE_TEST_QUICK=1 timeout 120 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL|^ok" | tail -6
 fi
 [ "$part" = fused ] && { t end; exit 0; }
+# the short measurements first: the slow transformers check last (its 240 s may run past the call)
+t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h), tf32 (the default) and FFMA
+for f in 1 0; do
+    echo "SSM_SSD_TF32=$f"
+    SSM_SSD_TF32=$f SSM_KERNEL_TIMES=1 timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 \
+        --seq-len 2048 --steps 3 --bf16 2>&1 | grep -E "^(train|ssd)"
+done
+t t768x12 decode # issue 18: the float32 attention's 8 keys a step (451be73; 2.30 ms a byte before, H100)
+for w in "" --bf16; do
+    echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
+done
 if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
     t nccl
     # libnccl from the toolkit, or else from torch's wheel (nvidia-nccl)
@@ -87,17 +98,7 @@ if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
     cp .devbuild/nccl/tests_gpu/test_nccl.sh tests/gpu/
     SSM=.devbuild/nccl/ssm timeout 150 tests/gpu/test_nccl.sh 2>&1 | tail -12
 fi
+t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
 t nemotron_h; ONLY=nemotron_h timeout 240 tests/gpu/hf_roundtrip.sh $M/ssm >"$out/rt.log" 2>&1
 grep -E "^ok|^FAIL|transformers:|greedy" "$out/rt.log" | tail -4
-t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
-t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h), tf32 (the default) and FFMA
-for f in 1 0; do
-    echo "SSM_SSD_TF32=$f"
-    SSM_SSD_TF32=$f SSM_KERNEL_TIMES=1 timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 \
-        --seq-len 2048 --steps 3 --bf16 2>&1 | grep -E "^(train|ssd)"
-done
-t t768x12 decode # issue 18: the float32 attention's 8 keys a step (451be73; 2.30 ms a byte before, H100)
-for w in "" --bf16; do
-    echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
-done
 t end
