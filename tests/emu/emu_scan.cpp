@@ -83,39 +83,22 @@ static void run_case(int B, int T, int E, int N, int form, int segments) {
     const int ldbc = 2 * N + 5;
     struct grads {
         buf32 dx, ddt, dbc, dz, out, dA, dD, dbias;
-        scan_grads g;
+        scan_grads g = {};
+        grads(size_t nx, size_t rows, int E, int N, int ldbc, int form, bool carry)
+            : dx(nx, SENT), ddt(nx, SENT), dbc(rows * ldbc, SENT), dz(rows * 2 * E, SENT), out(nx, SENT),
+              dA((size_t)N * E, 0.0f), dD(E, 0.0f), dbias(E, 0.0f) {
+            g.dx = mat_f32(dx.p, E), g.ddt = mat_f32(ddt.p, E);
+            g.dBm = mat_f32(dbc.p, ldbc), g.dCm = mat_f32(dbc.p + N, ldbc);
+            if (!(form & 2)) g.dz = mat_f32(dz.p, 2 * E);
+            if (carry) g.out = mat_f32(out.p, E);
+            if (form & 4)
+                g.dA_log = dA.p;
+            else
+                g.dAt = dA.p;
+            g.dDv = dD.p, g.ddt_bias = dbias.p;
+        }
     };
-    grads gr[2] = {{buf32(nx, SENT),
-                    buf32(nx, SENT),
-                    buf32(rows * ldbc, SENT),
-                    buf32(rows * 2 * E, SENT),
-                    buf32(nx, SENT),
-                    buf32((size_t)N * E, 0.0f),
-                    buf32(E, 0.0f),
-                    buf32(E, 0.0f),
-                    {}},
-                   {buf32(nx, SENT),
-                    buf32(nx, SENT),
-                    buf32(rows * ldbc, SENT),
-                    buf32(rows * 2 * E, SENT),
-                    buf32(nx, SENT),
-                    buf32((size_t)N * E, 0.0f),
-                    buf32(E, 0.0f),
-                    buf32(E, 0.0f),
-                    {}}};
-    for (grads &q : gr) {
-        scan_grads &g = q.g;
-        g.dx = mat_f32(q.dx.p, E), g.ddt = mat_f32(q.ddt.p, E);
-        g.dBm = mat_f32(q.dbc.p, ldbc), g.dCm = mat_f32(q.dbc.p + N, ldbc);
-        if (!(form & 2)) g.dz = mat_f32(q.dz.p, 2 * E);
-        if (carry) g.out = mat_f32(q.out.p, E);
-        if (form & 4)
-            g.dA_log = q.dA.p;
-        else
-            g.dAt = q.dA.p;
-        g.dDv = q.dD.p, g.ddt_bias = q.dbias.p;
-    }
-    grads &got = gr[0], &ref = gr[1];
+    grads got(nx, rows, E, N, ldbc, form, carry), ref(nx, rows, E, N, ldbc, form, carry);
     cpu_scan_bwd(&s, &ref.g, mat_f32(dout.p, E));
     scan_bwd_cuda(&s, &got.g, mat_f32(dout.p, E));
     const double ex = rel_err(got.dx.p, ref.dx.p, rows, E, E), edt = rel_err(got.ddt.p, ref.ddt.p, rows, E, E);
