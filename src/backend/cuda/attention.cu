@@ -12,11 +12,12 @@
 //
 // Forward (attn_fwd_kernel): a warp per (sequence b, head h, query t, split s). It walks its keys in order, a few
 // a step (their loads in flight together), with an online softmax (running max m, sum l and the weighted sum of
-// values acc, rescaled when a step's max exceeds m) and never stores a score. With one split it writes o = acc / l and lse = m + log l. A decode step (T = 1 over a long
-// cache) has too few queries to fill the GPU with one warp each, so the keys of each query are cut into `splits`
-// equal runs (splits from the sizes alone: the host never reads the device's key counts nk[b], and a replayed
-// decode graph stays valid as they grow; each warp computes its run from nk[b] on the device); each split leaves
-// (acc, m, l) in a scratch buffer and attn_combine_kernel, a warp per query, merges the splits in split order.
+// values acc, rescaled when a step's max exceeds m) and never stores a score. With one split it writes o = acc / l
+// and lse = m + log l. A decode step (T = 1 over a long cache) has too few queries to fill the GPU with one warp
+// each, so the keys of each query are cut into `splits` equal runs (splits from the sizes alone: the host never
+// reads the device's key counts nk[b], and a replayed decode graph stays valid as they grow; each warp computes its
+// run from nk[b] on the device); each split leaves (acc, m, l) in a scratch buffer and attn_combine_kernel, a warp
+// per query, merges the splits in split order.
 // SSM_ATTN_SPLITS=n forces n splits (1: the unsplit kernel, the reference the split one is compared with).
 //
 // Backward (training: the keys are the queries' own positions), FlashAttention's recomputation from the saved

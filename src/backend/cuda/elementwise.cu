@@ -98,7 +98,8 @@ __global__ static void swiglu_bwd_kernel(X *dgu, int lddgu, const X *dh, int ldd
     GRID_STRIDE(i, n) {
         const size_t r = i / IV, c = (i % IV) * V;
         float g[V], u[V], d[V], dg[V], du[V];
-        sw_load<X, V>(g, gu + r * ldgu + c), sw_load<X, V>(u, gu + r * ldgu + I + c), sw_load<X, V>(d, dh + r * lddh + c);
+        sw_load<X, V>(g, gu + r * ldgu + c), sw_load<X, V>(u, gu + r * ldgu + I + c);
+        sw_load<X, V>(d, dh + r * lddh + c);
 #pragma unroll
         for (int k = 0; k < V; k++) {
             const float s = 1.0f / (1.0f + expf(-g[k]));
