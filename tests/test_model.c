@@ -270,17 +270,21 @@ static void test_state_capacity(void) {
     TEST_END();
 }
 
-/* A real hybrid (Mamba-1, attention and the MLP, all lean) on the lean table: within the lean path's bounds of the
- * plain model (the CPU's attention and SwiGLU on bf16 operands widen them: their arithmetic is float32 in both), and
- * no float32 boundary buffer (every kind takes bf16). */
-static void test_hybrid_in_bf16_model(void) {
-    TEST_BEGIN("a \"maf\" model on the lean (bf16) table: loss within 1e-4, gradients within 3e-2 of the plain one");
+/* A real hybrid (Mamba-1, attention and the MLP; with Mamba-2: all lean) on the lean table: within the lean path's
+ * bounds of the plain model (the CPU's attention, SwiGLU and gated norm on bf16 operands widen them: their
+ * arithmetic is float32 in both), and no float32 boundary buffer (every kind takes bf16). */
+static void test_hybrid_in_bf16_model(const char *pattern) {
+    char name[160];
+    snprintf(name, sizeof name, "a \"%s\" model on the lean (bf16) table: loss within 1e-4, gradients within 3e-2 of "
+             "the plain one", pattern);
+    TEST_BEGIN(name);
+    const int L = (int)strlen(pattern);
     backend lean = backend_cpu;
     lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
     enum { B = 2, T = 70, n = B * T };
     int tok[n], tgt[n];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
-    ssm_model *a = random_hybrid("maf", 3, 2, 0, 41), *b = random_hybrid("maf", 3, 2, 0, 41);
+    ssm_model *a = random_hybrid(pattern, L, 2, 0, 41), *b = random_hybrid(pattern, L, 2, 0, 41);
     b->be = &lean;
     const double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
     EXPECT(fabs(la - lb) <= 1e-4 * fabs(la) && la != lb, "loss %.9g (lean) vs %.9g", lb, la);
@@ -659,7 +663,8 @@ int main(void) {
     test_lean_activations(0);
     test_lean_activations(1);
     test_float32_kind_in_bf16_model();
-    test_hybrid_in_bf16_model();
+    test_hybrid_in_bf16_model("maf");
+    test_hybrid_in_bf16_model("MmaMf");
     test_attention_decode("af", 4, 2, 0);  /* a Transformer, grouped-query */
     test_attention_decode("af", 4, 1, 9);  /* multi-query, a sliding window shorter than the sequence */
     test_attention_decode("mmaf", 4, 4, 0); /* a hybrid */

@@ -577,15 +577,19 @@ static void case_ssd_step(op_run *r, const int *p) {
     r->be->ssd_step(&s, out_f32(r, "y", (size_t)s.B * s.H * s.P), out_f32(r, "state", (size_t)s.B * s.H * s.P * s.N));
 }
 
-/* gated_rmsnorm_fwd and gated_rmsnorm_bwd. p: rows, D, G (z rows padded by 5) */
+/* gated_rmsnorm_fwd and gated_rmsnorm_bwd. p: rows, D, G, form (bit 0: y bf16, bit 1: z bf16, bit 2: out bf16; y
+ * rows padded by 3, z rows by 5, out rows by 7) */
 static void case_gated_norm(op_run *r, const int *p) {
     if (run_refuses(r, BACKEND_OP_gated_rmsnorm_fwd, NULL)) return;
-    const int rows = p[0], D = p[1], G = p[2], ldz = D + 5;
-    const float *y = in_f32(r, (size_t)rows * D, 2), *z = in_f32(r, (size_t)rows * ldz, 3);
+    const int rows = p[0], D = p[1], G = p[2], form = p[3], ldy = D + 3, ldz = D + 5, ldo = D + 7;
+    const size_t ny = (size_t)rows * ldy, nz = (size_t)rows * ldz, no = (size_t)rows * ldo;
+    const mat y = form & 1 ? mat_bf16(in_bf16(r, ny, 2), ldy) : mat_f32(in_f32(r, ny, 2), ldy);
+    const mat z = form & 2 ? mat_bf16(in_bf16(r, nz, 3), ldz) : mat_f32(in_f32(r, nz, 3), ldz);
     const float *w = in_f32(r, D, 1), *dout = in_f32(r, (size_t)rows * D, 1);
-    r->be->gated_rmsnorm_fwd(out_f32(r, "out", (size_t)rows * D), y, z, ldz, w, rows, D, G, 1e-5f);
-    r->be->gated_rmsnorm_bwd(out_f32(r, "dy", (size_t)rows * D), out_f32(r, "dz", (size_t)rows * ldz), ldz,
-                             out_f32(r, "dw", D), dout, y, z, ldz, w, rows, D, G, 1e-5f);
+    const mat out = form & 4 ? mat_bf16(out_bf16(r, "out", no), ldo) : mat_f32(out_f32(r, "out", no), ldo);
+    r->be->gated_rmsnorm_fwd(out, y, z, w, rows, D, G, 1e-5f);
+    r->be->gated_rmsnorm_bwd(out_f32(r, "dy", (size_t)rows * D), out_f32(r, "dz", nz), ldz, out_f32(r, "dw", D), dout,
+                             y, z, w, rows, D, G, 1e-5f);
 }
 
 static void cases_make(void) {
@@ -797,13 +801,13 @@ static void cases_make(void) {
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(3, 1, 4, 8, 16, 2, 1), "ssd_step B 3 H 4 P 8 N 16 G 2");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(1, 1, 24, 64, 128, 1, 1), "ssd_step B 1 H 24 P 64 N 128");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(2, 1, 6, 5, 37, 3, 1), "ssd_step B 2 H 6 P 5 N 37 G 3");
-    add_case(BACKEND_OP_gated_rmsnorm_fwd, 1e-5, 0, case_gated_norm, P(37, 96, 1), "gated_rmsnorm_fwd, _bwd rows 37 D 96");
-    add_case(BACKEND_OP_gated_rmsnorm_bwd, 1e-5, 0, case_gated_norm, P(20, 120, 4),
-             "gated_rmsnorm_fwd, _bwd rows 20 D 120 G 4");
-    add_case(BACKEND_OP_gated_rmsnorm_fwd, 1e-5, 0, case_gated_norm, P(300, 1536, 1),
-             "gated_rmsnorm_fwd, _bwd rows 300 D 1536");
-    add_case(BACKEND_OP_gated_rmsnorm_bwd, 1e-5, 0, case_gated_norm, P(33, 1536, 8),
-             "gated_rmsnorm_fwd, _bwd rows 33 D 1536 G 8");
+    const int gn[][3] = {{37, 96, 1}, {20, 120, 4}, {300, 1536, 1}, {33, 1536, 8}};
+    for (size_t i = 0; i < sizeof gn / sizeof gn[0]; i++)
+        for (int fm = 0; fm < 8; fm += i < 2 ? 1 : 7) /* small shapes: every form; large: all or none bf16 */
+            add_case(i % 2 ? BACKEND_OP_gated_rmsnorm_bwd : BACKEND_OP_gated_rmsnorm_fwd, fm & 4 ? 1e-2 : 1e-5, 0,
+                     case_gated_norm, P(gn[i][0], gn[i][1], gn[i][2], fm),
+                     "gated_rmsnorm_fwd, _bwd rows %d D %d G %d%s%s%s", gn[i][0], gn[i][1], gn[i][2],
+                     fm & 1 ? " y16" : "", fm & 2 ? " z16" : "", fm & 4 ? " out16" : "");
 }
 
 /* ---- the runner ------------------------------------------------------------------------------------------------ */

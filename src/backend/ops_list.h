@@ -120,8 +120,8 @@ OP(void, conv1d_silu_step,
 
 /* ---- MLP (SwiGLU) and attention ----------------------------------------------------------------------------- */
 /* h [rows, I] (ld h.ld) = silu(g) * u, where the rows of gu (ld gu.ld) hold g in columns [0, I) and u in [I, 2I):
- * the gated activation of a SwiGLU MLP, down(silu(gate(x)) * up(x)). float32 operands (bf16 ones are refused by the
- * kernels' CHECK). */
+ * the gated activation of a SwiGLU MLP, down(silu(gate(x)) * up(x)). Operands all float32 or all bf16 (computed in
+ * float32, rounded once). */
 OP(void, swiglu_fwd, (mat h, mat gu, int rows, int I), (h, gu, rows, I), other)
 /* dgu [rows, 2I] (ld dgu.ld, written) = d(g | u) from dh [rows, I] and the forward's gu. */
 OP(void, swiglu_bwd, (mat dgu, mat dh, mat gu, int rows, int I), (dgu, dh, gu, rows, I), other)
@@ -162,15 +162,16 @@ OP(void, ssd_bwd, (const ssd_args *s, const ssd_grads *g, const float *dy), (s, 
 /* One decode step (s->T = 1) of B sequences: the recurrence itself, state [B, H, P, N] advanced in place. */
 OP(void, ssd_step, (const ssd_args *s, float *y, float *state), (s, y, state), other)
 /* The gated RMSNorm of Mamba-2 (norm_before_gate false): v = y * silu(z), out = v / sqrt(mean_group(v^2) + eps) * w,
- * the mean over each of the G groups of D / G columns. y, out [rows, D] dense; z rows of ldz; w [D]. */
-OP(void, gated_rmsnorm_fwd,
-   (float *out, const float *y, const float *z, int ldz, const float *w, int rows, int D, int G, float eps),
-   (out, y, z, ldz, w, rows, D, G, eps), other)
-/* Its backward from dout [rows, D]: dy [rows, D] dense and dz (rows of lddz) written, dw [D] +=. */
+ * the mean over each of the G groups of D / G columns. out, y, z [rows, D] with their own row strides, each float32 or
+ * bf16 (lean training keeps y and z in bf16 and hands out_proj a bf16 out); w [D]. */
+OP(void, gated_rmsnorm_fwd, (mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps),
+   (out, y, z, w, rows, D, G, eps), other)
+/* Its backward from dout [rows, D] dense: dy [rows, D] dense and dz (rows of lddz) written, dw [D] +=; y and z as the
+ * forward took them. */
 OP(void, gated_rmsnorm_bwd,
-   (float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y, const float *z, int ldz,
-    const float *w, int rows, int D, int G, float eps),
-   (dy, dz, lddz, dw, dout, y, z, ldz, w, rows, D, G, eps), other)
+   (float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z, const float *w, int rows, int D, int G,
+    float eps),
+   (dy, dz, lddz, dw, dout, y, z, w, rows, D, G, eps), other)
 /* How many rows with targets[r] >= 0 the logits [rows, V] predict right: the first index of the row's largest logit
  * (torch.argmax's pick) is the target. *hits is a HOST pointer (on a GPU the call waits for the count). The accuracy
  * of a synthetic task (ssm eval --task); a separate op so that xent_fwd_bwd, which every step runs, stays as it is. */

@@ -89,24 +89,57 @@ static void mamba2_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
     mixer_fill_uniform(v.out_proj, (size_t)d.D * d.Di, 1.0f / sqrtf((float)d.Di) / sqrtf((float)ctx->cfg->n_layer), rng);
 }
 
-/* saved: zxbcdt [rows, Din] (in_proj's output), y [rows, Di] (the SSD's output, D x included); temp: xbc [rows, Cd]
- * (SiLU(conv)), g [rows, Di] (the gated norm's output, out_proj's input), both recomputed by the backward; scratch:
- * dzxbcdt [rows, Din], dxbc [rows, Cd], dy, dg [rows, Di]. float32 alone (bf16_acts 0). */
+/* The activations. Saved: zx [rows, Din] (in_proj's output z | x | B | C | dt) and y [rows, Di] (the SSD's output,
+ * D x included); temp, recomputed by the backward: xbc [rows, Cd] (SiLU(conv)), g [rows, Di] (the gated norm's
+ * output, out_proj's input); scratch: dzx [rows, Din], dxbc [rows, Cd], dy, dg [rows, Di], float32 in every form.
+ * Lean training (bf16 on a GPU) keeps zx and y in bf16, as the reference's autocast has them (half the saved bytes:
+ * the peak's largest part), g too (out_proj rounds it anyway); the SSD then reads dt from a float32 copy of its
+ * columns (dt32 [rows, H]) and writes its output into float32 y32 [rows, Di] first; xbc stays float32. */
+typedef struct {
+    float *zx, *y, *xbc, *g, *y32, *dt32;
+    uint16_t *zx16, *y16, *g16;
+} mamba2_act;
+
+static mamba2_act act_of(float *saved, float *temp, mamba2_dims d, size_t rows, int form) {
+    mamba2_act a = {0};
+    a.xbc = temp, temp += rows * d.Cd;
+    if (form != MIXER_ACTS_LEAN_TRAIN) {
+        a.zx = saved, a.y = saved + rows * d.Din;
+        a.g = temp;
+        return a;
+    }
+    a.zx16 = (uint16_t *)saved, saved += mixer_bf16_floats(rows * d.Din);
+    a.y16 = (uint16_t *)saved;
+    a.y32 = temp, temp += rows * d.Di;
+    a.dt32 = temp, temp += rows * d.H;
+    a.g16 = (uint16_t *)temp;
+    return a;
+}
+
 static size_t mamba2_act_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
     const mamba2_dims d = dims_of(c);
-    return (size_t)B * T * ((size_t)d.Din + d.Di);
+    const size_t rows = (size_t)B * T;
+    if (form == MIXER_ACTS_LEAN_TRAIN) return mixer_bf16_floats(rows * d.Din) + mixer_bf16_floats(rows * d.Di);
+    return rows * ((size_t)d.Din + d.Di);
 }
 static size_t mamba2_temp_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
     const mamba2_dims d = dims_of(c);
-    return (size_t)B * T * ((size_t)d.Cd + d.Di);
+    const size_t rows = (size_t)B * T;
+    if (form == MIXER_ACTS_LEAN_TRAIN) return rows * ((size_t)d.Cd + d.Di + d.H) + mixer_bf16_floats(rows * d.Di);
+    return rows * ((size_t)d.Cd + d.Di);
 }
 static size_t mamba2_scratch_floats(const ssm_config *c, int B, int T, int form) {
     (void)form;
     const mamba2_dims d = dims_of(c);
     return (size_t)B * T * ((size_t)d.Din + d.Cd + 2 * (size_t)d.Di);
 }
+
+/* zx, y and g as the ops take them: bf16 in lean training, else float32 */
+static mat zx_mat(const mamba2_act *a, mamba2_dims d, int col) {
+    return a->zx16 ? mat_bf16(a->zx16 + col, d.Din) : mat_f32(a->zx + col, d.Din);
+}
+static mat y_mat(const mamba2_act *a, mamba2_dims d) { return a->y16 ? mat_bf16(a->y16, d.Di) : mat_f32(a->y, d.Di); }
+static mat g_mat(const mamba2_act *a, mamba2_dims d) { return a->g16 ? mat_bf16(a->g16, d.Di) : mat_f32(a->g, d.Di); }
 
 /* Per sequence: the conv state [Cd, K-1] (the last K-1 raw x | B | C inputs), then the SSM state [H, P, N]; for B
  * sequences all conv states first, then all SSM states. Fixed, whatever the context. */
@@ -129,17 +162,17 @@ static int ssd_tf32_on(const backend *be) {
     return !strcmp(be->precision, "bf16") && !(e && !strcmp(e, "0"));
 }
 
-/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's. */
-static ssd_args ssd_args_of(const mixer_ctx *ctx, const mamba2_views *v, const float *zx, const float *xbc, int B,
-                            int T) {
+/* The SSD's operands in a layer's activations: x, B, C from the conv's output, dt the last H columns of in_proj's
+ * output (lean training: their float32 copy dt32). */
+static ssd_args ssd_args_of(const mixer_ctx *ctx, const mamba2_views *v, const mamba2_act *a, int B, int T) {
     const ssm_config *c = ctx->cfg;
     const mamba2_dims d = dims_of(c);
-    return (ssd_args){.x = xbc,
-                      .Bm = xbc + d.Di,
-                      .Cm = xbc + d.Di + d.GN,
+    return (ssd_args){.x = a->xbc,
+                      .Bm = a->xbc + d.Di,
+                      .Cm = a->xbc + d.Di + d.GN,
                       .ldx = d.Cd,
-                      .dt = zx + d.Di + d.Cd,
-                      .lddt = d.Din,
+                      .dt = a->dt32 ? a->dt32 : a->zx + d.Di + d.Cd,
+                      .lddt = a->dt32 ? d.H : d.Din,
                       .dt_bias = v->dt_bias,
                       .A_log = v->A_log,
                       .Dv = v->D,
@@ -155,33 +188,41 @@ static ssd_args ssd_args_of(const mixer_ctx *ctx, const mamba2_views *v, const f
                       .tf32 = ssd_tf32_on(ctx->be)};
 }
 
+/* The recomputed temps of lean training: dt's float32 copy (the SSD's operand) */
+static void dt32_fill(const mixer_ctx *ctx, const mamba2_act *a, mamba2_dims d, int rows) {
+    if (a->dt32) ctx->be->convert_rows(mat_f32(a->dt32, d.H), zx_mat(a, d, d.Di + d.Cd), rows, d.H);
+}
+
 static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat out, mat u, int B, int T, float *state) {
     const mamba2_dims d = dims_of(ctx->cfg);
     const mamba2_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    float *zx = act, *y = act + (size_t)rows * d.Din, *xbc = temp, *g = temp + (size_t)rows * d.Cd;
+    const mamba2_act a = act_of(act, temp, d, (size_t)rows, ctx->form);
     float *conv_state = state, *ssd_state = state ? state + (size_t)B * d.Cd * (d.K - 1) : NULL;
 
     /* zxbcdt = self.in_proj(u) */
-    mixer_linear(ctx, mat_f32(zx, d.Din), u, v.in_proj, v.in_b, rows, d.Din, d.D);
+    mixer_linear(ctx, zx_mat(&a, d, 0), u, v.in_proj, v.in_b, rows, d.Din, d.D);
     /* xBC = self.act(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2)[:, :seqlen]) */
-    if (conv_state && T == 1)
-        be->conv1d_silu_step(xbc, zx + d.Di, d.Din, conv_state, v.conv_w, v.conv_b, B, d.Cd, d.K);
+    if (conv_state && T == 1) /* (decode: never lean, which is training's) */
+        be->conv1d_silu_step(a.xbc, a.zx + d.Di, d.Din, conv_state, v.conv_w, v.conv_b, B, d.Cd, d.K);
     else {
-        be->conv1d_silu_fwd(mat_f32(xbc, d.Cd), mat_f32(zx + d.Di, d.Din), conv_state, v.conv_w, v.conv_b, B, T, d.Cd,
+        be->conv1d_silu_fwd(mat_f32(a.xbc, d.Cd), zx_mat(&a, d, d.Di), conv_state, v.conv_w, v.conv_b, B, T, d.Cd,
                             d.K);
-        if (conv_state) be->conv1d_state_update(conv_state, zx + d.Di, d.Din, B, T, d.Cd, d.K);
+        if (conv_state) be->conv1d_state_update(conv_state, a.zx + d.Di, d.Din, B, T, d.Cd, d.K);
     }
     /* y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True,
-     * dt_limit=self.dt_limit) (decode: selective_state_update) */
-    const ssd_args s = ssd_args_of(ctx, &v, zx, xbc, B, T);
+     * dt_limit=self.dt_limit) (decode: selective_state_update); lean: into y32, then rounded once into the saved y */
+    dt32_fill(ctx, &a, d, rows);
+    const ssd_args s = ssd_args_of(ctx, &v, &a, B, T);
+    float *y = a.y16 ? a.y32 : a.y;
     if (ssd_state && T == 1) be->ssd_step(&s, y, ssd_state);
     else be->ssd_fwd(&s, y, ssd_state);
-    /* y = self.norm(y, z): RMSNormGated(y * silu(z)), per group of Di / G */
-    be->gated_rmsnorm_fwd(g, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
+    if (a.y16) be->convert_rows(y_mat(&a, d), mat_f32(a.y32, d.Di), rows, d.Di);
+    /* y = self.norm(y, z): RMSNormGated(y * silu(z)), per group of Di / G (from the saved y: as the backward will) */
+    be->gated_rmsnorm_fwd(g_mat(&a, d), y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
     /* out = self.out_proj(y) */
-    mixer_linear(ctx, out, mat_f32(g, d.Di), v.out_proj, v.out_b, rows, d.D, d.Di);
+    mixer_linear(ctx, out, g_mat(&a, d), v.out_proj, v.out_b, rows, d.D, d.Di);
 }
 
 /* This layer's part of a fused decode step (m2_decode_args): its tensors in ctx->w (the matrices float32 too: the
@@ -203,20 +244,22 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const mamba2_views v = views_of(ctx->cfg, ctx->w, ctx->pi), gr = views_of(ctx->cfg, ctx->dw, ctx->pi);
     const backend *be = ctx->be;
     const int rows = B * T;
-    const float *zx = act, *y = act + (size_t)rows * d.Din;
-    float *xbc = temp, *g = temp + (size_t)rows * d.Cd;
+    const mamba2_act a = act_of((float *)act, temp, d, (size_t)rows, ctx->form);
     float *dzx = scratch, *dxbc = dzx + (size_t)rows * d.Din, *dy = dxbc + (size_t)rows * d.Cd;
     float *dg = dy + (size_t)rows * d.Di;
     /* recompute the conv's output and the norm's, from the saved in_proj output and SSD output */
-    be->conv1d_silu_fwd(mat_f32(xbc, d.Cd), mat_f32(zx + d.Di, d.Din), NULL, v.conv_w, v.conv_b, B, T, d.Cd, d.K);
-    be->gated_rmsnorm_fwd(g, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
+    be->conv1d_silu_fwd(mat_f32(a.xbc, d.Cd), zx_mat(&a, d, d.Di), NULL, v.conv_w, v.conv_b, B, T, d.Cd, d.K);
+    dt32_fill(ctx, &a, d, rows);
+    be->gated_rmsnorm_fwd(g_mat(&a, d), y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
 
-    be->matmul_bwd(mat_f32(dg, d.Di), 0.0f, gr.out_proj, mat_f32(dout, d.D), mat_f32(g, d.Di), v.out_proj, rows, d.D,
-                   d.Di);
+    /* lean: dout in bf16 too (ctx->dout16), as out_proj's GEMMs take it */
+    const mat dout_m = ctx->dout16 ? mat_bf16(ctx->dout16, d.D) : mat_f32(dout, d.D);
+    be->matmul_bwd(mat_f32(dg, d.Di), 0.0f, gr.out_proj, dout_m, g_mat(&a, d), v.out_proj, rows, d.D, d.Di);
     if (gr.out_b) be->bias_grad_acc(gr.out_b, dout, d.D, rows, d.D);
     /* the norm writes dy and dz (z: in_proj's first Di columns) */
-    be->gated_rmsnorm_bwd(dy, dzx, d.Din, gr.norm, dg, y, zx, d.Din, v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
-    const ssd_args s = ssd_args_of(ctx, &v, zx, xbc, B, T);
+    be->gated_rmsnorm_bwd(dy, dzx, d.Din, gr.norm, dg, y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G,
+                          GATED_NORM_EPS);
+    const ssd_args s = ssd_args_of(ctx, &v, &a, B, T);
     const ssd_grads sg = {.dx = dxbc,
                           .dBm = dxbc + d.Di,
                           .dCm = dxbc + d.Di + d.GN,
@@ -227,8 +270,8 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
                           .ddt_bias = gr.dt_bias,
                           .dDv = gr.D};
     be->ssd_bwd(&s, &sg, dy);
-    be->conv1d_silu_bwd(mat_f32(dzx + d.Di, d.Din), gr.conv_w, gr.conv_b, mat_f32(dxbc, d.Cd),
-                        mat_f32(zx + d.Di, d.Din), v.conv_w, v.conv_b, B, T, d.Cd, d.K);
+    be->conv1d_silu_bwd(mat_f32(dzx + d.Di, d.Din), gr.conv_w, gr.conv_b, mat_f32(dxbc, d.Cd), zx_mat(&a, d, d.Di),
+                        v.conv_w, v.conv_b, B, T, d.Cd, d.K);
     if (gr.in_b) be->bias_grad_acc(gr.in_b, dzx, d.Din, rows, d.Din);
     be->matmul_bwd(du, 0.0f, gr.in_proj, mat_f32(dzx, d.Din), u, v.in_proj, rows, d.Din, d.D);
 }
@@ -246,7 +289,7 @@ static int mamba2_check(const ssm_config *cfg, const backend *be) {
 const mixer_kind mixer_mamba2 = {
     .name = "mamba2",
     .code = 'M',
-    .bf16_acts = 0,
+    .bf16_acts = 1,
     .declare = mamba2_declare,
     .init = mamba2_init,
     .act_floats = mamba2_act_floats,

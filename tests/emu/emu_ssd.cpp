@@ -5,13 +5,18 @@
  * all: differences of row and column sums, then a cumsum) move far more than their inputs, so the CPU's SSD is run
  * again on x, B, C and dy rounded to tf32, and the kernel's error may be at most TF32_FACTOR times what that rounding
  * alone changes (or 1e-3 of the output's scale, if more). Inputs sit between NaN guard zones (a read outside shows in
- * the results), outputs between sentinels (checked after). Built and run by tests/emu/run.sh. */
+ * the results), outputs between sentinels (checked after). Then the gated RMSNorm, float32 and with lean training's
+ * bf16 y, z and out. Built and run by tests/emu/run.sh. */
 extern "C" {
 #include "backend/cpu/cpu_ops.h"
 #include "common.h"
 #include "ops/ops.h"
 void ssd_fwd_cuda(const ssd_args *a, float *y, float *state);
 void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy);
+void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps);
+void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z, const float *w,
+                            int rows, int D, int G, float eps);
+#include "backend/host_bf16.h"
 }
 
 #include "emu_check.h"
@@ -131,6 +136,43 @@ static void run_case(const int *q, int tf32, const char *mode) {
     failures += case_failures;
 }
 
+/* The gated RMSNorm (lean training's form: y and z bf16, out bf16; and all float32) against the CPU's: out, dy, dz, dw.
+ * rows 9, D 96 in G groups; y rows padded by 3, z rows by 5 (as in_proj's output holds z). */
+static void run_gated_norm(int G, int lean) {
+    case_failures = 0;
+    enum { R = 9, D = 96, LDY = D + 3, LDZ = D + 5 };
+    rng_t rng = {0x9a7eu + (uint64_t)G};
+    std::vector<float> y(R * LDY), z(R * LDZ), w(D), dout(R * D);
+    fill(y.data(), y.size(), -2, 2, &rng), fill(z.data(), z.size(), -3, 3, &rng), fill(w.data(), D, 0.5f, 1.5f, &rng);
+    fill(dout.data(), dout.size(), -1, 1, &rng);
+    std::vector<uint16_t> y16(y.size()), z16(z.size()), o16(R * D), o16_ref(R * D);
+    host_bf16_from_f32(y16.data(), y.data(), y.size()), host_bf16_from_f32(z16.data(), z.data(), z.size());
+    const mat ym = lean ? mat_bf16(y16.data(), LDY) : mat_f32(y.data(), LDY);
+    const mat zm = lean ? mat_bf16(z16.data(), LDZ) : mat_f32(z.data(), LDZ);
+    std::vector<float> o(R * D), o_ref(R * D), dy(R * D), dy_ref(R * D), dz(R * LDZ), dz_ref(R * LDZ), dw(D, 0.25f),
+        dw_ref(D, 0.25f);
+    const mat om = lean ? mat_bf16(o16.data(), D) : mat_f32(o.data(), D);
+    const mat om_ref = lean ? mat_bf16(o16_ref.data(), D) : mat_f32(o_ref.data(), D);
+    gated_rmsnorm_fwd_cuda(om, ym, zm, w.data(), R, D, G, 1e-5f);
+    cpu_gated_rmsnorm_fwd(om_ref, ym, zm, w.data(), R, D, G, 1e-5f);
+    gated_rmsnorm_bwd_cuda(dy.data(), dz.data(), LDZ, dw.data(), dout.data(), ym, zm, w.data(), R, D, G, 1e-5f);
+    cpu_gated_rmsnorm_bwd(dy_ref.data(), dz_ref.data(), LDZ, dw_ref.data(), dout.data(), ym, zm, w.data(), R, D, G,
+                          1e-5f);
+    if (lean) {
+        host_f32_from_bf16(o.data(), o16.data(), o.size());
+        host_f32_from_bf16(o_ref.data(), o16_ref.data(), o.size());
+    }
+    double ez = 0;
+    for (int r = 0; r < R; r++) ez = fmax(ez, rel_err(dz.data() + r * LDZ, dz_ref.data() + r * LDZ, D));
+    const double eo = rel_err(o.data(), o_ref.data(), o.size()), ey = rel_err(dy.data(), dy_ref.data(), dy.size());
+    const double ew = rel_err(dw.data(), dw_ref.data(), D);
+    EXPECT(eo <= (lean ? 1e-2 : 1e-5) && ey <= 1e-5 && ez <= 1e-5 && ew <= 1e-5, "out %.3g, dy %.3g, dz %.3g, dw %.3g",
+           eo, ey, ez, ew);
+    printf("%s - emulated gated RMSNorm G %d (%s): out, dy, dz, dw against the CPU\n  # rel err %.3g %.3g %.3g %.3g\n",
+           case_failures ? "FAIL" : "ok", G, lean ? "y, z, out bf16" : "float32", eo, ey, ez, ew);
+    failures += case_failures;
+}
+
 int main(int argc, char **argv) {
     /* some of test_ops's SSD shapes: lengths not multiples of the chunk, groups, P and N past one 64-wide tile, a
      * chunk above the kernels' 64, and mamba2-130m's heads (P 64, N 128) */
@@ -147,5 +189,7 @@ int main(int argc, char **argv) {
         if (only < 0 || only == i)
             for (int tf32 = 0; tf32 < 2; tf32++)
                 run_case(cases[i], tf32, mode);
+    if (only < 0)
+        for (int lean = 0; lean < 2; lean++) run_gated_norm(lean ? 4 : 1, lean), run_gated_norm(lean ? 1 : 3, lean);
     return failures ? 1 : 0;
 }

@@ -6,6 +6,7 @@
  * tests' reference, walks the recurrence in reverse, one (sequence, group) per thread, recomputing the states from
  * checkpoints every SSD_BWD_BLOCK steps. Both sum across threads in a fixed order: deterministic. */
 #include "backend/cpu/cpu_ops.h"
+#include "backend/host_bf16.h"
 #include "common.h"
 
 #include <cblas.h>
@@ -424,13 +425,24 @@ void cpu_ssd_bwd(const ssd_args *s, const ssd_grads *gr, const float *dy) {
 /* ---- the gated RMSNorm --------------------------------------------------------------------------------------- */
 static inline float silu_of(float z) { return z / (1.0f + expf(-z)); }
 
-void cpu_gated_rmsnorm_fwd(float *out, const float *y, const float *z, int ldz, const float *w, int rows, int D, int G,
-                           float eps) {
+/* y and z float32 or bf16 (the lean Mamba-2's saved SSD output and in_proj output): widened first, as the GPU reads
+ * them; out float32 or bf16 (rounded once). */
+void cpu_gated_rmsnorm_fwd(mat out_m, mat y_m, mat z_m, const float *w, int rows, int D, int G, float eps) {
+    if (mat_h(y_m) || mat_h(z_m) || mat_h(out_m)) {
+        float *yw = mat_h(y_m) ? host_f32_from_bf16_rows(mat_h(y_m), y_m.ld, rows, D) : NULL;
+        float *zw = mat_h(z_m) ? host_f32_from_bf16_rows(mat_h(z_m), z_m.ld, rows, D) : NULL;
+        float *ow = mat_h(out_m) ? xmalloc(sizeof(float) * ((size_t)rows * D + 1)) : NULL;
+        const mat o = ow ? mat_f32(ow, D) : out_m, y = yw ? mat_f32(yw, D) : y_m, z = zw ? mat_f32(zw, D) : z_m;
+        cpu_gated_rmsnorm_fwd(o, y, z, w, rows, D, G, eps);
+        if (ow) host_bf16_from_f32_rows(mat_h(out_m), out_m.ld, ow, rows, D);
+        free(yw), free(zw), free(ow);
+        return;
+    }
     const int gs = D / G;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
-        const float *yr = y + (size_t)r * D, *zr = z + (size_t)r * ldz;
-        float *o = out + (size_t)r * D;
+        const float *yr = mat_f(y_m) + (size_t)r * y_m.ld, *zr = mat_f(z_m) + (size_t)r * z_m.ld;
+        float *o = mat_f(out_m) + (size_t)r * out_m.ld;
         for (int g = 0; g < G; g++) {
             double ss = 0;
             for (int i = g * gs; i < (g + 1) * gs; i++) {
@@ -444,16 +456,25 @@ void cpu_gated_rmsnorm_fwd(float *out, const float *y, const float *z, int ldz, 
     }
 }
 
-void cpu_gated_rmsnorm_bwd(float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y, const float *z,
-                           int ldz, const float *w, int rows, int D, int G, float eps) {
-    const int gs = D / G, nt = omp_get_max_threads();
+void cpu_gated_rmsnorm_bwd(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y_m, mat z_m,
+                           const float *w, int rows, int D, int G, float eps) {
+    if (mat_h(y_m) || mat_h(z_m)) { /* widened first */
+        float *yw = mat_h(y_m) ? host_f32_from_bf16_rows(mat_h(y_m), y_m.ld, rows, D) : NULL;
+        float *zw = mat_h(z_m) ? host_f32_from_bf16_rows(mat_h(z_m), z_m.ld, rows, D) : NULL;
+        cpu_gated_rmsnorm_bwd(dy, dz, lddz, dw, dout, yw ? mat_f32(yw, D) : y_m, zw ? mat_f32(zw, D) : z_m, w, rows, D,
+                              G, eps);
+        free(yw), free(zw);
+        return;
+    }
+    const float *y = mat_f(y_m), *z = mat_f(z_m);
+    const int gs = D / G, nt = omp_get_max_threads(), ldy = y_m.ld, ldz = z_m.ld;
     float *partial = xcalloc((size_t)nt * D, sizeof(float));
 #pragma omp parallel
     {
         float *dwp = partial + (size_t)omp_get_thread_num() * D;
 #pragma omp for schedule(static)
         for (int r = 0; r < rows; r++) {
-            const float *yr = y + (size_t)r * D, *zr = z + (size_t)r * ldz, *dor = dout + (size_t)r * D;
+            const float *yr = y + (size_t)r * ldy, *zr = z + (size_t)r * ldz, *dor = dout + (size_t)r * D;
             float *dyr = dy + (size_t)r * D, *dzr = dz + (size_t)r * lddz;
             for (int g = 0; g < G; g++) {
                 double ss = 0, dot = 0;

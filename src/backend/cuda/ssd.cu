@@ -39,6 +39,8 @@
 #include "common.h"
 #include "ops/ops_cuda.h"
 
+#include <cuda_bf16.h>
+
 #define SSD_Q 64   // the GPU's chunk: s->chunk, at most this (the CPU's SSD_CPU_CHUNK: the same chunks)
 #define SSD_WALK 8 // the sequential walks (dt's cumsum, the state passes): steps whose reads go out together
 static_assert(SSD_THREADS == RED_THREADS, "the SSD kernels call block_reduce"); // (SSD_THREADS: ssd_tiles.cuh)
@@ -621,39 +623,51 @@ extern "C" void ssd_step_cuda(const ssd_args *a, float *y, float *state) {
 // column sums of dout v rstd (colsum_acc: per-chunk partials added in order) from the rstd the backward leaves per
 // (row, group). The arithmetic is the CPU's, expression for expression.
 __device__ __forceinline__ static float silu_of(float z) { return z / (1.0f + expf(-z)); }
+// y, z and out are float32 or bf16 (lean training's saved y and z, out_proj's operand): read and written through
+// these, the arithmetic float32 whatever they are.
+__device__ __forceinline__ static float gn_ld(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ static float gn_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ static void gn_st(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ static void gn_st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
+// The row's v = y silu(z) is computed twice (for the sum, then for the output) rather than stored in out between:
+// a bf16 out would round it.
+template <typename TO, typename TY, typename TZ>
 __global__ static void __launch_bounds__(RED_THREADS)
-    gated_rmsnorm_fwd_kernel(float *out, const float *y, const float *z, int ldz, const float *w, int D, int G,
+    gated_rmsnorm_fwd_kernel(TO *out, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int D, int G,
                              float eps) {
     const size_t r = blockIdx.x;
     const int gs = D / G;
-    const float *yr = y + r * D, *zr = z + r * ldz;
-    float *o = out + r * D;
+    const TY *yr = y + r * ldy;
+    const TZ *zr = z + r * ldz;
+    TO *o = out + r * ldo;
     for (int g = 0; g < G; g++) {
         double ss = 0;
         for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
-            const float v = yr[i] * silu_of(zr[i]);
-            o[i] = v;
+            const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
             ss += (double)v * v;
         }
         ss = block_reduce(ss, SumOp());
         const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
         for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS)
-            o[i] = o[i] * rs * w[i];
+            gn_st(o, i, gn_ld(yr, i) * silu_of(gn_ld(zr, i)) * rs * w[i]);
     }
 }
 
+template <typename TY, typename TZ>
 __global__ static void __launch_bounds__(RED_THREADS)
-    gated_rmsnorm_bwd_kernel(float *dy, float *dz, int lddz, float *rstd, const float *dout, const float *y,
-                             const float *z, int ldz, const float *w, int D, int G, float eps) {
+    gated_rmsnorm_bwd_kernel(float *dy, float *dz, int lddz, float *rstd, const float *dout, const TY *y, int ldy,
+                             const TZ *z, int ldz, const float *w, int D, int G, float eps) {
     const size_t r = blockIdx.x;
     const int gs = D / G;
-    const float *yr = y + r * D, *zr = z + r * ldz, *dor = dout + r * D;
+    const TY *yr = y + r * ldy;
+    const TZ *zr = z + r * ldz;
+    const float *dor = dout + r * D;
     float *dyr = dy + r * D, *dzr = dz + r * lddz;
     for (int g = 0; g < G; g++) {
         double ss = 0, dot = 0;
         for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
-            const float v = yr[i] * silu_of(zr[i]);
+            const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
             ss += (double)v * v;
             dot += (double)dor[i] * w[i] * v;
         }
@@ -662,38 +676,76 @@ __global__ static void __launch_bounds__(RED_THREADS)
         const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
         if (threadIdx.x == 0) rstd[r * G + g] = rs;
         for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
-            const float sg = 1.0f / (1.0f + expf(-zr[i])), sz = zr[i] * sg, v = yr[i] * sz;
+            const float zi = gn_ld(zr, i), yi = gn_ld(yr, i);
+            const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
             const float dv = dor[i] * w[i] * rs - v * c;
             dyr[i] = dv * sz;
-            dzr[i] = dv * yr[i] * sg * (1.0f + zr[i] * (1.0f - sg));
+            dzr[i] = dv * yi * sg * (1.0f + zi * (1.0f - sg));
         }
     }
 }
 
+template <typename TY, typename TZ>
 struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient per element, v as the backward forms it
-    const float *dout, *y, *z, *rstd;
-    int ldz, D, G, gs;
+    const float *dout;
+    const TY *y;
+    const TZ *z;
+    const float *rstd;
+    int ldy, ldz, D, G, gs;
     __device__ float operator()(int r, int i) const {
-        const float zi = z[(size_t)r * ldz + i], sg = 1.0f / (1.0f + expf(-zi)), v = y[(size_t)r * D + i] * (zi * sg);
+        const float zi = gn_ld(z, (size_t)r * ldz + i), sg = 1.0f / (1.0f + expf(-zi));
+        const float v = gn_ld(y, (size_t)r * ldy + i) * (zi * sg);
         return dout[(size_t)r * D + i] * v * rstd[(size_t)r * G + i / gs];
     }
 };
 
-extern "C" void gated_rmsnorm_fwd_cuda(float *out, const float *y, const float *z, int ldz, const float *w, int rows,
-                                       int D, int G, float eps) {
+// The kernels' forms: out, y and z each float32 or bf16 (a mat's dtype picks its template argument).
+template <typename TO, typename TY>
+static void gated_fwd_z(mat out, const TY *y, int ldy, mat z, const float *w, int rows, int D, int G, float eps) {
+    TO *o = (TO *)out.p;
+    if (mat_h(z))
+        gated_rmsnorm_fwd_kernel<TO, TY, __nv_bfloat16>
+            <<<rows, RED_THREADS>>>(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, D, G, eps);
+    else
+        gated_rmsnorm_fwd_kernel<TO, TY, float><<<rows, RED_THREADS>>>(o, out.ld, y, ldy, mat_f(z), z.ld, w, D, G, eps);
+}
+template <typename TO>
+static void gated_fwd_y(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps) {
+    if (mat_h(y)) gated_fwd_z<TO>(out, (const __nv_bfloat16 *)mat_h(y), y.ld, z, w, rows, D, G, eps);
+    else gated_fwd_z<TO>(out, mat_f(y), y.ld, z, w, rows, D, G, eps);
+}
+
+extern "C" void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps) {
     if (rows <= 0 || D <= 0) return;
     CHECK(G >= 1 && D % G == 0, "gated_rmsnorm: %d groups do not divide %d columns", G, D);
-    gated_rmsnorm_fwd_kernel<<<rows, RED_THREADS>>>(out, y, z, ldz, w, D, G, eps);
+    CHECK(out.dt != MAT_I8 && y.dt != MAT_I8 && z.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
+    if (mat_h(out)) gated_fwd_y<__nv_bfloat16>(out, y, z, w, rows, D, G, eps);
+    else gated_fwd_y<float>(out, y, z, w, rows, D, G, eps);
     CUDA_CHECK_LAUNCH();
 }
 
-extern "C" void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, const float *y,
-                                       const float *z, int ldz, const float *w, int rows, int D, int G, float eps) {
+template <typename TY, typename TZ>
+static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
+                         const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
+    float *rstd = scratch_floats((size_t)rows * G);
+    gated_rmsnorm_bwd_kernel<TY, TZ><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
+    CUDA_CHECK_LAUNCH();
+    colsum_acc(dw, GatedNormDw<TY, TZ>{dout, y, z, rstd, ldy, ldz, D, G, D / G}, rows, D);
+    scratch_free(rstd);
+}
+template <typename TY>
+static void gated_bwd_y(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy, mat z,
+                        const float *w, int rows, int D, int G, float eps) {
+    if (mat_h(z))
+        gated_bwd_of(dy, dz, lddz, dw, dout, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, rows, D, G, eps);
+    else gated_bwd_of(dy, dz, lddz, dw, dout, y, ldy, mat_f(z), z.ld, w, rows, D, G, eps);
+}
+
+extern "C" void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z,
+                                       const float *w, int rows, int D, int G, float eps) {
     if (rows <= 0 || D <= 0) return;
     CHECK(G >= 1 && D % G == 0, "gated_rmsnorm: %d groups do not divide %d columns", G, D);
-    float *rstd = scratch_floats((size_t)rows * G);
-    gated_rmsnorm_bwd_kernel<<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, z, ldz, w, D, G, eps);
-    CUDA_CHECK_LAUNCH();
-    colsum_acc(dw, GatedNormDw{dout, y, z, rstd, ldz, D, G, D / G}, rows, D);
-    scratch_free(rstd);
+    CHECK(y.dt != MAT_I8 && z.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
+    if (mat_h(y)) gated_bwd_y(dy, dz, lddz, dw, dout, (const __nv_bfloat16 *)mat_h(y), y.ld, z, w, rows, D, G, eps);
+    else gated_bwd_y(dy, dz, lddz, dw, dout, mat_f(y), y.ld, z, w, rows, D, G, eps);
 }
