@@ -50,11 +50,13 @@ def run(ctx):
     for label, shape in models(P):
         slug = label.lower().replace(" ", "-").replace("/", "_")
         rundir = ctx.out / "runs" / slug
-        # a model directory: one training step from the initialization, on the CPU (any kind runs there)
-        ctx.run([ctx.ssm, "train", "--data", ctx.rel(text), "--out", ctx.rel(rundir), *shapes.cli_args(shape),
-                 "--steps", "1", "--batch", "1", "--seq-len", "16", "--warmup", "0", "--val-fraction", "0",
-                 "--sample", "0", "--quiet", "--overwrite", "--device", "cpu"]
-                + (["--threads", str(ctx.threads)] if ctx.threads else []), f"init-{slug}")
+        # a model directory: one training step from the initialization, on the CPU (any kind runs there); not when
+        # the results come from earlier calls' cache (--from-cache)
+        if not ctx.from_cache:
+            ctx.run([ctx.ssm, "train", "--data", ctx.rel(text), "--out", ctx.rel(rundir), *shapes.cli_args(shape),
+                     "--steps", "1", "--batch", "1", "--seq-len", "16", "--warmup", "0", "--val-fraction", "0",
+                     "--sample", "0", "--quiet", "--overwrite", "--device", "cpu"]
+                    + (["--threads", str(ctx.threads)] if ctx.threads else []), f"init-{slug}")
         model = rundir / "checkpoint"
         entry = {"model": label, "shape": shape, "layers": shapes.describe(shape), "points": []}
         stopped = None
@@ -66,11 +68,13 @@ def run(ctx):
                 continue
             if not ctx.dry_run:
                 info = ctx.info(model, context=n)
-                entry["params"] = info["params"]
+                entry["params"] = info["params"] or entry.get("params")  # (None: an info --from-cache lacks)
                 point["state_info_bytes"] = info["state"].get("total", {}).get(context_label(n))
             b = bench_decode(ctx, model, n, P["decode_steps"], f"bench-{slug}-{context_label(n)}", P["timeout"])
             point.update(b)
-            if "error" in b:
+            if b.get("error") == "not run yet":  # (--from-cache: no earlier call measured it)
+                point["skipped"] = point.pop("error")
+            elif "error" in b:
                 stopped = f"not run: {b['error']} at {context_label(n)}"
             entry["points"].append(point)
         per_model.append(entry)
