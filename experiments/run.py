@@ -47,6 +47,10 @@ def main(argv=None):
                                    "(comma-separated, e.g. '91M-mamba$,transformer'); with --reuse the others come "
                                    "from earlier calls or are left for later ones (status partial): an experiment "
                                    "split over calls of a few minutes (experiments/device_call.sh)")
+    ap.add_argument("--from-cache", action="store_true",
+                    help="write the tables and plots from what earlier calls measured (the output's cache.json and "
+                         "finished runs; --reuse implied), running nothing: what they did not reach shows as not run "
+                         "(status partial). For an experiment split over GPU calls that ran out of them.")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--list", action="store_true", help="list the experiments")
     args = ap.parse_args(argv)

@@ -49,6 +49,41 @@ else
     fail "experiments: bytes split over two calls: first status '$s1'; $(tail -2 "$dir/split2.err")"
 fi
 
+# --from-cache (the calls ran out): the state smoke run's cache.json less one bench, and one bench kept as a timeout,
+# written here with a GPU named and nothing run: status partial, the dropped point not run yet, the timeout shown
+# and the contexts after it not run
+fc="$dir/fromcache"
+cp -r "$dir/state" "$fc" && rm -f "$fc/result.json" "$fc/table.md"
+if python3 - "$fc/cache.json" "$dir/state" "$fc" <<'PY' && python3 experiments/run.py state --smoke --from-cache --device cuda \
+    --out "$fc" >"$dir/fc.out" 2>"$dir/fc.err" && python3 - "$fc/result.json" <<'PY2'; then
+import json, shlex, sys
+old = json.load(open(sys.argv[1]))
+c = {k.replace(sys.argv[2], sys.argv[3]): v for k, v in old.items()}  # the copy's paths
+benches = [k for k in c if k.startswith("ssm bench") and "--device cpu" in k]
+assert len(benches) >= 4, benches
+for k in benches:  # the cache as a GPU run would have left it
+    c[k.replace("--device cpu", "--device cuda")] = c.pop(k)
+gpu = sorted(k for k in c if k.startswith("ssm bench"))
+del c[gpu[0]]  # one model's first context: never measured
+second = [k for k in gpu if k.split()[3] != gpu[0].split()[3]][0]  # another model's first: a timeout
+del c[second]
+c[shlex.join(shlex.split(second) + ["(timeout 120 s)"])] = {"error": "timeout after 120 s"}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["status"] == "partial" and "not run yet" in r["reason"], (r["status"], r["reason"])
+assert not [c for c in r["commands"] if not c.get("cached")], "--from-cache ran a command"
+skipped = [row.get("skipped", "") for row in r["rows"]]
+assert "not run yet" in skipped, skipped
+assert any(row.get("error") == "timeout after 120 s" for row in r["rows"]), "the cached timeout is not in the rows"
+assert any(s.startswith("not run: timeout") for s in skipped), "a context after the timeout was run"
+PY2
+    ok "experiments: state --from-cache writes the partial result of the calls' cache, running nothing"
+else
+    fail "experiments: state --from-cache: $(tail -3 "$dir/fc.err")"
+fi
+
 # the full presets: every command built without running anything (the data need not be here)
 if python3 experiments/run.py all --dry-run >"$dir/dry" 2>"$dir/dry.err" &&
     [ "$(grep -c '^build/ssm train' "$dir/dry")" -ge 40 ] && grep -q -- '--device cuda --bf16' "$dir/dry" &&

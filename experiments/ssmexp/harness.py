@@ -222,6 +222,8 @@ class Context:
         self.failures = []  # runs that failed: the experiment goes on without them, its status "partial"
         # --runs: train only the runs whose names match one of these regular expressions (the others reused, or left
         # for a later call)
+        # --from-cache: nothing runs; commands answer from cache.json (and runs are reused) or are left out
+        self.from_cache = bool(getattr(args, "from_cache", False))
         self.only = [x for x in (getattr(args, "runs", None) or "").split(",") if x]
         self.deferred = []  # runs --runs left out (not trained, no earlier run to reuse): status "partial"
         # what commands that read a finished model printed (info, eval, bench), by command, kept in cache.json: with
@@ -306,7 +308,7 @@ class Context:
 
     def check_device(self):
         """A one-line failure before anything runs when --device names a GPU this build or machine lacks."""
-        if self.dry_run or self.device == "cpu":
+        if self.dry_run or self.device == "cpu" or self.from_cache:
             return
         r = subprocess.run([self.ssm, "info", "--config", "default"], capture_output=True, text=True)
         line = next((x for x in r.stdout.splitlines() if x.startswith("devices:")), "devices: ?")
@@ -336,7 +338,7 @@ class Context:
 
     def cached(self, cmd):
         """What cmd returned in an earlier call (cache.json), with --reuse; else None."""
-        return self.cache.get(cmd) if self.reuse and not self.dry_run else None
+        return self.cache.get(cmd) if (self.reuse or self.from_cache) and not self.dry_run else None
 
     def remember(self, cmd, value):
         self.cache[cmd] = value
@@ -355,6 +357,9 @@ class Context:
         if hit is not None:
             self.commands.append({"cmd": cmd, "cached": True})
             return subprocess.CompletedProcess(argv, 0, hit["out"], hit["err"])
+        if self.from_cache:
+            self.deferred.append(logname)
+            return subprocess.CompletedProcess(argv, "not run", "", "")
         logdir = self.out / "logs"
         logdir.mkdir(parents=True, exist_ok=True)
         logpath = logdir / f"{logname}.log"
@@ -396,12 +401,12 @@ class Context:
         argv += list(extra) + ["--sample", "0", "--quiet"] + self.device_args("train")
         stamp = rundir / "experiment_command.txt"
         cmd = self.key(argv)
-        if self.reuse and not self.dry_run and stamp.exists() and stamp.read_text() == cmd and \
+        if (self.reuse or self.from_cache) and not self.dry_run and stamp.exists() and stamp.read_text() == cmd and \
                 (rundir / "best" / "config.json").exists():
             log(f"[{self.name}] {name}: reusing {self.rel(rundir)}")
             self.commands.append({"cmd": shlex.join([self.rel(self.ssm)] + [str(a) for a in argv[1:]]),
                                   "reused": True})
-        elif self.only and not any(re.search(x, name) for x in self.only):
+        elif self.from_cache or (self.only and not any(re.search(x, name) for x in self.only)):
             log(f"[{self.name}] {name}: left for another call (--runs)")
             self.deferred.append(name)
             return Run(self, name, rundir, shape, opts, error="not run yet (--runs)")
@@ -449,7 +454,7 @@ class Context:
         if status == "ok" and self.failures:
             status, reason = "partial", "; ".join(f"{f['run']}: {f['error']}" for f in self.failures)
         if status == "ok" and self.deferred:
-            status, reason = "partial", "not run yet (--runs): " + ", ".join(self.deferred)
+            status, reason = "partial", "not run yet: " + ", ".join(self.deferred)
         result = {
             "experiment": self.name, "claim": self.claim, "preset": self.preset, "status": status,
             "reason": reason, "date": now_utc(), "wall_s": round(time.time() - self.t0, 1),
@@ -563,10 +568,17 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout):
     if ctx.dry_run:
         print(cmd)
         return {}
+    # a timeout is a result too (for that limit): kept, so that a later call does not spend the limit again
+    timeout_key = ctx.key(argv + [f"(timeout {timeout} s)"])
     hit = ctx.cached(ctx.key(argv))
+    if hit is None:
+        hit = ctx.cached(timeout_key)
     if hit is not None:
         ctx.commands.append({"cmd": cmd, "cached": True})
         return hit
+    if ctx.from_cache:
+        ctx.deferred.append(logname)
+        return {"error": "not run yet"}
     import pty
     import select
     logdir = ctx.out / "logs"
@@ -634,6 +646,8 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout):
     ctx.commands.append(rec)
     if not row:
         last = (err.strip().splitlines() or text.strip().splitlines() or ["(no output)"])[-1]
+        if status:
+            ctx.remember(timeout_key, {"error": status})
         return {"error": status or last}
     out = {"ms_per_step": float(row.group(1)), "bytes_per_s": float(row.group(2)),
            "state_bytes": parse_bytes(row.group(3).decode())}
