@@ -82,6 +82,27 @@ ifneq ($(NVCC),)
 CFLAGS  += -DSSM_CUDA
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
 endif
+# ---- NCCL: several GPUs training one model (src/dist/dist_nccl.c, docs/distributed.md), in CUDA builds whose toolkit
+# has it (NCCL=0 builds without: src/dist/dist_nccl_none.c then refuses several GPUs). Only dist_nccl.c sees the CUDA
+# headers; the sanitizer and fuzz builds (CPU-only) never define SSM_NCCL.
+NCCL      ?= auto
+ifneq ($(NVCC),)
+ifneq ($(NCCL),0)
+HAVE_NCCL := $(and $(wildcard $(CUDA_HOME)/include/nccl.h),$(wildcard $(CUDA_HOME)/lib64/libnccl.so*))
+endif
+endif
+ifneq ($(HAVE_NCCL),)
+CFLAGS  += -DSSM_NCCL
+LDLIBS  += -lnccl
+build/src/dist/dist_nccl.o: CFLAGS += -I$(CUDA_HOME)/include
+endif
+# the NCCL files compile to something else with NCCL on or off: rebuilt when that changes
+NCCL_STAMP := build/nccl_$(if $(HAVE_NCCL),on,off).stamp
+$(NCCL_STAMP):
+	@mkdir -p $(@D)
+	@rm -f build/nccl_*.stamp
+	@touch $@
+build/src/dist/dist_nccl.o build/src/dist/dist_nccl_none.o build/src/dist/dist_single.o build/src/dist/dist_mpi.o: $(NCCL_STAMP)
 
 all: build/ssm
 
