@@ -13,6 +13,7 @@
 #define SSM_DIST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Joins the job when this process was started by mpirun/srun (MPI_Init), and checks that every rank runs the
  * same build (rank 0's executable hash, broadcast). 0; -1 with a one-line ssm_error() (a build without MPI
@@ -50,6 +51,8 @@ int dist_first_failure(int failed);
 int dist_max(int x);
 /* Ends the whole job at once (MPI_Abort): for a rank that fails where the others cannot know. */
 void dist_abort(int code) __attribute__((noreturn));
+/* A hash of this process's executable (0 without /proc): ranks compare it at start-up (src/dist/dist_build.c). */
+uint64_t dist_build_hash(void);
 
 /* ---- device buffers (GPUs: src/dist/dist_nccl.c; without NCCL, dist_nccl_none.c refuses several GPUs) ---- */
 /* The device this rank trains on, into name: `device` itself with one rank or on the CPU; with several ranks

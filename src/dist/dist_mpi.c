@@ -29,20 +29,6 @@ static void abort_unless_stopped(void) {
     if (world_started && !world_stopped) MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-/* This build: a hash of the running executable's bytes (FNV-1a), so that ranks on machines with copies of
- * different builds (other sources, compilers or -march=native) are told apart; two ranks whose arithmetic
- * differs would let their weights drift apart bit by bit. */
-static uint64_t build_hash(void) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    FILE *f = fopen("/proc/self/exe", "rb");
-    if (!f) return 0; /* no /proc: nothing to compare (ranks without it all answer 0) */
-    unsigned char buf[1 << 16];
-    for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
-        for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
-    fclose(f);
-    return h;
-}
-
 int dist_start(void) {
     if (spawn_launched()) return spawn_start(); /* `ssm train --gpus N`: no MPI launcher, NCCL alone */
     if (world_started || !launched()) return 0;
@@ -53,7 +39,7 @@ int dist_start(void) {
     atexit(abort_unless_stopped);
     CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank) == MPI_SUCCESS, "MPI_Comm_rank failed");
     CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size) == MPI_SUCCESS, "MPI_Comm_size failed");
-    const uint64_t mine = build_hash();
+    const uint64_t mine = dist_build_hash();
     uint64_t root = mine;
     dist_broadcast(&root, sizeof root);
     const int bad = dist_first_failure(root != mine);

@@ -63,7 +63,12 @@ int nccl_new_id(unsigned char id[NCCL_ID_BYTES]) {
 
 /* One line, the communicator aborted (so that NCCL's own threads stop too), and out: a peer is gone and every
  * collective from here would wait for it. _exit: the exit handlers would try collectives again. */
+static int end_claimed;
+int nccl_claim_end(void) { return __atomic_exchange_n(&end_claimed, 1, __ATOMIC_SEQ_CST) == 0; }
+
 static void __attribute__((noreturn)) end_job(const char *why) {
+    if (!nccl_claim_end())
+        for (;;) pause(); /* another thread is ending the job, with its line */
     fprintf(stderr, "ssm: rank %d: %s: ending the job\n", comm_rank, why);
     fflush(stderr);
     if (comm_up) ncclCommAbort(comm);
@@ -103,6 +108,8 @@ int nccl_start(int rank, int size, int device, const unsigned char id[NCCL_ID_BY
     return 0;
 }
 
+static void timing_report(void);
+
 int nccl_active(void) { return comm_up; }
 int nccl_device(void) { return comm_device; }
 
@@ -112,6 +119,7 @@ void nccl_stop(void) {
     pthread_join(watchdog, NULL);
     CUDA_OK(cudaSetDevice(comm_device));
     CUDA_OK(cudaStreamSynchronize(cudaStreamPerThread)); /* the last collectives queued by the backend's thread */
+    timing_report();
     NCCL_CHECK(ncclCommDestroy(comm));
     cudaFree(stage), cudaStreamDestroy(stage_stream);
     stage = NULL, comm_up = 0, comm_device = -1;
@@ -133,7 +141,7 @@ static double seconds_now(void) {
  * stuck, or gone without NCCL noticing). */
 static void stage_wait(void) {
     const char *env = getenv("SSM_NCCL_TIMEOUT");
-    const double limit = env && atof(env) > 0 ? atof(env) : 600, t0 = seconds_now();
+    const double limit = env && atof(env) > 0 ? atof(env) : 1800, t0 = seconds_now();
     for (;;) {
         const cudaError_t q = cudaStreamQuery(stage_stream);
         if (q == cudaSuccess) return;
@@ -236,9 +244,52 @@ int dist_device_start(int device) {
 
 int dist_device_ready(void) { return comm_up && comm_size > 1; }
 
+/* SSM_NCCL_TIMING=1: the gradient all-reduce timed by events around it on the stream (read at the next call, when
+ * the host has long waited for later work; so nothing is synchronized for it), summed up on rank 0 at the end
+ * (bench/multi_gpu_bench.sh reads the line). */
+static struct {
+    int on, pending;
+    cudaEvent_t start, stop;
+    double ms;
+    long count;
+    size_t bytes;
+} timing;
+
+static void timing_collect(void) {
+    float ms;
+    if (timing.pending && cudaEventElapsedTime(&ms, timing.start, timing.stop) == cudaSuccess)
+        timing.ms += ms, timing.count++;
+    timing.pending = 0;
+}
+
+static void timing_report(void) {
+    if (!timing.on) return;
+    timing_collect();
+    if (comm_rank == 0 && timing.count > 0) {
+        const double mean = timing.ms / timing.count, alg = timing.bytes / (mean * 1e-3) / 1e9;
+        fprintf(stderr, "nccl all-reduce: %ld of %.1f MB, mean %.3f ms, algbw %.1f GB/s, busbw %.1f GB/s\n",
+                timing.count, timing.bytes / 1e6, mean, alg, alg * 2.0 * (comm_size - 1) / comm_size);
+    }
+    cudaEventDestroy(timing.start), cudaEventDestroy(timing.stop);
+    timing.on = 0;
+}
+
 void dist_device_allreduce_sum(float *d, size_t n) {
     if (!dist_device_ready()) return;
+    if (!timing.on && getenv("SSM_NCCL_TIMING") && atoi(getenv("SSM_NCCL_TIMING")) > 0) {
+        CUDA_OK(cudaEventCreate(&timing.start));
+        CUDA_OK(cudaEventCreate(&timing.stop));
+        timing.on = 1;
+    }
+    if (timing.on) {
+        timing_collect();
+        CUDA_OK(cudaEventRecord(timing.start, cudaStreamPerThread));
+    }
     NCCL_CHECK(ncclAllReduce(d, d, n, ncclFloat32, ncclSum, comm, cudaStreamPerThread));
+    if (timing.on) {
+        CUDA_OK(cudaEventRecord(timing.stop, cudaStreamPerThread));
+        timing.pending = 1, timing.bytes = n * sizeof(float);
+    }
 }
 
 /* Shards of unequal size (dist_shard's last one is shorter), so not ncclAllGather (equal counts): one broadcast

@@ -24,8 +24,11 @@ int nccl_active(void);
 int nccl_device(void); /* the GPU of the communicator */
 void nccl_stop(void);  /* destroys the communicator (after the queued work) */
 void nccl_abort(void); /* ncclCommAbort: for a process about to exit in the middle of the job */
+/* 1 for the first caller only: the threads that may end the job (the watchdogs, a timed-out wait) print one line
+ * between them; a later caller waits for the first one's _exit. */
+int nccl_claim_end(void);
 /* Host buffers through the communicator (the --gpus world's control plane), waiting with a timeout
- * (SSM_NCCL_TIMEOUT seconds, 600 by default) after which the job ends with one line. In place, on every rank. */
+ * (SSM_NCCL_TIMEOUT seconds, 1800 by default) after which the job ends with one line. In place, on every rank. */
 void nccl_host_reduce(void *x, size_t n, int type, int op);
 /* bytes of buf from `root` to the others; buf NULL on a rank that does not keep them (only passes them on). */
 void nccl_host_broadcast(void *buf, size_t bytes, int root);

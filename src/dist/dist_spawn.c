@@ -92,6 +92,8 @@ static void *reap_children(void *unused) {
         /* a barrier ends the job, so a clean exit may beat rank 0 out of it by a moment: wait a little for rank 0 */
         for (int ms = 0; !WIFSIGNALED(st) && !job_ending && ms < 5000; ms += 50) usleep(50 * 1000);
         if (job_ending) continue;
+        if (!nccl_claim_end())
+            for (;;) pause(); /* a watchdog of dist_nccl.c is ending the job already, with its line */
         char why[160];
         if (WIFSIGNALED(st)) snprintf(why, sizeof why, "rank %d (pid %d) was killed by signal %d", r, pid, WTERMSIG(st));
         else snprintf(why, sizeof why, "rank %d (pid %d) exited with status %d in the middle of the job", r, pid,
@@ -209,7 +211,20 @@ int spawn_start(void) {
     if (nccl_start(world_rank, world_size, world_rank, id)) return -1;
     joined = 1;
     if (world_rank == 0) unlink(path), id_path[0] = 0;
-    return 0;
+    /* the same file, but perhaps rebuilt between rank 0's start and the others' exec: compared as under mpirun */
+    const uint64_t mine = dist_build_hash();
+    uint64_t root = mine;
+    spawn_broadcast(&root, sizeof root);
+    int first = root != mine ? world_rank : world_size;
+    spawn_allreduce(&first, 1, NCCL_T_INT, NCCL_OP_MIN);
+    if (first == world_size) return 0;
+    int rc = -2;
+    if (first == world_rank)
+        rc = ssm_error("rank %d runs a different build of ssm than rank 0 (the executable changed while the job "
+                       "started): run it again", world_rank);
+    else ssm_error("rank %d runs a different build of ssm than rank 0", first);
+    spawn_stop();
+    return rc;
 }
 
 int spawn_stop(void) {
