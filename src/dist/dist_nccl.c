@@ -42,6 +42,7 @@ static ncclComm_t comm;
 static int comm_rank, comm_size, comm_device = -1, comm_up;
 static void *stage;           /* [STAGE_BYTES] device memory on comm_device */
 static cudaStream_t stage_stream;
+static cudaEvent_t training_done; /* the backend's stream up to here: staged collectives start after it */
 static pthread_t watchdog;
 static volatile int watchdog_stop;
 
@@ -103,6 +104,7 @@ int nccl_start(int rank, int size, int device, const unsigned char id[NCCL_ID_BY
     comm_rank = rank, comm_size = size, comm_device = device, comm_up = 1;
     CUDA_OK(cudaMalloc(&stage, STAGE_BYTES));
     CUDA_OK(cudaStreamCreateWithFlags(&stage_stream, cudaStreamNonBlocking));
+    CUDA_OK(cudaEventCreateWithFlags(&training_done, cudaEventDisableTiming));
     watchdog_stop = 0;
     CHECK(pthread_create(&watchdog, NULL, watch_async_errors, NULL) == 0, "cannot start the NCCL watchdog thread");
     return 0;
@@ -121,7 +123,7 @@ void nccl_stop(void) {
     CUDA_OK(cudaStreamSynchronize(cudaStreamPerThread)); /* the last collectives queued by the backend's thread */
     timing_report();
     NCCL_CHECK(ncclCommDestroy(comm));
-    cudaFree(stage), cudaStreamDestroy(stage_stream);
+    cudaFree(stage), cudaStreamDestroy(stage_stream), cudaEventDestroy(training_done);
     stage = NULL, comm_up = 0, comm_device = -1;
 }
 
@@ -158,6 +160,14 @@ static void stage_wait(void) {
     }
 }
 
+/* A staged collective goes after the device collectives this thread already queued on the backend's stream (the
+ * weight gather of the step before a stop check): every rank then runs the communicator's operations in the order
+ * they were issued, whichever stream NCCL would otherwise let run first. */
+static void order_after_training(void) {
+    CUDA_OK(cudaEventRecord(training_done, cudaStreamPerThread));
+    CUDA_OK(cudaStreamWaitEvent(stage_stream, training_done, 0));
+}
+
 static ncclDataType_t nccl_type(int type, size_t *elem) {
     switch (type) {
     case NCCL_T_DOUBLE: *elem = sizeof(double); return ncclFloat64;
@@ -172,6 +182,7 @@ void nccl_host_reduce(void *x, size_t n, int type, int op) {
     const ncclDataType_t t = nccl_type(type, &elem);
     const ncclRedOp_t o = op == NCCL_OP_MIN ? ncclMin : op == NCCL_OP_MAX ? ncclMax : ncclSum;
     CUDA_OK(cudaSetDevice(comm_device));
+    order_after_training();
     for (size_t at = 0; at < n;) {
         const size_t k = n - at < STAGE_BYTES / elem ? n - at : STAGE_BYTES / elem;
         CUDA_OK(cudaMemcpyAsync(stage, (char *)x + at * elem, k * elem, cudaMemcpyHostToDevice, stage_stream));
@@ -185,6 +196,7 @@ void nccl_host_reduce(void *x, size_t n, int type, int op) {
 void nccl_host_broadcast(void *buf, size_t bytes, int root) {
     CHECK(comm_up, "a NCCL collective without a communicator");
     CUDA_OK(cudaSetDevice(comm_device));
+    order_after_training();
     for (size_t at = 0; at < bytes;) {
         const size_t k = bytes - at < STAGE_BYTES ? bytes - at : STAGE_BYTES;
         if (comm_rank == root)
