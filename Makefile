@@ -96,13 +96,13 @@ CFLAGS  += -DSSM_NCCL
 LDLIBS  += -lnccl
 build/src/dist/dist_nccl.o: CFLAGS += -I$(CUDA_HOME)/include
 endif
-# the NCCL files compile to something else with NCCL on or off: rebuilt when that changes
-NCCL_STAMP := build/nccl_$(if $(HAVE_NCCL),on,off).stamp
-$(NCCL_STAMP):
-	@mkdir -p $(@D)
-	@rm -f build/nccl_*.stamp
-	@touch $@
-build/src/dist/dist_nccl.o build/src/dist/dist_nccl_none.o build/src/dist/dist_single.o build/src/dist/dist_mpi.o: $(NCCL_STAMP)
+# the NCCL files compile to something else with NCCL on or off: rebuilt when that changes. A file whose content is the
+# choice, rewritten (at parse time) only when it differs: a missing stamp file would not do, since .SECONDARY below
+# lets make skip missing prerequisites of an up-to-date target.
+NCCL_FLAG := build/nccl.flag
+NCCL_NOW  := $(if $(HAVE_NCCL),on,off)
+$(shell mkdir -p build && [ "$$(cat $(NCCL_FLAG) 2>/dev/null)" = "$(NCCL_NOW)" ] || echo $(NCCL_NOW) >$(NCCL_FLAG))
+build/src/dist/dist_nccl.o build/src/dist/dist_nccl_none.o build/src/dist/dist_single.o build/src/dist/dist_mpi.o: $(NCCL_FLAG)
 
 all: build/ssm
 
