@@ -461,8 +461,6 @@ static int cmd_train(int argc, char **argv) {
             if (opt_seen(o, NOPTS(o), shape_opts[i].name))
                 memcpy((char *)&c + shape_opts[i].offset, (char *)&given + shape_opts[i].offset, shape_opts[i].size);
     }
-    /* Ctrl-C, kill and a closed terminal: checkpoint at the end of the step, then exit 128 + signal. A second
-     * one acts at once (SA_RESETHAND), for a user who does not want to wait for the save. */
     if (opt_seen(o, NOPTS(o), "--gpus")) { /* N processes of this machine, one per GPU: this one is rank 0 */
         if (gpus < 1) die("--gpus must be at least 1 (got %d)", gpus);
         if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK"))
@@ -473,6 +471,8 @@ static int cmd_train(int argc, char **argv) {
         t.device = "cuda";
         if (ssm_dist_spawn(gpus, t.out_dir)) die("%s", ssm_last_error());
     }
+    /* Ctrl-C, kill and a closed terminal: checkpoint at the end of the step, then exit 128 + signal. A second
+     * one acts at once (SA_RESETHAND), for a user who does not want to wait for the save. */
     on_stop_signals(ssm_train_interrupt);
     /* under mpirun: join the job (a rank that exits without ssm_dist_stop, as die does, ends it for all) */
     int rc = ssm_dist_start();
