@@ -7,7 +7,9 @@
  * --gpus world, which has no MPI) go through a staging buffer on a stream of their own and are waited for by
  * polling, so that a peer that never answers ends the job after a timeout instead of hanging it. A watchdog thread
  * polls ncclCommGetAsyncError: a peer gone (its process killed, its GPU lost) surfaces there, and the process then
- * aborts the communicator and exits with one line. Compiled where the build has NCCL (SSM_NCCL). */
+ * aborts the communicator and exits with one line. It also bounds the device collectives: each is followed on the
+ * stream by an event, and one not reached SSM_NCCL_TIMEOUT seconds after it was queued (a peer stuck without dying,
+ * which NCCL does not report) ends the job the same way. Compiled where the build has NCCL (SSM_NCCL). */
 #ifdef SSM_NCCL
 #include "dist/dist_nccl.h"
 #include "common.h"
@@ -45,6 +47,20 @@ static cudaStream_t stage_stream;
 static cudaEvent_t training_done; /* the backend's stream up to here: staged collectives start after it */
 static pthread_t watchdog;
 static volatile int watchdog_stop;
+/* the last device collective: an event after it on the backend's stream and when it was queued (watchdog reads,
+ * the training thread writes: under dev_lock) */
+static pthread_mutex_t dev_lock = PTHREAD_MUTEX_INITIALIZER;
+static cudaEvent_t dev_done;
+static double dev_queued;
+static int dev_pending;
+
+static double seconds_now(void);
+
+/* the collectives' time limit, seconds (SSM_NCCL_TIMEOUT; rank 0 validates and checkpoints while the others wait) */
+static double nccl_timeout(void) {
+    const char *env = getenv("SSM_NCCL_TIMEOUT");
+    return env && atof(env) > 0 ? atof(env) : 1800;
+}
 
 int nccl_gpu_count(void) {
     int n = 0;
@@ -76,19 +92,47 @@ static void __attribute__((noreturn)) end_job(const char *why) {
     _exit(1);
 }
 
+/* Whether the last device collective has been waited for longer than the limit (its event not reached). */
+static int dev_overdue(double limit) {
+    pthread_mutex_lock(&dev_lock);
+    int overdue = 0;
+    if (dev_pending) {
+        const cudaError_t q = cudaEventQuery(dev_done);
+        if (q == cudaSuccess) dev_pending = 0;
+        else overdue = q == cudaErrorNotReady && seconds_now() - dev_queued > limit;
+    }
+    pthread_mutex_unlock(&dev_lock);
+    return overdue;
+}
+
 static void *watch_async_errors(void *unused) {
     (void)unused;
+    const double limit = nccl_timeout();
+    cudaSetDevice(comm_device); /* this thread's queries of dev_done */
     while (!watchdog_stop) {
         ncclResult_t async = ncclSuccess;
+        char why[200];
         if (ncclCommGetAsyncError(comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress) {
-            char why[200];
             snprintf(why, sizeof why, "NCCL reports %s (another rank died or its GPU failed)",
                      ncclGetErrorString(async));
+            end_job(why);
+        }
+        if (dev_overdue(limit)) {
+            snprintf(why, sizeof why, "a collective on the GPU has not finished after %.0f s (SSM_NCCL_TIMEOUT): "
+                     "another rank is stuck", limit);
             end_job(why);
         }
         usleep(200 * 1000);
     }
     return NULL;
+}
+
+/* After a device collective is queued: its event, for the watchdog. */
+static void dev_queued_now(void) {
+    pthread_mutex_lock(&dev_lock);
+    CUDA_OK(cudaEventRecord(dev_done, cudaStreamPerThread));
+    dev_queued = seconds_now(), dev_pending = 1;
+    pthread_mutex_unlock(&dev_lock);
 }
 
 int nccl_start(int rank, int size, int device, const unsigned char id[NCCL_ID_BYTES]) {
@@ -105,6 +149,8 @@ int nccl_start(int rank, int size, int device, const unsigned char id[NCCL_ID_BY
     CUDA_OK(cudaMalloc(&stage, STAGE_BYTES));
     CUDA_OK(cudaStreamCreateWithFlags(&stage_stream, cudaStreamNonBlocking));
     CUDA_OK(cudaEventCreateWithFlags(&training_done, cudaEventDisableTiming));
+    CUDA_OK(cudaEventCreateWithFlags(&dev_done, cudaEventDisableTiming));
+    dev_pending = 0;
     watchdog_stop = 0;
     CHECK(pthread_create(&watchdog, NULL, watch_async_errors, NULL) == 0, "cannot start the NCCL watchdog thread");
     return 0;
@@ -123,7 +169,7 @@ void nccl_stop(void) {
     CUDA_OK(cudaStreamSynchronize(cudaStreamPerThread)); /* the last collectives queued by the backend's thread */
     timing_report();
     NCCL_CHECK(ncclCommDestroy(comm));
-    cudaFree(stage), cudaStreamDestroy(stage_stream), cudaEventDestroy(training_done);
+    cudaFree(stage), cudaStreamDestroy(stage_stream), cudaEventDestroy(training_done), cudaEventDestroy(dev_done);
     stage = NULL, comm_up = 0, comm_device = -1;
 }
 
@@ -142,8 +188,7 @@ static double seconds_now(void) {
 /* Waits for the staging stream, watching for NCCL errors and the timeout (a peer that never joins this collective:
  * stuck, or gone without NCCL noticing). */
 static void stage_wait(void) {
-    const char *env = getenv("SSM_NCCL_TIMEOUT");
-    const double limit = env && atof(env) > 0 ? atof(env) : 1800, t0 = seconds_now();
+    const double limit = nccl_timeout(), t0 = seconds_now();
     for (;;) {
         const cudaError_t q = cudaStreamQuery(stage_stream);
         if (q == cudaSuccess) return;
@@ -298,6 +343,7 @@ void dist_device_allreduce_sum(float *d, size_t n) {
         CUDA_OK(cudaEventRecord(timing.start, cudaStreamPerThread));
     }
     NCCL_CHECK(ncclAllReduce(d, d, n, ncclFloat32, ncclSum, comm, cudaStreamPerThread));
+    dev_queued_now();
     if (timing.on) {
         CUDA_OK(cudaEventRecord(timing.stop, cudaStreamPerThread));
         timing.pending = 1, timing.bytes = n * sizeof(float);
@@ -315,6 +361,7 @@ void dist_device_allgather(float *d, size_t n) {
         if (hi > lo) NCCL_CHECK(ncclBroadcast(d + lo, d + lo, hi - lo, ncclFloat32, r, comm, cudaStreamPerThread));
     }
     NCCL_CHECK(ncclGroupEnd());
+    dev_queued_now();
     /* weights16.cu's rule: a write into the shadowed range drops the shadow; then all of it is rounded again */
     w16_note_write(d, n * sizeof(float));
     w16_refresh(d, n);
@@ -323,5 +370,6 @@ void dist_device_allgather(float *d, size_t n) {
 void dist_device_broadcast(void *d, size_t bytes) {
     if (!dist_device_ready()) return;
     NCCL_CHECK(ncclBroadcast(d, d, bytes, ncclUint8, 0, comm, cudaStreamPerThread));
+    dev_queued_now();
 }
 #endif

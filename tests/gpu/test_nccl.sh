@@ -3,7 +3,8 @@
 #   1 GPU:   `--gpus 1` is bitwise the plain run on cuda:0; a --gpus count past the machine's is one line.
 #   2 GPUs:  --gpus 2 x --batch B trains as 1 GPU x 2B (losses within reduction-order noise, float32 and bf16);
 #            mpirun -np 2 --device cuda the same as --gpus 2; resume on the same count bitwise, on another count
-#            within noise; a rank killed mid-run ends the job with one line, not a hang.
+#            within noise; a rank killed mid-run ends the job with one line, not a hang; so does a rank stuck
+#            (stopped) mid-run, after SSM_NCCL_TIMEOUT.
 # Skipped with a message where build/ssm has no NCCL or the machine has too few GPUs.
 . "$(dirname "$0")/../cli_common.sh"
 
@@ -100,4 +101,23 @@ fi
 sleep 1
 [ -z "$(pgrep -f "$dir/dies")" ] && ok "no rank of the killed job is left" || fail "ranks left: $(pgrep -af "$dir/dies")"
 [ -z "$(ls -A "$dir/dies" | grep nccl-id)" ] && ok "the NCCL id file is gone" || fail "the NCCL id file was left"
+
+# --- a rank stuck mid-run (stopped: alive, so NCCL reports nothing): the device collective's timeout ends the job ---
+SSM_NCCL_TIMEOUT=10 "$SSM" train "${opts[@]}" --batch 4 --gpus 2 --steps 1000000 --eval-every 100 \
+    --out "$dir/stuck" 2>"$dir/stuck.err" &
+job=$!
+for _ in $(seq 600); do [ -e "$dir/stuck/checkpoint/train_state.json" ] && break; sleep 0.1; done
+victim=$(pgrep -P "$job" | head -1)
+[ -n "$victim" ] && kill -STOP "$victim"
+for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$job" 2>/dev/null; then
+    kill -9 "$job"; fail "a rank stuck mid-run: the job was still running 60 s later"
+else
+    wait "$job"; rc=$?
+    if [ -n "$victim" ] && [ "$rc" -ne 0 ] && [ "$(grep -c '^ssm' "$dir/stuck.err")" -eq 1 ] &&
+        grep -q "has not finished after 10 s" "$dir/stuck.err"; then ok "a rank stuck mid-run ends the job after SSM_NCCL_TIMEOUT"
+    else fail "a rank stuck mid-run (victim '$victim', exit $rc): $(cat "$dir/stuck.err")"; fi
+fi
+sleep 1
+[ -n "$victim" ] && kill -9 "$victim" 2>/dev/null && fail "the stuck rank outlived the job (PR_SET_PDEATHSIG)"
 [ $fails -eq 0 ]
