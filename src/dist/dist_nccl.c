@@ -135,16 +135,46 @@ static void dev_queued_now(void) {
     pthread_mutex_unlock(&dev_lock);
 }
 
+/* ncclCommInitRank in a thread of its own, which the caller waits for with a timeout: the init is collective, and a
+ * rank that never joins (failed before it, under mpirun) would otherwise hold the others in it for good. */
+typedef struct {
+    ncclComm_t comm;
+    ncclUniqueId id;
+    int size, rank, device;
+    ncclResult_t rc;
+    int done; /* atomic */
+} init_job;
+
+static void *init_comm(void *p) {
+    init_job *j = p;
+    j->rc = cudaSetDevice(j->device) == cudaSuccess ? ncclCommInitRank(&j->comm, j->size, j->id, j->rank)
+                                                    : ncclUnhandledCudaError;
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
 int nccl_start(int rank, int size, int device, const unsigned char id[NCCL_ID_BYTES]) {
     if (comm_up) return 0;
     cudaError_t crc = cudaSetDevice(device);
     if (crc != cudaSuccess) return ssm_error("rank %d: cannot use GPU %d: %s", rank, device, cudaGetErrorString(crc));
-    ncclUniqueId u;
-    memcpy(&u, id, sizeof u);
-    const ncclResult_t rc = ncclCommInitRank(&comm, size, u, rank);
-    if (rc != ncclSuccess)
+    static init_job job; /* static: a thread left in NCCL after a timeout still owns it until the process exits */
+    memset(&job, 0, sizeof job);
+    memcpy(&job.id, id, sizeof job.id);
+    job.size = size, job.rank = rank, job.device = device;
+    pthread_t t;
+    if (pthread_create(&t, NULL, init_comm, &job)) return ssm_error("rank %d: cannot start a thread", rank);
+    const double limit = nccl_timeout(), t0 = seconds_now();
+    while (!__atomic_load_n(&job.done, __ATOMIC_ACQUIRE)) {
+        if (seconds_now() - t0 > limit)
+            return ssm_error("rank %d: the NCCL communicator of %d ranks was not made in %.0f s (SSM_NCCL_TIMEOUT): "
+                             "another rank did not join (it failed before, or its GPU is gone)", rank, size, limit);
+        usleep(1000);
+    }
+    pthread_join(t, NULL);
+    if (job.rc != ncclSuccess)
         return ssm_error("rank %d: ncclCommInitRank of %d ranks on GPU %d failed: %s", rank, size, device,
-                         ncclGetErrorString(rc));
+                         ncclGetErrorString(job.rc));
+    comm = job.comm;
     comm_rank = rank, comm_size = size, comm_device = device, comm_up = 1;
     CUDA_OK(cudaMalloc(&stage, STAGE_BYTES));
     CUDA_OK(cudaStreamCreateWithFlags(&stage_stream, cudaStreamNonBlocking));
