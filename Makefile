@@ -82,6 +82,27 @@ ifneq ($(NVCC),)
 CFLAGS  += -DSSM_CUDA
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
 endif
+# ---- NCCL: several GPUs training one model (src/dist/dist_nccl.c, docs/distributed.md), in CUDA builds whose toolkit
+# has it (NCCL=0 builds without: src/dist/dist_nccl_none.c then refuses several GPUs). Only dist_nccl.c sees the CUDA
+# headers; the sanitizer and fuzz builds (CPU-only) never define SSM_NCCL.
+NCCL      ?= auto
+ifneq ($(NVCC),)
+ifneq ($(NCCL),0)
+HAVE_NCCL := $(and $(wildcard $(CUDA_HOME)/include/nccl.h),$(wildcard $(CUDA_HOME)/lib64/libnccl.so*))
+endif
+endif
+ifneq ($(HAVE_NCCL),)
+CFLAGS  += -DSSM_NCCL
+LDLIBS  += -lnccl
+build/src/dist/dist_nccl.o: CFLAGS += -I$(CUDA_HOME)/include
+endif
+# the NCCL files compile to something else with NCCL on or off: rebuilt when that changes. A file whose content is the
+# choice, rewritten (at parse time) only when it differs: a missing stamp file would not do, since .SECONDARY below
+# lets make skip missing prerequisites of an up-to-date target.
+NCCL_FLAG := build/nccl.flag
+NCCL_NOW  := $(if $(HAVE_NCCL),on,off)
+$(shell mkdir -p build && [ "$$(cat $(NCCL_FLAG) 2>/dev/null)" = "$(NCCL_NOW)" ] || echo $(NCCL_NOW) >$(NCCL_FLAG))
+build/src/dist/dist_nccl.o build/src/dist/dist_nccl_none.o build/src/dist/dist_single.o build/src/dist/dist_mpi.o: $(NCCL_FLAG)
 
 all: build/ssm
 

@@ -184,7 +184,9 @@ void ssm_train_options_default(ssm_train_options *t);
 int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
 /* Data parallelism over processes (docs/distributed.md): started by `mpirun -np N ssm train ...`, each process (a
  * rank) trains on its --batch rows of a job batch of N x --batch and the gradients are summed over ranks; rank 0
- * alone validates, logs and checkpoints. Without MPI in the build, or without mpirun, the world is one rank.
+ * alone validates, logs and checkpoints; on GPUs (--device cuda, a build with NCCL) rank r uses its machine's GPU r and
+ * the gradients and weights move over NCCL. Without MPI in the build, or without mpirun (or --gpus), the world is one
+ * rank.
  * ssm_dist_start joins the job (before ssm_train) and checks that every rank runs the same build: 0; -1 with
  * ssm_last_error(); or -2 on the ranks that stay quiet because another one reported the error (so the job prints
  * one message; the command line exits 0 on them, so that the job's status is the reporting rank's, which mpirun
@@ -194,7 +196,14 @@ int ssm_train(const ssm_train_options *t, const ssm_config *cfg);
  * exits without ssm_dist_stop, which ends the whole job (MPI_Abort), so that no rank waits forever for one that
  * failed. After success or an interruption call ssm_dist_stop before exiting. */
 int ssm_dist_start(void);
-void ssm_dist_stop(void);
+/* Returns 1 when a rank this process started (--gpus) exited with an error (the job's exit status should say so),
+ * else 0. Harmless to call again: the answer stays. */
+int ssm_dist_stop(void);
+/* `ssm train --gpus N` (one machine, no MPI): called before ssm_dist_start in the first process, it checks that N
+ * GPUs exist and starts N-1 more copies of this executable with the same arguments, which then train as ranks 1 ..
+ * N-1 on GPUs 1 .. N-1 (the NCCL id through a file of run_dir). 0, or -1 with ssm_last_error() (more GPUs than
+ * exist, a build without NCCL). In a started copy it returns 0 and does nothing. */
+int ssm_dist_spawn(int gpus, const char *run_dir);
 int ssm_dist_rank(void);
 int ssm_dist_size(void);
 /* Asks a running ssm_train to stop at the next step boundary, after saving a checkpoint. Async-signal-safe:

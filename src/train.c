@@ -109,6 +109,7 @@ typedef struct {
     train_progress prog;
     metrics_log metrics;
     int new_metrics; /* this invocation created metrics.jsonl */
+    char device[32]; /* the device this rank trains on (dist_device_pick: cuda:<rank on its machine>) */
 } train_run;
 
 /* The same tensors: the shared shape, the pattern and each kind's sub-config (norm_eps is not a shape). */
@@ -259,9 +260,9 @@ static int train_prepare(ssm_train_options *opts, const ssm_config *cfg, batch_s
     if (!backend_by_name(device, NULL)) return -1;
     if (t->bf16 && !strcmp(device, "cpu"))
         return ssm_error("--bf16 training needs --device cuda (the CPU trains in float32)");
-    if (dist_size() > 1 && strcmp(device, "cpu"))
-        return ssm_error("training on %d ranks runs on the CPU for now (the GPU path through NCCL is not built yet): "
-                         "use --device cpu, or one process", dist_size());
+    /* several ranks on GPUs: "cuda" becomes this rank's GPU of its machine (refused without NCCL in the build) */
+    if (dist_device_pick(device, r->device, sizeof r->device)) return -1;
+    opts->device = r->device;
     if (source_open(src, t)) return -1;
     if (src->task.kind) opts->task = src->task_name, opts->data_path = "";
     if (run_open(r, t, cfg, src)) return -1;
@@ -297,6 +298,10 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
         failed = ssm_error("cannot allocate a batch of %d x %d bytes: use a smaller --batch or --seq-len (and "
                            "--grad-accum for a larger batch)", BN, T);
     if ((rc = train_dist_fail_together(failed))) goto out;
+    if (!backend_is_host(m->be)) { /* several GPUs: their NCCL communicator (collective; nothing with one rank) */
+        model_bind(m);
+        if ((rc = train_dist_fail_together(dist_device_start(m->device) != 0))) goto out;
+    }
     rc = -1;
     train_dist_shard_optimizer(&r.opt);
     adamw_state full; /* all the moments, gathered from the ranks' shards when a checkpoint needs them */

@@ -73,8 +73,14 @@ float train_dist_micro_batch(double local_loss, int local, int grad_accum, doubl
     return sums[1] > 0 ? (float)(local / sums[1] / grad_accum) : 0.0f;
 }
 
+/* The model's buffers live on a GPU: its collectives go over NCCL (dist_device_*), in the model's device context. */
+static int on_device(const ssm_model *m) { return !backend_is_host(m->be); }
+
 void train_dist_reduce_grads(ssm_model *m) {
-    if (dist_size() > 1) dist_allreduce_sum(m->dw, m->layout.total);
+    if (dist_size() == 1) return;
+    if (!on_device(m)) return dist_allreduce_sum(m->dw, m->layout.total);
+    model_bind(m);
+    dist_device_allreduce_sum(m->dw, m->layout.total); /* queued after the backward, before the clip reads it */
 }
 
 void train_dist_shard_optimizer(adamw_state *opt) {
@@ -82,15 +88,20 @@ void train_dist_shard_optimizer(adamw_state *opt) {
     size_t lo, hi;
     dist_shard(opt->hi - opt->lo, dist_rank(), &lo, &hi);
     const size_t k = hi - lo;
+    model_bind(opt->model);
     float *m = opt->be->alloc(k * sizeof(float)), *v = opt->be->alloc(k * sizeof(float));
-    memcpy(m, opt->m + lo, k * sizeof(float)); /* host memory: several ranks train on the CPU alone */
-    memcpy(v, opt->v + lo, k * sizeof(float));
+    opt->be->copy(m, opt->m + lo, k * sizeof(float)); /* host memory, or the GPU's */
+    opt->be->copy(v, opt->v + lo, k * sizeof(float));
     opt->be->release(opt->m), opt->be->release(opt->v);
     opt->m = m, opt->v = v, opt->lo = lo, opt->hi = hi;
 }
 
 void train_dist_gather_weights(ssm_model *m) {
-    if (dist_size() > 1) dist_allgather(m->w, m->layout.total);
+    if (dist_size() == 1) return;
+    if (!on_device(m)) return dist_allgather(m->w, m->layout.total);
+    model_bind(m);
+    dist_device_allgather(m->wb, m->layout.total); /* and the bf16 shadow rounded again from all of it */
+    m->host_stale = 1, m->w_version++;
 }
 
 const adamw_state *train_dist_moments(const adamw_state *opt, adamw_state *full) {
@@ -100,8 +111,20 @@ const adamw_state *train_dist_moments(const adamw_state *opt, adamw_state *full)
     full->lo = 0, full->hi = n;
     full->m = dist_rank() == 0 ? xmalloc(n * sizeof(float)) : NULL;
     full->v = dist_rank() == 0 ? xmalloc(n * sizeof(float)) : NULL;
-    dist_gather(full->m, opt->m, n);
-    dist_gather(full->v, opt->v, n);
+    const float *mine_m = opt->m, *mine_v = opt->v;
+    float *host = NULL;
+    if (!backend_is_host(opt->be)) { /* a GPU's shard: to host memory first (checkpoints are rare, and small) */
+        const size_t k = opt->hi - opt->lo;
+        model_bind(opt->model);
+        host = xmalloc(2 * k * sizeof(float) + 1);
+        opt->be->download(host, opt->m, k * sizeof(float));
+        opt->be->download(host + k, opt->v, k * sizeof(float));
+        mine_m = host, mine_v = host + k;
+        full->be = &backend_cpu; /* the gathered copy is host memory: ckpt_save's adamw_download reads it so */
+    }
+    dist_gather(full->m, mine_m, n);
+    dist_gather(full->v, mine_v, n);
+    free(host);
     return dist_rank() == 0 ? full : NULL;
 }
 

@@ -26,11 +26,13 @@ int train_dist_check_same_run(const ssm_train_options *t, const ssm_model *m, co
  * over the global micro-batch, and that mean loss (in *global_loss), from this rank's mean loss over its `local`
  * scored positions. The counts may differ between ranks (a task's answers, filler bytes). Collective. */
 float train_dist_micro_batch(double local_loss, int local, int grad_accum, double *global_loss);
-/* The gradient summed across ranks, in place (host memory). */
+/* The gradient summed across ranks, in place: host memory over MPI (or the --gpus world's NCCL), a GPU's over NCCL
+ * on the backend's stream. */
 void train_dist_reduce_grads(ssm_model *m);
 /* ZeRO-1: keeps only this rank's shard of the AdamW moments (dist_shard), so that each rank holds and updates
  * 1/ranks of them; adamw_update then steps that shard of the weights, and train_dist_gather_weights sends each
- * rank's updated shard to all. Host memory. */
+ * rank's updated shard to all (on a GPU over NCCL, then the bf16 weight shadow is rounded again from all of them).
+ * Host or device memory: the model's backend's. */
 void train_dist_shard_optimizer(adamw_state *opt);
 void train_dist_gather_weights(ssm_model *m);
 /* All the moments, for a checkpoint: opt itself when it holds them all; else, collectively, a copy gathered from

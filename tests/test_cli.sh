@@ -274,6 +274,23 @@ if [ $gpu -eq 0 ]; then # no GPU here (CI): --device cuda must say so in one lin
         "$SSM" generate --model "$dir/trun/checkpoint" --prompt "the" -n 4 --device cuda
     [ -d "$dir/bf16run" ] && fail "a failed run left a run directory" || true
 fi
+# --gpus N (several GPUs, docs/distributed.md): its argument checks, whatever the machine; on one without GPUs or NCCL,
+# one line saying so, nothing started and no run directory left behind
+expect_error "--gpus 0" "--gpus must be at least 1" "$SSM" train "${tiny[@]}" --gpus 0 --out "$dir/gpus0"
+expect_error "--gpus with --device cpu" "drop --device cpu" \
+    "$SSM" train "${tiny[@]}" --gpus 2 --device cpu --out "$dir/gpuscpu"
+expect_error "--gpus under mpirun" "drop it under mpirun" env OMPI_COMM_WORLD_SIZE=1 \
+    "$SSM" train "${tiny[@]}" --gpus 2 --out "$dir/gpusmpi"
+if ! ldd "$SSM" 2>/dev/null | grep -q libnccl; then
+    expect_error "--gpus 2 in a build without NCCL" "built without NCCL" \
+        "$SSM" train "${tiny[@]}" --gpus 2 --out "$dir/gpus2"
+elif [ $gpu -eq 0 ]; then
+    expect_error "--gpus 2 on a machine without GPUs names the count" "than this machine has (0)" \
+        "$SSM" train "${tiny[@]}" --gpus 2 --out "$dir/gpus2"
+fi
+[ -e "$dir/gpus2" ] || [ -e "$dir/gpus0" ] || [ -e "$dir/gpuscpu" ] && fail "a refused --gpus left a run directory" ||
+    ok "a refused --gpus leaves no run directory"
+"$SSM" train --help 2>&1 | grep -q -- "--gpus" && ok "train --help names --gpus" || fail "train --help names --gpus"
 # on a GPU: out of GPU memory is one line naming the fix (tests/gpu/run.sh runs this file there too)
 if [ $gpu -eq 1 ]; then
     # attention's CUDA kernels: a Transformer generates on the GPU

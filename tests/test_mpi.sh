@@ -148,6 +148,16 @@ else
     fail "SIGTERM to rank 1 (exit $rc, checkpoint at step '$at'): $(tail -3 "$dir/err")"
 fi
 
+# --- several ranks on GPUs (NCCL, docs/distributed.md): where this machine has none, or the build has no NCCL, one
+# line for the job (tests/gpu/test_nccl.sh runs them on GPUs) ---
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    mpi_error "2 ranks with --device cuda on a machine without GPUs: one line" "--device cpu" \
+        mpi 2 "$SSM" train "${opts[@]}" --batch 2 --steps 2 --device cuda --out "$dir/gpu2"
+elif ! ldd "$SSM" | grep -q libnccl; then
+    mpi_error "2 ranks with --device cuda in a build without NCCL: one line" "built without NCCL" \
+        mpi 2 "$SSM" train "${opts[@]}" --batch 2 --steps 2 --device cuda --out "$dir/gpu2"
+fi
+
 # --- a rank killed mid-run: the job ends (non-zero), the others do not wait forever ---
 mpirun -np 2 --oversubscribe "$SSM" train "${opts[@]}" --steps 100000 --batch 2 --eval-every 50 --out "$dir/dies" \
     >/dev/null 2>"$dir/err" &

@@ -329,7 +329,7 @@ static int cmd_train(int argc, char **argv) {
     ssm_config c;
     ssm_config_default(&c);
     const char *pattern = c.layer_pattern, *prompt = "ROMEO:\n", *mlp_act = "silu";
-    int sample_n = 300, threads = 0;
+    int sample_n = 300, threads = 0, gpus = 0;
     option o[] = {
         {"--data", NULL, OPT_STR, &t.data_path, "training text (any bytes); the last --val-fraction is held out"},
         {"--task", NULL, OPT_STR, &t.task, "instead of --data, a synthetic task: " TASK_HELP},
@@ -386,6 +386,7 @@ static int cmd_train(int argc, char **argv) {
         {"--quiet", NULL, OPT_FLAG, &t.quiet, "no progress output"},
         {"--device", NULL, OPT_STR, &t.device, DEVICE_HELP},
         {"--bf16", NULL, OPT_FLAG, &t.bf16, "mixed precision on cuda: bf16 tensor-core GEMMs, float32 master weights"},
+        {"--gpus", NULL, OPT_INT, &gpus, "train on N GPUs of this machine, one process each (without mpirun)"},
     };
     const char *about = "Trains a byte-level model. With no options: a ~1M-parameter Mamba on tinyshakespeare\n"
                         "(`make data` downloads it), then prints a sample. Progress goes to stderr, per-step\n"
@@ -398,7 +399,10 @@ static int cmd_train(int argc, char **argv) {
                         "Several processes: `mpirun -np N ssm train ...` (a build with MPI: make MPI=1) trains one\n"
                         "model on N ranks, each on --batch sequences of a batch of N x --batch (as one process with\n"
                         "that batch would); rank 0 writes the run directory, and --resume works with any N\n"
-                        "(docs/distributed.md). CPU only for now: the GPU path (NCCL) is not built yet.";
+                        "(docs/distributed.md). On GPUs: `mpirun -np N ssm train --device cuda ...` (rank r on GPU r\n"
+                        "of its machine), or `ssm train --gpus N ...` on one machine without MPI (it starts the\n"
+                        "other N-1 processes itself); gradients and weights then move over NCCL (a CUDA build).\n"
+                        "The multi-GPU path has not been run on GPUs yet (docs/distributed.md says what is verified).";
     parse_args(argc, argv, "train [options]", about, o, NOPTS(o));
     set_threads(threads);
     if (sample_n < 0) die("--sample must be 0 (none) or more bytes, got %d", sample_n);
@@ -458,6 +462,16 @@ static int cmd_train(int argc, char **argv) {
             if (opt_seen(o, NOPTS(o), shape_opts[i].name))
                 memcpy((char *)&c + shape_opts[i].offset, (char *)&given + shape_opts[i].offset, shape_opts[i].size);
     }
+    if (opt_seen(o, NOPTS(o), "--gpus")) { /* N processes of this machine, one per GPU: this one is rank 0 */
+        if (gpus < 1) die("--gpus must be at least 1 (got %d)", gpus);
+        if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK"))
+            die("--gpus starts its own processes: drop it under mpirun (mpirun -np N ... --device cuda)");
+        if (opt_seen(o, NOPTS(o), "--device") && strcmp(t.device, "cuda"))
+            die("--gpus %d trains on GPUs 0..%d: drop --device %s (or --gpus; for several CPU processes use mpirun)",
+                gpus, gpus - 1, t.device);
+        t.device = "cuda";
+        if (ssm_dist_spawn(gpus, t.out_dir)) die("%s", ssm_last_error());
+    }
     /* Ctrl-C, kill and a closed terminal: checkpoint at the end of the step, then exit 128 + signal. A second
      * one acts at once (SA_RESETHAND), for a user who does not want to wait for the save. */
     on_stop_signals(ssm_train_interrupt);
@@ -467,10 +481,11 @@ static int cmd_train(int argc, char **argv) {
     on_stop_signals(SIG_DFL); /* the sample after training stops at once */
     /* another rank says why, and its exit status is the job's: mpirun ends the whole job at the first rank that
      * exits non-zero, which could cut the reporting rank off before it printed */
-    if (rc == -2) exit(0);
+    if (rc == -2) exit(ssm_dist_stop()); /* --gpus: rank 0 waited for the others; 1 when the reporting one failed */
     if (rc < 0) die("%s", ssm_last_error());
     const int rank = ssm_dist_rank();
-    ssm_dist_stop();
+    if (ssm_dist_stop() && rc == 0) rc = -1; /* a rank started by --gpus failed */
+    if (rc < 0) exit(1);
     if (rc > 0) return 128 + ssm_train_interrupted();
     if (sample_n > 0 && rank == 0) {
         char dir[4096];

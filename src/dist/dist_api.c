@@ -3,6 +3,7 @@
 #include "ssm.h"
 
 int ssm_dist_start(void) { return dist_start(); }
-void ssm_dist_stop(void) { dist_stop(); }
+int ssm_dist_stop(void) { return dist_stop(); }
+int ssm_dist_spawn(int gpus, const char *run_dir) { return dist_spawn(gpus, run_dir); }
 int ssm_dist_rank(void) { return dist_rank(); }
 int ssm_dist_size(void) { return dist_size(); }

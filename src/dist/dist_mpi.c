@@ -3,6 +3,8 @@
 #ifdef SSM_MPI
 #include "dist/dist.h"
 #include "common.h"
+#include "dist/dist_nccl.h"
+#include "dist/dist_spawn.h"
 
 #include <limits.h>
 #include <mpi.h>
@@ -27,21 +29,8 @@ static void abort_unless_stopped(void) {
     if (world_started && !world_stopped) MPI_Abort(MPI_COMM_WORLD, 1);
 }
 
-/* This build: a hash of the running executable's bytes (FNV-1a), so that ranks on machines with copies of
- * different builds (other sources, compilers or -march=native) are told apart; two ranks whose arithmetic
- * differs would let their weights drift apart bit by bit. */
-static uint64_t build_hash(void) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    FILE *f = fopen("/proc/self/exe", "rb");
-    if (!f) return 0; /* no /proc: nothing to compare (ranks without it all answer 0) */
-    unsigned char buf[1 << 16];
-    for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
-        for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
-    fclose(f);
-    return h;
-}
-
 int dist_start(void) {
+    if (spawn_launched()) return spawn_start(); /* `ssm train --gpus N`: no MPI launcher, NCCL alone */
     if (world_started || !launched()) return 0;
     int ok = 0;
     CHECK(MPI_Initialized(&ok) == MPI_SUCCESS, "MPI_Initialized failed");
@@ -50,7 +39,7 @@ int dist_start(void) {
     atexit(abort_unless_stopped);
     CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank) == MPI_SUCCESS, "MPI_Comm_rank failed");
     CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size) == MPI_SUCCESS, "MPI_Comm_size failed");
-    const uint64_t mine = build_hash();
+    const uint64_t mine = dist_build_hash();
     uint64_t root = mine;
     dist_broadcast(&root, sizeof root);
     const int bad = dist_first_failure(root != mine);
@@ -64,20 +53,24 @@ int dist_start(void) {
     return rc;
 }
 
-void dist_stop(void) {
-    if (!world_started || world_stopped) return;
+int dist_stop(void) {
+    if (spawn_launched()) return spawn_stop();
+    if (!world_started || world_stopped) return 0;
     world_stopped = 1;
+    nccl_stop(); /* the GPUs' communicator, when training ran on them */
     MPI_Finalize();
     world_rank = 0, world_size = 1;
+    return 0;
 }
 
-int dist_rank(void) { return world_rank; }
-int dist_size(void) { return world_size; }
-const char *dist_name(void) { return world_started && !world_stopped ? "mpi" : "single"; }
+int dist_rank(void) { return spawn_active() ? spawn_rank() : world_rank; }
+int dist_size(void) { return spawn_active() ? spawn_size() : world_size; }
+const char *dist_name(void) { return spawn_active() ? "nccl" : world_started && !world_stopped ? "mpi" : "single"; }
 
 static int active(void) { return world_started && !world_stopped && world_size > 1; }
 
 static void allreduce(void *x, size_t n, MPI_Datatype type, size_t elem) {
+    if (spawn_active()) return spawn_allreduce(x, n, type == MPI_DOUBLE ? NCCL_T_DOUBLE : NCCL_T_FLOAT, NCCL_OP_SUM);
     if (!active()) return;
     for (size_t at = 0; at < n; at += PIECE) {
         const size_t k = n - at < PIECE ? n - at : PIECE;
@@ -100,6 +93,7 @@ static void shard_counts(size_t n, int *counts, int *displs) {
 }
 
 void dist_allgather(float *x, size_t n) {
+    if (spawn_active()) return spawn_allgather(x, n);
     if (!active()) return;
     int *counts = xmalloc(sizeof(int) * world_size), *displs = xmalloc(sizeof(int) * world_size);
     shard_counts(n, counts, displs);
@@ -109,6 +103,7 @@ void dist_allgather(float *x, size_t n) {
 }
 
 void dist_gather(float *all, const float *mine, size_t n) {
+    if (spawn_active()) return spawn_gather(all, mine, n);
     if (!active()) {
         if (all != mine) memcpy(all, mine, n * sizeof(float));
         return;
@@ -121,6 +116,7 @@ void dist_gather(float *all, const float *mine, size_t n) {
 }
 
 void dist_broadcast(void *buf, size_t bytes) {
+    if (spawn_active()) return spawn_broadcast(buf, bytes);
     if (!active()) return;
     for (size_t at = 0; at < bytes; at += PIECE) {
         const size_t k = bytes - at < PIECE ? bytes - at : PIECE;
@@ -130,10 +126,17 @@ void dist_broadcast(void *buf, size_t bytes) {
 }
 
 void dist_barrier(void) {
-    if (active()) CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS, "MPI_Barrier failed");
+    int x = 0;
+    if (spawn_active()) spawn_allreduce(&x, 1, NCCL_T_INT, NCCL_OP_SUM);
+    else if (active()) CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS, "MPI_Barrier failed");
 }
 
 int dist_first_failure(int failed) {
+    if (spawn_active()) {
+        int first = failed ? spawn_rank() : spawn_size();
+        spawn_allreduce(&first, 1, NCCL_T_INT, NCCL_OP_MIN);
+        return first < spawn_size() ? first : -1;
+    }
     if (!active()) return failed ? 0 : -1;
     int first = failed ? world_rank : world_size;
     CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD) == MPI_SUCCESS,
@@ -142,12 +145,14 @@ int dist_first_failure(int failed) {
 }
 
 int dist_max(int x) {
-    if (active()) CHECK(MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) == MPI_SUCCESS,
+    if (spawn_active()) spawn_allreduce(&x, 1, NCCL_T_INT, NCCL_OP_MAX);
+    else if (active()) CHECK(MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) == MPI_SUCCESS,
                         "MPI_Allreduce failed");
     return x;
 }
 
 void dist_abort(int code) {
+    if (spawn_active()) spawn_abort(code);
     fflush(stderr);
     if (world_started && !world_stopped) MPI_Abort(MPI_COMM_WORLD, code);
     exit(code);

@@ -36,6 +36,9 @@ void w16_updated(void);
 const uint16_t *w16_lookup(const float *p, size_t n);
 int w16_owns(const void *p);
 void w16_note_write(const void *dst, size_t bytes);
+/* After something other than AdamW rewrote w[0..n) (the data-parallel weight gather, src/dist/dist_nccl.c): the shadow
+ * of all of it recomputed and valid again (nothing when no bf16 GEMM wants one). */
+void w16_refresh(const float *w, size_t n);
 /* CUDA graphs of the work queued on this thread's default stream (see backend.h). */
 void cuda_graph_begin(void);
 void *cuda_graph_end(void);

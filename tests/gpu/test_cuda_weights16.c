@@ -63,6 +63,37 @@ static void test_weights16(void) {
     TEST_END();
 }
 
+/* ZeRO-1 on several GPUs (src/dist/dist_nccl.c): AdamW steps one rank's shard, the gather writes the rest of w, and
+ * w16_refresh must leave a valid shadow of all of w, bitwise bf16(w). The gather is an upload here (NCCL needs two
+ * GPUs; tests/gpu/test_nccl.sh runs the real one). */
+static void test_weights16_refresh(void) {
+    TEST_BEGIN("CUDA weights' bf16 shadow after a ZeRO-1 gather: w16_refresh shadows all of w again, bitwise bf16(w)");
+    const size_t n = 1000, lo = 512; /* this rank's shard: [lo, n) */
+    float *w0 = rand_vec(n, 1.0f), *g = rand_vec(n, 0.5f), *others = rand_vec(lo, 2.0f), *w = malloc(FB(n));
+    unsigned char *mask = calloc(n, 1);
+    float *d_w = cuda_alloc(FB(n)), *d_m = cuda_alloc(FB(n)), *d_v = cuda_alloc(FB(n)), *d_g = cuda_alloc(FB(n));
+    unsigned char *d_mask = cuda_alloc(n);
+    cuda_upload(d_w, w0, FB(n)), cuda_upload(d_g, g, FB(n)), cuda_upload(d_mask, mask, n);
+    w16_want();
+    adamw_step_cuda(d_w + lo, d_g + lo, 1.0f, d_m, d_v, d_mask + lo, n - lo, 1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, 1);
+    EXPECT(w16_lookup(d_w + lo, n - lo) != NULL && !w16_lookup(d_w, n), "AdamW on a shard shadows that shard alone");
+    cuda_upload(d_w, others, FB(lo)); /* the other ranks' shards arrive */
+    w16_refresh(d_w, n);
+    const uint16_t *s = w16_lookup(d_w, n);
+    EXPECT(s != NULL, "no shadow of the whole buffer after w16_refresh");
+    if (s) {
+        uint16_t *got = malloc(sizeof(uint16_t) * n), *want = malloc(sizeof(uint16_t) * n);
+        cuda_download(w, d_w, FB(n));
+        host_bf16_from_f32(want, w, n);
+        CUDA_CHECK(cudaMemcpy(got, s, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost));
+        EXPECT(!memcmp(got, want, sizeof(uint16_t) * n), "the refreshed shadow is not bf16(w)");
+        free(got), free(want);
+    }
+    cuda_release(d_w), cuda_release(d_m), cuda_release(d_v), cuda_release(d_g), cuda_release(d_mask);
+    free(w0), free(g), free(others), free(w), free(mask);
+    TEST_END();
+}
+
 int main(void) {
     const char *why = "";
     if (!cuda_device_available(&why)) {
@@ -70,5 +101,6 @@ int main(void) {
         return 0;
     }
     test_weights16();
+    test_weights16_refresh();
     return test_failures;
 }

@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_common.h"
 #include "ops/ops_cuda.h"
 
+#include <cuda_bf16.h>
 #include <stdint.h>
 
 extern "C" void w16_want(void) { cuda_ctx_now()->w16.wanted = 1; }
@@ -49,4 +50,22 @@ extern "C" void w16_note_write(const void *dst, size_t bytes) {
     w16_shadow *s = &cuda_ctx_now()->w16;
     const uintptr_t d = (uintptr_t)dst, b = (uintptr_t)s->base, e = b + s->count * sizeof(float);
     if (s->valid && d < e && (d >= b || bytes > b - d)) s->valid = 0; // [d, d + bytes) meets [b, e)
+}
+
+// The gather after a ZeRO-1 step (several GPUs, src/dist/dist_nccl.c) rewrote every rank's shard but this one's,
+// while AdamW shadowed only this one's: the whole buffer is rounded again, the same bits AdamW's kernel writes
+// (__float2bfloat16_rn), so that every GEMM reads a shadow and none rounds a fresh copy. One pass of 6 bytes per
+// parameter, small beside the gather itself.
+__global__ static void w16_round_kernel(__nv_bfloat16 *w16, const float *w, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        w16[i] = __float2bfloat16_rn(w[i]);
+}
+
+extern "C" void w16_refresh(const float *w, size_t n) {
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)w16_for_update(w, n);
+    if (!w16) return;
+    const size_t blocks = (n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096;
+    w16_round_kernel<<<(unsigned)blocks, 256>>>(w16, w, n);
+    CUDA_CHECK_LAUNCH();
+    w16_updated();
 }
