@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # The GPU checks that wait for a device (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       nccl, those that exist; decode-fused, merged, only when named) into .devbuild/REF, the flash block-shape
-#       variants into .devbuild/shapes (bench/flash_shapes.sh), and packs it all into .devpack/pending.tar.xz
-#       (ignored by git; the device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
+#       m2-lean, those that exist; decode-fused, merged, only when named) into .devbuild/REF and packs them into
+#       .devpack/pending.tar.xz (ignored by git; the device tool's carry takes .devpack and data, with
+#       data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run PART          on the device: unpacks and runs the checks below, each under its own
-#       timeout, everything also in $OUT/PART.log. PART: fused (the decode-fused branch, ~7 minutes), rest (nccl
-#       and main, ~8-10 minutes: give the call 600 s; its slow transformers check runs last)
-# What it checks, per branch (each against main's binary in the same call):
+#       timeout, everything also in $OUT/PART.log. PART: fused (the decode-fused branch, ~7 minutes), rest (main
+#       against m2-lean, ~3 minutes)
+# What it checks, per branch (each against another binary in the same call):
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
 #                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
 #                goal 0.15; 1.155 at 64, goal 0.70); m2x24 at 1 and 8; the L2 prefetch and 2 blocks an SM
-#   nccl         its test_cuda_weights16 (w16_refresh) and tests/gpu/test_nccl.sh (one GPU: --gpus 1 = the plain run)
-#   main         transformers loading our NemotronH (hf_roundtrip ONLY=nemotron_h); flash block shapes
-#                (bench/flash_shapes.sh run); the m2x24 kernel times (tf32, FFMA); t768x12 decode at 8K
-# (Run and gone: the tf32 SSD, swiglu-vec and decode-gemv parts, the segment sweep: docs/performance.md, H100
-# 2026-12-05.)
+#   main         the warp-per-row gated RMSNorm (emulated only): test_ops gated_rmsnorm, test_cuda_model, then the
+#                m2x24 step with --profile against m2-lean's binary (the block-per-row kernels: gated_rmsnorm_fwd
+#                6.445, _bwd 9.081 ms a step, 155.8 ms, H100); the m2x24 kernel times (tf32, FFMA); the NCCL path
+#                on one GPU (tests/gpu/test_nccl.sh, test_cuda_weights16), merged from the nccl branch
+# (Run and gone: the tf32 SSD, swiglu-vec and decode-gemv parts, the segment sweep, the flash block shapes, the
+# NemotronH transformers check, t768x12 decode at 8K: docs/performance.md, 2026-12-05.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
 if [ "$mode" = build ]; then
     shift
     refs=("$@")
-    [ ${#refs[@]} -gt 0 ] || refs=(main nccl) # (decode-fused: merged; name it to rerun its part)
+    [ ${#refs[@]} -gt 0 ] || refs=(main m2-lean) # (decode-fused: merged; name it to rerun its part)
     rm -rf .devbuild && mkdir -p .devbuild .devpack
     for ref in "${refs[@]}"; do
         git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
@@ -32,7 +33,7 @@ if [ "$mode" = build ]; then
             # what the checks run, stripped: the pack must stay under the device tool's 64 MiB
             mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm "$work"/build/test_ops "$work"/build/gpu/test_cuda_model \
                 ".devbuild/$ref/"
-            [ "$ref" != nccl ] || cp "$work"/build/gpu/test_cuda_weights16 ".devbuild/$ref/" # its w16_refresh case
+            cp "$work"/build/gpu/test_cuda_weights16 ".devbuild/$ref/" # its w16_refresh case
             [ ! -x "$work"/build/gpu/test_cuda_decode_fused ] || cp "$work"/build/gpu/test_cuda_decode_fused ".devbuild/$ref/"
             strip ".devbuild/$ref"/*
             [ -d "$work/tests/gpu" ] && cp -r "$work/tests/gpu" ".devbuild/$ref/tests_gpu"
@@ -42,7 +43,6 @@ if [ "$mode" = build ]; then
         fi
         rm -rf "$work"
     done
-    bench/flash_shapes.sh build .devbuild/shapes | grep -E "^attn_|FAIL"
     tar cf - .devbuild | xz -T"$(nproc)" -3 >.devpack/pending.tar.xz && rm -rf .devbuild
     ls -la .devpack/pending.tar.xz
     exit 0
@@ -77,28 +77,30 @@ if has decode-fused && [ "$part" = fused ]; then
 fi
 [ "$part" = fused ] && { t end; exit 0; }
 # the short measurements first: the slow transformers check last (its 240 s may run past the call)
+t gated norm # the warp-per-row kernels: correct on the GPU, then the step against m2-lean's block-per-row ones
+timeout 60 $M/test_ops gated_rmsnorm 2>&1 | grep -E "^FAIL|cases" | tail -4
+timeout 150 $M/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -4
+if has m2-lean; then
+    for b in .devbuild/m2-lean $M .devbuild/m2-lean $M; do
+        echo "$b: $(timeout 60 $b/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 3 \
+            --bf16 --profile 2>&1 | grep -E '^train|gated|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-300)"
+    done
+fi
 t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h), tf32 (the default) and FFMA
 for f in 1 0; do
     echo "SSM_SSD_TF32=$f"
     SSM_SSD_TF32=$f SSM_KERNEL_TIMES=1 timeout 120 $M/ssm bench --config m2x24 --device cuda --what train --batch 8 \
         --seq-len 2048 --steps 3 --bf16 2>&1 | grep -E "^(train|ssd)"
 done
-t t768x12 decode # issue 18: the float32 attention's 8 keys a step (451be73; 2.30 ms a byte before, H100)
-for w in "" --bf16; do
-    echo "t768x12 8K $w: $(bench $M --config t768x12 --what decode --decode-steps 50 --decode-batch 1 --contexts 8K $w | tr '\n' ' ')"
-done
-if has nccl && [ -x .devbuild/nccl/tests_gpu/test_nccl.sh ]; then
-    t nccl
+if [ -x $M/tests_gpu/test_nccl.sh ]; then
+    t nccl # issue 16 on one GPU: --gpus 1 bitwise the plain run, the w16 shadow after a ZeRO-1 gather
     # libnccl from the toolkit, or else from torch's wheel (nvidia-nccl)
-    if ldd .devbuild/nccl/ssm | grep -q "libnccl.*not found"; then
+    if ldd $M/ssm | grep -q "libnccl.*not found"; then
         nccl_lib=$(python3 -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null)
         export LD_LIBRARY_PATH=${nccl_lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     fi
-    timeout 60 .devbuild/nccl/test_cuda_weights16 2>&1 | grep -E "^FAIL|^ok" | tail -4
-    cp .devbuild/nccl/tests_gpu/test_nccl.sh tests/gpu/
-    SSM=.devbuild/nccl/ssm timeout 150 tests/gpu/test_nccl.sh 2>&1 | tail -12
+    timeout 60 $M/test_cuda_weights16 2>&1 | grep -E "^FAIL|^ok" | tail -4
+    cp $M/tests_gpu/test_nccl.sh tests/gpu/
+    SSM=$M/ssm timeout 150 tests/gpu/test_nccl.sh 2>&1 | tail -12
 fi
-t shapes; [ -d .devbuild/shapes ] && timeout 120 bench/flash_shapes.sh run .devbuild/shapes
-t nemotron_h; ONLY=nemotron_h timeout 240 tests/gpu/hf_roundtrip.sh $M/ssm >"$out/rt.log" 2>&1
-grep -E "^ok|^FAIL|transformers:|greedy" "$out/rt.log" | tail -4
 t end
