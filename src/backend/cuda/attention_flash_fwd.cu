@@ -27,10 +27,11 @@
 using namespace flash;
 
 // Block shapes <HD, WARPS, BN, blocks per SM (the register cap of __launch_bounds__)>: 8 warps, so that 128 queries
-// share each K/V tile read from L2; head_dim 64 with key tiles of 32 fits 120 registers, two blocks per SM (with 64
-// keys it needs 142: one); head_dim 128 192 registers, one block. Edit here to try others (nvcc reads the commas of
-// a -D value as a list).
-#define FLASH_FWD_64 64, 8, 32, 2
+// share each K/V tile read from L2; head_dim 64 with key tiles of 64 at two blocks per SM (capped at 128 registers: 56
+// bytes spilled, yet 11-13% faster than tiles of 32 without spills: bench/flash_shapes.sh on an H200, 2026-12-05,
+// docs/performance.md); head_dim 128 206 registers, one block. Edit here to try others (nvcc reads the commas of a
+// -D value as a list).
+#define FLASH_FWD_64 64, 8, 64, 2
 #define FLASH_FWD_128 128, 8, 64, 1
 
 typedef struct {
