@@ -153,6 +153,7 @@ static void test_float32_kind_in_bf16_model(void) {
 }
 
 static int hybrid_nemotron; /* random_hybrid's attention without rotary positions and relu2 MLP (NemotronH's) */
+static int hybrid_bias; /* random_hybrid's Mamba-2 layers with in_proj and out_proj biases */
 
 /* A model of attention / MLP / Mamba-1 layers: pattern, n_layer, key/value heads (of 4 query heads of 8), window. */
 static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int window, uint64_t seed) {
@@ -166,6 +167,7 @@ static ssm_model *random_hybrid(const char *pattern, int n_layer, int n_kv, int 
     /* Mamba-2: 4 heads of 16 in 2 groups, chunks of 16 (the sequences and pieces below cross and split them) */
     c.mamba2.d_state = 16, c.mamba2.head_dim = 16, c.mamba2.n_groups = 2, c.mamba2.chunk_size = 16;
     if (hybrid_nemotron) c.attention.rope_theta = 0.0f, c.mlp.hidden_act = SSM_MLP_RELU2;
+    c.mamba2.use_bias = hybrid_bias;
     ssm_model *m = ssm_model_new(&c, seed);
     CHECK(m, "random_hybrid: %s", ssm_last_error());
     rng_t r = {seed + 1};
@@ -275,8 +277,8 @@ static void test_state_capacity(void) {
  * arithmetic is float32 in both), and no float32 boundary buffer (every kind takes bf16). */
 static void test_hybrid_in_bf16_model(const char *pattern) {
     char name[160];
-    snprintf(name, sizeof name, "a \"%s\" model on the lean (bf16) table: loss within 1e-4, gradients within 3e-2 of "
-             "the plain one", pattern);
+    snprintf(name, sizeof name, "a \"%s\" model%s on the lean (bf16) table: loss within 1e-4, gradients within 3e-2 "
+             "of the plain one", pattern, hybrid_bias ? " (Mamba-2 with biases)" : "");
     TEST_BEGIN(name);
     const int L = (int)strlen(pattern);
     backend lean = backend_cpu;
@@ -665,6 +667,9 @@ int main(void) {
     test_float32_kind_in_bf16_model();
     test_hybrid_in_bf16_model("maf");
     test_hybrid_in_bf16_model("MmaMf");
+    hybrid_bias = 1; /* (lean Mamba-2 splits in_proj in two GEMMs: the bias too) */
+    test_hybrid_in_bf16_model("MmaMf");
+    hybrid_bias = 0;
     test_attention_decode("af", 4, 2, 0);  /* a Transformer, grouped-query */
     test_attention_decode("af", 4, 1, 9);  /* multi-query, a sliding window shorter than the sequence */
     test_attention_decode("mmaf", 4, 4, 0); /* a hybrid */

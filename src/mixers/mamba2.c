@@ -92,12 +92,15 @@ static void mamba2_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
 /* The activations. Saved: zx [rows, Din] (in_proj's output z | x | B | C | dt) and y [rows, Di] (the SSD's output,
  * D x included); temp, recomputed by the backward: xbc [rows, Cd] (SiLU(conv)), g [rows, Di] (the gated norm's
  * output, out_proj's input); scratch: dzx [rows, Din], dxbc [rows, Cd], dy, dg [rows, Di], float32 in every form.
- * Lean training (bf16 on a GPU) keeps zx and y in bf16, as the reference's autocast has them (half the saved bytes:
- * the peak's largest part), g too (out_proj rounds it anyway); the SSD then reads dt from a float32 copy of its
- * columns (dt32 [rows, H]) and writes its output into float32 y32 [rows, Di] first; xbc stays float32. */
+ * Lean training (bf16 on a GPU) keeps in_proj's output and y in bf16, as the reference's autocast has them, g too
+ * (out_proj rounds it anyway), and saves of in_proj's output only x | B | C | dt (xd16 [rows, Cd + H]): the gate z
+ * (z16 [rows, Di], a temp) is recomputed in the backward by its part of in_proj from the layer's input, which the
+ * model recomputes anyway: one GEMM of rows x Di x D (about 1% of m2x24's step) for a third of the saved bytes, the
+ * peak's largest part. The SSD then reads dt from a float32 copy of its column (dt32 [rows, H]) and writes its
+ * output into float32 y32 [rows, Di] first; xbc stays float32. */
 typedef struct {
     float *zx, *y, *xbc, *g, *y32, *dt32;
-    uint16_t *zx16, *y16, *g16;
+    uint16_t *xd16, *z16, *y16, *g16;
 } mamba2_act;
 
 static mamba2_act act_of(float *saved, float *temp, mamba2_dims d, size_t rows, int form) {
@@ -108,24 +111,25 @@ static mamba2_act act_of(float *saved, float *temp, mamba2_dims d, size_t rows, 
         a.g = temp;
         return a;
     }
-    a.zx16 = (uint16_t *)saved, saved += mixer_bf16_floats(rows * d.Din);
+    a.xd16 = (uint16_t *)saved, saved += mixer_bf16_floats(rows * (d.Cd + d.H));
     a.y16 = (uint16_t *)saved;
     a.y32 = temp, temp += rows * d.Di;
     a.dt32 = temp, temp += rows * d.H;
-    a.g16 = (uint16_t *)temp;
+    a.g16 = (uint16_t *)temp, temp += mixer_bf16_floats(rows * d.Di);
+    a.z16 = (uint16_t *)temp;
     return a;
 }
 
 static size_t mamba2_act_floats(const ssm_config *c, int B, int T, int form) {
     const mamba2_dims d = dims_of(c);
     const size_t rows = (size_t)B * T;
-    if (form == MIXER_ACTS_LEAN_TRAIN) return mixer_bf16_floats(rows * d.Din) + mixer_bf16_floats(rows * d.Di);
+    if (form == MIXER_ACTS_LEAN_TRAIN) return mixer_bf16_floats(rows * (d.Cd + d.H)) + mixer_bf16_floats(rows * d.Di);
     return rows * ((size_t)d.Din + d.Di);
 }
 static size_t mamba2_temp_floats(const ssm_config *c, int B, int T, int form) {
     const mamba2_dims d = dims_of(c);
     const size_t rows = (size_t)B * T;
-    if (form == MIXER_ACTS_LEAN_TRAIN) return rows * ((size_t)d.Cd + d.Di + d.H) + mixer_bf16_floats(rows * d.Di);
+    if (form == MIXER_ACTS_LEAN_TRAIN) return rows * ((size_t)d.Cd + d.Di + d.H) + 2 * mixer_bf16_floats(rows * d.Di);
     return rows * ((size_t)d.Cd + d.Di);
 }
 static size_t mamba2_scratch_floats(const ssm_config *c, int B, int T, int form) {
@@ -134,9 +138,23 @@ static size_t mamba2_scratch_floats(const ssm_config *c, int B, int T, int form)
     return (size_t)B * T * ((size_t)d.Din + d.Cd + 2 * (size_t)d.Di);
 }
 
-/* zx, y and g as the ops take them: bf16 in lean training, else float32 */
+/* in_proj's output from column col (0: z, Di: x | B | C, Di + Cd: dt) as the ops take it: float32, or in lean
+ * training bf16, z in its temp and the rest in the saved xd16 */
 static mat zx_mat(const mamba2_act *a, mamba2_dims d, int col) {
-    return a->zx16 ? mat_bf16(a->zx16 + col, d.Din) : mat_f32(a->zx + col, d.Din);
+    if (!a->xd16) return mat_f32(a->zx + col, d.Din);
+    return col < d.Di ? mat_bf16(a->z16 + col, d.Di) : mat_bf16(a->xd16 + (col - d.Di), d.Cd + d.H);
+}
+/* zxbcdt = self.in_proj(u), or in lean training only its z part (z_only: the backward's recompute) or both parts */
+static void in_proj_fwd(const mixer_ctx *ctx, const mamba2_act *a, const mamba2_views *v, mamba2_dims d, mat u,
+                        int rows, int z_only) {
+    if (!a->xd16) {
+        mixer_linear(ctx, zx_mat(a, d, 0), u, v->in_proj, v->in_b, rows, d.Din, d.D);
+        return;
+    }
+    mixer_linear(ctx, zx_mat(a, d, 0), u, v->in_proj, v->in_b, rows, d.Di, d.D); /* z: in_proj's first Di rows */
+    if (!z_only)
+        mixer_linear(ctx, zx_mat(a, d, d.Di), u, v->in_proj + (size_t)d.Di * d.D, v->in_b ? v->in_b + d.Di : NULL,
+                     rows, d.Cd + d.H, d.D);
 }
 static mat y_mat(const mamba2_act *a, mamba2_dims d) { return a->y16 ? mat_bf16(a->y16, d.Di) : mat_f32(a->y, d.Di); }
 static mat g_mat(const mamba2_act *a, mamba2_dims d) { return a->g16 ? mat_bf16(a->g16, d.Di) : mat_f32(a->g, d.Di); }
@@ -202,7 +220,7 @@ static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat ou
     float *conv_state = state, *ssd_state = state ? state + (size_t)B * d.Cd * (d.K - 1) : NULL;
 
     /* zxbcdt = self.in_proj(u) */
-    mixer_linear(ctx, zx_mat(&a, d, 0), u, v.in_proj, v.in_b, rows, d.Din, d.D);
+    in_proj_fwd(ctx, &a, &v, d, u, rows, 0);
     /* xBC = self.act(self.conv1d(xBC.transpose(1, 2)).transpose(1, 2)[:, :seqlen]) */
     if (conv_state && T == 1) /* (decode: never lean, which is training's) */
         be->conv1d_silu_step(a.xbc, a.zx + d.Di, d.Din, conv_state, v.conv_w, v.conv_b, B, d.Cd, d.K);
@@ -247,7 +265,9 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const mamba2_act a = act_of((float *)act, temp, d, (size_t)rows, ctx->form);
     float *dzx = scratch, *dxbc = dzx + (size_t)rows * d.Din, *dy = dxbc + (size_t)rows * d.Cd;
     float *dg = dy + (size_t)rows * d.Di;
-    /* recompute the conv's output and the norm's, from the saved in_proj output and SSD output */
+    /* recompute the conv's output and the norm's, from the saved in_proj output and SSD output (lean: z first, from
+     * u: the model recomputed the layer's input as the forward had it) */
+    if (a.xd16) in_proj_fwd(ctx, &a, &v, d, u, rows, 1);
     be->conv1d_silu_fwd(mat_f32(a.xbc, d.Cd), zx_mat(&a, d, d.Di), NULL, v.conv_w, v.conv_b, B, T, d.Cd, d.K);
     dt32_fill(ctx, &a, d, rows);
     be->gated_rmsnorm_fwd(g_mat(&a, d), y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
