@@ -11,10 +11,10 @@
 #   decode-fused test_cuda_decode_fused (against the op-by-op step, GPU and CPU), test_cuda_model; d768x24 decode
 #                at batch 1, 8 and 64, fused and op by op, float32, bf16 and int8 (issue 13: 0.593 ms at batch 1,
 #                goal 0.15; 1.155 at 64, goal 0.70); m2x24 at 1 and 8; the L2 prefetch and 2 blocks an SM
-#   main         the warp-per-row gated RMSNorm (emulated only): test_ops gated_rmsnorm, test_cuda_model, then the
-#                m2x24 step with --profile against m2-lean's binary (the block-per-row kernels: gated_rmsnorm_fwd
-#                6.445, _bwd 9.081 ms a step, 155.8 ms, H100); the m2x24 kernel times (tf32, FFMA); the NCCL path
-#                on one GPU (tests/gpu/test_nccl.sh, test_cuda_weights16), merged from the nccl branch
+#   main         the warp-per-row gated RMSNorm (emulated only) and Mamba-2's recomputed gate (CPU-tested only):
+#                test_ops gated_rmsnorm, test_cuda_model, then the m2x24 step with --profile against m2-lean's binary
+#                (gated_rmsnorm_fwd 6.445, _bwd 9.081 ms a step, 155.8 ms, 7.71 GiB, H100); the m2x24 kernel times
+#                (tf32, FFMA); the NCCL path on one GPU (tests/gpu/test_nccl.sh, test_cuda_weights16)
 # (Run and gone: the tf32 SSD, swiglu-vec and decode-gemv parts, the segment sweep, the flash block shapes, the
 # NemotronH transformers check, t768x12 decode at 8K: docs/performance.md, 2026-12-05.)
 set -u
@@ -76,14 +76,13 @@ if has decode-fused && [ "$part" = fused ]; then
     DECODE_TEST_QUICK=1 timeout 120 compute-sanitizer --tool memcheck $F/test_cuda_decode_fused 2>&1 | grep -E "ERROR SUMMARY|^FAIL|^ok" | tail -6
 fi
 [ "$part" = fused ] && { t end; exit 0; }
-# the short measurements first: the slow transformers check last (its 240 s may run past the call)
-t gated norm # the warp-per-row kernels: correct on the GPU, then the step against m2-lean's block-per-row ones
+t gated norm # the warp-per-row kernels and the recomputed gate: correct on the GPU, then the step against m2-lean's
 timeout 60 $M/test_ops gated_rmsnorm 2>&1 | grep -E "^FAIL|cases" | tail -4
 timeout 150 $M/test_cuda_model 2>&1 | grep -E "^FAIL|passed|failed" | tail -4
 if has m2-lean; then
     for b in .devbuild/m2-lean $M .devbuild/m2-lean $M; do
         echo "$b: $(timeout 60 $b/ssm bench --config m2x24 --device cuda --what train --batch 8 --seq-len 2048 --steps 3 \
-            --bf16 --profile 2>&1 | grep -E '^train|gated|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-300)"
+            --bf16 --profile 2>&1 | grep -E '^train|gated|matmul|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-400)"
     done
 fi
 t m2x24 kernels # issue 14: the SSD's kernels one by one (ktime.h), tf32 (the default) and FFMA
