@@ -83,41 +83,36 @@ run --batch 8 --stop-after 10 --out "$dir/r12" && run --resume --gpus 2 --out "$
     same_losses "$dir/r12" "$dir/plain" 1e-4 && ok "a 1-GPU run resumed on 2 GPUs (batch 4 each) continues it" ||
     fail "resume 1 -> 2 GPUs"
 
-# --- a rank killed mid-run: one line, the job ends, no hang ---
-"$SSM" train "${opts[@]}" --batch 4 --gpus 2 --steps 1000000 --eval-every 100 --out "$dir/dies" 2>"$dir/dies.err" &
-job=$!
-for _ in $(seq 600); do [ -e "$dir/dies/checkpoint/train_state.json" ] && break; sleep 0.1; done
-victim=$(pgrep -P "$job" | head -1)
-[ -n "$victim" ] && kill -9 "$victim"
-for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$job" 2>/dev/null; then
-    kill -9 "$job"; fail "a rank killed mid-run: the job was still running 60 s later"
-else
+# hit_a_rank NAME SIGNAL WHAT PATTERN [VAR=VALUE ...]: a two-GPU job into $dir/NAME (stderr NAME.err), with the
+# variables set, whose first rank gets SIGNAL once the first checkpoint exists; the job must end within 60 s with a
+# failing status and one line matching PATTERN (grep -E); WHAT names the case. Leaves victim (the rank's pid) set.
+hit_a_rank() {
+    local name=$1 sig=$2 what=$3 pattern=$4 rc=
+    shift 4
+    env "$@" "$SSM" train "${opts[@]}" --batch 4 --gpus 2 --steps 1000000 --eval-every 100 --out "$dir/$name" \
+        2>"$dir/$name.err" &
+    local job=$!
+    for _ in $(seq 600); do [ -e "$dir/$name/checkpoint/train_state.json" ] && break; sleep 0.1; done
+    victim=$(pgrep -P "$job" | head -1)
+    [ -n "$victim" ] && kill "-$sig" "$victim"
+    for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$job" 2>/dev/null; then
+        kill -9 "$job"; fail "$what: the job was still running 60 s later"; return
+    fi
     wait "$job"; rc=$?
-    if [ -n "$victim" ] && [ "$rc" -ne 0 ] && [ "$(grep -c '^ssm' "$dir/dies.err")" -eq 1 ] &&
-        grep -qE "killed by signal 9|NCCL reports" "$dir/dies.err"; then ok "a rank killed mid-run ends the job with one line"
-    else fail "a rank killed mid-run (victim '$victim', exit $rc): $(cat "$dir/dies.err")"; fi
-fi
+    if [ -n "$victim" ] && [ "$rc" -ne 0 ] && [ "$(grep -c '^ssm' "$dir/$name.err")" -eq 1 ] &&
+        grep -qE "$pattern" "$dir/$name.err"; then ok "$what ends the job with one line ($pattern)"
+    else fail "$what (victim '$victim', exit $rc): $(cat "$dir/$name.err")"; fi
+}
+
+# --- a rank killed mid-run: one line, the job ends, no hang ---
+hit_a_rank dies 9 "a rank killed mid-run" "killed by signal 9|NCCL reports"
 sleep 1
 [ -z "$(pgrep -f "$dir/dies")" ] && ok "no rank of the killed job is left" || fail "ranks left: $(pgrep -af "$dir/dies")"
 [ -z "$(ls -A "$dir/dies" | grep nccl-id)" ] && ok "the NCCL id file is gone" || fail "the NCCL id file was left"
 
 # --- a rank stuck mid-run (stopped: alive, so NCCL reports nothing): the device collective's timeout ends the job ---
-SSM_NCCL_TIMEOUT=10 "$SSM" train "${opts[@]}" --batch 4 --gpus 2 --steps 1000000 --eval-every 100 \
-    --out "$dir/stuck" 2>"$dir/stuck.err" &
-job=$!
-for _ in $(seq 600); do [ -e "$dir/stuck/checkpoint/train_state.json" ] && break; sleep 0.1; done
-victim=$(pgrep -P "$job" | head -1)
-[ -n "$victim" ] && kill -STOP "$victim"
-for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$job" 2>/dev/null; then
-    kill -9 "$job"; fail "a rank stuck mid-run: the job was still running 60 s later"
-else
-    wait "$job"; rc=$?
-    if [ -n "$victim" ] && [ "$rc" -ne 0 ] && [ "$(grep -c '^ssm' "$dir/stuck.err")" -eq 1 ] &&
-        grep -q "has not finished after 10 s" "$dir/stuck.err"; then ok "a rank stuck mid-run ends the job after SSM_NCCL_TIMEOUT"
-    else fail "a rank stuck mid-run (victim '$victim', exit $rc): $(cat "$dir/stuck.err")"; fi
-fi
+hit_a_rank stuck STOP "a rank stuck mid-run (SSM_NCCL_TIMEOUT=10)" "has not finished after 10 s" SSM_NCCL_TIMEOUT=10
 sleep 1
 [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null && fail "the stuck rank outlived the job (PR_SET_PDEATHSIG)"
 [ $fails -eq 0 ]
