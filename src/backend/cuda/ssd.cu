@@ -621,9 +621,9 @@ extern "C" void ssd_step_cuda(const ssd_args *a, float *y, float *state) {
 // ---- the gated RMSNorm -----------------------------------------------------------------------------------------
 // A warp per row (GN_WARPS rows a block): each group's sums in double over the lane's columns, then a fixed butterfly
 // of shuffles (every lane the same bits), so no barrier; the weight's gradient as column sums of dout v rstd
-// (colsum_acc: per-chunk partials added in order) from the rstd the backward leaves per (row, group). (A block of
-// 256 threads per row spent more on its barriers and its 16384 blocks than on the row: 0.134 ms a forward and 0.378
-// a backward at m2x24's 16384 x 1536, H100, 2026-12-05, a fifth of the bytes' time.)
+// (colsum_acc: per-chunk partials added in order) from the rstd the backward leaves per (row, group). (The former
+// block of 256 threads per row with block reductions took 0.134 ms a forward and 0.378 a backward at m2x24's
+// 16384 x 1536, H100, 2026-12-05: about five times what their bytes take. This form is not yet timed.)
 #define GN_WARPS 4
 __device__ __forceinline__ static float silu_of(float z) { return z / (1.0f + expf(-z)); }
 // y, z and out are float32 or bf16 (lean training's saved y and z, out_proj's operand): read and written through
