@@ -428,6 +428,7 @@ static inline float silu_of(float z) { return z / (1.0f + expf(-z)); }
 /* y and z float32 or bf16 (the lean Mamba-2's saved SSD output and in_proj output): widened first, as the GPU reads
  * them; out float32 or bf16 (rounded once). */
 void cpu_gated_rmsnorm_fwd(mat out_m, mat y_m, mat z_m, const float *w, int rows, int D, int G, float eps) {
+    CHECK(out_m.dt != MAT_I8 && y_m.dt != MAT_I8 && z_m.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
     if (mat_h(y_m) || mat_h(z_m) || mat_h(out_m)) {
         float *yw = mat_h(y_m) ? host_f32_from_bf16_rows(mat_h(y_m), y_m.ld, rows, D) : NULL;
         float *zw = mat_h(z_m) ? host_f32_from_bf16_rows(mat_h(z_m), z_m.ld, rows, D) : NULL;
@@ -458,6 +459,7 @@ void cpu_gated_rmsnorm_fwd(mat out_m, mat y_m, mat z_m, const float *w, int rows
 
 void cpu_gated_rmsnorm_bwd(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y_m, mat z_m,
                            const float *w, int rows, int D, int G, float eps) {
+    CHECK(y_m.dt != MAT_I8 && z_m.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
     if (mat_h(y_m) || mat_h(z_m)) { /* widened first */
         float *yw = mat_h(y_m) ? host_f32_from_bf16_rows(mat_h(y_m), y_m.ld, rows, D) : NULL;
         float *zw = mat_h(z_m) ? host_f32_from_bf16_rows(mat_h(z_m), z_m.ld, rows, D) : NULL;
