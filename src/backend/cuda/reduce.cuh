@@ -41,7 +41,6 @@ __global__ void colsum_partial_kernel(float *partial, F f, int rows, int N, int 
     if (j >= N) return;
     const int r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
     float s = 0.0f;
-#pragma unroll 8 // (the rows' reads in flight together; the sum's order stays r0, r0 + 1, ...)
     for (int r = r0; r < r1; r++) s += f(r, j);
     partial[(size_t)blockIdx.y * N + j] = s;
 }

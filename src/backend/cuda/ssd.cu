@@ -619,12 +619,11 @@ extern "C" void ssd_step_cuda(const ssd_args *a, float *y, float *state) {
 }
 
 // ---- the gated RMSNorm -----------------------------------------------------------------------------------------
-// A warp per row (GN_WARPS rows a block): each group's sums in double over the lane's columns, then a fixed butterfly
-// of shuffles (every lane the same bits), so no barrier; the weight's gradient as column sums of dout v rstd
-// (colsum_acc: per-chunk partials added in order) from the rstd the backward leaves per (row, group). (The former
-// block of 256 threads per row with block reductions took 0.134 ms a forward and 0.378 a backward at m2x24's
-// 16384 x 1536, H100, 2026-12-05: about five times what their bytes take. This form is not yet timed.)
-#define GN_WARPS 4
+// A block per row, a fixed-order block reduction per group (sums in double, as the CPU's); the weight's gradient as
+// column sums of dout v rstd (colsum_acc: per-chunk partials added in order) from the rstd the backward leaves per
+// (row, group). The arithmetic is the CPU's, expression for expression. (A warp per row with a shuffle butterfly,
+// tried on 2026-12-05, ran slower on an H100: 0.177 ms a forward and 0.540 a backward at m2x24's 16384 x 1536,
+// against this form's 0.131 and 0.371.)
 __device__ __forceinline__ static float silu_of(float z) { return z / (1.0f + expf(-z)); }
 // y, z and out are float32 or bf16 (lean training's saved y and z, out_proj's operand): read and written through
 // these, the arithmetic float32 whatever they are.
@@ -632,64 +631,53 @@ __device__ __forceinline__ static float gn_ld(const float *p, size_t i) { return
 __device__ __forceinline__ static float gn_ld(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ static void gn_st(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ static void gn_st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
-__device__ __forceinline__ static double gn_warp_sum(double v) {
-    for (int off = 16; off > 0; off >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
 
 // The row's v = y silu(z) is computed twice (for the sum, then for the output) rather than stored in out between:
 // a bf16 out would round it.
 template <typename TO, typename TY, typename TZ>
-__global__ static void __launch_bounds__(GN_WARPS * 32)
-    gated_rmsnorm_fwd_kernel(TO *out, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int rows,
-                             int D, int G, float eps) {
-    const size_t r = (size_t)blockIdx.x * GN_WARPS + threadIdx.x / 32;
-    const int lane = (int)threadIdx.x % 32, gs = D / G;
-    if (r >= (size_t)rows) return;
+__global__ static void __launch_bounds__(RED_THREADS)
+    gated_rmsnorm_fwd_kernel(TO *out, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int D, int G,
+                             float eps) {
+    const size_t r = blockIdx.x;
+    const int gs = D / G;
     const TY *yr = y + r * ldy;
     const TZ *zr = z + r * ldz;
     TO *o = out + r * ldo;
     for (int g = 0; g < G; g++) {
         double ss = 0;
-#pragma unroll 4
-        for (int i = g * gs + lane; i < (g + 1) * gs; i += 32) {
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
             const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
             ss += (double)v * v;
         }
-        ss = gn_warp_sum(ss);
+        ss = block_reduce(ss, SumOp());
         const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
-#pragma unroll 4
-        for (int i = g * gs + lane; i < (g + 1) * gs; i += 32)
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS)
             gn_st(o, i, gn_ld(yr, i) * silu_of(gn_ld(zr, i)) * rs * w[i]);
     }
 }
 
 template <typename TY, typename TZ>
-__global__ static void __launch_bounds__(GN_WARPS * 32)
+__global__ static void __launch_bounds__(RED_THREADS)
     gated_rmsnorm_bwd_kernel(float *dy, float *dz, int lddz, float *rstd, const float *dout, const TY *y, int ldy,
-                             const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
-    const size_t r = (size_t)blockIdx.x * GN_WARPS + threadIdx.x / 32;
-    const int lane = (int)threadIdx.x % 32, gs = D / G;
-    if (r >= (size_t)rows) return;
+                             const TZ *z, int ldz, const float *w, int D, int G, float eps) {
+    const size_t r = blockIdx.x;
+    const int gs = D / G;
     const TY *yr = y + r * ldy;
     const TZ *zr = z + r * ldz;
     const float *dor = dout + r * D;
     float *dyr = dy + r * D, *dzr = dz + r * lddz;
     for (int g = 0; g < G; g++) {
         double ss = 0, dot = 0;
-#pragma unroll 4
-        for (int i = g * gs + lane; i < (g + 1) * gs; i += 32) {
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
             const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
             ss += (double)v * v;
             dot += (double)dor[i] * w[i] * v;
         }
-        ss = gn_warp_sum(ss);
-        dot = gn_warp_sum(dot);
+        ss = block_reduce(ss, SumOp());
+        dot = block_reduce(dot, SumOp());
         const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
-        if (lane == 0) rstd[r * G + g] = rs;
-#pragma unroll 4
-        for (int i = g * gs + lane; i < (g + 1) * gs; i += 32) {
+        if (threadIdx.x == 0) rstd[r * G + g] = rs;
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
             const float zi = gn_ld(zr, i), yi = gn_ld(yr, i);
             const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
             const float dv = dor[i] * w[i] * rs - v * c;
@@ -718,11 +706,10 @@ template <typename TO, typename TY>
 static void gated_fwd_z(mat out, const TY *y, int ldy, mat z, const float *w, int rows, int D, int G, float eps) {
     TO *o = (TO *)out.p;
     if (mat_h(z))
-        gated_rmsnorm_fwd_kernel<TO, TY, __nv_bfloat16><<<cdiv(rows, GN_WARPS), GN_WARPS * 32>>>(
-            o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, rows, D, G, eps);
+        gated_rmsnorm_fwd_kernel<TO, TY, __nv_bfloat16>
+            <<<rows, RED_THREADS>>>(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, D, G, eps);
     else
-        gated_rmsnorm_fwd_kernel<TO, TY, float>
-            <<<cdiv(rows, GN_WARPS), GN_WARPS * 32>>>(o, out.ld, y, ldy, mat_f(z), z.ld, w, rows, D, G, eps);
+        gated_rmsnorm_fwd_kernel<TO, TY, float><<<rows, RED_THREADS>>>(o, out.ld, y, ldy, mat_f(z), z.ld, w, D, G, eps);
 }
 template <typename TO>
 static void gated_fwd_y(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps) {
@@ -743,8 +730,7 @@ template <typename TY, typename TZ>
 static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
                          const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
     float *rstd = scratch_floats((size_t)rows * G);
-    gated_rmsnorm_bwd_kernel<TY, TZ>
-        <<<cdiv(rows, GN_WARPS), GN_WARPS * 32>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+    gated_rmsnorm_bwd_kernel<TY, TZ><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
     CUDA_CHECK_LAUNCH();
     colsum_acc(dw, GatedNormDw<TY, TZ>{dout, y, z, rstd, ldy, ldz, D, G, D / G}, rows, D);
     scratch_free(rstd);
