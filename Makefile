@@ -80,7 +80,7 @@ TESTS   := $(patsubst tests/%.c,build/%,$(wildcard tests/test_*.c))
 CU_OBJ  := $(if $(NVCC),$(patsubst %.cu,build/%.o,$(wildcard src/backend/cuda/*.cu)))
 ifneq ($(NVCC),)
 CFLAGS  += -DSSM_CUDA
-LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart -lstdc++
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lstdc++
 endif
 # ---- NCCL: several GPUs training one model (src/dist/dist_nccl.c, docs/distributed.md), in CUDA builds whose toolkit
 # has it (NCCL=0 builds without: src/dist/dist_nccl_none.c then refuses several GPUs). Only dist_nccl.c sees the CUDA

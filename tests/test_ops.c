@@ -798,6 +798,24 @@ static void cases_make(void) {
         add_case(BACKEND_OP_ssd_bwd, 5e-2, 0, case_ssd_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 4),
                  "ssd_bwd tf32 B %d T %d H %d P %d N %d G %d chunk %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
     }
+    /* whole chunks (lengths that are multiples of the chunk: the CUDA backend's batched GEMMs), float32 and tf32:
+     * groups of two heads, a chunk of 16, mamba2-130m's heads over 4 chunks of 64 */
+    const int wc[][7] = {{2, 128, 4, 16, 32, 2, 64}, {1, 64, 3, 8, 16, 1, 16}, {2, 256, 4, 64, 128, 1, 256}};
+    for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++) {
+        const int *q = wc[i];
+        for (int fm = 0; fm < 8; fm += 4) {
+            const char *tf = fm ? " tf32" : "";
+            for (int st = 0; st < 2; st++) /* (a carried state: the pass over chunks; none: its product) */
+                add_case(BACKEND_OP_ssd_fwd, fm ? 3e-3 : 1e-5, 0, case_ssd_fwd,
+                         P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm | st),
+                         "ssd_fwd%s whole chunks B %d T %d H %d P %d N %d G %d chunk %d:%s", tf, q[0], q[1], q[2],
+                         q[3], q[4], q[5], q[6], st ? " state" : "");
+            add_case(BACKEND_OP_ssd_bwd, fm ? 5e-2 : 1e-4, 0, case_ssd_bwd,
+                     P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm | 2),
+                     "ssd_bwd%s whole chunks B %d T %d H %d P %d N %d G %d chunk %d: dt limit", tf, q[0], q[1], q[2],
+                     q[3], q[4], q[5], q[6]);
+        }
+    }
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(3, 1, 4, 8, 16, 2, 1), "ssd_step B 3 H 4 P 8 N 16 G 2");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(1, 1, 24, 64, 128, 1, 1), "ssd_step B 1 H 24 P 64 N 128");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(2, 1, 6, 5, 37, 3, 1), "ssd_step B 2 H 6 P 5 N 37 G 3");

@@ -1,5 +1,6 @@
 // CUDA device contexts (context.h): made, bound and freed for the model through backend.h's ctx_* hooks.
 #include "backend/cuda/context.h"
+#include "backend/cuda/blas_batched.h"
 #include "backend/cuda/cuda_common.h"
 #include "common.h"
 #include "ops/ops_cuda.h"
@@ -65,6 +66,7 @@ extern "C" void cuda_ctx_free(void *p) {
     cuda_release(ctx->table);
     free(ctx->table_host);
     lt_free(ctx->lt);
+    blas_free(ctx->blas);
     // back to what the thread had bound, unless that was this one (the default takes over at the next call)
     cuda_ctx_bind(was == ctx ? NULL : was);
     free(ctx);

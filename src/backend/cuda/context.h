@@ -30,6 +30,7 @@ typedef struct {
 typedef struct cuda_ctx {
     int device;          // the GPU's index (cuda:N): binding makes it current
     lt_state *lt;        // made at the context's first GEMM; NULL before
+    void *blas;          // cuBLAS's handle (blas_batched.cu), made at the first batched product; NULL before
     w16_shadow w16;      // of the one parameter buffer this context's AdamW updates
     float *scan_scratch; // [scan_scratch_cap] the scan's grow-only scratch: backward partials, segment maps (scan.cu)
     size_t scan_scratch_cap;
