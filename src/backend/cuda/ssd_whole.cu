@@ -349,7 +349,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const size_t PN = (size_t)s.P * s.N;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN,
                     sd = (long long)s.Q * gr->ldd, sqq = (long long)s.G * QQ;
-    float *Xw = scratch_floats(rows * HP), *dYe = scratch_floats(rows * HP), *Z = scratch_floats(rows * HP);
+    float *Xw = scratch_floats(rows * HP), *dYe = scratch_floats(rows * HP);
     ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw);
     float *dst = scratch_floats((size_t)nbh * PN), *dCB = scratch_floats((size_t)nb * sqq);
     float *Mb = scratch_floats((size_t)nbh * QQ), *rb = scratch_floats(bht);
@@ -382,6 +382,21 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     ssd_dcb_sum_kernel<<<dim3(nb * s.G, cdiv(s.Q * s.Q, 256)), 256>>>(dCB, Mb, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dCB");
+    // dC = dYe S_in + dCB B, dB = Xw dS + dCB^T C: a group's heads inside the first product's reduction
+    for (int g = 0; g < s.G; g++) {
+        const size_t cg = (size_t)g * s.N;
+        blas_gemm_strided(0, 0, s.Q, s.N, hP, dYe + grp_hp(s, g), HP, shp, f.st + grp_st(s, g), s.N, sst, 0.0f,
+                          gr->dCm + cg, gr->ldd, sd, nb, tc);
+        blas_gemm_strided(0, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Bm + cg, s.ldx, sx, 1.0f,
+                          gr->dCm + cg, gr->ldd, sd, nb, tc);
+        blas_gemm_strided(0, 0, s.Q, s.N, hP, Xw + grp_hp(s, g), HP, shp, dst + grp_st(s, g), s.N, sst, 0.0f,
+                          gr->dBm + cg, gr->ldd, sd, nb, tc);
+        blas_gemm_strided(1, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Cm + cg, s.ldx, sx, 1.0f,
+                          gr->dBm + cg, gr->ldd, sd, nb, tc);
+    }
+    ktime_mark("ssd bwd dB dC");
+    scratch_free(Xw), scratch_free(dYe); // (before Z: the two largest at once are what the peak holds)
+    float *Z = scratch_floats(rows * HP);
     // dX = w (B dS^T) + D dY + M^T dY, and r; then q from C S_in^T
     ssd_rows_by_states(Z, a->Bm, dst, s, tc);
     ssd_dx_whole_kernel<<<dim3(nb, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, rb, dDp, Z, dy, a->x, f.dts, f.acs, a->Dv,
@@ -396,19 +411,6 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     ssd_dq_whole_kernel<<<dim3(nb, s.H), SSD_THREADS>>>(daX, ddX, Z, dy, rb, f.st, dst, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dx");
-    // dC = dYe S_in + dCB B, dB = Xw dS + dCB^T C: a group's heads inside the first product's reduction
-    for (int g = 0; g < s.G; g++) {
-        const size_t cg = (size_t)g * s.N;
-        blas_gemm_strided(0, 0, s.Q, s.N, hP, dYe + grp_hp(s, g), HP, shp, f.st + grp_st(s, g), s.N, sst, 0.0f,
-                          gr->dCm + cg, gr->ldd, sd, nb, tc);
-        blas_gemm_strided(0, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Bm + cg, s.ldx, sx, 1.0f,
-                          gr->dCm + cg, gr->ldd, sd, nb, tc);
-        blas_gemm_strided(0, 0, s.Q, s.N, hP, Xw + grp_hp(s, g), HP, shp, dst + grp_st(s, g), s.N, sst, 0.0f,
-                          gr->dBm + cg, gr->ldd, sd, nb, tc);
-        blas_gemm_strided(1, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Cm + cg, s.ldx, sx, 1.0f,
-                          gr->dBm + cg, gr->ldd, sd, nb, tc);
-    }
-    ktime_mark("ssd bwd dB dC");
     ssd_dt_bwd_kernel<<<(unsigned)((nbh + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
                                                               f.dsp, a->A_log, s);
     CUDA_CHECK_LAUNCH();
@@ -417,6 +419,6 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd head sums");
     scratch_free(p), scratch_free(part), scratch_free(da_dd), scratch_free(rb), scratch_free(Mb);
-    scratch_free(dCB), scratch_free(dst), scratch_free(Z), scratch_free(dYe), scratch_free(Xw);
+    scratch_free(dCB), scratch_free(dst), scratch_free(Z);
     ssd_bufs_free(&f);
 }
