@@ -131,7 +131,8 @@ if [ -f "$mirror/linux-docs.txt.xz" ]; then
     else
         fail "get_data.sh: a damaged mirror file is refused"
     fi
-    if ! scripts/get_data.sh "$dir/nomirror" linux-kmf >/dev/null 2>"$dir/err" && grep -q -- "--mirror" "$dir/err"; then
+    if ! env -u SSM_DATA_MIRROR scripts/get_data.sh "$dir/nomirror" linux-kmf >/dev/null 2>"$dir/err" &&
+        grep -q -- "--mirror" "$dir/err"; then
         ok "get_data.sh: a Linux corpus without a mirror is a one-line error naming --mirror"
     else
         fail "get_data.sh: a Linux corpus without a mirror: $(cat "$dir/err")"
