@@ -525,13 +525,14 @@ static void case_attn_bwd(op_run *r, const int *p) {
     r->be->attn_bwd(&a, o, dout, d, dk, dv);
 }
 
-/* The SSD's inputs, x | B | C in one row of ldx (padded by 3), dt raw in rows of H + 1. p: B, T, H, P, N, G, chunk,
- * form (bit 2: tf32 products allowed, ssd_args.tf32) */
+/* The SSD's inputs, x | B | C in one row of ldx (padded by 3, or by 4 with form bit 3: rows that keep 16-byte
+ * alignment, for the CUDA backend's vector loads), dt raw in rows of H + 1. p: B, T, H, P, N, G, chunk, form (bit 2:
+ * tf32 products allowed, ssd_args.tf32) */
 static ssd_args ssd_inputs(op_run *r, const int *p) {
     ssd_args s = {.B = p[0], .T = p[1], .H = p[2], .P = p[3], .N = p[4], .G = p[5], .chunk = p[6]};
     s.tf32 = !!(p[7] & 4);
     const size_t rows = (size_t)s.B * s.T;
-    s.ldx = s.H * s.P + 2 * s.G * s.N + 3, s.lddt = s.H + 1;
+    s.ldx = s.H * s.P + 2 * s.G * s.N + (p[7] & 8 ? 4 : 3), s.lddt = s.H + 1;
     const float *xbc = in_f32(r, rows * s.ldx, 1);
     s.x = xbc, s.Bm = xbc + s.H * s.P, s.Cm = xbc + s.H * s.P + s.G * s.N;
     s.dt = in_range(r, rows * s.lddt, -4.0f, 1.0f);
@@ -803,14 +804,14 @@ static void cases_make(void) {
     const int wc[][7] = {{2, 128, 4, 16, 32, 2, 64}, {1, 64, 3, 8, 16, 1, 16}, {2, 256, 4, 64, 128, 1, 256}};
     for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++) {
         const int *q = wc[i];
-        for (int fm = 0; fm < 8; fm += 4) {
-            const char *tf = fm ? " tf32" : "";
+        for (int fm = 8; fm < 16; fm += 4) { /* (rows padded by 4: the aligned forms) */
+            const char *tf = fm & 4 ? " tf32" : "";
             for (int st = 0; st < 2; st++) /* (a carried state: the pass over chunks; none: its product) */
-                add_case(BACKEND_OP_ssd_fwd, fm ? 3e-3 : 1e-5, 0, case_ssd_fwd,
+                add_case(BACKEND_OP_ssd_fwd, fm & 4 ? 3e-3 : 1e-5, 0, case_ssd_fwd,
                          P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm | st),
                          "ssd_fwd%s whole chunks B %d T %d H %d P %d N %d G %d chunk %d:%s", tf, q[0], q[1], q[2],
                          q[3], q[4], q[5], q[6], st ? " state" : "");
-            add_case(BACKEND_OP_ssd_bwd, fm ? 5e-2 : 1e-4, 0, case_ssd_bwd,
+            add_case(BACKEND_OP_ssd_bwd, fm & 4 ? 5e-2 : 1e-4, 0, case_ssd_bwd,
                      P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], fm | 2),
                      "ssd_bwd%s whole chunks B %d T %d H %d P %d N %d G %d chunk %d: dt limit", tf, q[0], q[1], q[2],
                      q[3], q[4], q[5], q[6]);

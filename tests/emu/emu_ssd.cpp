@@ -56,14 +56,16 @@ static void grad_errs(const ssd_args *s, const ssd_grads *g, const ssd_grads *re
 }
 
 
-/* q: B, T, H, P, N, G, chunk (as test_ops's SSD cases: x | B | C in rows padded by 3, dt raw in rows of H + 1) */
+/* q: B, T, H, P, N, G, chunk (as test_ops's SSD cases: x | B | C in rows padded by 3, or 4 for whole chunks, dt raw
+ * in rows of H + 1) */
 static void run_case(const int *q, int tf32, const char *mode) {
     case_failures = 0;
     rng_t rng = {0x55d0u + (uint64_t)(q[0] * 7 + q[1] * 131 + q[2] * 3 + q[3] * 17 + q[4] * 5 + q[5] + q[6])};
     ssd_args s = {};
     s.B = q[0], s.T = q[1], s.H = q[2], s.P = q[3], s.N = q[4], s.G = q[5], s.chunk = q[6];
     const size_t rows = (size_t)s.B * s.T, HP = (size_t)s.H * s.P, PN = (size_t)s.P * s.N;
-    s.ldx = s.H * s.P + 2 * s.G * s.N + 3, s.lddt = s.H + 1;
+    /* (whole chunks: rows padded by 4, so that the vectorized forms run) */
+    s.ldx = s.H * s.P + 2 * s.G * s.N + (s.T % (s.chunk < 64 ? s.chunk : 64) == 0 ? 4 : 3), s.lddt = s.H + 1;
     buf32 xbc(rows * s.ldx, NAN), dt(rows * s.lddt, NAN), bias(s.H, NAN), alog(s.H, NAN), D(s.H, NAN);
     buf32 dy(rows * HP, NAN), state0(s.B * s.H * PN, NAN);
     fill(xbc.p, xbc.n, -1, 1, &rng), fill(dt.p, dt.n, -4, 1, &rng), fill(bias.p, s.H, -1, 0, &rng);

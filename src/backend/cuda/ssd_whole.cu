@@ -7,47 +7,74 @@
 
 #include <stdlib.h>
 
-// ---- whole chunks: the products as batched GEMMs ---------------------------------------------------------------
-// When every chunk is whole (T a multiple of Q: training's lengths), each product above is a batch of same-shaped
-// GEMMs, which cuBLAS runs (blas_batched.h) far faster than the tile kernels, whose 64 x 64 tiles wait on latency.
-// The decays and masks move out of the products into elementwise passes: copies of x and dY scaled per (position,
-// head) (Xw = w x, w_j = exp(a_last - a_j) dt_j; dYe = exp(a_i) dY, token-major like x), and M (or dM) materialized
-// per (b, chunk, head) [B, nch, H, Q, Q]. Then, per (b, chunk) and group, the heads of a group side by side:
-//   CB = C B^T;  S_c = Xw^T B;  Y = exp(a_i) (C S_in^T) + D x, then + M X per head
-//   G_c = dYe^T C;  dM = dY X^T per head;  Z = B dS^T: dX = w Z + D dY, then + M^T dY per head;  Z = C S_in^T (q);
+// ---- the products as batched GEMMs ------------------------------------------------------------------------------
+// When every chunk is whole (T a multiple of Q: training's lengths), each of the tile kernels' products is a batch of
+// same-shaped GEMMs, which cuBLAS runs (blas_batched.h) far faster than the tile kernels, whose 64 x 64 tiles wait on
+// latency. The decays and masks move out of the products into elementwise passes: copies of x and dY scaled per
+// (position, head) (Xw = w x, w_j = exp(a_last - a_j) dt_j; dYe = exp(a_i) dY, token-major like x), and M (or dM)
+// materialized per (b, chunk, head) [B, nch, H, Q, Q], M with D on its diagonal. Then, per (b, chunk) and group, the
+// heads of a group side by side:
+//   CB = C B^T;  S_c = Xw^T B;  Y = exp(a_i) (C S_in^T), then + M X per head
+//   G_c = dYe^T C;  dM = dY X^T per head;  Z1 = B dS^T, Z2 = C S_in^T: dX = w Z1 (r, q from them), then + M^T dY
 //   dC = dYe S_in + dCB B;  dB = Xw dS + dCB^T C
 // (the heads' sums inside dC and dB as the products' reduction over a group's heads x P). The rest (dt, the passes
-// over chunks, dCB's and a's and dt's sums) is the kernels above or their elementwise twins below.
+// over chunks, dCB's and a's and dt's sums) is ssd_common.cuh's kernels or the elementwise ones below.
 
 // The elementwise passes: a block per row (or per (b, chunk, head) matrix), its threads along the row, so that the
 // index arithmetic is a few 32-bit operations a thread (64-bit divisions per element cost more than the bytes).
 // out [B*T, H*P] (dense) = in (rows of ldi) times the (position, head) scale: mode 0 w_j = exp(a_last - a_j) dt_j,
 // mode 1 exp(a_i).
+// The row's H scales are formed once (shared), then applied four columns a thread where the rows allow (V4).
+#define SSD_MAX_HEADS 256 // (the heads a row's scales hold; more take the tile kernels)
+template <bool V4>
 __global__ static void ssd_scale_kernel(float *out, const float *in, int ldi, const float *dts, const float *acs,
                                         int mode, SsdShape s) {
+    __shared__ float sc[SSD_MAX_HEADS];
     const int HP = s.H * s.P, b = (int)(blockIdx.x / s.T), t = (int)(blockIdx.x % s.T), c = t / s.Q, i = t % s.Q;
     const size_t row = blockIdx.x;
-    for (int col = threadIdx.x; col < HP; col += blockDim.x) {
-        const size_t o = s.bht(b, col / s.P, c);
-        const float a = acs[o + i], sc = mode ? expf(a) : expf(acs[o + s.Q - 1] - a) * dts[o + i];
-        out[row * HP + col] = in[row * ldi + col] * sc;
+    for (int h = threadIdx.x; h < s.H; h += blockDim.x) {
+        const size_t o = s.bht(b, h, c);
+        const float a = acs[o + i];
+        sc[h] = mode ? expf(a) : expf(acs[o + s.Q - 1] - a) * dts[o + i];
+    }
+    __syncthreads();
+    if (V4) { // (P, HP, ldi multiples of 4, in and out 16-byte aligned: a float4 is one head's)
+        const float4 *src = reinterpret_cast<const float4 *>(in + row * ldi);
+        float4 *dst = reinterpret_cast<float4 *>(out + row * HP);
+        for (int q = threadIdx.x; q < HP / 4; q += blockDim.x) {
+            const float f = sc[4 * q / s.P];
+            float4 v = src[q];
+            v.x *= f, v.y *= f, v.z *= f, v.w *= f;
+            dst[q] = v;
+        }
+    } else {
+        for (int col = threadIdx.x; col < HP; col += blockDim.x)
+            out[row * HP + col] = in[row * ldi + col] * sc[col / s.P];
     }
 }
 
-// y [B*T, H*P] holds C S_in^T: becomes exp(a_i) y + D x.
-__global__ static void ssd_y_fix_kernel(float *y, const float *x, int ldx, const float *acs, const float *Dv,
-                                        SsdShape s) {
-    const int HP = s.H * s.P, b = (int)(blockIdx.x / s.T), t = (int)(blockIdx.x % s.T), c = t / s.Q, i = t % s.Q;
-    const size_t row = blockIdx.x;
-    for (int col = threadIdx.x; col < HP; col += blockDim.x) {
-        const int h = col / s.P;
-        y[row * HP + col] = expf(acs[s.bht(b, h, c) + i]) * y[row * HP + col] + Dv[h] * x[row * ldx + col];
-    }
+// out = in times the (position, head) scale (ssd_scale_kernel), in float4s where the shapes and addresses allow.
+static void ssd_scale(float *out, const float *in, int ldi, const float *dts, const float *acs, int mode,
+                      const SsdShape &s) {
+    const bool v4 = s.P % 4 == 0 && ldi % 4 == 0 && (uintptr_t)in % 16 == 0 && (uintptr_t)out % 16 == 0;
+    const unsigned rows = (unsigned)((size_t)s.B * s.T);
+    if (v4)
+        ssd_scale_kernel<true><<<rows, 256>>>(out, in, ldi, dts, acs, mode, s);
+    else
+        ssd_scale_kernel<false><<<rows, 256>>>(out, in, ldi, dts, acs, mode, s);
+    CUDA_CHECK_LAUNCH();
 }
 
-// Mb [B, nch, H, Q, Q]: M[i, j] = CB[i, j] exp(a_i - a_j) dt_j for j <= i, else 0 (MaskView's, materialized). A block
-// per (b, chunk, head).
-__global__ static void ssd_mask_kernel(float *Mb, const float *CB, const float *dts, const float *acs, SsdShape s) {
+// Mb [B, nch, H, Q, Q]: M[i, j] = CB[i, j] exp(a_i - a_j) dt_j for j <= i, else 0 (MaskView's, materialized), plus D
+// on the diagonal (M X then holds D x, M^T dY D dY). A block per (b, chunk, head).
+// (V4: Q a multiple of 4, four columns a thread in float4s.)
+__device__ __forceinline__ static float mask_at(const float *cb, const float *sa, const float *sd, float D, int i,
+                                                int j, int e) {
+    return j <= i ? cb[e] * (expf(sa[i] - sa[j]) * sd[j]) + (i == j ? D : 0.0f) : 0.0f;
+}
+template <bool V4>
+__global__ static void ssd_mask_kernel(float *Mb, const float *CB, const float *dts, const float *acs, const float *Dv,
+                                       SsdShape s) {
     __shared__ float sa[SSD_Q], sd[SSD_Q];
     const int bc = (int)(blockIdx.x / s.H), h = (int)(blockIdx.x % s.H), Q = s.Q;
     const size_t o = s.bht(bc / s.nch, h, bc % s.nch), QQ = (size_t)Q * Q;
@@ -55,10 +82,29 @@ __global__ static void ssd_mask_kernel(float *Mb, const float *CB, const float *
     __syncthreads();
     const float *cb = CB + ((size_t)bc * s.G + h / s.hpg) * QQ;
     float *m = Mb + (size_t)blockIdx.x * QQ;
-    for (int e = threadIdx.x; e < Q * Q; e += blockDim.x) {
-        const int i = e / Q, j = e % Q;
-        m[e] = j <= i ? cb[e] * (expf(sa[i] - sa[j]) * sd[j]) : 0.0f;
+    const float D = Dv[h];
+    if (V4) {
+        for (int e = 4 * threadIdx.x; e < Q * Q; e += 4 * blockDim.x) {
+            const int i = e / Q, j = e % Q;
+            float4 v;
+            v.x = mask_at(cb, sa, sd, D, i, j, e), v.y = mask_at(cb, sa, sd, D, i, j + 1, e + 1);
+            v.z = mask_at(cb, sa, sd, D, i, j + 2, e + 2), v.w = mask_at(cb, sa, sd, D, i, j + 3, e + 3);
+            *reinterpret_cast<float4 *>(m + e) = v;
+        }
+    } else {
+        for (int e = threadIdx.x; e < Q * Q; e += blockDim.x)
+            m[e] = mask_at(cb, sa, sd, D, e / Q, e % Q, e);
     }
+}
+
+static void ssd_mask(float *Mb, const float *CB, const float *dts, const float *acs, const float *Dv,
+                     const SsdShape &s) {
+    const unsigned n = (unsigned)(s.B * s.nch * s.H);
+    if (s.Q % 4 == 0)
+        ssd_mask_kernel<true><<<n, 256>>>(Mb, CB, dts, acs, Dv, s);
+    else
+        ssd_mask_kernel<false><<<n, 256>>>(Mb, CB, dts, acs, Dv, s);
+    CUDA_CHECK_LAUNCH();
 }
 
 // The per-(b, chunk, head) operands of a pointer-array product: base + bc s_bc + h s_h (floats).
@@ -165,71 +211,60 @@ __global__ static void ssd_dcb_sum_kernel(float *dCB, const float *dMb, SsdShape
     dCB[(size_t)blockIdx.x * QQ + e] = v;
 }
 
-// Per (b, chunk, head), Z [B*T, H*P] holding B dS^T: dX = w Z + D dY (rows of ldd), r_j = x_j . Z_j into rb [B, H, T],
-// D's partial sum into dDp [B, nch, H] (double). A warp per position.
+// Per (b, chunk, head), from Z1 = B dS^T and Z2 = C S_in^T [B*T, H*P]: dX = w Z1 (rows of ldd; M^T dY, with D on
+// M's diagonal, is added after), r_j = x_j . Z1_j, q_i = dY_i . Z2_i, <dS, S>, D's partial sum into dDp [B, nch, H]
+// (double), and what ssd_dx_kernel writes of a's and dt's gradients: daX (-w r + exp(a) q; at the last position also
+// sum w r + exp(a_last) <dS, S>), ddX (exp(a_last - a_j) r_j) [B, H, T]. A warp per position.
 __global__ static void __launch_bounds__(SSD_THREADS)
-    ssd_dx_whole_kernel(float *dx, int ldd, float *rb, double *dDp, const float *Z, const float *dy, const float *x,
-                        const float *dts, const float *acs, const float *Dv, SsdShape s) {
-    __shared__ float sa[SSD_Q], sd[SSD_Q];
-    const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
-    const int lane = (int)threadIdx.x % 32, wp = (int)threadIdx.x / 32;
-    const size_t o = s.bht(b, h, c), row0 = s.row0(b, c);
-    if ((int)threadIdx.x < s.Q) sa[threadIdx.x] = acs[o + threadIdx.x], sd[threadIdx.x] = dts[o + threadIdx.x];
-    __syncthreads();
-    const float last = sa[s.Q - 1], D = Dv[h];
-    double dDs = 0;
-    for (int j = wp; j < s.Q; j += SSD_THREADS / 32) {
-        const size_t row = row0 + j;
-        const float w = expf(last - sa[j]) * sd[j];
-        float r = 0.0f;
-        for (int p = lane; p < s.P; p += 32) {
-            const size_t col = (size_t)h * s.P + p;
-            const float z = Z[row * HP + col], xv = x[row * s.ldx + col], dyv = dy[row * HP + col];
-            r += xv * z, dDs += (double)(dyv * xv);
-            dx[row * ldd + col] = w * z + D * dyv;
-        }
-        for (int off = 16; off > 0; off >>= 1)
-            r += __shfl_xor_sync(0xffffffffu, r, off);
-        if (lane == 0) rb[o + j] = r;
-    }
-    const double dD_all = block_reduce(dDs, SumOp());
-    if (threadIdx.x == 0) dDp[(size_t)bc * s.H + h] = dD_all;
-}
-
-// Per (b, chunk, head), Z holding C S_in^T: q_i = dY_i . Z_i, <dS, S>, and with rb's r what ssd_dx_kernel writes of
-// a's and dt's gradients: daX (-w r + exp(a) q; at the last position also sum w r + exp(a_last) <dS, S>), ddX.
-__global__ static void __launch_bounds__(SSD_THREADS)
-    ssd_dq_whole_kernel(float *daX, float *ddX, const float *Z, const float *dy, const float *rb, const float *st,
-                        const float *dst, const float *dts, const float *acs, SsdShape s) {
-    __shared__ float sa[SSD_Q], sd[SSD_Q], sq[SSD_Q];
+    ssd_dxq_whole_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *Z1, const float *Z2,
+                         const float *dy, const float *x, const float *st, const float *dst, const float *dts,
+                         const float *acs, SsdShape s) {
+    __shared__ float sa[SSD_Q], sd[SSD_Q], sr[SSD_Q], sq[SSD_Q];
     const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
     const int lane = (int)threadIdx.x % 32, wp = (int)threadIdx.x / 32;
     const size_t o = s.bht(b, h, c), row0 = s.row0(b, c), PN = (size_t)s.P * s.N;
     if ((int)threadIdx.x < s.Q) sa[threadIdx.x] = acs[o + threadIdx.x], sd[threadIdx.x] = dts[o + threadIdx.x];
-    for (int i = wp; i < s.Q; i += SSD_THREADS / 32) {
-        const size_t row = row0 + i;
-        float q = 0.0f;
-        for (int p = lane; p < s.P; p += 32)
-            q += dy[row * HP + (size_t)h * s.P + p] * Z[row * HP + (size_t)h * s.P + p];
+    __syncthreads();
+    const float last = sa[s.Q - 1];
+    double dDs = 0;
+    for (int j = wp; j < s.Q; j += SSD_THREADS / 32) {
+        const size_t row = row0 + j;
+        const float w = expf(last - sa[j]) * sd[j];
+        float r = 0.0f, q = 0.0f;
+        for (int p = lane; p < s.P; p += 32) {
+            const size_t col = (size_t)h * s.P + p, zi = row * HP + col;
+            const float z1 = Z1[zi], xv = x[row * s.ldx + col], dyv = dy[zi];
+            r += xv * z1, q += dyv * Z2[zi], dDs += (double)(dyv * xv);
+            dx[row * ldd + col] = w * z1;
+        }
         for (int off = 16; off > 0; off >>= 1)
-            q += __shfl_xor_sync(0xffffffffu, q, off);
-        if (lane == 0) sq[i] = q;
+            r += __shfl_xor_sync(0xffffffffu, r, off), q += __shfl_xor_sync(0xffffffffu, q, off);
+        if (lane == 0) sr[j] = r, sq[j] = q;
     }
     const float *S = st + ((size_t)bc * s.H + h) * PN, *dS = dst + ((size_t)bc * s.H + h) * PN;
     double sds = 0;
-    for (size_t e = threadIdx.x; e < PN; e += SSD_THREADS)
-        sds += (double)(dS[e] * S[e]);
-    __syncthreads(); // sa, sd, sq
+    if (PN % 4 == 0) { // (the buffers' (b, chunk, head) blocks start 16-byte aligned)
+        const float4 *S4 = reinterpret_cast<const float4 *>(S), *dS4 = reinterpret_cast<const float4 *>(dS);
+        for (size_t e = threadIdx.x; e < PN / 4; e += SSD_THREADS) {
+            const float4 u = S4[e], v = dS4[e];
+            sds += (double)(u.x * v.x + u.y * v.y + u.z * v.z + u.w * v.w);
+        }
+    } else {
+        for (size_t e = threadIdx.x; e < PN; e += SSD_THREADS)
+            sds += (double)(dS[e] * S[e]);
+    }
+    __syncthreads(); // sr, sq
     const int j = threadIdx.x;
-    const float last = sa[s.Q - 1];
     float e = 0.0f, wr = 0.0f, r = 0.0f;
-    if (j < s.Q) r = rb[o + j], e = expf(last - sa[j]), wr = e * sd[j] * r;
+    if (j < s.Q) r = sr[j], e = expf(last - sa[j]), wr = e * sd[j] * r;
     const double dlast = block_reduce((double)wr, SumOp()), sds_all = block_reduce(sds, SumOp());
+    const double dD_all = block_reduce(dDs, SumOp());
     if (j < s.Q) {
         float da = -wr + expf(sa[j]) * sq[j];
         if (j == s.Q - 1) da += (float)(dlast + expf(last) * sds_all);
         daX[o + j] = da, ddX[o + j] = e * r;
     }
+    if (j == 0) dDp[(size_t)bc * s.H + h] = dD_all;
 }
 
 // ---- whole chunks: the ops ---------------------------------------------------------------------------------------
@@ -242,7 +277,7 @@ bool ssd_whole_takes(const ssd_args *a) {
         const char *e = getenv("SSM_SSD_GEMM");
         on = !(e && e[0] == '0');
     }
-    return on && s.T % s.Q == 0;
+    return on && s.T % s.Q == 0 && s.H <= SSD_MAX_HEADS;
 }
 
 
@@ -281,7 +316,7 @@ static float *ssd_pass_gemm(float *in, const float *acs, int rev, const SsdShape
 // The forward's shared part with whole chunks: dt, CB, Xw = w x (kept in Xw [B*T, H*P] for the backward's dB), the
 // chunk states and their pass (as ssd_recompute's).
 static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, float *state, int for_bwd, float *Xw) {
-    const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N, rows = (size_t)s.B * s.T;
+    const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N;
     const int HP = s.H * s.P, nb = s.B * s.nch, hP = s.hpg * s.P, tc = a->tf32;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN;
     ssd_fwd_bufs f;
@@ -294,8 +329,7 @@ static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, fl
         blas_gemm_strided(0, 1, s.Q, s.Q, s.N, a->Cm + (size_t)g * s.N, s.ldx, sx, a->Bm + (size_t)g * s.N, s.ldx, sx,
                           0.0f, f.CB + (size_t)g * s.Q * s.Q, s.Q, (long long)s.G * s.Q * s.Q, nb, tc);
     ktime_mark("ssd CB");
-    ssd_scale_kernel<<<(unsigned)rows, 256>>>(Xw, a->x, s.ldx, f.dts, f.acs, 0, s);
-    CUDA_CHECK_LAUNCH();
+    ssd_scale(Xw, a->x, s.ldx, f.dts, f.acs, 0, s);
     for (int g = 0; g < s.G; g++) // S_c = Xw^T B
         blas_gemm_strided(1, 0, hP, s.N, s.Q, Xw + grp_hp(s, g), HP, shp, a->Bm + (size_t)g * s.N, s.ldx, sx, 0.0f,
                           f.st + grp_st(s, g), s.N, sst, nb, tc);
@@ -326,12 +360,10 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     float *Xw = scratch_floats(rows * HP);
     ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw);
     scratch_free(Xw);
-    ssd_rows_by_states(y, a->Cm, f.st, s, tc); // C S_in^T
-    ssd_y_fix_kernel<<<(unsigned)rows, 256>>>(y, a->x, s.ldx, f.acs, a->Dv, s);
-    CUDA_CHECK_LAUNCH();
+    ssd_rows_by_states(y, a->Cm, f.st, s, tc);                                // C S_in^T
+    ssd_scale(y, y, HP, f.dts, f.acs, 1, s); // times exp(a_i), in place
     float *Mb = scratch_floats((size_t)nbh * QQ);
-    ssd_mask_kernel<<<nbh, 256>>>(Mb, f.CB, f.dts, f.acs, s);
-    CUDA_CHECK_LAUNCH();
+    ssd_mask(Mb, f.CB, f.dts, f.acs, a->Dv, s); // (+ D: M X holds D x)
     const float **p;
     CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float *) * 3 * nbh, cudaStreamPerThread));
     ssd_ptrs(p, s, SsdPtrs{Mb, (long long)(s.H * QQ), (long long)QQ}, SsdPtrs{a->x, (long long)s.Q * s.ldx, s.P},
@@ -352,7 +384,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     float *Xw = scratch_floats(rows * HP), *dYe = scratch_floats(rows * HP);
     ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw);
     float *dst = scratch_floats((size_t)nbh * PN), *dCB = scratch_floats((size_t)nb * sqq);
-    float *Mb = scratch_floats((size_t)nbh * QQ), *rb = scratch_floats(bht);
+    float *Mb = scratch_floats((size_t)nbh * QQ);
     float *da_dd = scratch_floats(4 * bht), *daM = da_dd, *ddM = da_dd + bht, *daX = da_dd + 2 * bht,
           *ddX = da_dd + 3 * bht;
     double *part, *dDp;
@@ -361,8 +393,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const float **p;
     CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float *) * 3 * nbh, cudaStreamPerThread));
     // the states' gradients: G_c = dYe^T C, then the reverse pass over chunks
-    ssd_scale_kernel<<<(unsigned)rows, 256>>>(dYe, dy, HP, f.dts, f.acs, 1, s);
-    CUDA_CHECK_LAUNCH();
+    ssd_scale(dYe, dy, HP, f.dts, f.acs, 1, s);
     for (int g = 0; g < s.G; g++)
         blas_gemm_strided(1, 0, hP, s.N, s.Q, dYe + grp_hp(s, g), HP, shp, a->Cm + (size_t)g * s.N, s.ldx, sx, 0.0f,
                           dst + grp_st(s, g), s.N, sst, nb, tc);
@@ -395,21 +426,19 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
                           gr->dBm + cg, gr->ldd, sd, nb, tc);
     }
     ktime_mark("ssd bwd dB dC");
-    scratch_free(Xw), scratch_free(dYe); // (before Z: the two largest at once are what the peak holds)
-    float *Z = scratch_floats(rows * HP);
-    // dX = w (B dS^T) + D dY + M^T dY, and r; then q from C S_in^T
-    ssd_rows_by_states(Z, a->Bm, dst, s, tc);
-    ssd_dx_whole_kernel<<<dim3(nb, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, rb, dDp, Z, dy, a->x, f.dts, f.acs, a->Dv,
-                                                         s);
+    scratch_free(Xw), scratch_free(dYe); // (before Z1, Z2: the two largest at once are what the peak holds)
+    float *Z1 = scratch_floats(rows * HP), *Z2 = scratch_floats(rows * HP);
+    // dX = w (B dS^T) + M^T dY (D on M's diagonal), with r, q and the terms of a's and dt's gradients
+    ssd_rows_by_states(Z1, a->Bm, dst, s, tc);
+    ssd_rows_by_states(Z2, a->Cm, f.st, s, tc);
+    ssd_dxq_whole_kernel<<<dim3(nb, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, Z1, Z2, dy, a->x, f.st, dst,
+                                                          f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
-    ssd_mask_kernel<<<nbh, 256>>>(Mb, f.CB, f.dts, f.acs, s);
-    CUDA_CHECK_LAUNCH();
+    scratch_free(Z1), scratch_free(Z2);
+    ssd_mask(Mb, f.CB, f.dts, f.acs, a->Dv, s);
     ssd_ptrs(p, s, SsdPtrs{Mb, (long long)(s.H * QQ), (long long)QQ}, SsdPtrs{dy, shp, s.P},
              SsdPtrs{gr->dx, sd, s.P});
     blas_gemm_ptrs(1, 0, s.Q, s.P, s.Q, p, s.Q, p + nbh, HP, 1.0f, (float *const *)(p + 2 * nbh), gr->ldd, nbh, tc);
-    ssd_rows_by_states(Z, a->Cm, f.st, s, tc);
-    ssd_dq_whole_kernel<<<dim3(nb, s.H), SSD_THREADS>>>(daX, ddX, Z, dy, rb, f.st, dst, f.dts, f.acs, s);
-    CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dx");
     ssd_dt_bwd_kernel<<<(unsigned)((nbh + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
                                                               f.dsp, a->A_log, s);
@@ -418,7 +447,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     ssd_head_sums_kernel<<<s.H, RED_THREADS>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd head sums");
-    scratch_free(p), scratch_free(part), scratch_free(da_dd), scratch_free(rb), scratch_free(Mb);
-    scratch_free(dCB), scratch_free(dst), scratch_free(Z);
+    scratch_free(p), scratch_free(part), scratch_free(da_dd), scratch_free(Mb);
+    scratch_free(dCB), scratch_free(dst);
     ssd_bufs_free(&f);
 }
