@@ -375,13 +375,7 @@ template <bool TC> static void ssd_bwd_run(const ssd_args *a, const ssd_grads *g
         gr->dBm, gr->dCm, gr->ldd, dy, a->x, a->Bm, a->Cm, dCB, f.st, dst, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dB dC");
-    ssd_dt_bwd_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
-                                                                f.dsp, a->A_log, s);
-    CUDA_CHECK_LAUNCH();
-    ktime_mark("ssd bwd dt");
-    ssd_head_sums_kernel<<<s.H, RED_THREADS>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
-    CUDA_CHECK_LAUNCH();
-    ktime_mark("ssd bwd head sums");
+    ssd_dt_grads_launch(a, gr, s, f, da_dd, part, dDp);
     scratch_free(dst), scratch_free(dCB), scratch_free(da_dd), scratch_free(part);
     ssd_bufs_free(&f);
 }

@@ -190,6 +190,22 @@ static void ssd_bufs_free(ssd_fwd_bufs *f) {
     if (f->dsp) scratch_free(f->dsp);
 }
 
+// The backward's last steps (both forms): dt's gradient through the cumsum, the clamp and the softplus, from a's and
+// dt's partial gradients in da_dd (daM, ddM, daX, ddX, each [B, H, T]); then dA_log, d(dt bias) and dD, each head's
+// per-(b, chunk) partials (part [B, nch, H, 2], dDp [B, nch, H]) added in order.
+static void ssd_dt_grads_launch(const ssd_args *a, const ssd_grads *gr, const SsdShape &s, const ssd_fwd_bufs &f,
+                                const float *da_dd, double *part, const double *dDp) {
+    const size_t bht = (size_t)s.B * s.H * s.T, n_bch = (size_t)s.B * s.nch * s.H;
+    ssd_dt_bwd_kernel<<<(unsigned)((n_bch + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, da_dd, da_dd + bht,
+                                                                da_dd + 2 * bht, da_dd + 3 * bht, f.dts, f.dsp,
+                                                                a->A_log, s);
+    CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dt");
+    ssd_head_sums_kernel<<<s.H, RED_THREADS>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
+    CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd head sums");
+}
+
 // dt, its cumsum and (for the backward) the softplus's slope into f
 static void ssd_dt_launch(const ssd_args *a, const SsdShape &s, ssd_fwd_bufs *f) {
     const size_t n_bch = (size_t)s.B * s.nch * s.H;

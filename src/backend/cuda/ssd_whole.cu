@@ -440,13 +440,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
              SsdPtrs{gr->dx, sd, s.P});
     blas_gemm_ptrs(1, 0, s.Q, s.P, s.Q, p, s.Q, p + nbh, HP, 1.0f, (float *const *)(p + 2 * nbh), gr->ldd, nbh, tc);
     ktime_mark("ssd bwd dx");
-    ssd_dt_bwd_kernel<<<(unsigned)((nbh + 127) / 128), 128>>>(gr->ddt, gr->ldddt, part, daM, ddM, daX, ddX, f.dts,
-                                                              f.dsp, a->A_log, s);
-    CUDA_CHECK_LAUNCH();
-    ktime_mark("ssd bwd dt");
-    ssd_head_sums_kernel<<<s.H, RED_THREADS>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
-    CUDA_CHECK_LAUNCH();
-    ktime_mark("ssd bwd head sums");
+    ssd_dt_grads_launch(a, gr, s, f, da_dd, part, dDp);
     scratch_free(p), scratch_free(part), scratch_free(da_dd), scratch_free(Mb);
     scratch_free(dCB), scratch_free(dst);
     ssd_bufs_free(&f);
