@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks that wait for a device (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       ssd-vec2-walk32, those that exist) into .devbuild/REF, adds mamba_ssm's source (from the fetched mirror of
+#       ssd-vec2-walk32 gn-cache, those that exist) into .devbuild/REF, adds mamba_ssm's source (from the fetched mirror of
 #       state-spaces/mamba, for bench/torch_mamba2_bench.py) and packs them into .devpack/pending.tar.xz (ignored
 #       by git; the device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
@@ -12,6 +12,8 @@
 #                step at 8 x 2048 and 1 x 16384 against main's binary, alternating, and with SSM_SSD_PASS_KERNEL=1 (the
 #                walk-32 pass kernels in place of the tf32 pass products, which took 152 us a call, 3 a layer, on an
 #                H100: docs/performance.md); the reference (bench/torch_mamba2_bench.py) in the same call
+#   gn-cache     (emulated, never timed) the gated RMSNorm holding a row's values in registers: test_ops gated and
+#                test_cuda_model, then the m2x24 step's gated_rmsnorm_fwd / _bwd times (--profile) against main's
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05.)
 set -u
@@ -20,7 +22,7 @@ mode=${1:-}
 if [ "$mode" = build ]; then
     shift
     refs=("$@")
-    [ ${#refs[@]} -gt 0 ] || refs=(main ssd-vec2-walk32)
+    [ ${#refs[@]} -gt 0 ] || refs=(main ssd-vec2-walk32 gn-cache)
     rm -rf .devbuild && mkdir -p .devbuild .devpack
     for ref in "${refs[@]}"; do
         git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
@@ -54,7 +56,7 @@ out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
 tar xJf .devpack/pending.tar.xz || exit 9
-M=.devbuild/main V=.devbuild/ssd-vec2-walk32 S=$(date +%s)
+M=.devbuild/main V=.devbuild/ssd-vec2-walk32 C=.devbuild/gn-cache S=$(date +%s)
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 nvidia-smi --query-gpu=name --format=csv,noheader
 # one m2x24 bf16 step: binary, environment (- for none), then bench arguments
@@ -63,7 +65,7 @@ step() {
     shift 2
     [ "$v" = - ] && v=
     echo "$bin $v: $(env $v timeout 90 "$bin/ssm" bench --config m2x24 --device cuda --what train --steps 5 --bf16 \
-        "$@" 2>&1 | grep -E '^train|ssd_|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
+        "$@" 2>&1 | grep -E '^train|ssd_|gated|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-300)"
 }
 if [ -x $V/ssm ]; then
     t ssd-vec2-walk32 tests
@@ -75,6 +77,12 @@ if [ -x $V/ssm ]; then
     done
     t m2x24 1 x 16384
     for r in "$M -" "$V -" "$V SSM_SSD_PASS_KERNEL=1"; do step $r --batch 1 --seq-len 16384; done
+fi
+if [ -x $C/ssm ]; then
+    t gn-cache
+    timeout 100 $C/test_ops gated 2>&1 | grep -E "^FAIL|cases" | tail -4
+    timeout 200 $C/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
+    for r in "$M -" "$C -" "$M -" "$C -"; do step $r --batch 8 --seq-len 2048 --profile; done
 fi
 if [ -d .devbuild/mamba_src ]; then
     t reference
