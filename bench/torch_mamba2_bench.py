@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The Mamba-2 reference on a GPU: state-spaces/mamba's Mamba2 layers (its Triton SSD kernels, mamba_chunk_scan_combined,
-and its Triton gated and fused add + RMSNorm) in a byte-level language model of ssm's m2x24 shape, trained with bf16
+"""The Mamba-2 reference on a GPU: state-spaces/mamba's Mamba2 layers (its Triton SSD kernels,
+mamba_chunk_scan_combined, and its Triton gated and fused add + RMSNorm) in a byte-level language model of ssm's m2x24 shape, trained with bf16
 autocast, fused AdamW and gradient clipping: the step time and peak memory to set beside `ssm bench --config m2x24
 --device cuda --what train --bf16` in the same run (docs/performance.md).
 
@@ -11,7 +11,8 @@ need not be built. Without causal_conv1d, Mamba2 runs its convolution as torch's
 
 Usage (on the GPU machine; MAMBA_SRC a checkout of state-spaces/mamba, the directory holding mamba_ssm/):
   python3 bench/torch_mamba2_bench.py --mamba-src MAMBA_SRC [--batch 8 --seq-len 2048] [--steps 5 --warmup 3]
-Prints one line per shape: "reference m2x24 BxT: ms per step (median), peak GiB". Several shapes: --shapes 8x2048,1x16384.
+Prints one line per shape: "reference m2x24 BxT: ms per step (median), peak GiB". Several shapes:
+--shapes 8x2048,1x16384.
 """
 import argparse
 import importlib.util

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks that wait for a device (a session is lent ~30 device minutes, a call at most 600 s).
 #   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       ssd-vec2-walk32 gn-cache, those that exist) into .devbuild/REF, adds mamba_ssm's source (from the fetched mirror of
-#       state-spaces/mamba, for bench/torch_mamba2_bench.py) and packs them into .devpack/pending.tar.xz (ignored
+#       ssd-vec2-walk32 gn-cache, those that exist) into .devbuild/REF, adds mamba_ssm's source (from the fetched
+#       mirror of state-spaces/mamba, for bench/torch_mamba2_bench.py) and packs them into .devpack/pending.tar.xz (ignored
 #       by git; the device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log

@@ -795,7 +795,8 @@ static void cases_make(void) {
     for (size_t i = sizeof sd / sizeof sd[0] - 2; i < sizeof sd / sizeof sd[0]; i++) {
         const int *q = sd[i];
         add_case(BACKEND_OP_ssd_fwd, 3e-3, 0, case_ssd_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 4 | 1),
-                 "ssd_fwd tf32 B %d T %d H %d P %d N %d G %d chunk %d: state", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
+                 "ssd_fwd tf32 B %d T %d H %d P %d N %d G %d chunk %d: state", q[0], q[1], q[2], q[3], q[4], q[5],
+                 q[6]);
         add_case(BACKEND_OP_ssd_bwd, 5e-2, 0, case_ssd_bwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 4),
                  "ssd_bwd tf32 B %d T %d H %d P %d N %d G %d chunk %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
     }

@@ -1,7 +1,7 @@
 // What the SSD's two CUDA forms share (ssd.cu: the tile kernels, for any length; ssd_whole.cu: batched GEMMs, for
-// whole chunks): the shape, scratch memory, dt and its cumsum, the passes over chunks, dt's backward and the head sums.
-// The algorithm and the buffers' layouts: ssd.cu's opening comment. Included by ssd.cu and ssd_whole.cu (and, converted,
-// by the CPU emulator: tests/emu/run.sh).
+// whole chunks): the shape, scratch memory, dt and its cumsum, the passes over chunks, dt's backward and the head
+// sums. The algorithm and the buffers' layouts: ssd.cu's opening comment. Included by ssd.cu and ssd_whole.cu (and,
+// converted, by the CPU emulator: tests/emu/run.sh).
 #ifndef SSM_CUDA_SSD_COMMON_CUH
 #define SSM_CUDA_SSD_COMMON_CUH
 
