@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """The Mamba-2 reference on a GPU: state-spaces/mamba's Mamba2 layers (its Triton SSD kernels,
-mamba_chunk_scan_combined, and its Triton gated and fused add + RMSNorm) in a byte-level language model of ssm's m2x24 shape, trained with bf16
-autocast, fused AdamW and gradient clipping: the step time and peak memory to set beside `ssm bench --config m2x24
---device cuda --what train --bf16` in the same run (docs/performance.md).
+mamba_chunk_scan_combined, and its Triton gated and fused add + RMSNorm) in a byte-level language model of ssm's
+m2x24 shape, trained with bf16 autocast, fused AdamW and gradient clipping: the step time and peak memory to set
+beside `ssm bench --config m2x24 --device cuda --what train --bf16` in the same run (docs/performance.md).
 
 The model is mamba_ssm's MixerModel (Block with fused add + RMSNorm, residual in float32, tied head) written out here,
 so that only the Mamba-2 path of the package is imported: its CUDA extensions (selective_scan_cuda, causal_conv1d)
