@@ -801,8 +801,10 @@ static void cases_make(void) {
                  "ssd_bwd tf32 B %d T %d H %d P %d N %d G %d chunk %d", q[0], q[1], q[2], q[3], q[4], q[5], q[6]);
     }
     /* whole chunks (lengths that are multiples of the chunk: the CUDA backend's batched GEMMs), float32 and tf32:
-     * groups of two heads, a chunk of 16, mamba2-130m's heads over 4 chunks of 64 */
-    const int wc[][7] = {{2, 128, 4, 16, 32, 2, 64}, {1, 64, 3, 8, 16, 1, 16}, {2, 256, 4, 64, 128, 1, 256}};
+     * groups of two heads, a chunk of 16, mamba2-130m's heads over 4 chunks of 64, and an odd P with a chunk of 6
+     * (the scalar forms of the float4 passes) */
+    const int wc[][7] = {
+        {2, 128, 4, 16, 32, 2, 64}, {1, 64, 3, 8, 16, 1, 16}, {2, 256, 4, 64, 128, 1, 256}, {2, 36, 3, 5, 8, 1, 6}};
     for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++) {
         const int *q = wc[i];
         for (int fm = 8; fm < 16; fm += 4) { /* (rows padded by 4: the aligned forms) */

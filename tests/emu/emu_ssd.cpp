@@ -178,7 +178,7 @@ static void run_gated_norm(int G, int lean) {
 int main(int argc, char **argv) {
     /* some of test_ops's SSD shapes: lengths not multiples of the chunk, groups, P and N past one 64-wide tile, a
      * chunk above the kernels' 64, and mamba2-130m's heads (P 64, N 128); then whole chunks (the batched GEMMs):
-     * groups of two heads, a chunk of 16, mamba2-130m's heads */
+     * groups of two heads, a chunk of 16, mamba2-130m's heads, an odd P with a chunk of 6 (the scalar passes) */
     const int cases[][7] = {{2, 37, 4, 8, 16, 1, 16},
                             {1, 100, 6, 16, 8, 3, 32},
                             {1, 65, 2, 64, 128, 1, 8},
@@ -186,7 +186,8 @@ int main(int argc, char **argv) {
                             {2, 9, 3, 5, 7, 1, 1},
                             {2, 128, 4, 16, 32, 2, 64},
                             {1, 64, 3, 8, 16, 1, 16},
-                            {1, 128, 2, 64, 128, 1, 32}};
+                            {1, 128, 2, 64, 128, 1, 32},
+                            {2, 36, 3, 5, 8, 1, 6}};
     const int only = argc > 1 ? atoi(argv[1]) : -1;
     char mode[64];
     const char *skew = getenv("EMU_SKEW");
