@@ -27,6 +27,7 @@ run tests/test_cli_runs.sh tests/test_cli_runs.sh
 run tests/test_cli_tasks.sh tests/test_cli_tasks.sh
 run "tests/test_mpi.sh (data parallel over MPI)" tests/test_mpi.sh # "skip - ..." in a build without MPI
 run tests/test_experiments.sh tests/test_experiments.sh # experiments/run.py: every smoke preset, the plots, get_data.sh
+run "tests/mini_einops_check.py (the Mamba-2 reference bench's einops)" /usr/bin/python3 tests/mini_einops_check.py
 run "tests/test_interrupt.sh 10" tests/test_interrupt.sh 10
 run "tests/test_interrupt.sh 3 (hybrid maf)" env SSM_LAYERS=maf tests/test_interrupt.sh 3
 run "tests/test_interrupt.sh 2 (a synthetic task)" env SSM_TASK=mqar:seq=64,pairs=8 tests/test_interrupt.sh 2
