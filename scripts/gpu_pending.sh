@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The GPU checks that wait for a device (a session is lent ~30 device minutes, a call at most 600 s).
-#   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main
-#       ssd-vec2-walk32 gn-cache, those that exist) into .devbuild/REF, adds mamba_ssm's source (from the fetched
-#       mirror of state-spaces/mamba, for bench/torch_mamba2_bench.py) and packs them into .devpack/pending.tar.xz (ignored
-#       by git; the device tool's carry takes .devpack and data, with data/tinyshakespeare.txt in it)
+#   scripts/gpu_pending.sh build [REF ...]   here (nvcc, no GPU): builds each REF's GPU binaries (default: main) into
+#       .devbuild/REF, adds mamba_ssm's source (from the fetched mirror of state-spaces/mamba, for
+#       bench/torch_mamba2_bench.py) and packs them into .devpack/pending.tar.xz (ignored by git; the device tool's
+#       carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log
-# What it checks:
-#   ssd-vec2-walk32  (emulated and CPU-tested, never timed) the fused dX kernel's float2 rows and the passes over
-#                chunks reading 32 chunks at once: test_ops ssd and test_cuda_model on the GPU, then the m2x24 bf16
-#                step at 8 x 2048 and 1 x 16384 against main's binary, alternating, and with SSM_SSD_PASS_KERNEL=1 (the
-#                walk-32 pass kernels in place of the tf32 pass products, which took 152 us a call, 3 a layer, on an
-#                H100: docs/performance.md); the reference (bench/torch_mamba2_bench.py) in the same call
-#   gn-cache     (emulated, never timed) the gated RMSNorm holding a row's values in registers: test_ops gated and
-#                test_cuda_model, then the m2x24 step's gated_rmsnorm_fwd / _bwd times (--profile) against main's
+# What it checks, main's binary with and without three measuring knobs (emulated and CPU-tested, never timed; keep
+# the default of each as it measures, and drop the knob):
+#   SSM_SSD_PASS_KERNEL=1  the passes over chunks as kernels reading 32 chunks at once, in place of the tf32 pass
+#                          products (152 us a call, 3 a layer, on an H100: docs/performance.md)
+#   SSM_SSD_V2=1           the fused dX kernel's float2 rows
+#   SSM_GN_CACHE=1         the gated RMSNorm holding a row's values in registers (the same bits)
+# first the GPU tests with all three on, then the m2x24 bf16 step at 8 x 2048 (--profile) and 1 x 16384, alternating;
+# the reference (bench/torch_mamba2_bench.py) in the same call.
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05.)
 set -u
@@ -22,7 +22,7 @@ mode=${1:-}
 if [ "$mode" = build ]; then
     shift
     refs=("$@")
-    [ ${#refs[@]} -gt 0 ] || refs=(main ssd-vec2-walk32 gn-cache)
+    [ ${#refs[@]} -gt 0 ] || refs=(main)
     rm -rf .devbuild && mkdir -p .devbuild .devpack
     for ref in "${refs[@]}"; do
         git rev-parse -q --verify "$ref^{commit}" >/dev/null || { echo "skip $ref: no such ref"; continue; }
@@ -56,7 +56,7 @@ out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
 tar xJf .devpack/pending.tar.xz || exit 9
-M=.devbuild/main V=.devbuild/ssd-vec2-walk32 C=.devbuild/gn-cache S=$(date +%s)
+M=.devbuild/main S=$(date +%s)
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 nvidia-smi --query-gpu=name --format=csv,noheader
 # one m2x24 bf16 step: binary, environment (- for none), then bench arguments
@@ -67,23 +67,17 @@ step() {
     echo "$bin $v: $(env $v timeout 90 "$bin/ssm" bench --config m2x24 --device cuda --what train --steps 5 --bf16 \
         "$@" 2>&1 | grep -E '^train|ssd_|gated|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-300)"
 }
-if [ -x $V/ssm ]; then
-    t ssd-vec2-walk32 tests
-    timeout 100 $V/test_ops ssd 2>&1 | grep -E "^FAIL|cases" | tail -6
-    timeout 200 $V/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
-    t m2x24 8 x 2048
-    for r in "$M -" "$V -" "$V SSM_SSD_PASS_KERNEL=1" "$M -" "$V -" "$V SSM_SSD_PASS_KERNEL=1"; do
-        step $r --batch 8 --seq-len 2048 --profile
-    done
-    t m2x24 1 x 16384
-    for r in "$M -" "$V -" "$V SSM_SSD_PASS_KERNEL=1"; do step $r --batch 1 --seq-len 16384; done
-fi
-if [ -x $C/ssm ]; then
-    t gn-cache
-    timeout 100 $C/test_ops gated 2>&1 | grep -E "^FAIL|cases" | tail -4
-    timeout 200 $C/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
-    for r in "$M -" "$C -" "$M -" "$C -"; do step $r --batch 8 --seq-len 2048 --profile; done
-fi
+ALL="SSM_SSD_PASS_KERNEL=1 SSM_SSD_V2=1 SSM_GN_CACHE=1"
+t tests, the knobs on
+env $ALL timeout 100 $M/test_ops ssd 2>&1 | grep -E "^FAIL|cases" | tail -6
+env $ALL timeout 100 $M/test_ops gated 2>&1 | grep -E "^FAIL|cases" | tail -6
+env $ALL timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
+t m2x24 8 x 2048
+for round in 1 2; do
+    for v in - SSM_SSD_PASS_KERNEL=1 SSM_SSD_V2=1 SSM_GN_CACHE=1; do step $M $v --batch 8 --seq-len 2048 --profile; done
+done
+t m2x24 1 x 16384
+for v in - SSM_SSD_PASS_KERNEL=1; do step $M $v --batch 1 --seq-len 16384; done
 if [ -d .devbuild/mamba_src ]; then
     t reference
     timeout 300 python3 bench/torch_mamba2_bench.py --mamba-src .devbuild/mamba_src --shapes 8x2048,1x16384 \
