@@ -143,6 +143,11 @@ static bool ssd_pass_kernel32(void) {
     if (on < 0) on = knob_on("SSM_SSD_PASS_KERNEL");
     return on;
 }
+static bool ssd_dx_v2(void) {
+    static int on = -1;
+    if (on < 0) on = knob_on("SSM_SSD_V2");
+    return on;
+}
 static bool ssd_pass_as_gemm(const SsdShape &s, int tf32) {
     return tf32 && s.nch <= SSD_PASS_GEMM_MAX && !ssd_pass_kernel32();
 }
@@ -309,7 +314,6 @@ bool ssd_whole_takes(const ssd_args *a) {
     return on && s.T % s.Q == 0 && s.H <= SSD_MAX_HEADS;
 }
 
-
 // Per group g, the heads' rows of a [B, nch, H, P, N] buffer; the columns of a token-major [B*T, H*P] one.
 static size_t grp_st(const SsdShape &s, int g) { return (size_t)g * s.hpg * s.P * s.N; }
 static size_t grp_hp(const SsdShape &s, int g) { return (size_t)g * s.hpg * s.P; }
@@ -393,8 +397,8 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     float *Xw = scratch_floats(rows * HP);
     ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw);
     scratch_free(Xw);
-    ssd_rows_by_states(y, a->Cm, f.st, s, tc);                                // C S_in^T
-    ssd_scale(y, y, HP, f.dts, f.acs, 1, s); // times exp(a_i), in place
+    ssd_rows_by_states(y, a->Cm, f.st, s, tc); // C S_in^T
+    ssd_scale(y, y, HP, f.dts, f.acs, 1, s);   // times exp(a_i), in place
     float *Mb = scratch_floats((size_t)nbh * QQ);
     ssd_mask(Mb, f.CB, f.dts, f.acs, a->Dv, s); // (+ D: M X holds D x)
     const float **p;
@@ -468,7 +472,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     // dX = w (B dS^T) + M^T dY (D on M's diagonal), with r, q and the terms of a's and dt's gradients
     ssd_rows_by_states(Z1, a->Bm, dst, s, tc);
     ssd_rows_by_states(Z2, a->Cm, f.st, s, tc);
-    const bool v2 = knob_on("SSM_SSD_V2") && s.P % 2 == 0 && s.ldx % 2 == 0 && gr->ldd % 2 == 0 &&
+    const bool v2 = ssd_dx_v2() && s.P % 2 == 0 && s.ldx % 2 == 0 && gr->ldd % 2 == 0 &&
                     (uintptr_t)a->x % 8 == 0 && (uintptr_t)gr->dx % 8 == 0 && (uintptr_t)dy % 8 == 0;
     if (v2)
         ssd_dxq_whole_kernel<true><<<dim3(nb, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, Z1, Z2, dy, a->x,
