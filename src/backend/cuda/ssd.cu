@@ -34,7 +34,8 @@
 // for j > i, so nothing overflows.
 //
 // When every chunk is whole (T a multiple of the chunk: training's lengths), the products are instead batched GEMMs
-// through cuBLAS (blas_batched.h) around elementwise passes (ssd_whole.cu): 1.25x the tile kernels' step.
+// through cuBLAS (blas_batched.h) around elementwise passes (ssd_whole.cu): the m2x24 bf16 step 1.31x the tile
+// kernels' (H100, docs/performance.md).
 #include "backend/cuda/ssd_common.cuh"
 #include "backend/cuda/ssd_whole.h"
 
@@ -571,16 +572,13 @@ static bool gn_cache_on(void) {
 }
 
 // The kernels' forms: out, y and z each float32 or bf16 (a mat's dtype picks its template argument).
-template <int NC, typename TO, typename TY, typename TZ>
-static void gated_fwd_launch(TO *o, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int rows,
-                             int D, int G, float eps) {
-    gated_rmsnorm_fwd_kernel<NC, TO, TY, TZ><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
-}
 template <typename TO, typename TY, typename TZ>
 static void gated_fwd_nc(TO *o, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int rows, int D,
                          int G, float eps) {
-    if (gn_cache_on()) gated_fwd_launch<GN_CACHE>(o, ldo, y, ldy, z, ldz, w, rows, D, G, eps);
-    else gated_fwd_launch<0>(o, ldo, y, ldy, z, ldz, w, rows, D, G, eps);
+    if (gn_cache_on())
+        gated_rmsnorm_fwd_kernel<GN_CACHE, TO, TY, TZ><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
+    else
+        gated_rmsnorm_fwd_kernel<0, TO, TY, TZ><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
 }
 template <typename TO, typename TY>
 static void gated_fwd_z(mat out, const TY *y, int ldy, mat z, const float *w, int rows, int D, int G, float eps) {
