@@ -61,6 +61,7 @@ g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu.cpp -o "$out/asan_emu.o"
 g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu_decode.cpp -o "$out/asan_emu_decode.o"
 g++ "${asan[@]}" -o "$out/asan_emu_decode" "$out"/asan_emu.o "$out"/asan_emu_decode.o "$out"/asan_decode_mamba*.o \
     "${libs[@]}"
-EMU_SKEW=3 "$out/asan_emu_decode" "$@" |
+# (with the trace's stamps and report, SSM_DECODE_TRACE, on: its reads and writes are checked too; its report dropped)
+SSM_DECODE_TRACE=2 EMU_SKEW=3 "$out/asan_emu_decode" "$@" 2>&1 | grep -v -e '^decode trace:' -e '^  [a-z]' |
     sed 's/^ok - emulated/ok - AddressSanitizer, emulated/' || rc=1
 exit $rc

@@ -7,6 +7,7 @@
 
 #include "backend/cuda/context.h"
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/decode_trace.cuh"
 #include "backend/cuda/grid_sync.cuh"
 #include "backend/cuda/mma.cuh"
 #include "ops/ops_cuda.h"
@@ -417,13 +418,21 @@ static inline int dec_fits(size_t smem) {
 // What both entry points do once their kind's limits passed: the tensor-core form's limits (d_model and the inner
 // width multiples of 16, no float32 weights), the shared memory and whether it fits, the layer table's device copy,
 // the launch. -1 where the sizes or the device decline (nothing queued).
-template <class K, typename Layer, typename Args> static int dec_run(const Args *a, int inner) {
+template <class K, typename Layer, typename Args> static int dec_run(const Args *args, int inner) {
+    Args a_ = *args;
+    const Args *a = &a_;
     const int D = a->st.D;
     if (a->st.B > DEC_MAX_B && (a->st.B > DEC_TC_MAX_B || a->st.wdt == MAT_F32 || D % 16 || inner % 16)) return -1;
     const size_t smem = dec_smem_bytes(a->st.B, D > inner ? D : inner);
     if (dec_fits(smem)) return -1;
-    const Layer *layers = (const Layer *)cuda_ctx_table(cuda_ctx_now(), a->layers, sizeof(Layer) * a->st.n_layer);
-    return dec_launch_w<K>(a, layers, smem);
+    cuda_ctx *c = cuda_ctx_now();
+    const Layer *layers = (const Layer *)cuda_ctx_table(c, a->layers, sizeof(Layer) * a->st.n_layer);
+    int sms = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device));
+    a_.st.trace = dec_trace_buffer(1 + K::period * a->st.n_layer, sms * (2048 / DEC_THREADS)); // (the grid's most)
+    const int rc = dec_launch_w<K>(a, layers, smem);
+    if (rc == 0 && a->st.trace) dec_trace_report(a->st.trace, K::period, K::labels, a->st.n_layer, c->dec_blocks);
+    return rc;
 }
 
 #endif

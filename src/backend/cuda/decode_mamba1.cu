@@ -66,6 +66,8 @@ template <int NB, typename W, bool TC>
 __global__ static void __launch_bounds__(DEC_THREADS)
     m1_decode_kernel(m1_decode_args a, const m1_decode_layer *layers) {
     const decode_step st = a.st; // (a copy: the kernel parameter stays in its own space)
+    int ph = 0; // the grid barriers passed (SSM_DECODE_TRACE's index)
+    dec_trace_mark(st.trace, 0);
     extern __shared__ __align__(16) unsigned char smem[];
     const int B = st.B, D = st.D, E = a.E, N = a.N, R = a.R, K = a.K, P = R + 2 * N;
     const DecSmem sm = dec_smem<NB>(smem, D > E ? D : E);
@@ -83,7 +85,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
 
     if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
-    grid_sync();
+    dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
         if (st.prefetch && l + 1 < st.n_layer) prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
@@ -101,7 +103,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 if (lane < B) in_proj_out(L, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
         }
-        grid_sync();
+        dec_sync(st.trace, ph);
         // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
         if constexpr (TC) {
             tc_gemm<NB>((const W *)L.x_proj, L.x_s, P, E, B, smem, stage_act(xs, E),
@@ -133,7 +135,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 __syncthreads();
             }
         }
-        grid_sync();
+        dec_sync(st.trace, ph);
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
         // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
         // (sequence, channel), so that a batch of one still spreads over the grid; every lane of a warp then takes
@@ -187,7 +189,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 }
             }
         }
-        grid_sync();
+        dec_sync(st.trace, ph);
         // D: x += out_proj(g) (+ bias)
         dec_residual_proj<NB, W, TC>(
             x, (const W *)L.out_proj, L.out_s, L.out_b, D, E, B, sm,
@@ -196,12 +198,15 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                     st[i] = g[i];
             },
             stage_act(g, E));
-        grid_sync();
+        dec_sync(st.trace, ph);
     }
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
+    dec_trace_mark(st.trace, 2 * ph + 1);
 }
 
 struct M1Kernels {
+    static constexpr int period = 4; // grid barriers a layer, and their phases' names (SSM_DECODE_TRACE)
+    static constexpr const char *labels[4] = {"in_proj, conv", "x_proj", "scan", "out_proj"};
     template <int NB, typename W, bool TC> static auto get() { return m1_decode_kernel<NB, W, TC>; }
 };
 

@@ -82,6 +82,8 @@ template <int NB, typename W, bool TC>
 __global__ static void __launch_bounds__(DEC_THREADS)
     m2_decode_kernel(m2_decode_args a, const m2_decode_layer *layers) {
     const decode_step st = a.st; // (a copy: the kernel parameter stays in its own space)
+    int ph = 0; // the grid barriers passed (SSM_DECODE_TRACE's index)
+    dec_trace_mark(st.trace, 0);
     extern __shared__ __align__(16) unsigned char smem[];
     const int B = st.B, D = st.D, Di = a.Di, N = a.N, H = a.H, P = a.P, G = a.G, K = a.K;
     const int GN = G * N, Cd = Di + 2 * GN, Din = 2 * Di + 2 * GN + H, hpg = H / G, gs = Di / G;
@@ -94,7 +96,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
 
     if (st.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
-    grid_sync();
+    dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m2_decode_layer &L = layers[l];
         if (st.prefetch && l + 1 < st.n_layer) m2_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
@@ -112,7 +114,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 if (lane < B) in_out(r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
         }
-        grid_sync();
+        dec_sync(st.trace, ph);
         // B: the SSD step, a warp per (sequence, head, state row), and the gate
         for (int row = gwarp; row < B * H * P; row += nwarps) {
             const int b = row / (H * P), h = row / P % H, p = row % P, g = h / hpg;
@@ -133,7 +135,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 v[i] = (acc + L.Dv[h] * xr) * (zv / (1.0f + expf(-zv)));
             }
         }
-        grid_sync();
+        dec_sync(st.trace, ph);
         // C: g = the gated RMSNorm of v (per group, every block its own sums); x += out_proj(g) (+ bias)
         float *grs = TC ? sm.rs : sm.red; // [B, G] the groups' scales (FFMA: in red, DEC_MAX_B x DEC_MAX_G floats)
         block_group_rstd(grs, v, B, Di, G, a.gnorm_eps);
@@ -144,12 +146,15 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                     st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
             },
             StageGated<NB>{v, grs, L.gnorm_w, B, Di, G});
-        grid_sync();
+        dec_sync(st.trace, ph);
     }
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
+    dec_trace_mark(st.trace, 2 * ph + 1);
 }
 
 struct M2Kernels {
+    static constexpr int period = 3; // grid barriers a layer, and their phases' names (SSM_DECODE_TRACE)
+    static constexpr const char *labels[3] = {"in_proj, conv", "ssd step", "norm, out_proj"};
     template <int NB, typename W, bool TC> static auto get() { return m2_decode_kernel<NB, W, TC>; }
 };
 

@@ -10,6 +10,9 @@
 
 __device__ __forceinline__ static void grid_sync() { cooperative_groups::this_grid().sync(); }
 
+// The block's clock in cycles of its multiprocessor (only differences within one block mean anything)
+__device__ __forceinline__ static long long block_clock() { return clock64(); }
+
 // kernel<<<grid, threads, smem>>>(args...) as a cooperative launch on the per-thread stream. The grid must fit on
 // the device at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor times the SMs): the launch fails otherwise.
 // The arguments are converted to the kernel's parameter types first: the launch takes their addresses. Returns the

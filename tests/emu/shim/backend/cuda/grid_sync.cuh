@@ -3,6 +3,7 @@
 #define SSM_GRID_SYNC_CUH
 #include "backend/cuda/cuda_common.h"
 static inline void grid_sync() { emu_grid_sync(); }
+static inline long long block_clock() { return 0; }
 template <typename... P, typename... A>
 static cudaError_t coop_launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t smem, A... args) {
     static_assert(sizeof...(P) == sizeof...(A), "coop_launch: one argument per kernel parameter");
