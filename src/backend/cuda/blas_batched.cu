@@ -8,14 +8,7 @@
 
 #include <cublas_v2.h>
 
-#define BLAS_CHECK(call)                                                                                               \
-    do {                                                                                                               \
-        cublasStatus_t st_ = (call);                                                                                   \
-        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                                            \
-            fprintf(stderr, "ssm: cuBLAS error %d at %s:%d (%s)\n", (int)st_, __FILE__, __LINE__, #call);              \
-            exit(2);                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#define BLAS_CHECK(call) CUBLAS_CHECK("cuBLAS", call)
 
 // cuBLAS's state in a device context (cuda_ctx.blas): the handle, made on the context's device, on the per-thread
 // stream our kernels use, with a workspace of its own (so that cuBLAS never allocates one mid-stream).

@@ -21,6 +21,16 @@
         }                                                                                           \
     } while (0)
 
+/* A cuBLAS or cuBLASLt call (lib names which): on failure its status, the call and where, and exit, as CUDA_CHECK */
+#define CUBLAS_CHECK(lib, call)                                                                             \
+    do {                                                                                                    \
+        cublasStatus_t st_ = (call);                                                                        \
+        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                                 \
+            fprintf(stderr, "ssm: %s error %d at %s:%d (%s)\n", lib, (int)st_, __FILE__, __LINE__, #call); \
+            exit(2);                                                                                        \
+        }                                                                                                   \
+    } while (0)
+
 /* After a launch: configuration errors now, execution errors at the next synchronizing call. */
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 

@@ -13,14 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define LT_CHECK(call)                                                                             \
-    do {                                                                                           \
-        cublasStatus_t st_ = (call);                                                               \
-        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                        \
-            fprintf(stderr, "ssm: cuBLASLt error %d at %s:%d (%s)\n", (int)st_, __FILE__, __LINE__, #call); \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
+#define LT_CHECK(call) CUBLAS_CHECK("cuBLASLt", call)
 
 static const size_t lt_workspace_bytes = (size_t)32 << 20;
 
