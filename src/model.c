@@ -707,13 +707,21 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
         forward_compute(m, s, tok, T, lg, last_only, x, act); /* the first step runs as it is, then graphs */
         s->graph_warm = 1;
     } else if (T == 1 && be->graph_begin) {
-        if (!s->graph || s->graph_work != x || s->graph_tokens != tok || s->graph_be != be ||
-            s->graph_last_only != last_only) {
+        const int moved = s->graph_work != x || s->graph_tokens != tok || s->graph_be != be ||
+                          s->graph_last_only != last_only;
+        if (moved || (!s->graph && !s->graph_failed)) {
             state_drop_graph(s);
             be->graph_begin();
             forward_compute(m, s, tok, T, lg, last_only, x, act);
             s->graph = be->graph_end();
             s->graph_work = x, s->graph_tokens = tok, s->graph_be = be, s->graph_last_only = last_only;
+            /* a capture that fails would fail again: not retried (each try records a whole step) until the
+             * buffers change; said once a process, since every step then pays its launches */
+            s->graph_failed = !s->graph;
+            static int said;
+            if (!s->graph && !said++)
+                fprintf(stderr, "ssm: a decode step could not be captured as a %s graph: its kernels are launched "
+                                "one by one\n", be->name);
         }
         if (s->graph) be->graph_launch(s->graph);
         else forward_compute(m, s, tok, T, lg, last_only, x, act); /* the capture failed: run directly */

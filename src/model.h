@@ -98,6 +98,7 @@ struct ssm_state {
     int graph_last_only;
     int graph_warm; /* a T = 1 forward already ran outside a capture (one-time set-up done: cuBLASLt
                      * workspace and plans, kernel attributes) */
+    int graph_failed; /* the capture for these buffers failed: steps run op by op without trying again */
 };
 
 /* Builds the layout and layers of a config (resolved here); no parameter memory yet. */
