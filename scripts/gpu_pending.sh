@@ -13,7 +13,11 @@
 #   SSM_SSD_V2=1           the fused dX kernel's float2 rows
 #   SSM_GN_CACHE=1         the gated RMSNorm holding a row's values in registers (the same bits)
 # first the GPU tests with all three on, then the m2x24 bf16 step at 8 x 2048 (--profile) and 1 x 16384, alternating;
-# the reference (bench/torch_mamba2_bench.py) in the same call.
+# the reference (bench/torch_mamba2_bench.py) in the same call (PENDING_NO_REF=1 skips it). Then, for issue 13:
+#   SSM_DECODE_TRACE=100   where a fused decode step's time goes, phase by phase (d768x24 and m2x24, bf16, batch 1)
+#   t768x12 decode at 1K   ~165 us an attention + MLP block (docs/experiments/state.md) against ~26 us a Mamba-1
+#                          layer op by op: does its graph capture fail (main says so once on stderr since 2b961e3)?
+#   --prefill 64K          prefill per byte at batch 1 against batch 8 (issue 13's goal: not slower)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05.)
 set -u
@@ -83,4 +87,16 @@ if [ -d .devbuild/mamba_src ] && [ -z "${PENDING_NO_REF:-}" ]; then # (PENDING_N
     timeout 300 python3 bench/torch_mamba2_bench.py --mamba-src .devbuild/mamba_src --shapes 8x2048,1x16384 \
         --steps 5 --warmup 3 2>&1 | grep -vi warn | tail -4
 fi
+t decode trace
+for cfg in d768x24 m2x24; do
+    echo "== $cfg"
+    SSM_DECODE_TRACE=100 timeout 60 $M/ssm bench --config $cfg --device cuda --what decode --decode-steps 200 \
+        --decode-batch 1 --bf16 2>&1 | tail -11
+done
+t Transformer decode at 1K
+timeout 90 $M/ssm bench --config t768x12 --device cuda --what decode --decode-steps 50 --decode-batch 1 --contexts 1K \
+    2>&1 | tail -4
+t prefill 64K, batch 1 and 8
+timeout 90 $M/ssm bench --config d768x24 --device cuda --what decode --decode-steps 20 --decode-batch 8 --prefill 64K \
+    --bf16 2>&1 | tail -6
 t end
