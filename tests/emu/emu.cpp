@@ -386,6 +386,7 @@ cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int) {
     switch (attr) {
     case cudaDevAttrMultiProcessorCount: *v = getenv("EMU_SMS") ? atoi(getenv("EMU_SMS")) : 3; break;
     case cudaDevAttrCooperativeLaunch: *v = 1; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *v = 2048; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
     default: *v = 0;
     }

@@ -427,9 +427,7 @@ template <class K, typename Layer, typename Args> static int dec_run(const Args 
     if (dec_fits(smem)) return -1;
     cuda_ctx *c = cuda_ctx_now();
     const Layer *layers = (const Layer *)cuda_ctx_table(c, a->layers, sizeof(Layer) * a->st.n_layer);
-    int sms = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device));
-    a_.st.trace = dec_trace_buffer(1 + K::period * a->st.n_layer, sms * (2048 / DEC_THREADS)); // (the grid's most)
+    a_.st.trace = dec_trace_buffer(1 + K::period * a->st.n_layer, c->device, DEC_THREADS);
     const int rc = dec_launch_w<K>(a, layers, smem);
     if (rc == 0 && a->st.trace) dec_trace_report(a->st.trace, K::period, K::labels, a->st.n_layer, c->dec_blocks);
     return rc;

@@ -40,13 +40,16 @@ static int dec_trace_every(void) {
     return e && atoi(e) > 0 ? atoi(e) : 0;
 }
 
-// the device buffer for nb barriers and up to `grid` blocks when tracing (grown as needed, kept for the process: a
-// diagnostic); else NULL
-static long long *dec_trace_buffer(int nb, int grid) {
+// the device buffer for nb barriers and the largest grid of blocks of `threads` the device holds at once, when
+// tracing (grown as needed, kept for the process: a diagnostic); else NULL, asking nothing of the device
+static long long *dec_trace_buffer(int nb, int device, int threads) {
     static long long *buf;
     static size_t have;
     if (!dec_trace_every()) return NULL;
-    const size_t need = (size_t)(2 * nb + 2) * grid;
+    int sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+    const size_t need = (size_t)(2 * nb + 2) * sms * (per_sm / threads);
     if (need > have) {
         if (buf) CUDA_CHECK(cudaFreeAsync(buf, cudaStreamPerThread));
         CUDA_CHECK(cudaMallocAsync((void **)&buf, need * sizeof *buf, cudaStreamPerThread));
