@@ -567,7 +567,7 @@ struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient pe
 // The registers' form (SSM_GN_CACHE=1: a measuring knob until a GPU has timed it)
 static bool gn_cache_on(void) {
     static int on = -1;
-    if (on < 0) on = getenv("SSM_GN_CACHE") && getenv("SSM_GN_CACHE")[0] == '1';
+    if (on < 0) on = knob_on("SSM_GN_CACHE");
     return on;
 }
 
@@ -609,7 +609,8 @@ static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float 
         gated_rmsnorm_bwd_kernel<GN_CACHE, TY, TZ>
             <<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
     else
-        gated_rmsnorm_bwd_kernel<0, TY, TZ><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
+        gated_rmsnorm_bwd_kernel<0, TY, TZ>
+            <<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
     CUDA_CHECK_LAUNCH();
     colsum_acc(dw, GatedNormDw<TY, TZ>{dout, y, z, rstd, ldy, ldz, D, G, D / G}, rows, D);
     scratch_free(rstd);

@@ -210,6 +210,12 @@ static void ssd_dt_grads_launch(const ssd_args *a, const ssd_grads *gr, const Ss
     ktime_mark("ssd bwd head sums");
 }
 
+// Whether the environment's `name` (a measuring knob of either form) is on: it starts with 1
+static bool knob_on(const char *name) {
+    const char *e = getenv(name);
+    return e && e[0] == '1';
+}
+
 // dt, its cumsum and (for the backward) the softplus's slope into f
 static void ssd_dt_launch(const ssd_args *a, const SsdShape &s, ssd_fwd_bufs *f) {
     const size_t n_bch = (size_t)s.B * s.nch * s.H;

@@ -134,10 +134,6 @@ __global__ static void ssd_ptrs_kernel(const float **p, SsdPtrs a, SsdPtrs b, Ss
 // Two measuring knobs, off by default until a GPU has timed them (scripts/gpu_pending.sh): SSM_SSD_PASS_KERNEL=1 runs
 // the passes over chunks as kernels reading 32 chunks at once in place of the tf32 products (152 us a call on an
 // H100: cuBLAS's 256 x 64 tile over 32 rows), SSM_SSD_V2=1 the dX kernel's float2 rows.
-static bool knob_on(const char *name) {
-    const char *e = getenv(name);
-    return e && e[0] == '1';
-}
 static bool ssd_pass_kernel32(void) {
     static int on = -1;
     if (on < 0) on = knob_on("SSM_SSD_PASS_KERNEL");
