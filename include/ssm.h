@@ -223,6 +223,11 @@ double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, 
  * ssm_eval_targets(m, ids, ids + 1, n - 1, ...). */
 double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk,
                         int show_progress, long *count);
+/* ssm_eval_targets in windows: with window > 0, every window of that many positions scored on its own from an empty
+ * state, whatever the model (as training reads its sequences of window bytes), in passes of at most chunk; 0: as
+ * ssm_eval_targets. */
+double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
+                        int show_progress, long *count);
 
 /* ---- synthetic tasks and filler bytes (docs/tasks.md) -------------------------------------------------------- */
 /* The fixed stream that validation draws from (a task's sequences, a file's filler positions), whatever the

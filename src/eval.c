@@ -7,22 +7,28 @@
 #include <string.h>
 #include <unistd.h>
 
-double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk,
+double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
                         int show_progress, long *count) {
     if (count) *count = 0;
     if (n < 1) return 0;
-    /* a model whose state grows (attention) scores each chunk on its own, with a cache of one chunk: its context
-     * is the chunk, as in training; a Mamba-only model carries its fixed-size state through the whole stream */
+    /* windows of W positions, each from an empty state. Without --window, a model whose state grows (attention) reads
+     * each chunk on its own, with a cache of one chunk: its context is the chunk, as in training; a Mamba-only model
+     * carries its fixed-size state through the whole stream (W = 0), which a model trained on windows of T may not
+     * read well far past T: asking for windows of T scores every model as it was trained */
     const int grows = model_state_grows(m);
-    ssm_state *s = ssm_state_new_ctx(m, 1, grows ? chunk : 0);
+    const size_t W = window > 0 ? (size_t)window : grows ? (size_t)chunk : 0;
+    ssm_state *s = ssm_state_new_ctx(m, 1, grows ? (long)W : 0);
     double total = 0;
-    long scored = 0;
-    for (size_t pos = 0; pos < n; pos += chunk) {
-        int T = (int)(n - pos < (size_t)chunk ? n - pos : (size_t)chunk), c;
-        if (grows) ssm_state_reset(s);
-        total += model_forward_loss(m, s, tokens + pos, targets + pos, T, &c, NULL); /* scored where the model runs */
+    long scored = 0, passes = 0;
+    for (size_t pos = 0; pos < n; passes++) {
+        size_t T = n - pos < (size_t)chunk ? n - pos : (size_t)chunk;
+        if (W && T > W - pos % W) T = W - pos % W; /* a pass never crosses a window's end */
+        if (W && pos % W == 0) ssm_state_reset(s);
+        int c;
+        total += model_forward_loss(m, s, tokens + pos, targets + pos, (int)T, &c, NULL); /* scored where it runs */
         scored += c;
-        if (show_progress && (pos / chunk) % 64 == 0) {
+        pos += T;
+        if (show_progress && passes % 64 == 0) {
             fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / (scored ? scored : 1));
             fflush(stderr);
         }
@@ -31,6 +37,11 @@ double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *target
     ssm_state_free(s);
     if (count) *count = scored;
     return total;
+}
+
+double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk,
+                        int show_progress, long *count) {
+    return ssm_eval_windows(m, tokens, targets, n, chunk, 0, show_progress, count);
 }
 
 double ssm_eval_stream(const ssm_model *m, const int *ids, size_t n, int chunk, int show_progress) {

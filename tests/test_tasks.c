@@ -435,6 +435,38 @@ static void test_noise_eval(void) {
     TEST_END();
 }
 
+static void test_eval_windows(void) {
+    TEST_BEGIN("ssm eval --window: every window scored on its own from an empty state, in passes of --chunk, equals "
+               "the windows scored one by one (Mamba, attention, a hybrid); 0 is the stream with its state carried");
+    enum { N = 301, W = 96, C = 40 };
+    int ids[N];
+    for (int i = 0; i < N; i++) ids[i] = "the state space model reads bytes "[i % 34];
+    const char *patterns[] = {"m", "af", "maf"};
+    for (int p = 0; p < 3; p++) {
+        ssm_model *m = tiny_model(patterns[p], 0);
+        long count, part;
+        const double got = ssm_eval_windows(m, ids, ids + 1, N - 1, C, W, 0, &count);
+        double want = 0;
+        long want_count = 0;
+        for (int at = 0; at < N - 1; at += W) { /* each window alone: one pass, a fresh state */
+            const int n = N - 1 - at < W ? N - 1 - at : W;
+            want += ssm_eval_windows(m, ids + at, ids + at + 1, (size_t)n, W, 0, 0, &part);
+            want_count += part;
+        }
+        EXPECT(count == N - 1 && want_count == N - 1, "%s: scored %ld and %ld of %d", patterns[p], count, want_count,
+               N - 1);
+        EXPECT(fabs(got - want) < 1e-5 * want, "%s: windows of %d in passes of %d %.6f, one by one %.6f", patterns[p],
+               W, C, got, want);
+        const double carried = ssm_eval_windows(m, ids, ids + 1, N - 1, C, 0, 0, NULL);
+        EXPECT(carried == ssm_eval_targets(m, ids, ids + 1, N - 1, C, 0, NULL), "%s: window 0 is not the stream",
+               patterns[p]);
+        if (!strchr(patterns[p], 'a')) /* a Mamba state carried through sees more than a window's start does */
+            EXPECT(fabs(carried - got) > 1e-6 * got, "Mamba: windows %.6f, carried %.6f: the same", got, carried);
+        ssm_model_free(m);
+    }
+    TEST_END();
+}
+
 /* ---- resuming ---------------------------------------------------------------------------------------------------- */
 static void test_resume(const char *dir) {
     TEST_BEGIN("runs with a task or filler resume bitwise, with the task and filler options from the checkpoint");
@@ -494,6 +526,7 @@ int main(void) {
     test_eval_chunks();
     test_noise_stream();
     test_noise_eval();
+    test_eval_windows();
     test_learns_mqar(dir);
     test_resume(dir);
     char cmd[600];
