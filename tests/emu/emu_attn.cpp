@@ -160,7 +160,9 @@ int main(int argc, char **argv) {
     /* B, T, H, KV, hd, cache rows, splits: decode (T 1) and a prefill's chunk (T 5); key runs not multiples of the
      * kernel's keys a step; head sizes of each lane width */
     const int f32_cases[][7] = {{2, 1, 4, 2, 64, 300, 1}, {2, 1, 4, 2, 64, 300, 7}, {1, 1, 2, 1, 128, 77, 3},
-                                {3, 5, 4, 4, 32, 203, 5}, {1, 1, 3, 3, 200, 41, 2}, {2, 1, 2, 1, 16, 129, 16}};
+                                {3, 5, 4, 4, 32, 203, 5}, {1, 1, 3, 3, 200, 41, 2}, {2, 1, 2, 1, 16, 129, 16},
+                                /* more splits than the combine's warps take in one round; splits without keys */
+                                {1, 1, 4, 2, 64, 300, 70}, {2, 1, 2, 2, 128, 41, 64}};
     for (int i = 0; i < (int)(sizeof f32_cases / sizeof f32_cases[0]); i++)
         if (only < 0 || only == i) {
             const int *c = f32_cases[i];

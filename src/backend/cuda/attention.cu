@@ -16,8 +16,8 @@
 // and lse = m + log l. A decode step (T = 1 over a long cache) has too few queries to fill the GPU with one warp
 // each, so the keys of each query are cut into `splits` equal runs (splits from the sizes alone: the host never
 // reads the device's key counts nk[b], and a replayed decode graph stays valid as they grow; each warp computes its
-// run from nk[b] on the device); each split leaves (acc, m, l) in a scratch buffer and attn_combine_kernel, a warp
-// per query, merges the splits in split order.
+// run from nk[b] on the device); each split leaves (acc, m, l) in a scratch buffer and attn_combine_kernel, a block
+// per query, merges the splits (in a fixed order: bitwise repeatable).
 // SSM_ATTN_SPLITS=n forces n splits (1: the unsplit kernel, the reference the split one is compared with).
 //
 // Backward (training: the keys are the queries' own positions), FlashAttention's recomputation from the saved
@@ -48,7 +48,8 @@
 #define ATTN_MAX_HD 256      // 8 elements per lane
 #define ATTN_WARPS 4         // warps per block of every attention kernel
 #define ATTN_TARGET_WARPS 8192 // split a forward whose queries give fewer warps than this (H200: 132 SMs x 64 warps)
-#define ATTN_SPLIT_KEYS 128  // ... into runs of at least this many keys
+#define ATTN_SPLIT_KEYS 32   // ... into runs of at least this many keys (a warp takes 8 to 16 keys a step)
+#define ATTN_MAX_SPLITS 256  // ... and at most this many runs (attn_combine_kernel walks them)
 
 #define GRID_STRIDE(i, n)                                                                                             \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
@@ -282,33 +283,63 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     if (lane == 0) pp[hd] = m, pp[hd + 1] = l;
 }
 
-// A warp per (b, h, t): the splits' (acc, m, l) merged in split order. A split without keys has m = -inf, l = 0
-// and adds nothing.
+// A block of ATTN_WARPS warps per (b, h, t): the splits' (acc, m, l) merged. Every warp finds M = max m_s and
+// L = sum l_s exp(m_s - M) over all splits (lanes across the splits, then the butterflies: the same bits in every
+// warp); warp w sums exp(m_s - M) acc_s over its splits s = w, w + ATTN_WARPS, ..., COMBINE_UNROLL of them in flight
+// at once, and warp 0 adds the warps' sums in warp order. A split without keys has m = -inf, l = 0 and adds nothing.
+// (A warp per query walking the splits one by one waited a memory latency per split: at 1K context the decode
+// step's attention read the cache at ~200 GB/s, H100, docs/performance.md.)
+#define COMBINE_UNROLL 8
 template <int NPL>
 __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     attn_combine_kernel(const attn_args a, float *o, int ldo, int splits, const float *part) {
-    const int lane = threadIdx.x & 31, T = a.T, H = a.H, hd = a.hd;
-    const size_t qi = (size_t)blockIdx.x * ATTN_WARPS + threadIdx.x / 32;
-    if (qi >= (size_t)a.B * H * T) return;
+    __shared__ float warp_acc[ATTN_WARPS - 1][NPL * 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x / 32, T = a.T, H = a.H, hd = a.hd;
+    const size_t qi = blockIdx.x, stride = (size_t)hd + 2;
     const int t = (int)(qi % T), h = (int)(qi / T % H), b = (int)(qi / ((size_t)T * H));
-    const float *pq = part + qi * splits * (size_t)(hd + 2);
+    const float *pq = part + qi * splits * stride;
     float M = -INFINITY;
-    for (int s = 0; s < splits; s++) M = fmaxf(M, pq[(size_t)s * (hd + 2) + hd]);
-    float L = 0.0f, acc[NPL];
+    for (int s = lane; s < splits; s += 32) M = fmaxf(M, pq[s * stride + hd]);
+    for (int off = 16; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+    float L = 0.0f;
+    for (int s = lane; s < splits; s += 32) {
+        const float ms = pq[s * stride + hd];
+        if (ms != -INFINITY) L += pq[s * stride + hd + 1] * expf(ms - M);
+    }
+    L = warp_sum(L);
+    float acc[NPL];
 #pragma unroll
     for (int c = 0; c < NPL; c++) acc[c] = 0.0f;
-    for (int s = 0; s < splits; s++) {
-        const float *ps = pq + (size_t)s * (hd + 2), ms = ps[hd];
-        if (ms == -INFINITY) continue;
-        const float w = expf(ms - M);
-        L += ps[hd + 1] * w;
+    for (int s0 = warp; s0 < splits; s0 += ATTN_WARPS * COMBINE_UNROLL) {
+        float w[COMBINE_UNROLL];
 #pragma unroll
-        for (int c = 0; c < NPL; c++)
-            if (lane + 32 * c < hd) acc[c] += w * ps[lane + 32 * c];
+        for (int u = 0; u < COMBINE_UNROLL; u++) {
+            const int s = s0 + u * ATTN_WARPS;
+            const float ms = s < splits ? pq[s * stride + hd] : -INFINITY;
+            w[u] = ms == -INFINITY ? 0.0f : expf(ms - M);
+        }
+#pragma unroll
+        for (int u = 0; u < COMBINE_UNROLL; u++) {
+            if (w[u] == 0.0f) continue; // uniform across the warp: every lane read the same m_s
+            const float *ps = pq + (s0 + u * ATTN_WARPS) * stride;
+#pragma unroll
+            for (int c = 0; c < NPL; c++)
+                if (lane + 32 * c < hd) acc[c] += w[u] * ps[lane + 32 * c];
+        }
     }
+    if (warp > 0) {
+#pragma unroll
+        for (int c = 0; c < NPL; c++) warp_acc[warp - 1][lane + 32 * c] = acc[c];
+    }
+    __syncthreads();
+    if (warp > 0) return;
     const float inv = 1.0f / L;
 #pragma unroll
-    for (int c = 0; c < NPL; c++) acc[c] *= inv;
+    for (int c = 0; c < NPL; c++) {
+        float v = acc[c];
+        for (int w = 0; w < ATTN_WARPS - 1; w++) v += warp_acc[w][lane + 32 * c];
+        acc[c] = v * inv;
+    }
     store_vec<NPL>(o + ((size_t)b * T + t) * ldo + (size_t)h * hd, acc, lane, hd);
     if (a.lse && lane == 0) a.lse[((size_t)b * H + h) * T + t] = M + logf(L);
 }
@@ -330,6 +361,7 @@ static int attn_splits(const attn_args *a) {
     if (queries >= ATTN_TARGET_WARPS || keys < 2 * ATTN_SPLIT_KEYS) return 1;
     long n = (ATTN_TARGET_WARPS + queries - 1) / queries;
     if (n > keys / ATTN_SPLIT_KEYS) n = keys / ATTN_SPLIT_KEYS;
+    if (n > ATTN_MAX_SPLITS) n = ATTN_MAX_SPLITS;
     return n > 1 ? (int)n : 1;
 }
 
@@ -344,8 +376,7 @@ template <int NPL> static void attn_fwd_launch(const attn_args *a, float *o, int
                                                                                                  splits, part);
     CUDA_CHECK_LAUNCH();
     if (splits > 1) {
-        attn_combine_kernel<NPL>
-            <<<(unsigned)((queries + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(*a, o, ldo, splits, part);
+        attn_combine_kernel<NPL><<<(unsigned)queries, ATTN_WARPS * 32>>>(*a, o, ldo, splits, part);
         CUDA_CHECK_LAUNCH();
         CUDA_CHECK(cudaFreeAsync(part, cudaStreamPerThread));
     }
