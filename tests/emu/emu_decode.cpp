@@ -123,6 +123,9 @@ int main(int argc, char **argv) {
         {'m', 40, 2, 32, 5, 1, 0, 1, 0, 4},
         {'m', 64, 2, 16, 4, 2, 1, 1, 2, 5},
         {'m', 32, 1, 8, 2, 1, 0, 1, 2, 4},
+        /* rows longer than a warp's 256 values read ahead in registers: 2 pieces (the second partial) and 3 */
+        {'m', 328, 1, 16, 21, 1, 0, 1, 0, 3},
+        {'m', 328, 1, 16, 21, 2, 1, 1, 1, 3},
         /* 9 to 64 sequences: the tensor-core form, activations in bf16 (the CPU's are float32: 8e-3 of the scale) */
         {'m', 64, 2, 16, 4, 12, 1, 1, 1, 4},
         {'m', 32, 2, 16, 2, 20, 0, 1, 2, 3},

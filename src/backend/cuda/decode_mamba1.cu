@@ -41,24 +41,45 @@ __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, 
 }
 
 // ---- the kernel ------------------------------------------------------------------------------------------------
+// What in_proj's row r needs besides its product, read before the product (conv_in_load) so that the reads overlap
+// it: the bias, and for a row of the x half its conv taps, bias and K-1 past inputs (conv_state)
+struct ConvIn {
+    float ib, cb, wc[DEC_MAX_K], st[DEC_MAX_K - 1];
+};
+__device__ __forceinline__ static ConvIn conv_in_load(const m1_decode_layer &L, int E, int K, int r, int b) {
+    ConvIn c;
+    c.ib = L.in_b ? L.in_b[r] : 0.0f;
+    if (r >= E) return c;
+    const float *st = L.conv_state + ((size_t)b * E + r) * (K - 1), *wc = L.conv_w + (size_t)r * K;
+    c.cb = L.conv_b ? L.conv_b[r] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K; k++)
+        if (k < K) c.wc[k] = wc[k];
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K - 1; k++)
+        if (k < K - 1) c.st[k] = st[k];
+    return c;
+}
+
 // in_proj's value v (scaled) of row r for sequence b: the x half (r < E) through the conv step (conv1d_silu_step's
 // order: bias, the K-1 past inputs, this one) and SiLU into xs; the gate half into z
-__device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, int E, int K, float *xs, float *z, int r,
-                                                   int b, float v) {
-    v += L.in_b ? L.in_b[r] : 0.0f;
+__device__ __forceinline__ static void in_proj_out(const ConvIn &c, const m1_decode_layer &L, int E, int K, float *xs,
+                                                   float *z, int r, int b, float v) {
+    v += c.ib;
     if (r >= E) {
         z[(size_t)b * E + (r - E)] = v;
         return;
     }
     float *st = L.conv_state + ((size_t)b * E + r) * (K - 1);
-    const float *wc = L.conv_w + (size_t)r * K;
-    float c = L.conv_b ? L.conv_b[r] : 0.0f;
-    for (int k = 0; k < K - 1; k++)
-        c += wc[k] * st[k];
-    c += wc[K - 1] * v;
-    xs[(size_t)b * E + r] = c * sigmoid_ref(c);
-    for (int k = 0; k + 1 < K - 1; k++)
-        st[k] = st[k + 1];
+    float a = c.cb;
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K - 1; k++)
+        if (k < K - 1) a += c.wc[k] * c.st[k];
+    a += c.wc[K - 1] * v;
+    xs[(size_t)b * E + r] = a * sigmoid_ref(a);
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K - 2; k++)
+        if (k < K - 2) st[k] = c.st[k + 1];
     st[K - 2] = v;
 }
 
@@ -83,8 +104,12 @@ __global__ static void __launch_bounds__(DEC_THREADS)
     auto stage_norm = [&](const float *nw) { return StageNorm<NB>{x, rs, nw, B, D}; };
     auto stage_act = [&](const float *src, int ld) { return StageAct<NB>{src, ld, B}; };
 
+    // FFMA form: each warp's rows of the next product read ahead into registers before the grid barrier that precedes
+    // it (RowsAhead): in_proj's and out_proj's rows, the head's; x_proj's piece of a block's row likewise (xp)
+    RowsAhead<W, AheadPieces<W>::n> ahead;
     if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
+    if constexpr (!TC) ahead.load((const W *)layers[0].in_proj, D, gwarp, nwarps, 2 * E);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
@@ -94,15 +119,23 @@ __global__ static void __launch_bounds__(DEC_THREADS)
         if constexpr (TC) {
             block_rstd(rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
-                        [&](int r, int b, float v) { in_proj_out(L, E, K, xs, z, r, b, v); });
+                        [&](int r, int b, float v) { in_proj_out(conv_in_load(L, E, K, r, b), L, E, K, xs, z, r, b, v); });
         } else {
+            ConvIn c0 = {}; // the first row's, read before the norm
+            if (gwarp < 2 * E && lane < B) c0 = conv_in_load(L, E, K, gwarp, lane);
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
-            for (int r = gwarp; r < 2 * E; r += nwarps) {
+            int j = 0;
+            for (int r = gwarp; r < 2 * E; r += nwarps, j++) {
                 float acc[NB];
-                warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
-                if (lane < B) in_proj_out(L, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
+                ahead.template row_dot<NB>(acc, j, (const W *)L.in_proj, r, sh, D, D, B);
+                if (lane < B)
+                    in_proj_out(j == 0 ? c0 : conv_in_load(L, E, K, r, lane), L, E, K, xs, z, r, lane,
+                                pick(acc, lane) * row_scale(L.in_s, r));
             }
         }
+        Raw8<W> xp; // x_proj: this thread's piece of the block's first row
+        if (!TC && (int)blockIdx.x < P && (int)threadIdx.x * 8 < E)
+            xp = raw8_load((const W *)L.x_proj + (size_t)blockIdx.x * E + threadIdx.x * 8);
         dec_sync(st.trace, ph);
         // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
         if constexpr (TC) {
@@ -117,7 +150,10 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                     acc[b] = 0.0f;
                 for (int k = (int)threadIdx.x * 8; k < E; k += DEC_THREADS * 8) {
                     float v[8];
-                    load8(v, wr + k);
+                    if (p == (int)blockIdx.x && k == (int)threadIdx.x * 8)
+                        raw8_unpack(v, xp);
+                    else
+                        load8(v, wr + k);
                     fma8(acc, v, xs + k, E, B);
                 }
                 warp_sum(acc);
@@ -188,6 +224,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                     g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
                 }
             }
+            ahead.load((const W *)L.out_proj, E, gwarp, nwarps, D);
         }
         dec_sync(st.trace, ph);
         // D: x += out_proj(g) (+ bias)
@@ -197,10 +234,17 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
                     st[i] = g[i];
             },
-            stage_act(g, E));
+            stage_act(g, E), TC ? nullptr : &ahead);
+        if constexpr (!TC) {
+            if (l + 1 < st.n_layer)
+                ahead.load((const W *)layers[l + 1].in_proj, D, gwarp, nwarps, 2 * E);
+            else
+                ahead.load((const W *)st.head, D, gwarp, nwarps, st.V);
+        }
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm,
+                        TC ? nullptr : &ahead);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 
