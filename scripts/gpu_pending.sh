@@ -6,20 +6,17 @@
 #       carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log
-# What it checks, main's binary with and without three measuring knobs (emulated and CPU-tested, never timed; keep
-# the default of each as it measures, and drop the knob):
-#   SSM_SSD_PASS_KERNEL=1  the passes over chunks as kernels reading 32 chunks at once, in place of the tf32 pass
-#                          products (152 us a call, 3 a layer, on an H100: docs/performance.md)
-#   SSM_SSD_V2=1           the fused dX kernel's float2 rows
-#   SSM_GN_CACHE=1         the gated RMSNorm holding a row's values in registers (the same bits)
-# first the GPU tests with all three on, then the m2x24 bf16 step at 8 x 2048 (--profile) and 1 x 16384, alternating;
-# the reference (bench/torch_mamba2_bench.py) in the same call (PENDING_NO_REF=1 skips it). Then, for issue 13:
+# What it checks, with main's binary: the GPU tests (test_ops ssd and gated, test_cuda_model), the m2x24 bf16 step at
+# 8 x 2048 (--profile) and 1 x 16384, and the reference (bench/torch_mamba2_bench.py) in the same call
+# (PENDING_NO_REF=1 skips it). Then, for issue 13:
 #   SSM_DECODE_TRACE=100   where a fused decode step's time goes, phase by phase (d768x24 and m2x24, bf16, batch 1)
 #   t768x12 decode at 1K   ~165 us an attention + MLP block (docs/experiments/state.md) against ~26 us a Mamba-1
 #                          layer op by op: does its graph capture fail (main says so once on stderr since 2b961e3)?
 #   --prefill 64K          prefill per byte at batch 1 against batch 8 (issue 13's goal: not slower)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
-# tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05.)
+# tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
+# three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, timed and settled on 2026-12-06: the float2
+# dX rows kept, the other two dropped, docs/performance.md.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -71,17 +68,14 @@ step() {
     echo "$bin $v: $(env $v timeout 90 "$bin/ssm" bench --config m2x24 --device cuda --what train --steps 5 --bf16 \
         "$@" 2>&1 | grep -E '^train|ssd_|gated|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-300)"
 }
-ALL="SSM_SSD_PASS_KERNEL=1 SSM_SSD_V2=1 SSM_GN_CACHE=1"
-t tests, the knobs on
-env $ALL timeout 100 $M/test_ops ssd 2>&1 | grep -E "^FAIL|cases" | tail -6
-env $ALL timeout 100 $M/test_ops gated 2>&1 | grep -E "^FAIL|cases" | tail -6
-env $ALL timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
+t tests
+timeout 100 $M/test_ops ssd 2>&1 | grep -E "^FAIL|cases" | tail -6
+timeout 100 $M/test_ops gated 2>&1 | grep -E "^FAIL|cases" | tail -6
+timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
 t m2x24 8 x 2048
-for round in 1 2; do
-    for v in - SSM_SSD_PASS_KERNEL=1 SSM_SSD_V2=1 SSM_GN_CACHE=1; do step $M $v --batch 8 --seq-len 2048 --profile; done
-done
+step $M - --batch 8 --seq-len 2048 --profile
 t m2x24 1 x 16384
-for v in - SSM_SSD_PASS_KERNEL=1; do step $M $v --batch 1 --seq-len 16384; done
+step $M - --batch 1 --seq-len 16384
 if [ -d .devbuild/mamba_src ] && [ -z "${PENDING_NO_REF:-}" ]; then # (PENDING_NO_REF=1: skip it)
     t reference
     timeout 300 python3 bench/torch_mamba2_bench.py --mamba-src .devbuild/mamba_src --shapes 8x2048,1x16384 \

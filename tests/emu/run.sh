@@ -50,8 +50,6 @@ for t in emu_attn emu_decode emu_scan; do
     EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/$t" "$@" || rc=1
 done
 EMU_SKEW=1 "$out/emu_ssd" "$@" || rc=1
-# and the SSD's and gated norm's forms behind measuring knobs (ssd_whole.cu, ssd.cu), warps drifting otherwise
-SSM_SSD_PASS_KERNEL=1 SSM_SSD_V2=1 SSM_GN_CACHE=1 EMU_SKEW=2 "$out/emu_ssd" "$@" || rc=1
 # the decode kernels once more under AddressSanitizer: a read or write outside the weights', states' and scratch
 # buffers (host memory here) shows, which on the GPU only compute-sanitizer would see
 for k in decode_mamba1 decode_mamba2; do

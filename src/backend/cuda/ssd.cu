@@ -329,7 +329,7 @@ template <bool TC> static ssd_fwd_bufs ssd_recompute(const ssd_args *a, const Ss
         <<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(f.st, a->x, a->ldx, a->Bm, f.dts, f.acs, 0, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd states");
-    ssd_state_pass_kernel<SSD_WALK><<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(f.st, state, f.acs, s);
+    ssd_state_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(f.st, state, f.acs, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd state pass");
     return f;
@@ -362,7 +362,7 @@ template <bool TC> static void ssd_bwd_run(const ssd_args *a, const ssd_grads *g
         <<<dim3(s.B * s.nch, s.H, tiles), SSD_THREADS>>>(dst, dy, s.H * s.P, a->Cm, f.dts, f.acs, 1, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dstates");
-    ssd_dstate_pass_kernel<SSD_WALK><<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
+    ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dstate pass");
     ssd_dcb_kernel<TC><<<dim3(s.B * s.nch, s.G), SSD_THREADS>>>(dCB, daM, ddM, dy, a->x, f.CB, f.dts, f.acs, s);
@@ -454,12 +454,10 @@ __device__ __forceinline__ static float gn_ld(const __nv_bfloat16 *p, size_t i) 
 __device__ __forceinline__ static void gn_st(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ static void gn_st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
-// With NC > 0 each thread holds its first NC columns of a group in registers between the sum and the output (the row
-// is read once; v is never stored in a bf16 out between, which would round it); columns past those are read again
-// (NC 0: every column read twice, the form measured so far). The same expressions in the same order either way: the
-// same bits. NC = GN_CACHE with SSM_GN_CACHE=1 (not yet timed on a GPU: scripts/gpu_pending.sh).
-#define GN_CACHE 8
-template <int NC, typename TO, typename TY, typename TZ>
+// The row's v = y silu(z) is computed twice (for the sum, then for the output) rather than stored in out between:
+// a bf16 out would round it. (Each thread's first 8 columns of a group held in registers instead, the same bits, ran
+// the backward 8.9 -> 14.4 ms a step on an H100: m2x24 bf16 at 8 x 2048, 2026-12-06.)
+template <typename TO, typename TY, typename TZ>
 __global__ static void __launch_bounds__(RED_THREADS)
     gated_rmsnorm_fwd_kernel(TO *out, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int D, int G,
                              float eps) {
@@ -470,41 +468,18 @@ __global__ static void __launch_bounds__(RED_THREADS)
     TO *o = out + r * ldo;
     for (int g = 0; g < G; g++) {
         double ss = 0;
-        float cv[NC > 0 ? NC : 1];
-#pragma unroll
-        for (int k = 0; k < NC; k++) {
-            const int j = (int)threadIdx.x + k * RED_THREADS, i = g * gs + j;
-            cv[k] = 0.0f;
-            if (j < gs) {
-                const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
-                cv[k] = v, ss += (double)v * v;
-            }
-        }
-        for (int i = g * gs + threadIdx.x + NC * RED_THREADS; i < (g + 1) * gs; i += RED_THREADS) {
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
             const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
             ss += (double)v * v;
         }
         ss = block_reduce(ss, SumOp());
         const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
-#pragma unroll
-        for (int k = 0; k < NC; k++) {
-            const int j = (int)threadIdx.x + k * RED_THREADS, i = g * gs + j;
-            if (j < gs) gn_st(o, i, cv[k] * rs * w[i]);
-        }
-        for (int i = g * gs + threadIdx.x + NC * RED_THREADS; i < (g + 1) * gs; i += RED_THREADS)
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS)
             gn_st(o, i, gn_ld(yr, i) * silu_of(gn_ld(zr, i)) * rs * w[i]);
     }
 }
 
-// The backward's element i of a row: dy and dz from its y, z, silu's sigmoid sg and dout w, given rs and c.
-__device__ __forceinline__ static void gn_bwd_at(float *dyr, float *dzr, int i, float yi, float zi, float sg, float dw,
-                                                 float rs, float c) {
-    const float sz = zi * sg, v = yi * sz, dv = dw * rs - v * c;
-    dyr[i] = dv * sz;
-    dzr[i] = dv * yi * sg * (1.0f + zi * (1.0f - sg));
-}
-
-template <int NC, typename TY, typename TZ>
+template <typename TY, typename TZ>
 __global__ static void __launch_bounds__(RED_THREADS)
     gated_rmsnorm_bwd_kernel(float *dy, float *dz, int lddz, float *rstd, const float *dout, const TY *y, int ldy,
                              const TZ *z, int ldz, const float *w, int D, int G, float eps) {
@@ -516,20 +491,7 @@ __global__ static void __launch_bounds__(RED_THREADS)
     float *dyr = dy + r * D, *dzr = dz + r * lddz;
     for (int g = 0; g < G; g++) {
         double ss = 0, dot = 0;
-        float cy[NC > 0 ? NC : 1], cz[NC > 0 ? NC : 1], csg[NC > 0 ? NC : 1], cdw[NC > 0 ? NC : 1];
-#pragma unroll
-        for (int k = 0; k < NC; k++) {
-            const int j = (int)threadIdx.x + k * RED_THREADS, i = g * gs + j;
-            cy[k] = cz[k] = csg[k] = cdw[k] = 0.0f;
-            if (j < gs) {
-                const float zi = gn_ld(zr, i), yi = gn_ld(yr, i), e = expf(-zi), sg = 1.0f / (1.0f + e);
-                const float v = yi * (zi / (1.0f + e)); // (silu_of's expression)
-                cy[k] = yi, cz[k] = zi, csg[k] = sg, cdw[k] = dor[i] * w[i];
-                ss += (double)v * v;
-                dot += (double)dor[i] * w[i] * v;
-            }
-        }
-        for (int i = g * gs + threadIdx.x + NC * RED_THREADS; i < (g + 1) * gs; i += RED_THREADS) {
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
             const float v = gn_ld(yr, i) * silu_of(gn_ld(zr, i));
             ss += (double)v * v;
             dot += (double)dor[i] * w[i] * v;
@@ -538,14 +500,12 @@ __global__ static void __launch_bounds__(RED_THREADS)
         dot = block_reduce(dot, SumOp());
         const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
         if (threadIdx.x == 0) rstd[r * G + g] = rs;
-#pragma unroll
-        for (int k = 0; k < NC; k++) {
-            const int j = (int)threadIdx.x + k * RED_THREADS;
-            if (j < gs) gn_bwd_at(dyr, dzr, g * gs + j, cy[k], cz[k], csg[k], cdw[k], rs, c);
-        }
-        for (int i = g * gs + threadIdx.x + NC * RED_THREADS; i < (g + 1) * gs; i += RED_THREADS) {
-            const float zi = gn_ld(zr, i);
-            gn_bwd_at(dyr, dzr, i, gn_ld(yr, i), zi, 1.0f / (1.0f + expf(-zi)), dor[i] * w[i], rs, c);
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
+            const float zi = gn_ld(zr, i), yi = gn_ld(yr, i);
+            const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
+            const float dv = dor[i] * w[i] * rs - v * c;
+            dyr[i] = dv * sz;
+            dzr[i] = dv * yi * sg * (1.0f + zi * (1.0f - sg));
         }
     }
 }
@@ -564,27 +524,15 @@ struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient pe
     }
 };
 
-// The registers' form (SSM_GN_CACHE=1: a measuring knob until a GPU has timed it)
-static bool gn_cache_on(void) {
-    static int on = -1;
-    if (on < 0) on = knob_on("SSM_GN_CACHE");
-    return on;
-}
-
 // The kernels' forms: out, y and z each float32 or bf16 (a mat's dtype picks its template argument).
-template <typename TO, typename TY, typename TZ>
-static void gated_fwd_nc(TO *o, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int rows, int D,
-                         int G, float eps) {
-    if (gn_cache_on())
-        gated_rmsnorm_fwd_kernel<GN_CACHE, TO, TY, TZ><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
-    else
-        gated_rmsnorm_fwd_kernel<0, TO, TY, TZ><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
-}
 template <typename TO, typename TY>
 static void gated_fwd_z(mat out, const TY *y, int ldy, mat z, const float *w, int rows, int D, int G, float eps) {
     TO *o = (TO *)out.p;
-    if (mat_h(z)) gated_fwd_nc(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, rows, D, G, eps);
-    else gated_fwd_nc(o, out.ld, y, ldy, mat_f(z), z.ld, w, rows, D, G, eps);
+    if (mat_h(z))
+        gated_rmsnorm_fwd_kernel<TO, TY, __nv_bfloat16>
+            <<<rows, RED_THREADS>>>(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, D, G, eps);
+    else
+        gated_rmsnorm_fwd_kernel<TO, TY, float><<<rows, RED_THREADS>>>(o, out.ld, y, ldy, mat_f(z), z.ld, w, D, G, eps);
 }
 template <typename TO>
 static void gated_fwd_y(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps) {
@@ -605,12 +553,7 @@ template <typename TY, typename TZ>
 static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
                          const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
     float *rstd = scratch_floats((size_t)rows * G);
-    if (gn_cache_on())
-        gated_rmsnorm_bwd_kernel<GN_CACHE, TY, TZ>
-            <<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
-    else
-        gated_rmsnorm_bwd_kernel<0, TY, TZ>
-            <<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
+    gated_rmsnorm_bwd_kernel<TY, TZ><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
     CUDA_CHECK_LAUNCH();
     colsum_acc(dw, GatedNormDw<TY, TZ>{dout, y, z, rstd, ldy, ldz, D, G, D / G}, rows, D);
     scratch_free(rstd);

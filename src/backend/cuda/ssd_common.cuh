@@ -81,28 +81,25 @@ __global__ static void ssd_dt_kernel(float *dts, float *acs, float *dsp, const f
     }
 }
 
-// (WALK: the chunks whose reads a thread issues at once, SSD_WALK; the whole-chunk form's SSM_SSD_PASS_KERNEL=1
-// takes 32.)
 // The chunks' states st [B, nch, H, P, N] become the states entering each chunk, in place: a thread per (b, h, state
 // element) walks the chunks in order. state [B, H, P, N], when not NULL, is the state entering chunk 0 and receives
 // the one leaving the last.
-template <int WALK>
 __global__ static void ssd_state_pass_kernel(float *st, float *state, const float *acs, SsdShape s) {
     const size_t PN = (size_t)s.P * s.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= PN) return;
     const int h = blockIdx.y, b = blockIdx.z;
     float *init = state ? state + ((size_t)b * s.H + h) * PN + e : NULL;
     float v = init ? *init : 0.0f;
-    for (int c0 = 0; c0 < s.nch; c0 += WALK) {
-        float add[WALK], dec[WALK];
+    for (int c0 = 0; c0 < s.nch; c0 += SSD_WALK) {
+        float add[SSD_WALK], dec[SSD_WALK];
 #pragma unroll
-        for (int j = 0; j < WALK; j++) {
+        for (int j = 0; j < SSD_WALK; j++) {
             const int c = c0 + j < s.nch ? c0 + j : s.nch - 1;
             add[j] = st[(((size_t)b * s.nch + c) * s.H + h) * PN + e];
             dec[j] = expf(acs[s.bht(b, h, c) + s.len(c) - 1]);
         }
 #pragma unroll
-        for (int j = 0; j < WALK && c0 + j < s.nch; j++) {
+        for (int j = 0; j < SSD_WALK && c0 + j < s.nch; j++) {
             st[(((size_t)b * s.nch + c0 + j) * s.H + h) * PN + e] = v;
             v = dec[j] * v + add[j];
         }
@@ -112,22 +109,21 @@ __global__ static void ssd_state_pass_kernel(float *st, float *state, const floa
 
 // The backward's reverse: dst [B, nch, H, P, N] holds G_c (from dY and C) and becomes dS_c, the gradient of the state
 // leaving chunk c (zero for the last: training discards the final state).
-template <int WALK>
 __global__ static void ssd_dstate_pass_kernel(float *dst, const float *acs, SsdShape s) {
     const size_t PN = (size_t)s.P * s.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= PN) return;
     const int h = blockIdx.y, b = blockIdx.z;
     float d = 0.0f;
-    for (int c0 = s.nch - 1; c0 >= 0; c0 -= WALK) { // chunks c0, c0 - 1, ..., down to 0
-        float gc[WALK], dec[WALK];
+    for (int c0 = s.nch - 1; c0 >= 0; c0 -= SSD_WALK) { // chunks c0, c0 - 1, ..., down to 0
+        float gc[SSD_WALK], dec[SSD_WALK];
 #pragma unroll
-        for (int j = 0; j < WALK; j++) {
+        for (int j = 0; j < SSD_WALK; j++) {
             const int c = c0 - j >= 0 ? c0 - j : 0;
             gc[j] = dst[(((size_t)b * s.nch + c) * s.H + h) * PN + e];
             dec[j] = expf(acs[s.bht(b, h, c) + s.len(c) - 1]);
         }
 #pragma unroll
-        for (int j = 0; j < WALK && c0 - j >= 0; j++) {
+        for (int j = 0; j < SSD_WALK && c0 - j >= 0; j++) {
             dst[(((size_t)b * s.nch + c0 - j) * s.H + h) * PN + e] = d;
             d = dec[j] * d + gc[j];
         }
@@ -208,12 +204,6 @@ static void ssd_dt_grads_launch(const ssd_args *a, const ssd_grads *gr, const Ss
     ssd_head_sums_kernel<<<s.H, RED_THREADS>>>(gr->dA_log, gr->ddt_bias, gr->dDv, part, dDp, a->A_log, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd head sums");
-}
-
-// Whether the environment's `name` (a measuring knob of either form) is on: it starts with 1
-static bool knob_on(const char *name) {
-    const char *e = getenv(name);
-    return e && e[0] == '1';
 }
 
 // dt, its cumsum and (for the backward) the softplus's slope into f

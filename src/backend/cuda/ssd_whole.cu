@@ -129,24 +129,11 @@ __global__ static void ssd_ptrs_kernel(const float **p, SsdPtrs a, SsdPtrs b, Ss
 // On tensor cores only (tf32, as the products that read the states round them anyway): in float32 FFMA the product
 // of 256 chunks took longer than the pass. On an H100 (m2x24 bf16, 2026-12-05) the passes took 0.166 and 0.484 ms a
 // call at 8 x 2048 (32 chunks); as products the step ran 129.7 -> 121.6 ms at 8 x 2048 and 130.1 -> 123.1 ms at
-// 1 x 16384 (256 chunks); float32 products ran 124.0 and 152.3 ms.
+// 1 x 16384 (256 chunks); float32 products ran 124.0 and 152.3 ms. Pass kernels reading 32 chunks at once (not 8),
+// against these products (152 us a call at 32 chunks), ran the step slower still (H100, 2026-12-06): 117.6 -> 119.6 ms
+// at 8 x 2048, 118.8 -> 120.6 ms at 1 x 16384.
 #define SSD_PASS_GEMM_MAX 256 // chunks: past this the products' nch^2 x P x N outweighs the passes' bytes
-// Two measuring knobs, off by default until a GPU has timed them (scripts/gpu_pending.sh): SSM_SSD_PASS_KERNEL=1 runs
-// the passes over chunks as kernels reading 32 chunks at once in place of the tf32 products (152 us a call on an
-// H100: cuBLAS's 256 x 64 tile over 32 rows), SSM_SSD_V2=1 the dX kernel's float2 rows.
-static bool ssd_pass_kernel32(void) {
-    static int on = -1;
-    if (on < 0) on = knob_on("SSM_SSD_PASS_KERNEL");
-    return on;
-}
-static bool ssd_dx_v2(void) {
-    static int on = -1;
-    if (on < 0) on = knob_on("SSM_SSD_V2");
-    return on;
-}
-static bool ssd_pass_as_gemm(const SsdShape &s, int tf32) {
-    return tf32 && s.nch <= SSD_PASS_GEMM_MAX && !ssd_pass_kernel32();
-}
+static bool ssd_pass_as_gemm(const SsdShape &s, int tf32) { return tf32 && s.nch <= SSD_PASS_GEMM_MAX; }
 __global__ static void ssd_chunk_decay_kernel(float *Lc, const float *acs, int rev, SsdShape s) {
     const int b = (int)blockIdx.x / s.H, h = (int)blockIdx.x % s.H, n = s.nch;
     float *L = Lc + (size_t)blockIdx.x * n * n;
@@ -226,12 +213,28 @@ __global__ static void ssd_dcb_sum_kernel(float *dCB, const float *dMb, SsdShape
     dCB[(size_t)blockIdx.x * QQ + e] = v;
 }
 
+// Columns p and p + 1 of a head's row at `at` (two: p + 1 < P; else the second reads as 0 and is not written): one
+// float2 where the rows allow (F2: P, HP, ldx and ldd even, the pointers 8-byte aligned), else one float at a time.
+template <bool F2> __device__ __forceinline__ static float2 ld_pair(const float *at, bool two) {
+    if (F2) return *reinterpret_cast<const float2 *>(at);
+    return make_float2(at[0], two ? at[1] : 0.0f);
+}
+template <bool F2> __device__ __forceinline__ static void st_pair(float *at, bool two, float2 v) {
+    if (F2) {
+        *reinterpret_cast<float2 *>(at) = v;
+    } else {
+        at[0] = v.x;
+        if (two) at[1] = v.y;
+    }
+}
+
 // Per (b, chunk, head), from Z1 = B dS^T and Z2 = C S_in^T [B*T, H*P]: dX = w Z1 (rows of ldd; M^T dY, with D on
 // M's diagonal, is added after), r_j = x_j . Z1_j, q_i = dY_i . Z2_i, <dS, S>, D's partial sum into dDp [B, nch, H]
 // (double), and what ssd_dx_kernel writes of a's and dt's gradients: daX (-w r + exp(a) q; at the last position also
-// sum w r + exp(a_last) <dS, S>), ddX (exp(a_last - a_j) r_j) [B, H, T]. A warp per position; with V2 two columns a
-// lane in float2s (SSM_SSD_V2=1, where the rows allow).
-template <bool V2>
+// sum w r + exp(a_last) <dS, S>), ddX (exp(a_last - a_j) r_j) [B, H, T]. A warp per position, two adjacent columns a
+// lane (ld_pair): against one column a lane, the m2x24 bf16 step ran 117.6 -> 116.6 ms at 8 x 2048 on an H100
+// (ssd_bwd 50.9 -> 49.7 ms, 2026-12-06).
+template <bool F2>
 __global__ static void __launch_bounds__(SSD_THREADS)
     ssd_dxq_whole_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *Z1, const float *Z2,
                          const float *dy, const float *x, const float *st, const float *dst, const float *dts,
@@ -248,24 +251,14 @@ __global__ static void __launch_bounds__(SSD_THREADS)
         const size_t row = row0 + j;
         const float w = expf(last - sa[j]) * sd[j];
         float r = 0.0f, q = 0.0f;
-        if (V2) { // (P, HP, ldx, ldd even: every row's head starts 8-byte aligned)
-            for (int p = 2 * lane; p < s.P; p += 64) {
-                const size_t col = (size_t)h * s.P + p, zi = row * HP + col;
-                const float2 z1 = *reinterpret_cast<const float2 *>(Z1 + zi),
-                             z2 = *reinterpret_cast<const float2 *>(Z2 + zi),
-                             xv = *reinterpret_cast<const float2 *>(x + row * s.ldx + col),
-                             dyv = *reinterpret_cast<const float2 *>(dy + zi);
-                r += xv.x * z1.x + xv.y * z1.y, q += dyv.x * z2.x + dyv.y * z2.y;
-                dDs += (double)(dyv.x * xv.x) + (double)(dyv.y * xv.y);
-                *reinterpret_cast<float2 *>(dx + row * ldd + col) = make_float2(w * z1.x, w * z1.y);
-            }
-        } else {
-            for (int p = lane; p < s.P; p += 32) {
-                const size_t col = (size_t)h * s.P + p, zi = row * HP + col;
-                const float z1 = Z1[zi], xv = x[row * s.ldx + col], dyv = dy[zi];
-                r += xv * z1, q += dyv * Z2[zi], dDs += (double)(dyv * xv);
-                dx[row * ldd + col] = w * z1;
-            }
+        for (int p = 2 * lane; p < s.P; p += 64) {
+            const size_t col = (size_t)h * s.P + p, zi = row * HP + col;
+            const bool two = p + 1 < s.P;
+            const float2 z1 = ld_pair<F2>(Z1 + zi, two), z2 = ld_pair<F2>(Z2 + zi, two),
+                         xv = ld_pair<F2>(x + row * s.ldx + col, two), dyv = ld_pair<F2>(dy + zi, two);
+            r += xv.x * z1.x + xv.y * z1.y, q += dyv.x * z2.x + dyv.y * z2.y;
+            dDs += (double)(dyv.x * xv.x) + (double)(dyv.y * xv.y);
+            st_pair<F2>(dx + row * ldd + col, two, make_float2(w * z1.x, w * z1.y));
         }
         for (int off = 16; off > 0; off >>= 1)
             r += __shfl_xor_sync(0xffffffffu, r, off), q += __shfl_xor_sync(0xffffffffu, q, off);
@@ -366,11 +359,7 @@ static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, fl
     if (!state && ssd_pass_as_gemm(s, tc)) {
         f.st = ssd_pass_gemm(f.st, f.acs, 0, s, tc);
     } else { // (a carried state: the pass takes it in and gives the last one back)
-        const dim3 grid((unsigned)cdiv((int)PN, 256), s.H, s.B);
-        if (ssd_pass_kernel32())
-            ssd_state_pass_kernel<32><<<grid, 256>>>(f.st, state, f.acs, s);
-        else
-            ssd_state_pass_kernel<SSD_WALK><<<grid, 256>>>(f.st, state, f.acs, s);
+        ssd_state_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(f.st, state, f.acs, s);
         CUDA_CHECK_LAUNCH();
     }
     ktime_mark("ssd state pass");
@@ -434,11 +423,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     if (ssd_pass_as_gemm(s, tc)) {
         dst = ssd_pass_gemm(dst, f.acs, 1, s, tc);
     } else {
-        const dim3 grid((unsigned)cdiv((int)PN, 256), s.H, s.B);
-        if (ssd_pass_kernel32())
-            ssd_dstate_pass_kernel<32><<<grid, 256>>>(dst, f.acs, s);
-        else
-            ssd_dstate_pass_kernel<SSD_WALK><<<grid, 256>>>(dst, f.acs, s);
+        ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
         CUDA_CHECK_LAUNCH();
     }
     ktime_mark("ssd bwd dstate pass");
@@ -468,9 +453,9 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     // dX = w (B dS^T) + M^T dY (D on M's diagonal), with r, q and the terms of a's and dt's gradients
     ssd_rows_by_states(Z1, a->Bm, dst, s, tc);
     ssd_rows_by_states(Z2, a->Cm, f.st, s, tc);
-    const bool v2 = ssd_dx_v2() && s.P % 2 == 0 && s.ldx % 2 == 0 && gr->ldd % 2 == 0 &&
-                    (uintptr_t)a->x % 8 == 0 && (uintptr_t)gr->dx % 8 == 0 && (uintptr_t)dy % 8 == 0;
-    if (v2)
+    const bool f2 = s.P % 2 == 0 && s.ldx % 2 == 0 && gr->ldd % 2 == 0 && (uintptr_t)a->x % 8 == 0 &&
+                    (uintptr_t)gr->dx % 8 == 0 && (uintptr_t)dy % 8 == 0;
+    if (f2)
         ssd_dxq_whole_kernel<true><<<dim3(nb, s.H), SSD_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, Z1, Z2, dy, a->x,
                                                                     f.st, dst, f.dts, f.acs, s);
     else
