@@ -6,17 +6,19 @@
 #       carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log
-# What it checks, with main's binary: the GPU tests (test_ops ssd and gated, test_cuda_model), the m2x24 bf16 step at
-# 8 x 2048 (--profile) and 1 x 16384, and the reference (bench/torch_mamba2_bench.py) in the same call
-# (PENDING_NO_REF=1 skips it). Then, for issue 13:
-#   SSM_DECODE_TRACE=100   where a fused decode step's time goes, phase by phase (d768x24 and m2x24, bf16, batch 1)
-#   t768x12 decode at 1K   ~165 us an attention + MLP block (docs/experiments/state.md) against ~26 us a Mamba-1
-#                          layer op by op: does its graph capture fail (main says so once on stderr since 2b961e3)?
-#   --prefill 64K          prefill per byte at batch 1 against batch 8 (issue 13's goal: not slower)
+# What it checks (build it with two refs: `scripts/gpu_pending.sh build BASE main`, BASE the commit before the changes
+# to time, e.g. 29e2dea for the three below; without .devbuild/BASE only main's numbers):
+#   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
+#   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main: df7d7da reads each warp's
+#                    weight rows before the grid barrier (SSM_DECODE_TRACE=100 once more on main's)
+#   attention decode t768x12 at 1K and 8K context, BASE then main: e7eb8fe's runs of 32 keys and block-per-query merge;
+#                    stderr kept whole (a failed graph capture says so once)
+#   m2x24 step       8 x 2048 bf16, BASE then main (667d651: the float2 dX rows the only form; its odd-shape path is
+#                    new), and the reference (bench/torch_mamba2_bench.py; PENDING_NO_REF=1 skips it)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
-# three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, timed and settled on 2026-12-06: the float2
-# dX rows kept, the other two dropped, docs/performance.md.)
+# three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
+# 1K and prefill at 64K: docs/performance.md, 2026-12-06.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -58,39 +60,39 @@ mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
 tar xJf .devpack/pending.tar.xz || exit 9
 M=.devbuild/main S=$(date +%s)
+bins=$(for d in .devbuild/*/; do [ -x "$d/ssm" ] && [ "$d" != .devbuild/main/ ] && echo "${d%/}"; done)
+bins="$bins $M" # BASE (any other build) first, then main
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 nvidia-smi --query-gpu=name --format=csv,noheader
-# one m2x24 bf16 step: binary, environment (- for none), then bench arguments
-step() {
-    local bin=$1 v=$2
-    shift 2
-    [ "$v" = - ] && v=
-    echo "$bin $v: $(env $v timeout 90 "$bin/ssm" bench --config m2x24 --device cuda --what train --steps 5 --bf16 \
-        "$@" 2>&1 | grep -E '^train|ssd_|gated|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-300)"
-}
 t tests
-timeout 100 $M/test_ops ssd 2>&1 | grep -E "^FAIL|cases" | tail -6
-timeout 100 $M/test_ops gated 2>&1 | grep -E "^FAIL|cases" | tail -6
-timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-80 | tail -8
-t m2x24 8 x 2048
-step $M - --batch 8 --seq-len 2048 --profile
-t m2x24 1 x 16384
-step $M - --batch 1 --seq-len 16384
+for part in attn ssd gated scan; do
+    echo "test_ops $part: $(timeout 120 $M/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"
+done
+timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-100 | tail -12
+t Mamba-1 decode
+for bin in $bins; do
+    for w in "1 --bf16" "8 --bf16" "1"; do
+        set -- $w
+        echo "$bin d768x24 batch $*: $(timeout 60 $bin/ssm bench --config d768x24 --device cuda --what decode \
+            --decode-steps 200 --decode-batch "$@" 2>&1 | grep -E '^decode batch' | tr -s ' ' | tr '\n' ' ')"
+    done
+done
+SSM_DECODE_TRACE=100 timeout 60 $M/ssm bench --config d768x24 --device cuda --what decode --decode-steps 200 \
+    --decode-batch 1 --bf16 2>&1 | grep -E '^  ' | head -8
+t attention decode
+for bin in $bins; do
+    echo "== $bin"
+    timeout 120 $bin/ssm bench --config t768x12 --device cuda --what decode --decode-steps 50 --decode-batch 1 \
+        --contexts 1K,8K 2>&1 | grep -vE '^(config|load|measurement)' | tail -6
+done
+t m2x24 step 8 x 2048
+for bin in $bins; do
+    echo "$bin: $(timeout 90 $bin/ssm bench --config m2x24 --device cuda --what train --steps 5 --bf16 --batch 8 \
+        --seq-len 2048 --profile 2>&1 | grep -E '^train|ssd_|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
+done
 if [ -d .devbuild/mamba_src ] && [ -z "${PENDING_NO_REF:-}" ]; then # (PENDING_NO_REF=1: skip it)
     t reference
-    timeout 300 python3 bench/torch_mamba2_bench.py --mamba-src .devbuild/mamba_src --shapes 8x2048,1x16384 \
-        --steps 5 --warmup 3 2>&1 | grep -vi warn | tail -4
+    timeout 200 python3 bench/torch_mamba2_bench.py --mamba-src .devbuild/mamba_src --shapes 8x2048 --steps 5 \
+        --warmup 3 2>&1 | grep -vi warn | tail -3
 fi
-t decode trace
-for cfg in d768x24 m2x24; do
-    echo "== $cfg"
-    SSM_DECODE_TRACE=100 timeout 60 $M/ssm bench --config $cfg --device cuda --what decode --decode-steps 200 \
-        --decode-batch 1 --bf16 2>&1 | tail -11
-done
-t Transformer decode at 1K
-timeout 90 $M/ssm bench --config t768x12 --device cuda --what decode --decode-steps 50 --decode-batch 1 --contexts 1K \
-    2>&1 | tail -4
-t prefill 64K, batch 1 and 8
-timeout 90 $M/ssm bench --config d768x24 --device cuda --what decode --decode-steps 20 --decode-batch 8 --prefill 64K \
-    --bf16 2>&1 | tail -6
 t end
