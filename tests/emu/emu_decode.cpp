@@ -126,6 +126,8 @@ int main(int argc, char **argv) {
         /* rows longer than a warp's 256 values read ahead in registers: 2 pieces (the second partial) and 3 */
         {'m', 328, 1, 16, 21, 1, 0, 1, 0, 3},
         {'m', 328, 1, 16, 21, 2, 1, 1, 1, 3},
+        /* a dt rank past what the scan reads ahead (4 a lane of d_state 4's 4 lanes): dt_proj read in the scan */
+        {'m', 64, 1, 4, 20, 2, 0, 1, 1, 3},
         /* 9 to 64 sequences: the tensor-core form, activations in bf16 (the CPU's are float32: 8e-3 of the scale) */
         {'m', 64, 2, 16, 4, 12, 1, 1, 1, 4},
         {'m', 32, 2, 16, 2, 20, 0, 1, 2, 3},

@@ -83,6 +83,29 @@ __device__ __forceinline__ static void in_proj_out(const ConvIn &c, const m1_dec
     st[K - 2] = v;
 }
 
+// What a scan lane reads besides x_proj's outputs, for its first (sequence, channel, state) item t of the FFMA form's
+// scan (NP lanes a channel): its share of dt_proj's row (r = n, n + NP, ...; at most SCAN_AHEAD_R), A, its state, x, z,
+// dt's bias and D. Read before the grid barrier that precedes the scan, so that only x_proj's outputs are read after.
+#define SCAN_AHEAD_R 4
+struct ScanIn {
+    float dtw[SCAN_AHEAD_R], A, h, xv, zv, dtb, Dv;
+};
+template <typename W>
+__device__ __forceinline__ static ScanIn scan_in_load(const m1_decode_layer &L, const float *xs, const float *z, int E,
+                                                      int N, int R, int NP, size_t t, size_t BE) {
+    ScanIn s = {};
+    const size_t i = t / NP;
+    const int n = (int)(t % NP);
+    if (i >= BE) return s;
+    const int e = (int)(i % E);
+#pragma unroll
+    for (int k = 0; k < SCAN_AHEAD_R; k++)
+        if (n + k * NP < R) s.dtw[k] = wload((const W *)L.dt_w, (size_t)e * R + n + k * NP);
+    s.dtb = L.dt_b[e], s.xv = xs[i], s.zv = z[i], s.Dv = L.Dv[e];
+    if (n < N) s.h = L.scan_state[i * N + n], s.A = L.At[(size_t)n * E + e];
+    return s;
+}
+
 template <int NB, typename W, bool TC>
 __global__ static void __launch_bounds__(DEC_THREADS)
     m1_decode_kernel(m1_decode_args a, const m1_decode_layer *layers) {
@@ -171,6 +194,9 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 __syncthreads();
             }
         }
+        ScanIn scan_in = {}; // the FFMA scan's first item's reads (scan_in_load)
+        const bool scan_ahead = !TC && R <= SCAN_AHEAD_R * NP;
+        if (scan_ahead) scan_in = scan_in_load<W>(L, xs, z, E, N, R, NP, gthread, (size_t)B * E);
         dec_sync(st.trace, ph);
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
         // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
@@ -202,27 +228,34 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 const bool live = i < (size_t)B * E;
                 const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
                 const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
+                // the first item's reads were made before the barrier (scan_in), the others' are made here
+                const ScanIn in = scan_ahead && base == gthread - lane
+                                      ? scan_in
+                                      : scan_in_load<W>(L, xs, z, E, N, R <= SCAN_AHEAD_R * NP ? R : 0, NP, t,
+                                                        (size_t)B * E);
                 float s = 0.0f;
-                if (live)
-                    for (int r = n; r < R; r += NP)
-                        s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
+                if (live) {
+                    if (R <= SCAN_AHEAD_R * NP) {
+#pragma unroll
+                        for (int k = 0; k < SCAN_AHEAD_R; k++)
+                            if (n + k * NP < R) s += in.dtw[k] * lo[n + k * NP];
+                    } else {
+                        for (int r = n; r < R; r += NP)
+                            s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
+                    }
+                }
                 for (int off = NP / 2; off > 0; off >>= 1)
                     s += __shfl_xor_sync(DEC_FULL, s, off);
-                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + L.dt_b[e] : 0.0f),
-                            xv = live ? xs[i] : 0.0f;
+                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + in.dtb : 0.0f), xv = in.xv;
                 float c = 0.0f;
                 if (live && n < N) {
-                    float *hp = L.scan_state + i * N + n;
-                    const float h = *hp * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
-                    *hp = h;
+                    const float h = in.h * expf(dt * in.A) + dt * xv * lo[R + n];
+                    L.scan_state[i * N + n] = h;
                     c = lo[R + N + n] * h;
                 }
                 for (int off = NP / 2; off > 0; off >>= 1)
                     c += __shfl_xor_sync(DEC_FULL, c, off);
-                if (live && n == 0) {
-                    const float zv = z[i];
-                    g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
-                }
+                if (live && n == 0) g[i] = (c + in.Dv * xv) * in.zv * sigmoid_ref(in.zv);
             }
             ahead.load((const W *)L.out_proj, E, gwarp, nwarps, D);
         }
