@@ -10,7 +10,8 @@
 # to time, e.g. 29e2dea for the three below; without .devbuild/BASE only main's numbers):
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
 #   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main: df7d7da reads each warp's
-#                    weight rows before the grid barrier (SSM_DECODE_TRACE=100 once more on main's)
+#                    weight rows before the grid barrier, 02da32e the scan's own reads (SSM_DECODE_TRACE=100 once
+#                    more on main's)
 #   attention decode t768x12 at 1K and 8K context, BASE then main: e7eb8fe's runs of 32 keys and block-per-query merge;
 #                    stderr kept whole (a failed graph capture says so once)
 #   m2x24 step       8 x 2048 bf16, BASE then main (667d651: the float2 dX rows the only form; its odd-shape path is
