@@ -139,6 +139,8 @@ int main(int argc, char **argv) {
         {'M', 32, 2, 64, 8, 2, 0, 0, 2, 4, 4},
         {'M', 64, 1, 16, 32, 20, 1, 1, 1, 3, 2},
         {'M', 32, 2, 32, 16, 40, 0, 1, 2, 2, 1},
+        /* batch 1, bf16: in_proj's rows of 2 pieces read ahead */
+        {'M', 328, 1, 32, 16, 1, 0, 1, 1, 3, 1},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++)
