@@ -10,8 +10,8 @@
 # to time, e.g. 29e2dea for the three below; without .devbuild/BASE only main's numbers):
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
 #   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main: df7d7da reads each warp's
-#                    weight rows before the grid barrier, 02da32e the scan's own reads (SSM_DECODE_TRACE=100 once
-#                    more on main's)
+#                    weight rows before the grid barrier, 02da32e the scan's own reads; m2x24 batch 1 bf16 likewise
+#                    (3a9f0f9) (SSM_DECODE_TRACE=100 once more on main's, both models)
 #   attention decode t768x12 at 1K and 8K context, BASE then main: e7eb8fe's runs of 32 keys and block-per-query merge;
 #                    stderr kept whole (a failed graph capture says so once)
 #   m2x24 step       8 x 2048 bf16, BASE then main (667d651: the float2 dX rows the only form; its odd-shape path is
@@ -78,8 +78,14 @@ for bin in $bins; do
             --decode-steps 200 --decode-batch "$@" 2>&1 | grep -E '^decode batch' | tr -s ' ' | tr '\n' ' ')"
     done
 done
-SSM_DECODE_TRACE=100 timeout 60 $M/ssm bench --config d768x24 --device cuda --what decode --decode-steps 200 \
-    --decode-batch 1 --bf16 2>&1 | grep -E '^  ' | head -8
+for bin in $bins; do
+    echo "$bin m2x24 batch 1 bf16: $(timeout 60 $bin/ssm bench --config m2x24 --device cuda --what decode \
+        --decode-steps 200 --decode-batch 1 --bf16 2>&1 | grep -E '^decode batch' | tr -s ' ' | tr '\n' ' ')"
+done
+for cfg in d768x24 m2x24; do
+    SSM_DECODE_TRACE=100 timeout 60 $M/ssm bench --config $cfg --device cuda --what decode --decode-steps 200 \
+        --decode-batch 1 --bf16 2>&1 | grep -E '^  ' | head -8
+done
 t attention decode
 for bin in $bins; do
     echo "== $bin"
