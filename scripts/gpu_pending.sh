@@ -12,7 +12,8 @@
 #   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main: df7d7da reads each warp's
 #                    weight rows before the grid barrier, 02da32e the scan's own reads; m2x24 batch 1 bf16 likewise
 #                    (3a9f0f9) (SSM_DECODE_TRACE=100 once more on main's, both models)
-#   attention decode t768x12 at 1K and 8K context, BASE then main: e7eb8fe's runs of 32 keys and block-per-query merge;
+#   attention decode t768x12 at 1K and 8K context, BASE then main: e7eb8fe's runs of 32 keys and block-per-query merge,
+#                    2f5b62b's values read with their keys;
 #                    stderr kept whole (a failed graph capture says so once)
 #   m2x24 step       8 x 2048 bf16, BASE then main (667d651: the float2 dX rows the only form; its odd-shape path is
 #                    new), and the reference (bench/torch_mamba2_bench.py; PENDING_NO_REF=1 skips it)
