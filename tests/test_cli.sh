@@ -188,6 +188,17 @@ if "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 
 else
     fail "eval a Transformer: $(cat "$dir/out" "$dir/err")"
 fi
+# --window N: attention reads each chunk alone already, so windows of the chunk are what it printed without them
+if "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 --window 16 >"$dir/out2" 2>"$dir/err" &&
+    cmp -s "$dir/out" "$dir/out2"; then
+    ok "eval --window 16 of a Transformer read in chunks of 16 prints the same loss"
+else
+    fail "eval --window of a Transformer: $(cat "$dir/out" "$dir/out2" "$dir/err")"
+fi
+expect_error "eval --window with --task" "--window is for a --data file" \
+    "$SSM" eval --model "$dir/trun/checkpoint" --task "mqar:seq=64,pairs=4" --window 16
+expect_error "eval --window -1" "--window must be 0 (none) or a number of tokens" \
+    "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --window -1
 # the formats: a hybrid in our config, a Transformer as HF Llama; each with its shape, used by generate and info
 check "a hybrid saves our ssm_hybrid config with its attention shape" \
     sh -c "grep -q '\"model_type\": \"ssm_hybrid\"' '$dir/arun/checkpoint/config.json' &&
