@@ -16,7 +16,8 @@ double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *target
      * carries its fixed-size state through the whole stream (W = 0), which a model trained on windows of T may not
      * read well far past T: asking for windows of T scores every model as it was trained */
     const int grows = model_state_grows(m);
-    const size_t W = window > 0 ? (size_t)window : grows ? (size_t)chunk : 0;
+    size_t W = window > 0 ? (size_t)window : grows ? (size_t)chunk : 0;
+    if (W > n) W = n; /* (an attention cache no larger than the stream) */
     ssm_state *s = ssm_state_new_ctx(m, 1, grows ? (long)W : 0);
     double total = 0;
     long scored = 0, passes = 0;
