@@ -1,7 +1,7 @@
 /* The CUDA flash attention kernels (src/backend/cuda/attention_flash_{fwd,bwd}.cu), run by the emulator (emu.h) on
  * the CPU, against the CPU's attention on the same bf16 inputs: o and lse, then dq, dk, dv, within bf16 tolerances;
  * and the float32 forward of attention.cu over a decode state's cache (T queries after nk[b] keys, the keys cut into
- * splits, SSM_ATTN_SPLITS), against the CPU's scalar definition;
+ * splits, SSM_ATTN_SPLITS), and its float32 training forward and backward, against the CPU's scalar definition;
  * every operand surrounded by guard zones (NaN around inputs, so that a read outside shows in the results; a
  * sentinel around outputs, checked after). Built and run by tests/emu/run.sh. */
 #include "backend/cuda/attention_flash.cuh"
@@ -144,6 +144,56 @@ static void run_f32_case(int B, int T, int H, int KV, int hd, int cap, int split
     failures += case_failures;
 }
 
+/* The float32 training attention of attention.cu (the kernels a float32 or widened step runs: the forward, split
+ * where its queries are few, then the backward's dq and dk/dv kernels) on the queries' own positions, against the
+ * CPU's scalar definition: o, lse, dq, dk, dv */
+static void run_f32_train_case(int B, int T, int H, int KV, int hd, int window) {
+    case_failures = 0;
+    rng_t rng = {0x7a11u + (uint64_t)(B * 131 + T * 7 + H * 3 + KV + hd + window)};
+    const int qd = H * hd, kvd = KV * hd, W = qd + 2 * kvd + 4, ldo = qd + 8;
+    const size_t rows = (size_t)B * T;
+    buf32 qkv(rows * W, NAN), o(rows * ldo, -7.0f), o_ref(rows * ldo, -7.0f), dout(rows * ldo, NAN);
+    buf32 d(rows * W, -7.0f), d_ref(rows * W, -7.0f), lse(rows * H, -7.0f), lse_ref(rows * H, -7.0f);
+    for (size_t r = 0; r < rows; r++) {
+        for (int c = 0; c < qd + 2 * kvd; c++)
+            qkv.p[r * W + c] = 2.0f * rng_uniform(&rng) - 1.0f;
+        for (int c = 0; c < qd; c++)
+            dout.p[r * ldo + c] = 2.0f * rng_uniform(&rng) - 1.0f;
+    }
+    attn_args a = {};
+    a.q = mat_f32(qkv.p, W), a.k = mat_f32(qkv.p + qd, W), a.v = mat_f32(qkv.p + qd + kvd, W);
+    a.kv_bstride = (size_t)T * W, a.B = B, a.T = T, a.H = H, a.KV = KV, a.hd = hd, a.window = window;
+    a.lse = lse_ref.p;
+    cpu_attn_fwd_ref(&a, mat_f32(o_ref.p, ldo));
+    a.lse = lse.p;
+    attn_fwd_cuda(&a, mat_f32(o.p, ldo));
+    a.lse = lse_ref.p;
+    cpu_attn_bwd_ref(&a, mat_f32(o_ref.p, ldo), mat_f32(dout.p, ldo), mat_f32(d_ref.p, W), mat_f32(d_ref.p + qd, W),
+                     mat_f32(d_ref.p + qd + kvd, W));
+    a.lse = lse.p;
+    attn_bwd_cuda(&a, mat_f32(o.p, ldo), mat_f32(dout.p, ldo), mat_f32(d.p, W), mat_f32(d.p + qd, W),
+                  mat_f32(d.p + qd + kvd, W));
+    auto rel = [&](const buf32 &x, const buf32 &y, int c0, int cols, int ld) {
+        double num = 0, den = 0;
+        for (size_t r = 0; r < rows; r++)
+            for (int c = c0; c < c0 + cols; c++) {
+                const double e = fabs((double)x.p[r * ld + c] - y.p[r * ld + c]);
+                if (!(e <= num)) num = e; /* NaN wins */
+                den = fmax(den, fabs((double)y.p[r * ld + c]));
+            }
+        return den > 0 ? num / den : num;
+    };
+    const double eo = rel(o, o_ref, 0, qd, ldo), el = rel(lse, lse_ref, 0, H, H), eq = rel(d, d_ref, 0, qd, W),
+                 ek = rel(d, d_ref, qd, kvd, W), ev = rel(d, d_ref, qd + kvd, kvd, W);
+    EXPECT(eo <= 1e-5 && el <= 1e-5, "o %.3g lse %.3g", eo, el);
+    EXPECT(eq <= 1e-4 && ek <= 1e-4 && ev <= 1e-4, "dq %.3g dk %.3g dv %.3g", eq, ek, ev);
+    EXPECT(o.guards_intact(-7.0f) && lse.guards_intact(-7.0f) && d.guards_intact(-7.0f), "a write outside o, lse, d");
+    printf("%s - emulated float32 attention, training: B %d T %d H %d KV %d hd %d window %d: o, lse, dq, dk, dv "
+           "against the CPU's definition\n  # rel err o %.3g, lse %.3g, dq %.3g, dk %.3g, dv %.3g\n",
+           case_failures ? "FAIL" : "ok", B, T, H, KV, hd, window, eo, el, eq, ek, ev);
+    failures += case_failures;
+}
+
 int main(int argc, char **argv) {
     /* B, T, H, KV, hd, window: as tests/test_ops.c's bf16 attention cases */
     const int cases[][6] = {{2, 37, 4, 4, 64, 0},   {2, 300, 4, 2, 64, 0},   {1, 200, 3, 1, 64, 0},
@@ -167,6 +217,14 @@ int main(int argc, char **argv) {
         if (only < 0 || only == i) {
             const int *c = f32_cases[i];
             run_f32_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
+        }
+    /* B, T, H, KV, hd, window: GQA, a window, head sizes of each lane width, runs not multiples of a step's keys */
+    const int train_cases[][6] = {{2, 37, 4, 2, 64, 0}, {1, 150, 2, 1, 32, 0}, {1, 77, 2, 2, 128, 20},
+                                  {2, 45, 3, 3, 16, 0}};
+    for (int i = 0; i < (int)(sizeof train_cases / sizeof train_cases[0]); i++)
+        if (only < 0 || only == i) {
+            const int *c = train_cases[i];
+            run_f32_train_case(c[0], c[1], c[2], c[3], c[4], c[5]);
         }
     return failures ? 1 : 0;
 }
