@@ -416,14 +416,31 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     for (int c = 0; c < NPL; c++) g[c] = 0.0f;
     const float *kb = f32(a.k) + b * a.kv_bstride + (size_t)kh * hd,
                 *vb = f32(a.v) + b * a.kv_bstride + (size_t)kh * hd;
-    for (int j = lo; j < hi; j++) {
-        const float *kj = kb + (size_t)j * a.k.ld, *vj = vb + (size_t)j * a.v.ld;
-        float sc = dot_part<NPL>(q, kj, lane, hd), dp = dot_part<NPL>(dO, vj, lane, hd);
-        warp_sum2(sc, dp);
-        const float p = expf(sc * scale - lse), ds = p * (dp - D) * scale;
+    // KB keys a step, their key and value rows read at its start (a row past the run reads the run's last, in bounds,
+    // and its ds is 0), the sums still in key order: one memory latency a step, not one a key
+    constexpr int KB = NPL <= 2 ? 4 : 8 / NPL;
+    for (int j = lo; j < hi; j += KB) {
+        float kk[KB][NPL], sd[2 * KB]; // sd: the KB scores, then the KB dO . v
 #pragma unroll
-        for (int c = 0; c < NPL; c++)
-            if (lane + 32 * c < hd) g[c] += ds * kj[lane + 32 * c];
+        for (int u = 0; u < KB; u++) {
+            const int jj = min(j + u, hi - 1);
+            float vv[NPL];
+            load_vec<NPL>(kk[u], kb + (size_t)jj * a.k.ld, lane, hd);
+            load_vec<NPL>(vv, vb + (size_t)jj * a.v.ld, lane, hd);
+            sd[u] = 0.0f, sd[KB + u] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < NPL; c++)
+                if (lane + 32 * c < hd) sd[u] += q[c] * kk[u][c], sd[KB + u] += dO[c] * vv[c];
+        }
+        warp_sum_n<2 * KB>(sd);
+#pragma unroll
+        for (int u = 0; u < KB; u++) {
+            if (j + u >= hi) break; // (uniform: every lane has j and hi)
+            const float p = expf(sd[u] * scale - lse), ds = p * (sd[KB + u] - D) * scale;
+#pragma unroll
+            for (int c = 0; c < NPL; c++)
+                if (lane + 32 * c < hd) g[c] += ds * kk[u][c];
+        }
     }
     store_vec<NPL>(dq + row * ldd + (size_t)h * hd, g, lane, hd);
 }
