@@ -13,7 +13,8 @@
 #                    weight rows before the grid barrier, 02da32e the scan's own reads; m2x24 batch 1 bf16 likewise
 #                    (3a9f0f9) (SSM_DECODE_TRACE=100 once more on main's, both models)
 #   attention decode t768x12 at 1K and 8K context, BASE then main: e7eb8fe's runs of 32 keys and block-per-query merge,
-#                    2f5b62b's values read with their keys;
+#                    2f5b62b's values read with their keys; and the float32 t768x12 training step, BASE then main
+#                    (da68a9b: the float32 dq kernel reads a step's keys at once);
 #                    stderr kept whole (a failed graph capture says so once)
 #   m2x24 step       8 x 2048 bf16, BASE then main (667d651: the float2 dX rows the only form; its odd-shape path is
 #                    new), and the reference (bench/torch_mamba2_bench.py; PENDING_NO_REF=1 skips it)
@@ -92,6 +93,11 @@ for bin in $bins; do
     echo "== $bin"
     timeout 120 $bin/ssm bench --config t768x12 --device cuda --what decode --decode-steps 50 --decode-batch 1 \
         --contexts 1K,8K 2>&1 | grep -vE '^(config|load|measurement)' | tail -6
+done
+t t768x12 float32 step 8 x 2048
+for bin in $bins; do
+    echo "$bin: $(timeout 120 $bin/ssm bench --config t768x12 --device cuda --what train --steps 3 --batch 8 \
+        --seq-len 2048 --profile 2>&1 | grep -E '^train|attn_|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
 done
 t m2x24 step 8 x 2048
 for bin in $bins; do
