@@ -176,7 +176,17 @@ template <typename W, int PRE> struct RowsAhead {
             warp_dot_cold<NB>(acc, w + (size_t)r * K, x, ldx, K, B);
     }
 };
-// pieces a warp holds ahead: 32 registers of bf16 or int8 weights, 32 of float32
+// ahead for what follows layer l (-1: the embedding) of a stack: the next layer's in_proj (n_in rows of d_model), or
+// after the last layer the head's rows
+template <typename W, int PRE, typename Layer>
+__device__ __forceinline__ static void ahead_after_layer(RowsAhead<W, PRE> &ahead, const Layer *layers, int l,
+                                                         const decode_step &st, int n_in, int gwarp, int nwarps) {
+    if (l + 1 < st.n_layer)
+        ahead.load((const W *)layers[l + 1].in_proj, st.D, gwarp, nwarps, n_in);
+    else
+        ahead.load((const W *)st.head, st.D, gwarp, nwarps, st.V);
+}
+// pieces a warp holds ahead: 8 of bf16 or int8 weights (32 or 16 registers), 4 of float32 (32)
 template <typename W> struct AheadPieces { static constexpr int n = sizeof(W) == 4 ? 4 : 8; };
 
 // acc[b] with b a lane's runtime index (registers are not indexed at run time)
@@ -372,10 +382,10 @@ __device__ static void dec_embed(float *x, const float *emb, const int *tokens, 
 }
 
 // logits [B, V] = head (rmsnorm(x) norm_w), every block normalizing x itself
-template <int NB, typename W, bool TC, int PRE = 1>
+// (FFMA: a warp's rows from ahead where it holds them)
+template <int NB, typename W, bool TC, int PRE>
 __device__ static void dec_head(float *logits, const W *head, const float *scale, const float *norm_w, const float *x,
-                                int V, int D, int B, float eps, const DecSmem &sm,
-                                const RowsAhead<W, PRE> *ahead = nullptr) {
+                                int V, int D, int B, float eps, const DecSmem &sm, const RowsAhead<W, PRE> &ahead) {
     auto logit = [&](int v, int b, float s) { logits[(size_t)b * V + v] = s; };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
@@ -387,21 +397,19 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
         int j = 0;
         for (int v = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); v < V; v += (int)gridDim.x * DEC_WARPS, j++) {
             float acc[NB];
-            if (ahead)
-                ahead->template row_dot<NB>(acc, j, head, v, sm.sh, D, D, B);
-            else
-                warp_dot<NB>(acc, head + (size_t)v * D, sm.sh, D, D, B);
+            ahead.template row_dot<NB>(acc, j, head, v, sm.sh, D, D, B);
             if (lane < B) logit(v, lane, pick(acc, lane) * row_scale(scale, v));
         }
     }
 }
 
 // x [B, D] += w in (+ bias) for the D rows of w [D, K]: FFMA (a warp a row, its input in sm.sh as fill() leaves it,
-// [B, K] floats) or tensor cores (tc_gemm, its input through stage): a layer's out_proj with the residual add
-template <int NB, typename W, bool TC, class Fill, class Stage, int PRE = 1>
+// [B, K] floats; a warp's rows from ahead where it holds them) or tensor cores (tc_gemm, its input through stage): a
+// layer's out_proj with the residual add
+template <int NB, typename W, bool TC, class Fill, class Stage, int PRE>
 __device__ static void dec_residual_proj(float *x, const W *w, const float *scale, const float *bias, int D, int K,
                                          int B, const DecSmem &sm, Fill fill, Stage stage,
-                                         const RowsAhead<W, PRE> *ahead = nullptr) {
+                                         const RowsAhead<W, PRE> &ahead) {
     auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (bias ? bias[r] : 0.0f); };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
@@ -413,10 +421,7 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
         int j = 0;
         for (int r = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); r < D; r += (int)gridDim.x * DEC_WARPS, j++) {
             float acc[NB];
-            if (ahead)
-                ahead->template row_dot<NB>(acc, j, w, r, sm.sh, K, K, B);
-            else
-                warp_dot<NB>(acc, w + (size_t)r * K, sm.sh, K, K, B);
+            ahead.template row_dot<NB>(acc, j, w, r, sm.sh, K, K, B);
             if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(scale, r));
         }
     }

@@ -132,7 +132,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
     RowsAhead<W, AheadPieces<W>::n> ahead;
     if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
-    if constexpr (!TC) ahead.load((const W *)layers[0].in_proj, D, gwarp, nwarps, 2 * E);
+    if constexpr (!TC) ahead_after_layer(ahead, layers, -1, st, 2 * E, gwarp, nwarps);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
@@ -194,9 +194,10 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 __syncthreads();
             }
         }
-        ScanIn scan_in = {}; // the FFMA scan's first item's reads (scan_in_load)
-        const bool scan_ahead = !TC && R <= SCAN_AHEAD_R * NP;
-        if (scan_ahead) scan_in = scan_in_load<W>(L, xs, z, E, N, R, NP, gthread, (size_t)B * E);
+        // the FFMA scan's first item's reads (scan_in_load), where a lane's share of dt_proj's row fits ScanIn
+        const bool scan_ahead = R <= SCAN_AHEAD_R * NP;
+        ScanIn scan_in = {};
+        if (!TC && scan_ahead) scan_in = scan_in_load<W>(L, xs, z, E, N, R, NP, gthread, (size_t)B * E);
         dec_sync(st.trace, ph);
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
         // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
@@ -229,13 +230,13 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
                 const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
                 // the first item's reads were made before the barrier (scan_in), the others' are made here
+                // (R 0: dt_proj's row too long for ScanIn, read below)
                 const ScanIn in = scan_ahead && base == gthread - lane
                                       ? scan_in
-                                      : scan_in_load<W>(L, xs, z, E, N, R <= SCAN_AHEAD_R * NP ? R : 0, NP, t,
-                                                        (size_t)B * E);
+                                      : scan_in_load<W>(L, xs, z, E, N, scan_ahead ? R : 0, NP, t, (size_t)B * E);
                 float s = 0.0f;
                 if (live) {
-                    if (R <= SCAN_AHEAD_R * NP) {
+                    if (scan_ahead) {
 #pragma unroll
                         for (int k = 0; k < SCAN_AHEAD_R; k++)
                             if (n + k * NP < R) s += in.dtw[k] * lo[n + k * NP];
@@ -267,17 +268,11 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
                     st[i] = g[i];
             },
-            stage_act(g, E), TC ? nullptr : &ahead);
-        if constexpr (!TC) {
-            if (l + 1 < st.n_layer)
-                ahead.load((const W *)layers[l + 1].in_proj, D, gwarp, nwarps, 2 * E);
-            else
-                ahead.load((const W *)st.head, D, gwarp, nwarps, st.V);
-        }
+            stage_act(g, E), ahead);
+        if constexpr (!TC) ahead_after_layer(ahead, layers, l, st, 2 * E, gwarp, nwarps);
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm,
-                        TC ? nullptr : &ahead);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm, ahead);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 

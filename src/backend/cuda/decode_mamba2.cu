@@ -102,7 +102,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
     RowsAhead<W, (NB == 1 && sizeof(W) < 4 ? 4 : 1)> ahead;
     if (st.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
-    if constexpr (!TC) ahead.load((const W *)layers[0].in_proj, D, gwarp, nwarps, Din);
+    if constexpr (!TC) ahead_after_layer(ahead, layers, -1, st, Din, gwarp, nwarps);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m2_decode_layer &L = layers[l];
@@ -138,22 +138,18 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             const float e = expf(dt * -expf(L.A_log[h])), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
             const float *Bv = xbc + (size_t)b * Cd + Di + (size_t)g * N, *Cv = Bv + GN;
             float *S = L.ssd_state + (((size_t)b * H + h) * P + p) * N, acc = 0.0f; // (row (b, h, p) is S's row)
+            auto update = [&](int n, float s_old) { // the state's element n, and its term of y
+                const float s = e * s_old + xp * Bv[n];
+                S[n] = s;
+                acc += s * Cv[n];
+            };
             if (state_ahead && row == gwarp) {
 #pragma unroll
-                for (int k = 0; k < M2_STATE_AHEAD; k++) {
-                    const int n = lane + 32 * k;
-                    if (n < N) {
-                        const float s = e * s_ahead[k] + xp * Bv[n];
-                        S[n] = s;
-                        acc += s * Cv[n];
-                    }
-                }
+                for (int k = 0; k < M2_STATE_AHEAD; k++)
+                    if (lane + 32 * k < N) update(lane + 32 * k, s_ahead[k]);
             } else {
-                for (int n = lane; n < N; n += 32) {
-                    const float s = e * S[n] + xp * Bv[n];
-                    S[n] = s;
-                    acc += s * Cv[n];
-                }
+                for (int n = lane; n < N; n += 32)
+                    update(n, S[n]);
             }
             for (int off = 16; off > 0; off >>= 1)
                 acc += __shfl_xor_sync(DEC_FULL, acc, off);
@@ -174,17 +170,11 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
                     st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
             },
-            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, TC ? nullptr : &ahead);
-        if constexpr (!TC) {
-            if (l + 1 < st.n_layer)
-                ahead.load((const W *)layers[l + 1].in_proj, D, gwarp, nwarps, Din);
-            else
-                ahead.load((const W *)st.head, D, gwarp, nwarps, st.V);
-        }
+            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, ahead);
+        if constexpr (!TC) ahead_after_layer(ahead, layers, l, st, Din, gwarp, nwarps);
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm,
-                        TC ? nullptr : &ahead);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm, ahead);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 
