@@ -113,11 +113,12 @@ def run(ctx):
              f"counts attention layers among all sequence mixers, each attention layer with its MLP (a Transformer "
              f"block \"af\"), the Mamba-1 layers without; see docs/experiments.md. Training: batch "
              f"{P['train']['batch']} x {T} bytes, {P['train']['steps']} steps, lr {P['train']['lr']} (cosine to "
-             f"{P['train']['min_lr']}). Test: the best checkpoint, every model reading the test split in windows of {T} "
-             f"bytes from an empty state, as it was trained (the pure Mamba model also as one stream: below). "
+             f"{P['train']['min_lr']}). Test: the best checkpoint, every model reading the test split in windows "
+             f"of {T} bytes from an empty state, as it was trained (the pure Mamba model also as one stream: below). "
              f"Validation during training (the best val column, the curves) reads the validation split as ssm "
              f"train does: in windows of {T} for the models with attention, as streams with the state carried for "
-             f"the pure Mamba model.\n\n" + md_table(headers, trs) + "\n" + "\n".join(lines) + "\n\nPublished:\n\n" + pub)
+             f"the pure Mamba model.\n\n" + md_table(headers, trs) + "\n" + "\n".join(lines)
+             + "\n\nPublished:\n\n" + pub)
     setup = {"preset": P, "corpus": corpus.describe(), "target_params": target,
              "fractions": {f: str(Fraction(f)) for f in FRACTIONS}}
     ctx.write(setup, rows, table, plots, published=published.HYBRID, summary=summary)

@@ -123,10 +123,9 @@ def run(ctx):
         plots.append(p.save(ctx.out / fname))
     table = (f"Corpus {corpus.describe()}. {P['real_context']} real bytes per window, batch {P['train']['batch']}, "
              f"{P['train']['steps']} steps at every rate (the same real bytes); the test split with the same "
-             f"noise rate, read in windows of the training length from an empty state, as trained (results.json also has Mamba's "
-             f"score as one stream, its state carried through). Time: the "
-             f"median training step over the real bytes in it. State: ssm info at the training window, over the "
-             f"real bytes in it. Decode: ssm bench at that context, per position / (1 - rate).\n\n"
+             f"noise rate, read in windows of the training length from an empty state, as trained (result.json "
+             f"also has Mamba's score as one stream, its state carried through). Time: the median training step "
+             f"over the real bytes in it. State: ssm info at the training window, over the real bytes in it. Decode: ssm bench at that context, per position / (1 - rate).\n\n"
              + md_table(headers, trs) + "\n" + "\n".join(lines) + "\n\nPublished:\n\n"
              + md_table(["source", "what it reports"], [list(p) for p in published.NOISE]))
     ctx.write({"preset": P, "corpus": corpus.describe(), "rates": RATES}, rows, table, plots,

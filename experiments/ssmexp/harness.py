@@ -452,8 +452,8 @@ class Context:
         """Test bits per byte of a language model trained on windows of T, read as trained: every model in windows of
         T from an empty state (`--window T`). A model without attention is also scored with its state carried through
         the whole file (run.test_carried; None for the others): a Mamba trained on windows of 2048 bytes read 1.57
-        bits per byte carried against ~1.2 in windows in the hybrid experiment (docs/experiments/hybrid.md), so
-        the two are not one number. (A model with attention reads each --chunk T on its own: the same windows, and
+        bits per byte carried where its training loss ended near 1.2 in the hybrid experiment
+        (docs/experiments/hybrid.md), so the two may not be one number. (A model with attention reads each --chunk T on its own: the same windows, and
         the same command as before --window existed, so that earlier calls' answers in cache.json still count.)"""
         extra = ["--chunk", str(T)] + list(extra)
         recurrent = "a" not in shapes.kinds(run.shape)
