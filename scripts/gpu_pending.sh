@@ -7,21 +7,19 @@
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log
 # What it checks (build it with two refs: `scripts/gpu_pending.sh build BASE main`, BASE the commit before the changes
-# to time, e.g. c62300c for the three below; without .devbuild/BASE only main's numbers):
+# to time; without .devbuild/BASE only main's numbers):
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
-#   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main: 682a0ab reads each warp's
-#                    weight rows before the grid barrier, 76105be the scan's own reads; m2x24 batch 1 bf16 likewise
-#                    (f0fef39) (SSM_DECODE_TRACE=100 once more on main's, both models)
-#   attention decode t768x12 at 1K and 8K context, BASE then main: d295f0e's runs of 32 keys and block-per-query merge,
-#                    8ab78e3's values read with their keys; and the float32 t768x12 training step, BASE then main
-#                    (0d3b063: the float32 dq kernel reads a step's keys at once);
-#                    stderr kept whole (a failed graph capture says so once)
-#   m2x24 step       8 x 2048 bf16, BASE then main (d50b5eb: the float2 dX rows the only form; its odd-shape path is
-#                    new), and the reference (bench/torch_mamba2_bench.py; PENDING_NO_REF=1 skips it)
+#   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main; m2x24 batch 1 bf16 likewise
+#                    (SSM_DECODE_TRACE=100 once more on main's, both models)
+#   attention decode t768x12 at 1K and 8K context, BASE then main; and the float32 t768x12 training step, BASE then
+#                    main; stderr kept whole (a failed graph capture says so once)
+#   m2x24 step       8 x 2048 bf16, BASE then main, and the reference (bench/torch_mamba2_bench.py; PENDING_NO_REF=1
+#                    skips it)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
-# 1K and prefill at 64K: docs/performance.md, 2026-12-06.)
+# 1K and prefill at 64K; then the decode's reads before barriers (reverted), the attention decode's runs of keys, the
+# float32 dq kernel: docs/performance.md, 2026-12-06.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}

@@ -26,7 +26,6 @@
 #undef __device__
 #undef __host__
 #undef __forceinline__
-#undef __noinline__
 #undef __launch_bounds__
 #undef __align__
 #undef __shared__
@@ -34,7 +33,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) /* the emulator's smem is aligned where it is defined */
 #define __shared__

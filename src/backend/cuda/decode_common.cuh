@@ -48,39 +48,25 @@ __device__ __forceinline__ static void prefetch_range(const void *p, size_t byte
         prefetch_l2((const char *)p + o);
 }
 
-// The bits of 8 weights as one read takes them (one 8-byte read of int8, 16-byte of bf16, two 16-byte of float32:
-// rows of a multiple of 8 values at offsets that are multiples of 16 values, as params.c aligns every tensor), and
-// their values: read and unpacked apart, a read can be issued long before its values are used (RowsAhead).
-template <typename W> struct Raw8;
-template <> struct Raw8<float> { float4 a, b; };
-template <> struct Raw8<uint16_t> { uint4 q; };
-template <> struct Raw8<int8_t> { uint2 q; };
-__device__ __forceinline__ static Raw8<float> raw8_load(const float *w) {
-    return {reinterpret_cast<const float4 *>(w)[0], reinterpret_cast<const float4 *>(w)[1]};
+// w[0..7] as floats: one 8-byte read of int8, 16-byte of bf16, two 16-byte of float32 (rows of a multiple of 8
+// values at offsets that are multiples of 16 values: params.c aligns every tensor so)
+__device__ __forceinline__ static void load8(float (&v)[8], const float *w) {
+    const float4 a = reinterpret_cast<const float4 *>(w)[0], b = reinterpret_cast<const float4 *>(w)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
-__device__ __forceinline__ static Raw8<uint16_t> raw8_load(const uint16_t *w) {
-    return {*reinterpret_cast<const uint4 *>(w)};
-}
-__device__ __forceinline__ static Raw8<int8_t> raw8_load(const int8_t *w) {
-    return {*reinterpret_cast<const uint2 *>(w)};
-}
-__device__ __forceinline__ static void raw8_unpack(float (&v)[8], const Raw8<float> &r) {
-    v[0] = r.a.x, v[1] = r.a.y, v[2] = r.a.z, v[3] = r.a.w, v[4] = r.b.x, v[5] = r.b.y, v[6] = r.b.z, v[7] = r.b.w;
-}
-__device__ __forceinline__ static void raw8_unpack(float (&v)[8], const Raw8<uint16_t> &r) {
-    const uint32_t u[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+__device__ __forceinline__ static void load8(float (&v)[8], const uint16_t *w) {
+    const uint4 q = *reinterpret_cast<const uint4 *>(w);
+    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
     for (int i = 0; i < 4; i++)
         v[2 * i] = __uint_as_float(u[i] << 16), v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
 }
-__device__ __forceinline__ static void raw8_unpack(float (&v)[8], const Raw8<int8_t> &r) {
+
+__device__ __forceinline__ static void load8(float (&v)[8], const int8_t *w) {
+    const uint2 q = *reinterpret_cast<const uint2 *>(w);
 #pragma unroll
     for (int i = 0; i < 4; i++)
-        v[i] = (float)(int8_t)(r.q.x >> (8 * i)), v[4 + i] = (float)(int8_t)(r.q.y >> (8 * i));
-}
-// w[0..7] as floats
-template <typename W> __device__ __forceinline__ static void load8(float (&v)[8], const W *w) {
-    raw8_unpack(v, raw8_load(w));
+        v[i] = (float)(int8_t)(q.x >> (8 * i)), v[4 + i] = (float)(int8_t)(q.y >> (8 * i));
 }
 
 // acc[b] += w[0..7] . x[b * ldx + 0..7] for b < B (x 16-byte aligned: shared or global memory)
@@ -121,73 +107,6 @@ __device__ __forceinline__ static void warp_dot(float (&acc)[NB], const W *w, co
     }
     warp_sum(acc);
 }
-
-// warp_dot out of line: the rows RowsAhead did not hold, kept from crowding its registers
-template <int NB, typename W>
-__device__ __noinline__ static void warp_dot_cold(float (&acc)[NB], const W *w, const float *x, int ldx, int K, int B) {
-    warp_dot<NB>(acc, w, x, ldx, K, B);
-}
-
-// A warp's rows of a product read ahead into registers: lane l's 8-value pieces l, l + 32, ... (warp_dot's) of the
-// rows r0, r0 + step, ... (< n_rows) of w [n_rows, K], as many whole rows as PRE pieces hold (none when a row needs
-// more). Loaded before the input they multiply is ready (before a grid barrier, a norm, a stage), their reads wait
-// with it instead of after it: a batch-1 step's phases are chains of such latencies, not of bandwidth (the in_proj
-// phase of d768x24 bf16 took ~6 us a block for 4.7 MB: SSM_DECODE_TRACE, H100, docs/performance.md).
-template <typename W, int PRE> struct RowsAhead {
-    Raw8<W> raw[PRE];
-    int per_row, rows;
-    __device__ __forceinline__ void load(const W *w, int K, int r0, int step, int n_rows) {
-        const int lane = (int)threadIdx.x % 32;
-        per_row = (K + 255) / 256;
-        rows = 0;
-        for (int r = r0; r < n_rows && (rows + 1) * per_row <= PRE; r += step)
-            rows++;
-#pragma unroll
-        for (int p = 0; p < PRE; p++) {
-            const int j = p / per_row, k = lane * 8 + (p - j * per_row) * 256;
-            if (j < rows && k < K) raw[p] = raw8_load(w + (size_t)(r0 + j * step) * K + k);
-        }
-    }
-    // acc[b] = (row j) . x_b, in every lane: warp_dot's order, so its bits
-    template <int NB>
-    __device__ __forceinline__ void dot(float (&acc)[NB], int j, const float *x, int ldx, int K, int B) const {
-        const int lane = (int)threadIdx.x % 32;
-#pragma unroll
-        for (int b = 0; b < NB; b++)
-            acc[b] = 0.0f;
-#pragma unroll
-        for (int p = 0; p < PRE; p++) {
-            const int i = p - j * per_row, k = lane * 8 + i * 256;
-            if (i >= 0 && i < per_row && k < K) {
-                float v[8];
-                raw8_unpack(v, raw[p]);
-                fma8(acc, v, x + k, ldx, B);
-            }
-        }
-        warp_sum(acc);
-    }
-    // the loop's row j (row r of w): from the registers when held, else read now
-    template <int NB>
-    __device__ __forceinline__ void row_dot(float (&acc)[NB], int j, const W *w, int r, const float *x, int ldx, int K,
-                                            int B) const {
-        if (j < rows)
-            dot<NB>(acc, j, x, ldx, K, B);
-        else
-            warp_dot_cold<NB>(acc, w + (size_t)r * K, x, ldx, K, B);
-    }
-};
-// ahead for what follows layer l (-1: the embedding) of a stack: the next layer's in_proj (n_in rows of d_model), or
-// after the last layer the head's rows
-template <typename W, int PRE, typename Layer>
-__device__ __forceinline__ static void ahead_after_layer(RowsAhead<W, PRE> &ahead, const Layer *layers, int l,
-                                                         const decode_step &st, int n_in, int gwarp, int nwarps) {
-    if (l + 1 < st.n_layer)
-        ahead.load((const W *)layers[l + 1].in_proj, st.D, gwarp, nwarps, n_in);
-    else
-        ahead.load((const W *)st.head, st.D, gwarp, nwarps, st.V);
-}
-// pieces a warp holds ahead: 8 of bf16 or int8 weights (32 or 16 registers), 4 of float32 (32)
-template <typename W> struct AheadPieces { static constexpr int n = sizeof(W) == 4 ? 4 : 8; };
 
 // acc[b] with b a lane's runtime index (registers are not indexed at run time)
 template <int NB> __device__ __forceinline__ static float pick(const float (&acc)[NB], int b) {
@@ -382,10 +301,9 @@ __device__ static void dec_embed(float *x, const float *emb, const int *tokens, 
 }
 
 // logits [B, V] = head (rmsnorm(x) norm_w), every block normalizing x itself
-// (FFMA: a warp's rows from ahead where it holds them)
-template <int NB, typename W, bool TC, int PRE>
+template <int NB, typename W, bool TC>
 __device__ static void dec_head(float *logits, const W *head, const float *scale, const float *norm_w, const float *x,
-                                int V, int D, int B, float eps, const DecSmem &sm, const RowsAhead<W, PRE> &ahead) {
+                                int V, int D, int B, float eps, const DecSmem &sm) {
     auto logit = [&](int v, int b, float s) { logits[(size_t)b * V + v] = s; };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
@@ -394,22 +312,19 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
     } else {
         const int lane = (int)threadIdx.x % 32;
         block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, norm_w, B, D, eps);
-        int j = 0;
-        for (int v = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); v < V; v += (int)gridDim.x * DEC_WARPS, j++) {
+        for (int v = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); v < V; v += (int)gridDim.x * DEC_WARPS) {
             float acc[NB];
-            ahead.template row_dot<NB>(acc, j, head, v, sm.sh, D, D, B);
+            warp_dot<NB>(acc, head + (size_t)v * D, sm.sh, D, D, B);
             if (lane < B) logit(v, lane, pick(acc, lane) * row_scale(scale, v));
         }
     }
 }
 
 // x [B, D] += w in (+ bias) for the D rows of w [D, K]: FFMA (a warp a row, its input in sm.sh as fill() leaves it,
-// [B, K] floats; a warp's rows from ahead where it holds them) or tensor cores (tc_gemm, its input through stage): a
-// layer's out_proj with the residual add
-template <int NB, typename W, bool TC, class Fill, class Stage, int PRE>
+// [B, K] floats) or tensor cores (tc_gemm, its input through stage): a layer's out_proj with the residual add
+template <int NB, typename W, bool TC, class Fill, class Stage>
 __device__ static void dec_residual_proj(float *x, const W *w, const float *scale, const float *bias, int D, int K,
-                                         int B, const DecSmem &sm, Fill fill, Stage stage,
-                                         const RowsAhead<W, PRE> &ahead) {
+                                         int B, const DecSmem &sm, Fill fill, Stage stage) {
     auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (bias ? bias[r] : 0.0f); };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
@@ -418,10 +333,9 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
         const int lane = (int)threadIdx.x % 32;
         fill(sm.sh);
         __syncthreads();
-        int j = 0;
-        for (int r = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); r < D; r += (int)gridDim.x * DEC_WARPS, j++) {
+        for (int r = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32); r < D; r += (int)gridDim.x * DEC_WARPS) {
             float acc[NB];
-            ahead.template row_dot<NB>(acc, j, w, r, sm.sh, K, K, B);
+            warp_dot<NB>(acc, w + (size_t)r * K, sm.sh, K, K, B);
             if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(scale, r));
         }
     }

@@ -41,69 +41,25 @@ __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, 
 }
 
 // ---- the kernel ------------------------------------------------------------------------------------------------
-// What in_proj's row r needs besides its product, read before the product (conv_in_load) so that the reads overlap
-// it: the bias, and for a row of the x half its conv taps, bias and K-1 past inputs (conv_state)
-struct ConvIn {
-    float ib, cb, wc[DEC_MAX_K], st[DEC_MAX_K - 1];
-};
-__device__ __forceinline__ static ConvIn conv_in_load(const m1_decode_layer &L, int E, int K, int r, int b) {
-    ConvIn c;
-    c.ib = L.in_b ? L.in_b[r] : 0.0f;
-    if (r >= E) return c;
-    const float *st = L.conv_state + ((size_t)b * E + r) * (K - 1), *wc = L.conv_w + (size_t)r * K;
-    c.cb = L.conv_b ? L.conv_b[r] : 0.0f;
-#pragma unroll
-    for (int k = 0; k < DEC_MAX_K; k++)
-        if (k < K) c.wc[k] = wc[k];
-#pragma unroll
-    for (int k = 0; k < DEC_MAX_K - 1; k++)
-        if (k < K - 1) c.st[k] = st[k];
-    return c;
-}
-
 // in_proj's value v (scaled) of row r for sequence b: the x half (r < E) through the conv step (conv1d_silu_step's
 // order: bias, the K-1 past inputs, this one) and SiLU into xs; the gate half into z
-__device__ __forceinline__ static void in_proj_out(const ConvIn &c, const m1_decode_layer &L, int E, int K, float *xs,
-                                                   float *z, int r, int b, float v) {
-    v += c.ib;
+__device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, int E, int K, float *xs, float *z, int r,
+                                                   int b, float v) {
+    v += L.in_b ? L.in_b[r] : 0.0f;
     if (r >= E) {
         z[(size_t)b * E + (r - E)] = v;
         return;
     }
     float *st = L.conv_state + ((size_t)b * E + r) * (K - 1);
-    float a = c.cb;
-#pragma unroll
-    for (int k = 0; k < DEC_MAX_K - 1; k++)
-        if (k < K - 1) a += c.wc[k] * c.st[k];
-    a += c.wc[K - 1] * v;
-    xs[(size_t)b * E + r] = a * sigmoid_ref(a);
-#pragma unroll
-    for (int k = 0; k < DEC_MAX_K - 2; k++)
-        if (k < K - 2) st[k] = c.st[k + 1];
+    const float *wc = L.conv_w + (size_t)r * K;
+    float c = L.conv_b ? L.conv_b[r] : 0.0f;
+    for (int k = 0; k < K - 1; k++)
+        c += wc[k] * st[k];
+    c += wc[K - 1] * v;
+    xs[(size_t)b * E + r] = c * sigmoid_ref(c);
+    for (int k = 0; k + 1 < K - 1; k++)
+        st[k] = st[k + 1];
     st[K - 2] = v;
-}
-
-// What a scan lane reads besides x_proj's outputs, for its first (sequence, channel, state) item t of the FFMA form's
-// scan (NP lanes a channel): its share of dt_proj's row (r = n, n + NP, ...; at most SCAN_AHEAD_R), A, its state, x, z,
-// dt's bias and D. Read before the grid barrier that precedes the scan, so that only x_proj's outputs are read after.
-#define SCAN_AHEAD_R 4
-struct ScanIn {
-    float dtw[SCAN_AHEAD_R], A, h, xv, zv, dtb, Dv;
-};
-template <typename W>
-__device__ __forceinline__ static ScanIn scan_in_load(const m1_decode_layer &L, const float *xs, const float *z, int E,
-                                                      int N, int R, int NP, size_t t, size_t BE) {
-    ScanIn s = {};
-    const size_t i = t / NP;
-    const int n = (int)(t % NP);
-    if (i >= BE) return s;
-    const int e = (int)(i % E);
-#pragma unroll
-    for (int k = 0; k < SCAN_AHEAD_R; k++)
-        if (n + k * NP < R) s.dtw[k] = wload((const W *)L.dt_w, (size_t)e * R + n + k * NP);
-    s.dtb = L.dt_b[e], s.xv = xs[i], s.zv = z[i], s.Dv = L.Dv[e];
-    if (n < N) s.h = L.scan_state[i * N + n], s.A = L.At[(size_t)n * E + e];
-    return s;
 }
 
 template <int NB, typename W, bool TC>
@@ -127,12 +83,8 @@ __global__ static void __launch_bounds__(DEC_THREADS)
     auto stage_norm = [&](const float *nw) { return StageNorm<NB>{x, rs, nw, B, D}; };
     auto stage_act = [&](const float *src, int ld) { return StageAct<NB>{src, ld, B}; };
 
-    // FFMA form: each warp's rows of the next product read ahead into registers before the grid barrier that precedes
-    // it (RowsAhead): in_proj's and out_proj's rows, the head's; x_proj's piece of a block's row likewise (xp)
-    RowsAhead<W, AheadPieces<W>::n> ahead;
     if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
-    if constexpr (!TC) ahead_after_layer(ahead, layers, -1, st, 2 * E, gwarp, nwarps);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
@@ -142,23 +94,15 @@ __global__ static void __launch_bounds__(DEC_THREADS)
         if constexpr (TC) {
             block_rstd(rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
-                        [&](int r, int b, float v) { in_proj_out(conv_in_load(L, E, K, r, b), L, E, K, xs, z, r, b, v); });
+                        [&](int r, int b, float v) { in_proj_out(L, E, K, xs, z, r, b, v); });
         } else {
-            ConvIn c0 = {}; // the first row's, read before the norm
-            if (gwarp < 2 * E && lane < B) c0 = conv_in_load(L, E, K, gwarp, lane);
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
-            int j = 0;
-            for (int r = gwarp; r < 2 * E; r += nwarps, j++) {
+            for (int r = gwarp; r < 2 * E; r += nwarps) {
                 float acc[NB];
-                ahead.template row_dot<NB>(acc, j, (const W *)L.in_proj, r, sh, D, D, B);
-                if (lane < B)
-                    in_proj_out(j == 0 ? c0 : conv_in_load(L, E, K, r, lane), L, E, K, xs, z, r, lane,
-                                pick(acc, lane) * row_scale(L.in_s, r));
+                warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
+                if (lane < B) in_proj_out(L, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
         }
-        Raw8<W> xp; // x_proj: this thread's piece of the block's first row
-        if (!TC && (int)blockIdx.x < P && (int)threadIdx.x * 8 < E)
-            xp = raw8_load((const W *)L.x_proj + (size_t)blockIdx.x * E + threadIdx.x * 8);
         dec_sync(st.trace, ph);
         // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
         if constexpr (TC) {
@@ -173,10 +117,7 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                     acc[b] = 0.0f;
                 for (int k = (int)threadIdx.x * 8; k < E; k += DEC_THREADS * 8) {
                     float v[8];
-                    if (p == (int)blockIdx.x && k == (int)threadIdx.x * 8)
-                        raw8_unpack(v, xp);
-                    else
-                        load8(v, wr + k);
+                    load8(v, wr + k);
                     fma8(acc, v, xs + k, E, B);
                 }
                 warp_sum(acc);
@@ -194,10 +135,6 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 __syncthreads();
             }
         }
-        // the FFMA scan's first item's reads (scan_in_load), where a lane's share of dt_proj's row fits ScanIn
-        const bool scan_ahead = R <= SCAN_AHEAD_R * NP;
-        ScanIn scan_in = {};
-        if (!TC && scan_ahead) scan_in = scan_in_load<W>(L, xs, z, E, N, R, NP, gthread, (size_t)B * E);
         dec_sync(st.trace, ph);
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
         // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
@@ -229,36 +166,28 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 const bool live = i < (size_t)B * E;
                 const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
                 const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
-                // the first item's reads were made before the barrier (scan_in), the others' are made here
-                // (R 0: dt_proj's row too long for ScanIn, read below)
-                const ScanIn in = scan_ahead && base == gthread - lane
-                                      ? scan_in
-                                      : scan_in_load<W>(L, xs, z, E, N, scan_ahead ? R : 0, NP, t, (size_t)B * E);
                 float s = 0.0f;
-                if (live) {
-                    if (scan_ahead) {
-#pragma unroll
-                        for (int k = 0; k < SCAN_AHEAD_R; k++)
-                            if (n + k * NP < R) s += in.dtw[k] * lo[n + k * NP];
-                    } else {
-                        for (int r = n; r < R; r += NP)
-                            s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
-                    }
-                }
+                if (live)
+                    for (int r = n; r < R; r += NP)
+                        s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
                 for (int off = NP / 2; off > 0; off >>= 1)
                     s += __shfl_xor_sync(DEC_FULL, s, off);
-                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + in.dtb : 0.0f), xv = in.xv;
+                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + L.dt_b[e] : 0.0f),
+                            xv = live ? xs[i] : 0.0f;
                 float c = 0.0f;
                 if (live && n < N) {
-                    const float h = in.h * expf(dt * in.A) + dt * xv * lo[R + n];
-                    L.scan_state[i * N + n] = h;
+                    float *hp = L.scan_state + i * N + n;
+                    const float h = *hp * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
+                    *hp = h;
                     c = lo[R + N + n] * h;
                 }
                 for (int off = NP / 2; off > 0; off >>= 1)
                     c += __shfl_xor_sync(DEC_FULL, c, off);
-                if (live && n == 0) g[i] = (c + in.Dv * xv) * in.zv * sigmoid_ref(in.zv);
+                if (live && n == 0) {
+                    const float zv = z[i];
+                    g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
+                }
             }
-            ahead.load((const W *)L.out_proj, E, gwarp, nwarps, D);
         }
         dec_sync(st.trace, ph);
         // D: x += out_proj(g) (+ bias)
@@ -268,11 +197,10 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
                     st[i] = g[i];
             },
-            stage_act(g, E), ahead);
-        if constexpr (!TC) ahead_after_layer(ahead, layers, l, st, 2 * E, gwarp, nwarps);
+            stage_act(g, E));
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm, ahead);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 

@@ -78,7 +78,6 @@ __device__ __forceinline__ static void m2_prefetch_layer(const m2_decode_layer &
     prefetch_range(L.out_proj, sizeof(W) * (size_t)a.st.D * a.Di, gthread, nthreads);
 }
 
-#define M2_STATE_AHEAD 4 // a lane's values of an SSD state row read ahead (d_state up to 128)
 template <int NB, typename W, bool TC>
 __global__ static void __launch_bounds__(DEC_THREADS)
     m2_decode_kernel(m2_decode_args a, const m2_decode_layer *layers) {
@@ -95,14 +94,8 @@ __global__ static void __launch_bounds__(DEC_THREADS)
     const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
 
-    // FFMA form: each warp's rows of the next product (in_proj, out_proj, the head) read into registers before the
-    // grid barrier that precedes it, and a warp's first SSD row's state likewise (decode_common.cuh's RowsAhead). At
-    // batch 1 with bf16 or int8 weights alone, 4 pieces a lane (in_proj's and the head's rows of d_model 768, not
-    // out_proj's 1536): more, or more sequences, or float32 weights, and this kernel spills (ptxas, sm_90)
-    RowsAhead<W, (NB == 1 && sizeof(W) < 4 ? 4 : 1)> ahead;
     if (st.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
     dec_embed(x, st.emb, st.tokens, B, D);
-    if constexpr (!TC) ahead_after_layer(ahead, layers, -1, st, Din, gwarp, nwarps);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m2_decode_layer &L = layers[l];
@@ -115,20 +108,11 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D}, in_out);
         } else {
             block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, st.eps);
-            int j = 0;
-            for (int r = gwarp; r < Din; r += nwarps, j++) {
+            for (int r = gwarp; r < Din; r += nwarps) {
                 float acc[NB];
-                ahead.template row_dot<NB>(acc, j, (const W *)L.in_proj, r, sm.sh, D, D, B);
+                warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sm.sh, D, D, B);
                 if (lane < B) in_out(r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
-        }
-        float s_ahead[M2_STATE_AHEAD]; // the first SSD row's state: lane's n = lane, lane + 32, ...
-        const bool state_ahead = !TC && N <= 32 * M2_STATE_AHEAD;
-        if (state_ahead && gwarp < B * H * P) {
-            const float *S = L.ssd_state + (size_t)gwarp * N;
-#pragma unroll
-            for (int k = 0; k < M2_STATE_AHEAD; k++)
-                s_ahead[k] = lane + 32 * k < N ? S[lane + 32 * k] : 0.0f;
         }
         dec_sync(st.trace, ph);
         // B: the SSD step, a warp per (sequence, head, state row), and the gate
@@ -137,19 +121,11 @@ __global__ static void __launch_bounds__(DEC_THREADS)
             const float dt = ssd_dt_ref(dtr[(size_t)b * H + h] + L.dt_bias[h], a.dt_min, a.dt_max);
             const float e = expf(dt * -expf(L.A_log[h])), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
             const float *Bv = xbc + (size_t)b * Cd + Di + (size_t)g * N, *Cv = Bv + GN;
-            float *S = L.ssd_state + (((size_t)b * H + h) * P + p) * N, acc = 0.0f; // (row (b, h, p) is S's row)
-            auto update = [&](int n, float s_old) { // the state's element n, and its term of y
-                const float s = e * s_old + xp * Bv[n];
+            float *S = L.ssd_state + (((size_t)b * H + h) * P + p) * N, acc = 0.0f;
+            for (int n = lane; n < N; n += 32) {
+                const float s = e * S[n] + xp * Bv[n];
                 S[n] = s;
                 acc += s * Cv[n];
-            };
-            if (state_ahead && row == gwarp) {
-#pragma unroll
-                for (int k = 0; k < M2_STATE_AHEAD; k++)
-                    if (lane + 32 * k < N) update(lane + 32 * k, s_ahead[k]);
-            } else {
-                for (int n = lane; n < N; n += 32)
-                    update(n, S[n]);
             }
             for (int off = 16; off > 0; off >>= 1)
                 acc += __shfl_xor_sync(DEC_FULL, acc, off);
@@ -159,7 +135,6 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 v[i] = (acc + L.Dv[h] * xr) * (zv / (1.0f + expf(-zv)));
             }
         }
-        if constexpr (!TC) ahead.load((const W *)L.out_proj, Di, gwarp, nwarps, D);
         dec_sync(st.trace, ph);
         // C: g = the gated RMSNorm of v (per group, every block its own sums); x += out_proj(g) (+ bias)
         float *grs = TC ? sm.rs : sm.red; // [B, G] the groups' scales (FFMA: in red, DEC_MAX_B x DEC_MAX_G floats)
@@ -170,11 +145,10 @@ __global__ static void __launch_bounds__(DEC_THREADS)
                 for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
                     st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
             },
-            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, ahead);
-        if constexpr (!TC) ahead_after_layer(ahead, layers, l, st, Din, gwarp, nwarps);
+            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G});
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm, ahead);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 
