@@ -6,6 +6,11 @@
 #       carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log
+#   scripts/gpu_pending.sh run gap           on the device (~5 minutes; carry data-mirror too): why a pure Mamba trained
+#       on the GPU scores ~0.3 bits per byte worse than its training loss (docs/experiments/hybrid.md; the CPU shows
+#       no such gap): test_cuda_model's training-shape cases (causality, training forward = scoring forward), then a
+#       d384 x 12 Mamba-1 trained 800 steps on linux-docs in bf16 and in float32 and a Transformer beside them, each
+#       scored on the validation split by ssm eval on the GPU (float32, --bf16, one time segment) and on the CPU
 # What it checks (build it with two refs: `scripts/gpu_pending.sh build BASE main`, BASE the commit before the changes
 # to time; without .devbuild/BASE only main's numbers):
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
@@ -55,7 +60,7 @@ if [ "$mode" = build ]; then
 fi
 [ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run rest" >&2; exit 2; }
 part=${2:-}
-[ "$part" = rest ] || { echo "run: PART is rest" >&2; exit 2; }
+case "$part" in rest | gap) ;; *) echo "run: PART is rest or gap" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/pending_out}
 mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
@@ -65,6 +70,38 @@ bins=$(for d in .devbuild/*/; do [ -x "$d/ssm" ] && [ "$d" != .devbuild/main/ ] 
 bins="$bins $M" # BASE (any other build) first, then main
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 nvidia-smi --query-gpu=name --format=csv,noheader
+if [ "$part" = gap ]; then
+    t tests
+    timeout 300 $M/test_cuda_model 2>&1 | grep -E "^FAIL|^  |8 x 2048" | cut -c1-200 | head -40
+    t data
+    mkdir -p /tmp/gap && xz -dc data-mirror/linux-docs.txt.xz >/tmp/gap/all.txt || exit 9
+    head -c 29000000 /tmp/gap/all.txt >/tmp/gap/train.txt && tail -c +29000001 /tmp/gap/all.txt | head -c 1048576 >/tmp/gap/val.txt
+    head -c 131072 /tmp/gap/val.txt >/tmp/gap/val128k.txt
+    for run in "m bf16 --bf16" "m f32" "af bf16 --bf16"; do
+        read -r layers prec flag <<<"$run"
+        dir=/tmp/gap/$layers-$prec
+        t "train $dir"
+        timeout 200 $M/ssm train --data /tmp/gap/train.txt --val-fraction 0.02 --out $dir --d-model 384 --n-layer 12 \
+            --layers $layers --batch 8 --seq-len 2048 --steps 800 --warmup 80 --eval-every 400 --eval-bytes 524288 \
+            --lr 0.001 --sample 0 --quiet --device cuda $flag --overwrite 2>&1 | tail -2
+        python3 - "$dir/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+tr = [x["bpb"] for x in rows if "bpb" in x][-100:]
+print("  training bpb (last 100 steps) %.3f; validation %s" % (sum(tr) / len(tr),
+      [(x["step"], round(x["val_bpb"], 3)) for x in rows if "val_bpb" in x]))
+PY
+        ev() { timeout 120 "$@" --window 2048 --quiet 2>&1 | tail -1; }
+        echo "  eval cuda:           $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val.txt --device cuda)"
+        echo "  eval cuda --bf16:    $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val.txt --device cuda --bf16)"
+        echo "  eval cuda, 1 segment: $(SSM_SCAN_SEGMENTS=1 ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val.txt \
+            --device cuda)"
+        echo "  first 128K, cuda:    $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val128k.txt --device cuda)"
+        echo "  first 128K, cpu:     $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val128k.txt --device cpu)"
+    done
+    t end
+    exit 0
+fi
 t tests
 for part in attn ssd gated scan; do
     echo "test_ops $part: $(timeout 120 $M/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"

@@ -5,6 +5,7 @@
 #include "model.h"
 #include "test.h"
 #include "run_compare.h"
+#include "causal_check.h"
 #include "optim.h"
 
 #include <string.h>
@@ -74,6 +75,29 @@ static void test_step_equals_forward(void) {
 /* Logits of step-by-step decoding of ns sequences of T tokens: out [ns, T, 256]. */
 /* A state caches A = -exp(A_log) per layer (mixer canonicalize); an optimizer step must invalidate it: after
  * one, an old state's next forward equals a fresh state's (bitwise: same ops, same order). */
+/* test_causal (causal_check.h) on the CPU: every layer kind, sequences crossing Mamba-2's chunks and the scan's
+ * checkpoints, weights off their initialization; the scoring forward equals the training forward (1e-5 of scale). */
+static void test_causal_cpu(const char *pattern) {
+    char name[160];
+    snprintf(name, sizeof name, "\"%s\": the training forward = scoring with a state, both causal", pattern);
+    TEST_BEGIN(name);
+    ssm_config c;
+    ssm_config_default(&c);
+    c.d_model = 64, c.n_layer = (int)strlen(pattern), c.mamba2.chunk_size = 32, c.mamba2.head_dim = 16;
+    c.attention.n_heads = 4, c.attention.head_dim = 16, c.attention.n_kv_heads = 2;
+    strcpy(c.layer_pattern, pattern);
+    ssm_model *m = ssm_model_new(&c, 3);
+    EXPECT(m, "model: %s", ssm_last_error());
+    if (!m) return;
+    test_perturb_weights(m, 9);
+    const causal_result r = test_causal(m, 3, 300, 170, 4);
+    EXPECT(r.e_score <= 1e-5, "the scoring forward's logits differ from the training forward's by %.3g", r.e_score);
+    EXPECT(r.e_one <= 1e-5, "one sequence at a time differs from the batch by %.3g", r.e_one);
+    free(r.train);
+    ssm_model_free(m);
+    TEST_END();
+}
+
 static void test_state_sees_weight_updates(void) {
     TEST_BEGIN("a state's cached A follows optimizer steps (old state == fresh state after an update)");
     ssm_model *m = random_model(16, 2, 21);
@@ -662,6 +686,10 @@ int main(void) {
     CHECK(mkdtemp(dir), "mkdtemp");
     test_step_equals_forward();
     test_state_sees_weight_updates();
+    test_causal_cpu("m");
+    test_causal_cpu("M");
+    test_causal_cpu("maf");
+    test_causal_cpu("Mmaf");
     test_lean_activations(0);
     test_lean_activations(1);
     test_float32_kind_in_bf16_model();
