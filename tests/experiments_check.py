@@ -73,6 +73,10 @@ def experiment(out, name, seconds):
               str(bad))
     errs = [x.get("error") for x in rows if x.get("error")]
     check(f"experiments: {name} no run failed", not errs, str(errs[:3]))
+    for key in ("test_bpb", "test_bits_per_real_byte"):  # a score the table shows as "-" is a parse that failed
+        if any(key in x for x in rows):
+            gaps = [x.get("name", x.get("model")) for x in rows if not isinstance(x.get(key), (int, float))]
+            check(f"experiments: {name} every row has its {key}", not gaps, str(gaps[:4]))
 
 
 def unit():
@@ -92,6 +96,11 @@ def unit():
           log_ticks(1, 1e6) == [10**k for k in range(7)] and len(log_ticks(1, 1e15)) <= 9 and
           log_ticks(2, 9) == [2, 5], (log_ticks(1, 1e6), log_ticks(1, 1e15)))
     check("svgplot: tick labels", si(1500) == "1.5k" and si(2e6) == "2M" and pow2(65536) == "64K" and pow2(1 << 20) == "1M")
+    from ssmexp.harness import parse_eval
+    check("harness: ssm eval's bits per byte and per real byte read",
+          parse_eval("loss 1.0 nats/byte, 1.442695 bits/byte\n") == {"bpb": 1.442695} and
+          parse_eval("loss 1.2 nats/real byte, 1.733413 bits per real byte (1574944 real bytes scored)\n") ==
+          {"bpb": 1.733413})
     check("shapes: a fraction's unit", [shapes.fraction_unit(f) for f in ("0", "1/12", "1/4", "1/2", "1")] ==
           ["m", "mmmmmmmmmmmaf", "mmmaf", "maf", "af"])
     t, picks = shapes.match_fractions(["0", "1/12", "1/8", "1/4", "1/2", "1"], {"d_model": 384},

@@ -531,7 +531,7 @@ def _text(b):
 def parse_eval(text):
     """`ssm eval` output -> {"bpb": bits per (real) byte, "accuracy": ...} (whichever it printed)."""
     out = {}
-    m = re.search(r"([0-9.]+|nan|inf)\s+bits/(?:real )?byte", text)
+    m = re.search(r"([0-9.]+|nan|inf)\s+bits(?:/| per )(?:real )?byte", text)
     if m:
         out["bpb"] = float(m.group(1))
     m = re.search(r"accuracy\s*:?\s*([0-9.]+)(%?)", text)
