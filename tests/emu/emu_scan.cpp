@@ -1,11 +1,13 @@
 /* The CUDA Mamba-1 selective scan (src/backend/cuda/scan.cu: forward, backward, and their time-segmented forms), run
  * by the emulator (emu.h) on the CPU against the CPU's scan on the same float32 inputs (as test_ops's scan cases:
  * gated or not, A as At or from A_log, a carried state, the recomputed output), with the segment count forced
- * (SSM_SCAN_SEGMENTS 1, 3 and the kernels' own choice on the emulator's small GPU). Inputs between NaN guards,
- * outputs between sentinels. Built and run by tests/emu/run.sh. */
+ * (SSM_SCAN_SEGMENTS 1, 3 and the kernels' own choice on the emulator's small GPU), and lean training's form (x,
+ * dt and the gate in bf16, the forward writing the state checkpoints hk, the backward restarting from them, as a
+ * training step runs them). Inputs between NaN guards, outputs between sentinels. Built and run by tests/emu/run.sh. */
 #include "backend/cuda/context.h" /* (C++ names, as context.cu defines them) */
 extern "C" {
 #include "backend/cpu/cpu_ops.h"
+#include "backend/host_bf16.h"
 #include "common.h"
 #include "ops/ops_cuda.h" /* scan_fwd_cuda, scan_bwd_cuda, cuda_alloc */
 }
@@ -37,8 +39,9 @@ static double rel_err(const float *a, const float *ref, size_t rows, int cols, i
     return den > 0 ? num / den : num;
 }
 
-/* form: bit 1 ungated, bit 2 A from A_log (else At), bit 5 a carried state (forward) and the recomputed output
- * (backward); segments: SSM_SCAN_SEGMENTS, 0 the kernels' choice */
+/* form: bit 0 lean (x, dt, z in bf16 and checkpoints hk; not with bit 5), bit 1 ungated, bit 2 A from A_log (else
+ * At), bit 5 a carried state (forward) and the recomputed output (backward); segments: SSM_SCAN_SEGMENTS, 0 the
+ * kernels' choice */
 static char mode[64]; /* the emulator's settings, for the case lines */
 
 static void run_case(int B, int T, int E, int N, int form, int segments) {
@@ -68,16 +71,34 @@ static void run_case(int B, int T, int E, int N, int form, int segments) {
     else
         s.At = A.p;
     if (!(form & 2)) s.z = mat_f32(z.p, 2 * E);
+    const bool lean = form & 1;
+    const size_t nhk = (size_t)B * SCAN_HK_COUNT(T) * N * E;
+    buf16 x16(nx, 0x7fc0), dt16(nx, 0x7fc0), z16(z.n, 0x7fc0), hk(nhk, 0xbeef), hk_ref(nhk, 0xbeef); /* NaN guards */
+    if (lean) { /* both sides read the same bf16 values; each writes its own checkpoints */
+        host_bf16_from_f32(x16.p, x.p, nx), host_bf16_from_f32(dt16.p, dt.p, nx), host_bf16_from_f32(z16.p, z.p, z.n);
+        s.x = mat_bf16(x16.p, E), s.dt = mat_bf16(dt16.p, E);
+        if (!(form & 2)) s.z = mat_bf16(z16.p, 2 * E);
+    }
 
     /* forward */
     buf32 out(nx, SENT), out_ref(nx, SENT), h(h0.n, SENT), h_ref(h0.n, SENT);
     memcpy(h.p, h0.p, 4 * h.n), memcpy(h_ref.p, h0.p, 4 * h.n);
     const bool carry = form & 32;
+    if (lean) s.hk = hk_ref.p;
     cpu_scan_fwd(&s, mat_f32(out_ref.p, E), carry ? h_ref.p : NULL);
+    if (lean) s.hk = hk.p;
     scan_fwd_cuda(&s, mat_f32(out.p, E), carry ? h.p : NULL);
     const double eo = rel_err(out.p, out_ref.p, rows, E, E), eh = carry ? rel_err(h.p, h_ref.p, B, E * N, E * N) : 0;
     EXPECT(eo <= 1e-5 && eh <= 1e-5, "out %.3g, h %.3g (tolerance 1e-5)", eo, eh);
     EXPECT(out.guards_intact(SENT) && h.guards_intact(SENT), "the forward wrote outside out or h");
+    double ehk = 0; /* the checkpoints: bf16 roundings of states summed in different orders (one bf16 step apart) */
+    if (lean) {
+        std::vector<float> a(nhk), b(nhk);
+        host_f32_from_bf16(a.data(), hk.p, nhk), host_f32_from_bf16(b.data(), hk_ref.p, nhk);
+        ehk = rel_err(a.data(), b.data(), 1, (int)nhk, (int)nhk);
+        EXPECT(ehk <= 1e-2, "checkpoints hk %.3g (tolerance 1e-2)", ehk);
+        EXPECT(hk.guards_intact(0xbeef), "the forward wrote outside hk");
+    }
 
     /* backward: each gradient in its own guarded buffer (written ones start as sentinels, sums from 0) */
     const int ldbc = 2 * N + 5;
@@ -99,7 +120,7 @@ static void run_case(int B, int T, int E, int N, int form, int segments) {
         }
     };
     grads got(nx, rows, E, N, ldbc, form, carry), ref(nx, rows, E, N, ldbc, form, carry);
-    cpu_scan_bwd(&s, &ref.g, mat_f32(dout.p, E));
+    cpu_scan_bwd(&s, &ref.g, mat_f32(dout.p, E)); /* (lean: both restart from the emulated forward's hk) */
     scan_bwd_cuda(&s, &got.g, mat_f32(dout.p, E));
     const double ex = rel_err(got.dx.p, ref.dx.p, rows, E, E), edt = rel_err(got.ddt.p, ref.ddt.p, rows, E, E);
     const double ebc = rel_err(got.dbc.p, ref.dbc.p, rows, 2 * N, ldbc);
@@ -114,17 +135,19 @@ static void run_case(int B, int T, int E, int N, int form, int segments) {
                got.dz.guards_intact(SENT) && got.out.guards_intact(SENT) && got.dA.guards_intact(0.0f) &&
                got.dD.guards_intact(0.0f) && got.dbias.guards_intact(0.0f),
            "the backward wrote outside its gradients");
-    printf("%s - emulated scan B %d T %d E %d N %d%s%s%s, segments %s (%s): out, h and every gradient against the "
-           "CPU\n  # rel err out %.3g, h %.3g, gradients %.3g\n",
-           case_failures ? "FAIL" : "ok", B, T, E, N, form & 2 ? " ungated" : "", form & 4 ? " A_log" : " At",
-           carry ? " carried state, recomputed out" : "", segments ? seg : "chosen", mode, eo, eh, worst);
+    printf("%s - emulated scan B %d T %d E %d N %d%s%s%s%s, segments %s (%s): out, h and every gradient against the "
+           "CPU\n  # rel err out %.3g, h %.3g, checkpoints %.3g, gradients %.3g\n",
+           case_failures ? "FAIL" : "ok", B, T, E, N, lean ? " lean (bf16 x, dt, z; checkpoints)" : "",
+           form & 2 ? " ungated" : "", form & 4 ? " A_log" : " At", carry ? " carried state, recomputed out" : "",
+           segments ? seg : "chosen", mode, eo, eh, ehk, worst);
     failures += case_failures;
 }
 
 int main(int argc, char **argv) {
     /* B, T, E, N, form, segments: channels past a warp's 32, lengths past the kernels' chunks, segments forced */
     const int cases[][6] = {{1, 200, 64, 16, 4, 1}, {1, 200, 64, 16, 4, 3},  {1, 300, 40, 8, 2 | 32, 3},
-                            {2, 97, 64, 16, 0, 0},  {1, 260, 32, 16, 32, 4}, {1, 130, 64, 5, 4 | 32, 2}};
+                            {2, 97, 64, 16, 0, 0},  {1, 260, 32, 16, 32, 4}, {1, 130, 64, 5, 4 | 32, 2},
+                            {2, 300, 64, 16, 1 | 4, 2}, {1, 200, 36, 8, 1 | 2 | 4, 3}, {2, 2048, 64, 16, 1 | 4, 2}};
     const int only = argc > 1 ? atoi(argv[1]) : -1;
     const char *late = getenv("EMU_CP_LATE"), *skew = getenv("EMU_SKEW");
     snprintf(mode, sizeof mode, "cp.async %s, warps %s", late && atoi(late) ? "late" : "early",
