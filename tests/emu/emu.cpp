@@ -120,9 +120,25 @@ uint32_t emu_tf32(float x) {
     return (u + 0x1000u) & ~0x1fffu;
 }
 
+static struct {
+    const unsigned char *p;
+    size_t bytes;
+} static_smem[32]; /* the static shared arrays seen (emu_static_smem), one entry each */
+static int n_static_smem;
+
+void emu_static_smem(const void *p, size_t bytes) {
+    for (int i = 0; i < n_static_smem; i++)
+        if (static_smem[i].p == p) return;
+    if (n_static_smem == 32) fail("emu_static_smem: more than 32 static shared arrays");
+    static_smem[n_static_smem].p = (const unsigned char *)p, static_smem[n_static_smem++].bytes = bytes;
+}
+
 static bool in_smem(const void *p, size_t bytes) {
     const unsigned char *c = (const unsigned char *)p;
-    return c >= smem && c + bytes <= smem + cur_smem;
+    if (c >= smem && c + bytes <= smem + cur_smem) return true;
+    for (int i = 0; i < n_static_smem; i++)
+        if (c >= static_smem[i].p && c + bytes <= static_smem[i].p + static_smem[i].bytes) return true;
+    return false;
 }
 
 void emu_ldsm(uint32_t (&r)[4], const void *p, bool trans) {

@@ -74,6 +74,9 @@ inline float __uint_as_float(unsigned u) {
 
 // cp.async (shim/backend/cuda/cp_async.cuh)
 void emu_cp_async(void *dst, const void *src, int bytes, int size);
+/* a kernel's aligned static shared array (to_cpp.py's `alignas(N) static T a[n]`): shared memory to cp.async and
+ * ldmatrix as the dynamic smem is */
+void emu_static_smem(const void *p, size_t bytes);
 void emu_cp_commit();
 void emu_cp_wait(int pending);
 // warp matrix ops (shim/backend/cuda/mma.cuh)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the CUDA attention kernels (flash and float32), the fused decode kernels, the Mamba-2 SSD and the Mamba-1 scan for the CPU
-# emulator (emu.h) and runs them against the CPU's attention (tests/emu/emu_attn.cpp), the CPU's op-by-op decode
-# step (emu_decode.cpp), the CPU's chunked SSD (emu_ssd.cpp; cuBLAS's batched products by emu_blas.cpp) and the
-# CPU's scan (emu_scan.cpp),
+# Builds the CUDA attention kernels (flash and float32), the fused decode kernels, the Mamba-2 SSD, the Mamba-1 scan
+# and the causal conv1d for the CPU emulator (emu.h) and runs them against the CPU's attention
+# (tests/emu/emu_attn.cpp), the CPU's op-by-op decode step (emu_decode.cpp), the CPU's chunked SSD (emu_ssd.cpp;
+# cuBLAS's batched products by emu_blas.cpp), the CPU's scan (emu_scan.cpp) and conv (emu_conv.cpp),
 # twice: cp.async copies done at issue, with warps drifting apart and a cooperative launch's blocks taking turns in
 # a random order (a missing barrier shows), and copies done only at the wait (a missing wait shows). Needs
 # build/asan/libssm.a (make tests) and the CUDA headers (CUDA_HOME, default /usr/local/cuda; no GPU). Prints
@@ -27,12 +27,12 @@ mkdir -p "$out/inc/backend/cuda"
 for h in reduce ssd_common; do # (ssd_common.cuh launches a kernel)
     python3 tests/emu/to_cpp.py src/backend/cuda/$h.cuh > "$out/inc/backend/cuda/$h.cuh"
 done
-for k in attention attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 ssd ssd_whole scan; do
+for k in attention attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 ssd ssd_whole scan conv1d; do
     python3 tests/emu/to_cpp.py src/backend/cuda/$k.cu > "$out/$k.cpp"
     g++ "${flags[@]}" -Isrc/backend/cuda -c "$out/$k.cpp" -o "$out/$k.o"
 done
 g++ "${flags[@]}" -c tests/emu/emu.cpp -o "$out/emu.o"
-for t in emu_attn emu_decode emu_ssd emu_scan emu_blas; do
+for t in emu_attn emu_decode emu_ssd emu_scan emu_conv emu_blas; do
     g++ "${flags[@]}" -c tests/emu/$t.cpp -o "$out/$t.o"
 done
 asan=(-fsanitize=address -fno-omit-frame-pointer)
@@ -42,10 +42,11 @@ g++ -o "$out/emu_attn" "$out"/emu.o "$out"/emu_attn.o "$out"/attention.o "$out"/
 g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba*.o "${libs[@]}"
 g++ -o "$out/emu_ssd" "$out"/emu.o "$out"/emu_ssd.o "$out"/ssd.o "$out"/ssd_whole.o "$out"/emu_blas.o "${libs[@]}"
 g++ -o "$out/emu_scan" "$out"/emu.o "$out"/emu_scan.o "$out"/scan.o "${libs[@]}"
+g++ -o "$out/emu_conv" "$out"/emu.o "$out"/emu_conv.o "$out"/conv1d.o "${libs[@]}"
 # (fibers switch stacks under ASan's feet: no stack checks after return; leaks are the test's business elsewhere)
 export ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0
 rc=0
-for t in emu_attn emu_decode emu_scan; do
+for t in emu_attn emu_decode emu_scan emu_conv; do
     EMU_CP_LATE=0 EMU_SKEW=1 "$out/$t" "$@" || rc=1
     EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/$t" "$@" || rc=1
 done

@@ -2,7 +2,9 @@
 """A CUDA source as the emulator compiles it (tests/emu/run.sh): prints FILE with
   kernel<<<grid, block[, smem]>>>(args)  as  emu_launch(kernel, grid, block, smem or 0, args)  (over any lines), and
   __shared__ T a[n];  (static shared memory) as  static T a[n];  one copy that a block's threads share, each block's
-  own since blocks run one after another (dynamic shared memory, `extern __shared__`, is emu.cpp's smem); and NULL
+  own since blocks run one after another (dynamic shared memory, `extern __shared__`, is emu.cpp's smem; an aligned
+  static array, `__shared__ __align__(16) T a[n];`, is also made known to emu.cpp as shared memory, where cp.async
+  and ldmatrix may address it); and NULL
   as nullptr (a deduced argument type must stay a null pointer).
 usage: tests/emu/to_cpp.py FILE > OUT"""
 import re
@@ -36,6 +38,9 @@ def launch(m):
 
 
 src = open(sys.argv[1]).read()
+# an aligned static array (a cp.async destination): aligned, and made known to emu.cpp as shared memory
+src = re.sub(r"^(\s*)__shared__\s*__align__\((\d+)\)\s*((?:[\w:]+\s+)+)(\w+)(\[[^;]*\]);",
+             r"\1alignas(\2) static \3\4\5; emu_static_smem(\4, sizeof \4);", src, flags=re.M)
 src = re.sub(r"^(?!.*extern __shared__)(.*)\b__shared__\b", r"\1static", src, flags=re.M)
 # dynamic shared memory under another name or type (extern __shared__ float4 smem4[]): a pointer to emu.cpp's smem
 src = re.sub(r"extern __shared__\s*(?:__align__\(\d+\)\s*)?([\w:]+)\s+(?!smem\[)(\w+)\[\];",

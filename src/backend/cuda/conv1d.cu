@@ -263,7 +263,7 @@ static void conv1d_silu_fwd_any(float *out, __nv_bfloat16 *out16, const TX *x, i
         case 4: return conv1d_fwd_window<4>(out, out16, x, ldx, init, w, bias, B, T, C);
         default: break;
         }
-    conv1d_silu_fwd_kernel<<<elem_blocks(n), ELEM_THREADS>>>(out, out16, x, ldx, init, w, bias, B, T, C, K);
+    conv1d_silu_fwd_kernel<TX><<<elem_blocks(n), ELEM_THREADS>>>(out, out16, x, ldx, init, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -493,9 +493,9 @@ static void conv1d_silu_bwd_any(TD *dx, int lddx, float *dw, float *dbias, const
     }
     float *dpre;
     CUDA_CHECK(cudaMallocAsync((void **)&dpre, sizeof(float) * n, 0));
-    conv1d_dpre_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, dout16, x, ldx, w, bias, B, T, C, K);
+    conv1d_dpre_kernel<TX><<<elem_blocks(n), ELEM_THREADS>>>(dpre, dout, dout16, x, ldx, w, bias, B, T, C, K);
     CUDA_CHECK_LAUNCH();
-    conv1d_dx_kernel<<<elem_blocks(n), ELEM_THREADS>>>(dx, lddx, dpre, w, B, T, C, K);
+    conv1d_dx_kernel<TD><<<elem_blocks(n), ELEM_THREADS>>>(dx, lddx, dpre, w, B, T, C, K);
     CUDA_CHECK_LAUNCH();
     colsum_acc(dw, ConvDw<TX>{dpre, x, ldx, T, C, K}, B * T, C * K);
     if (dbias) colsum_acc(dbias, ConvDbias{dpre, C}, B * T, C);
