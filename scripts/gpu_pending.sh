@@ -10,7 +10,8 @@
 #       on the GPU scores ~0.3 bits per byte worse than its training loss (docs/experiments/hybrid.md; the CPU shows
 #       no such gap): test_cuda_model's training-shape cases (causality, training forward = scoring forward), then a
 #       d384 x 12 Mamba-1 trained 800 steps on linux-docs in bf16 and in float32 and a Transformer beside them, each
-#       scored on the validation split by ssm eval on the GPU (float32, --bf16, one time segment) and on the CPU
+#       scored on the validation split by ssm eval on the GPU (float32, --bf16, one time segment, and through the
+#       training forward: SSM_EVAL_TRAIN_FORWARD=1, float32 and --bf16) and on the CPU
 # What it checks (build it with two refs: `scripts/gpu_pending.sh build BASE main`, BASE the commit before the changes
 # to time; without .devbuild/BASE only main's numbers):
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
@@ -96,6 +97,10 @@ PY
         echo "  eval cuda --bf16:    $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val.txt --device cuda --bf16)"
         echo "  eval cuda, 1 segment: $(SSM_SCAN_SEGMENTS=1 ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val.txt \
             --device cuda)"
+        echo "  training forward:    $(SSM_EVAL_TRAIN_FORWARD=1 ev $M/ssm eval --model $dir/checkpoint \
+            --data /tmp/gap/val.txt --device cuda)"
+        echo "  training forward, --bf16: $(SSM_EVAL_TRAIN_FORWARD=1 ev $M/ssm eval --model $dir/checkpoint \
+            --data /tmp/gap/val.txt --device cuda --bf16)"
         echo "  first 128K, cuda:    $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val128k.txt --device cuda)"
         echo "  first 128K, cpu:     $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val128k.txt --device cpu)"
     done

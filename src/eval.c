@@ -7,6 +7,26 @@
 #include <string.h>
 #include <unistd.h>
 
+/* SSM_EVAL_TRAIN_FORWARD=1 (a diagnostic, as SSM_SCAN_SEGMENTS is): the whole windows of W scored by the training
+ * forward (model_train_forward, 8 windows at a time as a training batch, lean activations in a bf16 model on a GPU)
+ * instead of the forward with a state (a last partial window as usual), so that the loss a training step reports can
+ * be set beside the scoring forward's on the same held-out bytes. Returns the positions it scored, their loss sum in
+ * *total and their count in *scored. */
+static size_t eval_windows_train_forward(const ssm_model *m, const int *tokens, const int *targets, size_t n, size_t W,
+                                         double *total, long *scored) {
+    const char *tf = getenv("SSM_EVAL_TRAIN_FORWARD");
+    size_t pos = 0;
+    if (!W || !tf || atoi(tf) != 1) return 0;
+    while (pos + W <= n) {
+        const int B = (int)((n - pos) / W < 8 ? (n - pos) / W : 8);
+        const double mean = model_train_forward((ssm_model *)m, tokens + pos, targets + pos, B, (int)W);
+        *total += mean * m->acts.n_targets, *scored += m->acts.n_targets;
+        pos += (size_t)B * W;
+    }
+    fprintf(stderr, "SSM_EVAL_TRAIN_FORWARD: %zu windows of %zu scored by the training forward\n", pos / W, W);
+    return pos;
+}
+
 double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
                         int show_progress, long *count) {
     if (count) *count = 0;
@@ -21,7 +41,8 @@ double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *target
     ssm_state *s = ssm_state_new_ctx(m, 1, grows ? (long)W : 0);
     double total = 0;
     long scored = 0, passes = 0;
-    for (size_t pos = 0; pos < n; passes++) {
+    for (size_t pos = eval_windows_train_forward(m, tokens, targets, n, window > 0 ? W : 0, &total, &scored); pos < n;
+         passes++) {
         size_t T = n - pos < (size_t)chunk ? n - pos : (size_t)chunk;
         if (W && T > W - pos % W) T = W - pos % W; /* a pass never crosses a window's end */
         if (W && pos % W == 0) ssm_state_reset(s);

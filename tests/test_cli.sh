@@ -195,6 +195,19 @@ if "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 
 else
     fail "eval --window of a Transformer: $(cat "$dir/out" "$dir/out2" "$dir/err")"
 fi
+# SSM_EVAL_TRAIN_FORWARD=1 (a diagnostic): the windows scored by the training forward, batched, give the scoring
+# forward's loss (the training forward and the forward with a state are one model)
+for m in "$model" "$dir/trun/checkpoint"; do
+    a=$("$SSM" eval --model "$m" --data "$dir/text.txt" --chunk 16 --window 16 2>"$dir/err" | awk '{print $4}')
+    b=$(SSM_EVAL_TRAIN_FORWARD=1 "$SSM" eval --model "$m" --data "$dir/text.txt" --chunk 16 --window 16 2>>"$dir/err" |
+        awk '{print $4}')
+    if [ -n "$a" ] && [ -n "$b" ] && grep -q "windows of 16 scored by the training forward" "$dir/err" &&
+        awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; exit !(d < 1e-5 && d > -1e-5) }'; then
+        ok "eval --window 16 through the training forward (SSM_EVAL_TRAIN_FORWARD=1) = the scoring forward ($m)"
+    else
+        fail "eval through the training forward ($m): '$a' vs '$b': $(cat "$dir/err")"
+    fi
+done
 expect_error "eval --window with --task" "--window is for a --data file" \
     "$SSM" eval --model "$dir/trun/checkpoint" --task "mqar:seq=64,pairs=4" --window 16
 expect_error "eval --window -1" "--window must be 0 (none) or a number of tokens" \
