@@ -73,7 +73,7 @@ t() { echo "[$(($(date +%s) - S)) s] $*"; }
 nvidia-smi --query-gpu=name --format=csv,noheader
 if [ "$part" = gap ]; then
     t tests
-    timeout 300 $M/test_cuda_model 2>&1 | grep -E "^FAIL|^  |8 x 2048" | cut -c1-200 | head -40
+    timeout 300 $M/test_cuda_model 2>&1 | grep -E "^FAIL|^  [^ #]|8 x 2048|scoring vs" | cut -c1-200
     t data
     mkdir -p /tmp/gap && xz -dc data-mirror/linux-docs.txt.xz >/tmp/gap/all.txt || exit 9
     head -c 29000000 /tmp/gap/all.txt >/tmp/gap/train.txt && tail -c +29000001 /tmp/gap/all.txt | head -c 1048576 >/tmp/gap/val.txt
