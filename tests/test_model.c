@@ -76,7 +76,8 @@ static void test_step_equals_forward(void) {
 /* A state caches A = -exp(A_log) per layer (mixer canonicalize); an optimizer step must invalidate it: after
  * one, an old state's next forward equals a fresh state's (bitwise: same ops, same order). */
 /* test_causal (causal_check.h) on the CPU: every layer kind, sequences crossing Mamba-2's chunks and the scan's
- * checkpoints, weights off their initialization; the scoring forward equals the training forward (1e-5 of scale). */
+ * checkpoints, weights off their initialization; the scoring forward equals the training forward (1e-5 of scale),
+ * and again with lean activations (bf16, as a bf16 model's on a GPU: 2e-2). */
 static void test_causal_cpu(const char *pattern) {
     char name[160];
     snprintf(name, sizeof name, "\"%s\": the training forward = scoring with a state, both causal", pattern);
@@ -90,10 +91,20 @@ static void test_causal_cpu(const char *pattern) {
     EXPECT(m, "model: %s", ssm_last_error());
     if (!m) return;
     test_perturb_weights(m, 9);
-    const causal_result r = test_causal(m, 3, 300, 170, 4);
-    EXPECT(r.e_score <= 1e-5, "the scoring forward's logits differ from the training forward's by %.3g", r.e_score);
-    EXPECT(r.e_one <= 1e-5, "one sequence at a time differs from the batch by %.3g", r.e_one);
-    free(r.train);
+    backend lean = backend_cpu; /* lean: the training forward keeps bf16 activations (as a bf16 model on a GPU) */
+    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    for (int form = 0; form <= 1; form++) {
+        m->be = form ? &lean : &backend_cpu;
+        const double tol = form ? 2e-2 : 1e-5;
+        const causal_result r = test_causal(m, 3, 300, 170, 4);
+        EXPECT(r.e_score <= tol, "%s: the scoring forward's logits differ from the training forward's by %.3g",
+               form ? "lean" : "plain", r.e_score);
+        EXPECT(r.e_one <= 1e-5, "%s: one sequence at a time differs from the batch by %.3g", form ? "lean" : "plain",
+               r.e_one);
+        printf("  # %s: scoring vs training %.3g, one at a time %.3g\n", form ? "lean" : "plain", r.e_score, r.e_one);
+        free(r.train);
+    }
+    m->be = &backend_cpu;
     ssm_model_free(m);
     TEST_END();
 }
