@@ -4,6 +4,7 @@
 #ifndef SSM_EMU_CHECK_H
 #define SSM_EMU_CHECK_H
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -35,5 +36,22 @@ template <typename T> struct guarded {
 };
 typedef guarded<float> buf32;
 typedef guarded<uint16_t> buf16; /* bf16 */
+
+/* n uniform values in [lo, hi) from r (an rng_t, common.h's) */
+template <typename R> static void fill(float *p, size_t n, float lo, float hi, R *r) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * rng_uniform(r);
+}
+
+/* the largest difference over the largest |ref| (NaN wins) of n values */
+static inline double rel_err(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= num)) num = d;
+        den = fmax(den, fabs((double)ref[i]));
+    }
+    return den > 0 ? num / den : num;
+}
 
 #endif

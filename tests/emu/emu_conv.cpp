@@ -16,22 +16,6 @@ extern "C" {
 
 static const float SENT = -12345.0f;
 
-static void fill(float *p, size_t n, float lo, float hi, rng_t *r) {
-    for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * rng_uniform(r);
-}
-
-/* the largest difference over the largest |ref| (NaN wins) */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= num)) num = d;
-        den = fmax(den, fabs((double)ref[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 /* form: bit 0 x in bf16 (as in_proj writes xz in lean training: rows 2C apart), bit 1 carried inputs (init), bit 2
  * dout in bf16 and dx in bf16, bit 3 no bias */
 static void run_case(int B, int T, int C, int K, int form) {

@@ -22,11 +22,6 @@ void cuda_release(void *p) { free(p); }
 
 static const float SENT = -12345.0f;
 
-static void fill(float *p, size_t n, float lo, float hi, rng_t *r) {
-    for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * rng_uniform(r);
-}
-
 /* the largest difference over the largest |ref| of rows x cols at ld (NaN wins) */
 static double rel_err(const float *a, const float *ref, size_t rows, int cols, int ld) {
     double num = 0, den = 0;

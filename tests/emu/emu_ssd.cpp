@@ -24,22 +24,6 @@ void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const flo
 static const float SENT = -12345.0f;
 #define TF32_FACTOR 4.0
 
-static void fill(float *p, size_t n, float lo, float hi, rng_t *r) {
-    for (size_t i = 0; i < n; i++)
-        p[i] = lo + (hi - lo) * rng_uniform(r);
-}
-
-/* the largest difference over the largest |ref| (NaN wins) of n values */
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= num)) num = d;
-        den = fmax(den, fabs((double)ref[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
 /* the largest relative errors of g against ref: dx | dB | dC (the written columns, not the rows' padding), ddt,
  * and the per-head sums dA_log, d(dt bias), dD */
 static void grad_errs(const ssd_args *s, const ssd_grads *g, const ssd_grads *ref, double *ex, double *edt,
