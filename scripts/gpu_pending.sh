@@ -103,6 +103,10 @@ PY
             --data /tmp/gap/val.txt --device cuda --bf16)"
         echo "  first 128K, cuda:    $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val128k.txt --device cuda)"
         echo "  first 128K, cpu:     $(ev $M/ssm eval --model $dir/checkpoint --data /tmp/gap/val128k.txt --device cpu)"
+        echo "  first 128K, cpu, training forward: $(SSM_EVAL_TRAIN_FORWARD=1 ev $M/ssm eval --model $dir/checkpoint \
+            --data /tmp/gap/val128k.txt --device cpu)"
+        echo "  first 128K, cuda, training forward --bf16: $(SSM_EVAL_TRAIN_FORWARD=1 ev $M/ssm eval --model \
+            $dir/checkpoint --data /tmp/gap/val128k.txt --device cuda --bf16)"
     done
     t end
     exit 0
