@@ -12,6 +12,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The CPU's backend table with lean activations (bf16, as a bf16 model's on a GPU): one instance, whose float32 and
+ * bf16 forms are itself. */
+static const backend *cpu_lean(void) {
+    static backend lean;
+    lean = backend_cpu;
+    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    return &lean;
+}
+
 static ssm_model *random_model_bias(int d_model, int n_layer, uint64_t seed, int use_bias) {
     ssm_config c;
     ssm_config_default(&c);
@@ -72,9 +81,6 @@ static void test_step_equals_forward(void) {
     TEST_END();
 }
 
-/* Logits of step-by-step decoding of ns sequences of T tokens: out [ns, T, 256]. */
-/* A state caches A = -exp(A_log) per layer (mixer canonicalize); an optimizer step must invalidate it: after
- * one, an old state's next forward equals a fresh state's (bitwise: same ops, same order). */
 /* test_causal (causal_check.h) on the CPU: every layer kind, sequences crossing Mamba-2's chunks and the scan's
  * checkpoints, weights off their initialization; the scoring forward equals the training forward (1e-5 of scale),
  * and again with lean activations (bf16, as a bf16 model's on a GPU: 2e-2). */
@@ -91,10 +97,8 @@ static void test_causal_cpu(const char *pattern) {
     EXPECT(m, "model: %s", ssm_last_error());
     if (!m) return;
     test_perturb_weights(m, 9);
-    backend lean = backend_cpu; /* lean: the training forward keeps bf16 activations (as a bf16 model on a GPU) */
-    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
     for (int form = 0; form <= 1; form++) {
-        m->be = form ? &lean : &backend_cpu;
+        m->be = form ? cpu_lean() : &backend_cpu;
         const double tol = form ? 2e-2 : 1e-5;
         const causal_result r = test_causal(m, 3, 300, 170, 4);
         EXPECT(r.e_score <= tol, "%s: the scoring forward's logits differ from the training forward's by %.3g",
@@ -109,6 +113,8 @@ static void test_causal_cpu(const char *pattern) {
     TEST_END();
 }
 
+/* A state caches A = -exp(A_log) per layer (mixer canonicalize); an optimizer step must invalidate it: after
+ * one, an old state's next forward equals a fresh state's (bitwise: same ops, same order). */
 static void test_state_sees_weight_updates(void) {
     TEST_BEGIN("a state's cached A follows optimizer steps (old state == fresh state after an update)");
     ssm_model *m = random_model(16, 2, 21);
@@ -154,8 +160,7 @@ static void test_float32_kind_in_bf16_model(void) {
     static mixer_kind f32_only;
     f32_only = mixer_mamba1;
     f32_only.bf16_acts = 0;
-    backend lean = backend_cpu;
-    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    const backend *lean = cpu_lean();
     enum { B = 2, T = 70, n = B * T, L = 3 };
     int tok[n], tgt[n];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
@@ -167,7 +172,7 @@ static void test_float32_kind_in_bf16_model(void) {
         ssm_model *m = random_model(24, L, 41);
         for (int l = 0; l < L; l++)
             if (!mixed || l == 1) m->layers[l].kind = &f32_only; /* mixed: lean, float32-only, lean */
-        m->be = &lean;
+        m->be = lean;
         const double lm = model_train_forward(m, tok, tgt, B, T);
         model_zero_grad(m);
         model_train_backward(m, 1.0f);
@@ -316,13 +321,12 @@ static void test_hybrid_in_bf16_model(const char *pattern) {
              "of the plain one", pattern, hybrid_bias ? " (Mamba-2 with biases)" : "");
     TEST_BEGIN(name);
     const int L = (int)strlen(pattern);
-    backend lean = backend_cpu;
-    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    const backend *lean = cpu_lean();
     enum { B = 2, T = 70, n = B * T };
     int tok[n], tgt[n];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
     ssm_model *a = random_hybrid(pattern, L, 2, 0, 41), *b = random_hybrid(pattern, L, 2, 0, 41);
-    b->be = &lean;
+    b->be = lean;
     const double la = model_train_forward(a, tok, tgt, B, T), lb = model_train_forward(b, tok, tgt, B, T);
     EXPECT(fabs(la - lb) <= 1e-4 * fabs(la) && la != lb, "loss %.9g (lean) vs %.9g", lb, la);
     model_zero_grad(a), model_zero_grad(b);
@@ -345,10 +349,9 @@ static void test_lean_activations(int use_bias) {
     const double tol = use_bias ? 5e-2 : 3e-2;
     TEST_BEGIN(use_bias ? "lean activations with in_proj/out_proj biases: loss within 1e-4, gradients within 5e-2"
                         : "lean activations (bf16 as the reference's autocast): loss within 1e-4, gradients within 3e-2");
-    backend lean = backend_cpu;
-    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
+    const backend *lean = cpu_lean();
     ssm_model *a = random_model_bias(24, 2, 31, use_bias), *b = random_model_bias(24, 2, 31, use_bias);
-    b->be = &lean;
+    b->be = lean;
     enum { B = 2, T = 150, n = B * T }; /* T crosses two of the scan's state checkpoints (every 64 steps) */
     int tok[n], tgt[n];
     for (int i = 0; i < n; i++) tok[i] = (i * 37 + 11) % 256, tgt[i] = (i * 53 + 7) % 256;
@@ -370,6 +373,7 @@ static void test_lean_activations(int use_bias) {
     TEST_END();
 }
 
+/* Logits of step-by-step decoding of ns sequences of T tokens: out [ns, T, 256]. */
 static void decode_all(ssm_model *m, const int *tok, int ns, int T, float *out) {
     ssm_state *s = ssm_state_new(m, ns);
     for (int t = 0; t < T; t++) {
@@ -510,9 +514,8 @@ static void test_op_list(void) {
         for (int other = 0; other < op; other++)
             EXPECT(strcmp(backend_op_names[op], backend_op_names[other]), "%s twice", backend_op_names[op]);
     }
-    backend lean = backend_cpu;
-    lean.lean_acts = 1, lean.fp32 = lean.bf16 = &lean;
-    const backend *plain[2] = {&backend_cpu, &lean};
+    const backend *lean = cpu_lean();
+    const backend *plain[2] = {&backend_cpu, lean};
     enum { B = 2, T = 40, n = B * T };
     int tok[n], tgt[n];
     for (int i = 0; i < n; i++)
