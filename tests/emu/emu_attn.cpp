@@ -24,6 +24,19 @@ static void fill_random(uint16_t *p, size_t n, float scale, rng_t *r) {
 }
 
 /* the largest difference over the largest |ref| of columns [c0, c0 + cols) of rows rows at ld (float32 both) */
+/* The attention operands of a packed buffer of rows q | k | v (W wide, as the model's q, k, v projections write them),
+ * float32 or bf16. */
+static mat mat_of(const float *p, int ld) { return mat_f32(p, ld); }
+static mat mat_of(const uint16_t *p, int ld) { return mat_bf16(p, ld); }
+template <typename E>
+static attn_args packed_args(const E *qkv, int W, int B, int T, int H, int KV, int hd, int window) {
+    const int qd = H * hd, kvd = KV * hd;
+    attn_args a = {};
+    a.q = mat_of(qkv, W), a.k = mat_of(qkv + qd, W), a.v = mat_of(qkv + qd + kvd, W);
+    a.kv_bstride = (size_t)T * W, a.B = B, a.T = T, a.H = H, a.KV = KV, a.hd = hd, a.window = window;
+    return a;
+}
+
 static double rel_err32(const float *a, const float *ref, size_t rows, int c0, int cols, int ld) {
     double num = 0, den = 0;
     for (size_t r = 0; r < rows; r++)
@@ -55,9 +68,7 @@ static void run_case(int B, int T, int H, int KV, int hd, int window, const char
     buf32 lse(rows * H, -12345.0f), lse_ref(rows * H, -12345.0f);
     fill_random(qkv.p, rows * W, 2.0f, &rng);
     fill_random(dout.p, rows * ldo, 1.0f, &rng);
-    attn_args a = {};
-    a.q = mat_bf16(qkv.p, W), a.k = mat_bf16(qkv.p + qd, W), a.v = mat_bf16(qkv.p + qd + kvd, W);
-    a.kv_bstride = (size_t)T * W, a.B = B, a.T = T, a.H = H, a.KV = KV, a.hd = hd, a.window = window;
+    attn_args a = packed_args(qkv.p, W, B, T, H, KV, hd, window);
 
     a.lse = lse_ref.p;
     cpu_attn_fwd(&a, mat_bf16(o_ref.p, ldo));
@@ -161,9 +172,7 @@ static void run_f32_train_case(int B, int T, int H, int KV, int hd, int window) 
         for (int c = 0; c < qd; c++)
             dout.p[r * ldo + c] = 2.0f * rng_uniform(&rng) - 1.0f;
     }
-    attn_args a = {};
-    a.q = mat_f32(qkv.p, W), a.k = mat_f32(qkv.p + qd, W), a.v = mat_f32(qkv.p + qd + kvd, W);
-    a.kv_bstride = (size_t)T * W, a.B = B, a.T = T, a.H = H, a.KV = KV, a.hd = hd, a.window = window;
+    attn_args a = packed_args(qkv.p, W, B, T, H, KV, hd, window);
     a.lse = lse_ref.p;
     cpu_attn_fwd_ref(&a, mat_f32(o_ref.p, ldo));
     a.lse = lse.p;
