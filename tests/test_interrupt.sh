@@ -57,6 +57,11 @@ fi
 RANDOM=7 # the kill schedule is the same every time (the moments within a step are not)
 kills=0 term_ok=0 term_n=0 resume=(--overwrite) # until a checkpoint exists: start again
 while :; do
+    # a part killed just after its last step's checkpoint left nothing to train: a resume would be refused ("raise
+    # --steps"), so the run is done (on a fast machine the parts can reach the end before the N-th kill)
+    at=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' \
+        "$dir/b/checkpoint/train_state.json" 2>/dev/null)
+    [ "$at" = "$steps" ] && break
     logged=$(cat "$dir/b/metrics.jsonl" 2>/dev/null | wc -l)
     "$SSM" train --out "$dir/b" "${args[@]}" "${resume[@]}" 2>>"$dir/log" &
     pid=$!
