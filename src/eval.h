@@ -8,8 +8,9 @@
 
 /* Training's validation of a byte stream: tokens, targets [len] (target i: what position i predicts, -1: not scored)
  * split into at most max_streams contiguous pieces, each read as a stream with its state carried, in one batched
- * pass of T positions at a time (a model whose state grows: each T on its own, as in training). Returns the mean
- * nats per scored target. */
+ * pass of T positions at a time (a model whose state grows: each T on its own, as in training, by the training
+ * forward in a batch of max_streams: m's activations are training's at batch max_streams x T). Returns the mean nats
+ * per scored target. */
 double eval_split_streams(const ssm_model *m, const int *tokens, const int *targets, size_t len, int max_streams,
                           int T);
 
