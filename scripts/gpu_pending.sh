@@ -6,25 +6,20 @@
 #       carry takes .devpack and data, with data/tinyshakespeare.txt in it)
 #   scripts/gpu_pending.sh run rest          on the device (~3 minutes): unpacks and runs the checks below, each
 #       under its own timeout, everything also in $OUT/rest.log
-#   scripts/gpu_pending.sh run heldout       on the device (~4 minutes; carry data-mirror too): a d384 x 12 Mamba-1 and a
+#   scripts/gpu_pending.sh run heldout       on the device (~1 minute; carry data-mirror too): a d384 x 12 Mamba-1 and a
 #       Transformer trained 800 steps on linux-docs' training split less a 1 MB hole, each scored on the hole (text
 #       like its training text, never seen) and on the validation split (docs/experiments/hybrid.md, "The gap"). (The
 #       "gap" part before it, 2026-12-06: every scoring path, CPU and GPU, float32 and bf16, equals the training
 #       forward; test_cuda_model's training-shape cases pass.)
-# What it checks (build it with two refs: `scripts/gpu_pending.sh build BASE main`, BASE the commit before the changes
-# to time; without .devbuild/BASE only main's numbers):
-#   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), main's binary
-#   Mamba-1 decode   d768x24 batch 1 and 8 (bf16) and batch 1 (float32), BASE then main; m2x24 batch 1 bf16 likewise
-#                    (SSM_DECODE_TRACE=100 once more on main's, both models)
-#   attention decode t768x12 at 1K and 8K context, BASE then main; and the float32 t768x12 training step, BASE then
-#                    main; stderr kept whole (a failed graph capture says so once)
-#   m2x24 step       8 x 2048 bf16, BASE then main, and the reference (bench/torch_mamba2_bench.py; PENDING_NO_REF=1
-#                    skips it)
+# What "run rest" checks (main's build):
+#   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them)
+#   tiled attention  the float32 forward's tiled kernel against the warp-per-query one (SSM_ATTN_TILED=0): the t768x12
+#                    float32 training step at 8 x 2048 (--profile: attn_fwd's share) and a 16K prefill at batch 1
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
 # 1K and prefill at 64K; then the decode's reads before barriers (reverted), the attention decode's runs of keys, the
-# float32 dq kernel: docs/performance.md, 2026-12-06.)
+# float32 dq kernel, Mamba-1 and m2x24 decode, the m2x24 step: docs/performance.md, 2026-12-06.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -58,7 +53,7 @@ if [ "$mode" = build ]; then
     ls -la .devpack/pending.tar.xz
     exit 0
 fi
-[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run rest" >&2; exit 2; }
+[ "$mode" = run ] || { echo "usage: scripts/gpu_pending.sh build [REF ...] | run rest|heldout" >&2; exit 2; }
 part=${2:-}
 case "$part" in rest | heldout) ;; *) echo "run: PART is rest or heldout" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/pending_out}
@@ -66,8 +61,6 @@ mkdir -p "$out"
 exec > >(tee "$out/$part.log") 2>&1
 tar xJf .devpack/pending.tar.xz || exit 9
 M=.devbuild/main S=$(date +%s)
-bins=$(for d in .devbuild/*/; do [ -x "$d/ssm" ] && [ "$d" != .devbuild/main/ ] && echo "${d%/}"; done)
-bins="$bins $M" # BASE (any other build) first, then main
 t() { echo "[$(($(date +%s) - S)) s] $*"; }
 nvidia-smi --query-gpu=name --format=csv,noheader
 if [ "$part" = heldout ]; then
@@ -102,41 +95,14 @@ for part in attn ssd gated scan; do
     echo "test_ops $part: $(timeout 120 $M/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"
 done
 timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-100 | tail -12
-t Mamba-1 decode
-for bin in $bins; do
-    for w in "1 --bf16" "8 --bf16" "1"; do
-        set -- $w
-        echo "$bin d768x24 batch $*: $(timeout 60 $bin/ssm bench --config d768x24 --device cuda --what decode \
-            --decode-steps 200 --decode-batch "$@" 2>&1 | grep -E '^decode batch' | tr -s ' ' | tr '\n' ' ')"
-    done
+# the tiled float32 attention forward (SSM_ATTN_TILED=0: the warp-per-query kernel it replaces where T >= 32)
+t float32 attention forward, tiled vs warp per query
+for tiled in 0 1; do
+    echo "SSM_ATTN_TILED=$tiled t768x12 float32 step 8 x 2048: $(SSM_ATTN_TILED=$tiled timeout 120 $M/ssm bench \
+        --config t768x12 --device cuda --what train --steps 3 --batch 8 --seq-len 2048 --profile 2>&1 |
+        grep -E '^train|attn_|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
+    echo "SSM_ATTN_TILED=$tiled t768x12 prefill 16K, decode at 16K: $(SSM_ATTN_TILED=$tiled timeout 150 $M/ssm bench \
+        --config t768x12 --device cuda --what decode --decode-steps 20 --decode-batch 1 --prefill 16K 2>&1 |
+        grep -iE 'prefill|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
 done
-for bin in $bins; do
-    echo "$bin m2x24 batch 1 bf16: $(timeout 60 $bin/ssm bench --config m2x24 --device cuda --what decode \
-        --decode-steps 200 --decode-batch 1 --bf16 2>&1 | grep -E '^decode batch' | tr -s ' ' | tr '\n' ' ')"
-done
-for cfg in d768x24 m2x24; do
-    SSM_DECODE_TRACE=100 timeout 60 $M/ssm bench --config $cfg --device cuda --what decode --decode-steps 200 \
-        --decode-batch 1 --bf16 2>&1 | grep -E '^  ' | head -8
-done
-t attention decode
-for bin in $bins; do
-    echo "== $bin"
-    timeout 120 $bin/ssm bench --config t768x12 --device cuda --what decode --decode-steps 50 --decode-batch 1 \
-        --contexts 1K,8K 2>&1 | grep -vE '^(config|load|measurement)' | tail -6
-done
-t t768x12 float32 step 8 x 2048
-for bin in $bins; do
-    echo "$bin: $(timeout 120 $bin/ssm bench --config t768x12 --device cuda --what train --steps 3 --batch 8 \
-        --seq-len 2048 --profile 2>&1 | grep -E '^train|attn_|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
-done
-t m2x24 step 8 x 2048
-for bin in $bins; do
-    echo "$bin: $(timeout 90 $bin/ssm bench --config m2x24 --device cuda --what train --steps 5 --bf16 --batch 8 \
-        --seq-len 2048 --profile 2>&1 | grep -E '^train|ssd_|memory|rror' | tr -s ' ' | tr '\n' ' ' | cut -c1-240)"
-done
-if [ -d .devbuild/mamba_src ] && [ -z "${PENDING_NO_REF:-}" ]; then # (PENDING_NO_REF=1: skip it)
-    t reference
-    timeout 200 python3 bench/torch_mamba2_bench.py --mamba-src .devbuild/mamba_src --shapes 8x2048 --steps 5 \
-        --warmup 3 2>&1 | grep -vi warn | tail -3
-fi
 t end

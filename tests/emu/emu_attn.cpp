@@ -133,7 +133,7 @@ static void run_f32_case(int B, int T, int H, int KV, int hd, int cap, int split
     cpu_attn_fwd_ref(&a, mat_f32(o_ref.p, ldo));
     char sp[16];
     snprintf(sp, sizeof sp, "%d", splits);
-    setenv("SSM_ATTN_SPLITS", sp, 1);
+    if (splits > 0) setenv("SSM_ATTN_SPLITS", sp, 1); /* (0: the kernel's own choice; the tiled one from T 32) */
     a.lse = lse.p;
     attn_fwd_cuda(&a, mat_f32(o.p, ldo));
     unsetenv("SSM_ATTN_SPLITS");
@@ -213,15 +213,22 @@ int main(int argc, char **argv) {
     const int f32_cases[][7] = {{2, 1, 4, 2, 64, 300, 1}, {2, 1, 4, 2, 64, 300, 7}, {1, 1, 2, 1, 128, 77, 3},
                                 {3, 5, 4, 4, 32, 203, 5}, {1, 1, 3, 3, 200, 41, 2}, {2, 1, 2, 1, 16, 129, 16},
                                 /* more splits than the combine's warps take in one round; splits without keys */
-                                {1, 1, 4, 2, 64, 300, 70}, {2, 1, 2, 2, 128, 41, 64}};
+                                {1, 1, 4, 2, 64, 300, 70}, {2, 1, 2, 2, 128, 41, 64},
+                                /* a prefill's chunk after earlier ones, tiled (splits 0: not forced): queries not a
+                                 * multiple of its tiles, keys not of its key tiles, every head size it takes */
+                                {2, 77, 4, 2, 64, 300, 0}, {1, 100, 2, 1, 128, 160, 0}, {2, 33, 3, 3, 32, 33, 0},
+                                {1, 40, 2, 2, 16, 101, 0}};
     for (int i = 0; i < (int)(sizeof f32_cases / sizeof f32_cases[0]); i++)
         if (only < 0 || only == i) {
             const int *c = f32_cases[i];
             run_f32_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
         }
     /* B, T, H, KV, hd, window: GQA, a window, head sizes of each lane width, runs not multiples of a step's keys */
+    /* (T >= 32: the tiled forward, a window shorter and longer than its key tiles; T < 32 and head_dim 200: the
+     * warp-per-query one) */
     const int train_cases[][6] = {{2, 37, 4, 2, 64, 0}, {1, 150, 2, 1, 32, 0}, {1, 77, 2, 2, 128, 20},
-                                  {2, 45, 3, 3, 16, 0}};
+                                  {2, 45, 3, 3, 16, 0},  {1, 200, 2, 1, 64, 45}, {2, 20, 2, 1, 64, 0},
+                                  {1, 40, 2, 2, 200, 0}};
     for (int i = 0; i < (int)(sizeof train_cases / sizeof train_cases[0]); i++)
         if (only < 0 || only == i) {
             const int *c = train_cases[i];

@@ -41,6 +41,7 @@
 #include "ops/ops_cuda.h"
 
 #include <cuda_bf16.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,149 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     if (a.lse && lane == 0) a.lse[((size_t)b * H + h) * T + t] = M + logf(L);
 }
 
+// ---- forward, tiled: many queries (training, a prefill, scoring) ------------------------------------------------
+// A block of TILE_WARPS warps per (query tile of TILE_WARPS x TILE_Q consecutive queries, head h, sequence b). The keys
+// its queries see are walked in tiles of TILE_K, each tile's key and value rows staged in shared memory once for all
+// the block's queries (attn_fwd_kernel reads every key row from memory once per query, and a butterfly of shuffles
+// per score: ~1.5 TFLOP/s at 1 x 6144 on an H100). In a tile, lane j holds key j's scores against the warp's TILE_Q
+// queries (dot products from shared memory, four elements a read, no shuffles); each query's tile maximum takes one
+// butterfly; its weights p go through shared memory to the lanes that own the output's elements (lane l: l, l + 32,
+// ...), which add p_j v_j. The online softmax is attn_fwd_kernel's (running max m, a lane's partial sum l, the
+// weighted values acc, rescaled by exp(m_old - m_new)); the sums' order differs, so results are within float
+// rounding of it. head_dim a multiple of 4, at most 32 x NPL (the caller checks).
+#define TILE_WARPS 8
+#define TILE_Q 8  // queries a warp
+#define TILE_K 32 // keys a tile: one a lane
+
+static size_t attn_tiled_smem(int hd, int npl) {
+    const size_t ld = (size_t)hd + 4; // rows of whole float4s, 4 banks apart: a lane's float4 reads conflict-free
+    return sizeof(float) * ((size_t)TILE_WARPS * TILE_Q * ld + TILE_K * ld + (size_t)TILE_K * 32 * npl +
+                            (size_t)TILE_WARPS * TILE_Q * TILE_K);
+}
+
+template <int NPL>
+__global__ static void __launch_bounds__(TILE_WARPS * 32)
+    attn_fwd_tiled_kernel(const attn_args a, float *o, int ldo, float scale) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int hd = a.hd, ld = hd + 4, T = a.T, lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+    const int h = blockIdx.y, b = blockIdx.z, kh = h / (a.H / a.KV), t0 = blockIdx.x * TILE_WARPS * TILE_Q;
+    float *qs = (float *)smem;                        // [TILE_WARPS * TILE_Q][ld] the block's queries
+    float *ks = qs + (size_t)TILE_WARPS * TILE_Q * ld; // [TILE_K][ld] a tile's keys
+    float *vs = ks + (size_t)TILE_K * ld;              // [TILE_K][32 * NPL] its values
+    float *pw = vs + (size_t)TILE_K * 32 * NPL + (size_t)warp * TILE_Q * TILE_K; // [TILE_Q][TILE_K] this warp's p
+    // query t's position is pos0 + t (the CPU's attn_range); the block's keys run from its first query's lowest to
+    // its last query's own
+    const int pos0 = (a.nk ? a.nk[b] : T) - T, t_end = min(T, t0 + TILE_WARPS * TILE_Q);
+    const int j_end = pos0 + t_end, j_begin = a.window > 0 ? max(0, pos0 + t0 - a.window + 1) : 0;
+    for (int idx = threadIdx.x; idx < TILE_WARPS * TILE_Q * hd; idx += blockDim.x) { // rows past T: zeros
+        const int r = idx / hd, c = idx % hd, t = t0 + r;
+        qs[r * ld + c] = t < T ? f32(a.q)[((size_t)b * T + t) * a.q.ld + (size_t)h * hd + c] : 0.0f;
+    }
+    float m[TILE_Q], l[TILE_Q], acc[TILE_Q][NPL];
+    int lo[TILE_Q], hi[TILE_Q], wlo = INT_MAX, whi = 0; // each query's keys [lo, hi); the warp's union
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++) {
+        const int t = t0 + warp * TILE_Q + u, i = pos0 + t;
+        hi[u] = t < T ? i + 1 : 0; // (a row past T sees no key)
+        lo[u] = t < T && a.window > 0 ? max(0, i - a.window + 1) : 0;
+        if (hi[u] > lo[u]) wlo = min(wlo, lo[u]), whi = max(whi, hi[u]);
+        m[u] = -INFINITY, l[u] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < NPL; c++) acc[u][c] = 0.0f;
+    }
+    const float *kb = f32(a.k) + b * a.kv_bstride + (size_t)kh * hd, *vb = f32(a.v) + b * a.kv_bstride + (size_t)kh * hd;
+    for (int j0 = j_begin; j0 < j_end; j0 += TILE_K) {
+        __syncthreads(); // the queries staged; the last tile read by every warp
+        for (int idx = threadIdx.x; idx < TILE_K * hd; idx += blockDim.x) { // rows past the block's keys: zeros
+            const int r = idx / hd, c = idx % hd, j = j0 + r;
+            ks[r * ld + c] = j < j_end ? kb[(size_t)j * a.k.ld + c] : 0.0f;
+            vs[r * 32 * NPL + c] = j < j_end ? vb[(size_t)j * a.v.ld + c] : 0.0f;
+        }
+        __syncthreads();
+        if (j0 >= whi || j0 + TILE_K <= wlo) continue; // none of the warp's queries sees this tile (uniform)
+        float s[TILE_Q];
+#pragma unroll
+        for (int u = 0; u < TILE_Q; u++) s[u] = 0.0f;
+        const float *kr = ks + lane * ld, *qr = qs + (size_t)warp * TILE_Q * ld;
+        for (int c = 0; c < hd; c += 4) {
+            const float4 k4 = *(const float4 *)(kr + c);
+#pragma unroll
+            for (int u = 0; u < TILE_Q; u++) {
+                const float4 q4 = *(const float4 *)(qr + u * ld + c); // (the same address in every lane)
+                s[u] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
+            }
+        }
+        const int j = j0 + lane;
+#pragma unroll
+        for (int u = 0; u < TILE_Q; u++) {
+            const bool seen = j >= lo[u] && j < hi[u];
+            const float sc = seen ? s[u] * scale : -INFINITY;
+            float mt = sc;
+            for (int off = 16; off > 0; off >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+            float p = 0.0f;
+            if (mt != -INFINITY) { // uniform: every lane has the tile's maximum
+                const float mn = fmaxf(m[u], mt), corr = expf(m[u] - mn); // 0 on the first keys (m = -inf)
+                p = seen ? expf(sc - mn) : 0.0f;
+                l[u] = l[u] * corr + p;
+#pragma unroll
+                for (int c = 0; c < NPL; c++) acc[u][c] *= corr;
+                m[u] = mn;
+            }
+            pw[u * TILE_K + lane] = p;
+        }
+        __syncwarp();
+        for (int k = 0; k < TILE_K; k += 4) {
+            float4 p4[TILE_Q];
+#pragma unroll
+            for (int u = 0; u < TILE_Q; u++) p4[u] = *(const float4 *)(pw + u * TILE_K + k);
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int c = 0; c < NPL; c++) {
+                    if (lane + 32 * c >= hd) continue;
+                    const float v = vs[(k + kk) * 32 * NPL + lane + 32 * c];
+#pragma unroll
+                    for (int u = 0; u < TILE_Q; u++) {
+                        const float pk = kk == 0 ? p4[u].x : kk == 1 ? p4[u].y : kk == 2 ? p4[u].z : p4[u].w;
+                        acc[u][c] += pk * v;
+                    }
+                }
+        }
+        __syncwarp(); // pw is rewritten by the next tile
+    }
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++) {
+        const int t = t0 + warp * TILE_Q + u;
+        if (t >= T) continue; // uniform
+        const float L = warp_sum(l[u]), inv = 1.0f / L;
+#pragma unroll
+        for (int c = 0; c < NPL; c++) acc[u][c] *= inv;
+        store_vec<NPL>(o + ((size_t)b * T + t) * ldo + (size_t)h * hd, acc[u], lane, hd);
+        if (a.lse && lane == 0) a.lse[((size_t)b * a.H + h) * T + t] = m[u] + logf(L);
+    }
+}
+
+// The tiled forward where it applies: queries enough to fill its tiles (T >= 32), a head of whole float4s up to 128,
+// no forced split count (SSM_ATTN_SPLITS, the decode kernels' test knob); SSM_ATTN_TILED=0 turns it off (A/B).
+static bool attn_tiled(const attn_args *a) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("SSM_ATTN_TILED");
+        on = !(e && !strcmp(e, "0"));
+    }
+    const char *forced = getenv("SSM_ATTN_SPLITS");
+    return on && !(forced && *forced) && a->T >= 32 && a->hd % 4 == 0 && a->hd <= 128;
+}
+
+template <int NPL> static void attn_fwd_tiled_launch(const attn_args *a, float *o, int ldo) {
+    static size_t smem_set[FLASH_SMEM_DEVICES];
+    const size_t smem = attn_tiled_smem(a->hd, NPL);
+    flash_smem_limit((const void *)attn_fwd_tiled_kernel<NPL>, smem, &smem_set);
+    const dim3 grid((unsigned)cdiv(a->T, TILE_WARPS * TILE_Q), (unsigned)a->H, (unsigned)a->B);
+    attn_fwd_tiled_kernel<NPL><<<grid, TILE_WARPS * 32, smem>>>(*a, o, ldo, 1.0f / sqrtf((float)a->hd));
+    CUDA_CHECK_LAUNCH();
+}
+
 // How many runs to cut each query's keys into: from the sizes alone (never nk's values, which live on the device),
 // so that a decode graph captured once stays valid. The most keys a query can see: the window, else the cache's
 // capacity (kv_bstride / ldkv: sequence b's keys lie in [b * kv_bstride, (b + 1) * kv_bstride)), else T. Any count
@@ -368,6 +512,10 @@ static int attn_splits(const attn_args *a) {
 }
 
 template <int NPL> static void attn_fwd_launch(const attn_args *a, float *o, int ldo) {
+    if (NPL <= 4 && attn_tiled(a)) {
+        attn_fwd_tiled_launch<NPL <= 4 ? NPL : 4>(a, o, ldo);
+        return;
+    }
     const float scale = 1.0f / sqrtf((float)a->hd); // as the CPU's
     const int splits = attn_splits(a);
     const size_t queries = (size_t)a->B * a->H * a->T, jobs = queries * splits;
