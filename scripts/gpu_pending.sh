@@ -13,8 +13,9 @@
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks (main's build):
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them)
-#   tiled attention  the float32 forward's tiled kernel against the warp-per-query one (SSM_ATTN_TILED=0): the t768x12
-#                    float32 training step at 8 x 2048 (--profile: attn_fwd's share) and a 16K prefill at batch 1
+#   tiled attention  the float32 attention's tiled kernels against the warp-per-query ones (SSM_ATTN_TILED=0): the
+#                    t768x12 float32 training step at 8 x 2048 (--profile: attn_fwd's and attn_bwd's shares) and a 16K
+#                    prefill at batch 1
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
@@ -95,8 +96,8 @@ for part in attn ssd gated scan; do
     echo "test_ops $part: $(timeout 120 $M/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"
 done
 timeout 200 $M/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-100 | tail -12
-# the tiled float32 attention forward (SSM_ATTN_TILED=0: the warp-per-query kernel it replaces where T >= 32)
-t float32 attention forward, tiled vs warp per query
+# the tiled float32 attention (SSM_ATTN_TILED=0: the warp-per-query kernels they replace where T >= 32)
+t float32 attention, tiled vs warp per query
 for tiled in 0 1; do
     echo "SSM_ATTN_TILED=$tiled t768x12 float32 step 8 x 2048: $(SSM_ATTN_TILED=$tiled timeout 120 $M/ssm bench \
         --config t768x12 --device cuda --what train --steps 3 --batch 8 --seq-len 2048 --profile 2>&1 |

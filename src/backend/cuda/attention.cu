@@ -33,6 +33,11 @@
 // float rounding of the CPU's and bitwise repeatable. Scores are recomputed twice (once per kernel): the T x T
 // matrix is never stored.
 //
+// Where the queries are many (T >= 32: training, a prefill, scoring; head_dim a multiple of 4 up to 128) tiled
+// kernels replace these (below attn_fwd_kernel and before attn_bwd_launch): the rows that many warps read staged in
+// shared memory once a block, lanes over keys (or queries) for the scores instead of shuffles. SSM_ATTN_TILED=0 keeps
+// the kernels above (A/B timing).
+//
 // Rotary positions: a thread per (row, frequency i), looping over the heads; the angle is computed as the CPU
 // computes it (below).
 #include "backend/cuda/attention_flash.cuh"
@@ -438,23 +443,14 @@ __global__ static void __launch_bounds__(TILE_WARPS * 32)
             pw[u * TILE_K + lane] = p;
         }
         __syncwarp();
-        for (int k = 0; k < TILE_K; k += 4) {
-            float4 p4[TILE_Q];
+        for (int k = 0; k < TILE_K; k++)
 #pragma unroll
-            for (int u = 0; u < TILE_Q; u++) p4[u] = *(const float4 *)(pw + u * TILE_K + k);
+            for (int c = 0; c < NPL; c++) {
+                if (lane + 32 * c >= hd) continue;
+                const float v = vs[k * 32 * NPL + lane + 32 * c];
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-                for (int c = 0; c < NPL; c++) {
-                    if (lane + 32 * c >= hd) continue;
-                    const float v = vs[(k + kk) * 32 * NPL + lane + 32 * c];
-#pragma unroll
-                    for (int u = 0; u < TILE_Q; u++) {
-                        const float pk = kk == 0 ? p4[u].x : kk == 1 ? p4[u].y : kk == 2 ? p4[u].z : p4[u].w;
-                        acc[u][c] += pk * v;
-                    }
-                }
-        }
+                for (int u = 0; u < TILE_Q; u++) acc[u][c] += pw[u * TILE_K + k] * v; // (p: the same address in every lane)
+            }
         __syncwarp(); // pw is rewritten by the next tile
     }
 #pragma unroll
@@ -630,6 +626,218 @@ __global__ static void __launch_bounds__(ATTN_WARPS * 32)
     store_vec<NPL>(dv + row * ldd + (size_t)kh * hd, gv, lane, hd);
 }
 
+// ---- backward, tiled (as the tiled forward: T >= 32, head_dim a multiple of 4 up to 128) -------------------------
+// The same recomputation from lse in two kernels, each staging in shared memory the rows that many warps read:
+//   attn_bwd_dq_tiled_kernel, a block per (64 queries, head h, sequence b): D = dO . O per query (to Dbuf), then over
+//     tiles of 32 keys: lane j computes key j's score and dO . v_j against each of its warp's 8 queries (float4 reads
+//     of the staged rows), p = exp(score * scale - lse) and ds = p (dO . v_j - D) scale; the ds go through shared
+//     memory to the lanes that own dq's elements, which add ds_j k_j.
+//   attn_bwd_dkv_tiled_kernel, a block per (64 keys, kv head, sequence b): over the group's query heads and tiles of
+//     32 queries that see the block's keys: lane t computes query t's score and dO_t . v against each of its warp's 8
+//     keys, p and ds likewise; p and ds go through shared memory to the lanes that own dk's and dv's elements, which
+//     add ds_t q_t and p_t dO_t.
+// No atomics (each gradient element has one owner); the sums' order differs from the CPU's (within rounding).
+static size_t attn_bwd_tiled_smem(int hd, int dkv) {
+    const size_t ld = (size_t)hd + 4, W = (size_t)TILE_WARPS * TILE_Q;
+    return sizeof(float) * (dkv ? 2 * W * ld + 2 * TILE_K * ld + 2 * TILE_K + 2 * W * TILE_K
+                                : 2 * W * ld + 2 * TILE_K * ld + W * TILE_K);
+}
+
+template <int NPL>
+__global__ static void __launch_bounds__(TILE_WARPS * 32)
+    attn_bwd_dq_tiled_kernel(const attn_args a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                             int ldd, float *Dbuf, float scale) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int hd = a.hd, ld = hd + 4, T = a.T, H = a.H, lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+    const int h = blockIdx.y, b = blockIdx.z, kh = h / (H / a.KV), t0 = blockIdx.x * TILE_WARPS * TILE_Q;
+    float *qs = (float *)smem;                          // [64][ld] the block's queries
+    float *dos = qs + (size_t)TILE_WARPS * TILE_Q * ld;  // [64][ld] their output gradients
+    float *ks = dos + (size_t)TILE_WARPS * TILE_Q * ld;  // [TILE_K][ld] a tile's keys
+    float *vs = ks + (size_t)TILE_K * ld;                // [TILE_K][ld] its values
+    float *dsw = vs + (size_t)TILE_K * ld + (size_t)warp * TILE_Q * TILE_K; // [TILE_Q][TILE_K] this warp's ds
+    const int t_end = min(T, t0 + TILE_WARPS * TILE_Q), j_begin = a.window > 0 ? max(0, t0 - a.window + 1) : 0;
+    for (int idx = threadIdx.x; idx < TILE_WARPS * TILE_Q * hd; idx += blockDim.x) { // rows past T: zeros
+        const int r = idx / hd, c = idx % hd, t = t0 + r;
+        const size_t row = (size_t)b * T + t;
+        qs[r * ld + c] = t < T ? f32(a.q)[row * a.q.ld + (size_t)h * hd + c] : 0.0f;
+        dos[r * ld + c] = t < T ? dout[row * lddo + (size_t)h * hd + c] : 0.0f;
+    }
+    float lse[TILE_Q], D[TILE_Q], g[TILE_Q][NPL];
+    int lo[TILE_Q], hi[TILE_Q], wlo = INT_MAX, whi = 0;
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++) {
+        const int t = t0 + warp * TILE_Q + u;
+        hi[u] = t < T ? t + 1 : 0, lo[u] = t < T && a.window > 0 ? max(0, t - a.window + 1) : 0;
+        lse[u] = D[u] = 0.0f;
+        if (t < T) { // uniform
+            const size_t row = (size_t)b * T + t, qi = ((size_t)b * H + h) * T + t;
+            float dO[NPL];
+            load_vec<NPL>(dO, dout + row * lddo + (size_t)h * hd, lane, hd);
+            D[u] = warp_sum(dot_part<NPL>(dO, o + row * ldo + (size_t)h * hd, lane, hd));
+            lse[u] = a.lse[qi];
+            if (lane == 0) Dbuf[qi] = D[u];
+            wlo = min(wlo, lo[u]), whi = max(whi, hi[u]);
+        }
+#pragma unroll
+        for (int c = 0; c < NPL; c++) g[u][c] = 0.0f;
+    }
+    const float *kb = f32(a.k) + b * a.kv_bstride + (size_t)kh * hd, *vb = f32(a.v) + b * a.kv_bstride + (size_t)kh * hd;
+    for (int j0 = j_begin; j0 < t_end; j0 += TILE_K) {
+        __syncthreads(); // the queries staged; the last tile read by every warp
+        for (int idx = threadIdx.x; idx < TILE_K * hd; idx += blockDim.x) {
+            const int r = idx / hd, c = idx % hd, j = j0 + r;
+            ks[r * ld + c] = j < t_end ? kb[(size_t)j * a.k.ld + c] : 0.0f;
+            vs[r * ld + c] = j < t_end ? vb[(size_t)j * a.v.ld + c] : 0.0f;
+        }
+        __syncthreads();
+        if (j0 >= whi || j0 + TILE_K <= wlo) continue; // (uniform)
+        float sc[TILE_Q], dp[TILE_Q];
+#pragma unroll
+        for (int u = 0; u < TILE_Q; u++) sc[u] = dp[u] = 0.0f;
+        const float *kr = ks + lane * ld, *vr = vs + lane * ld, *qr = qs + (size_t)warp * TILE_Q * ld,
+                    *dr = dos + (size_t)warp * TILE_Q * ld;
+        for (int c = 0; c < hd; c += 4) {
+            const float4 k4 = *(const float4 *)(kr + c), v4 = *(const float4 *)(vr + c);
+#pragma unroll
+            for (int u = 0; u < TILE_Q; u++) {
+                const float4 q4 = *(const float4 *)(qr + u * ld + c), d4 = *(const float4 *)(dr + u * ld + c);
+                sc[u] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
+                dp[u] += d4.x * v4.x + d4.y * v4.y + d4.z * v4.z + d4.w * v4.w;
+            }
+        }
+        const int j = j0 + lane;
+#pragma unroll
+        for (int u = 0; u < TILE_Q; u++) {
+            const float p = j >= lo[u] && j < hi[u] ? expf(sc[u] * scale - lse[u]) : 0.0f;
+            dsw[u * TILE_K + lane] = p * (dp[u] - D[u]) * scale;
+        }
+        __syncwarp();
+        for (int k = 0; k < TILE_K; k++)
+#pragma unroll
+            for (int c = 0; c < NPL; c++) {
+                if (lane + 32 * c >= hd) continue;
+                const float kv = ks[k * ld + lane + 32 * c];
+#pragma unroll
+                for (int u = 0; u < TILE_Q; u++) g[u][c] += dsw[u * TILE_K + k] * kv;
+            }
+        __syncwarp(); // dsw is rewritten by the next tile
+    }
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++) {
+        const int t = t0 + warp * TILE_Q + u;
+        if (t < T) store_vec<NPL>(dq + ((size_t)b * T + t) * ldd + (size_t)h * hd, g[u], lane, hd);
+    }
+}
+
+template <int NPL>
+__global__ static void __launch_bounds__(TILE_WARPS * 32)
+    attn_bwd_dkv_tiled_kernel(const attn_args a, const float *dout, int lddo, float *dk, float *dv, int ldd,
+                              const float *Dbuf, float scale) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int hd = a.hd, ld = hd + 4, T = a.T, H = a.H, group = H / a.KV, lane = threadIdx.x & 31,
+              warp = threadIdx.x / 32;
+    const int kh = blockIdx.y, b = blockIdx.z, j0 = blockIdx.x * TILE_WARPS * TILE_Q;
+    float *ks = (float *)smem;                          // [64][ld] the block's keys
+    float *vs = ks + (size_t)TILE_WARPS * TILE_Q * ld;   // [64][ld] their values
+    float *qs = vs + (size_t)TILE_WARPS * TILE_Q * ld;   // [TILE_K][ld] a tile's queries
+    float *dos = qs + (size_t)TILE_K * ld;               // [TILE_K][ld] their output gradients
+    float *ls = dos + (size_t)TILE_K * ld, *Ds = ls + TILE_K; // [TILE_K] their lse and D
+    float *pw = Ds + TILE_K + (size_t)warp * 2 * TILE_Q * TILE_K, *dsw = pw + TILE_Q * TILE_K; // this warp's p, ds
+    const int j_end = min(T, j0 + TILE_WARPS * TILE_Q);
+    const int t_stop = a.window > 0 ? min(T, j_end - 1 + a.window) : T; // the last query that sees a key, + 1
+    for (int idx = threadIdx.x; idx < TILE_WARPS * TILE_Q * hd; idx += blockDim.x) { // keys past T: zeros
+        const int r = idx / hd, c = idx % hd, j = j0 + r;
+        const size_t at = b * a.kv_bstride + (size_t)kh * hd + c;
+        ks[r * ld + c] = j < T ? f32(a.k)[at + (size_t)j * a.k.ld] : 0.0f;
+        vs[r * ld + c] = j < T ? f32(a.v)[at + (size_t)j * a.v.ld] : 0.0f;
+    }
+    float gk[TILE_Q][NPL], gv[TILE_Q][NPL];
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++)
+#pragma unroll
+        for (int c = 0; c < NPL; c++) gk[u][c] = gv[u][c] = 0.0f;
+    const int wj = j0 + warp * TILE_Q, wj_last = min(T, wj + TILE_Q) - 1; // this warp's keys
+    for (int h = kh * group; h < (kh + 1) * group; h++)
+        for (int t0 = j0; t0 < t_stop; t0 += TILE_K) {
+            __syncthreads(); // the keys staged; the last tile read by every warp
+            for (int idx = threadIdx.x; idx < TILE_K * hd; idx += blockDim.x) {
+                const int r = idx / hd, c = idx % hd, t = t0 + r;
+                const size_t row = (size_t)b * T + t;
+                qs[r * ld + c] = t < T ? f32(a.q)[row * a.q.ld + (size_t)h * hd + c] : 0.0f;
+                dos[r * ld + c] = t < T ? dout[row * lddo + (size_t)h * hd + c] : 0.0f;
+            }
+            if (threadIdx.x < TILE_K) {
+                const int t = t0 + threadIdx.x;
+                const size_t qi = ((size_t)b * H + h) * T + t;
+                ls[threadIdx.x] = t < T ? a.lse[qi] : 0.0f;
+                Ds[threadIdx.x] = t < T ? Dbuf[qi] : 0.0f;
+            }
+            __syncthreads();
+            // (uniform) no key of this warp seen by the tile's queries: all before its first key, or past its window
+            if (wj > wj_last || t0 + TILE_K <= wj || (a.window > 0 && t0 >= wj_last + a.window)) continue;
+            float sc[TILE_Q], dp[TILE_Q];
+#pragma unroll
+            for (int u = 0; u < TILE_Q; u++) sc[u] = dp[u] = 0.0f;
+            const float *qr = qs + lane * ld, *dr = dos + lane * ld, *kr = ks + (size_t)warp * TILE_Q * ld,
+                        *vr = vs + (size_t)warp * TILE_Q * ld;
+            for (int c = 0; c < hd; c += 4) {
+                const float4 q4 = *(const float4 *)(qr + c), d4 = *(const float4 *)(dr + c);
+#pragma unroll
+                for (int u = 0; u < TILE_Q; u++) {
+                    const float4 k4 = *(const float4 *)(kr + u * ld + c), v4 = *(const float4 *)(vr + u * ld + c);
+                    sc[u] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
+                    dp[u] += d4.x * v4.x + d4.y * v4.y + d4.z * v4.z + d4.w * v4.w;
+                }
+            }
+            const int t = t0 + lane;
+#pragma unroll
+            for (int u = 0; u < TILE_Q; u++) {
+                const int j = wj + u;
+                const bool seen = t < T && j < T && t >= j && (a.window <= 0 || t < j + a.window);
+                const float p = seen ? expf(sc[u] * scale - ls[lane]) : 0.0f;
+                pw[u * TILE_K + lane] = p;
+                dsw[u * TILE_K + lane] = p * (dp[u] - Ds[lane]) * scale;
+            }
+            __syncwarp();
+            for (int q = 0; q < TILE_K; q++)
+#pragma unroll
+                for (int c = 0; c < NPL; c++) {
+                    if (lane + 32 * c >= hd) continue;
+                    const float dov = dos[q * ld + lane + 32 * c], qv = qs[q * ld + lane + 32 * c];
+#pragma unroll
+                    for (int u = 0; u < TILE_Q; u++) {
+                        gv[u][c] += pw[u * TILE_K + q] * dov;
+                        gk[u][c] += dsw[u * TILE_K + q] * qv;
+                    }
+                }
+            __syncwarp(); // pw and dsw are rewritten by the next tile
+        }
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++) {
+        const int j = wj + u;
+        if (j >= T) continue;
+        const size_t row = (size_t)b * T + j;
+        store_vec<NPL>(dk + row * ldd + (size_t)kh * hd, gk[u], lane, hd);
+        store_vec<NPL>(dv + row * ldd + (size_t)kh * hd, gv[u], lane, hd);
+    }
+}
+
+template <int NPL>
+static void attn_bwd_tiled_launch(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
+                                  float *dk, float *dv, int ldd, float *Dbuf, float scale) {
+    static size_t set_dq[FLASH_SMEM_DEVICES], set_dkv[FLASH_SMEM_DEVICES];
+    const size_t smem_dq = attn_bwd_tiled_smem(a->hd, 0), smem_dkv = attn_bwd_tiled_smem(a->hd, 1);
+    flash_smem_limit((const void *)attn_bwd_dq_tiled_kernel<NPL>, smem_dq, &set_dq);
+    flash_smem_limit((const void *)attn_bwd_dkv_tiled_kernel<NPL>, smem_dkv, &set_dkv);
+    const unsigned tiles = (unsigned)cdiv(a->T, TILE_WARPS * TILE_Q);
+    attn_bwd_dq_tiled_kernel<NPL><<<dim3(tiles, (unsigned)a->H, (unsigned)a->B), TILE_WARPS * 32, smem_dq>>>(
+        *a, o, ldo, dout, lddo, dq, ldd, Dbuf, scale);
+    CUDA_CHECK_LAUNCH();
+    attn_bwd_dkv_tiled_kernel<NPL><<<dim3(tiles, (unsigned)a->KV, (unsigned)a->B), TILE_WARPS * 32, smem_dkv>>>(
+        *a, dout, lddo, dk, dv, ldd, Dbuf, scale);
+    CUDA_CHECK_LAUNCH();
+}
+
 template <int NPL>
 static void attn_bwd_launch(const attn_args *a, const float *o, int ldo, const float *dout, int lddo, float *dq,
                             float *dk, float *dv, int ldd) {
@@ -637,6 +845,11 @@ static void attn_bwd_launch(const attn_args *a, const float *o, int ldo, const f
     const size_t queries = (size_t)a->B * a->H * a->T, keys = (size_t)a->B * a->KV * a->T;
     float *Dbuf;
     CUDA_CHECK(cudaMallocAsync((void **)&Dbuf, sizeof(float) * queries, cudaStreamPerThread));
+    if (NPL <= 4 && attn_tiled(a)) {
+        attn_bwd_tiled_launch<NPL <= 4 ? NPL : 4>(a, o, ldo, dout, lddo, dq, dk, dv, ldd, Dbuf, scale);
+        CUDA_CHECK(cudaFreeAsync(Dbuf, cudaStreamPerThread));
+        return;
+    }
     attn_bwd_dq_kernel<NPL><<<(unsigned)((queries + ATTN_WARPS - 1) / ATTN_WARPS), ATTN_WARPS * 32>>>(
         *a, o, ldo, dout, lddo, dq, ldd, Dbuf, scale);
     CUDA_CHECK_LAUNCH();
