@@ -101,6 +101,20 @@ def unit():
           parse_eval("loss 1.0 nats/byte, 1.442695 bits/byte\n") == {"bpb": 1.442695} and
           parse_eval("loss 1.2 nats/real byte, 1.733413 bits per real byte (1574944 real bytes scored)\n") ==
           {"bpb": 1.733413})
+    import tempfile
+    from ssmexp.harness import Corpus, split_sizes
+    with tempfile.TemporaryDirectory() as d:
+        data = bytes((i * 7919 + i // 251) % 256 for i in range(300_000))
+        train, val, _ = split_sizes(len(data))
+        tv, te = Path(d) / "c.trainval.txt", Path(d) / "c.test.txt"
+        tv.write_bytes(data[:train + val]), te.write_bytes(data[train + val:])
+        h = Corpus("c", tv, te).with_hole(Path(d) / "out")
+        a, n = h.hole_at, h.hole_bytes
+        kept, hole = h.trainval.read_bytes(), h.hole.read_bytes()
+        check("harness: the held-out slice is cut from the training split alone, the validation bytes kept at the "
+              "end, nothing lost", hole == data[a:a + n] and kept == data[:a] + data[a + n:train + val] and
+              n == train // 20 and 0 < a and a + n <= train and int(len(kept) * h.val_fraction) == val and
+              h.train_bytes + n == train, (a, n, len(kept), h.val_fraction))
     check("shapes: a fraction's unit", [shapes.fraction_unit(f) for f in ("0", "1/12", "1/4", "1/2", "1")] ==
           ["m", "mmmmmmmmmmmaf", "mmmaf", "maf", "af"])
     t, picks = shapes.match_fractions(["0", "1/12", "1/8", "1/4", "1/2", "1"], {"d_model": 384},

@@ -188,6 +188,49 @@ class Corpus:
         return (f"{self.name}: {self.bytes:,} bytes; train {self.train_bytes:,}, validation {self.val_bytes:,}, "
                 f"test {self.test_bytes:,}")
 
+    def with_hole(self, out_dir, dry_run=False):
+        """This corpus with a slice of its training split held out: HOLE_BYTES (at most a twentieth of the training
+        bytes) starting a third of the way in, written to out_dir as NAME.hole.txt, and NAME.trainval-hole.txt
+        without it (the same validation bytes at its end). The test split of a path-sorted corpus is the end of its
+        file order, unlike the training text (linux-docs': tables of the media API; docs/experiments/hybrid.md);
+        the slice is text like the training text that no model saw."""
+        return HoleCorpus(self, Path(out_dir), dry_run)
+
+
+# the held-out slice of Corpus.with_hole (at most a twentieth of the training bytes)
+HOLE_BYTES = 1 << 20
+
+
+class HoleCorpus:
+    """Corpus.with_hole's corpus: trainval without the slice, `hole` the slice, `test` and the validation bytes as
+    the base corpus's. The files are made once (their sizes checked on reuse)."""
+
+    def __init__(self, base, out_dir, dry_run=False):
+        self.name, self.test = base.name, base.test
+        self.hole_bytes = min(HOLE_BYTES, getattr(base, "train_bytes", 0) // 20)
+        self.hole_at = getattr(base, "train_bytes", 0) // 3
+        stem = base.trainval.name.replace(".trainval.txt", "")
+        self.trainval, self.hole = out_dir / f"{stem}.trainval-hole.txt", out_dir / f"{stem}.hole.txt"
+        if dry_run or isinstance(base, _DryCorpus):
+            self.val_fraction, self.describe = base.val_fraction, base.describe
+            return
+        tv_len = base.train_bytes + base.val_bytes - self.hole_bytes
+        if not (self.trainval.is_file() and self.trainval.stat().st_size == tv_len and self.hole.is_file()
+                and self.hole.stat().st_size == self.hole_bytes):
+            data = base.trainval.read_bytes()
+            a, b = self.hole_at, self.hole_at + self.hole_bytes
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.hole.write_bytes(data[a:b])
+            self.trainval.write_bytes(data[:a] + data[b:])
+        self.bytes, self.val_bytes, self.test_bytes = base.bytes, base.val_bytes, base.test_bytes
+        self.train_bytes = base.train_bytes - self.hole_bytes
+        self.val_fraction = val_fraction_for(tv_len, base.val_bytes)
+        self._base = base
+
+    def describe(self):
+        return (f"{self._base.describe()}; of the training split, {self.hole_bytes:,} bytes from byte "
+                f"{self.hole_at:,} held out (the held-out slice), {self.train_bytes:,} trained on")
+
 
 # the smoke presets' corpus: the first 256 KiB of tinyshakespeare (validation and test 13 KB each: seconds to score)
 SMOKE_CORPUS_BYTES = 1 << 18
@@ -283,6 +326,13 @@ class Context:
         raise Failed(f"{split_name(fname, 'trainval')} not found in data/ (or --data-dir, $SSM_DATA_DIR): "
                      f"scripts/get_data.sh --mirror ../shared/data data {getname}"
                      f"{'   (enwik8 downloads without --mirror)' if name == 'enwik8' else ''}")
+
+    def corpus_with_hole(self, name):
+        """corpus(name).with_hole(...): the files it derives in data/ (git ignores it: the corpora's splits are
+        there), or in the output directory for the smoke presets' tinyshakespeare."""
+        base = self.corpus(name)
+        where = self.out / "data" if name == "tinyshakespeare" else REPO / "data"
+        return base.with_hole(where, self.dry_run)
 
     def synthetic_text(self):
         """A small text file for runs whose data does not matter (the state experiment's models)."""
@@ -451,9 +501,9 @@ class Context:
     def eval_text(self, run, corpus_file, T, extra=()):
         """Test bits per byte of a language model trained on windows of T, read as trained: every model in windows of
         T from an empty state (`--window T`). A model without attention is also scored with its state carried through
-        the whole file (run.test_carried; None for the others): a Mamba trained on windows of 2048 bytes read 1.57
-        bits per byte carried where its training loss ended near 1.2 in the hybrid experiment
-        (docs/experiments/hybrid.md), so the two may not be one number. (A model with attention reads each --chunk T on its own: the same windows, and
+        the whole file (run.test_carried; None for the others): a Mamba trained on windows of 2048 bytes need not read
+        a stream far longer than its windows as well (the hybrid experiment's pure Mamba: 1.569 carried, 1.587 in
+        windows, docs/experiments/hybrid.md). (A model with attention reads each --chunk T on its own: the same windows, and
         the same command as before --window existed, so that earlier calls' answers in cache.json still count.)"""
         extra = ["--chunk", str(T)] + list(extra)
         recurrent = "a" not in shapes.kinds(run.shape)
@@ -520,6 +570,9 @@ class _DryCorpus:
 
     def describe(self):
         return f"{self.name} (dry run)"
+
+    def with_hole(self, out_dir, dry_run=True):
+        return HoleCorpus(self, Path(out_dir), True)
 
 
 def _text(b):
