@@ -372,6 +372,25 @@ static size_t attn_tiled_smem(int hd, int npl) {
                             (size_t)TILE_WARPS * TILE_Q * TILE_K);
 }
 
+__device__ __forceinline__ static float dot4(float4 a, float4 b) { return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w; }
+
+// The tiled kernels' scores: s[u] = x . a_u over the TILE_Q shared rows a_u = a + u ld, x one lane's row, four elements
+// a read (ld and hd multiples of 4); with TWO also t[u] = y . b_u (the backward's dO . v beside q . k).
+template <bool TWO>
+__device__ __forceinline__ static void tile_dots(float (&s)[TILE_Q], float (&t)[TILE_Q], const float *x, const float *a,
+                                                 const float *y, const float *b, int ld, int hd) {
+#pragma unroll
+    for (int u = 0; u < TILE_Q; u++) s[u] = t[u] = 0.0f;
+    for (int c = 0; c < hd; c += 4) {
+        const float4 x4 = *(const float4 *)(x + c), y4 = TWO ? *(const float4 *)(y + c) : x4;
+#pragma unroll
+        for (int u = 0; u < TILE_Q; u++) {
+            s[u] += dot4(x4, *(const float4 *)(a + u * ld + c)); // (the same address in every lane)
+            if (TWO) t[u] += dot4(y4, *(const float4 *)(b + u * ld + c));
+        }
+    }
+}
+
 template <int NPL>
 __global__ static void __launch_bounds__(TILE_WARPS * 32)
     attn_fwd_tiled_kernel(const attn_args a, float *o, int ldo, float scale) {
@@ -412,18 +431,8 @@ __global__ static void __launch_bounds__(TILE_WARPS * 32)
         }
         __syncthreads();
         if (j0 >= whi || j0 + TILE_K <= wlo) continue; // none of the warp's queries sees this tile (uniform)
-        float s[TILE_Q];
-#pragma unroll
-        for (int u = 0; u < TILE_Q; u++) s[u] = 0.0f;
-        const float *kr = ks + lane * ld, *qr = qs + (size_t)warp * TILE_Q * ld;
-        for (int c = 0; c < hd; c += 4) {
-            const float4 k4 = *(const float4 *)(kr + c);
-#pragma unroll
-            for (int u = 0; u < TILE_Q; u++) {
-                const float4 q4 = *(const float4 *)(qr + u * ld + c); // (the same address in every lane)
-                s[u] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
-            }
-        }
+        float s[TILE_Q], unused[TILE_Q];
+        tile_dots<false>(s, unused, ks + lane * ld, qs + (size_t)warp * TILE_Q * ld, NULL, NULL, ld, hd);
         const int j = j0 + lane;
 #pragma unroll
         for (int u = 0; u < TILE_Q; u++) {
@@ -691,20 +700,9 @@ __global__ static void __launch_bounds__(TILE_WARPS * 32)
         }
         __syncthreads();
         if (j0 >= whi || j0 + TILE_K <= wlo) continue; // (uniform)
-        float sc[TILE_Q], dp[TILE_Q];
-#pragma unroll
-        for (int u = 0; u < TILE_Q; u++) sc[u] = dp[u] = 0.0f;
-        const float *kr = ks + lane * ld, *vr = vs + lane * ld, *qr = qs + (size_t)warp * TILE_Q * ld,
-                    *dr = dos + (size_t)warp * TILE_Q * ld;
-        for (int c = 0; c < hd; c += 4) {
-            const float4 k4 = *(const float4 *)(kr + c), v4 = *(const float4 *)(vr + c);
-#pragma unroll
-            for (int u = 0; u < TILE_Q; u++) {
-                const float4 q4 = *(const float4 *)(qr + u * ld + c), d4 = *(const float4 *)(dr + u * ld + c);
-                sc[u] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
-                dp[u] += d4.x * v4.x + d4.y * v4.y + d4.z * v4.z + d4.w * v4.w;
-            }
-        }
+        float sc[TILE_Q], dp[TILE_Q]; // lane j: key j's q . k and dO . v against the warp's queries
+        tile_dots<true>(sc, dp, ks + lane * ld, qs + (size_t)warp * TILE_Q * ld, vs + lane * ld,
+                        dos + (size_t)warp * TILE_Q * ld, ld, hd);
         const int j = j0 + lane;
 #pragma unroll
         for (int u = 0; u < TILE_Q; u++) {
@@ -775,20 +773,9 @@ __global__ static void __launch_bounds__(TILE_WARPS * 32)
             __syncthreads();
             // (uniform) no key of this warp seen by the tile's queries: all before its first key, or past its window
             if (wj > wj_last || t0 + TILE_K <= wj || (a.window > 0 && t0 >= wj_last + a.window)) continue;
-            float sc[TILE_Q], dp[TILE_Q];
-#pragma unroll
-            for (int u = 0; u < TILE_Q; u++) sc[u] = dp[u] = 0.0f;
-            const float *qr = qs + lane * ld, *dr = dos + lane * ld, *kr = ks + (size_t)warp * TILE_Q * ld,
-                        *vr = vs + (size_t)warp * TILE_Q * ld;
-            for (int c = 0; c < hd; c += 4) {
-                const float4 q4 = *(const float4 *)(qr + c), d4 = *(const float4 *)(dr + c);
-#pragma unroll
-                for (int u = 0; u < TILE_Q; u++) {
-                    const float4 k4 = *(const float4 *)(kr + u * ld + c), v4 = *(const float4 *)(vr + u * ld + c);
-                    sc[u] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
-                    dp[u] += d4.x * v4.x + d4.y * v4.y + d4.z * v4.z + d4.w * v4.w;
-                }
-            }
+            float sc[TILE_Q], dp[TILE_Q]; // lane t: query t's q . k and dO . v against the warp's keys
+            tile_dots<true>(sc, dp, qs + lane * ld, ks + (size_t)warp * TILE_Q * ld, dos + lane * ld,
+                            vs + (size_t)warp * TILE_Q * ld, ld, hd);
             const int t = t0 + lane;
 #pragma unroll
             for (int u = 0; u < TILE_Q; u++) {
