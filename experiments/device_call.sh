@@ -8,11 +8,14 @@
 #                    (carry .devbuild, data-mirror and results/NAME; OUT set by the device tool)
 #   here, after:     tar xJf OUT/NAME.tar.xz            (into results/NAME; then the next call, or the table)
 # The corpora are unpacked from data-mirror/ into data/ (scripts/get_data.sh: checksummed, split). BUDGET (seconds,
-# default 520) stops the experiment before the call's limit: runs it did not reach stay for the next call.
+# default 520) stops the experiment before the call's limit: runs it did not reach stay for the next call. RESULTS
+# (default results/NAME) is the results folder, for a second set of the same experiment (e.g. bytes on linux-kmf:
+# RESULTS=results/bytes-kmf ... bytes --corpus linux-kmf; the pack is then bytes-kmf.tar.xz).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: experiments/device_call.sh NAME [experiments/run.py options]}
 shift
+res=${RESULTS:-results/$name}
 out=${OUT:-/tmp/device_call_out}
 mkdir -p "$out" data
 for c in linux-docs linux-kmf; do
@@ -21,9 +24,9 @@ done
 ssm=${SSM:-.devbuild/ssm}
 [ -x "$ssm" ] || ssm=build/ssm
 PYTHONUNBUFFERED=1 timeout --signal=INT "${BUDGET:-520}" \
-    experiments/run.py "$name" --reuse --ssm "$ssm" --out "results/$name" "$@"
+    experiments/run.py "$name" --reuse --ssm "$ssm" --out "$res" "$@"
 rc=$?
 # the results without weights (model and optimizer files): metrics, logs, result.json, table.md, plots, cache.json
-tar cJf "$out/$name.tar.xz" --exclude='*.safetensors' "results/$name"
-ls -la "$out/$name.tar.xz"
+tar cJf "$out/$(basename "$res").tar.xz" --exclude='*.safetensors' "$res"
+ls -la "$out/$(basename "$res").tar.xz"
 exit $rc
