@@ -319,6 +319,9 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
             fprintf(stderr, "task: %s: %d answers per sequence, the loss on them alone; validation: %d sequences of a "
                     "fixed stream%s\n", src.task_name, task_answers(&src.task), t->val_seqs,
                     t->resume ? "; resuming" : "");
+        else if (t->val_data_path && t->val_data_path[0])
+            fprintf(stderr, "data: %s: %zu bytes to train on; validation: %s: %zu bytes%s\n", t->data_path,
+                    d->train_len, t->val_data_path, d->len - d->train_len, t->resume ? "; resuming" : "");
         else
             fprintf(stderr, "data: %s: %zu bytes (%zu train, %zu validation)%s\n", t->data_path, d->len, d->train_len,
                     d->len - d->train_len, t->resume ? "; resuming" : "");

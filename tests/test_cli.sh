@@ -51,6 +51,12 @@ expect_error "--weight-decay -1" "--weight-decay must be 0 or more" "${t[@]}" --
 expect_error "--eval-bytes -1" "--eval-bytes must be 0 (all) or positive" "${t[@]}" --eval-bytes -1
 expect_error "--stop-after -1" "--stop-after must be 0 (off) or positive" "${t[@]}" --stop-after -1
 expect_error "--val-fraction 1" "--val-fraction must be in [0, 1)" "${t[@]}" --val-fraction 1
+expect_error "--val-data with --val-fraction" "choose one" "${t[@]}" --val-data "$dir/text.txt" --val-fraction 0.2
+expect_error "--val-data: a missing file" "$dir/nothing.txt" "${t[@]}" --val-data "$dir/nothing.txt"
+printf 'short' >"$dir/short.txt"
+expect_error "--val-data shorter than a window" "too short for validation" "${t[@]}" --val-data "$dir/short.txt"
+expect_error "--val-data with --task" "drop --val-data" "$SSM" train --task induction:seq=32 --out "$dir/ranges" \
+    --val-data "$dir/text.txt" --steps 2 --quiet
 expect_error "--batch 0" "must be at least 1" "${t[@]}" --batch 0
 expect_error "--batch x --seq-len too large" "bytes per micro-batch is too many" "${t[@]}" --batch 1000000 --seq-len 100000
 expect_error "--sample -1" "--sample must be 0 (none) or more" "${t[@]}" --sample -1

@@ -80,6 +80,33 @@ else
     fail "--val-fraction 0: $(cat "$dir/err")"
 fi
 
+# --- --val-data: the same bytes as a file whose tail is held out, so the same run ---
+head -c 12000 "$dir/text.txt" >"$dir/train_part.txt"
+tail -c +12001 "$dir/text.txt" | head -c 4000 >"$dir/val_part.txt"
+cat "$dir/train_part.txt" "$dir/val_part.txt" >"$dir/both.txt" # 16000 bytes, the last quarter the validation file
+if "$SSM" train --data "$dir/train_part.txt" --val-data "$dir/val_part.txt" --out "$dir/vfile" "${tiny[@]}" \
+    2>"$dir/err" && "$SSM" train --data "$dir/both.txt" --val-fraction 0.25 --out "$dir/vtail" "${tiny[@]}" \
+    2>>"$dir/err" && python3 - "$dir/vfile/metrics.jsonl" "$dir/vtail/metrics.jsonl" <<'PY'
+import json, sys
+def losses(p):  # every loss and validation, not the timings
+    return [{k: v for k, v in json.loads(l).items() if k in ("step", "loss", "val_loss", "val_bpb")} for l in open(p)]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert a == b and sum("val_loss" in r for r in a) == 2, (a, b)
+PY
+then
+    ok "--val-data F trains and validates as the file of --data then F with that tail held out"
+else
+    fail "--val-data F trains and validates as the file of --data then F with that tail held out: $(cat "$dir/err")"
+fi
+if "$SSM" train --out "$dir/vfile" --resume --steps 6 --sample 0 --quiet 2>"$dir/err" &&
+    python3 -c "import json,sys; assert json.load(open(sys.argv[1]))['val_data'] == sys.argv[2]" \
+        "$dir/vfile/checkpoint/train_state.json" "$dir/val_part.txt" &&
+    [ "$(grep -c val_loss "$dir/vfile/metrics.jsonl")" -eq 3 ]; then
+    ok "--resume keeps the run's --val-data"
+else
+    fail "--resume keeps the run's --val-data: $(cat "$dir/err")"
+fi
+
 # --- a collapse to uniform output is warned about; best/ keeps the best model ---
 train --out "$dir/collapse" --lr 10 --min-lr 0 --clip 0 --steps 30 --eval-every 10 2>"$dir/err"
 check "a collapse to uniform output is warned about" grep -q "collapsed to uniform" "$dir/err"

@@ -332,6 +332,8 @@ static int cmd_train(int argc, char **argv) {
     int sample_n = 300, threads = 0, gpus = 0;
     option o[] = {
         {"--data", NULL, OPT_STR, &t.data_path, "training text (any bytes); the last --val-fraction is held out"},
+        {"--val-data", NULL, OPT_STR, &t.val_data_path,
+         "validation text from its own file: all of --data then trains (instead of --val-fraction)"},
         {"--task", NULL, OPT_STR, &t.task, "instead of --data, a synthetic task: " TASK_HELP},
         {"--val-seqs", NULL, OPT_INT, &t.val_seqs, "with --task: validation sequences per pass (a fixed stream)"},
         {"--noise-rate", NULL, OPT_DOUBLE, &t.noise_rate, NOISE_HELP},
@@ -409,6 +411,8 @@ static int cmd_train(int argc, char **argv) {
     if (t.resume && t.overwrite) die("--resume and --overwrite contradict each other: choose one");
     if (t.task && opt_seen(o, NOPTS(o), "--data"))
         die("--task draws its own sequences: drop --data (or --task, to train on the file)");
+    if (opt_seen(o, NOPTS(o), "--val-data") && opt_seen(o, NOPTS(o), "--val-fraction"))
+        die("--val-data is the validation text, --val-fraction a tail of --data held out instead: choose one");
     /* with --resume the model is the checkpoint's: shape options are only accepted if they agree with it */
     static const struct {
         const char *name;
@@ -439,6 +443,7 @@ static int cmd_train(int argc, char **argv) {
                 memcpy((char *)&saved + off, o[i].dst, opt_size(o[i].type));
         }
         t = saved;
+        if (opt_seen(o, NOPTS(o), "--val-fraction")) t.val_data_path = NULL; /* a tail asked for: not the file */
         /* the checkpoint's batch is the whole job's: divided among however many ranks resume it */
         t.batch_is_global = !opt_seen(o, NOPTS(o), "--batch");
     }

@@ -115,6 +115,7 @@ static int state_write(const char *path, const train_progress *pr, const ssm_tra
     jw_key(&w, "seq_len"), jw_int(&w, t->seq_len);
     jw_key(&w, "grad_accum"), jw_int(&w, t->grad_accum);
     jw_key(&w, "val_fraction"), jw_number(&w, t->val_fraction);
+    jw_key(&w, "val_data"), jw_string(&w, t->val_data_path ? t->val_data_path : ""); /* "": the tail */
     jw_key(&w, "eval_every"), jw_int(&w, t->eval_every);
     jw_key(&w, "eval_bytes"), jw_int(&w, t->eval_bytes);
     char seed[32];
@@ -292,11 +293,11 @@ int ckpt_load_options(const char *dir_in, ssm_train_options *t, char *buf, size_
     if (!st) return -1;
     path_join(p, dir, "train_state.json");
     int rc = 0;
-    /* the strings, one after another in buf: the data path, then the task */
-    static const char *const strings[] = {"data", "task"};
-    const char **where[] = {&t->data_path, &t->task};
+    /* the strings, one after another in buf: the data path, the task, the validation file */
+    static const char *const strings[] = {"data", "task", "val_data"};
+    const char **where[] = {&t->data_path, &t->task, &t->val_data_path};
     size_t used = 0;
-    for (int i = 0; i < 2 && !rc; i++) {
+    for (int i = 0; i < 3 && !rc; i++) {
         const char *s;
         if (json_get_string(st, strings[i], &s) != 0) continue;
         if (strlen(s) >= cap - used) {

@@ -4,7 +4,27 @@
 
 #include <string.h>
 
-int data_open(dataset *d, const char *path, double val_fraction, int min_window) {
+/* The validation file appended to the training bytes: 0, or -1 with a one-line error (buf freed) */
+static int append_validation(char **buf, size_t *len, const char *val_path, size_t need) {
+    char *vb;
+    size_t vlen;
+    if (file_read_all(val_path, &vb, &vlen)) {
+        free(*buf);
+        return -1;
+    }
+    if (vlen < need) {
+        free(*buf), free(vb);
+        return ssm_error("%s: %zu bytes is too short for validation: windows of %zu bytes need %zu (lower --seq-len "
+                         "or use a larger file)", val_path, vlen, need - 1, need);
+    }
+    char *all = xrealloc_array(*buf, *len + vlen, 1);
+    memcpy(all + *len, vb, vlen);
+    free(vb);
+    *buf = all, *len += vlen;
+    return 0;
+}
+
+int data_open(dataset *d, const char *path, const char *val_path, double val_fraction, int min_window) {
     memset(d, 0, sizeof *d);
     char *buf;
     size_t len;
@@ -13,18 +33,20 @@ int data_open(dataset *d, const char *path, double val_fraction, int min_window)
         free(buf);
         return ssm_error("%s: the data file is empty", path);
     }
-    size_t val = (size_t)(len * val_fraction);
-    size_t need = (size_t)min_window + 1;
-    if (len - val < need || (val_fraction > 0 && val < need)) {
+    const int file = val_path && val_path[0]; /* validation from its own file, appended: all of path trains */
+    const size_t need = (size_t)min_window + 1, val = file ? 0 : (size_t)(len * val_fraction);
+    if (len - val < need || (!file && val_fraction > 0 && val < need)) {
         free(buf);
         return ssm_error("%s: %zu bytes is too short: windows of %d bytes need %zu training bytes%s "
-                         "(lower --seq-len or use a larger file)",
-                         path, len, min_window, need, val_fraction > 0 ? " and as many held out for validation" : "");
+                         "(lower --seq-len or use a larger file)", path, len, min_window, need,
+                         !file && val_fraction > 0 ? " and as many held out for validation" : "");
     }
+    const size_t train_len = len - val;
+    if (file && append_validation(&buf, &len, val_path, need)) return -1;
     d->path = xstrdup(path);
     d->bytes = (uint8_t *)buf;
     d->len = len;
-    d->train_len = len - val;
+    d->train_len = train_len;
     return 0;
 }
 

@@ -7,6 +7,8 @@
 int source_open(batch_source *s, const ssm_train_options *t) {
     memset(s, 0, sizeof *s);
     if (t->task) {
+        if (t->val_data_path && t->val_data_path[0])
+            return ssm_error("--task validates on its own fixed stream: drop --val-data (or --task)");
         if (t->noise_rate != 0)
             return ssm_error("--noise-rate inserts filler into a --data file, not into a --task: drop one of them");
         if (task_parse(&s->task, t->task)) return -1;
@@ -15,10 +17,10 @@ int source_open(batch_source *s, const ssm_train_options *t) {
     }
     if (noise_check(t->noise_rate, t->noise_byte)) return -1;
     s->noise_rate = t->noise_rate, s->noise_byte = t->noise_byte;
-    if (data_open(&s->data, t->data_path, t->val_fraction, t->seq_len)) return -1;
+    if (data_open(&s->data, t->data_path, t->val_data_path, t->val_fraction, t->seq_len)) return -1;
     size_t len = s->data.len - s->data.train_len;
     if (t->eval_bytes > 0 && (size_t)t->eval_bytes < len) len = (size_t)t->eval_bytes;
-    if (len > 0) { /* --val-fraction 0: nothing held out, nothing to validate */
+    if (len > 0) { /* --val-fraction 0 (no --val-data): nothing held out, nothing to validate */
         int *ids = xmalloc(sizeof(int) * len);
         for (size_t i = 0; i < len; i++) ids[i] = s->data.bytes[s->data.train_len + i];
         rng_t rng = {SSM_VALIDATION_SEED}; /* the same filler in every run: validations compare across runs */
