@@ -280,8 +280,10 @@ double ssm_bench_train_step(const ssm_config *cfg, const char *device, int bf16,
 /* Median seconds per decode step of n_seq sequences over `steps` after a warmup. */
 double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps);
 /* The same after a prefill of `context` positions (an attention layer's step reads a cache of that length; a Mamba
- * layer's does not depend on it); -1 when the state cannot be made. */
-double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps);
+ * layer's does not depend on it); -1 when the state cannot be made. no_prefill: the state is only moved to the
+ * context's position, its cache zeros (the time and memory of decode at that context, whose values do not matter,
+ * without the prefill's: quadratic for attention). */
+double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps, int no_prefill);
 /* Seconds for a prefill of len positions per sequence into a fresh state of n_seq sequences (ssm_forward with the
  * state, chunk positions per call; 0: the whole prompt in one call), the median of 3 after a warmup; -1 with
  * ssm_last_error() when the state cannot be made or the forward fails. */

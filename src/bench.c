@@ -66,10 +66,10 @@ double ssm_bench_train_step(const ssm_config *cfg, const char *device, int bf16,
 }
 
 double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps) {
-    return ssm_bench_decode_at(m, n_seq, 0, steps);
+    return ssm_bench_decode_at(m, n_seq, 0, steps, 0);
 }
 
-double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps) {
+double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps, int no_prefill) {
     const int V = ssm_model_config(m)->vocab_size;
     ssm_state *s = ssm_state_new_ctx(m, n_seq, model_state_grows(m) ? context + steps + 3 : 0); /* attention */
     if (!s) return -1;
@@ -78,17 +78,23 @@ double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int step
     double *times = xmalloc(sizeof(double) * steps);
     enum { CHUNK = 1024 }; /* the prefill in pieces: its activations stay small whatever the context */
     int *prompt = xmalloc(sizeof(int) * n_seq * CHUNK);
-    for (long done = 0; done < context;) {
+    int rc = 0;
+    if (no_prefill) { /* the state at the context's position, its cache zeros (model_state_seek) */
+        ssm_state_reset(s);
+        rc = model_state_seek(m, s, context);
+    }
+    for (long done = 0; !no_prefill && !rc && done < context;) {
         const int T = context - done < CHUNK ? (int)(context - done) : CHUNK;
         for (int i = 0; i < n_seq * T; i++) prompt[i] = 'a' + (int)((done + i) % 26);
-        if (ssm_forward(m, s, prompt, T, logits, 1)) { /* (the state was sized for it: not expected) */
-            free(prompt), free(tok), free(logits), free(times);
-            ssm_state_free(s);
-            return -1;
-        }
+        rc = ssm_forward(m, s, prompt, T, logits, 1); /* (the state was sized for it: not expected to fail) */
         done += T;
     }
     free(prompt);
+    if (rc) {
+        free(tok), free(logits), free(times);
+        ssm_state_free(s);
+        return -1;
+    }
     for (int i = 0; i < n_seq; i++) tok[i] = 'a' + i % 26;
     for (int st = -3; st < steps; st++) {
         double t0 = omp_get_wtime();

@@ -536,6 +536,20 @@ void ssm_state_reset(ssm_state *s) {
 
 long ssm_state_position(const ssm_state *s) { return s->pos; }
 
+int model_state_seek(const ssm_model *m, ssm_state *s, long pos) {
+    if (pos < 0 || (s->capacity && pos >= s->capacity))
+        return ssm_error("the state holds %ld positions: it cannot start at %ld", s->capacity, pos);
+    model_bind(m);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const mixer_kind *k = m->layers[l].kind;
+        if (!k->seek) continue;
+        const mixer_ctx ctx = model_mixer_ctx(m, l);
+        k->seek(&ctx, s->data + s->layer_off[l], s->n_seq, pos);
+    }
+    s->pos = pos;
+    return 0;
+}
+
 int model_state_grows(const ssm_model *m) {
     for (int l = 0; l < m->cfg.n_layer; l++)
         if (m->layers[l].kind->context) return 1;

@@ -118,6 +118,11 @@ void model_bind(const ssm_model *m);
 /* Whether a layer's state grows with the context (mixer_kind.context): then a state holds a bounded number of
  * positions, and evaluation and generation size their states for what they feed. */
 int model_state_grows(const ssm_model *m);
+/* Moves a reset state (ssm_state_reset) to position pos without computing a prefill: each layer that counts its
+ * positions (mixer_kind.seek: attention) counts pos, its cache rows zeros; the others keep their zero state. Decode
+ * time and memory at a context do not depend on what the cache holds: the bench measures them at long contexts so,
+ * without a quadratic prefill. -1 with ssm_error() when pos leaves no room for a step in the state. */
+int model_state_seek(const ssm_model *m, ssm_state *s, long pos);
 /* Copies the backend's parameters into the host mirror m->w if they changed there (before saving). */
 void model_sync_host(const ssm_model *m);
 /* Makes m->dec, the host's decode copy of m->w in dt (MAT_BF16 or MAT_I8). */

@@ -143,6 +143,7 @@ expect_error "info --context -1" "--context must be" "$SSM" info --config d256x4
 check "bench --contexts: a decode row per context" \
     sh -c "grep -q '^decode batch 1 at 1K .*state' '$dir/bench' && grep -q '^decode batch 1 at 1500 ' '$dir/bench'"
 expect_error "bench --contexts with a bad length" "--contexts: expected" "$SSM" bench --what decode --contexts 1K,x
+expect_error "bench --no-prefill without --contexts" "add --contexts" "$SSM" bench --what decode --no-prefill
 "$SSM" bench --config d256x4 --what train --batch 2 --seq-len 32 --steps 1 --profile --threads 1 >"$dir/bench_prof"
 check "bench --profile: a row per op, the GEMMs' TFLOP/s, the totals by kind" \
     sh -c "grep -Eq '^matmul_xwT +[0-9.]+ +[0-9.]+ +[0-9.]+% +[0-9]+\.[0-9]+$' '$dir/bench_prof' &&

@@ -7,6 +7,7 @@
 #include "test.h"
 #include "run_compare.h"
 #include "causal_check.h"
+#include "seek_check.h"
 #include "optim.h"
 
 #include <string.h>
@@ -319,6 +320,19 @@ static void test_attention_decode(const char *pattern, int n_layer, int n_kv, in
     EXPECT(fabs(got - want) < 1e-5 * want, "training loss %.9g vs the decode forward's %.9g", got, want);
     ssm_state_free(s);
     free(full), free(step), free(piece);
+    ssm_model_free(m);
+    TEST_END();
+}
+
+/* The bench's decode at a context without its prefill (tests/seek_check.h) */
+static void test_state_seek(void) {
+    TEST_BEGIN("a state moved to position N (no prefill) decodes as after a prefill of N tokens that cache zeros");
+    ssm_model *m = random_hybrid("af", 4, 2, 0, 11);
+    memset(m->w + m->layout.items[m->emb].offset, 0, sizeof(float) * m->cfg.d_model); /* token 0's row: zeros */
+    const double e = seek_vs_zero_prefill(m, 37, 5);
+    EXPECT(e == 0, "seek vs prefill: %s", e == -1 ? ssm_last_error() : e == -2 ? "a seek past the state was accepted"
+                                                                              : "the logits differ");
+    if (e > 0) printf("  relative difference %.2e\n", e);
     ssm_model_free(m);
     TEST_END();
 }
@@ -772,6 +786,7 @@ int main(void) {
     test_attention_decode("Maf", 3, 2, 0); /* NemotronH's layer forms */
     hybrid_nemotron = 0;
     test_state_capacity();
+    test_state_seek();
     test_bf16_decode();
     test_int8_decode();
     test_decode_copy_follows_training();

@@ -791,7 +791,7 @@ static int cmd_info(int argc, char **argv) {
 static int cmd_bench(int argc, char **argv) {
     const char *config = "d256x4", *what = "all", *model_dir = NULL, *device = "cpu";
     int batch = 8, seq_len = 256, steps = 5, decode_steps = 20, decode_batch = 16, threads = 0, bf16 = 0, profile = 0;
-    int int8 = 0, prefill_chunk = 0;
+    int int8 = 0, prefill_chunk = 0, no_prefill = 0;
     long prefill = 0;
     const char *contexts = NULL, *prefill_s = NULL;
     option o[] = {
@@ -805,6 +805,9 @@ static int cmd_bench(int argc, char **argv) {
         {"--decode-batch", NULL, OPT_INT, &decode_batch, "sequences for the batched decode row"},
         {"--contexts", NULL, OPT_STR, &contexts,
          "also decode batch 1 after prefills of these lengths, e.g. 1K,8K,64K,1M (the state by context)"},
+        {"--no-prefill", NULL, OPT_FLAG, &no_prefill,
+         "with --contexts: start each decode at the context's position without computing the prefill (the cache "
+         "that long, zeros): the decode's time and memory there, which do not depend on what the cache holds"},
         {"--prefill", NULL, OPT_STR, &prefill_s,
          "also time a prefill of this many bytes a sequence (e.g. 64K), at batch 1 and --decode-batch: per byte"},
         {"--prefill-chunk", NULL, OPT_INT, &prefill_chunk,
@@ -844,6 +847,7 @@ static int cmd_bench(int argc, char **argv) {
             die("--prefill: expected a length like 64K (at most 16M)");
     }
     if (prefill_chunk < 0) die("--prefill-chunk must be 0 (the whole prompt) or positive");
+    if (no_prefill && !n_ctx) die("--no-prefill is for the decodes at --contexts: add --contexts (e.g. 1M)");
     int do_train = !strcmp(what, "all") || !strcmp(what, "train"), do_dec = !strcmp(what, "all") || !strcmp(what, "decode");
     if (!do_train && !do_dec) die("--what must be train, decode or all");
     if (model_dir) do_train = 0;
@@ -911,8 +915,10 @@ static int cmd_bench(int argc, char **argv) {
             printf("%-28s %12.3f %14.0f   %.3f us/byte\n", label, sp * 1e3, ns * prefill / sp,
                    sp * 1e6 / ((double)ns * prefill));
         }
+        if (no_prefill && n_ctx)
+            printf("(--no-prefill: each context's decode starts at its position, the cache that long and zeros)\n");
         for (int i = 0; i < n_ctx; i++) {
-            const double sc = ssm_bench_decode_at(m, 1, ctx[i], decode_steps);
+            const double sc = ssm_bench_decode_at(m, 1, ctx[i], decode_steps, no_prefill);
             if (sc < 0) die("decode after %ld positions: %s", ctx[i], ssm_last_error());
             char h[32];
             snprintf(label, sizeof label, "decode batch 1 at %s", context_label(h, sizeof h, ctx[i]));

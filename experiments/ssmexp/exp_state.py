@@ -3,6 +3,9 @@ with the context. For Mamba-1, a Transformer and two hybrids (attention fraction
 parameter count, at contexts from 1K to 1M bytes: the state as `ssm info --context N` and `ssm bench` report it
 (what the state holds), the process's peak memory (measured: VmHWM on the CPU, nvidia-smi on a GPU) and the
 decode time per byte after a prefill of N bytes (`ssm bench --what decode --contexts N`, batch 1, median step).
+Past a preset's `prefill_to` the decode starts at position N without its prefill (`--no-prefill`: the cache that long,
+zeros), since decode's time and memory do not depend on what the cache holds and an attention prefill of N bytes is
+quadratic (the Transformer's 256K ran past 300 s with the warp-per-query kernels, 2026-12-05); the table marks them.
 
 Each (model, context) is its own bench process, so its peak memory is its own. A model whose bench fails or runs
 past the time limit at one context is not tried at longer ones (the table says so). The models' weights are
@@ -18,12 +21,13 @@ CLAIM = ("inference memory and decode time per byte as context grows from 1K to 
          "growing for attention and hybrids (measured)")
 
 PRESETS = {
-    "smoke": {"d_model": 32, "n_layer": 4, "contexts": ["1K", "4K"], "decode_steps": 5, "timeout": 120},
+    "smoke": {"d_model": 32, "n_layer": 4, "contexts": ["1K", "4K"], "decode_steps": 5, "timeout": 120,
+              "prefill_to": 1 << 10},
     # one H200: the bench of each model at each context, at most 5 minutes each (the attention prefill of 1M
     # positions is quadratic: expect the Transformer's longest contexts to hit the limit); 5, not 10, so that one
     # bench fits a device call of 10 minutes with the rest of the call (experiments/device_call.sh)
     "full": {"d_model": 768, "n_layer": 24, "contexts": ["1K", "4K", "16K", "64K", "256K", "1M"],
-             "decode_steps": 20, "timeout": 300},
+             "decode_steps": 20, "timeout": 300, "prefill_to": 64 << 10},
     # a CPU (a laptop's, or a machine waiting for its GPU): the 23M models of claim 1's smaller pair, to 256K (the
     # Mamba model's 256K bench took 219 s on one thread; 1M, four times the prefill, would pass the 600 s limit)
     "cpu": {"d_model": 384, "n_layer": 24, "contexts": ["1K", "4K", "16K", "64K", "256K"], "decode_steps": 20,
@@ -70,8 +74,10 @@ def run(ctx):
                 info = ctx.info(model, context=n)
                 entry["params"] = info["params"] or entry.get("params")  # (None: an info --from-cache lacks)
                 point["state_info_bytes"] = info["state"].get("total", {}).get(context_label(n))
-            b = bench_decode(ctx, model, n, P["decode_steps"], f"bench-{slug}-{context_label(n)}", P["timeout"])
-            point.update(b)
+            seek = n > P.get("prefill_to", n)
+            b = bench_decode(ctx, model, n, P["decode_steps"], f"bench-{slug}-{context_label(n)}", P["timeout"],
+                             ["--no-prefill"] if seek else [])
+            point.update(b, prefilled=not seek)
             if b.get("error") == "not run yet":  # (--from-cache: no earlier call measured it)
                 point["skipped"] = point.pop("error")
             elif "error" in b:
@@ -91,7 +97,8 @@ def run(ctx):
             row = {"model": e["model"], "layers": e["layers"], "params": e.get("params"), **p}
             rows.append(row)
             err = p.get("skipped") or p.get("error")
-            trs.append([e["model"], e["layers"], f"{e.get('params', 0):,}", context_label(p["context"]),
+            trs.append([e["model"], e["layers"], f"{e.get('params', 0):,}",
+                        context_label(p["context"]) + ("" if p.get("prefilled", True) else " (no prefill)"),
                         _bytes(p.get("state_info_bytes")), _bytes(p.get(mem_key)) if not err else err,
                         fmt(p.get("ms_per_step"), 3), fmt(p.get("bytes_per_s"), 1)])
     note = ctx.plot_note()
@@ -121,9 +128,11 @@ def run(ctx):
              for m, s in summary.items()]
     table = (f"Models of about {shapes.human(shapes.params(models(P)[0][1]))} parameters at d_model {P['d_model']} "
              f"(the hybrids: attention fraction 1/4 and 1/12, experiments/ssmexp/shapes.py); batch-1 decode after a "
-             f"prefill of each context, median of {P['decode_steps']} steps. \"state\" is what ssm info reports "
+             f"prefill of each context, median of {P['decode_steps']} steps (\"no prefill\": the decode started at "
+             f"that position, the cache that long and zeros, `ssm bench --no-prefill`: the same reads, without the "
+             f"prefill's quadratic time). \"state\" is what ssm info reports "
              f"the decode state holds; \"peak memory\" is the bench process's own ({mem_label}: weights, state "
-             f"and the prefill's working memory). No published numbers are set beside these: the claim is about "
+             f"and the prefill's working memory, where there was a prefill). No published numbers are set beside these: the claim is about "
              f"the mechanism, measured here.\n\n" + md_table(headers, trs) + "\n" + "\n".join(lines) + "\n")
     ctx.write({"preset": P}, rows, table, plots, summary=summary)
 

@@ -638,7 +638,7 @@ class Run:
                 "median_step_ms": self.median_step_ms(), "best_val_bpb": self.best_val(), "error": self.error}
 
 
-def bench_decode(ctx, model, context, decode_steps, logname, timeout):
+def bench_decode(ctx, model, context, decode_steps, logname, timeout, extra=()):
     """`ssm bench --model DIR --what decode --contexts N`, one context per process, measured as it runs: the
     decode time per step at that context (as bench reports it), the state it reports, and the process's peak
     memory up to the end of that decode: VmHWM from /proc on the CPU, and on a GPU the device memory of the
@@ -646,7 +646,7 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout):
     bandwidth probe on the CPU) are not waited for: the process is stopped and killed once the context's row is
     out. Returns a dict, or one with "error"."""
     argv = [ctx.ssm, "bench", "--model", ctx.rel(model), "--what", "decode", "--contexts", str(context),
-            "--decode-steps", str(decode_steps), "--decode-batch", "1"] + ctx.device_args("bench")
+            "--decode-steps", str(decode_steps), "--decode-batch", "1"] + list(extra) + ctx.device_args("bench")
     cmd = shlex.join([ctx.rel(ctx.ssm)] + argv[1:])
     if ctx.dry_run:
         print(cmd)

@@ -113,6 +113,12 @@ static size_t attention_state_floats(const ssm_config *c, long max_context) {
     const attn_dims d = dims_of(c);
     return POS_SLOT + 2 * (size_t)attention_context(c, max_context) * d.KV * d.hd;
 }
+static void attention_seek(const mixer_ctx *ctx, float *state, int B, long pos) {
+    int *counts = xmalloc(sizeof(int) * B);
+    for (int b = 0; b < B; b++) counts[b] = (int)pos;
+    ctx->be->upload(state, counts, sizeof(int) * B); /* pos [B] at the state's start (above) */
+    free(counts);
+}
 static size_t attention_canon_floats(const ssm_config *c) {
     (void)c;
     return 0;
@@ -231,6 +237,7 @@ const mixer_kind mixer_attention = {
     .scratch_floats = attention_scratch_floats,
     .state_floats = attention_state_floats,
     .context = attention_context,
+    .seek = attention_seek,
     .canon_floats = attention_canon_floats,
     .canonicalize = attention_canonicalize,
     .forward = attention_forward,

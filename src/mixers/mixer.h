@@ -60,6 +60,10 @@ typedef struct mixer_kind {
      * holds (0: the kind's default). The driver refuses a forward past them before it runs, and hands the number to
      * forward as ctx->state_ctx. NULL: the state does not grow (any number of positions). */
     long (*context)(const ssm_config *cfg, long max_context);
+    /* For a kind whose state counts its positions (attention's cache): sets the count of each of the B sequences to
+     * pos, the cache rows below it left as they are (zeros after a reset): the bench's decode at a context without
+     * computing its prefill (model_state_seek). NULL: nothing to set. */
+    void (*seek)(const mixer_ctx *ctx, float *state, int B, long pos);
     /* Tensors derived from the parameters alone (Mamba-1: A = -exp(A_log)), computed once per weights for
      * inference (kept by the state) instead of at every step. */
     size_t (*canon_floats)(const ssm_config *cfg);

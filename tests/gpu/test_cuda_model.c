@@ -10,6 +10,7 @@
  * Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "causal_check.h"
+#include "seek_check.h"
 #include "run_compare.h"
 #include "backend/backend.h"
 #include "common.h"
@@ -277,6 +278,23 @@ static ssm_config hybrid_config(const char *pattern, int n_layer, int n_kv, int 
     c.attention.sliding_window = window;
     c.mlp.intermediate_size = 96;
     return c;
+}
+
+/* The bench's decode at a context without its prefill (tests/seek_check.h), on the GPU: the position the attention
+ * kernels read on the device (decode graphs replay it) set by an upload. Within 1e-6: the cache's zeros from the
+ * prefill's GEMMs may carry a sign the seek's do not (bitwise on the CPU). */
+static void test_state_seek(void) {
+    TEST_BEGIN("CUDA: a state moved to position N (no prefill) decodes as after a prefill of N tokens that cache zeros");
+    ssm_config c = hybrid_config("af", 4, 2, 0);
+    ssm_model *m = ssm_model_new(&c, 11);
+    EXPECT(m, "model: %s", ssm_last_error());
+    if (!m) return;
+    memset(m->w + m->layout.items[m->emb].offset, 0, sizeof(float) * c.d_model); /* token 0's row: zeros */
+    EXPECT(ssm_model_set_device(m, "cuda") == 0, "set_device: %s", ssm_last_error());
+    const double e = seek_vs_zero_prefill(m, 300, 5);
+    EXPECT(e >= 0 && e < 1e-6, "seek vs prefill: %s (%.2e)", e == -1 ? ssm_last_error() : "", e);
+    ssm_model_free(m);
+    TEST_END();
 }
 
 /* float32 on both sides: the training forward's loss and logits and every gradient against the CPU (1e-4 of
@@ -551,6 +569,7 @@ int main(void) {
     test_training_shape("MM");
     test_hybrid("af", 2, 2, 0);   /* a Transformer, grouped-query */
     test_hybrid("maf", 3, 1, 9);  /* a hybrid: multi-query, a sliding window shorter than the sequence */
+    test_state_seek();
     test_attention_bf16("af", 2, 0);   /* a Transformer in bf16: multi-head, the flash kernels */
     test_attention_bf16("afma", 1, 70); /* multi-query, a window shorter than T, beside a Mamba layer */
     /* Mamba-2, alone and in a hybrid */
