@@ -20,7 +20,12 @@
  * alone, the same bits at any thread count (test_grad checks 1, 2 and 3).
  *
  * Memory: per thread a few M x ATTN_BK and M x hd tiles; nothing T x T. The GEMMs run inside OpenMP parallel regions,
- * where the OpenMP build of OpenBLAS (the Makefile links it) runs each one on the calling thread. */
+ * where the OpenMP build of OpenBLAS (the Makefile links it) runs each one on the calling thread.
+ *
+ * Decode (T = 1, one query a sequence over a cache): no GEMMs. A job takes ATTN_DEC_KEYS keys of one sequence for
+ * every head, reads each key row once (all key/value heads, contiguous) and then each value row once, so the cache
+ * streams from memory; its (max, sum, weighted values) per head are merged in key order afterwards. The pieces are
+ * the shape's, not the threads': the same bits at any thread count. */
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/vec.h"
 #include "common.h"
@@ -35,6 +40,9 @@
 #endif
 #ifndef ATTN_BK
 #define ATTN_BK 128 /* keys per tile: a multiple of VW (rows of scores are processed VW at a time) */
+#endif
+#ifndef ATTN_DEC_KEYS
+#define ATTN_DEC_KEYS 256 /* decode: keys per job (a multiple of VW) */
 #endif
 
 /* The keys query t of sequence b sees: [*lo, *hi) (as attention.c's attn_range) */
@@ -180,7 +188,96 @@ static void fwd_block(const attn_args *a, const qblock *qb, float *o, int ldo, a
     }
 }
 
+static float dot(const float *x, const float *y, int n) {
+    vf acc = vf_set1(0.0f);
+    int c = 0;
+    for (; c + VW <= n; c += VW)
+        acc += vf_load(x + c) * vf_load(y + c);
+    if (c < n) acc += vf_load_n(x + c, n - c) * vf_load_n(y + c, n - c);
+    return vf_sum(acc);
+}
+
+/* One decode job: keys [j0, j0 + nk) of sequence b, every head h: part[h] = (max, sum, sum of weighted values [hd])
+ * over them, the scores scaled; s: [H][ATTN_DEC_KEYS] scratch. */
+static void dec_piece(const attn_args *a, int b, int j0, int nk, float *s, float *part) {
+    const int hd = a->hd, H = a->H, group = H / a->KV, w = (nk + VW - 1) / VW * VW;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *q = mat_f(a->q) + (size_t)b * a->T * a->q.ld, *kb = mat_f(a->k) + b * a->kv_bstride,
+                *vb = mat_f(a->v) + b * a->kv_bstride;
+    for (int j = 0; j < nk; j++) { /* scores: each key row read once for every head */
+        const float *k = kb + (size_t)(j0 + j) * a->k.ld;
+        for (int h = 0; h < H; h++)
+            s[(size_t)h * ATTN_DEC_KEYS + j] = dot(q + (size_t)h * hd, k + (size_t)(h / group) * hd, hd) * scale;
+    }
+    for (int h = 0; h < H; h++) {
+        float *sh = s + (size_t)h * ATTN_DEC_KEYS, *ph = part + (size_t)h * (hd + 2);
+        for (int j = nk; j < w; j++)
+            sh[j] = -INFINITY;
+        ph[0] = row_max(sh, w);
+        ph[1] = row_exp(sh, w, ph[0]);
+        memset(ph + 2, 0, sizeof(float) * hd);
+    }
+    for (int j = 0; j < nk; j++) { /* weighted values: each value row read once for every head */
+        const float *v = vb + (size_t)(j0 + j) * a->v.ld;
+        for (int h = 0; h < H; h++) {
+            const float p = s[(size_t)h * ATTN_DEC_KEYS + j], *vh = v + (size_t)(h / group) * hd;
+            float *acc = part + (size_t)h * (hd + 2) + 2;
+            for (int c = 0; c < hd; c++)
+                acc[c] += p * vh[c];
+        }
+    }
+}
+
+/* The forward at T = 1: the pieces of every sequence as jobs, then each sequence's merged in key order. */
+static void fwd_decode(const attn_args *a, float *o, int ldo) {
+    const int H = a->H, hd = a->hd;
+    int *first = xmalloc(sizeof(int) * (a->B + 1)), *lo = xmalloc(sizeof(int) * a->B);
+    first[0] = 0;
+    for (int b = 0; b < a->B; b++) {
+        int hi;
+        key_range(a, b, 0, &lo[b], &hi);
+        first[b + 1] = first[b] + (hi - lo[b] + ATTN_DEC_KEYS - 1) / ATTN_DEC_KEYS;
+    }
+    const int jobs = first[a->B];
+    float *parts = xmalloc(sizeof(float) * ((size_t)jobs * H * (hd + 2) + 1));
+#pragma omp parallel
+    {
+        float *s = xmalloc(sizeof(float) * H * ATTN_DEC_KEYS);
+#pragma omp for schedule(dynamic, 1)
+        for (int job = 0; job < jobs; job++) {
+            int b = 0;
+            while (first[b + 1] <= job) b++;
+            int khi, klo;
+            key_range(a, b, 0, &klo, &khi);
+            const int j0 = klo + (job - first[b]) * ATTN_DEC_KEYS;
+            dec_piece(a, b, j0, imin(ATTN_DEC_KEYS, khi - j0), s, parts + (size_t)job * H * (hd + 2));
+        }
+        free(s);
+    }
+    for (int b = 0; b < a->B; b++)
+        for (int h = 0; h < H; h++) {
+            float m = -INFINITY, l = 0.0f, *orow = o + (size_t)b * ldo + (size_t)h * hd;
+            for (int job = first[b]; job < first[b + 1]; job++)
+                m = fmaxf(m, parts[((size_t)job * H + h) * (hd + 2)]);
+            memset(orow, 0, sizeof(float) * hd);
+            for (int job = first[b]; job < first[b + 1]; job++) {
+                const float *ph = parts + ((size_t)job * H + h) * (hd + 2), corr = expf(ph[0] - m);
+                l += ph[1] * corr;
+                for (int c = 0; c < hd; c++)
+                    orow[c] += ph[2 + c] * corr;
+            }
+            for (int c = 0; c < hd; c++)
+                orow[c] /= l;
+            if (a->lse) a->lse[(size_t)b * H + h] = m + logf(l);
+        }
+    free(parts), free(first), free(lo);
+}
+
 void cpu_attn_fwd_tiled(const attn_args *a, float *o, int ldo) {
+    if (a->T == 1) {
+        fwd_decode(a, o, ldo);
+        return;
+    }
     const int nqb = (a->T + ATTN_BQ - 1) / ATTN_BQ;
     const long jobs = (long)a->B * a->KV * nqb;
 #pragma omp parallel
