@@ -543,6 +543,10 @@ static void test_errors(void) {
     expect_spec_error(&a, "added token '<x>' has id 300, but tokenizers would give it id 256");
     a.added = "[{\"id\":7,\"content\":\"<x>\",\"special\":true,\"normalized\":false}]";
     expect_spec_error(&a, "added token '<x>' has id 7");
+    /* a gap in the vocabulary's ids puts the next added id on a vocabulary string (a fuzzer's find: "e" decoded as the
+     * added token's two spaces) */
+    spec g = {.extra_json = "\"zz\":257", .added = "[{\"id\":257,\"content\":\"<x>\",\"normalized\":false}]"};
+    expect_spec_error(&g, "added token '<x>' has id 257, which model.vocab gives to 'zz'");
     expect_load_error("{\"decoder\":{\"type\":\"WordPiece\"},\"model\":{\"vocab\":{},\"merges\":[]}}",
                       "unsupported decoder 'WordPiece'");
     EXPECT(ssm_tokenizer_load("/nonexistent/tokenizer.json") == NULL &&

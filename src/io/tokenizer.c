@@ -820,6 +820,12 @@ static int load_added_tokens(ssm_tokenizer *t, const json_value *list) {
         if (id != expected)
             return ssm_error("%s: added token '%s' has id %d, but tokenizers would give it id %d (duplicate or "
                              "out-of-order id)", t->name, content->string, id, expected);
+        /* a new token given an id the vocabulary holds for another string (the vocabulary's ids leave a gap below
+         * it): one id, two strings, and no way to decode it as both */
+        if (id < t->n_ids && t->vocab_str[id] &&
+            (t->vocab_len[id] != content->string_len || memcmp(t->vocab_str[id], content->string, t->vocab_len[id])))
+            return ssm_error("%s: added token '%s' has id %d, which model.vocab gives to '%s': one id for two strings "
+                             "(model.vocab's ids leave a gap below it)", t->name, content->string, id, t->vocab_str[id]);
         max_added = imax(max_added, id);
         tok.len = content->string_len;
         tok.content = xmalloc(tok.len + 1);
