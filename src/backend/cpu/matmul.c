@@ -107,12 +107,58 @@ static inline float bf16_to_f32(uint16_t h) {
 
 #define LOWP_MAX_M 16 /* rows of x handled per pass over w: decode batches up to 16 read w once */
 
+/* acc[0..3] (vf) = the dot products of x [K16] with the 4 weight rows wr[0..3], 16 lanes each (lane i sums the
+ * elements k = i mod 16). Generic: vf arithmetic, each 16 weights widened by LOAD16. With AVX2 but not AVX-512, GCC
+ * keeps arrays of 64-byte vectors in memory and turns the widening into scalar code (bf16 and int8 decode ran slower
+ * than float32 there): the same lanes as pairs of 8-wide registers, widened by WIDEN2, the same FMAs in the same
+ * order, so the same bits. */
+#if defined(__AVX2__) && !defined(__AVX512F__) && VW == 16
+#define LOWP_DOT4(acc, wr, x, K16, LOAD16, WIDEN2)                                                                   \
+    do {                                                                                                           \
+        __m256 lo[4], hi[4];                                                                                       \
+        for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();                                           \
+        for (int k = 0; k < (K16); k += 16) {                                                                      \
+            const __m256 x0 = _mm256_loadu_ps((x) + k), x1 = _mm256_loadu_ps((x) + k + 8);                        \
+            for (int j = 0; j < 4; j++) {                                                                          \
+                __m256 w0, w1;                                                                                     \
+                WIDEN2((wr)[j] + k, &w0, &w1);                                                                     \
+                lo[j] = _mm256_fmadd_ps(w0, x0, lo[j]);                                                            \
+                hi[j] = _mm256_fmadd_ps(w1, x1, hi[j]);                                                            \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int j = 0; j < 4; j++) {                                                                              \
+            memcpy(&(acc)[j], &lo[j], sizeof lo[j]);                                                               \
+            memcpy((char *)&(acc)[j] + sizeof lo[j], &hi[j], sizeof hi[j]);                                        \
+        }                                                                                                          \
+    } while (0)
+static inline void bf16_widen2(const uint16_t *p, __m256 *a, __m256 *b) {
+    *a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    *b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
+}
+static inline void i8_widen2(const int8_t *p, __m256 *a, __m256 *b) {
+    const __m128i q = _mm_loadu_si128((const __m128i *)p);
+    *a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    *b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+}
+#else
+#define LOWP_DOT4(acc, wr, x, K16, LOAD16, WIDEN2)                                                                   \
+    do {                                                                                                           \
+        for (int k = 0; k < (K16); k += VW) {                                                                      \
+            const vf xv = vf_load((x) + k);                                                                        \
+            (acc)[0] += LOAD16((wr)[0] + k) * xv;                                                                  \
+            (acc)[1] += LOAD16((wr)[1] + k) * xv;                                                                  \
+            (acc)[2] += LOAD16((wr)[2] + k) * xv;                                                                  \
+            (acc)[3] += LOAD16((wr)[3] + k) * xv;                                                                  \
+        }                                                                                                          \
+    } while (0)
+#endif
+
 /* The decode GEMMs on low-precision weights w [N, K] of element type T (bf16, or int8 with a float32 scale per row;
  * scale NULL: none), widened 16 at a time by LOAD16 and one at a time by TO_F32, accumulated in float32:
  *   GEMV(y, x, w, scale, N, K, beta): one x row (batch-1 decode), 4 weight rows at a time, so each x vector loaded
  *     from L1 feeds 4 independent FMA chains while the weights stream in;
  *   XWT(y, ldy, x, ldx, w, scale, M, N, K, beta): up to LOWP_MAX_M x rows per pass over w. */
-#define DEFINE_LOWP_GEMM(GEMV, XWT, T, LOAD16, TO_F32)                                                               \
+#define DEFINE_LOWP_GEMM(GEMV, XWT, T, LOAD16, TO_F32, WIDEN2)                                                       \
     static void GEMV(float *y, const float *x, const T *w, const float *scale, int N, int K, float beta) {          \
         const int K16 = K / VW * VW;                                                                               \
         _Pragma("omp parallel for schedule(static)") for (int n0 = 0; n0 < N; n0 += 4) {                          \
@@ -120,13 +166,7 @@ static inline float bf16_to_f32(uint16_t h) {
             vf acc[4] = {vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f), vf_set1(0.0f)};                              \
             const T *wr[4];                                                                                        \
             for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(n0 + (j < nn ? j : 0)) * K;                           \
-            for (int k = 0; k < K16; k += VW) {                                                                    \
-                const vf xv = vf_load(x + k);                                                                      \
-                acc[0] += LOAD16(wr[0] + k) * xv;                                                                  \
-                acc[1] += LOAD16(wr[1] + k) * xv;                                                                  \
-                acc[2] += LOAD16(wr[2] + k) * xv;                                                                  \
-                acc[3] += LOAD16(wr[3] + k) * xv;                                                                  \
-            }                                                                                                      \
+            LOWP_DOT4(acc, wr, x, K16, LOAD16, WIDEN2);                                                            \
             for (int j = 0; j < nn; j++) {                                                                         \
                 float sum = vf_sum(acc[j]);                                                                        \
                 for (int k = K16; k < K; k++) sum += TO_F32(wr[j][k]) * x[k];                                      \
@@ -164,7 +204,7 @@ static inline float bf16_to_f32(uint16_t h) {
 
 static inline float i8_to_f32(int8_t q) { return (float)q; }
 
-DEFINE_LOWP_GEMM(gemv_bf16, xwT_bf16w, uint16_t, bf16_load16, bf16_to_f32)
+DEFINE_LOWP_GEMM(gemv_bf16, xwT_bf16w, uint16_t, bf16_load16, bf16_to_f32, bf16_widen2)
 
 float *host_f32_from_bf16_rows(const uint16_t *src, int ld, size_t rows, int cols) {
     float *x = xmalloc(sizeof(float) * rows * cols);
@@ -225,7 +265,7 @@ static inline vf i8_load16(const int8_t *p) {
 #endif
 }
 
-DEFINE_LOWP_GEMM(gemv_i8, xwT_w8, int8_t, i8_load16, i8_to_f32)
+DEFINE_LOWP_GEMM(gemv_i8, xwT_w8, int8_t, i8_load16, i8_to_f32, i8_widen2)
 
 void host_i8_from_f32_rows(int8_t *dst, float *scale, const float *src, size_t rows, int cols) {
 #pragma omp parallel for schedule(static)
