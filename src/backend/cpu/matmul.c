@@ -131,6 +131,29 @@ static inline float bf16_to_f32(uint16_t h) {
             memcpy((char *)&(acc)[j] + sizeof lo[j], &hi[j], sizeof hi[j]);                                        \
         }                                                                                                          \
     } while (0)
+/* acc[0..mn) = the dot products of one weight row wr with x rows 0 .. mn-1 (row stride ldx), in groups of 4 rows
+ * (8 registers of sums), each group widening the row again: the same lanes and FMAs as the generic form below. */
+#define LOWP_ROWS(acc, wr, x, ldx, mn, K16, LOAD16, WIDEN2)                                                          \
+    do {                                                                                                           \
+        for (int g = 0; g < (mn); g += 4) {                                                                        \
+            const float *xr[4];                                                                                    \
+            for (int j = 0; j < 4; j++) xr[j] = (x) + (size_t)(g + imin(j, (mn) - g - 1)) * (ldx);                 \
+            __m256 lo[4], hi[4];                                                                                   \
+            for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();                                       \
+            for (int k = 0; k < (K16); k += 16) {                                                                  \
+                __m256 w0, w1;                                                                                     \
+                WIDEN2((wr) + k, &w0, &w1);                                                                        \
+                for (int j = 0; j < 4; j++) {                                                                      \
+                    lo[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[j] + k), lo[j]);                                \
+                    hi[j] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[j] + k + 8), hi[j]);                            \
+                }                                                                                                  \
+            }                                                                                                      \
+            for (int j = 0; j < 4 && g + j < (mn); j++) {                                                          \
+                memcpy(&(acc)[g + j], &lo[j], sizeof lo[j]);                                                       \
+                memcpy((char *)&(acc)[g + j] + sizeof lo[j], &hi[j], sizeof hi[j]);                               \
+            }                                                                                                      \
+        }                                                                                                          \
+    } while (0)
 static inline void bf16_widen2(const uint16_t *p, __m256 *a, __m256 *b) {
     *a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
     *b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8))), 16));
@@ -141,6 +164,14 @@ static inline void i8_widen2(const int8_t *p, __m256 *a, __m256 *b) {
     *b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
 }
 #else
+#define LOWP_ROWS(acc, wr, x, ldx, mn, K16, LOAD16, WIDEN2)                                                          \
+    do {                                                                                                           \
+        for (int m = 0; m < (mn); m++) (acc)[m] = vf_set1(0.0f);                                                   \
+        for (int k = 0; k < (K16); k += VW) {                                                                      \
+            const vf wv = LOAD16((wr) + k);                                                                        \
+            for (int m = 0; m < (mn); m++) (acc)[m] += wv * vf_load((x) + (size_t)m * (ldx) + k);                  \
+        }                                                                                                          \
+    } while (0)
 #define LOWP_DOT4(acc, wr, x, K16, LOAD16, WIDEN2)                                                                   \
     do {                                                                                                           \
         for (int k = 0; k < (K16); k += VW) {                                                                      \
@@ -186,11 +217,7 @@ static inline void i8_widen2(const int8_t *p, __m256 *a, __m256 *b) {
             _Pragma("omp parallel for schedule(static)") for (int n = 0; n < N; n++) {                            \
                 const T *wr = w + (size_t)n * K;                                                                   \
                 vf acc[LOWP_MAX_M];                                                                                \
-                for (int m = 0; m < mn; m++) acc[m] = vf_set1(0.0f);                                               \
-                for (int k = 0; k < K16; k += VW) {                                                                \
-                    const vf wv = LOAD16(wr + k);                                                                  \
-                    for (int m = 0; m < mn; m++) acc[m] += wv * vf_load(x + (size_t)(m0 + m) * ldx + k);           \
-                }                                                                                                  \
+                LOWP_ROWS(acc, wr, x + (size_t)m0 * ldx, ldx, mn, K16, LOAD16, WIDEN2);                            \
                 for (int m = 0; m < mn; m++) {                                                                     \
                     float sum = vf_sum(acc[m]);                                                                    \
                     for (int k = K16; k < K; k++) sum += TO_F32(wr[k]) * x[(size_t)(m0 + m) * ldx + k];            \
