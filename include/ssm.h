@@ -152,7 +152,7 @@ typedef struct {
     int batch, seq_len, grad_accum;
     double val_fraction;
     /* validation text from its own file: the whole data_path then trains and val_fraction is unused (NULL or "":
-     * the val_fraction tail of data_path) */
+     * the val_fraction tail of data_path; ssm_train reads "" as NULL) */
     const char *val_data_path;
     int eval_every;        /* steps between validation passes (and checkpoints) */
     long eval_bytes;       /* validation bytes per pass (0: the whole split) */

@@ -251,6 +251,7 @@ static int train_prepare(ssm_train_options *opts, const ssm_config *cfg, batch_s
                              opts->batch, dist_size());
         opts->batch /= dist_size();
     }
+    if (opts->val_data_path && !opts->val_data_path[0]) opts->val_data_path = NULL; /* "" (a checkpoint's): none */
     if (train_options_check(t)) return -1;
     if ((long long)t->batch * dist_size() * t->seq_len > (1LL << 30))
         return ssm_error("--batch x ranks x --seq-len is more than 2^30 bytes per micro-batch: use a smaller --batch");
@@ -319,7 +320,7 @@ int ssm_train(const ssm_train_options *options, const ssm_config *cfg) {
             fprintf(stderr, "task: %s: %d answers per sequence, the loss on them alone; validation: %d sequences of a "
                     "fixed stream%s\n", src.task_name, task_answers(&src.task), t->val_seqs,
                     t->resume ? "; resuming" : "");
-        else if (t->val_data_path && t->val_data_path[0])
+        else if (t->val_data_path)
             fprintf(stderr, "data: %s: %zu bytes to train on; validation: %s: %zu bytes%s\n", t->data_path,
                     d->train_len, t->val_data_path, d->len - d->train_len, t->resume ? "; resuming" : "");
         else

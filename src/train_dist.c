@@ -42,7 +42,7 @@ int train_dist_check_same_run(const ssm_train_options *t, const ssm_model *m, co
              "eps %a clip %a task %s noise %a %d vfrac %a vdata %s", t->batch, t->seq_len, t->grad_accum, (unsigned long long)t->seed,
              o->steps, o->lr, o->min_lr, o->warmup, o->weight_decay, o->beta1, o->beta2, o->eps, o->clip,
              t->task ? t->task : "-", t->noise_rate, t->noise_byte, t->val_fraction,
-             t->val_data_path && t->val_data_path[0] ? "file" : "-");
+             t->val_data_path ? "file" : "-");
     uint64_t h[3] = {hash_bytes(0xcbf29ce484222325ull, opts, strlen(opts)),
                      hash_bytes(0xcbf29ce484222325ull, src->data.bytes, src->data.len),
                      0};

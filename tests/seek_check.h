@@ -24,7 +24,8 @@ static inline double seek_vs_zero_prefill(const ssm_model *m, int n, int steps) 
     for (int t = 0; t < steps && worst >= 0; t++) {
         const int tok[2] = {(5 + 17 * t) % V, (200 - t) % V};
         if (ssm_step(m, a, tok, la) || ssm_step(m, b, tok, lb)) worst = -1;
-        else if (memcmp(la, lb, sizeof(float) * 2 * V)) worst = fmax(worst, test_rel_err(lb, la, (size_t)2 * V) + 1e-30);
+        else if (memcmp(la, lb, sizeof(float) * 2 * V))
+            worst = fmax(worst, test_rel_err(lb, la, (size_t)2 * V) + 1e-30);
     }
     ssm_state_reset(b);
     if (worst >= 0 && model_state_seek(m, b, n + steps) != -1) worst = -2;

@@ -132,8 +132,8 @@ def run(ctx):
              f"that position, the cache that long and zeros, `ssm bench --no-prefill`: the same reads, without the "
              f"prefill's quadratic time). \"state\" is what ssm info reports "
              f"the decode state holds; \"peak memory\" is the bench process's own ({mem_label}: weights, state "
-             f"and the prefill's working memory, where there was a prefill). No published numbers are set beside these: the claim is about "
-             f"the mechanism, measured here.\n\n" + md_table(headers, trs) + "\n" + "\n".join(lines) + "\n")
+             f"and the prefill's working memory, where there was a prefill). No published numbers are set beside "
+             f"these: the claim is about the mechanism, measured here.\n\n" + md_table(headers, trs) + "\n" + "\n".join(lines) + "\n")
     ctx.write({"preset": P}, rows, table, plots, summary=summary)
 
 

@@ -33,7 +33,7 @@ int data_open(dataset *d, const char *path, const char *val_path, double val_fra
         free(buf);
         return ssm_error("%s: the data file is empty", path);
     }
-    const int file = val_path && val_path[0]; /* validation from its own file, appended: all of path trains */
+    const int file = val_path != NULL; /* validation from its own file, appended: all of path trains */
     const size_t need = (size_t)min_window + 1, val = file ? 0 : (size_t)(len * val_fraction);
     if (len - val < need || (!file && val_fraction > 0 && val < need)) {
         free(buf);

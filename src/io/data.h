@@ -15,7 +15,7 @@ typedef struct {
     size_t train_len; /* bytes [0, train_len) train; [train_len, len) validation */
 } dataset;
 
-/* Loads `path` and holds out the last val_fraction of it; or, with val_path (not NULL or ""), trains on all of
+/* Loads `path` and holds out the last val_fraction of it; or, with val_path (not NULL), trains on all of
  * `path` and validates on val_path (val_fraction unused). Needs at least min_window + 1 bytes in each part (none
  * held out: validation is off); errors (missing, empty, too short) are one line naming the file and what is needed. */
 int data_open(dataset *d, const char *path, const char *val_path, double val_fraction, int min_window);

@@ -7,7 +7,7 @@
 int source_open(batch_source *s, const ssm_train_options *t) {
     memset(s, 0, sizeof *s);
     if (t->task) {
-        if (t->val_data_path && t->val_data_path[0])
+        if (t->val_data_path)
             return ssm_error("--task validates on its own fixed stream: drop --val-data (or --task)");
         if (t->noise_rate != 0)
             return ssm_error("--noise-rate inserts filler into a --data file, not into a --task: drop one of them");

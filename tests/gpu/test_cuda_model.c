@@ -284,7 +284,8 @@ static ssm_config hybrid_config(const char *pattern, int n_layer, int n_kv, int 
  * kernels read on the device (decode graphs replay it) set by an upload. Within 1e-6: the cache's zeros from the
  * prefill's GEMMs may carry a sign the seek's do not (bitwise on the CPU). */
 static void test_state_seek(void) {
-    TEST_BEGIN("CUDA: a state moved to position N (no prefill) decodes as after a prefill of N tokens that cache zeros");
+    TEST_BEGIN("CUDA: a state moved to position N (no prefill) decodes as after a prefill of N tokens that cache "
+               "zeros");
     ssm_config c = hybrid_config("af", 4, 2, 0);
     ssm_model *m = ssm_model_new(&c, 11);
     EXPECT(m, "model: %s", ssm_last_error());

@@ -231,12 +231,13 @@ static void dec_piece(const attn_args *a, int b, int j0, int nk, float *s, float
 /* The forward at T = 1: the pieces of every sequence as jobs, then each sequence's merged in key order. */
 static void fwd_decode(const attn_args *a, float *o, int ldo) {
     const int H = a->H, hd = a->hd;
-    int *first = xmalloc(sizeof(int) * (a->B + 1)), *lo = xmalloc(sizeof(int) * a->B);
+    /* sequence b's keys [lo[b], hi[b]) are jobs first[b] .. first[b + 1] - 1 */
+    int *first = xmalloc(sizeof(int) * (a->B + 1)), *lo = xmalloc(sizeof(int) * a->B),
+        *hi = xmalloc(sizeof(int) * a->B);
     first[0] = 0;
     for (int b = 0; b < a->B; b++) {
-        int hi;
-        key_range(a, b, 0, &lo[b], &hi);
-        first[b + 1] = first[b] + (hi - lo[b] + ATTN_DEC_KEYS - 1) / ATTN_DEC_KEYS;
+        key_range(a, b, 0, &lo[b], &hi[b]);
+        first[b + 1] = first[b] + (hi[b] - lo[b] + ATTN_DEC_KEYS - 1) / ATTN_DEC_KEYS;
     }
     const int jobs = first[a->B];
     float *parts = xmalloc(sizeof(float) * ((size_t)jobs * H * (hd + 2) + 1));
@@ -247,10 +248,8 @@ static void fwd_decode(const attn_args *a, float *o, int ldo) {
         for (int job = 0; job < jobs; job++) {
             int b = 0;
             while (first[b + 1] <= job) b++;
-            int khi, klo;
-            key_range(a, b, 0, &klo, &khi);
-            const int j0 = klo + (job - first[b]) * ATTN_DEC_KEYS;
-            dec_piece(a, b, j0, imin(ATTN_DEC_KEYS, khi - j0), s, parts + (size_t)job * H * (hd + 2));
+            const int j0 = lo[b] + (job - first[b]) * ATTN_DEC_KEYS;
+            dec_piece(a, b, j0, imin(ATTN_DEC_KEYS, hi[b] - j0), s, parts + (size_t)job * H * (hd + 2));
         }
         free(s);
     }
@@ -270,7 +269,7 @@ static void fwd_decode(const attn_args *a, float *o, int ldo) {
                 orow[c] /= l;
             if (a->lse) a->lse[(size_t)b * H + h] = m + logf(l);
         }
-    free(parts), free(first), free(lo);
+    free(parts), free(first), free(lo), free(hi);
 }
 
 void cpu_attn_fwd_tiled(const attn_args *a, float *o, int ldo) {
