@@ -8,7 +8,8 @@
 set -u
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d /tmp/ssm_experiments.XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+par="results/.parallel-test-$$"  # in the checkout: the runs' stamps name it relative to the repository
+trap 'rm -rf "$dir" "$par"' EXIT
 fails=0
 ok() { echo "ok - $1"; }
 fail() { echo "FAIL - $1"; fails=$((fails + 1)); }
@@ -104,6 +105,25 @@ PY2
     ok "experiments: state --from-cache writes the partial result of the calls' cache, running nothing"
 else
     fail "experiments: state --from-cache: $(tail -3 "$dir/fc.err")"
+fi
+
+# experiments/device_parallel.sh: two groups of recall's runs at once, each in its own copy of the checkout, packed
+# into one parts.tar; merged here (merge_results.py), the result written from the cache is whole, running nothing
+RESULTS=$par OUT="$dir/parout" SSM=build/ssm experiments/device_parallel.sh recall 'mqar' 'selcopy|induction' \
+    -- --smoke >"$dir/par.out" 2>&1
+mkdir -p "$dir/parts" && tar xf "$dir/parout/parts.tar" -C "$dir/parts" 2>>"$dir/par.out"
+if experiments/merge_results.py "$par" "$dir"/parts/part*/"$(basename "$par")".tar.xz >>"$dir/par.out" 2>&1 &&
+    python3 experiments/run.py recall --smoke --from-cache --out "$par" >>"$dir/par.out" 2>&1 &&
+    python3 - "$par/result.json" <<'PY'; then
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["status"] == "ok", (r["status"], r.get("reason"))
+assert r["commands"] and all(c.get("cached") or c.get("reused") for c in r["commands"]), "a command ran"
+assert all(row.get("accuracy") is not None or row.get("accuracy_by_length") for row in r["rows"]), "a run unscored"
+PY
+    ok "experiments/device_parallel.sh: two groups at once, merged: recall whole from the cache"
+else
+    fail "experiments/device_parallel.sh: $(tail -3 "$dir/par.out")"
 fi
 
 # the full presets: every command built without running anything (the data need not be here)

@@ -199,5 +199,5 @@ def write_results(ctx, P, rows):
 
 def _pct(s):
     if s.get("error"):
-        return "failed"
+        return "not run" if "not run yet" in s["error"] else "failed"
     return fmt(s.get("accuracy"))

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Merges packed results of one experiment (device_call.sh's NAME.tar.xz, one per group of
+experiments/device_parallel.sh) into a results folder: each pack's finished runs (runs/NAME with its experiment_command.txt)
+and logs replace the folder's, and cache.json becomes the union of all. Then `experiments/run.py NAME --from-cache
+--out FOLDER` writes the table and plots.
+    experiments/merge_results.py results/recall OUT/part*/recall.tar.xz"""
+import argparse
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+
+def merge_pack(into, pack):
+    """Merges one pack into the folder `into`; returns the names of the finished runs it brought."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(pack) as t:
+            t.extractall(tmp, filter="data")
+        found = [p for p in Path(tmp).rglob("cache.json")] or [p for p in Path(tmp).rglob("runs")]
+        if not found:
+            sys.exit(f"merge_results.py: {pack} holds no experiment results (no cache.json, no runs/)")
+        src = found[0].parent
+        brought = []
+        for run in sorted((src / "runs").glob("*")) if (src / "runs").is_dir() else []:
+            if not (run / "experiment_command.txt").exists() or not (run / "best" / "config.json").exists():
+                continue  # unfinished in that call (the stamp comes last): the folder's copy, if any, stays
+            dest = into / "runs" / run.name
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(run, dest)
+            brought.append(run.name)
+        if (src / "logs").is_dir():
+            shutil.copytree(src / "logs", into / "logs", dirs_exist_ok=True)
+        cache = {}
+        if (src / "cache.json").exists():
+            cache = json.loads((src / "cache.json").read_text())
+        return brought, cache
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("into", type=Path, help="the results folder (e.g. results/recall); created if missing")
+    ap.add_argument("packs", nargs="+", type=Path, help="NAME.tar.xz files from device calls")
+    a = ap.parse_args()
+    a.into.mkdir(parents=True, exist_ok=True)
+    cache_path = a.into / "cache.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for pack in a.packs:
+        brought, c = merge_pack(a.into, pack)
+        cache.update(c)
+        print(f"{pack}: {len(brought)} finished runs ({', '.join(brought) or 'none'}), {len(c)} cached commands")
+    tmp = cache_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cache, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(cache_path)
+
+
+if __name__ == "__main__":
+    main()
