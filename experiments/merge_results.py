@@ -17,7 +17,10 @@ def merge_pack(into, pack):
     """Merges one pack into the folder `into`; returns the names of the finished runs it brought."""
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(pack) as t:
-            t.extractall(tmp, filter="data")
+            try:
+                t.extractall(tmp, filter="data")  # (members outside tmp, links and devices refused)
+            except TypeError:  # a Python without extraction filters (before 3.11.4): our own packs only
+                t.extractall(tmp)
         found = [p for p in Path(tmp).rglob("cache.json")] or [p for p in Path(tmp).rglob("runs")]
         if not found:
             sys.exit(f"merge_results.py: {pack} holds no experiment results (no cache.json, no runs/)")
