@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Several groups of one experiment's runs at once on one GPU, each group a device_call.sh in its own copy of the
-# checkout: the recall experiment's models (d_model 64-512, 2-4 layers) leave most of a GPU idle between their
-# small kernels, so several training processes share it well.
+# checkout: the recall experiment's models (d_model 64-512, 2-4 layers) run many small kernels, and a call can keep
+# several of them training (whether that beats one at a time was not measured: docs/experiments.md).
 #   on the machine:  experiments/device_parallel.sh NAME 'GROUP1' 'GROUP2' ... [-- run.py options]
 #                    (each GROUP a --runs value; carry .devbuild and results/NAME; OUT set by the device tool)
 #   here, after:     tar xf OUT/parts.tar -C /tmp/parts && experiments/merge_results.py results/NAME \
 #                        /tmp/parts/part*/NAME.tar.xz
-# Each group's copy starts from results/NAME (RESULTS, as for device_call.sh: what earlier calls finished) and packs its own NAME.tar.xz and
-# call.log into partN/ of $OUT/parts.tar (one file: the device tool returns only a few). BUDGET (seconds) applies
-# to each group. OpenMP gets the cores shared out, its threads sleeping when idle (the groups' spinning threads
-# would otherwise take the CPU from each other).
+# Each group's copy starts from results/NAME (or RESULTS, as for device_call.sh: what earlier calls finished) and
+# packs its own NAME.tar.xz and call.log into partN/ of $OUT/parts.tar (one file: the device tool returns only a
+# few). BUDGET (seconds) applies to each group; a run it cuts is lost. OpenMP gets the cores shared out, its threads
+# sleeping when idle (the groups' spinning threads would otherwise take the CPU from each other).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: experiments/device_parallel.sh NAME GROUP... [-- run.py options]}
