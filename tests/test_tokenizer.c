@@ -350,6 +350,24 @@ done:
     TEST_END();
 }
 
+/* The same added token twice (tokenizers keeps one, with the later options): the map's key is the first copy's
+ * string until the second replaces it (the fuzzer's use-after-free, 2026-12-06). */
+static void test_added_twice(void) {
+    TEST_BEGIN("an added token listed twice: one token, the later options win");
+    spec sp = {.added = "[{\"id\":256,\"content\":\"<x>\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
+                        "\"normalized\":false,\"special\":true},"
+                        "{\"id\":256,\"content\":\"<x>\",\"single_word\":false,\"lstrip\":true,\"rstrip\":false,"
+                        "\"normalized\":false,\"special\":true}]"};
+    ssm_tokenizer *t = load_spec(&sp);
+    EXPECT(t, "load");
+    if (!t) goto done;
+    EXPECT(ssm_tokenizer_vocab_size(t) == 257, "vocab size %d", ssm_tokenizer_vocab_size(t));
+    ENCODE_IS(t, "a <x>", 'a', 256); /* lstrip, the second's: the space goes to <x> */
+done:
+    ssm_tokenizer_free(t);
+    TEST_END();
+}
+
 #define REPEAT9(x) x x x x x x x x x
 #define REPEAT10(x) REPEAT9(x) x
 
@@ -563,6 +581,7 @@ int main(void) {
     test_regex_splits();
     test_prefix_space();
     test_added_tokens();
+    test_added_twice();
     test_nfc();
     test_ignore_merges_and_unk();
     test_random_round_trip();

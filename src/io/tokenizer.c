@@ -831,9 +831,10 @@ static int load_added_tokens(ssm_tokenizer *t, const json_value *list) {
         tok.content = xmalloc(tok.len + 1);
         memcpy(tok.content, content->string, tok.len + 1);
         if (prev >= 0) { /* the same content again: its latest options win */
-            free(t->added[prev].content);
+            char *old = t->added[prev].content; /* (the map's key until the put below: freed after it) */
             t->added[prev] = tok;
             strmap_put(&t->added_map, tok.content, tok.len, prev);
+            free(old);
         } else {
             t->added[t->n_added] = tok;
             strmap_put(&t->added_map, tok.content, tok.len, t->n_added);
