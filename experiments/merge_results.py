@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Merges packed results of one experiment (device_call.sh's NAME.tar.xz, one per group of
-experiments/device_parallel.sh) into a results folder: each pack's finished runs (runs/NAME with its experiment_command.txt)
-and logs replace the folder's, and cache.json becomes the union of all. Then `experiments/run.py NAME --from-cache
+experiments/device_parallel.sh) into a results folder: each pack's finished runs (as --reuse knows them) and logs
+replace the folder's, and cache.json becomes the union of all. Then `experiments/run.py NAME --from-cache
 --out FOLDER` writes the table and plots.
     experiments/merge_results.py results/recall OUT/part*/recall.tar.xz"""
 import argparse
@@ -12,6 +12,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ssmexp.harness import finished_command  # noqa: E402
+
 
 def merge_pack(into, pack):
     """Merges one pack into the folder `into`; returns the names of the finished runs it brought."""
@@ -21,14 +24,14 @@ def merge_pack(into, pack):
                 t.extractall(tmp, filter="data")  # (members outside tmp, links and devices refused)
             except TypeError:  # a Python without extraction filters (before 3.11.4): our own packs only
                 t.extractall(tmp)
-        found = [p for p in Path(tmp).rglob("cache.json")] or [p for p in Path(tmp).rglob("runs")]
+        found = list(Path(tmp).rglob("cache.json")) or list(Path(tmp).rglob("runs"))
         if not found:
             sys.exit(f"merge_results.py: {pack} holds no experiment results (no cache.json, no runs/)")
         src = found[0].parent
         brought = []
         for run in sorted((src / "runs").glob("*")) if (src / "runs").is_dir() else []:
-            if not (run / "experiment_command.txt").exists() or not (run / "best" / "config.json").exists():
-                continue  # unfinished in that call (the stamp comes last): the folder's copy, if any, stays
+            if finished_command(run) is None:
+                continue  # unfinished in that call: the folder's copy, if any, stays
             dest = into / "runs" / run.name
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(run, dest)

@@ -45,6 +45,15 @@ def git_state():
             "dirty": bool(status) if status is not None else None}
 
 
+def finished_command(rundir):
+    """The command a finished training run in rundir ran (its stamp, written last, and its best checkpoint), or
+    None: what --reuse keeps, and what experiments/merge_results.py brings from a device call's pack."""
+    stamp = Path(rundir) / "experiment_command.txt"
+    if not stamp.exists() or not (Path(rundir) / "best" / "config.json").exists():
+        return None
+    return stamp.read_text()
+
+
 def device_state(device, threads):
     """The machine in words: the CPU (model, cores, threads used) and, for cuda, the GPU as nvidia-smi names it."""
     cpu = platform.processor() or platform.machine()
@@ -451,8 +460,7 @@ class Context:
         argv += list(extra) + ["--sample", "0", "--quiet"] + self.device_args("train")
         stamp = rundir / "experiment_command.txt"
         cmd = self.key(argv)
-        if (self.reuse or self.from_cache) and not self.dry_run and stamp.exists() and stamp.read_text() == cmd and \
-                (rundir / "best" / "config.json").exists():
+        if (self.reuse or self.from_cache) and not self.dry_run and finished_command(rundir) == cmd:
             log(f"[{self.name}] {name}: reusing {self.rel(rundir)}")
             self.commands.append({"cmd": shlex.join([self.rel(self.ssm)] + [str(a) for a in argv[1:]]),
                                   "reused": True})
