@@ -53,12 +53,15 @@ def main():
     cache_path = a.into / "cache.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for pack in a.packs:
-        brought, c = merge_pack(a.into, pack)
+        try:
+            brought, c = merge_pack(a.into, pack)
+        except (OSError, tarfile.TarError) as e:  # (the packs before it stay merged, their cache written)
+            sys.exit(f"merge_results.py: {pack}: {' '.join(str(e).split())}")
         cache.update(c)
+        tmp = cache_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(cache, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(cache_path)
         print(f"{pack}: {len(brought)} finished runs ({', '.join(brought) or 'none'}), {len(c)} cached commands")
-    tmp = cache_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cache, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(cache_path)
 
 
 if __name__ == "__main__":
