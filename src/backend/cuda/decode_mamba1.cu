@@ -171,30 +171,30 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             for (size_t base = gthread - lane; base < (size_t)B * E * NP; base += nthreads) {
                 const size_t t = base + lane, i = t / NP; // i = b * E + e
                 const int n = (int)(t % NP);
-                const bool live = i < (size_t)B * E;
+                const bool live = i < (size_t)B * E, mine = live && n < N; // mine: state n is this lane's
                 const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
                 const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
+                // every read that does not wait on dt first, so that the chain below waits on one latency, not three
+                const float xv = live ? xs[i] : 0.0f, zv = live ? z[i] : 0.0f, dtb = live ? L.dt_b[e] : 0.0f,
+                            dv = live ? L.Dv[e] : 0.0f, hv = mine ? L.scan_state[i * N + n] : 0.0f,
+                            an = mine ? L.At[(size_t)n * E + e] : 0.0f, bn = mine ? lo[R + n] : 0.0f,
+                            cn = mine ? lo[R + N + n] : 0.0f;
                 float s = 0.0f;
                 if (live)
                     for (int r = n; r < R; r += NP)
                         s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
                 for (int off = NP / 2; off > 0; off >>= 1)
                     s += __shfl_xor_sync(DEC_FULL, s, off);
-                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + L.dt_b[e] : 0.0f),
-                            xv = live ? xs[i] : 0.0f;
+                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + dtb : 0.0f);
                 float c = 0.0f;
-                if (live && n < N) {
-                    float *hp = L.scan_state + i * N + n;
-                    const float h = *hp * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
-                    *hp = h;
-                    c = lo[R + N + n] * h;
+                if (mine) {
+                    const float h = hv * expf(dt * an) + dt * xv * bn;
+                    L.scan_state[i * N + n] = h;
+                    c = cn * h;
                 }
                 for (int off = NP / 2; off > 0; off >>= 1)
                     c += __shfl_xor_sync(DEC_FULL, c, off);
-                if (live && n == 0) {
-                    const float zv = z[i];
-                    g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
-                }
+                if (live && n == 0) g[i] = (c + dv * xv) * zv * sigmoid_ref(zv);
             }
         }
         dec_sync(st.trace, ph);
