@@ -360,9 +360,11 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
         fill(sm.sh);
         __syncthreads();
         for (int r = gwarp; r < D; r += nwarps) {
+            // x's value and the bias read before the row's product, not after it (one latency less on the chain)
+            const float xr = lane < B ? x[(size_t)lane * D + r] : 0.0f, br = bias ? bias[r] : 0.0f;
             float acc[NB];
             warp_dot<NB>(acc, w + (size_t)r * K, sm.sh, K, K, B);
-            if (lane < B) out_add(r, lane, pick(acc, lane) * row_scale(scale, r));
+            if (lane < B) x[(size_t)lane * D + r] = xr + (pick(acc, lane) * row_scale(scale, r) + br);
         }
     }
 }
