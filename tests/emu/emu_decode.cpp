@@ -128,10 +128,12 @@ int main(int argc, char **argv) {
         {'m', 32, 2, 16, 2, 20, 0, 1, 2, 3},
         {'m', 48, 1, 12, 3, 40, 1, 0, 1, 3},
         {'m', 64, 1, 16, 4, 64, 0, 1, 1, 2},
-        /* Mamba-2: heads of 16 in 1, 2 or 4 groups, d_state 16 to 64 (more than a warp's lanes), a dt limit */
+        /* Mamba-2: heads of 16 in 1, 2 or 4 groups, d_state 16 to 64 (more than a warp's lanes) and 160 (the SSD
+         * step's columns in two runs of 128, the second short), a dt limit */
         {'M', 64, 2, 32, 16, 1, 0, 1, 0, 5, 2},
         {'M', 64, 2, 48, 16, 3, 1, 1, 1, 4, 1, 0.05f},
         {'M', 32, 2, 64, 8, 2, 0, 0, 2, 4, 4},
+        {'M', 32, 1, 160, 8, 2, 0, 1, 0, 3, 1},
         {'M', 64, 1, 16, 32, 20, 1, 1, 1, 3, 2},
         {'M', 32, 2, 32, 16, 40, 0, 1, 2, 2, 1},
     };

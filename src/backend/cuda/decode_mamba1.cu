@@ -101,8 +101,10 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         } else {
             if (st.prefetch > 1) { // this warp's rows and their conv lines, read while the block normalizes x
                 prefetch_rows_l1((const W *)L.in_proj, gwarp, nwarps, 2 * E, D, DEC_L1_ROWS);
-                for (int r = gwarp, i = 0; r < E && i < DEC_L1_ROWS; r += nwarps, i++)
+                for (int r = gwarp, i = 0; r < E && i < DEC_L1_ROWS; r += nwarps, i++) {
                     if (lane < B) prefetch_l1(L.conv_state + ((size_t)lane * E + r) * (K - 1));
+                    if (lane == 31) prefetch_l1(L.conv_w + (size_t)r * K);
+                }
             }
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
             for (int r = gwarp; r < 2 * E; r += nwarps) {

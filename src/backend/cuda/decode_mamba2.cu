@@ -12,6 +12,8 @@
 // ones: the results match the op-by-op step to float rounding.
 #include "backend/cuda/decode_common.cuh"
 
+#define M2_RUN 4 // the SSD step's columns a lane reads at once (4 x 32: d_state 128 in one run)
+
 // the SSD step's dt: softplus (torch's threshold 20) clamped to [lo, hi], as ssd_dt
 __device__ __forceinline__ static float ssd_dt_ref(float pre, float lo, float hi) {
     const float dt = pre > 20.0f ? pre : log1pf(expf(pre));
@@ -119,14 +121,32 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         // B: the SSD step, a warp per (sequence, head, state row), and the gate
         for (int row = gwarp; row < B * H * P; row += nwarps) {
             const int b = row / (H * P), h = row / P % H, p = row % P, g = h / hpg;
-            const float dt = ssd_dt_ref(dtr[(size_t)b * H + h] + L.dt_bias[h], a.dt_min, a.dt_max);
-            const float e = expf(dt * -expf(L.A_log[h])), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
             const float *Bv = xbc + (size_t)b * Cd + Di + (size_t)g * N, *Cv = Bv + GN;
             float *S = L.ssd_state + (((size_t)b * H + h) * P + p) * N, acc = 0.0f;
-            for (int n = lane; n < N; n += 32) {
-                const float s = e * S[n] + xp * Bv[n];
-                S[n] = s;
-                acc += s * Cv[n];
+            // the state row's columns in runs of M2_RUN a lane, each run's reads (S, B, C) issued together before its
+            // writes, and the first run's before dt: the chain waits on one latency, not one a column
+            float sv[M2_RUN], bv[M2_RUN], cv[M2_RUN];
+            auto load_run = [&](int n0) {
+#pragma unroll
+                for (int q = 0; q < M2_RUN; q++) {
+                    const int n = n0 + 32 * q + lane;
+                    sv[q] = n < N ? S[n] : 0.0f, bv[q] = n < N ? Bv[n] : 0.0f, cv[q] = n < N ? Cv[n] : 0.0f;
+                }
+            };
+            load_run(0);
+            const float dt = ssd_dt_ref(dtr[(size_t)b * H + h] + L.dt_bias[h], a.dt_min, a.dt_max);
+            const float e = expf(dt * -expf(L.A_log[h])), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
+            for (int n0 = 0; n0 < N; n0 += 32 * M2_RUN) { // (n in increasing order, as one column at a time)
+                if (n0 > 0) load_run(n0);
+#pragma unroll
+                for (int q = 0; q < M2_RUN; q++) {
+                    const int n = n0 + 32 * q + lane;
+                    if (n < N) {
+                        const float s = e * sv[q] + xp * bv[q];
+                        S[n] = s;
+                        acc += s * cv[q];
+                    }
+                }
             }
             for (int off = 16; off > 0; off >>= 1)
                 acc += __shfl_xor_sync(DEC_FULL, acc, off);
