@@ -12,17 +12,16 @@
 #       "gap" part before it, 2026-12-06: every scoring path, CPU and GPU, float32 and bf16, equals the training
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks:
-#   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them) of the
-#                    decode-l1 branch's build (main's where that branch was not built)
-#   fused decode     main against decode-l1 (rows into L1 before the norm, one block an SM for ptxas): d768x24 at
-#                    batch 1 in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16; decode-l1 with
-#                    SSM_DECODE_PREFETCH=1 (its L2 prefetch alone: the launch bounds' share)
+#   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), every FAIL
+#   fused decode     the L1 prefetch on and off (SSM_DECODE_PREFETCH=2, the default, against =1): d768x24 at batch 1
+#                    in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16 (at batch 1 bf16 it measured
+#                    no gain on 2026-12-06; off for good if the others agree)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
 # 1K and prefill at 64K; then the decode's reads before barriers (reverted), the attention decode's runs of keys, the
-# float32 dq kernel, Mamba-1 and m2x24 decode, the m2x24 step, the tiled float32 attention: docs/performance.md,
-# 2026-12-06.)
+# float32 dq kernel, Mamba-1 and m2x24 decode, the m2x24 step, the tiled float32 attention, the decode's launch
+# bounds and early reads (decode-l1): docs/performance.md, 2026-12-06.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -93,27 +92,26 @@ PY
     t end
     exit 0
 fi
-X=.devbuild/decode-l1
-[ -d $X ] || X=$M
+X=$M
 t tests of $X
 for part in attn ssd gated scan; do
     echo "test_ops $part: $(timeout 120 $X/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"
 done
-timeout 200 $X/test_cuda_model 2>&1 | grep -E "^(FAIL|ok)" | cut -c1-100 | tail -12
-# the fused decode, main against decode-l1, twice each in turn (ms a step)
-dec() { # BIN CONFIG BATCH [bench options]: the bench's decode line
-    local b=$1 c=$2 n=$3
-    shift 3
-    timeout 60 $b/ssm bench --config $c --device cuda --what decode --decode-steps 200 --decode-batch $n "$@" 2>&1 |
-        grep -iE '^decode|rror' | tr -s ' ' | cut -c1-150
+timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
+echo "test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
+grep -E '^FAIL' /tmp/tcm.log | cut -c1-150
+dec() { # CONFIG BATCH [bench options]: the bench's decode lines
+    local c=$1 n=$2
+    shift 2
+    timeout 60 $X/ssm bench --config $c --device cuda --what decode --decode-steps 200 --decode-batch $n "$@" 2>&1 |
+        grep -iE '^decode|rror' | tr -s ' ' | cut -c1-150 | tr '\n' ' '
 }
-t fused decode, main vs decode-l1
+t fused decode, the L1 prefetch on and off, twice each in turn
 for round in 1 2; do
-    for w in --bf16 --int8 ''; do
-        for b in $M $X; do echo "$b d768x24 B1 ${w:-float32}: $(dec $b d768x24 1 $w)"; done
+    for pf in 2 1; do
+        for w in --bf16 --int8 ''; do echo "PREFETCH=$pf d768x24 B1 ${w:-float32}: $(SSM_DECODE_PREFETCH=$pf dec d768x24 1 $w)"; done
+        echo "PREFETCH=$pf d768x24 B4 bf16: $(SSM_DECODE_PREFETCH=$pf dec d768x24 4 --bf16)"
+        echo "PREFETCH=$pf m2x24 B1 bf16: $(SSM_DECODE_PREFETCH=$pf dec m2x24 1 --bf16)"
     done
-    for b in $M $X; do echo "$b d768x24 B4 bf16: $(dec $b d768x24 4 --bf16)"; done
-    for b in $M $X; do echo "$b m2x24 B1 bf16: $(dec $b m2x24 1 --bf16)"; done
-    echo "$X SSM_DECODE_PREFETCH=1 d768x24 B1 bf16: $(SSM_DECODE_PREFETCH=1 dec $X d768x24 1 --bf16)"
 done
 t end
