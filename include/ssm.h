@@ -284,6 +284,9 @@ double ssm_bench_decode_step(const ssm_model *m, int n_seq, int steps);
  * context's position, its cache zeros (the time and memory of decode at that context, whose values do not matter,
  * without the prefill's: quadratic for attention). */
 double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int steps, int no_prefill);
+/* Peak device bytes that m's backend allocated so far in this process (its buffers, states and caches, and the
+ * stream-ordered pool's high-water mark; the CUDA context and cuBLASLt's workspace not counted); 0 on the CPU. */
+size_t ssm_bench_device_peak(const ssm_model *m);
 /* Seconds for a prefill of len positions per sequence into a fresh state of n_seq sequences (ssm_forward with the
  * state, chunk positions per call; 0: the whole prompt in one call), the median of 3 after a warmup; -1 with
  * ssm_last_error() when the state cannot be made or the forward fails. */

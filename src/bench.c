@@ -108,6 +108,11 @@ double ssm_bench_decode_at(const ssm_model *m, int n_seq, long context, int step
     return med;
 }
 
+size_t ssm_bench_device_peak(const ssm_model *m) {
+    model_bind(m);
+    return m->be->mem_in_use();
+}
+
 double ssm_bench_prefill(const ssm_model *m, int n_seq, long len, int chunk) {
     const int V = ssm_model_config(m)->vocab_size;
     const long T = chunk > 0 && chunk < len ? chunk : len;

@@ -91,6 +91,10 @@ del c[gpu[0]]  # one model's first context: never measured
 second = [k for k in gpu if k.split()[3] != gpu[0].split()[3]][0]  # another model's first: a timeout
 del c[second]
 c[shlex.join(shlex.split(second) + ["(timeout 120 s)"])] = {"error": "timeout after 120 s"}
+# peak memory: a sample below the state it held is a miss, not a number; ssm's own peak, where printed, wins
+rest = [k for k in gpu if k in c and k.split()[3] != second.split()[3]]  # (the timeout's model: not run after)
+c[rest[0]].update(gpu_memory_bytes=1024)
+c[rest[1]].update(gpu_memory_bytes=1024, device_peak_bytes=7 * 2**30)
 json.dump(c, open(sys.argv[1], "w"))
 PY
 import json, sys
@@ -101,6 +105,8 @@ skipped = [row.get("skipped", "") for row in r["rows"]]
 assert "not run yet" in skipped, skipped
 assert any(row.get("error") == "timeout after 120 s" for row in r["rows"]), "the cached timeout is not in the rows"
 assert any(s.startswith("not run: timeout") for s in skipped), "a context after the timeout was run"
+table = open(sys.argv[1].replace("result.json", "table.md")).read()
+assert "missed (a sample: 1.0 KiB)" in table and "| 7.0 GiB |" in table, "peak memory: a missed sample shown as a number"
 PY2
     ok "experiments: state --from-cache writes the partial result of the calls' cache, running nothing"
 else

@@ -924,8 +924,13 @@ static int cmd_bench(int argc, char **argv) {
             snprintf(label, sizeof label, "decode batch 1 at %s", context_label(h, sizeof h, ctx[i]));
             /* a step reads the weights and the whole state (an attention layer's cache at that context) */
             const double state = (double)ssm_model_state_bytes_at(m, -1, ctx[i]);
-            printf("%-28s %12.3f %14.1f   state %s, reads %.1f MB a step: %.1f GB/s\n", label, sc * 1e3, 1 / sc,
+            printf("%-28s %12.3f %14.1f   state %s, reads %.1f MB a step: %.1f GB/s", label, sc * 1e3, 1 / sc,
                    human_bytes(h, sizeof h, state), (weight_bytes + state) / 1e6, (weight_bytes + state) / sc / 1e9);
+            /* the state is freed by now: the peak, not a sample of what is live (a short decode's 12 GiB cache can
+             * come and go between two samples of nvidia-smi) */
+            const size_t peak = ssm_bench_device_peak(m);
+            if (peak) printf("; device peak %s", human_bytes(h, sizeof h, (double)peak));
+            printf("\n");
         }
         if (on_cpu) {
             double copy_bw, read_bw;

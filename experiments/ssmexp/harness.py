@@ -650,7 +650,8 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout, extra=()):
     """`ssm bench --model DIR --what decode --contexts N`, one context per process, measured as it runs: the
     decode time per step at that context (as bench reports it), the state it reports, and the process's peak
     memory up to the end of that decode: VmHWM from /proc on the CPU, and on a GPU the device memory of the
-    process as nvidia-smi reports it (sampled every 0.2 s while it runs). The bench's later rows (its memory
+    process as nvidia-smi reports it (sampled every 0.2 s while it runs: a short decode's cache can come and go
+    between two samples) and the peak of ssm's own device allocations, which bench prints at the row's end. The bench's later rows (its memory
     bandwidth probe on the CPU) are not waited for: the process is stopped and killed once the context's row is
     out. Returns a dict, or one with "error"."""
     argv = [ctx.ssm, "bench", "--model", ctx.rel(model), "--what", "decode", "--contexts", str(context),
@@ -699,7 +700,8 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout, extra=()):
             if not chunk:
                 break
             buf += chunk
-            m = re.search(rb"decode batch 1 at \S+\s+([0-9.]+)\s+([0-9.]+)\s+state ([0-9.]+ [KMGT]?i?B)", buf)
+            # the whole row (its end may say the process's device peak)
+            m = re.search(rb"decode batch 1 at \S+\s+([0-9.]+)\s+([0-9.]+)\s+state ([0-9.]+ [KMGT]?i?B)([^\n]*)\n", buf)
             if m:
                 row = m
                 break
@@ -746,6 +748,9 @@ def bench_decode(ctx, model, context, decode_steps, logname, timeout, extra=()):
         out["peak_rss_bytes"] = hwm
     if on_gpu:
         out["gpu_memory_bytes"] = gpu_peak or None
+    dp = re.search(rb"device peak ([0-9.]+ [KMGT]?i?B)", row.group(4))
+    if dp:
+        out["device_peak_bytes"] = parse_bytes(dp.group(1).decode())
     ctx.remember(ctx.key(argv), out)
     return out
 
