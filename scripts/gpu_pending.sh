@@ -15,7 +15,8 @@
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), every FAIL
 #   fused decode     the L1 prefetch on and off (SSM_DECODE_PREFETCH=2, the default, against =1): d768x24 at batch 1
 #                    in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16 (at batch 1 bf16 it measured
-#                    no gain on 2026-12-06; off for good if the others agree)
+#                    no gain on 2026-12-06; off for good if the others agree); before it, bench's device peak on
+#                    a t768x12 decode at 64K (its 4.9 GiB cache: the peak must exceed it)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
@@ -106,6 +107,9 @@ dec() { # CONFIG BATCH [bench options]: the bench's decode lines
     timeout 60 $X/ssm bench --config $c --device cuda --what decode --decode-steps 200 --decode-batch $n "$@" 2>&1 |
         grep -iE '^decode|rror' | tr -s ' ' | cut -c1-150 | tr '\n' ' '
 }
+t "bench's device peak at the end of a context row (the state experiment's memory, since b7141d2)"
+timeout 60 $X/ssm bench --config t768x12 --device cuda --what decode --decode-steps 5 --decode-batch 1 --contexts 64K \
+    --no-prefill 2>&1 | grep -E 'at 64K|rror'
 t fused decode, the L1 prefetch on and off, twice each in turn
 for round in 1 2; do
     for pf in 2 1; do
