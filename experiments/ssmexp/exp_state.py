@@ -111,7 +111,7 @@ def run(ctx):
     for i, e in enumerate(per_model):
         xs, color = [p["context"] for p in e["points"]], PALETTE[i % len(PALETTE)]
         p_mem.add(f"{e['model']}: state", xs, [p.get("state_info_bytes") for p in e["points"]], color=color)
-        p_mem.add(f"{e['model']}: {mem_label}", xs, [_mem(p, on_gpu) for p in e["points"]], dashed=True,
+        p_mem.add(f"{e['model']}: {'GPU memory' if on_gpu else 'peak RSS'}", xs, [_mem(p, on_gpu) for p in e["points"]], dashed=True,
                   color=color)
         p_time.add(e["model"], xs, [p.get("ms_per_step") for p in e["points"]], color=color)
     plots = [p_mem.save(ctx.out / "memory_vs_context.svg"), p_time.save(ctx.out / "decode_vs_context.svg")]
