@@ -51,6 +51,10 @@ def main(argv=None):
                     help="write the tables and plots from what earlier calls measured (the output's cache.json and "
                          "finished runs; --reuse implied), running nothing: what they did not reach shows as not run "
                          "(status partial). For an experiment split over GPU calls that ran out of them.")
+    ap.add_argument("--earlier", metavar="RESULT_JSON",
+                    help="an earlier result.json of this experiment and preset: its finished rows stand for the runs "
+                         "this call leaves out (with --from-cache: a result completed over sessions whose results "
+                         "folder was lost; the rows say earlier: true)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--list", action="store_true", help="list the experiments")
     args = ap.parse_args(argv)

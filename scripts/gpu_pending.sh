@@ -13,6 +13,7 @@
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks:
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), every FAIL
+#   small models     the MQAR models' step time and kernel times (where do 33.6 ms a step go at 64K positions?)
 #   fused decode     the L1 prefetch on and off (SSM_DECODE_PREFETCH=2, the default, against =1): d768x24 at batch 1
 #                    in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16 (at batch 1 bf16 it measured
 #                    no gain on 2026-12-06; off for good if the others agree); before it, bench's device peak on
@@ -110,6 +111,16 @@ dec() { # CONFIG BATCH [bench options]: the bench's decode lines
 t "bench's device peak at the end of a context row (the state experiment's memory, since b7141d2)"
 timeout 60 $X/ssm bench --config t768x12 --device cuda --what decode --decode-steps 5 --decode-batch 1 --contexts 64K \
     --no-prefill 2>&1 | grep -E 'at 64K|rror'
+t "a small model's step (the recall experiment's MQAR Mamba-1, d_model 128 x 4, 256 x 256; alone 33.6 ms a step)"
+for layers in m a; do
+    n=4 && [ $layers = a ] && n=2
+    SSM_KERNEL_TIMES=1 timeout 60 $X/ssm train --task mqar:seq=256,pairs=16 --d-model 128 --n-layer $n --layers $layers \
+        --n-heads 1 --batch 256 --steps 60 --warmup 10 --eval-every 1000 --lr 3e-3 --sample 0 --quiet --device cuda \
+        --bf16 --overwrite --out /tmp/mq$layers >/tmp/mq$layers.log 2>&1
+    python3 -c "import json,sys; r=[json.loads(l)['step_ms'] for l in open(sys.argv[1]) if 'step_ms' in l][10:]; \
+print('$layers: step ms (median of steps 11-60): %.2f' % sorted(r)[len(r)//2])" /tmp/mq$layers/metrics.jsonl
+    grep -A14 'kernel times' /tmp/mq$layers.log | cut -c1-80
+done
 t fused decode, the L1 prefetch on and off, twice each in turn
 for round in 1 2; do
     for pf in 2 1; do

@@ -132,6 +132,29 @@ else
     fail "experiments/device_parallel.sh: $(tail -3 "$dir/par.out")"
 fi
 
+# --earlier: the results folder loses the second group's runs (left on another machine); beside the whole result of
+# before, the rows of the runs it lacks come from that result (marked earlier) and its own (the first group's) stay
+cp "$par/result.json" "$dir/earlier.json" && rm -rf "$par"
+if experiments/merge_results.py "$par" "$dir"/parts/part0/"$(basename "$par")".tar.xz >"$dir/half.out" 2>&1 &&
+    python3 experiments/run.py recall --smoke --from-cache --out "$par" --earlier "$dir/earlier.json" \
+        >>"$dir/half.out" 2>&1 &&
+    ! python3 experiments/run.py recall --from-cache --out "$par" --earlier "$dir/earlier.json" \
+        >>"$dir/half.out" 2>&1 && grep -q "not of recall (full)" "$dir/half.out" &&
+    python3 - "$par/result.json" "$dir/earlier.json" <<'PY'; then
+import json, sys
+r, old = (json.load(open(f)) for f in sys.argv[1:3])
+assert r["status"] == "ok", (r["status"], r.get("reason"))
+mine = {x["name"]: x for x in r["rows"]}
+assert set(mine) == {x["name"] for x in old["rows"]}, "rows lost or added"
+for name, row in mine.items():
+    assert bool(row.get("earlier")) == (not name.startswith("mqar")), (name, row.get("earlier"))
+assert len(r["commands"]) == len(old["commands"]), (len(r["commands"]), len(old["commands"]))
+PY
+    ok "experiments: --earlier fills the runs a results folder lacks from an earlier result, its own kept"
+else
+    fail "experiments: --earlier: $(tail -3 "$dir/half.out")"
+fi
+
 # the full presets: every command built without running anything (the data need not be here)
 if python3 experiments/run.py all --dry-run >"$dir/dry" 2>"$dir/dry.err" &&
     [ "$(grep -c '^build/ssm train' "$dir/dry")" -ge 40 ] && grep -q -- '--device cuda --bf16' "$dir/dry" &&

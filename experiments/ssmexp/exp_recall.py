@@ -134,7 +134,7 @@ def run(ctx):
                      "best_val_acc": r.best_val("val_acc", lowest=False)})
     if ctx.dry_run:
         return
-    write_results(ctx, P, rows)
+    write_results(ctx, P, ctx.with_earlier(rows))
 
 
 def write_results(ctx, P, rows):

@@ -282,6 +282,13 @@ class Context:
         # --reuse a later call (on a machine without the models' weights) reads them there instead of running them
         self.cache_path = (Path(args.out or REPO / "results" / name).resolve()) / "cache.json"
         self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+        # --earlier FILE: an earlier call's result.json, whose rows stand for the runs this one leaves out
+        self.earlier = None
+        if getattr(args, "earlier", None):
+            self.earlier = json.loads(Path(args.earlier).read_text(encoding="utf-8"))
+            if (self.earlier.get("experiment"), self.earlier.get("preset")) != (self.name, self.preset):
+                raise SystemExit(f"--earlier {args.earlier}: a result of {self.earlier.get('experiment')} "
+                                 f"({self.earlier.get('preset')} preset), not of {self.name} ({self.preset})")
         self.t0 = time.time()
         self._help = {}
         if not self.dry_run:
@@ -528,6 +535,27 @@ class Context:
         if corpus_file is not None:
             argv += ["--data", self.rel(corpus_file)]
         return [str(a) for a in argv + list(extra) + ["--quiet"] + self.device_args("eval")]
+
+    def with_earlier(self, rows):
+        """rows, where --earlier's result has a finished row for a run this call left out (deferred), that row
+        instead, its commands added to this result's: an experiment spread over sessions whose results folder stayed
+        on another machine, the committed result.json its record. What this call measured wins."""
+        if not self.earlier:
+            return rows
+        old = {r["name"]: r for r in self.earlier.get("rows", []) if r.get("name") not in self.earlier.get("deferred", [])
+               and not r.get("error")}
+        out = []
+        for r in rows:
+            name = r.get("name")
+            if name in old and name in self.deferred:
+                # the run and its commands (evals, info: every one that names its directory)
+                self.deferred = [d for d in self.deferred if d not in (name, f"eval-{name}")
+                                 and not d.startswith(f"eval-{name}-")]
+                mine = re.compile(rf"/runs/{re.escape(name)}(/|\s|$)")
+                self.commands += [c for c in self.earlier.get("commands", []) if mine.search(c["cmd"])]
+                r = dict(old[name], earlier=True)
+            out.append(r)
+        return out
 
     # ---- results -------------------------------------------------------------------------------------------
     def plot_note(self):
