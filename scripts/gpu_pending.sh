@@ -13,17 +13,20 @@
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks:
 #   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), every FAIL
-#   small models     the MQAR models' step time and kernel times (where do 33.6 ms a step go at 64K positions?)
-#   fused decode     the L1 prefetch on and off (SSM_DECODE_PREFETCH=2, the default, against =1): d768x24 at batch 1
-#                    in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16 (at batch 1 bf16 it measured
-#                    no gain on 2026-12-06; off for good if the others agree); before it, bench's device peak on
-#                    a t768x12 decode at 64K (its 4.9 GiB cache: the peak must exceed it)
+#   small models     where a small model's training step goes (the recall experiment's MQAR models: 25-31 ms a step
+#                    alone for 64K positions, the scan's kernels 3.6 ms of it): bench's step (--profile) against
+#                    train's, a task against a file, all OpenMP threads against one
+#   fused decode     d768x24 at batch 1 in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16, after
+#                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
+#                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
+#                    0.669-0.670, 0.444-0.451)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
 # 1K and prefill at 64K; then the decode's reads before barriers (reverted), the attention decode's runs of keys, the
 # float32 dq kernel, Mamba-1 and m2x24 decode, the m2x24 step, the tiled float32 attention, the decode's launch
-# bounds and early reads (decode-l1): docs/performance.md, 2026-12-06.)
+# bounds and early reads (decode-l1), the L1 prefetch (removed) and bench's device peak: docs/performance.md,
+# 2026-12-06.)
 set -u
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -108,25 +111,22 @@ dec() { # CONFIG BATCH [bench options]: the bench's decode lines
     timeout 60 $X/ssm bench --config $c --device cuda --what decode --decode-steps 200 --decode-batch $n "$@" 2>&1 |
         grep -iE '^decode|rror' | tr -s ' ' | cut -c1-150 | tr '\n' ' '
 }
-t "bench's device peak at the end of a context row (the state experiment's memory, since b7141d2)"
-timeout 60 $X/ssm bench --config t768x12 --device cuda --what decode --decode-steps 5 --decode-batch 1 --contexts 64K \
-    --no-prefill 2>&1 | grep -E 'at 64K|rror'
-t "a small model's step (the recall experiment's MQAR Mamba-1, d_model 128 x 4, 256 x 256; alone 33.6 ms a step)"
-for layers in m a; do
-    n=4 && [ $layers = a ] && n=2
-    SSM_KERNEL_TIMES=1 timeout 60 $X/ssm train --task mqar:seq=256,pairs=16 --d-model 128 --n-layer $n --layers $layers \
-        --n-heads 1 --batch 256 --steps 60 --warmup 10 --eval-every 1000 --lr 3e-3 --sample 0 --quiet --device cuda \
-        --bf16 --overwrite --out /tmp/mq$layers >/tmp/mq$layers.log 2>&1
-    python3 -c "import json,sys; r=[json.loads(l)['step_ms'] for l in open(sys.argv[1]) if 'step_ms' in l][10:]; \
-print('$layers: step ms (median of steps 11-60): %.2f' % sorted(r)[len(r)//2])" /tmp/mq$layers/metrics.jsonl
-    grep -A14 'kernel times' /tmp/mq$layers.log | cut -c1-80
-done
-t fused decode, the L1 prefetch on and off, twice each in turn
-for round in 1 2; do
-    for pf in 2 1; do
-        for w in --bf16 --int8 ''; do echo "PREFETCH=$pf d768x24 B1 ${w:-float32}: $(SSM_DECODE_PREFETCH=$pf dec d768x24 1 $w)"; done
-        echo "PREFETCH=$pf d768x24 B4 bf16: $(SSM_DECODE_PREFETCH=$pf dec d768x24 4 --bf16)"
-        echo "PREFETCH=$pf m2x24 B1 bf16: $(SSM_DECODE_PREFETCH=$pf dec m2x24 1 --bf16)"
+t "a small model's step: bench's (--profile) against train's, a task against a file, all threads against one"
+timeout 60 $X/ssm bench --config d256x4 --device cuda --what train --batch 256 --seq-len 256 --steps 10 --bf16 \
+    --profile 2>&1 | grep -v '^\s*$' | head -40
+med() { python3 -c "import json, sys
+r = [json.loads(l)['step_ms'] for l in open(sys.argv[1]) if 'step_ms' in l][8:]
+print('%s: median step %.2f ms' % (sys.argv[2], sorted(r)[len(r) // 2]))" "$1/metrics.jsonl" "$2"; }
+for src in "--task mqar:seq=256,pairs=16" "--data data/tinyshakespeare.txt --seq-len 256"; do
+    for threads in 0 1; do
+        timeout 60 $X/ssm train $src --d-model 256 --n-layer 4 --layers m --batch 256 --steps 40 --warmup 4 \
+            --eval-every 1000 --lr 3e-3 --sample 0 --quiet --device cuda --bf16 --overwrite --out /tmp/small \
+            --threads $threads >/tmp/small.log 2>&1 || tail -3 /tmp/small.log
+        med /tmp/small "train d256x4 $src, --threads $threads"
     done
 done
+t fused decode
+for w in --bf16 --int8 ''; do echo "d768x24 B1 ${w:-float32}: $(dec d768x24 1 $w)"; done
+echo "d768x24 B4 bf16: $(dec d768x24 4 --bf16)"
+echo "m2x24 B1 bf16: $(dec m2x24 1 --bf16)"
 t end

@@ -42,27 +42,6 @@ __device__ __forceinline__ static void prefetch_l2(const void *p) {
 #endif
 }
 
-// Asks for the line at p in this SM's L1 (a hint, as prefetch_l2)
-__device__ __forceinline__ static void prefetch_l1(const void *p) {
-#ifdef __CUDA_ARCH__
-    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
-#endif
-}
-
-// A warp's next rows of w [rows, K] (r0, r0 + step, ..., at most nmax of them) into L1, a lane a 128-byte line: asked
-// for a phase ahead of their reads (or before the block's norm), so that the row products that follow wait on L1,
-// not on L2's latency once a row (SSM_DECODE_PREFETCH=2, the default)
-template <typename W>
-__device__ __forceinline__ static void prefetch_rows_l1(const W *w, int r0, int step, int rows, int K, int nmax) {
-    const int lane = (int)threadIdx.x % 32;
-    for (int r = r0, i = 0; r < rows && i < nmax; r += step, i++) {
-        const uintptr_t a = (uintptr_t)(w + (size_t)r * K), end = a + sizeof(W) * (size_t)K;
-        for (uintptr_t o = (a & ~(uintptr_t)127) + 128 * (uintptr_t)lane; o < end; o += 32 * 128)
-            prefetch_l1((const void *)o);
-    }
-}
-#define DEC_L1_ROWS 2 // rows a warp asks into L1 ahead: the first two of its share (more would crowd L1 out)
-
 // The lines of [p, p + bytes) into L2, spread over the grid's threads
 __device__ __forceinline__ static void prefetch_range(const void *p, size_t bytes, size_t gthread, size_t nthreads) {
     for (size_t o = gthread * 128; o < bytes; o += nthreads * 128)
@@ -324,7 +303,7 @@ __device__ static void dec_embed(float *x, const float *emb, const int *tokens, 
 // logits [B, V] = head (rmsnorm(x) norm_w), every block normalizing x itself
 template <int NB, typename W, bool TC>
 __device__ static void dec_head(float *logits, const W *head, const float *scale, const float *norm_w, const float *x,
-                                int V, int D, int B, float eps, const DecSmem &sm, int pf) {
+                                int V, int D, int B, float eps, const DecSmem &sm) {
     auto logit = [&](int v, int b, float s) { logits[(size_t)b * V + v] = s; };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
@@ -333,7 +312,6 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
     } else {
         const int lane = (int)threadIdx.x % 32, gwarp = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32),
                   nwarps = (int)gridDim.x * DEC_WARPS;
-        if (pf > 1) prefetch_rows_l1(head, gwarp, nwarps, V, D, DEC_L1_ROWS); // (read while the block normalizes)
         block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, norm_w, B, D, eps);
         for (int v = gwarp; v < V; v += nwarps) {
             float acc[NB];
@@ -344,11 +322,11 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
 }
 
 // x [B, D] += w in (+ bias) for the D rows of w [D, K]: FFMA (a warp a row, its input in sm.sh as fill() leaves it,
-// [B, K] floats; pf > 1: the warp's rows asked into L1 before) or tensor cores (tc_gemm, its input through stage): a
+// [B, K] floats) or tensor cores (tc_gemm, its input through stage): a
 // layer's out_proj with the residual add
 template <int NB, typename W, bool TC, class Fill, class Stage>
 __device__ static void dec_residual_proj(float *x, const W *w, const float *scale, const float *bias, int D, int K,
-                                         int B, const DecSmem &sm, Fill fill, Stage stage, int pf) {
+                                         int B, const DecSmem &sm, Fill fill, Stage stage) {
     auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (bias ? bias[r] : 0.0f); };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
@@ -356,7 +334,6 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
     } else {
         const int lane = (int)threadIdx.x % 32, gwarp = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32),
                   nwarps = (int)gridDim.x * DEC_WARPS;
-        if (pf > 1) prefetch_rows_l1(w, gwarp, nwarps, D, K, DEC_L1_ROWS); // (read while the block stages its input)
         fill(sm.sh);
         __syncthreads();
         for (int r = gwarp; r < D; r += nwarps) {
@@ -428,11 +405,10 @@ static int dec_launch_w(const Args *a, const Layer *layers, size_t smem) {
     return dec_launch_b<K, float>(a, layers, smem);
 }
 
-// the SSM_DECODE_PREFETCH switch (a tuning knob): 0 off, 1 each layer's weights into L2 a layer ahead, 2 (the
-// default) also each warp's rows into L1 a phase ahead
+// the SSM_DECODE_PREFETCH switch (a tuning knob): 0 off, else (the default) each layer's weights into L2 a layer ahead
 static inline int dec_prefetch_on(void) {
     const char *pf = getenv("SSM_DECODE_PREFETCH");
-    return pf && strcmp(pf, "0") == 0 ? 0 : pf && strcmp(pf, "1") == 0 ? 1 : 2;
+    return !(pf && strcmp(pf, "0") == 0);
 }
 
 // 0 when the GPU takes a cooperative launch with smem bytes of shared memory a block

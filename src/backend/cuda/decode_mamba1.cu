@@ -19,10 +19,9 @@
 //   head:       every block normalizes x (norm_f); a warp per row v: logits_v = head[v] . u.
 // (That is the FFMA form; in the tensor-core form below every product is tc_gemm's, 16-row tiles dealt to blocks.)
 // Each layer's matrices are asked into L2 (prefetch) as the previous layer starts, so that they stream from memory
-// while the grid waits at barriers and its reads hit L2; in the FFMA form each warp then asks its first rows of
-// in_proj and out_proj into L1 as their phase starts, before the block's norm or staging, so that the two latencies
-// overlap (m1_decode_args.prefetch; SSM_DECODE_PREFETCH=1: L2 only, 0: off). (Not a phase ahead: a grid barrier's
-// acquire may drop L1's lines.)
+// while the grid waits at barriers and its reads hit L2 (m1_decode_args.prefetch; SSM_DECODE_PREFETCH=0: off). (Each
+// warp's first rows also asked into L1 as a phase starts measured 2-4% slower in bf16 and int8, no faster in float32:
+// removed, 2026-12-06, docs/performance.md.)
 // Weights float32, bf16, or int8 with a scale per row (the sums scaled once, as matmul_xwT's int8 form). Up to
 // DEC_MAX_B = 8 sequences share each weight read in FFMA (a warp keeps NB sums, NB = B rounded up to a power of two);
 // 9 to 64 (bf16 and int8 weights) take the tensor-core form (tc_gemm: 16-row tiles of m16n8k16 products, the
@@ -99,13 +98,6 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
                         [&](int r, int b, float v) { in_proj_out(L, E, K, xs, z, r, b, v); });
         } else {
-            if (st.prefetch > 1) { // this warp's rows and their conv lines, read while the block normalizes x
-                prefetch_rows_l1((const W *)L.in_proj, gwarp, nwarps, 2 * E, D, DEC_L1_ROWS);
-                for (int r = gwarp, i = 0; r < E && i < DEC_L1_ROWS; r += nwarps, i++) {
-                    if (lane < B) prefetch_l1(L.conv_state + ((size_t)lane * E + r) * (K - 1));
-                    if (lane == 31) prefetch_l1(L.conv_w + (size_t)r * K);
-                }
-            }
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
             for (int r = gwarp; r < 2 * E; r += nwarps) {
                 float acc[NB];
@@ -207,10 +199,10 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
                     st[i] = g[i];
             },
-            stage_act(g, E), st.prefetch);
+            stage_act(g, E));
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm, st.prefetch);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 

@@ -109,7 +109,6 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             block_rstd(sm.rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D}, in_out);
         } else {
-            if (st.prefetch > 1) prefetch_rows_l1((const W *)L.in_proj, gwarp, nwarps, Din, D, DEC_L1_ROWS);
             block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, st.eps);
             for (int r = gwarp; r < Din; r += nwarps) {
                 float acc[NB];
@@ -159,8 +158,6 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         dec_sync(st.trace, ph);
         // C: g = the gated RMSNorm of v (per group, every block its own sums); x += out_proj(g) (+ bias)
         float *grs = TC ? sm.rs : sm.red; // [B, G] the groups' scales (FFMA: in red, DEC_MAX_B x DEC_MAX_G floats)
-        // (the FFMA form's rows of out_proj into L1 while the block sums the groups: dec_residual_proj need not ask)
-        if (!TC && st.prefetch > 1) prefetch_rows_l1((const W *)L.out_proj, gwarp, nwarps, D, Di, DEC_L1_ROWS);
         block_group_rstd(grs, v, B, Di, G, a.gnorm_eps);
         dec_residual_proj<NB, W, TC>(
             x, (const W *)L.out_proj, L.out_s, L.out_b, D, Di, B, sm,
@@ -168,10 +165,10 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
                     st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
             },
-            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, 0);
+            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G});
         dec_sync(st.trace, ph);
     }
-    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm, st.prefetch);
+    dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
 
