@@ -29,6 +29,8 @@ ARCH = {  # Zoology: attention 2 layers 1 head; other mixers 4 layers; no MLP
     "Mamba-1": {"layers": "m", "n_layer": 4},
 }
 
+ATTN_MAX_HEAD_DIM = 256  # (src/backend/cuda/attention.cu; Zoology's one head of 512 would need 512)
+
 PRESETS = {
     "smoke": {
         "mqar": {"cells": [(64, 4)], "d_models": [16, 32], "train": {"batch": 8, "steps": 12, "warmup": 2,
@@ -102,6 +104,8 @@ def run(ctx):
         for arch, a in ARCH.items():
             for d in Q["d_models"]:
                 shape = dict(a, d_model=d)
+                if "n_heads" in shape:  # the CUDA attention's heads are at most 256 wide: d_model 512 gets two
+                    shape["n_heads"] = max(shape["n_heads"], d // ATTN_MAX_HEAD_DIM)
                 r = ctx.train(f"mqar-T{seq}-k{pairs}-{arch.lower().replace('-', '')}-d{d}", None, shape,
                               dict(Q["train"], min_lr=Q["train"]["lr"] / 10), task=spec)
                 acc = ctx.eval_run(r, None, ["--task", spec], key="accuracy")
