@@ -208,9 +208,19 @@ static void case_bias(op_run *r, const int *p) { /* p: rows, N, pad */
     r->be->bias_grad_acc(out_f32(r, "db", N), dy, ld, rows, N);
 }
 
-static void case_embedding(op_run *r, const int *p) { /* p: V, D, rows */
-    const int V = p[0], D = p[1], rows = p[2];
-    const int *tok = in_ints(r, rows, 0, V);
+/* p: V, D, rows, skew (0: tokens uniform; k > 0: token 0 but for one row in k, as MQAR's padding or selective
+ * copying's noise: runs of one token over many of the CUDA gradient's chunks of 256 sorted rows) */
+static void case_embedding(op_run *r, const int *p) {
+    const int V = p[0], D = p[1], rows = p[2], skew = p[3];
+    int *tok = in_ints(r, rows, 0, V);
+    if (skew) {
+        int *h = xmalloc(sizeof(int) * rows);
+        r->be->download(h, tok, sizeof(int) * rows);
+        for (int i = 0; i < rows; i++)
+            if (rng_next(&r->rng) % (uint64_t)skew) h[i] = 0;
+        r->be->upload(tok, h, sizeof(int) * rows);
+        free(h);
+    }
     const float *table = in_f32(r, (size_t)V * D, 1), *dout = in_f32(r, (size_t)rows * D, 1);
     r->be->embedding_fwd(out_f32(r, "out", (size_t)rows * D), tok, table, rows, D);
     r->be->embedding_bwd(out_f32(r, "dtable", (size_t)V * D), dout, tok, rows, D);
@@ -626,9 +636,17 @@ static void cases_make(void) {
     }
     add_case(BACKEND_OP_bias_add, 1e-5, 0, case_bias, P(301, 75, 5), "bias_add, bias_grad_acc (strided rows)");
     add_case(BACKEND_OP_bias_grad_acc, 1e-5, 0, case_bias, P(7, 1030, 0), "bias_add, bias_grad_acc (wide)");
-    add_case(BACKEND_OP_embedding_fwd, 1e-6, 0, case_embedding, P(67, 45, 301), "embedding_fwd, embedding_bwd");
-    add_case(BACKEND_OP_embedding_bwd, 1e-6, 0, case_embedding, P(256, 768, 64),
+    add_case(BACKEND_OP_embedding_fwd, 1e-6, 0, case_embedding, P(67, 45, 301, 0), "embedding_fwd, embedding_bwd");
+    add_case(BACKEND_OP_embedding_bwd, 1e-6, 0, case_embedding, P(256, 768, 64, 0),
              "embedding_fwd, embedding_bwd (d 768)");
+    /* one token over many chunks (partial sums added in chunk order: not the CPU's order, hence 1e-5), the others
+     * within one; 2 tokens: runs ending on, before and after chunk boundaries */
+    add_case(BACKEND_OP_embedding_bwd, 1e-5, 0, case_embedding, P(40, 96, 5000, 8),
+             "embedding_bwd, one token over 17 of 20 chunks");
+    add_case(BACKEND_OP_embedding_bwd, 1e-5, 0, case_embedding, P(3, 33, 1100, 2),
+             "embedding_bwd, three tokens over 5 chunks");
+    add_case(BACKEND_OP_embedding_bwd, 1e-5, 0, case_embedding, P(5, 1100, 777, 0),
+             "embedding_bwd, d 1100 (columns past a block)");
     const int rn[][2] = {{203, 333}, {77, 768}, {5, 12289}, {3, 12352}};
     for (int i = 0; i < 4; i++) {
         for (int y16 = 0; y16 <= 1; y16++)
