@@ -12,7 +12,7 @@
 #       "gap" part before it, 2026-12-06: every scoring path, CPU and GPU, float32 and bf16, equals the training
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks:
-#   tests            test_ops (attention, SSD, gated norm, scan) and test_cuda_model (decode among them), every FAIL
+#   tests            test_ops (attention, SSD, gated norm, scan, embedding) and test_cuda_model (decode among them), every FAIL
 #   small models     where a small model's training step goes (the recall experiment's MQAR models: 25-31 ms a step
 #                    alone for 64K positions, the scan's kernels 3.6 ms of it): bench's step (--profile) against
 #                    train's, a task against a file, all OpenMP threads against one
@@ -99,7 +99,7 @@ PY
 fi
 X=$M
 t tests of $X
-for part in attn ssd gated scan; do
+for part in attn ssd gated scan embedding; do
     echo "test_ops $part: $(timeout 120 $X/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"
 done
 timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
