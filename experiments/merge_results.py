@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Merges packed results of one experiment (device_call.sh's NAME.tar.xz, one per group of
-experiments/device_parallel.sh) into a results folder: each pack's finished runs (as --reuse knows them) and logs
-replace the folder's, and cache.json becomes the union of all. Then `experiments/run.py NAME --from-cache
+experiments/device_parallel.sh) into a results folder: each pack's finished runs (as --reuse knows them), runs
+cut with their checkpoint (resumed by the next call) and logs replace the folder's, and cache.json becomes the union
+of all. Then `experiments/run.py NAME --from-cache
 --out FOLDER` writes the table and plots.
     experiments/merge_results.py results/recall OUT/part*/recall.tar.xz"""
 import argparse
@@ -13,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssmexp.harness import finished_command  # noqa: E402
+from ssmexp.harness import finished_command, resumable_step  # noqa: E402
 
 
 def merge_pack(into, pack):
-    """Merges one pack into the folder `into`; returns the names of the finished runs it brought."""
+    """Merges one pack into the folder `into`; returns the names of the runs it brought (finished, or cut)."""
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(pack) as t:
             try:
@@ -30,9 +31,16 @@ def merge_pack(into, pack):
         src = found[0].parent
         brought = []
         for run in sorted((src / "runs").glob("*")) if (src / "runs").is_dir() else []:
-            if finished_command(run) is None:
-                continue  # unfinished in that call: the folder's copy, if any, stays
             dest = into / "runs" / run.name
+            if finished_command(run) is None:
+                # cut in that call: its checkpoint, where it came back, unless the folder's copy is further on
+                at = resumable_step(run)
+                if at is None or finished_command(dest) is not None or (resumable_step(dest) or -1) >= at:
+                    continue
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(run, dest)
+                brought.append(f"{run.name} (cut at step {at}: the next call resumes it)")
+                continue
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(run, dest)
             brought.append(run.name)
@@ -61,7 +69,7 @@ def main():
         tmp = cache_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(cache, indent=1) + "\n", encoding="utf-8")
         tmp.replace(cache_path)
-        print(f"{pack}: {len(brought)} finished runs ({', '.join(brought) or 'none'}), {len(c)} cached commands")
+        print(f"{pack}: {len(brought)} runs ({', '.join(brought) or 'none'}), {len(c)} cached commands")
 
 
 if __name__ == "__main__":

@@ -155,6 +155,33 @@ else
     fail "experiments: --earlier: $(tail -3 "$dir/half.out")"
 fi
 
+# a run cut by a call's end: its checkpoint comes back in the pack (small weights), merge_results.py brings it, and
+# the next call resumes it where it stopped (the cut made here by --stop-after, as ssm train does at BUDGET's SIGINT)
+cut="results/.resume-test-$$"
+run="$cut/runs/selcopy-m"
+if python3 experiments/run.py recall --smoke --reuse --runs 'selcopy-m$' --out "$cut" >"$dir/cut.out" 2>&1 &&
+    cmd=$(cat "$run/experiment_command.txt") && mv "$run/experiment_command.txt" "$run/experiment_started.txt" &&
+    eval "build/ssm ${cmd#ssm } --overwrite --stop-after 5" >>"$dir/cut.out" 2>&1 &&
+    RESULTS=$cut OUT="$dir/cutout" SSM=build/ssm experiments/device_call.sh recall --smoke --runs 'no-such-run' \
+        >>"$dir/cut.out" 2>&1 &&
+    tar tJf "$dir/cutout/$(basename "$cut").tar.xz" | grep -q 'selcopy-m/checkpoint/model.safetensors$' &&
+    ! tar tJf "$dir/cutout/$(basename "$cut").tar.xz" | grep -q 'mqar.*safetensors' &&
+    rm -rf "$cut" && experiments/merge_results.py "$cut" "$dir/cutout/$(basename "$cut").tar.xz" >>"$dir/cut.out" 2>&1 &&
+    grep -q 'selcopy-m (cut at step 5' "$dir/cut.out" &&
+    python3 experiments/run.py recall --smoke --reuse --runs 'selcopy-m$' --out "$cut" >>"$dir/cut.out" 2>&1 &&
+    grep -q 'selcopy-m: resuming at step 5' "$dir/cut.out" && [ -f "$cut/logs/train-selcopy-m-from-5.log" ] &&
+    [ "$(cat "$run/experiment_command.txt")" = "$cmd" ] &&
+    python3 - "$run/metrics.jsonl" <<'PY'; then
+import json, sys
+steps = [r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r]
+assert steps == list(range(1, 13)), steps
+PY
+    ok "experiments: a run cut by a call's end comes back with its checkpoint and the next call resumes it"
+else
+    fail "experiments: resuming a cut run: $(tail -3 "$dir/cut.out")"
+fi
+rm -rf "$cut"
+
 # the full presets: every command built without running anything (the data need not be here)
 if python3 experiments/run.py all --dry-run >"$dir/dry" 2>"$dir/dry.err" &&
     [ "$(grep -c '^build/ssm train' "$dir/dry")" -ge 40 ] && grep -q -- '--device cuda --bf16' "$dir/dry" &&

@@ -54,6 +54,23 @@ def finished_command(rundir):
     return stamp.read_text()
 
 
+def resumable_step(rundir, cmd=None):
+    """The step of a training run that was cut (a call's time ran out: ssm train saved a checkpoint at SIGINT) and
+    can go on (its start stamp and its checkpoint's weights are here; with cmd, the stamp is that command), or None.
+    A finished run is not resumable."""
+    rundir = Path(rundir)
+    started, state = rundir / "experiment_started.txt", rundir / "checkpoint" / "train_state.json"
+    if finished_command(rundir) is not None or not started.exists() or not state.exists() \
+            or not (rundir / "checkpoint" / "model.safetensors").exists():
+        return None
+    if cmd is not None and started.read_text() != cmd:
+        return None
+    try:
+        return int(json.loads(state.read_text())["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def device_state(device, threads):
     """The machine in words: the CPU (model, cores, threads used) and, for cuda, the GPU as nvidia-smi names it."""
     cpu = platform.processor() or platform.machine()
@@ -410,9 +427,11 @@ class Context:
         self.cache[cmd] = value
         self.cache_path.write_text(json.dumps(self.cache, indent=1) + "\n", encoding="utf-8")
 
-    def run(self, argv, logname, timeout=None, check=True, cache=False):
+    def run(self, argv, logname, timeout=None, check=True, cache=False, on_interrupt=False):
         """Runs a command from the repository root, its output in logs/logname.log; recorded in commands. cache: a
-        command that reads a finished model (its output kept in cache.json, and with --reuse read from there)."""
+        command that reads a finished model (its output kept in cache.json, and with --reuse read from there).
+        on_interrupt: at SIGINT (device_call.sh's BUDGET reaches the whole process group) the command is waited for,
+        not killed: ssm train saves its checkpoint at the step's end, which the next call resumes."""
         argv = [str(a) for a in argv]
         shown = [self.rel(argv[0]) if argv[0] == self.ssm else argv[0]] + argv[1:]
         cmd = shlex.join(shown)
@@ -431,8 +450,25 @@ class Context:
         logpath = logdir / f"{logname}.log"
         t = time.time()
         try:
-            r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, errors="replace")
-            rc, out, err = r.returncode, r.stdout, r.stderr
+            with subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  errors="replace") as p:
+                try:
+                    out, err = p.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    out, err = p.communicate()
+                    raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
+                except KeyboardInterrupt:
+                    out, err = "", ""
+                    if on_interrupt:
+                        try:  # its own SIGINT came with ours: it is saving a checkpoint
+                            out, err = p.communicate(timeout=120)
+                        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                            pass
+                        logpath.write_text(f"$ {cmd}\n{out}\n--- stderr ---\n{err}\n(interrupted)", encoding="utf-8")
+                    p.kill()
+                    raise
+            rc = p.returncode
         except subprocess.TimeoutExpired as e:
             rc, out, err = "timeout", _text(e.stdout), _text(e.stderr) + f"\n(timed out after {timeout} s)"
         wall = time.time() - t
@@ -476,10 +512,19 @@ class Context:
             self.deferred.append(name)
             return Run(self, name, rundir, shape, opts, error="not run yet (--runs)")
         else:
-            log(f"[{self.name}] train {name}: {shapes.describe(shape)}, d_model {shape['d_model']}, "
-                f"{shapes.human(shapes.params(shape))} parameters")
+            # a run an earlier call cut (its checkpoint came back with it): trained on from there, the same command
+            at = resumable_step(rundir, cmd) if self.reuse and not self.dry_run else None
+            if at is not None:
+                log(f"[{self.name}] {name}: resuming at step {at} (cut by an earlier call)")
+            else:
+                log(f"[{self.name}] train {name}: {shapes.describe(shape)}, d_model {shape['d_model']}, "
+                    f"{shapes.human(shapes.params(shape))} parameters")
             try:
-                self.run(argv + ["--overwrite"], f"train-{name}")
+                if at is None and not self.dry_run:
+                    rundir.mkdir(parents=True, exist_ok=True)
+                    (rundir / "experiment_started.txt").write_text(cmd)
+                self.run(argv + (["--overwrite"] if at is None else ["--resume"]),
+                         f"train-{name}" + ("" if at is None else f"-from-{at}"), on_interrupt=True)
             except Failed as e:  # the others can still run (a layer kind this device lacks, say)
                 log(f"[{self.name}] {name} FAILED: {e}")
                 self.failures.append({"run": name, "error": _short(e), "detail": str(e)})
