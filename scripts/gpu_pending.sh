@@ -16,6 +16,8 @@
 #   small models     where a small model's training step goes (the recall experiment's MQAR models: 25-31 ms a step
 #                    alone for 64K positions, the scan's kernels 3.6 ms of it): bench's step (--profile) against
 #                    train's, a task against a file, all OpenMP threads against one
+#   steps            d768x24 at 8 x 2048 and 1 x 16384, t768x12 at 8 x 2048, bf16, for every binary in .devbuild: the
+#                    embedding fix's effect on text (build cd904ad and main: before and after 6d8464c)
 #   fused decode     d768x24 at batch 1 in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16, after
 #                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
 #                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
@@ -123,6 +125,15 @@ for src in "--task mqar:seq=256,pairs=16" "--data data/tinyshakespeare.txt --seq
             --eval-every 1000 --lr 3e-3 --sample 0 --quiet --device cuda --bf16 --overwrite --out /tmp/small \
             --threads $threads >/tmp/small.log 2>&1 || tail -3 /tmp/small.log
         med /tmp/small "train d256x4 $src, --threads $threads"
+    done
+done
+t "training steps, bf16, every binary built (scripts/gpu_pending.sh build cd904ad main: before and after the embedding fix)"
+for X2 in .devbuild/*/; do
+    [ -x "$X2/ssm" ] || continue
+    for cs in d768x24:8x2048 d768x24:1x16384 t768x12:8x2048; do
+        c=${cs%%:*} bt=${cs#*:}
+        echo "$(basename "$X2") $c ${bt}: $(timeout 90 "$X2/ssm" bench --config "$c" --device cuda --what train \
+            --batch "${bt%x*}" --seq-len "${bt#*x}" --steps 5 --bf16 2>&1 | grep -E '^train|rror' | tr -s ' ')"
     done
 done
 t fused decode
