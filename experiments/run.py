@@ -105,4 +105,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # (device_call.sh's BUDGET, or ^C): a training run cut saved its checkpoint
+        log("interrupted: finished runs are kept; a run cut mid-way resumes with --reuse (the same command)")
+        sys.exit(130)
