@@ -156,7 +156,8 @@ else
 fi
 
 # a run cut by a call's end: its checkpoint comes back in the pack (small weights), merge_results.py brings it, and
-# the next call resumes it where it stopped (the cut made here by --stop-after, as ssm train does at BUDGET's SIGINT)
+# the next call resumes it where it stopped (the cut made here by --stop-after, as ssm train does at BUDGET's SIGINT);
+# one cut after its last step's checkpoint is kept as finished
 cut="results/.resume-test-$$"
 run="$cut/runs/selcopy-m"
 if python3 experiments/run.py recall --smoke --reuse --runs 'selcopy-m$' --out "$cut" >"$dir/cut.out" 2>&1 &&
@@ -171,6 +172,10 @@ if python3 experiments/run.py recall --smoke --reuse --runs 'selcopy-m$' --out "
     python3 experiments/run.py recall --smoke --reuse --runs 'selcopy-m$' --out "$cut" >>"$dir/cut.out" 2>&1 &&
     grep -q 'selcopy-m: resuming at step 5' "$dir/cut.out" && [ -f "$cut/logs/train-selcopy-m-from-5.log" ] &&
     [ "$(cat "$run/experiment_command.txt")" = "$cmd" ] &&
+    mv "$run/experiment_command.txt" "$run/experiment_started.txt" &&
+    python3 experiments/run.py recall --smoke --reuse --runs 'selcopy-m$' --out "$cut" >>"$dir/cut.out" 2>&1 &&
+    grep -q 'selcopy-m: its checkpoint is at the last step (12): kept as finished' "$dir/cut.out" &&
+    [ "$(cat "$run/experiment_command.txt")" = "$cmd" ] && [ ! -f "$cut/logs/train-selcopy-m-from-12.log" ] &&
     python3 - "$run/metrics.jsonl" <<'PY'; then
 import json, sys
 steps = [r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r]

@@ -514,7 +514,10 @@ class Context:
         else:
             # a run an earlier call cut (its checkpoint came back with it): trained on from there, the same command
             at = resumable_step(rundir, cmd) if self.reuse and not self.dry_run else None
-            if at is not None:
+            done = at is not None and at >= int(opts.get("steps", at + 1))
+            if done:  # cut after its last step's checkpoint (in its last validation, or before the stamp): complete
+                log(f"[{self.name}] {name}: its checkpoint is at the last step ({at}): kept as finished")
+            elif at is not None:
                 log(f"[{self.name}] {name}: resuming at step {at} (cut by an earlier call)")
             else:
                 log(f"[{self.name}] train {name}: {shapes.describe(shape)}, d_model {shape['d_model']}, "
@@ -523,8 +526,9 @@ class Context:
                 if at is None and not self.dry_run:
                     rundir.mkdir(parents=True, exist_ok=True)
                     (rundir / "experiment_started.txt").write_text(cmd)
-                self.run(argv + (["--overwrite"] if at is None else ["--resume"]),
-                         f"train-{name}" + ("" if at is None else f"-from-{at}"), on_interrupt=True)
+                if not done:
+                    self.run(argv + (["--overwrite"] if at is None else ["--resume"]),
+                             f"train-{name}" + ("" if at is None else f"-from-{at}"), on_interrupt=True)
             except Failed as e:  # the others can still run (a layer kind this device lacks, say)
                 log(f"[{self.name}] {name} FAILED: {e}")
                 self.failures.append({"run": name, "error": _short(e), "detail": str(e)})
