@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Several groups of one experiment's runs at once on one GPU, each group a device_call.sh in its own copy of the
 # checkout: the recall experiment's models (d_model 64-512, 2-4 layers) run many small kernels, and a call can keep
-# several of them training (whether that beats one at a time was not measured: docs/experiments.md).
+# several of them training. (Processes share a GPU by time slices, not at once: whether several beat one at a time
+# was not measured. Since 6d8464c a d_model 256 MQAR step alone is 15.5 ms; two selective-copying runs together took
+# 8.6 ms a step each; docs/experiments.md.)
 #   on the machine:  experiments/device_parallel.sh NAME 'GROUP1' 'GROUP2' ... [-- run.py options]
 #                    (each GROUP a --runs value; carry .devbuild and results/NAME; OUT set by the device tool)
 #   here, after:     tar xf OUT/parts.tar -C /tmp/parts && experiments/merge_results.py results/NAME \
 #                        /tmp/parts/part*/NAME.tar.xz
 # Each group's copy starts from results/NAME (or RESULTS, as for device_call.sh: what earlier calls finished) and
 # packs its own NAME.tar.xz and call.log into partN/ of $OUT/parts.tar (one file: the device tool returns only a
-# few). BUDGET (seconds) applies to each group; a run it cuts is lost. OpenMP gets the cores shared out, its threads
+# few). BUDGET (seconds) applies to each group; a run it cuts resumes in the next call where its weights are small
+# (device_call.sh), else it is lost. OpenMP gets the cores shared out, its threads
 # sleeping when idle (the groups' spinning threads would otherwise take the CPU from each other).
 set -uo pipefail
 cd "$(dirname "$0")/.."
