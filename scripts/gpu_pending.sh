@@ -16,6 +16,8 @@
 #   small models     where a small model's training step goes (the recall experiment's MQAR models: 25-31 ms a step
 #                    alone for 64K positions, the scan's kernels 3.6 ms of it): bench's step (--profile) against
 #                    train's, a task against a file, all OpenMP threads against one
+#   tiny             the paper preset's induction model (2K positions a step) alone and four at once: whether
+#                    device_parallel.sh's groups beat one run at a time (processes share a GPU by time slices)
 #   steps            d768x24 at 8 x 2048 and 1 x 16384, t768x12 at 8 x 2048, bf16, for every binary in .devbuild: the
 #                    embedding fix's effect on text (build cd904ad and main: before and after 6d8464c)
 #   fused decode     d768x24 at batch 1 in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16, after
@@ -127,6 +129,16 @@ for src in "--task mqar:seq=256,pairs=16" "--data data/tinyshakespeare.txt --seq
         med /tmp/small "train d256x4 $src, --threads $threads"
     done
 done
+t "a tiny model's step alone and with three others at once (induction heads' Mamba-1 at batch 8: the paper preset)"
+tiny() { # OUT: 300 steps of the paper preset's induction model, its median step in ms
+    timeout 90 $X/ssm train --task induction:seq=256 --d-model 64 --n-layer 2 --layers m --batch 8 --steps 300 \
+        --warmup 20 --eval-every 1000 --lr 1e-3 --sample 0 --quiet --device cuda --bf16 --overwrite --out "$1" \
+        --threads 2 >"$1.log" 2>&1 || tail -2 "$1.log"
+}
+tiny /tmp/tiny0 && med /tmp/tiny0 "alone"
+for i in 1 2 3 4; do tiny /tmp/tiny$i & done
+wait
+for i in 1 2 3 4; do med /tmp/tiny$i "one of four at once"; done
 t "training steps, bf16, every binary built (scripts/gpu_pending.sh build cd904ad main: before and after the embedding fix)"
 for X2 in .devbuild/*/; do
     [ -x "$X2/ssm" ] || continue
