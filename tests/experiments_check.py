@@ -102,7 +102,7 @@ def unit():
           parse_eval("loss 1.2 nats/real byte, 1.733413 bits per real byte (1574944 real bytes scored)\n") ==
           {"bpb": 1.733413})
     import tempfile
-    from ssmexp.harness import Corpus, split_sizes
+    from ssmexp.corpora import Corpus, split_sizes
     with tempfile.TemporaryDirectory() as d:
         data = bytes((i * 7919 + i // 251) % 256 for i in range(300_000))
         train, val, _ = split_sizes(len(data))

@@ -11,7 +11,8 @@ square of the window, a Mamba layer's linearly: per real byte, attention pays ~1
 than a Mamba model, and must learn to look past the filler.
 """
 from . import published, shapes
-from .harness import bench_decode, context_label, fmt, md_table
+from .decode_bench import bench_decode, context_label
+from .harness import fmt, md_table
 from .svgplot import LinePlot
 
 NAME = "noise"

@@ -197,7 +197,7 @@ def write_results(ctx, P, rows):
         "induction_longest_solved": {s["arch"]: max([n for n in lens if solved(s["accuracy_by_length"].get(n))],
                                                     default=None) for s in ind},
     }
-    lines = [f"- MQAR cells solved (>= 99%): " + ", ".join(f"{a} {n} of {summary['mqar_cells']}"
+    lines = ["- MQAR cells solved (>= 99%): " + ", ".join(f"{a} {n} of {summary['mqar_cells']}"
                                                          for a, n in summary["mqar_cells_solved"].items()),
              "- Selective copying: " + ", ".join(f"{a} {fmt(v)}" for a, v in summary["selcopy"].items()),
              "- Induction heads, the longest test length solved: " + ", ".join(

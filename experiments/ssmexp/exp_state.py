@@ -12,7 +12,8 @@ past the time limit at one context is not tried at longer ones (the table says s
 one training step from their initialization: decode time and memory do not depend on the weights' values.
 """
 from . import shapes
-from .harness import bench_decode, context_label, fmt, md_table, parse_context
+from .decode_bench import bench_decode, context_label, parse_context
+from .harness import fmt, md_table
 from .svgplot import PALETTE, LinePlot, pow2
 
 NAME = "state"

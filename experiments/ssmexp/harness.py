@@ -1,6 +1,6 @@
 """What every experiment shares: running build/ssm (each command recorded exactly, with its time and log),
-training runs and their metrics, `ssm info` / `ssm eval` / `ssm bench` parsed, the corpora and their splits,
-and the three outputs: result.json, table.md and the SVG plots.
+training runs and their metrics (reused, resumed, or left for another call), `ssm info` / `ssm eval` parsed, and the
+three outputs: result.json, table.md and the SVG plots. (The corpora: corpora.py; bench's decode: decode_bench.py.)
 """
 import datetime
 import json
@@ -9,27 +9,15 @@ import os
 import platform
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import shapes
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Skip(Exception):
-    """The experiment cannot run with this build (an option it needs is missing): written as status "skipped"."""
-
-
-class Failed(Exception):
-    """A command failed; the message names it and its log."""
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+from .base import REPO, Failed, Skip, log  # noqa: F401 (Skip, log: the experiments' and run.py's through here)
+from .corpora import CORPORA, SMOKE_CORPUS_BYTES, Corpus, DryCorpus, split_name
+from .decode_bench import parse_bytes
 
 
 def now_utc():
@@ -155,124 +143,6 @@ def parse_info(text):
     return out
 
 
-UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
-
-
-def parse_bytes(s):
-    """'152.0 KiB' -> 155648.0 (as ssm prints sizes)."""
-    m = re.match(r"([0-9.]+)\s*([KMGT]?i?B)", s.strip())
-    return float(m.group(1)) * UNITS[m.group(2)] if m else None
-
-
-def context_label(n):
-    """As ssm labels contexts: 1K, 64K, 1M, or the number."""
-    if n % (1 << 20) == 0:
-        return f"{n >> 20}M"
-    if n % 1024 == 0:
-        return f"{n >> 10}K"
-    return str(n)
-
-
-def parse_context(s):
-    """'64K' -> 65536, '1M' -> 1048576, '300' -> 300."""
-    s = str(s).strip()
-    mult = {"K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "m": 1 << 20}.get(s[-1:], 1)
-    return int(s[:-1] if mult > 1 else s) * mult
-
-
-def split_sizes(n):
-    """The corpora's split (scripts/get_data.sh, ../shared/data/README.md): train [0, 0.90 n), validation
-    [0.90 n, 0.95 n), test [0.95 n, n), boundaries rounded down."""
-    a, b = n * 90 // 100, n * 95 // 100
-    return a, b - a, n - b
-
-
-def val_fraction_for(trainval_len, val_len):
-    """The --val-fraction at which `ssm train` holds out exactly the last val_len bytes of a trainval_len file
-    (it keeps floor(len * fraction)): halfway between val_len and val_len + 1, far from either."""
-    f = (val_len + 0.5) / trainval_len
-    assert int(trainval_len * f) == val_len
-    return f
-
-
-class Corpus:
-    """A data set split for the experiments: `trainval` (train + validation, for ssm train with `val_fraction`)
-    and `test` (for ssm eval)."""
-
-    def __init__(self, name, trainval, test):
-        self.name, self.trainval, self.test = name, Path(trainval), Path(test)
-        tv, te = self.trainval.stat().st_size, self.test.stat().st_size
-        n = tv + te
-        train, val, test_len = split_sizes(n)
-        if tv != train + val or te != test_len:
-            raise Failed(f"{trainval} ({tv} bytes) and {test} ({te}) are not the 95/5 split of {n} bytes: "
-                         f"rerun scripts/get_data.sh")
-        self.bytes, self.train_bytes, self.val_bytes, self.test_bytes = n, train, val, te
-        self.val_fraction = val_fraction_for(tv, val)
-
-    def describe(self):
-        return (f"{self.name}: {self.bytes:,} bytes; train {self.train_bytes:,}, validation {self.val_bytes:,}, "
-                f"test {self.test_bytes:,}")
-
-    def with_hole(self, out_dir, dry_run=False):
-        """This corpus with a slice of its training split held out: HOLE_BYTES (at most a twentieth of the training
-        bytes) starting a third of the way in, written to out_dir as NAME.hole.txt, and NAME.trainval-hole.txt
-        without it (the same validation bytes at its end). The test split of a path-sorted corpus is the end of its
-        file order, unlike the training text (linux-docs': tables of the media API; docs/experiments/hybrid.md);
-        the slice is text like the training text that no model saw."""
-        return HoleCorpus(self, Path(out_dir), dry_run)
-
-
-# the held-out slice of Corpus.with_hole (at most a twentieth of the training bytes)
-HOLE_BYTES = 1 << 20
-
-
-class HoleCorpus:
-    """Corpus.with_hole's corpus: trainval without the slice, `hole` the slice, `test` and the validation bytes as
-    the base corpus's. The files are made once (their sizes checked on reuse)."""
-
-    def __init__(self, base, out_dir, dry_run=False):
-        self.name, self.test = base.name, base.test
-        self.hole_bytes = min(HOLE_BYTES, getattr(base, "train_bytes", 0) // 20)
-        self.hole_at = getattr(base, "train_bytes", 0) // 3
-        stem = base.trainval.name.replace(".trainval.txt", "")
-        self.trainval, self.hole = out_dir / f"{stem}.trainval-hole.txt", out_dir / f"{stem}.hole.txt"
-        if dry_run or isinstance(base, _DryCorpus):
-            self.val_fraction, self.describe = base.val_fraction, base.describe
-            return
-        tv_len = base.train_bytes + base.val_bytes - self.hole_bytes
-        if not (self.trainval.is_file() and self.trainval.stat().st_size == tv_len and self.hole.is_file()
-                and self.hole.stat().st_size == self.hole_bytes):
-            data = base.trainval.read_bytes()
-            a, b = self.hole_at, self.hole_at + self.hole_bytes
-            out_dir.mkdir(parents=True, exist_ok=True)
-            self.hole.write_bytes(data[a:b])
-            self.trainval.write_bytes(data[:a] + data[b:])
-        self.bytes, self.val_bytes, self.test_bytes = base.bytes, base.val_bytes, base.test_bytes
-        self.train_bytes = base.train_bytes - self.hole_bytes
-        self.val_fraction = val_fraction_for(tv_len, base.val_bytes)
-        self._base = base
-
-    def describe(self):
-        return (f"{self._base.describe()}; of the training split, {self.hole_bytes:,} bytes from byte "
-                f"{self.hole_at:,} held out (the held-out slice), {self.train_bytes:,} trained on")
-
-
-# the smoke presets' corpus: the first 256 KiB of tinyshakespeare (validation and test 13 KB each: seconds to score)
-SMOKE_CORPUS_BYTES = 1 << 18
-
-CORPORA = {  # name -> (file, what get_data.sh calls it)
-    "linux-docs": ("linux-docs.txt", "linux-docs"),
-    "linux-kmf": ("linux-kmf.c", "linux-kmf"),
-    "enwik8": ("enwik8", "enwik8"),
-}
-
-
-def split_name(name, part):
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}.{part}.{ext}" if dot else f"{name}.{part}"
-
-
 class Context:
     """One experiment's run: its options, output directory, the commands it ran and its result files."""
 
@@ -344,7 +214,7 @@ class Context:
                         tv.write_bytes(data[:cut])
                         te.write_bytes(data[cut:])
                         return Corpus(name, tv, te)
-                    return _DryCorpus(name, tv, te)
+                    return DryCorpus(name, tv, te)
             raise Failed("tinyshakespeare.txt not found in --data-dir, $SSM_DATA_DIR, data/ or ../shared/data "
                          "(make data downloads it)")
         if name not in CORPORA:
@@ -355,7 +225,7 @@ class Context:
             if tv.is_file() and te.is_file():
                 return Corpus(name, tv, te)
         if self.dry_run:
-            return _DryCorpus(name, REPO / "data" / split_name(fname, "trainval"), REPO / "data" / split_name(fname, "test"))
+            return DryCorpus(name, REPO / "data" / split_name(fname, "trainval"), REPO / "data" / split_name(fname, "test"))
         raise Failed(f"{split_name(fname, 'trainval')} not found in data/ (or --data-dir, $SSM_DATA_DIR): "
                      f"scripts/get_data.sh --mirror ../shared/data data {getname}"
                      f"{'   (enwik8 downloads without --mirror)' if name == 'enwik8' else ''}")
@@ -646,20 +516,6 @@ def _short(e):
     return lines[1].strip() if len(lines) > 1 else str(e)
 
 
-class _DryCorpus:
-    """A corpus for --dry-run that need not exist."""
-
-    def __init__(self, name, trainval, test):
-        self.name, self.trainval, self.test = name, Path(trainval), Path(test)
-        self.val_fraction = 1 / 19
-
-    def describe(self):
-        return f"{self.name} (dry run)"
-
-    def with_hole(self, out_dir, dry_run=True):
-        return HoleCorpus(self, Path(out_dir), True)
-
-
 def _text(b):
     if b is None:
         return ""
@@ -722,135 +578,3 @@ class Run:
                 "train_bytes": self.total_bytes(), "train_flops": self.total_bytes() * self.flops_per_byte,
                 "median_step_ms": self.median_step_ms(), "best_val_bpb": self.best_val(), "error": self.error}
 
-
-def bench_decode(ctx, model, context, decode_steps, logname, timeout, extra=()):
-    """`ssm bench --model DIR --what decode --contexts N`, one context per process, measured as it runs: the
-    decode time per step at that context (as bench reports it), the state it reports, and the process's peak
-    memory up to the end of that decode: VmHWM from /proc on the CPU, and on a GPU the device memory of the
-    process as nvidia-smi reports it (sampled every 0.2 s while it runs: a short decode's cache can come and go
-    between two samples) and the peak of ssm's own device allocations, which bench prints at the row's end. The bench's later rows (its memory
-    bandwidth probe on the CPU) are not waited for: the process is stopped and killed once the context's row is
-    out. Returns a dict, or one with "error"."""
-    argv = [ctx.ssm, "bench", "--model", ctx.rel(model), "--what", "decode", "--contexts", str(context),
-            "--decode-steps", str(decode_steps), "--decode-batch", "1"] + list(extra) + ctx.device_args("bench")
-    cmd = shlex.join([ctx.rel(ctx.ssm)] + argv[1:])
-    if ctx.dry_run:
-        print(cmd)
-        return {}
-    # a timeout is a result too (for that limit): kept, so that a later call does not spend the limit again
-    timeout_key = ctx.key(argv + [f"(timeout {timeout} s)"])
-    hit = ctx.cached(ctx.key(argv))
-    if hit is None:
-        hit = ctx.cached(timeout_key)
-    if hit is not None:
-        ctx.commands.append({"cmd": cmd, "cached": True})
-        return hit
-    if ctx.from_cache:
-        ctx.deferred.append(logname)
-        return {"error": "not run yet"}
-    import pty
-    import select
-    logdir = ctx.out / "logs"
-    logdir.mkdir(parents=True, exist_ok=True)
-    logpath = logdir / f"{logname}.log"
-    master, slave = pty.openpty()  # a terminal: bench's rows arrive as they are printed
-    errf = open(logpath.with_suffix(".err"), "w")
-    t = time.time()
-    p = subprocess.Popen(argv, cwd=REPO, stdout=slave, stderr=errf, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    on_gpu = ctx.device.startswith("cuda")
-    buf, row, gpu_peak, status = b"", None, 0.0, None
-    last_poll = 0.0
-    while True:
-        if time.time() - t > timeout:
-            status = f"timeout after {timeout} s"
-            break
-        if on_gpu and time.time() - last_poll > 0.2:
-            gpu_peak = max(gpu_peak, gpu_memory_of(p.pid))
-            last_poll = time.time()
-        r, _, _ = select.select([master], [], [], 0.05)
-        if r:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buf += chunk
-            # the whole row (its end may say the process's device peak)
-            m = re.search(rb"decode batch 1 at \S+\s+([0-9.]+)\s+([0-9.]+)\s+state ([0-9.]+ [KMGT]?i?B)([^\n]*)\n", buf)
-            if m:
-                row = m
-                break
-        elif p.poll() is not None:
-            # drain what is left
-            try:
-                while True:
-                    chunk = os.read(master, 65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-            except OSError:
-                pass
-            break
-    hwm = None
-    if p.poll() is None:
-        try:
-            os.kill(p.pid, signal.SIGSTOP)  # hold it where it is: the peak so far, nothing of the later rows
-        except ProcessLookupError:
-            pass
-        hwm = vm_hwm(p.pid)
-        if on_gpu:
-            gpu_peak = max(gpu_peak, gpu_memory_of(p.pid))
-        os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    os.close(master)
-    errf.close()
-    wall = time.time() - t
-    text = buf.decode(errors="replace").replace("\r\n", "\n")
-    err = logpath.with_suffix(".err").read_text(errors="replace")
-    logpath.write_text(f"$ {cmd}\n{text}\n--- stderr ---\n{err}", encoding="utf-8")
-    logpath.with_suffix(".err").unlink()
-    rec = {"cmd": cmd, "cwd": str(REPO), "wall_s": round(wall, 3), "rc": 0 if row else (status or p.returncode),
-           "log": ctx.rel(logpath)}
-    ctx.commands.append(rec)
-    if not row:
-        last = (err.strip().splitlines() or text.strip().splitlines() or ["(no output)"])[-1]
-        if status:
-            ctx.remember(timeout_key, {"error": status})
-        return {"error": status or last}
-    out = {"ms_per_step": float(row.group(1)), "bytes_per_s": float(row.group(2)),
-           "state_bytes": parse_bytes(row.group(3).decode())}
-    if hwm is not None:
-        out["peak_rss_bytes"] = hwm
-    if on_gpu:
-        out["gpu_memory_bytes"] = gpu_peak or None
-    dp = re.search(rb"device peak ([0-9.]+ [KMGT]?i?B)", row.group(4))
-    if dp:
-        out["device_peak_bytes"] = parse_bytes(dp.group(1).decode())
-    ctx.remember(ctx.key(argv), out)
-    return out
-
-
-def vm_hwm(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def gpu_memory_of(pid):
-    """The device memory nvidia-smi attributes to this process, in bytes (0 when it cannot say)."""
-    try:
-        r = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                           capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    for line in r.stdout.splitlines():
-        parts = [x.strip() for x in line.split(",")]
-        if len(parts) == 2 and parts[0] == str(pid) and parts[1].isdigit():
-            return int(parts[1]) * 1024 * 1024
-    return 0
