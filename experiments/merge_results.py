@@ -32,18 +32,15 @@ def merge_pack(into, pack):
         brought = []
         for run in sorted((src / "runs").glob("*")) if (src / "runs").is_dir() else []:
             dest = into / "runs" / run.name
-            if finished_command(run) is None:
-                # cut in that call: its checkpoint, where it came back, unless the folder's copy is further on
-                at = resumable_step(run)
-                if at is None or finished_command(dest) is not None or (resumable_step(dest) or -1) >= at:
-                    continue
-                shutil.rmtree(dest, ignore_errors=True)
-                shutil.copytree(run, dest)
-                brought.append(f"{run.name} (cut at step {at}: the next call resumes it)")
+            finished = finished_command(run) is not None
+            at = None if finished else resumable_step(run)
+            # cut in that call: brought with its checkpoint, unless none came back or the folder's copy is further on
+            if not finished and (at is None or finished_command(dest) is not None
+                                 or (resumable_step(dest) or -1) >= at):
                 continue
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(run, dest)
-            brought.append(run.name)
+            brought.append(run.name if at is None else f"{run.name} (cut at step {at}: the next call resumes it)")
         if (src / "logs").is_dir():
             shutil.copytree(src / "logs", into / "logs", dirs_exist_ok=True)
         cache = {}

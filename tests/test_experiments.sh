@@ -140,6 +140,9 @@ if experiments/merge_results.py "$par" "$dir"/parts/part0/"$(basename "$par")".t
         >>"$dir/half.out" 2>&1 &&
     ! python3 experiments/run.py recall --from-cache --out "$par" --earlier "$dir/earlier.json" \
         >>"$dir/half.out" 2>&1 && grep -q "not of recall (full)" "$dir/half.out" &&
+    ! python3 experiments/run.py recall --smoke --from-cache --out "$dir/none" --earlier "$dir/no-such.json" \
+        >>"$dir/half.out" 2>&1 && grep -q "^--earlier $dir/no-such.json: .*No such file" "$dir/half.out" &&
+    [ ! -e "$dir/none" ] &&
     python3 - "$par/result.json" "$dir/earlier.json" <<'PY'; then
 import json, sys
 r, old = (json.load(open(f)) for f in sys.argv[1:3])

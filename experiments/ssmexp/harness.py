@@ -172,7 +172,12 @@ class Context:
         # --earlier FILE: an earlier call's result.json, whose rows stand for the runs this one leaves out
         self.earlier = None
         if getattr(args, "earlier", None):
-            self.earlier = json.loads(Path(args.earlier).read_text(encoding="utf-8"))
+            try:
+                self.earlier = json.loads(Path(args.earlier).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:  # (a missing file, or not JSON: one line, nothing written)
+                raise SystemExit(f"--earlier {args.earlier}: {e}") from None
+            if not isinstance(self.earlier, dict):
+                raise SystemExit(f"--earlier {args.earlier}: not a result.json (an object with rows)")
             if (self.earlier.get("experiment"), self.earlier.get("preset")) != (self.name, self.preset):
                 raise SystemExit(f"--earlier {args.earlier}: a result of {self.earlier.get('experiment')} "
                                  f"({self.earlier.get('preset')} preset), not of {self.name} ({self.preset})")
