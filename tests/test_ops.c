@@ -640,7 +640,7 @@ static void cases_make(void) {
     add_case(BACKEND_OP_embedding_bwd, 1e-6, 0, case_embedding, P(256, 768, 64, 0),
              "embedding_fwd, embedding_bwd (d 768)");
     /* one token over many chunks (partial sums added in chunk order: not the CPU's order, hence 1e-5), the others
-     * within one; 2 tokens: runs ending on, before and after chunk boundaries */
+     * within one; three tokens: runs ending on, before and after chunk boundaries */
     add_case(BACKEND_OP_embedding_bwd, 1e-5, 0, case_embedding, P(40, 96, 5000, 8),
              "embedding_bwd, one token over 17 of 20 chunks");
     add_case(BACKEND_OP_embedding_bwd, 1e-5, 0, case_embedding, P(3, 33, 1100, 2),

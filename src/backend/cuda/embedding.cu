@@ -41,19 +41,19 @@ __global__ static void embedding_bwd_chunks(float *dtable, float *tail, float *h
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         for (int j = 0; j < n;) {
             const int tok = k_sh[j], first = j;
-            const int whole = tok != before || first > 0; /* the segment starts its token's run */
-            int end = j;                                  /* the segment: [first, end) */
+            const int starts = tok != before || first > 0; /* the segment starts its token's run */
+            int end = j;                                   /* the segment: [first, end) */
             while (end < n && k_sh[end] == tok) end++;
             const int continues = end == n && after == tok;
             float *dst = dtable + (size_t)tok * D + d;
-            float acc = whole && !continues ? *dst : 0.0f; /* the table's own value first: the CPU's order */
-            for (; j + 4 <= end; j += 4) {                 /* four reads in flight, added in order */
+            float acc = starts && !continues ? *dst : 0.0f; /* the table's own value first: the CPU's order */
+            for (; j + 4 <= end; j += 4) {                  /* four reads in flight, added in order */
                 const float a = dout[(size_t)o_sh[j] * D + d], b = dout[(size_t)o_sh[j + 1] * D + d],
                             c = dout[(size_t)o_sh[j + 2] * D + d], e = dout[(size_t)o_sh[j + 3] * D + d];
                 acc = (((acc + a) + b) + c) + e;
             }
             for (; j < end; j++) acc += dout[(size_t)o_sh[j] * D + d];
-            if (whole && !continues) *dst = acc;
+            if (starts && !continues) *dst = acc; /* the token's whole run: this thread owns (tok, d) */
             else if (continues) tail[(size_t)blockIdx.x * D + d] = acc;
             else head[(size_t)blockIdx.x * D + d] = acc;
         }
