@@ -44,10 +44,10 @@ if [ "$mode" = build ]; then
         work=$(mktemp -d /tmp/ssm_pending.XXXXXX)
         git archive "$ref" | tar xf - -C "$work" && rm -rf "$work/tests/fixtures"
         if make -C "$work" -s -j"$(nproc)" OPT="-O3 -march=x86-64-v3" MPI=0 build/ssm build/test_ops \
-            build/gpu/test_cuda_model >"$work/make.log" 2>&1; then
+            build/gpu/test_cuda_model build/gpu/bench_cuda_attn >"$work/make.log" 2>&1; then
             # what the checks run, stripped: the pack must stay under the device tool's 64 MiB
             mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm "$work"/build/test_ops "$work"/build/gpu/test_cuda_model \
-                ".devbuild/$ref/"
+                "$work"/build/gpu/bench_cuda_attn ".devbuild/$ref/"
             strip ".devbuild/$ref"/*
             echo "built $ref ($(git rev-parse --short "$ref"))"
         else
@@ -139,10 +139,14 @@ tiny /tmp/tiny0 && med /tmp/tiny0 "alone"
 for i in 1 2 3 4; do tiny /tmp/tiny$i & done
 wait
 for i in 1 2 3 4; do med /tmp/tiny$i "one of four at once"; done
-t "training steps, bf16, every binary built (scripts/gpu_pending.sh build cd904ad main: before and after the embedding fix)"
+t "attention kernels and training steps, bf16, every binary built (build cd904ad main: before and after the embedding fix)"
 for X2 in .devbuild/*/; do
     [ -x "$X2/ssm" ] || continue
-    for cs in d768x24:8x2048 d768x24:1x16384 t768x12:8x2048; do
+    for s in 8x2048 1x16384; do
+        echo "$(basename "$X2") attention kernels ${s}: $("$X2/bench_cuda_attn" "${s%x*}" "${s#*x}" 12 12 64 2>&1 |
+            awk '/^(forward|backward) \(/ {printf "%s %s ms %s TFLOP/s  ", $1, $(NF-1), $NF}')"
+    done
+    for cs in d768x24:8x2048 d768x24:1x16384 t768x12:8x2048 t768x12:1x16384; do
         c=${cs%%:*} bt=${cs#*:}
         echo "$(basename "$X2") $c ${bt}: $(timeout 90 "$X2/ssm" bench --config "$c" --device cuda --what train \
             --batch "${bt%x*}" --seq-len "${bt#*x}" --steps 5 --bf16 2>&1 | grep -E '^train|rror' | tr -s ' ')"
