@@ -12,14 +12,18 @@
 #       "gap" part before it, 2026-12-06: every scoring path, CPU and GPU, float32 and bf16, equals the training
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks:
-#   tests            test_ops (attention, SSD, gated norm, scan, embedding) and test_cuda_model (decode among them), every FAIL
+#   tests            test_ops (attention, SSD, gated norm, scan, embedding) and test_cuda_model (decode among them),
+#                    every FAIL; test_ops attn of every other binary built
 #   small models     where a small model's training step goes (the recall experiment's MQAR models: 25-31 ms a step
 #                    alone for 64K positions, the scan's kernels 3.6 ms of it): bench's step (--profile) against
 #                    train's, a task against a file, all OpenMP threads against one
 #   tiny             the paper preset's induction model (2K positions a step) alone and four at once: whether
 #                    device_parallel.sh's groups beat one run at a time (processes share a GPU by time slices)
-#   steps            d768x24 at 8 x 2048 and 1 x 16384, t768x12 at 8 x 2048, bf16, for every binary in .devbuild: the
-#                    embedding fix's effect on text (build cd904ad and main: before and after 6d8464c)
+#   steps            the attention kernels alone (bench_cuda_attn at 8 x 2048 and 1 x 16384) and the training steps of
+#                    d768x24 at 8 x 2048 and 1 x 16384, t768x12 at 8 x 2048 and 1 x 16384, bf16, for every binary in
+#                    .devbuild: build main r2 (r2: a local branch with bench/flash_shapes.sh's first variant as the
+#                    committed shapes, the flash kernels' two row blocks a warp, emulated but never timed) or
+#                    cd904ad main (before and after the embedding fix, 6d8464c)
 #   fused decode     d768x24 at batch 1 in bf16, float32 and int8, batch 4 in bf16, m2x24 at batch 1 in bf16, after
 #                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
 #                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
@@ -106,6 +110,11 @@ t tests of $X
 for part in attn ssd gated scan embedding; do
     echo "test_ops $part: $(timeout 120 $X/test_ops $part 2>&1 | grep -E "^FAIL|cases" | tail -3 | tr '\n' ' ')"
 done
+for X2 in .devbuild/*/; do # the other binaries' attention (a branch's flash shapes: bench/flash_shapes.sh)
+    [ "$X2" = "$M/" ] || [ ! -x "$X2/test_ops" ] ||
+        echo "$(basename "$X2") test_ops attn: $(timeout 120 "$X2/test_ops" attn 2>&1 | grep -E "^FAIL|cases" |
+            tail -3 | tr '\n' ' ')"
+done
 timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
 echo "test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
 grep -E '^FAIL' /tmp/tcm.log | cut -c1-150
@@ -139,7 +148,7 @@ tiny /tmp/tiny0 && med /tmp/tiny0 "alone"
 for i in 1 2 3 4; do tiny /tmp/tiny$i & done
 wait
 for i in 1 2 3 4; do med /tmp/tiny$i "one of four at once"; done
-t "attention kernels and training steps, bf16, every binary built (build cd904ad main: before and after the embedding fix)"
+t "attention kernels and training steps, bf16, every binary built"
 for X2 in .devbuild/*/; do
     [ -x "$X2/ssm" ] || continue
     for s in 8x2048 1x16384; do
