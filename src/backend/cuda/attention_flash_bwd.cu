@@ -33,7 +33,7 @@ using namespace flash;
 // Block shapes: dQ <HD, WARPS, R row blocks of 16 per warp, BN keys per step, blocks per SM>, dK/dV <HD, WARPS, R,
 // BQ queries per step, blocks per SM>. Head_dim 64: steps of 64 keys (dQ, two blocks of 8 warps per SM, ~190 bytes
 // spilled) and 64 queries (dK/dV, three blocks of 4 warps), measured 6% faster than steps of 32 without spills
-// (bench/flash_shapes.sh, H200, 2026-12-05); head_dim 128: 226 (one block) and 235 registers (two), none spilled. Two
+// (bench/flash_shapes.sh, H200, 2026-12-05); head_dim 128: 226 (one block) and 233 registers (two), none spilled. Two
 // row blocks a warp (4 warps of 2, steps of 32, 242 and 255 registers, none spilled) pass the emulator; not yet timed
 // on a GPU: bench/flash_shapes.sh's first variant. Edit here to try others (nvcc reads the commas of a -D value as a
 // list).
@@ -163,7 +163,7 @@ __global__ static void __launch_bounds__(WARPS * 32, MINB) flash_bwd_dq_kernel(c
         // P = exp2(S scale log2 e - lse log2 e), 0 where not visible; dS = P (dP - D) (into dp)
         const bool masked = kv0 + BN - 1 > w0 || kv0 + BN > T || (p.window > 0 && kv0 <= w0 + 16 * R - 1 - p.window);
 #pragma unroll
-        for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
 #pragma unroll
             for (int sb = 0; sb < SB; sb++)
 #pragma unroll
@@ -173,7 +173,8 @@ __global__ static void __launch_bounds__(WARPS * 32, MINB) flash_bwd_dq_kernel(c
                     if (masked && !visible(i, kv0 + 8 * sb + 2 * c + (e & 1), T, p.window)) pr = 0.0f;
                     dp[r][sb][e] = pr * (dp[r][sb][e] - D[r][e >> 1]);
                 }
-                // dQ += dS K, each K fragment used by the R row blocks
+        }
+        // dQ += dS K, each K fragment used by the R row blocks
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
             uint32_t a[R][4];

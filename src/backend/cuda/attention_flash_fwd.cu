@@ -96,7 +96,7 @@ __global__ static void __launch_bounds__(WARPS * 32, MINB) flash_fwd_kernel(cons
             for (int r = 0; r < R; r++)
 #pragma unroll
                 for (int kk = 0; kk < KS; kk++)
-                    load_a<LDS>(qa[r][kk], sQ + (16 * R * warp + 16 * r) * LDS, 16 * kk, lane);
+                    load_a<LDS>(qa[r][kk], sQ + (w0 - q0 + 16 * r) * LDS, 16 * kk, lane);
         }
         const bf16 *ks = sK + st * BN * LDS, *vs = sV + st * BN * LDS;
 
