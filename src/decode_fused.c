@@ -1,6 +1,6 @@
-/* The fused decode step (backend.h's decode_mamba1, decode_mamba2): when every layer of a model is Mamba-1, or every
- * layer Mamba-2, and its backend has the fused kernel, a decode step (T = 1) runs as that one kernel instead of ~10
- * ops a layer. The op-by-op step
+/* The fused decode step (backend.h's decode_mamba1, decode_mamba2, decode_transformer): when every layer of a model
+ * is Mamba-1, or every layer Mamba-2, or every layer attention or MLP, and its backend has the fused kernel, a decode
+ * step (T = 1) runs as that one kernel instead of ~10 ops a layer. The op-by-op step
  * (model.c's forward_compute) stays the definition; the GPU tests and the emulator's compare the two.
  * SSM_DECODE_FUSED=0 turns it off (for those comparisons, and to measure what it buys). */
 #include "model.h"
@@ -8,17 +8,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* DECODE_FUSED_M1 or _M2 when every layer is of that kind, else 0 */
+/* DECODE_FUSED_M1 or _M2 when every layer is of that kind, _T when every layer is attention or MLP, else 0 */
 static int layers_kind(const ssm_model *m) {
     const mixer_kind *k = m->layers[0].kind;
-    for (int l = 1; l < m->cfg.n_layer; l++)
-        if (m->layers[l].kind != k) return 0;
+    int same = 1, transformer = 1;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        same &= m->layers[l].kind == k;
+        transformer &= m->layers[l].kind == &mixer_attention || m->layers[l].kind == &mixer_mlp;
+    }
+    if (transformer) return DECODE_FUSED_T;
+    if (!same) return 0;
     return k == &mixer_mamba1 ? DECODE_FUSED_M1 : k == &mixer_mamba2 ? DECODE_FUSED_M2 : 0;
 }
 
 int decode_fused_kind(const ssm_model *m, const backend *be) {
     const int k = layers_kind(m);
-    return (k == DECODE_FUSED_M1 && be->decode_mamba1) || (k == DECODE_FUSED_M2 && be->decode_mamba2) ? k : 0;
+    return (k == DECODE_FUSED_M1 && be->decode_mamba1) || (k == DECODE_FUSED_M2 && be->decode_mamba2) ||
+                   (k == DECODE_FUSED_T && be->decode_transformer)
+               ? k
+               : 0;
 }
 
 /* Measured on an H100 (2026-12-05, d768x24, docs/performance.md): the fused step beats the op-by-op one up to 4
@@ -28,17 +36,33 @@ int decode_fused_kind(const ssm_model *m, const backend *be) {
  * at any batch it takes. SSM_DECODE_FUSED=1 runs it at every batch it takes, 0 never. */
 #define DECODE_FUSED_MAX_B 4
 
+/* The Transformer kernel (decode_transformer.cu) is checked against the op-by-op step in the emulator only: it has
+ * not run or been timed on a GPU yet, so it is taken only under SSM_DECODE_FUSED=1 (int8 weights on a GPU included:
+ * without it they are refused, as before it). Its default follows its first measurement against the op-by-op step
+ * (0.70 ms a step of t768x12 at batch 1 with an empty cache, 1.23 ms at 8K on an H100). */
+int decode_fused_transformer_on(void) {
+    const char *e = getenv("SSM_DECODE_FUSED");
+    return e && strcmp(e, "1") == 0;
+}
+
 int decode_fused_ready(const ssm_model *m, int B) {
     const char *e = getenv("SSM_DECODE_FUSED");
     if (e && strcmp(e, "0") == 0) return 0;
+    if (layers_kind(m) == DECODE_FUSED_T && !decode_fused_transformer_on()) return 0;
     if (!(e && strcmp(e, "1") == 0) && !m->int8 && B > DECODE_FUSED_MAX_B) return 0;
     return decode_fused_kind(m, m->be);
 }
 
 size_t decode_fused_work_floats(const ssm_model *m, int B) {
     const ssm_config *c = &m->cfg;
+    const int kind = layers_kind(m);
+    if (kind == DECODE_FUSED_T)
+        return (t_decode_work_floats(B, c->d_model, c->attention.n_heads, c->attention.head_dim,
+                                     c->mlp.intermediate_size) +
+                15) &
+               ~(size_t)15;
     const size_t n =
-        layers_kind(m) == DECODE_FUSED_M2
+        kind == DECODE_FUSED_M2
             ? m2_decode_work_floats(B, c->d_model, c->mamba2.expand * c->d_model, c->mamba2.d_state,
                                     c->mamba2.expand * c->d_model / c->mamba2.head_dim, c->mamba2.n_groups)
             : m1_decode_work_floats(B, c->d_model, c->mamba1.expand * c->d_model, c->mamba1.d_state, c->mamba1.dt_rank);
@@ -148,7 +172,34 @@ static void args_m2(const ssm_model *m, ssm_state *s, const decode_weights *q, m
     }
 }
 
-/* What both kinds share: the batch, the ends of the step, the matrices' form */
+/* The Transformer's: each layer's matrices, norm, positions and caches */
+static void args_t(const ssm_model *m, ssm_state *s, const decode_weights *q, t_decode_args *a,
+                   t_decode_layer *layers) {
+    const ssm_config *c = &m->cfg;
+    const param_info *P = m->layout.items;
+    a->H = c->attention.n_heads, a->KV = c->attention.n_kv_heads, a->hd = c->attention.head_dim;
+    a->window = c->attention.sliding_window, a->theta = c->attention.rope_theta;
+    a->I = c->mlp.intermediate_size, a->relu2 = c->mlp.hidden_act == SSM_MLP_RELU2;
+    for (int l = 0; l < c->n_layer; l++) {
+        mixer_ctx ctx = model_mixer_ctx(m, l);
+        const mixer_kind *k = m->layers[l].kind;
+        ctx.state_ctx = k->context ? k->context(c, s->max_context) : 0;
+        t_decode_layer *L = &layers[l];
+        if (k == &mixer_attention) {
+            attention_decode_layer(&ctx, s->data + s->layer_off[l], s->n_seq, L);
+            a->cap = (int)ctx.state_ctx;
+            L->q = matrix_in(m, q, L->q, &L->q_s), L->k = matrix_in(m, q, L->k, &L->k_s);
+            L->v = matrix_in(m, q, L->v, &L->v_s), L->o = matrix_in(m, q, L->o, &L->o_s);
+        } else {
+            mlp_decode_layer(&ctx, L);
+            if (L->gate) L->gate = matrix_in(m, q, L->gate, &L->gate_s);
+            L->up = matrix_in(m, q, L->up, &L->up_s), L->down = matrix_in(m, q, L->down, &L->down_s);
+        }
+        L->norm_w = m->wb + P[m->layers[l].norm].offset;
+    }
+}
+
+/* What the kinds share: the batch, the ends of the step, the matrices' form */
 static void args_step(const ssm_model *m, const ssm_state *s, const decode_weights *q, const int *tok, float *lg,
                       float *work, decode_step *st) {
     const ssm_config *c = &m->cfg;
@@ -166,7 +217,12 @@ void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *
     const decode_weights *q = decode_copy(m);
     memset(call, 0, sizeof *call);
     call->kind = layers_kind(m);
-    if (call->kind == DECODE_FUSED_M2) {
+    if (call->kind == DECODE_FUSED_T) {
+        call->lt = xcalloc((size_t)c->n_layer, sizeof *call->lt);
+        args_step(m, s, q, tok, lg, work, &call->t.st);
+        args_t(m, s, q, &call->t, call->lt);
+        call->t.layers = call->lt;
+    } else if (call->kind == DECODE_FUSED_M2) {
         call->l2 = xcalloc((size_t)c->n_layer, sizeof *call->l2);
         args_step(m, s, q, tok, lg, work, &call->m2.st);
         args_m2(m, s, q, &call->m2, call->l2);
@@ -180,14 +236,16 @@ void decode_fused_args(const ssm_model *m, ssm_state *s, const int *tok, float *
 }
 
 void decode_fused_call_free(decode_fused_call *call) {
-    free(call->l1), free(call->l2);
-    call->l1 = NULL, call->l2 = NULL;
+    free(call->l1), free(call->l2), free(call->lt);
+    call->l1 = NULL, call->l2 = NULL, call->lt = NULL;
 }
 
 int decode_fused_step(const ssm_model *m, ssm_state *s, const int *tok, float *lg, float *work) {
     decode_fused_call call;
     decode_fused_args(m, s, tok, lg, work, &call);
-    const int rc = call.kind == DECODE_FUSED_M2 ? m->be->decode_mamba2(&call.m2) : m->be->decode_mamba1(&call.m1);
+    const int rc = call.kind == DECODE_FUSED_T    ? m->be->decode_transformer(&call.t)
+                   : call.kind == DECODE_FUSED_M2 ? m->be->decode_mamba2(&call.m2)
+                                                  : m->be->decode_mamba1(&call.m1);
     decode_fused_call_free(&call);
     return rc;
 }

@@ -134,21 +134,26 @@ void model_canonicalize(const ssm_model *m, ssm_state *s);
 
 /* ---- the fused decode step (decode_fused.c) ---- */
 /* The fused kernel a model of these layers takes on be: DECODE_FUSED_M1 (every layer Mamba-1, be has
- * decode_mamba1), DECODE_FUSED_M2 (Mamba-2, decode_mamba2), else 0. decode_fused_ready: the same on m's backend for
+ * decode_mamba1), DECODE_FUSED_M2 (Mamba-2, decode_mamba2), DECODE_FUSED_T (every layer attention or MLP,
+ * decode_transformer), else 0. decode_fused_ready: the same on m's backend for
  * a step of B sequences where the fused step is the faster (or int8 weights need it; decode_fused.c),
  * unless SSM_DECODE_FUSED is 0 (the backend may still decline the sizes: decode_fused_step). */
-enum { DECODE_FUSED_M1 = 1, DECODE_FUSED_M2 = 2 };
+enum { DECODE_FUSED_M1 = 1, DECODE_FUSED_M2 = 2, DECODE_FUSED_T = 3 };
 int decode_fused_kind(const ssm_model *m, const backend *be);
 int decode_fused_ready(const ssm_model *m, int B);
+/* 1 when SSM_DECODE_FUSED=1: the Transformer kernel, not yet timed on a GPU, is taken only then (decode_fused.c) */
+int decode_fused_transformer_on(void);
 /* Scratch floats a fused step of B sequences needs (work below). */
 size_t decode_fused_work_floats(const ssm_model *m, int B);
-/* A fused step's arguments, for the kind's kernel (m1 or m2, their layers in l1 or l2, host memory). */
+/* A fused step's arguments, for the kind's kernel (m1, m2 or t, their layers in l1, l2 or lt, host memory). */
 typedef struct {
     int kind;
     m1_decode_args m1;
     m2_decode_args m2;
+    t_decode_args t;
     m1_decode_layer *l1;
     m2_decode_layer *l2;
+    t_decode_layer *lt;
 } decode_fused_call;
 /* The arguments of one step of s: tokens tok [n_seq] and logits lg [n_seq, V] in the backend's memory, work of
  * decode_fused_work_floats. The state's canonical tensors must be current (model_canonicalize). Matrices in int8 when

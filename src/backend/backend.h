@@ -51,6 +51,7 @@ typedef struct backend {
      * when it ran, -1 when it does not take these sizes (nothing queued; the caller runs the step op by op). */
     int (*decode_mamba1)(const m1_decode_args *a);
     int (*decode_mamba2)(const m2_decode_args *a); /* the same for Mamba-2 layers (m2_decode_args) */
+    int (*decode_transformer)(const t_decode_args *a); /* for attention and MLP layers (t_decode_args) */
     /* Limits: 0 when this backend runs op (a BACKEND_OP_* index) on arguments of these sizes, else -1 with ssm_error()
      * saying why in one line for the user (the limit, the value, the fix). args: the op's argument struct where it has
      * one (scan_fwd, scan_bwd: a scan_args, whose sizes are read and pointers not; sizes not known yet, such as the

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef struct {
     float *q; /* [H*hd, D]  q_proj.weight */
@@ -224,6 +225,18 @@ static int attention_check(const ssm_config *cfg, const backend *be) {
         if (backend_check_op(be, ops[i], sized ? &a : NULL)) return -1;
     }
     return 0;
+}
+
+/* This layer's part of a fused decode step (t_decode_layer): its matrices in ctx->w (float32 too: the caller points
+ * them at its decode copy), its positions and caches in the state of B sequences, as attention_forward reads them. */
+void attention_decode_layer(const mixer_ctx *ctx, float *state, int B, t_decode_layer *L) {
+    const attn_dims d = dims_of(ctx->cfg);
+    const attn_views v = views_of(ctx->w, ctx->pi);
+    const size_t cache = (size_t)B * ctx->state_ctx * d.KV * d.hd;
+    memset(L, 0, sizeof *L);
+    L->kind = 'a';
+    L->q = v.q, L->k = v.k, L->v = v.v, L->o = v.o;
+    L->pos = (int *)state, L->k_cache = state + (size_t)POS_SLOT * B, L->v_cache = L->k_cache + cache;
 }
 
 const mixer_kind mixer_attention = {

@@ -90,6 +90,11 @@ void mamba1_decode_layer(const mixer_ctx *ctx, float *state, int B, m1_decode_la
 /* A Mamba-2 layer's (backend.h's decode_mamba2; mamba2.c), and the gated norm's eps. */
 void mamba2_decode_layer(const mixer_ctx *ctx, float *state, int B, m2_decode_layer *L);
 #define MAMBA2_GATED_NORM_EPS 1e-5f /* mamba2.py: RMSNormGated(..., eps=1e-5), fixed */
+/* An attention layer's part of a fused Transformer decode step (backend.h's decode_transformer; attention.c): its
+ * matrices in ctx->w (the caller points them at its decode copy), its positions and caches in the state of B
+ * sequences; and an MLP layer's (mlp.c). */
+void attention_decode_layer(const mixer_ctx *ctx, float *state, int B, t_decode_layer *L);
+void mlp_decode_layer(const mixer_ctx *ctx, t_decode_layer *L);
 
 /* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
  * float32 weights, or on the CPU's bf16 or int8 copy (ctx->dec) when there is one and M is a decode-sized batch. */

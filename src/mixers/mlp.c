@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef struct {
     float *gate; /* [I, D] gate_proj.weight (SwiGLU; NULL for relu2) */
@@ -141,6 +142,15 @@ static void mlp_backward(const mixer_ctx *ctx, const float *act, float *temp, fl
     }
     be->matmul_bwd(du, 0.0f, gr.gate, f.dgu, u, v.gate, rows, I, D);
     be->matmul_bwd(du, 1.0f, gr.up, mat_cols(f.dgu, I), u, v.up, rows, I, D);
+}
+
+/* This layer's part of a fused decode step (t_decode_layer): its matrices in ctx->w (float32 too: the caller points
+ * them at its decode copy); gate NULL for relu2. */
+void mlp_decode_layer(const mixer_ctx *ctx, t_decode_layer *L) {
+    const mlp_views v = views_of(ctx->cfg, ctx->w, ctx->pi);
+    memset(L, 0, sizeof *L);
+    L->kind = 'f';
+    L->gate = v.gate, L->up = v.up, L->down = v.down;
 }
 
 const mixer_kind mixer_mlp = {

@@ -216,4 +216,40 @@ static inline size_t m2_decode_work_floats(int B, int D, int Di, int N, int H, i
     return (size_t)B * ((size_t)D + 3 * (size_t)Di + 2 * (size_t)G * N + (size_t)H);
 }
 
+/* ---- one decode step of a stack of attention and MLP layers, fused (backend.h's decode_transformer) ------------ */
+/* The reference is the op-by-op step through attention_forward and mlp_forward: per layer x += out; u = rmsnorm(x) w;
+ * then an attention layer ('a'): q | k | v = q_proj(u) | k_proj(u) | v_proj(u), q and k rotated to position pos[b]
+ * (rope_theta 0: not), k and v appended to the cache at pos[b] (then pos[b] + 1), o = softmax(q k^T / sqrt(hd) over
+ * the window's keys) v per head (query head h reads key/value head h / (H / KV)), out = o_proj(o); or an MLP layer
+ * ('f'): out = down_proj(silu(gate_proj(u)) * up_proj(u)), relu2: down_proj(relu(up_proj(u))^2). No biases. Matrices
+ * of decode_step.wdt, as m1_decode_layer's. qd = H hd, kvd = KV hd. */
+typedef struct {
+    int kind;                         /* 'a' attention, 'f' MLP */
+    const float *norm_w;              /* [D] the layer's RMSNorm weight */
+    const void *q, *k, *v, *o;        /* 'a': [qd, D], [kvd, D], [kvd, D], [D, qd] */
+    const float *q_s, *k_s, *v_s, *o_s; /* MAT_I8: their row scales; else NULL */
+    int *pos;                         /* 'a': [B] this step's positions (the state's counters: read, then + 1) */
+    float *k_cache, *v_cache;         /* 'a': [B, cap, kvd] each, keys after the rotation */
+    const void *gate, *up, *down;     /* 'f': [I, D] (NULL for relu2), [I, D], [D, I] */
+    const float *gate_s, *up_s, *down_s; /* MAT_I8: their row scales; else NULL */
+} t_decode_layer;
+
+typedef struct {
+    decode_step st;                /* the batch, the step's ends, the matrices' form */
+    int H, KV, hd, window, cap;    /* heads, key/value heads, head_dim, sliding window (0: none), cache positions */
+    float theta;                   /* rope_theta; 0: no rotation */
+    int I, relu2;                  /* intermediate_size; 1: relu2 (no gate), 0: SwiGLU */
+    const t_decode_layer *layers;  /* [n_layer], host memory */
+} t_decode_args;
+
+/* The most splits of one (sequence, head)'s keys a fused step's attention takes (their partial results sized by it,
+ * not by the cache: longer contexts take longer runs of keys a split) */
+#define T_DECODE_MAX_SPLITS 256
+
+/* Scratch floats of a step: the residual [B, D], q and the attention output [B, qd] each, the MLP's hidden [B, I],
+ * and the splits' partial results (m, l, o [hd]) [B, H, T_DECODE_MAX_SPLITS, hd + 2]. */
+static inline size_t t_decode_work_floats(int B, int D, int H, int hd, int I) {
+    return (size_t)B * ((size_t)D + 2 * (size_t)H * hd + (size_t)I + (size_t)H * T_DECODE_MAX_SPLITS * (hd + 2));
+}
+
 #endif

@@ -58,6 +58,9 @@ void cuda_ctx_bind(void *ctx);
 int decode_mamba1_cuda(const m1_decode_args *a);
 /* backend.h's decode_mamba2 (decode_mamba2.cu): the same limits, and at most 8 groups. */
 int decode_mamba2_cuda(const m2_decode_args *a);
+/* backend.h's decode_transformer (decode_transformer.cu): 1 to 8 sequences (the FFMA form only); d_model, q_proj's
+ * and the MLP's widths multiples of 8; head_dim a multiple of 4 (even, for the rotation) up to 128. */
+int decode_transformer_cuda(const t_decode_args *a);
 
 /* The ops' kernels, declared from the list (backend/ops_list.h: each op's shapes and semantics): <name>_cuda for
  * every op, and for a gemm also <name>_cuda_bf16, the mixed-precision table's. An op that backend_cuda.c maps to NULL

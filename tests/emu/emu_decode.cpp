@@ -1,10 +1,12 @@
-/* The fused decode kernels (src/backend/cuda/decode_mamba1.cu, decode_mamba2.cu), run by the emulator (emu.h) on
- * the CPU as a cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on the CPU (ssm_step):
- * the same model and bytes, several steps (the states carried), logits compared at every step. Mamba-1 and Mamba-2
- * stacks; weights float32, bf16 (the CPU's bf16 decode copy on both sides) and int8 with row scales (the CPU's int8
- * copy); batches 1 to 5 (the FFMA form, within 2e-5 of the logits' scale) and 12 to 64 (the tensor-core form, whose
- * bf16 activations put it within 8e-3); odd sizes, groups, biases or none, a dt limit. Built and run by
- * tests/emu/run.sh. */
+/* The fused decode kernels (src/backend/cuda/decode_mamba1.cu, decode_mamba2.cu, decode_transformer.cu), run by the
+ * emulator (emu.h) on the CPU as a cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on
+ * the CPU (ssm_step): the same model and bytes, several steps (the states carried), logits compared at every step.
+ * Mamba-1 and Mamba-2 stacks; weights float32, bf16 (the CPU's bf16 decode copy on both sides) and int8 with row
+ * scales (the CPU's int8 copy); batches 1 to 5 (the FFMA form, within 2e-5 of the logits' scale) and 12 to 64 (the
+ * tensor-core form, whose bf16 activations put it within 8e-3); odd sizes, groups, biases or none, a dt limit.
+ * Transformer stacks (attention and MLP layers in any order): grouped-query heads, rotary positions or none, a sliding
+ * window, SwiGLU or relu2, states prefilled op by op so that a step's keys span several splits (and, past 8192, longer
+ * runs a split). Built and run by tests/emu/run.sh. */
 #include "backend/cuda/context.h" /* (C++ names, as context.cu defines them) */
 extern "C" {
 #include "common.h"
@@ -21,18 +23,26 @@ const void *cuda_ctx_table(cuda_ctx *, const void *host, size_t) { return host; 
 
 static int failures;
 
-/* kind 'm' (Mamba-1: dim = dt_rank) or 'M' (Mamba-2: dim = head_dim, groups; dt_max > 0: a time_step_limit) */
+/* kind 'm' (Mamba-1: dim = dt_rank) or 'M' (Mamba-2: dim = head_dim, groups; dt_max > 0: a time_step_limit), or
+ * 't' (a Transformer: dim = head_dim, the layers of pattern, d_state the MLP's width; prefill positions first) */
 struct shape {
     char kind;
     int d_model, n_layer, d_state, dim, B, bias, conv_bias, wt /* 0 float32, 1 bf16, 2 int8 */, steps, groups;
     float dt_max;
+    const char *pattern;
+    int heads, kv_heads, window, relu2, prefill;
+    float theta;
 };
 
 static void run_case(int index, const shape &sh) {
     ssm_config c;
     ssm_config_default(&c);
     c.d_model = sh.d_model, c.n_layer = sh.n_layer;
-    if (sh.kind == 'm') {
+    if (sh.kind == 't') {
+        c.attention.n_heads = sh.heads, c.attention.n_kv_heads = sh.kv_heads, c.attention.head_dim = sh.dim;
+        c.attention.rope_theta = sh.theta, c.attention.sliding_window = sh.window;
+        c.mlp.intermediate_size = sh.d_state, c.mlp.hidden_act = sh.relu2 ? SSM_MLP_RELU2 : SSM_MLP_SILU;
+    } else if (sh.kind == 'm') {
         c.mamba1.d_state = sh.d_state, c.mamba1.dt_rank = sh.dim;
         c.mamba1.use_bias = sh.bias, c.mamba1.use_conv_bias = sh.conv_bias;
     } else {
@@ -40,7 +50,10 @@ static void run_case(int index, const shape &sh) {
         c.mamba2.use_bias = sh.bias, c.mamba2.use_conv_bias = sh.conv_bias;
         if (sh.dt_max > 0) c.mamba2.dt_min = 0.002f, c.mamba2.dt_max = sh.dt_max;
     }
-    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%c", sh.kind);
+    if (sh.kind == 't')
+        snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", sh.pattern);
+    else
+        snprintf(c.layer_pattern, sizeof c.layer_pattern, "%c", sh.kind);
     if (ssm_config_resolve(&c)) {
         fprintf(stderr, "config: %s\n", ssm_last_error());
         exit(2);
@@ -62,9 +75,23 @@ static void run_case(int index, const shape &sh) {
     /* the reference in groups of at most 16 sequences, the most the CPU decodes on its bf16 or int8 copy */
     const int groups = (B + 15) / 16;
     std::vector<ssm_state *> ref(groups);
+    const long context = sh.kind == 't' ? sh.prefill + sh.steps : 0; /* (an attention cache of just that) */
     for (int q = 0; q < groups; q++)
-        ref[q] = ssm_state_new(m, (B - 16 * q) < 16 ? B - 16 * q : 16);
-    ssm_state *fused = ssm_state_new(m, B);
+        ref[q] = ssm_state_new_ctx(m, (B - 16 * q) < 16 ? B - 16 * q : 16, context);
+    ssm_state *fused = ssm_state_new_ctx(m, B, context);
+    if (sh.prefill) { /* the same positions into both states by the op-by-op forward */
+        std::vector<int> pre((size_t)B * sh.prefill);
+        std::vector<float> last((size_t)B * V);
+        for (size_t i = 0; i < pre.size(); i++)
+            pre[i] = (int)((13 * i + 7 * index) % 256);
+        int rc = ssm_forward(m, fused, pre.data(), sh.prefill, last.data(), 1);
+        for (int q = 0; q < groups; q++)
+            rc |= ssm_forward(m, ref[q], pre.data() + (size_t)16 * q * sh.prefill, sh.prefill, last.data(), 1);
+        if (rc) {
+            fprintf(stderr, "prefill: %s\n", ssm_last_error());
+            exit(2);
+        }
+    }
     std::vector<float> lr((size_t)B * V), lf((size_t)B * V), work(decode_fused_work_floats(m, B));
     std::vector<m1_decode_layer> layers(c.n_layer);
     std::vector<int> tok(B);
@@ -80,7 +107,9 @@ static void run_case(int index, const shape &sh) {
         model_canonicalize(m, fused);
         decode_fused_call call;
         decode_fused_args(m, fused, tok.data(), lf.data(), work.data(), &call);
-        const int rc = call.kind == DECODE_FUSED_M2 ? decode_mamba2_cuda(&call.m2) : decode_mamba1_cuda(&call.m1);
+        const int rc = call.kind == DECODE_FUSED_T    ? decode_transformer_cuda(&call.t)
+                       : call.kind == DECODE_FUSED_M2 ? decode_mamba2_cuda(&call.m2)
+                                                      : decode_mamba1_cuda(&call.m1);
         decode_fused_call_free(&call);
         if (rc != 0) {
             printf("not ok - case %d: the kernel declined the sizes\n", index);
@@ -91,7 +120,8 @@ static void run_case(int index, const shape &sh) {
         for (size_t i = 0; i < lr.size(); i++)
             scale = fmax(scale, fabs(lr[i]));
         for (size_t i = 0; i < lr.size(); i++)
-            err = std::isfinite(lf[i]) ? fmax(err, fabs((double)lf[i] - lr[i]) / scale) : INFINITY; /* (fmax drops NaN) */
+            err =
+                std::isfinite(lf[i]) ? fmax(err, fabs((double)lf[i] - lr[i]) / scale) : INFINITY; /* (fmax drops NaN) */
         if (!(err <= (B > 8 ? 8e-3 : 2e-5))) {
             printf("not ok - case %d step %d: logits differ by %.3g of their scale\n", index, step, err);
             failures++;
@@ -99,15 +129,18 @@ static void run_case(int index, const shape &sh) {
         }
         worst = fmax(worst, err);
     }
-    printf("ok - emulated fused decode: %s, d_model %d x %d, d_state %d, %s %d, B %d%s%s%s, %d steps (logits within "
-           "%.2g)\n",
-           sh.kind == 'm' ? "Mamba-1" : "Mamba-2", sh.d_model, sh.n_layer, sh.d_state,
-           sh.kind == 'm' ? "dt_rank" : "head_dim", sh.dim, sh.B, sh.bias ? ", biases" : "",
-           sh.conv_bias ? "" : ", no conv bias",
-           sh.wt == 1   ? ", bf16 weights"
-           : sh.wt == 2 ? ", int8 weights"
-                        : "",
-           sh.steps, worst);
+    const char *wts = sh.wt == 1 ? ", bf16 weights" : sh.wt == 2 ? ", int8 weights" : "";
+    if (sh.kind == 't')
+        printf("ok - emulated fused decode: Transformer \"%s\", d_model %d x %d, %d heads of %d, %d kv, rope %g, "
+               "window %d, %s %d, B %d%s, %d prefilled, %d steps (logits within %.2g)\n",
+               sh.pattern, sh.d_model, sh.n_layer, sh.heads, sh.dim, sh.kv_heads, sh.theta, sh.window,
+               sh.relu2 ? "relu2" : "SwiGLU", sh.d_state, sh.B, wts, sh.prefill, sh.steps, worst);
+    else
+        printf("ok - emulated fused decode: %s, d_model %d x %d, d_state %d, %s %d, B %d%s%s%s, %d steps (logits "
+               "within %.2g)\n",
+               sh.kind == 'm' ? "Mamba-1" : "Mamba-2", sh.d_model, sh.n_layer, sh.d_state,
+               sh.kind == 'm' ? "dt_rank" : "head_dim", sh.dim, sh.B, sh.bias ? ", biases" : "",
+               sh.conv_bias ? "" : ", no conv bias", wts, sh.steps, worst);
     for (ssm_state *r : ref)
         ssm_state_free(r);
     ssm_state_free(fused);
@@ -136,6 +169,14 @@ int main(int argc, char **argv) {
         {'M', 32, 1, 160, 8, 2, 0, 1, 0, 3, 1},
         {'M', 64, 1, 16, 32, 20, 1, 1, 1, 3, 2},
         {'M', 32, 2, 32, 16, 40, 0, 1, 2, 2, 1},
+        /* Transformers (kind, d_model, layers, MLP width, head_dim, B, -, -, weights, steps, -, -, pattern, heads,
+         * kv heads, window, relu2, prefill, rope_theta): keys past 32 (several splits), beyond the window */
+        {'t', 64, 4, 64, 16, 1, 0, 0, 0, 4, 0, 0, "af", 4, 4, 0, 0, 70, 10000.0f},
+        {'t', 64, 3, 96, 16, 3, 0, 0, 1, 4, 0, 0, "aaf", 4, 2, 24, 1, 40, 0.0f},
+        {'t', 64, 4, 64, 32, 5, 0, 0, 2, 3, 0, 0, "af", 4, 1, 40, 0, 75, 10000.0f},
+        {'t', 32, 2, 32, 16, 2, 0, 0, 0, 36, 0, 0, "fa", 2, 1, 0, 1, 0, 10000.0f},
+        {'t', 64, 4, 64, 32, 4, 0, 0, 1, 3, 0, 0, "afaf", 4, 2, 50, 0, 97, 500.0f},
+        {'t', 32, 2, 32, 16, 1, 0, 0, 0, 2, 0, 0, "af", 2, 1, 0, 0, 8200, 10000.0f},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the CUDA attention kernels (flash and float32), the fused decode kernels, the Mamba-2 SSD, the Mamba-1 scan
-# and the causal conv1d for the CPU emulator (emu.h) and runs them against the CPU's attention
+# Builds the CUDA attention kernels (flash and float32), the fused decode kernels (Mamba and Transformer), the Mamba-2
+# SSD, the Mamba-1 scan and the causal conv1d for the CPU emulator (emu.h) and runs them against the CPU's attention
 # (tests/emu/emu_attn.cpp), the CPU's op-by-op decode step (emu_decode.cpp), the CPU's chunked SSD (emu_ssd.cpp;
 # cuBLAS's batched products by emu_blas.cpp), the CPU's scan (emu_scan.cpp) and conv (emu_conv.cpp),
 # twice: cp.async copies done at issue, with warps drifting apart and a cooperative launch's blocks taking turns in
@@ -27,7 +27,8 @@ mkdir -p "$out/inc/backend/cuda"
 for h in reduce ssd_common; do # (ssd_common.cuh launches a kernel)
     python3 tests/emu/to_cpp.py src/backend/cuda/$h.cuh > "$out/inc/backend/cuda/$h.cuh"
 done
-for k in attention attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 ssd ssd_whole scan conv1d; do
+for k in attention attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 decode_transformer ssd ssd_whole \
+    scan conv1d; do
     python3 tests/emu/to_cpp.py src/backend/cuda/$k.cu > "$out/$k.cpp"
     g++ "${flags[@]}" -Isrc/backend/cuda -c "$out/$k.cpp" -o "$out/$k.o"
 done
@@ -39,7 +40,8 @@ asan=(-fsanitize=address -fno-omit-frame-pointer)
 # the library is built with ASan and UBSan, so every program links their runtimes
 libs=($lib -fsanitize=address,undefined -fopenmp -lopenblas -lm)
 g++ -o "$out/emu_attn" "$out"/emu.o "$out"/emu_attn.o "$out"/attention.o "$out"/attention_flash_*.o "${libs[@]}"
-g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba*.o "${libs[@]}"
+g++ -o "$out/emu_decode" "$out"/emu.o "$out"/emu_decode.o "$out"/decode_mamba*.o "$out"/decode_transformer.o \
+    "${libs[@]}"
 g++ -o "$out/emu_ssd" "$out"/emu.o "$out"/emu_ssd.o "$out"/ssd.o "$out"/ssd_whole.o "$out"/emu_blas.o "${libs[@]}"
 g++ -o "$out/emu_scan" "$out"/emu.o "$out"/emu_scan.o "$out"/scan.o "${libs[@]}"
 g++ -o "$out/emu_conv" "$out"/emu.o "$out"/emu_conv.o "$out"/conv1d.o "${libs[@]}"
@@ -53,13 +55,13 @@ done
 EMU_SKEW=1 "$out/emu_ssd" "$@" || rc=1
 # the decode kernels once more under AddressSanitizer: a read or write outside the weights', states' and scratch
 # buffers (host memory here) shows, which on the GPU only compute-sanitizer would see
-for k in decode_mamba1 decode_mamba2; do
+for k in decode_mamba1 decode_mamba2 decode_transformer; do
     g++ "${flags[@]}" "${asan[@]}" -Isrc/backend/cuda -c "$out/$k.cpp" -o "$out/asan_$k.o"
 done
 g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu.cpp -o "$out/asan_emu.o"
 g++ "${flags[@]}" "${asan[@]}" -c tests/emu/emu_decode.cpp -o "$out/asan_emu_decode.o"
 g++ "${asan[@]}" -o "$out/asan_emu_decode" "$out"/asan_emu.o "$out"/asan_emu_decode.o "$out"/asan_decode_mamba*.o \
-    "${libs[@]}"
+    "$out"/asan_decode_transformer.o "${libs[@]}"
 # (with the trace's stamps and report, SSM_DECODE_TRACE, on: its reads and writes are checked too; its report dropped)
 SSM_DECODE_TRACE=2 EMU_SKEW=3 "$out/asan_emu_decode" "$@" 2>&1 | grep -v -e '^decode trace:' -e '^  [a-z]' |
     sed 's/^ok - emulated/ok - AddressSanitizer, emulated/' || rc=1

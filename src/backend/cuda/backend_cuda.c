@@ -29,7 +29,8 @@ static int cuda_check_op(int op, const void *args) {
     .mem_in_use = cuda_mem_in_use, .graph_begin = cuda_graph_begin, .graph_end = cuda_graph_end,                     \
     .graph_launch = cuda_graph_launch, .graph_free = cuda_graph_free, .check_op = cuda_check_op,                     \
     .ctx_new = cuda_ctx_new, .ctx_free = cuda_ctx_free, .ctx_bind = cuda_ctx_bind,                                   \
-    .decode_mamba1 = decode_mamba1_cuda, .decode_mamba2 = decode_mamba2_cuda
+    .decode_mamba1 = decode_mamba1_cuda, .decode_mamba2 = decode_mamba2_cuda,                                       \
+    .decode_transformer = decode_transformer_cuda
 
 /* An op's kernel in the table whose GEMMs are MM: a GEMM has a float32 and a bf16 tensor-core kernel,
  * matmul_*_cuda and matmul_*_cuda_bf16; every other op one kernel for both tables, <name>_cuda (ops_list.h). */

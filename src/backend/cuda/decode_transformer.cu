@@ -1,0 +1,355 @@
+// One decode step of a stack of attention and MLP layers (any order) as one persistent kernel (t_decode_args in
+// ops.h; its reference is the op-by-op step through attention_forward and mlp_forward, which the emulator and the GPU
+// tests compare it with). Op by op a Transformer layer is ~14 small kernels (t768x12 at batch 1 on an H100: 0.70 ms
+// a step with an empty cache, 1.23 ms at 8K keys, where the 945 MB read would take ~0.28 ms). The design is
+// decode_mamba1.cu's (the shared parts in decode_common.cuh): one cooperative launch walks every layer, grid
+// barriers (|) between the phases that need a whole vector the previous phase wrote.
+//   attention layer:
+//   A qkv:      every block normalizes x (rmsnorm); a warp per pair of rows (i, i + hd/2) of one head of q | k | v,
+//               so that rotate_half applies in registers: the pair rotated to position p = pos[b] (as rope_cuda
+//               computes the angle; rope_theta 0: not), q into the work buffer, k and v straight into the caches at
+//               p (kv_append's rows)                                                                      | sync
+//   B splits:   a warp per (split s, sequence b, head h): the keys [lo, hi) that the query at p sees (hi = p + 1,
+//               the window's lo) cut into runs of TD_RUN keys (longer runs where that makes more than
+//               T_DECODE_MAX_SPLITS, so the scratch does not grow with the cache); a key a lane, 32 at a time: the
+//               score q . k_j / sqrt(hd) from key/value head h / (H / KV), an online softmax (running max m and sum
+//               l), then o += p_j v_j with lanes over o's elements (p_j through shared memory). (m, l, o) of each
+//               split into the work buffer                                                                 | sync
+//   C merge:    a warp per (b, h): M = max m_s, L = sum l_s e^(m_s - M), o = sum o_s e^(m_s - M) / L over the
+//               splits in order (deterministic, any grid)                                                  | sync
+//   D o_proj:   x_r += o_proj[r] . o (a warp a row, dec_residual_proj); pos[b] advanced (its last reader was C)
+//                                                                                                          | sync
+//   MLP layer:
+//   E gate|up:  every block normalizes x; a warp per hidden unit i takes its gate and up rows together:
+//               h_i = silu(gate_i . u) (up_i . u), relu2: relu(up_i . u)^2                                 | sync
+//   F down:     x_r += down[r] . h                                                                         | sync
+// then the head (dec_head). Each layer's matrices are asked into L2 a layer ahead (SSM_DECODE_PREFETCH); the caches
+// are not (a long context's would not fit). The FFMA form only (up to DEC_MAX_B sequences: larger batches run op by
+// op); weights float32, bf16 or int8 with row scales. Every sum has a fixed order (the same bits on every run and any
+// grid); the elementwise functions are the accurate ones (expf, sincosf, pow as rope_cuda): the results match the
+// op-by-op step to float rounding.
+#include "backend/cuda/decode_common.cuh"
+
+#include <math.h>
+
+#define TD_MAX_HD 128 // head_dim: a lane holds up to TD_MAX_HD / 32 values of a head's output
+#define TD_NPL (TD_MAX_HD / 32)
+#define TD_RUN 32 // the shortest run of keys a split: a key a lane
+
+// a warp's scratch in shared memory while it works on a split: q [TD_MAX_HD] and the 32 lanes' p [32]
+#define TD_WARP_SCRATCH (TD_MAX_HD + 32)
+
+// The width of sm.sh's rows (dec_smem): the longest product input, and room for every warp's scratch (phase B)
+__host__ __device__ static inline int td_wide(const t_decode_args &a) {
+    int w = a.st.D > a.H * a.hd ? a.st.D : a.H * a.hd;
+    w = w > a.I ? w : a.I;
+    const int scratch = (DEC_WARPS * TD_WARP_SCRATCH + DEC_MAX_B - 1) / DEC_MAX_B;
+    return w > scratch ? w : scratch;
+}
+
+// The keys [lo, hi) that sequence b's query sees in a layer whose positions are pos (before this step's advance):
+// itself at p = pos[b] and the window's earlier ones (attn_range's), capped by the cache; run: keys a split
+__device__ __forceinline__ static int td_keys(const t_decode_args &a, const int *pos, int b, int *lo, int *run) {
+    int hi = pos[b] + 1;
+    hi = hi < a.cap ? hi : a.cap;
+    *lo = a.window > 0 && hi - a.window > 0 ? hi - a.window : 0;
+    const int len = hi - *lo, per = (len + T_DECODE_MAX_SPLITS - 1) / T_DECODE_MAX_SPLITS;
+    *run = per <= TD_RUN ? TD_RUN : (per + TD_RUN - 1) / TD_RUN * TD_RUN;
+    return hi;
+}
+
+// acc0[b] = w0 . x_b and acc1[b] = w1 . x_b: warp_dot of two rows at once (their loads in flight together; each sum
+// in warp_dot's order)
+template <int NB, typename W>
+__device__ __forceinline__ static void warp_dot2(float (&acc0)[NB], float (&acc1)[NB], const W *w0, const W *w1,
+                                                 const float *x, int ldx, int K, int B) {
+#pragma unroll
+    for (int b = 0; b < NB; b++)
+        acc0[b] = 0.0f, acc1[b] = 0.0f;
+#pragma unroll 2
+    for (int k = (int)(threadIdx.x % 32) * 8; k < K; k += 256) {
+        float v0[8], v1[8];
+        load8(v0, w0 + k);
+        load8(v1, w1 + k);
+        fma8(acc0, v0, x + k, ldx, B);
+        fma8(acc1, v1, x + k, ldx, B);
+    }
+    warp_sum(acc0);
+    warp_sum(acc1);
+}
+
+template <typename W>
+__device__ __forceinline__ static void td_prefetch_layer(const t_decode_layer &L, const t_decode_args &a,
+                                                         size_t gthread, size_t nthreads) {
+    const size_t D = a.st.D, qd = (size_t)a.H * a.hd, kvd = (size_t)a.KV * a.hd, I = a.I;
+    if (L.kind == 'a') {
+        prefetch_range(L.q, sizeof(W) * qd * D, gthread, nthreads);
+        prefetch_range(L.k, sizeof(W) * kvd * D, gthread, nthreads);
+        prefetch_range(L.v, sizeof(W) * kvd * D, gthread, nthreads);
+        prefetch_range(L.o, sizeof(W) * D * qd, gthread, nthreads);
+    } else {
+        if (L.gate) prefetch_range(L.gate, sizeof(W) * I * D, gthread, nthreads);
+        prefetch_range(L.up, sizeof(W) * I * D, gthread, nthreads);
+        prefetch_range(L.down, sizeof(W) * D * I, gthread, nthreads);
+    }
+}
+
+// rotate_half of the pair (x1, x2) = elements (i, i + hd/2) of a head at position p, with rope_cuda's angle (the
+// inverse frequency in double, the product in float, sincosf: its slow path for large angles is the kernel's stack
+// frame, ptxas's 32 bytes)
+__device__ __forceinline__ static void td_rotate(float &x1, float &x2, int p, int i, int hd, float theta) {
+    const float inv = (float)(1.0 / pow((double)theta, 2.0 * i / hd)), ang = (float)p * inv;
+    float s, c;
+    sincosf(ang, &s, &c);
+    const float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
+    x1 = y1, x2 = y2;
+}
+
+// ---- the attention phases ----------------------------------------------------------------------------------------
+// A: the pairs of rows (i, i + hd/2) of q | k | v (heads 0..H-1 of q, then KV of k, then KV of v) for the
+// normalized input in sm.sh
+template <int NB, typename W>
+__device__ static void td_qkv(const t_decode_args &a, const t_decode_layer &L, float *q, int gwarp, int nwarps,
+                              const float *u) {
+    const int B = a.st.B, D = a.st.D, hd = a.hd, half = hd / 2, H = a.H, KV = a.KV, qd = H * hd, kvd = KV * hd;
+    const int lane = (int)threadIdx.x % 32;
+    for (int t = gwarp; t < (H + 2 * KV) * half; t += nwarps) {
+        const int head = t / half, i = t % half;
+        const bool is_q = head < H, is_k = !is_q && head < H + KV;
+        const W *w = (const W *)(is_q ? L.q : is_k ? L.k : L.v);
+        const float *sc = is_q ? L.q_s : is_k ? L.k_s : L.v_s;
+        const int r = (is_q ? head : is_k ? head - H : head - H - KV) * hd + i; // the pair's first row in its matrix
+        float a0[NB], a1[NB];
+        warp_dot2<NB>(a0, a1, w + (size_t)r * D, w + (size_t)(r + half) * D, u, D, D, B);
+        if (lane >= B) continue;
+        const int b = lane, p = L.pos[b];
+        float x1 = pick(a0, b) * row_scale(sc, r), x2 = pick(a1, b) * row_scale(sc, r + half);
+        if (a.theta != 0.0f && head < H + KV) td_rotate(x1, x2, p, i, hd, a.theta);
+        if (is_q) {
+            q[(size_t)b * qd + r] = x1, q[(size_t)b * qd + r + half] = x2;
+        } else if (p >= 0 && p < a.cap) { // (kv_append's: a row outside the cache is not written)
+            float *row = (is_k ? L.k_cache : L.v_cache) + ((size_t)b * a.cap + p) * kvd;
+            row[r] = x1, row[r + half] = x2;
+        }
+    }
+}
+
+// B: the splits' partial results part [B, H, T_DECODE_MAX_SPLITS, hd + 2] = (m, l, o [hd])
+__device__ static void td_splits(const t_decode_args &a, const t_decode_layer &L, const float *q, float *part,
+                                 int gwarp, int nwarps, float *scratch) {
+    const int B = a.st.B, H = a.H, hd = a.hd, qd = H * hd, kvd = a.KV * hd, group = H / a.KV;
+    const int lane = (int)threadIdx.x % 32;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *qs = scratch, *ps = scratch + TD_MAX_HD;
+    int most = 0; // the most splits of any sequence: the tasks' range
+    for (int b = 0; b < B; b++) {
+        int lo, run;
+        const int hi = td_keys(a, L.pos, b, &lo, &run), n = (hi - lo + run - 1) / run;
+        most = n > most ? n : most;
+    }
+    for (int t = gwarp; t < most * B * H; t += nwarps) {
+        const int s = t / (B * H), b = t / H % B, h = t % H, kh = h / group;
+        int lo, run;
+        const int hi = td_keys(a, L.pos, b, &lo, &run), k0 = lo + s * run, k1 = k0 + run < hi ? k0 + run : hi;
+        if (k0 >= hi) continue;
+        for (int d = lane; d < hd; d += 32)
+            qs[d] = q[(size_t)b * qd + (size_t)h * hd + d];
+        __syncwarp();
+        const float *kb = L.k_cache + (size_t)b * a.cap * kvd + (size_t)kh * hd;
+        const float *vb = L.v_cache + (size_t)b * a.cap * kvd + (size_t)kh * hd;
+        float m = -INFINITY, l = 0.0f, o[TD_NPL];
+#pragma unroll
+        for (int i = 0; i < TD_NPL; i++)
+            o[i] = 0.0f;
+        for (int j0 = k0; j0 < k1; j0 += 32) {
+            const int j = j0 + lane;
+            float sc = -INFINITY;
+            if (j < k1) { // this lane's key: q . k_j over the head's hd values, 4 at a time
+                const float *kr = kb + (size_t)j * kvd;
+                float dot = 0.0f;
+#pragma unroll 4 // (more unrolled, the loads in flight spill the kernel's registers)
+                for (int d = 0; d < hd; d += 4) {
+                    const float4 kv = *reinterpret_cast<const float4 *>(kr + d);
+                    const float4 qv = *reinterpret_cast<const float4 *>(qs + d);
+                    dot = fmaf(qv.x, kv.x, dot), dot = fmaf(qv.y, kv.y, dot);
+                    dot = fmaf(qv.z, kv.z, dot), dot = fmaf(qv.w, kv.w, dot);
+                }
+                sc = dot * scale;
+            }
+            float mx = sc;
+            for (int off = 16; off > 0; off >>= 1)
+                mx = fmaxf(mx, __shfl_xor_sync(DEC_FULL, mx, off));
+            const float mn = fmaxf(m, mx), corr = expf(m - mn); // (key j0 is in range: mn is finite; corr 0 at first)
+            const float p = j < k1 ? expf(sc - mn) : 0.0f;
+            float sum = p;
+            for (int off = 16; off > 0; off >>= 1)
+                sum += __shfl_xor_sync(DEC_FULL, sum, off);
+            l = l * corr + sum, m = mn;
+            ps[lane] = p;
+            __syncwarp();
+#pragma unroll
+            for (int i = 0; i < TD_NPL; i++)
+                o[i] *= corr;
+            const int nj = k1 - j0 < 32 ? k1 - j0 : 32;
+#pragma unroll 4
+            for (int jj = 0; jj < nj; jj++) { // the run's keys in order
+                const float pj = ps[jj], *vr = vb + (size_t)(j0 + jj) * kvd;
+#pragma unroll
+                for (int i = 0; i < TD_NPL; i++)
+                    if (lane + 32 * i < hd) o[i] = fmaf(pj, vr[lane + 32 * i], o[i]);
+            }
+            __syncwarp(); // (ps is rewritten by the next run)
+        }
+        float *P = part + (((size_t)b * H + h) * T_DECODE_MAX_SPLITS + s) * (hd + 2);
+        if (lane == 0) P[0] = m, P[1] = l;
+#pragma unroll
+        for (int i = 0; i < TD_NPL; i++)
+            if (lane + 32 * i < hd) P[2 + lane + 32 * i] = o[i];
+        __syncwarp(); // (qs is rewritten by the next task)
+    }
+}
+
+// C: o [B, qd] from the splits, a warp per (b, h)
+__device__ static void td_merge(const t_decode_args &a, const t_decode_layer &L, const float *part, float *o, int gwarp,
+                                int nwarps) {
+    const int B = a.st.B, H = a.H, hd = a.hd, lane = (int)threadIdx.x % 32;
+    for (int t = gwarp; t < B * H; t += nwarps) {
+        const int b = t / H, h = t % H;
+        int lo, run;
+        const int hi = td_keys(a, L.pos, b, &lo, &run), n = (hi - lo + run - 1) / run;
+        const float *P = part + ((size_t)b * H + h) * T_DECODE_MAX_SPLITS * (hd + 2);
+        float M = -INFINITY;
+        for (int s = lane; s < n; s += 32)
+            M = fmaxf(M, P[(size_t)s * (hd + 2)]);
+        for (int off = 16; off > 0; off >>= 1)
+            M = fmaxf(M, __shfl_xor_sync(DEC_FULL, M, off));
+        float Lsum = 0.0f, acc[TD_NPL];
+#pragma unroll
+        for (int i = 0; i < TD_NPL; i++)
+            acc[i] = 0.0f;
+        for (int s = 0; s < n; s++) { // every lane the same sum of l, and its own elements of o, in split order
+            const float *Ps = P + (size_t)s * (hd + 2), e = expf(Ps[0] - M);
+            Lsum = fmaf(Ps[1], e, Lsum);
+#pragma unroll
+            for (int i = 0; i < TD_NPL; i++)
+                if (lane + 32 * i < hd) acc[i] = fmaf(Ps[2 + lane + 32 * i], e, acc[i]);
+        }
+        const float inv = 1.0f / Lsum;
+#pragma unroll
+        for (int i = 0; i < TD_NPL; i++)
+            if (lane + 32 * i < hd) o[(size_t)b * H * hd + (size_t)h * hd + lane + 32 * i] = acc[i] * inv;
+    }
+}
+
+// ---- the kernel ------------------------------------------------------------------------------------------------
+template <int NB, typename W>
+__global__ static void __launch_bounds__(DEC_THREADS, 1)
+    t_decode_kernel(t_decode_args a, const t_decode_layer *layers) {
+    const decode_step st = a.st; // (a copy: the kernel parameter stays in its own space)
+    int ph = 0;                  // the grid barriers passed (SSM_DECODE_TRACE's index)
+    dec_trace_mark(st.trace, 0);
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int B = st.B, D = st.D, qd = a.H * a.hd, I = a.I;
+    const DecSmem sm = dec_smem<NB>(smem, td_wide(a));
+    float *x = st.work, *q = x + (size_t)B * D, *o = q + (size_t)B * qd, *hb = o + (size_t)B * qd;
+    float *part = hb + (size_t)B * I; // [B, H, T_DECODE_MAX_SPLITS, hd + 2]
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
+    const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
+    double *red = reinterpret_cast<double *>(sm.red);
+    auto no_stage = [](uint16_t *, int, int, int) {}; // (the tensor-core form's: not this kernel's)
+
+    if (st.prefetch) td_prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    dec_embed(x, st.emb, st.tokens, B, D);
+    dec_sync(st.trace, ph);
+    for (int l = 0; l < st.n_layer; l++) {
+        const t_decode_layer &L = layers[l];
+        if (st.prefetch && l + 1 < st.n_layer) td_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
+        if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
+        block_rmsnorm(sm.sh, red, x, L.norm_w, B, D, st.eps);
+        if (L.kind == 'a') {
+            td_qkv<NB, W>(a, L, q, gwarp, nwarps, sm.sh);
+            dec_sync(st.trace, ph);
+            td_splits(a, L, q, part, gwarp, nwarps, sm.sh + (size_t)warp * TD_WARP_SCRATCH);
+            dec_sync(st.trace, ph);
+            td_merge(a, L, part, o, gwarp, nwarps);
+            dec_sync(st.trace, ph);
+            if (blockIdx.x == 0 && (int)threadIdx.x < B) L.pos[threadIdx.x] += 1; // (kv_append's advance)
+            dec_residual_proj<NB, W, false>(
+                x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm,
+                [&](float *dst) {
+                    for (size_t i = threadIdx.x; i < (size_t)B * qd; i += DEC_THREADS)
+                        dst[i] = o[i];
+                },
+                no_stage);
+            dec_sync(st.trace, ph);
+        } else {
+            // E: h = silu(gate u) (up u), or relu(up u)^2
+            for (int i = gwarp; i < I; i += nwarps) {
+                float g[NB], up[NB];
+                if (L.gate)
+                    warp_dot2<NB>(g, up, (const W *)L.gate + (size_t)i * D, (const W *)L.up + (size_t)i * D, sm.sh, D,
+                                  D, B);
+                else
+                    warp_dot<NB>(up, (const W *)L.up + (size_t)i * D, sm.sh, D, D, B);
+                if (lane >= B) continue;
+                const float uv = pick(up, lane) * row_scale(L.up_s, i);
+                float hv;
+                if (L.gate) {
+                    const float gv = pick(g, lane) * row_scale(L.gate_s, i);
+                    hv = gv * sigmoid_ref(gv) * uv; // (the CPU's swiglu: silu(g) * u)
+                } else {
+                    const float r = uv > 0.0f ? uv : 0.0f;
+                    hv = r * r;
+                }
+                hb[(size_t)lane * I + i] = hv;
+            }
+            dec_sync(st.trace, ph);
+            // F: x += down(h)
+            dec_residual_proj<NB, W, false>(
+                x, (const W *)L.down, L.down_s, nullptr, D, I, B, sm,
+                [&](float *dst) {
+                    for (size_t i = threadIdx.x; i < (size_t)B * I; i += DEC_THREADS)
+                        dst[i] = hb[i];
+                },
+                no_stage);
+            dec_sync(st.trace, ph);
+        }
+    }
+    dec_head<NB, W, false>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
+    dec_trace_mark(st.trace, 2 * ph + 1);
+}
+
+struct TKernels { // (the tensor-core sizes never launch: decode_transformer_cuda declines more than DEC_MAX_B)
+    template <int NB, typename W, bool TC> static auto get() { return t_decode_kernel < TC ? DEC_MAX_B : NB, W > ; }
+};
+
+// SSM_DECODE_TRACE's phases: per layer pair when the stack is "af" repeated, else every barrier under one name
+static const char *const td_labels_af[6] = {"qkv, rope", "attn splits", "attn merge", "o_proj", "gate, up", "down"};
+static const char *const td_labels_any[1] = {"a phase"};
+
+extern "C" int decode_transformer_cuda(const t_decode_args *args) {
+    t_decode_args a = *args;
+    a.st.prefetch = dec_prefetch_on();
+    const int B = a.st.B, D = a.st.D, qd = a.H * a.hd, n = a.st.n_layer;
+    if (B < 1 || B > DEC_MAX_B || a.hd < 4 || a.hd > TD_MAX_HD || a.hd % 4 || a.KV < 1 || a.H % a.KV || D % 8 ||
+        qd % 8 || a.I % 8)
+        return -1;
+    int barriers = 1, af = n % 2 == 0;
+    for (int l = 0; l < n; l++) {
+        const t_decode_layer *L = &a.layers[l];
+        af &= L->kind == (l % 2 ? 'f' : 'a');
+        barriers += L->kind == 'a' ? 4 : 2;
+        if (L->kind == 'a' && (a.cap < 1 || (uintptr_t)L->k_cache % 16 || (uintptr_t)L->v_cache % 16)) return -1;
+    }
+    const size_t smem = dec_smem_bytes(B, td_wide(a));
+    if (dec_fits(smem)) return -1;
+    cuda_ctx *c = cuda_ctx_now();
+    const t_decode_layer *layers = (const t_decode_layer *)cuda_ctx_table(c, a.layers, sizeof(t_decode_layer) * n);
+    a.st.trace = dec_trace_buffer(barriers, c->device, DEC_THREADS);
+    const int rc = dec_launch_w<TKernels>(&a, layers, smem);
+    if (rc == 0 && a.st.trace)
+        dec_trace_report(a.st.trace, af ? 6 : 1, af ? td_labels_af : td_labels_any, af ? n / 2 : barriers - 1,
+                         c->dec_blocks);
+    return rc;
+}
