@@ -13,6 +13,9 @@
  * - the d_model 768 shape of the benchmark (dt_rank 48, x_proj's 80 rows) in float32, bf16 and int8.
  * - Mamba-2 stacks (decode_mamba2.cu) the same way: groups, d_state 32 to 128, a dt limit, float32, bf16 and int8,
  *   1 to 64 sequences, the mamba2-130m layer shape.
+ * - Transformer stacks (decode_transformer.cu, under SSM_DECODE_FUSED=1): attention and MLP layers, grouped-query
+ *   heads, rotary positions or none, a sliding window, SwiGLU or relu2, keys past 32 (several splits a head), float32,
+ *   bf16 and int8, 1 to 8 sequences; 9 fall back; int8 is refused on the GPU without SSM_DECODE_FUSED=1.
  * DECODE_TEST_QUICK=1: one case of each form (for compute-sanitizer). Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "backend/backend.h"
@@ -39,6 +42,18 @@ static ssm_config config_m2(int d_model, int n_layer, int N, int head_dim, int g
     strcpy(c.layer_pattern, "M");
     c.mamba2.d_state = N, c.mamba2.head_dim = head_dim, c.mamba2.n_groups = groups, c.mamba2.use_bias = bias;
     if (dt_max > 0) c.mamba2.dt_min = 0.002f, c.mamba2.dt_max = dt_max;
+    return c;
+}
+
+/* attention and MLP layers (pattern of 'a' and 'f'): heads of hd, kv of them for keys and values, a window (0: none),
+ * rope_theta (0: none), relu2 or SwiGLU of width I */
+static ssm_config config_t(int d_model, int n_layer, const char *pattern, int heads, int kv, int hd, int window,
+                           float theta, int relu2, int I) {
+    ssm_config c = config_of(d_model, n_layer, 16, 0);
+    snprintf(c.layer_pattern, sizeof c.layer_pattern, "%s", pattern);
+    c.attention.n_heads = heads, c.attention.n_kv_heads = kv, c.attention.head_dim = hd;
+    c.attention.sliding_window = window, c.attention.rope_theta = theta, c.attention.max_context = 256;
+    c.mlp.hidden_act = relu2 ? SSM_MLP_RELU2 : SSM_MLP_SILU, c.mlp.intermediate_size = I;
     return c;
 }
 
@@ -149,6 +164,80 @@ static void test_against_op_by_op(ssm_config c, int B, int wt, int steps) {
     TEST_END();
 }
 
+/* A Transformer's fused step (SSM_DECODE_FUSED=1) against the GPU's op-by-op step and the CPU's, after a prefill of P
+ * positions (float32; bf16 and int8 decode from an empty cache, as test_against_op_by_op) */
+static void test_transformer(ssm_config c, int B, int wt, int P, int steps) {
+    char name[512];
+    snprintf(name, sizeof name,
+             "fused Transformer decode = op by op: \"%s\" x %d, d_model %d, %d heads of %d, %d kv, window %d, rope %g, "
+             "%s, B %d, %s weights, %d + %d positions",
+             c.layer_pattern, c.n_layer, c.d_model, c.attention.n_heads, c.attention.head_dim, c.attention.n_kv_heads,
+             c.attention.sliding_window, c.attention.rope_theta, c.mlp.hidden_act == SSM_MLP_RELU2 ? "relu2" : "SwiGLU",
+             B, wt == 2 ? "int8" : wt ? "bf16" : "float32", P, steps);
+    TEST_BEGIN(name);
+    const int V = c.vocab_size;
+    setenv("SSM_DECODE_FUSED", "1", 1); /* (int8 moves to the GPU only so) */
+    ssm_model *g = model_on(&c, 21, wt, "cuda"), *cpu = model_on(&c, 21, wt, "cpu");
+    unsetenv("SSM_DECODE_FUSED");
+    ssm_state *sg = ssm_state_new(g, B), *sc = ssm_state_new(cpu, B);
+    int *pre = xmalloc(sizeof(int) * (B * P + 1)), *tok = xmalloc(sizeof(int) * B * steps);
+    random_tokens(pre, (size_t)B * P, 31), random_tokens(tok, (size_t)B * steps, 32);
+    const size_t n = (size_t)steps * B * V;
+    float *f1 = xmalloc(sizeof(float) * n), *f2 = xmalloc(sizeof(float) * n), *fd = xmalloc(sizeof(float) * n);
+    float *op = xmalloc(sizeof(float) * n), *ref = xmalloc(sizeof(float) * n);
+    decode(g, sg, pre, P, tok, steps, f1, "1");
+    decode(g, sg, pre, P, tok, steps, f2, "1");
+    decode_direct(g, sg, pre, P, tok, steps, fd);
+    g->int8 = 0; /* (int8 on the GPU is the fused step alone: the op-by-op step of the float32 weights) */
+    decode(g, sg, pre, P, tok, steps, op, "0");
+    g->int8 = wt == 2;
+    decode(cpu, sc, pre, P, tok, steps, ref, "0");
+    EXPECT(!memcmp(f1, f2, sizeof(float) * n), "two fused runs differ");
+    EXPECT(!memcmp(f1, fd, sizeof(float) * n), "ssm_step did not take the fused kernel (or it is not repeatable)");
+    const double e_cpu = worst_rel(f1, ref, steps, B, V), e_op = worst_rel(f1, op, steps, B, V);
+    EXPECT(e_cpu <= 1e-5, "fused logits differ from the CPU's by %.3g", e_cpu);
+    EXPECT(e_op <= (wt == 2 ? 5e-2
+                    : wt    ? 2e-2
+                            : 1e-5),
+           "fused logits differ from the GPU's op-by-op step by %.3g", e_op);
+    printf("  # %d steps: vs CPU %.3g, vs GPU op by op %.3g\n", steps, e_cpu, e_op);
+    ssm_state_free(sg), ssm_state_free(sc);
+    ssm_model_free(g), ssm_model_free(cpu);
+    free(pre), free(tok), free(f1), free(f2), free(fd), free(op), free(ref);
+    TEST_END();
+}
+
+/* A Transformer: 9 sequences run op by op (bitwise); int8 needs SSM_DECODE_FUSED=1 to move to the GPU, and then
+ * takes at most 8 sequences a step */
+static void test_transformer_limits(void) {
+    TEST_BEGIN("fused Transformer decode: 9 sequences fall back; int8 only under SSM_DECODE_FUSED=1, up to 8");
+    ssm_config c = config_t(64, 2, "af", 4, 2, 16, 0, 10000.0f, 0, 128);
+    const int B = 9, P = 5, steps = 3, V = c.vocab_size;
+    ssm_model *g = model_on(&c, 22, 0, "cuda");
+    ssm_state *s = ssm_state_new(g, B);
+    int *pre = xmalloc(sizeof(int) * B * P), *tok = xmalloc(sizeof(int) * B * steps);
+    random_tokens(pre, (size_t)B * P, 33), random_tokens(tok, (size_t)B * steps, 34);
+    const size_t n = (size_t)steps * B * V;
+    float *a = xmalloc(sizeof(float) * n), *b = xmalloc(sizeof(float) * n);
+    decode(g, s, pre, P, tok, steps, a, "1");
+    decode(g, s, pre, P, tok, steps, b, "0");
+    EXPECT(!memcmp(a, b, sizeof(float) * n), "9 sequences did not run op by op");
+    ssm_state_free(s), ssm_model_free(g);
+    ssm_model *h = ssm_model_new(&c, 23);
+    EXPECT(ssm_model_use_int8(h) == 0, "use_int8 on the CPU: %s", ssm_last_error());
+    EXPECT(ssm_model_set_device(h, "cuda") != 0 && strstr(ssm_last_error(), "SSM_DECODE_FUSED=1"),
+           "an int8 Transformer moved to the GPU without SSM_DECODE_FUSED=1 (%s)", ssm_last_error());
+    setenv("SSM_DECODE_FUSED", "1", 1);
+    EXPECT(ssm_model_set_device(h, "cuda") == 0, "int8 Transformer under SSM_DECODE_FUSED=1: %s", ssm_last_error());
+    ssm_state *s9 = ssm_state_new(h, B);
+    EXPECT(ssm_step(h, s9, tok, a) != 0 && strstr(ssm_last_error(), "takes 1 to 8 sequences"),
+           "int8 Transformer step of 9 sequences: %s", ssm_last_error());
+    unsetenv("SSM_DECODE_FUSED");
+    ssm_state_free(s9), ssm_model_free(h);
+    free(pre), free(tok), free(a), free(b);
+    TEST_END();
+}
+
 /* more sequences than the kernel takes: the op-by-op step, bitwise */
 static void test_fallback(int B, int wt) {
     char name[160];
@@ -249,6 +338,7 @@ int main(void) {
         test_against_op_by_op(config_of(64, 2, 16, 0), 16, 2, 2);
         test_against_op_by_op(config_m2(64, 2, 32, 16, 2, 1, 0), 1, 0, 3);
         test_against_op_by_op(config_m2(64, 2, 32, 16, 2, 0, 0), 24, 1, 2);
+        test_transformer(config_t(64, 2, "af", 4, 2, 16, 0, 10000.0f, 0, 128), 2, 0, 40, 3);
         return test_failures ? 1 : 0;
     }
     for (int bf16 = 0; bf16 <= 1; bf16++) {
@@ -275,6 +365,16 @@ int main(void) {
     test_against_op_by_op(config_m2(768, 2, 128, 64, 1, 0, 0), 1, 0, 6);
     test_against_op_by_op(config_m2(768, 2, 128, 64, 1, 0, 0), 1, 1, 6);
     test_against_op_by_op(config_m2(768, 2, 128, 64, 1, 0, 0), 64, 1, 3);
+    /* Transformers: keys past 32 (several splits), beyond a window; the t768x12 layer shape */
+    test_transformer(config_t(64, 4, "af", 4, 4, 16, 0, 10000.0f, 0, 128), 1, 0, 70, 8);
+    test_transformer(config_t(64, 3, "aaf", 4, 2, 16, 24, 0.0f, 1, 96), 3, 0, 40, 6);
+    test_transformer(config_t(64, 4, "fa", 4, 1, 32, 40, 10000.0f, 0, 64), 8, 0, 75, 4);
+    test_transformer(config_t(64, 2, "af", 4, 2, 16, 0, 10000.0f, 0, 128), 2, 1, 0, 40);
+    test_transformer(config_t(64, 2, "af", 4, 1, 32, 20, 500.0f, 1, 64), 5, 2, 0, 36);
+    test_transformer(config_t(768, 2, "af", 12, 12, 64, 0, 10000.0f, 0, 2048), 1, 0, 100, 4);
+    test_transformer(config_t(768, 2, "af", 12, 12, 64, 0, 10000.0f, 0, 2048), 1, 1, 0, 4);
+    test_transformer(config_t(768, 2, "af", 12, 12, 64, 0, 10000.0f, 0, 2048), 4, 2, 0, 4);
+    test_transformer_limits();
     test_fallback(9, 0);
     test_fallback(65, 1);
     test_int8_limits();
