@@ -64,6 +64,11 @@ static void dec_trace_report(const long long *dev, int period, const char *const
     enum { EMBED = DEC_TRACE_KINDS, HEAD, NK };
     static double work_max[NK], work_mean[NK], lat[NK], step;
     static long n[NK], steps;
+    static const char *const *kind; // the labels of the steps summed: other labels (another form of the kernel, whose
+    if (labels != kind) {           // phases differ and may be fewer than the counts held) start the sums afresh
+        memset(work_max, 0, sizeof work_max), memset(work_mean, 0, sizeof work_mean), memset(lat, 0, sizeof lat);
+        memset(n, 0, sizeof n), step = 0, steps = 0, kind = labels;
+    }
     const int nb = 1 + period * layers, slots = 2 * nb + 2;
     long long *t = (long long *)malloc(sizeof *t * (size_t)slots * grid);
     if (!t) return;
