@@ -12,11 +12,8 @@
 #       "gap" part before it, 2026-12-06: every scoring path, CPU and GPU, float32 and bf16, equals the training
 #       forward; test_cuda_model's training-shape cases pass.)
 # What "run rest" checks:
-#   tests            test_ops (attention, SSD, gated norm, scan, embedding) and test_cuda_model (decode among them),
+#   tests            test_ops (attention, SSD, gated norm, scan, embedding), test_cuda_model and test_cuda_decode_fused,
 #                    every FAIL; test_ops attn of every other binary built
-#   small models     where a small model's training step goes (the recall experiment's MQAR models: 25-31 ms a step
-#                    alone for 64K positions, the scan's kernels 3.6 ms of it): bench's step (--profile) against
-#                    train's, a task against a file, all OpenMP threads against one
 #   tiny             the paper preset's induction model (2K positions a step) alone and four at once: whether
 #                    device_parallel.sh's groups beat one run at a time (processes share a GPU by time slices)
 #   steps            the attention kernels alone (bench_cuda_attn at 8 x 2048 and 1 x 16384) and the training steps of
@@ -28,12 +25,16 @@
 #                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
 #                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
 #                    0.669-0.670, 0.444-0.451)
+#   fused T decode   with a tdec binary (the branch of the fused Transformer decode, decode_transformer.cu, emulated
+#                    but never run on a GPU): its test_cuda_decode_fused, then t768x12 at batch 1 and 4, at 1K and 8K,
+#                    op by op against SSM_DECODE_FUSED=1 (float32, bf16, int8), and the fused step's phases (trace)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
 # tf32 SSD, the segment sweep, the flash block shapes: docs/performance.md and docs/distributed.md, 2026-12-05. The
 # three measuring knobs SSM_SSD_PASS_KERNEL, SSM_SSD_V2 and SSM_GN_CACHE, the decode trace, the Transformer's decode at
 # 1K and prefill at 64K; then the decode's reads before barriers (reverted), the attention decode's runs of keys, the
 # float32 dq kernel, Mamba-1 and m2x24 decode, the m2x24 step, the tiled float32 attention, the decode's launch
-# bounds and early reads (decode-l1), the L1 prefetch (removed) and bench's device peak: docs/performance.md,
+# bounds and early reads (decode-l1), the L1 prefetch (removed), bench's device peak and a small model's step (task
+# against file, threads): docs/performance.md,
 # 2026-12-06.)
 set -u
 cd "$(dirname "$0")/.."
@@ -48,10 +49,10 @@ if [ "$mode" = build ]; then
         work=$(mktemp -d /tmp/ssm_pending.XXXXXX)
         git archive "$ref" | tar xf - -C "$work" && rm -rf "$work/tests/fixtures"
         if make -C "$work" -s -j"$(nproc)" OPT="-O3 -march=x86-64-v3" MPI=0 build/ssm build/test_ops \
-            build/gpu/test_cuda_model build/gpu/bench_cuda_attn >"$work/make.log" 2>&1; then
+            build/gpu/test_cuda_model build/gpu/test_cuda_decode_fused build/gpu/bench_cuda_attn >"$work/make.log" 2>&1; then
             # what the checks run, stripped: the pack must stay under the device tool's 64 MiB
             mkdir -p ".devbuild/$ref" && cp "$work"/build/ssm "$work"/build/test_ops "$work"/build/gpu/test_cuda_model \
-                "$work"/build/gpu/bench_cuda_attn ".devbuild/$ref/"
+                "$work"/build/gpu/test_cuda_decode_fused "$work"/build/gpu/bench_cuda_attn ".devbuild/$ref/"
             strip ".devbuild/$ref"/*
             echo "built $ref ($(git rev-parse --short "$ref"))"
         else
@@ -121,23 +122,9 @@ grep -E '^FAIL' /tmp/tcm.log | cut -c1-150
 dec() { # CONFIG BATCH [bench options]: the bench's decode lines
     local c=$1 n=$2
     shift 2
-    timeout 60 $X/ssm bench --config $c --device cuda --what decode --decode-steps 200 --decode-batch $n "$@" 2>&1 |
+    timeout 60 $X/ssm bench --config $c --device cuda --what decode --decode-steps ${STEPS:-200} --decode-batch $n "$@" 2>&1 |
         grep -iE '^decode|rror' | tr -s ' ' | cut -c1-150 | tr '\n' ' '
 }
-t "a small model's step: bench's (--profile) against train's, a task against a file, all threads against one"
-timeout 60 $X/ssm bench --config d256x4 --device cuda --what train --batch 256 --seq-len 256 --steps 10 --bf16 \
-    --profile 2>&1 | grep -v '^\s*$' | head -40
-med() { python3 -c "import json, sys
-r = [json.loads(l)['step_ms'] for l in open(sys.argv[1]) if 'step_ms' in l][8:]
-print('%s: median step %.2f ms' % (sys.argv[2], sorted(r)[len(r) // 2]))" "$1/metrics.jsonl" "$2"; }
-for src in "--task mqar:seq=256,pairs=16" "--data data/tinyshakespeare.txt --seq-len 256"; do
-    for threads in 0 1; do
-        timeout 60 $X/ssm train $src --d-model 256 --n-layer 4 --layers m --batch 256 --steps 40 --warmup 4 \
-            --eval-every 1000 --lr 3e-3 --sample 0 --quiet --device cuda --bf16 --overwrite --out /tmp/small \
-            --threads $threads >/tmp/small.log 2>&1 || tail -3 /tmp/small.log
-        med /tmp/small "train d256x4 $src, --threads $threads"
-    done
-done
 t "a tiny model's step alone and with three others at once (induction heads' Mamba-1 at batch 8: the paper preset)"
 tiny() { # OUT: 300 steps of the paper preset's induction model, its median step in ms
     timeout 90 $X/ssm train --task induction:seq=256 --d-model 64 --n-layer 2 --layers m --batch 8 --steps 300 \
@@ -150,7 +137,7 @@ wait
 for i in 1 2 3 4; do med /tmp/tiny$i "one of four at once"; done
 t "attention kernels and training steps, bf16, every binary built"
 for X2 in .devbuild/*/; do
-    [ -x "$X2/ssm" ] || continue
+    [ -x "$X2/ssm" ] && [ "$(basename "$X2")" != tdec ] || continue # (tdec's training is main's)
     for s in 8x2048 1x16384; do
         echo "$(basename "$X2") attention kernels ${s}: $("$X2/bench_cuda_attn" "${s%x*}" "${s#*x}" 12 12 64 2>&1 |
             awk '/^(forward|backward) \(/ {printf "%s %s ms %s TFLOP/s  ", $1, $(NF-1), $NF}')"
@@ -165,4 +152,21 @@ t fused decode
 for w in --bf16 --int8 ''; do echo "d768x24 B1 ${w:-float32}: $(dec d768x24 1 $w)"; done
 echo "d768x24 B4 bf16: $(dec d768x24 4 --bf16)"
 echo "m2x24 B1 bf16: $(dec m2x24 1 --bf16)"
+if [ -x .devbuild/tdec/ssm ]; then # the fused Transformer decode (branch tdec): its GPU test, then op by op vs fused
+    X=.devbuild/tdec
+    t "fused Transformer decode (tdec)"
+    timeout 200 $X/test_cuda_decode_fused >/tmp/tdf.log 2>&1
+    echo "tdec test_cuda_decode_fused: exit $?, $(grep -c '^ok' /tmp/tdf.log) ok, $(grep -c '^FAIL' /tmp/tdf.log) FAIL"
+    grep -E '^FAIL' /tmp/tdf.log | cut -c1-200
+    tdd() { STEPS=50 dec t768x12 "$@" --contexts 1K,8K; }
+    for w in '' --bf16; do
+        echo "t768x12 ${w:-float32} op by op: $(tdd 1 $w)"
+        echo "t768x12 ${w:-float32} fused: $(SSM_DECODE_FUSED=1 tdd 1 $w)"
+    done
+    echo "t768x12 B4 bf16 op by op: $(tdd 4 --bf16)"
+    echo "t768x12 B4 bf16 fused: $(SSM_DECODE_FUSED=1 tdd 4 --bf16)"
+    echo "t768x12 int8 fused: $(SSM_DECODE_FUSED=1 tdd 1 --int8)"
+    SSM_DECODE_FUSED=1 SSM_DECODE_TRACE=20 timeout 60 $X/ssm bench --config t768x12 --device cuda --what decode \
+        --decode-steps 50 --decode-batch 1 --contexts 8K --bf16 2>&1 | grep -v '^\s*$' | tail -14
+fi
 t end
