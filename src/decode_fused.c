@@ -179,7 +179,7 @@ static void args_t(const ssm_model *m, ssm_state *s, const decode_weights *q, t_
     const param_info *P = m->layout.items;
     a->H = c->attention.n_heads, a->KV = c->attention.n_kv_heads, a->hd = c->attention.head_dim;
     a->window = c->attention.sliding_window, a->theta = c->attention.rope_theta;
-    a->I = c->mlp.intermediate_size, a->relu2 = c->mlp.hidden_act == SSM_MLP_RELU2;
+    a->I = c->mlp.intermediate_size;
     for (int l = 0; l < c->n_layer; l++) {
         mixer_ctx ctx = model_mixer_ctx(m, l);
         const mixer_kind *k = m->layers[l].kind;

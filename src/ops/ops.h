@@ -238,7 +238,7 @@ typedef struct {
     decode_step st;                /* the batch, the step's ends, the matrices' form */
     int H, KV, hd, window, cap;    /* heads, key/value heads, head_dim, sliding window (0: none), cache positions */
     float theta;                   /* rope_theta; 0: no rotation */
-    int I, relu2;                  /* intermediate_size; 1: relu2 (no gate), 0: SwiGLU */
+    int I;                         /* intermediate_size (relu2 or SwiGLU: a layer's gate NULL or not) */
     const t_decode_layer *layers;  /* [n_layer], host memory */
 } t_decode_args;
 

@@ -292,6 +292,16 @@ template <int NB> struct StageAct {
     }
 };
 
+// dec_residual_proj's FFMA fill of an activation as it is: the n floats of src (dense [B, K]) into sm.sh
+struct FillAct {
+    const float *src;
+    size_t n;
+    __device__ void operator()(float *dst) const {
+        for (size_t i = threadIdx.x; i < n; i += DEC_THREADS)
+            dst[i] = src[i];
+    }
+};
+
 // ---- the ends of a step ----------------------------------------------------------------------------------------
 // x = emb[token] for each sequence (the caller's grid barrier publishes it)
 __device__ static void dec_embed(float *x, const float *emb, const int *tokens, int B, int D) {

@@ -193,13 +193,8 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         }
         dec_sync(st.trace, ph);
         // D: x += out_proj(g) (+ bias)
-        dec_residual_proj<NB, W, TC>(
-            x, (const W *)L.out_proj, L.out_s, L.out_b, D, E, B, sm,
-            [&](float *st) {
-                for (size_t i = threadIdx.x; i < (size_t)B * E; i += DEC_THREADS)
-                    st[i] = g[i];
-            },
-            stage_act(g, E));
+        dec_residual_proj<NB, W, TC>(x, (const W *)L.out_proj, L.out_s, L.out_b, D, E, B, sm, FillAct{g, (size_t)B * E},
+                                     stage_act(g, E));
         dec_sync(st.trace, ph);
     }
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);

@@ -275,13 +275,8 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             td_merge(a, L, part, o, gwarp, nwarps);
             dec_sync(st.trace, ph);
             if (blockIdx.x == 0 && (int)threadIdx.x < B) L.pos[threadIdx.x] += 1; // (kv_append's advance)
-            dec_residual_proj<NB, W, false>(
-                x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm,
-                [&](float *dst) {
-                    for (size_t i = threadIdx.x; i < (size_t)B * qd; i += DEC_THREADS)
-                        dst[i] = o[i];
-                },
-                no_stage);
+            dec_residual_proj<NB, W, false>(x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm, FillAct{o, (size_t)B * qd},
+                                            no_stage);
             dec_sync(st.trace, ph);
         } else {
             // E: h = silu(gate u) (up u), or relu(up u)^2
@@ -306,13 +301,8 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             }
             dec_sync(st.trace, ph);
             // F: x += down(h)
-            dec_residual_proj<NB, W, false>(
-                x, (const W *)L.down, L.down_s, nullptr, D, I, B, sm,
-                [&](float *dst) {
-                    for (size_t i = threadIdx.x; i < (size_t)B * I; i += DEC_THREADS)
-                        dst[i] = hb[i];
-                },
-                no_stage);
+            dec_residual_proj<NB, W, false>(x, (const W *)L.down, L.down_s, nullptr, D, I, B, sm,
+                                            FillAct{hb, (size_t)B * I}, no_stage);
             dec_sync(st.trace, ph);
         }
     }
