@@ -42,8 +42,9 @@ static void grad_errs(const ssd_args *s, const ssd_grads *g, const ssd_grads *re
 
 /* q: B, T, H, P, N, G, chunk (as test_ops's SSD cases: x | B | C in rows padded by 3, or 4 for whole chunks, dt raw
  * in rows of H + 1) */
-static void run_case(const int *q, int tf32, const char *mode) {
+static void run_case(const int *q, int tf32, const char *mode, int fused = 0) {
     case_failures = 0;
+    setenv("SSM_SSD_FUSED", fused ? "1" : "0", 1);
     rng_t rng = {0x55d0u + (uint64_t)(q[0] * 7 + q[1] * 131 + q[2] * 3 + q[3] * 17 + q[4] * 5 + q[5] + q[6])};
     ssd_args s = {};
     s.B = q[0], s.T = q[1], s.H = q[2], s.P = q[3], s.N = q[4], s.G = q[5], s.chunk = q[6];
@@ -55,6 +56,10 @@ static void run_case(const int *q, int tf32, const char *mode) {
     fill(xbc.p, xbc.n, -1, 1, &rng), fill(dt.p, dt.n, -4, 1, &rng), fill(bias.p, s.H, -1, 0, &rng);
     fill(alog.p, s.H, 0, 2.7f, &rng), fill(D.p, s.H, -1, 1, &rng), fill(dy.p, dy.n, -1, 1, &rng);
     fill(state0.p, state0.n, -1, 1, &rng);
+    if (fused) { /* slow decays (A from -0.02 to -1): the states passed between chunks carry weight in y and dx */
+        rng_t r2 = {0xdeca7u};
+        fill(alog.p, s.H, -4, 0, &r2);
+    }
     s.x = xbc.p, s.Bm = xbc.p + HP, s.Cm = xbc.p + HP + (size_t)s.G * s.N;
     s.dt = dt.p, s.dt_bias = bias.p, s.A_log = alog.p, s.Dv = D.p;
     s.dt_min = 0.05f, s.dt_max = 0.5f; /* the limit's clamps and their zero slopes too */
@@ -117,8 +122,8 @@ static void run_case(const int *q, int tf32, const char *mode) {
     EXPECT(dxbc.guards_intact(SENT) && ddt.guards_intact(SENT), "the backward wrote outside its gradients");
     printf("%s - emulated SSD %s B %d T %d H %d P %d N %d G %d chunk %d (%s): y, state and every gradient against "
            "the CPU\n  # rel err y %.3g, state %.3g, dx|dB|dC %.3g, ddt %.3g, head sums %.3g\n",
-           case_failures ? "FAIL" : "ok", tf32 ? "tf32" : "float32", s.B, s.T, s.H, s.P, s.N, s.G, s.chunk, mode, ey,
-           es, ex, edt, eh);
+           case_failures ? "FAIL" : "ok", fused ? "tf32 fused" : tf32 ? "tf32" : "float32", s.B, s.T, s.H, s.P, s.N,
+           s.G, s.chunk, mode, ey, es, ex, edt, eh);
     failures += case_failures;
 }
 
@@ -181,6 +186,12 @@ int main(int argc, char **argv) {
         if (only < 0 || only == i)
             for (int tf32 = 0; tf32 < 2; tf32++)
                 run_case(cases[i], tf32, mode);
+    /* the fused kernels (ssd_fused.cuh, SSM_SSD_FUSED=1), with slow decays: mamba2-130m's heads in chunks of 32;
+     * groups of two heads in chunks of 64 over four chunks; P 96 (an output block of 64 columns and one of 32) in
+     * chunks of 16 (three of an output block's four warps idle) over twelve */
+    const int fused[][7] = {{1, 128, 2, 64, 128, 1, 32}, {2, 256, 4, 32, 64, 2, 64}, {1, 192, 3, 96, 32, 1, 16}};
+    for (int i = 0; i < (int)(sizeof fused / sizeof fused[0]); i++)
+        if (only < 0 || only == i) run_case(fused[i], 1, mode, 1);
     if (only < 0)
         for (int lean = 0; lean < 2; lean++) {
             run_gated_norm(lean ? 4 : 1, lean), run_gated_norm(lean ? 1 : 3, lean);

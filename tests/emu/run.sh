@@ -24,7 +24,7 @@ flags=(-std=c++17 -O2 -g -U_FORTIFY_SOURCE -Wall -Wno-unknown-pragmas -Wno-unuse
 # each source as the emulator compiles it (launches as emu_launch, static shared memory as static locals), and so
 # reduce.cuh (block_reduce), read through the copy in $out/inc
 mkdir -p "$out/inc/backend/cuda"
-for h in reduce ssd_common; do # (ssd_common.cuh launches a kernel)
+for h in reduce ssd_common ssd_fused; do # (ssd_common.cuh and ssd_fused.cuh launch kernels)
     python3 tests/emu/to_cpp.py src/backend/cuda/$h.cuh > "$out/inc/backend/cuda/$h.cuh"
 done
 for k in attention attention_flash_fwd attention_flash_bwd decode_mamba1 decode_mamba2 decode_transformer ssd ssd_whole \
@@ -53,6 +53,7 @@ for t in emu_attn emu_decode emu_scan emu_conv; do
     EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/$t" "$@" || rc=1
 done
 EMU_SKEW=1 "$out/emu_ssd" "$@" || rc=1
+EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/emu_ssd" "$@" | grep -A1 fused || rc=1 # (the fused kernels' copies)
 # the decode kernels once more under AddressSanitizer: a read or write outside the weights', states' and scratch
 # buffers (host memory here) shows, which on the GPU only compute-sanitizer would see
 for k in decode_mamba1 decode_mamba2 decode_transformer; do

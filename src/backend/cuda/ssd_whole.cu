@@ -3,6 +3,7 @@
 // cuBLAS (blas_batched.h) and the decays and masks in elementwise passes around them (ssd_whole.h).
 #include "backend/cuda/blas_batched.h"
 #include "backend/cuda/ssd_common.cuh"
+#include "backend/cuda/ssd_fused.cuh"
 #include "backend/cuda/ssd_whole.h"
 
 #include <stdlib.h>
@@ -335,9 +336,10 @@ static float *ssd_pass_gemm(float *in, const float *acs, int rev, const SsdShape
     return out;
 }
 
-// The forward's shared part with whole chunks: dt, CB, Xw = w x (kept in Xw [B*T, H*P] for the backward's dB), the
-// chunk states and their pass (as ssd_recompute's).
-static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, float *state, int for_bwd, float *Xw) {
+// The forward's shared part with whole chunks: dt, CB, Xw = w x (kept in Xw [B*T, H*P] for the backward's dB; NULL:
+// not wanted), the chunk states and their pass (as ssd_recompute's; fused: the walk, which reads x itself).
+static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, float *state, int for_bwd, float *Xw,
+                                        bool fused) {
     const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N;
     const int HP = s.H * s.P, nb = s.B * s.nch, hP = s.hpg * s.P, tc = a->tf32;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN;
@@ -351,7 +353,11 @@ static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, fl
         blas_gemm_strided(0, 1, s.Q, s.Q, s.N, a->Cm + (size_t)g * s.N, s.ldx, sx, a->Bm + (size_t)g * s.N, s.ldx, sx,
                           0.0f, f.CB + (size_t)g * s.Q * s.Q, s.Q, (long long)s.G * s.Q * s.Q, nb, tc);
     ktime_mark("ssd CB");
-    ssd_scale(Xw, a->x, s.ldx, f.dts, f.acs, 0, s);
+    if (Xw) ssd_scale(Xw, a->x, s.ldx, f.dts, f.acs, 0, s);
+    if (fused) {
+        ssd_walk(f.st, state, a, NULL, f.dts, f.acs, 0, s);
+        return f;
+    }
     for (int g = 0; g < s.G; g++) // S_c = Xw^T B
         blas_gemm_strided(1, 0, hP, s.N, s.Q, Xw + grp_hp(s, g), HP, shp, a->Bm + (size_t)g * s.N, s.ldx, sx, 0.0f,
                           f.st + grp_st(s, g), s.N, sst, nb, tc);
@@ -379,8 +385,14 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     const SsdShape s = shape_of(a);
     const int HP = s.H * s.P, nbh = s.B * s.nch * s.H, tc = a->tf32;
     const size_t rows = (size_t)s.B * s.T, QQ = (size_t)s.Q * s.Q;
+    if (ssd_fused_on(a, s, NULL)) {
+        ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, NULL, true);
+        ssd_out(y, a, f, s);
+        ssd_bufs_free(&f);
+        return;
+    }
     float *Xw = scratch_floats(rows * HP);
-    ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw);
+    ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw, false);
     scratch_free(Xw);
     ssd_rows_by_states(y, a->Cm, f.st, s, tc); // C S_in^T
     ssd_scale(y, y, HP, f.dts, f.acs, 1, s);   // times exp(a_i), in place
@@ -403,8 +415,9 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const size_t PN = (size_t)s.P * s.N;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN,
                     sd = (long long)s.Q * gr->ldd, sqq = (long long)s.G * QQ;
+    const bool fused = ssd_fused_on(a, s, dy);
     float *Xw = scratch_floats(rows * HP), *dYe = scratch_floats(rows * HP);
-    ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw);
+    ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw, fused);
     float *dst = scratch_floats((size_t)nbh * PN), *dCB = scratch_floats((size_t)nb * sqq);
     float *Mb = scratch_floats((size_t)nbh * QQ);
     float *da_dd = scratch_floats(4 * bht), *daM = da_dd, *ddM = da_dd + bht, *daX = da_dd + 2 * bht,
@@ -416,17 +429,21 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float *) * 3 * nbh, cudaStreamPerThread));
     // the states' gradients: G_c = dYe^T C, then the reverse pass over chunks
     ssd_scale(dYe, dy, HP, f.dts, f.acs, 1, s);
-    for (int g = 0; g < s.G; g++)
-        blas_gemm_strided(1, 0, hP, s.N, s.Q, dYe + grp_hp(s, g), HP, shp, a->Cm + (size_t)g * s.N, s.ldx, sx, 0.0f,
-                          dst + grp_st(s, g), s.N, sst, nb, tc);
-    ktime_mark("ssd bwd dstates");
-    if (ssd_pass_as_gemm(s, tc)) {
-        dst = ssd_pass_gemm(dst, f.acs, 1, s, tc);
+    if (fused) {
+        ssd_walk(dst, NULL, a, dy, f.dts, f.acs, 1, s);
     } else {
-        ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
-        CUDA_CHECK_LAUNCH();
+        for (int g = 0; g < s.G; g++)
+            blas_gemm_strided(1, 0, hP, s.N, s.Q, dYe + grp_hp(s, g), HP, shp, a->Cm + (size_t)g * s.N, s.ldx, sx,
+                              0.0f, dst + grp_st(s, g), s.N, sst, nb, tc);
+        ktime_mark("ssd bwd dstates");
+        if (ssd_pass_as_gemm(s, tc)) {
+            dst = ssd_pass_gemm(dst, f.acs, 1, s, tc);
+        } else {
+            ssd_dstate_pass_kernel<<<dim3((unsigned)cdiv((int)PN, 256), s.H, s.B), 256>>>(dst, f.acs, s);
+            CUDA_CHECK_LAUNCH();
+        }
+        ktime_mark("ssd bwd dstate pass");
     }
-    ktime_mark("ssd bwd dstate pass");
     // dM = dY X^T per head, then dCB and the sums through M
     ssd_ptrs(p, s, SsdPtrs{dy, shp, s.P}, SsdPtrs{a->x, sx, s.P}, SsdPtrs{Mb, (long long)(s.H * QQ), (long long)QQ});
     blas_gemm_ptrs(0, 1, s.Q, s.Q, s.P, p, HP, p + nbh, s.ldx, 0.0f, (float *const *)(p + 2 * nbh), s.Q, nbh, tc);
