@@ -11,16 +11,16 @@
 /* Reduction over the block in a fixed order, every thread getting the result: a butterfly of shuffles within
  * each warp (the same bits in every lane: a + b == b + a), then the warps' results in warp order (one barrier,
  * where a shared-memory tree took eight). May be called more than once per kernel: the trailing barrier guards
- * the buffer's reuse. blockDim.x must be RED_THREADS. */
-template <typename T, typename Op>
+ * the buffer's reuse. blockDim.x must be RED_THREADS (or NT). */
+template <typename T, typename Op, int NT = RED_THREADS> /* (NT: blockDim.x, a multiple of 32, if not RED_THREADS) */
 __device__ T block_reduce(T v, Op op) {
-    __shared__ T buf[RED_THREADS / 32];
+    __shared__ T buf[NT / 32];
     for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
     if ((threadIdx.x & 31) == 0) buf[threadIdx.x >> 5] = v;
     __syncthreads();
     T r = buf[0];
 #pragma unroll
-    for (int i = 1; i < RED_THREADS / 32; i++) r = op(r, buf[i]);
+    for (int i = 1; i < NT / 32; i++) r = op(r, buf[i]);
     __syncthreads();
     return r;
 }

@@ -1,6 +1,6 @@
-// Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes these under SSM_SSD_FUSED=1): two tensor-core kernels
-// (tf32 m16n8k8, float32 accumulation) that replace the batched GEMMs and their elementwise passes where the bytes
-// between them are the cost (docs/performance.md: every pass of ssd_whole.cu is bound by its 100-200 MB copies).
+// Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes these under SSM_SSD_FUSED=1): tensor-core kernels (tf32
+// m16n8k8, float32 accumulation) that replace batched GEMMs and their elementwise passes where the bytes between
+// them are the cost (docs/performance.md: every pass of ssd_whole.cu is bound by its 100-200 MB copies).
 //   the walk: the chunk states and their pass over chunks in one kernel. A block owns a 32 x 32 tile of one head's
 //     P x N state and walks the chunks in order, the state in its warps' accumulators: per chunk it writes the state
 //     entering the chunk, decays it by exp(a_last) and adds sum_j w_j x_j B_j^T as a product into the same
@@ -10,9 +10,13 @@
 //     the later products read.
 //   the output: Y = exp(a_i) C S_in^T + (CB o exp(a_i - a_j) dt_j, causal, D on the diagonal) X per (sequence,
 //     chunk, head), the mask formed in the product's fragments: no M, no C S^T copy, y written once.
-// The sums are the batched GEMMs' (the same terms, each rounded to tf32 as a tf32 product rounds it), in a fixed
-// order: two runs give the same bits. The pass over chunks is exact float32 (the GEMM form rounds the states and
-// the decays' products to tf32). Included by ssd_whole.cu (and converted, by the CPU emulator: tests/emu/run.sh).
+//   dX: per (sequence, chunk, head) w B dS^T + M^T dY with the sums the gradients of a and dt need from B dS^T and
+//     C S_in^T (x . (B dS^T) and dY . (C S_in^T) per position), both products in the block's accumulators: no Z1,
+//     Z2 or M copies, dx written once.
+// The sums are the batched GEMMs' (the same terms, each rounded to tf32 as a tf32 product rounds it; the emulator's
+// cuBLAS does not round, these kernels' products do), in a fixed order: two runs give the same bits. The pass over
+// chunks is exact float32 (the GEMM form rounds the states and the decays' products to tf32). Included by
+// ssd_whole.cu (and converted, by the CPU emulator: tests/emu/run.sh).
 #ifndef SSM_CUDA_SSD_FUSED_CUH
 #define SSM_CUDA_SSD_FUSED_CUH
 
@@ -38,6 +42,11 @@ static bool ssd_fused_on(const ssd_args *a, const SsdShape &s, const float *dy) 
                      (uintptr_t)dy % 16 == 0;
     return e && strcmp(e, "1") == 0 && a->tf32 && s.P % WALK_TILE == 0 && s.N % WALK_TILE == 0 && s.Q % 16 == 0 &&
            s.ldx % 4 == 0 && a16;
+}
+
+// The fused dX kernel, besides: P at most 64 (a block holds a row's every column) and dx rows of float2s.
+static bool ssd_fused_dx_on(const ssd_grads *gr, const SsdShape &s) {
+    return s.P <= OUT_PT && gr->ldd % 2 == 0 && (uintptr_t)gr->dx % 8 == 0;
 }
 
 // ---- the walk ---------------------------------------------------------------------------------------------------
@@ -136,52 +145,33 @@ static void ssd_walk(float *st, float *state, const ssd_args *a, const float *dy
     ktime_mark(rev ? "ssd bwd dstates walk" : "ssd states walk");
 }
 
-// ---- the output -------------------------------------------------------------------------------------------------
-// Shared memory of an output block: x's chunk rows (its columns of P), then C's and S_in's columns of N for the first
-// product, two steps' worth, whose space CB's chunk takes for the second.
-struct OutSmem {
-    float x[SSD_Q][OUT_PT + 8]; // (+ 8: lanes 4 g + c read [k + c][n + g], 32 banks)
-    union {
-        struct {
-            float c[2][SSD_Q][OUT_NK + 4];  // C [Q, N]'s columns n0 .. n0 + 15 (+ 4: [r + g][k + c], 32 banks)
-            float s[2][OUT_PT][OUT_NK + 4]; // S_in [P, N]'s
-        } cs;
-        float cb[SSD_Q][SSD_Q + 4];
-    } u;
-    float a[SSD_Q], d[SSD_Q];
+// ---- products per (sequence, chunk, head) ----------------------------------------------------------------------
+// The output and dX kernels: a block per (b, chunk, head) (and 64 columns of P), warp w the chunk's rows 16 w ..
+// 16 w + 15 (rows past Q idle) by all of the block's columns; lane 4 g + c holds, per 8-column n-tile nt, rows
+// 16 w + g (+ 8) and columns 8 nt + 2 c (+ 1) in acc[nt] (the m16n8k8 layout).
+typedef float ChunkAcc[OUT_PT / 8][4];
+
+// The staged columns of N for a product over N: the chunk's rows of B or C, and the block's rows of a state.
+struct NSlices {
+    float u[2][SSD_Q][OUT_NK + 4]; // (+ 4: lanes 4 g + c read [r + g][k + c], 32 banks)
+    float s[2][OUT_PT][OUT_NK + 4];
 };
 
-// y [B*T, H*P] = exp(a_i) C S_in^T + M X per (b, chunk, head) and 64 columns of P: warp w the chunk's rows 16 w ..
-// 16 w + 15 (rows past Q idle), all of the block's columns. M[i, j] = CB[i, j] exp(a_i - a_j) dt_j for j <= i, plus
-// D on the diagonal (ssd_mask's, formed in the fragments). Grid (B nch, H, P/64 rounded up) of FUSED_THREADS.
-__global__ static void __launch_bounds__(FUSED_THREADS)
-    ssd_out_kernel(float *y, const float *x, const float *Cm, const float *st, const float *CB, const float *dts,
-                   const float *acs, const float *Dv, SsdShape s) {
-    __shared__ __align__(16) OutSmem sm[1];
-    OutSmem &m = sm[0];
-    const int bc = blockIdx.x, h = blockIdx.y, p0 = (int)blockIdx.z * OUT_PT, pw = min(OUT_PT, s.P - p0);
+// acc += U S^T over N: U [Q, N] the chunk's rows (row stride ldu), S [pw, N] (rows of N), OUT_NK columns a step
+// with the next step's copies in flight. Copies issued before the call join its first group. Every thread calls it.
+__device__ static void rows_by_state(ChunkAcc &acc, NSlices &t, const float *U, int ldu, const float *S, int pw,
+                                     const SsdShape &s) {
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
-    const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
-    const float *cg = Cm + (size_t)(h / s.hpg) * s.N, *S = st + ((size_t)bc * s.H + h) * s.P * s.N + (size_t)p0 * s.N;
-    const int HP = s.H * s.P;
-    if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
-    for (int e = (int)threadIdx.x; e < s.Q * (pw / 4); e += FUSED_THREADS) { // (the first copy group)
-        const int j = e / (pw / 4), q = 4 * (e % (pw / 4));
-        cp_async16(&m.x[j][q], x + (row0 + j) * s.ldx + (size_t)h * s.P + p0 + q, 16);
-    }
-    auto stage = [&](int n0, int k) { // C's and S's columns n0 .. n0 + 15 into buffer k (one copy group)
+    auto stage = [&](int n0, int k) {
         for (int e = (int)threadIdx.x; e < (s.Q + pw) * (OUT_NK / 4); e += FUSED_THREADS) {
             const int r = e / (OUT_NK / 4), q = 4 * (e % (OUT_NK / 4));
             if (r < s.Q)
-                cp_async16(&m.u.cs.c[k][r][q], cg + (row0 + r) * s.ldx + n0 + q, 16);
+                cp_async16(&t.u[k][r][q], U + (size_t)r * ldu + n0 + q, 16);
             else
-                cp_async16(&m.u.cs.s[k][r - s.Q][q], S + (size_t)(r - s.Q) * s.N + n0 + q, 16);
+                cp_async16(&t.s[k][r - s.Q][q], S + (size_t)(r - s.Q) * s.N + n0 + q, 16);
         }
         cp_async_commit();
     };
-    const bool rows = r0 < s.Q; // (Q < 64: the last warps sit out the products)
-    float acc[OUT_PT / 8][4] = {};
-    // C S_in^T over N, 16 columns a step, the next step's copies in flight
     stage(0, 0);
     for (int n0 = 0, k = 0; n0 < s.N; n0 += OUT_NK, k ^= 1) {
         if (n0 + OUT_NK < s.N) {
@@ -191,50 +181,89 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
             cp_async_wait_all();
         }
         __syncthreads();
-        if (rows)
+        if (r0 < s.Q)
 #pragma unroll
             for (int kk = 0; kk < OUT_NK; kk += 8) {
-                const uint32_t af[4] = {tf32(m.u.cs.c[k][r0 + gq][kk + cq]), tf32(m.u.cs.c[k][r0 + gq + 8][kk + cq]),
-                                        tf32(m.u.cs.c[k][r0 + gq][kk + cq + 4]),
-                                        tf32(m.u.cs.c[k][r0 + gq + 8][kk + cq + 4])};
+                const uint32_t af[4] = {tf32(t.u[k][r0 + gq][kk + cq]), tf32(t.u[k][r0 + gq + 8][kk + cq]),
+                                        tf32(t.u[k][r0 + gq][kk + cq + 4]), tf32(t.u[k][r0 + gq + 8][kk + cq + 4])};
 #pragma unroll
                 for (int nt = 0; nt < OUT_PT / 8; nt++)
                     if (8 * nt < pw)
-                        mma_tf32(acc[nt], af, tf32(m.u.cs.s[k][8 * nt + gq][kk + cq]),
-                                 tf32(m.u.cs.s[k][8 * nt + gq][kk + cq + 4]));
+                        mma_tf32(acc[nt], af, tf32(t.s[k][8 * nt + gq][kk + cq]),
+                                 tf32(t.s[k][8 * nt + gq][kk + cq + 4]));
             }
         __syncthreads();
     }
-    // then CB's chunk where C and S were; the rows scaled by exp(a_i) meanwhile
-    const size_t QQ = (size_t)s.Q * s.Q;
-    const float *cbg = CB + ((size_t)bc * s.G + h / s.hpg) * QQ;
+}
+
+// The chunk's Q x Q CB block into cb (rows of ld), one copy group, waited for.
+template <int LD> __device__ static void stage_cb(float (*cb)[LD], const float *src, const SsdShape &s) {
     for (int e = (int)threadIdx.x; e < s.Q * (s.Q / 4); e += FUSED_THREADS) {
         const int i = e / (s.Q / 4), q = 4 * (e % (s.Q / 4));
-        cp_async16(&m.u.cb[i][q], cbg + (size_t)i * s.Q + q, 16);
+        cp_async16(&cb[i][q], src + (size_t)i * s.Q + q, 16);
     }
     cp_async_commit();
+}
+
+// M[i, j] = CB[i, j] exp(a_i - a_j) dt_j for j <= i, plus D on the diagonal, else 0 (exp(a_i - a_j) is never formed
+// for j > i): ssd_mask's, from shared cb, a and d.
+template <int LD>
+__device__ __forceinline__ static float mask_of(const float (*cb)[LD], const float *a, const float *d, float D, int i,
+                                                int j) {
+    return j <= i ? cb[i][j] * (expf(a[i] - a[j]) * d[j]) + (i == j ? D : 0.0f) : 0.0f;
+}
+
+// ---- the output -------------------------------------------------------------------------------------------------
+// Shared memory of an output block: x's chunk rows (its columns of P), then the columns of N of C and S_in for the
+// first product, whose space CB's chunk takes for the second.
+struct OutSmem {
+    float x[SSD_Q][OUT_PT + 8]; // (+ 8: lanes 4 g + c read [k + c][n + g], 32 banks)
+    union {
+        NSlices ns;
+        float cb[SSD_Q][SSD_Q + 4]; // (read [r + g][k + c])
+    } u;
+    float a[SSD_Q], d[SSD_Q];
+};
+
+// y [B*T, H*P] = exp(a_i) C S_in^T + M X per (b, chunk, head) and 64 columns of P. Grid (B nch, H, P/64 rounded up)
+// of FUSED_THREADS.
+__global__ static void __launch_bounds__(FUSED_THREADS)
+    ssd_out_kernel(float *y, const float *x, const float *Cm, const float *st, const float *CB, const float *dts,
+                   const float *acs, const float *Dv, SsdShape s) {
+    __shared__ __align__(16) OutSmem sm[1];
+    OutSmem &m = sm[0];
+    const int bc = blockIdx.x, h = blockIdx.y, p0 = (int)blockIdx.z * OUT_PT, pw = min(OUT_PT, s.P - p0);
+    const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
+    const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
+    const int HP = s.H * s.P;
+    if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
+    for (int e = (int)threadIdx.x; e < s.Q * (pw / 4); e += FUSED_THREADS) { // (joins the product's first group)
+        const int j = e / (pw / 4), q = 4 * (e % (pw / 4));
+        cp_async16(&m.x[j][q], x + (row0 + j) * s.ldx + (size_t)h * s.P + p0 + q, 16);
+    }
+    ChunkAcc acc = {};
+    rows_by_state(acc, m.u.ns, Cm + row0 * s.ldx + (size_t)(h / s.hpg) * s.N, s.ldx,
+                  st + ((size_t)bc * s.H + h) * s.P * s.N + (size_t)p0 * s.N, pw, s);
+    stage_cb(m.u.cb, CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q, s);
+    const bool rows = r0 < s.Q; // (Q < 64: the last warps sit out the products)
     const float e0 = rows ? expf(m.a[r0 + gq]) : 0.0f, e1 = rows ? expf(m.a[r0 + gq + 8]) : 0.0f;
 #pragma unroll
-    for (int nt = 0; nt < OUT_PT / 8; nt++)
+    for (int nt = 0; nt < OUT_PT / 8; nt++) // (the rows scaled by exp(a_i) while CB is copied in)
         acc[nt][0] *= e0, acc[nt][1] *= e0, acc[nt][2] *= e1, acc[nt][3] *= e1;
     cp_async_wait_all();
     __syncthreads();
     const float D = Dv[h];
-    // M[i, j] (0 past the diagonal: exp(a_i - a_j) is never formed for j > i)
-    auto mask = [&](int i, int j) {
-        return j <= i ? m.u.cb[i][j] * (expf(m.a[i] - m.a[j]) * m.d[j]) + (i == j ? D : 0.0f) : 0.0f;
-    };
-    if (rows)
-        for (int kk = 0; kk < r0 + 16; kk += 8) { // (the strip's rows reach column r0 + 15 at most)
-            const int i = r0 + gq, j = kk + cq;
-            const uint32_t af[4] = {tf32(mask(i, j)), tf32(mask(i + 8, j)), tf32(mask(i, j + 4)),
-                                    tf32(mask(i + 8, j + 4))};
-#pragma unroll
-            for (int nt = 0; nt < OUT_PT / 8; nt++)
-                if (8 * nt < pw)
-                    mma_tf32(acc[nt], af, tf32(m.x[kk + cq][8 * nt + gq]), tf32(m.x[kk + cq + 4][8 * nt + gq]));
-        }
     if (!rows) return;
+    for (int kk = 0; kk < r0 + 16; kk += 8) { // + M X (the strip's rows reach column r0 + 15 at most)
+        const int i = r0 + gq, j = kk + cq;
+        const uint32_t af[4] = {tf32(mask_of(m.u.cb, m.a, m.d, D, i, j)), tf32(mask_of(m.u.cb, m.a, m.d, D, i + 8, j)),
+                                tf32(mask_of(m.u.cb, m.a, m.d, D, i, j + 4)),
+                                tf32(mask_of(m.u.cb, m.a, m.d, D, i + 8, j + 4))};
+#pragma unroll
+        for (int nt = 0; nt < OUT_PT / 8; nt++)
+            if (8 * nt < pw)
+                mma_tf32(acc[nt], af, tf32(m.x[kk + cq][8 * nt + gq]), tf32(m.x[kk + cq + 4][8 * nt + gq]));
+    }
 #pragma unroll
     for (int nt = 0; nt < OUT_PT / 8; nt++)
         if (8 * nt < pw)
@@ -252,6 +281,138 @@ static void ssd_out(float *y, const ssd_args *a, const ssd_fwd_bufs &f, const Ss
     ssd_out_kernel<<<grid, FUSED_THREADS>>>(y, a->x, a->Cm, f.st, f.CB, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd output fused");
+}
+
+// ---- dX ---------------------------------------------------------------------------------------------------------
+// Shared memory of a dX block: dY's chunk rows, the columns of N of C and S_in, then of B and dS, whose space CB's
+// chunk takes for the third product; the rows' sums.
+struct DxSmem {
+    float dy[SSD_Q][OUT_PT + 8]; // (read [k + c][n + g])
+    union {
+        NSlices ns;
+        float cb[SSD_Q][SSD_Q + 8]; // (read transposed, [k + c][r + g]: 32 banks at a stride of 72)
+    } u;
+    float a[SSD_Q], d[SSD_Q], r[SSD_Q], q[SSD_Q];
+};
+
+// Per (b, chunk, head), P <= 64: what ssd_dxq_whole_kernel and the M^T dY product give, with Z1 = B dS^T and
+// Z2 = C S_in^T in the block's accumulators instead of copies: dx = w Z1 + M^T dY (rows of ldd; D dY from M's
+// diagonal), r_j = x_j . Z1_j, q_i = dY_i . Z2_i, <dS, S_in>, D's partial sum into dDp [B, nch, H] (double), and
+// daX (-w r + exp(a) q; at the last position also sum w r + exp(a_last) <dS, S_in>), ddX (exp(a_last - a_j) r_j)
+// [B, H, T]. Each row's sums over its columns: a lane's in column order, then its four lanes by shuffles. Grid
+// (B nch, H) of FUSED_THREADS.
+__global__ static void __launch_bounds__(FUSED_THREADS)
+    ssd_dx_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *dy, const float *x,
+                  const float *Bm, const float *Cm, const float *st, const float *dst, const float *CB,
+                  const float *dts, const float *acs, const float *Dv, SsdShape s) {
+    __shared__ __align__(16) DxSmem sm[1];
+    DxSmem &m = sm[0];
+    const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
+    const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
+    const size_t row0 = s.row0(b, c), o = s.bht(b, h, c), PN = (size_t)s.P * s.N;
+    const size_t gcol = (size_t)(h / s.hpg) * s.N, hcol = (size_t)h * s.P, sblk = ((size_t)bc * s.H + h) * PN;
+    if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
+    for (int e = (int)threadIdx.x; e < s.Q * (s.P / 4); e += FUSED_THREADS) { // (joins the product's first group)
+        const int j = e / (s.P / 4), q = 4 * (e % (s.P / 4));
+        cp_async16(&m.dy[j][q], dy + (row0 + j) * HP + hcol + q, 16);
+    }
+    const bool rows = r0 < s.Q;
+    const int i0 = r0 + gq, i1 = r0 + gq + 8; // this lane's rows
+    // Z2 = C S_in^T: q
+    ChunkAcc acc = {};
+    rows_by_state(acc, m.u.ns, Cm + row0 * s.ldx + gcol, s.ldx, st + sblk, s.P, s);
+    float q0 = 0.0f, q1 = 0.0f;
+    if (rows)
+#pragma unroll
+        for (int nt = 0; nt < OUT_PT / 8; nt++)
+            if (8 * nt < s.P) {
+                const int p = 8 * nt + 2 * cq;
+                q0 += m.dy[i0][p] * acc[nt][0] + m.dy[i0][p + 1] * acc[nt][1];
+                q1 += m.dy[i1][p] * acc[nt][2] + m.dy[i1][p + 1] * acc[nt][3];
+            }
+            // Z1 = B dS^T: r, D's partial sum, then dX's first term w Z1
+#pragma unroll
+    for (int nt = 0; nt < OUT_PT / 8; nt++)
+        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    rows_by_state(acc, m.u.ns, Bm + row0 * s.ldx + gcol, s.ldx, dst + sblk, s.P, s);
+    stage_cb(m.u.cb, CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q, s);
+    float r0s = 0.0f, r1s = 0.0f;
+    double dDs = 0;
+    const float last = m.a[s.Q - 1];
+    if (rows) {
+#pragma unroll
+        for (int nt = 0; nt < OUT_PT / 8; nt++)
+            if (8 * nt < s.P) {
+                const int p = 8 * nt + 2 * cq;
+                const float2 xa = *reinterpret_cast<const float2 *>(x + (row0 + i0) * s.ldx + hcol + p);
+                const float2 xb = *reinterpret_cast<const float2 *>(x + (row0 + i1) * s.ldx + hcol + p);
+                r0s += xa.x * acc[nt][0] + xa.y * acc[nt][1], r1s += xb.x * acc[nt][2] + xb.y * acc[nt][3];
+                dDs += (double)(m.dy[i0][p] * xa.x) + (double)(m.dy[i0][p + 1] * xa.y);
+                dDs += (double)(m.dy[i1][p] * xb.x) + (double)(m.dy[i1][p + 1] * xb.y);
+            }
+        const float w0 = expf(last - m.a[i0]) * m.d[i0], w1 = expf(last - m.a[i1]) * m.d[i1];
+#pragma unroll
+        for (int nt = 0; nt < OUT_PT / 8; nt++)
+            acc[nt][0] *= w0, acc[nt][1] *= w0, acc[nt][2] *= w1, acc[nt][3] *= w1;
+    }
+    for (int off = 1; off < 4; off <<= 1) { // (a row's four lanes)
+        q0 += __shfl_xor_sync(0xffffffffu, q0, off), q1 += __shfl_xor_sync(0xffffffffu, q1, off);
+        r0s += __shfl_xor_sync(0xffffffffu, r0s, off), r1s += __shfl_xor_sync(0xffffffffu, r1s, off);
+    }
+    if (rows && cq == 0) m.r[i0] = r0s, m.r[i1] = r1s, m.q[i0] = q0, m.q[i1] = q1;
+    cp_async_wait_all();
+    __syncthreads();
+    // + M^T dY: row j of M^T is column j of M, nonzero from i = j on
+    const float D = Dv[h];
+    if (rows) {
+        for (int kk = r0; kk < s.Q; kk += 8) {
+            const int i = kk + cq;
+            const uint32_t af[4] = {
+                tf32(mask_of(m.u.cb, m.a, m.d, D, i, i0)), tf32(mask_of(m.u.cb, m.a, m.d, D, i, i1)),
+                tf32(mask_of(m.u.cb, m.a, m.d, D, i + 4, i0)), tf32(mask_of(m.u.cb, m.a, m.d, D, i + 4, i1))};
+#pragma unroll
+            for (int nt = 0; nt < OUT_PT / 8; nt++)
+                if (8 * nt < s.P)
+                    mma_tf32(acc[nt], af, tf32(m.dy[kk + cq][8 * nt + gq]), tf32(m.dy[kk + cq + 4][8 * nt + gq]));
+        }
+#pragma unroll
+        for (int nt = 0; nt < OUT_PT / 8; nt++)
+            if (8 * nt < s.P)
+#pragma unroll
+                for (int i = 0; i < 4; i += 2) {
+                    const size_t row = row0 + (i ? i1 : i0);
+                    *reinterpret_cast<float2 *>(dx + row * ldd + hcol + 8 * nt + 2 * cq) =
+                        make_float2(acc[nt][i], acc[nt][i + 1]);
+                }
+    }
+    // <dS, S_in>, then the per-position terms and the block's sums (each in a fixed order)
+    double sds = 0;
+    const float4 *S4 = reinterpret_cast<const float4 *>(st + sblk), *dS4 = reinterpret_cast<const float4 *>(dst + sblk);
+    for (size_t e = threadIdx.x; e < PN / 4; e += FUSED_THREADS) {
+        const float4 u = S4[e], v = dS4[e];
+        sds += (double)(u.x * v.x + u.y * v.y + u.z * v.z + u.w * v.w);
+    }
+    const int j = threadIdx.x;
+    float e = 0.0f, wr = 0.0f, rj = 0.0f;
+    if (j < s.Q) rj = m.r[j], e = expf(last - m.a[j]), wr = e * m.d[j] * rj;
+    const double dlast = block_reduce<double, SumOp, FUSED_THREADS>((double)wr, SumOp());
+    const double sds_all = block_reduce<double, SumOp, FUSED_THREADS>(sds, SumOp());
+    const double dD_all = block_reduce<double, SumOp, FUSED_THREADS>(dDs, SumOp());
+    if (j < s.Q) {
+        float da = -wr + expf(m.a[j]) * m.q[j];
+        if (j == s.Q - 1) da += (float)(dlast + expf(last) * sds_all);
+        daX[o + j] = da, ddX[o + j] = e * rj;
+    }
+    if (j == 0) dDp[(size_t)bc * s.H + h] = dD_all;
+}
+
+// dX (all of it: w B dS^T + M^T dY with D dY) and the position terms of a's and dt's gradients, D's partial sums
+static void ssd_dx(const ssd_args *a, const ssd_grads *gr, const float *dy, float *daX, float *ddX, double *dDp,
+                   const float *dst, const ssd_fwd_bufs &f, const SsdShape &s) {
+    ssd_dx_kernel<<<dim3((unsigned)(s.B * s.nch), s.H), FUSED_THREADS>>>(
+        gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm, f.st, dst, f.CB, f.dts, f.acs, a->Dv, s);
+    CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dx fused");
 }
 
 #endif

@@ -408,6 +408,9 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     ssd_bufs_free(&f);
 }
 
+static void ssd_dx_whole(const ssd_args *a, const ssd_grads *gr, const float *dy, float *daX, float *ddX, double *dDp,
+                         const float *dst, float *Mb, const float **p, const ssd_fwd_bufs &f, const SsdShape &s);
+
 void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const SsdShape s = shape_of(a);
     const int HP = s.H * s.P, nb = s.B * s.nch, nbh = nb * s.H, hP = s.hpg * s.P, tc = a->tf32;
@@ -466,6 +469,24 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     }
     ktime_mark("ssd bwd dB dC");
     scratch_free(Xw), scratch_free(dYe); // (before Z1, Z2: the two largest at once are what the peak holds)
+    if (fused && ssd_fused_dx_on(gr, s)) {
+        ssd_dx(a, gr, dy, daX, ddX, dDp, dst, f, s);
+    } else {
+        ssd_dx_whole(a, gr, dy, daX, ddX, dDp, dst, Mb, p, f, s);
+    }
+    ssd_dt_grads_launch(a, gr, s, f, da_dd, part, dDp);
+    scratch_free(p), scratch_free(part), scratch_free(da_dd), scratch_free(Mb);
+    scratch_free(dCB), scratch_free(dst);
+    ssd_bufs_free(&f);
+}
+
+// dX = w (B dS^T) + M^T dY (D on M's diagonal), with r, q and the terms of a's and dt's gradients, through Z1 = B dS^T
+// and Z2 = C S_in^T as copies and M as a product (Mb and p: ssd_whole_bwd's scratch)
+static void ssd_dx_whole(const ssd_args *a, const ssd_grads *gr, const float *dy, float *daX, float *ddX, double *dDp,
+                         const float *dst, float *Mb, const float **p, const ssd_fwd_bufs &f, const SsdShape &s) {
+    const int HP = s.H * s.P, nb = s.B * s.nch, nbh = nb * s.H, tc = a->tf32;
+    const size_t rows = (size_t)s.B * s.T, QQ = (size_t)s.Q * s.Q;
+    const long long shp = (long long)s.Q * HP, sd = (long long)s.Q * gr->ldd;
     float *Z1 = scratch_floats(rows * HP), *Z2 = scratch_floats(rows * HP);
     // dX = w (B dS^T) + M^T dY (D on M's diagonal), with r, q and the terms of a's and dt's gradients
     ssd_rows_by_states(Z1, a->Bm, dst, s, tc);
@@ -485,8 +506,4 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
              SsdPtrs{gr->dx, sd, s.P});
     blas_gemm_ptrs(1, 0, s.Q, s.P, s.Q, p, s.Q, p + nbh, HP, 1.0f, (float *const *)(p + 2 * nbh), gr->ldd, nbh, tc);
     ktime_mark("ssd bwd dx");
-    ssd_dt_grads_launch(a, gr, s, f, da_dd, part, dDp);
-    scratch_free(p), scratch_free(part), scratch_free(da_dd), scratch_free(Mb);
-    scratch_free(dCB), scratch_free(dst);
-    ssd_bufs_free(&f);
 }
