@@ -13,6 +13,8 @@
 //   dX: per (sequence, chunk, head) w B dS^T + M^T dY with the sums the gradients of a and dt need from B dS^T and
 //     C S_in^T (x . (B dS^T) and dY . (C S_in^T) per position), both products in the block's accumulators: no Z1,
 //     Z2 or M copies, dx written once.
+//   dB, dC: per (sequence, chunk, group) the heads' sums sum_h diag(w_h) X_h dS_h and sum_h diag(exp(a_h)) dY_h S_h
+//     with the row scales applied as the operands are read (no Xw or dYe copies), then + dCB^T C or dCB B.
 // The sums are the batched GEMMs' (the same terms, each rounded to tf32 as a tf32 product rounds it; the emulator's
 // cuBLAS does not round, these kernels' products do), in a fixed order: two runs give the same bits. The pass over
 // chunks is exact float32 (the GEMM form rounds the states and the decays' products to tf32). Included by
@@ -413,6 +415,138 @@ static void ssd_dx(const ssd_args *a, const ssd_grads *gr, const float *dy, floa
         gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm, f.st, dst, f.CB, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dx fused");
+}
+
+// ---- dB and dC --------------------------------------------------------------------------------------------------
+// dC = sum_h diag(exp(a_h)) dY_h S_in,h + dCB B, dB = sum_h diag(w_h) X_h dS_h + dCB^T C per (b, chunk, group): the
+// batched GEMMs' sums with the row scales applied as the operands are read (no dYe or Xw copies). A block per
+// (b, chunk, group), one of the two, and 64 columns of N: warp w the chunk's rows 16 w .. 16 w + 15, acc as
+// ChunkAcc's. The heads in order, each head's rows and state block copied in while the previous one's product runs.
+#define DBC_NT 64 // a dB/dC block's columns of N
+struct DbcStage {
+    float u[SSD_Q][OUT_PT + 4];  // the head's rows of dY or x [Q, P] (read [r + g][k + c]: 32 banks)
+    float s[OUT_PT][DBC_NT + 8]; // its state block [P, 64] (read [k + c][n + g])
+    float sc[SSD_Q];             // the rows' scales
+};
+union DbcSmem {
+    DbcStage st[2];
+    struct {
+        float cb[SSD_Q][SSD_Q + 8]; // dCB (dC reads [r + g][k + c] at a stride of Q + 4, dB [k + c][r + g] at Q + 8)
+        float v[SSD_Q][DBC_NT + 8]; // the chunk's rows of B or C, its 64 columns (read [k + c][n + g])
+    } t;
+};
+
+// Grid (B nch G, 2: dC then dB, N/64) of FUSED_THREADS, sizeof(DbcSmem) of dynamic shared memory.
+__global__ static void __launch_bounds__(FUSED_THREADS)
+    ssd_dbc_kernel(float *dBm, float *dCm, int ldd, const float *dy, const float *x, const float *Bm, const float *Cm,
+                   const float *st, const float *dst, const float *dCB, const float *dts, const float *acs,
+                   SsdShape s) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    DbcSmem &m = *reinterpret_cast<DbcSmem *>(smem);
+    const int bc = blockIdx.x / s.G, g = blockIdx.x % s.G, is_b = blockIdx.y, n0 = (int)blockIdx.z * DBC_NT;
+    const int b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
+    const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
+    const size_t row0 = s.row0(b, c), PN = (size_t)s.P * s.N;
+    const float *U = is_b ? x : dy, *SS = is_b ? dst : st;
+    const int ldu = is_b ? s.ldx : HP;
+    // head k of the group (its rows, state block and scales) into stage buffer k & 1 (one copy group)
+    auto stage = [&](int k) {
+        const int h = g * s.hpg + k;
+        DbcStage &t = m.st[k & 1];
+        for (int e = (int)threadIdx.x; e < s.Q * (s.P / 4); e += FUSED_THREADS) {
+            const int j = e / (s.P / 4), q = 4 * (e % (s.P / 4));
+            cp_async16(&t.u[j][q], U + (row0 + j) * ldu + (size_t)h * s.P + q, 16);
+        }
+        const float *S = SS + ((size_t)bc * s.H + h) * PN + n0;
+        for (int e = (int)threadIdx.x; e < s.P * (DBC_NT / 4); e += FUSED_THREADS) {
+            const int p = e / (DBC_NT / 4), q = 4 * (e % (DBC_NT / 4));
+            cp_async16(&t.s[p][q], S + (size_t)p * s.N + q, 16);
+        }
+        cp_async_commit();
+        if ((int)threadIdx.x < s.Q) {
+            const size_t o = s.bht(b, h, c);
+            const int j = threadIdx.x;
+            t.sc[j] = is_b ? expf(acs[o + s.Q - 1] - acs[o + j]) * dts[o + j] : expf(acs[o + j]);
+        }
+    };
+    const bool rows = r0 < s.Q;
+    ChunkAcc acc = {};
+    stage(0);
+    for (int k = 0; k < s.hpg; k++) {
+        if (k + 1 < s.hpg) {
+            stage(k + 1);
+            cp_async_wait_prev();
+        } else {
+            cp_async_wait_all();
+        }
+        __syncthreads();
+        const DbcStage &t = m.st[k & 1];
+        if (rows) {
+            const float e0 = t.sc[r0 + gq], e1 = t.sc[r0 + gq + 8];
+            for (int kk = 0; kk < s.P; kk += 8) {
+                const uint32_t af[4] = {tf32(t.u[r0 + gq][kk + cq] * e0), tf32(t.u[r0 + gq + 8][kk + cq] * e1),
+                                        tf32(t.u[r0 + gq][kk + cq + 4] * e0), tf32(t.u[r0 + gq + 8][kk + cq + 4] * e1)};
+#pragma unroll
+                for (int nt = 0; nt < DBC_NT / 8; nt++)
+                    mma_tf32(acc[nt], af, tf32(t.s[kk + cq][8 * nt + gq]), tf32(t.s[kk + cq + 4][8 * nt + gq]));
+            }
+        }
+        __syncthreads(); // (buffer k & 1 is staged again two heads on)
+    }
+    // + dCB B (dC) or dCB^T C (dB)
+    const float *cbg = dCB + ((size_t)bc * s.G + g) * s.Q * s.Q, *V = (is_b ? Cm : Bm) + (size_t)g * s.N + n0;
+    for (int e = (int)threadIdx.x; e < s.Q * (s.Q / 4); e += FUSED_THREADS) {
+        const int i = e / (s.Q / 4), q = 4 * (e % (s.Q / 4));
+        cp_async16(&m.t.cb[i][q], cbg + (size_t)i * s.Q + q, 16);
+    }
+    for (int e = (int)threadIdx.x; e < s.Q * (DBC_NT / 4); e += FUSED_THREADS) {
+        const int j = e / (DBC_NT / 4), q = 4 * (e % (DBC_NT / 4));
+        cp_async16(&m.t.v[j][q], V + (row0 + j) * s.ldx + q, 16);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    if (!rows) return;
+    for (int kk = 0; kk < s.Q; kk += 8) {
+        const int i = r0 + gq, j = kk + cq;
+        uint32_t af[4];
+        if (is_b) // (dCB^T: row i of it is column i of dCB)
+            af[0] = tf32(m.t.cb[j][i]), af[1] = tf32(m.t.cb[j][i + 8]), af[2] = tf32(m.t.cb[j + 4][i]),
+            af[3] = tf32(m.t.cb[j + 4][i + 8]);
+        else
+            af[0] = tf32(m.t.cb[i][j]), af[1] = tf32(m.t.cb[i + 8][j]), af[2] = tf32(m.t.cb[i][j + 4]),
+            af[3] = tf32(m.t.cb[i + 8][j + 4]);
+#pragma unroll
+        for (int nt = 0; nt < DBC_NT / 8; nt++)
+            mma_tf32(acc[nt], af, tf32(m.t.v[kk + cq][8 * nt + gq]), tf32(m.t.v[kk + cq + 4][8 * nt + gq]));
+    }
+    float *out = (is_b ? dBm : dCm) + (size_t)g * s.N + n0;
+#pragma unroll
+    for (int nt = 0; nt < DBC_NT / 8; nt++)
+#pragma unroll
+        for (int i = 0; i < 4; i += 2) {
+            const size_t row = row0 + r0 + gq + 8 * (i >> 1);
+            *reinterpret_cast<float2 *>(out + row * ldd + 8 * nt + 2 * cq) = make_float2(acc[nt][i], acc[nt][i + 1]);
+        }
+}
+
+// The fused dB and dC kernel, besides: P at most 64, N a multiple of 64, dB and dC rows of float2s.
+static bool ssd_fused_dbc_on(const ssd_grads *gr, const SsdShape &s) {
+    return s.P <= OUT_PT && s.N % DBC_NT == 0 && gr->ldd % 2 == 0 && (uintptr_t)gr->dBm % 8 == 0 &&
+           (uintptr_t)gr->dCm % 8 == 0;
+}
+
+// dB and dC (written), from dy, x, B, C, the states and their gradients, and dCB [B, nch, G, Q, Q]
+static void ssd_dbc(const ssd_args *a, const ssd_grads *gr, const float *dy, const float *dst, const float *dCB,
+                    const ssd_fwd_bufs &f, const SsdShape &s) {
+    const size_t smem = sizeof(DbcSmem);
+    CUDA_CHECK(
+        cudaFuncSetAttribute((const void *)ssd_dbc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)(s.B * s.nch * s.G), 2, (unsigned)(s.N / DBC_NT));
+    ssd_dbc_kernel<<<grid, FUSED_THREADS, smem>>>(gr->dBm, gr->dCm, gr->ldd, dy, a->x, a->Bm, a->Cm, f.st, dst, dCB,
+                                                  f.dts, f.acs, s);
+    CUDA_CHECK_LAUNCH();
+    ktime_mark("ssd bwd dB dC fused");
 }
 
 #endif

@@ -418,8 +418,8 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const size_t PN = (size_t)s.P * s.N;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN,
                     sd = (long long)s.Q * gr->ldd, sqq = (long long)s.G * QQ;
-    const bool fused = ssd_fused_on(a, s, dy);
-    float *Xw = scratch_floats(rows * HP), *dYe = scratch_floats(rows * HP);
+    const bool fused = ssd_fused_on(a, s, dy), fused_bc = fused && ssd_fused_dbc_on(gr, s);
+    float *Xw = fused_bc ? NULL : scratch_floats(rows * HP), *dYe = fused_bc ? NULL : scratch_floats(rows * HP);
     ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw, fused);
     float *dst = scratch_floats((size_t)nbh * PN), *dCB = scratch_floats((size_t)nb * sqq);
     float *Mb = scratch_floats((size_t)nbh * QQ);
@@ -431,7 +431,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const float **p;
     CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float *) * 3 * nbh, cudaStreamPerThread));
     // the states' gradients: G_c = dYe^T C, then the reverse pass over chunks
-    ssd_scale(dYe, dy, HP, f.dts, f.acs, 1, s);
+    if (dYe) ssd_scale(dYe, dy, HP, f.dts, f.acs, 1, s);
     if (fused) {
         ssd_walk(dst, NULL, a, dy, f.dts, f.acs, 1, s);
     } else {
@@ -456,7 +456,8 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dCB");
     // dC = dYe S_in + dCB B, dB = Xw dS + dCB^T C: a group's heads inside the first product's reduction
-    for (int g = 0; g < s.G; g++) {
+    if (fused_bc) ssd_dbc(a, gr, dy, dst, dCB, f, s);
+    for (int g = 0; g < s.G && !fused_bc; g++) {
         const size_t cg = (size_t)g * s.N;
         blas_gemm_strided(0, 0, s.Q, s.N, hP, dYe + grp_hp(s, g), HP, shp, f.st + grp_st(s, g), s.N, sst, 0.0f,
                           gr->dCm + cg, gr->ldd, sd, nb, tc);
@@ -468,7 +469,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
                           gr->dBm + cg, gr->ldd, sd, nb, tc);
     }
     ktime_mark("ssd bwd dB dC");
-    scratch_free(Xw), scratch_free(dYe); // (before Z1, Z2: the two largest at once are what the peak holds)
+    if (Xw) scratch_free(Xw), scratch_free(dYe); // (before Z1, Z2: the two largest at once are what the peak holds)
     if (fused && ssd_fused_dx_on(gr, s)) {
         ssd_dx(a, gr, dy, daX, ddX, dDp, dst, f, s);
     } else {
