@@ -13,6 +13,8 @@
 //   dX: per (sequence, chunk, head) w B dS^T + M^T dY with the sums the gradients of a and dt need from B dS^T and
 //     C S_in^T (x . (B dS^T) and dY . (C S_in^T) per position), both products in the block's accumulators: no Z1,
 //     Z2 or M copies, dx written once.
+//   dCB: per (sequence, chunk, head) dM = dY X^T in the block's accumulators, then the head's part of dCB and the
+//     sums of dM o M the gradients of a and dt need (no dM copy written and read again).
 //   dB, dC: per (sequence, chunk, group) the heads' sums sum_h diag(w_h) X_h dS_h and sum_h diag(exp(a_h)) dY_h S_h
 //     with the row scales applied as the operands are read (no Xw or dYe copies), then + dCB^T C or dCB B.
 // The sums are the batched GEMMs' (the same terms, each rounded to tf32 as a tf32 product rounds it; the emulator's
@@ -415,6 +417,108 @@ static void ssd_dx(const ssd_args *a, const ssd_grads *gr, const float *dy, floa
         gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm, f.st, dst, f.CB, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dx fused");
+}
+
+// ---- dCB's parts -------------------------------------------------------------------------------------------------
+// Per (b, chunk, head), what the dM = dY X^T product and ssd_dcb_whole_kernel give, dM in the block's accumulators:
+// the head's part of dCB, dM o exp(a_i - a_j) dt_j masked, into dMb [B, nch, H, Q, Q] (ssd_dcb_sum_kernel adds a
+// group's heads), daM (rows - columns of dM o M) and ddM (columns of dM o CB o exp(..)) [B, H, T]. A row's sums: a
+// lane's columns in order, then its four lanes; a column's: a warp's lanes by shuffles, then the warps in order.
+struct DcbSmem {
+    float dy[SSD_Q][OUT_PT + 4]; // (read [r + g][k + c])
+    float x[SSD_Q][OUT_PT + 4];  // (read [n + g][k + c])
+    float a[SSD_Q], d[SSD_Q], colg[4][SSD_Q], cold[4][SSD_Q];
+};
+// Grid (B nch, H) of FUSED_THREADS, P <= 64.
+__global__ static void __launch_bounds__(FUSED_THREADS)
+    ssd_dcb_kernel(float *dMb, float *daM, float *ddM, const float *dy, const float *x, const float *CB,
+                   const float *dts, const float *acs, SsdShape s) {
+    __shared__ __align__(16) DcbSmem sm[1];
+    DcbSmem &m = sm[0];
+    const int bc = blockIdx.x, h = blockIdx.y, HP = s.H * s.P;
+    const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
+    const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
+    if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
+    for (int e = (int)threadIdx.x; e < s.Q * (s.P / 4); e += FUSED_THREADS) {
+        const int j = e / (s.P / 4), q = 4 * (e % (s.P / 4));
+        cp_async16(&m.dy[j][q], dy + (row0 + j) * HP + (size_t)h * s.P + q, 16);
+        cp_async16(&m.x[j][q], x + (row0 + j) * s.ldx + (size_t)h * s.P + q, 16);
+    }
+    cp_async_commit();
+    const float *cbg = CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q; // (read where the accumulators are: once)
+    cp_async_wait_all();
+    __syncthreads();
+    const bool rows = r0 < s.Q;
+    const int i0 = r0 + gq, i1 = r0 + gq + 8;
+    ChunkAcc acc = {}; // dM [Q, Q]: the strip's rows, columns 8 nt + ..
+    if (rows)
+        for (int kk = 0; kk < s.P; kk += 8) {
+            const uint32_t af[4] = {tf32(m.dy[i0][kk + cq]), tf32(m.dy[i1][kk + cq]), tf32(m.dy[i0][kk + cq + 4]),
+                                    tf32(m.dy[i1][kk + cq + 4])};
+#pragma unroll
+            for (int nt = 0; nt < SSD_Q / 8; nt++)
+                if (8 * nt < r0 + 16) // (past the strip's diagonal block dM is masked away)
+                    mma_tf32(acc[nt], af, tf32(m.x[8 * nt + gq][kk + cq]), tf32(m.x[8 * nt + gq][kk + cq + 4]));
+        }
+    float rs0 = 0.0f, rs1 = 0.0f; // this lane's part of its two rows' sums of gm
+    float *dm = dMb + ((size_t)bc * s.H + h) * s.Q * s.Q;
+    float cg[SSD_Q / 8][2], cd[SSD_Q / 8][2]; // this lane's parts of its columns' sums (over its two rows)
+#pragma unroll
+    for (int nt = 0; nt < SSD_Q / 8; nt++)
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            cg[nt][u] = cd[nt][u] = 0.0f;
+            const int j = 8 * nt + 2 * cq + u;
+            float dcb[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int hi = 0; hi < 2; hi++) {
+                const int i = hi ? i1 : i0;
+                if (rows && j < s.Q && j <= i) {
+                    const float dv = acc[nt][2 * hi + u], lw = expf(m.a[i] - m.a[j]), k = cbg[(size_t)i * s.Q + j] * lw;
+                    const float gm = dv * (k * m.d[j]);
+                    cd[nt][u] += dv * k, cg[nt][u] += gm;
+                    dcb[hi] = dv * (lw * m.d[j]);
+                    (hi ? rs1 : rs0) += gm;
+                }
+            }
+            if (rows && j < s.Q) dm[(size_t)i0 * s.Q + j] = dcb[0], dm[(size_t)i1 * s.Q + j] = dcb[1];
+        }
+    for (int off = 1; off < 4; off <<= 1)
+        rs0 += __shfl_xor_sync(0xffffffffu, rs0, off), rs1 += __shfl_xor_sync(0xffffffffu, rs1, off);
+#pragma unroll
+    for (int nt = 0; nt < SSD_Q / 8; nt++)
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+            for (int off = 4; off < 32; off <<= 1) // (the warp's eight row pairs)
+                cg[nt][u] += __shfl_xor_sync(0xffffffffu, cg[nt][u], off),
+                    cd[nt][u] += __shfl_xor_sync(0xffffffffu, cd[nt][u], off);
+    if (gq == 0)
+#pragma unroll
+        for (int nt = 0; nt < SSD_Q / 8; nt++)
+#pragma unroll
+            for (int u = 0; u < 2; u++)
+                if (8 * nt + 2 * cq + u < s.Q)
+                    m.colg[wp][8 * nt + 2 * cq + u] = cg[nt][u], m.cold[wp][8 * nt + 2 * cq + u] = cd[nt][u];
+    __syncthreads();
+    if (rows && cq == 0) {            // daM's row part, less its column part below
+        m.a[i0] = rs0, m.a[i1] = rs1; // (a is read no more)
+    }
+    __syncthreads();
+    const int j = threadIdx.x;
+    if (j < s.Q) {
+        float csg = 0.0f, csd = 0.0f;
+        for (int w = 0; w < FUSED_THREADS / 32; w++)
+            csg += m.colg[w][j], csd += m.cold[w][j];
+        daM[o + j] = m.a[j] - csg, ddM[o + j] = csd;
+    }
+}
+
+// dMb = each head's part of dCB, daM, ddM (ssd_dcb_kernel)
+static void ssd_dcb(float *dMb, float *daM, float *ddM, const float *dy, const ssd_args *a, const ssd_fwd_bufs &f,
+                    const SsdShape &s) {
+    ssd_dcb_kernel<<<dim3((unsigned)(s.B * s.nch), s.H), FUSED_THREADS>>>(dMb, daM, ddM, dy, a->x, f.CB, f.dts, f.acs,
+                                                                          s);
+    CUDA_CHECK_LAUNCH();
 }
 
 // ---- dB and dC --------------------------------------------------------------------------------------------------

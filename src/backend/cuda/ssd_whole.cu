@@ -448,10 +448,15 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
         ktime_mark("ssd bwd dstate pass");
     }
     // dM = dY X^T per head, then dCB and the sums through M
-    ssd_ptrs(p, s, SsdPtrs{dy, shp, s.P}, SsdPtrs{a->x, sx, s.P}, SsdPtrs{Mb, (long long)(s.H * QQ), (long long)QQ});
-    blas_gemm_ptrs(0, 1, s.Q, s.Q, s.P, p, HP, p + nbh, s.ldx, 0.0f, (float *const *)(p + 2 * nbh), s.Q, nbh, tc);
-    ssd_dcb_whole_kernel<<<nbh, SSD_THREADS>>>(Mb, daM, ddM, f.CB, f.dts, f.acs, s);
-    CUDA_CHECK_LAUNCH();
+    if (fused && s.P <= OUT_PT) {
+        ssd_dcb(Mb, daM, ddM, dy, a, f, s);
+    } else {
+        ssd_ptrs(p, s, SsdPtrs{dy, shp, s.P}, SsdPtrs{a->x, sx, s.P},
+                 SsdPtrs{Mb, (long long)(s.H * QQ), (long long)QQ});
+        blas_gemm_ptrs(0, 1, s.Q, s.Q, s.P, p, HP, p + nbh, s.ldx, 0.0f, (float *const *)(p + 2 * nbh), s.Q, nbh, tc);
+        ssd_dcb_whole_kernel<<<nbh, SSD_THREADS>>>(Mb, daM, ddM, f.CB, f.dts, f.acs, s);
+        CUDA_CHECK_LAUNCH();
+    }
     ssd_dcb_sum_kernel<<<dim3(nb * s.G, cdiv(s.Q * s.Q, 256)), 256>>>(dCB, Mb, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dCB");
