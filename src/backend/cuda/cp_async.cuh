@@ -16,6 +16,10 @@ __device__ __forceinline__ static void cp_async16(void *dst, const void *src, in
 __device__ __forceinline__ static void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 /* Waits until at most one committed group (the chunk being prefetched) is still in flight. */
 __device__ __forceinline__ static void cp_async_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
+/* Waits until at most N committed groups (the newest) are still in flight: a pipeline N + 1 stages deep. */
+template <int N> __device__ __forceinline__ static void cp_async_wait_pending() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 /* Waits for every committed group. */
 __device__ __forceinline__ static void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 

@@ -53,39 +53,51 @@ static bool ssd_fused_dx_on(const ssd_grads *gr, const SsdShape &s) {
     return s.P <= OUT_PT && gr->ldd % 2 == 0 && (uintptr_t)gr->dx % 8 == 0;
 }
 
-// ---- the walk ---------------------------------------------------------------------------------------------------
+// ---- the walk ----------------------------------------------------------------------------------------------------
+// A walk's steps are sequential (a chunk each), so its time is the chunks times a step's: the chunks' rows are copied
+// WALK_STAGES - 1 chunks ahead, so that a step waits on its products rather than on the copy's latency (at batch 1 and
+// 16K bytes a walk is 256 steps long; with two stages each step would wait ~1 us for its rows).
+#define WALK_STAGES 4
+struct WalkStage {
+    float u[SSD_Q][WALK_LD], v[SSD_Q][WALK_LD]; // the chunk's rows of x (or dY) and B (or C), the tile's columns
+    float sc[SSD_Q], dec, pad[3];               // the rows' scales, the chunk's decay (pad: 16-byte stages)
+};
+
 // st [B, nch, H, P, N] = the state entering each chunk (REV: the gradient of the state leaving it), from u's head
 // rows scaled per position (x and w; REV: dY and exp(a)) and v's group rows (B; REV: C), rows of ldu and ldv.
 // state [B, H, P, N], when not NULL (forward only): the state entering chunk 0, and it receives the one leaving the
-// last. Grid (P/32 * N/32, H, B) of FUSED_THREADS.
+// last. Grid (P/32 * N/32, H, B) of FUSED_THREADS, WALK_STAGES * sizeof(WalkStage) of dynamic shared memory.
 template <bool REV>
 __global__ static void __launch_bounds__(FUSED_THREADS)
     ssd_walk_kernel(float *st, float *state, const float *u, int ldu, const float *v, int ldv, const float *dts,
                     const float *acs, SsdShape s) {
-    __shared__ __align__(16) float su[2][SSD_Q][WALK_LD];
-    __shared__ __align__(16) float sv[2][SSD_Q][WALK_LD];
-    __shared__ float ssc[2][SSD_Q], sdec[2];
+    extern __shared__ __align__(16) unsigned char smem[];
+    WalkStage *sg = reinterpret_cast<WalkStage *>(smem);
     const int ntn = s.N / WALK_TILE, n0 = (int)blockIdx.x % ntn * WALK_TILE, p0 = (int)blockIdx.x / ntn * WALK_TILE;
     const int h = blockIdx.y, b = blockIdx.z;
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4;
     const int pr = wp / 2 * 16, nc = wp % 2 * 16; // the warp's rows (of P) and columns (of N) in the tile
     const size_t PN = (size_t)s.P * s.N;
     const float *ub = u + (size_t)h * s.P + p0, *vb = v + (size_t)(h / s.hpg) * s.N + n0;
-    // chunk c's rows into buffer k (one copy group), its scales and decay
-    auto stage = [&](int c, int k) {
-        const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
-        for (int e = (int)threadIdx.x; e < s.Q * (WALK_TILE / 4); e += FUSED_THREADS) {
-            const int j = e / (WALK_TILE / 4), q = 4 * (e % (WALK_TILE / 4));
-            cp_async16(&su[k][j][q], ub + (row0 + j) * ldu + q, 16);
-            cp_async16(&sv[k][j][q], vb + (row0 + j) * ldv + q, 16);
+    // the walk's step it (chunk c) into its stage: the rows (one copy group, empty past the last chunk), scales, decay
+    auto stage = [&](int it) {
+        if (it < s.nch) {
+            const int c = REV ? s.nch - 1 - it : it;
+            WalkStage &t = sg[it % WALK_STAGES];
+            const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
+            for (int e = (int)threadIdx.x; e < s.Q * (WALK_TILE / 4); e += FUSED_THREADS) {
+                const int j = e / (WALK_TILE / 4), q = 4 * (e % (WALK_TILE / 4));
+                cp_async16(&t.u[j][q], ub + (row0 + j) * ldu + q, 16);
+                cp_async16(&t.v[j][q], vb + (row0 + j) * ldv + q, 16);
+            }
+            const float last = acs[o + s.Q - 1];
+            if ((int)threadIdx.x < s.Q) {
+                const int j = threadIdx.x;
+                t.sc[j] = REV ? expf(acs[o + j]) : expf(last - acs[o + j]) * dts[o + j];
+            }
+            if (threadIdx.x == 0) t.dec = expf(last);
         }
         cp_async_commit();
-        const float last = acs[o + s.Q - 1];
-        if ((int)threadIdx.x < s.Q) {
-            const int j = threadIdx.x;
-            ssc[k][j] = REV ? expf(acs[o + j]) : expf(last - acs[o + j]) * dts[o + j];
-        }
-        if (threadIdx.x == 0) sdec[k] = expf(last);
     };
     // lane 4 gq + cq holds, per 8-column n-tile nt, rows pr + gq (+ 8) and columns nc + 8 nt + 2 cq (+ 1)
     auto at = [&](int nt, int i) { return (size_t)(p0 + pr + gq + 8 * (i >> 1)) * s.N + n0 + nc + 8 * nt + 2 * cq; };
@@ -98,18 +110,16 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
             const float2 z = init ? *reinterpret_cast<const float2 *>(init + at(nt, i)) : make_float2(0.0f, 0.0f);
             acc[nt][i] = z.x, acc[nt][i + 1] = z.y;
         }
-    stage(REV ? s.nch - 1 : 0, 0);
+    for (int it = 0; it < WALK_STAGES - 1; it++)
+        stage(it);
     for (int it = 0; it < s.nch; it++) {
-        const int c = REV ? s.nch - 1 - it : it, k = it & 1;
-        if (it + 1 < s.nch) {
-            stage(REV ? c - 1 : c + 1, k ^ 1);
-            cp_async_wait_prev();
-        } else {
-            cp_async_wait_all();
-        }
+        const int c = REV ? s.nch - 1 - it : it;
+        stage(it + WALK_STAGES - 1);              // (into the stage step it - 1 used: free since its barrier)
+        cp_async_wait_pending<WALK_STAGES - 1>(); // (step it's group is complete)
         __syncthreads();
+        const WalkStage &t = sg[it % WALK_STAGES];
         float *out = st + (((size_t)b * s.nch + c) * s.H + h) * PN;
-        const float dec = sdec[k];
+        const float dec = t.dec;
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
@@ -118,16 +128,16 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
                 acc[nt][i] *= dec, acc[nt][i + 1] *= dec;
             }
         for (int kk = 0; kk < s.Q; kk += 8) { // acc += (scaled u)^T v over the chunk's positions
-            const float s0 = ssc[k][kk + cq], s1 = ssc[k][kk + cq + 4];
-            const uint32_t af[4] = {tf32(su[k][kk + cq][pr + gq] * s0), tf32(su[k][kk + cq][pr + gq + 8] * s0),
-                                    tf32(su[k][kk + cq + 4][pr + gq] * s1), tf32(su[k][kk + cq + 4][pr + gq + 8] * s1)};
+            const float s0 = t.sc[kk + cq], s1 = t.sc[kk + cq + 4];
+            const uint32_t af[4] = {tf32(t.u[kk + cq][pr + gq] * s0), tf32(t.u[kk + cq][pr + gq + 8] * s0),
+                                    tf32(t.u[kk + cq + 4][pr + gq] * s1), tf32(t.u[kk + cq + 4][pr + gq + 8] * s1)};
 #pragma unroll
             for (int nt = 0; nt < 2; nt++)
-                mma_tf32(acc[nt], af, tf32(sv[k][kk + cq][nc + 8 * nt + gq]),
-                         tf32(sv[k][kk + cq + 4][nc + 8 * nt + gq]));
+                mma_tf32(acc[nt], af, tf32(t.v[kk + cq][nc + 8 * nt + gq]), tf32(t.v[kk + cq + 4][nc + 8 * nt + gq]));
         }
-        __syncthreads(); // (buffer k is staged again two chunks on)
+        __syncthreads(); // (this stage is refilled WALK_STAGES - 1 steps on)
     }
+    cp_async_wait_all(); // (the empty groups past the last chunk)
     if (init)
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
@@ -141,10 +151,16 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
 static void ssd_walk(float *st, float *state, const ssd_args *a, const float *dy, const float *dts, const float *acs,
                      int rev, const SsdShape &s) {
     const dim3 grid((unsigned)(s.P / WALK_TILE * (s.N / WALK_TILE)), s.H, s.B);
-    if (rev)
-        ssd_walk_kernel<true><<<grid, FUSED_THREADS>>>(st, NULL, dy, s.H * s.P, a->Cm, s.ldx, dts, acs, s);
-    else
-        ssd_walk_kernel<false><<<grid, FUSED_THREADS>>>(st, state, a->x, s.ldx, a->Bm, s.ldx, dts, acs, s);
+    const size_t smem = WALK_STAGES * sizeof(WalkStage);
+    if (rev) {
+        CUDA_CHECK(cudaFuncSetAttribute((const void *)ssd_walk_kernel<true>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        ssd_walk_kernel<true><<<grid, FUSED_THREADS, smem>>>(st, NULL, dy, s.H * s.P, a->Cm, s.ldx, dts, acs, s);
+    } else {
+        CUDA_CHECK(cudaFuncSetAttribute((const void *)ssd_walk_kernel<false>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        ssd_walk_kernel<false><<<grid, FUSED_THREADS, smem>>>(st, state, a->x, s.ldx, a->Bm, s.ldx, dts, acs, s);
+    }
     CUDA_CHECK_LAUNCH();
     ktime_mark(rev ? "ssd bwd dstates walk" : "ssd states walk");
 }

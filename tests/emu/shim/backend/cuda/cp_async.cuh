@@ -6,4 +6,5 @@ static inline void cp_async16(void *dst, const void *src, int bytes) { emu_cp_as
 static inline void cp_async_commit() { emu_cp_commit(); }
 static inline void cp_async_wait_prev() { emu_cp_wait(1); }
 static inline void cp_async_wait_all() { emu_cp_wait(0); }
+template <int N> static inline void cp_async_wait_pending() { emu_cp_wait(N); }
 #endif
