@@ -245,14 +245,15 @@ struct OutSmem {
     float a[SSD_Q], d[SSD_Q];
 };
 
-// y [B*T, H*P] = exp(a_i) C S_in^T + M X per (b, chunk, head) and 64 columns of P. Grid (B nch, H, P/64 rounded up)
-// of FUSED_THREADS.
+// y [B*T, H*P] = exp(a_i) C S_in^T + M X per (b, chunk, head) and 64 columns of P. Grid (B nch H: the heads of a
+// chunk side by side, so that its C and CB are read from L2 after the first; P/64 rounded up) of FUSED_THREADS.
 __global__ static void __launch_bounds__(FUSED_THREADS)
     ssd_out_kernel(float *y, const float *x, const float *Cm, const float *st, const float *CB, const float *dts,
                    const float *acs, const float *Dv, SsdShape s) {
     __shared__ __align__(16) OutSmem sm[1];
     OutSmem &m = sm[0];
-    const int bc = blockIdx.x, h = blockIdx.y, p0 = (int)blockIdx.z * OUT_PT, pw = min(OUT_PT, s.P - p0);
+    const int bc = (int)(blockIdx.x / s.H), h = (int)(blockIdx.x % s.H), p0 = (int)blockIdx.y * OUT_PT;
+    const int pw = min(OUT_PT, s.P - p0);
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
     const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
     const int HP = s.H * s.P;
@@ -297,7 +298,7 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
 
 // y = the chunk outputs, from x, C, the states entering the chunks (st) and CB
 static void ssd_out(float *y, const ssd_args *a, const ssd_fwd_bufs &f, const SsdShape &s) {
-    const dim3 grid((unsigned)(s.B * s.nch), s.H, (unsigned)cdiv(s.P, OUT_PT));
+    const dim3 grid((unsigned)(s.B * s.nch * s.H), (unsigned)cdiv(s.P, OUT_PT));
     ssd_out_kernel<<<grid, FUSED_THREADS>>>(y, a->x, a->Cm, f.st, f.CB, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd output fused");
@@ -320,14 +321,14 @@ struct DxSmem {
 // diagonal), r_j = x_j . Z1_j, q_i = dY_i . Z2_i, <dS, S_in>, D's partial sum into dDp [B, nch, H] (double), and
 // daX (-w r + exp(a) q; at the last position also sum w r + exp(a_last) <dS, S_in>), ddX (exp(a_last - a_j) r_j)
 // [B, H, T]. Each row's sums over its columns: a lane's in column order, then its four lanes by shuffles. Grid
-// (B nch, H) of FUSED_THREADS.
+// B nch H (the heads of a chunk side by side) of FUSED_THREADS.
 __global__ static void __launch_bounds__(FUSED_THREADS)
     ssd_dx_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *dy, const float *x,
                   const float *Bm, const float *Cm, const float *st, const float *dst, const float *CB,
                   const float *dts, const float *acs, const float *Dv, SsdShape s) {
     __shared__ __align__(16) DxSmem sm[1];
     DxSmem &m = sm[0];
-    const int bc = blockIdx.x, h = blockIdx.y, b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
+    const int bc = (int)(blockIdx.x / s.H), h = (int)(blockIdx.x % s.H), b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
     const size_t row0 = s.row0(b, c), o = s.bht(b, h, c), PN = (size_t)s.P * s.N;
     const size_t gcol = (size_t)(h / s.hpg) * s.N, hcol = (size_t)h * s.P, sblk = ((size_t)bc * s.H + h) * PN;
@@ -429,8 +430,8 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
 // dX (all of it: w B dS^T + M^T dY with D dY) and the position terms of a's and dt's gradients, D's partial sums
 static void ssd_dx(const ssd_args *a, const ssd_grads *gr, const float *dy, float *daX, float *ddX, double *dDp,
                    const float *dst, const ssd_fwd_bufs &f, const SsdShape &s) {
-    ssd_dx_kernel<<<dim3((unsigned)(s.B * s.nch), s.H), FUSED_THREADS>>>(
-        gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm, a->Cm, f.st, dst, f.CB, f.dts, f.acs, a->Dv, s);
+    ssd_dx_kernel<<<(unsigned)(s.B * s.nch * s.H), FUSED_THREADS>>>(gr->dx, gr->ldd, daX, ddX, dDp, dy, a->x, a->Bm,
+                                                                    a->Cm, f.st, dst, f.CB, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dx fused");
 }
@@ -445,13 +446,13 @@ struct DcbSmem {
     float x[SSD_Q][OUT_PT + 4];  // (read [n + g][k + c])
     float a[SSD_Q], d[SSD_Q], colg[4][SSD_Q], cold[4][SSD_Q];
 };
-// Grid (B nch, H) of FUSED_THREADS, P <= 64.
+// Grid B nch H (the heads of a chunk side by side) of FUSED_THREADS, P <= 64.
 __global__ static void __launch_bounds__(FUSED_THREADS)
     ssd_dcb_kernel(float *dMb, float *daM, float *ddM, const float *dy, const float *x, const float *CB,
                    const float *dts, const float *acs, SsdShape s) {
     __shared__ __align__(16) DcbSmem sm[1];
     DcbSmem &m = sm[0];
-    const int bc = blockIdx.x, h = blockIdx.y, HP = s.H * s.P;
+    const int bc = (int)(blockIdx.x / s.H), h = (int)(blockIdx.x % s.H), HP = s.H * s.P;
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
     const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
     if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
@@ -532,8 +533,7 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
 // dMb = each head's part of dCB, daM, ddM (ssd_dcb_kernel)
 static void ssd_dcb(float *dMb, float *daM, float *ddM, const float *dy, const ssd_args *a, const ssd_fwd_bufs &f,
                     const SsdShape &s) {
-    ssd_dcb_kernel<<<dim3((unsigned)(s.B * s.nch), s.H), FUSED_THREADS>>>(dMb, daM, ddM, dy, a->x, f.CB, f.dts, f.acs,
-                                                                          s);
+    ssd_dcb_kernel<<<(unsigned)(s.B * s.nch * s.H), FUSED_THREADS>>>(dMb, daM, ddM, dy, a->x, f.CB, f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -556,14 +556,15 @@ union DbcSmem {
     } t;
 };
 
-// Grid (B nch G, 2: dC then dB, N/64) of FUSED_THREADS, sizeof(DbcSmem) of dynamic shared memory.
+// Grid B nch G x 2 (dC, dB) x N/64, the last fastest, of FUSED_THREADS, sizeof(DbcSmem) of dynamic shared memory.
 __global__ static void __launch_bounds__(FUSED_THREADS)
     ssd_dbc_kernel(float *dBm, float *dCm, int ldd, const float *dy, const float *x, const float *Bm, const float *Cm,
                    const float *st, const float *dst, const float *dCB, const float *dts, const float *acs,
                    SsdShape s) {
     extern __shared__ __align__(16) unsigned char smem[];
     DbcSmem &m = *reinterpret_cast<DbcSmem *>(smem);
-    const int bc = blockIdx.x / s.G, g = blockIdx.x % s.G, is_b = blockIdx.y, n0 = (int)blockIdx.z * DBC_NT;
+    const int ntiles = s.N / DBC_NT, n0 = (int)(blockIdx.x % ntiles) * DBC_NT, is_b = (int)(blockIdx.x / ntiles % 2);
+    const int bc = (int)(blockIdx.x / ntiles / 2 / s.G), g = (int)(blockIdx.x / ntiles / 2 % s.G);
     const int b = bc / s.nch, c = bc % s.nch, HP = s.H * s.P;
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
     const size_t row0 = s.row0(b, c), PN = (size_t)s.P * s.N;
@@ -662,7 +663,7 @@ static void ssd_dbc(const ssd_args *a, const ssd_grads *gr, const float *dy, con
     const size_t smem = sizeof(DbcSmem);
     CUDA_CHECK(
         cudaFuncSetAttribute((const void *)ssd_dbc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const dim3 grid((unsigned)(s.B * s.nch * s.G), 2, (unsigned)(s.N / DBC_NT));
+    const unsigned grid = (unsigned)(s.B * s.nch * s.G * 2 * (s.N / DBC_NT));
     ssd_dbc_kernel<<<grid, FUSED_THREADS, smem>>>(gr->dBm, gr->dCm, gr->ldd, dy, a->x, a->Bm, a->Cm, f.st, dst, dCB,
                                                   f.dts, f.acs, s);
     CUDA_CHECK_LAUNCH();
