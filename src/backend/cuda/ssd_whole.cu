@@ -385,7 +385,7 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     const SsdShape s = shape_of(a);
     const int HP = s.H * s.P, nbh = s.B * s.nch * s.H, tc = a->tf32;
     const size_t rows = (size_t)s.B * s.T, QQ = (size_t)s.Q * s.Q;
-    if (ssd_fused_on(a, s, NULL)) {
+    if (ssd_fused_on(a, s, NULL) && (uintptr_t)y % 8 == 0 && (uintptr_t)state % 8 == 0) { // (float2s)
         ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, NULL, true);
         ssd_out(y, a, f, s);
         ssd_bufs_free(&f);
