@@ -129,8 +129,9 @@ static void run_case(const int *q, int tf32, const char *mode, int fused = 0) {
 
 /* The gated RMSNorm (lean training's form: y and z bf16, out bf16; and all float32) against the CPU's: out, dy, dz, dw.
  * rows 9, D 96 in G groups; y rows padded by 3, z rows by 5 (as in_proj's output holds z). */
-static void run_gated_norm(int G, int lean, int D = 96) {
+static void run_gated_norm(int G, int lean, int D = 96, int fused = 0) {
     case_failures = 0;
+    setenv("SSM_GN_FUSED", fused ? "1" : "0", 1);
     const int R = 9, LDY = D + 3, LDZ = D + 5;
     rng_t rng = {0x9a7eu + (uint64_t)G};
     std::vector<float> y(R * LDY), z(R * LDZ), w(D), dout(R * D);
@@ -161,7 +162,10 @@ static void run_gated_norm(int G, int lean, int D = 96) {
            eo, ey, ez, ew);
     printf("%s - emulated gated RMSNorm D %d G %d (%s): out, dy, dz, dw against the CPU\n  # rel err %.3g %.3g %.3g "
            "%.3g\n",
-           case_failures ? "FAIL" : "ok", D, G, lean ? "y, z, out bf16" : "float32", eo, ey, ez, ew);
+           case_failures ? "FAIL" : "ok", D, G,
+           fused ? (lean ? "a row in registers, y, z, out bf16" : "a row in registers") : lean ? "y, z, out bf16"
+                                                                                        : "float32",
+           eo, ey, ez, ew);
     failures += case_failures;
 }
 
@@ -196,6 +200,8 @@ int main(int argc, char **argv) {
         for (int lean = 0; lean < 2; lean++) {
             run_gated_norm(lean ? 4 : 1, lean), run_gated_norm(lean ? 1 : 3, lean);
             run_gated_norm(1, lean, 2304); /* 9 columns a thread: the block strides along the row */
+            /* a row in registers (SSM_GN_FUSED=1): m2x24's rows, in one group and four; three groups of 32 */
+            run_gated_norm(1, lean, 1536, 1), run_gated_norm(4, lean, 1536, 1), run_gated_norm(3, lean, 96, 1);
         }
     return failures ? 1 : 0;
 }

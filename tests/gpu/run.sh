@@ -17,10 +17,12 @@ for t in "$bin"/test_* $runner; do
     rc=${PIPESTATUS[0]}
     [ "$rc" -ne 0 ] && ! grep -q "^FAIL" "$log" && echo "FAIL - $t exited with $rc" | tee -a "$log"
 done
-# the fused SSD (off by default until timed): its op cases again with it on
+# the fused SSD and the gated norm's row in registers (off by default until timed): their op cases again with them on
 if [ -n "$runner" ]; then
-    echo "== SSM_SSD_FUSED=1 $runner ssd"
-    SSM_SSD_FUSED=1 $runner ssd 2>&1 | tee -a "$log"
+    for op in ssd gated; do
+        echo "== SSM_SSD_FUSED=1 SSM_GN_FUSED=1 $runner $op"
+        SSM_SSD_FUSED=1 SSM_GN_FUSED=1 $runner $op 2>&1 | tee -a "$log"
+    done
 fi
 # the command line on this machine: --device cuda errors, out of GPU memory as one line
 ssm=$([ $# -eq 0 ] && echo build/ssm || echo "$bin/ssm")

@@ -510,6 +510,120 @@ __global__ static void __launch_bounds__(RED_THREADS)
     }
 }
 
+// ---- the same with a row in registers (SSM_GN_FUSED=1; not yet timed on a GPU, so off by default) -------------
+// Each thread's columns i = t + 256 k (k < EPT) are read once into registers: the forward reads y and z once, not
+// twice; the backward reads dout, y and z once, not three times (its two passes and the weight gradient's column
+// sums), summing dout v rstd over GN_ROWS rows a block as it goes (partials, then colsum_finish in order). The
+// expressions are the kernels' above, term for term; the sums' orders differ (a group's columns by thread, not
+// strided within the group; the weight gradient in chunks of GN_ROWS rows, not 64): fixed, so the same bits every run.
+#define GN_ROWS 8    // rows a backward block walks, adding its part of the weight gradient
+#define GN_EPT_MAX 8 // columns a thread holds: rows of at most 2048
+static bool gn_fused_on(int D) {
+    const char *e = getenv("SSM_GN_FUSED");
+    return e && e[0] == '1' && D <= GN_EPT_MAX * RED_THREADS;
+}
+
+template <typename TO, typename TY, typename TZ, int EPT>
+__global__ static void __launch_bounds__(RED_THREADS)
+    gated_rmsnorm_fwd_reg_kernel(TO *out, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int D,
+                                 int G, float eps) {
+    const size_t r = blockIdx.x;
+    const int gs = D / G;
+    float v[EPT];
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = (int)threadIdx.x + k * RED_THREADS;
+        v[k] = i < D ? gn_ld(y + r * ldy, i) * silu_of(gn_ld(z + r * ldz, i)) : 0.0f;
+    }
+    for (int g = 0; g < G; g++) {
+        double ss = 0;
+#pragma unroll
+        for (int k = 0; k < EPT; k++) {
+            const int i = (int)threadIdx.x + k * RED_THREADS;
+            if (i < D && i / gs == g) ss += (double)v[k] * v[k];
+        }
+        ss = block_reduce(ss, SumOp());
+        const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
+#pragma unroll
+        for (int k = 0; k < EPT; k++) {
+            const int i = (int)threadIdx.x + k * RED_THREADS;
+            if (i < D && i / gs == g) gn_st(out + r * ldo, i, v[k] * rs * w[i]);
+        }
+    }
+}
+
+// part [cdiv(rows, GN_ROWS), D]: each block's sum of dout v rstd over its rows
+template <typename TY, typename TZ, int EPT>
+__global__ static void __launch_bounds__(RED_THREADS)
+    gated_rmsnorm_bwd_reg_kernel(float *dy, float *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
+                                 const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
+    const int gs = D / G, r1 = min(rows, ((int)blockIdx.x + 1) * GN_ROWS);
+    float dw[EPT];
+#pragma unroll
+    for (int k = 0; k < EPT; k++)
+        dw[k] = 0.0f;
+    for (int r = (int)blockIdx.x * GN_ROWS; r < r1; r++) {
+        float yv[EPT], zv[EPT], dov[EPT];
+#pragma unroll
+        for (int k = 0; k < EPT; k++) {
+            const int i = (int)threadIdx.x + k * RED_THREADS;
+            yv[k] = i < D ? gn_ld(y + (size_t)r * ldy, i) : 0.0f, zv[k] = i < D ? gn_ld(z + (size_t)r * ldz, i) : 0.0f;
+            dov[k] = i < D ? dout[(size_t)r * D + i] : 0.0f;
+        }
+        for (int g = 0; g < G; g++) {
+            double ss = 0, dot = 0;
+#pragma unroll
+            for (int k = 0; k < EPT; k++) {
+                const int i = (int)threadIdx.x + k * RED_THREADS;
+                if (i < D && i / gs == g) {
+                    const float v = yv[k] * silu_of(zv[k]);
+                    ss += (double)v * v;
+                    dot += (double)dov[k] * w[i] * v;
+                }
+            }
+            ss = block_reduce(ss, SumOp());
+            dot = block_reduce(dot, SumOp());
+            const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
+#pragma unroll
+            for (int k = 0; k < EPT; k++) {
+                const int i = (int)threadIdx.x + k * RED_THREADS;
+                if (i < D && i / gs == g) {
+                    const float zi = zv[k], yi = yv[k];
+                    const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
+                    const float dv = dov[k] * w[i] * rs - v * c;
+                    dy[(size_t)r * D + i] = dv * sz;
+                    dz[(size_t)r * lddz + i] = dv * yi * sg * (1.0f + zi * (1.0f - sg));
+                    dw[k] += dov[k] * v * rs;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = (int)threadIdx.x + k * RED_THREADS;
+        if (i < D) part[(size_t)blockIdx.x * D + i] = dw[k];
+    }
+}
+
+// The two launches for the columns a thread holds, cdiv(D, RED_THREADS) <= GN_EPT_MAX.
+template <typename TO, typename TY, typename TZ, int EPT = 1>
+static void gated_fwd_reg(TO *o, int ldo, const TY *y, int ldy, const TZ *z, int ldz, const float *w, int rows, int D,
+                          int G, float eps) {
+    if constexpr (EPT < GN_EPT_MAX)
+        if (cdiv(D, RED_THREADS) > EPT)
+            return gated_fwd_reg<TO, TY, TZ, EPT + 1>(o, ldo, y, ldy, z, ldz, w, rows, D, G, eps);
+    gated_rmsnorm_fwd_reg_kernel<TO, TY, TZ, EPT><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
+}
+template <typename TY, typename TZ, int EPT = 1>
+static void gated_bwd_reg(float *dy, float *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
+                          const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
+    if constexpr (EPT < GN_EPT_MAX)
+        if (cdiv(D, RED_THREADS) > EPT)
+            return gated_bwd_reg<TY, TZ, EPT + 1>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+    gated_rmsnorm_bwd_reg_kernel<TY, TZ, EPT>
+        <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+}
+
 template <typename TY, typename TZ>
 struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient per element, v as the backward forms it
     const float *dout;
@@ -528,6 +642,13 @@ struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient pe
 template <typename TO, typename TY>
 static void gated_fwd_z(mat out, const TY *y, int ldy, mat z, const float *w, int rows, int D, int G, float eps) {
     TO *o = (TO *)out.p;
+    if (gn_fused_on(D)) {
+        if (mat_h(z))
+            gated_fwd_reg(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, rows, D, G, eps);
+        else
+            gated_fwd_reg(o, out.ld, y, ldy, mat_f(z), z.ld, w, rows, D, G, eps);
+        return;
+    }
     if (mat_h(z))
         gated_rmsnorm_fwd_kernel<TO, TY, __nv_bfloat16>
             <<<rows, RED_THREADS>>>(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, D, G, eps);
@@ -552,6 +673,15 @@ extern "C" void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, in
 template <typename TY, typename TZ>
 static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
                          const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
+    if (gn_fused_on(D)) {
+        const int nblk = cdiv(rows, GN_ROWS);
+        float *part = scratch_floats((size_t)nblk * D);
+        gated_bwd_reg(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+        CUDA_CHECK_LAUNCH();
+        colsum_finish(dw, part, nblk, D);
+        scratch_free(part);
+        return;
+    }
     float *rstd = scratch_floats((size_t)rows * G);
     gated_rmsnorm_bwd_kernel<TY, TZ><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
     CUDA_CHECK_LAUNCH();
