@@ -25,9 +25,9 @@
 #                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
 #                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
 #                    0.669-0.670, 0.444-0.451)
-#   fused SSD        SSM_SSD_FUSED=1 (ssd_fused.cuh, emulated but never run on a GPU): test_ops ssd and
-#                    test_cuda_model with it, then the m2x24 bf16 step at 8 x 2048 and 1 x 16384 against the default,
-#                    --profile's SSD lines and the kernel times
+#   fused SSD        SSM_SSD_FUSED=1 (ssd_fused.cuh) and SSM_GN_FUSED=1 (the gated norm's row in registers), both
+#                    emulated but never run on a GPU: test_ops ssd and gated and test_cuda_model with them, then the
+#                    m2x24 bf16 step at 8 x 2048 and 1 x 16384 against the default, --profile's SSD lines, kernel times
 #   fused T decode   main's (or a tdec binary's; decode_transformer.cu, emulated but never run on a GPU): its
 #                    test_cuda_decode_fused, then t768x12 at batch 1 and 4, at 1K and 8K,
 #                    op by op against SSM_DECODE_FUSED=1 (float32, bf16, int8), and the fused step's phases (trace)
@@ -161,15 +161,18 @@ for f in 1 0; do
     echo "SSM_SSD_FUSED=$f test_ops ssd: $(SSM_SSD_FUSED=$f timeout 120 $X/test_ops ssd 2>&1 | grep -E "^FAIL|cases" |
         tail -4 | tr '\n' ' ')"
 done
-SSM_SSD_FUSED=1 timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
-echo "SSM_SSD_FUSED=1 test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
-m2() { # FUSED BATCH LENGTH [bench options]
-    SSM_SSD_FUSED=$1 timeout 60 $X/ssm bench --config m2x24 --device cuda --what train --batch "$2" --seq-len "$3" \
+echo "SSM_GN_FUSED=1 test_ops gated: $(SSM_GN_FUSED=1 timeout 120 $X/test_ops gated 2>&1 | grep -E "^FAIL|cases" |
+    tail -4 | tr '\n' ' ')"
+SSM_SSD_FUSED=1 SSM_GN_FUSED=1 timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
+echo "both fused, test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
+m2() { # FUSED BATCH LENGTH [bench options] (GN=1: the gated norm's row in registers too)
+    SSM_SSD_FUSED=$1 SSM_GN_FUSED=${GN:-0} timeout 60 $X/ssm bench --config m2x24 --device cuda --what train --batch "$2" --seq-len "$3" \
         --steps 5 --bf16 "${@:4}" 2>&1
 }
 for round in 1 2; do
     for f in 0 1; do echo "m2x24 8x2048 fused=$f: $(m2 $f 8 2048 | grep -E '^train|rror' | tr -s ' ')"; done
 done
+for f in 0 1; do echo "m2x24 8x2048 fused=$f GN=1: $(GN=1 m2 $f 8 2048 | grep -E '^train|rror' | tr -s ' ')"; done
 for f in 0 1; do echo "m2x24 1x16384 fused=$f: $(m2 $f 1 16384 | grep -E '^train|rror' | tr -s ' ')"; done
 for f in 0 1; do
     echo "m2x24 profile fused=$f: $(m2 $f 8 2048 --profile | grep -E '^ssd|^by kind' | tr -s ' ' | tr '\n' '|')"
