@@ -518,9 +518,10 @@ __global__ static void __launch_bounds__(RED_THREADS)
 // strided within the group; the weight gradient in chunks of GN_ROWS rows, not 64): fixed, so the same bits every run.
 #define GN_ROWS 8    // rows a backward block walks, adding its part of the weight gradient
 #define GN_EPT_MAX 8 // columns a thread holds: rows of at most 2048
-static bool gn_fused_on(int D) {
+static bool gn_fused_on(int D, bool bwd) { // SSM_GN_FUSED=1: both kernels; =2: the backward's alone
     const char *e = getenv("SSM_GN_FUSED");
-    return e && e[0] == '1' && D <= GN_EPT_MAX * RED_THREADS;
+    const int v = e ? atoi(e) : 0;
+    return (v == 1 || (v == 2 && bwd)) && D <= GN_EPT_MAX * RED_THREADS;
 }
 
 template <typename TO, typename TY, typename TZ, int EPT>
@@ -642,7 +643,7 @@ struct GatedNormDw { // dout v rstd of (row, column i): the weight's gradient pe
 template <typename TO, typename TY>
 static void gated_fwd_z(mat out, const TY *y, int ldy, mat z, const float *w, int rows, int D, int G, float eps) {
     TO *o = (TO *)out.p;
-    if (gn_fused_on(D)) {
+    if (gn_fused_on(D, false)) {
         if (mat_h(z))
             gated_fwd_reg(o, out.ld, y, ldy, (const __nv_bfloat16 *)mat_h(z), z.ld, w, rows, D, G, eps);
         else
@@ -673,7 +674,7 @@ extern "C" void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, in
 template <typename TY, typename TZ>
 static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
                          const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
-    if (gn_fused_on(D)) {
+    if (gn_fused_on(D, true)) {
         const int nblk = cdiv(rows, GN_ROWS);
         float *part = scratch_floats((size_t)nblk * D);
         gated_bwd_reg(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);

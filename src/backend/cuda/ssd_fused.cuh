@@ -37,15 +37,18 @@
 #define OUT_NK 16               // the first product's columns of N staged per step
 #define FUSED_THREADS 128       // 4 warps: a walk block's 2 x 2 warp tiles, an output block's 4 strips of 16 rows
 
-// Whether the fused kernels take this call: SSM_SSD_FUSED=1 (off by default until timed on a GPU), tf32 products
-// (mixed precision), and the shapes and addresses they assume: P and N multiples of 32, a chunk a multiple of 16,
-// x, B and C (and the backward's dy, when not NULL) rows of 16-byte aligned float4s.
-static bool ssd_fused_on(const ssd_args *a, const SsdShape &s, const float *dy) {
+// Whether the fused kernels take this call, and which: SSM_SSD_FUSED=1 all of them, =2 all but the walks (the
+// states and their gradients then come from the batched products and passes); off by default until timed on a GPU.
+// They need tf32 products (mixed precision) and the shapes and addresses they assume: P and N multiples of 32, a
+// chunk a multiple of 16, x, B and C (and the backward's dy, when not NULL) rows of 16-byte aligned float4s.
+// Returns 0 (none), 1 or 2.
+static int ssd_fused_mode(const ssd_args *a, const SsdShape &s, const float *dy) {
     const char *e = getenv("SSM_SSD_FUSED");
+    const int mode = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 0;
     const bool a16 = (uintptr_t)a->x % 16 == 0 && (uintptr_t)a->Bm % 16 == 0 && (uintptr_t)a->Cm % 16 == 0 &&
                      (uintptr_t)dy % 16 == 0;
-    return e && strcmp(e, "1") == 0 && a->tf32 && s.P % WALK_TILE == 0 && s.N % WALK_TILE == 0 && s.Q % 16 == 0 &&
-           s.ldx % 4 == 0 && a16;
+    const bool fits = a->tf32 && s.P % WALK_TILE == 0 && s.N % WALK_TILE == 0 && s.Q % 16 == 0 && s.ldx % 4 == 0;
+    return fits && a16 ? mode : 0;
 }
 
 // The fused dX kernel, besides: P at most 64 (a block holds a row's every column) and dx rows of float2s.

@@ -337,9 +337,9 @@ static float *ssd_pass_gemm(float *in, const float *acs, int rev, const SsdShape
 }
 
 // The forward's shared part with whole chunks: dt, CB, Xw = w x (kept in Xw [B*T, H*P] for the backward's dB; NULL:
-// not wanted), the chunk states and their pass (as ssd_recompute's; fused: the walk, which reads x itself).
+// not wanted), the chunk states and their pass (as ssd_recompute's; walk: the fused walk, which reads x itself).
 static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, float *state, int for_bwd, float *Xw,
-                                        bool fused) {
+                                        bool walk) {
     const size_t bht = (size_t)s.B * s.H * s.T, PN = (size_t)s.P * s.N;
     const int HP = s.H * s.P, nb = s.B * s.nch, hP = s.hpg * s.P, tc = a->tf32;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN;
@@ -354,7 +354,7 @@ static ssd_fwd_bufs ssd_recompute_whole(const ssd_args *a, const SsdShape &s, fl
                           0.0f, f.CB + (size_t)g * s.Q * s.Q, s.Q, (long long)s.G * s.Q * s.Q, nb, tc);
     ktime_mark("ssd CB");
     if (Xw) ssd_scale(Xw, a->x, s.ldx, f.dts, f.acs, 0, s);
-    if (fused) {
+    if (walk) {
         ssd_walk(f.st, state, a, NULL, f.dts, f.acs, 0, s);
         return f;
     }
@@ -385,8 +385,11 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     const SsdShape s = shape_of(a);
     const int HP = s.H * s.P, nbh = s.B * s.nch * s.H, tc = a->tf32;
     const size_t rows = (size_t)s.B * s.T, QQ = (size_t)s.Q * s.Q;
-    if (ssd_fused_on(a, s, NULL) && (uintptr_t)y % 8 == 0 && (uintptr_t)state % 8 == 0) { // (float2s)
-        ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, NULL, true);
+    const int mode = ssd_fused_mode(a, s, NULL);
+    if (mode && (uintptr_t)y % 8 == 0 && (uintptr_t)state % 8 == 0) { // (float2s)
+        float *Xw0 = mode == 2 ? scratch_floats(rows * HP) : NULL;  // (the states' product reads it)
+        ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw0, mode == 1);
+        if (Xw0) scratch_free(Xw0);
         ssd_out(y, a, f, s);
         ssd_bufs_free(&f);
         return;
@@ -418,9 +421,11 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     const size_t PN = (size_t)s.P * s.N;
     const long long sx = (long long)s.Q * s.ldx, shp = (long long)s.Q * HP, sst = (long long)s.H * PN,
                     sd = (long long)s.Q * gr->ldd, sqq = (long long)s.G * QQ;
-    const bool fused = ssd_fused_on(a, s, dy), fused_bc = fused && ssd_fused_dbc_on(gr, s);
-    float *Xw = fused_bc ? NULL : scratch_floats(rows * HP), *dYe = fused_bc ? NULL : scratch_floats(rows * HP);
-    ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw, fused);
+    const int mode = ssd_fused_mode(a, s, dy);
+    const bool fused = mode != 0, walk = mode == 1, fused_bc = fused && ssd_fused_dbc_on(gr, s);
+    const bool copies = !walk || !fused_bc; // (Xw and dYe: the states' products or dB's and dC's read them)
+    float *Xw = copies ? scratch_floats(rows * HP) : NULL, *dYe = copies ? scratch_floats(rows * HP) : NULL;
+    ssd_fwd_bufs f = ssd_recompute_whole(a, s, NULL, 1, Xw, walk);
     float *dst = scratch_floats((size_t)nbh * PN), *dCB = scratch_floats((size_t)nb * sqq);
     float *Mb = scratch_floats((size_t)nbh * QQ);
     float *da_dd = scratch_floats(4 * bht), *daM = da_dd, *ddM = da_dd + bht, *daX = da_dd + 2 * bht,
@@ -432,7 +437,7 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     CUDA_CHECK(cudaMallocAsync((void **)&p, sizeof(float *) * 3 * nbh, cudaStreamPerThread));
     // the states' gradients: G_c = dYe^T C, then the reverse pass over chunks
     if (dYe) ssd_scale(dYe, dy, HP, f.dts, f.acs, 1, s);
-    if (fused) {
+    if (walk) {
         ssd_walk(dst, NULL, a, dy, f.dts, f.acs, 1, s);
     } else {
         for (int g = 0; g < s.G; g++)
