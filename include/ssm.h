@@ -99,8 +99,8 @@ void ssm_model_use_bf16(ssm_model *m);
 /* An int8 copy of the weight matrices with one float32 scale per row (max |row| / 127), read in place of the float32
  * ones by decode steps (on the CPU also small batches), a quarter of the bytes per token; training and long prefills
  * stay float32. On CUDA the fused decode step reads them: a model whose layers are all Mamba-1 or all Mamba-2, 1 to
- * 64 sequences a step, or (with SSM_DECODE_FUSED=1 set when it moves there and at each step) all attention and MLP,
- * 1 to 8 (-1 with ssm_last_error() for another model, or from the step for more sequences). The cost in quality is
+ * 64 sequences a step, or all attention and MLP, 1 to 8 (-1 with ssm_last_error() for another model, or from the
+ * step for more sequences). The cost in quality is
  * measured by `ssm eval --int8` (docs/performance.md). */
 int ssm_model_use_int8(ssm_model *m);
 /* Moves the model's computation to a device, "cpu", "cuda:N" (GPU N) or "cuda" (GPU 0): its parameters,

@@ -36,19 +36,14 @@ int decode_fused_kind(const ssm_model *m, const backend *be) {
  * at any batch it takes. SSM_DECODE_FUSED=1 runs it at every batch it takes, 0 never. */
 #define DECODE_FUSED_MAX_B 4
 
-/* The Transformer kernel (decode_transformer.cu) is checked against the op-by-op step in the emulator only: it has
- * not run or been timed on a GPU yet, so it is taken only under SSM_DECODE_FUSED=1 (int8 weights on a GPU included:
- * without it they are refused, as before it). Its default follows its first measurement against the op-by-op step
- * (0.70 ms a step of t768x12 at batch 1 with an empty cache, 1.23 ms at 8K on an H100). */
-int decode_fused_transformer_on(void) {
-    const char *e = getenv("SSM_DECODE_FUSED");
-    return e && strcmp(e, "1") == 0;
-}
+/* The Transformer kernel (decode_transformer.cu), measured against the op-by-op step on an H100 (2026-12-07, t768x12,
+ * docs/performance.md): batch 1 bf16 0.53 against 0.70 ms with an empty cache, 0.67 against 0.90 at 1K, the same at 8K
+ * (1.22: the attention over the cache sets both); batch 4 bf16 0.64 against 0.95. So it is the default for models
+ * whose layers are all attention and MLP, up to DECODE_FUSED_MAX_B sequences as the others. */
 
 int decode_fused_ready(const ssm_model *m, int B) {
     const char *e = getenv("SSM_DECODE_FUSED");
     if (e && strcmp(e, "0") == 0) return 0;
-    if (layers_kind(m) == DECODE_FUSED_T && !decode_fused_transformer_on()) return 0;
     if (!(e && strcmp(e, "1") == 0) && !m->int8 && B > DECODE_FUSED_MAX_B) return 0;
     return decode_fused_kind(m, m->be);
 }

@@ -239,11 +239,9 @@ void model_sync_host(const ssm_model *m) {
 
 /* int8 decode weights on a device: there only the fused decode steps read them (decode_fused.c) */
 static int int8_device_check(const ssm_model *m, const backend *be) {
-    const int k = decode_fused_kind(m, be);
-    if (k && (k != DECODE_FUSED_T || decode_fused_transformer_on())) return 0;
-    return ssm_error("int8 decode weights on %s run in the fused decode step, for models whose layers are all Mamba-1 "
-                     "or all Mamba-2, or (with SSM_DECODE_FUSED=1) all attention and MLP: drop --int8, or use "
-                     "--device cpu",
+    if (decode_fused_kind(m, be)) return 0;
+    return ssm_error("int8 decode weights on %s run in the fused decode step, for models whose layers are all Mamba-1, "
+                     "all Mamba-2, or all attention and MLP: drop --int8, or use --device cpu",
                      be->name);
 }
 
@@ -709,8 +707,8 @@ int ssm_forward(const ssm_model *m, ssm_state *s, const int *tokens, int T, floa
     }
     if (T == 1 && m->int8 && !backend_is_host(be) && decode_fused_kind(m, be) == DECODE_FUSED_T)
         return ssm_error("int8 decode on %s runs in the fused decode step, which takes 1 to 8 sequences of attention "
-                         "and MLP layers under SSM_DECODE_FUSED=1 (this state has %d): decode fewer at a time, or drop "
-                         "--int8",
+                         "and MLP layers (this state has %d; SSM_DECODE_FUSED=0 turns it off): decode fewer at a time, "
+                         "or drop --int8",
                          be->name, B);
     if (T == 1 && m->int8 && !backend_is_host(be)) /* the op-by-op step would read float32 weights: say so */
         return ssm_error("int8 decode on %s runs in the fused decode step, which takes 1 to 64 sequences (beyond 8, "

@@ -141,8 +141,6 @@ void model_canonicalize(const ssm_model *m, ssm_state *s);
 enum { DECODE_FUSED_M1 = 1, DECODE_FUSED_M2 = 2, DECODE_FUSED_T = 3 };
 int decode_fused_kind(const ssm_model *m, const backend *be);
 int decode_fused_ready(const ssm_model *m, int B);
-/* 1 when SSM_DECODE_FUSED=1: the Transformer kernel, not yet timed on a GPU, is taken only then (decode_fused.c) */
-int decode_fused_transformer_on(void);
 /* Scratch floats a fused step of B sequences needs (work below). */
 size_t decode_fused_work_floats(const ssm_model *m, int B);
 /* A fused step's arguments, for the kind's kernel (m1, m2 or t, their layers in l1, l2 or lt, host memory). */

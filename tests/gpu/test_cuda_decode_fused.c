@@ -13,9 +13,9 @@
  * - the d_model 768 shape of the benchmark (dt_rank 48, x_proj's 80 rows) in float32, bf16 and int8.
  * - Mamba-2 stacks (decode_mamba2.cu) the same way: groups, d_state 32 to 128, a dt limit, float32, bf16 and int8,
  *   1 to 64 sequences, the mamba2-130m layer shape.
- * - Transformer stacks (decode_transformer.cu, under SSM_DECODE_FUSED=1): attention and MLP layers, grouped-query
- *   heads, rotary positions or none, a sliding window, SwiGLU or relu2, keys past 32 (several splits a head), float32,
- *   bf16 and int8, 1 to 8 sequences; 9 fall back; int8 is refused on the GPU without SSM_DECODE_FUSED=1.
+ * - Transformer stacks (decode_transformer.cu): attention and MLP layers, grouped-query heads, rotary positions or
+ *   none, a sliding window, SwiGLU or relu2, keys past 32 (several splits a head), float32, bf16 and int8, 1 to 8
+ *   sequences (the default takes 1 to 4); 9 fall back; int8 takes at most 8 on the GPU.
  * DECODE_TEST_QUICK=1: one case of each form (for compute-sanitizer). Prints "skip - ..." where there is no GPU. */
 #include "test.h"
 #include "backend/backend.h"
@@ -137,7 +137,7 @@ static void test_against_op_by_op(ssm_config c, int B, int wt, int steps) {
     float *f1 = xmalloc(sizeof(float) * n), *f2 = xmalloc(sizeof(float) * n), *fd = xmalloc(sizeof(float) * n);
     float *op = xmalloc(sizeof(float) * n), *ref = xmalloc(sizeof(float) * n);
     decode(g, sg, pre, P, tok, steps, f1, "1");
-    decode(g, sg, pre, P, tok, steps, f2, "1");
+    decode(g, sg, pre, P, tok, steps, f2, B <= 4 ? "" : "1"); /* ("": the default) */
     decode_direct(g, sg, pre, P, tok, steps, fd);
     if (wt == 2) { /* int8 on the GPU is the fused step alone: compare with the float32 weights' op-by-op step */
         g->int8 = 0;
@@ -164,7 +164,7 @@ static void test_against_op_by_op(ssm_config c, int B, int wt, int steps) {
     TEST_END();
 }
 
-/* A Transformer's fused step (SSM_DECODE_FUSED=1) against the GPU's op-by-op step and the CPU's, after a prefill of P
+/* A Transformer's fused step (SSM_DECODE_FUSED=1; the default up to 4 sequences) against the GPU's op-by-op step and the CPU's, after a prefill of P
  * positions (float32; bf16 and int8 decode from an empty cache, as test_against_op_by_op) */
 static void test_transformer(ssm_config c, int B, int wt, int P, int steps) {
     char name[512];
@@ -176,9 +176,7 @@ static void test_transformer(ssm_config c, int B, int wt, int P, int steps) {
              B, wt == 2 ? "int8" : wt ? "bf16" : "float32", P, steps);
     TEST_BEGIN(name);
     const int V = c.vocab_size;
-    setenv("SSM_DECODE_FUSED", "1", 1); /* (int8 moves to the GPU only so) */
     ssm_model *g = model_on(&c, 21, wt, "cuda"), *cpu = model_on(&c, 21, wt, "cpu");
-    unsetenv("SSM_DECODE_FUSED");
     ssm_state *sg = ssm_state_new(g, B), *sc = ssm_state_new(cpu, B);
     int *pre = xmalloc(sizeof(int) * (B * P + 1)), *tok = xmalloc(sizeof(int) * B * steps);
     random_tokens(pre, (size_t)B * P, 31), random_tokens(tok, (size_t)B * steps, 32);
@@ -186,7 +184,7 @@ static void test_transformer(ssm_config c, int B, int wt, int P, int steps) {
     float *f1 = xmalloc(sizeof(float) * n), *f2 = xmalloc(sizeof(float) * n), *fd = xmalloc(sizeof(float) * n);
     float *op = xmalloc(sizeof(float) * n), *ref = xmalloc(sizeof(float) * n);
     decode(g, sg, pre, P, tok, steps, f1, "1");
-    decode(g, sg, pre, P, tok, steps, f2, "1");
+    decode(g, sg, pre, P, tok, steps, f2, B <= 4 ? "" : "1"); /* ("": the default) */
     decode_direct(g, sg, pre, P, tok, steps, fd);
     g->int8 = 0; /* (int8 on the GPU is the fused step alone: the op-by-op step of the float32 weights) */
     decode(g, sg, pre, P, tok, steps, op, "0");
@@ -207,10 +205,9 @@ static void test_transformer(ssm_config c, int B, int wt, int P, int steps) {
     TEST_END();
 }
 
-/* A Transformer: 9 sequences run op by op (bitwise); int8 needs SSM_DECODE_FUSED=1 to move to the GPU, and then
- * takes at most 8 sequences a step */
+/* A Transformer: 9 sequences run op by op (bitwise); int8 moves to the GPU and takes at most 8 sequences a step */
 static void test_transformer_limits(void) {
-    TEST_BEGIN("fused Transformer decode: 9 sequences fall back; int8 only under SSM_DECODE_FUSED=1, up to 8");
+    TEST_BEGIN("fused Transformer decode: 9 sequences fall back; int8 up to 8");
     ssm_config c = config_t(64, 2, "af", 4, 2, 16, 0, 10000.0f, 0, 128);
     const int B = 9, P = 5, steps = 3, V = c.vocab_size;
     ssm_model *g = model_on(&c, 22, 0, "cuda");
@@ -225,14 +222,10 @@ static void test_transformer_limits(void) {
     ssm_state_free(s), ssm_model_free(g);
     ssm_model *h = ssm_model_new(&c, 23);
     EXPECT(ssm_model_use_int8(h) == 0, "use_int8 on the CPU: %s", ssm_last_error());
-    EXPECT(ssm_model_set_device(h, "cuda") != 0 && strstr(ssm_last_error(), "SSM_DECODE_FUSED=1"),
-           "an int8 Transformer moved to the GPU without SSM_DECODE_FUSED=1 (%s)", ssm_last_error());
-    setenv("SSM_DECODE_FUSED", "1", 1);
-    EXPECT(ssm_model_set_device(h, "cuda") == 0, "int8 Transformer under SSM_DECODE_FUSED=1: %s", ssm_last_error());
+    EXPECT(ssm_model_set_device(h, "cuda") == 0, "int8 Transformer to the GPU: %s", ssm_last_error());
     ssm_state *s9 = ssm_state_new(h, B);
     EXPECT(ssm_step(h, s9, tok, a) != 0 && strstr(ssm_last_error(), "takes 1 to 8 sequences"),
            "int8 Transformer step of 9 sequences: %s", ssm_last_error());
-    unsetenv("SSM_DECODE_FUSED");
     ssm_state_free(s9), ssm_model_free(h);
     free(pre), free(tok), free(a), free(b);
     TEST_END();
