@@ -34,9 +34,9 @@ using namespace flash;
 // BQ queries per step, blocks per SM>. Head_dim 64: steps of 64 keys (dQ, two blocks of 8 warps per SM, ~190 bytes
 // spilled) and 64 queries (dK/dV, three blocks of 4 warps), measured 6% faster than steps of 32 without spills
 // (bench/flash_shapes.sh, H200, 2026-12-05); head_dim 128: 226 (one block) and 233 registers (two), none spilled. Two
-// row blocks a warp (4 warps of 2, steps of 32, 242 and 255 registers, none spilled) pass the emulator; not yet timed
-// on a GPU: bench/flash_shapes.sh's first variant. Edit here to try others (nvcc reads the commas of a -D value as a
-// list).
+// row blocks a warp (4 warps of 2, steps of 32, 242 and 255 registers, none spilled) measured mixed, so they are not
+// taken: the backward 1.206 against 1.155 ms at 8 x 2048, 7.405 against 7.659 at 1 x 16384 (12 heads; H100,
+// 2026-12-07). Edit here to try others (bench/flash_shapes.sh; nvcc reads the commas of a -D value as a list).
 #define FLASH_DQ_64 64, 8, 1, 64, 2
 #define FLASH_DQ_128 128, 8, 1, 32, 1
 #define FLASH_DKV_64 64, 4, 1, 64, 3

