@@ -25,10 +25,11 @@
 #                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
 #                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
 #                    0.669-0.670, 0.444-0.451)
-#   fused SSD        SSM_SSD_FUSED=1 (ssd_fused.cuh) and SSM_GN_FUSED=1 (the gated norm's row in registers), both
-#                    emulated but never run on a GPU: test_ops ssd and gated and test_cuda_model with them, then the
-#                    m2x24 bf16 step at 8 x 2048 and 1 x 16384 against the default, --profile's SSD lines, kernel times
-#   fused T decode   main's (or a tdec binary's; decode_transformer.cu, emulated but never run on a GPU): its
+#   fused SSD        SSM_SSD_FUSED=1 (ssd_fused.cuh) and SSM_GN_FUSED=1 (the gated norm's row in registers), timed
+#                    on 2026-12-07 (performance.md; =2 of each not yet): test_ops ssd and gated and test_cuda_model
+#                    with them, then the m2x24 bf16 step at 8 x 2048 and 1 x 16384 against the default, --profile's
+#                    SSD lines, kernel times
+#   fused T decode   main's (or a tdec binary's; decode_transformer.cu, the default since 2026-12-07): its
 #                    test_cuda_decode_fused, then t768x12 at batch 1 and 4, at 1K and 8K,
 #                    op by op against SSM_DECODE_FUSED=1 (float32, bf16, int8), and the fused step's phases (trace)
 # (Run and gone: the warp-per-row gated RMSNorm (reverted), Mamba-2's recomputed gate, the NCCL path on one GPU, the
