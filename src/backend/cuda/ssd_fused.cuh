@@ -1,6 +1,7 @@
-// Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes these under SSM_SSD_FUSED=1): tensor-core kernels (tf32
-// m16n8k8, float32 accumulation) that replace batched GEMMs and their elementwise passes where the bytes between
-// them are the cost (docs/performance.md: every pass of ssd_whole.cu is bound by its 100-200 MB copies).
+// Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes these under SSM_SSD_FUSED=1, or =2 for all but the
+// walks; off by default: 5% faster at m2x24's 8 x 2048 on an H100, 1% slower at 1 x 16384, performance.md): tensor-core
+// kernels (tf32 m16n8k8, float32 accumulation) that replace batched GEMMs and their elementwise passes where the bytes
+// between them are the cost (every pass of ssd_whole.cu is bound by its 100-200 MB copies).
 //   the walk: the chunk states and their pass over chunks in one kernel. A block owns a 32 x 32 tile of one head's
 //     P x N state and walks the chunks in order, the state in its warps' accumulators: per chunk it writes the state
 //     entering the chunk, decays it by exp(a_last) and adds sum_j w_j x_j B_j^T as a product into the same
@@ -29,7 +30,6 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define WALK_TILE 32            // a walk block's state tile: 32 rows of P by 32 columns of N, a warp 16 x 16 of it
 #define WALK_LD (WALK_TILE + 8) // its staged rows: the fragments' reads (lanes 4 g + c at [k + c][r + g]) hit 32 banks
@@ -59,7 +59,11 @@ static bool ssd_fused_dx_on(const ssd_grads *gr, const SsdShape &s) {
 // ---- the walk ----------------------------------------------------------------------------------------------------
 // A walk's steps are sequential (a chunk each), so its time is the chunks times a step's: the chunks' rows are copied
 // WALK_STAGES - 1 chunks ahead, so that a step waits on its products rather than on the copy's latency (at batch 1 and
-// 16K bytes a walk is 256 steps long; with two stages each step would wait ~1 us for its rows).
+// 16K bytes a walk is 256 steps long; with two stages each step would wait ~1 us for its rows). Measured (H100,
+// 2026-12-07, m2x24 8 x 2048): 0.40 ms a call by SSM_KERNEL_TIMES, no gain over the scale pass, product and pass
+// it replaces (~0.35 ms by ncu on 2026-12-06, another measure): a block's 32 x 32 tile makes every chunk's x rows
+// read 4 times and its B rows 48 times (per head and P tile) through L2.
+// Wider tiles cut those reads but leave too few blocks at batch 1; the next form should walk segments of chunks.
 #define WALK_STAGES 4
 struct WalkStage {
     float u[SSD_Q][WALK_LD], v[SSD_Q][WALK_LD]; // the chunk's rows of x (or dY) and B (or C), the tile's columns
