@@ -56,6 +56,18 @@ static bool ssd_fused_dx_on(const ssd_grads *gr, const SsdShape &s) {
     return s.P <= OUT_PT && gr->ldd % 2 == 0 && (uintptr_t)gr->dx % 8 == 0;
 }
 
+// rows x cols floats (cols a multiple of 4) of src, rows lds apart, into the shared array dst (its rows as declared):
+// a cp.async of 16 bytes a step, the block's threads in turn; the caller commits the group.
+template <int R, int LD>
+__device__ __forceinline__ static void tile_copy(float (&dst)[R][LD], const float *src, size_t lds, int rows,
+                                                 int cols) {
+    const int per = cols / 4;
+    for (int e = (int)threadIdx.x; e < rows * per; e += FUSED_THREADS) {
+        const int r = e / per, q = 4 * (e % per);
+        cp_async16(&dst[r][q], src + (size_t)r * lds + q, 16);
+    }
+}
+
 // ---- the walk ----------------------------------------------------------------------------------------------------
 // A walk's steps are sequential (a chunk each), so its time is the chunks times a step's: the chunks' rows are copied
 // WALK_STAGES - 1 chunks ahead, so that a step waits on its products rather than on the copy's latency (at batch 1 and
@@ -92,11 +104,8 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
             const int c = REV ? s.nch - 1 - it : it;
             WalkStage &t = sg[it % WALK_STAGES];
             const size_t row0 = s.row0(b, c), o = s.bht(b, h, c);
-            for (int e = (int)threadIdx.x; e < s.Q * (WALK_TILE / 4); e += FUSED_THREADS) {
-                const int j = e / (WALK_TILE / 4), q = 4 * (e % (WALK_TILE / 4));
-                cp_async16(&t.u[j][q], ub + (row0 + j) * ldu + q, 16);
-                cp_async16(&t.v[j][q], vb + (row0 + j) * ldv + q, 16);
-            }
+            tile_copy(t.u, ub + row0 * ldu, ldu, s.Q, WALK_TILE);
+            tile_copy(t.v, vb + row0 * ldv, ldv, s.Q, WALK_TILE);
             const float last = acs[o + s.Q - 1];
             if ((int)threadIdx.x < s.Q) {
                 const int j = threadIdx.x;
@@ -190,13 +199,8 @@ __device__ static void rows_by_state(ChunkAcc &acc, NSlices &t, const float *U, 
                                      const SsdShape &s) {
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
     auto stage = [&](int n0, int k) {
-        for (int e = (int)threadIdx.x; e < (s.Q + pw) * (OUT_NK / 4); e += FUSED_THREADS) {
-            const int r = e / (OUT_NK / 4), q = 4 * (e % (OUT_NK / 4));
-            if (r < s.Q)
-                cp_async16(&t.u[k][r][q], U + (size_t)r * ldu + n0 + q, 16);
-            else
-                cp_async16(&t.s[k][r - s.Q][q], S + (size_t)(r - s.Q) * s.N + n0 + q, 16);
-        }
+        tile_copy(t.u[k], U + n0, ldu, s.Q, OUT_NK);
+        tile_copy(t.s[k], S + n0, s.N, pw, OUT_NK);
         cp_async_commit();
     };
     stage(0, 0);
@@ -221,15 +225,6 @@ __device__ static void rows_by_state(ChunkAcc &acc, NSlices &t, const float *U, 
             }
         __syncthreads();
     }
-}
-
-// The chunk's Q x Q CB block into cb (rows of ld), one copy group, waited for.
-template <int LD> __device__ static void stage_cb(float (*cb)[LD], const float *src, const SsdShape &s) {
-    for (int e = (int)threadIdx.x; e < s.Q * (s.Q / 4); e += FUSED_THREADS) {
-        const int i = e / (s.Q / 4), q = 4 * (e % (s.Q / 4));
-        cp_async16(&cb[i][q], src + (size_t)i * s.Q + q, 16);
-    }
-    cp_async_commit();
 }
 
 // M[i, j] = CB[i, j] exp(a_i - a_j) dt_j for j <= i, plus D on the diagonal, else 0 (exp(a_i - a_j) is never formed
@@ -265,14 +260,12 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
     const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
     const int HP = s.H * s.P;
     if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
-    for (int e = (int)threadIdx.x; e < s.Q * (pw / 4); e += FUSED_THREADS) { // (joins the product's first group)
-        const int j = e / (pw / 4), q = 4 * (e % (pw / 4));
-        cp_async16(&m.x[j][q], x + (row0 + j) * s.ldx + (size_t)h * s.P + p0 + q, 16);
-    }
+    tile_copy(m.x, x + row0 * s.ldx + (size_t)h * s.P + p0, s.ldx, s.Q, pw); // (joins the product's first group)
     ChunkAcc acc = {};
     rows_by_state(acc, m.u.ns, Cm + row0 * s.ldx + (size_t)(h / s.hpg) * s.N, s.ldx,
                   st + ((size_t)bc * s.H + h) * s.P * s.N + (size_t)p0 * s.N, pw, s);
-    stage_cb(m.u.cb, CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q, s);
+    tile_copy(m.u.cb, CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q, s.Q, s.Q, s.Q);
+    cp_async_commit();
     const bool rows = r0 < s.Q; // (Q < 64: the last warps sit out the products)
     const float e0 = rows ? expf(m.a[r0 + gq]) : 0.0f, e1 = rows ? expf(m.a[r0 + gq + 8]) : 0.0f;
 #pragma unroll
@@ -340,10 +333,7 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
     const size_t row0 = s.row0(b, c), o = s.bht(b, h, c), PN = (size_t)s.P * s.N;
     const size_t gcol = (size_t)(h / s.hpg) * s.N, hcol = (size_t)h * s.P, sblk = ((size_t)bc * s.H + h) * PN;
     if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
-    for (int e = (int)threadIdx.x; e < s.Q * (s.P / 4); e += FUSED_THREADS) { // (joins the product's first group)
-        const int j = e / (s.P / 4), q = 4 * (e % (s.P / 4));
-        cp_async16(&m.dy[j][q], dy + (row0 + j) * HP + hcol + q, 16);
-    }
+    tile_copy(m.dy, dy + row0 * HP + hcol, HP, s.Q, s.P); // (joins the product's first group)
     const bool rows = r0 < s.Q;
     const int i0 = r0 + gq, i1 = r0 + gq + 8; // this lane's rows
     // Z2 = C S_in^T: q
@@ -363,7 +353,8 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
     for (int nt = 0; nt < OUT_PT / 8; nt++)
         acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     rows_by_state(acc, m.u.ns, Bm + row0 * s.ldx + gcol, s.ldx, dst + sblk, s.P, s);
-    stage_cb(m.u.cb, CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q, s);
+    tile_copy(m.u.cb, CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q, s.Q, s.Q, s.Q);
+    cp_async_commit();
     float r0s = 0.0f, r1s = 0.0f;
     double dDs = 0;
     const float last = m.a[s.Q - 1];
@@ -463,11 +454,8 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
     const int wp = (int)threadIdx.x / 32, gq = (int)threadIdx.x % 32 / 4, cq = (int)threadIdx.x % 4, r0 = 16 * wp;
     const size_t row0 = s.row0(bc / s.nch, bc % s.nch), o = s.bht(bc / s.nch, h, bc % s.nch);
     if ((int)threadIdx.x < s.Q) m.a[threadIdx.x] = acs[o + threadIdx.x], m.d[threadIdx.x] = dts[o + threadIdx.x];
-    for (int e = (int)threadIdx.x; e < s.Q * (s.P / 4); e += FUSED_THREADS) {
-        const int j = e / (s.P / 4), q = 4 * (e % (s.P / 4));
-        cp_async16(&m.dy[j][q], dy + (row0 + j) * HP + (size_t)h * s.P + q, 16);
-        cp_async16(&m.x[j][q], x + (row0 + j) * s.ldx + (size_t)h * s.P + q, 16);
-    }
+    tile_copy(m.dy, dy + row0 * HP + (size_t)h * s.P, HP, s.Q, s.P);
+    tile_copy(m.x, x + row0 * s.ldx + (size_t)h * s.P, s.ldx, s.Q, s.P);
     cp_async_commit();
     const float *cbg = CB + ((size_t)bc * s.G + h / s.hpg) * s.Q * s.Q; // (read where the accumulators are: once)
     cp_async_wait_all();
@@ -581,15 +569,8 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
     auto stage = [&](int k) {
         const int h = g * s.hpg + k;
         DbcStage &t = m.st[k & 1];
-        for (int e = (int)threadIdx.x; e < s.Q * (s.P / 4); e += FUSED_THREADS) {
-            const int j = e / (s.P / 4), q = 4 * (e % (s.P / 4));
-            cp_async16(&t.u[j][q], U + (row0 + j) * ldu + (size_t)h * s.P + q, 16);
-        }
-        const float *S = SS + ((size_t)bc * s.H + h) * PN + n0;
-        for (int e = (int)threadIdx.x; e < s.P * (DBC_NT / 4); e += FUSED_THREADS) {
-            const int p = e / (DBC_NT / 4), q = 4 * (e % (DBC_NT / 4));
-            cp_async16(&t.s[p][q], S + (size_t)p * s.N + q, 16);
-        }
+        tile_copy(t.u, U + row0 * ldu + (size_t)h * s.P, ldu, s.Q, s.P);
+        tile_copy(t.s, SS + ((size_t)bc * s.H + h) * PN + n0, s.N, s.P, DBC_NT);
         cp_async_commit();
         if ((int)threadIdx.x < s.Q) {
             const size_t o = s.bht(b, h, c);
@@ -623,14 +604,8 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
     }
     // + dCB B (dC) or dCB^T C (dB)
     const float *cbg = dCB + ((size_t)bc * s.G + g) * s.Q * s.Q, *V = (is_b ? Cm : Bm) + (size_t)g * s.N + n0;
-    for (int e = (int)threadIdx.x; e < s.Q * (s.Q / 4); e += FUSED_THREADS) {
-        const int i = e / (s.Q / 4), q = 4 * (e % (s.Q / 4));
-        cp_async16(&m.t.cb[i][q], cbg + (size_t)i * s.Q + q, 16);
-    }
-    for (int e = (int)threadIdx.x; e < s.Q * (DBC_NT / 4); e += FUSED_THREADS) {
-        const int j = e / (DBC_NT / 4), q = 4 * (e % (DBC_NT / 4));
-        cp_async16(&m.t.v[j][q], V + (row0 + j) * s.ldx + q, 16);
-    }
+    tile_copy(m.t.cb, cbg, s.Q, s.Q, s.Q);
+    tile_copy(m.t.v, V + row0 * s.ldx, s.ldx, s.Q, DBC_NT);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
