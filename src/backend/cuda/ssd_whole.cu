@@ -466,20 +466,25 @@ void ssd_whole_bwd(const ssd_args *a, const ssd_grads *gr, const float *dy) {
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd bwd dCB");
     // dC = dYe S_in + dCB B, dB = Xw dS + dCB^T C: a group's heads inside the first product's reduction
-    if (fused_bc) ssd_dbc(a, gr, dy, dst, dCB, f, s);
-    for (int g = 0; g < s.G && !fused_bc; g++) {
-        const size_t cg = (size_t)g * s.N;
-        blas_gemm_strided(0, 0, s.Q, s.N, hP, dYe + grp_hp(s, g), HP, shp, f.st + grp_st(s, g), s.N, sst, 0.0f,
-                          gr->dCm + cg, gr->ldd, sd, nb, tc);
-        blas_gemm_strided(0, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Bm + cg, s.ldx, sx, 1.0f,
-                          gr->dCm + cg, gr->ldd, sd, nb, tc);
-        blas_gemm_strided(0, 0, s.Q, s.N, hP, Xw + grp_hp(s, g), HP, shp, dst + grp_st(s, g), s.N, sst, 0.0f,
-                          gr->dBm + cg, gr->ldd, sd, nb, tc);
-        blas_gemm_strided(1, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Cm + cg, s.ldx, sx, 1.0f,
-                          gr->dBm + cg, gr->ldd, sd, nb, tc);
+    if (fused_bc) {
+        ssd_dbc(a, gr, dy, dst, dCB, f, s);
+    } else {
+        for (int g = 0; g < s.G; g++) {
+            const size_t cg = (size_t)g * s.N;
+            blas_gemm_strided(0, 0, s.Q, s.N, hP, dYe + grp_hp(s, g), HP, shp, f.st + grp_st(s, g), s.N, sst, 0.0f,
+                              gr->dCm + cg, gr->ldd, sd, nb, tc);
+            blas_gemm_strided(0, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Bm + cg, s.ldx, sx, 1.0f,
+                              gr->dCm + cg, gr->ldd, sd, nb, tc);
+            blas_gemm_strided(0, 0, s.Q, s.N, hP, Xw + grp_hp(s, g), HP, shp, dst + grp_st(s, g), s.N, sst, 0.0f,
+                              gr->dBm + cg, gr->ldd, sd, nb, tc);
+            blas_gemm_strided(1, 0, s.Q, s.N, s.Q, dCB + (size_t)g * QQ, s.Q, sqq, a->Cm + cg, s.ldx, sx, 1.0f,
+                              gr->dBm + cg, gr->ldd, sd, nb, tc);
+        }
+        ktime_mark("ssd bwd dB dC");
     }
-    ktime_mark("ssd bwd dB dC");
-    if (Xw) scratch_free(Xw), scratch_free(dYe); // (before Z1, Z2: the two largest at once are what the peak holds)
+    if (Xw) { // (Xw and dYe together; before Z1, Z2: the two largest at once are what the peak holds)
+        scratch_free(Xw), scratch_free(dYe);
+    }
     if (fused && ssd_fused_dx_on(gr, s)) {
         ssd_dx(a, gr, dy, daX, ddX, dDp, dst, f, s);
     } else {
