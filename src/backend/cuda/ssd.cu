@@ -454,6 +454,21 @@ __device__ __forceinline__ static float gn_ld(const __nv_bfloat16 *p, size_t i) 
 __device__ __forceinline__ static void gn_st(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ static void gn_st(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16_rn(v); }
 
+// a group's 1 / rms from its sum of squares (both kernels, both forms)
+__device__ __forceinline__ static float gn_rstd(double ss, int gs, float eps) {
+    return 1.0f / sqrtf((float)(ss / gs) + eps);
+}
+// The backward at one element: *dyi and *dzi from y, z, dout, the weight, the group's rstd rs and c (<dout w, v> / gs
+// times rs^3); returns v = y silu(z) as the backward forms it, the weight gradient's factor. (Both backward forms.)
+__device__ __forceinline__ static float gn_grad_at(float *dyi, float *dzi, float yi, float zi, float doi, float wi,
+                                                   float rs, float c) {
+    const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
+    const float dv = doi * wi * rs - v * c;
+    *dyi = dv * sz;
+    *dzi = dv * yi * sg * (1.0f + zi * (1.0f - sg));
+    return v;
+}
+
 // The row's v = y silu(z) is computed twice (for the sum, then for the output) rather than stored in out between:
 // a bf16 out would round it. (Each thread's first 8 columns of a group held in registers instead, the same bits, ran
 // the backward 8.9 -> 14.4 ms a step on an H100: m2x24 bf16 at 8 x 2048, 2026-12-06.)
@@ -473,7 +488,7 @@ __global__ static void __launch_bounds__(RED_THREADS)
             ss += (double)v * v;
         }
         ss = block_reduce(ss, SumOp());
-        const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
+        const float rs = gn_rstd(ss, gs, eps);
         for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS)
             gn_st(o, i, gn_ld(yr, i) * silu_of(gn_ld(zr, i)) * rs * w[i]);
     }
@@ -498,15 +513,10 @@ __global__ static void __launch_bounds__(RED_THREADS)
         }
         ss = block_reduce(ss, SumOp());
         dot = block_reduce(dot, SumOp());
-        const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
+        const float rs = gn_rstd(ss, gs, eps), c = (float)(dot / gs) * rs * rs * rs;
         if (threadIdx.x == 0) rstd[r * G + g] = rs;
-        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
-            const float zi = gn_ld(zr, i), yi = gn_ld(yr, i);
-            const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
-            const float dv = dor[i] * w[i] * rs - v * c;
-            dyr[i] = dv * sz;
-            dzr[i] = dv * yi * sg * (1.0f + zi * (1.0f - sg));
-        }
+        for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS)
+            gn_grad_at(dyr + i, dzr + i, gn_ld(yr, i), gn_ld(zr, i), dor[i], w[i], rs, c);
     }
 }
 
@@ -544,7 +554,7 @@ __global__ static void __launch_bounds__(RED_THREADS)
             if (i < D && i / gs == g) ss += (double)v[k] * v[k];
         }
         ss = block_reduce(ss, SumOp());
-        const float rs = 1.0f / sqrtf((float)(ss / gs) + eps);
+        const float rs = gn_rstd(ss, gs, eps);
 #pragma unroll
         for (int k = 0; k < EPT; k++) {
             const int i = (int)threadIdx.x + k * RED_THREADS;
@@ -584,16 +594,13 @@ __global__ static void __launch_bounds__(RED_THREADS)
             }
             ss = block_reduce(ss, SumOp());
             dot = block_reduce(dot, SumOp());
-            const float rs = 1.0f / sqrtf((float)(ss / gs) + eps), c = (float)(dot / gs) * rs * rs * rs;
+            const float rs = gn_rstd(ss, gs, eps), c = (float)(dot / gs) * rs * rs * rs;
 #pragma unroll
             for (int k = 0; k < EPT; k++) {
                 const int i = (int)threadIdx.x + k * RED_THREADS;
                 if (i < D && i / gs == g) {
-                    const float zi = zv[k], yi = yv[k];
-                    const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
-                    const float dv = dov[k] * w[i] * rs - v * c;
-                    dy[(size_t)r * D + i] = dv * sz;
-                    dz[(size_t)r * lddz + i] = dv * yi * sg * (1.0f + zi * (1.0f - sg));
+                    const float v = gn_grad_at(dy + (size_t)r * D + i, dz + (size_t)r * lddz + i, yv[k], zv[k],
+                                               dov[k], w[i], rs, c);
                     dw[k] += dov[k] * v * rs;
                 }
             }
