@@ -73,8 +73,8 @@ __device__ __forceinline__ static void tile_copy(float (&dst)[R][LD], const floa
 // WALK_STAGES - 1 chunks ahead, so that a step waits on its products rather than on the copy's latency (at batch 1 and
 // 16K bytes a walk is 256 steps long; with two stages each step would wait ~1 us for its rows). Measured (H100,
 // 2026-12-07, m2x24 8 x 2048): 0.40 ms a call by SSM_KERNEL_TIMES, no gain over the scale pass, product and pass
-// it replaces (~0.35 ms by ncu on 2026-12-06, another measure): a block's 32 x 32 tile makes every chunk's x rows
-// read 4 times and its B rows 48 times (per head and P tile) through L2.
+// it replaces (~0.35 ms by ncu on 2026-12-06, another measure); likely (not profiled) because a block's 32 x 32 tile
+// makes every chunk's x rows read 4 times and its B rows 48 times (per head and P tile) through L2.
 // Wider tiles cut those reads but leave too few blocks at batch 1; the next form should walk segments of chunks.
 #define WALK_STAGES 4
 struct WalkStage {
