@@ -51,7 +51,8 @@ else
 fi
 
 # a run trained by an earlier call whose evaluation that call never finished (its time ran out): its weights are gone,
-# so the next call trains it again, the same command, and evaluates it (not a failed eval)
+# so the next call that names it in --runs trains it again, the same command, and evaluates it (not a failed eval);
+# a call whose --runs leave it out leaves the eval for later (device_parallel.sh's groups would each train it again)
 python3 - "$split/cache.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
@@ -60,7 +61,15 @@ assert gone, "no windowed eval of the Mamba run in cache.json"
 json.dump({k: v for k, v in c.items() if k not in gone}, open(sys.argv[1], "w"))
 PY
 find "$split" -name '*.safetensors' -delete
-python3 experiments/run.py bytes --smoke --out "$split" --reuse --runs transformer 2>"$dir/split3.err"
+python3 experiments/run.py bytes --smoke --out "$split" --reuse --runs transformer 2>"$dir/split3a.err"
+s3=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['status'])" "$split/result.json" 2>/dev/null)
+if [ "$s3" = partial ] && grep -q "left for a call whose --runs names it" "$dir/split3a.err" &&
+    ! grep -q "training it again" "$dir/split3a.err"; then
+    ok "experiments: a reused run whose eval never ran, weights gone, left out by --runs: not trained, status partial"
+else
+    fail "experiments: a reused run left out by --runs: status '$s3'; $(tail -2 "$dir/split3a.err")"
+fi
+python3 experiments/run.py bytes --smoke --out "$split" --reuse --runs mamba 2>"$dir/split3.err"
 if grep -q "training it again" "$dir/split3.err" && python3 - "$split/result.json" <<'PY'; then
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -416,21 +416,31 @@ class Context:
 
     def retrain_for(self, run, argv):
         """A reused run whose weights stayed on another machine (device_call.sh brings back no weights), asked for a
-        command that no earlier call answered (cache.json): trained again, the same command, so that it can run."""
+        command that no earlier call answered (cache.json): trained again, the same command, so that it can run;
+        unless --runs leaves it out (then False: the eval waits for a call that names it, where the groups of
+        device_parallel.sh would otherwise each train it again)."""
         if not run.train_argv or (run.best / "model.safetensors").exists() or self.cached(self.key(argv)) is not None \
                 or self.from_cache or self.dry_run:
-            return
+            return True
+        if self.only and not any(re.search(x, run.name) for x in self.only):
+            log(f"[{self.name}] {run.name}: its weights stayed on another machine; this eval is left for a call "
+                "whose --runs names it")
+            if run.name not in self.deferred:
+                self.deferred.append(run.name)
+            return False
         log(f"[{self.name}] {run.name}: its weights stayed on another machine and cache.json lacks this eval: "
             "training it again")
         self.run(run.train_argv + ["--overwrite"], f"train-{run.name}")
         run.steps, run.vals = read_metrics(run.dir / "metrics.jsonl")
+        return True
 
     def eval_run(self, run, data, extra=(), key="bpb", tag=""):
         """`ssm eval` of a run's best model -> the value of key, or None (a failed run, a dry run)."""
         if run.error or self.dry_run:
             return None
         try:
-            self.retrain_for(run, self.eval_argv(run.best, data, extra))
+            if not self.retrain_for(run, self.eval_argv(run.best, data, extra)):
+                return None
             return self.eval(run.best, data, extra, logname=f"eval-{run.name}{tag}").get(key)
         except Failed as e:
             log(f"[{self.name}] eval of {run.name} FAILED: {e}")
