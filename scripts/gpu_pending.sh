@@ -25,10 +25,10 @@
 #                    the L1 prefetch's removal (H200 before it, cd904ad: 0.436-0.440, 0.521-0.527, 0.466-0.473,
 #                    0.697-0.698, 0.444-0.448 ms; with SSM_DECODE_PREFETCH=1 0.427-0.429, 0.525-0.527, 0.446-0.459,
 #                    0.669-0.670, 0.444-0.451)
-#   fused SSD        SSM_SSD_FUSED=1 (ssd_fused.cuh) and SSM_GN_FUSED=1 (the gated norm's row in registers), timed
-#                    on 2026-12-07 (performance.md; =2 of each not yet): test_ops ssd and gated and test_cuda_model
-#                    with them, then the m2x24 bf16 step at 8 x 2048 and 1 x 16384 against the default, --profile's
-#                    SSD lines, kernel times
+#   fused SSD        SSM_SSD_FUSED (ssd_fused.cuh; 2, all but the walks, the default since 2026-12-07; 1 all; 0
+#                    none) and SSM_GN_FUSED (the gated norm's row in registers; 2, the backward, the default; 1 both):
+#                    test_ops ssd and gated and test_cuda_model at each, then the m2x24 bf16 step at 8 x 2048 and
+#                    1 x 16384 at each, --profile's SSD lines, kernel times
 #   fused T decode   main's (or a tdec binary's; decode_transformer.cu, the default since 2026-12-07): its
 #                    test_cuda_decode_fused, then t768x12 at batch 1 and 4, at 1K and 8K,
 #                    op by op against SSM_DECODE_FUSED=1 (float32, bf16, int8), and the fused step's phases (trace)
@@ -156,26 +156,28 @@ t fused decode
 for w in --bf16 --int8 ''; do echo "d768x24 B1 ${w:-float32}: $(dec d768x24 1 $w)"; done
 echo "d768x24 B4 bf16: $(dec d768x24 4 --bf16)"
 echo "m2x24 B1 bf16: $(dec m2x24 1 --bf16)"
-t "fused SSD (SSM_SSD_FUSED=1): its GPU tests, then the m2x24 step against the default"
+t "fused SSD (SSM_SSD_FUSED, SSM_GN_FUSED at 2, the default, 1 and 0): their GPU tests, then the m2x24 step"
 X=$M
-for f in 1 0; do
+for f in 2 1 0; do
     echo "SSM_SSD_FUSED=$f test_ops ssd: $(SSM_SSD_FUSED=$f timeout 120 $X/test_ops ssd 2>&1 | grep -E "^FAIL|cases" |
         tail -4 | tr '\n' ' ')"
+    echo "SSM_GN_FUSED=$f test_ops gated: $(SSM_GN_FUSED=$f timeout 120 $X/test_ops gated 2>&1 | grep -E "^FAIL|cases" |
+        tail -4 | tr '\n' ' ')"
 done
-echo "SSM_GN_FUSED=1 test_ops gated: $(SSM_GN_FUSED=1 timeout 120 $X/test_ops gated 2>&1 | grep -E "^FAIL|cases" |
-    tail -4 | tr '\n' ' ')"
-SSM_SSD_FUSED=1 SSM_GN_FUSED=1 timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
-echo "both fused, test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
-m2() { # FUSED BATCH LENGTH [bench options] (GN=1: the gated norm's row in registers too)
-    SSM_SSD_FUSED=$1 SSM_GN_FUSED=${GN:-0} timeout 60 $X/ssm bench --config m2x24 --device cuda --what train --batch "$2" --seq-len "$3" \
+for f in 2 1; do
+    SSM_SSD_FUSED=$f SSM_GN_FUSED=$f timeout 200 $X/test_cuda_model >/tmp/tcm.log 2>&1
+    echo "both at $f, test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
+done
+m2() { # FUSED BATCH LENGTH [bench options] (GN: the gated norm's knob, default 2)
+    SSM_SSD_FUSED=$1 SSM_GN_FUSED=${GN:-2} timeout 60 $X/ssm bench --config m2x24 --device cuda --what train --batch "$2" --seq-len "$3" \
         --steps 5 --bf16 "${@:4}" 2>&1
 }
 for round in 1 2; do
-    for f in 0 1; do echo "m2x24 8x2048 fused=$f: $(m2 $f 8 2048 | grep -E '^train|rror' | tr -s ' ')"; done
+    for f in 2 1 0; do echo "m2x24 8x2048 fused=$f: $(m2 $f 8 2048 | grep -E '^train|rror' | tr -s ' ')"; done
 done
-for f in 0 1; do echo "m2x24 8x2048 fused=$f GN=1: $(GN=1 m2 $f 8 2048 | grep -E '^train|rror' | tr -s ' ')"; done
-for f in 0 1; do echo "m2x24 1x16384 fused=$f: $(m2 $f 1 16384 | grep -E '^train|rror' | tr -s ' ')"; done
-for f in 0 1; do
+echo "m2x24 8x2048 fused=0 GN=0: $(GN=0 m2 0 8 2048 | grep -E '^train|rror' | tr -s ' ')"
+for f in 2 1 0; do echo "m2x24 1x16384 fused=$f: $(m2 $f 1 16384 | grep -E '^train|rror' | tr -s ' ')"; done
+for f in 2 0; do
     echo "m2x24 profile fused=$f: $(m2 $f 8 2048 --profile | grep -E '^ssd|^by kind' | tr -s ' ' | tr '\n' '|')"
 done
 SSM_KERNEL_TIMES=1 m2 1 8 2048 | grep -iE '^kernel|ssd' | cut -c1-80

@@ -17,11 +17,14 @@ for t in "$bin"/test_* $runner; do
     rc=${PIPESTATUS[0]}
     [ "$rc" -ne 0 ] && ! grep -q "^FAIL" "$log" && echo "FAIL - $t exited with $rc" | tee -a "$log"
 done
-# the fused SSD and the gated norm's row in registers (off by default until timed): their op cases again with them on
+# the fused SSD and the gated norm's row in registers (by default all but the walks, the backward's row): their op
+# cases again with none of them (=0) and with all (=1)
 if [ -n "$runner" ]; then
-    for op in ssd gated; do
-        echo "== SSM_SSD_FUSED=1 SSM_GN_FUSED=1 $runner $op"
-        SSM_SSD_FUSED=1 SSM_GN_FUSED=1 $runner $op 2>&1 | tee -a "$log"
+    for f in 0 1; do
+        for op in ssd gated; do
+            echo "== SSM_SSD_FUSED=$f SSM_GN_FUSED=$f $runner $op"
+            SSM_SSD_FUSED=$f SSM_GN_FUSED=$f $runner $op 2>&1 | tee -a "$log"
+        done
     done
 fi
 # the command line on this machine: --device cuda errors, out of GPU memory as one line

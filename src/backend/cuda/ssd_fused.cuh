@@ -1,5 +1,6 @@
-// Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes these under SSM_SSD_FUSED=1, or =2 for all but the
-// walks; off by default: 5% faster at m2x24's 8 x 2048 on an H100, 1% slower at 1 x 16384, performance.md): tensor-core
+// Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes all but the walks by default, SSM_SSD_FUSED=2: the m2x24
+// step 7.5% faster at 8 x 2048 and 1 x 16384 on an H100; =1 the walks too: 5% faster at 8 x 2048, 1% slower at
+// 1 x 16384; =0 none; performance.md): tensor-core
 // kernels (tf32 m16n8k8, float32 accumulation) that replace batched GEMMs and their elementwise passes where the bytes
 // between them are the cost (every pass of ssd_whole.cu is bound by its 100-200 MB copies).
 //   the walk: the chunk states and their pass over chunks in one kernel. A block owns a 32 x 32 tile of one head's
@@ -37,14 +38,15 @@
 #define OUT_NK 16               // the first product's columns of N staged per step
 #define FUSED_THREADS 128       // 4 warps: a walk block's 2 x 2 warp tiles, an output block's 4 strips of 16 rows
 
-// Whether the fused kernels take this call, and which: SSM_SSD_FUSED=1 all of them, =2 all but the walks (the
-// states and their gradients then come from the batched products and passes); off by default until timed on a GPU.
+// Whether the fused kernels take this call, and which: SSM_SSD_FUSED=1 all of them, =2 (the default) all but the
+// walks (the states and their gradients then come from the batched products and passes), =0 none. The walks lose
+// at batch 1 (a block walks 256 chunks alone) and win little at batch 8 (their tiles read x and B again and again).
 // They need tf32 products (mixed precision) and the shapes and addresses they assume: P and N multiples of 32, a
 // chunk a multiple of 16, x, B and C (and the backward's dy, when not NULL) rows of 16-byte aligned float4s.
 // Returns 0 (none), 1 or 2.
 static int ssd_fused_mode(const ssd_args *a, const SsdShape &s, const float *dy) {
     const char *e = getenv("SSM_SSD_FUSED");
-    const int mode = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : 0;
+    const int mode = e && (e[0] == '0' || e[0] == '1') && !e[1] ? e[0] - '0' : 2;
     const bool a16 = (uintptr_t)a->x % 16 == 0 && (uintptr_t)a->Bm % 16 == 0 && (uintptr_t)a->Cm % 16 == 0 &&
                      (uintptr_t)dy % 16 == 0;
     const bool fits = a->tf32 && s.P % WALK_TILE == 0 && s.N % WALK_TILE == 0 && s.Q % 16 == 0 && s.ldx % 4 == 0;
