@@ -15,8 +15,8 @@
 //               score q . k_j / sqrt(hd) from key/value head h / (H / KV), an online softmax (running max m and sum
 //               l), then o += p_j v_j with lanes over o's elements (p_j through shared memory). (m, l, o) of each
 //               split into the work buffer                                                                 | sync
-//   C merge:    a warp per (b, h): M = max m_s, L = sum l_s e^(m_s - M), o = sum o_s e^(m_s - M) / L over the
-//               splits in order (deterministic, any grid)                                                  | sync
+//   C merge:    a block per (b, h): M = max m_s, L = sum l_s e^(m_s - M), o = sum o_s e^(m_s - M) / L, each warp
+//               over every 16th split, then the warps' sums in warp order (deterministic, any grid)        | sync
 //   D o_proj:   x_r += o_proj[r] . o (a warp a row, dec_residual_proj); pos[b] advanced (its last reader was C)
 //                                                                                                          | sync
 //   MLP layer:
@@ -36,7 +36,8 @@
 #define TD_NPL (TD_MAX_HD / 32)
 #define TD_RUN 32 // the shortest run of keys a split: a key a lane
 
-// a warp's scratch in shared memory while it works on a split: q [TD_MAX_HD] and the 32 lanes' p [32]
+// a warp's scratch in shared memory while it works on a split: q [TD_MAX_HD] and the 32 lanes' p [32] (the merge's
+// partials, TD_MAX_HD + 1 a warp, fit in the same room)
 #define TD_WARP_SCRATCH (TD_MAX_HD + 32)
 
 // The width of sm.sh's rows (dec_smem): the longest product input, and room for every warp's scratch (phase B)
@@ -209,35 +210,63 @@ __device__ static void td_splits(const t_decode_args &a, const t_decode_layer &L
     }
 }
 
-// C: o [B, qd] from the splits, a warp per (b, h)
-__device__ static void td_merge(const t_decode_args &a, const t_decode_layer &L, const float *part, float *o, int gwarp,
-                                int nwarps) {
-    const int B = a.st.B, H = a.H, hd = a.hd, lane = (int)threadIdx.x % 32;
-    for (int t = gwarp; t < B * H; t += nwarps) {
+// C: o [B, qd] from the splits, a block per (b, h): its warps take every DEC_WARPS-th split (the common max first,
+// through sh), each its partial sums, then warp 0 adds the warps' partials in warp order (deterministic, any grid).
+// (A warp per (b, h) walking every split took 33 us a layer at 8K on an H100, 256 splits of a load's latency each,
+// while most of the grid idled: 12 heads at batch 1.) sh: DEC_WARPS * (TD_MAX_HD + 1) floats of shared memory.
+__device__ static void td_merge(const t_decode_args &a, const t_decode_layer &L, const float *part, float *o,
+                                float *sh) {
+    const int B = a.st.B, H = a.H, hd = a.hd, lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
+    for (int t = (int)blockIdx.x; t < B * H; t += (int)gridDim.x) {
         const int b = t / H, h = t % H;
         int lo, run;
         const int hi = td_keys(a, L.pos, b, &lo, &run), n = (hi - lo + run - 1) / run;
         const float *P = part + ((size_t)b * H + h) * T_DECODE_MAX_SPLITS * (hd + 2);
         float M = -INFINITY;
-        for (int s = lane; s < n; s += 32)
+        for (int s = (int)threadIdx.x; s < n; s += DEC_THREADS)
             M = fmaxf(M, P[(size_t)s * (hd + 2)]);
         for (int off = 16; off > 0; off >>= 1)
             M = fmaxf(M, __shfl_xor_sync(DEC_FULL, M, off));
+        if (lane == 0) sh[warp] = M;
+        __syncthreads();
+        for (int w = 0; w < DEC_WARPS; w++)
+            M = fmaxf(M, sh[w]);
+        __syncthreads(); // (sh is rewritten below)
         float Lsum = 0.0f, acc[TD_NPL];
 #pragma unroll
         for (int i = 0; i < TD_NPL; i++)
             acc[i] = 0.0f;
-        for (int s = 0; s < n; s++) { // every lane the same sum of l, and its own elements of o, in split order
+        for (int s = warp; s < n; s += DEC_WARPS) { // every lane the same sum of l, and its own elements of o
             const float *Ps = P + (size_t)s * (hd + 2), e = expf(Ps[0] - M);
             Lsum = fmaf(Ps[1], e, Lsum);
 #pragma unroll
             for (int i = 0; i < TD_NPL; i++)
                 if (lane + 32 * i < hd) acc[i] = fmaf(Ps[2 + lane + 32 * i], e, acc[i]);
         }
-        const float inv = 1.0f / Lsum;
+        float *row = sh + (size_t)warp * (TD_MAX_HD + 1);
+        if (lane == 0) row[0] = Lsum;
 #pragma unroll
         for (int i = 0; i < TD_NPL; i++)
-            if (lane + 32 * i < hd) o[(size_t)b * H * hd + (size_t)h * hd + lane + 32 * i] = acc[i] * inv;
+            if (lane + 32 * i < hd) row[1 + lane + 32 * i] = acc[i];
+        __syncthreads();
+        if (warp == 0) {
+            Lsum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < TD_NPL; i++)
+                acc[i] = 0.0f;
+            for (int w = 0; w < DEC_WARPS; w++) {
+                const float *rw = sh + (size_t)w * (TD_MAX_HD + 1);
+                Lsum += rw[0];
+#pragma unroll
+                for (int i = 0; i < TD_NPL; i++)
+                    if (lane + 32 * i < hd) acc[i] += rw[1 + lane + 32 * i];
+            }
+            const float inv = 1.0f / Lsum;
+#pragma unroll
+            for (int i = 0; i < TD_NPL; i++)
+                if (lane + 32 * i < hd) o[(size_t)b * H * hd + (size_t)h * hd + lane + 32 * i] = acc[i] * inv;
+        }
+        __syncthreads(); // (sh, for the next (b, h))
     }
 }
 
@@ -272,7 +301,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             dec_sync(st.trace, ph);
             td_splits(a, L, q, part, gwarp, nwarps, sm.sh + (size_t)warp * TD_WARP_SCRATCH);
             dec_sync(st.trace, ph);
-            td_merge(a, L, part, o, gwarp, nwarps);
+            td_merge(a, L, part, o, sm.sh);
             dec_sync(st.trace, ph);
             if (blockIdx.x == 0 && (int)threadIdx.x < B) L.pos[threadIdx.x] += 1; // (kv_append's advance)
             dec_residual_proj<NB, W, false>(x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm, FillAct{o, (size_t)B * qd},
