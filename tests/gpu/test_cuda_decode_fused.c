@@ -306,7 +306,7 @@ static void test_int8_limits(void) {
     c.attention.n_heads = 4, c.attention.head_dim = 16;
     ssm_model *h = ssm_model_new(&c, 3);
     EXPECT(ssm_model_use_int8(h) == 0, "use_int8 on the CPU: %s", ssm_last_error());
-    EXPECT(ssm_model_set_device(h, "cuda") != 0 && strstr(ssm_last_error(), "all Mamba-1 or all Mamba-2"),
+    EXPECT(ssm_model_set_device(h, "cuda") != 0 && strstr(ssm_last_error(), "all Mamba-1, all Mamba-2"),
            "a hybrid with int8 moved to the GPU (%s)", ssm_last_error());
     ssm_model_free(h);
     ssm_config p = config_of(64, 2, 16, 0);
