@@ -589,10 +589,12 @@ static void case_ssd_step(op_run *r, const int *p) {
 }
 
 /* gated_rmsnorm_fwd and gated_rmsnorm_bwd. p: rows, D, G, form (bit 0: y bf16, bit 1: z bf16, bit 2: out bf16; y
- * rows padded by 3, z rows by 5, out rows by 7) */
+ * rows padded by 3, z rows by 5, out rows by 7; bit 3: by 2, 6 and 4, even, as a model's rows are: the CUDA forward
+ * then takes two bf16 columns at a time) */
 static void case_gated_norm(op_run *r, const int *p) {
     if (run_refuses(r, BACKEND_OP_gated_rmsnorm_fwd, NULL)) return;
-    const int rows = p[0], D = p[1], G = p[2], form = p[3], ldy = D + 3, ldz = D + 5, ldo = D + 7;
+    const int rows = p[0], D = p[1], G = p[2], form = p[3], even = form & 8;
+    const int ldy = D + (even ? 2 : 3), ldz = D + (even ? 6 : 5), ldo = D + (even ? 4 : 7);
     const size_t ny = (size_t)rows * ldy, nz = (size_t)rows * ldz, no = (size_t)rows * ldo;
     const mat y = form & 1 ? mat_bf16(in_bf16(r, ny, 2), ldy) : mat_f32(in_f32(r, ny, 2), ldy);
     const mat z = form & 2 ? mat_bf16(in_bf16(r, nz, 3), ldz) : mat_f32(in_f32(r, nz, 3), ldz);
@@ -843,11 +845,12 @@ static void cases_make(void) {
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(2, 1, 6, 5, 37, 3, 1), "ssd_step B 2 H 6 P 5 N 37 G 3");
     const int gn[][3] = {{37, 96, 1}, {20, 120, 4}, {300, 1536, 1}, {33, 1536, 8}};
     for (size_t i = 0; i < sizeof gn / sizeof gn[0]; i++)
-        for (int fm = 0; fm < 8; fm += i < 2 ? 1 : 7) /* small shapes: every form; large: all or none bf16 */
+        /* small shapes: every form; large: all or none bf16; then all bf16 with even strides (15) */
+        for (int fm = 0; fm < 16; fm = fm == 7 ? 15 : fm + (i < 2 ? 1 : 7))
             add_case(i % 2 ? BACKEND_OP_gated_rmsnorm_bwd : BACKEND_OP_gated_rmsnorm_fwd, fm & 4 ? 1e-2 : 1e-5, 0,
                      case_gated_norm, P(gn[i][0], gn[i][1], gn[i][2], fm),
-                     "gated_rmsnorm_fwd, _bwd rows %d D %d G %d%s%s%s", gn[i][0], gn[i][1], gn[i][2],
-                     fm & 1 ? " y16" : "", fm & 2 ? " z16" : "", fm & 4 ? " out16" : "");
+                     "gated_rmsnorm_fwd, _bwd rows %d D %d G %d%s%s%s%s", gn[i][0], gn[i][1], gn[i][2],
+                     fm & 1 ? " y16" : "", fm & 2 ? " z16" : "", fm & 4 ? " out16" : "", fm & 8 ? " even" : "");
 }
 
 /* ---- the runner ------------------------------------------------------------------------------------------------ */

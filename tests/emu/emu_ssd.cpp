@@ -129,11 +129,12 @@ static void run_case(const int *q, int tf32, const char *mode, int fused = 0) {
 }
 
 /* The gated RMSNorm (lean training's form: y and z bf16, out bf16; and all float32) against the CPU's: out, dy, dz, dw.
- * rows 9, D 96 in G groups; y rows padded by 3, z rows by 5 (as in_proj's output holds z). */
-static void run_gated_norm(int G, int lean, int D = 96, int fused = 0) {
+ * rows 9, D 96 in G groups; y rows padded by 3, z rows by 5 (as in_proj's output holds z); even: by 2 and 6, so
+ * that lean training's forward takes two columns at a time (gated_rmsnorm_fwd_pair_kernel), as m2x24's rows do. */
+static void run_gated_norm(int G, int lean, int D = 96, int fused = 0, int even = 0) {
     case_failures = 0;
     setenv("SSM_GN_FUSED", fused ? "1" : "0", 1);
-    const int R = 9, LDY = D + 3, LDZ = D + 5;
+    const int R = 9, LDY = D + (even ? 2 : 3), LDZ = D + (even ? 6 : 5);
     rng_t rng = {0x9a7eu + (uint64_t)G};
     std::vector<float> y(R * LDY), z(R * LDZ), w(D), dout(R * D);
     fill(y.data(), y.size(), -2, 2, &rng), fill(z.data(), z.size(), -3, 3, &rng), fill(w.data(), D, 0.5f, 1.5f, &rng);
@@ -164,8 +165,9 @@ static void run_gated_norm(int G, int lean, int D = 96, int fused = 0) {
     printf("%s - emulated gated RMSNorm D %d G %d (%s): out, dy, dz, dw against the CPU\n  # rel err %.3g %.3g %.3g "
            "%.3g\n",
            case_failures ? "FAIL" : "ok", D, G,
-           fused ? (lean ? "a row in registers, y, z, out bf16" : "a row in registers") : lean ? "y, z, out bf16"
-                                                                                        : "float32",
+           fused  ? (lean ? "a row in registers, y, z, out bf16" : "a row in registers")
+           : lean ? (even ? "y, z, out bf16, even rows: two columns at a time" : "y, z, out bf16")
+                  : "float32",
            eo, ey, ez, ew);
     failures += case_failures;
 }
@@ -206,5 +208,7 @@ int main(int argc, char **argv) {
             /* a row in registers (SSM_GN_FUSED=1): m2x24's rows, in one group and four; three groups of 32 */
             run_gated_norm(1, lean, 1536, 1), run_gated_norm(4, lean, 1536, 1), run_gated_norm(3, lean, 96, 1);
         }
+    if (only < 0) /* lean rows of even strides: the forward's bf16x2 form; m2x24's, four groups, three of 32 */
+        run_gated_norm(1, 1, 1536, 0, 1), run_gated_norm(4, 1, 1536, 0, 1), run_gated_norm(3, 1, 96, 0, 1);
     return failures ? 1 : 0;
 }

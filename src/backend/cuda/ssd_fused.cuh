@@ -323,8 +323,10 @@ struct DxSmem {
 // diagonal), r_j = x_j . Z1_j, q_i = dY_i . Z2_i, <dS, S_in>, D's partial sum into dDp [B, nch, H] (double), and
 // daX (-w r + exp(a) q; at the last position also sum w r + exp(a_last) <dS, S_in>), ddX (exp(a_last - a_j) r_j)
 // [B, H, T]. Each row's sums over its columns: a lane's in column order, then its four lanes by shuffles. Grid
-// B nch H (the heads of a chunk side by side) of FUSED_THREADS.
-__global__ static void __launch_bounds__(FUSED_THREADS)
+// B nch H (the heads of a chunk side by side) of FUSED_THREADS; at most 102 registers, so that 5 blocks fit an SM as
+// their shared memory allows (4 at 106 registers; ptxas then spills 16 bytes): ncu on an H100 found it bound by
+// latency at a quarter of the SM's warps, and the m2x24 step 0.2-0.5 ms faster at 5 (2026-12-07).
+__global__ static void __launch_bounds__(FUSED_THREADS, 5)
     ssd_dx_kernel(float *dx, int ldd, float *daX, float *ddX, double *dDp, const float *dy, const float *x,
                   const float *Bm, const float *Cm, const float *st, const float *dst, const float *CB,
                   const float *dts, const float *acs, const float *Dv, SsdShape s) {
