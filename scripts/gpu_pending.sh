@@ -169,8 +169,8 @@ for f in 2 1; do
     echo "both at $f, test_cuda_model: exit $?, $(grep -c '^ok' /tmp/tcm.log) ok, $(grep -c '^FAIL' /tmp/tcm.log) FAIL"
 done
 m2() { # FUSED BATCH LENGTH [bench options] (GN: the gated norm's knob, default 2)
-    SSM_SSD_FUSED=$1 SSM_GN_FUSED=${GN:-2} timeout 60 $X/ssm bench --config m2x24 --device cuda --what train --batch "$2" --seq-len "$3" \
-        --steps 5 --bf16 "${@:4}" 2>&1
+    SSM_SSD_FUSED=$1 SSM_GN_FUSED=${GN:-2} timeout 60 $X/ssm bench --config m2x24 --device cuda --what train \
+        --batch "$2" --seq-len "$3" --steps 5 --bf16 "${@:4}" 2>&1
 }
 for round in 1 2; do
     for f in 2 1 0; do echo "m2x24 8x2048 fused=$f: $(m2 $f 8 2048 | grep -E '^train|rror' | tr -s ' ')"; done

@@ -213,7 +213,8 @@ __device__ static void td_splits(const t_decode_args &a, const t_decode_layer &L
 // C: o [B, qd] from the splits, a block per (b, h): its warps take every DEC_WARPS-th split (the common max first,
 // through sh), each its partial sums, then warp 0 adds the warps' partials in warp order (deterministic, any grid).
 // (A warp per (b, h) walking every split took 33 us a layer at 8K on an H100, 256 splits of a load's latency each,
-// while most of the grid idled: 12 heads at batch 1; this form took the t768x12 step at 8K from 1.24 to 0.86 ms.) sh: DEC_WARPS * (TD_MAX_HD + 1) floats of shared memory.
+// while most of the grid idled: 12 heads at batch 1; this form took the t768x12 step at 8K from 1.24 to 0.86 ms.)
+// sh: DEC_WARPS * (TD_MAX_HD + 1) floats of shared memory.
 __device__ static void td_merge(const t_decode_args &a, const t_decode_layer &L, const float *part, float *o,
                                 float *sh) {
     const int B = a.st.B, H = a.H, hd = a.hd, lane = (int)threadIdx.x % 32, warp = (int)threadIdx.x / 32;
