@@ -1,8 +1,8 @@
 // Mamba-2's SSD with whole chunks, fused (ssd_whole.cu takes all but the walks by default, SSM_SSD_FUSED=2: the m2x24
 // step 7.5% faster at 8 x 2048 and 1 x 16384 on an H100; =1 the walks too: 5% faster at 8 x 2048, 1% slower at
-// 1 x 16384; =0 none; performance.md): tensor-core
-// kernels (tf32 m16n8k8, float32 accumulation) that replace batched GEMMs and their elementwise passes where the bytes
-// between them are the cost (every pass of ssd_whole.cu is bound by its 100-200 MB copies).
+// 1 x 16384; =0 none; performance.md): tensor-core kernels (tf32 m16n8k8, float32 accumulation) that replace batched
+// GEMMs and their elementwise passes where the bytes between them are the cost (every pass of ssd_whole.cu is bound
+// by its 100-200 MB copies).
 //   the walk: the chunk states and their pass over chunks in one kernel. A block owns a 32 x 32 tile of one head's
 //     P x N state and walks the chunks in order, the state in its warps' accumulators: per chunk it writes the state
 //     entering the chunk, decays it by exp(a_last) and adds sum_j w_j x_j B_j^T as a product into the same
