@@ -127,8 +127,9 @@ if [ -x build/asan/ssm ]; then # the sanitizer build has no MPI: N copies must n
 fi
 
 # --- SIGTERM to one rank (not rank 0): all stop at the same step, rank 0 saves, --resume ends bitwise equal ---
-long=(--steps 300 --batch 2 --eval-every 1000)
-mpi 2 "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/whole" 2>"$dir/err" || fail "2 ranks, 300 steps: $(cat "$dir/err")"
+# (3000 steps, ~2 s: with 300 a loaded machine could finish the run before the signal reached it, 2026-12-07)
+long=(--steps 3000 --batch 2 --eval-every 10000)
+mpi 2 "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/whole" 2>"$dir/err" || fail "2 ranks, 3000 steps: $(cat "$dir/err")"
 mpirun -np 2 --oversubscribe "$SSM" train "${opts[@]}" "${long[@]}" --out "$dir/stopped" >/dev/null 2>"$dir/err" &
 job=$!
 for _ in $(seq 300); do [ -s "$dir/stopped/metrics.jsonl" ] && break; sleep 0.05; done
@@ -140,7 +141,7 @@ done
 wait "$job"
 rc=$?
 at=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$dir/stopped/checkpoint/train_state.json"      2>/dev/null)
-if [ "$rc" -ne 0 ] && [ -n "$at" ] && [ "$at" -lt 300 ] &&
+if [ "$rc" -ne 0 ] && [ -n "$at" ] && [ "$at" -lt 3000 ] &&
     mpi 2 "$SSM" train --out "$dir/stopped" --resume --threads 1 --sample 0 --quiet 2>"$dir/err" &&
     same_ckpt "$dir/stopped" "$dir/whole"; then
     ok "SIGTERM to rank 1 stops both ranks at step $at with a checkpoint; --resume ends bitwise equal"
