@@ -28,7 +28,7 @@ static ssd_args S;
 static ssd_grads Gr;
 static float *Y, *DY;
 static void run_fwd_ref(void *u) { cpu_ssd_fwd_ref(&S, Y, NULL); }
-static void run_fwd(void *u) { cpu_ssd_fwd(&S, Y, NULL); }
+static void run_fwd(void *u) { cpu_ssd_fwd_f32(&S, Y, NULL); }
 static void run_bwd_ref(void *u) { cpu_ssd_bwd_ref(&S, &Gr, DY); }
 static void run_bwd(void *u) { cpu_ssd_bwd(&S, &Gr, DY); }
 

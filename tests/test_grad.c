@@ -486,7 +486,7 @@ static struct {
 } sd;
 
 static double ssd_loss(void *u) {
-    cpu_ssd_fwd(&sd.s, sd.y, NULL);
+    cpu_ssd_fwd_f32(&sd.s, sd.y, NULL);
     return dot(sd.y, sd.R, (size_t)DB * DT * DH * DP);
 }
 
@@ -532,7 +532,7 @@ static void test_ssd(void) {
         for (int chunk = 1; chunk <= 64; chunk *= 2) {
             sd.s.chunk = chunk;
             memcpy(h, hstart, sizeof(float) * nh);
-            cpu_ssd_fwd(&sd.s, sd.y, h);
+            cpu_ssd_fwd_f32(&sd.s, sd.y, h);
             EXPECT(test_rel_err(sd.y, yref, ny) < 1e-5, "chunk %d: y rel err %.2e", chunk, test_rel_err(sd.y, yref, ny));
             EXPECT(test_rel_err(h, href, nh) < 1e-5, "chunk %d: state rel err %.2e", chunk, test_rel_err(h, href, nh));
         }

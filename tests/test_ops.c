@@ -551,14 +551,16 @@ static ssd_args ssd_inputs(op_run *r, const int *p) {
     return s;
 }
 
-/* ssd_fwd. p: B, T, H, P, N, G, chunk, form (bit 0: a carried state, bit 1: a dt limit, bit 2: tf32) */
+/* ssd_fwd. p: B, T, H, P, N, G, chunk, form (bit 0: a carried state, bit 1: a dt limit, bit 2: tf32, bit 4: y
+ * bf16, lean training's) */
 static void case_ssd_fwd(op_run *r, const int *p) {
     if (run_refuses(r, BACKEND_OP_ssd_fwd, NULL)) return;
     ssd_args s = ssd_inputs(r, p);
     if (p[7] & 2) s.dt_min = 0.05f, s.dt_max = 0.5f;
-    const size_t rows = (size_t)s.B * s.T;
+    const size_t rows = (size_t)s.B * s.T, ny = rows * s.H * s.P;
     float *state = p[7] & 1 ? out_f32(r, "state", (size_t)s.B * s.H * s.P * s.N) : NULL;
-    r->be->ssd_fwd(&s, out_f32(r, "y", rows * s.H * s.P), state);
+    const mat y = p[7] & 16 ? mat_bf16(out_bf16(r, "y", ny), s.H * s.P) : mat_f32(out_f32(r, "y", ny), s.H * s.P);
+    r->be->ssd_fwd(&s, y, state);
 }
 
 /* ssd_bwd. p: as ssd_fwd's */
@@ -839,7 +841,15 @@ static void cases_make(void) {
                      "ssd_bwd%s whole chunks B %d T %d H %d P %d N %d G %d chunk %d: dt limit", tf, q[0], q[1], q[2],
                      q[3], q[4], q[5], q[6]);
         }
+        /* y in bf16 (lean training), tf32: the CUDA fused output kernel writes it where P and N are multiples of 32
+         * (mamba2-130m's heads), elsewhere a float32 y is rounded after */
+        add_case(BACKEND_OP_ssd_fwd, 1e-2, 0, case_ssd_fwd, P(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 8 | 4 | 16),
+                 "ssd_fwd tf32 whole chunks B %d T %d H %d P %d N %d G %d chunk %d: y bf16", q[0], q[1], q[2], q[3],
+                 q[4], q[5], q[6]);
     }
+    /* y in bf16 where the chunks are not whole (a float32 y rounded after) */
+    add_case(BACKEND_OP_ssd_fwd, 1e-2, 0, case_ssd_fwd, P(2, 37, 4, 8, 16, 1, 16, 16 | 1),
+             "ssd_fwd B 2 T 37 H 4 P 8 N 16 G 1 chunk 16: state, y bf16");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(3, 1, 4, 8, 16, 2, 1), "ssd_step B 3 H 4 P 8 N 16 G 2");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(1, 1, 24, 64, 128, 1, 1), "ssd_step B 1 H 24 P 64 N 128");
     add_case(BACKEND_OP_ssd_step, 1e-5, 0, case_ssd_step, P(2, 1, 6, 5, 37, 3, 1), "ssd_step B 2 H 6 P 5 N 37 G 3");

@@ -153,10 +153,11 @@ OP(void, attn_fwd, (const attn_args *a, mat o), (a, o), other)
 OP(void, attn_bwd, (const attn_args *a, mat o, mat dout, mat dq, mat dk, mat dv), (a, o, dout, dq, dk, dv), other)
 
 /* ---- Mamba-2 (SSD; ssd_args and ssd_grads in ops.h): float32 operands ---------------------------------------- */
-/* y [B*T, H*P] dense = the SSD of s (D x included). state [B, H, P, N]: the initial state, updated to the final one;
+/* y [B*T, H*P] dense (y.ld = H*P) = the SSD of s (D x included), float32 or bf16 (each value computed in float32,
+ * then rounded once: lean training's saved y). state [B, H, P, N]: the initial state, updated to the final one;
  * NULL: zeros, discarded (training). The chunked algorithm: chunks of s->chunk positions, within a chunk the
  * quadratic (attention-like) form as GEMMs, between chunks a scan of the chunk states. */
-OP(void, ssd_fwd, (const ssd_args *s, float *y, float *state), (s, y, state), scan)
+OP(void, ssd_fwd, (const ssd_args *s, mat y, float *state), (s, y, state), scan)
 /* Its backward from dy [B*T, H*P] dense, from a zero initial state (training): ssd_grads. */
 OP(void, ssd_bwd, (const ssd_args *s, const ssd_grads *g, const float *dy), (s, g, dy), scan)
 /* One decode step (s->T = 1) of B sequences: the recurrence itself, state [B, H, P, N] advanced in place. */

@@ -74,7 +74,7 @@ static double ssd_flops(const ssd_args *s) {
     const double Q = s->chunk < 64 ? s->chunk : 64, P = s->P, N = s->N, H = s->H, G = s->G;
     return 2.0 * s->B * s->T * (G * Q * N + H * P * Q + 2 * H * P * N);
 }
-static void f_ssd_fwd(const ssd_args *s, float *y, float *state) {
+static void f_ssd_fwd(const ssd_args *s, mat y, float *state) {
     if (s->T > 1) totals[BACKEND_OP_ssd_fwd].flops += ssd_flops(s);
     p_ssd_fwd(s, y, state);
 }

@@ -97,9 +97,9 @@ static void mamba2_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
  * (z16 [rows, Di], a temp) is recomputed in the backward by its part of in_proj from the layer's input, which the
  * model recomputes anyway: one GEMM of rows x Di x D (about 1% of m2x24's step) for a third of the saved bytes, the
  * peak's largest part. The SSD then reads dt from a float32 copy of its column (dt32 [rows, H]) and writes its
- * output into float32 y32 [rows, Di] first; xbc stays float32. */
+ * output y16 rounded once from its float32 sums; xbc stays float32. */
 typedef struct {
-    float *zx, *y, *xbc, *g, *y32, *dt32;
+    float *zx, *y, *xbc, *g, *dt32;
     uint16_t *xd16, *z16, *y16, *g16;
 } mamba2_act;
 
@@ -113,7 +113,6 @@ static mamba2_act act_of(float *saved, float *temp, mamba2_dims d, size_t rows, 
     }
     a.xd16 = (uint16_t *)saved, saved += mixer_bf16_floats(rows * (d.Cd + d.H));
     a.y16 = (uint16_t *)saved;
-    a.y32 = temp, temp += rows * d.Di;
     a.dt32 = temp, temp += rows * d.H;
     a.g16 = (uint16_t *)temp, temp += mixer_bf16_floats(rows * d.Di);
     a.z16 = (uint16_t *)temp;
@@ -129,7 +128,7 @@ static size_t mamba2_act_floats(const ssm_config *c, int B, int T, int form) {
 static size_t mamba2_temp_floats(const ssm_config *c, int B, int T, int form) {
     const mamba2_dims d = dims_of(c);
     const size_t rows = (size_t)B * T;
-    if (form == MIXER_ACTS_LEAN_TRAIN) return rows * ((size_t)d.Cd + d.Di + d.H) + 2 * mixer_bf16_floats(rows * d.Di);
+    if (form == MIXER_ACTS_LEAN_TRAIN) return rows * ((size_t)d.Cd + d.H) + 2 * mixer_bf16_floats(rows * d.Di);
     return rows * ((size_t)d.Cd + d.Di);
 }
 static size_t mamba2_scratch_floats(const ssm_config *c, int B, int T, int form) {
@@ -230,13 +229,11 @@ static void mamba2_forward(const mixer_ctx *ctx, float *act, float *temp, mat ou
         if (conv_state) be->conv1d_state_update(conv_state, a.zx + d.Di, d.Din, B, T, d.Cd, d.K);
     }
     /* y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True,
-     * dt_limit=self.dt_limit) (decode: selective_state_update); lean: into y32, then rounded once into the saved y */
+     * dt_limit=self.dt_limit) (decode: selective_state_update); lean: rounded once into the saved y */
     dt32_fill(ctx, &a, d, rows);
     const ssd_args s = ssd_args_of(ctx, &v, &a, B, T);
-    float *y = a.y16 ? a.y32 : a.y;
-    if (ssd_state && T == 1) be->ssd_step(&s, y, ssd_state);
-    else be->ssd_fwd(&s, y, ssd_state);
-    if (a.y16) be->convert_rows(y_mat(&a, d), mat_f32(a.y32, d.Di), rows, d.Di);
+    if (ssd_state && T == 1) be->ssd_step(&s, a.y, ssd_state); /* (decode: never lean) */
+    else be->ssd_fwd(&s, y_mat(&a, d), ssd_state);
     /* y = self.norm(y, z): RMSNormGated(y * silu(z)), per group of Di / G (from the saved y: as the backward will) */
     be->gated_rmsnorm_fwd(g_mat(&a, d), y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G, GATED_NORM_EPS);
     /* out = self.out_proj(y) */

@@ -5,18 +5,30 @@
  * all: differences of row and column sums, then a cumsum) move far more than their inputs, so the CPU's SSD is run
  * again on x, B, C and dy rounded to tf32, and the kernel's error may be at most TF32_FACTOR times what that rounding
  * alone changes (or 1e-3 of the output's scale, if more). Inputs sit between NaN guard zones (a read outside shows in
- * the results), outputs between sentinels (checked after). Then the gated RMSNorm, float32 and with lean training's
+ * the results), outputs between sentinels (checked after); with tf32, y asked in bf16 must be the float32 y rounded,
+ * bit for bit (the fused output kernel rounds its own sums). Then the gated RMSNorm, float32 and with lean training's
  * bf16 y, z and out. Built and run by tests/emu/run.sh. */
 extern "C" {
 #include "backend/cpu/cpu_ops.h"
 #include "common.h"
 #include "ops/ops.h"
-void ssd_fwd_cuda(const ssd_args *a, float *y, float *state);
+void ssd_fwd_cuda(const ssd_args *a, mat y, float *state);
 void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy);
 void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps);
 void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z, const float *w,
                             int rows, int D, int G, float eps);
 #include "backend/host_bf16.h"
+}
+
+/* ssd.cu rounds a float32 y into a bf16 one through convert_rows_cuda where its fused output kernel does not take the
+ * shape (matmul.cu, not emulated): the host's rounding, the same round to nearest even */
+extern "C" void convert_rows_cuda(mat dst, mat src, int rows, int cols) {
+    if (!mat_h(dst) || !mat_f(src)) {
+        fprintf(stderr, "emu: convert_rows_cuda is emulated from float32 to bf16 only\n");
+        abort();
+    }
+    for (int r = 0; r < rows; r++)
+        host_bf16_from_f32(mat_h(dst) + (size_t)r * dst.ld, mat_f(src) + (size_t)r * src.ld, (size_t)cols);
 }
 
 #include "emu_check.h"
@@ -76,21 +88,37 @@ static void run_case(const int *q, int tf32, const char *mode, int fused = 0) {
     /* the forward, from a carried state */
     buf32 y(rows * HP, SENT), y_ref(rows * HP, SENT), st(state0.n, SENT), st_ref(state0.n, SENT);
     memcpy(st.p, state0.p, 4 * st.n), memcpy(st_ref.p, state0.p, 4 * st.n);
-    cpu_ssd_fwd(&s, y_ref.p, st_ref.p);
+    cpu_ssd_fwd_f32(&s, y_ref.p, st_ref.p);
     ssd_args sg = s;
     sg.tf32 = tf32;
-    ssd_fwd_cuda(&sg, y.p, st.p);
+    ssd_fwd_cuda(&sg, mat_f32(y.p, (int)HP), st.p);
     const double ey = rel_err(y.p, y_ref.p, y.n), es = rel_err(st.p, st_ref.p, st.n);
     double tol_y = 1e-5, tol_s = 1e-5;
     if (tf32) {
         buf32 y_r(y.n, SENT), st_r(st.n, SENT);
         memcpy(st_r.p, state0.p, 4 * st.n);
-        cpu_ssd_fwd(&s_r, y_r.p, st_r.p);
+        cpu_ssd_fwd_f32(&s_r, y_r.p, st_r.p);
         tol_y = fmax(1e-3, TF32_FACTOR * rel_err(y_r.p, y_ref.p, y.n));
         tol_s = fmax(1e-3, TF32_FACTOR * rel_err(st_r.p, st_ref.p, st.n));
     }
     EXPECT(ey <= tol_y && es <= tol_s, "y %.3g (tolerance %.2g), state %.3g (%.2g)", ey, tol_y, es, tol_s);
     EXPECT(y.guards_intact(SENT) && st.guards_intact(SENT), "the forward wrote outside y or the state");
+    if (tf32) { /* y in bf16 (lean training; the fused output kernel writes it itself): y rounded, bit for bit */
+        const size_t n = rows * HP, pad = 8;
+        std::vector<uint16_t> y16(n + 2 * pad, 0xdeadu), want(n);
+        buf32 st2(st.n, SENT);
+        memcpy(st2.p, state0.p, 4 * st2.n);
+        ssd_fwd_cuda(&sg, mat_bf16(y16.data() + pad, (int)HP), st2.p);
+        host_bf16_from_f32(want.data(), y.p, n);
+        size_t bad = 0, guards = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += y16[pad + i] != want[i];
+        for (size_t i = 0; i < pad; i++)
+            guards += y16[i] != 0xdeadu || y16[pad + n + i] != 0xdeadu;
+        EXPECT(!bad && !guards && !memcmp(st2.p, st.p, 4 * st.n),
+               "y bf16: %zu of %zu values not y rounded, %zu guards written, state %s", bad, n, guards,
+               memcmp(st2.p, st.p, 4 * st.n) ? "differs" : "the same");
+    }
 
     /* the backward (no carried state: training's) */
     buf32 dxbc(rows * s.ldx, SENT), dxbc_ref(rows * s.ldx, SENT), ddt(rows * s.lddt, SENT),

@@ -26,6 +26,8 @@ void cpu_gate_fwd(float *out, const float *y, const float *z, int ldz, int rows,
 /* Mamba-2's SSD as its plain sequential recurrence (ssd_args in ops.h), for tests: what ssd_fwd's chunked algorithm
  * must equal. */
 void cpu_ssd_fwd_ref(const ssd_args *s, float *y, float *state);
+/* The op ssd_fwd with a float32 y (cpu_ssd_fwd, the op, rounds this one's output where y is bf16) */
+void cpu_ssd_fwd_f32(const ssd_args *s, float *y, float *state);
 /* ssd_bwd as the reverse sequential recurrence (states recomputed from checkpoints): what the chunked ssd_bwd must
  * equal. */
 void cpu_ssd_bwd_ref(const ssd_args *s, const ssd_grads *gr, const float *dy);

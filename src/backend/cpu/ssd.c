@@ -98,7 +98,7 @@ void cpu_ssd_step(const ssd_args *s, float *y, float *state) {
  *   plus D x. The state passes from chunk to chunk as it goes (the inter-chunk scan). One thread per (sequence, head),
  *   so C B^T is formed once per head, not once per group (H/G times the work where G < H; a per-group pass would share
  *   it). exp(a_i - a_j) <= 1 for j <= i (a decreases), so no term overflows. */
-void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
+void cpu_ssd_fwd_f32(const ssd_args *s, float *y, float *state) {
     const int H = s->H, P = s->P, N = s->N, T = s->T, hpg = s->H / s->G, HP = H * P;
     const int Qc = s->chunk < SSD_CPU_CHUNK ? s->chunk : SSD_CPU_CHUNK, Q = Qc < T ? Qc : T, nch = (T + Q - 1) / Q;
     const size_t PN = (size_t)P * N;
@@ -158,6 +158,21 @@ void cpu_ssd_fwd(const ssd_args *s, float *y, float *state) {
         free(own), free(CB), free(CS), free(Xw), free(a), free(dts);
     }
     free(cbs);
+}
+
+/* The op: y float32 as computed, or bf16, rounded once from a float32 copy (lean training's saved y) */
+void cpu_ssd_fwd(const ssd_args *s, mat y, float *state) {
+    const int HP = s->H * s->P;
+    CHECK(y.ld == HP, "ssd_fwd: y is dense [B*T, H*P] (ld %d, H*P %d)", y.ld, HP);
+    if (mat_f(y)) {
+        cpu_ssd_fwd_f32(s, mat_f(y), state);
+        return;
+    }
+    const size_t rows = (size_t)s->B * s->T;
+    float *y32 = xmalloc(rows * HP * sizeof(float));
+    cpu_ssd_fwd_f32(s, y32, state);
+    cpu_convert_rows(y, mat_f32(y32, HP), (int)rows, HP);
+    free(y32);
 }
 
 /* ---- the backward ------------------------------------------------------------------------------------------ */

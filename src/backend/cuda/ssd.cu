@@ -382,14 +382,25 @@ template <bool TC> static void ssd_bwd_run(const ssd_args *a, const ssd_grads *g
     ssd_bufs_free(&f);
 }
 
-extern "C" void ssd_fwd_cuda(const ssd_args *a, float *y, float *state) {
+extern "C" void ssd_fwd_cuda(const ssd_args *a, mat ym, float *state) {
     if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->P <= 0) return; // nothing to run: the state stays as it is
-    if (ssd_whole_takes(a))
-        ssd_whole_fwd(a, y, state);
+    const int HP = a->H * a->P;
+    CHECK(ym.ld == HP && ym.dt != MAT_I8, "ssd_fwd: y is dense [B*T, H*P] float32 or bf16 (ld %d, H*P %d)", ym.ld, HP);
+    const bool whole = ssd_whole_takes(a);
+    if (whole && ssd_whole_fwd(a, ym, state)) return; // a float32 y, or a bf16 y the fused output kernel writes
+    // else a float32 y, then rounded where y is bf16
+    const size_t rows = (size_t)a->B * a->T;
+    float *y = mat_f(ym) ? mat_f(ym) : scratch_floats(rows * HP);
+    if (whole)
+        ssd_whole_fwd(a, mat_f32(y, HP), state);
     else if (a->tf32)
         ssd_fwd_run<true>(a, y, state);
     else
         ssd_fwd_run<false>(a, y, state);
+    if (!mat_f(ym)) {
+        convert_rows_cuda(ym, mat_f32(y, HP), (int)rows, HP);
+        scratch_free(y);
+    }
 }
 
 extern "C" void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy) {

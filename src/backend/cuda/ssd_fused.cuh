@@ -29,6 +29,7 @@
 #include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/ssd_common.cuh"
 
+#include <cuda_bf16.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -250,9 +251,17 @@ struct OutSmem {
 };
 
 // y [B*T, H*P] = exp(a_i) C S_in^T + M X per (b, chunk, head) and 64 columns of P. Grid (B nch H: the heads of a
-// chunk side by side, so that its C and CB are read from L2 after the first; P/64 rounded up) of FUSED_THREADS.
+// chunk side by side, so that its C and CB are read from L2 after the first; P/64 rounded up) of FUSED_THREADS. y
+// float32, or bf16 (lean training's saved y: each sum rounded once as it is written, no float32 copy).
+__device__ __forceinline__ static void out_pair(float *p, float u, float v) {
+    *reinterpret_cast<float2 *>(p) = make_float2(u, v);
+}
+__device__ __forceinline__ static void out_pair(__nv_bfloat16 *p, float u, float v) {
+    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(u, v);
+}
+template <typename TY>
 __global__ static void __launch_bounds__(FUSED_THREADS)
-    ssd_out_kernel(float *y, const float *x, const float *Cm, const float *st, const float *CB, const float *dts,
+    ssd_out_kernel(TY *y, const float *x, const float *Cm, const float *st, const float *CB, const float *dts,
                    const float *acs, const float *Dv, SsdShape s) {
     __shared__ __align__(16) OutSmem sm[1];
     OutSmem &m = sm[0];
@@ -293,15 +302,18 @@ __global__ static void __launch_bounds__(FUSED_THREADS)
 #pragma unroll
             for (int i = 0; i < 4; i += 2) {
                 const size_t row = row0 + r0 + gq + 8 * (i >> 1);
-                *reinterpret_cast<float2 *>(y + row * HP + (size_t)h * s.P + p0 + 8 * nt + 2 * cq) =
-                    make_float2(acc[nt][i], acc[nt][i + 1]);
+                out_pair(y + row * HP + (size_t)h * s.P + p0 + 8 * nt + 2 * cq, acc[nt][i], acc[nt][i + 1]);
             }
 }
 
 // y = the chunk outputs, from x, C, the states entering the chunks (st) and CB
-static void ssd_out(float *y, const ssd_args *a, const ssd_fwd_bufs &f, const SsdShape &s) {
+static void ssd_out(mat y, const ssd_args *a, const ssd_fwd_bufs &f, const SsdShape &s) {
     const dim3 grid((unsigned)(s.B * s.nch * s.H), (unsigned)cdiv(s.P, OUT_PT));
-    ssd_out_kernel<<<grid, FUSED_THREADS>>>(y, a->x, a->Cm, f.st, f.CB, f.dts, f.acs, a->Dv, s);
+    if (mat_h(y))
+        ssd_out_kernel<__nv_bfloat16><<<grid, FUSED_THREADS>>>((__nv_bfloat16 *)mat_h(y), a->x, a->Cm, f.st, f.CB,
+                                                               f.dts, f.acs, a->Dv, s);
+    else
+        ssd_out_kernel<float><<<grid, FUSED_THREADS>>>(mat_f(y), a->x, a->Cm, f.st, f.CB, f.dts, f.acs, a->Dv, s);
     CUDA_CHECK_LAUNCH();
     ktime_mark("ssd output fused");
 }

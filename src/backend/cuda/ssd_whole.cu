@@ -381,19 +381,21 @@ static void ssd_rows_by_states(float *Z, const float *U, const float *V, const S
                           (long long)s.Q * HP, s.B * s.nch, tc);
 }
 
-void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
+bool ssd_whole_fwd(const ssd_args *a, mat ym, float *state) {
     const SsdShape s = shape_of(a);
     const int HP = s.H * s.P, nbh = s.B * s.nch * s.H, tc = a->tf32;
     const size_t rows = (size_t)s.B * s.T, QQ = (size_t)s.Q * s.Q;
     const int mode = ssd_fused_mode(a, s, NULL);
-    if (mode && (uintptr_t)y % 8 == 0 && (uintptr_t)state % 8 == 0) { // (float2s)
-        float *Xw0 = mode == 2 ? scratch_floats(rows * HP) : NULL;  // (the states' product reads it)
+    if (mode && (uintptr_t)ym.p % 8 == 0 && (uintptr_t)state % 8 == 0) { // (float2s, or bf16 pairs and more)
+        float *Xw0 = mode == 2 ? scratch_floats(rows * HP) : NULL;    // (the states' product reads it)
         ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw0, mode == 1);
         if (Xw0) scratch_free(Xw0);
-        ssd_out(y, a, f, s);
+        ssd_out(ym, a, f, s);
         ssd_bufs_free(&f);
-        return;
+        return true;
     }
+    float *y = mat_f(ym);
+    if (!y) return false;
     float *Xw = scratch_floats(rows * HP);
     ssd_fwd_bufs f = ssd_recompute_whole(a, s, state, 0, Xw, false);
     scratch_free(Xw);
@@ -409,6 +411,7 @@ void ssd_whole_fwd(const ssd_args *a, float *y, float *state) {
     ktime_mark("ssd output");
     scratch_free(p), scratch_free(Mb);
     ssd_bufs_free(&f);
+    return true;
 }
 
 static void ssd_dx_whole(const ssd_args *a, const ssd_grads *gr, const float *dy, float *daX, float *ddX, double *dDp,
