@@ -613,23 +613,50 @@ __global__ static void __launch_bounds__(RED_THREADS)
 }
 
 // part [cdiv(rows, GN_ROWS), D]: each block's sum of dout v rstd over its rows
+// Both of a group's sums (ss, dot) reduced at once: block_reduce's order for each (the same bits), one barrier pair
+// where two calls took two.
+__device__ __forceinline__ static void block_reduce_pair(double &a, double &b) {
+    __shared__ double buf[2][RED_THREADS / 32];
+    for (int off = 16; off > 0; off >>= 1)
+        a = a + __shfl_xor_sync(0xffffffffu, a, off), b = b + __shfl_xor_sync(0xffffffffu, b, off);
+    if ((threadIdx.x & 31) == 0) buf[0][threadIdx.x >> 5] = a, buf[1][threadIdx.x >> 5] = b;
+    __syncthreads();
+    a = buf[0][0], b = buf[1][0];
+#pragma unroll
+    for (int i = 1; i < RED_THREADS / 32; i++)
+        a = a + buf[0][i], b = b + buf[1][i];
+    __syncthreads();
+}
+
+// A row's columns of y, z and dout that this thread holds (0 past D)
 template <typename TY, typename TZ, int EPT>
+__device__ __forceinline__ static void gn_row_ld(float (&yv)[EPT], float (&zv)[EPT], float (&dov)[EPT], int r,
+                                                 const float *dout, const TY *y, int ldy, const TZ *z, int ldz, int D) {
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = (int)threadIdx.x + k * RED_THREADS;
+        yv[k] = i < D ? gn_ld(y + (size_t)r * ldy, i) : 0.0f, zv[k] = i < D ? gn_ld(z + (size_t)r * ldz, i) : 0.0f;
+        dov[k] = i < D ? dout[(size_t)r * D + i] : 0.0f;
+    }
+}
+
+// NEXT: the next row's columns read before this row's sums are reduced, so that their loads wait behind the barriers
+// rather than after them (SSM_GN_BWD_NEXT=0: not; a variant to time, 2026-12-07)
+template <typename TY, typename TZ, int EPT, bool NEXT>
 __global__ static void __launch_bounds__(RED_THREADS)
     gated_rmsnorm_bwd_reg_kernel(float *dy, float *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
                                  const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
-    const int gs = D / G, r1 = min(rows, ((int)blockIdx.x + 1) * GN_ROWS);
+    const int gs = D / G, r0 = (int)blockIdx.x * GN_ROWS, r1 = min(rows, r0 + GN_ROWS);
     float dw[EPT];
 #pragma unroll
     for (int k = 0; k < EPT; k++)
         dw[k] = 0.0f;
-    for (int r = (int)blockIdx.x * GN_ROWS; r < r1; r++) {
-        float yv[EPT], zv[EPT], dov[EPT];
-#pragma unroll
-        for (int k = 0; k < EPT; k++) {
-            const int i = (int)threadIdx.x + k * RED_THREADS;
-            yv[k] = i < D ? gn_ld(y + (size_t)r * ldy, i) : 0.0f, zv[k] = i < D ? gn_ld(z + (size_t)r * ldz, i) : 0.0f;
-            dov[k] = i < D ? dout[(size_t)r * D + i] : 0.0f;
-        }
+    float yv[EPT], zv[EPT], dov[EPT];
+    if (NEXT && r0 < r1) gn_row_ld(yv, zv, dov, r0, dout, y, ldy, z, ldz, D);
+    for (int r = r0; r < r1; r++) {
+        float yn[EPT] = {}, zn[EPT] = {}, don[EPT] = {};
+        if (!NEXT) gn_row_ld(yv, zv, dov, r, dout, y, ldy, z, ldz, D);
+        else if (r + 1 < r1) gn_row_ld(yn, zn, don, r + 1, dout, y, ldy, z, ldz, D);
         for (int g = 0; g < G; g++) {
             double ss = 0, dot = 0;
 #pragma unroll
@@ -641,8 +668,7 @@ __global__ static void __launch_bounds__(RED_THREADS)
                     dot += (double)dov[k] * w[i] * v;
                 }
             }
-            ss = block_reduce(ss, SumOp());
-            dot = block_reduce(dot, SumOp());
+            block_reduce_pair(ss, dot);
             const float rs = gn_rstd(ss, gs, eps), c = (float)(dot / gs) * rs * rs * rs;
 #pragma unroll
             for (int k = 0; k < EPT; k++) {
@@ -654,6 +680,10 @@ __global__ static void __launch_bounds__(RED_THREADS)
                 }
             }
         }
+        if (NEXT && r + 1 < r1)
+#pragma unroll
+            for (int k = 0; k < EPT; k++)
+                yv[k] = yn[k], zv[k] = zn[k], dov[k] = don[k];
     }
 #pragma unroll
     for (int k = 0; k < EPT; k++) {
@@ -677,8 +707,13 @@ static void gated_bwd_reg(float *dy, float *dz, int lddz, float *part, const flo
     if constexpr (EPT < GN_EPT_MAX)
         if (cdiv(D, RED_THREADS) > EPT)
             return gated_bwd_reg<TY, TZ, EPT + 1>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
-    gated_rmsnorm_bwd_reg_kernel<TY, TZ, EPT>
-        <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+    const char *e = getenv("SSM_GN_BWD_NEXT");
+    if (e && e[0] == '0')
+        gated_rmsnorm_bwd_reg_kernel<TY, TZ, EPT, false>
+            <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+    else
+        gated_rmsnorm_bwd_reg_kernel<TY, TZ, EPT, true>
+            <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
 }
 
 template <typename TY, typename TZ>
