@@ -601,7 +601,8 @@ static void test_gated_norm(void) {
     gn.y = randn(NR * ND, 1), gn.z = randn(NR * NLDZ, 1.5f), gn.w = randn(ND, 1), gn.R = randn(NR * ND, 1);
     gn.out = xmalloc(sizeof(float) * NR * ND);
     float *dy = xcalloc(NR * ND, sizeof(float)), *dz = xcalloc(NR * NLDZ, sizeof(float)), *dw = xcalloc(ND, sizeof(float));
-    cpu_gated_rmsnorm_bwd(dy, dz, NLDZ, dw, gn.R, mat_f32(gn.y, ND), mat_f32(gn.z, NLDZ), gn.w, NR, ND, NG, 1e-5f);
+    cpu_gated_rmsnorm_bwd(dy, mat_f32(dz, NLDZ), dw, gn.R, mat_f32(gn.y, ND), mat_f32(gn.z, NLDZ), gn.w, NR, ND, NG,
+                          1e-5f);
     for (int r = 0; r < NR; r++) dz[r * NLDZ + 12] = dz[r * NLDZ + 13] = dz[r * NLDZ + 14] = 0;
     check_dir("y", gn.y, NR * ND, dy, gated_norm_loss, NULL);
     check_dir("z", gn.z, NR * NLDZ, dz, gated_norm_loss, NULL);

@@ -590,9 +590,9 @@ static void case_ssd_step(op_run *r, const int *p) {
     r->be->ssd_step(&s, out_f32(r, "y", (size_t)s.B * s.H * s.P), out_f32(r, "state", (size_t)s.B * s.H * s.P * s.N));
 }
 
-/* gated_rmsnorm_fwd and gated_rmsnorm_bwd. p: rows, D, G, form (bit 0: y bf16, bit 1: z bf16, bit 2: out bf16; y
- * rows padded by 3, z rows by 5, out rows by 7; bit 3: by 2, 6 and 4, even, as a model's rows are: the CUDA forward
- * then takes two bf16 columns at a time) */
+/* gated_rmsnorm_fwd and gated_rmsnorm_bwd. p: rows, D, G, form (bit 0: y bf16, bit 1: z bf16, bit 2: out bf16 and dz
+ * bf16; y rows padded by 3, z rows by 5, out rows by 7; bit 3: by 2, 6 and 4, even, as a model's rows are: the CUDA
+ * forward then takes two bf16 columns at a time) */
 static void case_gated_norm(op_run *r, const int *p) {
     if (run_refuses(r, BACKEND_OP_gated_rmsnorm_fwd, NULL)) return;
     const int rows = p[0], D = p[1], G = p[2], form = p[3], even = form & 8;
@@ -603,8 +603,9 @@ static void case_gated_norm(op_run *r, const int *p) {
     const float *w = in_f32(r, D, 1), *dout = in_f32(r, (size_t)rows * D, 1);
     const mat out = form & 4 ? mat_bf16(out_bf16(r, "out", no), ldo) : mat_f32(out_f32(r, "out", no), ldo);
     r->be->gated_rmsnorm_fwd(out, y, z, w, rows, D, G, 1e-5f);
-    r->be->gated_rmsnorm_bwd(out_f32(r, "dy", (size_t)rows * D), out_f32(r, "dz", nz), ldz, out_f32(r, "dw", D), dout,
-                             y, z, w, rows, D, G, 1e-5f);
+    const mat dz = form & 4 ? mat_bf16(out_bf16(r, "dz", nz), ldz) : mat_f32(out_f32(r, "dz", nz), ldz);
+    r->be->gated_rmsnorm_bwd(out_f32(r, "dy", (size_t)rows * D), dz, out_f32(r, "dw", D), dout, y, z, w, rows, D, G,
+                             1e-5f);
 }
 
 static void cases_make(void) {

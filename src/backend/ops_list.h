@@ -167,12 +167,11 @@ OP(void, ssd_step, (const ssd_args *s, float *y, float *state), (s, y, state), o
  * bf16 (lean training keeps y and z in bf16 and hands out_proj a bf16 out); w [D]. */
 OP(void, gated_rmsnorm_fwd, (mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps),
    (out, y, z, w, rows, D, G, eps), other)
-/* Its backward from dout [rows, D] dense: dy [rows, D] dense and dz (rows of lddz) written, dw [D] +=; y and z as the
- * forward took them. */
+/* Its backward from dout [rows, D] dense: dy [rows, D] dense and dz (its own row stride; float32, or bf16 rounded once:
+ * lean training's in_proj backward reads it so) written, dw [D] +=; y and z as the forward took them. */
 OP(void, gated_rmsnorm_bwd,
-   (float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z, const float *w, int rows, int D, int G,
-    float eps),
-   (dy, dz, lddz, dw, dout, y, z, w, rows, D, G, eps), other)
+   (float *dy, mat dz, float *dw, const float *dout, mat y, mat z, const float *w, int rows, int D, int G, float eps),
+   (dy, dz, dw, dout, y, z, w, rows, D, G, eps), other)
 /* How many rows with targets[r] >= 0 the logits [rows, V] predict right: the first index of the row's largest logit
  * (torch.argmax's pick) is the target. *hits is a HOST pointer (on a GPU the call waits for the count). The accuracy
  * of a synthetic task (ssm eval --task); a separate op so that xent_fwd_bwd, which every step runs, stays as it is. */

@@ -91,7 +91,9 @@ static void mamba2_init(const mixer_ctx *ctx, float *w, rng_t *rng) {
 
 /* The activations. Saved: zx [rows, Din] (in_proj's output z | x | B | C | dt) and y [rows, Di] (the SSD's output,
  * D x included); temp, recomputed by the backward: xbc [rows, Cd] (SiLU(conv)), g [rows, Di] (the gated norm's
- * output, out_proj's input); scratch: dzx [rows, Din], dxbc [rows, Cd], dy, dg [rows, Di], float32 in every form.
+ * output, out_proj's input); scratch: dzx [rows, Din], dxbc [rows, Cd], dy, dg [rows, Di], float32 in every form but
+ * dzx, which lean training without an in_proj bias keeps in bf16 (in_proj's backward GEMMs read it so), its dt columns
+ * from a float32 ddt [rows, H] after dg.
  * Lean training (bf16 on a GPU) keeps in_proj's output and y in bf16, as the reference's autocast has them, g too
  * (out_proj rounds it anyway), and saves of in_proj's output only x | B | C | dt (xd16 [rows, Cd + H]): the gate z
  * (z16 [rows, Di], a temp) is recomputed in the backward by its part of in_proj from the layer's input, which the
@@ -132,9 +134,8 @@ static size_t mamba2_temp_floats(const ssm_config *c, int B, int T, int form) {
     return rows * ((size_t)d.Cd + d.Di);
 }
 static size_t mamba2_scratch_floats(const ssm_config *c, int B, int T, int form) {
-    (void)form;
     const mamba2_dims d = dims_of(c);
-    return (size_t)B * T * ((size_t)d.Din + d.Cd + 2 * (size_t)d.Di);
+    return (size_t)B * T * ((size_t)d.Din + d.Cd + 2 * (size_t)d.Di + (form == MIXER_ACTS_LEAN_TRAIN ? d.H : 0));
 }
 
 /* in_proj's output from column col (0: z, Di: x | B | C, Di + Cd: dt) as the ops take it: float32, or in lean
@@ -262,6 +263,11 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
     const mamba2_act a = act_of((float *)act, temp, d, (size_t)rows, ctx->form);
     float *dzx = scratch, *dxbc = dzx + (size_t)rows * d.Din, *dy = dxbc + (size_t)rows * d.Cd;
     float *dg = dy + (size_t)rows * d.Di;
+    /* lean: dzx in bf16 (its producers round it once; in_proj's GEMMs would round a float32 one the same), the SSD's
+     * ddt float32 after dg, then rounded into dzx's dt columns; a bias's gradient needs the float32 dzx */
+    uint16_t *dzx16 = a.xd16 && !gr.in_b ? (uint16_t *)dzx : NULL;
+    float *ddt32 = dzx16 ? dg + (size_t)rows * d.Di : NULL;
+    const mat dzx_m = dzx16 ? mat_bf16(dzx16, d.Din) : mat_f32(dzx, d.Din);
     /* recompute the conv's output and the norm's, from the saved in_proj output and SSD output (lean: z first, from
      * u: the model recomputed the layer's input as the forward had it) */
     if (a.xd16) in_proj_fwd(ctx, &a, &v, d, u, rows, 1);
@@ -274,23 +280,24 @@ static void mamba2_backward(const mixer_ctx *ctx, const float *act, float *temp,
     be->matmul_bwd(mat_f32(dg, d.Di), 0.0f, gr.out_proj, dout_m, g_mat(&a, d), v.out_proj, rows, d.D, d.Di);
     if (gr.out_b) be->bias_grad_acc(gr.out_b, dout, d.D, rows, d.D);
     /* the norm writes dy and dz (z: in_proj's first Di columns) */
-    be->gated_rmsnorm_bwd(dy, dzx, d.Din, gr.norm, dg, y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G,
+    be->gated_rmsnorm_bwd(dy, dzx_m, gr.norm, dg, y_mat(&a, d), zx_mat(&a, d, 0), v.norm, rows, d.Di, d.G,
                           GATED_NORM_EPS);
     const ssd_args s = ssd_args_of(ctx, &v, &a, B, T);
     const ssd_grads sg = {.dx = dxbc,
                           .dBm = dxbc + d.Di,
                           .dCm = dxbc + d.Di + d.GN,
                           .ldd = d.Cd,
-                          .ddt = dzx + d.Di + d.Cd,
-                          .ldddt = d.Din,
+                          .ddt = ddt32 ? ddt32 : dzx + d.Di + d.Cd,
+                          .ldddt = ddt32 ? d.H : d.Din,
                           .dA_log = gr.A_log,
                           .ddt_bias = gr.dt_bias,
                           .dDv = gr.D};
     be->ssd_bwd(&s, &sg, dy);
-    be->conv1d_silu_bwd(mat_f32(dzx + d.Di, d.Din), gr.conv_w, gr.conv_b, mat_f32(dxbc, d.Cd), zx_mat(&a, d, d.Di),
+    if (ddt32) be->convert_rows(mat_cols(dzx_m, d.Di + d.Cd), mat_f32(ddt32, d.H), rows, d.H);
+    be->conv1d_silu_bwd(mat_cols(dzx_m, d.Di), gr.conv_w, gr.conv_b, mat_f32(dxbc, d.Cd), zx_mat(&a, d, d.Di),
                         v.conv_w, v.conv_b, B, T, d.Cd, d.K);
     if (gr.in_b) be->bias_grad_acc(gr.in_b, dzx, d.Din, rows, d.Din);
-    be->matmul_bwd(du, 0.0f, gr.in_proj, mat_f32(dzx, d.Din), u, v.in_proj, rows, d.Din, d.D);
+    be->matmul_bwd(du, 0.0f, gr.in_proj, dzx_m, u, v.in_proj, rows, d.Din, d.D);
 }
 
 /* The ops a backend may lack (a NULL entry): refused by name, before the model moves. Both backends have them. */

@@ -15,13 +15,13 @@ extern "C" {
 void ssd_fwd_cuda(const ssd_args *a, mat y, float *state);
 void ssd_bwd_cuda(const ssd_args *a, const ssd_grads *gr, const float *dy);
 void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, int rows, int D, int G, float eps);
-void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z, const float *w,
-                            int rows, int D, int G, float eps);
+void gated_rmsnorm_bwd_cuda(float *dy, mat dz, float *dw, const float *dout, mat y, mat z, const float *w, int rows,
+                            int D, int G, float eps);
 #include "backend/host_bf16.h"
 }
 
-/* ssd.cu rounds a float32 y into a bf16 one through convert_rows_cuda where its fused output kernel does not take the
- * shape (matmul.cu, not emulated): the host's rounding, the same round to nearest even */
+/* ssd.cu rounds a float32 result into a bf16 one through convert_rows_cuda where its kernels do not write bf16
+ * themselves (matmul.cu, not emulated): the host's rounding, the same round to nearest even */
 extern "C" void convert_rows_cuda(mat dst, mat src, int rows, int cols) {
     if (!mat_h(dst) || !mat_f(src)) {
         fprintf(stderr, "emu: convert_rows_cuda is emulated from float32 to bf16 only\n");
@@ -177,9 +177,29 @@ static void run_gated_norm(int G, int lean, int D = 96, int fused = 0, int even 
     const mat om_ref = lean ? mat_bf16(o16_ref.data(), D) : mat_f32(o_ref.data(), D);
     gated_rmsnorm_fwd_cuda(om, ym, zm, w.data(), R, D, G, 1e-5f);
     cpu_gated_rmsnorm_fwd(om_ref, ym, zm, w.data(), R, D, G, 1e-5f);
-    gated_rmsnorm_bwd_cuda(dy.data(), dz.data(), LDZ, dw.data(), dout.data(), ym, zm, w.data(), R, D, G, 1e-5f);
-    cpu_gated_rmsnorm_bwd(dy_ref.data(), dz_ref.data(), LDZ, dw_ref.data(), dout.data(), ym, zm, w.data(), R, D, G,
-                          1e-5f);
+    gated_rmsnorm_bwd_cuda(dy.data(), mat_f32(dz.data(), LDZ), dw.data(), dout.data(), ym, zm, w.data(), R, D, G,
+                           1e-5f);
+    cpu_gated_rmsnorm_bwd(dy_ref.data(), mat_f32(dz_ref.data(), LDZ), dw_ref.data(), dout.data(), ym, zm, w.data(), R,
+                          D, G, 1e-5f);
+    if (lean) { /* dz asked in bf16 (lean training's): the float32 dz rounded, bit for bit; dy the same bits */
+        std::vector<float> dy2(R * D), dw2(D, 0.25f);
+        std::vector<uint16_t> dz16(R * LDZ, 0xdeadu), want(D);
+        gated_rmsnorm_bwd_cuda(dy2.data(), mat_bf16(dz16.data(), LDZ), dw2.data(), dout.data(), ym, zm, w.data(), R, D,
+                               G, 1e-5f);
+        size_t bad = 0, pads = 0;
+        for (int r = 0; r < R; r++) {
+            host_bf16_from_f32(want.data(), dz.data() + (size_t)r * LDZ, D);
+            for (int i = 0; i < D; i++)
+                bad += dz16[(size_t)r * LDZ + i] != want[i];
+            for (int i = D; i < LDZ; i++)
+                pads += dz16[(size_t)r * LDZ + i] != 0xdeadu;
+        }
+        EXPECT(!bad && !pads && !memcmp(dy2.data(), dy.data(), 4 * dy.size()) &&
+                   !memcmp(dw2.data(), dw.data(), 4 * D),
+               "dz bf16: %zu values not dz rounded, %zu pads written; dy, dw %s", bad, pads,
+               memcmp(dy2.data(), dy.data(), 4 * dy.size()) || memcmp(dw2.data(), dw.data(), 4 * D) ? "differ"
+                                                                                                      : "the same");
+    }
     if (lean) {
         host_f32_from_bf16(o.data(), o16.data(), o.size());
         host_f32_from_bf16(o_ref.data(), o16_ref.data(), o.size());

@@ -472,17 +472,21 @@ void cpu_gated_rmsnorm_fwd(mat out_m, mat y_m, mat z_m, const float *w, int rows
     }
 }
 
-void cpu_gated_rmsnorm_bwd(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y_m, mat z_m,
-                           const float *w, int rows, int D, int G, float eps) {
-    CHECK(y_m.dt != MAT_I8 && z_m.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
-    if (mat_h(y_m) || mat_h(z_m)) { /* widened first */
+void cpu_gated_rmsnorm_bwd(float *dy, mat dz_m, float *dw, const float *dout, mat y_m, mat z_m, const float *w,
+                           int rows, int D, int G, float eps) {
+    CHECK(y_m.dt != MAT_I8 && z_m.dt != MAT_I8 && dz_m.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
+    if (mat_h(y_m) || mat_h(z_m) || mat_h(dz_m)) { /* widened first; dz rounded once after */
         float *yw = mat_h(y_m) ? host_f32_from_bf16_rows(mat_h(y_m), y_m.ld, rows, D) : NULL;
         float *zw = mat_h(z_m) ? host_f32_from_bf16_rows(mat_h(z_m), z_m.ld, rows, D) : NULL;
-        cpu_gated_rmsnorm_bwd(dy, dz, lddz, dw, dout, yw ? mat_f32(yw, D) : y_m, zw ? mat_f32(zw, D) : z_m, w, rows, D,
-                              G, eps);
-        free(yw), free(zw);
+        float *dzw = mat_h(dz_m) ? xmalloc(sizeof(float) * ((size_t)rows * D + 1)) : NULL;
+        cpu_gated_rmsnorm_bwd(dy, dzw ? mat_f32(dzw, D) : dz_m, dw, dout, yw ? mat_f32(yw, D) : y_m,
+                              zw ? mat_f32(zw, D) : z_m, w, rows, D, G, eps);
+        if (dzw) host_bf16_from_f32_rows(mat_h(dz_m), dz_m.ld, dzw, rows, D);
+        free(yw), free(zw), free(dzw);
         return;
     }
+    float *dz = mat_f(dz_m);
+    const int lddz = dz_m.ld;
     const float *y = mat_f(y_m), *z = mat_f(z_m);
     const int gs = D / G, nt = omp_get_max_threads(), ldy = y_m.ld, ldz = z_m.ld;
     float *partial = xcalloc((size_t)nt * D, sizeof(float));

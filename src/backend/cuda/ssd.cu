@@ -472,12 +472,14 @@ __device__ __forceinline__ static float gn_rstd(double ss, int gs, float eps) {
 }
 // The backward at one element: *dyi and *dzi from y, z, dout, the weight, the group's rstd rs and c (<dout w, v> / gs
 // times rs^3); returns v = y silu(z) as the backward forms it, the weight gradient's factor. (Both backward forms.)
-__device__ __forceinline__ static float gn_grad_at(float *dyi, float *dzi, float yi, float zi, float doi, float wi,
+// dz float32, or bf16 (lean training: in_proj's backward GEMMs read it so, rounded once here rather than copied).
+template <typename TD>
+__device__ __forceinline__ static float gn_grad_at(float *dyi, TD *dzi, float yi, float zi, float doi, float wi,
                                                    float rs, float c) {
     const float sg = 1.0f / (1.0f + expf(-zi)), sz = zi * sg, v = yi * sz;
     const float dv = doi * wi * rs - v * c;
     *dyi = dv * sz;
-    *dzi = dv * yi * sg * (1.0f + zi * (1.0f - sg));
+    gn_st(dzi, 0, dv * yi * sg * (1.0f + zi * (1.0f - sg)));
     return v;
 }
 
@@ -542,16 +544,17 @@ static bool gn_pairs_on(const void *o, int ldo, const void *y, int ldy, const vo
            (uintptr_t)y % 4 == 0 && (uintptr_t)z % 4 == 0 && (uintptr_t)w % 8 == 0;
 }
 
-template <typename TY, typename TZ>
+template <typename TY, typename TZ, typename TD>
 __global__ static void __launch_bounds__(RED_THREADS)
-    gated_rmsnorm_bwd_kernel(float *dy, float *dz, int lddz, float *rstd, const float *dout, const TY *y, int ldy,
+    gated_rmsnorm_bwd_kernel(float *dy, TD *dz, int lddz, float *rstd, const float *dout, const TY *y, int ldy,
                              const TZ *z, int ldz, const float *w, int D, int G, float eps) {
     const size_t r = blockIdx.x;
     const int gs = D / G;
     const TY *yr = y + r * ldy;
     const TZ *zr = z + r * ldz;
     const float *dor = dout + r * D;
-    float *dyr = dy + r * D, *dzr = dz + r * lddz;
+    float *dyr = dy + r * D;
+    TD *dzr = dz + r * lddz;
     for (int g = 0; g < G; g++) {
         double ss = 0, dot = 0;
         for (int i = g * gs + threadIdx.x; i < (g + 1) * gs; i += RED_THREADS) {
@@ -642,9 +645,9 @@ __device__ __forceinline__ static void gn_row_ld(float (&yv)[EPT], float (&zv)[E
 
 // NEXT: the next row's columns read before this row's sums are reduced, so that their loads wait behind the barriers
 // rather than after them (SSM_GN_BWD_NEXT=0: not; a variant to time, 2026-12-07)
-template <typename TY, typename TZ, int EPT, bool NEXT>
+template <typename TY, typename TZ, typename TD, int EPT, bool NEXT>
 __global__ static void __launch_bounds__(RED_THREADS)
-    gated_rmsnorm_bwd_reg_kernel(float *dy, float *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
+    gated_rmsnorm_bwd_reg_kernel(float *dy, TD *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
                                  const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
     const int gs = D / G, r0 = (int)blockIdx.x * GN_ROWS, r1 = min(rows, r0 + GN_ROWS);
     float dw[EPT];
@@ -701,18 +704,18 @@ static void gated_fwd_reg(TO *o, int ldo, const TY *y, int ldy, const TZ *z, int
             return gated_fwd_reg<TO, TY, TZ, EPT + 1>(o, ldo, y, ldy, z, ldz, w, rows, D, G, eps);
     gated_rmsnorm_fwd_reg_kernel<TO, TY, TZ, EPT><<<rows, RED_THREADS>>>(o, ldo, y, ldy, z, ldz, w, D, G, eps);
 }
-template <typename TY, typename TZ, int EPT = 1>
-static void gated_bwd_reg(float *dy, float *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
+template <typename TY, typename TZ, typename TD, int EPT = 1>
+static void gated_bwd_reg(float *dy, TD *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
                           const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
     if constexpr (EPT < GN_EPT_MAX)
         if (cdiv(D, RED_THREADS) > EPT)
-            return gated_bwd_reg<TY, TZ, EPT + 1>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+            return gated_bwd_reg<TY, TZ, TD, EPT + 1>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
     const char *e = getenv("SSM_GN_BWD_NEXT");
     if (e && e[0] == '0')
-        gated_rmsnorm_bwd_reg_kernel<TY, TZ, EPT, false>
+        gated_rmsnorm_bwd_reg_kernel<TY, TZ, TD, EPT, false>
             <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
     else
-        gated_rmsnorm_bwd_reg_kernel<TY, TZ, EPT, true>
+        gated_rmsnorm_bwd_reg_kernel<TY, TZ, TD, EPT, true>
             <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
 }
 
@@ -769,8 +772,8 @@ extern "C" void gated_rmsnorm_fwd_cuda(mat out, mat y, mat z, const float *w, in
     CUDA_CHECK_LAUNCH();
 }
 
-template <typename TY, typename TZ>
-static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
+template <typename TY, typename TZ, typename TD>
+static void gated_bwd_of(float *dy, TD *dz, int lddz, float *dw, const float *dout, const TY *y, int ldy,
                          const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
     if (gn_fused_on(D, true)) {
         const int nblk = cdiv(rows, GN_ROWS);
@@ -782,7 +785,8 @@ static void gated_bwd_of(float *dy, float *dz, int lddz, float *dw, const float 
         return;
     }
     float *rstd = scratch_floats((size_t)rows * G);
-    gated_rmsnorm_bwd_kernel<TY, TZ><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G, eps);
+    gated_rmsnorm_bwd_kernel<TY, TZ, TD><<<rows, RED_THREADS>>>(dy, dz, lddz, rstd, dout, y, ldy, z, ldz, w, D, G,
+                                                                eps);
     CUDA_CHECK_LAUNCH();
     colsum_acc(dw, GatedNormDw<TY, TZ>{dout, y, z, rstd, ldy, ldz, D, G, D / G}, rows, D);
     scratch_free(rstd);
@@ -795,11 +799,23 @@ static void gated_bwd_y(float *dy, float *dz, int lddz, float *dw, const float *
     else gated_bwd_of(dy, dz, lddz, dw, dout, y, ldy, mat_f(z), z.ld, w, rows, D, G, eps);
 }
 
-extern "C" void gated_rmsnorm_bwd_cuda(float *dy, float *dz, int lddz, float *dw, const float *dout, mat y, mat z,
-                                       const float *w, int rows, int D, int G, float eps) {
+extern "C" void gated_rmsnorm_bwd_cuda(float *dy, mat dz, float *dw, const float *dout, mat y, mat z, const float *w,
+                                       int rows, int D, int G, float eps) {
     if (rows <= 0 || D <= 0) return;
     CHECK(G >= 1 && D % G == 0, "gated_rmsnorm: %d groups do not divide %d columns", G, D);
-    CHECK(y.dt != MAT_I8 && z.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
-    if (mat_h(y)) gated_bwd_y(dy, dz, lddz, dw, dout, (const __nv_bfloat16 *)mat_h(y), y.ld, z, w, rows, D, G, eps);
-    else gated_bwd_y(dy, dz, lddz, dw, dout, mat_f(y), y.ld, z, w, rows, D, G, eps);
+    CHECK(y.dt != MAT_I8 && z.dt != MAT_I8 && dz.dt != MAT_I8, "gated_rmsnorm: float32 or bf16 operands");
+    if (mat_h(dz) && mat_h(y) && mat_h(z)) { // lean training's: dz rounded as the kernels write it
+        gated_bwd_of(dy, (__nv_bfloat16 *)mat_h(dz), dz.ld, dw, dout, (const __nv_bfloat16 *)mat_h(y), y.ld,
+                     (const __nv_bfloat16 *)mat_h(z), z.ld, w, rows, D, G, eps);
+        return;
+    }
+    // a bf16 dz otherwise: a float32 one first, rounded after (the same values)
+    float *dzf = mat_f(dz) ? mat_f(dz) : scratch_floats((size_t)rows * D);
+    const int lddz = mat_f(dz) ? dz.ld : D;
+    if (mat_h(y)) gated_bwd_y(dy, dzf, lddz, dw, dout, (const __nv_bfloat16 *)mat_h(y), y.ld, z, w, rows, D, G, eps);
+    else gated_bwd_y(dy, dzf, lddz, dw, dout, mat_f(y), y.ld, z, w, rows, D, G, eps);
+    if (!mat_f(dz)) {
+        convert_rows_cuda(dz, mat_f32(dzf, D), rows, D);
+        scratch_free(dzf);
+    }
 }
