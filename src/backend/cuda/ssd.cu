@@ -643,9 +643,9 @@ __device__ __forceinline__ static void gn_row_ld(float (&yv)[EPT], float (&zv)[E
     }
 }
 
-// NEXT: the next row's columns read before this row's sums are reduced, so that their loads wait behind the barriers
-// rather than after them (SSM_GN_BWD_NEXT=0: not; a variant to time, 2026-12-07)
-template <typename TY, typename TZ, typename TD, int EPT, bool NEXT>
+// (Reading the next row's columns before this row's sums are reduced measured slower, 2026-12-07: the m2x24 bf16 step
+// 98.4 ms against 96.4 without, an H100, docs/performance.md.)
+template <typename TY, typename TZ, typename TD, int EPT>
 __global__ static void __launch_bounds__(RED_THREADS)
     gated_rmsnorm_bwd_reg_kernel(float *dy, TD *dz, int lddz, float *part, const float *dout, const TY *y, int ldy,
                                  const TZ *z, int ldz, const float *w, int rows, int D, int G, float eps) {
@@ -654,12 +654,9 @@ __global__ static void __launch_bounds__(RED_THREADS)
 #pragma unroll
     for (int k = 0; k < EPT; k++)
         dw[k] = 0.0f;
-    float yv[EPT], zv[EPT], dov[EPT];
-    if (NEXT && r0 < r1) gn_row_ld(yv, zv, dov, r0, dout, y, ldy, z, ldz, D);
     for (int r = r0; r < r1; r++) {
-        float yn[EPT] = {}, zn[EPT] = {}, don[EPT] = {};
-        if (!NEXT) gn_row_ld(yv, zv, dov, r, dout, y, ldy, z, ldz, D);
-        else if (r + 1 < r1) gn_row_ld(yn, zn, don, r + 1, dout, y, ldy, z, ldz, D);
+        float yv[EPT], zv[EPT], dov[EPT];
+        gn_row_ld(yv, zv, dov, r, dout, y, ldy, z, ldz, D);
         for (int g = 0; g < G; g++) {
             double ss = 0, dot = 0;
 #pragma unroll
@@ -683,10 +680,6 @@ __global__ static void __launch_bounds__(RED_THREADS)
                 }
             }
         }
-        if (NEXT && r + 1 < r1)
-#pragma unroll
-            for (int k = 0; k < EPT; k++)
-                yv[k] = yn[k], zv[k] = zn[k], dov[k] = don[k];
     }
 #pragma unroll
     for (int k = 0; k < EPT; k++) {
@@ -710,13 +703,8 @@ static void gated_bwd_reg(float *dy, TD *dz, int lddz, float *part, const float 
     if constexpr (EPT < GN_EPT_MAX)
         if (cdiv(D, RED_THREADS) > EPT)
             return gated_bwd_reg<TY, TZ, TD, EPT + 1>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
-    const char *e = getenv("SSM_GN_BWD_NEXT");
-    if (e && e[0] == '0')
-        gated_rmsnorm_bwd_reg_kernel<TY, TZ, TD, EPT, false>
-            <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
-    else
-        gated_rmsnorm_bwd_reg_kernel<TY, TZ, TD, EPT, true>
-            <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
+    gated_rmsnorm_bwd_reg_kernel<TY, TZ, TD, EPT>
+        <<<cdiv(rows, GN_ROWS), RED_THREADS>>>(dy, dz, lddz, part, dout, y, ldy, z, ldz, w, rows, D, G, eps);
 }
 
 template <typename TY, typename TZ>
