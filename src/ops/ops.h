@@ -153,6 +153,7 @@ typedef struct {
     float *logits;             /* [B, V] out */
     float *work;               /* scratch: the kind's m1_decode_work_floats or m2_decode_work_floats */
     int prefetch;              /* the backend's: ask for each layer's weights a layer ahead (a hint) */
+    size_t stage;              /* the backend's: shared memory bytes a block for staging weights (0: none) */
     long long *trace;          /* the backend's (CUDA's SSM_DECODE_TRACE=n): each block's clock at every barrier */
 } decode_step;
 

@@ -8,6 +8,11 @@ __device__ __forceinline__ static void cp_async4(void *dst, const void *src, int
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
 }
+/* 8 bytes (both addresses 8-byte aligned), through L1; zero-fills past bytes */
+__device__ __forceinline__ static void cp_async8(void *dst, const void *src, int bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
 /* 16 bytes (both addresses 16-byte aligned); zero-fills past bytes */
 __device__ __forceinline__ static void cp_async16(void *dst, const void *src, int bytes) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);

@@ -6,6 +6,7 @@
 #define SSM_DECODE_COMMON_CUH
 
 #include "backend/cuda/context.h"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/decode_trace.cuh"
 #include "backend/cuda/grid_sync.cuh"
@@ -34,6 +35,11 @@ __device__ __forceinline__ static float wload(const uint16_t *w, size_t i) {
 __device__ __forceinline__ static float wload(const int8_t *w, size_t i) { return (float)w[i]; }
 // a row's scale: int8 weights' (their dot products are scaled once, as matmul_xwT's), 1 for the others
 __device__ __forceinline__ static float row_scale(const float *s, int r) { return s ? s[r] : 1.0f; }
+
+// The grid's warps in the order rows are dealt to them: warp w of block b is b + w gridDim.x, so that a product of
+// fewer rows than warps, or one more row a warp for some, spreads over every block (and every SM's reads) rather
+// than filling the first blocks' warps
+__device__ __forceinline__ static int dec_gwarp() { return (int)(threadIdx.x / 32 * gridDim.x + blockIdx.x); }
 
 // Asks for the 128-byte line at p in L2 (a hint: no result, no fault; nothing in the emulator)
 __device__ __forceinline__ static void prefetch_l2(const void *p) {
@@ -148,6 +154,77 @@ __device__ static void block_rmsnorm(float *u, double *part, const float *x, con
 
 __device__ __forceinline__ static float sigmoid_ref(float v) { return 1.0f / (1.0f + expf(-v)); }
 __device__ __forceinline__ static float softplus_ref(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+
+// ---- weights staged in shared memory (the FFMA form) -----------------------------------------------------------
+// A phase's rows copied (cp.async) from global memory into shared memory a layer ahead of their product, so that
+// after a grid barrier the product reads shared memory instead of waiting on L2 or DRAM. Each piece of 8 weights is
+// copied by the thread that later reads it (warp_dot's lane l reads pieces l, l + 32, ... of a row; a block-per-row
+// product's thread t pieces t, t + DEC_THREADS, ...), so the thread's own cp.async.wait_group makes it visible: no
+// barrier. Every thread commits one group at each refill, empty or not, so that the groups in flight are the same
+// count everywhere.
+template <typename W> __device__ __forceinline__ static void stage8(W *dst, const W *src) {
+    if constexpr (sizeof(W) == 4)
+        cp_async16(dst, src, 16), cp_async16(dst + 4, src + 4, 16);
+    else if constexpr (sizeof(W) == 2)
+        cp_async16(dst, src, 16);
+    else
+        cp_async8(dst, src, 8);
+}
+// A warp's rows r = gwarp + k nwarps (k < per) of w [rows, K] into dst [per, K]: warp_dot's pieces, lane by lane
+template <typename W>
+__device__ __forceinline__ static void stage_warp_rows(W *dst, const W *w, int rows, int K, int gwarp, int nwarps,
+                                                       int per) {
+    for (int k = 0; k < per && gwarp + k * nwarps < rows; k++)
+        for (int c = (int)(threadIdx.x % 32) * 8; c < K; c += 256)
+            stage8(dst + (size_t)k * K + c, w + (size_t)(gwarp + k * nwarps) * K + c);
+}
+// A block's rows p = blockIdx.x + i gridDim.x (i < per) of w [rows, K] into dst [per, K], thread t's pieces t,
+// t + DEC_THREADS, ...
+template <typename W>
+__device__ __forceinline__ static void stage_block_rows(W *dst, const W *w, int rows, int K, int per) {
+    for (int i = 0; i < per && (int)blockIdx.x + i * (int)gridDim.x < rows; i++)
+        for (int c = (int)threadIdx.x * 8; c < K; c += DEC_THREADS * 8)
+            stage8(dst + (size_t)i * K + c, w + (size_t)((int)blockIdx.x + i * (int)gridDim.x) * K + c);
+}
+
+// ---- the conv step of in_proj's output rows --------------------------------------------------------------------
+// What a row r of in_proj needs besides its product for sequence b: its bias and, for a conv channel ch (>= 0; -1: a
+// row that is not one), the channel's K-1 past inputs, weights and bias. Read before the row's product, so that the
+// conv step does not wait on another latency after it.
+struct ConvIn {
+    float past[DEC_MAX_K - 1], w[DEC_MAX_K], cb, ib;
+};
+__device__ __forceinline__ static ConvIn conv_in(const float *state, const float *cw, const float *cb,
+                                                 const float *in_b, int C, int K, int r, int ch, int b) {
+    ConvIn c;
+    c.ib = in_b ? in_b[r] : 0.0f;
+    c.cb = ch >= 0 && cb ? cb[ch] : 0.0f;
+    const float *st = state + ((size_t)b * C + (ch >= 0 ? ch : 0)) * (K - 1), *wc = cw + (size_t)(ch >= 0 ? ch : 0) * K;
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K; k++) {
+        c.w[k] = ch >= 0 && k < K ? wc[k] : 0.0f;
+        if (k < DEC_MAX_K - 1) c.past[k] = ch >= 0 && k < K - 1 ? st[k] : 0.0f;
+    }
+    return c;
+}
+// channel ch's conv step on its new input v (conv1d_silu_step's order: bias, the K-1 past inputs, this one): SiLU of
+// the sum; the past inputs shifted in state [B, C, K-1]
+__device__ __forceinline__ static float conv_step(const ConvIn &ci, float *state, int C, int K, int ch, int b,
+                                                  float v) {
+    float *st = state + ((size_t)b * C + ch) * (K - 1);
+    float c = ci.cb;
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K - 1; k++)
+        if (k < K - 1) c += ci.w[k] * ci.past[k];
+#pragma unroll
+    for (int k = 0; k < DEC_MAX_K; k++)
+        if (k == K - 1) c += ci.w[k] * v;
+#pragma unroll
+    for (int k = 0; k + 1 < DEC_MAX_K - 1; k++)
+        if (k + 1 < K - 1) st[k] = ci.past[k + 1];
+    st[K - 2] = v;
+    return c * sigmoid_ref(c);
+}
 
 // ---- the tensor-core form (9 to 64 sequences) ----------------------------------------------------------------
 // A product is out[r][b] = w[r] . x_b for 16-row tiles of w (tiles dealt to blocks in turn): x staged in shared
@@ -264,7 +341,7 @@ template <int NB> __device__ __forceinline__ static DecSmem dec_smem(unsigned ch
     return m;
 }
 // its size for B sequences (FFMA up to DEC_MAX_B, tensor cores beyond: NB 16, 32 or 64)
-static inline size_t dec_smem_bytes(int B, int wide) {
+__host__ __device__ static inline size_t dec_smem_bytes(int B, int wide) {
     const int nb = B <= 16 ? 16 : B <= 32 ? 32 : 64;
     if (B <= DEC_MAX_B) return sizeof(float) * ((size_t)DEC_MAX_B * wide + 2 * DEC_WARPS * DEC_MAX_B);
     return tc_stage_bytes(nb, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(nb) + sizeof(float) * nb * DEC_MAX_G;
@@ -320,8 +397,7 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
         block_rstd(sm.rs, x, B, D, eps);
         tc_gemm<NB>(head, scale, V, D, B, smem, StageNorm<NB>{x, sm.rs, norm_w, B, D}, logit);
     } else {
-        const int lane = (int)threadIdx.x % 32, gwarp = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32),
-                  nwarps = (int)gridDim.x * DEC_WARPS;
+        const int lane = (int)threadIdx.x % 32, gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
         block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, norm_w, B, D, eps);
         for (int v = gwarp; v < V; v += nwarps) {
             float acc[NB];
@@ -332,25 +408,24 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
 }
 
 // x [B, D] += w in (+ bias) for the D rows of w [D, K]: FFMA (a warp a row, its input in sm.sh as fill() leaves it,
-// [B, K] floats) or tensor cores (tc_gemm, its input through stage): a
-// layer's out_proj with the residual add
+// [B, K] floats; the warp's rows read from staged [rows, K] when not NULL, stage_warp_rows's copy) or tensor cores
+// (tc_gemm, its input through stage): a layer's out_proj with the residual add
 template <int NB, typename W, bool TC, class Fill, class Stage>
 __device__ static void dec_residual_proj(float *x, const W *w, const float *scale, const float *bias, int D, int K,
-                                         int B, const DecSmem &sm, Fill fill, Stage stage) {
+                                         int B, const DecSmem &sm, Fill fill, Stage stage, const W *staged) {
     auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (bias ? bias[r] : 0.0f); };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
         tc_gemm<NB>(w, scale, D, K, B, smem, stage, out_add);
     } else {
-        const int lane = (int)threadIdx.x % 32, gwarp = (int)(blockIdx.x * DEC_WARPS + threadIdx.x / 32),
-                  nwarps = (int)gridDim.x * DEC_WARPS;
+        const int lane = (int)threadIdx.x % 32, gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
         fill(sm.sh);
         __syncthreads();
-        for (int r = gwarp; r < D; r += nwarps) {
+        for (int r = gwarp, k = 0; r < D; r += nwarps, k++) {
             // x's value and the bias read before the row's product, not after it (one latency less on the chain)
             const float xr = lane < B ? x[(size_t)lane * D + r] : 0.0f, br = bias ? bias[r] : 0.0f;
             float acc[NB];
-            warp_dot<NB>(acc, w + (size_t)r * K, sm.sh, K, K, B);
+            warp_dot<NB>(acc, staged ? staged + (size_t)k * K : w + (size_t)r * K, sm.sh, K, K, B);
             if (lane < B) x[(size_t)lane * D + r] = xr + (pick(acc, lane) * row_scale(scale, r) + br);
         }
     }
@@ -421,6 +496,20 @@ static inline int dec_prefetch_on(void) {
     return !(pf && strcmp(pf, "0") == 0);
 }
 
+// the SSM_DECODE_STAGE switch (a tuning knob): 0 off, else (the default) weights staged in shared memory where the
+// kind does it and they fit
+static inline int dec_stage_on(void) {
+    const char *e = getenv("SSM_DECODE_STAGE");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+// the current device's multiprocessors (one block each: the grid that a->st.stage is sized for)
+static inline int dec_sms(void) {
+    int sms = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cuda_ctx_now()->device));
+    return sms;
+}
+
 // 0 when the GPU takes a cooperative launch with smem bytes of shared memory a block
 static inline int dec_fits(size_t smem) {
     cuda_ctx *c = cuda_ctx_now();
@@ -438,7 +527,9 @@ template <class K, typename Layer, typename Args> static int dec_run(const Args 
     const Args *a = &a_;
     const int D = a->st.D;
     if (a->st.B > DEC_MAX_B && (a->st.B > DEC_TC_MAX_B || a->st.wdt == MAT_F32 || D % 16 || inner % 16)) return -1;
-    const size_t smem = dec_smem_bytes(a->st.B, D > inner ? D : inner);
+    size_t smem = dec_smem_bytes(a->st.B, D > inner ? D : inner);
+    if (a->st.stage && dec_fits(smem + a->st.stage)) a_.st.stage = 0; // (staging is a choice: not where it won't fit)
+    smem += a->st.stage;
     if (dec_fits(smem)) return -1;
     cuda_ctx *c = cuda_ctx_now();
     const Layer *layers = (const Layer *)cuda_ctx_table(c, a->layers, sizeof(Layer) * a->st.n_layer);

@@ -43,25 +43,33 @@ __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, 
 }
 
 // ---- the kernel ------------------------------------------------------------------------------------------------
-// in_proj's value v (scaled) of row r for sequence b: the x half (r < E) through the conv step (conv1d_silu_step's
-// order: bias, the K-1 past inputs, this one) and SiLU into xs; the gate half into z
-__device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, int E, int K, float *xs, float *z, int r,
-                                                   int b, float v) {
-    v += L.in_b ? L.in_b[r] : 0.0f;
-    if (r >= E) {
+// in_proj's value v (scaled, its conv inputs ci: conv_in's of channel r, or of none for the gate half) of row r for
+// sequence b: the x half (r < E) through the conv step and SiLU into xs; the gate half into z
+__device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, const ConvIn &ci, int E, int K, float *xs,
+                                                   float *z, int r, int b, float v) {
+    v += ci.ib;
+    if (r >= E)
         z[(size_t)b * E + (r - E)] = v;
-        return;
-    }
-    float *st = L.conv_state + ((size_t)b * E + r) * (K - 1);
-    const float *wc = L.conv_w + (size_t)r * K;
-    float c = L.conv_b ? L.conv_b[r] : 0.0f;
-    for (int k = 0; k < K - 1; k++)
-        c += wc[k] * st[k];
-    c += wc[K - 1] * v;
-    xs[(size_t)b * E + r] = c * sigmoid_ref(c);
-    for (int k = 0; k + 1 < K - 1; k++)
-        st[k] = st[k + 1];
-    st[K - 2] = v;
+    else
+        xs[(size_t)b * E + r] = conv_step(ci, L.conv_state, E, K, r, b, v);
+}
+__device__ __forceinline__ static ConvIn m1_conv_in(const m1_decode_layer &L, int E, int K, int r, int b) {
+    return conv_in(L.conv_state, L.conv_w, L.conv_b, L.in_b, E, K, r, r < E ? r : -1, b);
+}
+
+// Shared memory that stages a layer's weights (decode_common.cuh): in_proj's rows of each warp [DEC_WARPS, pa, D],
+// out_proj's [DEC_WARPS, pd, E], x_proj's of the block [pb, E]; its bytes for a grid of nblocks (the kernel stages
+// when they fit in m1_decode_args.st.stage)
+struct M1Stage {
+    int pa, pd, pb;
+    size_t bytes;
+};
+__host__ __device__ static inline M1Stage m1_stage(int D, int E, int P, size_t wsize, int nblocks) {
+    M1Stage s;
+    const int nwarps = nblocks * DEC_WARPS;
+    s.pa = (2 * E + nwarps - 1) / nwarps, s.pd = (D + nwarps - 1) / nwarps, s.pb = (P + nblocks - 1) / nblocks;
+    s.bytes = wsize * (DEC_WARPS * ((size_t)s.pa * D + (size_t)s.pd * E) + (size_t)s.pb * E);
+    return s;
 }
 
 template <int NB, typename W, bool TC>
@@ -77,15 +85,36 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     float *x = st.work, *xs = x + (size_t)B * D, *z = xs + (size_t)B * E, *g = z + (size_t)B * E;
     float *dbc = g + (size_t)B * E; // [B, P]: dt_low | B | C
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
+    const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
     int NP = 1;
     while (NP < N)
         NP <<= 1;
     auto stage_norm = [&](const float *nw) { return StageNorm<NB>{x, rs, nw, B, D}; };
     auto stage_act = [&](const float *src, int ld) { return StageAct<NB>{src, ld, B}; };
+    // The staged weights (FFMA form, when they fit): each phase's rows for layer l + 1 copied as soon as layer l's
+    // product has read its own (groups committed after A, B and D; a phase waits for all but the newest 2)
+    const M1Stage sg = m1_stage(D, E, P, sizeof(W), (int)gridDim.x);
+    const bool stg = !TC && st.stage && sg.bytes <= st.stage;
+    W *sA = reinterpret_cast<W *>(smem + dec_smem_bytes(B, D > E ? D : E)), *sD = sA + (size_t)DEC_WARPS * sg.pa * D,
+      *sB = sD + (size_t)DEC_WARPS * sg.pd * E;
+    sA += (size_t)warp * sg.pa * D, sD += (size_t)warp * sg.pd * E;
+    auto refill = [&](int phase, int l) { // phase 0: in_proj, 1: x_proj, 2: out_proj
+        if (!stg) return;
+        if (l < st.n_layer) {
+            const m1_decode_layer &L = layers[l];
+            if (phase == 0) stage_warp_rows(sA, (const W *)L.in_proj, 2 * E, D, gwarp, nwarps, sg.pa);
+            if (phase == 1) stage_block_rows(sB, (const W *)L.x_proj, P, E, sg.pb);
+            if (phase == 2) stage_warp_rows(sD, (const W *)L.out_proj, D, E, gwarp, nwarps, sg.pd);
+        }
+        cp_async_commit();
+    };
+    auto staged = [&]() { // this phase's copies landed (this thread's: no barrier)
+        if (stg) cp_async_wait_pending<2>();
+    };
 
     if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    refill(0, 0), refill(1, 0), refill(2, 0);
     dec_embed(x, st.emb, st.tokens, B, D);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
@@ -96,14 +125,19 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         if constexpr (TC) {
             block_rstd(rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
-                        [&](int r, int b, float v) { in_proj_out(L, E, K, xs, z, r, b, v); });
+                        [&](int r, int b, float v) { in_proj_out(L, m1_conv_in(L, E, K, r, b), E, K, xs, z, r, b, v); });
         } else {
+            // (the first row's conv inputs read before the norm: their latency overlaps x's)
+            ConvIn ci = lane < B && gwarp < 2 * E ? m1_conv_in(L, E, K, gwarp, lane) : ConvIn{};
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
-            for (int r = gwarp; r < 2 * E; r += nwarps) {
+            staged();
+            for (int r = gwarp, k = 0; r < 2 * E; r += nwarps, k++) {
+                if (k > 0 && lane < B) ci = m1_conv_in(L, E, K, r, lane);
                 float acc[NB];
-                warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
-                if (lane < B) in_proj_out(L, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
+                warp_dot<NB>(acc, stg ? sA + (size_t)k * D : (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
+                if (lane < B) in_proj_out(L, ci, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
+            refill(0, l + 1);
         }
         dec_sync(st.trace, ph);
         // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
@@ -111,8 +145,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             tc_gemm<NB>((const W *)L.x_proj, L.x_s, P, E, B, smem, stage_act(xs, E),
                         [&](int r, int b, float v) { dbc[(size_t)b * P + r] = v; });
         } else {
-            for (int p = (int)blockIdx.x; p < P; p += (int)gridDim.x) {
-                const W *wr = (const W *)L.x_proj + (size_t)p * E;
+            staged();
+            for (int p = (int)blockIdx.x, i = 0; p < P; p += (int)gridDim.x, i++) {
+                const W *wr = stg ? sB + (size_t)i * E : (const W *)L.x_proj + (size_t)p * E;
                 float acc[NB];
 #pragma unroll
                 for (int b = 0; b < NB; b++)
@@ -136,6 +171,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 }
                 __syncthreads();
             }
+            refill(1, l + 1);
         }
         dec_sync(st.trace, ph);
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
@@ -193,8 +229,10 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         }
         dec_sync(st.trace, ph);
         // D: x += out_proj(g) (+ bias)
+        staged();
         dec_residual_proj<NB, W, TC>(x, (const W *)L.out_proj, L.out_s, L.out_b, D, E, B, sm, FillAct{g, (size_t)B * E},
-                                     stage_act(g, E));
+                                     stage_act(g, E), stg ? sD : nullptr);
+        refill(2, l + 1);
         dec_sync(st.trace, ph);
     }
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
@@ -210,6 +248,10 @@ struct M1Kernels {
 extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     m1_decode_args a_ = *args;
     a_.st.prefetch = dec_prefetch_on();
+    const size_t wsize = a_.st.wdt == MAT_BF16 ? 2 : a_.st.wdt == MAT_I8 ? 1 : 4;
+    a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on()
+                      ? m1_stage(a_.st.D, a_.E, a_.R + 2 * a_.N, wsize, dec_sms()).bytes
+                      : 0;
     const m1_decode_args *a = &a_;
     if (a->st.B < 1 || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 || a->st.D % 8 ||
         a->E % 8)

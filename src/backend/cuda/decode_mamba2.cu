@@ -48,28 +48,34 @@ template <int NB> struct StageGated {
     }
 };
 
-// in_proj's value v (scaled) of row r for sequence b: z, xBC through its conv step (conv1d_silu_step's order) and
-// SiLU, or dt
-__device__ __forceinline__ static void m2_in_proj_out(const m2_decode_layer &L, int Di, int Cd, int H, int K, float *z,
-                                                      float *xbc, float *dtr, int r, int b, float v) {
-    v += L.in_b ? L.in_b[r] : 0.0f;
-    if (r < Di) {
+// in_proj's value v (scaled, its conv inputs ci: m2_conv_in's) of row r for sequence b: z, xBC through its conv step
+// and SiLU, or dt
+__device__ __forceinline__ static void m2_in_proj_out(const m2_decode_layer &L, const ConvIn &ci, int Di, int Cd, int H,
+                                                      int K, float *z, float *xbc, float *dtr, int r, int b, float v) {
+    v += ci.ib;
+    if (r < Di)
         z[(size_t)b * Di + r] = v;
-    } else if (r < Di + Cd) {
-        const int ch = r - Di;
-        float *st = L.conv_state + ((size_t)b * Cd + ch) * (K - 1);
-        const float *wc = L.conv_w + (size_t)ch * K;
-        float c = L.conv_b ? L.conv_b[ch] : 0.0f;
-        for (int k = 0; k < K - 1; k++)
-            c += wc[k] * st[k];
-        c += wc[K - 1] * v;
-        xbc[(size_t)b * Cd + ch] = c * sigmoid_ref(c);
-        for (int k = 0; k + 1 < K - 1; k++)
-            st[k] = st[k + 1];
-        st[K - 2] = v;
-    } else {
+    else if (r < Di + Cd)
+        xbc[(size_t)b * Cd + (r - Di)] = conv_step(ci, L.conv_state, Cd, K, r - Di, b, v);
+    else
         dtr[(size_t)b * H + (r - Di - Cd)] = v;
-    }
+}
+__device__ __forceinline__ static ConvIn m2_conv_in(const m2_decode_layer &L, int Di, int Cd, int K, int r, int b) {
+    return conv_in(L.conv_state, L.conv_w, L.conv_b, L.in_b, Cd, K, r, r >= Di && r < Di + Cd ? r - Di : -1, b);
+}
+
+// Shared memory that stages a layer's weights (decode_common.cuh): in_proj's rows of each warp [DEC_WARPS, pa, D],
+// out_proj's [DEC_WARPS, pd, Di]; its bytes for a grid of nblocks (the kernel stages when they fit in st.stage)
+struct M2Stage {
+    int pa, pd;
+    size_t bytes;
+};
+__host__ __device__ static inline M2Stage m2_stage(int D, int Di, int Din, size_t wsize, int nblocks) {
+    M2Stage s;
+    const int nwarps = nblocks * DEC_WARPS;
+    s.pa = (Din + nwarps - 1) / nwarps, s.pd = (D + nwarps - 1) / nwarps;
+    s.bytes = wsize * DEC_WARPS * ((size_t)s.pa * D + (size_t)s.pd * Di);
+    return s;
 }
 
 template <typename W>
@@ -93,10 +99,27 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     float *x = st.work, *z = x + (size_t)B * D, *xbc = z + (size_t)B * Di, *dtr = xbc + (size_t)B * Cd;
     float *v = dtr + (size_t)B * H; // [B, Di] y silu(z)
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
+    const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
+    // The staged weights (FFMA form, when they fit): in_proj's and out_proj's rows for layer l + 1 copied as soon as
+    // layer l's product has read its own (a group committed after A and after C; a phase waits for all but the newest)
+    const M2Stage sg = m2_stage(D, Di, Din, sizeof(W), (int)gridDim.x);
+    const bool stg = !TC && st.stage && sg.bytes <= st.stage;
+    W *sA = reinterpret_cast<W *>(smem + dec_smem_bytes(B, D > Di ? D : Di)), *sC = sA + (size_t)DEC_WARPS * sg.pa * D;
+    sA += (size_t)warp * sg.pa * D, sC += (size_t)warp * sg.pd * Di;
+    auto refill = [&](bool in, int l) { // in: in_proj's rows, else out_proj's
+        if (!stg) return;
+        if (l < st.n_layer) {
+            if (in)
+                stage_warp_rows(sA, (const W *)layers[l].in_proj, Din, D, gwarp, nwarps, sg.pa);
+            else
+                stage_warp_rows(sC, (const W *)layers[l].out_proj, D, Di, gwarp, nwarps, sg.pd);
+        }
+        cp_async_commit();
+    };
 
     if (st.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    refill(true, 0), refill(false, 0);
     dec_embed(x, st.emb, st.tokens, B, D);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
@@ -104,17 +127,25 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         if (st.prefetch && l + 1 < st.n_layer) m2_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
         if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
         // A: u = rmsnorm(x) w; z | xBC | dt = in_proj(u) (+ bias); xBC through the conv step and SiLU
-        auto in_out = [&](int r, int b, float val) { m2_in_proj_out(L, Di, Cd, H, K, z, xbc, dtr, r, b, val); };
         if constexpr (TC) {
             block_rstd(sm.rs, x, B, D, st.eps);
-            tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D}, in_out);
+            tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D},
+                        [&](int r, int b, float val) {
+                            m2_in_proj_out(L, m2_conv_in(L, Di, Cd, K, r, b), Di, Cd, H, K, z, xbc, dtr, r, b, val);
+                        });
         } else {
+            // (the first row's conv inputs read before the norm: their latency overlaps x's)
+            ConvIn ci = lane < B && gwarp < Din ? m2_conv_in(L, Di, Cd, K, gwarp, lane) : ConvIn{};
             block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, st.eps);
-            for (int r = gwarp; r < Din; r += nwarps) {
+            if (stg) cp_async_wait_pending<1>(); // (this thread's copies: no barrier)
+            for (int r = gwarp, k = 0; r < Din; r += nwarps, k++) {
+                if (k > 0 && lane < B) ci = m2_conv_in(L, Di, Cd, K, r, lane);
                 float acc[NB];
-                warp_dot<NB>(acc, (const W *)L.in_proj + (size_t)r * D, sm.sh, D, D, B);
-                if (lane < B) in_out(r, lane, pick(acc, lane) * row_scale(L.in_s, r));
+                warp_dot<NB>(acc, stg ? sA + (size_t)k * D : (const W *)L.in_proj + (size_t)r * D, sm.sh, D, D, B);
+                if (lane < B)
+                    m2_in_proj_out(L, ci, Di, Cd, H, K, z, xbc, dtr, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
+            refill(true, l + 1);
         }
         dec_sync(st.trace, ph);
         // B: the SSD step, a warp per (sequence, head, state row), and the gate
@@ -159,13 +190,15 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         // C: g = the gated RMSNorm of v (per group, every block its own sums); x += out_proj(g) (+ bias)
         float *grs = TC ? sm.rs : sm.red; // [B, G] the groups' scales (FFMA: in red, DEC_MAX_B x DEC_MAX_G floats)
         block_group_rstd(grs, v, B, Di, G, a.gnorm_eps);
+        if (stg) cp_async_wait_pending<1>();
         dec_residual_proj<NB, W, TC>(
             x, (const W *)L.out_proj, L.out_s, L.out_b, D, Di, B, sm,
             [&](float *st) {
                 for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
                     st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
             },
-            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G});
+            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, stg ? sC : nullptr);
+        refill(false, l + 1);
         dec_sync(st.trace, ph);
     }
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
@@ -181,6 +214,9 @@ struct M2Kernels {
 extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     m2_decode_args a_ = *args;
     a_.st.prefetch = dec_prefetch_on();
+    const size_t wsize = a_.st.wdt == MAT_BF16 ? 2 : a_.st.wdt == MAT_I8 ? 1 : 4;
+    const int Din = 2 * a_.Di + 2 * a_.G * a_.N + a_.H;
+    a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on() ? m2_stage(a_.st.D, a_.Di, Din, wsize, dec_sms()).bytes : 0;
     const m2_decode_args *a = &a_;
     if (a->st.B < 1 || a->N < 1 || a->K < 2 || a->K > DEC_MAX_K || a->G < 1 || a->G > DEC_MAX_G || a->H % a->G ||
         a->Di != a->H * a->P || a->st.D % 8 || a->Di % 8)

@@ -284,7 +284,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     float *x = st.work, *q = x + (size_t)B * D, *o = q + (size_t)B * qd, *hb = o + (size_t)B * qd;
     float *part = hb + (size_t)B * I; // [B, H, T_DECODE_MAX_SPLITS, hd + 2]
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    const int gwarp = (int)blockIdx.x * DEC_WARPS + warp, nwarps = (int)gridDim.x * DEC_WARPS;
+    const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
     double *red = reinterpret_cast<double *>(sm.red);
     auto no_stage = [](uint16_t *, int, int, int) {}; // (the tensor-core form's: not this kernel's)
@@ -306,7 +306,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             dec_sync(st.trace, ph);
             if (blockIdx.x == 0 && (int)threadIdx.x < B) L.pos[threadIdx.x] += 1; // (kv_append's advance)
             dec_residual_proj<NB, W, false>(x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm, FillAct{o, (size_t)B * qd},
-                                            no_stage);
+                                            no_stage, (const W *)nullptr);
             dec_sync(st.trace, ph);
         } else {
             // E: h = silu(gate u) (up u), or relu(up u)^2
@@ -332,7 +332,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             dec_sync(st.trace, ph);
             // F: x += down(h)
             dec_residual_proj<NB, W, false>(x, (const W *)L.down, L.down_s, nullptr, D, I, B, sm,
-                                            FillAct{hb, (size_t)B * I}, no_stage);
+                                            FillAct{hb, (size_t)B * I}, no_stage, (const W *)nullptr);
             dec_sync(st.trace, ph);
         }
     }

@@ -2,6 +2,7 @@
 #ifndef SSM_CUDA_CP_ASYNC_CUH
 #define SSM_CUDA_CP_ASYNC_CUH
 static inline void cp_async4(void *dst, const void *src, int bytes) { emu_cp_async(dst, src, bytes, 4); }
+static inline void cp_async8(void *dst, const void *src, int bytes) { emu_cp_async(dst, src, bytes, 8); }
 static inline void cp_async16(void *dst, const void *src, int bytes) { emu_cp_async(dst, src, bytes, 16); }
 static inline void cp_async_commit() { emu_cp_commit(); }
 static inline void cp_async_wait_prev() { emu_cp_wait(1); }
