@@ -19,7 +19,10 @@
 //   head:       every block normalizes x (norm_f); a warp per row v: logits_v = head[v] . u.
 // (That is the FFMA form; in the tensor-core form below every product is tc_gemm's, 16-row tiles dealt to blocks.)
 // Each layer's matrices are asked into L2 (prefetch) as the previous layer starts, so that they stream from memory
-// while the grid waits at barriers and its reads hit L2 (m1_decode_args.prefetch; SSM_DECODE_PREFETCH=0: off). (Each
+// while the grid waits at barriers and its reads hit L2 (m1_decode_args.prefetch; SSM_DECODE_PREFETCH=0: off). In the
+// FFMA form the rows of in_proj, x_proj and out_proj that a warp (block, for x_proj) will read are also copied into
+// shared memory (cp.async) as soon as it has read the previous layer's, so that after a barrier a product waits on
+// no global read but its input's (decode_step.stage: the bytes a block has for it; SSM_DECODE_STAGE=0: off). (Each
 // warp's first rows also asked into L1 as a phase starts measured 2-4% slower in bf16 and int8, no faster in float32:
 // removed, 2026-12-06, docs/performance.md.)
 // Weights float32, bf16, or int8 with a scale per row (the sums scaled once, as matmul_xwT's int8 form). Up to
@@ -56,6 +59,13 @@ __device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, con
 __device__ __forceinline__ static ConvIn m1_conv_in(const m1_decode_layer &L, int E, int K, int r, int b) {
     return conv_in(L.conv_state, L.conv_w, L.conv_b, L.in_b, E, K, r, r < E ? r : -1, b);
 }
+
+// What a lane's turn of the FFMA scan reads besides dbc: its channel's x and z, dt's bias, D, its state and A, and its
+// first SCAN_DTW values of dt_proj's row
+#define SCAN_DTW 4
+struct ScanIn {
+    float xv, zv, dtb, dv, hv, an, dw[SCAN_DTW];
+};
 
 // Shared memory that stages a layer's weights (decode_common.cuh): in_proj's rows of each warp [DEC_WARPS, pa, D],
 // out_proj's [DEC_WARPS, pd, E], x_proj's of the block [pb, E]; its bytes for a grid of nblocks (the kernel stages
@@ -116,19 +126,23 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     if (st.prefetch) prefetch_layer<W>(layers[0], a, gthread, nthreads);
     refill(0, 0), refill(1, 0), refill(2, 0);
     dec_embed(x, st.emb, st.tokens, B, D);
-    dec_sync(st.trace, ph);
+    // (the barriers before A and C are split: between arrive and wait each block reads what the closing phase does
+    // not write, the next phase's own state and constants)
+    grid_token tok = dec_arrive(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m1_decode_layer &L = layers[l];
         if (st.prefetch && l + 1 < st.n_layer) prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
         if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
         // A: u = rmsnorm(x) w; xz = in_proj(u) (+ bias); the x half through the conv step and SiLU
         if constexpr (TC) {
+            dec_wait(st.trace, ph, tok);
             block_rstd(rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
                         [&](int r, int b, float v) { in_proj_out(L, m1_conv_in(L, E, K, r, b), E, K, xs, z, r, b, v); });
         } else {
-            // (the first row's conv inputs read before the norm: their latency overlaps x's)
+            // (the first row's conv inputs read within the barrier: their latency overlaps its)
             ConvIn ci = lane < B && gwarp < 2 * E ? m1_conv_in(L, E, K, gwarp, lane) : ConvIn{};
+            dec_wait(st.trace, ph, tok);
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
             staged();
             for (int r = gwarp, k = 0; r < 2 * E; r += nwarps, k++) {
@@ -173,12 +187,13 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             }
             refill(1, l + 1);
         }
-        dec_sync(st.trace, ph);
+        tok = dec_arrive(st.trace, ph);
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
         // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
         // (sequence, channel), so that a batch of one still spreads over the grid; every lane of a warp then takes
         // the same number of turns (base is warp-aligned) for the shuffles
         if constexpr (TC) {
+            dec_wait(st.trace, ph, tok);
             for (size_t i = gthread; i < (size_t)B * E; i += nthreads) {
                 const int b = (int)(i / E), e = (int)(i % E);
                 const float *lo = dbc + (size_t)b * P;
@@ -198,21 +213,41 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
             }
         } else {
-            for (size_t base = gthread - lane; base < (size_t)B * E * NP; base += nthreads) {
+            // what a lane's turn reads that is not dbc (written by B): the first turn's read within the barrier
+            auto scan_in = [&](size_t base) {
+                ScanIn q;
+                const size_t t = base + lane, i = t / NP; // i = b * E + e
+                const int n = (int)(t % NP), e = (int)(i % E);
+                const bool live = i < (size_t)B * E, mine = live && n < N; // mine: state n is this lane's
+                q.xv = live ? xs[i] : 0.0f, q.zv = live ? z[i] : 0.0f, q.dtb = live ? L.dt_b[e] : 0.0f;
+                q.dv = live ? L.Dv[e] : 0.0f, q.hv = mine ? L.scan_state[i * N + n] : 0.0f;
+                q.an = mine ? L.At[(size_t)n * E + e] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < SCAN_DTW; j++)
+                    q.dw[j] = live && n + j * NP < R ? wload((const W *)L.dt_w, (size_t)e * R + n + j * NP) : 0.0f;
+                return q;
+            };
+            const size_t base0 = gthread - lane;
+            ScanIn q = scan_in(base0);
+            dec_wait(st.trace, ph, tok);
+            for (size_t base = base0; base < (size_t)B * E * NP; base += nthreads) {
+                if (base != base0) q = scan_in(base);
                 const size_t t = base + lane, i = t / NP; // i = b * E + e
                 const int n = (int)(t % NP);
                 const bool live = i < (size_t)B * E, mine = live && n < N; // mine: state n is this lane's
                 const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
                 const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
                 // every read that does not wait on dt first, so that the chain below waits on one latency, not three
-                const float xv = live ? xs[i] : 0.0f, zv = live ? z[i] : 0.0f, dtb = live ? L.dt_b[e] : 0.0f,
-                            dv = live ? L.Dv[e] : 0.0f, hv = mine ? L.scan_state[i * N + n] : 0.0f,
-                            an = mine ? L.At[(size_t)n * E + e] : 0.0f, bn = mine ? lo[R + n] : 0.0f,
-                            cn = mine ? lo[R + N + n] : 0.0f;
+                const float xv = q.xv, zv = q.zv, dtb = q.dtb, dv = q.dv, hv = q.hv, an = q.an;
+                const float bn = mine ? lo[R + n] : 0.0f, cn = mine ? lo[R + N + n] : 0.0f;
                 float s = 0.0f;
-                if (live)
-                    for (int r = n; r < R; r += NP)
+                if (live) {
+#pragma unroll
+                    for (int j = 0; j < SCAN_DTW; j++)
+                        if (n + j * NP < R) s += q.dw[j] * lo[n + j * NP];
+                    for (int r = n + SCAN_DTW * NP; r < R; r += NP)
                         s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
+                }
                 for (int off = NP / 2; off > 0; off >>= 1)
                     s += __shfl_xor_sync(DEC_FULL, s, off);
                 const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + dtb : 0.0f);
@@ -233,8 +268,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         dec_residual_proj<NB, W, TC>(x, (const W *)L.out_proj, L.out_s, L.out_b, D, E, B, sm, FillAct{g, (size_t)B * E},
                                      stage_act(g, E), stg ? sD : nullptr);
         refill(2, l + 1);
-        dec_sync(st.trace, ph);
+        tok = dec_arrive(st.trace, ph);
     }
+    dec_wait(st.trace, ph, tok);
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }

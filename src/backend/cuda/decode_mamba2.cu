@@ -121,21 +121,25 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     if (st.prefetch) m2_prefetch_layer<W>(layers[0], a, gthread, nthreads);
     refill(true, 0), refill(false, 0);
     dec_embed(x, st.emb, st.tokens, B, D);
-    dec_sync(st.trace, ph);
+    // (the barriers before A and B are split: between arrive and wait each block reads what the closing phase does
+    // not write, the next phase's own state and constants)
+    grid_token tok = dec_arrive(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const m2_decode_layer &L = layers[l];
         if (st.prefetch && l + 1 < st.n_layer) m2_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
         if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
         // A: u = rmsnorm(x) w; z | xBC | dt = in_proj(u) (+ bias); xBC through the conv step and SiLU
         if constexpr (TC) {
+            dec_wait(st.trace, ph, tok);
             block_rstd(sm.rs, x, B, D, st.eps);
             tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D},
                         [&](int r, int b, float val) {
                             m2_in_proj_out(L, m2_conv_in(L, Di, Cd, K, r, b), Di, Cd, H, K, z, xbc, dtr, r, b, val);
                         });
         } else {
-            // (the first row's conv inputs read before the norm: their latency overlaps x's)
+            // (the first row's conv inputs read within the barrier: their latency overlaps its)
             ConvIn ci = lane < B && gwarp < Din ? m2_conv_in(L, Di, Cd, K, gwarp, lane) : ConvIn{};
+            dec_wait(st.trace, ph, tok);
             block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, L.norm_w, B, D, st.eps);
             if (stg) cp_async_wait_pending<1>(); // (this thread's copies: no barrier)
             for (int r = gwarp, k = 0; r < Din; r += nwarps, k++) {
@@ -147,34 +151,51 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             }
             refill(true, l + 1);
         }
-        dec_sync(st.trace, ph);
-        // B: the SSD step, a warp per (sequence, head, state row), and the gate
+        tok = dec_arrive(st.trace, ph);
+        // B: the SSD step, a warp per (sequence, head, state row), and the gate. The state row's columns in runs of
+        // M2_RUN a lane, each run's reads (S, B, C) issued together before its writes, and the first run's S (with the
+        // head's constants) within the barrier: the chain waits on one latency, not one a column
+        struct SsdIn {
+            float sv[M2_RUN], dtb, alog, dv;
+        };
+        auto ssd_in = [&](int row, SsdIn &q) {
+            const int h = row / P % H;
+            const float *S = L.ssd_state + (size_t)row * N; // (row = (b H + h) P + p)
+#pragma unroll
+            for (int j = 0; j < M2_RUN; j++)
+                q.sv[j] = row < B * H * P && 32 * j + lane < N ? S[32 * j + lane] : 0.0f;
+            q.dtb = row < B * H * P ? L.dt_bias[h] : 0.0f, q.alog = row < B * H * P ? L.A_log[h] : 0.0f;
+            q.dv = row < B * H * P ? L.Dv[h] : 0.0f;
+        };
+        SsdIn q;
+        ssd_in(gwarp, q);
+        dec_wait(st.trace, ph, tok);
         for (int row = gwarp; row < B * H * P; row += nwarps) {
+            if (row != gwarp) ssd_in(row, q);
             const int b = row / (H * P), h = row / P % H, p = row % P, g = h / hpg;
             const float *Bv = xbc + (size_t)b * Cd + Di + (size_t)g * N, *Cv = Bv + GN;
-            float *S = L.ssd_state + (((size_t)b * H + h) * P + p) * N, acc = 0.0f;
-            // the state row's columns in runs of M2_RUN a lane, each run's reads (S, B, C) issued together before its
-            // writes, and the first run's before dt: the chain waits on one latency, not one a column
-            float sv[M2_RUN], bv[M2_RUN], cv[M2_RUN];
+            float *S = L.ssd_state + (size_t)row * N, acc = 0.0f;
+            float bv[M2_RUN], cv[M2_RUN];
             auto load_run = [&](int n0) {
 #pragma unroll
-                for (int q = 0; q < M2_RUN; q++) {
-                    const int n = n0 + 32 * q + lane;
-                    sv[q] = n < N ? S[n] : 0.0f, bv[q] = n < N ? Bv[n] : 0.0f, cv[q] = n < N ? Cv[n] : 0.0f;
+                for (int j = 0; j < M2_RUN; j++) {
+                    const int n = n0 + 32 * j + lane;
+                    if (n0 > 0) q.sv[j] = n < N ? S[n] : 0.0f;
+                    bv[j] = n < N ? Bv[n] : 0.0f, cv[j] = n < N ? Cv[n] : 0.0f;
                 }
             };
             load_run(0);
-            const float dt = ssd_dt_ref(dtr[(size_t)b * H + h] + L.dt_bias[h], a.dt_min, a.dt_max);
-            const float e = expf(dt * -expf(L.A_log[h])), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
+            const float dt = ssd_dt_ref(dtr[(size_t)b * H + h] + q.dtb, a.dt_min, a.dt_max);
+            const float e = expf(dt * -expf(q.alog)), xr = xbc[(size_t)b * Cd + (size_t)h * P + p], xp = dt * xr;
             for (int n0 = 0; n0 < N; n0 += 32 * M2_RUN) { // (n in increasing order, as one column at a time)
                 if (n0 > 0) load_run(n0);
 #pragma unroll
-                for (int q = 0; q < M2_RUN; q++) {
-                    const int n = n0 + 32 * q + lane;
+                for (int j = 0; j < M2_RUN; j++) {
+                    const int n = n0 + 32 * j + lane;
                     if (n < N) {
-                        const float s = e * sv[q] + xp * bv[q];
+                        const float s = e * q.sv[j] + xp * bv[j];
                         S[n] = s;
-                        acc += s * cv[q];
+                        acc += s * cv[j];
                     }
                 }
             }
@@ -183,7 +204,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             if (lane == 0) {
                 const size_t i = (size_t)b * Di + (size_t)h * P + p;
                 const float zv = z[i];
-                v[i] = (acc + L.Dv[h] * xr) * (zv / (1.0f + expf(-zv)));
+                v[i] = (acc + q.dv * xr) * (zv / (1.0f + expf(-zv)));
             }
         }
         dec_sync(st.trace, ph);
@@ -199,8 +220,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             },
             StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, stg ? sC : nullptr);
         refill(false, l + 1);
-        dec_sync(st.trace, ph);
+        tok = dec_arrive(st.trace, ph);
     }
+    dec_wait(st.trace, ph, tok);
     dec_head<NB, W, TC>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }

@@ -34,6 +34,18 @@ __device__ __forceinline__ static void dec_sync(long long *trace, int &ph) {
     ph++;
 }
 
+// dec_sync in its two halves (grid_arrive, grid_wait): dec_arrive(trace, ph), the block's reads that no block writes in
+// the closing phase, then dec_wait(trace, ph, its token)
+__device__ __forceinline__ static grid_token dec_arrive(long long *trace, int ph) {
+    dec_trace_mark(trace, 2 * ph + 1);
+    return grid_arrive();
+}
+__device__ __forceinline__ static void dec_wait(long long *trace, int &ph, grid_token t) {
+    grid_wait(t);
+    if (trace && threadIdx.x == 0) trace[(size_t)(2 * ph + 2) * gridDim.x + blockIdx.x] = block_clock();
+    ph++;
+}
+
 // the steps a report averages: SSM_DECODE_TRACE's n; 0 when not tracing
 static int dec_trace_every(void) {
     const char *e = getenv("SSM_DECODE_TRACE");

@@ -10,6 +10,14 @@
 
 __device__ __forceinline__ static void grid_sync() { cooperative_groups::this_grid().sync(); }
 
+// grid_sync() in two halves: grid_arrive() (after it, every block's writes before it are visible to all blocks once
+// they return from grid_wait) and grid_wait(its token), which returns once every block has arrived. Between the two a
+// block may read what no block writes in the phase the barrier closes (its weights, its own state), so that those
+// reads' latency overlaps the barrier's.
+typedef unsigned int grid_token;
+__device__ __forceinline__ static grid_token grid_arrive() { return cooperative_groups::this_grid().barrier_arrive(); }
+__device__ __forceinline__ static void grid_wait(grid_token t) { cooperative_groups::this_grid().barrier_wait((grid_token &&)t); }
+
 // The block's clock in cycles of its multiprocessor (only differences within one block mean anything)
 __device__ __forceinline__ static long long block_clock() { return clock64(); }
 
