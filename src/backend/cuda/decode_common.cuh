@@ -431,6 +431,13 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
     }
 }
 
+// the current device's multiprocessors: dec_launch's unit, and the grid (one block each) decode_step.stage is sized for
+static inline int dec_sms(void) {
+    int sms = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cuda_ctx_now()->device));
+    return sms;
+}
+
 // Blocks per SM: 1 unless SSM_DECODE_BLOCKS_PER_SM says more (a tuning knob: more warps keep more reads in flight,
 // a grid barrier waits for more blocks), at most what fits.
 static int blocks_per_sm(int fits) {
@@ -447,8 +454,8 @@ static int dec_launch(void (*kernel)(Args, const Layer *), const Args *a, const 
     cuda_ctx *c = cuda_ctx_now();
     if (c->dec_kernel != (const void *)kernel || c->dec_smem != smem) { // the grid, once per kernel and size
         CUDA_CHECK(cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        int sms, fits;
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c->device));
+        const int sms = dec_sms();
+        int fits;
         CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fits, (const void *)kernel, DEC_THREADS, smem));
         c->dec_kernel = (const void *)kernel, c->dec_smem = smem;
         c->dec_blocks = fits > 0 ? sms * blocks_per_sm(fits) : 0;
@@ -501,13 +508,6 @@ static inline int dec_prefetch_on(void) {
 static inline int dec_stage_on(void) {
     const char *e = getenv("SSM_DECODE_STAGE");
     return !(e && strcmp(e, "0") == 0);
-}
-
-// the current device's multiprocessors (one block each: the grid that a->st.stage is sized for)
-static inline int dec_sms(void) {
-    int sms = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cuda_ctx_now()->device));
-    return sms;
 }
 
 // 0 when the GPU takes a cooperative launch with smem bytes of shared memory a block

@@ -284,7 +284,7 @@ struct M1Kernels {
 extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     m1_decode_args a_ = *args;
     a_.st.prefetch = dec_prefetch_on();
-    const size_t wsize = a_.st.wdt == MAT_BF16 ? 2 : a_.st.wdt == MAT_I8 ? 1 : 4;
+    const size_t wsize = mat_elem_bytes(a_.st.wdt);
     a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on()
                       ? m1_stage(a_.st.D, a_.E, a_.R + 2 * a_.N, wsize, dec_sms()).bytes
                       : 0;

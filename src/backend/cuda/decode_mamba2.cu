@@ -236,7 +236,7 @@ struct M2Kernels {
 extern "C" int decode_mamba2_cuda(const m2_decode_args *args) {
     m2_decode_args a_ = *args;
     a_.st.prefetch = dec_prefetch_on();
-    const size_t wsize = a_.st.wdt == MAT_BF16 ? 2 : a_.st.wdt == MAT_I8 ? 1 : 4;
+    const size_t wsize = mat_elem_bytes(a_.st.wdt);
     const int Din = 2 * a_.Di + 2 * a_.G * a_.N + a_.H;
     a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on() ? m2_stage(a_.st.D, a_.Di, Din, wsize, dec_sms()).bytes : 0;
     const m2_decode_args *a = &a_;
