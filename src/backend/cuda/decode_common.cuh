@@ -170,13 +170,17 @@ template <typename W> __device__ __forceinline__ static void stage8(W *dst, cons
     else
         cp_async8(dst, src, 8);
 }
-// A warp's rows r = gwarp + k nwarps (k < per) of w [rows, K] into dst [per, K]: warp_dot's pieces, lane by lane
+// One row of K values src into dst by a warp: warp_dot's pieces, lane l copying pieces l, l + 32, ...
+template <typename W> __device__ __forceinline__ static void stage_warp_row(W *dst, const W *src, int K) {
+    for (int c = (int)(threadIdx.x % 32) * 8; c < K; c += 256)
+        stage8(dst + c, src + c);
+}
+// A warp's rows r = gwarp + k nwarps (k < per) of w [rows, K] into dst [per, K]
 template <typename W>
 __device__ __forceinline__ static void stage_warp_rows(W *dst, const W *w, int rows, int K, int gwarp, int nwarps,
                                                        int per) {
     for (int k = 0; k < per && gwarp + k * nwarps < rows; k++)
-        for (int c = (int)(threadIdx.x % 32) * 8; c < K; c += 256)
-            stage8(dst + (size_t)k * K + c, w + (size_t)(gwarp + k * nwarps) * K + c);
+        stage_warp_row(dst + (size_t)k * K, w + (size_t)(gwarp + k * nwarps) * K, K);
 }
 // A block's rows p = blockIdx.x + i gridDim.x (i < per) of w [rows, K] into dst [per, K], thread t's pieces t,
 // t + DEC_THREADS, ...

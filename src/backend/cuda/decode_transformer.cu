@@ -24,10 +24,12 @@
 //               h_i = silu(gate_i . u) (up_i . u), relu2: relu(up_i . u)^2                                 | sync
 //   F down:     x_r += down[r] . h                                                                         | sync
 // then the head (dec_head). Each layer's matrices are asked into L2 a layer ahead (SSM_DECODE_PREFETCH); the caches
-// are not (a long context's would not fit). The FFMA form only (up to DEC_MAX_B sequences: larger batches run op by
-// op); weights float32, bf16 or int8 with row scales. Every sum has a fixed order (the same bits on every run and any
-// grid); the elementwise functions are the accurate ones (expf, sincosf, pow as rope_cuda): the results match the
-// op-by-op step to float rounding.
+// are not (a long context's would not fit). A warp's rows of each layer's first product (A's q | k | v pairs, E's gate
+// and up rows) and of its last (D's o_proj, F's down) are also copied into shared memory (cp.async) as soon as it has
+// read the previous layer's, as in decode_mamba2.cu (td_stage; SSM_DECODE_STAGE=0: off; float32 weights do not
+// fit). The FFMA form only (up to DEC_MAX_B sequences: larger batches run op by op); weights float32, bf16 or int8
+// with row scales. Every sum has a fixed order (the same bits on every run and any grid); the elementwise functions
+// are the accurate ones (expf, sincosf, pow as rope_cuda): the results match the op-by-op step to float rounding.
 #include "backend/cuda/decode_common.cuh"
 
 #include <math.h>
@@ -106,22 +108,80 @@ __device__ __forceinline__ static void td_rotate(float &x1, float &x2, int p, in
     x1 = y1, x2 = y2;
 }
 
+// ---- the weights staged in shared memory ------------------------------------------------------------------------
+// The pair of rows (r, r + hd/2) of q | k | v that task t (t < (H + 2 KV) hd/2) takes: its matrix w, row scales sc
+template <typename W> struct TdPair {
+    const W *w;
+    const float *sc;
+    int r;
+    bool is_q, is_k;
+};
+template <typename W>
+__device__ __forceinline__ static TdPair<W> td_pair(const t_decode_args &a, const t_decode_layer &L, int t) {
+    const int half = a.hd / 2, head = t / half, i = t % half, H = a.H, KV = a.KV;
+    TdPair<W> p;
+    p.is_q = head < H, p.is_k = !p.is_q && head < H + KV;
+    p.w = (const W *)(p.is_q ? L.q : p.is_k ? L.k : L.v);
+    p.sc = p.is_q ? L.q_s : p.is_k ? L.k_s : L.v_s;
+    p.r = (p.is_q ? head : p.is_k ? head - H : head - H - KV) * a.hd + i; // the pair's first row in its matrix
+    return p;
+}
+
+// A warp's rows as two buffers (decode_mamba2.cu's way, FFMA form): "in" holds the rows of a layer's first product
+// (A's pairs of q | k | v rows, or E's gate and up rows of its hidden units: [pin][2][D] a warp), "out" those of its
+// last (D's o_proj or F's down rows: [pout][max(qd, I)] a warp). Each is refilled with the next layer's rows as soon as
+// this layer's product has read it; its bytes a block for a grid of nblocks (the kernel stages when they fit in
+// decode_step.stage).
+struct TdStage {
+    int pin, pout, kout;
+    size_t bytes;
+};
+__host__ __device__ static inline TdStage td_stage(const t_decode_args &a, size_t wsize, int nblocks) {
+    TdStage s;
+    const int nwarps = nblocks * DEC_WARPS, pairs = (a.H + 2 * a.KV) * (a.hd / 2), qd = a.H * a.hd;
+    const int pa = (pairs + nwarps - 1) / nwarps, pf = (a.I + nwarps - 1) / nwarps;
+    s.pin = pa > pf ? pa : pf, s.pout = (a.st.D + nwarps - 1) / nwarps, s.kout = qd > a.I ? qd : a.I;
+    s.bytes = wsize * DEC_WARPS * ((size_t)s.pin * 2 * a.st.D + (size_t)s.pout * s.kout);
+    return s;
+}
+
+// layer L's first product's rows of this warp into its "in" buffer: A's pairs, or E's gate (if any) and up rows
+template <typename W>
+__device__ static void td_stage_in(W *dst, const t_decode_args &a, const t_decode_layer &L, int gwarp, int nwarps) {
+    const int D = a.st.D, half = a.hd / 2;
+    if (L.kind == 'a') {
+        for (int t = gwarp, k = 0; t < (a.H + 2 * a.KV) * half; t += nwarps, k++) {
+            const TdPair<W> pr = td_pair<W>(a, L, t);
+            stage_warp_row(dst + (size_t)k * 2 * D, pr.w + (size_t)pr.r * D, D);
+            stage_warp_row(dst + (size_t)k * 2 * D + D, pr.w + (size_t)(pr.r + half) * D, D);
+        }
+    } else {
+        for (int i = gwarp, k = 0; i < a.I; i += nwarps, k++) {
+            if (L.gate) stage_warp_row(dst + (size_t)k * 2 * D, (const W *)L.gate + (size_t)i * D, D);
+            stage_warp_row(dst + (size_t)k * 2 * D + D, (const W *)L.up + (size_t)i * D, D);
+        }
+    }
+}
+
 // ---- the attention phases ----------------------------------------------------------------------------------------
 // A: the pairs of rows (i, i + hd/2) of q | k | v (heads 0..H-1 of q, then KV of k, then KV of v) for the
-// normalized input in sm.sh
+// normalized input in sm.sh, a warp a pair (tasks dealt gwarp, gwarp + nwarps, ...); staged: the warp's pairs as
+// td_stage_in copied them, or NULL (read from global memory)
 template <int NB, typename W>
 __device__ static void td_qkv(const t_decode_args &a, const t_decode_layer &L, float *q, int gwarp, int nwarps,
-                              const float *u) {
+                              const float *u, const W *staged) {
     const int B = a.st.B, D = a.st.D, hd = a.hd, half = hd / 2, H = a.H, KV = a.KV, qd = H * hd, kvd = KV * hd;
     const int lane = (int)threadIdx.x % 32;
-    for (int t = gwarp; t < (H + 2 * KV) * half; t += nwarps) {
+    for (int t = gwarp, k = 0; t < (H + 2 * KV) * half; t += nwarps, k++) {
         const int head = t / half, i = t % half;
-        const bool is_q = head < H, is_k = !is_q && head < H + KV;
-        const W *w = (const W *)(is_q ? L.q : is_k ? L.k : L.v);
-        const float *sc = is_q ? L.q_s : is_k ? L.k_s : L.v_s;
-        const int r = (is_q ? head : is_k ? head - H : head - H - KV) * hd + i; // the pair's first row in its matrix
+        const TdPair<W> pr = td_pair<W>(a, L, t);
+        const bool is_q = pr.is_q, is_k = pr.is_k;
+        const float *sc = pr.sc;
+        const int r = pr.r;
+        const W *w0 = staged ? staged + (size_t)k * 2 * D : pr.w + (size_t)r * D;
+        const W *w1 = staged ? w0 + D : pr.w + (size_t)(r + half) * D;
         float a0[NB], a1[NB];
-        warp_dot2<NB>(a0, a1, w + (size_t)r * D, w + (size_t)(r + half) * D, u, D, D, B);
+        warp_dot2<NB>(a0, a1, w0, w1, u, D, D, B);
         if (lane >= B) continue;
         const int b = lane, p = L.pos[b];
         float x1 = pick(a0, b) * row_scale(sc, r), x2 = pick(a1, b) * row_scale(sc, r + half);
@@ -288,8 +348,31 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
     double *red = reinterpret_cast<double *>(sm.red);
     auto no_stage = [](uint16_t *, int, int, int) {}; // (the tensor-core form's: not this kernel's)
+    // The staged weights (when they fit): a group committed after each layer's first and last products; a product
+    // waits for all but the newest group
+    const TdStage sg = td_stage(a, sizeof(W), (int)gridDim.x);
+    const bool stg = st.stage && sg.bytes <= st.stage;
+    W *sIn = reinterpret_cast<W *>(smem + dec_smem_bytes(B, td_wide(a)));
+    W *sOut = sIn + (size_t)DEC_WARPS * sg.pin * 2 * D;
+    sIn += (size_t)warp * sg.pin * 2 * D, sOut += (size_t)warp * sg.pout * sg.kout;
+    auto refill = [&](bool in, int l) { // in: the layer's first product's rows, else its last's
+        if (!stg) return;
+        if (l < st.n_layer) {
+            const t_decode_layer &L = layers[l];
+            if (in)
+                td_stage_in(sIn, a, L, gwarp, nwarps);
+            else
+                stage_warp_rows(sOut, (const W *)(L.kind == 'a' ? L.o : L.down), D, L.kind == 'a' ? qd : I, gwarp,
+                                nwarps, sg.pout);
+        }
+        cp_async_commit();
+    };
+    auto staged = [&]() { // this phase's copies landed (this thread's: no barrier)
+        if (stg) cp_async_wait_pending<1>();
+    };
 
     if (st.prefetch) td_prefetch_layer<W>(layers[0], a, gthread, nthreads);
+    refill(true, 0), refill(false, 0);
     dec_embed(x, st.emb, st.tokens, B, D);
     dec_sync(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
@@ -298,25 +381,31 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
         block_rmsnorm(sm.sh, red, x, L.norm_w, B, D, st.eps);
         if (L.kind == 'a') {
-            td_qkv<NB, W>(a, L, q, gwarp, nwarps, sm.sh);
+            staged();
+            td_qkv<NB, W>(a, L, q, gwarp, nwarps, sm.sh, stg ? sIn : (const W *)nullptr);
+            refill(true, l + 1);
             dec_sync(st.trace, ph);
             td_splits(a, L, q, part, gwarp, nwarps, sm.sh + (size_t)warp * TD_WARP_SCRATCH);
             dec_sync(st.trace, ph);
             td_merge(a, L, part, o, sm.sh);
             dec_sync(st.trace, ph);
             if (blockIdx.x == 0 && (int)threadIdx.x < B) L.pos[threadIdx.x] += 1; // (kv_append's advance)
+            staged();
             dec_residual_proj<NB, W, false>(x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm, FillAct{o, (size_t)B * qd},
-                                            no_stage, (const W *)nullptr);
+                                            no_stage, stg ? sOut : (const W *)nullptr);
+            refill(false, l + 1);
             dec_sync(st.trace, ph);
         } else {
             // E: h = silu(gate u) (up u), or relu(up u)^2
-            for (int i = gwarp; i < I; i += nwarps) {
+            staged();
+            for (int i = gwarp, k = 0; i < I; i += nwarps, k++) {
+                const W *wg = stg ? sIn + (size_t)k * 2 * D : L.gate ? (const W *)L.gate + (size_t)i * D : nullptr;
+                const W *wu = stg ? sIn + (size_t)k * 2 * D + D : (const W *)L.up + (size_t)i * D;
                 float g[NB], up[NB];
                 if (L.gate)
-                    warp_dot2<NB>(g, up, (const W *)L.gate + (size_t)i * D, (const W *)L.up + (size_t)i * D, sm.sh, D,
-                                  D, B);
+                    warp_dot2<NB>(g, up, wg, wu, sm.sh, D, D, B);
                 else
-                    warp_dot<NB>(up, (const W *)L.up + (size_t)i * D, sm.sh, D, D, B);
+                    warp_dot<NB>(up, wu, sm.sh, D, D, B);
                 if (lane >= B) continue;
                 const float uv = pick(up, lane) * row_scale(L.up_s, i);
                 float hv;
@@ -329,10 +418,13 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 }
                 hb[(size_t)lane * I + i] = hv;
             }
+            refill(true, l + 1);
             dec_sync(st.trace, ph);
             // F: x += down(h)
+            staged();
             dec_residual_proj<NB, W, false>(x, (const W *)L.down, L.down_s, nullptr, D, I, B, sm,
-                                            FillAct{hb, (size_t)B * I}, no_stage, (const W *)nullptr);
+                                            FillAct{hb, (size_t)B * I}, no_stage, stg ? sOut : (const W *)nullptr);
+            refill(false, l + 1);
             dec_sync(st.trace, ph);
         }
     }
@@ -362,7 +454,10 @@ extern "C" int decode_transformer_cuda(const t_decode_args *args) {
         barriers += L->kind == 'a' ? 4 : 2;
         if (L->kind == 'a' && (a.cap < 1 || (uintptr_t)L->k_cache % 16 || (uintptr_t)L->v_cache % 16)) return -1;
     }
-    const size_t smem = dec_smem_bytes(B, td_wide(a));
+    size_t smem = dec_smem_bytes(B, td_wide(a));
+    a.st.stage = dec_stage_on() ? td_stage(a, mat_elem_bytes(a.st.wdt), dec_sms()).bytes : 0;
+    if (a.st.stage && dec_fits(smem + a.st.stage)) a.st.stage = 0; // (staging is a choice: not where it won't fit)
+    smem += a.st.stage;
     if (dec_fits(smem)) return -1;
     cuda_ctx *c = cuda_ctx_now();
     const t_decode_layer *layers = (const t_decode_layer *)cuda_ctx_table(c, a.layers, sizeof(t_decode_layer) * n);
