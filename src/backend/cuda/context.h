@@ -49,6 +49,9 @@ typedef struct cuda_ctx {
     size_t dec_smem;
     int dec_blocks;
     int dec_refused; // a launch was refused: said once
+    // the device's attributes that every decode step's launch checks, asked once (dec_device in decode_common.cuh;
+    // sms 0: not yet)
+    int dev_sms, dev_coop, dev_smem_optin;
 } cuda_ctx;
 
 // The calling thread's bound context; the process default (GPU 0) when none is bound, which it then binds.

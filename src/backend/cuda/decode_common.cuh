@@ -435,12 +435,19 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
     }
 }
 
-// the current device's multiprocessors: dec_launch's unit, and the grid (one block each) decode_step.stage is sized for
-static inline int dec_sms(void) {
-    int sms = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cuda_ctx_now()->device));
-    return sms;
+// The bound context with its device's attributes asked (once: a decode step checks them at every launch)
+static inline const cuda_ctx *dec_device(void) {
+    cuda_ctx *c = cuda_ctx_now();
+    if (!c->dev_sms) {
+        CUDA_CHECK(cudaDeviceGetAttribute(&c->dev_coop, cudaDevAttrCooperativeLaunch, c->device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&c->dev_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
+        CUDA_CHECK(cudaDeviceGetAttribute(&c->dev_sms, cudaDevAttrMultiProcessorCount, c->device));
+    }
+    return c;
 }
+
+// the current device's multiprocessors: dec_launch's unit, and the grid (one block each) decode_step.stage is sized for
+static inline int dec_sms(void) { return dec_device()->dev_sms; }
 
 // Blocks per SM: 1 unless SSM_DECODE_BLOCKS_PER_SM says more (a tuning knob: more warps keep more reads in flight,
 // a grid barrier waits for more blocks), at most what fits.
@@ -516,11 +523,8 @@ static inline int dec_stage_on(void) {
 
 // 0 when the GPU takes a cooperative launch with smem bytes of shared memory a block
 static inline int dec_fits(size_t smem) {
-    cuda_ctx *c = cuda_ctx_now();
-    int coop = 0, smem_max = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, c->device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device));
-    return coop && smem <= (size_t)smem_max ? 0 : -1;
+    const cuda_ctx *c = dec_device();
+    return c->dev_coop && smem <= (size_t)c->dev_smem_optin ? 0 : -1;
 }
 
 // What both entry points do once their kind's limits passed: the tensor-core form's limits (d_model and the inner
