@@ -177,6 +177,9 @@ int main(int argc, char **argv) {
         {'t', 32, 2, 32, 16, 2, 0, 0, 0, 36, 0, 0, "fa", 2, 1, 0, 1, 0, 10000.0f},
         {'t', 64, 4, 64, 32, 4, 0, 0, 1, 3, 0, 0, "afaf", 4, 2, 50, 0, 97, 500.0f},
         {'t', 32, 2, 32, 16, 1, 0, 0, 0, 2, 0, 0, "af", 2, 1, 0, 0, 8200, 10000.0f},
+        /* head_dim 64 (two keys at once in the splits' value sums) and 48 (lanes past it idle) */
+        {'t', 128, 2, 64, 64, 2, 0, 0, 1, 3, 0, 0, "af", 2, 1, 0, 0, 100, 10000.0f},
+        {'t', 96, 2, 64, 48, 1, 0, 0, 0, 3, 0, 0, "fa", 2, 2, 0, 0, 45, 10000.0f},
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++)

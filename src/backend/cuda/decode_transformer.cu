@@ -13,8 +13,8 @@
 //               the window's lo) cut into runs of TD_RUN keys (longer runs where that makes more than
 //               T_DECODE_MAX_SPLITS, so the scratch does not grow with the cache); a key a lane, 32 at a time: the
 //               score q . k_j / sqrt(hd) from key/value head h / (H / KV), an online softmax (running max m and sum
-//               l), then o += p_j v_j with lanes over o's elements (p_j through shared memory). (m, l, o) of each
-//               split into the work buffer                                                                 | sync
+//               l), then o += p_j v_j with a float4 of v_j a lane and the keys spread over groups of lanes (p_j
+//               through shared memory). (m, l, o) of each split into the work buffer                    | sync
 //   C merge:    a block per (b, h): M = max m_s, L = sum l_s e^(m_s - M), o = sum o_s e^(m_s - M) / L, each warp
 //               over every 16th split, then the warps' sums in warp order (deterministic, any grid)        | sync
 //   D o_proj:   x_r += o_proj[r] . o (a warp a row, dec_residual_proj); pos[b] advanced (its last reader was C)
@@ -97,15 +97,25 @@ __device__ __forceinline__ static void td_prefetch_layer(const t_decode_layer &L
     }
 }
 
-// rotate_half of the pair (x1, x2) = elements (i, i + hd/2) of a head at position p, with rope_cuda's angle (the
-// inverse frequency in double, the product in float, sincosf: its slow path for large angles is the kernel's stack
-// frame, ptxas's 32 bytes)
-__device__ __forceinline__ static void td_rotate(float &x1, float &x2, int p, int i, int hd, float theta) {
-    const float inv = (float)(1.0 / pow((double)theta, 2.0 * i / hd)), ang = (float)p * inv;
-    float s, c;
-    sincosf(ang, &s, &c);
-    const float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
-    x1 = y1, x2 = y2;
+// What lane b of the warp on pair task t needs besides the product: sequence b's position p (pos[b], for lanes
+// b < B) and, for a rotated pair of q or k (elements (i, i + hd/2) of a head), cos and sin of rope_cuda's angle at p
+// (the inverse frequency in double, the product in float, sincosf: its slow path for large angles is the kernel's
+// stack frame, ptxas's 32 bytes); c 1 and s 0 where nothing rotates. None of it waits on the phase before A, so the
+// first task's is read and computed within the grid barrier.
+struct TdRope {
+    int p;
+    float c, s;
+};
+__device__ __forceinline__ static TdRope td_rope(const t_decode_args &a, const t_decode_layer &L, int t) {
+    const int lane = (int)threadIdx.x % 32, half = a.hd / 2, head = t / half, i = t % half;
+    TdRope r = {0, 1.0f, 0.0f};
+    if (lane >= a.st.B || t >= (a.H + 2 * a.KV) * half) return r;
+    r.p = L.pos[lane];
+    if (a.theta != 0.0f && head < a.H + a.KV) {
+        const float inv = (float)(1.0 / pow((double)a.theta, 2.0 * i / a.hd)), ang = (float)r.p * inv;
+        sincosf(ang, &r.s, &r.c);
+    }
+    return r;
 }
 
 // ---- the weights staged in shared memory ------------------------------------------------------------------------
@@ -166,10 +176,10 @@ __device__ static void td_stage_in(W *dst, const t_decode_args &a, const t_decod
 // ---- the attention phases ----------------------------------------------------------------------------------------
 // A: the pairs of rows (i, i + hd/2) of q | k | v (heads 0..H-1 of q, then KV of k, then KV of v) for the
 // normalized input in sm.sh, a warp a pair (tasks dealt gwarp, gwarp + nwarps, ...); staged: the warp's pairs as
-// td_stage_in copied them, or NULL (read from global memory)
+// td_stage_in copied them, or NULL (read from global memory); first: td_rope of the warp's first task
 template <int NB, typename W>
 __device__ static void td_qkv(const t_decode_args &a, const t_decode_layer &L, float *q, int gwarp, int nwarps,
-                              const float *u, const W *staged) {
+                              const float *u, const W *staged, TdRope first) {
     const int B = a.st.B, D = a.st.D, hd = a.hd, half = hd / 2, H = a.H, KV = a.KV, qd = H * hd, kvd = KV * hd;
     const int lane = (int)threadIdx.x % 32;
     for (int t = gwarp, k = 0; t < (H + 2 * KV) * half; t += nwarps, k++) {
@@ -180,12 +190,16 @@ __device__ static void td_qkv(const t_decode_args &a, const t_decode_layer &L, f
         const int r = pr.r;
         const W *w0 = staged ? staged + (size_t)k * 2 * D : pr.w + (size_t)r * D;
         const W *w1 = staged ? w0 + D : pr.w + (size_t)(r + half) * D;
+        const TdRope ro = k == 0 ? first : td_rope(a, L, t); // (before the product: off the chain after it)
         float a0[NB], a1[NB];
         warp_dot2<NB>(a0, a1, w0, w1, u, D, D, B);
         if (lane >= B) continue;
-        const int b = lane, p = L.pos[b];
+        const int b = lane, p = ro.p;
         float x1 = pick(a0, b) * row_scale(sc, r), x2 = pick(a1, b) * row_scale(sc, r + half);
-        if (a.theta != 0.0f && head < H + KV) td_rotate(x1, x2, p, i, hd, a.theta);
+        if (a.theta != 0.0f && head < H + KV) { // rotate_half of the pair
+            const float y1 = x1 * ro.c - x2 * ro.s, y2 = x2 * ro.c + x1 * ro.s;
+            x1 = y1, x2 = y2;
+        }
         if (is_q) {
             q[(size_t)b * qd + r] = x1, q[(size_t)b * qd + r + half] = x2;
         } else if (p >= 0 && p < a.cap) { // (kv_append's: a row outside the cache is not written)
@@ -202,6 +216,13 @@ __device__ static void td_splits(const t_decode_args &a, const t_decode_layer &L
     const int lane = (int)threadIdx.x % 32;
     const float scale = 1.0f / sqrtf((float)hd);
     float *qs = scratch, *ps = scratch + TD_MAX_HD;
+    // o += p_j v_j with a float4 of a value row a lane: lpk lanes a key (hd / 4 rounded up to a power of two), kpi
+    // keys at once, lane group grp taking keys grp, grp + kpi, ... of each run (four times the bytes in flight of a
+    // lane per element at hd 64); c is this lane's first element
+    int lpk = 1;
+    while (lpk * 4 < hd)
+        lpk <<= 1;
+    const int kpi = 32 / lpk, grp = lane / lpk, c = (lane % lpk) * 4;
     int most = 0; // the most splits of any sequence: the tasks' range
     for (int b = 0; b < B; b++) {
         int lo, run;
@@ -218,10 +239,8 @@ __device__ static void td_splits(const t_decode_args &a, const t_decode_layer &L
         __syncwarp();
         const float *kb = L.k_cache + (size_t)b * a.cap * kvd + (size_t)kh * hd;
         const float *vb = L.v_cache + (size_t)b * a.cap * kvd + (size_t)kh * hd;
-        float m = -INFINITY, l = 0.0f, o[TD_NPL];
-#pragma unroll
-        for (int i = 0; i < TD_NPL; i++)
-            o[i] = 0.0f;
+        float m = -INFINITY, l = 0.0f;
+        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f); // this lane's 4 values at c of its group's keys' sum
         for (int j0 = k0; j0 < k1; j0 += 32) {
             const int j = j0 + lane;
             float sc = -INFINITY;
@@ -248,24 +267,26 @@ __device__ static void td_splits(const t_decode_args &a, const t_decode_layer &L
             l = l * corr + sum, m = mn;
             ps[lane] = p;
             __syncwarp();
-#pragma unroll
-            for (int i = 0; i < TD_NPL; i++)
-                o[i] *= corr;
+            o.x *= corr, o.y *= corr, o.z *= corr, o.w *= corr;
             const int nj = k1 - j0 < 32 ? k1 - j0 : 32;
+            if (c < hd) {
 #pragma unroll 4
-            for (int jj = 0; jj < nj; jj++) { // the run's keys in order
-                const float pj = ps[jj], *vr = vb + (size_t)(j0 + jj) * kvd;
-#pragma unroll
-                for (int i = 0; i < TD_NPL; i++)
-                    if (lane + 32 * i < hd) o[i] = fmaf(pj, vr[lane + 32 * i], o[i]);
+                for (int jj = grp; jj < nj; jj += kpi) { // the group's keys of the run in order
+                    const float pj = ps[jj];
+                    const float4 v = *reinterpret_cast<const float4 *>(vb + (size_t)(j0 + jj) * kvd + c);
+                    o.x = fmaf(pj, v.x, o.x), o.y = fmaf(pj, v.y, o.y), o.z = fmaf(pj, v.z, o.z);
+                    o.w = fmaf(pj, v.w, o.w);
+                }
             }
             __syncwarp(); // (ps is rewritten by the next run)
         }
+        for (int off = lpk; off < 32; off <<= 1) { // the groups' sums (a fixed tree: every group gets the total)
+            o.x += __shfl_xor_sync(DEC_FULL, o.x, off), o.y += __shfl_xor_sync(DEC_FULL, o.y, off);
+            o.z += __shfl_xor_sync(DEC_FULL, o.z, off), o.w += __shfl_xor_sync(DEC_FULL, o.w, off);
+        }
         float *P = part + (((size_t)b * H + h) * T_DECODE_MAX_SPLITS + s) * (hd + 2);
         if (lane == 0) P[0] = m, P[1] = l;
-#pragma unroll
-        for (int i = 0; i < TD_NPL; i++)
-            if (lane + 32 * i < hd) P[2 + lane + 32 * i] = o[i];
+        if (grp == 0 && c < hd) P[2 + c] = o.x, P[3 + c] = o.y, P[4 + c] = o.z, P[5 + c] = o.w;
         __syncwarp(); // (qs is rewritten by the next task)
     }
 }
@@ -374,15 +395,19 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     if (st.prefetch) td_prefetch_layer<W>(layers[0], a, gthread, nthreads);
     refill(true, 0), refill(false, 0);
     dec_embed(x, st.emb, st.tokens, B, D);
-    dec_sync(st.trace, ph);
+    // (the barrier before each layer is split: between arrive and wait an attention layer's warps read their first
+    // task's positions and compute its rotation, which the closing phase does not write)
+    grid_token tok = dec_arrive(st.trace, ph);
     for (int l = 0; l < st.n_layer; l++) {
         const t_decode_layer &L = layers[l];
         if (st.prefetch && l + 1 < st.n_layer) td_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
         if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
+        const TdRope first = L.kind == 'a' ? td_rope(a, L, gwarp) : TdRope{0, 1.0f, 0.0f};
+        dec_wait(st.trace, ph, tok);
         block_rmsnorm(sm.sh, red, x, L.norm_w, B, D, st.eps);
         if (L.kind == 'a') {
             staged();
-            td_qkv<NB, W>(a, L, q, gwarp, nwarps, sm.sh, stg ? sIn : (const W *)nullptr);
+            td_qkv<NB, W>(a, L, q, gwarp, nwarps, sm.sh, stg ? sIn : (const W *)nullptr, first);
             refill(true, l + 1);
             dec_sync(st.trace, ph);
             td_splits(a, L, q, part, gwarp, nwarps, sm.sh + (size_t)warp * TD_WARP_SCRATCH);
@@ -394,7 +419,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             dec_residual_proj<NB, W, false>(x, (const W *)L.o, L.o_s, nullptr, D, qd, B, sm, FillAct{o, (size_t)B * qd},
                                             no_stage, stg ? sOut : (const W *)nullptr);
             refill(false, l + 1);
-            dec_sync(st.trace, ph);
+            tok = dec_arrive(st.trace, ph);
         } else {
             // E: h = silu(gate u) (up u), or relu(up u)^2
             staged();
@@ -425,9 +450,10 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             dec_residual_proj<NB, W, false>(x, (const W *)L.down, L.down_s, nullptr, D, I, B, sm,
                                             FillAct{hb, (size_t)B * I}, no_stage, stg ? sOut : (const W *)nullptr);
             refill(false, l + 1);
-            dec_sync(st.trace, ph);
+            tok = dec_arrive(st.trace, ph);
         }
     }
+    dec_wait(st.trace, ph, tok);
     dec_head<NB, W, false>(st.logits, (const W *)st.head, st.head_s, st.norm_f, x, st.V, D, B, st.eps, sm);
     dec_trace_mark(st.trace, 2 * ph + 1);
 }
