@@ -330,7 +330,7 @@ __device__ static void block_rstd(float *rs, const float *x, int B, int D, float
 }
 
 // ---- shared memory ---------------------------------------------------------------------------------------------
-// FFMA form: sh [DEC_MAX_B, wide] floats (a normalized input, or an activation staged), red [DEC_WARPS, DEC_MAX_B]
+// FFMA form: sh [NB, wide] floats (a normalized input, or an activation staged), red [DEC_WARPS, DEC_MAX_B]
 // doubles (the norm's partial sums; a block-per-row product's per-warp sums, as floats). Tensor-core form: tc_gemm's
 // stage and partial tiles, then rs [NB, DEC_MAX_G] (the norms' scales: per sequence, or per sequence and group). wide:
 // the longest product input (max(d_model, d_inner)).
@@ -340,14 +340,17 @@ struct DecSmem {
 template <int NB> __device__ __forceinline__ static DecSmem dec_smem(unsigned char *smem, int wide) {
     DecSmem m;
     m.sh = reinterpret_cast<float *>(smem);
-    m.red = m.sh + (size_t)DEC_MAX_B * wide;
+    m.red = m.sh + (size_t)(NB < DEC_MAX_B ? NB : DEC_MAX_B) * wide;
     m.rs = reinterpret_cast<float *>(smem + tc_stage_bytes(NB, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(NB));
     return m;
 }
-// its size for B sequences (FFMA up to DEC_MAX_B, tensor cores beyond: NB 16, 32 or 64)
+// The FFMA form's NB for B sequences: B rounded up to a power of two (a warp's sums; sh's rows)
+__host__ __device__ static inline int dec_nb(int B) { return B <= 1 ? 1 : B <= 2 ? 2 : B <= 4 ? 4 : 8; }
+// its size for B sequences (FFMA up to DEC_MAX_B, NB = dec_nb(B): at batch 1 sh is a row, and the room it leaves
+// stages weights; tensor cores beyond: NB 16, 32 or 64)
 __host__ __device__ static inline size_t dec_smem_bytes(int B, int wide) {
     const int nb = B <= 16 ? 16 : B <= 32 ? 32 : 64;
-    if (B <= DEC_MAX_B) return sizeof(float) * ((size_t)DEC_MAX_B * wide + 2 * DEC_WARPS * DEC_MAX_B);
+    if (B <= DEC_MAX_B) return sizeof(float) * ((size_t)dec_nb(B) * wide + 2 * DEC_WARPS * DEC_MAX_B);
     return tc_stage_bytes(nb, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(nb) + sizeof(float) * nb * DEC_MAX_G;
 }
 

@@ -46,7 +46,7 @@
 __host__ __device__ static inline int td_wide(const t_decode_args &a) {
     int w = a.st.D > a.H * a.hd ? a.st.D : a.H * a.hd;
     w = w > a.I ? w : a.I;
-    const int scratch = (DEC_WARPS * TD_WARP_SCRATCH + DEC_MAX_B - 1) / DEC_MAX_B;
+    const int nb = dec_nb(a.st.B), scratch = (DEC_WARPS * TD_WARP_SCRATCH + nb - 1) / nb;
     return w > scratch ? w : scratch;
 }
 
@@ -183,7 +183,7 @@ __device__ static void td_qkv(const t_decode_args &a, const t_decode_layer &L, f
     const int B = a.st.B, D = a.st.D, hd = a.hd, half = hd / 2, H = a.H, KV = a.KV, qd = H * hd, kvd = KV * hd;
     const int lane = (int)threadIdx.x % 32;
     for (int t = gwarp, k = 0; t < (H + 2 * KV) * half; t += nwarps, k++) {
-        const int head = t / half, i = t % half;
+        const int head = t / half;
         const TdPair<W> pr = td_pair<W>(a, L, t);
         const bool is_q = pr.is_q, is_k = pr.is_k;
         const float *sc = pr.sc;
