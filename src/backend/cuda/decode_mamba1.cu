@@ -285,7 +285,9 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     m1_decode_args a_ = *args;
     a_.st.prefetch = dec_prefetch_on();
     const size_t wsize = mat_elem_bytes(a_.st.wdt);
-    a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on()
+    // (float32 weights fit since sh is sized by NB, but staged they measured 1-5% slower: d768x24 batch 1 on an
+    // H100, 2026-12-07, 0.518-0.538 against 0.505-0.514 ms; Mamba-2's gain 2-4%, docs/performance.md)
+    a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on() && wsize < sizeof(float)
                       ? m1_stage(a_.st.D, a_.E, a_.R + 2 * a_.N, wsize, dec_sms()).bytes
                       : 0;
     const m1_decode_args *a = &a_;
