@@ -530,6 +530,13 @@ static inline int dec_fits(size_t smem) {
     return c->dev_coop && smem <= (size_t)c->dev_smem_optin ? 0 : -1;
 }
 
+// A kernel's shared memory: its buffers' smem bytes and st->stage's for staged weights, which are dropped (stage 0)
+// where the two do not fit together: staging is a choice
+static inline size_t dec_smem_staged(decode_step *st, size_t smem) {
+    if (st->stage && dec_fits(smem + st->stage)) st->stage = 0;
+    return smem + st->stage;
+}
+
 // What both entry points do once their kind's limits passed: the tensor-core form's limits (d_model and the inner
 // width multiples of 16, no float32 weights), the shared memory and whether it fits, the layer table's device copy,
 // the launch. -1 where the sizes or the device decline (nothing queued).
@@ -538,9 +545,7 @@ template <class K, typename Layer, typename Args> static int dec_run(const Args 
     const Args *a = &a_;
     const int D = a->st.D;
     if (a->st.B > DEC_MAX_B && (a->st.B > DEC_TC_MAX_B || a->st.wdt == MAT_F32 || D % 16 || inner % 16)) return -1;
-    size_t smem = dec_smem_bytes(a->st.B, D > inner ? D : inner);
-    if (a->st.stage && dec_fits(smem + a->st.stage)) a_.st.stage = 0; // (staging is a choice: not where it won't fit)
-    smem += a->st.stage;
+    const size_t smem = dec_smem_staged(&a_.st, dec_smem_bytes(a->st.B, D > inner ? D : inner));
     if (dec_fits(smem)) return -1;
     cuda_ctx *c = cuda_ctx_now();
     const Layer *layers = (const Layer *)cuda_ctx_table(c, a->layers, sizeof(Layer) * a->st.n_layer);

@@ -103,12 +103,12 @@ __device__ __forceinline__ static void td_prefetch_layer(const t_decode_layer &L
 // stack frame, ptxas's 32 bytes); c 1 and s 0 where nothing rotates. None of it waits on the phase before A, so the
 // first task's is read and computed within the grid barrier.
 struct TdRope {
-    int p;
-    float c, s;
+    int p = 0;
+    float c = 1.0f, s = 0.0f;
 };
 __device__ __forceinline__ static TdRope td_rope(const t_decode_args &a, const t_decode_layer &L, int t) {
     const int lane = (int)threadIdx.x % 32, half = a.hd / 2, head = t / half, i = t % half;
-    TdRope r = {0, 1.0f, 0.0f};
+    TdRope r;
     if (lane >= a.st.B || t >= (a.H + 2 * a.KV) * half) return r;
     r.p = L.pos[lane];
     if (a.theta != 0.0f && head < a.H + a.KV) {
@@ -402,7 +402,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         const t_decode_layer &L = layers[l];
         if (st.prefetch && l + 1 < st.n_layer) td_prefetch_layer<W>(layers[l + 1], a, gthread, nthreads);
         if (st.prefetch && l + 1 == st.n_layer) prefetch_range(st.head, sizeof(W) * st.V * D, gthread, nthreads);
-        const TdRope first = L.kind == 'a' ? td_rope(a, L, gwarp) : TdRope{0, 1.0f, 0.0f};
+        const TdRope first = L.kind == 'a' ? td_rope(a, L, gwarp) : TdRope{};
         dec_wait(st.trace, ph, tok);
         block_rmsnorm(sm.sh, red, x, L.norm_w, B, D, st.eps);
         if (L.kind == 'a') {
@@ -480,10 +480,8 @@ extern "C" int decode_transformer_cuda(const t_decode_args *args) {
         barriers += L->kind == 'a' ? 4 : 2;
         if (L->kind == 'a' && (a.cap < 1 || (uintptr_t)L->k_cache % 16 || (uintptr_t)L->v_cache % 16)) return -1;
     }
-    size_t smem = dec_smem_bytes(B, td_wide(a));
     a.st.stage = dec_stage_on() ? td_stage(a, mat_elem_bytes(a.st.wdt), dec_sms()).bytes : 0;
-    if (a.st.stage && dec_fits(smem + a.st.stage)) a.st.stage = 0; // (staging is a choice: not where it won't fit)
-    smem += a.st.stage;
+    const size_t smem = dec_smem_staged(&a.st, dec_smem_bytes(B, td_wide(a)));
     if (dec_fits(smem)) return -1;
     cuda_ctx *c = cuda_ctx_now();
     const t_decode_layer *layers = (const t_decode_layer *)cuda_ctx_table(c, a.layers, sizeof(t_decode_layer) * n);
