@@ -1,6 +1,7 @@
 /* The fused decode kernels (src/backend/cuda/decode_mamba1.cu, decode_mamba2.cu, decode_transformer.cu), run by the
  * emulator (emu.h) on the CPU as a cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on
- * the CPU (ssm_step): the same model and bytes, several steps (the states carried), logits compared at every step.
+ * the CPU (ssm_step): the same model and bytes, several steps (the states carried), logits compared at every step
+ * (and Mamba-1's scan states: a fresh model's logits barely see dt).
  * Mamba-1 and Mamba-2 stacks; weights float32, bf16 (the CPU's bf16 decode copy on both sides) and int8 with row
  * scales (the CPU's int8 copy); batches 1 to 5 (the FFMA form, within 2e-5 of the logits' scale) and 12 to 64 (the
  * tensor-core form, whose bf16 activations put it within 8e-3); odd sizes, groups, biases or none, a dt limit.
@@ -95,7 +96,7 @@ static void run_case(int index, const shape &sh) {
     std::vector<float> lr((size_t)B * V), lf((size_t)B * V), work(decode_fused_work_floats(m, B));
     std::vector<m1_decode_layer> layers(c.n_layer);
     std::vector<int> tok(B);
-    double worst = 0;
+    double worst = 0, worst_state = 0;
     for (int step = 0; step < sh.steps; step++) {
         for (int b = 0; b < B; b++)
             tok[b] = (37 * step + 101 * b + index) % 256;
@@ -128,8 +129,35 @@ static void run_case(int index, const shape &sh) {
             return;
         }
         worst = fmax(worst, err);
+        /* Mamba-1's scan states too: the logits of a freshly made model barely see dt (a wrong dt_proj row moves
+         * them less than the tensor-core form's tolerance), the states follow it */
+        if (sh.kind == 'm') {
+            const int E = c.mamba1.expand * c.d_model, cs = E * (c.mamba1.d_conv - 1), ms = E * c.mamba1.d_state;
+            double sscale = 1e-30, serr = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (int l = 0; l < c.n_layer; l++)
+                    for (int b = 0; b < B; b++) {
+                        const ssm_state *r = ref[b / 16];
+                        const float *hf = fused->data + fused->layer_off[l] + (size_t)B * cs + (size_t)b * ms;
+                        const float *hr = r->data + r->layer_off[l] + (size_t)r->n_seq * cs + (size_t)(b % 16) * ms;
+                        for (int i = 0; i < ms; i++)
+                            if (pass == 0)
+                                sscale = fmax(sscale, fabs(hr[i]));
+                            else
+                                serr =
+                                    std::isfinite(hf[i]) ? fmax(serr, fabs((double)hf[i] - hr[i]) / sscale) : INFINITY;
+                    }
+            if (!(serr <= (B > 8 ? 1e-2 : 1e-5))) {
+                printf("not ok - case %d step %d: scan states differ by %.3g of their scale\n", index, step, serr);
+                failures++;
+                return;
+            }
+            worst_state = fmax(worst_state, serr);
+        }
     }
     const char *wts = sh.wt == 1 ? ", bf16 weights" : sh.wt == 2 ? ", int8 weights" : "";
+    char states[48] = "";
+    if (sh.kind == 'm') snprintf(states, sizeof states, ", scan states within %.2g", worst_state);
     if (sh.kind == 't')
         printf("ok - emulated fused decode: Transformer \"%s\", d_model %d x %d, %d heads of %d, %d kv, rope %g, "
                "window %d, %s %d, B %d%s, %d prefilled, %d steps (logits within %.2g)\n",
@@ -137,10 +165,10 @@ static void run_case(int index, const shape &sh) {
                sh.relu2 ? "relu2" : "SwiGLU", sh.d_state, sh.B, wts, sh.prefill, sh.steps, worst);
     else
         printf("ok - emulated fused decode: %s, d_model %d x %d, d_state %d, %s %d, B %d%s%s%s, %d steps (logits "
-               "within %.2g)\n",
+               "within %.2g%s)\n",
                sh.kind == 'm' ? "Mamba-1" : "Mamba-2", sh.d_model, sh.n_layer, sh.d_state,
                sh.kind == 'm' ? "dt_rank" : "head_dim", sh.dim, sh.B, sh.bias ? ", biases" : "",
-               sh.conv_bias ? "" : ", no conv bias", wts, sh.steps, worst);
+               sh.conv_bias ? "" : ", no conv bias", wts, sh.steps, worst, states);
     for (ssm_state *r : ref)
         ssm_state_free(r);
     ssm_state_free(fused);
@@ -161,6 +189,9 @@ int main(int argc, char **argv) {
         {'m', 32, 2, 16, 2, 20, 0, 1, 2, 3},
         {'m', 48, 1, 12, 3, 40, 1, 0, 1, 3},
         {'m', 64, 1, 16, 4, 64, 0, 1, 1, 2},
+        /* dt_rank a multiple of 8 (dt's row read 8 values at once), d_state past 16 (the states in two runs) */
+        {'m', 64, 1, 32, 16, 24, 1, 1, 2, 2},
+        {'m', 48, 2, 20, 8, 16, 0, 1, 1, 3},
         /* Mamba-2: heads of 16 in 1, 2 or 4 groups, d_state 16 to 64 (more than a warp's lanes) and 160 (the SSD
          * step's columns in two runs of 128, the second short), a dt limit */
         {'M', 64, 2, 32, 16, 1, 0, 1, 0, 5, 2},
