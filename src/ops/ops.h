@@ -212,7 +212,7 @@ typedef struct {
     const m2_decode_layer *layers; /* [n_layer], host memory */
 } m2_decode_args;
 
-/* Scratch floats of a step: the residual [B, D], z [B, Di], xBC [B, Cd], dt [B, H], the gated output [B, Di]. */
+/* Scratch floats of a step: the residual [B, D], z [B, Di], the gated output [B, Di], xBC [B, Cd], dt [B, H]. */
 static inline size_t m2_decode_work_floats(int B, int D, int Di, int N, int H, int G) {
     return (size_t)B * ((size_t)D + 3 * (size_t)Di + 2 * (size_t)G * N + (size_t)H);
 }

@@ -231,13 +231,18 @@ __device__ __forceinline__ static float conv_step(const ConvIn &ci, float *state
 }
 
 // ---- the tensor-core form (9 to 64 sequences) ----------------------------------------------------------------
-// A product is out[r][b] = w[r] . x_b for 16-row tiles of w (tiles dealt to blocks in turn): x staged in shared
-// memory as bf16 [NB][KC + 8] (a chunk of at most TC_KC of the K values at a time; the padding spreads ldmatrix's
-// rows over the banks), the block's warps splitting the tile's K in steps of 16 (warp q: steps q, q + 16, ...), each
-// step an m16n8k16 product per 8 sequences (A: 16 rows of w from global memory, 4 bytes a lane per register; B: x via
-// ldmatrix), the warps' partial tiles then summed in warp order through shared memory. bf16 or int8 weights (int8
-// converted exactly to bf16); the activations rounded to bf16, as the op-by-op bf16 GEMMs round them.
+// A product is out[r][b] = w[r] . x_b for items of 16 rows of w by NS = NB / G sequences (items dealt to blocks in
+// turn, group by group): x's NS rows staged in shared memory as bf16 [NS][KC + 8] (a chunk of at most KC of the K
+// values at a time, TC_KC or twice that for smaller items; the padding spreads ldmatrix's rows over the banks), the
+// block's warps (or each half of them, TP = 2: two items a block at once) splitting the item's K in steps of 16 (warp
+// q of KW: steps q, q + KW, ...), each step an m16n8k16 product per 8 sequences (A: 16 rows of w from global memory,
+// 4 bytes a lane per register, all of a chunk's read before its stage; B: x via ldmatrix), the warps' partial tiles
+// then summed in warp order through shared memory. G splits the sequences where a product has few row tiles (x_proj,
+// out_proj, the head: more blocks share the work, each staging fewer rows); TP = 2 where it has more tiles than
+// blocks but fewer than twice (in_proj: one round instead of two). bf16 or int8 weights (int8 converted exactly to
+// bf16); the activations rounded to bf16, as the op-by-op bf16 GEMMs round them.
 #define TC_KC 768
+#define TC_KSW (TC_KC / (16 * DEC_WARPS)) // k-steps of 16 a warp takes in a chunk, at most
 __host__ __device__ static constexpr size_t tc_stage_bytes(int nb, int kc) { return sizeof(uint16_t) * nb * (kc + 8); }
 __host__ __device__ static constexpr size_t tc_red_bytes(int nb) { return sizeof(float) * DEC_WARPS * 16 * nb; }
 
@@ -256,18 +261,28 @@ __device__ __forceinline__ static uint32_t ld_pair(const int8_t *w, size_t i) { 
            (__float_as_uint((float)(int8_t)(q >> 8)) & 0xffff0000u);
 }
 
-template <int NB, typename W, class Stage, class Out>
+template <int NB, int G = 1, int TP = 1, typename W, class Stage, class Out>
 __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, int B, unsigned char *sm, Stage stage,
                                Out out) {
-    constexpr int NT = NB / 8; // 8-sequence tiles of the product
+    constexpr int NS = NB / G;                                 // sequences an item
+    constexpr int NT = NS / 8;                                 // 8-sequence tiles of an item's product
+    constexpr int KW = DEC_WARPS / TP;                         // warps on an item
+    constexpr int KSW = G > 1 || TP > 1 ? 2 * TC_KSW : TC_KSW; // a warp's k-steps in a chunk, at most
+    static_assert(NS % 16 == 0 && (G == 1 || G % 2 == 0) && (TP == 1 || (TP == 2 && G == 1)),
+                  "tc_gemm: items of 16, 32 or 64 sequences; two items a block at once only of all of them");
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, gq = lane >> 2, cq = lane & 3;
-    const int KC = K < TC_KC ? K : TC_KC, ldx = KC + 8, chunks = (K + KC - 1) / KC, tiles = (rows + 15) / 16;
-    uint16_t *xs = reinterpret_cast<uint16_t *>(sm);                     // [NB][ldx]
-    float *red = reinterpret_cast<float *>(sm + tc_stage_bytes(NB, KC)); // [DEC_WARPS][16][NB]
+    const int slot = warp / KW, kw = warp % KW; // the warp's item of the block's TP, and its place among the KW
+    const int KC = K < KSW * 16 * KW ? K : KSW * 16 * KW, ldx = KC + 8, chunks = (K + KC - 1) / KC;
+    const int tiles = (rows + 15) / 16, items = tiles * G;
+    // (G > 1: NS (KC + 8) <= NB / 2 (2 TC_KC + 8), within the NB (TC_KC + 8) of dec_smem_bytes when K >= TC_KC)
+    uint16_t *xs = reinterpret_cast<uint16_t *>(sm);                     // [NS][ldx]
+    float *red = reinterpret_cast<float *>(sm + tc_stage_bytes(NS, KC)); // [DEC_WARPS][16][NS]
     int staged = -1;
-    for (int t = (int)blockIdx.x; t < tiles; t += (int)gridDim.x) {
-        const int r0 = t * 16;
-        const bool lo = r0 + gq < rows, hi = r0 + gq + 8 < rows;
+    for (int base = (int)blockIdx.x * TP; base < items; base += (int)gridDim.x * TP) {
+        // items in group order (G > 1, TP 1): an item of no sequence is followed by none that has one
+        const int grp = base / tiles, b0 = grp * NS, it = base + slot, r0 = it % tiles * 16;
+        if (b0 >= B) break;
+        const bool lo = it < items && r0 + gq < rows, hi = it < items && r0 + gq + 8 < rows;
         const W *w0 = w + (size_t)(r0 + gq) * K + 2 * cq, *w1 = w0 + (size_t)8 * K;
         float acc[NT][4];
 #pragma unroll
@@ -275,53 +290,76 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
             acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
         for (int ch = 0; ch < chunks; ch++) {
             const int k0 = ch * KC, kc = K - k0 < KC ? K - k0 : KC;
-            if (staged != ch) { // (one chunk: staged once for all of this block's tiles)
-                __syncthreads();
-                stage(xs, ldx, k0, kc);
-                __syncthreads();
-                staged = ch;
-            }
-            for (int ks = warp * 16; ks < kc; ks += DEC_WARPS * 16) {
+            // the warp's A operands of the chunk (k-steps q: kw + q KW) read before the stage's barriers, all at once:
+            // their latency overlaps the stage's
+            uint32_t A[KSW][4];
+#pragma unroll
+            for (int q = 0; q < KSW; q++) {
+                const int ks = (kw + q * KW) * 16;
                 const size_t k = (size_t)k0 + ks;
-                uint32_t A[4];
-                A[0] = lo ? ld_pair(w0, k) : 0u, A[1] = hi ? ld_pair(w1, k) : 0u;
-                A[2] = lo ? ld_pair(w0, k + 8) : 0u, A[3] = hi ? ld_pair(w1, k + 8) : 0u;
+                const bool in = ks < kc;
+                A[q][0] = in && lo ? ld_pair(w0, k) : 0u, A[q][1] = in && hi ? ld_pair(w1, k) : 0u;
+                A[q][2] = in && lo ? ld_pair(w0, k + 8) : 0u, A[q][3] = in && hi ? ld_pair(w1, k + 8) : 0u;
+            }
+            if (staged != grp * chunks + ch) { // (staged once for all of this block's tiles of the group)
+                __syncthreads();
+                stage(xs, ldx, k0, kc, b0, NS);
+                __syncthreads();
+                staged = grp * chunks + ch;
+            }
+#pragma unroll
+            for (int q = 0; q < KSW; q++) {
+                const int ks = (kw + q * KW) * 16;
+                if (ks >= kc) break;
 #pragma unroll
                 for (int j = 0; j < NT; j += 2) { // matrices: (tile j, k 0-7), (j, 8-15), (j + 1, 0-7), (j + 1, 8-15)
                     const int i = lane >> 3;
                     uint32_t Bf[4];
                     ldsm_x4(Bf, xs + (size_t)(8 * (j + (i >> 1)) + (lane & 7)) * ldx + ks + (i & 1) * 8);
-                    mma(acc[j], A, Bf[0], Bf[1]);
-                    mma(acc[j + 1], A, Bf[2], Bf[3]);
+                    mma(acc[j], A[q], Bf[0], Bf[1]);
+                    mma(acc[j + 1], A[q], Bf[2], Bf[3]);
                 }
             }
         }
-        float *mine = red + (size_t)warp * 16 * NB; // this warp's partial tile [16][NB]
+        float *mine = red + (size_t)warp * 16 * NS; // this warp's partial tile [16][NS]
 #pragma unroll
         for (int j = 0; j < NT; j++) {
-            mine[gq * NB + 8 * j + 2 * cq] = acc[j][0], mine[gq * NB + 8 * j + 2 * cq + 1] = acc[j][1];
-            mine[(gq + 8) * NB + 8 * j + 2 * cq] = acc[j][2], mine[(gq + 8) * NB + 8 * j + 2 * cq + 1] = acc[j][3];
+            mine[gq * NS + 8 * j + 2 * cq] = acc[j][0], mine[gq * NS + 8 * j + 2 * cq + 1] = acc[j][1];
+            mine[(gq + 8) * NS + 8 * j + 2 * cq] = acc[j][2], mine[(gq + 8) * NS + 8 * j + 2 * cq + 1] = acc[j][3];
         }
         __syncthreads();
-        for (int o = (int)threadIdx.x; o < 16 * NB; o += DEC_THREADS) {
-            const int r = r0 + o / NB, b = o % NB;
-            if (r >= rows || b >= B) continue;
+        for (int o = (int)threadIdx.x; o < TP * 16 * NS; o += DEC_THREADS) {
+            const int s = o / (16 * NS), oo = o % (16 * NS); // the item of the block's TP, its element
+            const int r = (base + s) % tiles * 16 + oo / NS, b = b0 + oo % NS;
+            if (base + s >= items || r >= rows || b >= B) continue;
             float v = 0.0f;
-            for (int q = 0; q < DEC_WARPS; q++)
-                v += red[(size_t)q * 16 * NB + o];
+            for (int q = 0; q < KW; q++)
+                v += red[(size_t)(s * KW + q) * 16 * NS + oo];
             out(r, b, v * row_scale(scale, r));
         }
         __syncthreads(); // (red is rewritten by the next tile)
     }
 }
 
-// rs[b] = 1 / rms(x_b) for b < B, a warp per sequence (the squares summed in double); then a block barrier
+// rs[b] = 1 / rms(x_b) for b < B, a warp per sequence (the squares summed in double; D a multiple of 4), each lane
+// reading float4s, its RSTD_UNROLL reads issued at once; then a block barrier
+#define RSTD_UNROLL 6
 __device__ static void block_rstd(float *rs, const float *x, int B, int D, float eps) {
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     for (int b = warp; b < B; b += DEC_WARPS) {
+        const float *xb = x + (size_t)b * D;
         double ss = 0.0;
-        for (int d = lane; d < D; d += 32)
-            ss += (double)x[(size_t)b * D + d] * x[(size_t)b * D + d];
+        for (int d0 = 4 * lane; d0 < D; d0 += 128 * RSTD_UNROLL) {
+            float4 q[RSTD_UNROLL];
+#pragma unroll
+            for (int u = 0; u < RSTD_UNROLL; u++)
+                q[u] =
+                    d0 + 128 * u < D ? *reinterpret_cast<const float4 *>(xb + d0 + 128 * u) : make_float4(0, 0, 0, 0);
+#pragma unroll
+            for (int u = 0; u < RSTD_UNROLL; u++)
+                ss += (double)q[u].x * q[u].x + (double)q[u].y * q[u].y + (double)q[u].z * q[u].z +
+                      (double)q[u].w * q[u].w;
+        }
         for (int off = 16; off > 0; off >>= 1)
             ss += __shfl_xor_sync(DEC_FULL, ss, off);
         if (lane == 0) rs[b] = 1.0f / sqrtf((float)(ss / D) + eps);
@@ -354,25 +392,63 @@ __host__ __device__ static inline size_t dec_smem_bytes(int B, int wide) {
     return tc_stage_bytes(nb, wide < TC_KC ? wide : TC_KC) + tc_red_bytes(nb) + sizeof(float) * nb * DEC_MAX_G;
 }
 
-// tc_gemm's stages (rows b >= B zero): u = x_b rs_b w, the RMSNorm of x with its scales rs; or an activation as it is
-template <int NB> struct StageNorm {
-    const float *x, *rs, *w;
-    int B, D;
-    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc) const {
-        for (int i = (int)threadIdx.x; i < NB * kc; i += DEC_THREADS) {
-            const int b = i / kc, k = i % kc;
-            st[(size_t)b * ldx + k] = b < B ? bf16_rn(x[(size_t)b * D + k0 + k] * rs[b] * w[k0 + k]) : 0;
+// A stage of tc_gemm, [ns][ldx] bf16 for the kc columns from k0 (kc a multiple of 8) of sequences b0 .. b0 + ns - 1:
+// row b - b0 holds f(v, b, k) for b < B, the 8 values from column k (k0 <= k < k0 + kc) of sequence b, rounded; rows of
+// b >= B zeros. Each thread takes pieces of 8 in turn, TC_STAGE_UNROLL at once, their loads issued before any of
+// their stores: the loads read global memory through generic pointers, which the compiler may not move past a store
+// to shared memory, so written one piece at a time each would wait on its own latency.
+#define TC_STAGE_UNROLL 4
+template <class F>
+__device__ __forceinline__ static void tc_stage8(uint16_t *st, int ldx, int k0, int kc, int b0, int ns, int B, F f) {
+    const int pr = kc / 8, n = ns * pr; // pieces a row, in all
+    for (int i0 = (int)threadIdx.x; i0 < n; i0 += TC_STAGE_UNROLL * DEC_THREADS) {
+        float v[TC_STAGE_UNROLL][8];
+#pragma unroll
+        for (int u = 0; u < TC_STAGE_UNROLL; u++) {
+            const int i = i0 + u * DEC_THREADS, b = b0 + i / pr;
+            if (i < n && b < B)
+                f(v[u], b, k0 + (i % pr) * 8);
+            else
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    v[u][j] = 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < TC_STAGE_UNROLL; u++) {
+            const int i = i0 + u * DEC_THREADS;
+            if (i < n) {
+                uint4 q;
+                q.x = bf16_rn(v[u][0]) | (uint32_t)bf16_rn(v[u][1]) << 16;
+                q.y = bf16_rn(v[u][2]) | (uint32_t)bf16_rn(v[u][3]) << 16;
+                q.z = bf16_rn(v[u][4]) | (uint32_t)bf16_rn(v[u][5]) << 16;
+                q.w = bf16_rn(v[u][6]) | (uint32_t)bf16_rn(v[u][7]) << 16;
+                *reinterpret_cast<uint4 *>(st + (size_t)(i / pr) * ldx + (i % pr) * 8) = q;
+            }
         }
     }
+}
+
+// tc_gemm's stages: u = x_b rs_b w, the RMSNorm of x with its scales rs; or an activation as it is (rows of a multiple
+// of 8 floats at 32-byte aligned offsets: D and the inner widths are multiples of 16 in the tensor-core form)
+struct StageNorm {
+    const float *x, *rs, *w;
+    int B, D;
+    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc, int b0, int ns) const {
+        tc_stage8(st, ldx, k0, kc, b0, ns, B, [&](float(&v)[8], int b, int k) {
+            float xv[8], wv[8];
+            load8(xv, x + (size_t)b * D + k), load8(wv, w + k);
+            const float r = rs[b];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                v[j] = xv[j] * r * wv[j];
+        });
+    }
 };
-template <int NB> struct StageAct {
+struct StageAct {
     const float *src;
     int ld, B;
-    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc) const {
-        for (int i = (int)threadIdx.x; i < NB * kc; i += DEC_THREADS) {
-            const int b = i / kc, k = i % kc;
-            st[(size_t)b * ldx + k] = b < B ? bf16_rn(src[(size_t)b * ld + k0 + k]) : 0;
-        }
+    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc, int b0, int ns) const {
+        tc_stage8(st, ldx, k0, kc, b0, ns, B, [&](float(&v)[8], int b, int k) { load8(v, src + (size_t)b * ld + k); });
     }
 };
 
@@ -402,7 +478,7 @@ __device__ static void dec_head(float *logits, const W *head, const float *scale
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
         block_rstd(sm.rs, x, B, D, eps);
-        tc_gemm<NB>(head, scale, V, D, B, smem, StageNorm<NB>{x, sm.rs, norm_w, B, D}, logit);
+        tc_gemm<NB, NB / 16>(head, scale, V, D, B, smem, StageNorm{x, sm.rs, norm_w, B, D}, logit); // (V / 16 tiles)
     } else {
         const int lane = (int)threadIdx.x % 32, gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
         block_rmsnorm(sm.sh, reinterpret_cast<double *>(sm.red), x, norm_w, B, D, eps);
@@ -423,7 +499,7 @@ __device__ static void dec_residual_proj(float *x, const W *w, const float *scal
     auto out_add = [&](int r, int b, float v) { x[(size_t)b * D + r] += v + (bias ? bias[r] : 0.0f); };
     if constexpr (TC) {
         extern __shared__ __align__(16) unsigned char smem[];
-        tc_gemm<NB>(w, scale, D, K, B, smem, stage, out_add);
+        tc_gemm<NB, NB >= 32 ? 2 : 1>(w, scale, D, K, B, smem, stage, out_add); // (D / 16 tiles, a few dozen)
     } else {
         const int lane = (int)threadIdx.x % 32, gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
         fill(sm.sh);

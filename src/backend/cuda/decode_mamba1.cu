@@ -34,7 +34,8 @@
 // op-by-op step to float rounding, not bitwise.
 #include "backend/cuda/decode_common.cuh"
 
-// A layer's matrices into L2: a layer ahead of their reads, they stream from memory while the grid waits at barriers
+// A layer's matrices and states into L2: a layer ahead of their reads, they stream from memory while the grid waits at
+// barriers
 template <typename W>
 __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, const m1_decode_args &a, size_t gthread,
                                                       size_t nthreads) {
@@ -43,6 +44,9 @@ __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, 
     prefetch_range(L.x_proj, sizeof(W) * P * E, gthread, nthreads);
     prefetch_range(L.dt_w, sizeof(W) * E * a.R, gthread, nthreads);
     prefetch_range(L.out_proj, sizeof(W) * D * E, gthread, nthreads);
+    // and its states (at batch 64 6.3 MB of scan state a layer, more than its bf16 weights)
+    prefetch_range(L.conv_state, sizeof(float) * a.st.B * E * (a.K - 1), gthread, nthreads);
+    prefetch_range(L.scan_state, sizeof(float) * a.st.B * E * a.N, gthread, nthreads);
 }
 
 // ---- the kernel ------------------------------------------------------------------------------------------------
@@ -100,8 +104,8 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     int NP = 1;
     while (NP < N)
         NP <<= 1;
-    auto stage_norm = [&](const float *nw) { return StageNorm<NB>{x, rs, nw, B, D}; };
-    auto stage_act = [&](const float *src, int ld) { return StageAct<NB>{src, ld, B}; };
+    auto stage_norm = [&](const float *nw) { return StageNorm{x, rs, nw, B, D}; };
+    auto stage_act = [&](const float *src, int ld) { return StageAct{src, ld, B}; };
     // The staged weights (FFMA form, when they fit): each phase's rows for layer l + 1 copied as soon as layer l's
     // product has read its own (groups committed after A, B and D; a phase waits for all but the newest 2)
     const M1Stage sg = m1_stage(D, E, P, sizeof(W), (int)gridDim.x);
@@ -137,8 +141,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         if constexpr (TC) {
             dec_wait(st.trace, ph, tok);
             block_rstd(rs, x, B, D, st.eps);
-            tc_gemm<NB>((const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
-                        [&](int r, int b, float v) { in_proj_out(L, m1_conv_in(L, E, K, r, b), E, K, xs, z, r, b, v); });
+            tc_gemm<NB, 1, 2>( // (two tiles a block at once: 2E / 16 tiles, more than the blocks, fewer than twice)
+                (const W *)L.in_proj, L.in_s, 2 * E, D, B, smem, stage_norm(L.norm_w),
+                [&](int r, int b, float v) { in_proj_out(L, m1_conv_in(L, E, K, r, b), E, K, xs, z, r, b, v); });
         } else {
             // (the first row's conv inputs read within the barrier: their latency overlaps its)
             ConvIn ci = lane < B && gwarp < 2 * E ? m1_conv_in(L, E, K, gwarp, lane) : ConvIn{};
@@ -156,8 +161,8 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         dec_sync(st.trace, ph);
         // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
         if constexpr (TC) {
-            tc_gemm<NB>((const W *)L.x_proj, L.x_s, P, E, B, smem, stage_act(xs, E),
-                        [&](int r, int b, float v) { dbc[(size_t)b * P + r] = v; });
+            tc_gemm<NB, NB / 16>((const W *)L.x_proj, L.x_s, P, E, B, smem, stage_act(xs, E), // (few tiles)
+                                 [&](int r, int b, float v) { dbc[(size_t)b * P + r] = v; });
         } else {
             staged();
             for (int p = (int)blockIdx.x, i = 0; p < P; p += (int)gridDim.x, i++) {
@@ -197,20 +202,44 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             for (size_t i = gthread; i < (size_t)B * E; i += nthreads) {
                 const int b = (int)(i / E), e = (int)(i % E);
                 const float *lo = dbc + (size_t)b * P;
-                float s = 0.0f;
-                for (int r = 0; r < R; r++)
-                    s += wload((const W *)L.dt_w, (size_t)e * R + r) * lo[r];
-                const float dt = softplus_ref(s * row_scale(L.dt_s, e) + L.dt_b[e]), xv = xs[i];
-                float *hp = L.scan_state + i * N, c = 0.0f;
+                float *hp = L.scan_state + i * N;
+                // the reads first, 16 states at a time (the state and A of each, x, z, D, dt's bias; none waits
+                // on another, and a store through these generic pointers would keep a later read behind it), then
+                // dt, the update, the stores
+                const float xv = xs[i], zv = z[i], dv = L.Dv[e], dtb = L.dt_b[e];
+                const W *dw = (const W *)L.dt_w + (size_t)e * R;
+                float dt = 0.0f, c = 0.0f;
+                for (int n0 = 0; n0 < N; n0 += 16) {
+                    float h[16], an[16];
 #pragma unroll
-                for (int n = 0; n < DEC_MAX_N; n++)
-                    if (n < N) {
-                        const float h = hp[n] * expf(dt * L.At[(size_t)n * E + e]) + dt * xv * lo[R + n];
-                        hp[n] = h;
-                        c += lo[R + N + n] * h;
+                    for (int j = 0; j < 16; j++)
+                        if (n0 + j < N) h[j] = hp[n0 + j], an[j] = L.At[(size_t)(n0 + j) * E + e];
+                    if (n0 == 0) { // dt = softplus(dt_w[e] . dt_low + dt_b)
+                        float s = 0.0f;
+                        if (R % 8 == 0) { // (rows of a multiple of 8 at a multiple of 8: load8's reads aligned)
+                            for (int r = 0; r < R; r += 8) {
+                                float w8[8];
+                                load8(w8, dw + r);
+#pragma unroll
+                                for (int j = 0; j < 8; j++)
+                                    s += w8[j] * lo[r + j];
+                            }
+                        } else
+                            for (int r = 0; r < R; r++)
+                                s += wload(dw, r) * lo[r];
+                        dt = softplus_ref(s * row_scale(L.dt_s, e) + dtb);
                     }
-                const float zv = z[i];
-                g[i] = (c + L.Dv[e] * xv) * zv * sigmoid_ref(zv);
+#pragma unroll
+                    for (int j = 0; j < 16; j++)
+                        if (n0 + j < N) {
+                            h[j] = h[j] * expf(dt * an[j]) + dt * xv * lo[R + n0 + j];
+                            c += lo[R + N + n0 + j] * h[j];
+                        }
+#pragma unroll
+                    for (int j = 0; j < 16; j++)
+                        if (n0 + j < N) hp[n0 + j] = h[j];
+                }
+                g[i] = (c + dv * xv) * zv * sigmoid_ref(zv);
             }
         } else {
             // what a lane's turn reads that is not dbc (written by B): the first turn's read within the barrier

@@ -37,14 +37,17 @@ __device__ static void block_group_rstd(float *rs, const float *v, int B, int Di
 }
 
 // tc_gemm's stage of the gated norm's output: v rs w (rows b >= B zero)
-template <int NB> struct StageGated {
+struct StageGated {
     const float *v, *rs, *w;
     int B, Di, G;
-    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc) const {
-        for (int i = (int)threadIdx.x; i < NB * kc; i += DEC_THREADS) {
-            const int b = i / kc, k = k0 + i % kc;
-            st[(size_t)b * ldx + i % kc] = b < B ? bf16_rn(v[(size_t)b * Di + k] * rs[b * G + k / (Di / G)] * w[k]) : 0;
-        }
+    __device__ void operator()(uint16_t *st, int ldx, int k0, int kc, int b0, int ns) const {
+        tc_stage8(st, ldx, k0, kc, b0, ns, B, [&](float(&u)[8], int b, int k) {
+            float vv[8], wv[8];
+            load8(vv, v + (size_t)b * Di + k), load8(wv, w + k);
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                u[j] = vv[j] * rs[b * G + (k + j) / (Di / G)] * wv[j];
+        });
     }
 };
 
@@ -96,8 +99,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     const int B = st.B, D = st.D, Di = a.Di, N = a.N, H = a.H, P = a.P, G = a.G, K = a.K;
     const int GN = G * N, Cd = Di + 2 * GN, Din = 2 * Di + 2 * GN + H, hpg = H / G, gs = Di / G;
     const DecSmem sm = dec_smem<NB>(smem, D > Di ? D : Di);
-    float *x = st.work, *z = x + (size_t)B * D, *xbc = z + (size_t)B * Di, *dtr = xbc + (size_t)B * Cd;
-    float *v = dtr + (size_t)B * H; // [B, Di] y silu(z)
+    // (v next to z: rows of Di floats 32-byte aligned for the tensor-core form's stage, whatever Cd and H are)
+    float *x = st.work, *z = x + (size_t)B * D, *v = z + (size_t)B * Di; // v [B, Di]: y silu(z)
+    float *xbc = v + (size_t)B * Di, *dtr = xbc + (size_t)B * Cd;
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
@@ -132,10 +136,11 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         if constexpr (TC) {
             dec_wait(st.trace, ph, tok);
             block_rstd(sm.rs, x, B, D, st.eps);
-            tc_gemm<NB>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm<NB>{x, sm.rs, L.norm_w, B, D},
-                        [&](int r, int b, float val) {
-                            m2_in_proj_out(L, m2_conv_in(L, Di, Cd, K, r, b), Di, Cd, H, K, z, xbc, dtr, r, b, val);
-                        });
+            tc_gemm<NB, 1, 2>((const W *)L.in_proj, L.in_s, Din, D, B, smem, StageNorm{x, sm.rs, L.norm_w, B, D},
+                              [&](int r, int b, float val) {
+                                  m2_in_proj_out(L, m2_conv_in(L, Di, Cd, K, r, b), Di, Cd, H, K, z, xbc, dtr, r, b,
+                                                 val);
+                              });
         } else {
             // (the first row's conv inputs read within the barrier: their latency overlaps its)
             ConvIn ci = lane < B && gwarp < Din ? m2_conv_in(L, Di, Cd, K, gwarp, lane) : ConvIn{};
@@ -218,7 +223,7 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 for (size_t i = threadIdx.x; i < (size_t)B * Di; i += DEC_THREADS)
                     st[i] = v[i] * grs[(i / Di) * G + (i % Di) / gs] * L.gnorm_w[i % Di];
             },
-            StageGated<NB>{v, grs, L.gnorm_w, B, Di, G}, stg ? sC : nullptr);
+            StageGated{v, grs, L.gnorm_w, B, Di, G}, stg ? sC : nullptr);
         refill(false, l + 1);
         tok = dec_arrive(st.trace, ph);
     }
