@@ -189,9 +189,10 @@ int main(int argc, char **argv) {
         {'m', 32, 2, 16, 2, 20, 0, 1, 2, 3},
         {'m', 48, 1, 12, 3, 40, 1, 0, 1, 3},
         {'m', 64, 1, 16, 4, 64, 0, 1, 1, 2},
-        /* dt_rank a multiple of 8 (dt's row read 8 values at once), d_state past 16 (the states in two runs) */
+        /* dt_rank a multiple of 8 (dt's row read 8 values at once), d_state past 16 (more lanes a channel) */
         {'m', 64, 1, 32, 16, 24, 1, 1, 2, 2},
         {'m', 48, 2, 20, 8, 16, 0, 1, 1, 3},
+        {'m', 32, 1, 10, 2, 12, 0, 1, 1, 3}, /* (d_state not a multiple of 4: the states one at a time) */
         /* Mamba-2: heads of 16 in 1, 2 or 4 groups, d_state 16 to 64 (more than a warp's lanes) and 160 (the SSD
          * step's columns in two runs of 128, the second short), a dt limit */
         {'M', 64, 2, 32, 16, 1, 0, 1, 0, 5, 2},

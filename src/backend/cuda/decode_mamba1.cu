@@ -67,6 +67,8 @@ __device__ __forceinline__ static ConvIn m1_conv_in(const m1_decode_layer &L, in
 // What a lane's turn of the FFMA scan reads besides dbc: its channel's x and z, dt's bias, D, its state and A, and its
 // first SCAN_DTW values of dt_proj's row
 #define SCAN_DTW 4
+// the tensor-core form's states a lane (two float4s)
+#define SCAN_SPL 8
 struct ScanIn {
     float xv, zv, dtb, dv, hv, an, dw[SCAN_DTW];
 };
@@ -101,9 +103,11 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
-    int NP = 1;
+    int NP = 1, SL = 1; // N rounded up to a power of two; the tensor-core form's lanes per channel
     while (NP < N)
         NP <<= 1;
+    while (SL * SCAN_SPL < N)
+        SL <<= 1;
     auto stage_norm = [&](const float *nw) { return StageNorm{x, rs, nw, B, D}; };
     auto stage_act = [&](const float *src, int ld) { return StageAct{src, ld, B}; };
     // The staged weights (FFMA form, when they fit): each phase's rows for layer l + 1 copied as soon as layer l's
@@ -193,53 +197,79 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             refill(1, l + 1);
         }
         tok = dec_arrive(st.trace, ph);
-        // C: dt, the scan step and the gate. Many sequences (the tensor-core form): a thread per (sequence, channel),
-        // its N states in registers, so that each thread has many independent reads in flight; few: NP lanes per
-        // (sequence, channel), so that a batch of one still spreads over the grid; every lane of a warp then takes
-        // the same number of turns (base is warp-aligned) for the shuffles
+        // C: dt, the scan step and the gate. Many sequences (the tensor-core form): SL lanes per (sequence, channel),
+        // each SCAN_SPL states, so that a warp reads and writes whole lines of the state (a thread per channel, its 16
+        // states 64 bytes from its neighbour's, took 37 us a layer at batch 64: a request per state and lane) in few
+        // turns; few: NP lanes per (sequence, channel), a state each, so that a batch of one still spreads over the
+        // grid. Either way every lane of a warp takes the same number of turns (base is warp-aligned) for the
+        // shuffles.
         if constexpr (TC) {
             dec_wait(st.trace, ph, tok);
-            for (size_t i = gthread; i < (size_t)B * E; i += nthreads) {
-                const int b = (int)(i / E), e = (int)(i % E);
-                const float *lo = dbc + (size_t)b * P;
-                float *hp = L.scan_state + i * N;
-                // the reads first, 16 states at a time (the state and A of each, x, z, D, dt's bias; none waits
-                // on another, and a store through these generic pointers would keep a later read behind it), then
-                // dt, the update, the stores
-                const float xv = xs[i], zv = z[i], dv = L.Dv[e], dtb = L.dt_b[e];
-                const W *dw = (const W *)L.dt_w + (size_t)e * R;
-                float dt = 0.0f, c = 0.0f;
-                for (int n0 = 0; n0 < N; n0 += 16) {
-                    float h[16], an[16];
+            const bool vec = N % 4 == 0; // (rows of states 16-byte aligned: float4s)
+            for (size_t base = gthread - lane; base < (size_t)B * E * SL; base += nthreads) {
+                const size_t t = base + lane, i = t / SL; // i = b * E + e
+                const int sub = (int)(t % SL), n0 = sub * SCAN_SPL;
+                const bool live = i < (size_t)B * E;
+                const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
+                const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
+                float *hp = L.scan_state + (live ? i : 0) * N + n0;
+                // every read first (the states, A, x, z, D, dt's bias), then dt, the update, the stores
+                float h[SCAN_SPL], an[SCAN_SPL];
 #pragma unroll
-                    for (int j = 0; j < 16; j++)
-                        if (n0 + j < N) h[j] = hp[n0 + j], an[j] = L.At[(size_t)(n0 + j) * E + e];
-                    if (n0 == 0) { // dt = softplus(dt_w[e] . dt_low + dt_b)
-                        float s = 0.0f;
-                        if (R % 8 == 0) { // (rows of a multiple of 8 at a multiple of 8: load8's reads aligned)
-                            for (int r = 0; r < R; r += 8) {
-                                float w8[8];
-                                load8(w8, dw + r);
+                for (int j = 0; j < SCAN_SPL; j += 4) {
+                    const bool in = live && n0 + j < N;
+                    if (vec) {
+                        const float4 q = in ? *reinterpret_cast<const float4 *>(hp + j) : make_float4(0, 0, 0, 0);
+                        h[j] = q.x, h[j + 1] = q.y, h[j + 2] = q.z, h[j + 3] = q.w;
+                    } else
 #pragma unroll
-                                for (int j = 0; j < 8; j++)
-                                    s += w8[j] * lo[r + j];
-                            }
-                        } else
-                            for (int r = 0; r < R; r++)
-                                s += wload(dw, r) * lo[r];
-                        dt = softplus_ref(s * row_scale(L.dt_s, e) + dtb);
-                    }
-#pragma unroll
-                    for (int j = 0; j < 16; j++)
-                        if (n0 + j < N) {
-                            h[j] = h[j] * expf(dt * an[j]) + dt * xv * lo[R + n0 + j];
-                            c += lo[R + N + n0 + j] * h[j];
-                        }
-#pragma unroll
-                    for (int j = 0; j < 16; j++)
-                        if (n0 + j < N) hp[n0 + j] = h[j];
+                        for (int k = j; k < j + 4; k++)
+                            h[k] = live && n0 + k < N ? hp[k] : 0.0f;
                 }
-                g[i] = (c + dv * xv) * zv * sigmoid_ref(zv);
+#pragma unroll
+                for (int j = 0; j < SCAN_SPL; j++)
+                    an[j] = live && n0 + j < N ? L.At[(size_t)(n0 + j) * E + e] : 0.0f;
+                const float xv = live ? xs[i] : 0.0f, zv = live ? z[i] : 0.0f;
+                const float dv = live ? L.Dv[e] : 0.0f, dtb = live ? L.dt_b[e] : 0.0f;
+                // dt = softplus(dt_w[e] . dt_low + dt_b): the SL lanes take pieces of 8 (or single values) in turn
+                const W *dw = (const W *)L.dt_w + (size_t)e * R;
+                float s = 0.0f;
+                if (live) {
+                    if (R % 8 == 0) { // (rows of a multiple of 8 at a multiple of 8: load8's reads aligned)
+                        for (int r = 8 * sub; r < R; r += 8 * SL) {
+                            float w8[8];
+                            load8(w8, dw + r);
+#pragma unroll
+                            for (int j = 0; j < 8; j++)
+                                s += w8[j] * lo[r + j];
+                        }
+                    } else
+                        for (int r = sub; r < R; r += SL)
+                            s += wload(dw, r) * lo[r];
+                }
+                for (int off = SL / 2; off > 0; off >>= 1)
+                    s += __shfl_xor_sync(DEC_FULL, s, off);
+                const float dt = softplus_ref(live ? s * row_scale(L.dt_s, e) + dtb : 0.0f);
+                float c = 0.0f;
+#pragma unroll
+                for (int j = 0; j < SCAN_SPL; j++)
+                    if (live && n0 + j < N) {
+                        h[j] = h[j] * expf(dt * an[j]) + dt * xv * lo[R + n0 + j];
+                        c += lo[R + N + n0 + j] * h[j];
+                    }
+                for (int off = SL / 2; off > 0; off >>= 1)
+                    c += __shfl_xor_sync(DEC_FULL, c, off);
+#pragma unroll
+                for (int j = 0; j < SCAN_SPL; j += 4) {
+                    if (!(live && n0 + j < N)) continue;
+                    if (vec)
+                        *reinterpret_cast<float4 *>(hp + j) = make_float4(h[j], h[j + 1], h[j + 2], h[j + 3]);
+                    else
+#pragma unroll
+                        for (int k = j; k < j + 4; k++)
+                            if (n0 + k < N) hp[k] = h[k];
+                }
+                if (live && sub == 0) g[i] = (c + dv * xv) * zv * sigmoid_ref(zv);
             }
         } else {
             // what a lane's turn reads that is not dbc (written by B): the first turn's read within the barrier
