@@ -244,7 +244,8 @@ __device__ __forceinline__ static float conv_step(const ConvIn &ci, float *state
 #define TC_KC 768
 #define TC_KSW (TC_KC / (16 * DEC_WARPS)) // k-steps of 16 a warp takes in a chunk, at most
 __host__ __device__ static constexpr size_t tc_stage_bytes(int nb, int kc) { return sizeof(uint16_t) * nb * (kc + 8); }
-__host__ __device__ static constexpr size_t tc_red_bytes(int nb) { return sizeof(float) * DEC_WARPS * 16 * nb; }
+// the warps' partial tiles [DEC_WARPS][16][nb + 1] (rows padded to an odd length: the epilogue reads down a column)
+__host__ __device__ static constexpr size_t tc_red_bytes(int nb) { return sizeof(float) * DEC_WARPS * 16 * (nb + 1); }
 
 // bf16 of v, rounded to nearest even (finite values)
 __device__ __forceinline__ static uint16_t bf16_rn(float v) {
@@ -268,6 +269,7 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
     constexpr int NT = NS / 8;                                 // 8-sequence tiles of an item's product
     constexpr int KW = DEC_WARPS / TP;                         // warps on an item
     constexpr int KSW = G > 1 || TP > 1 ? 2 * TC_KSW : TC_KSW; // a warp's k-steps in a chunk, at most
+    constexpr int LD = NS + 1;                                 // a partial tile's row in red (odd: no bank conflicts)
     static_assert(NS % 16 == 0 && (G == 1 || G % 2 == 0) && (TP == 1 || (TP == 2 && G == 1)),
                   "tc_gemm: items of 16, 32 or 64 sequences; two items a block at once only of all of them");
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, gq = lane >> 2, cq = lane & 3;
@@ -276,7 +278,7 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
     const int tiles = (rows + 15) / 16, items = tiles * G;
     // (G > 1: NS (KC + 8) <= NB / 2 (2 TC_KC + 8), within the NB (TC_KC + 8) of dec_smem_bytes when K >= TC_KC)
     uint16_t *xs = reinterpret_cast<uint16_t *>(sm);                     // [NS][ldx]
-    float *red = reinterpret_cast<float *>(sm + tc_stage_bytes(NS, KC)); // [DEC_WARPS][16][NS]
+    float *red = reinterpret_cast<float *>(sm + tc_stage_bytes(NS, KC)); // [DEC_WARPS][16][LD]
     int staged = -1;
     for (int base = (int)blockIdx.x * TP; base < items; base += (int)gridDim.x * TP) {
         // items in group order (G > 1, TP 1): an item of no sequence is followed by none that has one
@@ -321,20 +323,22 @@ __device__ static void tc_gemm(const W *w, const float *scale, int rows, int K, 
                 }
             }
         }
-        float *mine = red + (size_t)warp * 16 * NS; // this warp's partial tile [16][NS]
+        float *mine = red + (size_t)warp * 16 * LD; // this warp's partial tile [16][LD]
 #pragma unroll
         for (int j = 0; j < NT; j++) {
-            mine[gq * NS + 8 * j + 2 * cq] = acc[j][0], mine[gq * NS + 8 * j + 2 * cq + 1] = acc[j][1];
-            mine[(gq + 8) * NS + 8 * j + 2 * cq] = acc[j][2], mine[(gq + 8) * NS + 8 * j + 2 * cq + 1] = acc[j][3];
+            mine[gq * LD + 8 * j + 2 * cq] = acc[j][0], mine[gq * LD + 8 * j + 2 * cq + 1] = acc[j][1];
+            mine[(gq + 8) * LD + 8 * j + 2 * cq] = acc[j][2], mine[(gq + 8) * LD + 8 * j + 2 * cq + 1] = acc[j][3];
         }
         __syncthreads();
+        // the block's TP 16 rows by NS sequences, rows fastest: neighbouring threads write (and read, in out)
+        // neighbouring addresses of a sequence's row-major output and state, not ones a sequence apart
         for (int o = (int)threadIdx.x; o < TP * 16 * NS; o += DEC_THREADS) {
-            const int s = o / (16 * NS), oo = o % (16 * NS); // the item of the block's TP, its element
-            const int r = (base + s) % tiles * 16 + oo / NS, b = b0 + oo % NS;
+            const int rr = o % (TP * 16), bb = o / (TP * 16), s = rr / 16; // s: the item of the block's TP
+            const int r = (base + s) % tiles * 16 + rr % 16, b = b0 + bb;
             if (base + s >= items || r >= rows || b >= B) continue;
             float v = 0.0f;
             for (int q = 0; q < KW; q++)
-                v += red[(size_t)(s * KW + q) * 16 * NS + oo];
+                v += red[((size_t)(s * KW + q) * 16 + rr % 16) * LD + bb];
             out(r, b, v * row_scale(scale, r));
         }
         __syncthreads(); // (red is rewritten by the next tile)
