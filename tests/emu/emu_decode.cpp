@@ -1,7 +1,7 @@
 /* The fused decode kernels (src/backend/cuda/decode_mamba1.cu, decode_mamba2.cu, decode_transformer.cu), run by the
  * emulator (emu.h) on the CPU as a cooperative launch of EMU_SMS blocks, against the library's op-by-op decode step on
  * the CPU (ssm_step): the same model and bytes, several steps (the states carried), logits compared at every step
- * (and Mamba-1's scan states: a fresh model's logits barely see dt).
+ * (and the Mamba layers' scan or SSD states: a fresh model's logits barely see dt).
  * Mamba-1 and Mamba-2 stacks; weights float32, bf16 (the CPU's bf16 decode copy on both sides) and int8 with row
  * scales (the CPU's int8 copy); batches 1 to 5 (the FFMA form, within 2e-5 of the logits' scale) and 12 to 64 (the
  * tensor-core form, whose bf16 activations put it within 8e-3); odd sizes, groups, biases or none, a dt limit.
@@ -129,10 +129,15 @@ static void run_case(int index, const shape &sh) {
             return;
         }
         worst = fmax(worst, err);
-        /* Mamba-1's scan states too: the logits of a freshly made model barely see dt (a wrong dt_proj row moves
-         * them less than the tensor-core form's tolerance), the states follow it */
-        if (sh.kind == 'm') {
-            const int E = c.mamba1.expand * c.d_model, cs = E * (c.mamba1.d_conv - 1), ms = E * c.mamba1.d_state;
+        /* the scan (Mamba-1) or SSD (Mamba-2) states too: the logits of a freshly made model barely see dt (a wrong
+         * dt_proj row moves them less than the tensor-core form's tolerance), the states follow it. Per sequence a
+         * layer's state is its conv state (cs floats), then this one (ms) */
+        if (sh.kind != 't') {
+            const bool m1 = sh.kind == 'm';
+            const int E = (m1 ? c.mamba1.expand : c.mamba2.expand) * c.d_model,
+                      N = m1 ? c.mamba1.d_state : c.mamba2.d_state;
+            const int Cd = m1 ? E : E + 2 * c.mamba2.n_groups * N; /* the conv's channels: x (Mamba-2: x | B | C) */
+            const int cs = Cd * ((m1 ? c.mamba1.d_conv : c.mamba2.d_conv) - 1), ms = E * N;
             double sscale = 1e-30, serr = 0;
             for (int pass = 0; pass < 2; pass++)
                 for (int l = 0; l < c.n_layer; l++)
@@ -148,7 +153,8 @@ static void run_case(int index, const shape &sh) {
                                     std::isfinite(hf[i]) ? fmax(serr, fabs((double)hf[i] - hr[i]) / sscale) : INFINITY;
                     }
             if (!(serr <= (B > 8 ? 1e-2 : 1e-5))) {
-                printf("not ok - case %d step %d: scan states differ by %.3g of their scale\n", index, step, serr);
+                printf("not ok - case %d step %d: %s states differ by %.3g of their scale\n", index, step,
+                       m1 ? "scan" : "SSD", serr);
                 failures++;
                 return;
             }
@@ -157,7 +163,8 @@ static void run_case(int index, const shape &sh) {
     }
     const char *wts = sh.wt == 1 ? ", bf16 weights" : sh.wt == 2 ? ", int8 weights" : "";
     char states[48] = "";
-    if (sh.kind == 'm') snprintf(states, sizeof states, ", scan states within %.2g", worst_state);
+    if (sh.kind != 't')
+        snprintf(states, sizeof states, ", %s states within %.2g", sh.kind == 'm' ? "scan" : "SSD", worst_state);
     if (sh.kind == 't')
         printf("ok - emulated fused decode: Transformer \"%s\", d_model %d x %d, %d heads of %d, %d kv, rope %g, "
                "window %d, %s %d, B %d%s, %d prefilled, %d steps (logits within %.2g)\n",
