@@ -232,6 +232,13 @@ double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *target
  * ssm_eval_targets. */
 double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
                         int show_progress, long *count);
+/* ssm_eval_windows with windows that overlap: with 0 < stride < window a window of `window` positions starts every
+ * `stride` positions, each from an empty state, and scores only the positions the one before did not reach (its last
+ * stride; the first window all of its own), so that each position after the first window is scored with at least
+ * window - stride positions before it (the strided perplexity of sliding windows; window / stride times the work).
+ * stride 0 or at least window: ssm_eval_windows. */
+double ssm_eval_strided(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
+                        long stride, int show_progress, long *count);
 
 /* ---- synthetic tasks and filler bytes (docs/tasks.md) -------------------------------------------------------- */
 /* The fixed stream that validation draws from (a task's sequences, a file's filler positions), whatever the

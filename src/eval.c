@@ -27,38 +27,57 @@ static size_t eval_windows_train_forward(const ssm_model *m, const int *tokens, 
     return pos;
 }
 
-double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
-                        int show_progress, long *count) {
+double ssm_eval_strided(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
+                        long stride, int show_progress, long *count) {
     if (count) *count = 0;
     if (n < 1) return 0;
     /* windows of W positions, each from an empty state. Without --window, a model whose state grows (attention) reads
      * each chunk on its own, with a cache of one chunk: its context is the chunk, as in training; a Mamba-only model
      * carries its fixed-size state through the whole stream (W = 0), which a model trained on windows of T may not
-     * read well far past T: asking for windows of T scores every model as it was trained */
+     * read well far past T: asking for windows of T scores every model as it was trained. A stride S < W starts a
+     * window every S positions, each scoring only what the one before did not reach (its last S; the first all of
+     * its W), so that every position but the first W - S is scored with at least W - S of context */
     const int grows = model_state_grows(m);
     size_t W = window > 0 ? (size_t)window : grows ? (size_t)chunk : 0;
     if (W > n) W = n; /* (an attention cache no larger than the stream) */
+    const size_t S = window > 0 && stride > 0 && (size_t)stride < W ? (size_t)stride : W;
     ssm_state *s = ssm_state_new_ctx(m, 1, grows ? (long)W : 0);
+    float *last = S < W ? xmalloc(sizeof(float) * m->cfg.vocab_size) : NULL; /* a context pass's logits, unread */
     double total = 0;
     long scored = 0, passes = 0;
-    for (size_t pos = eval_windows_train_forward(m, tokens, targets, n, window > 0 ? W : 0, &total, &scored); pos < n;
-         passes++) {
-        size_t T = n - pos < (size_t)chunk ? n - pos : (size_t)chunk;
-        if (W && T > W - pos % W) T = W - pos % W; /* a pass never crosses a window's end */
-        if (W && pos % W == 0) ssm_state_reset(s);
-        int c;
-        total += model_forward_loss(m, s, tokens + pos, targets + pos, (int)T, &c, NULL); /* scored where it runs */
-        scored += c;
-        pos += T;
-        if (show_progress && passes % 64 == 0) {
-            fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / (scored ? scored : 1));
-            fflush(stderr);
+    size_t ws = S == W ? eval_windows_train_forward(m, tokens, targets, n, window > 0 ? W : 0, &total, &scored) : 0;
+    for (size_t first = ws; ws < n; ws += S) { /* a window [ws, we), scored from `from` (W = 0: the whole stream) */
+        const size_t we = W && ws + W < n ? ws + W : n, from = ws == first ? ws : ws - S + W;
+        if (W) ssm_state_reset(s);
+        for (size_t pos = ws; pos < we; passes++) {
+            const size_t end = pos < from ? from : we;
+            const int T = (int)(end - pos < (size_t)chunk ? end - pos : (size_t)chunk);
+            if (pos < from) /* context only: the state goes through it, nothing is scored */
+                ssm_forward(m, s, tokens + pos, T, last, 1);
+            else {
+                int c;
+                total += model_forward_loss(m, s, tokens + pos, targets + pos, T, &c, NULL); /* scored where it runs */
+                scored += c;
+            }
+            pos += (size_t)T;
+            if (show_progress && passes % 64 == 0) {
+                fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n,
+                        total / (scored ? scored : 1));
+                fflush(stderr);
+            }
         }
+        if (we == n) break;
     }
     if (show_progress) fprintf(stderr, "\r\033[K");
+    free(last);
     ssm_state_free(s);
     if (count) *count = scored;
     return total;
+}
+
+double ssm_eval_windows(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk, long window,
+                        int show_progress, long *count) {
+    return ssm_eval_strided(m, tokens, targets, n, chunk, window, 0, show_progress, count);
 }
 
 double ssm_eval_targets(const ssm_model *m, const int *tokens, const int *targets, size_t n, int chunk,

@@ -202,6 +202,19 @@ if "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 
 else
     fail "eval --window of a Transformer: $(cat "$dir/out" "$dir/out2" "$dir/err")"
 fi
+# --stride S: windows that overlap give the bytes past the first window more context (another loss); S = N: the same
+if "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 --window 16 --stride 16 >"$dir/out3" \
+    2>"$dir/err" && cmp -s "$dir/out" "$dir/out3" &&
+    "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --chunk 16 --window 16 --stride 4 >"$dir/out3" \
+        2>"$dir/err" && grep -q "bits/byte" "$dir/out3" && ! cmp -s "$dir/out" "$dir/out3"; then
+    ok "eval --window 16 --stride 4 of a Transformer: another loss; --stride 16 the same as --window 16"
+else
+    fail "eval --stride of a Transformer: $(cat "$dir/out" "$dir/out3" "$dir/err")"
+fi
+expect_error "eval --stride without --window" "--stride S takes --window N" \
+    "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --stride 4
+expect_error "eval --stride past --window" "--stride must be between 1 and --window" \
+    "$SSM" eval --model "$dir/trun/checkpoint" --data "$dir/text.txt" --window 8 --stride 9
 # SSM_EVAL_TRAIN_FORWARD=1 (a diagnostic): the windows scored by the training forward, batched, give the scoring
 # forward's loss (the training forward and the forward with a state are one model)
 for m in "$model" "$dir/trun/checkpoint"; do

@@ -518,7 +518,7 @@ static void eval_task_or_die(const ssm_model *m, const char *task, uint64_t seed
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tok_path = NULL, *device = "cpu", *task = NULL;
     int chunk = 1024, threads = 0, quiet = 0, bf16 = 0, int8 = 0, batch = 16, noise_byte = 0;
-    long n_seqs = 256, window = 0;
+    long n_seqs = 256, window = 0, stride = 0;
     double noise_rate = 0;
     uint64_t seed = SSM_VALIDATION_SEED;
     option o[] = {
@@ -535,6 +535,9 @@ static int cmd_eval(int argc, char **argv) {
         {"--chunk", NULL, OPT_INT, &chunk, "tokens per forward pass (a Mamba state carries across chunks; attention sees its chunk)"},
         {"--window", NULL, OPT_LONG, &window, "score every window of N tokens on its own, from an empty state, whatever "
                                               "the model (as training reads its --seq-len); 0: see above"},
+        {"--stride", NULL, OPT_LONG, &stride, "with --window W: a window every N tokens (N < W), each scoring its "
+                                              "last N only: every token past the first window sees at least W - N "
+                                              "before it (0: windows side by side)"},
         {"--threads", NULL, OPT_INT, &threads, "OpenMP threads (0: all cores)"},
         {"--quiet", NULL, OPT_FLAG, &quiet, "no progress output"},
         {"--device", NULL, OPT_STR, &device, DEVICE_HELP},
@@ -545,16 +548,21 @@ static int cmd_eval(int argc, char **argv) {
                "Scores a file as one stream: a Mamba layer's state carries across chunks, so the model sees its\n"
                "whole past; a model with attention scores each --chunk on its own (its context is the chunk, as\n"
                "in training). --window N scores every model in windows of N tokens, each from an empty state (a\n"
-               "model trained on sequences of N may read worse far past N). Prints the mean loss over all\n"
-               "predicted bytes (or tokens, and bits per byte); with --noise-rate, over the real bytes of the\n"
-               "stream with filler inserted (bits per real byte). --task prints \"accuracy X loss Y\" over the\n"
-               "answers of --n-seqs sequences, at any seq (an attention cache is sized for the whole sequence).",
+               "model trained on sequences of N may read worse far past N); --stride S starts one every S tokens,\n"
+               "each scoring its last S (N / S times the work), so that every token past the first window has at\n"
+               "least N - S before it. Prints the mean loss over all predicted bytes (or tokens, and bits per\n"
+               "byte); with --noise-rate, over the real bytes of the stream with filler inserted (bits per real\n"
+               "byte). --task prints \"accuracy X loss Y\" over the answers of --n-seqs sequences, at any seq\n"
+               "(an attention cache is sized for the whole sequence).",
                o, NOPTS(o));
     if (task && data) die("--data and --task are two things to score: choose one");
     if (!data && !task) die("--data FILE or --task SPEC is required");
     if (chunk < 1) die("--chunk must be positive");
     if (window < 0) die("--window must be 0 (none) or a number of tokens (got %ld)", window);
     if (task && window) die("--window is for a --data file (a --task scores each sequence on its own already)");
+    if (stride && !window) die("--stride S takes --window N: windows of N tokens, one every S");
+    if (stride < 0 || stride > window)
+        die("--stride must be between 1 and --window (%ld; equal: windows side by side), got %ld", window, stride);
     if (task && (n_seqs < 1 || batch < 1)) die("--n-seqs and --batch must be at least 1");
     if (task && noise_rate != 0) die("--noise-rate inserts filler into a --data file, not into a --task: drop one");
     if (!(noise_rate >= 0 && noise_rate < 1))
@@ -585,13 +593,14 @@ static int cmd_eval(int argc, char **argv) {
         long scored;
         if (ssm_noise_stream(ids, n, noise_rate, noise_byte, seed, &stream, &targets, &positions))
             die("%s", ssm_last_error());
-        double total = ssm_eval_windows(m, stream, targets, positions, chunk, window, !quiet && isatty(2), &scored);
+        double total =
+            ssm_eval_strided(m, stream, targets, positions, chunk, window, stride, !quiet && isatty(2), &scored);
         printf("loss %.6f nats/real byte, %.6f bits per real byte (%ld real bytes scored; filler byte %d is %zu of the "
                "%zu stream bytes)\n", total / scored, total / scored / M_LN2, scored, noise_byte, positions - n,
                positions);
         free(stream), free(targets);
     } else {
-        double total = ssm_eval_windows(m, ids, ids + 1, n - 1, chunk, window, !quiet && isatty(2), NULL);
+        double total = ssm_eval_strided(m, ids, ids + 1, n - 1, chunk, window, stride, !quiet && isatty(2), NULL);
         if (tok)
             printf("loss %.6f nats/token, %.6f bits/byte (%zu tokens, %zu bytes)\n", total / (n - 1),
                    total / M_LN2 / len, n, len);
