@@ -61,8 +61,8 @@ double ssm_eval_strided(const ssm_model *m, const int *tokens, const int *target
             }
             pos += (size_t)T;
             if (show_progress && passes % 64 == 0) {
-                fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n,
-                        total / (scored ? scored : 1));
+                fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * (pos > from ? pos : from) / n,
+                        total / (scored ? scored : 1)); /* (from: overlapping windows' passes do not go back) */
                 fflush(stderr);
             }
         }
