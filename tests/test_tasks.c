@@ -469,36 +469,43 @@ static void test_eval_windows(void) {
 
 static void test_eval_strided(void) {
     TEST_BEGIN("ssm eval --window W --stride S: a window every S positions from an empty state, each scoring what the "
-               "one before did not reach, equals those windows scored one by one with the rest masked; S = W is "
-               "--window alone, bit for bit");
-    enum { N = 301, W = 96, S = 40, C = 24 };
+               "one before did not reach, equals those windows scored one by one with the rest masked (several "
+               "windows a pass: one batch with a short window after it, two batches ending at the stream's end); "
+               "S = W is --window alone, bit for bit");
+    enum { N = 301, C = 24 };
+    const int shapes[2][2] = {{96, 40}, {60, 20}}; /* W, S: 6 whole windows and a short one; 13 whole (8 + 5) */
     int ids[N], masked[N];
     for (int i = 0; i < N; i++) ids[i] = "bytes read in windows that overlap "[i % 35];
     const char *patterns[] = {"m", "af", "maf"};
     for (int p = 0; p < 3; p++) {
         ssm_model *m = tiny_model(patterns[p], 0);
-        long count, part, want_count = 0;
-        const double got = ssm_eval_strided(m, ids, ids + 1, N - 1, C, W, S, 0, &count);
-        /* by hand: window k is [kS, kS + W) (the last one cut at N - 1), scored from the previous one's end */
-        double want = 0;
-        for (int ws = 0, prev_end = 0;; ws += S) {
-            const int we = ws + W < N - 1 ? ws + W : N - 1;
-            for (int i = ws; i < we; i++)
-                masked[i] = i < prev_end ? -1 : ids[i + 1];
-            want += ssm_eval_windows(m, ids + ws, masked + ws, (size_t)(we - ws), W, W, 0, &part);
-            want_count += part, prev_end = we;
-            if (we == N - 1) break;
+        for (int q = 0; q < 2; q++) {
+            const int W = shapes[q][0], S = shapes[q][1];
+            long count, part, want_count = 0;
+            const double got = ssm_eval_strided(m, ids, ids + 1, N - 1, C, W, S, 0, &count);
+            /* by hand: window k is [kS, kS + W) (the last one cut at N - 1), scored from the previous one's end */
+            double want = 0;
+            for (int ws = 0, prev_end = 0;; ws += S) {
+                const int we = ws + W < N - 1 ? ws + W : N - 1;
+                for (int i = ws; i < we; i++)
+                    masked[i] = i < prev_end ? -1 : ids[i + 1];
+                want += ssm_eval_windows(m, ids + ws, masked + ws, (size_t)(we - ws), W, W, 0, &part);
+                want_count += part, prev_end = we;
+                if (we == N - 1) break;
+            }
+            EXPECT(count == N - 1 && want_count == N - 1, "%s W %d S %d: scored %ld and %ld of %d", patterns[p], W, S,
+                   count, want_count, N - 1);
+            EXPECT(fabs(got - want) < 1e-5 * want, "%s W %d S %d: strided %.6f, windows by hand %.6f", patterns[p], W,
+                   S, got, want);
+            long wc;
+            const double side = ssm_eval_windows(m, ids, ids + 1, N - 1, C, W, 0, &wc);
+            EXPECT(ssm_eval_strided(m, ids, ids + 1, N - 1, C, W, W, 0, NULL) == side &&
+                       ssm_eval_strided(m, ids, ids + 1, N - 1, C, W, 0, 0, NULL) == side,
+                   "%s: stride W or 0 is not --window alone", patterns[p]);
+            /* overlapping windows give the positions after the first window more context: another loss */
+            EXPECT(fabs(got - side) > 1e-6 * side, "%s W %d S %d: strided %.6f, side by side %.6f: the same",
+                   patterns[p], W, S, got, side);
         }
-        EXPECT(count == N - 1 && want_count == N - 1, "%s: scored %ld and %ld of %d", patterns[p], count, want_count,
-               N - 1);
-        EXPECT(fabs(got - want) < 1e-5 * want, "%s: strided %.6f, windows by hand %.6f", patterns[p], got, want);
-        long wc;
-        const double side = ssm_eval_windows(m, ids, ids + 1, N - 1, C, W, 0, &wc);
-        EXPECT(ssm_eval_strided(m, ids, ids + 1, N - 1, C, W, W, 0, NULL) == side &&
-                   ssm_eval_strided(m, ids, ids + 1, N - 1, C, W, 0, 0, NULL) == side,
-               "%s: stride W or 0 is not --window alone", patterns[p]);
-        /* overlapping windows give the positions after the first window more context: another loss */
-        EXPECT(fabs(got - side) > 1e-6 * side, "%s: strided %.6f, side by side %.6f: the same", patterns[p], got, side);
         ssm_model_free(m);
     }
     TEST_END();
