@@ -3,6 +3,7 @@
 #include "eval.h"
 #include "common.h"
 #include "io/noise.h"
+#include "mixers/mixer.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -32,7 +33,8 @@ static size_t eval_windows_train_forward(const ssm_model *m, const int *tokens, 
  * rows of no window (the last batch's) are the first window's tokens, unscored. The same sums as a window at a time up
  * to the order of float additions, in fewer and larger passes: one window's pass of S scored positions ran products
  * of S rows (--stride 16 took 13x the time of windows side by side for 8x the positions). nb: at most
- * EVAL_WINDOWS, EVAL_ROWS positions a pass, and attention caches of at most EVAL_CACHE_BYTES together. */
+ * EVAL_WINDOWS, EVAL_ROWS positions a pass (with the CPU's decode weights, a decode-sized batch), and attention caches
+ * of at most EVAL_CACHE_BYTES together. */
 #define EVAL_WINDOWS 8
 #define EVAL_ROWS 4096
 #define EVAL_CACHE_BYTES ((size_t)1 << 30)
@@ -46,6 +48,8 @@ static strided_batch strided_batch_new(const ssm_model *m, int overlap, size_t W
     strided_batch b = {1, (int)(W < (size_t)chunk ? W : (size_t)chunk), NULL, NULL, NULL};
     if (!overlap) return b;
     b.nb = imax(1, imin(EVAL_WINDOWS, EVAL_ROWS / b.T));
+    if (model_decode_weights(m)) /* (the CPU's bf16 or int8 copy serves passes of decode-sized batches only) */
+        b.nb = imax(1, imin(b.nb, MIXER_DECODE_ROWS / b.T));
     if (grows) {
         const size_t per = ssm_model_state_bytes_at(m, -1, (long)W);
         while (b.nb > 1 && (size_t)b.nb * per > EVAL_CACHE_BYTES) b.nb--;

@@ -506,6 +506,25 @@ static void test_eval_strided(void) {
             EXPECT(fabs(got - side) > 1e-6 * side, "%s W %d S %d: strided %.6f, side by side %.6f: the same",
                    patterns[p], W, S, got, side);
         }
+        /* int8 decode weights (eval --int8: passes of 16) serve passes of at most 16 positions: the windows go one at a
+         * time, as the same windows scored by hand in passes of 16 do (batched, they would read float32 weights) */
+        if (p == 0) {
+            const int W = 60, S = 20;
+            const double f32 = ssm_eval_strided(m, ids, ids + 1, N - 1, 16, W, S, 0, NULL);
+            EXPECT(ssm_model_use_int8(m) == 0, "int8: %s", ssm_last_error());
+            const double got = ssm_eval_strided(m, ids, ids + 1, N - 1, 16, W, S, 0, NULL);
+            double want = 0;
+            for (int ws = 0, prev_end = 0;; ws += S) {
+                const int we = ws + W < N - 1 ? ws + W : N - 1;
+                for (int i = ws; i < we; i++)
+                    masked[i] = i < prev_end ? -1 : ids[i + 1];
+                want += ssm_eval_windows(m, ids + ws, masked + ws, (size_t)(we - ws), 16, W, 0, NULL);
+                prev_end = we;
+                if (we == N - 1) break;
+            }
+            EXPECT(fabs(got - want) < 1e-5 * want && fabs(got - f32) > 1e-5 * f32,
+                   "int8: strided %.6f, by hand %.6f, float32 %.6f", got, want, f32);
+        }
         ssm_model_free(m);
     }
     TEST_END();

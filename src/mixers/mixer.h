@@ -97,7 +97,9 @@ void attention_decode_layer(const mixer_ctx *ctx, float *state, int B, t_decode_
 void mlp_decode_layer(const mixer_ctx *ctx, t_decode_layer *L);
 
 /* y[M,N] = x[M,K] @ W^T (+ bias[N], or NULL) for the weight W at w (inside ctx->w): the backend's matmul_xwT on the
- * float32 weights, or on the CPU's bf16 or int8 copy (ctx->dec) when there is one and M is a decode-sized batch. */
+ * float32 weights, or on the CPU's bf16 or int8 copy (ctx->dec) when there is one and M is a decode-sized batch (at
+ * most MIXER_DECODE_ROWS rows). */
+#define MIXER_DECODE_ROWS 16
 void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K);
 /* The form a layer of kind k runs in on be: training or inference. */
 int mixer_form(const mixer_kind *k, const backend *be, int training);
