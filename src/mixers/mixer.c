@@ -42,7 +42,8 @@ static mat decode_weight(const decode_weights *q, const float *w, size_t off, in
 
 void mixer_linear(const mixer_ctx *ctx, mat y, mat x, const float *w, const float *bias, int M, int N, int K) {
     const decode_weights *q = ctx->dec;
-    const mat wm = q && q->dt != MAT_F32 && M <= MIXER_DECODE_ROWS ? decode_weight(q, w, (size_t)(w - ctx->w), N, K) : mat_f32(w, K);
+    const mat wm = q && q->dt != MAT_F32 && M <= MIXER_DECODE_ROWS ? decode_weight(q, w, (size_t)(w - ctx->w), N, K)
+                                                                    : mat_f32(w, K);
     ctx->be->matmul_xwT(y, x, wm, bias, M, N, K, 0.0f);
 }
 
