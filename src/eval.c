@@ -56,6 +56,10 @@ static strided_batch strided_batch_new(const ssm_model *m, int overlap, size_t W
     }
     if (b.nb == 1) return b;
     b.s = ssm_state_new_ctx(m, b.nb, grows ? (long)W : 0);
+    if (!b.s) { /* (no room for the batch's state: a window at a time, as without one) */
+        b.nb = 1;
+        return b;
+    }
     b.tok = xmalloc(sizeof(int) * (size_t)b.nb * b.T), b.tgt = xmalloc(sizeof(int) * (size_t)b.nb * b.T);
     return b;
 }
