@@ -172,9 +172,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     const DecSmem sm = dec_smem<NB>(smem, D > E ? D : E);
     float *sh = sm.sh, *red = sm.red, *rs = sm.rs;
     float *x = st.work, *xs = x + (size_t)B * D, *z = xs + (size_t)B * E, *g = z + (size_t)B * E;
-    float *dbc = g + (size_t)B * E;     // [B, P]: dt_low | B | C
-    float *parts = dbc + (size_t)B * P; // [E / 16 (up), B, P]: x_proj's partial sums (merged)
-    const bool mrg = !TC && st.merge;   // x_proj's partial sums taken in the in_proj phase
+    float *dbc = g + (size_t)B * E;       // [B, P]: dt_low | B | C
+    float *parts = dbc + (size_t)B * P;   // [E / 16 (up), B, P]: x_proj's partial sums (merged)
+    const bool mrg = !TC && st.merge;      // x_proj's partial sums taken in the in_proj phase
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
     const int gin = mrg ? (int)blockIdx.x * DEC_WARPS + warp : gwarp; // in_proj's rows: block-major when merged
@@ -251,41 +251,41 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             refill(1, l + 1);
             tok = dec_arrive(st.trace, ph);
         } else {
-            dec_sync(st.trace, ph);
-            // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
-            if constexpr (TC) {
-                tc_gemm<NB, NB / 16>((const W *)L.x_proj, L.x_s, P, E, B, smem, stage_act(xs, E), // (few tiles)
-                                     [&](int r, int b, float v) { dbc[(size_t)b * P + r] = v; });
-            } else {
-                staged();
-                for (int p = (int)blockIdx.x, i = 0; p < P; p += (int)gridDim.x, i++) {
-                    const W *wr = stg ? sB + (size_t)i * E : (const W *)L.x_proj + (size_t)p * E;
-                    float acc[NB];
+        dec_sync(st.trace, ph);
+        // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
+        if constexpr (TC) {
+            tc_gemm<NB, NB / 16>((const W *)L.x_proj, L.x_s, P, E, B, smem, stage_act(xs, E), // (few tiles)
+                                 [&](int r, int b, float v) { dbc[(size_t)b * P + r] = v; });
+        } else {
+            staged();
+            for (int p = (int)blockIdx.x, i = 0; p < P; p += (int)gridDim.x, i++) {
+                const W *wr = stg ? sB + (size_t)i * E : (const W *)L.x_proj + (size_t)p * E;
+                float acc[NB];
+#pragma unroll
+                for (int b = 0; b < NB; b++)
+                    acc[b] = 0.0f;
+                for (int k = (int)threadIdx.x * 8; k < E; k += DEC_THREADS * 8) {
+                    float v[8];
+                    load8(v, wr + k);
+                    fma8(acc, v, xs + k, E, B);
+                }
+                warp_sum(acc);
+                if (lane == 0)
 #pragma unroll
                     for (int b = 0; b < NB; b++)
-                        acc[b] = 0.0f;
-                    for (int k = (int)threadIdx.x * 8; k < E; k += DEC_THREADS * 8) {
-                        float v[8];
-                        load8(v, wr + k);
-                        fma8(acc, v, xs + k, E, B);
-                    }
-                    warp_sum(acc);
-                    if (lane == 0)
-#pragma unroll
-                        for (int b = 0; b < NB; b++)
-                            red[warp * NB + b] = acc[b];
-                    __syncthreads();
-                    if ((int)threadIdx.x < B) {
-                        float s = 0.0f;
-                        for (int w = 0; w < DEC_WARPS; w++)
-                            s += red[w * NB + threadIdx.x];
-                        dbc[(size_t)threadIdx.x * P + p] = s * row_scale(L.x_s, p);
-                    }
-                    __syncthreads();
+                        red[warp * NB + b] = acc[b];
+                __syncthreads();
+                if ((int)threadIdx.x < B) {
+                    float s = 0.0f;
+                    for (int w = 0; w < DEC_WARPS; w++)
+                        s += red[w * NB + threadIdx.x];
+                    dbc[(size_t)threadIdx.x * P + p] = s * row_scale(L.x_s, p);
                 }
-                refill(1, l + 1);
+                __syncthreads();
             }
-            tok = dec_arrive(st.trace, ph);
+            refill(1, l + 1);
+        }
+        tok = dec_arrive(st.trace, ph);
         }
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): SL lanes per (sequence, channel),
         // each SCAN_SPL states, so that a warp reads and writes whole lines of the state (a thread per channel, its 16
