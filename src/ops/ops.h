@@ -153,7 +153,6 @@ typedef struct {
     float *logits;             /* [B, V] out */
     float *work;               /* scratch: the kind's m1_decode_work_floats or m2_decode_work_floats */
     int prefetch;              /* the backend's: ask for each layer's weights a layer ahead (a hint) */
-    int merge;                 /* the backend's (Mamba-1): x_proj's partial sums in the in_proj phase */
     size_t stage;              /* the backend's: shared memory bytes a block for staging weights (0: none) */
     long long *trace;          /* the backend's (CUDA's SSM_DECODE_TRACE=n): each block's clock at every barrier */
 } decode_step;
@@ -182,11 +181,10 @@ typedef struct {
     const m1_decode_layer *layers; /* [n_layer], host memory */
 } m1_decode_args;
 
-/* Scratch floats of a step: the residual [B, D], the conv output, the gate and the scan output [B, E] each,
- * dt_low|B|C [B, R + 2N], then a backend's partial sums of x_proj, one per 16 channels [E / 16 (up), B, R + 2N]
- * (CUDA's decode_step.merge). */
+/* Scratch floats of a step: the residual [B, D], the conv output, the gate and the scan output [B, E] each, and
+ * dt_low|B|C [B, R + 2N]. */
 static inline size_t m1_decode_work_floats(int B, int D, int E, int N, int R) {
-    return (size_t)B * ((size_t)D + 3 * (size_t)E + (size_t)(1 + (E + 15) / 16) * ((size_t)R + 2 * (size_t)N));
+    return (size_t)B * ((size_t)D + 3 * (size_t)E + (size_t)R + 2 * (size_t)N);
 }
 
 /* ---- one decode step of a stack of Mamba-2 layers, fused (backend.h's decode_mamba2) ---------------------------- */

@@ -52,14 +52,6 @@ for t in emu_attn emu_decode emu_scan emu_conv; do
     EMU_CP_LATE=0 EMU_SKEW=1 "$out/$t" "$@" || rc=1
     EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/$t" "$@" || rc=1
 done
-# Mamba-1's x_proj taken in the in_proj phase (SSM_DECODE_MERGE=1, decode_mamba1.cu): its FFMA cases (0 to 6; the
-# one of batch 5 declines it), two blocks so that each takes several groups of channels
-if [ $# -eq 0 ]; then
-    for c in 0 1 2 3 4 5 6; do
-        SSM_DECODE_MERGE=1 EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/emu_decode" $c |
-            sed 's/^ok - emulated/ok - x_proj merged, emulated/' || rc=1
-    done
-fi
 EMU_SKEW=1 "$out/emu_ssd" "$@" || rc=1
 EMU_CP_LATE=1 EMU_SKEW=2 EMU_SMS=2 "$out/emu_ssd" "$@" | grep -A1 fused || rc=1 # (the fused kernels' copies)
 # the decode kernels once more under AddressSanitizer: a read or write outside the weights', states' and scratch
@@ -74,11 +66,4 @@ g++ "${asan[@]}" -o "$out/asan_emu_decode" "$out"/asan_emu.o "$out"/asan_emu_dec
 # (with the trace's stamps and report, SSM_DECODE_TRACE, on: its reads and writes are checked too; its report dropped)
 SSM_DECODE_TRACE=2 EMU_SKEW=3 "$out/asan_emu_decode" "$@" 2>&1 | grep -v -e '^decode trace:' -e '^  [a-z]' |
     sed 's/^ok - emulated/ok - AddressSanitizer, emulated/' || rc=1
-if [ $# -eq 0 ]; then # (and the merged x_proj's partial sums, its trace of three phases a layer)
-    for c in 0 2 6; do
-        SSM_DECODE_MERGE=1 SSM_DECODE_TRACE=2 EMU_SKEW=3 "$out/asan_emu_decode" $c 2>&1 |
-            grep -v -e '^decode trace:' -e '^  [a-z]' |
-            sed 's/^ok - emulated/ok - AddressSanitizer, x_proj merged/' || rc=1
-    done
-fi
 exit $rc

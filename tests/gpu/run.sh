@@ -27,11 +27,6 @@ if [ -n "$runner" ]; then
         done
     done
 fi
-# the fused decode with Mamba-1's x_proj in its in_proj phase (an experiment, off by default)
-if [ -x "$bin/test_cuda_decode_fused" ]; then
-    echo "== SSM_DECODE_MERGE=1 $bin/test_cuda_decode_fused"
-    SSM_DECODE_MERGE=1 "$bin/test_cuda_decode_fused" 2>&1 | tee -a "$log"
-fi
 # the command line on this machine: --device cuda errors, out of GPU memory as one line
 ssm=$([ $# -eq 0 ] && echo build/ssm || echo "$bin/ssm")
 echo "== tests/test_cli.sh ($ssm)"

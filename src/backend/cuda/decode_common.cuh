@@ -604,13 +604,6 @@ static inline int dec_stage_on(void) {
     return !(e && strcmp(e, "0") == 0);
 }
 
-// the SSM_DECODE_MERGE switch (an experiment): 1 takes Mamba-1's x_proj into its in_proj phase where it can
-// (decode_mamba1.cu), else (the default) its own phase
-static inline int dec_merge_on(void) {
-    const char *e = getenv("SSM_DECODE_MERGE");
-    return e && strcmp(e, "1") == 0;
-}
-
 // 0 when the GPU takes a cooperative launch with smem bytes of shared memory a block
 static inline int dec_fits(size_t smem) {
     const cuda_ctx *c = dec_device();
@@ -627,8 +620,7 @@ static inline size_t dec_smem_staged(decode_step *st, size_t smem) {
 // What both entry points do once their kind's limits passed: the tensor-core form's limits (d_model and the inner
 // width multiples of 16, no float32 weights), the shared memory and whether it fits, the layer table's device copy,
 // the launch. -1 where the sizes or the device decline (nothing queued).
-template <class K, typename Layer, typename Args>
-static int dec_run(const Args *args, int inner, int period = K::period, const char *const *labels = K::labels) {
+template <class K, typename Layer, typename Args> static int dec_run(const Args *args, int inner) {
     Args a_ = *args;
     const Args *a = &a_;
     const int D = a->st.D;
@@ -637,9 +629,9 @@ static int dec_run(const Args *args, int inner, int period = K::period, const ch
     if (dec_fits(smem)) return -1;
     cuda_ctx *c = cuda_ctx_now();
     const Layer *layers = (const Layer *)cuda_ctx_table(c, a->layers, sizeof(Layer) * a->st.n_layer);
-    a_.st.trace = dec_trace_buffer(1 + period * a->st.n_layer, c->device, DEC_THREADS);
+    a_.st.trace = dec_trace_buffer(1 + K::period * a->st.n_layer, c->device, DEC_THREADS);
     const int rc = dec_launch_w<K>(a, layers, smem);
-    if (rc == 0 && a->st.trace) dec_trace_report(a->st.trace, period, labels, a->st.n_layer, c->dec_blocks);
+    if (rc == 0 && a->st.trace) dec_trace_report(a->st.trace, K::period, K::labels, a->st.n_layer, c->dec_blocks);
     return rc;
 }
 

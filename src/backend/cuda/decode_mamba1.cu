@@ -17,9 +17,7 @@
 //   D out_proj: every block stages g in shared memory; a warp per row r: x_r += out_proj[r] . g (+ bias): the
 //               residual add that op by op the next layer's norm does                                    | sync
 //   head:       every block normalizes x (norm_f); a warp per row v: logits_v = head[v] . u.
-// (That is the FFMA form; in the tensor-core form below every product is tc_gemm's, 16-row tiles dealt to blocks. An
-// experiment, SSM_DECODE_MERGE=1, takes B into A at 1 to 4 sequences: each block sums x_proj's products over its
-// channels after their conv step, C sums the blocks' sums; three barriers a layer, decode_step.merge.)
+// (That is the FFMA form; in the tensor-core form below every product is tc_gemm's, 16-row tiles dealt to blocks.)
 // Each layer's matrices are asked into L2 (prefetch) as the previous layer starts, so that they stream from memory
 // while the grid waits at barriers and its reads hit L2 (m1_decode_args.prefetch; SSM_DECODE_PREFETCH=0: off). In the
 // FFMA form the rows of in_proj, x_proj and out_proj that a warp (block, for x_proj) will read are also copied into
@@ -54,87 +52,16 @@ __device__ __forceinline__ static void prefetch_layer(const m1_decode_layer &L, 
 // ---- the kernel ------------------------------------------------------------------------------------------------
 // in_proj's value v (scaled, its conv inputs ci: conv_in's of channel r, or of none for the gate half) of row r for
 // sequence b: the x half (r < E) through the conv step and SiLU into xs; the gate half into z
-// (returns the x half's value, 0 for the gate's)
-__device__ __forceinline__ static float in_proj_out(const m1_decode_layer &L, const ConvIn &ci, int E, int K, float *xs,
-                                                    float *z, int r, int b, float v) {
+__device__ __forceinline__ static void in_proj_out(const m1_decode_layer &L, const ConvIn &ci, int E, int K, float *xs,
+                                                   float *z, int r, int b, float v) {
     v += ci.ib;
-    if (r >= E) {
+    if (r >= E)
         z[(size_t)b * E + (r - E)] = v;
-        return 0.0f;
-    }
-    return xs[(size_t)b * E + r] = conv_step(ci, L.conv_state, E, K, r, b, v);
+    else
+        xs[(size_t)b * E + r] = conv_step(ci, L.conv_state, E, K, r, b, v);
 }
 __device__ __forceinline__ static ConvIn m1_conv_in(const m1_decode_layer &L, int E, int K, int r, int b) {
     return conv_in(L.conv_state, L.conv_w, L.conv_b, L.in_b, E, K, r, r < E ? r : -1, b);
-}
-
-// ---- x_proj in the in_proj phase (decode_step.merge: the FFMA form, at most DEC_MERGE_MAX_B sequences) --------
-// in_proj's rows dealt block-major (row 16 b + w + k nwarps to warp w of block b), so that a block's x channels of its
-// k-th row are the 16 neighbours from 16 g, g = k gridDim + b: after their conv step the block sums x_proj's products
-// over each such group (x_proj[p, 16 g ..] . xs[b, 16 g ..], in channel order) into parts [groups, B, P], and the scan
-// phase, after the barrier, sums the groups in group order (the same bits on any grid). x_proj's own phase and barrier
-// are gone; every block with scan work reads the B P sums of every group (at batch 1, 96 x 80 floats at d768).
-#define DEC_MERGE_MAX_B 4
-// x_proj's weights of this thread's partial sum (thread t: row p = t % P of sequence t / P) for the block's first group
-template <typename W>
-__device__ __forceinline__ static void m1_parts_w(float (&w0)[DEC_WARPS], const W *xp, int E, int P, int B) {
-    const int t = (int)threadIdx.x, e0 = DEC_WARPS * (int)blockIdx.x;
-    const W *row = xp + (size_t)(t % P) * E + e0;
-    if (t < P * B && e0 + DEC_WARPS <= E) { // (E a multiple of 8, e0 of 16: load8's reads aligned)
-        float v[8];
-#pragma unroll
-        for (int h = 0; h < DEC_WARPS; h += 8) {
-            load8(v, row + h);
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                w0[h + j] = v[j];
-        }
-    } else
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++)
-            w0[w] = t < P * B && e0 + w < E ? wload(row, w) : 0.0f;
-}
-// The block's partial sums of x_proj: xsh [rounds, DEC_WARPS, B] the conv outputs of its channels (round k, warp w:
-// channel 16 (k gridDim + blockIdx) + w), w0 m1_parts_w's weights of round 0
-template <typename W>
-__device__ __forceinline__ static void m1_parts(float *parts, const W *xp, const float *xs_scale, const float *xsh,
-                                                const float (&w0)[DEC_WARPS], int E, int P, int B) {
-    const int t = (int)threadIdx.x;
-    if (t >= P * B) return;
-    const int p = t % P, b = t / P;
-    for (int k = 0;; k++) {
-        const int g = k * (int)gridDim.x + (int)blockIdx.x, e0 = DEC_WARPS * g;
-        if (e0 >= E) break;
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++)
-            if (e0 + w < E)
-                s += (k == 0 ? w0[w] : wload(xp, (size_t)p * E + e0 + w)) * xsh[(k * DEC_WARPS + w) * B + b];
-        parts[((size_t)g * B + b) * P + p] = s * row_scale(xs_scale, p);
-    }
-}
-// out [O] = the sum over the groups of parts [groups, O] in group order (each of S slices of threads sums every S-th
-// group, the slices then summed in order), through scratch [S, O] after out (room: out's floats, at least 2 O); a block
-// barrier after
-__device__ static void m1_sum_parts(float *out, const float *parts, int O, int groups, int room) {
-    int S = O >= DEC_THREADS ? 1 : DEC_THREADS / O;
-    if (S > room / O - 1) S = room / O - 1;
-    float *red = out + O;
-    for (int t = (int)threadIdx.x; t < S * O; t += DEC_THREADS) {
-        const int o = t % O, sl = t / O;
-        float s = 0.0f;
-        for (int j = sl; j < groups; j += S)
-            s += parts[(size_t)j * O + o];
-        red[(size_t)sl * O + o] = s;
-    }
-    __syncthreads();
-    for (int o = (int)threadIdx.x; o < O; o += DEC_THREADS) {
-        float s = 0.0f;
-        for (int sl = 0; sl < S; sl++)
-            s += red[(size_t)sl * O + o];
-        out[o] = s;
-    }
-    __syncthreads();
 }
 
 // What a lane's turn of the FFMA scan reads besides dbc: its channel's x and z, dt's bias, D, its state and A, and its
@@ -172,12 +99,9 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
     const DecSmem sm = dec_smem<NB>(smem, D > E ? D : E);
     float *sh = sm.sh, *red = sm.red, *rs = sm.rs;
     float *x = st.work, *xs = x + (size_t)B * D, *z = xs + (size_t)B * E, *g = z + (size_t)B * E;
-    float *dbc = g + (size_t)B * E;       // [B, P]: dt_low | B | C
-    float *parts = dbc + (size_t)B * P;   // [E / 16 (up), B, P]: x_proj's partial sums (merged)
-    const bool mrg = !TC && st.merge;      // x_proj's partial sums taken in the in_proj phase
+    float *dbc = g + (size_t)B * E; // [B, P]: dt_low | B | C
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
     const int gwarp = dec_gwarp(), nwarps = (int)gridDim.x * DEC_WARPS;
-    const int gin = mrg ? (int)blockIdx.x * DEC_WARPS + warp : gwarp; // in_proj's rows: block-major when merged
     const size_t nthreads = (size_t)gridDim.x * DEC_THREADS, gthread = (size_t)blockIdx.x * DEC_THREADS + threadIdx.x;
     int NP = 1, SL = 1; // N rounded up to a power of two; the tensor-core form's lanes per channel
     while (NP < N)
@@ -197,8 +121,8 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
         if (!stg) return;
         if (l < st.n_layer) {
             const m1_decode_layer &L = layers[l];
-            if (phase == 0) stage_warp_rows(sA, (const W *)L.in_proj, 2 * E, D, gin, nwarps, sg.pa);
-            if (phase == 1 && !mrg) stage_block_rows(sB, (const W *)L.x_proj, P, E, sg.pb); // (merged: an empty group)
+            if (phase == 0) stage_warp_rows(sA, (const W *)L.in_proj, 2 * E, D, gwarp, nwarps, sg.pa);
+            if (phase == 1) stage_block_rows(sB, (const W *)L.x_proj, P, E, sg.pb);
             if (phase == 2) stage_warp_rows(sD, (const W *)L.out_proj, D, E, gwarp, nwarps, sg.pd);
         }
         cp_async_commit();
@@ -226,31 +150,18 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 [&](int r, int b, float v) { in_proj_out(L, m1_conv_in(L, E, K, r, b), E, K, xs, z, r, b, v); });
         } else {
             // (the first row's conv inputs read within the barrier: their latency overlaps its)
-            ConvIn ci = lane < B && gin < 2 * E ? m1_conv_in(L, E, K, gin, lane) : ConvIn{};
+            ConvIn ci = lane < B && gwarp < 2 * E ? m1_conv_in(L, E, K, gwarp, lane) : ConvIn{};
             dec_wait(st.trace, ph, tok);
             block_rmsnorm(sh, reinterpret_cast<double *>(red), x, L.norm_w, B, D, st.eps);
             staged();
-            for (int r = gin, k = 0; r < 2 * E; r += nwarps, k++) {
+            for (int r = gwarp, k = 0; r < 2 * E; r += nwarps, k++) {
                 if (k > 0 && lane < B) ci = m1_conv_in(L, E, K, r, lane);
                 float acc[NB];
                 warp_dot<NB>(acc, stg ? sA + (size_t)k * D : (const W *)L.in_proj + (size_t)r * D, sh, D, D, B);
-                if (lane < B) {
-                    const float xo = in_proj_out(L, ci, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
-                    if (mrg && r < E) red[(k * DEC_WARPS + warp) * B + lane] = xo; // (the norm is done with red)
-                }
+                if (lane < B) in_proj_out(L, ci, E, K, xs, z, r, lane, pick(acc, lane) * row_scale(L.in_s, r));
             }
             refill(0, l + 1);
-            if (mrg) { // (x_proj's weights read before the block barrier: their latency overlaps the last warps' rows)
-                float w0[DEC_WARPS];
-                m1_parts_w(w0, (const W *)L.x_proj, E, P, B);
-                __syncthreads(); // (every warp's conv outputs in red)
-                m1_parts(parts, (const W *)L.x_proj, L.x_s, red, w0, E, P, B);
-            }
         }
-        if (mrg) {
-            refill(1, l + 1);
-            tok = dec_arrive(st.trace, ph);
-        } else {
         dec_sync(st.trace, ph);
         // B: dbc = x_proj(xs), a block per row (only R + 2N rows: a warp each would leave the grid idle)
         if constexpr (TC) {
@@ -286,7 +197,6 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
             refill(1, l + 1);
         }
         tok = dec_arrive(st.trace, ph);
-        }
         // C: dt, the scan step and the gate. Many sequences (the tensor-core form): SL lanes per (sequence, channel),
         // each SCAN_SPL states, so that a warp reads and writes whole lines of the state (a thread per channel, its 16
         // states 64 bytes from its neighbour's, took 37 us a layer at batch 64: a request per state and lane) in few
@@ -362,15 +272,13 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 if (live && sub == 0) g[i] = (c + dv * xv) * zv * sigmoid_ref(zv);
             }
         } else {
-            // what a lane's turn reads that is not dbc (written by B): the first turn's read within the barrier (but x
-            // and z when merged: the barrier closes the phase that wrote them)
-            auto scan_in = [&](size_t base, bool act) {
+            // what a lane's turn reads that is not dbc (written by B): the first turn's read within the barrier
+            auto scan_in = [&](size_t base) {
                 ScanIn q;
                 const size_t t = base + lane, i = t / NP; // i = b * E + e
                 const int n = (int)(t % NP), e = (int)(i % E);
                 const bool live = i < (size_t)B * E, mine = live && n < N; // mine: state n is this lane's
-                q.xv = act && live ? xs[i] : 0.0f, q.zv = act && live ? z[i] : 0.0f;
-                q.dtb = live ? L.dt_b[e] : 0.0f;
+                q.xv = live ? xs[i] : 0.0f, q.zv = live ? z[i] : 0.0f, q.dtb = live ? L.dt_b[e] : 0.0f;
                 q.dv = live ? L.Dv[e] : 0.0f, q.hv = mine ? L.scan_state[i * N + n] : 0.0f;
                 q.an = mine ? L.At[(size_t)n * E + e] : 0.0f;
 #pragma unroll
@@ -379,22 +287,15 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
                 return q;
             };
             const size_t base0 = gthread - lane;
-            ScanIn q = scan_in(base0, !mrg);
+            ScanIn q = scan_in(base0);
             dec_wait(st.trace, ph, tok);
-            const float *dbp = dbc; // dt_low | B | C: B's, or (merged) the groups' sums in shared memory
-            if (mrg && (size_t)blockIdx.x * DEC_THREADS < (size_t)B * E * NP) { // (blocks with scan work)
-                const size_t i = (base0 + lane) / NP;
-                if (i < (size_t)B * E) q.xv = xs[i], q.zv = z[i];
-                m1_sum_parts(sh, parts, B * P, (E + DEC_WARPS - 1) / DEC_WARPS, NB * (D > E ? D : E));
-                dbp = sh;
-            }
             for (size_t base = base0; base < (size_t)B * E * NP; base += nthreads) {
-                if (base != base0) q = scan_in(base, true);
+                if (base != base0) q = scan_in(base);
                 const size_t t = base + lane, i = t / NP; // i = b * E + e
                 const int n = (int)(t % NP);
                 const bool live = i < (size_t)B * E, mine = live && n < N; // mine: state n is this lane's
                 const int b = live ? (int)(i / E) : 0, e = live ? (int)(i % E) : 0;
-                const float *lo = dbp + (size_t)b * P; // dt_low [R], B [N], C [N]
+                const float *lo = dbc + (size_t)b * P; // dt_low [R], B [N], C [N]
                 // every read that does not wait on dt first, so that the chain below waits on one latency, not three
                 const float xv = q.xv, zv = q.zv, dtb = q.dtb, dv = q.dv, hv = q.hv, an = q.an;
                 const float bn = mine ? lo[R + n] : 0.0f, cn = mine ? lo[R + N + n] : 0.0f;
@@ -436,7 +337,6 @@ __global__ static void __launch_bounds__(DEC_THREADS, 1)
 struct M1Kernels {
     static constexpr int period = 4; // grid barriers a layer, and their phases' names (SSM_DECODE_TRACE)
     static constexpr const char *labels[4] = {"in_proj, conv", "x_proj", "scan", "out_proj"};
-    static constexpr const char *merged[3] = {"in_proj, x_proj", "scan", "out_proj"}; // (merged: three)
     template <int NB, typename W, bool TC> static auto get() { return m1_decode_kernel<NB, W, TC>; }
 };
 
@@ -449,16 +349,9 @@ extern "C" int decode_mamba1_cuda(const m1_decode_args *args) {
     a_.st.stage = a_.st.B <= DEC_MAX_B && dec_stage_on() && wsize < sizeof(float)
                       ? m1_stage(a_.st.D, a_.E, a_.R + 2 * a_.N, wsize, dec_sms()).bytes
                       : 0;
-    // x_proj in the in_proj phase (SSM_DECODE_MERGE=1; not yet timed on a GPU): few sequences in the FFMA form, where
-    // a round's conv outputs fit in red and the groups' sums and a slice of scratch in sh
-    const int wide = a_.st.D > a_.E ? a_.st.D : a_.E, P = a_.R + 2 * a_.N, nwarps = dec_sms() * DEC_WARPS;
-    const int rounds = (a_.E + nwarps - 1) / nwarps, B = a_.st.B;
-    a_.st.merge = dec_merge_on() && B <= DEC_MERGE_MAX_B && rounds * DEC_WARPS * B <= 2 * DEC_WARPS * DEC_MAX_B &&
-                  2 * B * P <= dec_nb(B) * wide;
     const m1_decode_args *a = &a_;
     if (a->st.B < 1 || a->N < 1 || a->N > DEC_MAX_N || a->K < 2 || a->K > DEC_MAX_K || a->R < 1 || a->st.D % 8 ||
         a->E % 8)
         return -1;
-    if (a->st.merge) return dec_run<M1Kernels, m1_decode_layer>(a, a->E, 3, M1Kernels::merged);
     return dec_run<M1Kernels, m1_decode_layer>(a, a->E);
 }
