@@ -28,25 +28,31 @@ static size_t eval_windows_train_forward(const ssm_model *m, const int *tokens, 
     return pos;
 }
 
-/* Overlapping windows (a stride S < W) several at a time: nb whole windows of W as the sequences of one state, their
- * tokens gathered [nb, T] a pass of T <= chunk, the positions before each window's first scored one masked (-1);
- * rows of no window (the last batch's) are the first window's tokens, unscored. The same sums as a window at a time up
- * to the order of float additions, in fewer and larger passes: one window's pass of S scored positions ran products
- * of S rows (--stride 16 took 13x the time of windows side by side for 8x the positions). nb: at most
- * EVAL_WINDOWS, EVAL_ROWS positions a pass (with the CPU's decode weights, a decode-sized batch), and attention caches
- * of at most EVAL_CACHE_BYTES together. */
+/* The progress line of a scoring run: pos of n positions through, the mean loss so far */
+static void eval_progress(size_t pos, size_t n, double total, long scored) {
+    fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * pos / n, total / (scored ? scored : 1));
+    fflush(stderr);
+}
+
+/* Overlapping windows (a stride S < W), several at a time: nb windows as the sequences of one state, their tokens
+ * gathered [nb, T] a pass of T <= chunk, the positions before each window's first scored one (the end of the window
+ * before; the first window's all scored) masked, -1, as are the positions past a short last window's end and rows of
+ * no window (the last batch's: the first window's tokens). The same sums as a window at a time up to the order of float
+ * additions, in fewer and larger passes: a window's own pass of S scored positions would run products of S rows
+ * (docs/layers.md has the times). nb: at most EVAL_WINDOWS,
+ * EVAL_ROWS positions a pass (with the CPU's decode weights, a decode-sized batch), and attention caches of at most
+ * EVAL_CACHE_BYTES together. */
 #define EVAL_WINDOWS 8
 #define EVAL_ROWS 4096
 #define EVAL_CACHE_BYTES ((size_t)1 << 30)
 typedef struct {
-    int nb, T;      /* windows a batch (1: none); positions a pass */
+    int nb, T;      /* windows a batch; positions a pass */
     ssm_state *s;   /* [nb] */
     int *tok, *tgt; /* [nb, T] */
 } strided_batch;
 
-static strided_batch strided_batch_new(const ssm_model *m, int overlap, size_t W, int chunk, int grows) {
+static strided_batch strided_batch_new(const ssm_model *m, size_t W, int chunk, int grows) {
     strided_batch b = {1, (int)(W < (size_t)chunk ? W : (size_t)chunk), NULL, NULL, NULL};
-    if (!overlap) return b;
     b.nb = imax(1, imin(EVAL_WINDOWS, EVAL_ROWS / b.T));
     if (model_decode_weights(m)) /* (the CPU's bf16 or int8 copy serves passes of decode-sized batches only) */
         b.nb = imax(1, imin(b.nb, MIXER_DECODE_ROWS / b.T));
@@ -54,12 +60,8 @@ static strided_batch strided_batch_new(const ssm_model *m, int overlap, size_t W
         const size_t per = ssm_model_state_bytes_at(m, -1, (long)W);
         while (b.nb > 1 && (size_t)b.nb * per > EVAL_CACHE_BYTES) b.nb--;
     }
-    if (b.nb == 1) return b;
-    b.s = ssm_state_new_ctx(m, b.nb, grows ? (long)W : 0);
-    if (!b.s) { /* (no room for the batch's state: a window at a time, as without one) */
-        b.nb = 1;
-        return b;
-    }
+    /* (no room for the batch's state: fewer windows at a time) */
+    while (!(b.s = ssm_state_new_ctx(m, b.nb, grows ? (long)W : 0)) && b.nb > 1) b.nb = imax(1, b.nb / 2);
     b.tok = xmalloc(sizeof(int) * (size_t)b.nb * b.T), b.tgt = xmalloc(sizeof(int) * (size_t)b.nb * b.T);
     return b;
 }
@@ -69,21 +71,22 @@ static void strided_batch_free(strided_batch *b) {
     free(b->tok), free(b->tgt);
 }
 
-/* Scores the whole windows from ws on, every S positions (the one from `first` scores all of its W; the others from
- * the end of the one before), at most nb of them and none past n: returns how many */
+/* Scores the windows [ws + jS, + W) (cut at n), j < nb, up to the first that reaches n: returns how many */
 static int strided_batch_run(strided_batch *b, const ssm_model *m, const int *tokens, const int *targets, size_t n,
-                             size_t first, size_t ws, size_t W, size_t S, double *total, long *scored) {
+                             size_t ws, size_t W, size_t S, double *total, long *scored) {
     int k = 1;
-    while (k < b->nb && ws + (size_t)k * S + W <= n) k++;
+    while (k < b->nb && ws + (size_t)(k - 1) * S + W < n) k++;
+    const size_t len = ws + W < n ? W : n - ws; /* (the first window is the longest) */
     ssm_state_reset(b->s);
-    for (size_t p0 = 0; p0 < W; p0 += (size_t)b->T) {
-        const int T = (int)(W - p0 < (size_t)b->T ? W - p0 : (size_t)b->T);
+    for (size_t p0 = 0; p0 < len; p0 += (size_t)b->T) {
+        const int T = (int)(len - p0 < (size_t)b->T ? len - p0 : (size_t)b->T);
         for (int j = 0; j < b->nb; j++) {
-            const size_t wj = ws + (size_t)(j < k ? j : 0) * S, from = wj == first ? wj : wj - S + W;
+            const size_t wj = ws + (size_t)(j < k ? j : 0) * S, end = wj + W < n ? wj + W : n;
+            const size_t from = wj == 0 ? 0 : wj - S + W;
             for (int i = 0; i < T; i++) {
-                const size_t at = wj + p0 + (size_t)i;
-                b->tok[(size_t)j * T + i] = tokens[at];
-                b->tgt[(size_t)j * T + i] = j < k && at >= from ? targets[at] : -1;
+                const size_t at = wj + p0 + (size_t)i, in = at < end ? at : ws; /* (past its end: any token) */
+                b->tok[(size_t)j * T + i] = tokens[in];
+                b->tgt[(size_t)j * T + i] = j < k && at >= from && at < end ? targets[at] : -1;
             }
         }
         int c;
@@ -107,49 +110,32 @@ double ssm_eval_strided(const ssm_model *m, const int *tokens, const int *target
     size_t W = window > 0 ? (size_t)window : grows ? (size_t)chunk : 0;
     if (W > n) W = n; /* (an attention cache no larger than the stream) */
     const size_t S = window > 0 && stride > 0 && (size_t)stride < W ? (size_t)stride : W;
-    ssm_state *s = ssm_state_new_ctx(m, 1, grows ? (long)W : 0);
-    float *last = S < W ? xmalloc(sizeof(float) * m->cfg.vocab_size) : NULL; /* a context pass's logits, unread */
-    strided_batch sb = strided_batch_new(m, S < W, W, chunk, grows);
     double total = 0;
     long scored = 0, passes = 0;
-    size_t ws = S == W ? eval_windows_train_forward(m, tokens, targets, n, window > 0 ? W : 0, &total, &scored) : 0;
-    for (size_t first = ws; ws < n; ws += S) { /* a window [ws, we), scored from `from` (W = 0: the whole stream) */
-        if (sb.nb > 1 && ws + W <= n) { /* overlapping whole windows, several at a time */
-            const int k = strided_batch_run(&sb, m, tokens, targets, n, first, ws, W, S, &total, &scored);
-            if (show_progress) {
-                fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * (ws + (k - 1) * S + W) / n,
-                        total / (scored ? scored : 1));
-                fflush(stderr);
-            }
-            ws += (size_t)(k - 1) * S; /* (the loop adds the last S) */
-            if (ws + W == n) break;
-            continue;
+    if (S < W) {
+        strided_batch b = strided_batch_new(m, W, chunk, grows);
+        for (size_t ws = 0;; ws += S) {
+            ws += (size_t)(strided_batch_run(&b, m, tokens, targets, n, ws, W, S, &total, &scored) - 1) * S;
+            if (show_progress) eval_progress(ws + W < n ? ws + W : n, n, total, scored);
+            if (ws + W >= n) break;
         }
-        const size_t we = W && ws + W < n ? ws + W : n, from = ws == first ? ws : ws - S + W;
-        if (W) ssm_state_reset(s);
-        for (size_t pos = ws; pos < we; passes++) {
-            const size_t end = pos < from ? from : we;
-            const int T = (int)(end - pos < (size_t)chunk ? end - pos : (size_t)chunk);
-            if (pos < from) /* context only: the state goes through it, nothing is scored */
-                ssm_forward(m, s, tokens + pos, T, last, 1);
-            else {
-                int c;
-                total += model_forward_loss(m, s, tokens + pos, targets + pos, T, &c, NULL); /* scored where it runs */
-                scored += c;
-            }
-            pos += (size_t)T;
-            if (show_progress && passes % 64 == 0) {
-                fprintf(stderr, "\reval %5.1f%% | %.4f nats/token so far", 100.0 * (pos > from ? pos : from) / n,
-                        total / (scored ? scored : 1)); /* (from: overlapping windows' passes do not go back) */
-                fflush(stderr);
-            }
+        strided_batch_free(&b);
+    } else {
+        ssm_state *s = ssm_state_new_ctx(m, 1, grows ? (long)W : 0);
+        for (size_t pos = eval_windows_train_forward(m, tokens, targets, n, window > 0 ? W : 0, &total, &scored);
+             pos < n; passes++) {
+            size_t T = n - pos < (size_t)chunk ? n - pos : (size_t)chunk;
+            if (W && T > W - pos % W) T = W - pos % W; /* a pass never crosses a window's end */
+            if (W && pos % W == 0) ssm_state_reset(s);
+            int c;
+            total += model_forward_loss(m, s, tokens + pos, targets + pos, (int)T, &c, NULL); /* scored where it runs */
+            scored += c;
+            pos += T;
+            if (show_progress && passes % 64 == 0) eval_progress(pos, n, total, scored);
         }
-        if (we == n) break;
+        ssm_state_free(s);
     }
     if (show_progress) fprintf(stderr, "\r\033[K");
-    free(last);
-    strided_batch_free(&sb);
-    ssm_state_free(s);
     if (count) *count = scored;
     return total;
 }
